@@ -1,0 +1,82 @@
+"""Atomic checkpoints and exact resume.
+
+A checkpoint is a folder ``checkpoints/step-XXXXXX/`` holding ``state.pt`` (trainable
+weights, optimizer, EMA, anything else the trainer hands over) and ``meta.json``. It is
+written into a hidden temporary folder first, flushed to disk, and renamed into place:
+a run killed mid-write leaves at worst a ``.tmp-*`` folder, which is ignored and cleaned
+up, never a checkpoint that looks complete but is not.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import time
+from typing import Any, Optional
+
+import torch
+
+_NAME = re.compile(r"^step-(\d{6,})$")
+
+
+def _fsync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def save_checkpoint(root: str, step: int, state: dict[str, Any], keep_last: int = 2) -> str:
+    """Write ``state`` as ``root/step-{step:06d}`` atomically; keep the newest ``keep_last``."""
+    os.makedirs(root, exist_ok=True)
+    final = os.path.join(root, f"step-{step:06d}")
+    tmp = os.path.join(root, f".tmp-step-{step:06d}-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    with open(os.path.join(tmp, "state.pt"), "wb") as f:
+        torch.save(state, f)
+        f.flush()
+        os.fsync(f.fileno())
+    with open(os.path.join(tmp, "meta.json"), "w") as f:
+        json.dump({"step": step, "time": time.time()}, f)
+        f.flush()
+        os.fsync(f.fileno())
+    if os.path.exists(final):  # re-saving the same step (e.g. resumed at it): replace it
+        shutil.rmtree(final)
+    os.replace(tmp, final)
+    _fsync_dir(root)
+    for old in list_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: str) -> list[str]:
+    """Complete checkpoints under ``root``, oldest first; leftover temp folders are removed."""
+    if not os.path.isdir(root):
+        return []
+    found = []
+    for name in os.listdir(root):
+        path = os.path.join(root, name)
+        if name.startswith(".tmp-"):
+            shutil.rmtree(path, ignore_errors=True)
+        elif _NAME.match(name) and os.path.isfile(os.path.join(path, "meta.json")):
+            found.append((int(_NAME.match(name).group(1)), path))
+    return [p for _, p in sorted(found)]
+
+
+def latest_checkpoint(root: str) -> Optional[str]:
+    ckpts = list_checkpoints(root)
+    return ckpts[-1] if ckpts else None
+
+
+def load_checkpoint(path: str) -> dict[str, Any]:
+    state_file = os.path.join(path, "state.pt")
+    if not os.path.isfile(state_file):
+        raise ValueError(f"checkpoint {path!r} has no state.pt")
+    try:
+        return torch.load(state_file, map_location="cpu", weights_only=True)
+    except Exception as e:  # truncated or corrupt file: say which, do not guess
+        raise ValueError(f"checkpoint file {state_file!r} is unreadable ({type(e).__name__}: {e})") from e

@@ -1,0 +1,515 @@
+"""Typed dataclass configs: YAML files, dotted overrides, strict validation.
+
+One dataclass per section, every field with a help string. The machinery is generic
+(any tree of dataclasses deriving from :class:`Section`):
+
+    cfg = load_config(OnlineConfig, "configs/digits/flowgrpo.yaml", ["train.lr=1e-4"])
+    save_config(cfg, "runs/x/config.yaml")      # load_config(OnlineConfig, that) == cfg
+    print(describe_config(OnlineConfig))        # genrl train --help-config
+
+Override values are parsed as YAML (``policy.lora.target_modules=[to_q,to_k]``,
+``eval.num_steps=null``). Overrides apply on top of the file and the defaults, so
+``rewards.clip=0.5`` adds a reward to the existing ones; ``rewards={clip: 0.5}`` replaces
+them. Every problem is a :class:`ConfigError` (a ``ValueError``) naming the dotted key,
+raised before any work starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import functools
+import math
+import os
+import re
+import tempfile
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Optional, TypeVar, Union
+
+import yaml
+
+__all__ = [
+    "SDE_TYPES", "ConfigError", "Section", "load_config", "config_from_dict", "config_to_dict",
+    "save_config", "describe_config", "LoraConfig", "PolicyConfig", "RolloutConfig",
+    "AdvantageConfig", "ObjectiveConfig", "TrainConfig", "EvalConfig", "CheckpointConfig",
+    "LogConfig", "OnlineConfig",
+]
+
+SDE_TYPES: tuple[str, ...] = ("ode", "flow_sde", "cps")  # step kinds in genrl.sde
+
+T = TypeVar("T")
+_NOVALUE = object()
+_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML 1.1 reads 1e-4 as str
+
+
+class ConfigError(ValueError):
+    """A config problem at a dotted ``key`` (message rebuilt when a parent prefixes the key)."""
+
+    def __init__(self, key: str, msg: str, value: Any = _NOVALUE, valid: Optional[list] = None):
+        self.key, self.msg, self.value, self.valid = key, msg, value, valid
+        super().__init__(str(self))
+
+    def __str__(self) -> str:
+        if self.valid is not None:  # unknown key
+            parent = self.key.rpartition(".")[0]
+            where = f"under '{parent}'" if parent else "at the top level"
+            return f"unknown config key '{self.key}'; valid keys {where}: {', '.join(self.valid)}{self.msg}"
+        head = f"{self.key}={self.value!r}" if self.value is not _NOVALUE else self.key
+        return f"{head}: {self.msg}" if head else self.msg
+
+    def __reduce__(self):
+        return (ConfigError, (self.key, self.msg, self.value, self.valid))
+
+    def prefixed(self, prefix: str) -> ConfigError:
+        key = prefix if not self.key else f"{prefix}{'' if self.key.startswith('[') else '.'}{self.key}"
+        return ConfigError(key, self.msg, self.value, self.valid)
+
+
+def _unknown(key: str, name: str, valid: list[str]) -> ConfigError:
+    close = difflib.get_close_matches(str(name), valid, n=1)
+    return ConfigError(key, f" (did you mean '{close[0]}'?)" if close else "", valid=valid)
+
+
+def _require(ok: bool, key: str, value: Any, msg: str) -> None:
+    if not ok:
+        raise ConfigError(key, msg, value)
+
+
+# ----------------------------------------------------------------------------- types
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _init_fields(cls: type) -> list[dataclasses.Field]:
+    return [f for f in dataclasses.fields(cls) if f.init]
+
+
+def _is_union(tp: Any) -> bool:
+    return typing.get_origin(tp) in (Union, types.UnionType)
+
+
+def _type_name(tp: Any) -> str:
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if _is_union(tp):
+        return " | ".join("None" if a is type(None) else _type_name(a) for a in args)
+    if origin is Literal:
+        return f"Literal[{', '.join(map(repr, args))}]"
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    if dataclasses.is_dataclass(tp):
+        return f"section {tp.__name__}"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against type ``tp`` and return it normalised (int -> float etc.)."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if tp is Any:
+        return value
+    if _is_union(tp):
+        if value is None and type(None) in args:
+            return None
+        for arg in (a for a in args if a is not type(None)):
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError:
+                pass
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {type(value).__name__}", value)
+    if origin is Literal:
+        for choice in args:  # type-exact match: True must not select 1
+            if type(value) is type(choice) and value == choice:
+                return value
+        raise ConfigError(key, f"must be one of {', '.join(map(repr, args))}", value)
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"expected a mapping of {tp.__name__} fields, got {type(value).__name__}", value)
+        try:
+            return config_from_dict(tp, value)
+        except ConfigError as e:
+            raise e.prefixed(key) from None
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(key, f"expected {_type_name(tp)}, got {type(value).__name__}", value)
+        return [_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, Mapping):
+            raise ConfigError(key, f"expected a mapping ({_type_name(tp)}), got {type(value).__name__}", value)
+        return {_coerce(k, args[0], f"{key} key"): _coerce(v, args[1], f"{key}.{k}") for k, v in value.items()}
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected bool (true/false), got {type(value).__name__}", value)
+    if tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        raise ConfigError(key, f"expected int, got {type(value).__name__}", value)
+    if tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)
+        raise ConfigError(key, f"expected float, got {type(value).__name__}", value)
+    if tp is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(key, f"expected str, got {type(value).__name__}", value)
+    raise TypeError(f"{key}: unsupported config field type {tp!r}")
+
+
+@dataclass
+class Section:
+    """Base of every config section: checks field types on construction, then ``validate``."""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in _init_fields(type(self)):
+            setattr(self, f.name, _coerce(getattr(self, f.name), hints[f.name], f.name))
+        self.validate()
+
+    def validate(self) -> None:
+        """Value checks; raise ConfigError(key, msg, value) with the key relative to this section."""
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def config_from_dict(cls: type[T], data: Mapping | None, overrides: typing.Iterable[str] = ()) -> T:
+    """Build ``cls`` from a (partial) mapping plus dotted ``key=value`` overrides."""
+    if data is None:
+        data = {}
+    if not isinstance(data, Mapping):
+        raise ConfigError("", f"a {cls.__name__} config must be a mapping, got {type(data).__name__}")
+    data = _deepcopy_plain(data)
+    for item in [overrides] if isinstance(overrides, str) else overrides:
+        _apply_override(cls, data, item)
+    valid = [f.name for f in _init_fields(cls)]
+    for name in data:
+        if name not in valid:
+            raise _unknown(str(name), name, valid)
+    return cls(**data)
+
+
+def load_config(cls: type[T], path: str | os.PathLike | None, overrides: typing.Iterable[str] = ()) -> T:
+    """Read YAML from ``path`` (None: defaults only), apply overrides, build and validate."""
+    data = None
+    if path is not None:
+        with open(path, encoding="utf-8") as fh:
+            try:
+                data = yaml.safe_load(fh)
+            except yaml.YAMLError as e:
+                raise ConfigError("", f"{path}: invalid YAML: {e}") from None
+        if data is not None and not isinstance(data, Mapping):
+            raise ConfigError("", f"{path}: top level must be a mapping, got {type(data).__name__}")
+    return config_from_dict(cls, data, overrides)
+
+
+def _deepcopy_plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {k: _deepcopy_plain(v) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_deepcopy_plain(v) for v in obj]
+    return obj
+
+
+def _apply_override(cls: type, data: dict, item: str) -> None:
+    """Set ``a.b.c=value`` into the raw mapping, walking the dataclass types alongside."""
+    if not isinstance(item, str) or "=" not in item:
+        raise ConfigError("", f"malformed override {item!r}: expected key.sub=value (e.g. train.lr=1e-4)")
+    dotted, _, text = item.partition("=")
+    dotted = dotted.strip()
+    parts = dotted.split(".")
+    if not all(parts):
+        raise ConfigError("", f"malformed override {item!r}: empty key component in {dotted!r}")
+    try:
+        value = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        raise ConfigError(dotted, f"override value {text!r} is not valid YAML: {e}") from None
+    node, tp = data, cls
+    for i, part in enumerate(parts):
+        key = ".".join(parts[: i + 1])
+        last = i == len(parts) - 1
+        if dataclasses.is_dataclass(tp):
+            fields = {f.name: f for f in _init_fields(tp)}
+            if part not in fields:
+                raise _unknown(key, part, list(fields))
+            if last:
+                node[part] = value
+                return
+            tp = _hints(tp)[part]
+            if _is_union(tp):  # Optional[section]
+                tp = next(a for a in typing.get_args(tp) if a is not type(None))
+            if typing.get_origin(tp) is dict and part not in node:  # merge into the default dict
+                f = fields[part]
+                node[part] = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+            child = node.setdefault(part, {})
+            if not isinstance(child, Mapping) or not (dataclasses.is_dataclass(tp) or typing.get_origin(tp) is dict):
+                raise ConfigError(key, f"is not a section (type {_type_name(tp)}); cannot set {dotted!r}")
+            node[part] = child = dict(child)
+            node = child
+        elif typing.get_origin(tp) is dict and last:  # free-form entry, e.g. rewards.<name>
+            node[part] = value
+            return
+        else:
+            raise ConfigError(key, f"is not a section; cannot set {dotted!r}")
+
+
+# ----------------------------------------------------------------------------- saving / help
+
+
+def config_to_dict(cfg: Any) -> dict:
+    """Plain nested dict of the resolved config (field order kept)."""
+    return dataclasses.asdict(cfg)
+
+
+def save_config(cfg: Any, path: str | os.PathLike) -> None:
+    """Write the resolved config as YAML atomically (temp file + os.replace)."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".yaml.tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False, default_flow_style=False)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _inline(value: Any) -> str:
+    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    return text.removesuffix("\n...").strip()
+
+
+def describe_config(cls: type, prefix: str = "") -> str:
+    """Every field: dotted name, type, default and help (one block per field)."""
+    lines = []
+    hints = _hints(cls)
+    for f in _init_fields(cls):
+        name, tp, doc = f"{prefix}{f.name}", hints[f.name], f.metadata.get("help", "")
+        if dataclasses.is_dataclass(tp):
+            lines.append(f"{name}: [{tp.__name__}] {doc}".rstrip())
+            lines.append(describe_config(tp, f"{name}."))
+            continue
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        shown = "(required)" if default is dataclasses.MISSING else _inline(default)
+        lines.append(f"{name}: {_type_name(tp)} = {shown}\n    {doc}".rstrip())
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------------- schema
+
+
+def _f(default: Any, help: str) -> Any:
+    """A field with a help string; mutable defaults are copied per instance."""
+    if isinstance(default, (list, dict)) or dataclasses.is_dataclass(default):
+        factory = default if callable(default) else (lambda d=default: _deepcopy_plain(d))
+        return field(default_factory=factory, metadata={"help": help})
+    return field(default=default, metadata={"help": help})
+
+
+def _at_least(section: Section, minimum: float, *names: str) -> None:
+    for n in names:
+        v = getattr(section, n)
+        _require(v >= minimum, n, v, f"must be >= {minimum}")
+
+
+def _nonempty(section: Section, *names: str) -> None:
+    for n in names:
+        _require(bool(getattr(section, n).strip()), n, getattr(section, n), "must be non-empty")
+
+
+@dataclass
+class LoraConfig(Section):
+    rank: int = _f(8, "LoRA rank; 0 = full fine-tuning")
+    alpha: float = _f(8.0, "LoRA alpha (scale = alpha / rank)")
+    dropout: float = _f(0.0, "LoRA dropout probability, in [0, 1)")
+    target_modules: list[str] = _f(
+        ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"],
+        "module names that get LoRA adapters")
+
+    def validate(self) -> None:
+        _at_least(self, 0, "rank")
+        _require(self.alpha > 0, "alpha", self.alpha, "must be > 0")
+        _require(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
+        _require(self.rank == 0 or len(self.target_modules) > 0, "target_modules", self.target_modules,
+                 "must be non-empty when rank > 0")
+
+
+@dataclass
+class PolicyConfig(Section):
+    name: str = _f("flow", "policy name in genrl.registry.POLICIES")
+    model: str = _f("task:digits", "'task:<name>' (embedded, pretrained on first use), a hub id, or a local diffusers folder")
+    sde: str = _f("flow_sde", f"SDE step used for rollouts, one of {', '.join(SDE_TYPES)}")
+    eta: float = _f(0.7, "noise level of the SDE step (>= 0; cps needs eta in [0, 1])")
+    num_steps: int = _f(10, "denoising steps per rollout")
+    guidance_scale: float = _f(1.0, "classifier-free guidance scale; 1.0 = off")
+    sde_window_size: int = _f(0, "0 = every step stochastic and trained; K > 0 = only K consecutive steps (Flow-GRPO-Fast/MixGRPO), the rest ODE")
+    sde_window_range: Optional[list[int]] = _f(None, "[lo, hi]: the window start is drawn uniformly from lo..hi-window each step; null = [0, num_steps]")
+    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the model weights")
+    lora: LoraConfig = _f(LoraConfig, "LoRA adapter settings")
+
+    def validate(self) -> None:
+        _nonempty(self, "name", "model")
+        _require(self.sde in SDE_TYPES, "sde", self.sde, f"must be one of {', '.join(map(repr, SDE_TYPES))}")
+        _require(self.eta >= 0 and math.isfinite(self.eta), "eta", self.eta, "must be finite and >= 0")
+        _require(self.sde != "cps" or self.eta <= 1, "eta", self.eta, "cps needs eta in [0, 1]")
+        _at_least(self, 1, "num_steps")
+        _at_least(self, 1.0, "guidance_scale")
+        _require(0 <= self.sde_window_size <= self.num_steps, "sde_window_size", self.sde_window_size,
+                 f"must be in [0, num_steps={self.num_steps}]")
+        r = self.sde_window_range
+        if r is not None:
+            _require(self.sde_window_size > 0, "sde_window_range", r, "only used with sde_window_size > 0")
+            _require(len(r) == 2, "sde_window_range", r, "must be [lo, hi]")
+            lo, hi = r
+            _require(0 <= lo < hi <= self.num_steps, "sde_window_range", r,
+                     f"needs 0 <= lo < hi <= num_steps={self.num_steps}")
+            _require(hi - lo >= self.sde_window_size, "sde_window_range", r,
+                     f"hi - lo must be >= sde_window_size={self.sde_window_size}")
+
+
+@dataclass
+class RolloutConfig(Section):
+    prompts_per_step: int = _f(10, "distinct prompts per iteration")
+    group_size: int = _f(16, "samples per prompt (the group for advantage normalisation), >= 2")
+    batch_size: int = _f(160, "samples per rollout forward pass (per process)")
+
+    def validate(self) -> None:
+        _at_least(self, 1, "prompts_per_step", "batch_size")
+        _at_least(self, 2, "group_size")
+        total = self.prompts_per_step * self.group_size
+        _require(total % self.batch_size == 0, "batch_size", self.batch_size,
+                 f"must divide prompts_per_step * group_size = {self.prompts_per_step} * {self.group_size} = {total}")
+
+
+@dataclass
+class AdvantageConfig(Section):
+    std: Literal["group", "global", "none"] = _f("group", "divide by the group's std, the whole batch's std, or not at all")
+    eps: float = _f(1e-4, "added to the std before dividing (> 0)")
+
+    def validate(self) -> None:
+        _require(self.eps > 0, "eps", self.eps, "must be > 0")
+
+
+@dataclass
+class ObjectiveConfig(Section):
+    name: str = _f("grpo", "objective name in genrl.registry.OBJECTIVES")
+    clip_range: float = _f(1e-3, "PPO ratio clip epsilon (> 0)")
+    adv_clip_max: float = _f(5.0, "advantages are clamped to +-this (> 0)")
+    beta: float = _f(0.0, "KL-to-reference coefficient; 0 disables it and skips the reference forward")
+
+    def validate(self) -> None:
+        _nonempty(self, "name")
+        for n in ("clip_range", "adv_clip_max"):
+            _require(getattr(self, n) > 0, n, getattr(self, n), "must be > 0")
+        _require(self.beta >= 0 and math.isfinite(self.beta), "beta", self.beta, "must be finite and >= 0")
+
+
+@dataclass
+class TrainConfig(Section):
+    lr: float = _f(3e-4, "AdamW learning rate")
+    weight_decay: float = _f(1e-4, "AdamW weight decay")
+    adam_beta1: float = _f(0.9, "AdamW beta1")
+    adam_beta2: float = _f(0.999, "AdamW beta2")
+    adam_eps: float = _f(1e-8, "AdamW epsilon")
+    max_grad_norm: float = _f(1.0, "gradient-norm clipping threshold; 0 = no clipping")
+    batch_size: int = _f(80, "samples per backward pass (per process)")
+    gradient_accumulation_steps: int = _f(1, "backward passes per optimizer step")
+    timestep_chunk: int = _f(0, "trained timesteps per forward/backward; 0 = all at once (else gradients accumulate over timesteps)")
+    inner_epochs: int = _f(1, "passes over each rollout batch")
+    ema_decay: float = _f(0.0, "0 = no EMA; else in (0, 1); EMA weights are used for evaluation")
+    mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "autocast mode for training")
+
+    def validate(self) -> None:
+        _require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be finite and > 0")
+        _require(self.adam_eps > 0, "adam_eps", self.adam_eps, "must be > 0")
+        _at_least(self, 0, "weight_decay", "max_grad_norm", "timestep_chunk")
+        for n in ("adam_beta1", "adam_beta2", "ema_decay"):
+            _require(0 <= getattr(self, n) < 1, n, getattr(self, n), "must be in [0, 1)")
+        _at_least(self, 1, "batch_size", "gradient_accumulation_steps", "inner_epochs")
+
+
+@dataclass
+class EvalConfig(Section):
+    every: int = _f(20, "evaluate at step 0, every N steps and at the end; 0 = only start and end")
+    seeds_per_prompt: int = _f(20, "samples per evaluation prompt")
+    num_steps: Optional[int] = _f(None, "ODE steps for evaluation; null = policy.num_steps")
+    guidance_scale: float = _f(1.0, "CFG scale for evaluation; 1.0 = off")
+    batch_size: int = _f(200, "samples per evaluation forward pass")
+    save_images: bool = _f(True, "write evaluation sample grids")
+
+    def validate(self) -> None:
+        _at_least(self, 0, "every")
+        _at_least(self, 1, "seeds_per_prompt", "batch_size")
+        _require(self.num_steps is None or self.num_steps >= 1, "num_steps", self.num_steps, "must be null or >= 1")
+        _at_least(self, 1.0, "guidance_scale")
+
+
+@dataclass
+class CheckpointConfig(Section):
+    every: int = _f(20, "save every N steps; 0 = only at the end")
+    keep_last: int = _f(2, "number of newest checkpoints kept (>= 1)")
+
+    def validate(self) -> None:
+        _at_least(self, 0, "every")
+        _at_least(self, 1, "keep_last")
+
+
+@dataclass
+class LogConfig(Section):
+    tensorboard: bool = _f(True, "write TensorBoard event files under output_dir")
+    progress_bar: bool = _f(True, "show a tqdm progress bar")
+
+
+@dataclass
+class OnlineConfig(Section):
+    """Online RL trainer (rollout -> reward -> advantage -> update), e.g. Flow-GRPO."""
+
+    output_dir: str = _f("runs/digits_flowgrpo", "directory for checkpoints, logs and samples")
+    seed: int = _f(0, "random seed (>= 0)")
+    task: str = _f("digits", "embedded task providing prompts and eval metrics (a name in genrl.registry.TASKS)")
+    resume: bool = _f(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
+    max_steps: int = _f(100, "RL iterations (rollout -> reward -> update)")
+    policy: PolicyConfig = _f(PolicyConfig, "the generative model and its sampler")
+    rollout: RolloutConfig = _f(RolloutConfig, "sampling of training trajectories")
+    rewards: dict[str, float] = _f({"digits": 1.0}, "reward name -> weight (non-empty, finite weights)")
+    advantages: AdvantageConfig = _f(AdvantageConfig, "advantage normalisation")
+    objective: ObjectiveConfig = _f(ObjectiveConfig, "policy-gradient objective")
+    train: TrainConfig = _f(TrainConfig, "optimisation")
+    eval: EvalConfig = _f(EvalConfig, "periodic evaluation with the ODE sampler")
+    checkpoint: CheckpointConfig = _f(CheckpointConfig, "checkpointing")
+    log: LogConfig = _f(LogConfig, "logging")
+
+    def validate(self) -> None:
+        _nonempty(self, "output_dir", "task")
+        _at_least(self, 0, "seed")
+        _at_least(self, 1, "max_steps")
+        _require(len(self.rewards) > 0, "rewards", self.rewards, "needs at least one reward")
+        for name, w in self.rewards.items():
+            _require(bool(name.strip()), "rewards", self.rewards, "reward names must be non-empty")
+            _require(math.isfinite(w), f"rewards.{name}", w, "weight must be finite")
+        p = self.policy
+        stochastic = " or ".join(s for s in SDE_TYPES if s != "ode")
+        _require(p.sde != "ode", "policy.sde", p.sde,
+                 f"has no exploration noise (RL needs a stochastic step); choose {stochastic}")
+        _require(p.eta > 0, "policy.eta", p.eta,
+                 f"gives no exploration noise with policy.sde={p.sde!r}; set eta > 0")
+        _require(p.sde != "cps" or p.eta < 1, "policy.eta", p.eta, "cps needs eta in (0, 1) for RL")
+        r, t = self.rollout, self.train
+        total, per_step = r.prompts_per_step * r.group_size, t.batch_size * t.gradient_accumulation_steps
+        _require(total % per_step == 0, "train.batch_size", t.batch_size,
+                 f"rollout.prompts_per_step * rollout.group_size = {r.prompts_per_step} * {r.group_size} = {total} "
+                 f"must be divisible by train.batch_size * train.gradient_accumulation_steps = "
+                 f"{t.batch_size} * {t.gradient_accumulation_steps} = {per_step}")

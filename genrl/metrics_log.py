@@ -1,0 +1,45 @@
+"""Per-step metrics: ``metrics.jsonl`` (one JSON object per line) and TensorBoard (``tb/``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+
+
+class MetricsLogger:
+    """Appends ``{"step": s, ...}`` rows. On resume from step ``start`` it first drops rows
+    logged after ``start`` by the interrupted run, so the file reads as one clean run."""
+
+    def __init__(self, run_dir: str, start: int = 0, tensorboard: bool = True):
+        self.path = os.path.join(run_dir, "metrics.jsonl")
+        if start > 0 and os.path.exists(self.path):
+            with open(self.path) as f:
+                keep = [line for line in f if line.strip() and json.loads(line)["step"] <= start]
+            tmp = self.path + ".tmp"
+            with open(tmp, "w") as f:
+                f.writelines(keep)
+            os.replace(tmp, self.path)
+        elif start == 0 and os.path.exists(self.path):
+            os.remove(self.path)
+        self.file = open(self.path, "a")
+        self.tb = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.tb = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=start + 1 if start else None)
+
+    def log(self, step: int, metrics: dict[str, float]) -> None:
+        row = {"step": step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
+        self.file.write(json.dumps({k: (v if math.isfinite(v) else None) if isinstance(v, float) else v
+                                    for k, v in row.items()}) + "\n")
+        self.file.flush()
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and v is not None and math.isfinite(v):
+                    self.tb.add_scalar(k, v, step)
+
+    def close(self) -> None:
+        self.file.close()
+        if self.tb is not None:
+            self.tb.close()

@@ -1,0 +1,4 @@
+"""Policies: generative models wrapped as stochastic policies that roll out into a
+``Trajectory`` and re-score stored actions. Registered by name in ``POLICIES``."""
+
+from genrl.policies import flow  # noqa: F401  (registers "flow")

@@ -1,0 +1,166 @@
+"""Stateless flow-matching sampler steps with exact Gaussian log-probabilities.
+
+A step moves a sample ``x`` from noise level ``sigma`` to ``sigma_next < sigma`` given the
+predicted velocity ``v`` (diffusers' flow-matching convention: ``x_sigma = (1 - sigma) x0 +
+sigma * noise`` and ``v = noise - x0``). Every stochastic step is a Gaussian
+``x' ~ N(mean, std^2 I)``; the functions return that mean and std along with the sampled
+``x'`` and its exact log-density, so a stored transition can be re-scored by new weights.
+
+Log-prob convention: the exact Gaussian log-density *averaged* over the non-batch
+dimensions (Flow-GRPO's convention, so its published clip ranges transfer); pass
+``reduce="sum"`` for the full joint log-density.
+
+Steps (``dt = sigma_next - sigma`` is negative):
+
+- ``ode``: Euler, ``x' = x + dt * v``; deterministic (what evaluation uses).
+- ``flow_sde``: Flow-GRPO (Liu et al. 2025, arXiv 2505.05470, eq. 9-10), the reverse SDE
+  with the same marginals as the ODE: ``std_t = eta * sqrt(sigma / (1 - sigma))`` (at
+  ``sigma = 1`` the denominator uses the schedule's second sigma), mean
+  ``x (1 + std_t^2 dt / (2 sigma)) + v (1 + std_t^2 (1 - sigma) / (2 sigma)) dt`` and
+  Gaussian std ``std_t * sqrt(-dt)``.
+- ``cps``: coefficient-preserving sampling (Wang & Yu 2025, arXiv 2509.05952; Flow-GRPO's
+  ``sde_type='cps'``): ``std = sigma_next * sin(eta * pi / 2)``, ``x0 = x - sigma v``,
+  ``eps = x + (1 - sigma) v``, mean ``x0 (1 - sigma_next) + eps sqrt(sigma_next^2 - std^2)``.
+  Its final step (``sigma_next = 0``) has ``std = 0``: it is deterministic and carries no
+  log-prob, so policies never train it.
+
+With ``eta = 0`` every step reduces to the Euler step of
+``diffusers.FlowMatchEulerDiscreteScheduler``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Callable, Optional
+
+import torch
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+@dataclass
+class StepOutput:
+    prev_sample: torch.Tensor  # x' [B, ...]
+    mean: torch.Tensor  # Gaussian mean of x' [B, ...]
+    std: torch.Tensor  # Gaussian std of x' per element [B]; 0 for deterministic steps
+    log_prob: torch.Tensor  # [B]; 0 where std == 0
+
+
+def _expand(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+    """Broadcast a per-sample ``[B]`` (or scalar) tensor against ``like`` ``[B, ...]``."""
+    t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
+    if t.ndim == 0:
+        t = t.expand(like.shape[0])
+    return t.reshape(-1, *([1] * (like.ndim - 1)))
+
+
+def reduce_nonbatch(t: torch.Tensor, reduce: str = "mean") -> torch.Tensor:
+    """Mean (or sum) over every dimension but the first."""
+    dims = tuple(range(1, t.ndim))
+    if reduce == "mean":
+        return t.mean(dim=dims)
+    if reduce == "sum":
+        return t.sum(dim=dims)
+    raise ValueError(f"reduce must be 'mean' or 'sum', got {reduce!r}")
+
+
+def gaussian_log_prob(
+    value: torch.Tensor, mean: torch.Tensor, std: torch.Tensor, reduce: str = "mean"
+) -> torch.Tensor:
+    """Exact log N(value; mean, std^2 I) reduced over non-batch dims; 0 where ``std == 0``.
+
+    value, mean: [B, ...]; std: [B]. Returns [B].
+    """
+    stochastic = std > 0  # [B]
+    safe_std = torch.where(stochastic, std, torch.ones_like(std))
+    s = _expand(safe_std, mean)
+    lp = -((value.detach() - mean) ** 2) / (2 * s**2) - torch.log(s) - _LOG_SQRT_2PI
+    return torch.where(stochastic, reduce_nonbatch(lp, reduce), torch.zeros_like(std))
+
+
+def gaussian_kl(
+    mean_p: torch.Tensor, mean_q: torch.Tensor, std: torch.Tensor, reduce: str = "mean"
+) -> torch.Tensor:
+    """KL(N(mean_p, std^2) || N(mean_q, std^2)) = ||mean_p - mean_q||^2 / (2 std^2), per sample.
+
+    ``std`` is the Gaussian std of the step itself (for ``flow_sde`` that includes the
+    ``sqrt(-dt)`` factor, which Flow-GRPO's KL omits). Reduced like the log-probs. [B].
+    """
+    stochastic = std > 0
+    safe_std = torch.where(stochastic, std, torch.ones_like(std))
+    kl = (mean_p - mean_q) ** 2 / (2 * _expand(safe_std, mean_p) ** 2)
+    return torch.where(stochastic, reduce_nonbatch(kl, reduce), torch.zeros_like(std))
+
+
+def _finish(
+    mean: torch.Tensor,
+    std: torch.Tensor,
+    prev_sample: Optional[torch.Tensor],
+    generator: Optional[torch.Generator],
+    reduce: str,
+) -> StepOutput:
+    if prev_sample is None:
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        prev_sample = mean + _expand(std, mean) * noise
+    return StepOutput(prev_sample, mean, std, gaussian_log_prob(prev_sample, mean, std, reduce))
+
+
+def ode_step(v, x, sigma, sigma_next, eta=0.0, sigma_1=None, prev_sample=None, generator=None, reduce="mean"):
+    """Euler step ``x' = x + dt * v``; deterministic (std 0, log-prob 0)."""
+    v, x = v.float(), x.float()
+    dt = _expand(sigma_next, x) - _expand(sigma, x)
+    mean = x + dt * v
+    std = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
+    return StepOutput(mean if prev_sample is None else prev_sample.float(), mean, std, torch.zeros_like(std))
+
+
+def flow_sde_std(sigma: torch.Tensor, sigma_1: float, eta: float) -> torch.Tensor:
+    """Flow-GRPO's diffusion coefficient ``eta sqrt(s / (1 - s))`` ([B]), with ``s = 1`` in the
+    denominator replaced by the schedule's second sigma ``sigma_1`` so it stays finite."""
+    denom = 1 - torch.where(sigma >= 1, torch.full_like(sigma, sigma_1), sigma)
+    return eta * torch.sqrt(sigma / denom)
+
+
+def flow_sde_step(v, x, sigma, sigma_next, eta, sigma_1, prev_sample=None, generator=None, reduce="mean"):
+    """Flow-GRPO's marginal-preserving SDE step (arXiv 2505.05470, eq. 9-10)."""
+    v, x = v.float(), x.float()
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+    sigma_next = torch.as_tensor(sigma_next, dtype=x.dtype, device=x.device).expand(x.shape[0])
+    if sigma_1 is None:
+        raise ValueError("flow_sde needs sigma_1, the schedule's second sigma (used at sigma = 1)")
+    std_t = flow_sde_std(sigma, sigma_1, eta)  # [B]
+    dt = sigma_next - sigma  # [B], negative
+    s_, dt_, std_ = _expand(sigma, x), _expand(dt, x), _expand(std_t, x)
+    mean = x * (1 + std_**2 * dt_ / (2 * s_)) + v * (1 + std_**2 * (1 - s_) / (2 * s_)) * dt_
+    return _finish(mean, std_t * torch.sqrt(-dt), None if prev_sample is None else prev_sample.float(), generator, reduce)
+
+
+def cps_step(v, x, sigma, sigma_next, eta, sigma_1=None, prev_sample=None, generator=None, reduce="mean"):
+    """Coefficient-preserving step (arXiv 2509.05952): noise energy is preserved exactly."""
+    v, x = v.float(), x.float()
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+    sigma_next = torch.as_tensor(sigma_next, dtype=x.dtype, device=x.device).expand(x.shape[0])
+    std = sigma_next * math.sin(eta * math.pi / 2)  # [B]
+    s_, sn_ = _expand(sigma, x), _expand(sigma_next, x)
+    x0 = x - s_ * v
+    eps = x + (1 - s_) * v
+    mean = x0 * (1 - sn_) + eps * torch.sqrt((sn_**2 - _expand(std, x) ** 2).clamp_min(0))
+    return _finish(mean, std, None if prev_sample is None else prev_sample.float(), generator, reduce)
+
+
+StepFn = Callable[..., StepOutput]
+
+# The valid values of ``policy.sde``. Every function shares one signature:
+# (v, x, sigma, sigma_next, eta, sigma_1, prev_sample=None, generator=None, reduce="mean").
+STEPS: dict[str, StepFn] = {
+    "ode": ode_step,
+    "flow_sde": flow_sde_step,
+    "cps": cps_step,
+}
+
+
+def get_step(name: str) -> StepFn:
+    if name not in STEPS:
+        raise ValueError(f"unknown sde {name!r}; valid: {', '.join(STEPS)}")
+    return STEPS[name]

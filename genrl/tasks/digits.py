@@ -1,0 +1,435 @@
+"""The embedded ``digits`` task: a tiny text-to-image flow model that runs on a laptop CPU.
+
+Why it exists: every RL objective in genrl should be runnable end to end without a
+download. scikit-learn ships 1797 handwritten 8x8 digits, so we pretrain a *real*
+diffusers ``SD3Transformer2DModel`` (and a real transformers CLIP text encoder and a
+word-level tokenizer) on them in well under two minutes, and judge samples with two
+classifiers from the ``rewards`` package: a proxy (the RL reward) and a held-out gold judge
+(the number we report), so reward over-optimisation is visible.
+
+The model space is the image itself: ``x = pixel / 8 - 1`` in [-1, 1], shape [B, 1, 8, 8]
+(no VAE). Pretraining stops early on purpose (``DEFAULT_PRETRAIN_STEPS``) so the base
+model is weak enough that RL has room to improve it; see DESIGN.md, "Calibration notes".
+
+The pretrained folder is diffusers-style (``transformer/``, ``text_encoder/``,
+``tokenizer/``, ``scheduler/``), so it loads with the ordinary ``from_pretrained`` calls.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import uuid
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genrl.registry import REWARDS, TASKS
+
+if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load diffusers
+    from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
+    from transformers import CLIPTextModelWithProjection, PreTrainedTokenizerFast
+
+DIGIT_WORDS: tuple[str, ...] = (
+    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+)
+CAPTION_TEMPLATE = "a handwritten digit {}"
+
+# Calibrated on the reference CPU (2 threads, seed 0, ~20 s): gold accuracy of 200 samples
+# (10-step Euler ODE, no CFG) by pretraining steps: 200 -> 0.48, 225 -> 0.63, 250 -> 0.78,
+# 275 -> 0.84, 1000 -> 0.98, 2000 -> 0.995 (seeds 1 / 2 at 250: 0.76 / 0.68). Longer
+# pretraining leaves RL nothing to improve; the curve is steep, so recalibrate after any
+# change to the model, the data pipeline or the loss.
+DEFAULT_PRETRAIN_STEPS = 250
+
+MAX_LENGTH = 8  # tokens: "<bos> a handwritten digit seven <eos>" is 6
+# Token ids. eos must NOT be 2: transformers' CLIP treats eos_token_id == 2 as a legacy
+# config and pools at argmax(input_ids) instead of at the eos token.
+SPECIAL_TOKENS = {"<pad>": 0, "<bos>": 1, "<unk>": 2, "<eos>": 3}
+WORDS = ("a", "an", "the", "of", "image", "photo", "number", "handwritten", "digit") + DIGIT_WORDS
+
+NULL_CAPTION = ""  # the unconditional caption used for classifier-free guidance
+CAPTION_DROPOUT = 0.1
+
+
+# ----------------------------------------------------------------------------- prompts
+
+
+def prompt_for(digit: int) -> str:
+    """The caption for ``digit`` (0..9), e.g. ``"a handwritten digit seven"``."""
+    if not 0 <= int(digit) <= 9:
+        raise ValueError(f"digit must be in 0..9, got {digit}")
+    return CAPTION_TEMPLATE.format(DIGIT_WORDS[int(digit)])
+
+
+def digit_from_prompt(prompt: str) -> int:
+    """Inverse of :func:`prompt_for`: the one digit word (or numeral) in ``prompt``."""
+    found = {DIGIT_WORDS.index(w) for w in re.findall(r"[a-z]+", prompt.lower()) if w in DIGIT_WORDS}
+    found |= {int(c) for c in re.findall(r"\b[0-9]\b", prompt)}
+    if len(found) != 1:
+        raise ValueError(f"expected exactly one digit in prompt {prompt!r}, found {sorted(found)}")
+    return found.pop()
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where embedded tasks and reward models cache what they train.
+
+    ``cache_dir`` if given, else ``$GENRL_CACHE``, else ``~/.cache/genrl``.
+    """
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("GENRL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "genrl"
+
+
+def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
+    """scikit-learn's bundled digits as images in [0, 1] and labels.
+
+    Returns ``images [1797, 1, 8, 8]`` float32 (``pixel / 16``) and ``labels [1797]`` int64.
+    """
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    images = torch.from_numpy(data.images.astype(np.float32) / 16.0)[:, None]  # [N, 1, 8, 8]
+    labels = torch.from_numpy(data.target.astype(np.int64))  # [N]
+    return images, labels
+
+
+# ----------------------------------------------------------------------------- components
+
+
+def build_tokenizer() -> "PreTrainedTokenizerFast":
+    """A real word-level fast tokenizer, built in code (no download).
+
+    Lower-cases, splits on whitespace, wraps every caption in ``<bos> ... <eos>`` and pads
+    with ``<pad>`` to ``model_max_length`` (8). Saves and loads with ``save_pretrained`` /
+    ``AutoTokenizer.from_pretrained`` like any hub tokenizer.
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    vocab = dict(SPECIAL_TOKENS)
+    for word in WORDS:
+        vocab.setdefault(word, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>",
+        special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_max_length=MAX_LENGTH,
+        padding_side="right",
+    )
+
+
+def build_text_encoder(vocab_size: int | None = None) -> "CLIPTextModelWithProjection":
+    """A tiny real CLIP text encoder (2 layers, hidden 32, projection 32; ~31k params).
+
+    Its special-token ids match :func:`build_tokenizer`, and because ``eos_token_id`` is 3
+    (not the legacy 2) ``text_embeds`` is read at the first eos token of each caption.
+    """
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection
+
+    config = CLIPTextConfig(
+        vocab_size=vocab_size or len(SPECIAL_TOKENS) + len(WORDS),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        max_position_embeddings=MAX_LENGTH,
+        projection_dim=32,
+        pad_token_id=SPECIAL_TOKENS["<pad>"],
+        bos_token_id=SPECIAL_TOKENS["<bos>"],
+        eos_token_id=SPECIAL_TOKENS["<eos>"],
+    )
+    return CLIPTextModelWithProjection(config)
+
+
+def build_transformer() -> "SD3Transformer2DModel":
+    """A tiny real SD3 MMDiT (~0.58M params) on native 8x8 single-channel images.
+
+    Patch 2 gives 4x4 = 16 image tokens; text tokens come from the 32-wide CLIP encoder.
+    """
+    from diffusers import SD3Transformer2DModel
+
+    return SD3Transformer2DModel(
+        sample_size=8,
+        patch_size=2,
+        in_channels=1,
+        out_channels=1,
+        num_layers=4,
+        num_attention_heads=4,
+        attention_head_dim=16,
+        caption_projection_dim=64,  # must equal heads x head_dim
+        joint_attention_dim=32,  # text encoder hidden size
+        pooled_projection_dim=32,  # text encoder projection dim
+        pos_embed_max_size=4,  # 8 / patch 2
+    )
+
+
+def build_scheduler() -> "FlowMatchEulerDiscreteScheduler":
+    """The flow-matching Euler scheduler (no timestep shift at this resolution)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler
+
+    return FlowMatchEulerDiscreteScheduler(shift=1.0)
+
+
+def encode_prompts(
+    tokenizer: "PreTrainedTokenizerFast",
+    text_encoder: "CLIPTextModelWithProjection",
+    prompts: Sequence[str],
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions -> (``encoder_hidden_states [B, 8, 32]``, ``pooled_projections [B, 32]``).
+
+    Exactly what pretraining conditions on: the last hidden state (no attention mask, as
+    SD3's CLIP path does; the causal mask keeps real tokens independent of padding) and the
+    projected eos embedding.
+    """
+    device = next(text_encoder.parameters()).device
+    ids = tokenizer(
+        list(prompts), padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
+    ).input_ids.to(device)  # [B, 8]
+    out = text_encoder(input_ids=ids)
+    return out.last_hidden_state, out.text_embeds
+
+
+# ----------------------------------------------------------------------------- pretraining
+
+
+def _sibling_dir(out_dir: Path, tag: str) -> Path:
+    """A fresh hidden dir next to ``out_dir``, so ``os.replace`` is a same-disk rename."""
+    path = out_dir.with_name(f".{out_dir.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+    path.mkdir(parents=True)
+    return path
+
+
+def _replace_dir(tmp: Path, out_dir: Path) -> None:
+    """Move the finished ``tmp`` into place; an existing ``out_dir`` is swapped out first."""
+    old = None
+    if out_dir.exists():
+        old = _sibling_dir(out_dir, "old")
+        os.replace(out_dir, old / out_dir.name)
+    os.replace(tmp, out_dir)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def pretrain(
+    out_dir: str | os.PathLike,
+    steps: int = DEFAULT_PRETRAIN_STEPS,
+    seed: int = 0,
+    batch_size: int = 128,
+    lr: float = 1e-3,
+    progress: bool = True,
+) -> str:
+    """Rectified-flow pretraining of transformer + text encoder on the digits.
+
+    Flow-matching convention of diffusers: ``x_t = (1 - t) x0 + t * noise`` and the model
+    predicts ``v = noise - x0``, so a sampler step is ``x' = x + (s' - s) v``. ``t`` is
+    logit-normal (mean 0, std 1), the transformer sees ``t * 1000``; 10% of captions are
+    replaced by ``""`` so classifier-free guidance is available. All randomness comes from
+    ``seed`` (a ``torch.Generator`` plus a forked global RNG for the weight init), so a run
+    is reproducible on a given machine.
+
+    Writes ``out_dir/{transformer,text_encoder,tokenizer,scheduler}/`` and
+    ``out_dir/genrl_task.json`` into a temp dir and renames it into place, so a killed run
+    never leaves a half-written folder. An existing ``out_dir`` is replaced. Returns the path.
+    """
+    from tqdm.auto import tqdm
+
+    out_dir = Path(out_dir).expanduser()
+    images, labels = load_digit_images()
+    x0_all = images * 2 - 1  # [N, 1, 8, 8] in [-1, 1]
+    n = len(labels)
+
+    tokenizer = build_tokenizer()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        text_encoder = build_text_encoder(len(tokenizer))
+        transformer = build_transformer()
+    # row d < 10 is digit d's caption, row 10 the null caption
+    caption_ids = tokenizer(
+        [prompt_for(d) for d in range(10)] + [NULL_CAPTION],
+        padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt",
+    ).input_ids  # [11, 8]
+
+    gen = torch.Generator().manual_seed(seed)
+    params = list(transformer.parameters()) + list(text_encoder.parameters())
+    opt = torch.optim.AdamW(params, lr=lr)
+    transformer.train()
+    text_encoder.train()
+    bar = tqdm(range(steps), desc="pretrain digits", disable=not progress)
+    for _ in bar:
+        idx = torch.randint(0, n, (batch_size,), generator=gen)  # [B]
+        x0 = x0_all[idx]  # [B, 1, 8, 8]
+        caption = labels[idx].clone()  # [B]
+        caption[torch.rand(batch_size, generator=gen) < CAPTION_DROPOUT] = 10
+        t = torch.sigmoid(torch.randn(batch_size, generator=gen))  # [B] logit-normal
+        noise = torch.randn(x0.shape, generator=gen)  # [B, 1, 8, 8]
+        tt = t[:, None, None, None]
+        x_t = (1 - tt) * x0 + tt * noise
+
+        enc = text_encoder(input_ids=caption_ids[caption])
+        v = transformer(
+            hidden_states=x_t,
+            encoder_hidden_states=enc.last_hidden_state,  # [B, 8, 32]
+            pooled_projections=enc.text_embeds,  # [B, 32]
+            timestep=t * 1000,
+        ).sample  # [B, 1, 8, 8]
+        loss = F.mse_loss(v, noise - x0)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+    bar.close()
+
+    tmp = _sibling_dir(out_dir, "tmp")
+    try:
+        transformer.eval().save_pretrained(tmp / "transformer")
+        text_encoder.eval().save_pretrained(tmp / "text_encoder")
+        tokenizer.save_pretrained(tmp / "tokenizer")
+        build_scheduler().save_pretrained(tmp / "scheduler")
+        info = {"task": "digits", "pretrain_steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr}
+        (tmp / "genrl_task.json").write_text(json.dumps(info, indent=2) + "\n")
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(out_dir)
+
+
+# ----------------------------------------------------------------------------- task
+
+
+def _mean_pairwise_distance(images: torch.Tensor) -> float:
+    """Mean L2 distance over all pairs of ``images [K, ...]`` (0 for identical images)."""
+    flat = images.reshape(len(images), -1).double()  # [K, D]
+    return torch.pdist(flat).mean().item()
+
+
+@TASKS.register("digits")
+class DigitsTask:
+    """Text-to-digit generation judged by a proxy reward and a held-out gold classifier.
+
+    ``reward`` is what RL optimises; ``gold_reward`` is a different model family trained
+    on the other half of the data, reported but never optimised.
+    """
+
+    name = "digits"
+    reward = "digits"
+    gold_reward = "digits_gold"
+
+    def __init__(
+        self,
+        cache_dir: str | None = None,
+        pretrain_steps: int = DEFAULT_PRETRAIN_STEPS,
+        seed: int = 0,
+    ):
+        self.cache_dir = cache_dir
+        self.pretrain_steps = int(pretrain_steps)
+        self.seed = int(seed)
+        self._judges: dict[str, Any] = {}
+
+    @property
+    def model_dir(self) -> Path:
+        return cache_root(self.cache_dir) / f"digits-s{self.pretrain_steps}-seed{self.seed}"
+
+    def prepare(self, progress: bool = True) -> str:
+        """Path of the pretrained model folder; pretrains (and trains the judges) if missing.
+
+        In multi-process runs call this on the main process first; the write is atomic, so
+        a concurrent reader sees either no folder or a complete one.
+        """
+        path = self.model_dir
+        if not (path / "genrl_task.json").is_file():
+            print(
+                f"genrl: pretraining the digits base model ({self.pretrain_steps} steps, "
+                f"seed {self.seed}) into {path}",
+                flush=True,
+            )
+            pretrain(path, steps=self.pretrain_steps, seed=self.seed, progress=progress)
+        self._judge(self.reward)
+        self._judge(self.gold_reward)
+        return str(path)
+
+    def prompts(self) -> list[str]:
+        return [prompt_for(d) for d in range(10)]
+
+    def metadata(self, prompt: str) -> dict:
+        return {"digit": digit_from_prompt(prompt)}
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Model space ``[B, 1, 8, 8]`` in [-1, 1] -> images ``[B, 1, 8, 8]`` in [0, 1]."""
+        return ((latents.float() + 1) / 2).clamp(0, 1)
+
+    def _judge(self, name: str):
+        """Reward models through the registry (``genrl`` never imports ``rewards`` directly)."""
+        if name not in self._judges:
+            self._judges[name] = REWARDS.get(name)(cache_dir=self.cache_dir)
+        return self._judges[name]
+
+    def eval_rewards(self) -> dict[str, Any]:
+        """Rewards to score every evaluation sample with: the proxy and the gold judge."""
+        return {name: self._judge(name) for name in (self.reward, self.gold_reward)}
+
+    @torch.no_grad()
+    def eval_metrics(
+        self,
+        images: torch.Tensor,
+        prompts: Sequence[str],
+        metadata: Sequence[dict] | None = None,
+    ) -> dict[str, float]:
+        """Gold/proxy accuracy and probability of the prompted digit, plus diversity.
+
+        ``images [B, 1, 8, 8]`` in [0, 1]. ``diversity`` is the mean over prompts of the mean
+        pairwise L2 pixel distance among that prompt's samples (NaN if no prompt has two).
+        """
+        if metadata is None:
+            metadata = [self.metadata(p) for p in prompts]
+        images = images.detach().float().cpu()
+        digits = torch.tensor([int(m["digit"]) for m in metadata])  # [B]
+        gold = self._judge(self.gold_reward).probs(images)  # [B, 10]
+        proxy = self._judge(self.reward).probs(images)  # [B, 10]
+        rows = torch.arange(len(digits))
+
+        per_prompt = []
+        for prompt in dict.fromkeys(prompts):  # first-seen order
+            idx = [i for i, p in enumerate(prompts) if p == prompt]
+            if len(idx) >= 2:
+                per_prompt.append(_mean_pairwise_distance(images[idx]))
+        return {
+            "gold_accuracy": (gold.argmax(-1) == digits).float().mean().item(),
+            "gold_prob": gold[rows, digits].mean().item(),
+            "proxy_accuracy": (proxy.argmax(-1) == digits).float().mean().item(),
+            "proxy_reward": proxy[rows, digits].mean().item(),
+            "diversity": float(np.mean(per_prompt)) if per_prompt else float("nan"),
+        }
+
+
+__all__ = [
+    "DIGIT_WORDS",
+    "DEFAULT_PRETRAIN_STEPS",
+    "DigitsTask",
+    "build_scheduler",
+    "build_text_encoder",
+    "build_tokenizer",
+    "build_transformer",
+    "cache_root",
+    "digit_from_prompt",
+    "encode_prompts",
+    "load_digit_images",
+    "pretrain",
+    "prompt_for",
+]

@@ -1,0 +1,1 @@
+"""Trainers: ``online`` (rollout -> reward -> advantage -> update)."""

@@ -1,0 +1,245 @@
+"""Online RL trainer: rollout -> reward -> group advantages -> clipped policy update.
+
+One loop for every policy and objective in the registries (Flow-GRPO, arXiv 2505.05470,
+Algorithm 1; DeepSeekMath's GRPO for tokens). Reads top to bottom:
+
+    for step in range(start, max_steps):
+        prompts  = k distinct prompts x group_size            (GroupSampler, per-process share)
+        traj     = policy.rollout(prompts)                    (no grad; log-probs of the actions)
+        rewards  = sum_i w_i * reward_i(traj.samples)         (NaN -> sample masked out)
+        adv      = group-normalised rewards, gathered over all processes
+        update   = minibatches x timestep chunks -> objective -> backward -> optimizer step
+        log / evaluate / checkpoint
+
+Runs under ``accelerate`` (one CPU, one GPU, or ``accelerate launch`` on many).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import time
+from collections import defaultdict
+
+import torch
+from tqdm.auto import tqdm
+
+from genrl.advantages import group_advantages
+from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genrl.config import OnlineConfig, save_config
+from genrl.ema import EMA
+from genrl.evaluation import evaluate
+from genrl.metrics_log import MetricsLogger
+from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
+from genrl.samplers import GroupSampler
+from genrl.scoring import combine, score_samples
+from genrl.trajectory import Trajectory
+
+MAX_CONSECUTIVE_REWARD_FAILURES = 3  # whole batches without a single valid reward -> stop
+
+
+def _seed(*parts: int) -> int:
+    """A deterministic 63-bit seed from integers (seed, step, rank, ...)."""
+    h = 0
+    for p in parts:
+        h = (h * 1_000_003 + int(p) + 1) % (2**63 - 1)
+    return h
+
+
+class _WeightedMeans:
+    """Averages per-chunk metrics, weighting each by its number of trained actions."""
+
+    def __init__(self):
+        self.sums, self.weights = defaultdict(float), defaultdict(float)
+
+    def add(self, metrics: dict[str, float], weight: float) -> None:
+        for k, v in metrics.items():
+            self.sums[k] += v * weight
+            self.weights[k] += weight
+
+    def result(self) -> dict[str, float]:
+        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
+
+
+def _per_step_ratio_metrics(log_ratio, mask, step_index, acc: _WeightedMeans) -> None:
+    """Ratio mean/std per denoising step (columns of ``[B, t]``), keyed by step index."""
+    with torch.no_grad():
+        ratio = log_ratio.exp()
+        for j in range(ratio.shape[1]):
+            m = mask[:, j]
+            n = m.sum().item()
+            if n == 0:
+                continue
+            mean = (ratio[:, j] * m).sum() / n
+            std = (((ratio[:, j] - mean) ** 2 * m).sum() / n).sqrt()
+            i = int(step_index[0, j])
+            acc.add({f"ratio_mean/step_{i:02d}": mean.item(), f"ratio_std/step_{i:02d}": std.item()}, n)
+
+
+def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: OnlineConfig,
+           accelerator, ema, generator) -> dict[str, float]:
+    """Policy-gradient updates on one rollout batch; returns averaged metrics."""
+    tc = cfg.train
+    B, T = traj.log_probs_old.shape
+    chunk = tc.timestep_chunk or T
+    params = policy.trainable_parameters()
+    acc, grad_norms, n_micro = _WeightedMeans(), [], 0
+    for epoch in range(tc.inner_epochs):
+        perm = torch.randperm(B, generator=generator).to(traj.log_probs_old.device)
+        for start in range(0, B, tc.batch_size):
+            idx = perm[start: start + tc.batch_size]
+            sub, adv = traj.index(idx), advantages[idx]  # [b, T], [b]
+            total = sub.mask.sum().clamp_min(1.0)
+            n_micro += 1
+            sync = n_micro % tc.gradient_accumulation_steps == 0
+            for c0 in range(0, T, chunk):
+                sl = slice(c0, min(c0 + chunk, T))
+                last = sync and c0 + chunk >= T
+                # KL to the reference: needed for the loss when beta > 0; otherwise measured on
+                # the first minibatch of each step only, as a cheap diagnostic.
+                with_ref = cfg.objective.beta > 0 or (epoch == 0 and start == 0)
+                ctx = contextlib.nullcontext() if last else accelerator.no_sync(policy.model)
+                with ctx, accelerator.autocast():
+                    log_probs, info = policy.log_prob(sub, sl, with_ref=with_ref)  # [b, t]
+                    step_info = {**{k: v[:, sl] for k, v in sub.step_info.items()}, **info}
+                    mask = sub.mask[:, sl]
+                    loss, m = objective(log_probs, sub.log_probs_old[:, sl], adv, mask, step_info, cfg.objective)
+                    # chunks and minibatches add up to the mean over all trained actions
+                    weight = mask.sum() / total / tc.gradient_accumulation_steps
+                    accelerator.backward(loss * weight)
+                acc.add(m, mask.sum().item())
+                _per_step_ratio_metrics(log_probs.detach() - sub.log_probs_old[:, sl], mask, sub.step_info["step_index"][:, sl], acc)
+            if sync:
+                max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
+                grad_norms.append(float(accelerator.clip_grad_norm_(params, max_norm)))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                if ema is not None:
+                    ema.update()
+    out = acc.result()
+    out["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
+    out["optimizer_steps"] = len(grad_norms)
+    return out
+
+
+def train(cfg: OnlineConfig) -> dict[str, float]:
+    """Run (or resume) an online RL job; returns the final evaluation metrics."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
+    run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
+    objective = OBJECTIVES.get(cfg.objective.name)  # unknown names fail before any work
+    policy_cls, task_cls = POLICIES.get(cfg.policy.name), TASKS.get(cfg.task)
+    reward_classes = {name: REWARDS.get(name) for name in cfg.rewards}
+    if main:
+        os.makedirs(run_dir, exist_ok=True)
+        save_config(cfg, os.path.join(run_dir, "config.yaml"))
+    torch.manual_seed(cfg.seed)
+
+    task = task_cls()
+    with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load
+        policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
+        rewards = {name: cls() for name, cls in reward_classes.items()}
+    params = policy.trainable_parameters()
+    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
+                                  eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
+    policy.model, optimizer = accelerator.prepare(policy.transformer, optimizer)
+    ema = EMA(params, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    prompts = task.prompts()
+    sampler = GroupSampler(len(prompts), cfg.rollout.prompts_per_step, cfg.rollout.group_size,
+                           seed=cfg.seed, num_processes=world, process_index=rank)
+
+    start = 0
+    if cfg.resume and (ckpt := latest_checkpoint(ckpt_dir)):
+        state = load_checkpoint(ckpt)
+        policy.load_trainable_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        if ema is not None:
+            ema.load_state_dict(state["ema"])
+        start = state["step"]
+        if main:
+            print(f"resuming from {ckpt} (step {start})")
+    logger = MetricsLogger(run_dir, start, cfg.log.tensorboard) if main else None
+
+    def run_eval(step: int) -> dict[str, float]:
+        if not main:
+            return {}
+        with ema.swapped_in() if ema is not None else contextlib.nullcontext():
+            m = evaluate(policy, task, rewards, cfg.eval, run_dir, step)
+        logger.log(step, m)
+        return m
+
+    final = run_eval(0) if start == 0 else {}
+    consecutive_failures = 0
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="train",
+               disable=not (main and cfg.log.progress_bar), dynamic_ncols=True)
+    for step in bar:
+        # 1. rollout: this process's share of k prompts x group_size, noise unique per (step, rank)
+        t0 = time.perf_counter()
+        prompt_idx, group_ids = sampler.sample(step)
+        batch_prompts = [prompts[i] for i in prompt_idx]
+        noise = torch.Generator().manual_seed(_seed(cfg.seed, step, rank))
+        window = policy.window(torch.Generator().manual_seed(_seed(cfg.seed, step)))  # same on all ranks
+        rb = cfg.rollout.batch_size
+        traj = Trajectory.cat([
+            policy.rollout(batch_prompts[i: i + rb], [task.metadata(p) for p in batch_prompts[i: i + rb]],
+                           group_ids[i: i + rb], noise, window)
+            for i in range(0, len(batch_prompts), rb)
+        ])
+        t1 = time.perf_counter()
+
+        # 2. rewards: weighted sum; failed samples are NaN and get masked out
+        values, failures = score_samples(rewards, traj.samples, traj.prompts, traj.metadata)
+        total = combine(values, cfg.rewards).to(accelerator.device)  # [B_local]
+        t2 = time.perf_counter()
+
+        # 3. advantages from the rewards of all processes (complete groups), then our slice
+        all_rewards = accelerator.gather(total)
+        all_groups = accelerator.gather(traj.group_ids)
+        adv_all, adv_stats = group_advantages(all_rewards, all_groups, cfg.advantages.std, cfg.advantages.eps)
+        B = total.shape[0]
+        advantages = adv_all[rank * B: (rank + 1) * B].to(accelerator.device)
+        traj.mask = traj.mask * torch.isfinite(total)[:, None].float()
+        consecutive_failures = consecutive_failures + 1 if not torch.isfinite(all_rewards).any() else 0
+        if consecutive_failures >= MAX_CONSECUTIVE_REWARD_FAILURES:
+            raise RuntimeError(f"every reward was NaN or failed for {consecutive_failures} consecutive steps; "
+                               f"failures per reward: {failures}")
+
+        # 4. update
+        upd = update(policy, traj, advantages, optimizer, objective, cfg, accelerator, ema,
+                     torch.Generator().manual_seed(_seed(cfg.seed, step, 7)))
+        t3 = time.perf_counter()
+
+        # 5. log, evaluate, checkpoint
+        done = step + 1
+        gathered = {k: accelerator.gather(v.to(accelerator.device)) for k, v in values.items()}
+        metrics = {"reward/total_mean": float(torch.nanmean(all_rewards)), **adv_stats, **upd,
+                   "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2,
+                   "sde_window_start": window[0]}
+        for k, v in gathered.items():
+            finite = v[torch.isfinite(v)]
+            metrics[f"reward/{k}_mean"] = finite.mean().item() if finite.numel() else float("nan")
+            metrics[f"reward/{k}_std"] = finite.std(unbiased=False).item() if finite.numel() else float("nan")
+        for k, n in failures.items():
+            metrics[f"reward/{k}_failed"] = n
+        if main:
+            logger.log(done, metrics)
+            bar.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}", clip=f"{upd.get('clip_frac', 0):.2f}")
+        if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
+            final = run_eval(done) or final
+        if done == cfg.max_steps or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
+            if main:
+                save_checkpoint(ckpt_dir, done, {
+                    "step": done, "model": policy.trainable_state_dict(), "optimizer": optimizer.state_dict(),
+                    "ema": ema.state_dict() if ema is not None else None,
+                }, keep_last=cfg.checkpoint.keep_last)
+            accelerator.wait_for_everyone()
+    if main:
+        logger.close()
+        with open(os.path.join(run_dir, "final_metrics.json"), "w") as f:
+            json.dump({k: v for k, v in final.items() if isinstance(v, (int, float)) and math.isfinite(v)}, f, indent=1)
+    accelerator.wait_for_everyone()
+    return final

@@ -1,0 +1,61 @@
+"""The batch every rollout becomes, whatever the modality.
+
+A denoising step of a flow/diffusion sampler and a generated token are both an *action*
+with a log-probability, so one container serves images, videos and VLM responses. The
+objectives only ever read ``log_probs_old``, ``mask``, ``step_info`` and the advantages;
+``data`` holds what the policy needs to re-score the actions with new weights.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+
+@dataclass
+class Trajectory:
+    log_probs_old: torch.Tensor  # [B, T] log-prob of each action under the rollout weights
+    mask: torch.Tensor  # [B, T] float 1/0: which actions are trained
+    group_ids: torch.Tensor  # [B] int: samples of one prompt share an id (advantage groups)
+    step_info: dict[str, torch.Tensor] = field(default_factory=dict)  # per-action [B, T] values
+    data: dict[str, torch.Tensor] = field(default_factory=dict)  # policy payload, leading dim B
+    samples: Any = None  # decoded outputs scored by rewards (images [B, C, H, W] in [0, 1], text, ...)
+    prompts: list[str] = field(default_factory=list)
+    metadata: list[dict] = field(default_factory=list)
+
+    @property
+    def batch_size(self) -> int:
+        return self.log_probs_old.shape[0]
+
+    def index(self, idx: torch.Tensor) -> "Trajectory":
+        """The sub-batch of samples ``idx`` (a 1-D index tensor)."""
+        pick = lambda d: {k: v[idx] for k, v in d.items()}  # noqa: E731
+        ids = idx.tolist()
+        return Trajectory(
+            log_probs_old=self.log_probs_old[idx],
+            mask=self.mask[idx],
+            group_ids=self.group_ids[idx],
+            step_info=pick(self.step_info),
+            data=pick(self.data),
+            samples=None if self.samples is None else self.samples[idx],
+            prompts=[self.prompts[i] for i in ids],
+            metadata=[self.metadata[i] for i in ids],
+        )
+
+    @staticmethod
+    def cat(parts: list["Trajectory"]) -> "Trajectory":
+        """Concatenate along the batch dimension (rollout chunks -> one batch)."""
+        first = parts[0]
+        cat = lambda key, attr: torch.cat([getattr(p, attr)[key] for p in parts])  # noqa: E731
+        return Trajectory(
+            log_probs_old=torch.cat([p.log_probs_old for p in parts]),
+            mask=torch.cat([p.mask for p in parts]),
+            group_ids=torch.cat([p.group_ids for p in parts]),
+            step_info={k: cat(k, "step_info") for k in first.step_info},
+            data={k: cat(k, "data") for k in first.data},
+            samples=None if first.samples is None else torch.cat([p.samples for p in parts]),
+            prompts=[s for p in parts for s in p.prompts],
+            metadata=[m for p in parts for m in p.metadata],
+        )

@@ -1,0 +1,3 @@
+"""Reward models; importing this package registers them in ``genrl.registry.REWARDS``."""
+
+from rewards import digits  # noqa: F401

@@ -1,0 +1,267 @@
+import dataclasses
+import os
+
+import pytest
+import yaml
+
+from genrl.config import (
+    SDE_TYPES,
+    ConfigError,
+    OnlineConfig,
+    PolicyConfig,
+    config_from_dict,
+    config_to_dict,
+    describe_config,
+    load_config,
+    save_config,
+)
+
+
+def write_yaml(tmp_path, data, name="cfg.yaml"):
+    path = tmp_path / name
+    path.write_text(yaml.safe_dump(data) if not isinstance(data, str) else data)
+    return str(path)
+
+
+def all_dotted(cls, prefix=""):
+    out = []
+    for f in dataclasses.fields(cls):
+        out.append(prefix + f.name)
+        default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+        if dataclasses.is_dataclass(default):
+            out += all_dotted(type(default), prefix + f.name + ".")
+    return out
+
+
+def test_defaults_build():
+    cfg = load_config(OnlineConfig, None)
+    assert cfg == OnlineConfig()
+    assert cfg.policy.sde == "flow_sde" and cfg.policy.lora.rank == 8
+    assert cfg.rewards == {"digits": 1.0}
+    assert cfg.train.lr == 3e-4 and isinstance(cfg.train.lr, float)
+    assert cfg.eval.num_steps is None
+    assert "ode" in SDE_TYPES and "flow_sde" in SDE_TYPES and "cps" in SDE_TYPES
+    # mutable defaults are not shared
+    a, b = OnlineConfig(), OnlineConfig()
+    a.policy.lora.target_modules.append("x")
+    a.rewards["y"] = 1.0
+    assert "x" not in b.policy.lora.target_modules and "y" not in b.rewards
+
+
+def test_yaml_and_overrides(tmp_path):
+    path = write_yaml(tmp_path, {
+        "max_steps": 7,
+        "policy": {"eta": 1, "lora": {"rank": 4}},
+        "rewards": {"pickscore": 1.0, "clip": 0.5},
+        "train": {"lr": "1e-4"},  # a YAML string, accepted for a float field
+    })
+    cfg = load_config(OnlineConfig, path, [
+        "train.lr=2e-5",
+        "policy.lora.target_modules=[to_q,to_k]",
+        "rewards.clip=0.25",
+        "rewards.aesthetic=2",
+        "eval.num_steps=null",
+        "policy.sde_window_size=2",
+        "policy.sde_window_range=[0, 5]",
+        "output_dir=runs/a b",
+        "log.tensorboard=false",
+    ])
+    assert cfg.max_steps == 7
+    assert cfg.policy.eta == 1.0 and isinstance(cfg.policy.eta, float)
+    assert cfg.policy.lora.rank == 4 and cfg.policy.lora.alpha == 8.0  # unspecified keep defaults
+    assert cfg.policy.lora.target_modules == ["to_q", "to_k"]
+    assert cfg.train.lr == 2e-5
+    assert cfg.rewards == {"pickscore": 1.0, "clip": 0.25, "aesthetic": 2.0}
+    assert cfg.eval.num_steps is None
+    assert cfg.policy.sde_window_range == [0, 5]
+    assert cfg.output_dir == "runs/a b"
+    assert cfg.log.tensorboard is False
+
+
+def test_yaml_float_strings_and_null(tmp_path):
+    path = write_yaml(tmp_path, "train:\n  lr: 1e-4\n  adam_eps: 1E-8\neval:\n  num_steps: 20\n")
+    cfg = load_config(OnlineConfig, path, ["eval.num_steps=null"])
+    assert cfg.train.lr == 1e-4 and cfg.train.adam_eps == 1e-8
+    assert cfg.eval.num_steps is None
+
+
+def test_dict_override_merges_into_defaults_and_can_replace():
+    assert load_config(OnlineConfig, None, ["rewards.clip=0.5"]).rewards == {"digits": 1.0, "clip": 0.5}
+    assert load_config(OnlineConfig, None, ["rewards={clip: 0.5}"]).rewards == {"clip": 0.5}
+
+
+def test_empty_yaml_is_defaults(tmp_path):
+    assert load_config(OnlineConfig, write_yaml(tmp_path, "")) == OnlineConfig()
+
+
+def err(overrides=(), data=None):
+    with pytest.raises(ValueError) as info:
+        config_from_dict(OnlineConfig, data, overrides)
+    assert isinstance(info.value, ConfigError)
+    return str(info.value)
+
+
+def test_unknown_top_level_key(tmp_path):
+    path = write_yaml(tmp_path, {"polcy": {"eta": 0.5}})
+    with pytest.raises(ValueError) as info:
+        load_config(OnlineConfig, path)
+    msg = str(info.value)
+    assert "'polcy'" in msg and "policy" in msg and "rollout" in msg and "max_steps" in msg
+    assert "did you mean 'policy'" in msg
+    assert "polcy" in err(["polcy.eta=0.5"])
+
+
+def test_unknown_nested_key():
+    msg = err(data={"policy": {"lora": {"rnak": 4}}})
+    assert "policy.lora.rnak" in msg
+    for valid in ("rank", "alpha", "dropout", "target_modules"):
+        assert valid in msg
+    assert "eta" not in msg  # only the keys at that level
+    msg = err(["policy.lora.rnak=4"])
+    assert "policy.lora.rnak" in msg and "target_modules" in msg
+
+
+def test_wrong_types():
+    msg = err(["train.lr=abc"])
+    assert "train.lr" in msg and "float" in msg and "abc" in msg
+    msg = err(["rollout.group_size=4.5"])
+    assert "rollout.group_size" in msg and "int" in msg and "4.5" in msg
+    msg = err(["task=3"])  # an int is not a str
+    assert "task" in msg and "str" in msg
+    msg = err(["policy.lora.target_modules=[to_q, 3]"])
+    assert "policy.lora.target_modules[1]" in msg and "str" in msg
+    msg = err(["policy.lora.target_modules=to_q"])
+    assert "policy.lora.target_modules" in msg and "list[str]" in msg
+    msg = err(["rewards.clip=high"])
+    assert "rewards.clip" in msg and "float" in msg
+    msg = err(["eval.num_steps=ten"])
+    assert "eval.num_steps" in msg and "int | None" in msg
+
+
+def test_bool_is_strict():
+    for bad in ("1", "0", "yes_please", "'true'"):
+        msg = err([f"log.tensorboard={bad}"])
+        assert "log.tensorboard" in msg and "bool" in msg
+    assert "rollout.group_size" in err(["rollout.group_size=true"])  # and a bool is not an int
+    assert "train.lr" in err(["train.lr=true"])
+
+
+def test_bad_literal_lists_choices():
+    msg = err(["policy.dtype=fp32"])
+    assert "policy.dtype" in msg and "fp32" in msg
+    for choice in ("float32", "bfloat16", "float16"):
+        assert choice in msg
+    msg = err(["advantages.std=batch"])
+    assert "advantages.std" in msg and "'group'" in msg and "'global'" in msg and "'none'" in msg
+    msg = err(["policy.sde=sdee"])
+    assert "policy.sde" in msg and all(s in msg for s in SDE_TYPES)
+
+
+def test_malformed_override_and_non_mapping_section(tmp_path):
+    msg = err(["train.lr"])
+    assert "malformed override" in msg and "train.lr" in msg and "=" in msg
+    assert "malformed" in err(["=3"])
+    assert "train.lr" in err(["train.lr.x=1"])
+    msg = err(data={"policy": 3})
+    assert "policy" in msg and "mapping" in msg
+    assert "policy" in err(["policy=[1, 2]"])
+    with pytest.raises(ValueError, match="mapping"):
+        load_config(OnlineConfig, write_yaml(tmp_path, "- 1\n- 2\n"))
+
+
+@pytest.mark.parametrize("overrides, needles", [
+    (["policy.sde=ode"], ["policy.sde", "no exploration noise", "flow_sde", "cps"]),
+    (["policy.eta=0"], ["policy.eta", "no exploration noise"]),
+    (["policy.sde=cps", "policy.eta=1.0"], ["policy.eta", "cps"]),
+    (["policy.sde=cps", "policy.eta=1.5"], ["policy.eta", "cps"]),
+    (["policy.eta=-0.1"], ["policy.eta", ">= 0"]),
+    (["train.batch_size=3"], ["train.batch_size", "160", "3", "rollout.group_size"]),
+    (["train.gradient_accumulation_steps=3"], ["train.gradient_accumulation_steps", "160", "240"]),
+    (["rollout.batch_size=7"], ["rollout.batch_size", "160"]),
+    (["rollout.group_size=1"], ["rollout.group_size", ">= 2"]),
+    (["rollout.prompts_per_step=0"], ["rollout.prompts_per_step"]),
+    (["policy.num_steps=0"], ["policy.num_steps"]),
+    (["policy.guidance_scale=0.5"], ["policy.guidance_scale"]),
+    (["policy.sde_window_size=11"], ["policy.sde_window_size", "10"]),
+    (["policy.sde_window_size=4", "policy.sde_window_range=[0, 3]"], ["policy.sde_window_range", "sde_window_size"]),
+    (["policy.sde_window_size=2", "policy.sde_window_range=[3, 11]"], ["policy.sde_window_range", "num_steps=10"]),
+    (["policy.sde_window_size=2", "policy.sde_window_range=[5, 5]"], ["policy.sde_window_range"]),
+    (["policy.sde_window_size=2", "policy.sde_window_range=[0, 4, 6]"], ["policy.sde_window_range", "[lo, hi]"]),
+    (["rewards={}"], ["rewards", "at least one"]),
+    (["rewards.digits=.inf"], ["rewards.digits", "finite"]),
+    (["rewards.digits=.nan"], ["rewards.digits", "finite"]),
+    (["objective.clip_range=0"], ["objective.clip_range", "> 0"]),
+    (["objective.beta=-1"], ["objective.beta"]),
+    (["objective.name="], ["objective.name"]),
+    (["train.ema_decay=1.0"], ["train.ema_decay", "[0, 1)"]),
+    (["train.lr=0"], ["train.lr"]),
+    (["checkpoint.keep_last=0"], ["checkpoint.keep_last"]),
+    (["eval.num_steps=0"], ["eval.num_steps"]),
+    (["eval.every=-1"], ["eval.every"]),
+    (["policy.lora.dropout=1.0"], ["policy.lora.dropout"]),
+])
+def test_value_and_cross_field_errors(overrides, needles):
+    msg = err(overrides)
+    for needle in needles:
+        assert needle in msg, (needle, msg)
+
+
+def test_valid_corner_values():
+    cfg = load_config(OnlineConfig, None, [
+        "policy.sde=cps", "policy.eta=0.5", "policy.sde_window_size=10",
+        "policy.sde_window_range=[0, 10]", "train.batch_size=160", "train.ema_decay=0.99",
+        "rollout.batch_size=16", "eval.every=0", "checkpoint.every=0", "policy.lora.rank=0",
+        "policy.lora.target_modules=[]", "train.max_grad_norm=0", "rewards.digits=-1",
+    ])
+    assert cfg.policy.sde == "cps" and cfg.train.ema_decay == 0.99
+    # the policy section alone still allows the deterministic sampler (used for evaluation)
+    assert PolicyConfig(sde="ode", eta=0.0).sde == "ode"
+
+
+def test_direct_construction_is_checked():
+    with pytest.raises(ValueError, match="eta"):
+        PolicyConfig(eta=-1.0)
+    with pytest.raises(ValueError, match="policy.sde"):
+        OnlineConfig(policy=PolicyConfig(sde="ode", eta=0.0))
+    assert PolicyConfig(eta=1).eta == 1.0  # ints accepted and normalised for floats
+
+
+def test_save_load_round_trip(tmp_path):
+    cfg = load_config(OnlineConfig, None, [
+        "train.lr=1e-5", "train.adam_eps=1e-12", "rewards.clip=0.3333333333333333",
+        "policy.lora.target_modules=[to_q]", "eval.num_steps=20", "policy.sde_window_size=3",
+        "policy.sde_window_range=[1, 8]", "policy.dtype=bfloat16", "seed=1234",
+    ])
+    path = tmp_path / "run" / "config.yaml"
+    save_config(cfg, str(path))
+    assert load_config(OnlineConfig, str(path)) == cfg
+    assert yaml.safe_load(path.read_text()) == config_to_dict(cfg)
+    assert [p for p in os.listdir(path.parent) if p != "config.yaml"] == []  # no temp leftovers
+    save_config(OnlineConfig(), str(path))  # overwrite in place
+    assert load_config(OnlineConfig, str(path)) == OnlineConfig()
+    assert list(config_to_dict(cfg)) == [f.name for f in dataclasses.fields(OnlineConfig)]
+
+
+def test_describe_config_lists_every_field():
+    text = describe_config(OnlineConfig)
+    names = all_dotted(OnlineConfig)
+    assert len(names) > 50
+    lines = text.splitlines()
+    for name in names:
+        assert any(line.startswith(name + ":") for line in lines), name
+    assert "policy.eta: float = 0.7" in text
+    assert "policy.dtype: Literal['float32', 'bfloat16', 'float16'] = float32" in text
+    assert "eval.num_steps: int | None = null" in text
+    assert "rewards: dict[str, float] = {digits: 1.0}" in text
+    # every field carries a help string
+    for cls in {type(d) for d in _sections(OnlineConfig())} | {OnlineConfig}:
+        for f in dataclasses.fields(cls):
+            assert f.metadata.get("help"), f"{cls.__name__}.{f.name}"
+
+
+def _sections(cfg):
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if dataclasses.is_dataclass(v):
+            yield v
+            yield from _sections(v)
