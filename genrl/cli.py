@@ -22,9 +22,12 @@ def _train(args) -> int:
         return 2
     from genrl.trainers.online import train
 
-    final = train(cfg)
-    if final:
-        print("final evaluation: " + ", ".join(f"{k.removeprefix('eval/')}={v:.4f}" for k, v in sorted(final.items())))
+    result = train(cfg)
+    if result.get("final"):
+        print(f"evaluation, step 0 -> {cfg.max_steps} ({cfg.output_dir}/final_metrics.json):")
+        for key, value in sorted(result["final"].items()):
+            base = result["base"].get(key, float("nan"))
+            print(f"  {key.removeprefix('eval/'):24s} {base:8.4f} -> {value:8.4f}")
     return 0
 
 

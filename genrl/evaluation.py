@@ -67,3 +67,12 @@ def evaluate(policy, task, rewards: dict, eval_cfg, run_dir: str, step: int) -> 
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"step": step, **metrics}, f, indent=1)
     return metrics
+
+
+def read_summary(run_dir: str, step: int) -> dict[str, float]:
+    """The metrics of ``eval/step-XXXXXX/summary.json`` ({} if that evaluation is missing)."""
+    path = os.path.join(run_dir, "eval", f"step-{step:06d}", "summary.json")
+    if not os.path.isfile(path):
+        return {}
+    with open(path) as f:
+        return {k: v for k, v in json.load(f).items() if k != "step"}

@@ -107,3 +107,8 @@ def test_missing_model_folder_is_a_clear_error(tmp_path):
     (tmp_path / "transformer").mkdir()
     with pytest.raises(ValueError, match="scheduler"):
         resolve_model_path(str(tmp_path))
+
+
+def test_decode_maps_pixel_latents_to_unit_range():
+    x = torch.tensor([-3.0, -1.0, 0.0, 1.0, 2.0]).reshape(5, 1, 1, 1).expand(5, 1, 8, 8)
+    assert _policy().decode(x)[:, 0, 0, 0].tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]

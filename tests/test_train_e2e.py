@@ -33,11 +33,14 @@ def _cfg(run_dir, model, *extra):
 
 def test_training_changes_weights_and_writes_the_run_directory(tmp_path, base_model):
     run = tmp_path / "run"
-    final = train(_cfg(run, base_model, "train.timestep_chunk=3", "objective.beta=0.1"))
-    assert 0.0 <= final["eval/gold_accuracy"] <= 1.0 and final["eval/diversity"] > 0
+    result = train(_cfg(run, base_model, "train.timestep_chunk=3", "objective.beta=0.1", "train.ema_decay=0.9"))
+    for when in ("base", "final"):
+        assert 0.0 <= result[when]["eval/gold_accuracy"] <= 1.0 and result[when]["eval/diversity"] > 0
+    assert json.load(open(run / "final_metrics.json")) == result
     # trainable parameters changed: LoRA's B matrices start at exactly zero
     state = load_checkpoint(latest_checkpoint(str(run / "checkpoints")))
     assert state["step"] == 2
+    assert state["ema"]["decay"] == 0.9 and len(state["ema"]["shadow"]) == len(state["model"])
     lora_b = [t for n, t in state["model"].items() if "lora_B" in n]
     assert lora_b and any(t.abs().sum() > 0 for t in lora_b)
     # run directory contract

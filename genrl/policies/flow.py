@@ -250,7 +250,7 @@ class FlowPolicy:
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
     def sample(self, prompts: list[str], seeds: list[int], num_steps: Optional[int] = None,
-               guidance_scale: float = 1.0, model: Optional[torch.nn.Module] = None) -> torch.Tensor:
+               guidance_scale: float = 1.0) -> torch.Tensor:
         """Deterministic ODE samples for evaluation: sample ``i`` starts from noise seeded by
         ``seeds[i]``, so base and trained models see identical noise. Images ``[B, C, H, W]``."""
         num_steps = num_steps or self.cfg.num_steps
@@ -260,7 +260,7 @@ class FlowPolicy:
         x = x.to(self.device)
         for i in range(num_steps):
             s, sn = sigmas[i].expand(len(prompts)).to(self.device), sigmas[i + 1].expand(len(prompts)).to(self.device)
-            x = sde_lib.ode_step(self.velocity(x, s, cond, guidance_scale, model=model), x, s, sn).prev_sample
+            x = sde_lib.ode_step(self.velocity(x, s, cond, guidance_scale), x, s, sn).prev_sample
         return self.decode(x)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -370,10 +370,6 @@ class DigitsTask:
     def metadata(self, prompt: str) -> dict:
         return {"digit": digit_from_prompt(prompt)}
 
-    def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Model space ``[B, 1, 8, 8]`` in [-1, 1] -> images ``[B, 1, 8, 8]`` in [0, 1]."""
-        return ((latents.float() + 1) / 2).clamp(0, 1)
-
     def _judge(self, name: str):
         """Reward models through the registry (``genrl`` never imports ``rewards`` directly)."""
         if name not in self._judges:

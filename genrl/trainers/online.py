@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import math
 import os
 import time
 from collections import defaultdict
@@ -30,7 +29,7 @@ from genrl.advantages import group_advantages
 from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from genrl.config import OnlineConfig, save_config
 from genrl.ema import EMA
-from genrl.evaluation import evaluate
+from genrl.evaluation import evaluate, read_summary
 from genrl.metrics_log import MetricsLogger
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.samplers import GroupSampler
@@ -124,8 +123,9 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
     return out
 
 
-def train(cfg: OnlineConfig) -> dict[str, float]:
-    """Run (or resume) an online RL job; returns the final evaluation metrics."""
+def train(cfg: OnlineConfig) -> dict[str, dict]:
+    """Run (or resume) an online RL job; returns ``{"base": eval metrics at step 0,
+    "final": eval metrics at max_steps}`` (also written to ``final_metrics.json``)."""
     from accelerate import Accelerator
 
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
@@ -172,7 +172,8 @@ def train(cfg: OnlineConfig) -> dict[str, float]:
         logger.log(step, m)
         return m
 
-    final = run_eval(0) if start == 0 else {}
+    if start == 0:
+        run_eval(0)
     consecutive_failures = 0
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="train",
                disable=not (main and cfg.log.progress_bar), dynamic_ncols=True)
@@ -229,7 +230,7 @@ def train(cfg: OnlineConfig) -> dict[str, float]:
             logger.log(done, metrics)
             bar.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}", clip=f"{upd.get('clip_frac', 0):.2f}")
         if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
-            final = run_eval(done) or final
+            run_eval(done)
         if done == cfg.max_steps or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
             if main:
                 save_checkpoint(ckpt_dir, done, {
@@ -237,9 +238,11 @@ def train(cfg: OnlineConfig) -> dict[str, float]:
                     "ema": ema.state_dict() if ema is not None else None,
                 }, keep_last=cfg.checkpoint.keep_last)
             accelerator.wait_for_everyone()
+    result = {}
     if main:
         logger.close()
+        result = {"base": read_summary(run_dir, 0), "final": read_summary(run_dir, cfg.max_steps)}
         with open(os.path.join(run_dir, "final_metrics.json"), "w") as f:
-            json.dump({k: v for k, v in final.items() if isinstance(v, (int, float)) and math.isfinite(v)}, f, indent=1)
+            json.dump(result, f, indent=1)
     accelerator.wait_for_everyone()
-    return final
+    return result
