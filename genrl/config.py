@@ -409,12 +409,26 @@ class ObjectiveConfig(Section):
     clip_range: float = _f(1e-3, "PPO ratio clip epsilon (> 0)")
     adv_clip_max: float = _f(5.0, "advantages are clamped to +-this (> 0)")
     beta: float = _f(0.0, "KL-to-reference coefficient; 0 disables it and skips the reference forward")
+    clip_range_high: Optional[float] = _f(None, "upper clip epsilon: ratios are clipped to [1 - clip_range, 1 + clip_range_high] (DAPO clip-higher, GSPO); null = clip_range")
+    loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = _f(
+        "token-mean", "how per-action losses reduce to a scalar: mean over all trained actions; mean over each "
+        "sequence then over sequences; or per-sequence sum / max_len_norm, mean over sequences (Dr. GRPO)")
+    max_len_norm: int = _f(0, "constant divisor of seq-mean-token-sum-norm (e.g. the max response length); 0 = the padded length T")
+    kl_type: Literal["gaussian", "k1", "k3"] = _f(
+        "gaussian", "per-action KL to the reference: 'gaussian' = the policy's step_info['kl'] (flow policies); "
+        "'k1' = logp - logp_ref, 'k3' = exp(logp_ref - logp) - (logp_ref - logp) - 1 (from step_info['ref_log_probs'], token policies)")
+    tau_pos: float = _f(1.0, "SAPO gate temperature for positive advantages (> 0)")
+    tau_neg: float = _f(1.05, "SAPO gate temperature for non-positive advantages (> 0)")
 
     def validate(self) -> None:
         _nonempty(self, "name")
-        for n in ("clip_range", "adv_clip_max"):
-            _require(getattr(self, n) > 0, n, getattr(self, n), "must be > 0")
+        for n in ("clip_range", "adv_clip_max", "tau_pos", "tau_neg"):
+            v = getattr(self, n)
+            _require(v > 0 and math.isfinite(v), n, v, "must be finite and > 0")
         _require(self.beta >= 0 and math.isfinite(self.beta), "beta", self.beta, "must be finite and >= 0")
+        _require(self.clip_range_high is None or (self.clip_range_high > 0 and math.isfinite(self.clip_range_high)),
+                 "clip_range_high", self.clip_range_high, "must be null or finite and > 0")
+        _at_least(self, 0, "max_len_norm")
 
 
 @dataclass

@@ -246,9 +246,9 @@ def test_eval_metrics_on_real_digits(reward_cache, split):
     idx = torch.cat([torch.nonzero(labels == d)[:5, 0] for d in range(10)])  # 5 per digit
     prompts, meta = _prompts_meta(labels[idx])
     m = task.eval_metrics(images[idx], prompts, meta)
-    assert set(m) == {"gold_accuracy", "gold_prob", "proxy_accuracy", "proxy_reward", "diversity"}
+    assert set(m) == {"gold_accuracy", "proxy_accuracy", "diversity"}
     assert all(isinstance(v, float) for v in m.values())
-    assert m["gold_accuracy"] > 0.9 and m["proxy_accuracy"] > 0.9 and m["proxy_reward"] > 0.8
+    assert m["gold_accuracy"] > 0.9 and m["proxy_accuracy"] > 0.9
     assert m["diversity"] > 1.0
 
     same = images[idx[::5]].repeat_interleave(5, dim=0)  # each digit's first image, 5 times

@@ -112,3 +112,14 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path):
     assert out.returncode == 2
     assert "train.lrr" in out.stderr and "lr" in out.stderr
     assert not os.path.exists(tmp_path / "r")
+
+
+@pytest.mark.parametrize("objective", ["dapo", "dr_grpo", "gspo", "sapo"])
+def test_every_objective_trains_the_flow_policy(tmp_path, base_model, objective):
+    """Token-era objectives take flow-step log-probs unchanged (one registry, every modality)."""
+    run = tmp_path / objective
+    train(_cfg(run, base_model, f"objective.name={objective}", "max_steps=1", "eval.every=0"))
+    row = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line][-1]
+    assert row["grad_norm"] > 0 and "policy_loss" in row
+    lora_b = [t for n, t in load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["model"].items() if "lora_B" in n]
+    assert any(t.abs().sum() > 0 for t in lora_b)

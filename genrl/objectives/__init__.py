@@ -4,7 +4,9 @@
 
 over ``[B, T]`` action log-probs, so the same objective trains a flow sampler (actions =
 denoising steps) and a language model (actions = tokens). Look one up with
-``genrl.registry.OBJECTIVES.get(name)``.
+``genrl.registry.OBJECTIVES.get(name)``. Registered: ``grpo`` (Flow-GRPO), ``dapo``
+(clip-higher), ``dr_grpo`` (fixed-length normalisation), ``gspo`` (sequence-level ratio),
+``sapo`` (soft gate). Shared aggregation / KL / chunk-weight helpers: ``common``.
 """
 
-from genrl.objectives import grpo  # noqa: F401  (registers "grpo")
+from genrl.objectives import dapo, dr_grpo, grpo, gspo, sapo  # noqa: F401  (register the objectives)

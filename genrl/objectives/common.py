@@ -1,8 +1,44 @@
-"""Reductions shared by the objectives."""
+"""Pieces shared by the objectives: loss aggregation, the KL-to-reference term, ratio
+clipping and the diagnostics every objective logs.
+
+All tensors are ``[B, T]`` over actions (denoising steps of a flow sampler, or response
+tokens of a language model) with a float ``mask`` marking the trained ones.
+
+Loss aggregation (``config.loss_agg``), for per-action values ``x`` and mask ``m``:
+
+* ``token-mean``: ``sum(x m) / sum(m)``, every trained action weighs the same (DAPO's
+  token-level loss, arXiv 2503.14476 §3.3; Flow-GRPO's mean over steps).
+* ``seq-mean-token-mean``: ``mean_b [sum_t x m / sum_t m]``, every sequence weighs the
+  same whatever its length (the original GRPO ``1/|o_i|``); sequences with no trained
+  action are left out of the mean.
+* ``seq-mean-token-sum-norm``: ``sum(x m) / (B * L)`` with a constant ``L`` =
+  ``config.max_len_norm`` (``0`` = the padded length ``T``): Dr. GRPO's fixed-length
+  normalisation (arXiv 2503.20783 §3.1), which has neither GRPO's length bias nor a
+  batch-dependent divisor.
+
+Chunking over ``T`` (``train.timestep_chunk``): the trainer calls the objective on column
+chunks of the batch and backpropagates ``loss_chunk * weight``. That sum reproduces the
+full-batch loss exactly
+
+* for ``token-mean`` with ``weight = sum(m_chunk) / sum(m_full)`` (the trainer's weights);
+* for ``seq-mean-token-sum-norm`` only with adjusted weights: ``1`` when ``max_len_norm``
+  is set (the divisor ``B * L`` does not depend on the chunk), ``T_chunk / T`` when it is 0
+  (the chunk divides by its own width);
+* never for ``seq-mean-token-mean`` (a chunk's per-sequence means use the chunk's own
+  lengths, which no scalar weight corrects), nor for a sequence-level ratio (GSPO).
+
+:func:`chunk_weight` returns those weights and refuses the impossible case;
+:func:`objective_chunk_weight` also applies what an objective forces on the aggregation.
+"""
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
+
+LOSS_AGGS: tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
+KL_TYPES: tuple[str, ...] = ("gaussian", "k1", "k3")
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -10,16 +46,121 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def ratio_metrics(log_ratio: torch.Tensor, mask: torch.Tensor, clip_range: float) -> dict[str, float]:
-    """Diagnostics every objective logs: ratio moments, clip fraction, approx KL (k3-free
+def aggregate(x: torch.Tensor, mask: torch.Tensor, loss_agg: str = "token-mean", max_len_norm: int = 0) -> torch.Tensor:
+    """Reduce per-action values ``x`` [B, T] to a scalar with mode ``loss_agg`` (see the
+    module docstring); ``max_len_norm`` is the constant of ``seq-mean-token-sum-norm``."""
+    if loss_agg == "token-mean":
+        return masked_mean(x, mask)
+    if loss_agg == "seq-mean-token-mean":
+        per_seq_count = mask.sum(dim=1)
+        per_seq = (x * mask).sum(dim=1) / per_seq_count.clamp_min(1.0)
+        return per_seq.sum() / (per_seq_count > 0).sum().clamp_min(1)
+    if loss_agg == "seq-mean-token-sum-norm":
+        length = max_len_norm if max_len_norm > 0 else x.shape[1]
+        return (x * mask).sum() / max(x.shape[0] * length, 1)
+    raise ValueError(f"unknown loss_agg {loss_agg!r}; valid: {', '.join(LOSS_AGGS)}")
+
+
+def chunk_weight(mask_chunk: torch.Tensor, mask_full: torch.Tensor, loss_agg: str, *, max_len_norm: int) -> torch.Tensor:
+    """Weight of one column chunk's loss so that the weighted sum over the chunks of
+    ``mask_full`` [B, T] equals the loss on all of it (0-dim tensor, on the mask's device).
+
+    ``mask_chunk`` [B, t] is a column slice of ``mask_full``. For ``seq-mean-token-mean``
+    only the whole width (weight 1) is allowed: a partial chunk raises ``ValueError``."""
+    t, full_t = mask_chunk.shape[1], mask_full.shape[1]
+    if loss_agg == "token-mean":
+        return mask_chunk.sum() / mask_full.sum().clamp_min(1.0)
+    if loss_agg == "seq-mean-token-sum-norm":
+        return mask_chunk.new_tensor(1.0 if max_len_norm > 0 else t / full_t)
+    if loss_agg == "seq-mean-token-mean":
+        if t != full_t:
+            raise ValueError(
+                f"this loss is a mean over whole sequences (loss_agg=seq-mean-token-mean or a sequence-level "
+                f"ratio) and cannot be split into timestep chunks ({t} of {full_t} columns); set train.timestep_chunk=0")
+        return mask_chunk.new_tensor(1.0)
+    raise ValueError(f"unknown loss_agg {loss_agg!r}; valid: {', '.join(LOSS_AGGS)}")
+
+
+def chunk_agg(objective, config) -> str:
+    """The aggregation that governs chunking for ``objective``: an objective that fixes its own
+    (attribute ``chunk_agg``: dr_grpo, gspo) overrides ``config.loss_agg``."""
+    return getattr(objective, "chunk_agg", None) or config.loss_agg
+
+
+def objective_chunk_weight(objective, mask_chunk: torch.Tensor, mask_full: torch.Tensor, config) -> torch.Tensor:
+    """:func:`chunk_weight` for a registered objective and its ``ObjectiveConfig``."""
+    return chunk_weight(mask_chunk, mask_full, chunk_agg(objective, config), max_len_norm=config.max_len_norm)
+
+
+def clip_bounds(config) -> tuple[float, float]:
+    """``(1 - clip_range, 1 + clip_range_high)``; ``clip_range_high = None`` means symmetric."""
+    high = config.clip_range if config.clip_range_high is None else config.clip_range_high
+    return 1.0 - config.clip_range, 1.0 + high
+
+
+def clamp_advantages(advantages: torch.Tensor, config) -> torch.Tensor:
+    """Advantages [B] clamped to ``+-adv_clip_max``, as a [B, 1] column."""
+    return advantages.clamp(-config.adv_clip_max, config.adv_clip_max)[:, None]
+
+
+def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, low: float, high: float) -> torch.Tensor:
+    """PPO's pessimistic per-action loss ``max(-A r, -A clip(r, low, high))``; broadcasts."""
+    return torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, low, high))
+
+
+def kl_per_action(log_probs_new: torch.Tensor, step_info: dict, kl_type: str) -> Optional[torch.Tensor]:
+    """Per-action KL to the reference [B, T], or ``None`` when its input is missing.
+
+    ``gaussian``: ``step_info["kl"]`` as the policy computed it (flow policies: closed-form KL
+    of the two Gaussian step distributions). ``k1``: ``logp - logp_ref``. ``k3``: Schulman's
+    low-variance, always >= 0 estimator ``exp(logp_ref - logp) - (logp_ref - logp) - 1``
+    (as in GRPO, arXiv 2402.03300 eq. 4); both from ``step_info["ref_log_probs"]`` (token
+    policies). The reference is detached."""
+    if kl_type == "gaussian":
+        return step_info.get("kl")
+    if kl_type not in KL_TYPES:
+        raise ValueError(f"unknown kl_type {kl_type!r}; valid: {', '.join(KL_TYPES)}")
+    ref = step_info.get("ref_log_probs")
+    if ref is None:
+        return None
+    d = ref.detach() - log_probs_new
+    return -d if kl_type == "k1" else torch.exp(d) - d - 1.0
+
+
+def add_kl(loss: torch.Tensor, metrics: dict, log_probs_new: torch.Tensor, mask: torch.Tensor, step_info: dict,
+           config, loss_agg: str) -> torch.Tensor:
+    """``loss + beta * aggregate(kl)``; logs ``metrics["kl"]`` whenever the KL is computable
+    (also with ``beta = 0``). ``beta > 0`` without the needed input raises ``ValueError``."""
+    kl_type = config.kl_type
+    with torch.set_grad_enabled(torch.is_grad_enabled() and config.beta > 0):
+        kl = kl_per_action(log_probs_new, step_info, kl_type)
+        if kl is None:
+            if config.beta > 0:
+                need = "'kl'" if kl_type == "gaussian" else "'ref_log_probs'"
+                hint = ("token policies give 'ref_log_probs': set objective.kl_type=k3 (or k1)" if kl_type == "gaussian"
+                        else "flow policies give a closed-form 'kl': set objective.kl_type=gaussian")
+                raise ValueError(f"objective.beta > 0 with kl_type={kl_type!r} but the policy gave no per-step {need} "
+                                 f"for the KL to the reference; {hint}")
+            return loss
+        value = aggregate(kl, mask, loss_agg, config.max_len_norm)
+    metrics["kl"] = value.item()
+    return loss + config.beta * value if config.beta > 0 else loss
+
+
+def ratio_metrics(log_ratio: torch.Tensor, mask: torch.Tensor, clip_range: float,
+                  clip_range_high: Optional[float] = None) -> dict[str, float]:
+    """Diagnostics every objective logs: ratio moments, clip fraction (share of actions with
+    ``r`` outside ``[1 - clip_range, 1 + clip_range_high]``), approx KL (k3-free
     ``0.5 * log_ratio^2``, as in Flow-GRPO/TRL). ``log_ratio``, ``mask``: [B, T]."""
+    high = clip_range if clip_range_high is None else clip_range_high
     with torch.no_grad():
         ratio = log_ratio.exp()
         mean = masked_mean(ratio, mask)
         var = masked_mean((ratio - mean) ** 2, mask)
+        outside = (ratio < 1 - clip_range) | (ratio > 1 + high)
         return {
             "ratio_mean": mean.item(),
             "ratio_std": var.sqrt().item(),
-            "clip_frac": masked_mean(((ratio - 1).abs() > clip_range).float(), mask).item(),
+            "clip_frac": masked_mean(outside.float(), mask).item(),
             "approx_kl": masked_mean(0.5 * log_ratio**2, mask).item(),
         }

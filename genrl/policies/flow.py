@@ -92,7 +92,7 @@ class FlowPolicy:
             # Full fine-tuning: the reference is a frozen copy of the starting weights.
             self.ref_model = copy.deepcopy(transformer).eval().requires_grad_(False)
         self.transformer = transformer  # unwrapped module (adapters, saving)
-        self.model = transformer  # what forwards go through; the trainer may wrap it (DDP)
+        self.model = transformer  # what gradient forwards go through; the trainer may wrap it (DDP)
         self._prompt_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
         self.latent_shape = (transformer.config.in_channels, transformer.config.sample_size, transformer.config.sample_size)
 
@@ -152,7 +152,11 @@ class FlowPolicy:
         return cond
 
     def velocity(self, x, sigma, cond, guidance_scale, model=None) -> torch.Tensor:
-        """Predicted velocity ``[B, C, H, W]`` at per-sample noise levels ``sigma [B]``."""
+        """Predicted velocity ``[B, C, H, W]`` at per-sample noise levels ``sigma [B]``.
+
+        ``model`` defaults to ``self.model`` (the DDP-wrapped module, for gradient steps).
+        No-grad sampling passes the unwrapped module: a DDP forward is a collective, and
+        evaluation runs on the main process alone."""
         model = self.model if model is None else model
         dtype = self.text_encoder.dtype
         t = sigma * self.scheduler.config.num_train_timesteps
@@ -193,7 +197,7 @@ class FlowPolicy:
         xs, xns, lps, stds, trained = [], [], [], [], []
         for i in range(cfg.num_steps):
             s, sn = sigmas[i].expand(B).to(self.device), sigmas[i + 1].expand(B).to(self.device)
-            v = self.velocity(x, s, cond, cfg.guidance_scale)
+            v = self.velocity(x, s, cond, cfg.guidance_scale, model=self.transformer)
             fn = self.step_fn if i in window else sde_lib.ode_step
             out = fn(v, x, s, sn, cfg.eta, sigmas[1].item(), generator=generator)
             if i in window and bool((out.std > 0).all()):
@@ -260,7 +264,8 @@ class FlowPolicy:
         x = x.to(self.device)
         for i in range(num_steps):
             s, sn = sigmas[i].expand(len(prompts)).to(self.device), sigmas[i + 1].expand(len(prompts)).to(self.device)
-            x = sde_lib.ode_step(self.velocity(x, s, cond, guidance_scale), x, s, sn).prev_sample
+            v = self.velocity(x, s, cond, guidance_scale, model=self.transformer)
+            x = sde_lib.ode_step(v, x, s, sn).prev_sample
         return self.decode(x)
 
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -387,7 +387,8 @@ class DigitsTask:
         prompts: Sequence[str],
         metadata: Sequence[dict] | None = None,
     ) -> dict[str, float]:
-        """Gold/proxy accuracy and probability of the prompted digit, plus diversity.
+        """Gold/proxy accuracy (argmax == prompted digit) and diversity. The mean rewards
+        themselves (``digits``, ``digits_gold``) come from ``eval_rewards``.
 
         ``images [B, 1, 8, 8]`` in [0, 1]. ``diversity`` is the mean over prompts of the mean
         pairwise L2 pixel distance among that prompt's samples (NaN if no prompt has two).
@@ -398,7 +399,6 @@ class DigitsTask:
         digits = torch.tensor([int(m["digit"]) for m in metadata])  # [B]
         gold = self._judge(self.gold_reward).probs(images)  # [B, 10]
         proxy = self._judge(self.reward).probs(images)  # [B, 10]
-        rows = torch.arange(len(digits))
 
         per_prompt = []
         for prompt in dict.fromkeys(prompts):  # first-seen order
@@ -407,9 +407,7 @@ class DigitsTask:
                 per_prompt.append(_mean_pairwise_distance(images[idx]))
         return {
             "gold_accuracy": (gold.argmax(-1) == digits).float().mean().item(),
-            "gold_prob": gold[rows, digits].mean().item(),
             "proxy_accuracy": (proxy.argmax(-1) == digits).float().mean().item(),
-            "proxy_reward": proxy[rows, digits].mean().item(),
             "diversity": float(np.mean(per_prompt)) if per_prompt else float("nan"),
         }
 

@@ -31,6 +31,7 @@ from genrl.config import OnlineConfig, save_config
 from genrl.ema import EMA
 from genrl.evaluation import evaluate, read_summary
 from genrl.metrics_log import MetricsLogger
+from genrl.objectives.common import objective_chunk_weight
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.samplers import GroupSampler
 from genrl.scoring import combine, score_samples
@@ -90,7 +91,6 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
         for start in range(0, B, tc.batch_size):
             idx = perm[start: start + tc.batch_size]
             sub, adv = traj.index(idx), advantages[idx]  # [b, T], [b]
-            total = sub.mask.sum().clamp_min(1.0)
             n_micro += 1
             sync = n_micro % tc.gradient_accumulation_steps == 0
             for c0 in range(0, T, chunk):
@@ -105,8 +105,8 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
                     step_info = {**{k: v[:, sl] for k, v in sub.step_info.items()}, **info}
                     mask = sub.mask[:, sl]
                     loss, m = objective(log_probs, sub.log_probs_old[:, sl], adv, mask, step_info, cfg.objective)
-                    # chunks and minibatches add up to the mean over all trained actions
-                    weight = mask.sum() / total / tc.gradient_accumulation_steps
+                    # chunks and minibatches add up to the loss over all trained actions
+                    weight = objective_chunk_weight(objective, mask, sub.mask, cfg.objective) / tc.gradient_accumulation_steps
                     accelerator.backward(loss * weight)
                 acc.add(m, mask.sum().item())
                 _per_step_ratio_metrics(log_probs.detach() - sub.log_probs_old[:, sl], mask, sub.step_info["step_index"][:, sl], acc)

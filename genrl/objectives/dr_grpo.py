@@ -1,0 +1,34 @@
+"""Dr. GRPO, "GRPO done right" (Liu et al. 2025, arXiv 2503.20783, §3.1): GRPO's clipped
+surrogate without its two biases.
+
+* No ``1/|o_i|`` per-response length normalisation (it favours short correct and long wrong
+  answers): this objective **always** aggregates with ``seq-mean-token-sum-norm``,
+  ``sum_{b,t} x_bt m_bt / (B * L)``, whatever ``objective.loss_agg`` says, with the constant
+  ``L = objective.max_len_norm`` (set it to the maximum response length, as the authors'
+  code divides by the generation budget; ``0`` = the padded length ``T``). The KL term uses
+  the same aggregation.
+* No division of advantages by the group's reward std (it over-weights too easy and too
+  hard questions): that lives in the advantage computation, so **set**
+  ``advantages.std=none`` with this objective.
+
+Otherwise as grpo: advantages clamped to ``+-adv_clip_max``; the clip range is
+``[1 - clip_range, 1 + clip_range_high]`` (the paper's is symmetric: leave
+``clip_range_high`` null). With ``train.timestep_chunk`` the trainer must weight chunks by
+:func:`genrl.objectives.common.objective_chunk_weight` (``chunk_agg`` below).
+"""
+
+from __future__ import annotations
+
+from genrl.objectives.grpo import clipped_policy_loss
+from genrl.registry import OBJECTIVES
+
+LOSS_AGG = "seq-mean-token-sum-norm"
+
+
+@OBJECTIVES.register("dr_grpo")
+def dr_grpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
+    """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]. Returns (scalar loss, metrics)."""
+    return clipped_policy_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config, LOSS_AGG)
+
+
+dr_grpo_loss.chunk_agg = LOSS_AGG  # the aggregation it forces, for chunk weights

@@ -1,0 +1,259 @@
+"""Verifiable rewards: answer extraction, maths equivalence, multiple choice, format, rewards."""
+
+import pytest
+import torch
+
+from genrl.registry import REWARDS
+from rewards.verifiable import (
+    AccuracyReward,
+    FormatReward,
+    VerifiableReward,
+    extract_answer,
+    format_ok,
+    is_equivalent,
+    match_choice,
+)
+
+# ----------------------------------------------------------------------------- extraction
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (r"so the answer is \boxed{\frac{1}{2}}.", r"\frac{1}{2}"),  # nested braces
+        (r"\boxed{{a}+{b}}", "{a}+{b}"),
+        (r"first \boxed{1}, finally \boxed{2}", "2"),  # last boxed wins
+        ("<answer> 42 </answer>", "42"),  # answer tags, stripped
+        ("<answer>1</answer> then <answer>2</answer>", "2"),  # last tag wins
+        (r"<answer>it is \boxed{7} cm</answer>", "7"),  # boxed inside answer tags
+        ("< answer >9</ answer >", "9"),  # spaces inside tag names
+        (r"\boxed{12", None),  # unclosed brace
+        (r"\boxed{5} and then \boxed{12", None),  # the last box is unclosed
+        ("<answer>3", None),  # unclosed tag
+        (r"\boxed{}", None),
+        ("<answer>  </answer>", None),
+        ("", None),
+        ("The answer is seven.", None),
+        (None, None),
+    ],
+)
+def test_extract_answer(text, expected):
+    assert extract_answer(text) == expected
+
+
+def test_long_garbage_is_handled():
+    garbage = "\\boxed{" * 50_000 + "{" * 50_000 + "<answer>" * 10_000 + "x^{" * 10_000
+    assert extract_answer(garbage) is None
+    assert format_ok("<think>" + garbage) is False
+    assert is_equivalent(garbage, "1") is False
+    assert is_equivalent("1," * 100_000 + "1", "1") is False
+    assert match_choice(garbage, "A") is False
+
+
+# ----------------------------------------------------------------------------- equivalence
+
+
+@pytest.mark.parametrize(
+    "pred, gold",
+    [
+        (r"\frac{1}{2}", "0.5"),
+        (r"\frac{1}{2}", "1/2"),
+        ("1/2", "0.5"),
+        (r"\dfrac{3}{4}", "0.75"),
+        ("1,000", "1000"),
+        (r"2\sqrt{2}", r"\sqrt{8}"),
+        ("x^2+2x+1", "(x+1)^2"),
+        ("$7$.", "7"),
+        (r"\text{7}", "7"),
+        ("3.0", "3"),
+        ("1e3", "1000"),
+        ("50%", "50"),  # PRM800K/MathRuler drop the % sign
+        (r"12\text{ cm}", "12"),
+        (r"45^\circ", "45"),
+        ("x = 3", "3"),
+        (r"\left(\frac{1}{2}\right)", "0.5"),
+        (r"\sqrt[3]{8}", "2"),
+        (r"\pi r^2", r"r^2 \pi"),
+        (r"3 \times 10^{3}", "3000"),
+        (r"\sin(\pi/6)", r"\frac12"),
+        (r"\sqrt{2}", "1.4142136"),  # closed form vs decimal within 1e-6
+        (r"-\frac{1}{2}", "-0.5"),
+        (7, "7"),  # non-string gold from a dataset
+    ],
+)
+def test_equivalent(pred, gold):
+    assert is_equivalent(pred, gold)
+    assert is_equivalent(gold, pred)
+
+
+@pytest.mark.parametrize(
+    "pred, gold",
+    [
+        ("0.5", "0.51"),
+        ("x+1", "x-1"),
+        ("12", "21"),
+        ("50%", "0.5"),  # conservative: percent is not divided by 100
+        ("1,2", "12"),  # not a thousands separator
+        (r"2^{2^{100}}", "1"),  # refused before evaluation, not computed
+        ("__import__('os').system('true')", "0"),  # never evaluated
+        (r"\frac{1}{0}", "1"),
+        ("", ""),
+        (None, "1"),
+        ("x^", "x"),
+        (r"\sqrt", "2"),
+    ],
+)
+def test_not_equivalent(pred, gold):
+    assert not is_equivalent(pred, gold)
+
+
+# ----------------------------------------------------------------------------- multiple choice
+
+CHOICES = {"A": "triangle", "B": "square", "C": "0.5", "D": "circle"}
+
+
+@pytest.mark.parametrize(
+    "pred, gold, choices, expected",
+    [
+        ("B", "B", None, True),
+        ("(B)", "B", None, True),
+        ("B.", "B", None, True),
+        ("B) square", "B", None, True),
+        ("The answer is B", "B", None, True),
+        ("The final answer is: (c)", "C", None, True),
+        ("the answer is b.", "B", None, True),
+        ("b", "B", None, True),
+        ("B", "(B)", None, True),
+        ("square", "B", CHOICES, True),  # option text
+        ("Square.", "B", CHOICES, True),
+        ("1/2", "C", CHOICES, True),  # option text, maths-equivalent
+        ("B", "square", CHOICES, True),  # gold given as option text
+        ("A", "B", None, False),  # wrong letter
+        ("(C)", "B", CHOICES, False),
+        ("circle", "B", CHOICES, False),
+        ("the answer is a triangle", "A", None, False),  # "a" is an article here
+        ("", "A", None, False),
+    ],
+)
+def test_match_choice(pred, gold, choices, expected):
+    assert match_choice(pred, gold, choices) is expected
+
+
+def test_choices_as_list():
+    assert match_choice("square", "B", ["triangle", "square"])
+
+
+# ----------------------------------------------------------------------------- format
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        (r"<think>2+2=4</think> so \boxed{4}", True),
+        ("<think>2+2=4</think>\n<answer>4</answer>", True),
+        ("  <think>\nr\n</think>\n\n<answer>4</answer>\n", True),
+        (r"<think>r</think><answer>\boxed{4}</answer>", True),
+        (r"<think></think>\boxed{4}", True),  # empty reasoning passes, as in EasyR1
+        (r"\boxed{4}", False),  # no think block
+        (r"r</think>\boxed{4}", False),  # think not opened
+        (r"<think>r \boxed{4}</think>", False),  # answer inside the think block only
+        ("<think>r</think>", False),  # no answer
+        ("<think>r</think><answer>4</answer> more text", False),  # text after the answer tag
+        (r"<think>a</think><think>b</think>\boxed{4}", False),  # two think blocks
+        ("<think>r</think><answer></answer>", False),  # empty answer
+        (r"<think>r</think>\boxed{4", False),  # unclosed box
+        ("<think>r</think><answer>1</answer><answer>2</answer>", False),
+    ],
+)
+def test_format_ok(text, expected):
+    assert format_ok(text) is expected
+
+
+# ----------------------------------------------------------------------------- rewards
+
+
+def test_registered_and_constructible_without_arguments():
+    for name, cls in [("accuracy", AccuracyReward), ("format", FormatReward), ("verifiable", VerifiableReward)]:
+        assert REWARDS.get(name) is cls
+        cls()
+    with pytest.raises(TypeError):
+        VerifiableReward(0.5)  # keyword-only
+    with pytest.raises(ValueError):
+        VerifiableReward(format_weight=1.5)
+
+
+SAMPLES = [
+    r"<think>half</think> \boxed{\frac{1}{2}}",  # right, formatted
+    r"the answer is \boxed{0.5}",  # right, unformatted
+    "<think>hmm</think><answer>B</answer>",  # wrong choice, formatted
+    "<think>hmm</think> I give up",  # no answer, unformatted
+    "<think>x</think><answer>(x+1)^2</answer>",  # right symbolic, formatted
+    "<think>t</think><answer>Paris</answer>",  # right text, formatted
+]
+META = [
+    {"answer": "0.5"},
+    {"answer": r"\frac{1}{2}", "answer_type": "numeric"},
+    {"answer": "C", "choices": {"A": "1", "B": "2", "C": "3"}},
+    {"answer": "4"},
+    {"answer": "x^2+2x+1", "answer_type": "symbolic"},
+    {"answer": "paris", "answer_type": "text"},
+]
+PROMPTS = ["q"] * len(SAMPLES)
+
+
+def test_accuracy_reward():
+    out = AccuracyReward()(SAMPLES, PROMPTS, META)
+    assert set(out) == {"accuracy"}
+    acc = out["accuracy"]
+    assert acc.shape == (len(SAMPLES),) and acc.dtype == torch.float32
+    assert acc.tolist() == [1.0, 1.0, 0.0, 0.0, 1.0, 1.0]
+
+
+def test_format_reward():
+    fmt = FormatReward()(SAMPLES, PROMPTS, META)["format"]
+    assert fmt.shape == (len(SAMPLES),) and fmt.dtype == torch.float32
+    assert fmt.tolist() == [1.0, 0.0, 1.0, 0.0, 1.0, 1.0]
+
+
+@pytest.mark.parametrize("weight", [0.1, 0.5])
+def test_verifiable_weighting(weight):
+    reward = VerifiableReward() if weight == 0.1 else VerifiableReward(format_weight=weight)
+    out = reward(SAMPLES, PROMPTS, META)
+    assert set(out) == {"verifiable", "accuracy", "format"}
+    for v in out.values():
+        assert v.shape == (len(SAMPLES),) and v.dtype == torch.float32
+    expected = (1 - weight) * out["accuracy"] + weight * out["format"]
+    torch.testing.assert_close(out["verifiable"], expected)
+    torch.testing.assert_close(out["verifiable"][:4], torch.tensor([1.0, 1 - weight, weight, 0.0]))
+
+
+def test_multiple_gold_answers():
+    out = AccuracyReward()([r"\boxed{6}"], ["q"], [{"answer": ["5", "6"]}])
+    assert out["accuracy"].tolist() == [1.0]
+
+
+def test_non_string_sample_is_nan_not_zero():
+    out = VerifiableReward()([r"<think>a</think>\boxed{1}", None], ["q", "q"], [{"answer": "1"}, {"answer": "1"}])
+    assert out["verifiable"][0] == 1.0 and torch.isnan(out["verifiable"][1])
+    assert torch.isnan(out["accuracy"][1]) and torch.isnan(out["format"][1])
+
+
+def test_missing_answer_names_the_sample():
+    with pytest.raises(ValueError, match=r"metadata\[1\]"):
+        AccuracyReward()([r"\boxed{1}", r"\boxed{2}"], ["q", "q"], [{"answer": "1"}, {"choices": ["a"]}])
+    with pytest.raises(ValueError, match=r"metadata\[0\]"):
+        VerifiableReward()([r"\boxed{1}"], ["q"], [{}])
+    with pytest.raises(ValueError):
+        AccuracyReward()([r"\boxed{1}"], ["q"], None)
+
+
+def test_bad_answer_type_and_lengths():
+    with pytest.raises(ValueError, match="answer_type"):
+        AccuracyReward()([r"\boxed{1}"], ["q"], [{"answer": "1", "answer_type": "vibes"}])
+    with pytest.raises(ValueError, match="samples"):
+        AccuracyReward()([r"\boxed{1}"], ["q", "q"], [{"answer": "1"}])
+
+
+def test_empty_batch():
+    out = VerifiableReward()([], [], [])
+    assert all(v.shape == (0,) and v.dtype == torch.float32 for v in out.values())
