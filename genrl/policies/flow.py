@@ -101,6 +101,11 @@ class FlowPolicy:
         return cls(cfg, device=device, **load_components(resolve_model_path(cfg.model)))
 
     # ----------------------------------------------------------------- parameters
+    @property
+    def module(self) -> torch.nn.Module:
+        """The trained network, unwrapped (every policy exposes this; the trainer wraps it)."""
+        return self.transformer
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.transformer.parameters() if p.requires_grad]
 

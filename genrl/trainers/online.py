@@ -146,7 +146,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     params = policy.trainable_parameters()
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
                                   eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
-    policy.model, optimizer = accelerator.prepare(policy.transformer, optimizer)
+    policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
     ema = EMA(params, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     prompts = task.prompts()
     sampler = GroupSampler(len(prompts), cfg.rollout.prompts_per_step, cfg.rollout.group_size,
