@@ -33,7 +33,8 @@ def _cfg(run_dir, model, *extra):
 
 def test_training_changes_weights_and_writes_the_run_directory(tmp_path, base_model):
     run = tmp_path / "run"
-    result = train(_cfg(run, base_model, "train.timestep_chunk=3", "objective.beta=0.1", "train.ema_decay=0.9"))
+    result = train(_cfg(run, base_model, "train.timestep_chunk=3", "objective.beta=0.1", "train.ema_decay=0.9",
+                         "train.gradient_accumulation_steps=2"))
     for when in ("base", "final"):
         assert 0.0 <= result[when]["eval/gold_accuracy"] <= 1.0 and result[when]["eval/diversity"] > 0
     assert json.load(open(run / "final_metrics.json")) == result
@@ -48,6 +49,7 @@ def test_training_changes_weights_and_writes_the_run_directory(tmp_path, base_mo
     rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
     train_rows = [r for r in rows if "reward/total_mean" in r]
     assert [r["step"] for r in train_rows] == [1, 2]
+    assert all(r["optimizer_steps"] == 1 for r in train_rows)  # 8 samples = 2 backward passes of 4, accumulated
     for key in ("reward/digits_mean", "reward/digits_std", "kl", "clip_frac", "approx_kl", "reward_std",
                 "frac_zero_std", "grad_norm", "ratio_mean/step_00", "ratio_std/step_03",
                 "time/rollout", "time/reward", "time/update"):
