@@ -1,4 +1,7 @@
-"""Command line: ``genrl train CONFIG [key.sub=value ...]`` and ``genrl prepare TASK``."""
+"""Command line: ``genrl train CONFIG [key.sub=value ...]`` and ``genrl prepare TASK``.
+
+The top-level ``trainer:`` key of a config picks the trainer: ``online`` (the default) or ``sft``.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +9,60 @@ import argparse
 import sys
 
 
-def _train(args) -> int:
-    from genrl.config import OnlineConfig, describe_config, load_config
+TRAINERS = ("online", "sft")  # the top-level `trainer:` key of a config (default online)
 
+
+def _trainer_kind(path: str | None, overrides: list[str]) -> tuple[str, dict | None]:
+    """The trainer a config asks for (``trainer=`` override > YAML ``trainer:`` > online) and
+    the YAML mapping if it was read (None when it could not be: load_config reports why)."""
+    import yaml
+
+    data = None
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+        except (OSError, yaml.YAMLError):
+            data = None
+    kind = data.get("trainer", "online") if isinstance(data, dict) else "online"
+    for item in overrides:
+        if item.partition("=")[0].strip() == "trainer":
+            kind = yaml.safe_load(item.partition("=")[2])
+    return kind, data if isinstance(data, dict) else None
+
+
+def _train(args) -> int:
+    from genrl.config import ConfigError, OnlineConfig, SFTConfig, config_from_dict, describe_config, load_config
+
+    kind, data = _trainer_kind(args.config, args.overrides)
     if args.help_config:
-        print(describe_config(OnlineConfig))
+        if args.config is None or kind not in TRAINERS:
+            print("# trainer: online (the default)\n" + describe_config(OnlineConfig))
+            print("\n# trainer: sft\n" + describe_config(SFTConfig))
+        else:
+            print(describe_config(SFTConfig if kind == "sft" else OnlineConfig))
         return 0
     if not args.config:
         print("genrl train: a config file is required (see configs/)", file=sys.stderr)
         return 2
     try:
-        cfg = load_config(OnlineConfig, args.config, args.overrides)
+        if kind not in TRAINERS:
+            raise ConfigError("trainer", f"must be one of {', '.join(map(repr, TRAINERS))}", kind)
+        if kind == "sft":
+            cfg = load_config(SFTConfig, args.config, args.overrides)
+        else:
+            overrides = [o for o in args.overrides if o.partition("=")[0].strip() != "trainer"]
+            if data is not None and "trainer" in data:  # OnlineConfig has no `trainer` field
+                cfg = config_from_dict(OnlineConfig, {k: v for k, v in data.items() if k != "trainer"}, overrides)
+            else:
+                cfg = load_config(OnlineConfig, args.config, overrides)
     except (ValueError, FileNotFoundError) as e:
         print(f"genrl train: {e}", file=sys.stderr)
         return 2
-    from genrl.trainers.online import train
+    if kind == "sft":
+        from genrl.trainers.sft import train
+    else:
+        from genrl.trainers.online import train
 
     result = train(cfg)
     if result.get("final"):
@@ -28,6 +70,8 @@ def _train(args) -> int:
         for key, value in sorted(result["final"].items()):
             base = result["base"].get(key, float("nan"))
             print(f"  {key.removeprefix('eval/'):24s} {base:8.4f} -> {value:8.4f}")
+    if result.get("model_dir"):
+        print(f"final model: {result['model_dir']}")
     return 0
 
 
@@ -46,7 +90,7 @@ def _prepare(args) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="online RL (FlowGRPO, ...) from a YAML config with dotted overrides")
+    p = sub.add_parser("train", help="online RL (FlowGRPO, ...) or SFT (a config with `trainer: sft`) from a YAML config with dotted overrides")
     p.add_argument("config", nargs="?", help="YAML recipe, e.g. configs/digits/flowgrpo.yaml")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=1e-4 output_dir=/tmp/x")
     p.add_argument("--help-config", action="store_true", help="list every config key with its type, default and help")

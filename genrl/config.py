@@ -527,3 +527,78 @@ class OnlineConfig(Section):
                  f"rollout.prompts_per_step * rollout.group_size = {r.prompts_per_step} * {r.group_size} = {total} "
                  f"must be divisible by train.batch_size * train.gradient_accumulation_steps = "
                  f"{t.batch_size} * {t.gradient_accumulation_steps} = {per_step}")
+
+
+# ----------------------------------------------------------------------------- SFT (genrl.trainers.sft)
+
+
+@dataclass
+class SFTTrainConfig(Section):
+    batch_size: int = _f(64, "questions per optimizer step")
+    lr: float = _f(3e-3, "peak AdamW learning rate (after warmup)")
+    lr_schedule: Literal["cosine", "linear", "constant"] = _f(
+        "cosine", "decay after warmup: cosine or linear from lr down to lr * min_lr_ratio at max_steps, or constant")
+    min_lr_ratio: float = _f(0.05, "the floor of the decay as a fraction of lr, in [0, 1]")
+    warmup_steps: int = _f(10, "linear warmup steps from 0 to lr (< max_steps)")
+    weight_decay: float = _f(0.0, "AdamW weight decay")
+    adam_beta1: float = _f(0.9, "AdamW beta1")
+    adam_beta2: float = _f(0.999, "AdamW beta2")
+    adam_eps: float = _f(1e-8, "AdamW epsilon")
+    max_grad_norm: float = _f(1.0, "gradient-norm clipping threshold; 0 = no clipping")
+
+    def validate(self) -> None:
+        _at_least(self, 1, "batch_size")
+        _require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be finite and > 0")
+        _require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+        _require(self.adam_eps > 0, "adam_eps", self.adam_eps, "must be > 0")
+        _at_least(self, 0, "warmup_steps", "weight_decay", "max_grad_norm")
+        for n in ("adam_beta1", "adam_beta2"):
+            _require(0 <= getattr(self, n) < 1, n, getattr(self, n), "must be in [0, 1)")
+
+
+@dataclass
+class SFTEvalConfig(Section):
+    every: int = _f(50, "evaluate at step 0, every N steps and at the end; 0 = only start and end")
+    num_questions: int = _f(500, "held-out questions, answered with greedy decoding")
+    batch_size: int = _f(256, "questions per generation call")
+    max_new_tokens: int = _f(16, "generation length limit (a reasoning trace is 11 tokens)")
+    sample_temperature: float = _f(0.0, "> 0: also report accuracy of one sampled response per question at this temperature (eval/sampled_accuracy); 0 = greedy only")
+    save_images: bool = _f(True, "write each question's image as a PNG next to samples.jsonl")
+
+    def validate(self) -> None:
+        _at_least(self, 0, "every")
+        _at_least(self, 1, "num_questions", "batch_size", "max_new_tokens")
+        _require(self.sample_temperature >= 0 and math.isfinite(self.sample_temperature), "sample_temperature",
+                 self.sample_temperature, "must be finite and >= 0")
+
+
+@dataclass
+class SFTLogConfig(LogConfig):
+    every: int = _f(10, "write training metrics every N steps (>= 1)")
+
+    def validate(self) -> None:
+        _at_least(self, 1, "every")
+
+
+@dataclass
+class SFTConfig(Section):
+    """Supervised fine-tuning on reasoning traces (the cold start before RL, as in MMR1)."""
+
+    trainer: Literal["sft"] = _f("sft", "which trainer `genrl train` runs for this config (always 'sft' here)")
+    output_dir: str = _f("runs/digit_sum_sft", "directory for checkpoints, logs, samples and the final model/")
+    seed: int = _f(0, "random seed (>= 0): data order and sampled evaluation")
+    task: str = _f("digit_sum", "embedded task providing training traces and held-out questions (a name in genrl.registry.TASKS)")
+    model: str = _f("task:digit_sum", "'task:<name>' (the task's untrained base model, built on first use) or a local model folder")
+    resume: bool = _f(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
+    max_steps: int = _f(300, "optimizer steps")
+    train: SFTTrainConfig = _f(SFTTrainConfig, "optimisation and learning-rate schedule")
+    eval: SFTEvalConfig = _f(SFTEvalConfig, "periodic held-out evaluation")
+    checkpoint: CheckpointConfig = _f(CheckpointConfig, "checkpointing")
+    log: SFTLogConfig = _f(SFTLogConfig, "logging")
+
+    def validate(self) -> None:
+        _nonempty(self, "output_dir", "task", "model")
+        _at_least(self, 0, "seed")
+        _at_least(self, 1, "max_steps")
+        _require(self.train.warmup_steps < self.max_steps or self.train.warmup_steps == 0, "train.warmup_steps",
+                 self.train.warmup_steps, f"must be < max_steps={self.max_steps}")

@@ -14,6 +14,18 @@ from typing import Any
 import torch
 
 
+def _pick(samples: Any, ids: list[int]) -> Any:
+    if samples is None or isinstance(samples, torch.Tensor):
+        return None if samples is None else samples[ids]
+    return [samples[i] for i in ids]
+
+
+def _cat(parts: list[Any]) -> Any:
+    if parts[0] is None or isinstance(parts[0], torch.Tensor):
+        return None if parts[0] is None else torch.cat(parts)
+    return [s for p in parts for s in p]
+
+
 @dataclass
 class Trajectory:
     log_probs_old: torch.Tensor  # [B, T] log-prob of each action under the rollout weights
@@ -21,7 +33,7 @@ class Trajectory:
     group_ids: torch.Tensor  # [B] int: samples of one prompt share an id (advantage groups)
     step_info: dict[str, torch.Tensor] = field(default_factory=dict)  # per-action [B, T] values
     data: dict[str, torch.Tensor] = field(default_factory=dict)  # policy payload, leading dim B
-    samples: Any = None  # decoded outputs scored by rewards (images [B, C, H, W] in [0, 1], text, ...)
+    samples: Any = None  # decoded outputs scored by rewards: a tensor (images [B, C, H, W] in [0, 1]) or a list (texts)
     prompts: list[str] = field(default_factory=list)
     metadata: list[dict] = field(default_factory=list)
 
@@ -39,7 +51,7 @@ class Trajectory:
             group_ids=self.group_ids[idx],
             step_info=pick(self.step_info),
             data=pick(self.data),
-            samples=None if self.samples is None else self.samples[idx],
+            samples=_pick(self.samples, ids),
             prompts=[self.prompts[i] for i in ids],
             metadata=[self.metadata[i] for i in ids],
         )
@@ -55,7 +67,7 @@ class Trajectory:
             group_ids=torch.cat([p.group_ids for p in parts]),
             step_info={k: cat(k, "step_info") for k in first.step_info},
             data={k: cat(k, "data") for k in first.data},
-            samples=None if first.samples is None else torch.cat([p.samples for p in parts]),
+            samples=_cat([p.samples for p in parts]),
             prompts=[s for p in parts for s in p.prompts],
             metadata=[m for p in parts for m in p.metadata],
         )

@@ -2,3 +2,4 @@
 ``Trajectory`` and re-score stored actions. Registered by name in ``POLICIES``."""
 
 from genrl.policies import flow  # noqa: F401  (registers "flow")
+from genrl.policies import vlm  # noqa: F401  (registers "vlm")

@@ -23,6 +23,7 @@ from typing import Iterator, Optional
 import torch
 
 from genrl import sde as sde_lib
+from genrl.policies.base import Policy
 from genrl.registry import POLICIES, TASKS
 from genrl.trajectory import Trajectory
 
@@ -61,7 +62,7 @@ def load_components(path: str) -> dict:
 
 
 @POLICIES.register("flow")
-class FlowPolicy:
+class FlowPolicy(Policy):
     """Stochastic policy over a flow transformer. ``cfg`` is a ``PolicyConfig``."""
 
     def __init__(self, cfg, transformer, scheduler, text_encoder, tokenizer, device="cpu"):
@@ -105,21 +106,6 @@ class FlowPolicy:
     def module(self) -> torch.nn.Module:
         """The trained network, unwrapped (every policy exposes this; the trainer wraps it)."""
         return self.transformer
-
-    def trainable_parameters(self) -> list[torch.nn.Parameter]:
-        return [p for p in self.transformer.parameters() if p.requires_grad]
-
-    def trainable_state_dict(self) -> dict[str, torch.Tensor]:
-        return {n: p.detach().clone() for n, p in self.transformer.named_parameters() if p.requires_grad}
-
-    def load_trainable_state_dict(self, state: dict[str, torch.Tensor]) -> None:
-        params = dict(self.transformer.named_parameters())
-        unknown = sorted(set(state) - {n for n, p in params.items() if p.requires_grad})
-        if unknown:
-            raise ValueError(f"checkpoint holds parameters this policy does not train: {unknown[:5]}")
-        with torch.no_grad():
-            for n, t in state.items():
-                params[n].copy_(t)
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:

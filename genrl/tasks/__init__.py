@@ -1,3 +1,4 @@
 """Embedded tasks; importing this package registers them in ``genrl.registry.TASKS``."""
 
 from genrl.tasks import digits  # noqa: F401
+from genrl.tasks import digit_sum  # noqa: F401

@@ -1,0 +1,479 @@
+"""A vision-language model (Qwen-VL family) as a token-level stochastic policy.
+
+Every generated token is an action: a rollout samples a response to an (image, question)
+prompt and records, per response token, its log-prob, a mask (1 up to and including the
+end-of-turn token) and the entropy. The update re-scores the stored responses with one
+teacher-forced, batched forward over prompt + response.
+
+Conventions (decided here, documented for the objectives):
+
+* **Temperature in log-probs.** Log-probs are ``log_softmax(logits / temperature)`` with
+  the never-sampled vision tokens masked out (their logits set to ``-inf``), in rollout
+  *and* in :meth:`VLMPolicy.log_prob`, so old and new log-probs describe the same
+  distribution (TRL and verl divide by the temperature the same way). Top-p truncation is
+  applied when sampling but is **not** part of the log-probs (as in TRL/verl); keep
+  ``top_p = 1`` for exactly on-policy ratios.
+* **Old log-probs are recomputed.** Sampling runs an incremental loop with a KV cache,
+  whose logits differ from a full forward in the last bits. ``log_probs_old`` is
+  therefore computed after sampling by the same teacher-forced forward that
+  :meth:`VLMPolicy.log_prob` uses (verl's "recompute old log-prob"), so with unchanged
+  weights the ratio is exactly 1 for the same batch layout. The sampling loop's own
+  log-probs are kept in ``step_info["rollout_log_probs"]`` (they agree to ~1e-6).
+* **Fixed response width.** Responses are right-padded to ``max_new_tokens`` so rollout
+  chunks of one iteration have the same ``T`` and concatenate (``Trajectory.cat``);
+  prompts are left-padded to the batch's longest, or to ``max_prompt_length`` when set
+  (needed when rollout chunks of one step may differ in prompt length).
+* **Positions.** Qwen-VL uses 3-D multimodal RoPE. Positions come from the model's own
+  ``get_rope_index`` on the prompt (and, for re-scoring, on prompt + response) and are
+  passed explicitly, so nothing depends on the model's cached ``rope_deltas`` state;
+  generated tokens continue at ``max(prompt positions) + 1``.
+* **Dropout off.** The module is put in eval mode: re-scoring must reproduce the rollout.
+
+Reference model: LoRA adapters disabled (``rank > 0``) or a frozen copy (full fine-tuning).
+With ``freeze_vision = false`` the vision tower is trained too: by LoRA adapters on its
+linear layers (so disabling adapters still gives the exact reference) or in full.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import inspect
+import math
+import os
+from dataclasses import dataclass
+from typing import Iterator, Literal, Optional
+
+import torch
+
+from genrl.config import LoraConfig, Section, _at_least, _f, _nonempty, _require
+from genrl.policies.base import Policy
+from genrl.registry import POLICIES, TASKS
+from genrl.trajectory import Trajectory
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+# model_type (config.json) -> transformers class name. Extend only after checking that the
+# class takes ``mm_token_type_ids`` / 3-D positions like Qwen2-VL (see module docstring).
+SUPPORTED_MODELS: dict[str, str] = {
+    "qwen2_vl": "Qwen2VLForConditionalGeneration",
+    "qwen2_5_vl": "Qwen2_5_VLForConditionalGeneration",
+    "qwen3_vl": "Qwen3VLForConditionalGeneration",
+    "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
+}
+QWEN_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+# Tokens that must never be sampled: a generated <|image_pad|> makes the next forward look
+# for image features that do not exist (and crashes), the others are meaningless in a reply.
+NEVER_SAMPLE_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_pad|>", "<|vision_start|>", "<|vision_end|>")
+END_TOKENS = ("<|im_end|>",)
+
+
+@dataclass
+class VLMLoraConfig(LoraConfig):
+    """``LoraConfig`` with Qwen's language-model projections as the default targets."""
+
+    rank: int = _f(8, "LoRA rank; 0 = full fine-tuning (the reference is a frozen copy)")
+    alpha: float = _f(16.0, "LoRA alpha (scale = alpha / rank)")
+    target_modules: list[str] = _f(list(QWEN_LORA_TARGETS), "language-model linear layers (by last name) that get LoRA adapters")
+
+
+@dataclass
+class VLMPolicyConfig(Section):
+    name: str = _f("vlm", "policy name in genrl.registry.POLICIES")
+    model: str = _f("task:digit_sum", "'task:<name>' (embedded task model), a hub id, or a local transformers folder "
+                    f"of a supported model type ({', '.join(SUPPORTED_MODELS)})")
+    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the frozen model weights (trained weights stay float32)")
+    lora: VLMLoraConfig = _f(VLMLoraConfig, "LoRA adapters on the language model's projections (rank 0 = full fine-tuning)")
+    temperature: float = _f(1.0, "sampling temperature (> 0); log-probs are log_softmax(logits / temperature)")
+    top_p: float = _f(1.0, "nucleus sampling threshold in (0, 1]; not reflected in the log-probs, keep 1 for on-policy ratios")
+    max_new_tokens: int = _f(16, "response length cap; responses are padded to this width")
+    max_prompt_length: int = _f(0, "0 = left-pad prompts to the batch's longest; > 0 = pad to exactly this many tokens (longer is an error)")
+    freeze_vision: bool = _f(True, "keep the vision tower frozen; false = train it (LoRA on its linear layers, or in full when lora.rank = 0)")
+
+    def validate(self) -> None:
+        _nonempty(self, "name", "model")
+        _require(self.temperature > 0 and math.isfinite(self.temperature), "temperature", self.temperature, "must be finite and > 0")
+        _require(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
+        _at_least(self, 1, "max_new_tokens")
+        _at_least(self, 0, "max_prompt_length")
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def resolve_model_path(model: str) -> str:
+    """``task:<name>`` -> that task's prepared folder; a local folder as is; otherwise a hub id
+    (must already be in the local Hugging Face cache when there is no network)."""
+    if model.startswith("task:"):
+        return TASKS.get(model[len("task:"):])().prepare()
+    looks_local = model.startswith(("/", "./", "../", "~")) or os.path.exists(model) or model.count("/") > 1
+    if looks_local and not os.path.isdir(os.path.expanduser(model)):
+        raise ValueError(f"policy.model={model!r}: no such folder. Expected a local transformers folder with config.json, "
+                         f"model weights and processor files, a hub id such as 'Qwen/Qwen2-VL-2B-Instruct', or 'task:<name>'.")
+    return os.path.expanduser(model) if looks_local else model
+
+
+def model_class_for(config) -> type:
+    """The transformers class for a loaded ``config``: by ``model_type``, else by ``architectures``."""
+    import transformers
+
+    name = SUPPORTED_MODELS.get(getattr(config, "model_type", None))
+    if name is None:
+        archs = [a for a in (getattr(config, "architectures", None) or []) if a in SUPPORTED_MODELS.values()]
+        name = archs[0] if archs else None
+    if name is None:
+        raise ValueError(f"unsupported VLM: model_type={getattr(config, 'model_type', None)!r}, "
+                         f"architectures={getattr(config, 'architectures', None)}; supported model types: "
+                         + ", ".join(f"{k} ({v})" for k, v in SUPPORTED_MODELS.items()))
+    cls = getattr(transformers, name, None)
+    if cls is None:
+        raise ValueError(f"{name} is not available in transformers {transformers.__version__}; upgrade transformers")
+    return cls
+
+
+def load_components(path: str, dtype: torch.dtype = torch.float32) -> dict:
+    """Model and processor loaded with the real ``from_pretrained`` of their classes."""
+    from transformers import AutoConfig, AutoProcessor
+
+    try:
+        config = AutoConfig.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise ValueError(f"policy.model={path!r} could not be loaded: not a local folder and not a hub id available "
+                         f"offline (download it first, e.g. `huggingface-cli download {path}`). Cause: {e}") from e
+    cls = model_class_for(config)
+    return {"model": cls.from_pretrained(path, dtype=dtype), "processor": AutoProcessor.from_pretrained(path)}
+
+
+def _find_vision_tower(module: torch.nn.Module) -> tuple[Optional[torch.nn.Module], str]:
+    """(vision tower, its dotted name prefix) of a Qwen-VL model."""
+    inner = getattr(module, "model", module)
+    visual = getattr(inner, "visual", None) or getattr(module, "visual", None)
+    if visual is None:
+        return None, ""
+    for name, mod in module.named_modules():
+        if mod is visual:
+            return visual, name + "."
+    return visual, ""
+
+
+# ----------------------------------------------------------------------------- policy
+
+
+@POLICIES.register("vlm")
+class VLMPolicy(Policy):
+    """Token-level stochastic policy over a Qwen-VL model. ``cfg`` is a ``VLMPolicyConfig``."""
+
+    def __init__(self, cfg, model, processor, device="cpu"):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.processor = processor
+        self.tokenizer = processor.tokenizer
+        dtype = _DTYPES[cfg.dtype]
+        if model.dtype != dtype:
+            model = model.to(dtype=dtype)
+        model = model.to(self.device).eval()  # no dropout: re-scoring must reproduce the rollout
+        visual, visual_prefix = _find_vision_tower(model)
+        self.ref_model = None
+        if cfg.lora.rank > 0:
+            from peft import LoraConfig as PeftLoraConfig
+            from peft import inject_adapter_in_model
+
+            model.requires_grad_(False)
+            targets = set(cfg.lora.target_modules)
+            names = []
+            for name, mod in model.named_modules():
+                in_vision = bool(visual_prefix) and name.startswith(visual_prefix)
+                if in_vision:
+                    if not cfg.freeze_vision and isinstance(mod, torch.nn.Linear):
+                        names.append(name)
+                elif name.rsplit(".", 1)[-1] in targets and isinstance(mod, torch.nn.Linear):
+                    names.append(name)
+            if not names:
+                raise ValueError(f"policy.lora.target_modules={sorted(targets)} match no linear layer of the language model")
+            # peft directly (transformers' add_adapter wants a newer peft); the model keeps its class.
+            model = inject_adapter_in_model(PeftLoraConfig(
+                r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                target_modules=names, init_lora_weights=True), model)
+            for n, p in model.named_parameters():  # only adapters train; they stay fp32 under mixed precision
+                p.requires_grad_("lora_" in n)
+                if p.requires_grad:
+                    p.data = p.data.float()
+        else:
+            model.requires_grad_(True)
+            if cfg.freeze_vision and visual is not None:
+                visual.requires_grad_(False)
+            self.ref_model = copy.deepcopy(model).eval().requires_grad_(False)
+        self._module = model
+        self.model = model  # what gradient forwards go through; the trainer may wrap it (DDP)
+        self._cache_kw = "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+        self._build_token_sets()
+
+    @classmethod
+    def from_pretrained(cls, cfg, device="cpu") -> "VLMPolicy":
+        return cls(cfg, device=device, **load_components(resolve_model_path(cfg.model), _DTYPES[cfg.dtype]))
+
+    def _build_token_sets(self) -> None:
+        tok, conf = self.tokenizer, self._module.config
+        vocab = conf.get_text_config().vocab_size if hasattr(conf, "get_text_config") else conf.vocab_size
+        blocked = torch.zeros(vocab, dtype=torch.bool)
+        ids = {getattr(conf, a, None) for a in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
+        unk = tok.unk_token_id
+        for t in NEVER_SAMPLE_TOKENS:
+            i = tok.convert_tokens_to_ids(t)
+            if i is not None and i != unk:
+                ids.add(i)
+        for i in ids:
+            if i is not None and 0 <= i < vocab:
+                blocked[i] = True
+        if len(tok) < vocab:  # padded embedding rows have no token
+            blocked[len(tok):] = True
+        self.blocked = blocked.to(self.device)
+        eos = set()
+        for src in (self._module.generation_config.eos_token_id if self._module.generation_config is not None else None,
+                    tok.eos_token_id):
+            eos.update(src if isinstance(src, (list, tuple)) else [src] if src is not None else [])
+        for t in END_TOKENS:
+            i = tok.convert_tokens_to_ids(t)
+            if i is not None and i != unk:
+                eos.add(i)
+        if not eos:
+            raise ValueError("the tokenizer and generation config define no end-of-sequence token")
+        self.eos_ids = torch.tensor(sorted(eos), device=self.device)
+        self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else int(self.eos_ids[0])
+
+    # ----------------------------------------------------------------- parameters
+    @property
+    def module(self) -> torch.nn.Module:
+        """The trained network, unwrapped (the trainer wraps it into ``self.model``)."""
+        return self._module
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """The frozen starting model: adapters disabled (LoRA) or the frozen copy (full FT)."""
+        if self.ref_model is not None:
+            yield self.ref_model
+            return
+        self._set_adapters(False)
+        try:
+            yield self._module
+        finally:
+            self._set_adapters(True)
+
+    def _set_adapters(self, enabled: bool) -> None:
+        from peft.tuners.tuners_utils import BaseTunerLayer
+
+        for m in self._module.modules():
+            if isinstance(m, BaseTunerLayer):
+                m.enable_adapters(enabled)
+
+    def window(self, generator: torch.Generator) -> list[int]:
+        """Token policies have no SDE window: every response token is an action."""
+        return []
+
+    # ----------------------------------------------------------------- inputs
+    def _messages(self, question: str, with_image: bool) -> list[dict]:
+        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+        return [{"role": "user", "content": content}]
+
+    def encode_prompts(self, prompts: list[str], metadata: list[dict]) -> dict[str, torch.Tensor]:
+        """Chat-templated, LEFT-padded prompts with their images, on the device."""
+        images = [m.get("image") if m else None for m in metadata]
+        texts = [self.processor.apply_chat_template(self._messages(q, im is not None), add_generation_prompt=True, tokenize=False)
+                 for q, im in zip(prompts, images)]
+        present = [im for im in images if im is not None]
+        L = self.cfg.max_prompt_length
+        tok, side = self.tokenizer, self.tokenizer.padding_side
+        tok.padding_side = "left"
+        try:
+            enc = self.processor(text=texts, images=present or None, return_tensors="pt",
+                                 padding="max_length" if L > 0 else True, **({"max_length": L} if L > 0 else {}))
+        finally:
+            tok.padding_side = side
+        ids, am = enc["input_ids"], enc["attention_mask"]
+        if L > 0 and ids.shape[1] > L:
+            raise ValueError(f"a prompt has {ids.shape[1]} tokens > policy.max_prompt_length={L}")
+        mm = enc.get("mm_token_type_ids")
+        if mm is None:  # 1 at image tokens, 2 at video tokens, 0 elsewhere
+            conf = self._module.config
+            mm = (ids == conf.image_token_id).long() + 2 * (ids == getattr(conf, "video_token_id", -1)).long()
+        B = len(prompts)
+        out = {"prompt_ids": ids, "prompt_mask": am, "prompt_mm_token_type_ids": mm}
+        # Images per sample (leading dim B, so Trajectory.index works): patches padded to the batch max.
+        grid = torch.zeros(B, 3, dtype=torch.long)
+        n_patches = torch.zeros(B, dtype=torch.long)
+        if present:
+            g = enc["image_grid_thw"]
+            has = torch.tensor([im is not None for im in images])
+            grid[has] = g
+            n_patches[has] = g.prod(-1)
+            pv = enc["pixel_values"]
+            pixels = pv.new_zeros(B, int(n_patches.max()), pv.shape[-1])
+            for b, rows in zip(has.nonzero().flatten().tolist(), pv.split(g.prod(-1).tolist())):
+                pixels[b, : rows.shape[0]] = rows
+            out.update(pixel_values=pixels, image_grid_thw=grid, image_patches=n_patches)
+        return {k: v.to(self.device) for k, v in out.items()}
+
+    @staticmethod
+    def _vision_inputs(data: dict) -> dict:
+        """Per-sample padded pixels -> the model's flat ``pixel_values`` / ``image_grid_thw``."""
+        if "pixel_values" not in data:
+            return {}
+        n = data["image_patches"]
+        has = n > 0
+        if not bool(has.any()):
+            return {}
+        pv = torch.cat([data["pixel_values"][b, : int(n[b])] for b in has.nonzero().flatten().tolist()])
+        return {"pixel_values": pv, "image_grid_thw": data["image_grid_thw"][has]}
+
+    def _positions(self, input_ids, mm_token_type_ids, attention_mask, vision: dict) -> torch.Tensor:
+        """3-D multimodal RoPE positions ``[3, B, L]`` from the model's own ``get_rope_index``."""
+        pos, _ = self._module.model.get_rope_index(
+            input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=vision.get("image_grid_thw"),
+            attention_mask=attention_mask)
+        return pos
+
+    def _adjust(self, logits: torch.Tensor) -> torch.Tensor:
+        """float32 logits / temperature with the never-sampled tokens at -inf."""
+        return (logits.float() / self.cfg.temperature).masked_fill(self.blocked, float("-inf"))
+
+    # ----------------------------------------------------------------- generation
+    @torch.no_grad()
+    def _generate(self, enc: dict, greedy: bool, generator: Optional[torch.Generator], max_new_tokens: int):
+        """Incremental decoding with a KV cache through the unwrapped module.
+        Returns response ids [B, T], response mask [B, T], sampling log-probs [B, T]."""
+        model, cfg = self._module, self.cfg
+        ids, am, mm = enc["prompt_ids"], enc["prompt_mask"], enc["prompt_mm_token_type_ids"]
+        vision = self._vision_inputs(enc)
+        B = ids.shape[0]
+        pos = self._positions(ids, mm, am, vision)
+        next_pos = pos.amax(dim=(0, 2)) + 1  # [B]
+        out = model(input_ids=ids, attention_mask=am, position_ids=pos, mm_token_type_ids=mm, use_cache=True,
+                    logits_to_keep=1, **vision)
+        cache = _cache_of(out)
+        logits = out.logits[:, -1]
+        done = torch.zeros(B, dtype=torch.bool, device=self.device)
+        tokens, masks, lps = [], [], []
+        for k in range(max_new_tokens):
+            lp = torch.log_softmax(self._adjust(logits), -1)  # [B, V]
+            if greedy:
+                tok = lp.argmax(-1)
+            else:
+                probs = lp.exp()
+                if cfg.top_p < 1.0:
+                    probs = _top_p_filter(probs, cfg.top_p)
+                tok = torch.multinomial(probs.cpu(), 1, generator=generator).squeeze(1).to(self.device)
+            live = ~done
+            tok = torch.where(live, tok, torch.full_like(tok, self.pad_id))
+            tokens.append(tok)
+            masks.append(live)
+            lps.append(lp.gather(1, tok[:, None]).squeeze(1).masked_fill(~live, 0.0))
+            done = done | torch.isin(tok, self.eos_ids)
+            if bool(done.all()) or k == max_new_tokens - 1:
+                break
+            am = torch.cat([am, live.long()[:, None]], 1)
+            step_pos = (next_pos + k).view(1, B, 1).expand(3, B, 1)
+            out = model(input_ids=tok[:, None], attention_mask=am, position_ids=step_pos, use_cache=True,
+                        **{self._cache_kw: cache})
+            cache = _cache_of(out)
+            logits = out.logits[:, -1]
+        T = max_new_tokens
+        resp = torch.full((B, T), self.pad_id, dtype=torch.long, device=self.device)
+        mask = torch.zeros(B, T, device=self.device)
+        lp_s = torch.zeros(B, T, device=self.device)
+        n = len(tokens)
+        resp[:, :n] = torch.stack(tokens, 1)
+        mask[:, :n] = torch.stack(masks, 1).float()
+        lp_s[:, :n] = torch.stack(lps, 1)
+        return resp, mask, lp_s
+
+    def decode(self, response_ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
+        """Response strings, special tokens (and padding) skipped."""
+        return [self.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True).strip()
+                for r, m in zip(response_ids.cpu(), mask.cpu())]
+
+    @torch.no_grad()
+    def rollout(self, prompts, metadata, group_ids, generator, window=None) -> Trajectory:
+        """Sample one response per prompt (``window`` is ignored: every token is an action)."""
+        enc = self.encode_prompts(list(prompts), list(metadata))
+        resp, mask, lp_sampling = self._generate(enc, greedy=False, generator=generator,
+                                                 max_new_tokens=self.cfg.max_new_tokens)
+        B, T = resp.shape
+        data = {
+            "input_ids": torch.cat([enc["prompt_ids"], resp], 1),  # [B, P + T]
+            "attention_mask": torch.cat([enc["prompt_mask"], mask.long()], 1),
+            "mm_token_type_ids": torch.cat([enc["prompt_mm_token_type_ids"], torch.zeros_like(resp)], 1),
+            "prompt_length": torch.full((B,), enc["prompt_ids"].shape[1], dtype=torch.long, device=self.device),
+            **{k: enc[k] for k in ("pixel_values", "image_grid_thw", "image_patches") if k in enc},
+        }
+        lp_old, entropy = self._token_log_probs(self._module, data, slice(0, T), with_entropy=True)
+        return Trajectory(
+            log_probs_old=lp_old,  # [B, T]; padding entries hold the pad token's (finite) log-prob, ratio 1
+            mask=mask,
+            group_ids=torch.as_tensor(group_ids, device=self.device),
+            step_info={
+                "step_index": torch.arange(T, device=self.device).expand(B, -1),  # token position in the response
+                "entropy": entropy * mask,
+                "rollout_log_probs": lp_sampling,  # the KV-cache sampling loop's own (diagnostic)
+            },
+            data=data,
+            samples=self.decode(resp, mask),
+            prompts=list(prompts),
+            metadata=list(metadata),
+        )
+
+    # ----------------------------------------------------------------- re-scoring
+    def _token_log_probs(self, model, data: dict, steps: slice, with_entropy: bool = False):
+        """Teacher-forced log-probs ``[B, t]`` of the response tokens ``steps`` under ``model``."""
+        ids, am, mm = data["input_ids"], data["attention_mask"], data["mm_token_type_ids"]
+        P = int(data["prompt_length"][0])
+        T = ids.shape[1] - P
+        s0, s1, _ = steps.indices(T)
+        vision = self._vision_inputs(data)
+        pos = self._positions(ids, mm, am, vision)
+        # logits at positions P-1+s0 .. P-2+s1 predict response tokens s0 .. s1-1
+        out = model(input_ids=ids, attention_mask=am, position_ids=pos, mm_token_type_ids=mm, use_cache=False,
+                    logits_to_keep=T + 1 - s0, **vision)
+        logits = self._adjust(out.logits[:, : s1 - s0])
+        lp_all = torch.log_softmax(logits, -1)
+        lp = lp_all.gather(-1, ids[:, P + s0: P + s1, None]).squeeze(-1)
+        if not with_entropy:
+            return lp, None
+        p = lp_all.exp()
+        entropy = -torch.where(p > 0, p * lp_all, torch.zeros_like(p)).sum(-1)
+        return lp, entropy
+
+    def log_prob(self, traj: Trajectory, steps: slice, with_ref: bool = False) -> tuple[torch.Tensor, dict]:
+        """Re-score the stored response tokens ``traj[:, steps]`` with the current weights
+        (through ``self.model``, with gradients). ``info["ref_log_probs"]`` from the reference
+        when ``with_ref`` (for the k1/k3 KL in ``genrl.objectives.common.kl_per_action``)."""
+        lp, _ = self._token_log_probs(self.model, traj.data, steps)
+        info = {}
+        if with_ref:
+            with torch.no_grad(), self.reference() as ref:
+                info["ref_log_probs"], _ = self._token_log_probs(ref, traj.data, steps)
+        return lp, info
+
+    # ----------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def sample(self, prompts: list[str], metadata: list[dict], greedy: bool = True,
+               generator: Optional[torch.Generator] = None, max_new_tokens: Optional[int] = None) -> list[str]:
+        """Responses for evaluation: greedy (default) or sampled with ``generator``."""
+        enc = self.encode_prompts(list(prompts), list(metadata))
+        resp, mask, _ = self._generate(enc, greedy=greedy, generator=generator,
+                                       max_new_tokens=max_new_tokens or self.cfg.max_new_tokens)
+        return self.decode(resp, mask)
+
+
+def _cache_of(out):
+    """The KV cache of a model output (``cache`` in transformers >= 5, ``past_key_values`` before)."""
+    cache = getattr(out, "cache", None)
+    return cache if cache is not None else getattr(out, "past_key_values", None)
+
+
+def _top_p_filter(probs: torch.Tensor, top_p: float) -> torch.Tensor:
+    """Zero the tail of each row of ``probs`` [B, V] outside the smallest set with mass >= top_p."""
+    sorted_p, idx = probs.sort(-1, descending=True)
+    cum = sorted_p.cumsum(-1)
+    drop = (cum - sorted_p) >= top_p  # keeps at least the most likely token
+    sorted_p = sorted_p.masked_fill(drop, 0.0)
+    return torch.zeros_like(probs).scatter(-1, idx, sorted_p)

@@ -1,0 +1,482 @@
+"""The embedded ``digit_sum`` task: a tiny real Qwen2-VL answers "what is the sum of the two digits?".
+
+Why it exists: the VLM side of genrl (SFT cold start, then GRPO/SAPO/... on verifiable
+rewards, as in MMR1) must run end to end on a laptop CPU without a download. Each image is
+two scikit-learn digits, each upscaled to 28x28, side by side (a 28x56 RGB image); the gold
+answer is their sum (0..18). Digits of training pairs come only from a training split of the
+1797 images, held-out pairs only from the held-out images (a fixed permutation, disjoint
+image sets), so held-out accuracy measures generalisation to unseen handwriting.
+
+Everything is a real transformers object built in code: ``Qwen2VLForConditionalGeneration``
+from a ``Qwen2VLConfig`` (2-layer text model, hidden 64, 1 vision layer, ~200k parameters),
+a word-level ``PreTrainedTokenizerFast`` holding the Qwen special tokens and a chat template,
+and a ``Qwen2VLProcessor`` whose image processor turns a 28x56 image into 2x4 = 8 patches of
+14x14, merged 2x2 into 2 image tokens. The model folder (model + processor in one directory)
+loads with the ordinary ``from_pretrained`` calls. Note (transformers 5.x): Qwen2-VL needs
+``mm_token_type_ids`` whenever ``image_grid_thw`` is given; the processor produces it and
+every helper here passes it on.
+
+Responses follow the R1 format that ``rewards.verifiable`` scores, with word-level tokens:
+``<think> 3 plus 5 is 8 </think> <answer> 8 </answer>``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from genrl.registry import REWARDS, TASKS
+from genrl.tasks.digits import _replace_dir, _sibling_dir, cache_root, load_digit_images
+
+if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load transformers
+    from PIL import Image
+    from transformers import PreTrainedTokenizerFast, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+
+# ----------------------------------------------------------------------------- constants
+
+DIGIT_SIZE = 28  # each 8x8 digit is upscaled to 28x28 (two 14x14 patches per side)
+IMAGE_HEIGHT, IMAGE_WIDTH = DIGIT_SIZE, 2 * DIGIT_SIZE  # 28x56: 2x4 patches -> 2 merged tokens
+IMAGE_PIXELS = IMAGE_HEIGHT * IMAGE_WIDTH
+NUM_IMAGE_TOKENS = 2
+HELDOUT_FRACTION = 1 / 3  # of the 1797 digit images: 599 held out, 1198 for training pairs
+SPLIT_SEED = 1234  # the fixed permutation that splits the digit images
+NUM_EVAL_QUESTIONS = 500
+NUM_TRAIN_QUESTIONS = 4096  # size of the fixed training prompt pool (SFT samples fresh pairs)
+MAX_NEW_TOKENS = 16  # a trace is 10 words + <|im_end|>
+
+QUESTIONS: tuple[str, ...] = (
+    "What is the sum of the two digits ?",
+    "Add the two digits . What is the total ?",
+    "What do the two digits add up to ?",
+    "What is the sum of the numbers in the image ?",
+)
+
+# Qwen special tokens (the names the Qwen2-VL processor and chat format use)
+PAD, IM_START, IM_END = "<|endoftext|>", "<|im_start|>", "<|im_end|>"
+VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"
+UNK = "<unk>"
+SPECIAL_TOKENS: tuple[str, ...] = (PAD, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, UNK)
+TAGS: tuple[str, ...] = ("<think>", "</think>", "<answer>", "</answer>")  # ordinary (decoded) tokens
+WORDS: tuple[str, ...] = ("system", "user", "assistant", "plus", "is") + tuple(
+    dict.fromkeys(w for q in QUESTIONS for w in q.split())
+) + tuple(str(i) for i in range(19))
+# tokens never to sample: an <|image_pad|> without pixels crashes the model (DESIGN.md)
+BLOCKED_TOKENS: tuple[str, ...] = (PAD, IM_START, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, UNK)
+
+CHAT_TEMPLATE = (
+    "{% for message in messages %}"
+    "{{ '<|im_start|>' + message['role'] + ' ' }}"
+    "{% if message['content'] is string %}{{ message['content'] }}"
+    "{% else %}{% for part in message['content'] %}"
+    "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|> ' }}"
+    "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}{% endif %}"
+    "{{ ' <|im_end|> ' }}"
+    "{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant ' }}{% endif %}"
+)
+
+# Base model: untrained weights; SFT (genrl.trainers.sft) is the cold start.
+DEFAULT_MODEL_SEED = 0
+
+
+# ----------------------------------------------------------------------------- data
+
+
+def reasoning_trace(a: int, b: int) -> str:
+    """The chain-of-thought SFT target for digits ``a`` and ``b``."""
+    return f"<think> {a} plus {b} is {a + b} </think> <answer> {a + b} </answer>"
+
+
+def split_image_ids(seed: int = SPLIT_SEED) -> tuple[list[int], list[int]]:
+    """(train ids, held-out ids) of the 1797 digit images: a fixed permutation, disjoint sets."""
+    _, labels = load_digit_images()
+    perm = torch.randperm(len(labels), generator=torch.Generator().manual_seed(seed)).tolist()
+    n_held = int(round(len(perm) * HELDOUT_FRACTION))
+    return sorted(perm[n_held:]), sorted(perm[:n_held])
+
+
+def pair_image(left: torch.Tensor, right: torch.Tensor) -> "Image.Image":
+    """Two ``[1, 8, 8]`` digits in [0, 1] -> a 28x56 RGB PIL image (bilinear upscaling)."""
+    from PIL import Image
+
+    x = torch.stack([left, right]).float()  # [2, 1, 8, 8]
+    x = F.interpolate(x, size=(DIGIT_SIZE, DIGIT_SIZE), mode="bilinear", align_corners=False)  # [2, 1, 28, 28]
+    x = torch.cat([x[0], x[1]], dim=-1).clamp(0, 1)  # [1, 28, 56]
+    arr = (x[0] * 255).round().to(torch.uint8).numpy()  # [28, 56]
+    return Image.fromarray(np.stack([arr] * 3, axis=-1), "RGB")
+
+
+class _Digits:
+    """The digit images and labels, loaded once per process."""
+
+    _cache: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    @classmethod
+    def get(cls) -> tuple[torch.Tensor, torch.Tensor]:
+        if cls._cache is None:
+            cls._cache = load_digit_images()
+        return cls._cache
+
+
+def make_items(ids: Sequence[int], n: int, seed: int) -> list[dict]:
+    """``n`` deterministic question items whose two digits are drawn from ``ids``.
+
+    Each item: ``image`` (PIL 28x56), ``question``, ``answer`` (the sum as a string),
+    ``image_id`` (``"i+j"``, the two digit-image indices), ``digit_ids`` [i, j], ``digits`` [a, b].
+    """
+    images, labels = _Digits.get()
+    gen = torch.Generator().manual_seed(seed)
+    ids_t = torch.as_tensor(list(ids))
+    picks = ids_t[torch.randint(0, len(ids_t), (n, 2), generator=gen)]  # [n, 2]
+    qs = torch.randint(0, len(QUESTIONS), (n,), generator=gen)  # [n]
+    items = []
+    for (i, j), q in zip(picks.tolist(), qs.tolist()):
+        a, b = int(labels[i]), int(labels[j])
+        items.append({
+            "image": pair_image(images[i], images[j]),
+            "question": QUESTIONS[q],
+            "answer": str(a + b),
+            "image_id": f"{i}+{j}",
+            "digit_ids": [i, j],
+            "digits": [a, b],
+        })
+    return items
+
+
+# ----------------------------------------------------------------------------- components
+
+
+def build_tokenizer() -> "PreTrainedTokenizerFast":
+    """A real word-level fast tokenizer with the Qwen special tokens and a chat template.
+
+    Special tokens and the ``<think>``/``<answer>`` tags are added tokens (matched before
+    splitting); other text splits on whitespace and punctuation. Decoding joins tokens with
+    spaces, so a decoded response reads ``<think> 3 plus 5 is 8 </think> <answer> 8 </answer>``.
+    """
+    from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    vocab: dict[str, int] = {}
+    for tok in SPECIAL_TOKENS + TAGS + WORDS:
+        vocab.setdefault(tok, len(vocab))
+    tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
+    tok.decoder = decoders.WordPiece(prefix="##", cleanup=False)  # joins with spaces
+    tok.add_special_tokens([AddedToken(t, normalized=False, special=True) for t in SPECIAL_TOKENS])
+    tok.add_tokens([AddedToken(t, normalized=False, special=False) for t in TAGS])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token=UNK,
+        pad_token=PAD,
+        eos_token=IM_END,
+        extra_special_tokens={"image_token": IMAGE_PAD, "video_token": VIDEO_PAD,
+                              "vision_start_token": VISION_START, "vision_end_token": VISION_END},
+        padding_side="left",  # generation pads on the left; training batches are built by hand
+        chat_template=CHAT_TEMPLATE,
+        model_max_length=64,
+    )
+
+
+def build_processor() -> "Qwen2VLProcessor":
+    """``Qwen2VLProcessor``: the tokenizer above + a ``Qwen2VLImageProcessor`` pinned to 28x56.
+
+    ``min_pixels = max_pixels = 28 * 56`` so ``smart_resize`` keeps the image as it is:
+    2x4 patches of 14x14 (x temporal patch 2), merged 2x2 into 2 image tokens.
+    """
+    from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
+
+    sizes = {"min_pixels": IMAGE_PIXELS, "max_pixels": IMAGE_PIXELS, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}
+    image_processor = Qwen2VLImageProcessor(**sizes)
+    video_processor = Qwen2VLVideoProcessor(**sizes)  # required by the processor class; unused
+    return Qwen2VLProcessor(image_processor=image_processor, tokenizer=build_tokenizer(),
+                            video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+
+
+def build_model(vocab_size: Optional[int] = None, seed: int = DEFAULT_MODEL_SEED) -> "Qwen2VLForConditionalGeneration":
+    """A tiny real ``Qwen2VLForConditionalGeneration`` (~200k parameters, random weights).
+
+    Text: 2 layers, hidden 64, 4 heads x 16 (2 KV heads), MLP 256, M-RoPE sections [2, 3, 3].
+    Vision: 1 block, width 32, 2 heads, patch 14, merge 2 -> hidden 64.
+    """
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
+
+    tok = build_tokenizer()
+    ids = {t: tok.convert_tokens_to_ids(t) for t in SPECIAL_TOKENS}
+    config = Qwen2VLConfig(
+        text_config={
+            "vocab_size": vocab_size or len(tok),
+            "hidden_size": 64,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "num_key_value_heads": 2,
+            "max_position_embeddings": 128,
+            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            "bos_token_id": ids[IM_START],
+            "eos_token_id": ids[IM_END],
+            "pad_token_id": ids[PAD],
+            "tie_word_embeddings": False,
+        },
+        vision_config={
+            "depth": 1,
+            "embed_dim": 32,
+            "hidden_size": 64,  # output of the patch merger = text hidden size
+            "mlp_ratio": 2,
+            "num_heads": 2,
+            "in_channels": 3,
+            "patch_size": 14,
+            "spatial_merge_size": 2,
+            "temporal_patch_size": 2,
+        },
+        image_token_id=ids[IMAGE_PAD],
+        video_token_id=ids[VIDEO_PAD],
+        vision_start_token_id=ids[VISION_START],
+        vision_end_token_id=ids[VISION_END],
+        bos_token_id=ids[IM_START],
+        eos_token_id=ids[IM_END],
+        pad_token_id=ids[PAD],
+        tie_word_embeddings=False,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = Qwen2VLForConditionalGeneration(config)
+    model.generation_config.pad_token_id = ids[PAD]
+    model.generation_config.eos_token_id = ids[IM_END]
+    model.generation_config.bos_token_id = ids[IM_START]
+    return model.eval()
+
+
+def save_model_dir(model, processor, out_dir: str | os.PathLike, info: Optional[dict] = None) -> str:
+    """Write model + processor (+ ``genrl_task.json``) into ``out_dir`` atomically (temp dir + rename)."""
+    out_dir = Path(out_dir).expanduser()
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling_dir(out_dir, "tmp")
+    try:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "genrl_task.json").write_text(json.dumps({"task": "digit_sum", **(info or {})}, indent=2) + "\n")
+        _replace_dir(tmp, out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return str(out_dir)
+
+
+def load_model_dir(path: str | os.PathLike, device: Any = "cpu"):
+    """``(model, processor)`` from a folder written by :func:`save_model_dir` (or any Qwen2-VL folder)."""
+    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+    path = os.fspath(Path(path).expanduser())
+    model = Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).to(device)
+    processor = AutoProcessor.from_pretrained(path)
+    return model.eval(), processor
+
+
+# ----------------------------------------------------------------------------- batching
+
+
+def prompt_text(processor, question: str) -> str:
+    """The chat-formatted prompt (one image, then the question), ending with the assistant turn."""
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
+    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
+
+def encode_prompts(processor, items: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """Items -> model inputs for generation, left padded.
+
+    ``input_ids``/``attention_mask``/``mm_token_type_ids [B, L]``, ``pixel_values [B * 8, 1176]``,
+    ``image_grid_thw [B, 3]`` (each row ``[1, 2, 4]``).
+    """
+    texts = [prompt_text(processor, it["question"]) for it in items]
+    enc = processor(text=texts, images=[it["image"] for it in items], padding=True, padding_side="left",
+                    return_tensors="pt", return_mm_token_type_ids=True)
+    return dict(enc)
+
+
+def encode_sft(processor, items: Sequence[dict], responses: Sequence[str]) -> dict[str, torch.Tensor]:
+    """Prompt + response sequences for teacher forcing, right padded, with ``labels``.
+
+    ``labels [B, L]`` holds the response tokens (and the closing ``<|im_end|>``) and -100 on
+    prompt and padding positions, so a causal-LM loss trains on response tokens only.
+    """
+    tok = processor.tokenizer
+    prompts = encode_prompts(processor, items)  # left padded [B, Lp]
+    resp = [tok(r + " " + tok.eos_token, add_special_tokens=False)["input_ids"] for r in responses]
+    rows, types, labels = [], [], []
+    for b, r in enumerate(resp):
+        keep = prompts["attention_mask"][b].bool()
+        p_ids, p_types = prompts["input_ids"][b][keep].tolist(), prompts["mm_token_type_ids"][b][keep].tolist()
+        rows.append(p_ids + r)
+        types.append(p_types + [0] * len(r))
+        labels.append([-100] * len(p_ids) + r)
+    L = max(map(len, rows))
+    pad = tok.pad_token_id
+    input_ids = torch.full((len(rows), L), pad, dtype=torch.long)  # [B, L]
+    attention_mask = torch.zeros((len(rows), L), dtype=torch.long)
+    mm_types = torch.zeros((len(rows), L), dtype=torch.long)
+    lab = torch.full((len(rows), L), -100, dtype=torch.long)
+    for b in range(len(rows)):
+        n = len(rows[b])
+        input_ids[b, :n] = torch.tensor(rows[b])
+        attention_mask[b, :n] = 1
+        mm_types[b, :n] = torch.tensor(types[b])
+        lab[b, :n] = torch.tensor(labels[b])
+    return {"input_ids": input_ids, "attention_mask": attention_mask, "mm_token_type_ids": mm_types,
+            "pixel_values": prompts["pixel_values"], "image_grid_thw": prompts["image_grid_thw"], "labels": lab}
+
+
+def blocked_token_ids(processor) -> list[int]:
+    return [processor.tokenizer.convert_tokens_to_ids(t) for t in BLOCKED_TOKENS]
+
+
+@torch.no_grad()
+def generate(model, processor, items: Sequence[dict], *, do_sample: bool = False, temperature: float = 1.0,
+             max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 256) -> list[str]:
+    """Responses (decoded, special tokens dropped) for ``items``; greedy unless ``do_sample``.
+
+    Image special tokens are suppressed while decoding (a sampled ``<|image_pad|>`` would crash
+    the model). Sampling uses the global torch RNG: seed it for reproducibility.
+    """
+    device = next(model.parameters()).device
+    out: list[str] = []
+    blocked = blocked_token_ids(processor)
+    was_training = model.training
+    model.eval()
+    for i in range(0, len(items), batch_size):
+        enc = {k: v.to(device) for k, v in encode_prompts(processor, items[i: i + batch_size]).items()}
+        kw = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {"do_sample": False}
+        ids = model.generate(**enc, max_new_tokens=max_new_tokens, suppress_tokens=blocked,
+                             pad_token_id=processor.tokenizer.pad_token_id,
+                             eos_token_id=processor.tokenizer.eos_token_id, **kw)  # [b, Lp + T]
+        out += processor.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+    model.train(was_training)
+    return [" ".join(s.split()) for s in out]
+
+
+# ----------------------------------------------------------------------------- task
+
+
+@TASKS.register("digit_sum")
+class DigitSumTask:
+    """Sum of two handwritten digits, answered by a tiny Qwen2-VL with a reasoning trace.
+
+    ``reward`` is the verifiable reward RL optimises (accuracy + format, from
+    ``rewards.verifiable`` via the registry); ``eval_metrics`` reports held-out accuracy.
+    """
+
+    name = "digit_sum"
+    reward = "verifiable"
+
+    def __init__(self, cache_dir: str | None = None, seed: int = DEFAULT_MODEL_SEED,
+                 num_eval: int = NUM_EVAL_QUESTIONS, num_train: int = NUM_TRAIN_QUESTIONS):
+        self.cache_dir = cache_dir
+        self.seed = int(seed)
+        self.num_eval = int(num_eval)
+        self.num_train = int(num_train)
+        self._train_ids, self._heldout_ids = split_image_ids()
+        self._items: dict[str, list[dict]] = {}
+        self._rewards: dict[str, Any] = {}
+
+    # --- model
+    @property
+    def model_dir(self) -> Path:
+        return cache_root(self.cache_dir) / f"digit_sum-base-seed{self.seed}"
+
+    def prepare(self, progress: bool = True) -> str:
+        """Path of the base (untrained) model folder, built atomically if missing."""
+        path = self.model_dir
+        if not (path / "genrl_task.json").is_file():
+            if progress:
+                print(f"genrl: building the digit_sum base model (seed {self.seed}) into {path}", flush=True)
+            save_model_dir(build_model(seed=self.seed), build_processor(), path, {"seed": self.seed, "trained": False})
+        return str(path)
+
+    def resolve_model(self, model: str) -> str:
+        """``"task:digit_sum"`` -> the prepared base folder; anything else is a local path."""
+        if model.startswith("task:"):
+            if model != f"task:{self.name}":
+                raise ValueError(f"model {model!r} does not belong to task {self.name!r}")
+            return self.prepare()
+        return model
+
+    # --- data
+    @property
+    def train_image_ids(self) -> list[int]:
+        return list(self._train_ids)
+
+    @property
+    def heldout_image_ids(self) -> list[int]:
+        return list(self._heldout_ids)
+
+    def train_items(self, n: Optional[int] = None, seed: int = 0) -> list[dict]:
+        """A deterministic pool of training questions (digits from the training split only)."""
+        n = self.num_train if n is None else n
+        key = f"train-{n}-{seed}"
+        if key not in self._items:
+            self._items[key] = make_items(self._train_ids, n, seed=10_000 + seed)
+        return self._items[key]
+
+    def sample_train_items(self, n: int, generator: torch.Generator) -> list[dict]:
+        """``n`` fresh training questions drawn with ``generator`` (for SFT batches)."""
+        return make_items(self._train_ids, n, seed=int(torch.randint(0, 2**62, (1,), generator=generator)))
+
+    def eval_items(self, n: Optional[int] = None) -> list[dict]:
+        """The held-out questions (digits from held-out images only); the first ``n`` if given."""
+        key = f"eval-{self.num_eval}"
+        if key not in self._items:
+            self._items[key] = make_items(self._heldout_ids, self.num_eval, seed=20_000)
+        items = self._items[key]
+        if n is not None and n > len(items):
+            raise ValueError(f"asked for {n} held-out questions; the task has {len(items)} (num_eval)")
+        return items if n is None else items[:n]
+
+    def prompts(self, split: str = "train") -> list[dict]:
+        """The prompt pool: items (image + question) of ``split`` ("train" or "eval")."""
+        if split not in ("train", "eval"):
+            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
+        return self.train_items() if split == "train" else self.eval_items()
+
+    def metadata(self, prompt: dict) -> dict:
+        """What the verifiable rewards need: the gold ``answer`` (numeric) and the image id."""
+        return {"answer": prompt["answer"], "answer_type": "numeric", "image_id": prompt["image_id"]}
+
+    def sft_target(self, item: dict) -> str:
+        return reasoning_trace(*item["digits"])
+
+    # --- evaluation
+    def _reward(self, name: str):
+        """Rewards through the registry (``genrl`` never imports ``rewards`` directly)."""
+        if name not in self._rewards:
+            self._rewards[name] = REWARDS.get(name)()
+        return self._rewards[name]
+
+    def eval_metrics(self, responses: Sequence[str], items: Sequence[dict]) -> dict[str, float]:
+        """``accuracy`` (extracted answer == the sum) and ``format`` (R1 format) of ``responses``."""
+        if len(responses) != len(items):
+            raise ValueError(f"got {len(responses)} responses for {len(items)} items")
+        meta = [self.metadata(it) for it in items]
+        acc = self._reward("accuracy")(list(responses), None, meta)["accuracy"]
+        fmt = self._reward("format")(list(responses), None, meta)["format"]
+        return {"accuracy": float(torch.nanmean(acc)), "format": float(torch.nanmean(fmt))}
+
+    def score(self, responses: Sequence[str], items: Sequence[dict]) -> list[bool]:
+        """Per-response correctness (the accuracy reward == 1)."""
+        meta = [self.metadata(it) for it in items]
+        acc = self._reward("accuracy")(list(responses), None, meta)["accuracy"]
+        return [bool(a == 1.0) for a in acc.tolist()]
+
+
+__all__ = [
+    "BLOCKED_TOKENS", "CHAT_TEMPLATE", "DigitSumTask", "IMAGE_HEIGHT", "IMAGE_WIDTH", "NUM_IMAGE_TOKENS",
+    "QUESTIONS", "blocked_token_ids", "build_model", "build_processor", "build_tokenizer", "encode_prompts",
+    "encode_sft", "generate", "load_model_dir", "make_items", "pair_image", "prompt_text", "reasoning_trace",
+    "save_model_dir", "split_image_ids",
+]

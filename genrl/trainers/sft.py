@@ -1,0 +1,184 @@
+"""Supervised fine-tuning of a VLM on reasoning traces: the cold start before RL.
+
+MMR1 (arXiv 2509.21268) and the R1-style VLM recipes first fine-tune on chain-of-thought
+answers, then run GRPO-family RL from that checkpoint. This trainer does the first half on
+an embedded task (``digit_sum``): teacher forcing on ``<think> ... </think> <answer> X
+</answer>``, cross-entropy on response tokens only, a warmup + cosine/linear decay schedule
+(an RL run starting from a *short* SFT checkpoint wants one whose learning rate was decayed).
+Reads top to bottom:
+
+    for step in range(start, max_steps):
+        items   = batch_size fresh training questions        (seeded by (seed, step): exact resume)
+        batch   = prompt + trace tokens, labels = trace only
+        loss    = CE(model(batch), labels) -> backward -> clip -> AdamW -> lr schedule
+        log / evaluate (greedy on held-out questions) / checkpoint
+    save_pretrained(model + processor) -> output_dir/model/
+
+Run directory: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/step-XXXXXX``,
+``eval/step-XXXXXX/{samples.jsonl, *.png, summary.json}``, ``final_metrics.json``, ``model/``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genrl.config import SFTConfig, save_config
+from genrl.evaluation import read_summary
+from genrl.metrics_log import MetricsLogger
+from genrl.registry import TASKS
+
+
+def _seed(*parts: int) -> int:
+    """A deterministic 63-bit seed from integers (seed, step, ...)."""
+    h = 0
+    for p in parts:
+        h = (h * 1_000_003 + int(p) + 1) % (2**63 - 1)
+    return h
+
+
+def lr_multiplier(step: int, cfg: SFTConfig) -> float:
+    """Learning-rate factor for optimizer step ``step`` (0-based): linear warmup from 1/(w+1)
+    to 1, then cosine or linear decay to ``min_lr_ratio`` at ``max_steps`` (or constant)."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return (step + 1) / (t.warmup_steps + 1)
+    if t.lr_schedule == "constant":
+        return 1.0
+    span = max(cfg.max_steps - t.warmup_steps, 1)
+    progress = min((step - t.warmup_steps) / span, 1.0)
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if t.lr_schedule == "cosine" else 1 - progress
+    return t.min_lr_ratio + (1 - t.min_lr_ratio) * shape
+
+
+@torch.no_grad()
+def evaluate(model, processor, task, cfg: SFTConfig, run_dir: str, step: int) -> dict[str, float]:
+    """Greedy (and optionally one sampled) response per held-out question; writes
+    ``eval/step-XXXXXX/{samples.jsonl, NNNNN.png, summary.json}``."""
+    from genrl.tasks.digit_sum import generate
+
+    ec = cfg.eval
+    items = task.eval_items(ec.num_questions)
+    t0 = time.perf_counter()
+    responses = generate(model, processor, items, max_new_tokens=ec.max_new_tokens, batch_size=ec.batch_size)
+    metrics = {f"eval/{k}": v for k, v in task.eval_metrics(responses, items).items()}
+    metrics["time/eval"] = time.perf_counter() - t0
+    if ec.sample_temperature > 0:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(_seed(cfg.seed, 99))  # same noise at every evaluation
+            sampled = generate(model, processor, items, do_sample=True, temperature=ec.sample_temperature,
+                               max_new_tokens=ec.max_new_tokens, batch_size=ec.batch_size)
+        m = task.eval_metrics(sampled, items)
+        metrics["eval/sampled_accuracy"], metrics["eval/sampled_format"] = m["accuracy"], m["format"]
+
+    out = os.path.join(run_dir, "eval", f"step-{step:06d}")
+    os.makedirs(out, exist_ok=True)
+    correct = task.score(responses, items)
+    with open(os.path.join(out, "samples.jsonl"), "w") as f:
+        for i, (it, r, ok) in enumerate(zip(items, responses, correct)):
+            name = f"{i:05d}.png"
+            if ec.save_images:
+                it["image"].save(os.path.join(out, name))
+            f.write(json.dumps({"image": name, "image_id": it["image_id"], "question": it["question"],
+                                "response": r, "answer": it["answer"], "correct": ok}) + "\n")
+    with open(os.path.join(out, "summary.json"), "w") as f:
+        json.dump({"step": step, **metrics}, f, indent=1)
+    return metrics
+
+
+def train(cfg: SFTConfig) -> dict[str, dict]:
+    """Run (or resume) SFT; returns ``{"base": eval metrics at step 0, "final": at max_steps,
+    "model_dir": output_dir/model}`` (the metrics also go to ``final_metrics.json``)."""
+    from genrl.tasks.digit_sum import encode_sft, load_model_dir, save_model_dir
+
+    run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
+    task_cls = TASKS.get(cfg.task)  # unknown names fail before any work
+    os.makedirs(run_dir, exist_ok=True)
+    save_config(cfg, os.path.join(run_dir, "config.yaml"))
+    torch.manual_seed(cfg.seed)
+
+    # 1. model, processor, optimizer, schedule
+    task = task_cls()
+    model_path = task.resolve_model(cfg.model)
+    model, processor = load_model_dir(model_path)
+    model.train()
+    tc = cfg.train
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_eps,
+                                  weight_decay=tc.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
+
+    start = 0
+    if cfg.resume and (ckpt := latest_checkpoint(ckpt_dir)):
+        state = load_checkpoint(ckpt)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        scheduler.load_state_dict(state["scheduler"])
+        start = state["step"]
+        print(f"resuming from {ckpt} (step {start})")
+    logger = MetricsLogger(run_dir, start, cfg.log.tensorboard)
+
+    def run_eval(step: int) -> dict[str, float]:
+        m = evaluate(model, processor, task, cfg, run_dir, step)
+        logger.log(step, m)
+        return m
+
+    if start == 0:
+        run_eval(0)
+    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="sft",
+               disable=not cfg.log.progress_bar, dynamic_ncols=True)
+    t_train, n_tokens = 0.0, 0
+    for step in bar:
+        # 2. a fresh batch of training questions and their reasoning traces
+        t0 = time.perf_counter()
+        items = task.sample_train_items(tc.batch_size, torch.Generator().manual_seed(_seed(cfg.seed, step)))
+        batch = encode_sft(processor, items, [task.sft_target(it) for it in items])
+        # input_ids / attention_mask / mm_token_type_ids / labels [B, L]; pixel_values [B * 8, 1176];
+        # image_grid_thw [B, 3]; labels are -100 outside the response
+
+        # 3. cross-entropy on response tokens only (the model shifts labels by one)
+        loss = model(**batch).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+        lr = optimizer.param_groups[0]["lr"]
+        optimizer.step()
+        scheduler.step()
+        dt = time.perf_counter() - t0
+        t_train += dt
+        n_tokens += int((batch["labels"] != -100).sum())
+
+        # 4. log, evaluate, checkpoint
+        done = step + 1
+        if done % cfg.log.every == 0 or done == cfg.max_steps:
+            logger.log(done, {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm, "time/step": dt,
+                              "time/train_total": t_train, "response_tokens": n_tokens})
+        if cfg.log.progress_bar:
+            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)
+        if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
+            m = run_eval(done)
+            if cfg.log.progress_bar:
+                bar.write(f"step {done}: held-out accuracy {m['eval/accuracy']:.3f}")
+        if done == cfg.max_steps or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
+            save_checkpoint(ckpt_dir, done, {
+                "step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
+            }, keep_last=cfg.checkpoint.keep_last)
+    bar.close()
+    logger.close()
+
+    # 5. the final model (model + processor), loadable by an RL config: policy.model=<output_dir>/model
+    model_dir = save_model_dir(model.eval(), processor, os.path.join(run_dir, "model"),
+                               {"trained": True, "sft_steps": cfg.max_steps, "base": model_path, "seed": cfg.seed,
+                                "final_lr": optimizer.param_groups[0]["lr"]})
+    result = {"base": read_summary(run_dir, 0), "final": read_summary(run_dir, cfg.max_steps)}
+    with open(os.path.join(run_dir, "final_metrics.json"), "w") as f:
+        json.dump(result, f, indent=1)
+    return {**result, "model_dir": model_dir}
