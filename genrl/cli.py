@@ -1,6 +1,7 @@
 """Command line: ``genrl train CONFIG [key.sub=value ...]`` and ``genrl prepare TASK``.
 
-The top-level ``trainer:`` key of a config picks the trainer: ``online`` (the default) or ``sft``.
+The top-level ``trainer:`` key of a config picks its schema and trainer: ``online`` (the
+default; flow/diffusion policies), ``online_vlm`` (vision-language policies) or ``sft``.
 """
 
 from __future__ import annotations
@@ -9,53 +10,41 @@ import argparse
 import sys
 
 
-TRAINERS = ("online", "sft")  # the top-level `trainer:` key of a config (default online)
-
-
-def _trainer_kind(path: str | None, overrides: list[str]) -> tuple[str, dict | None]:
-    """The trainer a config asks for (``trainer=`` override > YAML ``trainer:`` > online) and
-    the YAML mapping if it was read (None when it could not be: load_config reports why)."""
+def _trainer_kind(path: str | None, overrides: list[str]) -> str:
+    """The trainer a config asks for: ``trainer=`` override > YAML ``trainer:`` > online.
+    (An unreadable file is reported by ``load_config`` afterwards.)"""
     import yaml
 
-    data = None
+    kind = "online"
     if path is not None:
         try:
             with open(path, encoding="utf-8") as fh:
                 data = yaml.safe_load(fh)
+            if isinstance(data, dict):
+                kind = data.get("trainer", kind)
         except (OSError, yaml.YAMLError):
-            data = None
-    kind = data.get("trainer", "online") if isinstance(data, dict) else "online"
+            pass
     for item in overrides:
         if item.partition("=")[0].strip() == "trainer":
             kind = yaml.safe_load(item.partition("=")[2])
-    return kind, data if isinstance(data, dict) else None
+    return kind
 
 
 def _train(args) -> int:
-    from genrl.config import ConfigError, OnlineConfig, SFTConfig, config_from_dict, describe_config, load_config
+    from genrl.config import TRAINER_CONFIGS, ConfigError, describe_config, load_config
 
-    kind, data = _trainer_kind(args.config, args.overrides)
+    kind = _trainer_kind(args.config, args.overrides)
     if args.help_config:
-        if args.config is None or kind not in TRAINERS:
-            print("# trainer: online (the default)\n" + describe_config(OnlineConfig))
-            print("\n# trainer: sft\n" + describe_config(SFTConfig))
-        else:
-            print(describe_config(SFTConfig if kind == "sft" else OnlineConfig))
+        kinds = [kind] if args.config and kind in TRAINER_CONFIGS else list(TRAINER_CONFIGS)
+        print("\n\n".join(f"# trainer: {k}\n" + describe_config(TRAINER_CONFIGS[k]) for k in kinds))
         return 0
     if not args.config:
         print("genrl train: a config file is required (see configs/)", file=sys.stderr)
         return 2
     try:
-        if kind not in TRAINERS:
-            raise ConfigError("trainer", f"must be one of {', '.join(map(repr, TRAINERS))}", kind)
-        if kind == "sft":
-            cfg = load_config(SFTConfig, args.config, args.overrides)
-        else:
-            overrides = [o for o in args.overrides if o.partition("=")[0].strip() != "trainer"]
-            if data is not None and "trainer" in data:  # OnlineConfig has no `trainer` field
-                cfg = config_from_dict(OnlineConfig, {k: v for k, v in data.items() if k != "trainer"}, overrides)
-            else:
-                cfg = load_config(OnlineConfig, args.config, overrides)
+        if kind not in TRAINER_CONFIGS:
+            raise ConfigError("trainer", f"must be one of {', '.join(map(repr, TRAINER_CONFIGS))}", kind)
+        cfg = load_config(TRAINER_CONFIGS[kind], args.config, args.overrides)
     except (ValueError, FileNotFoundError) as e:
         print(f"genrl train: {e}", file=sys.stderr)
         return 2

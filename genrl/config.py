@@ -35,7 +35,7 @@ __all__ = [
     "SDE_TYPES", "ConfigError", "Section", "load_config", "config_from_dict", "config_to_dict",
     "save_config", "describe_config", "LoraConfig", "PolicyConfig", "RolloutConfig",
     "AdvantageConfig", "ObjectiveConfig", "TrainConfig", "EvalConfig", "CheckpointConfig",
-    "LogConfig", "OnlineConfig",
+    "LogConfig", "OnlineConfig", "OnlineVLMConfig", "SFTConfig", "VLMPolicyConfig", "TRAINER_CONFIGS",
 ]
 
 SDE_TYPES: tuple[str, ...] = ("ode", "flow_sde", "cps")  # step kinds in genrl.sde
@@ -381,10 +381,32 @@ class PolicyConfig(Section):
 
 
 @dataclass
+class VASConfig(Section):
+    """MMR1 Variance-Aware Sampling (arXiv 2509.21268); used when rollout.sampler = vas."""
+
+    lam: float = _f(0.5, "share of each step's prompts drawn by VAS weight (floor(lam * k)); the rest uniform")
+    a: float = _f(0.8, "weight of the outcome-variance score OVS = p (1 - p)")
+    b: float = _f(0.2, "weight of the trajectory-diversity score TDS")
+    update_every: int = _f(4, "re-score the prompts every N steps (MMR1's T_update)")
+    momentum: float = _f(0.0, "momentum on the per-prompt scores in [0, 1); 0 = new scores replace old ones")
+    diversity: str = _f("distinct-2", "TDS measure: 'distinct-N', 'self-bleu' or 'self-bleu-N'")
+
+    def validate(self) -> None:
+        _require(0 <= self.lam <= 1, "lam", self.lam, "must be in [0, 1]")
+        _require(self.a >= 0 and self.b >= 0 and self.a + self.b > 0, "a", self.a, "a, b must be >= 0, not both 0")
+        _at_least(self, 1, "update_every")
+        _require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
+        _require(re.fullmatch(r"distinct-\d+|self-bleu(-\d+)?", self.diversity) is not None, "diversity",
+                 self.diversity, "must be 'distinct-N', 'self-bleu' or 'self-bleu-N'")
+
+
+@dataclass
 class RolloutConfig(Section):
     prompts_per_step: int = _f(10, "distinct prompts per iteration")
     group_size: int = _f(16, "samples per prompt (the group for advantage normalisation), >= 2")
     batch_size: int = _f(160, "samples per rollout forward pass (per process)")
+    sampler: Literal["group", "vas"] = _f("group", "prompt sampler: uniform k-repeat groups, or MMR1 variance-aware sampling")
+    vas: VASConfig = _f(VASConfig, "variance-aware sampling settings (rollout.sampler = vas)")
 
     def validate(self) -> None:
         _at_least(self, 1, "prompts_per_step", "batch_size")
@@ -491,6 +513,7 @@ class LogConfig(Section):
 class OnlineConfig(Section):
     """Online RL trainer (rollout -> reward -> advantage -> update), e.g. Flow-GRPO."""
 
+    trainer: Literal["online"] = _f("online", "which trainer `genrl train` runs for this config")
     output_dir: str = _f("runs/digits_flowgrpo", "directory for checkpoints, logs and samples")
     seed: int = _f(0, "random seed (>= 0)")
     task: str = _f("digits", "embedded task providing prompts and eval metrics (a name in genrl.registry.TASKS)")
@@ -514,6 +537,15 @@ class OnlineConfig(Section):
         for name, w in self.rewards.items():
             _require(bool(name.strip()), "rewards", self.rewards, "reward names must be non-empty")
             _require(math.isfinite(w), f"rewards.{name}", w, "weight must be finite")
+        self._validate_policy()
+        r, t = self.rollout, self.train
+        total, per_step = r.prompts_per_step * r.group_size, t.batch_size * t.gradient_accumulation_steps
+        _require(total % per_step == 0, "train.batch_size", t.batch_size,
+                 f"rollout.prompts_per_step * rollout.group_size = {r.prompts_per_step} * {r.group_size} = {total} "
+                 f"must be divisible by train.batch_size * train.gradient_accumulation_steps = "
+                 f"{t.batch_size} * {t.gradient_accumulation_steps} = {per_step}")
+
+    def _validate_policy(self) -> None:
         p = self.policy
         stochastic = " or ".join(s for s in SDE_TYPES if s != "ode")
         _require(p.sde != "ode", "policy.sde", p.sde,
@@ -521,12 +553,43 @@ class OnlineConfig(Section):
         _require(p.eta > 0, "policy.eta", p.eta,
                  f"gives no exploration noise with policy.sde={p.sde!r}; set eta > 0")
         _require(p.sde != "cps" or p.eta < 1, "policy.eta", p.eta, "cps needs eta in (0, 1) for RL")
-        r, t = self.rollout, self.train
-        total, per_step = r.prompts_per_step * r.group_size, t.batch_size * t.gradient_accumulation_steps
-        _require(total % per_step == 0, "train.batch_size", t.batch_size,
-                 f"rollout.prompts_per_step * rollout.group_size = {r.prompts_per_step} * {r.group_size} = {total} "
-                 f"must be divisible by train.batch_size * train.gradient_accumulation_steps = "
-                 f"{t.batch_size} * {t.gradient_accumulation_steps} = {per_step}")
+
+
+# ----------------------------------------------------------------------------- VLM policy (genrl.policies.vlm)
+
+VLM_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl", "qwen3_vl_moe")  # keys of vlm.SUPPORTED_MODELS
+QWEN_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@dataclass
+class VLMLoraConfig(LoraConfig):
+    """``LoraConfig`` with Qwen's language-model projections as the default targets."""
+
+    rank: int = _f(8, "LoRA rank; 0 = full fine-tuning (the reference is a frozen copy)")
+    alpha: float = _f(16.0, "LoRA alpha (scale = alpha / rank)")
+    target_modules: list[str] = _f(list(QWEN_LORA_TARGETS), "language-model linear layers (by last name) that get LoRA adapters")
+
+
+@dataclass
+class VLMPolicyConfig(Section):
+    name: str = _f("vlm", "policy name in genrl.registry.POLICIES")
+    model: str = _f("task:digit_sum", "'task:<name>' (embedded task model), a hub id, or a local transformers folder "
+                    f"of a supported model type ({', '.join(VLM_MODEL_TYPES)})")
+    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the frozen model weights (trained weights stay float32)")
+    lora: VLMLoraConfig = _f(VLMLoraConfig, "LoRA adapters on the language model's projections (rank 0 = full fine-tuning)")
+    temperature: float = _f(1.0, "sampling temperature (> 0); log-probs are log_softmax(logits / temperature)")
+    top_p: float = _f(1.0, "nucleus sampling threshold in (0, 1]; not reflected in the log-probs, keep 1 for on-policy ratios")
+    max_new_tokens: int = _f(16, "response length cap; responses are padded to this width")
+    max_prompt_length: int = _f(0, "0 = left-pad prompts to the batch's longest; > 0 = pad to exactly this many tokens (longer is an error)")
+    freeze_vision: bool = _f(True, "keep the vision tower frozen; false = train it (LoRA on its linear layers, or in full when lora.rank = 0)")
+
+    def validate(self) -> None:
+        _nonempty(self, "name", "model")
+        _require(self.temperature > 0 and math.isfinite(self.temperature), "temperature", self.temperature, "must be finite and > 0")
+        _require(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
+        _at_least(self, 1, "max_new_tokens")
+        _at_least(self, 0, "max_prompt_length")
+
 
 
 # ----------------------------------------------------------------------------- SFT (genrl.trainers.sft)
@@ -602,3 +665,27 @@ class SFTConfig(Section):
         _at_least(self, 1, "max_steps")
         _require(self.train.warmup_steps < self.max_steps or self.train.warmup_steps == 0, "train.warmup_steps",
                  self.train.warmup_steps, f"must be < max_steps={self.max_steps}")
+
+
+# ----------------------------------------------------------------------------- online RL for VLMs
+
+
+@dataclass
+class OnlineVLMConfig(OnlineConfig):
+    """Online RL for a vision-language policy (token actions), e.g. GRPO / SAPO on Qwen-VL.
+
+    Same trainer and sections as ``OnlineConfig``; the policy is a ``VLMPolicyConfig`` and
+    evaluation answers held-out questions (greedy, optionally also sampled)."""
+
+    trainer: Literal["online_vlm"] = _f("online_vlm", "which trainer `genrl train` runs for this config")
+    output_dir: str = _f("runs/digit_sum_grpo", "directory for checkpoints, logs and samples")
+    task: str = _f("digit_sum", "embedded task providing questions and evaluation (a name in genrl.registry.TASKS)")
+    policy: VLMPolicyConfig = _f(VLMPolicyConfig, "the vision-language model and its sampling")
+    rewards: dict[str, float] = _f({"accuracy": 1.0}, "reward name -> weight (non-empty, finite weights)")
+    eval: SFTEvalConfig = _f(SFTEvalConfig, "periodic held-out evaluation (greedy; sampled if eval.sample_temperature > 0)")
+
+    def _validate_policy(self) -> None:
+        pass  # VLMPolicyConfig validates itself; sampling is always stochastic
+
+
+TRAINER_CONFIGS: dict[str, type] = {"online": OnlineConfig, "online_vlm": OnlineVLMConfig, "sft": SFTConfig}

@@ -1,4 +1,4 @@
-"""Fixed-seed evaluation written into the run directory.
+"""Fixed-seed evaluation of image policies, written into the run directory.
 
 ``eval/step-XXXXXX/`` holds one PNG per sample, ``samples.jsonl`` (one JSON object per
 image: ``prompt``, ``file``, ``seed``, ``rewards``), a ``grid.png`` (one row per prompt) and
@@ -37,7 +37,7 @@ def save_grid(images: torch.Tensor, rows: int, path: str, upscale: int = 4, pad:
 
 
 @torch.no_grad()
-def evaluate(policy, task, rewards: dict, eval_cfg, run_dir: str, step: int) -> dict[str, float]:
+def evaluate_images(policy, task, rewards: dict, eval_cfg, run_dir: str, step: int) -> dict[str, float]:
     """Sample ``seeds_per_prompt`` images per task prompt; score; write ``eval/step-XXXXXX``."""
     prompts, seeds = [], []
     for p in task.prompts():

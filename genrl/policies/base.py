@@ -11,6 +11,9 @@ class Policy:
     implement ``rollout``, ``log_prob``, ``window`` and ``reference``."""
 
     module: torch.nn.Module
+    # log ratio mean/std per action index: meaningful for the ~10 denoising steps of a flow
+    # sampler, noise for the hundreds of token positions of a language model
+    per_step_metrics = False
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.module.parameters() if p.requires_grad]

@@ -65,6 +65,8 @@ def load_components(path: str) -> dict:
 class FlowPolicy(Policy):
     """Stochastic policy over a flow transformer. ``cfg`` is a ``PolicyConfig``."""
 
+    per_step_metrics = True
+
     def __init__(self, cfg, transformer, scheduler, text_encoder, tokenizer, device="cpu"):
         self.cfg = cfg
         self.device = torch.device(device)

@@ -46,7 +46,7 @@ from typing import Iterator, Literal, Optional
 
 import torch
 
-from genrl.config import LoraConfig, Section, _at_least, _f, _nonempty, _require
+from genrl.config import VLM_MODEL_TYPES, VLMLoraConfig, VLMPolicyConfig  # noqa: F401  (re-exported)
 from genrl.policies.base import Policy
 from genrl.registry import POLICIES, TASKS
 from genrl.trajectory import Trajectory
@@ -61,56 +61,42 @@ SUPPORTED_MODELS: dict[str, str] = {
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
     "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
 }
-QWEN_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 # Tokens that must never be sampled: a generated <|image_pad|> makes the next forward look
 # for image features that do not exist (and crashes), the others are meaningless in a reply.
 NEVER_SAMPLE_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_pad|>", "<|vision_start|>", "<|vision_end|>")
 END_TOKENS = ("<|im_end|>",)
 
 
-@dataclass
-class VLMLoraConfig(LoraConfig):
-    """``LoraConfig`` with Qwen's language-model projections as the default targets."""
-
-    rank: int = _f(8, "LoRA rank; 0 = full fine-tuning (the reference is a frozen copy)")
-    alpha: float = _f(16.0, "LoRA alpha (scale = alpha / rank)")
-    target_modules: list[str] = _f(list(QWEN_LORA_TARGETS), "language-model linear layers (by last name) that get LoRA adapters")
-
-
-@dataclass
-class VLMPolicyConfig(Section):
-    name: str = _f("vlm", "policy name in genrl.registry.POLICIES")
-    model: str = _f("task:digit_sum", "'task:<name>' (embedded task model), a hub id, or a local transformers folder "
-                    f"of a supported model type ({', '.join(SUPPORTED_MODELS)})")
-    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the frozen model weights (trained weights stay float32)")
-    lora: VLMLoraConfig = _f(VLMLoraConfig, "LoRA adapters on the language model's projections (rank 0 = full fine-tuning)")
-    temperature: float = _f(1.0, "sampling temperature (> 0); log-probs are log_softmax(logits / temperature)")
-    top_p: float = _f(1.0, "nucleus sampling threshold in (0, 1]; not reflected in the log-probs, keep 1 for on-policy ratios")
-    max_new_tokens: int = _f(16, "response length cap; responses are padded to this width")
-    max_prompt_length: int = _f(0, "0 = left-pad prompts to the batch's longest; > 0 = pad to exactly this many tokens (longer is an error)")
-    freeze_vision: bool = _f(True, "keep the vision tower frozen; false = train it (LoRA on its linear layers, or in full when lora.rank = 0)")
-
-    def validate(self) -> None:
-        _nonempty(self, "name", "model")
-        _require(self.temperature > 0 and math.isfinite(self.temperature), "temperature", self.temperature, "must be finite and > 0")
-        _require(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
-        _at_least(self, 1, "max_new_tokens")
-        _at_least(self, 0, "max_prompt_length")
-
-
 # ----------------------------------------------------------------------------- loading
 
 
 def resolve_model_path(model: str) -> str:
-    """``task:<name>`` -> that task's prepared folder; a local folder as is; otherwise a hub id
+    """``task:<name>`` -> that task's prepared folder; ``sft:<config.yaml>`` -> that SFT run's
+    final model (trained first if missing); a local folder as is; otherwise a hub id
     (must already be in the local Hugging Face cache when there is no network)."""
     if model.startswith("task:"):
         return TASKS.get(model[len("task:"):])().prepare()
+    if model.startswith("sft:"):
+        return sft_model_dir(model[len("sft:"):])
     looks_local = model.startswith(("/", "./", "../", "~")) or os.path.exists(model) or model.count("/") > 1
     if looks_local and not os.path.isdir(os.path.expanduser(model)):
         raise ValueError(f"policy.model={model!r}: no such folder. Expected a local transformers folder with config.json, "
                          f"model weights and processor files, a hub id such as 'Qwen/Qwen2-VL-2B-Instruct', or 'task:<name>'.")
     return os.path.expanduser(model) if looks_local else model
+
+
+def sft_model_dir(config_path: str) -> str:
+    """``<output_dir>/model`` of an SFT config (MMR1's cold start), trained first if missing."""
+    from genrl.config import SFTConfig, load_config
+
+    cfg = load_config(SFTConfig, config_path)
+    path = os.path.join(cfg.output_dir, "model")
+    if not os.path.isdir(path):
+        from genrl.trainers.sft import train
+
+        print(f"genrl: no SFT model at {path}; running the cold-start SFT config {config_path} first", flush=True)
+        train(cfg)
+    return path
 
 
 def model_class_for(config) -> type:

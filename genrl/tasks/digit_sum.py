@@ -25,6 +25,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -33,6 +34,7 @@ import torch
 import torch.nn.functional as F
 
 from genrl.registry import REWARDS, TASKS
+from genrl.seeding import derive_seed
 from genrl.tasks.digits import _replace_dir, _sibling_dir, cache_root, load_digit_images
 
 if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load transformers
@@ -447,6 +449,47 @@ class DigitSumTask:
     def metadata(self, prompt: dict) -> dict:
         """What the verifiable rewards need: the gold ``answer`` (numeric) and the image id."""
         return {"answer": prompt["answer"], "answer_type": "numeric", "image_id": prompt["image_id"]}
+
+    def train_prompts(self) -> list[tuple[str, dict]]:
+        """RL prompts: (question, metadata with the gold ``answer`` and the PIL ``image``)."""
+        return [(it["question"], {**self.metadata(it), "image": it["image"]}) for it in self.train_items()]
+
+    def evaluate(self, policy, rewards, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
+        """Online-trainer hook: evaluate a ``VLMPolicy`` (its trained module and processor)."""
+        return self.evaluate_model(policy.module, policy.processor, eval_cfg, run_dir, step, seed=seed)
+
+    @torch.no_grad()
+    def evaluate_model(self, model, processor, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
+        """Greedy (and optionally one sampled) response per held-out question; writes
+        ``eval/step-XXXXXX/{samples.jsonl, NNNNN.png, summary.json}``. ``eval_cfg`` is an
+        ``SFTEvalConfig``; sampled answers use the same noise at every evaluation."""
+        ec = eval_cfg
+        items = self.eval_items(ec.num_questions)
+        t0 = time.perf_counter()
+        responses = generate(model, processor, items, max_new_tokens=ec.max_new_tokens, batch_size=ec.batch_size)
+        metrics = {f"eval/{k}": v for k, v in self.eval_metrics(responses, items).items()}
+        metrics["time/eval"] = time.perf_counter() - t0
+        if ec.sample_temperature > 0:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(derive_seed(seed, 99))
+                sampled = generate(model, processor, items, do_sample=True, temperature=ec.sample_temperature,
+                                   max_new_tokens=ec.max_new_tokens, batch_size=ec.batch_size)
+            m = self.eval_metrics(sampled, items)
+            metrics["eval/sampled_accuracy"], metrics["eval/sampled_format"] = m["accuracy"], m["format"]
+
+        out = os.path.join(run_dir, "eval", f"step-{step:06d}")
+        os.makedirs(out, exist_ok=True)
+        correct = self.score(responses, items)
+        with open(os.path.join(out, "samples.jsonl"), "w") as f:
+            for i, (it, r, ok) in enumerate(zip(items, responses, correct)):
+                name = f"{i:05d}.png"
+                if ec.save_images:
+                    it["image"].save(os.path.join(out, name))
+                f.write(json.dumps({"image": name, "image_id": it["image_id"], "question": it["question"],
+                                    "response": r, "answer": it["answer"], "correct": ok}) + "\n")
+        with open(os.path.join(out, "summary.json"), "w") as f:
+            json.dump({"step": step, **metrics}, f, indent=1)
+        return metrics
 
     def sft_target(self, item: dict) -> str:
         return reasoning_trace(*item["digits"])

@@ -370,6 +370,16 @@ class DigitsTask:
     def metadata(self, prompt: str) -> dict:
         return {"digit": digit_from_prompt(prompt)}
 
+    def train_prompts(self) -> list[tuple[str, dict]]:
+        """RL prompts: (caption, metadata with the prompted ``digit``)."""
+        return [(p, self.metadata(p)) for p in self.prompts()]
+
+    def evaluate(self, policy, rewards, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
+        """Online-trainer hook: fixed-seed ODE samples scored by the rewards and judges."""
+        from genrl.evaluation import evaluate_images
+
+        return evaluate_images(policy, self, rewards, eval_cfg, run_dir, step)
+
     def _judge(self, name: str):
         """Reward models through the registry (``genrl`` never imports ``rewards`` directly)."""
         if name not in self._judges:

@@ -29,23 +29,16 @@ from genrl.advantages import group_advantages
 from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from genrl.config import OnlineConfig, save_config
 from genrl.ema import EMA
-from genrl.evaluation import evaluate, read_summary
+from genrl.evaluation import read_summary
 from genrl.metrics_log import MetricsLogger
 from genrl.objectives.common import objective_chunk_weight
+from genrl.seeding import derive_seed
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
-from genrl.samplers import GroupSampler
+from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.scoring import combine, score_samples
 from genrl.trajectory import Trajectory
 
 MAX_CONSECUTIVE_REWARD_FAILURES = 3  # whole batches without a single valid reward -> stop
-
-
-def _seed(*parts: int) -> int:
-    """A deterministic 63-bit seed from integers (seed, step, rank, ...)."""
-    h = 0
-    for p in parts:
-        h = (h * 1_000_003 + int(p) + 1) % (2**63 - 1)
-    return h
 
 
 class _WeightedMeans:
@@ -109,7 +102,9 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
                     weight = objective_chunk_weight(objective, mask, sub.mask, cfg.objective) / tc.gradient_accumulation_steps
                     accelerator.backward(loss * weight)
                 acc.add(m, mask.sum().item())
-                _per_step_ratio_metrics(log_probs.detach() - sub.log_probs_old[:, sl], mask, sub.step_info["step_index"][:, sl], acc)
+                if policy.per_step_metrics:
+                    _per_step_ratio_metrics(log_probs.detach() - sub.log_probs_old[:, sl], mask,
+                                            sub.step_info["step_index"][:, sl], acc)
             if sync:
                 max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
                 grad_norms.append(float(accelerator.clip_grad_norm_(params, max_norm)))
@@ -127,6 +122,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     """Run (or resume) an online RL job; returns ``{"base": eval metrics at step 0,
     "final": eval metrics at max_steps}`` (also written to ``final_metrics.json``)."""
     from accelerate import Accelerator
+    from accelerate.utils import gather_object
 
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
@@ -148,9 +144,14 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                                   eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
     ema = EMA(params, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
-    prompts = task.prompts()
-    sampler = GroupSampler(len(prompts), cfg.rollout.prompts_per_step, cfg.rollout.group_size,
+    train_set = task.train_prompts()  # [(prompt, metadata)]
+    sampler = GroupSampler(len(train_set), cfg.rollout.prompts_per_step, cfg.rollout.group_size,
                            seed=cfg.seed, num_processes=world, process_index=rank)
+    if cfg.rollout.sampler == "vas":
+        v = cfg.rollout.vas
+        sampler = VarianceAwareSampler(len(train_set), cfg.rollout.prompts_per_step, cfg.rollout.group_size,
+                                       seed=cfg.seed, num_processes=world, process_index=rank, lam=v.lam, a=v.a,
+                                       b=v.b, momentum=v.momentum, update_every=v.update_every, diversity=v.diversity)
 
     start = 0
     if cfg.resume and (ckpt := latest_checkpoint(ckpt_dir)):
@@ -159,6 +160,8 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
+        if state.get("sampler") is not None:
+            sampler.load_state_dict(state["sampler"])
         start = state["step"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
@@ -168,7 +171,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         if not main:
             return {}
         with ema.swapped_in() if ema is not None else contextlib.nullcontext():
-            m = evaluate(policy, task, rewards, cfg.eval, run_dir, step)
+            m = task.evaluate(policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed)
         logger.log(step, m)
         return m
 
@@ -181,13 +184,13 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         # 1. rollout: this process's share of k prompts x group_size, noise unique per (step, rank)
         t0 = time.perf_counter()
         prompt_idx, group_ids = sampler.sample(step)
-        batch_prompts = [prompts[i] for i in prompt_idx]
-        noise = torch.Generator().manual_seed(_seed(cfg.seed, step, rank))
-        window = policy.window(torch.Generator().manual_seed(_seed(cfg.seed, step)))  # same on all ranks
+        batch_prompts = [train_set[i][0] for i in prompt_idx]
+        batch_meta = [train_set[i][1] for i in prompt_idx]
+        noise = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
+        window = policy.window(torch.Generator().manual_seed(derive_seed(cfg.seed, step)))  # same on all ranks
         rb = cfg.rollout.batch_size
         traj = Trajectory.cat([
-            policy.rollout(batch_prompts[i: i + rb], [task.metadata(p) for p in batch_prompts[i: i + rb]],
-                           group_ids[i: i + rb], noise, window)
+            policy.rollout(batch_prompts[i: i + rb], batch_meta[i: i + rb], group_ids[i: i + rb], noise, window)
             for i in range(0, len(batch_prompts), rb)
         ])
         t1 = time.perf_counter()
@@ -209,23 +212,32 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             raise RuntimeError(f"every reward was NaN or failed for {consecutive_failures} consecutive steps; "
                                f"failures per reward: {failures}")
 
+        # VAS: re-score prompts from the whole gathered batch (every process stays identical)
+        if isinstance(sampler, VarianceAwareSampler):
+            all_idx = accelerator.gather(torch.as_tensor(prompt_idx, device=accelerator.device)).cpu()
+            texts = gather_object(traj.samples) if isinstance(traj.samples, list) else None
+            sampler.update(all_idx, all_rewards.cpu(), texts, step=step)
+
         # 4. update
         upd = update(policy, traj, advantages, optimizer, objective, cfg, accelerator, ema,
-                     torch.Generator().manual_seed(_seed(cfg.seed, step, 7)))
+                     torch.Generator().manual_seed(derive_seed(cfg.seed, step, 7)))
         t3 = time.perf_counter()
 
         # 5. log, evaluate, checkpoint
         done = step + 1
         gathered = {k: accelerator.gather(v.to(accelerator.device)) for k, v in values.items()}
         metrics = {"reward/total_mean": float(torch.nanmean(all_rewards)), **adv_stats, **upd,
-                   "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2,
-                   "sde_window_start": window[0]}
+                   "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2}
+        if window:
+            metrics["sde_window_start"] = window[0]
         for k, v in gathered.items():
             finite = v[torch.isfinite(v)]
             metrics[f"reward/{k}_mean"] = finite.mean().item() if finite.numel() else float("nan")
             metrics[f"reward/{k}_std"] = finite.std(unbiased=False).item() if finite.numel() else float("nan")
         for k, n in failures.items():
             metrics[f"reward/{k}_failed"] = n
+        if isinstance(sampler, VarianceAwareSampler):
+            metrics.update(sampler.metrics())
         if main:
             logger.log(done, metrics)
             bar.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}", clip=f"{upd.get('clip_frac', 0):.2f}")
@@ -236,6 +248,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 save_checkpoint(ckpt_dir, done, {
                     "step": done, "model": policy.trainable_state_dict(), "optimizer": optimizer.state_dict(),
                     "ema": ema.state_dict() if ema is not None else None,
+                    "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
                 }, keep_last=cfg.checkpoint.keep_last)
             accelerator.wait_for_everyone()
     result = {}

@@ -32,15 +32,8 @@ from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from genrl.config import SFTConfig, save_config
 from genrl.evaluation import read_summary
 from genrl.metrics_log import MetricsLogger
+from genrl.seeding import derive_seed
 from genrl.registry import TASKS
-
-
-def _seed(*parts: int) -> int:
-    """A deterministic 63-bit seed from integers (seed, step, ...)."""
-    h = 0
-    for p in parts:
-        h = (h * 1_000_003 + int(p) + 1) % (2**63 - 1)
-    return h
 
 
 def lr_multiplier(step: int, cfg: SFTConfig) -> float:
@@ -55,41 +48,6 @@ def lr_multiplier(step: int, cfg: SFTConfig) -> float:
     progress = min((step - t.warmup_steps) / span, 1.0)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if t.lr_schedule == "cosine" else 1 - progress
     return t.min_lr_ratio + (1 - t.min_lr_ratio) * shape
-
-
-@torch.no_grad()
-def evaluate(model, processor, task, cfg: SFTConfig, run_dir: str, step: int) -> dict[str, float]:
-    """Greedy (and optionally one sampled) response per held-out question; writes
-    ``eval/step-XXXXXX/{samples.jsonl, NNNNN.png, summary.json}``."""
-    from genrl.tasks.digit_sum import generate
-
-    ec = cfg.eval
-    items = task.eval_items(ec.num_questions)
-    t0 = time.perf_counter()
-    responses = generate(model, processor, items, max_new_tokens=ec.max_new_tokens, batch_size=ec.batch_size)
-    metrics = {f"eval/{k}": v for k, v in task.eval_metrics(responses, items).items()}
-    metrics["time/eval"] = time.perf_counter() - t0
-    if ec.sample_temperature > 0:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(_seed(cfg.seed, 99))  # same noise at every evaluation
-            sampled = generate(model, processor, items, do_sample=True, temperature=ec.sample_temperature,
-                               max_new_tokens=ec.max_new_tokens, batch_size=ec.batch_size)
-        m = task.eval_metrics(sampled, items)
-        metrics["eval/sampled_accuracy"], metrics["eval/sampled_format"] = m["accuracy"], m["format"]
-
-    out = os.path.join(run_dir, "eval", f"step-{step:06d}")
-    os.makedirs(out, exist_ok=True)
-    correct = task.score(responses, items)
-    with open(os.path.join(out, "samples.jsonl"), "w") as f:
-        for i, (it, r, ok) in enumerate(zip(items, responses, correct)):
-            name = f"{i:05d}.png"
-            if ec.save_images:
-                it["image"].save(os.path.join(out, name))
-            f.write(json.dumps({"image": name, "image_id": it["image_id"], "question": it["question"],
-                                "response": r, "answer": it["answer"], "correct": ok}) + "\n")
-    with open(os.path.join(out, "summary.json"), "w") as f:
-        json.dump({"step": step, **metrics}, f, indent=1)
-    return metrics
 
 
 def train(cfg: SFTConfig) -> dict[str, dict]:
@@ -125,7 +83,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     logger = MetricsLogger(run_dir, start, cfg.log.tensorboard)
 
     def run_eval(step: int) -> dict[str, float]:
-        m = evaluate(model, processor, task, cfg, run_dir, step)
+        m = task.evaluate_model(model, processor, cfg.eval, run_dir, step, seed=cfg.seed)
         logger.log(step, m)
         return m
 
@@ -137,7 +95,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     for step in bar:
         # 2. a fresh batch of training questions and their reasoning traces
         t0 = time.perf_counter()
-        items = task.sample_train_items(tc.batch_size, torch.Generator().manual_seed(_seed(cfg.seed, step)))
+        items = task.sample_train_items(tc.batch_size, torch.Generator().manual_seed(derive_seed(cfg.seed, step)))
         batch = encode_sft(processor, items, [task.sft_target(it) for it in items])
         # input_ids / attention_mask / mm_token_type_ids / labels [B, L]; pixel_values [B * 8, 1176];
         # image_grid_thw [B, 3]; labels are -100 outside the response

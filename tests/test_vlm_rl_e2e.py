@@ -1,0 +1,68 @@
+"""Online RL of the VLM policy on digit_sum: SFT cold start -> GRPO/SAPO (+ VAS), tiny settings."""
+
+import json
+import os
+
+import pytest
+import torch
+
+from genrl.checkpoint import latest_checkpoint, load_checkpoint
+from genrl.config import OnlineVLMConfig, SFTConfig, load_config
+from genrl.trainers.online import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = os.path.join(ROOT, "configs", "digit_sum")
+
+
+@pytest.fixture(scope="module")
+def sft_config(tmp_path_factory):
+    """A 3-step SFT config written to disk, so the RL configs can name it as ``sft:<path>``."""
+    run = tmp_path_factory.mktemp("sft")
+    cfg = load_config(SFTConfig, os.path.join(CONFIGS, "sft.yaml"), [
+        f"output_dir={run / 'run'}", "max_steps=3", "train.batch_size=8", "train.warmup_steps=1",
+        "eval.every=0", "eval.num_questions=4", "checkpoint.every=0", "log.progress_bar=false"])
+    from genrl.config import save_config
+
+    save_config(cfg, str(run / "sft.yaml"))
+    return run / "sft.yaml"
+
+
+def _cfg(name, run, sft_config, *extra):
+    return load_config(OnlineVLMConfig, os.path.join(CONFIGS, f"{name}.yaml"), [
+        f"output_dir={run}", f"policy.model=sft:{sft_config}", "max_steps=2", "rollout.prompts_per_step=4",
+        "rollout.group_size=4", "rollout.batch_size=16", "train.batch_size=8", "eval.every=1",
+        "eval.num_questions=6", "checkpoint.every=1", "log.progress_bar=false", *extra])
+
+
+def test_rl_from_sft_writes_the_run_directory(tmp_path, sft_config):
+    run = tmp_path / "grpo"
+    result = train(_cfg("grpo", run, sft_config, "objective.beta=0.01"))  # trains the SFT model first
+    assert os.path.isdir(os.path.join(os.path.dirname(sft_config), "run", "model"))
+    assert 0 <= result["final"]["eval/accuracy"] <= 1 and "eval/sampled_accuracy" in result["final"]
+    rows = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line]
+    assert [r["step"] for r in rows] == [1, 2]
+    for key in ("reward/accuracy_mean", "kl", "clip_frac", "frac_zero_std", "grad_norm", "time/rollout"):
+        assert key in rows[-1], key
+    assert not any(k.startswith("ratio_mean/step_") for k in rows[-1])  # no per-token-position noise
+    for step in (0, 1, 2):
+        d = run / "eval" / f"step-{step:06d}"
+        samples = [json.loads(line) for line in open(d / "samples.jsonl")]
+        assert len(samples) == 6
+        for s in samples:
+            assert {"image", "question", "response", "answer", "correct"} <= set(s) and (d / s["image"]).is_file()
+
+
+def test_sapo_with_variance_aware_sampling_resumes_exactly(tmp_path, sft_config):
+    extra = ("rollout.vas.update_every=1", "eval.every=0")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(_cfg("sapo_vas", straight, sft_config, *extra, "max_steps=3"))
+    train(_cfg("sapo_vas", resumed, sft_config, *extra, "max_steps=2"))
+    train(_cfg("sapo_vas", resumed, sft_config, *extra, "max_steps=3"))  # resumes from step 2
+    a = load_checkpoint(latest_checkpoint(str(straight / "checkpoints")))
+    b = load_checkpoint(latest_checkpoint(str(resumed / "checkpoints")))
+    assert a["sampler"]["num_rescores"] == 3  # re-scored after every step
+    assert torch.equal(a["sampler"]["weights"], b["sampler"]["weights"])
+    for name in a["model"]:
+        assert torch.equal(a["model"][name], b["model"][name]), name
+    rows = [json.loads(line) for line in open(resumed / "metrics.jsonl") if "reward/total_mean" in line]
+    assert [r["step"] for r in rows] == [1, 2, 3] and all("vas/frac_informative" in r for r in rows)
