@@ -145,13 +145,14 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
     ema = EMA(params, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
     train_set = task.train_prompts()  # [(prompt, metadata)]
-    sampler = GroupSampler(len(train_set), cfg.rollout.prompts_per_step, cfg.rollout.group_size,
-                           seed=cfg.seed, num_processes=world, process_index=rank)
+    shape = dict(num_prompts=len(train_set), prompts_per_step=cfg.rollout.prompts_per_step,
+                 group_size=cfg.rollout.group_size, seed=cfg.seed, num_processes=world, process_index=rank)
     if cfg.rollout.sampler == "vas":
         v = cfg.rollout.vas
-        sampler = VarianceAwareSampler(len(train_set), cfg.rollout.prompts_per_step, cfg.rollout.group_size,
-                                       seed=cfg.seed, num_processes=world, process_index=rank, lam=v.lam, a=v.a,
-                                       b=v.b, momentum=v.momentum, update_every=v.update_every, diversity=v.diversity)
+        sampler = VarianceAwareSampler(**shape, lam=v.lam, a=v.a, b=v.b, momentum=v.momentum,
+                                       update_every=v.update_every, diversity=v.diversity)
+    else:
+        sampler = GroupSampler(**shape)
 
     start = 0
     if cfg.resume and (ckpt := latest_checkpoint(ckpt_dir)):
