@@ -49,7 +49,7 @@ def evaluate_images(policy, task, rewards: dict, eval_cfg, run_dir: str, step: i
                       eval_cfg.num_steps, eval_cfg.guidance_scale).cpu()
         for i in range(0, len(prompts), eval_cfg.batch_size)
     ])  # [N, C, H, W]
-    all_rewards = {**rewards, **{name: fn for name, fn in task.eval_rewards().items() if name not in rewards}}
+    all_rewards = {**task.eval_rewards(), **rewards}  # the task's judges, and the run's own rewards
     per_sample, _ = score_samples(all_rewards, images, prompts, metadata)  # name -> [N]
     metrics = {f"eval/{k}": float(torch.nanmean(v)) for k, v in per_sample.items()}
     metrics.update({f"eval/{k}": v for k, v in task.eval_metrics(images, prompts, metadata).items()})

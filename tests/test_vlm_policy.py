@@ -8,7 +8,8 @@ import torch
 from PIL import Image
 
 from genrl.config import ConfigError, ObjectiveConfig, TrainConfig, config_from_dict
-from genrl.policies.vlm import VLMLoraConfig, VLMPolicy, VLMPolicyConfig, model_class_for
+from genrl.config import VLM_MODEL_TYPES, VLMLoraConfig, VLMPolicyConfig
+from genrl.policies.vlm import SUPPORTED_MODELS, VLMPolicy, model_class_for
 from genrl.registry import OBJECTIVES, POLICIES
 
 SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
@@ -321,3 +322,7 @@ def test_one_grpo_update_through_the_trainer():
     assert np.isfinite(m["ratio_mean"]) and np.isfinite(m["kl"]) and m["kl"] >= 0
     after = policy.trainable_state_dict()
     assert any(not torch.equal(before[n], after[n]) for n in before)
+
+
+def test_config_help_lists_exactly_the_supported_model_types():
+    assert tuple(SUPPORTED_MODELS) == VLM_MODEL_TYPES

@@ -39,14 +39,11 @@ from __future__ import annotations
 import contextlib
 import copy
 import inspect
-import math
 import os
-from dataclasses import dataclass
-from typing import Iterator, Literal, Optional
+from typing import Iterator, Optional
 
 import torch
 
-from genrl.config import VLM_MODEL_TYPES, VLMLoraConfig, VLMPolicyConfig  # noqa: F401  (re-exported)
 from genrl.policies.base import Policy
 from genrl.registry import POLICIES, TASKS
 from genrl.trajectory import Trajectory
