@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from genrl.policies.flow import encode_clip_prompts
 from genrl.registry import REWARDS, TASKS
 from genrl.tasks import digits as dg
 
@@ -90,7 +91,7 @@ def test_text_embeds_are_read_at_eos_and_differ_by_digit():
     )
     prompts = [dg.prompt_for(d) for d in range(10)] + [""]
     with torch.no_grad():
-        hidden, pooled = dg.encode_prompts(tok, enc, prompts)  # [11, 8, 32], [11, 32]
+        hidden, pooled = encode_clip_prompts(tok, enc, prompts)  # [11, 8, 32], [11, 32]
         eos_pos = torch.tensor([5] * 10 + [1])
         expected = enc.text_projection(hidden[torch.arange(11), eos_pos])
     assert hidden.shape == (11, 8, 32) and pooled.shape == (11, 32)
@@ -116,7 +117,7 @@ def _load(path):
 @torch.no_grad()
 def _velocity(components, x, t):
     transformer, text_encoder, tok, _ = components
-    hidden, pooled = dg.encode_prompts(tok, text_encoder, [dg.prompt_for(d) for d in range(len(x))])
+    hidden, pooled = encode_clip_prompts(tok, text_encoder, [dg.prompt_for(d) for d in range(len(x))])
     return transformer(
         hidden_states=x, encoder_hidden_states=hidden, pooled_projections=pooled, timestep=t * 1000
     ).sample

@@ -48,6 +48,18 @@ def resolve_model_path(model: str) -> str:
     return model
 
 
+def encode_clip_prompts(tokenizer, text_encoder, prompts) -> tuple[torch.Tensor, torch.Tensor]:
+    """Captions -> (last hidden state ``[B, L, D]``, projected eos embedding ``[B, P]``) of a
+    ``CLIPTextModelWithProjection``, padded to ``tokenizer.model_max_length`` with no
+    attention mask (SD3's CLIP path; the causal mask keeps real tokens independent of padding).
+    What the digits base model is pretrained on and what the policy conditions on."""
+    device = next(text_encoder.parameters()).device
+    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
+                    truncation=True, return_tensors="pt").input_ids.to(device)  # [B, L]
+    out = text_encoder(input_ids=ids)
+    return out.last_hidden_state, out.text_embeds
+
+
 def load_components(path: str) -> dict:
     """The real diffusers / transformers classes, loaded with their own ``from_pretrained``."""
     from diffusers import AutoModel, FlowMatchEulerDiscreteScheduler
@@ -127,11 +139,9 @@ class FlowPolicy(Policy):
         """Text embeddings ``[B, L, D]`` and pooled ``[B, P]``, cached once per prompt."""
         new = sorted({p for p in prompts if p not in self._prompt_cache})
         if new:
-            tok = self.tokenizer(new, padding="max_length", max_length=self.tokenizer.model_max_length,
-                                 truncation=True, return_tensors="pt")
-            out = self.text_encoder(tok.input_ids.to(self.device))
+            hidden, pooled = encode_clip_prompts(self.tokenizer, self.text_encoder, new)
             for i, p in enumerate(new):
-                self._prompt_cache[p] = (out.last_hidden_state[i], out.text_embeds[i])
+                self._prompt_cache[p] = (hidden[i], pooled[i])
         embeds = torch.stack([self._prompt_cache[p][0] for p in prompts])
         pooled = torch.stack([self._prompt_cache[p][1] for p in prompts])
         return embeds, pooled

@@ -186,25 +186,6 @@ def build_scheduler() -> "FlowMatchEulerDiscreteScheduler":
     return FlowMatchEulerDiscreteScheduler(shift=1.0)
 
 
-def encode_prompts(
-    tokenizer: "PreTrainedTokenizerFast",
-    text_encoder: "CLIPTextModelWithProjection",
-    prompts: Sequence[str],
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Captions -> (``encoder_hidden_states [B, 8, 32]``, ``pooled_projections [B, 32]``).
-
-    Exactly what pretraining conditions on: the last hidden state (no attention mask, as
-    SD3's CLIP path does; the causal mask keeps real tokens independent of padding) and the
-    projected eos embedding.
-    """
-    device = next(text_encoder.parameters()).device
-    ids = tokenizer(
-        list(prompts), padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt"
-    ).input_ids.to(device)  # [B, 8]
-    out = text_encoder(input_ids=ids)
-    return out.last_hidden_state, out.text_embeds
-
-
 # ----------------------------------------------------------------------------- pretraining
 
 
@@ -432,7 +413,6 @@ __all__ = [
     "build_transformer",
     "cache_root",
     "digit_from_prompt",
-    "encode_prompts",
     "load_digit_images",
     "pretrain",
     "prompt_for",
