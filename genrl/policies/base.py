@@ -1,6 +1,9 @@
-"""What every policy shares: the trained module and its trainable state."""
+"""What every policy shares: the trained module, its trainable state and its reference."""
 
 from __future__ import annotations
+
+import contextlib
+from typing import Iterator, Optional
 
 import torch
 
@@ -8,9 +11,11 @@ import torch
 class Policy:
     """Base class. Subclasses set ``module`` (the trained ``nn.Module``, unwrapped) and
     ``model`` (what gradient forwards go through; the trainer may wrap it for DDP), and
-    implement ``rollout``, ``log_prob``, ``window`` and ``reference``."""
+    implement ``rollout``, ``log_prob``, ``window`` and ``_set_adapters``. ``ref_model`` is a
+    frozen copy under full fine-tuning and ``None`` under LoRA."""
 
     module: torch.nn.Module
+    ref_model: Optional[torch.nn.Module] = None
     # log ratio mean/std per action index: meaningful for the ~10 denoising steps of a flow
     # sampler, noise for the hundreds of token positions of a language model
     per_step_metrics = False
@@ -29,3 +34,18 @@ class Policy:
         with torch.no_grad():
             for n, t in state.items():
                 params[n].copy_(t)
+
+    def _set_adapters(self, enabled: bool) -> None:
+        raise NotImplementedError
+
+    @contextlib.contextmanager
+    def reference(self) -> Iterator[torch.nn.Module]:
+        """The frozen starting model: adapters disabled (LoRA) or the frozen copy (full FT)."""
+        if self.ref_model is not None:
+            yield self.ref_model
+            return
+        self._set_adapters(False)
+        try:
+            yield self.module
+        finally:
+            self._set_adapters(True)

@@ -15,10 +15,9 @@ step) are deterministic and never trained.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 
@@ -121,17 +120,11 @@ class FlowPolicy(Policy):
         """The trained network, unwrapped (every policy exposes this; the trainer wraps it)."""
         return self.transformer
 
-    @contextlib.contextmanager
-    def reference(self) -> Iterator[torch.nn.Module]:
-        """The frozen starting model: adapters disabled (LoRA) or the frozen copy (full FT)."""
-        if self.ref_model is not None:
-            yield self.ref_model
-            return
-        self.transformer.disable_adapters()
-        try:
-            yield self.transformer
-        finally:
+    def _set_adapters(self, enabled: bool) -> None:
+        if enabled:
             self.transformer.enable_adapters()
+        else:
+            self.transformer.disable_adapters()
 
     # ----------------------------------------------------------------- conditioning
     @torch.no_grad()

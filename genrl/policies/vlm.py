@@ -36,11 +36,10 @@ linear layers (so disabling adapters still gives the exact reference) or in full
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import inspect
 import os
-from typing import Iterator, Optional
+from typing import Optional
 
 import torch
 
@@ -229,18 +228,6 @@ class VLMPolicy(Policy):
     def module(self) -> torch.nn.Module:
         """The trained network, unwrapped (the trainer wraps it into ``self.model``)."""
         return self._module
-
-    @contextlib.contextmanager
-    def reference(self) -> Iterator[torch.nn.Module]:
-        """The frozen starting model: adapters disabled (LoRA) or the frozen copy (full FT)."""
-        if self.ref_model is not None:
-            yield self.ref_model
-            return
-        self._set_adapters(False)
-        try:
-            yield self._module
-        finally:
-            self._set_adapters(True)
 
     def _set_adapters(self, enabled: bool) -> None:
         from peft.tuners.tuners_utils import BaseTunerLayer
