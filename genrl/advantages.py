@@ -54,3 +54,18 @@ def group_advantages(
         "invalid_rewards": int((~valid).sum().item()),
     }
     return adv.float(), stats
+
+
+def weighted_advantages(
+    rewards: dict[str, torch.Tensor],
+    weights: dict[str, float],
+    group_ids: torch.Tensor,
+    std: Literal["group", "global", "none"] = "group",
+    eps: float = 1e-4,
+) -> torch.Tensor:
+    """``sum_k w_k * A_k`` with ``A_k`` the group advantages of reward ``k`` alone ([B] each):
+    MixGRPO's way of mixing rewards, so a reward on a larger scale does not drown the others.
+    A sample with any NaN reward gets 0."""
+    adv = sum(w * group_advantages(rewards[name], group_ids, std, eps)[0] for name, w in weights.items())
+    ok = torch.stack([torch.isfinite(rewards[name]) for name in weights]).all(0)
+    return torch.where(ok, adv, torch.zeros_like(adv))

@@ -254,9 +254,15 @@ def _apply_override(cls: type, data: dict, item: str) -> None:
                 raise ConfigError(key, f"is not a section (type {_type_name(tp)}); cannot set {dotted!r}")
             node[part] = child = dict(child)
             node = child
-        elif typing.get_origin(tp) is dict and last:  # free-form entry, e.g. rewards.<name>
-            node[part] = value
-            return
+        elif typing.get_origin(tp) is dict:  # free-form entry, e.g. rewards.<name> or reward_args.<name>.<option>
+            if last:
+                node[part] = value
+                return
+            child = node.get(part, {})
+            if not isinstance(child, Mapping):
+                raise ConfigError(key, f"is not a mapping; cannot set {dotted!r}")
+            node[part] = child = dict(child)
+            node, tp = child, typing.get_args(tp)[1]
         else:
             raise ConfigError(key, f"is not a section; cannot set {dotted!r}")
 
@@ -407,6 +413,9 @@ class RolloutConfig(Section):
     batch_size: int = _f(160, "samples per rollout forward pass (per process)")
     sampler: Literal["group", "vas"] = _f("group", "prompt sampler: uniform k-repeat groups, or MMR1 variance-aware sampling")
     vas: VASConfig = _f(VASConfig, "variance-aware sampling settings (rollout.sampler = vas)")
+    async_rewards: Union[bool, Literal["auto"]] = _f(
+        "auto", "score each rollout chunk in a worker thread while the next chunk is generated (same values as "
+                "scoring in line); auto = on when a GPU is present, where the reward and the sampler overlap")
 
     def validate(self) -> None:
         _at_least(self, 1, "prompts_per_step", "batch_size")
@@ -420,6 +429,9 @@ class RolloutConfig(Section):
 class AdvantageConfig(Section):
     std: Literal["group", "global", "none"] = _f("group", "divide by the group's std, the whole batch's std, or not at all")
     eps: float = _f(1e-4, "added to the std before dividing (> 0)")
+    combine: Literal["rewards", "advantages"] = _f(
+        "rewards", "several rewards: 'rewards' = advantages of the weighted reward sum; 'advantages' = weighted sum of "
+                   "each reward's own group advantages (MixGRPO-style: no reward's scale dominates)")
 
     def validate(self) -> None:
         _require(self.eps > 0, "eps", self.eps, "must be > 0")
@@ -522,6 +534,8 @@ class OnlineConfig(Section):
     policy: PolicyConfig = _f(PolicyConfig, "the generative model and its sampler")
     rollout: RolloutConfig = _f(RolloutConfig, "sampling of training trajectories")
     rewards: dict[str, float] = _f({"digits": 1.0}, "reward name -> weight (non-empty, finite weights)")
+    reward_args: dict[str, dict[str, Any]] = _f(
+        {}, "reward name -> options for its constructor, e.g. {clip: {model: ViT-H-14, pretrained: laion2b_s32b_b79k}}")
     advantages: AdvantageConfig = _f(AdvantageConfig, "advantage normalisation")
     objective: ObjectiveConfig = _f(ObjectiveConfig, "policy-gradient objective")
     train: TrainConfig = _f(TrainConfig, "optimisation")
@@ -537,6 +551,9 @@ class OnlineConfig(Section):
         for name, w in self.rewards.items():
             _require(bool(name.strip()), "rewards", self.rewards, "reward names must be non-empty")
             _require(math.isfinite(w), f"rewards.{name}", w, "weight must be finite")
+        for name in self.reward_args:
+            _require(name in self.rewards, f"reward_args.{name}", self.reward_args[name],
+                     f"gives options to a reward that is not in rewards ({', '.join(self.rewards)})")
         self._validate_policy()
         r, t = self.rollout, self.train
         total, per_step = r.prompts_per_step * r.group_size, t.batch_size * t.gradient_accumulation_steps
@@ -589,7 +606,38 @@ class VLMPolicyConfig(Section):
         _require(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
         _at_least(self, 1, "max_new_tokens")
         _at_least(self, 0, "max_prompt_length")
+        _require(self.lora.rank > 0 or self.dtype == "float32", "dtype", self.dtype,
+                 "full fine-tuning (lora.rank = 0) trains the weights themselves, which stay float32; "
+                 "use train.mixed_precision=bf16 for bf16 compute")
 
+
+
+@dataclass
+class VLMDataConfig(Section):
+    """Local RL data for the ``vlm_data`` task (genrl/tasks/vlm_data.py) in EasyR1/MMR1's row
+    format: a prompt column (``<image>`` marks where each image goes), a gold-answer column
+    and an image-list column (paths, ``{"bytes": ...}`` records or bytes)."""
+
+    train_files: list[str] = _f([], "training data: .jsonl / .json / .parquet files or folders of them (task vlm_data)")
+    val_files: list[str] = _f([], "held-out data for evaluation, same format; empty = no evaluation")
+    prompt_key: str = _f("problem", "column holding the question (MMR1/EasyR1: problem)")
+    answer_key: str = _f("answer", "column holding the gold answer")
+    image_key: str = _f("images", "column holding the list of images (a row without it is text-only)")
+    answer_type: str = _f("", "'' = a row's own answer_type column if any, else automatic (choice when the row has "
+                              "choices, else maths); or one of numeric, symbolic, choice, text for every row")
+    system_prompt: str = _f("", "instruction joined before every question with a space (MMR1 puts its R1 format prompt here)")
+    image_root: str = _f("", "folder for relative image paths; '' = the folder of each data file")
+    max_pixels: int = _f(1048576, "images larger than this many pixels are shrunk (aspect kept); MMR1: 1048576")
+    min_pixels: int = _f(7056, "images smaller than this many pixels are enlarged; MMR1: 7056")
+    max_rows: int = _f(0, "> 0: keep only the first N training rows (debugging); 0 = all")
+
+    def validate(self) -> None:
+        _nonempty(self, "prompt_key", "answer_key", "image_key")
+        _require(self.answer_type in ("", "numeric", "symbolic", "choice", "text"), "answer_type", self.answer_type,
+                 "must be '', numeric, symbolic, choice or text")
+        _at_least(self, 1, "min_pixels")
+        _require(self.max_pixels >= self.min_pixels, "max_pixels", self.max_pixels, "must be >= min_pixels")
+        _at_least(self, 0, "max_rows")
 
 
 # ----------------------------------------------------------------------------- SFT (genrl.trainers.sft)
@@ -683,9 +731,15 @@ class OnlineVLMConfig(OnlineConfig):
     policy: VLMPolicyConfig = _f(VLMPolicyConfig, "the vision-language model and its sampling")
     rewards: dict[str, float] = _f({"accuracy": 1.0}, "reward name -> weight (non-empty, finite weights)")
     eval: SFTEvalConfig = _f(SFTEvalConfig, "periodic held-out evaluation (greedy; sampled if eval.sample_temperature > 0)")
+    data: VLMDataConfig = _f(VLMDataConfig, "local data files (used by task vlm_data only)")
 
     def _validate_policy(self) -> None:
         pass  # VLMPolicyConfig validates itself; sampling is always stochastic
+
+    def validate(self) -> None:
+        super().validate()
+        _require(self.task != "vlm_data" or bool(self.data.train_files), "data.train_files", self.data.train_files,
+                 "task vlm_data needs local training files (.jsonl/.json/.parquet or folders)")
 
 
 TRAINER_CONFIGS: dict[str, type] = {"online": OnlineConfig, "online_vlm": OnlineVLMConfig, "sft": SFTConfig}

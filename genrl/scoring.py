@@ -8,7 +8,11 @@ failure is counted and logged, and the trainer masks those samples out of the up
 
 from __future__ import annotations
 
+import inspect
+import time
 import warnings
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any, Mapping
 
 import torch
 
@@ -39,3 +43,53 @@ def score_samples(rewards: dict, samples, prompts: list[str], metadata: list[dic
 def combine(values: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
     """Weighted sum of the named rewards ``[B]``; NaN wherever any component is NaN."""
     return sum(w * values[name] for name, w in weights.items())
+
+
+def build_rewards(classes: Mapping[str, type], reward_args: Mapping[str, Mapping[str, Any]]) -> dict:
+    """``{name: cls(**reward_args[name])}``. An unknown option is an error naming the reward,
+    the option and the valid ones; a reward that cannot load raises its own clear error."""
+    out = {}
+    for name, cls in classes.items():
+        args = dict(reward_args.get(name, {}))
+        params = inspect.signature(cls).parameters
+        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+            unknown = sorted(set(args) - set(params))
+            if unknown:
+                raise ValueError(f"reward_args.{name}: unknown option(s) {unknown}; valid: {', '.join(params) or 'none'}")
+        out[name] = cls(**args)
+    return out
+
+
+class ChunkScorer:
+    """Scores rollout chunks as they are produced. Asynchronous: in one worker thread, so a
+    chunk's rewards are computed while the policy generates the next chunk; synchronous: in
+    line. Either way each chunk is scored on its own, so both give the same values."""
+
+    def __init__(self, rewards: dict, asynchronous: bool):
+        self.rewards = rewards
+        self.pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="genrl-reward") if asynchronous else None
+        self._pending: list[Future | tuple] = []  # futures, or (samples, prompts, metadata) to score in line
+
+    def _score(self, samples, prompts, metadata):
+        t0 = time.perf_counter()
+        values, failures = score_samples(self.rewards, samples, prompts, metadata)
+        return values, failures, time.perf_counter() - t0
+
+    def submit(self, samples, prompts: list[str], metadata: list[dict]) -> None:
+        """Start scoring a chunk (asynchronous), or queue it for :meth:`collect` (synchronous)."""
+        if self.pool is None:
+            self._pending.append((samples, prompts, metadata))
+        else:
+            self._pending.append(self.pool.submit(self._score, samples, prompts, metadata))
+
+    def collect(self) -> tuple[dict[str, torch.Tensor], dict[str, int], float]:
+        """All submitted chunks in order: (values key -> [B], failures, seconds spent scoring)."""
+        parts = [p.result() if isinstance(p, Future) else self._score(*p) for p in self._pending]
+        self._pending = []
+        values = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
+        failures = {k: sum(p[1][k] for p in parts) for k in parts[0][1]}
+        return values, failures, sum(p[2] for p in parts)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown(wait=True)

@@ -32,7 +32,9 @@ class Trajectory:
     mask: torch.Tensor  # [B, T] float 1/0: which actions are trained
     group_ids: torch.Tensor  # [B] int: samples of one prompt share an id (advantage groups)
     step_info: dict[str, torch.Tensor] = field(default_factory=dict)  # per-action [B, T] values
-    data: dict[str, torch.Tensor] = field(default_factory=dict)  # policy payload, leading dim B
+    # policy payload per sample: tensors with leading dim B, or lists of B per-sample objects
+    # (e.g. a VLM's pixels, whose size differs from image to image)
+    data: dict[str, Any] = field(default_factory=dict)
     samples: Any = None  # decoded outputs scored by rewards: a tensor (images [B, C, H, W] in [0, 1]) or a list (texts)
     prompts: list[str] = field(default_factory=list)
     metadata: list[dict] = field(default_factory=list)
@@ -43,8 +45,8 @@ class Trajectory:
 
     def index(self, idx: torch.Tensor) -> "Trajectory":
         """The sub-batch of samples ``idx`` (a 1-D index tensor)."""
-        pick = lambda d: {k: v[idx] for k, v in d.items()}  # noqa: E731
         ids = idx.tolist()
+        pick = lambda d: {k: _pick(v, ids) if isinstance(v, list) else v[idx] for k, v in d.items()}  # noqa: E731
         return Trajectory(
             log_probs_old=self.log_probs_old[idx],
             mask=self.mask[idx],
@@ -60,7 +62,18 @@ class Trajectory:
     def cat(parts: list["Trajectory"]) -> "Trajectory":
         """Concatenate along the batch dimension (rollout chunks -> one batch)."""
         first = parts[0]
-        cat = lambda key, attr: torch.cat([getattr(p, attr)[key] for p in parts])  # noqa: E731
+
+        def cat(key: str, attr: str) -> Any:
+            tensors = [getattr(p, attr)[key] for p in parts]
+            if isinstance(tensors[0], list):
+                return [x for t in tensors for x in t]
+            shapes = sorted({tuple(t.shape[1:]) for t in tensors})
+            if len(shapes) > 1:  # e.g. prompts or images of different sizes in two rollout chunks
+                raise ValueError(f"rollout chunks differ in {attr}[{key!r}] per-sample shape {shapes}; roll out each "
+                                 f"step in one chunk (rollout.batch_size >= the step's samples) or fix the width "
+                                 f"(policy.max_prompt_length for token policies)")
+            return torch.cat(tensors)
+
         return Trajectory(
             log_probs_old=torch.cat([p.log_probs_old for p in parts]),
             mask=torch.cat([p.mask for p in parts]),

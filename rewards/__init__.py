@@ -2,3 +2,6 @@
 
 from rewards import digits  # noqa: F401
 from rewards import verifiable  # noqa: F401
+from rewards import clip  # noqa: F401
+from rewards import pickscore  # noqa: F401
+from rewards import videoalign  # noqa: F401

@@ -12,45 +12,13 @@ from genrl.config import VLM_MODEL_TYPES, VLMLoraConfig, VLMPolicyConfig
 from genrl.policies.vlm import SUPPORTED_MODELS, VLMPolicy, model_class_for
 from genrl.registry import OBJECTIVES, POLICIES
 
-SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"]
-WORDS = ["user", "assistant", "\n", "what", "is", "the", "sum", "?"] + [str(i) for i in range(19)]
-VOCAB = {t: i for i, t in enumerate(SPECIAL + WORDS + ["<unk>"])}
-VISION_TOKENS = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
-CHAT_TEMPLATE = (
-    "{% for m in messages %}<|im_start|> {{ m['role'] }} \n {% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<|vision_start|> <|image_pad|> <|vision_end|> {% else %}{{ c['text'] }} {% endif %}"
-    "{% endfor %}<|im_end|> \n {% endfor %}{% if add_generation_prompt %}<|im_start|> assistant \n {% endif %}")
+from conftest import VLM_VOCAB as VOCAB
+from conftest import VLM_VISION_TOKENS as VISION_TOKENS
+from conftest import get_dummy_vlm_components
 
 
 def get_dummy_components(seed: int = 0) -> dict:
-    """A 150k-parameter Qwen2VLForConditionalGeneration (2 text layers, hidden 64, 4 heads,
-    2 KV heads, mrope [2, 3, 3], 1 vision layer) and a Qwen2VLProcessor with a word-level
-    tokenizer; a 28x56 RGB image becomes 8 patches that merge into 2 image tokens."""
-    from tokenizers import Tokenizer, models, pre_tokenizers
-    from transformers import (PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration,
-                              Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor)
-
-    tok = Tokenizer(models.WordLevel(VOCAB, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="removed")
-    tokenizer = PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<|endoftext|>",
-                                        eos_token="<|im_end|>", additional_special_tokens=SPECIAL[1:],
-                                        chat_template=CHAT_TEMPLATE)
-    image_processor = Qwen2VLImageProcessor(size={"shortest_edge": 28 * 28, "longest_edge": 28 * 56},
-                                            patch_size=14, merge_size=2, temporal_patch_size=2)
-    processor = Qwen2VLProcessor(image_processor=image_processor, tokenizer=tokenizer,
-                                 video_processor=Qwen2VLVideoProcessor(), chat_template=CHAT_TEMPLATE)
-    config = Qwen2VLConfig(
-        text_config=dict(vocab_size=len(VOCAB), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                         rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
-                         pad_token_id=VOCAB["<|endoftext|>"], eos_token_id=VOCAB["<|im_end|>"], bos_token_id=None),
-        vision_config=dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=14,
-                           spatial_merge_size=2, temporal_patch_size=2, in_channels=3),
-        image_token_id=VOCAB["<|image_pad|>"], video_token_id=VOCAB["<|video_pad|>"],
-        vision_start_token_id=VOCAB["<|vision_start|>"], vision_end_token_id=VOCAB["<|vision_end|>"])
-    torch.manual_seed(seed)
-    model = Qwen2VLForConditionalGeneration(config)
-    return {"model": model, "processor": processor}
+    return get_dummy_vlm_components("qwen2_vl", seed)
 
 
 def make_cfg(**kw) -> VLMPolicyConfig:
@@ -110,7 +78,8 @@ def test_rollout_shapes_and_masks():
     P = int(traj.data["prompt_length"][0])
     ids, am = traj.data["input_ids"], traj.data["attention_mask"]
     assert ids.shape == am.shape == traj.data["mm_token_type_ids"].shape == (B, P + T)
-    assert traj.data["pixel_values"].shape[:2] == (B, 8) and traj.data["image_grid_thw"].tolist() == [[1, 2, 4]] * B
+    assert [p.shape[0] for p in traj.data["pixel_values"]] == [8] * B  # 2 x 4 patches per image
+    assert [g.tolist() for g in traj.data["image_grid_thw"]] == [[[1, 2, 4]]] * B
     assert (traj.data["mm_token_type_ids"] == 1).sum(1).tolist() == [2] * B  # 2 merged image tokens each
     resp, mask = ids[:, P:], traj.mask
     eos = VOCAB["<|im_end|>"]

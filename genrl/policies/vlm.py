@@ -27,6 +27,10 @@ Conventions (decided here, documented for the objectives):
   ``get_rope_index`` on the prompt (and, for re-scoring, on prompt + response) and are
   passed explicitly, so nothing depends on the model's cached ``rope_deltas`` state;
   generated tokens continue at ``max(prompt positions) + 1``.
+* **Images.** A prompt's metadata holds ``image`` (one PIL image) or ``images`` (several);
+  ``<image>`` in the prompt text places each one (the EasyR1/MMR1 data convention), otherwise
+  they precede the question. Pixels and grids are kept per sample, as lists in
+  ``Trajectory.data`` (image sizes differ), so rollout chunks concatenate whatever their images.
 * **Dropout off.** The module is put in eval mode: re-scoring must reproduce the rollout.
 
 Reference model: LoRA adapters disabled (``rank > 0``) or a frozen copy (full fine-tuning).
@@ -38,6 +42,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import itertools
 import os
 from typing import Optional
 
@@ -61,6 +66,7 @@ SUPPORTED_MODELS: dict[str, str] = {
 # for image features that do not exist (and crashes), the others are meaningless in a reply.
 NEVER_SAMPLE_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_pad|>", "<|vision_start|>", "<|vision_end|>")
 END_TOKENS = ("<|im_end|>",)
+IMAGE_PLACEHOLDER = "<image>"  # where an image goes in a prompt (EasyR1/MMR1 data convention)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -241,21 +247,36 @@ class VLMPolicy(Policy):
         return []
 
     # ----------------------------------------------------------------- inputs
-    def _messages(self, question: str, with_image: bool) -> list[dict]:
-        content = ([{"type": "image"}] if with_image else []) + [{"type": "text", "text": question}]
+    def _messages(self, question: str, n_images: int) -> list[dict]:
+        """One user turn. ``<image>`` in the question marks where each image goes (EasyR1/MMR1
+        data); without placeholders the images come first."""
+        parts = question.split(IMAGE_PLACEHOLDER)
+        if len(parts) == 1:
+            content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
+        elif len(parts) - 1 != n_images:
+            raise ValueError(f"the prompt has {len(parts) - 1} {IMAGE_PLACEHOLDER} placeholders but {n_images} images: "
+                             f"{question[:120]!r}")
+        else:
+            content = []
+            for i, text in enumerate(parts):
+                if i:
+                    content.append({"type": "image"})
+                if text:
+                    content.append({"type": "text", "text": text})
         return [{"role": "user", "content": content}]
 
     def encode_prompts(self, prompts: list[str], metadata: list[dict]) -> dict[str, torch.Tensor]:
-        """Chat-templated, LEFT-padded prompts with their images, on the device."""
-        images = [m.get("image") if m else None for m in metadata]
-        texts = [self.processor.apply_chat_template(self._messages(q, im is not None), add_generation_prompt=True, tokenize=False)
-                 for q, im in zip(prompts, images)]
-        present = [im for im in images if im is not None]
+        """Chat-templated, LEFT-padded prompts with their images, on the device.
+        ``metadata[i]`` holds ``"image"`` (one PIL image) or ``"images"`` (a sequence of them)."""
+        images = [_images_of(m) for m in metadata]
+        texts = [self.processor.apply_chat_template(self._messages(q, len(ims)), add_generation_prompt=True, tokenize=False)
+                 for q, ims in zip(prompts, images)]
+        flat = [im for ims in images for im in ims]
         L = self.cfg.max_prompt_length
         tok, side = self.tokenizer, self.tokenizer.padding_side
         tok.padding_side = "left"
         try:
-            enc = self.processor(text=texts, images=present or None, return_tensors="pt",
+            enc = self.processor(text=texts, images=flat or None, return_tensors="pt",
                                  padding="max_length" if L > 0 else True, **({"max_length": L} if L > 0 else {}))
         finally:
             tok.padding_side = side
@@ -267,33 +288,27 @@ class VLMPolicy(Policy):
             conf = self._module.config
             mm = (ids == conf.image_token_id).long() + 2 * (ids == getattr(conf, "video_token_id", -1)).long()
         B = len(prompts)
-        out = {"prompt_ids": ids, "prompt_mask": am, "prompt_mm_token_type_ids": mm}
-        # Images per sample (leading dim B, so Trajectory.index works): patches padded to the batch max.
-        grid = torch.zeros(B, 3, dtype=torch.long)
-        n_patches = torch.zeros(B, dtype=torch.long)
-        if present:
-            g = enc["image_grid_thw"]
-            has = torch.tensor([im is not None for im in images])
-            grid[has] = g
-            n_patches[has] = g.prod(-1)
-            pv = enc["pixel_values"]
-            pixels = pv.new_zeros(B, int(n_patches.max()), pv.shape[-1])
-            for b, rows in zip(has.nonzero().flatten().tolist(), pv.split(g.prod(-1).tolist())):
-                pixels[b, : rows.shape[0]] = rows
-            out.update(pixel_values=pixels, image_grid_thw=grid, image_patches=n_patches)
-        return {k: v.to(self.device) for k, v in out.items()}
+        out = {"prompt_ids": ids.to(self.device), "prompt_mask": am.to(self.device),
+               "prompt_mm_token_type_ids": mm.to(self.device)}
+        # Images per sample, as lists of B tensors (image sizes differ, so no padding): sample
+        # b's patch rows [n_b, D] and grids [c_b, 3], views into the processor's flat output.
+        if flat:
+            g = enc["image_grid_thw"].to(self.device)  # [N_images, 3]
+            pv = enc["pixel_values"].to(self.device)  # [N_patches, D]
+            img0 = list(itertools.accumulate((len(ims) for ims in images), initial=0))  # first image of each sample
+            row0 = list(itertools.accumulate(g.prod(-1).tolist(), initial=0))  # first patch row of each image
+            out["pixel_values"] = [pv[row0[img0[b]]: row0[img0[b + 1]]] for b in range(B)]
+            out["image_grid_thw"] = [g[img0[b]: img0[b + 1]] for b in range(B)]
+        return out
 
     @staticmethod
     def _vision_inputs(data: dict) -> dict:
-        """Per-sample padded pixels -> the model's flat ``pixel_values`` / ``image_grid_thw``."""
-        if "pixel_values" not in data:
+        """Per-sample pixels and grids -> the model's flat ``pixel_values`` / ``image_grid_thw``."""
+        grids = data.get("image_grid_thw")
+        if not grids or not any(g.shape[0] for g in grids):
             return {}
-        n = data["image_patches"]
-        has = n > 0
-        if not bool(has.any()):
-            return {}
-        pv = torch.cat([data["pixel_values"][b, : int(n[b])] for b in has.nonzero().flatten().tolist()])
-        return {"pixel_values": pv, "image_grid_thw": data["image_grid_thw"][has]}
+        return {"pixel_values": torch.cat([p for p in data["pixel_values"] if p.shape[0]]),
+                "image_grid_thw": torch.cat([g for g in grids if g.shape[0]])}
 
     def _positions(self, input_ids, mm_token_type_ids, attention_mask, vision: dict) -> torch.Tensor:
         """3-D multimodal RoPE positions ``[3, B, L]`` from the model's own ``get_rope_index``."""
@@ -302,13 +317,15 @@ class VLMPolicy(Policy):
             attention_mask=attention_mask)
         return pos
 
-    def _adjust(self, logits: torch.Tensor) -> torch.Tensor:
-        """float32 logits / temperature with the never-sampled tokens at -inf."""
-        return (logits.float() / self.cfg.temperature).masked_fill(self.blocked, float("-inf"))
+    def _adjust(self, logits: torch.Tensor, temperature: Optional[float] = None) -> torch.Tensor:
+        """float32 logits / temperature (the policy's unless given) with the never-sampled tokens at -inf."""
+        t = self.cfg.temperature if temperature is None else temperature
+        return (logits.float() / t).masked_fill(self.blocked, float("-inf"))
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
-    def _generate(self, enc: dict, greedy: bool, generator: Optional[torch.Generator], max_new_tokens: int):
+    def _generate(self, enc: dict, greedy: bool, generator: Optional[torch.Generator], max_new_tokens: int,
+                  temperature: Optional[float] = None):
         """Incremental decoding with a KV cache through the unwrapped module.
         Returns response ids [B, T], response mask [B, T], sampling log-probs [B, T]."""
         model, cfg = self._module, self.cfg
@@ -324,7 +341,7 @@ class VLMPolicy(Policy):
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
         tokens, masks, lps = [], [], []
         for k in range(max_new_tokens):
-            lp = torch.log_softmax(self._adjust(logits), -1)  # [B, V]
+            lp = torch.log_softmax(self._adjust(logits, temperature), -1)  # [B, V]
             if greedy:
                 tok = lp.argmax(-1)
             else:
@@ -373,7 +390,7 @@ class VLMPolicy(Policy):
             "attention_mask": torch.cat([enc["prompt_mask"], mask.long()], 1),
             "mm_token_type_ids": torch.cat([enc["prompt_mm_token_type_ids"], torch.zeros_like(resp)], 1),
             "prompt_length": torch.full((B,), enc["prompt_ids"].shape[1], dtype=torch.long, device=self.device),
-            **{k: enc[k] for k in ("pixel_values", "image_grid_thw", "image_patches") if k in enc},
+            **{k: enc[k] for k in ("pixel_values", "image_grid_thw") if k in enc},
         }
         lp_old, entropy = self._token_log_probs(self._module, data, slice(0, T), with_entropy=True)
         return Trajectory(
@@ -426,12 +443,23 @@ class VLMPolicy(Policy):
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
     def sample(self, prompts: list[str], metadata: list[dict], greedy: bool = True,
-               generator: Optional[torch.Generator] = None, max_new_tokens: Optional[int] = None) -> list[str]:
-        """Responses for evaluation: greedy (default) or sampled with ``generator``."""
+               generator: Optional[torch.Generator] = None, max_new_tokens: Optional[int] = None,
+               temperature: Optional[float] = None) -> list[str]:
+        """Responses for evaluation: greedy (default) or sampled with ``generator`` at
+        ``temperature`` (default: the policy's)."""
         enc = self.encode_prompts(list(prompts), list(metadata))
         resp, mask, _ = self._generate(enc, greedy=greedy, generator=generator,
-                                       max_new_tokens=max_new_tokens or self.cfg.max_new_tokens)
+                                       max_new_tokens=max_new_tokens or self.cfg.max_new_tokens, temperature=temperature)
         return self.decode(resp, mask)
+
+
+def _images_of(meta: Optional[dict]) -> list:
+    """The PIL images of one prompt: ``meta["images"]`` (a sequence) or ``meta["image"]``."""
+    if not meta:
+        return []
+    if meta.get("images") is not None:
+        return list(meta["images"])
+    return [meta["image"]] if meta.get("image") is not None else []
 
 
 def _cache_of(out):

@@ -323,6 +323,11 @@ class DigitsTask:
         self.seed = int(seed)
         self._judges: dict[str, Any] = {}
 
+    @classmethod
+    def from_config(cls, cfg) -> "DigitsTask":
+        """The task a trainer config asks for (the embedded task takes no options)."""
+        return cls()
+
     @property
     def model_dir(self) -> Path:
         return cache_root(self.cache_dir) / f"digits-s{self.pretrain_steps}-seed{self.seed}"

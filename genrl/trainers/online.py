@@ -5,9 +5,10 @@ Algorithm 1; DeepSeekMath's GRPO for tokens). Reads top to bottom:
 
     for step in range(start, max_steps):
         prompts  = k distinct prompts x group_size            (GroupSampler, per-process share)
-        traj     = policy.rollout(prompts)                    (no grad; log-probs of the actions)
-        rewards  = sum_i w_i * reward_i(traj.samples)         (NaN -> sample masked out)
-        adv      = group-normalised rewards, gathered over all processes
+        traj     = policy.rollout(prompts)                    (no grad; log-probs of the actions; in chunks)
+        rewards  = sum_i w_i * reward_i(traj.samples)         (per chunk, optionally in a thread while the
+                                                               next chunk rolls out; NaN -> sample masked out)
+        adv      = group-normalised rewards, gathered over all processes (or MixGRPO: sum_i w_i * adv_i)
         update   = minibatches x timestep chunks -> objective -> backward -> optimizer step
         log / evaluate / checkpoint
 
@@ -25,7 +26,7 @@ from collections import defaultdict
 import torch
 from tqdm.auto import tqdm
 
-from genrl.advantages import group_advantages
+from genrl.advantages import group_advantages, weighted_advantages
 from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from genrl.config import OnlineConfig, save_config
 from genrl.ema import EMA
@@ -35,7 +36,7 @@ from genrl.objectives.common import objective_chunk_weight
 from genrl.seeding import derive_seed
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.samplers import GroupSampler, VarianceAwareSampler
-from genrl.scoring import combine, score_samples
+from genrl.scoring import ChunkScorer, build_rewards, combine
 from genrl.trajectory import Trajectory
 
 MAX_CONSECUTIVE_REWARD_FAILURES = 3  # whole batches without a single valid reward -> stop
@@ -100,6 +101,7 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
                     loss, m = objective(log_probs, sub.log_probs_old[:, sl], adv, mask, step_info, cfg.objective)
                     # chunks and minibatches add up to the loss over all trained actions
                     weight = objective_chunk_weight(objective, mask, sub.mask, cfg.objective) / tc.gradient_accumulation_steps
+                    accelerator.gradient_state._set_sync_gradients(last)  # DeepSpeed: step only after the last one
                     accelerator.backward(loss * weight)
                 acc.add(m, mask.sum().item())
                 if policy.per_step_metrics:
@@ -107,7 +109,10 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
                                             sub.step_info["step_index"][:, sl], acc)
             if sync:
                 max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
-                grad_norms.append(float(accelerator.clip_grad_norm_(params, max_norm)))
+                norm = accelerator.clip_grad_norm_(params, max_norm)
+                if norm is None:  # DeepSpeed clips inside its own step and keeps the norm
+                    norm = policy.model.get_global_grad_norm()
+                grad_norms.append(float("nan") if norm is None else float(norm))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 if ema is not None:
@@ -135,11 +140,19 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         save_config(cfg, os.path.join(run_dir, "config.yaml"))
     torch.manual_seed(cfg.seed)
 
-    task = task_cls()
+    task = task_cls.from_config(cfg)
     with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
-        rewards = {name: cls() for name, cls in reward_classes.items()}
+        rewards = build_rewards(reward_classes, cfg.reward_args)
+    asynchronous = torch.cuda.is_available() if cfg.rollout.async_rewards == "auto" else cfg.rollout.async_rewards
+    scorer = ChunkScorer(rewards, asynchronous)
     params = policy.trainable_parameters()
+    if (ds := accelerator.state.deepspeed_plugin) is not None:
+        # DeepSpeed takes its sizes from its config (there is no dataloader to infer them from).
+        # Its engine steps inside the backward that ends an accumulation; update() marks that
+        # backward through accelerate's gradient state, and the loss weights already average.
+        ds.deepspeed_config.update(train_micro_batch_size_per_gpu=cfg.train.batch_size, gradient_accumulation_steps=1,
+                                   gradient_clipping=cfg.train.max_grad_norm)
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
                                   eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
@@ -189,22 +202,26 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         batch_meta = [train_set[i][1] for i in prompt_idx]
         noise = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
         window = policy.window(torch.Generator().manual_seed(derive_seed(cfg.seed, step)))  # same on all ranks
-        rb = cfg.rollout.batch_size
-        traj = Trajectory.cat([
-            policy.rollout(batch_prompts[i: i + rb], batch_meta[i: i + rb], group_ids[i: i + rb], noise, window)
-            for i in range(0, len(batch_prompts), rb)
-        ])
+        rb, parts = cfg.rollout.batch_size, []
+        for i in range(0, len(batch_prompts), rb):  # each chunk is scored (maybe in a thread) as the next one rolls out
+            part = policy.rollout(batch_prompts[i: i + rb], batch_meta[i: i + rb], group_ids[i: i + rb], noise, window)
+            scorer.submit(part.samples, part.prompts, part.metadata)
+            parts.append(part)
+        traj = Trajectory.cat(parts)
         t1 = time.perf_counter()
 
         # 2. rewards: weighted sum; failed samples are NaN and get masked out
-        values, failures = score_samples(rewards, traj.samples, traj.prompts, traj.metadata)
+        values, failures, reward_busy = scorer.collect()
         total = combine(values, cfg.rewards).to(accelerator.device)  # [B_local]
         t2 = time.perf_counter()
 
         # 3. advantages from the rewards of all processes (complete groups), then our slice
         all_rewards = accelerator.gather(total)
         all_groups = accelerator.gather(traj.group_ids)
+        gathered = {k: accelerator.gather(v.to(accelerator.device)) for k, v in values.items()}  # every key, [B_all]
         adv_all, adv_stats = group_advantages(all_rewards, all_groups, cfg.advantages.std, cfg.advantages.eps)
+        if cfg.advantages.combine == "advantages":  # MixGRPO-style: each reward normalised in its groups, then weighted
+            adv_all = weighted_advantages(gathered, cfg.rewards, all_groups, cfg.advantages.std, cfg.advantages.eps)
         B = total.shape[0]
         advantages = adv_all[rank * B: (rank + 1) * B].to(accelerator.device)
         traj.mask = traj.mask * torch.isfinite(total)[:, None].float()
@@ -226,9 +243,9 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
 
         # 5. log, evaluate, checkpoint
         done = step + 1
-        gathered = {k: accelerator.gather(v.to(accelerator.device)) for k, v in values.items()}
         metrics = {"reward/total_mean": float(torch.nanmean(all_rewards)), **adv_stats, **upd,
-                   "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/update": t3 - t2}
+                   "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/reward_busy": reward_busy,
+                   "time/update": t3 - t2}
         if window:
             metrics["sde_window_start"] = window[0]
         for k, v in gathered.items():
@@ -252,6 +269,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                     "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
                 }, keep_last=cfg.checkpoint.keep_last)
             accelerator.wait_for_everyone()
+    scorer.close()
     result = {}
     if main:
         logger.close()

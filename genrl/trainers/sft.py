@@ -62,7 +62,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     torch.manual_seed(cfg.seed)
 
     # 1. model, processor, optimizer, schedule
-    task = task_cls()
+    task = task_cls.from_config(cfg)
     model_path = task.resolve_model(cfg.model)
     model, processor = load_model_dir(model_path)
     model.train()

@@ -1,0 +1,287 @@
+"""The ``vlm_data`` task: RL prompts for a vision-language policy from local data files.
+
+Rows follow the format of EasyR1 and MMR1 (``verl/utils/dataset.py`` in LengSicong/MMR1,
+read for the facts only): a prompt column (``problem``) in which ``<image>`` marks where
+each image goes, a gold-answer column (``answer``) and an image-list column (``images``).
+An image entry is a file path (relative paths resolve against ``data.image_root``, or the
+data file's folder), a ``{"bytes": ..., "path": ...}`` record (how Hugging Face datasets
+store images in parquet) or raw bytes. As in MMR1, each image is rescaled into
+``[min_pixels, max_pixels]`` keeping its aspect ratio, converted to RGB, and the system
+prompt is joined before the question with one space.
+
+Files: ``.jsonl`` (one row per line), ``.json`` (a list of rows), ``.parquet`` (needs
+pyarrow: ``pip install 'genrl[vlm]'``), or folders holding such files. Everything is checked
+at start-up (columns, placeholders vs images, every image's header) so a bad row fails
+before any training, naming its file and row. Images are decoded lazily, when a prompt is
+drawn, so a large pool costs no memory up front.
+
+Evaluation answers ``data.val_files`` with greedy decoding (and one sampled response per
+question when ``eval.sample_temperature > 0``) through the policy's own sampler, scored by
+the ``accuracy`` and ``format`` rewards, and writes the same ``eval/step-XXXXXX/`` files
+as ``digit_sum``.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+import os
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from genrl.policies.vlm import IMAGE_PLACEHOLDER
+from genrl.registry import REWARDS, TASKS
+from genrl.seeding import derive_seed
+
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+# ----------------------------------------------------------------------------- files
+
+
+def _expand(paths: Sequence[str]) -> list[str]:
+    """Files named by ``paths``; a folder contributes its data files (sorted)."""
+    files = []
+    for p in paths:
+        p = os.path.expanduser(p)
+        if os.path.isdir(p):
+            found = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(DATA_SUFFIXES))
+            if not found:
+                raise ValueError(f"data folder {p!r} holds no {', '.join(DATA_SUFFIXES)} files")
+            files.extend(found)
+        elif os.path.isfile(p):
+            if not p.endswith(DATA_SUFFIXES):
+                raise ValueError(f"data file {p!r}: unsupported type; expected one of {', '.join(DATA_SUFFIXES)}")
+            files.append(p)
+        else:
+            raise ValueError(f"data file {p!r} does not exist (expected a {', '.join(DATA_SUFFIXES)} file or a folder)")
+    return files
+
+
+def read_rows(path: str) -> list[dict]:
+    """The rows of one ``.jsonl`` / ``.json`` / ``.parquet`` file, as dicts."""
+    if path.endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as e:
+            raise ImportError(f"reading {path} needs pyarrow: pip install 'genrl[vlm]'") from e
+        return pq.read_table(path).to_pylist()
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".json"):
+            rows = json.load(f)
+            if not isinstance(rows, list):
+                raise ValueError(f"{path}: a .json data file must hold a list of rows, got {type(rows).__name__}")
+            return rows
+        rows = []
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+        return rows
+
+
+# ----------------------------------------------------------------------------- images
+
+
+def resize_into(image, min_pixels: int, max_pixels: int):
+    """MMR1/EasyR1's rescaling: shrink above ``max_pixels``, grow below ``min_pixels``
+    (aspect ratio kept), then RGB."""
+    for limit, too_far in ((max_pixels, lambda a: a > max_pixels), (min_pixels, lambda a: a < min_pixels)):
+        area = image.width * image.height
+        if too_far(area):
+            f = math.sqrt(limit / area)
+            image = image.resize((max(1, int(image.width * f)), max(1, int(image.height * f))))
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+class RowImages(Sequence):
+    """The images of one row, decoded on access (a ``Sequence`` of PIL images)."""
+
+    def __init__(self, refs: list, where: str, min_pixels: int, max_pixels: int):
+        self.refs, self.where = refs, where
+        self.min_pixels, self.max_pixels = min_pixels, max_pixels
+
+    def __len__(self) -> int:
+        return len(self.refs)
+
+    def _open(self, i: int):
+        from PIL import Image
+
+        ref = self.refs[i]
+        try:
+            return Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref)
+        except Exception as e:  # PIL raises several types for bad files
+            raise ValueError(f"{self.where}: image {i} ({_describe(ref)}) cannot be read: {e}") from e
+
+    def check(self) -> None:
+        """Open every image's header (cheap); raises naming the row and file."""
+        for i in range(len(self)):
+            self._open(i).close()
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        im = self._open(i)
+        try:
+            im.load()
+        except Exception as e:
+            raise ValueError(f"{self.where}: image {i} ({_describe(self.refs[i])}) is corrupt: {e}") from e
+        return resize_into(im, self.min_pixels, self.max_pixels)
+
+
+def _describe(ref) -> str:
+    return ref if isinstance(ref, str) else f"{len(ref)} bytes"
+
+
+def _image_refs(entry: Any, root: str, where: str) -> list:
+    """Paths (absolute) or bytes for one row's image column."""
+    if entry is None:
+        return []
+    items = entry if isinstance(entry, (list, tuple)) else [entry]
+    refs = []
+    for j, it in enumerate(items):
+        if isinstance(it, dict):
+            if it.get("bytes"):
+                it = it["bytes"]
+            elif it.get("path"):
+                it = it["path"]
+            else:
+                raise ValueError(f"{where}: image {j} is a record without 'bytes' or 'path'")
+        if isinstance(it, str):
+            path = it if os.path.isabs(it) else os.path.join(root, it)
+            if not os.path.isfile(path):
+                raise ValueError(f"{where}: image {j} not found: {path}")
+            refs.append(path)
+        elif isinstance(it, (bytes, bytearray)):
+            refs.append(bytes(it))
+        else:
+            raise ValueError(f"{where}: image {j} is a {type(it).__name__}; expected a path, bytes or a bytes record")
+    return refs
+
+
+# ----------------------------------------------------------------------------- the task
+
+
+@TASKS.register("vlm_data")
+class VLMDataTask:
+    """Prompts, gold answers and images from local files (``data:`` config section)."""
+
+    name = "vlm_data"
+
+    def __init__(self, data_cfg):
+        self.cfg = data_cfg
+        self._train = self._load(data_cfg.train_files, "data.train_files")
+        if data_cfg.max_rows:
+            self._train = self._train[: data_cfg.max_rows]
+        self._val = self._load(data_cfg.val_files, "data.val_files") if data_cfg.val_files else []
+        self._rewards: dict[str, Any] = {}
+
+    @classmethod
+    def from_config(cls, cfg) -> "VLMDataTask":
+        if not cfg.data.train_files:
+            raise ValueError("task vlm_data needs data.train_files (local .jsonl/.json/.parquet files or folders)")
+        return cls(cfg.data)
+
+    def _load(self, paths: Sequence[str], key: str) -> list[dict]:
+        c = self.cfg
+        items = []
+        for path in _expand(paths):
+            root = os.path.expanduser(c.image_root) if c.image_root else os.path.dirname(os.path.abspath(path))
+            rows = read_rows(path)
+            for r, row in enumerate(rows):
+                where = f"{path} row {r}"
+                missing = [k for k in (c.prompt_key, c.answer_key) if k not in row or row[k] is None]
+                if missing:
+                    raise ValueError(f"{where}: missing column(s) {missing} ({key}); the row has {sorted(row)} "
+                                     f"(set data.prompt_key / data.answer_key)")
+                images = RowImages(_image_refs(row.get(c.image_key), root, where), where, c.min_pixels, c.max_pixels)
+                question = str(row[c.prompt_key])
+                n_marks = question.count(IMAGE_PLACEHOLDER)
+                if n_marks and n_marks != len(images):
+                    raise ValueError(f"{where}: {n_marks} {IMAGE_PLACEHOLDER} placeholders but {len(images)} images")
+                images.check()
+                answer_type = c.answer_type or row.get("answer_type") or None
+                items.append({
+                    "question": question,
+                    "prompt": f"{c.system_prompt.strip()} {question}" if c.system_prompt.strip() else question,
+                    "answer": str(row[c.answer_key]),
+                    "answer_type": answer_type,
+                    "choices": row.get("choices"),
+                    "images": images,
+                    "source": where,
+                })
+            if not rows:
+                raise ValueError(f"{path} ({key}) holds no rows")
+        return items
+
+    def metadata(self, item: dict) -> dict:
+        m = {"answer": item["answer"], "images": item["images"]}
+        if item["answer_type"]:
+            m["answer_type"] = item["answer_type"]
+        if item["choices"]:
+            m["choices"] = item["choices"]
+        return m
+
+    def train_prompts(self) -> list[tuple[str, dict]]:
+        return [(it["prompt"], self.metadata(it)) for it in self._train]
+
+    def _reward(self, name: str):
+        if name not in self._rewards:
+            self._rewards[name] = REWARDS.get(name)()
+        return self._rewards[name]
+
+    def _score(self, responses: list[str], meta: list[dict]) -> dict[str, torch.Tensor]:
+        return {n: self._reward(n)(responses, None, meta)[n] for n in ("accuracy", "format")}
+
+    @torch.no_grad()
+    def evaluate(self, policy, rewards, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
+        """Greedy (and optionally one sampled) answer per validation row; writes
+        ``eval/step-XXXXXX/{samples.jsonl, images, summary.json}``. No ``val_files``: nothing."""
+        if not self._val:
+            return {}
+        ec = eval_cfg
+        items = self._val[: ec.num_questions]
+        prompts, meta = [it["prompt"] for it in items], [self.metadata(it) for it in items]
+        t0 = time.perf_counter()
+
+        def answer(greedy: bool, generator=None, temperature=None) -> list[str]:
+            out = []
+            for i in range(0, len(items), ec.batch_size):
+                out += policy.sample(prompts[i: i + ec.batch_size], meta[i: i + ec.batch_size], greedy=greedy,
+                                     generator=generator, max_new_tokens=ec.max_new_tokens, temperature=temperature)
+            return out
+
+        responses = answer(greedy=True)
+        scores = self._score(responses, meta)
+        metrics = {f"eval/{k}": float(torch.nanmean(v)) for k, v in scores.items()}
+        metrics["time/eval"] = time.perf_counter() - t0
+        if ec.sample_temperature > 0:
+            sampled = answer(False, torch.Generator().manual_seed(derive_seed(seed, 99)), ec.sample_temperature)
+            s = self._score(sampled, meta)
+            metrics["eval/sampled_accuracy"] = float(torch.nanmean(s["accuracy"]))
+            metrics["eval/sampled_format"] = float(torch.nanmean(s["format"]))
+
+        out = os.path.join(run_dir, "eval", f"step-{step:06d}")
+        os.makedirs(out, exist_ok=True)
+        with open(os.path.join(out, "samples.jsonl"), "w") as f:
+            for i, (it, r, acc) in enumerate(zip(items, responses, scores["accuracy"].tolist())):
+                names = []
+                if ec.save_images:
+                    for j, im in enumerate(it["images"]):
+                        names.append(f"{i:05d}.png" if len(it["images"]) == 1 else f"{i:05d}-{j}.png")
+                        im.save(os.path.join(out, names[-1]))
+                f.write(json.dumps({"image": names[0] if names else None, "images": names, "source": it["source"],
+                                    "question": it["question"], "response": r, "answer": it["answer"],
+                                    "correct": acc == 1.0}) + "\n")
+        with open(os.path.join(out, "summary.json"), "w") as f:
+            json.dump({"step": step, **metrics}, f, indent=1)
+        return metrics
+
+
+__all__ = ["RowImages", "VLMDataTask", "read_rows", "resize_into"]

@@ -1,0 +1,57 @@
+"""Runs under ``accelerate launch --num_processes 2`` (gloo on CPU) for tests/test_distributed.py:
+a short RL job from a config, then every process writes what the test compares across
+processes: a hash of its trained weights, its sampled prompt indices and rollouts per step,
+and (main only) the run's metrics."""
+
+import hashlib
+import json
+import os
+import sys
+
+import torch
+
+from genrl.cli import _trainer_kind
+from genrl.config import TRAINER_CONFIGS, load_config
+from genrl.registry import POLICIES
+from genrl.samplers import GroupSampler
+from genrl.trainers import online
+
+
+def main(config_path: str, out_dir: str, *overrides: str) -> None:
+    cfg = load_config(TRAINER_CONFIGS[_trainer_kind(config_path, list(overrides))], config_path, list(overrides))
+    record = {"prompts": [], "rollouts": []}
+    sample, rollout = GroupSampler.sample, POLICIES.get(cfg.policy.name).rollout  # VAS subclasses GroupSampler
+
+    def recording_sample(self, step):
+        idx, groups = sample(self, step)
+        record["prompts"].append(list(idx))
+        return idx, groups
+
+    def recording_rollout(self, *args, **kwargs):
+        traj = rollout(self, *args, **kwargs)
+        s = traj.samples
+        record["rollouts"].append(s if isinstance(s, list) else [hashlib.sha256(x.numpy().tobytes()).hexdigest() for x in s])
+        record.setdefault("answers", []).append([m.get("answer") for m in traj.metadata])
+        return traj
+
+    GroupSampler.sample = recording_sample
+    POLICIES.get(cfg.policy.name).rollout = recording_rollout
+    policies = []
+    init = POLICIES.get(cfg.policy.name).__init__
+
+    def keep(self, *args, **kwargs):
+        init(self, *args, **kwargs)
+        policies.append(self)
+
+    POLICIES.get(cfg.policy.name).__init__ = keep
+    online.train(cfg)
+    weights = torch.cat([p.detach().flatten().float() for p in policies[0].trainable_parameters()])
+    rank = int(os.environ.get("RANK", 0))
+    record["weights"] = hashlib.sha256(weights.numpy().tobytes()).hexdigest()
+    record["weights_sum"] = float(weights.double().sum())
+    with open(os.path.join(out_dir, f"rank{rank}.json"), "w") as f:
+        json.dump(record, f)
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:])

@@ -1,0 +1,68 @@
+"""Two processes under ``accelerate launch`` (gloo DDP on this CPU; DESIGN.md says how):
+complete prompt groups, rewards gathered from both processes, per-process noise, and
+identical weights after the updates, for a VLM (with variance-aware sampling) and the
+digits flow model."""
+
+import json
+import os
+import subprocess
+import sys
+from collections import Counter
+
+import pytest
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _launch(tmp_path, config: str, *overrides: str) -> tuple[list[dict], list[dict]]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": ROOT}
+    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
+           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
+           os.path.join(ROOT, "tests", "ddp_worker.py"), config, str(tmp_path),
+           f"output_dir={tmp_path / 'run'}", "log.progress_bar=false", *overrides]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in range(2)]
+    metrics = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    return ranks, [m for m in metrics if "reward/total_mean" in m]
+
+
+def _check_groups_and_weights(ranks, prompts_per_step, group_size, steps):
+    assert ranks[0]["weights"] == ranks[1]["weights"]  # DDP kept the processes identical
+    assert len(ranks[0]["prompts"]) == len(ranks[1]["prompts"]) == steps
+    for a, b in zip(ranks[0]["prompts"], ranks[1]["prompts"]):
+        counts = Counter(a + b)  # the gathered batch holds complete groups
+        assert len(counts) == prompts_per_step and set(counts.values()) == {group_size}
+
+
+def test_two_process_vlm_rl_with_vas(tmp_path):
+    ranks, metrics = _launch(
+        tmp_path, "configs/digit_sum/sapo_vas.yaml", "policy.model=task:digit_sum", "max_steps=3",
+        "rollout.prompts_per_step=1", "rollout.group_size=8", "rollout.batch_size=4", "train.batch_size=4",
+        "rollout.vas.update_every=1", "eval.every=0", "eval.num_questions=4", "eval.sample_temperature=0",
+        "checkpoint.every=0")
+    _check_groups_and_weights(ranks, 1, 8, 3)
+    from rewards.verifiable import VerifiableReward
+
+    score = VerifiableReward()
+    for step, m in enumerate(metrics):
+        r0, r1 = ranks[0]["rollouts"][step], ranks[1]["rollouts"][step]
+        assert ranks[0]["prompts"][step] == ranks[1]["prompts"][step]  # one prompt, its group split over 2 processes
+        assert r0 != r1  # ... sampled with different noise
+        texts = r0 + r1
+        meta = [{"answer": a, "answer_type": "numeric"} for a in ranks[0]["answers"][step] + ranks[1]["answers"][step]]
+        rewards = score(texts, None, meta)["verifiable"]
+        # the logged mean is over both processes' samples (what the advantages are computed from)
+        assert m["reward/verifiable_mean"] == pytest.approx(float(rewards.mean()), abs=1e-6)
+
+
+@pytest.mark.slow
+def test_two_process_digits_flowgrpo(tmp_path):
+    ranks, metrics = _launch(
+        tmp_path, "configs/digits/flowgrpo.yaml", "max_steps=2", "rollout.prompts_per_step=2", "rollout.group_size=4",
+        "rollout.batch_size=4", "train.batch_size=4", "eval.every=0", "eval.seeds_per_prompt=2", "checkpoint.every=0")
+    _check_groups_and_weights(ranks, 2, 4, 2)
+    for r0, r1 in zip(ranks[0]["rollouts"], ranks[1]["rollouts"]):
+        assert not set(r0) & set(r1)  # no image is generated twice: per-process noise
+    assert all(torch.isfinite(torch.tensor(m["reward/total_mean"])) for m in metrics)

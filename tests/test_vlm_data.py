@@ -1,0 +1,244 @@
+"""Newer Qwen-VL classes as policies, several images per prompt, bf16, and the ``vlm_data``
+task that reads EasyR1/MMR1-format rows from local .jsonl/.json/.parquet files."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import VLM_PATCH, get_dummy_vlm_components
+from genrl.config import ConfigError, OnlineVLMConfig, VLMDataConfig, VLMLoraConfig, VLMPolicyConfig, config_from_dict
+from genrl.policies.vlm import VLMPolicy
+from genrl.registry import TASKS
+from genrl.tasks.vlm_data import VLMDataTask, resize_into
+
+
+def _image(h: int, w: int, seed: int) -> Image.Image:
+    return Image.fromarray(np.random.default_rng(seed).integers(0, 255, (h, w, 3), dtype=np.uint8))
+
+
+def _policy(model_type: str, **kw) -> VLMPolicy:
+    lora = kw.pop("lora", {"rank": 4, "alpha": 8.0})
+    return VLMPolicy(VLMPolicyConfig(model="unused", lora=VLMLoraConfig(**lora), **kw),
+                     **get_dummy_vlm_components(model_type))
+
+
+def _multi_image_batch(model_type: str):
+    p = VLM_PATCH[model_type]
+    ims = [_image(2 * p, 4 * p, seed=i) for i in range(3)]
+    prompts = ["what is the sum ?", "<image> sum <image> ?", "sum ?"]
+    meta = [{"image": ims[0]}, {"images": ims[1:]}, {}]
+    return prompts, meta
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen2_5_vl", "qwen3_vl"])
+def test_qwen_vl_classes_roll_out_several_images_per_prompt_with_ratio_one(model_type):
+    policy = _policy(model_type)
+    prompts, meta = _multi_image_batch(model_type)
+    traj = policy.rollout(prompts, meta, torch.tensor([0, 1, 2]), torch.Generator().manual_seed(0), [])
+    T = traj.mask.shape[1]
+    assert [g.shape[0] for g in traj.data["image_grid_thw"]] == [1, 2, 0]
+    assert [p.shape[0] for p in traj.data["pixel_values"]] == [8, 16, 0]
+    assert (traj.data["mm_token_type_ids"] == 1).sum(1).tolist() == [2, 4, 0]  # 2 merged tokens per image
+    lp, _ = policy.log_prob(traj, slice(0, T))
+    assert torch.equal(lp, traj.log_probs_old)  # same weights, same layout: ratio exactly 1
+    # each sample sees its own images: scoring the two-image prompt alone gives the same log-probs
+    alone = traj.index(torch.tensor([1]))
+    enc = policy.encode_prompts(prompts[1:2], meta[1:2])
+    P = enc["prompt_ids"].shape[1]
+    data = {"input_ids": torch.cat([enc["prompt_ids"], alone.data["input_ids"][:, -T:]], 1),
+            "attention_mask": torch.cat([enc["prompt_mask"], alone.data["attention_mask"][:, -T:]], 1),
+            "mm_token_type_ids": torch.cat([enc["prompt_mm_token_type_ids"], torch.zeros(1, T, dtype=torch.long)], 1),
+            "prompt_length": torch.tensor([P]),
+            **{k: enc[k] for k in ("pixel_values", "image_grid_thw")}}
+    lp_alone, _ = policy._token_log_probs(policy.module, data, slice(0, T))
+    m = traj.mask[1].bool()
+    torch.testing.assert_close(lp_alone[0][m], lp[1][m], atol=1e-4, rtol=1e-4)
+    # gradients reach the adapters only
+    (lp * traj.mask).sum().backward()
+    grads = {n: p.grad for n, p in policy.module.named_parameters() if p.grad is not None}
+    assert grads and all("lora_" in n for n in grads) and any(g.abs().sum() > 0 for g in grads.values())
+
+
+def test_swapping_two_images_changes_the_log_probs():
+    policy = _policy("qwen2_vl")
+    a, b = _image(28, 56, 1), _image(28, 56, 2)
+    prompts = ["<image> sum <image> ?"] * 2
+    traj = policy.rollout(prompts, [{"images": [a, b]}, {"images": [b, a]}], torch.tensor([0, 0]),
+                          torch.Generator().manual_seed(0), [])
+    same = traj.index(torch.tensor([0, 0]))  # identical responses, so only the image order differs below
+    same.data["pixel_values"][1] = traj.data["pixel_values"][1]  # the per-sample pixel list of row 1
+    lp, _ = policy.log_prob(same, slice(0, traj.mask.shape[1]))
+    assert not torch.allclose(lp[0], lp[1])
+
+
+def test_placeholders_must_match_the_images():
+    policy = _policy("qwen2_vl")
+    with pytest.raises(ValueError, match="2 <image> placeholders but 1 images"):
+        policy.encode_prompts(["<image> a <image>"], [{"image": _image(28, 56, 0)}])
+
+
+def test_bf16_frozen_weights_keep_fp32_adapters_and_exact_ratio():
+    bf = _policy("qwen2_vl", dtype="bfloat16")
+    fp = _policy("qwen2_vl")
+    assert all(p.dtype == torch.float32 for p in bf.trainable_parameters())
+    assert bf.module.lm_head.weight.dtype == torch.bfloat16
+    prompts, meta = _multi_image_batch("qwen2_vl")
+    traj = bf.rollout(prompts, meta, torch.tensor([0, 1, 2]), torch.Generator().manual_seed(0), [])
+    T = traj.mask.shape[1]
+    lp, _ = bf.log_prob(traj, slice(0, T))
+    assert lp.dtype == torch.float32 and torch.equal(lp, traj.log_probs_old)
+    lp32, _ = fp._token_log_probs(fp.module, traj.data, slice(0, T))
+    err = ((lp - lp32).abs() * traj.mask).sum() / traj.mask.sum()
+    assert 0 < err < 0.05  # bf16 weights change the log-probs a little, not a lot
+
+
+def test_full_finetuning_in_bf16_is_a_config_error():
+    with pytest.raises(ConfigError, match="dtype"):
+        VLMPolicyConfig(model="x", dtype="bfloat16", lora=VLMLoraConfig(rank=0))
+
+
+# ----------------------------------------------------------------------------- data files
+
+
+def _png_bytes(img: Image.Image) -> bytes:
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+@pytest.fixture
+def data_dir(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    for i in range(3):
+        _image(28, 56, i).save(tmp_path / "imgs" / f"{i}.png")
+    rows = [
+        {"problem": "<image> what is the sum ?", "answer": "7", "images": ["imgs/0.png"]},
+        {"problem": "<image> sum <image> ?", "answer": "\\frac{1}{2}", "images": ["imgs/1.png", "imgs/2.png"]},
+        {"problem": "what is 2 + 2 ?", "answer": "4"},  # text only
+    ]
+    with open(tmp_path / "train.jsonl", "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in rows)
+    return tmp_path
+
+
+def _task(**kw) -> VLMDataTask:
+    return VLMDataTask(VLMDataConfig(**kw))
+
+
+def test_jsonl_rows_become_prompts_with_lazy_images(data_dir):
+    task = _task(train_files=[str(data_dir / "train.jsonl")], system_prompt="Think first.", min_pixels=1)
+    prompts = task.train_prompts()
+    assert [p for p, _ in prompts] == ["Think first. <image> what is the sum ?", "Think first. <image> sum <image> ?",
+                                       "Think first. what is 2 + 2 ?"]
+    assert [len(m["images"]) for _, m in prompts] == [1, 2, 0]
+    im = prompts[1][1]["images"][1]
+    assert im.mode == "RGB" and im.size == (56, 28)
+    assert np.array_equal(np.asarray(im), np.asarray(_image(28, 56, 2)))
+    assert prompts[1][1]["answer"] == "\\frac{1}{2}"
+
+
+def test_parquet_with_image_bytes_and_a_folder(data_dir):
+    pq = pytest.importorskip("pyarrow.parquet", reason="pyarrow is in the dev and vlm extras")
+    import pyarrow as pa
+
+    img = _image(20, 10, 5)
+    table = pa.Table.from_pylist([{"question": "<image> what ?", "solution": "3",
+                                   "images": [{"bytes": _png_bytes(img), "path": None}]}])
+    (data_dir / "pq").mkdir()
+    pq.write_table(table, data_dir / "pq" / "part-0.parquet")
+    task = _task(train_files=[str(data_dir / "pq")], prompt_key="question", answer_key="solution",
+                 min_pixels=800, max_pixels=5000)
+    (prompt, meta), = task.train_prompts()
+    assert prompt == "<image> what ?" and meta["answer"] == "3"
+    w, h = meta["images"][0].size  # 10x20 = 200 pixels < 800: scaled up by 2 (aspect kept)
+    assert (w, h) == (20, 40)
+
+
+def test_resize_into_follows_mmr1():
+    assert resize_into(_image(100, 50, 0), 10, 1250).size == (25, 50)
+    assert resize_into(_image(10, 10, 0), 400, 10_000).size == (20, 20)
+    assert resize_into(_image(30, 30, 0).convert("L"), 1, 10_000).mode == "RGB"
+
+
+@pytest.mark.parametrize("row, match", [
+    ({"answer": "1"}, r"row 0: missing column\(s\) \['problem'\]"),
+    ({"problem": "<image> x", "answer": "1", "images": ["nope.png"]}, "image 0 not found"),
+    ({"problem": "<image> <image> x", "answer": "1", "images": ["imgs/0.png"]}, "2 <image> placeholders but 1 images"),
+    ({"problem": "x", "answer": "1", "images": ["bad.png"]}, r"image 0 \(.*bad.png\) cannot be read"),
+    ({"problem": "x", "answer": "1", "images": [{"path": None}]}, "without 'bytes' or 'path'"),
+])
+def test_bad_rows_fail_at_start_naming_file_and_row(data_dir, row, match):
+    (data_dir / "bad.png").write_bytes(b"not a png")
+    path = data_dir / "bad.jsonl"
+    path.write_text(json.dumps(row) + "\n")
+    with pytest.raises(ValueError, match=match) as e:
+        _task(train_files=[str(path)])
+    assert str(path) in str(e.value)
+
+
+def test_missing_and_unsupported_files(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        _task(train_files=[str(tmp_path / "none.jsonl")])
+    (tmp_path / "x.csv").write_text("a,b\n")
+    with pytest.raises(ValueError, match="unsupported type"):
+        _task(train_files=[str(tmp_path / "x.csv")])
+    (tmp_path / "broken.jsonl").write_text('{"problem": "a", "answer": "1"}\n{oops\n')
+    with pytest.raises(ValueError, match="broken.jsonl:2: not valid JSON"):
+        _task(train_files=[str(tmp_path / "broken.jsonl")])
+
+
+def test_config_requires_train_files_for_vlm_data():
+    with pytest.raises(ConfigError, match="data.train_files"):
+        config_from_dict(OnlineVLMConfig, {"task": "vlm_data"})
+    with pytest.raises(ConfigError, match="data.max_pixels"):
+        config_from_dict(OnlineVLMConfig, {"data": {"min_pixels": 10, "max_pixels": 5}})
+    assert TASKS.get("vlm_data") is VLMDataTask
+
+
+def test_rl_on_local_files_writes_evaluation_samples(tmp_path, data_dir):
+    from genrl.trainers.online import train
+
+    comps = get_dummy_vlm_components("qwen2_vl")
+    model_dir = tmp_path / "model"
+    comps["model"].save_pretrained(model_dir)
+    comps["processor"].save_pretrained(model_dir)
+    cfg = config_from_dict(OnlineVLMConfig, {
+        "task": "vlm_data", "output_dir": str(tmp_path / "run"), "max_steps": 2,
+        "data": {"train_files": [str(data_dir / "train.jsonl")], "val_files": [str(data_dir / "train.jsonl")]},
+        "policy": {"model": str(model_dir), "max_new_tokens": 4, "lora": {"rank": 4}},
+        "rollout": {"prompts_per_step": 2, "group_size": 2, "batch_size": 4},
+        "rewards": {"verifiable": 1.0},
+        "train": {"batch_size": 4},
+        "eval": {"every": 0, "num_questions": 3, "max_new_tokens": 4, "sample_temperature": 1.0},
+        "log": {"progress_bar": False},
+    })
+    result = train(cfg)
+    assert set(result["final"]) >= {"eval/accuracy", "eval/format", "eval/sampled_accuracy"}
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "eval" / "step-000002" / "samples.jsonl")]
+    assert [r["answer"] for r in rows] == ["7", "\\frac{1}{2}", "4"]
+    assert [r["images"] for r in rows] == [["00000.png"], ["00001-0.png", "00001-1.png"], []]
+    assert (tmp_path / "run" / "eval" / "step-000002" / "00001-1.png").is_file()
+    assert all(isinstance(r["response"], str) and r["correct"] in (True, False) for r in rows)
+    steps = [json.loads(line)["step"] for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert 1 in steps and 2 in steps
+
+
+def test_mmr1_recipe_keeps_the_published_settings_and_fits_its_accelerate_config():
+    import yaml
+
+    from genrl.config import load_config
+
+    cfg = load_config(OnlineVLMConfig, "configs/qwen25vl/mmr1_sapo.yaml")
+    assert (cfg.task, cfg.policy.model, cfg.objective.name) == ("vlm_data", "Qwen/Qwen2.5-VL-7B-Instruct", "sapo")
+    assert (cfg.rollout.group_size, cfg.objective.beta, cfg.objective.kl_type, cfg.train.lr) == (8, 0.01, "k3", 1e-6)
+    assert (cfg.rollout.sampler, cfg.rollout.vas.lam, cfg.rollout.vas.a, cfg.rollout.vas.b) == ("vas", 0.5, 0.8, 0.2)
+    assert cfg.objective.clip_range == 0.2 and cfg.policy.lora.rank == 0 and not cfg.policy.freeze_vision
+    acc = yaml.safe_load(open("configs/accelerate/deepspeed_zero2.yaml"))
+    assert acc["distributed_type"] == "DEEPSPEED" and acc["deepspeed_config"]["zero_stage"] == 2
+    # one optimizer step per RL step: every process's samples make exactly one accumulation
+    per_process = cfg.rollout.prompts_per_step * cfg.rollout.group_size // acc["num_processes"]
+    assert per_process == cfg.train.batch_size * cfg.train.gradient_accumulation_steps
