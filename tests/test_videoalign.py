@@ -204,3 +204,32 @@ def test_prompt_templates():
     assert build_prompt("x", "VQ", "none") == "x"
     with pytest.raises(ValueError, match="prompt_template_type"):
         build_prompt("x", "VQ", "fancy")
+
+
+def test_a_full_model_pth_checkpoint_loads_too(videoreward, tmp_path):
+    """The other official layout: checkpoint-*/model.pth, a full state dict (4.45 names, no peft)."""
+    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
+
+    root, _ = videoreward
+    proc = AutoProcessor.from_pretrained(root / "base")
+    proc.tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
+    model = Qwen2VLForConditionalGeneration.from_pretrained(root / "base")
+    model.resize_token_embeddings(len(proc.tokenizer))
+    g = torch.Generator().manual_seed(7)
+    t = {"lora": {}, "rm_head": torch.randn(3, 64, generator=g),
+         "embed": torch.randn(len(proc.tokenizer), 64, generator=g) * 0.05}
+    state = {_old_name(k).removeprefix("base_model.model."): v for k, v in model.state_dict().items()}
+    state["model.embed_tokens.weight"], state["rm_head.weight"] = t["embed"], t["rm_head"]
+    folder = tmp_path / "full"
+    (folder / "checkpoint-1").mkdir(parents=True)
+    (folder / "model_config.json").write_text((root / "reward" / "model_config.json").read_text())
+    torch.save(state, folder / "checkpoint-1" / "model.pth")
+    reward = REWARDS.get("videoalign")(checkpoint=str(folder), dtype="float32", device="cpu", min_pixels=PIX,
+                                       video_fps=8.0)
+    videos = _videos(seed=3)
+    torch.testing.assert_close(reward.raw_scores(videos, PROMPTS), _reference(root, t, videos, PROMPTS),
+                               atol=1e-4, rtol=1e-4)
+    state["model.not_a_weight"] = torch.zeros(1)
+    torch.save(state, folder / "checkpoint-1" / "model.pth")
+    with pytest.raises(ValueError, match="weights this model does not"):
+        REWARDS.get("videoalign")(checkpoint=str(folder), dtype="float32", device="cpu")
