@@ -116,7 +116,7 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path):
     assert not os.path.exists(tmp_path / "r")
 
 
-@pytest.mark.parametrize("objective", ["dapo", "dr_grpo", "gspo", "sapo"])
+@pytest.mark.parametrize("objective", ["dapo", "dr_grpo", "gspo", "sapo", "grpo_guard"])
 def test_every_objective_trains_the_flow_policy(tmp_path, base_model, objective):
     """Token-era objectives take flow-step log-probs unchanged (one registry, every modality)."""
     run = tmp_path / objective

@@ -6,7 +6,8 @@ over ``[B, T]`` action log-probs, so the same objective trains a flow sampler (a
 denoising steps) and a language model (actions = tokens). Look one up with
 ``genrl.registry.OBJECTIVES.get(name)``. Registered: ``grpo`` (Flow-GRPO), ``dapo``
 (clip-higher), ``dr_grpo`` (fixed-length normalisation), ``gspo`` (sequence-level ratio),
-``sapo`` (soft gate). Shared aggregation / KL / chunk-weight helpers: ``common``.
+``sapo`` (soft gate), ``grpo_guard`` (GRPO-Guard's ratio normalisation and step reweighting;
+flow policies only). Shared aggregation / KL / chunk-weight helpers: ``common``.
 """
 
-from genrl.objectives import dapo, dr_grpo, grpo, gspo, sapo  # noqa: F401  (register the objectives)
+from genrl.objectives import dapo, dr_grpo, grpo, grpo_guard, gspo, sapo  # noqa: F401  (register the objectives)

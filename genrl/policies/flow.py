@@ -190,7 +190,7 @@ class FlowPolicy(Policy):
         sigmas = self.sigmas(cfg.num_steps)
         cond = self._conditioning(prompts, cfg.guidance_scale)
         x = torch.randn((B, *self.latent_shape), generator=generator).to(self.device)  # [B, C, H, W]
-        xs, xns, lps, stds, trained = [], [], [], [], []
+        xs, xns, means, lps, stds, trained = [], [], [], [], [], []
         for i in range(cfg.num_steps):
             s, sn = sigmas[i].expand(B).to(self.device), sigmas[i + 1].expand(B).to(self.device)
             v = self.velocity(x, s, cond, cfg.guidance_scale, model=self.transformer)
@@ -200,6 +200,7 @@ class FlowPolicy(Policy):
                 trained.append(i)
                 xs.append(x)
                 xns.append(out.prev_sample)
+                means.append(out.mean)
                 lps.append(out.log_prob)
                 stds.append(out.std)
             x = out.prev_sample
@@ -216,7 +217,9 @@ class FlowPolicy(Policy):
                 "sigma_next": sigmas[steps + 1].expand(B, -1).to(self.device),
                 "std": torch.stack(stds, 1),
             },
-            data={"latents": torch.stack(xs, 1), "next_latents": torch.stack(xns, 1), **cond},  # [B, T, C, H, W]
+            # [B, T, C, H, W]; the rollout's step means let an objective compare them with new ones (grpo_guard)
+            data={"latents": torch.stack(xs, 1), "next_latents": torch.stack(xns, 1), "means": torch.stack(means, 1),
+                  **cond},
             samples=self.decode(x),
             prompts=list(prompts),
             metadata=list(metadata),
@@ -226,7 +229,10 @@ class FlowPolicy(Policy):
         """Re-score the stored transitions ``traj[:, steps]`` with the current weights.
 
         All selected steps of all samples go through one batched forward. Returns
-        log-probs ``[B, t]`` and per-step info (``std``; ``kl`` to the reference if asked).
+        log-probs ``[B, t]`` and per-step info, each ``[B, t]``: ``std``; ``mean_sq_diff``, the
+        squared distance of the new step mean from the rollout's, averaged over dimensions (with
+        gradient); ``dt`` (``sigma - sigma_next``) and ``mean_dt`` (``1 / num_steps``, the
+        schedule's average); ``kl`` to the reference if asked.
         """
         cfg = self.cfg
         x = traj.data["latents"][:, steps]  # [B, t, C, H, W]
@@ -239,7 +245,10 @@ class FlowPolicy(Policy):
         sigma_1 = self.sigmas(cfg.num_steps)[1].item()
         v = self.velocity(x, s, cond, cfg.guidance_scale)
         out = self.step_fn(v, x, s, sn, cfg.eta, sigma_1, prev_sample=xn)
-        info = {"std": out.std.view(B, t)}
+        old_mean = flat(traj.data["means"][:, steps])
+        info = {"std": out.std.view(B, t),
+                "mean_sq_diff": sde_lib.reduce_nonbatch((out.mean - old_mean) ** 2).view(B, t),
+                "dt": (s - sn).view(B, t), "mean_dt": torch.full((B, t), 1.0 / cfg.num_steps, device=x.device)}
         if with_ref:
             with torch.no_grad(), self.reference() as ref:
                 v_ref = self.velocity(x, s, cond, cfg.guidance_scale, model=ref)

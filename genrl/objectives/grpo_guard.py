@@ -1,0 +1,76 @@
+"""GRPO-Guard (Wang et al. 2025, arXiv 2510.22319): regulated clipping for flow policies.
+
+The problem it fixes. For a Gaussian step ``x' = mu_old + s z`` (``s`` the step's full std,
+``std_t sqrt(-dt)``), with log-probs averaged over the ``D`` dimensions and
+``delta = mu_theta - mu_old``:
+
+``log r = -mean_d[delta^2] / (2 s^2) + mean_d[z delta] / s``
+
+so ``E[log r] = -mean_d[delta^2] / (2 s^2) < 0`` (the ratio is left-shifted) and its spread
+``sqrt(mean_d[delta^2] / D) / s`` depends on the noise level of the step. Positive-advantage
+samples then rarely reach ``1 + eps`` and the clip stops constraining them.
+
+RatioNorm: ``log r_hat = s * (log r + mean_d[delta^2] / (2 s^2)) = mean_d[z delta]``. This has
+zero mean, and a scale ``sqrt(mean_d[delta^2] / D)`` that no longer depends on ``s``. PPO
+clipping then acts on ``r_hat``. The correction keeps its gradient, so the update follows
+``d mean_d[z delta]``.
+
+Gradient reweighting: ``delta`` is proportional to ``dt`` (the velocity enters the mean as
+``v dt``), so each step's loss is scaled by ``mean_dt / |dt|``, which is 1 for a uniform step.
+That keeps steps with large ``dt`` from dominating the update.
+
+``loss = agg_{b,t} w_t max(-A r_hat, -A clip(r_hat, 1 - eps, 1 + eps)) + beta * agg(KL)``
+
+It needs the flow policy's per-step ``std``, ``mean_sq_diff``, ``dt`` and ``mean_dt``
+(``FlowPolicy.log_prob``). It works with ``flow_sde`` and ``cps`` steps and with the SDE window.
+
+Diagnostics: ``ratio_mean/std`` before (``raw_``) and after normalisation, and the clip
+fraction split by advantage sign (``clip_frac_pos`` / ``clip_frac_neg``).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from genrl.objectives.common import (add_kl, aggregate, clamp_advantages, clip_bounds, clipped_surrogate,
+                                     masked_mean, ratio_metrics)
+from genrl.registry import OBJECTIVES
+
+REQUIRED = ("std", "mean_sq_diff", "dt", "mean_dt")
+
+
+def normalized_log_ratio(log_ratio: torch.Tensor, std: torch.Tensor, mean_sq_diff: torch.Tensor) -> torch.Tensor:
+    """RatioNorm: ``s * (log r + mean_d[delta^2] / (2 s^2))``; 0 where the step is deterministic."""
+    safe = std.clamp_min(1e-12)
+    return torch.where(std > 0, safe * (log_ratio + mean_sq_diff / (2 * safe ** 2)), torch.zeros_like(log_ratio))
+
+
+@OBJECTIVES.register("grpo_guard")
+def grpo_guard_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
+    """``log_probs_*``, ``mask``, ``step_info[...]``: [B, T]; ``advantages``: [B]. Returns (loss, metrics)."""
+    missing = [k for k in REQUIRED if k not in step_info]
+    if missing:
+        raise ValueError(f"objective grpo_guard needs the flow step's {missing} in step_info (FlowPolicy.log_prob "
+                         f"provides them); it applies to flow/diffusion policies, not tokens")
+    adv = clamp_advantages(advantages, config)  # [B, 1]
+    log_ratio = log_probs_new - log_probs_old  # [B, T]
+    log_ratio_hat = normalized_log_ratio(log_ratio, step_info["std"], step_info["mean_sq_diff"])
+    ratio_hat = torch.exp(log_ratio_hat)
+    low, high = clip_bounds(config)
+    per_action = clipped_surrogate(ratio_hat, adv, low, high)  # [B, T]
+    weight = step_info["mean_dt"] / step_info["dt"].abs().clamp_min(1e-12)  # 1 for a uniform step
+    policy_loss = aggregate(per_action * weight, mask, config.loss_agg, config.max_len_norm)
+
+    metrics = ratio_metrics(log_ratio_hat, mask, config.clip_range, config.clip_range_high)
+    with torch.no_grad():
+        raw = torch.exp(log_ratio)
+        metrics["raw_ratio_mean"] = masked_mean(raw, mask).item()
+        metrics["raw_ratio_std"] = masked_mean((raw - metrics["raw_ratio_mean"]) ** 2, mask).sqrt().item()
+        clipped = ((ratio_hat < low) | (ratio_hat > high)).float()
+        pos, neg = mask * (adv > 0).float(), mask * (adv < 0).float()
+        metrics["clip_frac_pos"] = masked_mean(clipped, pos).item()
+        metrics["clip_frac_neg"] = masked_mean(clipped, neg).item()
+        metrics["step_weight_mean"] = masked_mean(weight, mask).item()
+    metrics["policy_loss"] = policy_loss.item()
+    loss = add_kl(policy_loss, metrics, log_probs_new, mask, step_info, config, config.loss_agg)
+    return loss, metrics
