@@ -38,7 +38,7 @@ __all__ = [
     "LogConfig", "OnlineConfig", "OnlineVLMConfig", "SFTConfig", "VLMPolicyConfig", "TRAINER_CONFIGS",
 ]
 
-SDE_TYPES: tuple[str, ...] = ("ode", "flow_sde", "cps")  # step kinds in genrl.sde
+SDE_TYPES: tuple[str, ...] = ("ode", "flow_sde", "cps", "sage")  # step kinds in genrl.sde
 
 T = TypeVar("T")
 _NOVALUE = object()

@@ -23,6 +23,10 @@ Steps (``dt = sigma_next - sigma`` is negative):
   ``eps = x + (1 - sigma) v``, mean ``x0 (1 - sigma_next) + eps sqrt(sigma_next^2 - std^2)``.
   Its final step (``sigma_next = 0``) has ``std = 0``: it is deterministic and carries no
   log-prob, so policies never train it.
+- ``sage``: SAGE-GRPO's manifold-aware step (arXiv 2603.21872): variance
+  ``Sigma = eta^2 [ln((1 - sigma_next) / (1 - s~)) - (sigma - sigma_next)]`` (``s~ = min(sigma,
+  1 - 3e-3)``), the exact integral of ``eta^2 s / (1 - s)`` over the step; mean
+  ``x + dt v + Sigma / 2 * score`` with ``score = -(x - (1 - sigma) x0) / sigma^2``.
 
 With ``eta = 0`` every step reduces to the Euler step of
 ``diffusers.FlowMatchEulerDiscreteScheduler``.
@@ -149,6 +153,35 @@ def cps_step(v, x, sigma, sigma_next, eta, sigma_1=None, prev_sample=None, gener
     return _finish(mean, std, None if prev_sample is None else prev_sample.float(), generator, reduce)
 
 
+SAGE_SIGMA_MAX = 1 - 3e-3  # sage: the log term is evaluated at min(sigma, this), finite at sigma = 1
+
+
+def sage_variance(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> torch.Tensor:
+    """The exact integral of Flow-GRPO's ``eta^2 u / (1 - u)`` over ``u`` in
+    ``[sigma_next, sigma]``: ``eta^2 [ln((1 - sigma_next) / (1 - s~)) - (sigma - sigma_next)]``
+    with ``s~ = min(sigma, 1 - 3e-3)``. [B]"""
+    s_tilde = sigma.clamp(max=SAGE_SIGMA_MAX)
+    return (eta ** 2 * (torch.log((1 - sigma_next) / (1 - s_tilde)) - (sigma - sigma_next))).clamp_min(0)
+
+
+def sage_step(v, x, sigma, sigma_next, eta, sigma_1=None, prev_sample=None, generator=None, reduce="mean"):
+    """SAGE-GRPO's manifold-aware step (arXiv 2603.21872). The noise variance is the exact
+    integral of the reverse SDE's ``g^2 = eta^2 s / (1 - s)`` over the step, instead of
+    Flow-GRPO's one-point estimate ``g^2(sigma) |dt|``; this is the logarithmic correction,
+    and it matters most near ``sigma = 1``. The mean adds the matching score drift:
+    ``x + dt v + Sigma / 2 * score``, with ``score = -(x - (1 - sigma) x0) / sigma^2`` and
+    ``x0 = x - sigma v``. For small steps it agrees with ``flow_sde``."""
+    v, x = v.float(), x.float()
+    sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
+    sigma_next = torch.as_tensor(sigma_next, dtype=x.dtype, device=x.device).expand(x.shape[0])
+    var = sage_variance(sigma, sigma_next, eta)  # [B]
+    s_, dt_, var_ = _expand(sigma, x), _expand(sigma_next - sigma, x), _expand(var, x)
+    x0 = x - s_ * v
+    score = -(x - (1 - s_) * x0) / s_ ** 2
+    mean = x + dt_ * v + 0.5 * var_ * score
+    return _finish(mean, torch.sqrt(var), None if prev_sample is None else prev_sample.float(), generator, reduce)
+
+
 StepFn = Callable[..., StepOutput]
 
 # The valid values of ``policy.sde``. Every function shares one signature:
@@ -157,6 +190,7 @@ STEPS: dict[str, StepFn] = {
     "ode": ode_step,
     "flow_sde": flow_sde_step,
     "cps": cps_step,
+    "sage": sage_step,
 }
 
 

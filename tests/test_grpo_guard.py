@@ -70,7 +70,7 @@ def test_flow_policy_provides_the_inputs_and_unchanged_weights_give_ratio_one():
     from genrl.config import PolicyConfig
     from genrl.policies.flow import FlowPolicy
 
-    for kind in ("flow_sde", "cps"):
+    for kind in ("flow_sde", "cps", "sage"):
         policy = FlowPolicy(PolicyConfig(model="unused", sde=kind, eta=0.7 if kind == "flow_sde" else 0.5,
                                          num_steps=4), **get_dummy_components())
         prompts = ["a handwritten digit one", "a handwritten digit two"]
