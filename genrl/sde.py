@@ -182,6 +182,21 @@ def sage_step(v, x, sigma, sigma_next, eta, sigma_1=None, prev_sample=None, gene
     return _finish(mean, torch.sqrt(var), None if prev_sample is None else prev_sample.float(), generator, reduce)
 
 
+def sage_gradient_scale(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> torch.Tensor:
+    """SAGE-GRPO's gradient-norm equaliser per step ([T] for the steps' sigmas): the size of
+    ``d log p / d v`` for a ``sage`` step is ``g = |dt - Sigma (1 - sigma) / (2 sigma)| / sqrt(Sigma)``
+    (the mean moves by that factor per unit of velocity, and the log-density's slope in the
+    mean is ``z / sqrt(Sigma)``). Scaling each step's loss by ``median_k(g_k) / g_t`` equalises
+    them. Deterministic steps (``Sigma = 0``) get 0."""
+    var = sage_variance(sigma, sigma_next, eta)
+    dt = sigma_next - sigma
+    g = (dt - 0.5 * var * (1 - sigma) / sigma).abs() / var.clamp_min(1e-30).sqrt()
+    live = var > 0
+    if not bool(live.any()):
+        return torch.zeros_like(sigma)
+    return torch.where(live, g[live].median() / g.clamp_min(1e-30), torch.zeros_like(sigma))
+
+
 StepFn = Callable[..., StepOutput]
 
 # The valid values of ``policy.sde``. Every function shares one signature:
