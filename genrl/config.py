@@ -453,6 +453,10 @@ class ObjectiveConfig(Section):
         "'k1' = logp - logp_ref, 'k3' = exp(logp_ref - logp) - (logp_ref - logp) - 1 (from step_info['ref_log_probs'], token policies)")
     tau_pos: float = _f(1.0, "SAPO gate temperature for positive advantages (> 0)")
     tau_neg: float = _f(1.05, "SAPO gate temperature for non-positive advantages (> 0)")
+    anchor_period: int = _f(0, "> 0: the KL reference is a moving anchor, a copy of the policy taken every N optimizer "
+                               "steps (SAGE-GRPO's dual trust region; paper: 10); 0 = the fixed starting model")
+    step_kl_weight: float = _f(0.1, "sage_grpo: weight of the stepwise trust-region term mean(logp_old - logp_new) "
+                                    "added to the anchor KL (SAGE-GRPO: 0.1)")
 
     def validate(self) -> None:
         _nonempty(self, "name")
@@ -462,7 +466,9 @@ class ObjectiveConfig(Section):
         _require(self.beta >= 0 and math.isfinite(self.beta), "beta", self.beta, "must be finite and >= 0")
         _require(self.clip_range_high is None or (self.clip_range_high > 0 and math.isfinite(self.clip_range_high)),
                  "clip_range_high", self.clip_range_high, "must be null or finite and > 0")
-        _at_least(self, 0, "max_len_norm")
+        _at_least(self, 0, "max_len_norm", "anchor_period")
+        _require(self.step_kl_weight >= 0 and math.isfinite(self.step_kl_weight), "step_kl_weight",
+                 self.step_kl_weight, "must be finite and >= 0")
 
 
 @dataclass

@@ -1,10 +1,26 @@
-"""Exponential moving average of the trained parameters (used for evaluation)."""
+"""Copies of the trained parameters kept beside them: the exponential moving average (used
+for evaluation) and SAGE-GRPO's moving anchor (the reference of its trust region)."""
 
 from __future__ import annotations
 
 import contextlib
 
 import torch
+
+
+@contextlib.contextmanager
+def _swapped_in(params: list[torch.nn.Parameter], values: list[torch.Tensor]):
+    """Load ``values`` into ``params`` for the duration of the block, then restore them."""
+    backup = [p.detach().clone() for p in params]
+    with torch.no_grad():
+        for p, v in zip(params, values):
+            p.copy_(v)
+    try:
+        yield
+    finally:
+        with torch.no_grad():
+            for p, b in zip(params, backup):
+                p.copy_(b)
 
 
 class EMA:
@@ -21,19 +37,9 @@ class EMA:
         for s, p in zip(self.shadow, self.params):
             s.lerp_(p.detach(), 1.0 - self.decay)
 
-    @contextlib.contextmanager
     def swapped_in(self):
         """Temporarily load the EMA weights into the model (for evaluation)."""
-        backup = [p.detach().clone() for p in self.params]
-        with torch.no_grad():
-            for p, s in zip(self.params, self.shadow):
-                p.copy_(s)
-        try:
-            yield
-        finally:
-            with torch.no_grad():
-                for p, b in zip(self.params, backup):
-                    p.copy_(b)
+        return _swapped_in(self.params, self.shadow)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "shadow": [s.clone() for s in self.shadow]}
@@ -43,3 +49,56 @@ class EMA:
             raise ValueError("EMA state does not match the trained parameters")
         for s, t in zip(self.shadow, state["shadow"]):
             s.copy_(t)
+
+
+class Anchor:
+    """SAGE-GRPO's moving anchor (arXiv 2603.21872, dual trust region): a copy of the trained
+    parameters, taken at the start and again after every ``period``-th optimizer step. The
+    KL term then measures the drift from the anchor instead of from the initial model.
+
+    The anchor forward runs the same module with the anchor's tensors in place of the trained
+    parameters (``torch.func.functional_call``). The parameters themselves are never
+    overwritten, so a gradient forward taken before it stays valid."""
+
+    def __init__(self, named_params: dict[str, torch.nn.Parameter], period: int):
+        if period < 1:
+            raise ValueError(f"anchor period must be >= 1, got {period}")
+        self.params, self.period = dict(named_params), int(period)
+        self.weights = {n: p.detach().clone() for n, p in self.params.items()}
+        self.optimizer_steps = 0  # since the start of the run
+        self.moved_at = 0  # the optimizer step of the last copy
+
+    @torch.no_grad()
+    def step(self) -> None:
+        """Call after every optimizer step; copies the parameters every ``period`` steps."""
+        self.optimizer_steps += 1
+        if self.optimizer_steps % self.period == 0:
+            for n, p in self.params.items():
+                self.weights[n].copy_(p.detach())
+            self.moved_at = self.optimizer_steps
+
+    def view(self, module: torch.nn.Module) -> torch.nn.Module:
+        """``module`` computing with the anchor's weights (its other parameters and buffers as they are)."""
+        return _WithWeights(module, self.weights)
+
+    def state_dict(self) -> dict:
+        return {"period": self.period, "optimizer_steps": self.optimizer_steps, "moved_at": self.moved_at,
+                "weights": {n: w.clone() for n, w in self.weights.items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        if set(state["weights"]) != set(self.weights) or state["period"] != self.period:
+            raise ValueError("anchor state does not match the trained parameters or objective.anchor_period")
+        for n, t in state["weights"].items():
+            self.weights[n].copy_(t)
+        self.optimizer_steps, self.moved_at = int(state["optimizer_steps"]), int(state["moved_at"])
+
+
+class _WithWeights(torch.nn.Module):
+    """Calls ``module`` with some of its parameters replaced by ``weights`` (by name)."""
+
+    def __init__(self, module: torch.nn.Module, weights: dict[str, torch.Tensor]):
+        super().__init__()
+        self.inner, self.weights = module, weights
+
+    def forward(self, *args, **kwargs):
+        return torch.func.functional_call(self.inner, self.weights, args, kwargs)

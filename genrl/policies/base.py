@@ -16,6 +16,7 @@ class Policy:
 
     module: torch.nn.Module
     ref_model: Optional[torch.nn.Module] = None
+    anchor = None  # a genrl.ema.Anchor when the objective's KL is to a moving anchor
     # log ratio mean/std per action index: meaningful for the ~10 denoising steps of a flow
     # sampler, noise for the hundreds of token positions of a language model
     per_step_metrics = False
@@ -40,7 +41,12 @@ class Policy:
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:
-        """The frozen starting model: adapters disabled (LoRA) or the frozen copy (full FT)."""
+        """The KL reference: the moving anchor's weights when the trainer set ``anchor``
+        (SAGE-GRPO); otherwise the frozen starting model, i.e. adapters disabled (LoRA) or
+        the frozen copy (full FT)."""
+        if self.anchor is not None:
+            yield self.anchor.view(self.module)
+            return
         if self.ref_model is not None:
             yield self.ref_model
             return

@@ -216,6 +216,8 @@ class FlowPolicy(Policy):
                 "sigma": sigmas[steps].expand(B, -1).to(self.device),
                 "sigma_next": sigmas[steps + 1].expand(B, -1).to(self.device),
                 "std": torch.stack(stds, 1),
+                **({"grad_scale": sde_lib.sage_gradient_scale(sigmas[steps], sigmas[steps + 1], cfg.eta)
+                    .expand(B, -1).to(self.device)} if cfg.sde == "sage" else {}),  # SAGE's equaliser
             },
             # [B, T, C, H, W]; the rollout's step means let an objective compare them with new ones (grpo_guard)
             data={"latents": torch.stack(xs, 1), "next_latents": torch.stack(xns, 1), "means": torch.stack(means, 1),

@@ -29,7 +29,7 @@ from tqdm.auto import tqdm
 from genrl.advantages import group_advantages, weighted_advantages
 from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from genrl.config import OnlineConfig, save_config
-from genrl.ema import EMA
+from genrl.ema import EMA, Anchor
 from genrl.evaluation import read_summary
 from genrl.metrics_log import MetricsLogger
 from genrl.objectives.common import objective_chunk_weight
@@ -117,6 +117,8 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
                 optimizer.zero_grad(set_to_none=True)
                 if ema is not None:
                     ema.update()
+                if policy.anchor is not None:  # SAGE-GRPO's moving anchor: copied every anchor_period steps
+                    policy.anchor.step()
     out = acc.result()
     out["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     out["optimizer_steps"] = len(grad_norms)
@@ -157,6 +159,9 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                                   eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
     ema = EMA(params, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    if cfg.objective.anchor_period > 0:
+        named = {n: p for n, p in policy.module.named_parameters() if p.requires_grad}
+        policy.anchor = Anchor(named, cfg.objective.anchor_period)  # policy.reference() now means the anchor
     train_set = task.train_prompts()  # [(prompt, metadata)]
     shape = dict(num_prompts=len(train_set), prompts_per_step=cfg.rollout.prompts_per_step,
                  group_size=cfg.rollout.group_size, seed=cfg.seed, num_processes=world, process_index=rank)
@@ -174,6 +179,11 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
+        if policy.anchor is not None:
+            if state.get("anchor") is None:
+                raise ValueError(f"{ckpt} has no anchor state but objective.anchor_period={cfg.objective.anchor_period}; "
+                                 f"resume with the config it was written with, or start over (resume=false)")
+            policy.anchor.load_state_dict(state["anchor"])
         if state.get("sampler") is not None:
             sampler.load_state_dict(state["sampler"])
         start = state["step"]
@@ -256,6 +266,8 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             metrics[f"reward/{k}_failed"] = n
         if isinstance(sampler, VarianceAwareSampler):
             metrics.update(sampler.metrics())
+        if policy.anchor is not None:
+            metrics["anchor_moved_at"] = policy.anchor.moved_at
         if main:
             logger.log(done, metrics)
             bar.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}", clip=f"{upd.get('clip_frac', 0):.2f}")
@@ -266,6 +278,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 save_checkpoint(ckpt_dir, done, {
                     "step": done, "model": policy.trainable_state_dict(), "optimizer": optimizer.state_dict(),
                     "ema": ema.state_dict() if ema is not None else None,
+                    "anchor": policy.anchor.state_dict() if policy.anchor is not None else None,
                     "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
                 }, keep_last=cfg.checkpoint.keep_last)
             accelerator.wait_for_everyone()
