@@ -205,6 +205,31 @@ class DigitsReward(_DigitsJudge):
         return {self.key: reward.to(samples.device)}
 
 
+@REWARDS.register("digits_ink")
+class DigitsInkReward(DigitsReward):
+    """A proxy that can be gamed (issue 5's over-optimisation setting): the classifier's
+    probability of the prompted digit plus ``ink_weight`` times the image's mean brightness.
+
+    Brighter, thicker strokes pay whatever they do to legibility, so the proxy can keep rising
+    while the held-out judge's accuracy and the diversity fall. Returns
+    ``{"digits_ink": proxy, "digits": the classifier term, "ink": mean brightness}``."""
+
+    key = "digits_ink"
+
+    def __init__(self, cache_dir: str | None = None, device: str = "cpu", ink_weight: float = 1.0):
+        if not ink_weight >= 0:
+            raise ValueError(f"digits_ink: ink_weight must be >= 0, got {ink_weight}")
+        super().__init__(cache_dir=cache_dir, device=device)
+        self.ink_weight = float(ink_weight)
+
+    def __call__(self, samples: torch.Tensor, prompts: Sequence[str], metadata: Sequence[dict] | None = None):
+        _, _, prob = self._score(samples, prompts, metadata)
+        ink = samples.detach().float().flatten(1).mean(1).cpu()
+        ink = torch.where(torch.isfinite(prob), ink, torch.full_like(ink, float("nan")))
+        return {self.key: (prob + self.ink_weight * ink).to(samples.device), "digits": prob.to(samples.device),
+                "ink": ink.to(samples.device)}
+
+
 # ----------------------------------------------------------------------------- gold
 
 

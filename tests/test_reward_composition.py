@@ -79,3 +79,20 @@ def test_chunk_scorer_scores_in_a_worker_thread_in_submission_order():
     torch.testing.assert_close(results[True][0]["r"], results[False][0]["r"])
     assert results[True][1] == results[False][1] == {"r": 0}
     assert threads[:3] == ["genrl-reward_0"] * 3 and threads[3:] == [threading.current_thread().name] * 3
+
+
+def test_the_hackable_digits_proxy_pays_for_ink():
+    from genrl.registry import REWARDS
+
+    reward = REWARDS.get("digits_ink")(ink_weight=2.0)
+    images = torch.rand(4, 1, 8, 8)
+    prompts = ["a handwritten digit three"] * 4
+    out = reward(images, prompts)
+    plain = REWARDS.get("digits")()(images, prompts)["digits"]
+    torch.testing.assert_close(out["digits"], plain)
+    torch.testing.assert_close(out["ink"], images.flatten(1).mean(1))
+    torch.testing.assert_close(out["digits_ink"], plain + 2.0 * out["ink"])
+    brighter = reward((images + 0.5).clamp(0, 1), prompts)
+    assert (brighter["ink"] > out["ink"]).all()
+    with pytest.raises(ValueError, match="ink_weight"):
+        REWARDS.get("digits_ink")(ink_weight=-1.0)
