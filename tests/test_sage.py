@@ -71,3 +71,18 @@ def test_dual_trust_region_run_resumes_with_its_anchor(tmp_path):
     rows = [json.loads(line) for line in open(tmp_path / "straight" / "metrics.jsonl") if "kl_step" in line]
     assert [r["anchor_moved_at"] for r in rows] == [0, 3, 6]
     assert rows[0]["kl"] >= 0 and rows[0]["grad_scale_mean"] > 0
+
+
+def test_flow_policy_reports_the_output_gradient_of_each_step():
+    from conftest import get_dummy_components
+    from genrl.config import PolicyConfig
+    from genrl.policies.flow import FlowPolicy
+
+    policy = FlowPolicy(PolicyConfig(model="unused", sde="sage", eta=0.5, num_steps=4), **get_dummy_components())
+    traj = policy.rollout(["a handwritten digit one"] * 2, [{}, {}], [0, 0], torch.Generator().manual_seed(0), [0, 1, 2])
+    lp, _ = policy.log_prob(traj, slice(0, 3))
+    lp[:, 1].sum().backward()  # only step 1 in the loss
+    norms = policy.output_grad_norms()
+    assert set(norms) == {0, 1, 2} and norms[0] == 0 and norms[2] == 0 and norms[1] > 0
+    assert policy.output_grad_norms() == {}  # read once per backward
+    assert torch.equal(traj.step_info["grad_scale"][0], traj.step_info["grad_scale"][1])  # per step, same per sample

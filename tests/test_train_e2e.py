@@ -52,8 +52,10 @@ def test_training_changes_weights_and_writes_the_run_directory(tmp_path, base_mo
     assert all(r["optimizer_steps"] == 1 for r in train_rows)  # 8 samples = 2 backward passes of 4, accumulated
     for key in ("reward/digits_mean", "reward/digits_std", "kl", "clip_frac", "approx_kl", "reward_std",
                 "frac_zero_std", "grad_norm", "ratio_mean/step_00", "ratio_std/step_03",
-                "time/rollout", "time/reward", "time/update"):
+                "time/rollout", "time/reward", "time/update", "grad_norm_output/step_00", "grad_norm_output/step_03",
+                "grad_norm_output_spread"):
         assert key in train_rows[-1], key
+    assert train_rows[-1]["grad_norm_output_spread"] >= 1.0
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(run / "tb"))
     for step in (0, 1, 2):
         d = run / "eval" / f"step-{step:06d}"

@@ -21,6 +21,12 @@ class Policy:
     # sampler, noise for the hundreds of token positions of a language model
     per_step_metrics = False
 
+    def output_grad_norms(self) -> dict[int, float]:
+        """After a backward: the gradient norm of the loss with respect to the network's output,
+        per action index (flow policies: the predicted velocity of each denoising step, the
+        quantity SAGE-GRPO's equaliser balances). ``{}`` where a policy does not track it."""
+        return {}
+
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.module.parameters() if p.requires_grad]
 

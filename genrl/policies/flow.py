@@ -245,7 +245,10 @@ class FlowPolicy(Policy):
         s, sn = flat(traj.step_info["sigma"][:, steps]), flat(traj.step_info["sigma_next"][:, steps])
         x, xn = flat(x), flat(traj.data["next_latents"][:, steps])
         sigma_1 = self.sigmas(cfg.num_steps)[1].item()
-        v = self.velocity(x, s, cond, cfg.guidance_scale)
+        v = self.velocity(x, s, cond, cfg.guidance_scale)  # [B * t, C, H, W]
+        if v.requires_grad:  # keep d loss / d v per step for the diagnostics (output_grad_norms)
+            v.retain_grad()
+            self._last_v = (v, traj.step_info["step_index"][:, steps].reshape(-1), B)
         out = self.step_fn(v, x, s, sn, cfg.eta, sigma_1, prev_sample=xn)
         old_mean = flat(traj.data["means"][:, steps])
         info = {"std": out.std.view(B, t),
@@ -257,6 +260,15 @@ class FlowPolicy(Policy):
             ref_out = self.step_fn(v_ref, x, s, sn, cfg.eta, sigma_1, prev_sample=xn)
             info["kl"] = sde_lib.gaussian_kl(out.mean, ref_out.mean, out.std).view(B, t)
         return out.log_prob.view(B, t), info
+
+    def output_grad_norms(self) -> dict[int, float]:
+        """``{step: mean over samples of ||d loss / d v||}`` for the last ``log_prob`` forward."""
+        if getattr(self, "_last_v", None) is None or self._last_v[0].grad is None:
+            return {}
+        v, steps, _ = self._last_v
+        self._last_v = None
+        norms = v.grad.flatten(1).norm(dim=1)  # [B * t]
+        return {int(k): norms[steps == k].mean().item() for k in torch.unique(steps).tolist()}
 
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()

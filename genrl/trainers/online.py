@@ -107,6 +107,8 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
                 if policy.per_step_metrics:
                     _per_step_ratio_metrics(log_probs.detach() - sub.log_probs_old[:, sl], mask,
                                             sub.step_info["step_index"][:, sl], acc)
+                    for i, g in policy.output_grad_norms().items():  # d loss / d output, per step
+                        acc.add({f"grad_norm_output/step_{i:02d}": g}, 1.0)
             if sync:
                 max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
                 norm = accelerator.clip_grad_norm_(params, max_norm)
@@ -120,6 +122,9 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
                 if policy.anchor is not None:  # SAGE-GRPO's moving anchor: copied every anchor_period steps
                     policy.anchor.step()
     out = acc.result()
+    per_step = [v for k, v in out.items() if k.startswith("grad_norm_output/step_")]
+    if per_step and min(per_step) > 0:  # how unequal the denoising steps' gradients are (1 = equal)
+        out["grad_norm_output_spread"] = max(per_step) / min(per_step)
     out["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     out["optimizer_steps"] = len(grad_norms)
     return out
