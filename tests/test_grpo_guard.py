@@ -83,3 +83,15 @@ def test_flow_policy_provides_the_inputs_and_unchanged_weights_give_ratio_one():
         step_info = {**traj.step_info, **info}
         hat = normalized_log_ratio(log_new - traj.log_probs_old, step_info["std"], step_info["mean_sq_diff"])
         assert hat.abs().max() < 1e-6
+
+
+def test_guard_logs_the_normalised_ratio_per_step():
+    B, T = 3, 2
+    info = {"std": torch.tensor([[0.5, 0.1]]).expand(B, T), "mean_sq_diff": torch.zeros(B, T),
+            "dt": torch.ones(B, T), "mean_dt": torch.ones(B, T), "step_index": torch.tensor([[4, 7]]).expand(B, T)}
+    log_new = torch.tensor([[0.2, 0.2], [0.0, 0.0], [-0.2, -0.2]])
+    _, m = _guard(log_new, torch.zeros(B, T), torch.ones(B), info, clip_range=0.1)
+    # normalised log-ratio = s * log r: the step with s = 0.1 spreads 5x less than the one with 0.5
+    assert m["norm_ratio_std/step_07"] < m["norm_ratio_std/step_04"] / 4
+    assert set(k for k in m if "/step_" in k) == {"norm_ratio_mean/step_04", "norm_ratio_std/step_04",
+                                                  "norm_ratio_mean/step_07", "norm_ratio_std/step_07"}

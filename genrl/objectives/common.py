@@ -164,3 +164,22 @@ def ratio_metrics(log_ratio: torch.Tensor, mask: torch.Tensor, clip_range: float
             "clip_frac": masked_mean(outside.float(), mask).item(),
             "approx_kl": masked_mean(0.5 * log_ratio**2, mask).item(),
         }
+
+
+def per_step_ratio_stats(log_ratio: torch.Tensor, mask: torch.Tensor, step_index: torch.Tensor,
+                         prefix: str = "") -> list[tuple[dict[str, float], float]]:
+    """Ratio mean/std of each column of ``[B, t]`` (a denoising step), keyed by its step
+    index: ``[({"<prefix>ratio_mean/step_XX": ..., "<prefix>ratio_std/step_XX": ...}, count)]``."""
+    out = []
+    with torch.no_grad():
+        ratio = log_ratio.exp()
+        for j in range(ratio.shape[1]):
+            m = mask[:, j]
+            n = m.sum().item()
+            if n == 0:
+                continue
+            mean = (ratio[:, j] * m).sum() / n
+            std = (((ratio[:, j] - mean) ** 2 * m).sum() / n).sqrt()
+            i = int(step_index[0, j])
+            out.append(({f"{prefix}ratio_mean/step_{i:02d}": mean.item(), f"{prefix}ratio_std/step_{i:02d}": std.item()}, n))
+    return out

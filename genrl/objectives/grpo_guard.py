@@ -24,8 +24,9 @@ That keeps steps with large ``dt`` from dominating the update.
 It needs the flow policy's per-step ``std``, ``mean_sq_diff``, ``dt`` and ``mean_dt``
 (``FlowPolicy.log_prob``). It works with ``flow_sde`` and ``cps`` steps and with the SDE window.
 
-Diagnostics: ``ratio_mean/std`` before (``raw_``) and after normalisation, and the clip
-fraction split by advantage sign (``clip_frac_pos`` / ``clip_frac_neg``).
+Diagnostics: ``ratio_mean/std`` before (``raw_``) and after normalisation, per denoising step
+after normalisation (``norm_ratio_mean/step_XX``; the trainer logs the raw ``ratio_mean/step_XX``),
+and the clip fraction split by advantage sign (``clip_frac_pos`` / ``clip_frac_neg``).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from genrl.objectives.common import (add_kl, aggregate, clamp_advantages, clip_bounds, clipped_surrogate,
-                                     masked_mean, ratio_metrics)
+                                     masked_mean, per_step_ratio_stats, ratio_metrics)
 from genrl.registry import OBJECTIVES
 
 REQUIRED = ("std", "mean_sq_diff", "dt", "mean_dt")
@@ -71,6 +72,9 @@ def grpo_guard_loss(log_probs_new, log_probs_old, advantages, mask, step_info, c
         metrics["clip_frac_pos"] = masked_mean(clipped, pos).item()
         metrics["clip_frac_neg"] = masked_mean(clipped, neg).item()
         metrics["step_weight_mean"] = masked_mean(weight, mask).item()
+        if "step_index" in step_info:  # the normalised ratio per denoising step (the raw one the trainer logs)
+            for stats, _ in per_step_ratio_stats(log_ratio_hat, mask, step_info["step_index"], prefix="norm_"):
+                metrics.update(stats)
     metrics["policy_loss"] = policy_loss.item()
     loss = add_kl(policy_loss, metrics, log_probs_new, mask, step_info, config, config.loss_agg)
     return loss, metrics

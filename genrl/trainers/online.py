@@ -32,7 +32,7 @@ from genrl.config import OnlineConfig, save_config
 from genrl.ema import EMA, Anchor
 from genrl.evaluation import read_summary
 from genrl.metrics_log import MetricsLogger
-from genrl.objectives.common import objective_chunk_weight
+from genrl.objectives.common import objective_chunk_weight, per_step_ratio_stats
 from genrl.seeding import derive_seed
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.samplers import GroupSampler, VarianceAwareSampler
@@ -55,21 +55,6 @@ class _WeightedMeans:
 
     def result(self) -> dict[str, float]:
         return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
-
-
-def _per_step_ratio_metrics(log_ratio, mask, step_index, acc: _WeightedMeans) -> None:
-    """Ratio mean/std per denoising step (columns of ``[B, t]``), keyed by step index."""
-    with torch.no_grad():
-        ratio = log_ratio.exp()
-        for j in range(ratio.shape[1]):
-            m = mask[:, j]
-            n = m.sum().item()
-            if n == 0:
-                continue
-            mean = (ratio[:, j] * m).sum() / n
-            std = (((ratio[:, j] - mean) ** 2 * m).sum() / n).sqrt()
-            i = int(step_index[0, j])
-            acc.add({f"ratio_mean/step_{i:02d}": mean.item(), f"ratio_std/step_{i:02d}": std.item()}, n)
 
 
 def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: OnlineConfig,
@@ -105,8 +90,9 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
                     accelerator.backward(loss * weight)
                 acc.add(m, mask.sum().item())
                 if policy.per_step_metrics:
-                    _per_step_ratio_metrics(log_probs.detach() - sub.log_probs_old[:, sl], mask,
-                                            sub.step_info["step_index"][:, sl], acc)
+                    for stats, n in per_step_ratio_stats(log_probs.detach() - sub.log_probs_old[:, sl], mask,
+                                                         sub.step_info["step_index"][:, sl]):
+                        acc.add(stats, n)
                     for i, g in policy.output_grad_norms().items():  # d loss / d output, per step
                         acc.add({f"grad_norm_output/step_{i:02d}": g}, 1.0)
             if sync:
