@@ -1,4 +1,5 @@
-"""Command line: ``genrl train CONFIG [key.sub=value ...]`` and ``genrl prepare TASK``.
+"""Command line: ``genrl train CONFIG [key.sub=value ...]``, ``genrl compare CONFIG ... --out DIR``
+and ``genrl prepare TASK``.
 
 The top-level ``trainer:`` key of a config picks its schema and trainer: ``online`` (the
 default; flow/diffusion policies), ``online_vlm`` (vision-language policies) or ``sft``.
@@ -76,6 +77,18 @@ def _prepare(args) -> int:
     return 0
 
 
+def _compare(args) -> int:
+    from genrl.compare import run_all, write_report
+
+    try:
+        runs = run_all(args.configs, args.seeds, args.out, args.set)
+    except ValueError as e:
+        print(f"genrl compare: {e}", file=sys.stderr)
+        return 2
+    print(write_report(runs, args.out))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -84,6 +97,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=1e-4 output_dir=/tmp/x")
     p.add_argument("--help-config", action="store_true", help="list every config key with its type, default and help")
     p.set_defaults(func=_train)
+    p = sub.add_parser("compare", help="run several online configs with the same seeds and budget, then write a "
+                                       "report (table + plots) to --out")
+    p.add_argument("configs", nargs="+", help="online (flow) configs, e.g. configs/digits/flowgrpo_ink.yaml")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to run every config with (default: 0)")
+    p.add_argument("--out", required=True, help="folder for the runs and report.md")
+    p.add_argument("--set", nargs="*", default=[], help="overrides applied to every config, e.g. max_steps=150")
+    p.set_defaults(func=_compare)
     p = sub.add_parser("prepare", help="build an embedded task's cached base model and rewards (e.g. digits)")
     p.add_argument("task")
     p.set_defaults(func=_prepare)

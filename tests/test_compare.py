@@ -1,0 +1,33 @@
+"""``genrl compare``: two tiny digits configs x one seed -> runs, report.md and its plots."""
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from genrl.tasks.digits import pretrain
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_compare_runs_every_config_and_writes_the_report(tmp_path):
+    pytest.importorskip("matplotlib", reason="matplotlib is in the dev extra")
+    base = pretrain(tmp_path / "base", steps=5, progress=False)
+    tiny = [f"policy.model={base}", "max_steps=2", "policy.num_steps=4", "rollout.prompts_per_step=2",
+            "rollout.group_size=4", "rollout.batch_size=8", "train.batch_size=4", "eval.seeds_per_prompt=2",
+            "eval.every=1", "checkpoint.every=1", "log.progress_bar=false"]
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "genrl.cli", "compare", "configs/digits/flowgrpo_ink.yaml", "configs/digits/guard.yaml",
+           "--seeds", "0", "--out", str(out), "--set", *tiny]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (out / "report.md").read_text()
+    assert "| flowgrpo_ink | 0 |" in report and "| guard | 0 |" in report
+    for png in ("curves.png", "ratios_per_step.png", "grad_spread.png"):
+        assert (out / png).stat().st_size > 1000
+    # a finished run is reused, not retrained
+    stamp = (out / "guard-seed0" / "final_metrics.json").stat().st_mtime_ns
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0 and (out / "guard-seed0" / "final_metrics.json").stat().st_mtime_ns == stamp
