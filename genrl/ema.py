@@ -8,21 +8,6 @@ import contextlib
 import torch
 
 
-@contextlib.contextmanager
-def _swapped_in(params: list[torch.nn.Parameter], values: list[torch.Tensor]):
-    """Load ``values`` into ``params`` for the duration of the block, then restore them."""
-    backup = [p.detach().clone() for p in params]
-    with torch.no_grad():
-        for p, v in zip(params, values):
-            p.copy_(v)
-    try:
-        yield
-    finally:
-        with torch.no_grad():
-            for p, b in zip(params, backup):
-                p.copy_(b)
-
-
 class EMA:
     """``shadow = decay * shadow + (1 - decay) * param`` after every optimizer step."""
 
@@ -37,9 +22,19 @@ class EMA:
         for s, p in zip(self.shadow, self.params):
             s.lerp_(p.detach(), 1.0 - self.decay)
 
+    @contextlib.contextmanager
     def swapped_in(self):
         """Temporarily load the EMA weights into the model (for evaluation)."""
-        return _swapped_in(self.params, self.shadow)
+        backup = [p.detach().clone() for p in self.params]
+        with torch.no_grad():
+            for p, s in zip(self.params, self.shadow):
+                p.copy_(s)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, b in zip(self.params, backup):
+                    p.copy_(b)
 
     def state_dict(self) -> dict:
         return {"decay": self.decay, "shadow": [s.clone() for s in self.shadow]}

@@ -66,7 +66,7 @@ class Trajectory:
         def cat(key: str, attr: str) -> Any:
             tensors = [getattr(p, attr)[key] for p in parts]
             if isinstance(tensors[0], list):
-                return [x for t in tensors for x in t]
+                return _cat(tensors)
             shapes = sorted({tuple(t.shape[1:]) for t in tensors})
             if len(shapes) > 1:  # e.g. prompts or images of different sizes in two rollout chunks
                 raise ValueError(f"rollout chunks differ in {attr}[{key!r}] per-sample shape {shapes}; roll out each "

@@ -77,6 +77,7 @@ class FlowPolicy(Policy):
     """Stochastic policy over a flow transformer. ``cfg`` is a ``PolicyConfig``."""
 
     per_step_metrics = True
+    _last_v = None  # (velocity [B * t, ...] of the last gradient forward, its step indices), for output_grad_norms
 
     def __init__(self, cfg, transformer, scheduler, text_encoder, tokenizer, device="cpu"):
         self.cfg = cfg
@@ -248,7 +249,7 @@ class FlowPolicy(Policy):
         v = self.velocity(x, s, cond, cfg.guidance_scale)  # [B * t, C, H, W]
         if v.requires_grad:  # keep d loss / d v per step for the diagnostics (output_grad_norms)
             v.retain_grad()
-            self._last_v = (v, traj.step_info["step_index"][:, steps].reshape(-1), B)
+            self._last_v = (v, traj.step_info["step_index"][:, steps].reshape(-1))
         out = self.step_fn(v, x, s, sn, cfg.eta, sigma_1, prev_sample=xn)
         old_mean = flat(traj.data["means"][:, steps])
         info = {"std": out.std.view(B, t),
@@ -263,9 +264,9 @@ class FlowPolicy(Policy):
 
     def output_grad_norms(self) -> dict[int, float]:
         """``{step: mean over samples of ||d loss / d v||}`` for the last ``log_prob`` forward."""
-        if getattr(self, "_last_v", None) is None or self._last_v[0].grad is None:
+        if self._last_v is None or self._last_v[0].grad is None:
             return {}
-        v, steps, _ = self._last_v
+        v, steps = self._last_v
         self._last_v = None
         norms = v.grad.flatten(1).norm(dim=1)  # [B * t]
         return {int(k): norms[steps == k].mean().item() for k in torch.unique(steps).tolist()}

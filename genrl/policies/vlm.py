@@ -247,29 +247,11 @@ class VLMPolicy(Policy):
         return []
 
     # ----------------------------------------------------------------- inputs
-    def _messages(self, question: str, n_images: int) -> list[dict]:
-        """One user turn. ``<image>`` in the question marks where each image goes (EasyR1/MMR1
-        data); without placeholders the images come first."""
-        parts = question.split(IMAGE_PLACEHOLDER)
-        if len(parts) == 1:
-            content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
-        elif len(parts) - 1 != n_images:
-            raise ValueError(f"the prompt has {len(parts) - 1} {IMAGE_PLACEHOLDER} placeholders but {n_images} images: "
-                             f"{question[:120]!r}")
-        else:
-            content = []
-            for i, text in enumerate(parts):
-                if i:
-                    content.append({"type": "image"})
-                if text:
-                    content.append({"type": "text", "text": text})
-        return [{"role": "user", "content": content}]
-
     def encode_prompts(self, prompts: list[str], metadata: list[dict]) -> dict[str, torch.Tensor]:
         """Chat-templated, LEFT-padded prompts with their images, on the device.
         ``metadata[i]`` holds ``"image"`` (one PIL image) or ``"images"`` (a sequence of them)."""
         images = [_images_of(m) for m in metadata]
-        texts = [self.processor.apply_chat_template(self._messages(q, len(ims)), add_generation_prompt=True, tokenize=False)
+        texts = [self.processor.apply_chat_template(user_message(q, len(ims)), add_generation_prompt=True, tokenize=False)
                  for q, ims in zip(prompts, images)]
         flat = [im for ims in images for im in ims]
         L = self.cfg.max_prompt_length
@@ -451,6 +433,26 @@ class VLMPolicy(Policy):
         resp, mask, _ = self._generate(enc, greedy=greedy, generator=generator,
                                        max_new_tokens=max_new_tokens or self.cfg.max_new_tokens, temperature=temperature)
         return self.decode(resp, mask)
+
+
+def user_message(question: str, n_images: int) -> list[dict]:
+    """One chat turn with ``n_images`` images. ``<image>`` in the question marks where each image
+    goes (EasyR1/MMR1 data); without placeholders the images come first. A placeholder count
+    that differs from ``n_images`` is an error."""
+    parts = question.split(IMAGE_PLACEHOLDER)
+    if len(parts) == 1:
+        content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
+    elif len(parts) - 1 != n_images:
+        raise ValueError(f"the prompt has {len(parts) - 1} {IMAGE_PLACEHOLDER} placeholders but {n_images} images: "
+                         f"{question[:120]!r}")
+    else:
+        content = []
+        for i, text in enumerate(parts):
+            if i:
+                content.append({"type": "image"})
+            if text:
+                content.append({"type": "text", "text": text})
+    return [{"role": "user", "content": content}]
 
 
 def _images_of(meta: Optional[dict]) -> list:

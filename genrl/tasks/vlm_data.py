@@ -33,7 +33,7 @@ from typing import Any
 
 import torch
 
-from genrl.policies.vlm import IMAGE_PLACEHOLDER
+from genrl.policies.vlm import user_message
 from genrl.registry import REWARDS, TASKS
 from genrl.seeding import derive_seed
 
@@ -202,9 +202,10 @@ class VLMDataTask:
                                      f"(set data.prompt_key / data.answer_key)")
                 images = RowImages(_image_refs(row.get(c.image_key), root, where), where, c.min_pixels, c.max_pixels)
                 question = str(row[c.prompt_key])
-                n_marks = question.count(IMAGE_PLACEHOLDER)
-                if n_marks and n_marks != len(images):
-                    raise ValueError(f"{where}: {n_marks} {IMAGE_PLACEHOLDER} placeholders but {len(images)} images")
+                try:  # the policy's own message builder checks placeholders against images
+                    user_message(question, len(images))
+                except ValueError as e:
+                    raise ValueError(f"{where}: {e}") from None
                 images.check()
                 answer_type = c.answer_type or row.get("answer_type") or None
                 items.append({
