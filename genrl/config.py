@@ -115,7 +115,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if _is_union(tp):
         if value is None and type(None) in args:
             return None
-        for arg in (a for a in args if a is not type(None)):
+        arms = [a for a in args if a is not type(None)]
+        if len(arms) == 1 and typing.get_origin(arms[0]) in (list, dict):  # Optional[list]: name the bad element
+            return _coerce(value, arms[0], key)
+        for arg in arms:
             try:
                 return _coerce(value, arg, key)
             except ConfigError:
@@ -341,15 +344,14 @@ class LoraConfig(Section):
     rank: int = _f(8, "LoRA rank; 0 = full fine-tuning")
     alpha: float = _f(8.0, "LoRA alpha (scale = alpha / rank)")
     dropout: float = _f(0.0, "LoRA dropout probability, in [0, 1)")
-    target_modules: list[str] = _f(
-        ["to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out"],
-        "module names that get LoRA adapters")
+    target_modules: Optional[list[str]] = _f(
+        None, "module names that get LoRA adapters; null = the model family's default (genrl.families)")
 
     def validate(self) -> None:
         _at_least(self, 0, "rank")
         _require(self.alpha > 0, "alpha", self.alpha, "must be > 0")
         _require(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
-        _require(self.rank == 0 or len(self.target_modules) > 0, "target_modules", self.target_modules,
+        _require(self.rank == 0 or self.target_modules is None or len(self.target_modules) > 0, "target_modules", self.target_modules,
                  "must be non-empty when rank > 0")
 
 
@@ -359,15 +361,28 @@ class PolicyConfig(Section):
     model: str = _f("task:digits", "'task:<name>' (embedded, pretrained on first use), a hub id, or a local diffusers folder")
     sde: str = _f("flow_sde", f"SDE step used for rollouts, one of {', '.join(SDE_TYPES)}")
     eta: float = _f(0.7, "noise level of the SDE step (>= 0; cps needs eta in [0, 1])")
+    cps_log_prob: Literal["flow_grpo", "gaussian"] = _f(
+        "flow_grpo", "sde=cps: Flow-GRPO's surrogate -(x' - mean)^2 (its default; steps weighted evenly) or the exact "
+                     "Gaussian density (weights steps by 1/std^2, dominated by the last low-noise steps)")
     num_steps: int = _f(10, "denoising steps per rollout")
     guidance_scale: float = _f(1.0, "classifier-free guidance scale; 1.0 = off")
     sde_window_size: int = _f(0, "0 = every step stochastic and trained; K > 0 = only K consecutive steps (Flow-GRPO-Fast/MixGRPO), the rest ODE")
     sde_window_range: Optional[list[int]] = _f(None, "[lo, hi]: the window start is drawn uniformly from lo..hi-window each step; null = [0, num_steps]")
-    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the model weights")
+    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the frozen model weights (trained LoRA weights and log-probs stay fp32)")
     lora: LoraConfig = _f(LoraConfig, "LoRA adapter settings")
+    family: str = _f("auto", "model family in genrl.families (digits, sd3, flux, qwen_image, wan, hunyuanvideo15); auto = from the pipeline's class")
+    height: int = _f(0, "image/video height in pixels; 0 = the pipeline's default")
+    width: int = _f(0, "image/video width in pixels; 0 = the pipeline's default")
+    num_frames: int = _f(0, "video families: frames per sample; 0 = the family's default")
+    max_sequence_length: int = _f(0, "text tokens for T5/UMT5/Qwen encoders; 0 = the pipeline's default")
+    embedded_guidance: float = _f(3.5, "guidance-distilled models (FLUX.1-dev, HunyuanVideo): the guidance value fed to the guidance embedding")
+    gradient_checkpointing: bool = _f(False, "recompute the denoiser's activations in the backward (less memory, ~30% slower)")
+    attention_backend: Literal["sdpa", "xformers"] = _f("sdpa", "attention kernel: PyTorch SDPA, or xformers memory-efficient attention (CUDA only; pip install 'genrl[xformers]')")
 
     def validate(self) -> None:
-        _nonempty(self, "name", "model")
+        _nonempty(self, "name", "model", "family")
+        for n in ("height", "width", "num_frames", "max_sequence_length"):
+            _at_least(self, 0, n)
         _require(self.sde in SDE_TYPES, "sde", self.sde, f"must be one of {', '.join(map(repr, SDE_TYPES))}")
         _require(self.eta >= 0 and math.isfinite(self.eta), "eta", self.eta, "must be finite and >= 0")
         _require(self.sde != "cps" or self.eta <= 1, "eta", self.eta, "cps needs eta in [0, 1]")
@@ -576,6 +591,9 @@ class OnlineConfig(Section):
         _require(p.eta > 0, "policy.eta", p.eta,
                  f"gives no exploration noise with policy.sde={p.sde!r}; set eta > 0")
         _require(p.sde != "cps" or p.eta < 1, "policy.eta", p.eta, "cps needs eta in (0, 1) for RL")
+        _require(self.objective.name != "grpo_guard" or p.sde != "cps" or p.cps_log_prob == "gaussian",
+                 "policy.cps_log_prob", p.cps_log_prob,
+                 "grpo_guard's RatioNorm assumes the Gaussian log-density; set policy.cps_log_prob=gaussian")
 
 
 # ----------------------------------------------------------------------------- VLM policy (genrl.policies.vlm)

@@ -1,4 +1,4 @@
-"""Name -> object registries for objectives, policies, rewards and tasks.
+"""Name -> object registries for model families, objectives, policies, rewards and tasks.
 
 Every registry knows the full list of valid names, so a typo is an error that lists the
 alternatives instead of an ``AttributeError`` deep in a training run. Concrete rewards
@@ -14,6 +14,7 @@ from typing import Any, Callable
 
 # Modules that register entries of a kind when imported. Imported lazily on first lookup.
 _PROVIDERS: dict[str, tuple[str, ...]] = {
+    "family": ("genrl.families",),
     "objective": ("genrl.objectives",),
     "policy": ("genrl.policies",),
     "reward": ("rewards",),
@@ -57,6 +58,7 @@ class Registry:
         return name in self._entries
 
 
+FAMILIES = Registry("family")
 OBJECTIVES = Registry("objective")
 POLICIES = Registry("policy")
 REWARDS = Registry("reward")

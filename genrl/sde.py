@@ -34,6 +34,7 @@ With ``eta = 0`` every step reduces to the Euler step of
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -140,8 +141,14 @@ def flow_sde_step(v, x, sigma, sigma_next, eta, sigma_1, prev_sample=None, gener
     return _finish(mean, std_t * torch.sqrt(-dt), None if prev_sample is None else prev_sample.float(), generator, reduce)
 
 
-def cps_step(v, x, sigma, sigma_next, eta, sigma_1=None, prev_sample=None, generator=None, reduce="mean"):
-    """Coefficient-preserving step (arXiv 2509.05952): noise energy is preserved exactly."""
+def cps_step(v, x, sigma, sigma_next, eta, sigma_1=None, prev_sample=None, generator=None, reduce="mean",
+             log_prob="gaussian"):
+    """Coefficient-preserving step (arXiv 2509.05952): noise energy is preserved exactly.
+
+    ``log_prob="gaussian"``: the exact log-density. ``"flow_grpo"``: Flow-GRPO's CPS surrogate
+    ``-(x' - mean)^2`` (reduced like the density), which drops the ``1 / (2 std^2)`` factor. The
+    exact density weights each step's log-ratio by ``1 / std^2 ~ 1 / sigma_next^2``, so its
+    gradient is dominated by the last, low-noise steps; the surrogate weights steps evenly."""
     v, x = v.float(), x.float()
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
     sigma_next = torch.as_tensor(sigma_next, dtype=x.dtype, device=x.device).expand(x.shape[0])
@@ -150,7 +157,14 @@ def cps_step(v, x, sigma, sigma_next, eta, sigma_1=None, prev_sample=None, gener
     x0 = x - s_ * v
     eps = x + (1 - s_) * v
     mean = x0 * (1 - sn_) + eps * torch.sqrt((sn_**2 - _expand(std, x) ** 2).clamp_min(0))
-    return _finish(mean, std, None if prev_sample is None else prev_sample.float(), generator, reduce)
+    out = _finish(mean, std, None if prev_sample is None else prev_sample.float(), generator, reduce)
+    if log_prob == "flow_grpo":
+        sq = (out.prev_sample - mean) ** 2
+        lp = reduce_nonbatch(-sq, reduce)
+        out.log_prob = torch.where(std > 0, lp, torch.zeros_like(lp))
+    elif log_prob != "gaussian":
+        raise ValueError(f"cps log_prob must be 'gaussian' or 'flow_grpo', not {log_prob!r}")
+    return out
 
 
 SAGE_SIGMA_MAX = 1 - 3e-3  # sage: the log term is evaluated at min(sigma, this), finite at sigma = 1
@@ -209,7 +223,15 @@ STEPS: dict[str, StepFn] = {
 }
 
 
-def get_step(name: str) -> StepFn:
+CPS_LOG_PROBS = ("flow_grpo", "gaussian")  # cps_step's log_prob choices
+
+
+def get_step(name: str, cps_log_prob: str = "gaussian") -> StepFn:
+    """The step function ``name``; for ``cps``, with the chosen log-prob (see ``cps_step``)."""
     if name not in STEPS:
         raise ValueError(f"unknown sde {name!r}; valid: {', '.join(STEPS)}")
+    if name == "cps":
+        if cps_log_prob not in CPS_LOG_PROBS:
+            raise ValueError(f"unknown cps log-prob {cps_log_prob!r}; valid: {', '.join(CPS_LOG_PROBS)}")
+        return functools.partial(cps_step, log_prob=cps_log_prob)
     return STEPS[name]

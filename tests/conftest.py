@@ -26,6 +26,13 @@ def get_dummy_components():
     }
 
 
+def get_dummy_pipeline():
+    """``DigitsPipeline`` around :func:`get_dummy_components` (what ``FlowPolicy`` takes)."""
+    from pipelines.digits import DigitsPipeline
+
+    return DigitsPipeline(**get_dummy_components())
+
+
 # ----------------------------------------------------------------------------- tiny Qwen-VL models
 
 VLM_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",

@@ -43,9 +43,10 @@ def test_defaults_build():
     assert "ode" in SDE_TYPES and "flow_sde" in SDE_TYPES and "cps" in SDE_TYPES
     # mutable defaults are not shared
     a, b = OnlineConfig(), OnlineConfig()
-    a.policy.lora.target_modules.append("x")
+    a.policy.sde_window_range = [0, 1]
     a.rewards["y"] = 1.0
-    assert "x" not in b.policy.lora.target_modules and "y" not in b.rewards
+    assert b.policy.sde_window_range is None and "y" not in b.rewards
+    assert b.policy.lora.target_modules is None  # the model family's default
 
 
 def test_yaml_and_overrides(tmp_path):

@@ -6,11 +6,11 @@ temp cache. Nothing is written to the user's home: ``GENRL_CACHE`` points into t
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
 
-from genrl.policies.flow import encode_clip_prompts
 from genrl.registry import REWARDS, TASKS
 from genrl.tasks import digits as dg
 
@@ -82,6 +82,13 @@ def test_tokenizer_pads_and_round_trips(tmp_path):
         assert torch.equal(again, ids)
 
 
+def _encode(tok, text_encoder, prompts):
+    """The digits pipeline's own prompt encoding (``DigitsPipeline.encode_prompt``)."""
+    from pipelines.digits import DigitsPipeline
+
+    return DigitsPipeline.encode_prompt(SimpleNamespace(tokenizer=tok, text_encoder=text_encoder), prompts)
+
+
 def test_text_embeds_are_read_at_eos_and_differ_by_digit():
     tok = dg.build_tokenizer()
     torch.manual_seed(0)
@@ -91,7 +98,7 @@ def test_text_embeds_are_read_at_eos_and_differ_by_digit():
     )
     prompts = [dg.prompt_for(d) for d in range(10)] + [""]
     with torch.no_grad():
-        hidden, pooled = encode_clip_prompts(tok, enc, prompts)  # [11, 8, 32], [11, 32]
+        hidden, pooled = _encode(tok, enc, prompts)  # [11, 8, 32], [11, 32]
         eos_pos = torch.tensor([5] * 10 + [1])
         expected = enc.text_projection(hidden[torch.arange(11), eos_pos])
     assert hidden.shape == (11, 8, 32) and pooled.shape == (11, 32)
@@ -117,7 +124,7 @@ def _load(path):
 @torch.no_grad()
 def _velocity(components, x, t):
     transformer, text_encoder, tok, _ = components
-    hidden, pooled = encode_clip_prompts(tok, text_encoder, [dg.prompt_for(d) for d in range(len(x))])
+    hidden, pooled = _encode(tok, text_encoder, [dg.prompt_for(d) for d in range(len(x))])
     return transformer(
         hidden_states=x, encoder_hidden_states=hidden, pooled_projections=pooled, timestep=t * 1000
     ).sample

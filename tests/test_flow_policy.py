@@ -2,17 +2,17 @@
 
 import pytest
 import torch
-from conftest import get_dummy_components
+from conftest import get_dummy_pipeline
 
 from genrl.config import PolicyConfig
-from genrl.policies.flow import FlowPolicy, resolve_model_path
+from genrl.policies.flow import FlowPolicy, load_policy_pipeline
 from genrl.tasks.digits import prompt_for
 
 PROMPTS = [prompt_for(i % 10) for i in range(6)]
 
 
 def _policy(**kw):
-    return FlowPolicy(PolicyConfig(**kw), **get_dummy_components())
+    return FlowPolicy(PolicyConfig(**kw), get_dummy_pipeline())
 
 
 def _rollout(policy, seed=0):
@@ -62,19 +62,13 @@ def test_recomputed_log_probs_give_ratio_one(sde, guidance):
     torch.testing.assert_close(lp, sub.log_probs_old[:, 3:7], rtol=0, atol=1e-5)
 
 
-def test_eta_zero_sampling_equals_diffusers_scheduler_loop():
+@pytest.mark.parametrize("guidance", [1.0, 3.0])
+def test_eta_zero_sampling_equals_the_pipelines_own_output(guidance):
     pol = _policy()
-    images = pol.sample(PROMPTS[:3], seeds=[0, 1, 2], num_steps=8)
-    sch = pol.scheduler
-    sch.set_timesteps(8)
-    x = torch.stack([torch.randn(1, 8, 8, generator=torch.Generator().manual_seed(s)) for s in range(3)])
-    embeds, pooled = pol.encode_prompts(PROMPTS[:3])
-    with torch.no_grad():
-        for t in sch.timesteps:
-            v = pol.transformer(hidden_states=x, encoder_hidden_states=embeds, pooled_projections=pooled,
-                                timestep=t.expand(3)).sample
-            x = sch.step(v, t, x).prev_sample
-    torch.testing.assert_close(images, ((x + 1) / 2).clamp(0, 1), rtol=1e-5, atol=1e-6)
+    images = pol.sample(PROMPTS[:3], seeds=[0, 1, 2], num_steps=8, guidance_scale=guidance)
+    gens = [torch.Generator().manual_seed(s) for s in range(3)]
+    ref = pol.pipe(PROMPTS[:3], num_inference_steps=8, guidance_scale=guidance, generator=gens, output_type="pt").images
+    torch.testing.assert_close(images, ref, rtol=1e-5, atol=1e-6)
 
 
 def test_kl_to_reference_grows_when_weights_move():
@@ -101,12 +95,14 @@ def test_lora_trains_adapters_only_and_full_finetune_trains_all():
     assert all(p.grad is not None for p in full.trainable_parameters())
 
 
-def test_missing_model_folder_is_a_clear_error(tmp_path):
-    with pytest.raises(ValueError, match="not a local folder"):
-        resolve_model_path(str(tmp_path / "nope"))
+def test_missing_or_unreachable_model_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "transformer").mkdir()
-    with pytest.raises(ValueError, match="scheduler"):
-        resolve_model_path(str(tmp_path))
+    with pytest.raises(ValueError, match="without model_index.json"):
+        load_policy_pipeline(str(tmp_path))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    with pytest.raises(ValueError, match="huggingface-cli download stabilityai/stable-diffusion-3.5-medium"):
+        load_policy_pipeline("stabilityai/stable-diffusion-3.5-medium")
 
 
 def test_decode_maps_pixel_latents_to_unit_range():

@@ -66,13 +66,13 @@ def test_guard_needs_the_flow_step_info():
 
 
 def test_flow_policy_provides_the_inputs_and_unchanged_weights_give_ratio_one():
-    from conftest import get_dummy_components
+    from conftest import get_dummy_pipeline
     from genrl.config import PolicyConfig
     from genrl.policies.flow import FlowPolicy
 
     for kind in ("flow_sde", "cps", "sage"):
         policy = FlowPolicy(PolicyConfig(model="unused", sde=kind, eta=0.7 if kind == "flow_sde" else 0.5,
-                                         num_steps=4), **get_dummy_components())
+                                         num_steps=4, cps_log_prob="gaussian"), get_dummy_pipeline())
         prompts = ["a handwritten digit one", "a handwritten digit two"]
         traj = policy.rollout(prompts, [{}, {}], [0, 1], torch.Generator().manual_seed(0), [1, 2])
         T = traj.mask.shape[1]

@@ -74,11 +74,11 @@ def test_dual_trust_region_run_resumes_with_its_anchor(tmp_path):
 
 
 def test_flow_policy_reports_the_output_gradient_of_each_step():
-    from conftest import get_dummy_components
+    from conftest import get_dummy_pipeline
     from genrl.config import PolicyConfig
     from genrl.policies.flow import FlowPolicy
 
-    policy = FlowPolicy(PolicyConfig(model="unused", sde="sage", eta=0.5, num_steps=4), **get_dummy_components())
+    policy = FlowPolicy(PolicyConfig(model="unused", sde="sage", eta=0.5, num_steps=4), get_dummy_pipeline())
     traj = policy.rollout(["a handwritten digit one"] * 2, [{}, {}], [0, 0], torch.Generator().manual_seed(0), [0, 1, 2])
     lp, _ = policy.log_prob(traj, slice(0, 3))
     lp[:, 1].sum().backward()  # only step 1 in the loss

@@ -143,3 +143,22 @@ def test_sage_equaliser_makes_per_step_logp_gradients_in_v_equal():
     raw = [n / scale[k].item() for k, n in enumerate(norms)]
     assert max(raw) / min(raw) > 2  # unequal without the equaliser
     assert max(norms) / min(norms) == pytest.approx(1.0, abs=0.03)
+
+
+def test_cps_flow_grpo_surrogate_log_prob():
+    """Flow-GRPO's CPS surrogate: -(x' - mean)^2 averaged, the Gaussian's std factor dropped;
+    re-scoring the stored sample gives it back, and the final (std 0) step carries 0."""
+    g = torch.Generator().manual_seed(0)
+    x, v = torch.randn(3, 2, 4, 4, generator=g), torch.randn(3, 2, 4, 4, generator=g)
+    step = sde.get_step("cps", "flow_grpo")
+    out = step(v, x, torch.tensor(0.6), torch.tensor(0.4), 0.8, generator=g)
+    torch.testing.assert_close(out.log_prob, -((out.prev_sample - out.mean) ** 2).mean(dim=(1, 2, 3)))
+    exact = sde.get_step("cps", "gaussian")(v, x, torch.tensor(0.6), torch.tensor(0.4), 0.8, prev_sample=out.prev_sample)
+    torch.testing.assert_close(exact.mean, out.mean)
+    assert not torch.allclose(exact.log_prob, out.log_prob)
+    again = step(v, x, torch.tensor(0.6), torch.tensor(0.4), 0.8, prev_sample=out.prev_sample)
+    assert torch.equal(again.log_prob, out.log_prob)
+    last = step(v, x, torch.tensor(0.1), torch.tensor(0.0), 0.8, generator=g)
+    assert torch.equal(last.log_prob, torch.zeros(3))
+    with pytest.raises(ValueError, match="flow_grpo"):
+        sde.get_step("cps", "other")

@@ -22,7 +22,8 @@ That keeps steps with large ``dt`` from dominating the update.
 ``loss = agg_{b,t} w_t max(-A r_hat, -A clip(r_hat, 1 - eps, 1 + eps)) + beta * agg(KL)``
 
 It needs the flow policy's per-step ``std``, ``mean_sq_diff``, ``dt`` and ``mean_dt``
-(``FlowPolicy.log_prob``). It works with ``flow_sde`` and ``cps`` steps and with the SDE window.
+(``FlowPolicy.log_prob``). It works with ``flow_sde`` and ``cps`` steps (the latter with
+``policy.cps_log_prob: gaussian``: RatioNorm assumes the Gaussian density) and with the SDE window.
 
 Diagnostics: ``ratio_mean/std`` before (``raw_``) and after normalisation, per denoising step
 after normalisation (``norm_ratio_mean/step_XX``; the trainer logs the raw ``ratio_mean/step_XX``),

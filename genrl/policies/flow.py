@@ -1,11 +1,16 @@
-"""A flow-matching text-to-image sampler as a stochastic policy.
+"""A flow-matching text-to-image or text-to-video sampler as a stochastic policy.
 
-Wraps a diffusers flow transformer (``SD3Transformer2DModel``) and its
-``FlowMatchEulerDiscreteScheduler`` sigmas. A rollout integrates from noise with the
-``policy.sde`` step (``genrl.sde``) on the stochastic steps and Euler ODE steps elsewhere,
-and records every stochastic transition ``x_t -> x_{t+1}`` with its log-prob; the update
-re-scores those stored transitions with the current weights in batched forwards (all
-trained steps of a sample stacked along the batch dimension).
+Wraps a diffusers pipeline through its model family (``genrl.families``: the embedded digits
+model, SD3/3.5, ...), which supplies the pipeline's own conditioning, noise layout, sigma
+schedule, denoiser call and decoding. A rollout integrates from noise with the ``policy.sde``
+step (``genrl.sde``) on the stochastic steps and Euler ODE steps elsewhere, and records every
+stochastic transition ``x_t -> x_{t+1}`` with its log-prob; the update re-scores those stored
+transitions with the current weights in batched forwards (all trained steps of a sample
+stacked along the batch dimension). With ``eta = 0`` the sampler is the pipeline's own Euler
+loop, so ``sample`` reproduces the pipeline's output for the same seed and prompt.
+
+Precision: frozen weights run in ``policy.dtype`` (bf16 on GPUs); LoRA weights are fp32 and
+every step's mean, std and log-prob are computed in fp32 from the velocity.
 
 SDE window (Flow-GRPO-Fast, MixGRPO arXiv 2507.21802): with ``sde_window_size = K > 0``
 only K consecutive steps are stochastic and trained; the window start is drawn each
@@ -16,89 +21,80 @@ step) are deterministic and never trained.
 from __future__ import annotations
 
 import copy
-import os
 from typing import Optional
 
 import torch
 
 from genrl import sde as sde_lib
+from genrl.families.base import family_for, load_pipeline
 from genrl.policies.base import Policy
 from genrl.registry import POLICIES, TASKS
 from genrl.trajectory import Trajectory
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-_COMPONENTS = ("transformer", "scheduler", "text_encoder", "tokenizer")
 
 
-def resolve_model_path(model: str) -> str:
-    """``task:<name>`` -> that embedded task's pretrained folder (built on first use);
-    otherwise a local diffusers folder, checked for the components this policy loads."""
+def load_policy_pipeline(model: str, dtype: torch.dtype = torch.float32):
+    """``task:<name>`` -> that embedded task's pipeline (pretrained on first use); a folder in
+    the digits layout (``transformer/``, ``scheduler/``, ``text_encoder/``, ``tokenizer/``, no
+    ``model_index.json``) -> ``DigitsPipeline``; otherwise a local diffusers folder or hub id
+    through ``DiffusionPipeline.from_pretrained``."""
+    from genrl.families.digits import is_digits_folder, load_digits
+
     if model.startswith("task:"):
-        return TASKS.get(model[len("task:"):])().prepare()
-    if not os.path.isdir(model):
-        raise ValueError(
-            f"policy.model={model!r} is not a local folder. This policy loads a diffusers folder "
-            f"with subfolders {', '.join(_COMPONENTS)} (download hub models first, e.g. with "
-            "`huggingface-cli download`), or an embedded task model such as 'task:digits'."
-        )
-    missing = [c for c in _COMPONENTS if not os.path.isdir(os.path.join(model, c))]
-    if missing:
-        raise ValueError(f"policy.model={model!r} lacks subfolder(s) {', '.join(missing)}; expected {', '.join(_COMPONENTS)}")
-    return model
+        model = TASKS.get(model[len("task:"):])().prepare()
+    if is_digits_folder(model):
+        return load_digits(model)
+    return load_pipeline(model, dtype)
 
 
-def encode_clip_prompts(tokenizer, text_encoder, prompts) -> tuple[torch.Tensor, torch.Tensor]:
-    """Captions -> (last hidden state ``[B, L, D]``, projected eos embedding ``[B, P]``) of a
-    ``CLIPTextModelWithProjection``, padded to ``tokenizer.model_max_length`` with no
-    attention mask (SD3's CLIP path; the causal mask keeps real tokens independent of padding).
-    What the digits base model is pretrained on and what the policy conditions on."""
-    device = next(text_encoder.parameters()).device
-    ids = tokenizer(list(prompts), padding="max_length", max_length=tokenizer.model_max_length,
-                    truncation=True, return_tensors="pt").input_ids.to(device)  # [B, L]
-    out = text_encoder(input_ids=ids)
-    return out.last_hidden_state, out.text_embeds
-
-
-def load_components(path: str) -> dict:
-    """The real diffusers / transformers classes, loaded with their own ``from_pretrained``."""
-    from diffusers import AutoModel, FlowMatchEulerDiscreteScheduler
-    from transformers import AutoTokenizer, CLIPTextModelWithProjection
-
-    return {
-        "transformer": AutoModel.from_pretrained(path, subfolder="transformer"),
-        "scheduler": FlowMatchEulerDiscreteScheduler.from_pretrained(path, subfolder="scheduler"),
-        "text_encoder": CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder"),
-        "tokenizer": AutoTokenizer.from_pretrained(path, subfolder="tokenizer"),
-    }
+def set_attention_backend(module: torch.nn.Module, backend: str) -> None:
+    """``sdpa`` (PyTorch's default kernels) or ``xformers`` memory-efficient attention, which
+    needs CUDA and the ``xformers`` extra; either failure is a clear error before any work."""
+    if backend == "sdpa":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError("policy.attention_backend=xformers needs a CUDA GPU; use 'sdpa' on this machine")
+    try:
+        import xformers  # noqa: F401
+    except ImportError as e:
+        raise ValueError("policy.attention_backend=xformers needs the xformers extra: pip install 'genrl[xformers]'") from e
+    module.enable_xformers_memory_efficient_attention()
 
 
 @POLICIES.register("flow")
 class FlowPolicy(Policy):
-    """Stochastic policy over a flow transformer. ``cfg`` is a ``PolicyConfig``."""
+    """Stochastic policy over a diffusers flow pipeline. ``cfg`` is a ``PolicyConfig``."""
 
     per_step_metrics = True
     _last_v = None  # (velocity [B * t, ...] of the last gradient forward, its step indices), for output_grad_norms
 
-    def __init__(self, cfg, transformer, scheduler, text_encoder, tokenizer, device="cpu"):
+    def __init__(self, cfg, pipe, device="cpu"):
         self.cfg = cfg
         self.device = torch.device(device)
-        self.scheduler = scheduler
-        self.tokenizer = tokenizer
-        self.step_fn = sde_lib.get_step(cfg.sde)
+        self.pipe = pipe
+        self.family = family_for(pipe, cfg.family)(pipe, cfg)
+        self.step_fn = sde_lib.get_step(cfg.sde, cfg.cps_log_prob)
         dtype = _DTYPES[cfg.dtype]
-        if transformer.dtype != dtype:  # frozen base weights in the run dtype (bf16 on GPUs)
-            transformer = transformer.to(dtype=dtype)
-            text_encoder = text_encoder.to(dtype=dtype)
-        self.text_encoder = text_encoder.to(self.device).eval().requires_grad_(False)
-        transformer = transformer.to(self.device)
+        transformer = self.family.denoiser
+        for m in [transformer] + self.family.text_modules() + self.family.decode_modules():
+            if m.dtype != dtype:  # frozen base weights in the run dtype (bf16 on GPUs)
+                m.to(dtype=dtype)
+            m.to(self.device)
+        for m in self.family.text_modules() + self.family.decode_modules():
+            m.eval().requires_grad_(False)
+        set_attention_backend(transformer, cfg.attention_backend)
+        if cfg.gradient_checkpointing:
+            transformer.enable_gradient_checkpointing()
         self.ref_model = None
         if cfg.lora.rank > 0:
             from peft import LoraConfig
 
             transformer.requires_grad_(False)
+            targets = cfg.lora.target_modules or list(self.family.lora_targets)
             transformer.add_adapter(LoraConfig(
                 r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                target_modules=list(cfg.lora.target_modules), init_lora_weights="gaussian",
+                target_modules=targets, init_lora_weights="gaussian",
             ))
             for p in transformer.parameters():  # trained weights stay fp32 under mixed precision
                 if p.requires_grad:
@@ -108,12 +104,11 @@ class FlowPolicy(Policy):
             self.ref_model = copy.deepcopy(transformer).eval().requires_grad_(False)
         self.transformer = transformer  # unwrapped module (adapters, saving)
         self.model = transformer  # what gradient forwards go through; the trainer may wrap it (DDP)
-        self._prompt_cache: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
-        self.latent_shape = (transformer.config.in_channels, transformer.config.sample_size, transformer.config.sample_size)
+        self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
 
     @classmethod
     def from_pretrained(cls, cfg, device="cpu") -> "FlowPolicy":
-        return cls(cfg, device=device, **load_components(resolve_model_path(cfg.model)))
+        return cls(cfg, load_policy_pipeline(cfg.model, _DTYPES[cfg.dtype]), device=device)
 
     # ----------------------------------------------------------------- parameters
     @property
@@ -129,50 +124,37 @@ class FlowPolicy(Policy):
 
     # ----------------------------------------------------------------- conditioning
     @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Text embeddings ``[B, L, D]`` and pooled ``[B, P]``, cached once per prompt."""
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """The family's text conditioning for ``prompts``, each ``[B, ...]``, cached once per prompt."""
         new = sorted({p for p in prompts if p not in self._prompt_cache})
         if new:
-            hidden, pooled = encode_clip_prompts(self.tokenizer, self.text_encoder, new)
+            enc = self.family.encode(new)
             for i, p in enumerate(new):
-                self._prompt_cache[p] = (hidden[i], pooled[i])
-        embeds = torch.stack([self._prompt_cache[p][0] for p in prompts])
-        pooled = torch.stack([self._prompt_cache[p][1] for p in prompts])
-        return embeds, pooled
+                self._prompt_cache[p] = {k: v[i] for k, v in enc.items()}
+        return self.family.collate([self._prompt_cache[p] for p in prompts])
 
     def _conditioning(self, prompts: list[str], guidance_scale: float) -> dict[str, torch.Tensor]:
-        embeds, pooled = self.encode_prompts(prompts)
-        cond = {"embeds": embeds, "pooled": pooled}
+        cond = self.encode_prompts(prompts)
         if guidance_scale > 1.0:
-            neg, neg_pooled = self.encode_prompts([""] * len(prompts))
-            cond.update(neg_embeds=neg, neg_pooled=neg_pooled)
+            cond.update({"neg_" + k: v for k, v in self.encode_prompts([""] * len(prompts)).items()})
         return cond
 
     def velocity(self, x, sigma, cond, guidance_scale, model=None) -> torch.Tensor:
-        """Predicted velocity ``[B, C, H, W]`` at per-sample noise levels ``sigma [B]``.
+        """Predicted velocity (fp32, the latent's shape) at per-sample noise levels ``sigma [B]``.
 
         ``model`` defaults to ``self.model`` (the DDP-wrapped module, for gradient steps).
         No-grad sampling passes the unwrapped module: a DDP forward is a collective, and
         evaluation runs on the main process alone."""
-        model = self.model if model is None else model
-        dtype = self.text_encoder.dtype
-        t = sigma * self.scheduler.config.num_train_timesteps
-        if guidance_scale > 1.0:
-            v_u, v_c = model(
-                hidden_states=torch.cat([x, x]).to(dtype),
-                encoder_hidden_states=torch.cat([cond["neg_embeds"], cond["embeds"]]),
-                pooled_projections=torch.cat([cond["neg_pooled"], cond["pooled"]]),
-                timestep=torch.cat([t, t]), return_dict=False,
-            )[0].float().chunk(2)
-            return v_u + guidance_scale * (v_c - v_u)
-        return model(hidden_states=x.to(dtype), encoder_hidden_states=cond["embeds"],
-                     pooled_projections=cond["pooled"], timestep=t, return_dict=False)[0].float()
+        return self.family.velocity(self.model if model is None else model, x, sigma, cond, guidance_scale)
 
     # ----------------------------------------------------------------- schedule
     def sigmas(self, num_steps: int) -> torch.Tensor:
-        """The scheduler's ``num_steps + 1`` sigmas, from 1 down to 0. [N + 1]"""
-        self.scheduler.set_timesteps(num_steps, device="cpu")
-        return self.scheduler.sigmas.float().clone()
+        """The pipeline's ``num_steps + 1`` sigmas, from about 1 down to 0. [N + 1]"""
+        return self.family.sigmas(num_steps)
+
+    def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Initial noise for ``n`` samples in the denoiser's layout, drawn as the pipeline draws it."""
+        return self.family.pack(torch.randn((n, *self.family.noise_shape), generator=generator)).to(self.device)
 
     def window(self, generator: torch.Generator) -> list[int]:
         """Indices of the stochastic steps of this iteration (drawn with ``generator``)."""
@@ -190,7 +172,7 @@ class FlowPolicy(Policy):
         cfg, B = self.cfg, len(prompts)
         sigmas = self.sigmas(cfg.num_steps)
         cond = self._conditioning(prompts, cfg.guidance_scale)
-        x = torch.randn((B, *self.latent_shape), generator=generator).to(self.device)  # [B, C, H, W]
+        x = self.noise(B, generator)  # [B, ...] (e.g. [B, C, H, W]; packed [B, N, D]; video [B, C, F, H, W])
         xs, xns, means, lps, stds, trained = [], [], [], [], [], []
         for i in range(cfg.num_steps):
             s, sn = sigmas[i].expand(B).to(self.device), sigmas[i + 1].expand(B).to(self.device)
@@ -242,7 +224,7 @@ class FlowPolicy(Policy):
         B, t = x.shape[:2]
         flat = lambda a: a.flatten(0, 1)  # noqa: E731  [B, t, ...] -> [B * t, ...]
         rep = lambda a: a.repeat_interleave(t, dim=0)  # noqa: E731  [B, ...] -> [B * t, ...]
-        cond = {k: rep(traj.data[k]) for k in ("embeds", "pooled", "neg_embeds", "neg_pooled") if k in traj.data}
+        cond = {k: rep(v) for k, v in traj.data.items() if k not in ("latents", "next_latents", "means")}
         s, sn = flat(traj.step_info["sigma"][:, steps]), flat(traj.step_info["sigma_next"][:, steps])
         x, xn = flat(x), flat(traj.data["next_latents"][:, steps])
         sigma_1 = self.sigmas(cfg.num_steps)[1].item()
@@ -276,18 +258,19 @@ class FlowPolicy(Policy):
     def sample(self, prompts: list[str], seeds: list[int], num_steps: Optional[int] = None,
                guidance_scale: float = 1.0) -> torch.Tensor:
         """Deterministic ODE samples for evaluation: sample ``i`` starts from noise seeded by
-        ``seeds[i]``, so base and trained models see identical noise. Images ``[B, C, H, W]``."""
+        ``seeds[i]``, so base and trained models see identical noise. Images ``[B, C, H, W]``
+        (videos ``[B, F, C, H, W]``) in ``[0, 1]``."""
         num_steps = num_steps or self.cfg.num_steps
         sigmas = self.sigmas(num_steps)
         cond = self._conditioning(prompts, guidance_scale)
-        x = torch.stack([torch.randn(self.latent_shape, generator=torch.Generator().manual_seed(int(s))) for s in seeds])
-        x = x.to(self.device)
+        x = torch.cat([self.noise(1, torch.Generator().manual_seed(int(s))) for s in seeds])
         for i in range(num_steps):
             s, sn = sigmas[i].expand(len(prompts)).to(self.device), sigmas[i + 1].expand(len(prompts)).to(self.device)
             v = self.velocity(x, s, cond, guidance_scale, model=self.transformer)
             x = sde_lib.ode_step(v, x, s, sn).prev_sample
         return self.decode(x)
 
+    @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """Pixel-space models (no VAE): ``[-1, 1]`` latents -> images in ``[0, 1]``."""
-        return ((latents.float() + 1) / 2).clamp(0, 1)
+        """Latents -> images ``[B, C, H, W]`` (or videos ``[B, F, C, H, W]``) in ``[0, 1]``."""
+        return self.family.decode(latents)

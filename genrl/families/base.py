@@ -1,0 +1,152 @@
+"""What a model family tells the flow policy: how to condition, noise, denoise and decode.
+
+A *family* wraps one loaded diffusers pipeline (SD3, FLUX, Qwen-Image, Wan, ...) and exposes
+the few operations the policy needs, in the pipeline's own conventions, so that with
+``eta = 0`` genrl's sampler reproduces the pipeline's own output for the same seed and prompt:
+
+* ``encode(prompts)``: text conditioning, a dict of per-sample tensors ``[B, ...]`` (cached once
+  per prompt by the policy; ``collate`` re-batches cached rows);
+* ``noise_shape`` / ``pack``: the pipeline's initial-noise shape for one sample, and the map to
+  the layout the denoiser works in (FLUX and Qwen-Image pack 2x2 patches);
+* ``sigmas(num_steps)``: the pipeline's sigma schedule (shift, dynamic shift), ``[N + 1]``;
+* ``forward(model, x, sigma, cond)``: the denoiser's velocity ``noise - x0`` in fp32;
+* ``decode(x)``: images ``[B, C, H, W]`` or videos ``[B, F, C, H, W]`` in ``[0, 1]`` for rewards.
+
+Classifier-free guidance is ``velocity``: by default the negative and positive conditions
+go through one batched forward, as SD3/FLUX/Wan pipelines do; a family whose pipeline guides
+differently (Qwen-Image's norm-preserving CFG) overrides it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import ClassVar, Optional
+
+import torch
+
+from genrl.registry import FAMILIES
+
+
+class Family:
+    """Base class; subclasses register with ``@FAMILIES.register(name)``."""
+
+    pipeline_classes: ClassVar[tuple[str, ...]] = ()  # diffusers pipeline class names this family drives
+    lora_targets: ClassVar[tuple[str, ...]] = ()  # default LoRA target modules of the denoiser
+    video: ClassVar[bool] = False
+
+    def __init__(self, pipe, cfg):
+        self.pipe = pipe
+        self.cfg = cfg  # PolicyConfig: height, width, num_frames, max_sequence_length, embedded_guidance
+
+    # ----------------------------------------------------------------- components
+    @property
+    def denoiser(self) -> torch.nn.Module:
+        """The trained network (the pipeline's ``transformer``; ``unet`` for UNet families)."""
+        return self.pipe.transformer
+
+    def text_modules(self) -> list[torch.nn.Module]:
+        """Frozen modules used only to encode prompts (moved to the device, never trained)."""
+        return [m for n in ("text_encoder", "text_encoder_2", "text_encoder_3") if (m := getattr(self.pipe, n, None)) is not None]
+
+    def decode_modules(self) -> list[torch.nn.Module]:
+        """Frozen modules used to decode latents (the VAE)."""
+        return [self.pipe.vae] if getattr(self.pipe, "vae", None) is not None else []
+
+    @property
+    def scheduler(self):
+        return self.pipe.scheduler
+
+    # ----------------------------------------------------------------- the family's operations
+    def encode(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        raise NotImplementedError
+
+    @staticmethod
+    def collate(rows: list[dict[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        """Cached per-prompt rows -> a batch. Families with variable-length text pad here."""
+        return {k: torch.stack([r[k] for r in rows]) for k in rows[0]}
+
+    @property
+    def noise_shape(self) -> tuple[int, ...]:
+        """Shape of one sample's initial noise as the pipeline draws it (before ``pack``)."""
+        raise NotImplementedError
+
+    def pack(self, noise: torch.Tensor) -> torch.Tensor:
+        """``[B, *noise_shape]`` -> the denoiser's latent layout (identity unless packed)."""
+        return noise
+
+    def sigmas(self, num_steps: int) -> torch.Tensor:
+        """The pipeline's ``num_steps + 1`` sigmas, from about 1 down to 0. [N + 1]"""
+        self.scheduler.set_timesteps(num_steps, device="cpu")
+        return self.scheduler.sigmas.float().clone()
+
+    def forward(self, model, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
+        raise NotImplementedError
+
+    def velocity(self, model, x, sigma, cond, guidance_scale: float) -> torch.Tensor:
+        """Velocity ``[B, ...]`` in fp32, with classifier-free guidance when ``guidance_scale > 1``
+        (``cond`` then also holds ``neg_<key>`` entries)."""
+        if guidance_scale <= 1.0:
+            return self.forward(model, x, sigma, {k: v for k, v in cond.items() if not k.startswith("neg_")})
+        pos = {k: v for k, v in cond.items() if not k.startswith("neg_")}
+        both = {k: torch.cat([cond["neg_" + k], v]) for k, v in pos.items()}
+        v_u, v_c = self.forward(model, torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
+        return v_u + guidance_scale * (v_c - v_u)
+
+    def decode(self, x: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- helpers for subclasses
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.denoiser.dtype
+
+    def timestep(self, sigma: torch.Tensor) -> torch.Tensor:
+        """``sigma * num_train_timesteps`` (SD3/Wan); families feeding sigma itself override."""
+        return sigma * self.scheduler.config.num_train_timesteps
+
+
+# ----------------------------------------------------------------------------- loading
+
+
+def _class_name(path: str) -> Optional[str]:
+    index = os.path.join(path, "model_index.json")
+    if os.path.isfile(index):
+        with open(index) as f:
+            return json.load(f).get("_class_name")
+    return None
+
+
+def family_for(pipe, name: str = "auto") -> type[Family]:
+    """The family class for a loaded pipeline: by ``name``, or ``auto`` = by its class name."""
+    if name != "auto":
+        return FAMILIES.get(name)
+    cls_name = type(pipe).__name__
+    for n in FAMILIES.names():
+        if cls_name in FAMILIES.get(n).pipeline_classes:
+            return FAMILIES.get(n)
+    known = sorted(c for n in FAMILIES.names() for c in FAMILIES.get(n).pipeline_classes)
+    raise ValueError(f"no genrl family drives {cls_name}; set policy.family to one of {', '.join(FAMILIES.names())} "
+                     f"or load one of: {', '.join(known)}")
+
+
+def load_pipeline(model: str, dtype: torch.dtype):
+    """A local diffusers folder or hub id -> the pipeline, through diffusers' own
+    ``DiffusionPipeline.from_pretrained``. A hub id that is not in the local cache, with no
+    network, is a clear error naming the fix (download first) instead of a stack of retries."""
+    from diffusers import DiffusionPipeline
+
+    local = os.path.isdir(model)
+    if local and _class_name(model) is None:
+        raise ValueError(f"policy.model={model!r} is a folder without model_index.json; a diffusers pipeline folder "
+                         "is expected (what `save_pretrained` or `huggingface-cli download` writes)")
+    try:
+        return DiffusionPipeline.from_pretrained(model, dtype=dtype)
+    except (OSError, EnvironmentError) as e:
+        if local:
+            raise ValueError(f"could not load the diffusers pipeline in {model!r}: {e}") from e
+        raise ValueError(
+            f"could not load {model!r} from the Hugging Face hub or its local cache ({type(e).__name__}). With no "
+            f"network, download it first on a connected machine (`huggingface-cli download {model}`) and point "
+            "policy.model at the folder, or set HF_HOME to a cache that holds it."
+        ) from e

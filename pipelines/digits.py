@@ -1,0 +1,94 @@
+"""``DigitsPipeline``: the embedded digits model as a standard ``DiffusionPipeline``.
+
+The digits model (``genrl.tasks.digits``) is a tiny SD3 MMDiT on 8x8 single-channel images in
+pixel space (no VAE), conditioned on a CLIP text encoder. This class lets it load and run the
+diffusers way: ``DiffusionPipeline.from_pretrained(folder, custom_pipeline=...)`` or
+``DigitsPipeline.from_pretrained(folder)``, then ``pipe("a handwritten digit seven")``.
+
+Sampling is the Euler ODE of ``FlowMatchEulerDiscreteScheduler`` with optional
+classifier-free guidance, exactly what genrl evaluates with. The module imports only torch,
+diffusers and transformers, so an exported copy runs without genrl installed.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, ImagePipelineOutput, SD3Transformer2DModel
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import CLIPTextModelWithProjection, PreTrainedTokenizerBase
+
+
+class DigitsPipeline(DiffusionPipeline):
+    """Text-to-image for the embedded digits model.
+
+    Args:
+        transformer: the ``SD3Transformer2DModel`` predicting the flow velocity ``noise - x0``.
+        scheduler: a ``FlowMatchEulerDiscreteScheduler``.
+        text_encoder: a ``CLIPTextModelWithProjection`` (hidden states and pooled embedding).
+        tokenizer: its tokenizer, padding to ``model_max_length``.
+    """
+
+    model_cpu_offload_seq = "text_encoder->transformer"
+
+    def __init__(self, transformer: SD3Transformer2DModel, scheduler: FlowMatchEulerDiscreteScheduler,
+                 text_encoder: CLIPTextModelWithProjection, tokenizer: PreTrainedTokenizerBase):
+        super().__init__()
+        self.register_modules(transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
+                              tokenizer=tokenizer)
+
+    @torch.no_grad()
+    def encode_prompt(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Captions -> (CLIP last hidden state ``[B, L, D]``, projected eos embedding ``[B, P]``),
+        padded to ``tokenizer.model_max_length`` with no attention mask (SD3's CLIP path: the
+        causal mask keeps real tokens independent of the padding)."""
+        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
+                             truncation=True, return_tensors="pt").input_ids.to(self.text_encoder.device)
+        out = self.text_encoder(input_ids=ids)
+        return out.last_hidden_state, out.text_embeds
+
+    def predict_velocity(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
+                         pooled: torch.Tensor) -> torch.Tensor:
+        """The transformer's velocity ``[B, C, H, W]`` at timesteps ``t`` (``sigma * 1000``) ``[B]``."""
+        dtype = self.transformer.dtype
+        return self.transformer(hidden_states=latents.to(dtype), encoder_hidden_states=embeds.to(dtype),
+                                pooled_projections=pooled.to(dtype), timestep=t, return_dict=False)[0].float()
+
+    @torch.no_grad()
+    def __call__(self, prompt: Union[str, list[str]], num_inference_steps: int = 10, guidance_scale: float = 1.0,
+                 generator: Optional[Union[torch.Generator, list[torch.Generator]]] = None,
+                 latents: Optional[torch.Tensor] = None, output_type: str = "pil", return_dict: bool = True):
+        """Sample images for ``prompt``. ``guidance_scale > 1`` enables classifier-free guidance
+        against the empty caption. ``output_type``: ``"pil"``, ``"np"``, ``"pt"`` (``[B, 1, 8, 8]``
+        in ``[0, 1]``) or ``"latent"`` (the raw ``[-1, 1]`` sample)."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        cfg = guidance_scale > 1.0
+        embeds, pooled = self.encode_prompt(prompts)
+        if cfg:
+            neg, neg_pooled = self.encode_prompt([""] * len(prompts))
+            embeds, pooled = torch.cat([neg, embeds]), torch.cat([neg_pooled, pooled])
+        c = self.transformer.config
+        shape = (len(prompts), c.in_channels, c.sample_size, c.sample_size)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
+        self.scheduler.set_timesteps(num_inference_steps, device=latents.device)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            x_in = torch.cat([latents, latents]) if cfg else latents
+            v = self.predict_velocity(x_in, t.expand(x_in.shape[0]), embeds, pooled)
+            if cfg:
+                v_u, v_c = v.chunk(2)
+                v = v_u + guidance_scale * (v_c - v_u)
+            latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+        if output_type == "latent":
+            images = latents
+        else:
+            images = ((latents.float() + 1) / 2).clamp(0, 1)  # pixel space: [-1, 1] -> [0, 1]
+            if output_type in ("np", "pil"):
+                images = images.permute(0, 2, 3, 1).cpu().numpy()
+                if output_type == "pil":
+                    images = self.numpy_to_pil(images)
+            elif output_type != "pt":
+                raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}")
+        self.maybe_free_model_hooks()
+        return ImagePipelineOutput(images=images) if return_dict else (images,)
