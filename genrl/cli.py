@@ -1,5 +1,6 @@
-"""Command line: ``genrl train CONFIG [key.sub=value ...]``, ``genrl compare CONFIG ... --out DIR``
-and ``genrl prepare TASK``.
+"""Command line: ``genrl train CONFIG [key.sub=value ...]``, ``genrl compare CONFIG ... --out DIR``,
+``genrl gallery RUN_DIR ... --out DIR``, ``genrl export RUN_DIR --out DIR``, ``genrl bench CONFIG`` and
+``genrl prepare TASK``.
 
 The top-level ``trainer:`` key of a config picks its schema and trainer: ``online`` (the
 default; flow/diffusion policies), ``online_vlm`` (vision-language policies) or ``sft``.
@@ -89,6 +90,19 @@ def _compare(args) -> int:
     return 0
 
 
+def _gallery(args) -> int:
+    from genrl.gallery import make_gallery
+
+    try:
+        index = make_gallery(args.run_dirs, args.out, seeds_per_prompt=args.seeds_per_prompt, prompts=args.prompts,
+                             max_prompts=args.max_prompts, batch_size=args.batch_size, video_format=args.video_format)
+    except ValueError as e:
+        print(f"genrl gallery: {e}", file=sys.stderr)
+        return 2
+    print(index)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -104,6 +118,21 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", required=True, help="folder for the runs and report.md")
     p.add_argument("--set", nargs="*", default=[], help="overrides applied to every config, e.g. max_steps=150")
     p.set_defaults(func=_compare)
+    p = sub.add_parser("gallery", help="static HTML page: base vs each run's final samples on the same seeds, "
+                                       "scored, with training curves and configs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished (or checkpointed) online runs")
+    p.add_argument("--out", required=True, help="folder for index.html and its images, e.g. gallery/NAME")
+    p.add_argument("--seeds-per-prompt", type=int, default=4, help="fixed seeds 0..k-1 per prompt (default: 4)")
+    p.add_argument("--prompts", nargs="+", default=None, help="prompts to draw (default: the task's prompts)")
+    p.add_argument("--max-prompts", type=int, default=16, help="at most this many prompts (default: 16)")
+    p.add_argument("--batch-size", type=int, default=None, help="samples per forward (default: the run's eval.batch_size)")
+    p.add_argument("--video-format", choices=["gif", "webp"], default="gif", help="animation format for video runs")
+    p.set_defaults(func=_gallery)
+    from genrl.bench import add_parser as add_bench_parser
+    from genrl.export import add_parser as add_export_parser
+
+    add_bench_parser(sub)
+    add_export_parser(sub)
     p = sub.add_parser("prepare", help="build an embedded task's cached base model and rewards (e.g. digits)")
     p.add_argument("task")
     p.set_defaults(func=_prepare)

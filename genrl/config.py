@@ -38,7 +38,8 @@ __all__ = [
     "LogConfig", "OnlineConfig", "OnlineVLMConfig", "SFTConfig", "VLMPolicyConfig", "TRAINER_CONFIGS",
 ]
 
-SDE_TYPES: tuple[str, ...] = ("ode", "flow_sde", "cps", "sage")  # step kinds in genrl.sde
+# step kinds: genrl.sde's flow steps, and "ddim" (DDIM with eta), the step of the diffusion policy only
+SDE_TYPES: tuple[str, ...] = ("ode", "flow_sde", "cps", "sage", "ddim")
 
 T = TypeVar("T")
 _NOVALUE = object()
@@ -359,8 +360,8 @@ class LoraConfig(Section):
 class PolicyConfig(Section):
     name: str = _f("flow", "policy name in genrl.registry.POLICIES")
     model: str = _f("task:digits", "'task:<name>' (embedded, pretrained on first use), a hub id, or a local diffusers folder")
-    sde: str = _f("flow_sde", f"SDE step used for rollouts, one of {', '.join(SDE_TYPES)}")
-    eta: float = _f(0.7, "noise level of the SDE step (>= 0; cps needs eta in [0, 1])")
+    sde: str = _f("flow_sde", f"SDE step used for rollouts, one of {', '.join(SDE_TYPES)} (ddim: policy 'diffusion' only, and its only step)")
+    eta: float = _f(0.7, "noise level of the SDE step (>= 0; cps and ddim need eta in [0, 1])")
     cps_log_prob: Literal["flow_grpo", "gaussian"] = _f(
         "flow_grpo", "sde=cps: Flow-GRPO's surrogate -(x' - mean)^2 (its default; steps weighted evenly) or the exact "
                      "Gaussian density (weights steps by 1/std^2, dominated by the last low-noise steps)")
@@ -386,6 +387,10 @@ class PolicyConfig(Section):
         _require(self.sde in SDE_TYPES, "sde", self.sde, f"must be one of {', '.join(map(repr, SDE_TYPES))}")
         _require(self.eta >= 0 and math.isfinite(self.eta), "eta", self.eta, "must be finite and >= 0")
         _require(self.sde != "cps" or self.eta <= 1, "eta", self.eta, "cps needs eta in [0, 1]")
+        _require((self.sde == "ddim") == (self.name == "diffusion"), "sde", self.sde,
+                 "ddim is the diffusion policy's step and the only one it takes: use policy.name=diffusion with "
+                 "sde=ddim, or a flow step (ode, flow_sde, cps, sage) with other policies")
+        _require(self.sde != "ddim" or self.eta <= 1, "eta", self.eta, "ddim needs eta in [0, 1] (1 = DDPM's variance)")
         _at_least(self, 1, "num_steps")
         _at_least(self, 1.0, "guidance_scale")
         _require(0 <= self.sde_window_size <= self.num_steps, "sde_window_size", self.sde_window_size,
@@ -543,13 +548,28 @@ class LogConfig(Section):
 
 
 @dataclass
+class PromptDataConfig(Section):
+    """Prompt files for ``task: prompts`` (text-to-image/video on real models)."""
+
+    train_files: list[str] = _f([], "training prompts: .txt (one prompt per line) or .jsonl files (a 'prompt' key; "
+                                    "other keys become the prompt's metadata), e.g. Flow-GRPO's dataset/pickscore/train.txt")
+    test_files: list[str] = _f([], "held-out evaluation prompts, same formats; empty = evaluate on the first training prompts")
+    prompt_key: str = _f("prompt", "the prompt's key in .jsonl rows")
+    max_eval_prompts: int = _f(64, "evaluate on at most this many test prompts (the first ones, in file order)")
+
+    def validate(self) -> None:
+        _nonempty(self, "prompt_key")
+        _at_least(self, 1, "max_eval_prompts")
+
+
+@dataclass
 class OnlineConfig(Section):
     """Online RL trainer (rollout -> reward -> advantage -> update), e.g. Flow-GRPO."""
 
     trainer: Literal["online"] = _f("online", "which trainer `genrl train` runs for this config")
     output_dir: str = _f("runs/digits_flowgrpo", "directory for checkpoints, logs and samples")
     seed: int = _f(0, "random seed (>= 0)")
-    task: str = _f("digits", "embedded task providing prompts and eval metrics (a name in genrl.registry.TASKS)")
+    task: str = _f("digits", "task providing prompts and eval metrics (a name in genrl.registry.TASKS): digits (embedded) or prompts (files in data:)")
     resume: bool = _f(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
     max_steps: int = _f(100, "RL iterations (rollout -> reward -> update)")
     policy: PolicyConfig = _f(PolicyConfig, "the generative model and its sampler")
@@ -563,6 +583,7 @@ class OnlineConfig(Section):
     eval: EvalConfig = _f(EvalConfig, "periodic evaluation with the ODE sampler")
     checkpoint: CheckpointConfig = _f(CheckpointConfig, "checkpointing")
     log: LogConfig = _f(LogConfig, "logging")
+    data: PromptDataConfig = _f(PromptDataConfig, "prompt files (used by task prompts only)")
 
     def validate(self) -> None:
         _nonempty(self, "output_dir", "task")
@@ -585,7 +606,7 @@ class OnlineConfig(Section):
 
     def _validate_policy(self) -> None:
         p = self.policy
-        stochastic = " or ".join(s for s in SDE_TYPES if s != "ode")
+        stochastic = " or ".join(s for s in SDE_TYPES if s not in ("ode", "ddim"))
         _require(p.sde != "ode", "policy.sde", p.sde,
                  f"has no exploration noise (RL needs a stochastic step); choose {stochastic}")
         _require(p.eta > 0, "policy.eta", p.eta,

@@ -1,6 +1,6 @@
-"""Fixed-seed evaluation of image policies, written into the run directory.
+"""Fixed-seed evaluation of image and video policies, written into the run directory.
 
-``eval/step-XXXXXX/`` holds one PNG per sample, ``samples.jsonl`` (one JSON object per
+``eval/step-XXXXXX/`` holds one PNG (videos: animated GIF) per sample, ``samples.jsonl`` (one JSON object per
 image: ``prompt``, ``file``, ``seed``, ``rewards``), a ``grid.png`` (one row per prompt) and
 ``summary.json``. Evaluation always uses the deterministic ODE sampler with noise seeded per
 sample, so the base model (step 0) and every later step see exactly the same noise.
@@ -23,6 +23,12 @@ def to_pil(image: torch.Tensor, upscale: int = 1) -> Image.Image:
     arr = (image.clamp(0, 1) * 255).round().to(torch.uint8).cpu().numpy()
     pil = Image.fromarray(arr[0], "L") if arr.shape[0] == 1 else Image.fromarray(np.moveaxis(arr, 0, -1), "RGB")
     return pil.resize((pil.width * upscale, pil.height * upscale), Image.NEAREST) if upscale > 1 else pil
+
+
+def save_video(frames: torch.Tensor, path: str, fps: int = 8) -> None:
+    """``[F, C, H, W]`` in [0, 1] -> an animated GIF (or WebP, by the path's extension), looping."""
+    pils = [to_pil(f) for f in frames]
+    pils[0].save(path, save_all=True, append_images=pils[1:], duration=int(1000 / fps), loop=0)
 
 
 def save_grid(images: torch.Tensor, rows: int, path: str, upscale: int = 4, pad: int = 1) -> None:
@@ -56,14 +62,18 @@ def evaluate_images(policy, task, rewards: dict, eval_cfg, run_dir: str, step: i
 
     out = os.path.join(run_dir, "eval", f"step-{step:06d}")
     os.makedirs(out, exist_ok=True)
+    video = images.ndim == 5  # [N, F, C, H, W]
     with open(os.path.join(out, "samples.jsonl"), "w") as f:
         for i, (p, s) in enumerate(zip(prompts, seeds)):
-            name = f"{i:05d}.png"
-            if eval_cfg.save_images:
+            name = f"{i:05d}.gif" if video else f"{i:05d}.png"
+            if eval_cfg.save_images and video:
+                save_video(images[i], os.path.join(out, name))
+            elif eval_cfg.save_images:
                 to_pil(images[i]).save(os.path.join(out, name))
             f.write(json.dumps({"prompt": p, "file": name, "seed": s,
                                 "rewards": {k: float(v[i]) for k, v in per_sample.items()}}) + "\n")
-    save_grid(images, len(task.prompts()), os.path.join(out, "grid.png"))
+    # videos: the grid shows each sample's middle frame
+    save_grid(images[:, images.shape[1] // 2] if video else images, len(task.prompts()), os.path.join(out, "grid.png"))
     with open(os.path.join(out, "summary.json"), "w") as f:
         json.dump({"step": step, **metrics}, f, indent=1)
     return metrics

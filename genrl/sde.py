@@ -106,7 +106,10 @@ def _finish(
     reduce: str,
 ) -> StepOutput:
     if prev_sample is None:
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=mean.device)
+        # drawn on the generator's device (the trainer's generator is a CPU one), then moved:
+        # the same noise on a CPU and a GPU, and no device mismatch error on CUDA
+        dev = generator.device if generator is not None else mean.device
+        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=dev).to(mean.device)
         prev_sample = mean + _expand(std, mean) * noise
     return StepOutput(prev_sample, mean, std, gaussian_log_prob(prev_sample, mean, std, reduce))
 

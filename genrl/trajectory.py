@@ -71,7 +71,8 @@ class Trajectory:
             if len(shapes) > 1:  # e.g. prompts or images of different sizes in two rollout chunks
                 raise ValueError(f"rollout chunks differ in {attr}[{key!r}] per-sample shape {shapes}; roll out each "
                                  f"step in one chunk (rollout.batch_size >= the step's samples) or fix the width "
-                                 f"(policy.max_prompt_length for token policies)")
+                                 f"(policy.max_prompt_length for token policies, policy.max_sequence_length for "
+                                 f"text-conditioned flow families such as qwen_image)")
             return torch.cat(tensors)
 
         return Trajectory(

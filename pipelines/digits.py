@@ -16,12 +16,14 @@ from typing import Optional, Union
 
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, ImagePipelineOutput, SD3Transformer2DModel
+from diffusers.loaders import SD3LoraLoaderMixin
 from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModelWithProjection, PreTrainedTokenizerBase
 
 
-class DigitsPipeline(DiffusionPipeline):
-    """Text-to-image for the embedded digits model.
+class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
+    """Text-to-image for the embedded digits model. LoRA adapters load the SD3 way
+    (``load_lora_weights``), since the denoiser is an ``SD3Transformer2DModel``.
 
     Args:
         transformer: the ``SD3Transformer2DModel`` predicting the flow velocity ``noise - x0``.
@@ -31,12 +33,23 @@ class DigitsPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "text_encoder->transformer"
+    _lora_loadable_modules = ["transformer"]
 
     def __init__(self, transformer: SD3Transformer2DModel, scheduler: FlowMatchEulerDiscreteScheduler,
                  text_encoder: CLIPTextModelWithProjection, tokenizer: PreTrainedTokenizerBase):
         super().__init__()
         self.register_modules(transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
                               tokenizer=tokenizer)
+
+    def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name=None, **kwargs):
+        """SD3's LoRA loading (``SD3LoraLoaderMixin``) for the transformer, the only module genrl
+        trains; SD3's version also expects a second and third text encoder, which this has not."""
+        kwargs["return_lora_metadata"] = True
+        state_dict, metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, **kwargs)
+        if not all("lora" in k for k in state_dict):
+            raise ValueError("Invalid LoRA checkpoint: every parameter name must contain 'lora'")
+        self.load_lora_into_transformer(state_dict, transformer=self.transformer, adapter_name=adapter_name,
+                                        metadata=metadata, _pipeline=self)
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:

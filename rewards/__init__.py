@@ -5,3 +5,4 @@ from rewards import verifiable  # noqa: F401
 from rewards import clip  # noqa: F401
 from rewards import pickscore  # noqa: F401
 from rewards import videoalign  # noqa: F401
+from rewards import compressibility  # noqa: F401

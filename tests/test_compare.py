@@ -31,3 +31,19 @@ def test_compare_runs_every_config_and_writes_the_report(tmp_path):
     stamp = (out / "guard-seed0" / "final_metrics.json").stat().st_mtime_ns
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0 and (out / "guard-seed0" / "final_metrics.json").stat().st_mtime_ns == stamp
+
+
+def test_matched_proxy_reads_gold_where_each_curve_crosses_the_common_level():
+    from genrl.compare import crossing, matched_proxy
+
+    fast = {"step": [0, 10, 20], "proxy": [0.5, 0.9, 1.0], "gold": [0.5, 0.7, 0.6], "div": [2.0, 1.0, 0.5]}
+    slow = {"step": [0, 10, 20], "proxy": [0.5, 0.6, 0.8], "gold": [0.5, 0.8, 0.9], "div": [2.0, 1.8, 1.6]}
+    out = matched_proxy({"fast": {0: fast}, "slow": {0: slow}})
+    level, at = out[0]
+    assert level == 0.8  # the slow config's best
+    assert at["slow"] == {"step": 20, "gold": 0.9, "div": 1.6}
+    # fast crosses 0.8 three quarters of the way from step 0 (0.5) to step 10 (0.9)
+    assert at["fast"]["step"] == pytest.approx(7.5) and at["fast"]["gold"] == pytest.approx(0.65)
+    assert at["fast"]["div"] == pytest.approx(1.25)
+    with pytest.raises(ValueError, match="never reaches"):
+        crossing(slow, 0.95)

@@ -36,24 +36,23 @@ def _guard(log_new, log_old, adv, info, **kw):
     return OBJECTIVES.get("grpo_guard")(log_new, log_old, adv, torch.ones_like(log_new), info, cfg)
 
 
-def test_step_weights_scale_each_steps_gradient_by_mean_dt_over_dt():
+def test_step_weights_scale_each_steps_gradient_by_one_over_dt():
     B, T = 4, 3
     log_new = torch.zeros(B, T, requires_grad=True)
     dt = torch.tensor([0.05, 0.1, 0.2]).expand(B, T)
-    info = {"std": torch.full((B, T), 0.3), "mean_sq_diff": torch.zeros(B, T), "dt": dt,
-            "mean_dt": torch.full((B, T), 0.1)}
+    info = {"std": torch.full((B, T), 0.3), "mean_sq_diff": torch.zeros(B, T), "dt": dt}
     loss, m = _guard(log_new, torch.zeros(B, T), torch.tensor([1.0, -1.0, 2.0, 0.5]), info, clip_range=0.2)
     loss.backward()
-    g = log_new.grad  # d loss / d log_new = -A * s * w / (B T) on the unclipped side (r_hat = 1)
+    g = log_new.grad  # d loss / d log_new = -A * s / |dt| / (B T) on the unclipped side (r_hat = 1)
     ratio = g[:, 0] / g[:, 2]
-    torch.testing.assert_close(ratio, torch.full((B,), 4.0))  # (0.1 / 0.05) / (0.1 / 0.2)
+    torch.testing.assert_close(ratio, torch.full((B,), 4.0))  # (1 / 0.05) / (1 / 0.2)
+    torch.testing.assert_close(g[:, 1], -torch.tensor([1.0, -1.0, 2.0, 0.5]) * 0.3 / 0.1 / (B * T))
     assert m["ratio_mean"] == pytest.approx(1.0) and m["clip_frac_pos"] == 0.0
 
 
 def test_clip_fraction_is_split_by_advantage_sign():
     B, T = 2, 1
-    info = {"std": torch.ones(B, T), "mean_sq_diff": torch.zeros(B, T), "dt": torch.ones(B, T),
-            "mean_dt": torch.ones(B, T)}
+    info = {"std": torch.ones(B, T), "mean_sq_diff": torch.zeros(B, T), "dt": torch.ones(B, T)}
     log_new = torch.tensor([[0.5], [0.0]])  # sample 0 far outside the clip band
     _, m = _guard(log_new, torch.zeros(B, T), torch.tensor([1.0, -1.0]), info, clip_range=0.1)
     assert m["clip_frac_pos"] == 1.0 and m["clip_frac_neg"] == 0.0
@@ -88,7 +87,7 @@ def test_flow_policy_provides_the_inputs_and_unchanged_weights_give_ratio_one():
 def test_guard_logs_the_normalised_ratio_per_step():
     B, T = 3, 2
     info = {"std": torch.tensor([[0.5, 0.1]]).expand(B, T), "mean_sq_diff": torch.zeros(B, T),
-            "dt": torch.ones(B, T), "mean_dt": torch.ones(B, T), "step_index": torch.tensor([[4, 7]]).expand(B, T)}
+            "dt": torch.ones(B, T), "step_index": torch.tensor([[4, 7]]).expand(B, T)}
     log_new = torch.tensor([[0.2, 0.2], [0.0, 0.0], [-0.2, -0.2]])
     _, m = _guard(log_new, torch.zeros(B, T), torch.ones(B), info, clip_range=0.1)
     # normalised log-ratio = s * log r: the step with s = 0.1 spreads 5x less than the one with 0.5

@@ -1,6 +1,7 @@
 """CLIPScore (open_clip) and PickScore (transformers CLIPModel) rewards, built from tiny real
 configs in code, checked against independent computations of their published formulas."""
 
+import io
 import json
 
 import numpy as np
@@ -167,3 +168,23 @@ def test_embedded_digits_clip_trains_caches_and_loads_as_a_reward(tmp_path):
     stamp = (tmp_path / "cache" / "digits-clip-seed0" / "open_clip_model.safetensors").stat().st_mtime_ns
     assert prepare_digits_clip(cache_dir=str(tmp_path / "cache"), steps=20, progress=False) == first
     assert (tmp_path / "cache" / "digits-clip-seed0" / "open_clip_model.safetensors").stat().st_mtime_ns == stamp
+
+
+def test_jpeg_rewards_measure_file_size():
+    from rewards.compressibility import JpegCompressibility, JpegIncompressibility
+
+    flat = torch.full((1, 3, 64, 64), 0.5)
+    noise = torch.rand(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    bad = torch.full((1, 3, 64, 64), float("nan"))
+    images = torch.cat([flat, noise, bad])
+    comp = JpegCompressibility()(images, ["a"] * 3)["jpeg_compressibility"]
+    inc = JpegIncompressibility()(images, ["a"] * 3)["jpeg_incompressibility"]
+    assert comp[0] > comp[1] and inc[1] > inc[0] > 0  # a flat image compresses far better than noise
+    torch.testing.assert_close(comp[:2], -inc[:2])
+    assert torch.isnan(comp[2]) and torch.isnan(inc[2])
+    # the size is the real quality-95 JPEG's
+    buf = io.BytesIO()
+    Image.fromarray((noise[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), "RGB").save(buf, "JPEG", quality=95)
+    assert inc[1].item() == pytest.approx(buf.tell() / 1000)
+    with pytest.raises(ValueError, match="image tensors"):
+        JpegCompressibility()(torch.rand(2, 5), ["a", "b"])

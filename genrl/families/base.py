@@ -53,6 +53,10 @@ class Family:
         """Frozen modules used to decode latents (the VAE)."""
         return [self.pipe.vae] if getattr(self.pipe, "vae", None) is not None else []
 
+    def frozen_modules(self) -> list[torch.nn.Module]:
+        """Other frozen networks the denoising loop calls (Wan2.2's low-noise expert)."""
+        return []
+
     @property
     def scheduler(self):
         return self.pipe.scheduler

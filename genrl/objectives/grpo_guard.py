@@ -16,12 +16,13 @@ clipping then acts on ``r_hat``. The correction keeps its gradient, so the updat
 ``d mean_d[z delta]``.
 
 Gradient reweighting: ``delta`` is proportional to ``dt`` (the velocity enters the mean as
-``v dt``), so each step's loss is scaled by ``mean_dt / |dt|``, which is 1 for a uniform step.
+``v dt``), so each step's loss is scaled by ``1 / |dt|``, as the official code does
+(``policy_loss / sqrt_dt.mean() ** 2`` in zhtmike/flow_grpo ``scripts/train_sd3_GRPO_Guard.py``).
 That keeps steps with large ``dt`` from dominating the update.
 
 ``loss = agg_{b,t} w_t max(-A r_hat, -A clip(r_hat, 1 - eps, 1 + eps)) + beta * agg(KL)``
 
-It needs the flow policy's per-step ``std``, ``mean_sq_diff``, ``dt`` and ``mean_dt``
+It needs the flow policy's per-step ``std``, ``mean_sq_diff`` and ``dt``
 (``FlowPolicy.log_prob``). It works with ``flow_sde`` and ``cps`` steps (the latter with
 ``policy.cps_log_prob: gaussian``: RatioNorm assumes the Gaussian density) and with the SDE window.
 
@@ -38,7 +39,7 @@ from genrl.objectives.common import (add_kl, aggregate, clamp_advantages, clip_b
                                      masked_mean, per_step_ratio_stats, ratio_metrics)
 from genrl.registry import OBJECTIVES
 
-REQUIRED = ("std", "mean_sq_diff", "dt", "mean_dt")
+REQUIRED = ("std", "mean_sq_diff", "dt")
 
 
 def normalized_log_ratio(log_ratio: torch.Tensor, std: torch.Tensor, mean_sq_diff: torch.Tensor) -> torch.Tensor:
@@ -60,7 +61,7 @@ def grpo_guard_loss(log_probs_new, log_probs_old, advantages, mask, step_info, c
     ratio_hat = torch.exp(log_ratio_hat)
     low, high = clip_bounds(config)
     per_action = clipped_surrogate(ratio_hat, adv, low, high)  # [B, T]
-    weight = step_info["mean_dt"] / step_info["dt"].abs().clamp_min(1e-12)  # 1 for a uniform step
+    weight = 1.0 / step_info["dt"].abs().clamp_min(1e-12)  # [B, t]
     policy_loss = aggregate(per_action * weight, mask, config.loss_agg, config.max_len_norm)
 
     metrics = ratio_metrics(log_ratio_hat, mask, config.clip_range, config.clip_range_high)

@@ -11,7 +11,8 @@ import torch
 class Policy:
     """Base class. Subclasses set ``module`` (the trained ``nn.Module``, unwrapped) and
     ``model`` (what gradient forwards go through; the trainer may wrap it for DDP), and
-    implement ``rollout``, ``log_prob``, ``window`` and ``_set_adapters``. ``ref_model`` is a
+    implement ``rollout``, ``log_prob`` and ``window`` (and ``_set_adapters`` if their adapters are
+    not peft adapters on ``module``). ``ref_model`` is a
     frozen copy under full fine-tuning and ``None`` under LoRA."""
 
     module: torch.nn.Module
@@ -21,11 +22,20 @@ class Policy:
     # sampler, noise for the hundreds of token positions of a language model
     per_step_metrics = False
 
+    # (network output [B * t, ...] of the last gradient forward with retain_grad, its action indices [B * t]);
+    # set by policies that report output_grad_norms
+    _last_output = None
+
     def output_grad_norms(self) -> dict[int, float]:
-        """After a backward: the gradient norm of the loss with respect to the network's output,
-        per action index (flow policies: the predicted velocity of each denoising step, the
+        """After a backward: ``{action index: mean over samples of ||d loss / d output||}`` for the
+        last ``log_prob`` forward (flow policies: the predicted velocity of each denoising step, the
         quantity SAGE-GRPO's equaliser balances). ``{}`` where a policy does not track it."""
-        return {}
+        if self._last_output is None or self._last_output[0].grad is None:
+            return {}
+        out, steps = self._last_output
+        self._last_output = None
+        norms = out.grad.flatten(1).norm(dim=1)  # [B * t]
+        return {int(k): norms[steps == k].mean().item() for k in torch.unique(steps).tolist()}
 
     def trainable_parameters(self) -> list[torch.nn.Parameter]:
         return [p for p in self.module.parameters() if p.requires_grad]
@@ -43,7 +53,11 @@ class Policy:
                 params[n].copy_(t)
 
     def _set_adapters(self, enabled: bool) -> None:
-        raise NotImplementedError
+        """Switch the LoRA adapters on or off (diffusers and transformers modules with peft adapters)."""
+        if enabled:
+            self.module.enable_adapters()
+        else:
+            self.module.disable_adapters()
 
     @contextlib.contextmanager
     def reference(self) -> Iterator[torch.nn.Module]:

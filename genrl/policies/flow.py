@@ -20,7 +20,6 @@ step) are deterministic and never trained.
 
 from __future__ import annotations
 
-import copy
 from typing import Optional
 
 import torch
@@ -28,10 +27,10 @@ import torch
 from genrl import sde as sde_lib
 from genrl.families.base import family_for, load_pipeline
 from genrl.policies.base import Policy
+from genrl.policies.denoiser import DTYPES, prepare_denoiser
 from genrl.registry import POLICIES, TASKS
 from genrl.trajectory import Trajectory
 
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def load_policy_pipeline(model: str, dtype: torch.dtype = torch.float32):
@@ -48,26 +47,11 @@ def load_policy_pipeline(model: str, dtype: torch.dtype = torch.float32):
     return load_pipeline(model, dtype)
 
 
-def set_attention_backend(module: torch.nn.Module, backend: str) -> None:
-    """``sdpa`` (PyTorch's default kernels) or ``xformers`` memory-efficient attention, which
-    needs CUDA and the ``xformers`` extra; either failure is a clear error before any work."""
-    if backend == "sdpa":
-        return
-    if not torch.cuda.is_available():
-        raise ValueError("policy.attention_backend=xformers needs a CUDA GPU; use 'sdpa' on this machine")
-    try:
-        import xformers  # noqa: F401
-    except ImportError as e:
-        raise ValueError("policy.attention_backend=xformers needs the xformers extra: pip install 'genrl[xformers]'") from e
-    module.enable_xformers_memory_efficient_attention()
-
-
 @POLICIES.register("flow")
 class FlowPolicy(Policy):
     """Stochastic policy over a diffusers flow pipeline. ``cfg`` is a ``PolicyConfig``."""
 
     per_step_metrics = True
-    _last_v = None  # (velocity [B * t, ...] of the last gradient forward, its step indices), for output_grad_norms
 
     def __init__(self, cfg, pipe, device="cpu"):
         self.cfg = cfg
@@ -75,52 +59,22 @@ class FlowPolicy(Policy):
         self.pipe = pipe
         self.family = family_for(pipe, cfg.family)(pipe, cfg)
         self.step_fn = sde_lib.get_step(cfg.sde, cfg.cps_log_prob)
-        dtype = _DTYPES[cfg.dtype]
         transformer = self.family.denoiser
-        for m in [transformer] + self.family.text_modules() + self.family.decode_modules():
-            if m.dtype != dtype:  # frozen base weights in the run dtype (bf16 on GPUs)
-                m.to(dtype=dtype)
-            m.to(self.device)
-        for m in self.family.text_modules() + self.family.decode_modules():
-            m.eval().requires_grad_(False)
-        set_attention_backend(transformer, cfg.attention_backend)
-        if cfg.gradient_checkpointing:
-            transformer.enable_gradient_checkpointing()
-        self.ref_model = None
-        if cfg.lora.rank > 0:
-            from peft import LoraConfig
-
-            transformer.requires_grad_(False)
-            targets = cfg.lora.target_modules or list(self.family.lora_targets)
-            transformer.add_adapter(LoraConfig(
-                r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                target_modules=targets, init_lora_weights="gaussian",
-            ))
-            for p in transformer.parameters():  # trained weights stay fp32 under mixed precision
-                if p.requires_grad:
-                    p.data = p.data.float()
-        else:
-            # Full fine-tuning: the reference is a frozen copy of the starting weights.
-            self.ref_model = copy.deepcopy(transformer).eval().requires_grad_(False)
+        frozen = self.family.text_modules() + self.family.decode_modules() + self.family.frozen_modules()
+        self.ref_model = prepare_denoiser(transformer, frozen, cfg, self.family.lora_targets, self.device)
         self.transformer = transformer  # unwrapped module (adapters, saving)
         self.model = transformer  # what gradient forwards go through; the trainer may wrap it (DDP)
         self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
 
     @classmethod
     def from_pretrained(cls, cfg, device="cpu") -> "FlowPolicy":
-        return cls(cfg, load_policy_pipeline(cfg.model, _DTYPES[cfg.dtype]), device=device)
+        return cls(cfg, load_policy_pipeline(cfg.model, DTYPES[cfg.dtype]), device=device)
 
     # ----------------------------------------------------------------- parameters
     @property
     def module(self) -> torch.nn.Module:
         """The trained network, unwrapped (every policy exposes this; the trainer wraps it)."""
         return self.transformer
-
-    def _set_adapters(self, enabled: bool) -> None:
-        if enabled:
-            self.transformer.enable_adapters()
-        else:
-            self.transformer.disable_adapters()
 
     # ----------------------------------------------------------------- conditioning
     @torch.no_grad()
@@ -216,8 +170,7 @@ class FlowPolicy(Policy):
         All selected steps of all samples go through one batched forward. Returns
         log-probs ``[B, t]`` and per-step info, each ``[B, t]``: ``std``; ``mean_sq_diff``, the
         squared distance of the new step mean from the rollout's, averaged over dimensions (with
-        gradient); ``dt`` (``sigma - sigma_next``) and ``mean_dt`` (``1 / num_steps``, the
-        schedule's average); ``kl`` to the reference if asked.
+        gradient); ``dt`` (``sigma - sigma_next``); ``kl`` to the reference if asked.
         """
         cfg = self.cfg
         x = traj.data["latents"][:, steps]  # [B, t, C, H, W]
@@ -231,27 +184,18 @@ class FlowPolicy(Policy):
         v = self.velocity(x, s, cond, cfg.guidance_scale)  # [B * t, C, H, W]
         if v.requires_grad:  # keep d loss / d v per step for the diagnostics (output_grad_norms)
             v.retain_grad()
-            self._last_v = (v, traj.step_info["step_index"][:, steps].reshape(-1))
+            self._last_output = (v, traj.step_info["step_index"][:, steps].reshape(-1))
         out = self.step_fn(v, x, s, sn, cfg.eta, sigma_1, prev_sample=xn)
         old_mean = flat(traj.data["means"][:, steps])
         info = {"std": out.std.view(B, t),
                 "mean_sq_diff": sde_lib.reduce_nonbatch((out.mean - old_mean) ** 2).view(B, t),
-                "dt": (s - sn).view(B, t), "mean_dt": torch.full((B, t), 1.0 / cfg.num_steps, device=x.device)}
+                "dt": (s - sn).view(B, t)}
         if with_ref:
             with torch.no_grad(), self.reference() as ref:
                 v_ref = self.velocity(x, s, cond, cfg.guidance_scale, model=ref)
             ref_out = self.step_fn(v_ref, x, s, sn, cfg.eta, sigma_1, prev_sample=xn)
             info["kl"] = sde_lib.gaussian_kl(out.mean, ref_out.mean, out.std).view(B, t)
         return out.log_prob.view(B, t), info
-
-    def output_grad_norms(self) -> dict[int, float]:
-        """``{step: mean over samples of ||d loss / d v||}`` for the last ``log_prob`` forward."""
-        if self._last_v is None or self._last_v[0].grad is None:
-            return {}
-        v, steps = self._last_v
-        self._last_v = None
-        norms = v.grad.flatten(1).norm(dim=1)  # [B * t]
-        return {int(k): norms[steps == k].mean().item() for k in torch.unique(steps).tolist()}
 
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()

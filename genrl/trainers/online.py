@@ -154,6 +154,11 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         named = {n: p for n, p in policy.module.named_parameters() if p.requires_grad}
         policy.anchor = Anchor(named, cfg.objective.anchor_period)  # policy.reference() now means the anchor
     train_set = task.train_prompts()  # [(prompt, metadata)]
+    total = cfg.rollout.prompts_per_step * cfg.rollout.group_size  # the sampler checks total % world
+    local, per_opt = total // world, cfg.train.batch_size * cfg.train.gradient_accumulation_steps
+    if total % world == 0 and local % per_opt:  # a remainder would leave gradients accumulated into the next update
+        raise ValueError(f"each of the {world} processes rolls out {local} samples per step, not a multiple of "
+                         f"train.batch_size * train.gradient_accumulation_steps = {per_opt}; change one of them")
     shape = dict(num_prompts=len(train_set), prompts_per_step=cfg.rollout.prompts_per_step,
                  group_size=cfg.rollout.group_size, seed=cfg.seed, num_processes=world, process_index=rank)
     if cfg.rollout.sampler == "vas":

@@ -1,0 +1,156 @@
+"""The prepared GPU benchmark: full-size SD3.5-Medium architecture, random weights, 512 px.
+
+    python benchmarks/gpu_sd35m.py --out benchmarks/RESULTS.md            # on a GPU machine
+    python benchmarks/gpu_sd35m.py --preset tiny --iters 1 --out /tmp/x.md  # the same code on a CPU
+
+Builds a real ``StableDiffusion3Pipeline`` with the published SD3.5-Medium component configs
+(MMDiT-X 24 layers x 1536 wide with dual attention in layers 0-12, the 16-channel VAE, CLIP-L,
+CLIP-G and T5-XXL encoders) and random weights made directly on the device in bf16, so no
+download is needed. Tokenizers are word-level stand-ins of the real lengths (77 / 77 / 256
+tokens): they change which token ids are fed, not the cost. For each variant (``genrl.bench``'s
+``VARIANTS``: as configured, gradient checkpointing, SDE window of 2) the pipeline is rebuilt
+and ``genrl.bench.measure`` times the flow policy's rollouts (images/s), the trainer's update
+(seconds per iteration) and peak GPU memory, with the Flow-GRPO recipe's settings
+(``configs/sd35m/flowgrpo_pickscore.yaml`` if present, else the same values inline): 10 SDE
+steps, CFG 4.5, LoRA r32/alpha64. Ratios are to the first variant, measured in the same run.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import tempfile
+
+import torch
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+
+# SD3.5-Medium's published component configs (model_index.json's subfolders).
+PRESETS = {
+    "sd35m": dict(
+        transformer=dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
+                         num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
+                         pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=384,
+                         dual_attention_layers=tuple(range(13)), qk_norm="rms_norm"),
+        vae=dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
+                 up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
+                 latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False,
+                 use_post_quant_conv=False, sample_size=1024),
+        clip_l=dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
+                    num_attention_heads=12, max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu"),
+        clip_g=dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
+                    num_attention_heads=20, max_position_embeddings=77, projection_dim=1280, hidden_act="gelu"),
+        t5=dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
+                feed_forward_proj="gated-gelu", relative_attention_num_buckets=32),
+        t5_tokens=256, clip_tokens=77, resolution=512, dtype=torch.bfloat16),
+    # the same code path at toy size, to check the script on a CPU
+    "tiny": dict(
+        transformer=dict(sample_size=16, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
+                         num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=16,
+                         pooled_projection_dim=64, out_channels=4, pos_embed_max_size=16,
+                         dual_attention_layers=(0,), qk_norm="rms_norm"),
+        vae=dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
+                 up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
+                 latent_channels=4, norm_num_groups=4, scaling_factor=1.5305, shift_factor=0.0609,
+                 use_quant_conv=False, use_post_quant_conv=False, sample_size=32),
+        clip_l=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    max_position_embeddings=16, projection_dim=32),
+        clip_g=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
+                    max_position_embeddings=16, projection_dim=32),
+        t5=dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2, relative_attention_num_buckets=8),
+        t5_tokens=8, clip_tokens=8, resolution=32, dtype=torch.float32),
+}
+
+
+def _tokenizer(max_length: int, vocab_size: int, bos: bool):
+    """A word-level fast tokenizer (ids within ``vocab_size``), padding to ``max_length``."""
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+    from transformers import PreTrainedTokenizerFast
+
+    words = "a photo of cat dog red blue car in the park on table".split()
+    vocab = {"<pad>": 0, "<bos>": 1, "<unk>": 2, "<eos>": 3, **{w: 4 + i for i, w in enumerate(words)}}
+    assert len(vocab) <= vocab_size
+    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    tok.pre_tokenizer = pre_tokenizers.Whitespace()
+    tok.post_processor = processors.TemplateProcessing(single="<bos> $A <eos>" if bos else "$A <eos>",
+                                                       special_tokens=[("<bos>", 1), ("<eos>", 3)])
+    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
+                                   pad_token="<pad>", model_max_length=max_length)
+
+
+def build_pipeline(preset: str, device: str):
+    """A ``StableDiffusion3Pipeline`` of ``preset``'s sizes, random weights made on ``device``."""
+    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
+
+    p = PRESETS[preset]
+    ids = dict(pad_token_id=0, bos_token_id=1, eos_token_id=3)
+    torch.manual_seed(0)
+    with torch.device(device):
+        parts = dict(
+            transformer=SD3Transformer2DModel(**p["transformer"]),
+            vae=AutoencoderKL(**p["vae"]),
+            text_encoder=CLIPTextModelWithProjection(CLIPTextConfig(**p["clip_l"], **ids)),
+            text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**p["clip_g"], **ids)),
+            text_encoder_3=T5EncoderModel(T5Config(**p["t5"], pad_token_id=0, eos_token_id=3, decoder_start_token_id=0)),
+        )
+    for m in parts.values():
+        m.to(p["dtype"])
+    return StableDiffusion3Pipeline(
+        **parts, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        tokenizer=_tokenizer(p["clip_tokens"], p["clip_l"]["vocab_size"], True),
+        tokenizer_2=_tokenizer(p["clip_tokens"], p["clip_g"]["vocab_size"], True),
+        tokenizer_3=_tokenizer(p["t5_tokens"], p["t5"]["vocab_size"], False))
+
+
+def config(preset: str, prompt_file: str, overrides: list[str]):
+    """Flow-GRPO's SD3.5-M settings (10 SDE steps, eta 0.7, CFG 4.5, LoRA r32/alpha64) on ``preset``."""
+    from genrl.config import OnlineConfig, load_config
+
+    p = PRESETS[preset]
+    base = ["task=prompts", f"data.train_files=[{prompt_file}]", "policy.model=random", "policy.family=sd3",
+            "policy.num_steps=10", "policy.eta=0.7", "policy.guidance_scale=4.5", "policy.lora.rank=32",
+            "policy.lora.alpha=64", f"policy.height={p['resolution']}", f"policy.width={p['resolution']}",
+            f"policy.max_sequence_length={p['t5_tokens']}", f"policy.dtype={'bfloat16' if p['dtype'] == torch.bfloat16 else 'float32'}",
+            "rollout.group_size=4", "rollout.batch_size=8", "train.batch_size=4", "train.gradient_accumulation_steps=1",
+            "train.mixed_precision=" + ("bf16" if p["dtype"] == torch.bfloat16 else "'no'"), "log.progress_bar=false"]
+    return load_config(OnlineConfig, None, base + overrides)
+
+
+def main(argv=None) -> int:
+    from genrl.bench import VARIANTS, measure, report
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="sd35m")
+    ap.add_argument("--variants", nargs="+", default=["default", "grad_ckpt", "window"], choices=sorted(VARIANTS))
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--out", default="")
+    ap.add_argument("--set", nargs="*", default=[], dest="overrides", help="extra genrl config overrides")
+    a = ap.parse_args(argv)
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        prompts = os.path.join(tmp, "prompts.txt")
+        with open(prompts, "w") as f:
+            f.write("a photo of a cat\na red car in the park\na blue dog on the table\n")
+        for v in a.variants:
+            cfg = config(a.preset, prompts, a.overrides + VARIANTS[v])
+            pipe = build_pipeline(a.preset, device)
+            results.append({"variant": v, **measure(cfg, a.iters, a.warmup, pipe=pipe)})
+            del pipe
+            if device == "cuda":
+                torch.cuda.empty_cache()
+            print(results[-1], flush=True)
+    text = report(f"SD3.5-Medium architecture ({a.preset}), random weights", results, a.overrides, a.iters)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

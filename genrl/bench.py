@@ -1,0 +1,178 @@
+"""``genrl bench``: rollout throughput, update time and peak memory of one config, per variant.
+
+    genrl bench configs/sd35m/flowgrpo_pickscore.yaml --iters 3 \\
+        --variants default grad_ckpt window --out benchmarks/RESULTS-sd35m.md [--set key=value ...]
+
+Every variant runs in its own process (so peak memory is that variant's own) with the same
+config, seed and prompts, plus the variant's overrides (``VARIANTS``). Each measures, after
+``--warmup`` untimed iterations:
+
+* rollout samples/s: ``policy.rollout`` of ``rollout.batch_size`` samples (one process's chunk);
+* update seconds per iteration: the trainer's own ``update`` (every minibatch of the rollout
+  batch, all trained steps, backward and optimizer steps) with random advantages;
+* peak memory: ``torch.cuda.max_memory_allocated`` on a GPU, the process's peak RSS on a CPU.
+
+The report gives each variant's figures and its ratios to the first variant, all measured in
+the same invocation on the same machine, which it names.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import subprocess
+import sys
+import time
+
+# name -> overrides applied on top of the config (and the user's --set)
+VARIANTS: dict[str, list[str]] = {
+    "default": [],
+    "grad_ckpt": ["policy.gradient_checkpointing=true"],
+    "window": ["policy.sde_window_size=2"],
+    "grad_ckpt+window": ["policy.gradient_checkpointing=true", "policy.sde_window_size=2"],
+}
+
+
+def _sync() -> None:
+    import torch
+
+    if torch.cuda.is_available():
+        torch.cuda.synchronize()
+
+
+def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
+    """Time rollouts and updates of ``cfg`` in this process; returns the figures. ``pipe``: an
+    already built diffusers pipeline for the flow policy (e.g. random full-size weights made on
+    the GPU by ``benchmarks/gpu_sd35m.py``) instead of loading ``cfg.policy.model``."""
+    import torch
+    from accelerate import Accelerator
+
+    from genrl.registry import OBJECTIVES, POLICIES, TASKS
+    from genrl.trainers.online import update
+
+    cuda = torch.cuda.is_available()
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not cuda)
+    task = TASKS.get(cfg.task).from_config(cfg)
+    policy_cls = POLICIES.get(cfg.policy.name)
+    if pipe is None:
+        policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
+    else:
+        policy = policy_cls(cfg.policy, pipe, device=accelerator.device)
+    objective = OBJECTIVES.get(cfg.objective.name)
+    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.train.lr)
+    policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
+    train = task.train_prompts()
+    B, k = cfg.rollout.batch_size, cfg.rollout.group_size
+    rows = [train[(i // k) % len(train)] for i in range(B)]  # whole groups of the first prompts
+    prompts, meta, groups = [p for p, _ in rows], [m for _, m in rows], [i // k for i in range(B)]
+    g = torch.Generator().manual_seed(cfg.seed)
+    if cuda:
+        torch.cuda.reset_peak_memory_stats()
+    rollout_s, update_s, traj = [], [], None
+    for i in range(warmup + iters):
+        _sync()
+        t0 = time.perf_counter()
+        traj = policy.rollout(prompts, meta, groups, g, policy.window(g))
+        _sync()
+        if i >= warmup:
+            rollout_s.append(time.perf_counter() - t0)
+    adv = torch.randn(B, generator=g).to(traj.log_probs_old.device)
+    for i in range(warmup + iters):
+        _sync()
+        t0 = time.perf_counter()
+        m = update(policy, traj, adv, optimizer, objective, cfg, accelerator, None, g)
+        _sync()
+        if i >= warmup:
+            update_s.append(time.perf_counter() - t0)
+    peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    return {"rollout_samples_per_s": B * len(rollout_s) / sum(rollout_s),
+            "update_s_per_iteration": sum(update_s) / len(update_s),
+            "optimizer_steps_per_iteration": m["optimizer_steps"], "trained_steps": traj.log_probs_old.shape[1],
+            "batch": B, "peak_memory_gib": peak / 2**30}
+
+
+def device_name() -> str:
+    import torch
+
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    return f"CPU ({platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} threads)"
+
+
+def run(config: str, variants: list[str], overrides: list[str], iters: int, warmup: int) -> list[dict]:
+    """Each variant in a fresh process; returns ``[{variant, figures...}]``."""
+    unknown = [v for v in variants if v not in VARIANTS]
+    if unknown:
+        raise ValueError(f"unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
+    results = []
+    for v in variants:
+        cmd = [sys.executable, "-m", "genrl.bench", "--one", config, "--iters", str(iters), "--warmup", str(warmup),
+               "--set", *overrides, *VARIANTS[v], "log.progress_bar=false"]
+        proc = subprocess.run(cmd, capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError(f"variant {v!r} failed:\n{proc.stderr[-3000:]}")
+        results.append({"variant": v, **json.loads(proc.stdout.strip().splitlines()[-1])})
+    return results
+
+
+def report(config: str, results: list[dict], overrides: list[str], iters: int) -> str:
+    base = results[0]
+    lines = [f"# genrl bench: `{config}`", "", f"Device: {device_name()}. {iters} timed iterations per variant"
+             + (f"; overrides: `{' '.join(overrides)}`" if overrides else "") + ". Ratios are to "
+             f"`{base['variant']}`, measured in the same run.", "",
+             "| variant | trained steps | rollout samples/s | update s / iteration | peak memory GiB | "
+             "rollout ratio | update ratio | memory ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in results:
+        lines.append(f"| {r['variant']} | {r['trained_steps']} | {r['rollout_samples_per_s']:.3g} | "
+                     f"{r['update_s_per_iteration']:.3g} | {r['peak_memory_gib']:.3g} | "
+                     f"{r['rollout_samples_per_s'] / base['rollout_samples_per_s']:.2f} | "
+                     f"{r['update_s_per_iteration'] / base['update_s_per_iteration']:.2f} | "
+                     f"{r['peak_memory_gib'] / base['peak_memory_gib']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("bench", help="rollout samples/s, update time and peak memory of a config, per variant")
+    p.add_argument("config", help="an online YAML recipe")
+    p.add_argument("--variants", nargs="+", default=["default", "grad_ckpt", "window"],
+                   help=f"variants to measure, the first is the baseline; valid: {', '.join(VARIANTS)}")
+    p.add_argument("--iters", type=int, default=3, help="timed iterations per variant")
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
+    p.add_argument("--out", default="", help="also write the markdown report here")
+    p.add_argument("--set", nargs="*", default=[], dest="overrides", help="key.sub=value overrides for every variant")
+    p.set_defaults(func=main_bench)
+
+
+def main_bench(args) -> int:
+    try:
+        results = run(args.config, args.variants, args.overrides, args.iters, args.warmup)
+    except (ValueError, RuntimeError) as e:
+        print(f"genrl bench: {e}", file=sys.stderr)
+        return 2
+    text = report(args.config, results, args.overrides, args.iters)
+    print(text)
+    if args.out:
+        with open(args.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+def _one(argv: list[str]) -> None:
+    """Child process: measure one variant and print its figures as JSON on the last line."""
+    from genrl.config import OnlineConfig, load_config
+
+    p = argparse.ArgumentParser()
+    p.add_argument("--one")
+    p.add_argument("--iters", type=int)
+    p.add_argument("--warmup", type=int)
+    p.add_argument("--set", nargs="*", default=[], dest="overrides")
+    a = p.parse_args(argv)
+    cfg = load_config(OnlineConfig, a.one, a.overrides)
+    print(json.dumps(measure(cfg, a.iters, a.warmup)))
+
+
+if __name__ == "__main__":
+    _one(sys.argv[1:])

@@ -1,0 +1,148 @@
+"""``genrl export RUN_DIR --out DIR``: an aligned model as a standard Diffusers folder.
+
+    genrl export runs/sd35m_flowgrpo --out exported/sd35m-pickscore             # LoRA merged in
+    genrl export runs/sd35m_flowgrpo --out exported/sd35m-lora --lora adapter   # PEFT adapter only
+
+Options: ``--lora merge`` (default: adapters fused into the denoiser's weights, a plain
+pipeline folder) or ``--lora adapter`` (diffusers' ``pytorch_lora_weights.safetensors`` with
+its adapter config, for ``pipe.load_lora_weights(DIR)``); ``--weights ema`` (default: the EMA
+weights when the run kept them, as evaluation uses) or ``raw``; ``--dtype`` of the saved
+weights. Full fine-tuning runs save the whole trained pipeline (``--lora`` is ignored).
+
+Loading the result needs only stock diffusers:
+
+* real families: ``DiffusionPipeline.from_pretrained(DIR)``; adapter exports name their base
+  model in ``genrl_export.json``: ``pipe = DiffusionPipeline.from_pretrained(BASE);
+  pipe.load_lora_weights(DIR)``;
+* genrl's embedded digits model: its pipeline class ships in the folder as ``pipeline.py``
+  (``pipelines/digits.py``) and ``model_index.json`` names it, diffusers' convention for
+  custom pipelines: ``DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)``. Its
+  adapter export also holds the base pipeline (it exists nowhere else), so
+  ``from_pretrained(DIR, trust_remote_code=True).load_lora_weights(DIR)`` works.
+
+The folder is written next to ``DIR`` and renamed into place, so a killed export leaves no
+half-written model; an existing ``DIR`` is an error unless ``--overwrite``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import json
+import os
+import shutil
+import sys
+import uuid
+
+import torch
+
+_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+class ExportError(ValueError):
+    pass
+
+
+def _save_custom_pipeline_code(pipe, folder: str) -> None:
+    """Our own pipeline classes (``pipelines/``): copy the module into the folder as
+    ``pipeline.py`` and point ``model_index.json`` at it, so stock diffusers can load it."""
+    module = sys.modules[type(pipe).__module__]
+    shutil.copyfile(module.__file__, os.path.join(folder, "pipeline.py"))
+    index = os.path.join(folder, "model_index.json")
+    with open(index) as f:
+        data = json.load(f)
+    data["_class_name"] = ["pipeline", type(pipe).__name__]
+    with open(index, "w") as f:
+        json.dump(data, f, indent=2, sort_keys=True)
+
+
+def _adapter_metadata(denoiser) -> dict:
+    cfg = denoiser.peft_config["default"].to_dict()
+    return {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
+
+
+def export(run_dir: str, out: str, lora: str = "merge", weights: str = "ema", dtype: str = "float32",
+           overwrite: bool = False) -> dict:
+    """Write the run's final model to ``out``; returns what ``genrl_export.json`` records."""
+    from peft.utils import get_peft_model_state_dict
+
+    from genrl.run_dir import load_run_policy
+
+    if lora not in ("merge", "adapter"):
+        raise ExportError(f"--lora must be 'merge' or 'adapter', not {lora!r}")
+    if weights not in ("ema", "raw"):
+        raise ExportError(f"--weights must be 'ema' or 'raw', not {weights!r}")
+    if dtype not in _DTYPES:
+        raise ExportError(f"--dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
+    if os.path.exists(out) and not overwrite:
+        raise ExportError(f"{out!r} exists; choose a new folder or pass --overwrite")
+    cfg, policy, info = load_run_policy(run_dir, ema=weights == "ema")
+    pipe = getattr(policy, "pipe", None)
+    if pipe is None:
+        raise ExportError(f"policy {cfg.policy.name!r} does not wrap a diffusers pipeline; nothing to export")
+    denoiser = policy.module
+    custom = type(pipe).__module__.split(".")[0] == "pipelines"  # genrl's own pipeline class
+    uses_lora = cfg.policy.lora.rank > 0
+    mode = lora if uses_lora else "full"
+    record = {"run_dir": os.path.abspath(run_dir), "step": info["step"], "weights": "ema" if info["ema"] else "raw",
+              "mode": mode, "dtype": dtype, "base_model": cfg.policy.model, "pipeline_class": type(pipe).__name__,
+              "load": ("DiffusionPipeline.from_pretrained(DIR" + (", trust_remote_code=True" if custom else "") + ")")}
+    tmp = os.path.join(os.path.dirname(os.path.abspath(out)), f".{os.path.basename(out)}.tmp-{uuid.uuid4().hex[:8]}")
+    os.makedirs(tmp)
+    try:
+        if mode == "adapter":
+            saver = getattr(type(pipe), "save_lora_weights", None)
+            if saver is None:
+                raise ExportError(f"{type(pipe).__name__} has no LoRA loader in diffusers; export with --lora merge")
+            kwargs = {"transformer_lora_layers": get_peft_model_state_dict(denoiser)}
+            if "transformer_lora_adapter_metadata" in inspect.signature(saver).parameters:
+                kwargs["transformer_lora_adapter_metadata"] = _adapter_metadata(denoiser)  # keeps alpha / rank
+            saver(tmp, **kwargs)
+            record["load"] = ("pipe = DiffusionPipeline.from_pretrained(BASE); pipe.load_lora_weights(DIR)" if not custom
+                              else "pipe = DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True); "
+                                   "pipe.load_lora_weights(DIR)")
+            if custom:  # the embedded base exists nowhere else: ship it beside the adapter
+                denoiser.unload_lora()
+                pipe.to(_DTYPES[dtype]).save_pretrained(tmp)
+                _save_custom_pipeline_code(pipe, tmp)
+        else:
+            if mode == "merge":
+                denoiser.fuse_lora()
+                denoiser.unload_lora()
+            pipe.to(_DTYPES[dtype]).save_pretrained(tmp)
+            if custom:
+                _save_custom_pipeline_code(pipe, tmp)
+        with open(os.path.join(tmp, "genrl_export.json"), "w") as f:
+            json.dump(record, f, indent=1)
+        if os.path.exists(out):
+            shutil.rmtree(out)
+        os.replace(tmp, out)
+    finally:
+        if os.path.isdir(tmp):
+            shutil.rmtree(tmp)
+    return record
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("export", help="write a run's final model as a standard Diffusers pipeline folder")
+    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished (or checkpointed) online run")
+    p.add_argument("--out", required=True, help="the new folder")
+    p.add_argument("--lora", choices=["merge", "adapter"], default="merge",
+                   help="merge: adapters fused into the weights (default); adapter: pytorch_lora_weights.safetensors")
+    p.add_argument("--weights", choices=["ema", "raw"], default="ema",
+                   help="ema: the EMA weights when the run kept them (default, what evaluation uses); raw: the trained weights")
+    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of the saved weights")
+    p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
+    p.set_defaults(func=_main)
+
+
+def _main(args) -> int:
+    from genrl.run_dir import RunDirError
+
+    try:
+        record = export(args.run_dir, args.out, args.lora, args.weights, args.dtype, args.overwrite)
+    except (ExportError, RunDirError) as e:
+        print(f"genrl export: {e}", file=sys.stderr)
+        return 2
+    print(f"genrl export: wrote {args.out} ({record['mode']}, {record['weights']} weights, step {record['step']}); "
+          f"load with {record['load']}")
+    return 0

@@ -1,0 +1,58 @@
+"""Setting up a diffusers denoiser (transformer or UNet) for RL, shared by the flow and the
+diffusion policies: frozen weights in the run dtype, the attention kernel, gradient
+checkpointing, and LoRA adapters trained in fp32 (or a frozen reference copy for full
+fine-tuning)."""
+
+from __future__ import annotations
+
+import copy
+from typing import Optional
+
+import torch
+
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+def set_attention_backend(module: torch.nn.Module, backend: str) -> None:
+    """``sdpa`` (PyTorch's default kernels) or ``xformers`` memory-efficient attention, which
+    needs CUDA and the ``xformers`` extra; either failure is a clear error before any work."""
+    if backend == "sdpa":
+        return
+    if not torch.cuda.is_available():
+        raise ValueError("policy.attention_backend=xformers needs a CUDA GPU; use 'sdpa' on this machine")
+    try:
+        import xformers  # noqa: F401
+    except ImportError as e:
+        raise ValueError("policy.attention_backend=xformers needs the xformers extra: pip install 'genrl[xformers]'") from e
+    module.enable_xformers_memory_efficient_attention()
+
+
+def prepare_denoiser(denoiser: torch.nn.Module, frozen: list[torch.nn.Module], cfg, default_targets,
+                     device: torch.device) -> Optional[torch.nn.Module]:
+    """Cast ``denoiser`` and the ``frozen`` modules (text encoders, VAE, ...) to ``cfg.dtype`` and
+    ``device``, freeze the latter, apply ``cfg.attention_backend`` and ``gradient_checkpointing``,
+    and add LoRA adapters (``cfg.lora``; targets default to ``default_targets``; B starts at zero,
+    so the adapted model starts as the base). Returns the frozen reference copy for full
+    fine-tuning (``lora.rank = 0``), else ``None`` (the reference is the model, adapters off)."""
+    dtype = DTYPES[cfg.dtype]
+    for m in [denoiser, *frozen]:
+        if m.dtype != dtype:  # frozen base weights in the run dtype (bf16 on GPUs)
+            m.to(dtype=dtype)
+        m.to(device)
+    for m in frozen:
+        m.eval().requires_grad_(False)
+    set_attention_backend(denoiser, cfg.attention_backend)
+    if cfg.gradient_checkpointing:
+        denoiser.enable_gradient_checkpointing()
+    if cfg.lora.rank == 0:
+        return copy.deepcopy(denoiser).eval().requires_grad_(False)
+    from peft import LoraConfig
+
+    denoiser.requires_grad_(False)
+    denoiser.add_adapter(LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
+                                    target_modules=list(cfg.lora.target_modules or default_targets),
+                                    init_lora_weights="gaussian"))
+    for p in denoiser.parameters():  # trained weights stay fp32 under mixed precision
+        if p.requires_grad:
+            p.data = p.data.float()
+    return None

@@ -1,0 +1,68 @@
+"""What a finished (or checkpointed) online run directory holds, read back: its config and its
+newest checkpoint's trained weights. Shared by ``genrl gallery`` and ``genrl export``."""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+class RunDirError(ValueError):
+    """A run directory that cannot be read back (missing, not online, nothing checkpointed)."""
+
+
+def check_run(run_dir: str) -> tuple[str, str]:
+    """A run directory's ``config.yaml`` and newest checkpoint, or a clear error."""
+    import yaml
+
+    from genrl.checkpoint import latest_checkpoint
+
+    if not os.path.isdir(run_dir):
+        raise RunDirError(f"{run_dir!r} is not a directory")
+    cfg_path = os.path.join(run_dir, "config.yaml")
+    if not os.path.isfile(cfg_path):
+        raise RunDirError(f"{run_dir!r} has no config.yaml: not a genrl run directory (genrl train writes one)")
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            data = yaml.safe_load(f)
+    except yaml.YAMLError as e:
+        raise RunDirError(f"{cfg_path!r} is not valid YAML ({e})") from None
+    kind = data.get("trainer", "online") if isinstance(data, dict) else None
+    if kind != "online":
+        raise RunDirError(f"{run_dir!r} is a {kind!r} run; expected an image/video (online, flow) run")
+    ckpt = latest_checkpoint(os.path.join(run_dir, "checkpoints"))
+    if ckpt is None:
+        raise RunDirError(f"{run_dir!r} has no checkpoints/step-*: nothing trained to show yet "
+                          f"(a run saves one every checkpoint.every steps and at max_steps)")
+    return cfg_path, ckpt
+
+
+def load_final_weights(policy, ckpt: str, ema: bool = True) -> dict:
+    """Load the checkpoint's trained weights, with the EMA swapped in if it kept one and ``ema``
+    (what evaluation uses); returns ``{step, ema}``."""
+    from genrl.checkpoint import load_checkpoint
+    from genrl.ema import EMA
+
+    state = load_checkpoint(ckpt)
+    policy.load_trainable_state_dict(state["model"])
+    shadow_state = state.get("ema") if ema else None
+    if shadow_state is not None:
+        params = policy.trainable_parameters()
+        shadow = EMA(params, shadow_state["decay"])
+        shadow.load_state_dict(shadow_state)
+        with torch.no_grad():
+            for p, s in zip(params, shadow.shadow):
+                p.copy_(s)
+    return {"step": int(state["step"]), "ema": shadow_state is not None}
+
+
+def load_run_policy(run_dir: str, ema: bool = True, device: str = "cpu"):
+    """``(config, policy with the run's final weights, checkpoint info)`` for a run directory."""
+    from genrl.config import OnlineConfig, load_config
+    from genrl.registry import POLICIES
+
+    cfg_path, ckpt = check_run(run_dir)
+    cfg = load_config(OnlineConfig, cfg_path)
+    policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device)
+    return cfg, policy, load_final_weights(policy, ckpt, ema=ema)

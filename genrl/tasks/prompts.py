@@ -1,0 +1,87 @@
+"""``task: prompts``: text-to-image / text-to-video prompts from local files, for real models.
+
+Formats (``data:`` section, ``PromptDataConfig``): ``.txt`` with one prompt per line (Flow-GRPO's
+``dataset/pickscore/train.txt`` and ``test.txt``), or ``.jsonl`` rows with a prompt key whose
+other keys become that prompt's metadata (passed to rewards, e.g. GenEval's object specs).
+Evaluation samples the first ``max_eval_prompts`` test prompts with fixed seeds through the
+ODE sampler and scores them with the run's own rewards (``genrl.evaluation``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Any
+
+from genrl.registry import TASKS
+
+
+def read_prompts(paths: list[str], prompt_key: str = "prompt") -> list[tuple[str, dict]]:
+    """``(prompt, metadata)`` rows of ``.txt`` / ``.jsonl`` files, in order. Empty lines are
+    skipped; a missing file, an unknown extension, a bad JSON line or a row without
+    ``prompt_key`` is an error naming the file and line."""
+    rows: list[tuple[str, dict]] = []
+    for path in paths:
+        if not os.path.isfile(path):
+            raise ValueError(f"prompt file {path!r} does not exist")
+        ext = os.path.splitext(path)[1].lower()
+        if ext not in (".txt", ".jsonl"):
+            raise ValueError(f"prompt file {path!r}: expected .txt (one prompt per line) or .jsonl")
+        with open(path, encoding="utf-8") as f:
+            for n, line in enumerate(f, 1):
+                if not line.strip():
+                    continue
+                if ext == ".txt":
+                    rows.append((line.strip(), {}))
+                    continue
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+                if not isinstance(row, dict) or not isinstance(row.get(prompt_key), str) or not row[prompt_key].strip():
+                    raise ValueError(f"{path}:{n}: expected an object with a non-empty string {prompt_key!r}")
+                rows.append((row.pop(prompt_key).strip(), row))
+    if not rows:
+        raise ValueError(f"no prompts in {paths}")
+    return rows
+
+
+@TASKS.register("prompts")
+class PromptsTask:
+    """Prompts from files; evaluation by the run's own rewards (no held-out judge)."""
+
+    name = "prompts"
+
+    def __init__(self, data):
+        self.data = data
+        self._train = read_prompts(data.train_files, data.prompt_key)
+        test = read_prompts(data.test_files, data.prompt_key) if data.test_files else self._train
+        self._test = test[: data.max_eval_prompts]
+        self._meta = {p: m for p, m in self._train + self._test}
+
+    @classmethod
+    def from_config(cls, cfg) -> "PromptsTask":
+        if not cfg.data.train_files:
+            raise ValueError("task prompts needs data.train_files (.txt or .jsonl prompt files)")
+        return cls(cfg.data)
+
+    def prompts(self) -> list[str]:
+        """Evaluation prompts."""
+        return [p for p, _ in self._test]
+
+    def metadata(self, prompt: str) -> dict:
+        return dict(self._meta.get(prompt, {}))
+
+    def train_prompts(self) -> list[tuple[str, dict]]:
+        return list(self._train)
+
+    def evaluate(self, policy, rewards, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
+        from genrl.evaluation import evaluate_images
+
+        return evaluate_images(policy, self, rewards, eval_cfg, run_dir, step)
+
+    def eval_rewards(self) -> dict[str, Any]:
+        return {}
+
+    def eval_metrics(self, images, prompts, metadata=None) -> dict[str, float]:
+        return {}

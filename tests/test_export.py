@@ -1,0 +1,133 @@
+"""``genrl export``: a tiny SD3 pipeline and the digits model, trained 2 steps, exported merged
+and as an adapter, loaded in a fresh Python process with stock diffusers only, give exactly
+genrl's own ODE samples of the trained run for the same seeds."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+from families import dummy_sd3
+
+from genrl.config import OnlineConfig, load_config
+from genrl.export import ExportError, export
+from genrl.run_dir import load_run_policy
+from genrl.tasks.digits import pretrain
+from genrl.trainers.online import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TINY = ["max_steps=2", "policy.num_steps=4", "rollout.prompts_per_step=2", "rollout.group_size=4",
+        "rollout.batch_size=8", "train.batch_size=4", "eval.seeds_per_prompt=1", "eval.every=0", "checkpoint.every=1",
+        "log.progress_bar=false", "log.tensorboard=false", "train.lr=2e-2"]
+
+# Runs in a fresh interpreter: stock diffusers only, genrl never imported.
+LOADER = r"""
+import json, sys, torch
+from diffusers import DiffusionPipeline
+folder, base, prompts, seeds, steps, guidance, extra, out = sys.argv[1:]
+kw = {"trust_remote_code": True} if base == "custom" else {}
+if base in ("", "custom"):
+    pipe = DiffusionPipeline.from_pretrained(folder, **kw)
+else:
+    pipe = DiffusionPipeline.from_pretrained(base)
+if base == "custom" or base not in ("",):
+    if __import__("os").path.isfile(folder + "/pytorch_lora_weights.safetensors"):
+        pipe.load_lora_weights(folder)
+gens = [torch.Generator().manual_seed(int(s)) for s in seeds.split(",")]
+images = pipe(prompts.split("|"), num_inference_steps=int(steps), guidance_scale=float(guidance), generator=gens,
+              output_type="pt", **json.loads(extra)).images
+assert not any(m.split(".")[0] in ("genrl", "pipelines") for m in sys.modules), "genrl was imported"
+torch.save(images, out)
+"""
+
+
+def _load_in_fresh_process(tmp_path, folder, base, prompts, seeds, steps, guidance, extra=None):
+    out = tmp_path / f"stock-{os.path.basename(folder)}.pt"
+    script = tmp_path / "load_stock.py"
+    script.write_text(LOADER)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, str(script), str(folder), base, "|".join(prompts),
+                           ",".join(map(str, seeds)), str(steps), str(guidance), json.dumps(extra or {}), str(out)],
+                          cwd=tmp_path, capture_output=True, text=True, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return torch.load(out)
+
+
+def _genrl_samples(run_dir, prompts, seeds, steps, guidance):
+    _, policy, info = load_run_policy(str(run_dir))
+    assert info["step"] == 2
+    return policy.sample(prompts, seeds, steps, guidance).float(), policy
+
+
+@pytest.fixture(scope="module")
+def sd3_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export-sd3")
+    dummy_sd3.build().save_pretrained(root / "base")
+    (root / "prompts.txt").write_text("\n".join(dummy_sd3.PROMPTS) + "\n")
+    cfg = load_config(OnlineConfig, os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml"), [
+        *TINY, f"output_dir={root / 'run'}", f"policy.model={root / 'base'}", "task=prompts",
+        f"data.train_files=[{root / 'prompts.txt'}]", "rewards={jpeg_incompressibility: 1.0}", "policy.height=32",
+        "policy.width=32", "policy.max_sequence_length=8", "policy.lora.target_modules=null", "policy.lora.alpha=16"])
+    train(cfg)
+    return root
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_sd3_merged_export_loads_in_stock_diffusers_and_matches(sd3_run, tmp_path, guidance):
+    prompts, seeds = dummy_sd3.PROMPTS[:2], [5, 6]
+    ours, policy = _genrl_samples(sd3_run / "run", prompts, seeds, 4, guidance)
+    with torch.no_grad(), policy.reference():  # training moved the model: the base gives other images
+        base = policy.sample(prompts, seeds, 4, guidance).float()
+    assert (ours - base).abs().max() > 1e-3
+    out = tmp_path / "merged"
+    record = export(str(sd3_run / "run"), str(out))
+    assert record["mode"] == "merge" and not (out / "pytorch_lora_weights.safetensors").exists()
+    stock = _load_in_fresh_process(tmp_path, out, "", prompts, seeds, 4, guidance,
+                                   {"height": 32, "width": 32, "max_sequence_length": 8})
+    torch.testing.assert_close(stock.float(), ours, rtol=1e-4, atol=1e-5)
+
+
+def test_sd3_adapter_export_loads_onto_the_base_pipeline(sd3_run, tmp_path):
+    prompts, seeds = dummy_sd3.PROMPTS[1:], [0, 1]
+    ours, _ = _genrl_samples(sd3_run / "run", prompts, seeds, 4, 1.0)
+    out = tmp_path / "adapter"
+    record = export(str(sd3_run / "run"), str(out), lora="adapter")
+    assert record["mode"] == "adapter" and (out / "pytorch_lora_weights.safetensors").is_file()
+    assert not (out / "model_index.json").exists()  # only the adapter: the base is named in genrl_export.json
+    assert json.loads((out / "genrl_export.json").read_text())["base_model"] == str(sd3_run / "base")
+    stock = _load_in_fresh_process(tmp_path, out, str(sd3_run / "base"), prompts, seeds, 4, 1.0,
+                                   {"height": 32, "width": 32, "max_sequence_length": 8})
+    torch.testing.assert_close(stock.float(), ours, rtol=1e-4, atol=1e-5)
+
+
+@pytest.fixture(scope="module")
+def digits_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("export-digits")
+    base = pretrain(root / "base", steps=5, progress=False)
+    train(load_config(OnlineConfig, os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml"),
+                      [*TINY, f"output_dir={root / 'run'}", f"policy.model={base}", "train.ema_decay=0.5"]))
+    return root / "run"
+
+
+@pytest.mark.parametrize("lora", ["merge", "adapter"])
+def test_digits_export_loads_with_its_own_pipeline_code(digits_run, tmp_path, lora):
+    prompts, seeds = ["a handwritten digit three", "a handwritten digit eight"], [0, 9]
+    ours, _ = _genrl_samples(digits_run, prompts, seeds, 6, 1.0)
+    out = tmp_path / lora
+    record = export(str(digits_run), str(out), lora=lora)
+    assert record["weights"] == "ema"
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == ["pipeline", "DigitsPipeline"]
+    assert (out / "pipeline.py").is_file()
+    stock = _load_in_fresh_process(tmp_path, out, "custom", prompts, seeds, 6, 1.0)
+    torch.testing.assert_close(stock.float(), ours, rtol=1e-4, atol=1e-5)
+
+
+def test_export_refuses_to_overwrite_and_names_bad_options(digits_run, tmp_path):
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ExportError, match="exists"):
+        export(str(digits_run), str(tmp_path / "taken"))
+    with pytest.raises(ExportError, match="--lora"):
+        export(str(digits_run), str(tmp_path / "x"), lora="fuse")
+    assert not (tmp_path / "x").exists()

@@ -1,0 +1,164 @@
+"""``genrl gallery``: two tiny digits runs -> index.html with scored sample grids, curves and configs,
+rendered in headless Chromium."""
+
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+from html.parser import HTMLParser
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from genrl.cli import main
+from genrl.config import OnlineConfig, load_config
+from genrl.gallery import compose, save_frames
+from genrl.tasks.digits import pretrain
+from genrl.trainers.online import train
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIG = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+CHROMIUM = "/usr/bin/chromium"
+
+
+def _cfg(run_dir, model, *extra):
+    return load_config(OnlineConfig, CONFIG, [
+        f"output_dir={run_dir}", f"policy.model={model}", "max_steps=2", "policy.num_steps=4",
+        "rollout.prompts_per_step=2", "rollout.group_size=4", "rollout.batch_size=8", "train.batch_size=4",
+        "eval.seeds_per_prompt=2", "eval.every=1", "checkpoint.every=1", "log.progress_bar=false",
+        "log.tensorboard=false", *extra,
+    ])
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    """Run ``ema`` (2 steps, EMA weights) and run ``plain`` (1 step), from one tiny base."""
+    root = tmp_path_factory.mktemp("gallery-runs")
+    base = pretrain(root / "base", steps=5, progress=False)
+    train(_cfg(root / "ema", base, "train.ema_decay=0.9", "train.lr=1e-2"))
+    train(_cfg(root / "plain", base, "max_steps=1", "train.lr=1e-2"))
+    return root / "ema", root / "plain"
+
+
+class _Images(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.srcs = []
+
+    def handle_starttag(self, tag, attrs):
+        if tag == "img":
+            self.srcs.append(dict(attrs)["src"])
+
+
+def _chromium(page, tmp_path, *args):
+    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chrome-profile'}",
+           "--window-size=1200,900", *args, page.as_uri()]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+
+
+def _eval_rewards(run, step):
+    with open(run / "eval" / f"step-{step:06d}" / "samples.jsonl") as f:
+        return {(r["prompt"], r["seed"]): r["rewards"] for r in map(json.loads, f)}
+
+
+def test_gallery_page_shows_base_and_final_samples_scored(runs, tmp_path, capsys):
+    ema, plain = runs
+    out = tmp_path / "gallery" / "tiny"
+    assert main(["gallery", str(ema), str(plain), "--out", str(out), "--seeds-per-prompt", "2"]) == 0
+    assert capsys.readouterr().out.strip().endswith("index.html")
+
+    page = out / "index.html"
+    text = page.read_text()
+    parser = _Images()
+    parser.feed(text)
+    assert len(parser.srcs) == 1 + 10  # curves + one grid per digit prompt
+    for src in parser.srcs:
+        assert not os.path.isabs(src) and "://" not in src, src
+        path = out / src
+        assert path.is_file() and path.resolve().is_relative_to(out.resolve()), src
+        with Image.open(path) as im:
+            assert im.width >= 3 * 96 and im.height >= 2 * 96  # 3 columns (base, ema, plain) x 2 seeds, upscaled
+    assert (out / "curves.png").stat().st_size > 5000
+    assert load_config(OnlineConfig, str(out / "configs" / "ema.yaml")).train.ema_decay == 0.9
+    assert (out / "configs" / "plain.yaml").is_file()
+    assert "configs/ema.yaml" in text and "step 2 (EMA)" in text and "step 1" in text
+    assert "a handwritten digit seven" in text and "gold_accuracy" in text
+
+    # the scores are those of each run's own evaluation on the same seeds: base = step 0,
+    # final = the last step (EMA weights for the EMA run), so the right weights were loaded
+    record = json.loads((out / "gallery.json").read_text())
+    assert record["columns"] == ["base", "ema", "plain"]
+    expected = {"base": _eval_rewards(ema, 0), "ema": _eval_rewards(ema, 2), "plain": _eval_rewards(plain, 1)}
+    assert _eval_rewards(ema, 0) != _eval_rewards(ema, 2)  # training moved the samples
+    for entry in record["prompts"]:
+        for column, per_seed in entry["scores"].items():
+            for seed, scores in enumerate(per_seed):
+                want = expected[column][(entry["prompt"], seed)]
+                for key in ("digits", "digits_gold"):
+                    assert scores[key] == pytest.approx(want[key], abs=1e-3), (column, entry["prompt"], seed, key)
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium): the page was not rendered")
+    shot = tmp_path / "shot.png"
+    proc = _chromium(page, tmp_path, f"--screenshot={shot}")
+    assert shot.is_file(), proc.stderr[-2000:]
+    with Image.open(shot) as im:
+        assert im.size == (1200, 900) and len(np.unique(np.asarray(im.convert("L")))) > 10  # not a blank page
+    proc = _chromium(page, tmp_path, "--virtual-time-budget=5000", "--dump-dom")
+    body = re.search(r"<body[^>]*>", proc.stdout)
+    assert body, proc.stderr[-2000:]
+    loaded = re.search(r'data-images-loaded="(\d+)"', body.group(0))
+    total = re.search(r'data-images-total="(\d+)"', body.group(0))
+    assert loaded and total, body.group(0)
+    assert int(total.group(1)) == len(parser.srcs) and int(loaded.group(1)) == int(total.group(1))
+
+
+def test_gallery_prompt_override_is_capped_and_tolerates_unscorable_prompts(runs, tmp_path):
+    _, plain = runs
+    out = tmp_path / "g"
+    with pytest.warns(UserWarning, match="failed"):  # "a cat" has no digit: the digit rewards give n/a
+        assert main(["gallery", str(plain), "--out", str(out), "--seeds-per-prompt", "1", "--max-prompts", "2",
+                     "--prompts", "a handwritten digit three", "a cat", "a handwritten digit 7"]) == 0
+    record = json.loads((out / "gallery.json").read_text())
+    assert [p["prompt"] for p in record["prompts"]] == ["a handwritten digit three", "a cat"]
+    assert sorted(os.listdir(out / "images")) == ["prompt-000.png", "prompt-001.png"]
+    assert math.isnan(record["prompts"][1]["scores"]["base"][0]["digits"])
+    assert 0 <= record["prompts"][0]["scores"]["plain"][0]["digits"] <= 1
+
+
+def test_gallery_rejects_folders_that_are_not_runs(runs, tmp_path, capsys):
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert main(["gallery", str(empty), "--out", str(tmp_path / "g")]) == 2
+    assert "has no config.yaml" in capsys.readouterr().err
+    assert main(["gallery", str(tmp_path / "missing"), "--out", str(tmp_path / "g")]) == 2
+    assert "is not a directory" in capsys.readouterr().err
+    untrained = tmp_path / "untrained"
+    untrained.mkdir()
+    shutil.copy(runs[0] / "config.yaml", untrained / "config.yaml")
+    assert main(["gallery", str(runs[0]), str(untrained), "--out", str(tmp_path / "g")]) == 2
+    assert "has no checkpoints" in capsys.readouterr().err
+    assert not (tmp_path / "g").exists()  # checked before any work
+
+
+@pytest.mark.parametrize("fmt", ["gif", "webp"])
+def test_video_grids_animate_with_the_same_layout(tmp_path, fmt):
+    if fmt == "webp":
+        from PIL import features
+
+        if not features.check("webp"):
+            pytest.skip("this Pillow has no WebP support")
+    videos = [torch.rand(2, 5, 3, 16, 16), torch.rand(2, 3, 3, 16, 16)]  # [S, F, C, H, W]; shorter one holds its last frame
+    frames = compose(videos, ["base", "run"], [["seed 0\nclip 0.5", "seed 1\nclip 0.25"]] * 2)
+    path = save_frames(frames, str(tmp_path / "prompt-000"), fmt)
+    assert path.endswith("." + fmt)
+    with Image.open(path) as im:
+        assert im.n_frames == 5 and im.is_animated
+        assert im.width >= 2 * 96 and im.height >= 2 * 96
+    single = compose([torch.rand(2, 1, 8, 8)], ["base"], [["a", "b"]])
+    assert len(single) == 1 and save_frames(single, str(tmp_path / "img")).endswith(".png")
