@@ -61,8 +61,11 @@ def test_two_process_vlm_rl_with_vas(tmp_path):
 def test_two_process_digits_flowgrpo(tmp_path):
     ranks, metrics = _launch(
         tmp_path, "configs/digits/flowgrpo.yaml", "max_steps=2", "rollout.prompts_per_step=2", "rollout.group_size=4",
-        "rollout.batch_size=4", "train.batch_size=4", "eval.every=0", "eval.seeds_per_prompt=2", "checkpoint.every=0")
+        "rollout.batch_size=4", "train.batch_size=4", "eval.every=0", "eval.seeds_per_prompt=2", "checkpoint.every=1")
     _check_groups_and_weights(ranks, 2, 4, 2)
+    # logging and checkpointing happen once: one metrics row per step, one checkpoint per step
+    assert [m["step"] for m in metrics] == [1, 2]
+    assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["step-000001", "step-000002"]
     for r0, r1 in zip(ranks[0]["rollouts"], ranks[1]["rollouts"]):
         assert not set(r0) & set(r1)  # no image is generated twice: per-process noise
     assert all(torch.isfinite(torch.tensor(m["reward/total_mean"])) for m in metrics)

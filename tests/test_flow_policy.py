@@ -108,3 +108,27 @@ def test_missing_or_unreachable_model_is_a_clear_error(tmp_path, monkeypatch):
 def test_decode_maps_pixel_latents_to_unit_range():
     x = torch.tensor([-3.0, -1.0, 0.0, 1.0, 2.0]).reshape(5, 1, 1, 1).expand(5, 1, 8, 8)
     assert _policy().decode(x)[:, 0, 0, 0].tolist() == [0.0, 0.0, 0.5, 1.0, 1.0]
+
+
+def test_xformers_backend_is_a_clear_error_without_cuda():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: xformers may be valid here")
+    with pytest.raises(ValueError, match="xformers needs a CUDA GPU"):
+        _policy(attention_backend="xformers")
+
+
+def test_gradient_checkpointing_gives_the_same_log_probs_and_gradients():
+    plain, ckpt = _policy(), _policy(gradient_checkpointing=True)
+    assert ckpt.transformer.is_gradient_checkpointing and not plain.transformer.is_gradient_checkpointing
+    traj = _rollout(plain)
+    grads = []
+    for pol in (plain, ckpt):
+        pol.transformer.train()  # diffusers checkpoints only in training mode
+        lp, _ = pol.log_prob(traj, slice(0, None))
+        lp.mean().backward()
+        grads.append([p.grad.clone() for p in pol.trainable_parameters()])
+        if pol is plain:
+            ref_lp = lp.detach()
+    torch.testing.assert_close(lp.detach(), ref_lp, rtol=0, atol=1e-6)
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
