@@ -25,10 +25,15 @@ def to_pil(image: torch.Tensor, upscale: int = 1) -> Image.Image:
     return pil.resize((pil.width * upscale, pil.height * upscale), Image.NEAREST) if upscale > 1 else pil
 
 
+def save_animation(frames: list[Image.Image], path: str, fps: int = 8) -> None:
+    """PIL frames -> a looping animated GIF, or lossless WebP, by the path's extension."""
+    extra = {"lossless": True} if path.endswith(".webp") else {}
+    frames[0].save(path, save_all=True, append_images=frames[1:], duration=max(1, round(1000 / fps)), loop=0, **extra)
+
+
 def save_video(frames: torch.Tensor, path: str, fps: int = 8) -> None:
     """``[F, C, H, W]`` in [0, 1] -> an animated GIF (or WebP, by the path's extension), looping."""
-    pils = [to_pil(f) for f in frames]
-    pils[0].save(path, save_all=True, append_images=pils[1:], duration=int(1000 / fps), loop=0)
+    save_animation([to_pil(f) for f in frames], path, fps)
 
 
 def save_grid(images: torch.Tensor, rows: int, path: str, upscale: int = 4, pad: int = 1) -> None:

@@ -33,10 +33,7 @@ import shutil
 import sys
 import uuid
 
-import torch
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
+from genrl.policies.denoiser import DTYPES
 
 class ExportError(ValueError):
     pass
@@ -71,8 +68,8 @@ def export(run_dir: str, out: str, lora: str = "merge", weights: str = "ema", dt
         raise ExportError(f"--lora must be 'merge' or 'adapter', not {lora!r}")
     if weights not in ("ema", "raw"):
         raise ExportError(f"--weights must be 'ema' or 'raw', not {weights!r}")
-    if dtype not in _DTYPES:
-        raise ExportError(f"--dtype must be one of {', '.join(_DTYPES)}, not {dtype!r}")
+    if dtype not in DTYPES:
+        raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if os.path.exists(out) and not overwrite:
         raise ExportError(f"{out!r} exists; choose a new folder or pass --overwrite")
     cfg, policy, info = load_run_policy(run_dir, ema=weights == "ema")
@@ -102,13 +99,13 @@ def export(run_dir: str, out: str, lora: str = "merge", weights: str = "ema", dt
                                    "pipe.load_lora_weights(DIR)")
             if custom:  # the embedded base exists nowhere else: ship it beside the adapter
                 denoiser.unload_lora()
-                pipe.to(_DTYPES[dtype]).save_pretrained(tmp)
+                pipe.to(DTYPES[dtype]).save_pretrained(tmp)
                 _save_custom_pipeline_code(pipe, tmp)
         else:
             if mode == "merge":
                 denoiser.fuse_lora()
                 denoiser.unload_lora()
-            pipe.to(_DTYPES[dtype]).save_pretrained(tmp)
+            pipe.to(DTYPES[dtype]).save_pretrained(tmp)
             if custom:
                 _save_custom_pipeline_code(pipe, tmp)
         with open(os.path.join(tmp, "genrl_export.json"), "w") as f:
@@ -130,7 +127,7 @@ def add_parser(sub) -> None:
                    help="merge: adapters fused into the weights (default); adapter: pytorch_lora_weights.safetensors")
     p.add_argument("--weights", choices=["ema", "raw"], default="ema",
                    help="ema: the EMA weights when the run kept them (default, what evaluation uses); raw: the trained weights")
-    p.add_argument("--dtype", choices=sorted(_DTYPES), default="float32", help="dtype of the saved weights")
+    p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the saved weights")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=_main)
 

@@ -31,6 +31,7 @@ import shutil
 import torch
 from PIL import Image, ImageDraw, ImageFont
 
+from genrl.evaluation import save_animation, to_pil
 from genrl.run_dir import RunDirError, check_run, load_final_weights
 
 MIN_SIDE = 96  # small images (8x8 digits) are upscaled with nearest neighbours to at least this
@@ -77,8 +78,6 @@ def compose(columns: list[torch.Tensor], headers: list[str], notes: list[list[st
     """One grid: ``columns[c]`` holds the images ``[S, C, H, W]`` (or videos ``[S, F, C, H, W]``)
     of one model, one row per seed; ``notes[c][s]`` is the text under each image. Returns its
     frames (one for images; a video's frames, the shorter ones holding their last frame)."""
-    from genrl.evaluation import to_pil
-
     video = columns[0].dim() == 5
     h, w = columns[0].shape[-2:]
     up = max(1, math.ceil(MIN_SIDE / min(h, w)))
@@ -116,8 +115,7 @@ def save_frames(frames: list[Image.Image], path_stem: str, video_format: str = "
         frames[0].save(path_stem + ".png")
         return path_stem + ".png"
     path = f"{path_stem}.{video_format}"
-    extra = {"lossless": True} if video_format == "webp" else {}
-    frames[0].save(path, save_all=True, append_images=frames[1:], duration=max(1, round(1000 / fps)), loop=0, **extra)
+    save_animation(frames, path, fps)
     return path
 
 

@@ -1,7 +1,7 @@
 """Setting up a diffusers denoiser (transformer or UNet) for RL, shared by the flow and the
 diffusion policies: frozen weights in the run dtype, the attention kernel, gradient
 checkpointing, and LoRA adapters trained in fp32 (or a frozen reference copy for full
-fine-tuning)."""
+fine-tuning); and the SDE window both policies draw each iteration."""
 
 from __future__ import annotations
 
@@ -56,3 +56,15 @@ def prepare_denoiser(denoiser: torch.nn.Module, frozen: list[torch.nn.Module], c
         if p.requires_grad:
             p.data = p.data.float()
     return None
+
+
+def sde_window(cfg, generator: torch.Generator) -> list[int]:
+    """Indices of an iteration's stochastic, trained steps: all ``cfg.num_steps`` steps, or with
+    ``sde_window_size = K > 0`` K consecutive ones starting at a draw (with ``generator``) from
+    ``sde_window_range`` (Flow-GRPO-Fast, MixGRPO)."""
+    n, k = cfg.num_steps, cfg.sde_window_size
+    if k == 0:
+        return list(range(n))
+    lo, hi = cfg.sde_window_range or (0, n)
+    start = int(torch.randint(lo, hi - k + 1, (1,), generator=generator))
+    return list(range(start, start + k))

@@ -36,7 +36,7 @@ import torch
 from genrl import sde as sde_lib
 from genrl.families.base import load_pipeline
 from genrl.policies.base import Policy
-from genrl.policies.denoiser import DTYPES, prepare_denoiser
+from genrl.policies.denoiser import DTYPES, prepare_denoiser, sde_window
 from genrl.registry import POLICIES
 from genrl.trajectory import Trajectory
 
@@ -79,12 +79,7 @@ def ddim_step(out, x, alpha, alpha_prev, eta, prediction_type="epsilon", clip_ra
     mean = ap.sqrt() * x0 + (1 - ap - s**2).clamp_min(0).sqrt() * eps
     if prev_sample is None and eta == 0:  # deterministic DDIM: no noise drawn
         prev_sample = mean
-    elif prev_sample is None:
-        dev = generator.device if generator is not None else mean.device
-        noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=dev).to(mean.device)
-        prev_sample = mean + s * noise
-    prev_sample = prev_sample.float()
-    return sde_lib.StepOutput(prev_sample, mean, std, sde_lib.gaussian_log_prob(prev_sample, mean, std, reduce))
+    return sde_lib._finish(mean, std, None if prev_sample is None else prev_sample.float(), generator, reduce)
 
 
 def output_gain(alpha, alpha_prev, std, prediction_type) -> torch.Tensor:
@@ -204,12 +199,7 @@ class DiffusionPolicy(Policy):
 
     def window(self, generator: torch.Generator) -> list[int]:
         """Indices of the stochastic steps of this iteration (drawn with ``generator``)."""
-        n, k = self.cfg.num_steps, self.cfg.sde_window_size
-        if k == 0:
-            return list(range(n))
-        lo, hi = self.cfg.sde_window_range or (0, n)
-        start = int(torch.randint(lo, hi - k + 1, (1,), generator=generator))
-        return list(range(start, start + k))
+        return sde_window(self.cfg, generator)
 
     # ----------------------------------------------------------------- rollout
     @torch.no_grad()

@@ -27,7 +27,7 @@ import torch
 from genrl import sde as sde_lib
 from genrl.families.base import family_for, load_pipeline
 from genrl.policies.base import Policy
-from genrl.policies.denoiser import DTYPES, prepare_denoiser
+from genrl.policies.denoiser import DTYPES, prepare_denoiser, sde_window
 from genrl.registry import POLICIES, TASKS
 from genrl.trajectory import Trajectory
 
@@ -112,12 +112,7 @@ class FlowPolicy(Policy):
 
     def window(self, generator: torch.Generator) -> list[int]:
         """Indices of the stochastic steps of this iteration (drawn with ``generator``)."""
-        n, k = self.cfg.num_steps, self.cfg.sde_window_size
-        if k == 0:
-            return list(range(n))
-        lo, hi = self.cfg.sde_window_range or (0, n)
-        start = int(torch.randint(lo, hi - k + 1, (1,), generator=generator))
-        return list(range(start, start + k))
+        return sde_window(self.cfg, generator)
 
     # ----------------------------------------------------------------- rollout
     @torch.no_grad()
