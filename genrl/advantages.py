@@ -65,7 +65,10 @@ def weighted_advantages(
 ) -> torch.Tensor:
     """``sum_k w_k * A_k`` with ``A_k`` the group advantages of reward ``k`` alone ([B] each):
     MixGRPO's way of mixing rewards, so a reward on a larger scale does not drown the others.
-    A sample with any NaN reward gets 0."""
-    adv = sum(w * group_advantages(rewards[name], group_ids, std, eps)[0] for name, w in weights.items())
+    A sample with any NaN reward is masked: it gets 0 and is left out of **every** reward's
+    group statistics (not only of the reward that failed), as in ``combine: rewards``."""
     ok = torch.stack([torch.isfinite(rewards[name]) for name in weights]).all(0)
+    nan = torch.full_like(group_ids, float("nan"), dtype=torch.float32)
+    adv = sum(w * group_advantages(torch.where(ok, rewards[name].float(), nan), group_ids, std, eps)[0]
+              for name, w in weights.items())
     return torch.where(ok, adv, torch.zeros_like(adv))

@@ -2,6 +2,10 @@
 ``genrl gallery RUN_DIR ... --out DIR``, ``genrl export RUN_DIR --out DIR``, ``genrl bench CONFIG`` and
 ``genrl prepare TASK``.
 
+Every user mistake (a config error, a missing file or folder, bad data, a model that cannot load)
+is one line on stderr, ``genrl <command>: <message>``, with exit code 2; ``GENRL_TRACEBACK=1``
+shows the traceback instead.
+
 The top-level ``trainer:`` key of a config picks its schema and trainer: ``online`` (the
 default; flow/diffusion policies), ``online_vlm`` (vision-language policies) or ``sft``.
 """
@@ -9,6 +13,7 @@ default; flow/diffusion policies), ``online_vlm`` (vision-language policies) or 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 
 
@@ -43,13 +48,9 @@ def _train(args) -> int:
     if not args.config:
         print("genrl train: a config file is required (see configs/)", file=sys.stderr)
         return 2
-    try:
-        if kind not in TRAINER_CONFIGS:
-            raise ConfigError("trainer", f"must be one of {', '.join(map(repr, TRAINER_CONFIGS))}", kind)
-        cfg = load_config(TRAINER_CONFIGS[kind], args.config, args.overrides)
-    except (ValueError, FileNotFoundError) as e:
-        print(f"genrl train: {e}", file=sys.stderr)
-        return 2
+    if kind not in TRAINER_CONFIGS:
+        raise ConfigError("trainer", f"must be one of {', '.join(map(repr, TRAINER_CONFIGS))}", kind)
+    cfg = load_config(TRAINER_CONFIGS[kind], args.config, args.overrides)
     if kind == "sft":
         from genrl.trainers.sft import train
     else:
@@ -69,37 +70,22 @@ def _train(args) -> int:
 def _prepare(args) -> int:
     from genrl.registry import TASKS
 
-    try:
-        task = TASKS.get(args.task)()
-    except ValueError as e:
-        print(f"genrl prepare: {e}", file=sys.stderr)
-        return 2
-    print(task.prepare())
+    print(TASKS.get(args.task)().prepare())
     return 0
 
 
 def _compare(args) -> int:
     from genrl.compare import run_all, write_report
 
-    try:
-        runs = run_all(args.configs, args.seeds, args.out, args.set)
-    except ValueError as e:
-        print(f"genrl compare: {e}", file=sys.stderr)
-        return 2
-    print(write_report(runs, args.out))
+    print(write_report(run_all(args.configs, args.seeds, args.out, args.set), args.out))
     return 0
 
 
 def _gallery(args) -> int:
     from genrl.gallery import make_gallery
 
-    try:
-        index = make_gallery(args.run_dirs, args.out, seeds_per_prompt=args.seeds_per_prompt, prompts=args.prompts,
-                             max_prompts=args.max_prompts, batch_size=args.batch_size, video_format=args.video_format)
-    except ValueError as e:
-        print(f"genrl gallery: {e}", file=sys.stderr)
-        return 2
-    print(index)
+    print(make_gallery(args.run_dirs, args.out, seeds_per_prompt=args.seeds_per_prompt, prompts=args.prompts,
+                       max_prompts=args.max_prompts, batch_size=args.batch_size, video_format=args.video_format))
     return 0
 
 
@@ -137,7 +123,19 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("task")
     p.set_defaults(func=_prepare)
     args = parser.parse_args(argv)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except (ValueError, OSError) as e:  # a user's mistake (config, path, data, model): one line, exit 2
+        if os.environ.get("GENRL_TRACEBACK"):
+            raise
+        print(f"genrl {args.command}: {one_line(e)}", file=sys.stderr)
+        return 2
+
+
+def one_line(e: BaseException) -> str:
+    """An error as one line: its message with line breaks folded (set GENRL_TRACEBACK=1 for the traceback)."""
+    text = " ".join(part.strip() for part in str(e).splitlines() if part.strip()) or type(e).__name__
+    return text if not isinstance(e, OSError) or e.filename is None or str(e.filename) in text else f"{e.filename}: {text}"
 
 
 if __name__ == "__main__":

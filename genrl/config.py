@@ -368,7 +368,14 @@ class PolicyConfig(Section):
     num_steps: int = _f(10, "denoising steps per rollout")
     guidance_scale: float = _f(1.0, "classifier-free guidance scale; 1.0 = off")
     sde_window_size: int = _f(0, "0 = every step stochastic and trained; K > 0 = only K consecutive steps (Flow-GRPO-Fast/MixGRPO), the rest ODE")
-    sde_window_range: Optional[list[int]] = _f(None, "[lo, hi]: the window start is drawn uniformly from lo..hi-window each step; null = [0, num_steps]")
+    sde_window_range: Optional[list[int]] = _f(None, "[lo, hi]: the window start is drawn uniformly from lo..hi-window each step, "
+                                                      "among the windows holding a trainable step; null = [0, num_steps]")
+    timestep_fraction: float = _f(1.0, "train only the first int(num_steps * timestep_fraction) steps; later (window) steps are "
+                                       "still sampled with noise, not trained (Flow-GRPO's train.timestep_fraction, 0.99 there)")
+    prompt_cache_mb: float = _f(1024.0, "bound of the prompt-embedding cache in MiB (least recently used prompts are "
+                                        "evicted; SD3.5-Medium: ~3.2 MiB per prompt); 0 = no cache")
+    prompt_cache_device: Literal["device", "cpu"] = _f(
+        "device", "where cached prompt embeddings live: on the model's device, or in CPU memory (copied per use)")
     dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the frozen model weights (trained LoRA weights and log-probs stay fp32)")
     lora: LoraConfig = _f(LoraConfig, "LoRA adapter settings")
     family: str = _f("auto", "model family in genrl.families (digits, sd3, flux, qwen_image, wan, hunyuanvideo15); auto = from the pipeline's class")
@@ -392,7 +399,13 @@ class PolicyConfig(Section):
                  "sde=ddim, or a flow step (ode, flow_sde, cps, sage) with other policies")
         _require(self.sde != "ddim" or self.eta <= 1, "eta", self.eta, "ddim needs eta in [0, 1] (1 = DDPM's variance)")
         _at_least(self, 1, "num_steps")
+        _require(math.isfinite(self.guidance_scale), "guidance_scale", self.guidance_scale, "must be finite")
         _at_least(self, 1.0, "guidance_scale")
+        _require(0 < self.timestep_fraction <= 1 and int(self.num_steps * self.timestep_fraction) >= 1,
+                 "timestep_fraction", self.timestep_fraction,
+                 f"must be in (0, 1] and leave int(num_steps * timestep_fraction) >= 1 trained steps (num_steps={self.num_steps})")
+        _require(self.prompt_cache_mb >= 0 and math.isfinite(self.prompt_cache_mb), "prompt_cache_mb",
+                 self.prompt_cache_mb, "must be finite and >= 0")
         _require(0 <= self.sde_window_size <= self.num_steps, "sde_window_size", self.sde_window_size,
                  f"must be in [0, num_steps={self.num_steps}]")
         r = self.sde_window_range
@@ -404,6 +417,9 @@ class PolicyConfig(Section):
                      f"needs 0 <= lo < hi <= num_steps={self.num_steps}")
             _require(hi - lo >= self.sde_window_size, "sde_window_range", r,
                      f"hi - lo must be >= sde_window_size={self.sde_window_size}")
+            # cps: the last step (sigma_next = 0) has no noise; the policy checks every step kind at start-up
+            _require(self.sde != "cps" or lo < self.num_steps - 1, "sde_window_range", r,
+                     f"only holds the last step, which sde=cps takes without noise; lower lo below {self.num_steps - 1}")
 
 
 @dataclass
@@ -416,6 +432,8 @@ class VASConfig(Section):
     update_every: int = _f(4, "re-score the prompts every N steps (MMR1's T_update)")
     momentum: float = _f(0.0, "momentum on the per-prompt scores in [0, 1); 0 = new scores replace old ones")
     diversity: str = _f("distinct-2", "TDS measure: 'distinct-N', 'self-bleu' or 'self-bleu-N'")
+    replacement: bool = _f(False, "draw the weighted part with replacement (MMR1's release: WeightedRandomSampler(replacement="
+                                  "True)); false = distinct prompts, each one complete group")
 
     def validate(self) -> None:
         _require(0 <= self.lam <= 1, "lam", self.lam, "must be in [0, 1]")
@@ -436,10 +454,16 @@ class RolloutConfig(Section):
     async_rewards: Union[bool, Literal["auto"]] = _f(
         "auto", "score each rollout chunk in a worker thread while the next chunk is generated (same values as "
                 "scoring in line); auto = on when a GPU is present, where the reward and the sampler overlap")
+    dynamic_sampling: bool = _f(False, "DAPO's dynamic sampling (arXiv 2503.14476 §3.2): roll out further prompt groups and "
+                                       "drop groups whose rewards are all equal until the batch is full of varied groups")
+    dynamic_sampling_max_rounds: int = _f(10, "dynamic sampling: at most this many rollout rounds per step (verl's "
+                                              "max_num_gen_batches, 10 in DAPO's recipe); a batch still short is filled "
+                                              "with uniform groups, counted in dynamic_sampling/filled_groups")
 
     def validate(self) -> None:
         _at_least(self, 1, "prompts_per_step", "batch_size")
         _at_least(self, 2, "group_size")
+        _at_least(self, 1, "dynamic_sampling_max_rounds")
         total = self.prompts_per_step * self.group_size
         _require(total % self.batch_size == 0, "batch_size", self.batch_size,
                  f"must divide prompts_per_step * group_size = {self.prompts_per_step} * {self.group_size} = {total}")
@@ -452,9 +476,11 @@ class AdvantageConfig(Section):
     combine: Literal["rewards", "advantages"] = _f(
         "rewards", "several rewards: 'rewards' = advantages of the weighted reward sum; 'advantages' = weighted sum of "
                    "each reward's own group advantages (MixGRPO-style: no reward's scale dominates)")
+    drop_zero: bool = _f(False, "leave samples whose advantage is exactly 0 (groups whose rewards are all equal) out of "
+                                "the update and its normaliser (Flow-GRPO's default, train_sd3.py)")
 
     def validate(self) -> None:
-        _require(self.eps > 0, "eps", self.eps, "must be > 0")
+        _require(self.eps > 0 and math.isfinite(self.eps), "eps", self.eps, "must be finite and > 0")
 
 
 @dataclass
@@ -477,6 +503,17 @@ class ObjectiveConfig(Section):
                                "steps (SAGE-GRPO's dual trust region; paper: 10); 0 = the fixed starting model")
     step_kl_weight: float = _f(0.1, "sage_grpo: weight of the stepwise trust-region term mean(logp_old - logp_new) "
                                     "added to the anchor KL (SAGE-GRPO: 0.1)")
+    kl_convention: Literal["exact", "flow_grpo"] = _f(
+        "exact", "kl_type gaussian: 'exact' = ||mu - mu_ref||^2 / (2 std^2) with the step's full std; 'flow_grpo' = "
+                 "Flow-GRPO's, which divides by the per-unit-time std (no sqrt(-dt) factor; the exact KL x |dt| for "
+                 "sde=flow_sde, the same for cps), so its published beta values transfer")
+    kl_controller: Literal["fixed", "adaptive"] = _f(
+        "fixed", "fixed = beta throughout; adaptive = SAGE-GRPO's AdaptiveKLController: the coefficient ramps from "
+                 "kl_coef_min to beta over kl_warmup backward passes, then x0.9 / x1.1 when the mean of the last 10 KL "
+                 "values is above 1.5x / below 0.5x kl_target, bounded to [kl_coef_min, beta] (genrl/kl_control.py)")
+    kl_coef_min: float = _f(1e-7, "kl_controller adaptive: the lowest coefficient and the start of the ramp (SAGE-GRPO: 1e-7)")
+    kl_target: Optional[float] = _f(None, "kl_controller adaptive: the KL it steers to; null = beta (SAGE-GRPO: kl_weight 1e-5 for both)")
+    kl_warmup: int = _f(100, "kl_controller adaptive: backward passes of the linear ramp (SAGE-GRPO: 100)")
 
     def validate(self) -> None:
         _nonempty(self, "name")
@@ -489,6 +526,12 @@ class ObjectiveConfig(Section):
         _at_least(self, 0, "max_len_norm", "anchor_period")
         _require(self.step_kl_weight >= 0 and math.isfinite(self.step_kl_weight), "step_kl_weight",
                  self.step_kl_weight, "must be finite and >= 0")
+        if self.kl_controller == "adaptive":
+            _require(self.beta > 0, "beta", self.beta, "kl_controller=adaptive needs beta > 0 (the coefficient's upper bound)")
+            _require(0 < self.kl_coef_min <= self.beta, "kl_coef_min", self.kl_coef_min, f"must be in (0, beta={self.beta}]")
+            _require(self.kl_target is None or (self.kl_target > 0 and math.isfinite(self.kl_target)), "kl_target",
+                     self.kl_target, "must be null or finite and > 0")
+            _at_least(self, 1, "kl_warmup")
 
 
 @dataclass
@@ -504,6 +547,9 @@ class TrainConfig(Section):
     timestep_chunk: int = _f(0, "trained timesteps per forward/backward; 0 = all at once (else gradients accumulate over timesteps)")
     inner_epochs: int = _f(1, "passes over each rollout batch")
     ema_decay: float = _f(0.0, "0 = no EMA; else in (0, 1); EMA weights are used for evaluation")
+    ema_every: int = _f(1, "apply the EMA when (optimizer steps + 1) % ema_every == 0 (Flow-GRPO: 8)")
+    ema_warmup: bool = _f(False, "decay min((1 + n) / (10 + n), ema_decay) after n optimizer steps (Flow-GRPO's EMA), "
+                                 "instead of ema_decay from the start")
     mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "autocast mode for training")
 
     def validate(self) -> None:
@@ -512,7 +558,7 @@ class TrainConfig(Section):
         _at_least(self, 0, "weight_decay", "max_grad_norm", "timestep_chunk")
         for n in ("adam_beta1", "adam_beta2", "ema_decay"):
             _require(0 <= getattr(self, n) < 1, n, getattr(self, n), "must be in [0, 1)")
-        _at_least(self, 1, "batch_size", "gradient_accumulation_steps", "inner_epochs")
+        _at_least(self, 1, "batch_size", "gradient_accumulation_steps", "inner_epochs", "ema_every")
 
 
 @dataclass
@@ -597,6 +643,9 @@ class OnlineConfig(Section):
             _require(name in self.rewards, f"reward_args.{name}", self.reward_args[name],
                      f"gives options to a reward that is not in rewards ({', '.join(self.rewards)})")
         self._validate_policy()
+        _require(self.objective.name != "dr_grpo" or self.advantages.std == "none", "advantages.std", self.advantages.std,
+                 "objective dr_grpo removes GRPO's division by the group's reward std (Dr. GRPO, arXiv 2503.20783 §3.1); "
+                 "set advantages.std=none")
         r, t = self.rollout, self.train
         total, per_step = r.prompts_per_step * r.group_size, t.batch_size * t.gradient_accumulation_steps
         _require(total % per_step == 0, "train.batch_size", t.batch_size,
@@ -615,6 +664,8 @@ class OnlineConfig(Section):
         _require(self.objective.name != "grpo_guard" or p.sde != "cps" or p.cps_log_prob == "gaussian",
                  "policy.cps_log_prob", p.cps_log_prob,
                  "grpo_guard's RatioNorm assumes the Gaussian log-density; set policy.cps_log_prob=gaussian")
+        _require(self.objective.kl_convention == "exact" or p.sde in ("flow_sde", "cps"), "objective.kl_convention",
+                 self.objective.kl_convention, f"flow_grpo is Flow-GRPO's KL for its flow_sde and cps steps, not sde={p.sde!r}")
 
 
 # ----------------------------------------------------------------------------- VLM policy (genrl.policies.vlm)

@@ -9,18 +9,34 @@ import torch
 
 
 class EMA:
-    """``shadow = decay * shadow + (1 - decay) * param`` after every optimizer step."""
+    """``shadow = d * shadow + (1 - d) * param``, called after every optimizer step.
 
-    def __init__(self, params: list[torch.nn.Parameter], decay: float):
+    With ``every = 1`` and ``warmup = False`` (the defaults) ``d = decay`` at every step. Flow-GRPO's
+    ``EMAModuleWrapper`` (``flow_grpo/ema.py``, driven from ``scripts/train_sd3.py`` with decay 0.9
+    and ``update_step_interval=8``) applies it only when ``(n + 1) % every == 0`` and warms the
+    decay up as ``d = min((1 + n) / (10 + n), decay)``, ``n`` the optimizer steps taken so far."""
+
+    def __init__(self, params: list[torch.nn.Parameter], decay: float, every: int = 1, warmup: bool = False):
         if not 0.0 < decay < 1.0:
             raise ValueError(f"EMA decay must lie in (0, 1), got {decay}")
-        self.params, self.decay = list(params), decay
+        if every < 1:
+            raise ValueError(f"EMA interval must be >= 1, got {every}")
+        self.params, self.decay, self.every, self.warmup = list(params), decay, int(every), bool(warmup)
         self.shadow = [p.detach().clone() for p in self.params]
+        self.optimizer_steps = 0
+
+    def current_decay(self) -> float:
+        n = self.optimizer_steps
+        return min((1 + n) / (10 + n), self.decay) if self.warmup else self.decay
 
     @torch.no_grad()
     def update(self) -> None:
+        self.optimizer_steps += 1
+        if (self.optimizer_steps + 1) % self.every:
+            return
+        d = self.current_decay()
         for s, p in zip(self.shadow, self.params):
-            s.lerp_(p.detach(), 1.0 - self.decay)
+            s.lerp_(p.detach(), 1.0 - d)
 
     @contextlib.contextmanager
     def swapped_in(self):
@@ -37,13 +53,14 @@ class EMA:
                     p.copy_(b)
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "shadow": [s.clone() for s in self.shadow]}
+        return {"decay": self.decay, "shadow": [s.clone() for s in self.shadow], "optimizer_steps": self.optimizer_steps}
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["shadow"]) != len(self.shadow):
             raise ValueError("EMA state does not match the trained parameters")
         for s, t in zip(self.shadow, state["shadow"]):
             s.copy_(t)
+        self.optimizer_steps = int(state.get("optimizer_steps", 0))
 
 
 class Anchor:

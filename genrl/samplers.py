@@ -22,10 +22,14 @@ from typing import Any, Optional, Sequence
 
 import torch
 
+from genrl.seeding import derive_seed
 
-def _step_generator(seed: int, step: int) -> torch.Generator:
-    """The CPU generator of one step's draw: a pure function of ``(seed, step)``."""
-    return torch.Generator().manual_seed(seed * 1_000_003 + step)
+
+def _step_generator(seed: int, step: int, attempt: int = 0) -> torch.Generator:
+    """The CPU generator of one step's draw: a pure function of ``(seed, step, attempt)``; attempt
+    ``r > 0`` is the ``r``-th extra round of dynamic sampling."""
+    base = seed * 1_000_003 + step
+    return torch.Generator().manual_seed(base if attempt == 0 else derive_seed(base, attempt))
 
 
 class GroupSampler:
@@ -43,9 +47,9 @@ class GroupSampler:
     def global_batch(self) -> int:
         return self.k * self.g
 
-    def _draw(self, step: int) -> torch.Tensor:
+    def _draw(self, step: int, attempt: int = 0) -> torch.Tensor:
         """The ``k`` distinct prompts of ``step``'s global batch, in group order; [k]."""
-        gen = _step_generator(self.seed, step)
+        gen = _step_generator(self.seed, step, attempt)
         return torch.randperm(self.num_prompts, generator=gen)[: self.k]
 
     def _share(self, chosen: torch.Tensor) -> tuple[list[int], list[int]]:
@@ -57,12 +61,13 @@ class GroupSampler:
         sl = slice(self.rank * per_rank, (self.rank + 1) * per_rank)
         return prompt_idx[sl].tolist(), group_ids[sl].tolist()
 
-    def sample(self, step: int) -> tuple[list[int], list[int]]:
+    def sample(self, step: int, attempt: int = 0) -> tuple[list[int], list[int]]:
         """Prompt indices and group ids of this process's share at ``step``; each [B_local].
 
         Group id = position of the prompt in this step's draw (0..k-1), shared by all ranks.
+        ``attempt > 0``: a further, independent draw of the same step (dynamic sampling's rounds).
         """
-        return self._share(self._draw(step))
+        return self._share(self._draw(step, attempt))
 
 
 # --------------------------------------------------------------------------------------
@@ -180,12 +185,14 @@ class VarianceAwareSampler(GroupSampler):
     prompts (as in the authors' ``ray_trainer._compute_curriculum_weights``); when every
     VPS is equal the weights are all 1 (uniform) instead of MMR1's all-0.
 
-    Draw (§3.2, Algorithm 1 lines 12-15): of the ``k = prompts_per_step`` distinct
-    prompts of a step, ``floor(lam * k)`` are drawn in proportion to the weights and the
-    remaining ``k - floor(lam * k)`` uniformly. Deviation: the paper draws the weighted
-    part *with* replacement and the two parts independently; here both are without
-    replacement and the uniform part comes from the prompts the weighted part left, so
-    the ``k`` prompts stay distinct and each forms one complete GRPO group. The weighted
+    Draw (§3.2, Algorithm 1 lines 12-15): of the ``k = prompts_per_step`` prompts of a
+    step, ``floor(lam * k)`` are drawn in proportion to the weights and the remaining
+    ``k - floor(lam * k)`` uniformly. ``replacement=True`` follows the paper and the release
+    (``ray_trainer.py``: ``MixedCurriculumSampler(..., replacement=True)`` over
+    ``WeightedRandomSampler``): the weighted part with replacement, the uniform part drawn
+    independently, so a prompt can appear in several groups of a step. ``replacement=False``
+    (the default) draws both without replacement and the uniform part from the prompts the
+    weighted part left, so the ``k`` prompts stay distinct and each forms one complete GRPO group. The weighted
     part is an exact successive weighted draw without replacement (Efraimidis-Spirakis
     keys ``Exp(1) / w``); prompts of weight 0 enter it only if fewer than ``floor(lam*k)``
     prompts have positive weight, and then uniformly. The ``k`` prompts are shuffled
@@ -219,7 +226,10 @@ class VarianceAwareSampler(GroupSampler):
     ``lam = 0.5`` (App. hyper-parameter table "VAS mixture ratio 0.5"; ``examples/
     mmr1.yaml`` ``curriculum_mixture_ratio: 0.5``; §6.4 Table 4 finds 0.2-0.8 similar);
     ``a, b = 0.8, 0.2`` (§6.4 Table 4 best; App. table "learnability (OVS) 0.8,
-    self_bleu_123 (TDS) 0.2"); ``momentum = 0.0`` (``examples/mmr1.yaml``
+    self_bleu_123 (TDS) 0.2"; these defaults follow the **paper**: the **release** scores
+    learnability only, ``examples/mmr1.yaml`` ``curriculum_metrics: [learnability]``,
+    ``curriculum_metric_weights: [1.0]``, i.e. ``a, b = 1, 0``, and draws with replacement;
+    ``configs/qwen25vl/mmr1_sapo.yaml`` follows the release); ``momentum = 0.0`` (``examples/mmr1.yaml``
     ``curriculum_momentum: 0.0``, i.e. new scores replace old; ``verl/trainer/config.py``
     defaults to 1.0 with the comment "1 means no momentum", but under the code's formula
     1.0 would freeze the weights); ``update_every = 4`` (``examples/mmr1.yaml``
@@ -245,7 +255,7 @@ class VarianceAwareSampler(GroupSampler):
                  num_processes: int = 1, process_index: int = 0, lam: float = 0.5,
                  a: float = 0.8, b: float = 0.2, momentum: float = 0.0, update_every: int = 4,
                  diversity: str = "distinct-2", pass_threshold: float = 0.5,
-                 init_ovs: float = 0.25, init_tds: float = 1.0):
+                 init_ovs: float = 0.25, init_tds: float = 1.0, replacement: bool = False):
         super().__init__(num_prompts, prompts_per_step, group_size, seed, num_processes, process_index)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
@@ -258,6 +268,7 @@ class VarianceAwareSampler(GroupSampler):
         self.lam, self.a, self.b, self.momentum = float(lam), float(a), float(b), float(momentum)
         self.update_every, self.diversity, self.pass_threshold = int(update_every), diversity, float(pass_threshold)
         self.init_ovs, self.init_tds = float(init_ovs), float(init_tds)
+        self.replacement = bool(replacement)
         self._diversity = _diversity_fn(diversity)
         self.n_weighted = math.floor(self.lam * self.k + 1e-9)
         N, f64 = num_prompts, torch.float64
@@ -300,12 +311,20 @@ class VarianceAwareSampler(GroupSampler):
 
     # -- drawing -----------------------------------------------------------------------
 
-    def draw(self, step: int) -> dict[str, Any]:
+    def draw(self, step: int, attempt: int = 0) -> dict[str, Any]:
         """The global draw of ``step``: ``prompts`` (the k prompts in group order) and
         ``weighted`` (per prompt, whether it came from the weighted part)."""
-        gen = _step_generator(self.seed, step)
+        gen = _step_generator(self.seed, step, attempt)
         N, k, n_w = self.num_prompts, self.k, self.n_weighted
         w = self._weights
+        if self.replacement:  # MMR1's release: WeightedRandomSampler(replacement=True) + a uniform pool
+            uniform_w = torch.ones_like(w) if float(w.sum()) <= 0 else w
+            weighted = torch.multinomial(uniform_w, n_w, replacement=True, generator=gen) if n_w else w.new_zeros(0).long()
+            uniform = torch.randperm(N, generator=gen)[: k - n_w]
+            chosen = torch.cat([weighted, uniform])
+            from_w = torch.cat([torch.ones(n_w, dtype=torch.bool), torch.zeros(k - n_w, dtype=torch.bool)])
+            mix = torch.randperm(k, generator=gen)
+            return {"step": step, "prompts": chosen[mix].tolist(), "weighted": from_w[mix].tolist()}
         u = torch.rand(N, generator=gen, dtype=torch.float64)
         e = -torch.log1p(-u)  # Exp(1), finite since u < 1
         pos = w > 0
@@ -327,8 +346,8 @@ class VarianceAwareSampler(GroupSampler):
         mix = torch.randperm(k, generator=gen)
         return {"step": step, "prompts": chosen[mix].tolist(), "weighted": from_w[mix].tolist()}
 
-    def _draw(self, step: int) -> torch.Tensor:
-        self.last_draw = self.draw(step)
+    def _draw(self, step: int, attempt: int = 0) -> torch.Tensor:
+        self.last_draw = self.draw(step, attempt)
         return torch.tensor(self.last_draw["prompts"], dtype=torch.long)
 
     # -- scoring -----------------------------------------------------------------------

@@ -36,7 +36,7 @@ def score_samples(rewards: dict, samples, prompts: list[str], metadata: list[dic
         except Exception as e:  # one bad reward call: its samples are masked, the run goes on
             warnings.warn(f"reward {name!r} failed on a batch of {B}: {type(e).__name__}: {e}")
             values[name] = torch.full((B,), float("nan"))
-        failures[name] = int(torch.isnan(values[name]).sum())
+        failures[name] = int((~torch.isfinite(values[name])).sum())  # NaN and +-inf alike
     return values, failures
 
 

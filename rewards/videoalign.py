@@ -227,6 +227,13 @@ class VideoRewardModel(torch.nn.Module):
             if not bool((is_special.sum(1) == 3).all()):
                 raise ValueError("videoalign: every prompt must hold the three reward tokens once "
                                  "(prompt_template_type detailed_special)")
+            # the head's output k is read at the k-th reward token *in sequence order* (VideoAlign's
+            # diagonal), so the template must list them as VQ, MQ, TA: checked, not assumed
+            order = input_ids[is_special].view(B, 3)
+            if not bool((order == order.new_tensor(self.special_token_ids)).all()):
+                found = [SPECIAL_TOKENS[self.special_token_ids.index(i)] for i in order[0].tolist()]
+                raise ValueError(f"videoalign: the prompt lists the reward tokens as {found}; VideoAlign's head reads "
+                                 f"them in the order {list(SPECIAL_TOKENS)} (VQ, MQ, TA), so a template must list them so")
             pooled = logits[is_special].view(B, 3, -1)  # [B, 3, N]
             return pooled.diagonal(dim1=1, dim2=2) if pooled.shape[-1] == 3 else pooled.reshape(B, -1)
         if self.reward_token == "last":  # the token before the first padding (right padding)

@@ -12,9 +12,19 @@ import torch
 
 from genrl.cli import _trainer_kind
 from genrl.config import TRAINER_CONFIGS, load_config
-from genrl.registry import POLICIES
+from genrl.registry import POLICIES, REWARDS
 from genrl.samplers import GroupSampler
 from genrl.trainers import online
+
+
+@REWARDS.register("nan_on_rank1")
+class NaNOnRank1:
+    """Every sample of process 1 fails (NaN), every sample of process 0 scores 1: failure counts
+    and the normaliser must be taken over both processes."""
+
+    def __call__(self, samples, prompts, metadata):
+        bad = int(os.environ.get("RANK", 0)) == 1
+        return {"nan_on_rank1": torch.full((len(prompts),), float("nan") if bad else 1.0)}
 
 
 def main(config_path: str, out_dir: str, *overrides: str) -> None:
@@ -22,8 +32,8 @@ def main(config_path: str, out_dir: str, *overrides: str) -> None:
     record = {"prompts": [], "rollouts": []}
     sample, rollout = GroupSampler.sample, POLICIES.get(cfg.policy.name).rollout  # VAS subclasses GroupSampler
 
-    def recording_sample(self, step):
-        idx, groups = sample(self, step)
+    def recording_sample(self, step, attempt=0):
+        idx, groups = sample(self, step, attempt)
         record["prompts"].append(list(idx))
         return idx, groups
 

@@ -69,3 +69,13 @@ def test_two_process_digits_flowgrpo(tmp_path):
     for r0, r1 in zip(ranks[0]["rollouts"], ranks[1]["rollouts"]):
         assert not set(r0) & set(r1)  # no image is generated twice: per-process noise
     assert all(torch.isfinite(torch.tensor(m["reward/total_mean"])) for m in metrics)
+
+
+def test_two_process_failure_counts_are_global(tmp_path):
+    """Every reward of process 1 is NaN: the logged failure count is both processes' (it was process 0's, 0)."""
+    _, metrics = _launch(
+        tmp_path, "configs/digits/flowgrpo.yaml", "max_steps=1", "rollout.prompts_per_step=2", "rollout.group_size=4",
+        "rollout.batch_size=4", "train.batch_size=4", "eval.every=0", "eval.seeds_per_prompt=1", "checkpoint.every=0",
+        "rewards.nan_on_rank1=1.0", "policy.num_steps=4", "eval.num_steps=2")
+    (m,) = metrics
+    assert m["invalid_rewards"] == 4 and m["reward/nan_on_rank1_failed"] == 4 and m["reward/digits_failed"] == 0

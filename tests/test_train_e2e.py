@@ -122,7 +122,8 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path):
 def test_every_objective_trains_the_flow_policy(tmp_path, base_model, objective):
     """Token-era objectives take flow-step log-probs unchanged (one registry, every modality)."""
     run = tmp_path / objective
-    train(_cfg(run, base_model, f"objective.name={objective}", "max_steps=1", "eval.every=0"))
+    std = "none" if objective == "dr_grpo" else "group"  # Dr. GRPO does not divide by the group's std
+    train(_cfg(run, base_model, f"objective.name={objective}", f"advantages.std={std}", "max_steps=1", "eval.every=0"))
     row = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line][-1]
     assert row["grad_norm"] > 0 and "policy_loss" in row
     lora_b = [t for n, t in load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["model"].items() if "lora_B" in n]
@@ -144,3 +145,24 @@ def test_async_reward_scoring_gives_the_same_run(tmp_path, base_model):
             assert a[key] == s[key], key
         assert a["time/reward_busy"] > 0
     assert all(torch.equal(w_a[k], w_s[k]) for k in w_s)
+
+
+def test_dynamic_sampling_and_zero_advantage_filter_in_a_run(tmp_path, base_model):
+    """DAPO's dynamic sampling and Flow-GRPO's zero-advantage filter through the real trainer: every
+    group kept varies (unless the round cap filled the batch), and the runs resume exactly."""
+    extra = ("rollout.dynamic_sampling=true", "rollout.dynamic_sampling_max_rounds=3", "advantages.drop_zero=true",
+             "eval.every=0", "train.ema_decay=0.9", "train.ema_every=2", "train.ema_warmup=true")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(_cfg(straight, base_model, *extra, "max_steps=3"))
+    train(_cfg(resumed, base_model, *extra, "max_steps=2"))
+    train(_cfg(resumed, base_model, *extra, "max_steps=3"))
+    rows = [json.loads(line) for line in open(straight / "metrics.jsonl") if "reward/total_mean" in line]
+    for r in rows:
+        assert 1 <= r["dynamic_sampling/rounds"] <= 3 and "frac_zero_advantage" in r
+        if r["dynamic_sampling/filled_groups"] == 0:
+            assert r["frac_zero_std"] == 0 and r["frac_zero_advantage"] == 0
+    a, b = (load_checkpoint(latest_checkpoint(str(d / "checkpoints"))) for d in (straight, resumed))
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    assert a["ema"]["optimizer_steps"] == b["ema"]["optimizer_steps"] == 6
+    assert all(torch.equal(x, y) for x, y in zip(a["ema"]["shadow"], b["ema"]["shadow"]))

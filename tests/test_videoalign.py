@@ -233,3 +233,17 @@ def test_a_full_model_pth_checkpoint_loads_too(videoreward, tmp_path):
     torch.save(state, folder / "checkpoint-1" / "model.pth")
     with pytest.raises(ValueError, match="weights this model does not"):
         REWARDS.get("videoalign")(checkpoint=str(folder), dtype="float32", device="cpu")
+
+
+def test_reward_tokens_out_of_order_are_an_error(videoreward, monkeypatch):
+    """The head's k-th output is read at the k-th reward token in the sequence (VideoAlign's diagonal):
+    a template that lists TA before VQ would silently swap the scores, so it is refused."""
+    from rewards import videoalign_prompts
+
+    root, _ = videoreward
+    swapped = (videoalign_prompts.TEMPLATES["detailed_special"].replace("<|VQ_reward|>", "<|SWAP|>")
+               .replace("<|TA_reward|>", "<|VQ_reward|>").replace("<|SWAP|>", "<|TA_reward|>"))
+    monkeypatch.setitem(videoalign_prompts.TEMPLATES, "detailed_special", swapped)
+    with pytest.raises(ValueError, match=r"lists the reward tokens as \['<\|TA_reward\|>', '<\|MQ_reward\|>', "
+                                         r"'<\|VQ_reward\|>'\]"):
+        _reward(root).raw_scores(_videos(), PROMPTS)

@@ -235,7 +235,8 @@ def test_mmr1_recipe_keeps_the_published_settings_and_fits_its_accelerate_config
     cfg = load_config(OnlineVLMConfig, "configs/qwen25vl/mmr1_sapo.yaml")
     assert (cfg.task, cfg.policy.model, cfg.objective.name) == ("vlm_data", "Qwen/Qwen2.5-VL-7B-Instruct", "sapo")
     assert (cfg.rollout.group_size, cfg.objective.beta, cfg.objective.kl_type, cfg.train.lr) == (8, 0.01, "k3", 1e-6)
-    assert (cfg.rollout.sampler, cfg.rollout.vas.lam, cfg.rollout.vas.a, cfg.rollout.vas.b) == ("vas", 0.5, 0.8, 0.2)
+    v = cfg.rollout.vas  # MMR1's release (examples/mmr1.yaml): learnability only, weighted part with replacement
+    assert (cfg.rollout.sampler, v.lam, v.a, v.b, v.replacement, v.momentum) == ("vas", 0.5, 1.0, 0.0, True, 0.0)
     assert cfg.objective.clip_range == 0.2 and cfg.policy.lora.rank == 0 and not cfg.policy.freeze_vision
     acc = yaml.safe_load(open("configs/accelerate/deepspeed_zero2.yaml"))
     assert acc["distributed_type"] == "DEEPSPEED" and acc["deepspeed_config"]["zero_stage"] == 2

@@ -141,6 +141,9 @@ def load_pipeline(model: str, dtype: torch.dtype):
     from diffusers import DiffusionPipeline
 
     local = os.path.isdir(model)
+    if not local and (os.path.exists(model) or model.startswith(("/", ".", "~")) or model.count("/") > 1):
+        raise ValueError(f"policy.model={model!r} is not a folder (a hub id has the form 'org/name'); "
+                         "give a diffusers pipeline folder, a hub id or task:<name>")
     if local and _class_name(model) is None:
         raise ValueError(f"policy.model={model!r} is a folder without model_index.json; a diffusers pipeline folder "
                          "is expected (what `save_pretrained` or `huggingface-cli download` writes)")

@@ -16,19 +16,30 @@ Loss aggregation (``config.loss_agg``), for per-action values ``x`` and mask ``m
   normalisation (arXiv 2503.20783 §3.1), which has neither GRPO's length bias nor a
   batch-dependent divisor.
 
-Chunking over ``T`` (``train.timestep_chunk``): the trainer calls the objective on column
-chunks of the batch and backpropagates ``loss_chunk * weight``. That sum reproduces the
-full-batch loss exactly
+Chunks, micro-batches and processes (``train.timestep_chunk``,
+``train.gradient_accumulation_steps``, data parallelism). The trainer calls the objective on
+column chunks of micro-batches and backpropagates ``loss_chunk * weight``. Every aggregation
+divides a sum over actions by a *normaliser* (:func:`agg_normaliser`: the number of trained
+actions, of sequences with a trained action, or ``B * L``). The loss of one optimizer step is
+the aggregation over **all** of its actions, on every process (one optimizer step, one
+normaliser), so each chunk's weight is ``normaliser(chunk) / normaliser(optimizer batch)``,
+the latter summed over the micro-batches and all-reduced over the processes; the trainer also
+multiplies by the number of processes, which data parallelism averages away. Dividing each
+micro-batch by its own count and weighting it ``1 / gradient_accumulation_steps`` would weight
+a token of a short micro-batch more than one of a long micro-batch (DAPO's token-level loss,
+arXiv 2503.14476 §3.3, is over the whole batch). That reproduces the full-batch loss exactly
 
-* for ``token-mean`` with ``weight = sum(m_chunk) / sum(m_full)`` (the trainer's weights);
-* for ``seq-mean-token-sum-norm`` only with adjusted weights: ``1`` when ``max_len_norm``
-  is set (the divisor ``B * L`` does not depend on the chunk), ``T_chunk / T`` when it is 0
-  (the chunk divides by its own width);
-* never for ``seq-mean-token-mean`` (a chunk's per-sequence means use the chunk's own
-  lengths, which no scalar weight corrects), nor for a sequence-level ratio (GSPO).
+* for ``token-mean`` and ``seq-mean-token-sum-norm`` with any chunking (for the latter with
+  ``max_len_norm = 0`` a chunk divides by its own width ``t``, and its normaliser is ``b * t``);
+* for ``seq-mean-token-mean`` (and a sequence-level ratio, GSPO) only with whole-width chunks:
+  a chunk's per-sequence means use the chunk's own lengths, which no scalar weight corrects.
 
 :func:`chunk_weight` returns those weights and refuses the impossible case;
 :func:`objective_chunk_weight` also applies what an objective forces on the aggregation.
+
+Ratios are formed with :func:`safe_exp`: a log-ratio is clamped to ``+-LOG_RATIO_CLAMP`` (20)
+before ``exp``, as verl does (``core_algos.compute_policy_loss``), so an action whose log-ratio
+overflows (``exp(95)`` is ``inf`` in fp32) gives a finite loss and a zero, not NaN, gradient.
 """
 
 from __future__ import annotations
@@ -61,24 +72,42 @@ def aggregate(x: torch.Tensor, mask: torch.Tensor, loss_agg: str = "token-mean",
     raise ValueError(f"unknown loss_agg {loss_agg!r}; valid: {', '.join(LOSS_AGGS)}")
 
 
-def chunk_weight(mask_chunk: torch.Tensor, mask_full: torch.Tensor, loss_agg: str, *, max_len_norm: int) -> torch.Tensor:
-    """Weight of one column chunk's loss so that the weighted sum over the chunks of
-    ``mask_full`` [B, T] equals the loss on all of it (0-dim tensor, on the mask's device).
-
-    ``mask_chunk`` [B, t] is a column slice of ``mask_full``. For ``seq-mean-token-mean``
-    only the whole width (weight 1) is allowed: a partial chunk raises ``ValueError``."""
-    t, full_t = mask_chunk.shape[1], mask_full.shape[1]
+def agg_normaliser(mask: torch.Tensor, loss_agg: str, *, max_len_norm: int) -> torch.Tensor:
+    """The divisor :func:`aggregate` uses for ``mask`` [B, T] (0-dim float tensor): the number of
+    trained actions (``token-mean``), of sequences with a trained action
+    (``seq-mean-token-mean``), or ``B * L`` with ``L = max_len_norm or T``
+    (``seq-mean-token-sum-norm``). Additive over rows, so the normaliser of an optimizer batch is
+    the sum over its micro-batches (and processes)."""
     if loss_agg == "token-mean":
-        return mask_chunk.sum() / mask_full.sum().clamp_min(1.0)
-    if loss_agg == "seq-mean-token-sum-norm":
-        return mask_chunk.new_tensor(1.0 if max_len_norm > 0 else t / full_t)
+        return mask.sum()
     if loss_agg == "seq-mean-token-mean":
-        if t != full_t:
-            raise ValueError(
-                f"this loss is a mean over whole sequences (loss_agg=seq-mean-token-mean or a sequence-level "
-                f"ratio) and cannot be split into timestep chunks ({t} of {full_t} columns); set train.timestep_chunk=0")
-        return mask_chunk.new_tensor(1.0)
+        return (mask.sum(dim=1) > 0).sum().to(mask.dtype)
+    if loss_agg == "seq-mean-token-sum-norm":
+        return mask.new_tensor(float(mask.shape[0] * (max_len_norm if max_len_norm > 0 else mask.shape[1])))
     raise ValueError(f"unknown loss_agg {loss_agg!r}; valid: {', '.join(LOSS_AGGS)}")
+
+
+def chunk_weight(mask_chunk: torch.Tensor, mask_full: torch.Tensor, loss_agg: str, *, max_len_norm: int,
+                 total: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """Weight of one chunk's loss so that the weighted sum over all chunks equals the loss
+    aggregated over the whole optimizer batch (0-dim tensor, on the mask's device).
+
+    ``mask_chunk`` [b, t] is a column slice of ``mask_full`` [b, T], one micro-batch.
+    ``total`` is the optimizer batch's :func:`agg_normaliser` (summed over its micro-batches
+    and processes); ``None`` = ``mask_full`` is the whole batch. For ``seq-mean-token-mean``
+    only the whole width is allowed: a partial chunk raises ``ValueError``."""
+    if loss_agg == "seq-mean-token-mean" and mask_chunk.shape[1] != mask_full.shape[1]:
+        raise ValueError(
+            f"this loss is a mean over whole sequences (loss_agg=seq-mean-token-mean or a sequence-level "
+            f"ratio) and cannot be split into timestep chunks ({mask_chunk.shape[1]} of {mask_full.shape[1]} "
+            f"columns); set train.timestep_chunk=0")
+    if total is None:
+        total = agg_normaliser(mask_full, loss_agg, max_len_norm=max_len_norm)
+    if loss_agg == "seq-mean-token-sum-norm" and max_len_norm <= 0:  # the chunk divides by b * t, the batch by B * T
+        part = agg_normaliser(mask_chunk, loss_agg, max_len_norm=0)
+    else:
+        part = agg_normaliser(mask_chunk, loss_agg, max_len_norm=max_len_norm)
+    return part / total.clamp_min(1.0)
 
 
 def chunk_agg(objective, config) -> str:
@@ -87,9 +116,25 @@ def chunk_agg(objective, config) -> str:
     return getattr(objective, "chunk_agg", None) or config.loss_agg
 
 
-def objective_chunk_weight(objective, mask_chunk: torch.Tensor, mask_full: torch.Tensor, config) -> torch.Tensor:
+def objective_normaliser(objective, mask: torch.Tensor, config) -> torch.Tensor:
+    """:func:`agg_normaliser` of ``mask`` with the aggregation ``objective`` uses."""
+    return agg_normaliser(mask, chunk_agg(objective, config), max_len_norm=config.max_len_norm)
+
+
+def objective_chunk_weight(objective, mask_chunk: torch.Tensor, mask_full: torch.Tensor, config,
+                           total: Optional[torch.Tensor] = None) -> torch.Tensor:
     """:func:`chunk_weight` for a registered objective and its ``ObjectiveConfig``."""
-    return chunk_weight(mask_chunk, mask_full, chunk_agg(objective, config), max_len_norm=config.max_len_norm)
+    return chunk_weight(mask_chunk, mask_full, chunk_agg(objective, config), max_len_norm=config.max_len_norm,
+                        total=total)
+
+
+LOG_RATIO_CLAMP = 20.0  # verl's clamp of the log-ratio before exp (core_algos.compute_policy_loss)
+
+
+def safe_exp(log_ratio: torch.Tensor, bound: float = LOG_RATIO_CLAMP) -> torch.Tensor:
+    """``exp(clamp(log_ratio, -bound, bound))``: a ratio that cannot overflow. Outside the bound
+    the gradient is 0 (such an action is far outside every trust region anyway)."""
+    return torch.exp(log_ratio.clamp(-bound, bound))
 
 
 def clip_bounds(config) -> tuple[float, float]:
@@ -108,23 +153,26 @@ def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, low: float, high: 
     return torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, low, high))
 
 
-def kl_per_action(log_probs_new: torch.Tensor, step_info: dict, kl_type: str) -> Optional[torch.Tensor]:
+def kl_per_action(log_probs_new: torch.Tensor, step_info: dict, kl_type: str,
+                  convention: str = "exact") -> Optional[torch.Tensor]:
     """Per-action KL to the reference [B, T], or ``None`` when its input is missing.
 
     ``gaussian``: ``step_info["kl"]`` as the policy computed it (flow policies: closed-form KL
-    of the two Gaussian step distributions). ``k1``: ``logp - logp_ref``. ``k3``: Schulman's
+    of the two Gaussian step distributions); with ``convention="flow_grpo"``
+    ``step_info["kl_flow_grpo"]``, Flow-GRPO's (``train_sd3.py``: divided by ``2 std_t^2`` with
+    the per-unit-time ``std_t``, without the step's ``sqrt(-dt)``). ``k1``: ``logp - logp_ref``. ``k3``: Schulman's
     low-variance, always >= 0 estimator ``exp(logp_ref - logp) - (logp_ref - logp) - 1``
     (as in GRPO, arXiv 2402.03300 eq. 4); both from ``step_info["ref_log_probs"]`` (token
     policies). The reference is detached."""
     if kl_type == "gaussian":
-        return step_info.get("kl")
+        return step_info.get("kl" if convention == "exact" else "kl_flow_grpo")
     if kl_type not in KL_TYPES:
         raise ValueError(f"unknown kl_type {kl_type!r}; valid: {', '.join(KL_TYPES)}")
     ref = step_info.get("ref_log_probs")
     if ref is None:
         return None
     d = ref.detach() - log_probs_new
-    return -d if kl_type == "k1" else torch.exp(d) - d - 1.0
+    return -d if kl_type == "k1" else safe_exp(d) - d - 1.0
 
 
 def add_kl(loss: torch.Tensor, metrics: dict, log_probs_new: torch.Tensor, mask: torch.Tensor, step_info: dict,
@@ -133,7 +181,7 @@ def add_kl(loss: torch.Tensor, metrics: dict, log_probs_new: torch.Tensor, mask:
     (also with ``beta = 0``). ``beta > 0`` without the needed input raises ``ValueError``."""
     kl_type = config.kl_type
     with torch.set_grad_enabled(torch.is_grad_enabled() and config.beta > 0):
-        kl = kl_per_action(log_probs_new, step_info, kl_type)
+        kl = kl_per_action(log_probs_new, step_info, kl_type, config.kl_convention)
         if kl is None:
             if config.beta > 0:
                 need = "'kl'" if kl_type == "gaussian" else "'ref_log_probs'"
@@ -154,7 +202,7 @@ def ratio_metrics(log_ratio: torch.Tensor, mask: torch.Tensor, clip_range: float
     ``0.5 * log_ratio^2``, as in Flow-GRPO/TRL). ``log_ratio``, ``mask``: [B, T]."""
     high = clip_range if clip_range_high is None else clip_range_high
     with torch.no_grad():
-        ratio = log_ratio.exp()
+        ratio = safe_exp(log_ratio)
         mean = masked_mean(ratio, mask)
         var = masked_mean((ratio - mean) ** 2, mask)
         outside = (ratio < 1 - clip_range) | (ratio > 1 + high)
@@ -172,7 +220,7 @@ def per_step_ratio_stats(log_ratio: torch.Tensor, mask: torch.Tensor, step_index
     index: ``[({"<prefix>ratio_mean/step_XX": ..., "<prefix>ratio_std/step_XX": ...}, count)]``."""
     out = []
     with torch.no_grad():
-        ratio = log_ratio.exp()
+        ratio = safe_exp(log_ratio)
         for j in range(ratio.shape[1]):
             m = mask[:, j]
             n = m.sum().item()

@@ -16,10 +16,9 @@ with clip-higher is the ``dapo`` objective; use that name).
 
 from __future__ import annotations
 
-import torch
 
 from genrl.objectives.common import (add_kl, aggregate, clamp_advantages, clip_bounds, clipped_surrogate,
-                                     ratio_metrics)
+                                     ratio_metrics, safe_exp)
 from genrl.registry import OBJECTIVES
 
 
@@ -29,7 +28,7 @@ def clipped_policy_loss(log_probs_new, log_probs_old, advantages, mask, step_inf
     adv = clamp_advantages(advantages, config)  # [B, 1]
     log_ratio = log_probs_new - log_probs_old  # [B, T]
     low, high = clip_bounds(config)
-    per_action = clipped_surrogate(torch.exp(log_ratio), adv, low, high)
+    per_action = clipped_surrogate(safe_exp(log_ratio), adv, low, high)
     policy_loss = aggregate(per_action, mask, loss_agg, config.max_len_norm)
     metrics = ratio_metrics(log_ratio, mask, config.clip_range, config.clip_range_high)
     metrics["policy_loss"] = policy_loss.item()

@@ -36,7 +36,7 @@ from __future__ import annotations
 import torch
 
 from genrl.objectives.common import (add_kl, aggregate, clamp_advantages, clip_bounds, clipped_surrogate,
-                                     masked_mean, per_step_ratio_stats, ratio_metrics)
+                                     masked_mean, per_step_ratio_stats, ratio_metrics, safe_exp)
 from genrl.registry import OBJECTIVES
 
 REQUIRED = ("std", "mean_sq_diff", "dt")
@@ -58,7 +58,7 @@ def grpo_guard_loss(log_probs_new, log_probs_old, advantages, mask, step_info, c
     adv = clamp_advantages(advantages, config)  # [B, 1]
     log_ratio = log_probs_new - log_probs_old  # [B, T]
     log_ratio_hat = normalized_log_ratio(log_ratio, step_info["std"], step_info["mean_sq_diff"])
-    ratio_hat = torch.exp(log_ratio_hat)
+    ratio_hat = safe_exp(log_ratio_hat)
     low, high = clip_bounds(config)
     per_action = clipped_surrogate(ratio_hat, adv, low, high)  # [B, T]
     weight = 1.0 / step_info["dt"].abs().clamp_min(1e-12)  # [B, t]
@@ -66,7 +66,7 @@ def grpo_guard_loss(log_probs_new, log_probs_old, advantages, mask, step_info, c
 
     metrics = ratio_metrics(log_ratio_hat, mask, config.clip_range, config.clip_range_high)
     with torch.no_grad():
-        raw = torch.exp(log_ratio)
+        raw = safe_exp(log_ratio)
         metrics["raw_ratio_mean"] = masked_mean(raw, mask).item()
         metrics["raw_ratio_std"] = masked_mean((raw - metrics["raw_ratio_mean"]) ** 2, mask).sqrt().item()
         clipped = ((ratio_hat < low) | (ratio_hat > high)).float()

@@ -27,13 +27,13 @@ from __future__ import annotations
 
 import torch
 
-from genrl.objectives.common import add_kl, clamp_advantages, clip_bounds, clipped_surrogate, ratio_metrics
+from genrl.objectives.common import add_kl, clamp_advantages, clip_bounds, clipped_surrogate, ratio_metrics, safe_exp
 from genrl.registry import OBJECTIVES
 
 
 def sequence_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """``exp(mean_{t in mask} log_ratio)`` per row of [B, T] -> [B] (1 for an empty row)."""
-    return torch.exp((log_ratio * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0))
+    return safe_exp((log_ratio * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0))
 
 
 @OBJECTIVES.register("gspo")

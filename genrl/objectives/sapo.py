@@ -15,6 +15,9 @@ rises a little (``tau = 1``: peak ~1.57 near ``r = 2``) before the gate wins; be
 factors shrink. The paper takes ``tau_neg > tau_pos`` because negative-advantage updates
 raise the logits of many unsampled tokens and are the less stable ones.
 
+The ratio is ``exp`` of the log-ratio clamped to +-20 (``common.safe_exp``, as verl clamps it):
+an overflowing ratio would otherwise make the gate's gradient ``0 * inf = NaN``.
+
 Aggregation is ``objective.loss_agg`` (default ``token-mean``); the paper's objective
 averages within each response and then over the group, i.e. ``seq-mean-token-mean``.
 Advantages are clamped to ``+-adv_clip_max`` as in grpo; ``clip_range`` is not used.
@@ -29,7 +32,7 @@ from __future__ import annotations
 
 import torch
 
-from genrl.objectives.common import add_kl, aggregate, clamp_advantages, masked_mean, ratio_metrics
+from genrl.objectives.common import add_kl, aggregate, clamp_advantages, masked_mean, ratio_metrics, safe_exp
 from genrl.registry import OBJECTIVES
 
 
@@ -44,7 +47,7 @@ def sapo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config)
     adv = clamp_advantages(advantages, config)  # [B, 1]
     tau = torch.where(adv > 0, adv.new_tensor(config.tau_pos), adv.new_tensor(config.tau_neg))  # [B, 1]
     log_ratio = log_probs_new - log_probs_old  # [B, T]
-    ratio = torch.exp(log_ratio)
+    ratio = safe_exp(log_ratio)
     policy_loss = aggregate(-sapo_gate(ratio, tau) * adv, mask, config.loss_agg, config.max_len_norm)
     metrics = ratio_metrics(log_ratio, mask, config.clip_range, config.clip_range_high)
     with torch.no_grad():

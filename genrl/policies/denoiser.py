@@ -58,13 +58,41 @@ def prepare_denoiser(denoiser: torch.nn.Module, frozen: list[torch.nn.Module], c
     return None
 
 
-def sde_window(cfg, generator: torch.Generator) -> list[int]:
-    """Indices of an iteration's stochastic, trained steps: all ``cfg.num_steps`` steps, or with
+def trainable_steps(stds: torch.Tensor, cfg) -> list[int]:
+    """The denoising steps a rollout can train: those whose Gaussian has nonzero std (``cps``'s
+    final step and DDIM's last step with ``set_alpha_to_one`` are deterministic) among the first
+    ``int(num_steps * timestep_fraction)`` (Flow-GRPO's ``train.timestep_fraction``: later steps
+    are still sampled with noise but not trained). ``stds`` [num_steps]: each step's std."""
+    n_train = int(cfg.num_steps * cfg.timestep_fraction)  # as Flow-GRPO's train_sd3.py computes it
+    return [i for i in range(cfg.num_steps) if float(stds[i]) > 0 and i < n_train]
+
+
+def window_starts(cfg, trainable: list[int]) -> list[int]:
+    """The SDE-window starts that can be drawn: in ``sde_window_range`` and holding at least one
+    trainable step (a window of deterministic or untrained steps alone would give an empty
+    batch). Raises ``ValueError`` naming the options when there is none, so a config that
+    passes this check never fails at a later, random step."""
+    n, k = cfg.num_steps, cfg.sde_window_size
+    if k == 0:
+        starts = [0] if trainable else []
+    else:
+        lo, hi = cfg.sde_window_range or (0, n)
+        starts = [s for s in range(lo, hi - k + 1) if any(s <= i < s + k for i in trainable)]
+    if not starts:
+        raise ValueError(
+            f"no SDE window can hold a trained step: policy.sde={cfg.sde!r}, eta={cfg.eta}, num_steps={n}, "
+            f"sde_window_size={k}, sde_window_range={cfg.sde_window_range}, timestep_fraction={cfg.timestep_fraction} "
+            f"leave only steps {trainable} trainable (steps with zero noise, or past the timestep fraction, are not); "
+            f"widen sde_window_range or raise timestep_fraction")
+    return starts
+
+
+def sde_window(cfg, generator: torch.Generator, starts: list[int]) -> list[int]:
+    """Indices of an iteration's stochastic steps: all ``cfg.num_steps`` steps, or with
     ``sde_window_size = K > 0`` K consecutive ones starting at a draw (with ``generator``) from
-    ``sde_window_range`` (Flow-GRPO-Fast, MixGRPO)."""
+    ``starts`` (:func:`window_starts`; Flow-GRPO-Fast, MixGRPO)."""
     n, k = cfg.num_steps, cfg.sde_window_size
     if k == 0:
         return list(range(n))
-    lo, hi = cfg.sde_window_range or (0, n)
-    start = int(torch.randint(lo, hi - k + 1, (1,), generator=generator))
+    start = starts[int(torch.randint(0, len(starts), (1,), generator=generator))]
     return list(range(start, start + k))

@@ -36,7 +36,8 @@ import torch
 from genrl import sde as sde_lib
 from genrl.families.base import load_pipeline
 from genrl.policies.base import Policy
-from genrl.policies.denoiser import DTYPES, prepare_denoiser, sde_window
+from genrl.policies.prompt_cache import PromptCache
+from genrl.policies.denoiser import DTYPES, prepare_denoiser, sde_window, trainable_steps, window_starts
 from genrl.registry import POLICIES
 from genrl.trajectory import Trajectory
 
@@ -118,8 +119,11 @@ class DiffusionPolicy(Policy):
         self.ref_model = prepare_denoiser(unet, [pipe.text_encoder, pipe.vae], cfg, LORA_TARGETS, self.device)
         self.unet = unet  # unwrapped module (adapters, saving)
         self.model = unet  # what gradient forwards go through; the trainer may wrap it (DDP)
-        self._prompt_cache: dict[str, torch.Tensor] = {}
+        self._prompt_cache = PromptCache(cfg.prompt_cache_mb, cfg.prompt_cache_device, self.device)
         self._schedules: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
+        _, alpha, alpha_prev = self.schedule(cfg.num_steps)
+        self.trained_steps = trainable_steps(ddim_std(alpha, alpha_prev, cfg.eta).cpu(), cfg)  # nonzero noise only
+        self._window_starts = window_starts(cfg, self.trained_steps)  # raises now if no window can train
 
     @classmethod
     def from_pretrained(cls, cfg, device="cpu") -> "DiffusionPolicy":
@@ -136,16 +140,16 @@ class DiffusionPolicy(Policy):
     # ----------------------------------------------------------------- conditioning
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """CLIP embeddings as ``StableDiffusionPipeline.encode_prompt`` makes them, cached once
-        per prompt. [B, L, D] (L = the tokenizer's ``model_max_length``)"""
-        new = sorted({p for p in prompts if p not in self._prompt_cache})
-        if new:
+        """CLIP embeddings as ``StableDiffusionPipeline.encode_prompt`` makes them, each prompt encoded
+        once while it stays in the bounded cache (``policy.prompt_cache_mb``). [B, L, D] (L = the
+        tokenizer's ``model_max_length``)"""
+        def encode(new: list[str]) -> list[torch.Tensor]:
             tok, te = self.pipe.tokenizer, self.pipe.text_encoder
             ids = tok(new, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
             mask = ids.attention_mask.to(self.device) if getattr(te.config, "use_attention_mask", False) else None
-            emb = te(ids.input_ids.to(self.device), attention_mask=mask)[0]  # [n, L, D]
-            self._prompt_cache.update(zip(new, emb))
-        return torch.stack([self._prompt_cache[p] for p in prompts])
+            return list(te(ids.input_ids.to(self.device), attention_mask=mask)[0])  # n x [L, D]
+
+        return torch.stack(self._prompt_cache.get(prompts, encode))
 
     def _conditioning(self, prompts: list[str], guidance_scale: float) -> dict[str, torch.Tensor]:
         cond = {"prompt_embeds": self.encode_prompts(prompts)}
@@ -199,7 +203,7 @@ class DiffusionPolicy(Policy):
 
     def window(self, generator: torch.Generator) -> list[int]:
         """Indices of the stochastic steps of this iteration (drawn with ``generator``)."""
-        return sde_window(self.cfg, generator)
+        return sde_window(self.cfg, generator, self._window_starts)
 
     # ----------------------------------------------------------------- rollout
     @torch.no_grad()
@@ -214,7 +218,7 @@ class DiffusionPolicy(Policy):
             idx = torch.full((B,), i, device=self.device)
             out = self.predict(self.unet, x, timesteps[idx], cond, cfg.guidance_scale)
             res = self.step(out, x, idx, cfg.eta if i in window else 0.0, generator=generator)
-            if i in window and bool((res.std > 0).all()):
+            if i in window and i in self.trained_steps:
                 trained.append(i)
                 xs.append(x)
                 xns.append(res.prev_sample)
@@ -222,8 +226,6 @@ class DiffusionPolicy(Policy):
                 lps.append(res.log_prob)
                 stds.append(res.std)
             x = res.prev_sample
-        if not trained:
-            raise ValueError(f"no DDIM step with nonzero noise in window {window} (eta={cfg.eta})")
         steps = torch.tensor(trained, device=self.device)
         return Trajectory(
             log_probs_old=torch.stack(lps, 1),  # [B, T]

@@ -14,8 +14,9 @@ every step's mean, std and log-prob are computed in fp32 from the velocity.
 
 SDE window (Flow-GRPO-Fast, MixGRPO arXiv 2507.21802): with ``sde_window_size = K > 0``
 only K consecutive steps are stochastic and trained; the window start is drawn each
-iteration from ``sde_window_range``. Steps whose Gaussian has zero std (``cps``'s final
-step) are deterministic and never trained.
+iteration from ``sde_window_range`` among the windows that hold a trainable step. Steps whose
+Gaussian has zero std (``cps``'s final step) are deterministic and never trained; with
+``timestep_fraction < 1`` the last steps are sampled with noise but not trained (Flow-GRPO).
 """
 
 from __future__ import annotations
@@ -27,7 +28,8 @@ import torch
 from genrl import sde as sde_lib
 from genrl.families.base import family_for, load_pipeline
 from genrl.policies.base import Policy
-from genrl.policies.denoiser import DTYPES, prepare_denoiser, sde_window
+from genrl.policies.prompt_cache import PromptCache
+from genrl.policies.denoiser import DTYPES, prepare_denoiser, sde_window, trainable_steps, window_starts
 from genrl.registry import POLICIES, TASKS
 from genrl.trajectory import Trajectory
 
@@ -64,7 +66,12 @@ class FlowPolicy(Policy):
         self.ref_model = prepare_denoiser(transformer, frozen, cfg, self.family.lora_targets, self.device)
         self.transformer = transformer  # unwrapped module (adapters, saving)
         self.model = transformer  # what gradient forwards go through; the trainer may wrap it (DDP)
-        self._prompt_cache: dict[str, dict[str, torch.Tensor]] = {}
+        self._prompt_cache = PromptCache(cfg.prompt_cache_mb, cfg.prompt_cache_device, self.device)
+        sigmas = self.sigmas(cfg.num_steps).float().cpu()
+        probe = torch.zeros(cfg.num_steps, 1)  # every step's std at once (it depends on the schedule only)
+        stds = self.step_fn(probe, probe, sigmas[:-1], sigmas[1:], cfg.eta, sigmas[1].item(), prev_sample=probe).std
+        self.trained_steps = trainable_steps(stds, cfg)  # [i]: nonzero noise, within timestep_fraction
+        self._window_starts = window_starts(cfg, self.trained_steps)  # raises now if no window can train
 
     @classmethod
     def from_pretrained(cls, cfg, device="cpu") -> "FlowPolicy":
@@ -79,13 +86,13 @@ class FlowPolicy(Policy):
     # ----------------------------------------------------------------- conditioning
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
-        """The family's text conditioning for ``prompts``, each ``[B, ...]``, cached once per prompt."""
-        new = sorted({p for p in prompts if p not in self._prompt_cache})
-        if new:
+        """The family's text conditioning for ``prompts``, each ``[B, ...]``; each prompt encoded once
+        while it stays in the bounded cache (``policy.prompt_cache_mb``)."""
+        def encode(new: list[str]) -> list[dict[str, torch.Tensor]]:
             enc = self.family.encode(new)
-            for i, p in enumerate(new):
-                self._prompt_cache[p] = {k: v[i] for k, v in enc.items()}
-        return self.family.collate([self._prompt_cache[p] for p in prompts])
+            return [{k: v[i] for k, v in enc.items()} for i in range(len(new))]
+
+        return self.family.collate(self._prompt_cache.get(prompts, encode))
 
     def _conditioning(self, prompts: list[str], guidance_scale: float) -> dict[str, torch.Tensor]:
         cond = self.encode_prompts(prompts)
@@ -112,7 +119,7 @@ class FlowPolicy(Policy):
 
     def window(self, generator: torch.Generator) -> list[int]:
         """Indices of the stochastic steps of this iteration (drawn with ``generator``)."""
-        return sde_window(self.cfg, generator)
+        return sde_window(self.cfg, generator, self._window_starts)
 
     # ----------------------------------------------------------------- rollout
     @torch.no_grad()
@@ -128,7 +135,7 @@ class FlowPolicy(Policy):
             v = self.velocity(x, s, cond, cfg.guidance_scale, model=self.transformer)
             fn = self.step_fn if i in window else sde_lib.ode_step
             out = fn(v, x, s, sn, cfg.eta, sigmas[1].item(), generator=generator)
-            if i in window and bool((out.std > 0).all()):
+            if i in window and i in self.trained_steps:
                 trained.append(i)
                 xs.append(x)
                 xns.append(out.prev_sample)
@@ -136,8 +143,6 @@ class FlowPolicy(Policy):
                 lps.append(out.log_prob)
                 stds.append(out.std)
             x = out.prev_sample
-        if not trained:
-            raise ValueError(f"no stochastic step with nonzero noise in window {window} for sde={cfg.sde!r}")
         steps = torch.tensor(trained)
         return Trajectory(
             log_probs_old=torch.stack(lps, 1),  # [B, T]
@@ -148,8 +153,9 @@ class FlowPolicy(Policy):
                 "sigma": sigmas[steps].expand(B, -1).to(self.device),
                 "sigma_next": sigmas[steps + 1].expand(B, -1).to(self.device),
                 "std": torch.stack(stds, 1),
-                **({"grad_scale": sde_lib.sage_gradient_scale(sigmas[steps], sigmas[steps + 1], cfg.eta)
-                    .expand(B, -1).to(self.device)} if cfg.sde == "sage" else {}),  # SAGE's equaliser
+                # SAGE's equaliser, its median over all the schedule's steps as the official code takes it
+                **({"grad_scale": sde_lib.sage_gradient_scale(sigmas[:-1], sigmas[1:], cfg.eta)[steps]
+                    .expand(B, -1).to(self.device)} if cfg.sde == "sage" else {}),
             },
             # [B, T, C, H, W]; the rollout's step means let an objective compare them with new ones (grpo_guard)
             data={"latents": torch.stack(xs, 1), "next_latents": torch.stack(xns, 1), "means": torch.stack(means, 1),
@@ -190,6 +196,8 @@ class FlowPolicy(Policy):
                 v_ref = self.velocity(x, s, cond, cfg.guidance_scale, model=ref)
             ref_out = self.step_fn(v_ref, x, s, sn, cfg.eta, sigma_1, prev_sample=xn)
             info["kl"] = sde_lib.gaussian_kl(out.mean, ref_out.mean, out.std).view(B, t)
+            if cfg.sde in ("flow_sde", "cps"):  # Flow-GRPO's convention: flow_sde's std without sqrt(-dt); cps as is
+                info["kl_flow_grpo"] = info["kl"] * ((s - sn).view(B, t) if cfg.sde == "flow_sde" else 1.0)
         return out.log_prob.view(B, t), info
 
     # ----------------------------------------------------------------- evaluation

@@ -11,9 +11,10 @@ prompt is joined before the question with one space.
 
 Files: ``.jsonl`` (one row per line), ``.json`` (a list of rows), ``.parquet`` (needs
 pyarrow: ``pip install 'genrl[vlm]'``), or folders holding such files. Everything is checked
-at start-up (columns, placeholders vs images, every image's header) so a bad row fails
-before any training, naming its file and row. Images are decoded lazily, when a prompt is
-drawn, so a large pool costs no memory up front.
+at start-up (columns, placeholders vs images, every image decoded in full and checked against
+the Qwen-VL processor's own size rule) so a bad row fails before any training, naming its file
+and row. Only the checks run up front: the pixels are decoded again when a prompt is drawn, so
+a large pool costs no memory.
 
 Evaluation answers ``data.val_files`` with greedy decoding (and one sampled response per
 question when ``eval.sample_temperature > 0``) through the policy's own sampler, scored by
@@ -100,6 +101,18 @@ def resize_into(image, min_pixels: int, max_pixels: int):
     return image if image.mode == "RGB" else image.convert("RGB")
 
 
+def check_processor_size(height: int, width: int) -> None:
+    """The Qwen-VL image processors' own size rule, checked by calling their own function
+    (``transformers``' Qwen2-VL ``smart_resize``, which Qwen2.5-VL and Qwen3-VL use too): an
+    absolute aspect ratio of 200 or more is a ``ValueError``. The factor and pixel bounds passed
+    do not change what it refuses."""
+    from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+    if min(height, width) < 1:
+        raise ValueError(f"image of {width}x{height} pixels is empty")
+    smart_resize(height, width)
+
+
 class RowImages(Sequence):
     """The images of one row, decoded on access (a ``Sequence`` of PIL images)."""
 
@@ -120,9 +133,16 @@ class RowImages(Sequence):
             raise ValueError(f"{self.where}: image {i} ({_describe(ref)}) cannot be read: {e}") from e
 
     def check(self) -> None:
-        """Open every image's header (cheap); raises naming the row and file."""
+        """Decode every image in full and run the size rule the Qwen-VL image processors apply
+        later (:func:`check_processor_size`), so a file that would stop training at a random later
+        step stops it now; raises ``ValueError`` naming the row, the image and the file."""
         for i in range(len(self)):
-            self._open(i).close()
+            im = self[i]  # full decode + resize_into, as a rollout would
+            try:
+                check_processor_size(im.height, im.width)
+            except ValueError as e:
+                raise ValueError(f"{self.where}: image {i} ({_describe(self.refs[i])}, {im.width}x{im.height} after "
+                                 f"data.min_pixels / max_pixels) cannot be fed to the Qwen-VL processor: {e}") from None
 
     def __getitem__(self, i):
         if isinstance(i, slice):

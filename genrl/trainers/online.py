@@ -8,6 +8,7 @@ Algorithm 1; DeepSeekMath's GRPO for tokens). Reads top to bottom:
         traj     = policy.rollout(prompts)                    (no grad; log-probs of the actions; in chunks)
         rewards  = sum_i w_i * reward_i(traj.samples)         (per chunk, optionally in a thread while the
                                                                next chunk rolls out; NaN -> sample masked out)
+                   (rollout.dynamic_sampling: more rounds until every group's rewards vary; genrl.rollouts)
         adv      = group-normalised rewards, gathered over all processes (or MixGRPO: sum_i w_i * adv_i)
         update   = minibatches x timestep chunks -> objective -> backward -> optimizer step
         log / evaluate / checkpoint
@@ -18,6 +19,7 @@ Runs under ``accelerate`` (one CPU, one GPU, or ``accelerate launch`` on many).
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import os
 import time
@@ -31,11 +33,13 @@ from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from genrl.config import OnlineConfig, save_config
 from genrl.ema import EMA, Anchor
 from genrl.evaluation import read_summary
+from genrl.kl_control import FixedKL, build_kl_controller
 from genrl.metrics_log import MetricsLogger
-from genrl.objectives.common import objective_chunk_weight, per_step_ratio_stats
+from genrl.objectives.common import objective_chunk_weight, objective_normaliser, per_step_ratio_stats
 from genrl.seeding import derive_seed
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.samplers import GroupSampler, VarianceAwareSampler
+from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.scoring import ChunkScorer, build_rewards, combine
 from genrl.trajectory import Trajectory
 
@@ -43,7 +47,8 @@ MAX_CONSECUTIVE_REWARD_FAILURES = 3  # whole batches without a single valid rewa
 
 
 class _WeightedMeans:
-    """Averages per-chunk metrics, weighting each by its number of trained actions."""
+    """Averages per-chunk metrics, weighting each by its number of trained actions; ``result``
+    averages over every process (each metric's weighted sum and weight are gathered)."""
 
     def __init__(self):
         self.sums, self.weights = defaultdict(float), defaultdict(float)
@@ -53,61 +58,87 @@ class _WeightedMeans:
             self.sums[k] += v * weight
             self.weights[k] += weight
 
-    def result(self) -> dict[str, float]:
-        return {k: self.sums[k] / self.weights[k] for k in self.sums if self.weights[k] > 0}
+    def result(self, accelerator=None) -> dict[str, float]:
+        parts = [(dict(self.sums), dict(self.weights))]
+        if accelerator is not None and accelerator.num_processes > 1:
+            from accelerate.utils import gather_object
+
+            parts = gather_object(parts)  # every process's (sums, weights); keys may differ between processes
+        sums, weights = defaultdict(float), defaultdict(float)
+        for s, w in parts:
+            for k in s:
+                sums[k] += s[k]
+                weights[k] += w[k]
+        return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
 
 
 def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: OnlineConfig,
-           accelerator, ema, generator) -> dict[str, float]:
-    """Policy-gradient updates on one rollout batch; returns averaged metrics."""
+           accelerator, ema, generator, kl_control=None) -> dict[str, float]:
+    """Policy-gradient updates on one rollout batch; returns metrics averaged over all processes.
+
+    One optimizer step's loss is the objective's aggregation over all of its trained actions on
+    every process: each chunk's loss is weighted by its share of the step's normaliser (summed
+    over the micro-batches and all-reduced), times the number of processes that data
+    parallelism averages over (``genrl.objectives.common``, "Chunks, micro-batches and
+    processes"). So ``batch_size x gradient_accumulation_steps`` and the process count change
+    only how the work is split, never the gradient."""
     tc = cfg.train
     B, T = traj.log_probs_old.shape
     chunk = tc.timestep_chunk or T
+    per_opt = tc.batch_size * tc.gradient_accumulation_steps  # samples per optimizer step (this process)
     params = policy.trainable_parameters()
-    acc, grad_norms, n_micro = _WeightedMeans(), [], 0
+    world = accelerator.num_processes
+    kl_control = kl_control or FixedKL(cfg.objective.beta)
+    obj_cfg = copy.copy(cfg.objective)  # its beta is the KL controller's current coefficient
+    acc, grad_norms = _WeightedMeans(), []
     for epoch in range(tc.inner_epochs):
         perm = torch.randperm(B, generator=generator).to(traj.log_probs_old.device)
-        for start in range(0, B, tc.batch_size):
-            idx = perm[start: start + tc.batch_size]
-            sub, adv = traj.index(idx), advantages[idx]  # [b, T], [b]
-            n_micro += 1
-            sync = n_micro % tc.gradient_accumulation_steps == 0
-            for c0 in range(0, T, chunk):
-                sl = slice(c0, min(c0 + chunk, T))
-                last = sync and c0 + chunk >= T
-                # KL to the reference: needed for the loss when beta > 0; otherwise measured on
-                # the first minibatch of each step only, as a cheap diagnostic.
-                with_ref = cfg.objective.beta > 0 or (epoch == 0 and start == 0)
-                ctx = contextlib.nullcontext() if last else accelerator.no_sync(policy.model)
-                with ctx, accelerator.autocast():
-                    log_probs, info = policy.log_prob(sub, sl, with_ref=with_ref)  # [b, t]
-                    step_info = {**{k: v[:, sl] for k, v in sub.step_info.items()}, **info}
-                    mask = sub.mask[:, sl]
-                    loss, m = objective(log_probs, sub.log_probs_old[:, sl], adv, mask, step_info, cfg.objective)
-                    # chunks and minibatches add up to the loss over all trained actions
-                    weight = objective_chunk_weight(objective, mask, sub.mask, cfg.objective) / tc.gradient_accumulation_steps
-                    accelerator.gradient_state._set_sync_gradients(last)  # DeepSpeed: step only after the last one
-                    accelerator.backward(loss * weight)
-                acc.add(m, mask.sum().item())
-                if policy.per_step_metrics:
-                    for stats, n in per_step_ratio_stats(log_probs.detach() - sub.log_probs_old[:, sl], mask,
-                                                         sub.step_info["step_index"][:, sl]):
-                        acc.add(stats, n)
-                    for i, g in policy.output_grad_norms().items():  # d loss / d output, per step
-                        acc.add({f"grad_norm_output/step_{i:02d}": g}, 1.0)
-            if sync:
-                max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
-                norm = accelerator.clip_grad_norm_(params, max_norm)
-                if norm is None:  # DeepSpeed clips inside its own step and keeps the norm
-                    norm = policy.model.get_global_grad_norm()
-                grad_norms.append(float("nan") if norm is None else float(norm))
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                if ema is not None:
-                    ema.update()
-                if policy.anchor is not None:  # SAGE-GRPO's moving anchor: copied every anchor_period steps
-                    policy.anchor.step()
-    out = acc.result()
+        for o in range(0, B, per_opt):  # one optimizer step: gradient_accumulation_steps micro-batches
+            total = accelerator.reduce(objective_normaliser(objective, traj.mask[perm[o: o + per_opt]], cfg.objective),
+                                       reduction="sum")  # normaliser of the whole optimizer batch, all processes
+            for start in range(o, o + per_opt, tc.batch_size):
+                idx = perm[start: start + tc.batch_size]
+                sub, adv = traj.index(idx), advantages[idx]  # [b, T], [b]
+                last_micro = start + tc.batch_size >= o + per_opt
+                for c0 in range(0, T, chunk):
+                    sl = slice(c0, min(c0 + chunk, T))
+                    last = last_micro and c0 + chunk >= T
+                    # KL to the reference: needed for the loss when beta > 0; otherwise measured on
+                    # the first minibatch of each step only, as a cheap diagnostic.
+                    with_ref = cfg.objective.beta > 0 or (epoch == 0 and start == 0)
+                    ctx = contextlib.nullcontext() if last else accelerator.no_sync(policy.model)
+                    with ctx, accelerator.autocast():
+                        log_probs, info = policy.log_prob(sub, sl, with_ref=with_ref)  # [b, t]
+                        step_info = {**{k: v[:, sl] for k, v in sub.step_info.items()}, **info}
+                        mask = sub.mask[:, sl]
+                        obj_cfg.beta = kl_control.value
+                        loss, m = objective(log_probs, sub.log_probs_old[:, sl], adv, mask, step_info, obj_cfg)
+                        # chunks, micro-batches and processes add up to the loss over the optimizer batch
+                        weight = objective_chunk_weight(objective, mask, sub.mask, cfg.objective, total=total) * world
+                        accelerator.gradient_state._set_sync_gradients(last)  # DeepSpeed: step only after the last one
+                        accelerator.backward(loss * weight)
+                    if "kl" in m and kl_control.adaptive:
+                        kl_control.update(m.get("kl_total", m["kl"]))  # SAGE-GRPO: after every backward pass
+                        m["kl_coef"] = obj_cfg.beta
+                    acc.add(m, mask.sum().item())
+                    if policy.per_step_metrics:
+                        for stats, n in per_step_ratio_stats(log_probs.detach() - sub.log_probs_old[:, sl], mask,
+                                                             sub.step_info["step_index"][:, sl]):
+                            acc.add(stats, n)
+                        for i, g in policy.output_grad_norms().items():  # d loss / d output, per step
+                            acc.add({f"grad_norm_output/step_{i:02d}": g}, 1.0)
+            max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
+            norm = accelerator.clip_grad_norm_(params, max_norm)
+            if norm is None:  # DeepSpeed clips inside its own step and keeps the norm
+                norm = policy.model.get_global_grad_norm()
+            grad_norms.append(float("nan") if norm is None else float(norm))
+            optimizer.step()
+            optimizer.zero_grad(set_to_none=True)
+            if ema is not None:
+                ema.update()
+            if policy.anchor is not None:  # SAGE-GRPO's moving anchor: copied every anchor_period steps
+                policy.anchor.step()
+    out = acc.result(accelerator)
     per_step = [v for k, v in out.items() if k.startswith("grad_norm_output/step_")]
     if per_step and min(per_step) > 0:  # how unequal the denoising steps' gradients are (1 = equal)
         out["grad_norm_output_spread"] = max(per_step) / min(per_step)
@@ -149,7 +180,8 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
                                   eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
-    ema = EMA(params, cfg.train.ema_decay) if cfg.train.ema_decay > 0 else None
+    ema = EMA(params, cfg.train.ema_decay, cfg.train.ema_every, cfg.train.ema_warmup) if cfg.train.ema_decay > 0 else None
+    kl_control = build_kl_controller(cfg.objective)  # objective.beta, or SAGE-GRPO's adaptive coefficient
     if cfg.objective.anchor_period > 0:
         named = {n: p for n, p in policy.module.named_parameters() if p.requires_grad}
         policy.anchor = Anchor(named, cfg.objective.anchor_period)  # policy.reference() now means the anchor
@@ -159,12 +191,15 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     if total % world == 0 and local % per_opt:  # a remainder would leave gradients accumulated into the next update
         raise ValueError(f"each of the {world} processes rolls out {local} samples per step, not a multiple of "
                          f"train.batch_size * train.gradient_accumulation_steps = {per_opt}; change one of them")
+    if cfg.rollout.dynamic_sampling and cfg.rollout.prompts_per_step % world:
+        raise ValueError(f"rollout.dynamic_sampling keeps whole groups on each process: rollout.prompts_per_step="
+                         f"{cfg.rollout.prompts_per_step} must be divisible by the {world} processes")
     shape = dict(num_prompts=len(train_set), prompts_per_step=cfg.rollout.prompts_per_step,
                  group_size=cfg.rollout.group_size, seed=cfg.seed, num_processes=world, process_index=rank)
     if cfg.rollout.sampler == "vas":
         v = cfg.rollout.vas
         sampler = VarianceAwareSampler(**shape, lam=v.lam, a=v.a, b=v.b, momentum=v.momentum,
-                                       update_every=v.update_every, diversity=v.diversity)
+                                       update_every=v.update_every, diversity=v.diversity, replacement=v.replacement)
     else:
         sampler = GroupSampler(**shape)
 
@@ -182,6 +217,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             policy.anchor.load_state_dict(state["anchor"])
         if state.get("sampler") is not None:
             sampler.load_state_dict(state["sampler"])
+        kl_control.load_state_dict(state.get("kl_control") or {})
         start = state["step"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
@@ -200,25 +236,31 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     consecutive_failures = 0
     bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="train",
                disable=not (main and cfg.log.progress_bar), dynamic_ncols=True)
-    for step in bar:
-        # 1. rollout: this process's share of k prompts x group_size, noise unique per (step, rank)
-        t0 = time.perf_counter()
-        prompt_idx, group_ids = sampler.sample(step)
-        batch_prompts = [train_set[i][0] for i in prompt_idx]
-        batch_meta = [train_set[i][1] for i in prompt_idx]
-        noise = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
-        window = policy.window(torch.Generator().manual_seed(derive_seed(cfg.seed, step)))  # same on all ranks
-        rb, parts = cfg.rollout.batch_size, []
-        for i in range(0, len(batch_prompts), rb):  # each chunk is scored (maybe in a thread) as the next one rolls out
-            part = policy.rollout(batch_prompts[i: i + rb], batch_meta[i: i + rb], group_ids[i: i + rb], noise, window)
+    def collect(step: int, noise: torch.Generator, window: list[int], attempt: int = 0) -> Rollout:
+        """1. rollout of this process's share of k prompts x group_size (round ``attempt`` of the step's
+        draws), 2. its rewards: each chunk is scored (maybe in a thread) as the next one rolls out."""
+        prompt_idx, group_ids = sampler.sample(step, attempt)
+        prompts, meta = [train_set[i][0] for i in prompt_idx], [train_set[i][1] for i in prompt_idx]
+        rb, parts, t0 = cfg.rollout.batch_size, [], time.perf_counter()
+        for i in range(0, len(prompts), rb):
+            part = policy.rollout(prompts[i: i + rb], meta[i: i + rb], group_ids[i: i + rb], noise, window)
             scorer.submit(part.samples, part.prompts, part.metadata)
             parts.append(part)
-        traj = Trajectory.cat(parts)
-        t1 = time.perf_counter()
+        traj, t1 = Trajectory.cat(parts), time.perf_counter()
+        values, failures, busy = scorer.collect()  # failed samples are NaN and get masked out
+        return Rollout(traj, values, failures, busy, list(prompt_idx), (t1 - t0, time.perf_counter() - t1))
 
-        # 2. rewards: weighted sum; failed samples are NaN and get masked out
-        values, failures, reward_busy = scorer.collect()
-        total = combine(values, cfg.rewards).to(accelerator.device)  # [B_local]
+    for step in bar:
+        # 1.-2. rollout and rewards: noise unique per (step, rank), the SDE window the same on all ranks
+        noise = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
+        window = policy.window(torch.Generator().manual_seed(derive_seed(cfg.seed, step)))
+        if cfg.rollout.dynamic_sampling:  # DAPO: more rounds until every group's rewards vary
+            ro, ds_metrics = dynamic_sampling(lambda a: collect(step, noise, window, a), cfg.rollout.prompts_per_step // world,
+                                              cfg.rewards, cfg.rollout.dynamic_sampling_max_rounds, first_group=rank)
+        else:
+            ro, ds_metrics = collect(step, noise, window), {}
+        traj, values, failures, reward_busy, prompt_idx, (rollout_s, reward_s) = ro
+        total = combine(values, cfg.rewards).to(accelerator.device)  # [B_local] weighted sum of the rewards
         t2 = time.perf_counter()
 
         # 3. advantages from the rewards of all processes (complete groups), then our slice
@@ -231,6 +273,9 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         B = total.shape[0]
         advantages = adv_all[rank * B: (rank + 1) * B].to(accelerator.device)
         traj.mask = traj.mask * torch.isfinite(total)[:, None].float()
+        if cfg.advantages.drop_zero:  # Flow-GRPO: samples with advantage exactly 0 leave the update and its normaliser
+            traj.mask = traj.mask * (advantages != 0)[:, None].float()
+            adv_stats["frac_zero_advantage"] = float(accelerator.gather(advantages).eq(0).float().mean())
         consecutive_failures = consecutive_failures + 1 if not torch.isfinite(all_rewards).any() else 0
         if consecutive_failures >= MAX_CONSECUTIVE_REWARD_FAILURES:
             raise RuntimeError(f"every reward was NaN or failed for {consecutive_failures} consecutive steps; "
@@ -244,22 +289,34 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
 
         # 4. update
         upd = update(policy, traj, advantages, optimizer, objective, cfg, accelerator, ema,
-                     torch.Generator().manual_seed(derive_seed(cfg.seed, step, 7)))
+                     torch.Generator().manual_seed(derive_seed(cfg.seed, step, 7)), kl_control)
         t3 = time.perf_counter()
 
         # 5. log, evaluate, checkpoint
         done = step + 1
-        metrics = {"reward/total_mean": float(torch.nanmean(all_rewards)), **adv_stats, **upd,
-                   "time/rollout": t1 - t0, "time/reward": t2 - t1, "time/reward_busy": reward_busy,
+        metrics = {"reward/total_mean": float(torch.nanmean(all_rewards)), **adv_stats, **upd, **ds_metrics,
+                   "time/rollout": rollout_s, "time/reward": reward_s, "time/reward_busy": reward_busy,
                    "time/update": t3 - t2}
         if window:
             metrics["sde_window_start"] = window[0]
+        if ds_metrics:
+            rounds_filled = accelerator.gather(torch.tensor([[ds_metrics["dynamic_sampling/rounds"],
+                                                              ds_metrics["dynamic_sampling/filled_groups"]]],
+                                                            device=accelerator.device))
+            metrics["dynamic_sampling/rounds"] = int(rounds_filled[:, 0].max())  # the process that needed most
+            metrics["dynamic_sampling/filled_groups"] = int(rounds_filled[:, 1].sum())
         for k, v in gathered.items():
             finite = v[torch.isfinite(v)]
             metrics[f"reward/{k}_mean"] = finite.mean().item() if finite.numel() else float("nan")
             metrics[f"reward/{k}_std"] = finite.std(unbiased=False).item() if finite.numel() else float("nan")
-        for k, n in failures.items():
-            metrics[f"reward/{k}_failed"] = n
+        counts = accelerator.reduce(torch.tensor([failures[k] for k in sorted(failures)], device=accelerator.device),
+                                    reduction="sum")  # failures of every process
+        for k, n in zip(sorted(failures), counts.tolist()):
+            metrics[f"reward/{k}_failed"] = int(n)
+        times = [k for k in metrics if k.startswith("time/")]  # the slowest process sets the pace
+        slowest = accelerator.gather(torch.tensor([[metrics[k] for k in times]], dtype=torch.float64,
+                                                device=accelerator.device)).amax(0)
+        metrics.update(zip(times, slowest.tolist()))
         if isinstance(sampler, VarianceAwareSampler):
             metrics.update(sampler.metrics())
         if policy.anchor is not None:
@@ -276,6 +333,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                     "ema": ema.state_dict() if ema is not None else None,
                     "anchor": policy.anchor.state_dict() if policy.anchor is not None else None,
                     "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
+                    "kl_control": kl_control.state_dict(),
                 }, keep_last=cfg.checkpoint.keep_last)
             accelerator.wait_for_everyone()
     scorer.close()

@@ -1,0 +1,435 @@
+"""Faults users of the reference implementations hit, and genrl's agreement with the authors' code
+where they are right: one test (or more) per kind of fault, each asserting the right value."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from accelerate import Accelerator
+from conftest import get_dummy_pipeline, get_dummy_vlm_components
+from PIL import Image
+
+from genrl.advantages import weighted_advantages
+from genrl.cli import main as cli_main
+from genrl.config import (ConfigError, OnlineConfig, OnlineVLMConfig, PolicyConfig, VLMDataConfig, VLMLoraConfig,
+                          VLMPolicyConfig, config_from_dict, load_config)
+from genrl.ema import EMA
+from genrl.kl_control import AdaptiveKL
+from genrl.objectives.common import LOSS_AGGS
+from genrl.policies.flow import FlowPolicy
+from genrl.policies.prompt_cache import PromptCache
+from genrl.policies.vlm import VLMPolicy
+from genrl.registry import OBJECTIVES
+from genrl.rollouts import Rollout, dynamic_sampling
+from genrl.samplers import VarianceAwareSampler
+from genrl.seeding import derive_seed
+from genrl.tasks.digits import prompt_for
+from genrl.trainers.online import update
+from genrl.trajectory import Trajectory
+
+ACC = None
+
+
+def _accelerator():
+    global ACC
+    ACC = ACC or Accelerator(cpu=True)
+    return ACC
+
+
+def _deltas(policy, traj, adv, cfg, objective="grpo"):
+    """The parameter change of one ``update`` with SGD(lr=1) and no clipping, i.e. minus the gradient."""
+    params = policy.trainable_parameters()
+    start = [p.detach().clone() for p in params]
+    opt = torch.optim.SGD(params, lr=1.0)
+    update(policy, traj, adv, opt, OBJECTIVES.get(objective), cfg, _accelerator(), None, torch.Generator().manual_seed(0))
+    out = torch.cat([(p.detach() - s).flatten() for p, s in zip(params, start)])
+    with torch.no_grad():
+        for p, s in zip(params, start):
+            p.copy_(s)
+    return out
+
+
+# ----------------------------------------------------------------------------- 1. gradient accumulation
+
+
+def _vlm_rollout():
+    cfg = VLMPolicyConfig(model="unused", lora=VLMLoraConfig(rank=4, alpha=8.0), max_new_tokens=8)
+    policy = VLMPolicy(cfg, **get_dummy_vlm_components("qwen2_vl"))
+    rng = np.random.default_rng(0)
+    img = Image.fromarray(rng.integers(0, 255, (28, 56, 3), dtype=np.uint8))
+    traj = policy.rollout(["what is the sum ?"] * 8, [{"image": img}] * 8, torch.arange(8) // 4,
+                          torch.Generator().manual_seed(0), [])
+    mask = torch.zeros_like(traj.mask)
+    for i in range(8):  # responses of lengths 1..8
+        mask[i, : i + 1] = 1
+    traj.mask = mask
+    return policy, traj
+
+
+@pytest.mark.parametrize("loss_agg", LOSS_AGGS)
+def test_gradient_accumulation_keeps_the_vlm_gradient(loss_agg):
+    """8 responses of lengths 1..8: batch 8 x GA 1, 4 x 2 and 2 x 4 give one gradient (before the fix,
+    token-mean's were 15% apart: each micro-batch divided by its own token count)."""
+    policy, traj = _vlm_rollout()
+    adv = torch.linspace(-1.5, 1.5, 8)
+    grads = []
+    for bs, ga in [(8, 1), (4, 2), (2, 4)]:
+        cfg = load_config(OnlineVLMConfig, None, [
+            f"train.batch_size={bs}", f"train.gradient_accumulation_steps={ga}", "rollout.prompts_per_step=2",
+            "rollout.group_size=4", "rollout.batch_size=8", "train.max_grad_norm=0", f"objective.loss_agg={loss_agg}",
+            "objective.clip_range=0.2"])
+        grads.append(_deltas(policy, traj, adv, cfg))
+    assert grads[0].abs().max() > 0
+    for g in grads[1:]:
+        assert torch.nn.functional.cosine_similarity(g, grads[0], dim=0) > 1 - 1e-6
+        torch.testing.assert_close(g, grads[0], rtol=1e-4, atol=1e-7)
+
+
+def test_masked_samples_do_not_reweight_flow_micro_batches():
+    """Flow policy: 3 of 8 samples masked (failed rewards) make micro-batches unequal; GA and timestep
+    chunks still give the full batch's gradient, and masking equals dropping the samples."""
+    policy = FlowPolicy(PolicyConfig(num_steps=4), get_dummy_pipeline())
+    prompts = [prompt_for(i % 4) for i in range(8)]
+    g = torch.Generator().manual_seed(0)
+    traj = policy.rollout(prompts, [{}] * 8, [i % 4 for i in range(8)], g, policy.window(g))
+    traj.mask[[0, 1, 2]] = 0
+    adv = torch.linspace(-1, 1, 8)
+
+    def cfg(bs, ga, chunk=0, total=8):
+        return load_config(OnlineConfig, None, [
+            f"train.batch_size={bs}", f"train.gradient_accumulation_steps={ga}", f"train.timestep_chunk={chunk}",
+            "rollout.prompts_per_step=2", f"rollout.group_size={total // 2}", f"rollout.batch_size={total}",
+            "train.max_grad_norm=0", "objective.clip_range=0.2"])
+
+    full = _deltas(policy, traj, adv, cfg(8, 1))
+    for c in (cfg(4, 2), cfg(2, 4, chunk=3)):
+        torch.testing.assert_close(_deltas(policy, traj, adv, c), full, rtol=1e-4, atol=1e-8)
+    keep = torch.arange(3, 8)  # Flow-GRPO drops such samples; masking them is the same loss
+    kept = traj.index(keep)
+    kept.mask = kept.mask.clone()
+    torch.testing.assert_close(_deltas(policy, kept, adv[keep], cfg(5, 1, total=10)), full, rtol=1e-4, atol=1e-8)
+
+
+# ----------------------------------------------------------------------------- 2. windows without a trained step
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_cps_window_of_one_never_lands_on_the_deterministic_last_step(seed):
+    """configs/digits/flowgrpo.yaml policy.sde=cps policy.sde_window_size=1 died at a random step
+    (seed 0 at step 1, seed 1 at step 5): the window is drawn only where a step can be trained."""
+    cfg = load_config(OnlineConfig, "configs/digits/flowgrpo.yaml", ["policy.sde=cps", "policy.sde_window_size=1"])
+    policy = FlowPolicy(cfg.policy, get_dummy_pipeline())
+    assert policy.trained_steps == list(range(9))
+    starts = set()
+    for step in range(40):  # the trainer's own window draws
+        window = policy.window(torch.Generator().manual_seed(derive_seed(seed, step)))
+        starts.add(window[0])
+        if step < 6:
+            traj = policy.rollout([prompt_for(1)] * 2, [{}] * 2, [0, 0], torch.Generator().manual_seed(step), window)
+            assert traj.step_info["step_index"][0].tolist() == window
+    assert starts == set(range(9))  # every trainable step drawn, never 9
+
+
+def test_a_window_that_can_train_nothing_fails_at_start():
+    with pytest.raises(ConfigError, match="sde_window_range"):
+        config_from_dict(PolicyConfig, {"sde": "cps", "sde_window_size": 1, "sde_window_range": [9, 10]})
+    # the same kind of fault from timestep_fraction: caught when the policy is built, before any rollout
+    cfg = PolicyConfig(sde_window_size=1, sde_window_range=[9, 10], timestep_fraction=0.9)
+    with pytest.raises(ValueError, match="no SDE window can hold a trained step"):
+        FlowPolicy(cfg, get_dummy_pipeline())
+
+
+def test_ddim_window_skips_a_deterministic_last_step():
+    from diffusers import DDIMScheduler
+    from test_diffusion_policy import build
+
+    from genrl.policies.diffusion import DiffusionPolicy
+
+    pipe = build()
+    pipe.scheduler = DDIMScheduler.from_config({**pipe.scheduler.config, "set_alpha_to_one": True})
+    policy = DiffusionPolicy(PolicyConfig(name="diffusion", sde="ddim", eta=1.0, num_steps=4, sde_window_size=1), pipe)
+    assert policy.trained_steps == [0, 1, 2]
+    assert {policy.window(torch.Generator().manual_seed(s))[0] for s in range(30)} == {0, 1, 2}
+
+
+# ----------------------------------------------------------------------------- 3. VLM images the processor refuses
+
+
+@pytest.mark.parametrize("size", [(20, 6000), (3000, 12), (10, 2500)])
+def test_images_the_qwen_processor_refuses_fail_at_start_naming_file_and_row(tmp_path, size):
+    from genrl.tasks.vlm_data import VLMDataTask
+
+    Image.new("RGB", (56, 28), (1, 2, 3)).save(tmp_path / "ok.png")
+    Image.new("RGB", size, (200, 10, 10)).save(tmp_path / "long.png")
+    rows = [{"problem": "<image> x", "answer": "1", "images": ["ok.png"]},
+            {"problem": "<image> y", "answer": "2", "images": ["long.png"]}]
+    (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
+    with pytest.raises(ValueError, match=r"d.jsonl row 1: image 0 \(.*long.png.*\) cannot be fed to the Qwen-VL "
+                                         r"processor: absolute aspect ratio"):
+        VLMDataTask(VLMDataConfig(train_files=[str(tmp_path / "d.jsonl")]))
+
+
+# ----------------------------------------------------------------------------- 5. MixGRPO advantages
+
+
+def test_masked_sample_leaves_every_rewards_group_statistics():
+    rewards = {"a": torch.tensor([1.0, 2.0, 3.0, 4.0]), "b": torch.tensor([0.0, float("nan"), 1.0, 0.0])}
+    adv = weighted_advantages(rewards, {"a": 1.0, "b": 1.0}, torch.zeros(4, dtype=torch.long))
+    torch.testing.assert_close(adv, torch.tensor([-2.043, 0.0, 1.681, 0.362]), atol=1e-3, rtol=0)
+
+
+# ----------------------------------------------------------------------------- 6. prompt-embedding cache
+
+
+def test_prompt_cache_is_bounded_and_least_recently_used_goes_first():
+    calls = []
+
+    def encode(prompts):
+        calls.extend(prompts)
+        return [{"e": torch.full((256,), float(len(p)))} for p in prompts]  # 1 KiB each
+
+    cache = PromptCache(max_mb=3 / 1024, where="cpu", device=torch.device("cpu"))  # 3 entries
+    out = cache.get(["a", "bb", "ccc", "a"], encode)
+    assert [float(o["e"][0]) for o in out] == [1, 2, 3, 1] and calls == ["a", "bb", "ccc"]
+    cache.get(["a"], encode)  # a is now the most recent
+    cache.get(["dddd"], encode)  # evicts bb, the least recently used
+    assert len(cache) == 3 and cache.nbytes == 3 * 1024
+    calls.clear()
+    cache.get(["a", "ccc", "bb"], encode)
+    assert calls == ["bb"]
+    big = cache.get(["x" * 5], lambda ps: [{"e": torch.zeros(4096)} for _ in ps])  # over the bound: used, not kept
+    assert big[0]["e"].numel() == 4096 and cache.nbytes <= 3 * 1024
+
+
+def test_flow_policy_cache_stays_under_its_bound_with_identical_conditioning():
+    prompts = [prompt_for(i) for i in range(10)]
+    unbounded = FlowPolicy(PolicyConfig(), get_dummy_pipeline())
+    ref = unbounded.encode_prompts(prompts)
+    entry = sum(v[0].numel() * v[0].element_size() for v in ref.values())
+    small = FlowPolicy(PolicyConfig(prompt_cache_mb=3 * entry / 2**20, prompt_cache_device="cpu"), get_dummy_pipeline())
+    got = small.encode_prompts(prompts)
+    assert len(small._prompt_cache) == 3 and small._prompt_cache.nbytes <= 3 * entry
+    for k in ref:
+        torch.testing.assert_close(got[k], ref[k])
+    assert len(FlowPolicy(PolicyConfig(prompt_cache_mb=0), get_dummy_pipeline())._prompt_cache) == 0
+
+
+# ----------------------------------------------------------------------------- 7. one-line user errors
+
+
+@pytest.mark.parametrize("overrides, needle", [
+    (["policy.model=/no/such/model"], "/no/such/model"),
+    (["task=prompts", "data.train_files=[/no/such/prompts.txt]"], "/no/such/prompts.txt"),
+])
+def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path, capsys, overrides, needle):
+    rc = cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={tmp_path / 'run'}", *overrides])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.startswith("genrl train: ") and needle in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+# ----------------------------------------------------------------------------- 8. overflowing ratios
+
+
+@pytest.mark.parametrize("name", OBJECTIVES.names())
+@pytest.mark.parametrize("beta", [0.0, 0.1])
+def test_every_objective_is_finite_at_extreme_log_ratios(name, beta):
+    log_old = torch.zeros(5, 3)
+    log_new = torch.tensor([[95.0, -95.0, 0.0], [1e4, -1e4, 1.0], [30.0, 0.0, -30.0], [0.0, 0.0, 0.0],
+                            [88.7, 0.5, -88.7]]).requires_grad_(True)
+    kl_type = "gaussian" if name in ("grpo_guard", "sage_grpo") else "k3"
+    cfg = config_from_dict(OnlineConfig, {"objective": {"name": name, "beta": beta, "clip_range": 0.2, "kl_type": kl_type},
+                                          "advantages": {"std": "none"}}).objective
+    info = {"std": torch.full((5, 3), 0.1), "mean_sq_diff": torch.full((5, 3), 1e-3), "dt": torch.full((5, 3), 0.1),
+            "grad_scale": torch.ones(5, 3), "step_index": torch.arange(3).expand(5, 3),
+            "kl": log_new.abs() * 1e-2, "ref_log_probs": -log_new.detach()}
+    loss, metrics = OBJECTIVES.get(name)(log_new, log_old, torch.tensor([1.0, -1.0, 2.0, 0.5, -3.0]),
+                                         torch.ones(5, 3), info, cfg)
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(log_new.grad).all(), (loss, log_new.grad)
+    assert all(math.isfinite(v) for v in metrics.values()), metrics
+
+
+# ----------------------------------------------------------------------------- 9. SAGE-GRPO's adaptive KL
+
+
+def test_adaptive_kl_controller_follows_sage_grpo():
+    c = AdaptiveKL(target=1e-5, coef_min=1e-7, coef_max=1e-5)
+    assert c.value == 1e-7
+    for _ in range(50):
+        c.update(0.0)
+    assert c.value == pytest.approx(1e-7 + (1e-5 - 1e-7) * 50 / 100)
+    for _ in range(50):
+        c.update(0.0)  # update 100 ends the ramp: mean KL 0 < 0.5 target -> x1.1, bounded to 1e-5
+    assert c.value == pytest.approx(1e-5)
+    for _ in range(9):
+        c.update(1.0)  # the mean of the last 10 still holds a 0: 0.9 > 1.5 target -> x0.9 each time
+    assert c.value == pytest.approx(1e-5 * 0.9**9)
+    for _ in range(200):
+        c.update(1.0)
+    assert c.value == pytest.approx(1e-7)  # bounded below
+    c.update(1e-5)
+    state = c.state_dict()
+    d = AdaptiveKL(target=1e-5, coef_min=1e-7, coef_max=1e-5)
+    d.load_state_dict(json.loads(json.dumps(state)))
+    for _ in range(12):
+        c.update(2e-6)
+        d.update(2e-6)
+    # the last 10 values fall below 0.5 x target from the 9th of them on: x1.1 four times
+    assert c.value == d.value and c.value == pytest.approx(1e-7 * 1.1**4)
+
+
+def test_sage_recipes_use_the_adaptive_controller():
+    for path in ("configs/digits/sage.yaml", "configs/hunyuanvideo15/sage_videoalign.yaml"):
+        o = load_config(OnlineConfig, path).objective
+        assert o.kl_controller == "adaptive" and o.kl_coef_min == pytest.approx(o.beta / 100)
+    o = load_config(OnlineConfig, "configs/hunyuanvideo15/sage_videoalign.yaml").objective
+    assert (o.beta, o.kl_coef_min, o.kl_warmup) == (1e-5, 1e-7, 100)
+
+
+def test_update_feeds_the_adaptive_controller():
+    policy = FlowPolicy(PolicyConfig(num_steps=4, sde="sage", eta=0.5), get_dummy_pipeline())
+    g = torch.Generator().manual_seed(0)
+    traj = policy.rollout([prompt_for(i % 2) for i in range(4)], [{}] * 4, [0, 0, 1, 1], g, policy.window(g))
+    cfg = load_config(OnlineConfig, None, [
+        "objective.name=sage_grpo", "objective.beta=1e-2", "objective.kl_controller=adaptive",
+        "objective.kl_coef_min=1e-4", "policy.sde=sage", "policy.eta=0.5", "rollout.prompts_per_step=2",
+        "rollout.group_size=2", "rollout.batch_size=4", "train.batch_size=2"])
+    kl = AdaptiveKL(target=1e-2, coef_min=1e-4, coef_max=1e-2)
+    out = update(policy, traj, torch.tensor([1.0, -1.0, 0.5, -0.5]), torch.optim.SGD(policy.trainable_parameters(), lr=0.1),
+                 OBJECTIVES.get("sage_grpo"), cfg, _accelerator(), None, torch.Generator().manual_seed(0), kl)
+    assert kl.updates == 2 and out["kl_coef"] == pytest.approx((1e-4 + (1e-4 + 1e-2 * 0.99 / 100)) / 2)
+
+
+# ----------------------------------------------------------------------------- 10. SAGE's equaliser median
+
+
+def test_sage_equaliser_median_is_over_the_whole_schedule():
+    from genrl.sde import sage_gradient_scale
+
+    policy = FlowPolicy(PolicyConfig(num_steps=10, sde="sage", eta=0.5, sde_window_size=3), get_dummy_pipeline())
+    sig = policy.sigmas(10)
+    every = sage_gradient_scale(sig[:-1], sig[1:], 0.5)
+    window = [6, 7, 8]
+    traj = policy.rollout([prompt_for(3)], [{}], [0], torch.Generator().manual_seed(0), window)
+    torch.testing.assert_close(traj.step_info["grad_scale"][0], every[window])
+    only = sage_gradient_scale(sig[6:9], sig[7:10], 0.5)
+    assert not torch.allclose(traj.step_info["grad_scale"][0], only)  # what a window-only median gave
+
+
+# ----------------------------------------------------------------------------- 11. Dr. GRPO
+
+
+def test_dr_grpo_refuses_std_normalised_advantages():
+    with pytest.raises(ConfigError, match=r"advantages.std='group'.*dr_grpo"):
+        config_from_dict(OnlineConfig, {"objective": {"name": "dr_grpo"}})
+    config_from_dict(OnlineConfig, {"objective": {"name": "dr_grpo"}, "advantages": {"std": "none"}})
+
+
+# ----------------------------------------------------------------------------- 12. Flow-GRPO's options
+
+
+def test_flow_grpo_ema_warmup_and_interval():
+    p = torch.nn.Parameter(torch.zeros(1))
+    ema = EMA([p], decay=0.9, every=8, warmup=True)
+    history = []
+    for n in range(1, 17):
+        p.data.fill_(float(n))
+        ema.update()
+        history.append(float(ema.shadow[0]))
+    assert history[:6] == [0.0] * 6  # (n + 1) % 8 != 0: not applied
+    d7 = 8 / 17  # min((1 + 7) / (10 + 7), 0.9)
+    assert history[6] == pytest.approx((1 - d7) * 7)
+    d15 = 16 / 25
+    assert history[14] == pytest.approx(d15 * history[6] + (1 - d15) * 15)
+    plain = EMA([p], decay=0.9)
+    p.data.fill_(1.0)
+    plain.update()
+    assert float(plain.shadow[0]) == pytest.approx(0.9 * 16 + 0.1 * 1.0)
+
+
+def test_timestep_fraction_samples_the_last_step_with_noise_but_does_not_train_it():
+    fraction = FlowPolicy(PolicyConfig(num_steps=10, timestep_fraction=0.99), get_dummy_pipeline())
+    window9 = FlowPolicy(PolicyConfig(num_steps=10, sde_window_size=9, sde_window_range=[0, 9]), get_dummy_pipeline())
+    assert fraction.trained_steps == list(range(9))
+    a = fraction.rollout([prompt_for(2)], [{}], [0], torch.Generator().manual_seed(0), list(range(10)))
+    b = window9.rollout([prompt_for(2)], [{}], [0], torch.Generator().manual_seed(0), list(range(9)))
+    assert a.step_info["step_index"][0].tolist() == list(range(9))
+    torch.testing.assert_close(a.log_probs_old, b.log_probs_old)  # the same 9 trained transitions
+    assert not torch.equal(a.samples, b.samples)  # ... but the last step drew noise
+
+
+def test_flow_grpo_kl_convention_drops_the_dt_factor():
+    cfg = PolicyConfig(num_steps=4)
+    policy = FlowPolicy(cfg, get_dummy_pipeline())
+    g = torch.Generator().manual_seed(0)
+    traj = policy.rollout([prompt_for(5)] * 2, [{}] * 2, [0, 0], g, policy.window(g))
+    with torch.no_grad():
+        for p in policy.trainable_parameters():
+            p.add_(0.05)
+    _, info = policy.log_prob(traj, slice(0, 4), with_ref=True)
+    dt = traj.step_info["sigma"] - traj.step_info["sigma_next"]
+    assert info["kl"].min() > 0
+    torch.testing.assert_close(info["kl_flow_grpo"], info["kl"] * dt)
+    objective = config_from_dict(OnlineConfig, {"objective": {"beta": 1.0, "kl_convention": "flow_grpo"}}).objective
+    lp = torch.zeros(2, 4)
+    _, m = OBJECTIVES.get("grpo")(lp, lp, torch.ones(2), torch.ones(2, 4), info, objective)
+    assert m["kl"] == pytest.approx(float(info["kl_flow_grpo"].detach().mean()))
+    with pytest.raises(ConfigError, match="kl_convention"):
+        config_from_dict(OnlineConfig, {"policy": {"sde": "sage", "eta": 0.5}, "objective": {"kl_convention": "flow_grpo"}})
+
+
+def test_flow_grpo_recipes_use_its_options():
+    for path in ("configs/sd35m/flowgrpo_pickscore.yaml", "configs/sd35m/guard_pickscore.yaml",
+                 "configs/flux/guard_pickscore.yaml", "configs/wan/flowgrpo_videoalign.yaml"):
+        c = load_config(OnlineConfig, path)
+        assert c.policy.timestep_fraction == 0.99 and c.policy.sde_window_size == 0
+        assert c.advantages.drop_zero and (c.train.ema_every, c.train.ema_warmup) == (8, True)
+    assert load_config(OnlineConfig, "configs/sd35m/flowgrpo_pickscore.yaml").objective.kl_convention == "flow_grpo"
+
+
+# ----------------------------------------------------------------------------- 13. DAPO's dynamic sampling
+
+
+def _fake_round(rewards: list[list[float]]):
+    """A Rollout of len(rewards) groups of 2 samples with these rewards."""
+    r = torch.tensor([x for g in rewards for x in g])
+    groups = torch.arange(len(rewards)).repeat_interleave(2)
+    traj = Trajectory(log_probs_old=r[:, None].clone(), mask=torch.ones(len(r), 1), group_ids=groups,
+                      prompts=["p"] * len(r), metadata=[{}] * len(r))
+    return Rollout(traj, {"r": r}, {"r": int((~torch.isfinite(r)).sum())}, 0.0, list(range(100 * len(rewards), 100 * len(rewards) + len(r))), (0.0, 0.0))
+
+
+def test_dynamic_sampling_keeps_varied_groups_across_rounds():
+    rounds = [_fake_round([[1, 1], [1, 2], [0, 0], [3, 4]]), _fake_round([[5, 5], [6, 7], [8, float("nan")], [9, 9]])]
+    batch, m = dynamic_sampling(lambda i: rounds[i], n_groups=3, weights={"r": 1.0}, max_rounds=5, first_group=1)
+    assert m == {"dynamic_sampling/rounds": 2, "dynamic_sampling/filled_groups": 0}
+    assert batch.values["r"].tolist() == [1, 2, 3, 4, 6, 7]
+    assert batch.traj.group_ids.tolist() == [3, 3, 4, 4, 5, 5]  # process 1's groups 3..5
+    assert batch.prompt_idx == [402, 403, 406, 407, 402, 403] and batch.traj.log_probs_old[:, 0].tolist() == [1, 2, 3, 4, 6, 7]
+    short, m = dynamic_sampling(lambda i: rounds[i], n_groups=3, weights={"r": 1.0}, max_rounds=1)
+    assert m["dynamic_sampling/filled_groups"] == 1 and short.values["r"].tolist() == [1, 2, 3, 4, 1, 1]
+
+
+# ----------------------------------------------------------------------------- 14. MMR1's release, VideoAlign
+
+
+def test_vas_with_replacement_can_draw_a_prompt_twice():
+    kw = dict(num_prompts=6, prompts_per_step=4, group_size=2, lam=0.5, a=1.0, b=0.0)
+    with_r, without = VarianceAwareSampler(**kw, replacement=True), VarianceAwareSampler(**kw)
+    for s in (with_r, without):
+        s.update(torch.arange(6).repeat_interleave(2), torch.tensor([1, 0] + [1, 1] * 5, dtype=torch.bool), step=3)
+    assert with_r.weights.tolist() == [1, 0, 0, 0, 0, 0]  # only prompt 0 is learnable
+    draws = [with_r.draw(s) for s in range(5)]
+    assert all(sum(p == 0 for p, w in zip(d["prompts"], d["weighted"]) if w) == 2 for d in draws)
+    assert all(len(set(without.draw(s)["prompts"])) == 4 for s in range(5))
+
+
+def test_grpo_guard_recipes_keep_the_official_values():
+    for path in ("configs/sd35m/guard_pickscore.yaml", "configs/flux/guard_pickscore.yaml"):
+        c = load_config(OnlineConfig, path)
+        assert (c.objective.name, c.objective.clip_range, c.train.lr, c.objective.beta, c.advantages.std) == (
+            "grpo_guard", 4e-6, 1e-4, 0.0, "group")
+        assert "config/grpo_guard.py" in open(path).read() and "2e-6" in open("configs/sd35m/guard_pickscore.yaml").read()
