@@ -6,8 +6,10 @@ import sys
 
 
 def main(out: str) -> None:
-    print("| run | wall s | greedy held-out acc: start -> final (best) | sampled T=1 acc: start -> final (best) "
-          "| mean within-group reward std | share of groups with any reward variance: whole run (first 100 -> last 100 steps) |")
+    print(
+        "| run | wall s | greedy held-out acc: start -> final (best) | sampled T=1 acc: start -> final (best) "
+        "| mean within-group reward std | share of groups with any reward variance: whole run (first 100 -> last 100 steps) |"
+    )
     print("|---|---:|---|---|---:|---|")
     for name in ("sft_cont", "grpo", "sapo", "sapo_vas"):
         try:
@@ -22,8 +24,10 @@ def main(out: str) -> None:
         informative = f"{share(tr):.3f} ({share(tr[:100]):.2f} -> {share(tr[-100:]):.2f})" if tr else "n/a"
         g = [e["eval/accuracy"] for e in ev]
         s = [e["eval/sampled_accuracy"] for e in ev]
-        print(f"| {name} | {wall[-1] if wall else '?'} | {g[0]:.3f} -> {g[-1]:.3f} ({max(g):.3f}) "
-              f"| {s[0]:.3f} -> {s[-1]:.3f} ({max(s):.3f}) | {std} | {informative} |")
+        print(
+            f"| {name} | {wall[-1] if wall else '?'} | {g[0]:.3f} -> {g[-1]:.3f} ({max(g):.3f}) "
+            f"| {s[0]:.3f} -> {s[-1]:.3f} ({max(s):.3f}) | {std} | {informative} |"
+        )
 
 
 if __name__ == "__main__":

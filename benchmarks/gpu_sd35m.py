@@ -30,37 +30,128 @@ sys.path.insert(0, ROOT)
 # SD3.5-Medium's published component configs (model_index.json's subfolders).
 PRESETS = {
     "sd35m": dict(
-        transformer=dict(sample_size=128, patch_size=2, in_channels=16, num_layers=24, attention_head_dim=64,
-                         num_attention_heads=24, joint_attention_dim=4096, caption_projection_dim=1536,
-                         pooled_projection_dim=2048, out_channels=16, pos_embed_max_size=384,
-                         dual_attention_layers=tuple(range(13)), qk_norm="rms_norm"),
-        vae=dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 4,
-                 up_block_types=("UpDecoderBlock2D",) * 4, block_out_channels=(128, 256, 512, 512), layers_per_block=2,
-                 latent_channels=16, scaling_factor=1.5305, shift_factor=0.0609, use_quant_conv=False,
-                 use_post_quant_conv=False, sample_size=1024),
-        clip_l=dict(vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12,
-                    num_attention_heads=12, max_position_embeddings=77, projection_dim=768, hidden_act="quick_gelu"),
-        clip_g=dict(vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32,
-                    num_attention_heads=20, max_position_embeddings=77, projection_dim=1280, hidden_act="gelu"),
-        t5=dict(vocab_size=32128, d_model=4096, d_kv=64, d_ff=10240, num_layers=24, num_heads=64,
-                feed_forward_proj="gated-gelu", relative_attention_num_buckets=32),
-        t5_tokens=256, clip_tokens=77, resolution=512, dtype=torch.bfloat16),
+        transformer=dict(
+            sample_size=128,
+            patch_size=2,
+            in_channels=16,
+            num_layers=24,
+            attention_head_dim=64,
+            num_attention_heads=24,
+            joint_attention_dim=4096,
+            caption_projection_dim=1536,
+            pooled_projection_dim=2048,
+            out_channels=16,
+            pos_embed_max_size=384,
+            dual_attention_layers=tuple(range(13)),
+            qk_norm="rms_norm",
+        ),
+        vae=dict(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 4,
+            up_block_types=("UpDecoderBlock2D",) * 4,
+            block_out_channels=(128, 256, 512, 512),
+            layers_per_block=2,
+            latent_channels=16,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            sample_size=1024,
+        ),
+        clip_l=dict(
+            vocab_size=49408,
+            hidden_size=768,
+            intermediate_size=3072,
+            num_hidden_layers=12,
+            num_attention_heads=12,
+            max_position_embeddings=77,
+            projection_dim=768,
+            hidden_act="quick_gelu",
+        ),
+        clip_g=dict(
+            vocab_size=49408,
+            hidden_size=1280,
+            intermediate_size=5120,
+            num_hidden_layers=32,
+            num_attention_heads=20,
+            max_position_embeddings=77,
+            projection_dim=1280,
+            hidden_act="gelu",
+        ),
+        t5=dict(
+            vocab_size=32128,
+            d_model=4096,
+            d_kv=64,
+            d_ff=10240,
+            num_layers=24,
+            num_heads=64,
+            feed_forward_proj="gated-gelu",
+            relative_attention_num_buckets=32,
+        ),
+        t5_tokens=256,
+        clip_tokens=77,
+        resolution=512,
+        dtype=torch.bfloat16,
+    ),
     # the same code path at toy size, to check the script on a CPU
     "tiny": dict(
-        transformer=dict(sample_size=16, patch_size=2, in_channels=4, num_layers=2, attention_head_dim=8,
-                         num_attention_heads=2, joint_attention_dim=32, caption_projection_dim=16,
-                         pooled_projection_dim=64, out_channels=4, pos_embed_max_size=16,
-                         dual_attention_layers=(0,), qk_norm="rms_norm"),
-        vae=dict(in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * 2,
-                 up_block_types=("UpDecoderBlock2D",) * 2, block_out_channels=(8, 8), layers_per_block=1,
-                 latent_channels=4, norm_num_groups=4, scaling_factor=1.5305, shift_factor=0.0609,
-                 use_quant_conv=False, use_post_quant_conv=False, sample_size=32),
-        clip_l=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                    max_position_embeddings=16, projection_dim=32),
-        clip_g=dict(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2,
-                    max_position_embeddings=16, projection_dim=32),
-        t5=dict(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2, relative_attention_num_buckets=8),
-        t5_tokens=8, clip_tokens=8, resolution=32, dtype=torch.float32),
+        transformer=dict(
+            sample_size=16,
+            patch_size=2,
+            in_channels=4,
+            num_layers=2,
+            attention_head_dim=8,
+            num_attention_heads=2,
+            joint_attention_dim=32,
+            caption_projection_dim=16,
+            pooled_projection_dim=64,
+            out_channels=4,
+            pos_embed_max_size=16,
+            dual_attention_layers=(0,),
+            qk_norm="rms_norm",
+        ),
+        vae=dict(
+            in_channels=3,
+            out_channels=3,
+            down_block_types=("DownEncoderBlock2D",) * 2,
+            up_block_types=("UpDecoderBlock2D",) * 2,
+            block_out_channels=(8, 8),
+            layers_per_block=1,
+            latent_channels=4,
+            norm_num_groups=4,
+            scaling_factor=1.5305,
+            shift_factor=0.0609,
+            use_quant_conv=False,
+            use_post_quant_conv=False,
+            sample_size=32,
+        ),
+        clip_l=dict(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            projection_dim=32,
+        ),
+        clip_g=dict(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            projection_dim=32,
+        ),
+        t5=dict(
+            vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2, relative_attention_num_buckets=8
+        ),
+        t5_tokens=8,
+        clip_tokens=8,
+        resolution=32,
+        dtype=torch.float32,
+    ),
 }
 
 
@@ -74,15 +165,27 @@ def _tokenizer(max_length: int, vocab_size: int, bos: bool):
     assert len(vocab) <= vocab_size
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(single="<bos> $A <eos>" if bos else "$A <eos>",
-                                                       special_tokens=[("<bos>", 1), ("<eos>", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
-                                   pad_token="<pad>", model_max_length=max_length)
+    tok.post_processor = processors.TemplateProcessing(
+        single="<bos> $A <eos>" if bos else "$A <eos>", special_tokens=[("<bos>", 1), ("<eos>", 3)]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_max_length=max_length,
+    )
 
 
 def build_pipeline(preset: str, device: str):
     """A ``StableDiffusion3Pipeline`` of ``preset``'s sizes, random weights made on ``device``."""
-    from diffusers import AutoencoderKL, FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel, StableDiffusion3Pipeline
+    from diffusers import (
+        AutoencoderKL,
+        FlowMatchEulerDiscreteScheduler,
+        SD3Transformer2DModel,
+        StableDiffusion3Pipeline,
+    )
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection, T5Config, T5EncoderModel
 
     p = PRESETS[preset]
@@ -94,15 +197,19 @@ def build_pipeline(preset: str, device: str):
             vae=AutoencoderKL(**p["vae"]),
             text_encoder=CLIPTextModelWithProjection(CLIPTextConfig(**p["clip_l"], **ids)),
             text_encoder_2=CLIPTextModelWithProjection(CLIPTextConfig(**p["clip_g"], **ids)),
-            text_encoder_3=T5EncoderModel(T5Config(**p["t5"], pad_token_id=0, eos_token_id=3, decoder_start_token_id=0)),
+            text_encoder_3=T5EncoderModel(
+                T5Config(**p["t5"], pad_token_id=0, eos_token_id=3, decoder_start_token_id=0)
+            ),
         )
     for m in parts.values():
         m.to(p["dtype"])
     return StableDiffusion3Pipeline(
-        **parts, scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
+        **parts,
+        scheduler=FlowMatchEulerDiscreteScheduler(shift=3.0),
         tokenizer=_tokenizer(p["clip_tokens"], p["clip_l"]["vocab_size"], True),
         tokenizer_2=_tokenizer(p["clip_tokens"], p["clip_g"]["vocab_size"], True),
-        tokenizer_3=_tokenizer(p["t5_tokens"], p["t5"]["vocab_size"], False))
+        tokenizer_3=_tokenizer(p["t5_tokens"], p["t5"]["vocab_size"], False),
+    )
 
 
 def config(preset: str, prompt_file: str, overrides: list[str]):
@@ -110,12 +217,27 @@ def config(preset: str, prompt_file: str, overrides: list[str]):
     from genrl.config import OnlineConfig, load_config
 
     p = PRESETS[preset]
-    base = ["task=prompts", f"data.train_files=[{prompt_file}]", "policy.model=random", "policy.family=sd3",
-            "policy.num_steps=10", "policy.eta=0.7", "policy.guidance_scale=4.5", "policy.lora.rank=32",
-            "policy.lora.alpha=64", f"policy.height={p['resolution']}", f"policy.width={p['resolution']}",
-            f"policy.max_sequence_length={p['t5_tokens']}", f"policy.dtype={'bfloat16' if p['dtype'] == torch.bfloat16 else 'float32'}",
-            "rollout.group_size=4", "rollout.batch_size=8", "train.batch_size=4", "train.gradient_accumulation_steps=1",
-            "train.mixed_precision=" + ("bf16" if p["dtype"] == torch.bfloat16 else "'no'"), "log.progress_bar=false"]
+    base = [
+        "task=prompts",
+        f"data.train_files=[{prompt_file}]",
+        "policy.model=random",
+        "policy.family=sd3",
+        "policy.num_steps=10",
+        "policy.eta=0.7",
+        "policy.guidance_scale=4.5",
+        "policy.lora.rank=32",
+        "policy.lora.alpha=64",
+        f"policy.height={p['resolution']}",
+        f"policy.width={p['resolution']}",
+        f"policy.max_sequence_length={p['t5_tokens']}",
+        f"policy.dtype={'bfloat16' if p['dtype'] == torch.bfloat16 else 'float32'}",
+        "rollout.group_size=4",
+        "rollout.batch_size=8",
+        "train.batch_size=4",
+        "train.gradient_accumulation_steps=1",
+        "train.mixed_precision=" + ("bf16" if p["dtype"] == torch.bfloat16 else "'no'"),
+        "log.progress_bar=false",
+    ]
     return load_config(OnlineConfig, None, base + overrides)
 
 

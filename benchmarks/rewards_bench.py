@@ -33,15 +33,19 @@ def _time(fn, repeats: int) -> float:
 def _full_size_pickscore(tmp: str, device: str, prompts: list[str]):
     """A transformers CLIP ViT-B/32 (random weights) with the tests' processor built in code
     (a character-level tokenizer: text cost is not what this measures)."""
+    from conftest import get_dummy_clip_processor  # tests/ is on sys.path (see main)
     from transformers import CLIPConfig, CLIPModel
 
-    from conftest import get_dummy_clip_processor  # tests/ is on sys.path (see main)
     from rewards.pickscore import PickScoreReward
 
     processor = get_dummy_clip_processor(prompts, image_size=224)
     vocab = len(processor.tokenizer.get_vocab())
-    CLIPModel(CLIPConfig(text_config={"vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
-                         vision_config={"patch_size": 32})).save_pretrained(f"{tmp}/m")
+    CLIPModel(
+        CLIPConfig(
+            text_config={"vocab_size": vocab, "bos_token_id": 0, "eos_token_id": 1, "pad_token_id": 1},
+            vision_config={"patch_size": 32},
+        )
+    ).save_pretrained(f"{tmp}/m")
     processor.save_pretrained(f"{tmp}/p")
     return PickScoreReward(model=f"{tmp}/m", processor=f"{tmp}/p", device=device)
 
@@ -64,7 +68,9 @@ def throughput(device: str, batch: int, repeats: int) -> list[tuple[str, float]]
     rows.append(("clip, ViT-B-32 architecture (512 px in)", batch / _time(lambda: clip_b32(big, prompts), repeats)))
     with tempfile.TemporaryDirectory() as tmp:
         pick = _full_size_pickscore(tmp, device, prompts)
-        rows.append(("pickscore, CLIP ViT-B/32 architecture (512 px in)", batch / _time(lambda: pick(big, prompts), repeats)))
+        rows.append(
+            ("pickscore, CLIP ViT-B/32 architecture (512 px in)", batch / _time(lambda: pick(big, prompts), repeats))
+        )
     return rows
 
 
@@ -77,8 +83,10 @@ def async_overlap(steps: int) -> dict[str, float]:
 
     cfg = config_from_dict(OnlineConfig, {})
     policy = FlowPolicy.from_pretrained(cfg.policy)
-    reward = {"clip": REWARDS.get("clip")(model="task:digits", device="cpu"),
-              "digits_gold": REWARDS.get("digits_gold")()}
+    reward = {
+        "clip": REWARDS.get("clip")(model="task:digits", device="cpu"),
+        "digits_gold": REWARDS.get("digits_gold")(),
+    }
     prompts = [f"a handwritten digit {w}" for w in ("zero", "one", "two", "three")] * 40  # 160 samples
     meta = [{"digit": i % 4} for i in range(len(prompts))]
     out = {}
@@ -88,7 +96,9 @@ def async_overlap(steps: int) -> dict[str, float]:
         for step in range(steps):
             g = torch.Generator().manual_seed(step)
             for i in range(0, len(prompts), 40):
-                part = policy.rollout(prompts[i: i + 40], meta[i: i + 40], list(range(i, i + 40)), g, policy.window(g))
+                part = policy.rollout(
+                    prompts[i : i + 40], meta[i : i + 40], list(range(i, i + 40)), g, policy.window(g)
+                )
                 scorer.submit(part.samples, part.prompts, part.metadata)
             busy += scorer.collect()[2]
         out["async" if asynchronous else "inline"] = (time.perf_counter() - t0) / steps
@@ -106,29 +116,46 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--out", default=None, help="also write the markdown report here")
     args = ap.parse_args()
-    machine = (torch.cuda.get_device_name() if args.device == "cuda"
-               else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads")
+    machine = (
+        torch.cuda.get_device_name()
+        if args.device == "cuda"
+        else f"{platform.processor() or platform.machine()} CPU, {torch.get_num_threads()} threads"
+    )
     rows = throughput(args.device, args.batch, args.repeats)
     base = rows[0][1]
-    lines = [f"# Reward throughput and asynchronous scoring ({machine}, torch {torch.__version__})", "",
-             f"Regenerate: `.venv/bin/python benchmarks/rewards_bench.py --out benchmarks/rewards.md` "
-             f"(batch {args.batch}, {args.repeats} timed repeats after a warm-up).", "",
-             "| reward | samples/s | ratio to the digits classifier |", "|---|---:|---:|"]
+    lines = [
+        f"# Reward throughput and asynchronous scoring ({machine}, torch {torch.__version__})",
+        "",
+        f"Regenerate: `.venv/bin/python benchmarks/rewards_bench.py --out benchmarks/rewards.md` "
+        f"(batch {args.batch}, {args.repeats} timed repeats after a warm-up).",
+        "",
+        "| reward | samples/s | ratio to the digits classifier |",
+        "|---|---:|---:|",
+    ]
     lines += [f"| {name} | {v:.1f} | {v / base:.3g} |" for name, v in rows]
     a = async_overlap(args.steps)
     hidden = (a["inline"] - a["async"]) / a["inline_busy"] if a["inline_busy"] > 0 else float("nan")
-    lines += ["", "Digits rollout of 160 samples in 4 chunks of 40, rewards: embedded digits CLIP + gold SVM "
-              f"(mean of {args.steps} steps, CPU):", "",
-              "| scoring | s/step | reward s/step (busy) |", "|---|---:|---:|",
-              f"| in line | {a['inline']:.3f} | {a['inline_busy']:.3f} |",
-              f"| worker thread | {a['async']:.3f} | {a['async_busy']:.3f} |", "",
-              f"Step time ratio async / in line: {a['async'] / a['inline']:.3f}; share of the in-line scoring time "
-              f"hidden by the thread: {hidden:.2f}."]
+    lines += [
+        "",
+        "Digits rollout of 160 samples in 4 chunks of 40, rewards: embedded digits CLIP + gold SVM "
+        f"(mean of {args.steps} steps, CPU):",
+        "",
+        "| scoring | s/step | reward s/step (busy) |",
+        "|---|---:|---:|",
+        f"| in line | {a['inline']:.3f} | {a['inline_busy']:.3f} |",
+        f"| worker thread | {a['async']:.3f} | {a['async_busy']:.3f} |",
+        "",
+        f"Step time ratio async / in line: {a['async'] / a['inline']:.3f}; share of the in-line scoring time "
+        f"hidden by the thread: {hidden:.2f}.",
+    ]
     if a["async"] > a["inline"]:
-        lines += ["", "Here the worker thread makes the step slower, not faster: the reward and the sampler "
-                  "compete for the same CPU cores (the scoring itself takes longer in the thread too), so "
-                  "`rollout.async_rewards: auto` leaves it off without a GPU. The overlap this is built for "
-                  "(sampler on the GPU while the reward runs) could not be measured on this machine."]
+        lines += [
+            "",
+            "Here the worker thread makes the step slower, not faster: the reward and the sampler "
+            "compete for the same CPU cores (the scoring itself takes longer in the thread too), so "
+            "`rollout.async_rewards: auto` leaves it off without a GPU. The overlap this is built for "
+            "(sampler on the GPU while the reward runs) could not be measured on this machine.",
+        ]
     else:
         lines += ["", "The worker thread hides that share of the scoring time behind the next chunk's rollout."]
     text = "\n".join(lines) + "\n"

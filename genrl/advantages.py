@@ -27,7 +27,9 @@ def group_advantages(
     whose rewards are all equal: they carry no learning signal).
     """
     if rewards.shape != group_ids.shape or rewards.ndim != 1:
-        raise ValueError(f"rewards and group_ids must both be [B], got {tuple(rewards.shape)} and {tuple(group_ids.shape)}")
+        raise ValueError(
+            f"rewards and group_ids must both be [B], got {tuple(rewards.shape)} and {tuple(group_ids.shape)}"
+        )
     valid = torch.isfinite(rewards)
     r = torch.where(valid, rewards, torch.zeros_like(rewards)).double()
     adv = torch.zeros_like(r)
@@ -69,6 +71,8 @@ def weighted_advantages(
     group statistics (not only of the reward that failed), as in ``combine: rewards``."""
     ok = torch.stack([torch.isfinite(rewards[name]) for name in weights]).all(0)
     nan = torch.full_like(group_ids, float("nan"), dtype=torch.float32)
-    adv = sum(w * group_advantages(torch.where(ok, rewards[name].float(), nan), group_ids, std, eps)[0]
-              for name, w in weights.items())
+    adv = sum(
+        w * group_advantages(torch.where(ok, rewards[name].float(), nan), group_ids, std, eps)[0]
+        for name, w in weights.items()
+    )
     return torch.where(ok, adv, torch.zeros_like(adv))

@@ -88,10 +88,14 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
         if i >= warmup:
             update_s.append(time.perf_counter() - t0)
     peak = torch.cuda.max_memory_allocated() if cuda else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    return {"rollout_samples_per_s": B * len(rollout_s) / sum(rollout_s),
-            "update_s_per_iteration": sum(update_s) / len(update_s),
-            "optimizer_steps_per_iteration": m["optimizer_steps"], "trained_steps": traj.log_probs_old.shape[1],
-            "batch": B, "peak_memory_gib": peak / 2**30}
+    return {
+        "rollout_samples_per_s": B * len(rollout_s) / sum(rollout_s),
+        "update_s_per_iteration": sum(update_s) / len(update_s),
+        "optimizer_steps_per_iteration": m["optimizer_steps"],
+        "trained_steps": traj.log_probs_old.shape[1],
+        "batch": B,
+        "peak_memory_gib": peak / 2**30,
+    }
 
 
 def device_name() -> str:
@@ -109,8 +113,21 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
         raise ValueError(f"unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
     results = []
     for v in variants:
-        cmd = [sys.executable, "-m", "genrl.bench", "--one", config, "--iters", str(iters), "--warmup", str(warmup),
-               "--set", *overrides, *VARIANTS[v], "log.progress_bar=false"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "genrl.bench",
+            "--one",
+            config,
+            "--iters",
+            str(iters),
+            "--warmup",
+            str(warmup),
+            "--set",
+            *overrides,
+            *VARIANTS[v],
+            "log.progress_bar=false",
+        ]
         proc = subprocess.run(cmd, capture_output=True, text=True)
         if proc.returncode != 0:
             raise RuntimeError(f"variant {v!r} failed:\n{proc.stderr[-3000:]}")
@@ -120,25 +137,38 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
 
 def report(config: str, results: list[dict], overrides: list[str], iters: int) -> str:
     base = results[0]
-    lines = [f"# genrl bench: `{config}`", "", f"Device: {device_name()}. {iters} timed iterations per variant"
-             + (f"; overrides: `{' '.join(overrides)}`" if overrides else "") + ". Ratios are to "
-             f"`{base['variant']}`, measured in the same run.", "",
-             "| variant | trained steps | rollout samples/s | update s / iteration | peak memory GiB | "
-             "rollout ratio | update ratio | memory ratio |", "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        f"# genrl bench: `{config}`",
+        "",
+        f"Device: {device_name()}. {iters} timed iterations per variant"
+        + (f"; overrides: `{' '.join(overrides)}`" if overrides else "")
+        + ". Ratios are to "
+        f"`{base['variant']}`, measured in the same run.",
+        "",
+        "| variant | trained steps | rollout samples/s | update s / iteration | peak memory GiB | "
+        "rollout ratio | update ratio | memory ratio |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for r in results:
-        lines.append(f"| {r['variant']} | {r['trained_steps']} | {r['rollout_samples_per_s']:.3g} | "
-                     f"{r['update_s_per_iteration']:.3g} | {r['peak_memory_gib']:.3g} | "
-                     f"{r['rollout_samples_per_s'] / base['rollout_samples_per_s']:.2f} | "
-                     f"{r['update_s_per_iteration'] / base['update_s_per_iteration']:.2f} | "
-                     f"{r['peak_memory_gib'] / base['peak_memory_gib']:.2f} |")
+        lines.append(
+            f"| {r['variant']} | {r['trained_steps']} | {r['rollout_samples_per_s']:.3g} | "
+            f"{r['update_s_per_iteration']:.3g} | {r['peak_memory_gib']:.3g} | "
+            f"{r['rollout_samples_per_s'] / base['rollout_samples_per_s']:.2f} | "
+            f"{r['update_s_per_iteration'] / base['update_s_per_iteration']:.2f} | "
+            f"{r['peak_memory_gib'] / base['peak_memory_gib']:.2f} |"
+        )
     return "\n".join(lines) + "\n"
 
 
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="rollout samples/s, update time and peak memory of a config, per variant")
     p.add_argument("config", help="an online YAML recipe")
-    p.add_argument("--variants", nargs="+", default=["default", "grad_ckpt", "window"],
-                   help=f"variants to measure, the first is the baseline; valid: {', '.join(VARIANTS)}")
+    p.add_argument(
+        "--variants",
+        nargs="+",
+        default=["default", "grad_ckpt", "window"],
+        help=f"variants to measure, the first is the baseline; valid: {', '.join(VARIANTS)}",
+    )
     p.add_argument("--iters", type=int, default=3, help="timed iterations per variant")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     p.add_argument("--out", default="", help="also write the markdown report here")

@@ -84,34 +84,53 @@ def _compare(args) -> int:
 def _gallery(args) -> int:
     from genrl.gallery import make_gallery
 
-    print(make_gallery(args.run_dirs, args.out, seeds_per_prompt=args.seeds_per_prompt, prompts=args.prompts,
-                       max_prompts=args.max_prompts, batch_size=args.batch_size, video_format=args.video_format))
+    print(
+        make_gallery(
+            args.run_dirs,
+            args.out,
+            seeds_per_prompt=args.seeds_per_prompt,
+            prompts=args.prompts,
+            max_prompts=args.max_prompts,
+            batch_size=args.batch_size,
+            video_format=args.video_format,
+        )
+    )
     return 0
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="genrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("train", help="online RL (FlowGRPO, ...) or SFT (a config with `trainer: sft`) from a YAML config with dotted overrides")
+    p = sub.add_parser(
+        "train",
+        help="online RL (FlowGRPO, ...) or SFT (a config with `trainer: sft`) from a YAML config with dotted overrides",
+    )
     p.add_argument("config", nargs="?", help="YAML recipe, e.g. configs/digits/flowgrpo.yaml")
     p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=1e-4 output_dir=/tmp/x")
     p.add_argument("--help-config", action="store_true", help="list every config key with its type, default and help")
     p.set_defaults(func=_train)
-    p = sub.add_parser("compare", help="run several online configs with the same seeds and budget, then write a "
-                                       "report (table + plots) to --out")
+    p = sub.add_parser(
+        "compare",
+        help="run several online configs with the same seeds and budget, then write a report (table + plots) to --out",
+    )
     p.add_argument("configs", nargs="+", help="online (flow) configs, e.g. configs/digits/flowgrpo_ink.yaml")
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to run every config with (default: 0)")
     p.add_argument("--out", required=True, help="folder for the runs and report.md")
     p.add_argument("--set", nargs="*", default=[], help="overrides applied to every config, e.g. max_steps=150")
     p.set_defaults(func=_compare)
-    p = sub.add_parser("gallery", help="static HTML page: base vs each run's final samples on the same seeds, "
-                                       "scored, with training curves and configs")
+    p = sub.add_parser(
+        "gallery",
+        help="static HTML page: base vs each run's final samples on the same seeds, "
+        "scored, with training curves and configs",
+    )
     p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished (or checkpointed) online runs")
     p.add_argument("--out", required=True, help="folder for index.html and its images, e.g. gallery/NAME")
     p.add_argument("--seeds-per-prompt", type=int, default=4, help="fixed seeds 0..k-1 per prompt (default: 4)")
     p.add_argument("--prompts", nargs="+", default=None, help="prompts to draw (default: the task's prompts)")
     p.add_argument("--max-prompts", type=int, default=16, help="at most this many prompts (default: 16)")
-    p.add_argument("--batch-size", type=int, default=None, help="samples per forward (default: the run's eval.batch_size)")
+    p.add_argument(
+        "--batch-size", type=int, default=None, help="samples per forward (default: the run's eval.batch_size)"
+    )
     p.add_argument("--video-format", choices=["gif", "webp"], default="gif", help="animation format for video runs")
     p.set_defaults(func=_gallery)
     from genrl.bench import add_parser as add_bench_parser
@@ -135,7 +154,11 @@ def main(argv: list[str] | None = None) -> int:
 def one_line(e: BaseException) -> str:
     """An error as one line: its message with line breaks folded (set GENRL_TRACEBACK=1 for the traceback)."""
     text = " ".join(part.strip() for part in str(e).splitlines() if part.strip()) or type(e).__name__
-    return text if not isinstance(e, OSError) or e.filename is None or str(e.filename) in text else f"{e.filename}: {text}"
+    return (
+        text
+        if not isinstance(e, OSError) or e.filename is None or str(e.filename) in text
+        else f"{e.filename}: {text}"
+    )
 
 
 if __name__ == "__main__":

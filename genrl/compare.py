@@ -50,8 +50,9 @@ def run_all(configs: list[str], seeds: list[int], out_dir: str, overrides: list[
                 with open(wall_file, "w") as f:
                     f.write(f"{time.perf_counter() - t0:.1f}\n")
             wall = float(open(wall_file).read()) if os.path.isfile(wall_file) else float("nan")
-            runs.append({"name": _name(path), "seed": seed, "dir": run_dir, "reward": next(iter(cfg.rewards)),
-                         "wall": wall})
+            runs.append(
+                {"name": _name(path), "seed": seed, "dir": run_dir, "reward": next(iter(cfg.rewards)), "wall": wall}
+            )
     return runs
 
 
@@ -65,8 +66,12 @@ def _curves(run: dict) -> dict[str, list[float]]:
     ev = [r for r in _rows(run["dir"]) if "eval/gold_accuracy" in r]
     if not ev:
         raise ValueError(f"{run['dir']}: no evaluation rows with eval/gold_accuracy in metrics.jsonl")
-    return {"step": [r["step"] for r in ev], "proxy": [r.get(f"eval/{run['reward']}", float("nan")) for r in ev],
-            "gold": [r["eval/gold_accuracy"] for r in ev], "div": [r.get("eval/diversity", float("nan")) for r in ev]}
+    return {
+        "step": [r["step"] for r in ev],
+        "proxy": [r.get(f"eval/{run['reward']}", float("nan")) for r in ev],
+        "gold": [r["eval/gold_accuracy"] for r in ev],
+        "div": [r.get("eval/diversity", float("nan")) for r in ev],
+    }
 
 
 def crossing(curve: dict[str, list[float]], level: float) -> dict[str, float]:
@@ -95,9 +100,12 @@ def matched_proxy(curves: dict[str, dict[int, dict]]) -> dict[int, tuple[float, 
     return out
 
 
-RATIO_KEYS = (("ratio_mean/step_", "raw ratio mean - 1", -1.0), ("ratio_std/step_", "raw ratio std", 0.0),
-              ("norm_ratio_mean/step_", "normalised ratio mean - 1", -1.0),
-              ("norm_ratio_std/step_", "normalised ratio std", 0.0))
+RATIO_KEYS = (
+    ("ratio_mean/step_", "raw ratio mean - 1", -1.0),
+    ("ratio_std/step_", "raw ratio std", 0.0),
+    ("norm_ratio_mean/step_", "normalised ratio mean - 1", -1.0),
+    ("norm_ratio_std/step_", "normalised ratio std", 0.0),
+)
 
 
 def per_step_ratio_table(runs: list[dict]) -> list[str]:
@@ -118,11 +126,21 @@ def per_step_ratio_table(runs: list[dict]) -> list[str]:
     if not acc:
         return []
     steps = sorted({k for d in acc.values() for k in d})
-    out = ["", "## Ratios per denoising step", "", "Mean over each run's training steps, then over seeds.", "",
-           "| run | statistic | " + " | ".join(f"step {k}" for k in steps) + " |", "|---|---|" + "---:|" * len(steps)]
+    out = [
+        "",
+        "## Ratios per denoising step",
+        "",
+        "Mean over each run's training steps, then over seeds.",
+        "",
+        "| run | statistic | " + " | ".join(f"step {k}" for k in steps) + " |",
+        "|---|---|" + "---:|" * len(steps),
+    ]
     for (name, label), d in acc.items():
-        out.append(f"| {name} | {label} | " + " | ".join(f"{statistics.fmean(d[k]):.2e}" if k in d else "" for k in steps)
-                   + " |")
+        out.append(
+            f"| {name} | {label} | "
+            + " | ".join(f"{statistics.fmean(d[k]):.2e}" if k in d else "" for k in steps)
+            + " |"
+        )
     return out
 
 
@@ -141,9 +159,14 @@ def write_report(runs: list[dict], out_dir: str) -> str:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ImportError("genrl compare draws its plots with matplotlib: pip install matplotlib") from e
-    lines = ["# Comparison", "", f"Runs: {len(runs)} (config x seed), written by `genrl compare`.", "",
-             "| run | seed | proxy: base -> final | gold accuracy: base -> peak (step) -> final | diversity: base -> final | wall s |",
-             "|---|---:|---|---|---|---:|"]
+    lines = [
+        "# Comparison",
+        "",
+        f"Runs: {len(runs)} (config x seed), written by `genrl compare`.",
+        "",
+        "| run | seed | proxy: base -> final | gold accuracy: base -> peak (step) -> final | diversity: base -> final | wall s |",
+        "|---|---:|---|---|---|---:|",
+    ]
     curves: dict[str, dict[int, dict]] = defaultdict(dict)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     ratio_fig, ratio_axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -152,9 +175,11 @@ def write_report(runs: list[dict], out_dir: str) -> str:
         c = curves[run["name"]][run["seed"]] = _curves(run)
         steps, proxy, gold, div = c["step"], c["proxy"], c["gold"], c["div"]
         peak = max(range(len(gold)), key=gold.__getitem__)
-        lines.append(f"| {run['name']} | {run['seed']} | {proxy[0]:.3f} -> {proxy[-1]:.3f} | {gold[0]:.3f} -> "
-                     f"{gold[peak]:.3f} ({steps[peak]}) -> {gold[-1]:.3f} | {div[0]:.3f} -> {div[-1]:.3f} | "
-                     f"{run['wall']:.0f} |")
+        lines.append(
+            f"| {run['name']} | {run['seed']} | {proxy[0]:.3f} -> {proxy[-1]:.3f} | {gold[0]:.3f} -> "
+            f"{gold[peak]:.3f} ({steps[peak]}) -> {gold[-1]:.3f} | {div[0]:.3f} -> {div[-1]:.3f} | "
+            f"{run['wall']:.0f} |"
+        )
     for name, by_seed in curves.items():
         for ax, key in ((axes[0], "proxy"), (axes[1], "gold")):
             first = next(iter(by_seed.values()))
@@ -178,25 +203,40 @@ def write_report(runs: list[dict], out_dir: str) -> str:
         spread = [(r["step"], r["grad_norm_output_spread"]) for r in tr if "grad_norm_output_spread" in r]
         if spread:
             spread_ax.plot(*zip(*spread), label=label)
-    lines += ["", "## Per config, over seeds (mean ± sd)", "",
-              "| run | seeds | proxy final | gold peak | gold final | diversity final |", "|---|---:|---|---|---|---|"]
+    lines += [
+        "",
+        "## Per config, over seeds (mean ± sd)",
+        "",
+        "| run | seeds | proxy final | gold peak | gold final | diversity final |",
+        "|---|---:|---|---|---|---|",
+    ]
     for name, by_seed in curves.items():
         cs = list(by_seed.values())
-        lines.append(f"| {name} | {len(cs)} | {_ms([c['proxy'][-1] for c in cs])} | {_ms([max(c['gold']) for c in cs])} | "
-                     f"{_ms([c['gold'][-1] for c in cs])} | {_ms([c['div'][-1] for c in cs])} |")
+        lines.append(
+            f"| {name} | {len(cs)} | {_ms([c['proxy'][-1] for c in cs])} | {_ms([max(c['gold']) for c in cs])} | "
+            f"{_ms([c['gold'][-1] for c in cs])} | {_ms([c['div'][-1] for c in cs])} |"
+        )
     lines += per_step_ratio_table(runs)
     if len(curves) > 1:
         matched = matched_proxy(curves)
         levels = ", ".join(f"seed {s}: {lv:.3f}" for s, (lv, _) in matched.items())
-        lines += ["", "## At matched proxy reward", "",
-                  f"Per seed, the level every config reached (the smallest best proxy): {levels}. Gold accuracy and "
-                  "diversity where each config's evaluation proxy first crossed it (linear interpolation between "
-                  "evaluations; mean ± sd over seeds).", "",
-                  "| run | step | gold at matched proxy | diversity at matched proxy |", "|---|---|---|---|"]
+        lines += [
+            "",
+            "## At matched proxy reward",
+            "",
+            f"Per seed, the level every config reached (the smallest best proxy): {levels}. Gold accuracy and "
+            "diversity where each config's evaluation proxy first crossed it (linear interpolation between "
+            "evaluations; mean ± sd over seeds).",
+            "",
+            "| run | step | gold at matched proxy | diversity at matched proxy |",
+            "|---|---|---|---|",
+        ]
         for name in curves:
             xs = [m[name] for _, m in matched.values()]
-            lines.append(f"| {name} | {_ms([x['step'] for x in xs], '.0f')} | {_ms([x['gold'] for x in xs])} | "
-                         f"{_ms([x['div'] for x in xs])} |")
+            lines.append(
+                f"| {name} | {_ms([x['step'] for x in xs], '.0f')} | {_ms([x['gold'] for x in xs])} | "
+                f"{_ms([x['div'] for x in xs])} |"
+            )
     for ax, title in zip(axes, ("proxy reward (evaluation)", "gold accuracy (held-out judge)")):
         ax.set_title(title)
         ax.set_xlabel("step")
@@ -214,8 +254,15 @@ def write_report(runs: list[dict], out_dir: str) -> str:
         f.tight_layout()
         f.savefig(os.path.join(out_dir, name), dpi=100)
         plt.close(f)
-    lines += ["", "![proxy and gold](curves.png)", "", "![ratios per step](ratios_per_step.png)", "",
-              "![gradient spread](grad_spread.png)", ""]
+    lines += [
+        "",
+        "![proxy and gold](curves.png)",
+        "",
+        "![ratios per step](ratios_per_step.png)",
+        "",
+        "![gradient spread](grad_spread.png)",
+        "",
+    ]
     path = os.path.join(out_dir, "report.md")
     with open(path, "w") as f:
         f.write("\n".join(lines))

@@ -22,7 +22,6 @@ import functools
 import math
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
@@ -32,10 +31,28 @@ from typing import Any, Literal, Optional, TypeVar, Union
 import yaml
 
 __all__ = [
-    "SDE_TYPES", "ConfigError", "Section", "load_config", "config_from_dict", "config_to_dict",
-    "save_config", "describe_config", "LoraConfig", "PolicyConfig", "RolloutConfig",
-    "AdvantageConfig", "ObjectiveConfig", "TrainConfig", "EvalConfig", "CheckpointConfig",
-    "LogConfig", "OnlineConfig", "OnlineVLMConfig", "SFTConfig", "VLMPolicyConfig", "TRAINER_CONFIGS",
+    "SDE_TYPES",
+    "ConfigError",
+    "Section",
+    "load_config",
+    "config_from_dict",
+    "config_to_dict",
+    "save_config",
+    "describe_config",
+    "LoraConfig",
+    "PolicyConfig",
+    "RolloutConfig",
+    "AdvantageConfig",
+    "ObjectiveConfig",
+    "TrainConfig",
+    "EvalConfig",
+    "CheckpointConfig",
+    "LogConfig",
+    "OnlineConfig",
+    "OnlineVLMConfig",
+    "SFTConfig",
+    "VLMPolicyConfig",
+    "TRAINER_CONFIGS",
 ]
 
 # step kinds: genrl.sde's flow steps, and "ddim" (DDIM with eta), the step of the diffusion policy only
@@ -280,21 +297,11 @@ def config_to_dict(cfg: Any) -> dict:
 
 
 def save_config(cfg: Any, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML atomically (temp file + os.replace)."""
-    path = os.fspath(path)
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config-", suffix=".yaml.tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False, default_flow_style=False)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write the resolved config as YAML atomically (``genrl.io.atomic_file``)."""
+    from genrl.io import atomic_file
+
+    with atomic_file(path) as fh:
+        yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False, default_flow_style=False)
 
 
 def _inline(value: Any) -> str:
@@ -346,46 +353,83 @@ class LoraConfig(Section):
     alpha: float = _f(8.0, "LoRA alpha (scale = alpha / rank)")
     dropout: float = _f(0.0, "LoRA dropout probability, in [0, 1)")
     target_modules: Optional[list[str]] = _f(
-        None, "module names that get LoRA adapters; null = the model family's default (genrl.families)")
+        None, "module names that get LoRA adapters; null = the model family's default (genrl.families)"
+    )
 
     def validate(self) -> None:
         _at_least(self, 0, "rank")
         _require(self.alpha > 0, "alpha", self.alpha, "must be > 0")
         _require(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
-        _require(self.rank == 0 or self.target_modules is None or len(self.target_modules) > 0, "target_modules", self.target_modules,
-                 "must be non-empty when rank > 0")
+        _require(
+            self.rank == 0 or self.target_modules is None or len(self.target_modules) > 0,
+            "target_modules",
+            self.target_modules,
+            "must be non-empty when rank > 0",
+        )
 
 
 @dataclass
 class PolicyConfig(Section):
     name: str = _f("flow", "policy name in genrl.registry.POLICIES")
-    model: str = _f("task:digits", "'task:<name>' (embedded, pretrained on first use), a hub id, or a local diffusers folder")
-    sde: str = _f("flow_sde", f"SDE step used for rollouts, one of {', '.join(SDE_TYPES)} (ddim: policy 'diffusion' only, and its only step)")
+    model: str = _f(
+        "task:digits", "'task:<name>' (embedded, pretrained on first use), a hub id, or a local diffusers folder"
+    )
+    sde: str = _f(
+        "flow_sde",
+        f"SDE step used for rollouts, one of {', '.join(SDE_TYPES)} (ddim: policy 'diffusion' only, and its only step)",
+    )
     eta: float = _f(0.7, "noise level of the SDE step (>= 0; cps and ddim need eta in [0, 1])")
     cps_log_prob: Literal["flow_grpo", "gaussian"] = _f(
-        "flow_grpo", "sde=cps: Flow-GRPO's surrogate -(x' - mean)^2 (its default; steps weighted evenly) or the exact "
-                     "Gaussian density (weights steps by 1/std^2, dominated by the last low-noise steps)")
+        "flow_grpo",
+        "sde=cps: Flow-GRPO's surrogate -(x' - mean)^2 (its default; steps weighted evenly) or the exact "
+        "Gaussian density (weights steps by 1/std^2, dominated by the last low-noise steps)",
+    )
     num_steps: int = _f(10, "denoising steps per rollout")
     guidance_scale: float = _f(1.0, "classifier-free guidance scale; 1.0 = off")
-    sde_window_size: int = _f(0, "0 = every step stochastic and trained; K > 0 = only K consecutive steps (Flow-GRPO-Fast/MixGRPO), the rest ODE")
-    sde_window_range: Optional[list[int]] = _f(None, "[lo, hi]: the window start is drawn uniformly from lo..hi-window each step, "
-                                                      "among the windows holding a trainable step; null = [0, num_steps]")
-    timestep_fraction: float = _f(1.0, "train only the first int(num_steps * timestep_fraction) steps; later (window) steps are "
-                                       "still sampled with noise, not trained (Flow-GRPO's train.timestep_fraction, 0.99 there)")
-    prompt_cache_mb: float = _f(1024.0, "bound of the prompt-embedding cache in MiB (least recently used prompts are "
-                                        "evicted; SD3.5-Medium: ~3.2 MiB per prompt); 0 = no cache")
+    sde_window_size: int = _f(
+        0,
+        "0 = every step stochastic and trained; K > 0 = only K consecutive steps (Flow-GRPO-Fast/MixGRPO), the rest ODE",
+    )
+    sde_window_range: Optional[list[int]] = _f(
+        None,
+        "[lo, hi]: the window start is drawn uniformly from lo..hi-window each step, "
+        "among the windows holding a trainable step; null = [0, num_steps]",
+    )
+    timestep_fraction: float = _f(
+        1.0,
+        "train only the first int(num_steps * timestep_fraction) steps; later (window) steps are "
+        "still sampled with noise, not trained (Flow-GRPO's train.timestep_fraction, 0.99 there)",
+    )
+    prompt_cache_mb: float = _f(
+        1024.0,
+        "bound of the prompt-embedding cache in MiB (least recently used prompts are "
+        "evicted; SD3.5-Medium: ~3.2 MiB per prompt); 0 = no cache",
+    )
     prompt_cache_device: Literal["device", "cpu"] = _f(
-        "device", "where cached prompt embeddings live: on the model's device, or in CPU memory (copied per use)")
-    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the frozen model weights (trained LoRA weights and log-probs stay fp32)")
+        "device", "where cached prompt embeddings live: on the model's device, or in CPU memory (copied per use)"
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = _f(
+        "float32", "dtype of the frozen model weights (trained LoRA weights and log-probs stay fp32)"
+    )
     lora: LoraConfig = _f(LoraConfig, "LoRA adapter settings")
-    family: str = _f("auto", "model family in genrl.families (digits, sd3, flux, qwen_image, wan, hunyuanvideo15); auto = from the pipeline's class")
+    family: str = _f(
+        "auto",
+        "model family in genrl.families (digits, sd3, flux, qwen_image, wan, hunyuanvideo15); auto = from the pipeline's class",
+    )
     height: int = _f(0, "image/video height in pixels; 0 = the pipeline's default")
     width: int = _f(0, "image/video width in pixels; 0 = the pipeline's default")
     num_frames: int = _f(0, "video families: frames per sample; 0 = the family's default")
     max_sequence_length: int = _f(0, "text tokens for T5/UMT5/Qwen encoders; 0 = the pipeline's default")
-    embedded_guidance: float = _f(3.5, "guidance-distilled models (FLUX.1-dev, HunyuanVideo): the guidance value fed to the guidance embedding")
-    gradient_checkpointing: bool = _f(False, "recompute the denoiser's activations in the backward (less memory, ~30% slower)")
-    attention_backend: Literal["sdpa", "xformers"] = _f("sdpa", "attention kernel: PyTorch SDPA, or xformers memory-efficient attention (CUDA only; pip install 'genrl[xformers]')")
+    embedded_guidance: float = _f(
+        3.5, "guidance-distilled models (FLUX.1-dev, HunyuanVideo): the guidance value fed to the guidance embedding"
+    )
+    gradient_checkpointing: bool = _f(
+        False, "recompute the denoiser's activations in the backward (less memory, ~30% slower)"
+    )
+    attention_backend: Literal["sdpa", "xformers"] = _f(
+        "sdpa",
+        "attention kernel: PyTorch SDPA, or xformers memory-efficient attention (CUDA only; pip install 'genrl[xformers]')",
+    )
 
     def validate(self) -> None:
         _nonempty(self, "name", "model", "family")
@@ -394,32 +438,61 @@ class PolicyConfig(Section):
         _require(self.sde in SDE_TYPES, "sde", self.sde, f"must be one of {', '.join(map(repr, SDE_TYPES))}")
         _require(self.eta >= 0 and math.isfinite(self.eta), "eta", self.eta, "must be finite and >= 0")
         _require(self.sde != "cps" or self.eta <= 1, "eta", self.eta, "cps needs eta in [0, 1]")
-        _require((self.sde == "ddim") == (self.name == "diffusion"), "sde", self.sde,
-                 "ddim is the diffusion policy's step and the only one it takes: use policy.name=diffusion with "
-                 "sde=ddim, or a flow step (ode, flow_sde, cps, sage) with other policies")
-        _require(self.sde != "ddim" or self.eta <= 1, "eta", self.eta, "ddim needs eta in [0, 1] (1 = DDPM's variance)")
+        _require(
+            (self.sde == "ddim") == (self.name == "diffusion"),
+            "sde",
+            self.sde,
+            "ddim is the diffusion policy's step and the only one it takes: use policy.name=diffusion with "
+            "sde=ddim, or a flow step (ode, flow_sde, cps, sage) with other policies",
+        )
+        _require(
+            self.sde != "ddim" or self.eta <= 1, "eta", self.eta, "ddim needs eta in [0, 1] (1 = DDPM's variance)"
+        )
         _at_least(self, 1, "num_steps")
         _require(math.isfinite(self.guidance_scale), "guidance_scale", self.guidance_scale, "must be finite")
         _at_least(self, 1.0, "guidance_scale")
-        _require(0 < self.timestep_fraction <= 1 and int(self.num_steps * self.timestep_fraction) >= 1,
-                 "timestep_fraction", self.timestep_fraction,
-                 f"must be in (0, 1] and leave int(num_steps * timestep_fraction) >= 1 trained steps (num_steps={self.num_steps})")
-        _require(self.prompt_cache_mb >= 0 and math.isfinite(self.prompt_cache_mb), "prompt_cache_mb",
-                 self.prompt_cache_mb, "must be finite and >= 0")
-        _require(0 <= self.sde_window_size <= self.num_steps, "sde_window_size", self.sde_window_size,
-                 f"must be in [0, num_steps={self.num_steps}]")
+        _require(
+            0 < self.timestep_fraction <= 1 and int(self.num_steps * self.timestep_fraction) >= 1,
+            "timestep_fraction",
+            self.timestep_fraction,
+            f"must be in (0, 1] and leave int(num_steps * timestep_fraction) >= 1 trained steps (num_steps={self.num_steps})",
+        )
+        _require(
+            self.prompt_cache_mb >= 0 and math.isfinite(self.prompt_cache_mb),
+            "prompt_cache_mb",
+            self.prompt_cache_mb,
+            "must be finite and >= 0",
+        )
+        _require(
+            0 <= self.sde_window_size <= self.num_steps,
+            "sde_window_size",
+            self.sde_window_size,
+            f"must be in [0, num_steps={self.num_steps}]",
+        )
         r = self.sde_window_range
         if r is not None:
             _require(self.sde_window_size > 0, "sde_window_range", r, "only used with sde_window_size > 0")
             _require(len(r) == 2, "sde_window_range", r, "must be [lo, hi]")
             lo, hi = r
-            _require(0 <= lo < hi <= self.num_steps, "sde_window_range", r,
-                     f"needs 0 <= lo < hi <= num_steps={self.num_steps}")
-            _require(hi - lo >= self.sde_window_size, "sde_window_range", r,
-                     f"hi - lo must be >= sde_window_size={self.sde_window_size}")
+            _require(
+                0 <= lo < hi <= self.num_steps,
+                "sde_window_range",
+                r,
+                f"needs 0 <= lo < hi <= num_steps={self.num_steps}",
+            )
+            _require(
+                hi - lo >= self.sde_window_size,
+                "sde_window_range",
+                r,
+                f"hi - lo must be >= sde_window_size={self.sde_window_size}",
+            )
             # cps: the last step (sigma_next = 0) has no noise; the policy checks every step kind at start-up
-            _require(self.sde != "cps" or lo < self.num_steps - 1, "sde_window_range", r,
-                     f"only holds the last step, which sde=cps takes without noise; lower lo below {self.num_steps - 1}")
+            _require(
+                self.sde != "cps" or lo < self.num_steps - 1,
+                "sde_window_range",
+                r,
+                f"only holds the last step, which sde=cps takes without noise; lower lo below {self.num_steps - 1}",
+            )
 
 
 @dataclass
@@ -432,16 +505,23 @@ class VASConfig(Section):
     update_every: int = _f(4, "re-score the prompts every N steps (MMR1's T_update)")
     momentum: float = _f(0.0, "momentum on the per-prompt scores in [0, 1); 0 = new scores replace old ones")
     diversity: str = _f("distinct-2", "TDS measure: 'distinct-N', 'self-bleu' or 'self-bleu-N'")
-    replacement: bool = _f(False, "draw the weighted part with replacement (MMR1's release: WeightedRandomSampler(replacement="
-                                  "True)); false = distinct prompts, each one complete group")
+    replacement: bool = _f(
+        False,
+        "draw the weighted part with replacement (MMR1's release: WeightedRandomSampler(replacement="
+        "True)); false = distinct prompts, each one complete group",
+    )
 
     def validate(self) -> None:
         _require(0 <= self.lam <= 1, "lam", self.lam, "must be in [0, 1]")
         _require(self.a >= 0 and self.b >= 0 and self.a + self.b > 0, "a", self.a, "a, b must be >= 0, not both 0")
         _at_least(self, 1, "update_every")
         _require(0 <= self.momentum < 1, "momentum", self.momentum, "must be in [0, 1)")
-        _require(re.fullmatch(r"distinct-\d+|self-bleu(-\d+)?", self.diversity) is not None, "diversity",
-                 self.diversity, "must be 'distinct-N', 'self-bleu' or 'self-bleu-N'")
+        _require(
+            re.fullmatch(r"distinct-\d+|self-bleu(-\d+)?", self.diversity) is not None,
+            "diversity",
+            self.diversity,
+            "must be 'distinct-N', 'self-bleu' or 'self-bleu-N'",
+        )
 
 
 @dataclass
@@ -449,35 +529,56 @@ class RolloutConfig(Section):
     prompts_per_step: int = _f(10, "distinct prompts per iteration")
     group_size: int = _f(16, "samples per prompt (the group for advantage normalisation), >= 2")
     batch_size: int = _f(160, "samples per rollout forward pass (per process)")
-    sampler: Literal["group", "vas"] = _f("group", "prompt sampler: uniform k-repeat groups, or MMR1 variance-aware sampling")
+    sampler: Literal["group", "vas"] = _f(
+        "group", "prompt sampler: uniform k-repeat groups, or MMR1 variance-aware sampling"
+    )
     vas: VASConfig = _f(VASConfig, "variance-aware sampling settings (rollout.sampler = vas)")
     async_rewards: Union[bool, Literal["auto"]] = _f(
-        "auto", "score each rollout chunk in a worker thread while the next chunk is generated (same values as "
-                "scoring in line); auto = on when a GPU is present, where the reward and the sampler overlap")
-    dynamic_sampling: bool = _f(False, "DAPO's dynamic sampling (arXiv 2503.14476 §3.2): roll out further prompt groups and "
-                                       "drop groups whose rewards are all equal until the batch is full of varied groups")
-    dynamic_sampling_max_rounds: int = _f(10, "dynamic sampling: at most this many rollout rounds per step (verl's "
-                                              "max_num_gen_batches, 10 in DAPO's recipe); a batch still short is filled "
-                                              "with uniform groups, counted in dynamic_sampling/filled_groups")
+        "auto",
+        "score each rollout chunk in a worker thread while the next chunk is generated (same values as "
+        "scoring in line); auto = on when a GPU is present, where the reward and the sampler overlap",
+    )
+    dynamic_sampling: bool = _f(
+        False,
+        "DAPO's dynamic sampling (arXiv 2503.14476 §3.2): roll out further prompt groups and "
+        "drop groups whose rewards are all equal until the batch is full of varied groups",
+    )
+    dynamic_sampling_max_rounds: int = _f(
+        10,
+        "dynamic sampling: at most this many rollout rounds per step (verl's "
+        "max_num_gen_batches, 10 in DAPO's recipe); a batch still short is filled "
+        "with uniform groups, counted in dynamic_sampling/filled_groups",
+    )
 
     def validate(self) -> None:
         _at_least(self, 1, "prompts_per_step", "batch_size")
         _at_least(self, 2, "group_size")
         _at_least(self, 1, "dynamic_sampling_max_rounds")
         total = self.prompts_per_step * self.group_size
-        _require(total % self.batch_size == 0, "batch_size", self.batch_size,
-                 f"must divide prompts_per_step * group_size = {self.prompts_per_step} * {self.group_size} = {total}")
+        _require(
+            total % self.batch_size == 0,
+            "batch_size",
+            self.batch_size,
+            f"must divide prompts_per_step * group_size = {self.prompts_per_step} * {self.group_size} = {total}",
+        )
 
 
 @dataclass
 class AdvantageConfig(Section):
-    std: Literal["group", "global", "none"] = _f("group", "divide by the group's std, the whole batch's std, or not at all")
+    std: Literal["group", "global", "none"] = _f(
+        "group", "divide by the group's std, the whole batch's std, or not at all"
+    )
     eps: float = _f(1e-4, "added to the std before dividing (> 0)")
     combine: Literal["rewards", "advantages"] = _f(
-        "rewards", "several rewards: 'rewards' = advantages of the weighted reward sum; 'advantages' = weighted sum of "
-                   "each reward's own group advantages (MixGRPO-style: no reward's scale dominates)")
-    drop_zero: bool = _f(False, "leave samples whose advantage is exactly 0 (groups whose rewards are all equal) out of "
-                                "the update and its normaliser (Flow-GRPO's default, train_sd3.py)")
+        "rewards",
+        "several rewards: 'rewards' = advantages of the weighted reward sum; 'advantages' = weighted sum of "
+        "each reward's own group advantages (MixGRPO-style: no reward's scale dominates)",
+    )
+    drop_zero: bool = _f(
+        False,
+        "leave samples whose advantage is exactly 0 (groups whose rewards are all equal) out of "
+        "the update and its normaliser (Flow-GRPO's default, train_sd3.py)",
+    )
 
     def validate(self) -> None:
         _require(self.eps > 0 and math.isfinite(self.eps), "eps", self.eps, "must be finite and > 0")
@@ -489,30 +590,53 @@ class ObjectiveConfig(Section):
     clip_range: float = _f(1e-3, "PPO ratio clip epsilon (> 0)")
     adv_clip_max: float = _f(5.0, "advantages are clamped to +-this (> 0)")
     beta: float = _f(0.0, "KL-to-reference coefficient; 0 disables it and skips the reference forward")
-    clip_range_high: Optional[float] = _f(None, "upper clip epsilon: ratios are clipped to [1 - clip_range, 1 + clip_range_high] (DAPO clip-higher, GSPO); null = clip_range")
+    clip_range_high: Optional[float] = _f(
+        None,
+        "upper clip epsilon: ratios are clipped to [1 - clip_range, 1 + clip_range_high] (DAPO clip-higher, GSPO); null = clip_range",
+    )
     loss_agg: Literal["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"] = _f(
-        "token-mean", "how per-action losses reduce to a scalar: mean over all trained actions; mean over each "
-        "sequence then over sequences; or per-sequence sum / max_len_norm, mean over sequences (Dr. GRPO)")
-    max_len_norm: int = _f(0, "constant divisor of seq-mean-token-sum-norm (e.g. the max response length); 0 = the padded length T")
+        "token-mean",
+        "how per-action losses reduce to a scalar: mean over all trained actions; mean over each "
+        "sequence then over sequences; or per-sequence sum / max_len_norm, mean over sequences (Dr. GRPO)",
+    )
+    max_len_norm: int = _f(
+        0, "constant divisor of seq-mean-token-sum-norm (e.g. the max response length); 0 = the padded length T"
+    )
     kl_type: Literal["gaussian", "k1", "k3"] = _f(
-        "gaussian", "per-action KL to the reference: 'gaussian' = the policy's step_info['kl'] (flow policies); "
-        "'k1' = logp - logp_ref, 'k3' = exp(logp_ref - logp) - (logp_ref - logp) - 1 (from step_info['ref_log_probs'], token policies)")
+        "gaussian",
+        "per-action KL to the reference: 'gaussian' = the policy's step_info['kl'] (flow policies); "
+        "'k1' = logp - logp_ref, 'k3' = exp(logp_ref - logp) - (logp_ref - logp) - 1 (from step_info['ref_log_probs'], token policies)",
+    )
     tau_pos: float = _f(1.0, "SAPO gate temperature for positive advantages (> 0)")
     tau_neg: float = _f(1.05, "SAPO gate temperature for non-positive advantages (> 0)")
-    anchor_period: int = _f(0, "> 0: the KL reference is a moving anchor, a copy of the policy taken every N optimizer "
-                               "steps (SAGE-GRPO's dual trust region; paper: 10); 0 = the fixed starting model")
-    step_kl_weight: float = _f(0.1, "sage_grpo: weight of the stepwise trust-region term mean(logp_old - logp_new) "
-                                    "added to the anchor KL (SAGE-GRPO: 0.1)")
+    anchor_period: int = _f(
+        0,
+        "> 0: the KL reference is a moving anchor, a copy of the policy taken every N optimizer "
+        "steps (SAGE-GRPO's dual trust region; paper: 10); 0 = the fixed starting model",
+    )
+    step_kl_weight: float = _f(
+        0.1,
+        "sage_grpo: weight of the stepwise trust-region term mean(logp_old - logp_new) "
+        "added to the anchor KL (SAGE-GRPO: 0.1)",
+    )
     kl_convention: Literal["exact", "flow_grpo"] = _f(
-        "exact", "kl_type gaussian: 'exact' = ||mu - mu_ref||^2 / (2 std^2) with the step's full std; 'flow_grpo' = "
-                 "Flow-GRPO's, which divides by the per-unit-time std (no sqrt(-dt) factor; the exact KL x |dt| for "
-                 "sde=flow_sde, the same for cps), so its published beta values transfer")
+        "exact",
+        "kl_type gaussian: 'exact' = ||mu - mu_ref||^2 / (2 std^2) with the step's full std; 'flow_grpo' = "
+        "Flow-GRPO's, which divides by the per-unit-time std (no sqrt(-dt) factor; the exact KL x |dt| for "
+        "sde=flow_sde, the same for cps), so its published beta values transfer",
+    )
     kl_controller: Literal["fixed", "adaptive"] = _f(
-        "fixed", "fixed = beta throughout; adaptive = SAGE-GRPO's AdaptiveKLController: the coefficient ramps from "
-                 "kl_coef_min to beta over kl_warmup backward passes, then x0.9 / x1.1 when the mean of the last 10 KL "
-                 "values is above 1.5x / below 0.5x kl_target, bounded to [kl_coef_min, beta] (genrl/kl_control.py)")
-    kl_coef_min: float = _f(1e-7, "kl_controller adaptive: the lowest coefficient and the start of the ramp (SAGE-GRPO: 1e-7)")
-    kl_target: Optional[float] = _f(None, "kl_controller adaptive: the KL it steers to; null = beta (SAGE-GRPO: kl_weight 1e-5 for both)")
+        "fixed",
+        "fixed = beta throughout; adaptive = SAGE-GRPO's AdaptiveKLController: the coefficient ramps from "
+        "kl_coef_min to beta over kl_warmup backward passes, then x0.9 / x1.1 when the mean of the last 10 KL "
+        "values is above 1.5x / below 0.5x kl_target, bounded to [kl_coef_min, beta] (genrl/kl_control.py)",
+    )
+    kl_coef_min: float = _f(
+        1e-7, "kl_controller adaptive: the lowest coefficient and the start of the ramp (SAGE-GRPO: 1e-7)"
+    )
+    kl_target: Optional[float] = _f(
+        None, "kl_controller adaptive: the KL it steers to; null = beta (SAGE-GRPO: kl_weight 1e-5 for both)"
+    )
     kl_warmup: int = _f(100, "kl_controller adaptive: backward passes of the linear ramp (SAGE-GRPO: 100)")
 
     def validate(self) -> None:
@@ -521,16 +645,35 @@ class ObjectiveConfig(Section):
             v = getattr(self, n)
             _require(v > 0 and math.isfinite(v), n, v, "must be finite and > 0")
         _require(self.beta >= 0 and math.isfinite(self.beta), "beta", self.beta, "must be finite and >= 0")
-        _require(self.clip_range_high is None or (self.clip_range_high > 0 and math.isfinite(self.clip_range_high)),
-                 "clip_range_high", self.clip_range_high, "must be null or finite and > 0")
+        _require(
+            self.clip_range_high is None or (self.clip_range_high > 0 and math.isfinite(self.clip_range_high)),
+            "clip_range_high",
+            self.clip_range_high,
+            "must be null or finite and > 0",
+        )
         _at_least(self, 0, "max_len_norm", "anchor_period")
-        _require(self.step_kl_weight >= 0 and math.isfinite(self.step_kl_weight), "step_kl_weight",
-                 self.step_kl_weight, "must be finite and >= 0")
+        _require(
+            self.step_kl_weight >= 0 and math.isfinite(self.step_kl_weight),
+            "step_kl_weight",
+            self.step_kl_weight,
+            "must be finite and >= 0",
+        )
         if self.kl_controller == "adaptive":
-            _require(self.beta > 0, "beta", self.beta, "kl_controller=adaptive needs beta > 0 (the coefficient's upper bound)")
-            _require(0 < self.kl_coef_min <= self.beta, "kl_coef_min", self.kl_coef_min, f"must be in (0, beta={self.beta}]")
-            _require(self.kl_target is None or (self.kl_target > 0 and math.isfinite(self.kl_target)), "kl_target",
-                     self.kl_target, "must be null or finite and > 0")
+            _require(
+                self.beta > 0,
+                "beta",
+                self.beta,
+                "kl_controller=adaptive needs beta > 0 (the coefficient's upper bound)",
+            )
+            _require(
+                0 < self.kl_coef_min <= self.beta, "kl_coef_min", self.kl_coef_min, f"must be in (0, beta={self.beta}]"
+            )
+            _require(
+                self.kl_target is None or (self.kl_target > 0 and math.isfinite(self.kl_target)),
+                "kl_target",
+                self.kl_target,
+                "must be null or finite and > 0",
+            )
             _at_least(self, 1, "kl_warmup")
 
 
@@ -544,12 +687,17 @@ class TrainConfig(Section):
     max_grad_norm: float = _f(1.0, "gradient-norm clipping threshold; 0 = no clipping")
     batch_size: int = _f(80, "samples per backward pass (per process)")
     gradient_accumulation_steps: int = _f(1, "backward passes per optimizer step")
-    timestep_chunk: int = _f(0, "trained timesteps per forward/backward; 0 = all at once (else gradients accumulate over timesteps)")
+    timestep_chunk: int = _f(
+        0, "trained timesteps per forward/backward; 0 = all at once (else gradients accumulate over timesteps)"
+    )
     inner_epochs: int = _f(1, "passes over each rollout batch")
     ema_decay: float = _f(0.0, "0 = no EMA; else in (0, 1); EMA weights are used for evaluation")
     ema_every: int = _f(1, "apply the EMA when (optimizer steps + 1) % ema_every == 0 (Flow-GRPO: 8)")
-    ema_warmup: bool = _f(False, "decay min((1 + n) / (10 + n), ema_decay) after n optimizer steps (Flow-GRPO's EMA), "
-                                 "instead of ema_decay from the start")
+    ema_warmup: bool = _f(
+        False,
+        "decay min((1 + n) / (10 + n), ema_decay) after n optimizer steps (Flow-GRPO's EMA), "
+        "instead of ema_decay from the start",
+    )
     mixed_precision: Literal["no", "bf16", "fp16"] = _f("no", "autocast mode for training")
 
     def validate(self) -> None:
@@ -597,9 +745,14 @@ class LogConfig(Section):
 class PromptDataConfig(Section):
     """Prompt files for ``task: prompts`` (text-to-image/video on real models)."""
 
-    train_files: list[str] = _f([], "training prompts: .txt (one prompt per line) or .jsonl files (a 'prompt' key; "
-                                    "other keys become the prompt's metadata), e.g. Flow-GRPO's dataset/pickscore/train.txt")
-    test_files: list[str] = _f([], "held-out evaluation prompts, same formats; empty = evaluate on the first training prompts")
+    train_files: list[str] = _f(
+        [],
+        "training prompts: .txt (one prompt per line) or .jsonl files (a 'prompt' key; "
+        "other keys become the prompt's metadata), e.g. Flow-GRPO's dataset/pickscore/train.txt",
+    )
+    test_files: list[str] = _f(
+        [], "held-out evaluation prompts, same formats; empty = evaluate on the first training prompts"
+    )
     prompt_key: str = _f("prompt", "the prompt's key in .jsonl rows")
     max_eval_prompts: int = _f(64, "evaluate on at most this many test prompts (the first ones, in file order)")
 
@@ -615,14 +768,18 @@ class OnlineConfig(Section):
     trainer: Literal["online"] = _f("online", "which trainer `genrl train` runs for this config")
     output_dir: str = _f("runs/digits_flowgrpo", "directory for checkpoints, logs and samples")
     seed: int = _f(0, "random seed (>= 0)")
-    task: str = _f("digits", "task providing prompts and eval metrics (a name in genrl.registry.TASKS): digits (embedded) or prompts (files in data:)")
+    task: str = _f(
+        "digits",
+        "task providing prompts and eval metrics (a name in genrl.registry.TASKS): digits (embedded) or prompts (files in data:)",
+    )
     resume: bool = _f(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
     max_steps: int = _f(100, "RL iterations (rollout -> reward -> update)")
     policy: PolicyConfig = _f(PolicyConfig, "the generative model and its sampler")
     rollout: RolloutConfig = _f(RolloutConfig, "sampling of training trajectories")
     rewards: dict[str, float] = _f({"digits": 1.0}, "reward name -> weight (non-empty, finite weights)")
     reward_args: dict[str, dict[str, Any]] = _f(
-        {}, "reward name -> options for its constructor, e.g. {clip: {model: ViT-H-14, pretrained: laion2b_s32b_b79k}}")
+        {}, "reward name -> options for its constructor, e.g. {clip: {model: ViT-H-14, pretrained: laion2b_s32b_b79k}}"
+    )
     advantages: AdvantageConfig = _f(AdvantageConfig, "advantage normalisation")
     objective: ObjectiveConfig = _f(ObjectiveConfig, "policy-gradient objective")
     train: TrainConfig = _f(TrainConfig, "optimisation")
@@ -640,32 +797,54 @@ class OnlineConfig(Section):
             _require(bool(name.strip()), "rewards", self.rewards, "reward names must be non-empty")
             _require(math.isfinite(w), f"rewards.{name}", w, "weight must be finite")
         for name in self.reward_args:
-            _require(name in self.rewards, f"reward_args.{name}", self.reward_args[name],
-                     f"gives options to a reward that is not in rewards ({', '.join(self.rewards)})")
+            _require(
+                name in self.rewards,
+                f"reward_args.{name}",
+                self.reward_args[name],
+                f"gives options to a reward that is not in rewards ({', '.join(self.rewards)})",
+            )
         self._validate_policy()
-        _require(self.objective.name != "dr_grpo" or self.advantages.std == "none", "advantages.std", self.advantages.std,
-                 "objective dr_grpo removes GRPO's division by the group's reward std (Dr. GRPO, arXiv 2503.20783 §3.1); "
-                 "set advantages.std=none")
+        _require(
+            self.objective.name != "dr_grpo" or self.advantages.std == "none",
+            "advantages.std",
+            self.advantages.std,
+            "objective dr_grpo removes GRPO's division by the group's reward std (Dr. GRPO, arXiv 2503.20783 §3.1); "
+            "set advantages.std=none",
+        )
         r, t = self.rollout, self.train
         total, per_step = r.prompts_per_step * r.group_size, t.batch_size * t.gradient_accumulation_steps
-        _require(total % per_step == 0, "train.batch_size", t.batch_size,
-                 f"rollout.prompts_per_step * rollout.group_size = {r.prompts_per_step} * {r.group_size} = {total} "
-                 f"must be divisible by train.batch_size * train.gradient_accumulation_steps = "
-                 f"{t.batch_size} * {t.gradient_accumulation_steps} = {per_step}")
+        _require(
+            total % per_step == 0,
+            "train.batch_size",
+            t.batch_size,
+            f"rollout.prompts_per_step * rollout.group_size = {r.prompts_per_step} * {r.group_size} = {total} "
+            f"must be divisible by train.batch_size * train.gradient_accumulation_steps = "
+            f"{t.batch_size} * {t.gradient_accumulation_steps} = {per_step}",
+        )
 
     def _validate_policy(self) -> None:
         p = self.policy
         stochastic = " or ".join(s for s in SDE_TYPES if s not in ("ode", "ddim"))
-        _require(p.sde != "ode", "policy.sde", p.sde,
-                 f"has no exploration noise (RL needs a stochastic step); choose {stochastic}")
-        _require(p.eta > 0, "policy.eta", p.eta,
-                 f"gives no exploration noise with policy.sde={p.sde!r}; set eta > 0")
+        _require(
+            p.sde != "ode",
+            "policy.sde",
+            p.sde,
+            f"has no exploration noise (RL needs a stochastic step); choose {stochastic}",
+        )
+        _require(p.eta > 0, "policy.eta", p.eta, f"gives no exploration noise with policy.sde={p.sde!r}; set eta > 0")
         _require(p.sde != "cps" or p.eta < 1, "policy.eta", p.eta, "cps needs eta in (0, 1) for RL")
-        _require(self.objective.name != "grpo_guard" or p.sde != "cps" or p.cps_log_prob == "gaussian",
-                 "policy.cps_log_prob", p.cps_log_prob,
-                 "grpo_guard's RatioNorm assumes the Gaussian log-density; set policy.cps_log_prob=gaussian")
-        _require(self.objective.kl_convention == "exact" or p.sde in ("flow_sde", "cps"), "objective.kl_convention",
-                 self.objective.kl_convention, f"flow_grpo is Flow-GRPO's KL for its flow_sde and cps steps, not sde={p.sde!r}")
+        _require(
+            self.objective.name != "grpo_guard" or p.sde != "cps" or p.cps_log_prob == "gaussian",
+            "policy.cps_log_prob",
+            p.cps_log_prob,
+            "grpo_guard's RatioNorm assumes the Gaussian log-density; set policy.cps_log_prob=gaussian",
+        )
+        _require(
+            self.objective.kl_convention == "exact" or p.sde in ("flow_sde", "cps"),
+            "objective.kl_convention",
+            self.objective.kl_convention,
+            f"flow_grpo is Flow-GRPO's KL for its flow_sde and cps steps, not sde={p.sde!r}",
+        )
 
 
 # ----------------------------------------------------------------------------- VLM policy (genrl.policies.vlm)
@@ -680,32 +859,56 @@ class VLMLoraConfig(LoraConfig):
 
     rank: int = _f(8, "LoRA rank; 0 = full fine-tuning (the reference is a frozen copy)")
     alpha: float = _f(16.0, "LoRA alpha (scale = alpha / rank)")
-    target_modules: list[str] = _f(list(QWEN_LORA_TARGETS), "language-model linear layers (by last name) that get LoRA adapters")
+    target_modules: list[str] = _f(
+        list(QWEN_LORA_TARGETS), "language-model linear layers (by last name) that get LoRA adapters"
+    )
 
 
 @dataclass
 class VLMPolicyConfig(Section):
     name: str = _f("vlm", "policy name in genrl.registry.POLICIES")
-    model: str = _f("task:digit_sum", "'task:<name>' (embedded task model), a hub id, or a local transformers folder "
-                    f"of a supported model type ({', '.join(VLM_MODEL_TYPES)})")
-    dtype: Literal["float32", "bfloat16", "float16"] = _f("float32", "dtype of the frozen model weights (trained weights stay float32)")
-    lora: VLMLoraConfig = _f(VLMLoraConfig, "LoRA adapters on the language model's projections (rank 0 = full fine-tuning)")
+    model: str = _f(
+        "task:digit_sum",
+        "'task:<name>' (embedded task model), a hub id, or a local transformers folder "
+        f"of a supported model type ({', '.join(VLM_MODEL_TYPES)})",
+    )
+    dtype: Literal["float32", "bfloat16", "float16"] = _f(
+        "float32", "dtype of the frozen model weights (trained weights stay float32)"
+    )
+    lora: VLMLoraConfig = _f(
+        VLMLoraConfig, "LoRA adapters on the language model's projections (rank 0 = full fine-tuning)"
+    )
     temperature: float = _f(1.0, "sampling temperature (> 0); log-probs are log_softmax(logits / temperature)")
-    top_p: float = _f(1.0, "nucleus sampling threshold in (0, 1]; not reflected in the log-probs, keep 1 for on-policy ratios")
+    top_p: float = _f(
+        1.0, "nucleus sampling threshold in (0, 1]; not reflected in the log-probs, keep 1 for on-policy ratios"
+    )
     max_new_tokens: int = _f(16, "response length cap; responses are padded to this width")
-    max_prompt_length: int = _f(0, "0 = left-pad prompts to the batch's longest; > 0 = pad to exactly this many tokens (longer is an error)")
-    freeze_vision: bool = _f(True, "keep the vision tower frozen; false = train it (LoRA on its linear layers, or in full when lora.rank = 0)")
+    max_prompt_length: int = _f(
+        0, "0 = left-pad prompts to the batch's longest; > 0 = pad to exactly this many tokens (longer is an error)"
+    )
+    freeze_vision: bool = _f(
+        True,
+        "keep the vision tower frozen; false = train it (LoRA on its linear layers, or in full when lora.rank = 0)",
+    )
 
     def validate(self) -> None:
         _nonempty(self, "name", "model")
-        _require(self.temperature > 0 and math.isfinite(self.temperature), "temperature", self.temperature, "must be finite and > 0")
+        _require(
+            self.temperature > 0 and math.isfinite(self.temperature),
+            "temperature",
+            self.temperature,
+            "must be finite and > 0",
+        )
         _require(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
         _at_least(self, 1, "max_new_tokens")
         _at_least(self, 0, "max_prompt_length")
-        _require(self.lora.rank > 0 or self.dtype == "float32", "dtype", self.dtype,
-                 "full fine-tuning (lora.rank = 0) trains the weights themselves, which stay float32; "
-                 "use train.mixed_precision=bf16 for bf16 compute")
-
+        _require(
+            self.lora.rank > 0 or self.dtype == "float32",
+            "dtype",
+            self.dtype,
+            "full fine-tuning (lora.rank = 0) trains the weights themselves, which stay float32; "
+            "use train.mixed_precision=bf16 for bf16 compute",
+        )
 
 
 @dataclass
@@ -714,14 +917,21 @@ class VLMDataConfig(Section):
     format: a prompt column (``<image>`` marks where each image goes), a gold-answer column
     and an image-list column (paths, ``{"bytes": ...}`` records or bytes)."""
 
-    train_files: list[str] = _f([], "training data: .jsonl / .json / .parquet files or folders of them (task vlm_data)")
+    train_files: list[str] = _f(
+        [], "training data: .jsonl / .json / .parquet files or folders of them (task vlm_data)"
+    )
     val_files: list[str] = _f([], "held-out data for evaluation, same format; empty = no evaluation")
     prompt_key: str = _f("problem", "column holding the question (MMR1/EasyR1: problem)")
     answer_key: str = _f("answer", "column holding the gold answer")
     image_key: str = _f("images", "column holding the list of images (a row without it is text-only)")
-    answer_type: str = _f("", "'' = a row's own answer_type column if any, else automatic (choice when the row has "
-                              "choices, else maths); or one of numeric, symbolic, choice, text for every row")
-    system_prompt: str = _f("", "instruction joined before every question with a space (MMR1 puts its R1 format prompt here)")
+    answer_type: str = _f(
+        "",
+        "'' = a row's own answer_type column if any, else automatic (choice when the row has "
+        "choices, else maths); or one of numeric, symbolic, choice, text for every row",
+    )
+    system_prompt: str = _f(
+        "", "instruction joined before every question with a space (MMR1 puts its R1 format prompt here)"
+    )
     image_root: str = _f("", "folder for relative image paths; '' = the folder of each data file")
     max_pixels: int = _f(1048576, "images larger than this many pixels are shrunk (aspect kept); MMR1: 1048576")
     min_pixels: int = _f(7056, "images smaller than this many pixels are enlarged; MMR1: 7056")
@@ -729,8 +939,12 @@ class VLMDataConfig(Section):
 
     def validate(self) -> None:
         _nonempty(self, "prompt_key", "answer_key", "image_key")
-        _require(self.answer_type in ("", "numeric", "symbolic", "choice", "text"), "answer_type", self.answer_type,
-                 "must be '', numeric, symbolic, choice or text")
+        _require(
+            self.answer_type in ("", "numeric", "symbolic", "choice", "text"),
+            "answer_type",
+            self.answer_type,
+            "must be '', numeric, symbolic, choice or text",
+        )
         _at_least(self, 1, "min_pixels")
         _require(self.max_pixels >= self.min_pixels, "max_pixels", self.max_pixels, "must be >= min_pixels")
         _at_least(self, 0, "max_rows")
@@ -744,7 +958,8 @@ class SFTTrainConfig(Section):
     batch_size: int = _f(64, "questions per optimizer step")
     lr: float = _f(3e-3, "peak AdamW learning rate (after warmup)")
     lr_schedule: Literal["cosine", "linear", "constant"] = _f(
-        "cosine", "decay after warmup: cosine or linear from lr down to lr * min_lr_ratio at max_steps, or constant")
+        "cosine", "decay after warmup: cosine or linear from lr down to lr * min_lr_ratio at max_steps, or constant"
+    )
     min_lr_ratio: float = _f(0.05, "the floor of the decay as a fraction of lr, in [0, 1]")
     warmup_steps: int = _f(10, "linear warmup steps from 0 to lr (< max_steps)")
     weight_decay: float = _f(0.0, "AdamW weight decay")
@@ -769,14 +984,21 @@ class SFTEvalConfig(Section):
     num_questions: int = _f(500, "held-out questions, answered with greedy decoding")
     batch_size: int = _f(256, "questions per generation call")
     max_new_tokens: int = _f(16, "generation length limit (a reasoning trace is 11 tokens)")
-    sample_temperature: float = _f(0.0, "> 0: also report accuracy of one sampled response per question at this temperature (eval/sampled_accuracy); 0 = greedy only")
+    sample_temperature: float = _f(
+        0.0,
+        "> 0: also report accuracy of one sampled response per question at this temperature (eval/sampled_accuracy); 0 = greedy only",
+    )
     save_images: bool = _f(True, "write each question's image as a PNG next to samples.jsonl")
 
     def validate(self) -> None:
         _at_least(self, 0, "every")
         _at_least(self, 1, "num_questions", "batch_size", "max_new_tokens")
-        _require(self.sample_temperature >= 0 and math.isfinite(self.sample_temperature), "sample_temperature",
-                 self.sample_temperature, "must be finite and >= 0")
+        _require(
+            self.sample_temperature >= 0 and math.isfinite(self.sample_temperature),
+            "sample_temperature",
+            self.sample_temperature,
+            "must be finite and >= 0",
+        )
 
 
 @dataclass
@@ -794,8 +1016,12 @@ class SFTConfig(Section):
     trainer: Literal["sft"] = _f("sft", "which trainer `genrl train` runs for this config (always 'sft' here)")
     output_dir: str = _f("runs/digit_sum_sft", "directory for checkpoints, logs, samples and the final model/")
     seed: int = _f(0, "random seed (>= 0): data order and sampled evaluation")
-    task: str = _f("digit_sum", "embedded task providing training traces and held-out questions (a name in genrl.registry.TASKS)")
-    model: str = _f("task:digit_sum", "'task:<name>' (the task's untrained base model, built on first use) or a local model folder")
+    task: str = _f(
+        "digit_sum", "embedded task providing training traces and held-out questions (a name in genrl.registry.TASKS)"
+    )
+    model: str = _f(
+        "task:digit_sum", "'task:<name>' (the task's untrained base model, built on first use) or a local model folder"
+    )
     resume: bool = _f(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
     max_steps: int = _f(300, "optimizer steps")
     train: SFTTrainConfig = _f(SFTTrainConfig, "optimisation and learning-rate schedule")
@@ -807,8 +1033,12 @@ class SFTConfig(Section):
         _nonempty(self, "output_dir", "task", "model")
         _at_least(self, 0, "seed")
         _at_least(self, 1, "max_steps")
-        _require(self.train.warmup_steps < self.max_steps or self.train.warmup_steps == 0, "train.warmup_steps",
-                 self.train.warmup_steps, f"must be < max_steps={self.max_steps}")
+        _require(
+            self.train.warmup_steps < self.max_steps or self.train.warmup_steps == 0,
+            "train.warmup_steps",
+            self.train.warmup_steps,
+            f"must be < max_steps={self.max_steps}",
+        )
 
 
 # ----------------------------------------------------------------------------- online RL for VLMs
@@ -826,7 +1056,9 @@ class OnlineVLMConfig(OnlineConfig):
     task: str = _f("digit_sum", "embedded task providing questions and evaluation (a name in genrl.registry.TASKS)")
     policy: VLMPolicyConfig = _f(VLMPolicyConfig, "the vision-language model and its sampling")
     rewards: dict[str, float] = _f({"accuracy": 1.0}, "reward name -> weight (non-empty, finite weights)")
-    eval: SFTEvalConfig = _f(SFTEvalConfig, "periodic held-out evaluation (greedy; sampled if eval.sample_temperature > 0)")
+    eval: SFTEvalConfig = _f(
+        SFTEvalConfig, "periodic held-out evaluation (greedy; sampled if eval.sample_temperature > 0)"
+    )
     data: VLMDataConfig = _f(VLMDataConfig, "local data files (used by task vlm_data only)")
 
     def _validate_policy(self) -> None:
@@ -834,8 +1066,12 @@ class OnlineVLMConfig(OnlineConfig):
 
     def validate(self) -> None:
         super().validate()
-        _require(self.task != "vlm_data" or bool(self.data.train_files), "data.train_files", self.data.train_files,
-                 "task vlm_data needs local training files (.jsonl/.json/.parquet or folders)")
+        _require(
+            self.task != "vlm_data" or bool(self.data.train_files),
+            "data.train_files",
+            self.data.train_files,
+            "task vlm_data needs local training files (.jsonl/.json/.parquet or folders)",
+        )
 
 
 TRAINER_CONFIGS: dict[str, type] = {"online": OnlineConfig, "online_vlm": OnlineVLMConfig, "sft": SFTConfig}

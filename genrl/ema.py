@@ -53,7 +53,11 @@ class EMA:
                     p.copy_(b)
 
     def state_dict(self) -> dict:
-        return {"decay": self.decay, "shadow": [s.clone() for s in self.shadow], "optimizer_steps": self.optimizer_steps}
+        return {
+            "decay": self.decay,
+            "shadow": [s.clone() for s in self.shadow],
+            "optimizer_steps": self.optimizer_steps,
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if len(state["shadow"]) != len(self.shadow):
@@ -94,8 +98,12 @@ class Anchor:
         return _WithWeights(module, self.weights)
 
     def state_dict(self) -> dict:
-        return {"period": self.period, "optimizer_steps": self.optimizer_steps, "moved_at": self.moved_at,
-                "weights": {n: w.clone() for n, w in self.weights.items()}}
+        return {
+            "period": self.period,
+            "optimizer_steps": self.optimizer_steps,
+            "moved_at": self.moved_at,
+            "weights": {n: w.clone() for n, w in self.weights.items()},
+        }
 
     def load_state_dict(self, state: dict) -> None:
         if set(state["weights"]) != set(self.weights) or state["period"] != self.period:

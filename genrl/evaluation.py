@@ -43,7 +43,9 @@ def save_grid(images: torch.Tensor, rows: int, path: str, upscale: int = 4, pad:
     canvas = torch.ones(c, rows * (h + pad) + pad, cols * (w + pad) + pad)
     for i in range(n):
         r, col = divmod(i, cols)
-        canvas[:, pad + r * (h + pad): pad + r * (h + pad) + h, pad + col * (w + pad): pad + col * (w + pad) + w] = images[i]
+        canvas[:, pad + r * (h + pad) : pad + r * (h + pad) + h, pad + col * (w + pad) : pad + col * (w + pad) + w] = (
+            images[i]
+        )
     to_pil(canvas, upscale).save(path)
 
 
@@ -55,11 +57,17 @@ def evaluate_images(policy, task, rewards: dict, eval_cfg, run_dir: str, step: i
         prompts += [p] * eval_cfg.seeds_per_prompt
         seeds += list(range(eval_cfg.seeds_per_prompt))
     metadata = [task.metadata(p) for p in prompts]
-    images = torch.cat([
-        policy.sample(prompts[i: i + eval_cfg.batch_size], seeds[i: i + eval_cfg.batch_size],
-                      eval_cfg.num_steps, eval_cfg.guidance_scale).cpu()
-        for i in range(0, len(prompts), eval_cfg.batch_size)
-    ])  # [N, C, H, W]
+    images = torch.cat(
+        [
+            policy.sample(
+                prompts[i : i + eval_cfg.batch_size],
+                seeds[i : i + eval_cfg.batch_size],
+                eval_cfg.num_steps,
+                eval_cfg.guidance_scale,
+            ).cpu()
+            for i in range(0, len(prompts), eval_cfg.batch_size)
+        ]
+    )  # [N, C, H, W]
     all_rewards = {**task.eval_rewards(), **rewards}  # the task's judges, and the run's own rewards
     per_sample, _ = score_samples(all_rewards, images, prompts, metadata)  # name -> [N]
     metrics = {f"eval/{k}": float(torch.nanmean(v)) for k, v in per_sample.items()}
@@ -75,8 +83,12 @@ def evaluate_images(policy, task, rewards: dict, eval_cfg, run_dir: str, step: i
                 save_video(images[i], os.path.join(out, name))
             elif eval_cfg.save_images:
                 to_pil(images[i]).save(os.path.join(out, name))
-            f.write(json.dumps({"prompt": p, "file": name, "seed": s,
-                                "rewards": {k: float(v[i]) for k, v in per_sample.items()}}) + "\n")
+            f.write(
+                json.dumps(
+                    {"prompt": p, "file": name, "seed": s, "rewards": {k: float(v[i]) for k, v in per_sample.items()}}
+                )
+                + "\n"
+            )
     # videos: the grid shows each sample's middle frame
     save_grid(images[:, images.shape[1] // 2] if video else images, len(task.prompts()), os.path.join(out, "grid.png"))
     with open(os.path.join(out, "summary.json"), "w") as f:

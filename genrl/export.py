@@ -31,9 +31,10 @@ import json
 import os
 import shutil
 import sys
-import uuid
 
+from genrl.io import atomic_dir
 from genrl.policies.denoiser import DTYPES
+
 
 class ExportError(ValueError):
     pass
@@ -57,8 +58,9 @@ def _adapter_metadata(denoiser) -> dict:
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
 
 
-def export(run_dir: str, out: str, lora: str = "merge", weights: str = "ema", dtype: str = "float32",
-           overwrite: bool = False) -> dict:
+def export(
+    run_dir: str, out: str, lora: str = "merge", weights: str = "ema", dtype: str = "float32", overwrite: bool = False
+) -> dict:
     """Write the run's final model to ``out``; returns what ``genrl_export.json`` records."""
     from peft.utils import get_peft_model_state_dict
 
@@ -80,12 +82,17 @@ def export(run_dir: str, out: str, lora: str = "merge", weights: str = "ema", dt
     custom = type(pipe).__module__.split(".")[0] == "pipelines"  # genrl's own pipeline class
     uses_lora = cfg.policy.lora.rank > 0
     mode = lora if uses_lora else "full"
-    record = {"run_dir": os.path.abspath(run_dir), "step": info["step"], "weights": "ema" if info["ema"] else "raw",
-              "mode": mode, "dtype": dtype, "base_model": cfg.policy.model, "pipeline_class": type(pipe).__name__,
-              "load": ("DiffusionPipeline.from_pretrained(DIR" + (", trust_remote_code=True" if custom else "") + ")")}
-    tmp = os.path.join(os.path.dirname(os.path.abspath(out)), f".{os.path.basename(out)}.tmp-{uuid.uuid4().hex[:8]}")
-    os.makedirs(tmp)
-    try:
+    record = {
+        "run_dir": os.path.abspath(run_dir),
+        "step": info["step"],
+        "weights": "ema" if info["ema"] else "raw",
+        "mode": mode,
+        "dtype": dtype,
+        "base_model": cfg.policy.model,
+        "pipeline_class": type(pipe).__name__,
+        "load": ("DiffusionPipeline.from_pretrained(DIR" + (", trust_remote_code=True" if custom else "") + ")"),
+    }
+    with atomic_dir(out) as tmp:  # a crash leaves no half export; an --overwrite swaps the old one out
         if mode == "adapter":
             saver = getattr(type(pipe), "save_lora_weights", None)
             if saver is None:
@@ -94,9 +101,12 @@ def export(run_dir: str, out: str, lora: str = "merge", weights: str = "ema", dt
             if "transformer_lora_adapter_metadata" in inspect.signature(saver).parameters:
                 kwargs["transformer_lora_adapter_metadata"] = _adapter_metadata(denoiser)  # keeps alpha / rank
             saver(tmp, **kwargs)
-            record["load"] = ("pipe = DiffusionPipeline.from_pretrained(BASE); pipe.load_lora_weights(DIR)" if not custom
-                              else "pipe = DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True); "
-                                   "pipe.load_lora_weights(DIR)")
+            record["load"] = (
+                "pipe = DiffusionPipeline.from_pretrained(BASE); pipe.load_lora_weights(DIR)"
+                if not custom
+                else "pipe = DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True); "
+                "pipe.load_lora_weights(DIR)"
+            )
             if custom:  # the embedded base exists nowhere else: ship it beside the adapter
                 denoiser.unload_lora()
                 pipe.to(DTYPES[dtype]).save_pretrained(tmp)
@@ -110,12 +120,6 @@ def export(run_dir: str, out: str, lora: str = "merge", weights: str = "ema", dt
                 _save_custom_pipeline_code(pipe, tmp)
         with open(os.path.join(tmp, "genrl_export.json"), "w") as f:
             json.dump(record, f, indent=1)
-        if os.path.exists(out):
-            shutil.rmtree(out)
-        os.replace(tmp, out)
-    finally:
-        if os.path.isdir(tmp):
-            shutil.rmtree(tmp)
     return record
 
 
@@ -123,10 +127,18 @@ def add_parser(sub) -> None:
     p = sub.add_parser("export", help="write a run's final model as a standard Diffusers pipeline folder")
     p.add_argument("run_dir", metavar="RUN_DIR", help="a finished (or checkpointed) online run")
     p.add_argument("--out", required=True, help="the new folder")
-    p.add_argument("--lora", choices=["merge", "adapter"], default="merge",
-                   help="merge: adapters fused into the weights (default); adapter: pytorch_lora_weights.safetensors")
-    p.add_argument("--weights", choices=["ema", "raw"], default="ema",
-                   help="ema: the EMA weights when the run kept them (default, what evaluation uses); raw: the trained weights")
+    p.add_argument(
+        "--lora",
+        choices=["merge", "adapter"],
+        default="merge",
+        help="merge: adapters fused into the weights (default); adapter: pytorch_lora_weights.safetensors",
+    )
+    p.add_argument(
+        "--weights",
+        choices=["ema", "raw"],
+        default="ema",
+        help="ema: the EMA weights when the run kept them (default, what evaluation uses); raw: the trained weights",
+    )
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the saved weights")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
     p.set_defaults(func=_main)
@@ -140,6 +152,8 @@ def _main(args) -> int:
     except (ExportError, RunDirError) as e:
         print(f"genrl export: {e}", file=sys.stderr)
         return 2
-    print(f"genrl export: wrote {args.out} ({record['mode']}, {record['weights']} weights, step {record['step']}); "
-          f"load with {record['load']}")
+    print(
+        f"genrl export: wrote {args.out} ({record['mode']}, {record['weights']} weights, step {record['step']}); "
+        f"load with {record['load']}"
+    )
     return 0

@@ -57,8 +57,11 @@ def _sample(policy, prompts, seeds, num_steps, guidance_scale, batch_size, bar) 
     """Evaluation's deterministic samples, ``batch_size`` at a time."""
     parts = []
     for i in range(0, len(prompts), batch_size):
-        parts.append(policy.sample(prompts[i: i + batch_size], seeds[i: i + batch_size], num_steps,
-                                   guidance_scale).float().cpu())
+        parts.append(
+            policy.sample(prompts[i : i + batch_size], seeds[i : i + batch_size], num_steps, guidance_scale)
+            .float()
+            .cpu()
+        )
         bar.update(len(parts[-1]))
     return torch.cat(parts)  # [N, C, H, W] or [N, F, C, H, W]
 
@@ -101,8 +104,9 @@ def compose(columns: list[torch.Tensor], headers: list[str], notes: list[list[st
                 img = images[r, min(f, images.shape[1] - 1)] if video else images[r]
                 y0 = head_h + r * cell_h
                 canvas.paste(to_pil(img, up), (x0 + (cell_w - w * up) // 2, y0 + pad))
-                draw.multiline_text((x0 + pad, y0 + pad + h * up + 2), notes[c][r], fill="black", font=font,
-                                    spacing=line - 12)
+                draw.multiline_text(
+                    (x0 + pad, y0 + pad + h * up + 2), notes[c][r], fill="black", font=font, spacing=line - 12
+                )
             if c:
                 draw.line([(x0, 0), (x0, canvas.height)], fill=(200, 200, 200))
         frames.append(canvas)
@@ -150,7 +154,7 @@ def plot_curves(run_dirs: list[str], labels: list[str], path: str) -> bool:
         ax.set_title("train reward (mean)" if key == "reward/total_mean" else key, fontsize=10)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
-    for ax in list(axes.flat)[len(keys):]:
+    for ax in list(axes.flat)[len(keys) :]:
         ax.axis("off")
     fig.tight_layout()
     fig.savefig(path, dpi=90)
@@ -161,24 +165,37 @@ def plot_curves(run_dirs: list[str], labels: list[str], path: str) -> bool:
 def _page(title, runs, columns, summary, sections, curves: bool) -> str:
     e = html.escape
     keys = sorted({k for s in summary.values() for k in s})
-    out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
-           "body{font-family:sans-serif;margin:20px;max-width:1600px}img{max-width:100%;image-rendering:pixelated}"
-           "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-           "pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:400px}"
-           ".grids{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0}figcaption{font-weight:bold;margin:4px 0}</style></head><body>",
-           f"<h1>{e(title)}</h1>", "<h2>Runs</h2><table><tr><th>column</th><th>run directory</th><th>weights</th>"
-           "<th>sampling</th><th>config</th></tr>"]
+    out = [
+        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
+        "body{font-family:sans-serif;margin:20px;max-width:1600px}img{max-width:100%;image-rendering:pixelated}"
+        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
+        "pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:400px}"
+        ".grids{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0}figcaption{font-weight:bold;margin:4px 0}</style></head><body>",
+        f"<h1>{e(title)}</h1>",
+        "<h2>Runs</h2><table><tr><th>column</th><th>run directory</th><th>weights</th>"
+        "<th>sampling</th><th>config</th></tr>",
+    ]
     for r in runs:
-        out.append(f"<tr><td>{e(r['label'])}</td><td>{e(r['dir'])}</td><td>{e(r['weights'])}</td>"
-                   f"<td>{e(r['sampling'])}</td><td>{r['config_link']}</td></tr>")
-    out.append("</table><h2>Mean scores of the gallery's samples</h2><table><tr><th>metric</th>"
-               + "".join(f"<th>{e(c)}</th>" for c in columns) + "</tr>")
+        out.append(
+            f"<tr><td>{e(r['label'])}</td><td>{e(r['dir'])}</td><td>{e(r['weights'])}</td>"
+            f"<td>{e(r['sampling'])}</td><td>{r['config_link']}</td></tr>"
+        )
+    out.append(
+        "</table><h2>Mean scores of the gallery's samples</h2><table><tr><th>metric</th>"
+        + "".join(f"<th>{e(c)}</th>" for c in columns)
+        + "</tr>"
+    )
     for k in keys:
-        out.append(f"<tr><td>{e(k)}</td>" + "".join(f"<td>{_fmt(summary[c].get(k, float('nan')))}</td>"
-                                                     for c in columns) + "</tr>")
+        out.append(
+            f"<tr><td>{e(k)}</td>"
+            + "".join(f"<td>{_fmt(summary[c].get(k, float('nan')))}</td>" for c in columns)
+            + "</tr>"
+        )
     out.append("</table>")
-    out.append("<h2>Samples</h2><p>Rows: seeds; columns: " + e(", ".join(columns)) + ". Every image is scored by "
-               "the runs' rewards and the task's judges.</p>")
+    out.append(
+        "<h2>Samples</h2><p>Rows: seeds; columns: " + e(", ".join(columns)) + ". Every image is scored by "
+        "the runs' rewards and the task's judges.</p>"
+    )
     out.append("<div class='grids'>")
     for prompt, src in sections:
         out.append(f"<figure><figcaption>{e(prompt)}</figcaption><img src='{e(src)}' alt='{e(prompt)}'></figure>")
@@ -189,15 +206,24 @@ def _page(title, runs, columns, summary, sections, curves: bool) -> str:
     for r in runs:
         if r.get("config_text") is not None:
             out.append(f"<details><summary>{e(r['label'])}</summary><pre>{e(r['config_text'])}</pre></details>")
-    out.append("<script>window.addEventListener('load',function(){var i=Array.from(document.images);"
-               "document.body.dataset.imagesTotal=i.length;document.body.dataset.imagesLoaded="
-               "i.filter(function(x){return x.complete&&x.naturalWidth>0}).length;});</script></body></html>")
+    out.append(
+        "<script>window.addEventListener('load',function(){var i=Array.from(document.images);"
+        "document.body.dataset.imagesTotal=i.length;document.body.dataset.imagesLoaded="
+        "i.filter(function(x){return x.complete&&x.naturalWidth>0}).length;});</script></body></html>"
+    )
     return "\n".join(out)
 
 
-def make_gallery(run_dirs: list[str], out_dir: str, seeds_per_prompt: int = 4, prompts: list[str] | None = None,
-                 max_prompts: int = 16, batch_size: int | None = None, video_format: str = "gif",
-                 progress: bool = True) -> str:
+def make_gallery(
+    run_dirs: list[str],
+    out_dir: str,
+    seeds_per_prompt: int = 4,
+    prompts: list[str] | None = None,
+    max_prompts: int = 16,
+    batch_size: int | None = None,
+    video_format: str = "gif",
+    progress: bool = True,
+) -> str:
     """Sample, score and write the gallery; returns the path of ``index.html``."""
     from tqdm.auto import tqdm
 
@@ -247,8 +273,15 @@ def make_gallery(run_dirs: list[str], out_dir: str, seeds_per_prompt: int = 4, p
         policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device)
         if i == 0:  # freshly built, nothing loaded: the base model
             images["base"] = _sample(policy, all_prompts, seeds, steps, cfg_scale, bs, bar)
-            run_info.append({"label": "base", "dir": cfg.policy.model, "weights": "base (the first run's policy.model)",
-                             "sampling": sampling, "config_link": ""})
+            run_info.append(
+                {
+                    "label": "base",
+                    "dir": cfg.policy.model,
+                    "weights": "base (the first run's policy.model)",
+                    "sampling": sampling,
+                    "config_link": "",
+                }
+            )
         info = load_final_weights(policy, ckpt)
         images[label] = _sample(policy, all_prompts, seeds, steps, cfg_scale, bs, bar)
         columns.append(label)
@@ -256,10 +289,16 @@ def make_gallery(run_dirs: list[str], out_dir: str, seeds_per_prompt: int = 4, p
         shutil.copyfile(cfg_path, os.path.join(out_dir, "configs", f"{label}.yaml"))
         with open(cfg_path, encoding="utf-8") as f:
             config_text = f.read()
-        run_info.append({"label": label, "dir": os.path.normpath(run_dir), "sampling": sampling,
-                         "weights": f"step {info['step']}" + (" (EMA)" if info["ema"] else ""),
-                         "config_link": f"<a href='configs/{html.escape(label)}.yaml'>config.yaml</a>",
-                         "config_text": config_text})
+        run_info.append(
+            {
+                "label": label,
+                "dir": os.path.normpath(run_dir),
+                "sampling": sampling,
+                "weights": f"step {info['step']}" + (" (EMA)" if info["ema"] else ""),
+                "config_link": f"<a href='configs/{html.escape(label)}.yaml'>config.yaml</a>",
+                "config_text": config_text,
+            }
+        )
         del policy
         gc.collect()
         if device == "cuda":
@@ -269,11 +308,19 @@ def make_gallery(run_dirs: list[str], out_dir: str, seeds_per_prompt: int = 4, p
     scores, summary = {}, {}
     for c in columns:
         # one prompt at a time, so a prompt a reward cannot score (NaN, a warning) spoils only its own images
-        parts = [score_samples(rewards, images[c][j: j + seeds_per_prompt], all_prompts[j: j + seeds_per_prompt],
-                               metadata[j: j + seeds_per_prompt])[0] for j in range(0, len(all_prompts), seeds_per_prompt)]
+        parts = [
+            score_samples(
+                rewards,
+                images[c][j : j + seeds_per_prompt],
+                all_prompts[j : j + seeds_per_prompt],
+                metadata[j : j + seeds_per_prompt],
+            )[0]
+            for j in range(0, len(all_prompts), seeds_per_prompt)
+        ]
         keys = dict.fromkeys(k for part in parts for k in part)
-        values = {k: torch.cat([part.get(k, torch.full((seeds_per_prompt,), float("nan"))) for part in parts])
-                  for k in keys}  # key -> [N]
+        values = {
+            k: torch.cat([part.get(k, torch.full((seeds_per_prompt,), float("nan"))) for part in parts]) for k in keys
+        }  # key -> [N]
         scores[c] = values
         summary[c] = {k: float(torch.nanmean(v)) for k, v in values.items()}
         if hasattr(task, "eval_metrics"):
@@ -286,14 +333,24 @@ def make_gallery(run_dirs: list[str], out_dir: str, seeds_per_prompt: int = 4, p
     sections, record = [], {"columns": columns, "seeds": list(range(seeds_per_prompt)), "prompts": []}
     for j, prompt in enumerate(prompts):
         idx = list(range(j * seeds_per_prompt, (j + 1) * seeds_per_prompt))
-        notes = [[f"seed {seeds[n]}\n" + "\n".join(f"{k} {_fmt(float(scores[c][k][n]))}" for k in sorted(scores[c]))
-                  for n in idx] for c in columns]
+        notes = [
+            [
+                f"seed {seeds[n]}\n" + "\n".join(f"{k} {_fmt(float(scores[c][k][n]))}" for k in sorted(scores[c]))
+                for n in idx
+            ]
+            for c in columns
+        ]
         frames = compose([images[c][idx] for c in columns], columns, notes)
         path = save_frames(frames, os.path.join(out_dir, "images", f"prompt-{j:03d}"), video_format)
         src = os.path.relpath(path, out_dir).replace(os.sep, "/")
         sections.append((prompt, src))
-        record["prompts"].append({"prompt": prompt, "file": src, "scores": {
-            c: [{k: float(scores[c][k][n]) for k in scores[c]} for n in idx] for c in columns}})
+        record["prompts"].append(
+            {
+                "prompt": prompt,
+                "file": src,
+                "scores": {c: [{k: float(scores[c][k][n]) for k in scores[c]} for n in idx] for c in columns},
+            }
+        )
     curves = plot_curves(run_dirs, labels, os.path.join(out_dir, "curves.png"))
     record["summary"] = summary
     record["runs"] = [{k: r[k] for k in ("label", "dir", "weights", "sampling")} for r in run_info]

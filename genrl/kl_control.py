@@ -44,8 +44,15 @@ class AdaptiveKL:
 
     adaptive = True
 
-    def __init__(self, target: float, coef_min: float = 1e-7, coef_max: float = 1e-5, warmup: int = 100,
-                 window: int = 10, horizon: int = 100):
+    def __init__(
+        self,
+        target: float,
+        coef_min: float = 1e-7,
+        coef_max: float = 1e-5,
+        warmup: int = 100,
+        window: int = 10,
+        horizon: int = 100,
+    ):
         if not 0 < coef_min <= coef_max:
             raise ValueError(f"adaptive KL needs 0 < kl_coef_min <= beta, got {coef_min} and {coef_max}")
         self.target, self.coef_min, self.coef_max = float(target), float(coef_min), float(coef_max)
@@ -54,12 +61,12 @@ class AdaptiveKL:
 
     def update(self, kl: float) -> None:
         self.updates += 1
-        self.history = (self.history + [float(kl)])[-self.horizon:]
+        self.history = (self.history + [float(kl)])[-self.horizon :]
         if self.updates < self.warmup:
             self.value = self.coef_min + (self.target - self.coef_min) * self.updates / self.warmup
             return
         if len(self.history) >= self.window:
-            error = sum(self.history[-self.window:]) / self.window - self.target
+            error = sum(self.history[-self.window :]) / self.window - self.target
             if error > 0.5 * self.target:
                 self.value *= 0.9
             elif error < -0.5 * self.target:
@@ -76,6 +83,10 @@ class AdaptiveKL:
 def build_kl_controller(cfg):
     """The controller ``objective.kl_controller`` names, from an ``ObjectiveConfig``."""
     if cfg.kl_controller == "adaptive":
-        return AdaptiveKL(target=cfg.kl_target if cfg.kl_target is not None else cfg.beta, coef_min=cfg.kl_coef_min,
-                          coef_max=cfg.beta, warmup=cfg.kl_warmup)
+        return AdaptiveKL(
+            target=cfg.kl_target if cfg.kl_target is not None else cfg.beta,
+            coef_min=cfg.kl_coef_min,
+            coef_max=cfg.beta,
+            warmup=cfg.kl_warmup,
+        )
     return FixedKL(cfg.beta)

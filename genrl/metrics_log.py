@@ -6,6 +6,8 @@ import json
 import math
 import os
 
+from genrl.io import atomic_file
+
 
 class MetricsLogger:
     """Appends ``{"step": s, ...}`` rows. On resume from step ``start`` it first drops rows
@@ -16,10 +18,8 @@ class MetricsLogger:
         if start > 0 and os.path.exists(self.path):
             with open(self.path) as f:
                 keep = [line for line in f if line.strip() and json.loads(line)["step"] <= start]
-            tmp = self.path + ".tmp"
-            with open(tmp, "w") as f:
+            with atomic_file(self.path) as f:
                 f.writelines(keep)
-            os.replace(tmp, self.path)
         elif start == 0 and os.path.exists(self.path):
             os.remove(self.path)
         self.file = open(self.path, "a")
@@ -31,8 +31,10 @@ class MetricsLogger:
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
-        self.file.write(json.dumps({k: (v if math.isfinite(v) else None) if isinstance(v, float) else v
-                                    for k, v in row.items()}) + "\n")
+        self.file.write(
+            json.dumps({k: (v if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in row.items()})
+            + "\n"
+        )
         self.file.flush()
         if self.tb is not None:
             for k, v in row.items():

@@ -3,13 +3,21 @@
 Every registry knows the full list of valid names, so a typo is an error that lists the
 alternatives instead of an ``AttributeError`` deep in a training run. Concrete rewards
 live outside ``genrl`` (in the ``rewards`` package); they are found by importing the
-providing modules lazily, the first time that kind of registry is queried, so ``genrl``
-never imports a concrete reward at top level.
+providing packages lazily, the first time that kind of registry is queried, so ``genrl``
+never imports a concrete reward at top level. A providing package imports each of its
+modules (``import_submodules``), so a new file registers itself: no hand-kept import list.
+
+Extension from outside the repository: wherever a registered name is expected (``task``,
+``policy.name``, ``objective.name``, the keys of ``rewards``), an import path
+``package.module:attribute`` names an object of the user's own package instead, e.g.
+``objective.name=my_pkg.losses:my_objective``. ``register(name, **meta)`` attaches metadata
+(an objective's ``chunk_agg``), read back with ``meta(name_or_object)``.
 """
 
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from typing import Any, Callable
 
 # Modules that register entries of a kind when imported. Imported lazily on first lookup.
@@ -22,20 +30,60 @@ _PROVIDERS: dict[str, tuple[str, ...]] = {
 }
 
 
+def import_submodules(package: str, skip: tuple[str, ...] = ()) -> None:
+    """Import every module of ``package`` (its registrations run), except the names in ``skip``."""
+    pkg = importlib.import_module(package)
+    for m in pkgutil.iter_modules(pkg.__path__):
+        if m.name not in skip and not m.name.startswith("_"):
+            importlib.import_module(f"{package}.{m.name}")
+
+
+def is_import_path(name: str) -> bool:
+    """``package.module:attribute`` (a colon, a module and an attribute)."""
+    module, sep, attr = name.partition(":")
+    return bool(sep and module and attr)
+
+
+def import_object(path: str, kind: str = "object") -> Any:
+    """The object at ``package.module:attribute`` (dots in the attribute walk into it). A module
+    or attribute that cannot be found is a ``ValueError`` naming the path."""
+    module, _, attr = path.partition(":")
+    try:
+        obj = importlib.import_module(module)
+    except ImportError as e:
+        raise ValueError(f"{kind} {path!r}: cannot import module {module!r} ({e})") from None
+    for part in attr.split("."):
+        if not hasattr(obj, part):
+            raise ValueError(f"{kind} {path!r}: module {module!r} has no attribute {attr!r}")
+        obj = getattr(obj, part)
+    return obj
+
+
 class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._entries: dict[str, Any] = {}
+        self._meta: dict[int, dict[str, Any]] = {}  # id(object) -> metadata given to register
         self._loaded = False
 
-    def register(self, name: str) -> Callable[[Any], Any]:
+    def register(self, name: str, **meta: Any) -> Callable[[Any], Any]:
+        """Decorator registering ``obj`` under ``name`` with metadata ``meta`` (documented per kind:
+        objectives take ``chunk_agg``, the aggregation they force for chunk weights)."""
+
         def deco(obj: Any) -> Any:
             if name in self._entries and self._entries[name] is not obj:
                 raise ValueError(f"{self.kind} {name!r} is registered twice")
             self._entries[name] = obj
+            self._meta[id(obj)] = dict(meta)
             return obj
 
         return deco
+
+    def meta(self, name_or_obj: Any) -> dict[str, Any]:
+        """The metadata registered with an entry (by name, import path or the object itself); ``{}``
+        for an object registered without any, or not registered at all."""
+        obj = self.get(name_or_obj) if isinstance(name_or_obj, str) else name_or_obj
+        return dict(self._meta.get(id(obj), {}))
 
     def _load(self) -> None:
         if not self._loaded:
@@ -48,6 +96,9 @@ class Registry:
         return sorted(self._entries)
 
     def get(self, name: str) -> Any:
+        """The entry ``name``, or the object at an import path ``package.module:attribute``."""
+        if is_import_path(name):
+            return import_object(name, self.kind)
         self._load()
         if name not in self._entries:
             raise ValueError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
@@ -55,7 +106,7 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         self._load()
-        return name in self._entries
+        return name in self._entries or is_import_path(name)
 
 
 FAMILIES = Registry("family")

@@ -42,8 +42,9 @@ def varied_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> list[tuple[
     return out
 
 
-def dynamic_sampling(collect: Callable[[int], Rollout], n_groups: int, weights: dict[str, float], max_rounds: int,
-                     first_group: int = 0) -> tuple[Rollout, dict[str, float]]:
+def dynamic_sampling(
+    collect: Callable[[int], Rollout], n_groups: int, weights: dict[str, float], max_rounds: int, first_group: int = 0
+) -> tuple[Rollout, dict[str, float]]:
     """Call ``collect(round)`` (a full share of this process's groups each time, round 0 first) until
     ``n_groups`` varied groups are in hand or ``max_rounds`` rounds were run; returns the batch of the
     first ``n_groups`` varied groups (filled with uniform ones if short), its groups renumbered
@@ -61,8 +62,12 @@ def dynamic_sampling(collect: Callable[[int], Rollout], n_groups: int, weights: 
     filled = max(0, n_groups - len(kept))
     chosen = kept[:n_groups] + uniform[:filled]
     traj = Trajectory.cat([ro.traj.index(rows.to(ro.traj.group_ids.device)) for ro, rows in chosen])
-    traj.group_ids = torch.cat([torch.full((len(rows),), first_group * n_groups + j, dtype=traj.group_ids.dtype)
-                                for j, (_, rows) in enumerate(chosen)]).to(traj.group_ids.device)
+    traj.group_ids = torch.cat(
+        [
+            torch.full((len(rows),), first_group * n_groups + j, dtype=traj.group_ids.dtype)
+            for j, (_, rows) in enumerate(chosen)
+        ]
+    ).to(traj.group_ids.device)
     values = {k: torch.cat([ro.values[k][rows] for ro, rows in chosen]) for k in chosen[0][0].values}
     prompt_idx = [ro.prompt_idx[i] for ro, rows in chosen for i in rows.tolist()]
     batch = Rollout(traj, values, failures, busy, prompt_idx, tuple(seconds))

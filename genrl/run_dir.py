@@ -33,8 +33,10 @@ def check_run(run_dir: str) -> tuple[str, str]:
         raise RunDirError(f"{run_dir!r} is a {kind!r} run; expected an image/video (online, flow) run")
     ckpt = latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     if ckpt is None:
-        raise RunDirError(f"{run_dir!r} has no checkpoints/step-*: nothing trained to show yet "
-                          f"(a run saves one every checkpoint.every steps and at max_steps)")
+        raise RunDirError(
+            f"{run_dir!r} has no checkpoints/step-*: nothing trained to show yet "
+            f"(a run saves one every checkpoint.every steps and at max_steps)"
+        )
     return cfg_path, ckpt
 
 

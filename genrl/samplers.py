@@ -33,13 +33,24 @@ def _step_generator(seed: int, step: int, attempt: int = 0) -> torch.Generator:
 
 
 class GroupSampler:
-    def __init__(self, num_prompts: int, prompts_per_step: int, group_size: int, seed: int = 0,
-                 num_processes: int = 1, process_index: int = 0):
+    def __init__(
+        self,
+        num_prompts: int,
+        prompts_per_step: int,
+        group_size: int,
+        seed: int = 0,
+        num_processes: int = 1,
+        process_index: int = 0,
+    ):
         if prompts_per_step > num_prompts:
-            raise ValueError(f"rollout.prompts_per_step={prompts_per_step} exceeds the {num_prompts} prompts available")
+            raise ValueError(
+                f"rollout.prompts_per_step={prompts_per_step} exceeds the {num_prompts} prompts available"
+            )
         total = prompts_per_step * group_size
         if total % num_processes:
-            raise ValueError(f"prompts_per_step * group_size = {total} must be divisible by the {num_processes} processes")
+            raise ValueError(
+                f"prompts_per_step * group_size = {total} must be divisible by the {num_processes} processes"
+            )
         self.num_prompts, self.k, self.g = num_prompts, prompts_per_step, group_size
         self.seed, self.world, self.rank = seed, num_processes, process_index
 
@@ -74,8 +85,9 @@ class GroupSampler:
 # Trajectory diversity (MMR1 §3.1 "TDS": "inverse self-BLEU or distinct-n")
 # --------------------------------------------------------------------------------------
 
+
 def _ngrams(tokens: Sequence[str], n: int) -> list[tuple[str, ...]]:
-    return [tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1)]
+    return [tuple(tokens[i : i + n]) for i in range(len(tokens) - n + 1)]
 
 
 def distinct_n(texts: list[str], n: int = 2, normalise: bool = True) -> float:
@@ -153,7 +165,7 @@ def self_bleu_diversity(texts: list[str], n: int = 4) -> float:
     toks = [t.split() for t in texts]
     if len(toks) < 2:
         return 0.0
-    sims = [_bleu(h, toks[:i] + toks[i + 1:], n) for i, h in enumerate(toks)]
+    sims = [_bleu(h, toks[:i] + toks[i + 1 :], n) for i, h in enumerate(toks)]
     return min(1.0, max(0.0, 1.0 - sum(sims) / len(sims)))
 
 
@@ -174,6 +186,7 @@ def _diversity_fn(name: str):
 # --------------------------------------------------------------------------------------
 # MMR1 Variance-Aware Sampling
 # --------------------------------------------------------------------------------------
+
 
 class VarianceAwareSampler(GroupSampler):
     """MMR1 Variance-Aware Sampling (VAS; Leng et al., arXiv 2509.21268, §3).
@@ -237,8 +250,8 @@ class VarianceAwareSampler(GroupSampler):
     runs, while §6.4 / Table 4 calls 14-35 a good balance, 4-7 more adaptive but costly
     (a full re-roll-out) and 56 worse (stale scores); our re-score reuses the training
     rollouts and costs nothing extra, so the short interval). MMR1's TDS is self-BLEU over
-    1-3-grams (``self_bleu_123``); our default ``diversity = "distinct-2"`` follows
-    DESIGN.md, and ``"self-bleu-3"`` matches theirs. Note their code adds the raw
+    1-3-grams (``self_bleu_123``); our default ``diversity = "distinct-2"`` (the
+    paper's other TDS measure) is cheaper, and ``"self-bleu-3"`` matches theirs. Note their code adds the raw
     self-BLEU (a similarity) into VPS, whereas §3.1 defines TDS as a diversity ("higher
     value reflects greater diversity"); we follow the paper (1 - self-BLEU).
 
@@ -251,11 +264,25 @@ class VarianceAwareSampler(GroupSampler):
     holds identical state and draws identical batches.
     """
 
-    def __init__(self, num_prompts: int, prompts_per_step: int, group_size: int, seed: int = 0,
-                 num_processes: int = 1, process_index: int = 0, lam: float = 0.5,
-                 a: float = 0.8, b: float = 0.2, momentum: float = 0.0, update_every: int = 4,
-                 diversity: str = "distinct-2", pass_threshold: float = 0.5,
-                 init_ovs: float = 0.25, init_tds: float = 1.0, replacement: bool = False):
+    def __init__(
+        self,
+        num_prompts: int,
+        prompts_per_step: int,
+        group_size: int,
+        seed: int = 0,
+        num_processes: int = 1,
+        process_index: int = 0,
+        lam: float = 0.5,
+        a: float = 0.8,
+        b: float = 0.2,
+        momentum: float = 0.0,
+        update_every: int = 4,
+        diversity: str = "distinct-2",
+        pass_threshold: float = 0.5,
+        init_ovs: float = 0.25,
+        init_tds: float = 1.0,
+        replacement: bool = False,
+    ):
         super().__init__(num_prompts, prompts_per_step, group_size, seed, num_processes, process_index)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
@@ -275,9 +302,9 @@ class VarianceAwareSampler(GroupSampler):
         self._ovs = torch.full((N,), self.init_ovs, dtype=f64)
         self._tds = torch.full((N,), self.init_tds, dtype=f64)
         self._pass_rate = torch.full((N,), float("nan"), dtype=f64)  # of the latest window
-        self._scored = torch.zeros(N, dtype=torch.bool)        # OVS measured at least once
-        self._tds_scored = torch.zeros(N, dtype=torch.bool)    # TDS measured at least once
-        self._n_pass = torch.zeros(N, dtype=f64)               # pending, since the last re-score
+        self._scored = torch.zeros(N, dtype=torch.bool)  # OVS measured at least once
+        self._tds_scored = torch.zeros(N, dtype=torch.bool)  # TDS measured at least once
+        self._n_pass = torch.zeros(N, dtype=f64)  # pending, since the last re-score
         self._n_total = torch.zeros(N, dtype=f64)
         self._tds_sum = torch.zeros(N, dtype=f64)
         self._tds_count = torch.zeros(N, dtype=f64)
@@ -298,8 +325,13 @@ class VarianceAwareSampler(GroupSampler):
         """Per prompt ([num_prompts] each, copies): ``ovs``, ``tds``, ``vps`` (priors for
         never-scored prompts), ``pass_rate`` (latest re-score window; NaN if never
         scored) and ``scored`` (bool: OVS measured at least once)."""
-        return {"ovs": self._ovs.clone(), "tds": self._tds.clone(), "vps": self._vps(),
-                "pass_rate": self._pass_rate.clone(), "scored": self._scored.clone()}
+        return {
+            "ovs": self._ovs.clone(),
+            "tds": self._tds.clone(),
+            "vps": self._vps(),
+            "pass_rate": self._pass_rate.clone(),
+            "scored": self._scored.clone(),
+        }
 
     def _vps(self) -> torch.Tensor:
         return self.a * self._ovs + self.b * self._tds
@@ -319,7 +351,9 @@ class VarianceAwareSampler(GroupSampler):
         w = self._weights
         if self.replacement:  # MMR1's release: WeightedRandomSampler(replacement=True) + a uniform pool
             uniform_w = torch.ones_like(w) if float(w.sum()) <= 0 else w
-            weighted = torch.multinomial(uniform_w, n_w, replacement=True, generator=gen) if n_w else w.new_zeros(0).long()
+            weighted = (
+                torch.multinomial(uniform_w, n_w, replacement=True, generator=gen) if n_w else w.new_zeros(0).long()
+            )
             uniform = torch.randperm(N, generator=gen)[: k - n_w]
             chosen = torch.cat([weighted, uniform])
             from_w = torch.cat([torch.ones(n_w, dtype=torch.bool), torch.zeros(k - n_w, dtype=torch.bool)])
@@ -352,8 +386,7 @@ class VarianceAwareSampler(GroupSampler):
 
     # -- scoring -----------------------------------------------------------------------
 
-    def update(self, prompt_indices, rewards_or_correct, texts: Optional[list[str]] = None, *,
-               step: int) -> bool:
+    def update(self, prompt_indices, rewards_or_correct, texts: Optional[list[str]] = None, *, step: int) -> bool:
         """Record the rollouts of the *global* batch of ``step`` (gathered over all
         processes by the caller; [M] each): ``prompt_indices`` (any order, rollouts of
         one prompt grouped by index), ``rewards_or_correct`` (a bool tensor of
@@ -429,16 +462,37 @@ class VarianceAwareSampler(GroupSampler):
             "vas/num_rescores": float(self.num_rescores),
         }
 
-    _STATE = ("_ovs", "_tds", "_pass_rate", "_scored", "_tds_scored", "_n_pass", "_n_total",
-              "_tds_sum", "_tds_count", "_weights")
+    _STATE = (
+        "_ovs",
+        "_tds",
+        "_pass_rate",
+        "_scored",
+        "_tds_scored",
+        "_n_pass",
+        "_n_total",
+        "_tds_sum",
+        "_tds_count",
+        "_weights",
+    )
 
     def state_dict(self) -> dict[str, Any]:
         """Everything that determines future draws and scores (tensors and plain numbers,
         loadable with ``torch.load(weights_only=True)``)."""
         out: dict[str, Any] = {k.lstrip("_"): getattr(self, k).clone() for k in self._STATE}
-        out.update(num_prompts=self.num_prompts, num_rescores=self.num_rescores,
-                   config=[self.lam, self.a, self.b, self.momentum, self.update_every,
-                           self.diversity, self.init_ovs, self.init_tds])
+        out.update(
+            num_prompts=self.num_prompts,
+            num_rescores=self.num_rescores,
+            config=[
+                self.lam,
+                self.a,
+                self.b,
+                self.momentum,
+                self.update_every,
+                self.diversity,
+                self.init_ovs,
+                self.init_tds,
+            ],
+        )
         return out
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

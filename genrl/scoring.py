@@ -1,13 +1,15 @@
 """Calling reward functions safely and combining them.
 
-Reward contract (DESIGN.md): ``fn(samples, prompts, metadata) -> dict[str, Tensor[B]]``
-holding at least the reward's own name. A reward that raises, returns the wrong shape or
+Reward contract (README.md, "Rewards"): ``fn(samples, prompts, metadata) -> dict[str, Tensor[B]]``
+holding at least the reward's own name, or a bare ``Tensor[B]`` (taken as the reward's own
+values). A reward that raises, returns the wrong shape or
 returns NaN must not crash the run nor silently bias it: its values become NaN, the
 failure is counted and logged, and the trainer masks those samples out of the update.
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import time
 import warnings
@@ -17,7 +19,9 @@ from typing import Any, Mapping
 import torch
 
 
-def score_samples(rewards: dict, samples, prompts: list[str], metadata: list[dict]) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
+def score_samples(
+    rewards: dict, samples, prompts: list[str], metadata: list[dict]
+) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Run every reward. Returns (values: key -> float [B], failures: reward name -> count of
     NaN samples). Every key a reward returns is kept (e.g. auxiliary accuracies)."""
     B = len(prompts)
@@ -26,6 +30,8 @@ def score_samples(rewards: dict, samples, prompts: list[str], metadata: list[dic
     for name, fn in rewards.items():
         try:
             out = fn(samples, prompts, metadata)
+            if not isinstance(out, Mapping):  # a bare [B] of values
+                out = {name: out}
             if name not in out:
                 raise ValueError(f"reward {name!r} returned keys {sorted(out)} without its own name")
             for key, v in out.items():
@@ -45,17 +51,28 @@ def combine(values: dict[str, torch.Tensor], weights: dict[str, float]) -> torch
     return sum(w * values[name] for name, w in weights.items())
 
 
-def build_rewards(classes: Mapping[str, type], reward_args: Mapping[str, Mapping[str, Any]]) -> dict:
-    """``{name: cls(**reward_args[name])}``. An unknown option is an error naming the reward,
-    the option and the valid ones; a reward that cannot load raises its own clear error."""
+def build_rewards(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> dict:
+    """``{name: cls(**reward_args[name])}`` for reward classes; a plain function (a reward named by
+    its import path, ``my_pkg.rewards:brightness``) is the reward itself, its options bound as
+    keyword arguments. An unknown option is an error naming the reward, the option and the valid
+    ones; a reward that cannot load raises its own clear error."""
     out = {}
     for name, cls in classes.items():
         args = dict(reward_args.get(name, {}))
+        if not inspect.isclass(cls):
+            params = inspect.signature(cls).parameters
+            unknown = sorted(set(args) - set(list(params)[3:]))
+            if unknown:
+                raise ValueError(f"reward_args.{name}: unknown option(s) {unknown} for the reward function")
+            out[name] = functools.partial(cls, **args) if args else cls
+            continue
         params = inspect.signature(cls).parameters
         if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             unknown = sorted(set(args) - set(params))
             if unknown:
-                raise ValueError(f"reward_args.{name}: unknown option(s) {unknown}; valid: {', '.join(params) or 'none'}")
+                raise ValueError(
+                    f"reward_args.{name}: unknown option(s) {unknown}; valid: {', '.join(params) or 'none'}"
+                )
         out[name] = cls(**args)
     return out
 

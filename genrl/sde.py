@@ -52,7 +52,7 @@ class StepOutput:
     log_prob: torch.Tensor  # [B]; 0 where std == 0
 
 
-def _expand(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
+def expand_batch(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     """Broadcast a per-sample ``[B]`` (or scalar) tensor against ``like`` ``[B, ...]``."""
     t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
     if t.ndim == 0:
@@ -79,14 +79,12 @@ def gaussian_log_prob(
     """
     stochastic = std > 0  # [B]
     safe_std = torch.where(stochastic, std, torch.ones_like(std))
-    s = _expand(safe_std, mean)
+    s = expand_batch(safe_std, mean)
     lp = -((value.detach() - mean) ** 2) / (2 * s**2) - torch.log(s) - _LOG_SQRT_2PI
     return torch.where(stochastic, reduce_nonbatch(lp, reduce), torch.zeros_like(std))
 
 
-def gaussian_kl(
-    mean_p: torch.Tensor, mean_q: torch.Tensor, std: torch.Tensor, reduce: str = "mean"
-) -> torch.Tensor:
+def gaussian_kl(mean_p: torch.Tensor, mean_q: torch.Tensor, std: torch.Tensor, reduce: str = "mean") -> torch.Tensor:
     """KL(N(mean_p, std^2) || N(mean_q, std^2)) = ||mean_p - mean_q||^2 / (2 std^2), per sample.
 
     ``std`` is the Gaussian std of the step itself (for ``flow_sde`` that includes the
@@ -94,30 +92,33 @@ def gaussian_kl(
     """
     stochastic = std > 0
     safe_std = torch.where(stochastic, std, torch.ones_like(std))
-    kl = (mean_p - mean_q) ** 2 / (2 * _expand(safe_std, mean_p) ** 2)
+    kl = (mean_p - mean_q) ** 2 / (2 * expand_batch(safe_std, mean_p) ** 2)
     return torch.where(stochastic, reduce_nonbatch(kl, reduce), torch.zeros_like(std))
 
 
-def _finish(
+def gaussian_step(
     mean: torch.Tensor,
     std: torch.Tensor,
     prev_sample: Optional[torch.Tensor],
     generator: Optional[torch.Generator],
-    reduce: str,
+    reduce: str = "mean",
 ) -> StepOutput:
+    """The Gaussian step ``N(mean, std^2 I)`` (``mean`` [B, ...], ``std`` [B]): draws ``x'`` with
+    ``generator`` unless ``prev_sample`` (a stored transition to re-score) is given, and returns it
+    with its log-density. Every step function of this module (and DDIM's) ends here."""
     if prev_sample is None:
         # drawn on the generator's device (the trainer's generator is a CPU one), then moved:
         # the same noise on a CPU and a GPU, and no device mismatch error on CUDA
         dev = generator.device if generator is not None else mean.device
         noise = torch.randn(mean.shape, generator=generator, dtype=mean.dtype, device=dev).to(mean.device)
-        prev_sample = mean + _expand(std, mean) * noise
+        prev_sample = mean + expand_batch(std, mean) * noise
     return StepOutput(prev_sample, mean, std, gaussian_log_prob(prev_sample, mean, std, reduce))
 
 
 def ode_step(v, x, sigma, sigma_next, eta=0.0, sigma_1=None, prev_sample=None, generator=None, reduce="mean"):
     """Euler step ``x' = x + dt * v``; deterministic (std 0, log-prob 0)."""
     v, x = v.float(), x.float()
-    dt = _expand(sigma_next, x) - _expand(sigma, x)
+    dt = expand_batch(sigma_next, x) - expand_batch(sigma, x)
     mean = x + dt * v
     std = torch.zeros(x.shape[0], dtype=x.dtype, device=x.device)
     return StepOutput(mean if prev_sample is None else prev_sample.float(), mean, std, torch.zeros_like(std))
@@ -139,13 +140,29 @@ def flow_sde_step(v, x, sigma, sigma_next, eta, sigma_1, prev_sample=None, gener
         raise ValueError("flow_sde needs sigma_1, the schedule's second sigma (used at sigma = 1)")
     std_t = flow_sde_std(sigma, sigma_1, eta)  # [B]
     dt = sigma_next - sigma  # [B], negative
-    s_, dt_, std_ = _expand(sigma, x), _expand(dt, x), _expand(std_t, x)
+    s_, dt_, std_ = expand_batch(sigma, x), expand_batch(dt, x), expand_batch(std_t, x)
     mean = x * (1 + std_**2 * dt_ / (2 * s_)) + v * (1 + std_**2 * (1 - s_) / (2 * s_)) * dt_
-    return _finish(mean, std_t * torch.sqrt(-dt), None if prev_sample is None else prev_sample.float(), generator, reduce)
+    return gaussian_step(
+        mean, std_t * torch.sqrt(-dt), None if prev_sample is None else prev_sample.float(), generator, reduce
+    )
 
 
-def cps_step(v, x, sigma, sigma_next, eta, sigma_1=None, prev_sample=None, generator=None, reduce="mean",
-             log_prob="gaussian"):
+CPS_LOG_PROBS = ("flow_grpo", "gaussian")  # cps_step's log_prob choices
+DEFAULT_CPS_LOG_PROB = "flow_grpo"  # Flow-GRPO's; PolicyConfig.cps_log_prob has the same default
+
+
+def cps_step(
+    v,
+    x,
+    sigma,
+    sigma_next,
+    eta,
+    sigma_1=None,
+    prev_sample=None,
+    generator=None,
+    reduce="mean",
+    log_prob=DEFAULT_CPS_LOG_PROB,
+):
     """Coefficient-preserving step (arXiv 2509.05952): noise energy is preserved exactly.
 
     ``log_prob="gaussian"``: the exact log-density. ``"flow_grpo"``: Flow-GRPO's CPS surrogate
@@ -156,11 +173,11 @@ def cps_step(v, x, sigma, sigma_next, eta, sigma_1=None, prev_sample=None, gener
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
     sigma_next = torch.as_tensor(sigma_next, dtype=x.dtype, device=x.device).expand(x.shape[0])
     std = sigma_next * math.sin(eta * math.pi / 2)  # [B]
-    s_, sn_ = _expand(sigma, x), _expand(sigma_next, x)
+    s_, sn_ = expand_batch(sigma, x), expand_batch(sigma_next, x)
     x0 = x - s_ * v
     eps = x + (1 - s_) * v
-    mean = x0 * (1 - sn_) + eps * torch.sqrt((sn_**2 - _expand(std, x) ** 2).clamp_min(0))
-    out = _finish(mean, std, None if prev_sample is None else prev_sample.float(), generator, reduce)
+    mean = x0 * (1 - sn_) + eps * torch.sqrt((sn_**2 - expand_batch(std, x) ** 2).clamp_min(0))
+    out = gaussian_step(mean, std, None if prev_sample is None else prev_sample.float(), generator, reduce)
     if log_prob == "flow_grpo":
         sq = (out.prev_sample - mean) ** 2
         lp = reduce_nonbatch(-sq, reduce)
@@ -178,7 +195,7 @@ def sage_variance(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> 
     ``[sigma_next, sigma]``: ``eta^2 [ln((1 - sigma_next) / (1 - s~)) - (sigma - sigma_next)]``
     with ``s~ = min(sigma, 1 - 3e-3)``. [B]"""
     s_tilde = sigma.clamp(max=SAGE_SIGMA_MAX)
-    return (eta ** 2 * (torch.log((1 - sigma_next) / (1 - s_tilde)) - (sigma - sigma_next))).clamp_min(0)
+    return (eta**2 * (torch.log((1 - sigma_next) / (1 - s_tilde)) - (sigma - sigma_next))).clamp_min(0)
 
 
 def sage_step(v, x, sigma, sigma_next, eta, sigma_1=None, prev_sample=None, generator=None, reduce="mean"):
@@ -192,11 +209,13 @@ def sage_step(v, x, sigma, sigma_next, eta, sigma_1=None, prev_sample=None, gene
     sigma = torch.as_tensor(sigma, dtype=x.dtype, device=x.device).expand(x.shape[0])
     sigma_next = torch.as_tensor(sigma_next, dtype=x.dtype, device=x.device).expand(x.shape[0])
     var = sage_variance(sigma, sigma_next, eta)  # [B]
-    s_, dt_, var_ = _expand(sigma, x), _expand(sigma_next - sigma, x), _expand(var, x)
+    s_, dt_, var_ = expand_batch(sigma, x), expand_batch(sigma_next - sigma, x), expand_batch(var, x)
     x0 = x - s_ * v
-    score = -(x - (1 - s_) * x0) / s_ ** 2
+    score = -(x - (1 - s_) * x0) / s_**2
     mean = x + dt_ * v + 0.5 * var_ * score
-    return _finish(mean, torch.sqrt(var), None if prev_sample is None else prev_sample.float(), generator, reduce)
+    return gaussian_step(
+        mean, torch.sqrt(var), None if prev_sample is None else prev_sample.float(), generator, reduce
+    )
 
 
 def sage_gradient_scale(sigma: torch.Tensor, sigma_next: torch.Tensor, eta: float) -> torch.Tensor:
@@ -226,10 +245,7 @@ STEPS: dict[str, StepFn] = {
 }
 
 
-CPS_LOG_PROBS = ("flow_grpo", "gaussian")  # cps_step's log_prob choices
-
-
-def get_step(name: str, cps_log_prob: str = "gaussian") -> StepFn:
+def get_step(name: str, cps_log_prob: str = DEFAULT_CPS_LOG_PROB) -> StepFn:
     """The step function ``name``; for ``cps``, with the chosen log-prob (see ``cps_step``)."""
     if name not in STEPS:
         raise ValueError(f"unknown sde {name!r}; valid: {', '.join(STEPS)}")

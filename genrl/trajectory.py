@@ -31,11 +31,20 @@ class Trajectory:
     log_probs_old: torch.Tensor  # [B, T] log-prob of each action under the rollout weights
     mask: torch.Tensor  # [B, T] float 1/0: which actions are trained
     group_ids: torch.Tensor  # [B] int: samples of one prompt share an id (advantage groups)
-    step_info: dict[str, torch.Tensor] = field(default_factory=dict)  # per-action [B, T] values
+    # per-action [B, T] values. Denoising policies record ``step_index`` (the step in the schedule),
+    # ``std`` (the step's Gaussian std, the full one: flow_sde's includes sqrt(|dt|)), flow policies
+    # ``sigma`` / ``sigma_next`` (noise levels before / after, sigma_next < sigma) and with sde=sage
+    # ``grad_scale`` (SAGE's equaliser), the diffusion policy ``timestep``. ``log_prob`` adds per step:
+    # ``mean_sq_diff`` (new vs rollout step mean, mean over dims), ``output_scale`` (|d mean / d output|
+    # to first order: |dt| = sigma - sigma_next for flow steps, DDIM's gain), ``kl`` (closed-form, to
+    # the reference) and its other conventions (``kl_flow_grpo``). Token policies: response tokens.
+    step_info: dict[str, torch.Tensor] = field(default_factory=dict)
     # policy payload per sample: tensors with leading dim B, or lists of B per-sample objects
     # (e.g. a VLM's pixels, whose size differs from image to image)
     data: dict[str, Any] = field(default_factory=dict)
-    samples: Any = None  # decoded outputs scored by rewards: a tensor (images [B, C, H, W] in [0, 1]) or a list (texts)
+    samples: Any = (
+        None  # decoded outputs scored by rewards: a tensor (images [B, C, H, W] in [0, 1]) or a list (texts)
+    )
     prompts: list[str] = field(default_factory=list)
     metadata: list[dict] = field(default_factory=list)
 
@@ -69,10 +78,12 @@ class Trajectory:
                 return _cat(tensors)
             shapes = sorted({tuple(t.shape[1:]) for t in tensors})
             if len(shapes) > 1:  # e.g. prompts or images of different sizes in two rollout chunks
-                raise ValueError(f"rollout chunks differ in {attr}[{key!r}] per-sample shape {shapes}; roll out each "
-                                 f"step in one chunk (rollout.batch_size >= the step's samples) or fix the width "
-                                 f"(policy.max_prompt_length for token policies, policy.max_sequence_length for "
-                                 f"text-conditioned flow families such as qwen_image)")
+                raise ValueError(
+                    f"rollout chunks differ in {attr}[{key!r}] per-sample shape {shapes}; roll out each "
+                    f"step in one chunk (rollout.batch_size >= the step's samples) or fix the width "
+                    f"(policy.max_prompt_length for token policies, policy.max_sequence_length for "
+                    f"text-conditioned flow families such as qwen_image)"
+                )
             return torch.cat(tensors)
 
         return Trajectory(

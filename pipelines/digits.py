@@ -35,11 +35,17 @@ class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
     model_cpu_offload_seq = "text_encoder->transformer"
     _lora_loadable_modules = ["transformer"]
 
-    def __init__(self, transformer: SD3Transformer2DModel, scheduler: FlowMatchEulerDiscreteScheduler,
-                 text_encoder: CLIPTextModelWithProjection, tokenizer: PreTrainedTokenizerBase):
+    def __init__(
+        self,
+        transformer: SD3Transformer2DModel,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        text_encoder: CLIPTextModelWithProjection,
+        tokenizer: PreTrainedTokenizerBase,
+    ):
         super().__init__()
-        self.register_modules(transformer=transformer, scheduler=scheduler, text_encoder=text_encoder,
-                              tokenizer=tokenizer)
+        self.register_modules(
+            transformer=transformer, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer
+        )
 
     def load_lora_weights(self, pretrained_model_name_or_path_or_dict, adapter_name=None, **kwargs):
         """SD3's LoRA loading (``SD3LoraLoaderMixin``) for the transformer, the only module genrl
@@ -48,30 +54,49 @@ class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
         state_dict, metadata = self.lora_state_dict(pretrained_model_name_or_path_or_dict, **kwargs)
         if not all("lora" in k for k in state_dict):
             raise ValueError("Invalid LoRA checkpoint: every parameter name must contain 'lora'")
-        self.load_lora_into_transformer(state_dict, transformer=self.transformer, adapter_name=adapter_name,
-                                        metadata=metadata, _pipeline=self)
+        self.load_lora_into_transformer(
+            state_dict, transformer=self.transformer, adapter_name=adapter_name, metadata=metadata, _pipeline=self
+        )
 
     @torch.no_grad()
     def encode_prompt(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Captions -> (CLIP last hidden state ``[B, L, D]``, projected eos embedding ``[B, P]``),
         padded to ``tokenizer.model_max_length`` with no attention mask (SD3's CLIP path: the
         causal mask keeps real tokens independent of the padding)."""
-        ids = self.tokenizer(list(prompts), padding="max_length", max_length=self.tokenizer.model_max_length,
-                             truncation=True, return_tensors="pt").input_ids.to(self.text_encoder.device)
+        ids = self.tokenizer(
+            list(prompts),
+            padding="max_length",
+            max_length=self.tokenizer.model_max_length,
+            truncation=True,
+            return_tensors="pt",
+        ).input_ids.to(self.text_encoder.device)
         out = self.text_encoder(input_ids=ids)
         return out.last_hidden_state, out.text_embeds
 
-    def predict_velocity(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor,
-                         pooled: torch.Tensor) -> torch.Tensor:
+    def predict_velocity(
+        self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor, pooled: torch.Tensor
+    ) -> torch.Tensor:
         """The transformer's velocity ``[B, C, H, W]`` at timesteps ``t`` (``sigma * 1000``) ``[B]``."""
         dtype = self.transformer.dtype
-        return self.transformer(hidden_states=latents.to(dtype), encoder_hidden_states=embeds.to(dtype),
-                                pooled_projections=pooled.to(dtype), timestep=t, return_dict=False)[0].float()
+        return self.transformer(
+            hidden_states=latents.to(dtype),
+            encoder_hidden_states=embeds.to(dtype),
+            pooled_projections=pooled.to(dtype),
+            timestep=t,
+            return_dict=False,
+        )[0].float()
 
     @torch.no_grad()
-    def __call__(self, prompt: Union[str, list[str]], num_inference_steps: int = 10, guidance_scale: float = 1.0,
-                 generator: Optional[Union[torch.Generator, list[torch.Generator]]] = None,
-                 latents: Optional[torch.Tensor] = None, output_type: str = "pil", return_dict: bool = True):
+    def __call__(
+        self,
+        prompt: Union[str, list[str]],
+        num_inference_steps: int = 10,
+        guidance_scale: float = 1.0,
+        generator: Optional[Union[torch.Generator, list[torch.Generator]]] = None,
+        latents: Optional[torch.Tensor] = None,
+        output_type: str = "pil",
+        return_dict: bool = True,
+    ):
         """Sample images for ``prompt``. ``guidance_scale > 1`` enables classifier-free guidance
         against the empty caption. ``output_type``: ``"pil"``, ``"np"``, ``"pt"`` (``[B, 1, 8, 8]``
         in ``[0, 1]``) or ``"latent"`` (the raw ``[-1, 1]`` sample)."""

@@ -1,8 +1,6 @@
-"""Reward models; importing this package registers them in ``genrl.registry.REWARDS``."""
+"""Reward models; importing this package imports every module in it, which registers its rewards
+in ``genrl.registry.REWARDS`` (a new file registers itself)."""
 
-from rewards import digits  # noqa: F401
-from rewards import verifiable  # noqa: F401
-from rewards import clip  # noqa: F401
-from rewards import pickscore  # noqa: F401
-from rewards import videoalign  # noqa: F401
-from rewards import compressibility  # noqa: F401
+from genrl.registry import import_submodules
+
+import_submodules(__name__)

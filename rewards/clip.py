@@ -40,8 +40,10 @@ LOCAL_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 def _check_local_dir(folder: str) -> None:
     files = os.listdir(folder) if os.path.isdir(folder) else []
     if "open_clip_config.json" not in files or not any(f in files for f in LOCAL_WEIGHTS):
-        raise ValueError(f"clip reward: folder {folder!r} must hold open_clip_config.json and one of "
-                         f"{', '.join(LOCAL_WEIGHTS)}; found {sorted(files) if files else 'no such folder'}")
+        raise ValueError(
+            f"clip reward: folder {folder!r} must hold open_clip_config.json and one of "
+            f"{', '.join(LOCAL_WEIGHTS)}; found {sorted(files) if files else 'no such folder'}"
+        )
 
 
 def _input_size(model) -> tuple[int, int]:
@@ -49,8 +51,9 @@ def _input_size(model) -> tuple[int, int]:
     return (size, size) if isinstance(size, int) else tuple(size)
 
 
-def preprocess_images(images: torch.Tensor, size: tuple[int, int], mean: Sequence[float],
-                      std: Sequence[float]) -> torch.Tensor:
+def preprocess_images(
+    images: torch.Tensor, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """open_clip's evaluation transform on a float batch ``[B, C, H, W]`` in [0, 1]:
     resize the shorter side to ``size`` (bicubic, antialiased), centre-crop, normalise."""
     if images.ndim != 4 or images.shape[1] not in (1, 3):
@@ -65,7 +68,7 @@ def preprocess_images(images: torch.Tensor, size: tuple[int, int], mean: Sequenc
     if (nh, nw) != (H, W):
         x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
     top, left = (nh - th) // 2, (nw - tw) // 2
-    x = x[..., top: top + th, left: left + tw]
+    x = x[..., top : top + th, left : left + tw]
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     return (x - m) / s
@@ -75,8 +78,14 @@ def preprocess_images(images: torch.Tensor, size: tuple[int, int], mean: Sequenc
 class CLIPScoreReward:
     """CLIPScore of each image against its prompt (see the module docstring)."""
 
-    def __init__(self, model: str = "ViT-H-14", pretrained: Optional[str] = "laion2b_s32b_b79k",
-                 score: Literal["logit", "clipscore"] = "logit", device: Optional[str] = None, batch_size: int = 64):
+    def __init__(
+        self,
+        model: str = "ViT-H-14",
+        pretrained: Optional[str] = "laion2b_s32b_b79k",
+        score: Literal["logit", "clipscore"] = "logit",
+        device: Optional[str] = None,
+        batch_size: int = 64,
+    ):
         try:
             import open_clip
         except ImportError as e:
@@ -90,25 +99,31 @@ class CLIPScoreReward:
 
             model = LOCAL_DIR + prepare_digits_clip()
         if model.startswith(LOCAL_DIR):
-            _check_local_dir(model[len(LOCAL_DIR):])
+            _check_local_dir(model[len(LOCAL_DIR) :])
             pretrained = None  # the folder holds the weights
         elif pretrained is not None and (os.sep in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES)):
             if not os.path.isfile(pretrained):
-                raise ValueError(f"clip reward: checkpoint {pretrained!r} not found; expected an open_clip checkpoint "
-                                 f"file ({', '.join(CHECKPOINT_SUFFIXES)}) for model {model!r}")
+                raise ValueError(
+                    f"clip reward: checkpoint {pretrained!r} not found; expected an open_clip checkpoint "
+                    f"file ({', '.join(CHECKPOINT_SUFFIXES)}) for model {model!r}"
+                )
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         try:
             self.model = open_clip.create_model(model, pretrained=pretrained, device=self.device).eval()
         except Exception as e:  # unknown names, missing downloads: say what was asked for
-            raise ValueError(f"clip reward: cannot load open_clip model {model!r} with pretrained={pretrained!r}: "
-                             f"{type(e).__name__}: {e}. Valid model names: open_clip.list_models(); tags: "
-                             f"open_clip.list_pretrained(); or 'local-dir:<folder>'") from e
+            raise ValueError(
+                f"clip reward: cannot load open_clip model {model!r} with pretrained={pretrained!r}: "
+                f"{type(e).__name__}: {e}. Valid model names: open_clip.list_models(); tags: "
+                f"open_clip.list_pretrained(); or 'local-dir:<folder>'"
+            ) from e
         self.model.requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model)
         self.score, self.batch_size = score, int(batch_size)
         pp = getattr(self.model.visual, "preprocess_cfg", {})
         if pp.get("resize_mode", "shortest") != "shortest" or pp.get("interpolation", "bicubic") != "bicubic":
-            raise ValueError(f"clip reward: preprocessing {pp} is not supported in memory (shortest-side bicubic only)")
+            raise ValueError(
+                f"clip reward: preprocessing {pp} is not supported in memory (shortest-side bicubic only)"
+            )
         self.mean, self.std = self.model.visual.image_mean, self.model.visual.image_std
         self.size = _input_size(self.model)
 
@@ -130,7 +145,7 @@ class CLIPScoreReward:
         clean = torch.where(finite.view(-1, *[1] * (samples.ndim - 1)), samples, torch.zeros_like(samples))
         cos = []
         for i in range(0, len(prompts), self.batch_size):
-            e_i, e_t = self.embed(clean[i: i + self.batch_size], prompts[i: i + self.batch_size])
+            e_i, e_t = self.embed(clean[i : i + self.batch_size], prompts[i : i + self.batch_size])
             cos.append((e_i * e_t).sum(-1))
         cos = torch.cat(cos).cpu()  # [B]
         if self.score == "logit":

@@ -26,8 +26,10 @@ QUALITY = 95  # DDPO's setting
 def jpeg_kilobytes(images: torch.Tensor, quality: int = QUALITY) -> torch.Tensor:
     """JPEG size in kB of each image ``[B, 1 or 3, H, W]`` in ``[0, 1]`` (NaN for non-finite ones). [B]"""
     if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[1] not in (1, 3):
-        raise ValueError(f"jpeg rewards score image tensors [B, 1 or 3, H, W] in [0, 1], got "
-                         f"{getattr(images, 'shape', type(images).__name__)}")
+        raise ValueError(
+            f"jpeg rewards score image tensors [B, 1 or 3, H, W] in [0, 1], got "
+            f"{getattr(images, 'shape', type(images).__name__)}"
+        )
     out = []
     for img in images.detach().float().cpu():
         if not torch.isfinite(img).all():

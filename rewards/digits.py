@@ -6,16 +6,14 @@ so climbing the proxy without climbing gold is visible as over-optimisation rath
 hidden. Both train in a few seconds on CPU from scikit-learn's bundled digits and are
 cached under ``<cache root>/digits-rewards-seed0/``.
 
-Contract (DESIGN.md): ``reward(samples, prompts, metadata) -> dict[str, Tensor[B]]`` with
+Contract (README.md, "Rewards"): ``reward(samples, prompts, metadata) -> dict[str, Tensor[B]]`` with
 ``samples`` images ``[B, 1, 8, 8]`` in [0, 1] and ``metadata[i]["digit"]`` the prompted
 digit. A sample with non-finite pixels scores NaN (the trainer masks and counts it).
 """
 
 from __future__ import annotations
 
-import os
 import pickle
-import uuid
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -25,8 +23,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from genrl.io import atomic_path, cache_root
 from genrl.registry import REWARDS
-from genrl.tasks.digits import cache_root, digit_from_prompt, load_digit_images
+from genrl.tasks.digits import digit_from_prompt, load_digit_images
 
 SPLIT_SEED = 0  # fixed: proxy and gold must always see disjoint halves
 SAMPLE_SHAPE = (1, 8, 8)
@@ -43,16 +42,9 @@ def digits_split(seed: int = SPLIT_SEED) -> dict[str, tuple[torch.Tensor, torch.
     return {"proxy": (images[a], labels[a]), "gold": (images[b], labels[b])}
 
 
-def _atomic_write(path: Path, write: Callable[[Path], None]) -> None:
-    """Write via a temp file in the same folder and rename, so readers never see half a file."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:
+    with atomic_path(path) as tmp:
+        write(tmp)
 
 
 def _check_samples(samples: torch.Tensor) -> torch.Tensor:
@@ -194,7 +186,7 @@ class DigitsReward(_DigitsJudge):
             images, labels = digits_split()["proxy"]
             self.net = train_proxy(images, labels)
             blob = {"format": self.FORMAT, "split_seed": SPLIT_SEED, "state_dict": self.net.state_dict()}
-            _atomic_write(path, lambda tmp: torch.save(blob, tmp))
+            _write_atomically(path, lambda tmp: torch.save(blob, tmp))
         self.net.eval().to(self.device)
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
@@ -226,8 +218,11 @@ class DigitsInkReward(DigitsReward):
         _, _, prob = self._score(samples, prompts, metadata)
         ink = samples.detach().float().flatten(1).mean(1).cpu()
         ink = torch.where(torch.isfinite(prob), ink, torch.full_like(ink, float("nan")))
-        return {self.key: (prob + self.ink_weight * ink).to(samples.device), "digits": prob.to(samples.device),
-                "ink": ink.to(samples.device)}
+        return {
+            self.key: (prob + self.ink_weight * ink).to(samples.device),
+            "digits": prob.to(samples.device),
+            "ink": ink.to(samples.device),
+        }
 
 
 # ----------------------------------------------------------------------------- gold
@@ -270,7 +265,7 @@ class DigitsGoldReward(_DigitsJudge):
             images, labels = digits_split()["gold"]
             self.clf = train_gold(images, labels)
             blob = {"format": self.FORMAT, "split_seed": SPLIT_SEED, "model": self.clf}
-            _atomic_write(path, lambda tmp: tmp.write_bytes(pickle.dumps(blob)))
+            _write_atomically(path, lambda tmp: tmp.write_bytes(pickle.dumps(blob)))
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
         flat = images.reshape(len(images), -1).double().numpy()  # [B, 64]

@@ -26,7 +26,8 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from genrl.tasks.digits import DIGIT_WORDS, _replace_dir, _sibling_dir, cache_root, prompt_for
+from genrl.io import atomic_dir, cache_root
+from genrl.tasks.digits import DIGIT_WORDS, prompt_for
 from rewards.digits import digits_split
 
 MODEL_CFG = {
@@ -55,8 +56,14 @@ def zero_shot_accuracy(model, tokenizer, images: torch.Tensor, labels: torch.Ten
     return float(((e_i @ e_t.T).argmax(1) == labels).float().mean())
 
 
-def train_digits_clip(out_dir: str | Path, steps: int = TRAIN_STEPS, seed: int = 0, batch_size: int = 256,
-                      lr: float = 2e-3, progress: bool = True) -> dict:
+def train_digits_clip(
+    out_dir: str | Path,
+    steps: int = TRAIN_STEPS,
+    seed: int = 0,
+    batch_size: int = 256,
+    lr: float = 2e-3,
+    progress: bool = True,
+) -> dict:
     """Train the digits CLIP and save it to ``out_dir`` (atomically). Returns its info."""
     import open_clip
     from safetensors.torch import save_file
@@ -107,20 +114,26 @@ def train_digits_clip(out_dir: str | Path, steps: int = TRAIN_STEPS, seed: int =
         bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
     model.eval()
     gold_images, gold_labels = digits_split()["gold"]
-    info = {"format": FORMAT, "seed": seed, "steps": steps, "train_seconds": round(time.perf_counter() - t0, 1),
-            "zero_shot_accuracy_gold": zero_shot_accuracy(model, tokenizer, gold_images, gold_labels),
-            "zero_shot_accuracy_proxy": zero_shot_accuracy(model, tokenizer, images, labels)}
-    tmp = _sibling_dir(out_dir, "tmp")
-    (tmp / "open_clip_config.json").write_text(json.dumps({"model_cfg": MODEL_CFG,
-                                                           "preprocess_cfg": {"mean": MEAN, "std": STD}}, indent=1))
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "open_clip_model.safetensors"))
-    (tmp / "genrl_task.json").write_text(json.dumps(info, indent=1))
-    _replace_dir(tmp, out_dir)
+    info = {
+        "format": FORMAT,
+        "seed": seed,
+        "steps": steps,
+        "train_seconds": round(time.perf_counter() - t0, 1),
+        "zero_shot_accuracy_gold": zero_shot_accuracy(model, tokenizer, gold_images, gold_labels),
+        "zero_shot_accuracy_proxy": zero_shot_accuracy(model, tokenizer, images, labels),
+    }
+    with atomic_dir(out_dir) as tmp:
+        (tmp / "open_clip_config.json").write_text(
+            json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": {"mean": MEAN, "std": STD}}, indent=1)
+        )
+        save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "open_clip_model.safetensors"))
+        (tmp / "genrl_task.json").write_text(json.dumps(info, indent=1))
     return info
 
 
-def prepare_digits_clip(cache_dir: Optional[str] = None, seed: int = 0, steps: int = TRAIN_STEPS,
-                        progress: bool = True) -> str:
+def prepare_digits_clip(
+    cache_dir: Optional[str] = None, seed: int = 0, steps: int = TRAIN_STEPS, progress: bool = True
+) -> str:
     """The cached digits CLIP folder (``local-dir`` layout), trained first if missing (or if
     the cached one was trained differently)."""
     path = cache_root(cache_dir) / f"digits-clip-seed{seed}"

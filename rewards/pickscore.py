@@ -37,16 +37,24 @@ def _load(loader, path: str, what: str, expected: str):
         return loader(path)
     except (OSError, ValueError) as e:
         where = "local folder" if os.path.isdir(path) else "hub id (must be in the local Hugging Face cache offline)"
-        raise ValueError(f"pickscore reward: cannot load the {what} from {path!r} ({where}); expected {expected}. "
-                         f"Cause: {e}") from e
+        raise ValueError(
+            f"pickscore reward: cannot load the {what} from {path!r} ({where}); expected {expected}. Cause: {e}"
+        ) from e
 
 
 @REWARDS.register("pickscore")
 class PickScoreReward:
     """PickScore of each image against its prompt (see the module docstring)."""
 
-    def __init__(self, model: str = DEFAULT_MODEL, processor: str = DEFAULT_PROCESSOR, scale: float = 1.0,
-                 dtype: str = "float32", device: Optional[str] = None, batch_size: int = 64):
+    def __init__(
+        self,
+        model: str = DEFAULT_MODEL,
+        processor: str = DEFAULT_PROCESSOR,
+        scale: float = 1.0,
+        dtype: str = "float32",
+        device: Optional[str] = None,
+        batch_size: int = 64,
+    ):
         from transformers import AutoProcessor, CLIPModel
 
         if dtype not in _DTYPES:
@@ -54,17 +62,27 @@ class PickScoreReward:
         if not scale > 0:
             raise ValueError(f"pickscore reward: scale must be > 0, got {scale}")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-        self.processor = _load(AutoProcessor.from_pretrained, processor, "processor",
-                               "preprocessor_config.json and tokenizer files (tokenizer.json or vocab.json + merges.txt)")
-        self.model = _load(lambda p: CLIPModel.from_pretrained(p, dtype=_DTYPES[dtype]), model, "model",
-                           "config.json and model.safetensors (or pytorch_model.bin)")
+        self.processor = _load(
+            AutoProcessor.from_pretrained,
+            processor,
+            "processor",
+            "preprocessor_config.json and tokenizer files (tokenizer.json or vocab.json + merges.txt)",
+        )
+        self.model = _load(
+            lambda p: CLIPModel.from_pretrained(p, dtype=_DTYPES[dtype]),
+            model,
+            "model",
+            "config.json and model.safetensors (or pytorch_model.bin)",
+        )
         self.model.to(self.device).eval().requires_grad_(False)
         self.scale, self.batch_size = float(scale), int(batch_size)
 
     @torch.no_grad()
     def embed(self, images_uint8: list, prompts: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Normalised image and text embeddings ``[B, D]`` (float32) for HWC uint8 arrays."""
-        pix = self.processor(images=images_uint8, return_tensors="pt")["pixel_values"].to(self.device, self.model.dtype)
+        pix = self.processor(images=images_uint8, return_tensors="pt")["pixel_values"].to(
+            self.device, self.model.dtype
+        )
         txt = self.processor(text=list(prompts), padding=True, truncation=True, max_length=77, return_tensors="pt")
         txt = {k: v.to(self.device) for k, v in txt.items()}
         e_i = F.normalize(_features(self.model.get_image_features(pixel_values=pix)).float(), dim=-1)
@@ -74,8 +92,10 @@ class PickScoreReward:
     @torch.no_grad()
     def __call__(self, samples: torch.Tensor, prompts: Sequence[str], metadata=None) -> dict[str, torch.Tensor]:
         if not isinstance(samples, torch.Tensor) or samples.ndim != 4 or samples.shape[1] not in (1, 3):
-            raise ValueError(f"pickscore reward scores image tensors [B, 1 or 3, H, W] in [0, 1], got "
-                             f"{getattr(samples, 'shape', type(samples).__name__)}")
+            raise ValueError(
+                f"pickscore reward scores image tensors [B, 1 or 3, H, W] in [0, 1], got "
+                f"{getattr(samples, 'shape', type(samples).__name__)}"
+            )
         if len(prompts) != samples.shape[0]:
             raise ValueError(f"pickscore reward: {samples.shape[0]} images but {len(prompts)} prompts")
         finite = torch.isfinite(samples.flatten(1)).all(1)
@@ -84,7 +104,7 @@ class PickScoreReward:
         arrays = list((x.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy())  # HWC uint8
         scores = []
         for i in range(0, len(arrays), self.batch_size):
-            e_i, e_t = self.embed(arrays[i: i + self.batch_size], prompts[i: i + self.batch_size])
+            e_i, e_t = self.embed(arrays[i : i + self.batch_size], prompts[i : i + self.batch_size])
             scores.append(self.model.logit_scale.exp().float() * (e_i * e_t).sum(-1) / self.scale)
         score = torch.cat(scores).cpu()
         return {"pickscore": torch.where(finite.cpu(), score, torch.tensor(float("nan")))}

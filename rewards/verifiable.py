@@ -14,7 +14,7 @@ The conventions follow the R1-style VLM recipes, re-implemented here:
   (drop ``$``, ``\\text{}``, ``%``, units, ``^\\circ``, properly formatted thousands commas)
   and equality by ``sympy.simplify(a - b) == 0``, with size guards against hangs.
 
-Contract (DESIGN.md): ``reward(samples, prompts, metadata) -> dict[str, Tensor[B]]``;
+Contract (README.md, "Rewards"): ``reward(samples, prompts, metadata) -> dict[str, Tensor[B]]``;
 ``samples`` are response strings, ``metadata[i]["answer"]`` the gold answer, optionally
 ``metadata[i]["choices"]`` (letter -> option text, or a list read as A, B, C, ...) and
 ``metadata[i]["answer_type"]`` in ``{"numeric", "symbolic", "choice", "text"}``. A wrong or
@@ -105,7 +105,9 @@ _UNITS = (
     "ft|foot|feet|inch|yard|mile|meter|centimeter|kilometer|millimeter|gram|kilogram|"
     "liter|litre|degree|radian|unit|dollar|cent|point|people|person|student|apple"
 )
-_TRAILING_UNIT = re.compile(rf"(?<=[\d}}).])\s+(?:(?:sq|square|cubic)\s+)?(?:{_UNITS})(?:e?s)?(?:\^\{{?[23]\}}?)?$", re.I)
+_TRAILING_UNIT = re.compile(
+    rf"(?<=[\d}}).])\s+(?:(?:sq|square|cubic)\s+)?(?:{_UNITS})(?:e?s)?(?:\^\{{?[23]\}}?)?$", re.I
+)
 _THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # one pass: 1,000,000 -> 1000000
 
 
@@ -245,11 +247,20 @@ def _sympy_expr(s: str):
         return None
     # a lone letter before "(" is a factor, not a function call: x(x+1) -> x*(x+1)
     t = re.sub(r"(?<![A-Za-z])([A-Za-z])\s*\(", r"\1*(", t)
-    names = {n: getattr(sympy, n) for n in ("Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", *_FUNCTIONS, "pi", "oo")}
+    names = {
+        n: getattr(sympy, n)
+        for n in ("Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", *_FUNCTIONS, "pi", "oo")
+    }
     transformations = standard_transformations + (implicit_multiplication_application,)
 
     def parse(evaluate: bool):
-        return parse_expr(t, local_dict={}, global_dict={"__builtins__": {}, **names}, transformations=transformations, evaluate=evaluate)
+        return parse_expr(
+            t,
+            local_dict={},
+            global_dict={"__builtins__": {}, **names},
+            transformations=transformations,
+            evaluate=evaluate,
+        )
 
     # innermost powers first, so evaluating an exponent only ever meets checked, small powers
     powers = [p for p in sympy.preorder_traversal(parse(False)) if isinstance(p, sympy.Pow)]
@@ -399,7 +410,9 @@ def format_ok(text: Any) -> bool:
 # ----------------------------------------------------------------------------- rewards
 
 
-def _check_batch(samples: Sequence, prompts: Optional[Sequence], metadata: Optional[Sequence[Mapping]]) -> list[Mapping]:
+def _check_batch(
+    samples: Sequence, prompts: Optional[Sequence], metadata: Optional[Sequence[Mapping]]
+) -> list[Mapping]:
     if metadata is None:
         raise ValueError("verifiable rewards need metadata[i]['answer'] (the gold answer) for every sample")
     if len(metadata) != len(samples) or (prompts is not None and len(prompts) != len(samples)):
@@ -431,7 +444,9 @@ def score_accuracy(response: str, meta: Mapping) -> float:
 
 def _per_sample(fn, samples: Sequence, metadata: Sequence[Mapping]) -> torch.Tensor:
     """``[B]`` float32; NaN for a sample that is not a string (it cannot be scored)."""
-    return torch.tensor([fn(s, m) if isinstance(s, str) else float("nan") for s, m in zip(samples, metadata)], dtype=torch.float32)
+    return torch.tensor(
+        [fn(s, m) if isinstance(s, str) else float("nan") for s, m in zip(samples, metadata)], dtype=torch.float32
+    )
 
 
 @REWARDS.register("accuracy")
@@ -442,7 +457,12 @@ class AccuracyReward:
     def __init__(self) -> None:
         pass
 
-    def __call__(self, samples: Sequence[str], prompts: Optional[Sequence[str]] = None, metadata: Optional[Sequence[Mapping]] = None):
+    def __call__(
+        self,
+        samples: Sequence[str],
+        prompts: Optional[Sequence[str]] = None,
+        metadata: Optional[Sequence[Mapping]] = None,
+    ):
         metadata = _check_batch(samples, prompts, metadata)
         return {"accuracy": _per_sample(score_accuracy, samples, metadata)}
 
@@ -454,7 +474,12 @@ class FormatReward:
     def __init__(self) -> None:
         pass
 
-    def __call__(self, samples: Sequence[str], prompts: Optional[Sequence[str]] = None, metadata: Optional[Sequence[Mapping]] = None):
+    def __call__(
+        self,
+        samples: Sequence[str],
+        prompts: Optional[Sequence[str]] = None,
+        metadata: Optional[Sequence[Mapping]] = None,
+    ):
         if prompts is not None and len(prompts) != len(samples):
             raise ValueError(f"got {len(samples)} samples and {len(prompts)} prompts")
         return {"format": _per_sample(lambda s, _: float(format_ok(s)), samples, [None] * len(samples))}
@@ -473,7 +498,12 @@ class VerifiableReward:
         self.format_weight = float(format_weight)
         self._accuracy, self._format = AccuracyReward(), FormatReward()
 
-    def __call__(self, samples: Sequence[str], prompts: Optional[Sequence[str]] = None, metadata: Optional[Sequence[Mapping]] = None):
+    def __call__(
+        self,
+        samples: Sequence[str],
+        prompts: Optional[Sequence[str]] = None,
+        metadata: Optional[Sequence[Mapping]] = None,
+    ):
         acc = self._accuracy(samples, prompts, metadata)["accuracy"]
         fmt = self._format(samples, prompts, metadata)["format"]
         w = self.format_weight

@@ -76,7 +76,9 @@ def build_prompt(prompt: str, eval_dim, template_type: str) -> str:
     return TEMPLATES[template_type].format(text_prompt=prompt, dimension_name=name, dimension_description=description)
 
 
-def smart_resize(height: int, width: int, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR) -> tuple[int, int]:
+def smart_resize(
+    height: int, width: int, min_pixels: int, max_pixels: int, factor: int = IMAGE_FACTOR
+) -> tuple[int, int]:
     """Nearest size with both sides multiples of ``factor`` and area in [min_pixels, max_pixels]
     (a too-large frame is shrunk first; aspect ratio kept as well as possible)."""
     if max(height, width) / min(height, width) > MAX_RATIO:
@@ -106,8 +108,14 @@ def frame_count(total: int, source_fps: float, fps: Optional[float], num_frames:
     return n
 
 
-def prepare_frames(frames: torch.Tensor, source_fps: float, fps: Optional[float], num_frames: Optional[int],
-                   min_pixels: int, max_pixels: int) -> torch.Tensor:
+def prepare_frames(
+    frames: torch.Tensor,
+    source_fps: float,
+    fps: Optional[float],
+    num_frames: Optional[int],
+    min_pixels: int,
+    max_pixels: int,
+) -> torch.Tensor:
     """uint8 frames ``[T, C, H, W]`` -> the sampled, resized float frames (0..255) the processor takes."""
     from torchvision.transforms import InterpolationMode
     from torchvision.transforms.functional import resize
@@ -166,9 +174,9 @@ def _v5_key(key: str) -> Optional[str]:
     if key.startswith(("model.language_model.", "model.visual.")):
         return key
     if key.startswith("model."):
-        return "model.language_model." + key[len("model."):]
+        return "model.language_model." + key[len("model.") :]
     if key.startswith("visual."):
-        return "model.visual." + key[len("visual."):]
+        return "model.visual." + key[len("visual.") :]
     return key  # lm_head, rm_head
 
 
@@ -183,8 +191,10 @@ def find_checkpoint(folder: str, step: int = -1) -> str:
     """``folder/checkpoint-<step>``, or the newest one (VideoAlign's rule)."""
     found = sorted(glob.glob(os.path.join(folder, "checkpoint-*")), key=lambda p: int(p.rsplit("-", 1)[-1]))
     if not found:
-        raise ValueError(f"videoalign: no checkpoint-*/ folder in {folder!r}; expected checkpoint-<step>/ holding "
-                         f"model.pth, or adapter_model.safetensors + non_lora_state_dict.pth")
+        raise ValueError(
+            f"videoalign: no checkpoint-*/ folder in {folder!r}; expected checkpoint-<step>/ holding "
+            f"model.pth, or adapter_model.safetensors + non_lora_state_dict.pth"
+        )
     if step is not None and step >= 0:
         want = os.path.join(folder, f"checkpoint-{step}")
         if want not in found:
@@ -196,8 +206,14 @@ def find_checkpoint(folder: str, step: int = -1) -> str:
 class VideoRewardModel(torch.nn.Module):
     """A ``Qwen2VLForConditionalGeneration`` backbone and the linear reward head."""
 
-    def __init__(self, backbone, output_dim: int, reward_token: str, special_token_ids: Optional[list[int]],
-                 pad_token_id: Optional[int]):
+    def __init__(
+        self,
+        backbone,
+        output_dim: int,
+        reward_token: str,
+        special_token_ids: Optional[list[int]],
+        pad_token_id: Optional[int],
+    ):
         super().__init__()
         self.backbone = backbone
         hidden = backbone.config.get_text_config().hidden_size
@@ -220,20 +236,26 @@ class VideoRewardModel(torch.nn.Module):
         # transformers 4.45 (VideoAlign's) gave the text decoder arange(L) in all three rotary
         # sections when no positions were passed: the reward model was trained that way.
         pos = torch.arange(L, device=input_ids.device).view(1, 1, L).expand(3, B, L)
-        hidden = mm.language_model(inputs_embeds=embeds, attention_mask=attention_mask, position_ids=pos).last_hidden_state
+        hidden = mm.language_model(
+            inputs_embeds=embeds, attention_mask=attention_mask, position_ids=pos
+        ).last_hidden_state
         logits = self.rm_head(hidden.to(self.rm_head.weight.dtype))  # [B, L, N]
         if self.reward_token == "special":
             is_special = torch.isin(input_ids, torch.tensor(self.special_token_ids, device=input_ids.device))
             if not bool((is_special.sum(1) == 3).all()):
-                raise ValueError("videoalign: every prompt must hold the three reward tokens once "
-                                 "(prompt_template_type detailed_special)")
+                raise ValueError(
+                    "videoalign: every prompt must hold the three reward tokens once "
+                    "(prompt_template_type detailed_special)"
+                )
             # the head's output k is read at the k-th reward token *in sequence order* (VideoAlign's
             # diagonal), so the template must list them as VQ, MQ, TA: checked, not assumed
             order = input_ids[is_special].view(B, 3)
             if not bool((order == order.new_tensor(self.special_token_ids)).all()):
                 found = [SPECIAL_TOKENS[self.special_token_ids.index(i)] for i in order[0].tolist()]
-                raise ValueError(f"videoalign: the prompt lists the reward tokens as {found}; VideoAlign's head reads "
-                                 f"them in the order {list(SPECIAL_TOKENS)} (VQ, MQ, TA), so a template must list them so")
+                raise ValueError(
+                    f"videoalign: the prompt lists the reward tokens as {found}; VideoAlign's head reads "
+                    f"them in the order {list(SPECIAL_TOKENS)} (VQ, MQ, TA), so a template must list them so"
+                )
             pooled = logits[is_special].view(B, 3, -1)  # [B, 3, N]
             return pooled.diagonal(dim1=1, dim2=2) if pooled.shape[-1] == 3 else pooled.reshape(B, -1)
         if self.reward_token == "last":  # the token before the first padding (right padding)
@@ -250,8 +272,10 @@ def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bflo
 
     cfg_path = os.path.join(folder, "model_config.json")
     if not os.path.isfile(cfg_path):
-        raise ValueError(f"videoalign: {cfg_path!r} not found; expected the VideoReward layout: model_config.json "
-                         f"and checkpoint-<step>/ (model.pth, or adapter_model.safetensors + non_lora_state_dict.pth)")
+        raise ValueError(
+            f"videoalign: {cfg_path!r} not found; expected the VideoReward layout: model_config.json "
+            f"and checkpoint-<step>/ (model.pth, or adapter_model.safetensors + non_lora_state_dict.pth)"
+        )
     with open(cfg_path) as f:
         config = json.load(f)
     mc, lc = config["model_config"], config.get("peft_lora_config", {})
@@ -259,46 +283,68 @@ def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bflo
     full = os.path.join(ckpt, "model.pth")
     adapter, non_lora = os.path.join(ckpt, "adapter_model.safetensors"), os.path.join(ckpt, "non_lora_state_dict.pth")
     if not os.path.isfile(full) and not (os.path.isfile(adapter) and os.path.isfile(non_lora)):
-        raise ValueError(f"videoalign: {ckpt!r} holds {sorted(os.listdir(ckpt))}; expected model.pth, or "
-                         f"adapter_model.safetensors + non_lora_state_dict.pth")
+        raise ValueError(
+            f"videoalign: {ckpt!r} holds {sorted(os.listdir(ckpt))}; expected model.pth, or "
+            f"adapter_model.safetensors + non_lora_state_dict.pth"
+        )
     base = mc["model_name_or_path"]
     try:
         processor = AutoProcessor.from_pretrained(base, padding_side="right")
         backbone = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=dtype)
     except OSError as e:
-        raise ValueError(f"videoalign: cannot load the base model {base!r} (model_config.model_name_or_path): a local "
-                         f"Qwen2-VL folder, or a hub id in the local cache. Cause: {e}") from e
+        raise ValueError(
+            f"videoalign: cannot load the base model {base!r} (model_config.model_name_or_path): a local "
+            f"Qwen2-VL folder, or a hub id in the local cache. Cause: {e}"
+        ) from e
     special_ids = None
     if mc.get("use_special_tokens"):
         processor.tokenizer.add_special_tokens({"additional_special_tokens": list(SPECIAL_TOKENS)})
         special_ids = processor.tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
         backbone.resize_token_embeddings(len(processor.tokenizer))
-    model = VideoRewardModel(backbone, int(mc.get("output_dim", 3)), mc.get("reward_token", "last"), special_ids,
-                             processor.tokenizer.pad_token_id)
+    model = VideoRewardModel(
+        backbone,
+        int(mc.get("output_dim", 3)),
+        mc.get("reward_token", "last"),
+        special_ids,
+        processor.tokenizer.pad_token_id,
+    )
     if os.path.isfile(full):
         state = {k: v for k, v in ((_v5_key(k), v) for k, v in torch.load(full, map_location="cpu").items()) if k}
     else:
         lora = {_v5_key(k): v for k, v in load_file(adapter).items()}
         targets = sorted({re.sub(r"\.lora_(embedding_)?[AB](\.weight)?$", "", k) for k in lora})
         r, alpha = int(lc.get("lora_r", 16)), float(lc.get("lora_alpha", 32))
-        inject_adapter_in_model(LoraConfig(r=r, lora_alpha=alpha, target_modules=targets, lora_dropout=0.0,
-                                           use_rslora=bool(lc.get("use_rslora", False))), backbone)
+        inject_adapter_in_model(
+            LoraConfig(
+                r=r,
+                lora_alpha=alpha,
+                target_modules=targets,
+                lora_dropout=0.0,
+                use_rslora=bool(lc.get("use_rslora", False)),
+            ),
+            backbone,
+        )
         state = {_lora_key(k): v for k, v in lora.items()}
-        state.update({k: v for k, v in ((_v5_key(k), v) for k, v in
-                                        torch.load(non_lora, map_location="cpu").items()) if k})
+        state.update(
+            {k: v for k, v in ((_v5_key(k), v) for k, v in torch.load(non_lora, map_location="cpu").items()) if k}
+        )
     own = model.state_dict()
-    named = {("rm_head." + k[len("rm_head."):]) if k.startswith("rm_head.") else "backbone." + k: v
-             for k, v in state.items()}
+    named = {
+        ("rm_head." + k[len("rm_head.") :]) if k.startswith("rm_head.") else "backbone." + k: v
+        for k, v in state.items()
+    }
     unknown = sorted(k for k in named if k not in own)
     if unknown:
-        raise ValueError(f"videoalign: {ckpt!r} has weights this model does not: {unknown[:5]}"
-                         f"{' ...' if len(unknown) > 5 else ''}")
+        raise ValueError(
+            f"videoalign: {ckpt!r} has weights this model does not: {unknown[:5]}{' ...' if len(unknown) > 5 else ''}"
+        )
     if "rm_head.weight" not in named:
         raise ValueError(f"videoalign: {ckpt!r} holds no rm_head.weight (the reward head)")
     bad = [k for k, v in named.items() if v.shape != own[k].shape]
     if bad:
-        raise ValueError(f"videoalign: shape mismatch for {bad[:3]}: checkpoint {named[bad[0]].shape} vs model "
-                         f"{own[bad[0]].shape}")
+        raise ValueError(
+            f"videoalign: shape mismatch for {bad[:3]}: checkpoint {named[bad[0]].shape} vs model {own[bad[0]].shape}"
+        )
     model.load_state_dict(named, strict=False)
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False), processor, config
 
@@ -314,10 +360,21 @@ class VideoAlignReward:
     ``normalize=false``; with the default weights 1 this is VideoAlign's Overall) and every
     component: ``videoalign_VQ/MQ/TA/Overall`` (normalised) and ``..._raw``."""
 
-    def __init__(self, checkpoint: str, step: int = -1, dtype: str = "bfloat16", device: Optional[str] = None,
-                 fps: Optional[float] = None, num_frames: Optional[int] = None, max_pixels: Optional[int] = None,
-                 min_pixels: int = VIDEO_MIN_PIXELS, video_fps: float = 16.0, normalize: bool = True,
-                 weights: Optional[dict] = None, batch_size: int = 2):
+    def __init__(
+        self,
+        checkpoint: str,
+        step: int = -1,
+        dtype: str = "bfloat16",
+        device: Optional[str] = None,
+        fps: Optional[float] = None,
+        num_frames: Optional[int] = None,
+        max_pixels: Optional[int] = None,
+        min_pixels: int = VIDEO_MIN_PIXELS,
+        video_fps: float = 16.0,
+        normalize: bool = True,
+        weights: Optional[dict] = None,
+        batch_size: int = 2,
+    ):
         if dtype not in _DTYPES:
             raise ValueError(f"videoalign reward: dtype={dtype!r}; valid: {', '.join(_DTYPES)}")
         if fps is not None and num_frames is not None:
@@ -334,7 +391,7 @@ class VideoAlignReward:
         self.min_pixels, self.video_fps = int(min_pixels), float(video_fps)
         self.eval_dim, self.template = dc.get("eval_dim", list(HEADS)), dc.get("prompt_template_type", "none")
         self.stats = config.get("inference_config") if normalize else None
-        self.weights = {**{k: 1.0 for k in HEADS}, **(weights or {})}
+        self.weights = {**dict.fromkeys(HEADS, 1.0), **(weights or {})}
         unknown = set(self.weights) - set(HEADS)
         if unknown:
             raise ValueError(f"videoalign reward: weights for {sorted(unknown)}; valid: {', '.join(HEADS)}")
@@ -345,7 +402,9 @@ class VideoAlignReward:
             frames, fps = read_video(sample)
         else:
             if sample.ndim != 4 or sample.shape[1] != 3:
-                raise ValueError(f"videoalign reward: a video tensor must be [F, 3, H, W] in [0, 1], got {tuple(sample.shape)}")
+                raise ValueError(
+                    f"videoalign reward: a video tensor must be [F, 3, H, W] in [0, 1], got {tuple(sample.shape)}"
+                )
             frames, fps = (sample.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu(), self.video_fps
         return prepare_frames(frames, fps, self.fps, self.num_frames, self.min_pixels, self.max_pixels)
 
@@ -354,24 +413,46 @@ class VideoAlignReward:
         """Unnormalised ``[B, 3]`` (VQ, MQ, TA) for videos (tensors or file paths) and prompts."""
         out = []
         for i in range(0, len(prompts), self.batch_size):
-            videos = [self._frames(s) for s in samples[i: i + self.batch_size]]
-            texts = [self.processor.apply_chat_template(
-                [{"role": "user", "content": [{"type": "video"},
-                                              {"type": "text", "text": build_prompt(p, self.eval_dim, self.template)}]}],
-                tokenize=False, add_generation_prompt=True) for p in prompts[i: i + self.batch_size]]
+            videos = [self._frames(s) for s in samples[i : i + self.batch_size]]
+            texts = [
+                self.processor.apply_chat_template(
+                    [
+                        {
+                            "role": "user",
+                            "content": [
+                                {"type": "video"},
+                                {"type": "text", "text": build_prompt(p, self.eval_dim, self.template)},
+                            ],
+                        }
+                    ],
+                    tokenize=False,
+                    add_generation_prompt=True,
+                )
+                for p in prompts[i : i + self.batch_size]
+            ]
             # frames are already sized as qwen-vl-utils sizes them; transformers 4.45's processor left
             # such frames alone, today's video processor would enlarge small ones: no resize here
-            batch = self.processor(text=texts, videos=videos, padding=True, return_tensors="pt", do_rescale=True,
-                                   do_resize=False)
-            out.append(self.model(batch["input_ids"].to(self.device), batch["attention_mask"].to(self.device),
-                                  batch["pixel_values_videos"].to(self.device),
-                                  batch["video_grid_thw"].to(self.device)).float().cpu())
+            batch = self.processor(
+                text=texts, videos=videos, padding=True, return_tensors="pt", do_rescale=True, do_resize=False
+            )
+            out.append(
+                self.model(
+                    batch["input_ids"].to(self.device),
+                    batch["attention_mask"].to(self.device),
+                    batch["pixel_values_videos"].to(self.device),
+                    batch["video_grid_thw"].to(self.device),
+                )
+                .float()
+                .cpu()
+            )
         return torch.cat(out)
 
     def __call__(self, samples, prompts: Sequence[str], metadata=None) -> dict[str, torch.Tensor]:
         if isinstance(samples, torch.Tensor) and samples.ndim != 5:
-            raise ValueError(f"videoalign reward scores videos [B, F, C, H, W] in [0, 1] (or file paths), got "
-                             f"{tuple(samples.shape)}")
+            raise ValueError(
+                f"videoalign reward scores videos [B, F, C, H, W] in [0, 1] (or file paths), got "
+                f"{tuple(samples.shape)}"
+            )
         if len(samples) != len(prompts):
             raise ValueError(f"videoalign reward: {len(samples)} videos but {len(prompts)} prompts")
         raw = self.raw_scores(samples, prompts)  # [B, 3]

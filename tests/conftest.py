@@ -35,15 +35,23 @@ def get_dummy_pipeline():
 
 # ----------------------------------------------------------------------------- tiny Qwen-VL models
 
-VLM_SPECIAL = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>",
-               "<|video_pad|>"]
+VLM_SPECIAL = [
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+]
 VLM_WORDS = ["user", "assistant", "\n", "what", "is", "the", "sum", "?"] + [str(i) for i in range(19)]
 VLM_VOCAB = {t: i for i, t in enumerate(VLM_SPECIAL + VLM_WORDS + ["<unk>"])}
 VLM_VISION_TOKENS = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
 VLM_CHAT_TEMPLATE = (
     "{% for m in messages %}<|im_start|> {{ m['role'] }} \n {% for c in m['content'] %}"
     "{% if c['type'] == 'image' %}<|vision_start|> <|image_pad|> <|vision_end|> {% else %}{{ c['text'] }} {% endif %}"
-    "{% endfor %}<|im_end|> \n {% endfor %}{% if add_generation_prompt %}<|im_start|> assistant \n {% endif %}")
+    "{% endfor %}<|im_end|> \n {% endfor %}{% if add_generation_prompt %}<|im_start|> assistant \n {% endif %}"
+)
 VLM_PATCH = {"qwen2_vl": 14, "qwen2_5_vl": 14, "qwen3_vl": 16}  # an image of 2p x 4p pixels -> 2 image tokens
 
 
@@ -57,39 +65,102 @@ def get_dummy_vlm_components(model_type: str = "qwen2_vl", seed: int = 0) -> dic
 
     tok = Tokenizer(models.WordLevel(VLM_VOCAB, unk_token="<unk>"))
     tok.pre_tokenizer = pre_tokenizers.Split(pattern=" ", behavior="removed")
-    tokenizer = tf.PreTrainedTokenizerFast(tokenizer_object=tok, unk_token="<unk>", pad_token="<|endoftext|>",
-                                           eos_token="<|im_end|>", additional_special_tokens=VLM_SPECIAL[1:],
-                                           chat_template=VLM_CHAT_TEMPLATE)
+    tokenizer = tf.PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="<unk>",
+        pad_token="<|endoftext|>",
+        eos_token="<|im_end|>",
+        additional_special_tokens=VLM_SPECIAL[1:],
+        chat_template=VLM_CHAT_TEMPLATE,
+    )
     p = VLM_PATCH[model_type]
-    image_processor = tf.Qwen2VLImageProcessor(size={"shortest_edge": 4 * p * p, "longest_edge": 8 * p * p},
-                                               patch_size=p, merge_size=2, temporal_patch_size=2)
-    text = dict(vocab_size=len(VLM_VOCAB), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
-                num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=256,
-                rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
-                pad_token_id=VLM_VOCAB["<|endoftext|>"], eos_token_id=VLM_VOCAB["<|im_end|>"], bos_token_id=None)
-    ids = dict(image_token_id=VLM_VOCAB["<|image_pad|>"], video_token_id=VLM_VOCAB["<|video_pad|>"],
-               vision_start_token_id=VLM_VOCAB["<|vision_start|>"], vision_end_token_id=VLM_VOCAB["<|vision_end|>"])
+    image_processor = tf.Qwen2VLImageProcessor(
+        size={"shortest_edge": 4 * p * p, "longest_edge": 8 * p * p}, patch_size=p, merge_size=2, temporal_patch_size=2
+    )
+    text = dict(
+        vocab_size=len(VLM_VOCAB),
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        rope_parameters={"rope_type": "default", "mrope_section": [2, 3, 3], "rope_theta": 10000.0},
+        pad_token_id=VLM_VOCAB["<|endoftext|>"],
+        eos_token_id=VLM_VOCAB["<|im_end|>"],
+        bos_token_id=None,
+    )
+    ids = dict(
+        image_token_id=VLM_VOCAB["<|image_pad|>"],
+        video_token_id=VLM_VOCAB["<|video_pad|>"],
+        vision_start_token_id=VLM_VOCAB["<|vision_start|>"],
+        vision_end_token_id=VLM_VOCAB["<|vision_end|>"],
+    )
     if model_type == "qwen2_vl":
-        vision = dict(depth=1, embed_dim=32, hidden_size=64, num_heads=2, mlp_ratio=2, patch_size=p,
-                      spatial_merge_size=2, temporal_patch_size=2, in_channels=3)
-        config_cls, model_cls, processor_cls, video_cls = (tf.Qwen2VLConfig, tf.Qwen2VLForConditionalGeneration,
-                                                           tf.Qwen2VLProcessor, tf.Qwen2VLVideoProcessor)
+        vision = dict(
+            depth=1,
+            embed_dim=32,
+            hidden_size=64,
+            num_heads=2,
+            mlp_ratio=2,
+            patch_size=p,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            in_channels=3,
+        )
+        config_cls, model_cls, processor_cls, video_cls = (
+            tf.Qwen2VLConfig,
+            tf.Qwen2VLForConditionalGeneration,
+            tf.Qwen2VLProcessor,
+            tf.Qwen2VLVideoProcessor,
+        )
     elif model_type == "qwen2_5_vl":  # windowed attention in block 0, full attention in block 1
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=p,
-                      spatial_merge_size=2, temporal_patch_size=2, window_size=56, fullatt_block_indexes=[1])
-        config_cls, model_cls, processor_cls, video_cls = (tf.Qwen2_5_VLConfig, tf.Qwen2_5_VLForConditionalGeneration,
-                                                           tf.Qwen2_5_VLProcessor, tf.Qwen2VLVideoProcessor)
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            patch_size=p,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            window_size=56,
+            fullatt_block_indexes=[1],
+        )
+        config_cls, model_cls, processor_cls, video_cls = (
+            tf.Qwen2_5_VLConfig,
+            tf.Qwen2_5_VLForConditionalGeneration,
+            tf.Qwen2_5_VLProcessor,
+            tf.Qwen2VLVideoProcessor,
+        )
     elif model_type == "qwen3_vl":  # deepstack features from vision block 0 into the text model
         text["head_dim"] = 16
-        vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=2, out_hidden_size=64, patch_size=p,
-                      spatial_merge_size=2, temporal_patch_size=2, num_position_embeddings=64,
-                      deepstack_visual_indexes=[0])
-        config_cls, model_cls, processor_cls, video_cls = (tf.Qwen3VLConfig, tf.Qwen3VLForConditionalGeneration,
-                                                           tf.Qwen3VLProcessor, tf.Qwen3VLVideoProcessor)
+        vision = dict(
+            depth=2,
+            hidden_size=32,
+            intermediate_size=64,
+            num_heads=2,
+            out_hidden_size=64,
+            patch_size=p,
+            spatial_merge_size=2,
+            temporal_patch_size=2,
+            num_position_embeddings=64,
+            deepstack_visual_indexes=[0],
+        )
+        config_cls, model_cls, processor_cls, video_cls = (
+            tf.Qwen3VLConfig,
+            tf.Qwen3VLForConditionalGeneration,
+            tf.Qwen3VLProcessor,
+            tf.Qwen3VLVideoProcessor,
+        )
     else:
         raise ValueError(f"no tiny config for {model_type!r}")
-    processor = processor_cls(image_processor=image_processor, tokenizer=tokenizer, video_processor=video_cls(),
-                              chat_template=VLM_CHAT_TEMPLATE)
+    processor = processor_cls(
+        image_processor=image_processor,
+        tokenizer=tokenizer,
+        video_processor=video_cls(),
+        chat_template=VLM_CHAT_TEMPLATE,
+    )
     torch.manual_seed(seed)
     model = model_cls(config_cls(text_config=text, vision_config=vision, **ids))
     return {"model": model, "processor": processor}
@@ -110,9 +181,16 @@ def get_dummy_clip_processor(texts, image_size: int = 32):
     tok = Tokenizer(models.BPE({w: i for i, w in enumerate(words)}, [], unk_token="<unk>", end_of_word_suffix="</w>"))
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
-        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)])
-    tokenizer = CLIPTokenizerFast(tokenizer_object=tok, bos_token="<|startoftext|>", eos_token="<|endoftext|>",
-                                  pad_token="<|endoftext|>", unk_token="<unk>")
-    image_processor = CLIPImageProcessor(size={"shortest_edge": image_size},
-                                         crop_size={"height": image_size, "width": image_size})
+        single="<|startoftext|> $A <|endoftext|>", special_tokens=[("<|startoftext|>", 0), ("<|endoftext|>", 1)]
+    )
+    tokenizer = CLIPTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<|startoftext|>",
+        eos_token="<|endoftext|>",
+        pad_token="<|endoftext|>",
+        unk_token="<unk>",
+    )
+    image_processor = CLIPImageProcessor(
+        size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
+    )
     return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)

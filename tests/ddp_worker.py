@@ -40,7 +40,9 @@ def main(config_path: str, out_dir: str, *overrides: str) -> None:
     def recording_rollout(self, *args, **kwargs):
         traj = rollout(self, *args, **kwargs)
         s = traj.samples
-        record["rollouts"].append(s if isinstance(s, list) else [hashlib.sha256(x.numpy().tobytes()).hexdigest() for x in s])
+        record["rollouts"].append(
+            s if isinstance(s, list) else [hashlib.sha256(x.numpy().tobytes()).hexdigest() for x in s]
+        )
         record.setdefault("answers", []).append([m.get("answer") for m in traj.metadata])
         return traj
 

@@ -9,8 +9,12 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def _rows(report: str) -> dict[str, list[str]]:
-    return {cells[0]: cells[1:] for line in report.splitlines() if line.startswith("| ")
-            and not line.startswith("| variant") for cells in [[c.strip() for c in line.strip("|").split("|")]]}
+    return {
+        cells[0]: cells[1:]
+        for line in report.splitlines()
+        if line.startswith("| ") and not line.startswith("| variant")
+        for cells in [[c.strip() for c in line.strip("|").split("|")]]
+    }
 
 
 def test_genrl_bench_measures_each_variant_in_its_own_process(tmp_path):
@@ -18,11 +22,32 @@ def test_genrl_bench_measures_each_variant_in_its_own_process(tmp_path):
 
     base = pretrain(tmp_path / "base", steps=3, progress=False)
     out = tmp_path / "bench.md"
-    cmd = [sys.executable, "-m", "genrl.cli", "bench", "configs/digits/flowgrpo.yaml", "--iters", "1", "--warmup", "0",
-           "--variants", "default", "window", "--out", str(out), "--set", f"policy.model={base}", "policy.num_steps=4",
-           "rollout.prompts_per_step=2", "rollout.group_size=4", "rollout.batch_size=8", "train.batch_size=4"]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                          env={**os.environ, "OMP_NUM_THREADS": "1"})
+    cmd = [
+        sys.executable,
+        "-m",
+        "genrl.cli",
+        "bench",
+        "configs/digits/flowgrpo.yaml",
+        "--iters",
+        "1",
+        "--warmup",
+        "0",
+        "--variants",
+        "default",
+        "window",
+        "--out",
+        str(out),
+        "--set",
+        f"policy.model={base}",
+        "policy.num_steps=4",
+        "rollout.prompts_per_step=2",
+        "rollout.group_size=4",
+        "rollout.batch_size=8",
+        "train.batch_size=4",
+    ]
+    proc = subprocess.run(
+        cmd, cwd=ROOT, capture_output=True, text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "1"}
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     rows = _rows(out.read_text())
     assert set(rows) == {"default", "window"}
@@ -41,11 +66,31 @@ def test_prepared_gpu_script_runs_its_tiny_preset(tmp_path):
     finally:
         sys.path.pop(0)
     out = tmp_path / "results.md"
-    assert gpu_sd35m.main(["--preset", "tiny", "--iters", "1", "--warmup", "0", "--variants", "default", "grad_ckpt",
-                           "--out", str(out)]) == 0
+    assert (
+        gpu_sd35m.main(
+            [
+                "--preset",
+                "tiny",
+                "--iters",
+                "1",
+                "--warmup",
+                "0",
+                "--variants",
+                "default",
+                "grad_ckpt",
+                "--out",
+                str(out),
+            ]
+        )
+        == 0
+    )
     rows = _rows(out.read_text())
     assert set(rows) == {"default", "grad_ckpt"} and rows["default"][0] == "10"
     assert all(float(v) > 0 for r in rows.values() for v in r[1:4])
     # the full-size preset is the published SD3.5-Medium architecture (checked without building it)
     t = gpu_sd35m.PRESETS["sd35m"]["transformer"]
-    assert (t["num_layers"], t["num_attention_heads"] * t["attention_head_dim"], t["joint_attention_dim"]) == (24, 1536, 4096)
+    assert (t["num_layers"], t["num_attention_heads"] * t["attention_head_dim"], t["joint_attention_dim"]) == (
+        24,
+        1536,
+        4096,
+    )

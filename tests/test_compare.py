@@ -14,12 +14,34 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def test_compare_runs_every_config_and_writes_the_report(tmp_path):
     pytest.importorskip("matplotlib", reason="matplotlib is in the dev extra")
     base = pretrain(tmp_path / "base", steps=5, progress=False)
-    tiny = [f"policy.model={base}", "max_steps=2", "policy.num_steps=4", "rollout.prompts_per_step=2",
-            "rollout.group_size=4", "rollout.batch_size=8", "train.batch_size=4", "eval.seeds_per_prompt=2",
-            "eval.every=1", "checkpoint.every=1", "log.progress_bar=false"]
+    tiny = [
+        f"policy.model={base}",
+        "max_steps=2",
+        "policy.num_steps=4",
+        "rollout.prompts_per_step=2",
+        "rollout.group_size=4",
+        "rollout.batch_size=8",
+        "train.batch_size=4",
+        "eval.seeds_per_prompt=2",
+        "eval.every=1",
+        "checkpoint.every=1",
+        "log.progress_bar=false",
+    ]
     out = tmp_path / "cmp"
-    cmd = [sys.executable, "-m", "genrl.cli", "compare", "configs/digits/flowgrpo_ink.yaml", "configs/digits/guard.yaml",
-           "--seeds", "0", "--out", str(out), "--set", *tiny]
+    cmd = [
+        sys.executable,
+        "-m",
+        "genrl.cli",
+        "compare",
+        "configs/digits/flowgrpo_ink.yaml",
+        "configs/digits/guard.yaml",
+        "--seeds",
+        "0",
+        "--out",
+        str(out),
+        "--set",
+        *tiny,
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]

@@ -50,23 +50,30 @@ def test_defaults_build():
 
 
 def test_yaml_and_overrides(tmp_path):
-    path = write_yaml(tmp_path, {
-        "max_steps": 7,
-        "policy": {"eta": 1, "lora": {"rank": 4}},
-        "rewards": {"pickscore": 1.0, "clip": 0.5},
-        "train": {"lr": "1e-4"},  # a YAML string, accepted for a float field
-    })
-    cfg = load_config(OnlineConfig, path, [
-        "train.lr=2e-5",
-        "policy.lora.target_modules=[to_q,to_k]",
-        "rewards.clip=0.25",
-        "rewards.aesthetic=2",
-        "eval.num_steps=null",
-        "policy.sde_window_size=2",
-        "policy.sde_window_range=[0, 5]",
-        "output_dir=runs/a b",
-        "log.tensorboard=false",
-    ])
+    path = write_yaml(
+        tmp_path,
+        {
+            "max_steps": 7,
+            "policy": {"eta": 1, "lora": {"rank": 4}},
+            "rewards": {"pickscore": 1.0, "clip": 0.5},
+            "train": {"lr": "1e-4"},  # a YAML string, accepted for a float field
+        },
+    )
+    cfg = load_config(
+        OnlineConfig,
+        path,
+        [
+            "train.lr=2e-5",
+            "policy.lora.target_modules=[to_q,to_k]",
+            "rewards.clip=0.25",
+            "rewards.aesthetic=2",
+            "eval.num_steps=null",
+            "policy.sde_window_size=2",
+            "policy.sde_window_range=[0, 5]",
+            "output_dir=runs/a b",
+            "log.tensorboard=false",
+        ],
+    )
     assert cfg.max_steps == 7
     assert cfg.policy.eta == 1.0 and isinstance(cfg.policy.eta, float)
     assert cfg.policy.lora.rank == 4 and cfg.policy.lora.alpha == 8.0  # unspecified keep defaults
@@ -170,37 +177,43 @@ def test_malformed_override_and_non_mapping_section(tmp_path):
         load_config(OnlineConfig, write_yaml(tmp_path, "- 1\n- 2\n"))
 
 
-@pytest.mark.parametrize("overrides, needles", [
-    (["policy.sde=ode"], ["policy.sde", "no exploration noise", "flow_sde", "cps"]),
-    (["policy.eta=0"], ["policy.eta", "no exploration noise"]),
-    (["policy.sde=cps", "policy.eta=1.0"], ["policy.eta", "cps"]),
-    (["policy.sde=cps", "policy.eta=1.5"], ["policy.eta", "cps"]),
-    (["policy.eta=-0.1"], ["policy.eta", ">= 0"]),
-    (["train.batch_size=3"], ["train.batch_size", "160", "3", "rollout.group_size"]),
-    (["train.gradient_accumulation_steps=3"], ["train.gradient_accumulation_steps", "160", "240"]),
-    (["rollout.batch_size=7"], ["rollout.batch_size", "160"]),
-    (["rollout.group_size=1"], ["rollout.group_size", ">= 2"]),
-    (["rollout.prompts_per_step=0"], ["rollout.prompts_per_step"]),
-    (["policy.num_steps=0"], ["policy.num_steps"]),
-    (["policy.guidance_scale=0.5"], ["policy.guidance_scale"]),
-    (["policy.sde_window_size=11"], ["policy.sde_window_size", "10"]),
-    (["policy.sde_window_size=4", "policy.sde_window_range=[0, 3]"], ["policy.sde_window_range", "sde_window_size"]),
-    (["policy.sde_window_size=2", "policy.sde_window_range=[3, 11]"], ["policy.sde_window_range", "num_steps=10"]),
-    (["policy.sde_window_size=2", "policy.sde_window_range=[5, 5]"], ["policy.sde_window_range"]),
-    (["policy.sde_window_size=2", "policy.sde_window_range=[0, 4, 6]"], ["policy.sde_window_range", "[lo, hi]"]),
-    (["rewards={}"], ["rewards", "at least one"]),
-    (["rewards.digits=.inf"], ["rewards.digits", "finite"]),
-    (["rewards.digits=.nan"], ["rewards.digits", "finite"]),
-    (["objective.clip_range=0"], ["objective.clip_range", "> 0"]),
-    (["objective.beta=-1"], ["objective.beta"]),
-    (["objective.name="], ["objective.name"]),
-    (["train.ema_decay=1.0"], ["train.ema_decay", "[0, 1)"]),
-    (["train.lr=0"], ["train.lr"]),
-    (["checkpoint.keep_last=0"], ["checkpoint.keep_last"]),
-    (["eval.num_steps=0"], ["eval.num_steps"]),
-    (["eval.every=-1"], ["eval.every"]),
-    (["policy.lora.dropout=1.0"], ["policy.lora.dropout"]),
-])
+@pytest.mark.parametrize(
+    "overrides, needles",
+    [
+        (["policy.sde=ode"], ["policy.sde", "no exploration noise", "flow_sde", "cps"]),
+        (["policy.eta=0"], ["policy.eta", "no exploration noise"]),
+        (["policy.sde=cps", "policy.eta=1.0"], ["policy.eta", "cps"]),
+        (["policy.sde=cps", "policy.eta=1.5"], ["policy.eta", "cps"]),
+        (["policy.eta=-0.1"], ["policy.eta", ">= 0"]),
+        (["train.batch_size=3"], ["train.batch_size", "160", "3", "rollout.group_size"]),
+        (["train.gradient_accumulation_steps=3"], ["train.gradient_accumulation_steps", "160", "240"]),
+        (["rollout.batch_size=7"], ["rollout.batch_size", "160"]),
+        (["rollout.group_size=1"], ["rollout.group_size", ">= 2"]),
+        (["rollout.prompts_per_step=0"], ["rollout.prompts_per_step"]),
+        (["policy.num_steps=0"], ["policy.num_steps"]),
+        (["policy.guidance_scale=0.5"], ["policy.guidance_scale"]),
+        (["policy.sde_window_size=11"], ["policy.sde_window_size", "10"]),
+        (
+            ["policy.sde_window_size=4", "policy.sde_window_range=[0, 3]"],
+            ["policy.sde_window_range", "sde_window_size"],
+        ),
+        (["policy.sde_window_size=2", "policy.sde_window_range=[3, 11]"], ["policy.sde_window_range", "num_steps=10"]),
+        (["policy.sde_window_size=2", "policy.sde_window_range=[5, 5]"], ["policy.sde_window_range"]),
+        (["policy.sde_window_size=2", "policy.sde_window_range=[0, 4, 6]"], ["policy.sde_window_range", "[lo, hi]"]),
+        (["rewards={}"], ["rewards", "at least one"]),
+        (["rewards.digits=.inf"], ["rewards.digits", "finite"]),
+        (["rewards.digits=.nan"], ["rewards.digits", "finite"]),
+        (["objective.clip_range=0"], ["objective.clip_range", "> 0"]),
+        (["objective.beta=-1"], ["objective.beta"]),
+        (["objective.name="], ["objective.name"]),
+        (["train.ema_decay=1.0"], ["train.ema_decay", "[0, 1)"]),
+        (["train.lr=0"], ["train.lr"]),
+        (["checkpoint.keep_last=0"], ["checkpoint.keep_last"]),
+        (["eval.num_steps=0"], ["eval.num_steps"]),
+        (["eval.every=-1"], ["eval.every"]),
+        (["policy.lora.dropout=1.0"], ["policy.lora.dropout"]),
+    ],
+)
 def test_value_and_cross_field_errors(overrides, needles):
     msg = err(overrides)
     for needle in needles:
@@ -208,12 +221,25 @@ def test_value_and_cross_field_errors(overrides, needles):
 
 
 def test_valid_corner_values():
-    cfg = load_config(OnlineConfig, None, [
-        "policy.sde=cps", "policy.eta=0.5", "policy.sde_window_size=10",
-        "policy.sde_window_range=[0, 10]", "train.batch_size=160", "train.ema_decay=0.99",
-        "rollout.batch_size=16", "eval.every=0", "checkpoint.every=0", "policy.lora.rank=0",
-        "policy.lora.target_modules=[]", "train.max_grad_norm=0", "rewards.digits=-1",
-    ])
+    cfg = load_config(
+        OnlineConfig,
+        None,
+        [
+            "policy.sde=cps",
+            "policy.eta=0.5",
+            "policy.sde_window_size=10",
+            "policy.sde_window_range=[0, 10]",
+            "train.batch_size=160",
+            "train.ema_decay=0.99",
+            "rollout.batch_size=16",
+            "eval.every=0",
+            "checkpoint.every=0",
+            "policy.lora.rank=0",
+            "policy.lora.target_modules=[]",
+            "train.max_grad_norm=0",
+            "rewards.digits=-1",
+        ],
+    )
     assert cfg.policy.sde == "cps" and cfg.train.ema_decay == 0.99
     # the policy section alone still allows the deterministic sampler (used for evaluation)
     assert PolicyConfig(sde="ode", eta=0.0).sde == "ode"
@@ -228,11 +254,21 @@ def test_direct_construction_is_checked():
 
 
 def test_save_load_round_trip(tmp_path):
-    cfg = load_config(OnlineConfig, None, [
-        "train.lr=1e-5", "train.adam_eps=1e-12", "rewards.clip=0.3333333333333333",
-        "policy.lora.target_modules=[to_q]", "eval.num_steps=20", "policy.sde_window_size=3",
-        "policy.sde_window_range=[1, 8]", "policy.dtype=bfloat16", "seed=1234",
-    ])
+    cfg = load_config(
+        OnlineConfig,
+        None,
+        [
+            "train.lr=1e-5",
+            "train.adam_eps=1e-12",
+            "rewards.clip=0.3333333333333333",
+            "policy.lora.target_modules=[to_q]",
+            "eval.num_steps=20",
+            "policy.sde_window_size=3",
+            "policy.sde_window_range=[1, 8]",
+            "policy.dtype=bfloat16",
+            "seed=1234",
+        ],
+    )
     path = tmp_path / "run" / "config.yaml"
     save_config(cfg, str(path))
     assert load_config(OnlineConfig, str(path)) == cfg

@@ -17,41 +17,95 @@ SIZE = 32  # pixels; latents 16 x 16 (the tiny VAE downsamples by 2)
 
 
 def build(prediction_type="epsilon", scheduler_cls=None):
-    from diffusers import (AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel)
+    from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel
 
     torch.manual_seed(0)
     unet = UNet2DConditionModel(
-        block_out_channels=(4, 8), layers_per_block=1, sample_size=32, in_channels=4, out_channels=4,
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"), up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
-        cross_attention_dim=32, norm_num_groups=2)
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=32,
+        norm_num_groups=2,
+    )
     torch.manual_seed(0)
-    vae = AutoencoderKL(block_out_channels=[4, 8], in_channels=3, out_channels=3, latent_channels=4, norm_num_groups=2,
-                        down_block_types=["DownEncoderBlock2D"] * 2, up_block_types=["UpDecoderBlock2D"] * 2)
+    vae = AutoencoderKL(
+        block_out_channels=[4, 8],
+        in_channels=3,
+        out_channels=3,
+        latent_channels=4,
+        norm_num_groups=2,
+        down_block_types=["DownEncoderBlock2D"] * 2,
+        up_block_types=["UpDecoderBlock2D"] * 2,
+    )
     torch.manual_seed(0)
-    text_encoder = CLIPTextModel(CLIPTextConfig(
-        vocab_size=64, hidden_size=32, intermediate_size=37, num_hidden_layers=2, num_attention_heads=4,
-        max_position_embeddings=16, pad_token_id=0, bos_token_id=1, eos_token_id=3))
-    sched_kw = dict(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", set_alpha_to_one=False,
-                    steps_offset=1, prediction_type=prediction_type)  # SD1.5's scheduler config
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            vocab_size=64,
+            hidden_size=32,
+            intermediate_size=37,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            max_position_embeddings=16,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=3,
+        )
+    )
+    sched_kw = dict(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        set_alpha_to_one=False,
+        steps_offset=1,
+        prediction_type=prediction_type,
+    )  # SD1.5's scheduler config
     if scheduler_cls is None:
         scheduler = DDIMScheduler(clip_sample=False, **sched_kw)
     else:  # SD1.5 ships PNDM; its saved config also holds DDIM's clip_sample=False
         scheduler = scheduler_cls.from_config({**sched_kw, "skip_prk_steps": True, "clip_sample": False})
-    return StableDiffusionPipeline(vae=vae, text_encoder=text_encoder, tokenizer=word_tokenizer(8), unet=unet,
-                                   scheduler=scheduler, safety_checker=None, feature_extractor=None,
-                                   requires_safety_checker=False)
+    return StableDiffusionPipeline(
+        vae=vae,
+        text_encoder=text_encoder,
+        tokenizer=word_tokenizer(8),
+        unet=unet,
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
 
 
 def pipeline_output(pipe, prompts, seeds, num_steps, guidance_scale):
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    return pipe(prompts, num_inference_steps=num_steps, guidance_scale=guidance_scale, generator=gens,
-                output_type="pt", height=SIZE, width=SIZE).images
+    return pipe(
+        prompts,
+        num_inference_steps=num_steps,
+        guidance_scale=guidance_scale,
+        generator=gens,
+        output_type="pt",
+        height=SIZE,
+        width=SIZE,
+    ).images
 
 
 def make_cfg(**kw):
-    return PolicyConfig(**{"name": "diffusion", "sde": "ddim", "model": "unused", "eta": 1.0, "num_steps": 4,
-                           "height": SIZE, "width": SIZE, **kw})
+    return PolicyConfig(
+        **{
+            "name": "diffusion",
+            "sde": "ddim",
+            "model": "unused",
+            "eta": 1.0,
+            "num_steps": 4,
+            "height": SIZE,
+            "width": SIZE,
+            **kw,
+        }
+    )
 
 
 def make_policy(prediction_type="epsilon", **kw):
@@ -120,13 +174,13 @@ def test_recomputed_log_probs_give_ratio_one(prediction_type):
     traj = rollout(policy)
     for j in range(traj.log_probs_old.shape[1]):
         lp, _ = policy.log_prob(traj, slice(j, j + 1))
-        assert torch.equal(lp, traj.log_probs_old[:, j: j + 1])
+        assert torch.equal(lp, traj.log_probs_old[:, j : j + 1])
     lp, info = policy.log_prob(traj, slice(0, None), with_ref=True)  # all steps in one batched forward
     torch.testing.assert_close(lp, traj.log_probs_old, rtol=1e-5, atol=1e-5)
-    assert set(info) == {"std", "mean_sq_diff", "dt", "kl"}
+    assert set(info) == {"std", "mean_sq_diff", "output_scale", "kl"}
     assert all(v.shape == lp.shape for v in info.values())
     assert (info["kl"] == 0).all()  # LoRA B starts at zero: the policy is its reference
-    assert info["mean_sq_diff"].max() < 1e-10 and (info["dt"] > 0).all()
+    assert info["mean_sq_diff"].max() < 1e-10 and (info["output_scale"] > 0).all()
     torch.testing.assert_close(info["std"], traj.step_info["std"])
 
 
@@ -134,8 +188,12 @@ def test_one_update_moves_only_the_lora_weights():
     policy = make_policy(guidance_scale=2.0)
     traj = rollout(policy)
     modules = [policy.unet, policy.pipe.text_encoder, policy.pipe.vae]
-    frozen = {f"{i}.{n}": p.detach().clone() for i, m in enumerate(modules)
-              for n, p in m.named_parameters() if not p.requires_grad}
+    frozen = {
+        f"{i}.{n}": p.detach().clone()
+        for i, m in enumerate(modules)
+        for n, p in m.named_parameters()
+        if not p.requires_grad
+    }
     trained = {n: p.detach().clone() for n, p in policy.unet.named_parameters() if p.requires_grad}
     assert trained and all("lora" in n for n in trained)
     assert {n.split(".lora")[0].rsplit(".", 1)[-1] for n in trained} >= {"to_q", "to_k", "to_v", "0"}
@@ -175,8 +233,9 @@ def test_loading_swaps_in_ddim_and_fails_clearly(tmp_path):
     build(scheduler_cls=PNDMScheduler).save_pretrained(tmp_path / "sd")
     policy = DiffusionPolicy.from_pretrained(make_cfg(model=str(tmp_path / "sd")))
     assert isinstance(policy.scheduler, DDIMScheduler) and policy.scheduler.config.steps_offset == 1
-    torch.testing.assert_close(policy.sample(PROMPTS[:1], [0], num_steps=2),
-                               make_policy().sample(PROMPTS[:1], [0], num_steps=2))
+    torch.testing.assert_close(
+        policy.sample(PROMPTS[:1], [0], num_steps=2), make_policy().sample(PROMPTS[:1], [0], num_steps=2)
+    )
     (tmp_path / "empty").mkdir()
     with pytest.raises(ValueError, match="model_index.json"):
         DiffusionPolicy.from_pretrained(make_cfg(model=str(tmp_path / "empty")))

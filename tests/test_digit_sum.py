@@ -33,7 +33,9 @@ def test_splits_are_disjoint_and_heldout_is_large_and_deterministic(task):
     assert len(evals) >= 500
     assert all(set(it["digit_ids"]) <= held_ids for it in evals)
     assert all(set(it["digit_ids"]) <= train_ids for it in trains)
-    assert all(set(it["digit_ids"]) <= train_ids for it in task.sample_train_items(50, torch.Generator().manual_seed(3)))
+    assert all(
+        set(it["digit_ids"]) <= train_ids for it in task.sample_train_items(50, torch.Generator().manual_seed(3))
+    )
     it = evals[0]
     assert it["image"].size == (56, 28) and it["image"].mode == "RGB"
     assert it["answer"] == str(sum(it["digits"])) and it["question"] in ds.QUESTIONS
@@ -89,7 +91,10 @@ def test_reasoning_trace_passes_the_verifiable_rewards(task):
     right = [task.sft_target(it) for it in items]
     wrong = [ds.reasoning_trace(0, int(it["answer"]) + 1) for it in items]
     assert task.eval_metrics(right, items) == {"accuracy": 1.0, "format": 1.0}
-    assert task.eval_metrics(wrong[:2] + ["8", "<think> </think> <answer> 1"], items) == {"accuracy": 0.0, "format": 0.5}
+    assert task.eval_metrics(wrong[:2] + ["8", "<think> </think> <answer> 1"], items) == {
+        "accuracy": 0.0,
+        "format": 0.5,
+    }
 
 
 def test_sft_batch_labels_only_the_response(task, components):
@@ -101,15 +106,30 @@ def test_sft_batch_labels_only_the_response(task, components):
         labelled = batch["labels"][b][batch["labels"][b] != -100]
         assert tok.decode(labelled) == task.sft_target(it) + " <|im_end|>"
     assert (batch["labels"][batch["attention_mask"] == 0] == -100).all()
-    assert torch.equal(batch["mm_token_type_ids"], (batch["input_ids"] == tok.convert_tokens_to_ids("<|image_pad|>")).long())
+    assert torch.equal(
+        batch["mm_token_type_ids"], (batch["input_ids"] == tok.convert_tokens_to_ids("<|image_pad|>")).long()
+    )
 
 
 def _sft_cfg(run, *extra):
-    return load_config(SFTConfig, CONFIG, [
-        f"output_dir={run}", "max_steps=3", "train.batch_size=8", "train.warmup_steps=1", "train.lr=3e-3",
-        "eval.every=2", "eval.num_questions=6", "eval.sample_temperature=1.0", "checkpoint.every=2",
-        "log.every=1", "log.progress_bar=false", *extra,
-    ])
+    return load_config(
+        SFTConfig,
+        CONFIG,
+        [
+            f"output_dir={run}",
+            "max_steps=3",
+            "train.batch_size=8",
+            "train.warmup_steps=1",
+            "train.lr=3e-3",
+            "eval.every=2",
+            "eval.num_questions=6",
+            "eval.sample_temperature=1.0",
+            "checkpoint.every=2",
+            "log.every=1",
+            "log.progress_bar=false",
+            *extra,
+        ],
+    )
 
 
 def test_sft_run_lowers_loss_and_writes_the_run_directory(tmp_path, task):
@@ -152,8 +172,13 @@ def test_sft_resume_continues_from_the_checkpoint(tmp_path):
     from genrl.trainers.sft import train
 
     full, part = tmp_path / "full", tmp_path / "part"
-    extra = ("eval.every=0", "eval.sample_temperature=0", "eval.save_images=false", "checkpoint.every=1",
-             "checkpoint.keep_last=5")
+    extra = (
+        "eval.every=0",
+        "eval.sample_temperature=0",
+        "eval.save_images=false",
+        "checkpoint.every=1",
+        "checkpoint.keep_last=5",
+    )
     train(_sft_cfg(full, *extra))
     shutil.copytree(full, part)
     shutil.rmtree(part / "checkpoints" / "step-000003")  # as if killed during step 3
@@ -168,19 +193,29 @@ def test_lr_schedule_warms_up_and_decays_to_the_floor():
     from genrl.trainers.sft import lr_multiplier
 
     for sched in ("cosine", "linear"):
-        cfg = load_config(SFTConfig, None, ["max_steps=100", "train.warmup_steps=10", f"train.lr_schedule={sched}",
-                                            "train.min_lr_ratio=0.1"])
+        cfg = load_config(
+            SFTConfig,
+            None,
+            ["max_steps=100", "train.warmup_steps=10", f"train.lr_schedule={sched}", "train.min_lr_ratio=0.1"],
+        )
         m = [lr_multiplier(s, cfg) for s in range(101)]
         assert m[0] < m[5] < m[10] == pytest.approx(1.0)
         assert all(x >= y for x, y in zip(m[10:], m[11:])) and m[100] == pytest.approx(0.1)
 
 
-@pytest.mark.parametrize("override, key", [
-    ("train.lr=0", "train.lr"), ("train.min_lr_ratio=1.5", "train.min_lr_ratio"),
-    ("train.lr_schedule=step", "train.lr_schedule"), ("eval.num_questions=0", "eval.num_questions"),
-    ("max_steps=0", "max_steps"), ("train.warmup_steps=400", "train.warmup_steps"), ("eval.nq=3", "eval.nq"),
-    ("trainer=online", "trainer"),
-])
+@pytest.mark.parametrize(
+    "override, key",
+    [
+        ("train.lr=0", "train.lr"),
+        ("train.min_lr_ratio=1.5", "train.min_lr_ratio"),
+        ("train.lr_schedule=step", "train.lr_schedule"),
+        ("eval.num_questions=0", "eval.num_questions"),
+        ("max_steps=0", "max_steps"),
+        ("train.warmup_steps=400", "train.warmup_steps"),
+        ("eval.nq=3", "eval.nq"),
+        ("trainer=online", "trainer"),
+    ],
+)
 def test_config_errors_name_the_key(override, key):
     with pytest.raises(ConfigError) as e:
         load_config(SFTConfig, CONFIG, [override])
@@ -188,8 +223,11 @@ def test_config_errors_name_the_key(override, key):
 
 
 def test_cli_dispatches_on_the_trainer_key(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "genrl.cli", "train", CONFIG, "train.lrr=1", f"output_dir={tmp_path}/r"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "genrl.cli", "train", CONFIG, "train.lrr=1", f"output_dir={tmp_path}/r"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2 and "train.lrr" in out.stderr and "lr_schedule" in out.stderr  # an SFT key list
     assert not os.path.exists(tmp_path / "r")
     bad = tmp_path / "bad.yaml"

@@ -94,7 +94,9 @@ def test_text_embeds_are_read_at_eos_and_differ_by_digit():
     torch.manual_seed(0)
     enc = dg.build_text_encoder(len(tok)).eval()
     assert (enc.config.bos_token_id, enc.config.eos_token_id, enc.config.pad_token_id) == (
-        tok.bos_token_id, tok.eos_token_id, tok.pad_token_id,
+        tok.bos_token_id,
+        tok.eos_token_id,
+        tok.pad_token_id,
     )
     prompts = [dg.prompt_for(d) for d in range(10)] + [""]
     with torch.no_grad():

@@ -1,4 +1,4 @@
-"""Two processes under ``accelerate launch`` (gloo DDP on this CPU; DESIGN.md says how):
+"""Two processes under ``accelerate launch`` (gloo DDP on this CPU; README.md, "Several processes", says how):
 complete prompt groups, rewards gathered from both processes, per-process noise, and
 identical weights after the updates, for a VLM (with variance-aware sampling) and the
 digits flow model."""
@@ -17,10 +17,28 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 def _launch(tmp_path, config: str, *overrides: str) -> tuple[list[dict], list[dict]]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": ROOT}
-    cmd = [sys.executable, "-m", "accelerate.commands.launch", "--multi_gpu", "--num_processes", "2",
-           "--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "29517",
-           os.path.join(ROOT, "tests", "ddp_worker.py"), config, str(tmp_path),
-           f"output_dir={tmp_path / 'run'}", "log.progress_bar=false", *overrides]
+    cmd = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        "29517",
+        os.path.join(ROOT, "tests", "ddp_worker.py"),
+        config,
+        str(tmp_path),
+        f"output_dir={tmp_path / 'run'}",
+        "log.progress_bar=false",
+        *overrides,
+    ]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     ranks = [json.load(open(tmp_path / f"rank{r}.json")) for r in range(2)]
@@ -38,10 +56,20 @@ def _check_groups_and_weights(ranks, prompts_per_step, group_size, steps):
 
 def test_two_process_vlm_rl_with_vas(tmp_path):
     ranks, metrics = _launch(
-        tmp_path, "configs/digit_sum/sapo_vas.yaml", "policy.model=task:digit_sum", "max_steps=3",
-        "rollout.prompts_per_step=1", "rollout.group_size=8", "rollout.batch_size=4", "train.batch_size=4",
-        "rollout.vas.update_every=1", "eval.every=0", "eval.num_questions=4", "eval.sample_temperature=0",
-        "checkpoint.every=0")
+        tmp_path,
+        "configs/digit_sum/sapo_vas.yaml",
+        "policy.model=task:digit_sum",
+        "max_steps=3",
+        "rollout.prompts_per_step=1",
+        "rollout.group_size=8",
+        "rollout.batch_size=4",
+        "train.batch_size=4",
+        "rollout.vas.update_every=1",
+        "eval.every=0",
+        "eval.num_questions=4",
+        "eval.sample_temperature=0",
+        "checkpoint.every=0",
+    )
     _check_groups_and_weights(ranks, 1, 8, 3)
     from rewards.verifiable import VerifiableReward
 
@@ -60,8 +88,17 @@ def test_two_process_vlm_rl_with_vas(tmp_path):
 @pytest.mark.slow
 def test_two_process_digits_flowgrpo(tmp_path):
     ranks, metrics = _launch(
-        tmp_path, "configs/digits/flowgrpo.yaml", "max_steps=2", "rollout.prompts_per_step=2", "rollout.group_size=4",
-        "rollout.batch_size=4", "train.batch_size=4", "eval.every=0", "eval.seeds_per_prompt=2", "checkpoint.every=1")
+        tmp_path,
+        "configs/digits/flowgrpo.yaml",
+        "max_steps=2",
+        "rollout.prompts_per_step=2",
+        "rollout.group_size=4",
+        "rollout.batch_size=4",
+        "train.batch_size=4",
+        "eval.every=0",
+        "eval.seeds_per_prompt=2",
+        "checkpoint.every=1",
+    )
     _check_groups_and_weights(ranks, 2, 4, 2)
     # logging and checkpointing happen once: one metrics row per step, one checkpoint per step
     assert [m["step"] for m in metrics] == [1, 2]
@@ -74,8 +111,19 @@ def test_two_process_digits_flowgrpo(tmp_path):
 def test_two_process_failure_counts_are_global(tmp_path):
     """Every reward of process 1 is NaN: the logged failure count is both processes' (it was process 0's, 0)."""
     _, metrics = _launch(
-        tmp_path, "configs/digits/flowgrpo.yaml", "max_steps=1", "rollout.prompts_per_step=2", "rollout.group_size=4",
-        "rollout.batch_size=4", "train.batch_size=4", "eval.every=0", "eval.seeds_per_prompt=1", "checkpoint.every=0",
-        "rewards.nan_on_rank1=1.0", "policy.num_steps=4", "eval.num_steps=2")
+        tmp_path,
+        "configs/digits/flowgrpo.yaml",
+        "max_steps=1",
+        "rollout.prompts_per_step=2",
+        "rollout.group_size=4",
+        "rollout.batch_size=4",
+        "train.batch_size=4",
+        "eval.every=0",
+        "eval.seeds_per_prompt=1",
+        "checkpoint.every=0",
+        "rewards.nan_on_rank1=1.0",
+        "policy.num_steps=4",
+        "eval.num_steps=2",
+    )
     (m,) = metrics
     assert m["invalid_rewards"] == 4 and m["reward/nan_on_rank1_failed"] == 4 and m["reward/digits_failed"] == 0

@@ -18,9 +18,20 @@ from genrl.tasks.digits import pretrain
 from genrl.trainers.online import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-TINY = ["max_steps=2", "policy.num_steps=4", "rollout.prompts_per_step=2", "rollout.group_size=4",
-        "rollout.batch_size=8", "train.batch_size=4", "eval.seeds_per_prompt=1", "eval.every=0", "checkpoint.every=1",
-        "log.progress_bar=false", "log.tensorboard=false", "train.lr=2e-2"]
+TINY = [
+    "max_steps=2",
+    "policy.num_steps=4",
+    "rollout.prompts_per_step=2",
+    "rollout.group_size=4",
+    "rollout.batch_size=8",
+    "train.batch_size=4",
+    "eval.seeds_per_prompt=1",
+    "eval.every=0",
+    "checkpoint.every=1",
+    "log.progress_bar=false",
+    "log.tensorboard=false",
+    "train.lr=2e-2",
+]
 
 # Runs in a fresh interpreter: stock diffusers only, genrl never imported.
 LOADER = r"""
@@ -48,9 +59,25 @@ def _load_in_fresh_process(tmp_path, folder, base, prompts, seeds, steps, guidan
     script = tmp_path / "load_stock.py"
     script.write_text(LOADER)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, str(script), str(folder), base, "|".join(prompts),
-                           ",".join(map(str, seeds)), str(steps), str(guidance), json.dumps(extra or {}), str(out)],
-                          cwd=tmp_path, capture_output=True, text=True, env={**env, "HF_HUB_OFFLINE": "1"}, timeout=600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            str(folder),
+            base,
+            "|".join(prompts),
+            ",".join(map(str, seeds)),
+            str(steps),
+            str(guidance),
+            json.dumps(extra or {}),
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     return torch.load(out)
 
@@ -66,10 +93,23 @@ def sd3_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export-sd3")
     dummy_sd3.build().save_pretrained(root / "base")
     (root / "prompts.txt").write_text("\n".join(dummy_sd3.PROMPTS) + "\n")
-    cfg = load_config(OnlineConfig, os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml"), [
-        *TINY, f"output_dir={root / 'run'}", f"policy.model={root / 'base'}", "task=prompts",
-        f"data.train_files=[{root / 'prompts.txt'}]", "rewards={jpeg_incompressibility: 1.0}", "policy.height=32",
-        "policy.width=32", "policy.max_sequence_length=8", "policy.lora.target_modules=null", "policy.lora.alpha=16"])
+    cfg = load_config(
+        OnlineConfig,
+        os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml"),
+        [
+            *TINY,
+            f"output_dir={root / 'run'}",
+            f"policy.model={root / 'base'}",
+            "task=prompts",
+            f"data.train_files=[{root / 'prompts.txt'}]",
+            "rewards={jpeg_incompressibility: 1.0}",
+            "policy.height=32",
+            "policy.width=32",
+            "policy.max_sequence_length=8",
+            "policy.lora.target_modules=null",
+            "policy.lora.alpha=16",
+        ],
+    )
     train(cfg)
     return root
 
@@ -84,8 +124,9 @@ def test_sd3_merged_export_loads_in_stock_diffusers_and_matches(sd3_run, tmp_pat
     out = tmp_path / "merged"
     record = export(str(sd3_run / "run"), str(out))
     assert record["mode"] == "merge" and not (out / "pytorch_lora_weights.safetensors").exists()
-    stock = _load_in_fresh_process(tmp_path, out, "", prompts, seeds, 4, guidance,
-                                   {"height": 32, "width": 32, "max_sequence_length": 8})
+    stock = _load_in_fresh_process(
+        tmp_path, out, "", prompts, seeds, 4, guidance, {"height": 32, "width": 32, "max_sequence_length": 8}
+    )
     torch.testing.assert_close(stock.float(), ours, rtol=1e-4, atol=1e-5)
 
 
@@ -97,8 +138,16 @@ def test_sd3_adapter_export_loads_onto_the_base_pipeline(sd3_run, tmp_path):
     assert record["mode"] == "adapter" and (out / "pytorch_lora_weights.safetensors").is_file()
     assert not (out / "model_index.json").exists()  # only the adapter: the base is named in genrl_export.json
     assert json.loads((out / "genrl_export.json").read_text())["base_model"] == str(sd3_run / "base")
-    stock = _load_in_fresh_process(tmp_path, out, str(sd3_run / "base"), prompts, seeds, 4, 1.0,
-                                   {"height": 32, "width": 32, "max_sequence_length": 8})
+    stock = _load_in_fresh_process(
+        tmp_path,
+        out,
+        str(sd3_run / "base"),
+        prompts,
+        seeds,
+        4,
+        1.0,
+        {"height": 32, "width": 32, "max_sequence_length": 8},
+    )
     torch.testing.assert_close(stock.float(), ours, rtol=1e-4, atol=1e-5)
 
 
@@ -106,8 +155,13 @@ def test_sd3_adapter_export_loads_onto_the_base_pipeline(sd3_run, tmp_path):
 def digits_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export-digits")
     base = pretrain(root / "base", steps=5, progress=False)
-    train(load_config(OnlineConfig, os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml"),
-                      [*TINY, f"output_dir={root / 'run'}", f"policy.model={base}", "train.ema_decay=0.5"]))
+    train(
+        load_config(
+            OnlineConfig,
+            os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml"),
+            [*TINY, f"output_dir={root / 'run'}", f"policy.model={base}", "train.ema_decay=0.5"],
+        )
+    )
     return root / "run"
 
 

@@ -61,26 +61,43 @@ def test_recomputed_log_probs_give_ratio_one(fam):
     traj = _rollout(policy, fam.PROMPTS)
     for j in range(traj.log_probs_old.shape[1]):
         lp, _ = policy.log_prob(traj, slice(j, j + 1))
-        assert torch.equal(lp, traj.log_probs_old[:, j: j + 1])
+        assert torch.equal(lp, traj.log_probs_old[:, j : j + 1])
 
 
 def test_one_update_moves_only_the_lora_weights(fam):
     policy = _policy(fam)
     traj = _rollout(policy, fam.PROMPTS)
-    frozen = {f"{i}.{n}": p.detach().clone() for i, m in enumerate(
-        [policy.transformer, *policy.family.text_modules(), *policy.family.decode_modules(),
-         *policy.family.frozen_modules()])
-        for n, p in m.named_parameters() if not p.requires_grad}
+    frozen = {
+        f"{i}.{n}": p.detach().clone()
+        for i, m in enumerate(
+            [
+                policy.transformer,
+                *policy.family.text_modules(),
+                *policy.family.decode_modules(),
+                *policy.family.frozen_modules(),
+            ]
+        )
+        for n, p in m.named_parameters()
+        if not p.requires_grad
+    }
     trained = {n: p.detach().clone() for n, p in policy.transformer.named_parameters() if p.requires_grad}
     assert trained and all("lora" in n for n in trained)
     opt = torch.optim.SGD(policy.trainable_parameters(), lr=1.0)
     lp, _ = policy.log_prob(traj, slice(0, None))
     (-lp.mean()).backward()
     opt.step()
-    after = {f"{i}.{n}": p for i, m in enumerate(
-        [policy.transformer, *policy.family.text_modules(), *policy.family.decode_modules(),
-         *policy.family.frozen_modules()])
-        for n, p in m.named_parameters()}
+    after = {
+        f"{i}.{n}": p
+        for i, m in enumerate(
+            [
+                policy.transformer,
+                *policy.family.text_modules(),
+                *policy.family.decode_modules(),
+                *policy.family.frozen_modules(),
+            ]
+        )
+        for n, p in m.named_parameters()
+    }
     assert all(torch.equal(after[k], v) for k, v in frozen.items())
     moved = [n for n, p in policy.transformer.named_parameters() if p.requires_grad and not torch.equal(p, trained[n])]
     assert moved

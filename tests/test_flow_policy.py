@@ -51,12 +51,14 @@ def test_recomputed_log_probs_give_ratio_one(sde, guidance):
     # re-scored one step at a time (the rollout's own batch layout): the ratio is exactly 1
     for j in range(traj.log_probs_old.shape[1]):
         lp, info = pol.log_prob(traj, slice(j, j + 1), with_ref=True)
-        assert torch.equal(torch.exp(lp - traj.log_probs_old[:, j: j + 1]), torch.ones_like(lp))
+        assert torch.equal(torch.exp(lp - traj.log_probs_old[:, j : j + 1]), torch.ones_like(lp))
         assert torch.equal(info["kl"], torch.zeros_like(lp))  # LoRA starts at the reference
     # all steps stacked in one forward, or a sub-batch: other matmul shapes, so equal up to
     # float32 rounding (far below any clip range in use)
     log_probs, _ = pol.log_prob(traj, slice(0, None))
-    torch.testing.assert_close(torch.exp(log_probs - traj.log_probs_old), torch.ones_like(log_probs), rtol=0, atol=1e-5)
+    torch.testing.assert_close(
+        torch.exp(log_probs - traj.log_probs_old), torch.ones_like(log_probs), rtol=0, atol=1e-5
+    )
     sub = traj.index(torch.tensor([4, 1]))
     lp, _ = pol.log_prob(sub, slice(3, 7))
     torch.testing.assert_close(lp, sub.log_probs_old[:, 3:7], rtol=0, atol=1e-5)
@@ -67,7 +69,9 @@ def test_eta_zero_sampling_equals_the_pipelines_own_output(guidance):
     pol = _policy()
     images = pol.sample(PROMPTS[:3], seeds=[0, 1, 2], num_steps=8, guidance_scale=guidance)
     gens = [torch.Generator().manual_seed(s) for s in range(3)]
-    ref = pol.pipe(PROMPTS[:3], num_inference_steps=8, guidance_scale=guidance, generator=gens, output_type="pt").images
+    ref = pol.pipe(
+        PROMPTS[:3], num_inference_steps=8, guidance_scale=guidance, generator=gens, output_type="pt"
+    ).images
     torch.testing.assert_close(images, ref, rtol=1e-5, atol=1e-6)
 
 

@@ -26,12 +26,26 @@ CHROMIUM = "/usr/bin/chromium"
 
 
 def _cfg(run_dir, model, *extra):
-    return load_config(OnlineConfig, CONFIG, [
-        f"output_dir={run_dir}", f"policy.model={model}", "max_steps=2", "policy.num_steps=4",
-        "rollout.prompts_per_step=2", "rollout.group_size=4", "rollout.batch_size=8", "train.batch_size=4",
-        "eval.seeds_per_prompt=2", "eval.every=1", "checkpoint.every=1", "log.progress_bar=false",
-        "log.tensorboard=false", *extra,
-    ])
+    return load_config(
+        OnlineConfig,
+        CONFIG,
+        [
+            f"output_dir={run_dir}",
+            f"policy.model={model}",
+            "max_steps=2",
+            "policy.num_steps=4",
+            "rollout.prompts_per_step=2",
+            "rollout.group_size=4",
+            "rollout.batch_size=8",
+            "train.batch_size=4",
+            "eval.seeds_per_prompt=2",
+            "eval.every=1",
+            "checkpoint.every=1",
+            "log.progress_bar=false",
+            "log.tensorboard=false",
+            *extra,
+        ],
+    )
 
 
 @pytest.fixture(scope="module")
@@ -55,9 +69,20 @@ class _Images(HTMLParser):
 
 
 def _chromium(page, tmp_path, *args):
-    cmd = [CHROMIUM, "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'chrome-profile'}",
-           "--window-size=1200,900", *args, page.as_uri()]
+    cmd = [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+        "--window-size=1200,900",
+        *args,
+        page.as_uri(),
+    ]
     return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
@@ -122,8 +147,25 @@ def test_gallery_prompt_override_is_capped_and_tolerates_unscorable_prompts(runs
     _, plain = runs
     out = tmp_path / "g"
     with pytest.warns(UserWarning, match="failed"):  # "a cat" has no digit: the digit rewards give n/a
-        assert main(["gallery", str(plain), "--out", str(out), "--seeds-per-prompt", "1", "--max-prompts", "2",
-                     "--prompts", "a handwritten digit three", "a cat", "a handwritten digit 7"]) == 0
+        assert (
+            main(
+                [
+                    "gallery",
+                    str(plain),
+                    "--out",
+                    str(out),
+                    "--seeds-per-prompt",
+                    "1",
+                    "--max-prompts",
+                    "2",
+                    "--prompts",
+                    "a handwritten digit three",
+                    "a cat",
+                    "a handwritten digit 7",
+                ]
+            )
+            == 0
+        )
     record = json.loads((out / "gallery.json").read_text())
     assert [p["prompt"] for p in record["prompts"]] == ["a handwritten digit three", "a cat"]
     assert sorted(os.listdir(out / "images")) == ["prompt-000.png", "prompt-001.png"]
@@ -153,7 +195,10 @@ def test_video_grids_animate_with_the_same_layout(tmp_path, fmt):
 
         if not features.check("webp"):
             pytest.skip("this Pillow has no WebP support")
-    videos = [torch.rand(2, 5, 3, 16, 16), torch.rand(2, 3, 3, 16, 16)]  # [S, F, C, H, W]; shorter one holds its last frame
+    videos = [
+        torch.rand(2, 5, 3, 16, 16),
+        torch.rand(2, 3, 3, 16, 16),
+    ]  # [S, F, C, H, W]; shorter one holds its last frame
     frames = compose(videos, ["base", "run"], [["seed 0\nclip 0.5", "seed 1\nclip 0.25"]] * 2)
     path = save_frames(frames, str(tmp_path / "prompt-000"), fmt)
     assert path.endswith("." + fmt)

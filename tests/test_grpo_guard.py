@@ -21,14 +21,14 @@ def test_ratio_norm_is_zero_mean_with_a_step_independent_scale():
         x = mu_old + s * torch.randn(N, D, generator=g)
         std = torch.full((N,), s)
         log_r = sde.gaussian_log_prob(x, mu_old + delta, std) - sde.gaussian_log_prob(x, mu_old, std)  # [N]
-        assert log_r.mean().item() == pytest.approx(-delta ** 2 / (2 * s ** 2), rel=0.1)
-        assert log_r.std().item() == pytest.approx(delta / (s * D ** 0.5), rel=0.05)
-        hat = normalized_log_ratio(log_r, std, torch.full((N,), delta ** 2))
-        se = delta / D ** 0.5 / N ** 0.5
+        assert log_r.mean().item() == pytest.approx(-(delta**2) / (2 * s**2), rel=0.1)
+        assert log_r.std().item() == pytest.approx(delta / (s * D**0.5), rel=0.05)
+        hat = normalized_log_ratio(log_r, std, torch.full((N,), delta**2))
+        se = delta / D**0.5 / N**0.5
         assert abs(hat.mean().item()) < 4 * se
         spreads.append(hat.std().item())
     for spread in spreads:
-        assert spread == pytest.approx(delta / D ** 0.5, rel=0.05)
+        assert spread == pytest.approx(delta / D**0.5, rel=0.05)
 
 
 def _guard(log_new, log_old, adv, info, **kw):
@@ -40,7 +40,7 @@ def test_step_weights_scale_each_steps_gradient_by_one_over_dt():
     B, T = 4, 3
     log_new = torch.zeros(B, T, requires_grad=True)
     dt = torch.tensor([0.05, 0.1, 0.2]).expand(B, T)
-    info = {"std": torch.full((B, T), 0.3), "mean_sq_diff": torch.zeros(B, T), "dt": dt}
+    info = {"std": torch.full((B, T), 0.3), "mean_sq_diff": torch.zeros(B, T), "output_scale": dt}
     loss, m = _guard(log_new, torch.zeros(B, T), torch.tensor([1.0, -1.0, 2.0, 0.5]), info, clip_range=0.2)
     loss.backward()
     g = log_new.grad  # d loss / d log_new = -A * s / |dt| / (B T) on the unclipped side (r_hat = 1)
@@ -52,11 +52,11 @@ def test_step_weights_scale_each_steps_gradient_by_one_over_dt():
 
 def test_clip_fraction_is_split_by_advantage_sign():
     B, T = 2, 1
-    info = {"std": torch.ones(B, T), "mean_sq_diff": torch.zeros(B, T), "dt": torch.ones(B, T)}
+    info = {"std": torch.ones(B, T), "mean_sq_diff": torch.zeros(B, T), "output_scale": torch.ones(B, T)}
     log_new = torch.tensor([[0.5], [0.0]])  # sample 0 far outside the clip band
     _, m = _guard(log_new, torch.zeros(B, T), torch.tensor([1.0, -1.0]), info, clip_range=0.1)
     assert m["clip_frac_pos"] == 1.0 and m["clip_frac_neg"] == 0.0
-    assert m["raw_ratio_mean"] == pytest.approx((1 + 0.5 ** 0.5 * 0 + torch.e ** 0.5) / 2, rel=1e-5)
+    assert m["raw_ratio_mean"] == pytest.approx((1 + 0.5**0.5 * 0 + torch.e**0.5) / 2, rel=1e-5)
 
 
 def test_guard_needs_the_flow_step_info():
@@ -66,19 +66,24 @@ def test_guard_needs_the_flow_step_info():
 
 def test_flow_policy_provides_the_inputs_and_unchanged_weights_give_ratio_one():
     from conftest import get_dummy_pipeline
+
     from genrl.config import PolicyConfig
     from genrl.policies.flow import FlowPolicy
 
     for kind in ("flow_sde", "cps", "sage"):
-        policy = FlowPolicy(PolicyConfig(model="unused", sde=kind, eta=0.7 if kind == "flow_sde" else 0.5,
-                                         num_steps=4, cps_log_prob="gaussian"), get_dummy_pipeline())
+        policy = FlowPolicy(
+            PolicyConfig(
+                model="unused", sde=kind, eta=0.7 if kind == "flow_sde" else 0.5, num_steps=4, cps_log_prob="gaussian"
+            ),
+            get_dummy_pipeline(),
+        )
         prompts = ["a handwritten digit one", "a handwritten digit two"]
         traj = policy.rollout(prompts, [{}, {}], [0, 1], torch.Generator().manual_seed(0), [1, 2])
         T = traj.mask.shape[1]
         log_new, info = policy.log_prob(traj, slice(0, T))
         # the batched re-scoring forward matches the rollout's per-step forwards to float rounding
         assert (info["mean_sq_diff"] >= 0).all() and info["mean_sq_diff"].max() < 1e-12
-        torch.testing.assert_close(info["dt"], traj.step_info["sigma"] - traj.step_info["sigma_next"])
+        torch.testing.assert_close(info["output_scale"], traj.step_info["sigma"] - traj.step_info["sigma_next"])
         step_info = {**traj.step_info, **info}
         hat = normalized_log_ratio(log_new - traj.log_probs_old, step_info["std"], step_info["mean_sq_diff"])
         assert hat.abs().max() < 1e-6
@@ -86,11 +91,19 @@ def test_flow_policy_provides_the_inputs_and_unchanged_weights_give_ratio_one():
 
 def test_guard_logs_the_normalised_ratio_per_step():
     B, T = 3, 2
-    info = {"std": torch.tensor([[0.5, 0.1]]).expand(B, T), "mean_sq_diff": torch.zeros(B, T),
-            "dt": torch.ones(B, T), "step_index": torch.tensor([[4, 7]]).expand(B, T)}
+    info = {
+        "std": torch.tensor([[0.5, 0.1]]).expand(B, T),
+        "mean_sq_diff": torch.zeros(B, T),
+        "output_scale": torch.ones(B, T),
+        "step_index": torch.tensor([[4, 7]]).expand(B, T),
+    }
     log_new = torch.tensor([[0.2, 0.2], [0.0, 0.0], [-0.2, -0.2]])
     _, m = _guard(log_new, torch.zeros(B, T), torch.ones(B), info, clip_range=0.1)
     # normalised log-ratio = s * log r: the step with s = 0.1 spreads 5x less than the one with 0.5
     assert m["norm_ratio_std/step_07"] < m["norm_ratio_std/step_04"] / 4
-    assert set(k for k in m if "/step_" in k) == {"norm_ratio_mean/step_04", "norm_ratio_std/step_04",
-                                                  "norm_ratio_mean/step_07", "norm_ratio_std/step_07"}
+    assert {k for k in m if "/step_" in k} == {
+        "norm_ratio_mean/step_04",
+        "norm_ratio_std/step_04",
+        "norm_ratio_mean/step_07",
+        "norm_ratio_std/step_07",
+    }

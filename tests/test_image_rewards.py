@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import get_dummy_clip_processor
 from PIL import Image
 
-from conftest import get_dummy_clip_processor
 from genrl.registry import REWARDS
 
 open_clip = pytest.importorskip("open_clip", reason="open_clip_torch is a dependency; install the project")
@@ -31,17 +31,27 @@ def clip_dir(tmp_path_factory):
     """A tiny open_clip CLIP (real class) saved in open_clip's local-dir layout."""
     from safetensors.torch import save_file
 
-    cfg = {"embed_dim": 32,
-           "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32, "patch_size": 8},
-           "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1}}
+    cfg = {
+        "embed_dim": 32,
+        "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "head_width": 32, "patch_size": 8},
+        "text_cfg": {"context_length": 77, "vocab_size": 49408, "width": 64, "heads": 2, "layers": 1},
+    }
     torch.manual_seed(0)
     model = open_clip.CLIP(**cfg)
     with torch.no_grad():
         model.logit_scale.fill_(np.log(50.0))
     folder = tmp_path_factory.mktemp("tiny_open_clip")
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": cfg,
-        "preprocess_cfg": {"mean": [0.48145466, 0.4578275, 0.40821073], "std": [0.26862954, 0.26130258, 0.27577711]}}))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": cfg,
+                "preprocess_cfg": {
+                    "mean": [0.48145466, 0.4578275, 0.40821073],
+                    "std": [0.26862954, 0.26130258, 0.27577711],
+                },
+            }
+        )
+    )
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(folder / "open_clip_model.safetensors"))
     return folder
 
@@ -112,12 +122,28 @@ def pickscore_dirs(tmp_path_factory):
 
     processor = get_dummy_clip_processor(PROMPTS, image_size=32)
     words = processor.tokenizer.get_vocab()
-    config = CLIPConfig(text_config=dict(vocab_size=len(words), hidden_size=32, intermediate_size=64,
-                                         num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=77,
-                                         bos_token_id=0, eos_token_id=1, pad_token_id=1),
-                        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                           num_attention_heads=2, image_size=32, patch_size=8),
-                        projection_dim=16)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(words),
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            max_position_embeddings=77,
+            bos_token_id=0,
+            eos_token_id=1,
+            pad_token_id=1,
+        ),
+        vision_config=dict(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            image_size=32,
+            patch_size=8,
+        ),
+        projection_dim=16,
+    )
     torch.manual_seed(0)
     model = CLIPModel(config)
     root = tmp_path_factory.mktemp("tiny_pickscore")
@@ -157,7 +183,10 @@ def test_embedded_digits_clip_trains_caches_and_loads_as_a_reward(tmp_path):
 
     info = train_digits_clip(tmp_path / "clip", steps=30, progress=False)
     assert sorted(p.name for p in (tmp_path / "clip").iterdir()) == [
-        "genrl_task.json", "open_clip_config.json", "open_clip_model.safetensors"]
+        "genrl_task.json",
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+    ]
     assert 0 <= info["zero_shot_accuracy_gold"] <= 1 and info["steps"] == 30
     reward = REWARDS.get("clip")(model=f"local-dir:{tmp_path / 'clip'}", device="cpu")
     images = torch.rand(4, 1, 8, 8)  # the digits policy's samples
@@ -184,7 +213,9 @@ def test_jpeg_rewards_measure_file_size():
     assert torch.isnan(comp[2]) and torch.isnan(inc[2])
     # the size is the real quality-95 JPEG's
     buf = io.BytesIO()
-    Image.fromarray((noise[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), "RGB").save(buf, "JPEG", quality=95)
+    Image.fromarray((noise[0].permute(1, 2, 0) * 255).round().to(torch.uint8).numpy(), "RGB").save(
+        buf, "JPEG", quality=95
+    )
     assert inc[1].item() == pytest.approx(buf.tell() / 1000)
     with pytest.raises(ValueError, match="image tensors"):
         JpegCompressibility()(torch.rand(2, 5), ["a", "b"])

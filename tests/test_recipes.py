@@ -104,11 +104,13 @@ def check_launch_line(line: str, expect_config: Path | None = None) -> None:
     total = r.prompts_per_step * r.group_size
     assert total % world == 0, f"{line!r}: {total} samples per step over {world} processes"
     local = total // world
-    assert r.batch_size >= local or local % r.batch_size == 0, \
+    assert r.batch_size >= local or local % r.batch_size == 0, (
         f"{line!r}: {local} samples per process in rollout chunks of {r.batch_size}"
+    )
     per_step = t.batch_size * t.gradient_accumulation_steps
-    assert local % per_step == 0, \
+    assert local % per_step == 0, (
         f"{line!r}: {local} samples per process do not make whole optimizer steps of {t.batch_size} x {t.gradient_accumulation_steps}"
+    )
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -167,8 +169,15 @@ def test_accelerate_config(path):
     from accelerate.utils import DistributedType
 
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-    for key in ("compute_environment", "distributed_type", "num_processes", "num_machines", "machine_rank",
-                "mixed_precision", "use_cpu"):
+    for key in (
+        "compute_environment",
+        "distributed_type",
+        "num_processes",
+        "num_machines",
+        "machine_rank",
+        "mixed_precision",
+        "use_cpu",
+    ):
         assert key in raw, f"{_rel(path)} lacks {key}"
     cfg = _cluster_config(path)  # accelerate's own config class: unknown keys and bad enums fail here
     assert cfg.use_cpu is False and cfg.num_processes >= cfg.num_machines >= 1
@@ -226,5 +235,7 @@ def test_launch_line_checks_catch_mistakes():
         check_launch_line(good.replace("flowgrpo_pickscore", "flowgrpo_pickscor"))
     with pytest.raises(AssertionError, match="optimizer steps"):  # 1152 / 8 = 144 per process < 9 x 32
         check_launch_line(good + " train.gradient_accumulation_steps=32")
-    assert launch_lines("run `accelerate launch` like this:\n```\naccelerate launch --config_file a.yaml \\\n"
-                        "  -m genrl.cli train b.yaml\n```") == ["accelerate launch --config_file a.yaml -m genrl.cli train b.yaml"]
+    assert launch_lines(
+        "run `accelerate launch` like this:\n```\naccelerate launch --config_file a.yaml \\\n"
+        "  -m genrl.cli train b.yaml\n```"
+    ) == ["accelerate launch --config_file a.yaml -m genrl.cli train b.yaml"]

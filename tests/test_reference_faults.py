@@ -13,8 +13,17 @@ from PIL import Image
 
 from genrl.advantages import weighted_advantages
 from genrl.cli import main as cli_main
-from genrl.config import (ConfigError, OnlineConfig, OnlineVLMConfig, PolicyConfig, VLMDataConfig, VLMLoraConfig,
-                          VLMPolicyConfig, config_from_dict, load_config)
+from genrl.config import (
+    ConfigError,
+    OnlineConfig,
+    OnlineVLMConfig,
+    PolicyConfig,
+    VLMDataConfig,
+    VLMLoraConfig,
+    VLMPolicyConfig,
+    config_from_dict,
+    load_config,
+)
 from genrl.ema import EMA
 from genrl.kl_control import AdaptiveKL
 from genrl.objectives.common import LOSS_AGGS
@@ -43,7 +52,9 @@ def _deltas(policy, traj, adv, cfg, objective="grpo"):
     params = policy.trainable_parameters()
     start = [p.detach().clone() for p in params]
     opt = torch.optim.SGD(params, lr=1.0)
-    update(policy, traj, adv, opt, OBJECTIVES.get(objective), cfg, _accelerator(), None, torch.Generator().manual_seed(0))
+    update(
+        policy, traj, adv, opt, OBJECTIVES.get(objective), cfg, _accelerator(), None, torch.Generator().manual_seed(0)
+    )
     out = torch.cat([(p.detach() - s).flatten() for p, s in zip(params, start)])
     with torch.no_grad():
         for p, s in zip(params, start):
@@ -59,8 +70,9 @@ def _vlm_rollout():
     policy = VLMPolicy(cfg, **get_dummy_vlm_components("qwen2_vl"))
     rng = np.random.default_rng(0)
     img = Image.fromarray(rng.integers(0, 255, (28, 56, 3), dtype=np.uint8))
-    traj = policy.rollout(["what is the sum ?"] * 8, [{"image": img}] * 8, torch.arange(8) // 4,
-                          torch.Generator().manual_seed(0), [])
+    traj = policy.rollout(
+        ["what is the sum ?"] * 8, [{"image": img}] * 8, torch.arange(8) // 4, torch.Generator().manual_seed(0), []
+    )
     mask = torch.zeros_like(traj.mask)
     for i in range(8):  # responses of lengths 1..8
         mask[i, : i + 1] = 1
@@ -76,10 +88,20 @@ def test_gradient_accumulation_keeps_the_vlm_gradient(loss_agg):
     adv = torch.linspace(-1.5, 1.5, 8)
     grads = []
     for bs, ga in [(8, 1), (4, 2), (2, 4)]:
-        cfg = load_config(OnlineVLMConfig, None, [
-            f"train.batch_size={bs}", f"train.gradient_accumulation_steps={ga}", "rollout.prompts_per_step=2",
-            "rollout.group_size=4", "rollout.batch_size=8", "train.max_grad_norm=0", f"objective.loss_agg={loss_agg}",
-            "objective.clip_range=0.2"])
+        cfg = load_config(
+            OnlineVLMConfig,
+            None,
+            [
+                f"train.batch_size={bs}",
+                f"train.gradient_accumulation_steps={ga}",
+                "rollout.prompts_per_step=2",
+                "rollout.group_size=4",
+                "rollout.batch_size=8",
+                "train.max_grad_norm=0",
+                f"objective.loss_agg={loss_agg}",
+                "objective.clip_range=0.2",
+            ],
+        )
         grads.append(_deltas(policy, traj, adv, cfg))
     assert grads[0].abs().max() > 0
     for g in grads[1:]:
@@ -98,10 +120,20 @@ def test_masked_samples_do_not_reweight_flow_micro_batches():
     adv = torch.linspace(-1, 1, 8)
 
     def cfg(bs, ga, chunk=0, total=8):
-        return load_config(OnlineConfig, None, [
-            f"train.batch_size={bs}", f"train.gradient_accumulation_steps={ga}", f"train.timestep_chunk={chunk}",
-            "rollout.prompts_per_step=2", f"rollout.group_size={total // 2}", f"rollout.batch_size={total}",
-            "train.max_grad_norm=0", "objective.clip_range=0.2"])
+        return load_config(
+            OnlineConfig,
+            None,
+            [
+                f"train.batch_size={bs}",
+                f"train.gradient_accumulation_steps={ga}",
+                f"train.timestep_chunk={chunk}",
+                "rollout.prompts_per_step=2",
+                f"rollout.group_size={total // 2}",
+                f"rollout.batch_size={total}",
+                "train.max_grad_norm=0",
+                "objective.clip_range=0.2",
+            ],
+        )
 
     full = _deltas(policy, traj, adv, cfg(8, 1))
     for c in (cfg(4, 2), cfg(2, 4, chunk=3)):
@@ -163,11 +195,16 @@ def test_images_the_qwen_processor_refuses_fail_at_start_naming_file_and_row(tmp
 
     Image.new("RGB", (56, 28), (1, 2, 3)).save(tmp_path / "ok.png")
     Image.new("RGB", size, (200, 10, 10)).save(tmp_path / "long.png")
-    rows = [{"problem": "<image> x", "answer": "1", "images": ["ok.png"]},
-            {"problem": "<image> y", "answer": "2", "images": ["long.png"]}]
+    rows = [
+        {"problem": "<image> x", "answer": "1", "images": ["ok.png"]},
+        {"problem": "<image> y", "answer": "2", "images": ["long.png"]},
+    ]
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
-    with pytest.raises(ValueError, match=r"d.jsonl row 1: image 0 \(.*long.png.*\) cannot be fed to the Qwen-VL "
-                                         r"processor: absolute aspect ratio"):
+    with pytest.raises(
+        ValueError,
+        match=r"d.jsonl row 1: image 0 \(.*long.png.*\) cannot be fed to the Qwen-VL "
+        r"processor: absolute aspect ratio",
+    ):
         VLMDataTask(VLMDataConfig(train_files=[str(tmp_path / "d.jsonl")]))
 
 
@@ -208,7 +245,9 @@ def test_flow_policy_cache_stays_under_its_bound_with_identical_conditioning():
     unbounded = FlowPolicy(PolicyConfig(), get_dummy_pipeline())
     ref = unbounded.encode_prompts(prompts)
     entry = sum(v[0].numel() * v[0].element_size() for v in ref.values())
-    small = FlowPolicy(PolicyConfig(prompt_cache_mb=3 * entry / 2**20, prompt_cache_device="cpu"), get_dummy_pipeline())
+    small = FlowPolicy(
+        PolicyConfig(prompt_cache_mb=3 * entry / 2**20, prompt_cache_device="cpu"), get_dummy_pipeline()
+    )
     got = small.encode_prompts(prompts)
     assert len(small._prompt_cache) == 3 and small._prompt_cache.nbytes <= 3 * entry
     for k in ref:
@@ -219,10 +258,13 @@ def test_flow_policy_cache_stays_under_its_bound_with_identical_conditioning():
 # ----------------------------------------------------------------------------- 7. one-line user errors
 
 
-@pytest.mark.parametrize("overrides, needle", [
-    (["policy.model=/no/such/model"], "/no/such/model"),
-    (["task=prompts", "data.train_files=[/no/such/prompts.txt]"], "/no/such/prompts.txt"),
-])
+@pytest.mark.parametrize(
+    "overrides, needle",
+    [
+        (["policy.model=/no/such/model"], "/no/such/model"),
+        (["task=prompts", "data.train_files=[/no/such/prompts.txt]"], "/no/such/prompts.txt"),
+    ],
+)
 def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path, capsys, overrides, needle):
     rc = cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={tmp_path / 'run'}", *overrides])
     err = capsys.readouterr().err
@@ -237,16 +279,29 @@ def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path, capsys, overrides
 @pytest.mark.parametrize("beta", [0.0, 0.1])
 def test_every_objective_is_finite_at_extreme_log_ratios(name, beta):
     log_old = torch.zeros(5, 3)
-    log_new = torch.tensor([[95.0, -95.0, 0.0], [1e4, -1e4, 1.0], [30.0, 0.0, -30.0], [0.0, 0.0, 0.0],
-                            [88.7, 0.5, -88.7]]).requires_grad_(True)
+    log_new = torch.tensor(
+        [[95.0, -95.0, 0.0], [1e4, -1e4, 1.0], [30.0, 0.0, -30.0], [0.0, 0.0, 0.0], [88.7, 0.5, -88.7]]
+    ).requires_grad_(True)
     kl_type = "gaussian" if name in ("grpo_guard", "sage_grpo") else "k3"
-    cfg = config_from_dict(OnlineConfig, {"objective": {"name": name, "beta": beta, "clip_range": 0.2, "kl_type": kl_type},
-                                          "advantages": {"std": "none"}}).objective
-    info = {"std": torch.full((5, 3), 0.1), "mean_sq_diff": torch.full((5, 3), 1e-3), "dt": torch.full((5, 3), 0.1),
-            "grad_scale": torch.ones(5, 3), "step_index": torch.arange(3).expand(5, 3),
-            "kl": log_new.abs() * 1e-2, "ref_log_probs": -log_new.detach()}
-    loss, metrics = OBJECTIVES.get(name)(log_new, log_old, torch.tensor([1.0, -1.0, 2.0, 0.5, -3.0]),
-                                         torch.ones(5, 3), info, cfg)
+    cfg = config_from_dict(
+        OnlineConfig,
+        {
+            "objective": {"name": name, "beta": beta, "clip_range": 0.2, "kl_type": kl_type},
+            "advantages": {"std": "none"},
+        },
+    ).objective
+    info = {
+        "std": torch.full((5, 3), 0.1),
+        "mean_sq_diff": torch.full((5, 3), 1e-3),
+        "output_scale": torch.full((5, 3), 0.1),
+        "grad_scale": torch.ones(5, 3),
+        "step_index": torch.arange(3).expand(5, 3),
+        "kl": log_new.abs() * 1e-2,
+        "ref_log_probs": -log_new.detach(),
+    }
+    loss, metrics = OBJECTIVES.get(name)(
+        log_new, log_old, torch.tensor([1.0, -1.0, 2.0, 0.5, -3.0]), torch.ones(5, 3), info, cfg
+    )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(log_new.grad).all(), (loss, log_new.grad)
     assert all(math.isfinite(v) for v in metrics.values()), metrics
@@ -293,13 +348,35 @@ def test_update_feeds_the_adaptive_controller():
     policy = FlowPolicy(PolicyConfig(num_steps=4, sde="sage", eta=0.5), get_dummy_pipeline())
     g = torch.Generator().manual_seed(0)
     traj = policy.rollout([prompt_for(i % 2) for i in range(4)], [{}] * 4, [0, 0, 1, 1], g, policy.window(g))
-    cfg = load_config(OnlineConfig, None, [
-        "objective.name=sage_grpo", "objective.beta=1e-2", "objective.kl_controller=adaptive",
-        "objective.kl_coef_min=1e-4", "policy.sde=sage", "policy.eta=0.5", "rollout.prompts_per_step=2",
-        "rollout.group_size=2", "rollout.batch_size=4", "train.batch_size=2"])
+    cfg = load_config(
+        OnlineConfig,
+        None,
+        [
+            "objective.name=sage_grpo",
+            "objective.beta=1e-2",
+            "objective.kl_controller=adaptive",
+            "objective.kl_coef_min=1e-4",
+            "policy.sde=sage",
+            "policy.eta=0.5",
+            "rollout.prompts_per_step=2",
+            "rollout.group_size=2",
+            "rollout.batch_size=4",
+            "train.batch_size=2",
+        ],
+    )
     kl = AdaptiveKL(target=1e-2, coef_min=1e-4, coef_max=1e-2)
-    out = update(policy, traj, torch.tensor([1.0, -1.0, 0.5, -0.5]), torch.optim.SGD(policy.trainable_parameters(), lr=0.1),
-                 OBJECTIVES.get("sage_grpo"), cfg, _accelerator(), None, torch.Generator().manual_seed(0), kl)
+    out = update(
+        policy,
+        traj,
+        torch.tensor([1.0, -1.0, 0.5, -0.5]),
+        torch.optim.SGD(policy.trainable_parameters(), lr=0.1),
+        OBJECTIVES.get("sage_grpo"),
+        cfg,
+        _accelerator(),
+        None,
+        torch.Generator().manual_seed(0),
+        kl,
+    )
     assert kl.updates == 2 and out["kl_coef"] == pytest.approx((1e-4 + (1e-4 + 1e-2 * 0.99 / 100)) / 2)
 
 
@@ -378,12 +455,18 @@ def test_flow_grpo_kl_convention_drops_the_dt_factor():
     _, m = OBJECTIVES.get("grpo")(lp, lp, torch.ones(2), torch.ones(2, 4), info, objective)
     assert m["kl"] == pytest.approx(float(info["kl_flow_grpo"].detach().mean()))
     with pytest.raises(ConfigError, match="kl_convention"):
-        config_from_dict(OnlineConfig, {"policy": {"sde": "sage", "eta": 0.5}, "objective": {"kl_convention": "flow_grpo"}})
+        config_from_dict(
+            OnlineConfig, {"policy": {"sde": "sage", "eta": 0.5}, "objective": {"kl_convention": "flow_grpo"}}
+        )
 
 
 def test_flow_grpo_recipes_use_its_options():
-    for path in ("configs/sd35m/flowgrpo_pickscore.yaml", "configs/sd35m/guard_pickscore.yaml",
-                 "configs/flux/guard_pickscore.yaml", "configs/wan/flowgrpo_videoalign.yaml"):
+    for path in (
+        "configs/sd35m/flowgrpo_pickscore.yaml",
+        "configs/sd35m/guard_pickscore.yaml",
+        "configs/flux/guard_pickscore.yaml",
+        "configs/wan/flowgrpo_videoalign.yaml",
+    ):
         c = load_config(OnlineConfig, path)
         assert c.policy.timestep_fraction == 0.99 and c.policy.sde_window_size == 0
         assert c.advantages.drop_zero and (c.train.ema_every, c.train.ema_warmup) == (8, True)
@@ -397,9 +480,21 @@ def _fake_round(rewards: list[list[float]]):
     """A Rollout of len(rewards) groups of 2 samples with these rewards."""
     r = torch.tensor([x for g in rewards for x in g])
     groups = torch.arange(len(rewards)).repeat_interleave(2)
-    traj = Trajectory(log_probs_old=r[:, None].clone(), mask=torch.ones(len(r), 1), group_ids=groups,
-                      prompts=["p"] * len(r), metadata=[{}] * len(r))
-    return Rollout(traj, {"r": r}, {"r": int((~torch.isfinite(r)).sum())}, 0.0, list(range(100 * len(rewards), 100 * len(rewards) + len(r))), (0.0, 0.0))
+    traj = Trajectory(
+        log_probs_old=r[:, None].clone(),
+        mask=torch.ones(len(r), 1),
+        group_ids=groups,
+        prompts=["p"] * len(r),
+        metadata=[{}] * len(r),
+    )
+    return Rollout(
+        traj,
+        {"r": r},
+        {"r": int((~torch.isfinite(r)).sum())},
+        0.0,
+        list(range(100 * len(rewards), 100 * len(rewards) + len(r))),
+        (0.0, 0.0),
+    )
 
 
 def test_dynamic_sampling_keeps_varied_groups_across_rounds():
@@ -408,7 +503,14 @@ def test_dynamic_sampling_keeps_varied_groups_across_rounds():
     assert m == {"dynamic_sampling/rounds": 2, "dynamic_sampling/filled_groups": 0}
     assert batch.values["r"].tolist() == [1, 2, 3, 4, 6, 7]
     assert batch.traj.group_ids.tolist() == [3, 3, 4, 4, 5, 5]  # process 1's groups 3..5
-    assert batch.prompt_idx == [402, 403, 406, 407, 402, 403] and batch.traj.log_probs_old[:, 0].tolist() == [1, 2, 3, 4, 6, 7]
+    assert batch.prompt_idx == [402, 403, 406, 407, 402, 403] and batch.traj.log_probs_old[:, 0].tolist() == [
+        1,
+        2,
+        3,
+        4,
+        6,
+        7,
+    ]
     short, m = dynamic_sampling(lambda i: rounds[i], n_groups=3, weights={"r": 1.0}, max_rounds=1)
     assert m["dynamic_sampling/filled_groups"] == 1 and short.values["r"].tolist() == [1, 2, 3, 4, 1, 1]
 
@@ -431,5 +533,12 @@ def test_grpo_guard_recipes_keep_the_official_values():
     for path in ("configs/sd35m/guard_pickscore.yaml", "configs/flux/guard_pickscore.yaml"):
         c = load_config(OnlineConfig, path)
         assert (c.objective.name, c.objective.clip_range, c.train.lr, c.objective.beta, c.advantages.std) == (
-            "grpo_guard", 4e-6, 1e-4, 0.0, "group")
-        assert "config/grpo_guard.py" in open(path).read() and "2e-6" in open("configs/sd35m/guard_pickscore.yaml").read()
+            "grpo_guard",
+            4e-6,
+            1e-4,
+            0.0,
+            "group",
+        )
+        assert (
+            "config/grpo_guard.py" in open(path).read() and "2e-6" in open("configs/sd35m/guard_pickscore.yaml").read()
+        )

@@ -26,9 +26,11 @@ def test_reward_args_reach_the_constructor_and_unknown_options_fail():
 
 
 def test_reward_args_config_and_dotted_overrides():
-    cfg = config_from_dict(OnlineConfig, {"rewards": {"digits": 1.0, "clip": 0.5}},
-                           ["reward_args.clip.model=ViT-B-32", "reward_args.clip.pretrained=openai",
-                            "advantages.combine=advantages"])
+    cfg = config_from_dict(
+        OnlineConfig,
+        {"rewards": {"digits": 1.0, "clip": 0.5}},
+        ["reward_args.clip.model=ViT-B-32", "reward_args.clip.pretrained=openai", "advantages.combine=advantages"],
+    )
     assert cfg.reward_args == {"clip": {"model": "ViT-B-32", "pretrained": "openai"}}
     assert cfg.advantages.combine == "advantages"
     with pytest.raises(ConfigError, match="reward_args.pickscore"):

@@ -44,8 +44,14 @@ def test_anchor_forward_uses_the_anchor_weights_and_keeps_the_graph():
 
 def test_sage_grpo_needs_the_equaliser_scale():
     with pytest.raises(ValueError, match="grad_scale"):
-        OBJECTIVES.get("sage_grpo")(torch.zeros(2, 3), torch.zeros(2, 3), torch.ones(2), torch.ones(2, 3), {},
-                                    ObjectiveConfig(name="sage_grpo"))
+        OBJECTIVES.get("sage_grpo")(
+            torch.zeros(2, 3),
+            torch.zeros(2, 3),
+            torch.ones(2),
+            torch.ones(2, 3),
+            {},
+            ObjectiveConfig(name="sage_grpo"),
+        )
 
 
 def test_dual_trust_region_run_resumes_with_its_anchor(tmp_path):
@@ -57,8 +63,15 @@ def test_dual_trust_region_run_resumes_with_its_anchor(tmp_path):
     from genrl.trainers.online import train
 
     base = pretrain(tmp_path / "base", steps=5, progress=False)
-    extra = ["policy.sde=sage", "policy.eta=0.5", "objective.name=sage_grpo", "objective.beta=0.1",
-             "objective.anchor_period=3", "eval.every=0", "checkpoint.every=1"]
+    extra = [
+        "policy.sde=sage",
+        "policy.eta=0.5",
+        "objective.name=sage_grpo",
+        "objective.beta=0.1",
+        "objective.anchor_period=3",
+        "eval.every=0",
+        "checkpoint.every=1",
+    ]
     train(_cfg(tmp_path / "straight", base, "max_steps=3", *extra))
     train(_cfg(tmp_path / "resumed", base, "max_steps=2", *extra))
     train(_cfg(tmp_path / "resumed", base, "max_steps=3", *extra))
@@ -75,11 +88,14 @@ def test_dual_trust_region_run_resumes_with_its_anchor(tmp_path):
 
 def test_flow_policy_reports_the_output_gradient_of_each_step():
     from conftest import get_dummy_pipeline
+
     from genrl.config import PolicyConfig
     from genrl.policies.flow import FlowPolicy
 
     policy = FlowPolicy(PolicyConfig(model="unused", sde="sage", eta=0.5, num_steps=4), get_dummy_pipeline())
-    traj = policy.rollout(["a handwritten digit one"] * 2, [{}, {}], [0, 0], torch.Generator().manual_seed(0), [0, 1, 2])
+    traj = policy.rollout(
+        ["a handwritten digit one"] * 2, [{}, {}], [0, 0], torch.Generator().manual_seed(0), [0, 1, 2]
+    )
     lp, _ = policy.log_prob(traj, slice(0, 3))
     lp[:, 1].sum().backward()  # only step 1 in the loss
     norms = policy.output_grad_norms()

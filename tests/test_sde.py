@@ -21,7 +21,7 @@ def test_log_prob_equals_torch_normal(kind, i):
     _, sig = _schedule()
     g = torch.Generator().manual_seed(i)
     x, v = torch.randn(5, 3, 4, 4, generator=g), torch.randn(5, 3, 4, 4, generator=g)
-    out = sde.get_step(kind)(v, x, sig[i], sig[i + 1], 0.7, sig[1].item(), generator=g)
+    out = sde.get_step(kind, "gaussian")(v, x, sig[i], sig[i + 1], 0.7, sig[1].item(), generator=g)
     std = out.std.view(-1, 1, 1, 1).expand_as(x)
     ref = torch.distributions.Normal(out.mean, std).log_prob(out.prev_sample)
     torch.testing.assert_close(out.log_prob, ref.mean(dim=(1, 2, 3)), rtol=1e-5, atol=1e-5)
@@ -103,7 +103,7 @@ def test_sage_variance_is_the_integral_of_flow_grpos_diffusion_over_the_step():
     eta = 0.5
     for s, sn in ((0.9, 0.7), (0.5, 0.4), (0.2, 0.0), (0.99, 0.95)):
         u = torch.linspace(sn, s, 200001, dtype=torch.float64)
-        integral = torch.trapezoid(eta ** 2 * u / (1 - u), u)
+        integral = torch.trapezoid(eta**2 * u / (1 - u), u)
         got = sage_variance(torch.tensor([s], dtype=torch.float64), torch.tensor([sn], dtype=torch.float64), eta)
         assert got.item() == pytest.approx(integral.item(), rel=1e-6)
     # finite at sigma = 1 (the log term uses min(sigma, 1 - 3e-3))
@@ -153,7 +153,9 @@ def test_cps_flow_grpo_surrogate_log_prob():
     step = sde.get_step("cps", "flow_grpo")
     out = step(v, x, torch.tensor(0.6), torch.tensor(0.4), 0.8, generator=g)
     torch.testing.assert_close(out.log_prob, -((out.prev_sample - out.mean) ** 2).mean(dim=(1, 2, 3)))
-    exact = sde.get_step("cps", "gaussian")(v, x, torch.tensor(0.6), torch.tensor(0.4), 0.8, prev_sample=out.prev_sample)
+    exact = sde.get_step("cps", "gaussian")(
+        v, x, torch.tensor(0.6), torch.tensor(0.4), 0.8, prev_sample=out.prev_sample
+    )
     torch.testing.assert_close(exact.mean, out.mean)
     assert not torch.allclose(exact.log_prob, out.log_prob)
     again = step(v, x, torch.tensor(0.6), torch.tensor(0.4), 0.8, prev_sample=out.prev_sample)
@@ -162,3 +164,12 @@ def test_cps_flow_grpo_surrogate_log_prob():
     assert torch.equal(last.log_prob, torch.zeros(3))
     with pytest.raises(ValueError, match="flow_grpo"):
         sde.get_step("cps", "other")
+
+
+def test_one_default_for_the_cps_log_prob():
+    from genrl.config import PolicyConfig
+
+    assert PolicyConfig().cps_log_prob == sde.DEFAULT_CPS_LOG_PROB == "flow_grpo"
+    x, v = torch.randn(2, 1, 3, 3), torch.randn(2, 1, 3, 3)
+    out = sde.cps_step(v, x, torch.tensor(0.6), torch.tensor(0.4), 0.7, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(out.log_prob, -((out.prev_sample - out.mean) ** 2).mean(dim=(1, 2, 3)))

@@ -48,9 +48,21 @@ def test_all_objectives_registered_and_unknown_lists_them():
 def test_config_fields_validated():
     cfg = ObjectiveConfig()
     assert (cfg.clip_range_high, cfg.loss_agg, cfg.max_len_norm, cfg.kl_type, cfg.tau_pos, cfg.tau_neg) == (
-        None, "token-mean", 0, "gaussian", 1.0, 1.05)
-    for bad, key in [({"tau_neg": 0.0}, "tau_neg"), ({"tau_pos": -1.0}, "tau_pos"), ({"clip_range_high": 0.0}, "clip_range_high"),
-                     ({"max_len_norm": -1}, "max_len_norm"), ({"loss_agg": "seq-sum"}, "loss_agg"), ({"kl_type": "k2"}, "kl_type")]:
+        None,
+        "token-mean",
+        0,
+        "gaussian",
+        1.0,
+        1.05,
+    )
+    for bad, key in [
+        ({"tau_neg": 0.0}, "tau_neg"),
+        ({"tau_pos": -1.0}, "tau_pos"),
+        ({"clip_range_high": 0.0}, "clip_range_high"),
+        ({"max_len_norm": -1}, "max_len_norm"),
+        ({"loss_agg": "seq-sum"}, "loss_agg"),
+        ({"kl_type": "k2"}, "kl_type"),
+    ]:
         with pytest.raises(ConfigError, match=key):
             ObjectiveConfig(**bad)
 
@@ -68,16 +80,19 @@ def test_aggregation_modes_on_ragged_mask():
         aggregate(X, M, "mean")
 
 
-@pytest.mark.parametrize("loss_agg,max_len_norm", [("token-mean", 0), ("seq-mean-token-sum-norm", 0),
-                                                   ("seq-mean-token-sum-norm", 7)])
+@pytest.mark.parametrize(
+    "loss_agg,max_len_norm", [("token-mean", 0), ("seq-mean-token-sum-norm", 0), ("seq-mean-token-sum-norm", 7)]
+)
 def test_chunk_weights_reproduce_full_loss(loss_agg, max_len_norm):
     g = torch.Generator().manual_seed(0)
     x = torch.randn(4, 5, generator=g, dtype=torch.float64)
     mask = (torch.rand(4, 5, generator=g) > 0.4).double()
     full = aggregate(x, mask, loss_agg, max_len_norm)
-    total = sum(aggregate(x[:, sl], mask[:, sl], loss_agg, max_len_norm)
-                * chunk_weight(mask[:, sl], mask, loss_agg, max_len_norm=max_len_norm)
-                for sl in (slice(0, 2), slice(2, 4), slice(4, 5)))
+    total = sum(
+        aggregate(x[:, sl], mask[:, sl], loss_agg, max_len_norm)
+        * chunk_weight(mask[:, sl], mask, loss_agg, max_len_norm=max_len_norm)
+        for sl in (slice(0, 2), slice(2, 4), slice(4, 5))
+    )
     assert total.item() == pytest.approx(full.item())
 
 
@@ -100,8 +115,11 @@ def test_objective_on_chunks_equals_full_batch(name):
     fn = OBJECTIVES.get(name)
     full, _ = fn(log_new, log_old, adv, mask, {}, cfg)
     (g_full,) = torch.autograd.grad(full, log_new)
-    chunked = sum(fn(log_new[:, sl], log_old[:, sl], adv, mask[:, sl], {}, cfg)[0]
-                  * objective_chunk_weight(fn, mask[:, sl], mask, cfg) for sl in (slice(0, 4), slice(4, 6)))
+    chunked = sum(
+        fn(log_new[:, sl], log_old[:, sl], adv, mask[:, sl], {}, cfg)[0]
+        * objective_chunk_weight(fn, mask[:, sl], mask, cfg)
+        for sl in (slice(0, 4), slice(4, 6))
+    )
     (g_chunk,) = torch.autograd.grad(chunked, log_new)
     assert chunked.item() == pytest.approx(full.item())
     torch.testing.assert_close(g_chunk, g_full)
@@ -114,7 +132,9 @@ def test_gspo_refuses_partial_chunks_and_dr_grpo_forces_sum_norm():
     assert objective_chunk_weight(OBJECTIVES.get("dr_grpo"), M[:, :1], M, cfg).item() == pytest.approx(1 / 4)
     # dr_grpo: sum over trained actions / (B * L) even when loss_agg says token-mean
     log_new = torch.zeros(3, 4)
-    loss, _ = _call("dr_grpo", log_new, log_new, torch.tensor([1.0, 2.0, 3.0]), mask=M, loss_agg="token-mean", max_len_norm=8)
+    loss, _ = _call(
+        "dr_grpo", log_new, log_new, torch.tensor([1.0, 2.0, 3.0]), mask=M, loss_agg="token-mean", max_len_norm=8
+    )
     assert loss.item() == pytest.approx(-(1.0 * 3 + 2.0 * 2) / (3 * 8))
 
 
@@ -176,14 +196,23 @@ def test_gspo_sequence_ratio_is_geometric_mean():
     ratios = torch.tensor([[1.1, 0.9, 1.3, 5.0], [0.8, 1.2, 7.0, 7.0]], dtype=torch.float64)
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
     s = sequence_ratio(ratios.log(), mask)
-    torch.testing.assert_close(s, torch.tensor([(1.1 * 0.9 * 1.3) ** (1 / 3), (0.8 * 1.2) ** 0.5], dtype=torch.float64))
+    torch.testing.assert_close(
+        s, torch.tensor([(1.1 * 0.9 * 1.3) ** (1 / 3), (0.8 * 1.2) ** 0.5], dtype=torch.float64)
+    )
 
 
 def test_gspo_uniform_gradient_within_sequence_and_sequence_clip():
     log_old = torch.zeros(3, 4, dtype=torch.float64)
-    log_new = torch.log(torch.tensor([[1.02, 0.99, 0.985, 3.0],    # s ~ 0.998: inside the band
-                                      [1.01, 0.995, 1.0, 1.0],      # s ~ 1.002: inside
-                                      [1.2, 1.1, 1.0, 1.0]], dtype=torch.float64)).requires_grad_(True)
+    log_new = torch.log(
+        torch.tensor(
+            [
+                [1.02, 0.99, 0.985, 3.0],  # s ~ 0.998: inside the band
+                [1.01, 0.995, 1.0, 1.0],  # s ~ 1.002: inside
+                [1.2, 1.1, 1.0, 1.0],
+            ],
+            dtype=torch.float64,
+        )
+    ).requires_grad_(True)
     mask = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 1.0, 1.0], [1.0, 1.0, 0.0, 0.0]], dtype=torch.float64)
     adv = torch.tensor([1.0, -2.0, 1.0], dtype=torch.float64)
     loss, m = OBJECTIVES.get("gspo")(log_new, log_old, adv, mask, {}, _cfg(clip_range=0.01, clip_range_high=0.02))
@@ -240,8 +269,14 @@ def test_flow_shaped_inputs(name):
     log_old = -50 + torch.randn(4, 10, generator=g)  # Gaussian step log-densities are large
     log_new = (log_old + 1e-3 * torch.randn(4, 10, generator=g)).requires_grad_(True)
     info = {"kl": torch.rand(4, 10, generator=g)}
-    loss, m = OBJECTIVES.get(name)(log_new, log_old, torch.randn(4, generator=g), torch.ones(4, 10), info,
-                                   _cfg(name=name, clip_range=1e-3, beta=0.1))
+    loss, m = OBJECTIVES.get(name)(
+        log_new,
+        log_old,
+        torch.randn(4, generator=g),
+        torch.ones(4, 10),
+        info,
+        _cfg(name=name, clip_range=1e-3, beta=0.1),
+    )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(log_new.grad).all() and log_new.grad.abs().sum() > 0
     for k in ("policy_loss", "clip_frac", "ratio_mean", "ratio_std", "approx_kl", "kl"):
@@ -256,8 +291,14 @@ def test_token_shaped_inputs(name, loss_agg):
     log_old = torch.log_softmax(torch.randn(3, 4, 9, generator=g), -1)[..., 0]
     log_new = (log_old + 0.2 * torch.randn(3, 4, generator=g)).requires_grad_(True)
     info = {"ref_log_probs": log_old + 0.1 * torch.randn(3, 4, generator=g)}
-    loss, m = OBJECTIVES.get(name)(log_new, log_old, torch.tensor([1.0, -1.0, 0.5]), M, info,
-                                   _cfg(name=name, loss_agg=loss_agg, max_len_norm=16, beta=0.04, kl_type="k3"))
+    loss, m = OBJECTIVES.get(name)(
+        log_new,
+        log_old,
+        torch.tensor([1.0, -1.0, 0.5]),
+        M,
+        info,
+        _cfg(name=name, loss_agg=loss_agg, max_len_norm=16, beta=0.04, kl_type="k3"),
+    )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(log_new.grad).all() and m["kl"] >= 0
     assert torch.equal(log_new.grad * (1 - M), torch.zeros(3, 4))  # untrained tokens get no gradient

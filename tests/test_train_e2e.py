@@ -24,17 +24,39 @@ def base_model(tmp_path_factory):
 
 
 def _cfg(run_dir, model, *extra):
-    return load_config(OnlineConfig, CONFIG, [
-        f"output_dir={run_dir}", f"policy.model={model}", "max_steps=2", "policy.num_steps=4",
-        "rollout.prompts_per_step=2", "rollout.group_size=4", "rollout.batch_size=8", "train.batch_size=4",
-        "eval.seeds_per_prompt=2", "eval.every=1", "checkpoint.every=1", "log.progress_bar=false", *extra,
-    ])
+    return load_config(
+        OnlineConfig,
+        CONFIG,
+        [
+            f"output_dir={run_dir}",
+            f"policy.model={model}",
+            "max_steps=2",
+            "policy.num_steps=4",
+            "rollout.prompts_per_step=2",
+            "rollout.group_size=4",
+            "rollout.batch_size=8",
+            "train.batch_size=4",
+            "eval.seeds_per_prompt=2",
+            "eval.every=1",
+            "checkpoint.every=1",
+            "log.progress_bar=false",
+            *extra,
+        ],
+    )
 
 
 def test_training_changes_weights_and_writes_the_run_directory(tmp_path, base_model):
     run = tmp_path / "run"
-    result = train(_cfg(run, base_model, "train.timestep_chunk=3", "objective.beta=0.1", "train.ema_decay=0.9",
-                         "train.gradient_accumulation_steps=2"))
+    result = train(
+        _cfg(
+            run,
+            base_model,
+            "train.timestep_chunk=3",
+            "objective.beta=0.1",
+            "train.ema_decay=0.9",
+            "train.gradient_accumulation_steps=2",
+        )
+    )
     for when in ("base", "final"):
         assert 0.0 <= result[when]["eval/gold_accuracy"] <= 1.0 and result[when]["eval/diversity"] > 0
     assert json.load(open(run / "final_metrics.json")) == result
@@ -50,10 +72,24 @@ def test_training_changes_weights_and_writes_the_run_directory(tmp_path, base_mo
     train_rows = [r for r in rows if "reward/total_mean" in r]
     assert [r["step"] for r in train_rows] == [1, 2]
     assert all(r["optimizer_steps"] == 1 for r in train_rows)  # 8 samples = 2 backward passes of 4, accumulated
-    for key in ("reward/digits_mean", "reward/digits_std", "kl", "clip_frac", "approx_kl", "reward_std",
-                "frac_zero_std", "grad_norm", "ratio_mean/step_00", "ratio_std/step_03",
-                "time/rollout", "time/reward", "time/update", "grad_norm_output/step_00", "grad_norm_output/step_03",
-                "grad_norm_output_spread"):
+    for key in (
+        "reward/digits_mean",
+        "reward/digits_std",
+        "kl",
+        "clip_frac",
+        "approx_kl",
+        "reward_std",
+        "frac_zero_std",
+        "grad_norm",
+        "ratio_mean/step_00",
+        "ratio_std/step_03",
+        "time/rollout",
+        "time/reward",
+        "time/update",
+        "grad_norm_output/step_00",
+        "grad_norm_output/step_03",
+        "grad_norm_output_spread",
+    ):
         assert key in train_rows[-1], key
     assert train_rows[-1]["grad_norm_output_spread"] >= 1.0
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(run / "tb"))
@@ -111,8 +147,11 @@ def test_failing_rewards_are_masked_and_counted(tmp_path, base_model):
 
 
 def test_cli_rejects_bad_config_before_any_work(tmp_path):
-    out = subprocess.run([sys.executable, "-m", "genrl.cli", "train", CONFIG, "train.lrr=1", f"output_dir={tmp_path}/r"],
-                         capture_output=True, text=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "genrl.cli", "train", CONFIG, "train.lrr=1", f"output_dir={tmp_path}/r"],
+        capture_output=True,
+        text=True,
+    )
     assert out.returncode == 2
     assert "train.lrr" in out.stderr and "lr" in out.stderr
     assert not os.path.exists(tmp_path / "r")
@@ -126,7 +165,9 @@ def test_every_objective_trains_the_flow_policy(tmp_path, base_model, objective)
     train(_cfg(run, base_model, f"objective.name={objective}", f"advantages.std={std}", "max_steps=1", "eval.every=0"))
     row = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line][-1]
     assert row["grad_norm"] > 0 and "policy_loss" in row
-    lora_b = [t for n, t in load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["model"].items() if "lora_B" in n]
+    lora_b = [
+        t for n, t in load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["model"].items() if "lora_B" in n
+    ]
     assert any(t.abs().sum() > 0 for t in lora_b)
 
 
@@ -150,8 +191,15 @@ def test_async_reward_scoring_gives_the_same_run(tmp_path, base_model):
 def test_dynamic_sampling_and_zero_advantage_filter_in_a_run(tmp_path, base_model):
     """DAPO's dynamic sampling and Flow-GRPO's zero-advantage filter through the real trainer: every
     group kept varies (unless the round cap filled the batch), and the runs resume exactly."""
-    extra = ("rollout.dynamic_sampling=true", "rollout.dynamic_sampling_max_rounds=3", "advantages.drop_zero=true",
-             "eval.every=0", "train.ema_decay=0.9", "train.ema_every=2", "train.ema_warmup=true")
+    extra = (
+        "rollout.dynamic_sampling=true",
+        "rollout.dynamic_sampling_max_rounds=3",
+        "advantages.drop_zero=true",
+        "eval.every=0",
+        "train.ema_decay=0.9",
+        "train.ema_every=2",
+        "train.ema_warmup=true",
+    )
     straight, resumed = tmp_path / "straight", tmp_path / "resumed"
     train(_cfg(straight, base_model, *extra, "max_steps=3"))
     train(_cfg(resumed, base_model, *extra, "max_steps=2"))

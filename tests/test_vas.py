@@ -21,6 +21,7 @@ def _score_all(s, pass_counts, n=16, step=None):
 
 # ---- diversity ------------------------------------------------------------------------
 
+
 def test_distinct_n_cases():
     assert distinct_n(["a b c d", "a b c d", "a b c d"]) == 0.0
     assert distinct_n(["a b c", "d e f", "g h i"]) == 1.0
@@ -53,12 +54,26 @@ def test_self_bleu_diversity_cases():
 
 # ---- scores ---------------------------------------------------------------------------
 
+
 def test_ovs_tds_vps_and_minmax_by_hand():
     s = VarianceAwareSampler(5, 2, 4, a=0.8, b=0.2, update_every=1, diversity="distinct-2")
     idx = [0] * 4 + [1] * 4 + [2] * 4
-    rewards = torch.tensor([0.9, 0.7, 0.2, 0.5,    # > 0.5 passes: p = 0.5
-                            1.0, 0.0, 0.0, 0.0,    # p = 0.25
-                            1.0, 1.0, 1.0, 1.0])   # p = 1
+    rewards = torch.tensor(
+        [
+            0.9,
+            0.7,
+            0.2,
+            0.5,  # > 0.5 passes: p = 0.5
+            1.0,
+            0.0,
+            0.0,
+            0.0,  # p = 0.25
+            1.0,
+            1.0,
+            1.0,
+            1.0,
+        ]
+    )  # p = 1
     texts = ["x y z"] * 4 + ["a b", "c d", "e f", "g h"] + ["p q r", "p q s", "t q r", "p q r"]
     assert s.update(idx, rewards, texts, step=0)
     sc = s.scores
@@ -126,6 +141,7 @@ def test_rescore_only_every_update_every_steps():
 
 # ---- the draw -------------------------------------------------------------------------
 
+
 def test_weighted_share_prefers_high_weight_prompts():
     N, k, g = 40, 8, 2
     s = VarianceAwareSampler(N, k, g, lam=0.5, a=1.0, b=0.0)
@@ -177,6 +193,7 @@ def test_lam_extremes_and_too_few_positive_weights():
 
 # ---- determinism, checkpoints, distributed split --------------------------------------
 
+
 def _drive(s, steps, start=0):
     """Sample and feed back deterministic fake rollouts; returns the draws."""
     out = []
@@ -190,8 +207,9 @@ def _drive(s, steps, start=0):
 
 
 def test_determinism_and_state_dict_round_trip():
-    kw = dict(num_prompts=25, prompts_per_step=5, group_size=4, seed=11, momentum=0.3,
-              update_every=3, diversity="self-bleu")
+    kw = dict(
+        num_prompts=25, prompts_per_step=5, group_size=4, seed=11, momentum=0.3, update_every=3, diversity="self-bleu"
+    )
     a, b = VarianceAwareSampler(**kw), VarianceAwareSampler(**kw)
     assert _drive(a, 7) == _drive(b, 7)  # same (seed, step, state) -> same draws
     assert a.draw(7) == b.draw(7) and a.draw(7) != a.draw(8)
@@ -234,8 +252,10 @@ def test_group_sampler_unchanged_and_shared_split():
     s = GroupSampler(20, 4, 6, seed=3, num_processes=3, process_index=1)
     gen = torch.Generator().manual_seed(3 * 1_000_003 + 5)
     chosen = torch.randperm(20, generator=gen)[:4]
-    assert s.sample(5) == (chosen.repeat_interleave(6)[8:16].tolist(),
-                           torch.arange(4).repeat_interleave(6)[8:16].tolist())
+    assert s.sample(5) == (
+        chosen.repeat_interleave(6)[8:16].tolist(),
+        torch.arange(4).repeat_interleave(6)[8:16].tolist(),
+    )
     assert isinstance(VarianceAwareSampler(20, 4, 6), GroupSampler)
     with pytest.raises(ValueError):
         VarianceAwareSampler(20, 4, 5, num_processes=3)

@@ -7,15 +7,16 @@ import json
 
 import pytest
 import torch
+from conftest import VLM_CHAT_TEMPLATE, get_dummy_vlm_components
 from safetensors.torch import save_file
 
-from conftest import VLM_CHAT_TEMPLATE, get_dummy_vlm_components
 from genrl.registry import REWARDS
 from rewards.videoalign import SPECIAL_TOKENS, build_prompt, frame_count, prepare_frames, read_video, smart_resize
 
 VIDEO_TEMPLATE = VLM_CHAT_TEMPLATE.replace(
     "{% if c['type'] == 'image' %}",
-    "{% if c['type'] == 'video' %}<|vision_start|> <|video_pad|> <|vision_end|> {% elif c['type'] == 'image' %}")
+    "{% if c['type'] == 'video' %}<|vision_start|> <|video_pad|> <|vision_end|> {% elif c['type'] == 'image' %}",
+)
 STATS = {"VQ_mean": 0.5, "VQ_std": 2.0, "MQ_mean": -0.3, "MQ_std": 1.5, "TA_mean": 0.1, "TA_std": 0.5}
 PIX = 56 * 56  # frames are prepared at 56 x 56: 4 x 4 patches, 2 x 2 merged tokens per frame pair
 PROMPTS = ["a cat runs", "two dogs play"]
@@ -24,9 +25,9 @@ PROMPTS = ["a cat runs", "two dogs play"]
 def _old_name(v5: str) -> str:
     """Today's Qwen2-VL weight name -> transformers 4.45's, under peft's prefix (how VideoAlign saved)."""
     if v5.startswith("model.language_model."):
-        v5 = "model." + v5[len("model.language_model."):]
+        v5 = "model." + v5[len("model.language_model.") :]
     elif v5.startswith("model.visual."):
-        v5 = "visual." + v5[len("model.visual."):]
+        v5 = "visual." + v5[len("model.visual.") :]
     return "base_model.model." + v5
 
 
@@ -49,19 +50,37 @@ def videoreward(tmp_path_factory):
     comps["model"].save_pretrained(root / "base")
     proc.save_pretrained(root / "base")
     (root / "reward").mkdir()
-    (root / "reward" / "model_config.json").write_text(json.dumps({
-        "data_config": {"meta_data": "unused.csv", "data_dir": "unused", "max_frame_pixels": PIX, "num_frames": None,
-                        "fps": 2.0, "eval_dim": ["VQ", "MQ", "TA"], "prompt_template_type": "detailed_special",
-                        "sample_type": "uniform"},
-        "model_config": {"model_name_or_path": str(root / "base"), "output_dim": 3, "use_special_tokens": True,
-                         "reward_token": "special"},
-        "peft_lora_config": {"lora_enable": True, "lora_r": 4, "lora_alpha": 8, "use_rslora": False},
-        "inference_config": STATS,
-    }))
+    (root / "reward" / "model_config.json").write_text(
+        json.dumps(
+            {
+                "data_config": {
+                    "meta_data": "unused.csv",
+                    "data_dir": "unused",
+                    "max_frame_pixels": PIX,
+                    "num_frames": None,
+                    "fps": 2.0,
+                    "eval_dim": ["VQ", "MQ", "TA"],
+                    "prompt_template_type": "detailed_special",
+                    "sample_type": "uniform",
+                },
+                "model_config": {
+                    "model_name_or_path": str(root / "base"),
+                    "output_dim": 3,
+                    "use_special_tokens": True,
+                    "reward_token": "special",
+                },
+                "peft_lora_config": {"lora_enable": True, "lora_r": 4, "lora_alpha": 8, "use_rslora": False},
+                "inference_config": STATS,
+            }
+        )
+    )
     model = comps["model"]
     hidden, vocab = 64, len(proc.tokenizer) + len(SPECIAL_TOKENS)
-    targets = ["model.language_model.layers.0.self_attn.q_proj", "model.language_model.layers.1.mlp.down_proj",
-               "model.visual.blocks.0.attn.qkv"]
+    targets = [
+        "model.language_model.layers.0.self_attn.q_proj",
+        "model.language_model.layers.1.mlp.down_proj",
+        "model.visual.blocks.0.attn.qkv",
+    ]
     mods = dict(model.named_modules())
     truth = {}
     for step in (5, 20):
@@ -78,8 +97,13 @@ def videoreward(tmp_path_factory):
         ckpt = root / "reward" / f"checkpoint-{step}"
         ckpt.mkdir()
         save_file(lora, str(ckpt / "adapter_model.safetensors"))
-        torch.save({"base_model.model.rm_head.weight": t["rm_head"],
-                    "base_model.model.model.embed_tokens.weight": t["embed"]}, ckpt / "non_lora_state_dict.pth")
+        torch.save(
+            {
+                "base_model.model.rm_head.weight": t["rm_head"],
+                "base_model.model.model.embed_tokens.weight": t["embed"],
+            },
+            ckpt / "non_lora_state_dict.pth",
+        )
         truth[step] = t
     return root, truth
 
@@ -99,16 +123,33 @@ def _reference(root, t, videos: torch.Tensor, prompts) -> torch.Tensor:
             mods[name].weight += (8 / 4) * b @ a  # alpha / r
         model.model.language_model.embed_tokens.weight.copy_(t["embed"])
     frames = [(v * 255).round()[[0, 2, 5, 7]] for v in videos]  # 8 frames at 8 fps, 2 fps -> 4 frames (the minimum)
-    texts = [proc.apply_chat_template([{"role": "user", "content": [
-        {"type": "video"}, {"type": "text", "text": build_prompt(p, ["VQ", "MQ", "TA"], "detailed_special")}]}],
-        tokenize=False, add_generation_prompt=True) for p in prompts]
+    texts = [
+        proc.apply_chat_template(
+            [
+                {
+                    "role": "user",
+                    "content": [
+                        {"type": "video"},
+                        {"type": "text", "text": build_prompt(p, ["VQ", "MQ", "TA"], "detailed_special")},
+                    ],
+                }
+            ],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        for p in prompts
+    ]
     batch = proc(text=texts, videos=frames, padding=True, return_tensors="pt", do_rescale=True, do_resize=False)
     B, L = batch["input_ids"].shape
     pos = torch.arange(L).view(1, 1, L).expand(3, B, L)
     with torch.no_grad():
-        h = model.model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=pos,
-                        pixel_values_videos=batch["pixel_values_videos"],
-                        video_grid_thw=batch["video_grid_thw"]).last_hidden_state
+        h = model.model(
+            input_ids=batch["input_ids"],
+            attention_mask=batch["attention_mask"],
+            position_ids=pos,
+            pixel_values_videos=batch["pixel_values_videos"],
+            video_grid_thw=batch["video_grid_thw"],
+        ).last_hidden_state
     ids = proc.tokenizer.convert_tokens_to_ids(list(SPECIAL_TOKENS))
     rows = []
     for b in range(B):
@@ -118,8 +159,9 @@ def _reference(root, t, videos: torch.Tensor, prompts) -> torch.Tensor:
 
 
 def _reward(root, **kw):
-    return REWARDS.get("videoalign")(checkpoint=str(root / "reward"), dtype="float32", device="cpu",
-                                     min_pixels=PIX, video_fps=8.0, **kw)
+    return REWARDS.get("videoalign")(
+        checkpoint=str(root / "reward"), dtype="float32", device="cpu", min_pixels=PIX, video_fps=8.0, **kw
+    )
 
 
 def test_loads_the_newest_checkpoint_and_matches_the_published_computation(videoreward):
@@ -145,8 +187,9 @@ def test_weights_batch_order_and_frames_in_memory_vs_a_file(videoreward, tmp_pat
     videos = _videos(n=3, seed=1)
     prompts = PROMPTS + ["a red car"]
     out = reward(videos, prompts)
-    torch.testing.assert_close(out["videoalign"], 0.5 * out["videoalign_VQ"] + 0.5 * out["videoalign_MQ"]
-                               + out["videoalign_TA"])
+    torch.testing.assert_close(
+        out["videoalign"], 0.5 * out["videoalign_VQ"] + 0.5 * out["videoalign_MQ"] + out["videoalign_TA"]
+    )
     perm = [2, 0, 1]
     torch.testing.assert_close(reward(videos[perm], [prompts[i] for i in perm])["videoalign"], out["videoalign"][perm])
     av = pytest.importorskip("av", reason="PyAV (the video extra) writes the lossless test video")
@@ -216,19 +259,24 @@ def test_a_full_model_pth_checkpoint_loads_too(videoreward, tmp_path):
     model = Qwen2VLForConditionalGeneration.from_pretrained(root / "base")
     model.resize_token_embeddings(len(proc.tokenizer))
     g = torch.Generator().manual_seed(7)
-    t = {"lora": {}, "rm_head": torch.randn(3, 64, generator=g),
-         "embed": torch.randn(len(proc.tokenizer), 64, generator=g) * 0.05}
+    t = {
+        "lora": {},
+        "rm_head": torch.randn(3, 64, generator=g),
+        "embed": torch.randn(len(proc.tokenizer), 64, generator=g) * 0.05,
+    }
     state = {_old_name(k).removeprefix("base_model.model."): v for k, v in model.state_dict().items()}
     state["model.embed_tokens.weight"], state["rm_head.weight"] = t["embed"], t["rm_head"]
     folder = tmp_path / "full"
     (folder / "checkpoint-1").mkdir(parents=True)
     (folder / "model_config.json").write_text((root / "reward" / "model_config.json").read_text())
     torch.save(state, folder / "checkpoint-1" / "model.pth")
-    reward = REWARDS.get("videoalign")(checkpoint=str(folder), dtype="float32", device="cpu", min_pixels=PIX,
-                                       video_fps=8.0)
+    reward = REWARDS.get("videoalign")(
+        checkpoint=str(folder), dtype="float32", device="cpu", min_pixels=PIX, video_fps=8.0
+    )
     videos = _videos(seed=3)
-    torch.testing.assert_close(reward.raw_scores(videos, PROMPTS), _reference(root, t, videos, PROMPTS),
-                               atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(
+        reward.raw_scores(videos, PROMPTS), _reference(root, t, videos, PROMPTS), atol=1e-4, rtol=1e-4
+    )
     state["model.not_a_weight"] = torch.zeros(1)
     torch.save(state, folder / "checkpoint-1" / "model.pth")
     with pytest.raises(ValueError, match="weights this model does not"):
@@ -241,9 +289,16 @@ def test_reward_tokens_out_of_order_are_an_error(videoreward, monkeypatch):
     from rewards import videoalign_prompts
 
     root, _ = videoreward
-    swapped = (videoalign_prompts.TEMPLATES["detailed_special"].replace("<|VQ_reward|>", "<|SWAP|>")
-               .replace("<|TA_reward|>", "<|VQ_reward|>").replace("<|SWAP|>", "<|TA_reward|>"))
+    swapped = (
+        videoalign_prompts.TEMPLATES["detailed_special"]
+        .replace("<|VQ_reward|>", "<|SWAP|>")
+        .replace("<|TA_reward|>", "<|VQ_reward|>")
+        .replace("<|SWAP|>", "<|TA_reward|>")
+    )
     monkeypatch.setitem(videoalign_prompts.TEMPLATES, "detailed_special", swapped)
-    with pytest.raises(ValueError, match=r"lists the reward tokens as \['<\|TA_reward\|>', '<\|MQ_reward\|>', "
-                                         r"'<\|VQ_reward\|>'\]"):
+    with pytest.raises(
+        ValueError,
+        match=r"lists the reward tokens as \['<\|TA_reward\|>', '<\|MQ_reward\|>', "
+        r"'<\|VQ_reward\|>'\]",
+    ):
         _reward(root).raw_scores(_videos(), PROMPTS)

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import pytest
 import torch
+from conftest import VLM_PATCH, get_dummy_vlm_components
 from PIL import Image
 
-from conftest import VLM_PATCH, get_dummy_vlm_components
 from genrl.config import ConfigError, OnlineVLMConfig, VLMDataConfig, VLMLoraConfig, VLMPolicyConfig, config_from_dict
 from genrl.policies.vlm import VLMPolicy
 from genrl.registry import TASKS
@@ -22,8 +22,9 @@ def _image(h: int, w: int, seed: int) -> Image.Image:
 
 def _policy(model_type: str, **kw) -> VLMPolicy:
     lora = kw.pop("lora", {"rank": 4, "alpha": 8.0})
-    return VLMPolicy(VLMPolicyConfig(model="unused", lora=VLMLoraConfig(**lora), **kw),
-                     **get_dummy_vlm_components(model_type))
+    return VLMPolicy(
+        VLMPolicyConfig(model="unused", lora=VLMLoraConfig(**lora), **kw), **get_dummy_vlm_components(model_type)
+    )
 
 
 def _multi_image_batch(model_type: str):
@@ -49,11 +50,13 @@ def test_qwen_vl_classes_roll_out_several_images_per_prompt_with_ratio_one(model
     alone = traj.index(torch.tensor([1]))
     enc = policy.encode_prompts(prompts[1:2], meta[1:2])
     P = enc["prompt_ids"].shape[1]
-    data = {"input_ids": torch.cat([enc["prompt_ids"], alone.data["input_ids"][:, -T:]], 1),
-            "attention_mask": torch.cat([enc["prompt_mask"], alone.data["attention_mask"][:, -T:]], 1),
-            "mm_token_type_ids": torch.cat([enc["prompt_mm_token_type_ids"], torch.zeros(1, T, dtype=torch.long)], 1),
-            "prompt_length": torch.tensor([P]),
-            **{k: enc[k] for k in ("pixel_values", "image_grid_thw")}}
+    data = {
+        "input_ids": torch.cat([enc["prompt_ids"], alone.data["input_ids"][:, -T:]], 1),
+        "attention_mask": torch.cat([enc["prompt_mask"], alone.data["attention_mask"][:, -T:]], 1),
+        "mm_token_type_ids": torch.cat([enc["prompt_mm_token_type_ids"], torch.zeros(1, T, dtype=torch.long)], 1),
+        "prompt_length": torch.tensor([P]),
+        **{k: enc[k] for k in ("pixel_values", "image_grid_thw")},
+    }
     lp_alone, _ = policy._token_log_probs(policy.module, data, slice(0, T))
     m = traj.mask[1].bool()
     torch.testing.assert_close(lp_alone[0][m], lp[1][m], atol=1e-4, rtol=1e-4)
@@ -67,8 +70,9 @@ def test_swapping_two_images_changes_the_log_probs():
     policy = _policy("qwen2_vl")
     a, b = _image(28, 56, 1), _image(28, 56, 2)
     prompts = ["<image> sum <image> ?"] * 2
-    traj = policy.rollout(prompts, [{"images": [a, b]}, {"images": [b, a]}], torch.tensor([0, 0]),
-                          torch.Generator().manual_seed(0), [])
+    traj = policy.rollout(
+        prompts, [{"images": [a, b]}, {"images": [b, a]}], torch.tensor([0, 0]), torch.Generator().manual_seed(0), []
+    )
     same = traj.index(torch.tensor([0, 0]))  # identical responses, so only the image order differs below
     same.data["pixel_values"][1] = traj.data["pixel_values"][1]  # the per-sample pixel list of row 1
     lp, _ = policy.log_prob(same, slice(0, traj.mask.shape[1]))
@@ -132,8 +136,11 @@ def _task(**kw) -> VLMDataTask:
 def test_jsonl_rows_become_prompts_with_lazy_images(data_dir):
     task = _task(train_files=[str(data_dir / "train.jsonl")], system_prompt="Think first.", min_pixels=1)
     prompts = task.train_prompts()
-    assert [p for p, _ in prompts] == ["Think first. <image> what is the sum ?", "Think first. <image> sum <image> ?",
-                                       "Think first. what is 2 + 2 ?"]
+    assert [p for p, _ in prompts] == [
+        "Think first. <image> what is the sum ?",
+        "Think first. <image> sum <image> ?",
+        "Think first. what is 2 + 2 ?",
+    ]
     assert [len(m["images"]) for _, m in prompts] == [1, 2, 0]
     im = prompts[1][1]["images"][1]
     assert im.mode == "RGB" and im.size == (56, 28)
@@ -146,13 +153,19 @@ def test_parquet_with_image_bytes_and_a_folder(data_dir):
     import pyarrow as pa
 
     img = _image(20, 10, 5)
-    table = pa.Table.from_pylist([{"question": "<image> what ?", "solution": "3",
-                                   "images": [{"bytes": _png_bytes(img), "path": None}]}])
+    table = pa.Table.from_pylist(
+        [{"question": "<image> what ?", "solution": "3", "images": [{"bytes": _png_bytes(img), "path": None}]}]
+    )
     (data_dir / "pq").mkdir()
     pq.write_table(table, data_dir / "pq" / "part-0.parquet")
-    task = _task(train_files=[str(data_dir / "pq")], prompt_key="question", answer_key="solution",
-                 min_pixels=800, max_pixels=5000)
-    (prompt, meta), = task.train_prompts()
+    task = _task(
+        train_files=[str(data_dir / "pq")],
+        prompt_key="question",
+        answer_key="solution",
+        min_pixels=800,
+        max_pixels=5000,
+    )
+    ((prompt, meta),) = task.train_prompts()
     assert prompt == "<image> what ?" and meta["answer"] == "3"
     w, h = meta["images"][0].size  # 10x20 = 200 pixels < 800: scaled up by 2 (aspect kept)
     assert (w, h) == (20, 40)
@@ -164,13 +177,19 @@ def test_resize_into_follows_mmr1():
     assert resize_into(_image(30, 30, 0).convert("L"), 1, 10_000).mode == "RGB"
 
 
-@pytest.mark.parametrize("row, match", [
-    ({"answer": "1"}, r"row 0: missing column\(s\) \['problem'\]"),
-    ({"problem": "<image> x", "answer": "1", "images": ["nope.png"]}, "image 0 not found"),
-    ({"problem": "<image> <image> x", "answer": "1", "images": ["imgs/0.png"]}, "2 <image> placeholders but 1 images"),
-    ({"problem": "x", "answer": "1", "images": ["bad.png"]}, r"image 0 \(.*bad.png\) cannot be read"),
-    ({"problem": "x", "answer": "1", "images": [{"path": None}]}, "without 'bytes' or 'path'"),
-])
+@pytest.mark.parametrize(
+    "row, match",
+    [
+        ({"answer": "1"}, r"row 0: missing column\(s\) \['problem'\]"),
+        ({"problem": "<image> x", "answer": "1", "images": ["nope.png"]}, "image 0 not found"),
+        (
+            {"problem": "<image> <image> x", "answer": "1", "images": ["imgs/0.png"]},
+            "2 <image> placeholders but 1 images",
+        ),
+        ({"problem": "x", "answer": "1", "images": ["bad.png"]}, r"image 0 \(.*bad.png\) cannot be read"),
+        ({"problem": "x", "answer": "1", "images": [{"path": None}]}, "without 'bytes' or 'path'"),
+    ],
+)
 def test_bad_rows_fail_at_start_naming_file_and_row(data_dir, row, match):
     (data_dir / "bad.png").write_bytes(b"not a png")
     path = data_dir / "bad.jsonl"
@@ -206,16 +225,21 @@ def test_rl_on_local_files_writes_evaluation_samples(tmp_path, data_dir):
     model_dir = tmp_path / "model"
     comps["model"].save_pretrained(model_dir)
     comps["processor"].save_pretrained(model_dir)
-    cfg = config_from_dict(OnlineVLMConfig, {
-        "task": "vlm_data", "output_dir": str(tmp_path / "run"), "max_steps": 2,
-        "data": {"train_files": [str(data_dir / "train.jsonl")], "val_files": [str(data_dir / "train.jsonl")]},
-        "policy": {"model": str(model_dir), "max_new_tokens": 4, "lora": {"rank": 4}},
-        "rollout": {"prompts_per_step": 2, "group_size": 2, "batch_size": 4},
-        "rewards": {"verifiable": 1.0},
-        "train": {"batch_size": 4},
-        "eval": {"every": 0, "num_questions": 3, "max_new_tokens": 4, "sample_temperature": 1.0},
-        "log": {"progress_bar": False},
-    })
+    cfg = config_from_dict(
+        OnlineVLMConfig,
+        {
+            "task": "vlm_data",
+            "output_dir": str(tmp_path / "run"),
+            "max_steps": 2,
+            "data": {"train_files": [str(data_dir / "train.jsonl")], "val_files": [str(data_dir / "train.jsonl")]},
+            "policy": {"model": str(model_dir), "max_new_tokens": 4, "lora": {"rank": 4}},
+            "rollout": {"prompts_per_step": 2, "group_size": 2, "batch_size": 4},
+            "rewards": {"verifiable": 1.0},
+            "train": {"batch_size": 4},
+            "eval": {"every": 0, "num_questions": 3, "max_new_tokens": 4, "sample_temperature": 1.0},
+            "log": {"progress_bar": False},
+        },
+    )
     result = train(cfg)
     assert set(result["final"]) >= {"eval/accuracy", "eval/format", "eval/sampled_accuracy"}
     rows = [json.loads(line) for line in open(tmp_path / "run" / "eval" / "step-000002" / "samples.jsonl")]

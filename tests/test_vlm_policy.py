@@ -5,16 +5,22 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 import torch
+from conftest import VLM_VISION_TOKENS as VISION_TOKENS
+from conftest import VLM_VOCAB as VOCAB
+from conftest import get_dummy_vlm_components
 from PIL import Image
 
-from genrl.config import ConfigError, ObjectiveConfig, TrainConfig, config_from_dict
-from genrl.config import VLM_MODEL_TYPES, VLMLoraConfig, VLMPolicyConfig
+from genrl.config import (
+    VLM_MODEL_TYPES,
+    ConfigError,
+    ObjectiveConfig,
+    TrainConfig,
+    VLMLoraConfig,
+    VLMPolicyConfig,
+    config_from_dict,
+)
 from genrl.policies.vlm import SUPPORTED_MODELS, VLMPolicy, model_class_for
 from genrl.registry import OBJECTIVES, POLICIES
-
-from conftest import VLM_VOCAB as VOCAB
-from conftest import VLM_VISION_TOKENS as VISION_TOKENS
-from conftest import get_dummy_vlm_components
 
 
 def get_dummy_components(seed: int = 0) -> dict:
@@ -102,7 +108,7 @@ def test_rollout_shapes_and_masks():
 
 def test_vision_tokens_are_never_sampled():
     policy = make_policy(max_new_tokens=8)
-    hook = bias_logits(policy, {t: 50.0 for t in VISION_TOKENS})  # the model "wants" them
+    hook = bias_logits(policy, dict.fromkeys(VISION_TOKENS, 50.0))  # the model "wants" them
     traj = rollout(policy)
     greedy = policy.sample(*batch()[:2])
     hook.remove()
@@ -247,8 +253,12 @@ def test_missing_model_gives_a_clear_error(tmp_path):
     with pytest.raises(ValueError, match="qwen2_vl") as e:
         model_class_for(SimpleNamespace(model_type="llama", architectures=["LlamaForCausalLM"]))
     assert "qwen2_5_vl" in str(e.value)
-    assert model_class_for(SimpleNamespace(model_type="custom", architectures=["Qwen2VLForConditionalGeneration"])).__name__ \
+    assert (
+        model_class_for(
+            SimpleNamespace(model_type="custom", architectures=["Qwen2VLForConditionalGeneration"])
+        ).__name__
         == "Qwen2VLForConditionalGeneration"
+    )
 
 
 def test_sample_greedy_is_deterministic():
@@ -280,8 +290,10 @@ def test_one_grpo_update_through_the_trainer():
     policy = make_policy(max_new_tokens=5)
     traj = rollout(policy, seed=0)
     traj.samples = None  # Trajectory.index/cat handle tensor samples only (see report)
-    cfg = SimpleNamespace(train=TrainConfig(batch_size=3, lr=1e-2, timestep_chunk=0),
-                          objective=ObjectiveConfig(clip_range=0.2, beta=0.1, kl_type="k3"))
+    cfg = SimpleNamespace(
+        train=TrainConfig(batch_size=3, lr=1e-2, timestep_chunk=0),
+        objective=ObjectiveConfig(clip_range=0.2, beta=0.1, kl_type="k3"),
+    )
     opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-2)
     acc = Accelerator(cpu=True)
     before = policy.trainable_state_dict()

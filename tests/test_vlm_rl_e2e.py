@@ -18,9 +18,20 @@ CONFIGS = os.path.join(ROOT, "configs", "digit_sum")
 def sft_config(tmp_path_factory):
     """A 3-step SFT config written to disk, so the RL configs can name it as ``sft:<path>``."""
     run = tmp_path_factory.mktemp("sft")
-    cfg = load_config(SFTConfig, os.path.join(CONFIGS, "sft.yaml"), [
-        f"output_dir={run / 'run'}", "max_steps=3", "train.batch_size=8", "train.warmup_steps=1",
-        "eval.every=0", "eval.num_questions=4", "checkpoint.every=0", "log.progress_bar=false"])
+    cfg = load_config(
+        SFTConfig,
+        os.path.join(CONFIGS, "sft.yaml"),
+        [
+            f"output_dir={run / 'run'}",
+            "max_steps=3",
+            "train.batch_size=8",
+            "train.warmup_steps=1",
+            "eval.every=0",
+            "eval.num_questions=4",
+            "checkpoint.every=0",
+            "log.progress_bar=false",
+        ],
+    )
     from genrl.config import save_config
 
     save_config(cfg, str(run / "sft.yaml"))
@@ -28,10 +39,24 @@ def sft_config(tmp_path_factory):
 
 
 def _cfg(name, run, sft_config, *extra):
-    return load_config(OnlineVLMConfig, os.path.join(CONFIGS, f"{name}.yaml"), [
-        f"output_dir={run}", f"policy.model=sft:{sft_config}", "max_steps=2", "rollout.prompts_per_step=4",
-        "rollout.group_size=4", "rollout.batch_size=16", "train.batch_size=8", "eval.every=1",
-        "eval.num_questions=6", "checkpoint.every=1", "log.progress_bar=false", *extra])
+    return load_config(
+        OnlineVLMConfig,
+        os.path.join(CONFIGS, f"{name}.yaml"),
+        [
+            f"output_dir={run}",
+            f"policy.model=sft:{sft_config}",
+            "max_steps=2",
+            "rollout.prompts_per_step=4",
+            "rollout.group_size=4",
+            "rollout.batch_size=16",
+            "train.batch_size=8",
+            "eval.every=1",
+            "eval.num_questions=6",
+            "checkpoint.every=1",
+            "log.progress_bar=false",
+            *extra,
+        ],
+    )
 
 
 def test_rl_from_sft_writes_the_run_directory(tmp_path, sft_config):

@@ -3,9 +3,6 @@
 Registered by name in ``genrl.registry.FAMILIES``; ``policy.family: auto`` picks by pipeline
 class. Every module of this package but ``base`` defines families and is imported here."""
 
-import importlib
-import pkgutil
+from genrl.registry import import_submodules
 
-for _m in pkgutil.iter_modules(__path__):
-    if _m.name != "base":
-        importlib.import_module(f"{__name__}.{_m.name}")
+import_submodules(__name__, skip=("base",))

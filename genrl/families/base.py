@@ -47,7 +47,11 @@ class Family:
 
     def text_modules(self) -> list[torch.nn.Module]:
         """Frozen modules used only to encode prompts (moved to the device, never trained)."""
-        return [m for n in ("text_encoder", "text_encoder_2", "text_encoder_3") if (m := getattr(self.pipe, n, None)) is not None]
+        return [
+            m
+            for n in ("text_encoder", "text_encoder_2", "text_encoder_3")
+            if (m := getattr(self.pipe, n, None)) is not None
+        ]
 
     def decode_modules(self) -> list[torch.nn.Module]:
         """Frozen modules used to decode latents (the VAE)."""
@@ -130,8 +134,10 @@ def family_for(pipe, name: str = "auto") -> type[Family]:
         if cls_name in FAMILIES.get(n).pipeline_classes:
             return FAMILIES.get(n)
     known = sorted(c for n in FAMILIES.names() for c in FAMILIES.get(n).pipeline_classes)
-    raise ValueError(f"no genrl family drives {cls_name}; set policy.family to one of {', '.join(FAMILIES.names())} "
-                     f"or load one of: {', '.join(known)}")
+    raise ValueError(
+        f"no genrl family drives {cls_name}; set policy.family to one of {', '.join(FAMILIES.names())} "
+        f"or load one of: {', '.join(known)}"
+    )
 
 
 def load_pipeline(model: str, dtype: torch.dtype):
@@ -142,11 +148,15 @@ def load_pipeline(model: str, dtype: torch.dtype):
 
     local = os.path.isdir(model)
     if not local and (os.path.exists(model) or model.startswith(("/", ".", "~")) or model.count("/") > 1):
-        raise ValueError(f"policy.model={model!r} is not a folder (a hub id has the form 'org/name'); "
-                         "give a diffusers pipeline folder, a hub id or task:<name>")
+        raise ValueError(
+            f"policy.model={model!r} is not a folder (a hub id has the form 'org/name'); "
+            "give a diffusers pipeline folder, a hub id or task:<name>"
+        )
     if local and _class_name(model) is None:
-        raise ValueError(f"policy.model={model!r} is a folder without model_index.json; a diffusers pipeline folder "
-                         "is expected (what `save_pretrained` or `huggingface-cli download` writes)")
+        raise ValueError(
+            f"policy.model={model!r} is a folder without model_index.json; a diffusers pipeline folder "
+            "is expected (what `save_pretrained` or `huggingface-cli download` writes)"
+        )
     try:
         return DiffusionPipeline.from_pretrained(model, dtype=dtype)
     except (OSError, EnvironmentError) as e:

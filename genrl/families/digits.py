@@ -24,9 +24,13 @@ class DigitsFamily(Family):
 
     def forward(self, model, x, sigma, cond):
         dtype = self.dtype
-        return model(hidden_states=x.to(dtype), encoder_hidden_states=cond["embeds"].to(dtype),
-                     pooled_projections=cond["pooled"].to(dtype), timestep=self.timestep(sigma),
-                     return_dict=False)[0].float()
+        return model(
+            hidden_states=x.to(dtype),
+            encoder_hidden_states=cond["embeds"].to(dtype),
+            pooled_projections=cond["pooled"].to(dtype),
+            timestep=self.timestep(sigma),
+            return_dict=False,
+        )[0].float()
 
     def decode(self, x):
         """Pixel space (no VAE): ``[-1, 1]`` -> ``[0, 1]``."""
@@ -38,8 +42,11 @@ _COMPONENTS = ("transformer", "scheduler", "text_encoder", "tokenizer")
 
 def is_digits_folder(path: str) -> bool:
     """The digits task's own layout: its four component folders and no ``model_index.json``."""
-    return (os.path.isdir(path) and not os.path.isfile(os.path.join(path, "model_index.json"))
-            and all(os.path.isdir(os.path.join(path, c)) for c in _COMPONENTS))
+    return (
+        os.path.isdir(path)
+        and not os.path.isfile(os.path.join(path, "model_index.json"))
+        and all(os.path.isdir(os.path.join(path, c)) for c in _COMPONENTS)
+    )
 
 
 def load_digits(path: str):
@@ -55,4 +62,3 @@ def load_digits(path: str):
         text_encoder=CLIPTextModelWithProjection.from_pretrained(path, subfolder="text_encoder"),
         tokenizer=AutoTokenizer.from_pretrained(path, subfolder="tokenizer"),
     )
-

@@ -27,14 +27,28 @@ class FluxFamily(Family):
     pipeline_classes = ("FluxPipeline",)
     # Flow-GRPO's FLUX LoRA targets (scripts/train_flux.py): attention projections of the double and
     # single blocks (suffix match) and the double blocks' image/text feed-forwards
-    lora_targets = ("attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0", "attn.add_k_proj", "attn.add_q_proj",
-                    "attn.add_v_proj", "attn.to_add_out", "ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj",
-                    "ff_context.net.2")
+    lora_targets = (
+        "attn.to_k",
+        "attn.to_q",
+        "attn.to_v",
+        "attn.to_out.0",
+        "attn.add_k_proj",
+        "attn.add_q_proj",
+        "attn.add_v_proj",
+        "attn.to_add_out",
+        "ff.net.0.proj",
+        "ff.net.2",
+        "ff_context.net.0.proj",
+        "ff_context.net.2",
+    )
 
     def encode(self, prompts):
         embeds, pooled, _ = self.pipe.encode_prompt(
-            prompt=list(prompts), prompt_2=None, device=self.pipe.text_encoder_2.device,
-            max_sequence_length=self.cfg.max_sequence_length or 512)
+            prompt=list(prompts),
+            prompt_2=None,
+            device=self.pipe.text_encoder_2.device,
+            max_sequence_length=self.cfg.max_sequence_length or 512,
+        )
         return {"embeds": embeds, "pooled": pooled}  # [B, L, 4096] (T5), [B, 768] (CLIP pooled) at full size
 
     @property
@@ -63,8 +77,13 @@ class FluxFamily(Family):
 
         sched, c = self.scheduler, self.scheduler.config
         _, h, w = self.noise_shape
-        mu = calculate_shift((h // 2) * (w // 2), c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
-                             c.get("base_shift", 0.5), c.get("max_shift", 1.15))
+        mu = calculate_shift(
+            (h // 2) * (w // 2),
+            c.get("base_image_seq_len", 256),
+            c.get("max_image_seq_len", 4096),
+            c.get("base_shift", 0.5),
+            c.get("max_shift", 1.15),
+        )
         if c.get("use_flow_sigmas", False):  # the pipeline drops its own sigmas then
             sched.set_timesteps(num_steps, device="cpu", mu=mu)
         else:
@@ -82,9 +101,16 @@ class FluxFamily(Family):
         guidance = None
         if self.denoiser.config.guidance_embeds:
             guidance = torch.full((x.shape[0],), float(self.cfg.embedded_guidance), device=x.device)  # [B]
-        return model(hidden_states=x.to(dtype), timestep=self.timestep(sigma).to(dtype) / 1000, guidance=guidance,
-                     pooled_projections=cond["pooled"].to(dtype), encoder_hidden_states=cond["embeds"].to(dtype),
-                     txt_ids=txt_ids, img_ids=img_ids.reshape(-1, 3), return_dict=False)[0].float()
+        return model(
+            hidden_states=x.to(dtype),
+            timestep=self.timestep(sigma).to(dtype) / 1000,
+            guidance=guidance,
+            pooled_projections=cond["pooled"].to(dtype),
+            encoder_hidden_states=cond["embeds"].to(dtype),
+            txt_ids=txt_ids,
+            img_ids=img_ids.reshape(-1, 3),
+            return_dict=False,
+        )[0].float()
 
     def decode(self, x):
         vae = self.pipe.vae

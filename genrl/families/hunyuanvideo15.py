@@ -40,23 +40,34 @@ class HunyuanVideo15Family(Family):
     pipeline_classes = ("HunyuanVideo15Pipeline",)
     # suffix-matched: the double-stream blocks' video (to_*) and text (add_*, to_add_out) projections;
     # "attn.to_q/k/v/out.0" also match the text token-refiner's self-attention
-    lora_targets = ("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
-                    "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v")
+    lora_targets = (
+        "attn.add_k_proj",
+        "attn.add_q_proj",
+        "attn.add_v_proj",
+        "attn.to_add_out",
+        "attn.to_k",
+        "attn.to_out.0",
+        "attn.to_q",
+        "attn.to_v",
+    )
     video = True
 
     def __init__(self, pipe, cfg):
         super().__init__(pipe, cfg)
         g = pipe.guider.config
         if g.get("use_original_formulation", False) or g.get("start", 0.0) != 0.0 or g.get("stop", 1.0) != 1.0:
-            raise ValueError("the HunyuanVideo-1.5 family supports only a plain ClassifierFreeGuidance guider "
-                             "(no use_original_formulation, start=0, stop=1)")
+            raise ValueError(
+                "the HunyuanVideo-1.5 family supports only a plain ClassifierFreeGuidance guider "
+                "(no use_original_formulation, start=0, stop=1)"
+            )
         self._rescale = g.get("guidance_rescale", 0.0)
         h, w = cfg.height, cfg.width
         if bool(h) != bool(w):
             raise ValueError(f"policy.height/width={h}/{w}: set both or neither (0 = the pipeline's default)")
         if not h:  # the pipeline's default: the 16:9 bucket of target_size
             h, w = pipe.video_processor.calculate_default_height_width(
-                pipe.default_aspect_ratio[1], pipe.default_aspect_ratio[0], pipe.target_size)
+                pipe.default_aspect_ratio[1], pipe.default_aspect_ratio[0], pipe.target_size
+            )
         s = pipe.vae_scale_factor_spatial
         if h % s or w % s:
             raise ValueError(f"policy.height/width={h}/{w}: HunyuanVideo-1.5 needs multiples of {s}")
@@ -66,15 +77,28 @@ class HunyuanVideo15Family(Family):
         pipe, prompts = self.pipe, list(prompts)
         device = pipe.text_encoder.device
         embeds, mask = pipe._get_mllm_prompt_embeds(
-            text_encoder=pipe.text_encoder, tokenizer=pipe.tokenizer, prompt=prompts, device=device,
+            text_encoder=pipe.text_encoder,
+            tokenizer=pipe.tokenizer,
+            prompt=prompts,
+            device=device,
             tokenizer_max_length=self.cfg.max_sequence_length or pipe.tokenizer_max_length,
-            system_message=pipe.system_message, crop_start=pipe.prompt_template_encode_start_idx)
+            system_message=pipe.system_message,
+            crop_start=pipe.prompt_template_encode_start_idx,
+        )
         embeds_2, mask_2 = pipe._get_byt5_prompt_embeds(
-            tokenizer=pipe.tokenizer_2, text_encoder=pipe.text_encoder_2, prompt=prompts, device=device,
-            tokenizer_max_length=pipe.tokenizer_2_max_length)
+            tokenizer=pipe.tokenizer_2,
+            text_encoder=pipe.text_encoder_2,
+            prompt=prompts,
+            device=device,
+            tokenizer_max_length=pipe.tokenizer_2_max_length,
+        )
         dtype = self.dtype  # encode_prompt casts all four to the transformer dtype
-        return {"embeds": embeds.to(dtype), "mask": mask.to(dtype),  # [B, L, 3584], [B, L]
-                "embeds_2": embeds_2.to(dtype), "mask_2": mask_2.to(dtype)}  # [B, 256, 1472], [B, 256]
+        return {
+            "embeds": embeds.to(dtype),
+            "mask": mask.to(dtype),  # [B, L, 3584], [B, L]
+            "embeds_2": embeds_2.to(dtype),
+            "mask_2": mask_2.to(dtype),
+        }  # [B, 256, 1472], [B, 256]
 
     @property
     def noise_shape(self):
@@ -90,12 +114,19 @@ class HunyuanVideo15Family(Family):
         dtype, (B, _, F, H, W) = self.dtype, x.shape
         # T2V: zero image-condition latents and a zero mask channel (prepare_cond_latents_and_mask)
         inp = torch.cat([x.to(dtype), x.new_zeros((B, x.shape[1] + 1, F, H, W), dtype=dtype)], dim=1)
-        image_embeds = x.new_zeros((B, self.pipe.vision_num_semantic_tokens, self.denoiser.config.image_embed_dim),
-                                   dtype=dtype)  # [B, 729, 1152]: no image, masked by the transformer
-        return model(hidden_states=inp, image_embeds=image_embeds, timestep=self.timestep(sigma).to(dtype),
-                     encoder_hidden_states=cond["embeds"].to(dtype), encoder_attention_mask=cond["mask"].to(dtype),
-                     encoder_hidden_states_2=cond["embeds_2"].to(dtype),
-                     encoder_attention_mask_2=cond["mask_2"].to(dtype), return_dict=False)[0].float()
+        image_embeds = x.new_zeros(
+            (B, self.pipe.vision_num_semantic_tokens, self.denoiser.config.image_embed_dim), dtype=dtype
+        )  # [B, 729, 1152]: no image, masked by the transformer
+        return model(
+            hidden_states=inp,
+            image_embeds=image_embeds,
+            timestep=self.timestep(sigma).to(dtype),
+            encoder_hidden_states=cond["embeds"].to(dtype),
+            encoder_attention_mask=cond["mask"].to(dtype),
+            encoder_hidden_states_2=cond["embeds_2"].to(dtype),
+            encoder_attention_mask_2=cond["mask_2"].to(dtype),
+            return_dict=False,
+        )[0].float()
 
     def velocity(self, model, x, sigma, cond, guidance_scale):
         """The guider's CFG: ``uncond + g * (cond - uncond)`` from one batched ``[neg, pos]`` forward,
@@ -115,5 +146,5 @@ class HunyuanVideo15Family(Family):
     def decode(self, x):
         vae = self.pipe.vae
         z = x.to(vae.dtype) / vae.config.scaling_factor  # [B, C, F', H', W']
-        video = torch.cat([vae.decode(z[i: i + 1], return_dict=False)[0] for i in range(len(z))])  # [B, 3, F, H, W]
+        video = torch.cat([vae.decode(z[i : i + 1], return_dict=False)[0] for i in range(len(z))])  # [B, 3, F, H, W]
         return (video.float() / 2 + 0.5).clamp(0, 1).permute(0, 2, 1, 3, 4)  # [B, F, 3, H, W]

@@ -27,9 +27,20 @@ class QwenImageFamily(Family):
     pipeline_classes = ("QwenImagePipeline",)
     # Flow-GRPO's Qwen-Image LoRA targets (yifan123/flow_grpo, scripts/train_qwenimage_edit_plus.py, same
     # transformer): joint-attention projections of both streams and both streams' MLPs
-    lora_targets = ("attn.to_k", "attn.to_q", "attn.to_v", "attn.to_out.0", "attn.add_k_proj", "attn.add_q_proj",
-                    "attn.add_v_proj", "attn.to_add_out", "img_mlp.net.0.proj", "img_mlp.net.2",
-                    "txt_mlp.net.0.proj", "txt_mlp.net.2")
+    lora_targets = (
+        "attn.to_k",
+        "attn.to_q",
+        "attn.to_v",
+        "attn.to_out.0",
+        "attn.add_k_proj",
+        "attn.add_q_proj",
+        "attn.add_v_proj",
+        "attn.to_add_out",
+        "img_mlp.net.0.proj",
+        "img_mlp.net.2",
+        "txt_mlp.net.0.proj",
+        "txt_mlp.net.2",
+    )
 
     def __init__(self, pipe, cfg):
         super().__init__(pipe, cfg)
@@ -39,8 +50,11 @@ class QwenImageFamily(Family):
     # ----------------------------------------------------------------- text
     def encode(self, prompts):
         """Per-prompt rows: ``embeds [B, L, D]`` and ``mask [B, L]`` (1 = token, 0 = padding)."""
-        embeds, mask = self.pipe.encode_prompt(list(prompts), device=self.pipe.text_encoder.device,
-                                               max_sequence_length=self.cfg.max_sequence_length or 512)
+        embeds, mask = self.pipe.encode_prompt(
+            list(prompts),
+            device=self.pipe.text_encoder.device,
+            max_sequence_length=self.cfg.max_sequence_length or 512,
+        )
         if mask is None:  # the pipeline drops an all-ones mask
             mask = torch.ones(embeds.shape[:2], dtype=torch.long, device=embeds.device)
         return {"embeds": embeds, "mask": mask}
@@ -88,8 +102,13 @@ class QwenImageFamily(Family):
 
         sched, (h, w) = self.scheduler, self._latent_hw
         c = sched.config
-        mu = calculate_shift((h // 2) * (w // 2), c.get("base_image_seq_len", 256), c.get("max_image_seq_len", 4096),
-                             c.get("base_shift", 0.5), c.get("max_shift", 1.15))
+        mu = calculate_shift(
+            (h // 2) * (w // 2),
+            c.get("base_image_seq_len", 256),
+            c.get("max_image_seq_len", 4096),
+            c.get("base_shift", 0.5),
+            c.get("max_shift", 1.15),
+        )
         sched.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps), device="cpu", mu=mu)
         return sched.sigmas.float().clone()
 
@@ -97,10 +116,14 @@ class QwenImageFamily(Family):
     def forward(self, model, x, sigma, cond):
         dtype, (h, w) = self.dtype, self._latent_hw
         mask = cond["mask"]  # the pipeline passes no mask for an unpadded batch
-        return model(hidden_states=x.to(dtype), timestep=self.timestep(sigma).to(dtype) / 1000,
-                     encoder_hidden_states=cond["embeds"].to(dtype),
-                     encoder_hidden_states_mask=None if bool(mask.all()) else mask,
-                     img_shapes=[[(1, h // 2, w // 2)]] * x.shape[0], return_dict=False)[0].float()
+        return model(
+            hidden_states=x.to(dtype),
+            timestep=self.timestep(sigma).to(dtype) / 1000,
+            encoder_hidden_states=cond["embeds"].to(dtype),
+            encoder_hidden_states_mask=None if bool(mask.all()) else mask,
+            img_shapes=[[(1, h // 2, w // 2)]] * x.shape[0],
+            return_dict=False,
+        )[0].float()
 
     def velocity(self, model, x, sigma, cond, guidance_scale):
         """Qwen-Image's true CFG: conditional and unconditional forwards (their texts differ in

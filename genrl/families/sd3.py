@@ -12,13 +12,26 @@ from genrl.registry import FAMILIES
 class SD3Family(Family):
     pipeline_classes = ("StableDiffusion3Pipeline",)
     # Flow-GRPO's SD3.5 LoRA targets: the joint attention's image and context projections
-    lora_targets = ("attn.add_k_proj", "attn.add_q_proj", "attn.add_v_proj", "attn.to_add_out",
-                    "attn.to_k", "attn.to_out.0", "attn.to_q", "attn.to_v")
+    lora_targets = (
+        "attn.add_k_proj",
+        "attn.add_q_proj",
+        "attn.add_v_proj",
+        "attn.to_add_out",
+        "attn.to_k",
+        "attn.to_out.0",
+        "attn.to_q",
+        "attn.to_v",
+    )
 
     def encode(self, prompts):
         embeds, _, pooled, _ = self.pipe.encode_prompt(
-            prompt=list(prompts), prompt_2=None, prompt_3=None, do_classifier_free_guidance=False,
-            max_sequence_length=self.cfg.max_sequence_length or 256, device=self.pipe.text_encoder.device)
+            prompt=list(prompts),
+            prompt_2=None,
+            prompt_3=None,
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.cfg.max_sequence_length or 256,
+            device=self.pipe.text_encoder.device,
+        )
         return {"embeds": embeds, "pooled": pooled}  # [B, L, 4096], [B, 2048] at full size
 
     @property
@@ -35,21 +48,28 @@ class SD3Family(Family):
 
             _, h, w = self.noise_shape
             p = self.denoiser.config.patch_size
-            mu = calculate_shift((h // p) * (w // p), sched.config.get("base_image_seq_len", 256),
-                                 sched.config.get("max_image_seq_len", 4096), sched.config.get("base_shift", 0.5),
-                                 sched.config.get("max_shift", 1.16))
+            mu = calculate_shift(
+                (h // p) * (w // p),
+                sched.config.get("base_image_seq_len", 256),
+                sched.config.get("max_image_seq_len", 4096),
+                sched.config.get("base_shift", 0.5),
+                sched.config.get("max_shift", 1.16),
+            )
             sched.set_timesteps(num_steps, device="cpu", mu=mu)
             return sched.sigmas.float().clone()
         return super().sigmas(num_steps)
 
     def forward(self, model, x, sigma, cond):
         dtype = self.dtype
-        return model(hidden_states=x.to(dtype), timestep=self.timestep(sigma),
-                     encoder_hidden_states=cond["embeds"].to(dtype), pooled_projections=cond["pooled"].to(dtype),
-                     return_dict=False)[0].float()
+        return model(
+            hidden_states=x.to(dtype),
+            timestep=self.timestep(sigma),
+            encoder_hidden_states=cond["embeds"].to(dtype),
+            pooled_projections=cond["pooled"].to(dtype),
+            return_dict=False,
+        )[0].float()
 
     def decode(self, x):
         vae = self.pipe.vae
         z = x / vae.config.scaling_factor + vae.config.shift_factor
         return (vae.decode(z.to(vae.dtype), return_dict=False)[0].float() / 2 + 0.5).clamp(0, 1)
-

@@ -55,8 +55,10 @@ class WanFamily(Family):
         if not isinstance(sched, FlowMatchEulerDiscreteScheduler):
             shift = sched.config.get("flow_shift", sched.config.get("shift"))
             if shift is None:
-                raise ValueError(f"no flow_shift/shift in the {type(sched).__name__} config; "
-                                 "load the pipeline with a FlowMatchEulerDiscreteScheduler")
+                raise ValueError(
+                    f"no flow_shift/shift in the {type(sched).__name__} config; "
+                    "load the pipeline with a FlowMatchEulerDiscreteScheduler"
+                )
             sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=sched.config.num_train_timesteps, shift=shift)
         self._scheduler = sched
         self._boundary = None if ratio is None else ratio * sched.config.num_train_timesteps  # in timestep units
@@ -66,7 +68,9 @@ class WanFamily(Family):
         if any(v % 16 or v % m for v in (h, w)):
             raise ValueError(f"policy.height/width={h}/{w}: Wan needs multiples of {max(16, m)}")
         if (n - 1) % pipe.vae_scale_factor_temporal:
-            raise ValueError(f"policy.num_frames={n}: Wan needs {pipe.vae_scale_factor_temporal}k + 1 frames (e.g. 81)")
+            raise ValueError(
+                f"policy.num_frames={n}: Wan needs {pipe.vae_scale_factor_temporal}k + 1 frames (e.g. 81)"
+            )
 
     @property
     def scheduler(self):
@@ -81,8 +85,11 @@ class WanFamily(Family):
 
     def encode(self, prompts):
         embeds, _ = self.pipe.encode_prompt(
-            prompt=list(prompts), do_classifier_free_guidance=False,
-            max_sequence_length=self.cfg.max_sequence_length or 512, device=self.pipe.text_encoder.device)
+            prompt=list(prompts),
+            do_classifier_free_guidance=False,
+            max_sequence_length=self.cfg.max_sequence_length or 512,
+            device=self.pipe.text_encoder.device,
+        )
         return {"embeds": embeds}  # [B, L, 4096] at full size, zero past each prompt's tokens
 
     @property
@@ -111,8 +118,9 @@ class WanFamily(Family):
         if self.pipe.config.get("expand_timesteps", False):  # Wan2.2 TI2V: one timestep per 2x2 patch
             f, h, w = x.shape[2:]
             t = t[:, None].expand(-1, f * ((h + 1) // 2) * ((w + 1) // 2))  # [B, seq]
-        return net(hidden_states=x.to(dtype), timestep=t, encoder_hidden_states=e.to(dtype),
-                   return_dict=False)[0].float()
+        return net(hidden_states=x.to(dtype), timestep=t, encoder_hidden_states=e.to(dtype), return_dict=False)[
+            0
+        ].float()
 
     def decode(self, x):
         vae, c = self.pipe.vae, self.pipe.vae.config

@@ -48,6 +48,8 @@ from typing import Optional
 
 import torch
 
+from genrl.registry import OBJECTIVES
+
 LOSS_AGGS: tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm")
 KL_TYPES: tuple[str, ...] = ("gaussian", "k1", "k3")
 
@@ -57,7 +59,9 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * mask).sum() / mask.sum().clamp_min(1.0)
 
 
-def aggregate(x: torch.Tensor, mask: torch.Tensor, loss_agg: str = "token-mean", max_len_norm: int = 0) -> torch.Tensor:
+def aggregate(
+    x: torch.Tensor, mask: torch.Tensor, loss_agg: str = "token-mean", max_len_norm: int = 0
+) -> torch.Tensor:
     """Reduce per-action values ``x`` [B, T] to a scalar with mode ``loss_agg`` (see the
     module docstring); ``max_len_norm`` is the constant of ``seq-mean-token-sum-norm``."""
     if loss_agg == "token-mean":
@@ -87,8 +91,14 @@ def agg_normaliser(mask: torch.Tensor, loss_agg: str, *, max_len_norm: int) -> t
     raise ValueError(f"unknown loss_agg {loss_agg!r}; valid: {', '.join(LOSS_AGGS)}")
 
 
-def chunk_weight(mask_chunk: torch.Tensor, mask_full: torch.Tensor, loss_agg: str, *, max_len_norm: int,
-                 total: Optional[torch.Tensor] = None) -> torch.Tensor:
+def chunk_weight(
+    mask_chunk: torch.Tensor,
+    mask_full: torch.Tensor,
+    loss_agg: str,
+    *,
+    max_len_norm: int,
+    total: Optional[torch.Tensor] = None,
+) -> torch.Tensor:
     """Weight of one chunk's loss so that the weighted sum over all chunks equals the loss
     aggregated over the whole optimizer batch (0-dim tensor, on the mask's device).
 
@@ -100,7 +110,8 @@ def chunk_weight(mask_chunk: torch.Tensor, mask_full: torch.Tensor, loss_agg: st
         raise ValueError(
             f"this loss is a mean over whole sequences (loss_agg=seq-mean-token-mean or a sequence-level "
             f"ratio) and cannot be split into timestep chunks ({mask_chunk.shape[1]} of {mask_full.shape[1]} "
-            f"columns); set train.timestep_chunk=0")
+            f"columns); set train.timestep_chunk=0"
+        )
     if total is None:
         total = agg_normaliser(mask_full, loss_agg, max_len_norm=max_len_norm)
     if loss_agg == "seq-mean-token-sum-norm" and max_len_norm <= 0:  # the chunk divides by b * t, the batch by B * T
@@ -112,8 +123,9 @@ def chunk_weight(mask_chunk: torch.Tensor, mask_full: torch.Tensor, loss_agg: st
 
 def chunk_agg(objective, config) -> str:
     """The aggregation that governs chunking for ``objective``: an objective that fixes its own
-    (attribute ``chunk_agg``: dr_grpo, gspo) overrides ``config.loss_agg``."""
-    return getattr(objective, "chunk_agg", None) or config.loss_agg
+    (registered with ``OBJECTIVES.register(name, chunk_agg=...)``: dr_grpo, gspo) overrides
+    ``config.loss_agg``."""
+    return OBJECTIVES.meta(objective).get("chunk_agg") or config.loss_agg
 
 
 def objective_normaliser(objective, mask: torch.Tensor, config) -> torch.Tensor:
@@ -121,11 +133,13 @@ def objective_normaliser(objective, mask: torch.Tensor, config) -> torch.Tensor:
     return agg_normaliser(mask, chunk_agg(objective, config), max_len_norm=config.max_len_norm)
 
 
-def objective_chunk_weight(objective, mask_chunk: torch.Tensor, mask_full: torch.Tensor, config,
-                           total: Optional[torch.Tensor] = None) -> torch.Tensor:
+def objective_chunk_weight(
+    objective, mask_chunk: torch.Tensor, mask_full: torch.Tensor, config, total: Optional[torch.Tensor] = None
+) -> torch.Tensor:
     """:func:`chunk_weight` for a registered objective and its ``ObjectiveConfig``."""
-    return chunk_weight(mask_chunk, mask_full, chunk_agg(objective, config), max_len_norm=config.max_len_norm,
-                        total=total)
+    return chunk_weight(
+        mask_chunk, mask_full, chunk_agg(objective, config), max_len_norm=config.max_len_norm, total=total
+    )
 
 
 LOG_RATIO_CLAMP = 20.0  # verl's clamp of the log-ratio before exp (core_algos.compute_policy_loss)
@@ -153,8 +167,9 @@ def clipped_surrogate(ratio: torch.Tensor, adv: torch.Tensor, low: float, high: 
     return torch.maximum(-adv * ratio, -adv * torch.clamp(ratio, low, high))
 
 
-def kl_per_action(log_probs_new: torch.Tensor, step_info: dict, kl_type: str,
-                  convention: str = "exact") -> Optional[torch.Tensor]:
+def kl_per_action(
+    log_probs_new: torch.Tensor, step_info: dict, kl_type: str, convention: str = "exact"
+) -> Optional[torch.Tensor]:
     """Per-action KL to the reference [B, T], or ``None`` when its input is missing.
 
     ``gaussian``: ``step_info["kl"]`` as the policy computed it (flow policies: closed-form KL
@@ -175,8 +190,15 @@ def kl_per_action(log_probs_new: torch.Tensor, step_info: dict, kl_type: str,
     return -d if kl_type == "k1" else safe_exp(d) - d - 1.0
 
 
-def add_kl(loss: torch.Tensor, metrics: dict, log_probs_new: torch.Tensor, mask: torch.Tensor, step_info: dict,
-           config, loss_agg: str) -> torch.Tensor:
+def add_kl(
+    loss: torch.Tensor,
+    metrics: dict,
+    log_probs_new: torch.Tensor,
+    mask: torch.Tensor,
+    step_info: dict,
+    config,
+    loss_agg: str,
+) -> torch.Tensor:
     """``loss + beta * aggregate(kl)``; logs ``metrics["kl"]`` whenever the KL is computable
     (also with ``beta = 0``). ``beta > 0`` without the needed input raises ``ValueError``."""
     kl_type = config.kl_type
@@ -185,18 +207,24 @@ def add_kl(loss: torch.Tensor, metrics: dict, log_probs_new: torch.Tensor, mask:
         if kl is None:
             if config.beta > 0:
                 need = "'kl'" if kl_type == "gaussian" else "'ref_log_probs'"
-                hint = ("token policies give 'ref_log_probs': set objective.kl_type=k3 (or k1)" if kl_type == "gaussian"
-                        else "flow policies give a closed-form 'kl': set objective.kl_type=gaussian")
-                raise ValueError(f"objective.beta > 0 with kl_type={kl_type!r} but the policy gave no per-step {need} "
-                                 f"for the KL to the reference; {hint}")
+                hint = (
+                    "token policies give 'ref_log_probs': set objective.kl_type=k3 (or k1)"
+                    if kl_type == "gaussian"
+                    else "flow policies give a closed-form 'kl': set objective.kl_type=gaussian"
+                )
+                raise ValueError(
+                    f"objective.beta > 0 with kl_type={kl_type!r} but the policy gave no per-step {need} "
+                    f"for the KL to the reference; {hint}"
+                )
             return loss
         value = aggregate(kl, mask, loss_agg, config.max_len_norm)
     metrics["kl"] = value.item()
     return loss + config.beta * value if config.beta > 0 else loss
 
 
-def ratio_metrics(log_ratio: torch.Tensor, mask: torch.Tensor, clip_range: float,
-                  clip_range_high: Optional[float] = None) -> dict[str, float]:
+def ratio_metrics(
+    log_ratio: torch.Tensor, mask: torch.Tensor, clip_range: float, clip_range_high: Optional[float] = None
+) -> dict[str, float]:
     """Diagnostics every objective logs: ratio moments, clip fraction (share of actions with
     ``r`` outside ``[1 - clip_range, 1 + clip_range_high]``), approx KL (k3-free
     ``0.5 * log_ratio^2``, as in Flow-GRPO/TRL). ``log_ratio``, ``mask``: [B, T]."""
@@ -214,8 +242,9 @@ def ratio_metrics(log_ratio: torch.Tensor, mask: torch.Tensor, clip_range: float
         }
 
 
-def per_step_ratio_stats(log_ratio: torch.Tensor, mask: torch.Tensor, step_index: torch.Tensor,
-                         prefix: str = "") -> list[tuple[dict[str, float], float]]:
+def per_step_ratio_stats(
+    log_ratio: torch.Tensor, mask: torch.Tensor, step_index: torch.Tensor, prefix: str = ""
+) -> list[tuple[dict[str, float], float]]:
     """Ratio mean/std of each column of ``[B, t]`` (a denoising step), keyed by its step
     index: ``[({"<prefix>ratio_mean/step_XX": ..., "<prefix>ratio_std/step_XX": ...}, count)]``."""
     out = []
@@ -229,5 +258,7 @@ def per_step_ratio_stats(log_ratio: torch.Tensor, mask: torch.Tensor, step_index
             mean = (ratio[:, j] * m).sum() / n
             std = (((ratio[:, j] - mean) ** 2 * m).sum() / n).sqrt()
             i = int(step_index[0, j])
-            out.append(({f"{prefix}ratio_mean/step_{i:02d}": mean.item(), f"{prefix}ratio_std/step_{i:02d}": std.item()}, n))
+            out.append(
+                ({f"{prefix}ratio_mean/step_{i:02d}": mean.item(), f"{prefix}ratio_std/step_{i:02d}": std.item()}, n)
+            )
     return out

@@ -14,7 +14,7 @@ surrogate without its two biases.
 Otherwise as grpo: advantages clamped to ``+-adv_clip_max``; the clip range is
 ``[1 - clip_range, 1 + clip_range_high]`` (the paper's is symmetric: leave
 ``clip_range_high`` null). With ``train.timestep_chunk`` the trainer must weight chunks by
-:func:`genrl.objectives.common.objective_chunk_weight` (``chunk_agg`` below).
+:func:`genrl.objectives.common.objective_chunk_weight` (its registered ``chunk_agg``).
 """
 
 from __future__ import annotations
@@ -25,10 +25,7 @@ from genrl.registry import OBJECTIVES
 LOSS_AGG = "seq-mean-token-sum-norm"
 
 
-@OBJECTIVES.register("dr_grpo")
+@OBJECTIVES.register("dr_grpo", chunk_agg=LOSS_AGG)  # the aggregation it forces, for chunk weights
 def dr_grpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]. Returns (scalar loss, metrics)."""
     return clipped_policy_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config, LOSS_AGG)
-
-
-dr_grpo_loss.chunk_agg = LOSS_AGG  # the aggregation it forces, for chunk weights

@@ -16,9 +16,15 @@ with clip-higher is the ``dapo`` objective; use that name).
 
 from __future__ import annotations
 
-
-from genrl.objectives.common import (add_kl, aggregate, clamp_advantages, clip_bounds, clipped_surrogate,
-                                     ratio_metrics, safe_exp)
+from genrl.objectives.common import (
+    add_kl,
+    aggregate,
+    clamp_advantages,
+    clip_bounds,
+    clipped_surrogate,
+    ratio_metrics,
+    safe_exp,
+)
 from genrl.registry import OBJECTIVES
 
 
@@ -40,6 +46,8 @@ def clipped_policy_loss(log_probs_new, log_probs_old, advantages, mask, step_inf
 def grpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]. Returns (scalar loss, metrics)."""
     if config.clip_range_high is not None and config.clip_range_high != config.clip_range:
-        raise ValueError(f"objective grpo clips symmetrically but objective.clip_range_high={config.clip_range_high} "
-                         f"!= clip_range={config.clip_range}; for clip-higher use objective.name=dapo")
+        raise ValueError(
+            f"objective grpo clips symmetrically but objective.clip_range_high={config.clip_range_high} "
+            f"!= clip_range={config.clip_range}; for clip-higher use objective.name=dapo"
+        )
     return clipped_policy_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config, config.loss_agg)

@@ -22,8 +22,8 @@ That keeps steps with large ``dt`` from dominating the update.
 
 ``loss = agg_{b,t} w_t max(-A r_hat, -A clip(r_hat, 1 - eps, 1 + eps)) + beta * agg(KL)``
 
-It needs the flow policy's per-step ``std``, ``mean_sq_diff`` and ``dt``
-(``FlowPolicy.log_prob``). It works with ``flow_sde`` and ``cps`` steps (the latter with
+It needs the policy's per-step ``std``, ``mean_sq_diff`` and ``output_scale`` (``|dt|`` for flow
+steps, DDIM's output gain for the diffusion policy; ``DenoisingPolicy.log_prob``). It works with ``flow_sde`` and ``cps`` steps (the latter with
 ``policy.cps_log_prob: gaussian``: RatioNorm assumes the Gaussian density) and with the SDE window.
 
 Diagnostics: ``ratio_mean/std`` before (``raw_``) and after normalisation, per denoising step
@@ -35,17 +35,26 @@ from __future__ import annotations
 
 import torch
 
-from genrl.objectives.common import (add_kl, aggregate, clamp_advantages, clip_bounds, clipped_surrogate,
-                                     masked_mean, per_step_ratio_stats, ratio_metrics, safe_exp)
+from genrl.objectives.common import (
+    add_kl,
+    aggregate,
+    clamp_advantages,
+    clip_bounds,
+    clipped_surrogate,
+    masked_mean,
+    per_step_ratio_stats,
+    ratio_metrics,
+    safe_exp,
+)
 from genrl.registry import OBJECTIVES
 
-REQUIRED = ("std", "mean_sq_diff", "dt")
+REQUIRED = ("std", "mean_sq_diff", "output_scale")
 
 
 def normalized_log_ratio(log_ratio: torch.Tensor, std: torch.Tensor, mean_sq_diff: torch.Tensor) -> torch.Tensor:
     """RatioNorm: ``s * (log r + mean_d[delta^2] / (2 s^2))``; 0 where the step is deterministic."""
     safe = std.clamp_min(1e-12)
-    return torch.where(std > 0, safe * (log_ratio + mean_sq_diff / (2 * safe ** 2)), torch.zeros_like(log_ratio))
+    return torch.where(std > 0, safe * (log_ratio + mean_sq_diff / (2 * safe**2)), torch.zeros_like(log_ratio))
 
 
 @OBJECTIVES.register("grpo_guard")
@@ -53,15 +62,17 @@ def grpo_guard_loss(log_probs_new, log_probs_old, advantages, mask, step_info, c
     """``log_probs_*``, ``mask``, ``step_info[...]``: [B, T]; ``advantages``: [B]. Returns (loss, metrics)."""
     missing = [k for k in REQUIRED if k not in step_info]
     if missing:
-        raise ValueError(f"objective grpo_guard needs the flow step's {missing} in step_info (FlowPolicy.log_prob "
-                         f"provides them); it applies to flow/diffusion policies, not tokens")
+        raise ValueError(
+            f"objective grpo_guard needs the flow step's {missing} in step_info (FlowPolicy.log_prob "
+            f"provides them); it applies to flow/diffusion policies, not tokens"
+        )
     adv = clamp_advantages(advantages, config)  # [B, 1]
     log_ratio = log_probs_new - log_probs_old  # [B, T]
     log_ratio_hat = normalized_log_ratio(log_ratio, step_info["std"], step_info["mean_sq_diff"])
     ratio_hat = safe_exp(log_ratio_hat)
     low, high = clip_bounds(config)
     per_action = clipped_surrogate(ratio_hat, adv, low, high)  # [B, T]
-    weight = 1.0 / step_info["dt"].abs().clamp_min(1e-12)  # [B, t]
+    weight = 1.0 / step_info["output_scale"].abs().clamp_min(1e-12)  # [B, t]: 1 / |dt|
     policy_loss = aggregate(per_action * weight, mask, config.loss_agg, config.max_len_norm)
 
     metrics = ratio_metrics(log_ratio_hat, mask, config.clip_range, config.clip_range_high)

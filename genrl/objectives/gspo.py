@@ -15,7 +15,7 @@ paper's clip range is tiny because ``s`` is a per-action geometric mean:
 ``clip_range=3e-4``, ``clip_range_high=4e-4`` (§5.1 of v2), and it trains without a KL term.
 
 Not chunkable over ``T``: ``s_b`` needs the whole sequence, so ``train.timestep_chunk``
-must be 0 (``chunk_agg`` makes :func:`genrl.objectives.common.objective_chunk_weight`
+must be 0 (its registered ``chunk_agg`` makes :func:`genrl.objectives.common.objective_chunk_weight`
 refuse partial chunks). The GSPO-token variant (per-token advantages) is not implemented.
 
 Metrics: ``clip_frac`` is the share of **sequences** whose ``s`` lies outside the clip
@@ -36,7 +36,7 @@ def sequence_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return safe_exp((log_ratio * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0))
 
 
-@OBJECTIVES.register("gspo")
+@OBJECTIVES.register("gspo", chunk_agg="seq-mean-token-mean")  # whole sequences: partial timestep chunks refused
 def gspo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]. Returns (scalar loss, metrics)."""
     adv = clamp_advantages(advantages, config)[:, 0]  # [B]
@@ -56,6 +56,3 @@ def gspo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config)
     metrics["policy_loss"] = policy_loss.item()
     loss = add_kl(policy_loss, metrics, log_probs_new, mask, step_info, config, config.loss_agg)
     return loss, metrics
-
-
-gspo_loss.chunk_agg = "seq-mean-token-mean"  # whole sequences only: partial timestep chunks are refused

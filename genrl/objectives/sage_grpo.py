@@ -16,9 +16,16 @@ Needs ``policy.sde: sage`` and, for the trust region, ``beta > 0`` with ``anchor
 
 from __future__ import annotations
 
-
-from genrl.objectives.common import (aggregate, clamp_advantages, clip_bounds, clipped_surrogate, kl_per_action,
-                                     masked_mean, ratio_metrics, safe_exp)
+from genrl.objectives.common import (
+    aggregate,
+    clamp_advantages,
+    clip_bounds,
+    clipped_surrogate,
+    kl_per_action,
+    masked_mean,
+    ratio_metrics,
+    safe_exp,
+)
 from genrl.registry import OBJECTIVES
 
 
@@ -26,8 +33,9 @@ from genrl.registry import OBJECTIVES
 def sage_grpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``, ``step_info[...]``: [B, T]; ``advantages``: [B]. Returns (loss, metrics)."""
     if "grad_scale" not in step_info:
-        raise ValueError("objective sage_grpo needs step_info['grad_scale'], which flow policies provide with "
-                         "policy.sde=sage")
+        raise ValueError(
+            "objective sage_grpo needs step_info['grad_scale'], which flow policies provide with policy.sde=sage"
+        )
     adv = clamp_advantages(advantages, config)  # [B, 1]
     log_ratio = log_probs_new - log_probs_old  # [B, T]
     low, high = clip_bounds(config)

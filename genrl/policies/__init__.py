@@ -1,6 +1,7 @@
 """Policies: generative models wrapped as stochastic policies that roll out into a
-``Trajectory`` and re-score stored actions. Registered by name in ``POLICIES``."""
+``Trajectory`` and re-score stored actions. Importing this package imports every module in it,
+which registers the policies by name in ``POLICIES`` (flow, diffusion, vlm)."""
 
-from genrl.policies import diffusion  # noqa: F401  (registers "diffusion")
-from genrl.policies import flow  # noqa: F401  (registers "flow")
-from genrl.policies import vlm  # noqa: F401  (registers "vlm")
+from genrl.registry import import_submodules
+
+import_submodules(__name__)

@@ -1,14 +1,34 @@
-"""Setting up a diffusers denoiser (transformer or UNet) for RL, shared by the flow and the
-diffusion policies: frozen weights in the run dtype, the attention kernel, gradient
-checkpointing, and LoRA adapters trained in fp32 (or a frozen reference copy for full
-fine-tuning); and the SDE window both policies draw each iteration."""
+"""What the flow and diffusion policies share: ``DenoisingPolicy``.
+
+A denoising sampler is a policy whose actions are its stochastic steps ``x_t -> x_{t+1}``,
+each a Gaussian with an exact log-density (``genrl.sde``). ``DenoisingPolicy`` owns everything
+that does not depend on how the network is called or how one step is taken:
+
+* setting up the diffusers denoiser (transformer or UNet) for RL: frozen weights in the run
+  dtype, the attention kernel, gradient checkpointing, LoRA adapters trained in fp32 (or a
+  frozen reference copy for full fine-tuning) -- ``prepare_denoiser``;
+* the bounded per-prompt conditioning cache and classifier-free-guidance conditioning;
+* the SDE window drawn each iteration, restricted to windows that hold a trainable step;
+* the rollout loop and its bookkeeping (states, step means, log-probs, stds, trained steps,
+  the ``Trajectory``), the re-scoring of stored transitions in one batched forward with the
+  closed-form KL to the reference, and deterministic evaluation sampling.
+
+A subclass supplies only the model-specific parts (see "what a subclass supplies" below):
+``FlowPolicy`` (flow-matching families, ``genrl.policies.flow``) and ``DiffusionPolicy``
+(epsilon / v-prediction DDIM, ``genrl.policies.diffusion``).
+"""
 
 from __future__ import annotations
 
 import copy
-from typing import Optional
+from typing import Any, Optional
 
 import torch
+
+from genrl import sde as sde_lib
+from genrl.policies.base import Policy
+from genrl.policies.prompt_cache import PromptCache
+from genrl.trajectory import Trajectory
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
@@ -23,12 +43,15 @@ def set_attention_backend(module: torch.nn.Module, backend: str) -> None:
     try:
         import xformers  # noqa: F401
     except ImportError as e:
-        raise ValueError("policy.attention_backend=xformers needs the xformers extra: pip install 'genrl[xformers]'") from e
+        raise ValueError(
+            "policy.attention_backend=xformers needs the xformers extra: pip install 'genrl[xformers]'"
+        ) from e
     module.enable_xformers_memory_efficient_attention()
 
 
-def prepare_denoiser(denoiser: torch.nn.Module, frozen: list[torch.nn.Module], cfg, default_targets,
-                     device: torch.device) -> Optional[torch.nn.Module]:
+def prepare_denoiser(
+    denoiser: torch.nn.Module, frozen: list[torch.nn.Module], cfg, default_targets, device: torch.device
+) -> Optional[torch.nn.Module]:
     """Cast ``denoiser`` and the ``frozen`` modules (text encoders, VAE, ...) to ``cfg.dtype`` and
     ``device``, freeze the latter, apply ``cfg.attention_backend`` and ``gradient_checkpointing``,
     and add LoRA adapters (``cfg.lora``; targets default to ``default_targets``; B starts at zero,
@@ -49,9 +72,15 @@ def prepare_denoiser(denoiser: torch.nn.Module, frozen: list[torch.nn.Module], c
     from peft import LoraConfig
 
     denoiser.requires_grad_(False)
-    denoiser.add_adapter(LoraConfig(r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                                    target_modules=list(cfg.lora.target_modules or default_targets),
-                                    init_lora_weights="gaussian"))
+    denoiser.add_adapter(
+        LoraConfig(
+            r=cfg.lora.rank,
+            lora_alpha=cfg.lora.alpha,
+            lora_dropout=cfg.lora.dropout,
+            target_modules=list(cfg.lora.target_modules or default_targets),
+            init_lora_weights="gaussian",
+        )
+    )
     for p in denoiser.parameters():  # trained weights stay fp32 under mixed precision
         if p.requires_grad:
             p.data = p.data.float()
@@ -83,7 +112,8 @@ def window_starts(cfg, trainable: list[int]) -> list[int]:
             f"no SDE window can hold a trained step: policy.sde={cfg.sde!r}, eta={cfg.eta}, num_steps={n}, "
             f"sde_window_size={k}, sde_window_range={cfg.sde_window_range}, timestep_fraction={cfg.timestep_fraction} "
             f"leave only steps {trainable} trainable (steps with zero noise, or past the timestep fraction, are not); "
-            f"widen sde_window_range or raise timestep_fraction")
+            f"widen sde_window_range or raise timestep_fraction"
+        )
     return starts
 
 
@@ -96,3 +126,193 @@ def sde_window(cfg, generator: torch.Generator, starts: list[int]) -> list[int]:
         return list(range(n))
     start = starts[int(torch.randint(0, len(starts), (1,), generator=generator))]
     return list(range(start, start + k))
+
+
+class DenoisingPolicy(Policy):
+    """A diffusers denoising sampler as a stochastic policy (see the module docstring).
+
+    ``cfg`` is a ``PolicyConfig``; ``denoiser`` the trained network; ``frozen`` the modules that
+    are never trained (text encoders, VAE, ...); ``lora_targets`` the default LoRA targets."""
+
+    per_step_metrics = True
+    _PAYLOAD = ("latents", "next_latents", "means")  # Trajectory.data keys that are not conditioning
+
+    def __init__(
+        self, cfg, pipe, denoiser: torch.nn.Module, frozen: list[torch.nn.Module], lora_targets, device="cpu"
+    ):
+        self.cfg, self.pipe, self.device = cfg, pipe, torch.device(device)
+        self.ref_model = prepare_denoiser(denoiser, frozen, cfg, lora_targets, self.device)
+        self.denoiser = denoiser  # unwrapped module (adapters, saving, no-grad sampling)
+        self.model = denoiser  # what gradient forwards go through; the trainer may wrap it (DDP)
+        self._prompt_cache = PromptCache(cfg.prompt_cache_mb, cfg.prompt_cache_device, self.device)
+        self.trained_steps = trainable_steps(self.step_stds(cfg.num_steps), cfg)  # nonzero noise, timestep_fraction
+        self._window_starts = window_starts(cfg, self.trained_steps)  # raises now if no window can train
+
+    @property
+    def module(self) -> torch.nn.Module:
+        """The trained network, unwrapped (every policy exposes this; the trainer wraps it)."""
+        return self.denoiser
+
+    # ----------------------------------------------------------------- what a subclass supplies
+    def encode(self, prompts: list[str]) -> list[Any]:
+        """Text conditioning of each prompt, uncached: a list of per-prompt entries."""
+        raise NotImplementedError
+
+    def collate(self, entries: list[Any]) -> dict[str, torch.Tensor]:
+        """Per-prompt entries -> the batched conditioning, each ``[B, ...]``."""
+        raise NotImplementedError
+
+    def predict(
+        self, model, x: torch.Tensor, idx: torch.Tensor, cond: dict, guidance_scale: float, num_steps: int
+    ) -> torch.Tensor:
+        """The network's output (fp32, the latent's shape) at schedule indices ``idx [B]`` of a
+        ``num_steps`` schedule, with classifier-free guidance when ``guidance_scale > 1``."""
+        raise NotImplementedError
+
+    def step(
+        self,
+        out: torch.Tensor,
+        x: torch.Tensor,
+        idx: torch.Tensor,
+        stochastic: bool,
+        num_steps: int,
+        prev_sample: Optional[torch.Tensor] = None,
+        generator=None,
+    ) -> sde_lib.StepOutput:
+        """One step from schedule indices ``idx [B]``: the policy's Gaussian step when
+        ``stochastic``, else its deterministic (ODE / eta = 0) step, which draws no noise."""
+        raise NotImplementedError
+
+    def step_stds(self, num_steps: int) -> torch.Tensor:
+        """Each step's Gaussian std at the policy's noise level, ``[num_steps]`` (0 = deterministic)."""
+        raise NotImplementedError
+
+    def schedule_info(self, steps: torch.Tensor, num_steps: int) -> dict[str, torch.Tensor]:
+        """Per-step values recorded in the trajectory for the steps ``steps [T]``, each ``[T]``."""
+        return {}
+
+    def output_scale(self, idx: torch.Tensor, num_steps: int) -> torch.Tensor:
+        """How far one unit of network output moves the step mean, at indices ``idx [n]`` -> ``[n]``
+        (``Trajectory``'s ``output_scale``; GRPO-Guard reweights steps by its inverse)."""
+        raise NotImplementedError
+
+    def kl_variants(self, kl: torch.Tensor, idx: torch.Tensor, num_steps: int) -> dict[str, torch.Tensor]:
+        """Other conventions of the per-step KL ``kl [n]`` (e.g. Flow-GRPO's), by ``step_info`` key."""
+        return {}
+
+    def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """Initial noise for ``n`` samples in the denoiser's layout, drawn as the pipeline draws it."""
+        raise NotImplementedError
+
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """Latents -> images ``[B, C, H, W]`` (or videos ``[B, F, C, H, W]``) in ``[0, 1]``."""
+        raise NotImplementedError
+
+    # ----------------------------------------------------------------- conditioning and window
+    @torch.no_grad()
+    def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
+        """The conditioning of ``prompts``, each ``[B, ...]``; each prompt encoded once while it stays
+        in the bounded cache (``policy.prompt_cache_mb``)."""
+        return self.collate(self._prompt_cache.get(prompts, self.encode))
+
+    def conditioning(self, prompts: list[str], guidance_scale: float) -> dict[str, torch.Tensor]:
+        """``encode_prompts``, plus the empty prompt's as ``neg_<key>`` when ``guidance_scale > 1``."""
+        cond = self.encode_prompts(prompts)
+        if guidance_scale > 1.0:
+            cond.update({"neg_" + k: v for k, v in self.encode_prompts([""] * len(prompts)).items()})
+        return cond
+
+    def window(self, generator: torch.Generator) -> list[int]:
+        """Indices of the stochastic steps of this iteration (drawn with ``generator``)."""
+        return sde_window(self.cfg, generator, self._window_starts)
+
+    # ----------------------------------------------------------------- rollout
+    @torch.no_grad()
+    def rollout(self, prompts, metadata, group_ids, generator, window) -> Trajectory:
+        """Sample ``len(prompts)`` outputs from noise; the steps in ``window`` are stochastic, and those
+        of them in ``trained_steps`` are recorded as actions with their log-probs."""
+        cfg, B, N = self.cfg, len(prompts), self.cfg.num_steps
+        cond = self.conditioning(prompts, cfg.guidance_scale)
+        x = self.noise(B, generator)  # [B, ...] (e.g. [B, C, H, W]; packed [B, L, D]; video [B, C, F, H, W])
+        xs, xns, means, lps, stds, trained = [], [], [], [], [], []
+        for i in range(N):
+            idx = torch.full((B,), i, device=self.device)
+            out = self.predict(self.denoiser, x, idx, cond, cfg.guidance_scale, N)
+            res = self.step(out, x, idx, i in window, N, generator=generator)
+            if i in window and i in self.trained_steps:
+                trained.append(i)
+                xs.append(x)
+                xns.append(res.prev_sample)
+                means.append(res.mean)
+                lps.append(res.log_prob)
+                stds.append(res.std)
+            x = res.prev_sample
+        steps = torch.tensor(trained, device=self.device)
+        return Trajectory(
+            log_probs_old=torch.stack(lps, 1),  # [B, T]
+            mask=torch.ones(B, len(trained), device=self.device),
+            group_ids=torch.as_tensor(group_ids, device=self.device),
+            step_info={
+                "step_index": steps.expand(B, -1),
+                "std": torch.stack(stds, 1),  # [B, T]
+                **{k: v.expand(B, -1).to(self.device) for k, v in self.schedule_info(steps, N).items()},
+            },
+            # [B, T, ...]; the rollout's step means let an objective compare them with new ones (grpo_guard)
+            data={
+                "latents": torch.stack(xs, 1),
+                "next_latents": torch.stack(xns, 1),
+                "means": torch.stack(means, 1),
+                **cond,
+            },
+            samples=self.decode(x),
+            prompts=list(prompts),
+            metadata=list(metadata),
+        )
+
+    def log_prob(self, traj: Trajectory, steps: slice, with_ref: bool = False) -> tuple[torch.Tensor, dict]:
+        """Re-score the stored transitions ``traj[:, steps]`` with the current weights, all selected
+        steps of all samples in one batched forward. Returns log-probs ``[B, t]`` and per-step info,
+        each ``[B, t]``: ``std``; ``mean_sq_diff``, the squared distance of the new step mean from the
+        rollout's, averaged over dimensions (with gradient); ``output_scale``; and, if asked, ``kl`` to
+        the reference (closed-form, same std) with its other conventions (``kl_variants``)."""
+        cfg, N = self.cfg, self.cfg.num_steps
+        x = traj.data["latents"][:, steps]  # [B, t, ...]
+        B, t = x.shape[:2]
+        flat = lambda a: a.flatten(0, 1)  # noqa: E731  [B, t, ...] -> [B * t, ...]
+        cond = {k: v.repeat_interleave(t, dim=0) for k, v in traj.data.items() if k not in self._PAYLOAD}
+        idx = flat(traj.step_info["step_index"][:, steps])  # [B * t]
+        x, xn = flat(x), flat(traj.data["next_latents"][:, steps])
+        out = self.predict(self.model, x, idx, cond, cfg.guidance_scale, N)  # [B * t, ...]
+        if out.requires_grad:  # keep d loss / d output per step for the diagnostics (output_grad_norms)
+            out.retain_grad()
+            self._last_output = (out, idx)
+        res = self.step(out, x, idx, True, N, prev_sample=xn)
+        info = {
+            "std": res.std.view(B, t),
+            "mean_sq_diff": sde_lib.reduce_nonbatch((res.mean - flat(traj.data["means"][:, steps])) ** 2).view(B, t),
+            "output_scale": self.output_scale(idx, N).view(B, t),
+        }
+        if with_ref:
+            with torch.no_grad(), self.reference() as ref:
+                out_ref = self.predict(ref, x, idx, cond, cfg.guidance_scale, N)
+            ref_res = self.step(out_ref, x, idx, True, N, prev_sample=xn)
+            kl = sde_lib.gaussian_kl(res.mean, ref_res.mean, res.std)
+            info["kl"] = kl.view(B, t)
+            info.update({k: v.view(B, t) for k, v in self.kl_variants(kl, idx, N).items()})
+        return res.log_prob.view(B, t), info
+
+    # ----------------------------------------------------------------- evaluation
+    @torch.no_grad()
+    def sample(
+        self, prompts: list[str], seeds: list[int], num_steps: Optional[int] = None, guidance_scale: float = 1.0
+    ) -> torch.Tensor:
+        """Deterministic samples for evaluation (ODE / eta = 0): sample ``i`` starts from noise seeded
+        by ``seeds[i]``, so base and trained models see identical noise. Images ``[B, C, H, W]``
+        (videos ``[B, F, C, H, W]``) in ``[0, 1]``."""
+        N, B = num_steps or self.cfg.num_steps, len(prompts)
+        cond = self.conditioning(prompts, guidance_scale)
+        x = torch.cat([self.noise(1, torch.Generator().manual_seed(int(s))) for s in seeds])
+        for i in range(N):
+            idx = torch.full((B,), i, device=self.device)
+            x = self.step(self.predict(self.denoiser, x, idx, cond, guidance_scale, N), x, idx, False, N).prev_sample
+        return self.decode(x)

@@ -24,22 +24,19 @@ the tokenizer's ``model_max_length``); classifier-free guidance batches ``[uncon
 with the empty prompt as uncond. Not supported: ``clip_skip``, ``guidance_rescale``, LCM's
 ``time_cond_proj_dim`` and dynamic thresholding (``clip_sample`` is).
 
-Precision, LoRA, the SDE window and the re-scoring mirror ``genrl.policies.flow.FlowPolicy``.
+Precision, LoRA, the SDE window, the rollout loop and the re-scoring are
+``genrl.policies.denoiser.DenoisingPolicy``'s, shared with ``FlowPolicy``; this module supplies
+the UNet call and the DDIM step.
 """
 
 from __future__ import annotations
-
-from typing import Optional
 
 import torch
 
 from genrl import sde as sde_lib
 from genrl.families.base import load_pipeline
-from genrl.policies.base import Policy
-from genrl.policies.prompt_cache import PromptCache
-from genrl.policies.denoiser import DTYPES, prepare_denoiser, sde_window, trainable_steps, window_starts
+from genrl.policies.denoiser import DTYPES, DenoisingPolicy
 from genrl.registry import POLICIES
-from genrl.trajectory import Trajectory
 
 # Diffusers' text-to-image LoRA targets for the UNet (examples/text_to_image/train_text_to_image_lora.py),
 # i.e. DDPO's LoRA attention processors: every attention's q, k, v and output projections.
@@ -65,22 +62,32 @@ def ddim_std(alpha: torch.Tensor, alpha_prev: torch.Tensor, eta: float) -> torch
     return eta * ((1 - alpha_prev) / (1 - alpha) * (1 - alpha / alpha_prev)).sqrt()
 
 
-def ddim_step(out, x, alpha, alpha_prev, eta, prediction_type="epsilon", clip_range=None, prev_sample=None,
-              generator=None, reduce="mean") -> sde_lib.StepOutput:
+def ddim_step(
+    out,
+    x,
+    alpha,
+    alpha_prev,
+    eta,
+    prediction_type="epsilon",
+    clip_range=None,
+    prev_sample=None,
+    generator=None,
+    reduce="mean",
+) -> sde_lib.StepOutput:
     """One DDIM step ``x_t -> x_t'`` as a Gaussian (DDIM eq. 12). ``out``, ``x``: [B, C, H, W];
     ``alpha``, ``alpha_prev``: [B]. Computed in fp32. With ``prev_sample`` the stored transition
     is re-scored; otherwise ``x'`` is drawn with ``generator`` (on the generator's device)."""
     out, x = out.float(), x.float()
     alpha, alpha_prev = alpha.float(), alpha_prev.float()
-    x0, eps = x0_eps(out, x, sde_lib._expand(alpha, x), prediction_type)
+    x0, eps = x0_eps(out, x, sde_lib.expand_batch(alpha, x), prediction_type)
     if clip_range is not None:
         x0 = x0.clamp(-clip_range, clip_range)
     std = ddim_std(alpha, alpha_prev, eta)  # [B]
-    ap, s = sde_lib._expand(alpha_prev, x), sde_lib._expand(std, x)
+    ap, s = sde_lib.expand_batch(alpha_prev, x), sde_lib.expand_batch(std, x)
     mean = ap.sqrt() * x0 + (1 - ap - s**2).clamp_min(0).sqrt() * eps
     if prev_sample is None and eta == 0:  # deterministic DDIM: no noise drawn
         prev_sample = mean
-    return sde_lib._finish(mean, std, None if prev_sample is None else prev_sample.float(), generator, reduce)
+    return sde_lib.gaussian_step(mean, std, None if prev_sample is None else prev_sample.float(), generator, reduce)
 
 
 def output_gain(alpha, alpha_prev, std, prediction_type) -> torch.Tensor:
@@ -92,38 +99,33 @@ def output_gain(alpha, alpha_prev, std, prediction_type) -> torch.Tensor:
 
 
 @POLICIES.register("diffusion")
-class DiffusionPolicy(Policy):
+class DiffusionPolicy(DenoisingPolicy):
     """Stochastic policy over a diffusers ``StableDiffusionPipeline``. ``cfg`` is a ``PolicyConfig``
     (``sde: ddim``; ``family`` is unused)."""
-
-    per_step_metrics = True
 
     def __init__(self, cfg, pipe, device="cpu"):
         from diffusers import DDIMScheduler
 
         if getattr(pipe, "unet", None) is None:
-            raise ValueError(f"the diffusion policy drives UNet pipelines (StableDiffusionPipeline); got {type(pipe).__name__}")
-        self.cfg, self.device, self.pipe = cfg, torch.device(device), pipe
+            raise ValueError(
+                f"the diffusion policy drives UNet pipelines (StableDiffusionPipeline); got {type(pipe).__name__}"
+            )
         if not isinstance(pipe.scheduler, DDIMScheduler):  # DDPO: DDIMScheduler.from_config(pipeline.scheduler.config)
             pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
         self.scheduler = pipe.scheduler
         sc = self.scheduler.config
         if sc.prediction_type not in PREDICTION_TYPES:
-            raise ValueError(f"scheduler prediction_type {sc.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}")
+            raise ValueError(
+                f"scheduler prediction_type {sc.prediction_type!r} is not one of {', '.join(PREDICTION_TYPES)}"
+            )
         if sc.thresholding:
             raise ValueError("DDIM dynamic thresholding is not supported (unsuitable for latent diffusion)")
-        unet = pipe.unet
-        if unet.config.time_cond_proj_dim is not None:
+        if pipe.unet.config.time_cond_proj_dim is not None:
             raise ValueError("UNets with a guidance embedding (time_cond_proj_dim, LCM) are not supported")
         self.dtype = DTYPES[cfg.dtype]
-        self.ref_model = prepare_denoiser(unet, [pipe.text_encoder, pipe.vae], cfg, LORA_TARGETS, self.device)
-        self.unet = unet  # unwrapped module (adapters, saving)
-        self.model = unet  # what gradient forwards go through; the trainer may wrap it (DDP)
-        self._prompt_cache = PromptCache(cfg.prompt_cache_mb, cfg.prompt_cache_device, self.device)
+        self.device = torch.device(device)  # the schedule lives on it; DenoisingPolicy sets it again
         self._schedules: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        _, alpha, alpha_prev = self.schedule(cfg.num_steps)
-        self.trained_steps = trainable_steps(ddim_std(alpha, alpha_prev, cfg.eta).cpu(), cfg)  # nonzero noise only
-        self._window_starts = window_starts(cfg, self.trained_steps)  # raises now if no window can train
+        super().__init__(cfg, pipe, pipe.unet, [pipe.text_encoder, pipe.vae], LORA_TARGETS, device)
 
     @classmethod
     def from_pretrained(cls, cfg, device="cpu") -> "DiffusionPolicy":
@@ -131,36 +133,27 @@ class DiffusionPolicy(Policy):
         ``load_pipeline``, which names the fix when the model is not available offline."""
         return cls(cfg, load_pipeline(cfg.model, DTYPES[cfg.dtype]), device=device)
 
-    # ----------------------------------------------------------------- parameters
     @property
-    def module(self) -> torch.nn.Module:
-        """The trained UNet, unwrapped."""
-        return self.unet
+    def unet(self) -> torch.nn.Module:
+        """The trained UNet, unwrapped (``module``)."""
+        return self.denoiser
 
-    # ----------------------------------------------------------------- conditioning
-    @torch.no_grad()
-    def encode_prompts(self, prompts: list[str]) -> torch.Tensor:
-        """CLIP embeddings as ``StableDiffusionPipeline.encode_prompt`` makes them, each prompt encoded
-        once while it stays in the bounded cache (``policy.prompt_cache_mb``). [B, L, D] (L = the
-        tokenizer's ``model_max_length``)"""
-        def encode(new: list[str]) -> list[torch.Tensor]:
-            tok, te = self.pipe.tokenizer, self.pipe.text_encoder
-            ids = tok(new, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
-            mask = ids.attention_mask.to(self.device) if getattr(te.config, "use_attention_mask", False) else None
-            return list(te(ids.input_ids.to(self.device), attention_mask=mask)[0])  # n x [L, D]
+    # ----------------------------------------------------------------- DenoisingPolicy's parts
+    def encode(self, prompts: list[str]) -> list[dict[str, torch.Tensor]]:
+        """CLIP embeddings as ``StableDiffusionPipeline.encode_prompt`` makes them, ``[L, D]`` each
+        (L = the tokenizer's ``model_max_length``)."""
+        tok, te = self.pipe.tokenizer, self.pipe.text_encoder
+        ids = tok(prompts, padding="max_length", max_length=tok.model_max_length, truncation=True, return_tensors="pt")
+        mask = ids.attention_mask.to(self.device) if getattr(te.config, "use_attention_mask", False) else None
+        return [{"prompt_embeds": e} for e in te(ids.input_ids.to(self.device), attention_mask=mask)[0]]
 
-        return torch.stack(self._prompt_cache.get(prompts, encode))
+    def collate(self, entries):
+        return {"prompt_embeds": torch.stack([e["prompt_embeds"] for e in entries])}
 
-    def _conditioning(self, prompts: list[str], guidance_scale: float) -> dict[str, torch.Tensor]:
-        cond = {"prompt_embeds": self.encode_prompts(prompts)}
-        if guidance_scale > 1.0:
-            cond["neg_prompt_embeds"] = self.encode_prompts([""] * len(prompts))
-        return cond
-
-    def predict(self, model, x, t, cond, guidance_scale) -> torch.Tensor:
-        """The UNet's output (epsilon or v, per the scheduler) in fp32 at per-sample timesteps
-        ``t [B]``; with CFG, ``[uncond, cond]`` in one batch as the pipeline does."""
-        emb = cond["prompt_embeds"]
+    def predict(self, model, x, idx, cond, guidance_scale, num_steps) -> torch.Tensor:
+        """The UNet's output (epsilon or v, per the scheduler) in fp32 at schedule indices ``idx [B]``;
+        with CFG, ``[uncond, cond]`` in one batch as the pipeline does."""
+        t, emb = self.schedule(num_steps)[0][idx], cond["prompt_embeds"]
         if guidance_scale > 1.0:
             x, t, emb = torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond["neg_prompt_embeds"], emb])
         out = model(x.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype), return_dict=False)[0].float()
@@ -169,7 +162,6 @@ class DiffusionPolicy(Policy):
         out_u, out_c = out.chunk(2)
         return out_u + guidance_scale * (out_c - out_u)
 
-    # ----------------------------------------------------------------- schedule
     def schedule(self, num_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(timesteps, alpha, alpha_prev)`` of the scheduler's ``num_steps`` steps, each [N]:
         ``DDIMScheduler.set_timesteps``, ``t' = t - T // N`` as in its ``step``."""
@@ -183,12 +175,36 @@ class DiffusionPolicy(Policy):
             self._schedules[num_steps] = (t.to(self.device), ac[t].to(self.device), alpha_prev.to(self.device))
         return self._schedules[num_steps]
 
-    def step(self, out, x, i, eta, prev_sample=None, generator=None, num_steps=None) -> sde_lib.StepOutput:
-        """The DDIM step at schedule indices ``i [B]``."""
-        _, alpha, alpha_prev = self.schedule(num_steps or self.cfg.num_steps)
+    def step(self, out, x, idx, stochastic, num_steps, prev_sample=None, generator=None) -> sde_lib.StepOutput:
+        """The DDIM step at schedule indices ``idx [B]`` with ``eta`` (``0`` when not ``stochastic``)."""
+        _, alpha, alpha_prev = self.schedule(num_steps)
         clip = self.scheduler.config.clip_sample_range if self.scheduler.config.clip_sample else None
-        return ddim_step(out, x, alpha[i], alpha_prev[i], eta, self.scheduler.config.prediction_type, clip,
-                         prev_sample=prev_sample, generator=generator)
+        return ddim_step(
+            out,
+            x,
+            alpha[idx],
+            alpha_prev[idx],
+            self.cfg.eta if stochastic else 0.0,
+            self.scheduler.config.prediction_type,
+            clip,
+            prev_sample=prev_sample,
+            generator=generator,
+        )
+
+    def step_stds(self, num_steps: int) -> torch.Tensor:
+        _, alpha, alpha_prev = self.schedule(num_steps)
+        return ddim_std(alpha, alpha_prev, self.cfg.eta).cpu()
+
+    def schedule_info(self, steps, num_steps):
+        return {"timestep": self.schedule(num_steps)[0][steps]}
+
+    def output_scale(self, idx, num_steps):
+        """DDIM's ``|d mean / d output|`` (``output_gain``), the counterpart of a flow step's ``|dt|``."""
+        _, alpha, alpha_prev = self.schedule(num_steps)
+        gain = output_gain(
+            alpha, alpha_prev, ddim_std(alpha, alpha_prev, self.cfg.eta), self.scheduler.config.prediction_type
+        )
+        return gain[idx]
 
     @property
     def noise_shape(self) -> tuple[int, int, int]:
@@ -200,94 +216,6 @@ class DiffusionPolicy(Policy):
         """Initial latents ``[n, C, h, w]`` drawn as ``prepare_latents`` draws them."""
         x = torch.randn((n, *self.noise_shape), generator=generator, device=generator.device)
         return (x * self.scheduler.init_noise_sigma).to(self.device)
-
-    def window(self, generator: torch.Generator) -> list[int]:
-        """Indices of the stochastic steps of this iteration (drawn with ``generator``)."""
-        return sde_window(self.cfg, generator, self._window_starts)
-
-    # ----------------------------------------------------------------- rollout
-    @torch.no_grad()
-    def rollout(self, prompts, metadata, group_ids, generator, window) -> Trajectory:
-        """Sample ``len(prompts)`` images; record the stochastic steps in ``window``."""
-        cfg, B = self.cfg, len(prompts)
-        timesteps = self.schedule(cfg.num_steps)[0]
-        cond = self._conditioning(prompts, cfg.guidance_scale)
-        x = self.noise(B, generator)  # [B, C, h, w]
-        xs, xns, means, lps, stds, trained = [], [], [], [], [], []
-        for i in range(cfg.num_steps):
-            idx = torch.full((B,), i, device=self.device)
-            out = self.predict(self.unet, x, timesteps[idx], cond, cfg.guidance_scale)
-            res = self.step(out, x, idx, cfg.eta if i in window else 0.0, generator=generator)
-            if i in window and i in self.trained_steps:
-                trained.append(i)
-                xs.append(x)
-                xns.append(res.prev_sample)
-                means.append(res.mean)
-                lps.append(res.log_prob)
-                stds.append(res.std)
-            x = res.prev_sample
-        steps = torch.tensor(trained, device=self.device)
-        return Trajectory(
-            log_probs_old=torch.stack(lps, 1),  # [B, T]
-            mask=torch.ones(B, len(trained), device=self.device),
-            group_ids=torch.as_tensor(group_ids, device=self.device),
-            step_info={"step_index": steps.expand(B, -1), "timestep": timesteps[steps].expand(B, -1),  # [B, T]
-                       "std": torch.stack(stds, 1)},
-            # [B, T, C, h, w]; the step means let an objective compare them with new ones (grpo_guard)
-            data={"latents": torch.stack(xs, 1), "next_latents": torch.stack(xns, 1), "means": torch.stack(means, 1),
-                  **cond},
-            samples=self.decode(x),
-            prompts=list(prompts),
-            metadata=list(metadata),
-        )
-
-    def log_prob(self, traj: Trajectory, steps: slice, with_ref: bool = False) -> tuple[torch.Tensor, dict]:
-        """Re-score the stored transitions ``traj[:, steps]`` with the current weights, all in one
-        batched forward. Returns log-probs ``[B, t]`` and per-step info, each ``[B, t]``: ``std``;
-        ``mean_sq_diff`` (new step mean vs the rollout's, averaged over dimensions, with gradient);
-        ``dt``, the step's ``|d mean / d output|`` (``output_gain``, the counterpart of a flow
-        step's ``|dt|``); ``kl`` if asked."""
-        cfg = self.cfg
-        x = traj.data["latents"][:, steps]  # [B, t, C, h, w]
-        B, t = x.shape[:2]
-        flat = lambda a: a.flatten(0, 1)  # noqa: E731  [B, t, ...] -> [B * t, ...]
-        cond = {k: v.repeat_interleave(t, dim=0) for k, v in traj.data.items()
-                if k not in ("latents", "next_latents", "means")}
-        idx = flat(traj.step_info["step_index"][:, steps])  # [B * t]
-        x, xn = flat(x), flat(traj.data["next_latents"][:, steps])
-        timesteps, alpha, alpha_prev = self.schedule(cfg.num_steps)
-        out = self.predict(self.model, x, timesteps[idx], cond, cfg.guidance_scale)  # [B * t, C, h, w]
-        if out.requires_grad:  # keep d loss / d output per step for the diagnostics (output_grad_norms)
-            out.retain_grad()
-            self._last_output = (out, idx)
-        res = self.step(out, x, idx, cfg.eta, prev_sample=xn)
-        pt = self.scheduler.config.prediction_type
-        gain = output_gain(alpha, alpha_prev, ddim_std(alpha, alpha_prev, cfg.eta), pt)  # [N]
-        info = {"std": res.std.view(B, t),
-                "mean_sq_diff": sde_lib.reduce_nonbatch((res.mean - flat(traj.data["means"][:, steps])) ** 2).view(B, t),
-                "dt": gain[idx].view(B, t)}
-        if with_ref:
-            with torch.no_grad(), self.reference() as ref:
-                out_ref = self.predict(ref, x, timesteps[idx], cond, cfg.guidance_scale)
-            ref_res = self.step(out_ref, x, idx, cfg.eta, prev_sample=xn)
-            info["kl"] = sde_lib.gaussian_kl(res.mean, ref_res.mean, res.std).view(B, t)
-        return res.log_prob.view(B, t), info
-
-    # ----------------------------------------------------------------- evaluation
-    @torch.no_grad()
-    def sample(self, prompts: list[str], seeds: list[int], num_steps: Optional[int] = None,
-               guidance_scale: float = 1.0) -> torch.Tensor:
-        """Deterministic DDIM (eta = 0) samples: sample ``i`` starts from noise seeded by
-        ``seeds[i]`` (the pipeline's per-sample generators). Images ``[B, 3, H, W]`` in ``[0, 1]``."""
-        num_steps = num_steps or self.cfg.num_steps
-        timesteps, B = self.schedule(num_steps)[0], len(prompts)
-        cond = self._conditioning(prompts, guidance_scale)
-        x = torch.cat([self.noise(1, torch.Generator().manual_seed(int(s))) for s in seeds])
-        for i in range(num_steps):
-            idx = torch.full((B,), i, device=self.device)
-            out = self.predict(self.unet, x, timesteps[idx], cond, guidance_scale)
-            x = self.step(out, x, idx, 0.0, num_steps=num_steps).prev_sample
-        return self.decode(x)
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:

@@ -77,13 +77,15 @@ def resolve_model_path(model: str) -> str:
     final model (trained first if missing); a local folder as is; otherwise a hub id
     (must already be in the local Hugging Face cache when there is no network)."""
     if model.startswith("task:"):
-        return TASKS.get(model[len("task:"):])().prepare()
+        return TASKS.get(model[len("task:") :])().prepare()
     if model.startswith("sft:"):
-        return sft_model_dir(model[len("sft:"):])
+        return sft_model_dir(model[len("sft:") :])
     looks_local = model.startswith(("/", "./", "../", "~")) or os.path.exists(model) or model.count("/") > 1
     if looks_local and not os.path.isdir(os.path.expanduser(model)):
-        raise ValueError(f"policy.model={model!r}: no such folder. Expected a local transformers folder with config.json, "
-                         f"model weights and processor files, a hub id such as 'Qwen/Qwen2-VL-2B-Instruct', or 'task:<name>'.")
+        raise ValueError(
+            f"policy.model={model!r}: no such folder. Expected a local transformers folder with config.json, "
+            f"model weights and processor files, a hub id such as 'Qwen/Qwen2-VL-2B-Instruct', or 'task:<name>'."
+        )
     return os.path.expanduser(model) if looks_local else model
 
 
@@ -110,9 +112,11 @@ def model_class_for(config) -> type:
         archs = [a for a in (getattr(config, "architectures", None) or []) if a in SUPPORTED_MODELS.values()]
         name = archs[0] if archs else None
     if name is None:
-        raise ValueError(f"unsupported VLM: model_type={getattr(config, 'model_type', None)!r}, "
-                         f"architectures={getattr(config, 'architectures', None)}; supported model types: "
-                         + ", ".join(f"{k} ({v})" for k, v in SUPPORTED_MODELS.items()))
+        raise ValueError(
+            f"unsupported VLM: model_type={getattr(config, 'model_type', None)!r}, "
+            f"architectures={getattr(config, 'architectures', None)}; supported model types: "
+            + ", ".join(f"{k} ({v})" for k, v in SUPPORTED_MODELS.items())
+        )
     cls = getattr(transformers, name, None)
     if cls is None:
         raise ValueError(f"{name} is not available in transformers {transformers.__version__}; upgrade transformers")
@@ -126,8 +130,10 @@ def load_components(path: str, dtype: torch.dtype = torch.float32) -> dict:
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise ValueError(f"policy.model={path!r} could not be loaded: not a local folder and not a hub id available "
-                         f"offline (download it first, e.g. `huggingface-cli download {path}`). Cause: {e}") from e
+        raise ValueError(
+            f"policy.model={path!r} could not be loaded: not a local folder and not a hub id available "
+            f"offline (download it first, e.g. `huggingface-cli download {path}`). Cause: {e}"
+        ) from e
     cls = model_class_for(config)
     return {"model": cls.from_pretrained(path, dtype=dtype), "processor": AutoProcessor.from_pretrained(path)}
 
@@ -177,11 +183,20 @@ class VLMPolicy(Policy):
                 elif name.rsplit(".", 1)[-1] in targets and isinstance(mod, torch.nn.Linear):
                     names.append(name)
             if not names:
-                raise ValueError(f"policy.lora.target_modules={sorted(targets)} match no linear layer of the language model")
+                raise ValueError(
+                    f"policy.lora.target_modules={sorted(targets)} match no linear layer of the language model"
+                )
             # peft directly (transformers' add_adapter wants a newer peft); the model keeps its class.
-            model = inject_adapter_in_model(PeftLoraConfig(
-                r=cfg.lora.rank, lora_alpha=cfg.lora.alpha, lora_dropout=cfg.lora.dropout,
-                target_modules=names, init_lora_weights=True), model)
+            model = inject_adapter_in_model(
+                PeftLoraConfig(
+                    r=cfg.lora.rank,
+                    lora_alpha=cfg.lora.alpha,
+                    lora_dropout=cfg.lora.dropout,
+                    target_modules=names,
+                    init_lora_weights=True,
+                ),
+                model,
+            )
             for n, p in model.named_parameters():  # only adapters train; they stay fp32 under mixed precision
                 p.requires_grad_("lora_" in n)
                 if p.requires_grad:
@@ -204,7 +219,10 @@ class VLMPolicy(Policy):
         tok, conf = self.tokenizer, self._module.config
         vocab = conf.get_text_config().vocab_size if hasattr(conf, "get_text_config") else conf.vocab_size
         blocked = torch.zeros(vocab, dtype=torch.bool)
-        ids = {getattr(conf, a, None) for a in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")}
+        ids = {
+            getattr(conf, a, None)
+            for a in ("image_token_id", "video_token_id", "vision_start_token_id", "vision_end_token_id")
+        }
         unk = tok.unk_token_id
         for t in NEVER_SAMPLE_TOKENS:
             i = tok.convert_tokens_to_ids(t)
@@ -214,11 +232,13 @@ class VLMPolicy(Policy):
             if i is not None and 0 <= i < vocab:
                 blocked[i] = True
         if len(tok) < vocab:  # padded embedding rows have no token
-            blocked[len(tok):] = True
+            blocked[len(tok) :] = True
         self.blocked = blocked.to(self.device)
         eos = set()
-        for src in (self._module.generation_config.eos_token_id if self._module.generation_config is not None else None,
-                    tok.eos_token_id):
+        for src in (
+            self._module.generation_config.eos_token_id if self._module.generation_config is not None else None,
+            tok.eos_token_id,
+        ):
             eos.update(src if isinstance(src, (list, tuple)) else [src] if src is not None else [])
         for t in END_TOKENS:
             i = tok.convert_tokens_to_ids(t)
@@ -251,15 +271,22 @@ class VLMPolicy(Policy):
         """Chat-templated, LEFT-padded prompts with their images, on the device.
         ``metadata[i]`` holds ``"image"`` (one PIL image) or ``"images"`` (a sequence of them)."""
         images = [_images_of(m) for m in metadata]
-        texts = [self.processor.apply_chat_template(user_message(q, len(ims)), add_generation_prompt=True, tokenize=False)
-                 for q, ims in zip(prompts, images)]
+        texts = [
+            self.processor.apply_chat_template(user_message(q, len(ims)), add_generation_prompt=True, tokenize=False)
+            for q, ims in zip(prompts, images)
+        ]
         flat = [im for ims in images for im in ims]
         L = self.cfg.max_prompt_length
         tok, side = self.tokenizer, self.tokenizer.padding_side
         tok.padding_side = "left"
         try:
-            enc = self.processor(text=texts, images=flat or None, return_tensors="pt",
-                                 padding="max_length" if L > 0 else True, **({"max_length": L} if L > 0 else {}))
+            enc = self.processor(
+                text=texts,
+                images=flat or None,
+                return_tensors="pt",
+                padding="max_length" if L > 0 else True,
+                **({"max_length": L} if L > 0 else {}),
+            )
         finally:
             tok.padding_side = side
         ids, am = enc["input_ids"], enc["attention_mask"]
@@ -270,8 +297,11 @@ class VLMPolicy(Policy):
             conf = self._module.config
             mm = (ids == conf.image_token_id).long() + 2 * (ids == getattr(conf, "video_token_id", -1)).long()
         B = len(prompts)
-        out = {"prompt_ids": ids.to(self.device), "prompt_mask": am.to(self.device),
-               "prompt_mm_token_type_ids": mm.to(self.device)}
+        out = {
+            "prompt_ids": ids.to(self.device),
+            "prompt_mask": am.to(self.device),
+            "prompt_mm_token_type_ids": mm.to(self.device),
+        }
         # Images per sample, as lists of B tensors (image sizes differ, so no padding): sample
         # b's patch rows [n_b, D] and grids [c_b, 3], views into the processor's flat output.
         if flat:
@@ -279,8 +309,8 @@ class VLMPolicy(Policy):
             pv = enc["pixel_values"].to(self.device)  # [N_patches, D]
             img0 = list(itertools.accumulate((len(ims) for ims in images), initial=0))  # first image of each sample
             row0 = list(itertools.accumulate(g.prod(-1).tolist(), initial=0))  # first patch row of each image
-            out["pixel_values"] = [pv[row0[img0[b]]: row0[img0[b + 1]]] for b in range(B)]
-            out["image_grid_thw"] = [g[img0[b]: img0[b + 1]] for b in range(B)]
+            out["pixel_values"] = [pv[row0[img0[b]] : row0[img0[b + 1]]] for b in range(B)]
+            out["image_grid_thw"] = [g[img0[b] : img0[b + 1]] for b in range(B)]
         return out
 
     @staticmethod
@@ -289,14 +319,19 @@ class VLMPolicy(Policy):
         grids = data.get("image_grid_thw")
         if not grids or not any(g.shape[0] for g in grids):
             return {}
-        return {"pixel_values": torch.cat([p for p in data["pixel_values"] if p.shape[0]]),
-                "image_grid_thw": torch.cat([g for g in grids if g.shape[0]])}
+        return {
+            "pixel_values": torch.cat([p for p in data["pixel_values"] if p.shape[0]]),
+            "image_grid_thw": torch.cat([g for g in grids if g.shape[0]]),
+        }
 
     def _positions(self, input_ids, mm_token_type_ids, attention_mask, vision: dict) -> torch.Tensor:
         """3-D multimodal RoPE positions ``[3, B, L]`` from the model's own ``get_rope_index``."""
         pos, _ = self._module.model.get_rope_index(
-            input_ids, mm_token_type_ids=mm_token_type_ids, image_grid_thw=vision.get("image_grid_thw"),
-            attention_mask=attention_mask)
+            input_ids,
+            mm_token_type_ids=mm_token_type_ids,
+            image_grid_thw=vision.get("image_grid_thw"),
+            attention_mask=attention_mask,
+        )
         return pos
 
     def _adjust(self, logits: torch.Tensor, temperature: Optional[float] = None) -> torch.Tensor:
@@ -306,8 +341,14 @@ class VLMPolicy(Policy):
 
     # ----------------------------------------------------------------- generation
     @torch.no_grad()
-    def _generate(self, enc: dict, greedy: bool, generator: Optional[torch.Generator], max_new_tokens: int,
-                  temperature: Optional[float] = None):
+    def _generate(
+        self,
+        enc: dict,
+        greedy: bool,
+        generator: Optional[torch.Generator],
+        max_new_tokens: int,
+        temperature: Optional[float] = None,
+    ):
         """Incremental decoding with a KV cache through the unwrapped module.
         Returns response ids [B, T], response mask [B, T], sampling log-probs [B, T]."""
         model, cfg = self._module, self.cfg
@@ -316,8 +357,15 @@ class VLMPolicy(Policy):
         B = ids.shape[0]
         pos = self._positions(ids, mm, am, vision)
         next_pos = pos.amax(dim=(0, 2)) + 1  # [B]
-        out = model(input_ids=ids, attention_mask=am, position_ids=pos, mm_token_type_ids=mm, use_cache=True,
-                    logits_to_keep=1, **vision)
+        out = model(
+            input_ids=ids,
+            attention_mask=am,
+            position_ids=pos,
+            mm_token_type_ids=mm,
+            use_cache=True,
+            logits_to_keep=1,
+            **vision,
+        )
         cache = _cache_of(out)
         logits = out.logits[:, -1]
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
@@ -341,8 +389,13 @@ class VLMPolicy(Policy):
                 break
             am = torch.cat([am, live.long()[:, None]], 1)
             step_pos = (next_pos + k).view(1, B, 1).expand(3, B, 1)
-            out = model(input_ids=tok[:, None], attention_mask=am, position_ids=step_pos, use_cache=True,
-                        **{self._cache_kw: cache})
+            out = model(
+                input_ids=tok[:, None],
+                attention_mask=am,
+                position_ids=step_pos,
+                use_cache=True,
+                **{self._cache_kw: cache},
+            )
             cache = _cache_of(out)
             logits = out.logits[:, -1]
         T = max_new_tokens
@@ -357,15 +410,18 @@ class VLMPolicy(Policy):
 
     def decode(self, response_ids: torch.Tensor, mask: torch.Tensor) -> list[str]:
         """Response strings, special tokens (and padding) skipped."""
-        return [self.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True).strip()
-                for r, m in zip(response_ids.cpu(), mask.cpu())]
+        return [
+            self.tokenizer.decode(r[m.bool()].tolist(), skip_special_tokens=True).strip()
+            for r, m in zip(response_ids.cpu(), mask.cpu())
+        ]
 
     @torch.no_grad()
     def rollout(self, prompts, metadata, group_ids, generator, window=None) -> Trajectory:
         """Sample one response per prompt (``window`` is ignored: every token is an action)."""
         enc = self.encode_prompts(list(prompts), list(metadata))
-        resp, mask, lp_sampling = self._generate(enc, greedy=False, generator=generator,
-                                                 max_new_tokens=self.cfg.max_new_tokens)
+        resp, mask, lp_sampling = self._generate(
+            enc, greedy=False, generator=generator, max_new_tokens=self.cfg.max_new_tokens
+        )
         B, T = resp.shape
         data = {
             "input_ids": torch.cat([enc["prompt_ids"], resp], 1),  # [B, P + T]
@@ -400,11 +456,18 @@ class VLMPolicy(Policy):
         vision = self._vision_inputs(data)
         pos = self._positions(ids, mm, am, vision)
         # logits at positions P-1+s0 .. P-2+s1 predict response tokens s0 .. s1-1
-        out = model(input_ids=ids, attention_mask=am, position_ids=pos, mm_token_type_ids=mm, use_cache=False,
-                    logits_to_keep=T + 1 - s0, **vision)
+        out = model(
+            input_ids=ids,
+            attention_mask=am,
+            position_ids=pos,
+            mm_token_type_ids=mm,
+            use_cache=False,
+            logits_to_keep=T + 1 - s0,
+            **vision,
+        )
         logits = self._adjust(out.logits[:, : s1 - s0])
         lp_all = torch.log_softmax(logits, -1)
-        lp = lp_all.gather(-1, ids[:, P + s0: P + s1, None]).squeeze(-1)
+        lp = lp_all.gather(-1, ids[:, P + s0 : P + s1, None]).squeeze(-1)
         if not with_entropy:
             return lp, None
         p = lp_all.exp()
@@ -424,14 +487,25 @@ class VLMPolicy(Policy):
 
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
-    def sample(self, prompts: list[str], metadata: list[dict], greedy: bool = True,
-               generator: Optional[torch.Generator] = None, max_new_tokens: Optional[int] = None,
-               temperature: Optional[float] = None) -> list[str]:
+    def sample(
+        self,
+        prompts: list[str],
+        metadata: list[dict],
+        greedy: bool = True,
+        generator: Optional[torch.Generator] = None,
+        max_new_tokens: Optional[int] = None,
+        temperature: Optional[float] = None,
+    ) -> list[str]:
         """Responses for evaluation: greedy (default) or sampled with ``generator`` at
         ``temperature`` (default: the policy's)."""
         enc = self.encode_prompts(list(prompts), list(metadata))
-        resp, mask, _ = self._generate(enc, greedy=greedy, generator=generator,
-                                       max_new_tokens=max_new_tokens or self.cfg.max_new_tokens, temperature=temperature)
+        resp, mask, _ = self._generate(
+            enc,
+            greedy=greedy,
+            generator=generator,
+            max_new_tokens=max_new_tokens or self.cfg.max_new_tokens,
+            temperature=temperature,
+        )
         return self.decode(resp, mask)
 
 
@@ -443,8 +517,10 @@ def user_message(question: str, n_images: int) -> list[dict]:
     if len(parts) == 1:
         content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
     elif len(parts) - 1 != n_images:
-        raise ValueError(f"the prompt has {len(parts) - 1} {IMAGE_PLACEHOLDER} placeholders but {n_images} images: "
-                         f"{question[:120]!r}")
+        raise ValueError(
+            f"the prompt has {len(parts) - 1} {IMAGE_PLACEHOLDER} placeholders but {n_images} images: "
+            f"{question[:120]!r}"
+        )
     else:
         content = []
         for i, text in enumerate(parts):

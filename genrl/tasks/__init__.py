@@ -1,7 +1,6 @@
-"""Tasks (embedded ones, and ``vlm_data`` and ``prompts`` for local files); importing this package registers
-them in ``genrl.registry.TASKS``."""
+"""Tasks (embedded ones, and ``vlm_data`` and ``prompts`` for local files); importing this package
+imports every module in it, which registers its tasks in ``genrl.registry.TASKS``."""
 
-from genrl.tasks import digits  # noqa: F401
-from genrl.tasks import digit_sum  # noqa: F401
-from genrl.tasks import vlm_data  # noqa: F401
-from genrl.tasks import prompts  # noqa: F401
+from genrl.registry import import_submodules
+
+import_submodules(__name__)

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
@@ -33,9 +32,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genrl.io import atomic_dir, cache_root
 from genrl.registry import REWARDS, TASKS
 from genrl.seeding import derive_seed
-from genrl.tasks.digits import _replace_dir, _sibling_dir, cache_root, load_digit_images
+from genrl.tasks.digits import load_digit_images
 
 if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load transformers
     from PIL import Image
@@ -66,10 +66,12 @@ VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD = "<|vision_start|>", "<|vision_e
 UNK = "<unk>"
 SPECIAL_TOKENS: tuple[str, ...] = (PAD, IM_START, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, UNK)
 TAGS: tuple[str, ...] = ("<think>", "</think>", "<answer>", "</answer>")  # ordinary (decoded) tokens
-WORDS: tuple[str, ...] = ("system", "user", "assistant", "plus", "is") + tuple(
-    dict.fromkeys(w for q in QUESTIONS for w in q.split())
-) + tuple(str(i) for i in range(19))
-# tokens never to sample: an <|image_pad|> without pixels crashes the model (DESIGN.md)
+WORDS: tuple[str, ...] = (
+    ("system", "user", "assistant", "plus", "is")
+    + tuple(dict.fromkeys(w for q in QUESTIONS for w in q.split()))
+    + tuple(str(i) for i in range(19))
+)
+# tokens never to sample: an <|image_pad|> without pixels crashes the Qwen2-VL forward (no pixels to place)
 BLOCKED_TOKENS: tuple[str, ...] = (PAD, IM_START, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD, UNK)
 
 CHAT_TEMPLATE = (
@@ -142,14 +144,16 @@ def make_items(ids: Sequence[int], n: int, seed: int) -> list[dict]:
     items = []
     for (i, j), q in zip(picks.tolist(), qs.tolist()):
         a, b = int(labels[i]), int(labels[j])
-        items.append({
-            "image": pair_image(images[i], images[j]),
-            "question": QUESTIONS[q],
-            "answer": str(a + b),
-            "image_id": f"{i}+{j}",
-            "digit_ids": [i, j],
-            "digits": [a, b],
-        })
+        items.append(
+            {
+                "image": pair_image(images[i], images[j]),
+                "question": QUESTIONS[q],
+                "answer": str(a + b),
+                "image_id": f"{i}+{j}",
+                "digit_ids": [i, j],
+                "digits": [a, b],
+            }
+        )
     return items
 
 
@@ -179,8 +183,12 @@ def build_tokenizer() -> "PreTrainedTokenizerFast":
         unk_token=UNK,
         pad_token=PAD,
         eos_token=IM_END,
-        extra_special_tokens={"image_token": IMAGE_PAD, "video_token": VIDEO_PAD,
-                              "vision_start_token": VISION_START, "vision_end_token": VISION_END},
+        extra_special_tokens={
+            "image_token": IMAGE_PAD,
+            "video_token": VIDEO_PAD,
+            "vision_start_token": VISION_START,
+            "vision_end_token": VISION_END,
+        },
         padding_side="left",  # generation pads on the left; training batches are built by hand
         chat_template=CHAT_TEMPLATE,
         model_max_length=64,
@@ -195,11 +203,21 @@ def build_processor() -> "Qwen2VLProcessor":
     """
     from transformers import Qwen2VLImageProcessor, Qwen2VLProcessor, Qwen2VLVideoProcessor
 
-    sizes = {"min_pixels": IMAGE_PIXELS, "max_pixels": IMAGE_PIXELS, "patch_size": 14, "temporal_patch_size": 2, "merge_size": 2}
+    sizes = {
+        "min_pixels": IMAGE_PIXELS,
+        "max_pixels": IMAGE_PIXELS,
+        "patch_size": 14,
+        "temporal_patch_size": 2,
+        "merge_size": 2,
+    }
     image_processor = Qwen2VLImageProcessor(**sizes)
     video_processor = Qwen2VLVideoProcessor(**sizes)  # required by the processor class; unused
-    return Qwen2VLProcessor(image_processor=image_processor, tokenizer=build_tokenizer(),
-                            video_processor=video_processor, chat_template=CHAT_TEMPLATE)
+    return Qwen2VLProcessor(
+        image_processor=image_processor,
+        tokenizer=build_tokenizer(),
+        video_processor=video_processor,
+        chat_template=CHAT_TEMPLATE,
+    )
 
 
 def build_model(vocab_size: Optional[int] = None, seed: int = DEFAULT_MODEL_SEED) -> "Qwen2VLForConditionalGeneration":
@@ -259,16 +277,10 @@ def build_model(vocab_size: Optional[int] = None, seed: int = DEFAULT_MODEL_SEED
 def save_model_dir(model, processor, out_dir: str | os.PathLike, info: Optional[dict] = None) -> str:
     """Write model + processor (+ ``genrl_task.json``) into ``out_dir`` atomically (temp dir + rename)."""
     out_dir = Path(out_dir).expanduser()
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _sibling_dir(out_dir, "tmp")
-    try:
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
         (tmp / "genrl_task.json").write_text(json.dumps({"task": "digit_sum", **(info or {})}, indent=2) + "\n")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return str(out_dir)
 
 
@@ -298,8 +310,14 @@ def encode_prompts(processor, items: Sequence[dict]) -> dict[str, torch.Tensor]:
     ``image_grid_thw [B, 3]`` (each row ``[1, 2, 4]``).
     """
     texts = [prompt_text(processor, it["question"]) for it in items]
-    enc = processor(text=texts, images=[it["image"] for it in items], padding=True, padding_side="left",
-                    return_tensors="pt", return_mm_token_type_ids=True)
+    enc = processor(
+        text=texts,
+        images=[it["image"] for it in items],
+        padding=True,
+        padding_side="left",
+        return_tensors="pt",
+        return_mm_token_type_ids=True,
+    )
     return dict(enc)
 
 
@@ -331,8 +349,14 @@ def encode_sft(processor, items: Sequence[dict], responses: Sequence[str]) -> di
         attention_mask[b, :n] = 1
         mm_types[b, :n] = torch.tensor(types[b])
         lab[b, :n] = torch.tensor(labels[b])
-    return {"input_ids": input_ids, "attention_mask": attention_mask, "mm_token_type_ids": mm_types,
-            "pixel_values": prompts["pixel_values"], "image_grid_thw": prompts["image_grid_thw"], "labels": lab}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "mm_token_type_ids": mm_types,
+        "pixel_values": prompts["pixel_values"],
+        "image_grid_thw": prompts["image_grid_thw"],
+        "labels": lab,
+    }
 
 
 def blocked_token_ids(processor) -> list[int]:
@@ -340,8 +364,16 @@ def blocked_token_ids(processor) -> list[int]:
 
 
 @torch.no_grad()
-def generate(model, processor, items: Sequence[dict], *, do_sample: bool = False, temperature: float = 1.0,
-             max_new_tokens: int = MAX_NEW_TOKENS, batch_size: int = 256) -> list[str]:
+def generate(
+    model,
+    processor,
+    items: Sequence[dict],
+    *,
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    max_new_tokens: int = MAX_NEW_TOKENS,
+    batch_size: int = 256,
+) -> list[str]:
     """Responses (decoded, special tokens dropped) for ``items``; greedy unless ``do_sample``.
 
     Image special tokens are suppressed while decoding (a sampled ``<|image_pad|>`` would crash
@@ -353,12 +385,21 @@ def generate(model, processor, items: Sequence[dict], *, do_sample: bool = False
     was_training = model.training
     model.eval()
     for i in range(0, len(items), batch_size):
-        enc = {k: v.to(device) for k, v in encode_prompts(processor, items[i: i + batch_size]).items()}
-        kw = {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {"do_sample": False}
-        ids = model.generate(**enc, max_new_tokens=max_new_tokens, suppress_tokens=blocked,
-                             pad_token_id=processor.tokenizer.pad_token_id,
-                             eos_token_id=processor.tokenizer.eos_token_id, **kw)  # [b, Lp + T]
-        out += processor.batch_decode(ids[:, enc["input_ids"].shape[1]:], skip_special_tokens=True)
+        enc = {k: v.to(device) for k, v in encode_prompts(processor, items[i : i + batch_size]).items()}
+        kw = (
+            {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+            if do_sample
+            else {"do_sample": False}
+        )
+        ids = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            suppress_tokens=blocked,
+            pad_token_id=processor.tokenizer.pad_token_id,
+            eos_token_id=processor.tokenizer.eos_token_id,
+            **kw,
+        )  # [b, Lp + T]
+        out += processor.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
     model.train(was_training)
     return [" ".join(s.split()) for s in out]
 
@@ -375,10 +416,14 @@ class DigitSumTask:
     """
 
     name = "digit_sum"
-    reward = "verifiable"
 
-    def __init__(self, cache_dir: str | None = None, seed: int = DEFAULT_MODEL_SEED,
-                 num_eval: int = NUM_EVAL_QUESTIONS, num_train: int = NUM_TRAIN_QUESTIONS):
+    def __init__(
+        self,
+        cache_dir: str | None = None,
+        seed: int = DEFAULT_MODEL_SEED,
+        num_eval: int = NUM_EVAL_QUESTIONS,
+        num_train: int = NUM_TRAIN_QUESTIONS,
+    ):
         self.cache_dir = cache_dir
         self.seed = int(seed)
         self.num_eval = int(num_eval)
@@ -445,19 +490,13 @@ class DigitSumTask:
             raise ValueError(f"asked for {n} held-out questions; the task has {len(items)} (num_eval)")
         return items if n is None else items[:n]
 
-    def prompts(self, split: str = "train") -> list[dict]:
-        """The prompt pool: items (image + question) of ``split`` ("train" or "eval")."""
-        if split not in ("train", "eval"):
-            raise ValueError(f"split must be 'train' or 'eval', got {split!r}")
-        return self.train_items() if split == "train" else self.eval_items()
-
-    def metadata(self, prompt: dict) -> dict:
+    def item_metadata(self, prompt: dict) -> dict:
         """What the verifiable rewards need: the gold ``answer`` (numeric) and the image id."""
         return {"answer": prompt["answer"], "answer_type": "numeric", "image_id": prompt["image_id"]}
 
     def train_prompts(self) -> list[tuple[str, dict]]:
         """RL prompts: (question, metadata with the gold ``answer`` and the PIL ``image``)."""
-        return [(it["question"], {**self.metadata(it), "image": it["image"]}) for it in self.train_items()]
+        return [(it["question"], {**self.item_metadata(it), "image": it["image"]}) for it in self.train_items()]
 
     def evaluate(self, policy, rewards, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
         """Online-trainer hook: evaluate a ``VLMPolicy`` (its trained module and processor)."""
@@ -477,8 +516,15 @@ class DigitSumTask:
         if ec.sample_temperature > 0:
             with torch.random.fork_rng(devices=[]):
                 torch.manual_seed(derive_seed(seed, 99))
-                sampled = generate(model, processor, items, do_sample=True, temperature=ec.sample_temperature,
-                                   max_new_tokens=ec.max_new_tokens, batch_size=ec.batch_size)
+                sampled = generate(
+                    model,
+                    processor,
+                    items,
+                    do_sample=True,
+                    temperature=ec.sample_temperature,
+                    max_new_tokens=ec.max_new_tokens,
+                    batch_size=ec.batch_size,
+                )
             m = self.eval_metrics(sampled, items)
             metrics["eval/sampled_accuracy"], metrics["eval/sampled_format"] = m["accuracy"], m["format"]
 
@@ -490,8 +536,19 @@ class DigitSumTask:
                 name = f"{i:05d}.png"
                 if ec.save_images:
                     it["image"].save(os.path.join(out, name))
-                f.write(json.dumps({"image": name, "image_id": it["image_id"], "question": it["question"],
-                                    "response": r, "answer": it["answer"], "correct": ok}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "image": name,
+                            "image_id": it["image_id"],
+                            "question": it["question"],
+                            "response": r,
+                            "answer": it["answer"],
+                            "correct": ok,
+                        }
+                    )
+                    + "\n"
+                )
         with open(os.path.join(out, "summary.json"), "w") as f:
             json.dump({"step": step, **metrics}, f, indent=1)
         return metrics
@@ -510,21 +567,38 @@ class DigitSumTask:
         """``accuracy`` (extracted answer == the sum) and ``format`` (R1 format) of ``responses``."""
         if len(responses) != len(items):
             raise ValueError(f"got {len(responses)} responses for {len(items)} items")
-        meta = [self.metadata(it) for it in items]
+        meta = [self.item_metadata(it) for it in items]
         acc = self._reward("accuracy")(list(responses), None, meta)["accuracy"]
         fmt = self._reward("format")(list(responses), None, meta)["format"]
         return {"accuracy": float(torch.nanmean(acc)), "format": float(torch.nanmean(fmt))}
 
     def score(self, responses: Sequence[str], items: Sequence[dict]) -> list[bool]:
         """Per-response correctness (the accuracy reward == 1)."""
-        meta = [self.metadata(it) for it in items]
+        meta = [self.item_metadata(it) for it in items]
         acc = self._reward("accuracy")(list(responses), None, meta)["accuracy"]
         return [bool(a == 1.0) for a in acc.tolist()]
 
 
 __all__ = [
-    "BLOCKED_TOKENS", "CHAT_TEMPLATE", "DigitSumTask", "IMAGE_HEIGHT", "IMAGE_WIDTH", "NUM_IMAGE_TOKENS",
-    "QUESTIONS", "blocked_token_ids", "build_model", "build_processor", "build_tokenizer", "encode_prompts",
-    "encode_sft", "generate", "load_model_dir", "make_items", "pair_image", "prompt_text", "reasoning_trace",
-    "save_model_dir", "split_image_ids",
+    "BLOCKED_TOKENS",
+    "CHAT_TEMPLATE",
+    "DigitSumTask",
+    "IMAGE_HEIGHT",
+    "IMAGE_WIDTH",
+    "NUM_IMAGE_TOKENS",
+    "QUESTIONS",
+    "blocked_token_ids",
+    "build_model",
+    "build_processor",
+    "build_tokenizer",
+    "encode_prompts",
+    "encode_sft",
+    "generate",
+    "load_model_dir",
+    "make_items",
+    "pair_image",
+    "prompt_text",
+    "reasoning_trace",
+    "save_model_dir",
+    "split_image_ids",
 ]

@@ -9,7 +9,8 @@ classifiers from the ``rewards`` package: a proxy (the RL reward) and a held-out
 
 The model space is the image itself: ``x = pixel / 8 - 1`` in [-1, 1], shape [B, 1, 8, 8]
 (no VAE). Pretraining stops early on purpose (``DEFAULT_PRETRAIN_STEPS``) so the base
-model is weak enough that RL has room to improve it; see DESIGN.md, "Calibration notes".
+model is weak enough that RL has room to improve it; see README.md,
+"Calibration of the embedded tasks".
 
 The pretrained folder is diffusers-style (``transformer/``, ``text_encoder/``,
 ``tokenizer/``, ``scheduler/``), so it loads with the ordinary ``from_pretrained`` calls.
@@ -20,8 +21,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
-import uuid
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
 
@@ -29,6 +28,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from genrl.io import atomic_dir, cache_root
 from genrl.registry import REWARDS, TASKS
 
 if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load diffusers
@@ -36,7 +36,16 @@ if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load diff
     from transformers import CLIPTextModelWithProjection, PreTrainedTokenizerFast
 
 DIGIT_WORDS: tuple[str, ...] = (
-    "zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine",
+    "zero",
+    "one",
+    "two",
+    "three",
+    "four",
+    "five",
+    "six",
+    "seven",
+    "eight",
+    "nine",
 )
 CAPTION_TEMPLATE = "a handwritten digit {}"
 
@@ -74,17 +83,6 @@ def digit_from_prompt(prompt: str) -> int:
     if len(found) != 1:
         raise ValueError(f"expected exactly one digit in prompt {prompt!r}, found {sorted(found)}")
     return found.pop()
-
-
-def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
-    """Where embedded tasks and reward models cache what they train.
-
-    ``cache_dir`` if given, else ``$GENRL_CACHE``, else ``~/.cache/genrl``.
-    """
-    if cache_dir is not None:
-        return Path(cache_dir).expanduser()
-    env = os.environ.get("GENRL_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "genrl"
 
 
 def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
@@ -189,24 +187,6 @@ def build_scheduler() -> "FlowMatchEulerDiscreteScheduler":
 # ----------------------------------------------------------------------------- pretraining
 
 
-def _sibling_dir(out_dir: Path, tag: str) -> Path:
-    """A fresh hidden dir next to ``out_dir``, so ``os.replace`` is a same-disk rename."""
-    path = out_dir.with_name(f".{out_dir.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
-    path.mkdir(parents=True)
-    return path
-
-
-def _replace_dir(tmp: Path, out_dir: Path) -> None:
-    """Move the finished ``tmp`` into place; an existing ``out_dir`` is swapped out first."""
-    old = None
-    if out_dir.exists():
-        old = _sibling_dir(out_dir, "old")
-        os.replace(out_dir, old / out_dir.name)
-    os.replace(tmp, out_dir)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-
-
 def pretrain(
     out_dir: str | os.PathLike,
     steps: int = DEFAULT_PRETRAIN_STEPS,
@@ -243,7 +223,10 @@ def pretrain(
     # row d < 10 is digit d's caption, row 10 the null caption
     caption_ids = tokenizer(
         [prompt_for(d) for d in range(10)] + [NULL_CAPTION],
-        padding="max_length", max_length=MAX_LENGTH, truncation=True, return_tensors="pt",
+        padding="max_length",
+        max_length=MAX_LENGTH,
+        truncation=True,
+        return_tensors="pt",
     ).input_ids  # [11, 8]
 
     gen = torch.Generator().manual_seed(seed)
@@ -276,18 +259,13 @@ def pretrain(
         bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
     bar.close()
 
-    tmp = _sibling_dir(out_dir, "tmp")
-    try:
+    with atomic_dir(out_dir) as tmp:
         transformer.eval().save_pretrained(tmp / "transformer")
         text_encoder.eval().save_pretrained(tmp / "text_encoder")
         tokenizer.save_pretrained(tmp / "tokenizer")
         build_scheduler().save_pretrained(tmp / "scheduler")
         info = {"task": "digits", "pretrain_steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr}
         (tmp / "genrl_task.json").write_text(json.dumps(info, indent=2) + "\n")
-        _replace_dir(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return str(out_dir)
 
 

@@ -38,7 +38,11 @@ def read_prompts(paths: list[str], prompt_key: str = "prompt") -> list[tuple[str
                     row = json.loads(line)
                 except json.JSONDecodeError as e:
                     raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if not isinstance(row, dict) or not isinstance(row.get(prompt_key), str) or not row[prompt_key].strip():
+                if (
+                    not isinstance(row, dict)
+                    or not isinstance(row.get(prompt_key), str)
+                    or not row[prompt_key].strip()
+                ):
                     raise ValueError(f"{path}:{n}: expected an object with a non-empty string {prompt_key!r}")
                 rows.append((row.pop(prompt_key).strip(), row))
     if not rows:
@@ -57,7 +61,7 @@ class PromptsTask:
         self._train = read_prompts(data.train_files, data.prompt_key)
         test = read_prompts(data.test_files, data.prompt_key) if data.test_files else self._train
         self._test = test[: data.max_eval_prompts]
-        self._meta = {p: m for p, m in self._train + self._test}
+        self._meta = dict(self._train + self._test)
 
     @classmethod
     def from_config(cls, cfg) -> "PromptsTask":

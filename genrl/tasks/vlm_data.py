@@ -59,7 +59,9 @@ def _expand(paths: Sequence[str]) -> list[str]:
                 raise ValueError(f"data file {p!r}: unsupported type; expected one of {', '.join(DATA_SUFFIXES)}")
             files.append(p)
         else:
-            raise ValueError(f"data file {p!r} does not exist (expected a {', '.join(DATA_SUFFIXES)} file or a folder)")
+            raise ValueError(
+                f"data file {p!r} does not exist (expected a {', '.join(DATA_SUFFIXES)} file or a folder)"
+            )
     return files
 
 
@@ -141,8 +143,10 @@ class RowImages(Sequence):
             try:
                 check_processor_size(im.height, im.width)
             except ValueError as e:
-                raise ValueError(f"{self.where}: image {i} ({_describe(self.refs[i])}, {im.width}x{im.height} after "
-                                 f"data.min_pixels / max_pixels) cannot be fed to the Qwen-VL processor: {e}") from None
+                raise ValueError(
+                    f"{self.where}: image {i} ({_describe(self.refs[i])}, {im.width}x{im.height} after "
+                    f"data.min_pixels / max_pixels) cannot be fed to the Qwen-VL processor: {e}"
+                ) from None
 
     def __getitem__(self, i):
         if isinstance(i, slice):
@@ -218,8 +222,10 @@ class VLMDataTask:
                 where = f"{path} row {r}"
                 missing = [k for k in (c.prompt_key, c.answer_key) if k not in row or row[k] is None]
                 if missing:
-                    raise ValueError(f"{where}: missing column(s) {missing} ({key}); the row has {sorted(row)} "
-                                     f"(set data.prompt_key / data.answer_key)")
+                    raise ValueError(
+                        f"{where}: missing column(s) {missing} ({key}); the row has {sorted(row)} "
+                        f"(set data.prompt_key / data.answer_key)"
+                    )
                 images = RowImages(_image_refs(row.get(c.image_key), root, where), where, c.min_pixels, c.max_pixels)
                 question = str(row[c.prompt_key])
                 try:  # the policy's own message builder checks placeholders against images
@@ -228,20 +234,22 @@ class VLMDataTask:
                     raise ValueError(f"{where}: {e}") from None
                 images.check()
                 answer_type = c.answer_type or row.get("answer_type") or None
-                items.append({
-                    "question": question,
-                    "prompt": f"{c.system_prompt.strip()} {question}" if c.system_prompt.strip() else question,
-                    "answer": str(row[c.answer_key]),
-                    "answer_type": answer_type,
-                    "choices": row.get("choices"),
-                    "images": images,
-                    "source": where,
-                })
+                items.append(
+                    {
+                        "question": question,
+                        "prompt": f"{c.system_prompt.strip()} {question}" if c.system_prompt.strip() else question,
+                        "answer": str(row[c.answer_key]),
+                        "answer_type": answer_type,
+                        "choices": row.get("choices"),
+                        "images": images,
+                        "source": where,
+                    }
+                )
             if not rows:
                 raise ValueError(f"{path} ({key}) holds no rows")
         return items
 
-    def metadata(self, item: dict) -> dict:
+    def item_metadata(self, item: dict) -> dict:
         m = {"answer": item["answer"], "images": item["images"]}
         if item["answer_type"]:
             m["answer_type"] = item["answer_type"]
@@ -250,7 +258,7 @@ class VLMDataTask:
         return m
 
     def train_prompts(self) -> list[tuple[str, dict]]:
-        return [(it["prompt"], self.metadata(it)) for it in self._train]
+        return [(it["prompt"], self.item_metadata(it)) for it in self._train]
 
     def _reward(self, name: str):
         if name not in self._rewards:
@@ -268,14 +276,20 @@ class VLMDataTask:
             return {}
         ec = eval_cfg
         items = self._val[: ec.num_questions]
-        prompts, meta = [it["prompt"] for it in items], [self.metadata(it) for it in items]
+        prompts, meta = [it["prompt"] for it in items], [self.item_metadata(it) for it in items]
         t0 = time.perf_counter()
 
         def answer(greedy: bool, generator=None, temperature=None) -> list[str]:
             out = []
             for i in range(0, len(items), ec.batch_size):
-                out += policy.sample(prompts[i: i + ec.batch_size], meta[i: i + ec.batch_size], greedy=greedy,
-                                     generator=generator, max_new_tokens=ec.max_new_tokens, temperature=temperature)
+                out += policy.sample(
+                    prompts[i : i + ec.batch_size],
+                    meta[i : i + ec.batch_size],
+                    greedy=greedy,
+                    generator=generator,
+                    max_new_tokens=ec.max_new_tokens,
+                    temperature=temperature,
+                )
             return out
 
         responses = answer(greedy=True)
@@ -297,9 +311,20 @@ class VLMDataTask:
                     for j, im in enumerate(it["images"]):
                         names.append(f"{i:05d}.png" if len(it["images"]) == 1 else f"{i:05d}-{j}.png")
                         im.save(os.path.join(out, names[-1]))
-                f.write(json.dumps({"image": names[0] if names else None, "images": names, "source": it["source"],
-                                    "question": it["question"], "response": r, "answer": it["answer"],
-                                    "correct": acc == 1.0}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "image": names[0] if names else None,
+                            "images": names,
+                            "source": it["source"],
+                            "question": it["question"],
+                            "response": r,
+                            "answer": it["answer"],
+                            "correct": acc == 1.0,
+                        }
+                    )
+                    + "\n"
+                )
         with open(os.path.join(out, "summary.json"), "w") as f:
             json.dump({"step": step, **metrics}, f, indent=1)
         return metrics

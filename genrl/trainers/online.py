@@ -36,11 +36,12 @@ from genrl.evaluation import read_summary
 from genrl.kl_control import FixedKL, build_kl_controller
 from genrl.metrics_log import MetricsLogger
 from genrl.objectives.common import objective_chunk_weight, objective_normaliser, per_step_ratio_stats
-from genrl.seeding import derive_seed
+from genrl.protocols import Task
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
-from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.rollouts import Rollout, dynamic_sampling
+from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.scoring import ChunkScorer, build_rewards, combine
+from genrl.seeding import derive_seed
 from genrl.trajectory import Trajectory
 
 MAX_CONSECUTIVE_REWARD_FAILURES = 3  # whole batches without a single valid reward -> stop
@@ -72,8 +73,18 @@ class _WeightedMeans:
         return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
 
 
-def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: OnlineConfig,
-           accelerator, ema, generator, kl_control=None) -> dict[str, float]:
+def update(
+    policy,
+    traj: Trajectory,
+    advantages,
+    optimizer,
+    objective,
+    cfg: OnlineConfig,
+    accelerator,
+    ema,
+    generator,
+    kl_control=None,
+) -> dict[str, float]:
     """Policy-gradient updates on one rollout batch; returns metrics averaged over all processes.
 
     One optimizer step's loss is the objective's aggregation over all of its trained actions on
@@ -94,10 +105,11 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
     for epoch in range(tc.inner_epochs):
         perm = torch.randperm(B, generator=generator).to(traj.log_probs_old.device)
         for o in range(0, B, per_opt):  # one optimizer step: gradient_accumulation_steps micro-batches
-            total = accelerator.reduce(objective_normaliser(objective, traj.mask[perm[o: o + per_opt]], cfg.objective),
-                                       reduction="sum")  # normaliser of the whole optimizer batch, all processes
+            total = accelerator.reduce(
+                objective_normaliser(objective, traj.mask[perm[o : o + per_opt]], cfg.objective), reduction="sum"
+            )  # normaliser of the whole optimizer batch, all processes
             for start in range(o, o + per_opt, tc.batch_size):
-                idx = perm[start: start + tc.batch_size]
+                idx = perm[start : start + tc.batch_size]
                 sub, adv = traj.index(idx), advantages[idx]  # [b, T], [b]
                 last_micro = start + tc.batch_size >= o + per_opt
                 for c0 in range(0, T, chunk):
@@ -122,8 +134,9 @@ def update(policy, traj: Trajectory, advantages, optimizer, objective, cfg: Onli
                         m["kl_coef"] = obj_cfg.beta
                     acc.add(m, mask.sum().item())
                     if policy.per_step_metrics:
-                        for stats, n in per_step_ratio_stats(log_probs.detach() - sub.log_probs_old[:, sl], mask,
-                                                             sub.step_info["step_index"][:, sl]):
+                        for stats, n in per_step_ratio_stats(
+                            log_probs.detach() - sub.log_probs_old[:, sl], mask, sub.step_info["step_index"][:, sl]
+                        ):
                             acc.add(stats, n)
                         for i, g in policy.output_grad_norms().items():  # d loss / d output, per step
                             acc.add({f"grad_norm_output/step_{i:02d}": g}, 1.0)
@@ -165,6 +178,9 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     torch.manual_seed(cfg.seed)
 
     task = task_cls.from_config(cfg)
+    if not isinstance(task, Task):  # a task from the user's own package (task: my_pkg.tasks:MyTask)
+        missing = [m for m in ("from_config", "train_prompts", "evaluate") if not callable(getattr(task, m, None))]
+        raise ValueError(f"task {cfg.task!r} does not implement genrl.protocols.Task: missing {missing}")
     with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
         rewards = build_rewards(reward_classes, cfg.reward_args)
@@ -175,12 +191,24 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         # DeepSpeed takes its sizes from its config (there is no dataloader to infer them from).
         # Its engine steps inside the backward that ends an accumulation; update() marks that
         # backward through accelerate's gradient state, and the loss weights already average.
-        ds.deepspeed_config.update(train_micro_batch_size_per_gpu=cfg.train.batch_size, gradient_accumulation_steps=1,
-                                   gradient_clipping=cfg.train.max_grad_norm)
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
-                                  eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
+        ds.deepspeed_config.update(
+            train_micro_batch_size_per_gpu=cfg.train.batch_size,
+            gradient_accumulation_steps=1,
+            gradient_clipping=cfg.train.max_grad_norm,
+        )
+    optimizer = torch.optim.AdamW(
+        params,
+        lr=cfg.train.lr,
+        betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
+        eps=cfg.train.adam_eps,
+        weight_decay=cfg.train.weight_decay,
+    )
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
-    ema = EMA(params, cfg.train.ema_decay, cfg.train.ema_every, cfg.train.ema_warmup) if cfg.train.ema_decay > 0 else None
+    ema = (
+        EMA(params, cfg.train.ema_decay, cfg.train.ema_every, cfg.train.ema_warmup)
+        if cfg.train.ema_decay > 0
+        else None
+    )
     kl_control = build_kl_controller(cfg.objective)  # objective.beta, or SAGE-GRPO's adaptive coefficient
     if cfg.objective.anchor_period > 0:
         named = {n: p for n, p in policy.module.named_parameters() if p.requires_grad}
@@ -189,17 +217,35 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     total = cfg.rollout.prompts_per_step * cfg.rollout.group_size  # the sampler checks total % world
     local, per_opt = total // world, cfg.train.batch_size * cfg.train.gradient_accumulation_steps
     if total % world == 0 and local % per_opt:  # a remainder would leave gradients accumulated into the next update
-        raise ValueError(f"each of the {world} processes rolls out {local} samples per step, not a multiple of "
-                         f"train.batch_size * train.gradient_accumulation_steps = {per_opt}; change one of them")
+        raise ValueError(
+            f"each of the {world} processes rolls out {local} samples per step, not a multiple of "
+            f"train.batch_size * train.gradient_accumulation_steps = {per_opt}; change one of them"
+        )
     if cfg.rollout.dynamic_sampling and cfg.rollout.prompts_per_step % world:
-        raise ValueError(f"rollout.dynamic_sampling keeps whole groups on each process: rollout.prompts_per_step="
-                         f"{cfg.rollout.prompts_per_step} must be divisible by the {world} processes")
-    shape = dict(num_prompts=len(train_set), prompts_per_step=cfg.rollout.prompts_per_step,
-                 group_size=cfg.rollout.group_size, seed=cfg.seed, num_processes=world, process_index=rank)
+        raise ValueError(
+            f"rollout.dynamic_sampling keeps whole groups on each process: rollout.prompts_per_step="
+            f"{cfg.rollout.prompts_per_step} must be divisible by the {world} processes"
+        )
+    shape = dict(
+        num_prompts=len(train_set),
+        prompts_per_step=cfg.rollout.prompts_per_step,
+        group_size=cfg.rollout.group_size,
+        seed=cfg.seed,
+        num_processes=world,
+        process_index=rank,
+    )
     if cfg.rollout.sampler == "vas":
         v = cfg.rollout.vas
-        sampler = VarianceAwareSampler(**shape, lam=v.lam, a=v.a, b=v.b, momentum=v.momentum,
-                                       update_every=v.update_every, diversity=v.diversity, replacement=v.replacement)
+        sampler = VarianceAwareSampler(
+            **shape,
+            lam=v.lam,
+            a=v.a,
+            b=v.b,
+            momentum=v.momentum,
+            update_every=v.update_every,
+            diversity=v.diversity,
+            replacement=v.replacement,
+        )
     else:
         sampler = GroupSampler(**shape)
 
@@ -212,8 +258,10 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             ema.load_state_dict(state["ema"])
         if policy.anchor is not None:
             if state.get("anchor") is None:
-                raise ValueError(f"{ckpt} has no anchor state but objective.anchor_period={cfg.objective.anchor_period}; "
-                                 f"resume with the config it was written with, or start over (resume=false)")
+                raise ValueError(
+                    f"{ckpt} has no anchor state but objective.anchor_period={cfg.objective.anchor_period}; "
+                    f"resume with the config it was written with, or start over (resume=false)"
+                )
             policy.anchor.load_state_dict(state["anchor"])
         if state.get("sampler") is not None:
             sampler.load_state_dict(state["sampler"])
@@ -234,8 +282,15 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     if start == 0:
         run_eval(0)
     consecutive_failures = 0
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="train",
-               disable=not (main and cfg.log.progress_bar), dynamic_ncols=True)
+    bar = tqdm(
+        range(start, cfg.max_steps),
+        initial=start,
+        total=cfg.max_steps,
+        desc="train",
+        disable=not (main and cfg.log.progress_bar),
+        dynamic_ncols=True,
+    )
+
     def collect(step: int, noise: torch.Generator, window: list[int], attempt: int = 0) -> Rollout:
         """1. rollout of this process's share of k prompts x group_size (round ``attempt`` of the step's
         draws), 2. its rewards: each chunk is scored (maybe in a thread) as the next one rolls out."""
@@ -243,7 +298,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         prompts, meta = [train_set[i][0] for i in prompt_idx], [train_set[i][1] for i in prompt_idx]
         rb, parts, t0 = cfg.rollout.batch_size, [], time.perf_counter()
         for i in range(0, len(prompts), rb):
-            part = policy.rollout(prompts[i: i + rb], meta[i: i + rb], group_ids[i: i + rb], noise, window)
+            part = policy.rollout(prompts[i : i + rb], meta[i : i + rb], group_ids[i : i + rb], noise, window)
             scorer.submit(part.samples, part.prompts, part.metadata)
             parts.append(part)
         traj, t1 = Trajectory.cat(parts), time.perf_counter()
@@ -255,8 +310,13 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         noise = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
         window = policy.window(torch.Generator().manual_seed(derive_seed(cfg.seed, step)))
         if cfg.rollout.dynamic_sampling:  # DAPO: more rounds until every group's rewards vary
-            ro, ds_metrics = dynamic_sampling(lambda a: collect(step, noise, window, a), cfg.rollout.prompts_per_step // world,
-                                              cfg.rewards, cfg.rollout.dynamic_sampling_max_rounds, first_group=rank)
+            ro, ds_metrics = dynamic_sampling(
+                lambda a: collect(step, noise, window, a),
+                cfg.rollout.prompts_per_step // world,
+                cfg.rewards,
+                cfg.rollout.dynamic_sampling_max_rounds,
+                first_group=rank,
+            )
         else:
             ro, ds_metrics = collect(step, noise, window), {}
         traj, values, failures, reward_busy, prompt_idx, (rollout_s, reward_s) = ro
@@ -268,18 +328,22 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         all_groups = accelerator.gather(traj.group_ids)
         gathered = {k: accelerator.gather(v.to(accelerator.device)) for k, v in values.items()}  # every key, [B_all]
         adv_all, adv_stats = group_advantages(all_rewards, all_groups, cfg.advantages.std, cfg.advantages.eps)
-        if cfg.advantages.combine == "advantages":  # MixGRPO-style: each reward normalised in its groups, then weighted
+        if (
+            cfg.advantages.combine == "advantages"
+        ):  # MixGRPO-style: each reward normalised in its groups, then weighted
             adv_all = weighted_advantages(gathered, cfg.rewards, all_groups, cfg.advantages.std, cfg.advantages.eps)
         B = total.shape[0]
-        advantages = adv_all[rank * B: (rank + 1) * B].to(accelerator.device)
+        advantages = adv_all[rank * B : (rank + 1) * B].to(accelerator.device)
         traj.mask = traj.mask * torch.isfinite(total)[:, None].float()
         if cfg.advantages.drop_zero:  # Flow-GRPO: samples with advantage exactly 0 leave the update and its normaliser
             traj.mask = traj.mask * (advantages != 0)[:, None].float()
             adv_stats["frac_zero_advantage"] = float(accelerator.gather(advantages).eq(0).float().mean())
         consecutive_failures = consecutive_failures + 1 if not torch.isfinite(all_rewards).any() else 0
         if consecutive_failures >= MAX_CONSECUTIVE_REWARD_FAILURES:
-            raise RuntimeError(f"every reward was NaN or failed for {consecutive_failures} consecutive steps; "
-                               f"failures per reward: {failures}")
+            raise RuntimeError(
+                f"every reward was NaN or failed for {consecutive_failures} consecutive steps; "
+                f"failures per reward: {failures}"
+            )
 
         # VAS: re-score prompts from the whole gathered batch (every process stays identical)
         if isinstance(sampler, VarianceAwareSampler):
@@ -288,34 +352,56 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             sampler.update(all_idx, all_rewards.cpu(), texts, step=step)
 
         # 4. update
-        upd = update(policy, traj, advantages, optimizer, objective, cfg, accelerator, ema,
-                     torch.Generator().manual_seed(derive_seed(cfg.seed, step, 7)), kl_control)
+        upd = update(
+            policy,
+            traj,
+            advantages,
+            optimizer,
+            objective,
+            cfg,
+            accelerator,
+            ema,
+            torch.Generator().manual_seed(derive_seed(cfg.seed, step, 7)),
+            kl_control,
+        )
         t3 = time.perf_counter()
 
         # 5. log, evaluate, checkpoint
         done = step + 1
-        metrics = {"reward/total_mean": float(torch.nanmean(all_rewards)), **adv_stats, **upd, **ds_metrics,
-                   "time/rollout": rollout_s, "time/reward": reward_s, "time/reward_busy": reward_busy,
-                   "time/update": t3 - t2}
+        metrics = {
+            "reward/total_mean": float(torch.nanmean(all_rewards)),
+            **adv_stats,
+            **upd,
+            **ds_metrics,
+            "time/rollout": rollout_s,
+            "time/reward": reward_s,
+            "time/reward_busy": reward_busy,
+            "time/update": t3 - t2,
+        }
         if window:
             metrics["sde_window_start"] = window[0]
         if ds_metrics:
-            rounds_filled = accelerator.gather(torch.tensor([[ds_metrics["dynamic_sampling/rounds"],
-                                                              ds_metrics["dynamic_sampling/filled_groups"]]],
-                                                            device=accelerator.device))
+            rounds_filled = accelerator.gather(
+                torch.tensor(
+                    [[ds_metrics["dynamic_sampling/rounds"], ds_metrics["dynamic_sampling/filled_groups"]]],
+                    device=accelerator.device,
+                )
+            )
             metrics["dynamic_sampling/rounds"] = int(rounds_filled[:, 0].max())  # the process that needed most
             metrics["dynamic_sampling/filled_groups"] = int(rounds_filled[:, 1].sum())
         for k, v in gathered.items():
             finite = v[torch.isfinite(v)]
             metrics[f"reward/{k}_mean"] = finite.mean().item() if finite.numel() else float("nan")
             metrics[f"reward/{k}_std"] = finite.std(unbiased=False).item() if finite.numel() else float("nan")
-        counts = accelerator.reduce(torch.tensor([failures[k] for k in sorted(failures)], device=accelerator.device),
-                                    reduction="sum")  # failures of every process
+        counts = accelerator.reduce(
+            torch.tensor([failures[k] for k in sorted(failures)], device=accelerator.device), reduction="sum"
+        )  # failures of every process
         for k, n in zip(sorted(failures), counts.tolist()):
             metrics[f"reward/{k}_failed"] = int(n)
         times = [k for k in metrics if k.startswith("time/")]  # the slowest process sets the pace
-        slowest = accelerator.gather(torch.tensor([[metrics[k] for k in times]], dtype=torch.float64,
-                                                device=accelerator.device)).amax(0)
+        slowest = accelerator.gather(
+            torch.tensor([[metrics[k] for k in times]], dtype=torch.float64, device=accelerator.device)
+        ).amax(0)
         metrics.update(zip(times, slowest.tolist()))
         if isinstance(sampler, VarianceAwareSampler):
             metrics.update(sampler.metrics())
@@ -328,13 +414,20 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             run_eval(done)
         if done == cfg.max_steps or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
             if main:
-                save_checkpoint(ckpt_dir, done, {
-                    "step": done, "model": policy.trainable_state_dict(), "optimizer": optimizer.state_dict(),
-                    "ema": ema.state_dict() if ema is not None else None,
-                    "anchor": policy.anchor.state_dict() if policy.anchor is not None else None,
-                    "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
-                    "kl_control": kl_control.state_dict(),
-                }, keep_last=cfg.checkpoint.keep_last)
+                save_checkpoint(
+                    ckpt_dir,
+                    done,
+                    {
+                        "step": done,
+                        "model": policy.trainable_state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "ema": ema.state_dict() if ema is not None else None,
+                        "anchor": policy.anchor.state_dict() if policy.anchor is not None else None,
+                        "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
+                        "kl_control": kl_control.state_dict(),
+                    },
+                    keep_last=cfg.checkpoint.keep_last,
+                )
             accelerator.wait_for_everyone()
     scorer.close()
     result = {}

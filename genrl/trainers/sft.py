@@ -32,8 +32,8 @@ from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from genrl.config import SFTConfig, save_config
 from genrl.evaluation import read_summary
 from genrl.metrics_log import MetricsLogger
-from genrl.seeding import derive_seed
 from genrl.registry import TASKS
+from genrl.seeding import derive_seed
 
 
 def lr_multiplier(step: int, cfg: SFTConfig) -> float:
@@ -68,8 +68,9 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     model.train()
     tc = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=tc.lr, betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_eps,
-                                  weight_decay=tc.weight_decay)
+    optimizer = torch.optim.AdamW(
+        params, lr=tc.lr, betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_eps, weight_decay=tc.weight_decay
+    )
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
 
     start = 0
@@ -89,8 +90,14 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
 
     if start == 0:
         run_eval(0)
-    bar = tqdm(range(start, cfg.max_steps), initial=start, total=cfg.max_steps, desc="sft",
-               disable=not cfg.log.progress_bar, dynamic_ncols=True)
+    bar = tqdm(
+        range(start, cfg.max_steps),
+        initial=start,
+        total=cfg.max_steps,
+        desc="sft",
+        disable=not cfg.log.progress_bar,
+        dynamic_ncols=True,
+    )
     t_train, n_tokens = 0.0, 0
     for step in bar:
         # 2. a fresh batch of training questions and their reasoning traces
@@ -116,8 +123,17 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
         # 4. log, evaluate, checkpoint
         done = step + 1
         if done % cfg.log.every == 0 or done == cfg.max_steps:
-            logger.log(done, {"loss": loss.item(), "lr": lr, "grad_norm": grad_norm, "time/step": dt,
-                              "time/train_total": t_train, "response_tokens": n_tokens})
+            logger.log(
+                done,
+                {
+                    "loss": loss.item(),
+                    "lr": lr,
+                    "grad_norm": grad_norm,
+                    "time/step": dt,
+                    "time/train_total": t_train,
+                    "response_tokens": n_tokens,
+                },
+            )
         if cfg.log.progress_bar:
             bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)
         if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
@@ -125,17 +141,33 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
             if cfg.log.progress_bar:
                 bar.write(f"step {done}: held-out accuracy {m['eval/accuracy']:.3f}")
         if done == cfg.max_steps or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
-            save_checkpoint(ckpt_dir, done, {
-                "step": done, "model": model.state_dict(), "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-            }, keep_last=cfg.checkpoint.keep_last)
+            save_checkpoint(
+                ckpt_dir,
+                done,
+                {
+                    "step": done,
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                },
+                keep_last=cfg.checkpoint.keep_last,
+            )
     bar.close()
     logger.close()
 
     # 5. the final model (model + processor), loadable by an RL config: policy.model=<output_dir>/model
-    model_dir = save_model_dir(model.eval(), processor, os.path.join(run_dir, "model"),
-                               {"trained": True, "sft_steps": cfg.max_steps, "base": model_path, "seed": cfg.seed,
-                                "final_lr": optimizer.param_groups[0]["lr"]})
+    model_dir = save_model_dir(
+        model.eval(),
+        processor,
+        os.path.join(run_dir, "model"),
+        {
+            "trained": True,
+            "sft_steps": cfg.max_steps,
+            "base": model_path,
+            "seed": cfg.seed,
+            "final_lr": optimizer.param_groups[0]["lr"],
+        },
+    )
     result = {"base": read_summary(run_dir, 0), "final": read_summary(run_dir, cfg.max_steps)}
     with open(os.path.join(run_dir, "final_metrics.json"), "w") as f:
         json.dump(result, f, indent=1)

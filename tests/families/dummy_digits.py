@@ -17,5 +17,6 @@ def build():
 
 def pipeline_output(pipe, prompts, seeds, num_steps, guidance_scale):
     gens = [torch.Generator().manual_seed(s) for s in seeds]
-    return pipe(prompts, num_inference_steps=num_steps, guidance_scale=guidance_scale, generator=gens,
-                output_type="pt").images
+    return pipe(
+        prompts, num_inference_steps=num_steps, guidance_scale=guidance_scale, generator=gens, output_type="pt"
+    ).images

@@ -6,7 +6,6 @@ timesteps are about 1000, 858, 602, 9, so ``boundary_ratio = 0.7`` sends two ste
 from __future__ import annotations
 
 import torch
-
 from families import dummy_wan
 
 FAMILY = "wan"

@@ -2,8 +2,24 @@
 
 from __future__ import annotations
 
-WORDS = ["a", "photo", "of", "cat", "dog", "red", "blue", "car", "video", "running", "in", "the", "park", "digit",
-         "seven", "handwritten"]
+WORDS = [
+    "a",
+    "photo",
+    "of",
+    "cat",
+    "dog",
+    "red",
+    "blue",
+    "car",
+    "video",
+    "running",
+    "in",
+    "the",
+    "park",
+    "digit",
+    "seven",
+    "handwritten",
+]
 
 
 def word_tokenizer(max_length: int, bos: bool = True, padding_side: str = "right", extra_special: tuple = ()):
@@ -20,26 +36,53 @@ def word_tokenizer(max_length: int, bos: bool = True, padding_side: str = "right
     tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     single = "<bos> $A <eos>" if bos else "$A <eos>"
-    tok.post_processor = processors.TemplateProcessing(
-        single=single, special_tokens=[("<bos>", 1), ("<eos>", 3)])
-    return PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<bos>", eos_token="<eos>", unk_token="<unk>",
-                                   pad_token="<pad>", model_max_length=max_length, padding_side=padding_side)
+    tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("<bos>", 1), ("<eos>", 3)])
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<bos>",
+        eos_token="<eos>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        model_max_length=max_length,
+        padding_side=padding_side,
+    )
 
 
 def clip_text_encoder(hidden: int = 32, projection: int = 32, vocab: int = 64, max_positions: int = 16):
     """A tiny real ``CLIPTextModelWithProjection`` matching :func:`word_tokenizer`'s ids."""
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
-    return CLIPTextModelWithProjection(CLIPTextConfig(
-        vocab_size=vocab, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
-        num_attention_heads=2, max_position_embeddings=max_positions, projection_dim=projection,
-        pad_token_id=0, bos_token_id=1, eos_token_id=3))
+    return CLIPTextModelWithProjection(
+        CLIPTextConfig(
+            vocab_size=vocab,
+            hidden_size=hidden,
+            intermediate_size=2 * hidden,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=max_positions,
+            projection_dim=projection,
+            pad_token_id=0,
+            bos_token_id=1,
+            eos_token_id=3,
+        )
+    )
 
 
 def t5_encoder(d_model: int = 32, vocab: int = 64):
     """A tiny real ``T5EncoderModel``."""
     from transformers import T5Config, T5EncoderModel
 
-    return T5EncoderModel(T5Config(vocab_size=vocab, d_model=d_model, d_kv=8, d_ff=2 * d_model, num_layers=2,
-                                   num_heads=2, relative_attention_num_buckets=8, pad_token_id=0, eos_token_id=3,
-                                   decoder_start_token_id=0))
+    return T5EncoderModel(
+        T5Config(
+            vocab_size=vocab,
+            d_model=d_model,
+            d_kv=8,
+            d_ff=2 * d_model,
+            num_layers=2,
+            num_heads=2,
+            relative_attention_num_buckets=8,
+            pad_token_id=0,
+            eos_token_id=3,
+            decoder_start_token_id=0,
+        )
+    )

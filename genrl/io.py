@@ -1,0 +1,81 @@
+"""Files and folders: the cache root, and atomic writes of files and folders.
+
+Everything genrl writes for later reading (pretrained task models, reward-model caches, configs,
+metrics, exports) is written atomically: into a temporary sibling (same folder, so the final
+``os.replace`` is a rename on one filesystem), then moved into place. A reader, or a rerun after a
+crash, sees either the old content or the complete new one, never half a file. The temporary
+names are hidden (``.<name>.tmp-<pid>-<random>``), and a failed write removes its own temporary
+and nothing else. Written here because the standard library has the primitives
+(``tempfile``, ``os.replace``) but no context manager that swaps a whole folder.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import uuid
+from pathlib import Path
+from typing import IO, Iterator
+
+
+def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
+    """Where embedded tasks and reward models cache what they build: ``cache_dir`` if given, else
+    ``$GENRL_CACHE``, else ``~/.cache/genrl``."""
+    if cache_dir is not None:
+        return Path(cache_dir).expanduser()
+    env = os.environ.get("GENRL_CACHE")
+    return Path(env).expanduser() if env else Path.home() / ".cache" / "genrl"
+
+
+def _sibling(path: Path, tag: str) -> Path:
+    """A hidden, unique name next to ``path``."""
+    return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary file path next to ``path``; write it (``torch.save``, safetensors, ...),
+    and on a clean exit it replaces ``path``. On an error the temporary file is removed."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
+    """``open`` for writing, atomically: the file is flushed and fsynced, then moved into place."""
+    with atomic_path(path) as tmp:
+        with open(tmp, mode, encoding=None if "b" in mode else encoding) as fh:
+            yield fh
+            fh.flush()
+            os.fsync(fh.fileno())
+
+
+@contextlib.contextmanager
+def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a fresh temporary folder next to ``path``; fill it, and on a clean exit it replaces
+    ``path`` (an existing folder is swapped out first and then deleted). On an error the temporary
+    folder is removed and ``path`` is left as it was."""
+    path = Path(path).expanduser()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = _sibling(path, "tmp")
+    tmp.mkdir()
+    try:
+        yield tmp
+        old = None
+        if path.exists():
+            old = _sibling(path, "old")
+            os.replace(path, old)
+        os.replace(tmp, path)
+        if old is not None:
+            shutil.rmtree(old, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
