@@ -53,6 +53,7 @@ def _full_size_pickscore(tmp: str, device: str, prompts: list[str]):
 def throughput(device: str, batch: int, repeats: int) -> list[tuple[str, float]]:
     import tempfile
 
+    from genrl.models import prepare_model
     from genrl.registry import REWARDS
 
     images = torch.rand(batch, 1, 8, 8)
@@ -62,6 +63,7 @@ def throughput(device: str, batch: int, repeats: int) -> list[tuple[str, float]]
     digits, gold = REWARDS.get("digits")(), REWARDS.get("digits_gold")()
     rows.append(("digits (classifier, 8x8)", batch / _time(lambda: digits(images, prompts), repeats)))
     rows.append(("digits_gold (SVM, 8x8)", batch / _time(lambda: gold(images, prompts), repeats)))
+    prepare_model("task:digits", kind="clip")  # the embedded digits CLIP, trained (logged) if missing
     clip_digits = REWARDS.get("clip")(model="task:digits", device=device)
     rows.append(("clip, embedded digits CLIP (8x8)", batch / _time(lambda: clip_digits(images, prompts), repeats)))
     clip_b32 = REWARDS.get("clip")(model="ViT-B-32", pretrained=None, device=device)
@@ -77,11 +79,14 @@ def throughput(device: str, batch: int, repeats: int) -> list[tuple[str, float]]
 def async_overlap(steps: int) -> dict[str, float]:
     """Seconds per digits step (rollout in 4 chunks + scoring), scored in line vs in a thread."""
     from genrl.config import OnlineConfig, config_from_dict
+    from genrl.models import prepare_model, prepare_models
     from genrl.policies.flow import FlowPolicy
     from genrl.registry import REWARDS
     from genrl.scoring import ChunkScorer
 
     cfg = config_from_dict(OnlineConfig, {})
+    prepare_models(cfg)
+    prepare_model("task:digits", kind="clip")
     policy = FlowPolicy.from_pretrained(cfg.policy)
     reward = {
         "clip": REWARDS.get("clip")(model="task:digits", device="cpu"),

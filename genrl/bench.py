@@ -50,6 +50,7 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     import torch
     from accelerate import Accelerator
 
+    from genrl.models import prepare_models
     from genrl.registry import OBJECTIVES, POLICIES, TASKS
     from genrl.trainers.online import update
 
@@ -58,6 +59,7 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     task = TASKS.get(cfg.task).from_config(cfg)
     policy_cls = POLICIES.get(cfg.policy.name)
     if pipe is None:
+        prepare_models(cfg)
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
     else:
         policy = policy_cls(cfg.policy, pipe, device=accelerator.device)

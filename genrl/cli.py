@@ -68,9 +68,22 @@ def _train(args) -> int:
 
 
 def _prepare(args) -> int:
+    """``genrl prepare TASK`` builds that embedded task's model; ``genrl prepare CONFIG`` every
+    ``task:`` / ``sft:`` model the config names (the step ``genrl train`` runs first)."""
     from genrl.registry import TASKS
 
-    print(TASKS.get(args.task)().prepare())
+    if os.path.isfile(args.target):
+        from genrl.config import TRAINER_CONFIGS, load_config
+        from genrl.models import prepare_models
+
+        kind = _trainer_kind(args.target, [])
+        cfg = load_config(TRAINER_CONFIGS[kind], args.target) if kind in TRAINER_CONFIGS else None
+        if cfg is None:
+            raise ValueError(f"{args.target}: trainer must be one of {', '.join(TRAINER_CONFIGS)}")
+        for path in prepare_models(cfg):
+            print(path)
+        return 0
+    print(TASKS.get(args.target)().prepare())
     return 0
 
 
@@ -138,8 +151,12 @@ def main(argv: list[str] | None = None) -> int:
 
     add_bench_parser(sub)
     add_export_parser(sub)
-    p = sub.add_parser("prepare", help="build an embedded task's cached base model and rewards (e.g. digits)")
-    p.add_argument("task")
+    p = sub.add_parser(
+        "prepare",
+        help="build an embedded task's cached models (e.g. digits), or every task: / sft: "
+        "model a config names (genrl train does this first)",
+    )
+    p.add_argument("target", metavar="TASK_OR_CONFIG")
     p.set_defaults(func=_prepare)
     args = parser.parse_args(argv)
     try:

@@ -372,7 +372,8 @@ class LoraConfig(Section):
 class PolicyConfig(Section):
     name: str = _f("flow", "policy name in genrl.registry.POLICIES")
     model: str = _f(
-        "task:digits", "'task:<name>' (embedded, pretrained on first use), a hub id, or a local diffusers folder"
+        "task:digits",
+        "'task:<name>' (embedded; built by genrl prepare, which train runs first), a hub id, or a local diffusers folder",
     )
     sde: str = _f(
         "flow_sde",
@@ -1020,7 +1021,8 @@ class SFTConfig(Section):
         "digit_sum", "embedded task providing training traces and held-out questions (a name in genrl.registry.TASKS)"
     )
     model: str = _f(
-        "task:digit_sum", "'task:<name>' (the task's untrained base model, built on first use) or a local model folder"
+        "task:digit_sum",
+        "'task:<name>' (the task's untrained base model, built by genrl prepare, which train runs first) or a local model folder",
     )
     resume: bool = _f(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
     max_steps: int = _f(300, "optimizer steps")

@@ -228,6 +228,7 @@ def make_gallery(
     from tqdm.auto import tqdm
 
     from genrl.config import OnlineConfig, load_config
+    from genrl.models import prepare_models
     from genrl.registry import POLICIES, REWARDS, TASKS
     from genrl.scoring import build_rewards, score_samples
 
@@ -270,6 +271,7 @@ def make_gallery(
     for i, (cfg, (cfg_path, ckpt), label, run_dir) in enumerate(zip(cfgs, found, labels, run_dirs)):
         steps, cfg_scale = cfg.eval.num_steps or cfg.policy.num_steps, cfg.eval.guidance_scale
         sampling, bs = f"ODE, {steps} steps, CFG {cfg_scale}", batch_size or cfg.eval.batch_size
+        prepare_models(cfg)  # task: models built (logged) if missing
         policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device)
         if i == 0:  # freshly built, nothing loaded: the base model
             images["base"] = _sample(policy, all_prompts, seeds, steps, cfg_scale, bs, bar)

@@ -62,9 +62,11 @@ def load_final_weights(policy, ckpt: str, ema: bool = True) -> dict:
 def load_run_policy(run_dir: str, ema: bool = True, device: str = "cpu"):
     """``(config, policy with the run's final weights, checkpoint info)`` for a run directory."""
     from genrl.config import OnlineConfig, load_config
+    from genrl.models import prepare_models
     from genrl.registry import POLICIES
 
     cfg_path, ckpt = check_run(run_dir)
     cfg = load_config(OnlineConfig, cfg_path)
+    prepare_models(cfg)  # a run's task: model, rebuilt (logged) if the cache was cleared
     policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device)
     return cfg, policy, load_final_weights(policy, ckpt, ema=ema)

@@ -12,7 +12,7 @@ The model is ``open_clip.create_model(model, pretrained=...)``: ``pretrained`` i
 (e.g. ``laion2b_s32b_b79k``; weights must already be in the local cache when there is no
 network) or a local checkpoint file; or ``model="local-dir:<folder>"`` (open_clip's own
 schema: ``open_clip_config.json`` + ``open_clip_model.safetensors``); or ``"task:digits"``,
-the embedded digits CLIP (rewards/digits_clip.py, trained and cached on first use).
+the embedded digits CLIP (rewards/digits_clip.py, trained and cached by `genrl prepare`, which train runs first).
 
 Images are the policy's samples, ``[B, C, H, W]`` floats in [0, 1] (C = 1 is repeated to
 RGB), scored in memory: open_clip's evaluation transform (shorter side resized to the
@@ -92,12 +92,10 @@ class CLIPScoreReward:
             raise ImportError("the clip reward needs open_clip: pip install open_clip_torch") from e
         if score not in SCORES:
             raise ValueError(f"clip reward: score={score!r}; valid: {', '.join(SCORES)}")
-        if model.startswith("task:"):  # an embedded task's CLIP, trained and cached on first use
-            if model != "task:digits":
-                raise ValueError(f"clip reward: model={model!r}; the only embedded CLIP is 'task:digits'")
-            from rewards.digits_clip import prepare_digits_clip
+        if model.startswith("task:"):  # an embedded task's CLIP (genrl prepare builds it)
+            from genrl.models import resolve_model
 
-            model = LOCAL_DIR + prepare_digits_clip()
+            model = LOCAL_DIR + resolve_model(model, kind="clip")
         if model.startswith(LOCAL_DIR):
             _check_local_dir(model[len(LOCAL_DIR) :])
             pretrained = None  # the folder holds the weights

@@ -27,6 +27,10 @@ import torch
 
 from genrl.registry import FAMILIES
 
+# The MMDiT joint attention's image (to_*) and text (add_*, to_add_out) projections: the LoRA targets
+# Flow-GRPO uses for SD3.5 (scripts/train_sd3.py), and the core of its FLUX and Qwen-Image lists
+JOINT_ATTENTION_LORA: tuple[str, ...] = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out")  # fmt: skip
+
 
 class Family:
     """Base class; subclasses register with ``@FAMILIES.register(name)``."""

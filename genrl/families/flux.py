@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genrl.families.base import Family
+from genrl.families.base import JOINT_ATTENTION_LORA, Family
 from genrl.registry import FAMILIES
 
 
@@ -27,20 +27,7 @@ class FluxFamily(Family):
     pipeline_classes = ("FluxPipeline",)
     # Flow-GRPO's FLUX LoRA targets (scripts/train_flux.py): attention projections of the double and
     # single blocks (suffix match) and the double blocks' image/text feed-forwards
-    lora_targets = (
-        "attn.to_k",
-        "attn.to_q",
-        "attn.to_v",
-        "attn.to_out.0",
-        "attn.add_k_proj",
-        "attn.add_q_proj",
-        "attn.add_v_proj",
-        "attn.to_add_out",
-        "ff.net.0.proj",
-        "ff.net.2",
-        "ff_context.net.0.proj",
-        "ff_context.net.2",
-    )
+    lora_targets = JOINT_ATTENTION_LORA + ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
 
     def encode(self, prompts):
         embeds, pooled, _ = self.pipe.encode_prompt(

@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genrl.families.base import Family
+from genrl.families.base import JOINT_ATTENTION_LORA, Family
 from genrl.registry import FAMILIES
 
 
@@ -40,16 +40,7 @@ class HunyuanVideo15Family(Family):
     pipeline_classes = ("HunyuanVideo15Pipeline",)
     # suffix-matched: the double-stream blocks' video (to_*) and text (add_*, to_add_out) projections;
     # "attn.to_q/k/v/out.0" also match the text token-refiner's self-attention
-    lora_targets = (
-        "attn.add_k_proj",
-        "attn.add_q_proj",
-        "attn.add_v_proj",
-        "attn.to_add_out",
-        "attn.to_k",
-        "attn.to_out.0",
-        "attn.to_q",
-        "attn.to_v",
-    )
+    lora_targets = JOINT_ATTENTION_LORA
     video = True
 
     def __init__(self, pipe, cfg):

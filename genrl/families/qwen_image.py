@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genrl.families.base import Family
+from genrl.families.base import JOINT_ATTENTION_LORA, Family
 from genrl.registry import FAMILIES
 
 
@@ -27,15 +27,7 @@ class QwenImageFamily(Family):
     pipeline_classes = ("QwenImagePipeline",)
     # Flow-GRPO's Qwen-Image LoRA targets (yifan123/flow_grpo, scripts/train_qwenimage_edit_plus.py, same
     # transformer): joint-attention projections of both streams and both streams' MLPs
-    lora_targets = (
-        "attn.to_k",
-        "attn.to_q",
-        "attn.to_v",
-        "attn.to_out.0",
-        "attn.add_k_proj",
-        "attn.add_q_proj",
-        "attn.add_v_proj",
-        "attn.to_add_out",
+    lora_targets = JOINT_ATTENTION_LORA + (
         "img_mlp.net.0.proj",
         "img_mlp.net.2",
         "txt_mlp.net.0.proj",

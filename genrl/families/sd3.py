@@ -4,7 +4,7 @@ CLIP-L + CLIP-G + T5 text encoders. Conventions from the diffusers pipeline: tim
 
 from __future__ import annotations
 
-from genrl.families.base import Family
+from genrl.families.base import JOINT_ATTENTION_LORA, Family
 from genrl.registry import FAMILIES
 
 
@@ -12,16 +12,7 @@ from genrl.registry import FAMILIES
 class SD3Family(Family):
     pipeline_classes = ("StableDiffusion3Pipeline",)
     # Flow-GRPO's SD3.5 LoRA targets: the joint attention's image and context projections
-    lora_targets = (
-        "attn.add_k_proj",
-        "attn.add_q_proj",
-        "attn.add_v_proj",
-        "attn.to_add_out",
-        "attn.to_k",
-        "attn.to_out.0",
-        "attn.to_q",
-        "attn.to_v",
-    )
+    lora_targets = JOINT_ATTENTION_LORA
 
     def encode(self, prompts):
         embeds, _, pooled, _ = self.pipe.encode_prompt(

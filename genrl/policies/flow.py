@@ -25,19 +25,19 @@ import torch
 
 from genrl import sde as sde_lib
 from genrl.families.base import family_for, load_pipeline
+from genrl.models import resolve_model
 from genrl.policies.denoiser import DTYPES, DenoisingPolicy
-from genrl.registry import POLICIES, TASKS
+from genrl.registry import POLICIES
 
 
 def load_policy_pipeline(model: str, dtype: torch.dtype = torch.float32):
-    """``task:<name>`` -> that embedded task's pipeline (pretrained on first use); a folder in
+    """``task:<name>`` -> that embedded task's pipeline (``genrl prepare`` builds it); a folder in
     the digits layout (``transformer/``, ``scheduler/``, ``text_encoder/``, ``tokenizer/``, no
     ``model_index.json``) -> ``DigitsPipeline``; otherwise a local diffusers folder or hub id
     through ``DiffusionPipeline.from_pretrained``."""
     from genrl.families.digits import is_digits_folder, load_digits
 
-    if model.startswith("task:"):
-        model = TASKS.get(model[len("task:") :])().prepare()
+    model = resolve_model(model)  # task:<name> -> its prepared folder
     if is_digits_folder(model):
         return load_digits(model)
     return load_pipeline(model, dtype)

@@ -48,8 +48,9 @@ from typing import Optional
 
 import torch
 
+from genrl.models import resolve_model
 from genrl.policies.base import Policy
-from genrl.registry import POLICIES, TASKS
+from genrl.registry import POLICIES
 from genrl.trajectory import Trajectory
 
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
@@ -73,13 +74,11 @@ IMAGE_PLACEHOLDER = "<image>"  # where an image goes in a prompt (EasyR1/MMR1 da
 
 
 def resolve_model_path(model: str) -> str:
-    """``task:<name>`` -> that task's prepared folder; ``sft:<config.yaml>`` -> that SFT run's
-    final model (trained first if missing); a local folder as is; otherwise a hub id
-    (must already be in the local Hugging Face cache when there is no network)."""
-    if model.startswith("task:"):
-        return TASKS.get(model[len("task:") :])().prepare()
-    if model.startswith("sft:"):
-        return sft_model_dir(model[len("sft:") :])
+    """``task:<name>`` / ``sft:<config.yaml>`` -> that model's folder (``genrl.models``; built by
+    ``genrl prepare``, never here); a local folder as is; otherwise a hub id (must already be in
+    the local Hugging Face cache when there is no network)."""
+    if model.startswith(("task:", "sft:")):
+        return resolve_model(model)
     looks_local = model.startswith(("/", "./", "../", "~")) or os.path.exists(model) or model.count("/") > 1
     if looks_local and not os.path.isdir(os.path.expanduser(model)):
         raise ValueError(
@@ -87,20 +86,6 @@ def resolve_model_path(model: str) -> str:
             f"model weights and processor files, a hub id such as 'Qwen/Qwen2-VL-2B-Instruct', or 'task:<name>'."
         )
     return os.path.expanduser(model) if looks_local else model
-
-
-def sft_model_dir(config_path: str) -> str:
-    """``<output_dir>/model`` of an SFT config (MMR1's cold start), trained first if missing."""
-    from genrl.config import SFTConfig, load_config
-
-    cfg = load_config(SFTConfig, config_path)
-    path = os.path.join(cfg.output_dir, "model")
-    if not os.path.isdir(path):
-        from genrl.trainers.sft import train
-
-        print(f"genrl: no SFT model at {path}; running the cold-start SFT config {config_path} first", flush=True)
-        train(cfg)
-    return path
 
 
 def model_class_for(config) -> type:

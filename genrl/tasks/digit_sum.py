@@ -33,6 +33,7 @@ import torch
 import torch.nn.functional as F
 
 from genrl.io import atomic_dir, cache_root
+from genrl.models import check_model_kind
 from genrl.registry import REWARDS, TASKS
 from genrl.seeding import derive_seed
 from genrl.tasks.digits import load_digit_images
@@ -442,22 +443,25 @@ class DigitSumTask:
     def model_dir(self) -> Path:
         return cache_root(self.cache_dir) / f"digit_sum-base-seed{self.seed}"
 
-    def prepare(self, progress: bool = True) -> str:
-        """Path of the base (untrained) model folder, built atomically if missing."""
+    MODELS = ("policy",)
+
+    def model_path(self, kind: str = "policy") -> str:
+        """Where the base (untrained) model folder lives, built or not."""
+        check_model_kind(self, kind)
+        return str(self.model_dir)
+
+    def is_prepared(self, kind: str = "policy") -> bool:
+        check_model_kind(self, kind)
+        return (self.model_dir / "genrl_task.json").is_file()
+
+    def prepare(self, progress: bool = True, kind: str = "policy") -> str:
+        """Path of the base (untrained) model folder, built atomically (and logged) if missing."""
         path = self.model_dir
-        if not (path / "genrl_task.json").is_file():
+        if not self.is_prepared(kind):
             if progress:
                 print(f"genrl: building the digit_sum base model (seed {self.seed}) into {path}", flush=True)
             save_model_dir(build_model(seed=self.seed), build_processor(), path, {"seed": self.seed, "trained": False})
         return str(path)
-
-    def resolve_model(self, model: str) -> str:
-        """``"task:digit_sum"`` -> the prepared base folder; anything else is a local path."""
-        if model.startswith("task:"):
-            if model != f"task:{self.name}":
-                raise ValueError(f"model {model!r} does not belong to task {self.name!r}")
-            return self.prepare()
-        return model
 
     # --- data
     @property

@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from genrl.io import atomic_dir, cache_root
+from genrl.models import check_model_kind
 from genrl.registry import REWARDS, TASKS
 
 if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load diffusers
@@ -310,14 +311,39 @@ class DigitsTask:
     def model_dir(self) -> Path:
         return cache_root(self.cache_dir) / f"digits-s{self.pretrain_steps}-seed{self.seed}"
 
-    def prepare(self, progress: bool = True) -> str:
-        """Path of the pretrained model folder; pretrains (and trains the judges) if missing.
+    MODELS = ("policy", "clip")  # the base text-to-digit pipeline, and the digits CLIP reward model
+
+    def model_path(self, kind: str = "policy") -> str:
+        """Where the task's model ``kind`` lives (built or not): ``policy`` or ``clip``."""
+        if kind == "clip":
+            from rewards.digits_clip import digits_clip_path
+
+            return str(digits_clip_path(self.cache_dir))
+        check_model_kind(self, kind)
+        return str(self.model_dir)
+
+    def is_prepared(self, kind: str = "policy") -> bool:
+        if kind == "clip":
+            from rewards.digits_clip import digits_clip_ready
+
+            return digits_clip_ready(self.cache_dir)
+        check_model_kind(self, kind)
+        return (self.model_dir / "genrl_task.json").is_file()
+
+    def prepare(self, progress: bool = True, kind: str = "policy") -> str:
+        """Path of the model ``kind``, built first if missing: ``policy`` pretrains the base (and
+        trains the judges), ``clip`` trains the digits CLIP. Logged when it builds.
 
         In multi-process runs call this on the main process first; the write is atomic, so
         a concurrent reader sees either no folder or a complete one.
         """
+        if kind == "clip":
+            from rewards.digits_clip import prepare_digits_clip
+
+            return prepare_digits_clip(self.cache_dir, progress=progress)
+        check_model_kind(self, kind)
         path = self.model_dir
-        if not (path / "genrl_task.json").is_file():
+        if not self.is_prepared():
             print(
                 f"genrl: pretraining the digits base model ({self.pretrain_steps} steps, "
                 f"seed {self.seed}) into {path}",

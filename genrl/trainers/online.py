@@ -35,6 +35,7 @@ from genrl.ema import EMA, Anchor
 from genrl.evaluation import read_summary
 from genrl.kl_control import FixedKL, build_kl_controller
 from genrl.metrics_log import MetricsLogger
+from genrl.models import prepare_models
 from genrl.objectives.common import objective_chunk_weight, objective_normaliser, per_step_ratio_stats
 from genrl.protocols import Task
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
@@ -182,6 +183,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         missing = [m for m in ("from_config", "train_prompts", "evaluate") if not callable(getattr(task, m, None))]
         raise ValueError(f"task {cfg.task!r} does not implement genrl.protocols.Task: missing {missing}")
     with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load
+        prepare_models(cfg)  # the task: / sft: models the config names, built (logged) if missing
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
         rewards = build_rewards(reward_classes, cfg.reward_args)
     asynchronous = torch.cuda.is_available() if cfg.rollout.async_rewards == "auto" else cfg.rollout.async_rewards

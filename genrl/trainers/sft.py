@@ -32,6 +32,7 @@ from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from genrl.config import SFTConfig, save_config
 from genrl.evaluation import read_summary
 from genrl.metrics_log import MetricsLogger
+from genrl.models import prepare_models
 from genrl.registry import TASKS
 from genrl.seeding import derive_seed
 
@@ -63,7 +64,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
 
     # 1. model, processor, optimizer, schedule
     task = task_cls.from_config(cfg)
-    model_path = task.resolve_model(cfg.model)
+    (model_path,) = prepare_models(cfg) or [cfg.model]  # task: / sft: built (logged) if missing; else a folder
     model, processor = load_model_dir(model_path)
     model.train()
     tc = cfg.train

@@ -1,0 +1,92 @@
+"""One resolver for model names, and the explicit step that prepares the models a config names.
+
+Model fields (``policy.model``, the SFT config's ``model``, the clip reward's ``model``) take:
+
+* ``task:<name>``: a model the embedded task ``<name>`` owns, built or trained here and cached
+  (``genrl.protocols.EmbeddedTask``). ``kind`` says which of its models: ``policy`` (the base
+  model the policy loads) or, for the digits task, ``clip`` (its CLIP reward model);
+* ``sft:<config.yaml>``: the final model (``<output_dir>/model``) of that SFT run;
+* anything else: a local folder or a hub id, passed on unchanged (the loaders check it).
+
+Resolving never trains. Building a missing model is ``prepare_models(cfg)`` (and
+``prepare_model``), a logged step that ``genrl prepare CONFIG`` runs, and that ``genrl train``,
+``gallery`` and ``bench`` run first; a loader that meets an unprepared model raises a
+``ValueError`` naming the command that builds it.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from genrl.registry import TASKS
+
+TASK, SFT = "task:", "sft:"
+
+
+def check_model_kind(task, kind: str) -> None:
+    """A ``ValueError`` unless ``kind`` is one of ``task.MODELS`` (the models an embedded task owns)."""
+    if kind not in task.MODELS:
+        raise ValueError(f"task {task.name!r} has no {kind!r} model; its models: {', '.join(task.MODELS)}")
+
+
+def _sft_model_dir(config_path: str) -> tuple[Any, str]:
+    from genrl.config import SFTConfig, load_config
+
+    cfg = load_config(SFTConfig, config_path)
+    return cfg, os.path.join(cfg.output_dir, "model")
+
+
+def resolve_model(model: str, kind: str = "policy") -> str:
+    """The folder (or hub id) ``model`` names (see the module docstring). A ``task:`` or ``sft:``
+    model that is not built yet is a ``ValueError`` naming ``genrl prepare``; nothing is trained."""
+    if model.startswith(TASK):
+        task = TASKS.get(model[len(TASK) :])()
+        path = task.model_path(kind)
+        if not task.is_prepared(kind):
+            raise ValueError(
+                f"model {model!r} ({kind}) is not built yet: run `genrl prepare {model[len(TASK) :]}` "
+                f"(genrl train, gallery and bench do it first)"
+            )
+        return str(path)
+    if model.startswith(SFT):
+        _, path = _sft_model_dir(model[len(SFT) :])
+        if not os.path.isdir(path):
+            raise ValueError(
+                f"model {model!r}: no SFT model at {path}: run `genrl prepare {model[len(SFT) :]}` or "
+                f"`genrl train {model[len(SFT) :]}` first"
+            )
+        return path
+    return model
+
+
+def prepare_model(model: str, kind: str = "policy", progress: bool = True) -> str:
+    """Build ``model`` if it is a ``task:`` or ``sft:`` model that is missing (logged), then resolve it."""
+    if model.startswith(TASK):
+        TASKS.get(model[len(TASK) :])().prepare(progress=progress, kind=kind)
+    elif model.startswith(SFT):
+        sft_cfg, path = _sft_model_dir(model[len(SFT) :])
+        if not os.path.isdir(path):
+            print(f"genrl: preparing {model}: running the SFT config {model[len(SFT) :]} into {path}", flush=True)
+            from genrl.trainers.sft import train
+
+            prepare_models(sft_cfg, progress)
+            train(sft_cfg)
+    return resolve_model(model, kind)
+
+
+def config_models(cfg) -> list[tuple[str, str]]:
+    """``[(model, kind)]`` a trainer config names: the policy's (or the SFT config's) model and
+    each reward's ``model`` option that is a ``task:`` / ``sft:`` name (kind = the reward's name)."""
+    policy = getattr(getattr(cfg, "policy", None), "model", None) or getattr(cfg, "model", None)
+    out = [(policy, "policy")] if isinstance(policy, str) else []
+    for name, args in (getattr(cfg, "reward_args", None) or {}).items():
+        m = args.get("model") if isinstance(args, dict) else None
+        if isinstance(m, str) and m.startswith((TASK, SFT)):
+            out.append((m, name))
+    return out
+
+
+def prepare_models(cfg, progress: bool = True) -> list[str]:
+    """Build every missing ``task:`` / ``sft:`` model ``cfg`` names (logged); returns their paths."""
+    return [prepare_model(m, kind, progress) for m, kind in config_models(cfg) if m.startswith((TASK, SFT))]

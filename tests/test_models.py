@@ -1,0 +1,52 @@
+"""One resolver for model names: resolving never builds, `genrl prepare` does (logged), and the
+clip reward no longer imports the digits CLIP module (the task owns its models)."""
+
+import ast
+import os
+
+import pytest
+
+from genrl.cli import main as cli_main
+from genrl.models import config_models, prepare_model, resolve_model
+from genrl.registry import TASKS
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_resolving_an_unbuilt_task_model_never_builds_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("GENRL_CACHE", str(tmp_path / "cache"))
+    for model, kind in (("task:digits", "policy"), ("task:digits", "clip"), ("task:digit_sum", "policy")):
+        with pytest.raises(ValueError, match=r"not built yet: run `genrl prepare"):
+            resolve_model(model, kind)
+    assert not (tmp_path / "cache").exists()
+    with pytest.raises(ValueError, match="task 'digit_sum' has no 'clip' model; its models: policy"):
+        resolve_model("task:digit_sum", "clip")
+    sft = tmp_path / "sft.yaml"
+    sft.write_text(f"trainer: sft\noutput_dir: {tmp_path / 'sft_run'}\n")
+    with pytest.raises(ValueError, match="no SFT model at .*sft_run/model: run `genrl prepare"):
+        resolve_model(f"sft:{sft}")
+    assert resolve_model("/some/folder") == "/some/folder" and resolve_model("org/name") == "org/name"
+
+
+def test_genrl_prepare_builds_what_a_config_names(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("GENRL_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "sft.yaml"
+    config.write_text(open(os.path.join(ROOT, "configs", "digit_sum", "sft.yaml")).read())
+    assert cli_main(["prepare", str(config)]) == 0
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    assert path == TASKS.get("digit_sum")().model_path() and os.path.isfile(os.path.join(path, "genrl_task.json"))
+    assert resolve_model("task:digit_sum") == path == prepare_model("task:digit_sum")
+
+
+def test_config_models_lists_policy_and_reward_models():
+    from genrl.config import OnlineConfig, load_config
+
+    cfg = load_config(OnlineConfig, os.path.join(ROOT, "configs", "digits", "flowgrpo_clip.yaml"))
+    assert config_models(cfg) == [("task:digits", "policy"), ("task:digits", "clip")]
+
+
+def test_the_clip_reward_does_not_import_the_digits_clip_module():
+    tree = ast.parse(open(os.path.join(ROOT, "rewards", "clip.py")).read())
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
+    imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert "rewards.digits_clip" not in imported and "genrl.models" in imported
