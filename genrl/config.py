@@ -805,13 +805,7 @@ class OnlineConfig(Section):
                 f"gives options to a reward that is not in rewards ({', '.join(self.rewards)})",
             )
         self._validate_policy()
-        _require(
-            self.objective.name != "dr_grpo" or self.advantages.std == "none",
-            "advantages.std",
-            self.advantages.std,
-            "objective dr_grpo removes GRPO's division by the group's reward std (Dr. GRPO, arXiv 2503.20783 §3.1); "
-            "set advantages.std=none",
-        )
+        self._check_objective()
         r, t = self.rollout, self.train
         total, per_step = r.prompts_per_step * r.group_size, t.batch_size * t.gradient_accumulation_steps
         _require(
@@ -821,6 +815,29 @@ class OnlineConfig(Section):
             f"rollout.prompts_per_step * rollout.group_size = {r.prompts_per_step} * {r.group_size} = {total} "
             f"must be divisible by train.batch_size * train.gradient_accumulation_steps = "
             f"{t.batch_size} * {t.gradient_accumulation_steps} = {per_step}",
+        )
+
+    def _check_objective(self) -> None:
+        """Rules that cross sections, owned by the objective: ``OBJECTIVES.register(name,
+        check_config=fn)``, ``fn(cfg)`` raising ``ConfigError``; plus the chunking rule of an
+        objective that aggregates whole sequences. An unknown name (or import path) is an error here,
+        before any work."""
+        from genrl.registry import OBJECTIVES
+
+        try:
+            meta = OBJECTIVES.meta(self.objective.name)
+        except ValueError as e:
+            raise ConfigError("objective.name", str(e), self.objective.name) from None
+        if meta.get("check_config") is not None:
+            meta["check_config"](self)
+        width = getattr(self.policy, "num_steps", None) or getattr(self.policy, "max_new_tokens", 0)
+        whole = (meta.get("chunk_agg") or self.objective.loss_agg) == "seq-mean-token-mean"
+        _require(
+            not whole or self.train.timestep_chunk == 0 or self.train.timestep_chunk >= width,
+            "train.timestep_chunk",
+            self.train.timestep_chunk,
+            f"objective {self.objective.name!r} with loss_agg {self.objective.loss_agg!r} averages whole sequences "
+            "and cannot be split into timestep chunks; set train.timestep_chunk=0",
         )
 
     def _validate_policy(self) -> None:
@@ -834,12 +851,6 @@ class OnlineConfig(Section):
         )
         _require(p.eta > 0, "policy.eta", p.eta, f"gives no exploration noise with policy.sde={p.sde!r}; set eta > 0")
         _require(p.sde != "cps" or p.eta < 1, "policy.eta", p.eta, "cps needs eta in (0, 1) for RL")
-        _require(
-            self.objective.name != "grpo_guard" or p.sde != "cps" or p.cps_log_prob == "gaussian",
-            "policy.cps_log_prob",
-            p.cps_log_prob,
-            "grpo_guard's RatioNorm assumes the Gaussian log-density; set policy.cps_log_prob=gaussian",
-        )
         _require(
             self.objective.kl_convention == "exact" or p.sde in ("flow_sde", "cps"),
             "objective.kl_convention",

@@ -288,6 +288,7 @@ def test_every_objective_is_finite_at_extreme_log_ratios(name, beta):
         {
             "objective": {"name": name, "beta": beta, "clip_range": 0.2, "kl_type": kl_type},
             "advantages": {"std": "none"},
+            "policy": {"sde": "sage", "eta": 0.5} if name == "sage_grpo" else {},
         },
     ).objective
     info = {
@@ -542,3 +543,30 @@ def test_grpo_guard_recipes_keep_the_official_values():
         assert (
             "config/grpo_guard.py" in open(path).read() and "2e-6" in open("configs/sd35m/guard_pickscore.yaml").read()
         )
+
+
+@pytest.mark.parametrize(
+    "data, key, match",
+    [
+        ({"objective": {"name": "sage_grpo"}}, "policy.sde", "sage_grpo needs policy.sde=sage"),
+        (
+            {"objective": {"name": "grpo_guard"}, "policy": {"sde": "cps", "eta": 0.5}},
+            "policy.cps_log_prob",
+            "Gaussian",
+        ),
+        ({"objective": {"name": "nope"}}, "objective.name", "unknown objective 'nope'; valid: dapo"),
+        ({"objective": {"name": "no_pkg.mod:fn"}}, "objective.name", "cannot import module 'no_pkg.mod'"),
+        ({"objective": {"name": "gspo"}, "train": {"timestep_chunk": 3}}, "train.timestep_chunk", "whole sequences"),
+    ],
+)
+def test_objectives_own_their_cross_section_rules_checked_before_any_work(data, key, match):
+    """Each objective checks the options it needs (registered check_config), at config time: before,
+    sage_grpo with flow_sde failed at the first update, after model load, evaluation and a rollout."""
+    with pytest.raises(ConfigError, match=match) as e:
+        config_from_dict(OnlineConfig, data)
+    assert e.value.key == key
+
+
+def test_grpo_guard_refuses_a_token_policy_at_config_time():
+    with pytest.raises(ConfigError, match="needs a flow or diffusion policy"):
+        config_from_dict(OnlineVLMConfig, {"objective": {"name": "grpo_guard"}})

@@ -25,7 +25,20 @@ from genrl.registry import OBJECTIVES
 LOSS_AGG = "seq-mean-token-sum-norm"
 
 
-@OBJECTIVES.register("dr_grpo", chunk_agg=LOSS_AGG)  # the aggregation it forces, for chunk weights
+def check_config(cfg) -> None:
+    """Dr. GRPO without the std division is not Dr. GRPO: refuse ``advantages.std`` other than ``none``."""
+    from genrl.config import ConfigError
+
+    if cfg.advantages.std != "none":
+        raise ConfigError(
+            "advantages.std",
+            "objective dr_grpo removes GRPO's division by the group's reward std (Dr. GRPO, arXiv 2503.20783 "
+            "§3.1); set advantages.std=none",
+            cfg.advantages.std,
+        )
+
+
+@OBJECTIVES.register("dr_grpo", chunk_agg=LOSS_AGG, check_config=check_config)  # forced aggregation, own rule
 def dr_grpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]. Returns (scalar loss, metrics)."""
     return clipped_policy_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config, LOSS_AGG)

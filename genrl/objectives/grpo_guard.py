@@ -57,7 +57,28 @@ def normalized_log_ratio(log_ratio: torch.Tensor, std: torch.Tensor, mean_sq_dif
     return torch.where(std > 0, safe * (log_ratio + mean_sq_diff / (2 * safe**2)), torch.zeros_like(log_ratio))
 
 
-@OBJECTIVES.register("grpo_guard")
+def check_config(cfg) -> None:
+    """GRPO-Guard needs a denoising policy's per-step Gaussian (flow or diffusion), and with
+    ``sde=cps`` the exact Gaussian log-density that RatioNorm assumes."""
+    from genrl.config import ConfigError
+
+    sde = getattr(cfg.policy, "sde", None)
+    if sde is None:
+        raise ConfigError(
+            "objective.name",
+            "grpo_guard normalises per-step Gaussian log-ratios: it needs a flow or "
+            f"diffusion policy, not policy.name={cfg.policy.name!r}",
+            cfg.objective.name,
+        )
+    if sde == "cps" and cfg.policy.cps_log_prob != "gaussian":
+        raise ConfigError(
+            "policy.cps_log_prob",
+            "grpo_guard's RatioNorm assumes the Gaussian log-density; set policy.cps_log_prob=gaussian",
+            cfg.policy.cps_log_prob,
+        )
+
+
+@OBJECTIVES.register("grpo_guard", check_config=check_config)
 def grpo_guard_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``, ``step_info[...]``: [B, T]; ``advantages``: [B]. Returns (loss, metrics)."""
     missing = [k for k in REQUIRED if k not in step_info]

@@ -29,7 +29,20 @@ from genrl.objectives.common import (
 from genrl.registry import OBJECTIVES
 
 
-@OBJECTIVES.register("sage_grpo")
+def check_config(cfg) -> None:
+    """The equaliser scales come from the ``sage`` step: refuse another step before any work."""
+    from genrl.config import ConfigError
+
+    if getattr(cfg.policy, "sde", None) != "sage":
+        raise ConfigError(
+            "policy.sde",
+            "objective sage_grpo needs policy.sde=sage (its gradient-norm equaliser is "
+            "the sage step's; SAGE-GRPO, arXiv 2603.21872)",
+            getattr(cfg.policy, "sde", cfg.policy.name),
+        )
+
+
+@OBJECTIVES.register("sage_grpo", check_config=check_config)
 def sage_grpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``, ``step_info[...]``: [B, T]; ``advantages``: [B]. Returns (loss, metrics)."""
     if "grad_scale" not in step_info:
