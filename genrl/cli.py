@@ -83,7 +83,18 @@ def _prepare(args) -> int:
         for path in prepare_models(cfg):
             print(path)
         return 0
-    print(TASKS.get(args.target)().prepare())
+    if args.target.endswith((".yaml", ".yml")):
+        raise FileNotFoundError(f"genrl prepare: no config file {args.target!r}")
+    cls = TASKS.get(args.target)
+    if not callable(getattr(cls, "prepare", None)):
+        owners = [n for n in TASKS.names() if callable(getattr(TASKS.get(n), "prepare", None))]
+        raise ValueError(
+            f"task {args.target!r} owns no model to prepare (tasks that do: {', '.join(owners)}); "
+            "give a config to prepare the models it names"
+        )
+    task = cls()
+    for kind in getattr(cls, "MODELS", ("policy",)):  # every model the task owns
+        print(task.prepare(kind=kind))
     return 0
 
 

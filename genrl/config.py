@@ -487,12 +487,17 @@ class PolicyConfig(Section):
                 r,
                 f"hi - lo must be >= sde_window_size={self.sde_window_size}",
             )
-            # cps: the last step (sigma_next = 0) has no noise; the policy checks every step kind at start-up
+            # a window must hold a trainable step: below int(num_steps * timestep_fraction), and not cps's
+            # noiseless last step (sigma_next = 0). The policy checks every step kind again at start-up
+            # (DDIM's last step with set_alpha_to_one depends on the scheduler).
+            trainable = min(int(self.num_steps * self.timestep_fraction), self.num_steps - (self.sde == "cps"))
             _require(
-                self.sde != "cps" or lo < self.num_steps - 1,
+                lo < trainable,
                 "sde_window_range",
                 r,
-                f"only holds the last step, which sde=cps takes without noise; lower lo below {self.num_steps - 1}",
+                f"no window can hold a trained step: only steps below {trainable} are trained "
+                f"(timestep_fraction={self.timestep_fraction}{', and sde=cps takes the last step without noise' if self.sde == 'cps' else ''}); "
+                f"lower lo below {trainable}",
             )
 
 
@@ -708,6 +713,12 @@ class TrainConfig(Section):
         for n in ("adam_beta1", "adam_beta2", "ema_decay"):
             _require(0 <= getattr(self, n) < 1, n, getattr(self, n), "must be in [0, 1)")
         _at_least(self, 1, "batch_size", "gradient_accumulation_steps", "inner_epochs", "ema_every")
+        _require(
+            self.ema_decay > 0 or (self.ema_every == 1 and not self.ema_warmup),
+            "ema_decay",
+            self.ema_decay,
+            "train.ema_every / ema_warmup set, but there is no EMA: set ema_decay in (0, 1)",
+        )
 
 
 @dataclass
@@ -1079,6 +1090,13 @@ class OnlineVLMConfig(OnlineConfig):
 
     def validate(self) -> None:
         super().validate()
+        _require(
+            not self.rollout.dynamic_sampling or self.policy.max_prompt_length > 0,
+            "policy.max_prompt_length",
+            self.policy.max_prompt_length,
+            "rollout.dynamic_sampling joins the groups of several rollout rounds, whose prompts pad to different "
+            "widths: set a fixed width (e.g. policy.max_prompt_length=2048)",
+        )
         _require(
             self.task != "vlm_data" or bool(self.data.train_files),
             "data.train_files",

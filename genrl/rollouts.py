@@ -49,7 +49,8 @@ def dynamic_sampling(
     ``n_groups`` varied groups are in hand or ``max_rounds`` rounds were run; returns the batch of the
     first ``n_groups`` varied groups (filled with uniform ones if short), its groups renumbered
     ``first_group * n_groups + j`` so they stay distinct across processes and rounds, and the metrics
-    ``dynamic_sampling/rounds`` and ``dynamic_sampling/filled_groups``."""
+    ``dynamic_sampling/rounds``, ``dynamic_sampling/filled_groups`` and ``dynamic_sampling/dropped_groups``
+    (uniform groups rolled out and left out)."""
     kept, uniform, failures, busy, seconds = [], [], {}, 0.0, [0.0, 0.0]
     for rnd in range(max_rounds):
         ro = collect(rnd)
@@ -71,4 +72,9 @@ def dynamic_sampling(
     values = {k: torch.cat([ro.values[k][rows] for ro, rows in chosen]) for k in chosen[0][0].values}
     prompt_idx = [ro.prompt_idx[i] for ro, rows in chosen for i in rows.tolist()]
     batch = Rollout(traj, values, failures, busy, prompt_idx, tuple(seconds))
-    return batch, {"dynamic_sampling/rounds": rnd + 1, "dynamic_sampling/filled_groups": filled}
+    dropped = len(uniform) - min(filled, len(uniform))  # uniform groups rolled out and left out
+    return batch, {
+        "dynamic_sampling/rounds": rnd + 1,
+        "dynamic_sampling/filled_groups": filled,
+        "dynamic_sampling/dropped_groups": dropped,
+    }

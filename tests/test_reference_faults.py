@@ -3,6 +3,7 @@ where they are right: one test (or more) per kind of fault, each asserting the r
 
 import json
 import math
+import os
 
 import numpy as np
 import pytest
@@ -167,10 +168,9 @@ def test_cps_window_of_one_never_lands_on_the_deterministic_last_step(seed):
 def test_a_window_that_can_train_nothing_fails_at_start():
     with pytest.raises(ConfigError, match="sde_window_range"):
         config_from_dict(PolicyConfig, {"sde": "cps", "sde_window_size": 1, "sde_window_range": [9, 10]})
-    # the same kind of fault from timestep_fraction: caught when the policy is built, before any rollout
-    cfg = PolicyConfig(sde_window_size=1, sde_window_range=[9, 10], timestep_fraction=0.9)
-    with pytest.raises(ValueError, match="no SDE window can hold a trained step"):
-        FlowPolicy(cfg, get_dummy_pipeline())
+    # the same kind of fault from timestep_fraction, also at config time
+    with pytest.raises(ConfigError, match="only steps below 5 are trained"):
+        config_from_dict(PolicyConfig, {"sde_window_size": 1, "sde_window_range": [5, 7], "timestep_fraction": 0.5})
 
 
 def test_ddim_window_skips_a_deterministic_last_step():
@@ -184,6 +184,10 @@ def test_ddim_window_skips_a_deterministic_last_step():
     policy = DiffusionPolicy(PolicyConfig(name="diffusion", sde="ddim", eta=1.0, num_steps=4, sde_window_size=1), pipe)
     assert policy.trained_steps == [0, 1, 2]
     assert {policy.window(torch.Generator().manual_seed(s))[0] for s in range(30)} == {0, 1, 2}
+    # a window range holding only that step: an error when the policy is built, before any rollout
+    last = PolicyConfig(name="diffusion", sde="ddim", eta=1.0, num_steps=4, sde_window_size=1, sde_window_range=[3, 4])
+    with pytest.raises(ValueError, match="no SDE window can hold a trained step"):
+        DiffusionPolicy(last, pipe)
 
 
 # ----------------------------------------------------------------------------- 3. VLM images the processor refuses
@@ -501,7 +505,11 @@ def _fake_round(rewards: list[list[float]]):
 def test_dynamic_sampling_keeps_varied_groups_across_rounds():
     rounds = [_fake_round([[1, 1], [1, 2], [0, 0], [3, 4]]), _fake_round([[5, 5], [6, 7], [8, float("nan")], [9, 9]])]
     batch, m = dynamic_sampling(lambda i: rounds[i], n_groups=3, weights={"r": 1.0}, max_rounds=5, first_group=1)
-    assert m == {"dynamic_sampling/rounds": 2, "dynamic_sampling/filled_groups": 0}
+    assert m == {
+        "dynamic_sampling/rounds": 2,
+        "dynamic_sampling/filled_groups": 0,
+        "dynamic_sampling/dropped_groups": 5,
+    }
     assert batch.values["r"].tolist() == [1, 2, 3, 4, 6, 7]
     assert batch.traj.group_ids.tolist() == [3, 3, 4, 4, 5, 5]  # process 1's groups 3..5
     assert batch.prompt_idx == [402, 403, 406, 407, 402, 403] and batch.traj.log_probs_old[:, 0].tolist() == [
@@ -513,7 +521,11 @@ def test_dynamic_sampling_keeps_varied_groups_across_rounds():
         7,
     ]
     short, m = dynamic_sampling(lambda i: rounds[i], n_groups=3, weights={"r": 1.0}, max_rounds=1)
-    assert m["dynamic_sampling/filled_groups"] == 1 and short.values["r"].tolist() == [1, 2, 3, 4, 1, 1]
+    assert (
+        m["dynamic_sampling/filled_groups"] == 1
+        and m["dynamic_sampling/dropped_groups"] == 1
+        and short.values["r"].tolist() == [1, 2, 3, 4, 1, 1]
+    )
 
 
 # ----------------------------------------------------------------------------- 14. MMR1's release, VideoAlign
@@ -570,3 +582,44 @@ def test_objectives_own_their_cross_section_rules_checked_before_any_work(data, 
 def test_grpo_guard_refuses_a_token_policy_at_config_time():
     with pytest.raises(ConfigError, match="needs a flow or diffusion policy"):
         config_from_dict(OnlineVLMConfig, {"objective": {"name": "grpo_guard"}})
+
+
+@pytest.mark.parametrize(
+    "cls, data, key",
+    [
+        (OnlineVLMConfig, {"rollout": {"dynamic_sampling": True}}, "policy.max_prompt_length"),
+        (OnlineConfig, {"train": {"ema_every": 8}}, "train.ema_decay"),
+        (OnlineConfig, {"train": {"ema_warmup": True}}, "train.ema_decay"),
+    ],
+)
+def test_options_that_need_another_one_are_config_errors(cls, data, key):
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(cls, data)
+    assert e.value.key == key
+
+
+@pytest.mark.parametrize(
+    "overrides, match",
+    [
+        (["objective.name=genrl.objectives.common:aggregate"], "is not an objective function"),
+        (["task=genrl.tasks.digits:prompt_for"], "is not a task class"),
+        (["policy.model=/no/such/model"], "/no/such/model"),
+    ],
+)
+def test_a_failed_start_writes_nothing_and_keeps_an_existing_run(tmp_path, capsys, overrides, match):
+    """Before, config.yaml was written first: a bad rerun replaced a finished run's config (then export
+    read the bad one). Entries of the wrong kind were TypeErrors in the first update."""
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("kept: true\n")
+    rc = cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={run}", *overrides])
+    err = capsys.readouterr().err
+    assert rc == 2 and match in err and err.count("\n") == 1
+    assert os.listdir(run) == ["config.yaml"] and (run / "config.yaml").read_text() == "kept: true\n"
+
+
+def test_genrl_prepare_names_tasks_without_models(capsys):
+    assert cli_main(["prepare", "prompts"]) == 2
+    assert "task 'prompts' owns no model to prepare (tasks that do: digit_sum, digits)" in capsys.readouterr().err
+    assert cli_main(["prepare", "configs/digits/nope.yaml"]) == 2
+    assert "no config file 'configs/digits/nope.yaml'" in capsys.readouterr().err

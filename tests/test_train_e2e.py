@@ -214,3 +214,35 @@ def test_dynamic_sampling_and_zero_advantage_filter_in_a_run(tmp_path, base_mode
         assert torch.equal(a["model"][k], b["model"][k]), k
     assert a["ema"]["optimizer_steps"] == b["ema"]["optimizer_steps"] == 6
     assert all(torch.equal(x, y) for x, y in zip(a["ema"]["shadow"], b["ema"]["shadow"]))
+
+
+@REWARDS.register("test_constant")
+class ConstantReward:
+    """1 for every sample: every group uniform, every advantage exactly 0."""
+
+    def __call__(self, samples, prompts, metadata):
+        return {"test_constant": torch.ones(len(prompts))}
+
+
+def test_no_optimizer_step_without_a_trained_action(tmp_path, base_model):
+    """drop_zero with uniform groups leaves nothing to train: before, AdamW still stepped (momentum, weight
+    decay) and moved the weights; now the step is skipped and counted."""
+    run = tmp_path / "zero"
+    train(
+        _cfg(
+            run, base_model, "rewards={test_constant: 1.0}", "advantages.drop_zero=true", "max_steps=1", "eval.every=0"
+        )
+    )
+    row = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line][-1]
+    assert row["frac_zero_advantage"] == 1.0 and row["optimizer_steps"] == 0 and row["optimizer_steps_skipped"] == 2
+    lora_b = [
+        t for n, t in load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["model"].items() if "lora_B" in n
+    ]
+    assert lora_b and all(t.abs().sum() == 0 for t in lora_b)  # still the zero init
+
+
+def test_resuming_with_other_settings_names_the_checkpoint(tmp_path, base_model):
+    run = tmp_path / "r"
+    train(_cfg(run, base_model, "max_steps=1", "eval.every=0"))
+    with pytest.raises(ValueError, match=r"step-000001.*trained with other settings \(e.g. policy.lora.rank\)"):
+        train(_cfg(run, base_model, "max_steps=2", "eval.every=0", "policy.lora.rank=4", "policy.lora.alpha=4"))

@@ -48,6 +48,14 @@ class Policy:
         unknown = sorted(set(state) - {n for n, p in params.items() if p.requires_grad})
         if unknown:
             raise ValueError(f"checkpoint holds parameters this policy does not train: {unknown[:5]}")
+        wrong = [(n, tuple(t.shape), tuple(params[n].shape)) for n, t in state.items() if t.shape != params[n].shape]
+        if wrong:
+            n, got, want = wrong[0]
+            raise ValueError(
+                f"checkpoint parameter {n} has shape {got}, this policy's {want} ({len(wrong)} such): it was "
+                "trained with other settings (e.g. policy.lora.rank); resume with its config.yaml, or "
+                "start over (resume=false or a new output_dir)"
+            )
         with torch.no_grad():
             for n, t in state.items():
                 params[n].copy_(t)

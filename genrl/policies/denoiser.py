@@ -141,12 +141,13 @@ class DenoisingPolicy(Policy):
         self, cfg, pipe, denoiser: torch.nn.Module, frozen: list[torch.nn.Module], lora_targets, device="cpu"
     ):
         self.cfg, self.pipe, self.device = cfg, pipe, torch.device(device)
+        # checked first, before the model is touched: a window that can train nothing is an error now
+        self.trained_steps = trainable_steps(self.step_stds(cfg.num_steps), cfg)  # nonzero noise, timestep_fraction
+        self._window_starts = window_starts(cfg, self.trained_steps)
         self.ref_model = prepare_denoiser(denoiser, frozen, cfg, lora_targets, self.device)
         self.denoiser = denoiser  # unwrapped module (adapters, saving, no-grad sampling)
         self.model = denoiser  # what gradient forwards go through; the trainer may wrap it (DDP)
         self._prompt_cache = PromptCache(cfg.prompt_cache_mb, cfg.prompt_cache_device, self.device)
-        self.trained_steps = trainable_steps(self.step_stds(cfg.num_steps), cfg)  # nonzero noise, timestep_fraction
-        self._window_starts = window_starts(cfg, self.trained_steps)  # raises now if no window can train
 
     @property
     def module(self) -> torch.nn.Module:

@@ -102,7 +102,7 @@ def update(
     world = accelerator.num_processes
     kl_control = kl_control or FixedKL(cfg.objective.beta)
     obj_cfg = copy.copy(cfg.objective)  # its beta is the KL controller's current coefficient
-    acc, grad_norms = _WeightedMeans(), []
+    acc, grad_norms, skipped = _WeightedMeans(), [], 0
     for epoch in range(tc.inner_epochs):
         perm = torch.randperm(B, generator=generator).to(traj.log_probs_old.device)
         for o in range(0, B, per_opt):  # one optimizer step: gradient_accumulation_steps micro-batches
@@ -141,6 +141,12 @@ def update(
                             acc.add(stats, n)
                         for i, g in policy.output_grad_norms().items():  # d loss / d output, per step
                             acc.add({f"grad_norm_output/step_{i:02d}": g}, 1.0)
+            if float(total) == 0 and accelerator.state.deepspeed_plugin is None:
+                # no trained action in this optimizer batch on any process (all masked, or dropped as
+                # zero-advantage): no step, so AdamW's momentum and weight decay do not move the weights
+                optimizer.zero_grad(set_to_none=True)
+                skipped += 1
+                continue
             max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
             norm = accelerator.clip_grad_norm_(params, max_norm)
             if norm is None:  # DeepSpeed clips inside its own step and keeps the norm
@@ -158,7 +164,33 @@ def update(
         out["grad_norm_output_spread"] = max(per_step) / min(per_step)
     out["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     out["optimizer_steps"] = len(grad_norms)
+    out["optimizer_steps_skipped"] = skipped
     return out
+
+
+def check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes) -> None:
+    """Entries named by import path must be of the right kind: a ``ValueError`` naming the key, before
+    any work, instead of a ``TypeError`` deep in the first update."""
+    import inspect
+
+    try:
+        inspect.signature(objective).bind(
+            *range(6)
+        )  # (log_probs_new, log_probs_old, advantages, mask, step_info, config)
+    except (TypeError, ValueError):
+        raise ValueError(
+            f"objective.name={cfg.objective.name!r} is not an objective function "
+            "(log_probs_new, log_probs_old, advantages, mask, step_info, config) -> (loss, metrics)"
+        ) from None
+    if not callable(getattr(policy_cls, "from_pretrained", None)):
+        raise ValueError(f"policy.name={cfg.policy.name!r} is not a policy class (no from_pretrained)")
+    if not callable(getattr(task_cls, "from_config", None)):
+        raise ValueError(
+            f"task={cfg.task!r} is not a task class (genrl.protocols.Task: from_config, train_prompts, evaluate)"
+        )
+    for name, cls in reward_classes.items():
+        if not callable(cls):
+            raise ValueError(f"rewards.{name}: not a reward (a class or function (samples, prompts, metadata))")
 
 
 def train(cfg: OnlineConfig) -> dict[str, dict]:
@@ -173,9 +205,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     objective = OBJECTIVES.get(cfg.objective.name)  # unknown names fail before any work
     policy_cls, task_cls = POLICIES.get(cfg.policy.name), TASKS.get(cfg.task)
     reward_classes = {name: REWARDS.get(name) for name in cfg.rewards}
-    if main:
-        os.makedirs(run_dir, exist_ok=True)
-        save_config(cfg, os.path.join(run_dir, "config.yaml"))
+    check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes)
     torch.manual_seed(cfg.seed)
 
     task = task_cls.from_config(cfg)
@@ -254,7 +284,10 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     start = 0
     if cfg.resume and (ckpt := latest_checkpoint(ckpt_dir)):
         state = load_checkpoint(ckpt)
-        policy.load_trainable_state_dict(state["model"])
+        try:
+            policy.load_trainable_state_dict(state["model"])
+        except ValueError as e:
+            raise ValueError(f"{ckpt}: {e}") from None
         optimizer.load_state_dict(state["optimizer"])
         if ema is not None:
             ema.load_state_dict(state["ema"])
@@ -271,6 +304,9 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         start = state["step"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
+    if main:  # start-up succeeded: only now is anything written into output_dir
+        os.makedirs(run_dir, exist_ok=True)
+        save_config(cfg, os.path.join(run_dir, "config.yaml"))
     logger = MetricsLogger(run_dir, start, cfg.log.tensorboard) if main else None
 
     def run_eval(step: int) -> dict[str, float]:
@@ -385,11 +421,18 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         if ds_metrics:
             rounds_filled = accelerator.gather(
                 torch.tensor(
-                    [[ds_metrics["dynamic_sampling/rounds"], ds_metrics["dynamic_sampling/filled_groups"]]],
+                    [
+                        [
+                            ds_metrics["dynamic_sampling/rounds"],
+                            ds_metrics["dynamic_sampling/filled_groups"],
+                            ds_metrics["dynamic_sampling/dropped_groups"],
+                        ]
+                    ],
                     device=accelerator.device,
                 )
             )
             metrics["dynamic_sampling/rounds"] = int(rounds_filled[:, 0].max())  # the process that needed most
+            metrics["dynamic_sampling/dropped_groups"] = int(rounds_filled[:, 2].sum())
             metrics["dynamic_sampling/filled_groups"] = int(rounds_filled[:, 1].sum())
         for k, v in gathered.items():
             finite = v[torch.isfinite(v)]

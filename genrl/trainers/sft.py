@@ -58,8 +58,6 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
 
     run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
     task_cls = TASKS.get(cfg.task)  # unknown names fail before any work
-    os.makedirs(run_dir, exist_ok=True)
-    save_config(cfg, os.path.join(run_dir, "config.yaml"))
     torch.manual_seed(cfg.seed)
 
     # 1. model, processor, optimizer, schedule
@@ -82,6 +80,8 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
         print(f"resuming from {ckpt} (step {start})")
+    os.makedirs(run_dir, exist_ok=True)  # start-up succeeded: only now is anything written into output_dir
+    save_config(cfg, os.path.join(run_dir, "config.yaml"))
     logger = MetricsLogger(run_dir, start, cfg.log.tensorboard)
 
     def run_eval(step: int) -> dict[str, float]:
