@@ -173,10 +173,8 @@ def check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes) -> N
     any work, instead of a ``TypeError`` deep in the first update."""
     import inspect
 
-    try:
-        inspect.signature(objective).bind(
-            *range(6)
-        )  # (log_probs_new, log_probs_old, advantages, mask, step_info, config)
+    try:  # (log_probs_new, log_probs_old, advantages, mask, step_info, config)
+        inspect.signature(objective).bind(*range(6))
     except (TypeError, ValueError):
         raise ValueError(
             f"objective.name={cfg.objective.name!r} is not an objective function "
