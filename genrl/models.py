@@ -70,8 +70,7 @@ def prepare_model(model: str, kind: str = "policy", progress: bool = True) -> st
             print(f"genrl: preparing {model}: running the SFT config {model[len(SFT) :]} into {path}", flush=True)
             from genrl.trainers.sft import train
 
-            prepare_models(sft_cfg, progress)
-            train(sft_cfg)
+            train(sft_cfg)  # prepares its own task: model first
     return resolve_model(model, kind)
 
 

@@ -72,15 +72,16 @@ class FlowPolicy(DenoisingPolicy):
         return self.family.collate(entries)
 
     def sigmas(self, num_steps: int) -> torch.Tensor:
-        """The pipeline's ``num_steps + 1`` sigmas, from about 1 down to 0, on the CPU. [N + 1]"""
-        return self.family.sigmas(num_steps)
+        """The pipeline's ``num_steps + 1`` sigmas, from about 1 down to 0, on the CPU (computed once
+        per ``num_steps``). [N + 1]"""
+        if num_steps not in self._sigmas:
+            self._sigmas[num_steps] = self.family.sigmas(num_steps)
+        return self._sigmas[num_steps]
 
     def _schedule(self, num_steps: int) -> tuple[torch.Tensor, torch.Tensor, float]:
         """(sigma, sigma_next) per step on the device, each ``[N]``, and the second sigma (flow_sde's
         stand-in at sigma = 1)."""
-        if num_steps not in self._sigmas:
-            self._sigmas[num_steps] = self.sigmas(num_steps)
-        sig = self._sigmas[num_steps]
+        sig = self.sigmas(num_steps)
         return sig[:-1].to(self.device), sig[1:].to(self.device), sig[1].item()
 
     def velocity(self, x, sigma, cond, guidance_scale, model=None) -> torch.Tensor:

@@ -37,7 +37,6 @@ from genrl.kl_control import FixedKL, build_kl_controller
 from genrl.metrics_log import MetricsLogger
 from genrl.models import prepare_models
 from genrl.objectives.common import objective_chunk_weight, objective_normaliser, per_step_ratio_stats
-from genrl.protocols import Task
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
@@ -182,10 +181,9 @@ def check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes) -> N
         ) from None
     if not callable(getattr(policy_cls, "from_pretrained", None)):
         raise ValueError(f"policy.name={cfg.policy.name!r} is not a policy class (no from_pretrained)")
-    if not callable(getattr(task_cls, "from_config", None)):
-        raise ValueError(
-            f"task={cfg.task!r} is not a task class (genrl.protocols.Task: from_config, train_prompts, evaluate)"
-        )
+    missing = [m for m in ("from_config", "train_prompts", "evaluate") if not callable(getattr(task_cls, m, None))]
+    if missing:
+        raise ValueError(f"task={cfg.task!r} is not a task class (genrl.protocols.Task): missing {missing}")
     for name, cls in reward_classes.items():
         if not callable(cls):
             raise ValueError(f"rewards.{name}: not a reward (a class or function (samples, prompts, metadata))")
@@ -207,9 +205,6 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     torch.manual_seed(cfg.seed)
 
     task = task_cls.from_config(cfg)
-    if not isinstance(task, Task):  # a task from the user's own package (task: my_pkg.tasks:MyTask)
-        missing = [m for m in ("from_config", "train_prompts", "evaluate") if not callable(getattr(task, m, None))]
-        raise ValueError(f"task {cfg.task!r} does not implement genrl.protocols.Task: missing {missing}")
     with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load
         prepare_models(cfg)  # the task: / sft: models the config names, built (logged) if missing
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
