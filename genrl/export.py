@@ -33,7 +33,7 @@ import shutil
 import sys
 
 from genrl.io import atomic_dir
-from genrl.policies.denoiser import DTYPES
+from genrl.policies.base import DTYPES
 
 
 class ExportError(ValueError):

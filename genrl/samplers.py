@@ -169,7 +169,7 @@ def self_bleu_diversity(texts: list[str], n: int = 4) -> float:
     return min(1.0, max(0.0, 1.0 - sum(sims) / len(sims)))
 
 
-def _diversity_fn(name: str):
+def diversity_fn(name: str):
     """``"distinct-N"`` -> normalised distinct-N; ``"self-bleu"`` -> 1 - self-BLEU-4;
     ``"self-bleu-N"`` -> 1 - self-BLEU over 1..N-grams (MMR1's recipe uses N = 3)."""
     m = re.fullmatch(r"distinct-(\d+)", name)
@@ -296,7 +296,7 @@ class VarianceAwareSampler(GroupSampler):
         self.update_every, self.diversity, self.pass_threshold = int(update_every), diversity, float(pass_threshold)
         self.init_ovs, self.init_tds = float(init_ovs), float(init_tds)
         self.replacement = bool(replacement)
-        self._diversity = _diversity_fn(diversity)
+        self._diversity = diversity_fn(diversity)
         self.n_weighted = math.floor(self.lam * self.k + 1e-9)
         N, f64 = num_prompts, torch.float64
         self._ovs = torch.full((N,), self.init_ovs, dtype=f64)

@@ -7,6 +7,9 @@ from typing import Iterator, Optional
 
 import torch
 
+# PolicyConfig.dtype / VLMPolicyConfig.dtype -> the dtype of the frozen weights
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
 
 class Policy:
     """Base class. Subclasses set ``module`` (the trained ``nn.Module``, unwrapped) and

@@ -26,11 +26,9 @@ from typing import Any, Optional
 import torch
 
 from genrl import sde as sde_lib
-from genrl.policies.base import Policy
+from genrl.policies.base import DTYPES, Policy
 from genrl.policies.prompt_cache import PromptCache
 from genrl.trajectory import Trajectory
-
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
 def set_attention_backend(module: torch.nn.Module, backend: str) -> None:

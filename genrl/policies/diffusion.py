@@ -35,13 +35,15 @@ import torch
 
 from genrl import sde as sde_lib
 from genrl.families.base import load_pipeline
-from genrl.policies.denoiser import DTYPES, DenoisingPolicy
+from genrl.policies.base import DTYPES
+from genrl.policies.denoiser import DenoisingPolicy
 from genrl.registry import POLICIES
 
 # Diffusers' text-to-image LoRA targets for the UNet (examples/text_to_image/train_text_to_image_lora.py),
 # i.e. DDPO's LoRA attention processors: every attention's q, k, v and output projections.
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
+DDIM_STEP = "ddim"  # this policy's step, and its only one (PolicyConfig.sde)
 
 
 def x0_eps(out: torch.Tensor, x: torch.Tensor, alpha: torch.Tensor, prediction_type: str):

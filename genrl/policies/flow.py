@@ -26,7 +26,8 @@ import torch
 from genrl import sde as sde_lib
 from genrl.families.base import family_for, load_pipeline
 from genrl.models import resolve_model
-from genrl.policies.denoiser import DTYPES, DenoisingPolicy
+from genrl.policies.base import DTYPES
+from genrl.policies.denoiser import DenoisingPolicy
 from genrl.registry import POLICIES
 
 

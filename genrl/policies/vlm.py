@@ -49,11 +49,9 @@ from typing import Optional
 import torch
 
 from genrl.models import resolve_model
-from genrl.policies.base import Policy
+from genrl.policies.base import DTYPES, Policy
 from genrl.registry import POLICIES
 from genrl.trajectory import Trajectory
-
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 # model_type (config.json) -> transformers class name. Extend only after checking that the
 # class takes ``mm_token_type_ids`` / 3-D positions like Qwen2-VL (see module docstring).
@@ -63,6 +61,8 @@ SUPPORTED_MODELS: dict[str, str] = {
     "qwen3_vl": "Qwen3VLForConditionalGeneration",
     "qwen3_vl_moe": "Qwen3VLMoeForConditionalGeneration",
 }
+# the language model's linear layers (by last name) that get LoRA adapters by default (VLMLoraConfig)
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # Tokens that must never be sampled: a generated <|image_pad|> makes the next forward look
 # for image features that do not exist (and crashes), the others are meaningless in a reply.
 NEVER_SAMPLE_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_pad|>", "<|vision_start|>", "<|vision_end|>")
@@ -147,7 +147,7 @@ class VLMPolicy(Policy):
         self.device = torch.device(device)
         self.processor = processor
         self.tokenizer = processor.tokenizer
-        dtype = _DTYPES[cfg.dtype]
+        dtype = DTYPES[cfg.dtype]
         if model.dtype != dtype:
             model = model.to(dtype=dtype)
         model = model.to(self.device).eval()  # no dropout: re-scoring must reproduce the rollout
@@ -198,7 +198,7 @@ class VLMPolicy(Policy):
 
     @classmethod
     def from_pretrained(cls, cfg, device="cpu") -> "VLMPolicy":
-        return cls(cfg, device=device, **load_components(resolve_model_path(cfg.model), _DTYPES[cfg.dtype]))
+        return cls(cfg, device=device, **load_components(resolve_model_path(cfg.model), DTYPES[cfg.dtype]))
 
     def _build_token_sets(self) -> None:
         tok, conf = self.tokenizer, self._module.config

@@ -1,0 +1,70 @@
+"""Sections every trainer shares: LoRA adapters, the AdamW optimiser, checkpoints and logging."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Optional
+
+from genrl.config.base import Section, at_least, option, require
+
+__all__ = ["CheckpointConfig", "LogConfig", "LoraConfig", "OptimizerConfig"]
+
+
+@dataclass
+class LoraConfig(Section):
+    rank: int = option(8, "LoRA rank; 0 = full fine-tuning")
+    alpha: float = option(8.0, "LoRA alpha (scale = alpha / rank)")
+    dropout: float = option(0.0, "LoRA dropout probability, in [0, 1)")
+    target_modules: Optional[list[str]] = option(
+        None, "module names that get LoRA adapters; null = the model family's default (genrl.families)"
+    )
+
+    def validate(self) -> None:
+        at_least(self, 0, "rank")
+        require(self.alpha > 0 and math.isfinite(self.alpha), "alpha", self.alpha, "must be finite and > 0")
+        require(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
+        require(
+            self.rank == 0 or self.target_modules is None or len(self.target_modules) > 0,
+            "target_modules",
+            self.target_modules,
+            "must be non-empty when rank > 0",
+        )
+
+
+@dataclass
+class OptimizerConfig(Section):
+    """AdamW (``torch.optim.AdamW``) and gradient clipping: the ``train`` section of every trainer
+    starts with these fields; trainers add their own after them."""
+
+    lr: float = option(3e-4, "AdamW learning rate")
+    weight_decay: float = option(1e-4, "AdamW weight decay")
+    adam_beta1: float = option(0.9, "AdamW beta1")
+    adam_beta2: float = option(0.999, "AdamW beta2")
+    adam_eps: float = option(1e-8, "AdamW epsilon")
+    max_grad_norm: float = option(1.0, "gradient-norm clipping threshold; 0 = no clipping")
+
+    def validate(self) -> None:
+        require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be finite and > 0")
+        require(
+            self.adam_eps > 0 and math.isfinite(self.adam_eps), "adam_eps", self.adam_eps, "must be finite and > 0"
+        )
+        at_least(self, 0, "weight_decay", "max_grad_norm")
+        for n in ("adam_beta1", "adam_beta2"):
+            require(0 <= getattr(self, n) < 1, n, getattr(self, n), "must be in [0, 1)")
+
+
+@dataclass
+class CheckpointConfig(Section):
+    every: int = option(20, "save every N steps; 0 = only at the end")
+    keep_last: int = option(2, "number of newest checkpoints kept (>= 1)")
+
+    def validate(self) -> None:
+        at_least(self, 0, "every")
+        at_least(self, 1, "keep_last")
+
+
+@dataclass
+class LogConfig(Section):
+    tensorboard: bool = option(True, "write TensorBoard event files under output_dir")
+    progress_bar: bool = option(True, "show a tqdm progress bar")

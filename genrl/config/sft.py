@@ -1,0 +1,97 @@
+"""Settings of supervised fine-tuning (``genrl.trainers.sft``): the cold start before RL, as in MMR1."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from genrl.config.base import Section, at_least, nonempty, option, require
+from genrl.config.common import CheckpointConfig, LogConfig, OptimizerConfig
+
+__all__ = ["SFTConfig", "SFTEvalConfig", "SFTLogConfig", "SFTTrainConfig"]
+
+
+@dataclass
+class SFTTrainConfig(OptimizerConfig):
+    """The SFT trainer's ``train`` section: AdamW (``OptimizerConfig``, with SFT's defaults) and
+    the learning-rate schedule."""
+
+    lr: float = option(3e-3, "peak AdamW learning rate (after warmup)")
+    weight_decay: float = option(0.0, "AdamW weight decay")
+    batch_size: int = option(64, "questions per optimizer step")
+    lr_schedule: Literal["cosine", "linear", "constant"] = option(
+        "cosine", "decay after warmup: cosine or linear from lr down to lr * min_lr_ratio at max_steps, or constant"
+    )
+    min_lr_ratio: float = option(0.05, "the floor of the decay as a fraction of lr, in [0, 1]")
+    warmup_steps: int = option(10, "linear warmup steps from 0 to lr (< max_steps)")
+
+    def validate(self) -> None:
+        super().validate()
+        at_least(self, 1, "batch_size")
+        at_least(self, 0, "warmup_steps")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+
+
+@dataclass
+class SFTEvalConfig(Section):
+    every: int = option(50, "evaluate at step 0, every N steps and at the end; 0 = only start and end")
+    num_questions: int = option(500, "held-out questions, answered with greedy decoding")
+    batch_size: int = option(256, "questions per generation call")
+    max_new_tokens: int = option(16, "generation length limit (a reasoning trace is 11 tokens)")
+    sample_temperature: float = option(
+        0.0,
+        "> 0: also report accuracy of one sampled response per question at this temperature (eval/sampled_accuracy); 0 = greedy only",
+    )
+    save_images: bool = option(True, "write each question's image as a PNG next to samples.jsonl")
+
+    def validate(self) -> None:
+        at_least(self, 0, "every")
+        at_least(self, 1, "num_questions", "batch_size", "max_new_tokens")
+        require(
+            self.sample_temperature >= 0 and math.isfinite(self.sample_temperature),
+            "sample_temperature",
+            self.sample_temperature,
+            "must be finite and >= 0",
+        )
+
+
+@dataclass
+class SFTLogConfig(LogConfig):
+    every: int = option(10, "write training metrics every N steps (>= 1)")
+
+    def validate(self) -> None:
+        at_least(self, 1, "every")
+
+
+@dataclass
+class SFTConfig(Section):
+    """Supervised fine-tuning on reasoning traces (the cold start before RL, as in MMR1)."""
+
+    trainer: Literal["sft"] = option("sft", "which trainer `genrl train` runs for this config (always 'sft' here)")
+    output_dir: str = option("runs/digit_sum_sft", "directory for checkpoints, logs, samples and the final model/")
+    seed: int = option(0, "random seed (>= 0): data order and sampled evaluation")
+    task: str = option(
+        "digit_sum", "embedded task providing training traces and held-out questions (a name in genrl.registry.TASKS)"
+    )
+    model: str = option(
+        "task:digit_sum",
+        "'task:<name>' (the task's untrained base model, built by genrl prepare, which train runs first) or a local model folder",
+    )
+    resume: bool = option(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
+    max_steps: int = option(300, "optimizer steps")
+    train: SFTTrainConfig = option(SFTTrainConfig, "optimisation and learning-rate schedule")
+    eval: SFTEvalConfig = option(SFTEvalConfig, "periodic held-out evaluation")
+    checkpoint: CheckpointConfig = option(CheckpointConfig, "checkpointing")
+    log: SFTLogConfig = option(SFTLogConfig, "logging")
+
+    def validate(self) -> None:
+        nonempty(self, "output_dir", "task", "model")
+        at_least(self, 0, "seed")
+        at_least(self, 1, "max_steps")
+        require(
+            self.train.warmup_steps < self.max_steps or self.train.warmup_steps == 0,
+            "train.warmup_steps",
+            self.train.warmup_steps,
+            f"must be < max_steps={self.max_steps}",
+        )
