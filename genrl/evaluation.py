@@ -1,21 +1,32 @@
-"""Fixed-seed evaluation of image and video policies, written into the run directory.
+"""Evaluation written into the run directory: one writer for images and videos, one for responses.
 
-``eval/step-XXXXXX/`` holds one PNG (videos: animated GIF) per sample, ``samples.jsonl`` (one JSON object per
-image: ``prompt``, ``file``, ``seed``, ``rewards``), a ``grid.png`` (one row per prompt) and
-``summary.json``. Evaluation always uses the deterministic ODE sampler with noise seeded per
-sample, so the base model (step 0) and every later step see exactly the same noise.
+Both write ``eval/step-XXXXXX/`` with ``samples.jsonl`` (one JSON object per sample) and
+``summary.json`` (``{"step": N, **metrics}``), every file atomically (``genrl.io``).
+
+* :func:`evaluate_images` (flow and diffusion policies): one PNG (videos: animated GIF) per
+  sample, ``samples.jsonl`` rows ``prompt``, ``file``, ``seed``, ``rewards``, and a ``grid.png``
+  (one row per prompt). It always uses the deterministic ODE sampler with noise seeded per
+  sample, so the base model (step 0) and every later step see exactly the same noise.
+* :func:`evaluate_responses` (vision-language policies and models): the prompts' images as PNGs,
+  ``samples.jsonl`` rows ``image``, ``images``, the task's fields (``question``, ``answer``, an
+  id), ``response``, ``correct``. Greedy answers, plus one sampled answer per prompt when
+  ``eval.sample_temperature > 0``, seeded the same at every evaluation.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import time
 
 import numpy as np
 import torch
 from PIL import Image
 
+from genrl.io import atomic_file
 from genrl.scoring import score_samples
+from genrl.seeding import derive_seed
+from genrl.vlm_batching import images_of
 
 
 def to_pil(image: torch.Tensor, upscale: int = 1) -> Image.Image:
@@ -76,7 +87,7 @@ def evaluate_images(policy, task, rewards: dict, eval_cfg, run_dir: str, step: i
     out = os.path.join(run_dir, "eval", f"step-{step:06d}")
     os.makedirs(out, exist_ok=True)
     video = images.ndim == 5  # [N, F, C, H, W]
-    with open(os.path.join(out, "samples.jsonl"), "w") as f:
+    with atomic_file(os.path.join(out, "samples.jsonl")) as f:
         for i, (p, s) in enumerate(zip(prompts, seeds)):
             name = f"{i:05d}.gif" if video else f"{i:05d}.png"
             if eval_cfg.save_images and video:
@@ -91,7 +102,61 @@ def evaluate_images(policy, task, rewards: dict, eval_cfg, run_dir: str, step: i
             )
     # videos: the grid shows each sample's middle frame
     save_grid(images[:, images.shape[1] // 2] if video else images, len(task.prompts()), os.path.join(out, "grid.png"))
-    with open(os.path.join(out, "summary.json"), "w") as f:
+    with atomic_file(os.path.join(out, "summary.json")) as f:
+        json.dump({"step": step, **metrics}, f, indent=1)
+    return metrics
+
+
+def evaluate_responses(
+    answer,
+    prompts: list[str],
+    metadata: list[dict],
+    records: list[dict],
+    score,
+    eval_cfg,
+    run_dir: str,
+    step: int,
+    seed: int = 0,
+) -> dict[str, float]:
+    """Answer ``prompts`` greedily (and once sampled if ``eval_cfg.sample_temperature > 0``), score
+    and write ``eval/step-XXXXXX/``.
+
+    ``answer(prompts, metadata, sample_seed)`` returns one response per prompt, greedy when
+    ``sample_seed`` is None (``genrl.vlm_batching.model_answerer`` / ``policy_answerer``);
+    ``score(responses, metadata)`` returns ``{"accuracy": Tensor[N], "format": Tensor[N]}``
+    (NaN: unscorable, left out of the means). ``records[i]`` are the fields written with response
+    ``i``; ``eval_cfg`` is a ``ResponseEvalConfig``. Returns ``eval/accuracy``, ``eval/format``,
+    ``time/eval`` (seconds of the greedy pass) and, when sampling, ``eval/sampled_accuracy`` and
+    ``eval/sampled_format``."""
+    t0 = time.perf_counter()
+    responses = answer(prompts, metadata, None)
+    scores = score(responses, metadata)
+    metrics = {f"eval/{k}": float(torch.nanmean(v)) for k, v in scores.items()}
+    metrics["time/eval"] = time.perf_counter() - t0
+    if eval_cfg.sample_temperature > 0:
+        sampled = score(answer(prompts, metadata, derive_seed(seed, 99)), metadata)
+        metrics["eval/sampled_accuracy"] = float(torch.nanmean(sampled["accuracy"]))
+        metrics["eval/sampled_format"] = float(torch.nanmean(sampled["format"]))
+
+    out = os.path.join(run_dir, "eval", f"step-{step:06d}")
+    os.makedirs(out, exist_ok=True)
+    with atomic_file(os.path.join(out, "samples.jsonl")) as f:
+        for i, (meta, record, r, acc) in enumerate(zip(metadata, records, responses, scores["accuracy"].tolist())):
+            images = images_of(meta)
+            names = []
+            if eval_cfg.save_images:
+                for j, im in enumerate(images):
+                    names.append(f"{i:05d}.png" if len(images) == 1 else f"{i:05d}-{j}.png")
+                    im.save(os.path.join(out, names[-1]))
+            row = {
+                "image": names[0] if names else None,
+                "images": names,
+                **record,
+                "response": r,
+                "correct": acc == 1.0,
+            }
+            f.write(json.dumps(row) + "\n")
+    with atomic_file(os.path.join(out, "summary.json")) as f:
         json.dump({"step": step, **metrics}, f, indent=1)
     return metrics
 

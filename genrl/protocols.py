@@ -87,6 +87,25 @@ class PromptTask(Task, Protocol):
 
 
 @runtime_checkable
+class SFTTask(Task, Protocol):
+    """A task the SFT trainer (``trainer: sft``) trains on; ``genrl.tasks.response.ResponseTask``
+    implements both methods from a subclass's examples.
+
+    * ``sft_examples(n, generator)``: ``n`` training examples drawn with ``generator``, each
+      ``(prompt, metadata, target response)``; ``metadata`` holds the prompt's images
+      (``"image"`` or ``"images"``, PIL).
+    * ``evaluate_model(model, processor, eval_cfg, run_dir, step, seed)``: evaluate a bare
+      transformers model and processor like ``evaluate`` does a policy (same files, same metrics).
+    """
+
+    def sft_examples(self, n: int, generator: torch.Generator) -> list[tuple[str, dict, str]]: ...
+
+    def evaluate_model(
+        self, model, processor, eval_cfg, run_dir: str, step: int, seed: int = 0
+    ) -> dict[str, float]: ...
+
+
+@runtime_checkable
 class EmbeddedTask(Task, Protocol):
     """A task that owns a model built or trained here (``policy.model: task:<name>``):
     ``prepare()`` returns the model folder, building it (atomically, logged) if missing."""

@@ -8,12 +8,18 @@ import sys
 import pytest
 import torch
 
+from genrl import vlm_batching as vb
 from genrl.config import ConfigError, SFTConfig, load_config
 from genrl.registry import TASKS
 from genrl.tasks import digit_sum as ds
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "digit_sum", "sft.yaml")
+
+
+def _prompts(items):
+    """(questions, metadata with each item's image): the prompts of digit_sum items."""
+    return [it["question"] for it in items], [{"image": it["image"]} for it in items]
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +54,7 @@ def test_processor_gives_two_image_tokens_and_the_model_runs_with_mm_token_type_
     model, processor = components
     assert 150_000 < sum(p.numel() for p in model.parameters()) < 300_000
     items = task.eval_items(3)
-    enc = ds.encode_prompts(processor, items)
+    enc = vb.encode_prompts(processor, *_prompts(items))
     image_pad = processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
     assert (enc["input_ids"] == image_pad).sum(1).tolist() == [ds.NUM_IMAGE_TOKENS] * 3
     assert torch.equal(enc["mm_token_type_ids"], (enc["input_ids"] == image_pad).long())
@@ -61,11 +67,11 @@ def test_processor_gives_two_image_tokens_and_the_model_runs_with_mm_token_type_
 
 def test_save_load_round_trip_gives_identical_logits(tmp_path, task, components):
     model, processor = components
-    path = ds.save_model_dir(model, processor, tmp_path / "m")
+    path = vb.save_model_dir(model, processor, tmp_path / "m")
     assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temp folder left behind
-    model2, processor2 = ds.load_model_dir(path)
+    model2, processor2 = vb.load_model_dir(path)
     items = task.eval_items(2)
-    enc, enc2 = ds.encode_prompts(processor, items), ds.encode_prompts(processor2, items)
+    enc, enc2 = vb.encode_prompts(processor, *_prompts(items)), vb.encode_prompts(processor2, *_prompts(items))
     assert all(torch.equal(enc[k], enc2[k]) for k in enc)
     with torch.no_grad():
         assert torch.equal(model(**enc).logits, model2(**enc2).logits)
@@ -102,7 +108,7 @@ def test_reasoning_trace_passes_the_verifiable_rewards(task):
 def test_sft_batch_labels_only_the_response(task, components):
     _, processor = components
     items = task.eval_items(3)
-    batch = ds.encode_sft(processor, items, [task.sft_target(it) for it in items])
+    batch = vb.encode_sft(processor, *_prompts(items), [task.sft_target(it) for it in items])
     tok = processor.tokenizer
     for b, it in enumerate(items):
         labelled = batch["labels"][b][batch["labels"][b] != -100]
@@ -159,9 +165,9 @@ def test_sft_run_lowers_loss_and_writes_the_run_directory(tmp_path, task):
             assert (d / s["image"]).is_file()
         assert json.load(open(d / "summary.json"))["step"] == step
     # the final model loads with from_pretrained and differs from the base
-    trained, _ = ds.load_model_dir(result["model_dir"])
+    trained, _ = vb.load_model_dir(result["model_dir"])
     assert result["model_dir"] == str(run / "model")
-    base, _ = ds.load_model_dir(task.prepare(progress=False))
+    base, _ = vb.load_model_dir(task.prepare(progress=False))
     diffs = [not torch.equal(p, q) for p, q in zip(trained.state_dict().values(), base.state_dict().values())]
     assert all(diffs)
 

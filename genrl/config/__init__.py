@@ -35,8 +35,15 @@ from genrl.config.online import (
     TrainConfig,
     VASConfig,
 )
-from genrl.config.sft import SFTConfig, SFTEvalConfig, SFTLogConfig, SFTTrainConfig
-from genrl.config.vlm import VLM_MODEL_TYPES, OnlineVLMConfig, VLMDataConfig, VLMLoraConfig, VLMPolicyConfig
+from genrl.config.sft import SFTConfig, SFTLogConfig, SFTTrainConfig
+from genrl.config.vlm import (
+    VLM_MODEL_TYPES,
+    OnlineVLMConfig,
+    ResponseEvalConfig,
+    VLMDataConfig,
+    VLMLoraConfig,
+    VLMPolicyConfig,
+)
 
 TRAINER_CONFIGS: dict[str, type] = {"online": OnlineConfig, "online_vlm": OnlineVLMConfig, "sft": SFTConfig}
 
@@ -56,9 +63,9 @@ __all__ = [
     "OptimizerConfig",
     "PolicyConfig",
     "PromptDataConfig",
+    "ResponseEvalConfig",
     "RolloutConfig",
     "SFTConfig",
-    "SFTEvalConfig",
     "SFTLogConfig",
     "SFTTrainConfig",
     "Section",

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 from genrl.config.base import Section, at_least, nonempty, option, require
 from genrl.config.common import CheckpointConfig, LogConfig, OptimizerConfig
+from genrl.config.vlm import ResponseEvalConfig, VLMDataConfig
 
-__all__ = ["SFTConfig", "SFTEvalConfig", "SFTLogConfig", "SFTTrainConfig"]
+__all__ = ["SFTConfig", "SFTLogConfig", "SFTTrainConfig"]
 
 
 @dataclass
@@ -34,29 +34,6 @@ class SFTTrainConfig(OptimizerConfig):
 
 
 @dataclass
-class SFTEvalConfig(Section):
-    every: int = option(50, "evaluate at step 0, every N steps and at the end; 0 = only start and end")
-    num_questions: int = option(500, "held-out questions, answered with greedy decoding")
-    batch_size: int = option(256, "questions per generation call")
-    max_new_tokens: int = option(16, "generation length limit (a reasoning trace is 11 tokens)")
-    sample_temperature: float = option(
-        0.0,
-        "> 0: also report accuracy of one sampled response per question at this temperature (eval/sampled_accuracy); 0 = greedy only",
-    )
-    save_images: bool = option(True, "write each question's image as a PNG next to samples.jsonl")
-
-    def validate(self) -> None:
-        at_least(self, 0, "every")
-        at_least(self, 1, "num_questions", "batch_size", "max_new_tokens")
-        require(
-            self.sample_temperature >= 0 and math.isfinite(self.sample_temperature),
-            "sample_temperature",
-            self.sample_temperature,
-            "must be finite and >= 0",
-        )
-
-
-@dataclass
 class SFTLogConfig(LogConfig):
     every: int = option(10, "write training metrics every N steps (>= 1)")
 
@@ -72,21 +49,38 @@ class SFTConfig(Section):
     output_dir: str = option("runs/digit_sum_sft", "directory for checkpoints, logs, samples and the final model/")
     seed: int = option(0, "random seed (>= 0): data order and sampled evaluation")
     task: str = option(
-        "digit_sum", "embedded task providing training traces and held-out questions (a name in genrl.registry.TASKS)"
+        "digit_sum",
+        "task providing training examples with target responses and held-out questions (a name in "
+        "genrl.registry.TASKS with sft_examples: digit_sum, or vlm_data with data.response_key)",
     )
     model: str = option(
         "task:digit_sum",
-        "'task:<name>' (the task's untrained base model, built by genrl prepare, which train runs first) or a local model folder",
+        "'task:<name>' (the task's untrained base model, built by genrl prepare, which train runs first), "
+        "a local transformers folder or a hub id of a supported VLM",
     )
     resume: bool = option(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
     max_steps: int = option(300, "optimizer steps")
     train: SFTTrainConfig = option(SFTTrainConfig, "optimisation and learning-rate schedule")
-    eval: SFTEvalConfig = option(SFTEvalConfig, "periodic held-out evaluation")
+    eval: ResponseEvalConfig = option(ResponseEvalConfig, "periodic held-out evaluation")
     checkpoint: CheckpointConfig = option(CheckpointConfig, "checkpointing")
     log: SFTLogConfig = option(SFTLogConfig, "logging")
+    data: VLMDataConfig = option(VLMDataConfig, "local data files (used by task vlm_data only; needs response_key)")
 
     def validate(self) -> None:
         nonempty(self, "output_dir", "task", "model")
+        if self.task == "vlm_data":
+            require(
+                bool(self.data.train_files),
+                "data.train_files",
+                self.data.train_files,
+                "task vlm_data needs local training files",
+            )
+            require(
+                bool(self.data.response_key),
+                "data.response_key",
+                self.data.response_key,
+                "SFT on task vlm_data needs the column holding each row's target response",
+            )
         at_least(self, 0, "seed")
         at_least(self, 1, "max_steps")
         require(

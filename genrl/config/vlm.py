@@ -13,12 +13,18 @@ from typing import Literal
 from genrl.config.base import Section, at_least, nonempty, option, require
 from genrl.config.common import LoraConfig
 from genrl.config.online import OnlineConfig
-from genrl.config.sft import SFTEvalConfig
 from genrl.policies.base import DTYPES
 from genrl.policies.vlm import LORA_TARGETS, SUPPORTED_MODELS
 from rewards.verifiable import ANSWER_TYPES
 
-__all__ = ["VLM_MODEL_TYPES", "OnlineVLMConfig", "VLMDataConfig", "VLMLoraConfig", "VLMPolicyConfig"]
+__all__ = [
+    "VLM_MODEL_TYPES",
+    "OnlineVLMConfig",
+    "ResponseEvalConfig",
+    "VLMDataConfig",
+    "VLMLoraConfig",
+    "VLMPolicyConfig",
+]
 
 VLM_MODEL_TYPES: tuple[str, ...] = tuple(SUPPORTED_MODELS)
 
@@ -93,6 +99,9 @@ class VLMDataConfig(Section):
     val_files: list[str] = option([], "held-out data for evaluation, same format; empty = no evaluation")
     prompt_key: str = option("problem", "column holding the question (MMR1/EasyR1: problem)")
     answer_key: str = option("answer", "column holding the gold answer")
+    response_key: str = option(
+        "", "column holding each row's target response, for SFT (trainer: sft); '' = none (RL needs none)"
+    )
     image_key: str = option("images", "column holding the list of images (a row without it is text-only)")
     answer_type: str = option(
         "",
@@ -121,6 +130,32 @@ class VLMDataConfig(Section):
 
 
 @dataclass
+class ResponseEvalConfig(Section):
+    """Held-out evaluation of a model answering in text (``genrl.evaluation.evaluate_responses``):
+    the ``eval`` section of the SFT and online VLM trainers."""
+
+    every: int = option(50, "evaluate at step 0, every N steps and at the end; 0 = only start and end")
+    num_questions: int = option(500, "held-out questions, answered with greedy decoding")
+    batch_size: int = option(256, "questions per generation call")
+    max_new_tokens: int = option(16, "generation length limit (a reasoning trace is 11 tokens)")
+    sample_temperature: float = option(
+        0.0,
+        "> 0: also report accuracy of one sampled response per question at this temperature (eval/sampled_accuracy); 0 = greedy only",
+    )
+    save_images: bool = option(True, "write each question's image as a PNG next to samples.jsonl")
+
+    def validate(self) -> None:
+        at_least(self, 0, "every")
+        at_least(self, 1, "num_questions", "batch_size", "max_new_tokens")
+        require(
+            self.sample_temperature >= 0 and math.isfinite(self.sample_temperature),
+            "sample_temperature",
+            self.sample_temperature,
+            "must be finite and >= 0",
+        )
+
+
+@dataclass
 class OnlineVLMConfig(OnlineConfig):
     """Online RL for a vision-language policy (token actions), e.g. GRPO / SAPO on Qwen-VL.
 
@@ -134,8 +169,8 @@ class OnlineVLMConfig(OnlineConfig):
     )
     policy: VLMPolicyConfig = option(VLMPolicyConfig, "the vision-language model and its sampling")
     rewards: dict[str, float] = option({"accuracy": 1.0}, "reward name -> weight (non-empty, finite weights)")
-    eval: SFTEvalConfig = option(
-        SFTEvalConfig, "periodic held-out evaluation (greedy; sampled if eval.sample_temperature > 0)"
+    eval: ResponseEvalConfig = option(
+        ResponseEvalConfig, "periodic held-out evaluation (greedy; sampled if eval.sample_temperature > 0)"
     )
     data: VLMDataConfig = option(VLMDataConfig, "local data files (used by task vlm_data only)")
 

@@ -52,6 +52,7 @@ from genrl.models import resolve_model
 from genrl.policies.base import DTYPES, Policy
 from genrl.registry import POLICIES
 from genrl.trajectory import Trajectory
+from genrl.vlm_batching import NEVER_SAMPLE_TOKENS, chat_prompts
 
 # model_type (config.json) -> transformers class name. Extend only after checking that the
 # class takes ``mm_token_type_ids`` / 3-D positions like Qwen2-VL (see module docstring).
@@ -63,11 +64,7 @@ SUPPORTED_MODELS: dict[str, str] = {
 }
 # the language model's linear layers (by last name) that get LoRA adapters by default (VLMLoraConfig)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-# Tokens that must never be sampled: a generated <|image_pad|> makes the next forward look
-# for image features that do not exist (and crashes), the others are meaningless in a reply.
-NEVER_SAMPLE_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_pad|>", "<|vision_start|>", "<|vision_end|>")
 END_TOKENS = ("<|im_end|>",)
-IMAGE_PLACEHOLDER = "<image>"  # where an image goes in a prompt (EasyR1/MMR1 data convention)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -255,11 +252,7 @@ class VLMPolicy(Policy):
     def encode_prompts(self, prompts: list[str], metadata: list[dict]) -> dict[str, torch.Tensor]:
         """Chat-templated, LEFT-padded prompts with their images, on the device.
         ``metadata[i]`` holds ``"image"`` (one PIL image) or ``"images"`` (a sequence of them)."""
-        images = [_images_of(m) for m in metadata]
-        texts = [
-            self.processor.apply_chat_template(user_message(q, len(ims)), add_generation_prompt=True, tokenize=False)
-            for q, ims in zip(prompts, images)
-        ]
+        texts, images = chat_prompts(self.processor, prompts, metadata)
         flat = [im for ims in images for im in ims]
         L = self.cfg.max_prompt_length
         tok, side = self.tokenizer, self.tokenizer.padding_side
@@ -492,37 +485,6 @@ class VLMPolicy(Policy):
             temperature=temperature,
         )
         return self.decode(resp, mask)
-
-
-def user_message(question: str, n_images: int) -> list[dict]:
-    """One chat turn with ``n_images`` images. ``<image>`` in the question marks where each image
-    goes (EasyR1/MMR1 data); without placeholders the images come first. A placeholder count
-    that differs from ``n_images`` is an error."""
-    parts = question.split(IMAGE_PLACEHOLDER)
-    if len(parts) == 1:
-        content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
-    elif len(parts) - 1 != n_images:
-        raise ValueError(
-            f"the prompt has {len(parts) - 1} {IMAGE_PLACEHOLDER} placeholders but {n_images} images: "
-            f"{question[:120]!r}"
-        )
-    else:
-        content = []
-        for i, text in enumerate(parts):
-            if i:
-                content.append({"type": "image"})
-            if text:
-                content.append({"type": "text", "text": text})
-    return [{"role": "user", "content": content}]
-
-
-def _images_of(meta: Optional[dict]) -> list:
-    """The PIL images of one prompt: ``meta["images"]`` (a sequence) or ``meta["image"]``."""
-    if not meta:
-        return []
-    if meta.get("images") is not None:
-        return list(meta["images"])
-    return [meta["image"]] if meta.get("image") is not None else []
 
 
 def _cache_of(out):

@@ -22,21 +22,19 @@ Responses follow the R1 format that ``rewards.verifiable`` scores, with word-lev
 
 from __future__ import annotations
 
-import json
-import os
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from genrl.io import atomic_dir, cache_root
+from genrl.io import cache_root
 from genrl.models import check_model_kind
-from genrl.registry import REWARDS, TASKS
-from genrl.seeding import derive_seed
+from genrl.registry import TASKS
 from genrl.tasks.digits import load_digit_images
+from genrl.tasks.response import ResponseTask
+from genrl.vlm_batching import save_model_dir
 
 if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load transformers
     from PIL import Image
@@ -52,7 +50,6 @@ HELDOUT_FRACTION = 1 / 3  # of the 1797 digit images: 599 held out, 1198 for tra
 SPLIT_SEED = 1234  # the fixed permutation that splits the digit images
 NUM_EVAL_QUESTIONS = 500
 NUM_TRAIN_QUESTIONS = 4096  # size of the fixed training prompt pool (SFT samples fresh pairs)
-MAX_NEW_TOKENS = 16  # a trace is 10 words + <|im_end|>
 
 QUESTIONS: tuple[str, ...] = (
     "What is the sum of the two digits ?",
@@ -275,148 +272,19 @@ def build_model(vocab_size: Optional[int] = None, seed: int = DEFAULT_MODEL_SEED
     return model.eval()
 
 
-def save_model_dir(model, processor, out_dir: str | os.PathLike, info: Optional[dict] = None) -> str:
-    """Write model + processor (+ ``genrl_task.json``) into ``out_dir`` atomically (temp dir + rename)."""
-    out_dir = Path(out_dir).expanduser()
-    with atomic_dir(out_dir) as tmp:
-        model.save_pretrained(tmp)
-        processor.save_pretrained(tmp)
-        (tmp / "genrl_task.json").write_text(json.dumps({"task": "digit_sum", **(info or {})}, indent=2) + "\n")
-    return str(out_dir)
-
-
-def load_model_dir(path: str | os.PathLike, device: Any = "cpu"):
-    """``(model, processor)`` from a folder written by :func:`save_model_dir` (or any Qwen2-VL folder)."""
-    from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
-
-    path = os.fspath(Path(path).expanduser())
-    model = Qwen2VLForConditionalGeneration.from_pretrained(path, dtype=torch.float32).to(device)
-    processor = AutoProcessor.from_pretrained(path)
-    return model.eval(), processor
-
-
-# ----------------------------------------------------------------------------- batching
-
-
-def prompt_text(processor, question: str) -> str:
-    """The chat-formatted prompt (one image, then the question), ending with the assistant turn."""
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": question}]}]
-    return processor.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-
-
-def encode_prompts(processor, items: Sequence[dict]) -> dict[str, torch.Tensor]:
-    """Items -> model inputs for generation, left padded.
-
-    ``input_ids``/``attention_mask``/``mm_token_type_ids [B, L]``, ``pixel_values [B * 8, 1176]``,
-    ``image_grid_thw [B, 3]`` (each row ``[1, 2, 4]``).
-    """
-    texts = [prompt_text(processor, it["question"]) for it in items]
-    enc = processor(
-        text=texts,
-        images=[it["image"] for it in items],
-        padding=True,
-        padding_side="left",
-        return_tensors="pt",
-        return_mm_token_type_ids=True,
-    )
-    return dict(enc)
-
-
-def encode_sft(processor, items: Sequence[dict], responses: Sequence[str]) -> dict[str, torch.Tensor]:
-    """Prompt + response sequences for teacher forcing, right padded, with ``labels``.
-
-    ``labels [B, L]`` holds the response tokens (and the closing ``<|im_end|>``) and -100 on
-    prompt and padding positions, so a causal-LM loss trains on response tokens only.
-    """
-    tok = processor.tokenizer
-    prompts = encode_prompts(processor, items)  # left padded [B, Lp]
-    resp = [tok(r + " " + tok.eos_token, add_special_tokens=False)["input_ids"] for r in responses]
-    rows, types, labels = [], [], []
-    for b, r in enumerate(resp):
-        keep = prompts["attention_mask"][b].bool()
-        p_ids, p_types = prompts["input_ids"][b][keep].tolist(), prompts["mm_token_type_ids"][b][keep].tolist()
-        rows.append(p_ids + r)
-        types.append(p_types + [0] * len(r))
-        labels.append([-100] * len(p_ids) + r)
-    L = max(map(len, rows))
-    pad = tok.pad_token_id
-    input_ids = torch.full((len(rows), L), pad, dtype=torch.long)  # [B, L]
-    attention_mask = torch.zeros((len(rows), L), dtype=torch.long)
-    mm_types = torch.zeros((len(rows), L), dtype=torch.long)
-    lab = torch.full((len(rows), L), -100, dtype=torch.long)
-    for b in range(len(rows)):
-        n = len(rows[b])
-        input_ids[b, :n] = torch.tensor(rows[b])
-        attention_mask[b, :n] = 1
-        mm_types[b, :n] = torch.tensor(types[b])
-        lab[b, :n] = torch.tensor(labels[b])
-    return {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "mm_token_type_ids": mm_types,
-        "pixel_values": prompts["pixel_values"],
-        "image_grid_thw": prompts["image_grid_thw"],
-        "labels": lab,
-    }
-
-
-def blocked_token_ids(processor) -> list[int]:
-    return [processor.tokenizer.convert_tokens_to_ids(t) for t in BLOCKED_TOKENS]
-
-
-@torch.no_grad()
-def generate(
-    model,
-    processor,
-    items: Sequence[dict],
-    *,
-    do_sample: bool = False,
-    temperature: float = 1.0,
-    max_new_tokens: int = MAX_NEW_TOKENS,
-    batch_size: int = 256,
-) -> list[str]:
-    """Responses (decoded, special tokens dropped) for ``items``; greedy unless ``do_sample``.
-
-    Image special tokens are suppressed while decoding (a sampled ``<|image_pad|>`` would crash
-    the model). Sampling uses the global torch RNG: seed it for reproducibility.
-    """
-    device = next(model.parameters()).device
-    out: list[str] = []
-    blocked = blocked_token_ids(processor)
-    was_training = model.training
-    model.eval()
-    for i in range(0, len(items), batch_size):
-        enc = {k: v.to(device) for k, v in encode_prompts(processor, items[i : i + batch_size]).items()}
-        kw = (
-            {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-            if do_sample
-            else {"do_sample": False}
-        )
-        ids = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            suppress_tokens=blocked,
-            pad_token_id=processor.tokenizer.pad_token_id,
-            eos_token_id=processor.tokenizer.eos_token_id,
-            **kw,
-        )  # [b, Lp + T]
-        out += processor.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-    model.train(was_training)
-    return [" ".join(s.split()) for s in out]
-
-
 # ----------------------------------------------------------------------------- task
 
 
 @TASKS.register("digit_sum")
-class DigitSumTask:
+class DigitSumTask(ResponseTask):
     """Sum of two handwritten digits, answered by a tiny Qwen2-VL with a reasoning trace.
 
-    ``reward`` is the verifiable reward RL optimises (accuracy + format, from
-    ``rewards.verifiable`` via the registry); ``eval_metrics`` reports held-out accuracy.
+    RL optimises the verifiable rewards (accuracy + format, ``rewards.verifiable``); evaluation
+    and SFT come from ``ResponseTask`` with this task's examples.
     """
 
     name = "digit_sum"
+    suppress_tokens = BLOCKED_TOKENS
 
     def __init__(
         self,
@@ -431,7 +299,6 @@ class DigitSumTask:
         self.num_train = int(num_train)
         self._train_ids, self._heldout_ids = split_image_ids()
         self._items: dict[str, list[dict]] = {}
-        self._rewards: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, cfg) -> "DigitSumTask":
@@ -460,7 +327,8 @@ class DigitSumTask:
         if not self.is_prepared(kind):
             if progress:
                 print(f"genrl: building the digit_sum base model (seed {self.seed}) into {path}", flush=True)
-            save_model_dir(build_model(seed=self.seed), build_processor(), path, {"seed": self.seed, "trained": False})
+            info = {"task": self.name, "seed": self.seed, "trained": False}
+            save_model_dir(build_model(seed=self.seed), build_processor(), path, info)
         return str(path)
 
     # --- data
@@ -502,85 +370,31 @@ class DigitSumTask:
         """RL prompts: (question, metadata with the gold ``answer`` and the PIL ``image``)."""
         return [(it["question"], {**self.item_metadata(it), "image": it["image"]}) for it in self.train_items()]
 
-    def evaluate(self, policy, rewards, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
-        """Online-trainer hook: evaluate a ``VLMPolicy`` (its trained module and processor)."""
-        return self.evaluate_model(policy.module, policy.processor, eval_cfg, run_dir, step, seed=seed)
+    def eval_examples(self, n: int) -> list[tuple[str, dict, dict]]:
+        """The first ``n`` held-out questions: (question, metadata with the image, samples.jsonl fields)."""
+        return [
+            (
+                it["question"],
+                {**self.item_metadata(it), "image": it["image"]},
+                {"image_id": it["image_id"], "question": it["question"], "answer": it["answer"]},
+            )
+            for it in self.eval_items(n)
+        ]
 
-    @torch.no_grad()
-    def evaluate_model(self, model, processor, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
-        """Greedy (and optionally one sampled) response per held-out question; writes
-        ``eval/step-XXXXXX/{samples.jsonl, NNNNN.png, summary.json}``. ``eval_cfg`` is an
-        ``SFTEvalConfig``; sampled answers use the same noise at every evaluation."""
-        ec = eval_cfg
-        items = self.eval_items(ec.num_questions)
-        t0 = time.perf_counter()
-        responses = generate(model, processor, items, max_new_tokens=ec.max_new_tokens, batch_size=ec.batch_size)
-        metrics = {f"eval/{k}": v for k, v in self.eval_metrics(responses, items).items()}
-        metrics["time/eval"] = time.perf_counter() - t0
-        if ec.sample_temperature > 0:
-            with torch.random.fork_rng(devices=[]):
-                torch.manual_seed(derive_seed(seed, 99))
-                sampled = generate(
-                    model,
-                    processor,
-                    items,
-                    do_sample=True,
-                    temperature=ec.sample_temperature,
-                    max_new_tokens=ec.max_new_tokens,
-                    batch_size=ec.batch_size,
-                )
-            m = self.eval_metrics(sampled, items)
-            metrics["eval/sampled_accuracy"], metrics["eval/sampled_format"] = m["accuracy"], m["format"]
-
-        out = os.path.join(run_dir, "eval", f"step-{step:06d}")
-        os.makedirs(out, exist_ok=True)
-        correct = self.score(responses, items)
-        with open(os.path.join(out, "samples.jsonl"), "w") as f:
-            for i, (it, r, ok) in enumerate(zip(items, responses, correct)):
-                name = f"{i:05d}.png"
-                if ec.save_images:
-                    it["image"].save(os.path.join(out, name))
-                f.write(
-                    json.dumps(
-                        {
-                            "image": name,
-                            "image_id": it["image_id"],
-                            "question": it["question"],
-                            "response": r,
-                            "answer": it["answer"],
-                            "correct": ok,
-                        }
-                    )
-                    + "\n"
-                )
-        with open(os.path.join(out, "summary.json"), "w") as f:
-            json.dump({"step": step, **metrics}, f, indent=1)
-        return metrics
+    def sft_examples(self, n: int, generator: torch.Generator) -> list[tuple[str, dict, str]]:
+        """``n`` fresh training questions with their reasoning traces (the SFT targets)."""
+        return [
+            (it["question"], {"image": it["image"]}, self.sft_target(it))
+            for it in self.sample_train_items(n, generator)
+        ]
 
     def sft_target(self, item: dict) -> str:
         return reasoning_trace(*item["digits"])
 
-    # --- evaluation
-    def _reward(self, name: str):
-        """Rewards through the registry (``genrl`` never imports ``rewards`` directly)."""
-        if name not in self._rewards:
-            self._rewards[name] = REWARDS.get(name)()
-        return self._rewards[name]
-
     def eval_metrics(self, responses: Sequence[str], items: Sequence[dict]) -> dict[str, float]:
         """``accuracy`` (extracted answer == the sum) and ``format`` (R1 format) of ``responses``."""
-        if len(responses) != len(items):
-            raise ValueError(f"got {len(responses)} responses for {len(items)} items")
-        meta = [self.item_metadata(it) for it in items]
-        acc = self._reward("accuracy")(list(responses), None, meta)["accuracy"]
-        fmt = self._reward("format")(list(responses), None, meta)["format"]
-        return {"accuracy": float(torch.nanmean(acc)), "format": float(torch.nanmean(fmt))}
-
-    def score(self, responses: Sequence[str], items: Sequence[dict]) -> list[bool]:
-        """Per-response correctness (the accuracy reward == 1)."""
-        meta = [self.item_metadata(it) for it in items]
-        acc = self._reward("accuracy")(list(responses), None, meta)["accuracy"]
-        return [bool(a == 1.0) for a in acc.tolist()]
+        scores = self.score(responses, [self.item_metadata(it) for it in items])
+        return {k: float(torch.nanmean(v)) for k, v in scores.items()}
 
 
 __all__ = [
@@ -591,18 +405,11 @@ __all__ = [
     "IMAGE_WIDTH",
     "NUM_IMAGE_TOKENS",
     "QUESTIONS",
-    "blocked_token_ids",
     "build_model",
     "build_processor",
     "build_tokenizer",
-    "encode_prompts",
-    "encode_sft",
-    "generate",
-    "load_model_dir",
     "make_items",
     "pair_image",
-    "prompt_text",
     "reasoning_trace",
-    "save_model_dir",
     "split_image_ids",
 ]

@@ -19,7 +19,9 @@ a large pool costs no memory.
 Evaluation answers ``data.val_files`` with greedy decoding (and one sampled response per
 question when ``eval.sample_temperature > 0``) through the policy's own sampler, scored by
 the ``accuracy`` and ``format`` rewards, and writes the same ``eval/step-XXXXXX/`` files
-as ``digit_sum``.
+as ``digit_sum`` (``genrl.tasks.response``). With ``data.response_key`` set, each row's target
+response is read too, and the task serves SFT (``trainer: sft``, ``task: vlm_data``): the MMR1
+cold start on chain-of-thought answers.
 """
 
 from __future__ import annotations
@@ -28,15 +30,14 @@ import io
 import json
 import math
 import os
-import time
 from collections.abc import Sequence
 from typing import Any
 
 import torch
 
-from genrl.policies.vlm import user_message
-from genrl.registry import REWARDS, TASKS
-from genrl.seeding import derive_seed
+from genrl.registry import TASKS
+from genrl.tasks.response import ResponseTask
+from genrl.vlm_batching import user_message
 
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
@@ -193,7 +194,7 @@ def _image_refs(entry: Any, root: str, where: str) -> list:
 
 
 @TASKS.register("vlm_data")
-class VLMDataTask:
+class VLMDataTask(ResponseTask):
     """Prompts, gold answers and images from local files (``data:`` config section)."""
 
     name = "vlm_data"
@@ -204,7 +205,6 @@ class VLMDataTask:
         if data_cfg.max_rows:
             self._train = self._train[: data_cfg.max_rows]
         self._val = self._load(data_cfg.val_files, "data.val_files") if data_cfg.val_files else []
-        self._rewards: dict[str, Any] = {}
 
     @classmethod
     def from_config(cls, cfg) -> "VLMDataTask":
@@ -220,11 +220,12 @@ class VLMDataTask:
             rows = read_rows(path)
             for r, row in enumerate(rows):
                 where = f"{path} row {r}"
-                missing = [k for k in (c.prompt_key, c.answer_key) if k not in row or row[k] is None]
+                needed = (c.prompt_key, c.answer_key, *([c.response_key] if c.response_key else []))
+                missing = [k for k in needed if k not in row or row[k] is None]
                 if missing:
                     raise ValueError(
                         f"{where}: missing column(s) {missing} ({key}); the row has {sorted(row)} "
-                        f"(set data.prompt_key / data.answer_key)"
+                        f"(set data.prompt_key / data.answer_key / data.response_key)"
                     )
                 images = RowImages(_image_refs(row.get(c.image_key), root, where), where, c.min_pixels, c.max_pixels)
                 question = str(row[c.prompt_key])
@@ -243,6 +244,7 @@ class VLMDataTask:
                         "choices": row.get("choices"),
                         "images": images,
                         "source": where,
+                        "response": str(row[c.response_key]) if c.response_key else None,
                     }
                 )
             if not rows:
@@ -260,74 +262,27 @@ class VLMDataTask:
     def train_prompts(self) -> list[tuple[str, dict]]:
         return [(it["prompt"], self.item_metadata(it)) for it in self._train]
 
-    def _reward(self, name: str):
-        if name not in self._rewards:
-            self._rewards[name] = REWARDS.get(name)()
-        return self._rewards[name]
+    def eval_examples(self, n: int) -> list[tuple[str, dict, dict]]:
+        """The first ``n`` validation rows (none without ``data.val_files``)."""
+        return [
+            (
+                it["prompt"],
+                self.item_metadata(it),
+                {"source": it["source"], "question": it["question"], "answer": it["answer"]},
+            )
+            for it in self._val[:n]
+        ]
 
-    def _score(self, responses: list[str], meta: list[dict]) -> dict[str, torch.Tensor]:
-        return {n: self._reward(n)(responses, None, meta)[n] for n in ("accuracy", "format")}
-
-    @torch.no_grad()
-    def evaluate(self, policy, rewards, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
-        """Greedy (and optionally one sampled) answer per validation row; writes
-        ``eval/step-XXXXXX/{samples.jsonl, images, summary.json}``. No ``val_files``: nothing."""
-        if not self._val:
-            return {}
-        ec = eval_cfg
-        items = self._val[: ec.num_questions]
-        prompts, meta = [it["prompt"] for it in items], [self.item_metadata(it) for it in items]
-        t0 = time.perf_counter()
-
-        def answer(greedy: bool, generator=None, temperature=None) -> list[str]:
-            out = []
-            for i in range(0, len(items), ec.batch_size):
-                out += policy.sample(
-                    prompts[i : i + ec.batch_size],
-                    meta[i : i + ec.batch_size],
-                    greedy=greedy,
-                    generator=generator,
-                    max_new_tokens=ec.max_new_tokens,
-                    temperature=temperature,
-                )
-            return out
-
-        responses = answer(greedy=True)
-        scores = self._score(responses, meta)
-        metrics = {f"eval/{k}": float(torch.nanmean(v)) for k, v in scores.items()}
-        metrics["time/eval"] = time.perf_counter() - t0
-        if ec.sample_temperature > 0:
-            sampled = answer(False, torch.Generator().manual_seed(derive_seed(seed, 99)), ec.sample_temperature)
-            s = self._score(sampled, meta)
-            metrics["eval/sampled_accuracy"] = float(torch.nanmean(s["accuracy"]))
-            metrics["eval/sampled_format"] = float(torch.nanmean(s["format"]))
-
-        out = os.path.join(run_dir, "eval", f"step-{step:06d}")
-        os.makedirs(out, exist_ok=True)
-        with open(os.path.join(out, "samples.jsonl"), "w") as f:
-            for i, (it, r, acc) in enumerate(zip(items, responses, scores["accuracy"].tolist())):
-                names = []
-                if ec.save_images:
-                    for j, im in enumerate(it["images"]):
-                        names.append(f"{i:05d}.png" if len(it["images"]) == 1 else f"{i:05d}-{j}.png")
-                        im.save(os.path.join(out, names[-1]))
-                f.write(
-                    json.dumps(
-                        {
-                            "image": names[0] if names else None,
-                            "images": names,
-                            "source": it["source"],
-                            "question": it["question"],
-                            "response": r,
-                            "answer": it["answer"],
-                            "correct": acc == 1.0,
-                        }
-                    )
-                    + "\n"
-                )
-        with open(os.path.join(out, "summary.json"), "w") as f:
-            json.dump({"step": step, **metrics}, f, indent=1)
-        return metrics
+    def sft_examples(self, n: int, generator: torch.Generator) -> list[tuple[str, dict, str]]:
+        """``n`` training rows drawn uniformly with ``generator``, with their ``data.response_key`` column."""
+        if not self.cfg.response_key:
+            raise ValueError(
+                "SFT on task vlm_data needs data.response_key: the column holding each row's target response"
+            )
+        picks = torch.randint(0, len(self._train), (n,), generator=generator).tolist()
+        return [
+            (self._train[i]["prompt"], self.item_metadata(self._train[i]), self._train[i]["response"]) for i in picks
+        ]
 
 
 __all__ = ["RowImages", "VLMDataTask", "read_rows", "resize_into"]

@@ -1,15 +1,16 @@
 """Supervised fine-tuning of a VLM on reasoning traces: the cold start before RL.
 
 MMR1 (arXiv 2509.21268) and the R1-style VLM recipes first fine-tune on chain-of-thought
-answers, then run GRPO-family RL from that checkpoint. This trainer does the first half on
-an embedded task (``digit_sum``): teacher forcing on ``<think> ... </think> <answer> X
-</answer>``, cross-entropy on response tokens only, a warmup + cosine/linear decay schedule
-(an RL run starting from a *short* SFT checkpoint wants one whose learning rate was decayed).
-Reads top to bottom:
+answers, then run GRPO-family RL from that checkpoint. This trainer does the first half on any
+task with target responses (``sft_examples``, ``genrl.tasks.response.ResponseTask``): the
+embedded ``digit_sum`` (traces ``<think> ... </think> <answer> X </answer>``) or ``vlm_data``
+with ``data.response_key``. Teacher forcing, cross-entropy on response tokens only, a warmup +
+cosine/linear decay schedule (an RL run starting from a *short* SFT checkpoint wants one whose
+learning rate was decayed). Reads top to bottom:
 
     for step in range(start, max_steps):
-        items   = batch_size fresh training questions        (seeded by (seed, step): exact resume)
-        batch   = prompt + trace tokens, labels = trace only
+        examples = batch_size training examples              (seeded by (seed, step): exact resume)
+        batch   = prompt + target tokens, labels = target only
         loss    = CE(model(batch), labels) -> backward -> clip -> AdamW -> lr schedule
         log / evaluate (greedy on held-out questions) / checkpoint
     save_pretrained(model + processor) -> output_dir/model/
@@ -35,6 +36,7 @@ from genrl.metrics_log import MetricsLogger
 from genrl.models import prepare_models
 from genrl.registry import TASKS
 from genrl.seeding import derive_seed
+from genrl.vlm_batching import encode_sft, load_model_dir, save_model_dir
 
 
 def lr_multiplier(step: int, cfg: SFTConfig) -> float:
@@ -54,10 +56,12 @@ def lr_multiplier(step: int, cfg: SFTConfig) -> float:
 def train(cfg: SFTConfig) -> dict[str, dict]:
     """Run (or resume) SFT; returns ``{"base": eval metrics at step 0, "final": at max_steps,
     "model_dir": output_dir/model}`` (the metrics also go to ``final_metrics.json``)."""
-    from genrl.tasks.digit_sum import encode_sft, load_model_dir, save_model_dir
-
     run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
     task_cls = TASKS.get(cfg.task)  # unknown names fail before any work
+    if not callable(getattr(task_cls, "sft_examples", None)):
+        raise ValueError(
+            f"task={cfg.task!r} has no SFT examples (sft_examples); SFT needs a task with target responses (genrl.protocols.SFTTask)"
+        )
     torch.manual_seed(cfg.seed)
 
     # 1. model, processor, optimizer, schedule
@@ -101,12 +105,13 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     )
     t_train, n_tokens = 0.0, 0
     for step in bar:
-        # 2. a fresh batch of training questions and their reasoning traces
+        # 2. a fresh batch of training examples and their target responses
         t0 = time.perf_counter()
-        items = task.sample_train_items(tc.batch_size, torch.Generator().manual_seed(derive_seed(cfg.seed, step)))
-        batch = encode_sft(processor, items, [task.sft_target(it) for it in items])
-        # input_ids / attention_mask / mm_token_type_ids / labels [B, L]; pixel_values [B * 8, 1176];
-        # image_grid_thw [B, 3]; labels are -100 outside the response
+        examples = task.sft_examples(tc.batch_size, torch.Generator().manual_seed(derive_seed(cfg.seed, step)))
+        prompts, metadata, targets = (list(x) for x in zip(*examples))
+        batch = encode_sft(processor, prompts, metadata, targets)
+        # input_ids / attention_mask / mm_token_type_ids / labels [B, L]; pixel_values [N_patches, D]
+        # (digit_sum: [B * 8, 1176]); image_grid_thw [N_images, 3]; labels are -100 outside the response
 
         # 3. cross-entropy on response tokens only (the model shifts labels by one)
         loss = model(**batch).loss
@@ -162,6 +167,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
         processor,
         os.path.join(run_dir, "model"),
         {
+            "task": cfg.task,
             "trained": True,
             "sft_steps": cfg.max_steps,
             "base": model_path,

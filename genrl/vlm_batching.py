@@ -1,0 +1,262 @@
+"""Chat prompts, batches, generation and model folders for vision-language models.
+
+One home for what the VLM policy (``genrl.policies.vlm``), the SFT trainer (``genrl.trainers.sft``)
+and the VLM tasks share. A prompt is ``(text, metadata)`` as everywhere in genrl: the images of a
+prompt are ``metadata["images"]`` (a sequence of PIL images) or ``metadata["image"]`` (one);
+``<image>`` in the text marks where each image goes (EasyR1/MMR1 data), else the images come first.
+
+* :func:`encode_prompts`: chat-templated, left-padded model inputs for generation;
+* :func:`encode_sft`: prompt + response, right padded, with ``labels`` on the response only;
+* :func:`generate`: responses with ``model.generate`` (greedy, or sampled from the global RNG);
+* :func:`model_answerer` / :func:`policy_answerer`: the ``answer`` callable of
+  ``genrl.evaluation.evaluate_responses`` for a bare model or a ``VLMPolicy``;
+* :func:`save_model_dir` / :func:`load_model_dir`: a model + processor folder, written atomically.
+
+Qwen2-VL in transformers 5.x needs ``mm_token_type_ids`` whenever ``image_grid_thw`` is given;
+the processor produces it (``return_mm_token_type_ids``) and every function here passes it on.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+
+from genrl.io import atomic_dir
+
+IMAGE_PLACEHOLDER = "<image>"  # where an image goes in a prompt (EasyR1/MMR1 data convention)
+# Tokens that must never be sampled: a generated <|image_pad|> makes the next forward look
+# for image features that do not exist (and crashes), the others are meaningless in a reply.
+NEVER_SAMPLE_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_pad|>", "<|vision_start|>", "<|vision_end|>")
+
+
+def user_message(question: str, n_images: int) -> list[dict]:
+    """One chat turn with ``n_images`` images. ``<image>`` in the question marks where each image
+    goes (EasyR1/MMR1 data); without placeholders the images come first.
+
+    Raises ``ValueError`` when the placeholder count differs from ``n_images``."""
+    parts = question.split(IMAGE_PLACEHOLDER)
+    if len(parts) == 1:
+        content = [{"type": "image"}] * n_images + [{"type": "text", "text": question}]
+    elif len(parts) - 1 != n_images:
+        raise ValueError(
+            f"the prompt has {len(parts) - 1} {IMAGE_PLACEHOLDER} placeholders but {n_images} images: "
+            f"{question[:120]!r}"
+        )
+    else:
+        content = []
+        for i, text in enumerate(parts):
+            if i:
+                content.append({"type": "image"})
+            if text:
+                content.append({"type": "text", "text": text})
+    return [{"role": "user", "content": content}]
+
+
+def images_of(meta: Optional[dict]) -> list:
+    """The PIL images of one prompt: ``meta["images"]`` (a sequence) or ``meta["image"]``."""
+    if not meta:
+        return []
+    if meta.get("images") is not None:
+        return list(meta["images"])
+    return [meta["image"]] if meta.get("image") is not None else []
+
+
+def chat_prompts(processor, prompts: Sequence[str], metadata: Sequence[dict]) -> tuple[list[str], list[list]]:
+    """``(texts, images)``: each prompt in the processor's chat template, ending with the assistant
+    turn, and each prompt's images."""
+    images = [images_of(m) for m in metadata]
+    texts = [
+        processor.apply_chat_template(user_message(q, len(ims)), add_generation_prompt=True, tokenize=False)
+        for q, ims in zip(prompts, images)
+    ]
+    return texts, images
+
+
+def encode_prompts(processor, prompts: Sequence[str], metadata: Sequence[dict]) -> dict[str, torch.Tensor]:
+    """Prompts -> model inputs for generation, left padded to the batch's longest.
+
+    ``input_ids`` / ``attention_mask`` / ``mm_token_type_ids [B, L]``; with images also
+    ``pixel_values [N_patches, D]`` and ``image_grid_thw [N_images, 3]`` (all images of the batch,
+    in order)."""
+    texts, images = chat_prompts(processor, prompts, metadata)
+    flat = [im for ims in images for im in ims]
+    enc = processor(
+        text=texts,
+        images=flat or None,
+        padding=True,
+        padding_side="left",
+        return_tensors="pt",
+        return_mm_token_type_ids=True,
+    )
+    return dict(enc)
+
+
+def encode_sft(
+    processor, prompts: Sequence[str], metadata: Sequence[dict], responses: Sequence[str]
+) -> dict[str, torch.Tensor]:
+    """Prompt + response sequences for teacher forcing, right padded, with ``labels``.
+
+    ``labels [B, L]`` holds the response tokens (and the closing end-of-sequence token) and -100 on
+    prompt and padding positions, so a causal-LM loss trains on response tokens only. The other
+    keys are :func:`encode_prompts`' with the prompt padding removed."""
+    tok = processor.tokenizer
+    enc = encode_prompts(processor, prompts, metadata)  # left padded [B, Lp]
+    resp = [tok(r + " " + tok.eos_token, add_special_tokens=False)["input_ids"] for r in responses]
+    rows, types, labels = [], [], []
+    for b, r in enumerate(resp):
+        keep = enc["attention_mask"][b].bool()
+        p_ids, p_types = enc["input_ids"][b][keep].tolist(), enc["mm_token_type_ids"][b][keep].tolist()
+        rows.append(p_ids + r)
+        types.append(p_types + [0] * len(r))
+        labels.append([-100] * len(p_ids) + r)
+    L = max(map(len, rows))
+    input_ids = torch.full((len(rows), L), tok.pad_token_id, dtype=torch.long)  # [B, L]
+    attention_mask = torch.zeros((len(rows), L), dtype=torch.long)
+    mm_types = torch.zeros((len(rows), L), dtype=torch.long)
+    lab = torch.full((len(rows), L), -100, dtype=torch.long)
+    for b in range(len(rows)):
+        n = len(rows[b])
+        input_ids[b, :n] = torch.tensor(rows[b])
+        attention_mask[b, :n] = 1
+        mm_types[b, :n] = torch.tensor(types[b])
+        lab[b, :n] = torch.tensor(labels[b])
+    vision = {k: enc[k] for k in ("pixel_values", "image_grid_thw") if k in enc}
+    return {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "mm_token_type_ids": mm_types,
+        **vision,
+        "labels": lab,
+    }
+
+
+@torch.no_grad()
+def generate(
+    model,
+    processor,
+    prompts: Sequence[str],
+    metadata: Sequence[dict],
+    *,
+    suppress_tokens: Sequence[str] = (),
+    do_sample: bool = False,
+    temperature: float = 1.0,
+    max_new_tokens: int = 16,
+    batch_size: int = 256,
+) -> list[str]:
+    """Responses (decoded, special tokens dropped, whitespace collapsed) for the prompts, in
+    batches of ``batch_size``; greedy unless ``do_sample`` (plain sampling at ``temperature``).
+
+    ``suppress_tokens`` are never generated (a sampled ``<|image_pad|>`` would crash the model's
+    next forward). Sampling uses the global torch RNG: seed it for reproducibility."""
+    device = next(model.parameters()).device
+    tok = processor.tokenizer
+    blocked = [tok.convert_tokens_to_ids(t) for t in suppress_tokens]
+    out: list[str] = []
+    was_training = model.training
+    model.eval()
+    kw = (
+        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
+        if do_sample
+        else {"do_sample": False}
+    )
+    for i in range(0, len(prompts), batch_size):
+        enc = encode_prompts(processor, prompts[i : i + batch_size], metadata[i : i + batch_size])
+        enc = {k: v.to(device) for k, v in enc.items()}
+        ids = model.generate(
+            **enc,
+            max_new_tokens=max_new_tokens,
+            suppress_tokens=blocked or None,
+            pad_token_id=tok.pad_token_id,
+            eos_token_id=tok.eos_token_id,
+            **kw,
+        )  # [b, Lp + T]
+        out += processor.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    model.train(was_training)
+    return [" ".join(s.split()) for s in out]
+
+
+def model_answerer(model, processor, eval_cfg, suppress_tokens: Sequence[str] = NEVER_SAMPLE_TOKENS):
+    """``answer(prompts, metadata, sample_seed)`` for ``genrl.evaluation.evaluate_responses`` by
+    :func:`generate`: greedy when ``sample_seed`` is None, else sampled at
+    ``eval_cfg.sample_temperature`` from the global RNG seeded with ``sample_seed`` (the caller's
+    RNG state is restored afterwards)."""
+
+    def answer(prompts: Sequence[str], metadata: Sequence[dict], sample_seed: Optional[int] = None) -> list[str]:
+        kw = {
+            "suppress_tokens": suppress_tokens,
+            "max_new_tokens": eval_cfg.max_new_tokens,
+            "batch_size": eval_cfg.batch_size,
+        }
+        if sample_seed is None:
+            return generate(model, processor, prompts, metadata, **kw)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(sample_seed)
+            return generate(
+                model, processor, prompts, metadata, do_sample=True, temperature=eval_cfg.sample_temperature, **kw
+            )
+
+    return answer
+
+
+def policy_answerer(policy, eval_cfg):
+    """``answer(prompts, metadata, sample_seed)`` by a ``VLMPolicy``'s own decoding (``sample``), in
+    batches of ``eval_cfg.batch_size``: greedy when ``sample_seed`` is None, else sampled at
+    ``eval_cfg.sample_temperature`` with a generator seeded with ``sample_seed``."""
+
+    def answer(prompts: Sequence[str], metadata: Sequence[dict], sample_seed: Optional[int] = None) -> list[str]:
+        greedy = sample_seed is None
+        generator = None if greedy else torch.Generator().manual_seed(sample_seed)
+        out: list[str] = []
+        for i in range(0, len(prompts), eval_cfg.batch_size):
+            out += policy.sample(
+                prompts[i : i + eval_cfg.batch_size],
+                metadata[i : i + eval_cfg.batch_size],
+                greedy=greedy,
+                generator=generator,
+                max_new_tokens=eval_cfg.max_new_tokens,
+                temperature=None if greedy else eval_cfg.sample_temperature,
+            )
+        return out
+
+    return answer
+
+
+def save_model_dir(model, processor, out_dir: str | os.PathLike, info: Optional[dict] = None) -> str:
+    """Write model + processor (+ ``genrl_task.json`` holding ``info``) into ``out_dir`` atomically
+    (``genrl.io.atomic_dir``); returns the folder."""
+    out_dir = Path(out_dir).expanduser()
+    with atomic_dir(out_dir) as tmp:
+        model.save_pretrained(tmp)
+        processor.save_pretrained(tmp)
+        (tmp / "genrl_task.json").write_text(json.dumps(info or {}, indent=2) + "\n")
+    return str(out_dir)
+
+
+def load_model_dir(path: str | os.PathLike, device: Any = "cpu"):
+    """``(model, processor)`` in float32 and eval mode from a model folder (one written by
+    :func:`save_model_dir`, or any folder of a supported model type, ``genrl.policies.vlm``)."""
+    from genrl.policies.vlm import load_components
+
+    parts = load_components(os.fspath(Path(path).expanduser()), torch.float32)
+    return parts["model"].to(device).eval(), parts["processor"]
+
+
+__all__ = [
+    "IMAGE_PLACEHOLDER",
+    "NEVER_SAMPLE_TOKENS",
+    "chat_prompts",
+    "encode_prompts",
+    "encode_sft",
+    "generate",
+    "images_of",
+    "load_model_dir",
+    "model_answerer",
+    "policy_answerer",
+    "save_model_dir",
+    "user_message",
+]
