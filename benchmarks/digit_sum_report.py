@@ -18,9 +18,9 @@ def main(out: str) -> None:
         except FileNotFoundError:
             continue
         ev = [r for r in rows if "eval/accuracy" in r]
-        tr = [r for r in rows if "reward_std" in r]
-        std = f"{sum(r['reward_std'] for r in tr) / len(tr):.3f}" if tr else "n/a"
-        share = lambda rs: sum(1 - r["frac_zero_std"] for r in rs) / len(rs)  # noqa: E731
+        tr = [r for r in rows if "reward/std" in r]
+        std = f"{sum(r['reward/std'] for r in tr) / len(tr):.3f}" if tr else "n/a"
+        share = lambda rs: sum(1 - r["reward/frac_zero_std"] for r in rs) / len(rs)  # noqa: E731
         informative = f"{share(tr):.3f} ({share(tr[:100]):.2f} -> {share(tr[-100:]):.2f})" if tr else "n/a"
         g = [e["eval/accuracy"] for e in ev]
         s = [e["eval/sampled_accuracy"] for e in ev]

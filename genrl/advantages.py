@@ -23,7 +23,7 @@ def group_advantages(
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """rewards, group_ids: [B] (gathered over all processes). Returns (advantages [B], stats).
 
-    Stats: ``reward_std`` (mean within-group std) and ``frac_zero_std`` (share of groups
+    Stats: ``reward/std`` (mean within-group std) and ``reward/frac_zero_std`` (share of groups
     whose rewards are all equal: they carry no learning signal).
     """
     if rewards.shape != group_ids.shape or rewards.ndim != 1:
@@ -51,9 +51,9 @@ def group_advantages(
         raise ValueError(f"advantages.std must be one of group, global, none; got {std!r}")
     stds = torch.stack(group_stds) if group_stds else torch.zeros(1, dtype=torch.float64)
     stats = {
-        "reward_std": stds.mean().item(),
-        "frac_zero_std": (stds < 1e-8).double().mean().item(),
-        "invalid_rewards": int((~valid).sum().item()),
+        "reward/std": stds.mean().item(),
+        "reward/frac_zero_std": (stds < 1e-8).double().mean().item(),
+        "reward/invalid": int((~valid).sum().item()),
     }
     return adv.float(), stats
 

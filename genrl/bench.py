@@ -93,7 +93,7 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     return {
         "rollout_samples_per_s": B * len(rollout_s) / sum(rollout_s),
         "update_s_per_iteration": sum(update_s) / len(update_s),
-        "optimizer_steps_per_iteration": m["optimizer_steps"],
+        "optimizer_steps_per_iteration": m["train/optimizer_steps"],
         "trained_steps": traj.log_probs_old.shape[1],
         "batch": B,
         "peak_memory_gib": peak / 2**30,

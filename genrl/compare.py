@@ -101,10 +101,10 @@ def matched_proxy(curves: dict[str, dict[int, dict]]) -> dict[int, tuple[float, 
 
 
 RATIO_KEYS = (
-    ("ratio_mean/step_", "raw ratio mean - 1", -1.0),
-    ("ratio_std/step_", "raw ratio std", 0.0),
-    ("norm_ratio_mean/step_", "normalised ratio mean - 1", -1.0),
-    ("norm_ratio_std/step_", "normalised ratio std", 0.0),
+    ("ratio/mean_step_", "raw ratio mean - 1", -1.0),
+    ("ratio/std_step_", "raw ratio std", 0.0),
+    ("ratio/norm_mean_step_", "normalised ratio mean - 1", -1.0),
+    ("ratio/norm_std_step_", "normalised ratio std", 0.0),
 )
 
 
@@ -114,7 +114,7 @@ def per_step_ratio_table(runs: list[dict]) -> list[str]:
     GRPO-Guard's, logged by ``grpo_guard`` only)."""
     acc: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        rows = [r for r in _rows(run["dir"]) if "grad_norm" in r]
+        rows = [r for r in _rows(run["dir"]) if "grad/norm" in r]
         for prefix, label, shift in RATIO_KEYS:
             per_step = defaultdict(list)
             for r in rows:
@@ -189,9 +189,9 @@ def write_report(runs: list[dict], out_dir: str) -> str:
             if len(by_seed) > 1:
                 ax.fill_between(first["step"][:n], [min(v) for v in cols], [max(v) for v in cols], alpha=0.15)
     for run in runs:
-        tr = [r for r in _rows(run["dir"]) if "grad_norm" in r]
+        tr = [r for r in _rows(run["dir"]) if "grad/norm" in r]
         label = f"{run['name']} s{run['seed']}"
-        for ax, prefix in ((ratio_axes[0], "ratio_mean/step_"), (ratio_axes[1], "ratio_std/step_")):
+        for ax, prefix in ((ratio_axes[0], "ratio/mean_step_"), (ratio_axes[1], "ratio/std_step_")):
             per_step = defaultdict(list)
             for r in tr:
                 for k, v in r.items():
@@ -200,7 +200,7 @@ def write_report(runs: list[dict], out_dir: str) -> str:
             ks = sorted(per_step)
             if ks:
                 ax.plot(ks, [sum(per_step[k]) / len(per_step[k]) for k in ks], marker="o", label=label)
-        spread = [(r["step"], r["grad_norm_output_spread"]) for r in tr if "grad_norm_output_spread" in r]
+        spread = [(r["step"], r["grad/output_norm_spread"]) for r in tr if "grad/output_norm_spread" in r]
         if spread:
             spread_ax.plot(*zip(*spread), label=label)
     lines += [

@@ -147,7 +147,7 @@ def test_sft_run_lowers_loss_and_writes_the_run_directory(tmp_path, task):
     run = tmp_path / "run"
     result = train(_sft_cfg(run))
     rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
-    losses = [r["loss"] for r in rows if "loss" in r]
+    losses = [r["loss/sft"] for r in rows if "loss/sft" in r]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert [r["step"] for r in rows if "eval/accuracy" in r] == [0, 2, 3]
     assert 0.0 <= result["final"]["eval/accuracy"] <= 1.0 and "eval/sampled_accuracy" in result["final"]

@@ -126,4 +126,4 @@ def test_two_process_failure_counts_are_global(tmp_path):
         "eval.num_steps=2",
     )
     (m,) = metrics
-    assert m["invalid_rewards"] == 4 and m["reward/nan_on_rank1_failed"] == 4 and m["reward/digits_failed"] == 0
+    assert m["reward/invalid"] == 4 and m["reward/nan_on_rank1_failed"] == 4 and m["reward/digits_failed"] == 0

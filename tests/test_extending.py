@@ -73,6 +73,6 @@ def test_objective_reward_and_task_from_your_own_package(tmp_path, monkeypatch):
         assert (
             0 < r["reward/my_pkg.rewards:brightness_mean"] <= 2.0 and r["reward/my_pkg.rewards:brightness_failed"] == 0
         )
-        assert r["grad_norm"] > 0 and "policy_loss" in r
+        assert r["grad/norm"] > 0 and "loss/policy" in r
     prompts = {json.loads(line)["prompt"] for line in open(run / "eval" / "step-000002" / "samples.jsonl")}
     assert len(prompts) == 10  # evaluation on all ten digits; training drew the even ones only

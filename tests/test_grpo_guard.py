@@ -47,7 +47,7 @@ def test_step_weights_scale_each_steps_gradient_by_one_over_dt():
     ratio = g[:, 0] / g[:, 2]
     torch.testing.assert_close(ratio, torch.full((B,), 4.0))  # (1 / 0.05) / (1 / 0.2)
     torch.testing.assert_close(g[:, 1], -torch.tensor([1.0, -1.0, 2.0, 0.5]) * 0.3 / 0.1 / (B * T))
-    assert m["ratio_mean"] == pytest.approx(1.0) and m["clip_frac_pos"] == 0.0
+    assert m["ratio/mean"] == pytest.approx(1.0) and m["ratio/clip_frac_pos"] == 0.0
 
 
 def test_clip_fraction_is_split_by_advantage_sign():
@@ -55,8 +55,8 @@ def test_clip_fraction_is_split_by_advantage_sign():
     info = {"std": torch.ones(B, T), "mean_sq_diff": torch.zeros(B, T), "output_scale": torch.ones(B, T)}
     log_new = torch.tensor([[0.5], [0.0]])  # sample 0 far outside the clip band
     _, m = _guard(log_new, torch.zeros(B, T), torch.tensor([1.0, -1.0]), info, clip_range=0.1)
-    assert m["clip_frac_pos"] == 1.0 and m["clip_frac_neg"] == 0.0
-    assert m["raw_ratio_mean"] == pytest.approx((1 + 0.5**0.5 * 0 + torch.e**0.5) / 2, rel=1e-5)
+    assert m["ratio/clip_frac_pos"] == 1.0 and m["ratio/clip_frac_neg"] == 0.0
+    assert m["ratio/raw_mean"] == pytest.approx((1 + 0.5**0.5 * 0 + torch.e**0.5) / 2, rel=1e-5)
 
 
 def test_guard_needs_the_flow_step_info():
@@ -100,10 +100,10 @@ def test_guard_logs_the_normalised_ratio_per_step():
     log_new = torch.tensor([[0.2, 0.2], [0.0, 0.0], [-0.2, -0.2]])
     _, m = _guard(log_new, torch.zeros(B, T), torch.ones(B), info, clip_range=0.1)
     # normalised log-ratio = s * log r: the step with s = 0.1 spreads 5x less than the one with 0.5
-    assert m["norm_ratio_std/step_07"] < m["norm_ratio_std/step_04"] / 4
-    assert {k for k in m if "/step_" in k} == {
-        "norm_ratio_mean/step_04",
-        "norm_ratio_std/step_04",
-        "norm_ratio_mean/step_07",
-        "norm_ratio_std/step_07",
+    assert m["ratio/norm_std_step_07"] < m["ratio/norm_std_step_04"] / 4
+    assert {k for k in m if "_step_" in k} == {
+        "ratio/norm_mean_step_04",
+        "ratio/norm_std_step_04",
+        "ratio/norm_mean_step_07",
+        "ratio/norm_std_step_07",
     }

@@ -36,7 +36,7 @@ def test_clip_region_has_zero_gradient():
     loss, m = _grpo(log_new, log_old, torch.tensor([1.0, -1.0]))
     loss.backward()
     assert torch.equal(log_new.grad, torch.zeros(2, 1))
-    assert m["clip_frac"] == 1.0
+    assert m["ratio/clip_frac"] == 1.0
     # the other side of the trust region is not clipped (pessimistic bound)
     log_new = torch.log(torch.tensor([[0.5], [1.5]])).requires_grad_(True)
     loss, _ = _grpo(log_new, log_old, torch.tensor([1.0, -1.0]))
@@ -53,13 +53,13 @@ def test_advantage_clamp():
 def test_kl_term_zero_at_reference_and_added_with_beta():
     log_p = torch.zeros(2, 3)
     loss0, m0 = _grpo(log_p, log_p, torch.tensor([1.0, -1.0]), beta=0.5, kl=torch.zeros(2, 3))
-    assert m0["kl"] == 0.0
+    assert m0["loss/kl"] == 0.0
     loss1, m1 = _grpo(log_p, log_p, torch.tensor([1.0, -1.0]), beta=0.5, kl=torch.full((2, 3), 0.2))
-    assert m1["kl"] == pytest.approx(0.2)
+    assert m1["loss/kl"] == pytest.approx(0.2)
     assert (loss1 - loss0).item() == pytest.approx(0.5 * 0.2)
     # beta = 0: kl is reported but not added
     loss2, m2 = _grpo(log_p, log_p, torch.tensor([1.0, -1.0]), beta=0.0, kl=torch.full((2, 3), 0.2))
-    assert loss2.item() == pytest.approx(loss0.item()) and m2["kl"] == pytest.approx(0.2)
+    assert loss2.item() == pytest.approx(loss0.item()) and m2["loss/kl"] == pytest.approx(0.2)
     with pytest.raises(ValueError, match="kl"):
         _grpo(log_p, log_p, torch.tensor([1.0, -1.0]), beta=0.5)
 
@@ -71,7 +71,7 @@ def test_group_advantages_normalise_within_groups():
     torch.testing.assert_close(adv[:3], (r[:3] - 2.0) / r[:3].std(unbiased=False))
     adv, st = group_advantages(r, g, "group", eps=1e-4)
     assert torch.equal(adv[3:], torch.zeros(3))  # a zero-variance group carries no signal
-    assert st["frac_zero_std"] == 0.5
+    assert st["reward/frac_zero_std"] == 0.5
     adv_g, _ = group_advantages(r, g, "global", eps=0.0)
     torch.testing.assert_close(adv_g[:3], (r[:3] - 2.0) / r.std(unbiased=False))
     adv_n, _ = group_advantages(r, g, "none")
@@ -81,7 +81,7 @@ def test_group_advantages_normalise_within_groups():
 def test_nan_rewards_get_zero_advantage_and_are_excluded_from_stats():
     r = torch.tensor([1.0, float("nan"), 3.0, 5.0])
     adv, st = group_advantages(r, torch.tensor([0, 0, 0, 0]), "group", eps=0.0)
-    assert adv[1] == 0 and st["invalid_rewards"] == 1
+    assert adv[1] == 0 and st["reward/invalid"] == 1
     torch.testing.assert_close(adv[[0, 2, 3]], (r[[0, 2, 3]] - 3.0) / r[[0, 2, 3]].std(unbiased=False))
 
 

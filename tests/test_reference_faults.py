@@ -382,7 +382,7 @@ def test_update_feeds_the_adaptive_controller():
         torch.Generator().manual_seed(0),
         kl,
     )
-    assert kl.updates == 2 and out["kl_coef"] == pytest.approx((1e-4 + (1e-4 + 1e-2 * 0.99 / 100)) / 2)
+    assert kl.updates == 2 and out["loss/kl_coef"] == pytest.approx((1e-4 + (1e-4 + 1e-2 * 0.99 / 100)) / 2)
 
 
 # ----------------------------------------------------------------------------- 10. SAGE's equaliser median
@@ -458,7 +458,7 @@ def test_flow_grpo_kl_convention_drops_the_dt_factor():
     objective = config_from_dict(OnlineConfig, {"objective": {"beta": 1.0, "kl_convention": "flow_grpo"}}).objective
     lp = torch.zeros(2, 4)
     _, m = OBJECTIVES.get("grpo")(lp, lp, torch.ones(2), torch.ones(2, 4), info, objective)
-    assert m["kl"] == pytest.approx(float(info["kl_flow_grpo"].detach().mean()))
+    assert m["loss/kl"] == pytest.approx(float(info["kl_flow_grpo"].detach().mean()))
     with pytest.raises(ConfigError, match="kl_convention"):
         config_from_dict(
             OnlineConfig, {"policy": {"sde": "sage", "eta": 0.5}, "objective": {"kl_convention": "flow_grpo"}}

@@ -81,9 +81,9 @@ def test_dual_trust_region_run_resumes_with_its_anchor(tmp_path):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     assert all(torch.equal(a["anchor"]["weights"][k], b["anchor"]["weights"][k]) for k in a["anchor"]["weights"])
     assert all(torch.equal(a["anchor"]["weights"][k], a["model"][k]) for k in a["model"])  # moved at the last step
-    rows = [json.loads(line) for line in open(tmp_path / "straight" / "metrics.jsonl") if "kl_step" in line]
-    assert [r["anchor_moved_at"] for r in rows] == [0, 3, 6]
-    assert rows[0]["kl"] >= 0 and rows[0]["grad_scale_mean"] > 0
+    rows = [json.loads(line) for line in open(tmp_path / "straight" / "metrics.jsonl") if "loss/kl_step" in line]
+    assert [r["train/anchor_moved_at"] for r in rows] == [0, 3, 6]
+    assert rows[0]["loss/kl"] >= 0 and rows[0]["grad/scale_mean"] > 0
 
 
 def test_flow_policy_reports_the_output_gradient_of_each_step():

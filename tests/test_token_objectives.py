@@ -162,10 +162,10 @@ def test_kl_term_added_with_beta_and_logged(name):
     expected = math.exp(-0.5) + 0.5 - 1  # k3 with ref - new = -0.5
     loss0, _ = _call(name, log_p, log_p, adv)
     loss1, m1 = _call(name, log_p, log_p, adv, info={"ref_log_probs": ref}, beta=0.5, kl_type="k3")
-    assert m1["kl"] == pytest.approx(expected, rel=1e-5)
+    assert m1["loss/kl"] == pytest.approx(expected, rel=1e-5)
     assert (loss1 - loss0).item() == pytest.approx(0.5 * expected, rel=1e-5)
     loss2, m2 = _call(name, log_p, log_p, adv, info={"ref_log_probs": ref}, beta=0.0, kl_type="k1")
-    assert m2["kl"] == pytest.approx(0.5) and loss2.item() == pytest.approx(loss0.item())
+    assert m2["loss/kl"] == pytest.approx(0.5) and loss2.item() == pytest.approx(loss0.item())
     with pytest.raises(ValueError, match="ref_log_probs"):  # token KL asked, only a flow KL given
         _call(name, log_p, log_p, adv, info={"kl": torch.zeros(2, 3)}, beta=0.5, kl_type="k3")
     with pytest.raises(ValueError, match="kl_type=k3"):  # flow KL asked, only token ref log-probs given
@@ -181,7 +181,7 @@ def test_dapo_clip_higher_is_asymmetric():
     # A > 0: 1.25 < 1.28 still learns, 1.3 is clipped; A < 0: 0.85 learns, 0.75 < 0.8 is clipped
     assert grad[0] != 0 and grad[1] == 0 and grad[2] != 0 and grad[3] == 0
     assert grad[0].item() == pytest.approx(-1.25 / 4)  # -A r / B
-    assert m["clip_frac"] == pytest.approx(0.5)
+    assert m["ratio/clip_frac"] == pytest.approx(0.5)
     # symmetric grpo clips 1.25 already, and refuses a different upper bound
     grad, _, _ = _grad("grpo", [1.25], [1.0])
     assert grad[0] == 0
@@ -224,8 +224,8 @@ def test_gspo_uniform_gradient_within_sequence_and_sequence_clip():
     torch.testing.assert_close(g[1], torch.full((4,), 2.0 * s[1].item() / 4 / 3, dtype=torch.float64))
     assert g[0, 3] == 0
     assert torch.equal(g[2], torch.zeros(4, dtype=torch.float64))  # s ~ 1.149 > 1.02 with A > 0: clipped
-    assert m["clip_frac"] == pytest.approx(1 / 3)  # sequence level
-    assert m["seq_ratio_mean"] == pytest.approx(s.mean().item())
+    assert m["ratio/clip_frac"] == pytest.approx(1 / 3)  # sequence level
+    assert m["ratio/seq_mean"] == pytest.approx(s.mean().item())
 
 
 # ----------------------------------------------------------------------------- sapo
@@ -254,9 +254,9 @@ def test_sapo_gate_gradient():
     g_far, _, m = _grad("sapo", [5.0], [1.0])
     g_near, _, _ = _grad("sapo", [1.0], [1.0])
     assert 0 < abs(g_far.item()) < 0.5 * abs(g_near.item())
-    assert m["clip_frac"] == 1.0  # gate weight < 0.5
+    assert m["ratio/clip_frac"] == 1.0  # gate weight < 0.5
     _, _, m = _grad("sapo", [1.5, 0.5], [1.0, -1.0])
-    assert m["clip_frac"] == 0.0
+    assert m["ratio/clip_frac"] == 0.0
 
 
 # ----------------------------------------------------------------------------- shapes
@@ -279,7 +279,7 @@ def test_flow_shaped_inputs(name):
     )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(log_new.grad).all() and log_new.grad.abs().sum() > 0
-    for k in ("policy_loss", "clip_frac", "ratio_mean", "ratio_std", "approx_kl", "kl"):
+    for k in ("loss/policy", "ratio/clip_frac", "ratio/mean", "ratio/std", "ratio/approx_kl", "loss/kl"):
         assert math.isfinite(m[k]), k
 
 
@@ -300,5 +300,5 @@ def test_token_shaped_inputs(name, loss_agg):
         _cfg(name=name, loss_agg=loss_agg, max_len_norm=16, beta=0.04, kl_type="k3"),
     )
     loss.backward()
-    assert torch.isfinite(loss) and torch.isfinite(log_new.grad).all() and m["kl"] >= 0
+    assert torch.isfinite(loss) and torch.isfinite(log_new.grad).all() and m["loss/kl"] >= 0
     assert torch.equal(log_new.grad * (1 - M), torch.zeros(3, 4))  # untrained tokens get no gradient

@@ -71,27 +71,27 @@ def test_training_changes_weights_and_writes_the_run_directory(tmp_path, base_mo
     rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
     train_rows = [r for r in rows if "reward/total_mean" in r]
     assert [r["step"] for r in train_rows] == [1, 2]
-    assert all(r["optimizer_steps"] == 1 for r in train_rows)  # 8 samples = 2 backward passes of 4, accumulated
+    assert all(r["train/optimizer_steps"] == 1 for r in train_rows)  # 8 samples = 2 backward passes of 4, accumulated
     for key in (
         "reward/digits_mean",
         "reward/digits_std",
-        "kl",
-        "clip_frac",
-        "approx_kl",
-        "reward_std",
-        "frac_zero_std",
-        "grad_norm",
-        "ratio_mean/step_00",
-        "ratio_std/step_03",
+        "loss/kl",
+        "ratio/clip_frac",
+        "ratio/approx_kl",
+        "reward/std",
+        "reward/frac_zero_std",
+        "grad/norm",
+        "ratio/mean_step_00",
+        "ratio/std_step_03",
         "time/rollout",
         "time/reward",
         "time/update",
-        "grad_norm_output/step_00",
-        "grad_norm_output/step_03",
-        "grad_norm_output_spread",
+        "grad/output_norm_step_00",
+        "grad/output_norm_step_03",
+        "grad/output_norm_spread",
     ):
         assert key in train_rows[-1], key
-    assert train_rows[-1]["grad_norm_output_spread"] >= 1.0
+    assert train_rows[-1]["grad/output_norm_spread"] >= 1.0
     assert any(f.startswith("events.out.tfevents") for f in os.listdir(run / "tb"))
     for step in (0, 1, 2):
         d = run / "eval" / f"step-{step:06d}"
@@ -143,7 +143,7 @@ def test_failing_rewards_are_masked_and_counted(tmp_path, base_model):
         train(_cfg(run, base_model, "rewards={flaky: 1.0}", "eval.every=0", "max_steps=3"))
     rows = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line]
     assert [r["reward/flaky_failed"] for r in rows] == [4, 8, 4]  # half, all (raised), half
-    assert all(r["invalid_rewards"] == r["reward/flaky_failed"] for r in rows)
+    assert all(r["reward/invalid"] == r["reward/flaky_failed"] for r in rows)
 
 
 def test_cli_rejects_bad_config_before_any_work(tmp_path):
@@ -164,7 +164,7 @@ def test_every_objective_trains_the_flow_policy(tmp_path, base_model, objective)
     std = "none" if objective == "dr_grpo" else "group"  # Dr. GRPO does not divide by the group's std
     train(_cfg(run, base_model, f"objective.name={objective}", f"advantages.std={std}", "max_steps=1", "eval.every=0"))
     row = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line][-1]
-    assert row["grad_norm"] > 0 and "policy_loss" in row
+    assert row["grad/norm"] > 0 and "loss/policy" in row
     lora_b = [
         t for n, t in load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["model"].items() if "lora_B" in n
     ]
@@ -182,7 +182,7 @@ def test_async_reward_scoring_gives_the_same_run(tmp_path, base_model):
         runs[mode] = (rows, load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["model"])
     (rows_a, w_a), (rows_s, w_s) = runs["true"], runs["false"]
     for a, s in zip(rows_a, rows_s):
-        for key in ("reward/total_mean", "reward/digits_std", "grad_norm", "clip_frac"):
+        for key in ("reward/total_mean", "reward/digits_std", "grad/norm", "ratio/clip_frac"):
             assert a[key] == s[key], key
         assert a["time/reward_busy"] > 0
     assert all(torch.equal(w_a[k], w_s[k]) for k in w_s)
@@ -206,9 +206,9 @@ def test_dynamic_sampling_and_zero_advantage_filter_in_a_run(tmp_path, base_mode
     train(_cfg(resumed, base_model, *extra, "max_steps=3"))
     rows = [json.loads(line) for line in open(straight / "metrics.jsonl") if "reward/total_mean" in line]
     for r in rows:
-        assert 1 <= r["dynamic_sampling/rounds"] <= 3 and "frac_zero_advantage" in r
+        assert 1 <= r["dynamic_sampling/rounds"] <= 3 and "reward/frac_zero_advantage" in r
         if r["dynamic_sampling/filled_groups"] == 0:
-            assert r["frac_zero_std"] == 0 and r["frac_zero_advantage"] == 0
+            assert r["reward/frac_zero_std"] == 0 and r["reward/frac_zero_advantage"] == 0
     a, b = (load_checkpoint(latest_checkpoint(str(d / "checkpoints"))) for d in (straight, resumed))
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
@@ -234,7 +234,11 @@ def test_no_optimizer_step_without_a_trained_action(tmp_path, base_model):
         )
     )
     row = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line][-1]
-    assert row["frac_zero_advantage"] == 1.0 and row["optimizer_steps"] == 0 and row["optimizer_steps_skipped"] == 2
+    assert (
+        row["reward/frac_zero_advantage"] == 1.0
+        and row["train/optimizer_steps"] == 0
+        and row["train/optimizer_steps_skipped"] == 2
+    )
     lora_b = [
         t for n, t in load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["model"].items() if "lora_B" in n
     ]

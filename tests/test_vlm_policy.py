@@ -299,8 +299,8 @@ def test_one_grpo_update_through_the_trainer():
     before = policy.trainable_state_dict()
     adv = torch.tensor([1.0, -1.0, 0.5, -0.5, 1.0, -1.0])
     m = update(policy, traj, adv, opt, OBJECTIVES.get("grpo"), cfg, acc, None, torch.Generator().manual_seed(0))
-    assert m["optimizer_steps"] == 2 and np.isfinite(m["grad_norm"]) and "kl" in m
-    assert np.isfinite(m["ratio_mean"]) and np.isfinite(m["kl"]) and m["kl"] >= 0
+    assert m["train/optimizer_steps"] == 2 and np.isfinite(m["grad/norm"]) and "loss/kl" in m
+    assert np.isfinite(m["ratio/mean"]) and np.isfinite(m["loss/kl"]) and m["loss/kl"] >= 0
     after = policy.trainable_state_dict()
     assert any(not torch.equal(before[n], after[n]) for n in before)
 

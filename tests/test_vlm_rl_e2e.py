@@ -66,9 +66,16 @@ def test_rl_from_sft_writes_the_run_directory(tmp_path, sft_config):
     assert 0 <= result["final"]["eval/accuracy"] <= 1 and "eval/sampled_accuracy" in result["final"]
     rows = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line]
     assert [r["step"] for r in rows] == [1, 2]
-    for key in ("reward/accuracy_mean", "kl", "clip_frac", "frac_zero_std", "grad_norm", "time/rollout"):
+    for key in (
+        "reward/accuracy_mean",
+        "loss/kl",
+        "ratio/clip_frac",
+        "reward/frac_zero_std",
+        "grad/norm",
+        "time/rollout",
+    ):
         assert key in rows[-1], key
-    assert not any(k.startswith("ratio_mean/step_") for k in rows[-1])  # no per-token-position noise
+    assert not any(k.startswith("ratio/mean_step_") for k in rows[-1])  # no per-token-position noise
     for step in (0, 1, 2):
         d = run / "eval" / f"step-{step:06d}"
         samples = [json.loads(line) for line in open(d / "samples.jsonl")]

@@ -199,7 +199,7 @@ def add_kl(
     config,
     loss_agg: str,
 ) -> torch.Tensor:
-    """``loss + beta * aggregate(kl)``; logs ``metrics["kl"]`` whenever the KL is computable
+    """``loss + beta * aggregate(kl)``; logs ``metrics["loss/kl"]`` whenever the KL is computable
     (also with ``beta = 0``). ``beta > 0`` without the needed input raises ``ValueError``."""
     kl_type = config.kl_type
     with torch.set_grad_enabled(torch.is_grad_enabled() and config.beta > 0):
@@ -218,7 +218,7 @@ def add_kl(
                 )
             return loss
         value = aggregate(kl, mask, loss_agg, config.max_len_norm)
-    metrics["kl"] = value.item()
+    metrics["loss/kl"] = value.item()
     return loss + config.beta * value if config.beta > 0 else loss
 
 
@@ -235,10 +235,10 @@ def ratio_metrics(
         var = masked_mean((ratio - mean) ** 2, mask)
         outside = (ratio < 1 - clip_range) | (ratio > 1 + high)
         return {
-            "ratio_mean": mean.item(),
-            "ratio_std": var.sqrt().item(),
-            "clip_frac": masked_mean(outside.float(), mask).item(),
-            "approx_kl": masked_mean(0.5 * log_ratio**2, mask).item(),
+            "ratio/mean": mean.item(),
+            "ratio/std": var.sqrt().item(),
+            "ratio/clip_frac": masked_mean(outside.float(), mask).item(),
+            "ratio/approx_kl": masked_mean(0.5 * log_ratio**2, mask).item(),
         }
 
 
@@ -246,7 +246,7 @@ def per_step_ratio_stats(
     log_ratio: torch.Tensor, mask: torch.Tensor, step_index: torch.Tensor, prefix: str = ""
 ) -> list[tuple[dict[str, float], float]]:
     """Ratio mean/std of each column of ``[B, t]`` (a denoising step), keyed by its step
-    index: ``[({"<prefix>ratio_mean/step_XX": ..., "<prefix>ratio_std/step_XX": ...}, count)]``."""
+    index: ``[({"ratio/<prefix>mean_step_XX": ..., "ratio/<prefix>std_step_XX": ...}, count)]``."""
     out = []
     with torch.no_grad():
         ratio = safe_exp(log_ratio)
@@ -259,6 +259,6 @@ def per_step_ratio_stats(
             std = (((ratio[:, j] - mean) ** 2 * m).sum() / n).sqrt()
             i = int(step_index[0, j])
             out.append(
-                ({f"{prefix}ratio_mean/step_{i:02d}": mean.item(), f"{prefix}ratio_std/step_{i:02d}": std.item()}, n)
+                ({f"ratio/{prefix}mean_step_{i:02d}": mean.item(), f"ratio/{prefix}std_step_{i:02d}": std.item()}, n)
             )
     return out

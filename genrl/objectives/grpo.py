@@ -37,7 +37,7 @@ def clipped_policy_loss(log_probs_new, log_probs_old, advantages, mask, step_inf
     per_action = clipped_surrogate(safe_exp(log_ratio), adv, low, high)
     policy_loss = aggregate(per_action, mask, loss_agg, config.max_len_norm)
     metrics = ratio_metrics(log_ratio, mask, config.clip_range, config.clip_range_high)
-    metrics["policy_loss"] = policy_loss.item()
+    metrics["loss/policy"] = policy_loss.item()
     loss = add_kl(policy_loss, metrics, log_probs_new, mask, step_info, config, loss_agg)
     return loss, metrics
 

@@ -26,9 +26,10 @@ It needs the policy's per-step ``std``, ``mean_sq_diff`` and ``output_scale`` (`
 steps, DDIM's output gain for the diffusion policy; ``DenoisingPolicy.log_prob``). It works with ``flow_sde`` and ``cps`` steps (the latter with
 ``policy.cps_log_prob: gaussian``: RatioNorm assumes the Gaussian density) and with the SDE window.
 
-Diagnostics: ``ratio_mean/std`` before (``raw_``) and after normalisation, per denoising step
-after normalisation (``norm_ratio_mean/step_XX``; the trainer logs the raw ``ratio_mean/step_XX``),
-and the clip fraction split by advantage sign (``clip_frac_pos`` / ``clip_frac_neg``).
+Diagnostics: the ratio's mean and std before (``ratio/raw_mean``, ``ratio/raw_std``) and after
+normalisation, per denoising step after normalisation (``ratio/norm_mean_step_XX``; the trainer
+logs the raw ``ratio/mean_step_XX``), and the clip fraction split by advantage sign
+(``ratio/clip_frac_pos`` / ``ratio/clip_frac_neg``).
 """
 
 from __future__ import annotations
@@ -99,16 +100,16 @@ def grpo_guard_loss(log_probs_new, log_probs_old, advantages, mask, step_info, c
     metrics = ratio_metrics(log_ratio_hat, mask, config.clip_range, config.clip_range_high)
     with torch.no_grad():
         raw = safe_exp(log_ratio)
-        metrics["raw_ratio_mean"] = masked_mean(raw, mask).item()
-        metrics["raw_ratio_std"] = masked_mean((raw - metrics["raw_ratio_mean"]) ** 2, mask).sqrt().item()
+        metrics["ratio/raw_mean"] = masked_mean(raw, mask).item()
+        metrics["ratio/raw_std"] = masked_mean((raw - metrics["ratio/raw_mean"]) ** 2, mask).sqrt().item()
         clipped = ((ratio_hat < low) | (ratio_hat > high)).float()
         pos, neg = mask * (adv > 0).float(), mask * (adv < 0).float()
-        metrics["clip_frac_pos"] = masked_mean(clipped, pos).item()
-        metrics["clip_frac_neg"] = masked_mean(clipped, neg).item()
+        metrics["ratio/clip_frac_pos"] = masked_mean(clipped, pos).item()
+        metrics["ratio/clip_frac_neg"] = masked_mean(clipped, neg).item()
         metrics["step_weight_mean"] = masked_mean(weight, mask).item()
         if "step_index" in step_info:  # the normalised ratio per denoising step (the raw one the trainer logs)
             for stats, _ in per_step_ratio_stats(log_ratio_hat, mask, step_info["step_index"], prefix="norm_"):
                 metrics.update(stats)
-    metrics["policy_loss"] = policy_loss.item()
+    metrics["loss/policy"] = policy_loss.item()
     loss = add_kl(policy_loss, metrics, log_probs_new, mask, step_info, config, config.loss_agg)
     return loss, metrics

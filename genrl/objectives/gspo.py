@@ -18,9 +18,9 @@ Not chunkable over ``T``: ``s_b`` needs the whole sequence, so ``train.timestep_
 must be 0 (its registered ``chunk_agg`` makes :func:`genrl.objectives.common.objective_chunk_weight`
 refuse partial chunks). The GSPO-token variant (per-token advantages) is not implemented.
 
-Metrics: ``clip_frac`` is the share of **sequences** whose ``s`` lies outside the clip
-range; ``ratio_mean``/``ratio_std``/``approx_kl`` are per action as in the other objectives,
-and ``seq_ratio_mean``/``seq_ratio_std`` describe ``s``.
+Metrics: ``ratio/clip_frac`` is the share of **sequences** whose ``s`` lies outside the clip
+range; ``ratio/mean``, ``ratio/std``, ``ratio/approx_kl`` are per action as in the other
+objectives, and ``ratio/seq_mean``, ``ratio/seq_std`` describe ``s``.
 """
 
 from __future__ import annotations
@@ -50,9 +50,9 @@ def gspo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config)
     metrics = ratio_metrics(log_ratio, mask, config.clip_range, config.clip_range_high)
     with torch.no_grad():
         seq_mean = (s * valid).sum() / n_seq
-        metrics["clip_frac"] = (((s < low) | (s > high)).to(s.dtype) * valid).sum().div(n_seq).item()
-        metrics["seq_ratio_mean"] = seq_mean.item()
-        metrics["seq_ratio_std"] = (((s - seq_mean) ** 2 * valid).sum() / n_seq).sqrt().item()
-    metrics["policy_loss"] = policy_loss.item()
+        metrics["ratio/clip_frac"] = (((s < low) | (s > high)).to(s.dtype) * valid).sum().div(n_seq).item()
+        metrics["ratio/seq_mean"] = seq_mean.item()
+        metrics["ratio/seq_std"] = (((s - seq_mean) ** 2 * valid).sum() / n_seq).sqrt().item()
+    metrics["loss/policy"] = policy_loss.item()
     loss = add_kl(policy_loss, metrics, log_probs_new, mask, step_info, config, config.loss_agg)
     return loss, metrics

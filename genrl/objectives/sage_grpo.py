@@ -55,8 +55,8 @@ def sage_grpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, co
     per_action = clipped_surrogate(safe_exp(log_ratio), adv, low, high) * step_info["grad_scale"]
     policy_loss = aggregate(per_action, mask, config.loss_agg, config.max_len_norm)
     metrics = ratio_metrics(log_ratio, mask, config.clip_range, config.clip_range_high)
-    metrics["policy_loss"] = policy_loss.item()
-    metrics["grad_scale_mean"] = masked_mean(step_info["grad_scale"], mask).item()
+    metrics["loss/policy"] = policy_loss.item()
+    metrics["grad/scale_mean"] = masked_mean(step_info["grad_scale"], mask).item()
     if config.beta <= 0:
         return policy_loss, metrics
     kl_anchor = kl_per_action(log_probs_new, step_info, config.kl_type, config.kl_convention)
@@ -64,7 +64,7 @@ def sage_grpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, co
         raise ValueError("objective sage_grpo with beta > 0 needs the KL to the anchor in step_info['kl']")
     kl_step = log_probs_old - log_probs_new  # [B, T]
     kl = aggregate(kl_anchor + config.step_kl_weight * kl_step, mask, config.loss_agg, config.max_len_norm)
-    metrics["kl"] = aggregate(kl_anchor, mask, config.loss_agg, config.max_len_norm).item()
-    metrics["kl_total"] = kl.item()  # the term beta multiplies (what an adaptive KL controller steers)
-    metrics["kl_step"] = masked_mean(kl_step, mask).item()
+    metrics["loss/kl"] = aggregate(kl_anchor, mask, config.loss_agg, config.max_len_norm).item()
+    metrics["loss/kl_total"] = kl.item()  # the term beta multiplies (what an adaptive KL controller steers)
+    metrics["loss/kl_step"] = masked_mean(kl_step, mask).item()
     return policy_loss + config.beta * kl, metrics

@@ -129,9 +129,9 @@ def update(
                         weight = objective_chunk_weight(objective, mask, sub.mask, cfg.objective, total=total) * world
                         accelerator.gradient_state._set_sync_gradients(last)  # DeepSpeed: step only after the last one
                         accelerator.backward(loss * weight)
-                    if "kl" in m and kl_control.adaptive:
-                        kl_control.update(m.get("kl_total", m["kl"]))  # SAGE-GRPO: after every backward pass
-                        m["kl_coef"] = obj_cfg.beta
+                    if "loss/kl" in m and kl_control.adaptive:
+                        kl_control.update(m.get("loss/kl_total", m["loss/kl"]))  # SAGE-GRPO: after every backward pass
+                        m["loss/kl_coef"] = obj_cfg.beta
                     acc.add(m, mask.sum().item())
                     if policy.per_step_metrics:
                         for stats, n in per_step_ratio_stats(
@@ -139,7 +139,7 @@ def update(
                         ):
                             acc.add(stats, n)
                         for i, g in policy.output_grad_norms().items():  # d loss / d output, per step
-                            acc.add({f"grad_norm_output/step_{i:02d}": g}, 1.0)
+                            acc.add({f"grad/output_norm_step_{i:02d}": g}, 1.0)
             if float(total) == 0 and accelerator.state.deepspeed_plugin is None:
                 # no trained action in this optimizer batch on any process (all masked, or dropped as
                 # zero-advantage): no step, so AdamW's momentum and weight decay do not move the weights
@@ -158,12 +158,12 @@ def update(
             if policy.anchor is not None:  # SAGE-GRPO's moving anchor: copied every anchor_period steps
                 policy.anchor.step()
     out = acc.result(accelerator)
-    per_step = [v for k, v in out.items() if k.startswith("grad_norm_output/step_")]
+    per_step = [v for k, v in out.items() if k.startswith("grad/output_norm_step_")]
     if per_step and min(per_step) > 0:  # how unequal the denoising steps' gradients are (1 = equal)
-        out["grad_norm_output_spread"] = max(per_step) / min(per_step)
-    out["grad_norm"] = sum(grad_norms) / max(len(grad_norms), 1)
-    out["optimizer_steps"] = len(grad_norms)
-    out["optimizer_steps_skipped"] = skipped
+        out["grad/output_norm_spread"] = max(per_step) / min(per_step)
+    out["grad/norm"] = sum(grad_norms) / max(len(grad_norms), 1)
+    out["train/optimizer_steps"] = len(grad_norms)
+    out["train/optimizer_steps_skipped"] = skipped
     return out
 
 
@@ -368,7 +368,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         traj.mask = traj.mask * torch.isfinite(total)[:, None].float()
         if cfg.advantages.drop_zero:  # Flow-GRPO: samples with advantage exactly 0 leave the update and its normaliser
             traj.mask = traj.mask * (advantages != 0)[:, None].float()
-            adv_stats["frac_zero_advantage"] = float(accelerator.gather(advantages).eq(0).float().mean())
+            adv_stats["reward/frac_zero_advantage"] = float(accelerator.gather(advantages).eq(0).float().mean())
         consecutive_failures = consecutive_failures + 1 if not torch.isfinite(all_rewards).any() else 0
         if consecutive_failures >= MAX_CONSECUTIVE_REWARD_FAILURES:
             raise RuntimeError(
@@ -410,7 +410,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             "time/update": t3 - t2,
         }
         if window:
-            metrics["sde_window_start"] = window[0]
+            metrics["train/sde_window_start"] = window[0]
         if ds_metrics:
             rounds_filled = accelerator.gather(
                 torch.tensor(
@@ -444,10 +444,10 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         if isinstance(sampler, VarianceAwareSampler):
             metrics.update(sampler.metrics())
         if policy.anchor is not None:
-            metrics["anchor_moved_at"] = policy.anchor.moved_at
+            metrics["train/anchor_moved_at"] = policy.anchor.moved_at
         if main:
             logger.log(done, metrics)
-            bar.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}", clip=f"{upd.get('clip_frac', 0):.2f}")
+            bar.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}", clip=f"{upd.get('ratio/clip_frac', 0):.2f}")
         if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
             run_eval(done)
         if done == cfg.max_steps or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):

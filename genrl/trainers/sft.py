@@ -132,12 +132,12 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
             logger.log(
                 done,
                 {
-                    "loss": loss.item(),
-                    "lr": lr,
-                    "grad_norm": grad_norm,
+                    "loss/sft": loss.item(),
+                    "train/lr": lr,
+                    "grad/norm": grad_norm,
                     "time/step": dt,
                     "time/train_total": t_train,
-                    "response_tokens": n_tokens,
+                    "train/response_tokens": n_tokens,
                 },
             )
         if cfg.log.progress_bar:
