@@ -27,6 +27,8 @@ import subprocess
 import sys
 import time
 
+from genrl.io import atomic_file
+
 # name -> overrides applied on top of the config (and the user's --set)
 VARIANTS: dict[str, list[str]] = {
     "default": [],
@@ -187,7 +189,7 @@ def main_bench(args) -> int:
     text = report(args.config, results, args.overrides, args.iters)
     print(text)
     if args.out:
-        with open(args.out, "w") as f:
+        with atomic_file(args.out) as f:
             f.write(text)
     return 0
 

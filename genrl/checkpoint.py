@@ -2,8 +2,8 @@
 
 A checkpoint is a folder ``checkpoints/step-XXXXXX/`` holding ``state.pt`` (trainable
 weights, optimizer, EMA, anything else the trainer hands over) and ``meta.json``. It is
-written into a hidden temporary folder first, flushed to disk, and renamed into place:
-a run killed mid-write leaves at worst a ``.tmp-*`` folder, which is ignored and cleaned
+written with ``genrl.io.atomic_dir`` (a hidden temporary folder, flushed to disk, renamed into
+place): a run killed mid-write leaves at worst a temporary folder, which is ignored and cleaned
 up, never a checkpoint that looks complete but is not.
 """
 
@@ -18,45 +18,34 @@ from typing import Any, Optional
 
 import torch
 
+from genrl.io import atomic_dir, atomic_file, stale_temporaries
+
 _NAME = re.compile(r"^step-(\d{6,})$")
 
 
-def _fsync_dir(path: str) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(root: str, step: int, state: dict[str, Any], keep_last: int = 2) -> str:
-    """Write ``state`` as ``root/step-{step:06d}`` atomically; keep the newest ``keep_last``."""
-    os.makedirs(root, exist_ok=True)
+    """Write ``state`` as ``root/step-{step:06d}`` atomically (``genrl.io.atomic_dir``: a
+    temporary folder, every file fsynced, then renamed into place; re-saving a step replaces it);
+    keep the newest ``keep_last``."""
     final = os.path.join(root, f"step-{step:06d}")
-    tmp = os.path.join(root, f".tmp-step-{step:06d}-{os.getpid()}")
-    shutil.rmtree(tmp, ignore_errors=True)
-    os.makedirs(tmp)
-    with open(os.path.join(tmp, "state.pt"), "wb") as f:
-        torch.save(state, f)
-        f.flush()
-        os.fsync(f.fileno())
-    with open(os.path.join(tmp, "meta.json"), "w") as f:
-        json.dump({"step": step, "time": time.time()}, f)
-        f.flush()
-        os.fsync(f.fileno())
-    if os.path.exists(final):  # re-saving the same step (e.g. resumed at it): replace it
-        shutil.rmtree(final)
-    os.replace(tmp, final)
-    _fsync_dir(root)
+    with atomic_dir(final) as tmp:
+        with atomic_file(tmp / "state.pt", "wb") as f:
+            torch.save(state, f)
+        with atomic_file(tmp / "meta.json") as f:
+            json.dump({"step": step, "time": time.time()}, f)
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
 
 
 def list_checkpoints(root: str) -> list[str]:
-    """Complete checkpoints under ``root``, oldest first; leftover temp folders are removed."""
+    """Complete checkpoints under ``root``, oldest first; the temporaries of writes that were
+    killed (``genrl.io.stale_temporaries``, and the ``.tmp-*`` folders of older genrl versions)
+    are removed."""
     if not os.path.isdir(root):
         return []
+    for path in stale_temporaries(root):
+        shutil.rmtree(path, ignore_errors=True)
     found = []
     for name in os.listdir(root):
         path = os.path.join(root, name)

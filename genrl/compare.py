@@ -27,6 +27,8 @@ import statistics
 import time
 from collections import defaultdict
 
+from genrl.io import atomic_file
+
 
 def _name(config_path: str) -> str:
     return os.path.splitext(os.path.basename(config_path))[0]
@@ -47,7 +49,7 @@ def run_all(configs: list[str], seeds: list[int], out_dir: str, overrides: list[
             if not os.path.isfile(done):
                 t0 = time.perf_counter()
                 train(cfg)
-                with open(wall_file, "w") as f:
+                with atomic_file(wall_file) as f:
                     f.write(f"{time.perf_counter() - t0:.1f}\n")
             wall = float(open(wall_file).read()) if os.path.isfile(wall_file) else float("nan")
             runs.append(
@@ -264,6 +266,6 @@ def write_report(runs: list[dict], out_dir: str) -> str:
         "",
     ]
     path = os.path.join(out_dir, "report.md")
-    with open(path, "w") as f:
+    with atomic_file(path) as f:
         f.write("\n".join(lines))
     return path

@@ -32,6 +32,7 @@ import torch
 from PIL import Image, ImageDraw, ImageFont
 
 from genrl.evaluation import save_animation, to_pil
+from genrl.io import atomic_file
 from genrl.run_dir import RunDirError, check_run, load_final_weights
 
 MIN_SIDE = 96  # small images (8x8 digits) are upscaled with nearest neighbours to at least this
@@ -356,10 +357,10 @@ def make_gallery(
     curves = plot_curves(run_dirs, labels, os.path.join(out_dir, "curves.png"))
     record["summary"] = summary
     record["runs"] = [{k: r[k] for k in ("label", "dir", "weights", "sampling")} for r in run_info]
-    with open(os.path.join(out_dir, "gallery.json"), "w") as f:
+    with atomic_file(os.path.join(out_dir, "gallery.json")) as f:
         json.dump(record, f, indent=1, allow_nan=True)
     title = "genrl gallery: " + ", ".join(labels)
     index = os.path.join(out_dir, "index.html")
-    with open(index, "w", encoding="utf-8") as f:
+    with atomic_file(index) as f:
         f.write(_page(title, run_info, columns, summary, sections, curves))
     return index

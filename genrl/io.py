@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -28,9 +29,30 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "genrl"
 
 
+_TEMPORARY = re.compile(r"^\..+\.(tmp|old)-\d+-[0-9a-f]{8}$")  # what _sibling names
+
+
 def _sibling(path: Path, tag: str) -> Path:
     """A hidden, unique name next to ``path``."""
     return path.with_name(f".{path.name}.{tag}-{os.getpid()}-{uuid.uuid4().hex[:8]}")
+
+
+def _fsync_dir(path: Path) -> None:
+    """Flush a folder's entries (a rename inside it) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def stale_temporaries(folder: str | os.PathLike) -> list[Path]:
+    """The temporaries that writes in ``folder`` left behind when their process was killed (a
+    finished or failed write leaves none). Only the one writer of a folder may remove them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for p in folder.iterdir() if _TEMPORARY.match(p.name))
 
 
 @contextlib.contextmanager
@@ -43,6 +65,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     try:
         yield tmp
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
@@ -50,7 +73,8 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_file(path: str | os.PathLike, mode: str = "w", encoding: str | None = "utf-8") -> Iterator[IO]:
-    """``open`` for writing, atomically: the file is flushed and fsynced, then moved into place."""
+    """``open`` for writing, atomically: the file is flushed and fsynced, then moved into place
+    (and the rename flushed to disk)."""
     with atomic_path(path) as tmp:
         with open(tmp, mode, encoding=None if "b" in mode else encoding) as fh:
             yield fh
@@ -74,6 +98,7 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
             old = _sibling(path, "old")
             os.replace(path, old)
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
         if old is not None:
             shutil.rmtree(old, ignore_errors=True)
     except BaseException:

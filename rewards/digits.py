@@ -3,8 +3,9 @@
 Why two classifiers: RL optimises the proxy, and a proxy can be fooled. The gold judge is a
 *different model family* (RBF SVM vs a neural net) trained on the *other half* of the data,
 so climbing the proxy without climbing gold is visible as over-optimisation rather than
-hidden. Both train in a few seconds on CPU from scikit-learn's bundled digits and are
-cached under ``<cache root>/digits-rewards-seed0/``.
+hidden. Both train in a few seconds on CPU from scikit-learn's bundled digits; the proxy is
+cached under ``<cache root>/digits-rewards-seed0/`` (a ``torch.save`` of tensors, read back
+with ``weights_only=True``), the gold judge is retrained at each start (no pickles).
 
 Contract (README.md, "Rewards"): ``reward(samples, prompts, metadata) -> dict[str, Tensor[B]]`` with
 ``samples`` images ``[B, 1, 8, 8]`` in [0, 1] and ``metadata[i]["digit"]`` the prompted
@@ -13,7 +14,6 @@ digit. A sample with non-finite pixels scores NaN (the trainer masks and counts 
 
 from __future__ import annotations
 
-import pickle
 import warnings
 from pathlib import Path
 from typing import Callable, Sequence
@@ -246,26 +246,14 @@ class DigitsGoldReward(_DigitsJudge):
     """
 
     key = "digits_gold"
-    FORMAT = 1
 
     def _load_or_train(self) -> None:
-        import sklearn
-
-        # the sklearn version is in the name: a pickle from another version is not reused
-        path = self.path = self.cache / f"gold-sklearn{sklearn.__version__}.pkl"
-
-        def load(p: Path) -> None:
-            with open(p, "rb") as f:  # our own file, written below
-                blob = pickle.load(f)
-            if blob.get("format") != self.FORMAT or blob.get("split_seed") != SPLIT_SEED:
-                raise ValueError("format or split seed mismatch")
-            self.clf = blob["model"]
-
-        if not self._load_cached(path, load):
-            images, labels = digits_split()["gold"]
-            self.clf = train_gold(images, labels)
-            blob = {"format": self.FORMAT, "split_seed": SPLIT_SEED, "model": self.clf}
-            _write_atomically(path, lambda tmp: tmp.write_bytes(pickle.dumps(blob)))
+        """Trained in memory at every start (0.2 s on a laptop CPU, and deterministic: libsvm and the
+        unshuffled 5-fold calibration draw nothing at random), never cached: an sklearn model can
+        only be stored as a pickle, and genrl loads no file in a way that can run code."""
+        self.path = None
+        images, labels = digits_split()["gold"]
+        self.clf = train_gold(images, labels)
 
     def _probs(self, images: torch.Tensor) -> torch.Tensor:
         flat = images.reshape(len(images), -1).double().numpy()  # [B, 64]

@@ -309,7 +309,11 @@ def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bflo
         processor.tokenizer.pad_token_id,
     )
     if os.path.isfile(full):
-        state = {k: v for k, v in ((_v5_key(k), v) for k, v in torch.load(full, map_location="cpu").items()) if k}
+        state = {
+            k: v
+            for k, v in ((_v5_key(k), v) for k, v in torch.load(full, map_location="cpu", weights_only=True).items())
+            if k
+        }
     else:
         lora = {_v5_key(k): v for k, v in load_file(adapter).items()}
         targets = sorted({re.sub(r"\.lora_(embedding_)?[AB](\.weight)?$", "", k) for k in lora})
@@ -326,7 +330,13 @@ def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bflo
         )
         state = {_lora_key(k): v for k, v in lora.items()}
         state.update(
-            {k: v for k, v in ((_v5_key(k), v) for k, v in torch.load(non_lora, map_location="cpu").items()) if k}
+            {
+                k: v
+                for k, v in (
+                    (_v5_key(k), v) for k, v in torch.load(non_lora, map_location="cpu", weights_only=True).items()
+                )
+                if k
+            }
         )
     own = model.state_dict()
     named = {
