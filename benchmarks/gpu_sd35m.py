@@ -27,6 +27,21 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+
+def _clip(vocab: int, hidden: int, layers: int, heads: int, positions: int, act: str = "quick_gelu") -> dict:
+    """A ``CLIPTextConfig``'s size fields (MLP width 4x hidden, projection = hidden, as in SD3's CLIPs)."""
+    return dict(
+        vocab_size=vocab,
+        hidden_size=hidden,
+        intermediate_size=4 * hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        max_position_embeddings=positions,
+        projection_dim=hidden,
+        hidden_act=act,
+    )
+
+
 # SD3.5-Medium's published component configs (model_index.json's subfolders).
 PRESETS = {
     "sd35m": dict(
@@ -59,26 +74,8 @@ PRESETS = {
             use_post_quant_conv=False,
             sample_size=1024,
         ),
-        clip_l=dict(
-            vocab_size=49408,
-            hidden_size=768,
-            intermediate_size=3072,
-            num_hidden_layers=12,
-            num_attention_heads=12,
-            max_position_embeddings=77,
-            projection_dim=768,
-            hidden_act="quick_gelu",
-        ),
-        clip_g=dict(
-            vocab_size=49408,
-            hidden_size=1280,
-            intermediate_size=5120,
-            num_hidden_layers=32,
-            num_attention_heads=20,
-            max_position_embeddings=77,
-            projection_dim=1280,
-            hidden_act="gelu",
-        ),
+        clip_l=_clip(vocab=49408, hidden=768, layers=12, heads=12, positions=77, act="quick_gelu"),
+        clip_g=_clip(vocab=49408, hidden=1280, layers=32, heads=20, positions=77, act="gelu"),
         t5=dict(
             vocab_size=32128,
             d_model=4096,
@@ -126,24 +123,8 @@ PRESETS = {
             use_post_quant_conv=False,
             sample_size=32,
         ),
-        clip_l=dict(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=16,
-            projection_dim=32,
-        ),
-        clip_g=dict(
-            vocab_size=64,
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=2,
-            max_position_embeddings=16,
-            projection_dim=32,
-        ),
+        clip_l=_clip(vocab=64, hidden=32, layers=2, heads=2, positions=16),
+        clip_g=_clip(vocab=64, hidden=32, layers=2, heads=2, positions=16),
         t5=dict(
             vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2, relative_attention_num_buckets=8
         ),
@@ -157,25 +138,12 @@ PRESETS = {
 
 def _tokenizer(max_length: int, vocab_size: int, bos: bool):
     """A word-level fast tokenizer (ids within ``vocab_size``), padding to ``max_length``."""
-    from tokenizers import Tokenizer, models, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+    from genrl.tasks.digits import word_level_tokenizer
 
     words = "a photo of cat dog red blue car in the park on table".split()
     vocab = {"<pad>": 0, "<bos>": 1, "<unk>": 2, "<eos>": 3, **{w: 4 + i for i, w in enumerate(words)}}
     assert len(vocab) <= vocab_size
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>" if bos else "$A <eos>", special_tokens=[("<bos>", 1), ("<eos>", 3)]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        model_max_length=max_length,
-    )
+    return word_level_tokenizer(vocab, max_length, bos=bos)
 
 
 def build_pipeline(preset: str, device: str):

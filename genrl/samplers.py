@@ -266,12 +266,7 @@ class VarianceAwareSampler(GroupSampler):
 
     def __init__(
         self,
-        num_prompts: int,
-        prompts_per_step: int,
-        group_size: int,
-        seed: int = 0,
-        num_processes: int = 1,
-        process_index: int = 0,
+        *args,
         lam: float = 0.5,
         a: float = 0.8,
         b: float = 0.2,
@@ -282,8 +277,11 @@ class VarianceAwareSampler(GroupSampler):
         init_ovs: float = 0.25,
         init_tds: float = 1.0,
         replacement: bool = False,
+        **kwargs,
     ):
-        super().__init__(num_prompts, prompts_per_step, group_size, seed, num_processes, process_index)
+        """``args`` / ``kwargs``: ``GroupSampler``'s (``num_prompts, prompts_per_step, group_size,
+        seed, num_processes, process_index``); the keywords here are VAS's own."""
+        super().__init__(*args, **kwargs)
         if not 0.0 <= lam <= 1.0:
             raise ValueError(f"lam must be in [0, 1], got {lam}")
         if a < 0 or b < 0 or a + b == 0:
@@ -298,7 +296,7 @@ class VarianceAwareSampler(GroupSampler):
         self.replacement = bool(replacement)
         self._diversity = diversity_fn(diversity)
         self.n_weighted = math.floor(self.lam * self.k + 1e-9)
-        N, f64 = num_prompts, torch.float64
+        N, f64 = self.num_prompts, torch.float64
         self._ovs = torch.full((N,), self.init_ovs, dtype=f64)
         self._tds = torch.full((N,), self.init_tds, dtype=f64)
         self._pass_rate = torch.full((N,), float("nan"), dtype=f64)  # of the latest window

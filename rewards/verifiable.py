@@ -454,15 +454,7 @@ class AccuracyReward:
     """``{"accuracy": 1.0 | 0.0}``: extracted answer vs ``metadata[i]["answer"]``; the matcher
     follows ``answer_type`` (auto: ``choice`` when ``choices`` are given, else maths)."""
 
-    def __init__(self) -> None:
-        pass
-
-    def __call__(
-        self,
-        samples: Sequence[str],
-        prompts: Optional[Sequence[str]] = None,
-        metadata: Optional[Sequence[Mapping]] = None,
-    ):
+    def __call__(self, samples: Sequence[str], prompts=None, metadata: Optional[Sequence[Mapping]] = None):
         metadata = _check_batch(samples, prompts, metadata)
         return {"accuracy": _per_sample(score_accuracy, samples, metadata)}
 
@@ -471,15 +463,7 @@ class AccuracyReward:
 class FormatReward:
     """``{"format": 1.0 | 0.0}`` by :func:`format_ok`; needs no gold answer."""
 
-    def __init__(self) -> None:
-        pass
-
-    def __call__(
-        self,
-        samples: Sequence[str],
-        prompts: Optional[Sequence[str]] = None,
-        metadata: Optional[Sequence[Mapping]] = None,
-    ):
+    def __call__(self, samples: Sequence[str], prompts=None, metadata: Optional[Sequence[Mapping]] = None):
         if prompts is not None and len(prompts) != len(samples):
             raise ValueError(f"got {len(samples)} samples and {len(prompts)} prompts")
         return {"format": _per_sample(lambda s, _: float(format_ok(s)), samples, [None] * len(samples))}

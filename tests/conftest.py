@@ -194,3 +194,19 @@ def get_dummy_clip_processor(texts, image_size: int = 32):
         size={"shortest_edge": image_size}, crop_size={"height": image_size, "width": image_size}
     )
     return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+
+
+def assert_documented_metric_names(metrics_jsonl) -> None:
+    """Every key of a run's metrics.jsonl (but ``step``) starts with a prefix of the README's
+    "Logged metrics" table."""
+    import json
+    import os
+    import re
+
+    readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
+    table = readme.split("### Logged metrics", 1)[1].split("\n\n")[2]  # heading, sentence, table
+    prefixes = tuple(re.findall(r"`([a-z_]+/)`", "\n".join(line.split(" | ")[0] for line in table.splitlines())))
+    assert len(prefixes) >= 7, prefixes
+    keys = {k for line in open(metrics_jsonl) for k in json.loads(line) if k != "step"}
+    undocumented = sorted(k for k in keys if not k.startswith(prefixes))
+    assert keys and not undocumented, undocumented

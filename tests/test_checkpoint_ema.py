@@ -45,3 +45,21 @@ def test_ema_tracks_and_swaps():
     assert torch.allclose(other.shadow[0], torch.full((3,), 0.75))
     with pytest.raises(ValueError, match="decay"):
         EMA([p], decay=1.0)
+
+
+def test_temporaries_of_killed_writes_are_removed_and_never_loaded(tmp_path):
+    from genrl.io import atomic_dir
+
+    root = tmp_path / "ckpt"
+    save_checkpoint(str(root), 1, {"step": 1})
+
+    class Killed(Exception):
+        pass
+
+    with pytest.raises(Killed), atomic_dir(root / "step-000002") as tmp:
+        (tmp / "meta.json").write_text("{}")
+        raise Killed  # the write fails part-way: nothing of it stays
+    os.makedirs(root / ".step-000003.tmp-123-deadbeef")  # what a kill -9 mid-write leaves
+    (root / ".step-000003.tmp-123-deadbeef" / "meta.json").write_text("{}")
+    assert list_checkpoints(str(root)) == [str(root / "step-000001")]
+    assert sorted(os.listdir(root)) == ["step-000001"]

@@ -302,3 +302,30 @@ def _sections(cfg):
         if dataclasses.is_dataclass(v):
             yield v
             yield from _sections(v)
+
+
+@pytest.mark.parametrize(
+    "override,key",
+    [
+        ("policy.lora.alpha=.inf", "policy.lora.alpha"),
+        ("train.weight_decay=.inf", "train.weight_decay"),
+        ("train.max_grad_norm=.inf", "train.max_grad_norm"),
+        ("train.adam_eps=.inf", "train.adam_eps"),
+        ("eval.guidance_scale=.inf", "eval.guidance_scale"),
+        ("advantages.eps=.inf", "advantages.eps"),
+    ],
+)
+def test_infinite_floats_are_config_errors(override, key):
+    with pytest.raises(ConfigError, match=f"{key}=inf: must be finite"):
+        config_from_dict(OnlineConfig, {}, [override])
+
+
+def test_the_online_and_sft_train_sections_share_one_optimizer_section():
+    from genrl.config import OptimizerConfig, SFTConfig, SFTTrainConfig, TrainConfig
+
+    names = [f.name for f in dataclasses.fields(OptimizerConfig)]
+    for cls in (TrainConfig, SFTTrainConfig):
+        assert issubclass(cls, OptimizerConfig) and [f.name for f in dataclasses.fields(cls)][: len(names)] == names
+    assert SFTTrainConfig().lr == 3e-3 and TrainConfig().lr == 3e-4  # each trainer keeps its own defaults
+    with pytest.raises(ConfigError, match="train.adam_beta1"):
+        config_from_dict(SFTConfig, {}, ["train.adam_beta1=1.0"])

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import assert_documented_metric_names
 
 from genrl import vlm_batching as vb
 from genrl.config import ConfigError, SFTConfig, load_config
@@ -147,6 +148,7 @@ def test_sft_run_lowers_loss_and_writes_the_run_directory(tmp_path, task):
     run = tmp_path / "run"
     result = train(_sft_cfg(run))
     rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert_documented_metric_names(run / "metrics.jsonl")
     losses = [r["loss/sft"] for r in rows if "loss/sft" in r]
     assert len(losses) == 3 and losses[-1] < losses[0]
     assert [r["step"] for r in rows if "eval/accuracy" in r] == [0, 2, 3]

@@ -7,6 +7,7 @@ import sys
 
 import pytest
 import torch
+from conftest import assert_documented_metric_names
 
 from genrl.checkpoint import latest_checkpoint, load_checkpoint
 from genrl.config import OnlineConfig, load_config
@@ -69,6 +70,7 @@ def test_training_changes_weights_and_writes_the_run_directory(tmp_path, base_mo
     # run directory contract
     assert load_config(OnlineConfig, str(run / "config.yaml")).output_dir == str(run)
     rows = [json.loads(line) for line in open(run / "metrics.jsonl")]
+    assert_documented_metric_names(run / "metrics.jsonl")
     train_rows = [r for r in rows if "reward/total_mean" in r]
     assert [r["step"] for r in train_rows] == [1, 2]
     assert all(r["train/optimizer_steps"] == 1 for r in train_rows)  # 8 samples = 2 backward passes of 4, accumulated

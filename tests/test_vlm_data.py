@@ -267,3 +267,48 @@ def test_mmr1_recipe_keeps_the_published_settings_and_fits_its_accelerate_config
     # one optimizer step per RL step: every process's samples make exactly one accumulation
     per_process = cfg.rollout.prompts_per_step * cfg.rollout.group_size // acc["num_processes"]
     assert per_process == cfg.train.batch_size * cfg.train.gradient_accumulation_steps
+
+
+def test_sft_on_local_files_with_a_response_column(tmp_path, data_dir):
+    """SFT works for any task with target responses: vlm_data reads them from data.response_key,
+    and its evaluation writes the same samples.jsonl fields as the RL trainer's (one writer)."""
+    from genrl.config import SFTConfig
+    from genrl.trainers.sft import train
+
+    rows = [json.loads(line) for line in open(data_dir / "train.jsonl")]
+    with open(data_dir / "sft.jsonl", "w") as f:
+        f.writelines(json.dumps({**r, "solution": f"the answer is {r['answer']}"}) + "\n" for r in rows)
+    comps = get_dummy_vlm_components("qwen2_vl")
+    model_dir = tmp_path / "model"
+    comps["model"].save_pretrained(model_dir)
+    comps["processor"].save_pretrained(model_dir)
+    base = {
+        "task": "vlm_data",
+        "model": str(model_dir),
+        "output_dir": str(tmp_path / "sft"),
+        "max_steps": 6,
+        "data": {"train_files": [str(data_dir / "sft.jsonl")], "val_files": [str(data_dir / "train.jsonl")]},
+        "train": {"batch_size": 3, "lr": 1e-2, "warmup_steps": 0, "lr_schedule": "constant"},
+        "eval": {"every": 0, "num_questions": 3, "max_new_tokens": 4, "sample_temperature": 1.0},
+        "log": {"every": 1, "progress_bar": False},
+    }
+    with pytest.raises(ConfigError, match="data.response_key"):
+        config_from_dict(SFTConfig, base)
+    result = train(config_from_dict(SFTConfig, {**base, "data": {**base["data"], "response_key": "solution"}}))
+    assert set(result["final"]) >= {"eval/accuracy", "eval/format", "eval/sampled_accuracy", "eval/sampled_format"}
+    losses = [r["loss/sft"] for r in map(json.loads, open(tmp_path / "sft" / "metrics.jsonl")) if "loss/sft" in r]
+    assert len(losses) == 6 and losses[-1] < losses[0]
+    samples = [json.loads(line) for line in open(tmp_path / "sft" / "eval" / "step-000006" / "samples.jsonl")]
+    assert [r["answer"] for r in samples] == ["7", "\\frac{1}{2}", "4"]
+    assert [r["images"] for r in samples] == [["00000.png"], ["00001-0.png", "00001-1.png"], []]
+    assert set(samples[0]) == {"image", "images", "source", "question", "answer", "response", "correct"}
+    assert json.loads((tmp_path / "sft" / "model" / "genrl_task.json").read_text())["task"] == "vlm_data"
+
+
+def test_sft_refuses_a_task_without_target_responses(tmp_path):
+    from genrl.config import SFTConfig
+    from genrl.trainers.sft import train
+
+    with pytest.raises(ValueError, match="no SFT examples"):
+        train(config_from_dict(SFTConfig, {"task": "digits", "output_dir": str(tmp_path / "x")}))
+    assert not (tmp_path / "x").exists()

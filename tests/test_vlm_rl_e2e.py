@@ -5,6 +5,7 @@ import os
 
 import pytest
 import torch
+from conftest import assert_documented_metric_names
 
 from genrl.checkpoint import latest_checkpoint, load_checkpoint
 from genrl.config import OnlineVLMConfig, SFTConfig, load_config
@@ -65,6 +66,7 @@ def test_rl_from_sft_writes_the_run_directory(tmp_path, sft_config):
     assert os.path.isdir(os.path.join(os.path.dirname(sft_config), "run", "model"))
     assert 0 <= result["final"]["eval/accuracy"] <= 1 and "eval/sampled_accuracy" in result["final"]
     rows = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line]
+    assert_documented_metric_names(run / "metrics.jsonl")
     assert [r["step"] for r in rows] == [1, 2]
     for key in (
         "reward/accuracy_mean",

@@ -9,78 +9,17 @@
 ``TRAINER_CONFIGS`` maps a config file's ``trainer:`` key to its top-level section.
 """
 
-from genrl.config.base import (
-    ConfigError,
-    Section,
-    at_least,
-    config_from_dict,
-    config_to_dict,
-    describe_config,
-    load_config,
-    nonempty,
-    option,
-    require,
-    save_config,
-)
-from genrl.config.common import CheckpointConfig, LogConfig, LoraConfig, OptimizerConfig
-from genrl.config.online import (
-    SDE_TYPES,
-    AdvantageConfig,
-    EvalConfig,
-    ObjectiveConfig,
-    OnlineConfig,
-    PolicyConfig,
-    PromptDataConfig,
-    RolloutConfig,
-    TrainConfig,
-    VASConfig,
-)
-from genrl.config.sft import SFTConfig, SFTLogConfig, SFTTrainConfig
-from genrl.config.vlm import (
-    VLM_MODEL_TYPES,
-    OnlineVLMConfig,
-    ResponseEvalConfig,
-    VLMDataConfig,
-    VLMLoraConfig,
-    VLMPolicyConfig,
-)
+from genrl.config import base, common, online, sft, vlm
+from genrl.config.base import *  # noqa: F403
+from genrl.config.common import *  # noqa: F403
+from genrl.config.online import *  # noqa: F403
+from genrl.config.sft import *  # noqa: F403
+from genrl.config.vlm import *  # noqa: F403
 
-TRAINER_CONFIGS: dict[str, type] = {"online": OnlineConfig, "online_vlm": OnlineVLMConfig, "sft": SFTConfig}
+TRAINER_CONFIGS: dict[str, type] = {
+    "online": online.OnlineConfig,
+    "online_vlm": vlm.OnlineVLMConfig,
+    "sft": sft.SFTConfig,
+}
 
-__all__ = [
-    "SDE_TYPES",
-    "TRAINER_CONFIGS",
-    "VLM_MODEL_TYPES",
-    "AdvantageConfig",
-    "CheckpointConfig",
-    "ConfigError",
-    "EvalConfig",
-    "LogConfig",
-    "LoraConfig",
-    "ObjectiveConfig",
-    "OnlineConfig",
-    "OnlineVLMConfig",
-    "OptimizerConfig",
-    "PolicyConfig",
-    "PromptDataConfig",
-    "ResponseEvalConfig",
-    "RolloutConfig",
-    "SFTConfig",
-    "SFTLogConfig",
-    "SFTTrainConfig",
-    "Section",
-    "TrainConfig",
-    "VASConfig",
-    "VLMDataConfig",
-    "VLMLoraConfig",
-    "VLMPolicyConfig",
-    "at_least",
-    "config_from_dict",
-    "config_to_dict",
-    "describe_config",
-    "load_config",
-    "nonempty",
-    "option",
-    "require",
-    "save_config",
-]
+__all__ = ["TRAINER_CONFIGS", *base.__all__, *common.__all__, *online.__all__, *sft.__all__, *vlm.__all__]

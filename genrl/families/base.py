@@ -92,6 +92,19 @@ class Family:
         self.scheduler.set_timesteps(num_steps, device="cpu")
         return self.scheduler.sigmas.float().clone()
 
+    def shift_mu(self, calculate_shift, image_seq_len: int, max_shift: float = 1.15) -> float:
+        """``mu`` of dynamic (resolution-dependent) shifting for ``image_seq_len`` latent tokens: the
+        pipeline's own ``calculate_shift`` (diffusers) fed from the scheduler config, with the
+        pipelines' defaults for missing keys (``max_shift``: 1.15 in FLUX / Qwen-Image, 1.16 in SD3)."""
+        c = self.scheduler.config
+        return calculate_shift(
+            image_seq_len,
+            c.get("base_image_seq_len", 256),
+            c.get("max_image_seq_len", 4096),
+            c.get("base_shift", 0.5),
+            c.get("max_shift", max_shift),
+        )
+
     def forward(self, model, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 

@@ -64,13 +64,7 @@ class FluxFamily(Family):
 
         sched, c = self.scheduler, self.scheduler.config
         _, h, w = self.noise_shape
-        mu = calculate_shift(
-            (h // 2) * (w // 2),
-            c.get("base_image_seq_len", 256),
-            c.get("max_image_seq_len", 4096),
-            c.get("base_shift", 0.5),
-            c.get("max_shift", 1.15),
-        )
+        mu = self.shift_mu(calculate_shift, (h // 2) * (w // 2))
         if c.get("use_flow_sigmas", False):  # the pipeline drops its own sigmas then
             sched.set_timesteps(num_steps, device="cpu", mu=mu)
         else:

@@ -93,14 +93,7 @@ class QwenImageFamily(Family):
         from diffusers.pipelines.qwenimage.pipeline_qwenimage import calculate_shift
 
         sched, (h, w) = self.scheduler, self._latent_hw
-        c = sched.config
-        mu = calculate_shift(
-            (h // 2) * (w // 2),
-            c.get("base_image_seq_len", 256),
-            c.get("max_image_seq_len", 4096),
-            c.get("base_shift", 0.5),
-            c.get("max_shift", 1.15),
-        )
+        mu = self.shift_mu(calculate_shift, (h // 2) * (w // 2))
         sched.set_timesteps(sigmas=np.linspace(1.0, 1 / num_steps, num_steps), device="cpu", mu=mu)
         return sched.sigmas.float().clone()
 

@@ -39,13 +39,7 @@ class SD3Family(Family):
 
             _, h, w = self.noise_shape
             p = self.denoiser.config.patch_size
-            mu = calculate_shift(
-                (h // p) * (w // p),
-                sched.config.get("base_image_seq_len", 256),
-                sched.config.get("max_image_seq_len", 4096),
-                sched.config.get("base_shift", 0.5),
-                sched.config.get("max_shift", 1.16),
-            )
+            mu = self.shift_mu(calculate_shift, (h // p) * (w // p), max_shift=1.16)
             sched.set_timesteps(num_steps, device="cpu", mu=mu)
             return sched.sigmas.float().clone()
         return super().sigmas(num_steps)

@@ -302,15 +302,14 @@ class VLMPolicy(Policy):
             "image_grid_thw": torch.cat([g for g in grids if g.shape[0]]),
         }
 
-    def _positions(self, input_ids, mm_token_type_ids, attention_mask, vision: dict) -> torch.Tensor:
-        """3-D multimodal RoPE positions ``[3, B, L]`` from the model's own ``get_rope_index``."""
+    def _forward(self, model, ids, am, mm, vision: dict, **kwargs):
+        """``model`` over whole sequences (ids / attention mask / mm_token_type_ids ``[B, L]``, the
+        images' ``vision`` inputs) at their 3-D multimodal RoPE positions ``[3, B, L]`` from the
+        model's own ``get_rope_index``; ``kwargs`` go to the model. Returns (output, positions)."""
         pos, _ = self._module.model.get_rope_index(
-            input_ids,
-            mm_token_type_ids=mm_token_type_ids,
-            image_grid_thw=vision.get("image_grid_thw"),
-            attention_mask=attention_mask,
+            ids, mm_token_type_ids=mm, image_grid_thw=vision.get("image_grid_thw"), attention_mask=am
         )
-        return pos
+        return model(input_ids=ids, attention_mask=am, position_ids=pos, mm_token_type_ids=mm, **kwargs, **vision), pos
 
     def _adjust(self, logits: torch.Tensor, temperature: Optional[float] = None) -> torch.Tensor:
         """float32 logits / temperature (the policy's unless given) with the never-sampled tokens at -inf."""
@@ -333,17 +332,8 @@ class VLMPolicy(Policy):
         ids, am, mm = enc["prompt_ids"], enc["prompt_mask"], enc["prompt_mm_token_type_ids"]
         vision = self._vision_inputs(enc)
         B = ids.shape[0]
-        pos = self._positions(ids, mm, am, vision)
+        out, pos = self._forward(model, ids, am, mm, vision, use_cache=True, logits_to_keep=1)
         next_pos = pos.amax(dim=(0, 2)) + 1  # [B]
-        out = model(
-            input_ids=ids,
-            attention_mask=am,
-            position_ids=pos,
-            mm_token_type_ids=mm,
-            use_cache=True,
-            logits_to_keep=1,
-            **vision,
-        )
         cache = _cache_of(out)
         logits = out.logits[:, -1]
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
@@ -432,17 +422,8 @@ class VLMPolicy(Policy):
         T = ids.shape[1] - P
         s0, s1, _ = steps.indices(T)
         vision = self._vision_inputs(data)
-        pos = self._positions(ids, mm, am, vision)
         # logits at positions P-1+s0 .. P-2+s1 predict response tokens s0 .. s1-1
-        out = model(
-            input_ids=ids,
-            attention_mask=am,
-            position_ids=pos,
-            mm_token_type_ids=mm,
-            use_cache=False,
-            logits_to_keep=T + 1 - s0,
-            **vision,
-        )
+        out, _ = self._forward(model, ids, am, mm, vision, use_cache=False, logits_to_keep=T + 1 - s0)
         logits = self._adjust(out.logits[:, : s1 - s0])
         lp_all = torch.log_softmax(logits, -1)
         lp = lp_all.gather(-1, ids[:, P + s0 : P + s1, None]).squeeze(-1)

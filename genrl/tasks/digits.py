@@ -102,24 +102,22 @@ def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
 # ----------------------------------------------------------------------------- components
 
 
-def build_tokenizer() -> "PreTrainedTokenizerFast":
-    """A real word-level fast tokenizer, built in code (no download).
-
-    Lower-cases, splits on whitespace, wraps every caption in ``<bos> ... <eos>`` and pads
-    with ``<pad>`` to ``model_max_length`` (8). Saves and loads with ``save_pretrained`` /
-    ``AutoTokenizer.from_pretrained`` like any hub tokenizer.
-    """
+def word_level_tokenizer(
+    vocab: dict[str, int], max_length: int, bos: bool = True, lowercase: bool = False
+) -> "PreTrainedTokenizerFast":
+    """A real word-level fast tokenizer (``tokenizers``' ``WordLevel``, split on whitespace), built
+    in code: each text becomes ``<bos> ... <eos>`` (``... <eos>`` without ``bos``), padded on the
+    right with ``<pad>`` to ``model_max_length = max_length``. ``vocab`` maps words to ids and holds
+    ``<pad>``, ``<bos>``, ``<eos>`` and ``<unk>``."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = dict(SPECIAL_TOKENS)
-    for word in WORDS:
-        vocab.setdefault(word, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
+    if lowercase:
+        tok.normalizer = normalizers.Lowercase()
     tok.pre_tokenizer = pre_tokenizers.Whitespace()
     tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>",
+        single="<bos> $A <eos>" if bos else "$A <eos>",
         special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])],
     )
     return PreTrainedTokenizerFast(
@@ -128,9 +126,19 @@ def build_tokenizer() -> "PreTrainedTokenizerFast":
         eos_token="<eos>",
         unk_token="<unk>",
         pad_token="<pad>",
-        model_max_length=MAX_LENGTH,
+        model_max_length=max_length,
         padding_side="right",
     )
+
+
+def build_tokenizer() -> "PreTrainedTokenizerFast":
+    """The digits task's tokenizer (:func:`word_level_tokenizer`): lower-cases, wraps every caption
+    in ``<bos> ... <eos>`` and pads with ``<pad>`` to ``model_max_length`` (8). Saves and loads with
+    ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` like any hub tokenizer."""
+    vocab = dict(SPECIAL_TOKENS)
+    for word in WORDS:
+        vocab.setdefault(word, len(vocab))
+    return word_level_tokenizer(vocab, MAX_LENGTH, lowercase=True)
 
 
 def build_text_encoder(vocab_size: int | None = None) -> "CLIPTextModelWithProjection":

@@ -220,7 +220,8 @@ class VLMDataTask(ResponseTask):
             rows = read_rows(path)
             for r, row in enumerate(rows):
                 where = f"{path} row {r}"
-                needed = (c.prompt_key, c.answer_key, *([c.response_key] if c.response_key else []))
+                targets = [c.response_key] if c.response_key and key == "data.train_files" else []
+                needed = (c.prompt_key, c.answer_key, *targets)
                 missing = [k for k in needed if k not in row or row[k] is None]
                 if missing:
                     raise ValueError(
@@ -244,7 +245,7 @@ class VLMDataTask(ResponseTask):
                         "choices": row.get("choices"),
                         "images": images,
                         "source": where,
-                        "response": str(row[c.response_key]) if c.response_key else None,
+                        "response": str(row[c.response_key]) if targets else None,
                     }
                 )
             if not rows:
