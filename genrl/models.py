@@ -30,6 +30,41 @@ def check_model_kind(task, kind: str) -> None:
         raise ValueError(f"task {task.name!r} has no {kind!r} model; its models: {', '.join(task.MODELS)}")
 
 
+class EmbeddedModelTask:
+    """Base of a task that owns models built here (``policy.model: task:<name>``): each kind in
+    ``MODELS`` is a folder, ready once its ``genrl_task.json`` exists (written last, atomically).
+
+    A subclass sets ``name``, ``MODELS`` and ``model_dir`` (the ``policy`` folder) and implements
+    ``build(path, progress)``, which writes that folder; a task with further kinds overrides
+    ``model_path`` / ``is_prepared`` / ``prepare`` for them. Embedded tasks take no options, so
+    ``from_config`` ignores the config."""
+
+    name: str
+    MODELS: tuple[str, ...] = ("policy",)
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The task a trainer config asks for (an embedded task takes no options)."""
+        return cls()
+
+    def model_path(self, kind: str = "policy") -> str:
+        """Where the model ``kind`` lives, built or not."""
+        check_model_kind(self, kind)
+        return str(self.model_dir)
+
+    def is_prepared(self, kind: str = "policy") -> bool:
+        check_model_kind(self, kind)
+        return (self.model_dir / "genrl_task.json").is_file()
+
+    def prepare(self, progress: bool = True, kind: str = "policy") -> str:
+        """Path of the model ``kind``, built first (by ``build``, logged) if missing. In multi-process
+        runs call this on the main process first: the write is atomic, so a concurrent reader sees
+        either no folder or a complete one."""
+        if not self.is_prepared(kind):
+            self.build(self.model_dir, progress)
+        return str(self.model_dir)
+
+
 def _sft_model_dir(config_path: str) -> tuple[Any, str]:
     from genrl.config import SFTConfig, load_config
 

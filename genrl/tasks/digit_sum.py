@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from genrl.io import cache_root
-from genrl.models import check_model_kind
+from genrl.models import EmbeddedModelTask
 from genrl.registry import TASKS
 from genrl.tasks.digits import load_digit_images
 from genrl.tasks.response import ResponseTask
@@ -276,7 +276,7 @@ def build_model(vocab_size: Optional[int] = None, seed: int = DEFAULT_MODEL_SEED
 
 
 @TASKS.register("digit_sum")
-class DigitSumTask(ResponseTask):
+class DigitSumTask(ResponseTask, EmbeddedModelTask):
     """Sum of two handwritten digits, answered by a tiny Qwen2-VL with a reasoning trace.
 
     RL optimises the verifiable rewards (accuracy + format, ``rewards.verifiable``); evaluation
@@ -300,36 +300,17 @@ class DigitSumTask(ResponseTask):
         self._train_ids, self._heldout_ids = split_image_ids()
         self._items: dict[str, list[dict]] = {}
 
-    @classmethod
-    def from_config(cls, cfg) -> "DigitSumTask":
-        """The task a trainer config asks for (the embedded task takes no options)."""
-        return cls()
-
     # --- model
     @property
     def model_dir(self) -> Path:
+        """The base (untrained) model folder: SFT is the cold start."""
         return cache_root(self.cache_dir) / f"digit_sum-base-seed{self.seed}"
 
-    MODELS = ("policy",)
-
-    def model_path(self, kind: str = "policy") -> str:
-        """Where the base (untrained) model folder lives, built or not."""
-        check_model_kind(self, kind)
-        return str(self.model_dir)
-
-    def is_prepared(self, kind: str = "policy") -> bool:
-        check_model_kind(self, kind)
-        return (self.model_dir / "genrl_task.json").is_file()
-
-    def prepare(self, progress: bool = True, kind: str = "policy") -> str:
-        """Path of the base (untrained) model folder, built atomically (and logged) if missing."""
-        path = self.model_dir
-        if not self.is_prepared(kind):
-            if progress:
-                print(f"genrl: building the digit_sum base model (seed {self.seed}) into {path}", flush=True)
-            info = {"task": self.name, "seed": self.seed, "trained": False}
-            save_model_dir(build_model(seed=self.seed), build_processor(), path, info)
-        return str(path)
+    def build(self, path: Path, progress: bool) -> None:
+        if progress:
+            print(f"genrl: building the digit_sum base model (seed {self.seed}) into {path}", flush=True)
+        info = {"task": self.name, "seed": self.seed, "trained": False}
+        save_model_dir(build_model(seed=self.seed), build_processor(), path, info)
 
     # --- data
     @property

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 
 from genrl.io import atomic_dir, cache_root
-from genrl.models import check_model_kind
+from genrl.models import EmbeddedModelTask
 from genrl.registry import REWARDS, TASKS
 
 if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load diffusers
@@ -288,7 +288,7 @@ def _mean_pairwise_distance(images: torch.Tensor) -> float:
 
 
 @TASKS.register("digits")
-class DigitsTask:
+class DigitsTask(EmbeddedModelTask):
     """Text-to-digit generation judged by a proxy reward and a held-out gold classifier.
 
     ``reward`` is what RL optimises; ``gold_reward`` is a different model family trained
@@ -310,16 +310,19 @@ class DigitsTask:
         self.seed = int(seed)
         self._judges: dict[str, Any] = {}
 
-    @classmethod
-    def from_config(cls, cfg) -> "DigitsTask":
-        """The task a trainer config asks for (the embedded task takes no options)."""
-        return cls()
+    MODELS = ("policy", "clip")  # the base text-to-digit pipeline, and the digits CLIP reward model
 
     @property
     def model_dir(self) -> Path:
+        """The pretrained base pipeline's folder (model kind ``policy``)."""
         return cache_root(self.cache_dir) / f"digits-s{self.pretrain_steps}-seed{self.seed}"
 
-    MODELS = ("policy", "clip")  # the base text-to-digit pipeline, and the digits CLIP reward model
+    def build(self, path: Path, progress: bool) -> None:
+        print(
+            f"genrl: pretraining the digits base model ({self.pretrain_steps} steps, seed {self.seed}) into {path}",
+            flush=True,
+        )
+        pretrain(path, steps=self.pretrain_steps, seed=self.seed, progress=progress)
 
     def model_path(self, kind: str = "policy") -> str:
         """Where the task's model ``kind`` lives (built or not): ``policy`` or ``clip``."""
@@ -327,40 +330,26 @@ class DigitsTask:
             from rewards.digits_clip import digits_clip_path
 
             return str(digits_clip_path(self.cache_dir))
-        check_model_kind(self, kind)
-        return str(self.model_dir)
+        return super().model_path(kind)
 
     def is_prepared(self, kind: str = "policy") -> bool:
         if kind == "clip":
             from rewards.digits_clip import digits_clip_ready
 
             return digits_clip_ready(self.cache_dir)
-        check_model_kind(self, kind)
-        return (self.model_dir / "genrl_task.json").is_file()
+        return super().is_prepared(kind)
 
     def prepare(self, progress: bool = True, kind: str = "policy") -> str:
-        """Path of the model ``kind``, built first if missing: ``policy`` pretrains the base (and
-        trains the judges), ``clip`` trains the digits CLIP. Logged when it builds.
-
-        In multi-process runs call this on the main process first; the write is atomic, so
-        a concurrent reader sees either no folder or a complete one.
-        """
+        """Path of the model ``kind``, built first if missing (logged): ``policy`` pretrains the
+        base (and trains the judges), ``clip`` trains the digits CLIP."""
         if kind == "clip":
             from rewards.digits_clip import prepare_digits_clip
 
             return prepare_digits_clip(self.cache_dir, progress=progress)
-        check_model_kind(self, kind)
-        path = self.model_dir
-        if not self.is_prepared():
-            print(
-                f"genrl: pretraining the digits base model ({self.pretrain_steps} steps, "
-                f"seed {self.seed}) into {path}",
-                flush=True,
-            )
-            pretrain(path, steps=self.pretrain_steps, seed=self.seed, progress=progress)
+        path = super().prepare(progress, kind)
         self._judge(self.reward)
         self._judge(self.gold_reward)
-        return str(path)
+        return path
 
     def prompts(self) -> list[str]:
         return [prompt_for(d) for d in range(10)]
