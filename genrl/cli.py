@@ -7,7 +7,8 @@ is one line on stderr, ``genrl <command>: <message>``, with exit code 2; ``GENRL
 shows the traceback instead.
 
 The top-level ``trainer:`` key of a config picks its schema and trainer: ``online`` (the
-default; flow/diffusion policies), ``online_vlm`` (vision-language policies) or ``sft``.
+default; flow/diffusion policies), ``online_vlm`` (vision-language policies), ``sft`` or
+``preference`` (SePPO and its controls; ``genrl.config.TRAINERS`` maps each to its trainer).
 """
 
 from __future__ import annotations
@@ -51,12 +52,10 @@ def _train(args) -> int:
     if kind not in TRAINER_CONFIGS:
         raise ConfigError("trainer", f"must be one of {', '.join(map(repr, TRAINER_CONFIGS))}", kind)
     cfg = load_config(TRAINER_CONFIGS[kind], args.config, args.overrides)
-    if kind == "sft":
-        from genrl.trainers.sft import train
-    else:
-        from genrl.trainers.online import train
+    from genrl.config import TRAINERS
+    from genrl.registry import import_object
 
-    result = train(cfg)
+    result = import_object(TRAINERS[kind], "trainer")(cfg)
     if result.get("final"):
         print(f"evaluation, step 0 -> {cfg.max_steps} ({cfg.output_dir}/final_metrics.json):")
         for key, value in sorted(result["final"].items()):

@@ -95,7 +95,7 @@ class Anchor:
 
     def view(self, module: torch.nn.Module) -> torch.nn.Module:
         """``module`` computing with the anchor's weights (its other parameters and buffers as they are)."""
-        return _WithWeights(module, self.weights)
+        return WithWeights(module, self.weights)
 
     def state_dict(self) -> dict:
         return {
@@ -113,8 +113,10 @@ class Anchor:
         self.optimizer_steps, self.moved_at = int(state["optimizer_steps"]), int(state["moved_at"])
 
 
-class _WithWeights(torch.nn.Module):
-    """Calls ``module`` with some of its parameters replaced by ``weights`` (by name)."""
+class WithWeights(torch.nn.Module):
+    """Calls ``module`` with some of its parameters replaced by ``weights`` (by name, e.g. a
+    ``trainable_state_dict``) through ``torch.func.functional_call``; the module's own parameters
+    are never overwritten."""
 
     def __init__(self, module: torch.nn.Module, weights: dict[str, torch.Tensor]):
         super().__init__()

@@ -18,28 +18,15 @@ import warnings
 from pathlib import Path
 from typing import Callable, Sequence
 
-import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from genrl.io import atomic_path, cache_root
 from genrl.registry import REWARDS
-from genrl.tasks.digits import digit_from_prompt, load_digit_images
+from genrl.tasks.digits import SPLIT_SEED, digit_from_prompt, digits_split
 
-SPLIT_SEED = 0  # fixed: proxy and gold must always see disjoint halves
 SAMPLE_SHAPE = (1, 8, 8)
-
-
-def digits_split(seed: int = SPLIT_SEED) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
-    """Disjoint halves of the 1797 digits: ``"proxy"`` (split A, 899) and ``"gold"`` (split B, 898).
-
-    Each value is ``(images [N, 1, 8, 8] in [0, 1], labels [N])``.
-    """
-    images, labels = load_digit_images()
-    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(labels)))
-    a, b = perm[: (len(perm) + 1) // 2], perm[(len(perm) + 1) // 2 :]
-    return {"proxy": (images[a], labels[a]), "gold": (images[b], labels[b])}
 
 
 def _write_atomically(path: Path, write: Callable[[Path], None]) -> None:

@@ -258,3 +258,21 @@ def test_config_ddim_belongs_to_the_diffusion_policy():
         PolicyConfig(name="diffusion", sde="ddim", eta=1.5)
     with pytest.raises(ConfigError, match="eta"):
         config_from_dict(OnlineConfig, {"policy": {"name": "diffusion", "sde": "ddim", "eta": 0.0}})
+
+
+@pytest.mark.parametrize("prediction_type", ["epsilon", "v_prediction"])
+def test_denoising_loss_path_matches_add_noise_and_the_target(prediction_type):
+    policy = make_policy(prediction_type)
+    g = torch.Generator().manual_seed(0)
+    x0, noise = policy.noise(2, g), policy.noise(2, g)
+    u = torch.tensor([0.05, 0.9])
+    x_t, target, k = policy.noised(x0, noise, u)
+    sched = policy.scheduler
+    assert k.tolist() == [50, 900]
+    torch.testing.assert_close(x_t, sched.add_noise(x0, noise, k))
+    torch.testing.assert_close(target, noise if prediction_type == "epsilon" else sched.get_velocity(x0, noise, k))
+    cond = policy.encode_prompts(PROMPTS[:2])
+    err = policy.denoising_error(x0, cond, u, noise)
+    assert err.shape == (2,) and torch.isfinite(err).all()
+    latents = policy.encode_samples(policy.decode(x0))
+    assert latents.shape == x0.shape

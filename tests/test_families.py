@@ -101,3 +101,30 @@ def test_one_update_moves_only_the_lora_weights(fam):
     assert all(torch.equal(after[k], v) for k, v in frozen.items())
     moved = [n for n, p in policy.transformer.named_parameters() if p.requires_grad and not torch.equal(p, trained[n])]
     assert moved
+
+
+def test_denoising_loss_path_matches_the_scheduler_and_trains_the_adapters(fam):
+    """x_t as the family's scheduler makes it (FlowMatchEulerDiscreteScheduler.scale_noise at the
+    training timestep), target noise - x0, clean latents from images in the denoiser's layout, and
+    a per-sample error [B] with a gradient on the LoRA weights only."""
+    policy = _policy(fam)
+    B = 2
+    g = torch.Generator().manual_seed(0)
+    x0 = policy.noise(B, g)  # any latent of the denoiser's layout
+    noise = policy.noise(B, g)
+    u = torch.tensor([0.1, 0.75])
+    x_t, target, sigma = policy.noised(x0, noise, u)
+    sched = type(policy.family.scheduler).from_config(policy.family.scheduler.config)
+    timesteps = sched.timesteps[(u * len(sched.timesteps)).long()]
+    torch.testing.assert_close(x_t, sched.scale_noise(x0, timesteps, noise))
+    torch.testing.assert_close(target, noise - x0)
+    cond = policy.encode_prompts(fam.PROMPTS[:B])
+    err = policy.denoising_error(x0, cond, u, noise)
+    assert err.shape == (B,) and torch.isfinite(err).all()
+    err.sum().backward()
+    grads = {n for n, p in policy.denoiser.named_parameters() if p.grad is not None and p.grad.abs().sum() > 0}
+    assert grads and all("lora" in n for n in grads)
+    with torch.no_grad(), policy.reference() as ref:  # LoRA B = 0: the reference is the model itself
+        torch.testing.assert_close(policy.denoising_error(x0, cond, u, noise, model=ref), err.detach())
+    images = policy.decode(x0)
+    assert policy.encode_samples(images).shape == x0.shape

@@ -9,10 +9,11 @@
 ``TRAINER_CONFIGS`` maps a config file's ``trainer:`` key to its top-level section.
 """
 
-from genrl.config import base, common, online, sft, vlm
+from genrl.config import base, common, online, preference, sft, vlm
 from genrl.config.base import *  # noqa: F403
 from genrl.config.common import *  # noqa: F403
 from genrl.config.online import *  # noqa: F403
+from genrl.config.preference import *  # noqa: F403
 from genrl.config.sft import *  # noqa: F403
 from genrl.config.vlm import *  # noqa: F403
 
@@ -20,6 +21,23 @@ TRAINER_CONFIGS: dict[str, type] = {
     "online": online.OnlineConfig,
     "online_vlm": vlm.OnlineVLMConfig,
     "sft": sft.SFTConfig,
+    "preference": preference.PreferenceConfig,
+}
+# trainer -> its train(cfg) function, by import path (imported only when that trainer runs)
+TRAINERS: dict[str, str] = {
+    "online": "genrl.trainers.online:train",
+    "online_vlm": "genrl.trainers.online:train",
+    "sft": "genrl.trainers.sft:train",
+    "preference": "genrl.trainers.preference:train",
 }
 
-__all__ = ["TRAINER_CONFIGS", *base.__all__, *common.__all__, *online.__all__, *sft.__all__, *vlm.__all__]
+__all__ = [
+    "TRAINERS",
+    "TRAINER_CONFIGS",
+    *base.__all__,
+    *common.__all__,
+    *online.__all__,
+    *preference.__all__,
+    *sft.__all__,
+    *vlm.__all__,
+]

@@ -483,6 +483,13 @@ class OnlineConfig(Section):
             meta = OBJECTIVES.meta(self.objective.name)
         except ValueError as e:
             raise ConfigError("objective.name", str(e), self.objective.name) from None
+        if meta.get("kind") == "preference":
+            raise ConfigError(
+                "objective.name",
+                "is a preference objective (denoising errors of winner / reference pairs): run it with "
+                "trainer: preference",
+                self.objective.name,
+            )
         if meta.get("check_config") is not None:
             meta["check_config"](self)
         width = getattr(self.policy, "num_steps", None) or getattr(self.policy, "max_new_tokens", 0)

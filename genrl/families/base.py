@@ -121,6 +121,18 @@ class Family:
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def encode_images(self, samples: torch.Tensor) -> torch.Tensor:
+        """Inverse of :meth:`decode`: images ``[B, 3, H, W]`` (videos ``[B, F, 3, H, W]``) in
+        ``[0, 1]`` -> clean latents ``x0`` in the denoiser's layout, as the family's training
+        scripts make them (the VAE posterior's mode, shifted and scaled as in ``decode``)."""
+        raise NotImplementedError(f"{type(self).__name__} cannot encode images into latents yet")
+
+    def vae_mode(self, pixels: torch.Tensor) -> torch.Tensor:
+        """``vae.encode(pixels).latent_dist.mode()`` in fp32 for pixels in ``[-1, 1]`` in the VAE's
+        layout (the mode, not a sample: deterministic, and the SD-family posteriors' std is tiny)."""
+        vae = self.pipe.vae
+        return vae.encode(pixels.to(vae.dtype)).latent_dist.mode().float()
+
     # ----------------------------------------------------------------- helpers for subclasses
     @property
     def dtype(self) -> torch.dtype:

@@ -36,6 +36,10 @@ class DigitsFamily(Family):
         """Pixel space (no VAE): ``[-1, 1]`` -> ``[0, 1]``."""
         return ((x.float() + 1) / 2).clamp(0, 1)
 
+    def encode_images(self, samples):
+        """``[0, 1]`` -> ``[-1, 1]`` (the pipeline works in pixel space)."""
+        return samples.float() * 2 - 1
+
 
 _COMPONENTS = ("transformer", "scheduler", "text_encoder", "tokenizer")
 

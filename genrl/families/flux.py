@@ -93,6 +93,10 @@ class FluxFamily(Family):
             return_dict=False,
         )[0].float()
 
+    def encode_images(self, samples):
+        c = self.pipe.vae.config  # as FluxPipeline.prepare_latents / _encode_vae_image, then packed
+        return self.pack((self.vae_mode(samples * 2 - 1) - c.shift_factor) * c.scaling_factor)
+
     def decode(self, x):
         vae = self.pipe.vae
         z = self.unpack(x) / vae.config.scaling_factor + vae.config.shift_factor

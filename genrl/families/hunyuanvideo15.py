@@ -134,6 +134,12 @@ class HunyuanVideo15Family(Family):
             v = rescale_noise_cfg(v, v_c, self._rescale)
         return v
 
+    def encode_images(self, samples):
+        """Videos ``[B, F, 3, H, W]`` -> ``z * scaling_factor`` ``[B, C, F', H', W']``, one video at a time."""
+        pixels = samples.permute(0, 2, 1, 3, 4) * 2 - 1  # [B, 3, F, H, W]
+        z = torch.cat([self.vae_mode(pixels[i : i + 1]) for i in range(len(pixels))])
+        return z * self.pipe.vae.config.scaling_factor
+
     def decode(self, x):
         vae = self.pipe.vae
         z = x.to(vae.dtype) / vae.config.scaling_factor  # [B, C, F', H', W']

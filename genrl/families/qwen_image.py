@@ -120,6 +120,14 @@ class QwenImageFamily(Family):
         comb = v_u + guidance_scale * (v_c - v_u)
         return comb * (v_c.norm(dim=-1, keepdim=True) / comb.norm(dim=-1, keepdim=True))
 
+    def encode_images(self, samples):
+        """Images -> ``(z - latents_mean) / latents_std`` of the one-frame VAE, packed."""
+        c = self.pipe.vae.config
+        z = self.vae_mode(samples[:, :, None] * 2 - 1)  # [B, C, 1, H', W']
+        mean = torch.tensor(c.latents_mean).view(1, -1, 1, 1, 1).to(z)
+        z = (z - mean) / torch.tensor(c.latents_std).view(1, -1, 1, 1, 1).to(z)
+        return self.pack(z.permute(0, 2, 1, 3, 4))  # pack takes the noise layout [B, 1, C, H', W']
+
     def decode(self, x):
         vae = self.pipe.vae
         z = self.unpack(x).to(vae.dtype)  # [B, C, 1, H', W']

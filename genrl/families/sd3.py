@@ -54,6 +54,10 @@ class SD3Family(Family):
             return_dict=False,
         )[0].float()
 
+    def encode_images(self, samples):
+        c = self.pipe.vae.config  # diffusers' train_dreambooth_sd3: (mode - shift_factor) * scaling_factor
+        return (self.vae_mode(samples * 2 - 1) - c.shift_factor) * c.scaling_factor
+
     def decode(self, x):
         vae = self.pipe.vae
         z = x / vae.config.scaling_factor + vae.config.shift_factor

@@ -122,6 +122,13 @@ class WanFamily(Family):
             0
         ].float()
 
+    def encode_images(self, samples):
+        """Videos ``[B, F, 3, H, W]`` -> ``(z - latents_mean) / latents_std`` ``[B, C, F', H', W']``."""
+        c = self.pipe.vae.config
+        z = self.vae_mode(samples.permute(0, 2, 1, 3, 4) * 2 - 1)  # [B, C, F', H', W']
+        mean = torch.tensor(c.latents_mean).view(1, c.z_dim, 1, 1, 1).to(z)
+        return (z - mean) / torch.tensor(c.latents_std).view(1, c.z_dim, 1, 1, 1).to(z)
+
     def decode(self, x):
         vae, c = self.pipe.vae, self.pipe.vae.config
         z = x.to(vae.dtype)  # [B, C, F', H', W']

@@ -300,6 +300,39 @@ class DenoisingPolicy(Policy):
             info.update({k: v.view(B, t) for k, v in self.kl_variants(kl, idx, N).items()})
         return res.log_prob.view(B, t), info
 
+    # ----------------------------------------------------------------- denoising loss
+    def encode_samples(self, samples: torch.Tensor) -> torch.Tensor:
+        """Images ``[B, 3, H, W]`` (videos ``[B, F, 3, H, W]``) in ``[0, 1]`` -> clean latents ``x0``
+        in the denoiser's layout (the inverse of ``decode``)."""
+        raise NotImplementedError
+
+    def noised(self, x0: torch.Tensor, noise: torch.Tensor, u: torch.Tensor):
+        """``(x_t, target, t)``: ``x0`` noised to the training noise level picked by ``u [B]`` in
+        ``[0, 1)`` the way the family's scheduler does it for training, the network's training
+        target, and the noise level ``t [B]`` that ``predict_noised`` takes."""
+        raise NotImplementedError
+
+    def predict_noised(self, model, x_t: torch.Tensor, t: torch.Tensor, cond: dict) -> torch.Tensor:
+        """The network's output (fp32, ``x_t``'s shape) at noise levels ``t [B]`` (no guidance)."""
+        raise NotImplementedError
+
+    def denoising_error(
+        self, x0: torch.Tensor, cond: dict, u: torch.Tensor, noise: torch.Tensor, model=None
+    ) -> torch.Tensor:
+        """Per-sample denoising error ``[B]``: the squared distance of ``model``'s prediction from the
+        training target (velocity ``noise - x0`` for flow matching; epsilon, v or x0 for diffusion
+        schedulers), averaged over the latent's dimensions, for clean latents ``x0 [B, ...]`` noised
+        with ``noise`` (same shape) at the levels picked by ``u [B]`` in ``[0, 1)``.
+
+        ``model`` defaults to ``self.model`` (the trained, possibly DDP-wrapped network, with
+        gradient); pass ``ref`` from ``with policy.reference() as ref`` for the reference model, or
+        any module of the same architecture (a checkpoint). The building block of Diffusion-DPO
+        (Wallace et al., arXiv 2311.12908, eq. 14: the errors of policy and reference on winner and
+        loser), SePPO and SFT on winners (``genrl.objectives.preference``)."""
+        x_t, target, t = self.noised(x0, noise, u)
+        out = self.predict_noised(self.model if model is None else model, x_t, t, cond)
+        return sde_lib.reduce_nonbatch((out - target.float()) ** 2)
+
     # ----------------------------------------------------------------- evaluation
     @torch.no_grad()
     def sample(
@@ -308,10 +341,24 @@ class DenoisingPolicy(Policy):
         """Deterministic samples for evaluation (ODE / eta = 0): sample ``i`` starts from noise seeded
         by ``seeds[i]``, so base and trained models see identical noise. Images ``[B, C, H, W]``
         (videos ``[B, F, C, H, W]``) in ``[0, 1]``."""
+        return self.decode(self.sample_latents(prompts, seeds, num_steps, guidance_scale))
+
+    @torch.no_grad()
+    def sample_latents(
+        self,
+        prompts: list[str],
+        seeds: list[int],
+        num_steps: Optional[int] = None,
+        guidance_scale: float = 1.0,
+        model: Optional[torch.nn.Module] = None,
+    ) -> torch.Tensor:
+        """``sample``'s clean latents ``[B, ...]`` (before ``decode``), by ``model`` (default: the
+        trained module; e.g. a reference with other weights, ``genrl.ema.WithWeights``)."""
         N, B = num_steps or self.cfg.num_steps, len(prompts)
+        model = self.denoiser if model is None else model
         cond = self.conditioning(prompts, guidance_scale)
         x = torch.cat([self.noise(1, torch.Generator().manual_seed(int(s))) for s in seeds])
         for i in range(N):
             idx = torch.full((B,), i, device=self.device)
-            x = self.step(self.predict(self.denoiser, x, idx, cond, guidance_scale, N), x, idx, False, N).prev_sample
-        return self.decode(x)
+            x = self.step(self.predict(model, x, idx, cond, guidance_scale, N), x, idx, False, N).prev_sample
+        return x

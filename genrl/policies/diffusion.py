@@ -208,6 +208,27 @@ class DiffusionPolicy(DenoisingPolicy):
         )
         return gain[idx]
 
+    def encode_samples(self, samples):
+        """Images in ``[0, 1]`` -> ``vae.encode(2x - 1)`` posterior mode ``* scaling_factor``."""
+        vae = self.pipe.vae
+        z = vae.encode((samples.to(self.device) * 2 - 1).to(self.dtype)).latent_dist.mode().float()
+        return z * vae.config.scaling_factor
+
+    def noised(self, x0, noise, u):
+        """DDPM's forward process: timestep ``k = floor(u * num_train_timesteps)``, ``x_t =
+        scheduler.add_noise(x0, noise, k)``; target epsilon (``noise``), v
+        (``scheduler.get_velocity``) or ``x0``, per the scheduler's ``prediction_type``."""
+        sch = self.scheduler
+        k = (u * sch.config.num_train_timesteps).long().clamp(0, sch.config.num_train_timesteps - 1).to(x0.device)
+        ac = sch.alphas_cumprod.to(x0.device, torch.float32)[k]  # [B]
+        a, s = sde_lib.expand_batch(ac.sqrt(), x0), sde_lib.expand_batch((1 - ac).sqrt(), x0)
+        target = {"epsilon": noise, "v_prediction": a * noise - s * x0, "sample": x0}[sch.config.prediction_type]
+        return a * x0 + s * noise, target, k
+
+    def predict_noised(self, model, x_t, t, cond):
+        emb = cond["prompt_embeds"]
+        return model(x_t.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype), return_dict=False)[0].float()
+
     @property
     def noise_shape(self) -> tuple[int, int, int]:
         f, size = self.pipe.vae_scale_factor, self.unet.config.sample_size

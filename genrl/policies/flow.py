@@ -21,6 +21,8 @@ Gaussian has zero std (``cps``'s final step) are deterministic and never trained
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from genrl import sde as sde_lib
@@ -52,6 +54,7 @@ class FlowPolicy(DenoisingPolicy):
         self.family = family_for(pipe, cfg.family)(pipe, cfg)
         self.step_fn = sde_lib.get_step(cfg.sde, cfg.cps_log_prob)
         self._sigmas: dict[int, torch.Tensor] = {}
+        self._train_sigmas: Optional[torch.Tensor] = None
         frozen = self.family.text_modules() + self.family.decode_modules() + self.family.frozen_modules()
         super().__init__(cfg, pipe, self.family.denoiser, frozen, self.family.lora_targets, device)
 
@@ -123,6 +126,31 @@ class FlowPolicy(DenoisingPolicy):
         if self.cfg.sde not in ("flow_sde", "cps"):
             return {}
         return {"kl_flow_grpo": kl * self.output_scale(idx, num_steps) if self.cfg.sde == "flow_sde" else kl}
+
+    def training_sigmas(self) -> torch.Tensor:
+        """The scheduler's training noise levels ``[num_train_timesteps]`` (a fresh copy of the
+        pipeline's scheduler: its ``sigmas`` before any ``set_timesteps``, shift included)."""
+        if self._train_sigmas is None:
+            sched = type(self.family.scheduler).from_config(self.family.scheduler.config)
+            self._train_sigmas = (
+                sched.sigmas[: len(sched.timesteps)].float().clone()
+            )  # scale_noise: sigmas[index of t]
+        return self._train_sigmas
+
+    def encode_samples(self, samples):
+        return self.family.encode_images(samples.to(self.device)).to(self.device)
+
+    def noised(self, x0, noise, u):
+        """Rectified flow: ``sigma`` = the scheduler's training sigma at index ``floor(u * T)``,
+        ``x_t = sigma * noise + (1 - sigma) * x0`` (``FlowMatchEulerDiscreteScheduler.scale_noise``),
+        target ``noise - x0``."""
+        sig = self.training_sigmas()
+        sigma = sig[(u.cpu() * len(sig)).long().clamp(0, len(sig) - 1)].to(x0.device)  # [B]
+        s = sde_lib.expand_batch(sigma, x0)
+        return s * noise + (1 - s) * x0, noise - x0, sigma
+
+    def predict_noised(self, model, x_t, t, cond):
+        return self.family.velocity(model, x_t, t, cond, 1.0)
 
     def noise(self, n: int, generator: torch.Generator) -> torch.Tensor:
         return self.family.pack(torch.randn((n, *self.family.noise_shape), generator=generator)).to(self.device)

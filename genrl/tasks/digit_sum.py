@@ -285,6 +285,7 @@ class DigitSumTask(ResponseTask, EmbeddedModelTask):
 
     name = "digit_sum"
     suppress_tokens = BLOCKED_TOKENS
+    answer_with_generate = True  # the SFT and RL figures in the README come from the same decoding
 
     def __init__(
         self,

@@ -22,7 +22,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import torch
@@ -84,6 +84,19 @@ def digit_from_prompt(prompt: str) -> int:
     if len(found) != 1:
         raise ValueError(f"expected exactly one digit in prompt {prompt!r}, found {sorted(found)}")
     return found.pop()
+
+
+SPLIT_SEED = 0  # fixed: proxy and gold must always see disjoint halves
+
+
+def digits_split(seed: int = SPLIT_SEED) -> dict[str, tuple[torch.Tensor, torch.Tensor]]:
+    """Disjoint halves of the 1797 digits: ``"proxy"`` (split A, 899; the proxy reward and SePPO's
+    winners) and ``"gold"`` (split B, 898; the gold judge only). Each value is ``(images [N, 1, 8, 8]
+    in [0, 1], labels [N])``."""
+    images, labels = load_digit_images()
+    perm = torch.from_numpy(np.random.default_rng(seed).permutation(len(labels)))
+    a, b = perm[: (len(perm) + 1) // 2], perm[(len(perm) + 1) // 2 :]
+    return {"proxy": (images[a], labels[a]), "gold": (images[b], labels[b])}
 
 
 def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
@@ -309,6 +322,7 @@ class DigitsTask(EmbeddedModelTask):
         self.pretrain_steps = int(pretrain_steps)
         self.seed = int(seed)
         self._judges: dict[str, Any] = {}
+        self._winners: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     MODELS = ("policy", "clip")  # the base text-to-digit pipeline, and the digits CLIP reward model
 
@@ -360,6 +374,16 @@ class DigitsTask(EmbeddedModelTask):
     def train_prompts(self) -> list[tuple[str, dict]]:
         """RL prompts: (caption, metadata with the prompted ``digit``)."""
         return [(p, self.metadata(p)) for p in self.prompts()]
+
+    def preference_batch(self, n: int, generator: torch.Generator) -> tuple[list[str], torch.Tensor]:
+        """``n`` winning samples for preference training (SePPO, Diffusion-DPO, SFT): real digits drawn
+        uniformly with ``generator`` from the proxy half only (never the gold judge's half), with their
+        captions. Returns (prompts, images ``[n, 1, 8, 8]`` in ``[0, 1]``)."""
+        if self._winners is None:
+            self._winners = digits_split()["proxy"]
+        images, labels = self._winners
+        idx = torch.randint(0, len(labels), (n,), generator=generator)
+        return [prompt_for(int(d)) for d in labels[idx]], images[idx]
 
     def evaluate(self, policy, rewards, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
         """Online-trainer hook: fixed-seed ODE samples scored by the rewards and judges."""
@@ -419,6 +443,8 @@ __all__ = [
     "build_transformer",
     "cache_root",
     "digit_from_prompt",
+    "SPLIT_SEED",
+    "digits_split",
     "load_digit_images",
     "pretrain",
     "prompt_for",

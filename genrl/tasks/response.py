@@ -28,10 +28,14 @@ class ResponseTask:
     * ``sft_examples(n, generator) -> [(prompt, metadata, target)]`` (only for SFT): ``n``
       training examples drawn with ``generator``, each with its target response.
 
-    ``suppress_tokens`` are never generated when a bare model answers (``evaluate_model``)."""
+    ``suppress_tokens`` are never generated when a bare model answers (``evaluate_model``). With
+    ``answer_with_generate`` the online trainer's evaluation too answers with the policy's module
+    through ``model.generate`` (not the policy's own sampler), so SFT and RL evaluations of the
+    task decode identically."""
 
     name: str
     suppress_tokens: tuple[str, ...] = NEVER_SAMPLE_TOKENS
+    answer_with_generate: bool = False
 
     def eval_examples(self, n: int) -> list[tuple[str, dict, dict]]:
         raise NotImplementedError
@@ -55,6 +59,8 @@ class ResponseTask:
 
     def evaluate(self, policy, rewards, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
         """Online-trainer hook: a ``VLMPolicy`` answers the held-out examples (``evaluate_responses``)."""
+        if self.answer_with_generate:
+            return self.evaluate_model(policy.module, policy.processor, eval_cfg, run_dir, step, seed)
         return self._evaluate(policy_answerer(policy, eval_cfg), eval_cfg, run_dir, step, seed)
 
     def evaluate_model(self, model, processor, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:

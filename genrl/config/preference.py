@@ -1,0 +1,117 @@
+"""Settings of the preference trainer (``genrl.trainers.preference``): SePPO, Diffusion-DPO and SFT
+on winning samples for flow and diffusion policies, with no reward model in training."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Literal
+
+from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require
+from genrl.config.common import CheckpointConfig, LogConfig, OptimizerConfig
+from genrl.config.online import EvalConfig, PolicyConfig
+from genrl.objectives.preference import CRITERIA
+from genrl.replay import REFERENCE_MODES
+
+__all__ = ["PreferenceConfig", "PreferenceObjectiveConfig", "PreferenceTrainConfig", "ReferenceConfig"]
+
+
+@dataclass
+class PreferenceObjectiveConfig(Section):
+    name: str = option(
+        "seppo",
+        "preference objective in genrl.registry.OBJECTIVES (genrl/objectives/preference.py): seppo, "
+        "diffusion_dpo (the reference's samples as losers) or sft (winners only)",
+    )
+    beta: float = option(
+        2000.0,
+        "DPO temperature on per-pixel-mean denoising errors, loss -log sigmoid(-0.5 beta (d_w - d_l)) "
+        "(SePPO as quoted: 2000; Diffusion-DPO's SD1.5 launcher: 5000)",
+    )
+    criterion: Literal[CRITERIA] = option(
+        "flip",
+        "seppo's anchor criterion for reference samples the winner says are likely winners: flip (v1's "
+        "adaptive flipper: learn from both), switch (v2: the pair's loss becomes SFT's) or none (always DPO)",
+    )
+
+    def validate(self) -> None:
+        nonempty(self, "name")
+        require(self.beta > 0 and math.isfinite(self.beta), "beta", self.beta, "must be finite and > 0")
+
+
+@dataclass
+class ReferenceConfig(Section):
+    """Where the reference model comes from (genrl/replay.py)."""
+
+    mode: Literal[REFERENCE_MODES] = option(
+        "replay",
+        "replay = SePPO's random checkpoint replay (uniform over the starting model and every snapshot so "
+        "far); fixed = the starting model (Diffusion-DPO); latest = the newest snapshot (SPIN-Diffusion)",
+    )
+    snapshot_every: int = option(
+        30, "add the trained weights to the pool every N optimizer steps (SePPO's reviewers quote 30)"
+    )
+    redraw_every: int = option(1, "draw a new reference from the pool every N steps")
+    max_pool: int = option(0, "> 0: keep the start and the newest max_pool - 1 snapshots (memory); 0 = all")
+    num_steps: int = option(0, "denoising steps of the reference samples (ODE sampler); 0 = policy.num_steps")
+    guidance_scale: float = option(1.0, "CFG scale of the reference samples; 1.0 = off")
+
+    def validate(self) -> None:
+        at_least(self, 1, "snapshot_every", "redraw_every")
+        at_least(self, 0, "max_pool", "num_steps")
+        require(self.max_pool != 1, "max_pool", self.max_pool, "1 would keep only the start: use mode=fixed")
+        at_least(self, 1.0, "guidance_scale")
+
+
+@dataclass
+class PreferenceTrainConfig(OptimizerConfig):
+    """The preference trainer's ``train`` section: AdamW (``OptimizerConfig``) and the batch."""
+
+    lr: float = option(1e-4, "AdamW learning rate")
+    batch_size: int = option(32, "winners (and reference samples) per optimizer step (per process)")
+    mixed_precision: Literal["no", "bf16", "fp16"] = option("no", "autocast mode for training")
+
+    def validate(self) -> None:
+        super().validate()
+        at_least(self, 1, "batch_size")
+
+
+@dataclass
+class PreferenceConfig(Section):
+    """Preference alignment from winning samples only (SePPO), or its controls."""
+
+    trainer: Literal["preference"] = option("preference", "which trainer `genrl train` runs for this config")
+    output_dir: str = option("runs/digits_seppo", "directory for checkpoints, logs and samples")
+    seed: int = option(0, "random seed (>= 0): winners, reference draws, noise levels")
+    task: str = option(
+        "digits",
+        "task providing winners (preference_batch) and evaluation (a name in genrl.registry.TASKS): digits "
+        "(real digits from the proxy half only)",
+    )
+    resume: bool = option(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
+    max_steps: int = option(100, "optimizer steps")
+    policy: PolicyConfig = option(PolicyConfig, "the generative model (its sde / eta are unused: samples are ODE)")
+    objective: PreferenceObjectiveConfig = option(PreferenceObjectiveConfig, "the preference objective")
+    reference: ReferenceConfig = option(ReferenceConfig, "the reference model and its checkpoint pool")
+    train: PreferenceTrainConfig = option(PreferenceTrainConfig, "optimisation")
+    eval: EvalConfig = option(EvalConfig, "periodic evaluation with the ODE sampler")
+    checkpoint: CheckpointConfig = option(CheckpointConfig, "checkpointing")
+    log: LogConfig = option(LogConfig, "logging")
+
+    def validate(self) -> None:
+        nonempty(self, "output_dir", "task")
+        at_least(self, 0, "seed")
+        at_least(self, 1, "max_steps")
+        from genrl.registry import OBJECTIVES
+
+        try:
+            kind = OBJECTIVES.meta(self.objective.name).get("kind")
+        except ValueError as e:
+            raise ConfigError("objective.name", str(e), self.objective.name) from None
+        require(
+            kind == "preference",
+            "objective.name",
+            self.objective.name,
+            "is not a preference objective (seppo, diffusion_dpo, sft); policy-gradient objectives run "
+            "with trainer: online",
+        )

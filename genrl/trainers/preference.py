@@ -1,0 +1,185 @@
+"""Preference trainer: SePPO (and its controls, Diffusion-DPO and SFT) from winning samples only.
+
+SePPO (Zhang et al., arXiv 2410.05255) aligns a flow or diffusion policy with no reward model and
+no human losers: each winner is paired with a sample the *reference model* generates for the same
+prompt, the reference is drawn from the run's own earlier checkpoints (random checkpoint replay,
+``genrl.replay``), and an anchor criterion decides per pair whether that sample is pushed down
+(``genrl.objectives.preference``). Reads top to bottom:
+
+    for step in range(start, max_steps):
+        prompts, winners = task.preference_batch(batch_size)      (seeded by (seed, step): exact resume)
+        x_w     = policy.encode_samples(winners)                   clean latents [B, ...]
+        ref     = pool entry drawn every redraw_every steps        (replay: uniform; fixed: the start)
+        x_l     = ref's samples for the same prompts               (the policy's ODE sampler, ref's weights)
+        u, eps  = one noise level and noise per pair, shared by x_w and x_l (as Diffusion-DPO)
+        errors  = denoising errors [B] of the policy (with grad) and of ref (no grad) on x_w and x_l
+        loss    = objective(errors) -> backward -> clip -> AdamW
+        pool.add(step) every snapshot_every steps
+        log / evaluate / checkpoint (weights, optimizer, pool, current reference)
+
+The ``sft`` objective needs no pairs: the trainer then skips the reference entirely. Runs under
+``accelerate`` like the online trainer (policy.model is the prepared, possibly DDP-wrapped module).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import torch
+from tqdm.auto import tqdm
+
+from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genrl.config import PreferenceConfig, save_config
+from genrl.evaluation import read_summary
+from genrl.io import atomic_file
+from genrl.metrics_log import MetricsLogger
+from genrl.models import prepare_models
+from genrl.registry import OBJECTIVES, POLICIES, TASKS
+from genrl.replay import CheckpointPool
+from genrl.seeding import derive_seed
+
+
+def train(cfg: PreferenceConfig) -> dict[str, dict]:
+    """Run (or resume) a preference job; returns ``{"base": eval metrics at step 0, "final": at
+    max_steps}`` (also written to ``final_metrics.json``). Raises ``ValueError`` for a task without
+    winners (``preference_batch``) or a policy without the denoising-loss path."""
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    main = accelerator.is_main_process
+    run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
+    objective = OBJECTIVES.get(cfg.objective.name)
+    pairs = OBJECTIVES.meta(objective).get("pairs", True)  # sft trains on winners alone
+    policy_cls, task_cls = POLICIES.get(cfg.policy.name), TASKS.get(cfg.task)
+    if not callable(getattr(task_cls, "preference_batch", None)):
+        raise ValueError(f"task={cfg.task!r} provides no winning samples (preference_batch); use digits")
+    if not callable(getattr(policy_cls, "denoising_error", None)):
+        raise ValueError(f"policy.name={cfg.policy.name!r} has no denoising loss; use a flow or diffusion policy")
+    torch.manual_seed(cfg.seed)
+
+    task = task_cls.from_config(cfg)
+    with accelerator.main_process_first():
+        prepare_models(cfg)
+        policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
+    tc = cfg.train
+    optimizer = torch.optim.AdamW(
+        policy.trainable_parameters(),
+        lr=tc.lr,
+        betas=(tc.adam_beta1, tc.adam_beta2),
+        eps=tc.adam_eps,
+        weight_decay=tc.weight_decay,
+    )
+    policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
+    named = {n: p for n, p in policy.module.named_parameters() if p.requires_grad}
+    pool = CheckpointPool(named, cfg.reference.mode, cfg.reference.max_pool)
+    ref_index = 0
+
+    start = 0
+    if cfg.resume and (ckpt := latest_checkpoint(ckpt_dir)):
+        state = load_checkpoint(ckpt)
+        try:
+            policy.load_trainable_state_dict(state["model"])
+            pool.load_state_dict(state["pool"])
+        except (ValueError, KeyError) as e:
+            raise ValueError(f"{ckpt}: {e}") from None
+        optimizer.load_state_dict(state["optimizer"])
+        start, ref_index = state["step"], state["ref_index"]
+        if main:
+            print(f"resuming from {ckpt} (step {start})")
+    if main:  # start-up succeeded: only now is anything written into output_dir
+        os.makedirs(run_dir, exist_ok=True)
+        save_config(cfg, os.path.join(run_dir, "config.yaml"))
+    logger = MetricsLogger(run_dir, start, cfg.log.tensorboard) if main else None
+
+    def run_eval(step: int) -> dict[str, float]:
+        if not main:
+            return {}
+        m = task.evaluate(policy, {}, cfg.eval, run_dir, step, seed=cfg.seed)  # the task's judges only
+        logger.log(step, m)
+        return m
+
+    if start == 0:
+        run_eval(0)
+    bar = tqdm(
+        range(start, cfg.max_steps),
+        initial=start,
+        total=cfg.max_steps,
+        desc="preference",
+        disable=not (main and cfg.log.progress_bar),
+        dynamic_ncols=True,
+    )
+    rank, B = accelerator.process_index, tc.batch_size
+    for step in bar:
+        # 1. winners, and the reference's samples for the same prompts
+        t0 = time.perf_counter()
+        g = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
+        prompts, winners = task.preference_batch(B, g)
+        x_w = policy.encode_samples(winners)  # [B, ...]
+        cond = policy.encode_prompts(prompts)
+        u = torch.rand(B, generator=g)  # one noise level per pair
+        noise_w = policy.noise(B, g)
+        if pairs:
+            if step % cfg.reference.redraw_every == 0:
+                ref_index = pool.draw(torch.Generator().manual_seed(derive_seed(cfg.seed, step, 3)))
+            ref = pool.reference(ref_index, policy.module)
+            seeds = torch.randint(0, 2**31 - 1, (B,), generator=g).tolist()
+            x_l = policy.sample_latents(
+                prompts, seeds, cfg.reference.num_steps or None, cfg.reference.guidance_scale, model=ref
+            )
+            with torch.no_grad():
+                err_w_ref = policy.denoising_error(x_w, cond, u, noise_w, model=ref)
+                err_l_ref = policy.denoising_error(x_l, cond, u, noise_w, model=ref)
+        t1 = time.perf_counter()
+
+        # 2. the policy's errors on both samples (same t and noise as the reference's), the loss, the update
+        with accelerator.autocast():
+            err_w = policy.denoising_error(x_w, cond, u, noise_w)
+            if pairs:
+                err_l = policy.denoising_error(x_l, cond, u, noise_w)
+                loss, m = objective(err_w, err_w_ref, err_l, err_l_ref, cfg.objective)
+            else:
+                loss, m = objective(err_w, None, None, None, cfg.objective)
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
+        grad_norm = float(accelerator.clip_grad_norm_(policy.trainable_parameters(), max_norm))
+        optimizer.step()
+        done = step + 1
+        if done % cfg.reference.snapshot_every == 0:
+            pool.add(done)
+        t2 = time.perf_counter()
+
+        # 3. log, evaluate, checkpoint
+        metrics = {
+            **m,
+            "grad/norm": grad_norm,
+            "train/ref_step": pool.steps[ref_index] if pairs else 0,
+            "train/pool_size": len(pool),
+            "time/reference": t1 - t0,
+            "time/update": t2 - t1,
+        }
+        if main:
+            logger.log(done, metrics)
+            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+        if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
+            run_eval(done)
+        if main and (done == cfg.max_steps or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0)):
+            state = {
+                "step": done,
+                "model": policy.trainable_state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "pool": pool.state_dict(),
+                "ref_index": ref_index,
+            }
+            save_checkpoint(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
+        accelerator.wait_for_everyone()
+    bar.close()
+    result = {}
+    if main:
+        logger.close()
+        result = {"base": read_summary(run_dir, 0), "final": read_summary(run_dir, cfg.max_steps)}
+        with atomic_file(os.path.join(run_dir, "final_metrics.json")) as f:
+            json.dump(result, f, indent=1)
+    return result

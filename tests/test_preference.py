@@ -1,0 +1,172 @@
+"""Preference objectives over denoising errors (SePPO, Diffusion-DPO, SFT): the formulas on
+constructed cases, the anchor criterion's switch, and the direction of the gradient."""
+
+from types import SimpleNamespace
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from genrl.config import ConfigError, OnlineConfig, config_from_dict
+from genrl.registry import OBJECTIVES
+
+
+def _cfg(**kw):
+    return SimpleNamespace(**{"beta": 100.0, "criterion": "flip", **kw})
+
+
+def _errors(seed=0, B=6):
+    g = torch.Generator().manual_seed(seed)
+    return [torch.rand(B, generator=g) for _ in range(4)]  # err_w, err_w_ref, err_l, err_l_ref
+
+
+def test_diffusion_dpo_is_the_authors_formula():
+    err_w, err_w_ref, err_l, err_l_ref = _errors()
+    loss, m = OBJECTIVES.get("diffusion_dpo")(err_w, err_w_ref, err_l, err_l_ref, _cfg(beta=5000.0))
+    inside = -0.5 * 5000.0 * ((err_w - err_w_ref) - (err_l - err_l_ref))
+    torch.testing.assert_close(loss, -F.logsigmoid(inside).mean())
+    assert m["pref/implicit_acc"] == pytest.approx(((err_w - err_w_ref) < (err_l - err_l_ref)).float().mean().item())
+    assert m["pref/dpo_margin"] == pytest.approx(inside.mean().item())
+
+
+@pytest.mark.parametrize("criterion", ["flip", "switch", "none"])
+def test_seppo_equals_diffusion_dpo_when_every_reference_sample_is_a_loser(criterion):
+    err_w, err_w_ref, err_l, err_l_ref = _errors()
+    err_w_ref = err_w + 0.1  # the policy fits every winner better than the reference: all losers
+    seppo, m = OBJECTIVES.get("seppo")(err_w, err_w_ref, err_l, err_l_ref, _cfg(criterion=criterion))
+    dpo, _ = OBJECTIVES.get("diffusion_dpo")(err_w, err_w_ref, err_l, err_l_ref, _cfg())
+    torch.testing.assert_close(seppo, dpo)
+    assert m["pref/winner_frac"] == 0.0
+
+
+def test_the_anchor_criterion_flips_or_switches_the_pairs_it_calls_winners():
+    err_w = torch.tensor([0.5, 0.5, 0.5, 0.5])
+    err_w_ref = torch.tensor([0.6, 0.4, 0.5, 0.3])  # ref better on pairs 1 and 3 (a tie, pair 2, is a loser)
+    err_l, err_l_ref = torch.tensor([0.2, 0.3, 0.4, 0.5]), torch.tensor([0.25, 0.2, 0.4, 0.6])
+    d_w, d_l = err_w - err_w_ref, err_l - err_l_ref
+    winner = torch.tensor([False, True, False, True])
+    flip, m = OBJECTIVES.get("seppo")(err_w, err_w_ref, err_l, err_l_ref, _cfg(criterion="flip"))
+    expected = -F.logsigmoid(-0.5 * 100.0 * (d_w - torch.where(winner, -d_l, d_l)))
+    torch.testing.assert_close(flip, expected.mean())
+    assert m["pref/winner_frac"] == 0.5
+    switch, _ = OBJECTIVES.get("seppo")(err_w, err_w_ref, err_l, err_l_ref, _cfg(criterion="switch"))
+    expected = torch.where(winner, err_w, -F.logsigmoid(-0.5 * 100.0 * (d_w - d_l)))
+    torch.testing.assert_close(switch, expected.mean())
+    with pytest.raises(ValueError, match="criterion"):
+        OBJECTIVES.get("seppo")(err_w, err_w_ref, err_l, err_l_ref, _cfg(criterion="maybe"))
+
+
+@pytest.mark.parametrize("name", ["seppo", "diffusion_dpo", "sft"])
+def test_the_gradient_pushes_the_error_on_the_winner_down(name):
+    err_w, err_w_ref, err_l, err_l_ref = _errors(1)
+    err_w = err_w.clone().requires_grad_(True)
+    err_l = err_l.clone().requires_grad_(True)
+    loss, _ = OBJECTIVES.get(name)(err_w, err_w_ref, err_l, err_l_ref, _cfg())
+    loss.backward()
+    assert (err_w.grad > 0).all()  # gradient descent lowers the policy's error on every winner
+    if name == "diffusion_dpo":
+        assert (err_l.grad < 0).all()  # and raises it on the losers
+
+
+def test_preference_objectives_are_refused_by_the_online_trainer():
+    assert OBJECTIVES.meta("seppo")["kind"] == "preference" and OBJECTIVES.meta("sft")["pairs"] is False
+    with pytest.raises(ConfigError, match="trainer: preference"):
+        config_from_dict(OnlineConfig, {"objective": {"name": "seppo"}})
+
+
+# ----------------------------------------------------------------------------- the trainer on digits
+
+
+@pytest.fixture(scope="module")
+def base_model(tmp_path_factory):
+    from genrl.tasks.digits import pretrain
+
+    return pretrain(tmp_path_factory.mktemp("base"), steps=5, progress=False)
+
+
+def _pref_cfg(run_dir, model, *extra):
+    from genrl.config import PreferenceConfig, load_config
+
+    return load_config(
+        PreferenceConfig,
+        "configs/digits/seppo.yaml",
+        [
+            f"output_dir={run_dir}",
+            f"policy.model={model}",
+            "max_steps=4",
+            "policy.num_steps=4",
+            "reference.num_steps=4",
+            "reference.snapshot_every=1",
+            "train.batch_size=8",
+            "eval.seeds_per_prompt=2",
+            "eval.every=2",
+            "checkpoint.every=2",
+            "log.progress_bar=false",
+            *extra,
+        ],
+    )
+
+
+def test_seppo_trains_on_digits_and_resumes_exactly(tmp_path, base_model):
+    import json
+
+    from conftest import assert_documented_metric_names
+
+    from genrl.checkpoint import load_checkpoint
+    from genrl.trainers.preference import train
+
+    straight = tmp_path / "straight"
+    result = train(_pref_cfg(straight, base_model))
+    assert set(result["final"]) >= {"eval/gold_accuracy", "eval/diversity"}
+    rows = [json.loads(line) for line in open(straight / "metrics.jsonl") if "loss/seppo" in line]
+    assert [r["step"] for r in rows] == [1, 2, 3, 4]
+    assert [r["train/pool_size"] for r in rows] == [2, 3, 4, 5]  # the start + one snapshot per step
+    assert all(0 <= r["train/ref_step"] < r["step"] and 0 <= r["pref/winner_frac"] <= 1 for r in rows)
+    assert_documented_metric_names(straight / "metrics.jsonl")
+    # stop at step 2, resume to 4: same weights, optimizer, pool and draws as the straight run
+    part = tmp_path / "part"
+    train(_pref_cfg(part, base_model, "max_steps=2"))
+    train(_pref_cfg(part, base_model))
+    a, b = (load_checkpoint(str(d / "checkpoints" / "step-000004")) for d in (straight, part))
+    assert a["ref_index"] == b["ref_index"] and a["pool"]["steps"] == b["pool"]["steps"]
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for wa, wb in zip(a["pool"]["weights"], b["pool"]["weights"]):
+        assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    resumed = [json.loads(line) for line in open(part / "metrics.jsonl") if "loss/seppo" in line]
+    assert [r["loss/seppo"] for r in resumed] == [r["loss/seppo"] for r in rows]
+
+
+@pytest.mark.parametrize("objective", ["diffusion_dpo", "sft"])
+def test_the_controls_run(tmp_path, base_model, objective):
+    from genrl.trainers.preference import train
+
+    extra = [f"objective.name={objective}", "max_steps=2", "eval.every=0"]
+    if objective == "diffusion_dpo":
+        extra.append("reference.mode=fixed")
+    result = train(_pref_cfg(tmp_path / objective, base_model, *extra))
+    assert result["final"]["eval/gold_accuracy"] >= 0
+
+
+def test_rcr_draws_uniformly_from_the_pool_with_a_seeded_generator():
+    from genrl.replay import CheckpointPool
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    pool = CheckpointPool({"w": w}, "replay")
+    for step in (10, 20, 30):
+        with torch.no_grad():
+            w.add_(1.0)
+        pool.add(step)
+    g = torch.Generator().manual_seed(0)
+    draws = torch.tensor([pool.draw(g) for _ in range(4000)])
+    counts = torch.bincount(draws, minlength=4).float() / 4000
+    assert torch.allclose(counts, torch.full((4,), 0.25), atol=0.03)
+    again = torch.Generator().manual_seed(0)
+    assert [pool.draw(again) for _ in range(50)] == draws[:50].tolist()
+    assert CheckpointPool({"w": w}, "fixed").draw() == 0 and pool.steps == [0, 10, 20, 30]
+    ref = pool.reference(2, torch.nn.Module())  # entry 2 holds w = 2: the reference sees it, w stays 3
+    assert torch.equal(ref.weights["w"], torch.full((3,), 2.0)) and torch.equal(w.detach(), torch.full((3,), 3.0))
+    latest = CheckpointPool({"w": w}, "latest", max_size=2)
+    latest.add(5)
+    latest.add(6)
+    assert latest.steps == [0, 6] and latest.draw() == 1
