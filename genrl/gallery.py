@@ -33,7 +33,7 @@ from PIL import Image, ImageDraw, ImageFont
 
 from genrl.evaluation import save_animation, to_pil
 from genrl.io import atomic_file
-from genrl.run_dir import RunDirError, check_run, load_final_weights
+from genrl.run_dir import RunDirError, check_run, load_final_weights, load_run_config
 
 MIN_SIDE = 96  # small images (8x8 digits) are upscaled with nearest neighbours to at least this
 
@@ -228,7 +228,6 @@ def make_gallery(
     """Sample, score and write the gallery; returns the path of ``index.html``."""
     from tqdm.auto import tqdm
 
-    from genrl.config import OnlineConfig, load_config
     from genrl.models import prepare_models
     from genrl.registry import POLICIES, REWARDS, TASKS
     from genrl.scoring import build_rewards, score_samples
@@ -243,7 +242,7 @@ def make_gallery(
         found = [check_run(d) for d in run_dirs]  # every error before any work
     except RunDirError as e:
         raise GalleryError(str(e)) from None
-    cfgs = [load_config(OnlineConfig, cfg_path) for cfg_path, _ in found]
+    cfgs = [load_run_config(cfg_path) for cfg_path, _ in found]
     labels = _labels(run_dirs)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
@@ -263,7 +262,7 @@ def make_gallery(
     metadata = [meta(p) for p in all_prompts]
     rewards = dict(getattr(task, "eval_rewards", dict)())  # the task's judges, then every run's rewards
     for cfg in cfgs:
-        for name in cfg.rewards:
+        for name in getattr(cfg, "rewards", {}):  # a preference run trains with none
             if name not in rewards:
                 rewards.update(build_rewards({name: REWARDS.get(name)}, cfg.reward_args))
 

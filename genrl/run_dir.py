@@ -1,11 +1,14 @@
-"""What a finished (or checkpointed) online run directory holds, read back: its config and its
-newest checkpoint's trained weights. Shared by ``genrl gallery`` and ``genrl export``."""
+"""What a finished (or checkpointed) image / video run directory holds, read back: its config and
+its newest checkpoint's trained weights. Shared by ``genrl gallery`` and ``genrl export``; the runs
+are those of the trainers in ``IMAGE_TRAINERS`` (their configs share the ``policy`` section)."""
 
 from __future__ import annotations
 
 import os
 
 import torch
+
+IMAGE_TRAINERS = ("online", "preference")  # trainers of flow / diffusion policies
 
 
 class RunDirError(ValueError):
@@ -29,8 +32,10 @@ def check_run(run_dir: str) -> tuple[str, str]:
     except yaml.YAMLError as e:
         raise RunDirError(f"{cfg_path!r} is not valid YAML ({e})") from None
     kind = data.get("trainer", "online") if isinstance(data, dict) else None
-    if kind != "online":
-        raise RunDirError(f"{run_dir!r} is a {kind!r} run; expected an image/video (online, flow) run")
+    if kind not in IMAGE_TRAINERS:
+        raise RunDirError(
+            f"{run_dir!r} is a {kind!r} run; expected an image/video run (trainer {' or '.join(IMAGE_TRAINERS)})"
+        )
     ckpt = latest_checkpoint(os.path.join(run_dir, "checkpoints"))
     if ckpt is None:
         raise RunDirError(
@@ -38,6 +43,17 @@ def check_run(run_dir: str) -> tuple[str, str]:
             f"(a run saves one every checkpoint.every steps and at max_steps)"
         )
     return cfg_path, ckpt
+
+
+def load_run_config(cfg_path: str):
+    """The run's config, read with the schema of its ``trainer`` (``online`` or ``preference``)."""
+    import yaml
+
+    from genrl.config import TRAINER_CONFIGS, load_config
+
+    with open(cfg_path, encoding="utf-8") as f:
+        kind = (yaml.safe_load(f) or {}).get("trainer", "online")
+    return load_config(TRAINER_CONFIGS[kind], cfg_path)
 
 
 def load_final_weights(policy, ckpt: str, ema: bool = True) -> dict:
@@ -61,12 +77,11 @@ def load_final_weights(policy, ckpt: str, ema: bool = True) -> dict:
 
 def load_run_policy(run_dir: str, ema: bool = True, device: str = "cpu"):
     """``(config, policy with the run's final weights, checkpoint info)`` for a run directory."""
-    from genrl.config import OnlineConfig, load_config
     from genrl.models import prepare_models
     from genrl.registry import POLICIES
 
     cfg_path, ckpt = check_run(run_dir)
-    cfg = load_config(OnlineConfig, cfg_path)
+    cfg = load_run_config(cfg_path)
     prepare_models(cfg)  # a run's task: model, rebuilt (logged) if the cache was cleared
     policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device)
     return cfg, policy, load_final_weights(policy, ckpt, ema=ema)

@@ -13,7 +13,13 @@ from genrl.config.online import EvalConfig, PolicyConfig
 from genrl.objectives.preference import CRITERIA
 from genrl.replay import REFERENCE_MODES
 
-__all__ = ["PreferenceConfig", "PreferenceObjectiveConfig", "PreferenceTrainConfig", "ReferenceConfig"]
+__all__ = [
+    "PreferenceConfig",
+    "PreferenceDataConfig",
+    "PreferenceObjectiveConfig",
+    "PreferenceTrainConfig",
+    "ReferenceConfig",
+]
 
 
 @dataclass
@@ -77,6 +83,23 @@ class PreferenceTrainConfig(OptimizerConfig):
 
 
 @dataclass
+class PreferenceDataConfig(Section):
+    """Winning samples from local files for ``task: preference_data`` (genrl/tasks/preference_data.py)."""
+
+    train_files: list[str] = option([], "rows {prompt, image}: .jsonl / .json / .parquet files or folders of them")
+    prompt_key: str = option("prompt", "column holding the prompt (Pick-a-Pic v2: caption)")
+    image_key: str = option("image", "column holding the winning image (a path, bytes or a {bytes, path} record)")
+    image_root: str = option("", "folder for relative image paths; '' = the folder of each data file")
+    max_rows: int = option(0, "> 0: keep only the first N rows (debugging); 0 = all")
+    max_eval_prompts: int = option(16, "evaluate on the first N distinct prompts (fixed seeds, for the gallery)")
+
+    def validate(self) -> None:
+        nonempty(self, "prompt_key", "image_key")
+        at_least(self, 0, "max_rows")
+        at_least(self, 1, "max_eval_prompts")
+
+
+@dataclass
 class PreferenceConfig(Section):
     """Preference alignment from winning samples only (SePPO), or its controls."""
 
@@ -86,7 +109,7 @@ class PreferenceConfig(Section):
     task: str = option(
         "digits",
         "task providing winners (preference_batch) and evaluation (a name in genrl.registry.TASKS): digits "
-        "(real digits from the proxy half only)",
+        "(real digits from the proxy half only) or preference_data (files in data:)",
     )
     resume: bool = option(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
     max_steps: int = option(100, "optimizer steps")
@@ -97,9 +120,16 @@ class PreferenceConfig(Section):
     eval: EvalConfig = option(EvalConfig, "periodic evaluation with the ODE sampler")
     checkpoint: CheckpointConfig = option(CheckpointConfig, "checkpointing")
     log: LogConfig = option(LogConfig, "logging")
+    data: PreferenceDataConfig = option(PreferenceDataConfig, "winning samples from files (task preference_data)")
 
     def validate(self) -> None:
         nonempty(self, "output_dir", "task")
+        require(
+            self.task != "preference_data" or bool(self.data.train_files),
+            "data.train_files",
+            self.data.train_files,
+            "task preference_data needs files of winning samples (.jsonl/.json/.parquet or folders)",
+        )
         at_least(self, 0, "seed")
         at_least(self, 1, "max_steps")
         from genrl.registry import OBJECTIVES

@@ -27,68 +27,16 @@ cold start on chain-of-thought answers.
 from __future__ import annotations
 
 import io
-import json
 import math
 import os
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 
 from genrl.registry import TASKS
 from genrl.tasks.response import ResponseTask
+from genrl.tasks.rows import describe_ref, expand_data_paths, image_refs, read_rows
 from genrl.vlm_batching import user_message
-
-DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
-
-
-# ----------------------------------------------------------------------------- files
-
-
-def _expand(paths: Sequence[str]) -> list[str]:
-    """Files named by ``paths``; a folder contributes its data files (sorted)."""
-    files = []
-    for p in paths:
-        p = os.path.expanduser(p)
-        if os.path.isdir(p):
-            found = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(DATA_SUFFIXES))
-            if not found:
-                raise ValueError(f"data folder {p!r} holds no {', '.join(DATA_SUFFIXES)} files")
-            files.extend(found)
-        elif os.path.isfile(p):
-            if not p.endswith(DATA_SUFFIXES):
-                raise ValueError(f"data file {p!r}: unsupported type; expected one of {', '.join(DATA_SUFFIXES)}")
-            files.append(p)
-        else:
-            raise ValueError(
-                f"data file {p!r} does not exist (expected a {', '.join(DATA_SUFFIXES)} file or a folder)"
-            )
-    return files
-
-
-def read_rows(path: str) -> list[dict]:
-    """The rows of one ``.jsonl`` / ``.json`` / ``.parquet`` file, as dicts."""
-    if path.endswith(".parquet"):
-        try:
-            import pyarrow.parquet as pq
-        except ImportError as e:
-            raise ImportError(f"reading {path} needs pyarrow: pip install 'genrl[vlm]'") from e
-        return pq.read_table(path).to_pylist()
-    with open(path, encoding="utf-8") as f:
-        if path.endswith(".json"):
-            rows = json.load(f)
-            if not isinstance(rows, list):
-                raise ValueError(f"{path}: a .json data file must hold a list of rows, got {type(rows).__name__}")
-            return rows
-        rows = []
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from e
-        return rows
-
 
 # ----------------------------------------------------------------------------- images
 
@@ -133,7 +81,7 @@ class RowImages(Sequence):
         try:
             return Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref)
         except Exception as e:  # PIL raises several types for bad files
-            raise ValueError(f"{self.where}: image {i} ({_describe(ref)}) cannot be read: {e}") from e
+            raise ValueError(f"{self.where}: image {i} ({describe_ref(ref)}) cannot be read: {e}") from e
 
     def check(self) -> None:
         """Decode every image in full and run the size rule the Qwen-VL image processors apply
@@ -145,7 +93,7 @@ class RowImages(Sequence):
                 check_processor_size(im.height, im.width)
             except ValueError as e:
                 raise ValueError(
-                    f"{self.where}: image {i} ({_describe(self.refs[i])}, {im.width}x{im.height} after "
+                    f"{self.where}: image {i} ({describe_ref(self.refs[i])}, {im.width}x{im.height} after "
                     f"data.min_pixels / max_pixels) cannot be fed to the Qwen-VL processor: {e}"
                 ) from None
 
@@ -156,38 +104,8 @@ class RowImages(Sequence):
         try:
             im.load()
         except Exception as e:
-            raise ValueError(f"{self.where}: image {i} ({_describe(self.refs[i])}) is corrupt: {e}") from e
+            raise ValueError(f"{self.where}: image {i} ({describe_ref(self.refs[i])}) is corrupt: {e}") from e
         return resize_into(im, self.min_pixels, self.max_pixels)
-
-
-def _describe(ref) -> str:
-    return ref if isinstance(ref, str) else f"{len(ref)} bytes"
-
-
-def _image_refs(entry: Any, root: str, where: str) -> list:
-    """Paths (absolute) or bytes for one row's image column."""
-    if entry is None:
-        return []
-    items = entry if isinstance(entry, (list, tuple)) else [entry]
-    refs = []
-    for j, it in enumerate(items):
-        if isinstance(it, dict):
-            if it.get("bytes"):
-                it = it["bytes"]
-            elif it.get("path"):
-                it = it["path"]
-            else:
-                raise ValueError(f"{where}: image {j} is a record without 'bytes' or 'path'")
-        if isinstance(it, str):
-            path = it if os.path.isabs(it) else os.path.join(root, it)
-            if not os.path.isfile(path):
-                raise ValueError(f"{where}: image {j} not found: {path}")
-            refs.append(path)
-        elif isinstance(it, (bytes, bytearray)):
-            refs.append(bytes(it))
-        else:
-            raise ValueError(f"{where}: image {j} is a {type(it).__name__}; expected a path, bytes or a bytes record")
-    return refs
 
 
 # ----------------------------------------------------------------------------- the task
@@ -215,7 +133,7 @@ class VLMDataTask(ResponseTask):
     def _load(self, paths: Sequence[str], key: str) -> list[dict]:
         c = self.cfg
         items = []
-        for path in _expand(paths):
+        for path in expand_data_paths(paths):
             root = os.path.expanduser(c.image_root) if c.image_root else os.path.dirname(os.path.abspath(path))
             rows = read_rows(path)
             for r, row in enumerate(rows):
@@ -228,7 +146,7 @@ class VLMDataTask(ResponseTask):
                         f"{where}: missing column(s) {missing} ({key}); the row has {sorted(row)} "
                         f"(set data.prompt_key / data.answer_key / data.response_key)"
                     )
-                images = RowImages(_image_refs(row.get(c.image_key), root, where), where, c.min_pixels, c.max_pixels)
+                images = RowImages(image_refs(row.get(c.image_key), root, where), where, c.min_pixels, c.max_pixels)
                 question = str(row[c.prompt_key])
                 try:  # the policy's own message builder checks placeholders against images
                     user_message(question, len(images))
@@ -286,4 +204,4 @@ class VLMDataTask(ResponseTask):
         ]
 
 
-__all__ = ["RowImages", "VLMDataTask", "read_rows", "resize_into"]
+__all__ = ["RowImages", "VLMDataTask", "resize_into"]

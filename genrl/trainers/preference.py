@@ -111,11 +111,12 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         dynamic_ncols=True,
     )
     rank, B = accelerator.process_index, tc.batch_size
+    size = tuple(policy.decode(policy.noise(1, torch.Generator().manual_seed(0))).shape[-2:])  # (H, W) of samples
     for step in bar:
         # 1. winners, and the reference's samples for the same prompts
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
-        prompts, winners = task.preference_batch(B, g)
+        prompts, winners = task.preference_batch(B, g, size)
         x_w = policy.encode_samples(winners)  # [B, ...]
         cond = policy.encode_prompts(prompts)
         u = torch.rand(B, generator=g)  # one noise level per pair

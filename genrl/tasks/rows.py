@@ -1,0 +1,97 @@
+"""Rows of local data files and the image references in them, shared by the file-backed tasks
+(``vlm_data``, ``preference_data``).
+
+Files are ``.jsonl`` (one row per line), ``.json`` (a list of rows) or ``.parquet`` (needs pyarrow:
+``pip install 'genrl[vlm]'``), or folders holding such files. An image entry is a file path
+(relative paths resolve against a root folder, by default the data file's), a ``{"bytes": ...,
+"path": ...}`` record (how Hugging Face datasets store images in parquet) or raw bytes. Every error
+names the file and row.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Sequence
+from typing import Any
+
+DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+
+
+def expand_data_paths(paths: Sequence[str]) -> list[str]:
+    """Files named by ``paths``; a folder contributes its data files (sorted)."""
+    files = []
+    for p in paths:
+        p = os.path.expanduser(p)
+        if os.path.isdir(p):
+            found = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(DATA_SUFFIXES))
+            if not found:
+                raise ValueError(f"data folder {p!r} holds no {', '.join(DATA_SUFFIXES)} files")
+            files.extend(found)
+        elif os.path.isfile(p):
+            if not p.endswith(DATA_SUFFIXES):
+                raise ValueError(f"data file {p!r}: unsupported type; expected one of {', '.join(DATA_SUFFIXES)}")
+            files.append(p)
+        else:
+            raise ValueError(
+                f"data file {p!r} does not exist (expected a {', '.join(DATA_SUFFIXES)} file or a folder)"
+            )
+    return files
+
+
+def read_rows(path: str) -> list[dict]:
+    """The rows of one ``.jsonl`` / ``.json`` / ``.parquet`` file, as dicts."""
+    if path.endswith(".parquet"):
+        try:
+            import pyarrow.parquet as pq
+        except ImportError as e:
+            raise ImportError(f"reading {path} needs pyarrow: pip install 'genrl[vlm]'") from e
+        return pq.read_table(path).to_pylist()
+    with open(path, encoding="utf-8") as f:
+        if path.endswith(".json"):
+            rows = json.load(f)
+            if not isinstance(rows, list):
+                raise ValueError(f"{path}: a .json data file must hold a list of rows, got {type(rows).__name__}")
+            return rows
+        rows = []
+        for n, line in enumerate(f, 1):
+            if line.strip():
+                try:
+                    rows.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from e
+        return rows
+
+
+def describe_ref(ref) -> str:
+    """A path as is, bytes by their length (for error messages)."""
+    return ref if isinstance(ref, str) else f"{len(ref)} bytes"
+
+
+def image_refs(entry: Any, root: str, where: str) -> list:
+    """Paths (absolute) or bytes for one row's image column."""
+    if entry is None:
+        return []
+    items = entry if isinstance(entry, (list, tuple)) else [entry]
+    refs = []
+    for j, it in enumerate(items):
+        if isinstance(it, dict):
+            if it.get("bytes"):
+                it = it["bytes"]
+            elif it.get("path"):
+                it = it["path"]
+            else:
+                raise ValueError(f"{where}: image {j} is a record without 'bytes' or 'path'")
+        if isinstance(it, str):
+            path = it if os.path.isabs(it) else os.path.join(root, it)
+            if not os.path.isfile(path):
+                raise ValueError(f"{where}: image {j} not found: {path}")
+            refs.append(path)
+        elif isinstance(it, (bytes, bytearray)):
+            refs.append(bytes(it))
+        else:
+            raise ValueError(f"{where}: image {j} is a {type(it).__name__}; expected a path, bytes or a bytes record")
+    return refs
+
+
+__all__ = ["DATA_SUFFIXES", "describe_ref", "expand_data_paths", "image_refs", "read_rows"]
