@@ -1,6 +1,7 @@
 """Preference objectives over denoising errors (SePPO, Diffusion-DPO, SFT): the formulas on
 constructed cases, the anchor criterion's switch, and the direction of the gradient."""
 
+import math
 from types import SimpleNamespace
 
 import pytest
@@ -226,3 +227,13 @@ def test_seppo_on_the_diffusion_policy_with_files_of_winners_and_export(tmp_path
     record = export(str(tmp_path / "run"), str(tmp_path / "export"))
     pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "export"))
     assert record["pipeline_class"] == "StableDiffusionPipeline" and pipe.unet is not None
+
+
+@pytest.mark.parametrize("name", [n for n in OBJECTIVES.names() if OBJECTIVES.meta(n).get("kind") == "preference"])
+def test_preference_objectives_are_finite_at_extreme_errors(name):
+    err_w = torch.tensor([1e4, 0.0, 1e-9, 3.0]).requires_grad_(True)
+    err_l = torch.tensor([0.0, 1e4, 1e-9, 3.0]).requires_grad_(True)
+    ref = torch.tensor([0.0, 1e4, 1e-9, 2.0])
+    loss, m = OBJECTIVES.get(name)(err_w, ref, err_l, ref.flip(0), _cfg(beta=5000.0))
+    loss.backward()
+    assert torch.isfinite(loss) and torch.isfinite(err_w.grad).all() and all(map(math.isfinite, m.values()))

@@ -20,21 +20,17 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import os
 import time
 from collections import defaultdict
 
 import torch
-from tqdm.auto import tqdm
 
 from genrl.advantages import group_advantages, weighted_advantages
 from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from genrl.config import OnlineConfig, save_config
+from genrl.config import OnlineConfig
 from genrl.ema import EMA, Anchor
-from genrl.evaluation import read_summary
 from genrl.kl_control import FixedKL, build_kl_controller
-from genrl.metrics_log import MetricsLogger
 from genrl.models import prepare_models
 from genrl.objectives.common import objective_chunk_weight, objective_normaliser, per_step_ratio_stats
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
@@ -42,6 +38,7 @@ from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.scoring import ChunkScorer, build_rewards, combine
 from genrl.seeding import derive_seed
+from genrl.trainers.common import open_run, step_bar, write_final_metrics
 from genrl.trajectory import Trajectory
 
 MAX_CONSECUTIVE_REWARD_FAILURES = 3  # whole batches without a single valid reward -> stop
@@ -297,10 +294,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         start = state["step"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
-    if main:  # start-up succeeded: only now is anything written into output_dir
-        os.makedirs(run_dir, exist_ok=True)
-        save_config(cfg, os.path.join(run_dir, "config.yaml"))
-    logger = MetricsLogger(run_dir, start, cfg.log.tensorboard) if main else None
+    logger = open_run(cfg, start, main)  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
         if not main:
@@ -313,14 +307,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     if start == 0:
         run_eval(0)
     consecutive_failures = 0
-    bar = tqdm(
-        range(start, cfg.max_steps),
-        initial=start,
-        total=cfg.max_steps,
-        desc="train",
-        disable=not (main and cfg.log.progress_bar),
-        dynamic_ncols=True,
-    )
+    bar = step_bar(cfg, start, "train", main)
 
     def collect(step: int, noise: torch.Generator, window: list[int], attempt: int = 0) -> Rollout:
         """1. rollout of this process's share of k prompts x group_size (round ``attempt`` of the step's
@@ -471,8 +458,6 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     result = {}
     if main:
         logger.close()
-        result = {"base": read_summary(run_dir, 0), "final": read_summary(run_dir, cfg.max_steps)}
-        with open(os.path.join(run_dir, "final_metrics.json"), "w") as f:
-            json.dump(result, f, indent=1)
+        result = write_final_metrics(cfg)
     accelerator.wait_for_everyone()
     return result

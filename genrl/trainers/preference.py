@@ -23,22 +23,18 @@ The ``sft`` objective needs no pairs: the trainer then skips the reference entir
 
 from __future__ import annotations
 
-import json
 import os
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from genrl.config import PreferenceConfig, save_config
-from genrl.evaluation import read_summary
-from genrl.io import atomic_file
-from genrl.metrics_log import MetricsLogger
+from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
 from genrl.registry import OBJECTIVES, POLICIES, TASKS
 from genrl.replay import CheckpointPool
 from genrl.seeding import derive_seed
+from genrl.trainers.common import open_run, step_bar, write_final_metrics
 
 
 def train(cfg: PreferenceConfig) -> dict[str, dict]:
@@ -88,10 +84,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         start, ref_index = state["step"], state["ref_index"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
-    if main:  # start-up succeeded: only now is anything written into output_dir
-        os.makedirs(run_dir, exist_ok=True)
-        save_config(cfg, os.path.join(run_dir, "config.yaml"))
-    logger = MetricsLogger(run_dir, start, cfg.log.tensorboard) if main else None
+    logger = open_run(cfg, start, main)
 
     def run_eval(step: int) -> dict[str, float]:
         if not main:
@@ -102,14 +95,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
 
     if start == 0:
         run_eval(0)
-    bar = tqdm(
-        range(start, cfg.max_steps),
-        initial=start,
-        total=cfg.max_steps,
-        desc="preference",
-        disable=not (main and cfg.log.progress_bar),
-        dynamic_ncols=True,
-    )
+    bar = step_bar(cfg, start, "preference", main)
     rank, B = accelerator.process_index, tc.batch_size
     size = tuple(policy.decode(policy.noise(1, torch.Generator().manual_seed(0))).shape[-2:])  # (H, W) of samples
     for step in bar:
@@ -177,10 +163,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
             save_checkpoint(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
         accelerator.wait_for_everyone()
     bar.close()
-    result = {}
-    if main:
-        logger.close()
-        result = {"base": read_summary(run_dir, 0), "final": read_summary(run_dir, cfg.max_steps)}
-        with atomic_file(os.path.join(run_dir, "final_metrics.json")) as f:
-            json.dump(result, f, indent=1)
-    return result
+    if not main:
+        return {}
+    logger.close()
+    return write_final_metrics(cfg)

@@ -21,21 +21,18 @@ Run directory: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/step-X
 
 from __future__ import annotations
 
-import json
 import math
 import os
 import time
 
 import torch
-from tqdm.auto import tqdm
 
 from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from genrl.config import SFTConfig, save_config
-from genrl.evaluation import read_summary
-from genrl.metrics_log import MetricsLogger
+from genrl.config import SFTConfig
 from genrl.models import prepare_models
 from genrl.registry import TASKS
 from genrl.seeding import derive_seed
+from genrl.trainers.common import open_run, step_bar, write_final_metrics
 from genrl.vlm_batching import encode_sft, load_model_dir, save_model_dir
 
 
@@ -84,9 +81,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
         print(f"resuming from {ckpt} (step {start})")
-    os.makedirs(run_dir, exist_ok=True)  # start-up succeeded: only now is anything written into output_dir
-    save_config(cfg, os.path.join(run_dir, "config.yaml"))
-    logger = MetricsLogger(run_dir, start, cfg.log.tensorboard)
+    logger = open_run(cfg, start)  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
         m = task.evaluate_model(model, processor, cfg.eval, run_dir, step, seed=cfg.seed)
@@ -95,14 +90,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
 
     if start == 0:
         run_eval(0)
-    bar = tqdm(
-        range(start, cfg.max_steps),
-        initial=start,
-        total=cfg.max_steps,
-        desc="sft",
-        disable=not cfg.log.progress_bar,
-        dynamic_ncols=True,
-    )
+    bar = step_bar(cfg, start, "sft")
     t_train, n_tokens = 0.0, 0
     for step in bar:
         # 2. a fresh batch of training examples and their target responses
@@ -175,7 +163,4 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
             "final_lr": optimizer.param_groups[0]["lr"],
         },
     )
-    result = {"base": read_summary(run_dir, 0), "final": read_summary(run_dir, cfg.max_steps)}
-    with open(os.path.join(run_dir, "final_metrics.json"), "w") as f:
-        json.dump(result, f, indent=1)
-    return {**result, "model_dir": model_dir}
+    return {**write_final_metrics(cfg), "model_dir": model_dir}

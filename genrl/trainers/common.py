@@ -1,0 +1,47 @@
+"""What every trainer does the same way around its loop: open the run directory once start-up has
+succeeded, the step progress bar, and the final metrics file."""
+
+from __future__ import annotations
+
+import json
+import os
+from typing import Optional
+
+from tqdm.auto import tqdm
+
+from genrl.config import save_config
+from genrl.evaluation import read_summary
+from genrl.io import atomic_file
+from genrl.metrics_log import MetricsLogger
+
+
+def open_run(cfg, start: int, main: bool = True) -> Optional[MetricsLogger]:
+    """Call once start-up has succeeded (models loaded, checkpoint read): only then is anything
+    written into ``cfg.output_dir`` (the resolved ``config.yaml``). Returns the metrics logger
+    (appending after step ``start``) on the main process, else ``None``."""
+    if not main:
+        return None
+    os.makedirs(cfg.output_dir, exist_ok=True)
+    save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    return MetricsLogger(cfg.output_dir, start, cfg.log.tensorboard)
+
+
+def step_bar(cfg, start: int, desc: str, main: bool = True) -> tqdm:
+    """The progress bar over steps ``start .. cfg.max_steps`` (off with ``log.progress_bar=false``)."""
+    return tqdm(
+        range(start, cfg.max_steps),
+        initial=start,
+        total=cfg.max_steps,
+        desc=desc,
+        disable=not (main and cfg.log.progress_bar),
+        dynamic_ncols=True,
+    )
+
+
+def write_final_metrics(cfg) -> dict[str, dict]:
+    """``{"base": eval metrics at step 0, "final": at max_steps}``, also written (atomically) to
+    ``output_dir/final_metrics.json``."""
+    result = {"base": read_summary(cfg.output_dir, 0), "final": read_summary(cfg.output_dir, cfg.max_steps)}
+    with atomic_file(os.path.join(cfg.output_dir, "final_metrics.json")) as f:
+        json.dump(result, f, indent=1)
+    return result
