@@ -42,38 +42,50 @@ def _clip(vocab: int, hidden: int, layers: int, heads: int, positions: int, act:
     )
 
 
+def _mmdit(sample, channels, layers, head_dim, heads, joint, caption, pooled, pos) -> dict:
+    """An ``SD3Transformer2DModel`` config (patch 2, output channels = input, RMS QK-norm as SD3.5)."""
+    return dict(
+        sample_size=sample,
+        patch_size=2,
+        in_channels=channels,
+        num_layers=layers,
+        attention_head_dim=head_dim,
+        num_attention_heads=heads,
+        joint_attention_dim=joint,
+        caption_projection_dim=caption,
+        pooled_projection_dim=pooled,
+        out_channels=channels,
+        pos_embed_max_size=pos,
+        qk_norm="rms_norm",
+    )
+
+
+def _vae(blocks: tuple, layers: int, latent: int, sample: int) -> dict:
+    """An ``AutoencoderKL`` config with SD3's latent scaling and no quant convolutions."""
+    return dict(
+        in_channels=3,
+        out_channels=3,
+        down_block_types=("DownEncoderBlock2D",) * len(blocks),
+        up_block_types=("UpDecoderBlock2D",) * len(blocks),
+        block_out_channels=blocks,
+        layers_per_block=layers,
+        latent_channels=latent,
+        scaling_factor=1.5305,
+        shift_factor=0.0609,
+        use_quant_conv=False,
+        use_post_quant_conv=False,
+        sample_size=sample,
+    )
+
+
 # SD3.5-Medium's published component configs (model_index.json's subfolders).
 PRESETS = {
     "sd35m": dict(
-        transformer=dict(
-            sample_size=128,
-            patch_size=2,
-            in_channels=16,
-            num_layers=24,
-            attention_head_dim=64,
-            num_attention_heads=24,
-            joint_attention_dim=4096,
-            caption_projection_dim=1536,
-            pooled_projection_dim=2048,
-            out_channels=16,
-            pos_embed_max_size=384,
-            dual_attention_layers=tuple(range(13)),
-            qk_norm="rms_norm",
-        ),
-        vae=dict(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 4,
-            up_block_types=("UpDecoderBlock2D",) * 4,
-            block_out_channels=(128, 256, 512, 512),
-            layers_per_block=2,
-            latent_channels=16,
-            scaling_factor=1.5305,
-            shift_factor=0.0609,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-            sample_size=1024,
-        ),
+        transformer=_mmdit(
+            sample=128, channels=16, layers=24, head_dim=64, heads=24, joint=4096, caption=1536, pooled=2048, pos=384
+        )
+        | dict(dual_attention_layers=tuple(range(13))),
+        vae=_vae(blocks=(128, 256, 512, 512), layers=2, latent=16, sample=1024),
         clip_l=_clip(vocab=49408, hidden=768, layers=12, heads=12, positions=77, act="quick_gelu"),
         clip_g=_clip(vocab=49408, hidden=1280, layers=32, heads=20, positions=77, act="gelu"),
         t5=dict(
@@ -93,36 +105,11 @@ PRESETS = {
     ),
     # the same code path at toy size, to check the script on a CPU
     "tiny": dict(
-        transformer=dict(
-            sample_size=16,
-            patch_size=2,
-            in_channels=4,
-            num_layers=2,
-            attention_head_dim=8,
-            num_attention_heads=2,
-            joint_attention_dim=32,
-            caption_projection_dim=16,
-            pooled_projection_dim=64,
-            out_channels=4,
-            pos_embed_max_size=16,
-            dual_attention_layers=(0,),
-            qk_norm="rms_norm",
-        ),
-        vae=dict(
-            in_channels=3,
-            out_channels=3,
-            down_block_types=("DownEncoderBlock2D",) * 2,
-            up_block_types=("UpDecoderBlock2D",) * 2,
-            block_out_channels=(8, 8),
-            layers_per_block=1,
-            latent_channels=4,
-            norm_num_groups=4,
-            scaling_factor=1.5305,
-            shift_factor=0.0609,
-            use_quant_conv=False,
-            use_post_quant_conv=False,
-            sample_size=32,
-        ),
+        transformer=_mmdit(
+            sample=16, channels=4, layers=2, head_dim=8, heads=2, joint=32, caption=16, pooled=64, pos=16
+        )
+        | dict(dual_attention_layers=(0,)),
+        vae=_vae(blocks=(8, 8), layers=1, latent=4, sample=32) | dict(norm_num_groups=4),
         clip_l=_clip(vocab=64, hidden=32, layers=2, heads=2, positions=16),
         clip_g=_clip(vocab=64, hidden=32, layers=2, heads=2, positions=16),
         t5=dict(

@@ -6,9 +6,9 @@ import math
 from dataclasses import dataclass
 from typing import Optional
 
-from genrl.config.base import Section, at_least, option, require
+from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require
 
-__all__ = ["CheckpointConfig", "LogConfig", "LoraConfig", "OptimizerConfig"]
+__all__ = ["CheckpointConfig", "LogConfig", "LoraConfig", "OptimizerConfig", "RunConfig"]
 
 
 @dataclass
@@ -68,3 +68,37 @@ class CheckpointConfig(Section):
 class LogConfig(Section):
     tensorboard: bool = option(True, "write TensorBoard event files under output_dir")
     progress_bar: bool = option(True, "show a tqdm progress bar")
+
+
+@dataclass
+class RunConfig(Section):
+    """The top level every trainer's config starts with. A trainer's config derives from it,
+    narrowing ``trainer`` to its own name and setting its defaults; ``validate`` checks the shared
+    fields and the keys the task registered as ``required`` (``TASKS.register(name, required=...)``)."""
+
+    trainer: str = option("online", "which trainer `genrl train` runs for this config")
+    output_dir: str = option("runs/genrl", "directory for checkpoints, logs and samples")
+    seed: int = option(0, "random seed (>= 0): data order, sampling, evaluation noise")
+    task: str = option(
+        "digits", "the task: a name in genrl.registry.TASKS (genrl/tasks/) or an import path package.module:Class"
+    )
+    resume: bool = option(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
+    max_steps: int = option(100, "training steps")
+    checkpoint: CheckpointConfig = option(CheckpointConfig, "checkpointing")
+    log: LogConfig = option(LogConfig, "logging")
+
+    def validate(self) -> None:
+        nonempty(self, "output_dir", "task")
+        at_least(self, 0, "seed")
+        at_least(self, 1, "max_steps")
+        from genrl.registry import TASKS
+
+        try:
+            required = TASKS.meta(self.task).get("required", ())
+        except ValueError as e:
+            raise ConfigError("task", str(e), self.task) from None
+        for key in required:
+            value = self
+            for part in key.split("."):
+                value = getattr(value, part)
+            require(bool(value), key, value, f"must be non-empty for task {self.task} (the files it reads)")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
 from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require
-from genrl.config.common import CheckpointConfig, LogConfig, LoraConfig, OptimizerConfig
+from genrl.config.common import LoraConfig, OptimizerConfig, RunConfig
 from genrl.objectives.common import KL_TYPES, LOSS_AGGS
 from genrl.policies.base import DTYPES
 from genrl.policies.diffusion import DDIM_STEP
@@ -418,18 +418,11 @@ class PromptDataConfig(Section):
 
 
 @dataclass
-class OnlineConfig(Section):
+class OnlineConfig(RunConfig):
     """Online RL trainer (rollout -> reward -> advantage -> update), e.g. Flow-GRPO."""
 
     trainer: Literal["online"] = option("online", "which trainer `genrl train` runs for this config")
     output_dir: str = option("runs/digits_flowgrpo", "directory for checkpoints, logs and samples")
-    seed: int = option(0, "random seed (>= 0)")
-    task: str = option(
-        "digits",
-        "task providing prompts and eval metrics (a name in genrl.registry.TASKS): digits (embedded) or prompts (files in data:)",
-    )
-    resume: bool = option(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
-    max_steps: int = option(100, "RL iterations (rollout -> reward -> update)")
     policy: PolicyConfig = option(PolicyConfig, "the generative model and its sampler")
     rollout: RolloutConfig = option(RolloutConfig, "sampling of training trajectories")
     rewards: dict[str, float] = option({"digits": 1.0}, "reward name -> weight (non-empty, finite weights)")
@@ -440,14 +433,10 @@ class OnlineConfig(Section):
     objective: ObjectiveConfig = option(ObjectiveConfig, "policy-gradient objective")
     train: TrainConfig = option(TrainConfig, "optimisation")
     eval: EvalConfig = option(EvalConfig, "periodic evaluation with the ODE sampler")
-    checkpoint: CheckpointConfig = option(CheckpointConfig, "checkpointing")
-    log: LogConfig = option(LogConfig, "logging")
     data: PromptDataConfig = option(PromptDataConfig, "prompt files (used by task prompts only)")
 
     def validate(self) -> None:
-        nonempty(self, "output_dir", "task")
-        at_least(self, 0, "seed")
-        at_least(self, 1, "max_steps")
+        super().validate()
         require(len(self.rewards) > 0, "rewards", self.rewards, "needs at least one reward")
         for name, w in self.rewards.items():
             require(bool(name.strip()), "rewards", self.rewards, "reward names must be non-empty")

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require
-from genrl.config.common import CheckpointConfig, LogConfig, OptimizerConfig
+from genrl.config.common import OptimizerConfig, RunConfig
 from genrl.config.online import EvalConfig, PolicyConfig
 from genrl.objectives.preference import CRITERIA
 from genrl.replay import REFERENCE_MODES
@@ -100,38 +100,22 @@ class PreferenceDataConfig(Section):
 
 
 @dataclass
-class PreferenceConfig(Section):
-    """Preference alignment from winning samples only (SePPO), or its controls."""
+class PreferenceConfig(RunConfig):
+    """Preference alignment from winning samples only (SePPO), or its controls. The task provides
+    the winners (``preference_batch``): digits (real digits from the proxy half only) or
+    preference_data (files in ``data:``)."""
 
     trainer: Literal["preference"] = option("preference", "which trainer `genrl train` runs for this config")
     output_dir: str = option("runs/digits_seppo", "directory for checkpoints, logs and samples")
-    seed: int = option(0, "random seed (>= 0): winners, reference draws, noise levels")
-    task: str = option(
-        "digits",
-        "task providing winners (preference_batch) and evaluation (a name in genrl.registry.TASKS): digits "
-        "(real digits from the proxy half only) or preference_data (files in data:)",
-    )
-    resume: bool = option(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
-    max_steps: int = option(100, "optimizer steps")
     policy: PolicyConfig = option(PolicyConfig, "the generative model (its sde / eta are unused: samples are ODE)")
     objective: PreferenceObjectiveConfig = option(PreferenceObjectiveConfig, "the preference objective")
     reference: ReferenceConfig = option(ReferenceConfig, "the reference model and its checkpoint pool")
     train: PreferenceTrainConfig = option(PreferenceTrainConfig, "optimisation")
     eval: EvalConfig = option(EvalConfig, "periodic evaluation with the ODE sampler")
-    checkpoint: CheckpointConfig = option(CheckpointConfig, "checkpointing")
-    log: LogConfig = option(LogConfig, "logging")
     data: PreferenceDataConfig = option(PreferenceDataConfig, "winning samples from files (task preference_data)")
 
     def validate(self) -> None:
-        nonempty(self, "output_dir", "task")
-        require(
-            self.task != "preference_data" or bool(self.data.train_files),
-            "data.train_files",
-            self.data.train_files,
-            "task preference_data needs files of winning samples (.jsonl/.json/.parquet or folders)",
-        )
-        at_least(self, 0, "seed")
-        at_least(self, 1, "max_steps")
+        super().validate()
         from genrl.registry import OBJECTIVES
 
         try:

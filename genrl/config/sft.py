@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import Section, at_least, nonempty, option, require
-from genrl.config.common import CheckpointConfig, LogConfig, OptimizerConfig
+from genrl.config.base import at_least, nonempty, option, require
+from genrl.config.common import LogConfig, OptimizerConfig, RunConfig
 from genrl.config.vlm import ResponseEvalConfig, VLMDataConfig
 
 __all__ = ["SFTConfig", "SFTLogConfig", "SFTTrainConfig"]
@@ -42,47 +42,34 @@ class SFTLogConfig(LogConfig):
 
 
 @dataclass
-class SFTConfig(Section):
-    """Supervised fine-tuning on reasoning traces (the cold start before RL, as in MMR1)."""
+class SFTConfig(RunConfig):
+    """Supervised fine-tuning on reasoning traces (the cold start before RL, as in MMR1). The task
+    provides examples with target responses (``sft_examples``): digit_sum, or vlm_data with
+    ``data.response_key``."""
 
     trainer: Literal["sft"] = option("sft", "which trainer `genrl train` runs for this config (always 'sft' here)")
     output_dir: str = option("runs/digit_sum_sft", "directory for checkpoints, logs, samples and the final model/")
-    seed: int = option(0, "random seed (>= 0): data order and sampled evaluation")
-    task: str = option(
-        "digit_sum",
-        "task providing training examples with target responses and held-out questions (a name in "
-        "genrl.registry.TASKS with sft_examples: digit_sum, or vlm_data with data.response_key)",
-    )
+    task: str = option("digit_sum", "the task (genrl.registry.TASKS) providing examples with target responses")
+    max_steps: int = option(300, "optimizer steps")
     model: str = option(
         "task:digit_sum",
         "'task:<name>' (the task's untrained base model, built by genrl prepare, which train runs first), "
         "a local transformers folder or a hub id of a supported VLM",
     )
-    resume: bool = option(True, "resume from the newest checkpoint in output_dir/checkpoints if present")
-    max_steps: int = option(300, "optimizer steps")
     train: SFTTrainConfig = option(SFTTrainConfig, "optimisation and learning-rate schedule")
     eval: ResponseEvalConfig = option(ResponseEvalConfig, "periodic held-out evaluation")
-    checkpoint: CheckpointConfig = option(CheckpointConfig, "checkpointing")
     log: SFTLogConfig = option(SFTLogConfig, "logging")
     data: VLMDataConfig = option(VLMDataConfig, "local data files (used by task vlm_data only; needs response_key)")
 
     def validate(self) -> None:
-        nonempty(self, "output_dir", "task", "model")
-        if self.task == "vlm_data":
-            require(
-                bool(self.data.train_files),
-                "data.train_files",
-                self.data.train_files,
-                "task vlm_data needs local training files",
-            )
-            require(
-                bool(self.data.response_key),
-                "data.response_key",
-                self.data.response_key,
-                "SFT on task vlm_data needs the column holding each row's target response",
-            )
-        at_least(self, 0, "seed")
-        at_least(self, 1, "max_steps")
+        super().validate()
+        nonempty(self, "model")
+        require(
+            self.task != "vlm_data" or bool(self.data.response_key),
+            "data.response_key",
+            self.data.response_key,
+            "SFT on task vlm_data needs the column holding each row's target response",
+        )
         require(
             self.train.warmup_steps < self.max_steps or self.train.warmup_steps == 0,
             "train.warmup_steps",

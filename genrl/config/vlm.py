@@ -164,9 +164,7 @@ class OnlineVLMConfig(OnlineConfig):
 
     trainer: Literal["online_vlm"] = option("online_vlm", "which trainer `genrl train` runs for this config")
     output_dir: str = option("runs/digit_sum_grpo", "directory for checkpoints, logs and samples")
-    task: str = option(
-        "digit_sum", "embedded task providing questions and evaluation (a name in genrl.registry.TASKS)"
-    )
+    task: str = option("digit_sum", "the task (genrl.registry.TASKS) providing questions and evaluation")
     policy: VLMPolicyConfig = option(VLMPolicyConfig, "the vision-language model and its sampling")
     rewards: dict[str, float] = option({"accuracy": 1.0}, "reward name -> weight (non-empty, finite weights)")
     eval: ResponseEvalConfig = option(
@@ -185,10 +183,4 @@ class OnlineVLMConfig(OnlineConfig):
             self.policy.max_prompt_length,
             "rollout.dynamic_sampling joins the groups of several rollout rounds, whose prompts pad to different "
             "widths: set a fixed width (e.g. policy.max_prompt_length=2048)",
-        )
-        require(
-            self.task != "vlm_data" or bool(self.data.train_files),
-            "data.train_files",
-            self.data.train_files,
-            "task vlm_data needs local training files (.jsonl/.json/.parquet or folders)",
         )

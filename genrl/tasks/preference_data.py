@@ -50,7 +50,7 @@ def fit_image(im, height: int, width: int) -> torch.Tensor:
     return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
 
 
-@TASKS.register("preference_data")
+@TASKS.register("preference_data", required=("data.train_files",))
 class PreferenceDataTask:
     """Winning samples from local files (``data:`` section, ``PreferenceDataConfig``)."""
 

@@ -50,7 +50,7 @@ def read_prompts(paths: list[str], prompt_key: str = "prompt") -> list[tuple[str
     return rows
 
 
-@TASKS.register("prompts")
+@TASKS.register("prompts", required=("data.train_files",))
 class PromptsTask:
     """Prompts from files; evaluation by the run's own rewards (no held-out judge)."""
 

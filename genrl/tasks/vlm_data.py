@@ -111,7 +111,7 @@ class RowImages(Sequence):
 # ----------------------------------------------------------------------------- the task
 
 
-@TASKS.register("vlm_data")
+@TASKS.register("vlm_data", required=("data.train_files",))
 class VLMDataTask(ResponseTask):
     """Prompts, gold answers and images from local files (``data:`` config section)."""
 
