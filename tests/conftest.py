@@ -210,3 +210,11 @@ def assert_documented_metric_names(metrics_jsonl) -> None:
     keys = {k for line in open(metrics_jsonl) for k in json.loads(line) if k != "step"}
     undocumented = sorted(k for k in keys if not k.startswith(prefixes))
     assert keys and not undocumented, undocumented
+
+
+@pytest.fixture(scope="session")
+def base_model(tmp_path_factory):
+    """A digits base model pretrained for 5 steps (seconds), shared by the trainer tests."""
+    from genrl.tasks.digits import pretrain
+
+    return pretrain(tmp_path_factory.mktemp("base"), steps=5, progress=False)

@@ -78,13 +78,6 @@ def test_preference_objectives_are_refused_by_the_online_trainer():
 # ----------------------------------------------------------------------------- the trainer on digits
 
 
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory):
-    from genrl.tasks.digits import pretrain
-
-    return pretrain(tmp_path_factory.mktemp("base"), steps=5, progress=False)
-
-
 def _pref_cfg(run_dir, model, *extra):
     from genrl.config import PreferenceConfig, load_config
 

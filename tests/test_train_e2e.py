@@ -12,16 +12,10 @@ from conftest import assert_documented_metric_names
 from genrl.checkpoint import latest_checkpoint, load_checkpoint
 from genrl.config import OnlineConfig, load_config
 from genrl.registry import REWARDS
-from genrl.tasks.digits import pretrain
 from genrl.trainers.online import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
-
-
-@pytest.fixture(scope="module")
-def base_model(tmp_path_factory):
-    return pretrain(tmp_path_factory.mktemp("base"), steps=5, progress=False)
 
 
 def _cfg(run_dir, model, *extra):
