@@ -44,12 +44,16 @@ class CheckpointPool:
         self.add(0)
 
     @torch.no_grad()
-    def add(self, step: int) -> None:
-        """Snapshot the current parameters (CPU copies) as taken after optimizer step ``step``."""
+    def add(self, step: int, current: int = 0) -> int:
+        """Snapshot the current parameters (CPU copies) as taken after optimizer step ``step``. Returns
+        where the entry at index ``current`` (the reference in use) now is: it moves down by one when
+        the oldest snapshot after the start is dropped (``max_size``), and is -1 if it was dropped."""
         self.steps.append(int(step))
         self.weights.append({n: p.detach().to("cpu", copy=True) for n, p in self.params.items()})
         if self.max_size and len(self.steps) > self.max_size:  # keep the start
             del self.steps[1], self.weights[1]
+            return -1 if current == 1 else current - (current > 1)
+        return current
 
     def draw(self, generator: Optional[torch.Generator] = None) -> int:
         """The index of the next reference: uniform over the pool (``replay``), 0 or the newest."""

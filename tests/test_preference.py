@@ -230,3 +230,13 @@ def test_preference_objectives_are_finite_at_extreme_errors(name):
     loss, m = OBJECTIVES.get(name)(err_w, ref, err_l, ref.flip(0), _cfg(beta=5000.0))
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(err_w.grad).all() and all(map(math.isfinite, m.values()))
+
+
+def test_a_bounded_pool_keeps_the_reference_in_use_or_says_it_left():
+    from genrl.replay import CheckpointPool
+
+    w = torch.nn.Parameter(torch.zeros(1))
+    pool = CheckpointPool({"w": w}, "replay", max_size=3)
+    assert pool.add(1, current=0) == 0 and pool.add(2, current=2) == 2  # nothing dropped yet
+    assert pool.add(3, current=2) == 1 and pool.steps == [0, 2, 3]  # step 1 dropped: step 2 moved down
+    assert pool.add(4, current=1) == -1 and pool.steps == [0, 3, 4]  # the reference (step 2) was dropped

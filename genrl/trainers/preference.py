@@ -135,7 +135,9 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         optimizer.step()
         done = step + 1
         if done % cfg.reference.snapshot_every == 0:
-            pool.add(done)
+            ref_index = pool.add(done, ref_index)
+            if ref_index < 0:  # the snapshot in use left the pool: draw again now
+                ref_index = pool.draw(torch.Generator().manual_seed(derive_seed(cfg.seed, done, 3)))
         t2 = time.perf_counter()
 
         # 3. log, evaluate, checkpoint
