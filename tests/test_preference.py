@@ -117,6 +117,11 @@ def test_seppo_trains_on_digits_and_resumes_exactly(tmp_path, base_model):
     assert [r["train/pool_size"] for r in rows] == [2, 3, 4, 5]  # the start + one snapshot per step
     assert all(0 <= r["train/ref_step"] < r["step"] and 0 <= r["pref/winner_frac"] <= 1 for r in rows)
     assert_documented_metric_names(straight / "metrics.jsonl")
+    from genrl.config import PreferenceConfig
+    from genrl.run_dir import check_run, load_run_config
+
+    cfg_path, ckpt = check_run(str(straight))  # gallery and export read preference runs
+    assert isinstance(load_run_config(cfg_path), PreferenceConfig) and ckpt.endswith("step-000004")
     # stop at step 2, resume to 4: same weights, optimizer, pool and draws as the straight run
     part = tmp_path / "part"
     train(_pref_cfg(part, base_model, "max_steps=2"))
