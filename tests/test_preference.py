@@ -136,14 +136,16 @@ def test_seppo_trains_on_digits_and_resumes_exactly(tmp_path, base_model):
     assert [r["loss/seppo"] for r in resumed] == [r["loss/seppo"] for r in rows]
 
 
-@pytest.mark.parametrize("objective", ["diffusion_dpo", "sft"])
+@pytest.mark.parametrize("objective", ["diffusion_dpo", "sft", "seppo-logit_normal"])
 def test_the_controls_run(tmp_path, base_model, objective):
     from genrl.trainers.preference import train
 
+    objective, _, sampling = objective.partition("-")
     extra = [f"objective.name={objective}", "max_steps=2", "eval.every=0"]
+    extra += [f"train.timestep_sampling={sampling}"] if sampling else []
     if objective == "diffusion_dpo":
         extra.append("reference.mode=fixed")
-    result = train(_pref_cfg(tmp_path / objective, base_model, *extra))
+    result = train(_pref_cfg(tmp_path / (objective + sampling), base_model, *extra))
     assert result["final"]["eval/gold_accuracy"] >= 0
 
 

@@ -75,6 +75,11 @@ class PreferenceTrainConfig(OptimizerConfig):
 
     lr: float = option(1e-4, "AdamW learning rate")
     batch_size: int = option(32, "winners (and reference samples) per optimizer step (per process)")
+    timestep_sampling: Literal["uniform", "logit_normal"] = option(
+        "uniform",
+        "how each pair's noise level is drawn: uniform over the scheduler's training timesteps (Diffusion-DPO's "
+        "train.py) or logit-normal (sigmoid of a standard normal; SD3's and the digits pretraining's)",
+    )
     mixed_precision: Literal["no", "bf16", "fp16"] = option("no", "autocast mode for training")
 
     def validate(self) -> None:

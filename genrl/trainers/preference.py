@@ -11,7 +11,7 @@ prompt, the reference is drawn from the run's own earlier checkpoints (random ch
         x_w     = policy.encode_samples(winners)                   clean latents [B, ...]
         ref     = pool entry drawn every redraw_every steps        (replay: uniform; fixed: the start)
         x_l     = ref's samples for the same prompts               (the policy's ODE sampler, ref's weights)
-        u, eps  = one noise level and noise per pair, shared by x_w and x_l (as Diffusion-DPO)
+        u, eps  = one noise level (train.timestep_sampling) and noise per pair, shared by x_w and x_l
         errors  = denoising errors [B] of the policy (with grad) and of ref (no grad) on x_w and x_l
         loss    = objective(errors) -> backward -> clip -> AdamW
         pool.add(step) every snapshot_every steps
@@ -105,7 +105,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         prompts, winners = task.preference_batch(B, g, size)
         x_w = policy.encode_samples(winners)  # [B, ...]
         cond = policy.encode_prompts(prompts)
-        u = torch.rand(B, generator=g)  # one noise level per pair
+        u = torch.rand(B, generator=g) if tc.timestep_sampling == "uniform" else torch.randn(B, generator=g).sigmoid()
         noise_w = policy.noise(B, g)
         if pairs:
             if step % cfg.reference.redraw_every == 0:
