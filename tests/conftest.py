@@ -5,6 +5,21 @@ import torch
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
 
+# Overrides that shrink an online digits recipe to seconds (2 steps of 2 prompts x 4 samples);
+# a test appends its own, and later overrides win.
+TINY_ONLINE = [
+    "max_steps=2",
+    "policy.num_steps=4",
+    "rollout.prompts_per_step=2",
+    "rollout.group_size=4",
+    "rollout.batch_size=8",
+    "train.batch_size=4",
+    "eval.seeds_per_prompt=2",
+    "eval.every=1",
+    "checkpoint.every=1",
+    "log.progress_bar=false",
+]
+
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory, monkeypatch):

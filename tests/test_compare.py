@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+from conftest import TINY_ONLINE
 
 from genrl.tasks.digits import pretrain
 
@@ -16,16 +17,7 @@ def test_compare_runs_every_config_and_writes_the_report(tmp_path):
     base = pretrain(tmp_path / "base", steps=5, progress=False)
     tiny = [
         f"policy.model={base}",
-        "max_steps=2",
-        "policy.num_steps=4",
-        "rollout.prompts_per_step=2",
-        "rollout.group_size=4",
-        "rollout.batch_size=8",
-        "train.batch_size=4",
-        "eval.seeds_per_prompt=2",
-        "eval.every=1",
-        "checkpoint.every=1",
-        "log.progress_bar=false",
+        *TINY_ONLINE,
     ]
     out = tmp_path / "cmp"
     cmd = [

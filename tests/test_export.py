@@ -9,6 +9,7 @@ import sys
 
 import pytest
 import torch
+from conftest import TINY_ONLINE
 from families import dummy_sd3
 
 from genrl.config import OnlineConfig, load_config
@@ -19,16 +20,9 @@ from genrl.trainers.online import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TINY = [
-    "max_steps=2",
-    "policy.num_steps=4",
-    "rollout.prompts_per_step=2",
-    "rollout.group_size=4",
-    "rollout.batch_size=8",
-    "train.batch_size=4",
+    *TINY_ONLINE,
     "eval.seeds_per_prompt=1",
     "eval.every=0",
-    "checkpoint.every=1",
-    "log.progress_bar=false",
     "log.tensorboard=false",
     "train.lr=2e-2",
 ]

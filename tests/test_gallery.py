@@ -12,6 +12,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
+from conftest import TINY_ONLINE
 from PIL import Image
 
 from genrl.cli import main
@@ -32,16 +33,7 @@ def _cfg(run_dir, model, *extra):
         [
             f"output_dir={run_dir}",
             f"policy.model={model}",
-            "max_steps=2",
-            "policy.num_steps=4",
-            "rollout.prompts_per_step=2",
-            "rollout.group_size=4",
-            "rollout.batch_size=8",
-            "train.batch_size=4",
-            "eval.seeds_per_prompt=2",
-            "eval.every=1",
-            "checkpoint.every=1",
-            "log.progress_bar=false",
+            *TINY_ONLINE,
             "log.tensorboard=false",
             *extra,
         ],

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import assert_documented_metric_names
+from conftest import TINY_ONLINE, assert_documented_metric_names
 
 from genrl.checkpoint import latest_checkpoint, load_checkpoint
 from genrl.config import OnlineConfig, load_config
@@ -25,16 +25,7 @@ def _cfg(run_dir, model, *extra):
         [
             f"output_dir={run_dir}",
             f"policy.model={model}",
-            "max_steps=2",
-            "policy.num_steps=4",
-            "rollout.prompts_per_step=2",
-            "rollout.group_size=4",
-            "rollout.batch_size=8",
-            "train.batch_size=4",
-            "eval.seeds_per_prompt=2",
-            "eval.every=1",
-            "checkpoint.every=1",
-            "log.progress_bar=false",
+            *TINY_ONLINE,
             *extra,
         ],
     )
