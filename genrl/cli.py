@@ -18,30 +18,11 @@ import os
 import sys
 
 
-def _trainer_kind(path: str | None, overrides: list[str]) -> str:
-    """The trainer a config asks for: ``trainer=`` override > YAML ``trainer:`` > online.
-    (An unreadable file is reported by ``load_config`` afterwards.)"""
-    import yaml
-
-    kind = "online"
-    if path is not None:
-        try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
-            if isinstance(data, dict):
-                kind = data.get("trainer", kind)
-        except (OSError, yaml.YAMLError):
-            pass
-    for item in overrides:
-        if item.partition("=")[0].strip() == "trainer":
-            kind = yaml.safe_load(item.partition("=")[2])
-    return kind
-
-
 def _train(args) -> int:
-    from genrl.config import TRAINER_CONFIGS, ConfigError, describe_config, load_config
+    from genrl.config import TRAINER_CONFIGS, TRAINERS, describe_config, load_trainer_config, trainer_kind
+    from genrl.registry import import_object
 
-    kind = _trainer_kind(args.config, args.overrides)
+    kind = trainer_kind(args.config, args.overrides)
     if args.help_config:
         kinds = [kind] if args.config and kind in TRAINER_CONFIGS else list(TRAINER_CONFIGS)
         print("\n\n".join(f"# trainer: {k}\n" + describe_config(TRAINER_CONFIGS[k]) for k in kinds))
@@ -49,12 +30,7 @@ def _train(args) -> int:
     if not args.config:
         print("genrl train: a config file is required (see configs/)", file=sys.stderr)
         return 2
-    if kind not in TRAINER_CONFIGS:
-        raise ConfigError("trainer", f"must be one of {', '.join(map(repr, TRAINER_CONFIGS))}", kind)
-    cfg = load_config(TRAINER_CONFIGS[kind], args.config, args.overrides)
-    from genrl.config import TRAINERS
-    from genrl.registry import import_object
-
+    cfg = load_trainer_config(args.config, args.overrides)
     result = import_object(TRAINERS[kind], "trainer")(cfg)
     if result.get("final"):
         print(f"evaluation, step 0 -> {cfg.max_steps} ({cfg.output_dir}/final_metrics.json):")
@@ -72,13 +48,10 @@ def _prepare(args) -> int:
     from genrl.registry import TASKS
 
     if os.path.isfile(args.target):
-        from genrl.config import TRAINER_CONFIGS, load_config
+        from genrl.config import load_trainer_config
         from genrl.models import prepare_models
 
-        kind = _trainer_kind(args.target, [])
-        cfg = load_config(TRAINER_CONFIGS[kind], args.target) if kind in TRAINER_CONFIGS else None
-        if cfg is None:
-            raise ValueError(f"{args.target}: trainer must be one of {', '.join(TRAINER_CONFIGS)}")
+        cfg = load_trainer_config(args.target)
         for path in prepare_models(cfg):
             print(path)
         return 0
@@ -98,9 +71,22 @@ def _prepare(args) -> int:
 
 
 def _compare(args) -> int:
-    from genrl.compare import run_all, write_report
+    from genrl.compare import Arm, run_all, write_report
 
-    print(write_report(run_all(args.configs, args.seeds, args.out, args.set), args.out))
+    if any(len(a) < 2 for a in args.arm or []):
+        raise ValueError("genrl compare: --arm takes NAME CONFIG [OVERRIDE ...]")
+    arms = [Arm.from_path(p) for p in args.configs] + [Arm(a[0], a[1], tuple(a[2:])) for a in args.arm or []]
+    if not arms:
+        raise ValueError("genrl compare: give configs or --arm NAME CONFIG [OVERRIDE ...]")
+    if len({a.name for a in arms}) < len(arms):
+        raise ValueError(f"genrl compare: arm names must differ (got {', '.join(a.name for a in arms)})")
+    for a in arms:
+        if not os.path.isfile(a.config):
+            raise FileNotFoundError(f"genrl compare: no config file {a.config!r} (arm {a.name})")
+    runs = run_all(
+        arms, args.seeds, args.out, args.set, args.wall_budget, args.evals, calibration_steps=args.calibration_steps
+    )
+    print(write_report(runs, args.out))
     return 0
 
 
@@ -134,9 +120,31 @@ def main(argv: list[str] | None = None) -> int:
     p.set_defaults(func=_train)
     p = sub.add_parser(
         "compare",
-        help="run several online configs with the same seeds and budget, then write a report (table + plots) to --out",
+        help="run several configs (any trainer on a task with a gold judge) with the same seeds and budget, "
+        "then write a report (table + plots) to --out",
     )
-    p.add_argument("configs", nargs="+", help="online (flow) configs, e.g. configs/digits/flowgrpo_ink.yaml")
+    p.add_argument("configs", nargs="*", help="configs run as they are, e.g. configs/digits/flowgrpo_ink.yaml")
+    p.add_argument(
+        "--arm",
+        nargs="+",
+        action="append",
+        metavar="ARG",
+        help="a named arm: a config with its own overrides, e.g. --arm fixed_ref configs/digits/seppo.yaml "
+        "reference.mode=fixed (repeatable)",
+    )
+    p.add_argument(
+        "--wall-budget",
+        type=float,
+        default=None,
+        help="equal training wall time: seconds of optimizer steps per run, steps set by a calibration run per arm",
+    )
+    p.add_argument("--evals", type=int, default=6, help="with --wall-budget: evaluations per run (default: 6)")
+    p.add_argument(
+        "--calibration-steps",
+        type=int,
+        default=20,
+        help="with --wall-budget: steps of each calibration run (default: 20)",
+    )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to run every config with (default: 0)")
     p.add_argument("--out", required=True, help="folder for the runs and report.md")
     p.add_argument("--set", nargs="*", default=[], help="overrides applied to every config, e.g. max_steps=150")

@@ -1,22 +1,32 @@
-"""``genrl compare``: the same seeds and budget for several configs, then one report.
+"""``genrl compare``: the same seeds and budget for several configs (arms), then one report.
 
     genrl compare configs/digits/flowgrpo_ink.yaml configs/digits/guard.yaml ... \\
         --seeds 0 1 2 --out benchmarks/compare_ink [--set max_steps=150 ...]
+    genrl compare --arm seppo configs/digits/seppo.yaml \\
+        --arm seppo_fixed_ref configs/digits/seppo.yaml reference.mode=fixed \\
+        --arm flowgrpo configs/digits/flowgrpo.yaml --wall-budget 240 --seeds 0 1 2 --out DIR
 
-Runs every config with every seed one after another (in this process; a run already finished
-in the output folder is reused), then writes ``report.md``:
+Runs every arm with every seed one after another (in this process; a run already finished in
+the output folder is reused), any trainer (the config's ``trainer:`` key picks it), then writes
+``report.md``:
 
-* a table per run: proxy reward, gold accuracy (base, peak, final), diversity, wall time;
-* a table per config, mean and standard deviation over seeds;
+* a table per run: steps, proxy reward, gold accuracy (base, peak, final), diversity, training
+  and wall time;
+* a table per arm, mean and standard deviation over seeds;
 * gold accuracy and diversity *at matched proxy reward* (``matched_proxy``): for each seed, the
-  level every config reached (the smallest of the configs' best evaluation proxy), and each
-  config's gold and diversity where its proxy curve first crossed that level;
+  level every arm reached (the smallest of the arms' best evaluation proxy), and each arm's
+  gold and diversity where its proxy curve first crossed that level;
 * plots: proxy reward and gold accuracy against steps (mean over seeds, band = min..max), the
   raw ratio's mean and std per denoising step (averaged over the run), and the spread of the
-  per-step output-gradient norms against steps.
+  per-step output-gradient norms against steps (online runs).
 
-Online (flow) configs only: the report reads ``eval/gold_accuracy``, ``eval/diversity`` and the
-config's first reward from each run's ``metrics.jsonl``.
+``--wall-budget S`` compares at equal training wall time instead of equal steps: a 20-step
+calibration run per arm measures its seconds per step (``time/step``), and the arm then trains
+``S / seconds_per_step`` steps. Timings are only meaningful on an otherwise idle machine.
+
+The report reads ``eval/gold_accuracy``, ``eval/diversity`` and the proxy reward (an online
+run's first reward; otherwise the task's ``reward``) from each run's ``metrics.jsonl``, so the
+arms must run a task with a gold judge (digits).
 """
 
 from __future__ import annotations
@@ -26,34 +36,118 @@ import os
 import statistics
 import time
 from collections import defaultdict
+from dataclasses import dataclass
 
 from genrl.io import atomic_file
 
 
-def _name(config_path: str) -> str:
-    return os.path.splitext(os.path.basename(config_path))[0]
+@dataclass(frozen=True)
+class Arm:
+    """One line of a comparison: a config file and the overrides that make it this arm (e.g.
+    ``Arm("seppo_fixed_ref", "configs/digits/seppo.yaml", ("reference.mode=fixed",))``)."""
+
+    name: str
+    config: str
+    overrides: tuple[str, ...] = ()
+
+    @classmethod
+    def from_path(cls, config_path: str) -> Arm:
+        """The arm of a config file as it is, named after the file."""
+        return cls(os.path.splitext(os.path.basename(config_path))[0], config_path)
 
 
-def run_all(configs: list[str], seeds: list[int], out_dir: str, overrides: list[str]) -> list[dict]:
-    """Train every (config, seed) into ``out_dir/<config>-seed<seed>``; returns the run records."""
-    from genrl.config import OnlineConfig, load_config
-    from genrl.trainers.online import train
+def _train(cfg, kind: str) -> None:
+    from genrl.config import TRAINERS
+    from genrl.registry import import_object
 
+    import_object(TRAINERS[kind], "trainer")(cfg)
+
+
+def _proxy_key(cfg) -> str | None:
+    """The reward an arm's evaluation curve is read from: an online run's first reward; for other
+    trainers (no reward in training), the task's own proxy (``Task.reward``, e.g. ``digits``)."""
+    from genrl.registry import TASKS
+
+    rewards = getattr(cfg, "rewards", None)
+    return next(iter(rewards)) if rewards else getattr(TASKS.get(cfg.task), "reward", None)
+
+
+def seconds_per_step(run_dir: str, skip: int = 2) -> float:
+    """Median ``time/step`` (seconds per optimizer step, evaluation excluded) of a run's training
+    rows after the first ``skip`` (warm-up). Raises ``ValueError`` when the run logged none."""
+    times = [r["time/step"] for r in _rows(run_dir) if "time/step" in r]
+    if not times:
+        raise ValueError(f"{run_dir}: no time/step rows in metrics.jsonl")
+    return statistics.median(times[skip:] or times)
+
+
+def calibrate(arm: Arm, out_dir: str, overrides: list[str], wall_budget: float, steps: int = 20) -> int:
+    """Optimizer steps that fill ``wall_budget`` training seconds for ``arm``: a short run of
+    ``steps`` steps (seed 0, in ``out_dir/_calibration/<arm>``) measures its seconds per step.
+    The figure is kept in ``calibration.json`` there, so a rerun reuses it."""
+    from genrl.config import load_trainer_config, trainer_kind
+
+    run_dir = os.path.join(out_dir, "_calibration", arm.name)
+    record = os.path.join(run_dir, "calibration.json")
+    if not os.path.isfile(record):
+        ov = [*overrides, *arm.overrides, "seed=0", f"output_dir={run_dir}", f"max_steps={steps}", "eval.every=0"]
+        ov += ["checkpoint.every=0", "resume=false"]
+        _train(load_trainer_config(arm.config, ov), trainer_kind(arm.config, ov))
+        with atomic_file(record) as f:
+            json.dump({"seconds_per_step": seconds_per_step(run_dir), "steps": steps}, f)
+    with open(record) as f:
+        per_step = json.load(f)["seconds_per_step"]
+    return max(1, round(wall_budget / per_step))
+
+
+def run_all(
+    arms: list[Arm],
+    seeds: list[int],
+    out_dir: str,
+    overrides: list[str],
+    wall_budget: float | None = None,
+    evals: int = 6,
+    calibration_steps: int = 20,
+) -> list[dict]:
+    """Train every (arm, seed) into ``out_dir/<arm>-seed<seed>`` with ``overrides`` (applied to
+    every arm, before the arm's own); a run already finished there is reused. With
+    ``wall_budget`` (seconds of training, evaluation excluded), each arm's ``max_steps`` is set by
+    ``calibrate`` (``calibration_steps`` steps per arm) so every arm trains for about the same
+    wall time, evaluated ``evals`` times.
+    Returns the run records (name, seed, dir, reward key, steps, wall seconds)."""
+    from genrl.config import load_trainer_config, trainer_kind
+
+    for arm in arms:  # every config error before anything runs
+        load_trainer_config(arm.config, [*overrides, *arm.overrides])
     runs = []
-    for path in configs:
+    for arm in arms:
+        budget_ov = []
+        if wall_budget is not None:
+            steps = calibrate(arm, out_dir, overrides, wall_budget, calibration_steps)
+            budget_ov = [f"max_steps={steps}", f"eval.every={max(1, steps // evals)}"]
         for seed in seeds:
-            run_dir = os.path.join(out_dir, f"{_name(path)}-seed{seed}")
-            cfg = load_config(OnlineConfig, path, [*overrides, f"seed={seed}", f"output_dir={run_dir}"])
+            run_dir = os.path.join(out_dir, f"{arm.name}-seed{seed}")
+            ov = [*overrides, *arm.overrides, *budget_ov, f"seed={seed}", f"output_dir={run_dir}"]
+            cfg = load_trainer_config(arm.config, ov)
             done = os.path.join(run_dir, "final_metrics.json")
             wall_file = os.path.join(run_dir, "wall_seconds.txt")
             if not os.path.isfile(done):
                 t0 = time.perf_counter()
-                train(cfg)
+                _train(cfg, trainer_kind(arm.config, ov))
                 with atomic_file(wall_file) as f:
                     f.write(f"{time.perf_counter() - t0:.1f}\n")
             wall = float(open(wall_file).read()) if os.path.isfile(wall_file) else float("nan")
+            train_s = sum(r["time/step"] for r in _rows(run_dir) if "time/step" in r)
             runs.append(
-                {"name": _name(path), "seed": seed, "dir": run_dir, "reward": next(iter(cfg.rewards)), "wall": wall}
+                {
+                    "name": arm.name,
+                    "seed": seed,
+                    "dir": run_dir,
+                    "reward": _proxy_key(cfg),
+                    "steps": cfg.max_steps,
+                    "wall": wall,
+                    "train_s": train_s,
+                }
             )
     return runs
 
@@ -164,10 +258,12 @@ def write_report(runs: list[dict], out_dir: str) -> str:
     lines = [
         "# Comparison",
         "",
-        f"Runs: {len(runs)} (config x seed), written by `genrl compare`.",
+        f"Runs: {len(runs)} (arm x seed), written by `genrl compare`. `train s`: the run's optimizer steps "
+        "(sum of `time/step`, evaluation excluded); `wall s`: the whole run, evaluations included.",
         "",
-        "| run | seed | proxy: base -> final | gold accuracy: base -> peak (step) -> final | diversity: base -> final | wall s |",
-        "|---|---:|---|---|---|---:|",
+        "| run | seed | steps | proxy: base -> final | gold accuracy: base -> peak (step) -> final "
+        "| diversity: base -> final | train s | wall s |",
+        "|---|---:|---:|---|---|---|---:|---:|",
     ]
     curves: dict[str, dict[int, dict]] = defaultdict(dict)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
@@ -178,9 +274,9 @@ def write_report(runs: list[dict], out_dir: str) -> str:
         steps, proxy, gold, div = c["step"], c["proxy"], c["gold"], c["div"]
         peak = max(range(len(gold)), key=gold.__getitem__)
         lines.append(
-            f"| {run['name']} | {run['seed']} | {proxy[0]:.3f} -> {proxy[-1]:.3f} | {gold[0]:.3f} -> "
+            f"| {run['name']} | {run['seed']} | {run['steps']} | {proxy[0]:.3f} -> {proxy[-1]:.3f} | {gold[0]:.3f} -> "
             f"{gold[peak]:.3f} ({steps[peak]}) -> {gold[-1]:.3f} | {div[0]:.3f} -> {div[-1]:.3f} | "
-            f"{run['wall']:.0f} |"
+            f"{run['train_s']:.0f} | {run['wall']:.0f} |"
         )
     for name, by_seed in curves.items():
         for ax, key in ((axes[0], "proxy"), (axes[1], "gold")):

@@ -6,21 +6,26 @@ a pool, and the reference is drawn uniformly from it (``ref ~ U(0, k - 1)`` in v
 its reviewers quote it; the v1 ablation compares it with the fixed starting model, as
 Diffusion-DPO and DITTO use, and with the latest checkpoint, as SPIN-Diffusion does). A pool entry
 is a copy of the trained parameters (``Policy.trainable_state_dict``: the LoRA adapters, or the
-whole denoiser under full fine-tuning) held in CPU memory; the reference runs the policy's own
-module with those tensors (``genrl.ema.WithWeights``), so nothing is reloaded.
+whole denoiser under full fine-tuning), held in CPU memory or, for full fine-tunes whose
+snapshots would fill the memory (SD1.5's UNet: 3.4 GB each in fp32), written to
+``<folder>/step-NNNNNN.safetensors`` (atomically, by the main process) and read back when drawn;
+the reference runs the policy's own module with those tensors (``genrl.ema.WithWeights``).
 
-The pool is part of the trainer's checkpoint (``state_dict``: tensors and ints only, loadable with
-``torch.load(weights_only=True)``), and draws use a generator seeded per step by the trainer, so a
-resumed run draws the same references.
+The pool is part of the trainer's checkpoint (``state_dict``: tensors, ints and file names only,
+loadable with ``torch.load(weights_only=True)``; on disk, the files stay in the folder, since
+earlier checkpoints refer to them), and draws use a generator seeded per step by the trainer, so
+a resumed run draws the same references.
 """
 
 from __future__ import annotations
 
-from typing import Optional
+import os
+from typing import Optional, Union
 
 import torch
 
 from genrl.ema import WithWeights
+from genrl.io import atomic_path
 
 REFERENCE_MODES = ("replay", "fixed", "latest")
 
@@ -31,16 +36,28 @@ class CheckpointPool:
     ``mode``: ``replay`` draws uniformly from every entry (SePPO's RCR), ``fixed`` always takes the
     start (Diffusion-DPO), ``latest`` the newest entry (SPIN-Diffusion). ``max_size > 0`` keeps the
     start and the newest ``max_size - 1`` snapshots (memory bound for large full fine-tunes); 0 keeps
-    all. Raises ``ValueError`` for an unknown mode or a negative size."""
+    all. ``folder``: keep snapshots as safetensors files there instead of in memory (``writer``:
+    whether this process writes them; the others only record their names). Raises ``ValueError``
+    for an unknown mode or a negative size."""
 
-    def __init__(self, named_params: dict[str, torch.nn.Parameter], mode: str = "replay", max_size: int = 0):
+    def __init__(
+        self,
+        named_params: dict[str, torch.nn.Parameter],
+        mode: str = "replay",
+        max_size: int = 0,
+        folder: Optional[str] = None,
+        writer: bool = True,
+    ):
         if mode not in REFERENCE_MODES:
             raise ValueError(f"reference mode {mode!r}; valid: {', '.join(REFERENCE_MODES)}")
         if max_size < 0:
             raise ValueError(f"pool size must be >= 0, got {max_size}")
         self.params, self.mode, self.max_size = dict(named_params), mode, int(max_size)
+        self.folder, self.writer = folder, writer
         self.steps: list[int] = []
-        self.weights: list[dict[str, torch.Tensor]] = []
+        self.weights: list[Union[dict[str, torch.Tensor], str]] = []  # tensors, or a file name in folder
+        self._loaded: tuple[Optional[str], dict] = (None, {})  # the last file read (redraws reuse it)
+        self._pending: Optional[dict[str, dict]] = {}  # on disk: snapshots not written before flush()
         self.add(0)
 
     @torch.no_grad()
@@ -49,11 +66,35 @@ class CheckpointPool:
         where the entry at index ``current`` (the reference in use) now is: it moves down by one when
         the oldest snapshot after the start is dropped (``max_size``), and is -1 if it was dropped."""
         self.steps.append(int(step))
-        self.weights.append({n: p.detach().to("cpu", copy=True) for n, p in self.params.items()})
+        if self.folder is None:
+            self.weights.append({n: p.detach().to("cpu", copy=True) for n, p in self.params.items()})
+        else:
+            name = f"step-{int(step):06d}.safetensors"
+            self.weights.append(name)
+            if self._pending is not None:
+                self._pending[name] = {n: p.detach().to("cpu", copy=True) for n, p in self.params.items()}
+            else:
+                self._write(name, {n: p.detach().to("cpu") for n, p in self.params.items()})
         if self.max_size and len(self.steps) > self.max_size:  # keep the start
             del self.steps[1], self.weights[1]
             return -1 if current == 1 else current - (current > 1)
         return current
+
+    def _write(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+        path = os.path.join(self.folder, name)
+        if self.writer and not os.path.isfile(path):  # a resumed run finds its earlier files
+            from safetensors.torch import save_file
+
+            os.makedirs(self.folder, exist_ok=True)
+            with atomic_path(path) as tmp:
+                save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp))
+
+    def flush(self) -> None:
+        """On disk: write the snapshots taken so far (the start) and every later one as it is taken.
+        The trainer calls it once start-up has succeeded, so a failed start writes nothing."""
+        for name, tensors in (self._pending or {}).items():
+            self._write(name, tensors)
+        self._pending = None
 
     def draw(self, generator: Optional[torch.Generator] = None) -> int:
         """The index of the next reference: uniform over the pool (``replay``), 0 or the newest."""
@@ -66,12 +107,30 @@ class CheckpointPool:
     def reference(self, index: int, module: torch.nn.Module) -> torch.nn.Module:
         """``module`` computing with entry ``index``'s weights (moved to the parameters' device)."""
         device = next(iter(self.params.values())).device
-        return WithWeights(module, {n: w.to(device) for n, w in self.weights[index].items()})
+        return WithWeights(module, {n: w.to(device) for n, w in self._tensors(index).items()})
+
+    def _tensors(self, index: int) -> dict[str, torch.Tensor]:
+        entry = self.weights[index]
+        if isinstance(entry, dict):
+            return entry
+        if self._pending and entry in self._pending:
+            return self._pending[entry]
+        if self._loaded[0] != entry:
+            from safetensors.torch import load_file
+
+            path = os.path.join(self.folder, entry)
+            if not os.path.isfile(path):
+                raise ValueError(f"reference snapshot {path} is missing (the pool's files stay with the run)")
+            self._loaded = (entry, load_file(path))
+        return self._loaded[1]
 
     def __len__(self) -> int:
         return len(self.steps)
 
     def state_dict(self) -> dict:
+        """``mode``, ``steps``, and ``weights`` (tensors) or ``files`` (names in the folder)."""
+        if self.folder is not None:
+            return {"mode": self.mode, "steps": list(self.steps), "weights": [], "files": list(self.weights)}
         return {"mode": self.mode, "steps": list(self.steps), "weights": [dict(w) for w in self.weights]}
 
     def load_state_dict(self, state: dict) -> None:
@@ -79,9 +138,14 @@ class CheckpointPool:
             raise ValueError(
                 f"the checkpoint's pool was drawn with reference.mode={state['mode']!r}, not {self.mode!r}"
             )
+        files = state.get("files")
+        if (files is not None) != (self.folder is not None):
+            where = "on disk" if files is not None else "in memory"
+            raise ValueError(f"the checkpoint's pool was kept {where}: set reference.storage accordingly")
         if state["weights"] and set(state["weights"][0]) != set(self.params):
             raise ValueError("the checkpoint's pool holds other parameters than this policy trains")
-        self.steps, self.weights = [int(s) for s in state["steps"]], [dict(w) for w in state["weights"]]
+        self.steps = [int(s) for s in state["steps"]]
+        self.weights = list(files) if files is not None else [dict(w) for w in state["weights"]]
 
 
 __all__ = ["REFERENCE_MODES", "CheckpointPool"]

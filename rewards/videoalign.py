@@ -42,9 +42,9 @@ import os
 import re
 from typing import Optional, Sequence
 
-import numpy as np
 import torch
 
+from genrl.media import read_video  # noqa: F401  (re-exported: VideoAlign reads video files with it)
 from genrl.registry import REWARDS
 from rewards.videoalign_prompts import DIMENSIONS, TEMPLATES
 
@@ -125,40 +125,6 @@ def prepare_frames(
     idx = torch.linspace(0, T - 1, n).round().long()
     h, w = smart_resize(H, W, min_pixels, max_pixels)
     return resize(frames[idx], [h, w], interpolation=InterpolationMode.BICUBIC, antialias=True).float()
-
-
-def read_video(path: str, backend: str = "auto") -> tuple[torch.Tensor, float]:
-    """uint8 frames ``[T, 3, H, W]`` and the average frame rate of a video file, read with
-    decord (VideoAlign's reader; ``auto`` picks it when installed) or PyAV (``av``)."""
-    if not os.path.isfile(path):
-        raise ValueError(f"video file {path!r} not found")
-    if backend not in ("auto", "decord", "av"):
-        raise ValueError(f"video backend {backend!r}; valid: auto, decord, av")
-    decord = None
-    if backend in ("auto", "decord"):
-        try:
-            import decord
-        except ImportError as e:
-            if backend == "decord":
-                raise ImportError("reading video files with decord needs: pip install decord") from e
-    try:
-        if decord is not None:
-            vr = decord.VideoReader(path)
-            frames = torch.from_numpy(vr.get_batch(list(range(len(vr)))).asnumpy()).permute(0, 3, 1, 2)
-            return frames, float(vr.get_avg_fps())
-        import av
-
-        with av.open(path) as container:
-            stream = container.streams.video[0]
-            arrays = [f.to_ndarray(format="rgb24") for f in container.decode(stream)]
-            fps = float(stream.average_rate)
-    except ImportError as e:
-        raise ImportError("reading video files needs decord or PyAV: pip install 'genrl[video]'") from e
-    except Exception as e:
-        raise ValueError(f"video file {path!r} cannot be decoded: {type(e).__name__}: {e}") from e
-    if not arrays:
-        raise ValueError(f"video file {path!r} has no frames")
-    return torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2), fps
 
 
 # ----------------------------------------------------------------------------- checkpoint

@@ -19,6 +19,18 @@ TINY_ONLINE = [
     "checkpoint.every=1",
     "log.progress_bar=false",
 ]
+# The same for the preference (SePPO) digits recipe: 4 steps of 8 winners, a snapshot every step.
+TINY_PREFERENCE = [
+    "max_steps=4",
+    "policy.num_steps=4",
+    "reference.num_steps=4",
+    "reference.snapshot_every=1",
+    "train.batch_size=8",
+    "eval.seeds_per_prompt=2",
+    "eval.every=2",
+    "checkpoint.every=2",
+    "log.progress_bar=false",
+]
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 """Runs under ``accelerate launch --num_processes 2`` (gloo on CPU) for tests/test_distributed.py:
-a short RL job from a config, then every process writes what the test compares across
-processes: a hash of its trained weights, its sampled prompt indices and rollouts per step,
-and (main only) the run's metrics."""
+a short RL (or preference) job from a config, then every process writes what the test compares
+across processes: a hash of its trained weights, its sampled prompt indices and rollouts per
+step (preference runs: its winners), and (main only) the run's metrics."""
 
 import hashlib
 import json
@@ -10,11 +10,10 @@ import sys
 
 import torch
 
-from genrl.cli import _trainer_kind
-from genrl.config import TRAINER_CONFIGS, load_config
-from genrl.registry import POLICIES, REWARDS
+from genrl.config import load_trainer_config
+from genrl.registry import POLICIES, REWARDS, TASKS
 from genrl.samplers import GroupSampler
-from genrl.trainers import online
+from genrl.trainers import online, preference
 
 
 @REWARDS.register("nan_on_rank1")
@@ -28,7 +27,7 @@ class NaNOnRank1:
 
 
 def main(config_path: str, out_dir: str, *overrides: str) -> None:
-    cfg = load_config(TRAINER_CONFIGS[_trainer_kind(config_path, list(overrides))], config_path, list(overrides))
+    cfg = load_trainer_config(config_path, list(overrides))
     record = {"prompts": [], "rollouts": []}
     sample, rollout = GroupSampler.sample, POLICIES.get(cfg.policy.name).rollout  # VAS subclasses GroupSampler
 
@@ -46,6 +45,14 @@ def main(config_path: str, out_dir: str, *overrides: str) -> None:
         record.setdefault("answers", []).append([m.get("answer") for m in traj.metadata])
         return traj
 
+    def recording_batch(self, *args, **kwargs):
+        prompts, winners = batch(self, *args, **kwargs)
+        record.setdefault("winners", []).append(hashlib.sha256(winners.numpy().tobytes()).hexdigest())
+        return prompts, winners
+
+    batch = getattr(TASKS.get(cfg.task), "preference_batch", None)
+    if batch is not None:
+        TASKS.get(cfg.task).preference_batch = recording_batch
     GroupSampler.sample = recording_sample
     POLICIES.get(cfg.policy.name).rollout = recording_rollout
     policies = []
@@ -56,7 +63,7 @@ def main(config_path: str, out_dir: str, *overrides: str) -> None:
         policies.append(self)
 
     POLICIES.get(cfg.policy.name).__init__ = keep
-    online.train(cfg)
+    (preference if cfg.trainer == "preference" else online).train(cfg)
     weights = torch.cat([p.detach().flatten().float() for p in policies[0].trainable_parameters()])
     rank = int(os.environ.get("RANK", 0))
     record["weights"] = hashlib.sha256(weights.numpy().tobytes()).hexdigest()

@@ -61,3 +61,35 @@ def test_matched_proxy_reads_gold_where_each_curve_crosses_the_common_level():
     assert at["fast"]["div"] == pytest.approx(1.25)
     with pytest.raises(ValueError, match="never reaches"):
         crossing(slow, 0.95)
+
+
+def test_compare_arms_of_different_trainers_at_equal_wall_time(tmp_path, base_model):
+    """Named arms (a preference run and an online run, each with its own overrides) under
+    ``--wall-budget``: each arm's steps come from its calibration run's seconds per step."""
+    pytest.importorskip("matplotlib", reason="matplotlib is in the dev extra")
+    import json
+
+    from conftest import TINY_PREFERENCE
+
+    out = tmp_path / "cmp"
+    cmd = [sys.executable, "-m", "genrl.cli", "compare", "--seeds", "0", "--out", str(out)]
+    cmd += ["--arm", "seppo_fixed", "configs/digits/seppo.yaml", "reference.mode=fixed", *TINY_PREFERENCE]
+    cmd += ["--arm", "flowgrpo", "configs/digits/flowgrpo.yaml", *TINY_ONLINE]
+    cmd += ["--wall-budget", "2", "--evals", "2", "--calibration-steps", "3", "--set", f"policy.model={base_model}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    report = (out / "report.md").read_text()
+    for arm in ("seppo_fixed", "flowgrpo"):
+        per_step = json.loads((out / "_calibration" / arm / "calibration.json").read_text())["seconds_per_step"]
+        steps = max(1, round(2 / per_step))
+        assert f"| {arm} | 0 | {steps} |" in report
+        rows = [json.loads(line) for line in open(out / f"{arm}-seed0" / "metrics.jsonl")]
+        assert max(r["step"] for r in rows) == steps
+        assert [r["step"] for r in rows if "eval/gold_accuracy" in r][-1] == steps
+    # the preference arm's proxy curve is the task's own reward (no reward in its config)
+    assert "eval/digits" in (out / "seppo_fixed-seed0" / "metrics.jsonl").read_text()
+    # a bad arm is refused before anything runs
+    bad = [*cmd[:8], "--arm", "x", "configs/digits/seppo.yaml", "reference.mode=nope", "--out", str(tmp_path / "bad")]
+    proc = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 2 and "reference.mode" in proc.stderr and not (tmp_path / "bad").exists()

@@ -200,7 +200,7 @@ def test_sft_resume_continues_from_the_checkpoint(tmp_path):
 
 
 def test_lr_schedule_warms_up_and_decays_to_the_floor():
-    from genrl.trainers.sft import lr_multiplier
+    from genrl.trainers.common import lr_multiplier
 
     for sched in ("cosine", "linear"):
         cfg = load_config(

@@ -7,6 +7,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
+from conftest import TINY_PREFERENCE
 
 from genrl.config import ConfigError, OnlineConfig, config_from_dict
 from genrl.registry import OBJECTIVES
@@ -87,21 +88,18 @@ def _pref_cfg(run_dir, model, *extra):
         [
             f"output_dir={run_dir}",
             f"policy.model={model}",
-            "max_steps=4",
-            "policy.num_steps=4",
-            "reference.num_steps=4",
-            "reference.snapshot_every=1",
-            "train.batch_size=8",
-            "eval.seeds_per_prompt=2",
-            "eval.every=2",
-            "checkpoint.every=2",
-            "log.progress_bar=false",
+            *TINY_PREFERENCE,
             *extra,
         ],
     )
 
 
-def test_seppo_trains_on_digits_and_resumes_exactly(tmp_path, base_model):
+@pytest.mark.parametrize(
+    "extra",
+    [(), ("train.gradient_accumulation_steps=2", "train.warmup_steps=1"), ("reference.storage=disk",)],
+    ids=["plain", "accum_warmup", "disk_pool"],
+)
+def test_seppo_trains_on_digits_and_resumes_exactly(tmp_path, base_model, extra):
     import json
 
     from conftest import assert_documented_metric_names
@@ -110,12 +108,15 @@ def test_seppo_trains_on_digits_and_resumes_exactly(tmp_path, base_model):
     from genrl.trainers.preference import train
 
     straight = tmp_path / "straight"
-    result = train(_pref_cfg(straight, base_model))
+    result = train(_pref_cfg(straight, base_model, *extra))
     assert set(result["final"]) >= {"eval/gold_accuracy", "eval/diversity"}
     rows = [json.loads(line) for line in open(straight / "metrics.jsonl") if "loss/seppo" in line]
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["train/pool_size"] for r in rows] == [2, 3, 4, 5]  # the start + one snapshot per step
     assert all(0 <= r["train/ref_step"] < r["step"] and 0 <= r["pref/winner_frac"] <= 1 for r in rows)
+    lr = 1e-4  # configs/digits/seppo.yaml; a warmup step runs at half of it (genrl.trainers.common.lr_multiplier)
+    warm = "train.warmup_steps=1" in extra
+    assert [r["train/lr"] for r in rows] == pytest.approx([lr / 2 if warm else lr, lr, lr, lr])
     assert_documented_metric_names(straight / "metrics.jsonl")
     from genrl.config import PreferenceConfig
     from genrl.run_dir import check_run, load_run_config
@@ -124,14 +125,21 @@ def test_seppo_trains_on_digits_and_resumes_exactly(tmp_path, base_model):
     assert isinstance(load_run_config(cfg_path), PreferenceConfig) and ckpt.endswith("step-000004")
     # stop at step 2, resume to 4: same weights, optimizer, pool and draws as the straight run
     part = tmp_path / "part"
-    train(_pref_cfg(part, base_model, "max_steps=2"))
-    train(_pref_cfg(part, base_model))
+    train(_pref_cfg(part, base_model, *extra, "max_steps=2"))
+    train(_pref_cfg(part, base_model, *extra))
     a, b = (load_checkpoint(str(d / "checkpoints" / "step-000004")) for d in (straight, part))
     assert a["ref_index"] == b["ref_index"] and a["pool"]["steps"] == b["pool"]["steps"]
     for k in a["model"]:
         assert torch.equal(a["model"][k], b["model"][k]), k
     for wa, wb in zip(a["pool"]["weights"], b["pool"]["weights"]):
         assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    if "reference.storage=disk" in extra:  # snapshots as files, named in the checkpoint
+        from safetensors.torch import load_file
+
+        assert not a["pool"]["weights"] and a["pool"]["files"] == [f"step-{i:06d}.safetensors" for i in range(5)]
+        for name in a["pool"]["files"]:
+            fa, fb = load_file(straight / "pool" / name), load_file(part / "pool" / name)
+            assert fa.keys() == a["model"].keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
     resumed = [json.loads(line) for line in open(part / "metrics.jsonl") if "loss/seppo" in line]
     assert [r["loss/seppo"] for r in resumed] == [r["loss/seppo"] for r in rows]
 

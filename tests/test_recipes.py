@@ -24,8 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from genrl.cli import _trainer_kind
-from genrl.config import TRAINER_CONFIGS, load_config
+from genrl.config import TRAINER_CONFIGS, load_config, trainer_kind
 
 ROOT = Path(__file__).resolve().parents[1]
 RECIPES = sorted(p for p in (ROOT / "configs").rglob("*.yaml") if "accelerate" not in p.relative_to(ROOT).parts)
@@ -41,7 +40,7 @@ def _rel(path: Path) -> str:
 
 
 def _load(path: Path, overrides=()):
-    kind = _trainer_kind(str(path), list(overrides))
+    kind = trainer_kind(str(path), list(overrides))
     assert kind in TRAINER_CONFIGS, f"{_rel(path)}: trainer {kind!r} is not one of {list(TRAINER_CONFIGS)}"
     return load_config(TRAINER_CONFIGS[kind], path, list(overrides))
 
@@ -124,7 +123,7 @@ def test_recipes_found():
 @pytest.mark.parametrize("path", RECIPES, ids=_rel)
 def test_recipe_loads_and_validates(path):
     cfg = _load(path)
-    assert type(cfg) is TRAINER_CONFIGS[_trainer_kind(str(path), [])]
+    assert type(cfg) is TRAINER_CONFIGS[trainer_kind(str(path), [])]
 
 
 @pytest.mark.parametrize("path", RECIPES, ids=_rel)

@@ -259,6 +259,16 @@ def test_flow_policy_cache_stays_under_its_bound_with_identical_conditioning():
     assert len(FlowPolicy(PolicyConfig(prompt_cache_mb=0), get_dummy_pipeline())._prompt_cache) == 0
 
 
+def test_a_prompts_conditioning_does_not_depend_on_the_prompts_encoded_with_it():
+    """Bit for bit: the digits encoder's output for a prompt differs in the last bits with the batch
+    it is encoded in, so the cache encodes each new prompt alone (else resume is not exact)."""
+    prompts = [prompt_for(i) for i in range(10)]
+    together = FlowPolicy(PolicyConfig(), get_dummy_pipeline()).encode_prompts(prompts)
+    for i in (0, 7):
+        alone = FlowPolicy(PolicyConfig(), get_dummy_pipeline()).encode_prompts([prompts[i]])
+        assert all(torch.equal(alone[k][0], together[k][i]) for k in alone), prompts[i]
+
+
 # ----------------------------------------------------------------------------- 7. one-line user errors
 
 

@@ -31,7 +31,39 @@ TRAINERS: dict[str, str] = {
     "preference": "genrl.trainers.preference:train",
 }
 
+
+def trainer_kind(path: str | None, overrides: list[str] = ()) -> str:
+    """The trainer a config asks for: a ``trainer=`` override, else the YAML's ``trainer:``, else
+    ``online``. (An unreadable file is reported by ``load_config`` afterwards.)"""
+    import yaml
+
+    kind = "online"
+    if path is not None:
+        try:
+            with open(path, encoding="utf-8") as fh:
+                data = yaml.safe_load(fh)
+            if isinstance(data, dict):
+                kind = data.get("trainer", kind)
+        except (OSError, yaml.YAMLError):
+            pass
+    for item in overrides:
+        if item.partition("=")[0].strip() == "trainer":
+            kind = yaml.safe_load(item.partition("=")[2])
+    return kind
+
+
+def load_trainer_config(path: str, overrides: list[str] = ()):
+    """The config of ``path`` (with dotted ``overrides``) in the schema its ``trainer:`` key names.
+    Raises ``ConfigError`` for an unknown trainer, and ``load_config``'s errors."""
+    kind = trainer_kind(path, overrides)
+    if kind not in TRAINER_CONFIGS:
+        raise base.ConfigError("trainer", f"must be one of {', '.join(map(repr, TRAINER_CONFIGS))}", kind)
+    return base.load_config(TRAINER_CONFIGS[kind], path, overrides)
+
+
 __all__ = [
+    "load_trainer_config",
+    "trainer_kind",
     "TRAINERS",
     "TRAINER_CONFIGS",
     *base.__all__,

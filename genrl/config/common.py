@@ -4,11 +4,19 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Optional
+from typing import Literal, Optional
 
 from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require
 
-__all__ = ["CheckpointConfig", "LogConfig", "LoraConfig", "OptimizerConfig", "RunConfig"]
+__all__ = [
+    "CheckpointConfig",
+    "LogConfig",
+    "LoraConfig",
+    "OptimizerConfig",
+    "RunConfig",
+    "ScheduledOptimizerConfig",
+    "require_warmup_below_max_steps",
+]
 
 
 @dataclass
@@ -52,6 +60,30 @@ class OptimizerConfig(Section):
         at_least(self, 0, "weight_decay", "max_grad_norm")
         for n in ("adam_beta1", "adam_beta2"):
             require(0 <= getattr(self, n) < 1, n, getattr(self, n), "must be in [0, 1)")
+
+
+@dataclass
+class ScheduledOptimizerConfig(OptimizerConfig):
+    """AdamW with a learning-rate schedule (``genrl.trainers.common.lr_multiplier``): linear warmup,
+    then cosine / linear decay or constant. Trainers set their own defaults."""
+
+    lr_schedule: Literal["cosine", "linear", "constant"] = option(
+        "constant", "decay after warmup: cosine or linear from lr down to lr * min_lr_ratio at max_steps, or constant"
+    )
+    min_lr_ratio: float = option(0.05, "the floor of the decay as a fraction of lr, in [0, 1]")
+    warmup_steps: int = option(0, "linear warmup steps from 0 to lr (< max_steps)")
+
+    def validate(self) -> None:
+        super().validate()
+        at_least(self, 0, "warmup_steps")
+        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+
+
+def require_warmup_below_max_steps(cfg) -> None:
+    """``cfg.train.warmup_steps`` must end before ``cfg.max_steps`` (a run that only warms up is a
+    mistake); raises ``ConfigError`` naming ``train.warmup_steps``."""
+    w = cfg.train.warmup_steps
+    require(w < cfg.max_steps or w == 0, "train.warmup_steps", w, f"must be < max_steps={cfg.max_steps}")
 
 
 @dataclass

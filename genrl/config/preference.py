@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require
-from genrl.config.common import OptimizerConfig, RunConfig
+from genrl.config.common import RunConfig, ScheduledOptimizerConfig, require_warmup_below_max_steps
 from genrl.config.online import EvalConfig, PolicyConfig
 from genrl.objectives.preference import CRITERIA
 from genrl.replay import REFERENCE_MODES
@@ -58,7 +58,12 @@ class ReferenceConfig(Section):
         30, "add the trained weights to the pool every N optimizer steps (SePPO's reviewers quote 30)"
     )
     redraw_every: int = option(1, "draw a new reference from the pool every N steps")
-    max_pool: int = option(0, "> 0: keep the start and the newest max_pool - 1 snapshots (memory); 0 = all")
+    max_pool: int = option(0, "> 0: draw from the start and the newest max_pool - 1 snapshots only; 0 = all")
+    storage: Literal["auto", "memory", "disk"] = option(
+        "auto",
+        "where snapshots live: memory (CPU), disk (output_dir/pool/*.safetensors, read back when drawn) or auto "
+        "(disk when one snapshot exceeds 256 MiB, as full fine-tunes of real models do; LoRA adapters stay in memory)",
+    )
     num_steps: int = option(0, "denoising steps of the reference samples (ODE sampler); 0 = policy.num_steps")
     guidance_scale: float = option(1.0, "CFG scale of the reference samples; 1.0 = off")
 
@@ -70,11 +75,15 @@ class ReferenceConfig(Section):
 
 
 @dataclass
-class PreferenceTrainConfig(OptimizerConfig):
-    """The preference trainer's ``train`` section: AdamW (``OptimizerConfig``) and the batch."""
+class PreferenceTrainConfig(ScheduledOptimizerConfig):
+    """The preference trainer's ``train`` section: AdamW with a schedule (``ScheduledOptimizerConfig``;
+    constant after an optional warmup by default, as Diffusion-DPO's ``constant_with_warmup``) and the batch."""
 
-    lr: float = option(1e-4, "AdamW learning rate")
-    batch_size: int = option(32, "winners (and reference samples) per optimizer step (per process)")
+    lr: float = option(1e-4, "AdamW learning rate (after warmup)")
+    batch_size: int = option(32, "winners (and reference samples) per micro-batch (per process)")
+    gradient_accumulation_steps: int = option(
+        1, "micro-batches per optimizer step: batch_size x this x processes winners per update"
+    )
     timestep_sampling: Literal["uniform", "logit_normal"] = option(
         "uniform",
         "how each pair's noise level is drawn: uniform over the scheduler's training timesteps (Diffusion-DPO's "
@@ -84,22 +93,37 @@ class PreferenceTrainConfig(OptimizerConfig):
 
     def validate(self) -> None:
         super().validate()
-        at_least(self, 1, "batch_size")
+        at_least(self, 1, "batch_size", "gradient_accumulation_steps")
 
 
 @dataclass
 class PreferenceDataConfig(Section):
     """Winning samples from local files for ``task: preference_data`` (genrl/tasks/preference_data.py)."""
 
-    train_files: list[str] = option([], "rows {prompt, image}: .jsonl / .json / .parquet files or folders of them")
+    train_files: list[str] = option(
+        [], "rows {prompt, image | video}: .jsonl / .json / .parquet files or folders of them"
+    )
     prompt_key: str = option("prompt", "column holding the prompt (Pick-a-Pic v2: caption)")
     image_key: str = option("image", "column holding the winning image (a path, bytes or a {bytes, path} record)")
+    video_key: str = option(
+        "video", "column holding a winning video (a video file, an animated GIF / WebP, or a list of frame images)"
+    )
+    choice_keys: list[str] = option(
+        [], "candidate image columns of a paired dataset (Pick-a-Pic v2: [jpg_0, jpg_1]); the winner has the top label"
+    )
+    label_keys: list[str] = option([], "the candidates' label columns, same order (Pick-a-Pic v2: [label_0, label_1])")
     image_root: str = option("", "folder for relative image paths; '' = the folder of each data file")
     max_rows: int = option(0, "> 0: keep only the first N rows (debugging); 0 = all")
     max_eval_prompts: int = option(16, "evaluate on the first N distinct prompts (fixed seeds, for the gallery)")
 
     def validate(self) -> None:
-        nonempty(self, "prompt_key", "image_key")
+        nonempty(self, "prompt_key", "image_key", "video_key")
+        require(
+            len(self.choice_keys) == len(self.label_keys) and len(self.choice_keys) != 1,
+            "label_keys",
+            self.label_keys,
+            f"needs one label column per data.choice_keys column ({len(self.choice_keys)}), two or more",
+        )
         at_least(self, 0, "max_rows")
         at_least(self, 1, "max_eval_prompts")
 
@@ -121,6 +145,7 @@ class PreferenceConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
+        require_warmup_below_max_steps(self)
         from genrl.registry import OBJECTIVES
 
         try:

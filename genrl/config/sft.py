@@ -6,14 +6,14 @@ from dataclasses import dataclass
 from typing import Literal
 
 from genrl.config.base import at_least, nonempty, option, require
-from genrl.config.common import LogConfig, OptimizerConfig, RunConfig
+from genrl.config.common import LogConfig, RunConfig, ScheduledOptimizerConfig, require_warmup_below_max_steps
 from genrl.config.vlm import ResponseEvalConfig, VLMDataConfig
 
 __all__ = ["SFTConfig", "SFTLogConfig", "SFTTrainConfig"]
 
 
 @dataclass
-class SFTTrainConfig(OptimizerConfig):
+class SFTTrainConfig(ScheduledOptimizerConfig):
     """The SFT trainer's ``train`` section: AdamW (``OptimizerConfig``, with SFT's defaults) and
     the learning-rate schedule."""
 
@@ -23,14 +23,11 @@ class SFTTrainConfig(OptimizerConfig):
     lr_schedule: Literal["cosine", "linear", "constant"] = option(
         "cosine", "decay after warmup: cosine or linear from lr down to lr * min_lr_ratio at max_steps, or constant"
     )
-    min_lr_ratio: float = option(0.05, "the floor of the decay as a fraction of lr, in [0, 1]")
     warmup_steps: int = option(10, "linear warmup steps from 0 to lr (< max_steps)")
 
     def validate(self) -> None:
         super().validate()
         at_least(self, 1, "batch_size")
-        at_least(self, 0, "warmup_steps")
-        require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
 
 
 @dataclass
@@ -70,9 +67,4 @@ class SFTConfig(RunConfig):
             self.data.response_key,
             "SFT on task vlm_data needs the column holding each row's target response",
         )
-        require(
-            self.train.warmup_steps < self.max_steps or self.train.warmup_steps == 0,
-            "train.warmup_steps",
-            self.train.warmup_steps,
-            f"must be < max_steps={self.max_steps}",
-        )
+        require_warmup_below_max_steps(self)

@@ -376,14 +376,14 @@ class DigitsTask(EmbeddedModelTask):
         return [(p, self.metadata(p)) for p in self.prompts()]
 
     def preference_batch(
-        self, n: int, generator: torch.Generator, size: Optional[tuple[int, int]] = None
+        self, n: int, generator: torch.Generator, shape: Optional[tuple[int, ...]] = None
     ) -> tuple[list[str], torch.Tensor]:
         """``n`` winning samples for preference training (SePPO, Diffusion-DPO, SFT): real digits drawn
         uniformly with ``generator`` from the proxy half only (never the gold judge's half), with their
-        captions. Returns (prompts, images ``[n, 1, 8, 8]`` in ``[0, 1]``); ``size``, the model's sample
-        size, must be (8, 8) when given."""
-        if size is not None and tuple(size) != (8, 8):
-            raise ValueError(f"the digits winners are 8x8 images; the model samples {tuple(size)}")
+        captions. Returns (prompts, images ``[n, 1, 8, 8]`` in ``[0, 1]``); ``shape``, the model's
+        sample shape, must be (1, 8, 8) when given."""
+        if shape is not None and tuple(shape) != (1, 8, 8):
+            raise ValueError(f"the digits winners are 1x8x8 images; the model samples {tuple(shape)}")
         if self._winners is None:
             self._winners = digits_split()["proxy"]
         images, labels = self._winners

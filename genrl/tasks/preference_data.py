@@ -1,53 +1,45 @@
-"""``task: preference_data``: winning samples from local files, for the preference trainer.
+"""``task: preference_data``: winning samples (images or videos) from local files, for the
+preference trainer.
 
-SePPO trains on ``(prompt, winning image)`` pairs only (arXiv 2410.05255: Pick-a-Pic v2's preferred
-images); this task reads them from ``.jsonl`` / ``.json`` / ``.parquet`` rows (``genrl.tasks.rows``)
-with a prompt column and an image column (a path relative to the data file or ``data.image_root``,
-bytes, or a ``{"bytes": ..., "path": ...}`` record as Hugging Face stores images). For Pick-a-Pic v2,
-keep per row the caption and the image its ``label_0`` / ``label_1`` prefers (ties dropped).
+SePPO trains on ``(prompt, winning image or video)`` pairs only (arXiv 2410.05255: Pick-a-Pic v2's
+preferred images for SD1.5); this task reads them from ``.jsonl`` / ``.json`` / ``.parquet`` rows
+(``genrl.tasks.rows``) with a prompt column and one winner per row:
 
-Every row is checked at start-up (columns present, every image decoded in full), so a bad row fails
-before training, naming its file and row. A drawn winner is converted to RGB, centre-cropped to the
-model's aspect ratio and resized to the model's sample size (bicubic). Evaluation samples the first
-``data.max_eval_prompts`` prompts with fixed seeds (``genrl.evaluation.evaluate_images``); there is no
-judge, so it reports only what the run's rewards measure (none in preference training) and writes
-the samples for ``genrl gallery``. Videos are not read yet.
+* ``data.image_key`` (default ``image``): a path relative to the data file or ``data.image_root``,
+  bytes, or a ``{"bytes": ..., "path": ...}`` record as Hugging Face stores images;
+* ``data.video_key`` (default ``video``): a video file (``.mp4`` ...; decord or PyAV), an animated
+  GIF / WebP, or a list of frame images, for video families (Wan, HunyuanVideo-1.5);
+* or the pair columns of a preference dataset: ``data.choice_keys`` names the candidates and
+  ``data.label_keys`` their labels, and the winner is the candidate with the strictly highest label
+  (Pick-a-Pic v2 as published: ``choice_keys: [jpg_0, jpg_1]``, ``label_keys: [label_0, label_1]``,
+  ``prompt_key: caption``); ties are skipped, and counted in the start-up message.
+
+Every row is checked at start-up (columns present, every image or video decoded in full), so a bad
+row fails before training, naming its file and row. A drawn winner is converted to RGB,
+centre-cropped to the model's aspect ratio and resized to the model's sample size (bicubic); a
+video keeps the model's frame count at evenly spaced frames (``genrl.media``). Evaluation samples
+the first ``data.max_eval_prompts`` prompts with fixed seeds (``genrl.evaluation.evaluate_images``);
+there is no judge, so it reports only what the run's rewards measure (none in preference training)
+and writes the samples for ``genrl gallery``.
 """
 
 from __future__ import annotations
 
-import io
 import os
 from typing import Any, Optional
 
-import numpy as np
 import torch
 
+from genrl.media import fit_image, fit_video, open_rgb, read_frames
 from genrl.registry import TASKS
-from genrl.tasks.rows import describe_ref, expand_data_paths, image_refs, read_rows
+from genrl.tasks.rows import expand_data_paths, image_refs, read_rows
 
 
-def _open_rgb(ref, where: str):
-    from PIL import Image
-
-    try:
-        im = Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref)
-        im.load()
-    except Exception as e:  # PIL raises several types for bad files
-        raise ValueError(f"{where}: image ({describe_ref(ref)}) cannot be read: {e}") from e
-    return im.convert("RGB")
-
-
-def fit_image(im, height: int, width: int) -> torch.Tensor:
-    """PIL image -> ``[3, height, width]`` in ``[0, 1]``: centre crop to the aspect ratio, bicubic resize."""
-    from PIL import Image
-
-    w, h = im.size
-    scale = min(w / width, h / height)
-    cw, ch = round(width * scale), round(height * scale)
-    left, top = (w - cw) // 2, (h - ch) // 2
-    im = im.crop((left, top, left + cw, top + ch)).resize((width, height), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+def _label(row: dict, key: str, where: str) -> float:
+    value = row.get(key)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ValueError(f"{where}: column {key!r} (data.label_keys) must hold a number, got {value!r}")
+    return float(value)
 
 
 @TASKS.register("preference_data", required=("data.train_files",))
@@ -58,7 +50,8 @@ class PreferenceDataTask:
 
     def __init__(self, data_cfg):
         self.cfg = data_cfg
-        self.rows: list[tuple[str, Any, str]] = []  # (prompt, image ref, where)
+        self.rows: list[tuple[str, Any, str, bool]] = []  # (prompt, image or video ref, where, is_video)
+        ties = 0
         for path in expand_data_paths(data_cfg.train_files):
             root = os.path.expanduser(data_cfg.image_root) if data_cfg.image_root else os.path.dirname(path)
             rows = read_rows(path)
@@ -69,13 +62,47 @@ class PreferenceDataTask:
                 prompt = row.get(data_cfg.prompt_key) if isinstance(row, dict) else None
                 if not isinstance(prompt, str) or not prompt.strip():
                     raise ValueError(f"{where}: no non-empty string column {data_cfg.prompt_key!r} (data.prompt_key)")
-                refs = image_refs(row.get(data_cfg.image_key), root, where)
-                if len(refs) != 1:
-                    raise ValueError(f"{where}: column {data_cfg.image_key!r} (data.image_key) must hold one image")
-                _open_rgb(refs[0], where)  # decoded in full now: a bad file fails before training
-                self.rows.append((prompt.strip(), refs[0], where))
+                winner = self._winner(row, root, where)
+                if winner is None:
+                    ties += 1
+                    continue
+                self.rows.append((prompt.strip(), *winner))
                 if data_cfg.max_rows and len(self.rows) >= data_cfg.max_rows:
                     break
+            if data_cfg.max_rows and len(self.rows) >= data_cfg.max_rows:
+                break
+        if not self.rows:
+            raise ValueError(f"data.train_files: no winners ({ties} rows tied)")
+        if ties:
+            print(f"preference_data: {len(self.rows)} winners, {ties} tied rows skipped")
+
+    def _winner(self, row: dict, root: str, where: str) -> Optional[tuple[Any, str, bool]]:
+        """(ref, where, is_video) of the row's winner, decoded once to check it; None for a tie."""
+        c = self.cfg
+        if c.choice_keys:
+            labels = [_label(row, k, where) for k in c.label_keys]
+            best = max(labels)
+            if labels.count(best) > 1:
+                return None
+            key, video = c.choice_keys[labels.index(best)], False
+        elif row.get(c.video_key) is not None:
+            key, video = c.video_key, True
+        elif row.get(c.image_key) is not None:
+            key, video = c.image_key, False
+        else:
+            raise ValueError(
+                f"{where}: no column {c.image_key!r} (data.image_key) or {c.video_key!r} (data.video_key)"
+            )
+        entry = row.get(key)
+        if video and isinstance(entry, (list, tuple)):  # frame images
+            ref = image_refs(list(entry), root, where)
+        else:
+            refs = image_refs(entry, root, where)
+            if len(refs) != 1:
+                raise ValueError(f"{where}: column {key!r} must hold one {'video' if video else 'image'}")
+            ref = refs[0]
+        read_frames(ref, where) if video else open_rgb(ref, where)  # decoded in full now: fails before training
+        return ref, where, video
 
     @classmethod
     def from_config(cls, cfg) -> "PreferenceDataTask":
@@ -84,25 +111,40 @@ class PreferenceDataTask:
         return cls(cfg.data)
 
     def preference_batch(
-        self, n: int, generator: torch.Generator, size: Optional[tuple[int, int]] = None
+        self, n: int, generator: torch.Generator, shape: Optional[tuple[int, ...]] = None
     ) -> tuple[list[str], torch.Tensor]:
-        """``n`` rows drawn uniformly with ``generator``: (prompts, images ``[n, 3, H, W]`` in
-        ``[0, 1]`` at ``size = (H, W)``, the model's sample size)."""
-        if size is None:
-            raise ValueError("preference_data needs the model's sample size to fit its images to")
+        """``n`` rows drawn uniformly with ``generator``: (prompts, winners in ``[0, 1]`` fitted to
+        ``shape``, the model's sample shape: images ``[n, 3, H, W]`` for ``(3, H, W)``, videos
+        ``[n, F, 3, H, W]`` for ``(F, 3, H, W)``). ``ValueError`` when a winner's kind (image or
+        video) is not the model's."""
+        if shape is None:
+            raise ValueError("preference_data needs the model's sample shape to fit its winners to")
+        model_video = len(shape) == 4
         idx = torch.randint(0, len(self.rows), (n,), generator=generator).tolist()
-        images = [fit_image(_open_rgb(self.rows[i][1], self.rows[i][2]), *size) for i in idx]
-        return [self.rows[i][0] for i in idx], torch.stack(images)
+        out = []
+        for i in idx:
+            _, ref, where, video = self.rows[i]
+            if video != model_video:
+                kind = "a video" if video else "an image"
+                raise ValueError(
+                    f"{where}: the winner is {kind}, but the model samples {'videos' if model_video else 'images'}"
+                )
+            out.append(
+                fit_video(read_frames(ref, where), *shape[:1], *shape[-2:])
+                if video
+                else fit_image(open_rgb(ref, where), *shape[-2:])
+            )
+        return [self.rows[i][0] for i in idx], torch.stack(out)
 
     # --- evaluation (PromptTask): fixed-seed samples of the first prompts, for the gallery
     def prompts(self) -> list[str]:
-        return list(dict.fromkeys(p for p, _, _ in self.rows))[: self.cfg.max_eval_prompts]
+        return list(dict.fromkeys(row[0] for row in self.rows))[: self.cfg.max_eval_prompts]
 
     def metadata(self, prompt: str) -> dict:
         return {}
 
     def train_prompts(self) -> list[tuple[str, dict]]:
-        return [(p, {}) for p in dict.fromkeys(p for p, _, _ in self.rows)]
+        return [(p, {}) for p in dict.fromkeys(row[0] for row in self.rows)]
 
     def eval_rewards(self) -> dict:
         return {}
@@ -116,4 +158,4 @@ class PreferenceDataTask:
         return evaluate_images(policy, self, rewards, eval_cfg, run_dir, step)
 
 
-__all__ = ["PreferenceDataTask", "fit_image"]
+__all__ = ["PreferenceDataTask"]

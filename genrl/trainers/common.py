@@ -4,6 +4,7 @@ succeeded, the step progress bar, and the final metrics file."""
 from __future__ import annotations
 
 import json
+import math
 import os
 from typing import Optional
 
@@ -45,3 +46,20 @@ def write_final_metrics(cfg) -> dict[str, dict]:
     with atomic_file(os.path.join(cfg.output_dir, "final_metrics.json")) as f:
         json.dump(result, f, indent=1)
     return result
+
+
+def lr_multiplier(step: int, cfg) -> float:
+    """Learning-rate factor for optimizer step ``step`` (0-based) of ``cfg.train``
+    (``ScheduledOptimizerConfig``): linear warmup from 1/(w+1) to 1, then cosine or linear decay to
+    ``min_lr_ratio`` at ``cfg.max_steps`` (or constant). Ours rather than transformers'
+    ``get_scheduler``: its warmup starts at 0 (this one at 1/(w+1), which the digit_sum SFT figures
+    were measured with) and its linear decay has no floor."""
+    t = cfg.train
+    if step < t.warmup_steps:
+        return (step + 1) / (t.warmup_steps + 1)
+    if t.lr_schedule == "constant":
+        return 1.0
+    span = max(cfg.max_steps - t.warmup_steps, 1)
+    progress = min((step - t.warmup_steps) / span, 1.0)
+    shape = 0.5 * (1 + math.cos(math.pi * progress)) if t.lr_schedule == "cosine" else 1 - progress
+    return t.min_lr_ratio + (1 - t.min_lr_ratio) * shape

@@ -324,6 +324,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         return Rollout(traj, values, failures, busy, list(prompt_idx), (t1 - t0, time.perf_counter() - t1))
 
     for step in bar:
+        t_step = time.perf_counter()
         # 1.-2. rollout and rewards: noise unique per (step, rank), the SDE window the same on all ranks
         noise = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
         window = policy.window(torch.Generator().manual_seed(derive_seed(cfg.seed, step)))
@@ -395,6 +396,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             "time/reward": reward_s,
             "time/reward_busy": reward_busy,
             "time/update": t3 - t2,
+            "time/step": t3 - t_step,
         }
         if window:
             metrics["train/sde_window_start"] = window[0]

@@ -7,15 +7,16 @@ prompt, the reference is drawn from the run's own earlier checkpoints (random ch
 (``genrl.objectives.preference``). Reads top to bottom:
 
     for step in range(start, max_steps):
+      ref = pool entry drawn every redraw_every steps            (replay: uniform; fixed: the start)
+      for each of gradient_accumulation_steps micro-batches:
         prompts, winners = task.preference_batch(batch_size)      (seeded by (seed, step): exact resume)
         x_w     = policy.encode_samples(winners)                   clean latents [B, ...]
-        ref     = pool entry drawn every redraw_every steps        (replay: uniform; fixed: the start)
         x_l     = ref's samples for the same prompts               (the policy's ODE sampler, ref's weights)
         u, eps  = one noise level (train.timestep_sampling) and noise per pair, shared by x_w and x_l
         errors  = denoising errors [B] of the policy (with grad) and of ref (no grad) on x_w and x_l
-        loss    = objective(errors) -> backward -> clip -> AdamW
-        pool.add(step) every snapshot_every steps
-        log / evaluate / checkpoint (weights, optimizer, pool, current reference)
+        loss    = objective(errors) -> backward (/ accumulation)
+      clip -> AdamW -> lr schedule; pool.add(step) every snapshot_every steps
+      log / evaluate / checkpoint (weights, optimizer, schedule, pool, current reference)
 
 The ``sft`` objective needs no pairs: the trainer then skips the reference entirely. Runs under
 ``accelerate`` like the online trainer (policy.model is the prepared, possibly DDP-wrapped module).
@@ -23,8 +24,10 @@ The ``sft`` objective needs no pairs: the trainer then skips the reference entir
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
+from collections import defaultdict
 
 import torch
 
@@ -34,7 +37,9 @@ from genrl.models import prepare_models
 from genrl.registry import OBJECTIVES, POLICIES, TASKS
 from genrl.replay import CheckpointPool
 from genrl.seeding import derive_seed
-from genrl.trainers.common import open_run, step_bar, write_final_metrics
+from genrl.trainers.common import lr_multiplier, open_run, step_bar, write_final_metrics
+
+DISK_POOL_MIB = 256  # reference.storage auto: snapshots larger than this go to disk
 
 
 def train(cfg: PreferenceConfig) -> dict[str, dict]:
@@ -68,8 +73,12 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         weight_decay=tc.weight_decay,
     )
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
     named = {n: p for n, p in policy.module.named_parameters() if p.requires_grad}
-    pool = CheckpointPool(named, cfg.reference.mode, cfg.reference.max_pool)
+    snapshot_mib = sum(p.numel() * p.element_size() for p in named.values()) / 2**20
+    on_disk = cfg.reference.storage == "disk" or (cfg.reference.storage == "auto" and snapshot_mib > DISK_POOL_MIB)
+    pool_dir = os.path.join(run_dir, "pool") if on_disk and pairs else None
+    pool = CheckpointPool(named, cfg.reference.mode, cfg.reference.max_pool, folder=pool_dir, writer=main)
     ref_index = 0
 
     start = 0
@@ -81,10 +90,14 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         except (ValueError, KeyError) as e:
             raise ValueError(f"{ckpt}: {e}") from None
         optimizer.load_state_dict(state["optimizer"])
+        if "scheduler" in state:  # checkpoints before the schedule existed ran at a constant lr
+            scheduler.load_state_dict(state["scheduler"])
         start, ref_index = state["step"], state["ref_index"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
     logger = open_run(cfg, start, main)
+    pool.flush()  # on disk: the start's snapshot is written only now that start-up succeeded
+    accelerator.wait_for_everyone()
 
     def run_eval(step: int) -> dict[str, float]:
         if not main:
@@ -97,61 +110,79 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         run_eval(0)
     bar = step_bar(cfg, start, "preference", main)
     rank, B = accelerator.process_index, tc.batch_size
-    size = tuple(policy.decode(policy.noise(1, torch.Generator().manual_seed(0))).shape[-2:])  # (H, W) of samples
+    shape = tuple(
+        policy.decode(policy.noise(1, torch.Generator().manual_seed(0))).shape[1:]
+    )  # [C, H, W] / [F, C, H, W]
+    accum = tc.gradient_accumulation_steps
     for step in bar:
-        # 1. winners, and the reference's samples for the same prompts
         t0 = time.perf_counter()
         g = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
-        prompts, winners = task.preference_batch(B, g, size)
-        x_w = policy.encode_samples(winners)  # [B, ...]
-        cond = policy.encode_prompts(prompts)
-        u = torch.rand(B, generator=g) if tc.timestep_sampling == "uniform" else torch.randn(B, generator=g).sigmoid()
-        noise_w = policy.noise(B, g)
-        if pairs:
-            if step % cfg.reference.redraw_every == 0:
-                ref_index = pool.draw(torch.Generator().manual_seed(derive_seed(cfg.seed, step, 3)))
-            ref = pool.reference(ref_index, policy.module)
-            seeds = torch.randint(0, 2**31 - 1, (B,), generator=g).tolist()
-            x_l = policy.sample_latents(
-                prompts, seeds, cfg.reference.num_steps or None, cfg.reference.guidance_scale, model=ref
+        if pairs and step % cfg.reference.redraw_every == 0:
+            ref_index = pool.draw(torch.Generator().manual_seed(derive_seed(cfg.seed, step, 3)))
+        ref = pool.reference(ref_index, policy.module) if pairs else None
+        sums, t_ref = defaultdict(float), 0.0
+        for micro in range(accum):  # gradient_accumulation_steps micro-batches, one optimizer step
+            # 1. winners, and the reference's samples for the same prompts
+            t1 = time.perf_counter()
+            prompts, winners = task.preference_batch(B, g, shape)
+            x_w = policy.encode_samples(winners)  # [B, ...]
+            cond = policy.encode_prompts(prompts)
+            u = (
+                torch.rand(B, generator=g)
+                if tc.timestep_sampling == "uniform"
+                else torch.randn(B, generator=g).sigmoid()
             )
-            with torch.no_grad():
-                err_w_ref = policy.denoising_error(x_w, cond, u, noise_w, model=ref)
-                err_l_ref = policy.denoising_error(x_l, cond, u, noise_w, model=ref)
-        t1 = time.perf_counter()
-
-        # 2. the policy's errors on both samples (same t and noise as the reference's), the loss, the update
-        with accelerator.autocast():
-            err_w = policy.denoising_error(x_w, cond, u, noise_w)
+            noise_w = policy.noise(B, g)
             if pairs:
-                err_l = policy.denoising_error(x_l, cond, u, noise_w)
-                loss, m = objective(err_w, err_w_ref, err_l, err_l_ref, cfg.objective)
-            else:
-                loss, m = objective(err_w, None, None, None, cfg.objective)
-        optimizer.zero_grad(set_to_none=True)
-        accelerator.backward(loss)
+                seeds = torch.randint(0, 2**31 - 1, (B,), generator=g).tolist()
+                x_l = policy.sample_latents(
+                    prompts, seeds, cfg.reference.num_steps or None, cfg.reference.guidance_scale, model=ref
+                )
+                with torch.no_grad():
+                    err_w_ref = policy.denoising_error(x_w, cond, u, noise_w, model=ref)
+                    err_l_ref = policy.denoising_error(x_l, cond, u, noise_w, model=ref)
+            t_ref += time.perf_counter() - t1
+
+            # 2. the policy's errors on both samples (same t and noise as the reference's), the loss
+            last = micro == accum - 1
+            with contextlib.nullcontext() if last else accelerator.no_sync(policy.model), accelerator.autocast():
+                err_w = policy.denoising_error(x_w, cond, u, noise_w)
+                if pairs:
+                    err_l = policy.denoising_error(x_l, cond, u, noise_w)
+                    loss, m = objective(err_w, err_w_ref, err_l, err_l_ref, cfg.objective)
+                else:
+                    loss, m = objective(err_w, None, None, None, cfg.objective)
+                accelerator.gradient_state._set_sync_gradients(last)  # DeepSpeed: step only after the last one
+                accelerator.backward(loss / accum)
+            for k, v in m.items():
+                sums[k] += v / accum  # metrics: the mean over micro-batches
         max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
         grad_norm = float(accelerator.clip_grad_norm_(policy.trainable_parameters(), max_norm))
+        lr = optimizer.param_groups[0]["lr"]
         optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
         done = step + 1
         if done % cfg.reference.snapshot_every == 0:
             ref_index = pool.add(done, ref_index)
             if ref_index < 0:  # the snapshot in use left the pool: draw again now
                 ref_index = pool.draw(torch.Generator().manual_seed(derive_seed(cfg.seed, done, 3)))
-        t2 = time.perf_counter()
+        t3 = time.perf_counter()
 
         # 3. log, evaluate, checkpoint
         metrics = {
-            **m,
+            **sums,
             "grad/norm": grad_norm,
+            "train/lr": lr,
             "train/ref_step": pool.steps[ref_index] if pairs else 0,
             "train/pool_size": len(pool),
-            "time/reference": t1 - t0,
-            "time/update": t2 - t1,
+            "time/reference": t_ref,
+            "time/update": t3 - t0 - t_ref,
+            "time/step": t3 - t0,
         }
         if main:
             logger.log(done, metrics)
-            bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
+            bar.set_postfix(loss=f"{next(iter(sums.values())):.4f}", refresh=False)
         if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
             run_eval(done)
         if main and (done == cfg.max_steps or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0)):
@@ -159,6 +190,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                 "step": done,
                 "model": policy.trainable_state_dict(),
                 "optimizer": optimizer.state_dict(),
+                "scheduler": scheduler.state_dict(),
                 "pool": pool.state_dict(),
                 "ref_index": ref_index,
             }

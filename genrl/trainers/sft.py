@@ -21,7 +21,6 @@ Run directory: ``config.yaml``, ``metrics.jsonl``, ``tb/``, ``checkpoints/step-X
 
 from __future__ import annotations
 
-import math
 import os
 import time
 
@@ -32,22 +31,8 @@ from genrl.config import SFTConfig
 from genrl.models import prepare_models
 from genrl.registry import TASKS
 from genrl.seeding import derive_seed
-from genrl.trainers.common import open_run, step_bar, write_final_metrics
+from genrl.trainers.common import lr_multiplier, open_run, step_bar, write_final_metrics
 from genrl.vlm_batching import encode_sft, load_model_dir, save_model_dir
-
-
-def lr_multiplier(step: int, cfg: SFTConfig) -> float:
-    """Learning-rate factor for optimizer step ``step`` (0-based): linear warmup from 1/(w+1)
-    to 1, then cosine or linear decay to ``min_lr_ratio`` at ``max_steps`` (or constant)."""
-    t = cfg.train
-    if step < t.warmup_steps:
-        return (step + 1) / (t.warmup_steps + 1)
-    if t.lr_schedule == "constant":
-        return 1.0
-    span = max(cfg.max_steps - t.warmup_steps, 1)
-    progress = min((step - t.warmup_steps) / span, 1.0)
-    shape = 0.5 * (1 + math.cos(math.pi * progress)) if t.lr_schedule == "cosine" else 1 - progress
-    return t.min_lr_ratio + (1 - t.min_lr_ratio) * shape
 
 
 def train(cfg: SFTConfig) -> dict[str, dict]:
