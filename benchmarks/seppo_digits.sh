@@ -4,7 +4,7 @@
 # its steps), 3 seeds each, no reward model in any preference arm's training (the proxy and gold
 # judges only score evaluations); FlowGRPO on the proxy reward for scale.
 # Usage: bash benchmarks/seppo_digits.sh [OUT_DIR] [SECONDS]
-#   (defaults: runs/seppo_digits, 150 s of training per run; about an hour on 2 CPU cores, on an
+#   (defaults: runs/seppo_digits, 150 s of training per run; about 75 minutes on 2 CPU cores, on an
 #   otherwise idle machine: the budget is wall time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +17,7 @@ $genrl compare --seeds 0 1 2 --out "$out" --wall-budget "$budget" --evals 4 \
   --arm seppo $seppo \
   --arm seppo_no_criterion $seppo objective.criterion=none \
   --arm seppo_fixed_ref $seppo reference.mode=fixed \
+  --arm seppo_latest_ref $seppo reference.mode=latest reference.snapshot_every=10 \
   --arm diffusion_dpo $seppo objective.name=diffusion_dpo reference.mode=fixed \
   --arm sft $seppo objective.name=sft train.lr=1e-3 \
   --arm flowgrpo_proxy configs/digits/flowgrpo.yaml

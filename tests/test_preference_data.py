@@ -144,3 +144,50 @@ def test_seppo_on_a_tiny_wan_pipeline_with_video_winners(tmp_path):
     assert len(rows) == 6 and rows[-1]["train/pool_size"] == 4
     err = [r["pref/err_winner_delta"] for r in rows]
     assert sum(err[-2:]) / 2 < 0, err  # the policy fits the winners better than its references
+
+
+def test_the_readme_extracts_pick_a_pic_winners_that_the_recipes_read(tmp_path):
+    """README.md's pyarrow snippet on a small parquet with Pick-a-Pic v2's columns, then the SD1.5
+    recipe's data section reads what it wrote: one winner per untied pair, the higher label's image."""
+    import io
+    import os
+    import re
+    import subprocess
+    import sys
+
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    from genrl.config import load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    readme = open(os.path.join(root, "README.md"), encoding="utf-8").read()
+    snippet = re.search(r"<!-- pickapic-extract -->\s*```python\n(.*?)```", readme, re.S).group(1)
+
+    def jpeg(value):
+        buf = io.BytesIO()
+        Image.fromarray(np.full((16, 16, 3), value, np.uint8)).save(buf, format="JPEG")
+        return buf.getvalue()
+
+    table = {
+        "caption": ["dark wins", "bright wins", "tie"],
+        "jpg_0": [jpeg(10), jpeg(10), jpeg(10)],
+        "jpg_1": [jpeg(245), jpeg(245), jpeg(245)],
+        "label_0": [1.0, 0.0, 0.5],
+        "label_1": [0.0, 1.0, 0.5],
+        "model_0": ["a", "b", "c"],  # other columns are left alone
+    }
+    (tmp_path / "pickapic_v2" / "data").mkdir(parents=True)
+    pq.write_table(pa.table(table), tmp_path / "pickapic_v2" / "data" / "train-00000-of-00001.parquet")
+    proc = subprocess.run([sys.executable, "-c", snippet], cwd=tmp_path, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    cfg = load_config(
+        PreferenceConfig,
+        os.path.join(root, "configs/sd15/seppo_pickapic.yaml"),
+        [f"data.train_files=[{tmp_path / 'data/pickapic_v2/train.jsonl'}]"],
+    )
+    task = PreferenceDataTask(cfg.data)
+    assert [p for p, *_ in task.rows] == ["dark wins", "bright wins"]
+    prompts, images = task.preference_batch(8, torch.Generator().manual_seed(0), (3, 8, 8))
+    for p, im in zip(prompts, images):
+        assert (im.mean() < 0.2) if p == "dark wins" else (im.mean() > 0.8)
