@@ -11,7 +11,9 @@ from genrl.io import atomic_file
 
 class MetricsLogger:
     """Appends ``{"step": s, ...}`` rows. On resume from step ``start`` it first drops rows
-    logged after ``start`` by the interrupted run, so the file reads as one clean run."""
+    logged after ``start`` by the interrupted run (TensorBoard: ``purge_step``), so the logs read
+    as one clean run; a run that starts over (``start == 0``) removes the earlier run's
+    ``metrics.jsonl`` and TensorBoard event files."""
 
     def __init__(self, run_dir: str, start: int = 0, tensorboard: bool = True):
         self.path = os.path.join(run_dir, "metrics.jsonl")
@@ -20,8 +22,13 @@ class MetricsLogger:
                 keep = [line for line in f if line.strip() and json.loads(line)["step"] <= start]
             with atomic_file(self.path) as f:
                 f.writelines(keep)
-        elif start == 0 and os.path.exists(self.path):
-            os.remove(self.path)
+        elif start == 0:
+            if os.path.exists(self.path):
+                os.remove(self.path)
+            tb_dir = os.path.join(run_dir, "tb")
+            for name in os.listdir(tb_dir) if os.path.isdir(tb_dir) else []:
+                if name.startswith("events.out.tfevents."):  # else step 1 would appear twice
+                    os.remove(os.path.join(tb_dir, name))
         self.file = open(self.path, "a")
         self.tb = None
         if tensorboard:

@@ -5,7 +5,7 @@ import os
 import pytest
 import torch
 
-from genrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, save_checkpoint
+from genrl.checkpoint import latest_checkpoint, list_checkpoints, load_checkpoint, resume_state, save_checkpoint
 from genrl.ema import EMA
 
 
@@ -14,12 +14,13 @@ def test_checkpoints_are_atomic_and_pruned(tmp_path):
     for step in (1, 2, 3):
         save_checkpoint(root, step, {"step": step, "w": torch.full((2,), float(step))}, keep_last=2)
     assert [os.path.basename(p) for p in list_checkpoints(root)] == ["step-000002", "step-000003"]
-    # a write killed half-way leaves a temp folder: ignored and cleaned up, never loaded
+    # a write killed half-way leaves a temp folder: ignored, never loaded; the trainer's resume cleans it up
     os.makedirs(os.path.join(root, ".tmp-step-000004-123"))
     open(os.path.join(root, ".tmp-step-000004-123", "state.pt"), "wb").write(b"trunc")
     assert latest_checkpoint(root).endswith("step-000003")
+    path, state = resume_state(root)
+    assert path.endswith("step-000003") and torch.equal(state["w"], torch.full((2,), 3.0))
     assert not any(n.startswith(".tmp") for n in os.listdir(root))
-    assert torch.equal(load_checkpoint(latest_checkpoint(root))["w"], torch.full((2,), 3.0))
 
 
 def test_corrupt_checkpoint_names_the_file(tmp_path):
@@ -61,5 +62,71 @@ def test_temporaries_of_killed_writes_are_removed_and_never_loaded(tmp_path):
         raise Killed  # the write fails part-way: nothing of it stays
     os.makedirs(root / ".step-000003.tmp-123-deadbeef")  # what a kill -9 mid-write leaves
     (root / ".step-000003.tmp-123-deadbeef" / "meta.json").write_text("{}")
-    assert list_checkpoints(str(root)) == [str(root / "step-000001")]
+    assert list_checkpoints(str(root)) == [str(root / "step-000001")]  # a reader leaves it
+    assert list_checkpoints(str(root), clean=True) == [str(root / "step-000001")]  # the writer removes it
     assert sorted(os.listdir(root)) == ["step-000001"]
+
+
+def test_a_reader_during_a_write_leaves_the_write_alone(tmp_path):
+    """``genrl gallery`` / ``genrl export`` list checkpoints while the trainer writes one: the
+    temporary folder of the write in progress must survive (it used to be deleted, crashing the
+    trainer's rename)."""
+    from genrl.io import atomic_dir
+    from genrl.run_dir import check_run
+
+    run = tmp_path / "run"
+    save_checkpoint(str(run / "checkpoints"), 1, {"step": 1})
+    (run / "config.yaml").write_text("trainer: online\n")
+    with atomic_dir(run / "checkpoints" / "step-000002") as tmp:
+        (tmp / "meta.json").write_text("{}")
+        assert latest_checkpoint(str(run / "checkpoints")).endswith("step-000001")
+        check_run(str(run))  # what gallery and export call first
+        assert tmp.is_dir()
+    assert latest_checkpoint(str(run / "checkpoints")).endswith("step-000002")
+
+
+def test_resume_skips_an_unreadable_newest_checkpoint_with_a_warning(tmp_path):
+    root = str(tmp_path / "ckpt")
+    for step in (1, 2):
+        save_checkpoint(root, step, {"step": step}, keep_last=2)
+    with open(os.path.join(root, "step-000002", "state.pt"), "wb") as f:
+        f.write(b"trunc")  # complete on disk, unreadable
+    with pytest.warns(UserWarning, match="step-000002"):
+        path, state = resume_state(root)
+    assert path.endswith("step-000001") and state["step"] == 1
+    with open(os.path.join(root, "step-000001", "state.pt"), "wb") as f:
+        f.write(b"trunc")
+    with pytest.warns(UserWarning), pytest.raises(ValueError, match="no readable checkpoint.*resume=false"):
+        resume_state(root)
+    assert resume_state(str(tmp_path / "none")) is None
+
+
+def _tb_steps(run_dir) -> list[int]:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    acc = EventAccumulator(str(run_dir / "tb"))
+    acc.Reload()
+    return [e.step for e in acc.Scalars("loss")]
+
+
+def test_logs_read_as_one_run_after_a_resume_or_a_restart(tmp_path):
+    """Resumed from step 2, the rows an interrupted run wrote after it are dropped; started over
+    (resume=false or no checkpoint), the earlier run's rows and TensorBoard events are gone (step
+    1 used to appear twice in TensorBoard)."""
+    import json
+
+    from genrl.metrics_log import MetricsLogger
+
+    def run(start, steps):
+        log = MetricsLogger(str(tmp_path), start)
+        for s in steps:
+            log.log(s, {"loss": float(s)})
+        log.close()
+
+    run(0, [1, 2, 3])  # killed after logging step 3, last checkpoint at step 2
+    run(2, [3, 4])
+    rows = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
+    assert rows == [1, 2, 3, 4] and _tb_steps(tmp_path) == [1, 2, 3, 4]
+    run(0, [1, 2])  # started over
+    rows = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
+    assert rows == [1, 2] and _tb_steps(tmp_path) == [1, 2]

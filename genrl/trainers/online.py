@@ -27,7 +27,7 @@ from collections import defaultdict
 import torch
 
 from genrl.advantages import group_advantages, weighted_advantages
-from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genrl.checkpoint import resume_state, save_checkpoint
 from genrl.config import OnlineConfig
 from genrl.ema import EMA, Anchor
 from genrl.kl_control import FixedKL, build_kl_controller
@@ -272,8 +272,8 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         sampler = GroupSampler(**shape)
 
     start = 0
-    if cfg.resume and (ckpt := latest_checkpoint(ckpt_dir)):
-        state = load_checkpoint(ckpt)
+    if cfg.resume and (found := resume_state(ckpt_dir, clean=main)):
+        ckpt, state = found
         try:
             policy.load_trainable_state_dict(state["model"])
         except ValueError as e:

@@ -31,7 +31,7 @@ from collections import defaultdict
 
 import torch
 
-from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genrl.checkpoint import resume_state, save_checkpoint
 from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
 from genrl.registry import OBJECTIVES, POLICIES, TASKS
@@ -82,8 +82,8 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     ref_index = 0
 
     start = 0
-    if cfg.resume and (ckpt := latest_checkpoint(ckpt_dir)):
-        state = load_checkpoint(ckpt)
+    if cfg.resume and (found := resume_state(ckpt_dir, clean=main)):
+        ckpt, state = found
         try:
             policy.load_trainable_state_dict(state["model"])
             pool.load_state_dict(state["pool"])

@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from genrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from genrl.checkpoint import resume_state, save_checkpoint
 from genrl.config import SFTConfig
 from genrl.models import prepare_models
 from genrl.registry import TASKS
@@ -59,8 +59,8 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
 
     start = 0
-    if cfg.resume and (ckpt := latest_checkpoint(ckpt_dir)):
-        state = load_checkpoint(ckpt)
+    if cfg.resume and (found := resume_state(ckpt_dir, clean=True)):
+        ckpt, state = found
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
