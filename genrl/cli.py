@@ -177,8 +177,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("target", metavar="TASK_OR_CONFIG")
     p.set_defaults(func=_prepare)
     args = parser.parse_args(argv)
+    from genrl.preemption import Preempted
+
     try:
         return args.func(args)
+    except Preempted as e:  # SIGTERM / Ctrl-C: the step finished and was checkpointed
+        print(f"genrl {args.command}: {e}", file=sys.stderr)
+        return 128 + e.signum
     except (ValueError, OSError) as e:  # a user's mistake (config, path, data, model): one line, exit 2
         if os.environ.get("GENRL_TRACEBACK"):
             raise

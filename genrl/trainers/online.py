@@ -33,6 +33,7 @@ from genrl.ema import EMA, Anchor
 from genrl.kl_control import FixedKL, build_kl_controller
 from genrl.models import prepare_models
 from genrl.objectives.common import objective_chunk_weight, objective_normaliser, per_step_ratio_stats
+from genrl.preemption import Preempted, StopRequest
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
@@ -323,143 +324,158 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         values, failures, busy = scorer.collect()  # failed samples are NaN and get masked out
         return Rollout(traj, values, failures, busy, list(prompt_idx), (t1 - t0, time.perf_counter() - t1))
 
-    for step in bar:
-        t_step = time.perf_counter()
-        # 1.-2. rollout and rewards: noise unique per (step, rank), the SDE window the same on all ranks
-        noise = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
-        window = policy.window(torch.Generator().manual_seed(derive_seed(cfg.seed, step)))
-        if cfg.rollout.dynamic_sampling:  # DAPO: more rounds until every group's rewards vary
-            ro, ds_metrics = dynamic_sampling(
-                lambda a: collect(step, noise, window, a),
-                cfg.rollout.prompts_per_step // world,
-                cfg.rewards,
-                cfg.rollout.dynamic_sampling_max_rounds,
-                first_group=rank,
+    stopping = 0  # the signal that stopped the run early (StopRequest)
+    with StopRequest() as stop:
+        for step in bar:
+            t_step = time.perf_counter()
+            # 1.-2. rollout and rewards: noise unique per (step, rank), the SDE window the same on all ranks
+            noise = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
+            window = policy.window(torch.Generator().manual_seed(derive_seed(cfg.seed, step)))
+            if cfg.rollout.dynamic_sampling:  # DAPO: more rounds until every group's rewards vary
+                ro, ds_metrics = dynamic_sampling(
+                    lambda a: collect(step, noise, window, a),
+                    cfg.rollout.prompts_per_step // world,
+                    cfg.rewards,
+                    cfg.rollout.dynamic_sampling_max_rounds,
+                    first_group=rank,
+                )
+            else:
+                ro, ds_metrics = collect(step, noise, window), {}
+            traj, values, failures, reward_busy, prompt_idx, (rollout_s, reward_s) = ro
+            total = combine(values, cfg.rewards).to(accelerator.device)  # [B_local] weighted sum of the rewards
+            t2 = time.perf_counter()
+
+            # 3. advantages from the rewards of all processes (complete groups), then our slice
+            all_rewards = accelerator.gather(total)
+            all_groups = accelerator.gather(traj.group_ids)
+            gathered = {
+                k: accelerator.gather(v.to(accelerator.device)) for k, v in values.items()
+            }  # every key, [B_all]
+            adv_all, adv_stats = group_advantages(all_rewards, all_groups, cfg.advantages.std, cfg.advantages.eps)
+            if (
+                cfg.advantages.combine == "advantages"
+            ):  # MixGRPO-style: each reward normalised in its groups, then weighted
+                adv_all = weighted_advantages(
+                    gathered, cfg.rewards, all_groups, cfg.advantages.std, cfg.advantages.eps
+                )
+            B = total.shape[0]
+            advantages = adv_all[rank * B : (rank + 1) * B].to(accelerator.device)
+            traj.mask = traj.mask * torch.isfinite(total)[:, None].float()
+            if (
+                cfg.advantages.drop_zero
+            ):  # Flow-GRPO: samples with advantage exactly 0 leave the update and its normaliser
+                traj.mask = traj.mask * (advantages != 0)[:, None].float()
+                adv_stats["reward/frac_zero_advantage"] = float(accelerator.gather(advantages).eq(0).float().mean())
+            consecutive_failures = consecutive_failures + 1 if not torch.isfinite(all_rewards).any() else 0
+            if consecutive_failures >= MAX_CONSECUTIVE_REWARD_FAILURES:
+                raise RuntimeError(
+                    f"every reward was NaN or failed for {consecutive_failures} consecutive steps; "
+                    f"failures per reward: {failures}"
+                )
+
+            # VAS: re-score prompts from the whole gathered batch (every process stays identical)
+            if isinstance(sampler, VarianceAwareSampler):
+                all_idx = accelerator.gather(torch.as_tensor(prompt_idx, device=accelerator.device)).cpu()
+                texts = gather_object(traj.samples) if isinstance(traj.samples, list) else None
+                sampler.update(all_idx, all_rewards.cpu(), texts, step=step)
+
+            # 4. update
+            upd = update(
+                policy,
+                traj,
+                advantages,
+                optimizer,
+                objective,
+                cfg,
+                accelerator,
+                ema,
+                torch.Generator().manual_seed(derive_seed(cfg.seed, step, 7)),
+                kl_control,
             )
-        else:
-            ro, ds_metrics = collect(step, noise, window), {}
-        traj, values, failures, reward_busy, prompt_idx, (rollout_s, reward_s) = ro
-        total = combine(values, cfg.rewards).to(accelerator.device)  # [B_local] weighted sum of the rewards
-        t2 = time.perf_counter()
+            t3 = time.perf_counter()
 
-        # 3. advantages from the rewards of all processes (complete groups), then our slice
-        all_rewards = accelerator.gather(total)
-        all_groups = accelerator.gather(traj.group_ids)
-        gathered = {k: accelerator.gather(v.to(accelerator.device)) for k, v in values.items()}  # every key, [B_all]
-        adv_all, adv_stats = group_advantages(all_rewards, all_groups, cfg.advantages.std, cfg.advantages.eps)
-        if (
-            cfg.advantages.combine == "advantages"
-        ):  # MixGRPO-style: each reward normalised in its groups, then weighted
-            adv_all = weighted_advantages(gathered, cfg.rewards, all_groups, cfg.advantages.std, cfg.advantages.eps)
-        B = total.shape[0]
-        advantages = adv_all[rank * B : (rank + 1) * B].to(accelerator.device)
-        traj.mask = traj.mask * torch.isfinite(total)[:, None].float()
-        if cfg.advantages.drop_zero:  # Flow-GRPO: samples with advantage exactly 0 leave the update and its normaliser
-            traj.mask = traj.mask * (advantages != 0)[:, None].float()
-            adv_stats["reward/frac_zero_advantage"] = float(accelerator.gather(advantages).eq(0).float().mean())
-        consecutive_failures = consecutive_failures + 1 if not torch.isfinite(all_rewards).any() else 0
-        if consecutive_failures >= MAX_CONSECUTIVE_REWARD_FAILURES:
-            raise RuntimeError(
-                f"every reward was NaN or failed for {consecutive_failures} consecutive steps; "
-                f"failures per reward: {failures}"
-            )
-
-        # VAS: re-score prompts from the whole gathered batch (every process stays identical)
-        if isinstance(sampler, VarianceAwareSampler):
-            all_idx = accelerator.gather(torch.as_tensor(prompt_idx, device=accelerator.device)).cpu()
-            texts = gather_object(traj.samples) if isinstance(traj.samples, list) else None
-            sampler.update(all_idx, all_rewards.cpu(), texts, step=step)
-
-        # 4. update
-        upd = update(
-            policy,
-            traj,
-            advantages,
-            optimizer,
-            objective,
-            cfg,
-            accelerator,
-            ema,
-            torch.Generator().manual_seed(derive_seed(cfg.seed, step, 7)),
-            kl_control,
-        )
-        t3 = time.perf_counter()
-
-        # 5. log, evaluate, checkpoint
-        done = step + 1
-        metrics = {
-            "reward/total_mean": float(torch.nanmean(all_rewards)),
-            **adv_stats,
-            **upd,
-            **ds_metrics,
-            "time/rollout": rollout_s,
-            "time/reward": reward_s,
-            "time/reward_busy": reward_busy,
-            "time/update": t3 - t2,
-            "time/step": t3 - t_step,
-        }
-        if window:
-            metrics["train/sde_window_start"] = window[0]
-        if ds_metrics:
-            rounds_filled = accelerator.gather(
-                torch.tensor(
-                    [
+            # 5. log, evaluate, checkpoint
+            done = step + 1
+            metrics = {
+                "reward/total_mean": float(torch.nanmean(all_rewards)),
+                **adv_stats,
+                **upd,
+                **ds_metrics,
+                "time/rollout": rollout_s,
+                "time/reward": reward_s,
+                "time/reward_busy": reward_busy,
+                "time/update": t3 - t2,
+                "time/step": t3 - t_step,
+            }
+            if window:
+                metrics["train/sde_window_start"] = window[0]
+            if ds_metrics:
+                rounds_filled = accelerator.gather(
+                    torch.tensor(
                         [
-                            ds_metrics["dynamic_sampling/rounds"],
-                            ds_metrics["dynamic_sampling/filled_groups"],
-                            ds_metrics["dynamic_sampling/dropped_groups"],
-                        ]
-                    ],
-                    device=accelerator.device,
+                            [
+                                ds_metrics["dynamic_sampling/rounds"],
+                                ds_metrics["dynamic_sampling/filled_groups"],
+                                ds_metrics["dynamic_sampling/dropped_groups"],
+                            ]
+                        ],
+                        device=accelerator.device,
+                    )
                 )
-            )
-            metrics["dynamic_sampling/rounds"] = int(rounds_filled[:, 0].max())  # the process that needed most
-            metrics["dynamic_sampling/dropped_groups"] = int(rounds_filled[:, 2].sum())
-            metrics["dynamic_sampling/filled_groups"] = int(rounds_filled[:, 1].sum())
-        for k, v in gathered.items():
-            finite = v[torch.isfinite(v)]
-            metrics[f"reward/{k}_mean"] = finite.mean().item() if finite.numel() else float("nan")
-            metrics[f"reward/{k}_std"] = finite.std(unbiased=False).item() if finite.numel() else float("nan")
-        counts = accelerator.reduce(
-            torch.tensor([failures[k] for k in sorted(failures)], device=accelerator.device), reduction="sum"
-        )  # failures of every process
-        for k, n in zip(sorted(failures), counts.tolist()):
-            metrics[f"reward/{k}_failed"] = int(n)
-        times = [k for k in metrics if k.startswith("time/")]  # the slowest process sets the pace
-        slowest = accelerator.gather(
-            torch.tensor([[metrics[k] for k in times]], dtype=torch.float64, device=accelerator.device)
-        ).amax(0)
-        metrics.update(zip(times, slowest.tolist()))
-        if isinstance(sampler, VarianceAwareSampler):
-            metrics.update(sampler.metrics())
-        if policy.anchor is not None:
-            metrics["train/anchor_moved_at"] = policy.anchor.moved_at
-        if main:
-            logger.log(done, metrics)
-            bar.set_postfix(reward=f"{metrics['reward/total_mean']:.3f}", clip=f"{upd.get('ratio/clip_frac', 0):.2f}")
-        if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
-            run_eval(done)
-        if done == cfg.max_steps or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
+                metrics["dynamic_sampling/rounds"] = int(rounds_filled[:, 0].max())  # the process that needed most
+                metrics["dynamic_sampling/dropped_groups"] = int(rounds_filled[:, 2].sum())
+                metrics["dynamic_sampling/filled_groups"] = int(rounds_filled[:, 1].sum())
+            for k, v in gathered.items():
+                finite = v[torch.isfinite(v)]
+                metrics[f"reward/{k}_mean"] = finite.mean().item() if finite.numel() else float("nan")
+                metrics[f"reward/{k}_std"] = finite.std(unbiased=False).item() if finite.numel() else float("nan")
+            counts = accelerator.reduce(
+                torch.tensor([failures[k] for k in sorted(failures)], device=accelerator.device), reduction="sum"
+            )  # failures of every process
+            for k, n in zip(sorted(failures), counts.tolist()):
+                metrics[f"reward/{k}_failed"] = int(n)
+            times = [k for k in metrics if k.startswith("time/")]  # the slowest process sets the pace
+            slowest = accelerator.gather(
+                torch.tensor([[metrics[k] for k in times]], dtype=torch.float64, device=accelerator.device)
+            ).amax(0)
+            metrics.update(zip(times, slowest.tolist()))
+            if isinstance(sampler, VarianceAwareSampler):
+                metrics.update(sampler.metrics())
+            if policy.anchor is not None:
+                metrics["train/anchor_moved_at"] = policy.anchor.moved_at
             if main:
-                save_checkpoint(
-                    ckpt_dir,
-                    done,
-                    {
-                        "step": done,
-                        "model": policy.trainable_state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "ema": ema.state_dict() if ema is not None else None,
-                        "anchor": policy.anchor.state_dict() if policy.anchor is not None else None,
-                        "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
-                        "kl_control": kl_control.state_dict(),
-                    },
-                    keep_last=cfg.checkpoint.keep_last,
+                logger.log(done, metrics)
+                bar.set_postfix(
+                    reward=f"{metrics['reward/total_mean']:.3f}", clip=f"{upd.get('ratio/clip_frac', 0):.2f}"
                 )
-            accelerator.wait_for_everyone()
+            if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
+                run_eval(done)
+            stopping = stop.requested(accelerator)  # SIGTERM / Ctrl-C: checkpoint this step, then stop
+            if done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
+                if main:
+                    save_checkpoint(
+                        ckpt_dir,
+                        done,
+                        {
+                            "step": done,
+                            "model": policy.trainable_state_dict(),
+                            "optimizer": optimizer.state_dict(),
+                            "ema": ema.state_dict() if ema is not None else None,
+                            "anchor": policy.anchor.state_dict() if policy.anchor is not None else None,
+                            "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
+                            "kl_control": kl_control.state_dict(),
+                        },
+                        keep_last=cfg.checkpoint.keep_last,
+                    )
+                accelerator.wait_for_everyone()
+            if stopping:
+                break
     scorer.close()
     result = {}
     if main:
         logger.close()
+        if stopping:
+            raise Preempted(done, os.path.join(ckpt_dir, f"step-{done:06d}"), stopping)
         result = write_final_metrics(cfg)
     accelerator.wait_for_everyone()
     return result

@@ -34,6 +34,7 @@ import torch
 from genrl.checkpoint import resume_state, save_checkpoint
 from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
+from genrl.preemption import Preempted, StopRequest
 from genrl.registry import OBJECTIVES, POLICIES, TASKS
 from genrl.replay import CheckpointPool
 from genrl.seeding import derive_seed
@@ -114,90 +115,99 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         policy.decode(policy.noise(1, torch.Generator().manual_seed(0))).shape[1:]
     )  # [C, H, W] / [F, C, H, W]
     accum = tc.gradient_accumulation_steps
-    for step in bar:
-        t0 = time.perf_counter()
-        g = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
-        if pairs and step % cfg.reference.redraw_every == 0:
-            ref_index = pool.draw(torch.Generator().manual_seed(derive_seed(cfg.seed, step, 3)))
-        ref = pool.reference(ref_index, policy.module) if pairs else None
-        sums, t_ref = defaultdict(float), 0.0
-        for micro in range(accum):  # gradient_accumulation_steps micro-batches, one optimizer step
-            # 1. winners, and the reference's samples for the same prompts
-            t1 = time.perf_counter()
-            prompts, winners = task.preference_batch(B, g, shape)
-            x_w = policy.encode_samples(winners)  # [B, ...]
-            cond = policy.encode_prompts(prompts)
-            u = (
-                torch.rand(B, generator=g)
-                if tc.timestep_sampling == "uniform"
-                else torch.randn(B, generator=g).sigmoid()
-            )
-            noise_w = policy.noise(B, g)
-            if pairs:
-                seeds = torch.randint(0, 2**31 - 1, (B,), generator=g).tolist()
-                x_l = policy.sample_latents(
-                    prompts, seeds, cfg.reference.num_steps or None, cfg.reference.guidance_scale, model=ref
+    stopping = 0  # the signal that stopped the run early (StopRequest)
+    with StopRequest() as stop:
+        for step in bar:
+            t0 = time.perf_counter()
+            g = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
+            if pairs and step % cfg.reference.redraw_every == 0:
+                ref_index = pool.draw(torch.Generator().manual_seed(derive_seed(cfg.seed, step, 3)))
+            ref = pool.reference(ref_index, policy.module) if pairs else None
+            sums, t_ref = defaultdict(float), 0.0
+            for micro in range(accum):  # gradient_accumulation_steps micro-batches, one optimizer step
+                # 1. winners, and the reference's samples for the same prompts
+                t1 = time.perf_counter()
+                prompts, winners = task.preference_batch(B, g, shape)
+                x_w = policy.encode_samples(winners)  # [B, ...]
+                cond = policy.encode_prompts(prompts)
+                u = (
+                    torch.rand(B, generator=g)
+                    if tc.timestep_sampling == "uniform"
+                    else torch.randn(B, generator=g).sigmoid()
                 )
-                with torch.no_grad():
-                    err_w_ref = policy.denoising_error(x_w, cond, u, noise_w, model=ref)
-                    err_l_ref = policy.denoising_error(x_l, cond, u, noise_w, model=ref)
-            t_ref += time.perf_counter() - t1
-
-            # 2. the policy's errors on both samples (same t and noise as the reference's), the loss
-            last = micro == accum - 1
-            with contextlib.nullcontext() if last else accelerator.no_sync(policy.model), accelerator.autocast():
-                err_w = policy.denoising_error(x_w, cond, u, noise_w)
+                noise_w = policy.noise(B, g)
                 if pairs:
-                    err_l = policy.denoising_error(x_l, cond, u, noise_w)
-                    loss, m = objective(err_w, err_w_ref, err_l, err_l_ref, cfg.objective)
-                else:
-                    loss, m = objective(err_w, None, None, None, cfg.objective)
-                accelerator.gradient_state._set_sync_gradients(last)  # DeepSpeed: step only after the last one
-                accelerator.backward(loss / accum)
-            for k, v in m.items():
-                sums[k] += v / accum  # metrics: the mean over micro-batches
-        max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
-        grad_norm = float(accelerator.clip_grad_norm_(policy.trainable_parameters(), max_norm))
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        done = step + 1
-        if done % cfg.reference.snapshot_every == 0:
-            ref_index = pool.add(done, ref_index)
-            if ref_index < 0:  # the snapshot in use left the pool: draw again now
-                ref_index = pool.draw(torch.Generator().manual_seed(derive_seed(cfg.seed, done, 3)))
-        t3 = time.perf_counter()
+                    seeds = torch.randint(0, 2**31 - 1, (B,), generator=g).tolist()
+                    x_l = policy.sample_latents(
+                        prompts, seeds, cfg.reference.num_steps or None, cfg.reference.guidance_scale, model=ref
+                    )
+                    with torch.no_grad():
+                        err_w_ref = policy.denoising_error(x_w, cond, u, noise_w, model=ref)
+                        err_l_ref = policy.denoising_error(x_l, cond, u, noise_w, model=ref)
+                t_ref += time.perf_counter() - t1
 
-        # 3. log, evaluate, checkpoint
-        metrics = {
-            **sums,
-            "grad/norm": grad_norm,
-            "train/lr": lr,
-            "train/ref_step": pool.steps[ref_index] if pairs else 0,
-            "train/pool_size": len(pool),
-            "time/reference": t_ref,
-            "time/update": t3 - t0 - t_ref,
-            "time/step": t3 - t0,
-        }
-        if main:
-            logger.log(done, metrics)
-            bar.set_postfix(loss=f"{next(iter(sums.values())):.4f}", refresh=False)
-        if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
-            run_eval(done)
-        if main and (done == cfg.max_steps or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0)):
-            state = {
-                "step": done,
-                "model": policy.trainable_state_dict(),
-                "optimizer": optimizer.state_dict(),
-                "scheduler": scheduler.state_dict(),
-                "pool": pool.state_dict(),
-                "ref_index": ref_index,
+                # 2. the policy's errors on both samples (same t and noise as the reference's), the loss
+                last = micro == accum - 1
+                with contextlib.nullcontext() if last else accelerator.no_sync(policy.model), accelerator.autocast():
+                    err_w = policy.denoising_error(x_w, cond, u, noise_w)
+                    if pairs:
+                        err_l = policy.denoising_error(x_l, cond, u, noise_w)
+                        loss, m = objective(err_w, err_w_ref, err_l, err_l_ref, cfg.objective)
+                    else:
+                        loss, m = objective(err_w, None, None, None, cfg.objective)
+                    accelerator.gradient_state._set_sync_gradients(last)  # DeepSpeed: step only after the last one
+                    accelerator.backward(loss / accum)
+                for k, v in m.items():
+                    sums[k] += v / accum  # metrics: the mean over micro-batches
+            max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
+            grad_norm = float(accelerator.clip_grad_norm_(policy.trainable_parameters(), max_norm))
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            done = step + 1
+            if done % cfg.reference.snapshot_every == 0:
+                ref_index = pool.add(done, ref_index)
+                if ref_index < 0:  # the snapshot in use left the pool: draw again now
+                    ref_index = pool.draw(torch.Generator().manual_seed(derive_seed(cfg.seed, done, 3)))
+            t3 = time.perf_counter()
+
+            # 3. log, evaluate, checkpoint
+            metrics = {
+                **sums,
+                "grad/norm": grad_norm,
+                "train/lr": lr,
+                "train/ref_step": pool.steps[ref_index] if pairs else 0,
+                "train/pool_size": len(pool),
+                "time/reference": t_ref,
+                "time/update": t3 - t0 - t_ref,
+                "time/step": t3 - t0,
             }
-            save_checkpoint(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
-        accelerator.wait_for_everyone()
+            if main:
+                logger.log(done, metrics)
+                bar.set_postfix(loss=f"{next(iter(sums.values())):.4f}", refresh=False)
+            if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
+                run_eval(done)
+            stopping = stop.requested(accelerator)  # SIGTERM / Ctrl-C: checkpoint this step, then stop
+            if main and (
+                done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0)
+            ):
+                state = {
+                    "step": done,
+                    "model": policy.trainable_state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "scheduler": scheduler.state_dict(),
+                    "pool": pool.state_dict(),
+                    "ref_index": ref_index,
+                }
+                save_checkpoint(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
+            accelerator.wait_for_everyone()
+            if stopping:
+                break
     bar.close()
     if not main:
         return {}
     logger.close()
+    if stopping:
+        raise Preempted(done, os.path.join(ckpt_dir, f"step-{done:06d}"), stopping)
     return write_final_metrics(cfg)

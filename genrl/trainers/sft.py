@@ -29,6 +29,7 @@ import torch
 from genrl.checkpoint import resume_state, save_checkpoint
 from genrl.config import SFTConfig
 from genrl.models import prepare_models
+from genrl.preemption import Preempted, StopRequest
 from genrl.registry import TASKS
 from genrl.seeding import derive_seed
 from genrl.trainers.common import lr_multiplier, open_run, step_bar, write_final_metrics
@@ -77,62 +78,69 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
         run_eval(0)
     bar = step_bar(cfg, start, "sft")
     t_train, n_tokens = 0.0, 0
-    for step in bar:
-        # 2. a fresh batch of training examples and their target responses
-        t0 = time.perf_counter()
-        examples = task.sft_examples(tc.batch_size, torch.Generator().manual_seed(derive_seed(cfg.seed, step)))
-        prompts, metadata, targets = (list(x) for x in zip(*examples))
-        batch = encode_sft(processor, prompts, metadata, targets)
-        # input_ids / attention_mask / mm_token_type_ids / labels [B, L]; pixel_values [N_patches, D]
-        # (digit_sum: [B * 8, 1176]); image_grid_thw [N_images, 3]; labels are -100 outside the response
+    stopping = 0  # the signal that stopped the run early (StopRequest)
+    with StopRequest() as stop:
+        for step in bar:
+            # 2. a fresh batch of training examples and their target responses
+            t0 = time.perf_counter()
+            examples = task.sft_examples(tc.batch_size, torch.Generator().manual_seed(derive_seed(cfg.seed, step)))
+            prompts, metadata, targets = (list(x) for x in zip(*examples))
+            batch = encode_sft(processor, prompts, metadata, targets)
+            # input_ids / attention_mask / mm_token_type_ids / labels [B, L]; pixel_values [N_patches, D]
+            # (digit_sum: [B * 8, 1176]); image_grid_thw [N_images, 3]; labels are -100 outside the response
 
-        # 3. cross-entropy on response tokens only (the model shifts labels by one)
-        loss = model(**batch).loss
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
-        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
-        lr = optimizer.param_groups[0]["lr"]
-        optimizer.step()
-        scheduler.step()
-        dt = time.perf_counter() - t0
-        t_train += dt
-        n_tokens += int((batch["labels"] != -100).sum())
+            # 3. cross-entropy on response tokens only (the model shifts labels by one)
+            loss = model(**batch).loss
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
+            grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+            lr = optimizer.param_groups[0]["lr"]
+            optimizer.step()
+            scheduler.step()
+            dt = time.perf_counter() - t0
+            t_train += dt
+            n_tokens += int((batch["labels"] != -100).sum())
 
-        # 4. log, evaluate, checkpoint
-        done = step + 1
-        if done % cfg.log.every == 0 or done == cfg.max_steps:
-            logger.log(
-                done,
-                {
-                    "loss/sft": loss.item(),
-                    "train/lr": lr,
-                    "grad/norm": grad_norm,
-                    "time/step": dt,
-                    "time/train_total": t_train,
-                    "train/response_tokens": n_tokens,
-                },
-            )
-        if cfg.log.progress_bar:
-            bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)
-        if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
-            m = run_eval(done)
+            # 4. log, evaluate, checkpoint
+            done = step + 1
+            if done % cfg.log.every == 0 or done == cfg.max_steps:
+                logger.log(
+                    done,
+                    {
+                        "loss/sft": loss.item(),
+                        "train/lr": lr,
+                        "grad/norm": grad_norm,
+                        "time/step": dt,
+                        "time/train_total": t_train,
+                        "train/response_tokens": n_tokens,
+                    },
+                )
             if cfg.log.progress_bar:
-                bar.write(f"step {done}: held-out accuracy {m['eval/accuracy']:.3f}")
-        if done == cfg.max_steps or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
-            save_checkpoint(
-                ckpt_dir,
-                done,
-                {
-                    "step": done,
-                    "model": model.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "scheduler": scheduler.state_dict(),
-                },
-                keep_last=cfg.checkpoint.keep_last,
-            )
+                bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)
+            if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
+                m = run_eval(done)
+                if cfg.log.progress_bar:
+                    bar.write(f"step {done}: held-out accuracy {m['eval/accuracy']:.3f}")
+            stopping = stop.requested()  # SIGTERM / Ctrl-C: checkpoint this step, then stop
+            if done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
+                save_checkpoint(
+                    ckpt_dir,
+                    done,
+                    {
+                        "step": done,
+                        "model": model.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "scheduler": scheduler.state_dict(),
+                    },
+                    keep_last=cfg.checkpoint.keep_last,
+                )
+            if stopping:
+                break
     bar.close()
     logger.close()
+    if stopping:
+        raise Preempted(done, os.path.join(ckpt_dir, f"step-{done:06d}"), stopping)
 
     # 5. the final model (model + processor), loadable by an RL config: policy.model=<output_dir>/model
     model_dir = save_model_dir(

@@ -1,0 +1,71 @@
+"""Preemption: SIGTERM (what a cluster scheduler sends before it kills a job) and Ctrl-C finish the
+current training step, write its checkpoint and stop with one line instead of a traceback; rerunning
+the same command resumes from that checkpoint. Light on purpose (no torch at import): the command
+line imports ``Preempted`` before it knows which trainer runs."""
+
+from __future__ import annotations
+
+
+class Preempted(Exception):
+    """Raised by a trainer after a requested stop: the step finished and its checkpoint is written.
+    ``genrl train`` reports it in one line and exits with ``128 + signal`` (143 for SIGTERM, 130 for
+    Ctrl-C), the shell's convention for a job ended by a signal."""
+
+    def __init__(self, step: int, checkpoint: str, signum: int):
+        super().__init__(f"stopped by signal {signum} after step {step}; checkpoint {checkpoint}; rerun to resume")
+        self.step, self.checkpoint, self.signum = step, checkpoint, signum
+
+
+class StopRequest:
+    """SIGTERM (what a cluster scheduler sends before it kills a job) and SIGINT (Ctrl-C) ask the
+    trainer to finish the current step, write a checkpoint and stop, instead of dying mid-step.
+
+        with StopRequest() as stop:
+            for step in ...:
+                ...
+                if stop.requested(accelerator):   # every process agrees (max over processes)
+                    save the checkpoint; raise Preempted(...)
+
+    Handlers are installed only in the main thread (Python's rule) and restored on exit. A second
+    signal while stopping is left to the previous handler (Ctrl-C twice: ``KeyboardInterrupt``)."""
+
+    SIGNALS = ("SIGTERM", "SIGINT")
+
+    def __init__(self):
+        self.signum = 0
+        self._previous: dict[int, object] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.signum:  # asked twice: the previous behaviour
+            previous = self._previous.get(signum)
+            if callable(previous):
+                previous(signum, frame)
+            raise KeyboardInterrupt
+        self.signum = signum
+
+    def __enter__(self) -> "StopRequest":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for name in self.SIGNALS:
+                sig = getattr(signal, name)
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import signal
+
+        for sig, previous in self._previous.items():
+            signal.signal(sig, previous)
+
+    def requested(self, accelerator=None) -> int:
+        """The signal that asked to stop (0: none), agreed over all processes."""
+        if accelerator is None or accelerator.num_processes == 1:
+            return self.signum
+        import torch
+
+        return int(accelerator.gather(torch.tensor([self.signum], device=accelerator.device)).max())
+
+
+__all__ = ["Preempted", "StopRequest"]
