@@ -277,13 +277,20 @@ def test_a_prompts_conditioning_does_not_depend_on_the_prompts_encoded_with_it()
     [
         (["policy.model=/no/such/model"], "/no/such/model"),
         (["task=prompts", "data.train_files=[/no/such/prompts.txt]"], "/no/such/prompts.txt"),
+        (["policy.name=nope"], "policy.name='nope': unknown policy"),
+        (["policy.family=nope"], "policy.family='nope': unknown family"),
+        (["rewards.nope=1.0"], "rewards.nope=1.0: unknown reward"),
+        (["objective.name=nope"], "objective.name='nope': unknown objective"),
+        (["reward_args.digits.nope=1"], "reward_args.digits"),
+        (["policy.lora.target_modules=[nope]"], "policy.lora.target_modules=['nope']"),
     ],
 )
 def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path, capsys, overrides, needle):
     rc = cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={tmp_path / 'run'}", *overrides])
     err = capsys.readouterr().err
-    assert rc == 2 and err.startswith("genrl train: ") and needle in err
+    assert rc == 2 and err.startswith("genrl train: ") and needle in err, err
     assert err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "run").exists()  # nothing written
 
 
 # ----------------------------------------------------------------------------- 8. overflowing ratios

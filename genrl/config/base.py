@@ -52,6 +52,7 @@ __all__ = [
     "load_config",
     "nonempty",
     "option",
+    "registered",
     "require",
     "save_config",
 ]
@@ -87,6 +88,16 @@ class ConfigError(ValueError):
 def _unknown(key: str, name: str, valid: list[str]) -> ConfigError:
     close = difflib.get_close_matches(str(name), valid, n=1)
     return ConfigError(key, f" (did you mean '{close[0]}'?)" if close else "", valid=valid)
+
+
+def registered(section: Any, name: str, registry: Any) -> None:
+    """``section.<name>`` must name an entry of ``registry`` (``genrl.registry``) or an import path;
+    ``ConfigError`` naming the key and the registered names otherwise (checked before any work)."""
+    value = getattr(section, name)
+    try:
+        registry.get(value)
+    except ValueError as e:
+        raise ConfigError(name, str(e), value) from None
 
 
 # ----------------------------------------------------------------------------- types

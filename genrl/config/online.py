@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
-from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require
+from genrl.config.base import ConfigError, Section, at_least, nonempty, option, registered, require
 from genrl.config.common import LoraConfig, OptimizerConfig, RunConfig
 from genrl.objectives.common import KL_TYPES, LOSS_AGGS
 from genrl.policies.base import DTYPES
@@ -101,7 +101,12 @@ class PolicyConfig(Section):
     )
 
     def validate(self) -> None:
+        from genrl.registry import FAMILIES, POLICIES
+
         nonempty(self, "name", "model", "family")
+        registered(self, "name", POLICIES)
+        if self.family != "auto":
+            registered(self, "family", FAMILIES)
         for n in ("height", "width", "num_frames", "max_sequence_length"):
             at_least(self, 0, n)
         require(self.sde in SDE_TYPES, "sde", self.sde, f"must be one of {', '.join(map(repr, SDE_TYPES))}")
@@ -437,10 +442,16 @@ class OnlineConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
+        from genrl.registry import REWARDS
+
         require(len(self.rewards) > 0, "rewards", self.rewards, "needs at least one reward")
         for name, w in self.rewards.items():
             require(bool(name.strip()), "rewards", self.rewards, "reward names must be non-empty")
             require(math.isfinite(w), f"rewards.{name}", w, "weight must be finite")
+            try:
+                REWARDS.get(name)
+            except ValueError as e:
+                raise ConfigError(f"rewards.{name}", str(e), w) from None
         for name in self.reward_args:
             require(
                 name in self.rewards,

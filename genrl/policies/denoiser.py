@@ -70,15 +70,21 @@ def prepare_denoiser(
     from peft import LoraConfig
 
     denoiser.requires_grad_(False)
-    denoiser.add_adapter(
-        LoraConfig(
-            r=cfg.lora.rank,
-            lora_alpha=cfg.lora.alpha,
-            lora_dropout=cfg.lora.dropout,
-            target_modules=list(cfg.lora.target_modules or default_targets),
-            init_lora_weights="gaussian",
+    targets = list(cfg.lora.target_modules or default_targets)
+    try:
+        denoiser.add_adapter(
+            LoraConfig(
+                r=cfg.lora.rank,
+                lora_alpha=cfg.lora.alpha,
+                lora_dropout=cfg.lora.dropout,
+                target_modules=targets,
+                init_lora_weights="gaussian",
+            )
         )
-    )
+    except ValueError as e:  # peft: "Target modules {...} not found in the base model ..."
+        raise ValueError(
+            f"policy.lora.target_modules={targets}: {e} ({type(denoiser).__name__}; null = the family's default)"
+        ) from None
     for p in denoiser.parameters():  # trained weights stay fp32 under mixed precision
         if p.requires_grad:
             p.data = p.data.float()
