@@ -63,3 +63,37 @@ def lr_multiplier(step: int, cfg) -> float:
     progress = min((step - t.warmup_steps) / span, 1.0)
     shape = 0.5 * (1 + math.cos(math.pi * progress)) if t.lr_schedule == "cosine" else 1 - progress
     return t.min_lr_ratio + (1 - t.min_lr_ratio) * shape
+
+
+class NonFiniteGuard:
+    """Skips optimizer steps whose gradient norm is not finite (a NaN or inf loss, or an overflow),
+    counts them, and stops the run with a clear error after ``limit`` skipped steps in a row, the
+    sign that the weights themselves diverged, instead of finishing with NaN weights. The norm is
+    taken after the gradients are reduced, so every process skips the same steps."""
+
+    def __init__(self, limit: int = 5):
+        self.limit, self.in_a_row, self.total = int(limit), 0, 0
+
+    def ok(self, grad_norm: float) -> bool:
+        """True to take the step; False to skip it (the caller zeroes the gradients). Raises
+        ``RuntimeError`` at the ``limit``-th non-finite norm in a row."""
+        if math.isfinite(grad_norm):
+            self.in_a_row = 0
+            return True
+        self.in_a_row += 1
+        self.total += 1
+        if self.in_a_row >= self.limit:
+            raise RuntimeError(
+                f"the loss or its gradients were not finite for {self.in_a_row} optimizer steps in a row "
+                f"(the weights diverged?): lower train.lr or raise train.max_grad_norm's clipping "
+                f"(checkpoints written so far hold the last finite weights)"
+            )
+        return False
+
+
+def check_finite(named_tensors, what: str = "weights") -> None:
+    """``RuntimeError`` naming the first non-finite tensor: a checkpoint is never written with NaN
+    or infinite weights."""
+    for name, t in named_tensors:
+        if t.is_floating_point() and not bool(t.isfinite().all()):
+            raise RuntimeError(f"{what}: {name} holds NaN or inf; not writing a checkpoint")

@@ -39,7 +39,7 @@ from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.scoring import ChunkScorer, build_rewards, combine
 from genrl.seeding import derive_seed
-from genrl.trainers.common import open_run, step_bar, write_final_metrics
+from genrl.trainers.common import NonFiniteGuard, check_finite, open_run, step_bar, write_final_metrics
 from genrl.trajectory import Trajectory
 
 MAX_CONSECUTIVE_REWARD_FAILURES = 3  # whole batches without a single valid reward -> stop
@@ -82,6 +82,7 @@ def update(
     ema,
     generator,
     kl_control=None,
+    guard: NonFiniteGuard | None = None,
 ) -> dict[str, float]:
     """Policy-gradient updates on one rollout batch; returns metrics averaged over all processes.
 
@@ -98,6 +99,8 @@ def update(
     params = policy.trainable_parameters()
     world = accelerator.num_processes
     kl_control = kl_control or FixedKL(cfg.objective.beta)
+    guard = guard or NonFiniteGuard()  # the trainer's own keeps counting across steps
+    nonfinite_before = guard.total
     obj_cfg = copy.copy(cfg.objective)  # its beta is the KL controller's current coefficient
     acc, grad_norms, skipped = _WeightedMeans(), [], 0
     for epoch in range(tc.inner_epochs):
@@ -148,6 +151,9 @@ def update(
             norm = accelerator.clip_grad_norm_(params, max_norm)
             if norm is None:  # DeepSpeed clips inside its own step and keeps the norm
                 norm = policy.model.get_global_grad_norm()
+            if norm is not None and not guard.ok(float(norm)):  # NaN / inf: no step, counted
+                optimizer.zero_grad(set_to_none=True)
+                continue
             grad_norms.append(float("nan") if norm is None else float(norm))
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
@@ -162,6 +168,7 @@ def update(
     out["grad/norm"] = sum(grad_norms) / max(len(grad_norms), 1)
     out["train/optimizer_steps"] = len(grad_norms)
     out["train/optimizer_steps_skipped"] = skipped
+    out["train/nonfinite_steps_skipped"] = guard.total - nonfinite_before
     return out
 
 
@@ -325,6 +332,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         return Rollout(traj, values, failures, busy, list(prompt_idx), (t1 - t0, time.perf_counter() - t1))
 
     stopping = 0  # the signal that stopped the run early (StopRequest)
+    guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
     with StopRequest() as stop:
         for step in bar:
             t_step = time.perf_counter()
@@ -391,6 +399,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 ema,
                 torch.Generator().manual_seed(derive_seed(cfg.seed, step, 7)),
                 kl_control,
+                guard,
             )
             t3 = time.perf_counter()
 
@@ -453,6 +462,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             stopping = stop.requested(accelerator)  # SIGTERM / Ctrl-C: checkpoint this step, then stop
             if done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
                 if main:
+                    check_finite(policy.module.named_parameters())
                     save_checkpoint(
                         ckpt_dir,
                         done,

@@ -38,7 +38,7 @@ from genrl.preemption import Preempted, StopRequest
 from genrl.registry import OBJECTIVES, POLICIES, TASKS
 from genrl.replay import CheckpointPool
 from genrl.seeding import derive_seed
-from genrl.trainers.common import lr_multiplier, open_run, step_bar, write_final_metrics
+from genrl.trainers.common import NonFiniteGuard, check_finite, lr_multiplier, open_run, step_bar, write_final_metrics
 
 DISK_POOL_MIB = 256  # reference.storage auto: snapshots larger than this go to disk
 
@@ -116,6 +116,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     )  # [C, H, W] / [F, C, H, W]
     accum = tc.gradient_accumulation_steps
     stopping = 0  # the signal that stopped the run early (StopRequest)
+    guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
     with StopRequest() as stop:
         for step in bar:
             t0 = time.perf_counter()
@@ -162,7 +163,9 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
             max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
             grad_norm = float(accelerator.clip_grad_norm_(policy.trainable_parameters(), max_norm))
             lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            stepped = guard.ok(grad_norm)  # a NaN / inf gradient: no step (counted), the schedule still advances
+            if stepped:
+                optimizer.step()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
@@ -177,6 +180,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                 **sums,
                 "grad/norm": grad_norm,
                 "train/lr": lr,
+                "train/nonfinite_steps_skipped": int(not stepped),
                 "train/ref_step": pool.steps[ref_index] if pairs else 0,
                 "train/pool_size": len(pool),
                 "time/reference": t_ref,
@@ -192,6 +196,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
             if main and (
                 done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0)
             ):
+                check_finite(policy.module.named_parameters())
                 state = {
                     "step": done,
                     "model": policy.trainable_state_dict(),
