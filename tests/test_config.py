@@ -66,7 +66,7 @@ def test_yaml_and_overrides(tmp_path):
             "train.lr=2e-5",
             "policy.lora.target_modules=[to_q,to_k]",
             "rewards.clip=0.25",
-            "rewards.aesthetic=2",
+            "rewards.jpeg_compressibility=2",  # a new key of the dict (a registered reward)
             "eval.num_steps=null",
             "policy.sde_window_size=2",
             "policy.sde_window_range=[0, 5]",
@@ -79,7 +79,7 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.policy.lora.rank == 4 and cfg.policy.lora.alpha == 8.0  # unspecified keep defaults
     assert cfg.policy.lora.target_modules == ["to_q", "to_k"]
     assert cfg.train.lr == 2e-5
-    assert cfg.rewards == {"pickscore": 1.0, "clip": 0.25, "aesthetic": 2.0}
+    assert cfg.rewards == {"pickscore": 1.0, "clip": 0.25, "jpeg_compressibility": 2.0}
     assert cfg.eval.num_steps is None
     assert cfg.policy.sde_window_range == [0, 5]
     assert cfg.output_dir == "runs/a b"
