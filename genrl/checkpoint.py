@@ -27,11 +27,16 @@ from genrl.io import atomic_dir, atomic_file, stale_temporaries
 _NAME = re.compile(r"^step-(\d{6,})$")
 
 
+def checkpoint_path(root: str, step: int) -> str:
+    """Where the checkpoint of ``step`` lives under ``root``: ``root/step-XXXXXX``."""
+    return os.path.join(root, f"step-{step:06d}")
+
+
 def save_checkpoint(root: str, step: int, state: dict[str, Any], keep_last: int = 2) -> str:
     """Write ``state`` as ``root/step-{step:06d}`` atomically (``genrl.io.atomic_dir``: a
     temporary folder, every file fsynced, then renamed into place; re-saving a step replaces it);
     keep the newest ``keep_last``."""
-    final = os.path.join(root, f"step-{step:06d}")
+    final = checkpoint_path(root, step)
     with atomic_dir(final) as tmp:
         with atomic_file(tmp / "state.pt", "wb") as f:
             torch.save(state, f)

@@ -66,15 +66,16 @@ class CheckpointPool:
         where the entry at index ``current`` (the reference in use) now is: it moves down by one when
         the oldest snapshot after the start is dropped (``max_size``), and is -1 if it was dropped."""
         self.steps.append(int(step))
+        tensors = {n: p.detach().to("cpu", copy=True) for n, p in self.params.items()}
         if self.folder is None:
-            self.weights.append({n: p.detach().to("cpu", copy=True) for n, p in self.params.items()})
+            self.weights.append(tensors)
         else:
             name = f"step-{int(step):06d}.safetensors"
             self.weights.append(name)
-            if self._pending is not None:
-                self._pending[name] = {n: p.detach().to("cpu", copy=True) for n, p in self.params.items()}
+            if self._pending is not None:  # before flush(): kept until start-up has succeeded
+                self._pending[name] = tensors
             else:
-                self._write(name, {n: p.detach().to("cpu") for n, p in self.params.items()})
+                self._write(name, tensors)
         if self.max_size and len(self.steps) > self.max_size:  # keep the start
             del self.steps[1], self.weights[1]
             return -1 if current == 1 else current - (current > 1)

@@ -27,7 +27,7 @@ from collections import defaultdict
 import torch
 
 from genrl.advantages import group_advantages, weighted_advantages
-from genrl.checkpoint import resume_state, save_checkpoint
+from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from genrl.config import OnlineConfig
 from genrl.ema import EMA, Anchor
 from genrl.kl_control import FixedKL, build_kl_controller
@@ -485,7 +485,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     if main:
         logger.close()
         if stopping:
-            raise Preempted(done, os.path.join(ckpt_dir, f"step-{done:06d}"), stopping)
+            raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping)
         result = write_final_metrics(cfg)
     accelerator.wait_for_everyone()
     return result

@@ -31,7 +31,7 @@ from collections import defaultdict
 
 import torch
 
-from genrl.checkpoint import resume_state, save_checkpoint
+from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
 from genrl.preemption import Preempted, StopRequest
@@ -214,5 +214,5 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         return {}
     logger.close()
     if stopping:
-        raise Preempted(done, os.path.join(ckpt_dir, f"step-{done:06d}"), stopping)
+        raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping)
     return write_final_metrics(cfg)

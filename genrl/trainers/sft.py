@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from genrl.checkpoint import resume_state, save_checkpoint
+from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from genrl.config import SFTConfig
 from genrl.models import prepare_models
 from genrl.preemption import Preempted, StopRequest
@@ -140,7 +140,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     bar.close()
     logger.close()
     if stopping:
-        raise Preempted(done, os.path.join(ckpt_dir, f"step-{done:06d}"), stopping)
+        raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping)
 
     # 5. the final model (model + processor), loadable by an RL config: policy.model=<output_dir>/model
     model_dir = save_model_dir(
