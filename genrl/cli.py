@@ -21,6 +21,7 @@ import sys
 def _train(args) -> int:
     from genrl.config import TRAINER_CONFIGS, TRAINERS, describe_config, load_trainer_config, trainer_kind
     from genrl.registry import import_object
+    from genrl.trainers.common import check_output_dir
 
     kind = trainer_kind(args.config, args.overrides)
     if args.help_config:
@@ -31,6 +32,7 @@ def _train(args) -> int:
         print("genrl train: a config file is required (see configs/)", file=sys.stderr)
         return 2
     cfg = load_trainer_config(args.config, args.overrides)
+    check_output_dir(cfg.output_dir)
     result = import_object(TRAINERS[kind], "trainer")(cfg)
     if result.get("final"):
         print(f"evaluation, step 0 -> {cfg.max_steps} ({cfg.output_dir}/final_metrics.json):")

@@ -1,10 +1,12 @@
 """One resolver for model names, and the explicit step that prepares the models a config names.
 
-Model fields (``policy.model``, the SFT config's ``model``, the clip reward's ``model``) take:
+Model fields (``policy.model``, the SFT config's ``model``, the clip reward's ``model``, the videoalign
+reward's ``checkpoint``) take:
 
 * ``task:<name>``: a model the embedded task ``<name>`` owns, built or trained here and cached
   (``genrl.protocols.EmbeddedTask``). ``kind`` says which of its models: ``policy`` (the base
-  model the policy loads) or, for the digits task, ``clip`` (its CLIP reward model);
+  model the policy loads) or a reward model (the reward's name: the digits task's ``clip``, the
+  moving_digits task's ``videoalign``);
 * ``sft:<config.yaml>``: the final model (``<output_dir>/model``) of that SFT run;
 * anything else: a local folder or a hub id, passed on unchanged (the loaders check it).
 
@@ -16,8 +18,9 @@ Resolving never trains. Building a missing model is ``prepare_models(cfg)`` (and
 
 from __future__ import annotations
 
+import importlib
 import os
-from typing import Any
+from typing import Any, Optional
 
 from genrl.registry import TASKS
 
@@ -41,25 +44,38 @@ class EmbeddedModelTask:
 
     name: str
     MODELS: tuple[str, ...] = ("policy",)
+    # reward models the task trains here, besides its policy: kind -> the module defining
+    # reward_model_path(cache_dir), reward_model_ready(cache_dir) and prepare_reward_model(cache_dir,
+    # progress=...); imported only when asked for (genrl never imports the rewards package eagerly)
+    REWARD_MODELS: dict[str, str] = {}
+    cache_dir: Optional[str] = None
 
     @classmethod
     def from_config(cls, cfg):
         """The task a trainer config asks for (an embedded task takes no options)."""
         return cls()
 
+    def _reward_model(self, kind: str):
+        """The module that builds the reward model ``kind`` (``REWARD_MODELS``), or None for the policy."""
+        check_model_kind(self, kind)
+        return importlib.import_module(self.REWARD_MODELS[kind]) if kind in self.REWARD_MODELS else None
+
     def model_path(self, kind: str = "policy") -> str:
         """Where the model ``kind`` lives, built or not."""
-        check_model_kind(self, kind)
-        return str(self.model_dir)
+        module = self._reward_model(kind)
+        return str(module.reward_model_path(self.cache_dir) if module else self.model_dir)
 
     def is_prepared(self, kind: str = "policy") -> bool:
-        check_model_kind(self, kind)
-        return (self.model_dir / "genrl_task.json").is_file()
+        module = self._reward_model(kind)
+        return module.reward_model_ready(self.cache_dir) if module else (self.model_dir / "genrl_task.json").is_file()
 
     def prepare(self, progress: bool = True, kind: str = "policy") -> str:
-        """Path of the model ``kind``, built first (by ``build``, logged) if missing. In multi-process
-        runs call this on the main process first: the write is atomic, so a concurrent reader sees
-        either no folder or a complete one."""
+        """Path of the model ``kind``, built first (by ``build``, or the reward model's module; logged)
+        if missing. In multi-process runs call this on the main process first: the write is atomic,
+        so a concurrent reader sees either no folder or a complete one."""
+        module = self._reward_model(kind)
+        if module:
+            return module.prepare_reward_model(self.cache_dir, progress=progress)
         if not self.is_prepared(kind):
             self.build(self.model_dir, progress)
         return str(self.model_dir)
@@ -111,11 +127,12 @@ def prepare_model(model: str, kind: str = "policy", progress: bool = True) -> st
 
 def config_models(cfg) -> list[tuple[str, str]]:
     """``[(model, kind)]`` a trainer config names: the policy's (or the SFT config's) model and
-    each reward's ``model`` option that is a ``task:`` / ``sft:`` name (kind = the reward's name)."""
+    each reward's ``model`` (or ``checkpoint``) option that is a ``task:`` / ``sft:`` name (kind = the
+    reward's name)."""
     policy = getattr(getattr(cfg, "policy", None), "model", None) or getattr(cfg, "model", None)
     out = [(policy, "policy")] if isinstance(policy, str) else []
     for name, args in (getattr(cfg, "reward_args", None) or {}).items():
-        m = args.get("model") if isinstance(args, dict) else None
+        m = (args.get("model") or args.get("checkpoint")) if isinstance(args, dict) else None
         if isinstance(m, str) and m.startswith((TASK, SFT)):
             out.append((m, name))
     return out

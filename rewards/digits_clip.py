@@ -131,25 +131,25 @@ def train_digits_clip(
     return info
 
 
-def digits_clip_path(cache_dir: Optional[str] = None, seed: int = 0) -> Path:
+def reward_model_path(cache_dir: Optional[str] = None, seed: int = 0) -> Path:
     """Where the digits CLIP is cached (``local-dir`` layout)."""
     return cache_root(cache_dir) / f"digits-clip-seed{seed}"
 
 
-def digits_clip_ready(cache_dir: Optional[str] = None, seed: int = 0, steps: int = TRAIN_STEPS) -> bool:
+def reward_model_ready(cache_dir: Optional[str] = None, seed: int = 0, steps: int = TRAIN_STEPS) -> bool:
     """Whether the cached digits CLIP exists and was trained with these settings."""
-    info = digits_clip_path(cache_dir, seed) / "genrl_task.json"
+    info = reward_model_path(cache_dir, seed) / "genrl_task.json"
     want = {"format": FORMAT, "seed": seed, "steps": steps}
     return info.is_file() and {k: json.loads(info.read_text()).get(k) for k in want} == want
 
 
-def prepare_digits_clip(
+def prepare_reward_model(
     cache_dir: Optional[str] = None, seed: int = 0, steps: int = TRAIN_STEPS, progress: bool = True
 ) -> str:
     """The cached digits CLIP folder (``local-dir`` layout), trained first if missing (or if
     the cached one was trained differently)."""
-    path = digits_clip_path(cache_dir, seed)
-    if not digits_clip_ready(cache_dir, seed, steps):
+    path = reward_model_path(cache_dir, seed)
+    if not reward_model_ready(cache_dir, seed, steps):
         if progress:
             print(f"genrl: training the digits CLIP reward model (seed {seed}, {steps} steps) into {path}", flush=True)
         train_digits_clip(path, steps=steps, seed=seed, progress=progress)

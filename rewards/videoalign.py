@@ -6,7 +6,8 @@ Loaded from the official checkpoint layout (the ``KwaiVGI/VideoReward`` folder):
 
 * ``model_config.json``: ``data_config`` (frame sampling ``fps`` or ``num_frames``,
   ``max_frame_pixels``, ``eval_dim``, ``prompt_template_type``, ``sample_type``),
-  ``model_config`` (base ``model_name_or_path``, ``output_dim``, ``use_special_tokens``,
+  ``model_config`` (base ``model_name_or_path``: a hub id, a folder, or a folder relative to the
+  checkpoint folder, as genrl's embedded rewards ship it; ``output_dim``, ``use_special_tokens``,
   ``reward_token``), ``peft_lora_config`` (``lora_r``, ``lora_alpha``, ``use_rslora``) and
   ``inference_config`` (the normalisation statistics ``VQ_mean``, ``VQ_std``, ...);
 * the newest ``checkpoint-*/`` (or ``step``): ``model.pth`` (a full state dict), or
@@ -44,7 +45,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from genrl.media import read_video  # noqa: F401  (re-exported: VideoAlign reads video files with it)
+from genrl.media import read_video
 from genrl.registry import REWARDS
 from rewards.videoalign_prompts import DIMENSIONS, TEMPLATES
 
@@ -127,6 +128,49 @@ def prepare_frames(
     return resize(frames[idx], [h, w], interpolation=InterpolationMode.BICUBIC, antialias=True).float()
 
 
+def video_frames(
+    sample, video_fps: float, fps: Optional[float], num_frames: Optional[int], min_pixels: int, max_pixels: int
+) -> torch.Tensor:
+    """A video file's path, or a tensor ``[F, 3, H, W]`` in ``[0, 1]`` (quantised to uint8 like a decoded
+    video; its frame rate is ``video_fps``) -> the prepared frames (:func:`prepare_frames`)."""
+    if isinstance(sample, str):
+        frames, source_fps = read_video(sample)
+    else:
+        if sample.ndim != 4 or sample.shape[1] != 3:
+            raise ValueError(
+                f"videoalign reward: a video tensor must be [F, 3, H, W] in [0, 1], got {tuple(sample.shape)}"
+            )
+        frames, source_fps = (sample.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu(), video_fps
+    return prepare_frames(frames, source_fps, fps, num_frames, min_pixels, max_pixels)
+
+
+MODEL_INPUTS = ("input_ids", "attention_mask", "pixel_values_videos", "video_grid_thw")  # VideoRewardModel's
+
+
+def model_inputs(processor, videos: Sequence[torch.Tensor], prompts: Sequence[str], eval_dim, template_type: str):
+    """The processor's batch for prepared frames (:func:`prepare_frames`, one ``[n, C, h, w]`` per video)
+    and their prompts: each a user turn of the video, then the reward question (:func:`build_prompt`),
+    and the generation prompt, as VideoAlign's ``inference.py`` builds it."""
+    texts = [
+        processor.apply_chat_template(
+            [
+                {
+                    "role": "user",
+                    "content": [{"type": "video"}, {"type": "text", "text": build_prompt(p, eval_dim, template_type)}],
+                }
+            ],
+            tokenize=False,
+            add_generation_prompt=True,
+        )
+        for p in prompts
+    ]
+    # frames are already sized as qwen-vl-utils sizes them; transformers 4.45's processor left
+    # such frames alone, today's video processor would enlarge small ones: no resize here
+    return processor(
+        text=texts, videos=list(videos), padding=True, return_tensors="pt", do_rescale=True, do_resize=False
+    )
+
+
 # ----------------------------------------------------------------------------- checkpoint
 
 
@@ -188,8 +232,9 @@ class VideoRewardModel(torch.nn.Module):
         self.special_token_ids = list(special_token_ids or [])
         self.pad_token_id = pad_token_id
 
-    def forward(self, input_ids, attention_mask, pixel_values_videos=None, video_grid_thw=None) -> torch.Tensor:
-        """Rewards ``[B, 3]`` (``output_dim`` 3 with special tokens) or ``[B, output_dim]``."""
+    def hidden_states(self, input_ids, attention_mask, pixel_values_videos=None, video_grid_thw=None) -> torch.Tensor:
+        """The language model's last hidden states ``[B, L, D]``, the video features in place of the
+        video tokens and sequential positions (module docstring)."""
         mm = self.backbone.model
         embeds = mm.get_input_embeddings()(input_ids)  # [B, L, D]
         if pixel_values_videos is not None:
@@ -202,9 +247,14 @@ class VideoRewardModel(torch.nn.Module):
         # transformers 4.45 (VideoAlign's) gave the text decoder arange(L) in all three rotary
         # sections when no positions were passed: the reward model was trained that way.
         pos = torch.arange(L, device=input_ids.device).view(1, 1, L).expand(3, B, L)
-        hidden = mm.language_model(
+        return mm.language_model(
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=pos
         ).last_hidden_state
+
+    def forward(self, input_ids, attention_mask, pixel_values_videos=None, video_grid_thw=None) -> torch.Tensor:
+        """Rewards ``[B, 3]`` (``output_dim`` 3 with special tokens) or ``[B, output_dim]``."""
+        hidden = self.hidden_states(input_ids, attention_mask, pixel_values_videos, video_grid_thw)
+        B, L = input_ids.shape
         logits = self.rm_head(hidden.to(self.rm_head.weight.dtype))  # [B, L, N]
         if self.reward_token == "special":
             is_special = torch.isin(input_ids, torch.tensor(self.special_token_ids, device=input_ids.device))
@@ -254,6 +304,8 @@ def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bflo
             f"adapter_model.safetensors + non_lora_state_dict.pth"
         )
     base = mc["model_name_or_path"]
+    if not os.path.isabs(base) and os.path.isdir(os.path.join(folder, base)):  # a base shipped inside the folder
+        base = os.path.join(folder, base)
     try:
         processor = AutoProcessor.from_pretrained(base, padding_side="right")
         backbone = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=dtype)
@@ -356,6 +408,10 @@ class VideoAlignReward:
         if fps is not None and num_frames is not None:
             raise ValueError("videoalign reward: give fps or num_frames, not both")
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+        if checkpoint.startswith("task:"):  # an embedded task's VideoAlign reward (genrl prepare trains it)
+            from genrl.models import resolve_model
+
+            checkpoint = resolve_model(checkpoint, kind="videoalign")
         self.model, self.processor, config = load_videoalign(checkpoint, step, _DTYPES[dtype], self.device)
         dc = config.get("data_config", {})
         if fps is None and num_frames is None:
@@ -374,15 +430,7 @@ class VideoAlignReward:
         self.batch_size = int(batch_size)
 
     def _frames(self, sample) -> torch.Tensor:
-        if isinstance(sample, str):
-            frames, fps = read_video(sample)
-        else:
-            if sample.ndim != 4 or sample.shape[1] != 3:
-                raise ValueError(
-                    f"videoalign reward: a video tensor must be [F, 3, H, W] in [0, 1], got {tuple(sample.shape)}"
-                )
-            frames, fps = (sample.float().clamp(0, 1) * 255).round().to(torch.uint8).cpu(), self.video_fps
-        return prepare_frames(frames, fps, self.fps, self.num_frames, self.min_pixels, self.max_pixels)
+        return video_frames(sample, self.video_fps, self.fps, self.num_frames, self.min_pixels, self.max_pixels)
 
     @torch.no_grad()
     def raw_scores(self, samples, prompts: Sequence[str]) -> torch.Tensor:
@@ -390,37 +438,10 @@ class VideoAlignReward:
         out = []
         for i in range(0, len(prompts), self.batch_size):
             videos = [self._frames(s) for s in samples[i : i + self.batch_size]]
-            texts = [
-                self.processor.apply_chat_template(
-                    [
-                        {
-                            "role": "user",
-                            "content": [
-                                {"type": "video"},
-                                {"type": "text", "text": build_prompt(p, self.eval_dim, self.template)},
-                            ],
-                        }
-                    ],
-                    tokenize=False,
-                    add_generation_prompt=True,
-                )
-                for p in prompts[i : i + self.batch_size]
-            ]
-            # frames are already sized as qwen-vl-utils sizes them; transformers 4.45's processor left
-            # such frames alone, today's video processor would enlarge small ones: no resize here
-            batch = self.processor(
-                text=texts, videos=videos, padding=True, return_tensors="pt", do_rescale=True, do_resize=False
+            batch = model_inputs(
+                self.processor, videos, prompts[i : i + self.batch_size], self.eval_dim, self.template
             )
-            out.append(
-                self.model(
-                    batch["input_ids"].to(self.device),
-                    batch["attention_mask"].to(self.device),
-                    batch["pixel_values_videos"].to(self.device),
-                    batch["video_grid_thw"].to(self.device),
-                )
-                .float()
-                .cpu()
-            )
+            out.append(self.model(*(batch[k].to(self.device) for k in MODEL_INPUTS)).float().cpu())
         return torch.cat(out)
 
     def __call__(self, samples, prompts: Sequence[str], metadata=None) -> dict[str, torch.Tensor]:

@@ -1,5 +1,7 @@
 """Shared fixtures: tiny real components (diffusers-style ``get_dummy_components``)."""
 
+import os
+
 import pytest
 import torch
 
@@ -245,3 +247,47 @@ def base_model(tmp_path_factory):
     from genrl.tasks.digits import pretrain
 
     return pretrain(tmp_path_factory.mktemp("base"), steps=5, progress=False)
+
+
+@pytest.fixture(scope="session")
+def moving_base(tmp_path_factory):
+    """The moving-digits base pipeline, pretrained 3 steps (seconds)."""
+    from genrl.tasks.moving_digits import pretrain
+
+    return pretrain(tmp_path_factory.mktemp("moving-base") / "base", steps=3, batch_size=4, progress=False)
+
+
+@pytest.fixture(scope="session")
+def moving_videoalign(tmp_path_factory):
+    """The moving-digits VideoAlign reward: 2 caption steps, then 2 steps of 2 pairs, scored on 4 held-out pairs."""
+    from rewards.moving_digits_videoalign import train_videoalign
+
+    out = tmp_path_factory.mktemp("videoalign") / "reward"
+    train_videoalign(out, steps=2, batch_pairs=2, eval_pairs=4, caption_steps=2, progress=False)
+    return out
+
+
+@pytest.fixture(scope="session")
+def moving_run(moving_base, moving_videoalign, tmp_path_factory):
+    """A two-step FlowGRPO run of configs/moving_digits/flowgrpo.yaml on the tiny base and reward,
+    evaluated at step 2 (one clip per prompt)."""
+    from genrl.config import OnlineConfig, load_config
+    from genrl.trainers.online import train
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = tmp_path_factory.mktemp("moving-run") / "run"
+    cfg = load_config(
+        OnlineConfig,
+        os.path.join(root, "configs", "moving_digits", "flowgrpo.yaml"),
+        [
+            *TINY_ONLINE,
+            f"output_dir={out}",
+            f"policy.model={moving_base}",
+            f"reward_args.videoalign.checkpoint={moving_videoalign}",
+            "eval.seeds_per_prompt=1",
+            "eval.every=2",
+            "train.lr=2e-2",
+        ],
+    )
+    train(cfg)
+    return out

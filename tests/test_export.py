@@ -1,6 +1,6 @@
-"""``genrl export``: a tiny SD3 pipeline and the digits model, trained 2 steps, exported merged
-and as an adapter, loaded in a fresh Python process with stock diffusers only, give exactly
-genrl's own ODE samples of the trained run for the same seeds."""
+"""``genrl export``: a tiny SD3 pipeline, the digits model and the moving-digits video model, trained
+2 steps, exported merged (and as an adapter), loaded in a fresh Python process with stock diffusers
+only, give exactly genrl's own ODE samples of the trained run for the same seeds."""
 
 import json
 import os
@@ -41,8 +41,9 @@ if base == "custom" or base not in ("",):
     if __import__("os").path.isfile(folder + "/pytorch_lora_weights.safetensors"):
         pipe.load_lora_weights(folder)
 gens = [torch.Generator().manual_seed(int(s)) for s in seeds.split(",")]
-images = pipe(prompts.split("|"), num_inference_steps=int(steps), guidance_scale=float(guidance), generator=gens,
-              output_type="pt", **json.loads(extra)).images
+result = pipe(prompts.split("|"), num_inference_steps=int(steps), guidance_scale=float(guidance), generator=gens,
+              output_type="pt", **json.loads(extra))
+images = result.frames if hasattr(result, "frames") else result.images  # video pipelines: frames
 assert not any(m.split(".")[0] in ("genrl", "pipelines") for m in sys.modules), "genrl was imported"
 torch.save(images, out)
 """
@@ -179,3 +180,17 @@ def test_export_refuses_to_overwrite_and_names_bad_options(digits_run, tmp_path)
     with pytest.raises(ExportError, match="--lora"):
         export(str(digits_run), str(tmp_path / "x"), lora="fuse")
     assert not (tmp_path / "x").exists()
+
+
+def test_a_video_run_exports_and_loads_with_its_own_pipeline_code(moving_run, tmp_path):
+    """The moving-digits FlowGRPO run (tests/conftest.py): stock diffusers reproduces its clips."""
+    prompts, seeds = ["a handwritten digit three moving left", "a handwritten digit eight moving up"], [0, 9]
+    ours, policy = _genrl_samples(moving_run, prompts, seeds, 4, 1.0)  # [B, F, 3, H, W]
+    with torch.no_grad(), policy.reference():
+        assert (policy.sample(prompts, seeds, 4, 1.0) - ours).abs().max() > 1e-4  # training moved the model
+    out = tmp_path / "video"
+    export(str(moving_run), str(out))
+    assert json.loads((out / "model_index.json").read_text())["_class_name"] == ["pipeline", "MovingDigitsPipeline"]
+    stock = _load_in_fresh_process(tmp_path, out, "custom", prompts, seeds, 4, 1.0)
+    assert stock.shape == (2, 9, 3, 16, 16)
+    torch.testing.assert_close(stock.float(), ours, rtol=1e-4, atol=1e-5)

@@ -179,7 +179,7 @@ def test_pickscore_load_errors_name_the_path_and_files(tmp_path, pickscore_dirs)
 
 
 def test_embedded_digits_clip_trains_caches_and_loads_as_a_reward(tmp_path):
-    from rewards.digits_clip import prepare_digits_clip, train_digits_clip
+    from rewards.digits_clip import prepare_reward_model, train_digits_clip
 
     info = train_digits_clip(tmp_path / "clip", steps=30, progress=False)
     assert sorted(p.name for p in (tmp_path / "clip").iterdir()) == [
@@ -192,10 +192,10 @@ def test_embedded_digits_clip_trains_caches_and_loads_as_a_reward(tmp_path):
     images = torch.rand(4, 1, 8, 8)  # the digits policy's samples
     out = reward(images, ["a handwritten digit seven"] * 4)
     assert out["clip"].shape == (4,) and torch.isfinite(out["clip"]).all()
-    # prepare_digits_clip builds once into the cache, then reuses it
-    first = prepare_digits_clip(cache_dir=str(tmp_path / "cache"), steps=20, progress=False)
+    # prepare_reward_model builds once into the cache, then reuses it
+    first = prepare_reward_model(cache_dir=str(tmp_path / "cache"), steps=20, progress=False)
     stamp = (tmp_path / "cache" / "digits-clip-seed0" / "open_clip_model.safetensors").stat().st_mtime_ns
-    assert prepare_digits_clip(cache_dir=str(tmp_path / "cache"), steps=20, progress=False) == first
+    assert prepare_reward_model(cache_dir=str(tmp_path / "cache"), steps=20, progress=False) == first
     assert (tmp_path / "cache" / "digits-clip-seed0" / "open_clip_model.safetensors").stat().st_mtime_ns == stamp
 
 

@@ -294,6 +294,44 @@ def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path, capsys, overrides
     assert not (tmp_path / "run").exists()  # nothing written
 
 
+def _one_line_error(capsys, rc: int) -> str:
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("genrl train: ")]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err and err.endswith(lines[0] + "\n"), err
+    return lines[0]
+
+
+@pytest.mark.parametrize("kind", ["directory", "binary", "missing"])
+def test_a_config_that_is_no_yaml_file_is_one_line_naming_it(tmp_path, capsys, kind):
+    path = tmp_path / "config.yaml"
+    if kind == "directory":
+        path.mkdir()
+    elif kind == "binary":
+        path.write_bytes(bytes(range(128, 256)) * 4)
+    line = _one_line_error(capsys, cli_main(["train", str(path), f"output_dir={tmp_path / 'run'}"]))
+    assert (
+        str(path) in line
+        and {"directory": "is a directory", "binary": "not a text file", "missing": "no such"}[kind] in line
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_output_dir_that_is_a_file_is_refused_before_anything_loads(tmp_path, capsys):
+    taken = tmp_path / "taken"
+    taken.write_text("not a run\n")
+    line = _one_line_error(capsys, cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={taken}"]))
+    assert f"output_dir='{taken}' is a file" in line and taken.read_text() == "not a run\n"
+    line = _one_line_error(capsys, cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={taken}/run"]))
+    assert f"{taken} is a file" in line
+
+
+def test_a_missing_sft_config_names_its_path(tmp_path, capsys):
+    overrides = [f"output_dir={tmp_path / 'run'}", "policy.model=sft:/no/such/sft.yaml"]
+    line = _one_line_error(capsys, cli_main(["train", "configs/digit_sum/grpo.yaml", *overrides]))
+    assert "/no/such/sft.yaml" in line and "no such config file" in line
+    assert not (tmp_path / "run").exists()
+
+
 # ----------------------------------------------------------------------------- 8. overflowing ratios
 
 
@@ -641,6 +679,9 @@ def test_a_failed_start_writes_nothing_and_keeps_an_existing_run(tmp_path, capsy
 
 def test_genrl_prepare_names_tasks_without_models(capsys):
     assert cli_main(["prepare", "prompts"]) == 2
-    assert "task 'prompts' owns no model to prepare (tasks that do: digit_sum, digits)" in capsys.readouterr().err
+    assert (
+        "task 'prompts' owns no model to prepare (tasks that do: digit_sum, digits, moving_digits)"
+        in capsys.readouterr().err
+    )
     assert cli_main(["prepare", "configs/digits/nope.yaml"]) == 2
     assert "no config file 'configs/digits/nope.yaml'" in capsys.readouterr().err

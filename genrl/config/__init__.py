@@ -40,11 +40,10 @@ def trainer_kind(path: str | None, overrides: list[str] = ()) -> str:
     kind = "online"
     if path is not None:
         try:
-            with open(path, encoding="utf-8") as fh:
-                data = yaml.safe_load(fh)
+            data = base.read_yaml(path)
             if isinstance(data, dict):
                 kind = data.get("trainer", kind)
-        except (OSError, yaml.YAMLError):
+        except base.ConfigError:
             pass
     for item in overrides:
         if item.partition("=")[0].strip() == "trainer":

@@ -222,15 +222,29 @@ def config_from_dict(cls: type[T], data: Mapping | None, overrides: typing.Itera
     return cls(**data)
 
 
+def read_yaml(path: str | os.PathLike) -> Any:
+    """The YAML document in the file ``path``. A missing file, a directory, an unreadable or binary
+    file and invalid YAML are one-line ``ConfigError``s naming the path."""
+    try:
+        with open(path, encoding="utf-8") as fh:
+            return yaml.safe_load(fh)
+    except IsADirectoryError:
+        raise ConfigError("", f"{path}: is a directory; give a YAML config file") from None
+    except FileNotFoundError:
+        raise ConfigError("", f"{path}: no such config file") from None
+    except UnicodeDecodeError:
+        raise ConfigError("", f"{path}: not a text file (not UTF-8); give a YAML config file") from None
+    except OSError as e:
+        raise ConfigError("", f"{path}: cannot read the config ({e.strerror})") from None
+    except yaml.YAMLError as e:
+        raise ConfigError("", f"{path}: invalid YAML: {e}") from None
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None, overrides: typing.Iterable[str] = ()) -> T:
     """Read YAML from ``path`` (None: defaults only), apply overrides, build and validate."""
     data = None
     if path is not None:
-        with open(path, encoding="utf-8") as fh:
-            try:
-                data = yaml.safe_load(fh)
-            except yaml.YAMLError as e:
-                raise ConfigError("", f"{path}: invalid YAML: {e}") from None
+        data = read_yaml(path)
         if data is not None and not isinstance(data, Mapping):
             raise ConfigError("", f"{path}: top level must be a mapping, got {type(data).__name__}")
     return config_from_dict(cls, data, overrides)

@@ -19,6 +19,7 @@ differently (Qwen-Image's norm-preserving CFG) overrides it.
 
 from __future__ import annotations
 
+import importlib
 import json
 import os
 from typing import ClassVar, Optional
@@ -26,6 +27,7 @@ from typing import ClassVar, Optional
 import torch
 
 from genrl.registry import FAMILIES
+from pipelines import PIPELINE_MODULES
 
 # The MMDiT joint attention's image (to_*) and text (add_*, to_add_out) projections: the LoRA targets
 # Flow-GRPO uses for SD3.5 (scripts/train_sd3.py), and the core of its FLUX and Qwen-Image lists
@@ -171,7 +173,8 @@ def family_for(pipe, name: str = "auto") -> type[Family]:
 
 def load_pipeline(model: str, dtype: torch.dtype):
     """A local diffusers folder or hub id -> the pipeline, through diffusers' own
-    ``DiffusionPipeline.from_pretrained``. A hub id that is not in the local cache, with no
+    ``DiffusionPipeline.from_pretrained`` (a folder of one of genrl's own classes, ``pipelines/``,
+    through that class's ``from_pretrained``: diffusers resolves only its own names). A hub id that is not in the local cache, with no
     network, is a clear error naming the fix (download first) instead of a stack of retries."""
     from diffusers import DiffusionPipeline
 
@@ -186,6 +189,9 @@ def load_pipeline(model: str, dtype: torch.dtype):
             f"policy.model={model!r} is a folder without model_index.json; a diffusers pipeline folder "
             "is expected (what `save_pretrained` or `huggingface-cli download` writes)"
         )
+    own = _class_name(model) if local else None
+    if isinstance(own, str) and own in PIPELINE_MODULES:  # genrl's own classes (pipelines/)
+        return getattr(importlib.import_module(PIPELINE_MODULES[own]), own).from_pretrained(model, dtype=dtype)
     try:
         return DiffusionPipeline.from_pretrained(model, dtype=dtype)
     except (OSError, EnvironmentError) as e:

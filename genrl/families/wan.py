@@ -41,6 +41,7 @@ class WanFamily(Family):
     # cross-attention q/k/v/out (attn1, attn2); add_k/v_proj exist only in I2V, add_q_proj/to_add_out nowhere in Wan
     lora_targets = ("add_k_proj", "add_q_proj", "add_v_proj", "to_add_out", "to_k", "to_out.0", "to_q", "to_v")
     video = True
+    default_max_sequence_length = 512  # WanPipeline's; None: the tokenizer's model_max_length
 
     def __init__(self, pipe, cfg):
         super().__init__(pipe, cfg)
@@ -87,7 +88,7 @@ class WanFamily(Family):
         embeds, _ = self.pipe.encode_prompt(
             prompt=list(prompts),
             do_classifier_free_guidance=False,
-            max_sequence_length=self.cfg.max_sequence_length or 512,
+            max_sequence_length=self.cfg.max_sequence_length or self.default_max_sequence_length,
             device=self.pipe.text_encoder.device,
         )
         return {"embeds": embeds}  # [B, L, 4096] at full size, zero past each prompt's tokens

@@ -78,6 +78,7 @@ CHAT_TEMPLATE = (
     "{% if message['content'] is string %}{{ message['content'] }}"
     "{% else %}{% for part in message['content'] %}"
     "{% if part['type'] == 'image' %}{{ '<|vision_start|><|image_pad|><|vision_end|> ' }}"
+    "{% elif part['type'] == 'video' %}{{ '<|vision_start|><|video_pad|><|vision_end|> ' }}"
     "{% elif part['type'] == 'text' %}{{ part['text'] }}{% endif %}"
     "{% endfor %}{% endif %}"
     "{{ ' <|im_end|> ' }}"
@@ -158,8 +159,12 @@ def make_items(ids: Sequence[int], n: int, seed: int) -> list[dict]:
 # ----------------------------------------------------------------------------- components
 
 
-def build_tokenizer() -> "PreTrainedTokenizerFast":
-    """A real word-level fast tokenizer with the Qwen special tokens and a chat template.
+def build_tokenizer(
+    words: Sequence[str] = WORDS, chat_template: str = CHAT_TEMPLATE, model_max_length: int = 64
+) -> "PreTrainedTokenizerFast":
+    """A real word-level fast tokenizer with the Qwen special tokens and a chat template (``words``:
+    the vocabulary after the special tokens and tags, the task's by default; the special tokens'
+    ids do not depend on it).
 
     Special tokens and the ``<think>``/``<answer>`` tags are added tokens (matched before
     splitting); other text splits on whitespace and punctuation. Decoding joins tokens with
@@ -169,7 +174,7 @@ def build_tokenizer() -> "PreTrainedTokenizerFast":
     from transformers import PreTrainedTokenizerFast
 
     vocab: dict[str, int] = {}
-    for tok in SPECIAL_TOKENS + TAGS + WORDS:
+    for tok in SPECIAL_TOKENS + TAGS + tuple(words):
         vocab.setdefault(tok, len(vocab))
     tok = Tokenizer(models.WordLevel(vocab, unk_token=UNK))
     tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Punctuation()])
@@ -188,13 +193,14 @@ def build_tokenizer() -> "PreTrainedTokenizerFast":
             "vision_end_token": VISION_END,
         },
         padding_side="left",  # generation pads on the left; training batches are built by hand
-        chat_template=CHAT_TEMPLATE,
-        model_max_length=64,
+        chat_template=chat_template,
+        model_max_length=model_max_length,
     )
 
 
-def build_processor() -> "Qwen2VLProcessor":
-    """``Qwen2VLProcessor``: the tokenizer above + a ``Qwen2VLImageProcessor`` pinned to 28x56.
+def build_processor(tokenizer: Optional["PreTrainedTokenizerFast"] = None) -> "Qwen2VLProcessor":
+    """``Qwen2VLProcessor``: ``tokenizer`` (default the task's, above) + a ``Qwen2VLImageProcessor``
+    pinned to 28x56.
 
     ``min_pixels = max_pixels = 28 * 56`` so ``smart_resize`` keeps the image as it is:
     2x4 patches of 14x14 (x temporal patch 2), merged 2x2 into 2 image tokens.
@@ -212,17 +218,24 @@ def build_processor() -> "Qwen2VLProcessor":
     video_processor = Qwen2VLVideoProcessor(**sizes)  # required by the processor class; unused
     return Qwen2VLProcessor(
         image_processor=image_processor,
-        tokenizer=build_tokenizer(),
+        tokenizer=tokenizer or build_tokenizer(),
         video_processor=video_processor,
-        chat_template=CHAT_TEMPLATE,
+        chat_template=tokenizer.chat_template if tokenizer else CHAT_TEMPLATE,
     )
 
 
-def build_model(vocab_size: Optional[int] = None, seed: int = DEFAULT_MODEL_SEED) -> "Qwen2VLForConditionalGeneration":
+def build_model(
+    vocab_size: Optional[int] = None,
+    seed: int = DEFAULT_MODEL_SEED,
+    vision_depth: int = 1,
+    vision_width: int = 32,
+    max_position_embeddings: int = 128,
+) -> "Qwen2VLForConditionalGeneration":
     """A tiny real ``Qwen2VLForConditionalGeneration`` (~200k parameters, random weights).
 
     Text: 2 layers, hidden 64, 4 heads x 16 (2 KV heads), MLP 256, M-RoPE sections [2, 3, 3].
-    Vision: 1 block, width 32, 2 heads, patch 14, merge 2 -> hidden 64.
+    Vision: ``vision_depth`` blocks (1), width ``vision_width`` (32), 2 heads, patch 14, merge 2 ->
+    hidden 64. The special tokens' ids are those of :func:`build_tokenizer` whatever its words.
     """
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
@@ -236,7 +249,7 @@ def build_model(vocab_size: Optional[int] = None, seed: int = DEFAULT_MODEL_SEED
             "num_hidden_layers": 2,
             "num_attention_heads": 4,
             "num_key_value_heads": 2,
-            "max_position_embeddings": 128,
+            "max_position_embeddings": max_position_embeddings,
             "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
             "bos_token_id": ids[IM_START],
             "eos_token_id": ids[IM_END],
@@ -244,8 +257,8 @@ def build_model(vocab_size: Optional[int] = None, seed: int = DEFAULT_MODEL_SEED
             "tie_word_embeddings": False,
         },
         vision_config={
-            "depth": 1,
-            "embed_dim": 32,
+            "depth": vision_depth,
+            "embed_dim": vision_width,
             "hidden_size": 64,  # output of the patch merger = text hidden size
             "mlp_ratio": 2,
             "num_heads": 2,

@@ -294,7 +294,7 @@ def pretrain(
 # ----------------------------------------------------------------------------- task
 
 
-def _mean_pairwise_distance(images: torch.Tensor) -> float:
+def mean_pairwise_distance(images: torch.Tensor) -> float:
     """Mean L2 distance over all pairs of ``images [K, ...]`` (0 for identical images)."""
     flat = images.reshape(len(images), -1).double()  # [K, D]
     return torch.pdist(flat).mean().item()
@@ -325,6 +325,7 @@ class DigitsTask(EmbeddedModelTask):
         self._winners: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     MODELS = ("policy", "clip")  # the base text-to-digit pipeline, and the digits CLIP reward model
+    REWARD_MODELS = {"clip": "rewards.digits_clip"}
 
     @property
     def model_dir(self) -> Path:
@@ -338,31 +339,13 @@ class DigitsTask(EmbeddedModelTask):
         )
         pretrain(path, steps=self.pretrain_steps, seed=self.seed, progress=progress)
 
-    def model_path(self, kind: str = "policy") -> str:
-        """Where the task's model ``kind`` lives (built or not): ``policy`` or ``clip``."""
-        if kind == "clip":
-            from rewards.digits_clip import digits_clip_path
-
-            return str(digits_clip_path(self.cache_dir))
-        return super().model_path(kind)
-
-    def is_prepared(self, kind: str = "policy") -> bool:
-        if kind == "clip":
-            from rewards.digits_clip import digits_clip_ready
-
-            return digits_clip_ready(self.cache_dir)
-        return super().is_prepared(kind)
-
     def prepare(self, progress: bool = True, kind: str = "policy") -> str:
         """Path of the model ``kind``, built first if missing (logged): ``policy`` pretrains the
         base (and trains the judges), ``clip`` trains the digits CLIP."""
-        if kind == "clip":
-            from rewards.digits_clip import prepare_digits_clip
-
-            return prepare_digits_clip(self.cache_dir, progress=progress)
         path = super().prepare(progress, kind)
-        self._judge(self.reward)
-        self._judge(self.gold_reward)
+        if kind == "policy":
+            self._judge(self.reward)
+            self._judge(self.gold_reward)
         return path
 
     def prompts(self) -> list[str]:
@@ -430,7 +413,7 @@ class DigitsTask(EmbeddedModelTask):
         for prompt in dict.fromkeys(prompts):  # first-seen order
             idx = [i for i, p in enumerate(prompts) if p == prompt]
             if len(idx) >= 2:
-                per_prompt.append(_mean_pairwise_distance(images[idx]))
+                per_prompt.append(mean_pairwise_distance(images[idx]))
         return {
             "gold_accuracy": (gold.argmax(-1) == digits).float().mean().item(),
             "proxy_accuracy": (proxy.argmax(-1) == digits).float().mean().item(),
@@ -451,6 +434,7 @@ __all__ = [
     "SPLIT_SEED",
     "digits_split",
     "load_digit_images",
+    "mean_pairwise_distance",
     "pretrain",
     "prompt_for",
 ]

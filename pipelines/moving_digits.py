@@ -1,0 +1,138 @@
+"""``MovingDigitsPipeline``: the embedded moving-digits text-to-video model as a standard ``DiffusionPipeline``.
+
+The moving-digits model (``genrl.tasks.moving_digits``) is a tiny Wan2.1 denoiser
+(``WanTransformer3DModel``) over grey ``[1, F, 16, 16]`` clips in pixel space (no VAE: at 16x16 a Wan
+VAE would leave 2x2 latents), conditioned on a tiny UMT5 encoder as Wan is. Prompts are encoded the
+way ``WanPipeline.encode_prompt`` does (the encoder's hidden states up to each prompt's length, zero
+past it, padded to ``max_sequence_length``). Sampling is the Euler ODE of
+``FlowMatchEulerDiscreteScheduler`` with optional classifier-free guidance against the empty prompt,
+exactly what genrl evaluates with.
+
+``pipe("a handwritten digit three moving left").frames`` is ``[B, F, H, W, 3]`` in ``[0, 1]``
+(``output_type="np"``, as ``WanPipeline``), ``output_type="pt"`` gives ``[B, F, 3, H, W]``. The module
+imports only torch, diffusers and transformers, so an exported copy runs without genrl installed.
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+from diffusers.loaders import WanLoraLoaderMixin
+from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
+from diffusers.utils.torch_utils import randn_tensor
+from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
+
+
+class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin):
+    """Text-to-video for the embedded moving-digits model. LoRA adapters load the Wan way
+    (``load_lora_weights``), since the denoiser is a ``WanTransformer3DModel``.
+
+    Args:
+        transformer: the ``WanTransformer3DModel`` predicting the flow velocity ``noise - x0``
+            over ``[B, 1, F, H, W]`` pixels in ``[-1, 1]``.
+        scheduler: a ``FlowMatchEulerDiscreteScheduler``.
+        text_encoder: a ``UMT5EncoderModel``.
+        tokenizer: its tokenizer.
+    """
+
+    model_cpu_offload_seq = "text_encoder->transformer"
+    _lora_loadable_modules = ["transformer"]
+    # pixel space: the sample is the video itself (the Wan family reads these, as from a VAE)
+    vae_scale_factor_spatial = 1
+    vae_scale_factor_temporal = 1
+
+    def __init__(
+        self,
+        transformer: WanTransformer3DModel,
+        scheduler: FlowMatchEulerDiscreteScheduler,
+        text_encoder: UMT5EncoderModel,
+        tokenizer: PreTrainedTokenizerBase,
+    ):
+        super().__init__()
+        self.register_modules(
+            transformer=transformer, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer
+        )
+
+    @torch.no_grad()
+    def encode_prompt(
+        self,
+        prompt: Union[str, list[str]],
+        do_classifier_free_guidance: bool = False,
+        max_sequence_length: Optional[int] = None,
+        device: Optional[torch.device] = None,
+    ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
+        """Prompts -> (UMT5 hidden states ``[B, L, D]``, the empty prompt's when guiding else None), as
+        ``WanPipeline.encode_prompt``: real tokens' states, zeros past each prompt's length."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        L = max_sequence_length or self.tokenizer.model_max_length
+        device = device or self.text_encoder.device
+
+        def embed(texts):
+            tok = self.tokenizer(
+                texts,
+                padding="max_length",
+                max_length=L,
+                truncation=True,
+                return_attention_mask=True,
+                return_tensors="pt",
+            )
+            ids, mask = tok.input_ids.to(device), tok.attention_mask.to(device)
+            hidden = self.text_encoder(ids, mask).last_hidden_state  # [B, L, D]
+            return hidden * mask[..., None].to(hidden.dtype)
+
+        return embed(prompts), embed([""] * len(prompts)) if do_classifier_free_guidance else None
+
+    def predict_velocity(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """The transformer's velocity ``[B, 1, F, H, W]`` at timesteps ``t`` (``sigma * 1000``) ``[B]``."""
+        dtype = self.transformer.dtype
+        return self.transformer(
+            hidden_states=latents.to(dtype), timestep=t, encoder_hidden_states=embeds.to(dtype), return_dict=False
+        )[0].float()
+
+    @torch.no_grad()
+    def __call__(
+        self,
+        prompt: Union[str, list[str]],
+        num_frames: int = 9,
+        height: int = 16,
+        width: int = 16,
+        num_inference_steps: int = 10,
+        guidance_scale: float = 1.0,
+        generator: Optional[Union[torch.Generator, list[torch.Generator]]] = None,
+        latents: Optional[torch.Tensor] = None,
+        max_sequence_length: Optional[int] = None,
+        output_type: str = "np",
+        return_dict: bool = True,
+    ):
+        """Sample clips for ``prompt``. ``guidance_scale > 1`` enables classifier-free guidance against
+        the empty prompt. ``output_type``: ``"np"`` (``[B, F, H, W, 3]``), ``"pt"`` (``[B, F, 3, H, W]``),
+        both in ``[0, 1]``, or ``"latent"`` (the raw ``[B, 1, F, H, W]`` sample in ``[-1, 1]``)."""
+        if output_type not in ("np", "pt", "latent"):
+            raise ValueError(f"output_type must be 'np', 'pt' or 'latent', not {output_type!r}")
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        cfg = guidance_scale > 1.0
+        embeds, neg = self.encode_prompt(prompts, cfg, max_sequence_length)
+        if cfg:
+            embeds = torch.cat([neg, embeds])
+        shape = (len(prompts), self.transformer.config.in_channels, num_frames, height, width)
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
+        self.scheduler.set_timesteps(num_inference_steps, device=latents.device)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            x_in = torch.cat([latents, latents]) if cfg else latents
+            v = self.predict_velocity(x_in, t.expand(x_in.shape[0]), embeds)
+            if cfg:
+                v_u, v_c = v.chunk(2)
+                v = v_u + guidance_scale * (v_c - v_u)
+            latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+        if output_type == "latent":
+            video = latents
+        else:  # pixel space: [-1, 1] grey -> [0, 1] RGB, [B, F, 3, H, W]
+            grey = ((latents.float() + 1) / 2).clamp(0, 1).permute(0, 2, 1, 3, 4)
+            video = grey.expand(-1, -1, 3, -1, -1).contiguous()
+            if output_type == "np":
+                video = video.permute(0, 1, 3, 4, 2).cpu().numpy()
+        self.maybe_free_model_hooks()
+        return WanPipelineOutput(frames=video) if return_dict else (video,)
