@@ -24,7 +24,7 @@ import torch
 from PIL import Image
 
 from genrl.io import atomic_file
-from genrl.scoring import score_samples
+from genrl.scoring import finite_mean, score_samples
 from genrl.seeding import derive_seed
 from genrl.vlm_batching import images_of
 
@@ -81,7 +81,7 @@ def evaluate_images(policy, task, rewards: dict, eval_cfg, run_dir: str, step: i
     )  # [N, C, H, W]
     all_rewards = {**task.eval_rewards(), **rewards}  # the task's judges, and the run's own rewards
     per_sample, _ = score_samples(all_rewards, images, prompts, metadata)  # name -> [N]
-    metrics = {f"eval/{k}": float(torch.nanmean(v)) for k, v in per_sample.items()}
+    metrics = {f"eval/{k}": finite_mean(v) for k, v in per_sample.items()}
     metrics.update({f"eval/{k}": v for k, v in task.eval_metrics(images, prompts, metadata).items()})
 
     out = os.path.join(run_dir, "eval", f"step-{step:06d}")
@@ -131,7 +131,7 @@ def evaluate_responses(
     t0 = time.perf_counter()
     responses = answer(prompts, metadata, None)
     scores = score(responses, metadata)
-    metrics = {f"eval/{k}": float(torch.nanmean(v)) for k, v in scores.items()}
+    metrics = {f"eval/{k}": finite_mean(v) for k, v in scores.items()}
     metrics["time/eval"] = time.perf_counter() - t0
     if eval_cfg.sample_temperature > 0:
         sampled = score(answer(prompts, metadata, derive_seed(seed, 99)), metadata)

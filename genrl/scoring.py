@@ -19,31 +19,57 @@ from typing import Any, Mapping
 import torch
 
 
+def _call_reward(name: str, fn, samples, prompts: list[str], metadata: list[dict]) -> dict[str, torch.Tensor]:
+    """One reward call checked against the contract: ``{key: float [B]}`` holding ``name``."""
+    B = len(prompts)
+    out = fn(samples, prompts, metadata)
+    if not isinstance(out, Mapping):  # a bare [B] of values
+        out = {name: out}
+    if name not in out:
+        raise ValueError(f"reward {name!r} returned keys {sorted(out)} without its own name")
+    checked = {}
+    for key, v in out.items():
+        v = torch.as_tensor(v, dtype=torch.float32).detach().cpu()
+        if v.shape != (B,):
+            raise ValueError(f"reward {name!r} returned {key!r} of shape {tuple(v.shape)}, expected ({B},)")
+        checked[key] = v
+    return checked
+
+
 def score_samples(
     rewards: dict, samples, prompts: list[str], metadata: list[dict]
 ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Run every reward. Returns (values: key -> float [B], failures: reward name -> count of
-    NaN samples). Every key a reward returns is kept (e.g. auxiliary accuracies)."""
+    samples whose value is not finite: NaN, +-inf, or failed). Every key a reward returns is kept
+    (e.g. auxiliary accuracies). A call that raises is retried one sample at a time, so a fault (one
+    corrupt video) costs exactly the samples it belongs to: their values, auxiliary keys too, are NaN."""
     B = len(prompts)
     values: dict[str, torch.Tensor] = {}
     failures: dict[str, int] = {}
     for name, fn in rewards.items():
         try:
-            out = fn(samples, prompts, metadata)
-            if not isinstance(out, Mapping):  # a bare [B] of values
-                out = {name: out}
-            if name not in out:
-                raise ValueError(f"reward {name!r} returned keys {sorted(out)} without its own name")
-            for key, v in out.items():
-                v = torch.as_tensor(v, dtype=torch.float32).detach().cpu()
-                if v.shape != (B,):
-                    raise ValueError(f"reward {name!r} returned {key!r} of shape {tuple(v.shape)}, expected ({B},)")
-                values[key] = v
-        except Exception as e:  # one bad reward call: its samples are masked, the run goes on
-            warnings.warn(f"reward {name!r} failed on a batch of {B}: {type(e).__name__}: {e}")
-            values[name] = torch.full((B,), float("nan"))
+            out = _call_reward(name, fn, samples, prompts, metadata)
+        except Exception as e:  # find the samples at fault; the others keep their values
+            rows, bad = [], 0
+            for i in range(B):
+                try:
+                    rows.append(_call_reward(name, fn, samples[i : i + 1], prompts[i : i + 1], metadata[i : i + 1]))
+                except Exception:
+                    rows.append({})
+                    bad += 1
+            warnings.warn(f"reward {name!r} failed on {bad} of {B} samples ({type(e).__name__}: {e}); masked")
+            keys = dict.fromkeys([name, *(k for r in rows for k in r)])
+            out = {k: torch.cat([r.get(k, torch.full((1,), float("nan"))) for r in rows]) for k in keys}
+        values.update(out)
         failures[name] = int((~torch.isfinite(values[name])).sum())  # NaN and +-inf alike
     return values, failures
+
+
+def finite_mean(values: torch.Tensor) -> float:
+    """Mean of the finite entries of ``values`` (NaN when there is none): what a reward metric reports,
+    its invalid samples being masked out of the update and counted in ``reward/<name>_failed``."""
+    finite = values[torch.isfinite(values)]
+    return finite.mean().item() if finite.numel() else float("nan")
 
 
 def combine(values: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
@@ -103,8 +129,13 @@ class ChunkScorer:
         """All submitted chunks in order: (values key -> [B], failures, seconds spent scoring)."""
         parts = [p.result() if isinstance(p, Future) else self._score(*p) for p in self._pending]
         self._pending = []
-        values = {k: torch.cat([p[0][k] for p in parts]) for k in parts[0][0]}
-        failures = {k: sum(p[1][k] for p in parts) for k in parts[0][1]}
+        # a key one chunk lacks (its reward failed there) is NaN for that chunk's samples, not dropped
+        keys = dict.fromkeys(k for p in parts for k in p[0])
+        sizes = [len(next(iter(p[0].values()))) for p in parts]
+        values = {
+            k: torch.cat([p[0].get(k, torch.full((n,), float("nan"))) for p, n in zip(parts, sizes)]) for k in keys
+        }
+        failures = {k: sum(p[1].get(k, 0) for p in parts) for k in dict.fromkeys(k for p in parts for k in p[1])}
         return values, failures, sum(p[2] for p in parts)
 
     def close(self) -> None:

@@ -685,3 +685,16 @@ def test_genrl_prepare_names_tasks_without_models(capsys):
     )
     assert cli_main(["prepare", "configs/digits/nope.yaml"]) == 2
     assert "no config file 'configs/digits/nope.yaml'" in capsys.readouterr().err
+
+
+def test_a_truncated_safetensors_file_is_one_line_naming_the_model(base_model, tmp_path, capsys):
+    """Issue 16, 2: a damaged model folder reached the user as a traceback."""
+    import shutil
+
+    broken = shutil.copytree(base_model, tmp_path / "broken")
+    weights = next((broken / "transformer").glob("*.safetensors"))
+    weights.write_bytes(weights.read_bytes()[:1000])
+    overrides = [f"output_dir={tmp_path / 'run'}", f"policy.model={broken}"]
+    line = _one_line_error(capsys, cli_main(["train", "configs/digits/flowgrpo.yaml", *overrides]))
+    assert f"policy.model='{broken}'" in line and "cannot load" in line
+    assert not (tmp_path / "run").exists()

@@ -1,5 +1,7 @@
 """Several rewards in one run: options per reward, weighted sums, MixGRPO-style advantage sums."""
 
+import math
+
 import pytest
 import torch
 
@@ -98,3 +100,48 @@ def test_the_hackable_digits_proxy_pays_for_ink():
     assert (brighter["ink"] > out["ink"]).all()
     with pytest.raises(ValueError, match="ink_weight"):
         REWARDS.get("digits_ink")(ink_weight=-1.0)
+
+
+def _faulty(samples, prompts, metadata=None):
+    """A reward with an auxiliary key that cannot score a prompt saying "corrupt" (as a decoder on a
+    corrupt video) and raises for the whole call then, like any batched reward."""
+    if any("corrupt" in p for p in prompts):
+        raise RuntimeError("cannot decode")
+    return {"r": samples.sum(1), "r_aux": samples.mean(1)}
+
+
+@pytest.mark.parametrize("bad_chunk", [0, 1])
+def test_a_fault_costs_exactly_its_samples_in_every_key_and_chunk(bad_chunk):
+    """Issue 16, 8: an auxiliary key of a reward that failed on one chunk crashed the run (KeyError) or
+    was dropped; one corrupt video made the whole call NaN."""
+    import warnings
+
+    from genrl.scoring import ChunkScorer
+
+    chunks = [torch.arange(6.0).view(3, 2) + 10 * i for i in range(2)]
+    prompts = [["p"] * 3, ["p"] * 3]
+    prompts[bad_chunk][1] = "corrupt"
+    for asynchronous in (True, False):
+        scorer = ChunkScorer({"r": _faulty}, asynchronous)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            for c, p in zip(chunks, prompts):
+                scorer.submit(c, p, [{}] * 3)
+            values, failures, _ = scorer.collect()
+        scorer.close()
+        bad = 3 * bad_chunk + 1
+        want = torch.cat([c.sum(1) for c in chunks])
+        want[bad] = float("nan")
+        torch.testing.assert_close(values["r"], want, equal_nan=True)
+        assert set(values) == {"r", "r_aux"} and values["r_aux"][bad].isnan() and values["r_aux"].isnan().sum() == 1
+        assert failures == {"r": 1} and any("1 of 3 samples" in str(w.message) for w in caught)
+
+
+def test_infinite_rewards_are_counted_and_left_out_of_the_means():
+    from genrl.scoring import finite_mean, score_samples
+
+    values, failures = score_samples(
+        {"r": lambda s, p, m: torch.tensor([1.0, float("inf"), 2.0, float("-inf")])}, None, ["p"] * 4, [{}] * 4
+    )
+    assert failures == {"r": 2} and finite_mean(values["r"]) == 1.5
+    assert math.isnan(finite_mean(torch.tensor([float("nan"), float("inf")])))

@@ -302,3 +302,22 @@ def test_reward_tokens_out_of_order_are_an_error(videoreward, monkeypatch):
         r"'<\|VQ_reward\|>'\]",
     ):
         _reward(root).raw_scores(_videos(), PROMPTS)
+
+
+def test_one_corrupt_video_costs_only_its_own_score(videoreward, tmp_path):
+    """Issue 16, 8: a corrupt file in a batch made the whole VideoAlign call NaN."""
+    from genrl.scoring import score_samples
+
+    root, _ = videoreward
+    reward = _reward(root, batch_size=4)
+    corrupt = tmp_path / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(200))  # an mp4 header, no frames
+    videos = _videos(n=2, seed=3)
+    samples = [videos[0], str(corrupt), videos[1]]
+    prompts = [PROMPTS[0], PROMPTS[1], PROMPTS[1]]
+    with pytest.warns(UserWarning, match="1 of 3 samples"):
+        values, failures = score_samples({"videoalign": reward}, samples, prompts, [{}] * 3)
+    assert failures == {"videoalign": 1} and values["videoalign"][1].isnan() and values["videoalign_TA"][1].isnan()
+    alone = reward(videos, [PROMPTS[0], PROMPTS[1]])
+    for key in ("videoalign", "videoalign_VQ_raw"):
+        torch.testing.assert_close(values[key][[0, 2]], alone[key])

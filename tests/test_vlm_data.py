@@ -188,10 +188,14 @@ def test_resize_into_follows_mmr1():
         ),
         ({"problem": "x", "answer": "1", "images": ["bad.png"]}, r"image 0 \(.*bad.png\) cannot be read"),
         ({"problem": "x", "answer": "1", "images": [{"path": None}]}, "without 'bytes' or 'path'"),
+        # issue 16, 9: a valid header with a truncated body is decoded in full at start-up
+        ({"problem": "x", "answer": "1", "images": ["truncated.png"]}, r"image 0 \(.*truncated.png\) is corrupt"),
     ],
 )
 def test_bad_rows_fail_at_start_naming_file_and_row(data_dir, row, match):
     (data_dir / "bad.png").write_bytes(b"not a png")
+    whole = (data_dir / "imgs" / "0.png").read_bytes()
+    (data_dir / "truncated.png").write_bytes(whole[: len(whole) // 2])
     path = data_dir / "bad.jsonl"
     path.write_text(json.dumps(row) + "\n")
     with pytest.raises(ValueError, match=match) as e:

@@ -21,6 +21,7 @@ Gaussian has zero std (``cps``'s final step) are deterministic and never trained
 
 from __future__ import annotations
 
+import os
 from typing import Optional
 
 import torch
@@ -41,9 +42,14 @@ def load_policy_pipeline(model: str, dtype: torch.dtype = torch.float32):
     from genrl.families.digits import is_digits_folder, load_digits
 
     model = resolve_model(model)  # task:<name> -> its prepared folder
-    if is_digits_folder(model):
-        return load_digits(model)
-    return load_pipeline(model, dtype)
+    try:
+        return load_digits(model) if is_digits_folder(model) else load_pipeline(model, dtype)
+    except ValueError:
+        raise
+    except Exception as e:  # a damaged local folder (truncated safetensors, bad JSON): name it, one line
+        if not os.path.isdir(model):
+            raise
+        raise ValueError(f"policy.model={model!r}: cannot load the pipeline: {type(e).__name__}: {e}") from e
 
 
 @POLICIES.register("flow")

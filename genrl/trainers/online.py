@@ -37,7 +37,7 @@ from genrl.preemption import Preempted, StopRequest
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
-from genrl.scoring import ChunkScorer, build_rewards, combine
+from genrl.scoring import ChunkScorer, build_rewards, combine, finite_mean
 from genrl.seeding import derive_seed
 from genrl.trainers.common import NonFiniteGuard, check_finite, open_run, step_bar, write_final_metrics
 from genrl.trajectory import Trajectory
@@ -406,7 +406,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             # 5. log, evaluate, checkpoint
             done = step + 1
             metrics = {
-                "reward/total_mean": float(torch.nanmean(all_rewards)),
+                "reward/total_mean": finite_mean(all_rewards),  # NaN and inf samples are masked and counted
                 **adv_stats,
                 **upd,
                 **ds_metrics,
@@ -436,7 +436,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 metrics["dynamic_sampling/filled_groups"] = int(rounds_filled[:, 1].sum())
             for k, v in gathered.items():
                 finite = v[torch.isfinite(v)]
-                metrics[f"reward/{k}_mean"] = finite.mean().item() if finite.numel() else float("nan")
+                metrics[f"reward/{k}_mean"] = finite_mean(v)
                 metrics[f"reward/{k}_std"] = finite.std(unbiased=False).item() if finite.numel() else float("nan")
             counts = accelerator.reduce(
                 torch.tensor([failures[k] for k in sorted(failures)], device=accelerator.device), reduction="sum"
