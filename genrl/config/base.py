@@ -178,6 +178,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(key, f"expected int, got {type(value).__name__}", value)
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if math.isnan(value):  # no float setting means "not a number": one rule for every field
+                raise ConfigError(key, "expected a finite number, got NaN", value)
             return float(value)
         if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
             return float(value)

@@ -1,0 +1,79 @@
+"""Config fuzzing (issue 16): malformed values generated from the config schema itself, every leaf
+key of every trainer's config (online, preference, SFT) given a value of the wrong type (and every float NaN), every
+section an unknown key. (File-level faults: tests/test_reference_faults.py.) Each must end ``genrl train`` with exit code 2 and one line naming the key or
+path, before anything is written to ``output_dir``."""
+
+import dataclasses
+import types
+import typing
+
+import pytest
+
+from genrl.cli import main as cli_main
+from genrl.config import OnlineConfig, PreferenceConfig, SFTConfig
+
+# every trainer's schema, with a recipe of it to break
+RECIPES = {
+    OnlineConfig: "configs/digits/flowgrpo.yaml",
+    PreferenceConfig: "configs/digits/seppo.yaml",
+    SFTConfig: "configs/digit_sum/sft.yaml",
+}
+
+
+def _arms(tp) -> list:
+    """The types a field accepts (the arms of an Optional / Union, else the type itself)."""
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return [a for a in typing.get_args(tp) if a is not type(None)]
+    return [tp]
+
+
+def _wrong_value(tp) -> typing.Optional[str]:
+    """An override value (YAML) that no field of type ``tp`` accepts; None for ``Any``."""
+    if tp is typing.Any:
+        return None
+    return "[1, 2]" if str in _arms(tp) else "7.5x"  # a list is no str; "7.5x" no number, bool, list, choice
+
+
+def _cases():
+    out = []
+
+    def walk(cls, prefix):
+        hints = typing.get_type_hints(cls)
+        out.append((f"{prefix}nope_key=1", f"{prefix}nope_key"))  # unknown key in every section
+        for f in dataclasses.fields(cls):
+            if not f.init:
+                continue
+            tp, key = hints[f.name], prefix + f.name
+            if dataclasses.is_dataclass(tp):
+                walk(tp, key + ".")
+                out.append((f"{key}=7.5x", key))
+                continue
+            value = _wrong_value(tp)
+            if value is not None:
+                out.append((f"{key}={value}", key))
+            if float in _arms(tp):  # NaN is no setting of any float
+                out.append((f"{key}=.nan", key))
+
+    cases = []
+    for cls, recipe in RECIPES.items():
+        out.clear()
+        walk(cls, "")
+        cases += [(recipe, *case) for case in out]
+    return cases
+
+
+CASES = _cases()
+
+
+def test_the_schema_gives_at_least_a_hundred_cases():
+    assert len(CASES) >= 100, len(CASES)
+
+
+@pytest.mark.parametrize("recipe, override, key", CASES, ids=[f"{c[0].split('/')[-1]}:{c[1]}" for c in CASES])
+def test_a_malformed_override_is_one_line_naming_its_key(tmp_path, capsys, recipe, override, key):
+    run = tmp_path / "run"
+    rc = cli_main(["train", recipe, f"output_dir={run}", override])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("genrl train: ")]
+    assert rc == 2 and len(lines) == 1 and key in lines[0] and "Traceback" not in err, err
+    assert not run.exists()
