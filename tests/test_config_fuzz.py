@@ -1,7 +1,9 @@
-"""Config fuzzing (issue 16): malformed values generated from the config schema itself, every leaf
-key of every trainer's config (online, preference, SFT) given a value of the wrong type (and every float NaN), every
-section an unknown key. (File-level faults: tests/test_reference_faults.py.) Each must end ``genrl train`` with exit code 2 and one line naming the key or
-path, before anything is written to ``output_dir``."""
+"""Config fuzzing (issue 16): malformed values generated from the config schemas themselves. Every
+leaf key of every trainer's config (online, preference, SFT) gets a value of the wrong type (and every
+float NaN), every section an unknown key; each must end ``genrl train`` with exit code 2 and one line
+naming the key, before anything is written to ``output_dir``. File-level faults (a directory, a binary
+file or a missing file as the config, ``output_dir`` a file, a damaged model folder) are in
+tests/test_reference_faults.py."""
 
 import dataclasses
 import types
