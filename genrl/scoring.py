@@ -135,7 +135,7 @@ class ChunkScorer:
         values = {
             k: torch.cat([p[0].get(k, torch.full((n,), float("nan"))) for p, n in zip(parts, sizes)]) for k in keys
         }
-        failures = {k: sum(p[1].get(k, 0) for p in parts) for k in dict.fromkeys(k for p in parts for k in p[1])}
+        failures = {k: sum(p[1][k] for p in parts) for k in parts[0][1]}  # every part counts every reward
         return values, failures, sum(p[2] for p in parts)
 
     def close(self) -> None:

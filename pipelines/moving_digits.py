@@ -55,6 +55,24 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin):
             transformer=transformer, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer
         )
 
+    def prompt_embeds(
+        self, texts: list[str], max_sequence_length: Optional[int] = None, device: Optional[torch.device] = None
+    ) -> torch.Tensor:
+        """UMT5 hidden states ``[B, L, D]`` of ``texts``, as ``WanPipeline`` encodes prompts: real tokens'
+        states, zeros past each text's length. With gradients (pretraining trains the encoder)."""
+        device = device or self.text_encoder.device
+        tok = self.tokenizer(
+            list(texts),
+            padding="max_length",
+            max_length=max_sequence_length or self.tokenizer.model_max_length,
+            truncation=True,
+            return_attention_mask=True,
+            return_tensors="pt",
+        )
+        ids, mask = tok.input_ids.to(device), tok.attention_mask.to(device)
+        hidden = self.text_encoder(ids, mask).last_hidden_state  # [B, L, D]
+        return hidden * mask[..., None].to(hidden.dtype)
+
     @torch.no_grad()
     def encode_prompt(
         self,
@@ -63,26 +81,16 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         max_sequence_length: Optional[int] = None,
         device: Optional[torch.device] = None,
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Prompts -> (UMT5 hidden states ``[B, L, D]``, the empty prompt's when guiding else None), as
-        ``WanPipeline.encode_prompt``: real tokens' states, zeros past each prompt's length."""
+        """Prompts -> (:meth:`prompt_embeds` ``[B, L, D]``, the empty prompt's when guiding else None), the
+        signature of ``WanPipeline.encode_prompt``."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
-        L = max_sequence_length or self.tokenizer.model_max_length
-        device = device or self.text_encoder.device
-
-        def embed(texts):
-            tok = self.tokenizer(
-                texts,
-                padding="max_length",
-                max_length=L,
-                truncation=True,
-                return_attention_mask=True,
-                return_tensors="pt",
-            )
-            ids, mask = tok.input_ids.to(device), tok.attention_mask.to(device)
-            hidden = self.text_encoder(ids, mask).last_hidden_state  # [B, L, D]
-            return hidden * mask[..., None].to(hidden.dtype)
-
-        return embed(prompts), embed([""] * len(prompts)) if do_classifier_free_guidance else None
+        embeds = self.prompt_embeds(prompts, max_sequence_length, device)
+        neg = (
+            self.prompt_embeds([""] * len(prompts), max_sequence_length, device)
+            if do_classifier_free_guidance
+            else None
+        )
+        return embeds, neg
 
     def predict_velocity(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
         """The transformer's velocity ``[B, 1, F, H, W]`` at timesteps ``t`` (``sigma * 1000``) ``[B]``."""

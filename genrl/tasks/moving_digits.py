@@ -311,7 +311,7 @@ def pretrain(
     caption_of = (labels[:, None] * len(DIRECTIONS) + torch.arange(len(DIRECTIONS))).flatten()  # [N*4]
     pipe = build_pipeline(seed)
     prompts = [prompt_for(d, w) for d in range(10) for w in DIRECTIONS]  # row 10*4 is the empty caption
-    tok = pipe.tokenizer(prompts + [""], padding="max_length", max_length=MAX_LENGTH, return_tensors="pt")
+    captions = prompts + [""]
 
     gen = torch.Generator().manual_seed(seed)
     transformer, text_encoder = pipe.transformer.train(), pipe.text_encoder.train()
@@ -325,8 +325,7 @@ def pretrain(
         t = torch.sigmoid(torch.randn(batch_size, generator=gen))  # [B] logit-normal
         noise = torch.randn(x0.shape, generator=gen)
         tt = t.view(-1, 1, 1, 1, 1)
-        ids, mask = tok.input_ids[caption], tok.attention_mask[caption]
-        embeds = text_encoder(ids, mask).last_hidden_state * mask[..., None]  # [B, L, 32], as encode_prompt
+        embeds = pipe.prompt_embeds([captions[i] for i in caption])  # [B, L, 32], as sampling encodes them
         v = transformer(
             hidden_states=(1 - tt) * x0 + tt * noise,
             timestep=t * 1000,
