@@ -16,6 +16,7 @@ from rewards.moving_digits_videoalign import (
     FRAME_PIXELS,
     ClipSpec,
     btt_loss,
+    contrast_pairs,
     make_pairs,
     pair_labels,
 )
@@ -138,3 +139,22 @@ def test_caption_batches_label_only_the_caption():
     for b, prompt in enumerate(prompts):
         taught = batch["input_ids"][b][batch["labels"][b] != -100]
         assert processor.tokenizer.convert_ids_to_tokens(taught.tolist()) == prompt.split() + ["<|im_end|>"]
+
+
+@pytest.mark.parametrize("content", ["wrong_digit", "wrong_direction", "static"])
+def test_contrast_pairs_differ_only_in_content(content):
+    from genrl.tasks.moving_digits import VideoGoldJudge
+
+    images, labels = digits_split()["proxy"]
+    a, b, prompts = contrast_pairs(24, content, torch.Generator().manual_seed(0), images, labels)
+    assert a.shape == b.shape == (24, 9, 3, 16, 16)
+    judge = VideoGoldJudge()
+    clean_a, clean_b, clean_prompts = contrast_pairs(24, content, torch.Generator().manual_seed(0), images, labels)
+    assert torch.equal(clean_a, a) and clean_prompts == prompts  # seeded
+    gold_a, gold_b = judge(a, prompts), judge(b, prompts)
+    # the gold judge sees the contrast: the prompted clip is right more often, in the changed respect only
+    changed, kept = (
+        ("identity", "direction_correct") if content == "wrong_digit" else ("direction_correct", "identity")
+    )
+    assert gold_a[changed].mean() > gold_b[changed].mean() + 0.3
+    assert abs(gold_a[kept].mean() - gold_b[kept].mean()) < 0.25
