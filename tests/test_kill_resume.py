@@ -1,0 +1,154 @@
+"""kill -9 at random moments, then rerun: the run ends bit for bit where an uninterrupted one ends.
+
+The harness (issue 16) starts ``genrl train`` as a subprocess, SIGKILLs it at random moments (a seeded
+time after the first metrics row; or, where it catches one, while a checkpoint's ``.<name>.tmp-*`` folder is
+being written: the subprocess's ``torch.save`` is slowed so that writes can be caught), reruns the same command until it finishes, and compares with an uninterrupted run:
+every tensor of the final checkpoint (weights, optimizer, EMA, anchor, sampler state: whatever the
+run saves) equal, and the metrics rows equal apart from wall-clock times. A SIGKILL leaves no chance to
+clean up, so this checks what the atomic writes and the resume logic promise. One flow variant runs in
+CI; the others are ``slow``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import TINY_ONLINE
+
+from genrl.checkpoint import latest_checkpoint, load_checkpoint
+
+ROOT = Path(__file__).resolve().parents[1]
+ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
+
+
+# genrl's CLI with every torch.save slowed by 0.3 s after it wrote, so checkpoint writes last long
+# enough to be killed in (a fault injector for the subprocess only; results are unaffected)
+LAUNCH = (
+    "import sys, time, torch; save = torch.save; "
+    "torch.save = lambda *a, **k: (save(*a, **k), time.sleep(0.3))[0]; "
+    "from genrl.cli import main; sys.exit(main())"
+)
+
+
+def _cmd(config: str, overrides: list[str], out: Path) -> list[str]:
+    return [sys.executable, "-c", LAUNCH, "train", config, *overrides, f"output_dir={out}"]
+
+
+def _rows(run: Path) -> list[dict]:
+    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
+
+
+def _assert_equal(a, b, path: str = "state") -> None:
+    """Recursive bit-for-bit equality of two loaded checkpoints (tensors with ``torch.equal``)."""
+    if isinstance(a, torch.Tensor):
+        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, path
+        same = torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True))
+        assert same, path  # bit for bit; NaN (e.g. an item never scored) equals NaN
+    elif isinstance(a, dict):
+        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: {sorted(a)} != {sorted(b)}"
+        for k in a:
+            _assert_equal(a[k], b[k], f"{path}.{k}")
+    elif isinstance(a, (list, tuple)):
+        assert isinstance(b, (list, tuple)) and len(a) == len(b), path
+        for i, (x, y) in enumerate(zip(a, b)):
+            _assert_equal(x, y, f"{path}[{i}]")
+    else:
+        assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+def _watch(cmd: list[str], run: Path, kill_after: float | None = None, during_write: bool = False, timeout=600):
+    """Run ``cmd``; with ``kill_after``, SIGKILL it that many seconds after its first metrics row
+    (``during_write``: at the first moment after that when a checkpoint temporary exists). Returns
+    (``killed``, ``killed-in-write`` or ``finished``; seconds from the first metrics row to the end)."""
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    ckpts, metrics, deadline, started = run / "checkpoints", run / "metrics.jsonl", time.time() + timeout, None
+    while proc.poll() is None and time.time() < deadline:
+        if started is None and metrics.exists() and metrics.stat().st_size:
+            started = time.time()
+        if started is not None and kill_after is not None and time.time() - started >= kill_after:
+            writing = ckpts.is_dir() and any(".tmp-" in p.name for p in ckpts.iterdir())
+            if writing or not during_write:
+                proc.send_signal(signal.SIGKILL)
+                proc.wait()
+                return ("killed-in-write" if writing else "killed"), time.time() - started
+        time.sleep(0.002)
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err[-3000:]
+    return "finished", time.time() - (started or time.time())
+
+
+def kill_and_resume(config: str, overrides: list[str], tmp: Path, kills: int, seed: int) -> list[str]:
+    """The harness (module docstring): an uninterrupted run, timed from its first metrics row; then
+    ``kills`` SIGKILLs, each at a random fraction of that span (odd ones also aimed at checkpoint
+    writes), then reruns to the end; compared bit for bit. Returns how each attempt ended."""
+    rng = random.Random(seed)
+    straight, part = tmp / "straight", tmp / "part"
+    _, span = _watch(_cmd(config, overrides, straight), straight)
+    outcomes = []
+    for i in range(kills):
+        kill_after = rng.uniform(0.05, 0.9) * span
+        outcomes.append(_watch(_cmd(config, overrides, part), part, kill_after, during_write=bool(i % 2))[0])
+        if outcomes[-1] == "finished":
+            break
+    if outcomes[-1] != "finished":
+        assert _watch(_cmd(config, overrides, part), part)[0] == "finished"
+    a, b = (load_checkpoint(latest_checkpoint(str(d / "checkpoints"))) for d in (straight, part))
+    _assert_equal(a, b)
+    assert _rows(straight) == _rows(part)
+    print(f"kill-resume {config}: {outcomes}, final checkpoint and {len(_rows(part))} metrics rows identical")
+    return outcomes
+
+
+BRIEF = [*TINY_ONLINE, "max_steps=5", "checkpoint.every=1", "eval.every=2"]
+
+
+def test_flow_sde_with_ema_survives_random_kills(tmp_path, base_model):
+    """CI's brief form: FlowGRPO (flow_sde) with an EMA, checkpointing every step, killed twice."""
+    overrides = [*BRIEF, f"policy.model={base_model}", "train.ema_decay=0.9"]
+    outcomes = kill_and_resume("configs/digits/flowgrpo.yaml", overrides, tmp_path, kills=2, seed=0)
+    assert outcomes[0] != "finished"  # at least one kill landed mid-run
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "config,extra",
+    [
+        ("configs/digits/flowgrpo_cps.yaml", []),
+        ("configs/digits/sage.yaml", ["objective.anchor_period=2"]),
+        ("configs/digits/flowgrpo.yaml", ["policy.sde_window_size=2", "train.ema_decay=0.9"]),
+    ],
+    ids=["cps", "sage-anchor", "sde-window-ema"],
+)
+@pytest.mark.parametrize("seed", [1, 2])
+def test_flow_variants_survive_random_kills(tmp_path, base_model, config, extra, seed):
+    overrides = [*BRIEF, "max_steps=6", f"policy.model={base_model}", *extra]
+    outcomes = kill_and_resume(config, overrides, tmp_path, kills=4, seed=seed)
+    assert outcomes[0] != "finished"
+
+
+@pytest.mark.slow
+def test_vlm_grpo_with_variance_aware_sampling_survives_random_kills(tmp_path):
+    """The VLM path (token actions): GRPO with MMR1's variance-aware sampling from a 3-step SFT model."""
+    sft = tmp_path / "sft"
+    sft_overrides = [f"output_dir={sft / 'run'}", "max_steps=3", "train.batch_size=8", "train.warmup_steps=1"]
+    sft_overrides += ["eval.every=0", "eval.num_questions=4", "checkpoint.every=0", "log.progress_bar=false"]
+    from genrl.config import SFTConfig, load_config, save_config
+
+    sft.mkdir()
+    save_config(load_config(SFTConfig, str(ROOT / "configs/digit_sum/sft.yaml"), sft_overrides), str(sft / "sft.yaml"))
+    overrides = [f"policy.model=sft:{sft / 'sft.yaml'}", "max_steps=4", "rollout.prompts_per_step=4"]
+    overrides += ["rollout.group_size=4", "rollout.batch_size=16", "train.batch_size=8", "eval.every=2"]
+    overrides += ["eval.num_questions=6", "checkpoint.every=1", "log.progress_bar=false", "rollout.sampler=vas"]
+    overrides += ["rollout.vas.update_every=1"]
+    outcomes = kill_and_resume("configs/digit_sum/grpo.yaml", overrides, tmp_path / "rl", kills=3, seed=0)
+    assert outcomes[0] != "finished"
