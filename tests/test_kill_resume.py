@@ -152,3 +152,34 @@ def test_vlm_grpo_with_variance_aware_sampling_survives_random_kills(tmp_path):
     overrides += ["rollout.vas.update_every=1"]
     outcomes = kill_and_resume("configs/digit_sum/grpo.yaml", overrides, tmp_path / "rl", kills=3, seed=0)
     assert outcomes[0] != "finished"
+
+
+@pytest.mark.slow
+def test_diffusion_ddim_policy_survives_random_kills(tmp_path):
+    """The epsilon-prediction diffusion policy (DDPO's DDIM step) on a tiny real StableDiffusionPipeline
+    saved to disk, rewarded by JPEG compressibility, prompts from a file."""
+    from test_diffusion_policy import PROMPTS, SIZE, build
+
+    build().save_pretrained(tmp_path / "sd")
+    (tmp_path / "prompts.txt").write_text("\n".join(PROMPTS) + "\n")
+    config = tmp_path / "ddpo.yaml"
+    config.write_text(
+        f"""trainer: online
+seed: 0
+task: prompts
+max_steps: 5
+data: {{train_files: [{tmp_path / "prompts.txt"}]}}
+policy:
+  {{name: diffusion, model: {tmp_path / "sd"}, sde: ddim, eta: 1.0, num_steps: 4, guidance_scale: 1.0,
+   height: {SIZE}, width: {SIZE}, lora: {{rank: 4, alpha: 4.0, target_modules: [to_q, to_k, to_v, to_out.0]}}}}
+rollout: {{prompts_per_step: 2, group_size: 4, batch_size: 8}}
+rewards: {{jpeg_compressibility: 1.0}}
+objective: {{name: grpo, clip_range: 1.0e-4, beta: 0.0}}
+train: {{lr: 1.0e-3, batch_size: 4, ema_decay: 0.9}}
+eval: {{every: 2, seeds_per_prompt: 2, num_steps: 4}}
+checkpoint: {{every: 1}}
+log: {{progress_bar: false}}
+"""
+    )
+    outcomes = kill_and_resume(str(config), [], tmp_path / "rl", kills=3, seed=0)
+    assert outcomes[0] != "finished"
