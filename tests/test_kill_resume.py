@@ -22,7 +22,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import TINY_ONLINE
+from conftest import TINY_ONLINE, TINY_PREFERENCE
 
 from genrl.checkpoint import latest_checkpoint, load_checkpoint
 
@@ -182,4 +182,16 @@ log: {{progress_bar: false}}
 """
     )
     outcomes = kill_and_resume(str(config), [], tmp_path / "rl", kills=3, seed=0)
+    assert outcomes[0] != "finished"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_seppo_preference_trainer_survives_random_kills(tmp_path, base_model, storage):
+    """SePPO (the preference trainer) with random checkpoint replay: its pool of reference snapshots
+    (in the checkpoint, or as files beside it) survives kills."""
+    overrides = [*TINY_PREFERENCE, "max_steps=6", "checkpoint.every=1", f"policy.model={base_model}"]
+    outcomes = kill_and_resume(
+        "configs/digits/seppo.yaml", [*overrides, f"reference.storage={storage}"], tmp_path, kills=3, seed=0
+    )
     assert outcomes[0] != "finished"

@@ -325,6 +325,24 @@ def test_an_output_dir_that_is_a_file_is_refused_before_anything_loads(tmp_path,
     assert f"{taken} is a file" in line
 
 
+def test_a_read_only_output_dir_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):
+    """A folder on a read-only mount: the kernel's access() says not writable, even to root (chmod
+    cannot make a folder read-only for root, so the mount's answer is injected here)."""
+    import genrl.trainers.common as common
+
+    frozen = tmp_path / "frozen"
+    frozen.mkdir()
+    (frozen / "old.txt").write_text("kept\n")
+    real_access = os.access
+    monkeypatch.setattr(
+        common.os, "access", lambda p, mode: False if str(p).startswith(str(frozen)) else real_access(p, mode)
+    )
+    for out in (frozen, frozen / "run"):
+        line = _one_line_error(capsys, cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={out}"]))
+        assert f"{frozen} is not writable" in line and f"output_dir='{out}'" in line
+    assert sorted(p.name for p in frozen.iterdir()) == ["old.txt"]  # nothing written
+
+
 def test_a_missing_sft_config_names_its_path(tmp_path, capsys):
     overrides = [f"output_dir={tmp_path / 'run'}", "policy.model=sft:/no/such/sft.yaml"]
     line = _one_line_error(capsys, cli_main(["train", "configs/digit_sum/grpo.yaml", *overrides]))
