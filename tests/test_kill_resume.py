@@ -5,8 +5,8 @@ time after the first metrics row; or, where it catches one, while a checkpoint's
 being written: the subprocess's ``torch.save`` is slowed so that writes can be caught), reruns the same command until it finishes, and compares with an uninterrupted run:
 every tensor of the final checkpoint (weights, optimizer, EMA, anchor, sampler state: whatever the
 run saves) equal, and the metrics rows equal apart from wall-clock times. A SIGKILL leaves no chance to
-clean up, so this checks what the atomic writes and the resume logic promise. One flow variant runs in
-CI; the others are ``slow``.
+clean up, so this checks what the atomic writes and the resume logic promise. One flow variant is
+unmarked; the others are ``slow`` (the full suite, CI's, runs them all).
 """
 
 from __future__ import annotations
