@@ -11,7 +11,6 @@ unmarked; the others are ``slow`` (the full suite, CI's, runs them all).
 
 from __future__ import annotations
 
-import json
 import os
 import random
 import signal
@@ -21,8 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-import torch
-from conftest import TINY_ONLINE, TINY_PREFERENCE
+from conftest import TINY_ONLINE, TINY_PREFERENCE, assert_same_state, metrics_rows
 
 from genrl.checkpoint import latest_checkpoint, load_checkpoint
 
@@ -41,29 +39,6 @@ LAUNCH = (
 
 def _cmd(config: str, overrides: list[str], out: Path) -> list[str]:
     return [sys.executable, "-c", LAUNCH, "train", config, *overrides, f"output_dir={out}"]
-
-
-def _rows(run: Path) -> list[dict]:
-    rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
-    return [{k: v for k, v in r.items() if not k.startswith("time/")} for r in rows]
-
-
-def _assert_equal(a, b, path: str = "state") -> None:
-    """Recursive bit-for-bit equality of two loaded checkpoints (tensors with ``torch.equal``)."""
-    if isinstance(a, torch.Tensor):
-        assert isinstance(b, torch.Tensor) and a.dtype == b.dtype and a.shape == b.shape, path
-        same = torch.equal(a, b) or (a.is_floating_point() and torch.allclose(a, b, rtol=0, atol=0, equal_nan=True))
-        assert same, path  # bit for bit; NaN (e.g. an item never scored) equals NaN
-    elif isinstance(a, dict):
-        assert isinstance(b, dict) and a.keys() == b.keys(), f"{path}: {sorted(a)} != {sorted(b)}"
-        for k in a:
-            _assert_equal(a[k], b[k], f"{path}.{k}")
-    elif isinstance(a, (list, tuple)):
-        assert isinstance(b, (list, tuple)) and len(a) == len(b), path
-        for i, (x, y) in enumerate(zip(a, b)):
-            _assert_equal(x, y, f"{path}[{i}]")
-    else:
-        assert a == b, f"{path}: {a!r} != {b!r}"
 
 
 def _watch(cmd: list[str], run: Path, kill_after: float | None = None, during_write: bool = False, timeout=600):
@@ -103,9 +78,9 @@ def kill_and_resume(config: str, overrides: list[str], tmp: Path, kills: int, se
     if outcomes[-1] != "finished":
         assert _watch(_cmd(config, overrides, part), part)[0] == "finished"
     a, b = (load_checkpoint(latest_checkpoint(str(d / "checkpoints"))) for d in (straight, part))
-    _assert_equal(a, b)
-    assert _rows(straight) == _rows(part)
-    print(f"kill-resume {config}: {outcomes}, final checkpoint and {len(_rows(part))} metrics rows identical")
+    assert_same_state(a, b)
+    assert metrics_rows(straight) == metrics_rows(part)
+    print(f"kill-resume {config}: {outcomes}, final checkpoint and {len(metrics_rows(part))} metrics rows identical")
     return outcomes
 
 
