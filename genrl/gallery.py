@@ -3,15 +3,17 @@
     genrl gallery runs/a runs/b --out gallery/NAME [--seeds-per-prompt 4] [--prompts "..." ...]
 
 For every prompt, the base model's samples and each run's final samples on the same fixed
-seeds (the ODE sampler of evaluation, ``policy.sample``), one column per model, each image
-annotated with its rewards: every run's rewards and the task's evaluation judges (digits:
-the proxy ``digits`` and the gold ``digits_gold``). Writes into ``--out``:
+seeds (the ODE sampler of evaluation, ``policy.sample``), one column per model, every sample
+scored by every run's rewards and the task's evaluation judges (digits: the proxy ``digits``
+and the gold ``digits_gold``). Writes into ``--out``:
 
-* ``index.html`` (relative links only; opens from disk, no server);
-* ``images/prompt-XXX.png``: one grid per prompt (rows = seeds, columns = base + runs);
-  videos (samples ``[B, F, C, H, W]``) give an animated ``.gif`` (or ``.webp``) in the same layout;
+* ``index.html`` (``genrl.gallery_page``: curves on top, then a prompt x run table of large
+  samples with a score badge and every score on hover, sorting and filtering controls; relative
+  links only, opens from disk, no server);
+* ``images/pJJJ-cK-sS.png``: prompt ``JJJ``, column ``K``, seed ``S``, upscaled with nearest
+  neighbours; videos (samples ``[B, F, C, H, W]``) give a looping ``.gif`` (or ``.webp``);
 * ``curves.png``: training reward and evaluation metrics against steps (from ``metrics.jsonl``);
-* ``configs/<run>.yaml``: each run's config; ``gallery.json``: every score, per image.
+* ``configs/<run>.yaml``: each run's config; ``gallery.json``: every score and file, per sample.
 
 The base column is the first run's model before training (a freshly built policy: LoRA
 adapters start at zero, full fine-tuning starts from the base weights). A run's final weights
@@ -29,13 +31,13 @@ import os
 import shutil
 
 import torch
-from PIL import Image, ImageDraw, ImageFont
 
 from genrl.evaluation import save_animation, to_pil
+from genrl.gallery_page import render_page
 from genrl.io import atomic_file
 from genrl.run_dir import RunDirError, check_run, load_final_weights, load_run_config
 
-MIN_SIDE = 96  # small images (8x8 digits) are upscaled with nearest neighbours to at least this
+SAMPLE_SIDE = 128  # samples are upscaled with nearest neighbours to at least this many pixels a side
 
 
 class GalleryError(ValueError):
@@ -67,60 +69,17 @@ def _sample(policy, prompts, seeds, num_steps, guidance_scale, batch_size, bar) 
     return torch.cat(parts)  # [N, C, H, W] or [N, F, C, H, W]
 
 
-def _font(size: int = 12):
-    try:
-        return ImageFont.load_default(size=size)
-    except TypeError:  # Pillow without FreeType: the fixed bitmap font
-        return ImageFont.load_default()
-
-
-def _fmt(v: float) -> str:
-    return "n/a" if not math.isfinite(v) else f"{v:.3f}"
-
-
-def compose(columns: list[torch.Tensor], headers: list[str], notes: list[list[str]]) -> list[Image.Image]:
-    """One grid: ``columns[c]`` holds the images ``[S, C, H, W]`` (or videos ``[S, F, C, H, W]``)
-    of one model, one row per seed; ``notes[c][s]`` is the text under each image. Returns its
-    frames (one for images; a video's frames, the shorter ones holding their last frame)."""
-    video = columns[0].dim() == 5
-    h, w = columns[0].shape[-2:]
-    up = max(1, math.ceil(MIN_SIDE / min(h, w)))
-    font, pad, line = _font(), 6, 15
-    probe = ImageDraw.Draw(Image.new("RGB", (1, 1)))
-    text_w = max(probe.textlength(t, font=font) for col in notes for n in col for t in n.split("\n"))
-    head_w = max(probe.textlength(t, font=font) for t in headers)
-    cell_w = int(max(w * up, text_w, head_w)) + 2 * pad
-    n_lines = max(n.count("\n") + 1 for col in notes for n in col)
-    cell_h = h * up + n_lines * line + 3 * pad + 2
-    rows, head_h = columns[0].shape[0], line + 2 * pad
-    n_frames = max(c.shape[1] for c in columns) if video else 1
-    frames = []
-    for f in range(n_frames):
-        canvas = Image.new("RGB", (cell_w * len(columns), head_h + cell_h * rows), "white")
-        draw = ImageDraw.Draw(canvas)
-        for c, (images, header) in enumerate(zip(columns, headers)):
-            x0 = c * cell_w
-            draw.text((x0 + pad, pad), header, fill="black", font=font)
-            for r in range(rows):
-                img = images[r, min(f, images.shape[1] - 1)] if video else images[r]
-                y0 = head_h + r * cell_h
-                canvas.paste(to_pil(img, up), (x0 + (cell_w - w * up) // 2, y0 + pad))
-                draw.multiline_text(
-                    (x0 + pad, y0 + pad + h * up + 2), notes[c][r], fill="black", font=font, spacing=line - 12
-                )
-            if c:
-                draw.line([(x0, 0), (x0, canvas.height)], fill=(200, 200, 200))
-        frames.append(canvas)
-    return frames
-
-
-def save_frames(frames: list[Image.Image], path_stem: str, video_format: str = "gif", fps: int = 8) -> str:
-    """A PNG for one frame, else an animated GIF/WebP (looping); returns the file's path."""
-    if len(frames) == 1:
-        frames[0].save(path_stem + ".png")
+def save_sample(sample: torch.Tensor, path_stem: str, video_format: str = "gif", fps: int = 8) -> str:
+    """One sample, nearest-neighbour upscaled so its shorter side is at least ``SAMPLE_SIDE`` pixels: an
+    image ``[C, H, W]`` -> ``path_stem.png``; a video ``[F, C, H, W]`` -> a looping animated
+    ``.gif`` / ``.webp``. Returns the file's path."""
+    h, w = sample.shape[-2:]
+    up = max(1, math.ceil(SAMPLE_SIDE / min(h, w)))
+    if sample.dim() == 3:
+        to_pil(sample, up).save(path_stem + ".png")
         return path_stem + ".png"
     path = f"{path_stem}.{video_format}"
-    save_animation(frames, path, fps)
+    save_animation([to_pil(frame, up) for frame in sample], path, fps)
     return path
 
 
@@ -146,9 +105,9 @@ def plot_curves(run_dirs: list[str], labels: list[str], path: str) -> bool:
     if not series:
         return False
     keys = sorted(series, key=lambda k: (not k.startswith("reward/"), k))
-    ncols = min(3, len(keys))
+    ncols = min(4, len(keys))
     nrows = math.ceil(len(keys) / ncols)
-    fig, axes = plt.subplots(nrows, ncols, figsize=(4.2 * ncols, 3.2 * nrows), squeeze=False)
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3.4 * ncols, 2.4 * nrows), squeeze=False)
     for ax, key in zip(axes.flat, keys):
         for label, (steps, values) in series[key].items():
             ax.plot(steps, values, marker="o" if len(steps) < 30 else None, markersize=3, label=label)
@@ -161,58 +120,6 @@ def plot_curves(run_dirs: list[str], labels: list[str], path: str) -> bool:
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return True
-
-
-def _page(title, runs, columns, summary, sections, curves: bool) -> str:
-    e = html.escape
-    keys = sorted({k for s in summary.values() for k in s})
-    out = [
-        f"<!doctype html><html><head><meta charset='utf-8'><title>{e(title)}</title><style>"
-        "body{font-family:sans-serif;margin:20px;max-width:1600px}img{max-width:100%;image-rendering:pixelated}"
-        "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:left}"
-        "pre{background:#f6f6f6;padding:8px;overflow:auto;max-height:400px}"
-        ".grids{display:flex;flex-wrap:wrap;gap:16px}figure{margin:0}figcaption{font-weight:bold;margin:4px 0}</style></head><body>",
-        f"<h1>{e(title)}</h1>",
-        "<h2>Runs</h2><table><tr><th>column</th><th>run directory</th><th>weights</th>"
-        "<th>sampling</th><th>config</th></tr>",
-    ]
-    for r in runs:
-        out.append(
-            f"<tr><td>{e(r['label'])}</td><td>{e(r['dir'])}</td><td>{e(r['weights'])}</td>"
-            f"<td>{e(r['sampling'])}</td><td>{r['config_link']}</td></tr>"
-        )
-    out.append(
-        "</table><h2>Mean scores of the gallery's samples</h2><table><tr><th>metric</th>"
-        + "".join(f"<th>{e(c)}</th>" for c in columns)
-        + "</tr>"
-    )
-    for k in keys:
-        out.append(
-            f"<tr><td>{e(k)}</td>"
-            + "".join(f"<td>{_fmt(summary[c].get(k, float('nan')))}</td>" for c in columns)
-            + "</tr>"
-        )
-    out.append("</table>")
-    out.append(
-        "<h2>Samples</h2><p>Rows: seeds; columns: " + e(", ".join(columns)) + ". Every image is scored by "
-        "the runs' rewards and the task's judges.</p>"
-    )
-    out.append("<div class='grids'>")
-    for prompt, src in sections:
-        out.append(f"<figure><figcaption>{e(prompt)}</figcaption><img src='{e(src)}' alt='{e(prompt)}'></figure>")
-    out.append("</div>")
-    if curves:
-        out.append("<h2>Training curves</h2><img src='curves.png' alt='training curves'>")
-    out.append("<h2>Configs</h2>")
-    for r in runs:
-        if r.get("config_text") is not None:
-            out.append(f"<details><summary>{e(r['label'])}</summary><pre>{e(r['config_text'])}</pre></details>")
-    out.append(
-        "<script>window.addEventListener('load',function(){var i=Array.from(document.images);"
-        "document.body.dataset.imagesTotal=i.length;document.body.dataset.imagesLoaded="
-        "i.filter(function(x){return x.complete&&x.naturalWidth>0}).length;});</script></body></html>"
-    )
-    return "\n".join(out)
 
 
 def make_gallery(
@@ -332,25 +239,28 @@ def make_gallery(
                 pass
 
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
-    sections, record = [], {"columns": columns, "seeds": list(range(seeds_per_prompt)), "prompts": []}
+    page_prompts, record = [], {"columns": columns, "seeds": list(range(seeds_per_prompt)), "prompts": []}
     for j, prompt in enumerate(prompts):
-        idx = list(range(j * seeds_per_prompt, (j + 1) * seeds_per_prompt))
-        notes = [
-            [
-                f"seed {seeds[n]}\n" + "\n".join(f"{k} {_fmt(float(scores[c][k][n]))}" for k in sorted(scores[c]))
-                for n in idx
-            ]
-            for c in columns
-        ]
-        frames = compose([images[c][idx] for c in columns], columns, notes)
-        path = save_frames(frames, os.path.join(out_dir, "images", f"prompt-{j:03d}"), video_format)
-        src = os.path.relpath(path, out_dir).replace(os.sep, "/")
-        sections.append((prompt, src))
+        idx = range(j * seeds_per_prompt, (j + 1) * seeds_per_prompt)
+        cells = {c: [] for c in columns}
+        for k, c in enumerate(columns):  # files are named by column index: labels may hold any character
+            for n in idx:
+                path = save_sample(
+                    images[c][n], os.path.join(out_dir, "images", f"p{j:03d}-c{k}-s{seeds[n]}"), video_format
+                )
+                cells[c].append(
+                    {
+                        "src": os.path.relpath(path, out_dir).replace(os.sep, "/"),
+                        "seed": seeds[n],
+                        "scores": {key: float(scores[c][key][n]) for key in scores[c]},
+                    }
+                )
+        page_prompts.append({"prompt": prompt, "cells": cells})
         record["prompts"].append(
             {
                 "prompt": prompt,
-                "file": src,
-                "scores": {c: [{k: float(scores[c][k][n]) for k in scores[c]} for n in idx] for c in columns},
+                "files": {c: [s["src"] for s in cells[c]] for c in columns},
+                "scores": {c: [s["scores"] for s in cells[c]] for c in columns},
             }
         )
     curves = plot_curves(run_dirs, labels, os.path.join(out_dir, "curves.png"))
@@ -361,5 +271,5 @@ def make_gallery(
     title = "genrl gallery: " + ", ".join(labels)
     index = os.path.join(out_dir, "index.html")
     with atomic_file(index) as f:
-        f.write(_page(title, run_info, columns, summary, sections, curves))
+        f.write(render_page(title, run_info, columns, summary, page_prompts, curves))
     return index

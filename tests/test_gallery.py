@@ -1,5 +1,5 @@
-"""``genrl gallery``: two tiny digits runs -> index.html with scored sample grids, curves and configs,
-rendered in headless Chromium."""
+"""``genrl gallery``: two tiny digits runs -> index.html with large scored samples, curves and configs,
+rendered in headless Chromium, its sorting and filtering controls driven through the URL fragment."""
 
 import json
 import math
@@ -17,7 +17,8 @@ from PIL import Image
 
 from genrl.cli import main
 from genrl.config import OnlineConfig, load_config
-from genrl.gallery import compose, save_frames
+from genrl.gallery import SAMPLE_SIDE, save_sample
+from genrl.gallery_page import fmt
 from genrl.tasks.digits import pretrain
 from genrl.trainers.online import train
 
@@ -61,7 +62,11 @@ class _Images(HTMLParser):
 
 
 def _chromium(page, tmp_path, *args):
-    cmd = [
+    return subprocess.run(_chromium_cmd(page, tmp_path, *args), capture_output=True, text=True, timeout=180)
+
+
+def _chromium_cmd(page, tmp_path, *args):
+    return [
         CHROMIUM,
         "--headless",
         "--no-sandbox",
@@ -75,7 +80,6 @@ def _chromium(page, tmp_path, *args):
         *args,
         page.as_uri(),
     ]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=180)
 
 
 def _eval_rewards(run, step):
@@ -93,13 +97,15 @@ def test_gallery_page_shows_base_and_final_samples_scored(runs, tmp_path, capsys
     text = page.read_text()
     parser = _Images()
     parser.feed(text)
-    assert len(parser.srcs) == 1 + 10  # curves + one grid per digit prompt
+    assert parser.srcs[0] == "curves.png"  # the curves on top
+    assert len(parser.srcs) == 1 + 10 * 3 * 2  # curves + one image per digit prompt x column x seed
     for src in parser.srcs:
         assert not os.path.isabs(src) and "://" not in src, src
         path = out / src
         assert path.is_file() and path.resolve().is_relative_to(out.resolve()), src
-        with Image.open(path) as im:
-            assert im.width >= 3 * 96 and im.height >= 2 * 96  # 3 columns (base, ema, plain) x 2 seeds, upscaled
+        if src != "curves.png":
+            with Image.open(path) as im:
+                assert min(im.size) >= SAMPLE_SIDE  # 8x8 digits, shown large
     assert (out / "curves.png").stat().st_size > 5000
     assert load_config(OnlineConfig, str(out / "configs" / "ema.yaml")).train.ema_decay == 0.9
     assert (out / "configs" / "plain.yaml").is_file()
@@ -126,13 +132,52 @@ def test_gallery_page_shows_base_and_final_samples_scored(runs, tmp_path, capsys
     assert shot.is_file(), proc.stderr[-2000:]
     with Image.open(shot) as im:
         assert im.size == (1200, 900) and len(np.unique(np.asarray(im.convert("L")))) > 10  # not a blank page
-    proc = _chromium(page, tmp_path, "--virtual-time-budget=5000", "--dump-dom")
+    dom = _dom(page, tmp_path)
+    assert int(dom["total"]) == len(parser.srcs) and int(dom["loaded"]) == int(dom["total"])
+    assert dom["rows"] == [(j, False) for j in range(10)]  # no fragment: prompt order, all shown
+
+    # the controls, driven through the URL fragment the page keeps its state in, against the
+    # order computed here from gallery.json
+    def mean(column, j, key):
+        return float(np.mean([s[key] for s in record["prompts"][j]["scores"][column]]))
+
+    for column, order in (("ema", "desc"), ("base", "asc")):
+        want = sorted(
+            range(10),
+            key=lambda j: (-mean(column, j, "digits_gold") if order == "desc" else mean(column, j, "digits_gold"), j),
+        )
+        dom = _dom(page, tmp_path, f"sort=digits_gold&by={column}&order={order}&badge=digits")
+        assert [j for j, _ in dom["rows"]] == want, (column, order)
+        first = record["prompts"][want[0]]["scores"]
+        assert dom["badges"][0] == fmt(first["base"][0]["digits"])  # the badge shows the chosen score
+    runs_by = sorted(["ema", "plain"], key=lambda c: -record["summary"][c]["digits"])
+    dom = _dom(page, tmp_path, "cols=digits&filter=SEVEN")
+    assert dom["columns"] == ["base", *runs_by]  # base stays first
+    seven = [p["prompt"] for p in record["prompts"]].index("a handwritten digit seven")
+    assert [j for j, hidden in dom["rows"] if not hidden] == [seven]  # case-insensitive substring
+
+
+def _dom(page, tmp_path, fragment=""):
+    """The page after its scripts ran in headless Chromium (with ``#fragment``): the rows' prompt
+    indices in display order with their hidden flags, the column order, the badges' texts, and the
+    loaded-image counts."""
+    url = page.as_uri() + ("#" + fragment if fragment else "")
+    cmd = [
+        a if a != page.as_uri() else url
+        for a in _chromium_cmd(page, tmp_path, "--virtual-time-budget=5000", "--dump-dom")
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     body = re.search(r"<body[^>]*>", proc.stdout)
     assert body, proc.stderr[-2000:]
-    loaded = re.search(r'data-images-loaded="(\d+)"', body.group(0))
-    total = re.search(r'data-images-total="(\d+)"', body.group(0))
-    assert loaded and total, body.group(0)
-    assert int(total.group(1)) == len(parser.srcs) and int(loaded.group(1)) == int(total.group(1))
+    grid = proc.stdout[proc.stdout.index('<table class="grid">') :]
+    grid = grid[: grid.index("</table>")]
+    return {
+        "loaded": re.search(r'data-images-loaded="(\d+)"', body.group(0)).group(1),
+        "total": re.search(r'data-images-total="(\d+)"', body.group(0)).group(1),
+        "rows": [(int(m.group(1)), "hidden" in m.group(0)) for m in re.finditer(r'<tr data-p="(\d+)"[^>]*>', grid)],
+        "columns": re.findall(r'<th data-c="([^"]+)"', grid),
+        "badges": re.findall(r'<span class="badge"[^>]*>([^<]*)</span>', grid),
+    }
 
 
 def test_gallery_prompt_override_is_capped_and_tolerates_unscorable_prompts(runs, tmp_path):
@@ -160,7 +205,7 @@ def test_gallery_prompt_override_is_capped_and_tolerates_unscorable_prompts(runs
         )
     record = json.loads((out / "gallery.json").read_text())
     assert [p["prompt"] for p in record["prompts"]] == ["a handwritten digit three", "a cat"]
-    assert sorted(os.listdir(out / "images")) == ["prompt-000.png", "prompt-001.png"]
+    assert sorted(os.listdir(out / "images")) == [f"p00{j}-c{k}-s0.png" for j in (0, 1) for k in (0, 1)]
     assert math.isnan(record["prompts"][1]["scores"]["base"][0]["digits"])
     assert 0 <= record["prompts"][0]["scores"]["plain"][0]["digits"] <= 1
 
@@ -180,22 +225,17 @@ def test_gallery_rejects_folders_that_are_not_runs(runs, tmp_path, capsys):
     assert not (tmp_path / "g").exists()  # checked before any work
 
 
-@pytest.mark.parametrize("fmt", ["gif", "webp"])
-def test_video_grids_animate_with_the_same_layout(tmp_path, fmt):
-    if fmt == "webp":
+@pytest.mark.parametrize("video_format", ["gif", "webp"])
+def test_video_samples_animate_upscaled(tmp_path, video_format):
+    if video_format == "webp":
         from PIL import features
 
         if not features.check("webp"):
             pytest.skip("this Pillow has no WebP support")
-    videos = [
-        torch.rand(2, 5, 3, 16, 16),
-        torch.rand(2, 3, 3, 16, 16),
-    ]  # [S, F, C, H, W]; shorter one holds its last frame
-    frames = compose(videos, ["base", "run"], [["seed 0\nclip 0.5", "seed 1\nclip 0.25"]] * 2)
-    path = save_frames(frames, str(tmp_path / "prompt-000"), fmt)
-    assert path.endswith("." + fmt)
+    path = save_sample(torch.rand(5, 3, 16, 16), str(tmp_path / "p000-c0-s0"), video_format)  # [F, C, H, W]
+    assert path.endswith("." + video_format)
     with Image.open(path) as im:
-        assert im.n_frames == 5 and im.is_animated
-        assert im.width >= 2 * 96 and im.height >= 2 * 96
-    single = compose([torch.rand(2, 1, 8, 8)], ["base"], [["a", "b"]])
-    assert len(single) == 1 and save_frames(single, str(tmp_path / "img")).endswith(".png")
+        assert im.n_frames == 5 and im.is_animated and im.size == (SAMPLE_SIDE, SAMPLE_SIDE)
+    path = save_sample(torch.rand(1, 8, 6), str(tmp_path / "img"))  # [C, H, W]: 6 wide -> x22
+    with Image.open(path) as im:
+        assert path.endswith(".png") and im.size == (22 * 6, 22 * 8)
