@@ -230,13 +230,21 @@ def build_model(
     vision_depth: int = 1,
     vision_width: int = 32,
     max_position_embeddings: int = 128,
+    hidden_size: int = 64,
+    num_layers: int = 2,
 ) -> "Qwen2VLForConditionalGeneration":
-    """A tiny real ``Qwen2VLForConditionalGeneration`` (~200k parameters, random weights).
+    """A tiny real ``Qwen2VLForConditionalGeneration`` (~200k parameters at the defaults, random weights).
 
-    Text: 2 layers, hidden 64, 4 heads x 16 (2 KV heads), MLP 256, M-RoPE sections [2, 3, 3].
-    Vision: ``vision_depth`` blocks (1), width ``vision_width`` (32), 2 heads, patch 14, merge 2 ->
-    hidden 64. The special tokens' ids are those of :func:`build_tokenizer` whatever its words.
+    Text: ``num_layers`` layers (2), ``hidden_size`` (64, a multiple of 32) in heads of 16 (half as many
+    KV heads), MLP 4 x hidden, M-RoPE sections [2, 3, 3]. Vision: ``vision_depth`` blocks (1), width
+    ``vision_width`` (32), 2 heads, patch 14, merge 2 -> ``hidden_size``. The special tokens' ids are
+    those of :func:`build_tokenizer` whatever its words. Raises ``ValueError`` for a hidden size that
+    is not a multiple of 32.
     """
+    if hidden_size % 32:
+        raise ValueError(
+            f"hidden_size must be a multiple of 32 (heads of 16, half as many KV heads), got {hidden_size}"
+        )
     from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration
 
     tok = build_tokenizer()
@@ -244,11 +252,11 @@ def build_model(
     config = Qwen2VLConfig(
         text_config={
             "vocab_size": vocab_size or len(tok),
-            "hidden_size": 64,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "num_key_value_heads": 2,
+            "hidden_size": hidden_size,
+            "intermediate_size": 4 * hidden_size,
+            "num_hidden_layers": num_layers,
+            "num_attention_heads": hidden_size // 16,
+            "num_key_value_heads": hidden_size // 32,
             "max_position_embeddings": max_position_embeddings,
             "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
             "bos_token_id": ids[IM_START],
@@ -259,7 +267,7 @@ def build_model(
         vision_config={
             "depth": vision_depth,
             "embed_dim": vision_width,
-            "hidden_size": 64,  # output of the patch merger = text hidden size
+            "hidden_size": hidden_size,  # output of the patch merger = text hidden size
             "mlp_ratio": 2,
             "num_heads": 2,
             "in_channels": 3,
