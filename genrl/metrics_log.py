@@ -1,21 +1,129 @@
-"""Per-step metrics: ``metrics.jsonl`` (one JSON object per line) and TensorBoard (``tb/``)."""
+"""Per-step metrics: ``metrics.jsonl`` (one JSON object per line, always written: the source of truth)
+and the experiment trackers of ``log.report_to`` (TensorBoard under ``tb/``, Weights & Biases under
+``wandb/``, trackio, MLflow, ...) through accelerate's tracker classes (``accelerate.tracking``), which
+hold each tracker's own API; with the evaluation's grid and first samples as tracker media."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
+import shutil
+import warnings
+from typing import Any, Callable, Optional, Sequence
 
 from genrl.io import atomic_file
 
 
-class MetricsLogger:
-    """Appends ``{"step": s, ...}`` rows. On resume from step ``start`` it first drops rows
-    logged after ``start`` by the interrupted run (TensorBoard: ``purge_step``), so the logs read
-    as one clean run; a run that starts over (``start == 0``) removes the earlier run's
-    ``metrics.jsonl`` and TensorBoard event files."""
+def flat_config(cfg: Any) -> dict[str, Any]:
+    """A config (dataclass) as ``{"section.key": value}`` with scalar values (lists as JSON text, ``None``
+    as ``"null"``): what every tracker's ``store_init_configuration`` accepts (TensorBoard's hparams take
+    only ``bool``, ``str``, ``int``, ``float``)."""
+    out: dict[str, Any] = {}
 
-    def __init__(self, run_dir: str, start: int = 0, tensorboard: bool = True):
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict):
+            for k, v in value.items():
+                walk(f"{prefix}.{k}" if prefix else str(k), v)
+        elif isinstance(value, (bool, int, float, str)):
+            out[prefix] = value
+        else:
+            out[prefix] = json.dumps(value)
+
+    walk("", dataclasses.asdict(cfg) if dataclasses.is_dataclass(cfg) else dict(cfg))
+    return out
+
+
+def _tensorboard(run_dir: str, project: str, run_name: str, start: int):
+    from accelerate.tracking import TensorBoardTracker
+
+    # output_dir/tb as before; on resume the events after `start` are purged (they read as one run)
+    return TensorBoardTracker("tb", run_dir, purge_step=start + 1 if start else None)
+
+
+def _wandb(run_dir: str, project: str, run_name: str, start: int):
+    from accelerate.tracking import WandBTracker
+
+    return WandBTracker(project, name=run_name, dir=run_dir)
+
+
+def _generic(name: str) -> Callable:
+    def build(run_dir: str, project: str, run_name: str, start: int):
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+        cls = LOGGER_TYPE_TO_CLASS[name]
+        if cls.requires_logging_directory:
+            return cls(project, os.path.join(run_dir, name))
+        return cls(project)
+
+    return build
+
+
+# How each tracker is opened: where it writes and its run's name. A tracker not listed here is opened
+# with accelerate's defaults (the project as its run name, output_dir/<name> when it needs a folder).
+TRACKERS: dict[str, Callable] = {"tensorboard": _tensorboard, "wandb": _wandb}
+
+
+def _tensorboard_media(tracker, step: int, grid: Optional[str], samples: list[tuple[str, str]]) -> None:
+    import numpy as np
+    from PIL import Image
+
+    if grid is not None:  # the grid only: TensorBoard's add_video needs moviepy
+        tracker.writer.add_image("eval/grid", np.asarray(Image.open(grid).convert("RGB")), step, dataformats="HWC")
+        tracker.writer.flush()
+
+
+def _wandb_media(tracker, step: int, grid: Optional[str], samples: list[tuple[str, str]]) -> None:
+    import wandb
+
+    media = {"eval/grid": wandb.Image(grid)} if grid is not None else {}
+    if samples:
+        media["eval/samples"] = [
+            wandb.Video(path, caption=caption, format="gif")
+            if path.endswith(".gif")
+            else wandb.Image(path, caption=caption)
+            for path, caption in samples
+        ]
+    if media:
+        tracker.run.log(media, step=step)
+
+
+# Trackers that receive evaluation media, and how; the others receive the scalars only.
+MEDIA: dict[str, Callable] = {"tensorboard": _tensorboard_media, "wandb": _wandb_media}
+
+
+class MetricsLogger:
+    """Appends ``{"step": s, ...}`` rows to ``metrics.jsonl`` and sends every finite scalar to each
+    tracker of ``report_to`` (accelerate's names, ``log.report_to``), the run's ``config`` once when
+    the trackers open.
+
+    On resume from step ``start`` it first drops the rows logged after ``start`` by the interrupted
+    run (TensorBoard: ``purge_step``), so the logs read as one clean run; a run that starts over
+    (``start == 0``) removes the earlier run's ``metrics.jsonl`` and TensorBoard folder. Other
+    trackers keep what they received: a resumed job opens a new run there (its history restarts at
+    ``start + 1``); ``metrics.jsonl`` is the record to compare runs by.
+
+    Needs accelerate's state (``Accelerator`` or ``PartialState``) when ``report_to`` is not empty, as
+    every trainer has. Raises ``ValueError`` for a tracker accelerate does not know.
+    """
+
+    def __init__(
+        self,
+        run_dir: str,
+        start: int = 0,
+        report_to: Sequence[str] = ("tensorboard",),
+        project: str = "genrl",
+        run_name: Optional[str] = None,
+        config: Any = None,
+        media_samples: int = 8,
+    ):
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
+
+        for name in report_to:
+            if name not in LOGGER_TYPE_TO_CLASS:
+                raise ValueError(f"log.report_to: unknown tracker {name!r} (one of {sorted(LOGGER_TYPE_TO_CLASS)})")
+        self.run_dir, self.media_samples = run_dir, media_samples
         self.path = os.path.join(run_dir, "metrics.jsonl")
         if start > 0 and os.path.exists(self.path):
             with open(self.path) as f:
@@ -25,30 +133,65 @@ class MetricsLogger:
         elif start == 0:
             if os.path.exists(self.path):
                 os.remove(self.path)
-            tb_dir = os.path.join(run_dir, "tb")
-            for name in os.listdir(tb_dir) if os.path.isdir(tb_dir) else []:
-                if name.startswith("events.out.tfevents."):  # else step 1 would appear twice
-                    os.remove(os.path.join(tb_dir, name))
+            shutil.rmtree(os.path.join(run_dir, "tb"), ignore_errors=True)  # else step 1 would appear twice
         self.file = open(self.path, "a")
-        self.tb = None
-        if tensorboard:
-            from torch.utils.tensorboard import SummaryWriter
+        run_name = run_name or os.path.basename(os.path.abspath(run_dir))
+        if report_to:
+            from accelerate import PartialState
 
-            self.tb = SummaryWriter(os.path.join(run_dir, "tb"), purge_step=start + 1 if start else None)
+            PartialState()  # accelerate's trackers log on the main process only: they need its state
+        self.trackers = []
+        for name in report_to:
+            tracker = TRACKERS.get(name, _generic(name))(run_dir, project, run_name, start)
+            tracker.start()
+            if config is not None:
+                tracker.store_init_configuration(flat_config(config))
+            self.trackers.append(tracker)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
+        """One row: the numbers of ``metrics`` (non-finite ones as ``null`` in the file, left out of
+        the trackers)."""
         row = {"step": step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
         self.file.write(
             json.dumps({k: (v if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in row.items()})
             + "\n"
         )
         self.file.flush()
-        if self.tb is not None:
-            for k, v in row.items():
-                if k != "step" and v is not None and math.isfinite(v):
-                    self.tb.add_scalar(k, v, step)
+        scalars = {k: v for k, v in row.items() if k != "step" and math.isfinite(v)}
+        for tracker in self.trackers:
+            tracker.log(scalars, step=step)
+
+    def log_eval(self, step: int, metrics: dict[str, float]) -> None:
+        """An evaluation's row, then its media: ``eval/step-XXXXXX/grid.png`` (one row per prompt; a
+        video's middle frames) and its first ``media_samples`` samples (PNG images, GIF videos, each
+        captioned with its prompt or question and, for responses, the answer) to the trackers of
+        ``MEDIA``."""
+        self.log(step, metrics)
+        media = [t for t in self.trackers if t.name in MEDIA]
+        if not media:
+            return
+        folder = os.path.join(self.run_dir, "eval", f"step-{step:06d}")
+        grid = os.path.join(folder, "grid.png")
+        samples = []
+        if os.path.isfile(os.path.join(folder, "samples.jsonl")):
+            with open(os.path.join(folder, "samples.jsonl")) as f:
+                for line in f:
+                    row = json.loads(line)
+                    name = row.get("file") or row.get("image")
+                    if len(samples) == self.media_samples or not name:
+                        continue
+                    if os.path.isfile(os.path.join(folder, name)):
+                        caption = str(row.get("prompt") or row.get("question") or "")
+                        if "response" in row:
+                            caption += f" -> {row['response']}"
+                        samples.append((os.path.join(folder, name), caption))
+        for tracker in media:
+            MEDIA[tracker.name](tracker, step, grid if os.path.isfile(grid) else None, samples)
 
     def close(self) -> None:
         self.file.close()
-        if self.tb is not None:
-            self.tb.close()
+        for tracker in self.trackers:
+            try:
+                tracker.finish()
+            except Exception as e:  # a tracker failing to close must not hide the run's result
+                warnings.warn(f"{tracker.name}: finishing the tracker failed ({type(e).__name__}: {e})")

@@ -71,7 +71,7 @@ def test_yaml_and_overrides(tmp_path):
             "policy.sde_window_size=2",
             "policy.sde_window_range=[0, 5]",
             "output_dir=runs/a b",
-            "log.tensorboard=false",
+            "log.report_to=[]",
         ],
     )
     assert cfg.max_steps == 7
@@ -83,7 +83,7 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.eval.num_steps is None
     assert cfg.policy.sde_window_range == [0, 5]
     assert cfg.output_dir == "runs/a b"
-    assert cfg.log.tensorboard is False
+    assert cfg.log.report_to == []
 
 
 def test_yaml_float_strings_and_null(tmp_path):
@@ -148,8 +148,8 @@ def test_wrong_types():
 
 def test_bool_is_strict():
     for bad in ("1", "0", "yes_please", "'true'"):
-        msg = err([f"log.tensorboard={bad}"])
-        assert "log.tensorboard" in msg and "bool" in msg
+        msg = err([f"log.progress_bar={bad}"])
+        assert "log.progress_bar" in msg and "bool" in msg
     assert "rollout.group_size" in err(["rollout.group_size=true"])  # and a bool is not an int
     assert "train.lr" in err(["train.lr=true"])
 

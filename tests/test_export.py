@@ -23,7 +23,7 @@ TINY = [
     *TINY_ONLINE,
     "eval.seeds_per_prompt=1",
     "eval.every=0",
-    "log.tensorboard=false",
+    "log.report_to=[]",
     "train.lr=2e-2",
 ]
 

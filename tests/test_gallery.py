@@ -35,7 +35,7 @@ def _cfg(run_dir, model, *extra):
             f"output_dir={run_dir}",
             f"policy.model={model}",
             *TINY_ONLINE,
-            "log.tensorboard=false",
+            "log.report_to=[]",
             *extra,
         ],
     )

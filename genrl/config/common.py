@@ -98,8 +98,32 @@ class CheckpointConfig(Section):
 
 @dataclass
 class LogConfig(Section):
-    tensorboard: bool = option(True, "write TensorBoard event files under output_dir")
+    """Where metrics go besides ``output_dir/metrics.jsonl`` (always written: the source of truth),
+    through accelerate's tracker classes (``accelerate.tracking``); read by ``genrl.metrics_log``."""
+
+    report_to: list[str] = option(
+        ["tensorboard"],
+        "experiment trackers (accelerate's names: tensorboard, wandb, trackio, mlflow, comet_ml, aim, clearml, "
+        "dvclive, swanlab); [] = metrics.jsonl only. TensorBoard writes output_dir/tb, W&B output_dir/wandb "
+        "(WANDB_MODE=offline for no network); each tracker's own environment variables apply",
+    )
+    project: str = option("genrl", "the trackers' project (W&B / trackio project, MLflow experiment, ...)")
+    run_name: Optional[str] = option(None, "the run's name in the trackers; null = output_dir's folder name")
+    media_samples: int = option(
+        8, "evaluation samples (images, videos as GIFs) sent to TensorBoard / W&B per evaluation, beside the grid"
+    )
     progress_bar: bool = option(True, "show a tqdm progress bar")
+
+    def validate(self) -> None:
+        from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
+
+        nonempty(self, "project")
+        at_least(self, 0, "media_samples")
+        installed = {str(t) for t in get_available_trackers()}
+        for name in self.report_to:
+            require(name in LOGGER_TYPE_TO_CLASS, "report_to", name, f"must be one of {sorted(LOGGER_TYPE_TO_CLASS)}")
+            require(name in installed, "report_to", name, f"is not installed (pip install {name})")
+        require(len(set(self.report_to)) == len(self.report_to), "report_to", self.report_to, "names a tracker twice")
 
 
 @dataclass

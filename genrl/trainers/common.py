@@ -34,13 +34,21 @@ def check_output_dir(path: str) -> None:
 
 def open_run(cfg, start: int, main: bool = True) -> Optional[MetricsLogger]:
     """Call once start-up has succeeded (models loaded, checkpoint read): only then is anything
-    written into ``cfg.output_dir`` (the resolved ``config.yaml``). Returns the metrics logger
-    (appending after step ``start``) on the main process, else ``None``."""
+    written into ``cfg.output_dir`` (the resolved ``config.yaml``) and the trackers of ``log.report_to``
+    open. Returns the metrics logger (appending after step ``start``) on the main process, else ``None``."""
     if not main:
         return None
     os.makedirs(cfg.output_dir, exist_ok=True)
     save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
-    return MetricsLogger(cfg.output_dir, start, cfg.log.tensorboard)
+    return MetricsLogger(
+        cfg.output_dir,
+        start,
+        cfg.log.report_to,
+        cfg.log.project,
+        cfg.log.run_name,
+        config=cfg,
+        media_samples=cfg.log.media_samples,
+    )
 
 
 def step_bar(cfg, start: int, desc: str, main: bool = True) -> tqdm:

@@ -309,7 +309,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             return {}
         with ema.swapped_in() if ema is not None else contextlib.nullcontext():
             m = task.evaluate(policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed)
-        logger.log(step, m)
+        logger.log_eval(step, m)
         return m
 
     if start == 0:

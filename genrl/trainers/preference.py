@@ -104,7 +104,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         if not main:
             return {}
         m = task.evaluate(policy, {}, cfg.eval, run_dir, step, seed=cfg.seed)  # the task's judges only
-        logger.log(step, m)
+        logger.log_eval(step, m)
         return m
 
     if start == 0:

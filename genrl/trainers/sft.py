@@ -71,7 +71,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
 
     def run_eval(step: int) -> dict[str, float]:
         m = task.evaluate_model(model, processor, cfg.eval, run_dir, step, seed=cfg.seed)
-        logger.log(step, m)
+        logger.log_eval(step, m)
         return m
 
     if start == 0:
