@@ -8,10 +8,21 @@ checkpoint that looks complete but is not. Only the run's one writer removes suc
 it starts (``resume_state``): readers (``genrl gallery``, ``genrl export``) running during a write
 must not delete the write in progress. A checkpoint that is complete but unreadable (a disk
 fault) is skipped on resume for the newest readable one, with a warning naming it.
+
+Sharded runs (``train.fsdp``, ``genrl.sharding``) write one file per process instead of
+``state.pt``: ``state-rank00000.pt``, ... each holding that process's shards (``DTensor`` ->
+local tensor) and the replicated rest, written by every process into the one temporary folder the
+main process made; ``meta.json`` (written last, by the main process, before the rename) records
+the number of processes and where each sharded tensor is split (``layout``), so a resume with the
+same number of processes restores every shard exactly and readers (``genrl export``, ``genrl
+gallery``) consolidate the weights by concatenation. Why not ``torch.distributed.checkpoint``: its
+reader unpickles the ``.metadata`` file (``FileSystemReader.read_metadata``, torch 2.14), and genrl
+loads no data file in a way that can run code; each file here loads with ``weights_only=True``.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -47,6 +58,49 @@ def save_checkpoint(root: str, step: int, state: dict[str, Any], keep_last: int 
     return final
 
 
+def _layout(tree: Any, path: str = "") -> dict[str, int]:
+    """``{"model/<name>": dim, "optimizer/state/3/exp_avg": dim, ...}`` for every ``DTensor`` of
+    ``tree``: the dimension its shards are split along (FSDP2: 0)."""
+    from torch.distributed.tensor import DTensor, Shard
+
+    if isinstance(tree, DTensor):
+        dims = [p.dim for p in tree.placements if isinstance(p, Shard)]
+        return {path: dims[0]} if dims else {}
+    items = tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, (list, tuple)) else ()
+    out = {}
+    for k, v in items:
+        out.update(_layout(v, f"{path}/{k}" if path else str(k)))
+    return out
+
+
+def save_sharded_checkpoint(root: str, step: int, state: dict[str, Any], keep_last: int = 2) -> str:
+    """Every process calls this together: write ``state`` (which may hold ``DTensor`` shards) as
+    ``root/step-{step:06d}`` with one ``state-rankNNNNN.pt`` per process (module docstring),
+    atomically: all files go into one temporary folder that the main process renames into place
+    once every process has written and ``meta.json`` is on disk; keep the newest ``keep_last``."""
+    import torch.distributed as dist
+
+    from genrl.sharding import to_local
+
+    rank, world = dist.get_rank(), dist.get_world_size()
+    final = checkpoint_path(root, step)
+    with atomic_dir(final) if rank == 0 else contextlib.nullcontext() as tmp:
+        where = [str(tmp) if rank == 0 else None]
+        dist.broadcast_object_list(where, src=0)  # the main process's temporary folder
+        with atomic_file(os.path.join(where[0], f"state-rank{rank:05d}.pt"), "wb") as f:
+            torch.save(to_local(state), f)
+        layout = _layout(state)
+        dist.barrier()  # every process's file is on disk
+        if rank == 0:
+            with atomic_file(tmp / "meta.json") as f:
+                json.dump({"step": step, "time": time.time(), "world_size": world, "layout": layout}, f)
+    if rank == 0:
+        for old in list_checkpoints(root)[:-keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+    dist.barrier()
+    return final
+
+
 def list_checkpoints(root: str, clean: bool = False) -> list[str]:
     """Complete checkpoints under ``root``, oldest first. ``clean``: also remove the temporaries of
     writes that were killed (``genrl.io.stale_temporaries``, and the ``.tmp-*`` folders of older
@@ -73,16 +127,21 @@ def latest_checkpoint(root: str) -> Optional[str]:
     return ckpts[-1] if ckpts else None
 
 
-def resume_state(root: str, clean: bool = True) -> Optional[tuple[str, dict[str, Any]]]:
+def resume_state(
+    root: str, clean: bool = True, rank: Optional[int] = None, world_size: int = 1
+) -> Optional[tuple[str, dict[str, Any]]]:
     """A trainer's resume: ``(path, state)`` of the newest *readable* checkpoint under ``root``, or
     None when there is none. ``clean`` (the main process, the run's one writer, starting): first
-    remove the temporaries of killed writes. An unreadable checkpoint is skipped with a warning
-    naming it; ``ValueError`` when checkpoints exist but none can be read."""
+    remove the temporaries of killed writes. ``rank`` (sharded runs): this process's shards, as
+    written (``DTensor`` shards as local tensors: ``genrl.sharding.from_local`` restores them);
+    ``ValueError`` when the checkpoint was written by another number of processes. An unreadable
+    checkpoint is skipped with a warning naming it; ``ValueError`` when checkpoints exist but none
+    can be read."""
     ckpts = list_checkpoints(root, clean=clean)
     bad = []
     for path in reversed(ckpts):
         try:
-            state = load_checkpoint(path)
+            state = load_checkpoint(path, rank, world_size)
         except ValueError as e:
             warnings.warn(f"skipping an unreadable checkpoint: {e}")
             bad.append(path)
@@ -93,11 +152,46 @@ def resume_state(root: str, clean: bool = True) -> Optional[tuple[str, dict[str,
     return None
 
 
-def load_checkpoint(path: str) -> dict[str, Any]:
-    state_file = os.path.join(path, "state.pt")
+def _read(state_file: str) -> dict[str, Any]:
     if not os.path.isfile(state_file):
-        raise ValueError(f"checkpoint {path!r} has no state.pt")
+        raise ValueError(f"checkpoint file {state_file!r} is missing")
     try:
         return torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or corrupt file: say which, do not guess
         raise ValueError(f"checkpoint file {state_file!r} is unreadable ({type(e).__name__}: {e})") from e
+
+
+def _consolidate(parts: list[Any], layout: dict[str, int], path: str = "") -> Any:
+    """One state from every process's ``parts``: the tensors ``layout`` names concatenated along
+    their dimension, in process order; everything else as the first process holds it."""
+    first = parts[0]
+    if path in layout:
+        return torch.cat(parts, dim=layout[path])
+    if isinstance(first, dict):
+        return {k: _consolidate([p[k] for p in parts], layout, f"{path}/{k}" if path else str(k)) for k in first}
+    if isinstance(first, (list, tuple)):
+        return type(first)(
+            _consolidate([p[i] for p in parts], layout, f"{path}/{i}" if path else str(i)) for i in range(len(first))
+        )
+    return first
+
+
+def load_checkpoint(path: str, rank: Optional[int] = None, world_size: int = 1) -> dict[str, Any]:
+    """The state in checkpoint ``path``. A sharded checkpoint: with ``rank``, that process's own file
+    (``ValueError`` unless ``world_size`` matches the writer's); without, the weights consolidated
+    from every process's file (what readers such as ``genrl export`` need). ``ValueError`` for a
+    missing or unreadable file."""
+    meta_file = os.path.join(path, "meta.json")
+    meta = json.load(open(meta_file)) if os.path.isfile(meta_file) else {}
+    if "world_size" not in meta:  # one state.pt, from the main process
+        return _read(os.path.join(path, "state.pt"))
+    written = int(meta["world_size"])
+    if rank is None:
+        parts = [_read(os.path.join(path, f"state-rank{r:05d}.pt")) for r in range(written)]
+        return _consolidate(parts, meta["layout"])
+    if world_size != written:
+        raise ValueError(
+            f"checkpoint {path!r} is sharded over {written} processes, this run has {world_size}: "
+            f"resume with {written} processes (or start over with resume=false)"
+        )
+    return _read(os.path.join(path, f"state-rank{rank:05d}.pt"))

@@ -1,4 +1,4 @@
-"""Two processes under ``accelerate launch`` (gloo DDP on this CPU; README.md, "Several processes", says how):
+"""Two processes under ``accelerate launch`` (gloo DDP on this CPU; README.md, "Scaling out", says how):
 complete prompt groups, rewards gathered from both processes, per-process noise, and
 identical weights after the updates, for a VLM (with variance-aware sampling) and the
 digits flow model."""

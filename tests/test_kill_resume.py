@@ -28,23 +28,61 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
-# genrl's CLI with every torch.save slowed by 0.3 s after it wrote, so checkpoint writes last long
-# enough to be killed in (a fault injector for the subprocess only; results are unaffected)
-LAUNCH = (
-    "import sys, time, torch; save = torch.save; "
-    "torch.save = lambda *a, **k: (save(*a, **k), time.sleep(0.3))[0]; "
-    "from genrl.cli import main; sys.exit(main())"
-)
+SLOW_SAVE_CLI = str(ROOT / "tests" / "slow_save_cli.py")  # genrl's CLI, every torch.save slowed by 0.3 s
+# Two CPU processes (gloo) under accelerate launch; each attempt gets its own rendezvous port, so a killed
+# attempt's port cannot be in the way of the next
+TWO_PROCESSES = [
+    "-m",
+    "accelerate.commands.launch",
+    "--multi_gpu",
+    "--num_processes",
+    "2",
+    "--num_machines",
+    "1",
+    "--mixed_precision",
+    "no",
+    "--dynamo_backend",
+    "no",
+]
 
 
-def _cmd(config: str, overrides: list[str], out: Path) -> list[str]:
-    return [sys.executable, "-c", LAUNCH, "train", config, *overrides, f"output_dir={out}"]
+def _cmd(config: str, overrides: list[str], out: Path, processes: int = 1, port: int = 29540) -> list[str]:
+    launch = [*TWO_PROCESSES, "--main_process_port", str(port)] if processes == 2 else []
+    return [sys.executable, *launch, SLOW_SAVE_CLI, "train", config, *overrides, f"output_dir={out}"]
+
+
+def _process_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (from /proc): ``accelerate launch`` starts its workers in
+    their own sessions, so killing the launcher's group would leave them running."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                ppid = int(open(f"/proc/{entry}/stat").read().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(entry))
+    tree, todo = [], [pid]
+    while todo:
+        tree.append(todo.pop())
+        todo += children.get(tree[-1], [])
+    return tree
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    for pid in _process_tree(proc.pid):  # SIGKILL: nothing gets to clean up, on any process
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+    proc.wait()
 
 
 def _watch(cmd: list[str], run: Path, kill_after: float | None = None, during_write: bool = False, timeout=600):
-    """Run ``cmd``; with ``kill_after``, SIGKILL it that many seconds after its first metrics row
-    (``during_write``: at the first moment after that when a checkpoint temporary exists). Returns
-    (``killed``, ``killed-in-write`` or ``finished``; seconds from the first metrics row to the end)."""
+    """Run ``cmd``; with ``kill_after``, SIGKILL it (and every process it started) that many seconds
+    after its first metrics row (``during_write``: at the first moment after that when a checkpoint
+    temporary exists). Returns (``killed``, ``killed-in-write`` or ``finished``; seconds from the first
+    metrics row to the end)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     ckpts, metrics, deadline, started = run / "checkpoints", run / "metrics.jsonl", time.time() + timeout, None
     while proc.poll() is None and time.time() < deadline:
@@ -53,8 +91,7 @@ def _watch(cmd: list[str], run: Path, kill_after: float | None = None, during_wr
         if started is not None and kill_after is not None and time.time() - started >= kill_after:
             writing = ckpts.is_dir() and any(".tmp-" in p.name for p in ckpts.iterdir())
             if writing or not during_write:
-                proc.send_signal(signal.SIGKILL)
-                proc.wait()
+                _kill_tree(proc)
                 return ("killed-in-write" if writing else "killed"), time.time() - started
         time.sleep(0.002)
     _, err = proc.communicate(timeout=timeout)
@@ -62,21 +99,29 @@ def _watch(cmd: list[str], run: Path, kill_after: float | None = None, during_wr
     return "finished", time.time() - (started or time.time())
 
 
-def kill_and_resume(config: str, overrides: list[str], tmp: Path, kills: int, seed: int) -> list[str]:
+def kill_and_resume(
+    config: str, overrides: list[str], tmp: Path, kills: int, seed: int, processes: int = 1
+) -> list[str]:
     """The harness (module docstring): an uninterrupted run, timed from its first metrics row; then
     ``kills`` SIGKILLs, each at a random fraction of that span (odd ones also aimed at checkpoint
-    writes), then reruns to the end; compared bit for bit. Returns how each attempt ended."""
+    writes), then reruns to the end; compared bit for bit. ``processes``: 1, or 2 under ``accelerate
+    launch`` (every process killed). Returns how each attempt ended."""
     rng = random.Random(seed)
     straight, part = tmp / "straight", tmp / "part"
-    _, span = _watch(_cmd(config, overrides, straight), straight)
+    port = 29540 + 20 * (seed % 10)
+
+    def cmd(out: Path, attempt: int) -> list[str]:
+        return _cmd(config, overrides, out, processes, port + attempt)
+
+    _, span = _watch(cmd(straight, 0), straight)
     outcomes = []
     for i in range(kills):
         kill_after = rng.uniform(0.05, 0.9) * span
-        outcomes.append(_watch(_cmd(config, overrides, part), part, kill_after, during_write=bool(i % 2))[0])
+        outcomes.append(_watch(cmd(part, i + 1), part, kill_after, during_write=bool(i % 2))[0])
         if outcomes[-1] == "finished":
             break
     if outcomes[-1] != "finished":
-        assert _watch(_cmd(config, overrides, part), part)[0] == "finished"
+        assert _watch(cmd(part, kills + 1), part)[0] == "finished"
     a, b = (load_checkpoint(latest_checkpoint(str(d / "checkpoints"))) for d in (straight, part))
     assert_same_state(a, b)
     assert metrics_rows(straight) == metrics_rows(part)

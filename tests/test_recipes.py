@@ -187,10 +187,7 @@ def test_accelerate_config(path):
     if cfg.distributed_type == DistributedType.NO:
         assert cfg.num_processes == 1
     if cfg.distributed_type == DistributedType.FSDP:
-        fsdp = cfg.fsdp_config
-        assert fsdp["fsdp_sharding_strategy"] == "FULL_SHARD"
-        assert fsdp["fsdp_use_orig_params"] is True, "FSDP1 with LoRA needs use_orig_params"
-        assert fsdp["fsdp_auto_wrap_policy"] == "TRANSFORMER_BASED_WRAP"
+        assert cfg.fsdp_config["fsdp_version"] == 2  # README, "Scaling out": FSDP2, as genrl's own sharding
     if cfg.distributed_type == DistributedType.DEEPSPEED:
         assert cfg.deepspeed_config["zero_stage"] in (1, 2, 3)
     # what `accelerate launch --config_file` does with it before starting any process
@@ -198,6 +195,7 @@ def test_accelerate_config(path):
     args = _validate_launch_command(args)[0]
     assert args.num_processes == cfg.num_processes and args.num_machines == cfg.num_machines
     assert args.multi_gpu == (cfg.distributed_type == DistributedType.MULTI_GPU)
+    assert args.use_fsdp == (cfg.distributed_type == DistributedType.FSDP)  # sets ACCELERATE_USE_FSDP: train.fsdp
     assert args.use_fsdp == (cfg.distributed_type == DistributedType.FSDP)
     assert args.use_deepspeed == (cfg.distributed_type == DistributedType.DEEPSPEED)
 

@@ -372,6 +372,12 @@ class TrainConfig(OptimizerConfig):
         "instead of ema_decay from the start",
     )
     mixed_precision: Literal["no", "bf16", "fp16"] = option("no", "autocast mode for training")
+    fsdp: bool = option(
+        False,
+        "shard the policy (and a full fine-tuning reference) across processes with FSDP2 (torch fully_shard, one "
+        "unit per block of the model's _no_split_modules); also on under accelerate launch --use_fsdp; "
+        "checkpoints then hold one file per process (README, 'Scaling out')",
+    )
 
     def validate(self) -> None:
         super().validate()

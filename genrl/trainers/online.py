@@ -26,13 +26,15 @@ from collections import defaultdict
 
 import torch
 
+from genrl import sharding
 from genrl.advantages import group_advantages, weighted_advantages
-from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint
+from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint, save_sharded_checkpoint
 from genrl.config import OnlineConfig
 from genrl.ema import EMA, Anchor
 from genrl.kl_control import FixedKL, build_kl_controller
 from genrl.models import prepare_models
 from genrl.objectives.common import objective_chunk_weight, objective_normaliser, per_step_ratio_stats
+from genrl.policies.denoiser import DenoisingPolicy
 from genrl.preemption import Preempted, StopRequest
 from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.rollouts import Rollout, dynamic_sampling
@@ -207,6 +209,14 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     policy_cls, task_cls = POLICIES.get(cfg.policy.name), TASKS.get(cfg.task)
     reward_classes = {name: REWARDS.get(name) for name in cfg.rewards}
     check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes)
+    fsdp = sharding.fsdp_requested(cfg.train.fsdp)
+    if fsdp:  # checked before anything loads
+        if world == 1:
+            raise ValueError("train.fsdp needs several processes: launch with accelerate launch --num_processes N")
+        if cfg.rollout.dynamic_sampling:
+            raise ValueError("rollout.dynamic_sampling with train.fsdp: processes would make different forwards")
+        if not issubclass(policy_cls, DenoisingPolicy):  # generation lengths differ per process: untested here
+            raise ValueError(f"train.fsdp supports the denoising policies for now, not {cfg.policy.name!r}")
     torch.manual_seed(cfg.seed)
 
     task = task_cls.from_config(cfg)
@@ -216,6 +226,10 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         rewards = build_rewards(reward_classes, cfg.reward_args)
     asynchronous = torch.cuda.is_available() if cfg.rollout.async_rewards == "auto" else cfg.rollout.async_rewards
     scorer = ChunkScorer(rewards, asynchronous)
+    if fsdp:  # FSDP2: every parameter a DTensor shard; gradients reduce-scattered by FSDP itself
+        for module in (policy.module, policy.ref_model):
+            if module is not None:
+                sharding.shard(module)
     params = policy.trainable_parameters()
     if (ds := accelerator.state.deepspeed_plugin) is not None:
         # DeepSpeed takes its sizes from its config (there is no dataloader to infer them from).
@@ -233,7 +247,10 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         eps=cfg.train.adam_eps,
         weight_decay=cfg.train.weight_decay,
     )
-    policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
+    if fsdp:  # sharded already; the optimizer steps on its shards (accelerate's FSDP wrapping is not used)
+        policy.model = policy.module
+    else:
+        policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
     ema = (
         EMA(params, cfg.train.ema_decay, cfg.train.ema_every, cfg.train.ema_warmup)
         if cfg.train.ema_decay > 0
@@ -280,8 +297,16 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         sampler = GroupSampler(**shape)
 
     start = 0
-    if cfg.resume and (found := resume_state(ckpt_dir, clean=main)):
+    if cfg.resume and (found := resume_state(ckpt_dir, clean=main, rank=rank if fsdp else None, world_size=world)):
         ckpt, state = found
+        if fsdp:  # this process's shards back into DTensors shaped like the live ones
+            live = {
+                "model": policy.trainable_state_dict(),
+                "optimizer": sharding.optimizer_like(optimizer, state["optimizer"]),
+            }
+            live["ema"] = ema.state_dict() if ema is not None else None
+            live["anchor"] = policy.anchor.state_dict() if policy.anchor is not None else None
+            state = sharding.from_local(state, live)
         try:
             policy.load_trainable_state_dict(state["model"])
         except ValueError as e:
@@ -305,11 +330,12 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     logger = open_run(cfg, start, main)  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
-        if not main:
-            return {}
-        with ema.swapped_in() if ema is not None else contextlib.nullcontext():
-            m = task.evaluate(policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed)
-        logger.log_eval(step, m)
+        # every process swaps in the EMA shards and gathers the weights (FSDP: collectives); main samples
+        with ema.swapped_in() if ema is not None else contextlib.nullcontext(), sharding.gathered(policy.module):
+            m = task.evaluate(policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed) if main else {}
+            accelerator.wait_for_everyone()
+        if main:
+            logger.log_eval(step, m)
         return m
 
     if start == 0:
@@ -461,22 +487,19 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 run_eval(done)
             stopping = stop.requested(accelerator)  # SIGTERM / Ctrl-C: checkpoint this step, then stop
             if done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
-                if main:
+                if main or fsdp:  # sharded: every process writes its shards
                     check_finite(policy.module.named_parameters())
-                    save_checkpoint(
-                        ckpt_dir,
-                        done,
-                        {
-                            "step": done,
-                            "model": policy.trainable_state_dict(),
-                            "optimizer": optimizer.state_dict(),
-                            "ema": ema.state_dict() if ema is not None else None,
-                            "anchor": policy.anchor.state_dict() if policy.anchor is not None else None,
-                            "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
-                            "kl_control": kl_control.state_dict(),
-                        },
-                        keep_last=cfg.checkpoint.keep_last,
-                    )
+                    state = {
+                        "step": done,
+                        "model": policy.trainable_state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "ema": ema.state_dict() if ema is not None else None,
+                        "anchor": policy.anchor.state_dict() if policy.anchor is not None else None,
+                        "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
+                        "kl_control": kl_control.state_dict(),
+                    }
+                    save = save_sharded_checkpoint if fsdp else save_checkpoint
+                    save(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
                 accelerator.wait_for_everyone()
             if stopping:
                 break
