@@ -2,6 +2,7 @@
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -23,6 +24,29 @@ TINY_ONLINE = [
     "checkpoint.every=1",
     "log.progress_bar=false",
 ]
+
+
+def two_process_launch(port: int) -> list[str]:
+    """``python -m accelerate.commands.launch`` for two CPU processes (gloo DDP; README, "Scaling out"),
+    rendezvous on ``port``: the script and its arguments follow."""
+    return [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--multi_gpu",
+        "--num_processes",
+        "2",
+        "--num_machines",
+        "1",
+        "--mixed_precision",
+        "no",
+        "--dynamo_backend",
+        "no",
+        "--main_process_port",
+        str(port),
+    ]
+
+
 # The same for the preference (SePPO) digits recipe: 4 steps of 8 winners, a snapshot every step.
 TINY_PREFERENCE = [
     "max_steps=4",

@@ -1,5 +1,6 @@
 """Atomic checkpoints and the EMA helper."""
 
+import json
 import os
 
 import pytest
@@ -130,3 +131,30 @@ def test_logs_read_as_one_run_after_a_resume_or_a_restart(tmp_path):
     run(0, [1, 2])  # started over
     rows = [json.loads(line)["step"] for line in open(tmp_path / "metrics.jsonl")]
     assert rows == [1, 2] and _tb_steps(tmp_path) == [1, 2]
+
+
+def test_sharded_checkpoint_layout_consolidates_and_names_the_process_count(tmp_path):
+    """A checkpoint written by 2 processes (``save_sharded_checkpoint``'s layout, built here by hand):
+    readers get each sharded tensor concatenated along its recorded dimension and the rest from the
+    first process; a process of a run with another process count gets a ValueError naming both."""
+    from genrl.checkpoint import load_checkpoint, resume_state
+
+    path = tmp_path / "step-000003"
+    path.mkdir()
+    w = torch.arange(10.0).view(5, 2)
+    parts = [
+        {"step": 3, "model": {"w": w[:3], "b": torch.ones(2)}, "optimizer": {"state": {0: {"exp_avg": w[:3] * 2}}}},
+        {"step": 3, "model": {"w": w[3:], "b": torch.ones(2)}, "optimizer": {"state": {0: {"exp_avg": w[3:] * 2}}}},
+    ]
+    for r, part in enumerate(parts):
+        torch.save(part, path / f"state-rank{r:05d}.pt")
+    layout = {"model/w": 0, "optimizer/state/0/exp_avg": 0}
+    (path / "meta.json").write_text(json.dumps({"step": 3, "world_size": 2, "layout": layout}))
+    full = load_checkpoint(str(path))
+    assert torch.equal(full["model"]["w"], w) and torch.equal(full["optimizer"]["state"][0]["exp_avg"], 2 * w)
+    assert torch.equal(full["model"]["b"], torch.ones(2)) and full["step"] == 3
+    assert torch.equal(load_checkpoint(str(path), rank=1, world_size=2)["model"]["w"], w[3:])
+    with pytest.raises(ValueError, match="sharded over 2 processes, this run has 3"):
+        load_checkpoint(str(path), rank=0, world_size=3)
+    _, state = resume_state(str(tmp_path), rank=1, world_size=2)
+    assert torch.equal(state["model"]["w"], w[3:])

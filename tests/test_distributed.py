@@ -6,11 +6,11 @@ digits flow model."""
 import json
 import os
 import subprocess
-import sys
 from collections import Counter
 
 import pytest
 import torch
+from conftest import two_process_launch
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -18,20 +18,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 def _launch(tmp_path, config: str, *overrides: str) -> tuple[list[dict], list[dict]]:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true", "PYTHONPATH": ROOT}
     cmd = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--multi_gpu",
-        "--num_processes",
-        "2",
-        "--num_machines",
-        "1",
-        "--mixed_precision",
-        "no",
-        "--dynamo_backend",
-        "no",
-        "--main_process_port",
-        "29517",
+        *two_process_launch(29517),
         os.path.join(ROOT, "tests", "ddp_worker.py"),
         config,
         str(tmp_path),

@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import TINY_ONLINE, TINY_PREFERENCE, assert_same_state, metrics_rows
+from conftest import TINY_ONLINE, TINY_PREFERENCE, assert_same_state, metrics_rows, two_process_launch
 
 from genrl.checkpoint import latest_checkpoint, load_checkpoint
 
@@ -29,26 +29,13 @@ ENV = {**os.environ, "OMP_NUM_THREADS": "1"}
 
 
 SLOW_SAVE_CLI = str(ROOT / "tests" / "slow_save_cli.py")  # genrl's CLI, every torch.save slowed by 0.3 s
-# Two CPU processes (gloo) under accelerate launch; each attempt gets its own rendezvous port, so a killed
-# attempt's port cannot be in the way of the next
-TWO_PROCESSES = [
-    "-m",
-    "accelerate.commands.launch",
-    "--multi_gpu",
-    "--num_processes",
-    "2",
-    "--num_machines",
-    "1",
-    "--mixed_precision",
-    "no",
-    "--dynamo_backend",
-    "no",
-]
 
 
 def _cmd(config: str, overrides: list[str], out: Path, processes: int = 1, port: int = 29540) -> list[str]:
-    launch = [*TWO_PROCESSES, "--main_process_port", str(port)] if processes == 2 else []
-    return [sys.executable, *launch, SLOW_SAVE_CLI, "train", config, *overrides, f"output_dir={out}"]
+    """The command of one attempt: one process, or two under accelerate launch (each attempt on its own
+    rendezvous ``port``, so a killed attempt's port is not in the way of the next)."""
+    launch = two_process_launch(port) if processes == 2 else [sys.executable]
+    return [*launch, SLOW_SAVE_CLI, "train", config, *overrides, f"output_dir={out}"]
 
 
 def _process_tree(pid: int) -> list[int]:

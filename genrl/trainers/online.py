@@ -22,6 +22,7 @@ import contextlib
 import copy
 import os
 import time
+import warnings
 from collections import defaultdict
 
 import torch
@@ -327,6 +328,11 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         start = state["step"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
+            if accelerator.state.deepspeed_plugin is not None and world > 1:
+                warnings.warn(
+                    "DeepSpeed ZeRO: the checkpoint holds the main process's optimizer partition only, so this "
+                    "resume is not exact (README, 'Scaling out'); train.fsdp's checkpoints are"
+                )
     logger = open_run(cfg, start, main)  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
