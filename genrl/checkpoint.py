@@ -73,27 +73,51 @@ def _layout(tree: Any, path: str = "") -> dict[str, int]:
     return out
 
 
+class CheckpointLayoutError(ValueError):
+    """A sharded checkpoint written by another number of processes than this run has: not a damaged
+    checkpoint, so a resume stops with it instead of falling back to an older one."""
+
+
+def _all_ok(ok: bool, what: str, error: Optional[BaseException]) -> None:
+    """Every process reports whether its part of ``what`` succeeded; if any failed, every process
+    raises (its own error, or one naming the failure elsewhere) instead of waiting forever."""
+    import torch.distributed as dist
+
+    flag = torch.tensor([1 if ok else 0])
+    dist.all_reduce(flag, op=dist.ReduceOp.MIN)
+    if not int(flag):
+        if error is not None:
+            raise error
+        raise RuntimeError(f"{what} failed on another process; see its error")
+
+
 def save_sharded_checkpoint(root: str, step: int, state: dict[str, Any], keep_last: int = 2) -> str:
     """Every process calls this together: write ``state`` (which may hold ``DTensor`` shards) as
     ``root/step-{step:06d}`` with one ``state-rankNNNNN.pt`` per process (module docstring),
     atomically: all files go into one temporary folder that the main process renames into place
-    once every process has written and ``meta.json`` is on disk; keep the newest ``keep_last``."""
+    once every process has written and ``meta.json`` is on disk; keep the newest ``keep_last``. A
+    write that fails on any process raises on every process, and no checkpoint appears."""
     import torch.distributed as dist
 
     from genrl.sharding import to_local
 
     rank, world = dist.get_rank(), dist.get_world_size()
     final = checkpoint_path(root, step)
+    error: Optional[BaseException] = None
     with atomic_dir(final) if rank == 0 else contextlib.nullcontext() as tmp:
         where = [str(tmp) if rank == 0 else None]
         dist.broadcast_object_list(where, src=0)  # the main process's temporary folder
-        with atomic_file(os.path.join(where[0], f"state-rank{rank:05d}.pt"), "wb") as f:
-            torch.save(to_local(state), f)
+        try:
+            with atomic_file(os.path.join(where[0], f"state-rank{rank:05d}.pt"), "wb") as f:
+                torch.save(to_local(state), f)
+        except Exception as e:  # e.g. a full disk on this process
+            error = e
         layout = _layout(state)
-        dist.barrier()  # every process's file is on disk
+        _all_ok(error is None, f"writing checkpoint {final}", error)  # every process's file is on disk
         if rank == 0:
             with atomic_file(tmp / "meta.json") as f:
                 json.dump({"step": step, "time": time.time(), "world_size": world, "layout": layout}, f)
+    # (rank 0 leaves atomic_dir: renamed into place, or its temporary removed on an error)
     if rank == 0:
         for old in list_checkpoints(root)[:-keep_last]:
             shutil.rmtree(old, ignore_errors=True)
@@ -142,6 +166,8 @@ def resume_state(
     for path in reversed(ckpts):
         try:
             state = load_checkpoint(path, rank, world_size)
+        except CheckpointLayoutError:
+            raise
         except ValueError as e:
             warnings.warn(f"skipping an unreadable checkpoint: {e}")
             bad.append(path)
@@ -176,22 +202,29 @@ def _consolidate(parts: list[Any], layout: dict[str, int], path: str = "") -> An
     return first
 
 
-def load_checkpoint(path: str, rank: Optional[int] = None, world_size: int = 1) -> dict[str, Any]:
-    """The state in checkpoint ``path``. A sharded checkpoint: with ``rank``, that process's own file
-    (``ValueError`` unless ``world_size`` matches the writer's); without, the weights consolidated
-    from every process's file (what readers such as ``genrl export`` need). ``ValueError`` for a
-    missing or unreadable file."""
+def load_checkpoint(
+    path: str, rank: Optional[int] = None, world_size: int = 1, keys: Optional[tuple[str, ...]] = None
+) -> dict[str, Any]:
+    """The state in checkpoint ``path`` (only its top-level ``keys`` when given). A sharded
+    checkpoint: with ``rank``, that process's own file (``CheckpointLayoutError`` unless
+    ``world_size`` matches the writer's); without, consolidated from every process's file (what
+    readers such as ``genrl export`` need: ``keys=("step", "model", "ema")`` leaves the optimizer's
+    moments out). ``ValueError`` for a missing or unreadable file."""
     meta_file = os.path.join(path, "meta.json")
     meta = json.load(open(meta_file)) if os.path.isfile(meta_file) else {}
+
+    def pick(state: dict[str, Any]) -> dict[str, Any]:
+        return state if keys is None else {k: v for k, v in state.items() if k in keys}
+
     if "world_size" not in meta:  # one state.pt, from the main process
-        return _read(os.path.join(path, "state.pt"))
+        return pick(_read(os.path.join(path, "state.pt")))
     written = int(meta["world_size"])
     if rank is None:
-        parts = [_read(os.path.join(path, f"state-rank{r:05d}.pt")) for r in range(written)]
+        parts = [pick(_read(os.path.join(path, f"state-rank{r:05d}.pt"))) for r in range(written)]
         return _consolidate(parts, meta["layout"])
     if world_size != written:
-        raise ValueError(
+        raise CheckpointLayoutError(
             f"checkpoint {path!r} is sharded over {written} processes, this run has {world_size}: "
             f"resume with {written} processes (or start over with resume=false)"
         )
-    return _read(os.path.join(path, f"state-rank{rank:05d}.pt"))
+    return pick(_read(os.path.join(path, f"state-rank{rank:05d}.pt")))

@@ -69,9 +69,13 @@ def _tensorboard_media(tracker, step: int, grid: Optional[str], samples: list[tu
     import numpy as np
     from PIL import Image
 
-    if grid is not None:  # the grid only: TensorBoard's add_video needs moviepy
+    if grid is not None:
         tracker.writer.add_image("eval/grid", np.asarray(Image.open(grid).convert("RGB")), step, dataformats="HWC")
-        tracker.writer.flush()
+    for i, (path, _) in enumerate(samples):  # images only: TensorBoard's add_video needs moviepy
+        if path.endswith(".png"):
+            image = np.asarray(Image.open(path).convert("RGB"))
+            tracker.writer.add_image(f"eval/sample_{i:02d}", image, step, dataformats="HWC")
+    tracker.writer.flush()
 
 
 def _wandb_media(tracker, step: int, grid: Optional[str], samples: list[tuple[str, str]]) -> None:
@@ -105,7 +109,9 @@ class MetricsLogger:
     ``start + 1``); ``metrics.jsonl`` is the record to compare runs by.
 
     Needs accelerate's state (``Accelerator`` or ``PartialState``) when ``report_to`` is not empty, as
-    every trainer has. Raises ``ValueError`` for a tracker accelerate does not know.
+    every trainer has. The trackers start before any file is touched, so one that cannot start
+    (a login, a server) fails the run before ``metrics.jsonl`` changes. ``report_to`` names are
+    checked by ``LogConfig.validate``.
     """
 
     def __init__(
@@ -118,35 +124,35 @@ class MetricsLogger:
         config: Any = None,
         media_samples: int = 8,
     ):
-        from accelerate.tracking import LOGGER_TYPE_TO_CLASS
-
-        for name in report_to:
-            if name not in LOGGER_TYPE_TO_CLASS:
-                raise ValueError(f"log.report_to: unknown tracker {name!r} (one of {sorted(LOGGER_TYPE_TO_CLASS)})")
         self.run_dir, self.media_samples = run_dir, media_samples
         self.path = os.path.join(run_dir, "metrics.jsonl")
-        if start > 0 and os.path.exists(self.path):
-            with open(self.path) as f:
-                keep = [line for line in f if line.strip() and json.loads(line)["step"] <= start]
-            with atomic_file(self.path) as f:
-                f.writelines(keep)
-        elif start == 0:
-            if os.path.exists(self.path):
-                os.remove(self.path)
-            shutil.rmtree(os.path.join(run_dir, "tb"), ignore_errors=True)  # else step 1 would appear twice
-        self.file = open(self.path, "a")
+        if start == 0:  # a run that starts over: else step 1 would appear twice in TensorBoard
+            shutil.rmtree(os.path.join(run_dir, "tb"), ignore_errors=True)
         run_name = run_name or os.path.basename(os.path.abspath(run_dir))
         if report_to:
             from accelerate import PartialState
 
             PartialState()  # accelerate's trackers log on the main process only: they need its state
         self.trackers = []
-        for name in report_to:
-            tracker = TRACKERS.get(name, _generic(name))(run_dir, project, run_name, start)
-            tracker.start()
-            if config is not None:
-                tracker.store_init_configuration(flat_config(config))
-            self.trackers.append(tracker)
+        try:  # trackers first (a login or a server can fail), the metrics file after
+            for name in report_to:
+                tracker = TRACKERS.get(name, _generic(name))(run_dir, project, run_name, start)
+                tracker.start()
+                self.trackers.append(tracker)
+                if config is not None:
+                    tracker.store_init_configuration(flat_config(config))
+        except BaseException:
+            self.file = None
+            self.close()
+            raise
+        if start > 0 and os.path.exists(self.path):
+            with open(self.path) as f:
+                keep = [line for line in f if line.strip() and json.loads(line)["step"] <= start]
+            with atomic_file(self.path) as f:
+                f.writelines(keep)
+        elif start == 0 and os.path.exists(self.path):
+            os.remove(self.path)
+        self.file = open(self.path, "a")
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """One row: the numbers of ``metrics`` (non-finite ones as ``null`` in the file, left out of
@@ -171,12 +177,13 @@ class MetricsLogger:
         if not media:
             return
         folder = os.path.join(self.run_dir, "eval", f"step-{step:06d}")
-        grid = os.path.join(folder, "grid.png")
-        samples = []
+        grid, samples = None, []
         if os.path.isfile(os.path.join(folder, "samples.jsonl")):
             with open(os.path.join(folder, "samples.jsonl")) as f:
                 for line in f:
                     row = json.loads(line)
+                    if "file" in row and os.path.isfile(os.path.join(folder, "grid.png")):
+                        grid = os.path.join(folder, "grid.png")  # image / video evaluations write one
                     name = row.get("file") or row.get("image")
                     if len(samples) == self.media_samples or not name:
                         continue
@@ -186,10 +193,12 @@ class MetricsLogger:
                             caption += f" -> {row['response']}"
                         samples.append((os.path.join(folder, name), caption))
         for tracker in media:
-            MEDIA[tracker.name](tracker, step, grid if os.path.isfile(grid) else None, samples)
+            MEDIA[tracker.name](tracker, step, grid, samples)
 
     def close(self) -> None:
-        self.file.close()
+        """Close ``metrics.jsonl`` and finish every tracker (a tracker that fails to finish is a warning)."""
+        if self.file is not None:
+            self.file.close()
         for tracker in self.trackers:
             try:
                 tracker.finish()

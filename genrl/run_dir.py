@@ -62,7 +62,7 @@ def load_final_weights(policy, ckpt: str, ema: bool = True) -> dict:
     from genrl.checkpoint import load_checkpoint
     from genrl.ema import EMA
 
-    state = load_checkpoint(ckpt)
+    state = load_checkpoint(ckpt, keys=("step", "model", "ema"))
     policy.load_trainable_state_dict(state["model"])
     shadow_state = state.get("ema") if ema else None
     if shadow_state is not None:

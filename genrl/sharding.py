@@ -34,6 +34,21 @@ def fsdp_requested(flag: bool) -> bool:
     return bool(flag) or os.environ.get("ACCELERATE_USE_FSDP", "false").lower() == "true"
 
 
+def check_supported(world_size: int, deepspeed: bool, dynamic_sampling: bool, denoising: bool) -> None:
+    """``ValueError`` naming what FSDP (``train.fsdp`` or an FSDP launch) cannot run with: one process,
+    a DeepSpeed launch (two engines), DAPO dynamic sampling (processes would make different
+    forwards), or a policy that is not a denoising one (generation lengths differ per process)."""
+    what = "train.fsdp (or an FSDP accelerate launch)"
+    if world_size == 1:
+        raise ValueError(f"{what} needs several processes: launch with accelerate launch --num_processes N")
+    if deepspeed:
+        raise ValueError(f"{what} under a DeepSpeed launch: use one engine (drop train.fsdp, or the DeepSpeed config)")
+    if dynamic_sampling:
+        raise ValueError(f"{what} with rollout.dynamic_sampling: processes would make different forwards")
+    if not denoising:
+        raise ValueError(f"{what} supports the denoising policies (flow, diffusion) for now")
+
+
 def block_classes(module: torch.nn.Module) -> set[str]:
     """The class names of the blocks ``module`` (or the model peft wraps) declares unsplittable."""
     inner = module.get_base_model() if hasattr(module, "get_base_model") else module
@@ -46,7 +61,7 @@ def shard(module: torch.nn.Module, mesh=None, mp_policy=None) -> torch.nn.Module
     from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
     if not torch.distributed.is_initialized():
-        raise ValueError("train.fsdp needs several processes: launch with accelerate launch --num_processes N")
+        raise ValueError("sharding needs torch.distributed initialised (several processes)")
     # reshard_after_forward=True on the root too: FSDP2's default keeps the root's weights gathered after
     # forward, and then the root-level weights (embeddings, final norm and projection) received no
     # gradient from genrl's several forwards per backward (measured against DDP: tests/test_fsdp.py)
@@ -60,6 +75,7 @@ def shard(module: torch.nn.Module, mesh=None, mp_policy=None) -> torch.nn.Module
 
 
 def is_sharded(module: torch.nn.Module) -> bool:
+    """Whether ``module`` was sharded by :func:`shard` (an FSDP2 module)."""
     from torch.distributed.fsdp import FSDPModule
 
     return isinstance(module, FSDPModule)

@@ -137,7 +137,7 @@ def test_sharded_checkpoint_layout_consolidates_and_names_the_process_count(tmp_
     """A checkpoint written by 2 processes (``save_sharded_checkpoint``'s layout, built here by hand):
     readers get each sharded tensor concatenated along its recorded dimension and the rest from the
     first process; a process of a run with another process count gets a ValueError naming both."""
-    from genrl.checkpoint import load_checkpoint, resume_state
+    from genrl.checkpoint import CheckpointLayoutError, load_checkpoint, resume_state
 
     path = tmp_path / "step-000003"
     path.mkdir()
@@ -154,7 +154,10 @@ def test_sharded_checkpoint_layout_consolidates_and_names_the_process_count(tmp_
     assert torch.equal(full["model"]["w"], w) and torch.equal(full["optimizer"]["state"][0]["exp_avg"], 2 * w)
     assert torch.equal(full["model"]["b"], torch.ones(2)) and full["step"] == 3
     assert torch.equal(load_checkpoint(str(path), rank=1, world_size=2)["model"]["w"], w[3:])
-    with pytest.raises(ValueError, match="sharded over 2 processes, this run has 3"):
+    with pytest.raises(CheckpointLayoutError, match="sharded over 2 processes, this run has 3"):
         load_checkpoint(str(path), rank=0, world_size=3)
     _, state = resume_state(str(tmp_path), rank=1, world_size=2)
     assert torch.equal(state["model"]["w"], w[3:])
+    with pytest.raises(CheckpointLayoutError):  # not skipped as if it were damaged
+        resume_state(str(tmp_path), rank=0, world_size=3)
+    assert set(load_checkpoint(str(path), keys=("step", "model"))) == {"step", "model"}  # what readers load

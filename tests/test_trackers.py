@@ -169,3 +169,18 @@ def test_video_samples_reach_wandb_as_videos(tmp_path, monkeypatch):
     for video in videos:  # the GIF itself, all 9 frames
         assert Image.open(files / video["path"]).n_frames == 9
     assert (files / history[0]["eval/grid/path"]).is_file()
+
+
+def test_a_tracker_that_cannot_start_changes_no_file(tmp_path, monkeypatch):
+    """A tracker failing to start (a login, a server) fails before metrics.jsonl is touched."""
+    from genrl import metrics_log
+
+    (tmp_path / "metrics.jsonl").write_text('{"step": 1, "loss": 0.5}\n')
+
+    def cannot_start(*args):
+        raise RuntimeError("login failed")
+
+    monkeypatch.setitem(metrics_log.TRACKERS, "wandb", cannot_start)
+    with pytest.raises(RuntimeError, match="login failed"):
+        metrics_log.MetricsLogger(str(tmp_path), 0, ["wandb"])
+    assert (tmp_path / "metrics.jsonl").read_text() == '{"step": 1, "loss": 0.5}\n'

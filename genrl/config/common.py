@@ -107,10 +107,14 @@ class LogConfig(Section):
         "dvclive, swanlab); [] = metrics.jsonl only. TensorBoard writes output_dir/tb, W&B output_dir/wandb "
         "(WANDB_MODE=offline for no network); each tracker's own environment variables apply",
     )
-    project: str = option("genrl", "the trackers' project (W&B / trackio project, MLflow experiment, ...)")
-    run_name: Optional[str] = option(None, "the run's name in the trackers; null = output_dir's folder name")
+    project: str = option(
+        "genrl", "the trackers' project (W&B, trackio project; other trackers: accelerate's run name for them)"
+    )
+    run_name: Optional[str] = option(
+        None, "the run's name in W&B (other trackers keep accelerate's defaults); null = output_dir's folder name"
+    )
     media_samples: int = option(
-        8, "evaluation samples (images, videos as GIFs) sent to TensorBoard / W&B per evaluation, beside the grid"
+        8, "evaluation samples sent per evaluation beside the grid: W&B images and videos (GIF), TensorBoard images"
     )
     progress_bar: bool = option(True, "show a tqdm progress bar")
 

@@ -39,8 +39,7 @@ def open_run(cfg, start: int, main: bool = True) -> Optional[MetricsLogger]:
     if not main:
         return None
     os.makedirs(cfg.output_dir, exist_ok=True)
-    save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
-    return MetricsLogger(
+    logger = MetricsLogger(
         cfg.output_dir,
         start,
         cfg.log.report_to,
@@ -48,7 +47,9 @@ def open_run(cfg, start: int, main: bool = True) -> Optional[MetricsLogger]:
         cfg.log.run_name,
         config=cfg,
         media_samples=cfg.log.media_samples,
-    )
+    )  # the trackers start first: one that cannot start fails before the config is written
+    save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    return logger
 
 
 def step_bar(cfg, start: int, desc: str, main: bool = True) -> tqdm:

@@ -122,7 +122,9 @@ def update(
                     # KL to the reference: needed for the loss when beta > 0; otherwise measured on
                     # the first minibatch of each step only, as a cheap diagnostic.
                     with_ref = cfg.objective.beta > 0 or (epoch == 0 and start == 0)
-                    ctx = contextlib.nullcontext() if last else accelerator.no_sync(policy.model)
+                    # FSDP reduce-scatters every backward whichever the launch (no unsharded gradients kept)
+                    sharded = sharding.is_sharded(policy.model)
+                    ctx = contextlib.nullcontext() if last or sharded else accelerator.no_sync(policy.model)
                     with ctx, accelerator.autocast():
                         log_probs, info = policy.log_prob(sub, sl, with_ref=with_ref)  # [b, t]
                         step_info = {**{k: v[:, sl] for k, v in sub.step_info.items()}, **info}
@@ -212,12 +214,12 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes)
     fsdp = sharding.fsdp_requested(cfg.train.fsdp)
     if fsdp:  # checked before anything loads
-        if world == 1:
-            raise ValueError("train.fsdp needs several processes: launch with accelerate launch --num_processes N")
-        if cfg.rollout.dynamic_sampling:
-            raise ValueError("rollout.dynamic_sampling with train.fsdp: processes would make different forwards")
-        if not issubclass(policy_cls, DenoisingPolicy):  # generation lengths differ per process: untested here
-            raise ValueError(f"train.fsdp supports the denoising policies for now, not {cfg.policy.name!r}")
+        sharding.check_supported(
+            world,
+            accelerator.state.deepspeed_plugin is not None,
+            cfg.rollout.dynamic_sampling,
+            issubclass(policy_cls, DenoisingPolicy),
+        )
     torch.manual_seed(cfg.seed)
 
     task = task_cls.from_config(cfg)
@@ -333,6 +335,13 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                     "DeepSpeed ZeRO: the checkpoint holds the main process's optimizer partition only, so this "
                     "resume is not exact (README, 'Scaling out'); train.fsdp's checkpoints are"
                 )
+    if fsdp:  # every process must resume from the same checkpoint (each from its own file of it)
+        steps = accelerator.gather(torch.tensor([start], device=accelerator.device)).tolist()
+        if len(set(steps)) > 1:
+            raise ValueError(
+                f"the processes resumed from different checkpoints (steps {steps}): one process's file of the "
+                f"newest is unreadable; move that checkpoint folder away and rerun"
+            )
     logger = open_run(cfg, start, main)  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
