@@ -244,3 +244,19 @@ def test_cli_dispatches_on_the_trainer_key(tmp_path):
     bad.write_text("trainer: dpo\n")
     out = subprocess.run([sys.executable, "-m", "genrl.cli", "train", str(bad)], capture_output=True, text=True)
     assert out.returncode == 2 and "trainer" in out.stderr and "'sft'" in out.stderr
+
+
+def test_build_model_sizes():
+    """``hidden_size`` / ``num_layers`` size the text model (heads of 16, half as many KV heads) and the
+    vision merger's output; a hidden size that is not a multiple of 32 is a ValueError."""
+    from genrl.tasks.digit_sum import build_model
+
+    text = build_model(hidden_size=128, num_layers=4).config.text_config
+    assert (text.hidden_size, text.num_hidden_layers, text.num_attention_heads, text.num_key_value_heads) == (
+        128,
+        4,
+        8,
+        4,
+    )
+    with pytest.raises(ValueError, match="multiple of 32"):
+        build_model(hidden_size=48)
