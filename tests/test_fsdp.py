@@ -38,6 +38,8 @@ def _check_sharded(run) -> dict:
 
 
 def test_fsdp_lora_two_processes_survive_random_kills(tmp_path, base_model):
+    """LoRA under FSDP: killed mid-run and mid-write, resumed bit for bit; one process resumes it; one
+    process with train.fsdp is one line, exit 2."""
     overrides = [*BRIEF, f"policy.model={base_model}", "train.fsdp=true", "log.report_to=[]"]
     outcomes = kill_and_resume(CONFIG, overrides, tmp_path, kills=2, seed=3, processes=2)
     assert outcomes[0] != "finished"
@@ -60,6 +62,8 @@ def test_fsdp_lora_two_processes_survive_random_kills(tmp_path, base_model):
 
 @pytest.mark.slow
 def test_fsdp_full_finetuning_two_processes_survive_random_kills(tmp_path, base_model):
+    """Full fine-tuning under FSDP (the frozen reference sharded too): killed and resumed bit for bit,
+    equal to DDP, exported consolidated."""
     overrides = [*BRIEF, f"policy.model={base_model}", "train.fsdp=true", "policy.lora.rank=0", "train.lr=1e-4"]
     outcomes = kill_and_resume(CONFIG, overrides, tmp_path, kills=1, seed=4, processes=2)
     assert outcomes[0] != "finished"

@@ -88,6 +88,8 @@ def monkeypatch_module():
 
 
 def test_wandb_offline_history_equals_metrics_jsonl(tracked_run):
+    """Every scalar of metrics.jsonl at its step, the flattened config, the grid and 3 captioned samples
+    per evaluation."""
     from genrl.metrics_log import flat_config
 
     tracked_run, cfg = tracked_run
@@ -114,6 +116,7 @@ def test_wandb_offline_history_equals_metrics_jsonl(tracked_run):
 
 
 def test_tensorboard_scalars_and_grid(tracked_run):
+    """TensorBoard: the reward curve as in metrics.jsonl, the grid at every evaluation."""
     tracked_run, _ = tracked_run
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -126,6 +129,8 @@ def test_tensorboard_scalars_and_grid(tracked_run):
 
 
 def test_report_to_errors():
+    """Unknown, uninstalled and repeated trackers are config errors naming log.report_to."""
+
     def err(value):
         with pytest.raises(ConfigError) as info:
             config_from_dict(OnlineConfig, None, [f"log.report_to={value}"])
