@@ -14,6 +14,9 @@ config, seed and prompts, plus the variant's overrides (``VARIANTS``). Each meas
 
 The report gives each variant's figures and its ratios to the first variant, all measured in
 the same invocation on the same machine, which it names.
+
+``--overhead`` measures instead how close a training iteration is to the network calls it needs
+(``genrl.overhead``), per ``--threads`` count.
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
 
     from genrl.models import prepare_models
     from genrl.registry import OBJECTIVES, POLICIES, TASKS
+    from genrl.trainers.common import make_optimizer
     from genrl.trainers.online import update
 
     cuda = torch.cuda.is_available()
@@ -66,7 +70,7 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     else:
         policy = policy_cls(cfg.policy, pipe, device=accelerator.device)
     objective = OBJECTIVES.get(cfg.objective.name)
-    optimizer = torch.optim.AdamW(policy.trainable_parameters(), lr=cfg.train.lr)
+    optimizer = make_optimizer(policy.trainable_parameters(), cfg.train)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
     train = task.train_prompts()
     B, k = cfg.rollout.batch_size, cfg.rollout.group_size
@@ -79,7 +83,8 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     for i in range(warmup + iters):
         _sync()
         t0 = time.perf_counter()
-        traj = policy.rollout(prompts, meta, groups, g, policy.window(g))
+        with accelerator.autocast():
+            traj = policy.rollout(prompts, meta, groups, g, policy.window(g))
         _sync()
         if i >= warmup:
             rollout_s.append(time.perf_counter() - t0)
@@ -177,20 +182,41 @@ def add_parser(sub) -> None:
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
     p.add_argument("--out", default="", help="also write the markdown report here")
     p.add_argument("--set", nargs="*", default=[], dest="overrides", help="key.sub=value overrides for every variant")
+    p.add_argument(
+        "--overhead",
+        action="store_true",
+        help="instead of the variants: the overhead ratio (iteration wall time / the network calls it needs) "
+        "and the seconds of each phase, by running the trainer (genrl.overhead)",
+    )
+    p.add_argument("--steps", type=int, default=6, help="--overhead: timed training steps (after --warmup)")
+    p.add_argument("--threads", type=int, nargs="+", default=[], help="--overhead: one run per torch thread count")
+    p.add_argument("--json", default="", help="--overhead: also write the figures as JSON here")
     p.set_defaults(func=main_bench)
 
 
 def main_bench(args) -> int:
+    from genrl import overhead
+
     try:
-        results = run(args.config, args.variants, args.overrides, args.iters, args.warmup)
+        if args.overhead:
+            if args.warmup < 1 or args.steps < 1:
+                raise ValueError(f"--overhead needs --warmup >= 1 and --steps >= 1 (got {args.warmup}, {args.steps})")
+            threads = args.threads or [int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count()]
+            results = overhead.run(args.config, args.overrides, args.steps, args.warmup, threads)
+            text = f"Device: {device_name()}.\n\n" + overhead.report(args.config, results)
+        else:
+            results = run(args.config, args.variants, args.overrides, args.iters, args.warmup)
+            text = report(args.config, results, args.overrides, args.iters)
     except (ValueError, RuntimeError) as e:
         print(f"genrl bench: {e}", file=sys.stderr)
         return 2
-    text = report(args.config, results, args.overrides, args.iters)
     print(text)
     if args.out:
         with atomic_file(args.out) as f:
             f.write(text)
+    if args.json:
+        with atomic_file(args.json) as f:
+            json.dump(results, f, indent=1)
     return 0
 
 

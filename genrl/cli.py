@@ -109,7 +109,31 @@ def _gallery(args) -> int:
     return 0
 
 
+# libgomp (the OpenMP runtime of torch's CPU wheels) keeps an idle worker thread spinning for
+# GOMP_SPINCOUNT iterations (300,000 by default) before it sleeps. Between two small ops of genrl's
+# loop the spinning worker holds a core that another process wants, and the work handed to a
+# descheduled worker waits for its next time slice: beside one busy process, two threads made the
+# digits job 2.0x slower than one thread. Measured on 2 cores, 2 threads / 1 thread (README, "Speed
+# options", has the table): digits job: spin 300,000: 0.58 idle, 1.97-2.04 busy; OMP_WAIT_POLICY=
+# PASSIVE (no spinning): 0.86-0.93 idle, 1.03-1.22 busy; 3,000: 0.64-0.84 idle, 1.16-1.38 busy. The
+# tiny SD3 pipeline (ops of a few microseconds): 300,000: 0.81 / 2.94; PASSIVE: 1.89 / 1.30;
+# 3,000: 1.01 / 1.77: no fixed value serves it (issue 18 stays open for that). Spinning changes
+# speed only, never results. libgomp reads it once, when torch loads: so it is set here, before
+# anything imports torch, and inherited by child processes.
+OPENMP_DEFAULTS = {"GOMP_SPINCOUNT": "3000"}
+
+
+def configure_openmp(environ) -> dict[str, str]:
+    """Set ``OPENMP_DEFAULTS`` in ``environ`` unless the user chose a wait policy or spin count
+    (``OMP_WAIT_POLICY``, ``GOMP_SPINCOUNT``) or ``GENRL_OPENMP_DEFAULTS=0``; returns what it set."""
+    if environ.get("GENRL_OPENMP_DEFAULTS", "1") == "0" or {"OMP_WAIT_POLICY", "GOMP_SPINCOUNT"} & set(environ):
+        return {}
+    environ.update(OPENMP_DEFAULTS)
+    return dict(OPENMP_DEFAULTS)
+
+
 def main(argv: list[str] | None = None) -> int:
+    configure_openmp(os.environ)  # before torch loads (children inherit it)
     parser = argparse.ArgumentParser(prog="genrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(

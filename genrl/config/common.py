@@ -51,6 +51,11 @@ class OptimizerConfig(Section):
     adam_beta2: float = option(0.999, "AdamW beta2")
     adam_eps: float = option(1e-8, "AdamW epsilon")
     max_grad_norm: float = option(1.0, "gradient-norm clipping threshold; 0 = no clipping")
+    fused_adamw: bool = option(
+        False,
+        "torch's fused AdamW kernel (torch.optim.AdamW(fused=True), CUDA and CPU): one kernel for all parameters "
+        "instead of a loop of small ops; the same update up to float rounding",
+    )
 
     def validate(self) -> None:
         require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be finite and > 0")
@@ -117,12 +122,19 @@ class LogConfig(Section):
         8, "evaluation samples sent per evaluation beside the grid: W&B images and videos (GIF), TensorBoard images"
     )
     progress_bar: bool = option(True, "show a tqdm progress bar")
+    kl_every: int = option(
+        0,
+        "online trainer with objective.beta=0 (no KL in the loss): log loss/kl, the KL to the reference, "
+        "measured on the first minibatch every N steps at the cost of one reference forward there; 0 = never "
+        "(no reference forward at all). With beta > 0 the KL is part of the loss and logged every step",
+    )
 
     def validate(self) -> None:
         from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
 
         nonempty(self, "project")
         at_least(self, 0, "media_samples")
+        at_least(self, 0, "kl_every")
         installed = {str(t) for t in get_available_trackers()}
         for name in self.report_to:
             require(name in LOGGER_TYPE_TO_CLASS, "report_to", name, f"must be one of {sorted(LOGGER_TYPE_TO_CLASS)}")

@@ -99,6 +99,12 @@ class PolicyConfig(Section):
         "sdpa",
         "attention kernel: PyTorch SDPA, or xformers memory-efficient attention (CUDA only; pip install 'genrl[xformers]')",
     )
+    compile: Literal["none", "full", "regional"] = option(
+        "none",
+        "torch.compile the denoiser for rollouts and updates: full (the whole network) or regional (each repeated "
+        "transformer block, diffusers' _repeated_blocks or else _no_split_modules: shorter compile times); the first "
+        "steps include compiling (CPU: a C++ compiler is needed). benchmarks/overhead.md gives the speed-up measured",
+    )
 
     def validate(self) -> None:
         from genrl.registry import FAMILIES, POLICIES

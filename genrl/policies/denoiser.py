@@ -47,14 +47,36 @@ def set_attention_backend(module: torch.nn.Module, backend: str) -> None:
     module.enable_xformers_memory_efficient_attention()
 
 
+def compile_denoiser(module: torch.nn.Module, mode: str) -> None:
+    """``policy.compile``: ``torch.compile`` in place (``nn.Module.compile``, so parameter names and
+    checkpoints are unchanged), of the whole ``module`` (``full``) or of each repeated block
+    (``regional``: the classes named by diffusers' ``_repeated_blocks``, else ``_no_split_modules``;
+    the PyTorch regional-compilation recipe). ``ValueError`` if ``regional`` finds no such block."""
+    if mode == "none":
+        return
+    if mode == "full":
+        module.compile()
+        return
+    names = set(getattr(module, "_repeated_blocks", None) or getattr(module, "_no_split_modules", None) or [])
+    blocks = [m for m in module.modules() if type(m).__name__ in names]
+    if not blocks:
+        raise ValueError(
+            f"policy.compile=regional: {type(module).__name__} names no repeated block "
+            f"(_repeated_blocks / _no_split_modules); use policy.compile=full"
+        )
+    for block in blocks:
+        block.compile()
+
+
 def prepare_denoiser(
     denoiser: torch.nn.Module, frozen: list[torch.nn.Module], cfg, default_targets, device: torch.device
 ) -> Optional[torch.nn.Module]:
     """Cast ``denoiser`` and the ``frozen`` modules (text encoders, VAE, ...) to ``cfg.dtype`` and
     ``device``, freeze the latter, apply ``cfg.attention_backend`` and ``gradient_checkpointing``,
     and add LoRA adapters (``cfg.lora``; targets default to ``default_targets``; B starts at zero,
-    so the adapted model starts as the base). Returns the frozen reference copy for full
-    fine-tuning (``lora.rank = 0``), else ``None`` (the reference is the model, adapters off)."""
+    so the adapted model starts as the base), then ``cfg.compile`` (``compile_denoiser``). Returns the
+    frozen reference copy for full fine-tuning (``lora.rank = 0``, compiled alike), else ``None``
+    (the reference is the model, adapters off)."""
     dtype = DTYPES[cfg.dtype]
     for m in [denoiser, *frozen]:
         if m.dtype != dtype:  # frozen base weights in the run dtype (bf16 on GPUs)
@@ -66,7 +88,10 @@ def prepare_denoiser(
     if cfg.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
     if cfg.lora.rank == 0:
-        return copy.deepcopy(denoiser).eval().requires_grad_(False)
+        ref = copy.deepcopy(denoiser).eval().requires_grad_(False)
+        for m in (denoiser, ref):
+            compile_denoiser(m, cfg.compile)
+        return ref
     from peft import LoraConfig
 
     denoiser.requires_grad_(False)
@@ -88,6 +113,7 @@ def prepare_denoiser(
     for p in denoiser.parameters():  # trained weights stay fp32 under mixed precision
         if p.requires_grad:
             p.data = p.data.float()
+    compile_denoiser(denoiser, cfg.compile)
     return None
 
 
@@ -274,6 +300,15 @@ class DenoisingPolicy(Policy):
             metadata=list(metadata),
         )
 
+    def network_inputs(self, traj: Trajectory, steps: slice) -> tuple[torch.Tensor, torch.Tensor, dict]:
+        """What one batched forward over the stored transitions ``traj[:, steps]`` feeds ``predict``:
+        the states ``[B * t, ...]`` (sample-major), their schedule indices ``[B * t]`` and the
+        conditioning repeated per step, each ``[B * t, ...]``."""
+        x = traj.data["latents"][:, steps]  # [B, t, ...]
+        t = x.shape[1]
+        cond = {k: v.repeat_interleave(t, dim=0) for k, v in traj.data.items() if k not in self._PAYLOAD}
+        return x.flatten(0, 1), traj.step_info["step_index"][:, steps].flatten(0, 1), cond
+
     def log_prob(self, traj: Trajectory, steps: slice, with_ref: bool = False) -> tuple[torch.Tensor, dict]:
         """Re-score the stored transitions ``traj[:, steps]`` with the current weights, all selected
         steps of all samples in one batched forward. Returns log-probs ``[B, t]`` and per-step info,
@@ -281,12 +316,10 @@ class DenoisingPolicy(Policy):
         rollout's, averaged over dimensions (with gradient); ``output_scale``; and, if asked, ``kl`` to
         the reference (closed-form, same std) with its other conventions (``kl_variants``)."""
         cfg, N = self.cfg, self.cfg.num_steps
-        x = traj.data["latents"][:, steps]  # [B, t, ...]
-        B, t = x.shape[:2]
+        B, t = traj.log_probs_old[:, steps].shape
         flat = lambda a: a.flatten(0, 1)  # noqa: E731  [B, t, ...] -> [B * t, ...]
-        cond = {k: v.repeat_interleave(t, dim=0) for k, v in traj.data.items() if k not in self._PAYLOAD}
-        idx = flat(traj.step_info["step_index"][:, steps])  # [B * t]
-        x, xn = flat(x), flat(traj.data["next_latents"][:, steps])
+        x, idx, cond = self.network_inputs(traj, steps)
+        xn = flat(traj.data["next_latents"][:, steps])
         out = self.predict(self.model, x, idx, cond, cfg.guidance_scale, N)  # [B * t, ...]
         if out.requires_grad:  # keep d loss / d output per step for the diagnostics (output_grad_norms)
             out.retain_grad()

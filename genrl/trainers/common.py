@@ -73,6 +73,21 @@ def write_final_metrics(cfg) -> dict[str, dict]:
     return result
 
 
+def make_optimizer(params, tc):
+    """``torch.optim.AdamW`` over ``params`` with a ``train`` section's settings (``OptimizerConfig``:
+    lr, betas, eps, weight decay, ``fused_adamw``)."""
+    import torch
+
+    return torch.optim.AdamW(
+        params,
+        lr=tc.lr,
+        betas=(tc.adam_beta1, tc.adam_beta2),
+        eps=tc.adam_eps,
+        weight_decay=tc.weight_decay,
+        fused=True if tc.fused_adamw else None,
+    )
+
+
 def lr_multiplier(step: int, cfg) -> float:
     """Learning-rate factor for optimizer step ``step`` (0-based) of ``cfg.train``
     (``ScheduledOptimizerConfig``): linear warmup from 1/(w+1) to 1, then cosine or linear decay to

@@ -42,7 +42,14 @@ from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.scoring import ChunkScorer, build_rewards, combine, finite_mean
 from genrl.seeding import derive_seed
-from genrl.trainers.common import NonFiniteGuard, check_finite, open_run, step_bar, write_final_metrics
+from genrl.trainers.common import (
+    NonFiniteGuard,
+    check_finite,
+    make_optimizer,
+    open_run,
+    step_bar,
+    write_final_metrics,
+)
 from genrl.trajectory import Trajectory
 
 MAX_CONSECUTIVE_REWARD_FAILURES = 3  # whole batches without a single valid reward -> stop
@@ -86,6 +93,7 @@ def update(
     generator,
     kl_control=None,
     guard: NonFiniteGuard | None = None,
+    measure_kl: bool = False,
 ) -> dict[str, float]:
     """Policy-gradient updates on one rollout batch; returns metrics averaged over all processes.
 
@@ -94,7 +102,10 @@ def update(
     over the micro-batches and all-reduced), times the number of processes that data
     parallelism averages over (``genrl.objectives.common``, "Chunks, micro-batches and
     processes"). So ``batch_size x gradient_accumulation_steps`` and the process count change
-    only how the work is split, never the gradient."""
+    only how the work is split, never the gradient.
+
+    The reference model runs only when the loss needs it (``objective.beta > 0``), or, with
+    ``measure_kl``, on the first minibatch to log ``loss/kl`` (``log.kl_every``)."""
     tc = cfg.train
     B, T = traj.log_probs_old.shape
     chunk = tc.timestep_chunk or T
@@ -120,8 +131,8 @@ def update(
                     sl = slice(c0, min(c0 + chunk, T))
                     last = last_micro and c0 + chunk >= T
                     # KL to the reference: needed for the loss when beta > 0; otherwise measured on
-                    # the first minibatch of each step only, as a cheap diagnostic.
-                    with_ref = cfg.objective.beta > 0 or (epoch == 0 and start == 0)
+                    # the first minibatch only when asked (log.kl_every), as a diagnostic
+                    with_ref = cfg.objective.beta > 0 or (measure_kl and epoch == 0 and start == 0)
                     # FSDP reduce-scatters every backward whichever the launch (no unsharded gradients kept)
                     sharded = sharding.is_sharded(policy.model)
                     ctx = contextlib.nullcontext() if last or sharded else accelerator.no_sync(policy.model)
@@ -243,13 +254,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             gradient_accumulation_steps=1,
             gradient_clipping=cfg.train.max_grad_norm,
         )
-    optimizer = torch.optim.AdamW(
-        params,
-        lr=cfg.train.lr,
-        betas=(cfg.train.adam_beta1, cfg.train.adam_beta2),
-        eps=cfg.train.adam_eps,
-        weight_decay=cfg.train.weight_decay,
-    )
+    optimizer = make_optimizer(params, cfg.train)
     if fsdp:  # sharded already; the optimizer steps on its shards (accelerate's FSDP wrapping is not used)
         policy.model = policy.module
     else:
@@ -346,9 +351,12 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
 
     def run_eval(step: int) -> dict[str, float]:
         # every process swaps in the EMA shards and gathers the weights (FSDP: collectives); main samples
+        t0 = time.perf_counter()
         with ema.swapped_in() if ema is not None else contextlib.nullcontext(), sharding.gathered(policy.module):
             m = task.evaluate(policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed) if main else {}
             accelerator.wait_for_everyone()
+        if main:
+            m.setdefault("time/eval", time.perf_counter() - t0)
         if main:
             logger.log_eval(step, m)
         return m
@@ -365,7 +373,8 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         prompts, meta = [train_set[i][0] for i in prompt_idx], [train_set[i][1] for i in prompt_idx]
         rb, parts, t0 = cfg.rollout.batch_size, [], time.perf_counter()
         for i in range(0, len(prompts), rb):
-            part = policy.rollout(prompts[i : i + rb], meta[i : i + rb], group_ids[i : i + rb], noise, window)
+            with accelerator.autocast():  # the update's precision, so the first update's ratio is 1
+                part = policy.rollout(prompts[i : i + rb], meta[i : i + rb], group_ids[i : i + rb], noise, window)
             scorer.submit(part.samples, part.prompts, part.metadata)
             parts.append(part)
         traj, t1 = Trajectory.cat(parts), time.perf_counter()
@@ -373,6 +382,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         return Rollout(traj, values, failures, busy, list(prompt_idx), (t1 - t0, time.perf_counter() - t1))
 
     stopping = 0  # the signal that stopped the run early (StopRequest)
+    t_loop = time.perf_counter()
     guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
     with StopRequest() as stop:
         for step in bar:
@@ -428,6 +438,8 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 texts = gather_object(traj.samples) if isinstance(traj.samples, list) else None
                 sampler.update(all_idx, all_rewards.cpu(), texts, step=step)
 
+            t_adv = time.perf_counter()
+
             # 4. update
             upd = update(
                 policy,
@@ -441,6 +453,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 torch.Generator().manual_seed(derive_seed(cfg.seed, step, 7)),
                 kl_control,
                 guard,
+                measure_kl=cfg.log.kl_every > 0 and step % cfg.log.kl_every == 0,
             )
             t3 = time.perf_counter()
 
@@ -454,7 +467,8 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 "time/rollout": rollout_s,
                 "time/reward": reward_s,
                 "time/reward_busy": reward_busy,
-                "time/update": t3 - t2,
+                "time/advantages": t_adv - t2,
+                "time/update": t3 - t_adv,
                 "time/step": t3 - t_step,
             }
             if window:
@@ -493,6 +507,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 metrics.update(sampler.metrics())
             if policy.anchor is not None:
                 metrics["train/anchor_moved_at"] = policy.anchor.moved_at
+            metrics["time/elapsed"] = time.perf_counter() - t_loop  # since this process's loop began
             if main:
                 logger.log(done, metrics)
                 bar.set_postfix(

@@ -38,7 +38,15 @@ from genrl.preemption import Preempted, StopRequest
 from genrl.registry import OBJECTIVES, POLICIES, TASKS
 from genrl.replay import CheckpointPool
 from genrl.seeding import derive_seed
-from genrl.trainers.common import NonFiniteGuard, check_finite, lr_multiplier, open_run, step_bar, write_final_metrics
+from genrl.trainers.common import (
+    NonFiniteGuard,
+    check_finite,
+    lr_multiplier,
+    make_optimizer,
+    open_run,
+    step_bar,
+    write_final_metrics,
+)
 
 DISK_POOL_MIB = 256  # reference.storage auto: snapshots larger than this go to disk
 
@@ -66,13 +74,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         prepare_models(cfg)
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
     tc = cfg.train
-    optimizer = torch.optim.AdamW(
-        policy.trainable_parameters(),
-        lr=tc.lr,
-        betas=(tc.adam_beta1, tc.adam_beta2),
-        eps=tc.adam_eps,
-        weight_decay=tc.weight_decay,
-    )
+    optimizer = make_optimizer(policy.trainable_parameters(), tc)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
     named = {n: p for n, p in policy.module.named_parameters() if p.requires_grad}

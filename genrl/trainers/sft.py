@@ -32,7 +32,7 @@ from genrl.models import prepare_models
 from genrl.preemption import Preempted, StopRequest
 from genrl.registry import TASKS
 from genrl.seeding import derive_seed
-from genrl.trainers.common import lr_multiplier, open_run, step_bar, write_final_metrics
+from genrl.trainers.common import lr_multiplier, make_optimizer, open_run, step_bar, write_final_metrics
 from genrl.vlm_batching import encode_sft, load_model_dir, save_model_dir
 
 
@@ -54,9 +54,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     model.train()
     tc = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(
-        params, lr=tc.lr, betas=(tc.adam_beta1, tc.adam_beta2), eps=tc.adam_eps, weight_decay=tc.weight_decay
-    )
+    optimizer = make_optimizer(params, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
 
     start = 0

@@ -1,0 +1,186 @@
+"""Regenerates ``benchmarks/overhead.md`` (issue 18): how close a training iteration is to the
+network calls it needs, at one and two torch threads, on an idle machine and beside a busy process.
+
+    python benchmarks/overhead.py --out benchmarks/overhead.md        # about 15 minutes on 2 cores
+
+Two runs: the digits quickstart (``configs/digits/flowgrpo.yaml`` as it is) and a tiny SD3 pipeline
+(``gpu_sd35m.py``'s ``tiny`` preset, saved to a temporary folder: 32 px, 10 steps, CFG 4.5 in
+rollout and update, 8 samples per iteration, LoRA r32, the JPEG-compressibility reward). Each
+(run, threads, load) cell is ``genrl bench --overhead`` (``genrl.overhead``) in a fresh process,
+with the OpenMP settings the ``genrl`` command sets. "busy" starts one CPU-bound process (a Python
+busy loop, killed after the cell) before the measurement. Nothing else may run on the machine.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+sys.path.insert(0, os.path.join(ROOT, "benchmarks"))
+
+from genrl.cli import configure_openmp  # noqa: E402  (sets the spin default before torch loads)
+
+configure_openmp(os.environ)
+
+
+def tiny_sd3_config(folder: str) -> str:
+    """Saves the tiny SD3 pipeline and a Flow-GRPO-style config for it into ``folder``; returns the
+    config's path."""
+    import gpu_sd35m
+
+    from genrl.config import save_config
+
+    model = os.path.join(folder, "tiny-sd3")
+    gpu_sd35m.build_pipeline("tiny", "cpu").save_pretrained(model)
+    prompts = os.path.join(folder, "prompts.txt")
+    with open(prompts, "w") as f:
+        f.write("a photo of a cat\na red car in the park\na blue dog on the table\n")
+    cfg = gpu_sd35m.config(
+        "tiny",
+        prompts,
+        [
+            f"policy.model={model}",
+            "rewards={jpeg_compressibility: 1.0}",
+            "rollout.prompts_per_step=2",
+            "rollout.group_size=4",
+            "eval.every=25",
+            "output_dir=" + os.path.join(folder, "run"),
+        ],
+    )
+    path = os.path.join(folder, "tiny_sd3.yaml")
+    save_config(cfg, path)
+    return path
+
+
+def compile_agreement(config: str, mode: str) -> dict[str, float]:
+    """Log-probs of one rollout batch (the config's, same seed) by the eager and the ``mode``-compiled
+    denoiser: the largest difference between them, and the largest ``|ratio - 1|`` when the compiled
+    policy re-scores its own rollout with all trained steps in one forward (the first update)."""
+    import torch
+
+    from genrl.config import OnlineConfig, load_config
+    from genrl.models import prepare_models
+    from genrl.registry import POLICIES, TASKS
+
+    cfg = load_config(OnlineConfig, config, [])
+    prepare_models(cfg)
+    train = TASKS.get(cfg.task).from_config(cfg).train_prompts()
+    B = cfg.rollout.batch_size
+    prompts = [train[(i // cfg.rollout.group_size) % len(train)][0] for i in range(B)]
+    out = {}
+    for m in ("none", mode):
+        policy = POLICIES.get(cfg.policy.name).from_pretrained(dataclasses.replace(cfg.policy, compile=m))
+        g = torch.Generator().manual_seed(cfg.seed)
+        out[m] = policy.rollout(prompts, [{}] * B, [0] * B, g, policy.window(g))
+        with torch.no_grad():
+            lp, _ = policy.log_prob(out[m], slice(0, None))
+    eager, compiled = out["none"].log_probs_old, out[mode].log_probs_old
+    return {
+        "max_abs_log_prob_diff": (compiled - eager).abs().max().item(),
+        "max_abs_ratio_minus_1": (torch.exp(lp - compiled) - 1).abs().max().item(),
+    }
+
+
+class Busy:
+    """One CPU-bound process for the duration of a ``with`` block (bounded: it exits by itself after
+    ``limit_s`` if this script dies)."""
+
+    def __init__(self, on: bool, limit_s: int = 900):
+        self.on, self.limit_s, self.proc = on, limit_s, None
+
+    def __enter__(self):
+        if self.on:
+            code = f"import time\nend = time.time() + {self.limit_s}\nwhile time.time() < end: pass"
+            self.proc = subprocess.Popen([sys.executable, "-c", code])
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+def main(argv=None) -> int:
+    from genrl import overhead
+    from genrl.bench import device_name
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--steps", type=int, default=8, help="timed training steps per digits cell (tiny SD3: 4x)")
+    ap.add_argument("--warmup", type=int, default=2)
+    ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
+    ap.add_argument("--runs", nargs="+", default=["digits", "tiny_sd3"], choices=["digits", "tiny_sd3"])
+    ap.add_argument("--compile", nargs="*", default=["regional", "full"], help="policy.compile modes to compare")
+    ap.add_argument("--out", default="")
+    a = ap.parse_args(argv)
+    sections, summary, compiled = [], [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        configs = {"digits": os.path.join(ROOT, "configs/digits/flowgrpo.yaml")}
+        if "tiny_sd3" in a.runs:
+            configs["tiny_sd3"] = tiny_sd3_config(tmp)
+        for run in a.runs:
+            name = "configs/digits/flowgrpo.yaml" if run == "digits" else "tiny SD3 pipeline"
+            steps = a.steps * (4 if run == "tiny_sd3" else 1)  # its iterations are ~8x shorter: more of them
+            idle = []
+            for load in ("idle", "busy"):
+                results = []
+                for n in a.threads:
+                    with Busy(load == "busy"):
+                        results += overhead.run(configs[run], [], steps, a.warmup, [n])
+                    print(run, load, n, results[-1]["overhead_ratio"], results[-1]["loop"]["iteration"], flush=True)
+                sections.append(overhead.report(name, results, f"({load})"))
+                it = {r["threads"]: r["loop"]["iteration"] for r in results}
+                if 1 in it and 2 in it:
+                    summary.append((run, load, it[1], it[2], max(r["overhead_ratio"] for r in results)))
+                if load == "idle":
+                    idle = results
+            n = max(a.threads)
+            eager = next(r for r in idle if r["threads"] == n)
+            for mode in a.compile:
+                (r,) = overhead.run(configs[run], [f"policy.compile={mode}"], steps, a.warmup, [n])
+                agree = compile_agreement(configs[run], mode)
+                print(run, mode, r["loop"]["iteration"], agree, flush=True)
+                compiled.append((run, mode, n, eager["loop"]["iteration"], r["loop"]["iteration"], r, agree))
+    env = {k: os.environ[k] for k in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT") if k in os.environ}
+    lines = [
+        "# Training-loop overhead (issue 18)",
+        "",
+        f"Regenerated by `python benchmarks/overhead.py --out benchmarks/overhead.md` on {device_name()};",
+        f"OpenMP: `{env}`; {a.steps} timed steps (tiny SD3: {4 * a.steps}) after {a.warmup} warm-up steps per cell.",
+        "The overhead ratio is (iteration wall time + amortised evaluation) / the network calls alone",
+        "(`genrl.overhead`'s docstring says exactly what each column holds).",
+        "",
+        "| run | load | s / iteration, 1 thread | 2 threads | 2 threads / 1 thread | worst overhead ratio |",
+        "|---|---|---:|---:|---:|---:|",
+        *[f"| {r} | {ld} | {t1:.3f} | {t2:.3f} | {t2 / t1:.2f} | {w:.2f} |" for r, ld, t1, t2, w in summary],
+        "",
+        "`policy.compile` (idle machine; against the idle eager cell above): speed-up of",
+        "the iteration, the compiled loop's own overhead ratio (against the compiled network calls), and",
+        "the log-prob agreement on one rollout batch: eager vs compiled rollout, and the compiled policy's",
+        "re-scoring of its rollout (all trained steps in one forward, as the first update).",
+        "",
+        "| run | compile | threads | eager s / iteration | compiled | speed-up | overhead ratio | max abs log-prob diff | max abs (ratio - 1) |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {run} | {mode} | {n} | {e:.3f} | {c:.3f} | {e / c:.2f}x | {r['overhead_ratio']:.2f} | "
+            f"{ag['max_abs_log_prob_diff']:.2e} | {ag['max_abs_ratio_minus_1']:.2e} |"
+            for run, mode, n, e, c, r, ag in compiled
+        ],
+        "",
+        *sections,
+    ]
+    text = "\n".join(lines)
+    print(text)
+    if a.out:
+        with open(a.out, "w") as f:
+            f.write(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""``genrl bench CONFIG --overhead``: how close a training iteration is to the compute it needs.
+
+    genrl bench configs/digits/flowgrpo.yaml --overhead --steps 6 --threads 1 2 --json overhead.json
+
+Each measurement runs in a fresh process (``--threads`` sets ``OMP_NUM_THREADS`` there) and does,
+in that one process, with the config's shapes, dtype and mixed precision:
+
+1. **The training loop**: the online trainer itself for ``warmup + steps`` steps (evaluation and
+   checkpoints switched off inside the loop; trackers as configured). Its ``time/*`` metrics give
+   each phase: ``rollout``, ``reward`` (waiting for rewards), ``advantages``, ``update`` and, from
+   ``time/elapsed``, the whole iteration; what is left is ``other`` (logging, the progress bar, the
+   step's bookkeeping). Evaluation is amortised: the final evaluation's seconds / ``eval.every``.
+2. **The bare compute** (timed alone, the same number of times): the denoiser's rollout forwards
+   (``policy.num_steps`` per rollout chunk, both CFG branches when the config uses CFG) and the
+   decode of the final latents; then, over the same trajectory, one forward and backward of the
+   network per minibatch and timestep chunk (``train.batch_size``, ``train.timestep_chunk``) and the
+   optimizer steps. Only network calls: no SDE step, no log-prob, no objective, no reward.
+
+The overhead ratio is ``(iteration + amortised evaluation) / bare compute``: 1.0 means the loop costs
+nothing beyond its network calls. Means over the timed steps; the first ``warmup`` steps are
+excluded from both. Denoising policies only (``policy.name: flow | diffusion``). Timing code is
+ours: nothing in accelerate or torch times a training loop by phase against its own network calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+
+PHASES = ("rollout", "reward", "advantages", "update", "other", "eval_amortised")
+
+
+def _timed(fn, sync) -> float:
+    sync()
+    t0 = time.perf_counter()
+    fn()
+    sync()
+    return time.perf_counter() - t0
+
+
+def bare_compute(cfg, repeats: int) -> dict[str, float]:
+    """Seconds per iteration of the network calls alone (mean over ``repeats`` after one untimed):
+    ``{"rollout": ..., "update": ...}``, for this process's share of one step's samples."""
+    import torch
+    from accelerate import Accelerator
+
+    from genrl.models import prepare_models
+    from genrl.registry import POLICIES, TASKS
+    from genrl.trainers.common import make_optimizer
+
+    policy_cls = POLICIES.get(cfg.policy.name)
+    cuda = torch.cuda.is_available()
+    sync = torch.cuda.synchronize if cuda else (lambda: None)
+    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not cuda)
+    prepare_models(cfg)
+    policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
+    optimizer = make_optimizer(policy.trainable_parameters(), cfg.train)
+    policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
+    train = TASKS.get(cfg.task).from_config(cfg).train_prompts()
+    B = cfg.rollout.prompts_per_step * cfg.rollout.group_size // accelerator.num_processes
+    prompts = [train[(i // cfg.rollout.group_size) % len(train)][0] for i in range(B)]
+    g = torch.Generator().manual_seed(cfg.seed)
+    window = policy.window(g)
+    with accelerator.autocast():  # shapes and conditioning for the update
+        traj = policy.rollout(prompts, [{}] * B, [0] * B, g, window)
+    N, gs, rb = cfg.policy.num_steps, cfg.policy.guidance_scale, cfg.rollout.batch_size
+
+    @torch.no_grad()
+    def rollout():
+        with accelerator.autocast():
+            rollout_chunks()
+
+    def rollout_chunks():
+        for c in range(0, B, rb):
+            cond = policy.conditioning(prompts[c : c + rb], gs)  # cached after the first call, as in training
+            x = policy.noise(len(prompts[c : c + rb]), g)  # [b, ...]
+            for i in range(N):
+                out = policy.predict(
+                    policy.denoiser, x, torch.full((x.shape[0],), i, device=policy.device), cond, gs, N
+                )
+                x = x + 0.0 * out  # keeps the data dependence, costs one elementwise op
+            policy.decode(x)
+
+    T = traj.log_probs_old.shape[1]
+    chunk = cfg.train.timestep_chunk or T
+    per_opt = cfg.train.batch_size * cfg.train.gradient_accumulation_steps
+
+    def update():
+        for _ in range(cfg.train.inner_epochs):
+            for o in range(0, B, per_opt):
+                for s in range(o, o + per_opt, cfg.train.batch_size):
+                    sub = traj.index(torch.arange(s, min(s + cfg.train.batch_size, B)))
+                    for c0 in range(0, T, chunk):
+                        x, idx, cond = policy.network_inputs(sub, slice(c0, c0 + chunk))  # [b * t, ...]
+                        with accelerator.autocast():
+                            out = policy.predict(policy.model, x, idx, cond, gs, N)
+                            accelerator.backward(out.float().square().mean())
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+
+    out = {}
+    for name, fn in (("rollout", rollout), ("update", update)):
+        fn()  # untimed: caches, allocator, lazy initialisation
+        out[name] = sum(_timed(fn, sync) for _ in range(repeats)) / repeats
+    return out
+
+
+def loop_phases(cfg, steps: int, warmup: int) -> dict[str, float]:
+    """Run the online trainer for ``warmup + steps`` steps; seconds per iteration of each phase
+    (means over the last ``steps``), ``iteration``, ``eval_amortised`` and ``eval_every``."""
+    import dataclasses
+
+    from genrl.trainers.online import train
+
+    every = cfg.eval.every
+    with tempfile.TemporaryDirectory() as tmp:
+        run = dataclasses.replace(
+            cfg,
+            output_dir=os.path.join(tmp, "run"),
+            max_steps=warmup + steps,
+            resume=False,
+            eval=dataclasses.replace(cfg.eval, every=0),
+            checkpoint=dataclasses.replace(cfg.checkpoint, every=0),
+            log=dataclasses.replace(cfg.log, progress_bar=False),
+        )
+        train(run)
+        rows = [json.loads(line) for line in open(os.path.join(run.output_dir, "metrics.jsonl"))]
+    steps_rows = {r["step"]: r for r in rows if "time/step" in r}
+    timed = [steps_rows[s] for s in range(warmup + 1, warmup + steps + 1)]
+    mean = lambda key: sum(r[key] for r in timed) / len(timed)  # noqa: E731
+    out = {p: mean(f"time/{p}") for p in ("rollout", "reward", "advantages", "update")}
+    # wall time from the end of the last warmup step's row to the last timed row: whole iterations
+    out["iteration"] = (timed[-1]["time/elapsed"] - steps_rows[warmup]["time/elapsed"]) / steps
+    out["other"] = out["iteration"] - sum(out[p] for p in ("rollout", "reward", "advantages", "update"))
+    # the final evaluation's (caches warm, compiled graphs built; the step-0 one may include compiling)
+    eval_s = next(r["time/eval"] for r in rows if r["step"] == warmup + steps and "time/eval" in r)
+    out["eval_amortised"] = eval_s / every if every else 0.0
+    out["eval_every"] = every
+    return out
+
+
+def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
+    """This process: the loop's phases and the bare compute, and their ratio."""
+    import torch
+
+    from genrl.config import OnlineConfig, load_config
+    from genrl.policies.denoiser import DenoisingPolicy
+    from genrl.registry import POLICIES
+
+    cfg = load_config(OnlineConfig, config, overrides)
+    if not issubclass(POLICIES.get(cfg.policy.name), DenoisingPolicy):
+        raise ValueError(f"policy.name={cfg.policy.name!r}: --overhead measures denoising policies only")
+    loop = loop_phases(cfg, steps, warmup)
+    bare = bare_compute(cfg, steps)
+    bare_total = bare["rollout"] + bare["update"]
+    return {
+        "threads": torch.get_num_threads(),
+        "loop": loop,
+        "bare": bare,
+        "overhead_ratio": (loop["iteration"] + loop["eval_amortised"]) / bare_total,
+    }
+
+
+def run(config: str, overrides: list[str], steps: int, warmup: int, threads: list[int], env=None) -> list[dict]:
+    """One fresh process per thread count; returns their ``measure`` results."""
+    import subprocess
+
+    results = []
+    for n in threads:
+        cmd = [sys.executable, "-m", "genrl.overhead", config, "--steps", str(steps), "--warmup", str(warmup)]
+        child_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(n)}
+        proc = subprocess.run([*cmd, "--set", *overrides], capture_output=True, text=True, env=child_env)
+        if proc.returncode == 2:  # the child's one-line error (a config mistake)
+            raise ValueError(proc.stderr.strip().splitlines()[-1])
+        if proc.returncode != 0:
+            raise RuntimeError(f"--threads {n} failed:\n{proc.stderr[-3000:]}")
+        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+    return results
+
+
+def report(config: str, results: list[dict], label: str = "") -> str:
+    """A markdown table: per thread count, each phase's seconds per iteration, the bare compute and
+    the overhead ratio."""
+    head = "| threads | " + " | ".join(PHASES) + " | iteration | bare rollout | bare update | overhead ratio |"
+    lines = [
+        f"### `{config}`{' ' + label if label else ''}",
+        "",
+        "Seconds per iteration (means over the timed steps); evaluation amortised over `eval.every`.",
+        "",
+        head,
+        "|" + "---:|" * (len(PHASES) + 5),
+    ]
+    for r in results:
+        lp, b = r["loop"], r["bare"]
+        cells = [f"{lp[p]:.3f}" for p in PHASES]
+        lines.append(
+            f"| {r['threads']} | " + " | ".join(cells) + f" | {lp['iteration']:.3f} | {b['rollout']:.3f} | "
+            f"{b['update']:.3f} | **{r['overhead_ratio']:.2f}** |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> None:
+    """Child process: ``python -m genrl.overhead CONFIG`` prints ``measure``'s JSON on its last line."""
+    p = argparse.ArgumentParser()
+    p.add_argument("config")
+    p.add_argument("--steps", type=int, default=6)
+    p.add_argument("--warmup", type=int, default=2)
+    p.add_argument("--set", nargs="*", default=[], dest="overrides")
+    a = p.parse_args(argv)
+    try:
+        result = measure(a.config, a.overrides, a.steps, a.warmup)
+    except ValueError as e:
+        print(" ".join(str(e).split()), file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])

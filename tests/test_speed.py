@@ -1,0 +1,185 @@
+"""Issue 18's correctness side: no reference forward at ``beta = 0`` unless ``log.kl_every`` asks,
+the OpenMP defaults the CLI sets before torch loads, and ``genrl bench --overhead`` on a tiny run.
+(Speed itself is measured in ``benchmarks/overhead.py``, never timed here.)"""
+
+import json
+import os
+import subprocess
+import sys
+from types import SimpleNamespace
+
+import pytest
+import torch
+from conftest import get_dummy_pipeline
+
+from genrl.cli import OPENMP_DEFAULTS, configure_openmp
+from genrl.config import ObjectiveConfig, OnlineConfig, PolicyConfig, TrainConfig, load_config
+from genrl.policies.flow import FlowPolicy
+from genrl.registry import OBJECTIVES
+from genrl.tasks.digits import prompt_for
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def _update(measure_kl: bool, beta: float):
+    """One ``update`` of a tiny FlowPolicy; returns its metrics and how often the reference ran."""
+    from accelerate import Accelerator
+
+    from genrl.trainers.online import update
+
+    policy = FlowPolicy(PolicyConfig(num_steps=4), get_dummy_pipeline())
+    g = torch.Generator().manual_seed(0)
+    prompts = [prompt_for(i) for i in range(4)]
+    traj = policy.rollout(prompts, [{}] * 4, [0, 0, 1, 1], g, policy.window(g))
+    calls = []
+    reference = policy.reference
+    policy.reference = lambda: calls.append(1) or reference()  # counts, then the real context manager
+    cfg = SimpleNamespace(
+        train=TrainConfig(batch_size=2, lr=1e-3, timestep_chunk=0),
+        objective=ObjectiveConfig(clip_range=0.2, beta=beta),
+    )
+    opt = torch.optim.AdamW(policy.trainable_parameters(), lr=1e-3)
+    adv = torch.tensor([1.0, -1.0, 0.5, -0.5])
+    m = update(
+        policy, traj, adv, opt, OBJECTIVES.get("grpo"), cfg, Accelerator(cpu=True), None, g, measure_kl=measure_kl
+    )
+    return m, len(calls)
+
+
+@pytest.mark.parametrize(
+    "measure_kl,beta,ref_forwards",
+    [(False, 0.0, 0), (True, 0.0, 1), (False, 0.1, 2), (True, 0.1, 2)],  # 2 minibatches of 2 samples
+)
+def test_reference_runs_only_when_the_loss_needs_it_or_kl_is_asked(measure_kl, beta, ref_forwards):
+    m, calls = _update(measure_kl, beta)
+    assert calls == ref_forwards
+    assert ("loss/kl" in m) == (ref_forwards > 0)
+    if ref_forwards:
+        assert m["loss/kl"] >= 0
+
+
+def test_kl_every_is_validated():
+    with pytest.raises(ValueError, match="kl_every"):
+        load_config(OnlineConfig, "configs/digits/flowgrpo.yaml", ["log.kl_every=-1"])
+
+
+def test_openmp_defaults_respect_the_users_choice():
+    env = {}
+    assert configure_openmp(env) == OPENMP_DEFAULTS and env == OPENMP_DEFAULTS
+    for mine in ({"OMP_WAIT_POLICY": "ACTIVE"}, {"GOMP_SPINCOUNT": "300000"}, {"GENRL_OPENMP_DEFAULTS": "0"}):
+        env = dict(mine)
+        assert configure_openmp(env) == {} and env == mine
+    # the CLI sets them before torch loads: importing it must not import torch
+    code = "import sys, genrl.cli; assert 'torch' not in sys.modules"
+    assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
+
+
+def test_bench_overhead_reports_every_phase_and_the_ratio(tmp_path, base_model):
+    out, js = tmp_path / "overhead.md", tmp_path / "overhead.json"
+    tiny = [
+        f"policy.model={base_model}",
+        "policy.num_steps=4",
+        "rollout.prompts_per_step=2",
+        "rollout.group_size=4",
+        "rollout.batch_size=8",
+        "train.batch_size=4",
+        "eval.seeds_per_prompt=1",
+        "log.report_to=[]",
+    ]
+    cmd = [sys.executable, "-m", "genrl.cli", "bench", "configs/digits/flowgrpo.yaml", "--overhead"]
+    args = ["--steps", "2", "--warmup", "1", "--threads", "1", "--out", str(out), "--json", str(js), "--set", *tiny]
+    proc = subprocess.run(cmd + args, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    (r,) = json.loads(js.read_text())
+    loop, bare = r["loop"], r["bare"]
+    assert r["threads"] == 1 and loop["eval_every"] == 25
+    for phase in ("rollout", "reward", "advantages", "update", "eval_amortised"):
+        assert loop[phase] >= 0, phase
+    # the phases and the rest add up to the iteration's wall time
+    parts = sum(loop[p] for p in ("rollout", "reward", "advantages", "update", "other"))
+    assert parts == pytest.approx(loop["iteration"])
+    assert bare["rollout"] > 0 and bare["update"] > 0
+    assert r["overhead_ratio"] == pytest.approx(
+        (loop["iteration"] + loop["eval_amortised"]) / (bare["rollout"] + bare["update"])
+    )
+    assert "overhead ratio" in out.read_text() and f"**{r['overhead_ratio']:.2f}**" in out.read_text()
+    # bad input: one line, exit 2, nothing written
+    for extra, word in ((["--steps", "1", "--warmup", "0"], "--warmup"), (["--set", "policy.name=vlm"], "denoising")):
+        bad = subprocess.run(
+            cmd + [*extra, "--json", str(tmp_path / "bad.json")], cwd=ROOT, capture_output=True, text=True, timeout=300
+        )
+        assert bad.returncode == 2 and word in bad.stderr, bad.stderr
+        assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("mode", ["regional", "full"])
+def test_compiled_denoiser_keeps_the_log_prob_contract(mode):
+    """``policy.compile``: the rollout's log-probs re-scored by the compiled network give a ratio of 1
+    (compiled kernels for both, as in training), equal to the eager network's up to float32 rounding,
+    and parameter names (so checkpoints) are unchanged."""
+    torch.manual_seed(0)
+    eager = FlowPolicy(PolicyConfig(num_steps=4), get_dummy_pipeline())
+    torch.manual_seed(0)
+    compiled = FlowPolicy(PolicyConfig(num_steps=4, compile=mode), get_dummy_pipeline())
+    assert compiled.trainable_state_dict().keys() == eager.trainable_state_dict().keys()
+    prompts = [prompt_for(i) for i in range(4)]
+    trajs = []
+    for policy in (eager, compiled):
+        g = torch.Generator().manual_seed(0)
+        trajs.append(policy.rollout(prompts, [{}] * 4, [0, 0, 1, 1], g, policy.window(g)))
+    torch.testing.assert_close(trajs[1].log_probs_old, trajs[0].log_probs_old, rtol=0, atol=1e-4)
+    for policy, traj in zip((eager, compiled), trajs):
+        lp, _ = policy.log_prob(traj, slice(0, None))  # all steps in one forward, with gradient
+        torch.testing.assert_close(torch.exp(lp - traj.log_probs_old), torch.ones_like(lp), rtol=0, atol=1e-5)
+
+
+def test_regional_compile_without_blocks_is_a_clear_error():
+    from genrl.policies.denoiser import compile_denoiser
+
+    with pytest.raises(ValueError, match="policy.compile=full"):
+        compile_denoiser(torch.nn.Linear(2, 2), "regional")
+
+
+def test_fused_adamw_takes_the_same_steps():
+    from genrl.trainers.common import make_optimizer
+
+    torch.manual_seed(0)
+    weights = [torch.randn(16, 8), torch.randn(8)]
+    runs = []
+    for fused in (False, True):
+        params = [torch.nn.Parameter(w.clone()) for w in weights]
+        opt = make_optimizer(params, TrainConfig(lr=1e-2, weight_decay=1e-2, fused_adamw=fused))
+        assert opt.defaults["fused"] is (True if fused else None)
+        for step in range(3):
+            loss = sum((p * (step + 1)).square().sum() for p in params)
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        runs.append(params)
+    for a, b in zip(*runs):
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-7)
+        assert not torch.equal(a, weights[0] if a.dim() == 2 else weights[1])  # the weights moved
+
+
+def test_rollout_in_the_updates_autocast_gives_ratio_one_under_bf16():
+    """``train.mixed_precision=bf16``: the trainer rolls out under the update's autocast, so re-scoring
+    the rollout reproduces its log-probs exactly (fp32 log-probs); rolled out in fp32 instead, the
+    trained LoRA weights would make the first update's ratio drift from 1."""
+    torch.manual_seed(0)
+    policy = FlowPolicy(PolicyConfig(num_steps=4), get_dummy_pipeline())
+    for p in policy.trainable_parameters():  # trained adapters: LoRA's B is no longer zero
+        p.data += 0.05 * torch.randn_like(p)
+    prompts = [prompt_for(i) for i in range(4)]
+    bf16 = lambda: torch.autocast("cpu", dtype=torch.bfloat16)  # noqa: E731  what accelerator.autocast() enters
+    drift = {}
+    for rollout_autocast in (True, False):
+        g = torch.Generator().manual_seed(0)
+        with bf16() if rollout_autocast else torch.autocast("cpu", enabled=False):
+            traj = policy.rollout(prompts, [{}] * 4, [0, 0, 1, 1], g, policy.window(g))
+        with bf16():
+            lp, _ = policy.log_prob(traj, slice(0, 1))  # the rollout's own batch layout
+        assert lp.dtype == torch.float32 and traj.log_probs_old.dtype == torch.float32
+        drift[rollout_autocast] = (lp - traj.log_probs_old[:, :1]).abs().max().item()
+    assert drift[True] == 0.0
+    # what the trainer did before rolling out under autocast: a drift beyond Flow-GRPO's clip range (1e-4)
+    assert drift[False] > 1e-4
