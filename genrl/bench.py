@@ -38,6 +38,8 @@ VARIANTS: dict[str, list[str]] = {
     "grad_ckpt": ["policy.gradient_checkpointing=true"],
     "window": ["policy.sde_window_size=2"],
     "grad_ckpt+window": ["policy.gradient_checkpointing=true", "policy.sde_window_size=2"],
+    "compile": ["policy.compile=regional"],
+    "compile_full": ["policy.compile=full"],
 }
 
 
