@@ -357,7 +357,6 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             accelerator.wait_for_everyone()
         if main:
             m.setdefault("time/eval", time.perf_counter() - t0)
-        if main:
             logger.log_eval(step, m)
         return m
 
