@@ -75,7 +75,7 @@ def _proxy_key(cfg) -> str | None:
 def seconds_per_step(run_dir: str, skip: int = 2) -> float:
     """Median ``time/step`` (seconds per optimizer step, evaluation excluded) of a run's training
     rows after the first ``skip`` (warm-up). Raises ``ValueError`` when the run logged none."""
-    times = [r["time/step"] for r in _rows(run_dir) if "time/step" in r]
+    times = [r["time/step"] for r in run_rows(run_dir) if "time/step" in r]
     if not times:
         raise ValueError(f"{run_dir}: no time/step rows in metrics.jsonl")
     return statistics.median(times[skip:] or times)
@@ -137,7 +137,7 @@ def run_all(
                 with atomic_file(wall_file) as f:
                     f.write(f"{time.perf_counter() - t0:.1f}\n")
             wall = float(open(wall_file).read()) if os.path.isfile(wall_file) else float("nan")
-            train_s = sum(r["time/step"] for r in _rows(run_dir) if "time/step" in r)
+            train_s = sum(r["time/step"] for r in run_rows(run_dir) if "time/step" in r)
             runs.append(
                 {
                     "name": arm.name,
@@ -152,14 +152,15 @@ def run_all(
     return runs
 
 
-def _rows(run_dir: str) -> list[dict]:
+def run_rows(run_dir: str) -> list[dict]:
+    """The rows of a run's ``metrics.jsonl`` (training, evaluation and final rows alike)."""
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
 
 
-def _curves(run: dict) -> dict[str, list[float]]:
+def eval_curves(run: dict) -> dict[str, list[float]]:
     """Evaluation curves of one run: ``step``, ``proxy``, ``gold``, ``div`` (same length)."""
-    ev = [r for r in _rows(run["dir"]) if "eval/gold_accuracy" in r]
+    ev = [r for r in run_rows(run["dir"]) if "eval/gold_accuracy" in r]
     if not ev:
         raise ValueError(f"{run['dir']}: no evaluation rows with eval/gold_accuracy in metrics.jsonl")
     return {
@@ -210,7 +211,7 @@ def per_step_ratio_table(runs: list[dict]) -> list[str]:
     GRPO-Guard's, logged by ``grpo_guard`` only)."""
     acc: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
-        rows = [r for r in _rows(run["dir"]) if "grad/norm" in r]
+        rows = [r for r in run_rows(run["dir"]) if "grad/norm" in r]
         for prefix, label, shift in RATIO_KEYS:
             per_step = defaultdict(list)
             for r in rows:
@@ -270,7 +271,7 @@ def write_report(runs: list[dict], out_dir: str) -> str:
     ratio_fig, ratio_axes = plt.subplots(1, 2, figsize=(11, 4))
     spread_fig, spread_ax = plt.subplots(figsize=(6, 4))
     for run in runs:
-        c = curves[run["name"]][run["seed"]] = _curves(run)
+        c = curves[run["name"]][run["seed"]] = eval_curves(run)
         steps, proxy, gold, div = c["step"], c["proxy"], c["gold"], c["div"]
         peak = max(range(len(gold)), key=gold.__getitem__)
         lines.append(
@@ -287,7 +288,7 @@ def write_report(runs: list[dict], out_dir: str) -> str:
             if len(by_seed) > 1:
                 ax.fill_between(first["step"][:n], [min(v) for v in cols], [max(v) for v in cols], alpha=0.15)
     for run in runs:
-        tr = [r for r in _rows(run["dir"]) if "grad/norm" in r]
+        tr = [r for r in run_rows(run["dir"]) if "grad/norm" in r]
         label = f"{run['name']} s{run['seed']}"
         for ax, prefix in ((ratio_axes[0], "ratio/mean_step_"), (ratio_axes[1], "ratio/std_step_")):
             per_step = defaultdict(list)

@@ -1,4 +1,5 @@
-"""Name -> object registries for model families, objectives, policies, rewards and tasks.
+"""Name -> object registries for model families, objectives, advantage estimators, policies, rewards
+and tasks.
 
 Every registry knows the full list of valid names, so a typo is an error that lists the
 alternatives instead of an ``AttributeError`` deep in a training run. Concrete rewards
@@ -22,6 +23,7 @@ from typing import Any, Callable
 
 # Modules that register entries of a kind when imported. Imported lazily on first lookup.
 _PROVIDERS: dict[str, tuple[str, ...]] = {
+    "advantage estimator": ("genrl.advantages",),
     "family": ("genrl.families",),
     "objective": ("genrl.objectives",),
     "policy": ("genrl.policies",),
@@ -110,6 +112,7 @@ class Registry:
         return name in self._entries or is_import_path(name)
 
 
+ADVANTAGE_ESTIMATORS = Registry("advantage estimator")
 FAMILIES = Registry("family")
 OBJECTIVES = Registry("objective")
 POLICIES = Registry("policy")

@@ -144,14 +144,29 @@ def test_cli_rejects_bad_config_before_any_work(tmp_path):
     assert not os.path.exists(tmp_path / "r")
 
 
-@pytest.mark.parametrize("objective", ["dapo", "dr_grpo", "gspo", "sapo", "grpo_guard"])
-def test_every_objective_trains_the_flow_policy(tmp_path, base_model, objective):
-    """Token-era objectives take flow-step log-probs unchanged (one registry, every modality)."""
-    run = tmp_path / objective
-    std = "none" if objective == "dr_grpo" else "group"  # Dr. GRPO does not divide by the group's std
-    train(_cfg(run, base_model, f"objective.name={objective}", f"advantages.std={std}", "max_steps=1", "eval.every=0"))
+ZOO = {  # every objective, advantage estimator and down-sampler beyond grpo, with what it needs
+    "dapo": ["objective.name=dapo"],
+    "dr_grpo": ["objective.name=dr_grpo", "advantages.std=none"],  # Dr. GRPO does not divide by the std
+    "gspo": ["objective.name=gspo"],
+    "sapo": ["objective.name=sapo"],
+    "grpo_guard": ["objective.name=grpo_guard"],
+    "mhpo": ["objective.name=mhpo"],
+    "mdpo": ["objective.name=mdpo", "train.inner_epochs=2"],  # mirror descent: several steps per batch
+    "fiberpo": ["objective.name=fiberpo"],
+    "bnpo": ["advantages.estimator=bnpo"],
+    "riskpo": ["advantages.estimator=riskpo", "advantages.riskpo.bundle_size=2"],
+    "d3s": ["advantages.downsample=d3s"],
+}
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_every_objective_trains_the_flow_policy(tmp_path, base_model, name):
+    """Token-era objectives and estimators take flow-step log-probs unchanged (one registry, every modality)."""
+    run = tmp_path / name
+    train(_cfg(run, base_model, *ZOO[name], "max_steps=1", "eval.every=0"))
     row = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line][-1]
     assert row["grad/norm"] > 0 and "loss/policy" in row
+    assert_documented_metric_names(run / "metrics.jsonl")  # its own diagnostics too
     lora_b = [
         t for n, t in load_checkpoint(latest_checkpoint(str(run / "checkpoints")))["model"].items() if "lora_B" in n
     ]

@@ -100,3 +100,24 @@ def test_sapo_with_variance_aware_sampling_resumes_exactly(tmp_path, sft_config)
         assert torch.equal(a["model"][name], b["model"][name]), name
     rows = [json.loads(line) for line in open(resumed / "metrics.jsonl") if "reward/total_mean" in line]
     assert [r["step"] for r in rows] == [1, 2, 3] and all("vas/frac_informative" in r for r in rows)
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["objective.name=mhpo"],
+        ["objective.name=mdpo", "train.inner_epochs=2"],
+        ["objective.name=fiberpo"],
+        ["advantages.estimator=bnpo"],
+        ["advantages.estimator=riskpo", "advantages.riskpo.bundle_size=2"],
+        ["advantages.downsample=d3s"],
+    ],
+    ids=lambda e: e[0].split("=")[1],
+)
+def test_issue19_methods_train_the_vlm_policy(tmp_path, sft_config, extra):
+    """The same registry entries train token actions (digit_sum), one step each."""
+    run = tmp_path / "run"
+    train(_cfg("grpo", run, sft_config, *extra, "max_steps=1", "eval.every=0", "checkpoint.every=0"))
+    row = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line][-1]
+    assert "loss/policy" in row and row["train/optimizer_steps"] >= 1
+    assert_documented_metric_names(run / "metrics.jsonl")

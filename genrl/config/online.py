@@ -11,9 +11,15 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
+from genrl.advantages.bnpo import BNPOConfig
+from genrl.advantages.d3s import DOWNSAMPLERS, D3SConfig
+from genrl.advantages.riskpo import RiskPOConfig
 from genrl.config.base import ConfigError, Section, at_least, nonempty, option, registered, require
 from genrl.config.common import LoraConfig, OptimizerConfig, RunConfig
 from genrl.objectives.common import KL_TYPES, LOSS_AGGS
+from genrl.objectives.fiberpo import FiberPOConfig
+from genrl.objectives.mdpo import MDPOConfig
+from genrl.objectives.mhpo import MHPOConfig
 from genrl.policies.base import DTYPES
 from genrl.policies.diffusion import DDIM_STEP
 from genrl.samplers import diversity_fn
@@ -248,10 +254,15 @@ class RolloutConfig(Section):
 
 @dataclass
 class AdvantageConfig(Section):
-    std: Literal["group", "global", "none"] = option(
-        "group", "divide by the group's std, the whole batch's std, or not at all"
+    estimator: str = option(
+        "grpo",
+        "advantage estimator in genrl.registry.ADVANTAGE_ESTIMATORS: grpo (group mean / std), bnpo "
+        "(Beta normalisation), riskpo (mixed value-at-risk over bundles of prompts), or an import path",
     )
-    eps: float = option(1e-4, "added to the std before dividing (> 0)")
+    std: Literal["group", "global", "none"] = option(
+        "group", "grpo: divide by the group's std, the whole batch's std, or not at all"
+    )
+    eps: float = option(1e-4, "grpo: added to the std before dividing (> 0)")
     combine: Literal["rewards", "advantages"] = option(
         "rewards",
         "several rewards: 'rewards' = advantages of the weighted reward sum; 'advantages' = weighted sum of "
@@ -263,7 +274,20 @@ class AdvantageConfig(Section):
         "the update and its normaliser (Flow-GRPO's default, train_sd3.py)",
     )
 
+    downsample: Literal[DOWNSAMPLERS] = option(
+        "none",
+        "train on a subset of the samples and actions chosen after the advantages: d3s (genrl/advantages/d3s.py)",
+    )
+    # options of one estimator / down-sampler each, declared in its own file
+    bnpo: BNPOConfig = option(BNPOConfig, "estimator bnpo: the reward's bounds and the Beta normaliser")
+    riskpo: RiskPOConfig = option(RiskPOConfig, "estimator riskpo: quantile levels, tail weight, bundle size")
+    d3s: D3SConfig = option(D3SConfig, "downsample d3s: kept shares of samples and actions, start and end")
+
     def validate(self) -> None:
+        from genrl.registry import ADVANTAGE_ESTIMATORS
+
+        nonempty(self, "estimator")
+        registered(self, "estimator", ADVANTAGE_ESTIMATORS)
         require(self.eps > 0 and math.isfinite(self.eps), "eps", self.eps, "must be finite and > 0")
 
 
@@ -321,6 +345,10 @@ class ObjectiveConfig(Section):
         None, "kl_controller adaptive: the KL it steers to; null = beta (SAGE-GRPO: kl_weight 1e-5 for both)"
     )
     kl_warmup: int = option(100, "kl_controller adaptive: backward passes of the linear ramp (SAGE-GRPO: 100)")
+    # options of one objective each, declared in that objective's file (used only with its name)
+    mhpo: MHPOConfig = option(MHPOConfig, "objective mhpo: log-fidelity modulator and hazard penalty")
+    mdpo: MDPOConfig = option(MDPOConfig, "objective mdpo: the mirror-descent step size t_k (KL weight 1 / t_k)")
+    fiberpo: FiberPOConfig = option(FiberPOConfig, "objective fiberpo: trajectory (base) and per-action (fiber) gates")
 
     def validate(self) -> None:
         nonempty(self, "name")

@@ -9,7 +9,9 @@ Algorithm 1; DeepSeekMath's GRPO for tokens). Reads top to bottom:
         rewards  = sum_i w_i * reward_i(traj.samples)         (per chunk, optionally in a thread while the
                                                                next chunk rolls out; NaN -> sample masked out)
                    (rollout.dynamic_sampling: more rounds until every group's rewards vary; genrl.rollouts)
-        adv      = group-normalised rewards, gathered over all processes (or MixGRPO: sum_i w_i * adv_i)
+        adv      = advantage estimator (GRPO's group-normalised rewards, BNPO, RiskPO) over the rewards
+                   gathered from all processes (or MixGRPO: sum_i w_i * adv_i); optionally D3S keeps the
+                   samples and actions of largest signal
         update   = minibatches x timestep chunks -> objective -> backward -> optimizer step
         log / evaluate / checkpoint
 
@@ -28,7 +30,7 @@ from collections import defaultdict
 import torch
 
 from genrl import sharding
-from genrl.advantages import group_advantages, weighted_advantages
+from genrl.advantages import d3s, weighted_advantages
 from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint, save_sharded_checkpoint
 from genrl.config import OnlineConfig
 from genrl.ema import EMA, Anchor
@@ -37,7 +39,7 @@ from genrl.models import prepare_models
 from genrl.objectives.common import objective_chunk_weight, objective_normaliser, per_step_ratio_stats
 from genrl.policies.denoiser import DenoisingPolicy
 from genrl.preemption import Preempted, StopRequest
-from genrl.registry import OBJECTIVES, POLICIES, REWARDS, TASKS
+from genrl.registry import ADVANTAGE_ESTIMATORS, OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.scoring import ChunkScorer, build_rewards, combine, finite_mean
@@ -94,6 +96,7 @@ def update(
     kl_control=None,
     guard: NonFiniteGuard | None = None,
     measure_kl: bool = False,
+    progress: float = 0.0,
 ) -> dict[str, float]:
     """Policy-gradient updates on one rollout batch; returns metrics averaged over all processes.
 
@@ -105,7 +108,9 @@ def update(
     only how the work is split, never the gradient.
 
     The reference model runs only when the loss needs it (``objective.beta > 0``), or, with
-    ``measure_kl``, on the first minibatch to log ``loss/kl`` (``log.kl_every``)."""
+    ``measure_kl``, on the first minibatch to log ``loss/kl`` (``log.kl_every``). ``progress``, the
+    share of training done (``step / max_steps``), reaches the objective as ``step_info["progress"]``
+    (MDPO's annealed step size)."""
     tc = cfg.train
     B, T = traj.log_probs_old.shape
     chunk = tc.timestep_chunk or T
@@ -138,7 +143,7 @@ def update(
                     ctx = contextlib.nullcontext() if last or sharded else accelerator.no_sync(policy.model)
                     with ctx, accelerator.autocast():
                         log_probs, info = policy.log_prob(sub, sl, with_ref=with_ref)  # [b, t]
-                        step_info = {**{k: v[:, sl] for k, v in sub.step_info.items()}, **info}
+                        step_info = {**{k: v[:, sl] for k, v in sub.step_info.items()}, **info, "progress": progress}
                         mask = sub.mask[:, sl]
                         obj_cfg.beta = kl_control.value
                         loss, m = objective(log_probs, sub.log_probs_old[:, sl], adv, mask, step_info, obj_cfg)
@@ -220,6 +225,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
     objective = OBJECTIVES.get(cfg.objective.name)  # unknown names fail before any work
+    estimator = ADVANTAGE_ESTIMATORS.get(cfg.advantages.estimator)
     policy_cls, task_cls = POLICIES.get(cfg.policy.name), TASKS.get(cfg.task)
     reward_classes = {name: REWARDS.get(name) for name in cfg.rewards}
     check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes)
@@ -409,16 +415,26 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             gathered = {
                 k: accelerator.gather(v.to(accelerator.device)) for k, v in values.items()
             }  # every key, [B_all]
-            adv_all, adv_stats = group_advantages(all_rewards, all_groups, cfg.advantages.std, cfg.advantages.eps)
-            if (
-                cfg.advantages.combine == "advantages"
-            ):  # MixGRPO-style: each reward normalised in its groups, then weighted
+            adv_all, adv_stats = estimator(all_rewards, all_groups, cfg.advantages)  # [B_all]
+            if cfg.advantages.combine == "advantages":  # MixGRPO-style: each reward's own advantages, weighted
                 adv_all = weighted_advantages(
-                    gathered, cfg.rewards, all_groups, cfg.advantages.std, cfg.advantages.eps
+                    gathered, cfg.rewards, all_groups, lambda r, g: estimator(r, g, cfg.advantages)[0]
                 )
             B = total.shape[0]
             advantages = adv_all[rank * B : (rank + 1) * B].to(accelerator.device)
             traj.mask = traj.mask * torch.isfinite(total)[:, None].float()
+            if cfg.advantages.downsample == "d3s":  # D3S: the samples and actions of largest signal
+                adv_stats.update(
+                    d3s.downsample(
+                        traj,
+                        adv_all,
+                        all_groups,
+                        torch.isfinite(all_rewards),
+                        slice(rank * B, (rank + 1) * B),
+                        cfg.advantages.d3s,
+                        step / cfg.max_steps,
+                    )
+                )
             if (
                 cfg.advantages.drop_zero
             ):  # Flow-GRPO: samples with advantage exactly 0 leave the update and its normaliser
@@ -453,6 +469,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 kl_control,
                 guard,
                 measure_kl=cfg.log.kl_every > 0 and step % cfg.log.kl_every == 0,
+                progress=step / cfg.max_steps,
             )
             t3 = time.perf_counter()
 

@@ -1,0 +1,204 @@
+"""Every objective, advantage estimator and down-sampler on digits (flow) and digit_sum (VLM) at equal
+training wall time: writes ``benchmarks/objective_zoo.md``.
+
+    python benchmarks/objective_zoo.py [--seeds 0 1 2] [--budget-digits 150] [--budget-vlm 120] \\
+        [--tasks digits digit_sum] [--out runs/objective_zoo] [--report benchmarks/objective_zoo.md]
+
+Each arm is a config plus overrides, trained with ``genrl.compare.run_all``: a 20-step calibration run
+per arm measures its seconds per optimizer step, and every seed then trains ``budget / seconds_per_step``
+steps (evaluation excluded), evaluated ``--evals`` times. Runs already finished under ``--out`` are
+reused, so adding seeds later trains only the new ones. A run that raises is listed as failed and
+the others go on. Timings are only fair on an otherwise idle machine: run nothing else meanwhile.
+
+Settings for flow steps. Per-step log-ratios of the digits flow policy stay within about 1e-3 (the
+digits config clips at ``clip_range = 1e-3``), so methods whose papers give token-scale bounds are
+scaled by ``1e-3 / 0.2`` (the ratio of the flow clip to the token clip), keeping each paper's own
+proportions: SAPO's temperatures (1, 1.05) -> (1000, 1050), MHPO's bound c 1.5 -> 7.5e-3, FiberPO's
+(eps, C+, C-) = (0.04, 0.12, 0.05) -> (1e-3, 3e-3, 1.25e-3), DAPO's upper clip 0.28 -> 1.4e-3, GSPO's
+sequence clips (3e-4, 4e-4) as the paper gives them. On digit_sum (tokens) every method uses its
+paper's values.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import statistics
+import sys
+import time
+
+from genrl.compare import Arm, eval_curves, matched_proxy, run_all, run_rows
+from genrl.io import atomic_file
+
+DIGITS = "configs/digits/flowgrpo.yaml"
+VLM = "configs/digit_sum/grpo.yaml"
+
+ARMS = {
+    "digits": [
+        Arm("grpo", DIGITS),
+        Arm("dapo", DIGITS, ("objective.name=dapo", "objective.clip_range_high=1.4e-3")),
+        Arm("dr_grpo", DIGITS, ("objective.name=dr_grpo", "advantages.std=none")),
+        Arm("gspo", DIGITS, ("objective.name=gspo", "objective.clip_range=3e-4", "objective.clip_range_high=4e-4")),
+        Arm("sapo", DIGITS, ("objective.name=sapo", "objective.tau_pos=1000", "objective.tau_neg=1050")),
+        Arm("grpo_guard", "configs/digits/guard.yaml"),
+        Arm("sage_grpo", "configs/digits/sage.yaml"),
+        Arm("mhpo", DIGITS, ("objective.name=mhpo", "objective.mhpo.c=7.5e-3")),
+        Arm("mdpo", DIGITS, ("objective.name=mdpo",)),
+        Arm(
+            "fiberpo",
+            DIGITS,
+            ("objective.name=fiberpo", "objective.fiberpo.eps=1e-3", "objective.fiberpo.c_pos=3e-3")
+            + ("objective.fiberpo.c_neg=1.25e-3",),
+        ),
+        Arm("bnpo", DIGITS, ("advantages.estimator=bnpo",)),
+        Arm("riskpo", DIGITS, ("advantages.estimator=riskpo",)),
+        Arm("d3s", DIGITS, ("advantages.downsample=d3s",)),
+    ],
+    "digit_sum": [
+        Arm("grpo", VLM),
+        Arm("dapo", VLM, ("objective.name=dapo", "objective.clip_range_high=0.28")),
+        Arm("dr_grpo", VLM, ("objective.name=dr_grpo", "advantages.std=none", "objective.max_len_norm=16")),
+        Arm("gspo", VLM, ("objective.name=gspo", "objective.clip_range=3e-4", "objective.clip_range_high=4e-4")),
+        Arm("sapo", "configs/digit_sum/sapo.yaml"),
+        Arm("mhpo", VLM, ("objective.name=mhpo", "objective.loss_agg=seq-mean-token-mean")),
+        Arm("mdpo", VLM, ("objective.name=mdpo",)),
+        Arm("fiberpo", VLM, ("objective.name=fiberpo",)),
+        Arm("bnpo", VLM, ("advantages.estimator=bnpo",)),
+        Arm("riskpo", VLM, ("advantages.estimator=riskpo",)),
+        Arm("d3s", VLM, ("advantages.downsample=d3s",)),
+    ],
+}
+FLOW_ONLY = ("grpo_guard", "sage_grpo")  # per-step Gaussian objectives: no meaning for tokens
+
+
+def _ms(values: list[float], fmt: str = ".3f") -> str:
+    values = [v for v in values if not math.isnan(v)]
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return format(values[0], fmt)
+    return f"{statistics.fmean(values):{fmt}} ± {statistics.stdev(values):{fmt}}"
+
+
+def _train_mean(run: dict, key: str) -> float:
+    values = [r[key] for r in run_rows(run["dir"]) if key in r and "grad/norm" in r]
+    return statistics.fmean(values) if values else float("nan")
+
+
+def _final(run: dict, key: str) -> float:
+    ev = [r[key] for r in run_rows(run["dir"]) if key in r]
+    return ev[-1] if ev else float("nan")
+
+
+def _versus_grpo(by_arm: dict[str, list[dict]], key: str) -> dict[str, str]:
+    """Per arm, ``final key - grpo's final key`` per seed, as mean ± sd."""
+    base = {r["seed"]: _final(r, key) for r in by_arm.get("grpo", [])}
+    return {
+        name: _ms([_final(r, key) - base[r["seed"]] for r in runs if r["seed"] in base], "+.3f")
+        for name, runs in by_arm.items()
+    }
+
+
+def digits_table(by_arm: dict[str, list[dict]]) -> list[str]:
+    curves = {name: {r["seed"]: eval_curves(r) for r in runs} for name, runs in by_arm.items()}
+    matched = matched_proxy(curves) if len(curves) > 1 else {}
+    delta = _versus_grpo(by_arm, "eval/gold_accuracy")
+    lines = [
+        "| arm | seeds | steps | train s | proxy final | gold final | gold vs grpo | gold at matched proxy "
+        "| diversity final | clip / gate frac | ratio std |",
+        "|---|---:|---:|---:|---|---|---|---|---|---|---|",
+    ]
+    for name, runs in by_arm.items():
+        at_matched = [m[name]["gold"] for _, m in matched.values() if name in m]
+        lines.append(
+            f"| {name} | {len(runs)} | {runs[0]['steps']} | {_ms([r['train_s'] for r in runs], '.0f')} "
+            f"| {_ms([_final(r, 'eval/' + r['reward']) for r in runs])} "
+            f"| {_ms([_final(r, 'eval/gold_accuracy') for r in runs])} | {delta[name]} | {_ms(at_matched)} "
+            f"| {_ms([_final(r, 'eval/diversity') for r in runs])} "
+            f"| {_ms([_train_mean(r, 'ratio/clip_frac') for r in runs])} "
+            f"| {_ms([_train_mean(r, 'ratio/std') for r in runs], '.2e')} |"
+        )
+    if matched:
+        levels = ", ".join(f"seed {s}: {lv:.3f}" for s, (lv, _) in matched.items())
+        lines += ["", f"Matched proxy level (the smallest best evaluation proxy over the arms): {levels}."]
+    return lines
+
+
+def vlm_table(by_arm: dict[str, list[dict]]) -> list[str]:
+    delta = _versus_grpo(by_arm, "eval/accuracy")
+    lines = [
+        "| arm | seeds | steps | train s | greedy accuracy final | vs grpo | sampled accuracy final "
+        "| clip / gate frac | ratio std |",
+        "|---|---:|---:|---:|---|---|---|---|---|",
+    ]
+    for name, runs in by_arm.items():
+        lines.append(
+            f"| {name} | {len(runs)} | {runs[0]['steps']} | {_ms([r['train_s'] for r in runs], '.0f')} "
+            f"| {_ms([_final(r, 'eval/accuracy') for r in runs])} | {delta[name]} "
+            f"| {_ms([_final(r, 'eval/sampled_accuracy') for r in runs])} "
+            f"| {_ms([_train_mean(r, 'ratio/clip_frac') for r in runs])} "
+            f"| {_ms([_train_mean(r, 'ratio/std') for r in runs], '.2e')} |"
+        )
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--tasks", nargs="+", choices=list(ARMS), default=list(ARMS))
+    p.add_argument("--arms", nargs="+", default=None, help="only these arm names (default: all)")
+    p.add_argument("--budget-digits", type=float, default=150.0, help="training seconds per digits run")
+    p.add_argument("--budget-vlm", type=float, default=120.0, help="training seconds per digit_sum run")
+    p.add_argument("--evals", type=int, default=4, help="evaluations per run (plus the base)")
+    p.add_argument("--out", default="runs/objective_zoo")
+    p.add_argument("--report", default="benchmarks/objective_zoo.md")
+    args = p.parse_args(argv)
+    budgets = {"digits": args.budget_digits, "digit_sum": args.budget_vlm}
+    start = time.time()
+    sections, failed = [], []
+    for task in args.tasks:
+        by_arm: dict[str, list[dict]] = {}
+        for arm in ARMS[task]:
+            if args.arms and arm.name not in args.arms:
+                continue
+            try:
+                by_arm[arm.name] = run_all(
+                    [arm],
+                    args.seeds,
+                    os.path.join(args.out, task),
+                    ["log.progress_bar=false"],
+                    budgets[task],
+                    args.evals,
+                )
+            except Exception as e:  # a failed method is a result: listed, and the zoo goes on
+                failed.append(f"| {task} | {arm.name} | {type(e).__name__}: {str(e).splitlines()[0][:200]} |")
+                print(f"objective_zoo: {task}/{arm.name} failed: {e}", file=sys.stderr)
+        table = digits_table(by_arm) if task == "digits" else vlm_table(by_arm)
+        arms = ", ".join(f"`{a.name}`: {' '.join(a.overrides) or a.config}" for a in ARMS[task] if a.name in by_arm)
+        sections += [f"## {task} ({budgets[task]:.0f} s of training per run)", "", *table, "", f"Arms: {arms}.", ""]
+    lines = [
+        "# Objective zoo: every objective and estimator at equal training wall time",
+        "",
+        f"Regenerate: `python benchmarks/objective_zoo.py --seeds {' '.join(map(str, args.seeds))} "
+        f"--budget-digits {args.budget_digits:g} --budget-vlm {args.budget_vlm:g} --evals {args.evals}` "
+        f"(this run: {(time.time() - start) / 60:.0f} min, finished runs under `{args.out}` reused). Settings and "
+        "how flow-step bounds were scaled: the script's docstring. `gold vs grpo` / `vs grpo`: final minus "
+        "grpo's final, per seed, mean ± sd. `clip / gate frac`: each method's `ratio/clip_frac` (share of "
+        "actions its clip or gate acts on), averaged over training; `ratio std`: `ratio/std` likewise. "
+        f"{' and '.join(f'`{n}`' for n in FLOW_ONLY)} act on per-step Gaussians: flow only, no digit_sum rows.",
+        "",
+        *sections,
+        "## Failed runs",
+        "",
+        *(["| task | arm | error |", "|---|---|---|", *failed] if failed else ["None."]),
+        "",
+    ]
+    with atomic_file(args.report) as f:
+        f.write("\n".join(lines))
+    print(args.report)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,292 @@
+"""Issue 19's objectives and advantage estimators: the property each paper claims for its mechanism.
+
+Each test computes what the paper (or the source named in the module's docstring) says the mechanism
+does, from the formula, independently of the implementation's code path where possible."""
+
+import math
+
+import pytest
+import torch
+
+from genrl.config import ConfigError, ObjectiveConfig, config_from_dict
+from genrl.objectives.mdpo import mdpo_step_size
+from genrl.objectives.mhpo import hazard, log_fidelity
+from genrl.registry import OBJECTIVES
+
+
+def _cfg(**kw):
+    return config_from_dict(ObjectiveConfig, {"clip_range": 0.2, **kw})
+
+
+def _call(name, log_new, log_old, adv, mask=None, info=None, **kw):
+    mask = torch.ones_like(log_new) if mask is None else mask
+    return OBJECTIVES.get(name)(log_new, log_old, adv, mask, info or {}, _cfg(name=name, **kw))
+
+
+def _grad(name, log_ratios, adv, info=None, **kw):
+    """d loss / d logp_new for one action per sequence with the given log-ratios (old logp = 0)."""
+    log_new = torch.tensor(log_ratios, dtype=torch.float64)[:, None].requires_grad_(True)
+    loss, m = _call(name, log_new, torch.zeros_like(log_new), torch.tensor(adv, dtype=torch.float64), info=info, **kw)
+    loss.backward()
+    return log_new.grad[:, 0], loss, m
+
+
+def test_option_sections_are_typed_validated_and_named_by_key():
+    assert _cfg(name="mhpo", mhpo={"c": 2}).mhpo.c == 2.0
+    with pytest.raises(ConfigError, match=r"mhpo\.lambda_neg"):
+        _cfg(mhpo={"lambda_neg": 0})
+    with pytest.raises(ConfigError, match=r"mdpo\.schedul"):
+        _cfg(mdpo={"schedul": "constant"})
+
+
+# ----------------------------------------------------------------------------- mhpo
+
+
+def test_mhpo_modulator_is_bounded_odd_and_the_identity_to_first_order():
+    x = torch.linspace(-20, 20, 2001, dtype=torch.float64)  # the log-ratio clamp (common.safe_exp)
+    psi = log_fidelity(x, 1.5)
+    assert psi.abs().max() < 1.5 and torch.allclose(log_fidelity(-x, 1.5), -psi)
+    assert (psi[1:] > psi[:-1]).all()  # monotone
+    small = torch.tensor([1e-3, -1e-3], dtype=torch.float64)
+    # exp(psi(r)) = r + O((log r)^3): tanh(x) = x - x^3 / 3
+    assert torch.allclose(log_fidelity(small, 1.5), small, rtol=0, atol=1e-9)
+
+
+def test_mhpo_gradient_never_vanishes_never_flips_and_penalises_negative_shifts_more():
+    logs = [-15.0, -3.0, -0.5, -1e-3, 0.0, 1e-3, 0.5, 3.0, 15.0]
+    for adv in (1.0, -1.0):
+        g, _, _ = _grad("mhpo", logs, [adv] * len(logs), loss_agg="token-mean")
+        assert (g != 0).all() and (torch.sign(-g) == adv).all()  # no dead zone, never the other sign
+        # the gradient's size is A exp(psi - zeta) sech^2(log r / c) / N, bounded by e^c
+        x = torch.tensor(logs, dtype=torch.float64)
+        psi = 1.5 * torch.tanh(x / 1.5)
+        zeta = (torch.log1p(psi.exp()) / 1.0) ** 1.5 + (torch.log1p((-psi).exp()) / 0.8) ** 2.0
+        expected = (psi - zeta).exp() / torch.cosh(x / 1.5) ** 2 / len(logs)
+        assert torch.allclose(g.abs(), expected) and (g.abs() * len(logs) <= math.exp(1.5)).all()
+    d = torch.tensor([0.5], dtype=torch.float64)
+    opts = ObjectiveConfig().mhpo
+    assert hazard(log_fidelity(-d, 1.5), opts) > hazard(log_fidelity(d, 1.5), opts)
+
+
+def test_mhpo_on_policy_value_and_lfm_only_limit():
+    log_p = torch.zeros(3, 2, dtype=torch.float64)
+    adv = torch.tensor([1.0, -0.5, 2.0], dtype=torch.float64)
+    loss, m = _call("mhpo", log_p, log_p, adv)
+    zeta1 = math.log(2) ** 1.5 + (math.log(2) / 0.8) ** 2  # softplus(0) = ln 2: 1.3278
+    assert loss.item() == pytest.approx(-math.exp(-zeta1) * adv.mean().item(), rel=1e-9)
+    assert m["mhpo/survival_mean"] == pytest.approx(0.26506, abs=1e-5)
+    # the hazard switched off (huge scales): the loss is -exp(psi) A
+    log_new = torch.tensor([[0.3, -0.7]], dtype=torch.float64)
+    loss, _ = _call(
+        "mhpo", log_new, torch.zeros_like(log_new), torch.tensor([1.0]), mhpo={"lambda_pos": 1e9, "lambda_neg": 1e9}
+    )
+    assert loss.item() == pytest.approx(-log_fidelity(log_new, 1.5).exp().mean().item(), rel=1e-9)
+
+
+# ----------------------------------------------------------------------------- mdpo
+
+
+def test_mdpo_first_step_is_the_plain_policy_gradient_for_any_step_size():
+    """At r = 1 the KL(new || old) term has zero gradient: one step of MDPO is the vanilla policy gradient."""
+    for progress in (0.0, 0.5, 0.99):
+        g, _, m = _grad("mdpo", [0.0, 0.0], [1.0, -2.0], info={"progress": progress})
+        assert torch.allclose(g, torch.tensor([-0.5, 1.0], dtype=torch.float64))
+        assert m["mdpo/kl"] == 0.0
+
+
+def test_mdpo_proximity_term_is_kl_new_to_old_and_grows_as_the_step_size_anneals():
+    # the token estimator r log r - (r - 1) averages to KL(new || old) over actions sampled from old
+    p_old, p_new = torch.tensor([0.9, 0.05, 0.05]), torch.tensor([0.3, 0.35, 0.35])
+    a = torch.multinomial(p_old, 200_000, replacement=True, generator=torch.Generator().manual_seed(0))
+    log_r = (p_new.log() - p_old.log())[a]
+    estimate = (log_r.exp() * log_r - (log_r.exp() - 1)).mean()
+    forward, reverse = (p_new * (p_new / p_old).log()).sum(), (p_old * (p_old / p_new).log()).sum()
+    assert estimate.item() == pytest.approx(forward.item(), abs=1e-2) and abs(forward - reverse) > 0.2
+    # the loss weights it by 1 / t_k, t_k = 1 - k / K (floored)
+    opts = ObjectiveConfig().mdpo
+    assert [mdpo_step_size(opts, p) for p in (0.0, 0.5, 0.999)] == [1.0, 0.5, 0.01]
+    log_new = torch.tensor([[0.4, -0.2]], dtype=torch.float64)
+    zero_adv = torch.zeros(1, dtype=torch.float64)
+    losses = [_call("mdpo", log_new, torch.zeros_like(log_new), zero_adv, info={"progress": p})[0] for p in (0, 0.5)]
+    kl = (log_new.exp() * log_new - log_new.exp() + 1).mean()
+    assert losses[0].item() == pytest.approx(kl.item()) and losses[1].item() == pytest.approx(2 * kl.item())
+
+
+def test_mdpo_uses_the_closed_form_gaussian_kl_on_denoising_steps_and_never_clips():
+    info = {"mean_sq_diff": torch.tensor([[0.02]]), "std": torch.tensor([[0.1]])}
+    loss, m = _call("mdpo", torch.zeros(1, 1), torch.zeros(1, 1), torch.zeros(1), info=info)
+    assert m["mdpo/kl"] == pytest.approx(0.02 / (2 * 0.01))
+    g, _, _ = _grad(
+        "mdpo", [math.log(3.0)], [1.0], info={"progress": 0.0}, mdpo={"schedule": "constant", "step_size": 1e9}
+    )
+    assert g.item() == pytest.approx(-3.0)  # r = 3 is far outside any clip range: still the full -A r
+
+
+# ----------------------------------------------------------------------------- advantage estimators
+
+
+def _adv_cfg(**kw):
+    from genrl.config import AdvantageConfig
+
+    return config_from_dict(AdvantageConfig, kw)
+
+
+def _estimate(name, rewards, groups, **kw):
+    from genrl.registry import ADVANTAGE_ESTIMATORS
+
+    r = torch.tensor(rewards, dtype=torch.float32)
+    g = torch.tensor(groups)
+    return ADVANTAGE_ESTIMATORS.get(name)(r, g, _adv_cfg(estimator=name, **kw))
+
+
+BINARY = [1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0]  # 4 prompts x 4 samples: p = .25, .5, .75, 0
+GROUPS = [0] * 4 + [1] * 4 + [2] * 4 + [3] * 4
+
+
+def test_bnpo_reduces_to_reinforce_and_to_grpo_in_its_stated_limits():
+    from genrl.advantages import group_advantages
+
+    r, g = torch.tensor(BINARY, dtype=torch.float32), torch.tensor(GROUPS)
+    p = torch.tensor([0.25] * 4 + [0.5] * 4 + [0.75] * 4 + [0.0] * 4)
+    adv, _ = _estimate("bnpo", BINARY, GROUPS, bnpo={"alpha": 1, "beta": 1})
+    assert torch.allclose(adv, r - p)  # alpha = beta = 1: REINFORCE with the group-mean baseline
+    adv, _ = _estimate("bnpo", BINARY, GROUPS, bnpo={"alpha": 1.5, "beta": 1.5})
+    grpo, _ = group_advantages(r, g, "group", eps=0.0)
+    grpo = torch.nan_to_num(grpo)  # the all-zero group: 0 / 0
+    assert torch.allclose(adv, math.pi / 8 * grpo, atol=1e-6)  # alpha = beta = 3/2: GRPO times pi / 8
+
+
+def test_bnpo_fits_the_beta_of_the_group_means_and_survives_degenerate_batches():
+    from genrl.advantages.bnpo import beta_moments
+
+    torch.manual_seed(0)
+    p = torch.distributions.Beta(torch.tensor(2.0), torch.tensor(5.0)).sample((200_000,)).double()
+    alpha, beta = beta_moments(p)
+    assert alpha == pytest.approx(1 + 2 / 3, abs=0.02) and beta == pytest.approx(1 + 5 / 3, abs=0.05)
+    assert beta_moments(torch.tensor([0.5, 0.5, 0.5])) == (1.0, 1.0)  # v = 0 (the authors' code: NaN)
+    adv, st = _estimate("bnpo", [1, 0, 1, 0, 0, 1, 0, 1], [0] * 4 + [1] * 4)  # every prompt p = 0.5
+    assert torch.isfinite(adv).all() and (st["bnpo/alpha"], st["bnpo/beta"]) == (1.0, 1.0)
+    adv, _ = _estimate("bnpo", [0.0, 0.0, 1.0, 1.0], [0, 0, 1, 1])  # p in {0, 1}: R - p = 0, capped weight
+    assert torch.equal(adv, torch.zeros(4))
+    with pytest.raises(ValueError, match=r"advantages.bnpo.reward_min"):
+        _estimate("bnpo", [2.0, 0.0], [0, 0])
+    adv_scaled, _ = _estimate("bnpo", [x * 4 - 1 for x in BINARY], GROUPS, bnpo={"reward_min": -1, "reward_max": 3})
+    assert torch.allclose(adv_scaled, _estimate("bnpo", BINARY, GROUPS)[0])  # affine invariance
+
+
+def test_riskpo_bundles_use_every_sample_once_and_weight_the_lower_tail():
+    from genrl.advantages.riskpo import bundles, rvar_weight
+
+    g = torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2])
+    (b1, b2) = bundles(g, 2)
+    assert b1.tolist() == [[0, 1, 2], [3, 4, 5]] and b2.tolist() == [[6, 7, 8]]
+    z = torch.tensor([0.0, 1.0, 2.0, 3.0, 4.0])
+    assert rvar_weight(z, torch.tensor(1.0), torch.tensor(3.0)).tolist() == [-2.0, -2.0, -1.0, 0.0, 0.0]
+    # 2 prompts x 5 samples in one bundle: paper scores 0, 1, 1, 2, 2 (sum over the two prompts)
+    rewards = [0, 1, 0, 1, 1] + [0, 0, 1, 1, 1]
+    groups = [0] * 5 + [1] * 5
+    adv, st = _estimate("riskpo", rewards, groups, riskpo={"bundle_size": 2, "scale": "none"})
+    s = torch.tensor([0.0, 1.0, 1.0, 2.0, 2.0])
+    q_a, q_b = torch.quantile(s, 0.2), torch.quantile(s, 0.8)  # 0.8, 2.0
+    expected = -1.5 * (q_a - s).clamp_min(0) + rvar_weight(s, q_a, q_b)
+    assert torch.allclose(adv[:5], expected.float()) and torch.allclose(adv[5:], expected.float())
+    assert (adv <= 0).all() and adv[3] == 0  # the top papers get no push; the lowest the strongest
+    assert adv[0] < adv[1] and st["riskpo/frac_tail"] == pytest.approx(0.2)
+    omega0, _ = _estimate("riskpo", rewards, groups, riskpo={"bundle_size": 2, "scale": "none", "omega": 0})
+    assert adv[0] < omega0[0] and torch.equal(adv[1:5], omega0[1:5])  # omega only acts below Q_alpha
+
+
+def test_riskpo_masks_failed_rewards_and_constant_bundles():
+    adv, _ = _estimate("riskpo", [1.0, float("nan"), 0.0, 0.0], [0, 0, 0, 0], riskpo={"bundle_size": 1})
+    assert adv[1] == 0 and torch.isfinite(adv).all()
+    adv, _ = _estimate("riskpo", [1.0] * 4, [0, 0, 1, 1])
+    assert torch.equal(adv, torch.zeros(4))
+
+
+# ----------------------------------------------------------------------------- d3s
+
+
+def test_d3s_keeps_the_subset_of_maximal_advantage_variance():
+    import itertools
+
+    from genrl.advantages.d3s import max_variance_subset
+
+    gen = torch.Generator().manual_seed(0)
+    for trial in range(30):
+        n = 3 + trial % 8
+        a = torch.randn(n, generator=gen, dtype=torch.float64)
+        for m in range(1, n):
+            best = max(a[list(c)].var(unbiased=False).item() for c in itertools.combinations(range(n), m))
+            assert a[max_variance_subset(a, m)].var(unbiased=False).item() == pytest.approx(best, abs=1e-12)
+
+
+def test_d3s_masks_samples_and_actions_without_touching_the_advantages_and_follows_its_schedule():
+    from genrl.advantages.d3s import action_mask, sample_mask, schedule
+    from genrl.trajectory import Trajectory
+
+    adv = torch.tensor([0.0, 0.0, 0.0, 0.0, 1.0, 1.0, -1.0, -1.0])
+    groups = torch.tensor([0] * 4 + [1] * 4)
+    keep = sample_mask(adv, groups, torch.ones(8, dtype=torch.bool), 0.5, 0.5)
+    assert keep.sum() == 2 and (adv[keep] != 0).all()  # the cross-group stage drops the zero-signal group
+    score = torch.tensor([[3.0, 1.0, 2.0], [0.5, 9.0, 0.0]])
+    mask = torch.tensor([[1.0, 1.0, 1.0], [1.0, 1.0, 0.0]])
+    assert action_mask(score, mask, 0.4).tolist() == [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]]  # top 2 of 5, never padding
+    assert action_mask(score, mask, 0.5, "sequence").tolist() == [[1.0, 0.0, 1.0], [0.0, 1.0, 0.0]]
+    assert [schedule(0.2, 1.0, p) for p in (0.0, 0.5, 1.0)] == [0.2, 0.6, 1.0]
+    # everything kept at the end of the schedule: the plain GRPO mask
+    from genrl.advantages import d3s
+
+    traj = Trajectory(torch.zeros(8, 3), torch.ones(8, 3), groups, step_info={"std": torch.rand(8, 3)})
+    opts = _adv_cfg(downsample="d3s").d3s
+    d3s.downsample(traj, adv, groups, torch.ones(8, dtype=torch.bool), slice(0, 8), opts, 1.0)
+    assert torch.equal(traj.mask, torch.ones(8, 3))
+    d3s.downsample(traj, adv, groups, torch.ones(8, dtype=torch.bool), slice(0, 8), opts, 0.0)
+    # half of each group (4 samples, 12 steps), then a fifth of those steps: the 2 of largest |A| x std,
+    # never in the zero-advantage group
+    assert traj.mask.sum() == round(0.2 * 4 * 3) and traj.mask[:4].sum() == 0
+
+
+# ----------------------------------------------------------------------------- fiberpo
+
+
+def test_fiberpo_is_the_identity_near_on_policy_and_bounded_far_from_it():
+    from genrl.objectives.fiberpo import gated_log_ratio
+
+    opts = ObjectiveConfig().fiberpo
+    gen = torch.Generator().manual_seed(0)
+    small = 0.004 * torch.randn(4, 6, generator=gen, dtype=torch.float64)  # |log r| < min(eps, C+, C-) / 2
+    mask = torch.ones(4, 6, dtype=torch.float64)
+    log_g, _, _ = gated_log_ratio(small, mask, opts)
+    assert torch.allclose(log_g, small, atol=1e-15)  # no gate active: G = r exactly
+    adv = torch.tensor([1.0, -1.0, 0.5, 2.0], dtype=torch.float64)
+    new = small.clone().requires_grad_(True)
+    loss, _ = _call("fiberpo", new, torch.zeros_like(new), adv)
+    loss.backward()
+    expected = -(small.exp() * adv[:, None]) / 6 / 4  # the unclipped importance-sampled policy gradient
+    assert torch.allclose(new.grad, expected, atol=1e-12)
+    large = 3 * torch.randn(4, 6, generator=gen, dtype=torch.float64)
+    log_g, _, _ = gated_log_ratio(large, mask, opts)
+    assert (log_g <= opts.c_pos + 2 * opts.eps + 1e-12).all() and (log_g >= -(opts.c_neg + 2 * opts.eps) - 1e-12).all()
+
+
+def test_fiberpo_gates_each_trajectory_alone_and_rolls_back_past_its_budget():
+    from genrl.objectives.fiberpo import aggregate_gate, gated_log_ratio
+
+    opts = ObjectiveConfig().fiberpo
+    gen = torch.Generator().manual_seed(1)
+    log_r = 0.3 * torch.randn(3, 5, generator=gen, dtype=torch.float64)
+    mask = torch.ones(3, 5, dtype=torch.float64)
+    before, _, _ = gated_log_ratio(log_r, mask, opts)
+    moved = log_r.clone()
+    moved[2] += 1.0  # another trajectory's actions
+    after, _, _ = gated_log_ratio(moved, mask, opts)
+    assert torch.equal(before[:2], after[:2])
+    # g(x; C, k): pass-through, rollback with slope -k, zeroed at (1 + 1/k) C
+    x = torch.tensor([0.05, 0.1, 0.11, 0.125, 0.5], dtype=torch.float64)
+    assert torch.allclose(
+        aggregate_gate(x, 0.1, torch.tensor(4.0)), torch.tensor([0.05, 0.1, 0.06, 0.0, 0.0], dtype=torch.float64)
+    )
+    # a uniform shift of a whole trajectory within budget leaves the fiber gate at 1 (ratio decoupling)
+    shift = torch.full((1, 5), 0.03, dtype=torch.float64)
+    log_g, log_w_base, _ = gated_log_ratio(shift, torch.ones(1, 5, dtype=torch.float64), opts)
+    assert torch.allclose(log_g, log_w_base[:, None].expand(1, 5)) and log_w_base.item() == pytest.approx(0.03)
