@@ -16,7 +16,8 @@ scaled by ``1e-3 / 0.2`` (the ratio of the flow clip to the token clip), keeping
 proportions: SAPO's temperatures (1, 1.05) -> (1000, 1050), MHPO's bound c 1.5 -> 7.5e-3, FiberPO's
 (eps, C+, C-) = (0.04, 0.12, 0.05) -> (1e-3, 3e-3, 1.25e-3), DAPO's upper clip 0.28 -> 1.4e-3, GSPO's
 sequence clips (3e-4, 4e-4) as the paper gives them. On digit_sum (tokens) every method uses its
-paper's values.
+paper's values. MDPO takes two passes over each rollout batch (``train.inner_epochs=2``): several
+steps against the same rollout policy are what make it mirror descent (its paper: 10 on MuJoCo).
 """
 
 from __future__ import annotations
@@ -24,9 +25,9 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import platform
 import statistics
 import sys
-import time
 
 from genrl.compare import Arm, eval_curves, matched_proxy, run_all, run_rows
 from genrl.io import atomic_file
@@ -44,7 +45,7 @@ ARMS = {
         Arm("grpo_guard", "configs/digits/guard.yaml"),
         Arm("sage_grpo", "configs/digits/sage.yaml"),
         Arm("mhpo", DIGITS, ("objective.name=mhpo", "objective.mhpo.c=7.5e-3")),
-        Arm("mdpo", DIGITS, ("objective.name=mdpo",)),
+        Arm("mdpo", DIGITS, ("objective.name=mdpo", "train.inner_epochs=2")),
         Arm(
             "fiberpo",
             DIGITS,
@@ -62,7 +63,7 @@ ARMS = {
         Arm("gspo", VLM, ("objective.name=gspo", "objective.clip_range=3e-4", "objective.clip_range_high=4e-4")),
         Arm("sapo", "configs/digit_sum/sapo.yaml"),
         Arm("mhpo", VLM, ("objective.name=mhpo", "objective.loss_agg=seq-mean-token-mean")),
-        Arm("mdpo", VLM, ("objective.name=mdpo",)),
+        Arm("mdpo", VLM, ("objective.name=mdpo", "train.inner_epochs=2")),
         Arm("fiberpo", VLM, ("objective.name=fiberpo",)),
         Arm("bnpo", VLM, ("advantages.estimator=bnpo",)),
         Arm("riskpo", VLM, ("advantages.estimator=riskpo",)),
@@ -100,47 +101,103 @@ def _versus_grpo(by_arm: dict[str, list[dict]], key: str) -> dict[str, str]:
     }
 
 
+def _eval_samples(run: dict) -> int:
+    """Samples scored by the run's last evaluation (lines of its ``samples.jsonl``)."""
+    evals = os.path.join(run["dir"], "eval")
+    with open(os.path.join(evals, sorted(os.listdir(evals))[-1], "samples.jsonl")) as f:
+        return sum(1 for line in f if line.strip())
+
+
+def verdicts(by_arm: dict[str, list[dict]], key: str) -> str:
+    """Which arms beat grpo on the final ``key`` (an accuracy): the mean difference over seeds against
+    its noise, the larger of the evaluation's binomial standard error of the difference
+    (``sqrt(p (1 - p) / n + p0 (1 - p0) / n0)``, averaged over seeds / sqrt(seeds)) and, with several
+    seeds, the seed spread's standard error; beyond two of those it counts."""
+    base = {r["seed"]: r for r in by_arm.get("grpo", [])}
+    better, worse, level = [], [], []
+    for name, runs in by_arm.items():
+        pairs = [(r, base[r["seed"]]) for r in runs if r["seed"] in base and name != "grpo"]
+        if not pairs:
+            continue
+        deltas = [_final(r, key) - _final(b, key) for r, b in pairs]
+        ses = [
+            math.sqrt(
+                _final(r, key) * (1 - _final(r, key)) / _eval_samples(r)
+                + _final(b, key) * (1 - _final(b, key)) / _eval_samples(b)
+            )
+            for r, b in pairs
+        ]
+        noise = math.sqrt(statistics.fmean(x * x for x in ses) / len(pairs))
+        if len(deltas) > 1:
+            noise = max(noise, statistics.stdev(deltas) / math.sqrt(len(deltas)))
+        d = statistics.fmean(deltas)
+        text = f"`{name}` {d:+.3f} (noise {noise:.3f})"
+        (better if d > 2 * noise else worse if d < -2 * noise else level).append(text)
+    one_seed = (
+        " With one seed the noise is the evaluation's alone, not the seed-to-seed spread."
+        if all(len(runs) == 1 for runs in by_arm.values())
+        else ""
+    )
+    return (
+        f"Against grpo (final `{key}`, more than twice the noise): better: {', '.join(better) or 'none'}; "
+        f"worse: {', '.join(worse) or 'none'}; not distinguishable: {', '.join(level) or 'none'}.{one_seed}"
+    )
+
+
+def _table(by_arm: dict[str, list[dict]], columns: list[tuple[str, object]]) -> list[str]:
+    """Markdown rows: per arm, its seeds, steps, training seconds, then each ``(header, fn(name, runs))``
+    column, then the clip / gate fraction and the ratio spread averaged over training."""
+    heads = ["arm", "seeds", "steps", "train s", *(h for h, _ in columns), "clip / gate frac", "ratio std"]
+    lines = ["| " + " | ".join(heads) + " |", "|---|---:|---:|---:|" + "---|" * (len(columns) + 2)]
+    for name, runs in by_arm.items():
+        cells = [name, str(len(runs)), str(runs[0]["steps"]), _ms([r["train_s"] for r in runs], ".0f")]
+        cells += [fn(name, runs) for _, fn in columns]
+        cells += [
+            _ms([_train_mean(r, "ratio/clip_frac") for r in runs]),
+            _ms([_train_mean(r, "ratio/std") for r in runs], ".2e"),
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _final_column(key: str):
+    return lambda name, runs: _ms([_final(r, key) for r in runs])
+
+
 def digits_table(by_arm: dict[str, list[dict]]) -> list[str]:
     curves = {name: {r["seed"]: eval_curves(r) for r in runs} for name, runs in by_arm.items()}
     matched = matched_proxy(curves) if len(curves) > 1 else {}
     delta = _versus_grpo(by_arm, "eval/gold_accuracy")
-    lines = [
-        "| arm | seeds | steps | train s | proxy final | gold final | gold vs grpo | gold at matched proxy "
-        "| diversity final | clip / gate frac | ratio std |",
-        "|---|---:|---:|---:|---|---|---|---|---|---|---|",
-    ]
-    for name, runs in by_arm.items():
-        at_matched = [m[name]["gold"] for _, m in matched.values() if name in m]
-        lines.append(
-            f"| {name} | {len(runs)} | {runs[0]['steps']} | {_ms([r['train_s'] for r in runs], '.0f')} "
-            f"| {_ms([_final(r, 'eval/' + r['reward']) for r in runs])} "
-            f"| {_ms([_final(r, 'eval/gold_accuracy') for r in runs])} | {delta[name]} | {_ms(at_matched)} "
-            f"| {_ms([_final(r, 'eval/diversity') for r in runs])} "
-            f"| {_ms([_train_mean(r, 'ratio/clip_frac') for r in runs])} "
-            f"| {_ms([_train_mean(r, 'ratio/std') for r in runs], '.2e')} |"
-        )
+    lines = _table(
+        by_arm,
+        [
+            ("proxy final", lambda name, runs: _ms([_final(r, "eval/" + r["reward"]) for r in runs])),
+            ("gold final", _final_column("eval/gold_accuracy")),
+            ("gold vs grpo", lambda name, runs: delta[name]),
+            (
+                "gold at matched proxy",
+                lambda name, runs: _ms([m[name]["gold"] for _, m in matched.values() if name in m]),
+            ),
+            ("diversity final", _final_column("eval/diversity")),
+        ],
+    )
     if matched:
         levels = ", ".join(f"seed {s}: {lv:.3f}" for s, (lv, _) in matched.items())
         lines += ["", f"Matched proxy level (the smallest best evaluation proxy over the arms): {levels}."]
-    return lines
+    return [*lines, "", verdicts(by_arm, "eval/gold_accuracy")]
 
 
 def vlm_table(by_arm: dict[str, list[dict]]) -> list[str]:
     delta = _versus_grpo(by_arm, "eval/accuracy")
-    lines = [
-        "| arm | seeds | steps | train s | greedy accuracy final | vs grpo | sampled accuracy final "
-        "| clip / gate frac | ratio std |",
-        "|---|---:|---:|---:|---|---|---|---|---|",
-    ]
-    for name, runs in by_arm.items():
-        lines.append(
-            f"| {name} | {len(runs)} | {runs[0]['steps']} | {_ms([r['train_s'] for r in runs], '.0f')} "
-            f"| {_ms([_final(r, 'eval/accuracy') for r in runs])} | {delta[name]} "
-            f"| {_ms([_final(r, 'eval/sampled_accuracy') for r in runs])} "
-            f"| {_ms([_train_mean(r, 'ratio/clip_frac') for r in runs])} "
-            f"| {_ms([_train_mean(r, 'ratio/std') for r in runs], '.2e')} |"
-        )
-    return lines
+    lines = _table(
+        by_arm,
+        [
+            ("greedy accuracy final", _final_column("eval/accuracy")),
+            ("vs grpo", lambda name, runs: delta[name]),
+            ("sampled accuracy final", _final_column("eval/sampled_accuracy")),
+        ],
+    )
+    return [*lines, "", verdicts(by_arm, "eval/accuracy")]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -155,8 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--report", default="benchmarks/objective_zoo.md")
     args = p.parse_args(argv)
     budgets = {"digits": args.budget_digits, "digit_sum": args.budget_vlm}
-    start = time.time()
-    sections, failed = [], []
+    sections, failed, wall = [], [], 0.0
     for task in args.tasks:
         by_arm: dict[str, list[dict]] = {}
         for arm in ARMS[task]:
@@ -174,6 +230,7 @@ def main(argv: list[str] | None = None) -> int:
             except Exception as e:  # a failed method is a result: listed, and the zoo goes on
                 failed.append(f"| {task} | {arm.name} | {type(e).__name__}: {str(e).splitlines()[0][:200]} |")
                 print(f"objective_zoo: {task}/{arm.name} failed: {e}", file=sys.stderr)
+        wall += sum(r["wall"] for runs in by_arm.values() for r in runs if not math.isnan(r["wall"]))
         table = digits_table(by_arm) if task == "digits" else vlm_table(by_arm)
         arms = ", ".join(f"`{a.name}`: {' '.join(a.overrides) or a.config}" for a in ARMS[task] if a.name in by_arm)
         sections += [f"## {task} ({budgets[task]:.0f} s of training per run)", "", *table, "", f"Arms: {arms}.", ""]
@@ -182,7 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         "",
         f"Regenerate: `python benchmarks/objective_zoo.py --seeds {' '.join(map(str, args.seeds))} "
         f"--budget-digits {args.budget_digits:g} --budget-vlm {args.budget_vlm:g} --evals {args.evals}` "
-        f"(this run: {(time.time() - start) / 60:.0f} min, finished runs under `{args.out}` reused). Settings and "
+        f"(the runs: {wall / 60:.0f} min of wall time, plus a 20-step calibration per arm; finished runs under "
+        f"`{args.out}` are reused). Machine: {platform.machine()}, {os.cpu_count()} CPUs, no other job running. Settings and "
         "how flow-step bounds were scaled: the script's docstring. `gold vs grpo` / `vs grpo`: final minus "
         "grpo's final, per seed, mean ± sd. `clip / gate frac`: each method's `ratio/clip_frac` (share of "
         "actions its clip or gate acts on), averaged over training; `ratio std`: `ratio/std` likewise. "

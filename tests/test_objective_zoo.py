@@ -290,3 +290,21 @@ def test_fiberpo_gates_each_trajectory_alone_and_rolls_back_past_its_budget():
     shift = torch.full((1, 5), 0.03, dtype=torch.float64)
     log_g, log_w_base, _ = gated_log_ratio(shift, torch.ones(1, 5, dtype=torch.float64), opts)
     assert torch.allclose(log_g, log_w_base[:, None].expand(1, 5)) and log_w_base.item() == pytest.approx(0.03)
+
+
+def test_bnpo_advantage_decomposition_and_estimators_from_outside_genrl():
+    from genrl.advantages import weighted_advantages
+    from genrl.advantages.bnpo import bnpo_estimator
+
+    cfg = _adv_cfg(estimator="bnpo")
+    acc = torch.tensor(BINARY, dtype=torch.float32)
+    fmt = torch.tensor([1.0] * 8 + [0.0, 1.0] * 4)
+    groups = torch.tensor(GROUPS)
+    mixed = weighted_advantages(
+        {"acc": acc, "fmt": fmt}, {"acc": 0.5, "fmt": 0.5}, groups, lambda r, g: bnpo_estimator(r, g, cfg)[0]
+    )
+    each = [bnpo_estimator(r, groups, cfg)[0] for r in (acc, fmt)]
+    assert torch.allclose(mixed, 0.5 * each[0] + 0.5 * each[1])  # each reward its own Beta, then averaged
+    assert _adv_cfg(estimator="genrl.advantages.bnpo:bnpo_estimator").estimator.endswith("bnpo_estimator")
+    with pytest.raises(ConfigError, match="estimator"):
+        _adv_cfg(estimator="bnp")
