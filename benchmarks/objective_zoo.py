@@ -17,7 +17,7 @@ proportions: SAPO's temperatures (1, 1.05) -> (1000, 1050), MHPO's bound c 1.5 -
 (eps, C+, C-) = (0.04, 0.12, 0.05) -> (1e-3, 3e-3, 1.25e-3), DAPO's upper clip 0.28 -> 1.4e-3, GSPO's
 sequence clips (3e-4, 4e-4) as the paper gives them. On digit_sum (tokens) every method uses its
 paper's values. MDPO takes two passes over each rollout batch (``train.inner_epochs=2``): several
-steps against the same rollout policy are what make it mirror descent (its paper: 10 on MuJoCo).
+steps against the same rollout policy are what make it mirror descent (the authors' MuJoCo example: 10).
 """
 
 from __future__ import annotations

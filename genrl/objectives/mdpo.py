@@ -7,7 +7,7 @@ of one rollout batch, with a KL from the **new** policy to the rollout policy as
 and the mirror-descent step size annealed over training, ``t_k = 1 - k / K`` (``k`` the iteration,
 ``K`` = ``max_steps``): the proximity weight ``1 / t_k`` grows from 1 as training ends. The
 rollout policy stays the anchor through all inner steps (``train.inner_epochs``; the authors'
-MuJoCo runs take 10 full-batch Adam steps per iteration), which is what makes it mirror descent
+MuJoCo example takes 10 full-batch Adam steps per iteration), which is what makes it mirror descent
 rather than PPO. There is no clipping.
 
 Facts read from the authors' code (manantomar/Mirror-Descent-Policy-Optimization, ``mdpo_on/mdpo.py``):
