@@ -260,7 +260,7 @@ def assert_documented_metric_names(metrics_jsonl) -> None:
 
     readme = open(os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "README.md")).read()
     table = readme.split("### Logged metrics", 1)[1].split("\n\n")[2]  # heading, sentence, table
-    prefixes = tuple(re.findall(r"`([a-z_]+/)`", "\n".join(line.split(" | ")[0] for line in table.splitlines())))
+    prefixes = tuple(re.findall(r"`([a-z0-9_]+/)`", "\n".join(line.split(" | ")[0] for line in table.splitlines())))
     assert len(prefixes) >= 7, prefixes
     keys = {k for line in open(metrics_jsonl) for k in json.loads(line) if k != "step"}
     undocumented = sorted(k for k in keys if not k.startswith(prefixes))

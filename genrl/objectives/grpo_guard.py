@@ -106,7 +106,7 @@ def grpo_guard_loss(log_probs_new, log_probs_old, advantages, mask, step_info, c
         pos, neg = mask * (adv > 0).float(), mask * (adv < 0).float()
         metrics["ratio/clip_frac_pos"] = masked_mean(clipped, pos).item()
         metrics["ratio/clip_frac_neg"] = masked_mean(clipped, neg).item()
-        metrics["step_weight_mean"] = masked_mean(weight, mask).item()
+        metrics["grad/step_weight_mean"] = masked_mean(weight, mask).item()
         if "step_index" in step_info:  # the normalised ratio per denoising step (the raw one the trainer logs)
             for stats, _ in per_step_ratio_stats(log_ratio_hat, mask, step_info["step_index"], prefix="norm_"):
                 metrics.update(stats)

@@ -23,7 +23,7 @@ averages within each response and then over the group, i.e. ``seq-mean-token-mea
 Advantages are clamped to ``+-adv_clip_max`` as in grpo; ``clip_range`` is not used.
 
 ``ratio/clip_frac`` (named so for comparability) is the share of trained actions whose gate weight
-``w(r)`` is below 0.5, i.e. ``|r - 1| > 1.763 / tau``. ``gate_weight_mean`` is the mean of
+``w(r)`` is below 0.5, i.e. ``|r - 1| > 1.763 / tau``. ``ratio/gate_weight_mean`` is the mean of
 ``w``. For flow steps, whose ratios stay within ~1e-3 of 1, the gate only acts with a much
 larger ``tau`` (about ``1 / clip_range``).
 """
@@ -54,7 +54,7 @@ def sapo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config)
         p = torch.sigmoid(tau * (ratio - 1.0))
         weight = 4.0 * p * (1.0 - p)
         metrics["ratio/clip_frac"] = masked_mean((weight < 0.5).to(weight.dtype), mask).item()
-        metrics["gate_weight_mean"] = masked_mean(weight, mask).item()
+        metrics["ratio/gate_weight_mean"] = masked_mean(weight, mask).item()
     metrics["loss/policy"] = policy_loss.item()
     loss = add_kl(policy_loss, metrics, log_probs_new, mask, step_info, config, config.loss_agg)
     return loss, metrics
