@@ -32,6 +32,11 @@ def group_stats(rewards: torch.Tensor, group_ids: torch.Tensor) -> dict[str, flo
     check_rewards(rewards, group_ids)
     valid = torch.isfinite(rewards)
     stds = [rewards[(group_ids == g) & valid].double().std(unbiased=False) for g in torch.unique(group_ids[valid])]
+    return summarise_group_stds(stds, valid)
+
+
+def summarise_group_stds(stds: list[torch.Tensor], valid: torch.Tensor) -> dict[str, float]:
+    """:func:`group_stats` from the groups' stds (0-dim each) and the finite-reward mask [B]."""
     stds = torch.stack(stds) if stds else torch.zeros(1, dtype=torch.float64)
     return {
         "reward/std": stds.mean().item(),
@@ -49,21 +54,21 @@ def group_advantages(
     """rewards, group_ids: [B] (gathered over all processes). Returns (advantages [B], :func:`group_stats`)."""
     if std not in ("group", "global", "none"):
         raise ValueError(f"advantages.std must be one of group, global, none; got {std!r}")
-    stats = group_stats(rewards, group_ids)
+    check_rewards(rewards, group_ids)
     valid = torch.isfinite(rewards)
     r = torch.where(valid, rewards, torch.zeros_like(rewards)).double()
     adv = torch.zeros_like(r)
-    for g in torch.unique(group_ids):
+    stds = []  # one pass over the groups: the advantages and the logged statistics
+    for g in torch.unique(group_ids[valid]):
         sel = (group_ids == g) & valid
-        if sel.sum() == 0:
-            continue
         rg = r[sel]
+        stds.append(rg.std(unbiased=False))
         adv[sel] = rg - rg.mean()
         if std == "group":
-            adv[sel] = adv[sel] / (rg.std(unbiased=False) + eps)
+            adv[sel] = adv[sel] / (stds[-1] + eps)
     if std == "global" and valid.any():
         adv = adv / (r[valid].std(unbiased=False) + eps)
-    return adv.float(), stats
+    return adv.float(), summarise_group_stds(stds, valid)
 
 
 @ADVANTAGE_ESTIMATORS.register("grpo")

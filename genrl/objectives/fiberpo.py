@@ -42,7 +42,7 @@ from typing import Optional
 import torch
 
 from genrl.config.base import Section, option, require
-from genrl.objectives.common import LOG_RATIO_CLAMP, add_kl, clamp_advantages, masked_mean, ratio_metrics
+from genrl.objectives.common import LOG_RATIO_CLAMP, add_kl, aggregate, clamp_advantages, masked_mean, ratio_metrics
 from genrl.registry import OBJECTIVES
 
 LOSS_AGG = "seq-mean-token-mean"
@@ -95,12 +95,10 @@ def fiberpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, conf
     adv = clamp_advantages(advantages, config)  # [B, 1]
     log_ratio = (log_probs_new - log_probs_old).clamp(-LOG_RATIO_CLAMP, LOG_RATIO_CLAMP)  # [B, T]
     log_g, log_w_base, zeroed = gated_log_ratio(log_ratio, mask, opts)
-    per_seq_count = mask.sum(dim=1)
-    per_seq = (-torch.exp(log_g) * adv * mask).sum(dim=1) / per_seq_count.clamp_min(1.0)  # [B]
-    valid = (per_seq_count > 0).to(per_seq.dtype)
-    policy_loss = (per_seq * valid).sum() / valid.sum().clamp_min(1.0)
+    policy_loss = aggregate(-torch.exp(log_g) * adv, mask, LOSS_AGG)  # per trajectory, then over trajectories
     metrics = ratio_metrics(log_ratio, mask, config.clip_range, config.clip_range_high)
     with torch.no_grad():
+        valid = (mask.sum(dim=1) > 0).to(log_g.dtype)  # trajectories with a trained action
         n_seq = valid.sum().clamp_min(1.0)
         metrics["fiberpo/base_gate_mean"] = (torch.exp(log_w_base) * valid).sum().div(n_seq).item()
         metrics["fiberpo/base_zeroed_frac"] = (zeroed.to(valid.dtype) * valid).sum().div(n_seq).item()
