@@ -61,10 +61,17 @@ TINY_PREFERENCE = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def _isolated_cache(tmp_path_factory, monkeypatch):
-    """Every test writes caches into one session-wide temp folder, never into ~/.cache."""
-    monkeypatch.setenv("GENRL_CACHE", str(tmp_path_factory.getbasetemp() / "genrl-cache"))
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Every test writes caches into one session-wide temp folder, never into ~/.cache.
+
+    Session-scoped so that it is set before any module- or session-scoped fixture runs: a
+    function-scoped one came too late for those, which then trained and read the digits
+    reward in ~/.cache while the test body read the temp folder's (a proxy trained under
+    another thread count scores differently)."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("GENRL_CACHE", str(tmp_path_factory.getbasetemp() / "genrl-cache"))
+        yield
 
 
 def get_dummy_components():

@@ -21,6 +21,21 @@ def _tmp_cache(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="module")
+def module_cache_root():
+    """What a module-scoped fixture (set up before any function-scoped one) sees as the cache."""
+    from genrl.io import cache_root
+
+    return cache_root()
+
+
+def test_module_scoped_fixtures_write_into_the_temp_cache_not_home(module_cache_root, tmp_path_factory):
+    # conftest's isolation must already hold when module fixtures train models (it once did not:
+    # the gallery test's runs read ~/.cache's reward while its body read the temp one)
+    assert module_cache_root.is_relative_to(tmp_path_factory.getbasetemp())
+    assert not module_cache_root.is_relative_to(Path.home() / ".cache")
+
+
+@pytest.fixture(scope="module")
 def reward_cache(tmp_path_factory):
     return str(tmp_path_factory.mktemp("rewards"))
 
