@@ -37,11 +37,12 @@ def _check_sharded(run) -> dict:
     return full
 
 
-def test_fsdp_lora_two_processes_survive_random_kills(tmp_path, base_model):
-    """LoRA under FSDP: killed mid-run and mid-write, resumed bit for bit; one process resumes it; one
-    process with train.fsdp is one line, exit 2."""
+@pytest.mark.parametrize("kills", [pytest.param(1, id="brief"), pytest.param(2, id="full", marks=pytest.mark.slow)])
+def test_fsdp_lora_two_processes_survive_random_kills(tmp_path, base_model, kills):
+    """LoRA under FSDP: killed mid-run (and, with two kills, mid-write), resumed bit for bit; one process
+    resumes it; one process with train.fsdp is one line, exit 2."""
     overrides = [*BRIEF, f"policy.model={base_model}", "train.fsdp=true", "log.report_to=[]"]
-    outcomes = kill_and_resume(CONFIG, overrides, tmp_path, kills=2, seed=3, processes=2)
+    outcomes = kill_and_resume(CONFIG, overrides, tmp_path, kills=kills, seed=3, processes=2)
     assert outcomes[0] != "finished"
     _check_sharded(tmp_path / "part")
 

@@ -5,8 +5,10 @@ time after the first metrics row; or, where it catches one, while a checkpoint's
 being written: the subprocess's ``torch.save`` is slowed so that writes can be caught), reruns the same command until it finishes, and compares with an uninterrupted run:
 every tensor of the final checkpoint (weights, optimizer, EMA, anchor, sampler state: whatever the
 run saves) equal, and the metrics rows equal apart from wall-clock times. A SIGKILL leaves no chance to
-clean up, so this checks what the atomic writes and the resume logic promise. One flow variant is
-unmarked; the others are ``slow`` (the full suite, CI's, runs them all).
+clean up, so this checks what the atomic writes and the resume logic promise. CI (``-m "not slow"``) runs
+a brief form of each path: FlowGRPO with EMA killed twice, SAGE-GRPO with its anchor on one seed, and the
+VLM, diffusion and SePPO (pool on disk) runs killed once; the ``slow`` marks add the other flow variants
+and seeds, more kills, and SePPO's pool in memory.
 """
 
 from __future__ import annotations
@@ -126,25 +128,35 @@ def test_flow_sde_with_ema_survives_random_kills(tmp_path, base_model):
     assert outcomes[0] != "finished"  # at least one kill landed mid-run
 
 
-@pytest.mark.slow
+SLOW = pytest.mark.slow
+CPS = ("configs/digits/flowgrpo_cps.yaml", [])
+SAGE = ("configs/digits/sage.yaml", ["objective.anchor_period=2"])
+SDE_WINDOW_EMA = ("configs/digits/flowgrpo.yaml", ["policy.sde_window_size=2", "train.ema_decay=0.9"])
+# a path's kill count: once in CI's brief form, three times under the slow mark
+KILLS = [pytest.param(1, id="brief"), pytest.param(3, id="full", marks=SLOW)]
+
+
 @pytest.mark.parametrize(
-    "config,extra",
+    "variant,seed,kills",
     [
-        ("configs/digits/flowgrpo_cps.yaml", []),
-        ("configs/digits/sage.yaml", ["objective.anchor_period=2"]),
-        ("configs/digits/flowgrpo.yaml", ["policy.sde_window_size=2", "train.ema_decay=0.9"]),
+        pytest.param(SAGE, 1, 2, id="sage-anchor-1"),
+        pytest.param(SAGE, 2, 4, id="sage-anchor-2", marks=SLOW),
+        *(
+            pytest.param(variant, seed, 4, id=f"{name}-{seed}", marks=SLOW)
+            for name, variant in (("cps", CPS), ("sde-window-ema", SDE_WINDOW_EMA))
+            for seed in (1, 2)
+        ),
     ],
-    ids=["cps", "sage-anchor", "sde-window-ema"],
 )
-@pytest.mark.parametrize("seed", [1, 2])
-def test_flow_variants_survive_random_kills(tmp_path, base_model, config, extra, seed):
+def test_flow_variants_survive_random_kills(tmp_path, base_model, variant, seed, kills):
+    config, extra = variant
     overrides = [*BRIEF, "max_steps=6", f"policy.model={base_model}", *extra]
-    outcomes = kill_and_resume(config, overrides, tmp_path, kills=4, seed=seed)
+    outcomes = kill_and_resume(config, overrides, tmp_path, kills=kills, seed=seed)
     assert outcomes[0] != "finished"
 
 
-@pytest.mark.slow
-def test_vlm_grpo_with_variance_aware_sampling_survives_random_kills(tmp_path):
+@pytest.mark.parametrize("kills", KILLS)
+def test_vlm_grpo_with_variance_aware_sampling_survives_random_kills(tmp_path, kills):
     """The VLM path (token actions): GRPO with MMR1's variance-aware sampling from a 3-step SFT model."""
     sft = tmp_path / "sft"
     sft_overrides = [f"output_dir={sft / 'run'}", "max_steps=3", "train.batch_size=8", "train.warmup_steps=1"]
@@ -157,12 +169,12 @@ def test_vlm_grpo_with_variance_aware_sampling_survives_random_kills(tmp_path):
     overrides += ["rollout.group_size=4", "rollout.batch_size=16", "train.batch_size=8", "eval.every=2"]
     overrides += ["eval.num_questions=6", "checkpoint.every=1", "log.progress_bar=false", "rollout.sampler=vas"]
     overrides += ["rollout.vas.update_every=1"]
-    outcomes = kill_and_resume("configs/digit_sum/grpo.yaml", overrides, tmp_path / "rl", kills=3, seed=0)
+    outcomes = kill_and_resume("configs/digit_sum/grpo.yaml", overrides, tmp_path / "rl", kills=kills, seed=0)
     assert outcomes[0] != "finished"
 
 
-@pytest.mark.slow
-def test_diffusion_ddim_policy_survives_random_kills(tmp_path):
+@pytest.mark.parametrize("kills", KILLS)
+def test_diffusion_ddim_policy_survives_random_kills(tmp_path, kills):
     """The epsilon-prediction diffusion policy (DDPO's DDIM step) on a tiny real StableDiffusionPipeline
     saved to disk, rewarded by JPEG compressibility, prompts from a file."""
     from test_diffusion_policy import PROMPTS, SIZE, build
@@ -188,17 +200,23 @@ checkpoint: {{every: 1}}
 log: {{progress_bar: false}}
 """
     )
-    outcomes = kill_and_resume(str(config), [], tmp_path / "rl", kills=3, seed=0)
+    outcomes = kill_and_resume(str(config), [], tmp_path / "rl", kills=kills, seed=0)
     assert outcomes[0] != "finished"
 
 
-@pytest.mark.slow
-@pytest.mark.parametrize("storage", ["memory", "disk"])
-def test_seppo_preference_trainer_survives_random_kills(tmp_path, base_model, storage):
+@pytest.mark.parametrize(
+    "storage,kills",
+    [
+        pytest.param("disk", 1, id="disk-brief"),
+        pytest.param("disk", 3, id="disk", marks=SLOW),
+        pytest.param("memory", 3, id="memory", marks=SLOW),
+    ],
+)
+def test_seppo_preference_trainer_survives_random_kills(tmp_path, base_model, storage, kills):
     """SePPO (the preference trainer) with random checkpoint replay: its pool of reference snapshots
     (in the checkpoint, or as files beside it) survives kills."""
     overrides = [*TINY_PREFERENCE, "max_steps=6", "checkpoint.every=1", f"policy.model={base_model}"]
     outcomes = kill_and_resume(
-        "configs/digits/seppo.yaml", [*overrides, f"reference.storage={storage}"], tmp_path, kills=3, seed=0
+        "configs/digits/seppo.yaml", [*overrides, f"reference.storage={storage}"], tmp_path, kills=kills, seed=0
     )
     assert outcomes[0] != "finished"

@@ -112,7 +112,7 @@ def test_bench_overhead_reports_every_phase_and_the_ratio(tmp_path, base_model):
         assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.json").exists()
 
 
-@pytest.mark.parametrize("mode", ["regional", "full"])
+@pytest.mark.parametrize("mode", ["regional", pytest.param("full", marks=pytest.mark.slow)])  # CI: regional
 def test_compiled_denoiser_keeps_the_log_prob_contract(mode):
     """``policy.compile``: the rollout's log-probs re-scored by the compiled network give a ratio of 1
     (compiled kernels for both, as in training), equal to the eager network's up to float32 rounding,
