@@ -198,7 +198,7 @@ def config(preset: str, prompt_file: str, overrides: list[str]):
 
 
 def main(argv=None) -> int:
-    from genrl.bench import VARIANTS, measure, report
+    from genrl.bench import VARIANTS, measure, publish, report
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--preset", choices=sorted(PRESETS), default="sd35m")
@@ -225,10 +225,7 @@ def main(argv=None) -> int:
                 torch.cuda.empty_cache()
             print(results[-1], flush=True)
     text = report(f"SD3.5-Medium architecture ({a.preset}), random weights", results, a.overrides, a.iters)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
+    publish(text, a.out)
     return 0
 
 

@@ -108,7 +108,7 @@ class Busy:
 
 def main(argv=None) -> int:
     from genrl import overhead
-    from genrl.bench import device_name
+    from genrl.bench import device_name, publish
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--steps", type=int, default=8, help="timed training steps per digits cell (tiny SD3: 4x)")
@@ -175,10 +175,7 @@ def main(argv=None) -> int:
         *sections,
     ]
     text = "\n".join(lines)
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
+    publish(text, a.out)
     return 0
 
 

@@ -33,7 +33,7 @@ def main(argv=None) -> int:
     from accelerate import Accelerator
     from torch.profiler import ProfilerActivity, profile, record_function
 
-    from genrl.bench import device_name
+    from genrl.bench import device_name, publish
     from genrl.config import OnlineConfig, load_config
     from genrl.models import prepare_models
     from genrl.registry import OBJECTIVES, POLICIES, TASKS
@@ -100,10 +100,7 @@ def main(argv=None) -> int:
             "",
         ]
     )
-    print(text)
-    if a.out:
-        with open(a.out, "w") as f:
-            f.write(text)
+    publish(text, a.out)
     return 0
 
 

@@ -171,6 +171,14 @@ def report(config: str, results: list[dict], overrides: list[str], iters: int) -
     return "\n".join(lines) + "\n"
 
 
+def publish(text: str, out: str = "") -> None:
+    """Print a markdown report and, when ``out`` is a path, also write it there (atomically)."""
+    print(text)
+    if out:
+        with atomic_file(out) as f:
+            f.write(text)
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser("bench", help="rollout samples/s, update time and peak memory of a config, per variant")
     p.add_argument("config", help="an online YAML recipe")
@@ -212,10 +220,7 @@ def main_bench(args) -> int:
     except (ValueError, RuntimeError) as e:
         print(f"genrl bench: {e}", file=sys.stderr)
         return 2
-    print(text)
-    if args.out:
-        with atomic_file(args.out) as f:
-            f.write(text)
+    publish(text, args.out)
     if args.json:
         with atomic_file(args.json) as f:
             json.dump(results, f, indent=1)
