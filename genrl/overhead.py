@@ -97,7 +97,7 @@ def bare_compute(cfg, repeats: int) -> dict[str, float]:
                     for c0 in range(0, T, chunk):
                         x, idx, cond = policy.network_inputs(sub, slice(c0, c0 + chunk))  # [b * t, ...]
                         with accelerator.autocast():
-                            out = policy.predict(policy.model, x, idx, cond, gs, N)
+                            out = policy.predict(policy.model, x, idx, cond, gs, N, cfg.policy.cfg_grad)
                             accelerator.backward(out.float().square().mean())
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)

@@ -276,3 +276,34 @@ def test_denoising_loss_path_matches_add_noise_and_the_target(prediction_type):
     assert err.shape == (2,) and torch.isfinite(err).all()
     latents = policy.encode_samples(policy.decode(x0))
     assert latents.shape == x0.shape
+
+
+def test_cfg_grad_cond_keeps_the_log_probs_and_differentiates_only_the_conditional_branch():
+    """``policy.cfg_grad=cond`` (Flow-GRPO's update): the re-scored log-probs are the same as with ``both``;
+    the update's gradient differs, and is ``g`` times the conditional forward's alone at the output."""
+    g = 3.0
+    policies = {c: make_policy(guidance_scale=g, cfg_grad=c) for c in ("both", "cond")}
+    traj = rollout(policies["both"])
+    lps, grads = {}, {}
+    for c, policy in policies.items():
+        lps[c], _ = policy.log_prob(traj, slice(0, None))
+        params = list(policy.trainable_parameters())
+        grads[c] = torch.cat(
+            [p.flatten() for p in torch.autograd.grad(-lps[c].mean(), params, materialize_grads=True)]
+        )
+    assert torch.equal(lps["cond"], lps["both"])
+    assert (grads["cond"] - grads["both"]).abs().max() > 1e-3 * grads["both"].abs().max()
+
+    policy = policies["cond"]
+    x, idx, cond = policy.network_inputs(traj, slice(0, None))  # [B * T, ...]
+    w = torch.randn(x.shape, generator=torch.Generator().manual_seed(0))
+    params = list(policy.trainable_parameters())
+
+    def grad(out):
+        return torch.cat([p.flatten() for p in torch.autograd.grad((out * w).sum(), params, materialize_grads=True)])
+
+    pos = {k: v for k, v in cond.items() if not k.startswith("neg_")}
+    want = g * grad(policy.predict(policy.model, x, idx, pos, 1.0, 4))  # the conditional forward alone
+    torch.testing.assert_close(
+        grad(policy.predict(policy.model, x, idx, cond, g, 4, "cond")), want, rtol=1e-3, atol=1e-6
+    )

@@ -16,6 +16,7 @@ from genrl.advantages.d3s import DOWNSAMPLERS, D3SConfig
 from genrl.advantages.riskpo import RiskPOConfig
 from genrl.config.base import ConfigError, Section, at_least, nonempty, option, registered, require
 from genrl.config.common import LoraConfig, OptimizerConfig, RunConfig
+from genrl.families.base import CFG_GRADS
 from genrl.objectives.common import KL_TYPES, LOSS_AGGS
 from genrl.objectives.fiberpo import FiberPOConfig
 from genrl.objectives.mdpo import MDPOConfig
@@ -61,6 +62,11 @@ class PolicyConfig(Section):
     )
     num_steps: int = option(10, "denoising steps per rollout")
     guidance_scale: float = option(1.0, "classifier-free guidance scale; 1.0 = off")
+    cfg_grad: Literal[CFG_GRADS] = option(
+        "both",
+        "with CFG, the update's gradient through both branches, or 'cond': the unconditional one detached "
+        "(Flow-GRPO's train_sd3.py); the log-probs are the same",
+    )
     sde_window_size: int = option(
         0,
         "0 = every step stochastic and trained; K > 0 = only K consecutive steps (Flow-GRPO-Fast/MixGRPO), the rest ODE",

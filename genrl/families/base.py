@@ -34,6 +34,25 @@ from pipelines import PIPELINE_MODULES
 JOINT_ATTENTION_LORA: tuple[str, ...] = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out")  # fmt: skip
 
 
+CFG_GRADS = ("both", "cond")  # policy.cfg_grad
+
+
+def classifier_free_guidance(
+    v_uncond: torch.Tensor, v_cond: torch.Tensor, guidance_scale: float, cfg_grad: str = "both"
+) -> torch.Tensor:
+    """``v_u + g (v_c - v_u)``, each ``[B, ...]`` (velocity, epsilon or v: the network's output).
+
+    ``cfg_grad="cond"`` stops the gradient through the unconditional branch (``v_u`` detached), as
+    Flow-GRPO's update does (yifan123/flow_grpo ``scripts/train_sd3.py``, ``compute_log_prob``, commit
+    ac4c86e): the values are the same, the gradient is ``g dv_c`` instead of ``g dv_c - (g - 1) dv_u``.
+    ``"both"`` (the default) differentiates the guided output as it is. Raises ``ValueError`` otherwise."""
+    if cfg_grad not in CFG_GRADS:
+        raise ValueError(f"cfg_grad={cfg_grad!r}; valid: {', '.join(CFG_GRADS)}")
+    if cfg_grad == "cond":
+        v_uncond = v_uncond.detach()
+    return v_uncond + guidance_scale * (v_cond - v_uncond)
+
+
 class Family:
     """Base class; subclasses register with ``@FAMILIES.register(name)``."""
 
@@ -110,15 +129,15 @@ class Family:
     def forward(self, model, x: torch.Tensor, sigma: torch.Tensor, cond: dict[str, torch.Tensor]) -> torch.Tensor:
         raise NotImplementedError
 
-    def velocity(self, model, x, sigma, cond, guidance_scale: float) -> torch.Tensor:
+    def velocity(self, model, x, sigma, cond, guidance_scale: float, cfg_grad: str = "both") -> torch.Tensor:
         """Velocity ``[B, ...]`` in fp32, with classifier-free guidance when ``guidance_scale > 1``
-        (``cond`` then also holds ``neg_<key>`` entries)."""
+        (``cond`` then also holds ``neg_<key>`` entries); ``cfg_grad`` as in :func:`classifier_free_guidance`."""
         if guidance_scale <= 1.0:
             return self.forward(model, x, sigma, {k: v for k, v in cond.items() if not k.startswith("neg_")})
         pos = {k: v for k, v in cond.items() if not k.startswith("neg_")}
         both = {k: torch.cat([cond["neg_" + k], v]) for k, v in pos.items()}
         v_u, v_c = self.forward(model, torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
-        return v_u + guidance_scale * (v_c - v_u)
+        return classifier_free_guidance(v_u, v_c, guidance_scale, cfg_grad)
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError

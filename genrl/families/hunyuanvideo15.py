@@ -31,7 +31,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genrl.families.base import JOINT_ATTENTION_LORA, Family
+from genrl.families.base import JOINT_ATTENTION_LORA, Family, classifier_free_guidance
 from genrl.registry import FAMILIES
 
 
@@ -119,7 +119,7 @@ class HunyuanVideo15Family(Family):
             return_dict=False,
         )[0].float()
 
-    def velocity(self, model, x, sigma, cond, guidance_scale):
+    def velocity(self, model, x, sigma, cond, guidance_scale, cfg_grad="both"):
         """The guider's CFG: ``uncond + g * (cond - uncond)`` from one batched ``[neg, pos]`` forward,
         then its ``guidance_rescale`` if set (diffusers ``rescale_noise_cfg``)."""
         if guidance_scale <= 1.0:
@@ -127,7 +127,7 @@ class HunyuanVideo15Family(Family):
         pos = {k: v for k, v in cond.items() if not k.startswith("neg_")}
         both = {k: torch.cat([cond["neg_" + k], v]) for k, v in pos.items()}
         v_u, v_c = self.forward(model, torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
-        v = v_u + guidance_scale * (v_c - v_u)
+        v = classifier_free_guidance(v_u, v_c, guidance_scale, cfg_grad)
         if self._rescale > 0:
             from diffusers.guiders.guider_utils import rescale_noise_cfg
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genrl.families.base import JOINT_ATTENTION_LORA, Family
+from genrl.families.base import JOINT_ATTENTION_LORA, Family, classifier_free_guidance
 from genrl.registry import FAMILIES
 
 
@@ -110,14 +110,15 @@ class QwenImageFamily(Family):
             return_dict=False,
         )[0].float()
 
-    def velocity(self, model, x, sigma, cond, guidance_scale):
+    def velocity(self, model, x, sigma, cond, guidance_scale, cfg_grad="both"):
         """Qwen-Image's true CFG: conditional and unconditional forwards (their texts differ in
         length), ``comb = v_u + g (v_c - v_u)`` rescaled per token to ``||v_c||``. [B, N, 4C]"""
         v_c = self.forward(model, x, sigma, {k: v for k, v in cond.items() if not k.startswith("neg_")})
         if guidance_scale <= 1.0:
             return v_c
-        v_u = self.forward(model, x, sigma, {k[4:]: v for k, v in cond.items() if k.startswith("neg_")})
-        comb = v_u + guidance_scale * (v_c - v_u)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and cfg_grad != "cond"):  # its own forward: no graph
+            v_u = self.forward(model, x, sigma, {k[4:]: v for k, v in cond.items() if k.startswith("neg_")})
+        comb = classifier_free_guidance(v_u, v_c, guidance_scale, cfg_grad)
         return comb * (v_c.norm(dim=-1, keepdim=True) / comb.norm(dim=-1, keepdim=True))
 
     def encode_images(self, samples):

@@ -194,10 +194,18 @@ class DenoisingPolicy(Policy):
         raise NotImplementedError
 
     def predict(
-        self, model, x: torch.Tensor, idx: torch.Tensor, cond: dict, guidance_scale: float, num_steps: int
+        self,
+        model,
+        x: torch.Tensor,
+        idx: torch.Tensor,
+        cond: dict,
+        guidance_scale: float,
+        num_steps: int,
+        cfg_grad: str = "both",
     ) -> torch.Tensor:
         """The network's output (fp32, the latent's shape) at schedule indices ``idx [B]`` of a
-        ``num_steps`` schedule, with classifier-free guidance when ``guidance_scale > 1``."""
+        ``num_steps`` schedule, with classifier-free guidance when ``guidance_scale > 1`` (``cfg_grad``:
+        which branches the gradient flows through, ``genrl.families.base.classifier_free_guidance``)."""
         raise NotImplementedError
 
     def step(
@@ -320,7 +328,7 @@ class DenoisingPolicy(Policy):
         flat = lambda a: a.flatten(0, 1)  # noqa: E731  [B, t, ...] -> [B * t, ...]
         x, idx, cond = self.network_inputs(traj, steps)
         xn = flat(traj.data["next_latents"][:, steps])
-        out = self.predict(self.model, x, idx, cond, cfg.guidance_scale, N)  # [B * t, ...]
+        out = self.predict(self.model, x, idx, cond, cfg.guidance_scale, N, cfg.cfg_grad)  # [B * t, ...]
         if out.requires_grad:  # keep d loss / d output per step for the diagnostics (output_grad_norms)
             out.retain_grad()
             self._last_output = (out, idx)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from genrl import sde as sde_lib
-from genrl.families.base import load_pipeline
+from genrl.families.base import classifier_free_guidance, load_pipeline
 from genrl.policies.base import DTYPES
 from genrl.policies.denoiser import DenoisingPolicy
 from genrl.registry import POLICIES
@@ -152,9 +152,10 @@ class DiffusionPolicy(DenoisingPolicy):
     def collate(self, entries):
         return {"prompt_embeds": torch.stack([e["prompt_embeds"] for e in entries])}
 
-    def predict(self, model, x, idx, cond, guidance_scale, num_steps) -> torch.Tensor:
+    def predict(self, model, x, idx, cond, guidance_scale, num_steps, cfg_grad="both") -> torch.Tensor:
         """The UNet's output (epsilon or v, per the scheduler) in fp32 at schedule indices ``idx [B]``;
-        with CFG, ``[uncond, cond]`` in one batch as the pipeline does."""
+        with CFG, ``[uncond, cond]`` in one batch as the pipeline does (``cfg_grad``: see
+        ``genrl.families.base.classifier_free_guidance``)."""
         t, emb = self.schedule(num_steps)[0][idx], cond["prompt_embeds"]
         if guidance_scale > 1.0:
             x, t, emb = torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond["neg_prompt_embeds"], emb])
@@ -162,7 +163,7 @@ class DiffusionPolicy(DenoisingPolicy):
         if guidance_scale <= 1.0:
             return out
         out_u, out_c = out.chunk(2)
-        return out_u + guidance_scale * (out_c - out_u)
+        return classifier_free_guidance(out_u, out_c, guidance_scale, cfg_grad)
 
     def schedule(self, num_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(timesteps, alpha, alpha_prev)`` of the scheduler's ``num_steps`` steps, each [N]:

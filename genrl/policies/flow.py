@@ -94,15 +94,16 @@ class FlowPolicy(DenoisingPolicy):
         sig = self.sigmas(num_steps)
         return sig[:-1].to(self.device), sig[1:].to(self.device), sig[1].item()
 
-    def velocity(self, x, sigma, cond, guidance_scale, model=None) -> torch.Tensor:
+    def velocity(self, x, sigma, cond, guidance_scale, model=None, cfg_grad="both") -> torch.Tensor:
         """Predicted velocity (fp32, the latent's shape) at per-sample noise levels ``sigma [B]``;
         ``model`` defaults to ``self.model`` (the DDP-wrapped module, for gradient steps). No-grad
         sampling passes the unwrapped module: a DDP forward is a collective, and evaluation runs
         on the main process alone."""
-        return self.family.velocity(self.model if model is None else model, x, sigma, cond, guidance_scale)
+        return self.family.velocity(self.model if model is None else model, x, sigma, cond, guidance_scale, cfg_grad)
 
-    def predict(self, model, x, idx, cond, guidance_scale, num_steps):
-        return self.velocity(x, self._schedule(num_steps)[0][idx], cond, guidance_scale, model=model)
+    def predict(self, model, x, idx, cond, guidance_scale, num_steps, cfg_grad="both"):
+        sigma = self._schedule(num_steps)[0][idx]
+        return self.velocity(x, sigma, cond, guidance_scale, model=model, cfg_grad=cfg_grad)
 
     def step(self, out, x, idx, stochastic, num_steps, prev_sample=None, generator=None):
         s, sn, sigma_1 = self._schedule(num_steps)
