@@ -129,34 +129,24 @@ def test_flow_sde_with_ema_survives_random_kills(tmp_path, base_model):
     assert outcomes[0] != "finished"  # at least one kill landed mid-run
 
 
-SLOW = pytest.mark.slow
-CPS = ("configs/digits/flowgrpo_cps.yaml", [])
-SAGE = ("configs/digits/sage.yaml", ["objective.anchor_period=2"])
-SDE_WINDOW_EMA = ("configs/digits/flowgrpo.yaml", ["policy.sde_window_size=2", "train.ema_decay=0.9"])
-# a path's kill count: once in CI's brief form, three times under the slow mark
-KILLS = [pytest.param(1, id="brief"), pytest.param(3, id="full", marks=SLOW)]
-
-
+@pytest.mark.slow
 @pytest.mark.parametrize(
-    "variant,seed,kills",
+    "config,extra",
     [
-        pytest.param(SAGE, 1, 2, id="sage-anchor-1", marks=SLOW),
-        pytest.param(SAGE, 2, 4, id="sage-anchor-2", marks=SLOW),
-        *(
-            pytest.param(variant, seed, 4, id=f"{name}-{seed}", marks=SLOW)
-            for name, variant in (("cps", CPS), ("sde-window-ema", SDE_WINDOW_EMA))
-            for seed in (1, 2)
-        ),
+        ("configs/digits/flowgrpo_cps.yaml", []),
+        ("configs/digits/sage.yaml", ["objective.anchor_period=2"]),
+        ("configs/digits/flowgrpo.yaml", ["policy.sde_window_size=2", "train.ema_decay=0.9"]),
     ],
+    ids=["cps", "sage-anchor", "sde-window-ema"],
 )
-def test_flow_variants_survive_random_kills(tmp_path, base_model, variant, seed, kills):
-    config, extra = variant
+@pytest.mark.parametrize("seed", [1, 2])
+def test_flow_variants_survive_random_kills(tmp_path, base_model, config, extra, seed):
     overrides = [*BRIEF, "max_steps=6", f"policy.model={base_model}", *extra]
-    outcomes = kill_and_resume(config, overrides, tmp_path, kills=kills, seed=seed)
+    outcomes = kill_and_resume(config, overrides, tmp_path, kills=4, seed=seed)
     assert outcomes[0] != "finished"
 
 
-@SLOW
+@pytest.mark.slow
 def test_vlm_grpo_with_variance_aware_sampling_survives_random_kills(tmp_path):
     """The VLM path (token actions): GRPO with MMR1's variance-aware sampling from a 3-step SFT model."""
     sft = tmp_path / "sft"
@@ -174,7 +164,7 @@ def test_vlm_grpo_with_variance_aware_sampling_survives_random_kills(tmp_path):
     assert outcomes[0] != "finished"
 
 
-@pytest.mark.parametrize("kills", KILLS)
+@pytest.mark.parametrize("kills", [pytest.param(1, id="brief"), pytest.param(3, id="full", marks=pytest.mark.slow)])
 def test_diffusion_ddim_policy_survives_random_kills(tmp_path, kills):
     """The epsilon-prediction diffusion policy (DDPO's DDIM step) on a tiny real StableDiffusionPipeline
     saved to disk, rewarded by JPEG compressibility, prompts from a file."""
@@ -205,18 +195,13 @@ log: {{progress_bar: false}}
     assert outcomes[0] != "finished"
 
 
-@pytest.mark.parametrize(
-    "storage,kills",
-    [
-        pytest.param("disk", 3, id="disk", marks=SLOW),
-        pytest.param("memory", 3, id="memory", marks=SLOW),
-    ],
-)
-def test_seppo_preference_trainer_survives_random_kills(tmp_path, base_model, storage, kills):
+@pytest.mark.slow
+@pytest.mark.parametrize("storage", ["memory", "disk"])
+def test_seppo_preference_trainer_survives_random_kills(tmp_path, base_model, storage):
     """SePPO (the preference trainer) with random checkpoint replay: its pool of reference snapshots
     (in the checkpoint, or as files beside it) survives kills."""
     overrides = [*TINY_PREFERENCE, "max_steps=6", "checkpoint.every=1", f"policy.model={base_model}"]
     outcomes = kill_and_resume(
-        "configs/digits/seppo.yaml", [*overrides, f"reference.storage={storage}"], tmp_path, kills=kills, seed=0
+        "configs/digits/seppo.yaml", [*overrides, f"reference.storage={storage}"], tmp_path, kills=3, seed=0
     )
     assert outcomes[0] != "finished"
