@@ -24,12 +24,11 @@ import contextlib
 import copy
 import os
 import time
-import warnings
 from collections import defaultdict
 
 import torch
 
-from genrl import sharding
+from genrl import sharding, zero
 from genrl.advantages import d3s, weighted_advantages
 from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint, save_sharded_checkpoint
 from genrl.config import OnlineConfig
@@ -222,6 +221,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     from accelerate.utils import gather_object
 
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    zero.check_launch(accelerator)
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
     objective = OBJECTIVES.get(cfg.objective.name)  # unknown names fail before any work
@@ -252,6 +252,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 sharding.shard(module)
     params = policy.trainable_parameters()
     if (ds := accelerator.state.deepspeed_plugin) is not None:
+        zero.check_stage(ds.zero_stage)
         # DeepSpeed takes its sizes from its config (there is no dataloader to infer them from).
         # Its engine steps inside the backward that ends an accumulation; update() marks that
         # backward through accelerate's gradient state, and the loss weights already average.
@@ -310,8 +311,13 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     else:
         sampler = GroupSampler(**shape)
 
+    # one checkpoint file per process where each holds a part the others lack: FSDP's parameter shards,
+    # ZeRO-1/2's optimizer partitions (genrl.zero)
+    per_process = fsdp or (accelerator.state.deepspeed_plugin is not None and world > 1)
     start = 0
-    if cfg.resume and (found := resume_state(ckpt_dir, clean=main, rank=rank if fsdp else None, world_size=world)):
+    if cfg.resume and (
+        found := resume_state(ckpt_dir, clean=main, rank=rank if per_process else None, world_size=world)
+    ):
         ckpt, state = found
         if fsdp:  # this process's shards back into DTensors shaped like the live ones
             live = {
@@ -325,7 +331,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             policy.load_trainable_state_dict(state["model"])
         except ValueError as e:
             raise ValueError(f"{ckpt}: {e}") from None
-        optimizer.load_state_dict(state["optimizer"])
+        zero.load_state_dict(optimizer, state["optimizer"], rank, world)
         if ema is not None:
             ema.load_state_dict(state["ema"])
         if policy.anchor is not None:
@@ -341,12 +347,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         start = state["step"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
-            if accelerator.state.deepspeed_plugin is not None and world > 1:
-                warnings.warn(
-                    "DeepSpeed ZeRO: the checkpoint holds the main process's optimizer partition only, so this "
-                    "resume is not exact (README, 'Scaling out'); train.fsdp's checkpoints are"
-                )
-    if fsdp:  # every process must resume from the same checkpoint (each from its own file of it)
+    if per_process:  # every process must resume from the same checkpoint (each from its own file of it)
         steps = accelerator.gather(torch.tensor([start], device=accelerator.device)).tolist()
         if len(set(steps)) > 1:
             raise ValueError(
@@ -533,18 +534,18 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 run_eval(done)
             stopping = stop.requested(accelerator)  # SIGTERM / Ctrl-C: checkpoint this step, then stop
             if done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
-                if main or fsdp:  # sharded: every process writes its shards
+                if main or per_process:  # every process writes its part
                     check_finite(policy.module.named_parameters())
                     state = {
                         "step": done,
                         "model": policy.trainable_state_dict(),
-                        "optimizer": optimizer.state_dict(),
+                        "optimizer": zero.state_dict(optimizer),  # plain data (ZeRO partitions too)
                         "ema": ema.state_dict() if ema is not None else None,
                         "anchor": policy.anchor.state_dict() if policy.anchor is not None else None,
                         "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
                         "kl_control": kl_control.state_dict(),
                     }
-                    save = save_sharded_checkpoint if fsdp else save_checkpoint
+                    save = save_sharded_checkpoint if per_process else save_checkpoint
                     save(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
                 accelerator.wait_for_everyone()
             if stopping:

@@ -31,6 +31,7 @@ from collections import defaultdict
 
 import torch
 
+from genrl import zero
 from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
@@ -58,6 +59,9 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     from accelerate import Accelerator
 
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    zero.check_launch(accelerator)
+    if accelerator.state.deepspeed_plugin is not None:
+        raise ValueError("trainer: preference does not run under DeepSpeed yet: launch it with DDP (or one process)")
     main = accelerator.is_main_process
     run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
     objective = OBJECTIVES.get(cfg.objective.name)
