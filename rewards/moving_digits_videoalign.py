@@ -46,7 +46,8 @@ puts the prompt (~550 tokens after the video: there the base named the digit 0.2
 against its own and a wrong prompt, TA label only), and a text model twice as wide and deep (hidden 128,
 4 layers, ``HIDDEN_SIZE`` / ``NUM_LAYERS``; content weights 3:2:2:0.5, lr 3e-4, 1800 steps, 99 minutes
 here sharing the CPU: VQ 0.92, MQ 0.90, TA 0.51; TA against wrong digit 0.56, wrong direction 0.45 and
-static 0.92 on pairs with random defects), although that model, given the prompt right after the video (a short question, not this
+static 0.92 on pairs with random defects); and, shipped otherwise, Qwen2-VL's own rotary base ``rope_theta`` 1e6 instead of 1e4: TA against
+wrong digit 0.59, wrong direction 0.56, static 0.94), although that model, given the prompt right after the video (a short question, not this
 template) and only wrong-digit pairs, did learn the wrong-digit contrast (0.75 after 1400 steps): the ~550 template tokens between the video and
 the prompt, not the model's size, is what the TA head fails to bridge here. ``genrl_task.json`` records
 these contrasts.
