@@ -83,6 +83,11 @@ def load_state_dict(optimizer, state: dict[str, Any], rank: int, world_size: int
     layout (another process count or parameter set), which DeepSpeed would otherwise misread."""
     zero = zero_optimizer(optimizer)
     if zero is None:
+        if "zero_stage" in state:
+            raise CheckpointLayoutError(
+                f"the checkpoint's optimizer state is DeepSpeed ZeRO-{state['zero_stage']}'s: resume under the "
+                f"DeepSpeed launch it was written with"
+            )
         optimizer.load_state_dict(state)
         return
     live = optimizer.state_dict()

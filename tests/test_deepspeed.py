@@ -85,3 +85,13 @@ def test_deepspeed_launch_without_gpu_is_one_line_exit_2(tmp_path):
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "GPUs only" in proc.stderr and not out.exists()
     assert len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+
+
+def test_a_zero_checkpoint_resumed_without_deepspeed_is_a_layout_error():
+    from genrl import zero
+    from genrl.checkpoint import CheckpointLayoutError
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
+    with pytest.raises(CheckpointLayoutError, match="ZeRO-2"):
+        zero.load_state_dict(opt, {"zero_stage": 2, "state": {}, "param_groups": []}, 0, 1)
+    zero.load_state_dict(opt, opt.state_dict(), 0, 1)  # a plain optimizer's state loads as before
