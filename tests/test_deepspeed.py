@@ -16,7 +16,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from genrl.checkpoint import latest_checkpoint
+from genrl import zero
+from genrl.checkpoint import CheckpointLayoutError, latest_checkpoint
 from genrl.tasks.digits import build_transformer
 
 pytest.importorskip("deepspeed", reason="DeepSpeed is in genrl's [dev] extra")
@@ -68,8 +69,6 @@ def test_zero_resume_under_another_stage_is_a_layout_error(tmp_path):
 
 
 def test_zero3_is_refused():
-    from genrl import zero
-
     with pytest.raises(ValueError, match="ZeRO-3 is not supported"):
         zero.check_stage(3)
     zero.check_stage(2)
@@ -88,9 +87,6 @@ def test_deepspeed_launch_without_gpu_is_one_line_exit_2(tmp_path):
 
 
 def test_a_zero_checkpoint_resumed_without_deepspeed_is_a_layout_error():
-    from genrl import zero
-    from genrl.checkpoint import CheckpointLayoutError
-
     opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))])
     with pytest.raises(CheckpointLayoutError, match="ZeRO-2"):
         zero.load_state_dict(opt, {"zero_stage": 2, "state": {}, "param_groups": []}, 0, 1)
