@@ -81,8 +81,7 @@ def load_state_dict(optimizer, state: dict[str, Any], rank: int, world_size: int
     """Restore ``state`` (this process's, from :func:`state_dict`) into ``optimizer``. Raises
     ``CheckpointLayoutError`` when the checkpoint was written under another ZeRO stage or partition
     layout (another process count or parameter set), which DeepSpeed would otherwise misread."""
-    zero = zero_optimizer(optimizer)
-    if zero is None:
+    if zero_optimizer(optimizer) is None:
         if "zero_stage" in state:
             raise CheckpointLayoutError(
                 f"the checkpoint's optimizer state is DeepSpeed ZeRO-{state['zero_stage']}'s: resume under the "
@@ -105,8 +104,10 @@ def load_state_dict(optimizer, state: dict[str, Any], rank: int, world_size: int
     scaler = live["loss_scaler"]
     for key, value in state["loss_scaler"].items():
         setattr(scaler, key, value)
-    restored = dict(state, loss_scaler=scaler, zero_stage=live["zero_stage"])
-    restored["param_slice_mappings"] = live["param_slice_mappings"]
+    # DeepSpeed's own objects back in place of their plain forms (checked equal above)
+    restored = dict(
+        state, loss_scaler=scaler, zero_stage=live["zero_stage"], param_slice_mappings=live["param_slice_mappings"]
+    )
     partitions: list[Any] = [None] * world_size
     partitions[rank] = restored
     optimizer.load_state_dict(partitions)
