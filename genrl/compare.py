@@ -24,9 +24,13 @@ the output folder is reused), any trainer (the config's ``trainer:`` key picks i
 calibration run per arm measures its seconds per step (``time/step``), and the arm then trains
 ``S / seconds_per_step`` steps. Timings are only meaningful on an otherwise idle machine.
 
-The report reads ``eval/gold_accuracy``, ``eval/diversity`` and the proxy reward (an online
-run's first reward; otherwise the task's ``reward``) from each run's ``metrics.jsonl``, so the
-arms must run a task with a gold judge (digits).
+The report reads the gold metric (the task's ``gold_metric``: ``eval/gold_accuracy`` for digits,
+``eval/moving_digits_gold`` for moving_digits), ``eval/diversity``, the task's ``report_metrics``
+(e.g. VideoAlign's VQ / MQ / TA and the gold judge's smoothness for moving_digits: final and at
+matched proxy) and the proxy reward (an online run's first reward; otherwise the task's ``reward``)
+from each run's ``metrics.jsonl``, so the arms must run a task with a gold judge. Per denoising
+step it tables the ratio, the rollout's noise std (``noise/std_step_XX``) and the output-gradient
+norm (``grad/output_norm_step_XX``), averaged over each run.
 """
 
 from __future__ import annotations
@@ -72,6 +76,15 @@ def _proxy_key(cfg) -> str | None:
     return next(iter(rewards)) if rewards else getattr(TASKS.get(cfg.task), "reward", None)
 
 
+def _task_keys(cfg) -> tuple[str, tuple[str, ...]]:
+    """(gold metric, extra report metrics) of an arm's task: ``Task.gold_metric`` (default
+    ``gold_accuracy``) and ``Task.report_metrics`` (default none), without the ``eval/`` prefix."""
+    from genrl.registry import TASKS
+
+    task = TASKS.get(cfg.task)
+    return getattr(task, "gold_metric", "gold_accuracy"), tuple(getattr(task, "report_metrics", ()))
+
+
 def seconds_per_step(run_dir: str, skip: int = 2) -> float:
     """Median ``time/step`` (seconds per optimizer step, evaluation excluded) of a run's training
     rows after the first ``skip`` (warm-up). Raises ``ValueError`` when the run logged none."""
@@ -114,7 +127,8 @@ def run_all(
     ``wall_budget`` (seconds of training, evaluation excluded), each arm's ``max_steps`` is set by
     ``calibrate`` (``calibration_steps`` steps per arm) so every arm trains for about the same
     wall time, evaluated ``evals`` times.
-    Returns the run records (name, seed, dir, reward key, steps, wall seconds)."""
+    Returns the run records (name, seed, dir, reward key, gold and extra metric keys, steps, wall
+    seconds)."""
     from genrl.config import load_trainer_config, trainer_kind
 
     for arm in arms:  # every config error before anything runs
@@ -138,12 +152,15 @@ def run_all(
                     f.write(f"{time.perf_counter() - t0:.1f}\n")
             wall = float(open(wall_file).read()) if os.path.isfile(wall_file) else float("nan")
             train_s = sum(r["time/step"] for r in run_rows(run_dir) if "time/step" in r)
+            gold, extras = _task_keys(cfg)
             runs.append(
                 {
                     "name": arm.name,
                     "seed": seed,
                     "dir": run_dir,
                     "reward": _proxy_key(cfg),
+                    "gold": gold,
+                    "extras": extras,
                     "steps": cfg.max_steps,
                     "wall": wall,
                     "train_s": train_s,
@@ -159,21 +176,24 @@ def run_rows(run_dir: str) -> list[dict]:
 
 
 def eval_curves(run: dict) -> dict[str, list[float]]:
-    """Evaluation curves of one run: ``step``, ``proxy``, ``gold``, ``div`` (same length)."""
-    ev = [r for r in run_rows(run["dir"]) if "eval/gold_accuracy" in r]
+    """Evaluation curves of one run: ``step``, ``proxy``, ``gold`` (``eval/<run["gold"]>``, default
+    ``gold_accuracy``), ``div`` and each of ``run["extras"]`` under its own name (same length)."""
+    gold = f"eval/{run.get('gold', 'gold_accuracy')}"
+    ev = [r for r in run_rows(run["dir"]) if gold in r]
     if not ev:
-        raise ValueError(f"{run['dir']}: no evaluation rows with eval/gold_accuracy in metrics.jsonl")
+        raise ValueError(f"{run['dir']}: no evaluation rows with {gold} in metrics.jsonl")
     return {
         "step": [r["step"] for r in ev],
         "proxy": [r.get(f"eval/{run['reward']}", float("nan")) for r in ev],
-        "gold": [r["eval/gold_accuracy"] for r in ev],
+        "gold": [r[gold] for r in ev],
         "div": [r.get("eval/diversity", float("nan")) for r in ev],
+        **{k: [r.get(f"eval/{k}", float("nan")) for r in ev] for k in run.get("extras", ())},
     }
 
 
 def crossing(curve: dict[str, list[float]], level: float) -> dict[str, float]:
-    """Where ``curve['proxy']`` first reaches ``level``: the step, gold and diversity there,
-    linearly interpolated between the two evaluations around the crossing."""
+    """Where ``curve['proxy']`` first reaches ``level``: the step, gold, diversity and every other
+    curve there, linearly interpolated between the two evaluations around the crossing."""
     p = curve["proxy"]
     for i, v in enumerate(p):
         if v >= level:
@@ -182,7 +202,7 @@ def crossing(curve: dict[str, list[float]], level: float) -> dict[str, float]:
             else:
                 w = (level - p[i - 1]) / (v - p[i - 1])
             j = max(i - 1, 0)
-            return {k: curve[k][j] + w * (curve[k][i] - curve[k][j]) for k in ("step", "gold", "div")}
+            return {k: v[j] + w * (v[i] - v[j]) for k, v in curve.items() if k != "proxy"}
     raise ValueError(f"the proxy never reaches {level} (max {max(p)})")
 
 
@@ -197,22 +217,24 @@ def matched_proxy(curves: dict[str, dict[int, dict]]) -> dict[int, tuple[float, 
     return out
 
 
-RATIO_KEYS = (
+PER_STEP_KEYS = (
     ("ratio/mean_step_", "raw ratio mean - 1", -1.0),
     ("ratio/std_step_", "raw ratio std", 0.0),
     ("ratio/norm_mean_step_", "normalised ratio mean - 1", -1.0),
     ("ratio/norm_std_step_", "normalised ratio std", 0.0),
+    ("noise/std_step_", "noise std (rollout)", 0.0),
+    ("grad/output_norm_step_", "output-gradient norm", 0.0),
 )
 
 
-def per_step_ratio_table(runs: list[dict]) -> list[str]:
+def per_step_table(runs: list[dict]) -> list[str]:
     """Markdown rows: per config and statistic, the per-denoising-step value averaged over each
-    run's training steps and then over its seeds (``RATIO_KEYS``; the normalised ratio is
+    run's training steps and then over its seeds (``PER_STEP_KEYS``; the normalised ratio is
     GRPO-Guard's, logged by ``grpo_guard`` only)."""
     acc: dict[tuple[str, str], dict[int, list[float]]] = defaultdict(lambda: defaultdict(list))
     for run in runs:
         rows = [r for r in run_rows(run["dir"]) if "grad/norm" in r]
-        for prefix, label, shift in RATIO_KEYS:
+        for prefix, label, shift in PER_STEP_KEYS:
             per_step = defaultdict(list)
             for r in rows:
                 for k, v in r.items():
@@ -225,7 +247,7 @@ def per_step_ratio_table(runs: list[dict]) -> list[str]:
     steps = sorted({k for d in acc.values() for k in d})
     out = [
         "",
-        "## Ratios per denoising step",
+        "## Per denoising step",
         "",
         "Mean over each run's training steps, then over seeds.",
         "",
@@ -256,13 +278,16 @@ def write_report(runs: list[dict], out_dir: str) -> str:
         import matplotlib.pyplot as plt
     except ImportError as e:
         raise ImportError("genrl compare draws its plots with matplotlib: pip install matplotlib") from e
+    gold_key = runs[0].get("gold", "gold_accuracy")
+    extras = list(dict.fromkeys(k for run in runs for k in run.get("extras", ())))
     lines = [
         "# Comparison",
         "",
         f"Runs: {len(runs)} (arm x seed), written by `genrl compare`. `train s`: the run's optimizer steps "
-        "(sum of `time/step`, evaluation excluded); `wall s`: the whole run, evaluations included.",
+        f"(sum of `time/step`, evaluation excluded); `wall s`: the whole run, evaluations included. Gold: "
+        f"`eval/{gold_key}`.",
         "",
-        "| run | seed | steps | proxy: base -> final | gold accuracy: base -> peak (step) -> final "
+        "| run | seed | steps | proxy: base -> final | gold: base -> peak (step) -> final "
         "| diversity: base -> final | train s | wall s |",
         "|---|---:|---:|---|---|---|---:|---:|",
     ]
@@ -306,16 +331,18 @@ def write_report(runs: list[dict], out_dir: str) -> str:
         "",
         "## Per config, over seeds (mean ± sd)",
         "",
-        "| run | seeds | proxy final | gold peak | gold final | diversity final |",
-        "|---|---:|---|---|---|---|",
+        "| run | seeds | proxy final | gold peak | gold final | diversity final | "
+        + "".join(f"{k} base -> final | " for k in extras),
+        "|---|---:|---|---|---|---|" + "---|" * len(extras),
     ]
     for name, by_seed in curves.items():
         cs = list(by_seed.values())
         lines.append(
             f"| {name} | {len(cs)} | {_ms([c['proxy'][-1] for c in cs])} | {_ms([max(c['gold']) for c in cs])} | "
-            f"{_ms([c['gold'][-1] for c in cs])} | {_ms([c['div'][-1] for c in cs])} |"
+            f"{_ms([c['gold'][-1] for c in cs])} | {_ms([c['div'][-1] for c in cs])} | "
+            + "".join(f"{_ms([c[k][0] for c in cs])} -> {_ms([c[k][-1] for c in cs])} | " for k in extras)
         )
-    lines += per_step_ratio_table(runs)
+    lines += per_step_table(runs)
     if len(curves) > 1:
         matched = matched_proxy(curves)
         levels = ", ".join(f"seed {s}: {lv:.3f}" for s, (lv, _) in matched.items())
@@ -323,31 +350,33 @@ def write_report(runs: list[dict], out_dir: str) -> str:
             "",
             "## At matched proxy reward",
             "",
-            f"Per seed, the level every config reached (the smallest best proxy): {levels}. Gold accuracy and "
-            "diversity where each config's evaluation proxy first crossed it (linear interpolation between "
-            "evaluations; mean ± sd over seeds).",
+            f"Per seed, the level every config reached (the smallest best proxy): {levels}. Gold, "
+            "diversity and the other metrics where each config's evaluation proxy first crossed it (linear "
+            "interpolation between evaluations; mean ± sd over seeds).",
             "",
-            "| run | step | gold at matched proxy | diversity at matched proxy |",
-            "|---|---|---|---|",
+            "| run | step | gold at matched proxy | diversity at matched proxy | "
+            + "".join(f"{k} | " for k in extras),
+            "|---|---|---|---|" + "---|" * len(extras),
         ]
         for name in curves:
             xs = [m[name] for _, m in matched.values()]
             lines.append(
                 f"| {name} | {_ms([x['step'] for x in xs], '.0f')} | {_ms([x['gold'] for x in xs])} | "
-                f"{_ms([x['div'] for x in xs])} |"
+                f"{_ms([x['div'] for x in xs])} | " + "".join(f"{_ms([x[k] for x in xs])} | " for k in extras)
             )
-    for ax, title in zip(axes, ("proxy reward (evaluation)", "gold accuracy (held-out judge)")):
+    for ax, title in zip(axes, ("proxy reward (evaluation)", f"gold: {gold_key} (held-out judge)")):
         ax.set_title(title)
         ax.set_xlabel("step")
         ax.legend(fontsize=7)
     for ax, title in zip(ratio_axes, ("mean ratio per denoising step (run mean)", "ratio std per denoising step")):
         ax.set_title(title)
         ax.set_xlabel("denoising step")
-        ax.legend(fontsize=6)
     spread_ax.set_title("max / min of per-step output-gradient norms")
     spread_ax.set_xlabel("step")
     spread_ax.set_yscale("log")
-    spread_ax.legend(fontsize=6)
+    for ax in (*ratio_axes, spread_ax):
+        if ax.get_legend_handles_labels()[0]:  # no lines when no run logged these (offline trainers)
+            ax.legend(fontsize=6)
     os.makedirs(out_dir, exist_ok=True)
     for f, name in ((fig, "curves.png"), (ratio_fig, "ratios_per_step.png"), (spread_fig, "grad_spread.png")):
         f.tight_layout()

@@ -73,6 +73,8 @@ class PromptTask(Task, Protocol):
     * ``eval_rewards()``: extra judges scored at evaluation only, never optimised
       (``{name: Reward}``; e.g. the digits gold classifier).
     * ``eval_metrics(images, prompts, metadata)``: other evaluation metrics (e.g. diversity).
+    * Optional, for ``genrl compare``: ``gold_metric``, the evaluation metric read as gold (default
+      ``gold_accuracy``), and ``report_metrics``, more evaluation metrics reported beside it.
     """
 
     def prompts(self) -> list[str]: ...

@@ -33,24 +33,32 @@ the two clips' defect levels (equal levels tie):
 * **TA** (right digit and direction): the prompted digit moving the prompted way (1) or not (0: another
   digit, another direction, or static).
 
-What the TA head learns (measured here, seed 0, via the loader at 56x56 frames, 64 clean
-:func:`contrast_pairs` each): it ranks the right clip above a static one 1.00 of the time, above a
-wrong-digit one 0.56 and above a wrong-direction one 0.48, i.e. it reads "is it moving", not the
-prompt, although its caption-pretrained base names the digit 0.73 and the direction 1.00 of the time
-(teacher-forced after the short question). Tried without success (TA against wrong digit / wrong
-direction stayed within 0.42-0.59 / 0.30-0.64, with or without defects; chance is 0.50 +- 0.06 at 64
-pairs; README, "Video: moving_digits"): a lower learning rate (3e-4), a frozen vision tower, content
-weights 3:2:2:0.5 for 1200 steps, 500 more caption steps with the caption where the reward's question
-puts the prompt (~550 tokens after the video: there the base named the digit 0.25 and the direction
-0.55 of the time before, 0.73 and 1.00 after), a 4-layer text model, prompt-swap pairs (one clip
-against its own and a wrong prompt, TA label only), and a text model twice as wide and deep (hidden 128,
-4 layers, ``HIDDEN_SIZE`` / ``NUM_LAYERS``; content weights 3:2:2:0.5, lr 3e-4, 1800 steps, 99 minutes
-here sharing the CPU: VQ 0.92, MQ 0.90, TA 0.51; TA against wrong digit 0.56, wrong direction 0.45 and
-static 0.92 on pairs with random defects); and, shipped otherwise, Qwen2-VL's own rotary base ``rope_theta`` 1e6 instead of 1e4: TA against
-wrong digit 0.59, wrong direction 0.56, static 0.94), although that model, given the prompt right after the video (a short question, not this
-template) and only wrong-digit pairs, did learn the wrong-digit contrast (0.75 after 1400 steps): the ~550 template tokens between the video and
-the prompt, not the model's size, is what the TA head fails to bridge here. ``genrl_task.json`` records
-these contrasts.
+Auxiliary attribute loss (ours, not VideoAlign's): beside BTT, a linear probe on the last hidden state
+at ``<|TA_reward|>`` classifies the clip's shown digit, its shown motion (four directions or static),
+the prompted digit and the prompted direction (``ATTRIBUTES``; cross-entropy summed over the four,
+weight ``AUX_WEIGHT`` 1). The probe is discarded after training, so the checkpoint is VideoAlign's layout
+and the loader reads it unchanged. Why: BTT alone never made the TA head read the prompt here. VideoAlign
+starts from a pretrained Qwen2-VL-2B that already grounds text in video; this tiny model's TA token sits
+~550 template tokens after the video, and with BTT's one bit per pair the head learned "is it moving"
+(TA above a static clip 1.00, above a wrong-digit one 0.56, above a wrong-direction one 0.48, clean
+pairs). The auxiliary targets ask the TA token to carry both what the video shows and what the prompt
+asks, which BTT's TA label then compares. Qwen2-VL-2B's own rotary base ``rope_theta`` 1e6
+(``ROPE_THETA``) replaces the tiny models' 1e4 for the same reason (the video and the prompt far apart).
+
+What the shipped reward learns (seed 0, 3000 caption steps, 600 reward steps, ``genrl_task.json``, 256
+held-out pairs and 64 :func:`contrast_pairs` per kind with random defects; chance is 0.50 +- 0.06):
+pairwise VQ 0.85, MQ 0.83, TA 0.79; TA ranks the right clip above a wrong-direction one 0.94, above a
+static one 0.98, but above a wrong-digit one only 0.62; the probe reads the shown digit 0.78, the
+prompted digit 0.92, the shown motion 0.98 and the prompted direction 1.00 of the time.
+
+Tried before, each from seed 0, without the auxiliary loss (TA against wrong digit / wrong direction
+stayed within 0.42-0.59 / 0.30-0.64; README, "Video: moving_digits"): a lower learning rate (3e-4), a
+frozen vision tower, content weights 3:2:2:0.5 for 1200 steps, 500 more caption steps with the caption
+where the reward's question puts the prompt, a 4-layer text model, prompt-swap pairs (one clip against
+its own and a wrong prompt, TA label only), a text model twice as wide and deep (hidden 128, 4 layers,
+``HIDDEN_SIZE`` / ``NUM_LAYERS``; 1800 steps, 99 minutes here), and ``rope_theta`` 1e6 alone (0.59 /
+0.56). Given the prompt right after the video (a short question, not this template) and only
+wrong-digit pairs, the 1e6 model did learn the wrong-digit contrast (0.75 after 1400 steps).
 
 The normalisation statistics in ``model_config.json`` (``inference_config``: ``VQ_mean``, ...) are each
 head's mean and std over 512 generated clips, as VideoAlign normalises by its eval-set statistics.
@@ -92,9 +100,18 @@ WARMUP_RATIO = 0.05  # train.sh: lr_scheduler_type constant_with_warmup, warmup_
 MAX_GRAD_NORM = 1.0  # the transformers Trainer's default, which train.sh keeps
 LORA_R, LORA_ALPHA = 64, 128  # train.sh's values; full rank at this hidden size (64)
 LORA_TARGETS = r".*language_model.*\.(q_proj|k_proj|v_proj|o_proj|gate_proj|up_proj|down_proj)"
-DEFAULT_STEPS = 800
+DEFAULT_STEPS = 600
 LEARNING_RATE = 1e-3
 HIDDEN_SIZE, NUM_LAYERS = 64, 2  # of the text model (128 / 4 was tried: module docstring)
+ROPE_THETA = 1e6  # Qwen2-VL-2B-Instruct's rotary base (its config.json), not the tiny models' 1e4
+AUX_WEIGHT = 1.0  # of the auxiliary attribute loss beside BTT (module docstring); 0 trains BTT alone
+# what the auxiliary probe classifies at the TA token, and how many classes each has
+ATTRIBUTES = (
+    ("shown_digit", 10),
+    ("shown_motion", len(DIRECTIONS) + 1),
+    ("prompted_digit", 10),
+    ("prompted_direction", len(DIRECTIONS)),
+)
 CAPTION_STEPS = 3000  # of the base's caption pretraining (caption_pretrain), before the reward's training
 CAPTION_QUESTION = "describe the video"
 NOISE_STD = (0.0, 0.15, 0.4)
@@ -156,9 +173,11 @@ def pair_labels(a: ClipSpec, b: ClipSpec) -> list[int]:
     return [(x > y) - (x < y) for x, y in zip(a.levels(), b.levels())]
 
 
-def render(spec: ClipSpec, digit: int, direction: str, images, labels, generator) -> torch.Tensor:
+def render(spec: ClipSpec, digit: int, direction: str, images, labels, generator) -> tuple[torch.Tensor, list[int]]:
     """The clip ``[F, 3, 16, 16]`` that ``spec`` describes for the prompt (``digit``, ``direction``): a
-    random image of the shown digit from ``images`` / ``labels``, moving (or not), with its defects."""
+    random image of the shown digit from ``images`` / ``labels``, moving (or not), with its defects;
+    and its ``ATTRIBUTES`` (shown digit, shown motion: the index in ``DIRECTIONS`` or ``len(DIRECTIONS)``
+    for static, prompted digit, prompted direction's index)."""
     dirs = list(DIRECTIONS)
     shown, moved = digit, direction
     if spec.content == "wrong_digit":
@@ -167,28 +186,33 @@ def render(spec: ClipSpec, digit: int, direction: str, images, labels, generator
         moved = dirs[(dirs.index(direction) + int(torch.randint(1, 4, (), generator=generator))) % 4]
     pool = (labels == shown).nonzero().flatten()
     image = images[pool[int(torch.randint(0, len(pool), (), generator=generator))]]
-    return synth_clip(image, moved, spec.content == "static", spec.noise, spec.blur, spec.jitter, generator)
+    static = spec.content == "static"
+    clip = synth_clip(image, moved, static, spec.noise, spec.blur, spec.jitter, generator)
+    return clip, [shown, len(dirs) if static else dirs.index(moved), digit, dirs.index(direction)]
 
 
 def make_pairs(
     n: int, generator: torch.Generator, images: torch.Tensor, labels: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor]:
+) -> tuple[torch.Tensor, torch.Tensor, list[str], torch.Tensor, torch.Tensor]:
     """``n`` pairs for one prompt each, every clip's ``ClipSpec`` drawn at random (content by
-    ``CONTENT_WEIGHTS``, defect levels uniformly): (clips A
-    ``[n, F, 3, 16, 16]``, clips B, prompts, labels ``[n, 3]``, :func:`pair_labels`)."""
-    a, b, prompts, out = [], [], [], []
+    ``CONTENT_WEIGHTS``, defect levels uniformly): (clips A ``[n, F, 3, 16, 16]``, clips B, prompts,
+    labels ``[n, 3]`` (:func:`pair_labels`), attributes ``[2n, 4]`` of A's clips then B's, as
+    :func:`render`)."""
+    a, b, prompts, out, attributes = [], [], [], [], ([], [])
     for _ in range(n):
         digit = int(torch.randint(0, 10, (), generator=generator))
         way = list(DIRECTIONS)[int(torch.randint(0, 4, (), generator=generator))]
         prompts.append(prompt_for(digit, way))
         specs = []
-        for clips in (a, b):
+        for clips, attrs in zip((a, b), attributes):
             content = CONTENTS[int(torch.multinomial(CONTENT_WEIGHTS, 1, generator=generator))]
             spec = ClipSpec(content, *(int(torch.randint(0, 3, (), generator=generator)) for _ in range(3)))
-            clips.append(render(spec, digit, way, images, labels, generator))
+            clip, attr = render(spec, digit, way, images, labels, generator)
+            clips.append(clip)
+            attrs.append(attr)
             specs.append(spec)
         out.append(pair_labels(*specs))
-    return torch.stack(a), torch.stack(b), prompts, torch.tensor(out)
+    return torch.stack(a), torch.stack(b), prompts, torch.tensor(out), torch.tensor(attributes[0] + attributes[1])
 
 
 def contrast_pairs(
@@ -202,8 +226,8 @@ def contrast_pairs(
         digit = int(torch.randint(0, 10, (), generator=generator))
         way = list(DIRECTIONS)[int(torch.randint(0, 4, (), generator=generator))]
         levels = [int(torch.randint(0, 3, (), generator=generator)) for _ in range(3)]
-        a.append(render(ClipSpec("right", *levels), digit, way, images, labels, generator))
-        b.append(render(ClipSpec(content, *levels), digit, way, images, labels, generator))
+        a.append(render(ClipSpec("right", *levels), digit, way, images, labels, generator)[0])
+        b.append(render(ClipSpec(content, *levels), digit, way, images, labels, generator)[0])
         prompts.append(prompt_for(digit, way))
     return torch.stack(a), torch.stack(b), prompts
 
@@ -248,6 +272,7 @@ def build_backbone(vocab_size: int, seed: int = SEED):
         max_position_embeddings=2048,
         hidden_size=HIDDEN_SIZE,
         num_layers=NUM_LAYERS,
+        rope_theta=ROPE_THETA,
     )
 
 
@@ -338,7 +363,7 @@ def caption_pretrain(
                 dirs[int(torch.randint(0, 4, (), generator=generator))],
             )
             spec = ClipSpec("right", *(int(torch.randint(0, 3, (), generator=generator)) for _ in range(3)))
-            clips.append(render(spec, digit, way, images, labels, generator))
+            clips.append(render(spec, digit, way, images, labels, generator)[0])
             captions.append(prompt_for(digit, way))
         batch = caption_batch(processor, torch.stack(clips), captions)
         hidden = reader.hidden_states(*(batch[k] for k in MODEL_INPUTS))  # [B, L, D]
@@ -361,6 +386,7 @@ def train_videoalign(
     lr: float = LEARNING_RATE,
     eval_pairs: int = 256,
     caption_steps: int = CAPTION_STEPS,
+    aux_weight: float = AUX_WEIGHT,
     progress: bool = True,
 ) -> dict[str, float]:
     """Train the reward (module docstring) for ``steps`` AdamW steps of ``batch_pairs`` generated pairs
@@ -371,7 +397,10 @@ def train_videoalign(
     (the pairwise accuracy per dimension on the non-tied ones of ``eval_pairs`` fresh pairs, drawn
     with seed ``seed + 1``; the statistics come from the same clips, A then B of each batch of 16; and
     ``TA_vs_<content>``: how often the TA head ranks the right clip above one of ``eval_pairs // 4``
-    :func:`contrast_pairs` of each kind of misalignment). Returns that accuracy."""
+    :func:`contrast_pairs` of each kind of misalignment; ``attribute_<name>``: the auxiliary probe's
+    accuracy per ``ATTRIBUTES`` entry on the held-out clips, when ``aux_weight`` > 0). The auxiliary loss
+    (module docstring) adds ``aux_weight`` times the probe's summed cross-entropy to BTT; the probe is
+    not saved. Returns that accuracy."""
     from peft import LoraConfig, inject_adapter_in_model
     from safetensors.torch import save_file
     from tqdm.auto import tqdm
@@ -395,52 +424,65 @@ def train_videoalign(
         inject_adapter_in_model(
             LoraConfig(r=LORA_R, lora_alpha=LORA_ALPHA, target_modules=LORA_TARGETS, lora_dropout=0.0), backbone
         )
+        sizes = [k for _, k in ATTRIBUTES]
+        probe = torch.nn.Linear(backbone.config.get_text_config().hidden_size, sum(sizes))  # discarded after
 
     def non_lora(name: str) -> bool:  # trained in full, as train.sh (vision tower, merger, embeddings, head)
         return name.startswith(("rm_head.", "backbone.model.visual.", "backbone.model.language_model.embed_tokens."))
 
     for name, p in model.named_parameters():
         p.requires_grad_("lora_" in name or non_lora(name))
-    params = [p for p in model.parameters() if p.requires_grad]
+    params = [p for p in model.parameters() if p.requires_grad] + (list(probe.parameters()) if aux_weight else [])
     opt = torch.optim.AdamW(params, lr=lr)
     warmup = max(1, round(WARMUP_RATIO * steps))  # train.sh: constant_with_warmup, warmup_ratio 0.05
     sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: min(1.0, (i + 1) / warmup))
 
     def rewards(clips, prompts):
+        """Rewards ``[B, 3]`` and the probe's logits per attribute (``[B, k]`` each) at the TA token."""
         batch = model_inputs(processor, frames_batch(clips), prompts, list(HEADS), TEMPLATE)
-        return model(*(batch[k] for k in MODEL_INPUTS))  # [B, 3]
+        r, hidden = model(*(batch[k] for k in MODEL_INPUTS), return_hidden=True)  # [B, 3], [B, L, D]
+        ta_state = hidden[batch["input_ids"] == special_ids[HEADS.index("TA")]]  # [B, D]: one TA token each
+        return r, probe(ta_state).split(sizes, dim=-1)
 
     model.train()
     bar = tqdm(range(steps), desc="train moving_digits videoalign", disable=not progress)
     for _ in bar:
-        a, b, prompts, lab = make_pairs(batch_pairs, gen, images, labels)
-        r = rewards(torch.cat([a, b]), prompts + prompts)  # [2B, 3]: one forward for both sides
-        loss = btt_loss(r[:batch_pairs], r[batch_pairs:], lab)
+        a, b, prompts, lab, attributes = make_pairs(batch_pairs, gen, images, labels)
+        r, logits = rewards(torch.cat([a, b]), prompts + prompts)  # [2B, 3]: one forward for both sides
+        loss = btt = btt_loss(r[:batch_pairs], r[batch_pairs:], lab)
+        if aux_weight:
+            aux = sum(F.cross_entropy(x, attributes[:, j]) for j, x in enumerate(logits))
+            loss = btt + aux_weight * aux
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, MAX_GRAD_NORM)
         opt.step()
         sched.step()
-        bar.set_postfix(loss=f"{loss.item():.3f}", refresh=False)
+        bar.set_postfix(btt=f"{btt.item():.3f}", loss=f"{loss.item():.3f}", refresh=False)
     bar.close()
     model.eval()
 
     with torch.no_grad():  # held-out pairwise accuracy and the normalisation statistics
         g = torch.Generator().manual_seed(seed + 1)
-        hits, counts, raw = torch.zeros(3), torch.zeros(3), []
+        hits, counts, raw, probe_hits = torch.zeros(3), torch.zeros(3), [], torch.zeros(len(ATTRIBUTES))
         for start in range(0, eval_pairs, 16):
             n = min(16, eval_pairs - start)
-            a, b, prompts, lab = make_pairs(n, g, images, labels)
-            r = rewards(torch.cat([a, b]), prompts + prompts)
+            a, b, prompts, lab, attributes = make_pairs(n, g, images, labels)
+            r, logits = rewards(torch.cat([a, b]), prompts + prompts)
             raw.append(r)
+            probe_hits += torch.stack([(x.argmax(-1) == attributes[:, j]).sum() for j, x in enumerate(logits)])
             won = torch.sign(r[:n] - r[n:])
             hits += ((won == lab) & (lab != 0)).sum(0)
             counts += (lab != 0).sum(0)
         raw = torch.cat(raw)
         accuracy = {h: float(hits[j] / counts[j]) for j, h in enumerate(HEADS)}
+        if aux_weight:
+            accuracy.update(
+                {f"attribute_{k}": float(probe_hits[j] / (2 * eval_pairs)) for j, (k, _) in enumerate(ATTRIBUTES)}
+            )
         for content in CONTENTS[1:]:  # the TA head on each kind of misalignment alone
             a, b, prompts = contrast_pairs(eval_pairs // 4, content, g, images, labels)
-            r = rewards(torch.cat([a, b]), prompts + prompts)
+            r = rewards(torch.cat([a, b]), prompts + prompts)[0]
             ta = HEADS.index("TA")
             accuracy[f"TA_vs_{content}"] = float((r[: len(a), ta] > r[len(a) :, ta]).float().mean())
     stats = {
@@ -475,6 +517,8 @@ def train_videoalign(
             "model": "videoalign",
             "caption_steps": caption_steps,
             "steps": steps,
+            "rope_theta": ROPE_THETA,
+            "aux_weight": aux_weight,
             "seed": seed,
             "pair_accuracy": accuracy,
         }
@@ -487,9 +531,9 @@ def train_videoalign(
 
 def reward_model_path(cache_dir: Optional[str] = None) -> Path:
     """Where the moving-digits VideoAlign reward lives (built or not)."""
-    return (
-        cache_root(cache_dir)
-        / f"moving-digits-videoalign-h{HIDDEN_SIZE}x{NUM_LAYERS}-c{CAPTION_STEPS}-s{DEFAULT_STEPS}-seed{SEED}"
+    return cache_root(cache_dir) / (
+        f"moving-digits-videoalign-h{HIDDEN_SIZE}x{NUM_LAYERS}-rope{ROPE_THETA:.0f}-c{CAPTION_STEPS}"
+        f"-s{DEFAULT_STEPS}-aux{AUX_WEIGHT:g}-seed{SEED}"
     )
 
 

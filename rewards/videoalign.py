@@ -251,9 +251,17 @@ class VideoRewardModel(torch.nn.Module):
             inputs_embeds=embeds, attention_mask=attention_mask, position_ids=pos
         ).last_hidden_state
 
-    def forward(self, input_ids, attention_mask, pixel_values_videos=None, video_grid_thw=None) -> torch.Tensor:
-        """Rewards ``[B, 3]`` (``output_dim`` 3 with special tokens) or ``[B, output_dim]``."""
+    def forward(
+        self, input_ids, attention_mask, pixel_values_videos=None, video_grid_thw=None, return_hidden: bool = False
+    ):
+        """Rewards ``[B, 3]`` (``output_dim`` 3 with special tokens) or ``[B, output_dim]``; with
+        ``return_hidden`` also the last hidden states ``[B, L, D]`` they were read from."""
         hidden = self.hidden_states(input_ids, attention_mask, pixel_values_videos, video_grid_thw)
+        rewards = self._read_rewards(hidden, input_ids)
+        return (rewards, hidden) if return_hidden else rewards
+
+    def _read_rewards(self, hidden: torch.Tensor, input_ids: torch.Tensor) -> torch.Tensor:
+        """The head read at the reward tokens (``special``) or the last token (``last``) of ``hidden``."""
         B, L = input_ids.shape
         logits = self.rm_head(hidden.to(self.rm_head.weight.dtype))  # [B, L, N]
         if self.reward_token == "special":

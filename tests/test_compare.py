@@ -93,3 +93,36 @@ def test_compare_arms_of_different_trainers_at_equal_wall_time(tmp_path, base_mo
     bad = [*cmd[:8], "--arm", "x", "configs/digits/seppo.yaml", "reference.mode=nope", "--out", str(tmp_path / "bad")]
     proc = subprocess.run(bad, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 2 and "reference.mode" in proc.stderr and not (tmp_path / "bad").exists()
+
+
+def test_report_reads_the_tasks_gold_metric_and_extra_metrics(tmp_path):
+    """A video task's arms: gold is the task's ``gold_metric`` (moving_digits: the judge's TA accuracy),
+    its ``report_metrics`` get final and matched-proxy columns, and the per-step table holds the
+    rollout noise std and output-gradient norms."""
+    pytest.importorskip("matplotlib", reason="matplotlib is in the dev extra")
+    import json
+
+    from genrl.compare import write_report
+    from genrl.tasks.moving_digits import MovingDigitsTask
+
+    gold, extras = MovingDigitsTask.gold_metric, MovingDigitsTask.report_metrics
+    runs = []
+    for name, proxy, ta in (("fast", [0.0, 1.0, 2.0], [0.1, 0.3, 0.2]), ("slow", [0.0, 0.5, 1.0], [0.1, 0.2, 0.4])):
+        run = tmp_path / name
+        run.mkdir()
+        rows = [{"step": 1, "grad/norm": 1.0, "noise/std_step_00": 0.5, "noise/std_step_03": 0.25}]
+        rows[0]["grad/output_norm_step_00"] = 2.0
+        for i, step in enumerate((0, 10, 20)):
+            rows.append({"step": step, "eval/videoalign": proxy[i], f"eval/{gold}": ta[i], "eval/diversity": 1.0})
+            rows[-1].update({f"eval/{k}": float(i) for k in extras})
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        runs.append({"name": name, "seed": 0, "dir": str(run), "reward": "videoalign", "gold": gold})
+        runs[-1].update({"extras": extras, "steps": 20, "wall": 1.0, "train_s": 1.0})
+    report = open(write_report(runs, str(tmp_path / "out"))).read()
+    assert f"`eval/{gold}`" in report and "| fast | 0 | 20 | 0.000 -> 2.000 | 0.100 -> 0.300 (10) -> 0.200 |" in report
+    assert "videoalign_TA base -> final" in report and "| 0.000 -> 2.000 |" in report
+    # matched proxy 1.0 (slow's best): fast crosses it at step 10, where its extras are 1.0
+    line = next(x for x in report.splitlines() if x.startswith("| fast | 10 |"))
+    assert line.split("|")[3:5] == [" 0.300 ", " 1.000 "] and line.count("1.000") == 1 + len(extras)
+    noise = next(x for x in report.splitlines() if x.startswith("| slow | noise std (rollout) |"))
+    assert "5.00e-01" in noise and "2.50e-01" in noise

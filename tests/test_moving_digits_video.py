@@ -13,6 +13,7 @@ from genrl.registry import REWARDS
 from genrl.tasks.digits import digits_split
 from genrl.tasks.moving_digits import DIRECTIONS, prompt_for
 from rewards.moving_digits_videoalign import (
+    ATTRIBUTES,
     FRAME_PIXELS,
     ClipSpec,
     btt_loss,
@@ -32,11 +33,19 @@ def test_pair_labels_follow_the_defects():
 
 def test_generated_pairs_hold_every_label_and_real_digits():
     images, labels = digits_split()["proxy"]
-    a, b, prompts, lab = make_pairs(48, torch.Generator().manual_seed(0), images, labels)
+    a, b, prompts, lab, attributes = make_pairs(48, torch.Generator().manual_seed(0), images, labels)
     assert a.shape == b.shape == (48, 9, 3, 16, 16) and a.min() >= 0 and a.max() <= 1
     assert len(prompts) == 48 and all(p.startswith("a handwritten digit") for p in prompts)
     for j in range(3):  # every dimension sees wins, losses and ties
         assert set(lab[:, j].tolist()) == {-1, 0, 1}
+    # the auxiliary probe's targets (shown digit, shown motion, prompted digit, prompted direction) agree
+    # with the TA labels: a clip is right exactly when it shows the prompted digit moving the prompted way
+    assert attributes.shape == (96, 4)
+    right = (attributes[:, 0] == attributes[:, 2]) & (attributes[:, 1] == attributes[:, 3])
+    assert torch.equal(right[:48].long() - right[48:].long(), lab[:, 2])
+    assert set(attributes[:, 1].tolist()) == set(range(len(DIRECTIONS) + 1))  # four ways and static
+    for b, prompt in enumerate(prompts):
+        assert prompt == prompt_for(int(attributes[b, 2]), list(DIRECTIONS)[int(attributes[b, 3])])
 
 
 def test_btt_loss_is_videoalign_rao_kupper_with_k5():
@@ -71,7 +80,7 @@ def test_the_trained_reward_loads_through_the_videoalign_loader(moving_videoalig
     moved = shutil.copytree(moving_videoalign, tmp_path / "moved")
     reward = REWARDS.get("videoalign")(checkpoint=str(moved), dtype="float32", min_pixels=FRAME_PIXELS)
     images, labels = digits_split()["proxy"]
-    a, b, prompts, _ = make_pairs(4, torch.Generator().manual_seed(1), images, labels)  # the held-out pairs
+    a, b, prompts, _, _ = make_pairs(4, torch.Generator().manual_seed(1), images, labels)  # the held-out pairs
     raw = reward.raw_scores(torch.cat([a, b]), prompts + prompts)  # [8, 3]
     stats = config["inference_config"]
     for j, head in enumerate(("VQ", "MQ", "TA")):
@@ -79,6 +88,26 @@ def test_the_trained_reward_loads_through_the_videoalign_loader(moving_videoalig
         assert raw[:, j].std().item() == pytest.approx(stats[f"{head}_std"], abs=1e-5)
     out = reward(a, prompts)
     assert out["videoalign"].shape == (4,) and torch.isfinite(out["videoalign"]).all()
+    info = json.loads((moving_videoalign / "genrl_task.json").read_text())
+    assert info["aux_weight"] == 1.0 and info["rope_theta"] == 1e6
+    assert all(0 <= info["pair_accuracy"][f"attribute_{k}"] <= 1 for k, _ in ATTRIBUTES)
+
+
+def test_the_auxiliary_attribute_loss_changes_what_is_trained(moving_videoalign, tmp_path):
+    """aux_weight 0 trains VideoAlign's BTT alone (no probe accuracy recorded); the default adds the
+    attribute loss, whose gradient reaches the saved weights: same seed, different LoRA."""
+    from safetensors.torch import load_file
+
+    from rewards.moving_digits_videoalign import train_videoalign
+
+    accuracy = train_videoalign(
+        tmp_path / "btt", steps=2, batch_pairs=2, eval_pairs=4, caption_steps=2, aux_weight=0.0, progress=False
+    )
+    assert not any(k.startswith("attribute_") for k in accuracy)
+    ours = load_file(tmp_path / "btt" / "checkpoint-2" / "adapter_model.safetensors")
+    theirs = load_file(moving_videoalign / "checkpoint-2" / "adapter_model.safetensors")
+    assert ours.keys() == theirs.keys()
+    assert any(not torch.equal(ours[k], theirs[k]) for k in ours)
 
 
 def test_the_policy_samples_what_the_pipeline_samples(moving_base):
@@ -104,6 +133,9 @@ def test_a_two_step_video_run_writes_gifs_and_the_gold_judge(moving_run):
     rows = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     train_rows = [r for r in rows if "reward/total_mean" in r]
     assert len(train_rows) == 2 and all(math.isfinite(r["reward/videoalign_mean"]) for r in train_rows)
+    # the rollout's noise std per denoising step (flow_sde: falls with the noise level, > 0 at every step)
+    stds = [v for k, v in sorted(train_rows[0].items()) if k.startswith("noise/std_step_")]
+    assert len(stds) >= 2 and all(s > 0 for s in stds) and stds == sorted(stds, reverse=True)
     final = run / "eval" / "step-000002"
     samples = [json.loads(line) for line in (final / "samples.jsonl").read_text().splitlines()]
     assert len(samples) == 40 and samples[0]["file"].endswith(".gif")
@@ -134,7 +166,7 @@ def test_caption_batches_label_only_the_caption():
     processor = build_processor()
     processor.tokenizer.padding_side = "right"
     images, labels = digits_split()["proxy"]
-    clips, _, prompts, _ = make_pairs(2, torch.Generator().manual_seed(0), images, labels)
+    clips, _, prompts, _, _ = make_pairs(2, torch.Generator().manual_seed(0), images, labels)
     batch = caption_batch(processor, clips, prompts)
     for b, prompt in enumerate(prompts):
         taught = batch["input_ids"][b][batch["labels"][b] != -100]

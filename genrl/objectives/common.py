@@ -242,6 +242,21 @@ def ratio_metrics(
         }
 
 
+def per_step_means(
+    values: torch.Tensor, mask: torch.Tensor, step_index: torch.Tensor, key: str
+) -> list[tuple[dict[str, float], float]]:
+    """The masked mean of each column of ``values [B, t]`` (a denoising step), keyed by its step
+    index: ``[({"<key>_step_XX": mean}, count)]`` (e.g. ``noise/std``: each step's Gaussian std)."""
+    out = []
+    with torch.no_grad():
+        for j in range(values.shape[1]):
+            n = mask[:, j].sum().item()
+            if n:
+                mean = (values[:, j].float() * mask[:, j]).sum().item() / n
+                out.append(({f"{key}_step_{int(step_index[0, j]):02d}": mean}, n))
+    return out
+
+
 def per_step_ratio_stats(
     log_ratio: torch.Tensor, mask: torch.Tensor, step_index: torch.Tensor, prefix: str = ""
 ) -> list[tuple[dict[str, float], float]]:

@@ -232,11 +232,13 @@ def build_model(
     max_position_embeddings: int = 128,
     hidden_size: int = 64,
     num_layers: int = 2,
+    rope_theta: float = 10000.0,
 ) -> "Qwen2VLForConditionalGeneration":
     """A tiny real ``Qwen2VLForConditionalGeneration`` (~200k parameters at the defaults, random weights).
 
     Text: ``num_layers`` layers (2), ``hidden_size`` (64, a multiple of 32) in heads of 16 (half as many
-    KV heads), MLP 4 x hidden, M-RoPE sections [2, 3, 3]. Vision: ``vision_depth`` blocks (1), width
+    KV heads), MLP 4 x hidden, M-RoPE sections [2, 3, 3] with rotary base ``rope_theta`` (1e4; Qwen2-VL's
+    released configs use 1e6). Vision: ``vision_depth`` blocks (1), width
     ``vision_width`` (32), 2 heads, patch 14, merge 2 -> ``hidden_size``. The special tokens' ids are
     those of :func:`build_tokenizer` whatever its words. Raises ``ValueError`` for a hidden size that
     is not a multiple of 32.
@@ -258,7 +260,7 @@ def build_model(
             "num_attention_heads": hidden_size // 16,
             "num_key_value_heads": hidden_size // 32,
             "max_position_embeddings": max_position_embeddings,
-            "rope_parameters": {"rope_type": "default", "rope_theta": 10000.0, "mrope_section": [2, 3, 3]},
+            "rope_parameters": {"rope_type": "default", "rope_theta": rope_theta, "mrope_section": [2, 3, 3]},
             "bos_token_id": ids[IM_START],
             "eos_token_id": ids[IM_END],
             "pad_token_id": ids[PAD],

@@ -311,6 +311,7 @@ class DigitsTask(EmbeddedModelTask):
     name = "digits"
     reward = "digits"
     gold_reward = "digits_gold"
+    gold_metric = "gold_accuracy"  # what ``genrl compare`` reads as gold (``eval_metrics``)
 
     def __init__(
         self,

@@ -360,6 +360,17 @@ class MovingDigitsTask(EmbeddedModelTask):
 
     name = "moving_digits"
     gold_reward = "moving_digits_gold"
+    gold_metric = "moving_digits_gold"  # what ``genrl compare`` reads as gold: the judge's TA accuracy
+    report_metrics = (  # and reports beside it (evaluation means; VideoAlign's heads are normalised)
+        "videoalign_VQ",
+        "videoalign_MQ",
+        "videoalign_TA",
+        "moving_digits_gold_identity",
+        "moving_digits_gold_direction_correct",
+        "moving_digits_gold_straightness",
+        "moving_digits_gold_jerk",
+        "moving_digits_gold_travel",
+    )
     MODELS = ("policy", "videoalign")  # the base pipeline, and the VideoAlign reward trained here
     REWARD_MODELS = {"videoalign": "rewards.moving_digits_videoalign"}
 

@@ -35,7 +35,12 @@ from genrl.config import OnlineConfig
 from genrl.ema import EMA, Anchor
 from genrl.kl_control import FixedKL, build_kl_controller
 from genrl.models import prepare_models
-from genrl.objectives.common import objective_chunk_weight, objective_normaliser, per_step_ratio_stats
+from genrl.objectives.common import (
+    objective_chunk_weight,
+    objective_normaliser,
+    per_step_means,
+    per_step_ratio_stats,
+)
 from genrl.policies.denoiser import DenoisingPolicy
 from genrl.preemption import Preempted, StopRequest
 from genrl.registry import ADVANTAGE_ESTIMATORS, OBJECTIVES, POLICIES, REWARDS, TASKS
@@ -159,6 +164,11 @@ def update(
                             log_probs.detach() - sub.log_probs_old[:, sl], mask, sub.step_info["step_index"][:, sl]
                         ):
                             acc.add(stats, n)
+                        if epoch == 0 and "std" in sub.step_info:  # the rollout's noise level per step
+                            for stats, n in per_step_means(
+                                sub.step_info["std"][:, sl], mask, sub.step_info["step_index"][:, sl], "noise/std"
+                            ):
+                                acc.add(stats, n)
                         for i, g in policy.output_grad_norms().items():  # d loss / d output, per step
                             acc.add({f"grad/output_norm_step_{i:02d}": g}, 1.0)
             if float(total) == 0 and accelerator.state.deepspeed_plugin is None:
