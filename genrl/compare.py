@@ -202,7 +202,7 @@ def crossing(curve: dict[str, list[float]], level: float) -> dict[str, float]:
             else:
                 w = (level - p[i - 1]) / (v - p[i - 1])
             j = max(i - 1, 0)
-            return {k: v[j] + w * (v[i] - v[j]) for k, v in curve.items() if k != "proxy"}
+            return {k: c[j] + w * (c[i] - c[j]) for k, c in curve.items() if k != "proxy"}
     raise ValueError(f"the proxy never reaches {level} (max {max(p)})")
 
 
