@@ -77,29 +77,39 @@ def combine(values: dict[str, torch.Tensor], weights: dict[str, float]) -> torch
     return sum(w * values[name] for name, w in weights.items())
 
 
-def build_rewards(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> dict:
-    """``{name: cls(**reward_args[name])}`` for reward classes; a plain function (a reward named by
-    its import path, ``my_pkg.rewards:brightness``) is the reward itself, its options bound as
-    keyword arguments. An unknown option is an error naming the reward, the option and the valid
-    ones; a reward that cannot load raises its own clear error."""
-    out = {}
+def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> None:
+    """Raises ``ValueError`` naming the reward, the option and the valid ones when ``reward_args`` gives
+    a reward an option its constructor (or, for a plain function, its keyword arguments after
+    ``samples, prompts, metadata``) does not take. Reads signatures only, so trainers call it before
+    any model is prepared or loaded: a typo costs no pretraining."""
     for name, cls in classes.items():
-        args = dict(reward_args.get(name, {}))
+        args = reward_args.get(name, {})
+        params = inspect.signature(cls).parameters
         if not inspect.isclass(cls):
-            params = inspect.signature(cls).parameters
             unknown = sorted(set(args) - set(list(params)[3:]))
             if unknown:
                 raise ValueError(f"reward_args.{name}: unknown option(s) {unknown} for the reward function")
-            out[name] = functools.partial(cls, **args) if args else cls
-            continue
-        params = inspect.signature(cls).parameters
-        if not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        elif not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             unknown = sorted(set(args) - set(params))
             if unknown:
                 raise ValueError(
                     f"reward_args.{name}: unknown option(s) {unknown}; valid: {', '.join(params) or 'none'}"
                 )
-        out[name] = cls(**args)
+
+
+def build_rewards(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> dict:
+    """``{name: cls(**reward_args[name])}`` for reward classes; a plain function (a reward named by
+    its import path, ``my_pkg.rewards:brightness``) is the reward itself, its options bound as
+    keyword arguments. Options are checked first (``check_reward_args``); a reward that cannot load
+    raises its own clear error."""
+    check_reward_args(classes, reward_args)
+    out = {}
+    for name, cls in classes.items():
+        args = dict(reward_args.get(name, {}))
+        if inspect.isclass(cls):
+            out[name] = cls(**args)
+        else:
+            out[name] = functools.partial(cls, **args) if args else cls
     return out
 
 

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+# Under pytest-xdist (``-n 2``, what .ci/run uses) each worker gets one thread, so two workers fill
+# the two cores without oversubscribing them; a plain ``pytest`` run keeps up to two threads.
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else max(1, min(2, torch.get_num_threads())))
 
 # Overrides that shrink an online digits recipe to seconds (2 steps of 2 prompts x 4 samples);
 # a test appends its own, and later overrides win.

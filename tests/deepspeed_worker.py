@@ -3,9 +3,9 @@ task's SD3 transformer (random weights) in a real ``DeepSpeedEngine`` with ZeRO-
 AdamW, trained with a flow-matching loss on per-process seeded batches from step ``start`` to ``stop``.
 At ``start`` > 0 it resumes from the newest checkpoint under ``root`` through genrl's path (its own
 file: ``resume_state(rank=...)``, weights, then ``genrl.zero.load_state_dict``); at ``stop`` it writes
-one through ``save_sharded_checkpoint`` with ``genrl.zero.state_dict``.
+one through ``save_sharded_checkpoint`` with ``genrl.zero.state_dict`` (and at each SAVE_AT step before it).
 
-Usage: deepspeed_worker.py ROOT STAGE START STOP
+Usage: deepspeed_worker.py ROOT STAGE START STOP [SAVE_AT ...]
 """
 
 import sys
@@ -19,7 +19,7 @@ from genrl.checkpoint import resume_state, save_sharded_checkpoint
 from genrl.tasks.digits import build_transformer
 
 
-def main(root: str, stage: int, start: int, stop: int) -> None:
+def main(root: str, stage: int, start: int, stop: int, save_at: tuple[int, ...] = ()) -> None:
     deepspeed.init_distributed(dist_backend="gloo")
     rank, world = dist.get_rank(), dist.get_world_size()
     torch.manual_seed(0)
@@ -48,9 +48,10 @@ def main(root: str, stage: int, start: int, stop: int) -> None:
         loss = (v - (noise - x1)).pow(2).mean()
         engine.backward(loss)
         engine.step()
-    state = {"step": stop, "model": model.state_dict(), "optimizer": zero.state_dict(optimizer)}
-    save_sharded_checkpoint(root, stop, state, keep_last=5)
+        if step + 1 in save_at or step + 1 == stop:
+            state = {"step": step + 1, "model": model.state_dict(), "optimizer": zero.state_dict(optimizer)}
+            save_sharded_checkpoint(root, step + 1, state, keep_last=5)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]))
+    main(sys.argv[1], *map(int, sys.argv[2:5]), save_at=tuple(map(int, sys.argv[5:])))

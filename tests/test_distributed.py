@@ -73,10 +73,11 @@ def test_two_process_vlm_rl_with_vas(tmp_path):
 
 
 @pytest.mark.slow
-def test_two_process_digits_flowgrpo(tmp_path):
+def test_two_process_digits_flowgrpo(tmp_path, base_model):
     ranks, metrics = _launch(
         tmp_path,
         "configs/digits/flowgrpo.yaml",
+        f"policy.model={base_model}",
         "max_steps=2",
         "rollout.prompts_per_step=2",
         "rollout.group_size=4",
@@ -95,11 +96,12 @@ def test_two_process_digits_flowgrpo(tmp_path):
     assert all(torch.isfinite(torch.tensor(m["reward/total_mean"])) for m in metrics)
 
 
-def test_two_process_failure_counts_are_global(tmp_path):
+def test_two_process_failure_counts_are_global(tmp_path, base_model):
     """Every reward of process 1 is NaN: the logged failure count is both processes' (it was process 0's, 0)."""
     _, metrics = _launch(
         tmp_path,
         "configs/digits/flowgrpo.yaml",
+        f"policy.model={base_model}",  # the 5-step base: the 250-step one would be pretrained in the launch
         "max_steps=1",
         "rollout.prompts_per_step=2",
         "rollout.group_size=4",
@@ -116,12 +118,13 @@ def test_two_process_failure_counts_are_global(tmp_path):
     assert m["reward/invalid"] == 4 and m["reward/nan_on_rank1_failed"] == 4 and m["reward/digits_failed"] == 0
 
 
-def test_two_process_seppo_with_accumulation_and_a_pool_on_disk(tmp_path):
+def test_two_process_seppo_with_accumulation_and_a_pool_on_disk(tmp_path, base_model):
     """The preference trainer under DDP: per-process winners, gradient accumulation, identical
     weights after the updates, and the pool's snapshot files written once (by the main process)."""
     ranks, metrics = _launch(
         tmp_path,
         "configs/digits/seppo.yaml",
+        f"policy.model={base_model}",
         "max_steps=2",
         "policy.num_steps=4",
         "reference.num_steps=4",

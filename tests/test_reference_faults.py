@@ -285,13 +285,28 @@ def test_a_prompts_conditioning_does_not_depend_on_the_prompts_encoded_with_it()
         (["policy.lora.target_modules=[nope]"], "policy.lora.target_modules=['nope']"),
     ],
 )
-def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path, capsys, overrides, needle):
-    rc = cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={tmp_path / 'run'}", *overrides])
+def test_user_mistakes_are_one_line_with_exit_code_2(tmp_path, capsys, base_model, overrides, needle):
+    # the 5-step base (a later policy.model wins): the recipe's own would be pretrained first where it must load
+    cmd = ["train", "configs/digits/flowgrpo.yaml", f"output_dir={tmp_path / 'run'}", f"policy.model={base_model}"]
+    rc = cli_main([*cmd, *overrides])
     err = capsys.readouterr().err  # model loading may draw a progress bar first
     lines = [line for line in err.splitlines() if line.startswith("genrl train: ")]
     assert rc == 2 and len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
     assert err.endswith(lines[0] + "\n")  # the error is the last line
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_a_reward_option_typo_fails_before_any_model_is_prepared(tmp_path, capsys, monkeypatch):
+    """The recipe's own base model (task:digits) is pretrained on first use: a typo in reward_args must
+    fail before that, in a second, not after minutes of pretraining (the cache stays empty)."""
+    monkeypatch.setenv("GENRL_CACHE", str(tmp_path / "cache"))
+    rc = cli_main(
+        ["train", "configs/digits/flowgrpo.yaml", f"output_dir={tmp_path / 'run'}", "reward_args.digits.nope=1"]
+    )
+    line = _one_line_error(capsys, rc)
+    assert "reward_args.digits" in line and "nope" in line
+    assert not (tmp_path / "cache").exists() or not any((tmp_path / "cache").iterdir())
+    assert not (tmp_path / "run").exists()
 
 
 def _one_line_error(capsys, rc: int) -> str:

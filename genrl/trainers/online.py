@@ -46,7 +46,7 @@ from genrl.preemption import Preempted, StopRequest
 from genrl.registry import ADVANTAGE_ESTIMATORS, OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
-from genrl.scoring import ChunkScorer, build_rewards, combine, finite_mean
+from genrl.scoring import ChunkScorer, build_rewards, check_reward_args, combine, finite_mean
 from genrl.seeding import derive_seed
 from genrl.trainers.common import (
     NonFiniteGuard,
@@ -239,6 +239,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     policy_cls, task_cls = POLICIES.get(cfg.policy.name), TASKS.get(cfg.task)
     reward_classes = {name: REWARDS.get(name) for name in cfg.rewards}
     check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes)
+    check_reward_args(reward_classes, cfg.reward_args)  # a typo fails here, before any model is prepared
     fsdp = sharding.fsdp_requested(cfg.train.fsdp)
     if fsdp:  # checked before anything loads
         sharding.check_supported(
