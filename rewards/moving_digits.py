@@ -4,7 +4,8 @@ evaluation, never optimised by the shipped recipes).
 ``moving_digits_gold`` is the judged text alignment (1 when most frames show the prompted digit and
 the clip moves in the prompted direction); the other keys are the judge's measures per clip
 (``genrl.tasks.moving_digits.VideoGoldJudge``): ``_identity`` (share of frames read as the digit),
-``_direction_correct``, ``_straightness`` (pixels off the straight line), ``_jerk`` (pixels /
+``_direction_correct``, ``_axis_correct`` (moved along the prompted axis, horizontal or vertical, either
+sign), ``_straightness`` (pixels off the straight line), ``_jerk`` (pixels /
 frame^2; 0 is a constant speed) and ``_travel`` (pixels). Samples: videos ``[B, F, C, H, W]`` in
 ``[0, 1]``.
 """

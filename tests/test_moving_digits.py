@@ -54,6 +54,9 @@ def test_a_digit_moving_left_is_judged_left(judge, direction):
     out = judge(clip.expand(4, -1, -1, -1, -1), prompts)
     want = torch.tensor([float(d == direction) for d in DIRECTIONS])
     assert torch.equal(out["direction_correct"], want) and torch.equal(out["ta_correct"], want)
+    # the opposite direction is on the prompted axis: axis right, direction wrong
+    axis = torch.tensor([float((DIRECTIONS[d][0] == 0) == (DIRECTIONS[direction][0] == 0)) for d in DIRECTIONS])
+    assert torch.equal(out["axis_correct"], axis) and axis.sum() == 2
     assert torch.allclose(out["travel"], torch.full((4,), 8.0), atol=1e-4)
     assert out["straightness"].max() < 1e-4 and out["jerk"].max() < 1e-4  # straight, constant speed
     assert out["identity"].min() >= 0.5
@@ -68,7 +71,7 @@ def test_static_wrong_digit_and_jerky_clips_fail_the_right_measures(judge):
     jerky[1::2] = torch.roll(moving[1::2], shifts=2, dims=-2)  # every other frame two pixels lower
     out = judge(torch.stack([moving, static, wrong, jerky]), [prompt_for(3, "right")] * 4)
     assert out["ta_correct"].tolist()[:3] == [1.0, 0.0, 0.0]
-    assert out["direction_correct"][1] == 0 and out["travel"][1] < 1e-4  # static: no direction
+    assert out["direction_correct"][1] == 0 and out["axis_correct"][1] == 0 and out["travel"][1] < 1e-4  # static
     assert out["identity"][2] <= 0.5  # a seven is not the prompted three
     assert out["jerk"][3] > 1.0 and out["straightness"][3] > 0.5  # zig-zag: neither smooth nor straight
     with pytest.raises(ValueError, match="clips"):

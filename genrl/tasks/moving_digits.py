@@ -152,7 +152,8 @@ class VideoGoldJudge:
     @torch.no_grad()
     def __call__(self, clips: torch.Tensor, prompts: Sequence[str]) -> dict[str, torch.Tensor]:
         """``clips`` ``[B, F, 1, H, W]`` in ``[0, 1]`` (or ``[B, F, 3, H, W]``: the mean of the channels
-        is judged) -> per-clip ``[B]`` tensors: ``identity``, ``direction_correct``, ``ta_correct``,
+        is judged) -> per-clip ``[B]`` tensors: ``identity``, ``direction_correct``, ``axis_correct``
+        (moved along the prompted axis, either sign), ``ta_correct``,
         ``straightness`` (pixels), ``jerk`` (pixels / frame^2), ``travel`` (pixels).
         ``ValueError`` for a shape that is not a batch of clips or a prompt that names no direction."""
         if clips.ndim != 5 or clips.shape[1] < 2:
@@ -177,6 +178,15 @@ class VideoGoldJudge:
         direction_correct = torch.tensor(
             [float(t >= self.min_travel and j == w) for t, j, (_, w) in zip(travel.tolist(), judged, wanted)]
         )
+        # the prompted axis (horizontal for left / right, vertical for up / down), whatever the sign:
+        # a model can read the axis from the prompt and still take the sign from its initial noise
+        horizontal = lambda d: DIRECTIONS[d][0] == 0  # noqa: E731
+        axis_correct = torch.tensor(
+            [
+                float(t >= self.min_travel and horizontal(j) == horizontal(w))
+                for t, j, (_, w) in zip(travel.tolist(), judged, wanted)
+            ]
+        )
         # distance of each point from the line through the path's ends
         rel = com - com[:, :1]  # [B, F, 2]
         axis = net / travel.clamp(min=1e-8)[:, None]  # [B, 2]
@@ -186,6 +196,7 @@ class VideoGoldJudge:
         return {
             "identity": identity,
             "direction_correct": direction_correct,
+            "axis_correct": axis_correct,
             "ta_correct": ((identity > 0.5) & (direction_correct > 0)).float(),
             "straightness": straightness,
             "jerk": jerk,
@@ -367,6 +378,7 @@ class MovingDigitsTask(EmbeddedModelTask):
         "videoalign_TA",
         "moving_digits_gold_identity",
         "moving_digits_gold_direction_correct",
+        "moving_digits_gold_axis_correct",
         "moving_digits_gold_straightness",
         "moving_digits_gold_jerk",
         "moving_digits_gold_travel",
