@@ -227,6 +227,17 @@ PER_STEP_KEYS = (
 )
 
 
+def step_means(rows: list[dict], prefix: str, shift: float = 0.0) -> dict[int, float]:
+    """``{denoising step: mean over rows of row[prefix + "XX"] + shift}`` for the per-step keys
+    ``<prefix><step, two digits>`` that ``rows`` (training rows of ``metrics.jsonl``) hold."""
+    per_step = defaultdict(list)
+    for r in rows:
+        for k, v in r.items():
+            if k.startswith(prefix):
+                per_step[int(k.rsplit("_", 1)[1])].append(v + shift)
+    return {k: statistics.fmean(vs) for k, vs in sorted(per_step.items())}
+
+
 def per_step_table(runs: list[dict]) -> list[str]:
     """Markdown rows: per config and statistic, the per-denoising-step value averaged over each
     run's training steps and then over its seeds (``PER_STEP_KEYS``; the normalised ratio is
@@ -235,13 +246,8 @@ def per_step_table(runs: list[dict]) -> list[str]:
     for run in runs:
         rows = [r for r in run_rows(run["dir"]) if "grad/norm" in r]
         for prefix, label, shift in PER_STEP_KEYS:
-            per_step = defaultdict(list)
-            for r in rows:
-                for k, v in r.items():
-                    if k.startswith(prefix):
-                        per_step[int(k.rsplit("_", 1)[1])].append(v + shift)
-            for k, vs in per_step.items():
-                acc[(run["name"], label)][k].append(statistics.fmean(vs))
+            for k, v in step_means(rows, prefix, shift).items():
+                acc[(run["name"], label)][k].append(v)
     if not acc:
         return []
     steps = sorted({k for d in acc.values() for k in d})
@@ -316,14 +322,8 @@ def write_report(runs: list[dict], out_dir: str) -> str:
         tr = [r for r in run_rows(run["dir"]) if "grad/norm" in r]
         label = f"{run['name']} s{run['seed']}"
         for ax, prefix in ((ratio_axes[0], "ratio/mean_step_"), (ratio_axes[1], "ratio/std_step_")):
-            per_step = defaultdict(list)
-            for r in tr:
-                for k, v in r.items():
-                    if k.startswith(prefix):
-                        per_step[int(k.rsplit("_", 1)[1])].append(v)
-            ks = sorted(per_step)
-            if ks:
-                ax.plot(ks, [sum(per_step[k]) / len(per_step[k]) for k in ks], marker="o", label=label)
+            if means := step_means(tr, prefix):
+                ax.plot(list(means), list(means.values()), marker="o", label=label)
         spread = [(r["step"], r["grad/output_norm_spread"]) for r in tr if "grad/output_norm_spread" in r]
         if spread:
             spread_ax.plot(*zip(*spread), label=label)

@@ -126,3 +126,28 @@ def test_report_reads_the_tasks_gold_metric_and_extra_metrics(tmp_path):
     assert line.split("|")[3:5] == [" 0.300 ", " 1.000 "] and line.count("1.000") == 1 + len(extras)
     noise = next(x for x in report.splitlines() if x.startswith("| slow | noise std (rollout) |"))
     assert "5.00e-01" in noise and "2.50e-01" in noise
+
+
+def test_per_step_statistics_average_over_training_rows_then_seeds(tmp_path):
+    import json
+
+    from genrl.compare import per_step_table, step_means
+
+    rows = [
+        {"step": 1, "grad/norm": 1.0, "ratio/mean_step_00": 1.25, "noise/std_step_00": 0.5, "noise/std_step_01": 0.1},
+        {"step": 2, "grad/norm": 1.0, "ratio/mean_step_00": 0.75, "noise/std_step_00": 0.7},
+        {"step": 2, "eval/gold_accuracy": 0.5, "noise/std_step_00": 99.0},  # an evaluation row: not a training step
+    ]
+    train_rows = [r for r in rows if "grad/norm" in r]
+    assert step_means(train_rows, "noise/std_step_") == {0: pytest.approx(0.6), 1: pytest.approx(0.1)}
+    assert step_means(train_rows, "ratio/mean_step_", -1.0) == {0: pytest.approx(0.0)}
+    runs = []
+    for seed, scale in ((0, 1.0), (1, 3.0)):
+        d = tmp_path / f"a-seed{seed}"
+        d.mkdir()
+        scaled = [{k: v * scale if k.startswith("noise/") else v for k, v in r.items()} for r in rows]
+        (d / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in scaled))
+        runs.append({"name": "a", "seed": seed, "dir": str(d)})
+    table = per_step_table(runs)
+    noise = next(line for line in table if "noise std" in line)
+    assert noise == "| a | noise std (rollout) | 1.20e+00 | 2.00e-01 |"  # (0.6 + 1.8) / 2, (0.1 + 0.3) / 2
