@@ -174,19 +174,14 @@ class VideoGoldJudge:
         travel = net.norm(dim=-1)
         unit = torch.tensor(list(DIRECTIONS.values()), dtype=torch.float32)  # [4, 2]
         names = list(DIRECTIONS)
-        judged = [names[int(i)] for i in (net @ unit.T).argmax(-1)]
-        direction_correct = torch.tensor(
-            [float(t >= self.min_travel and j == w) for t, j, (_, w) in zip(travel.tolist(), judged, wanted)]
-        )
+        judged = unit[(net @ unit.T).argmax(-1)]  # [B, 2] the direction the clip moved in
+        prompted = unit[torch.tensor([names.index(w) for _, w in wanted])]  # [B, 2]
+        agree = (judged * prompted).sum(-1)  # [B]: 1 same direction, -1 opposite, 0 the other axis
+        moved = travel >= self.min_travel
+        direction_correct = (moved & (agree == 1)).float()
         # the prompted axis (horizontal for left / right, vertical for up / down), whatever the sign:
         # a model can read the axis from the prompt and still take the sign from its initial noise
-        horizontal = lambda d: DIRECTIONS[d][0] == 0  # noqa: E731
-        axis_correct = torch.tensor(
-            [
-                float(t >= self.min_travel and horizontal(j) == horizontal(w))
-                for t, j, (_, w) in zip(travel.tolist(), judged, wanted)
-            ]
-        )
+        axis_correct = (moved & (agree != 0)).float()
         # distance of each point from the line through the path's ends
         rel = com - com[:, :1]  # [B, F, 2]
         axis = net / travel.clamp(min=1e-8)[:, None]  # [B, 2]
