@@ -8,6 +8,16 @@ past it, padded to ``max_sequence_length``). Sampling is the Euler ODE of
 ``FlowMatchEulerDiscreteScheduler`` with optional classifier-free guidance against the empty prompt,
 exactly what genrl evaluates with.
 
+**Frame index.** Wan's attention knows positions only through its 3-D RoPE, which is relative: which
+frame comes first can only be inferred from where the sequence ends, and without it "moving left" and
+"moving right" are the same clip played backwards. This model did not learn it (measured: through 4500
+pretraining steps the sign of the motion stayed a coin flip set by the initial noise, while the axis
+followed the prompt on 96% of clips).
+So the transformer takes one extra input channel, the absolute frame index as a ramp from -1 (first
+frame) to 1 (last), concatenated to the noisy clip the way Wan's image-to-video model concatenates its
+conditioning channels (``in_channels = out_channels + 1``, :func:`add_frame_index`). With it the sign is
+learned: direction right on 87% of clips after 1000 steps, 100% after 1500.
+
 ``pipe("a handwritten digit three moving left").frames`` is ``[B, F, H, W, 3]`` in ``[0, 1]``
 (``output_type="np"``, as ``WanPipeline``), ``output_type="pt"`` gives ``[B, F, 3, H, W]``. The module
 imports only torch, diffusers and transformers, so an exported copy runs without genrl installed.
@@ -25,13 +35,22 @@ from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
 
 
+def add_frame_index(latents: torch.Tensor) -> torch.Tensor:
+    """``[B, C, F, H, W]`` -> ``[B, C + 1, F, H, W]``: the clip with the frame index appended as a last
+    channel, ``linspace(-1, 1, F)`` over frames, constant over pixels (see the module docstring)."""
+    b, _, f, h, w = latents.shape
+    ramp = torch.linspace(-1, 1, f, device=latents.device, dtype=latents.dtype)  # [F]
+    return torch.cat([latents, ramp.view(1, 1, f, 1, 1).expand(b, 1, f, h, w)], dim=1)
+
+
 class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin):
     """Text-to-video for the embedded moving-digits model. LoRA adapters load the Wan way
     (``load_lora_weights``), since the denoiser is a ``WanTransformer3DModel``.
 
     Args:
         transformer: the ``WanTransformer3DModel`` predicting the flow velocity ``noise - x0``
-            over ``[B, 1, F, H, W]`` pixels in ``[-1, 1]``.
+            over ``[B, 1, F, H, W]`` pixels in ``[-1, 1]``, from the noisy clip and its frame index
+            (``in_channels = out_channels + 1``).
         scheduler: a ``FlowMatchEulerDiscreteScheduler``.
         text_encoder: a ``UMT5EncoderModel``.
         tokenizer: its tokenizer.
@@ -51,6 +70,12 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         tokenizer: PreTrainedTokenizerBase,
     ):
         super().__init__()
+        c = transformer.config
+        if c.in_channels != c.out_channels + 1:
+            raise ValueError(
+                f"MovingDigitsPipeline: the transformer needs in_channels = out_channels + 1 (the frame index "
+                f"channel), got in_channels={c.in_channels}, out_channels={c.out_channels}"
+            )
         self.register_modules(
             transformer=transformer, scheduler=scheduler, text_encoder=text_encoder, tokenizer=tokenizer
         )
@@ -93,10 +118,14 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         return embeds, neg
 
     def predict_velocity(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-        """The transformer's velocity ``[B, 1, F, H, W]`` at timesteps ``t`` (``sigma * 1000``) ``[B]``."""
+        """The transformer's velocity ``[B, 1, F, H, W]`` for noisy clips ``latents`` ``[B, 1, F, H, W]`` at
+        timesteps ``t`` (``sigma * 1000``) ``[B]``, the frame index appended (:func:`add_frame_index`)."""
         dtype = self.transformer.dtype
         return self.transformer(
-            hidden_states=latents.to(dtype), timestep=t, encoder_hidden_states=embeds.to(dtype), return_dict=False
+            hidden_states=add_frame_index(latents).to(dtype),
+            timestep=t,
+            encoder_hidden_states=embeds.to(dtype),
+            return_dict=False,
         )[0].float()
 
     @torch.no_grad()
@@ -124,7 +153,7 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         embeds, neg = self.encode_prompt(prompts, cfg, max_sequence_length)
         if cfg:
             embeds = torch.cat([neg, embeds])
-        shape = (len(prompts), self.transformer.config.in_channels, num_frames, height, width)
+        shape = (len(prompts), self.transformer.config.out_channels, num_frames, height, width)
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
         self.scheduler.set_timesteps(num_inference_steps, device=latents.device)

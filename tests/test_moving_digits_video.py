@@ -110,6 +110,35 @@ def test_the_auxiliary_attribute_loss_changes_what_is_trained(moving_videoalign,
     assert any(not torch.equal(ours[k], theirs[k]) for k in ours)
 
 
+def test_the_denoiser_reads_the_frame_index_as_its_last_input_channel():
+    """The frame index runs from -1 on the first frame to 1 on the last, the same on every pixel, and a
+    transformer without that channel is refused with the rule it breaks."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
+
+    from genrl.tasks.moving_digits import build_pipeline
+    from pipelines.moving_digits import MovingDigitsPipeline, add_frame_index
+
+    x = torch.randn(2, 1, 9, 4, 5)
+    y = add_frame_index(x)
+    assert y.shape == (2, 2, 9, 4, 5) and torch.equal(y[:, :1], x)
+    assert y[0, 1, 0].eq(-1).all() and y[1, 1, -1].eq(1).all() and y[0, 1, 4].eq(0).all()
+    pipe = build_pipeline()
+    assert pipe.transformer.config.in_channels == 2 and pipe.transformer.config.out_channels == 1
+    plain = WanTransformer3DModel(
+        patch_size=(1, 4, 4),
+        num_attention_heads=1,
+        attention_head_dim=8,
+        in_channels=1,
+        out_channels=1,
+        text_dim=32,
+        freq_dim=8,
+        ffn_dim=8,
+        num_layers=1,
+    )
+    with pytest.raises(ValueError, match="in_channels = out_channels \\+ 1"):
+        MovingDigitsPipeline(plain, FlowMatchEulerDiscreteScheduler(), pipe.text_encoder, pipe.tokenizer)
+
+
 def test_the_policy_samples_what_the_pipeline_samples(moving_base):
     """The Wan family's code path over the pixel-space pipeline: the policy's ODE sampler gives the
     pipeline's own clips for the same seeds."""

@@ -205,13 +205,13 @@ DIRECTION_WORDS = tuple(DIRECTIONS)
 MAX_LENGTH = 8  # tokens: "a handwritten digit three moving left <eos>" is 7
 WORDS = ("a", "an", "the", "handwritten", "digit", "number", "moving", "video", "of") + DIGIT_WORDS + DIRECTION_WORDS
 
-# Calibrated on the reference CPU (2 threads, seed 0, batch 32, ~100 s per 500 steps): the gold judge on
-# 160 clips (40 prompts x 4 seeds, 10-step Euler ODE, no CFG) by pretraining steps, as
-# TA accuracy / identity / direction / jerk: 500 -> 0.00 / 0.10 / 0.09 / 2.59, 1000 -> 0.00 / 0.14 /
-# 0.14 / 2.35, 1500 -> 0.03 / 0.19 / 0.33 / 1.68, 2000 -> 0.08 / 0.25 / 0.43 / 1.41, 2500 -> 0.16 /
-# 0.39 / 0.51 / 0.92, 3000 -> 0.18 / 0.44 / 0.48 / 0.76 (about 10 minutes, once: cached). Digits
-# and their motion are recognisable but often wrong: RL has room.
-DEFAULT_PRETRAIN_STEPS = 3000
+# Calibrated on the reference CPU (2 threads, seed 0, batch 32, about 0.55 s per step): the gold judge on 160
+# clips (40 prompts x 4 seeds, 10-step Euler ODE, no CFG) by pretraining steps, as TA accuracy / identity /
+# direction / jerk: 250 -> 0.00 / 0.10 / 0.00 / 2.91, 500 -> 0.03 / 0.12 / 0.31 / 1.42, 750 -> 0.01 / 0.14 /
+# 0.74 / 1.08, 1000 -> 0.04 / 0.18 / 0.75 / 0.82, 1250 -> 0.10 / 0.26 / 0.75 / 0.83, 1500 -> 0.26 / 0.36 /
+# 0.88 / 0.68, 1750 -> 0.39 / 0.44 / 1.00 / 0.66. At 1500 (about 14 minutes, once: cached) digits and their
+# motion are recognisable but often wrong (the vertical sign is the last thing learned): RL has room.
+DEFAULT_PRETRAIN_STEPS = 1500
 PRETRAIN_BATCH = 32
 CAPTION_DROPOUT = 0.1  # of captions replaced by "" so classifier-free guidance is available
 
@@ -248,14 +248,15 @@ def build_text_encoder(vocab_size: Optional[int] = None) -> "UMT5EncoderModel":
 
 def build_transformer() -> "WanTransformer3DModel":
     """A tiny real ``WanTransformer3DModel`` (Wan2.1's DiT) on grey 9x16x16 clips in pixel space:
-    patches 1x4x4 (144 tokens; 1x2x2 is 2-4x slower on CPU), 4 layers, 4 heads x 16, FFN 128, text width 32."""
+    patches 1x4x4 (144 tokens; 1x2x2 is 2-4x slower on CPU), 4 layers, 4 heads x 16, FFN 128, text width 32.
+    Two input channels: the noisy clip and its frame index (``pipelines.moving_digits.add_frame_index``)."""
     from diffusers import WanTransformer3DModel
 
     return WanTransformer3DModel(
         patch_size=(1, 4, 4),
         num_attention_heads=4,
         attention_head_dim=16,
-        in_channels=1,
+        in_channels=2,
         out_channels=1,
         text_dim=32,
         freq_dim=32,
@@ -332,12 +333,7 @@ def pretrain(
         noise = torch.randn(x0.shape, generator=gen)
         tt = t.view(-1, 1, 1, 1, 1)
         embeds = pipe.prompt_embeds([captions[i] for i in caption])  # [B, L, 32], as sampling encodes them
-        v = transformer(
-            hidden_states=(1 - tt) * x0 + tt * noise,
-            timestep=t * 1000,
-            encoder_hidden_states=embeds,
-            return_dict=False,
-        )[0]
+        v = pipe.predict_velocity((1 - tt) * x0 + tt * noise, t * 1000, embeds)  # [B, 1, F, H, W]
         loss = F.mse_loss(v, noise - x0)
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -389,7 +385,7 @@ class MovingDigitsTask(EmbeddedModelTask):
     @property
     def model_dir(self) -> Path:
         """The pretrained base pipeline's folder."""
-        return cache_root(self.cache_dir) / f"moving-digits-s{self.pretrain_steps}-seed{self.seed}"
+        return cache_root(self.cache_dir) / f"moving-digits-frameidx-s{self.pretrain_steps}-seed{self.seed}"
 
     def build(self, path: Path, progress: bool) -> None:
         print(
