@@ -6,8 +6,8 @@ Everything but decoding is the Wan family's own code path (``WanTransformer3DMod
 so the sample is ``[1, F, H, W]`` grey pixels in ``[-1, 1]``. Videos for rewards and evaluation are
 ``[B, F, 3, H, W]`` in ``[0, 1]`` (grey repeated on three channels, what video rewards read).
 The one departure: the transformer also reads the absolute frame index as an extra input channel
-(``pipelines.moving_digits.add_frame_index``; why: that module's docstring), so the noise has the
-transformer's ``out_channels`` (1), not its ``in_channels`` (2).
+(``pipelines.moving_digits.add_frame_index``; why: that module's docstring); the noise has the
+transformer's ``out_channels`` (1), as every Wan latent.
 """
 
 from __future__ import annotations
@@ -22,11 +22,6 @@ from genrl.registry import FAMILIES
 class MovingDigitsFamily(WanFamily):
     pipeline_classes = ("MovingDigitsPipeline",)
     default_max_sequence_length = None  # the tokenizer's model_max_length (8), not Wan's 512
-
-    @property
-    def noise_shape(self):
-        h, w, n = self._size
-        return (self.denoiser.config.out_channels, n, h, w)  # [1, F, H, W]: pixel space
 
     def _run(self, net, x, t, e):
         """Wan's call on the noisy clip ``[B, 1, F, H, W]`` with its frame index appended ``[B, 2, F, H, W]``."""

@@ -97,7 +97,9 @@ class WanFamily(Family):
     def noise_shape(self):
         h, w, n = self._size
         s, t = self.pipe.vae_scale_factor_spatial, self.pipe.vae_scale_factor_temporal
-        return (self.denoiser.config.in_channels, (n - 1) // t + 1, h // s, w // s)  # [C, F', H', W']
+        # the latent's channels are the transformer's output's: in_channels can add conditioning channels
+        # (Wan I2V's mask and image latents, the moving-digits frame index)
+        return (self.denoiser.config.out_channels, (n - 1) // t + 1, h // s, w // s)  # [C, F', H', W']
 
     def forward(self, model, x, sigma, cond):
         """Velocity ``[B, C, F', H', W']``; rows below Wan2.2's boundary go to ``transformer_2``."""
