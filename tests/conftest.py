@@ -2,6 +2,8 @@
 
 import json
 import os
+import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -350,3 +352,54 @@ def assert_same_state(a, b, path: str = "state") -> None:
             assert_same_state(x, y, f"{path}[{i}]")
     else:
         assert a == b, f"{path}: {a!r} != {b!r}"
+
+
+# ----------------------------------------------------------------------------- headless Chromium
+
+CHROMIUM = "/usr/bin/chromium"  # the galleries' pages are rendered with it (tests skip without it)
+
+
+def chromium(page, tmp_path, *args):
+    """Run headless Chromium on ``page`` (a path) with extra ``args`` (e.g. ``--screenshot=PATH``)."""
+    return subprocess.run(chromium_cmd(page, tmp_path, *args), capture_output=True, text=True, timeout=180)
+
+
+def chromium_cmd(page, tmp_path, *args):
+    """The headless Chromium command line for ``page``, with a throwaway profile under ``tmp_path``."""
+    return [
+        CHROMIUM,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={tmp_path / 'chrome-profile'}",
+        "--window-size=1200,900",
+        *args,
+        page.as_uri(),
+    ]
+
+
+def chromium_dom(page, tmp_path, fragment=""):
+    """The page after its scripts ran in headless Chromium (with ``#fragment``): the rows' prompt
+    indices in display order with their hidden flags, the column order, the badges' texts, and the
+    loaded-image counts."""
+    url = page.as_uri() + ("#" + fragment if fragment else "")
+    cmd = [
+        a if a != page.as_uri() else url
+        for a in chromium_cmd(page, tmp_path, "--virtual-time-budget=5000", "--dump-dom")
+    ]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    body = re.search(r"<body[^>]*>", proc.stdout)
+    assert body, proc.stderr[-2000:]
+    grid = proc.stdout[proc.stdout.index('<table class="grid">') :]
+    grid = grid[: grid.index("</table>")]
+    return {
+        "loaded": re.search(r'data-images-loaded="(\d+)"', body.group(0)).group(1),
+        "total": re.search(r'data-images-total="(\d+)"', body.group(0)).group(1),
+        "rows": [(int(m.group(1)), "hidden" in m.group(0)) for m in re.finditer(r'<tr data-p="(\d+)"[^>]*>', grid)],
+        "columns": re.findall(r'<th data-c="([^"]+)"', grid),
+        "badges": re.findall(r'<span class="badge"[^>]*>([^<]*)</span>', grid),
+    }

@@ -4,15 +4,13 @@ rendered in headless Chromium, its sorting and filtering controls driven through
 import json
 import math
 import os
-import re
 import shutil
-import subprocess
 from html.parser import HTMLParser
 
 import numpy as np
 import pytest
 import torch
-from conftest import TINY_ONLINE
+from conftest import CHROMIUM, TINY_ONLINE, chromium, chromium_dom
 from PIL import Image
 
 from genrl.cli import main
@@ -24,7 +22,6 @@ from genrl.trainers.online import train
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
-CHROMIUM = "/usr/bin/chromium"
 
 
 def _cfg(run_dir, model, *extra):
@@ -59,27 +56,6 @@ class _Images(HTMLParser):
     def handle_starttag(self, tag, attrs):
         if tag == "img":
             self.srcs.append(dict(attrs)["src"])
-
-
-def _chromium(page, tmp_path, *args):
-    return subprocess.run(_chromium_cmd(page, tmp_path, *args), capture_output=True, text=True, timeout=180)
-
-
-def _chromium_cmd(page, tmp_path, *args):
-    return [
-        CHROMIUM,
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--no-first-run",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        f"--user-data-dir={tmp_path / 'chrome-profile'}",
-        "--window-size=1200,900",
-        *args,
-        page.as_uri(),
-    ]
 
 
 def _eval_rewards(run, step):
@@ -128,11 +104,11 @@ def test_gallery_page_shows_base_and_final_samples_scored(runs, tmp_path, capsys
     if not os.path.exists(CHROMIUM):
         pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium): the page was not rendered")
     shot = tmp_path / "shot.png"
-    proc = _chromium(page, tmp_path, f"--screenshot={shot}")
+    proc = chromium(page, tmp_path, f"--screenshot={shot}")
     assert shot.is_file(), proc.stderr[-2000:]
     with Image.open(shot) as im:
         assert im.size == (1200, 900) and len(np.unique(np.asarray(im.convert("L")))) > 10  # not a blank page
-    dom = _dom(page, tmp_path)
+    dom = chromium_dom(page, tmp_path)
     assert int(dom["total"]) == len(parser.srcs) and int(dom["loaded"]) == int(dom["total"])
     assert dom["rows"] == [(j, False) for j in range(10)]  # no fragment: prompt order, all shown
 
@@ -146,38 +122,15 @@ def test_gallery_page_shows_base_and_final_samples_scored(runs, tmp_path, capsys
             range(10),
             key=lambda j: (-mean(column, j, "digits_gold") if order == "desc" else mean(column, j, "digits_gold"), j),
         )
-        dom = _dom(page, tmp_path, f"sort=digits_gold&by={column}&order={order}&badge=digits")
+        dom = chromium_dom(page, tmp_path, f"sort=digits_gold&by={column}&order={order}&badge=digits")
         assert [j for j, _ in dom["rows"]] == want, (column, order)
         first = record["prompts"][want[0]]["scores"]
         assert dom["badges"][0] == fmt(first["base"][0]["digits"])  # the badge shows the chosen score
     runs_by = sorted(["ema", "plain"], key=lambda c: -record["summary"][c]["digits"])
-    dom = _dom(page, tmp_path, "cols=digits&filter=SEVEN")
+    dom = chromium_dom(page, tmp_path, "cols=digits&filter=SEVEN")
     assert dom["columns"] == ["base", *runs_by]  # base stays first
     seven = [p["prompt"] for p in record["prompts"]].index("a handwritten digit seven")
     assert [j for j, hidden in dom["rows"] if not hidden] == [seven]  # case-insensitive substring
-
-
-def _dom(page, tmp_path, fragment=""):
-    """The page after its scripts ran in headless Chromium (with ``#fragment``): the rows' prompt
-    indices in display order with their hidden flags, the column order, the badges' texts, and the
-    loaded-image counts."""
-    url = page.as_uri() + ("#" + fragment if fragment else "")
-    cmd = [
-        a if a != page.as_uri() else url
-        for a in _chromium_cmd(page, tmp_path, "--virtual-time-budget=5000", "--dump-dom")
-    ]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    body = re.search(r"<body[^>]*>", proc.stdout)
-    assert body, proc.stderr[-2000:]
-    grid = proc.stdout[proc.stdout.index('<table class="grid">') :]
-    grid = grid[: grid.index("</table>")]
-    return {
-        "loaded": re.search(r'data-images-loaded="(\d+)"', body.group(0)).group(1),
-        "total": re.search(r'data-images-total="(\d+)"', body.group(0)).group(1),
-        "rows": [(int(m.group(1)), "hidden" in m.group(0)) for m in re.finditer(r'<tr data-p="(\d+)"[^>]*>', grid)],
-        "columns": re.findall(r'<th data-c="([^"]+)"', grid),
-        "badges": re.findall(r'<span class="badge"[^>]*>([^<]*)</span>', grid),
-    }
 
 
 def test_gallery_prompt_override_is_capped_and_tolerates_unscorable_prompts(runs, tmp_path):

@@ -4,6 +4,7 @@ sampler, the VideoAlign reward's pairs, loss, training step and checkpoint layou
 
 import json
 import math
+import os
 import shutil
 
 import pytest
@@ -166,6 +167,50 @@ def test_a_two_step_video_run_writes_gifs_and_the_gold_judge(moving_run):
 
     with Image.open(final / samples[0]["file"]) as gif:
         assert gif.n_frames == 9
+
+
+def test_the_video_gallery_animates_and_sorts_in_chromium(moving_run, tmp_path):
+    """``genrl gallery`` on a video run: every sample an animated, upscaled WebP of the clip's 9 frames,
+    scored as the run's own evaluation scored it (base = step 0, the run = its last step), and the page
+    loads every animation and sorts prompts by a judge score in headless Chromium."""
+    from conftest import CHROMIUM, chromium_dom
+    from PIL import Image
+
+    from genrl.cli import main
+    from genrl.gallery import SAMPLE_SIDE
+
+    out = tmp_path / "gallery"
+    args = ["--seeds-per-prompt", "1", "--max-prompts", "4", "--video-format", "webp"]
+    assert main(["gallery", str(moving_run), "--out", str(out), *args]) == 0
+    record = json.loads((out / "gallery.json").read_text())
+    assert record["columns"] == ["base", "run"] and len(record["prompts"]) == 4
+    files = sorted((out / "images").iterdir())
+    assert len(files) == 4 * 2 and all(f.suffix == ".webp" for f in files)
+    for f in files:
+        with Image.open(f) as im:
+            assert im.is_animated and im.n_frames == 9 and min(im.size) >= SAMPLE_SIDE
+    evals = {}
+    for column, step in (("base", 0), ("run", 2)):
+        rows = (moving_run / "eval" / f"step-{step:06d}" / "samples.jsonl").read_text().splitlines()
+        evals[column] = {(r["prompt"], r["seed"]): r["rewards"] for r in map(json.loads, rows)}
+    for entry in record["prompts"]:
+        for column, per_seed in entry["scores"].items():
+            want = evals[column][(entry["prompt"], 0)]
+            for key in ("moving_digits_gold", "moving_digits_gold_identity", "moving_digits_gold_travel"):
+                assert per_seed[0][key] == pytest.approx(want[key], abs=1e-3), (column, entry["prompt"], key)
+
+    if not os.path.exists(CHROMIUM):
+        pytest.skip(f"{CHROMIUM} is missing (apt-get install chromium): the page was not rendered")
+    page = out / "index.html"
+    dom = chromium_dom(page, tmp_path)
+    assert int(dom["total"]) == 1 + 4 * 2 and int(dom["loaded"]) == int(dom["total"])  # curves + animations
+    key = "moving_digits_gold_travel"  # pixels: distinct per clip, so each order is one permutation
+    values = [entry["scores"]["run"][0][key] for entry in record["prompts"]]
+    assert len(set(values)) == 4, values
+    for order in ("desc", "asc"):  # one of the two differs from the prompt order
+        want = sorted(range(4), key=lambda j: -values[j] if order == "desc" else values[j])
+        dom = chromium_dom(page, tmp_path, f"sort={key}&by=run&order={order}")
+        assert [j for j, _ in dom["rows"]] == want, order
 
 
 def test_winners_for_preference_training_are_proxy_clips():
