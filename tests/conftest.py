@@ -354,6 +354,15 @@ def assert_same_state(a, b, path: str = "state") -> None:
         assert a == b, f"{path}: {a!r} != {b!r}"
 
 
+# ----------------------------------------------------------------------------- galleries
+
+
+def eval_rewards(run, step):
+    """A run's evaluation scores at ``step``: ``{(prompt, seed): {reward key: value}}``."""
+    with open(run / "eval" / f"step-{step:06d}" / "samples.jsonl") as f:
+        return {(r["prompt"], r["seed"]): r["rewards"] for r in map(json.loads, f)}
+
+
 # ----------------------------------------------------------------------------- headless Chromium
 
 CHROMIUM = "/usr/bin/chromium"  # the galleries' pages are rendered with it (tests skip without it)

@@ -10,7 +10,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
-from conftest import CHROMIUM, TINY_ONLINE, chromium, chromium_dom
+from conftest import CHROMIUM, TINY_ONLINE, chromium, chromium_dom, eval_rewards
 from PIL import Image
 
 from genrl.cli import main
@@ -58,11 +58,6 @@ class _Images(HTMLParser):
             self.srcs.append(dict(attrs)["src"])
 
 
-def _eval_rewards(run, step):
-    with open(run / "eval" / f"step-{step:06d}" / "samples.jsonl") as f:
-        return {(r["prompt"], r["seed"]): r["rewards"] for r in map(json.loads, f)}
-
-
 def test_gallery_page_shows_base_and_final_samples_scored(runs, tmp_path, capsys):
     ema, plain = runs
     out = tmp_path / "gallery" / "tiny"
@@ -92,8 +87,8 @@ def test_gallery_page_shows_base_and_final_samples_scored(runs, tmp_path, capsys
     # final = the last step (EMA weights for the EMA run), so the right weights were loaded
     record = json.loads((out / "gallery.json").read_text())
     assert record["columns"] == ["base", "ema", "plain"]
-    expected = {"base": _eval_rewards(ema, 0), "ema": _eval_rewards(ema, 2), "plain": _eval_rewards(plain, 1)}
-    assert _eval_rewards(ema, 0) != _eval_rewards(ema, 2)  # training moved the samples
+    expected = {"base": eval_rewards(ema, 0), "ema": eval_rewards(ema, 2), "plain": eval_rewards(plain, 1)}
+    assert eval_rewards(ema, 0) != eval_rewards(ema, 2)  # training moved the samples
     for entry in record["prompts"]:
         for column, per_seed in entry["scores"].items():
             for seed, scores in enumerate(per_seed):

@@ -173,7 +173,7 @@ def test_the_video_gallery_animates_and_sorts_in_chromium(moving_run, tmp_path):
     """``genrl gallery`` on a video run: every sample an animated, upscaled WebP of the clip's 9 frames,
     scored as the run's own evaluation scored it (base = step 0, the run = its last step), and the page
     loads every animation and sorts prompts by a judge score in headless Chromium."""
-    from conftest import CHROMIUM, chromium_dom
+    from conftest import CHROMIUM, chromium_dom, eval_rewards
     from PIL import Image
 
     from genrl.cli import main
@@ -189,10 +189,7 @@ def test_the_video_gallery_animates_and_sorts_in_chromium(moving_run, tmp_path):
     for f in files:
         with Image.open(f) as im:
             assert im.is_animated and im.n_frames == 9 and min(im.size) >= SAMPLE_SIDE
-    evals = {}
-    for column, step in (("base", 0), ("run", 2)):
-        rows = (moving_run / "eval" / f"step-{step:06d}" / "samples.jsonl").read_text().splitlines()
-        evals[column] = {(r["prompt"], r["seed"]): r["rewards"] for r in map(json.loads, rows)}
+    evals = {"base": eval_rewards(moving_run, 0), "run": eval_rewards(moving_run, 2)}
     for entry in record["prompts"]:
         for column, per_seed in entry["scores"].items():
             want = evals[column][(entry["prompt"], 0)]
