@@ -54,6 +54,7 @@ ARMS = {
         ),
         Arm("bnpo", DIGITS, ("advantages.estimator=bnpo",)),
         Arm("riskpo", DIGITS, ("advantages.estimator=riskpo",)),
+        Arm("riskpo_tracked", DIGITS, ("advantages.estimator=riskpo", "advantages.riskpo.quantiles=tracked")),
         Arm("d3s", DIGITS, ("advantages.downsample=d3s",)),
     ],
     "digit_sum": [
@@ -67,6 +68,7 @@ ARMS = {
         Arm("fiberpo", VLM, ("objective.name=fiberpo",)),
         Arm("bnpo", VLM, ("advantages.estimator=bnpo",)),
         Arm("riskpo", VLM, ("advantages.estimator=riskpo",)),
+        Arm("riskpo_tracked", VLM, ("advantages.estimator=riskpo", "advantages.riskpo.quantiles=tracked")),
         Arm("d3s", VLM, ("advantages.downsample=d3s",)),
     ],
 }

@@ -132,11 +132,13 @@ def _adv_cfg(**kw):
 
 
 def _estimate(name, rewards, groups, **kw):
+    from genrl.advantages import build_estimator
     from genrl.registry import ADVANTAGE_ESTIMATORS
 
     r = torch.tensor(rewards, dtype=torch.float32)
     g = torch.tensor(groups)
-    return ADVANTAGE_ESTIMATORS.get(name)(r, g, _adv_cfg(estimator=name, **kw))
+    cfg = _adv_cfg(estimator=name, **kw)
+    return build_estimator(ADVANTAGE_ESTIMATORS.get(name), cfg)(r, g, cfg)
 
 
 BINARY = [1, 0, 0, 0, 1, 1, 0, 0, 1, 1, 1, 0, 0, 0, 0, 0]  # 4 prompts x 4 samples: p = .25, .5, .75, 0
@@ -201,6 +203,81 @@ def test_riskpo_masks_failed_rewards_and_constant_bundles():
     assert adv[1] == 0 and torch.isfinite(adv).all()
     adv, _ = _estimate("riskpo", [1.0] * 4, [0, 0, 1, 1])
     assert torch.equal(adv, torch.zeros(4))
+
+
+def test_riskpo_tracked_quantiles_follow_the_papers_update_and_converge():
+    """``quantiles: tracked``: the first batch sets q to its empirical quantiles; each later step uses
+    q_k and moves it by ``lr (s - frac(R_B < q_k))``; fed i.i.d. scores, q settles at the true quantiles."""
+    from genrl.advantages import build_estimator
+    from genrl.advantages.riskpo import RiskPO, rvar_weight
+
+    cfg = _adv_cfg(estimator="riskpo", riskpo={"bundle_size": 1, "quantiles": "tracked", "scale": "none"})
+    est = build_estimator(RiskPO, cfg)
+    gen = torch.Generator().manual_seed(0)
+    groups = torch.arange(8).repeat_interleave(8)  # 8 prompts x 8 samples; bundle_size 1: papers = samples
+    first = torch.randn(64, generator=gen, dtype=torch.float64)
+    adv, st = est(first.float(), groups, cfg)
+    q0 = torch.quantile(first, torch.tensor([0.2, 0.8], dtype=torch.float64))
+    assert st["riskpo/q_alpha"] == pytest.approx(q0[0].item()) and st["riskpo/q_beta"] == pytest.approx(q0[1].item())
+    f = first.float().double()
+    expected = -1.5 * (q0[0] - f).clamp_min(0) + rvar_weight(f, q0[0], q0[1])
+    assert torch.allclose(adv, expected.float(), atol=1e-6)  # the pooled quantiles, not each prompt's own
+    second = torch.randn(64, generator=gen, dtype=torch.float64).float()
+    _, st = est(second, groups, cfg)  # uses q_1 = q0 (the first batch only sets q) and moves it
+    assert st["riskpo/q_alpha"] == pytest.approx(q0[0].item())
+    below = torch.tensor([(second.double() < q).double().mean().item() for q in q0], dtype=torch.float64)
+    torch.testing.assert_close(est.tracker.q, q0 + 0.1 * (torch.tensor([0.2, 0.8], dtype=torch.float64) - below))
+    for _ in range(600):  # N(0, 1) scores: q_0.2 = -0.8416, q_0.8 = +0.8416
+        est(torch.randn(64, generator=gen), groups, cfg)
+    assert torch.allclose(est.tracker.q, torch.tensor([-0.8416, 0.8416], dtype=torch.float64), atol=0.08)
+    # the state round-trips: a fresh estimator loaded with it gives the same advantages
+    again = build_estimator(RiskPO, cfg)
+    again.load_state_dict(est.state_dict())
+    batch = torch.randn(64, generator=gen)
+    assert torch.equal(again(batch, groups, cfg)[0], est(batch, groups, cfg)[0])
+
+
+def test_riskpo_tracked_quantiles_push_a_uniformly_low_bundle_down():
+    """A bundle whose papers all score alike below the tracked Q_alpha is pushed down (its own std, 0, is not
+    the divisor: the batch's is); with each bundle's own quantiles the same bundle gets nothing."""
+    from genrl.advantages import build_estimator
+    from genrl.advantages.riskpo import RiskPO
+
+    cfg = _adv_cfg(estimator="riskpo", riskpo={"bundle_size": 1, "quantiles": "tracked"})
+    est = build_estimator(RiskPO, cfg)
+    rewards = torch.tensor([0.0, 0.0, 0.0, 0.0] + [0.2, 0.9, 0.5, 1.0])
+    groups = torch.tensor([0] * 4 + [1] * 4)
+    adv, _ = est(rewards, groups, cfg)
+    assert (adv[:4] < 0).all() and adv[:4].abs().max() < 10 and torch.isfinite(adv).all()
+    bundle, _ = _estimate("riskpo", rewards.tolist(), groups.tolist(), riskpo={"bundle_size": 1})
+    assert torch.equal(bundle[:4], torch.zeros(4))
+
+
+def test_advantages_keep_one_stateful_estimator_per_reward_and_their_state():
+    """``combine: advantages`` gives each reward its own estimator instance (its own tracked quantiles);
+    the state round-trips through ``state_dict`` and a missing stream is named."""
+    from genrl.advantages import Advantages
+    from genrl.advantages.riskpo import RiskPO
+
+    riskpo = {"bundle_size": 1, "quantiles": "tracked"}
+    cfg = _adv_cfg(estimator="riskpo", combine="advantages", riskpo=riskpo)
+    values = {"a": torch.tensor([0.0, 1.0, 0.0, 1.0]), "b": torch.tensor([10.0, 30.0, 20.0, 40.0])}
+    groups = torch.tensor([0, 0, 1, 1])
+    adv = Advantages(RiskPO, cfg, {"a": 1.0, "b": 0.5})
+    out, stats = adv(values["a"] + 0.5 * values["b"], values, groups)
+    state = adv.state_dict()
+    assert set(state) == {"a", "b"} and state["a"]["tracker"]["q"] != state["b"]["tracker"]["q"]
+    assert {"riskpo/q_alpha_a", "riskpo/q_alpha_b", "reward/std"} <= set(stats)
+    again = Advantages(RiskPO, cfg, {"a": 1.0, "b": 0.5})
+    again.load_state_dict(state)
+    assert torch.equal(again(values["a"], values, groups)[0], adv(values["a"], values, groups)[0])
+    with pytest.raises(KeyError, match="b"):
+        again.load_state_dict({"a": state["a"]})
+    total = Advantages(RiskPO, _adv_cfg(estimator="riskpo", riskpo=riskpo), {"a": 1.0, "b": 0.5})
+    assert set(total.state_dict()) == {"total"}
+    from genrl.advantages.grpo import grpo_estimator
+
+    assert Advantages(grpo_estimator, _adv_cfg(), {"a": 1.0}).state_dict() == {}  # a function keeps none
 
 
 # ----------------------------------------------------------------------------- d3s

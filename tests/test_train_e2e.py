@@ -108,6 +108,31 @@ def test_resume_continues_exactly(tmp_path, base_model):
     assert steps == [1, 2, 3]
 
 
+def test_riskpo_tracked_quantiles_resume_exactly(tmp_path, base_model):
+    """RiskPO's tracked quantiles are state across steps: checkpoints carry them, so a resumed run
+    uses the quantiles the uninterrupted run did and ends with its weights; a checkpoint without
+    that state is a clear error."""
+    extra = ("advantages.estimator=riskpo", "advantages.riskpo.bundle_size=2", "advantages.riskpo.quantiles=tracked")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    train(_cfg(straight, base_model, *extra, "max_steps=3", "eval.every=0"))
+    train(_cfg(resumed, base_model, *extra, "max_steps=2", "eval.every=0"))
+    train(_cfg(resumed, base_model, *extra, "max_steps=3", "eval.every=0"))
+    rows = {
+        d: [json.loads(line) for line in open(d / "metrics.jsonl") if "reward/total_mean" in line]
+        for d in (straight, resumed)
+    }
+    assert [r["step"] for r in rows[resumed]] == [1, 2, 3]
+    q = [(r["riskpo/q_alpha"], r["riskpo/q_beta"]) for r in rows[straight]]
+    assert [(r["riskpo/q_alpha"], r["riskpo/q_beta"]) for r in rows[resumed]] == q and q[2] != q[1]
+    a, b = (load_checkpoint(latest_checkpoint(str(d / "checkpoints"))) for d in (straight, resumed))
+    assert a["advantages"] == b["advantages"] and a["advantages"]["total"]["tracker"]["q"] is not None
+    assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+    plain = tmp_path / "plain"
+    train(_cfg(plain, base_model, "max_steps=1", "eval.every=0"))
+    with pytest.raises(ValueError, match=r"no state for advantages.estimator=riskpo"):
+        train(_cfg(plain, base_model, *extra, "max_steps=2", "eval.every=0"))
+
+
 class _FlakyReward:
     """Returns NaN for every other sample and raises on the second training batch (of 8)."""
 

@@ -1,28 +1,99 @@
-"""Mixing the advantages of several rewards (``advantages.combine=advantages``)."""
+"""The run's advantages: the configured estimator, built once per run, over the weighted reward sum
+or over each reward alone (``advantages.combine``), with any state it keeps carried by checkpoints."""
 
 from __future__ import annotations
 
-from typing import Callable, Optional
+import inspect
+from collections.abc import Mapping
+from typing import Any, Callable, Optional, Union
 
 import torch
 
-from genrl.advantages.grpo import group_advantages
+from genrl.advantages.grpo import group_advantages, group_stats
+
+AdvantageFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def build_estimator(entry: Any, config) -> Callable:
+    """The callable ``(rewards [B], group_ids [B], config) -> (advantages [B], stats)`` for a registered
+    estimator: a function is used as it is; a class (an estimator that keeps state across steps, such
+    as RiskPO's tracked quantiles) is instantiated as ``entry(config)``."""
+    return entry(config) if inspect.isclass(entry) else entry
+
+
+def is_stateful(estimator: Callable) -> bool:
+    """Whether ``estimator`` keeps state that checkpoints must carry (it has ``state_dict``)."""
+    return callable(getattr(estimator, "state_dict", None))
 
 
 def weighted_advantages(
     rewards: dict[str, torch.Tensor],
     weights: dict[str, float],
     group_ids: torch.Tensor,
-    advantage_fn: Optional[Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = None,
+    advantage_fn: Optional[Union[AdvantageFn, Mapping[str, AdvantageFn]]] = None,
 ) -> torch.Tensor:
     """``sum_k w_k * A_k`` with ``A_k = advantage_fn(rewards[k], group_ids)`` the advantages of reward
-    ``k`` alone ([B] each; default: GRPO's group advantages). MixGRPO's way of mixing rewards, so a
-    reward on a larger scale does not drown the others; BNPO's advantage decomposition (each reward
-    normalised by its own Beta, then averaged: weights ``1 / K``). A sample with any NaN reward is
-    masked: it gets 0 and is left out of **every** reward's statistics (not only of the reward that
-    failed), as in ``combine: rewards``."""
+    ``k`` alone ([B] each; default: GRPO's group advantages; a mapping gives each reward its own
+    function). MixGRPO's way of mixing rewards, so a reward on a larger scale does not drown the
+    others; BNPO's advantage decomposition (each reward normalised by its own Beta, then averaged:
+    weights ``1 / K``). A sample with any NaN reward is masked: it gets 0 and is left out of **every**
+    reward's statistics (not only of the reward that failed), as in ``combine: rewards``."""
     advantage_fn = advantage_fn or (lambda r, g: group_advantages(r, g)[0])
+    fns = advantage_fn if isinstance(advantage_fn, Mapping) else dict.fromkeys(weights, advantage_fn)
     ok = torch.stack([torch.isfinite(rewards[name]) for name in weights]).all(0)
     nan = torch.full_like(group_ids, float("nan"), dtype=torch.float32)
-    adv = sum(w * advantage_fn(torch.where(ok, rewards[name].float(), nan), group_ids) for name, w in weights.items())
+    adv = sum(w * fns[name](torch.where(ok, rewards[name].float(), nan), group_ids) for name, w in weights.items())
     return torch.where(ok, adv, torch.zeros_like(adv))
+
+
+class Advantages:
+    """The run's advantage computation (``advantages.*``), called once per step on the rewards gathered
+    from every process.
+
+    * ``combine: rewards``: the estimator over the weighted reward sum.
+    * ``combine: advantages``: the estimator over each reward alone, then weighted
+      (:func:`weighted_advantages`); each reward has its own estimator instance, so a stateful one
+      tracks each reward's distribution apart. Logged: :func:`group_stats` of the sum, and each
+      reward's own estimator statistics (those outside ``reward/``) with ``_<reward>`` appended.
+
+    ``state_dict()`` holds the state of every stateful estimator instance (``{}`` when none keeps any);
+    the trainer saves it in each checkpoint and ``load_state_dict`` restores it, so a resume is exact.
+    Why a class of ours: the estimators themselves stay plain functions (or small classes) that know
+    nothing of rewards' weights or checkpoints.
+    """
+
+    def __init__(self, entry: Any, config, weights: Mapping[str, float]):
+        self.config, self.weights = config, dict(weights)
+        streams = ["total"] if config.combine == "rewards" else list(self.weights)
+        self.estimators = {name: build_estimator(entry, config) for name in streams}
+
+    def __call__(
+        self, total: torch.Tensor, values: Mapping[str, torch.Tensor], group_ids: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """``total`` [B]: the weighted reward sum; ``values``: ``{reward: [B]}``; ``group_ids`` [B].
+        Returns (advantages [B], stats)."""
+        if self.config.combine == "rewards":
+            return self.estimators["total"](total, group_ids, self.config)
+        stats = group_stats(total, group_ids)
+
+        def one(name: str) -> AdvantageFn:
+            def fn(r: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+                adv, st = self.estimators[name](r, g, self.config)
+                stats.update({f"{k}_{name}": v for k, v in st.items() if not k.startswith("reward/")})
+                return adv
+
+            return fn
+
+        adv = weighted_advantages(values, self.weights, group_ids, {name: one(name) for name in self.weights})
+        return adv, stats
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: est.state_dict() for name, est in self.estimators.items() if is_stateful(est)}
+
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        """Raises ``KeyError`` naming the estimator stream that ``state`` lacks."""
+        for name, est in self.estimators.items():
+            if is_stateful(est):
+                if name not in state:
+                    raise KeyError(name)
+                est.load_state_dict(state[name])

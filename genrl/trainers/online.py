@@ -29,7 +29,7 @@ from collections import defaultdict
 import torch
 
 from genrl import sharding, zero
-from genrl.advantages import d3s, weighted_advantages
+from genrl.advantages import Advantages, d3s
 from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint, save_sharded_checkpoint
 from genrl.config import OnlineConfig
 from genrl.ema import EMA, Anchor
@@ -235,7 +235,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
     objective = OBJECTIVES.get(cfg.objective.name)  # unknown names fail before any work
-    estimator = ADVANTAGE_ESTIMATORS.get(cfg.advantages.estimator)
+    advantages_of = Advantages(ADVANTAGE_ESTIMATORS.get(cfg.advantages.estimator), cfg.advantages, cfg.rewards)
     policy_cls, task_cls = POLICIES.get(cfg.policy.name), TASKS.get(cfg.task)
     reward_classes = {name: REWARDS.get(name) for name in cfg.rewards}
     check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes)
@@ -355,6 +355,13 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         if state.get("sampler") is not None:
             sampler.load_state_dict(state["sampler"])
         kl_control.load_state_dict(state.get("kl_control") or {})
+        try:
+            advantages_of.load_state_dict(state.get("advantages") or {})
+        except KeyError:
+            raise ValueError(
+                f"{ckpt} has no state for advantages.estimator={cfg.advantages.estimator}; resume with the config "
+                f"it was written with, or start over (resume=false)"
+            ) from None
         start = state["step"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
@@ -427,11 +434,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
             gathered = {
                 k: accelerator.gather(v.to(accelerator.device)) for k, v in values.items()
             }  # every key, [B_all]
-            adv_all, adv_stats = estimator(all_rewards, all_groups, cfg.advantages)  # [B_all]
-            if cfg.advantages.combine == "advantages":  # MixGRPO-style: each reward's own advantages, weighted
-                adv_all = weighted_advantages(
-                    gathered, cfg.rewards, all_groups, lambda r, g: estimator(r, g, cfg.advantages)[0]
-                )
+            adv_all, adv_stats = advantages_of(all_rewards, gathered, all_groups)  # [B_all], the same on every process
             B = total.shape[0]
             advantages = adv_all[rank * B : (rank + 1) * B].to(accelerator.device)
             traj.mask = traj.mask * torch.isfinite(total)[:, None].float()
@@ -555,6 +558,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                         "anchor": policy.anchor.state_dict() if policy.anchor is not None else None,
                         "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
                         "kl_control": kl_control.state_dict(),
+                        "advantages": advantages_of.state_dict(),  # a stateful estimator's (RiskPO's tracker)
                     }
                     save = save_sharded_checkpoint if per_process else save_checkpoint
                     save(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
