@@ -16,7 +16,8 @@ scaled by ``1e-3 / 0.2`` (the ratio of the flow clip to the token clip), keeping
 proportions: SAPO's temperatures (1, 1.05) -> (1000, 1050), MHPO's bound c 1.5 -> 7.5e-3, FiberPO's
 (eps, C+, C-) = (0.04, 0.12, 0.05) -> (1e-3, 3e-3, 1.25e-3), DAPO's upper clip 0.28 -> 1.4e-3, GSPO's
 sequence clips (3e-4, 4e-4) as the paper gives them. On digit_sum (tokens) every method uses its
-paper's values. MDPO takes two passes over each rollout batch (``train.inner_epochs=2``): several
+paper's values (CAPO: the authors' GRPO -> CAPO recipe, delta_F 1e-4 and delta_H 0.01). ``riskpo`` uses
+each bundle's own quantiles (the authors' released code), ``riskpo_tracked`` the paper's online tracker. MDPO takes two passes over each rollout batch (``train.inner_epochs=2``): several
 steps against the same rollout policy are what make it mirror descent (the authors' MuJoCo example: 10).
 """
 
@@ -69,10 +70,12 @@ ARMS = {
         Arm("bnpo", VLM, ("advantages.estimator=bnpo",)),
         Arm("riskpo", VLM, ("advantages.estimator=riskpo",)),
         Arm("riskpo_tracked", VLM, ("advantages.estimator=riskpo", "advantages.riskpo.quantiles=tracked")),
+        Arm("capo", VLM, ("objective.name=capo",)),
         Arm("d3s", VLM, ("advantages.downsample=d3s",)),
     ],
 }
 FLOW_ONLY = ("grpo_guard", "sage_grpo")  # per-step Gaussian objectives: no meaning for tokens
+TOKEN_ONLY = ("capo",)  # a model of the language-model head: no meaning for denoising steps
 
 
 def _ms(values: list[float], fmt: str = ".3f") -> str:
@@ -246,7 +249,8 @@ def main(argv: list[str] | None = None) -> int:
         "how flow-step bounds were scaled: the script's docstring. `gold vs grpo` / `vs grpo`: final minus "
         "grpo's final, per seed, mean ± sd. `clip / gate frac`: each method's `ratio/clip_frac` (share of "
         "actions its clip or gate acts on), averaged over training; `ratio std`: `ratio/std` likewise. "
-        f"{' and '.join(f'`{n}`' for n in FLOW_ONLY)} act on per-step Gaussians: flow only, no digit_sum rows.",
+        f"{' and '.join(f'`{n}`' for n in FLOW_ONLY)} act on per-step Gaussians: flow only, no digit_sum rows; "
+        f"{' and '.join(f'`{n}`' for n in TOKEN_ONLY)} models the language-model head: tokens only, no digits row.",
         "",
         *sections,
         "## Failed runs",

@@ -70,8 +70,11 @@ class Registry:
 
     def register(self, name: str, **meta: Any) -> Callable[[Any], Any]:
         """Decorator registering ``obj`` under ``name`` with metadata ``meta`` (documented per kind:
-        objectives take ``chunk_agg``, the aggregation they force for chunk weights, ``check_config`` and
-        ``kind``; tasks take ``required``, the dotted config keys that must be non-empty for them)."""
+        objectives take ``chunk_agg``, the aggregation they force for chunk weights (or a function of the
+        ``ObjectiveConfig`` giving it), ``check_config``, ``kind`` and ``state``, a factory
+        ``state(cfg, policy, optimizer)`` of what the objective keeps across updates (see
+        ``genrl.trainers.online.update``); tasks take ``required``, the dotted config keys that must be
+        non-empty for them)."""
 
         def deco(obj: Any) -> Any:
             if name in self._entries and self._entries[name] is not obj:

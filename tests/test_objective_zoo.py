@@ -385,3 +385,133 @@ def test_bnpo_advantage_decomposition_and_estimators_from_outside_genrl():
     assert _adv_cfg(estimator="genrl.advantages.bnpo:bnpo_estimator").estimator.endswith("bnpo_estimator")
     with pytest.raises(ConfigError, match="estimator"):
         _adv_cfg(estimator="bnp")
+
+
+# ----------------------------------------------------------------------------- capo
+
+
+def _capo_opts(**kw):
+    return _cfg(name="capo", capo=kw).capo
+
+
+def _head(V=7, H=5, seed=0):
+    """A linear softmax head W [V, H], an input h [H] and a sampled token a."""
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(V, H, generator=gen, dtype=torch.float64), torch.randn(H, generator=gen, dtype=torch.float64), 3
+
+
+def test_capo_predictions_are_the_second_order_model_of_the_head():
+    """With the full vocabulary as top-k and the SGD model (step = lr g), m_H is the second-order Taylor
+    expansion of ``A pi(a) / pi_old(a)`` along the step and m_F half the squared change of log pi(a),
+    both computed here by autograd on the head (the paper's eqs 7-9: gradient, Hessian, Fisher)."""
+    from genrl.objectives.capo import lm_head_terms
+
+    W, h, a = _head()
+    A, lr = -1.3, 0.05
+    probs = torch.softmax(W @ h, -1)
+    onehot = torch.nn.functional.one_hot(torch.tensor(a), W.shape[0]).double()
+    m_H, m_F, g = lm_head_terms(h[None, None], probs[None, None], onehot[None, None], torch.tensor([A]), lr)
+    step = lr * g[0, 0]  # [V, H]
+    torch.testing.assert_close(g[0, 0], A * (onehot - probs)[:, None] * h[None, :])
+    eps = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    logp = torch.log_softmax((W + eps * step) @ h, -1)[a]
+    ratio_gain = A * torch.exp(logp - logp.detach())
+    (d1,) = torch.autograd.grad(ratio_gain, eps, create_graph=True)
+    (d2,) = torch.autograd.grad(d1, eps)
+    torch.testing.assert_close(m_H[0, 0], d1.detach() + 0.5 * d2)
+    eps2 = torch.zeros((), dtype=torch.float64, requires_grad=True)
+    (dlogp,) = torch.autograd.grad(torch.log_softmax((W + eps2 * step) @ h, -1)[a], eps2)
+    torch.testing.assert_close(m_F[0, 0], 0.5 * dlogp**2)
+    # A = 0: no step, nothing predicted; m_F scales as lr^2
+    zero = lm_head_terms(h[None, None], probs[None, None], onehot[None, None], torch.tensor([0.0]), lr)
+    assert zero[0].abs().max() == 0 and zero[1].abs().max() == 0
+    half = lm_head_terms(h[None, None], probs[None, None], onehot[None, None], torch.tensor([A]), lr / 2)
+    torch.testing.assert_close(half[1], m_F / 4)
+
+
+def _shadow(vocab=6, width=2, **kw):
+    from genrl.objectives.capo import ShadowAdam
+
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.1, betas=(0.8, 0.9), eps=1e-6)
+    return ShadowAdam(_capo_opts(**kw), vocab, width, opt)
+
+
+def test_capo_shadow_adam_moments_follow_the_kept_tokens():
+    """Before any update the planned step is the raw gradient; each update is one Adam moment step with
+    each vocabulary row's mean kept gradient; later steps use Adam's bias-corrected direction with the
+    token's own gradient folded in (the authors' SparseAdamModel)."""
+    state = _shadow()
+    assert state.direction(torch.zeros(1, 1, 2, dtype=torch.long)) is None and state.lr() == 0.1
+    g = torch.tensor([[[[1.0, 2.0], [3.0, -1.0]], [[5.0, 0.0], [1.0, 1.0]]]])  # [B=1, T=2, k=2, H=2]
+    ids = torch.tensor([[[0, 1], [0, 4]]])  # row 0 twice, rows 1 and 4 once
+    state.accumulate(g, ids, torch.tensor([[1.0, 1.0]]))
+    state.accumulate(g, ids, torch.tensor([[0.0, 0.0]]))  # masked tokens add nothing
+    state.after_backward()
+    mean0 = (g[0, 0, 0] + g[0, 1, 0]) / 2
+    torch.testing.assert_close(state.m[0], 0.2 * mean0)
+    torch.testing.assert_close(state.v[0], 0.1 * mean0**2)
+    torch.testing.assert_close(state.m[4], 0.2 * g[0, 1, 1])
+    assert state.t == 1 and state.m[[2, 3, 5]].abs().sum() == 0
+    new = torch.tensor([[[[0.5, -0.5]]]])
+    G = state.direction(torch.tensor([[[0]]]))(new)
+    m_hat = (0.8 * state.m[0] + 0.2 * new[0, 0, 0]) / (1 - 0.8**2)
+    v_hat = (0.9 * state.v[0] + 0.1 * new[0, 0, 0] ** 2) / (1 - 0.9**2)
+    torch.testing.assert_close(G[0, 0, 0], m_hat / (v_hat.sqrt() + 1e-6))
+    state.accumulate(g, ids, torch.zeros(1, 2))
+    state.after_backward()  # every token masked: no moment step
+    assert state.t == 1
+    again = _shadow()
+    again.load_state_dict(state.state_dict())
+    assert again.t == 1 and torch.equal(again.m, state.m) and torch.equal(again.v, state.v)
+    assert _shadow(optimizer_model="sgd").direction(ids) is None
+
+
+def test_capo_keeps_exactly_the_tokens_inside_both_tests_and_is_the_base_without_them():
+    from genrl.objectives.capo import keep_mask, lm_head_terms
+
+    gen = torch.Generator().manual_seed(1)
+    B, T, k, H = 4, 6, 5, 3
+    hidden = torch.randn(B, T, H, generator=gen)
+    probs = torch.softmax(torch.randn(B, T, k, generator=gen), -1)
+    action = torch.nn.functional.one_hot(torch.randint(0, k, (B, T), generator=gen), k).float()
+    adv = torch.tensor([1.0, -1.0, 0.0, 2.0])
+    info = {
+        "head": {"hidden": hidden, "probs": probs, "action": action, "ids": torch.zeros(B, T, k, dtype=torch.long)}
+    }
+    log_old = torch.randn(B, T, generator=gen)
+    log_new = log_old + 0.01 * torch.randn(B, T, generator=gen)
+    mask = torch.ones(B, T)
+    mask[0, -2:] = 0
+    m_H, m_F, _ = lm_head_terms(hidden, probs, action, adv, 0.1)
+    opts = {"fisher_tau": float(m_F[mask.bool()].median()), "hessian_tau": float(m_H.abs()[mask.bool()].median())}
+    cfg = _cfg(name="capo", capo=opts)
+    loss, m = OBJECTIVES.get("capo")(
+        log_new, log_old, adv, mask, {**info, "objective_state": _shadow(width=H, **opts)}, cfg
+    )
+    fisher, hessian = keep_mask(m_H, m_F, cfg.capo)
+    expected_keep = mask * (m_F < opts["fisher_tau"]) * (m_H.abs() < opts["hessian_tau"])
+    assert torch.equal(mask * fisher * hessian, expected_keep) and 0 < expected_keep.sum() < mask.sum()
+    assert (expected_keep[2] == mask[2]).all()  # A = 0: nothing predicted, always kept
+    base, _ = OBJECTIVES.get("grpo")(log_new, log_old, adv, expected_keep, {}, cfg)
+    assert torch.equal(loss, base) and m["capo/kept"] == pytest.approx(float(expected_keep.sum() / mask.sum()))
+    off = {"fisher_tau": 0.0, "hessian_tau": 0.0}  # both tests off: the base objective bit for bit
+    off_state = {**info, "objective_state": _shadow(width=H, **off)}
+    loss0, _ = OBJECTIVES.get("capo")(log_new, log_old, adv, mask, off_state, _cfg(name="capo", capo=off))
+    assert torch.equal(loss0, OBJECTIVES.get("grpo")(log_new, log_old, adv, mask, {}, cfg)[0])
+
+
+def test_capo_is_for_token_policies_and_checks_its_base():
+    from genrl.config import OnlineConfig, OnlineVLMConfig, load_config
+
+    with pytest.raises(ConfigError, match="objective.name.*softmax head"):
+        load_config(OnlineConfig, None, ["objective.name=capo"])
+    with pytest.raises(ConfigError, match="objective.capo.base"):
+        load_config(OnlineVLMConfig, None, ["objective.name=capo", "objective.capo.base=seppo"])
+    with pytest.raises(ConfigError, match="advantages.std"):  # the base's own rule (Dr. GRPO: no std division)
+        load_config(OnlineVLMConfig, None, ["objective.name=capo", "objective.capo.base=dr_grpo"])
+    cfg = load_config(
+        OnlineVLMConfig, None, ["objective.name=capo", "objective.capo.base=dr_grpo", "advantages.std=none"]
+    )
+    from genrl.objectives.common import chunk_agg
+
+    assert chunk_agg(OBJECTIVES.get("capo"), cfg.objective) == "seq-mean-token-sum-norm"  # the base's

@@ -153,6 +153,32 @@ def test_recomputed_log_probs_give_ratio_exactly_one(temperature):
     torch.testing.assert_close(lp_sub.detach(), traj.log_probs_old[idx], atol=1e-6, rtol=0)
 
 
+def test_head_outputs_reproduce_the_log_probs():
+    """``log_prob(..., head_top_k=k)`` (CAPO's inputs): the hidden states are the LM head's input at the
+    positions that predict each token, over the temperature, so ``W @ hidden`` with the never-sampled
+    tokens blocked gives back the log-probs; ``ids`` / ``probs`` are the top-k renormalised, ``action``
+    marks the sampled token among them; a chunk of the response gets the matching slice."""
+    policy = make_policy(max_new_tokens=6, temperature=0.7)
+    traj = rollout(policy, seed=3)
+    with torch.no_grad():
+        lp, info = policy.log_prob(traj, slice(None), head_top_k=3)
+        part, part_info = policy.log_prob(traj, slice(2, 5), head_top_k=3)
+    head = info["head"]
+    W = policy.module.lm_head.weight.float()
+    logits = (head["hidden"] @ W.T).masked_fill(policy.blocked, float("-inf"))  # [B, T, V]
+    P = int(traj.data["prompt_length"][0])
+    actions = traj.data["input_ids"][:, P:]
+    recomputed = torch.log_softmax(logits, -1).gather(-1, actions[..., None])[..., 0]
+    m = traj.mask.bool()
+    torch.testing.assert_close(recomputed[m], lp[m], atol=1e-5, rtol=0)
+    top, ids = logits.topk(3, -1)
+    assert torch.equal(head["ids"], ids) and head["probs"].shape == (*lp.shape, 3)
+    torch.testing.assert_close(head["probs"], torch.softmax(top, -1))
+    assert torch.equal(head["action"], (ids == actions[..., None]).float()) and head["action"].sum() > 0
+    torch.testing.assert_close(part_info["head"]["hidden"], head["hidden"][:, 2:5], atol=1e-6, rtol=0)
+    assert policy.head_shape() == tuple(W.shape)
+
+
 def test_temperature_is_in_the_log_probs():
     a, b = make_policy(max_new_tokens=4), make_policy(max_new_tokens=4, temperature=0.5)
     traj = rollout(a)

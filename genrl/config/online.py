@@ -17,7 +17,8 @@ from genrl.advantages.riskpo import RiskPOConfig
 from genrl.config.base import ConfigError, Section, at_least, nonempty, option, registered, require
 from genrl.config.common import LoraConfig, OptimizerConfig, RunConfig
 from genrl.families.base import CFG_GRADS
-from genrl.objectives.common import KL_TYPES, LOSS_AGGS
+from genrl.objectives.capo import CAPOConfig
+from genrl.objectives.common import KL_TYPES, LOSS_AGGS, chunk_agg
 from genrl.objectives.fiberpo import FiberPOConfig
 from genrl.objectives.mdpo import MDPOConfig
 from genrl.objectives.mhpo import MHPOConfig
@@ -353,6 +354,7 @@ class ObjectiveConfig(Section):
     kl_warmup: int = option(100, "kl_controller adaptive: backward passes of the linear ramp (SAGE-GRPO: 100)")
     # options of one objective each, declared in that objective's file (used only with its name)
     mhpo: MHPOConfig = option(MHPOConfig, "objective mhpo: log-fidelity modulator and hazard penalty")
+    capo: CAPOConfig = option(CAPOConfig, "objective capo: the masked base objective, thresholds, optimiser model")
     mdpo: MDPOConfig = option(MDPOConfig, "objective mdpo: the mirror-descent step size t_k (KL weight 1 / t_k)")
     fiberpo: FiberPOConfig = option(FiberPOConfig, "objective fiberpo: trajectory (base) and per-action (fiber) gates")
 
@@ -539,7 +541,7 @@ class OnlineConfig(RunConfig):
         if meta.get("check_config") is not None:
             meta["check_config"](self)
         width = getattr(self.policy, "num_steps", None) or getattr(self.policy, "max_new_tokens", 0)
-        whole = (meta.get("chunk_agg") or self.objective.loss_agg) == "seq-mean-token-mean"
+        whole = chunk_agg(OBJECTIVES.get(self.objective.name), self.objective) == "seq-mean-token-mean"
         require(
             not whole or self.train.timestep_chunk == 0 or self.train.timestep_chunk >= width,
             "train.timestep_chunk",

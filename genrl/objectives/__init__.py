@@ -9,7 +9,9 @@ denoising steps) and a language model (actions = tokens). Look one up with
 ``sapo`` (soft gate), ``grpo_guard`` (GRPO-Guard's ratio normalisation and step reweighting;
 flow policies only), ``sage_grpo`` (SAGE-GRPO's equaliser and dual trust region; ``sage`` steps), ``mhpo`` (bounded log-ratio map
 and hazard penalty), ``mdpo`` (mirror descent: unclipped surrogate + annealed KL to the rollout
-policy), ``fiberpo`` (trajectory and per-action gates), ``dhpo`` (token / sequence ratio mixture).
+policy), ``fiberpo`` (trajectory and per-action gates), ``capo`` (a curvature-aware mask on another
+objective's tokens; VLM policies only; it keeps state, registered with ``state=``), and the preference
+objectives ``diffusion_dpo``, ``seppo``, ``sft`` (``trainer: preference``).
 An objective with options declares them as a config section in its own file
 (``objective.<name>.*``, e.g. ``MHPOConfig``), which ``genrl.config.online.ObjectiveConfig`` holds.
 Shared aggregation / KL / chunk-weight helpers: ``common``. Every module of this package is

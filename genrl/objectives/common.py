@@ -124,8 +124,9 @@ def chunk_weight(
 def chunk_agg(objective, config) -> str:
     """The aggregation that governs chunking for ``objective``: an objective that fixes its own
     (registered with ``OBJECTIVES.register(name, chunk_agg=...)``: dr_grpo, gspo) overrides
-    ``config.loss_agg``."""
-    return OBJECTIVES.meta(objective).get("chunk_agg") or config.loss_agg
+    ``config.loss_agg``; ``chunk_agg`` may be a function of the ``ObjectiveConfig`` (capo: its base's)."""
+    agg = OBJECTIVES.meta(objective).get("chunk_agg")
+    return (agg(config) if callable(agg) else agg) or config.loss_agg
 
 
 def objective_normaliser(objective, mask: torch.Tensor, config) -> torch.Tensor:

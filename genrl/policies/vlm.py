@@ -415,30 +415,64 @@ class VLMPolicy(Policy):
         )
 
     # ----------------------------------------------------------------- re-scoring
-    def _token_log_probs(self, model, data: dict, steps: slice, with_entropy: bool = False):
-        """Teacher-forced log-probs ``[B, t]`` of the response tokens ``steps`` under ``model``."""
+    def _token_log_probs(self, model, data: dict, steps: slice, with_entropy: bool = False, head_top_k: int = 0):
+        """Teacher-forced log-probs ``[B, t]`` of the response tokens ``steps`` under ``model``; with
+        ``with_entropy`` also their entropies [B, t], or with ``head_top_k`` > 0 :meth:`head_info`'s dict."""
+        if with_entropy and head_top_k > 0:
+            raise ValueError("_token_log_probs returns the entropies or the head's outputs, not both")
         ids, am, mm = data["input_ids"], data["attention_mask"], data["mm_token_type_ids"]
         P = int(data["prompt_length"][0])
         T = ids.shape[1] - P
         s0, s1, _ = steps.indices(T)
         vision = self._vision_inputs(data)
         # logits at positions P-1+s0 .. P-2+s1 predict response tokens s0 .. s1-1
-        out, _ = self._forward(model, ids, am, mm, vision, use_cache=False, logits_to_keep=T + 1 - s0)
+        out, _ = self._forward(
+            model, ids, am, mm, vision, use_cache=False, logits_to_keep=T + 1 - s0, output_hidden_states=head_top_k > 0
+        )
         logits = self._adjust(out.logits[:, : s1 - s0])
         lp_all = torch.log_softmax(logits, -1)
-        lp = lp_all.gather(-1, ids[:, P + s0 : P + s1, None]).squeeze(-1)
-        if not with_entropy:
-            return lp, None
-        p = lp_all.exp()
-        entropy = -torch.where(p > 0, p * lp_all, torch.zeros_like(p)).sum(-1)
-        return lp, entropy
+        actions = ids[:, P + s0 : P + s1]
+        lp = lp_all.gather(-1, actions[..., None]).squeeze(-1)
+        extra = None
+        if head_top_k > 0:
+            hidden = out.hidden_states[-1][:, P - 1 + s0 : P - 1 + s1]  # the LM head's input at those positions
+            extra = self.head_info(hidden, logits, actions, head_top_k)
+        if with_entropy:
+            p = lp_all.exp()
+            extra = -torch.where(p > 0, p * lp_all, torch.zeros_like(p)).sum(-1)
+        return lp, extra
 
-    def log_prob(self, traj: Trajectory, steps: slice, with_ref: bool = False) -> tuple[torch.Tensor, dict]:
+    @torch.no_grad()
+    def head_info(self, hidden: torch.Tensor, logits: torch.Tensor, actions: torch.Tensor, top_k: int) -> dict:
+        """What a model of the language-model head needs (CAPO, ``genrl.objectives.capo``), detached, float32:
+        ``hidden`` [B, t, H], the head's input divided by the temperature (so ``W @ hidden`` are the
+        logits the log-probs read); ``ids`` [B, t, k] the top-``k`` tokens of each position (``k`` at most
+        the number of tokens the policy can sample); ``probs`` [B, t, k] their probabilities renormalised
+        over the top-``k``; ``action`` [B, t, k] the sampled token's one-hot among them (all 0 if absent).
+        ``logits``: [B, t, V] already divided by the temperature (``_adjust``); ``actions``: [B, t]."""
+        k = min(top_k, int((~self.blocked).sum()))
+        top, ids = logits.topk(k, dim=-1)  # [B, t, k]
+        return {
+            "hidden": hidden.detach().float() / self.cfg.temperature,
+            "ids": ids,
+            "probs": torch.softmax(top, -1),
+            "action": (ids == actions[..., None]).float(),
+        }
+
+    def head_shape(self) -> tuple[int, int]:
+        """``(V, H)``: the language-model head's weight shape (vocabulary rows x hidden width)."""
+        weight = self._module.get_output_embeddings().weight
+        return int(weight.shape[0]), int(weight.shape[1])
+
+    def log_prob(
+        self, traj: Trajectory, steps: slice, with_ref: bool = False, head_top_k: int = 0
+    ) -> tuple[torch.Tensor, dict]:
         """Re-score the stored response tokens ``traj[:, steps]`` with the current weights
         (through ``self.model``, with gradients). ``info["ref_log_probs"]`` from the reference
-        when ``with_ref`` (for the k1/k3 KL in ``genrl.objectives.common.kl_per_action``)."""
-        lp, _ = self._token_log_probs(self.model, traj.data, steps)
-        info = {}
+        when ``with_ref`` (for the k1/k3 KL in ``genrl.objectives.common.kl_per_action``);
+        ``info["head"]`` (:meth:`head_info`) when ``head_top_k`` > 0 (an objective with state asks for it)."""
+        lp, head = self._token_log_probs(self.model, traj.data, steps, head_top_k=head_top_k)
+        info = {} if head is None else {"head": head}
         if with_ref:
             with torch.no_grad(), self.reference() as ref:
                 info["ref_log_probs"], _ = self._token_log_probs(ref, traj.data, steps)

@@ -101,6 +101,7 @@ def update(
     guard: NonFiniteGuard | None = None,
     measure_kl: bool = False,
     progress: float = 0.0,
+    objective_state=None,
 ) -> dict[str, float]:
     """Policy-gradient updates on one rollout batch; returns metrics averaged over all processes.
 
@@ -114,7 +115,9 @@ def update(
     The reference model runs only when the loss needs it (``objective.beta > 0``), or, with
     ``measure_kl``, on the first minibatch to log ``loss/kl`` (``log.kl_every``). ``progress``, the
     share of training done (``step / max_steps``), reaches the objective as ``step_info["progress"]``
-    (MDPO's annealed step size)."""
+    (MDPO's annealed step size). ``objective_state``, the state of an objective registered with
+    ``state=cls`` (CAPO's shadow moments), reaches it as ``step_info["objective_state"]``: it adds its
+    ``log_prob_kwargs()`` to the policy's re-scoring and takes ``after_backward(accelerator)``."""
     tc = cfg.train
     B, T = traj.log_probs_old.shape
     chunk = tc.timestep_chunk or T
@@ -125,6 +128,7 @@ def update(
     guard = guard or NonFiniteGuard()  # the trainer's own keeps counting across steps
     nonfinite_before = guard.total
     obj_cfg = copy.copy(cfg.objective)  # its beta is the KL controller's current coefficient
+    state_kw = objective_state.log_prob_kwargs() if objective_state is not None else {}
     acc, grad_norms, skipped = _WeightedMeans(), [], 0
     for epoch in range(tc.inner_epochs):
         perm = torch.randperm(B, generator=generator).to(traj.log_probs_old.device)
@@ -146,8 +150,10 @@ def update(
                     sharded = sharding.is_sharded(policy.model)
                     ctx = contextlib.nullcontext() if last or sharded else accelerator.no_sync(policy.model)
                     with ctx, accelerator.autocast():
-                        log_probs, info = policy.log_prob(sub, sl, with_ref=with_ref)  # [b, t]
+                        log_probs, info = policy.log_prob(sub, sl, with_ref=with_ref, **state_kw)  # [b, t]
                         step_info = {**{k: v[:, sl] for k, v in sub.step_info.items()}, **info, "progress": progress}
+                        if objective_state is not None:
+                            step_info["objective_state"] = objective_state
                         mask = sub.mask[:, sl]
                         obj_cfg.beta = kl_control.value
                         loss, m = objective(log_probs, sub.log_probs_old[:, sl], adv, mask, step_info, obj_cfg)
@@ -155,6 +161,8 @@ def update(
                         weight = objective_chunk_weight(objective, mask, sub.mask, cfg.objective, total=total) * world
                         accelerator.gradient_state._set_sync_gradients(last)  # DeepSpeed: step only after the last one
                         accelerator.backward(loss * weight)
+                    if objective_state is not None:
+                        objective_state.after_backward(accelerator)
                     if "loss/kl" in m and kl_control.adaptive:
                         kl_control.update(m.get("loss/kl_total", m["loss/kl"]))  # SAGE-GRPO: after every backward pass
                         m["loss/kl_coef"] = obj_cfg.beta
@@ -283,6 +291,8 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         else None
     )
     kl_control = build_kl_controller(cfg.objective)  # objective.beta, or SAGE-GRPO's adaptive coefficient
+    state_cls = OBJECTIVES.meta(objective).get("state")  # an objective's own state (CAPO's shadow moments)
+    objective_state = state_cls(cfg, policy, optimizer) if state_cls is not None else None
     if cfg.objective.anchor_period > 0:
         named = {n: p for n, p in policy.module.named_parameters() if p.requires_grad}
         policy.anchor = Anchor(named, cfg.objective.anchor_period)  # policy.reference() now means the anchor
@@ -362,6 +372,13 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 f"{ckpt} has no state for advantages.estimator={cfg.advantages.estimator}; resume with the config "
                 f"it was written with, or start over (resume=false)"
             ) from None
+        if objective_state is not None:
+            if state.get("objective_state") is None:
+                raise ValueError(
+                    f"{ckpt} has no state for objective.name={cfg.objective.name}; resume with the config it was "
+                    f"written with, or start over (resume=false)"
+                )
+            objective_state.load_state_dict(state["objective_state"])
         start = state["step"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
@@ -485,6 +502,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 guard,
                 measure_kl=cfg.log.kl_every > 0 and step % cfg.log.kl_every == 0,
                 progress=step / cfg.max_steps,
+                objective_state=objective_state,
             )
             t3 = time.perf_counter()
 
@@ -559,6 +577,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                         "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
                         "kl_control": kl_control.state_dict(),
                         "advantages": advantages_of.state_dict(),  # a stateful estimator's (RiskPO's tracker)
+                        "objective_state": objective_state.state_dict() if objective_state is not None else None,
                     }
                     save = save_sharded_checkpoint if per_process else save_checkpoint
                     save(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)

@@ -1,0 +1,261 @@
+"""CAPO, Curvature-Aware Policy Optimization (Melo, Abate, Gal, "Stabilizing Policy Gradients for
+Sample-Efficient Reinforcement Learning in LLM Reasoning", arXiv 2510.00819 v2, ICLR 2026): objective
+``capo``, a mask on the tokens of another objective's loss (``objective.capo.base``: ``grpo`` = CAPO,
+``dr_grpo`` = Dr.CAPO).
+
+Before each update CAPO predicts, per token, how far the update would move the objective and the
+policy, with a second-order model of the **language-model head** ``W`` [V, H] alone (the paper's
+eqs 7-9: gradient, Hessian and Fisher of the last layer), and leaves out of the loss every token
+whose prediction falls outside a trust region. The base objective is otherwise unchanged.
+
+Per token, with ``h`` [H] the LM head's input (the last hidden state; divided by the policy's
+temperature, so that ``W h`` are the logits the log-prob reads), ``pi`` [k] the policy's
+distribution over its top-``k`` tokens renormalised, ``e_a`` the sampled token's one-hot among them
+(all zeros when it is not in the top-``k``), ``v = e_a - pi`` and ``A`` the (clamped) advantage:
+
+* gradient rows ``g = A v (x) h`` [k, H] (``d (A log pi(a)) / d W`` on the top-``k`` rows);
+* planned step direction ``G`` [k, H]: Adam's, ``m^ / (sqrt(v^) + eps)`` with
+  ``m^ = (b1 m + (1 - b1) g) / (1 - b1^(t+1))``, ``v^ = (b2 v + (1 - b2) g^2) / (1 - b2^(t+1))``, from
+  shadow moments ``m, v`` kept per vocabulary row (``optimizer_model: adam``; ``G = g`` before the
+  first update, and always with ``optimizer_model: sgd``); ``b1, b2, eps`` are the run's optimizer's;
+* ``u = G h`` [k] (the logits' change per unit learning rate);
+* predicted objective change ``m_H = lr <g, G> + lr^2 / 2 * A ((v . u)^2 - u^T (diag(pi) - pi pi^T) u)``;
+* predicted policy shift ``m_F = lr^2 / 2 * (v . u)^2`` (the sampled-action Fisher);
+* kept iff ``m_F < fisher_tau`` and ``-hessian_tau < m_H < hessian_tau`` (``symmetric``; else
+  ``0 <= m_H < hessian_tau``); a tau of 0 turns its test off. ``lr`` is the optimizer's current one.
+
+After each backward pass the shadow moments take one Adam moment step with, for every vocabulary row,
+the mean of the gradient rows ``g`` of the kept tokens' top-``k`` entries that fall on it (summed over
+all processes), and the step count ``t`` grows by one; rows no kept token touched stay as they were.
+The moments and ``t`` go into every checkpoint (a resume is exact). The loss is the base objective's
+with the kept tokens only (its own aggregation over them).
+
+Where the numbers come from. The paper's body could not be read here; the formulas above are from the
+authors' code (luckeciano/stable-pg-llm at 933fe01, ``src/open_r1/grpo_entropy_trainer.py``
+(``capo_only`` mode) and ``src/open_r1/sparse_optim_models/sparse_adam_model.py``) and two paper notes
+quoting eqs 7-10, which agree with it. Defaults are the authors' GRPO -> CAPO recipe
+(``recipes/Qwen2.5-Math-7B/grpo/*fisher_mask_token_1e-4_hessian_mask_token_0.01*``): ``fisher_tau``
+1e-4, ``hessian_tau`` 0.01, symmetric, Adam model, ``top_k`` 50 (transformers' generation default that
+the code inherits); their Dr.CAPO recipes use 1e-3 and 5e-4. The paper's Table 4 of thresholds could
+not be read. Where we differ from the code, on purpose: ``h`` is taken at the position whose logits
+predict the token (the code takes the token's own position, one later), the temperature enters ``h``,
+the advantage is the clamped one the loss uses, and the moments are float32 (the code: bf16).
+
+Modalities: tokens only. A denoising step has no softmax head, and the paper defines no analogue:
+``capo`` with a flow or diffusion policy is a config error. Memory: the shadow moments are two
+[V, H] float32 tensors and the gradient rows [B, T, k, H] per chunk, fine for small heads; a 7B
+model's head (152k x 3584) needs 4.4 GB for the moments. Metrics: ``capo/kept`` (share of trained
+tokens kept), ``capo/fisher_masked``, ``capo/hessian_masked`` (shares each test removes),
+``capo/m_F_mean``, ``capo/m_H_mean``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from genrl.config.base import Section, at_least, option, require
+from genrl.objectives.common import chunk_agg, clamp_advantages
+from genrl.registry import OBJECTIVES
+
+
+@dataclass
+class CAPOConfig(Section):
+    """Options of objective ``capo`` (``objective.capo.*``); defaults from the authors' GRPO -> CAPO recipe."""
+
+    base: str = option("grpo", "the objective whose loss CAPO masks: grpo (CAPO), dr_grpo (Dr.CAPO), ...")
+    fisher_tau: float = option(1e-4, "delta_F: keep a token only if its predicted policy shift m_F < this (0 = off)")
+    hessian_tau: float = option(0.01, "delta_H: keep a token only if -delta_H < m_H < delta_H (0 = off)")
+    symmetric: bool = option(True, "Hessian test -tau < m_H < tau (true, every recipe) or 0 <= m_H < tau")
+    optimizer_model: Literal["adam", "sgd"] = option(
+        "adam", "the planned step: Adam's direction from shadow moments per vocabulary row, or the raw gradient"
+    )
+    top_k: int = option(50, "vocabulary rows modelled per token: its distribution's top-k (renormalised)")
+
+    def validate(self) -> None:
+        for key in ("fisher_tau", "hessian_tau"):
+            value = getattr(self, key)
+            require(value >= 0 and math.isfinite(value), key, value, "must be finite and >= 0 (0 = off)")
+        at_least(self, 1, "top_k")
+        require(self.base != "capo", "base", self.base, "must be another objective (grpo, dr_grpo, ...)")
+
+
+def check_config(cfg) -> None:
+    """A VLM policy (a softmax head), and a base objective that exists and can be masked."""
+    from genrl.config import ConfigError
+
+    if not hasattr(cfg.policy, "max_new_tokens"):
+        raise ConfigError(
+            "objective.name",
+            "capo masks tokens with a model of the language-model head; a denoising policy has no softmax head "
+            "(use it with a VLM policy)",
+            "capo",
+        )
+    base = cfg.objective.capo.base
+    try:
+        meta = OBJECTIVES.meta(base)
+    except ValueError as e:
+        raise ConfigError("objective.capo.base", str(e), base) from None
+    if meta.get("kind") == "preference" or meta.get("state") is not None:
+        raise ConfigError("objective.capo.base", "must be a policy-gradient objective without state", base)
+    if meta.get("check_config") is not None:
+        meta["check_config"](cfg)
+
+
+def base_chunk_agg(config) -> str:
+    """The aggregation of ``objective.capo.base`` (what CAPO's chunks are weighted by)."""
+    return chunk_agg(OBJECTIVES.get(config.capo.base), config)
+
+
+def lm_head_terms(
+    hidden: torch.Tensor,
+    probs: torch.Tensor,
+    action: torch.Tensor,
+    adv: torch.Tensor,
+    lr: float,
+    direction=None,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """CAPO's per-token predictions for the LM head.
+
+    ``hidden`` [B, T, H] (the head's input over the temperature), ``probs`` [B, T, k] (top-k,
+    renormalised), ``action`` [B, T, k] (one-hot of the sampled token among them), ``adv`` [B],
+    ``lr`` the learning rate; ``direction(g)`` maps the gradient rows to the planned step ``G``
+    (default: ``G = g``). Returns ``(m_H, m_F, g)``: [B, T], [B, T] and the gradient rows [B, T, k, H]."""
+    v = action - probs  # [B, T, k]
+    a = adv.to(hidden.dtype)[:, None]  # [B, 1]
+    g = a[..., None, None] * v[..., None] * hidden[:, :, None, :]  # [B, T, k, H]
+    G = g if direction is None else direction(g)
+    u = (G * hidden[:, :, None, :]).sum(-1)  # [B, T, k]
+    dot = (v * u).sum(-1)  # [B, T]
+    u_fisher_u = (probs * u * u).sum(-1) - (probs * u).sum(-1) ** 2  # u^T (diag(pi) - pi pi^T) u
+    m_H = lr * (g * G).sum((-1, -2)) + 0.5 * lr**2 * a * (dot**2 - u_fisher_u)
+    m_F = 0.5 * lr**2 * dot**2
+    return m_H, m_F, g
+
+
+class ShadowAdam:
+    """CAPO's state: shadow Adam moments per vocabulary row of the LM head (``m``, ``v``: [V, H] float32),
+    their step count ``t``, and the gradient rows of the kept tokens waiting for the next moment step.
+
+    Built once per run by the trainer (``OBJECTIVES.register(..., state=ShadowAdam.for_run)``) from its
+    config, policy and optimizer; the trainer passes it to the objective as
+    ``step_info["objective_state"]``, asks the policy for ``log_prob_kwargs()``, calls
+    ``after_backward(accelerator)`` after each backward pass and saves ``state_dict()`` in checkpoints.
+    ``opts``: a ``CAPOConfig``; ``vocab``, ``width``: the head's shape [V, H]; ``optimizer``: the run's
+    (its current ``lr``, and Adam's ``betas`` and ``eps``). Raises ``ValueError`` for the Adam model with an
+    optimizer that has no ``betas``."""
+
+    @classmethod
+    def for_run(cls, cfg, policy, optimizer) -> "ShadowAdam":
+        return cls(cfg.objective.capo, *policy.head_shape(), optimizer)
+
+    def __init__(self, opts: CAPOConfig, vocab: int, width: int, optimizer):
+        self.opts = opts
+        self.optimizer = optimizer
+        group = optimizer.param_groups[0]
+        if self.opts.optimizer_model == "adam" and "betas" not in group:
+            raise ValueError("objective.capo.optimizer_model=adam models Adam, but the optimizer has no betas")
+        self.betas, self.eps = tuple(group.get("betas", (0.9, 0.999))), group.get("eps", 1e-8)
+        self.m = torch.zeros(vocab, width)
+        self.v = torch.zeros(vocab, width)
+        self.t = 0
+        self._sums, self._counts = torch.zeros(vocab, width), torch.zeros(vocab)
+
+    def log_prob_kwargs(self) -> dict[str, Any]:
+        return {"head_top_k": self.opts.top_k}
+
+    def lr(self) -> float:
+        return float(self.optimizer.param_groups[0]["lr"])
+
+    def direction(self, ids: torch.Tensor):
+        """``g -> G`` for the gradient rows [B, T, k, H] on vocabulary rows ``ids`` [B, T, k]."""
+        if self.opts.optimizer_model == "sgd" or self.t == 0:
+            return None
+        (b1, b2), t = self.betas, self.t + 1
+        m, v = self.m.to(ids.device)[ids], self.v.to(ids.device)[ids]  # [B, T, k, H]
+
+        def adam(g: torch.Tensor) -> torch.Tensor:
+            m_hat = (b1 * m + (1 - b1) * g) / (1 - b1**t)
+            v_hat = (b2 * v + (1 - b2) * g * g) / (1 - b2**t)
+            return m_hat / (v_hat.sqrt() + self.eps)
+
+        return adam
+
+    def accumulate(self, g: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor) -> None:
+        """Add the kept tokens' gradient rows (``g`` [B, T, k, H] on rows ``ids`` [B, T, k]; ``keep`` [B, T])."""
+        sel = keep.bool()
+        rows, grads = ids[sel].flatten().cpu(), g[sel].flatten(0, 1).detach().float().cpu()  # [n k], [n k, H]
+        self._sums.index_add_(0, rows, grads)
+        self._counts.index_add_(0, rows, torch.ones(rows.shape[0]))
+
+    def after_backward(self, accelerator=None) -> None:
+        """One moment step with each touched row's mean kept gradient (over all processes)."""
+        sums, counts = self._sums, self._counts
+        if accelerator is not None and accelerator.num_processes > 1:
+            sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu()
+            counts = accelerator.reduce(counts.to(accelerator.device), reduction="sum").cpu()
+        self._sums, self._counts = torch.zeros_like(self._sums), torch.zeros_like(self._counts)
+        touched = counts > 0
+        if not touched.any():  # every token masked: no moment step (the authors' code fails here)
+            return
+        g = sums[touched] / counts[touched, None]
+        (b1, b2) = self.betas
+        self.m[touched] = b1 * self.m[touched] + (1 - b1) * g
+        self.v[touched] = b2 * self.v[touched] + (1 - b2) * g * g
+        self.t += 1
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"m": self.m.clone(), "v": self.v.clone(), "t": self.t}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if tuple(state["m"].shape) != tuple(self.m.shape):
+            raise ValueError(
+                f"CAPO's shadow moments have shape {tuple(state['m'].shape)}, this model's head "
+                f"{tuple(self.m.shape)}: resume with the model it was written with"
+            )
+        self.m, self.v, self.t = state["m"].clone().float(), state["v"].clone().float(), int(state["t"])
+
+
+def keep_mask(m_H: torch.Tensor, m_F: torch.Tensor, opts) -> tuple[torch.Tensor, torch.Tensor]:
+    """(Fisher test, Hessian test) as float masks [B, T]: 1 = the token passes (a tau of 0 passes all)."""
+    fisher = (m_F < opts.fisher_tau) if opts.fisher_tau > 0 else torch.ones_like(m_F, dtype=torch.bool)
+    if opts.hessian_tau <= 0:
+        hessian = torch.ones_like(m_H, dtype=torch.bool)
+    elif opts.symmetric:
+        hessian = (m_H < opts.hessian_tau) & (m_H > -opts.hessian_tau)
+    else:
+        hessian = (m_H < opts.hessian_tau) & (m_H >= 0)
+    return fisher.float(), hessian.float()
+
+
+@OBJECTIVES.register("capo", chunk_agg=base_chunk_agg, check_config=check_config, state=ShadowAdam.for_run)
+def capo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
+    """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]; ``step_info["head"]`` from the policy
+    (``hidden`` [B, T, H], ``probs``, ``ids``, ``action`` [B, T, k]) and ``step_info["objective_state"]``
+    (:class:`ShadowAdam`). Returns (loss, metrics): the base objective's on the kept tokens."""
+    state, head = step_info.get("objective_state"), step_info.get("head")
+    if state is None or head is None:
+        raise ValueError("objective capo needs the trainer's ShadowAdam state and the policy's head outputs")
+    opts = config.capo
+    with torch.no_grad():
+        adv = clamp_advantages(advantages, config)[:, 0].float()  # [B]
+        m_H, m_F, g = lm_head_terms(head["hidden"], head["probs"], head["action"], adv, state.lr(),
+                                    state.direction(head["ids"]))  # fmt: skip
+        fisher, hessian = keep_mask(m_H, m_F, opts)
+        keep = mask * fisher * hessian  # [B, T]
+        state.accumulate(g, head["ids"], keep)
+    loss, metrics = OBJECTIVES.get(opts.base)(log_probs_new, log_probs_old, advantages, keep, step_info, config)
+    n = mask.sum().clamp_min(1)
+    metrics.update(
+        {
+            "capo/kept": (keep.sum() / n).item(),
+            "capo/fisher_masked": (mask * (1 - fisher)).sum().item() / n.item(),
+            "capo/hessian_masked": (mask * (1 - hessian)).sum().item() / n.item(),
+            "capo/m_F_mean": ((m_F * mask).sum() / n).item(),
+            "capo/m_H_mean": ((m_H * mask).sum() / n).item(),
+        }
+    )
+    return loss, metrics
