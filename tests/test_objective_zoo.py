@@ -253,6 +253,21 @@ def test_riskpo_tracked_quantiles_push_a_uniformly_low_bundle_down():
     assert torch.equal(bundle[:4], torch.zeros(4))
 
 
+def test_riskpo_tracked_quantiles_put_a_short_bundle_on_the_scale_of_a_full_one():
+    """3 prompts in bundles of 2: the last bundle has one prompt, so its paper scores (one reward each)
+    are doubled before they are pooled with the full bundle's (two rewards each)."""
+    from genrl.advantages import build_estimator
+    from genrl.advantages.riskpo import RiskPO
+
+    cfg = _adv_cfg(estimator="riskpo", riskpo={"bundle_size": 2, "quantiles": "tracked", "scale": "none"})
+    est = build_estimator(RiskPO, cfg)
+    rewards = torch.tensor([1.0, 0.0, 1.0, 1.0, 1.0, 0.0, 0.5, 1.0, 0.0])  # 3 prompts x 3 samples
+    _, st = est(rewards, torch.tensor([0, 0, 0, 1, 1, 1, 2, 2, 2]), cfg)
+    pooled = torch.tensor([2.0, 1.0, 1.0, 1.0, 2.0, 0.0], dtype=torch.float64)  # papers 1+1, 0+1, 1+0; 2x(.5, 1, 0)
+    assert st["riskpo/q_alpha"] == pytest.approx(torch.quantile(pooled, 0.2).item())
+    assert st["riskpo/q_beta"] == pytest.approx(torch.quantile(pooled, 0.8).item())
+
+
 def test_advantages_keep_one_stateful_estimator_per_reward_and_their_state():
     """``combine: advantages`` gives each reward its own estimator instance (its own tracked quantiles);
     the state round-trips through ``state_dict`` and a missing stream is named."""
@@ -278,6 +293,10 @@ def test_advantages_keep_one_stateful_estimator_per_reward_and_their_state():
     from genrl.advantages.grpo import grpo_estimator
 
     assert Advantages(grpo_estimator, _adv_cfg(), {"a": 1.0}).state_dict() == {}  # a function keeps none
+    bundle = Advantages(RiskPO, _adv_cfg(estimator="riskpo"), {"a": 1.0})  # each bundle's own quantiles: no state
+    assert bundle.state_dict() == {} and bundle.load_state_dict({}) is None
+    with pytest.raises(ValueError, match="levels"):  # tracked quantiles of other levels are not these
+        RiskPO(_adv_cfg(estimator="riskpo", riskpo={**riskpo, "alpha": 0.1})).load_state_dict(state["a"])
 
 
 # ----------------------------------------------------------------------------- d3s
@@ -444,9 +463,11 @@ def test_capo_shadow_adam_moments_follow_the_kept_tokens():
     assert state.direction(torch.zeros(1, 1, 2, dtype=torch.long)) is None and state.lr() == 0.1
     g = torch.tensor([[[[1.0, 2.0], [3.0, -1.0]], [[5.0, 0.0], [1.0, 1.0]]]])  # [B=1, T=2, k=2, H=2]
     ids = torch.tensor([[[0, 1], [0, 4]]])  # row 0 twice, rows 1 and 4 once
-    state.accumulate(g, ids, torch.tensor([[1.0, 1.0]]))
+    state.accumulate(g[:, :1], ids[:, :1], torch.tensor([[1.0]]))  # two micro-batches of one optimizer step
+    state.accumulate(g[:, 1:], ids[:, 1:], torch.tensor([[1.0]]))
     state.accumulate(g, ids, torch.tensor([[0.0, 0.0]]))  # masked tokens add nothing
-    state.after_backward()
+    assert not state.skip_step()
+    state.after_optimizer_step(stepped=True)
     mean0 = (g[0, 0, 0] + g[0, 1, 0]) / 2
     torch.testing.assert_close(state.m[0], 0.2 * mean0)
     torch.testing.assert_close(state.v[0], 0.1 * mean0**2)
@@ -458,8 +479,11 @@ def test_capo_shadow_adam_moments_follow_the_kept_tokens():
     v_hat = (0.9 * state.v[0] + 0.1 * new[0, 0, 0] ** 2) / (1 - 0.9**2)
     torch.testing.assert_close(G[0, 0, 0], m_hat / (v_hat.sqrt() + 1e-6))
     state.accumulate(g, ids, torch.zeros(1, 2))
-    state.after_backward()  # every token masked: no moment step
-    assert state.t == 1
+    assert state.skip_step()  # every token masked: the trainer skips the optimizer step
+    state.after_optimizer_step(stepped=False)
+    state.accumulate(g, ids, torch.ones(1, 2))
+    state.after_optimizer_step(stepped=False)  # a skipped step (e.g. a non-finite gradient) moves nothing
+    assert state.t == 1 and state.skip_step()  # and what it had gathered is dropped
     again = _shadow()
     again.load_state_dict(state.state_dict())
     assert again.t == 1 and torch.equal(again.m, state.m) and torch.equal(again.v, state.v)
@@ -493,11 +517,47 @@ def test_capo_keeps_exactly_the_tokens_inside_both_tests_and_is_the_base_without
     assert torch.equal(mask * fisher * hessian, expected_keep) and 0 < expected_keep.sum() < mask.sum()
     assert (expected_keep[2] == mask[2]).all()  # A = 0: nothing predicted, always kept
     base, _ = OBJECTIVES.get("grpo")(log_new, log_old, adv, expected_keep, {}, cfg)
-    assert torch.equal(loss, base) and m["capo/kept"] == pytest.approx(float(expected_keep.sum() / mask.sum()))
+    torch.testing.assert_close(loss, base * expected_keep.sum() / mask.sum())  # token-mean over the trained tokens
+    assert m["capo/kept"] == pytest.approx(float(expected_keep.sum() / mask.sum()))
     off = {"fisher_tau": 0.0, "hessian_tau": 0.0}  # both tests off: the base objective bit for bit
     off_state = {**info, "objective_state": _shadow(width=H, **off)}
     loss0, _ = OBJECTIVES.get("capo")(log_new, log_old, adv, mask, off_state, _cfg(name="capo", capo=off))
     assert torch.equal(loss0, OBJECTIVES.get("grpo")(log_new, log_old, adv, mask, {}, cfg)[0])
+
+
+@pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean"])
+def test_capo_loss_does_not_depend_on_how_the_batch_is_split(loss_agg):
+    """Two micro-batches weighted as the trainer weighs them give the whole batch's loss, although the
+    mask removes a different share of each (genrl's rule for every objective)."""
+    from genrl.objectives.common import objective_chunk_weight, objective_normaliser
+
+    gen = torch.Generator().manual_seed(2)
+    B, T, k, H = 6, 5, 4, 3
+    head = {
+        "hidden": torch.randn(B, T, H, generator=gen),
+        "probs": torch.softmax(torch.randn(B, T, k, generator=gen), -1),
+        "action": torch.nn.functional.one_hot(torch.randint(0, k, (B, T), generator=gen), k).float(),
+        "ids": torch.zeros(B, T, k, dtype=torch.long),
+    }
+    adv = torch.randn(B, generator=gen)
+    log_old = torch.randn(B, T, generator=gen)
+    log_new = (log_old + 0.05 * torch.randn(B, T, generator=gen)).requires_grad_(True)
+    mask = (torch.rand(B, T, generator=gen) > 0.2).float()
+    cfg = _cfg(name="capo", loss_agg=loss_agg, capo={"fisher_tau": 2e-4, "hessian_tau": 0.02})
+    capo = OBJECTIVES.get("capo")
+
+    def loss_of(rows):
+        info = {"head": {key: x[rows] for key, x in head.items()}, "objective_state": _shadow(width=H)}
+        return capo(log_new[rows], log_old[rows], adv[rows], mask[rows], info, cfg)
+
+    whole, m = loss_of(slice(None))
+    total = objective_normaliser(capo, mask, cfg)
+    parts = sum(
+        loss_of(rows)[0] * objective_chunk_weight(capo, mask[rows], mask[rows], cfg, total=total)
+        for rows in (slice(0, 2), slice(2, 6))
+    )
+    assert 0 < m["capo/kept"] < 1
+    torch.testing.assert_close(parts, whole)
 
 
 def test_capo_is_for_token_policies_and_checks_its_base():
@@ -509,8 +569,14 @@ def test_capo_is_for_token_policies_and_checks_its_base():
         load_config(OnlineVLMConfig, None, ["objective.name=capo", "objective.capo.base=seppo"])
     with pytest.raises(ConfigError, match="advantages.std"):  # the base's own rule (Dr. GRPO: no std division)
         load_config(OnlineVLMConfig, None, ["objective.name=capo", "objective.capo.base=dr_grpo"])
+    with pytest.raises(ConfigError, match="policy.lora.rank"):  # LoRA leaves the modelled head frozen
+        load_config(OnlineVLMConfig, None, ["objective.name=capo", "policy.lora.rank=8"])
+    with pytest.raises(ConfigError, match="objective.capo.base.*sage_grpo"):  # a base's own rule, under the base's key
+        load_config(OnlineVLMConfig, None, ["objective.name=capo", "objective.capo.base=sage_grpo"])
     cfg = load_config(
-        OnlineVLMConfig, None, ["objective.name=capo", "objective.capo.base=dr_grpo", "advantages.std=none"]
+        OnlineVLMConfig,
+        None,
+        ["objective.name=capo", "objective.capo.base=dr_grpo", "advantages.std=none", "policy.lora.rank=0"],
     )
     from genrl.objectives.common import chunk_agg
 

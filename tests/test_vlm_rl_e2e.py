@@ -148,3 +148,16 @@ def test_capo_masks_tokens_and_resumes_exactly(tmp_path, sft_config):
         torch.equal(a["objective_state"]["m"], b["objective_state"]["m"]) and a["objective_state"]["m"].abs().sum() > 0
     )
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
+
+
+def test_capo_skips_the_optimizer_step_when_it_keeps_no_token(tmp_path, sft_config):
+    """Every trained token masked by CAPO (zero advantages dropped, so each one left has a prediction, all
+    above a threshold of 1e-30): no optimizer step, so AdamW's momentum and weight decay do not move the
+    weights, and the shadow moments stay at their start."""
+    extra = ("objective.name=capo", "objective.capo.fisher_tau=1e-30", "advantages.drop_zero=true")
+    run = tmp_path / "run"
+    train(_cfg("grpo", run, sft_config, *extra, 'rewards={"test_vlm_rl_e2e:response_length": 1.0}', "max_steps=1"))
+    row = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line][-1]
+    assert row["capo/kept"] == 0 and row["train/optimizer_steps"] == 0 and row["train/optimizer_steps_skipped"] == 2
+    ckpt = load_checkpoint(latest_checkpoint(str(run / "checkpoints")))
+    assert ckpt["objective_state"]["t"] == 0

@@ -22,8 +22,9 @@ def build_estimator(entry: Any, config) -> Callable:
 
 
 def is_stateful(estimator: Callable) -> bool:
-    """Whether ``estimator`` keeps state that checkpoints must carry (it has ``state_dict``)."""
-    return callable(getattr(estimator, "state_dict", None))
+    """Whether ``estimator`` keeps state that checkpoints must carry: it has ``state_dict``, and does not
+    say otherwise with ``keeps_state = False`` (RiskPO with each bundle's own quantiles)."""
+    return callable(getattr(estimator, "state_dict", None)) and getattr(estimator, "keeps_state", True)
 
 
 def weighted_advantages(

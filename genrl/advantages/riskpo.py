@@ -26,7 +26,11 @@ approximation, ``q_{k+1} = q_k + gamma (s - frac(R_B < q_k))`` for ``s`` in ``{a
 paper scores of the whole batch (all bundles pooled): ``quantiles: tracked``, ``gamma`` =
 ``quantile_lr`` (0.1, the authors' ``lr_q``). The tracker starts at the first batch's empirical
 quantiles (as the authors' code initialises it); each step's advantages use ``q_k``, then the step's
-scores move it to ``q_{k+1}``. Its state goes into every checkpoint, so a resume is exact. The
+scores move it to ``q_{k+1}``. ``gamma`` is in the units of a paper score (a sum of ``bundle_size``
+rewards). Pooling needs one scale: the papers of a short last bundle (``n < bundle_size`` prompts, when
+the prompts per step are not a multiple of it) have their scores scaled by ``bundle_size / n`` (ours;
+the authors' tracker pools them unscaled). Its state, with the levels it tracks, goes into every
+checkpoint, so a resume is exact. The
 released code, as far as could be read, computes the tracker only for logging and ends up using each
 bundle's own empirical quantiles: ``quantiles: bundle``, the default, since that is what the
 authors' reported runs did.
@@ -68,13 +72,19 @@ class RiskPOConfig(Section):
     beta: float = option(0.8, "upper quantile level: papers above it get advantage 0 (alpha < beta <= 1)")
     omega: float = option(0.5, "extra weight of the lower tail (>= 0; 0 = range VaR)")
     bundle_size: int = option(5, "prompts per bundle (1 = each prompt alone)")
-    scale: Literal["std", "none"] = option("std", "divide a bundle's advantages by the std of its paper scores")
+    scale: Literal["std", "none"] = option(
+        "std",
+        "divide a bundle's advantages by the std of its paper scores (quantiles=tracked: of all the batch's "
+        "paper scores, a std <= 1e-3 counting as 1)",
+    )
     quantiles: Literal["bundle", "tracked"] = option(
         "bundle",
         "Q_alpha, Q_beta: each bundle's empirical quantiles (the authors' released code), or tracked online "
         "over all papers of the run (the paper's stochastic approximation; state kept in checkpoints)",
     )
-    quantile_lr: float = option(0.1, "quantiles=tracked: the tracker's step gamma (> 0; the authors' lr_q)")
+    quantile_lr: float = option(
+        0.1, "quantiles=tracked: the tracker's step gamma, in paper-score units (> 0; the authors' lr_q)"
+    )
 
     def validate(self) -> None:
         require(0 <= self.alpha < self.beta <= 1, "alpha", self.alpha, f"needs 0 <= alpha < beta = {self.beta} <= 1")
@@ -112,8 +122,9 @@ class QuantileTracker:
         self.q: torch.Tensor | None = None
 
     def update(self, scores: torch.Tensor) -> torch.Tensor:
-        """``scores`` [N] (finite): returns the quantiles ``q_k`` [L] to use for this batch and moves the
-        tracker to ``q_{k+1}`` (the first batch only sets ``q``)."""
+        """``scores`` [N] (finite, any device): returns the quantiles ``q_k`` [L] (float64, CPU) to use for
+        this batch and moves the tracker to ``q_{k+1}`` (the first batch only sets ``q``)."""
+        scores = scores.detach().double().cpu()  # the tracker's state lives on the CPU
         if self.q is None:
             self.q = torch.quantile(scores, self.levels)
             return self.q.clone()
@@ -123,9 +134,15 @@ class QuantileTracker:
         return used
 
     def state_dict(self) -> dict:
-        return {"q": None if self.q is None else self.q.tolist()}
+        return {"levels": self.levels.tolist(), "q": None if self.q is None else self.q.tolist()}
 
     def load_state_dict(self, state: dict) -> None:
+        """Raises ``ValueError`` when ``state`` tracked other quantile levels."""
+        if state.get("levels") is not None and state["levels"] != self.levels.tolist():
+            raise ValueError(
+                f"the tracked quantiles are of levels {state['levels']}, not advantages.riskpo alpha, beta = "
+                f"{self.levels.tolist()}: resume with the levels it was written with"
+            )
         self.q = None if state["q"] is None else torch.tensor(state["q"], dtype=torch.float64)
 
 
@@ -138,6 +155,7 @@ class RiskPO:
     def __init__(self, config):
         opts = config.riskpo
         self.tracker = QuantileTracker((opts.alpha, opts.beta), opts.quantile_lr)
+        self.keeps_state = opts.quantiles == "tracked"  # each bundle's own quantiles need no state
 
     def __call__(self, rewards, group_ids, config):
         opts = config.riskpo
@@ -147,10 +165,11 @@ class RiskPO:
         groups = bundles(group_ids, opts.bundle_size)
         scores = [r[idx].sum(0) for idx in groups]  # [P] each: paper scores; NaN if a member failed
         tracked, spread = None, None
-        if opts.quantiles == "tracked":
+        if opts.quantiles == "tracked":  # one scale for all papers: a short bundle's scores scaled to a full one
+            scores = [s * (opts.bundle_size / idx.shape[0]) for s, idx in zip(scores, groups)]
             pooled = torch.cat([s[torch.isfinite(s)] for s in scores])
             if pooled.numel():
-                tracked = self.tracker.update(pooled)
+                tracked = self.tracker.update(pooled).to(r.device)
                 stats.update({"riskpo/q_alpha": tracked[0].item(), "riskpo/q_beta": tracked[1].item()})
                 std = pooled.std(unbiased=True) if pooled.numel() > 1 else torch.zeros((), dtype=torch.float64)
                 spread = std if std > 1e-3 else torch.ones_like(std)

@@ -24,11 +24,18 @@ distribution over its top-``k`` tokens renormalised, ``e_a`` the sampled token's
 * kept iff ``m_F < fisher_tau`` and ``-hessian_tau < m_H < hessian_tau`` (``symmetric``; else
   ``0 <= m_H < hessian_tau``); a tau of 0 turns its test off. ``lr`` is the optimizer's current one.
 
-After each backward pass the shadow moments take one Adam moment step with, for every vocabulary row,
-the mean of the gradient rows ``g`` of the kept tokens' top-``k`` entries that fall on it (summed over
-all processes), and the step count ``t`` grows by one; rows no kept token touched stay as they were.
-The moments and ``t`` go into every checkpoint (a resume is exact). The loss is the base objective's
-with the kept tokens only (its own aggregation over them).
+After each optimizer step the shadow moments take one Adam moment step with, for every vocabulary row,
+the mean of the gradient rows ``g`` of the kept tokens' top-``k`` entries that fall on it (over the
+step's micro-batches and all processes), and the step count ``t`` grows by one; rows no kept token
+touched stay as they were, and a skipped optimizer step moves nothing (the authors step once per loss
+call, which is once per optimizer step in all their recipes). An optimizer step in which no token is
+kept on any process is skipped, as one with nothing to train. The moments and ``t`` go into every
+checkpoint (a resume is exact). The loss is the base objective's over the kept tokens, rescaled by
+(its normaliser over the kept tokens) / (over the trained ones), so that splitting the batch into
+micro-batches or chunks never changes the gradient (genrl's rule): with the base's
+``seq-mean-token-mean`` that is the authors' loss (each sequence's mean over its kept tokens, averaged
+over the sequences); with ``token-mean`` the masked tokens stay in the denominator. The base's own
+metrics (``ratio/*``, ...) are over the kept tokens.
 
 Where the numbers come from. The paper's body could not be read here; the formulas above are from the
 authors' code (luckeciano/stable-pg-llm at 933fe01, ``src/open_r1/grpo_entropy_trainer.py``
@@ -36,15 +43,18 @@ authors' code (luckeciano/stable-pg-llm at 933fe01, ``src/open_r1/grpo_entropy_t
 quoting eqs 7-10, which agree with it. Defaults are the authors' GRPO -> CAPO recipe
 (``recipes/Qwen2.5-Math-7B/grpo/*fisher_mask_token_1e-4_hessian_mask_token_0.01*``): ``fisher_tau``
 1e-4, ``hessian_tau`` 0.01, symmetric, Adam model, ``top_k`` 50 (transformers' generation default that
-the code inherits); their Dr.CAPO recipes use 1e-3 and 5e-4. The paper's Table 4 of thresholds could
+the code inherits); their Dr.CAPO recipes use ``fisher_tau`` 1e-3 and ``hessian_tau`` 5e-4 (with
+``objective.capo.base=dr_grpo``, which needs ``advantages.std=none``). The paper's Table 4 of thresholds could
 not be read. Where we differ from the code, on purpose: ``h`` is taken at the position whose logits
 predict the token (the code takes the token's own position, one later), the temperature enters ``h``,
 the advantage is the clamped one the loss uses, and the moments are float32 (the code: bf16).
 
 Modalities: tokens only. A denoising step has no softmax head, and the paper defines no analogue:
-``capo`` with a flow or diffusion policy is a config error. Memory: the shadow moments are two
-[V, H] float32 tensors and the gradient rows [B, T, k, H] per chunk, fine for small heads; a 7B
-model's head (152k x 3584) needs 4.4 GB for the moments. Metrics: ``capo/kept`` (share of trained
+``capo`` with a flow or diffusion policy is a config error, and so is LoRA (``policy.lora.rank`` > 0
+leaves the head frozen, so there is no head update to model; the authors fine-tune in full). Memory:
+the shadow moments are two [V, H] float32 tensors on the policy's device (a 7B model's head,
+152k x 3584, needs 4.4 GB for them) plus, per chunk, a few [B, T, k, H] tensors (``train.batch_size``
+and ``train.timestep_chunk`` bound them); the moments' statistics are all-reduced once per optimizer step. Metrics: ``capo/kept`` (share of trained
 tokens kept), ``capo/fisher_masked``, ``capo/hessian_masked`` (shares each test removes),
 ``capo/m_F_mean``, ``capo/m_H_mean``.
 """
@@ -58,7 +68,7 @@ from typing import Any, Literal
 import torch
 
 from genrl.config.base import Section, at_least, option, require
-from genrl.objectives.common import chunk_agg, clamp_advantages
+from genrl.objectives.common import agg_normaliser, chunk_agg, clamp_advantages
 from genrl.registry import OBJECTIVES
 
 
@@ -66,9 +76,15 @@ from genrl.registry import OBJECTIVES
 class CAPOConfig(Section):
     """Options of objective ``capo`` (``objective.capo.*``); defaults from the authors' GRPO -> CAPO recipe."""
 
-    base: str = option("grpo", "the objective whose loss CAPO masks: grpo (CAPO), dr_grpo (Dr.CAPO), ...")
+    base: str = option(
+        "grpo",
+        "the objective whose loss CAPO masks: grpo (CAPO), dr_grpo (Dr.CAPO; advantages.std=none), or any other "
+        "stateless policy-gradient objective",
+    )
     fisher_tau: float = option(1e-4, "delta_F: keep a token only if its predicted policy shift m_F < this (0 = off)")
-    hessian_tau: float = option(0.01, "delta_H: keep a token only if -delta_H < m_H < delta_H (0 = off)")
+    hessian_tau: float = option(
+        0.01, "delta_H: keep a token only if -delta_H < m_H < delta_H (symmetric=false: 0 <= m_H < delta_H; 0 = off)"
+    )
     symmetric: bool = option(True, "Hessian test -tau < m_H < tau (true, every recipe) or 0 <= m_H < tau")
     optimizer_model: Literal["adam", "sgd"] = option(
         "adam", "the planned step: Adam's direction from shadow moments per vocabulary row, or the raw gradient"
@@ -102,7 +118,17 @@ def check_config(cfg) -> None:
     if meta.get("kind") == "preference" or meta.get("state") is not None:
         raise ConfigError("objective.capo.base", "must be a policy-gradient objective without state", base)
     if meta.get("check_config") is not None:
-        meta["check_config"](cfg)
+        try:
+            meta["check_config"](cfg)
+        except ConfigError as e:
+            raise ConfigError("objective.capo.base", f"objective {base} refuses this config: {e}", base) from None
+    if cfg.policy.lora.rank > 0:
+        raise ConfigError(
+            "policy.lora.rank",
+            "objective capo models the update of the language-model head, which LoRA leaves frozen (its "
+            "authors fine-tune in full): set policy.lora.rank=0",
+            cfg.policy.lora.rank,
+        )
 
 
 def base_chunk_agg(config) -> str:
@@ -138,31 +164,34 @@ def lm_head_terms(
 
 class ShadowAdam:
     """CAPO's state: shadow Adam moments per vocabulary row of the LM head (``m``, ``v``: [V, H] float32),
-    their step count ``t``, and the gradient rows of the kept tokens waiting for the next moment step.
+    their step count ``t``, and the gradient rows of the kept tokens of the current optimizer step.
 
     Built once per run by the trainer (``OBJECTIVES.register(..., state=ShadowAdam.for_run)``) from its
-    config, policy and optimizer; the trainer passes it to the objective as
-    ``step_info["objective_state"]``, asks the policy for ``log_prob_kwargs()``, calls
-    ``after_backward(accelerator)`` after each backward pass and saves ``state_dict()`` in checkpoints.
-    ``opts``: a ``CAPOConfig``; ``vocab``, ``width``: the head's shape [V, H]; ``optimizer``: the run's
-    (its current ``lr``, and Adam's ``betas`` and ``eps``). Raises ``ValueError`` for the Adam model with an
-    optimizer that has no ``betas``."""
+    config, policy and optimizer. The trainer passes it to the objective as
+    ``step_info["objective_state"]``, adds ``log_prob_kwargs()`` to the policy's re-scoring, asks
+    ``skip_step(accelerator)`` before each optimizer step (no token kept on any process: no step, as
+    when nothing is trained), calls ``after_optimizer_step(accelerator, stepped)`` after it and saves
+    ``state_dict()`` in checkpoints. ``opts``: a ``CAPOConfig``; ``vocab``, ``width``: the head's shape
+    [V, H]; ``optimizer``: the run's (its current ``lr``, Adam's ``betas`` and ``eps``); ``device``: where
+    the moments live (the policy's). Raises ``ValueError`` for the Adam model with an optimizer that has
+    no ``betas``."""
 
     @classmethod
     def for_run(cls, cfg, policy, optimizer) -> "ShadowAdam":
-        return cls(cfg.objective.capo, *policy.head_shape(), optimizer)
+        return cls(cfg.objective.capo, *policy.head_shape(), optimizer, device=policy.device)
 
-    def __init__(self, opts: CAPOConfig, vocab: int, width: int, optimizer):
+    def __init__(self, opts: CAPOConfig, vocab: int, width: int, optimizer, device="cpu"):
         self.opts = opts
         self.optimizer = optimizer
         group = optimizer.param_groups[0]
         if self.opts.optimizer_model == "adam" and "betas" not in group:
             raise ValueError("objective.capo.optimizer_model=adam models Adam, but the optimizer has no betas")
         self.betas, self.eps = tuple(group.get("betas", (0.9, 0.999))), group.get("eps", 1e-8)
-        self.m = torch.zeros(vocab, width)
-        self.v = torch.zeros(vocab, width)
+        self.m = torch.zeros(vocab, width, device=device)
+        self.v = torch.zeros(vocab, width, device=device)
         self.t = 0
-        self._sums, self._counts = torch.zeros(vocab, width), torch.zeros(vocab)
+        self._sums, self._counts = torch.zeros_like(self.m), torch.zeros(vocab, device=device)
+        self._kept = torch.zeros((), device=device)
 
     def log_prob_kwargs(self) -> dict[str, Any]:
         return {"head_top_k": self.opts.top_k}
@@ -171,11 +200,12 @@ class ShadowAdam:
         return float(self.optimizer.param_groups[0]["lr"])
 
     def direction(self, ids: torch.Tensor):
-        """``g -> G`` for the gradient rows [B, T, k, H] on vocabulary rows ``ids`` [B, T, k]."""
+        """``g -> G`` for the gradient rows [B, T, k, H] on vocabulary rows ``ids`` [B, T, k]; ``None``
+        means ``G = g`` (the SGD model, and Adam's before its first step)."""
         if self.opts.optimizer_model == "sgd" or self.t == 0:
             return None
         (b1, b2), t = self.betas, self.t + 1
-        m, v = self.m.to(ids.device)[ids], self.v.to(ids.device)[ids]  # [B, T, k, H]
+        m, v = self.m[ids], self.v[ids]  # [B, T, k, H]
 
         def adam(g: torch.Tensor) -> torch.Tensor:
             m_hat = (b1 * m + (1 - b1) * g) / (1 - b1**t)
@@ -187,19 +217,28 @@ class ShadowAdam:
     def accumulate(self, g: torch.Tensor, ids: torch.Tensor, keep: torch.Tensor) -> None:
         """Add the kept tokens' gradient rows (``g`` [B, T, k, H] on rows ``ids`` [B, T, k]; ``keep`` [B, T])."""
         sel = keep.bool()
-        rows, grads = ids[sel].flatten().cpu(), g[sel].flatten(0, 1).detach().float().cpu()  # [n k], [n k, H]
+        rows, grads = ids[sel].flatten(), g[sel].flatten(0, 1).detach().float()  # [n k], [n k, H]
         self._sums.index_add_(0, rows, grads)
-        self._counts.index_add_(0, rows, torch.ones(rows.shape[0]))
+        self._counts.index_add_(0, rows, torch.ones_like(rows, dtype=self._counts.dtype))
+        self._kept += sel.sum()
 
-    def after_backward(self, accelerator=None) -> None:
-        """One moment step with each touched row's mean kept gradient (over all processes)."""
-        sums, counts = self._sums, self._counts
+    def skip_step(self, accelerator=None) -> bool:
+        """True when no token of this optimizer step was kept on any process (a collective)."""
+        kept = self._kept
         if accelerator is not None and accelerator.num_processes > 1:
-            sums = accelerator.reduce(sums.to(accelerator.device), reduction="sum").cpu()
-            counts = accelerator.reduce(counts.to(accelerator.device), reduction="sum").cpu()
-        self._sums, self._counts = torch.zeros_like(self._sums), torch.zeros_like(self._counts)
+            kept = accelerator.reduce(kept.clone(), reduction="sum")
+        return float(kept) == 0
+
+    def after_optimizer_step(self, accelerator=None, stepped: bool = True) -> None:
+        """One moment step with each touched row's mean kept gradient over the optimizer step (all processes),
+        as the optimizer's own moments take one; nothing when the optimizer did not step."""
+        sums, counts = self._sums, self._counts
+        if stepped and accelerator is not None and accelerator.num_processes > 1:
+            sums = accelerator.reduce(sums.clone(), reduction="sum")
+            counts = accelerator.reduce(counts.clone(), reduction="sum")
+        self._sums, self._counts, self._kept = (torch.zeros_like(x) for x in (self._sums, self._counts, self._kept))
         touched = counts > 0
-        if not touched.any():  # every token masked: no moment step (the authors' code fails here)
+        if not stepped or not touched.any():
             return
         g = sums[touched] / counts[touched, None]
         (b1, b2) = self.betas
@@ -208,15 +247,18 @@ class ShadowAdam:
         self.t += 1
 
     def state_dict(self) -> dict[str, Any]:
-        return {"m": self.m.clone(), "v": self.v.clone(), "t": self.t}
+        return {"m": self.m.cpu().clone(), "v": self.v.cpu().clone(), "t": self.t}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Raises ``ValueError`` when the saved moments are of another head shape."""
         if tuple(state["m"].shape) != tuple(self.m.shape):
             raise ValueError(
                 f"CAPO's shadow moments have shape {tuple(state['m'].shape)}, this model's head "
                 f"{tuple(self.m.shape)}: resume with the model it was written with"
             )
-        self.m, self.v, self.t = state["m"].clone().float(), state["v"].clone().float(), int(state["t"])
+        device = self.m.device
+        self.m, self.v = state["m"].float().to(device).clone(), state["v"].float().to(device).clone()
+        self.t = int(state["t"])
 
 
 def keep_mask(m_H: torch.Tensor, m_F: torch.Tensor, opts) -> tuple[torch.Tensor, torch.Tensor]:
@@ -247,7 +289,14 @@ def capo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config)
         fisher, hessian = keep_mask(m_H, m_F, opts)
         keep = mask * fisher * hessian  # [B, T]
         state.accumulate(g, head["ids"], keep)
+        # the base aggregates over the kept tokens; the trainer weighs this chunk by its share of the
+        # trained ones: rescale, so the optimizer step's loss is the same however the batch is split
+        agg = base_chunk_agg(config)
+        kept_norm = agg_normaliser(keep, agg, max_len_norm=config.max_len_norm)
+        all_norm = agg_normaliser(mask, agg, max_len_norm=config.max_len_norm)
+        scale = kept_norm / all_norm if all_norm > 0 else torch.zeros_like(all_norm)
     loss, metrics = OBJECTIVES.get(opts.base)(log_probs_new, log_probs_old, advantages, keep, step_info, config)
+    loss = loss * scale
     n = mask.sum().clamp_min(1)
     metrics.update(
         {

@@ -116,8 +116,10 @@ def update(
     ``measure_kl``, on the first minibatch to log ``loss/kl`` (``log.kl_every``). ``progress``, the
     share of training done (``step / max_steps``), reaches the objective as ``step_info["progress"]``
     (MDPO's annealed step size). ``objective_state``, the state of an objective registered with
-    ``state=cls`` (CAPO's shadow moments), reaches it as ``step_info["objective_state"]``: it adds its
-    ``log_prob_kwargs()`` to the policy's re-scoring and takes ``after_backward(accelerator)``."""
+    ``state=`` (CAPO's shadow moments), reaches it as ``step_info["objective_state"]``: its
+    ``log_prob_kwargs()`` go to the policy's re-scoring, ``skip_step(accelerator)`` can skip an optimizer
+    step in which the objective itself left every action out, and ``after_optimizer_step(accelerator,
+    stepped)`` follows each optimizer step (``stepped`` False when skipped)."""
     tc = cfg.train
     B, T = traj.log_probs_old.shape
     chunk = tc.timestep_chunk or T
@@ -161,8 +163,6 @@ def update(
                         weight = objective_chunk_weight(objective, mask, sub.mask, cfg.objective, total=total) * world
                         accelerator.gradient_state._set_sync_gradients(last)  # DeepSpeed: step only after the last one
                         accelerator.backward(loss * weight)
-                    if objective_state is not None:
-                        objective_state.after_backward(accelerator)
                     if "loss/kl" in m and kl_control.adaptive:
                         kl_control.update(m.get("loss/kl_total", m["loss/kl"]))  # SAGE-GRPO: after every backward pass
                         m["loss/kl_coef"] = obj_cfg.beta
@@ -179,26 +179,33 @@ def update(
                                 acc.add(stats, n)
                         for i, g in policy.output_grad_norms().items():  # d loss / d output, per step
                             acc.add({f"grad/output_norm_step_{i:02d}": g}, 1.0)
-            if float(total) == 0 and accelerator.state.deepspeed_plugin is None:
+            no_action = float(total) == 0
+            if objective_state is not None:  # the objective may leave every action out itself (CAPO's mask)
+                no_action = objective_state.skip_step(accelerator) or no_action
+            stepped = False
+            if no_action and accelerator.state.deepspeed_plugin is None:
                 # no trained action in this optimizer batch on any process (all masked, or dropped as
                 # zero-advantage): no step, so AdamW's momentum and weight decay do not move the weights
                 optimizer.zero_grad(set_to_none=True)
                 skipped += 1
-                continue
-            max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
-            norm = accelerator.clip_grad_norm_(params, max_norm)
-            if norm is None:  # DeepSpeed clips inside its own step and keeps the norm
-                norm = policy.model.get_global_grad_norm()
-            if norm is not None and not guard.ok(float(norm)):  # NaN / inf: no step, counted
-                optimizer.zero_grad(set_to_none=True)
-                continue
-            grad_norms.append(float("nan") if norm is None else float(norm))
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            if ema is not None:
-                ema.update()
-            if policy.anchor is not None:  # SAGE-GRPO's moving anchor: copied every anchor_period steps
-                policy.anchor.step()
+            else:
+                max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
+                norm = accelerator.clip_grad_norm_(params, max_norm)
+                if norm is None:  # DeepSpeed clips inside its own step and keeps the norm
+                    norm = policy.model.get_global_grad_norm()
+                if norm is not None and not guard.ok(float(norm)):  # NaN / inf: no step, counted
+                    optimizer.zero_grad(set_to_none=True)
+                else:
+                    grad_norms.append(float("nan") if norm is None else float(norm))
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    stepped = True
+                    if ema is not None:
+                        ema.update()
+                    if policy.anchor is not None:  # SAGE-GRPO's moving anchor: copied every anchor_period steps
+                        policy.anchor.step()
+            if objective_state is not None:
+                objective_state.after_optimizer_step(accelerator, stepped)
     out = acc.result(accelerator)
     per_step = [v for k, v in out.items() if k.startswith("grad/output_norm_step_")]
     if per_step and min(per_step) > 0:  # how unequal the denoising steps' gradients are (1 = equal)
