@@ -284,8 +284,8 @@ def capo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config)
     opts = config.capo
     with torch.no_grad():
         adv = clamp_advantages(advantages, config)[:, 0].float()  # [B]
-        m_H, m_F, g = lm_head_terms(head["hidden"], head["probs"], head["action"], adv, state.lr(),
-                                    state.direction(head["ids"]))  # fmt: skip
+        direction = state.direction(head["ids"])
+        m_H, m_F, g = lm_head_terms(head["hidden"], head["probs"], head["action"], adv, state.lr(), direction)
         fisher, hessian = keep_mask(m_H, m_F, opts)
         keep = mask * fisher * hessian  # [B, T]
         state.accumulate(g, head["ids"], keep)
