@@ -74,6 +74,37 @@ def test_openmp_defaults_respect_the_users_choice():
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
 
 
+def test_thread_governor_moves_to_the_faster_count_and_keeps_probing():
+    """``train.adaptive_threads``: with made-up iteration times (a machine that turns busy, then idle
+    again), the governor starts at the launch's count, probes 1 thread, moves to it when 2 threads turn
+    slower, and moves back when they are faster again; the first iteration (a warm-up) is not timed."""
+    from genrl.threads import ThreadGovernor
+
+    before = torch.get_num_threads()
+    try:
+        gov = ThreadGovernor(2, probe_every=3, margin=1.05, smoothing=1.0)
+        cost = {1: 1.0, 2: 0.6}  # idle: 2 threads faster
+        used = []
+        for it in range(24):
+            if it == 8:
+                cost = {1: 1.0, 2: 2.6}  # busy: 2 threads 2.6x slower (benchmarks/overhead.md, tiny SD3)
+            if it == 16:
+                cost = {1: 1.0, 2: 0.6}
+            n = gov.before_iteration()
+            assert torch.get_num_threads() == n
+            used.append(n)
+            gov.after_iteration(cost[n] if it else 100.0, warmup=it == 0)
+        assert used[:3] == [2, 2, 1]  # warm-up, the launch's count timed, then the first probe
+        assert used[6] == 2 and used[12] == 1 and used[23] == 2  # idle: 2; busy: 1; idle again: 2
+        assert used.count(1) < 12  # probes, not a coin flip
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError):
+        ThreadGovernor(2, probe_every=1)
+    one = ThreadGovernor(1)  # one candidate: nothing to probe
+    assert [one.before_iteration() for _ in range(3)] == [1, 1, 1]
+
+
 def test_bench_overhead_reports_every_phase_and_the_ratio(tmp_path, base_model):
     out, js = tmp_path / "overhead.md", tmp_path / "overhead.json"
     tiny = [

@@ -133,6 +133,17 @@ def test_riskpo_tracked_quantiles_resume_exactly(tmp_path, base_model):
         train(_cfg(plain, base_model, *extra, "max_steps=2", "eval.every=0"))
 
 
+def test_adaptive_threads_log_the_count_and_restore_it(tmp_path, base_model):
+    """``train.adaptive_threads``: every step logs the thread count it ran with (1 or the launch's), and
+    the process's count is restored when the run ends."""
+    before = torch.get_num_threads()
+    run = tmp_path / "run"
+    train(_cfg(run, base_model, "train.adaptive_threads=true", "max_steps=3", "eval.every=0"))
+    rows = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line]
+    assert [r["time/threads"] for r in rows][:1] == [before] and {r["time/threads"] for r in rows} <= {1, before}
+    assert torch.get_num_threads() == before
+
+
 class _FlakyReward:
     """Returns NaN for every other sample and raises on the second training batch (of 8)."""
 

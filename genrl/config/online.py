@@ -414,6 +414,12 @@ class TrainConfig(OptimizerConfig):
         "instead of ema_decay from the start",
     )
     mixed_precision: Literal["no", "bf16", "fp16"] = option("no", "autocast mode for training")
+    adaptive_threads: bool = option(
+        False,
+        "on a machine shared with other jobs: run each iteration with 1 torch thread or the launch's count, "
+        "whichever measures faster (re-checked every 10 iterations; genrl/threads.py); runs are then not "
+        "bitwise reproducible",
+    )
     fsdp: bool = option(
         False,
         "shard the policy (and a full fine-tuning reference) across processes with FSDP2 (torch fully_shard, one "

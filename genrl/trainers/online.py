@@ -48,6 +48,7 @@ from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.scoring import ChunkScorer, build_rewards, check_reward_args, combine, finite_mean
 from genrl.seeding import derive_seed
+from genrl.threads import ThreadGovernor
 from genrl.trainers.common import (
     NonFiniteGuard,
     check_finite,
@@ -432,8 +433,12 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     stopping = 0  # the signal that stopped the run early (StopRequest)
     t_loop = time.perf_counter()
     guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
-    with StopRequest() as stop:
+    # train.adaptive_threads: each iteration on 1 thread or the launch's count, whichever runs faster
+    governing = ThreadGovernor(torch.get_num_threads()) if cfg.train.adaptive_threads else contextlib.nullcontext()
+    with StopRequest() as stop, governing as governor:
         for step in bar:
+            if governor is not None:
+                governor.before_iteration()
             t_step = time.perf_counter()
             # 1.-2. rollout and rewards: noise unique per (step, rank), the SDE window the same on all ranks
             noise = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
@@ -527,6 +532,9 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 "time/update": t3 - t_adv,
                 "time/step": t3 - t_step,
             }
+            if governor is not None:
+                metrics["time/threads"] = governor.in_use
+                governor.after_iteration(t3 - t_step, warmup=step == start)
             if window:
                 metrics["train/sde_window_start"] = window[0]
             if ds_metrics:

@@ -1,0 +1,72 @@
+"""Adaptive intra-op thread count (``train.adaptive_threads``): for a machine shared with other jobs.
+
+On a busy machine torch's intra-op threads wait on each other at every parallel region, and a thread
+the OS has descheduled stalls the region: measured on the 2-core reference machine beside one busy
+process, two threads ran the tiny SD3 pipeline 2.6x slower than one thread (``benchmarks/overhead.md``),
+although two threads are as fast or faster on the idle machine. Which count is faster depends on the
+load, which changes during a run, so :class:`ThreadGovernor` measures it: it runs with the launch's
+thread count, every ``probe_every`` iterations runs one iteration with the other candidate (1 thread,
+or the launch's count), keeps a running mean of the seconds per iteration of each, and uses the faster,
+switching only when the other is at least ``margin`` times faster.
+
+Why our own: torch offers no load-aware thread control (``torch.set_num_threads`` only), and OpenMP's
+dynamic adjustment (``OMP_DYNAMIC``) is not honoured by torch's thread pool. The cost: a sum split over
+2 threads rounds differently from one over 1, so a run with ``adaptive_threads`` is not bitwise
+reproducible (the thread count of each iteration depends on the machine's load); leave it off when
+runs must be.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+class ThreadGovernor:
+    """Chooses the intra-op thread count per iteration (module docstring).
+
+    ``max_threads``: the launch's count (the other candidate is 1); ``probe_every``: iterations between
+    probes of the candidate not in use; ``margin``: how much faster (ratio of running means) the other
+    candidate must be to switch; ``smoothing``: weight of the newest timing in the running mean. Used as a
+    context manager, it restores the thread count it found on exit. Raises ``ValueError`` for
+    ``probe_every`` < 2 or ``margin`` < 1."""
+
+    def __init__(self, max_threads: int, probe_every: int = 10, margin: float = 1.05, smoothing: float = 0.5):
+        if probe_every < 2 or margin < 1:
+            raise ValueError(f"probe_every must be >= 2 and margin >= 1, got {probe_every}, {margin}")
+        self.candidates = sorted({1, max(1, max_threads)})
+        self.current = self.in_use = self.candidates[-1]
+        self.probe_every, self.margin, self.smoothing = probe_every, margin, smoothing
+        self.seconds: dict[int, float] = {}  # running mean of the seconds per iteration, per thread count
+        self.iterations = 0  # timed so far (the first, a warm-up, is not)
+        self._restore = torch.get_num_threads()
+
+    def __enter__(self) -> "ThreadGovernor":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        torch.set_num_threads(self._restore)  # the process's count as it was before the loop
+
+    def _other(self) -> int | None:
+        return next((n for n in self.candidates if n != self.current), None)
+
+    def before_iteration(self) -> int:
+        """Sets and returns the thread count of the coming iteration."""
+        other = self._other()
+        probe = other is not None and self.current in self.seconds
+        probe = probe and (other not in self.seconds or self.iterations % self.probe_every == 0)
+        self.in_use = other if probe else self.current
+        torch.set_num_threads(self.in_use)
+        return self.in_use
+
+    def after_iteration(self, seconds: float, warmup: bool = False) -> None:
+        """Records the iteration's wall time (seconds, evaluation excluded; not when ``warmup``, the run's
+        first iteration) and chooses the count to use."""
+        if warmup:
+            return
+        n, a = self.in_use, self.smoothing
+        self.seconds[n] = seconds if n not in self.seconds else a * seconds + (1 - a) * self.seconds[n]
+        self.iterations += 1
+        other = self._other()
+        if other in self.seconds and self.current in self.seconds:
+            if self.seconds[self.current] > self.margin * self.seconds[other]:
+                self.current = other
