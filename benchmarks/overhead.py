@@ -1,7 +1,7 @@
 """Regenerates ``benchmarks/overhead.md`` (issue 18): how close a training iteration is to the
 network calls it needs, at one and two torch threads, on an idle machine and beside a busy process.
 
-    python benchmarks/overhead.py --out benchmarks/overhead.md        # about 15 minutes on 2 cores
+    python benchmarks/overhead.py --out benchmarks/overhead.md        # about 20 minutes on 2 cores
 
 Two runs: the digits quickstart (``configs/digits/flowgrpo.yaml`` as it is) and a tiny SD3 pipeline
 (``gpu_sd35m.py``'s ``tiny`` preset, saved to a temporary folder: 32 px, 10 steps, CFG 4.5 in
@@ -116,6 +116,9 @@ def main(argv=None) -> int:
     ap.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     ap.add_argument("--runs", nargs="+", default=["digits", "tiny_sd3"], choices=["digits", "tiny_sd3"])
     ap.add_argument("--compile", nargs="*", default=["regional", "full"], help="policy.compile modes to compare")
+    ap.add_argument(
+        "--no-adaptive", action="store_true", help="skip the train.adaptive_threads cell (launched at max threads)"
+    )
     ap.add_argument("--out", default="")
     a = ap.parse_args(argv)
     sections, summary, compiled = [], [], []
@@ -135,8 +138,14 @@ def main(argv=None) -> int:
                     print(run, load, n, results[-1]["overhead_ratio"], results[-1]["loop"]["iteration"], flush=True)
                 sections.append(overhead.report(name, results, f"({load})"))
                 it = {r["threads"]: r["loop"]["iteration"] for r in results}
+                adaptive = float("nan")
+                if not a.no_adaptive:  # launched with the most threads; the governor may use 1
+                    with Busy(load == "busy"):
+                        (ad,) = overhead.run(configs[run], ["train.adaptive_threads=true"], steps, a.warmup, [n])
+                    adaptive = ad["loop"]["iteration"]
+                    print(run, load, "adaptive", adaptive, flush=True)
                 if 1 in it and 2 in it:
-                    summary.append((run, load, it[1], it[2], max(r["overhead_ratio"] for r in results)))
+                    summary.append((run, load, it[1], it[2], adaptive, max(r["overhead_ratio"] for r in results)))
                 if load == "idle":
                     idle = results
             n = max(a.threads)
@@ -155,9 +164,16 @@ def main(argv=None) -> int:
         "The overhead ratio is (iteration wall time + amortised evaluation) / the network calls alone",
         "(`genrl.overhead`'s docstring says exactly what each column holds).",
         "",
-        "| run | load | s / iteration, 1 thread | 2 threads | 2 threads / 1 thread | worst overhead ratio |",
-        "|---|---|---:|---:|---:|---:|",
-        *[f"| {r} | {ld} | {t1:.3f} | {t2:.3f} | {t2 / t1:.2f} | {w:.2f} |" for r, ld, t1, t2, w in summary],
+        "| run | load | s / iteration, 1 thread | 2 threads | 2 threads / 1 thread | adaptive (launched at 2) "
+        "| adaptive / 1 thread | worst overhead ratio |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
+        *[
+            f"| {r} | {ld} | {t1:.3f} | {t2:.3f} | {t2 / t1:.2f} | {ad:.3f} | {ad / t1:.2f} | {w:.2f} |"
+            for r, ld, t1, t2, ad, w in summary
+        ],
+        "",
+        "`adaptive`: `train.adaptive_threads=true` (`genrl/threads.py`), the launch's 2 threads or 1, whichever "
+        "has measured faster, the other re-timed every 10 iterations (those probes are in the mean).",
         "",
         "`policy.compile` (idle machine; against the idle eager cell above): speed-up of",
         "the iteration, the compiled loop's own overhead ratio (against the compiled network calls), and",
