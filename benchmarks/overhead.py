@@ -141,7 +141,9 @@ def main(argv=None) -> int:
                 adaptive = float("nan")
                 if not a.no_adaptive:  # launched with the most threads; the governor may use 1
                     with Busy(load == "busy"):
-                        (ad,) = overhead.run(configs[run], ["train.adaptive_threads=true"], steps, a.warmup, [n])
+                        (ad,) = overhead.run(
+                            configs[run], ["train.adaptive_threads=true"], steps, a.warmup, [max(a.threads)]
+                        )
                     adaptive = ad["loop"]["iteration"]
                     print(run, load, "adaptive", adaptive, flush=True)
                 if 1 in it and 2 in it:
