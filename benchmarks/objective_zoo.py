@@ -24,6 +24,7 @@ steps against the same rollout policy are what make it mirror descent (the autho
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import platform
@@ -169,6 +170,25 @@ def _final_column(key: str):
     return lambda name, runs: _ms([_final(r, key) for r in runs])
 
 
+def slowed_runs(by_arm: dict[str, list[dict]], out_dir: str, factor: float = 1.2) -> list[str]:
+    """The runs whose training took more than ``factor`` times their arm's calibrated seconds per step
+    (``out_dir/_calibration/<arm>/calibration.json``): the machine was busier than at calibration. Their
+    step count, and so their results, are the calibration's; only their ``train s`` is inflated."""
+    out = []
+    for name, runs in by_arm.items():
+        record = os.path.join(out_dir, "_calibration", name, "calibration.json")
+        if not os.path.isfile(record):
+            continue
+        with open(record) as f:
+            per_step = json.load(f)["seconds_per_step"]
+        out += [
+            f"{name} seed {r['seed']} ({r['train_s'] / r['steps'] / per_step:.2f}x)"
+            for r in runs
+            if r["train_s"] > factor * per_step * r["steps"]
+        ]
+    return out
+
+
 def digits_table(by_arm: dict[str, list[dict]]) -> list[str]:
     curves = {name: {r["seed"]: eval_curves(r) for r in runs} for name, runs in by_arm.items()}
     matched = matched_proxy(curves) if len(curves) > 1 else {}
@@ -237,6 +257,14 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"objective_zoo: {task}/{arm.name} failed: {e}", file=sys.stderr)
         wall += sum(r["wall"] for runs in by_arm.values() for r in runs if not math.isnan(r["wall"]))
         table = digits_table(by_arm) if task == "digits" else vlm_table(by_arm)
+        slowed = slowed_runs(by_arm, os.path.join(args.out, task))
+        if slowed:
+            table += [
+                "",
+                "Runs that trained more than 1.2x slower per step than their arm's calibration (the machine "
+                f"was busier; their steps, and so their results, are as calibrated, only `train s` is inflated): "
+                f"{', '.join(slowed)}.",
+            ]
         arms = ", ".join(f"`{a.name}`: {' '.join(a.overrides) or a.config}" for a in ARMS[task] if a.name in by_arm)
         sections += [f"## {task} ({budgets[task]:.0f} s of training per run)", "", *table, "", f"Arms: {arms}.", ""]
     lines = [
@@ -245,7 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Regenerate: `python benchmarks/objective_zoo.py --seeds {' '.join(map(str, args.seeds))} "
         f"--budget-digits {args.budget_digits:g} --budget-vlm {args.budget_vlm:g} --evals {args.evals}` "
         f"(the runs: {wall / 60:.0f} min of wall time, plus a 20-step calibration per arm; finished runs under "
-        f"`{args.out}` are reused). Machine: {platform.machine()}, {os.cpu_count()} CPUs, no other job running. Settings and "
+        f"`{args.out}` are reused). Machine: {platform.machine()}, {os.cpu_count()} CPUs, meant to run alone (runs slowed by other jobs are listed under each table). Settings and "
         "how flow-step bounds were scaled: the script's docstring. `gold vs grpo` / `vs grpo`: final minus "
         "grpo's final, per seed, mean ± sd. `clip / gate frac`: each method's `ratio/clip_frac` (share of "
         "actions its clip or gate acts on), averaged over training; `ratio std`: `ratio/std` likewise. "
