@@ -2,15 +2,17 @@
 
 On a busy machine torch's intra-op threads wait on each other at every parallel region, and a thread
 the OS has descheduled stalls the region: measured on the 2-core reference machine beside one busy
-process, two threads ran the tiny SD3 pipeline 2.6x slower than one thread (``benchmarks/overhead.md``),
-although two threads are as fast or faster on the idle machine. Which count is faster depends on the
+process, two threads ran the tiny SD3 pipeline 2-2.6x slower than one thread (two measurements,
+``benchmarks/overhead.md`` and the README's OpenMP table), although two threads are as fast or faster
+on the idle machine. Which count is faster depends on the
 load, which changes during a run, so :class:`ThreadGovernor` measures it: it runs with the launch's
 thread count, every ``probe_every`` iterations runs one iteration with the other candidate (1 thread,
 or the launch's count), keeps a running mean of the seconds per iteration of each, and uses the faster,
 switching only when the other is at least ``margin`` times faster.
 
-Why our own: torch offers no load-aware thread control (``torch.set_num_threads`` only), and OpenMP's
-dynamic adjustment (``OMP_DYNAMIC``) is not honoured by torch's thread pool. The cost: a sum split over
+Why our own: torch offers no load-aware thread control (``torch.set_num_threads`` only). Whether
+libgomp's ``OMP_DYNAMIC`` (which sizes parallel regions by the load average) helps torch's regions was
+not measured here. The cost: a sum split over
 2 threads rounds differently from one over 1, so a run with ``adaptive_threads`` is not bitwise
 reproducible (the thread count of each iteration depends on the machine's load); leave it off when
 runs must be.
