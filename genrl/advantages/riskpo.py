@@ -30,10 +30,10 @@ scores move it to ``q_{k+1}``. ``gamma`` is in the units of a paper score (a sum
 rewards). Pooling needs one scale: the papers of a short last bundle (``n < bundle_size`` prompts, when
 the prompts per step are not a multiple of it) have their scores scaled by ``bundle_size / n`` (ours;
 the authors' tracker pools them unscaled). Its state, with the levels it tracks, goes into every
-checkpoint, so a resume is exact. The
-released code, as far as could be read, computes the tracker only for logging and ends up using each
-bundle's own empirical quantiles: ``quantiles: bundle``, the default, since that is what the
-authors' reported runs did.
+checkpoint, so a resume is exact. The released code, as far as could be read, computes the tracker only
+for logging and ends up using each bundle's own empirical quantiles: ``quantiles: bundle``, the
+default, since that is what the authors' reported runs did. Zoo (3 seeds, ``benchmarks/objective_zoo.md``):
+both modes lose to GRPO on digits and on ``digit_sum``.
 
 Defaults: ``alpha = 0.2``, ``beta = 0.8``, ``omega = 0.5``, ``bundle_size = 5`` (the paper's ablation
 optimum). What we could and could not check: the paper's body was not readable here; the formulas are
