@@ -380,13 +380,18 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 f"{ckpt} has no state for advantages.estimator={cfg.advantages.estimator}; resume with the config "
                 f"it was written with, or start over (resume=false)"
             ) from None
+        except ValueError as e:  # state of another shape (RiskPO: other quantile levels)
+            raise ValueError(f"{ckpt}: {e}") from None
         if objective_state is not None:
             if state.get("objective_state") is None:
                 raise ValueError(
                     f"{ckpt} has no state for objective.name={cfg.objective.name}; resume with the config it was "
                     f"written with, or start over (resume=false)"
                 )
-            objective_state.load_state_dict(state["objective_state"])
+            try:
+                objective_state.load_state_dict(state["objective_state"])
+            except ValueError as e:  # CAPO: moments of another head
+                raise ValueError(f"{ckpt}: {e}") from None
         start = state["step"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
