@@ -379,12 +379,17 @@ def test_every_objective_is_finite_at_extreme_log_ratios(name, beta):
         [[95.0, -95.0, 0.0], [1e4, -1e4, 1.0], [30.0, 0.0, -30.0], [0.0, 0.0, 0.0], [88.7, 0.5, -88.7]]
     ).requires_grad_(True)
     kl_type = "gaussian" if name in ("grpo_guard", "sage_grpo") else "k3"
+    token_only = name == "capo"  # a model of the language-model head: a VLM policy's config
     cfg = config_from_dict(
-        OnlineConfig,
+        OnlineVLMConfig if token_only else OnlineConfig,
         {
             "objective": {"name": name, "beta": beta, "clip_range": 0.2, "kl_type": kl_type},
             "advantages": {"std": "none"},
-            "policy": {"sde": "sage", "eta": 0.5} if name == "sage_grpo" else {},
+            "policy": {"sde": "sage", "eta": 0.5}
+            if name == "sage_grpo"
+            else {"lora": {"rank": 0}}
+            if token_only
+            else {},
         },
     ).objective
     info = {
@@ -396,6 +401,18 @@ def test_every_objective_is_finite_at_extreme_log_ratios(name, beta):
         "kl": log_new.abs() * 1e-2,
         "ref_log_probs": -log_new.detach(),
     }
+    if token_only:  # CAPO's inputs: the head's outputs (k = 4, H = 2) and its shadow moments
+        from genrl.objectives.capo import ShadowAdam
+
+        gen = torch.Generator().manual_seed(0)
+        info["head"] = {
+            "hidden": torch.randn(5, 3, 2, generator=gen),
+            "probs": torch.softmax(torch.randn(5, 3, 4, generator=gen), -1),
+            "action": torch.nn.functional.one_hot(torch.randint(0, 4, (5, 3), generator=gen), 4).float(),
+            "ids": torch.randint(0, 6, (5, 3, 4), generator=gen),
+        }
+        opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=0.1)
+        info["objective_state"] = ShadowAdam(cfg.capo, 6, 2, opt)
     loss, metrics = OBJECTIVES.get(name)(
         log_new, log_old, torch.tensor([1.0, -1.0, 2.0, 0.5, -3.0]), torch.ones(5, 3), info, cfg
     )
@@ -658,7 +675,7 @@ def test_grpo_guard_recipes_keep_the_official_values():
             "policy.cps_log_prob",
             "Gaussian",
         ),
-        ({"objective": {"name": "nope"}}, "objective.name", "unknown objective 'nope'; valid: dapo"),
+        ({"objective": {"name": "nope"}}, "objective.name", "unknown objective 'nope'; valid: capo, dapo"),
         ({"objective": {"name": "no_pkg.mod:fn"}}, "objective.name", "cannot import module 'no_pkg.mod'"),
         ({"objective": {"name": "gspo"}, "train": {"timestep_chunk": 3}}, "train.timestep_chunk", "whole sequences"),
     ],
