@@ -525,6 +525,51 @@ def test_capo_keeps_exactly_the_tokens_inside_both_tests_and_is_the_base_without
     assert torch.equal(loss0, OBJECTIVES.get("grpo")(log_new, log_old, adv, mask, {}, cfg)[0])
 
 
+def _stepped_shadow(vocab, width, ids, **opts):
+    """A shadow state that has taken one moment step (so the Adam direction is in use)."""
+    state = _shadow(vocab=vocab, width=width, **opts)
+    g = torch.randn(1, 1, 1, width, generator=torch.Generator().manual_seed(0))
+    state.accumulate(g, ids[:1, :1, :1], torch.ones(1, 1))
+    state.after_optimizer_step()
+    return state
+
+
+def test_capo_head_terms_taken_a_few_tokens_at_a_time_equal_one_piece(monkeypatch):
+    """The [n, k, H] gradient rows are built a few tokens at a time (``HEAD_CHUNK_BYTES``): the
+    predictions, the mask and the accumulated moments equal the one-piece computation, Adam's
+    direction included."""
+    from genrl.objectives import capo
+
+    gen = torch.Generator().manual_seed(3)
+    B, T, k, H, V = 3, 5, 4, 2, 9
+    head = {
+        "hidden": torch.randn(B, T, H, generator=gen),
+        "probs": torch.softmax(torch.randn(B, T, k, generator=gen), -1),
+        "action": torch.nn.functional.one_hot(torch.randint(0, k, (B, T), generator=gen), k).float(),
+        "ids": torch.randint(0, V, (B, T, k), generator=gen),
+    }
+    adv, mask = torch.randn(B, generator=gen), (torch.rand(B, T, generator=gen) > 0.2).float()
+    direction = _stepped_shadow(V, H, head["ids"]).direction(head["ids"])
+    m_H, m_F, _ = capo.lm_head_terms(head["hidden"], head["probs"], head["action"], adv, 0.1, direction)
+    opts = {"fisher_tau": float(m_F.median()), "hessian_tau": float(m_H.abs().median())}  # each keeps about half
+
+    def run():
+        state = _stepped_shadow(V, H, head["ids"], **opts)
+        terms = capo.masked_head_terms(head, adv, mask, state, state.opts)
+        state.after_optimizer_step()
+        return terms, state
+
+    whole, s1 = run()
+    monkeypatch.setattr(capo, "HEAD_CHUNK_BYTES", 4 * k * H * 2)  # two tokens per chunk
+    parts, s2 = run()
+    for a, b in zip(whole, parts):
+        assert torch.equal(a, b)
+    torch.testing.assert_close(whole[0], m_H)
+    torch.testing.assert_close(whole[1], m_F)
+    assert 0 < (mask * whole[2] * whole[3]).sum() < mask.sum()
+    assert torch.equal(s1.m, s2.m) and torch.equal(s1.v, s2.v) and s1.t == s2.t == 2
+
+
 @pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean"])
 def test_capo_loss_does_not_depend_on_how_the_batch_is_split(loss_agg):
     """Two micro-batches weighted as the trainer weighs them give the whole batch's loss, although the

@@ -53,8 +53,10 @@ Modalities: tokens only. A denoising step has no softmax head, and the paper def
 ``capo`` with a flow or diffusion policy is a config error, and so is LoRA (``policy.lora.rank`` > 0
 leaves the head frozen, so there is no head update to model; the authors fine-tune in full). Memory:
 the shadow moments are two [V, H] float32 tensors on the policy's device (a 7B model's head,
-152k x 3584, needs 4.4 GB for them) plus, per chunk, a few [B, T, k, H] tensors (``train.batch_size``
-and ``train.timestep_chunk`` bound them); the moments' statistics are all-reduced once per optimizer step. Metrics: ``capo/kept`` (share of trained
+152k x 3584, needs 4.4 GB for them) plus a few [n, k, H] float32 tensors for the gradient rows, where the
+tokens are taken ``n`` at a time so that one such tensor stays under ``HEAD_CHUNK_BYTES`` (256 MiB: 366
+tokens of a 7B head at k = 50; the result does not depend on it); the moments' statistics are all-reduced once
+per optimizer step. Metrics: ``capo/kept`` (share of trained
 tokens kept), ``capo/fisher_masked``, ``capo/hessian_masked`` (shares each test removes),
 ``capo/m_F_mean``, ``capo/m_H_mean``.
 """
@@ -273,6 +275,32 @@ def keep_mask(m_H: torch.Tensor, m_F: torch.Tensor, opts) -> tuple[torch.Tensor,
     return fisher.float(), hessian.float()
 
 
+HEAD_CHUNK_BYTES = 256 * 2**20  # bound of one [n, k, H] float32 tensor of gradient rows (module docstring)
+
+
+@torch.no_grad()
+def masked_head_terms(head: dict, adv: torch.Tensor, mask: torch.Tensor, state: "ShadowAdam", opts):
+    """:func:`lm_head_terms` and :func:`keep_mask` over the tokens ``n`` at a time (``HEAD_CHUNK_BYTES``),
+    accumulating the kept gradient rows into ``state``; in token order, so the sums are the same as in
+    one piece. ``head`` as the policy returns it ([B, T, ...]); ``adv`` [B]; ``mask`` [B, T]. Returns
+    ``(m_H, m_F, fisher, hessian)``, each [B, T]."""
+    hidden, probs, ids, action = (head[k].flatten(0, 1) for k in ("hidden", "probs", "ids", "action"))
+    B, T = mask.shape
+    per_token = adv[:, None].expand(B, T).flatten()  # [B T]
+    k, H = ids.shape[-1], hidden.shape[-1]
+    n = max(1, HEAD_CHUNK_BYTES // (4 * k * H))
+    out = []
+    for s in range(0, B * T, n):
+        c = slice(s, s + n)  # the chunk as [n, 1, ...]: one token per row
+        m_H, m_F, g = lm_head_terms(
+            hidden[c, None], probs[c, None], action[c, None], per_token[c], state.lr(), state.direction(ids[c, None])
+        )
+        fisher, hessian = keep_mask(m_H, m_F, opts)
+        state.accumulate(g, ids[c, None], mask.flatten()[c, None] * fisher * hessian)
+        out.append(torch.cat([m_H, m_F, fisher, hessian], dim=1))  # [n, 4]
+    return tuple(x.view(B, T) for x in torch.cat(out).unbind(1))
+
+
 @OBJECTIVES.register("capo", chunk_agg=base_chunk_agg, check_config=check_config, state=ShadowAdam.for_run)
 def capo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]; ``step_info["head"]`` from the policy
@@ -284,11 +312,8 @@ def capo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config)
     opts = config.capo
     with torch.no_grad():
         adv = clamp_advantages(advantages, config)[:, 0].float()  # [B]
-        direction = state.direction(head["ids"])
-        m_H, m_F, g = lm_head_terms(head["hidden"], head["probs"], head["action"], adv, state.lr(), direction)
-        fisher, hessian = keep_mask(m_H, m_F, opts)
+        m_H, m_F, fisher, hessian = masked_head_terms(head, adv, mask, state, opts)  # [B, T] each
         keep = mask * fisher * hessian  # [B, T]
-        state.accumulate(g, head["ids"], keep)
         # the base aggregates over the kept tokens; the trainer weighs this chunk by its share of the
         # trained ones: rescale, so the optimizer step's loss is the same however the batch is split
         agg = base_chunk_agg(config)
