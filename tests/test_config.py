@@ -203,6 +203,9 @@ def test_malformed_override_and_non_mapping_section(tmp_path):
         (["rewards={}"], ["rewards", "at least one"]),
         (["rewards.digits=.inf"], ["rewards.digits", "finite"]),
         (["rewards.digits=.nan"], ["rewards.digits", "finite"]),
+        (["rewards.digits=nan"], ["rewards.digits", "finite"]),  # Python's spelling, text to YAML
+        (["train.lr=-NaN"], ["train.lr", "finite"]),
+        (["rewards.digits=inf"], ["rewards.digits", "finite"]),  # read as infinity, then the field's own check
         (["objective.clip_range=0"], ["objective.clip_range", "> 0"]),
         (["objective.beta=-1"], ["objective.beta"]),
         (["objective.name="], ["objective.name"]),

@@ -60,6 +60,7 @@ __all__ = [
 T = TypeVar("T")
 _NOVALUE = object()
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML 1.1 reads 1e-4 as str
+_NONFINITE_WORDS = ("nan", "inf", "infinity")  # float() reads them; YAML leaves them text
 
 
 class ConfigError(ValueError):
@@ -182,6 +183,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 raise ConfigError(key, "expected a finite number, got NaN", value)
             return float(value)
         if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            return float(value)
+        if isinstance(value, str) and value.strip().lower().lstrip("+-") in _NONFINITE_WORDS:
+            # Python's spellings, which YAML reads as text (YAML's are .nan and .inf): the same rules
+            if "nan" in value.lower():
+                raise ConfigError(key, "expected a finite number, got NaN", value)
             return float(value)
         raise ConfigError(key, f"expected float, got {type(value).__name__}", value)
     if tp is str:
