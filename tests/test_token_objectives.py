@@ -302,3 +302,21 @@ def test_token_shaped_inputs(name, loss_agg):
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(log_new.grad).all() and m["loss/kl"] >= 0
     assert torch.equal(log_new.grad * (1 - M), torch.zeros(3, 4))  # untrained tokens get no gradient
+
+
+def test_per_step_metrics_are_the_masked_moments_of_each_denoising_step():
+    """``noise/std_step_XX`` and ``ratio/{mean,std}_step_XX``: each column's masked mean and (population)
+    std, keyed by its step index, with the unmasked count as the weight; an all-masked column is left out."""
+    from genrl.objectives.common import per_step_means, per_step_ratio_stats
+
+    values = torch.tensor([[1.0, 5.0, 2.0], [3.0, 7.0, 4.0], [8.0, 9.0, 6.0]])
+    mask = torch.tensor([[1.0, 0.0, 1.0], [1.0, 0.0, 1.0], [0.0, 0.0, 1.0]])
+    steps = torch.tensor([[4, 5, 7]]).expand(3, 3)
+    assert per_step_means(values, mask, steps, "noise/std") == [
+        ({"noise/std_step_04": 2.0}, 2.0),
+        ({"noise/std_step_07": 4.0}, 3.0),
+    ]
+    stats = per_step_ratio_stats(values.log(), mask, steps)
+    assert [n for _, n in stats] == [2.0, 3.0]
+    assert stats[0][0] == pytest.approx({"ratio/mean_step_04": 2.0, "ratio/std_step_04": 1.0})
+    assert stats[1][0] == pytest.approx({"ratio/mean_step_07": 4.0, "ratio/std_step_07": (8 / 3) ** 0.5})

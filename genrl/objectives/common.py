@@ -243,19 +243,31 @@ def ratio_metrics(
         }
 
 
+def per_step_moments(
+    values: torch.Tensor, mask: torch.Tensor, step_index: torch.Tensor
+) -> list[tuple[int, float, float, float]]:
+    """``(step, mean, std, count)`` of each column of ``values [B, t]`` (a denoising step) over its unmasked
+    entries (``mask [B, t]``; columns with none are left out); ``step`` from ``step_index [B, t]``."""
+    out = []
+    with torch.no_grad():
+        for j in range(values.shape[1]):
+            m = mask[:, j]
+            n = m.sum().item()
+            if n == 0:
+                continue
+            v = values[:, j].float()
+            mean = (v * m).sum() / n
+            std = (((v - mean) ** 2 * m).sum() / n).sqrt()
+            out.append((int(step_index[0, j]), mean.item(), std.item(), n))
+    return out
+
+
 def per_step_means(
     values: torch.Tensor, mask: torch.Tensor, step_index: torch.Tensor, key: str
 ) -> list[tuple[dict[str, float], float]]:
     """The masked mean of each column of ``values [B, t]`` (a denoising step), keyed by its step
     index: ``[({"<key>_step_XX": mean}, count)]`` (e.g. ``noise/std``: each step's Gaussian std)."""
-    out = []
-    with torch.no_grad():
-        for j in range(values.shape[1]):
-            n = mask[:, j].sum().item()
-            if n:
-                mean = (values[:, j].float() * mask[:, j]).sum().item() / n
-                out.append(({f"{key}_step_{int(step_index[0, j]):02d}": mean}, n))
-    return out
+    return [({f"{key}_step_{i:02d}": mean}, n) for i, mean, _, n in per_step_moments(values, mask, step_index)]
 
 
 def per_step_ratio_stats(
@@ -263,18 +275,7 @@ def per_step_ratio_stats(
 ) -> list[tuple[dict[str, float], float]]:
     """Ratio mean/std of each column of ``[B, t]`` (a denoising step), keyed by its step
     index: ``[({"ratio/<prefix>mean_step_XX": ..., "ratio/<prefix>std_step_XX": ...}, count)]``."""
-    out = []
-    with torch.no_grad():
-        ratio = safe_exp(log_ratio)
-        for j in range(ratio.shape[1]):
-            m = mask[:, j]
-            n = m.sum().item()
-            if n == 0:
-                continue
-            mean = (ratio[:, j] * m).sum() / n
-            std = (((ratio[:, j] - mean) ** 2 * m).sum() / n).sqrt()
-            i = int(step_index[0, j])
-            out.append(
-                ({f"ratio/{prefix}mean_step_{i:02d}": mean.item(), f"ratio/{prefix}std_step_{i:02d}": std.item()}, n)
-            )
-    return out
+    return [
+        ({f"ratio/{prefix}mean_step_{i:02d}": mean, f"ratio/{prefix}std_step_{i:02d}": std}, n)
+        for i, mean, std, n in per_step_moments(safe_exp(log_ratio), mask, step_index)
+    ]
