@@ -24,35 +24,19 @@ wait || true
 
 $py - "$out" <<'EOF'
 import json, sys
-import torch
+sys.path.insert(0, "tests")  # the test suite's own bit-for-bit comparison
 from genrl.checkpoint import latest_checkpoint, load_checkpoint
+from state_compare import assert_same_state, metrics_rows
 
 out = sys.argv[1]
 a, b = (latest_checkpoint(f"{out}/{d}/checkpoints") for d in ("straight", "part"))
 meta = json.load(open(f"{a}/meta.json"))
 ranks = range(meta.get("world_size", 1))
-
-def same(x, y, path=""):
-    if isinstance(x, torch.Tensor):
-        assert torch.equal(x, y), path
-    elif isinstance(x, dict):
-        assert x.keys() == y.keys(), path
-        for k in x:
-            same(x[k], y[k], f"{path}/{k}")
-    elif isinstance(x, (list, tuple)):
-        assert len(x) == len(y), path
-        for i, (u, v) in enumerate(zip(x, y)):
-            same(u, v, f"{path}/{i}")
-    else:
-        assert x == y, path
-
 first = load_checkpoint(a, 0 if "world_size" in meta else None, len(ranks))
 assert "zero_stage" in first["optimizer"], "the run did not use DeepSpeed ZeRO (accelerate runs it on GPUs only)"
 for r in ranks:
     rank = r if "world_size" in meta else None
-    same(load_checkpoint(a, rank, len(ranks)), load_checkpoint(b, rank, len(ranks)), f"rank{r}")
-rows = [open(f"{out}/{d}/metrics.jsonl").read().splitlines() for d in ("straight", "part")]
-strip = [[{k: v for k, v in json.loads(r).items() if not k.startswith("time/")} for r in rs] for rs in rows]
-assert strip[0] == strip[1], "metrics differ"
+    assert_same_state(load_checkpoint(a, rank, len(ranks)), load_checkpoint(b, rank, len(ranks)), f"rank{r}")
+assert metrics_rows(f"{out}/straight") == metrics_rows(f"{out}/part"), "metrics differ"
 print(f"PASS: DeepSpeed ZeRO-2, {len(ranks)} process(es), killed after step 3, resumed: final checkpoint equal")
 EOF
