@@ -54,7 +54,7 @@ Modalities: tokens only. A denoising step has no softmax head, and the paper def
 leaves the head frozen, so there is no head update to model; the authors fine-tune in full). Memory:
 the shadow moments are two [V, H] float32 tensors on the policy's device (a 7B model's head,
 152k x 3584, needs 4.4 GB for them) plus a few [n, k, H] float32 tensors for the gradient rows, where the
-tokens are taken ``n`` at a time so that one such tensor stays under ``HEAD_CHUNK_BYTES`` (256 MiB: 366
+tokens are taken ``n`` at a time so that one such tensor stays under ``HEAD_CHUNK_BYTES`` (256 MiB: 374
 tokens of a 7B head at k = 50; the result does not depend on it); the moments' statistics are all-reduced once
 per optimizer step. Metrics: ``capo/kept`` (share of trained
 tokens kept), ``capo/fisher_masked``, ``capo/hessian_masked`` (shares each test removes),
