@@ -205,6 +205,7 @@ def test_malformed_override_and_non_mapping_section(tmp_path):
         (["rewards.digits=.nan"], ["rewards.digits", "finite"]),
         (["rewards.digits=nan"], ["rewards.digits", "finite"]),  # Python's spelling, text to YAML
         (["train.lr=-NaN"], ["train.lr", "finite"]),
+        (["train.lr=+-inf"], ["train.lr", "expected float"]),
         (["rewards.digits=inf"], ["rewards.digits", "finite"]),  # read as infinity, then the field's own check
         (["objective.clip_range=0"], ["objective.clip_range", "> 0"]),
         (["objective.beta=-1"], ["objective.beta"]),

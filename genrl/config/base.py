@@ -60,7 +60,7 @@ __all__ = [
 T = TypeVar("T")
 _NOVALUE = object()
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML 1.1 reads 1e-4 as str
-_NONFINITE_WORDS = ("nan", "inf", "infinity")  # float() reads them; YAML leaves them text
+_NONFINITE_RE = re.compile(r"[-+]?(nan|inf|infinity)", re.IGNORECASE)  # float() reads them; YAML leaves them text
 
 
 class ConfigError(ValueError):
@@ -184,9 +184,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return float(value)
         if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
             return float(value)
-        if isinstance(value, str) and value.strip().lower().lstrip("+-") in _NONFINITE_WORDS:
-            # Python's spellings, which YAML reads as text (YAML's are .nan and .inf): the same rules
-            if "nan" in value.lower():
+        word = _NONFINITE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
+        if word:  # Python's spellings, which YAML reads as text (YAML's are .nan and .inf): the same rules
+            if word.group(1).lower() == "nan":
                 raise ConfigError(key, "expected a finite number, got NaN", value)
             return float(value)
         raise ConfigError(key, f"expected float, got {type(value).__name__}", value)

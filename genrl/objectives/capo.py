@@ -55,7 +55,8 @@ leaves the head frozen, so there is no head update to model; the authors fine-tu
 the shadow moments are two [V, H] float32 tensors on the policy's device (a 7B model's head,
 152k x 3584, needs 4.4 GB for them) plus a few [n, k, H] float32 tensors for the gradient rows, where the
 tokens are taken ``n`` at a time so that one such tensor stays under ``HEAD_CHUNK_BYTES`` (256 MiB: 374
-tokens of a 7B head at k = 50; the result does not depend on it); the moments' statistics are all-reduced once
+tokens of a 7B head at k = 50; the result equals the one-piece computation up to the float rounding of each
+token's own sums, and the moments are accumulated in token order); the moments' statistics are all-reduced once
 per optimizer step. Metrics: ``capo/kept`` (share of trained
 tokens kept), ``capo/fisher_masked``, ``capo/hessian_masked`` (shares each test removes),
 ``capo/m_F_mean``, ``capo/m_H_mean``.
@@ -281,14 +282,17 @@ HEAD_CHUNK_BYTES = 256 * 2**20  # bound of one [n, k, H] float32 tensor of gradi
 @torch.no_grad()
 def masked_head_terms(head: dict, adv: torch.Tensor, mask: torch.Tensor, state: "ShadowAdam", opts):
     """:func:`lm_head_terms` and :func:`keep_mask` over the tokens ``n`` at a time (``HEAD_CHUNK_BYTES``),
-    accumulating the kept gradient rows into ``state``; in token order, so the sums are the same as in
-    one piece. ``head`` as the policy returns it ([B, T, ...]); ``adv`` [B]; ``mask`` [B, T]. Returns
-    ``(m_H, m_F, fisher, hessian)``, each [B, T]."""
-    hidden, probs, ids, action = (head[k].flatten(0, 1) for k in ("hidden", "probs", "ids", "action"))
+    accumulating the kept gradient rows into ``state`` in token order (the one-piece computation's, up to
+    the float rounding of each token's own sums). ``head`` as the policy returns it ([B, T, ...]);
+    ``adv`` [B]; ``mask`` [B, T]. Returns ``(m_H, m_F, fisher, hessian)``, each [B, T]."""
+    hidden, probs, ids, action = (head[key].flatten(0, 1) for key in ("hidden", "probs", "ids", "action"))
     B, T = mask.shape
+    if B * T == 0:
+        return tuple(torch.zeros(B, T, device=mask.device) for _ in range(4))
     per_token = adv[:, None].expand(B, T).flatten()  # [B T]
-    k, H = ids.shape[-1], hidden.shape[-1]
-    n = max(1, HEAD_CHUNK_BYTES // (4 * k * H))
+    flat_mask = mask.flatten()  # [B T]
+    top_k, width = ids.shape[-1], hidden.shape[-1]
+    n = max(1, HEAD_CHUNK_BYTES // (4 * top_k * width))
     out = []
     for s in range(0, B * T, n):
         c = slice(s, s + n)  # the chunk as [n, 1, ...]: one token per row
@@ -296,8 +300,8 @@ def masked_head_terms(head: dict, adv: torch.Tensor, mask: torch.Tensor, state: 
             hidden[c, None], probs[c, None], action[c, None], per_token[c], state.lr(), state.direction(ids[c, None])
         )
         fisher, hessian = keep_mask(m_H, m_F, opts)
-        state.accumulate(g, ids[c, None], mask.flatten()[c, None] * fisher * hessian)
-        out.append(torch.cat([m_H, m_F, fisher, hessian], dim=1))  # [n, 4]
+        state.accumulate(g, ids[c, None], flat_mask[c, None] * fisher * hessian)
+        out.append(torch.cat([m_H.float(), m_F.float(), fisher, hessian], dim=1))  # [n, 4]
     return tuple(x.view(B, T) for x in torch.cat(out).unbind(1))
 
 

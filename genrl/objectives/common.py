@@ -248,12 +248,14 @@ def per_step_moments(
 ) -> list[tuple[int, float, float, float]]:
     """``(step, mean, std, count)`` of each column of ``values [B, t]`` (a denoising step) over its unmasked
     entries (``mask [B, t]``; columns with none are left out); ``step`` from ``step_index [B, t]``."""
+    if values.numel() == 0:
+        return []
     with torch.no_grad():  # all columns at once, one host transfer (this runs on every minibatch)
         m, v = mask.float(), values.float()
         n = m.sum(0)  # [t]
         mean = (v * m).sum(0) / n.clamp_min(1)
         std = (((v - mean) ** 2 * m).sum(0) / n.clamp_min(1)).sqrt()
-        rows = torch.stack([step_index[0].to(n), mean, std, n], 1).tolist()  # [t, 4]
+        rows = torch.stack([step_index[0].to(n), mean, std, n], 1).tolist()  # [t, 4]; steps exact below 2**24
     return [(int(i), mu, sd, c) for i, mu, sd, c in rows if c > 0]
 
 
