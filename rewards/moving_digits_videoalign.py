@@ -58,11 +58,11 @@ where the reward's question puts the prompt, a 4-layer text model, prompt-swap p
 its own and a wrong prompt, TA label only), a text model twice as wide and deep (hidden 128, 4 layers,
 ``HIDDEN_SIZE`` / ``NUM_LAYERS``; 1800 steps, 99 minutes here), and ``rope_theta`` 1e6 alone (0.59 /
 0.56). Given the prompt right after the video (a short question, not this template) and only
-wrong-digit pairs, the 1e6 model did learn the wrong-digit contrast (0.75 after 1400 steps). Six later
+wrong-digit pairs, the 1e6 model did learn the wrong-digit contrast (0.75 after 1400 steps). Seven later
 variants did not make TA compare the shown digit with the prompted one (a content probe target beside the
-auxiliary loss, match probes at the question's digit word, a 4-layer text model with the content probe, a
-"match" / "no" question right after the video before the reward, ...: README, "What limits gold TA"), and
-the same training gives another reward on another CPU kind (there: TA above a wrong-digit /
+auxiliary loss, match probes at the question's digit word, a 4-layer or a twice-as-wide text model with the
+content probe, a "match" / "no" question right after the video before the reward, ...: README, "What limits
+gold TA"), and the same training gives another reward on another CPU kind (there: TA above a wrong-digit /
 wrong-direction clip 0.44 / 0.59).
 
 The normalisation statistics in ``model_config.json`` (``inference_config``: ``VQ_mean``, ...) are each
