@@ -6,6 +6,7 @@ import importlib.util
 import json
 import os
 import struct
+import time
 from pathlib import Path
 
 import pytest
@@ -45,10 +46,18 @@ def wandb_records(path: Path):
 
 
 def wandb_history(run_dir: Path) -> tuple[dict[int, dict], dict[str, object], Path]:
-    """``({step: row}, config, files folder)`` of the one offline W&B run under ``run_dir/wandb``."""
+    """``({step: row}, config, files folder)`` of the one offline W&B run under ``run_dir/wandb``, read once
+    its ``exit`` record is there: W&B's service process may still be writing the file when ``finish()``
+    has returned (seen on a loaded machine: the history not yet written)."""
     (run_file,) = (run_dir / "wandb").glob("offline-run-*/run-*.wandb")
+    deadline = time.monotonic() + 60
+    records = list(wandb_records(run_file))
+    while "exit" not in {r.WhichOneof("record_type") for r in records}:
+        assert time.monotonic() < deadline, f"{run_file}: no exit record after 60 s"
+        time.sleep(0.2)
+        records = list(wandb_records(run_file))
     history, config = {}, {}
-    for record in wandb_records(run_file):
+    for record in records:
         kind = record.WhichOneof("record_type")
         if kind == "history":
             row = {item.key or "/".join(item.nested_key): json.loads(item.value_json) for item in record.history.item}
