@@ -448,6 +448,18 @@ def test_capo_predictions_are_the_second_order_model_of_the_head():
     torch.testing.assert_close(half[1], m_F / 4)
 
 
+def _capo_head(gen, B, T, k, H, vocab=0):
+    """The policy's head outputs for CAPO, drawn from ``gen`` (hidden, probs, action, then ids): ``ids`` [B, T, k]
+    random rows of a ``vocab``-row head, or all row 0 when ``vocab`` is 0."""
+    head = {
+        "hidden": torch.randn(B, T, H, generator=gen),
+        "probs": torch.softmax(torch.randn(B, T, k, generator=gen), -1),
+        "action": torch.nn.functional.one_hot(torch.randint(0, k, (B, T), generator=gen), k).float(),
+    }
+    ids = torch.randint(0, vocab, (B, T, k), generator=gen) if vocab else torch.zeros(B, T, k, dtype=torch.long)
+    return {**head, "ids": ids}
+
+
 def _shadow(vocab=6, width=2, **kw):
     from genrl.objectives.capo import ShadowAdam
 
@@ -495,13 +507,9 @@ def test_capo_keeps_exactly_the_tokens_inside_both_tests_and_is_the_base_without
 
     gen = torch.Generator().manual_seed(1)
     B, T, k, H = 4, 6, 5, 3
-    hidden = torch.randn(B, T, H, generator=gen)
-    probs = torch.softmax(torch.randn(B, T, k, generator=gen), -1)
-    action = torch.nn.functional.one_hot(torch.randint(0, k, (B, T), generator=gen), k).float()
+    info = {"head": _capo_head(gen, B, T, k, H)}
+    hidden, probs, action = (info["head"][key] for key in ("hidden", "probs", "action"))
     adv = torch.tensor([1.0, -1.0, 0.0, 2.0])
-    info = {
-        "head": {"hidden": hidden, "probs": probs, "action": action, "ids": torch.zeros(B, T, k, dtype=torch.long)}
-    }
     log_old = torch.randn(B, T, generator=gen)
     log_new = log_old + 0.01 * torch.randn(B, T, generator=gen)
     mask = torch.ones(B, T)
@@ -542,12 +550,7 @@ def test_capo_head_terms_taken_a_few_tokens_at_a_time_equal_one_piece(monkeypatc
 
     gen = torch.Generator().manual_seed(3)
     B, T, k, H, V = 3, 5, 4, 2, 9
-    head = {
-        "hidden": torch.randn(B, T, H, generator=gen),
-        "probs": torch.softmax(torch.randn(B, T, k, generator=gen), -1),
-        "action": torch.nn.functional.one_hot(torch.randint(0, k, (B, T), generator=gen), k).float(),
-        "ids": torch.randint(0, V, (B, T, k), generator=gen),
-    }
+    head = _capo_head(gen, B, T, k, H, vocab=V)
     adv, mask = torch.randn(B, generator=gen), (torch.rand(B, T, generator=gen) > 0.2).float()
     direction = _stepped_shadow(V, H, head["ids"]).direction(head["ids"])
     m_H, m_F, _ = capo.lm_head_terms(head["hidden"], head["probs"], head["action"], adv, 0.1, direction)
@@ -578,12 +581,7 @@ def test_capo_loss_does_not_depend_on_how_the_batch_is_split(loss_agg):
 
     gen = torch.Generator().manual_seed(2)
     B, T, k, H = 6, 5, 4, 3
-    head = {
-        "hidden": torch.randn(B, T, H, generator=gen),
-        "probs": torch.softmax(torch.randn(B, T, k, generator=gen), -1),
-        "action": torch.nn.functional.one_hot(torch.randint(0, k, (B, T), generator=gen), k).float(),
-        "ids": torch.zeros(B, T, k, dtype=torch.long),
-    }
+    head = _capo_head(gen, B, T, k, H)
     adv = torch.randn(B, generator=gen)
     log_old = torch.randn(B, T, generator=gen)
     log_new = (log_old + 0.05 * torch.randn(B, T, generator=gen)).requires_grad_(True)
