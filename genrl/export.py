@@ -14,8 +14,9 @@ Loading the result needs only stock diffusers:
 * real families: ``DiffusionPipeline.from_pretrained(DIR)``; adapter exports name their base
   model in ``genrl_export.json``: ``pipe = DiffusionPipeline.from_pretrained(BASE);
   pipe.load_lora_weights(DIR)``;
-* genrl's embedded digits model: its pipeline class ships in the folder as ``pipeline.py``
-  (``pipelines/digits.py``) and ``model_index.json`` names it, diffusers' convention for
+* genrl's embedded digits models: the pipeline class ships in the folder as ``pipeline.py``
+  (``pipelines/digits.py`` or ``pipelines/moving_digits.py``, with ``flow_sampling.py`` that it
+  imports) and ``model_index.json`` names it, diffusers' convention for
   custom pipelines: ``DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)``. Its
   adapter export also holds the base pipeline (it exists nowhere else), so
   ``from_pretrained(DIR, trust_remote_code=True).load_lora_weights(DIR)`` works.
@@ -42,9 +43,15 @@ class ExportError(ValueError):
 
 def _save_custom_pipeline_code(pipe, folder: str) -> None:
     """Our own pipeline classes (``pipelines/``): copy the module into the folder as
-    ``pipeline.py`` and point ``model_index.json`` at it, so stock diffusers can load it."""
-    module = sys.modules[type(pipe).__module__]
-    shutil.copyfile(module.__file__, os.path.join(folder, "pipeline.py"))
+    ``pipeline.py``, with the sibling modules it imports relatively (found by diffusers' own
+    ``get_relative_import_files``, the rule its loader copies them by), and point
+    ``model_index.json`` at it, so stock diffusers can load it."""
+    from diffusers.utils.dynamic_modules_utils import get_relative_import_files
+
+    module_file = sys.modules[type(pipe).__module__].__file__
+    shutil.copyfile(module_file, os.path.join(folder, "pipeline.py"))
+    for sibling in get_relative_import_files(module_file):
+        shutil.copyfile(sibling, os.path.join(folder, os.path.basename(sibling)))
     index = os.path.join(folder, "model_index.json")
     with open(index) as f:
         data = json.load(f)

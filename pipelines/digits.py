@@ -7,7 +7,8 @@ diffusers way: ``DiffusionPipeline.from_pretrained(folder, custom_pipeline=...)`
 
 Sampling is the Euler ODE of ``FlowMatchEulerDiscreteScheduler`` with optional
 classifier-free guidance, exactly what genrl evaluates with. The module imports only torch,
-diffusers and transformers, so an exported copy runs without genrl installed.
+diffusers, transformers and its sibling ``flow_sampling`` (``genrl export`` copies it beside the
+pipeline), so an exported copy runs without genrl installed.
 """
 
 from __future__ import annotations
@@ -17,11 +18,12 @@ from typing import Optional, Union
 import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, ImagePipelineOutput, SD3Transformer2DModel
 from diffusers.loaders import SD3LoraLoaderMixin
-from diffusers.utils.torch_utils import randn_tensor
 from transformers import CLIPTextModelWithProjection, PreTrainedTokenizerBase
 
+from .flow_sampling import EulerFlowSamplingMixin
 
-class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
+
+class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin, EulerFlowSamplingMixin):
     """Text-to-image for the embedded digits model. LoRA adapters load the SD3 way
     (``load_lora_weights``), since the denoiser is an ``SD3Transformer2DModel``.
 
@@ -108,16 +110,7 @@ class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin):
             embeds, pooled = torch.cat([neg, embeds]), torch.cat([neg_pooled, pooled])
         c = self.transformer.config
         shape = (len(prompts), c.in_channels, c.sample_size, c.sample_size)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
-        self.scheduler.set_timesteps(num_inference_steps, device=latents.device)
-        for t in self.progress_bar(self.scheduler.timesteps):
-            x_in = torch.cat([latents, latents]) if cfg else latents
-            v = self.predict_velocity(x_in, t.expand(x_in.shape[0]), embeds, pooled)
-            if cfg:
-                v_u, v_c = v.chunk(2)
-                v = v_u + guidance_scale * (v_c - v_u)
-            latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+        latents = self.euler_sample((embeds, pooled), latents, shape, generator, num_inference_steps, guidance_scale)
         if output_type == "latent":
             images = latents
         else:

@@ -21,7 +21,8 @@ where the vertical sign is still often wrong) and 100% after 1750.
 
 ``pipe("a handwritten digit three moving left").frames`` is ``[B, F, H, W, 3]`` in ``[0, 1]``
 (``output_type="np"``, as ``WanPipeline``), ``output_type="pt"`` gives ``[B, F, 3, H, W]``. The module
-imports only torch, diffusers and transformers, so an exported copy runs without genrl installed.
+imports only torch, diffusers, transformers and its sibling ``flow_sampling`` (``genrl export`` copies it
+beside the pipeline), so an exported copy runs without genrl installed.
 """
 
 from __future__ import annotations
@@ -32,8 +33,9 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, WanTransformer3DModel
 from diffusers.loaders import WanLoraLoaderMixin
 from diffusers.pipelines.wan.pipeline_output import WanPipelineOutput
-from diffusers.utils.torch_utils import randn_tensor
 from transformers import PreTrainedTokenizerBase, UMT5EncoderModel
+
+from .flow_sampling import EulerFlowSamplingMixin
 
 
 def add_frame_index(latents: torch.Tensor) -> torch.Tensor:
@@ -44,7 +46,7 @@ def add_frame_index(latents: torch.Tensor) -> torch.Tensor:
     return torch.cat([latents, ramp.view(1, 1, f, 1, 1).expand(b, 1, f, h, w)], dim=1)
 
 
-class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin):
+class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSamplingMixin):
     """Text-to-video for the embedded moving-digits model. LoRA adapters load the Wan way
     (``load_lora_weights``), since the denoiser is a ``WanTransformer3DModel``.
 
@@ -118,17 +120,6 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         )
         return embeds, neg
 
-    def predict_velocity(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
-        """The transformer's velocity ``[B, 1, F, H, W]`` for noisy clips ``latents`` ``[B, 1, F, H, W]`` at
-        timesteps ``t`` (``sigma * 1000``) ``[B]``, the frame index appended (:func:`add_frame_index`)."""
-        dtype = self.transformer.dtype
-        return self.transformer(
-            hidden_states=add_frame_index(latents).to(dtype),
-            timestep=t,
-            encoder_hidden_states=embeds.to(dtype),
-            return_dict=False,
-        )[0].float()
-
     @torch.no_grad()
     def __call__(
         self,
@@ -155,16 +146,7 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin):
         if cfg:
             embeds = torch.cat([neg, embeds])
         shape = (len(prompts), self.transformer.config.out_channels, num_frames, height, width)
-        if latents is None:
-            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
-        self.scheduler.set_timesteps(num_inference_steps, device=latents.device)
-        for t in self.progress_bar(self.scheduler.timesteps):
-            x_in = torch.cat([latents, latents]) if cfg else latents
-            v = self.predict_velocity(x_in, t.expand(x_in.shape[0]), embeds)
-            if cfg:
-                v_u, v_c = v.chunk(2)
-                v = v_u + guidance_scale * (v_c - v_u)
-            latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+        latents = self.euler_sample((embeds,), latents, shape, generator, num_inference_steps, guidance_scale)
         if output_type == "latent":
             video = latents
         else:  # pixel space: [-1, 1] grey -> [0, 1] RGB, [B, F, 3, H, W]
@@ -174,3 +156,14 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin):
                 video = video.permute(0, 1, 3, 4, 2).cpu().numpy()
         self.maybe_free_model_hooks()
         return WanPipelineOutput(frames=video) if return_dict else (video,)
+
+    def predict_velocity(self, latents: torch.Tensor, t: torch.Tensor, embeds: torch.Tensor) -> torch.Tensor:
+        """The transformer's velocity ``[B, 1, F, H, W]`` for noisy clips ``latents`` ``[B, 1, F, H, W]`` at
+        timesteps ``t`` (``sigma * 1000``) ``[B]``, the frame index appended (:func:`add_frame_index`)."""
+        dtype = self.transformer.dtype
+        return self.transformer(
+            hidden_states=add_frame_index(latents).to(dtype),
+            timestep=t,
+            encoder_hidden_states=embeds.to(dtype),
+            return_dict=False,
+        )[0].float()

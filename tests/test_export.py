@@ -168,7 +168,7 @@ def test_digits_export_loads_with_its_own_pipeline_code(digits_run, tmp_path, lo
     record = export(str(digits_run), str(out), lora=lora)
     assert record["weights"] == "ema"
     assert json.loads((out / "model_index.json").read_text())["_class_name"] == ["pipeline", "DigitsPipeline"]
-    assert (out / "pipeline.py").is_file()
+    assert (out / "pipeline.py").is_file() and (out / "flow_sampling.py").is_file()  # with what it imports
     stock = _load_in_fresh_process(tmp_path, out, "custom", prompts, seeds, 6, 1.0)
     torch.testing.assert_close(stock.float(), ours, rtol=1e-4, atol=1e-5)
 

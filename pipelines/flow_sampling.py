@@ -1,0 +1,50 @@
+"""The Euler ODE sampling loop shared by genrl's own pipelines (``digits``, ``moving_digits``).
+
+It imports only torch and diffusers and is imported relatively (``from .flow_sampling import
+EulerFlowSamplingMixin``), so ``genrl export`` copies it beside the exported ``pipeline.py`` and stock
+diffusers loads both (a custom pipeline's relative imports are copied with it:
+``diffusers.utils.dynamic_modules_utils``).
+"""
+
+from __future__ import annotations
+
+from typing import Optional, Union
+
+import torch
+from diffusers.utils.torch_utils import randn_tensor
+
+
+class EulerFlowSamplingMixin:
+    """For a ``DiffusionPipeline`` with a ``FlowMatchEulerDiscreteScheduler`` ``scheduler`` and a
+    ``predict_velocity(latents, t, *conditioning)`` method (``t`` is ``sigma * 1000``, ``[B]``)."""
+
+    def euler_sample(
+        self,
+        conditioning: tuple[torch.Tensor, ...],
+        latents: Optional[torch.Tensor],
+        shape: tuple[int, ...],
+        generator: Optional[Union[torch.Generator, list[torch.Generator]]],
+        num_inference_steps: int,
+        guidance_scale: float,
+    ) -> torch.Tensor:
+        """Integrate the scheduler's ODE from noise ``latents`` ``[B, ...]`` (drawn with
+        ``randn_tensor(shape, generator)`` in float32 when None, as diffusers' pipelines do) to the
+        sample ``[B, ...]`` in ``num_inference_steps`` Euler steps.
+
+        With ``guidance_scale > 1`` the conditioning must hold the unconditional batch first and the
+        conditional second (``[2B, ...]``); the two velocities are combined by classifier-free
+        guidance, ``v_u + w (v_c - v_u)`` (Ho & Salimans, arXiv 2207.12598, eq. 6, in the velocity
+        parameterisation diffusers' flow pipelines use).
+        """
+        if latents is None:
+            latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
+        cfg = guidance_scale > 1.0
+        self.scheduler.set_timesteps(num_inference_steps, device=latents.device)
+        for t in self.progress_bar(self.scheduler.timesteps):
+            x_in = torch.cat([latents, latents]) if cfg else latents
+            v = self.predict_velocity(x_in, t.expand(x_in.shape[0]), *conditioning)
+            if cfg:
+                v_u, v_c = v.chunk(2)
+                v = v_u + guidance_scale * (v_c - v_u)
+            latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
+        return latents
