@@ -7,7 +7,7 @@ place): a run killed mid-write leaves at worst a temporary folder, which is igno
 checkpoint that looks complete but is not. Only the run's one writer removes such leftovers, when
 it starts (``resume_state``): readers (``genrl gallery``, ``genrl export``) running during a write
 must not delete the write in progress. A checkpoint that is complete but unreadable (a disk
-fault) is skipped on resume for the newest readable one, with a warning naming it.
+fault) is skipped on resume, and by the readers, for the newest readable one, with a warning naming it.
 
 Sharded runs (``train.fsdp``, ``genrl.sharding``) write one file per process instead of
 ``state.pt``: ``state-rank00000.pt``, ... each holding that process's shards (``DTensor`` ->
@@ -161,11 +161,27 @@ def resume_state(
     ``ValueError`` when the checkpoint was written by another number of processes. An unreadable
     checkpoint is skipped with a warning naming it; ``ValueError`` when checkpoints exist but none
     can be read."""
-    ckpts = list_checkpoints(root, clean=clean)
+    return newest_readable(
+        list_checkpoints(root, clean=clean), root, rank, world_size, hint="; start over with resume=false"
+    )
+
+
+def newest_readable(
+    ckpts: list[str],
+    root: str,
+    rank: Optional[int] = None,
+    world_size: int = 1,
+    keys: Optional[tuple[str, ...]] = None,
+    hint: str = "",
+) -> Optional[tuple[str, dict[str, Any]]]:
+    """``(path, state)`` of the newest of ``ckpts`` (oldest first, all under ``root``) that loads
+    (:func:`load_checkpoint` with ``rank`` / ``world_size`` / ``keys``), skipping unreadable ones with
+    a warning naming each; None for no checkpoints, ``ValueError`` when none can be read. What
+    resume and the readers (``genrl export``, ``genrl gallery``) share; ``hint`` ends the error."""
     bad = []
     for path in reversed(ckpts):
         try:
-            state = load_checkpoint(path, rank, world_size)
+            state = load_checkpoint(path, rank, world_size, keys)
         except CheckpointLayoutError:
             raise
         except ValueError as e:
@@ -174,7 +190,7 @@ def resume_state(
             continue
         return path, state
     if bad:
-        raise ValueError(f"no readable checkpoint in {root} ({len(bad)} unreadable); start over with resume=false")
+        raise ValueError(f"no readable checkpoint in {root} ({len(bad)} unreadable){hint}")
     return None
 
 
@@ -184,7 +200,8 @@ def _read(state_file: str) -> dict[str, Any]:
     try:
         return torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or corrupt file: say which, do not guess
-        raise ValueError(f"checkpoint file {state_file!r} is unreadable ({type(e).__name__}: {e})") from e
+        first = (str(e).strip().splitlines() or [""])[0][:200]  # torch's own message can run to a page
+        raise ValueError(f"checkpoint file {state_file!r} is unreadable ({type(e).__name__}: {first})") from e
 
 
 def _consolidate(parts: list[Any], layout: dict[str, int], path: str = "") -> Any:

@@ -132,9 +132,18 @@ def configure_openmp(environ) -> dict[str, str]:
     return dict(OPENMP_DEFAULTS)
 
 
+class OneLineArgumentParser(argparse.ArgumentParser):
+    """argparse, with a usage error as one line (the option and what is wrong, then where the help is)
+    and exit code 2, like every other bad input; argparse's own prints the whole usage first. The
+    subcommands' parsers are of this class too (``add_subparsers`` copies the parent's class)."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def main(argv: list[str] | None = None) -> int:
     configure_openmp(os.environ)  # before torch loads (children inherit it)
-    parser = argparse.ArgumentParser(prog="genrl", description=__doc__)
+    parser = OneLineArgumentParser(prog="genrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser(
         "train",

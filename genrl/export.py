@@ -33,7 +33,7 @@ import os
 import shutil
 import sys
 
-from genrl.io import atomic_dir
+from genrl.io import atomic_dir, check_output_dir
 from genrl.policies.base import DTYPES
 
 
@@ -79,8 +79,10 @@ def export(
         raise ExportError(f"--weights must be 'ema' or 'raw', not {weights!r}")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    if os.path.exists(out) and not overwrite:
-        raise ExportError(f"{out!r} exists; choose a new folder or pass --overwrite")
+    try:  # every path error before the model loads; --overwrite never replaces the run itself
+        check_output_dir(out, "--out", overwrite=overwrite, protect=(run_dir,))
+    except ValueError as e:
+        raise ExportError(str(e)) from None
     cfg, policy, info = load_run_policy(run_dir, ema=weights == "ema")
     pipe = getattr(policy, "pipe", None)
     if pipe is None:
@@ -97,6 +99,11 @@ def export(
         "dtype": dtype,
         "base_model": cfg.policy.model,
         "pipeline_class": type(pipe).__name__,
+        "sampling": {  # what the run evaluated with: pipe(prompt, **sampling) reproduces its ODE samples
+            "num_inference_steps": cfg.eval.num_steps or cfg.policy.num_steps,
+            "guidance_scale": cfg.eval.guidance_scale,
+            **{k: getattr(cfg.policy, k) for k in ("num_frames", "height", "width") if getattr(cfg.policy, k, None)},
+        },
         "load": ("DiffusionPipeline.from_pretrained(DIR" + (", trust_remote_code=True" if custom else "") + ")"),
     }
     with atomic_dir(out) as tmp:  # a crash leaves no half export; an --overwrite swaps the old one out
@@ -104,7 +111,8 @@ def export(
             saver = getattr(type(pipe), "save_lora_weights", None)
             if saver is None:
                 raise ExportError(f"{type(pipe).__name__} has no LoRA loader in diffusers; export with --lora merge")
-            kwargs = {"transformer_lora_layers": get_peft_model_state_dict(denoiser)}
+            layers = {k: v.to(DTYPES[dtype]) for k, v in get_peft_model_state_dict(denoiser).items()}  # --dtype
+            kwargs = {"transformer_lora_layers": layers}
             if "transformer_lora_adapter_metadata" in inspect.signature(saver).parameters:
                 kwargs["transformer_lora_adapter_metadata"] = _adapter_metadata(denoiser)  # keeps alpha / rank
             saver(tmp, **kwargs)
@@ -152,13 +160,9 @@ def add_parser(sub) -> None:
 
 
 def _main(args) -> int:
-    from genrl.run_dir import RunDirError
-
-    try:
-        record = export(args.run_dir, args.out, args.lora, args.weights, args.dtype, args.overwrite)
-    except (ExportError, RunDirError) as e:
-        print(f"genrl export: {e}", file=sys.stderr)
-        return 2
+    """``genrl export``; its errors (``ExportError``, ``RunDirError``: ``ValueError``) reach ``genrl.cli``,
+    which prints them as one line and exits 2."""
+    record = export(args.run_dir, args.out, args.lora, args.weights, args.dtype, args.overwrite)
     print(
         f"genrl export: wrote {args.out} ({record['mode']}, {record['weights']} weights, step {record['step']}); "
         f"load with {record['load']}"

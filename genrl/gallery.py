@@ -34,7 +34,7 @@ import torch
 
 from genrl.evaluation import save_animation, to_pil
 from genrl.gallery_page import render_page
-from genrl.io import atomic_file
+from genrl.io import atomic_file, check_output_dir
 from genrl.run_dir import RunDirError, check_run, load_final_weights, load_run_config
 
 SAMPLE_SIDE = 128  # samples are upscaled with nearest neighbours to at least this many pixels a side
@@ -147,7 +147,8 @@ def make_gallery(
         raise GalleryError(f"--video-format must be gif or webp, got {video_format!r}")
     try:
         found = [check_run(d) for d in run_dirs]  # every error before any work
-    except RunDirError as e:
+        check_output_dir(out_dir, "--out", overwrite=None)  # regenerated in place: an existing folder is written into
+    except (RunDirError, ValueError) as e:
         raise GalleryError(str(e)) from None
     cfgs = [load_run_config(cfg_path) for cfg_path, _ in found]
     labels = _labels(run_dirs)
@@ -175,7 +176,7 @@ def make_gallery(
 
     columns, images, run_info = ["base"], {}, []
     bar = tqdm(total=len(all_prompts) * (1 + len(cfgs)), desc="gallery: sampling", unit="img", disable=not progress)
-    for i, (cfg, (cfg_path, ckpt), label, run_dir) in enumerate(zip(cfgs, found, labels, run_dirs)):
+    for i, (cfg, (cfg_path, _), label, run_dir) in enumerate(zip(cfgs, found, labels, run_dirs)):
         steps, cfg_scale = cfg.eval.num_steps or cfg.policy.num_steps, cfg.eval.guidance_scale
         sampling, bs = f"ODE, {steps} steps, CFG {cfg_scale}", batch_size or cfg.eval.batch_size
         prepare_models(cfg)  # task: models built (logged) if missing
@@ -191,7 +192,7 @@ def make_gallery(
                     "config_link": "",
                 }
             )
-        info = load_final_weights(policy, ckpt)
+        info = load_final_weights(policy, run_dir)
         images[label] = _sample(policy, all_prompts, seeds, steps, cfg_scale, bs, bar)
         columns.append(label)
         os.makedirs(os.path.join(out_dir, "configs"), exist_ok=True)

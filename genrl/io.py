@@ -90,7 +90,10 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path).expanduser()
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = _sibling(path, "tmp")
-    tmp.mkdir()
+    try:
+        tmp.mkdir()
+    except OSError as e:  # name the folder asked for, not our hidden temporary
+        raise OSError(e.errno, f"cannot write {str(path)!r} ({e.strerror})") from None
     try:
         yield tmp
         old = None
@@ -100,7 +103,39 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
         os.replace(tmp, path)
         _fsync_dir(path.parent)
         if old is not None:
-            shutil.rmtree(old, ignore_errors=True)
+            if old.is_dir() and not old.is_symlink():
+                shutil.rmtree(old, ignore_errors=True)
+            else:  # a file (or link) the folder replaced
+                old.unlink(missing_ok=True)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def check_output_dir(
+    out: str | os.PathLike, option: str, overwrite: bool = False, protect: tuple[str | os.PathLike, ...] = ()
+) -> Path:
+    """Check, before any work, that ``out`` can become the output folder of a command (``option``
+    names it in the errors); returns it resolved. ``ValueError`` (one line, naming ``option`` and the
+    path) when it is empty, is an existing file, lies below a file, has no writable existing parent,
+    exists and ``overwrite`` is False, or is (or holds) one of the ``protect`` inputs, which replacing
+    it would delete. ``overwrite=None``: an existing folder is written into (``genrl gallery``)."""
+    if not str(out).strip():
+        raise ValueError(f"{option} is empty: give a folder path")
+    path = Path(out).expanduser().resolve()
+    for inp in protect:
+        inp = Path(inp).expanduser().resolve()
+        if path == inp or path in inp.parents:
+            raise ValueError(f"{option} {str(out)!r} is (or holds) the input {str(inp)!r}: choose another folder")
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {str(out)!r} is a file, not a folder")
+    if path.exists() and overwrite is False:
+        raise ValueError(f"{option} {str(out)!r} exists; choose a new folder or pass --overwrite")
+    parent = path if path.exists() else path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ValueError(f"{option} {str(out)!r} lies below {str(parent)!r}, which is a file")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ValueError(f"{option} {str(out)!r}: no permission to write in {str(parent)!r}")
+    return path

@@ -56,13 +56,22 @@ def load_run_config(cfg_path: str):
     return load_config(TRAINER_CONFIGS[kind], cfg_path)
 
 
-def load_final_weights(policy, ckpt: str, ema: bool = True) -> dict:
-    """Load the checkpoint's trained weights, with the EMA swapped in if it kept one and ``ema``
-    (what evaluation uses); returns ``{step, ema}``."""
-    from genrl.checkpoint import load_checkpoint
+def load_final_weights(policy, run_dir: str, ema: bool = True) -> dict:
+    """Load the trained weights of the run's newest *readable* checkpoint (an unreadable newest one
+    is skipped with a warning, as a resume does: ``genrl.checkpoint.newest_readable``), with the EMA
+    swapped in if it kept one and ``ema`` (what evaluation uses); returns ``{step, ema}``.
+    ``RunDirError`` when no checkpoint can be read."""
+    from genrl.checkpoint import list_checkpoints, newest_readable
     from genrl.ema import EMA
 
-    state = load_checkpoint(ckpt, keys=("step", "model", "ema"))
+    root = os.path.join(run_dir, "checkpoints")
+    try:
+        found = newest_readable(list_checkpoints(root), root, keys=("step", "model", "ema"))
+    except ValueError as e:
+        raise RunDirError(str(e)) from None
+    if found is None:
+        raise RunDirError(f"{run_dir!r} has no checkpoints/step-*")
+    state = found[1]
     policy.load_trainable_state_dict(state["model"])
     shadow_state = state.get("ema") if ema else None
     if shadow_state is not None:
@@ -77,11 +86,11 @@ def load_final_weights(policy, ckpt: str, ema: bool = True) -> dict:
 
 def load_run_policy(run_dir: str, ema: bool = True, device: str = "cpu"):
     """``(config, policy with the run's final weights, checkpoint info)`` for a run directory."""
-    from genrl.models import prepare_models
+    from genrl.models import prepare_model
     from genrl.registry import POLICIES
 
-    cfg_path, ckpt = check_run(run_dir)
+    cfg_path, _ = check_run(run_dir)
     cfg = load_run_config(cfg_path)
-    prepare_models(cfg)  # a run's task: model, rebuilt (logged) if the cache was cleared
+    prepare_model(cfg.policy.model)  # the policy's task: model only (rebuilt, logged, if the cache was cleared)
     policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device)
-    return cfg, policy, load_final_weights(policy, ckpt, ema=ema)
+    return cfg, policy, load_final_weights(policy, run_dir, ema=ema)

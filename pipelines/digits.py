@@ -2,8 +2,10 @@
 
 The digits model (``genrl.tasks.digits``) is a tiny SD3 MMDiT on 8x8 single-channel images in
 pixel space (no VAE), conditioned on a CLIP text encoder. This class lets it load and run the
-diffusers way: ``DiffusionPipeline.from_pretrained(folder, custom_pipeline=...)`` or
-``DigitsPipeline.from_pretrained(folder)``, then ``pipe("a handwritten digit seven")``.
+diffusers way: ``DigitsPipeline.from_pretrained(folder)``, or for an exported folder (which ships this
+module as ``pipeline.py``) ``DiffusionPipeline.from_pretrained(folder, trust_remote_code=True)``, then
+``pipe("a handwritten digit seven")``; pass one ``torch.Generator`` per prompt to get genrl's
+per-seed noise (one generator for the batch draws other noise).
 
 Sampling is the Euler ODE of ``FlowMatchEulerDiscreteScheduler`` with optional
 classifier-free guidance, exactly what genrl evaluates with. The module imports only torch,
@@ -102,7 +104,9 @@ class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin, EulerFlowSamplingMix
         """Sample images for ``prompt``. ``guidance_scale > 1`` enables classifier-free guidance
         against the empty caption. ``output_type``: ``"pil"``, ``"np"``, ``"pt"`` (``[B, 1, 8, 8]``
         in ``[0, 1]``) or ``"latent"`` (the raw ``[-1, 1]`` sample)."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if output_type not in ("pil", "np", "pt", "latent"):
+            raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}")
+        prompts = self.check_prompts(prompt)
         cfg = guidance_scale > 1.0
         embeds, pooled = self.encode_prompt(prompts)
         if cfg:
@@ -119,7 +123,5 @@ class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin, EulerFlowSamplingMix
                 images = images.permute(0, 2, 3, 1).cpu().numpy()
                 if output_type == "pil":
                     images = self.numpy_to_pil(images)
-            elif output_type != "pt":
-                raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}")
         self.maybe_free_model_hooks()
         return ImagePipelineOutput(images=images) if return_dict else (images,)

@@ -28,16 +28,23 @@ class EulerFlowSamplingMixin:
         guidance_scale: float,
     ) -> torch.Tensor:
         """Integrate the scheduler's ODE from noise ``latents`` ``[B, ...]`` (drawn with
-        ``randn_tensor(shape, generator)`` in float32 when None, as diffusers' pipelines do) to the
-        sample ``[B, ...]`` in ``num_inference_steps`` Euler steps.
+        ``randn_tensor(shape, generator)`` when None, as diffusers' pipelines do; given ones must have
+        ``shape`` and are moved to the device) in float32 to the sample ``[B, ...]`` in
+        ``num_inference_steps`` Euler steps. ``ValueError`` for other latents or fewer than one step.
 
         With ``guidance_scale > 1`` the conditioning must hold the unconditional batch first and the
         conditional second (``[2B, ...]``); the two velocities are combined by classifier-free
         guidance, ``v_u + w (v_c - v_u)`` (Ho & Salimans, arXiv 2207.12598, eq. 6, in the velocity
         parameterisation diffusers' flow pipelines use).
         """
+        if num_inference_steps < 1:
+            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
+        elif tuple(latents.shape) != tuple(shape):
+            raise ValueError(f"latents have shape {tuple(latents.shape)}; these arguments sample {tuple(shape)}")
+        else:
+            latents = latents.to(self._execution_device, torch.float32)
         cfg = guidance_scale > 1.0
         self.scheduler.set_timesteps(num_inference_steps, device=latents.device)
         for t in self.progress_bar(self.scheduler.timesteps):
@@ -48,3 +55,11 @@ class EulerFlowSamplingMixin:
                 v = v_u + guidance_scale * (v_c - v_u)
             latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
         return latents
+
+    @staticmethod
+    def check_prompts(prompt) -> list[str]:
+        """``prompt`` (a string or a non-empty list of strings) as a list; ``ValueError`` otherwise."""
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        if not prompts or not all(isinstance(p, str) for p in prompts):
+            raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
+        return prompts

@@ -140,7 +140,13 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSampl
         both in ``[0, 1]``, or ``"latent"`` (the raw ``[B, 1, F, H, W]`` sample in ``[-1, 1]``)."""
         if output_type not in ("np", "pt", "latent"):
             raise ValueError(f"output_type must be 'np', 'pt' or 'latent', not {output_type!r}")
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        p_t, p_h, p_w = self.transformer.config.patch_size
+        if num_frames < 1 or num_frames % p_t or height < p_h or height % p_h or width < p_w or width % p_w:
+            raise ValueError(
+                f"num_frames / height / width = {num_frames} / {height} / {width}: the transformer needs positive "
+                f"multiples of its patch size {(p_t, p_h, p_w)}"
+            )
+        prompts = self.check_prompts(prompt)
         cfg = guidance_scale > 1.0
         embeds, neg = self.encode_prompt(prompts, cfg, max_sequence_length)
         if cfg:

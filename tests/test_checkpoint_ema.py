@@ -161,3 +161,54 @@ def test_sharded_checkpoint_layout_consolidates_and_names_the_process_count(tmp_
     with pytest.raises(CheckpointLayoutError):  # not skipped as if it were damaged
         resume_state(str(tmp_path), rank=0, world_size=3)
     assert set(load_checkpoint(str(path), keys=("step", "model"))) == {"step", "model"}  # what readers load
+
+
+def test_readers_take_the_newest_readable_checkpoint_and_only_the_keys_asked(tmp_path):
+    """``genrl export`` / ``genrl gallery`` read checkpoints as a resume does: an unreadable newest one
+    is skipped with a warning that stays one short line (torch's own message runs to a page)."""
+    from genrl.checkpoint import newest_readable
+
+    root = str(tmp_path / "ckpt")
+    for step in (1, 2):
+        save_checkpoint(root, step, {"step": step, "model": {"w": torch.full((2,), float(step))}, "optim": {}})
+    with open(os.path.join(root, "step-000002", "state.pt"), "wb") as f:
+        f.write(b"\x80\x02garbage")
+    with pytest.warns(UserWarning, match="step-000002") as caught:
+        path, state = newest_readable(list_checkpoints(root), root, keys=("step", "model"))
+    assert path.endswith("step-000001") and set(state) == {"step", "model"} and state["step"] == 1
+    assert all("\n" not in str(w.message) and len(str(w.message)) < 400 for w in caught)
+
+
+def test_output_folder_checks_protect_the_inputs_and_name_the_option(tmp_path):
+    from genrl.io import check_output_dir
+
+    run = tmp_path / "runs" / "r1"
+    run.mkdir(parents=True)
+    (tmp_path / "afile").write_text("x")
+    for out, overwrite, match in [
+        ("", True, "--out is empty"),
+        (run, True, r"\(or holds\) the input"),
+        (tmp_path / "runs", True, r"\(or holds\) the input"),  # replacing a parent would delete the run too
+        (tmp_path / "afile", True, "is a file"),
+        (tmp_path / "afile" / "sub", False, "lies below .*afile.*which is a file"),
+        (run.parent, False, r"\(or holds\) the input"),
+    ]:
+        with pytest.raises(ValueError, match=match):
+            check_output_dir(out, "--out", overwrite=overwrite, protect=(run,))
+    (tmp_path / "taken").mkdir()
+    with pytest.raises(ValueError, match="exists; choose a new folder or pass --overwrite"):
+        check_output_dir(tmp_path / "taken", "--out")
+    assert check_output_dir(tmp_path / "taken", "--out", overwrite=True) == (tmp_path / "taken").resolve()
+    assert check_output_dir(tmp_path / "taken", "--out", overwrite=None) == (tmp_path / "taken").resolve()
+    assert check_output_dir(run / "export", "--out", protect=(run,)) == (run / "export").resolve()  # inside: fine
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "runs", "taken"]  # nothing written
+
+
+def test_a_folder_replacing_a_file_leaves_no_hidden_leftover(tmp_path):
+    from genrl.io import atomic_dir
+
+    (tmp_path / "out").write_text("old")
+    with atomic_dir(tmp_path / "out") as tmp:
+        (tmp / "new.txt").write_text("new")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+    assert (tmp_path / "out" / "new.txt").read_text() == "new"

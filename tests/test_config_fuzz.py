@@ -79,3 +79,22 @@ def test_a_malformed_override_is_one_line_naming_its_key(tmp_path, capsys, recip
     lines = [line for line in err.splitlines() if line.startswith("genrl train: ")]
     assert rc == 2 and len(lines) == 1 and key in lines[0] and "Traceback" not in err, err
     assert not run.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["export"], "required: RUN_DIR, --out"),
+        (["export", "run", "--out", "x", "--lora", "fuse"], "argument --lora: invalid choice: 'fuse'"),
+        (["gallery", "run", "--out", "x", "--seeds-per-prompt", "abc"], "--seeds-per-prompt: invalid int value"),
+        (["train", "--no-such-flag"], "unrecognized arguments: --no-such-flag"),
+        (["no-such-command"], "invalid choice: 'no-such-command'"),
+    ],
+)
+def test_a_usage_error_is_one_line_with_exit_code_2(tmp_path, capsys, monkeypatch, argv, words):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as stop:
+        cli_main(argv)
+    err = capsys.readouterr().err
+    assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and words in err and "--help" in err, err
+    assert list(tmp_path.iterdir()) == []

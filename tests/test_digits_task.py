@@ -172,6 +172,24 @@ def test_pretrain_writes_loadable_deterministic_folder(tmp_path):
     assert not torch.allclose(va, _velocity(fresh, x, t))
 
 
+def test_the_pipeline_refuses_bad_inputs_before_sampling(tmp_path, monkeypatch):
+    from genrl.policies.flow import load_policy_pipeline
+    from pipelines.digits import DigitsPipeline
+
+    pipe = load_policy_pipeline(str(dg.pretrain(tmp_path / "a", steps=1, seed=0, progress=False)))
+    assert isinstance(pipe, DigitsPipeline)
+    pipe.set_progress_bar_config(disable=True)
+    monkeypatch.setattr(pipe, "predict_velocity", lambda *a: pytest.fail("sampled before checking the inputs"))
+    for kwargs, message in [
+        ({"prompt": []}, "non-empty list of strings"),
+        ({"prompt": "a handwritten digit one", "output_type": "latents"}, "output_type must be"),
+        ({"prompt": "a handwritten digit one", "num_inference_steps": 0}, "num_inference_steps must be >= 1"),
+        ({"prompt": "a handwritten digit one", "latents": torch.zeros(2, 1, 8, 8)}, r"latents have shape"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            pipe(**kwargs)
+
+
 def test_failed_pretrain_leaves_nothing(tmp_path, monkeypatch):
     def boom():
         raise RuntimeError("killed")

@@ -4,6 +4,7 @@ only, give exactly genrl's own ODE samples of the trained run for the same seeds
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -182,6 +183,42 @@ def test_export_refuses_to_overwrite_and_names_bad_options(digits_run, tmp_path)
     assert not (tmp_path / "x").exists()
 
 
+def test_export_never_replaces_its_run_and_checks_out_before_loading(digits_run, tmp_path, monkeypatch):
+    run = tmp_path / "runs" / "run"
+    shutil.copytree(digits_run, run)
+    before = sorted(p.relative_to(run) for p in run.rglob("*"))
+    monkeypatch.setattr("genrl.run_dir.load_run_policy", lambda *a, **k: pytest.fail("loaded before checking --out"))
+    for out in (run, run.parent):  # --overwrite would have deleted the run (and, above it, its neighbours)
+        with pytest.raises(ExportError, match=r"is \(or holds\) the input"):
+            export(str(run), str(out), overwrite=True)
+    (tmp_path / "afile").write_text("x")
+    for out, message in (("", "--out is empty"), (tmp_path / "afile" / "x", "which is a file")):
+        with pytest.raises(ExportError, match=message):
+            export(str(run), str(out))
+    assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+
+
+def test_export_skips_an_unreadable_newest_checkpoint_and_keeps_dtype_and_sampling(digits_run, tmp_path):
+    from safetensors import safe_open
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    newest = run / "checkpoints" / "step-000003"
+    shutil.copytree(run / "checkpoints" / "step-000002", newest)
+    (newest / "state.pt").write_bytes(b"\x80\x02not a checkpoint")  # complete on disk, unreadable
+    with pytest.warns(UserWarning, match="skipping an unreadable checkpoint.*step-000003"):
+        record = export(str(run), str(tmp_path / "adapter"), lora="adapter", dtype="bfloat16")
+    assert record["step"] == 2 and record["dtype"] == "bfloat16"
+    with safe_open(str(tmp_path / "adapter" / "pytorch_lora_weights.safetensors"), "pt") as f:
+        assert {f.get_tensor(k).dtype for k in f.keys()} == {torch.bfloat16}  # --dtype reaches the adapter too
+    cfg = load_config(OnlineConfig, str(run / "config.yaml"))
+    assert record["sampling"] == {
+        "num_inference_steps": cfg.eval.num_steps or cfg.policy.num_steps,
+        "guidance_scale": cfg.eval.guidance_scale,
+    }
+    assert json.loads((tmp_path / "adapter" / "genrl_export.json").read_text())["sampling"] == record["sampling"]
+
+
 def test_a_video_run_exports_and_loads_with_its_own_pipeline_code(moving_run, tmp_path):
     """The moving-digits FlowGRPO run (tests/conftest.py): stock diffusers reproduces its clips."""
     prompts, seeds = ["a handwritten digit three moving left", "a handwritten digit eight moving up"], [0, 9]
@@ -189,8 +226,13 @@ def test_a_video_run_exports_and_loads_with_its_own_pipeline_code(moving_run, tm
     with torch.no_grad(), policy.reference():
         assert (policy.sample(prompts, seeds, 4, 1.0) - ours).abs().max() > 1e-4  # training moved the model
     out = tmp_path / "video"
-    export(str(moving_run), str(out))
+    record = export(str(moving_run), str(out))
     assert json.loads((out / "model_index.json").read_text())["_class_name"] == ["pipeline", "MovingDigitsPipeline"]
+    assert {k: record["sampling"][k] for k in ("num_frames", "height", "width")} == {
+        "num_frames": 9,
+        "height": 16,
+        "width": 16,
+    }
     stock = _load_in_fresh_process(tmp_path, out, "custom", prompts, seeds, 4, 1.0)
     assert stock.shape == (2, 9, 3, 16, 16)
     torch.testing.assert_close(stock.float(), ours, rtol=1e-4, atol=1e-5)

@@ -171,6 +171,12 @@ def test_gallery_rejects_folders_that_are_not_runs(runs, tmp_path, capsys):
     assert main(["gallery", str(runs[0]), str(untrained), "--out", str(tmp_path / "g")]) == 2
     assert "has no checkpoints" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()  # checked before any work
+    (tmp_path / "afile").write_text("x")
+    for out, message in ((tmp_path / "afile", "is a file"), (tmp_path / "afile" / "g", "which is a file")):
+        assert main(["gallery", str(runs[0]), "--out", str(out)]) == 2  # before any sampling
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert (tmp_path / "afile").read_text() == "x"
 
 
 @pytest.mark.parametrize("video_format", ["gif", "webp"])

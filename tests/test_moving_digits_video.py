@@ -146,6 +146,33 @@ def test_the_policy_samples_what_the_pipeline_samples(moving_base):
     theirs = pipe(prompts, num_inference_steps=4, generator=gens, output_type="pt").frames
     assert ours.shape == (2, 9, 3, 16, 16)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    latents = torch.randn(2, 1, 9, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    given = pipe(prompts, num_inference_steps=2, latents=latents, output_type="latent").frames  # cast, not refused
+    assert given.dtype == torch.float32 and given.shape == latents.shape
+    for kwargs, message in [
+        ({"prompt": []}, "non-empty list of strings"),
+        ({"prompt": prompts, "height": 15}, "multiples of its patch size"),
+        ({"prompt": prompts, "num_frames": 0}, "multiples of its patch size"),
+        ({"prompt": prompts, "num_inference_steps": 0}, "num_inference_steps must be >= 1"),
+        ({"prompt": prompts, "latents": torch.zeros(2, 1, 5, 16, 16)}, r"latents have shape \(2, 1, 5, 16, 16\)"),
+        ({"prompt": prompts, "output_type": "pil"}, "output_type must be"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            pipe(**kwargs)
+
+
+def test_clips_the_judge_cannot_read_are_a_config_error():
+    from genrl.config import OnlineConfig, load_config
+    from genrl.tasks.moving_digits import MovingDigitsTask
+
+    recipe = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "moving_digits")
+    for override, message in (("policy.num_frames=1", "at least 2 frames"), ("policy.width=4", "at least 8 pixels")):
+        cfg = load_config(OnlineConfig, os.path.join(recipe, "flowgrpo.yaml"), [override])
+        with pytest.raises(ValueError, match=f"{override.split('=')[0]}.*{message}"):
+            MovingDigitsTask.from_config(cfg)
+    assert isinstance(
+        MovingDigitsTask.from_config(load_config(OnlineConfig, os.path.join(recipe, "sage.yaml"))), MovingDigitsTask
+    )
 
 
 def test_a_two_step_video_run_writes_gifs_and_the_gold_judge(moving_run):
