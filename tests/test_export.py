@@ -198,6 +198,17 @@ def test_export_never_replaces_its_run_and_checks_out_before_loading(digits_run,
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
 
 
+def test_export_prepares_the_policy_model_only(digits_run, tmp_path, monkeypatch):
+    """Rewards are not exported, so a cleared cache must not make export train them (minutes)."""
+    import genrl.models
+
+    asked, prepare = [], genrl.models.prepare_model
+    monkeypatch.setattr(genrl.models, "prepare_model", lambda m, *a, **k: asked.append(m) or prepare(m, *a, **k))
+    monkeypatch.setattr(genrl.models, "prepare_models", lambda *a, **k: pytest.fail("prepared every model"))
+    export(str(digits_run), str(tmp_path / "out"))
+    assert asked == [load_config(OnlineConfig, str(digits_run / "config.yaml")).policy.model]
+
+
 def test_export_skips_an_unreadable_newest_checkpoint_and_keeps_dtype_and_sampling(digits_run, tmp_path):
     from safetensors import safe_open
 
