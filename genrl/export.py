@@ -35,6 +35,7 @@ import sys
 
 from genrl.io import atomic_dir, check_output_dir
 from genrl.policies.base import DTYPES
+from pipelines import PIPELINE_MODULES
 
 
 class ExportError(ValueError):
@@ -50,8 +51,10 @@ def _save_custom_pipeline_code(pipe, folder: str) -> None:
 
     module_file = sys.modules[type(pipe).__module__].__file__
     shutil.copyfile(module_file, os.path.join(folder, "pipeline.py"))
-    for sibling in get_relative_import_files(module_file):
-        shutil.copyfile(sibling, os.path.join(folder, os.path.basename(sibling)))
+    for sibling in get_relative_import_files(module_file):  # at the same place relative to pipeline.py
+        target = os.path.join(folder, os.path.relpath(sibling, os.path.dirname(module_file)))
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        shutil.copyfile(sibling, target)
     index = os.path.join(folder, "model_index.json")
     with open(index) as f:
         data = json.load(f)
@@ -88,7 +91,7 @@ def export(
     if pipe is None:
         raise ExportError(f"policy {cfg.policy.name!r} does not wrap a diffusers pipeline; nothing to export")
     denoiser = policy.module
-    custom = type(pipe).__module__.split(".")[0] == "pipelines"  # genrl's own pipeline class
+    custom = PIPELINE_MODULES.get(type(pipe).__name__) == type(pipe).__module__  # genrl's own pipeline class
     uses_lora = cfg.policy.lora.rank > 0
     mode = lora if uses_lora else "full"
     record = {

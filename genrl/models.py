@@ -97,7 +97,7 @@ def resolve_model(model: str, kind: str = "policy") -> str:
         if not task.is_prepared(kind):
             raise ValueError(
                 f"model {model!r} ({kind}) is not built yet: run `genrl prepare {model[len(TASK) :]}` "
-                f"(genrl train, gallery and bench do it first)"
+                f"(genrl train, gallery, bench and export do it first)"
             )
         return str(path)
     if model.startswith(SFT):
