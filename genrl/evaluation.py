@@ -16,6 +16,7 @@ Both write ``eval/step-XXXXXX/`` with ``samples.jsonl`` (one JSON object per sam
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 
@@ -23,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genrl.io import atomic_file
+from genrl.io import atomic_file, json_safe
 from genrl.scoring import finite_mean, score_samples
 from genrl.seeding import derive_seed
 from genrl.vlm_batching import images_of
@@ -96,14 +97,22 @@ def evaluate_images(policy, task, rewards: dict, eval_cfg, run_dir: str, step: i
                 to_pil(images[i]).save(os.path.join(out, name))
             f.write(
                 json.dumps(
-                    {"prompt": p, "file": name, "seed": s, "rewards": {k: float(v[i]) for k, v in per_sample.items()}}
+                    json_safe(
+                        {
+                            "prompt": p,
+                            "file": name,
+                            "seed": s,
+                            "rewards": {k: float(v[i]) for k, v in per_sample.items()},
+                        }
+                    ),
+                    allow_nan=False,
                 )
                 + "\n"
             )
     # videos: the grid shows each sample's middle frame
     save_grid(images[:, images.shape[1] // 2] if video else images, len(task.prompts()), os.path.join(out, "grid.png"))
     with atomic_file(os.path.join(out, "summary.json")) as f:
-        json.dump({"step": step, **metrics}, f, indent=1)
+        json.dump(json_safe({"step": step, **metrics}), f, indent=1, allow_nan=False)
     return metrics
 
 
@@ -155,16 +164,17 @@ def evaluate_responses(
                 "response": r,
                 "correct": acc == 1.0,
             }
-            f.write(json.dumps(row) + "\n")
+            f.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
     with atomic_file(os.path.join(out, "summary.json")) as f:
-        json.dump({"step": step, **metrics}, f, indent=1)
+        json.dump(json_safe({"step": step, **metrics}), f, indent=1, allow_nan=False)
     return metrics
 
 
 def read_summary(run_dir: str, step: int) -> dict[str, float]:
-    """The metrics of ``eval/step-XXXXXX/summary.json`` ({} if that evaluation is missing)."""
+    """The metrics of ``eval/step-XXXXXX/summary.json`` ({} if that evaluation is missing); a metric
+    written as ``null`` (non-finite, :func:`genrl.io.json_safe`) reads back as NaN."""
     path = os.path.join(run_dir, "eval", f"step-{step:06d}", "summary.json")
     if not os.path.isfile(path):
         return {}
     with open(path) as f:
-        return {k: v for k, v in json.load(f).items() if k != "step"}
+        return {k: math.nan if v is None else v for k, v in json.load(f).items() if k != "step"}

@@ -12,6 +12,7 @@ and nothing else. Written here because the standard library has the primitives
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import shutil
@@ -139,3 +140,17 @@ def check_output_dir(
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {str(out)!r}: no permission to write in {str(parent)!r}")
     return path
+
+
+def json_safe(obj):
+    """``obj`` with every non-finite float (NaN: a failed reward or metric; inf) as ``None``, so the
+    JSON written is strict (``null``) and readable by any tool: Python's ``json`` would write the
+    non-standard ``NaN`` that jq, JavaScript and most other parsers refuse. Dicts, lists and tuples
+    are walked; anything else is returned as is."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_safe(v) for v in obj]
+    return obj

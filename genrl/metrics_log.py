@@ -13,7 +13,7 @@ import shutil
 import warnings
 from typing import Any, Callable, Optional, Sequence
 
-from genrl.io import atomic_file
+from genrl.io import atomic_file, json_safe
 
 
 def flat_config(cfg: Any) -> dict[str, Any]:
@@ -158,10 +158,7 @@ class MetricsLogger:
         """One row: the numbers of ``metrics`` (non-finite ones as ``null`` in the file, left out of
         the trackers)."""
         row = {"step": step, **{k: v for k, v in metrics.items() if isinstance(v, (int, float))}}
-        self.file.write(
-            json.dumps({k: (v if math.isfinite(v) else None) if isinstance(v, float) else v for k, v in row.items()})
-            + "\n"
-        )
+        self.file.write(json.dumps(json_safe(row), allow_nan=False) + "\n")
         self.file.flush()
         scalars = {k: v for k, v in row.items() if k != "step" and math.isfinite(v)}
         for tracker in self.trackers:

@@ -212,3 +212,30 @@ def test_a_folder_replacing_a_file_leaves_no_hidden_leftover(tmp_path):
         (tmp / "new.txt").write_text("new")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out"]
     assert (tmp_path / "out" / "new.txt").read_text() == "new"
+
+
+def test_json_files_are_strict_a_nan_metric_is_null_and_reads_back_as_nan(tmp_path):
+    """Python's json writes NaN, which jq and JavaScript refuse: genrl's summaries write null."""
+    import math
+    from types import SimpleNamespace
+
+    from genrl.evaluation import read_summary
+    from genrl.io import json_safe
+    from genrl.trainers.common import write_final_metrics
+
+    assert json_safe({"a": [1.0, float("nan")], "b": (float("-inf"), "x", 2)}) == {
+        "a": [1.0, None],
+        "b": [None, "x", 2],
+    }
+    for step, value in ((0, 0.5), (2, None)):  # as evaluation writes them (a failed reward at step 2)
+        (tmp_path / "eval" / f"step-{step:06d}").mkdir(parents=True)
+        (tmp_path / "eval" / f"step-{step:06d}" / "summary.json").write_text(json.dumps({"step": step, "gold": value}))
+    assert math.isnan(read_summary(str(tmp_path), 2)["gold"])
+    result = write_final_metrics(SimpleNamespace(output_dir=str(tmp_path), max_steps=2))
+    assert math.isnan(result["final"]["gold"])
+
+    def refuse(name):
+        raise AssertionError(f"non-standard JSON constant {name}")
+
+    written = json.loads((tmp_path / "final_metrics.json").read_text(), parse_constant=refuse)
+    assert written == {"base": {"gold": 0.5}, "final": {"gold": None}}

@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from genrl.config import save_config
 from genrl.evaluation import read_summary
-from genrl.io import atomic_file
+from genrl.io import atomic_file, json_safe
 from genrl.metrics_log import MetricsLogger
 
 
@@ -69,7 +69,7 @@ def write_final_metrics(cfg) -> dict[str, dict]:
     ``output_dir/final_metrics.json``."""
     result = {"base": read_summary(cfg.output_dir, 0), "final": read_summary(cfg.output_dir, cfg.max_steps)}
     with atomic_file(os.path.join(cfg.output_dir, "final_metrics.json")) as f:
-        json.dump(result, f, indent=1)
+        json.dump(json_safe(result), f, indent=1, allow_nan=False)  # a NaN metric as null
     return result
 
 
