@@ -58,7 +58,7 @@ def _prepare(args) -> int:
             print(path)
         return 0
     if args.target.endswith((".yaml", ".yml")):
-        raise FileNotFoundError(f"genrl prepare: no config file {args.target!r}")
+        raise FileNotFoundError(f"no config file {args.target!r}")
     cls = TASKS.get(args.target)
     if not callable(getattr(cls, "prepare", None)):
         owners = [n for n in TASKS.names() if callable(getattr(TASKS.get(n), "prepare", None))]
@@ -76,15 +76,15 @@ def _compare(args) -> int:
     from genrl.compare import Arm, run_all, write_report
 
     if any(len(a) < 2 for a in args.arm or []):
-        raise ValueError("genrl compare: --arm takes NAME CONFIG [OVERRIDE ...]")
+        raise ValueError("--arm takes NAME CONFIG [OVERRIDE ...]")
     arms = [Arm.from_path(p) for p in args.configs] + [Arm(a[0], a[1], tuple(a[2:])) for a in args.arm or []]
     if not arms:
-        raise ValueError("genrl compare: give configs or --arm NAME CONFIG [OVERRIDE ...]")
+        raise ValueError("give configs or --arm NAME CONFIG [OVERRIDE ...]")
     if len({a.name for a in arms}) < len(arms):
-        raise ValueError(f"genrl compare: arm names must differ (got {', '.join(a.name for a in arms)})")
+        raise ValueError(f"arm names must differ (got {', '.join(a.name for a in arms)})")
     for a in arms:
         if not os.path.isfile(a.config):
-            raise FileNotFoundError(f"genrl compare: no config file {a.config!r} (arm {a.name})")
+            raise FileNotFoundError(f"no config file {a.config!r} (arm {a.name})")
     runs = run_all(
         arms, args.seeds, args.out, args.set, args.wall_budget, args.evals, calibration_steps=args.calibration_steps
     )

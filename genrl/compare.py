@@ -7,7 +7,8 @@
         --arm flowgrpo configs/digits/flowgrpo.yaml --wall-budget 240 --seeds 0 1 2 --out DIR
 
 Runs every arm with every seed one after another (in this process; a run already finished in
-the output folder is reused), any trainer (the config's ``trainer:`` key picks it), then writes
+the output folder with the same settings is reused, one with other settings is an error naming the
+differences; a calibration made with other settings is measured again), any trainer (the config's ``trainer:`` key picks it), then writes
 ``report.md``:
 
 * a table per run: steps, proxy reward, gold accuracy (base, peak, final), diversity, training
@@ -102,15 +103,52 @@ def calibrate(arm: Arm, out_dir: str, overrides: list[str], wall_budget: float, 
 
     run_dir = os.path.join(out_dir, "_calibration", arm.name)
     record = os.path.join(run_dir, "calibration.json")
-    if not os.path.isfile(record):
-        ov = [*overrides, *arm.overrides, "seed=0", f"output_dir={run_dir}", f"max_steps={steps}", "eval.every=0"]
-        ov += ["checkpoint.every=0", "resume=false"]
+    ov = [*overrides, *arm.overrides, "seed=0", f"output_dir={run_dir}", f"max_steps={steps}", "eval.every=0"]
+    ov += ["checkpoint.every=0", "resume=false"]
+    made_with = {"config": os.path.abspath(arm.config), "overrides": ov}
+    kept = json.load(open(record)) if os.path.isfile(record) else {}
+    if {k: kept.get(k) for k in made_with} != made_with:  # none yet, or made with other settings: measure
         _train(load_trainer_config(arm.config, ov), trainer_kind(arm.config, ov))
         with atomic_file(record) as f:
-            json.dump({"seconds_per_step": seconds_per_step(run_dir), "steps": steps}, f)
+            json.dump({"seconds_per_step": seconds_per_step(run_dir), "steps": steps, **made_with}, f)
     with open(record) as f:
         per_step = json.load(f)["seconds_per_step"]
     return max(1, round(wall_budget / per_step))
+
+
+def _differences(a, b, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configs (dataclass sections), as ``key: a -> b``."""
+    import dataclasses
+
+    out = []
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name, None)
+        if dataclasses.is_dataclass(x) and dataclasses.is_dataclass(y):
+            out += _differences(x, y, f"{prefix}{f.name}.")
+        elif x != y:
+            out.append(f"{prefix}{f.name}: {x!r} -> {y!r}")
+    return out
+
+
+def check_arguments(arms: list[Arm], seeds: list[int], wall_budget: float | None, evals: int, calibration_steps: int):
+    """``ValueError`` (naming the option) for arguments no comparison can use; called before any work."""
+    import math
+    import re
+
+    for arm in arms:
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9_.+-]*", arm.name):
+            raise ValueError(
+                f"arm name {arm.name!r}: use letters, digits and _ . + - (it names the runs' folders in --out)"
+            )
+    if len(set(seeds)) < len(seeds):
+        raise ValueError(f"--seeds must differ (got {' '.join(map(str, seeds))})")
+    if wall_budget is not None:
+        if not (math.isfinite(wall_budget) and wall_budget > 0):
+            raise ValueError(f"--wall-budget must be a finite number of seconds > 0, got {wall_budget}")
+        if evals < 1:
+            raise ValueError(f"--evals must be >= 1, got {evals}")
+        if calibration_steps < 1:
+            raise ValueError(f"--calibration-steps must be >= 1, got {calibration_steps}")
 
 
 def run_all(
@@ -130,7 +168,10 @@ def run_all(
     Returns the run records (name, seed, dir, reward key, gold and extra metric keys, steps, wall
     seconds)."""
     from genrl.config import load_trainer_config, trainer_kind
+    from genrl.io import check_output_dir
 
+    check_arguments(arms, seeds, wall_budget, evals, calibration_steps)
+    check_output_dir(out_dir, "--out", overwrite=None)  # finished runs in it are reused
     for arm in arms:  # every config error before anything runs
         load_trainer_config(arm.config, [*overrides, *arm.overrides])
     runs = []
@@ -145,7 +186,14 @@ def run_all(
             cfg = load_trainer_config(arm.config, ov)
             done = os.path.join(run_dir, "final_metrics.json")
             wall_file = os.path.join(run_dir, "wall_seconds.txt")
-            if not os.path.isfile(done):
+            if os.path.isfile(done):  # reused only when it ran with these very settings
+                changed = _differences(load_trainer_config(os.path.join(run_dir, "config.yaml")), cfg)
+                if changed:
+                    raise ValueError(
+                        f"{run_dir} holds a finished run made with other settings ({'; '.join(changed[:3])}): "
+                        f"choose another --out, or delete that folder to rerun it"
+                    )
+            else:
                 t0 = time.perf_counter()
                 _train(cfg, trainer_kind(arm.config, ov))
                 with atomic_file(wall_file) as f:

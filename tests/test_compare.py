@@ -45,6 +45,46 @@ def test_compare_runs_every_config_and_writes_the_report(tmp_path):
     stamp = (out / "guard-seed0" / "final_metrics.json").stat().st_mtime_ns
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
     assert proc.returncode == 0 and (out / "guard-seed0" / "final_metrics.json").stat().st_mtime_ns == stamp
+    # ... but only with the same settings: other ones are an error naming the difference, nothing retrained
+    proc = subprocess.run([*cmd, "train.lr=0.5"], cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    err = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and "holds a finished run made with other settings" in err[-1], proc.stderr[-2000:]
+    assert (
+        "train.lr: 0.001 -> 0.5" in err[-1]
+        and err[-1].startswith("genrl compare: ")
+        and "compare: genrl" not in err[-1]
+    )
+    assert (out / "guard-seed0" / "final_metrics.json").stat().st_mtime_ns == stamp
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--seeds", "0", "0"], "--seeds must differ"),
+        (["--arm", "../escape", "configs/digits/flowgrpo.yaml"], "arm name '../escape'"),
+        (["--arm", "", "configs/digits/flowgrpo.yaml"], "arm name ''"),
+        (["--wall-budget", "nan"], "--wall-budget must be a finite number"),
+        (["--wall-budget", "0"], "--wall-budget must be a finite number"),
+        (["--wall-budget", "10", "--evals", "0"], "--evals must be >= 1"),
+        (["--wall-budget", "10", "--calibration-steps", "0"], "--calibration-steps must be >= 1"),
+        (["--out", ""], "--out is empty"),
+        (["--arm", "a"], "--arm takes NAME CONFIG"),
+    ],
+)
+def test_compare_refuses_unusable_arguments_before_any_work(tmp_path, monkeypatch, capsys, args, message):
+    from genrl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    argv = ["compare", *[os.path.join(ROOT, a) if a.startswith("configs/") else a for a in args]]
+    if "--arm" not in args:
+        argv.insert(1, config)
+    if "--out" not in args:
+        argv += ["--out", str(tmp_path / "out")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0] and err[0].count("genrl compare:") == 1, err
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_matched_proxy_reads_gold_where_each_curve_crosses_the_common_level():
