@@ -30,7 +30,7 @@ import subprocess
 import sys
 import time
 
-from genrl.io import atomic_file
+from genrl.io import atomic_file, check_output_file
 
 # name -> overrides applied on top of the config (and the user's --set)
 VARIANTS: dict[str, list[str]] = {
@@ -119,9 +119,17 @@ def device_name() -> str:
 
 def run(config: str, variants: list[str], overrides: list[str], iters: int, warmup: int) -> list[dict]:
     """Each variant in a fresh process; returns ``[{variant, figures...}]``."""
+    from genrl.config import OnlineConfig, load_config
+
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise ValueError(f"unknown variant(s) {unknown}; valid: {', '.join(VARIANTS)}")
+    if len(set(variants)) < len(variants):
+        raise ValueError(f"--variants must differ (got {' '.join(variants)})")
+    if iters < 1 or warmup < 0:
+        raise ValueError(f"--iters must be >= 1 and --warmup >= 0 (got {iters}, {warmup})")
+    for v in variants:  # every config error here, as one line, before any child process starts
+        load_config(OnlineConfig, config, [*overrides, *VARIANTS[v], "log.progress_bar=false"])
     results = []
     for v in variants:
         cmd = [
@@ -188,8 +196,8 @@ def add_parser(sub) -> None:
         default=["default", "grad_ckpt", "window"],
         help=f"variants to measure, the first is the baseline; valid: {', '.join(VARIANTS)}",
     )
-    p.add_argument("--iters", type=int, default=3, help="timed iterations per variant")
-    p.add_argument("--warmup", type=int, default=1, help="untimed iterations first")
+    p.add_argument("--iters", type=int, default=3, help="timed iterations per variant (default: 3)")
+    p.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default: 1)")
     p.add_argument("--out", default="", help="also write the markdown report here")
     p.add_argument("--set", nargs="*", default=[], dest="overrides", help="key.sub=value overrides for every variant")
     p.add_argument(
@@ -200,7 +208,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--steps", type=int, default=6, help="--overhead: timed training steps (after --warmup)")
     p.add_argument("--threads", type=int, nargs="+", default=[], help="--overhead: one run per torch thread count")
-    p.add_argument("--json", default="", help="--overhead: also write the figures as JSON here")
+    p.add_argument("--json", default="", help="also write the figures as JSON here")
     p.set_defaults(func=main_bench)
 
 
@@ -208,9 +216,14 @@ def main_bench(args) -> int:
     from genrl import overhead
 
     try:
+        for option, path in (("--out", args.out), ("--json", args.json)):
+            if path:  # before the measurement, which can take long
+                check_output_file(path, option)
         if args.overhead:
             if args.warmup < 1 or args.steps < 1:
                 raise ValueError(f"--overhead needs --warmup >= 1 and --steps >= 1 (got {args.warmup}, {args.steps})")
+            if any(n < 1 for n in args.threads):
+                raise ValueError(f"--threads must be >= 1 (got {' '.join(map(str, args.threads))})")
             threads = args.threads or [int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count()]
             results = overhead.run(args.config, args.overrides, args.steps, args.warmup, threads)
             text = f"Device: {device_name()}.\n\n" + overhead.report(args.config, results)

@@ -132,14 +132,29 @@ def check_output_dir(
         raise ValueError(f"{option} {str(out)!r} is a file, not a folder")
     if path.exists() and overwrite is False:
         raise ValueError(f"{option} {str(out)!r} exists; choose a new folder or pass --overwrite")
-    parent = path if path.exists() else path.parent
+    _check_writable_parent(path if path.exists() else path.parent, out, option)
+    return path
+
+
+def check_output_file(out: str | os.PathLike, option: str) -> Path:
+    """Check, before any work, that ``out`` can be written as a file (``option`` names it in the
+    errors): not a folder, not below a file, in a writable folder (missing folders are created on
+    writing). ``ValueError`` otherwise; returns it resolved."""
+    path = Path(out).expanduser().resolve()
+    if path.is_dir():
+        raise ValueError(f"{option} {str(out)!r} is a folder; give a file path")
+    _check_writable_parent(path.parent, out, option)
+    return path
+
+
+def _check_writable_parent(parent: Path, out, option: str) -> None:
+    """The nearest existing folder at or above ``parent`` must be a writable folder."""
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
         raise ValueError(f"{option} {str(out)!r} lies below {str(parent)!r}, which is a file")
     if not os.access(parent, os.W_OK | os.X_OK):
         raise ValueError(f"{option} {str(out)!r}: no permission to write in {str(parent)!r}")
-    return path
 
 
 def json_safe(obj):

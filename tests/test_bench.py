@@ -94,3 +94,30 @@ def test_prepared_gpu_script_runs_its_tiny_preset(tmp_path):
         1536,
         4096,
     )
+
+
+def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, monkeypatch, capsys):
+    """One line, exit 2, nothing written, and no child process started (a measurement can take long)."""
+    import pytest
+
+    import genrl.bench
+    from genrl.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(genrl.bench.subprocess, "run", lambda *a, **k: pytest.fail("measured before checking"))
+    config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    for args, message in [
+        (["nosuch.yaml"], "no such config file"),
+        ([config, "--set", "nosuch=1"], "unknown config key 'nosuch'"),
+        ([config, "--iters", "0"], "--iters must be >= 1"),
+        ([config, "--variants", "default", "default"], "--variants must differ"),
+        ([config, "--out", "adir"], "--out 'adir' is a folder"),
+        ([config, "--json", "afile/x.json"], "which is a file"),
+        ([config, "--overhead", "--threads", "0"], "--threads must be >= 1"),
+    ]:
+        assert main(["bench", *args]) == 2, args
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and message in err[0], err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and not any((tmp_path / "adir").iterdir())
