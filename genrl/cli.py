@@ -20,9 +20,11 @@ import sys
 
 def _train(args) -> int:
     from genrl.config import TRAINER_CONFIGS, TRAINERS, describe_config, load_trainer_config, trainer_kind
+    from genrl.io import check_output_dir
     from genrl.registry import import_object
-    from genrl.trainers.common import check_output_dir
 
+    if args.config and not os.path.isfile(args.config):
+        raise FileNotFoundError(f"no config file {args.config!r}")
     kind = trainer_kind(args.config, args.overrides)
     if args.help_config:
         kinds = [kind] if args.config and kind in TRAINER_CONFIGS else list(TRAINER_CONFIGS)
@@ -32,7 +34,7 @@ def _train(args) -> int:
         print("genrl train: a config file is required (see configs/)", file=sys.stderr)
         return 2
     cfg = load_trainer_config(args.config, args.overrides)
-    check_output_dir(cfg.output_dir)
+    check_output_dir(cfg.output_dir, "output_dir", overwrite=None)  # before anything loads; a resume writes into it
     result = import_object(TRAINERS[kind], "trainer")(cfg)
     if result.get("final"):
         print(f"evaluation, step 0 -> {cfg.max_steps} ({cfg.output_dir}/final_metrics.json):")

@@ -127,11 +127,11 @@ def check_output_dir(
     for inp in protect:
         inp = Path(inp).expanduser().resolve()
         if path == inp or path in inp.parents:
-            raise ValueError(f"{option} {str(out)!r} is (or holds) the input {str(inp)!r}: choose another folder")
+            raise ValueError(f"{option}={str(out)!r} is (or holds) the input {str(inp)!r}: choose another folder")
     if path.exists() and not path.is_dir():
-        raise ValueError(f"{option} {str(out)!r} is a file, not a folder")
+        raise ValueError(f"{option}={str(out)!r} is a file, not a folder")
     if path.exists() and overwrite is False:
-        raise ValueError(f"{option} {str(out)!r} exists; choose a new folder or pass --overwrite")
+        raise ValueError(f"{option}={str(out)!r} exists; choose a new folder or pass --overwrite")
     _check_writable_parent(path if path.exists() else path.parent, out, option)
     return path
 
@@ -142,7 +142,7 @@ def check_output_file(out: str | os.PathLike, option: str) -> Path:
     writing). ``ValueError`` otherwise; returns it resolved."""
     path = Path(out).expanduser().resolve()
     if path.is_dir():
-        raise ValueError(f"{option} {str(out)!r} is a folder; give a file path")
+        raise ValueError(f"{option}={str(out)!r} is a folder; give a file path")
     _check_writable_parent(path.parent, out, option)
     return path
 
@@ -152,9 +152,9 @@ def _check_writable_parent(parent: Path, out, option: str) -> None:
     while not parent.exists():
         parent = parent.parent
     if not parent.is_dir():
-        raise ValueError(f"{option} {str(out)!r} lies below {str(parent)!r}, which is a file")
+        raise ValueError(f"{option}={str(out)!r}: {parent} is a file, not a folder")
     if not os.access(parent, os.W_OK | os.X_OK):
-        raise ValueError(f"{option} {str(out)!r}: no permission to write in {str(parent)!r}")
+        raise ValueError(f"{option}={str(out)!r}: {parent} is not writable")
 
 
 def json_safe(obj):

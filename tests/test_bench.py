@@ -113,8 +113,8 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
         ([config, "--set", "nosuch=1"], "unknown config key 'nosuch'"),
         ([config, "--iters", "0"], "--iters must be >= 1"),
         ([config, "--variants", "default", "default"], "--variants must differ"),
-        ([config, "--out", "adir"], "--out 'adir' is a folder"),
-        ([config, "--json", "afile/x.json"], "which is a file"),
+        ([config, "--out", "adir"], "--out='adir' is a folder"),
+        ([config, "--json", "afile/x.json"], "afile is a file, not a folder"),
         ([config, "--overhead", "--threads", "0"], "--threads must be >= 1"),
     ]:
         assert main(["bench", *args]) == 2, args

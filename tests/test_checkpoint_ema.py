@@ -190,7 +190,7 @@ def test_output_folder_checks_protect_the_inputs_and_name_the_option(tmp_path):
         (run, True, r"\(or holds\) the input"),
         (tmp_path / "runs", True, r"\(or holds\) the input"),  # replacing a parent would delete the run too
         (tmp_path / "afile", True, "is a file"),
-        (tmp_path / "afile" / "sub", False, "lies below .*afile.*which is a file"),
+        (tmp_path / "afile" / "sub", False, "afile is a file, not a folder"),
         (run.parent, False, r"\(or holds\) the input"),
     ]:
         with pytest.raises(ValueError, match=match):

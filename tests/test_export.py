@@ -192,7 +192,7 @@ def test_export_never_replaces_its_run_and_checks_out_before_loading(digits_run,
         with pytest.raises(ExportError, match=r"is \(or holds\) the input"):
             export(str(run), str(out), overwrite=True)
     (tmp_path / "afile").write_text("x")
-    for out, message in (("", "--out is empty"), (tmp_path / "afile" / "x", "which is a file")):
+    for out, message in (("", "--out is empty"), (tmp_path / "afile" / "x", "afile is a file, not a folder")):
         with pytest.raises(ExportError, match=message):
             export(str(run), str(out))
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before

@@ -172,7 +172,10 @@ def test_gallery_rejects_folders_that_are_not_runs(runs, tmp_path, capsys):
     assert "has no checkpoints" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()  # checked before any work
     (tmp_path / "afile").write_text("x")
-    for out, message in ((tmp_path / "afile", "is a file"), (tmp_path / "afile" / "g", "which is a file")):
+    for out, message in (
+        (tmp_path / "afile", "is a file"),
+        (tmp_path / "afile" / "g", "afile is a file, not a folder"),
+    ):
         assert main(["gallery", str(runs[0]), "--out", str(out)]) == 2  # before any sampling
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err

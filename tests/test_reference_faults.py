@@ -343,14 +343,14 @@ def test_an_output_dir_that_is_a_file_is_refused_before_anything_loads(tmp_path,
 def test_a_read_only_output_dir_is_refused_before_anything_loads(tmp_path, capsys, monkeypatch):
     """A folder on a read-only mount: the kernel's access() says not writable, even to root (chmod
     cannot make a folder read-only for root, so the mount's answer is injected here)."""
-    import genrl.trainers.common as common
+    import genrl.io
 
     frozen = tmp_path / "frozen"
     frozen.mkdir()
     (frozen / "old.txt").write_text("kept\n")
     real_access = os.access
     monkeypatch.setattr(
-        common.os, "access", lambda p, mode: False if str(p).startswith(str(frozen)) else real_access(p, mode)
+        genrl.io.os, "access", lambda p, mode: False if str(p).startswith(str(frozen)) else real_access(p, mode)
     )
     for out in (frozen, frozen / "run"):
         line = _one_line_error(capsys, cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={out}"]))
@@ -734,7 +734,13 @@ def test_genrl_prepare_names_tasks_without_models(capsys):
         in capsys.readouterr().err
     )
     assert cli_main(["prepare", "configs/digits/nope.yaml"]) == 2
-    assert "no config file 'configs/digits/nope.yaml'" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no config file 'configs/digits/nope.yaml'" in err and err.count("genrl prepare:") == 1, err
+
+
+def test_help_config_names_a_missing_config_instead_of_ignoring_it(capsys):
+    assert cli_main(["train", "--help-config", "configs/digits/nope.yaml"]) == 2
+    assert capsys.readouterr().err.strip() == "genrl train: no config file 'configs/digits/nope.yaml'"
 
 
 def test_a_truncated_safetensors_file_is_one_line_naming_the_model(base_model, tmp_path, capsys):

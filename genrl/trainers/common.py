@@ -16,22 +16,6 @@ from genrl.io import atomic_file, json_safe
 from genrl.metrics_log import MetricsLogger
 
 
-def check_output_dir(path: str) -> None:
-    """A ``ValueError`` naming ``output_dir`` unless it can be a run directory: an existing folder, or
-    a missing one whose nearest existing ancestor is a folder this process may write into. Checked
-    before anything loads, so a bad path costs nothing and writes nothing."""
-    target = os.path.abspath(os.path.expanduser(path))
-    if os.path.exists(target) and not os.path.isdir(target):
-        raise ValueError(f"output_dir={path!r} is a file, not a folder")
-    probe = target
-    while not os.path.exists(probe):
-        probe = os.path.dirname(probe)
-    if not os.path.isdir(probe):
-        raise ValueError(f"output_dir={path!r}: {probe} is a file, not a folder")
-    if not os.access(probe, os.W_OK | os.X_OK):
-        raise ValueError(f"output_dir={path!r}: {probe} is not writable")
-
-
 def open_run(cfg, start: int, main: bool = True) -> Optional[MetricsLogger]:
     """Call once start-up has succeeded (models loaded, checkpoint read): only then is anything
     written into ``cfg.output_dir`` (the resolved ``config.yaml``) and the trackers of ``log.report_to``
