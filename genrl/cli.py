@@ -20,13 +20,14 @@ import sys
 
 def _train(args) -> int:
     from genrl.config import TRAINER_CONFIGS, TRAINERS, describe_config, load_trainer_config, trainer_kind
+    from genrl.config.base import read_yaml
     from genrl.io import check_output_dir
     from genrl.registry import import_object
 
-    if args.config and not os.path.isfile(args.config):
-        raise FileNotFoundError(f"no config file {args.config!r}")
     kind = trainer_kind(args.config, args.overrides)
     if args.help_config:
+        if args.config:  # the help of that config's trainer: a config that cannot be read is named, not ignored
+            read_yaml(args.config)
         kinds = [kind] if args.config and kind in TRAINER_CONFIGS else list(TRAINER_CONFIGS)
         print("\n\n".join(f"# trainer: {k}\n" + describe_config(TRAINER_CONFIGS[k]) for k in kinds))
         return 0

@@ -6,10 +6,10 @@
         --arm seppo_fixed_ref configs/digits/seppo.yaml reference.mode=fixed \\
         --arm flowgrpo configs/digits/flowgrpo.yaml --wall-budget 240 --seeds 0 1 2 --out DIR
 
-Runs every arm with every seed one after another (in this process; a run already finished in
-the output folder with the same settings is reused, one with other settings is an error naming the
-differences; a calibration made with other settings is measured again), any trainer (the config's ``trainer:`` key picks it), then writes
-``report.md``:
+Runs every arm with every seed one after another, in this process, with any trainer (the config's
+``trainer:`` key picks it). A run already finished in the output folder with the same settings is
+reused; one with other settings is an error naming the differences; a calibration made with other
+settings is measured again. Then it writes ``report.md``:
 
 * a table per run: steps, proxy reward, gold accuracy (base, peak, final), diversity, training
   and wall time;
@@ -106,7 +106,10 @@ def calibrate(arm: Arm, out_dir: str, overrides: list[str], wall_budget: float, 
     ov = [*overrides, *arm.overrides, "seed=0", f"output_dir={run_dir}", f"max_steps={steps}", "eval.every=0"]
     ov += ["checkpoint.every=0", "resume=false"]
     made_with = {"config": os.path.abspath(arm.config), "overrides": ov}
-    kept = json.load(open(record)) if os.path.isfile(record) else {}
+    kept = {}
+    if os.path.isfile(record):
+        with open(record) as f:
+            kept = json.load(f)
     if {k: kept.get(k) for k in made_with} != made_with:  # none yet, or made with other settings: measure
         _train(load_trainer_config(arm.config, ov), trainer_kind(arm.config, ov))
         with atomic_file(record) as f:

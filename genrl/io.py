@@ -1,4 +1,6 @@
-"""Files and folders: the cache root, and atomic writes of files and folders.
+"""Files and folders: the cache root, atomic writes of files and folders, the checks every command
+runs on its output paths before any work (``check_output_dir``, ``check_output_file``), and strict
+JSON values (``json_safe``).
 
 Everything genrl writes for later reading (pretrained task models, reward-model caches, configs,
 metrics, exports) is written atomically: into a temporary sibling (same folder, so the final

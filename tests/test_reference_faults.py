@@ -740,7 +740,7 @@ def test_genrl_prepare_names_tasks_without_models(capsys):
 
 def test_help_config_names_a_missing_config_instead_of_ignoring_it(capsys):
     assert cli_main(["train", "--help-config", "configs/digits/nope.yaml"]) == 2
-    assert capsys.readouterr().err.strip() == "genrl train: no config file 'configs/digits/nope.yaml'"
+    assert capsys.readouterr().err.strip() == "genrl train: configs/digits/nope.yaml: no such config file"
 
 
 def test_a_truncated_safetensors_file_is_one_line_naming_the_model(base_model, tmp_path, capsys):
