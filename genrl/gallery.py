@@ -35,7 +35,7 @@ import torch
 from genrl.evaluation import save_animation, to_pil
 from genrl.gallery_page import render_page
 from genrl.io import atomic_file, check_output_dir
-from genrl.run_dir import RunDirError, check_run, load_final_weights, load_run_config
+from genrl.run_dir import check_run, load_final_weights, load_run_config
 
 SAMPLE_SIDE = 128  # samples are upscaled with nearest neighbours to at least this many pixels a side
 
@@ -148,7 +148,7 @@ def make_gallery(
     try:
         found = [check_run(d) for d in run_dirs]  # every error before any work
         check_output_dir(out_dir, "--out", overwrite=None)  # regenerated in place: an existing folder is written into
-    except (RunDirError, ValueError) as e:
+    except ValueError as e:  # RunDirError included
         raise GalleryError(str(e)) from None
     cfgs = [load_run_config(cfg_path) for cfg_path, _ in found]
     labels = _labels(run_dirs)
