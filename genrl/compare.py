@@ -174,6 +174,12 @@ def run_all(
     from genrl.io import check_output_dir
 
     check_arguments(arms, seeds, wall_budget, evals, calibration_steps)
+    for override in [*overrides, *(o for arm in arms for o in arm.overrides)]:
+        key = override.split("=", 1)[0].strip()
+        if key in ("seed", "output_dir"):  # compare sets both per run; a silent override would be ignored
+            raise ValueError(
+                f"{override!r}: compare sets {key} itself (use {'--seeds' if key == 'seed' else '--out'})"
+            )
     check_output_dir(out_dir, "--out", overwrite=None)  # finished runs in it are reused
     for arm in arms:  # every config error before anything runs
         load_trainer_config(arm.config, [*overrides, *arm.overrides])

@@ -69,6 +69,8 @@ def test_compare_runs_every_config_and_writes_the_report(tmp_path):
         (["--wall-budget", "10", "--calibration-steps", "0"], "--calibration-steps must be >= 1"),
         (["--out", ""], "--out is empty"),
         (["--arm", "a"], "--arm takes NAME CONFIG"),
+        (["--set", "seed=5"], "'seed=5': compare sets seed itself (use --seeds)"),
+        (["--arm", "a", "configs/digits/flowgrpo.yaml", "output_dir=x"], "compare sets output_dir itself (use --out)"),
     ],
 )
 def test_compare_refuses_unusable_arguments_before_any_work(tmp_path, monkeypatch, capsys, args, message):
