@@ -111,7 +111,7 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSampl
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Prompts -> (:meth:`prompt_embeds` ``[B, L, D]``, the empty prompt's when guiding else None), the
         signature of ``WanPipeline.encode_prompt``."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = self.check_prompts(prompt)
         embeds = self.prompt_embeds(prompts, max_sequence_length, device)
         neg = (
             self.prompt_embeds([""] * len(prompts), max_sequence_length, device)

@@ -362,24 +362,6 @@ class MovingDigitsTask(EmbeddedModelTask):
 
     name = "moving_digits"
     gold_reward = "moving_digits_gold"
-
-    @classmethod
-    def from_config(cls, cfg):
-        """The task (it takes no options), after checking the clip size its judge and reward read:
-        ``ValueError`` for ``policy.num_frames < 2`` (a direction needs two frames) or ``policy.height`` /
-        ``width`` below a digit's 8 pixels."""
-        policy = getattr(cfg, "policy", None)
-        frames = getattr(policy, "num_frames", None)
-        if frames is not None and frames < 2:
-            raise ValueError(
-                f"policy.num_frames={frames}: moving_digits clips need at least 2 frames (its judge reads a direction)"
-            )
-        for key in ("height", "width"):
-            size = getattr(policy, key, None)
-            if size is not None and size < DIGIT:
-                raise ValueError(f"policy.{key}={size}: moving_digits clips need at least {DIGIT} pixels (a digit)")
-        return cls()
-
     gold_metric = "moving_digits_gold"  # what ``genrl compare`` reads as gold: the judge's TA accuracy
     report_metrics = (  # and reports beside it (evaluation means; VideoAlign's heads are normalised)
         "videoalign_VQ",
@@ -399,6 +381,23 @@ class MovingDigitsTask(EmbeddedModelTask):
         self.cache_dir, self.pretrain_steps, self.seed = cache_dir, int(pretrain_steps), int(seed)
         self._judge: Any = None
         self._winners: Optional[tuple[torch.Tensor, torch.Tensor]] = None
+
+    @classmethod
+    def from_config(cls, cfg):
+        """The task (it takes no options), after checking the clip size its judge and reward read:
+        ``ValueError`` for ``policy.num_frames < 2`` (a direction needs two frames) or ``policy.height`` /
+        ``width`` below a digit's 8 pixels."""
+        policy = getattr(cfg, "policy", None)
+        frames = getattr(policy, "num_frames", None)
+        if frames is not None and frames < 2:
+            raise ValueError(
+                f"policy.num_frames={frames}: moving_digits clips need at least 2 frames (its judge reads a direction)"
+            )
+        for key in ("height", "width"):
+            size = getattr(policy, key, None)
+            if size is not None and size < DIGIT:
+                raise ValueError(f"policy.{key}={size}: moving_digits clips need at least {DIGIT} pixels (a digit)")
+        return cls()
 
     @property
     def model_dir(self) -> Path:
