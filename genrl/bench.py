@@ -131,7 +131,9 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
     for v in variants:  # every config error here, as one line, before any child process starts
         load_config(OnlineConfig, config, [*overrides, *VARIANTS[v], "log.progress_bar=false"])
     results = []
-    for v in variants:
+    for k, v in enumerate(variants, 1):
+        print(f"genrl bench: measuring {v!r} ({k}/{len(variants)}) ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
         cmd = [
             sys.executable,
             "-m",
@@ -151,6 +153,7 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
         if proc.returncode != 0:
             raise RuntimeError(f"variant {v!r} failed:\n{proc.stderr[-3000:]}")
         results.append({"variant": v, **json.loads(proc.stdout.strip().splitlines()[-1])})
+        print(f"genrl bench: {v!r} measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return results
 
 

@@ -19,10 +19,10 @@ import sys
 
 
 def _train(args) -> int:
-    from genrl.config import TRAINER_CONFIGS, TRAINERS, describe_config, load_trainer_config, trainer_kind
+    from genrl.config import TRAINER_CONFIGS, describe_config, load_trainer_config, trainer_kind
     from genrl.config.base import read_yaml
     from genrl.io import check_output_dir
-    from genrl.registry import import_object
+    from genrl.trainers import run_trainer
 
     kind = trainer_kind(args.config, args.overrides)
     if args.help_config:
@@ -36,7 +36,7 @@ def _train(args) -> int:
         return 2
     cfg = load_trainer_config(args.config, args.overrides)
     check_output_dir(cfg.output_dir, "output_dir", overwrite=None)  # before anything loads; a resume writes into it
-    result = import_object(TRAINERS[kind], "trainer")(cfg)
+    result = run_trainer(cfg, kind)
     if result.get("final"):
         print(f"evaluation, step 0 -> {cfg.max_steps} ({cfg.output_dir}/final_metrics.json):")
         for key, value in sorted(result["final"].items()):
@@ -60,11 +60,13 @@ def _prepare(args) -> int:
         for path in prepare_models(cfg):
             print(path)
         return 0
-    if args.target.endswith((".yaml", ".yml")):
+    owners = [n for n in TASKS.names() if callable(getattr(TASKS.get(n), "prepare", None))]
+    if os.path.isdir(args.target):
+        raise ValueError(f"{args.target!r} is a folder: give a task ({', '.join(owners)}) or a config file")
+    if args.target.endswith((".yaml", ".yml")) or os.sep in args.target:  # a path, not a task name
         raise FileNotFoundError(f"no config file {args.target!r}")
     cls = TASKS.get(args.target)
     if not callable(getattr(cls, "prepare", None)):
-        owners = [n for n in TASKS.names() if callable(getattr(TASKS.get(n), "prepare", None))]
         raise ValueError(
             f"task {args.target!r} owns no model to prepare (tasks that do: {', '.join(owners)}); "
             "give a config to prepare the models it names"

@@ -61,13 +61,6 @@ class Arm:
         return cls(os.path.splitext(os.path.basename(config_path))[0], config_path)
 
 
-def _train(cfg, kind: str) -> None:
-    from genrl.config import TRAINERS
-    from genrl.registry import import_object
-
-    import_object(TRAINERS[kind], "trainer")(cfg)
-
-
 def _proxy_key(cfg) -> str | None:
     """The reward an arm's evaluation curve is read from: an online run's first reward; for other
     trainers (no reward in training), the task's own proxy (``Task.reward``, e.g. ``digits``)."""
@@ -100,6 +93,7 @@ def calibrate(arm: Arm, out_dir: str, overrides: list[str], wall_budget: float, 
     ``steps`` steps (seed 0, in ``out_dir/_calibration/<arm>``) measures its seconds per step.
     The figure is kept in ``calibration.json`` there, so a rerun reuses it."""
     from genrl.config import load_trainer_config, trainer_kind
+    from genrl.trainers import run_trainer
 
     run_dir = os.path.join(out_dir, "_calibration", arm.name)
     record = os.path.join(run_dir, "calibration.json")
@@ -111,7 +105,7 @@ def calibrate(arm: Arm, out_dir: str, overrides: list[str], wall_budget: float, 
         with open(record) as f:
             kept = json.load(f)
     if {k: kept.get(k) for k in made_with} != made_with:  # none yet, or made with other settings: measure
-        _train(load_trainer_config(arm.config, ov), trainer_kind(arm.config, ov))
+        run_trainer(load_trainer_config(arm.config, ov), trainer_kind(arm.config, ov))
         with atomic_file(record) as f:
             json.dump({"seconds_per_step": seconds_per_step(run_dir), "steps": steps, **made_with}, f)
     with open(record) as f:
@@ -172,6 +166,7 @@ def run_all(
     seconds)."""
     from genrl.config import load_trainer_config, trainer_kind
     from genrl.io import check_output_dir
+    from genrl.trainers import run_trainer
 
     check_arguments(arms, seeds, wall_budget, evals, calibration_steps)
     for override in [*overrides, *(o for arm in arms for o in arm.overrides)]:
@@ -204,7 +199,7 @@ def run_all(
                     )
             else:
                 t0 = time.perf_counter()
-                _train(cfg, trainer_kind(arm.config, ov))
+                run_trainer(cfg, trainer_kind(arm.config, ov))
                 with atomic_file(wall_file) as f:
                     f.write(f"{time.perf_counter() - t0:.1f}\n")
             wall = float(open(wall_file).read()) if os.path.isfile(wall_file) else float("nan")

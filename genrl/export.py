@@ -68,6 +68,37 @@ def _adapter_metadata(denoiser) -> dict:
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
 
 
+def _deepspeed_logs_to_stderr() -> None:
+    """transformers' ``save_pretrained`` imports DeepSpeed when it is installed (accelerate's unwrap
+    checks for its engine); DeepSpeed binds its log handler to ``sys.stdout`` on import and, without
+    CUDA, warns there at once. Importing it first with stdout pointing at stderr keeps export's stdout
+    to its one result line; the warning still shows, on stderr."""
+    import contextlib
+    import importlib.util
+
+    if "deepspeed" not in sys.modules and importlib.util.find_spec("deepspeed") is not None:
+        with contextlib.redirect_stdout(sys.stderr):
+            import deepspeed  # noqa: F401
+
+
+def cast_components(pipe, dtype):
+    """Casts the floating-point parameters and buffers of ``pipe``'s model components to ``dtype``,
+    except those inside a module its class keeps in float32 (``_keep_in_fp32_modules``, e.g. Wan's
+    norms and time embedder, T5's ``wo``): the rule ``from_pretrained(torch_dtype=...)`` of diffusers
+    and transformers applies, a module name matching one dotted part of the parameter's name.
+    ``pipe.to(dtype)`` would cast those too (diffusers warns about it). Returns ``pipe``."""
+    import torch
+
+    for component in pipe.components.values():
+        if not isinstance(component, torch.nn.Module):
+            continue
+        keep = set(getattr(component, "_keep_in_fp32_modules", None) or ())
+        for name, tensor in [*component.named_parameters(), *component.named_buffers()]:
+            if tensor.is_floating_point():
+                tensor.data = tensor.data.to(torch.float32 if keep & set(name.split(".")) else dtype)
+    return pipe
+
+
 def export(
     run_dir: str, out: str, lora: str = "merge", weights: str = "ema", dtype: str = "float32", overwrite: bool = False
 ) -> dict:
@@ -86,6 +117,7 @@ def export(
         check_output_dir(out, "--out", overwrite=overwrite, protect=(run_dir,))
     except ValueError as e:
         raise ExportError(str(e)) from None
+    _deepspeed_logs_to_stderr()
     cfg, policy, info = load_run_policy(run_dir, ema=weights == "ema")
     pipe = getattr(policy, "pipe", None)
     if pipe is None:
@@ -127,13 +159,13 @@ def export(
             )
             if custom:  # the embedded base exists nowhere else: ship it beside the adapter
                 denoiser.unload_lora()
-                pipe.to(DTYPES[dtype]).save_pretrained(tmp)
+                cast_components(pipe, DTYPES[dtype]).save_pretrained(tmp)
                 _save_custom_pipeline_code(pipe, tmp)
         else:
             if mode == "merge":
                 denoiser.fuse_lora()
                 denoiser.unload_lora()
-            pipe.to(DTYPES[dtype]).save_pretrained(tmp)
+            cast_components(pipe, DTYPES[dtype]).save_pretrained(tmp)
             if custom:
                 _save_custom_pipeline_code(pipe, tmp)
         with open(os.path.join(tmp, "genrl_export.json"), "w") as f:

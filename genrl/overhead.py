@@ -143,10 +143,9 @@ def loop_phases(cfg, steps: int, warmup: int) -> dict[str, float]:
     return out
 
 
-def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
-    """This process: the loop's phases and the bare compute, and their ratio."""
-    import torch
-
+def load(config: str, overrides: list[str]):
+    """The online config to measure; ``ValueError`` (one line) for a bad one or a policy that does
+    not denoise."""
     from genrl.config import OnlineConfig, load_config
     from genrl.policies.denoiser import DenoisingPolicy
     from genrl.registry import POLICIES
@@ -154,6 +153,14 @@ def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
     cfg = load_config(OnlineConfig, config, overrides)
     if not issubclass(POLICIES.get(cfg.policy.name), DenoisingPolicy):
         raise ValueError(f"policy.name={cfg.policy.name!r}: --overhead measures denoising policies only")
+    return cfg
+
+
+def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
+    """This process: the loop's phases and the bare compute, and their ratio."""
+    import torch
+
+    cfg = load(config, overrides)
     loop = loop_phases(cfg, steps, warmup)
     bare = bare_compute(cfg, steps)
     bare_total = bare["rollout"] + bare["update"]
@@ -169,8 +176,11 @@ def run(config: str, overrides: list[str], steps: int, warmup: int, threads: lis
     """One fresh process per thread count; returns their ``measure`` results."""
     import subprocess
 
+    load(config, overrides)  # a config error as one line, before any child process starts
     results = []
-    for n in threads:
+    for k, n in enumerate(threads, 1):
+        print(f"genrl bench: measuring {n} thread(s) ({k}/{len(threads)}) ...", file=sys.stderr, flush=True)
+        t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "genrl.overhead", config, "--steps", str(steps), "--warmup", str(warmup)]
         child_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(n)}
         proc = subprocess.run([*cmd, "--set", *overrides], capture_output=True, text=True, env=child_env)
@@ -179,6 +189,7 @@ def run(config: str, overrides: list[str], steps: int, warmup: int, threads: lis
         if proc.returncode != 0:
             raise RuntimeError(f"--threads {n} failed:\n{proc.stderr[-3000:]}")
         results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        print(f"genrl bench: {n} thread(s) measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return results
 
 

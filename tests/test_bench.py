@@ -55,6 +55,9 @@ def test_genrl_bench_measures_each_variant_in_its_own_process(tmp_path):
     assert all(float(v) > 0 for r in rows.values() for v in r[1:4])
     assert rows["default"][4:] == ["1.00", "1.00", "1.00"]  # ratios to itself
     assert re.search(r"Device: CPU", out.read_text())
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("genrl bench: ")]  # while it measures
+    assert progress[0] == "genrl bench: measuring 'default' (1/2) ..." and len(progress) == 4, proc.stderr[-2000:]
+    assert re.fullmatch(r"genrl bench: 'window' measured in \d+ s", progress[-1])
     bad = subprocess.run(cmd[:5] + ["--variants", "turbo"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "turbo" in bad.stderr
 

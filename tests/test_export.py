@@ -247,3 +247,43 @@ def test_a_video_run_exports_and_loads_with_its_own_pipeline_code(moving_run, tm
     stock = _load_in_fresh_process(tmp_path, out, "custom", prompts, seeds, 4, 1.0)
     assert stock.shape == (2, 9, 3, 16, 16)
     torch.testing.assert_close(stock.float(), ours, rtol=1e-4, atol=1e-5)
+
+
+def test_a_half_precision_export_keeps_the_float32_modules_in_float32(moving_run, tmp_path, caplog):
+    """``--dtype bfloat16`` cast Wan's ``_keep_in_fp32_modules`` (norms, time embedder) too, and diffusers
+    warned about it; they stay float32 now, as ``from_pretrained(torch_dtype=...)`` keeps them."""
+    import glob
+
+    from diffusers import WanTransformer3DModel
+    from safetensors import safe_open
+
+    with caplog.at_level("WARNING"):
+        export(str(moving_run), str(tmp_path / "bf16"), dtype="bfloat16")
+    assert "should be kept in float32" not in caplog.text
+    keep = set(WanTransformer3DModel._keep_in_fp32_modules)
+    dtypes = {}
+    for path in glob.glob(str(tmp_path / "bf16" / "transformer" / "*.safetensors")):
+        with safe_open(path, "pt") as f:
+            dtypes.update({k: f.get_tensor(k).dtype for k in f.keys()})
+    kept = {k for k in dtypes if keep & set(k.split("."))}
+    assert kept and {dtypes[k] for k in kept} == {torch.float32}
+    assert {dtypes[k] for k in dtypes.keys() - kept} == {torch.bfloat16}
+
+
+def test_genrl_export_prints_only_its_result_line_on_stdout(digits_run, tmp_path):
+    """DeepSpeed (installed with the dev extra) warned "Setting accelerator to CPU" on stdout when the
+    save imported it; a script reading export's stdout got two lines. A fresh process: DeepSpeed is
+    imported once per process."""
+    out = tmp_path / "cli"
+    proc = subprocess.run(
+        [sys.executable, "-m", "genrl.cli", "export", str(digits_run), "--out", str(out)],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.splitlines() == [
+        f"genrl export: wrote {out} (merge, ema weights, step 2); load with "
+        "DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)"
+    ]

@@ -736,6 +736,14 @@ def test_genrl_prepare_names_tasks_without_models(capsys):
     assert cli_main(["prepare", "configs/digits/nope.yaml"]) == 2
     err = capsys.readouterr().err
     assert "no config file 'configs/digits/nope.yaml'" in err and err.count("genrl prepare:") == 1, err
+    assert cli_main(["prepare", "configs/digits"]) == 2  # a folder: it said "unknown task"
+    err = capsys.readouterr().err
+    assert (
+        err.strip()
+        == "genrl prepare: 'configs/digits' is a folder: give a task (digit_sum, digits, moving_digits) or a config file"
+    )
+    assert cli_main(["prepare", "configs/digits/nope"]) == 2  # a path without the .yaml
+    assert "no config file 'configs/digits/nope'" in capsys.readouterr().err
 
 
 def test_help_config_names_a_missing_config_instead_of_ignoring_it(capsys):

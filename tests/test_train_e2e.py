@@ -288,3 +288,40 @@ def test_resuming_with_other_settings_names_the_checkpoint(tmp_path, base_model)
     train(_cfg(run, base_model, "max_steps=1", "eval.every=0"))
     with pytest.raises(ValueError, match=r"step-000001.*trained with other settings \(e.g. policy.lora.rank\)"):
         train(_cfg(run, base_model, "max_steps=2", "eval.every=0", "policy.lora.rank=4", "policy.lora.alpha=4"))
+
+
+@pytest.mark.parametrize("bars", [False, True])
+def test_progress_bar_setting_covers_the_libraries_loading_bars(tmp_path, capfd, bars):
+    """``log.progress_bar=false`` left diffusers' "Loading pipeline components" and transformers'
+    "Loading weights" bars in the log; now no bar at all, and the libraries' switches are restored."""
+    import diffusers.utils.logging as diffusers_logging
+    from families import dummy_sd3
+
+    from genrl.cli import main as cli_main
+
+    dummy_sd3.build().save_pretrained(tmp_path / "sd3")
+    (tmp_path / "prompts.txt").write_text("\n".join(dummy_sd3.PROMPTS) + "\n")
+    capfd.readouterr()
+    rc = cli_main(
+        [
+            "train",
+            CONFIG,
+            f"output_dir={tmp_path / 'run'}",
+            f"policy.model={tmp_path / 'sd3'}",
+            *TINY_ONLINE,
+            "max_steps=1",
+            "eval.every=0",
+            f"log.progress_bar={str(bars).lower()}",
+            "task=prompts",
+            f"data.train_files=[{tmp_path / 'prompts.txt'}]",
+            "rewards={jpeg_incompressibility: 1.0}",
+            "policy.height=32",
+            "policy.width=32",
+            "policy.max_sequence_length=8",
+            "policy.lora.target_modules=null",
+        ]
+    )
+    err = capfd.readouterr().err
+    assert rc == 0
+    assert ("Loading pipeline components" in err) == bars and ("it/s]" in err) == bars, err
+    assert diffusers_logging.is_progress_bar_enabled()  # as it was before the run

@@ -121,7 +121,9 @@ class LogConfig(Section):
     media_samples: int = option(
         8, "evaluation samples sent per evaluation beside the grid: W&B images and videos (GIF), TensorBoard images"
     )
-    progress_bar: bool = option(True, "show a tqdm progress bar")
+    progress_bar: bool = option(
+        True, "show progress bars: the step bar and the libraries' own (diffusers, transformers loading)"
+    )
     kl_every: int = option(
         0,
         "online trainer with objective.beta=0 (no KL in the loss): log loss/kl, the KL to the reference, "
