@@ -180,7 +180,7 @@ def make_gallery(
         steps, cfg_scale = cfg.eval.num_steps or cfg.policy.num_steps, cfg.eval.guidance_scale
         sampling, bs = f"ODE, {steps} steps, CFG {cfg_scale}", batch_size or cfg.eval.batch_size
         prepare_models(cfg)  # task: models built (logged) if missing
-        policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device)
+        policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device, rollouts=False)  # ODE only
         if i == 0:  # freshly built, nothing loaded: the base model
             images["base"] = _sample(policy, all_prompts, seeds, steps, cfg_scale, bs, bar)
             run_info.append(

@@ -10,38 +10,62 @@ from __future__ import annotations
 
 import io
 import os
+import re
 from typing import Any
 
 import numpy as np
 import torch
 
-from genrl.tasks.rows import describe_ref
-
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
 
 
-def open_rgb(ref, where: str):
-    """A path or bytes -> a decoded RGB PIL image; ``ValueError`` naming ``where`` when it cannot be read."""
+def describe_ref(ref) -> str:
+    """A path (its last 120 characters when longer) or bytes by their length, for error messages."""
+    if isinstance(ref, str):
+        return ref if len(ref) <= 120 else "..." + ref[-117:]
+    return f"{len(ref)} bytes"
+
+
+def _reason(e: Exception) -> str:
+    """An exception's message without the object repr PIL gives an in-memory file."""
+    return re.sub(r"<_io\.BytesIO object at 0x[0-9a-fA-F]+>", "the bytes", str(e)) or type(e).__name__
+
+
+def open_image(ref, what: str):
+    """A path or bytes -> a fully decoded PIL image in its own mode. ``ValueError`` naming ``what``
+    (e.g. ``data.jsonl row 3: image 0``) and the file: "cannot be read" when it is no image PIL
+    knows, "is corrupt" when decoding fails part-way (a truncated file)."""
     from PIL import Image
 
     try:
         im = Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref)
-        im.load()
     except Exception as e:  # PIL raises several types for bad files
-        raise ValueError(f"{where}: image ({describe_ref(ref)}) cannot be read: {e}") from e
-    return im.convert("RGB")
+        raise ValueError(f"{what} ({describe_ref(ref)}) cannot be read: {_reason(e)}") from None
+    try:
+        im.load()
+    except Exception as e:
+        raise ValueError(f"{what} ({describe_ref(ref)}) is corrupt: {_reason(e)}") from None
+    return im
+
+
+def open_rgb(ref, where: str, mode: str = "RGB"):
+    """A path or bytes -> a decoded PIL image converted to ``mode`` (``RGB``, or ``L`` for a
+    one-channel model); ``ValueError`` naming ``where`` when it cannot be read."""
+    return open_image(ref, f"{where}: image").convert(mode)
 
 
 def fit_image(im, height: int, width: int) -> torch.Tensor:
-    """PIL image -> ``[3, height, width]`` in ``[0, 1]``: centre crop to the aspect ratio, bicubic resize."""
+    """PIL image (``RGB`` or ``L``) -> ``[C, height, width]`` in ``[0, 1]`` (C = 3 or 1): centre crop to
+    the aspect ratio, bicubic resize."""
     from PIL import Image
 
     w, h = im.size
     scale = min(w / width, h / height)
-    cw, ch = round(width * scale), round(height * scale)
+    cw, ch = max(1, round(width * scale)), max(1, round(height * scale))
     left, top = (w - cw) // 2, (h - ch) // 2
     im = im.crop((left, top, left + cw, top + ch)).resize((width, height), Image.BICUBIC)
-    return torch.from_numpy(np.asarray(im, dtype=np.float32) / 255.0).permute(2, 0, 1)
+    arr = np.asarray(im, dtype=np.float32) / 255.0
+    return torch.from_numpy(arr[..., None] if arr.ndim == 2 else arr).permute(2, 0, 1)
 
 
 def read_video(path: str, backend: str = "auto") -> tuple[torch.Tensor, float]:
@@ -99,22 +123,31 @@ def read_frames(ref: Any, where: str) -> torch.Tensor:
         im = Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref)
         frames = [np.asarray(f.convert("RGB")) for f in ImageSequence.Iterator(im)]
     except Exception as e:  # PIL raises several types for bad files
-        raise ValueError(f"{where}: video ({describe_ref(ref)}) cannot be read: {e}") from e
+        raise ValueError(f"{where}: video ({describe_ref(ref)}) cannot be read: {_reason(e)}") from None
     return torch.from_numpy(np.stack(frames)).permute(0, 3, 1, 2).float() / 255.0
 
 
-def fit_video(frames: torch.Tensor, num_frames: int, height: int, width: int) -> torch.Tensor:
-    """``[T, 3, H0, W0]`` -> ``[num_frames, 3, height, width]``: ``num_frames`` frames at evenly
-    spaced indices (repeating frames of a shorter clip), each centre-cropped and resized as
-    ``fit_image`` does."""
+def fit_video(frames: torch.Tensor, num_frames: int, height: int, width: int, mode: str = "RGB") -> torch.Tensor:
+    """``[T, 3, H0, W0]`` -> ``[num_frames, C, height, width]``: ``num_frames`` frames at evenly
+    spaced indices (repeating frames of a shorter clip), each converted to ``mode`` (``RGB``, C = 3,
+    or ``L``, C = 1), centre-cropped and resized as ``fit_image`` does."""
     from PIL import Image
 
     idx = torch.linspace(0, frames.shape[0] - 1, num_frames).round().long()
     out = []
     for i in idx.tolist():
         im = Image.fromarray((frames[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8))
-        out.append(fit_image(im, height, width))
+        out.append(fit_image(im.convert(mode), height, width))
     return torch.stack(out)
 
 
-__all__ = ["VIDEO_SUFFIXES", "fit_image", "fit_video", "open_rgb", "read_frames", "read_video"]
+__all__ = [
+    "VIDEO_SUFFIXES",
+    "describe_ref",
+    "fit_image",
+    "fit_video",
+    "open_image",
+    "open_rgb",
+    "read_frames",
+    "read_video",
+]

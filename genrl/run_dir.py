@@ -92,5 +92,7 @@ def load_run_policy(run_dir: str, ema: bool = True, device: str = "cpu"):
     cfg_path, _ = check_run(run_dir)
     cfg = load_run_config(cfg_path)
     prepare_model(cfg.policy.model)  # the policy's task: model only (rebuilt, logged, if the cache was cleared)
-    policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device)
+    policy = POLICIES.get(cfg.policy.name).from_pretrained(
+        cfg.policy, device=device, rollouts=False
+    )  # ODE sampling only
     return cfg, policy, load_final_weights(policy, run_dir, ema=ema)

@@ -333,3 +333,15 @@ def test_the_online_and_sft_train_sections_share_one_optimizer_section():
     assert SFTTrainConfig().lr == 3e-3 and TrainConfig().lr == 3e-4  # each trainer keeps its own defaults
     with pytest.raises(ConfigError, match="train.adam_beta1"):
         config_from_dict(SFTConfig, {}, ["train.adam_beta1=1.0"])
+
+
+def test_a_choice_spelled_like_a_yaml_boolean_is_read_as_that_choice(tmp_path):
+    """``train.mixed_precision=no`` (accelerate's own spelling) was refused: YAML 1.1 reads ``no`` as
+    false. A choice field takes the one choice so spelled; a text field names the cause."""
+    assert load_config(OnlineConfig, None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    assert (
+        load_config(OnlineConfig, write_yaml(tmp_path, "train:\n  mixed_precision: no\n")).train.mixed_precision
+        == "no"
+    )
+    assert "quote the text" in err(["log.project=no"])
+    assert "must be one of" in err(["train.mixed_precision=yes"])  # no choice is spelled like true

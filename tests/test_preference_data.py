@@ -170,12 +170,12 @@ def test_the_readme_extracts_pick_a_pic_winners_that_the_recipes_read(tmp_path):
         return buf.getvalue()
 
     table = {
-        "caption": ["dark wins", "bright wins", "tie"],
-        "jpg_0": [jpeg(10), jpeg(10), jpeg(10)],
-        "jpg_1": [jpeg(245), jpeg(245), jpeg(245)],
-        "label_0": [1.0, 0.0, 0.5],
-        "label_1": [0.0, 1.0, 0.5],
-        "model_0": ["a", "b", "c"],  # other columns are left alone
+        "caption": ["dark wins", "bright wins", "tie", " "],  # a blank caption: the recipe would refuse the row
+        "jpg_0": [jpeg(10), jpeg(10), jpeg(10), jpeg(10)],
+        "jpg_1": [jpeg(245), jpeg(245), jpeg(245), jpeg(245)],
+        "label_0": [1.0, 0.0, 0.5, 1.0],
+        "label_1": [0.0, 1.0, 0.5, 0.0],
+        "model_0": ["a", "b", "c", "d"],  # other columns are left alone
     }
     (tmp_path / "pickapic_v2" / "data").mkdir(parents=True)
     pq.write_table(pa.table(table), tmp_path / "pickapic_v2" / "data" / "train-00000-of-00001.parquet")
@@ -191,3 +191,153 @@ def test_the_readme_extracts_pick_a_pic_winners_that_the_recipes_read(tmp_path):
     prompts, images = task.preference_batch(8, torch.Generator().manual_seed(0), (3, 8, 8))
     for p, im in zip(prompts, images):
         assert (im.mean() < 0.2) if p == "dark wins" else (im.mean() > 0.8)
+
+
+# ----------------------------------------------------------------------------- bring-your-own-data faults
+
+
+def _tiny_recipe(tmp_path, recipe, model, data, *extra):
+    import os
+
+    from genrl.config import load_config
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    return load_config(
+        PreferenceConfig,
+        os.path.join(root, recipe),
+        [
+            "task=preference_data",
+            f"data.train_files=[{data}]",
+            f"policy.model={model}",
+            f"output_dir={tmp_path / 'run'}",
+            "max_steps=2",
+            "policy.num_steps=2",
+            "reference.num_steps=2",
+            "reference.snapshot_every=1",
+            "train.batch_size=2",
+            "train.gradient_accumulation_steps=1",
+            "train.warmup_steps=0",
+            "eval.every=0",
+            "eval.seeds_per_prompt=1",
+            "eval.num_steps=2",
+            "checkpoint.every=0",
+            "log.progress_bar=false",
+            "log.report_to=[]",
+            *extra,
+        ],
+    )
+
+
+def test_the_sd15_recipe_trains_with_its_own_ode_sampler_settings_and_exports(tmp_path):
+    """``configs/sd15/seppo_pickapic.yaml`` (DDIM, eta 0) stopped at start-up with "no SDE window can
+    hold a trained step", a rollout check the preference trainer does not need (it samples with the
+    ODE); the export of such a run, which builds the same policy, failed the same way."""
+    from diffusers import StableDiffusionPipeline
+    from test_diffusion_policy import SIZE, build
+
+    from genrl.export import export
+    from genrl.trainers.preference import train
+
+    build().save_pretrained(tmp_path / "sd15")
+    data = _write(tmp_path / "w.jsonl", [{"caption": "a red car", "image": _png(tmp_path / "a.png", 200)}])
+    cfg = _tiny_recipe(
+        tmp_path,
+        "configs/sd15/seppo_pickapic.yaml",
+        tmp_path / "sd15",
+        data,
+        f"policy.height={SIZE}",
+        f"policy.width={SIZE}",
+        "train.mixed_precision=no",
+    )
+    assert (cfg.policy.sde, cfg.policy.eta) == ("ddim", 0.0)
+    train(cfg)
+    assert len([line for line in open(tmp_path / "run" / "metrics.jsonl") if "loss/seppo" in line]) == 2
+    export(str(tmp_path / "run"), str(tmp_path / "export"))
+    assert StableDiffusionPipeline.from_pretrained(str(tmp_path / "export")).unet is not None
+
+
+def test_the_digits_recipe_takes_colour_winners_from_files(tmp_path, base_model):
+    """The README's "point a digits recipe at your files": RGB (and RGBA) winners met a one-channel
+    model and crashed in the first forward; they are converted to grayscale now."""
+    from genrl.trainers.preference import train
+
+    rgba = tmp_path / "rgba.png"
+    Image.fromarray(np.full((9, 9, 4), 250, np.uint8), "RGBA").save(rgba)
+    rows = [
+        {"prompt": "a handwritten digit one", "image": _png(tmp_path / "a.png", 30)},
+        {"prompt": "a handwritten digit two", "image": "rgba.png"},
+    ]
+    train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, _write(tmp_path / "w.jsonl", rows)))
+    assert len([line for line in open(tmp_path / "run" / "metrics.jsonl") if "loss/seppo" in line]) == 2
+    task = PreferenceDataTask(_data_cfg(train_files=[str(tmp_path / "w.jsonl")]))
+    prompts, images = task.preference_batch(6, torch.Generator().manual_seed(0), (1, 8, 8))
+    assert images.shape == (6, 1, 8, 8)
+    for p, im in zip(prompts, images):  # grey levels kept: 30 / 255 and 250 / 255
+        assert im.mean().item() == pytest.approx(30 / 255 if p.endswith("one") else 250 / 255, abs=0.01)
+
+
+def test_a_winner_of_the_wrong_kind_fails_at_start_up_and_writes_nothing(tmp_path, base_model):
+    """A video row among image rows failed only at the step that drew it (after the run folder was
+    written), or never, when it was not drawn."""
+    from genrl.cli import main as cli_main
+
+    rows = [{"prompt": "a handwritten digit one", "image": _png(tmp_path / f"{i}.png", 30)} for i in range(3)]
+    rows.append({"prompt": "a handwritten digit two", "video": _gif(tmp_path / "v.gif", [10, 200])})
+    data = _write(tmp_path / "mixed.jsonl", rows)
+    overrides = [f"policy.model={base_model}", "task=preference_data", f"data.train_files=[{data}]"]
+    rc = cli_main(["train", "configs/digits/seppo.yaml", f"output_dir={tmp_path / 'run'}", *overrides])
+    assert rc == 2 and not (tmp_path / "run").exists()
+    task = PreferenceDataTask(_data_cfg(train_files=[data]))
+    with pytest.raises(ValueError, match=r"mixed.jsonl row 3: the winner is a video, but the model samples images"):
+        task.check_sample_shape((1, 8, 8))
+    with pytest.raises(ValueError, match="RGB or grayscale"):
+        PreferenceDataTask(_data_cfg(train_files=[_write(tmp_path / "i.jsonl", rows[:1])])).check_sample_shape(
+            (4, 8, 8)
+        )
+
+
+@pytest.mark.parametrize("label", [float("nan"), float("inf"), -float("inf")])
+def test_a_non_finite_label_is_named_not_read_as_a_loss(tmp_path, label):
+    """A NaN label lost every comparison silently, so the other candidate won whatever it was."""
+    a = _png(tmp_path / "a.png", 10)
+    rows = [{"prompt": "x", "jpg_0": a, "jpg_1": a, "label_0": label, "label_1": 1}]
+    path = tmp_path / "nan.jsonl"
+    path.write_text(json.dumps(rows[0]) + "\n")  # NaN / Infinity, as Python's json writes them
+    with pytest.raises(ValueError, match=r"nan.jsonl row 0: column 'label_0' \(data.label_keys\) must hold a number"):
+        PreferenceDataTask(
+            _data_cfg(train_files=[str(path)], choice_keys=["jpg_0", "jpg_1"], label_keys=["label_0", "label_1"])
+        )
+
+
+def test_data_files_are_read_as_users_write_them(tmp_path):
+    """A byte-order mark, base64 bytes in a JSON image record; and, named with the file: text that is not
+    UTF-8, a .json holding JSON lines, rows that are not objects, a corrupt image given as bytes."""
+    import base64
+    import io
+
+    buf = io.BytesIO()
+    Image.fromarray(np.full((6, 6, 3), 77, np.uint8)).save(buf, format="PNG")
+    record = {"bytes": base64.b64encode(buf.getvalue()).decode(), "path": None}
+    bom = tmp_path / "bom.jsonl"
+    bom.write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "x", "image": record}).encode() + b"\n")
+    task = PreferenceDataTask(_data_cfg(train_files=[str(bom)]))
+    _, images = task.preference_batch(1, torch.Generator().manual_seed(0), (3, 4, 4))
+    assert images.mean().item() == pytest.approx(77 / 255, abs=0.01)
+    latin = tmp_path / "latin.jsonl"
+    latin.write_bytes('{"prompt": "caf\xe9", "image": "a.png"}\n'.encode("latin-1"))
+    json_lines = _write(tmp_path / "lines.json", [{"prompt": "x"}, {"prompt": "y"}])
+    not_rows = _write(tmp_path / "n.jsonl", [{"prompt": "x", "image": record}, 5])
+    corrupt = {"prompt": "x", "image": {"bytes": base64.b64encode(b"\x89PNG not really").decode()}}
+    cases = [
+        (str(latin), r"latin.jsonl: not UTF-8 text \(byte \d+\)"),
+        (json_lines, r"lines.json:2: not valid JSON \(Extra data\) \(one row per line is a .jsonl file\)"),
+        (not_rows, r"n.jsonl row 1: expected an object \(a mapping of columns\), got int"),
+        (_write(tmp_path / "c.jsonl", [corrupt]), r"c.jsonl row 0: image \(15 bytes\) cannot be read: (?!.*BytesIO)"),
+        (
+            _write(tmp_path / "b.jsonl", [{"prompt": "x", "image": {"bytes": "not base64!"}}]),
+            "is text that is not base64",
+        ),
+    ]
+    for path, message in cases:
+        with pytest.raises(ValueError, match=message):
+            PreferenceDataTask(_data_cfg(train_files=[path]))

@@ -190,6 +190,27 @@ def test_resize_into_follows_mmr1():
         ({"problem": "x", "answer": "1", "images": [{"path": None}]}, "without 'bytes' or 'path'"),
         # issue 16, 9: a valid header with a truncated body is decoded in full at start-up
         ({"problem": "x", "answer": "1", "images": ["truncated.png"]}, r"image 0 \(.*truncated.png\) is corrupt"),
+        # found by trying users' own files: tracebacks, and values str() turned into wrong training data
+        (5, r"row 0: expected an object \(a mapping of columns\), got int"),
+        (None, r"row 0: expected an object \(a mapping of columns\), got NoneType"),
+        ("hello", r"row 0: expected an object \(a mapping of columns\), got str"),
+        (
+            {"problem": ["<image>", "x"], "answer": "1"},
+            r"column 'problem' \(data.prompt_key\) must hold non-empty text",
+        ),
+        (
+            {"problem": "x", "answer": None},
+            r"column 'answer' \(data.answer_key\) must hold the gold answer .* got null",
+        ),
+        ({"problem": "x", "answer": float("nan")}, r"column 'answer' .* got nan"),
+        ({"problem": "x", "answer": " "}, r"column 'answer' .* got ' '"),
+        ({"problem": "x", "answer": {"a": 1}}, r"column 'answer' .* got \{'a': 1\}"),
+        ({"problem": "x", "answer": "1", "answer_type": "weird"}, r"column 'answer_type' is 'weird'; valid: numeric"),
+        ({"problem": "<video> x", "answer": "1", "videos": ["v.mp4"]}, "vlm_data reads images only"),
+        (
+            {"problem": "<image> x", "answer": "1", "image": ["imgs/0.png"]},
+            r"1 <image> placeholders but 0 images.*\(the row has a column 'image': set data.image_key=image\)",
+        ),
     ],
 )
 def test_bad_rows_fail_at_start_naming_file_and_row(data_dir, row, match):
@@ -201,6 +222,74 @@ def test_bad_rows_fail_at_start_naming_file_and_row(data_dir, row, match):
     with pytest.raises(ValueError, match=match) as e:
         _task(train_files=[str(path)])
     assert str(path) in str(e.value)
+
+
+@pytest.mark.parametrize("model_type", ["qwen2_vl", "qwen3_vl"])
+def test_prompt_lengths_count_what_the_processor_makes(data_dir, model_type):
+    """``VLMPolicy.prompt_lengths`` (no pixels processed) equals the processor's own token count for
+    prompts with 0, 1 and 2 images of several sizes."""
+    policy = _policy(model_type)
+    p = VLM_PATCH[model_type]
+    ims = [_image(2 * p, 4 * p, 0), _image(4 * p, 4 * p, 1), _image(6 * p, 2 * p, 2)]
+    prompts = ["what is the sum ?", "<image> sum ?", "<image> sum <image> ?"]
+    meta = [{}, {"image": ims[0]}, {"images": ims[1:]}]
+    want = [
+        len(policy.processor(text=[t], images=i or None)["input_ids"][0])
+        for t, i in zip(*_chat(policy, prompts, meta))
+    ]
+    assert policy.prompt_lengths(prompts, meta) == want
+    task = _task(train_files=[str(data_dir / "train.jsonl")])  # sizes measured by the start-up check
+    rows = task.train_prompts()
+    assert policy.prompt_lengths(*zip(*rows)) == [
+        len(policy.processor(text=[t], images=i or None)["input_ids"][0]) for t, i in zip(*_chat(policy, *zip(*rows)))
+    ]
+
+
+def _chat(policy, prompts, meta):
+    from genrl.vlm_batching import chat_prompts
+
+    return chat_prompts(policy.processor, list(prompts), list(meta))
+
+
+def test_a_prompt_over_max_prompt_length_fails_at_start_up_naming_its_row(tmp_path, data_dir, capsys):
+    """It stopped the run at the random step that drew it, after checkpoints were written, with
+    transformers' "Unable to create tensor" and no file or row."""
+    from genrl.cli import main as cli_main
+
+    comps = get_dummy_vlm_components("qwen2_vl")
+    comps["model"].save_pretrained(tmp_path / "model")
+    comps["processor"].save_pretrained(tmp_path / "model")
+    long = {"problem": "what is the sum ? " * 40, "answer": "7"}
+    with open(data_dir / "train.jsonl", "a") as f:
+        f.write(json.dumps(long) + "\n")
+    config = tmp_path / "vlm.yaml"
+    config.write_text("trainer: online_vlm\n")
+    capsys.readouterr()
+    rc = cli_main(
+        [
+            "train",
+            str(config),
+            "task=vlm_data",
+            f"output_dir={tmp_path / 'run'}",
+            f"data.train_files=[{data_dir / 'train.jsonl'}]",
+            f"policy.model={tmp_path / 'model'}",
+            "policy.max_prompt_length=64",
+            "rewards={verifiable: 1.0}",
+            "log.progress_bar=false",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert rc == 2 and not (tmp_path / "run").exists(), err
+    assert err.startswith(f"genrl train: {data_dir / 'train.jsonl'} row 3: the prompt takes ") and err.count("\n") == 0
+    assert "> policy.max_prompt_length=64 (1 of 4 prompts do)" in err
+
+
+def test_answers_keep_their_kind_and_lists_stay_lists(data_dir):
+    """A list of accepted answers reached the reward as its text "['3', 'three']", which never matches."""
+    path = data_dir / "answers.jsonl"
+    rows = [{"problem": "x", "answer": 3}, {"problem": "y", "answer": ["3", "three"]}, {"problem": "z", "answer": 2.5}]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    assert [m["answer"] for _, m in _task(train_files=[str(path)]).train_prompts()] == ["3", ["3", "three"], "2.5"]
 
 
 def test_missing_and_unsupported_files(tmp_path):

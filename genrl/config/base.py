@@ -151,6 +151,10 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         for choice in args:  # type-exact match: True must not select 1
             if type(value) is type(choice) and value == choice:
                 return value
+        if isinstance(value, bool):  # YAML 1.1 reads no / off / yes / on as booleans: the choice so spelled
+            spelled = [c for c in args if isinstance(c, str) and yaml.safe_load(c) is value]
+            if len(spelled) == 1:
+                return spelled[0]
         raise ConfigError(key, f"must be one of {', '.join(map(repr, args))}", value)
     if dataclasses.is_dataclass(tp):
         if isinstance(value, tp):
@@ -193,7 +197,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
-        raise ConfigError(key, f"expected str, got {type(value).__name__}", value)
+        hint = " (YAML reads yes / no / on / off as booleans: quote the text)" if isinstance(value, bool) else ""
+        raise ConfigError(key, f"expected str, got {type(value).__name__}{hint}", value)
     raise TypeError(f"{key}: unsupported config field type {tp!r}")
 
 

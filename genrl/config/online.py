@@ -463,7 +463,7 @@ class PromptDataConfig(Section):
     train_files: list[str] = option(
         [],
         "training prompts: .txt (one prompt per line) or .jsonl files (a 'prompt' key; "
-        "other keys become the prompt's metadata), e.g. Flow-GRPO's dataset/pickscore/train.txt",
+        "other keys become the prompt's metadata), or folders of them, e.g. Flow-GRPO's dataset/pickscore/train.txt",
     )
     test_files: list[str] = option(
         [], "held-out evaluation prompts, same formats; empty = evaluate on the first training prompts"

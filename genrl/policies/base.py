@@ -29,6 +29,11 @@ class Policy:
     # set by policies that report output_grad_norms
     _last_output = None
 
+    def check_prompts(self, prompts) -> None:
+        """Start-up check of ``[(prompt, metadata)]`` against what this policy can take (the VLM
+        policy: ``policy.max_prompt_length``); ``ValueError`` naming the first prompt that does not fit
+        (``metadata["source"]``, its file and row, when the task gives one). Nothing to check here."""
+
     def output_grad_norms(self) -> dict[int, float]:
         """After a backward: ``{action index: mean over samples of ||d loss / d output||}`` for the
         last ``log_prob`` forward (flow policies: the predicted velocity of each denoising step, the

@@ -168,12 +168,22 @@ class DenoisingPolicy(Policy):
     _PAYLOAD = ("latents", "next_latents", "means")  # Trajectory.data keys that are not conditioning
 
     def __init__(
-        self, cfg, pipe, denoiser: torch.nn.Module, frozen: list[torch.nn.Module], lora_targets, device="cpu"
+        self,
+        cfg,
+        pipe,
+        denoiser: torch.nn.Module,
+        frozen: list[torch.nn.Module],
+        lora_targets,
+        device="cpu",
+        rollouts: bool = True,
     ):
+        """``rollouts=False`` builds a policy that only samples with the ODE and scores denoising errors
+        (the preference trainer: ``policy.sde`` / ``eta`` unused), so its SDE window is not checked
+        and :meth:`window` is an error."""
         self.cfg, self.pipe, self.device = cfg, pipe, torch.device(device)
         # checked first, before the model is touched: a window that can train nothing is an error now
         self.trained_steps = trainable_steps(self.step_stds(cfg.num_steps), cfg)  # nonzero noise, timestep_fraction
-        self._window_starts = window_starts(cfg, self.trained_steps)
+        self._window_starts = window_starts(cfg, self.trained_steps) if rollouts else None
         self.ref_model = prepare_denoiser(denoiser, frozen, cfg, lora_targets, self.device)
         self.denoiser = denoiser  # unwrapped module (adapters, saving, no-grad sampling)
         self.model = denoiser  # what gradient forwards go through; the trainer may wrap it (DDP)
@@ -263,6 +273,8 @@ class DenoisingPolicy(Policy):
 
     def window(self, generator: torch.Generator) -> list[int]:
         """Indices of the stochastic steps of this iteration (drawn with ``generator``)."""
+        if self._window_starts is None:
+            raise ValueError("this policy was built with rollouts=False (ODE sampling and denoising errors only)")
         return sde_window(self.cfg, generator, self._window_starts)
 
     # ----------------------------------------------------------------- rollout

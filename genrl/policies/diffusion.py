@@ -105,7 +105,7 @@ class DiffusionPolicy(DenoisingPolicy):
     """Stochastic policy over a diffusers ``StableDiffusionPipeline``. ``cfg`` is a ``PolicyConfig``
     (``sde: ddim``; ``family`` is unused)."""
 
-    def __init__(self, cfg, pipe, device="cpu"):
+    def __init__(self, cfg, pipe, device="cpu", rollouts: bool = True):
         from diffusers import DDIMScheduler
 
         if getattr(pipe, "unet", None) is None:
@@ -127,13 +127,14 @@ class DiffusionPolicy(DenoisingPolicy):
         self.dtype = DTYPES[cfg.dtype]
         self.device = torch.device(device)  # the schedule lives on it; DenoisingPolicy sets it again
         self._schedules: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
-        super().__init__(cfg, pipe, pipe.unet, [pipe.text_encoder, pipe.vae], LORA_TARGETS, device)
+        super().__init__(cfg, pipe, pipe.unet, [pipe.text_encoder, pipe.vae], LORA_TARGETS, device, rollouts)
 
     @classmethod
-    def from_pretrained(cls, cfg, device="cpu") -> "DiffusionPolicy":
+    def from_pretrained(cls, cfg, device="cpu", rollouts: bool = True) -> "DiffusionPolicy":
         """A local diffusers folder or hub id (``runwayml/stable-diffusion-v1-5``-style) through
-        ``load_pipeline``, which names the fix when the model is not available offline."""
-        return cls(cfg, load_pipeline(cfg.model, DTYPES[cfg.dtype]), device=device)
+        ``load_pipeline``, which names the fix when the model is not available offline.
+        ``rollouts=False``: ODE sampling and denoising errors only (``DenoisingPolicy``)."""
+        return cls(cfg, load_pipeline(cfg.model, DTYPES[cfg.dtype]), device=device, rollouts=rollouts)
 
     @property
     def unet(self) -> torch.nn.Module:

@@ -56,17 +56,18 @@ def load_policy_pipeline(model: str, dtype: torch.dtype = torch.float32):
 class FlowPolicy(DenoisingPolicy):
     """Stochastic policy over a diffusers flow pipeline. ``cfg`` is a ``PolicyConfig``."""
 
-    def __init__(self, cfg, pipe, device="cpu"):
+    def __init__(self, cfg, pipe, device="cpu", rollouts: bool = True):
         self.family = family_for(pipe, cfg.family)(pipe, cfg)
         self.step_fn = sde_lib.get_step(cfg.sde, cfg.cps_log_prob)
         self._sigmas: dict[int, torch.Tensor] = {}
         self._train_sigmas: Optional[torch.Tensor] = None
         frozen = self.family.text_modules() + self.family.decode_modules() + self.family.frozen_modules()
-        super().__init__(cfg, pipe, self.family.denoiser, frozen, self.family.lora_targets, device)
+        super().__init__(cfg, pipe, self.family.denoiser, frozen, self.family.lora_targets, device, rollouts)
 
     @classmethod
-    def from_pretrained(cls, cfg, device="cpu") -> "FlowPolicy":
-        return cls(cfg, load_policy_pipeline(cfg.model, DTYPES[cfg.dtype]), device=device)
+    def from_pretrained(cls, cfg, device="cpu", rollouts: bool = True) -> "FlowPolicy":
+        """``rollouts=False``: ODE sampling and denoising errors only (``DenoisingPolicy``)."""
+        return cls(cfg, load_policy_pipeline(cfg.model, DTYPES[cfg.dtype]), device=device, rollouts=rollouts)
 
     @property
     def transformer(self) -> torch.nn.Module:

@@ -44,6 +44,7 @@ import copy
 import inspect
 import itertools
 import os
+from collections.abc import Sequence
 from typing import Optional
 
 import torch
@@ -52,7 +53,7 @@ from genrl.models import resolve_model
 from genrl.policies.base import DTYPES, Policy
 from genrl.registry import POLICIES
 from genrl.trajectory import Trajectory
-from genrl.vlm_batching import NEVER_SAMPLE_TOKENS, chat_prompts
+from genrl.vlm_batching import NEVER_SAMPLE_TOKENS, chat_prompts, user_message
 
 # model_type (config.json) -> transformers class name. Extend only after checking that the
 # class takes ``mm_token_type_ids`` / 3-D positions like Qwen2-VL (see module docstring).
@@ -290,6 +291,49 @@ class VLMPolicy(Policy):
             out["pixel_values"] = [pv[row0[img0[b]] : row0[img0[b + 1]]] for b in range(B)]
             out["image_grid_thw"] = [g[img0[b] : img0[b + 1]] for b in range(B)]
         return out
+
+    def prompt_lengths(self, prompts: Sequence[str], metadata: Sequence[dict]) -> list[int]:
+        """Tokens each prompt takes after the chat template and the processor's image expansion
+        (what :meth:`encode_prompts` makes of it, before padding), without preprocessing pixels: the
+        template's tokens plus, per image, the image processor's own patch count for its size
+        (``get_number_of_image_patches``, the function vLLM uses for the same count) over
+        ``merge_size**2``, less the one ``<|image_pad|>`` the template holds. An image's size comes from
+        ``metadata["images"].sizes`` when the task measured it (``vlm_data``), else from the image."""
+        ip = self.processor.image_processor
+        texts, sizes = [], []
+        for q, meta in zip(prompts, metadata):
+            ims = meta.get("images")
+            if ims is None:
+                ims = [meta["image"]] if meta.get("image") is not None else []
+            known = getattr(ims, "sizes", None)
+            sizes.append(list(known) if known is not None else [(im.height, im.width) for im in ims])
+            texts.append(
+                self.processor.apply_chat_template(
+                    user_message(q, len(ims)), add_generation_prompt=True, tokenize=False
+                )
+            )
+        ids = self.tokenizer(texts)["input_ids"]
+        return [
+            len(t) + sum(ip.get_number_of_image_patches(h, w, {}) // ip.merge_size**2 - 1 for h, w in hw)
+            for t, hw in zip(ids, sizes)
+        ]
+
+    def check_prompts(self, prompts) -> None:
+        """Every prompt fits ``policy.max_prompt_length`` (0: no limit), counted by :meth:`prompt_lengths`;
+        else a ``ValueError`` naming the first one that does not (its ``metadata["source"]``) and how
+        many do not. Without it a long row stopped the run at the random step that drew it."""
+        L = self.cfg.max_prompt_length
+        if L <= 0 or not prompts:
+            return
+        lengths = self.prompt_lengths([p for p, _ in prompts], [m for _, m in prompts])
+        over = [i for i, n in enumerate(lengths) if n > L]
+        if over:
+            i = over[0]
+            where = prompts[i][1].get("source") or f"prompt {i} ({prompts[i][0][:60]!r})"
+            raise ValueError(
+                f"{where}: the prompt takes {lengths[i]} tokens (text and images) > policy.max_prompt_length={L} "
+                f"({len(over)} of {len(prompts)} prompts do); raise policy.max_prompt_length or drop those rows"
+            )
 
     @staticmethod
     def _vision_inputs(data: dict) -> dict:

@@ -359,6 +359,11 @@ class DigitsTask(EmbeddedModelTask):
         """RL prompts: (caption, metadata with the prompted ``digit``)."""
         return [(p, self.metadata(p)) for p in self.prompts()]
 
+    def check_sample_shape(self, shape: tuple[int, ...]) -> None:
+        """The preference trainer's start-up check: the model samples the winners' 1x8x8 images."""
+        if tuple(shape) != (1, 8, 8):
+            raise ValueError(f"the digits winners are 1x8x8 images; the model samples {tuple(shape)}")
+
     def preference_batch(
         self, n: int, generator: torch.Generator, shape: Optional[tuple[int, ...]] = None
     ) -> tuple[list[str], torch.Tensor]:
@@ -366,8 +371,8 @@ class DigitsTask(EmbeddedModelTask):
         uniformly with ``generator`` from the proxy half only (never the gold judge's half), with their
         captions. Returns (prompts, images ``[n, 1, 8, 8]`` in ``[0, 1]``); ``shape``, the model's
         sample shape, must be (1, 8, 8) when given."""
-        if shape is not None and tuple(shape) != (1, 8, 8):
-            raise ValueError(f"the digits winners are 1x8x8 images; the model samples {tuple(shape)}")
+        if shape is not None:
+            self.check_sample_shape(shape)
         if self._winners is None:
             self._winners = digits_split()["proxy"]
         images, labels = self._winners

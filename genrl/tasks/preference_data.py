@@ -15,8 +15,9 @@ preferred images for SD1.5); this task reads them from ``.jsonl`` / ``.json`` / 
   ``prompt_key: caption``); ties are skipped, and counted in the start-up message.
 
 Every row is checked at start-up (columns present, every image or video decoded in full), so a bad
-row fails before training, naming its file and row. A drawn winner is converted to RGB,
-centre-cropped to the model's aspect ratio and resized to the model's sample size (bicubic); a
+row fails before training, naming its file and row; the trainer checks every winner's kind (image
+or video) against the model's at start-up. A drawn winner is converted to RGB (grayscale for a
+one-channel model such as the digits one), centre-cropped to the model's aspect ratio and resized to the model's sample size (bicubic); a
 video keeps the model's frame count at evenly spaced frames (``genrl.media``). Evaluation samples
 the first ``data.max_eval_prompts`` prompts with fixed seeds (``genrl.evaluation.evaluate_images``);
 there is no judge, so it reports only what the run's rewards measure (none in preference training)
@@ -25,6 +26,7 @@ and writes the samples for ``genrl gallery``.
 
 from __future__ import annotations
 
+import math
 import os
 from typing import Any, Optional
 
@@ -37,8 +39,8 @@ from genrl.tasks.rows import expand_data_paths, image_refs, read_rows
 
 def _label(row: dict, key: str, where: str) -> float:
     value = row.get(key)
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{where}: column {key!r} (data.label_keys) must hold a number, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+        raise ValueError(f"{where}: column {key!r} (data.label_keys) must hold a number (a finite one), got {value!r}")
     return float(value)
 
 
@@ -110,29 +112,41 @@ class PreferenceDataTask:
             raise ValueError("task preference_data needs data.train_files (.jsonl/.json/.parquet files or folders)")
         return cls(cfg.data)
 
-    def preference_batch(
-        self, n: int, generator: torch.Generator, shape: Optional[tuple[int, ...]] = None
-    ) -> tuple[list[str], torch.Tensor]:
-        """``n`` rows drawn uniformly with ``generator``: (prompts, winners in ``[0, 1]`` fitted to
-        ``shape``, the model's sample shape: images ``[n, 3, H, W]`` for ``(3, H, W)``, videos
-        ``[n, F, 3, H, W]`` for ``(F, 3, H, W)``). ``ValueError`` when a winner's kind (image or
-        video) is not the model's."""
-        if shape is None:
-            raise ValueError("preference_data needs the model's sample shape to fit its winners to")
+    def check_sample_shape(self, shape: tuple[int, ...]) -> None:
+        """The trainer's start-up check against the model's sample shape (``(C, H, W)`` or
+        ``(F, C, H, W)``): every winner is of the model's kind (image or video), and the model samples
+        RGB (C = 3) or grayscale (C = 1, e.g. the digits model) that winners can be converted to.
+        ``ValueError`` naming the first row that does not fit."""
         model_video = len(shape) == 4
-        idx = torch.randint(0, len(self.rows), (n,), generator=generator).tolist()
-        out = []
-        for i in idx:
-            _, ref, where, video = self.rows[i]
+        if shape[-3] not in (1, 3):
+            raise ValueError(f"preference_data fits winners to RGB or grayscale models; this one samples {shape}")
+        for _, _, where, video in self.rows:
             if video != model_video:
                 kind = "a video" if video else "an image"
                 raise ValueError(
                     f"{where}: the winner is {kind}, but the model samples {'videos' if model_video else 'images'}"
                 )
+
+    def preference_batch(
+        self, n: int, generator: torch.Generator, shape: Optional[tuple[int, ...]] = None
+    ) -> tuple[list[str], torch.Tensor]:
+        """``n`` rows drawn uniformly with ``generator``: (prompts, winners in ``[0, 1]`` fitted to
+        ``shape``, the model's sample shape: images ``[n, C, H, W]`` for ``(C, H, W)``, videos
+        ``[n, F, C, H, W]`` for ``(F, C, H, W)``; C = 1 converts to grayscale). ``ValueError`` as
+        :meth:`check_sample_shape`, which the trainer runs on every row at start-up."""
+        if shape is None:
+            raise ValueError("preference_data needs the model's sample shape to fit its winners to")
+        idx = torch.randint(0, len(self.rows), (n,), generator=generator).tolist()
+        mode = "L" if shape[-3] == 1 else "RGB"
+        out = []
+        for i in idx:
+            _, ref, where, video = self.rows[i]
+            if video != (len(shape) == 4) or shape[-3] not in (1, 3):
+                self.check_sample_shape(shape)
             out.append(
-                fit_video(read_frames(ref, where), *shape[:1], *shape[-2:])
+                fit_video(read_frames(ref, where), *shape[:1], *shape[-2:], mode=mode)
                 if video
-                else fit_image(open_rgb(ref, where), *shape[-2:])
+                else fit_image(open_rgb(ref, where, mode), *shape[-2:])
             )
         return [self.rows[i][0] for i in idx], torch.stack(out)
 

@@ -2,7 +2,8 @@
 
 Formats (``data:`` section, ``PromptDataConfig``): ``.txt`` with one prompt per line (Flow-GRPO's
 ``dataset/pickscore/train.txt`` and ``test.txt``), or ``.jsonl`` rows with a prompt key whose
-other keys become that prompt's metadata (passed to rewards, e.g. GenEval's object specs).
+other keys become that prompt's metadata (passed to rewards, e.g. GenEval's object specs), or
+folders of such files (read in name order); UTF-8, a byte-order mark allowed.
 Evaluation samples the first ``max_eval_prompts`` test prompts with fixed seeds through the
 ODE sampler and scores them with the run's own rewards (``genrl.evaluation``).
 """
@@ -15,38 +16,62 @@ from typing import Any
 
 from genrl.registry import TASKS
 
+PROMPT_SUFFIXES = (".txt", ".jsonl")
+
+
+def prompt_files(paths: list[str]) -> list[str]:
+    """The files named by ``paths``; a folder contributes its ``.txt`` / ``.jsonl`` files (sorted), as
+    the other file-backed tasks read folders. ``ValueError`` naming a path that is missing, of
+    another type, or a folder without prompt files."""
+    files = []
+    for path in map(os.path.expanduser, paths):
+        if os.path.isdir(path):
+            found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(PROMPT_SUFFIXES))
+            if not found:
+                raise ValueError(f"prompt folder {path!r} holds no .txt or .jsonl files")
+            files.extend(found)
+        elif not os.path.isfile(path):
+            raise ValueError(f"prompt file {path!r} does not exist")
+        elif not path.lower().endswith(PROMPT_SUFFIXES):
+            raise ValueError(f"prompt file {path!r}: expected .txt (one prompt per line) or .jsonl")
+        else:
+            files.append(path)
+    return files
+
 
 def read_prompts(paths: list[str], prompt_key: str = "prompt") -> list[tuple[str, dict]]:
-    """``(prompt, metadata)`` rows of ``.txt`` / ``.jsonl`` files, in order. Empty lines are
-    skipped; a missing file, an unknown extension, a bad JSON line or a row without
-    ``prompt_key`` is an error naming the file and line."""
+    """``(prompt, metadata)`` rows of ``.txt`` / ``.jsonl`` files (or folders of them), in order.
+    Files are UTF-8 (a byte-order mark is skipped); empty lines are skipped; a missing file, an
+    unknown extension, text that is not UTF-8, a bad JSON line or a row without ``prompt_key`` is
+    an error naming the file (and line)."""
     rows: list[tuple[str, dict]] = []
-    for path in paths:
-        if not os.path.isfile(path):
-            raise ValueError(f"prompt file {path!r} does not exist")
-        ext = os.path.splitext(path)[1].lower()
-        if ext not in (".txt", ".jsonl"):
-            raise ValueError(f"prompt file {path!r}: expected .txt (one prompt per line) or .jsonl")
-        with open(path, encoding="utf-8") as f:
-            for n, line in enumerate(f, 1):
-                if not line.strip():
-                    continue
-                if ext == ".txt":
-                    rows.append((line.strip(), {}))
-                    continue
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-                if (
-                    not isinstance(row, dict)
-                    or not isinstance(row.get(prompt_key), str)
-                    or not row[prompt_key].strip()
-                ):
-                    raise ValueError(f"{path}:{n}: expected an object with a non-empty string {prompt_key!r}")
-                rows.append((row.pop(prompt_key).strip(), row))
+    for path in prompt_files(paths):
+        try:
+            rows += _read_prompt_file(path, prompt_key)
+        except UnicodeDecodeError as e:
+            raise ValueError(f"prompt file {path!r}: not UTF-8 text (byte {e.start}); save it as UTF-8") from None
     if not rows:
         raise ValueError(f"no prompts in {paths}")
+    return rows
+
+
+def _read_prompt_file(path: str, prompt_key: str) -> list[tuple[str, dict]]:
+    rows: list[tuple[str, dict]] = []
+    txt = path.lower().endswith(".txt")
+    with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first prompt
+        for n, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            if txt:
+                rows.append((line.strip(), {}))
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            if not isinstance(row, dict) or not isinstance(row.get(prompt_key), str) or not row[prompt_key].strip():
+                raise ValueError(f"{path}:{n}: expected an object with a non-empty string {prompt_key!r}")
+            rows.append((row.pop(prompt_key).strip(), row))
     return rows
 
 

@@ -43,6 +43,13 @@ class ResponseTask:
     def sft_examples(self, n: int, generator: torch.Generator) -> list[tuple[str, dict, str]]:
         raise NotImplementedError(f"task {self.name!r} has no SFT targets")
 
+    def check_prompts(self, policy, eval_cfg) -> None:
+        """The online trainer's start-up check: ``policy.check_prompts`` on every training prompt and
+        the evaluated examples (a prompt over ``policy.max_prompt_length`` fails now, naming its row,
+        not at the step that draws it)."""
+        evaluated = [(p, m) for p, m, _ in self.eval_examples(eval_cfg.num_questions)]
+        policy.check_prompts(list(self.train_prompts()) + evaluated)
+
     def reward(self, name: str):
         """A verifiable reward by registry name, built once (``genrl`` never imports ``rewards``)."""
         cache: dict[str, Any] = self.__dict__.setdefault("_reward_cache", {})

@@ -26,17 +26,18 @@ cold start on chain-of-thought answers.
 
 from __future__ import annotations
 
-import io
 import math
 import os
 from collections.abc import Sequence
 
 import torch
 
+from genrl.media import describe_ref, open_image
 from genrl.registry import TASKS
 from genrl.tasks.response import ResponseTask
-from genrl.tasks.rows import describe_ref, expand_data_paths, image_refs, read_rows
+from genrl.tasks.rows import expand_data_paths, image_refs, read_rows
 from genrl.vlm_batching import user_message
+from rewards.verifiable import ANSWER_TYPES
 
 # ----------------------------------------------------------------------------- images
 
@@ -70,25 +71,19 @@ class RowImages(Sequence):
     def __init__(self, refs: list, where: str, min_pixels: int, max_pixels: int):
         self.refs, self.where = refs, where
         self.min_pixels, self.max_pixels = min_pixels, max_pixels
+        self.sizes: list[tuple[int, int]] | None = None  # (height, width) of each image as fed, set by check()
 
     def __len__(self) -> int:
         return len(self.refs)
-
-    def _open(self, i: int):
-        from PIL import Image
-
-        ref = self.refs[i]
-        try:
-            return Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref)
-        except Exception as e:  # PIL raises several types for bad files
-            raise ValueError(f"{self.where}: image {i} ({describe_ref(ref)}) cannot be read: {e}") from e
 
     def check(self) -> None:
         """Decode every image in full and run the size rule the Qwen-VL image processors apply
         later (:func:`check_processor_size`), so a file that would stop training at a random later
         step stops it now; raises ``ValueError`` naming the row, the image and the file."""
+        sizes = []
         for i in range(len(self)):
             im = self[i]  # full decode + resize_into, as a rollout would
+            sizes.append((im.height, im.width))
             try:
                 check_processor_size(im.height, im.width)
             except ValueError as e:
@@ -96,16 +91,52 @@ class RowImages(Sequence):
                     f"{self.where}: image {i} ({describe_ref(self.refs[i])}, {im.width}x{im.height} after "
                     f"data.min_pixels / max_pixels) cannot be fed to the Qwen-VL processor: {e}"
                 ) from None
+        self.sizes = sizes
 
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        im = self._open(i)
-        try:
-            im.load()
-        except Exception as e:
-            raise ValueError(f"{self.where}: image {i} ({describe_ref(self.refs[i])}) is corrupt: {e}") from e
-        return resize_into(im, self.min_pixels, self.max_pixels)
+        return resize_into(open_image(self.refs[i], f"{self.where}: image {i}"), self.min_pixels, self.max_pixels)
+
+
+# ----------------------------------------------------------------------------- row values
+
+
+def _text(row: dict, column: str, option: str, where: str) -> str:
+    """A column that must hold non-empty text (the question, a target response)."""
+    value = row[column]
+    if not isinstance(value, str) or not value.strip():
+        got = "empty text" if isinstance(value, str) else "null" if value is None else f"a {type(value).__name__}"
+        raise ValueError(f"{where}: column {column!r} ({option}) must hold non-empty text, got {got}")
+    return value
+
+
+def _answer(value, column: str, where: str, listed: bool = False) -> str | list[str]:
+    """The gold answer as text, or a list of accepted answers (the verifiable rewards take any of
+    them): text, a finite number, or a non-empty list of those. ``ValueError`` naming the row for
+    anything else (null, NaN, empty text, a mapping), which ``str()`` would turn into a wrong answer."""
+    if isinstance(value, (list, tuple)) and not listed:
+        if not value:
+            raise ValueError(f"{where}: column {column!r} (data.answer_key) is an empty list")
+        return [_answer(v, column, where, listed=True) for v in value]
+    if isinstance(value, str) and value.strip():
+        return value
+    if isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value):
+        return str(value)
+    raise ValueError(
+        f"{where}: column {column!r} (data.answer_key) must hold the gold answer as text, a finite number "
+        f"or a list of them, got {'null' if value is None else repr(value)}"[:300]
+    )
+
+
+def _check_images_only(row: dict, question: str, where: str) -> None:
+    """Video prompts are not read: a ``<video>`` placeholder or a ``videos`` column would otherwise
+    train on the text alone."""
+    if "<video>" in question or row.get("videos") or row.get("video"):
+        raise ValueError(
+            f"{where}: the row holds a video (a <video> placeholder or a videos column); vlm_data reads "
+            "images only: give its frames as images, or drop the row"
+        )
 
 
 # ----------------------------------------------------------------------------- the task
@@ -140,30 +171,41 @@ class VLMDataTask(ResponseTask):
                 where = f"{path} row {r}"
                 targets = [c.response_key] if c.response_key and key == "data.train_files" else []
                 needed = (c.prompt_key, c.answer_key, *targets)
-                missing = [k for k in needed if k not in row or row[k] is None]
+                missing = [k for k in needed if k not in row]
                 if missing:
                     raise ValueError(
                         f"{where}: missing column(s) {missing} ({key}); the row has {sorted(row)} "
                         f"(set data.prompt_key / data.answer_key / data.response_key)"
                     )
+                question = _text(row, c.prompt_key, "data.prompt_key", where)
                 images = RowImages(image_refs(row.get(c.image_key), root, where), where, c.min_pixels, c.max_pixels)
-                question = str(row[c.prompt_key])
+                _check_images_only(row, question, where)
                 try:  # the policy's own message builder checks placeholders against images
                     user_message(question, len(images))
                 except ValueError as e:
-                    raise ValueError(f"{where}: {e}") from None
+                    hint = [k for k in ("image", "images", "img") if k != c.image_key and row.get(k)]
+                    hint = f" (the row has a column {hint[0]!r}: set data.image_key={hint[0]})" if hint else ""
+                    raise ValueError(f"{where}: {e}{hint}") from None
                 images.check()
                 answer_type = c.answer_type or row.get("answer_type") or None
+                if answer_type not in (None, *ANSWER_TYPES):
+                    raise ValueError(
+                        f"{where}: column 'answer_type' is {answer_type!r}; valid: {', '.join(ANSWER_TYPES)} "
+                        "(or set data.answer_type for every row)"
+                    )
+                choices = row.get("choices")
+                if choices is not None and not isinstance(choices, (dict, list, tuple)):
+                    raise ValueError(f"{where}: column 'choices' must be a list or a letter -> option mapping")
                 items.append(
                     {
                         "question": question,
                         "prompt": f"{c.system_prompt.strip()} {question}" if c.system_prompt.strip() else question,
-                        "answer": str(row[c.answer_key]),
+                        "answer": _answer(row[c.answer_key], c.answer_key, where),
                         "answer_type": answer_type,
-                        "choices": row.get("choices"),
+                        "choices": choices,
                         "images": images,
                         "source": where,
-                        "response": str(row[c.response_key]) if targets else None,
+                        "response": _text(row, c.response_key, "data.response_key", where) if targets else None,
                     }
                 )
             if not rows:
@@ -171,7 +213,7 @@ class VLMDataTask(ResponseTask):
         return items
 
     def item_metadata(self, item: dict) -> dict:
-        m = {"answer": item["answer"], "images": item["images"]}
+        m = {"answer": item["answer"], "images": item["images"], "source": item["source"]}
         if item["answer_type"]:
             m["answer_type"] = item["answer_type"]
         if item["choices"]:

@@ -271,6 +271,8 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
         prepare_models(cfg)  # the task: / sft: models the config names, built (logged) if missing
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
         rewards = build_rewards(reward_classes, cfg.reward_args)
+    if callable(check := getattr(task, "check_prompts", None)):  # e.g. a VLM prompt over max_prompt_length
+        check(policy, cfg.eval)  # fails now, naming its row, not at the step that draws it
     asynchronous = torch.cuda.is_available() if cfg.rollout.async_rewards == "auto" else cfg.rollout.async_rewards
     scorer = ChunkScorer(rewards, asynchronous)
     if fsdp:  # FSDP2: every parameter a DTensor shard; gradients reduce-scattered by FSDP itself

@@ -18,7 +18,9 @@ prompt, the reference is drawn from the run's own earlier checkpoints (random ch
       clip -> AdamW -> lr schedule; pool.add(step) every snapshot_every steps
       log / evaluate / checkpoint (weights, optimizer, schedule, pool, current reference)
 
-The ``sft`` objective needs no pairs: the trainer then skips the reference entirely. Runs under
+Before anything is written, a task with ``check_sample_shape(shape)`` checks its winners against the
+model's sample shape ``(C, H, W)`` / ``(F, C, H, W)`` (``preference_data``: every row's kind, image or
+video, and the channels). The ``sft`` objective needs no pairs: the trainer then skips the reference entirely. Runs under
 ``accelerate`` like the online trainer (policy.model is the prepared, possibly DDP-wrapped module).
 """
 
@@ -76,7 +78,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     task = task_cls.from_config(cfg)
     with accelerator.main_process_first():
         prepare_models(cfg)
-        policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
+        policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device, rollouts=False)  # ODE only
     tc = cfg.train
     optimizer = make_optimizer(policy.trainable_parameters(), tc)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
@@ -102,6 +104,11 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         start, ref_index = state["step"], state["ref_index"]
         if main:
             print(f"resuming from {ckpt} (step {start})")
+    shape = tuple(
+        policy.decode(policy.noise(1, torch.Generator().manual_seed(0))).shape[1:]
+    )  # [C, H, W] / [F, C, H, W]
+    if callable(check := getattr(task, "check_sample_shape", None)):
+        check(shape)  # every winner fits the model (kind, channels): a bad row fails before anything is written
     logger = open_run(cfg, start, main)
     pool.flush()  # on disk: the start's snapshot is written only now that start-up succeeded
     accelerator.wait_for_everyone()
@@ -117,9 +124,6 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         run_eval(0)
     bar = step_bar(cfg, start, "preference", main)
     rank, B = accelerator.process_index, tc.batch_size
-    shape = tuple(
-        policy.decode(policy.noise(1, torch.Generator().manual_seed(0))).shape[1:]
-    )  # [C, H, W] / [F, C, H, W]
     accum = tc.gradient_accumulation_steps
     stopping = 0  # the signal that stopped the run early (StopRequest)
     guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
