@@ -17,8 +17,9 @@ preferred images for SD1.5); this task reads them from ``.jsonl`` / ``.json`` / 
 Every row is checked at start-up (columns present, every image or video decoded in full), so a bad
 row fails before training, naming its file and row; the trainer checks every winner's kind (image
 or video) against the model's at start-up. A drawn winner is converted to RGB (grayscale for a
-one-channel model such as the digits one), centre-cropped to the model's aspect ratio and resized to the model's sample size (bicubic); a
-video keeps the model's frame count at evenly spaced frames (``genrl.media``). Evaluation samples
+one-channel model such as the digits one), centre-cropped to the model's aspect ratio and resized
+to the model's sample size (bicubic); a video keeps the model's frame count at evenly spaced frames
+(``genrl.media``). Evaluation samples
 the first ``data.max_eval_prompts`` prompts with fixed seeds (``genrl.evaluation.evaluate_images``);
 there is no judge, so it reports only what the run's rewards measure (none in preference training)
 and writes the samples for ``genrl gallery``.

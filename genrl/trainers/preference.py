@@ -20,8 +20,9 @@ prompt, the reference is drawn from the run's own earlier checkpoints (random ch
 
 Before anything is written, a task with ``check_sample_shape(shape)`` checks its winners against the
 model's sample shape ``(C, H, W)`` / ``(F, C, H, W)`` (``preference_data``: every row's kind, image or
-video, and the channels). The ``sft`` objective needs no pairs: the trainer then skips the reference entirely. Runs under
-``accelerate`` like the online trainer (policy.model is the prepared, possibly DDP-wrapped module).
+video, and the channels). The ``sft`` objective needs no pairs: the trainer then skips the reference
+entirely. Runs under ``accelerate`` like the online trainer (policy.model is the prepared, possibly
+DDP-wrapped module).
 """
 
 from __future__ import annotations
