@@ -113,20 +113,6 @@ def calibrate(arm: Arm, out_dir: str, overrides: list[str], wall_budget: float, 
     return max(1, round(wall_budget / per_step))
 
 
-def _differences(a, b, prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two configs (dataclass sections), as ``key: a -> b``."""
-    import dataclasses
-
-    out = []
-    for f in dataclasses.fields(a):
-        x, y = getattr(a, f.name), getattr(b, f.name, None)
-        if dataclasses.is_dataclass(x) and dataclasses.is_dataclass(y):
-            out += _differences(x, y, f"{prefix}{f.name}.")
-        elif x != y:
-            out.append(f"{prefix}{f.name}: {x!r} -> {y!r}")
-    return out
-
-
 def check_arguments(arms: list[Arm], seeds: list[int], wall_budget: float | None, evals: int, calibration_steps: int):
     """``ValueError`` (naming the option) for arguments no comparison can use; called before any work."""
     import math
@@ -164,7 +150,7 @@ def run_all(
     wall time, evaluated ``evals`` times.
     Returns the run records (name, seed, dir, reward key, gold and extra metric keys, steps, wall
     seconds)."""
-    from genrl.config import load_trainer_config, trainer_kind
+    from genrl.config import config_differences, load_trainer_config, trainer_kind
     from genrl.io import check_output_dir
     from genrl.trainers import run_trainer
 
@@ -191,7 +177,7 @@ def run_all(
             done = os.path.join(run_dir, "final_metrics.json")
             wall_file = os.path.join(run_dir, "wall_seconds.txt")
             if os.path.isfile(done):  # reused only when it ran with these very settings
-                changed = _differences(load_trainer_config(os.path.join(run_dir, "config.yaml")), cfg)
+                changed = config_differences(load_trainer_config(os.path.join(run_dir, "config.yaml")), cfg)
                 if changed:
                     raise ValueError(
                         f"{run_dir} holds a finished run made with other settings ({'; '.join(changed[:3])}): "

@@ -32,6 +32,32 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "genrl"
 
 
+@contextlib.contextmanager
+def run_lock(output_dir: str | os.PathLike) -> Iterator[None]:
+    """Holds ``output_dir`` for one run on this machine: a second run into the same folder while
+    the first is alive is a ``ValueError`` naming it (two runs would interleave their metrics and
+    checkpoints). The lock file lives in the temporary folder (``genrl-locks/<hash of the absolute
+    path>.lock``), so a refused run writes nothing into ``output_dir`` or the cache; filelock's OS lock
+    is released when its process ends, however it ends."""
+    import hashlib
+    import tempfile
+
+    from filelock import FileLock, Timeout
+
+    folder = os.path.abspath(os.path.expanduser(output_dir))
+    locks = Path(tempfile.gettempdir()) / "genrl-locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    lock = FileLock(str(locks / f"{hashlib.sha256(folder.encode()).hexdigest()[:24]}.lock"))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        raise ValueError(f"output_dir {folder!r} is in use by another run on this machine") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 _TEMPORARY = re.compile(r"^\..+\.(tmp|old)-\d+-[0-9a-f]{8}$")  # what _sibling names
 
 

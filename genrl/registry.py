@@ -54,6 +54,8 @@ def import_object(path: str, kind: str = "object") -> Any:
         obj = importlib.import_module(module)
     except ImportError as e:
         raise ValueError(f"{kind} {path!r}: cannot import module {module!r} ({e})") from None
+    except Exception as e:  # the plug-in's own code raised while importing: name it, in one line
+        raise ValueError(f"{kind} {path!r}: importing module {module!r} raised {type(e).__name__}: {e}") from None
     for part in attr.split("."):
         if not hasattr(obj, part):
             raise ValueError(f"{kind} {path!r}: module {module!r} has no attribute {attr!r}")

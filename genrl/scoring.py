@@ -41,7 +41,8 @@ def score_samples(
 ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Run every reward. Returns (values: key -> float [B], failures: reward name -> count of
     samples whose value is not finite: NaN, +-inf, or failed). Every key a reward returns is kept
-    (e.g. auxiliary accuracies). A call that raises is retried one sample at a time, so a fault (one
+    (e.g. auxiliary accuracies), except one that names another of ``rewards``: that reward's own
+    values are kept. A call that raises is retried one sample at a time, so a fault (one
     corrupt video) costs exactly the samples it belongs to: their values, auxiliary keys too, are NaN."""
     B = len(prompts)
     values: dict[str, torch.Tensor] = {}
@@ -60,7 +61,9 @@ def score_samples(
             warnings.warn(f"reward {name!r} failed on {bad} of {B} samples ({type(e).__name__}: {e}); masked")
             keys = dict.fromkeys([name, *(k for r in rows for k in r)])
             out = {k: torch.cat([r.get(k, torch.full((1,), float("nan"))) for r in rows]) for k in keys}
-        values.update(out)
+        # an auxiliary key that names another reward of this call is left out: that reward's own values
+        # win, whichever runs first (a 0-weight reward could otherwise replace a trained one's values)
+        values.update({k: v for k, v in out.items() if k == name or k not in rewards})
         failures[name] = int((~torch.isfinite(values[name])).sum())  # NaN and +-inf alike
     return values, failures
 
@@ -77,6 +80,29 @@ def combine(values: dict[str, torch.Tensor], weights: dict[str, float]) -> torch
     return sum(w * values[name] for name, w in weights.items())
 
 
+def check_reward_kinds(classes: Mapping[str, Any]) -> None:
+    """Start-up check that each entry of ``rewards`` can be called as ``(samples, prompts, metadata)``:
+    a function with that signature, or a class whose instances have such a ``__call__``. ``ValueError``
+    naming ``rewards.<name>``; before, a wrong one failed on every sample and was masked."""
+    for name, cls in classes.items():
+        if inspect.isclass(cls):
+            call = next((c.__dict__["__call__"] for c in cls.__mro__[:-1] if "__call__" in c.__dict__), None)
+            target, bound = call, (None, None, None, None)  # self, samples, prompts, metadata
+            if call is None:
+                raise ValueError(f"rewards.{name}: class {cls.__name__} has no __call__(samples, prompts, metadata)")
+        else:
+            target, bound = cls, (None, None, None)
+        try:
+            inspect.signature(target).bind(*bound)
+        except TypeError:
+            raise ValueError(
+                f"rewards.{name}: {getattr(target, '__qualname__', target)} cannot be called as "
+                "(samples, prompts, metadata)"
+            ) from None
+        except ValueError:  # no signature to read (a builtin): left to the first call
+            pass
+
+
 def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> None:
     """Raises ``ValueError`` naming the reward, the option and the valid ones when ``reward_args`` gives
     a reward an option its constructor (or, for a plain function, its keyword arguments after
@@ -86,9 +112,14 @@ def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapp
         args = reward_args.get(name, {})
         params = inspect.signature(cls).parameters
         if not inspect.isclass(cls):
-            unknown = sorted(set(args) - set(list(params)[3:]))
+            options = list(params)[3:]
+            takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values())
+            unknown = [] if takes_any else sorted(set(args) - set(options))
             if unknown:
-                raise ValueError(f"reward_args.{name}: unknown option(s) {unknown} for the reward function")
+                raise ValueError(
+                    f"reward_args.{name}: unknown option(s) {unknown} for the reward function; "
+                    f"valid: {', '.join(options) or 'none'}"
+                )
         elif not any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
             unknown = sorted(set(args) - set(params))
             if unknown:

@@ -76,3 +76,148 @@ def test_objective_reward_and_task_from_your_own_package(tmp_path, monkeypatch):
         assert r["grad/norm"] > 0 and "loss/policy" in r
     prompts = {json.loads(line)["prompt"] for line in open(run / "eval" / "step-000002" / "samples.jsonl")}
     assert len(prompts) == 10  # evaluation on all ten digits; training drew the even ones only
+
+
+# ----------------------------------------------------------------------------- plug-ins that break their contract
+
+BROKEN = """
+import torch
+
+def two_args(samples, prompts):
+    return torch.zeros(len(prompts))
+
+class NoCall:
+    pass
+
+def with_kwargs(samples, prompts, metadata, **options):
+    return torch.full((len(prompts),), float(options.get("value", 0.5)))
+
+def claims_digits(samples, prompts, metadata):  # an auxiliary key named like another reward
+    return {"plugs.broken:claims_digits": torch.zeros(len(prompts)), "digits": torch.full((len(prompts),), 100.0)}
+
+def vector_loss(lp, lp_old, adv, mask, step_info, config):
+    return (lp * mask).sum(1), {}
+
+def loss_only(lp, lp_old, adv, mask, step_info, config):
+    return (lp * mask).mean()
+
+def text_metric(lp, lp_old, adv, mask, step_info, config):
+    return (lp * mask).mean(), {"my/note": "abc"}
+
+def step_metric(lp, lp_old, adv, mask, step_info, config):
+    return (lp * mask).mean(), {"step": 99}
+
+def tensor_metric(lp, lp_old, adv, mask, step_info, config):
+    loss = -(adv[:, None] * lp * mask).sum() / mask.sum()
+    return loss, {"my/loss": loss, "my/count": mask.sum()}
+
+def bare_advantages(rewards, group_ids, config):
+    return rewards - rewards.mean()
+
+def short_advantages(rewards, group_ids, config):
+    return rewards[:2], {}
+
+def strings(cfg):
+    return None
+
+class StringPrompts:
+    @classmethod
+    def from_config(cls, cfg):
+        return cls()
+    def train_prompts(self):
+        return ["a handwritten digit one", "a handwritten digit two"]
+    def evaluate(self, *a, **k):
+        return {}
+
+raise_on_import = False
+"""
+
+
+@pytest.fixture(scope="module")
+def broken_pkg(tmp_path_factory):
+    src = tmp_path_factory.mktemp("plugins")
+    (src / "plugs").mkdir()
+    (src / "plugs" / "__init__.py").write_text("")
+    (src / "plugs" / "broken.py").write_text(BROKEN)
+    (src / "plugs" / "explodes.py").write_text("raise RuntimeError('the plug-in is broken')\n")
+    return src
+
+
+def _tiny(tmp_path, base, *extra):
+    return load_config(
+        OnlineConfig,
+        os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml"),
+        [
+            f"output_dir={tmp_path / 'run'}",
+            f"policy.model={base}",
+            "max_steps=1",
+            "policy.num_steps=4",
+            "rollout.prompts_per_step=2",
+            "rollout.group_size=4",
+            "rollout.batch_size=8",
+            "train.batch_size=4",
+            "eval.seeds_per_prompt=1",
+            "eval.every=0",
+            "log.progress_bar=false",
+            *extra,
+        ],
+    )
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (['rewards={"plugs.broken:two_args": 1.0}'], r"rewards.plugs.broken:two_args: two_args cannot be called as"),
+        (['rewards={"plugs.broken:NoCall": 1.0}'], r"rewards.plugs.broken:NoCall: class NoCall has no __call__"),
+        (
+            ["objective.name=plugs.broken:vector_loss"],
+            r"objective.name='plugs.broken:vector_loss': the loss must be a 0-d",
+        ),
+        (["objective.name=plugs.broken:loss_only"], r"returned a Tensor; an objective returns \(loss, metrics\)"),
+        (["objective.name=plugs.broken:text_metric"], r"metric 'my/note' is a str; metrics are numbers"),
+        (["objective.name=plugs.broken:step_metric"], r"metric name 'step' is not a name it may log"),
+        (
+            ["advantages.estimator=plugs.broken:bare_advantages"],
+            r"advantages.estimator='plugs.broken:bare_advantages' returned a Tensor",
+        ),
+        (
+            ["advantages.estimator=plugs.broken:short_advantages"],
+            r"must be a tensor of shape \(8,\), got shape \(2,\)",
+        ),
+        (
+            ["task=plugs.broken:StringPrompts"],
+            r"task='plugs.broken:StringPrompts': train_prompts\(\)\[0\] is 'a handwritten",
+        ),
+        (
+            ["objective.name=plugs.explodes:loss"],
+            r"importing module 'plugs.explodes' raised RuntimeError: the plug-in is broken",
+        ),
+    ],
+)
+def test_a_plug_in_that_breaks_its_contract_is_named_in_one_error(
+    tmp_path, monkeypatch, broken_pkg, base_model, overrides, message
+):
+    """Found by trying broken plug-ins: these were tracebacks deep in the update, rewards masked on every
+    sample, or prompts indexed into single characters."""
+    monkeypatch.syspath_prepend(str(broken_pkg))
+    with pytest.raises(ValueError, match=message):
+        train(_tiny(tmp_path, base_model, *overrides))
+
+
+def test_plug_in_metrics_and_reward_options_reach_the_run(tmp_path, monkeypatch, broken_pkg, base_model):
+    """Tensor metrics were dropped from the logs; options for a function reward taking **kwargs were
+    refused; an auxiliary key named like another reward replaced that reward's values in training."""
+    monkeypatch.syspath_prepend(str(broken_pkg))
+    train(
+        _tiny(
+            tmp_path,
+            base_model,
+            "objective.name=plugs.broken:tensor_metric",
+            'rewards={digits: 1.0, "plugs.broken:with_kwargs": 0.5, "plugs.broken:claims_digits": 0.0}',
+            'reward_args={"plugs.broken:with_kwargs": {value: 0.25}}',
+        )
+    )
+    (row,) = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl") if "reward/total_mean" in line]
+    assert "my/loss" in row and row["my/count"] > 0
+    assert row["reward/plugs.broken:with_kwargs_mean"] == 0.25
+    assert 0 <= row["reward/digits_mean"] <= 1  # the digits reward's own values, not the 100s

@@ -325,3 +325,64 @@ def test_progress_bar_setting_covers_the_libraries_loading_bars(tmp_path, capfd,
     assert rc == 0
     assert ("Loading pipeline components" in err) == bars and ("it/s]" in err) == bars, err
     assert diffusers_logging.is_progress_bar_enabled()  # as it was before the run
+
+
+def test_starting_over_in_a_used_folder_removes_the_earlier_run(tmp_path, base_model):
+    """``resume=false`` into a finished run kept its checkpoints (keep_last pruned the new run's instead),
+    and the next plain rerun resumed from the earlier run's weights."""
+    run = tmp_path / "r"
+    train(_cfg(run, base_model, "max_steps=3", "eval.every=3"))
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-000002", "step-000003"]
+    train(_cfg(run, base_model, "max_steps=1", "eval.every=0", "resume=false"))
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-000001"]
+    assert not (run / "eval" / "step-000003").exists()
+    assert {json.loads(line)["step"] for line in open(run / "metrics.jsonl")} == {0, 1}
+
+
+def test_a_resume_with_other_settings_is_refused_naming_them(tmp_path, base_model, capsys):
+    """A changed lr, objective or batch continued silently (the optimizer kept its lr) while config.yaml
+    was rewritten to the new settings; a max_steps below the step reached rewrote it too."""
+    from genrl.cli import main as cli_main
+
+    run = tmp_path / "r"
+    train(_cfg(run, base_model, "max_steps=2", "eval.every=0"))
+    saved = (run / "config.yaml").read_text()
+    args = ["train", CONFIG, f"output_dir={run}", f"policy.model={base_model}", *TINY_ONLINE, "eval.every=0"]
+    capsys.readouterr()
+    assert cli_main([*args, "max_steps=4", "train.lr=0.5", "objective.name=sapo"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"genrl train: resuming {run} at step 2 with settings it was not trained with: ")
+    assert "train.lr: 0.001 -> 0.5" in err and "objective.name: 'grpo' -> 'sapo'" in err and "\n" not in err
+    assert cli_main([*args, "max_steps=1"]) == 2
+    assert "is at step 2, past max_steps=1" in capsys.readouterr().err
+    assert (run / "config.yaml").read_text() == saved
+    # what may change on a resume: the length, and what is logged, evaluated and kept
+    assert cli_main([*args, "max_steps=3", "eval.seeds_per_prompt=1", "checkpoint.keep_last=1"]) == 0
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-000003"]
+
+
+def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, base_model, capsys):
+    """Two runs into one output_dir both exited 0 with their metrics and checkpoints interleaved."""
+    from genrl.cli import main as cli_main
+    from genrl.io import run_lock
+
+    run = tmp_path / "busy"
+    with run_lock(run):
+        rc = cli_main(["train", CONFIG, f"output_dir={run}", f"policy.model={base_model}", *TINY_ONLINE])
+    assert rc == 2 and not run.exists()
+    assert (
+        capsys.readouterr().err.strip()
+        == f"genrl train: output_dir {str(run)!r} is in use by another run on this machine"
+    )
+
+
+def test_a_home_relative_output_dir_is_one_folder(tmp_path, base_model, monkeypatch):
+    """``output_dir=~/x`` put checkpoints under the home folder and metrics, TensorBoard and images under a
+    literal ./~/x."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.chdir(tmp_path)
+    cfg = _cfg("~/runs/x", base_model, "max_steps=1", "eval.every=1")
+    assert cfg.output_dir == str(tmp_path / "home" / "runs" / "x")
+    train(cfg)
+    assert not (tmp_path / "~").exists()
+    assert {"checkpoints", "eval", "metrics.jsonl", "config.yaml", "tb"} <= set(os.listdir(cfg.output_dir))

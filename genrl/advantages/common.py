@@ -74,12 +74,12 @@ class Advantages:
         """``total`` [B]: the weighted reward sum; ``values``: ``{reward: [B]}``; ``group_ids`` [B].
         Returns (advantages [B], stats)."""
         if self.config.combine == "rewards":
-            return self.estimators["total"](total, group_ids, self.config)
+            return self._checked(self.estimators["total"](total, group_ids, self.config), total.shape[0])
         stats = group_stats(total, group_ids)
 
         def one(name: str) -> AdvantageFn:
             def fn(r: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-                adv, st = self.estimators[name](r, g, self.config)
+                adv, st = self._checked(self.estimators[name](r, g, self.config), r.shape[0])
                 stats.update({f"{k}_{name}": v for k, v in st.items() if not k.startswith("reward/")})
                 return adv
 
@@ -87,6 +87,19 @@ class Advantages:
 
         adv = weighted_advantages(values, self.weights, group_ids, {name: one(name) for name in self.weights})
         return adv, stats
+
+    def _checked(self, out, B: int) -> tuple[torch.Tensor, dict]:
+        """An estimator's return value against its contract, ``(advantages [B], stats dict)``; a
+        ``ValueError`` naming ``advantages.estimator`` where a plug-in broke it (before: "too many
+        values to unpack", or an IndexError deep in the update)."""
+        where = f"advantages.estimator={self.config.estimator!r}"
+        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
+            raise ValueError(f"{where} returned a {type(out).__name__}; an estimator returns (advantages [B], stats)")
+        adv = out[0]
+        if not isinstance(adv, torch.Tensor) or tuple(adv.shape) != (B,):
+            got = f"shape {tuple(adv.shape)}" if isinstance(adv, torch.Tensor) else f"a {type(adv).__name__}"
+            raise ValueError(f"{where}: the advantages must be a tensor of shape ({B},), got {got}")
+        return out
 
     def state_dict(self) -> dict[str, Any]:
         return {name: est.state_dict() for name, est in self.estimators.items() if is_stateful(est)}

@@ -46,6 +46,7 @@ __all__ = [
     "ConfigError",
     "Section",
     "at_least",
+    "config_differences",
     "config_from_dict",
     "config_to_dict",
     "describe_config",
@@ -317,6 +318,19 @@ def _apply_override(cls: type, data: dict, item: str) -> None:
             node, tp = child, typing.get_args(tp)[1]
         else:
             raise ConfigError(key, f"is not a section; cannot set {dotted!r}")
+
+
+def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configs of one schema (dataclass sections),
+    each as ``key: a -> b``."""
+    out = []
+    for f in dataclasses.fields(a):
+        x, y = getattr(a, f.name), getattr(b, f.name, None)
+        if dataclasses.is_dataclass(x) and dataclasses.is_dataclass(y):
+            out += config_differences(x, y, f"{prefix}{f.name}.")
+        elif x != y:
+            out.append(f"{prefix}{f.name}: {x!r} -> {y!r}")
+    return out
 
 
 # ----------------------------------------------------------------------------- saving / help

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal, Optional
 
@@ -163,6 +164,7 @@ class RunConfig(Section):
 
     def validate(self) -> None:
         nonempty(self, "output_dir", "task")
+        self.output_dir = os.path.expanduser(self.output_dir)  # one folder: every writer sees the expanded path
         at_least(self, 0, "seed")
         at_least(self, 1, "max_steps")
         from genrl.registry import TASKS

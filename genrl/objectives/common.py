@@ -54,6 +54,35 @@ LOSS_AGGS: tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-tok
 KL_TYPES: tuple[str, ...] = ("gaussian", "k1", "k3")
 
 
+def checked_output(out, option: str, name: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """An objective's return value against its contract, ``(loss, metrics)``: a 0-d tensor and a
+    mapping of metric names to numbers (a one-element tensor is read as its number; ``step`` is the
+    row's own). Returns ``(loss, metrics as floats)``; a ``ValueError`` naming ``option`` (e.g.
+    ``objective.name``) and ``name`` otherwise, where a broken plug-in raised a traceback deep in
+    the update or had its tensor metrics dropped from the logs."""
+    where = f"{option}={name!r}"
+    if not (isinstance(out, tuple) and len(out) == 2):
+        raise ValueError(f"{where} returned a {type(out).__name__}; an objective returns (loss, metrics)")
+    loss, metrics = out
+    if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
+        got = (
+            f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else f"a {type(loss).__name__}"
+        )
+        raise ValueError(f"{where}: the loss must be a 0-d tensor (a scalar), got {got}")
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{where}: the metrics must be a dict of name -> number, got a {type(metrics).__name__}")
+    numbers = {}
+    for key, v in metrics.items():
+        if not isinstance(key, str) or key == "step":
+            raise ValueError(f"{where}: metric name {key!r} is not a name it may log ('step' is the row's own)")
+        if isinstance(v, torch.Tensor) and v.numel() == 1:
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, (int, float)):
+            raise ValueError(f"{where}: metric {key!r} is a {type(v).__name__}; metrics are numbers")
+        numbers[key] = float(v)
+    return loss, numbers
+
+
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean of ``x`` over the entries where ``mask`` is 1 (0 if the mask is empty)."""
     return (x * mask).sum() / mask.sum().clamp_min(1.0)

@@ -36,9 +36,14 @@ def library_progress_bars(enabled: bool):
 
 def run_trainer(cfg, kind: str) -> dict:
     """Runs the trainer ``kind`` (``genrl.config.TRAINERS``) on ``cfg``; returns what it returns
-    (``{"base": ..., "final": ...}``, and SFT's ``model_dir``)."""
+    (``{"base": ..., "final": ...}``, and SFT's ``model_dir``). The launch's first process holds
+    ``output_dir`` for the run (``genrl.io.run_lock``): a second run into it is refused."""
+    import os
+
     from genrl.config import TRAINERS
+    from genrl.io import run_lock
     from genrl.registry import import_object
 
-    with library_progress_bars(cfg.log.progress_bar):
+    first = int(os.environ.get("RANK", "0")) == 0  # accelerate launch sets RANK for every process
+    with run_lock(cfg.output_dir) if first else contextlib.nullcontext(), library_progress_bars(cfg.log.progress_bar):
         return import_object(TRAINERS[kind], "trainer")(cfg)

@@ -6,22 +6,63 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 from typing import Optional
 
 from tqdm.auto import tqdm
 
-from genrl.config import save_config
+from genrl.config import config_differences, load_config, save_config
 from genrl.evaluation import read_summary
 from genrl.io import atomic_file, json_safe
 from genrl.metrics_log import MetricsLogger
+
+# Settings a resume may change: how long to train, and what is logged, evaluated and kept. Any other
+# change would make one run out of two configurations while config.yaml names only the last.
+RESUMABLE = ("max_steps", "resume", "output_dir", "log.", "eval.", "checkpoint.")
+# What a run writes besides metrics.jsonl and tb/ (the logger's): a run that starts over removes them,
+# or a later resume would read the earlier run's checkpoints.
+RUN_OUTPUTS = ("checkpoints", "eval", "pool", "final_metrics.json")
+
+
+def check_resume(cfg, start: int) -> None:
+    """A resume at step ``start`` continues the run that ``output_dir/config.yaml`` describes:
+    ``ValueError`` naming the changed settings (outside ``RESUMABLE``), or a ``max_steps`` below the
+    step reached. A ``config.yaml`` this version cannot read is not compared."""
+    if start > cfg.max_steps:
+        raise ValueError(
+            f"{cfg.output_dir} is at step {start}, past max_steps={cfg.max_steps}: raise max_steps, "
+            "or start over with resume=false"
+        )
+    try:
+        saved = load_config(type(cfg), os.path.join(cfg.output_dir, "config.yaml"))
+    except (OSError, ValueError):
+        return
+    changed = [d for d in config_differences(saved, cfg) if not d.startswith(RESUMABLE)]
+    if changed:
+        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise ValueError(
+            f"resuming {cfg.output_dir} at step {start} with settings it was not trained with: "
+            f"{'; '.join(changed[:4])}{more}; restore them, or start over (resume=false, or a new output_dir)"
+        )
 
 
 def open_run(cfg, start: int, main: bool = True) -> Optional[MetricsLogger]:
     """Call once start-up has succeeded (models loaded, checkpoint read): only then is anything
     written into ``cfg.output_dir`` (the resolved ``config.yaml``) and the trackers of ``log.report_to``
-    open. Returns the metrics logger (appending after step ``start``) on the main process, else ``None``."""
+    open. A resume (``start`` > 0) is checked first (:func:`check_resume`); a run that starts over
+    (``start`` 0, e.g. ``resume=false`` in a used folder) removes the earlier run's ``RUN_OUTPUTS``.
+    Returns the metrics logger (appending after step ``start``) on the main process, else ``None``."""
     if not main:
         return None
+    if start > 0:
+        check_resume(cfg, start)
+    else:
+        for name in RUN_OUTPUTS:
+            path = os.path.join(cfg.output_dir, name)
+            if os.path.isdir(path):
+                shutil.rmtree(path)
+            elif os.path.isfile(path):
+                os.remove(path)
     os.makedirs(cfg.output_dir, exist_ok=True)
     logger = MetricsLogger(
         cfg.output_dir,

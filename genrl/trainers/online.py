@@ -36,6 +36,7 @@ from genrl.ema import EMA, Anchor
 from genrl.kl_control import FixedKL, build_kl_controller
 from genrl.models import prepare_models
 from genrl.objectives.common import (
+    checked_output,
     objective_chunk_weight,
     objective_normaliser,
     per_step_means,
@@ -46,7 +47,7 @@ from genrl.preemption import Preempted, StopRequest
 from genrl.registry import ADVANTAGE_ESTIMATORS, OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
-from genrl.scoring import ChunkScorer, build_rewards, check_reward_args, combine, finite_mean
+from genrl.scoring import ChunkScorer, build_rewards, check_reward_args, check_reward_kinds, combine, finite_mean
 from genrl.seeding import derive_seed
 from genrl.threads import ThreadGovernor
 from genrl.trainers.common import (
@@ -159,7 +160,11 @@ def update(
                             step_info["objective_state"] = objective_state
                         mask = sub.mask[:, sl]
                         obj_cfg.beta = kl_control.value
-                        loss, m = objective(log_probs, sub.log_probs_old[:, sl], adv, mask, step_info, obj_cfg)
+                        loss, m = checked_output(
+                            objective(log_probs, sub.log_probs_old[:, sl], adv, mask, step_info, obj_cfg),
+                            "objective.name",
+                            cfg.objective.name,
+                        )
                         # chunks, micro-batches and processes add up to the loss over the optimizer batch
                         weight = objective_chunk_weight(objective, mask, sub.mask, cfg.objective, total=total) * world
                         accelerator.gradient_state._set_sync_gradients(last)  # DeepSpeed: step only after the last one
@@ -218,6 +223,22 @@ def update(
     return out
 
 
+def check_train_prompts(prompts, task: str) -> None:
+    """``Task.train_prompts()`` is a non-empty list of ``(prompt text, metadata dict)``: a ``ValueError``
+    naming ``task`` otherwise (plain strings were indexed into single characters, silently)."""
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError(f"task={task!r}: train_prompts() must return a non-empty list of (prompt, metadata)")
+    for i, item in enumerate(prompts):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
+            raise ValueError(
+                f"task={task!r}: train_prompts()[{i}] is {item!r:.80}; expected (prompt text, metadata dict)"
+            )
+        if not isinstance(item[1], dict):
+            raise ValueError(
+                f"task={task!r}: train_prompts()[{i}]'s metadata is a {type(item[1]).__name__}, not a dict"
+            )
+
+
 def check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes) -> None:
     """Entries named by import path must be of the right kind: a ``ValueError`` naming the key, before
     any work, instead of a ``TypeError`` deep in the first update."""
@@ -255,6 +276,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     policy_cls, task_cls = POLICIES.get(cfg.policy.name), TASKS.get(cfg.task)
     reward_classes = {name: REWARDS.get(name) for name in cfg.rewards}
     check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes)
+    check_reward_kinds(reward_classes)  # each reward callable as (samples, prompts, metadata)
     check_reward_args(reward_classes, cfg.reward_args)  # a typo fails here, before any model is prepared
     fsdp = sharding.fsdp_requested(cfg.train.fsdp)
     if fsdp:  # checked before anything loads
@@ -267,6 +289,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
     torch.manual_seed(cfg.seed)
 
     task = task_cls.from_config(cfg)
+    check_train_prompts(task.train_prompts(), cfg.task)
     with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load
         prepare_models(cfg)  # the task: / sft: models the config names, built (logged) if missing
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
