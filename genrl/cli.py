@@ -24,11 +24,16 @@ def _train(args) -> int:
     from genrl.io import check_output_dir
     from genrl.trainers import run_trainer
 
+    if args.config and "=" in args.config and not os.path.exists(args.config):  # `--help-config trainer=sft`
+        args.config, args.overrides = None, [args.config, *args.overrides]
     kind = trainer_kind(args.config, args.overrides)
     if args.help_config:
         if args.config:  # the help of that config's trainer: a config that cannot be read is named, not ignored
             read_yaml(args.config)
-        kinds = [kind] if args.config and kind in TRAINER_CONFIGS else list(TRAINER_CONFIGS)
+        chosen = args.config or any(o.partition("=")[0].strip() == "trainer" for o in args.overrides)
+        if chosen and kind not in TRAINER_CONFIGS:
+            raise ValueError(f"trainer={kind!r}: must be one of {', '.join(map(repr, TRAINER_CONFIGS))}")
+        kinds = [kind] if chosen else list(TRAINER_CONFIGS)
         print("\n\n".join(f"# trainer: {k}\n" + describe_config(TRAINER_CONFIGS[k]) for k in kinds))
         return 0
     if not args.config:
@@ -224,6 +229,13 @@ def main(argv: list[str] | None = None) -> int:
     except Preempted as e:  # SIGTERM / Ctrl-C: the step finished and was checkpointed
         print(f"genrl {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
+    except KeyboardInterrupt:  # Ctrl-C during start-up, or twice in a step: no step was saved now
+        if os.environ.get("GENRL_TRACEBACK"):
+            raise
+        print(
+            f"genrl {args.command}: interrupted (Ctrl-C); a rerun resumes from the newest checkpoint", file=sys.stderr
+        )
+        return 130
     except (ValueError, OSError) as e:  # a user's mistake (config, path, data, model): one line, exit 2
         if os.environ.get("GENRL_TRACEBACK"):
             raise

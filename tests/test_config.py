@@ -345,3 +345,11 @@ def test_a_choice_spelled_like_a_yaml_boolean_is_read_as_that_choice(tmp_path):
     )
     assert "quote the text" in err(["log.project=no"])
     assert "must be one of" in err(["train.mixed_precision=yes"])  # no choice is spelled like true
+
+
+def test_a_key_given_twice_and_a_dotted_import_path_name_are_refused(tmp_path):
+    """PyYAML kept the last of two ``seed:`` lines silently; ``reward_args.my_pkg.rw:fn.scale=2`` split the
+    name at its dots and answered "is not a section"."""
+    with pytest.raises(ConfigError, match=r"(?s)key .seed. is given twice in one mapping.*line 3"):
+        load_config(OnlineConfig, write_yaml(tmp_path, "seed: 1\nmax_steps: 3\nseed: 2\n"))
+    assert "use the mapping form" in err(["reward_args.my_pkg.rw:fn.scale=2"])

@@ -762,3 +762,26 @@ def test_a_truncated_safetensors_file_is_one_line_naming_the_model(base_model, t
     line = _one_line_error(capsys, cli_main(["train", "configs/digits/flowgrpo.yaml", *overrides]))
     assert f"policy.model='{broken}'" in line and "cannot load" in line
     assert not (tmp_path / "run").exists()
+
+
+def test_help_config_takes_a_trainer_override_without_a_config(capsys):
+    """``--help-config trainer=sft`` was read as a config file named "trainer=sft"."""
+    assert cli_main(["train", "--help-config", "trainer=sft"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# trainer: sft\n") and out.count("# trainer:") == 1
+    assert cli_main(["train", "--help-config", "trainer=nope"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "genrl train: trainer='nope': must be one of 'online', 'online_vlm', 'sft', 'preference'"
+    )
+
+
+def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, capsys, monkeypatch):
+    """Ctrl-C while models load (no step to checkpoint) printed a KeyboardInterrupt traceback, exit -2."""
+    import genrl.trainers
+
+    def interrupted(cfg, kind):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(genrl.trainers, "run_trainer", interrupted)
+    assert cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={tmp_path / 'run'}"]) == 130
+    assert capsys.readouterr().err == "genrl train: interrupted (Ctrl-C); a rerun resumes from the newest checkpoint\n"

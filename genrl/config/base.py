@@ -236,12 +236,28 @@ def config_from_dict(cls: type[T], data: Mapping | None, overrides: typing.Itera
     return cls(**data)
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one
+    silently, so a recipe edited in two places runs with whichever comes later)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: str | os.PathLike) -> Any:
     """The YAML document in the file ``path``. A missing file, a directory, an unreadable or binary
     file and invalid YAML are one-line ``ConfigError``s naming the path."""
     try:
         with open(path, encoding="utf-8") as fh:
-            return yaml.safe_load(fh)
+            return yaml.load(fh, Loader=_UniqueKeyLoader)  # a SafeLoader: no Python objects
     except IsADirectoryError:
         raise ConfigError("", f"{path}: is a directory; give a YAML config file") from None
     except FileNotFoundError:
@@ -278,6 +294,12 @@ def _apply_override(cls: type, data: dict, item: str) -> None:
         raise ConfigError("", f"malformed override {item!r}: expected key.sub=value (e.g. train.lr=1e-4)")
     dotted, _, text = item.partition("=")
     dotted = dotted.strip()
+    if ":" in dotted:  # reward_args.my_pkg.rw:fn.scale: the name's own dots would split it
+        raise ConfigError(
+            dotted,
+            "an import-path name (package.module:attr) holds dots, so a dotted key cannot reach into it; "
+            'use the mapping form, e.g. reward_args={"my_pkg.rewards:fn": {scale: 2.0}}',
+        )
     parts = dotted.split(".")
     if not all(parts):
         raise ConfigError("", f"malformed override {item!r}: empty key component in {dotted!r}")

@@ -63,7 +63,10 @@ def open_run(cfg, start: int, main: bool = True) -> Optional[MetricsLogger]:
                 shutil.rmtree(path)
             elif os.path.isfile(path):
                 os.remove(path)
-    os.makedirs(cfg.output_dir, exist_ok=True)
+    try:
+        os.makedirs(cfg.output_dir, exist_ok=True)
+    except OSError as e:  # /proc/x, a read-only mount: name the setting, not only errno
+        raise ValueError(f"output_dir {cfg.output_dir!r} cannot be created: {e.strerror}") from None
     logger = MetricsLogger(
         cfg.output_dir,
         start,
@@ -150,7 +153,8 @@ class NonFiniteGuard:
         if self.in_a_row >= self.limit:
             raise RuntimeError(
                 f"the loss or its gradients were not finite for {self.in_a_row} optimizer steps in a row "
-                f"(the weights diverged?): lower train.lr or raise train.max_grad_norm's clipping "
+                f"(the weights diverged, or objective.name computes a NaN): lower train.lr or raise "
+                f"train.max_grad_norm's clipping, or check the objective "
                 f"(checkpoints written so far hold the last finite weights)"
             )
         return False
