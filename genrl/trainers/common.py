@@ -16,9 +16,26 @@ from genrl.evaluation import read_summary
 from genrl.io import atomic_file, json_safe
 from genrl.metrics_log import MetricsLogger
 
-# Settings a resume may change: how long to train, and what is logged, evaluated and kept. Any other
-# change would make one run out of two configurations while config.yaml names only the last.
-RESUMABLE = ("max_steps", "resume", "output_dir", "log.", "eval.", "checkpoint.")
+# Settings a resume may change: how long to train, what is logged, evaluated and kept, and how the
+# same computation is executed (sharding: a single process resumes an FSDP run; compilation, kernels,
+# caches, threads). Any other change would make one run out of two configurations while config.yaml
+# names only the last.
+RESUMABLE = (
+    "max_steps",
+    "resume",
+    "output_dir",
+    "log.",
+    "eval.",
+    "checkpoint.",
+    "train.fsdp:",
+    "train.adaptive_threads:",
+    "rollout.async_rewards:",
+    "policy.compile:",
+    "policy.attention_backend:",
+    "policy.gradient_checkpointing:",
+    "policy.prompt_cache_mb:",
+    "policy.prompt_cache_device:",
+)
 # What a run writes besides metrics.jsonl and tb/ (the logger's): a run that starts over removes them,
 # or a later resume would read the earlier run's checkpoints.
 RUN_OUTPUTS = ("checkpoints", "eval", "pool", "final_metrics.json")
