@@ -144,21 +144,17 @@ def broken_pkg(tmp_path_factory):
 
 
 def _tiny(tmp_path, base, *extra):
+    from conftest import TINY_ONLINE
+
     return load_config(
         OnlineConfig,
         os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml"),
         [
             f"output_dir={tmp_path / 'run'}",
             f"policy.model={base}",
+            *TINY_ONLINE,
             "max_steps=1",
-            "policy.num_steps=4",
-            "rollout.prompts_per_step=2",
-            "rollout.group_size=4",
-            "rollout.batch_size=8",
-            "train.batch_size=4",
-            "eval.seeds_per_prompt=1",
             "eval.every=0",
-            "log.progress_bar=false",
             *extra,
         ],
     )

@@ -26,7 +26,7 @@ def test_a_folder_contributes_its_prompt_files_in_name_order(tmp_path):
     (tmp_path / "notes.md").write_text("not prompts\n")
     assert [p for p, _ in read_prompts([str(tmp_path)])] == ["first", "second"]
     (tmp_path / "empty").mkdir()
-    with pytest.raises(ValueError, match=r"prompt folder '.*empty' holds no .txt or .jsonl files"):
+    with pytest.raises(ValueError, match=r"prompt folder '.*empty' holds no .txt, .jsonl files"):
         read_prompts([str(tmp_path / "empty")])
 
 
@@ -35,7 +35,7 @@ def test_a_folder_contributes_its_prompt_files_in_name_order(tmp_path):
     [
         ("latin.txt", "caf\xe9\n".encode("latin-1"), r"prompt file '.*latin.txt': not UTF-8 text \(byte 3\)"),
         ("bad.jsonl", b'{"prompt": "x"}\n{oops\n', r"bad.jsonl:2: not valid JSON"),
-        ("p.csv", b"a,b\n", r"p.csv': expected .txt"),
+        ("p.csv", b"a,b\n", r"p.csv': unsupported type; expected one of .txt, .jsonl"),
         ("blank.txt", b" \n\n", "no prompts in"),
     ],
 )

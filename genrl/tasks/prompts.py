@@ -11,32 +11,12 @@ ODE sampler and scores them with the run's own rewards (``genrl.evaluation``).
 from __future__ import annotations
 
 import json
-import os
 from typing import Any
 
 from genrl.registry import TASKS
+from genrl.tasks.rows import expand_data_paths
 
 PROMPT_SUFFIXES = (".txt", ".jsonl")
-
-
-def prompt_files(paths: list[str]) -> list[str]:
-    """The files named by ``paths``; a folder contributes its ``.txt`` / ``.jsonl`` files (sorted), as
-    the other file-backed tasks read folders. ``ValueError`` naming a path that is missing, of
-    another type, or a folder without prompt files."""
-    files = []
-    for path in map(os.path.expanduser, paths):
-        if os.path.isdir(path):
-            found = sorted(os.path.join(path, n) for n in os.listdir(path) if n.lower().endswith(PROMPT_SUFFIXES))
-            if not found:
-                raise ValueError(f"prompt folder {path!r} holds no .txt or .jsonl files")
-            files.extend(found)
-        elif not os.path.isfile(path):
-            raise ValueError(f"prompt file {path!r} does not exist")
-        elif not path.lower().endswith(PROMPT_SUFFIXES):
-            raise ValueError(f"prompt file {path!r}: expected .txt (one prompt per line) or .jsonl")
-        else:
-            files.append(path)
-    return files
 
 
 def read_prompts(paths: list[str], prompt_key: str = "prompt") -> list[tuple[str, dict]]:
@@ -45,7 +25,7 @@ def read_prompts(paths: list[str], prompt_key: str = "prompt") -> list[tuple[str
     unknown extension, text that is not UTF-8, a bad JSON line or a row without ``prompt_key`` is
     an error naming the file (and line)."""
     rows: list[tuple[str, dict]] = []
-    for path in prompt_files(paths):
+    for path in expand_data_paths(paths, PROMPT_SUFFIXES, "prompt"):
         try:
             rows += _read_prompt_file(path, prompt_key)
         except UnicodeDecodeError as e:
@@ -57,7 +37,7 @@ def read_prompts(paths: list[str], prompt_key: str = "prompt") -> list[tuple[str
 
 def _read_prompt_file(path: str, prompt_key: str) -> list[tuple[str, dict]]:
     rows: list[tuple[str, dict]] = []
-    txt = path.lower().endswith(".txt")
+    txt = path.endswith(".txt")
     with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first prompt
         for n, line in enumerate(f, 1):
             if not line.strip():

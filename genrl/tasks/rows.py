@@ -23,24 +23,26 @@ from genrl.media import describe_ref
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
-def expand_data_paths(paths: Sequence[str]) -> list[str]:
-    """Files named by ``paths``; a folder contributes its data files (sorted)."""
-    files = []
+def expand_data_paths(
+    paths: Sequence[str], suffixes: tuple[str, ...] = DATA_SUFFIXES, kind: str = "data"
+) -> list[str]:
+    """Files named by ``paths`` (``~`` expanded); a folder contributes its files ending in one of
+    ``suffixes`` (sorted). ``ValueError`` naming a path that is missing, of another type, or a folder
+    without such files (``kind`` names them: ``data``, ``prompt``)."""
+    files, expected = [], ", ".join(suffixes)
     for p in paths:
         p = os.path.expanduser(p)
         if os.path.isdir(p):
-            found = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(DATA_SUFFIXES))
+            found = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(suffixes))
             if not found:
-                raise ValueError(f"data folder {p!r} holds no {', '.join(DATA_SUFFIXES)} files")
+                raise ValueError(f"{kind} folder {p!r} holds no {expected} files")
             files.extend(found)
         elif os.path.isfile(p):
-            if not p.endswith(DATA_SUFFIXES):
-                raise ValueError(f"data file {p!r}: unsupported type; expected one of {', '.join(DATA_SUFFIXES)}")
+            if not p.endswith(suffixes):
+                raise ValueError(f"{kind} file {p!r}: unsupported type; expected one of {expected}")
             files.append(p)
         else:
-            raise ValueError(
-                f"data file {p!r} does not exist (expected a {', '.join(DATA_SUFFIXES)} file or a folder)"
-            )
+            raise ValueError(f"{kind} file {p!r} does not exist (expected a {expected} file or a folder)")
     return files
 
 
