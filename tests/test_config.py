@@ -353,3 +353,11 @@ def test_a_key_given_twice_and_a_dotted_import_path_name_are_refused(tmp_path):
     with pytest.raises(ConfigError, match=r"(?s)key .seed. is given twice in one mapping.*line 3"):
         load_config(OnlineConfig, write_yaml(tmp_path, "seed: 1\nmax_steps: 3\nseed: 2\n"))
     assert "use the mapping form" in err(["reward_args.my_pkg.rw:fn.scale=2"])
+
+
+def test_data_files_for_a_task_that_reads_none_are_refused():
+    """``data.train_files=[...]`` on the digits task trained on digits, the files ignored without a word."""
+    message = err(["data.train_files=[prompts.txt]"])
+    assert message.startswith("data.train_files=['prompts.txt']: task 'digits' reads no data files")
+    assert "(tasks that do: preference_data, prompts, vlm_data)" in message
+    assert load_config(OnlineConfig, None, ["task=prompts", "data.train_files=[p.txt]"]).data.train_files == ["p.txt"]

@@ -178,3 +178,12 @@ class RunConfig(Section):
             for part in key.split("."):
                 value = getattr(value, part)
             require(bool(value), key, value, f"must be non-empty for task {self.task} (the files it reads)")
+        files = getattr(getattr(self, "data", None), "train_files", None)
+        if files and ":" not in self.task and "data.train_files" not in required:  # a built-in task that reads none
+            readers = [n for n in TASKS.names() if "data.train_files" in TASKS.meta(n).get("required", ())]
+            raise ConfigError(
+                "data.train_files",
+                f"task {self.task!r} reads no data files, so they would be ignored (tasks that do: "
+                f"{', '.join(readers)}); set task= as well",
+                files,
+            )
