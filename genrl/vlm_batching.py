@@ -66,15 +66,16 @@ def images_of(meta: Optional[dict]) -> list:
     return [meta["image"]] if meta.get("image") is not None else []
 
 
+def chat_text(processor, question: str, n_images: int) -> str:
+    """One prompt with ``n_images`` images in the processor's chat template, ending with the assistant turn."""
+    return processor.apply_chat_template(user_message(question, n_images), add_generation_prompt=True, tokenize=False)
+
+
 def chat_prompts(processor, prompts: Sequence[str], metadata: Sequence[dict]) -> tuple[list[str], list[list]]:
-    """``(texts, images)``: each prompt in the processor's chat template, ending with the assistant
-    turn, and each prompt's images."""
+    """``(texts, images)``: each prompt in the processor's chat template (:func:`chat_text`) and each
+    prompt's images."""
     images = [images_of(m) for m in metadata]
-    texts = [
-        processor.apply_chat_template(user_message(q, len(ims)), add_generation_prompt=True, tokenize=False)
-        for q, ims in zip(prompts, images)
-    ]
-    return texts, images
+    return [chat_text(processor, q, len(ims)) for q, ims in zip(prompts, images)], images
 
 
 def encode_prompts(processor, prompts: Sequence[str], metadata: Sequence[dict]) -> dict[str, torch.Tensor]:

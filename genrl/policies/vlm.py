@@ -53,7 +53,7 @@ from genrl.models import resolve_model
 from genrl.policies.base import DTYPES, Policy
 from genrl.registry import POLICIES
 from genrl.trajectory import Trajectory
-from genrl.vlm_batching import NEVER_SAMPLE_TOKENS, chat_prompts, user_message
+from genrl.vlm_batching import NEVER_SAMPLE_TOKENS, chat_prompts, chat_text
 
 # model_type (config.json) -> transformers class name. Extend only after checking that the
 # class takes ``mm_token_type_ids`` / 3-D positions like Qwen2-VL (see module docstring).
@@ -307,11 +307,7 @@ class VLMPolicy(Policy):
                 ims = [meta["image"]] if meta.get("image") is not None else []
             known = getattr(ims, "sizes", None)
             sizes.append(list(known) if known is not None else [(im.height, im.width) for im in ims])
-            texts.append(
-                self.processor.apply_chat_template(
-                    user_message(q, len(ims)), add_generation_prompt=True, tokenize=False
-                )
-            )
+            texts.append(chat_text(self.processor, q, len(ims)))  # the images are not decoded
         ids = self.tokenizer(texts)["input_ids"]
         return [
             len(t) + sum(ip.get_number_of_image_patches(h, w, {}) // ip.merge_size**2 - 1 for h, w in hw)
