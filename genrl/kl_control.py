@@ -7,13 +7,16 @@ dual-trust-region KL:
 * every backward pass reads the current coefficient, computes the loss with it, then hands the
   measured KL (``KL_anchor + 0.1 KL_step``, the term the coefficient multiplies) to ``update``;
 * for the first ``warmup`` updates (100) the coefficient ramps linearly from ``coef_min`` (their
-  ``kl_min_coef``, 1e-7) to ``target`` (their ``kl_weight``, 1e-5): ``min + (target - min) * n / 100``;
+  ``kl_min_coef``, 1e-7) to ``coef_max`` (their ``kl_weight``, 1e-5): ``min + (max - min) * n / 100``;
 * afterwards, with ``avg`` the mean of the last ``window`` (10) measured values: ``x0.9`` when
   ``avg - target > 0.5 target``, ``x1.1`` when ``avg - target < -0.5 target``, then clamped to
   ``[coef_min, coef_max]`` (their ``max_kl_coef`` = ``kl_weight``); the history keeps the last
   ``horizon`` (100) values.
 
-As in their code the KL is compared with ``target``, the same number that bounds the coefficient.
+As in their code the KL is compared with ``target``. Their ``kl_weight`` is both the KL target and the
+coefficient's bound (genrl's default, ``objective.kl_target: null``); when ``kl_target`` is set apart, the
+ramp still ends at the coefficient's bound ``coef_max`` (``objective.beta``): the target is a KL value,
+not a coefficient, and ramping to it had put the coefficient outside ``[coef_min, coef_max]``.
 Written here (no library ships it); its state round-trips through checkpoints for exact resume.
 """
 
@@ -63,7 +66,7 @@ class AdaptiveKL:
         self.updates += 1
         self.history = (self.history + [float(kl)])[-self.horizon :]
         if self.updates < self.warmup:
-            self.value = self.coef_min + (self.target - self.coef_min) * self.updates / self.warmup
+            self.value = self.coef_min + (self.coef_max - self.coef_min) * self.updates / self.warmup
             return
         if len(self.history) >= self.window:
             error = sum(self.history[-self.window :]) / self.window - self.target

@@ -450,6 +450,19 @@ def test_adaptive_kl_controller_follows_sage_grpo():
     assert c.value == d.value and c.value == pytest.approx(1e-7 * 1.1**4)
 
 
+def test_adaptive_kl_warmup_stays_within_its_bounds_when_the_target_is_set_apart():
+    """objective.kl_target is a KL value, beta the coefficient's bound: the ramp had gone to the
+    target (9.9e-4 after 99 updates with beta 1e-5, 99x the bound), or below kl_coef_min for a tiny one."""
+    for target in (1e-3, 5e-8):
+        c = AdaptiveKL(target=target, coef_min=1e-7, coef_max=1e-5)
+        values = []
+        for _ in range(150):
+            c.update(target)
+            values.append(c.value)
+        assert all(1e-7 <= v <= 1e-5 * (1 + 1e-9) for v in values), (target, min(values), max(values))
+        assert values[98] == pytest.approx(1e-7 + (1e-5 - 1e-7) * 99 / 100)
+
+
 def test_sage_recipes_use_the_adaptive_controller():
     for path in ("configs/digits/sage.yaml", "configs/hunyuanvideo15/sage_videoalign.yaml"):
         o = load_config(OnlineConfig, path).objective
