@@ -624,3 +624,43 @@ def test_capo_is_for_token_policies_and_checks_its_base():
     from genrl.objectives.common import chunk_agg
 
     assert chunk_agg(OBJECTIVES.get("capo"), cfg.objective) == "seq-mean-token-sum-norm"  # the base's
+
+
+SPLIT_CASES = [n for n in OBJECTIVES.names() if OBJECTIVES.meta(n).get("kind") != "preference" and n != "capo"]
+
+
+@pytest.mark.parametrize("loss_agg", ["token-mean", "seq-mean-token-mean", "seq-mean-token-sum-norm"])
+@pytest.mark.parametrize("name", SPLIT_CASES)
+def test_loss_with_kl_does_not_depend_on_how_the_batch_is_split(name, loss_agg):
+    """Every online objective (capo: its own test above), with a KL term on sequences of unequal
+    length: two micro-batches weighted as the trainer weighs them give the whole batch's loss. gspo
+    and fiberpo had averaged the KL with loss_agg's token mean under their per-sequence normaliser
+    (2.5 whole against 2.0 split, for lengths 1 and 3)."""
+    from genrl.objectives.common import objective_chunk_weight, objective_normaliser
+
+    g = torch.Generator().manual_seed(0)
+    B, T = 4, 5
+    old = torch.randn(B, T, generator=g, dtype=torch.float64)
+    new = old + 0.05 * torch.randn(B, T, generator=g, dtype=torch.float64)
+    mask = torch.tensor([[1, 0, 0, 0, 0], [1, 1, 1, 1, 1], [1, 1, 0, 0, 0], [1, 1, 1, 1, 0]], dtype=torch.float64)
+    adv = torch.randn(B, generator=g, dtype=torch.float64)
+    full = lambda v: torch.full((B, T), v, dtype=torch.float64)  # noqa: E731
+    info = {  # what token policies (ref_log_probs) and flow steps (the rest) hand the objectives
+        "ref_log_probs": old + 0.3 * torch.randn(B, T, generator=g, dtype=torch.float64),
+        "step_index": torch.arange(T).repeat(B, 1),
+        "std": full(0.3),
+        "output_scale": full(0.1),
+        "mean_sq_diff": torch.rand(B, T, generator=g, dtype=torch.float64),
+        "grad_scale": torch.rand(B, T, generator=g, dtype=torch.float64) + 0.5,
+    }
+    cfg = _cfg(name=name, beta=0.5, kl_type="k1", loss_agg=loss_agg)
+    obj = OBJECTIVES.get(name)
+    whole, m = obj(new, old, adv, mask, info, cfg)
+    total = objective_normaliser(obj, mask, cfg)
+    parts = sum(
+        obj(new[r], old[r], adv[r], mask[r], {k: v[r] for k, v in info.items()}, cfg)[0]
+        * objective_chunk_weight(obj, mask[r], mask[r], cfg, total=total)
+        for r in (slice(0, 1), slice(1, 4))
+    )
+    assert m["loss/kl"] > 0
+    torch.testing.assert_close(parts, whole)

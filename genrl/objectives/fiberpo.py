@@ -28,7 +28,8 @@ and prompt-group levels (FiberPO-Domain, §6) are not implemented.
 Flow steps (ours; the paper is about tokens): a trajectory is a sample's trained denoising steps.
 Their log-ratios stay within about ``1e-3``, where the token defaults never gate: scale ``eps`` and
 ``C+-`` to the size of ``objective.clip_range`` for the gates to act. Advantages are clamped to
-``+-adv_clip_max``. Not chunkable over ``T`` (the gates need whole trajectories; registered
+``+-adv_clip_max``. The KL term (``beta > 0``) is averaged per trajectory too (``objective.loss_agg``
+does not apply), so micro-batches add up to the whole batch's loss. Not chunkable over ``T`` (the gates need whole trajectories; registered
 ``chunk_agg``). Metrics: ``fiberpo/base_gate_mean``, ``fiberpo/base_zeroed_frac`` (trajectories
 with a channel past ``(1 + 1/k) C``), ``ratio/clip_frac`` (actions whose ``G`` differs from ``r``).
 """
@@ -104,5 +105,5 @@ def fiberpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, conf
         metrics["fiberpo/base_zeroed_frac"] = (zeroed.to(valid.dtype) * valid).sum().div(n_seq).item()
         metrics["ratio/clip_frac"] = masked_mean(((log_g - log_ratio).abs() > 1e-6).to(mask.dtype), mask).item()
     metrics["loss/policy"] = policy_loss.item()
-    loss = add_kl(policy_loss, metrics, log_probs_new, mask, step_info, config, config.loss_agg)
+    loss = add_kl(policy_loss, metrics, log_probs_new, mask, step_info, config, LOSS_AGG)  # as the policy term
     return loss, metrics

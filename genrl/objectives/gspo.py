@@ -8,8 +8,9 @@ ratios), and
 
 ``loss = mean_b max(-A_b s_b, -A_b clip(s_b, 1 - clip_range, 1 + clip_range_high)) + beta * agg(KL)``
 
-over the sequences with at least one trained action; ``objective.loss_agg`` only shapes the
-KL term. The gradient of ``s_b`` is ``s_b / |y_b|`` on every trained action of the sequence:
+over the sequences with at least one trained action. The KL term is averaged the same way (per
+sequence, then over sequences; ``objective.loss_agg`` does not apply), so micro-batches weighted by
+the sequence count add up to the whole batch's loss (with ``loss_agg``'s token mean they did not). The gradient of ``s_b`` is ``s_b / |y_b|`` on every trained action of the sequence:
 all of a sequence's actions get the same weight, and a clipped sequence gives none. The
 paper's clip range is tiny because ``s`` is a per-action geometric mean:
 ``clip_range=3e-4``, ``clip_range_high=4e-4`` (§5.1 of v2), and it trains without a KL term.
@@ -36,7 +37,10 @@ def sequence_ratio(log_ratio: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return safe_exp((log_ratio * mask).sum(dim=1) / mask.sum(dim=1).clamp_min(1.0))
 
 
-@OBJECTIVES.register("gspo", chunk_agg="seq-mean-token-mean")  # whole sequences: partial timestep chunks refused
+LOSS_AGG = "seq-mean-token-mean"
+
+
+@OBJECTIVES.register("gspo", chunk_agg=LOSS_AGG)  # whole sequences: partial timestep chunks refused
 def gspo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]. Returns (scalar loss, metrics)."""
     adv = clamp_advantages(advantages, config)[:, 0]  # [B]
@@ -54,5 +58,5 @@ def gspo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config)
         metrics["ratio/seq_mean"] = seq_mean.item()
         metrics["ratio/seq_std"] = (((s - seq_mean) ** 2 * valid).sum() / n_seq).sqrt().item()
     metrics["loss/policy"] = policy_loss.item()
-    loss = add_kl(policy_loss, metrics, log_probs_new, mask, step_info, config, config.loss_agg)
+    loss = add_kl(policy_loss, metrics, log_probs_new, mask, step_info, config, LOSS_AGG)
     return loss, metrics
