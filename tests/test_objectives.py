@@ -78,6 +78,21 @@ def test_group_advantages_normalise_within_groups():
     torch.testing.assert_close(adv_n[:3], r[:3] - 2.0)
 
 
+def test_group_advantages_with_the_sample_std_follow_easyr1():
+    """advantages.std_correction=1: EasyR1's compute_grpo_outcome_advantage (MMR1), (r - mean) /
+    (torch.std(r) + eps); [1, 2, 3] gives -1, 0, 1 there against +-1.2247 with the population std.
+    A group of one finite reward has std 0 (advantage 0), not torch.std's NaN."""
+    r = torch.tensor([1.0, 2.0, 3.0, 5.0, float("nan")])
+    g = torch.tensor([0, 0, 0, 1, 1])
+    adv, st = group_advantages(r, g, "group", eps=1e-6, correction=1)
+    torch.testing.assert_close(adv, torch.tensor([-1.0, 0.0, 1.0, 0.0, 0.0]), rtol=0, atol=1e-5)
+    assert st["reward/std"] == pytest.approx(0.5)  # the groups' stds as used: 1 and 0
+    adv0, _ = group_advantages(r, g, "group", eps=0.0, correction=0)
+    assert adv0[2].item() == pytest.approx(1.224745, rel=1e-5)
+    adv_g, _ = group_advantages(r[:4], g[:4], "global", eps=0.0, correction=1)
+    torch.testing.assert_close(adv_g[:3], (r[:3] - 2.0) / r[:4].std())
+
+
 def test_nan_rewards_get_zero_advantage_and_are_excluded_from_stats():
     r = torch.tensor([1.0, float("nan"), 3.0, 5.0])
     adv, st = group_advantages(r, torch.tensor([0, 0, 0, 0]), "group", eps=0.0)

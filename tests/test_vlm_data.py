@@ -355,6 +355,8 @@ def test_mmr1_recipe_keeps_the_published_settings_and_fits_its_accelerate_config
     v = cfg.rollout.vas  # MMR1's release (examples/mmr1.yaml): learnability only, weighted part with replacement
     assert (cfg.rollout.sampler, v.lam, v.a, v.b, v.replacement, v.momentum) == ("vas", 0.5, 1.0, 0.0, True, 0.0)
     assert cfg.objective.clip_range == 0.2 and cfg.policy.lora.rank == 0 and not cfg.policy.freeze_vision
+    # EasyR1's GRPO advantages: (r - mean) / (torch.std(r) + 1e-6), the sample std
+    assert (cfg.advantages.std, cfg.advantages.std_correction, cfg.advantages.eps) == ("group", 1, 1e-6)
     acc = yaml.safe_load(open("configs/accelerate/deepspeed_zero2.yaml"))
     assert acc["distributed_type"] == "DEEPSPEED" and acc["deepspeed_config"]["zero_stage"] == 2
     # one optimizer step per RL step: every process's samples make exactly one accumulation

@@ -6,6 +6,12 @@ Flow-GRPO's per-prompt stat tracking), the std of the whole gathered batch (``"g
 Flow-GRPO's ``global_std`` option; steadier when groups are small) or 1 (``"none"``, Dr.GRPO).
 Samples whose reward is NaN (a failed reward) get advantage 0 and are left out of the
 group statistics.
+
+The std is the population std (``correction = 0``, ``np.std`` in Flow-GRPO's
+``PerPromptStatTracker``) or the sample std (``correction = 1``, ``torch.std``'s default: EasyR1 /
+verl's ``compute_grpo_outcome_advantage``, which MMR1 trains with, and TRL's ``GRPOTrainer``); the
+two differ by ``sqrt(G / (G - 1))``, 1.07 for groups of 8. A group with no more finite rewards than
+``correction`` has std 0 (its advantages are 0 anyway).
 """
 
 from __future__ import annotations
@@ -45,11 +51,18 @@ def summarise_group_stds(stds: list[torch.Tensor], valid: torch.Tensor) -> dict[
     }
 
 
+def std_of(x: torch.Tensor, correction: int) -> torch.Tensor:
+    """The std of the 1-d ``x`` with ``correction`` (0: population, 1: sample std); 0 when ``x`` has
+    no more than ``correction`` entries."""
+    return x.std(correction=correction) if x.numel() > correction else x.new_zeros(())
+
+
 def group_advantages(
     rewards: torch.Tensor,
     group_ids: torch.Tensor,
     std: Literal["group", "global", "none"] = "group",
     eps: float = 1e-4,
+    correction: int = 0,
 ) -> tuple[torch.Tensor, dict[str, float]]:
     """rewards, group_ids: [B] (gathered over all processes). Returns (advantages [B], :func:`group_stats`)."""
     if std not in ("group", "global", "none"):
@@ -62,16 +75,17 @@ def group_advantages(
     for g in torch.unique(group_ids[valid]):
         sel = (group_ids == g) & valid
         rg = r[sel]
-        stds.append(rg.std(unbiased=False))
+        stds.append(std_of(rg, correction))
         adv[sel] = rg - rg.mean()
         if std == "group":
             adv[sel] = adv[sel] / (stds[-1] + eps)
     if std == "global" and valid.any():
-        adv = adv / (r[valid].std(unbiased=False) + eps)
+        adv = adv / (std_of(r[valid], correction) + eps)
     return adv.float(), summarise_group_stds(stds, valid)
 
 
 @ADVANTAGE_ESTIMATORS.register("grpo")
 def grpo_estimator(rewards, group_ids, config):
-    """``advantages.estimator=grpo``: :func:`group_advantages` with ``config.std`` and ``config.eps``."""
-    return group_advantages(rewards, group_ids, config.std, config.eps)
+    """``advantages.estimator=grpo``: :func:`group_advantages` with ``config.std``, ``config.eps`` and
+    ``config.std_correction``."""
+    return group_advantages(rewards, group_ids, config.std, config.eps, config.std_correction)
