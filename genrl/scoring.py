@@ -70,8 +70,9 @@ def score_samples(
 
 def finite_mean(values: torch.Tensor) -> float:
     """Mean of the finite entries of ``values`` (NaN when there is none): what a reward metric reports,
-    its invalid samples being masked out of the update and counted in ``reward/<name>_failed``."""
-    finite = values[torch.isfinite(values)]
+    its invalid samples being masked out of the update and counted in ``reward/<name>_failed``. Summed in
+    float64, so large finite rewards (float32's 1e38) do not overflow the mean to inf."""
+    finite = values[torch.isfinite(values)].double()
     return finite.mean().item() if finite.numel() else float("nan")
 
 

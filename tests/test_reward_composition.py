@@ -145,3 +145,11 @@ def test_infinite_rewards_are_counted_and_left_out_of_the_means():
     )
     assert failures == {"r": 2} and finite_mean(values["r"]) == 1.5
     assert math.isnan(finite_mean(torch.tensor([float("nan"), float("inf")])))
+
+
+def test_the_mean_of_large_finite_rewards_does_not_overflow():
+    """float32 holds 3e38: eight rewards of 1e38 summed in float32 overflowed the logged mean to inf
+    (written as null)."""
+    from genrl.scoring import finite_mean
+
+    assert finite_mean(torch.full((8,), 1e38)) == pytest.approx(1e38, rel=1e-6)

@@ -584,7 +584,7 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 metrics["dynamic_sampling/dropped_groups"] = int(rounds_filled[:, 2].sum())
                 metrics["dynamic_sampling/filled_groups"] = int(rounds_filled[:, 1].sum())
             for k, v in gathered.items():
-                finite = v[torch.isfinite(v)]
+                finite = v[torch.isfinite(v)].double()  # float32's largest rewards would overflow
                 metrics[f"reward/{k}_mean"] = finite_mean(v)
                 metrics[f"reward/{k}_std"] = finite.std(unbiased=False).item() if finite.numel() else float("nan")
             counts = accelerator.reduce(
