@@ -14,7 +14,13 @@ class EMA:
     With ``every = 1`` and ``warmup = False`` (the defaults) ``d = decay`` at every step. Flow-GRPO's
     ``EMAModuleWrapper`` (``flow_grpo/ema.py``, driven from ``scripts/train_sd3.py`` with decay 0.9
     and ``update_step_interval=8``) applies it only when ``(n + 1) % every == 0`` and warms the
-    decay up as ``d = min((1 + n) / (10 + n), decay)``, ``n`` the optimizer steps taken so far."""
+    decay up as ``d = min((1 + n) / (10 + n), decay)``, ``n`` the optimizer steps taken so far.
+
+    One difference, kept on purpose: Flow-GRPO calls ``ema.step`` after every rollout micro-batch
+    (``train_sd3.py``'s loop over ``samples_batched``), passing the optimizer-step counter, so with
+    gradient accumulation an interval's update is applied once per micro-batch that sees an interval
+    count (several times with the same weights, i.e. a decay near ``d**G``). genrl applies it once per
+    optimizer step, so with accumulation its EMA weights move less than Flow-GRPO's."""
 
     def __init__(self, params: list[torch.nn.Parameter], decay: float, every: int = 1, warmup: bool = False):
         if not 0.0 < decay < 1.0:

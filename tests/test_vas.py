@@ -50,6 +50,15 @@ def test_self_bleu_diversity_cases():
     assert self_bleu_diversity(["a", "a"]) == 0.0  # shorter than n: orders 1..len only
     for texts in (["", "x y"], ["a b", "a c", "d"], ["x"] * 2 + ["y z w v u"]):
         assert 0.0 <= self_bleu_diversity(texts) <= 1.0
+    # one-token answers compare by their token (NLTK's rules would give 0.86: see samplers._bleu);
+    # hand-computed: BLEU 1, 1, 0.1 (the smoothed unmatched unigram) -> 1 - 2.1 / 3
+    assert self_bleu_diversity(["42", "42", "41"], 3) == pytest.approx(0.3)
+    # from three tokens on, NLTK's sentence_bleu with method1, hand-computed: BLEU-3 of each against
+    # the other two = (5/6 * 3/5 * 2/4) ** (1/3), (6/6 * 3/5 * 2/4) ** (1/3) and, brevity penalty
+    # exp(1 - 6/5) times (1/5 * 0.1/4 * 0.1/3) ** (1/3)
+    texts = ["the cat sat on the mat", "the cat sat on a mat", "a dog ran far away"]
+    bleu = [0.25 ** (1 / 3), 0.3 ** (1 / 3), math.exp(-0.2) * (0.2 * 0.025 * 0.1 / 3) ** (1 / 3)]
+    assert self_bleu_diversity(texts, 3) == pytest.approx(1 - sum(bleu) / 3)
 
 
 # ---- scores ---------------------------------------------------------------------------

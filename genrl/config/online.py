@@ -202,7 +202,11 @@ class VASConfig(Section):
     b: float = option(0.2, "weight of the trajectory-diversity score TDS")
     update_every: int = option(4, "re-score the prompts every N steps (MMR1's T_update)")
     momentum: float = option(0.0, "momentum on the per-prompt scores in [0, 1); 0 = new scores replace old ones")
-    diversity: str = option("distinct-2", "TDS measure: 'distinct-N', 'self-bleu' or 'self-bleu-N'")
+    diversity: str = option(
+        "distinct-2",
+        "TDS measure: 'distinct-N', 'self-bleu' or 'self-bleu-N' (the paper's App. table: self_bleu_123, i.e. "
+        "'self-bleu-3'; distinct-2 is genrl's choice)",
+    )
     replacement: bool = option(
         False,
         "draw the weighted part with replacement (MMR1's release: WeightedRandomSampler(replacement="
@@ -269,7 +273,12 @@ class AdvantageConfig(Section):
     std: Literal["group", "global", "none"] = option(
         "group", "grpo: divide by the group's std, the whole batch's std, or not at all"
     )
-    eps: float = option(1e-4, "grpo: added to the std before dividing (> 0)")
+    eps: float = option(1e-4, "grpo: added to the std before dividing (> 0; Flow-GRPO 1e-4, EasyR1/MMR1 1e-6)")
+    std_correction: Literal[0, 1] = option(
+        0,
+        "grpo: 0 = the population std (Flow-GRPO's np.std), 1 = the sample std (torch.std: EasyR1/verl as "
+        "MMR1 trains, TRL); they differ by sqrt(G / (G - 1))",
+    )
     combine: Literal["rewards", "advantages"] = option(
         "rewards",
         "several rewards: 'rewards' = advantages of the weighted reward sum; 'advantages' = weighted sum of "
@@ -310,8 +319,9 @@ class ObjectiveConfig(Section):
     )
     loss_agg: Literal[LOSS_AGGS] = option(
         "token-mean",
-        "how per-action losses reduce to a scalar: mean over all trained actions; mean over each "
-        "sequence then over sequences; or per-sequence sum / max_len_norm, mean over sequences (Dr. GRPO)",
+        "how per-action losses (and the KL term) reduce to a scalar: mean over all trained actions; mean over "
+        "each sequence then over sequences; or per-sequence sum / max_len_norm, mean over sequences (Dr. GRPO). "
+        "dr_grpo, gspo and fiberpo fix their own (sum-norm; per sequence) and ignore this",
     )
     max_len_norm: int = option(
         0, "constant divisor of seq-mean-token-sum-norm (e.g. the max response length); 0 = the padded length T"
@@ -552,8 +562,8 @@ class OnlineConfig(RunConfig):
             not whole or self.train.timestep_chunk == 0 or self.train.timestep_chunk >= width,
             "train.timestep_chunk",
             self.train.timestep_chunk,
-            f"objective {self.objective.name!r} with loss_agg {self.objective.loss_agg!r} averages whole sequences "
-            "and cannot be split into timestep chunks; set train.timestep_chunk=0",
+            f"objective {self.objective.name!r} averages whole sequences (loss_agg seq-mean-token-mean, its own or "
+            "set) and cannot be split into timestep chunks; set train.timestep_chunk=0",
         )
 
     def _validate_policy(self) -> None:
