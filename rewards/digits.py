@@ -170,6 +170,7 @@ class DigitsReward(_DigitsJudge):
             self.net.load_state_dict(blob["state_dict"])
 
         if not self._load_cached(path, load):
+            print(f"genrl: training the digits proxy classifier into {path} (once, seconds)", flush=True)
             images, labels = digits_split()["proxy"]
             self.net = train_proxy(images, labels)
             blob = {"format": self.FORMAT, "split_seed": SPLIT_SEED, "state_dict": self.net.state_dict()}

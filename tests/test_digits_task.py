@@ -269,13 +269,17 @@ def test_metadata_falls_back_to_prompt(proxy, split):
     torch.testing.assert_close(proxy(images, prompts, None)["digits"], proxy(images, prompts, meta)["digits"])
 
 
-def test_corrupt_proxy_cache_is_retrained_and_gold_is_never_cached(proxy, gold, reward_cache, split):
+def test_corrupt_proxy_cache_is_retrained_and_gold_is_never_cached(proxy, gold, reward_cache, split, capsys):
     images = split["gold"][0][:16]
     assert proxy.path.is_file()
     assert not [f for f in proxy.cache.iterdir() if f.name.startswith(".")]  # no temp files left
+    capsys.readouterr()
+    REWARDS.get("digits")(cache_dir=reward_cache)
+    assert "training the digits proxy" not in capsys.readouterr().out  # cached: loaded without a word
     proxy.path.write_bytes(b"not a model")
     with pytest.warns(UserWarning, match="retraining"):
         again = REWARDS.get("digits")(cache_dir=reward_cache)
+    assert f"training the digits proxy classifier into {proxy.path}" in capsys.readouterr().out  # said, not silent
     torch.testing.assert_close(again.probs(images), proxy.probs(images))  # deterministic training
     # the gold SVM is never cached (a pickle could run code): retrained at each start, identically
     assert gold.path is None and not list(gold.cache.glob("*.pkl"))
