@@ -43,10 +43,20 @@ def score_samples(
     samples whose value is not finite: NaN, +-inf, or failed). Every key a reward returns is kept
     (e.g. auxiliary accuracies), except one that names another of ``rewards``: that reward's own
     values are kept. A call that raises is retried one sample at a time, so a fault (one
-    corrupt video) costs exactly the samples it belongs to: their values, auxiliary keys too, are NaN."""
+    corrupt video) costs exactly the samples it belongs to: their values, auxiliary keys too, are NaN.
+
+    A tensor sample holding NaN or inf (a diverged rollout) is NaN in every key of every reward: the
+    rewards see it as zeros, so none has to guard against it (a uint8 conversion had turned NaN pixels
+    into a black video with an ordinary VideoAlign score)."""
     B = len(prompts)
     values: dict[str, torch.Tensor] = {}
     failures: dict[str, int] = {}
+    broken = None  # [B] samples with a non-finite value
+    if isinstance(samples, torch.Tensor) and samples.is_floating_point() and B > 0 and samples.shape[:1] == (B,):
+        broken = ~torch.isfinite(samples).reshape(B, -1).all(1)
+        if broken.any():
+            samples = torch.where(broken.view(-1, *[1] * (samples.ndim - 1)), torch.zeros_like(samples), samples)
+        broken = broken.cpu()
     for name, fn in rewards.items():
         try:
             out = _call_reward(name, fn, samples, prompts, metadata)
@@ -63,6 +73,8 @@ def score_samples(
             out = {k: torch.cat([r.get(k, torch.full((1,), float("nan"))) for r in rows]) for k in keys}
         # an auxiliary key that names another reward of this call is left out: that reward's own values
         # win, whichever runs first (a 0-weight reward could otherwise replace a trained one's values)
+        if broken is not None and broken.any():
+            out = {k: v.masked_fill(broken, float("nan")) for k, v in out.items()}
         values.update({k: v for k, v in out.items() if k == name or k not in rewards})
         failures[name] = int((~torch.isfinite(values[name])).sum())  # NaN and +-inf alike
     return values, failures

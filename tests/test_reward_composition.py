@@ -153,3 +153,24 @@ def test_the_mean_of_large_finite_rewards_does_not_overflow():
     from genrl.scoring import finite_mean
 
     assert finite_mean(torch.full((8,), 1e38)) == pytest.approx(1e38, rel=1e-6)
+
+
+def test_a_non_finite_sample_is_nan_in_every_key_whatever_the_reward_returns():
+    """The kind of fault: a reward that converts to uint8 or clamps scores a diverged sample like a
+    valid one. Scoring masks such samples itself; the reward sees them as zeros."""
+    from genrl.scoring import score_samples
+
+    seen = []
+
+    def brightness(samples, prompts, metadata):
+        seen.append(samples.clone())
+        return {"brightness": samples.clamp(0, 1).nan_to_num(0.0).mean((1, 2, 3)), "aux": torch.ones(len(samples))}
+
+    x = torch.rand(3, 1, 4, 4)
+    x[0, 0, 1, 1] = float("nan")
+    x[2, 0, 0, 0] = float("-inf")
+    values, failures = score_samples({"brightness": brightness}, x, ["p"] * 3, [{}] * 3)
+    assert failures == {"brightness": 2}
+    assert values["brightness"][[0, 2]].isnan().all() and values["aux"][[0, 2]].isnan().all()
+    assert values["brightness"][1] == pytest.approx(x[1].mean().item()) and values["aux"][1] == 1.0
+    assert torch.isfinite(seen[0]).all() and seen[0][0].abs().sum() == 0

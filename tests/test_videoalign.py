@@ -321,3 +321,21 @@ def test_one_corrupt_video_costs_only_its_own_score(videoreward, tmp_path):
     alone = reward(videos, [PROMPTS[0], PROMPTS[1]])
     for key in ("videoalign", "videoalign_VQ_raw"):
         torch.testing.assert_close(values[key][[0, 2]], alone[key])
+
+
+def test_a_diverged_video_scores_nan_not_a_black_video(videoreward):
+    """A clip holding NaN or inf pixels (a diverged rollout) had an ordinary score: the uint8
+    conversion turned NaN into 0 (a black clip), so it was never masked. genrl's scoring now marks
+    it NaN in every key of every reward; the other clips keep their own scores."""
+    from genrl.scoring import score_samples
+
+    root, _ = videoreward
+    reward = _reward(root, batch_size=4)
+    videos = _videos(n=3, seed=4)
+    broken = videos.clone()
+    broken[1] = float("nan")
+    broken[2, 0, 0, 0, 0] = float("inf")
+    values, failures = score_samples({"videoalign": reward}, broken, [PROMPTS[0]] * 3, [{}] * 3)
+    assert failures == {"videoalign": 2}
+    assert all(v[1:].isnan().all() for v in values.values()), values
+    torch.testing.assert_close(values["videoalign"][:1], reward(videos[:1], [PROMPTS[0]])["videoalign"])
