@@ -6,7 +6,12 @@ With ``e_i`` and ``e_t`` the L2-normalised image and text embeddings of an open_
 * ``score="logit"`` (default): ``logit_scale.exp() * cos``, CLIP's own image-text logit
   (``logit_scale`` is the learned log temperature; 100 for the released models).
 * ``score="clipscore"``: ``2.5 * max(cos, 0)``, CLIP-S of Hessel et al. 2021 ("CLIPScore: A
-  Reference-free Evaluation Metric for Image Captioning", eq. 1, w = 2.5).
+  Reference-free Evaluation Metric for Image Captioning", eq. 1, w = 2.5), with their text prefix:
+  each prompt is encoded as ``"A photo depicts " + prompt`` (jmhessel/clipscore ``clipscore.py``,
+  ``CLIPCapDataset(prefix="A photo depicts")``). Their model is ViT-B/32; genrl's default is ViT-H-14.
+
+``prefix`` sets the text put before every prompt (a space is added after it, as in their code); the
+default (``None``) is theirs for ``clipscore`` and none for ``logit``.
 
 The model is ``open_clip.create_model(model, pretrained=...)``: ``pretrained`` is a tag
 (e.g. ``laion2b_s32b_b79k``; weights must already be in the local cache when there is no
@@ -32,6 +37,7 @@ import torch.nn.functional as F
 from genrl.registry import REWARDS
 
 SCORES = ("logit", "clipscore")
+CLIPSCORE_PREFIX = "A photo depicts"  # Hessel et al.'s caption prefix (jmhessel/clipscore, clipscore.py)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 LOCAL_DIR = "local-dir:"  # open_clip's schema for a folder with open_clip_config.json + weights
 LOCAL_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
@@ -55,7 +61,9 @@ def preprocess_images(
     images: torch.Tensor, size: tuple[int, int], mean: Sequence[float], std: Sequence[float]
 ) -> torch.Tensor:
     """open_clip's evaluation transform on a float batch ``[B, C, H, W]`` in [0, 1]:
-    resize the shorter side to ``size`` (bicubic, antialiased), centre-crop, normalise."""
+    resize the shorter side to ``size`` (bicubic, antialiased), centre-crop, normalise. Sizes and
+    crop offsets as torchvision's ``Resize`` / ``CenterCrop`` compute them (768x1024 at 224: 224x298,
+    not 224x299)."""
     if images.ndim != 4 or images.shape[1] not in (1, 3):
         raise ValueError(f"expected images [B, 1 or 3, H, W] in [0, 1], got {tuple(images.shape)}")
     x = images.float().clamp(0, 1)
@@ -63,11 +71,14 @@ def preprocess_images(
         x = x.expand(-1, 3, -1, -1)
     H, W = x.shape[-2:]
     th, tw = size
-    scale = max(th / H, tw / W)  # shorter side to the target (square targets: min side -> size)
-    nh, nw = max(th, round(H * scale)), max(tw, round(W * scale))
+    if th == tw:  # torchvision's Resize(int): the shorter side to the size, the longer one truncated
+        nh, nw = (th, int(th * W / H)) if H <= W else (int(tw * H / W), tw)
+    else:
+        scale = max(th / H, tw / W)  # shorter side to the target
+        nh, nw = max(th, round(H * scale)), max(tw, round(W * scale))
     if (nh, nw) != (H, W):
         x = F.interpolate(x, size=(nh, nw), mode="bicubic", align_corners=False, antialias=True).clamp(0, 1)
-    top, left = (nh - th) // 2, (nw - tw) // 2
+    top, left = int(round((nh - th) / 2.0)), int(round((nw - tw) / 2.0))  # torchvision's CenterCrop
     x = x[..., top : top + th, left : left + tw]
     m = torch.tensor(mean, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
     s = torch.tensor(std, dtype=x.dtype, device=x.device).view(1, 3, 1, 1)
@@ -85,6 +96,7 @@ class CLIPScoreReward:
         score: Literal["logit", "clipscore"] = "logit",
         device: Optional[str] = None,
         batch_size: int = 64,
+        prefix: Optional[str] = None,
     ):
         try:
             import open_clip
@@ -117,6 +129,8 @@ class CLIPScoreReward:
         self.model.requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model)
         self.score, self.batch_size = score, int(batch_size)
+        prefix = CLIPSCORE_PREFIX if prefix is None and score == "clipscore" else (prefix or "")
+        self.prefix = prefix if not prefix or prefix.endswith(" ") else prefix + " "
         pp = getattr(self.model.visual, "preprocess_cfg", {})
         if pp.get("resize_mode", "shortest") != "shortest" or pp.get("interpolation", "bicubic") != "bicubic":
             raise ValueError(
@@ -130,7 +144,8 @@ class CLIPScoreReward:
         """Normalised image and text embeddings ``[B, D]`` (float32)."""
         x = preprocess_images(images.to(self.device), self.size, self.mean, self.std)
         e_i = F.normalize(self.model.encode_image(x).float(), dim=-1)
-        e_t = F.normalize(self.model.encode_text(self.tokenizer(list(prompts)).to(self.device)).float(), dim=-1)
+        texts = [self.prefix + p for p in prompts]
+        e_t = F.normalize(self.model.encode_text(self.tokenizer(texts).to(self.device)).float(), dim=-1)
         return e_i, e_t
 
     @torch.no_grad()

@@ -73,7 +73,10 @@ def test_clip_matches_the_published_formula(clip_dir, score):
     reward = REWARDS.get("clip")(model=f"local-dir:{clip_dir}", score=score, device="cpu")
     images = _images()
     out = reward(images, PROMPTS)
-    cos, scale = _reference_clip(clip_dir, images, PROMPTS)
+    # CLIP-S encodes "A photo depicts <prompt>" (Hessel et al.'s clipscore.py); the logit the bare prompt
+    cos, scale = _reference_clip(
+        clip_dir, images, PROMPTS if score == "logit" else [f"A photo depicts {p}" for p in PROMPTS]
+    )
     expected = scale * cos if score == "logit" else 2.5 * cos.clamp(min=0)
     torch.testing.assert_close(out["clip"], expected, atol=1e-4, rtol=1e-4)
     torch.testing.assert_close(out["clip_cos"], cos, atol=1e-5, rtol=1e-5)
@@ -85,6 +88,20 @@ def test_clip_resizes_in_memory_like_open_clip(clip_dir):
     images = _images(size=64, seed=1)[..., 8:56]  # 64 x 48: resized and centre-cropped to 32 x 32
     cos, _ = _reference_clip(clip_dir, images, PROMPTS)
     torch.testing.assert_close(reward(images, PROMPTS)["clip_cos"], cos, atol=2e-2, rtol=0)
+
+
+@pytest.mark.parametrize("shape", [(48, 64), (64, 48), (32, 55), (40, 71)])
+def test_clip_resize_and_crop_are_torchvisions(shape):
+    """open_clip's eval transform is torchvision's Resize(int) + CenterCrop: the longer side is
+    truncated (48x64 -> 32x42, not 43) and the crop offset rounded ((55 - 32) / 2 -> 12, not 11).
+    The tensor paths of both then agree exactly; the old rounding was off by a pixel (up to 0.99)."""
+    from torchvision.transforms import CenterCrop, InterpolationMode, Resize
+
+    from rewards.clip import preprocess_images
+
+    x = torch.rand(2, 3, *shape, generator=torch.Generator().manual_seed(0))
+    want = CenterCrop(32)(Resize(32, interpolation=InterpolationMode.BICUBIC, antialias=True)(x).clamp(0, 1))
+    torch.testing.assert_close(preprocess_images(x, (32, 32), [0.0] * 3, [1.0] * 3), want, rtol=0, atol=1e-6)
 
 
 def test_clip_is_batch_order_invariant_and_masks_nan(clip_dir):
