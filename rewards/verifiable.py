@@ -11,8 +11,18 @@ The conventions follow the R1-style VLM recipes, re-implemented here:
 * EasyR1 ``examples/reward_function/r1v.py``: the alternative ``<answer>`` format,
   ``re.fullmatch(r"<think>.*?</think>\\s*<answer>.*?</answer>", response, re.DOTALL)``.
 * hiyouga/MathRuler ``mathruler/grader.py`` (itself from openai/prm800k): normalisation
-  (drop ``$``, ``\\text{}``, ``%``, units, ``^\\circ``, properly formatted thousands commas)
-  and equality by ``sympy.simplify(a - b) == 0``, with size guards against hangs.
+  (drop ``$``, ``\\text{}``, ``%``, units, ``^\\circ``, properly formatted thousands commas,
+  ``a and b`` as a list, mixed numbers ``2 1/2`` as sums), tuples compared item by item, and no
+  sympy for words (more than two unknown letters). Equality is exact: numbers as fractions,
+  closed forms to 30 digits, expressions with symbols at six rational points (an identity test
+  that cannot hang the way ``sympy.simplify(a - b) == 0`` can on ``(x+y+1)^{20}``), with size
+  guards on what sympy may evaluate (power towers, huge literals).
+
+Deliberate differences from MathRuler (each tested): a bare list of answers (``2, 1``) and a set
+match in any order; a decimal of at least six significant digits counts for a value with no finite
+decimal expansion when correctly rounded (``1.4142136`` for ``\\sqrt{2}``); unreduced fractions
+count by value (``6/2`` is 3); a unit on both sides must agree (``5 s`` is not ``5 min``); infinity
+equals only itself. A multiple-choice answer naming several options (``(A) or (B)``) names none.
 
 Contract (README.md, "Rewards"): ``reward(samples, prompts, metadata) -> dict[str, Tensor[B]]``;
 ``samples`` are response strings, ``metadata[i]["answer"]`` the gold answer, optionally
@@ -25,6 +35,8 @@ from __future__ import annotations
 
 import math
 import re
+from decimal import Decimal
+from fractions import Fraction
 from typing import Any, Mapping, Optional, Sequence
 
 import torch
@@ -33,12 +45,12 @@ from genrl.registry import REWARDS
 
 ANSWER_TYPES = ("numeric", "symbolic", "choice", "text")
 MAX_SYMPY_CHARS = 200  # longer expressions are not handed to sympy (it can hang on them)
-MAX_EXPONENT = 64  # larger literal exponents are refused before sympy evaluates them
-REL_TOL = 1e-6
+MAX_DIGITS = 1000  # expressions whose value may have more digits are refused before sympy evaluates them
+MIN_ROUNDED_DIGITS = 6  # a decimal standing for an irrational (or 1/3) needs this many significant digits
 
 # ----------------------------------------------------------------------------- extraction
 
-_TAG_SPACES = re.compile(r"<\s*(/?)\s*(think|answer)\s*>")
+_TAG_SPACES = re.compile(r"<\s*+(/?)\s*+(think|answer)\s*+>")  # possessive: linear on long runs of spaces
 
 
 def _canonical_tags(text: str) -> str:
@@ -76,93 +88,178 @@ def _last_boxed(text: str) -> Optional[str]:
 def extract_answer(text: Any) -> Optional[str]:
     """The final answer of a response, or None; never raises.
 
-    The content of the last ``\\boxed{...}`` (balanced braces, so ``\\boxed{\\frac{1}{2}}``
-    gives ``\\frac{1}{2}``); else the stripped content of the last ``<answer>...</answer>``,
-    or the boxed part of it when it holds a ``\\boxed{}``. An unclosed brace or tag, or an
-    empty answer, gives None. Linear time, so a very long garbage string is cheap.
+    The stripped content of the last ``<answer>...</answer>`` after the reasoning (after
+    ``</think>`` when there is one), or the boxed part of it when it holds a ``\\boxed{}``; else
+    the content of the last ``\\boxed{...}`` (balanced braces, so ``\\boxed{\\frac{1}{2}}`` gives
+    ``\\frac{1}{2}``). The answer block wins over a box inside ``<think>``, as EasyR1's ``r1v.py``
+    reads the ``<answer>`` the format rule checks. An unclosed brace or tag, or an empty answer,
+    gives None. Linear time, so a very long garbage string is cheap.
     """
     if not isinstance(text, str):
         return None
-    boxed = _last_boxed(text)
-    if boxed is not None:
-        return boxed
     text = _canonical_tags(text)
-    end = text.rfind("</answer>")
-    start = text.rfind("<answer>", 0, end if end >= 0 else 0)
-    if end < 0 or start < 0:
-        return None
-    content = text[start + len("<answer>") : end].strip()
-    if "\\boxed{" in content:
-        return _last_boxed(content)
-    return content or None
+    think_end = text.rfind("</think>")
+    tail = text[think_end + len("</think>") :] if think_end >= 0 else text
+    end = tail.rfind("</answer>")
+    start = tail.rfind("<answer>", 0, end if end >= 0 else 0)
+    if end >= 0 and start >= 0:
+        content = tail[start + len("<answer>") : end].strip()
+        if "\\boxed{" in content:
+            return _last_boxed(content)
+        return content or None
+    return _last_boxed(text)
 
 
 # ----------------------------------------------------------------------------- normalisation
 
-_WRAPPERS = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|boxed)\s*\{([^{}]*)\}")
+_WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|boxed)\s*+(?=\{)")
 _UNITS = (
-    "mm|cm|km|m|kg|mg|g|ml|s|sec|second|min|minute|hr|hour|day|week|month|year|"
+    "mm|cm|km|kg|mg|ml|sec|second|min|minute|hr|hour|day|week|month|year|"
     "ft|foot|feet|inch|yard|mile|meter|centimeter|kilometer|millimeter|gram|kilogram|"
-    "liter|litre|degree|radian|unit|dollar|cent|point|people|person|student|apple"
+    "liter|litre|degree|radian|unit|dollar|cent|point|people|person|student|apple|cup"
 )
+_SHORT_UNITS = "m|g|s"  # one letter: a unit only after a digit and a space (3/2 g may be gravity)
 _TRAILING_UNIT = re.compile(
-    rf"(?<=[\d}}).])\s+(?:(?:sq|square|cubic)\s+)?(?:{_UNITS})(?:e?s)?(?:\^\{{?[23]\}}?)?$", re.I
+    rf"(?:(?<=[\d}}).])\s*+(?:(?:sq|square|cubic)\s++)?(?P<u>{_UNITS})|(?<=\d)\s++(?P<s>{_SHORT_UNITS}))"
+    rf"(?:e?s)?(?:\^\{{?[23]\}}?)?(?:\s*+/\s*+(?:s|sec|h|hr|hour|min))?$",
+    re.I,
 )
-_THOUSANDS = re.compile(r"(?<=\d),(?=\d{3}(?!\d))")  # one pass: 1,000,000 -> 1000000
+_WHOLE_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})++(?:\.\d+)?")  # 1,000,000 (the whole answer only)
+
+
+def _unwrap(s: str) -> str:
+    """``\\text{...}``, ``\\mathrm{...}`` and the like replaced by their content (balanced braces,
+    so ``\\text{\\frac12}`` keeps its fraction); at most 50 wrappers."""
+    for _ in range(50):
+        m = _WRAPPER.search(s)
+        if m is None:
+            return s
+        found = _braced(s, m.end())
+        if found is None:
+            return s
+        s = s[: m.start()] + found[0] + s[found[1] :]
+    return s
 
 
 def _normalize(s: str) -> str:
     """Canonical string for comparison (PRM800K/MathRuler-style normalisation).
 
     Strips ``$``, ``\\text{}``/``\\mathrm{}``-style wrappers, ``\\left``/``\\right``, LaTeX
-    spacing (``\\!``, ``\\,``), ``%`` (so ``50%`` equals ``50``, never ``0.5``: PRM800K and
-    MathRuler drop the sign rather than divide by 100), degree signs, a trailing unit word
-    after a number (``12 cm``), properly formatted thousands commas (``1,000``), a
-    ``x =`` prefix and trailing periods; ``\\dfrac``/``\\tfrac`` become ``\\frac``.
+    spacing (``\\!``, ``\\,``; a row break ``\\\\`` is kept), ``%`` (so ``50%`` equals ``50``, never
+    ``0.5``: PRM800K and MathRuler drop the sign rather than divide by 100), degree signs, a thousands
+    separator in a plain number (``1,000``, ``1{,}000``; not inside tuples, where a comma separates),
+    a ``x =`` prefix and trailing periods; ``\\dfrac``/``\\tfrac`` become ``\\frac``, ``\\frac12``
+    becomes ``\\frac{1}{2}``, a mixed number ``2\\frac{1}{2}`` or ``2 1/2`` becomes ``(2+\\frac{1}{2})``,
+    escaped set braces ``\\{ \\}`` become ``{ }`` and ``a and b`` becomes ``a, b``. Units are split off
+    later (:func:`_split_unit`), so ``5 s`` and ``5 min`` stay apart.
     """
-    s = s.strip()
+    s = s.strip().replace("\u2212", "-").replace("\u03c0", "\\pi").replace("\u221e", "\\infty")  # -, pi, infinity
+    s = re.sub(r"\*\*(.+?)\*\*", r"\1", s)  # markdown bold
     s = s.replace("\\$", "").replace("$", "")
-    s = s.replace("\\%", "").replace("%", "")
+    s = re.sub(r"\\%|%|(?<!\s)\s*+\bpercent\b", "", s)
     s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
-    s = re.sub(r"\\[!,;:]|\\ |~", " ", s)
-    s = re.sub(r"\\[dt]frac", r"\\frac", s)
-    for _ in range(10):  # innermost wrappers first; nesting deeper than 10 is left alone
-        s, n = _WRAPPERS.subn(r"\1", s)
-        if not n:
-            break
-    s = re.sub(r"\^\s*\{?\s*\\circ\s*\}?|°|\\circ", "", s)
+    s = re.sub(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3})", "", s)  # 1{,}000, 1\,000
+    s = re.sub(r"(?<!\\)\\[!,;:]|(?<!\\)\\ |~", " ", s)
+    s = re.sub(r"\\[dtc]frac", r"\\frac", s)
+    s = re.sub(r"\\frac\s*+(\d)\s*+(\d)", r"\\frac{\1}{\2}", s)  # \frac12
+    s = re.sub(
+        rf"\\(?:text|mathrm|mbox)\s*+\{{\s*+((?:{_UNITS}|{_SHORT_UNITS})(?:e?s)?)\s*+\}}", r" \1", s
+    )  # 12\mathrm{m}
+    s = _unwrap(s)
+    s = s.replace("\\{", "{").replace("\\}", "}")
+    s = re.sub(r"\^\s*+\{?\s*+\\circ\s*+\}?|°|\\circ", "", s)
+    s = re.sub(r"(?<![\w.}^_])(\d+)\s*+\\frac\{(\d+)\}\{(\d+)\}", r"(\1+\\frac{\2}{\3})", s)  # mixed number
+    s = re.sub(r"^([+-]?)(\d+)\s++(\d+)\s*+/\s*+(\d+)$", r"\1(\2+\3/\4)", s.strip())  # "2 1/2"
+    s = re.sub(r"(?<!\s)\s++and\s++", ", ", s)  # (?<!\s): one try per run of spaces, linear
     s = s.strip().rstrip(".").strip()
-    s = _TRAILING_UNIT.sub("", s)
-    s = _THOUSANDS.sub("", s)
-    m = re.fullmatch(r"[A-Za-z]\s*=\s*([^=]+)", s)
-    if m:
-        s = m.group(1)
+    if _WHOLE_THOUSANDS.fullmatch(s):
+        s = s.replace(",", "")
+    s = re.sub(r"^[A-Za-z]\s*+\\in\s++", "", s)  # x \in [1, 2]
     return " ".join(s.split()).rstrip(".").strip()
 
 
-_NUMBER = r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?"
+def _compact(s: str) -> str:
+    """``s`` without the spaces around operators and brackets (``x + 1`` -> ``x+1``), keeping the
+    ones between two words or numbers (``2 3`` is not ``23``)."""
+    return re.sub(r"(?<!\s)\s*+([^\w\s])\s*+", r"\1", s)
 
 
-def _to_number(s: str) -> Optional[float]:
-    """A finite float for a normalised plain number (int, decimal, scientific ``1e3``),
-    fraction ``3/4`` or ``\\frac{3}{4}`` (optionally signed); else None."""
-    t = s.replace(" ", "")
+def _variable(s: str) -> tuple[Optional[str], str]:
+    """``("x", "3")`` for ``x = 3``, else ``(None, s)``."""
+    m = re.fullmatch(r"([A-Za-z])\s*+=\s*+([^=]+)", s)
+    return (m.group(1), m.group(2).strip()) if m else (None, s)
+
+
+def _split_unit(s: str) -> tuple[str, Optional[str]]:
+    """``("12", "cm")`` for ``"12 cm"`` (a known unit word after a number; plural and ``^2`` / ``^3``
+    allowed), else ``(s, None)``."""
+    m = _TRAILING_UNIT.search(s)
+    if m is None or m.start() == 0:
+        return s, None
+    unit = (m.group("u") or m.group("s")).lower()
+    return s[: m.start()].strip(), unit
+
+
+_NUMBER = r"[+-]?(?:\d++(?:\.\d*+)?|\.\d++)(?:[eE][+-]?\d++)?"  # unambiguous: linear on long digit runs
+
+
+def _to_number(s: str) -> Optional[Fraction]:
+    """The exact value of a normalised plain number (int, decimal, scientific ``1e3``), fraction
+    ``3/4`` or ``\\frac{3}{4}`` (optionally signed); else None (also for exponents beyond
+    ``MAX_DIGITS``)."""
+    t = _compact(s)
+    if len(t) > 4 * MAX_DIGITS or " " in t:
+        return None
     try:
         if re.fullmatch(_NUMBER, t):
-            value = float(t)
+            parts = [t]
         elif m := re.fullmatch(rf"({_NUMBER})/({_NUMBER})", t):
-            value = float(m.group(1)) / float(m.group(2))
+            parts = [m.group(1), m.group(2)]
         elif m := re.fullmatch(rf"([+-]?)\\frac\{{({_NUMBER})\}}\{{({_NUMBER})\}}", t):
-            value = float(m.group(2)) / float(m.group(3)) * (-1 if m.group(1) == "-" else 1)
+            parts = [m.group(1) + m.group(2), m.group(3)]
         else:
             return None
-    except (ValueError, ZeroDivisionError, OverflowError):
+        if any(abs(int(e)) > MAX_DIGITS for p in parts for e in re.findall(r"[eE]([+-]?\d+)", p)):
+            return None
+        values = [Fraction(p.replace("+-", "-").replace("-+", "-")) for p in parts]
+        return values[0] if len(values) == 1 else values[0] / values[1]
+    except (ValueError, ZeroDivisionError):
         return None
-    return value if math.isfinite(value) else None
 
 
-def _close(a: complex, b: complex) -> bool:
-    return abs(a - b) <= REL_TOL * max(abs(a), abs(b)) or a == b
+def _decimal_places(s: str) -> Optional[tuple[int, int]]:
+    """``(significant digits, exponent of the last digit)`` of a plain decimal with a point
+    (``"1.4142136"`` -> ``(8, -7)``), else None."""
+    t = _compact(s)
+    if "." not in t or not re.fullmatch(_NUMBER, t) or len(t) > MAX_DIGITS:
+        return None
+    sign, digits, exponent = Decimal(t).as_tuple()
+    return len(digits), int(exponent)
+
+
+def _rounds_to(decimal: str, exact) -> bool:
+    """Whether the decimal string ``decimal`` is ``exact`` (a value with no finite decimal
+    expansion: an irrational closed form, or a fraction like 1/3) correctly rounded to its last
+    digit, with at least ``MIN_ROUNDED_DIGITS`` significant digits: ``1.4142136`` for ``\\sqrt{2}``,
+    ``0.333333`` for ``1/3``; not ``3.14`` for ``\\pi``. ``exact`` is a ``Fraction`` or a sympy number."""
+    places = _decimal_places(decimal)
+    if places is None or places[0] < MIN_ROUNDED_DIGITS:
+        return False
+    half = Fraction(1, 2) * Fraction(10) ** places[1]
+    if isinstance(exact, Fraction):
+        q = exact.denominator
+        for f in (2, 5):
+            while q % f == 0:
+                q //= f
+        return q != 1 and abs(Fraction(_compact(decimal)) - exact) <= half
+    import sympy
+
+    if exact.is_Rational:
+        return _rounds_to(decimal, Fraction(int(exact.p), int(exact.q)))
+    if not exact.is_real:
+        return False
+    diff = abs(sympy.Rational(_compact(decimal)) - exact).evalf(places[0] + 20)
+    return bool(diff <= sympy.Rational(half.numerator, half.denominator))
 
 
 # ----------------------------------------------------------------------------- sympy
@@ -223,18 +320,52 @@ def _latex_to_sympy(s: str) -> Optional[str]:
     return None if "\\" in t else t
 
 
+_KNOWN_NAMES = {"sqrt", "sin", "cos", "tan", "log", "exp", "pi", "oo", *_GREEK.split("|")}
+
+
+def _digits_bound(e) -> float:
+    """An upper bound on the decimal digits of the value (and the exact denominator) of the
+    unevaluated sympy expression ``e``, with symbols standing for numbers below 10: what sympy
+    would have to compute. ``inf`` when an exponent is itself beyond a million."""
+    import sympy
+
+    if e.is_Rational:
+        return math.log10(max(abs(int(e.p)), int(e.q), 2))
+    if e.is_Atom:
+        return 1.0
+    if isinstance(e, sympy.Pow):
+        base = _digits_bound(e.base)
+        if e.exp.free_symbols:
+            return (base + 1) * 10
+        x = _digits_bound(e.exp)
+        if x > 6:
+            return math.inf
+        return base * (abs(float(e.exp)) if e.exp.is_Rational else 10.0**x) + 1
+    args = [_digits_bound(a) for a in e.args] or [1.0]
+    if isinstance(e, sympy.Mul):
+        return sum(args)
+    if isinstance(e, sympy.exp):
+        return 10.0 ** args[0] if args[0] <= 6 else math.inf
+    return max(args) + 1  # Add and the functions that do not grow (sin, log, sqrt)
+
+
 def _sympy_expr(s: str):
-    """Parse a normalised answer into a sympy expression; None if unsafe or unparsable.
+    """Parse a normalised answer into an exact sympy expression; None if unsafe, unparsable or not maths.
 
     ``parse_expr`` evaluates Python, so the input is first reduced to a whitelist of
     characters (letters, digits, ``+-*/().`` and spaces) and evaluated with no builtins
-    and only the sympy names below; literal exponents above ``MAX_EXPONENT`` (``9^{9^9}``)
-    are refused on an unevaluated parse before anything is evaluated.
+    and only the sympy names below. Decimals become exact rationals (``0.1`` is 1/10). Words are not
+    maths: a run of three or more letters that is no known name (``triangle``) gives None, as
+    MathRuler refuses more than two unknown letters (else ``silent`` and ``listen`` would be the same
+    product of letters). An expression whose value may have more than ``MAX_DIGITS`` digits
+    (``((10^{60})^{60})^{60}``, ``9^{9^9}``) is refused on an unevaluated parse before anything is
+    evaluated.
     """
     import sympy
     from sympy.parsing.sympy_parser import (
         implicit_multiplication_application,
         parse_expr,
+        rationalize,
         standard_transformations,
     )
 
@@ -245,13 +376,15 @@ def _sympy_expr(s: str):
         return None
     if re.search(r"Symbol|Integer|Float|Rational|Add|Mul|Pow", t):  # our namespace, not the answer's
         return None
+    if any(len(w) >= 3 and w not in _KNOWN_NAMES for w in re.findall(r"[A-Za-z]+", t)):
+        return None
     # a lone letter before "(" is a factor, not a function call: x(x+1) -> x*(x+1)
     t = re.sub(r"(?<![A-Za-z])([A-Za-z])\s*\(", r"\1*(", t)
     names = {
         n: getattr(sympy, n)
         for n in ("Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", *_FUNCTIONS, "pi", "oo")
     }
-    transformations = standard_transformations + (implicit_multiplication_application,)
+    transformations = standard_transformations + (rationalize, implicit_multiplication_application)
 
     def parse(evaluate: bool):
         return parse_expr(
@@ -262,50 +395,149 @@ def _sympy_expr(s: str):
             evaluate=evaluate,
         )
 
-    # innermost powers first, so evaluating an exponent only ever meets checked, small powers
-    powers = [p for p in sympy.preorder_traversal(parse(False)) if isinstance(p, sympy.Pow)]
-    for p in sorted(powers, key=lambda p: sum(isinstance(q, sympy.Pow) for q in sympy.preorder_traversal(p.exp))):
-        if not p.exp.free_symbols and abs(complex(p.exp.evalf())) > MAX_EXPONENT:
-            return None
+    if _digits_bound(parse(False)) > MAX_DIGITS:
+        return None
     return parse(True)
 
 
+def _nonfinite(e) -> bool:
+    """Whether ``e`` holds an infinity or nan."""
+    import sympy
+
+    return e.has(sympy.oo, sympy.S.NegativeInfinity, sympy.zoo, sympy.nan)
+
+
+# the symbols' values: rationals of both signs in 1 < |v| < 3 (so sqrt(x^2) is not x)
+_POINTS = (7, 3), (-13, 5), (11, 7), (-17, 9), (19, 11), (-23, 13)
+
+
+def _values_equal(a, b, digits: int = 40) -> Optional[bool]:
+    """``a == b`` for two sympy numbers, to ``digits - 10`` significant digits; None when either is
+    not a finite number (a pole, an undefined point)."""
+    va, vb = a.evalf(digits), b.evalf(digits)
+    if not (va.is_number and vb.is_number) or _nonfinite(va) or _nonfinite(vb):
+        return None
+    scale = max(1, abs(va), abs(vb))
+    return bool(abs(va - vb) <= scale * 10.0 ** (10 - digits))
+
+
 def _sympy_equal(pred: str, gold: str) -> bool:
-    """Equal under sympy: closed-form numbers within ``REL_TOL``, else ``simplify(a - b) == 0``."""
+    """Equal under sympy, exactly. Closed forms: the same value to 30 significant digits, or a
+    decimal that is the other correctly rounded (:func:`_rounds_to`). With symbols: the same value
+    at six rational points (distinct per symbol; at least three where both are defined) -- a
+    random-point identity test, which unlike ``simplify(a - b) == 0`` cannot hang on
+    ``(x+y+1)^{20}``. Infinity equals only the same infinity."""
     import sympy
 
     a, b = _sympy_expr(pred), _sympy_expr(gold)
     if a is None or b is None:
         return False
-    if not a.free_symbols and not b.free_symbols:
-        return _close(complex(a.evalf()), complex(b.evalf()))
-    return sympy.simplify(a - b) == 0
+    if a == b:
+        return True
+    if _nonfinite(a) or _nonfinite(b):
+        return False
+    symbols = sorted(a.free_symbols | b.free_symbols, key=str)
+    if not symbols:
+        if _values_equal(a, b):
+            return True
+        return _rounds_to(pred, b) or _rounds_to(gold, a)
+    defined = 0
+    for k in range(len(_POINTS)):
+        point = {x: sympy.Rational(*_POINTS[(k + 2 * i) % len(_POINTS)]) for i, x in enumerate(symbols)}
+        same = _values_equal(a.subs(point), b.subs(point))
+        if same is False:
+            return False
+        defined += same is True
+    return defined >= 3
 
 
 def is_equivalent(pred: Any, gold: Any) -> bool:
     """Whether two maths answers are equal; never raises, False on garbage.
 
-    After :func:`_normalize`: exact string match; else, when both are plain numbers
-    (``7``, ``3.0``, ``1e3``, ``3/4``, ``\\frac{3}{4}``), equality within relative tolerance
-    1e-6 (unreduced fractions count by value); else symbolic equality with sympy (see
+    After :func:`_normalize`: exact (or case-insensitive) string match; a unit on both sides must
+    be the same (``5 s`` is not ``5 min``; ``12 cm`` is ``12``); lists compare item by item (tuples
+    and intervals in order, with the same brackets; sets ``{}`` and bare lists ``1, 2`` in any
+    order); plain numbers (``7``, ``3.0``, ``1e3``, ``3/4``, ``\\frac{3}{4}``) compare exactly
+    (unreduced fractions count by value; ``1000001`` is not ``1000000``), except that a decimal of at
+    least six significant digits counts for a value with no finite decimal expansion when it is that
+    value correctly rounded (``0.333333`` for ``1/3``); else exact symbolic equality with sympy (see
     :func:`_sympy_equal`), e.g. ``2\\sqrt{2}`` == ``\\sqrt{8}``, ``x^2+2x+1`` == ``(x+1)^2``.
     Expressions over ``MAX_SYMPY_CHARS`` characters only get the string and number checks.
-    Tuples, intervals, sets and equations are compared as strings only.
     """
     try:
         if pred is None or gold is None:
             return False
         p, g = _normalize(str(pred)), _normalize(str(gold))
-        if not p or not g:
-            return False
-        if p == g or p.replace(" ", "") == g.replace(" ", ""):
-            return True
-        pn, gn = _to_number(p), _to_number(g)
-        if pn is not None and gn is not None:
-            return _close(pn, gn)
-        return bool(_sympy_equal(p, g))
+        return bool(p and g) and _equal(p, g, 0)
     except Exception:  # sympy raises many kinds of errors on odd input: not equal
         return False
+
+
+def _equal(p: str, g: str, depth: int) -> bool:
+    """:func:`is_equivalent` of two normalised answers."""
+    if _compact(p) == _compact(g) or p.casefold() == g.casefold():
+        return True
+    (pv, p), (gv, g) = _variable(p), _variable(g)
+    if pv and gv and pv != gv:  # x = 3 is not y = 3
+        return False
+    (p, pu), (g, gu) = _split_unit(p), _split_unit(g)
+    if pu and gu and pu.rstrip("s") != gu.rstrip("s"):
+        return False
+    if (pv or gv or pu or gu) and _compact(p) == _compact(g):
+        return True
+    lp, lg = _items(p), _items(g)
+    if lp is not None or lg is not None:
+        return lp is not None and lg is not None and depth < 4 and _items_equal(lp, lg, depth + 1)
+    pn, gn = _to_number(p), _to_number(g)
+    if pn is not None and gn is not None:
+        return pn == gn or _rounds_to(p, gn) or _rounds_to(g, pn)
+    return bool(_sympy_equal(p, g))
+
+
+_OPEN, _CLOSE = "([{", ")]}"
+
+
+def _items(s: str) -> Optional[tuple[str, list[str], str]]:
+    """``(open, items, close)`` for a bracketed or bare comma-separated list of at least two items
+    (``(1, 2]`` -> ``("(", ["1", "2"], "]")``; ``1, 2`` -> ``("", ["1", "2"], "")``); None otherwise.
+    Commas inside nested brackets do not split."""
+    depth, cuts, closes_at = 0, [], None
+    for i, c in enumerate(s):
+        if c in _OPEN:
+            depth += 1
+        elif c in _CLOSE:
+            depth -= 1
+            if depth == 0 and closes_at is None:
+                closes_at = i
+        elif c == "," and depth == 0:
+            cuts.append(i)
+        if depth < 0:
+            return None
+    wrapped = not cuts and len(s) > 1 and s[0] in _OPEN and closes_at == len(s) - 1
+    if wrapped:
+        inner = _items(s[1:-1])
+        if inner is None or inner[0]:  # "(5)" is no list; "((1, 2))" is not taken apart here
+            return None
+        return s[0], inner[1], s[-1]
+    if not cuts:
+        return None
+    bounds = [-1, *cuts, len(s)]
+    return "", [s[bounds[k] + 1 : bounds[k + 1]].strip() for k in range(len(bounds) - 1)], ""
+
+
+def _items_equal(a: tuple[str, list[str], str], b: tuple[str, list[str], str], depth: int) -> bool:
+    (ao, ai, ac), (bo, bi, bc) = a, b
+    if (ao, ac) != (bo, bc) or len(ai) != len(bi) or not all(ai) or not all(bi):
+        return False
+    if ao in ("{", ""):  # sets and bare lists: any order
+        left = list(bi)
+        for x in ai:
+            hit = next((k for k, y in enumerate(left) if _equal(x, y, depth)), None)
+            if hit is None:
+                return False
+            left.pop(hit)
+        return True
+    return all(_equal(x, y, depth) for x, y in zip(ai, bi))
 
 
 def _text_equal(pred: Any, gold: Any) -> bool:
@@ -323,7 +555,7 @@ _LETTER_LEAD = re.compile(r"^(?:\(\s*([A-Za-z])\s*\)|([A-Za-z])\s*[.:)])\s")  # 
 # "The answer is B", "answer: (c)", "the correct option is b." -- a lowercase letter counts only
 # in parentheses or at the very end, so "the answer is a triangle" is not read as "A"
 _LETTER_PHRASE = re.compile(
-    r"(?i:answer|option|choice)\s*(?:(?i:is)\s*:?|:)?\s*(?:\(\s*([A-Za-z])\s*\)|([A-Z])\b|([a-z])\s*[.)]?\s*$)"
+    r"(?i:answer|option|choice)\s*+(?:(?i:is)\s*+:?|:)?\s*+(?:\(\s*+([A-Za-z])\s*+\)|([A-Z])\b|([a-z])\s*+[.)]?\s*+$)"
 )
 
 
@@ -335,17 +567,33 @@ def _choices_dict(choices: Any) -> dict[str, str]:
     return {chr(ord("A") + i): str(v) for i, v in enumerate(choices)}
 
 
-def _letter(text: str) -> Optional[str]:
-    """The option letter a response names, upper-cased, or None."""
+# any other option letter a response also names: "(B)", "B)", "B.", "B:" or "or B" / "and B" / "/ B"
+_LETTER_MARKS = re.compile(r"\(\s*([A-Z])\s*\)|(?<![A-Za-z])([A-Z])[.:)](?!\w)|\b(?:or|and)\s+([A-Z])\b|/\s*([A-Z])\b")
+
+
+def _letter(text: str, letters: Optional[set[str]] = None) -> Optional[str]:
+    """The option letter a response names, upper-cased, or None. A response that names more than one
+    option letter (``(A) or (B)``, ``A. 10, B. 12``, every option listed) names none: hedging is not an
+    answer (the reward hack of Visual-RFT issue #79). ``letters``, the options' letters when known,
+    limits what counts as a letter (so the "I" of "I think B" is not one)."""
     text = _normalize(text)
     if m := _LETTER_ONLY.fullmatch(text):
         return m.group(1).upper()
+    found = None
     if m := _LETTER_LEAD.match(text + " "):
-        return (m.group(1) or m.group(2)).upper()
-    matches = list(_LETTER_PHRASE.finditer(text))
-    if matches:
-        return next(g for g in matches[-1].groups() if g).upper()
-    return None
+        found = (m.group(1) or m.group(2)).upper()
+    else:
+        matches = [g for m in _LETTER_PHRASE.finditer(text) for g in m.groups() if g]
+        matches = [x.upper() for x in matches if letters is None or x.upper() in letters]
+        found = matches[-1] if matches else None
+        if found is None and letters:  # "The answer is I think B": the one option letter standing alone
+            alone = {x for x in re.findall(r"\b([A-Z])\b", text) if x in letters}
+            found = alone.pop() if len(alone) == 1 else None
+    if found is None:
+        return None
+    named = {g for m in _LETTER_MARKS.finditer(text) for g in m.groups() if g}
+    named = {x for x in named if (x in letters if letters else x != "I")}
+    return found if named <= {found} else None
 
 
 def _letter_from_text(text: str, options: dict[str, str]) -> Optional[str]:
@@ -366,12 +614,15 @@ def match_choice(pred: Any, gold: Any, choices: Any = None) -> bool:
         if pred is None or gold is None:
             return False
         options = _choices_dict(choices)
-        gold_letter = _letter(str(gold))
+        letters = set(options) or None
+        gold_letter = _letter(str(gold), letters)
         if gold_letter is None and options:
             gold_letter = _letter_from_text(str(gold), options)
         if gold_letter is None:
             return _text_equal(pred, gold) or is_equivalent(pred, gold)
-        pred_letter = _letter(str(pred))
+        # an option's own text first ("a" for the option "a" is that option, not letter A)
+        exact = [k for k, v in options.items() if _text_equal(pred, v)]
+        pred_letter = exact[0] if len(exact) == 1 else _letter(str(pred), letters)
         if pred_letter is None and options:
             pred_letter = _letter_from_text(str(pred), options)
         return pred_letter == gold_letter
@@ -431,8 +682,10 @@ def score_accuracy(response: str, meta: Mapping) -> float:
     pred = extract_answer(response)
     if pred is None:
         return 0.0
-    kind = meta.get("answer_type") or ("choice" if meta.get("choices") else "numeric")
     golds = meta["answer"] if isinstance(meta["answer"], (list, tuple)) else [meta["answer"]]
+    # auto: a choice when options are given or every gold is an option letter ("B", "(B)")
+    lettered = all(re.fullmatch(r"\(?\s*[A-Z]\s*\)?", str(g).strip()) for g in golds)
+    kind = meta.get("answer_type") or ("choice" if meta.get("choices") or lettered else "numeric")
     if kind == "choice":
         ok = any(match_choice(pred, g, meta.get("choices")) for g in golds)
     elif kind == "text":

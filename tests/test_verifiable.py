@@ -79,6 +79,35 @@ def test_long_garbage_is_handled():
         (r"\sqrt{2}", "1.4142136"),  # closed form vs decimal within 1e-6
         (r"-\frac{1}{2}", "-0.5"),
         (7, "7"),  # non-string gold from a dataset
+        # kinds a break-test found wrong: mixed numbers (read as products, spaces deleted)
+        (r"2\frac{1}{2}", "5/2"),
+        ("2 1/2", "5/2"),
+        (r"3\tfrac14", "3.25"),
+        (r"-2\frac{1}{2}", "-2.5"),
+        (r"1\frac{1}{2}\text{ cups}", r"\frac{3}{2}"),
+        # ... normalisation that mangled right answers
+        ("(1, 100)", "(1,100)"),  # a comma in a tuple is no thousands separator
+        (r"\{1, 100\}", r"\{1,100\}"),
+        ("1{,}000", "1000"),
+        (r"\begin{pmatrix} 1 \\ 2 \end{pmatrix}", r"\begin{pmatrix}1\\2\end{pmatrix}"),  # a row break is kept
+        (r"5\text{cm}", "5"),
+        ("5cm", "5"),
+        (r"12\mathrm{m}^2", "12"),
+        (r"\text{\frac12}", "0.5"),
+        ("{1,2}", r"\{1,2\}"),
+        (r"3 \text{ and } 4", "3, 4"),
+        (r"(\frac12, 3)", "(0.5, 3)"),  # tuples item by item
+        ("2, 1", "1, 2"),  # a bare list of answers in any order
+        (r"\{2, 1\}", r"\{1, 2\}"),
+        ("Yes", "yes"),
+        ("2\u03c0", r"2\pi"),
+        ("\u221e", r"\infty"),
+        ("\u22125", "-5"),
+        ("10 percent", r"10\%"),
+        (r"x \in [1, 2]", "[1,2]"),
+        ("**7**", "7"),
+        ("2^{100}", "1267650600228229401496703205376"),  # refused before: exponent over 64
+        ("0.333333", "1/3"),  # six significant digits, correctly rounded, of a non-terminating value
     ],
 )
 def test_equivalent(pred, gold):
@@ -101,10 +130,64 @@ def test_equivalent(pred, gold):
         (None, "1"),
         ("x^", "x"),
         (r"\sqrt", "2"),
+        # kinds a break-test found wrong: infinity and overflow equal to every number
+        (r"\infty", "5"),
+        (r"\infty", "0"),
+        (r"\infty", r"\frac34"),
+        (r"-\infty", r"2\sqrt3"),
+        (r"\infty", r"-\infty"),
+        (r"(10^{60})^{6}", "42"),
+        ("1e400", "2e400"),
+        ("1e-400", "0"),
+        # ... a relative tolerance that passed wrong answers
+        ("1000001", "1000000"),
+        ("3628801", "3628800"),
+        ("1073741823", "2^{30}"),
+        ("12345678901234567891", "12345678901234567890"),
+        ("0.333", "1/3"),  # too few digits to stand for 1/3
+        ("3.14", r"\pi"),
+        # ... words handed to sympy as products of letters
+        ("integral", "triangle"),
+        ("silent", "listen"),
+        ("felt", "left"),
+        # ... mixed numbers and deleted spaces
+        (r"1\frac{1}{2}", r"\frac12"),
+        (r"2\frac12", "1"),
+        ("2 1/2", "10.5"),
+        ("2 3", "23"),
+        # ... units and variables stripped on both sides
+        ("5 s", "5 min"),
+        (r"\frac32", r"\frac{3}{2} g"),  # g may be gravity here, not grams
+        ("x=3", "y=3"),
+        # ... lists and symbols
+        ("(2, 1)", "(1, 2)"),  # tuples keep their order
+        ("(1,2)", "(1,2]"),
+        ("1100", "(1,100)"),
+        (r"\sqrt{x^2}", "x"),  # not for negative x
     ],
 )
 def test_not_equivalent(pred, gold):
     assert not is_equivalent(pred, gold)
+    assert not is_equivalent(gold, pred)
+
+
+@pytest.mark.parametrize(
+    "pred, gold",
+    [
+        (r"((((10^{60})^{60})^{60})^{60})", "1"),  # a power tower under the old exponent limit: 13-22 s
+        (r"\frac{(x+y+1)^{20}}{(x-y+2)^{20}}", "x"),  # simplify(a - b) took 25 s
+        ("(a+b+c)^{20}", "(a+b+c+1)^{20}"),
+        ("1" * 400 + "/" + "1" * 400 + "x", "1"),  # cubic backtracking in the number pattern
+        ("2^" + " " * 40_000 + "x", "1"),  # quadratic regexes on long runs of spaces
+        ("answer" + " " * 50_000 + "!", "A"),
+        (" " * 20_000 + "percent", "1"),
+    ],
+)
+def test_inputs_that_hung_are_answered(pred, gold):
+    """Each took seconds to minutes before (a break-test's cases); each is refused or decided at
+    once now. Not timed here: a regression shows as a hung test."""
+    assert not is_equivalent(pred, gold) and not match_choice(pred, gold)
+    assert format_ok("<" + " " * 20_000 + "think>") is False
 
 
 # ----------------------------------------------------------------------------- multiple choice
@@ -133,6 +216,15 @@ CHOICES = {"A": "triangle", "B": "square", "C": "0.5", "D": "circle"}
         ("circle", "B", CHOICES, False),
         ("the answer is a triangle", "A", None, False),  # "a" is an article here
         ("", "A", None, False),
+        ("**B**", "B", None, True),
+        # hedging names no answer (the reward hack of Visual-RFT issue #79)
+        ("(A) or (B)", "A", None, False),
+        ("The answer is A or B", "A", None, False),
+        ("A. 10, B. 12", "A", ["10", "12", "14", "16"], False),
+        ("(A) 10 (B) 12 (C) 14 (D) 16", "A", ["10", "12", "14", "16"], False),
+        ("A/B", "A", None, False),
+        ("a", "B", {"A": "2a", "B": "a"}, True),  # an option's own text, not the letter A
+        ("The answer is I think B", "B", ["1", "2"], True),  # "I" is no option letter here
     ],
 )
 def test_match_choice(pred, gold, choices, expected):
@@ -225,6 +317,24 @@ def test_verifiable_weighting(weight):
     expected = (1 - weight) * out["accuracy"] + weight * out["format"]
     torch.testing.assert_close(out["verifiable"], expected)
     torch.testing.assert_close(out["verifiable"][:4], torch.tensor([1.0, 1 - weight, weight, 0.0]))
+
+
+def test_the_answer_block_wins_over_a_box_in_the_reasoning():
+    """The format rule reads <answer>; accuracy read a \\boxed{} inside <think> instead."""
+    assert extract_answer(r"<think>maybe \boxed{3}?</think><answer>5</answer>") == "5"
+    out = AccuracyReward()(
+        [r"<think>maybe \boxed{3}?</think><answer>5</answer>", r"<think>\boxed{5}</think><answer>3</answer>"],
+        ["q", "q"],
+        [{"answer": "5"}, {"answer": "5"}],
+    )
+    assert out["accuracy"].tolist() == [1.0, 0.0]
+
+
+def test_a_lone_letter_gold_is_a_choice_without_answer_type():
+    out = AccuracyReward()(
+        ["<think>a</think><answer>B)</answer>", r"\boxed{(A) or (B)}"], ["q"] * 2, [{"answer": "B"}] * 2
+    )
+    assert out["accuracy"].tolist() == [1.0, 0.0]
 
 
 def test_multiple_gold_answers():
