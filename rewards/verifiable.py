@@ -14,7 +14,7 @@ The conventions follow the R1-style VLM recipes, re-implemented here:
   (drop ``$``, ``\\text{}``, ``%``, units, ``^\\circ``, properly formatted thousands commas,
   ``a and b`` as a list, mixed numbers ``2 1/2`` as sums), tuples compared item by item, and no
   sympy for words (more than two unknown letters). Equality is exact: numbers as fractions,
-  closed forms to 30 digits, expressions with symbols at six rational points (an identity test
+  closed forms to 40 digits, expressions with symbols at eight rational points (an identity test
   that cannot hang the way ``sympy.simplify(a - b) == 0`` can on ``(x+y+1)^{20}``), with size
   guards on what sympy may evaluate (power towers, huge literals).
 
@@ -113,17 +113,44 @@ def extract_answer(text: Any) -> Optional[str]:
 # ----------------------------------------------------------------------------- normalisation
 
 _WRAPPER = re.compile(r"\\(?:text|textbf|textit|textrm|mathrm|mathbf|mathit|mbox|boxed)\s*+(?=\{)")
-_UNITS = (
-    "mm|cm|km|kg|mg|ml|sec|second|min|minute|hr|hour|day|week|month|year|"
-    "ft|foot|feet|inch|yard|mile|meter|centimeter|kilometer|millimeter|gram|kilogram|"
-    "liter|litre|degree|radian|unit|dollar|cent|point|people|person|student|apple|cup"
-)
-_SHORT_UNITS = "m|g|s"  # one letter: a unit only after a digit and a space (3/2 g may be gravity)
+# unit words (plural -s / -es allowed for those of three letters or more) -> one spelling each
+_UNIT_NAMES = {
+    **dict.fromkeys(("mm", "millimeter", "millimetre"), "mm"),
+    **dict.fromkeys(("cm", "centimeter", "centimetre"), "cm"),
+    **dict.fromkeys(("km", "kilometer", "kilometre"), "km"),
+    **dict.fromkeys(("m", "meter", "metre"), "m"),
+    **dict.fromkeys(("mg", "milligram"), "mg"),
+    **dict.fromkeys(("g", "gram"), "g"),
+    **dict.fromkeys(("kg", "kilogram"), "kg"),
+    **dict.fromkeys(("ml", "milliliter", "millilitre"), "ml"),
+    **dict.fromkeys(("liter", "litre"), "l"),
+    **dict.fromkeys(("s", "sec", "second"), "s"),
+    **dict.fromkeys(("min", "minute"), "min"),
+    **dict.fromkeys(("h", "hr", "hour"), "h"),
+    **dict.fromkeys(("ft", "foot", "feet"), "ft"),
+    **{u: u for u in ("day", "week", "month", "year", "inch", "yard", "mile", "degree", "radian", "unit")},
+    **{u: u for u in ("dollar", "cent", "point", "people", "person", "student", "apple", "cup")},
+}
+_UNITS = "|".join(sorted((u for u in _UNIT_NAMES if len(u) > 1), key=len, reverse=True))
+_SHORT_UNITS = "m|g|s|h"  # one letter: a unit only after a digit and a space (3/2 g may be gravity)
 _TRAILING_UNIT = re.compile(
-    rf"(?:(?<=[\d}}).])\s*+(?:(?:sq|square|cubic)\s++)?(?P<u>{_UNITS})|(?<=\d)\s++(?P<s>{_SHORT_UNITS}))"
-    rf"(?:e?s)?(?:\^\{{?[23]\}}?)?(?:\s*+/\s*+(?:s|sec|h|hr|hour|min))?$",
+    rf"(?:(?:(?<=[\d}}).])|(?<=\\pi))\s*+(?:(?:sq|square|cubic)\s++)?(?P<u>{_UNITS})|(?<=\d)\s++(?P<s>{_SHORT_UNITS}))"
+    rf"(?P<pl>e?s)?(?P<pow>\^\{{?[23]\}}?)?(?P<per>\s*+/\s*+(?:s|sec|h|hr|hour|min))?$",
     re.I,
 )
+_UNICODE = {
+    "\u2212": "-",
+    "\u2013": "-",
+    "\u03c0": "\\pi",
+    "\u221e": "\\infty",
+    "\u221a": "\\sqrt",
+    "\u00d7": "\\times",
+    "\u00bd": "\\frac{1}{2}",
+    "\u2264": "\\le",
+    "\u2265": "\\ge",
+    "\u2260": "\\ne",
+}  # minus, dash, pi, ...
+_SCALES = {"thousand": "e3", "million": "e6", "billion": "e9"}
 _WHOLE_THOUSANDS = re.compile(r"[+-]?\d{1,3}(?:,\d{3})++(?:\.\d+)?")  # 1,000,000 (the whole answer only)
 
 
@@ -153,10 +180,15 @@ def _normalize(s: str) -> str:
     escaped set braces ``\\{ \\}`` become ``{ }`` and ``a and b`` becomes ``a, b``. Units are split off
     later (:func:`_split_unit`), so ``5 s`` and ``5 min`` stay apart.
     """
-    s = s.strip().replace("\u2212", "-").replace("\u03c0", "\\pi").replace("\u221e", "\\infty")  # -, pi, infinity
+    for u, latex in _UNICODE.items():
+        s = s.replace(u, latex)
+    s = s.strip()
     s = re.sub(r"\*\*(.+?)\*\*", r"\1", s)  # markdown bold
     s = s.replace("\\$", "").replace("$", "")
-    s = re.sub(r"\\%|%|(?<!\s)\s*+\bpercent\b", "", s)
+    s = re.sub(r"\\%|%|(?<=\d)\s*+percent\b", "", s)
+    s = re.sub(r"(?<=\d)\s*+(thousand|million|billion)\b", lambda m: _SCALES[m.group(1)], s)  # 2 million
+    s = re.sub(r"\\(ge|le|ne)q(?![A-Za-z])", r"\\\1", s)  # \geq -> \ge
+    s = re.sub(r"^\\pm\s*+(.+)$", r"\1, -(\1)", s.strip())  # \pm 2: both
     s = re.sub(r"\\(?:left|right)(?![A-Za-z])", "", s)
     s = re.sub(r"(?<=\d)(?:\{,\}|\\,)(?=\d{3})", "", s)  # 1{,}000, 1\,000
     s = re.sub(r"(?<!\\)\\[!,;:]|(?<!\\)\\ |~", " ", s)
@@ -174,7 +206,7 @@ def _normalize(s: str) -> str:
     s = s.strip().rstrip(".").strip()
     if _WHOLE_THOUSANDS.fullmatch(s):
         s = s.replace(",", "")
-    s = re.sub(r"^[A-Za-z]\s*+\\in\s++", "", s)  # x \in [1, 2]
+    s = re.sub(r"^[A-Za-z]\s*+\\in(?![A-Za-z])\s*+", "", s)  # x \in [1, 2]
     return " ".join(s.split()).rstrip(".").strip()
 
 
@@ -185,8 +217,8 @@ def _compact(s: str) -> str:
 
 
 def _variable(s: str) -> tuple[Optional[str], str]:
-    """``("x", "3")`` for ``x = 3``, else ``(None, s)``."""
-    m = re.fullmatch(r"([A-Za-z])\s*+=\s*+([^=]+)", s)
+    """``("x", "3")`` for ``x = 3`` (also ``AB = 5``, ``x_1 = 2``), else ``(None, s)``."""
+    m = re.fullmatch(r"([A-Za-z]{1,2}|[A-Za-z]_\{?\w+\}?)\s*+=\s*+([^=<>]+)", s)  # MathRuler: up to two letters
     return (m.group(1), m.group(2).strip()) if m else (None, s)
 
 
@@ -196,8 +228,12 @@ def _split_unit(s: str) -> tuple[str, Optional[str]]:
     m = _TRAILING_UNIT.search(s)
     if m is None or m.start() == 0:
         return s, None
-    unit = (m.group("u") or m.group("s")).lower()
-    return s[: m.start()].strip(), unit
+    word = (m.group("u") or m.group("s")).lower()
+    if m.group("pl") and len(word) < 3 and word != "hr":  # "ms" is not metres
+        return s, None
+    power = re.sub(r"\D", "", m.group("pow") or "")
+    per = (m.group("per") or "").replace(" ", "").lower()
+    return s[: m.start()].strip(), _UNIT_NAMES.get(word, word) + (f"^{power}" if power else "") + per
 
 
 _NUMBER = r"[+-]?(?:\d++(?:\.\d*+)?|\.\d++)(?:[eE][+-]?\d++)?"  # unambiguous: linear on long digit runs
@@ -264,8 +300,9 @@ def _rounds_to(decimal: str, exact) -> bool:
 
 # ----------------------------------------------------------------------------- sympy
 
-_FUNCTIONS = ("sqrt", "sin", "cos", "tan", "log", "exp")
-_GREEK = "alpha|beta|gamma|delta|theta|lambda|mu|sigma|phi|omega"
+_FUNCTIONS = ("sqrt", "sin", "cos", "tan", "asin", "acos", "atan", "log", "exp", "factorial")
+_GREEK = "alpha|beta|gamma|delta|theta|lamda|mu|sigma|phi|omega"  # lamda: sympy's spelling (lambda is Python's)
+_TRIG = "sin|cos|tan"
 
 
 def _latex_arg(s: str, i: int) -> tuple[Optional[str], int]:
@@ -288,6 +325,15 @@ def _latex_to_sympy(s: str) -> Optional[str]:
     ``((x)**(1/(n)))``, ``^`` -> ``**``, ``\\cdot``/``\\times`` -> ``*``, ``\\pi`` -> ``pi``;
     ``\\sin``, ``\\ln`` etc. lose their backslash; other braces become parentheses.
     """
+    s = re.sub(r"\\(?:cdot|times)(?![A-Za-z])", "*", s)  # also before a command: 2\cdot\sqrt{3}
+    s = re.sub(r"\\lambda(?![A-Za-z])", lambda m: "\\lamda", s)
+    s = re.sub(rf"\\({_TRIG})\s*+\^\s*+\{{\s*+-1\s*+\}}", r"\\a\1", s)  # \sin^{-1} is arcsin
+    # a function's argument without brackets is one term: \sin x \cos x = sin(x) cos(x), \sin 2x = sin(2x)
+    s = re.sub(
+        rf"\\(a?(?:{_TRIG})|ln|log|exp)\s*+([0-9.]*+(?:[A-Za-z]|\\[A-Za-z]+)?)(?![A-Za-z(\[{{^_])",
+        lambda m: f"\\{m.group(1)}({m.group(2)})" if m.group(2) else m.group(0),
+        s,
+    )
     out, i = [], 0
     while i < len(s):
         if s.startswith("\\frac", i):
@@ -315,12 +361,15 @@ def _latex_to_sympy(s: str) -> Optional[str]:
     t = re.sub(r"\\div(?![A-Za-z])", "/", t)
     t = re.sub(r"\\infty(?![A-Za-z])", "oo", t)
     t = re.sub(r"\\ln(?![A-Za-z])", "log", t)
-    t = re.sub(rf"\\(pi|sin|cos|tan|log|exp|{_GREEK})(?![A-Za-z])", r" \1 ", t)
+    t = re.sub(rf"\\(pi|a?(?:{_TRIG})|log|exp|{_GREEK})(?![A-Za-z])", r" \1 ", t)
+    t = re.sub(r"(?<![A-Za-z])e\s*+\^", "E^", t)  # e^{x}: Euler's number
+    t = re.sub(r"([A-Za-z])_\{?([0-9]+)\}?", r"\1\2", t)  # x_1, x_{12} -> the symbol x1, x12
+    t = re.sub(r"(\d+)\s*+!", r"factorial(\1)", t)
     t = t.replace("^", "**").replace("{", "(").replace("}", ")")
     return None if "\\" in t else t
 
 
-_KNOWN_NAMES = {"sqrt", "sin", "cos", "tan", "log", "exp", "pi", "oo", *_GREEK.split("|")}
+_KNOWN_NAMES = {*_FUNCTIONS, "pi", "oo", *_GREEK.split("|")}
 
 
 def _digits_bound(e) -> float:
@@ -332,15 +381,15 @@ def _digits_bound(e) -> float:
     if e.is_Rational:
         return math.log10(max(abs(int(e.p)), int(e.q), 2))
     if e.is_Atom:
-        return 1.0
+        return 0.5  # a symbol (evaluated below 3.2), pi, E
     if isinstance(e, sympy.Pow):
-        base = _digits_bound(e.base)
-        if e.exp.free_symbols:
-            return (base + 1) * 10
-        x = _digits_bound(e.exp)
-        if x > 6:
+        base, x = _digits_bound(e.base), _digits_bound(e.exp)
+        if x > 6:  # an exponent beyond a million (10^{x^{20}} too: x^{20} may be 10^{10})
             return math.inf
         return base * (abs(float(e.exp)) if e.exp.is_Rational else 10.0**x) + 1
+    if isinstance(e, sympy.factorial):
+        n = e.args[0]
+        return math.lgamma(int(n) + 1) / math.log(10) + 1 if n.is_Integer and 0 <= int(n) <= 2000 else math.inf
     args = [_digits_bound(a) for a in e.args] or [1.0]
     if isinstance(e, sympy.Mul):
         return sum(args)
@@ -374,15 +423,30 @@ def _sympy_expr(s: str):
     t = _latex_to_sympy(s)
     if t is None or not t.strip() or not re.fullmatch(r"[0-9A-Za-z+\-*/(). ]*", t):
         return None
-    if re.search(r"Symbol|Integer|Float|Rational|Add|Mul|Pow", t):  # our namespace, not the answer's
+    if re.search(r"Symbol|Integer|Float|Rational|Number|Add|Mul|Pow", t):  # our namespace, not the answer's
         return None
     if any(len(w) >= 3 and w not in _KNOWN_NAMES for w in re.findall(r"[A-Za-z]+", t)):
+        return None
+    if any(int(x) > MAX_DIGITS for x in re.findall(r"\d[eE][+-]?(\d+)", t)):  # 1e9999999 is built before parsing ends
         return None
     # a lone letter before "(" is a factor, not a function call: x(x+1) -> x*(x+1)
     t = re.sub(r"(?<![A-Za-z])([A-Za-z])\s*\(", r"\1*(", t)
     names = {
         n: getattr(sympy, n)
-        for n in ("Symbol", "Integer", "Float", "Rational", "Add", "Mul", "Pow", *_FUNCTIONS, "pi", "oo")
+        for n in (
+            "Symbol",
+            "Integer",
+            "Float",
+            "Rational",
+            "Number",
+            "Add",
+            "Mul",
+            "Pow",
+            *_FUNCTIONS,
+            "pi",
+            "oo",
+            "E",
+        )
     }
     transformations = standard_transformations + (rationalize, implicit_multiplication_application)
 
@@ -407,27 +471,38 @@ def _nonfinite(e) -> bool:
     return e.has(sympy.oo, sympy.S.NegativeInfinity, sympy.zoo, sympy.nan)
 
 
-# the symbols' values: rationals of both signs in 1 < |v| < 3 (so sqrt(x^2) is not x)
-_POINTS = (7, 3), (-13, 5), (11, 7), (-17, 9), (19, 11), (-23, 13)
+def _points(n_symbols: int, k: int) -> list:
+    """The ``k``-th test point for ``n_symbols`` symbols: distinct rationals with 1 < |v| < 3, signs
+    mixed between symbols and points (so sqrt(x^2) is not x, nor sqrt(x^2 y^2) xy), seeded."""
+    import random
+
+    import sympy
+
+    rng = random.Random(9973 * k + n_symbols)
+    return [sympy.Rational(rng.choice((-1, 1)) * rng.randint(10_001, 29_999), 10_000) for _ in range(n_symbols)]
 
 
-def _values_equal(a, b, digits: int = 40) -> Optional[bool]:
-    """``a == b`` for two sympy numbers, to ``digits - 10`` significant digits; None when either is
-    not a finite number (a pole, an undefined point)."""
-    va, vb = a.evalf(digits), b.evalf(digits)
+def _values_equal(a, b) -> Optional[bool]:
+    """``a == b`` for two sympy numbers: exactly when both are rational, else to 40 significant digits
+    beyond their size (``2^{100} + \\sqrt2`` is not ``2^{100} - 1 + \\sqrt2``), with no absolute
+    tolerance (``10^{-35} \\sqrt2`` is not 0); None when either is not a finite number."""
+    if a.is_Rational and b.is_Rational:
+        return bool(a == b)
+    digits = 40 + int(max(_digits_bound(a), _digits_bound(b), 0))
+    va, vb = a.evalf(digits, chop=True), b.evalf(digits, chop=True)
     if not (va.is_number and vb.is_number) or _nonfinite(va) or _nonfinite(vb):
         return None
-    scale = max(1, abs(va), abs(vb))
-    return bool(abs(va - vb) <= scale * 10.0 ** (10 - digits))
+    if va == 0 or vb == 0:
+        return bool(va == vb)
+    return bool(abs(va - vb) <= max(abs(va), abs(vb)) * 10.0 ** (10 - digits))
 
 
 def _sympy_equal(pred: str, gold: str) -> bool:
-    """Equal under sympy, exactly. Closed forms: the same value to 30 significant digits, or a
+    """Equal under sympy, exactly. Closed forms: the same value (:func:`_values_equal`), or a
     decimal that is the other correctly rounded (:func:`_rounds_to`). With symbols: the same value
-    at six rational points (distinct per symbol; at least three where both are defined) -- a
+    at eight rational points (:func:`_points`; at least four where both are defined) -- a
     random-point identity test, which unlike ``simplify(a - b) == 0`` cannot hang on
     ``(x+y+1)^{20}``. Infinity equals only the same infinity."""
-    import sympy
 
     a, b = _sympy_expr(pred), _sympy_expr(gold)
     if a is None or b is None:
@@ -442,13 +517,13 @@ def _sympy_equal(pred: str, gold: str) -> bool:
             return True
         return _rounds_to(pred, b) or _rounds_to(gold, a)
     defined = 0
-    for k in range(len(_POINTS)):
-        point = {x: sympy.Rational(*_POINTS[(k + 2 * i) % len(_POINTS)]) for i, x in enumerate(symbols)}
+    for k in range(8):
+        point = dict(zip(symbols, _points(len(symbols), k)))
         same = _values_equal(a.subs(point), b.subs(point))
         if same is False:
             return False
         defined += same is True
-    return defined >= 3
+    return defined >= 4
 
 
 def is_equivalent(pred: Any, gold: Any) -> bool:
@@ -480,9 +555,14 @@ def _equal(p: str, g: str, depth: int) -> bool:
     (pv, p), (gv, g) = _variable(p), _variable(g)
     if pv and gv and pv != gv:  # x = 3 is not y = 3
         return False
+    if p.count("=") == 1 and g.count("=") == 1:  # equations: the same left - right, up to sign
+        (pl, pr), (gl, gr) = p.split("="), g.split("=")
+        left = f"({pl})-({pr})"
+        return _sympy_equal(left, f"({gl})-({gr})") or _sympy_equal(left, f"({gr})-({gl})")
     (p, pu), (g, gu) = _split_unit(p), _split_unit(g)
-    if pu and gu and pu.rstrip("s") != gu.rstrip("s"):
+    if pu and gu and pu != gu:
         return False
+    p, g = (x.replace(",", "") if _WHOLE_THOUSANDS.fullmatch(x) else x for x in (p, g))  # 1,000 cm; x = 1,000
     if (pv or gv or pu or gu) and _compact(p) == _compact(g):
         return True
     lp, lg = _items(p), _items(g)
@@ -499,30 +579,27 @@ _OPEN, _CLOSE = "([{", ")]}"
 
 def _items(s: str) -> Optional[tuple[str, list[str], str]]:
     """``(open, items, close)`` for a bracketed or bare comma-separated list of at least two items
-    (``(1, 2]`` -> ``("(", ["1", "2"], "]")``; ``1, 2`` -> ``("", ["1", "2"], "")``); None otherwise.
-    Commas inside nested brackets do not split."""
-    depth, cuts, closes_at = 0, [], None
+    (``(1, 2]`` -> ``("(", ["1", "2"], "]")``; ``1, 2`` -> ``("", ["1", "2"], "")``); None otherwise
+    (``(5)`` is no list). Commas inside nested brackets do not split. One pass: deep nesting is linear."""
+    depth, top, inner, first_close = 0, [], [], None
     for i, c in enumerate(s):
         if c in _OPEN:
             depth += 1
         elif c in _CLOSE:
             depth -= 1
-            if depth == 0 and closes_at is None:
-                closes_at = i
-        elif c == "," and depth == 0:
-            cuts.append(i)
-        if depth < 0:
-            return None
-    wrapped = not cuts and len(s) > 1 and s[0] in _OPEN and closes_at == len(s) - 1
-    if wrapped:
-        inner = _items(s[1:-1])
-        if inner is None or inner[0]:  # "(5)" is no list; "((1, 2))" is not taken apart here
-            return None
-        return s[0], inner[1], s[-1]
-    if not cuts:
+            if depth < 0:
+                return None
+            if depth == 0 and first_close is None:
+                first_close = i
+        elif c == ",":
+            (top if depth == 0 else inner if depth == 1 else []).append(i)
+    if top:
+        bounds, open_, close = [-1, *top, len(s)], "", ""
+    elif inner and len(s) > 1 and s[0] in _OPEN and first_close == len(s) - 1:
+        bounds, open_, close = [0, *inner, len(s) - 1], s[0], s[-1]
+    else:
         return None
-    bounds = [-1, *cuts, len(s)]
-    return "", [s[bounds[k] + 1 : bounds[k + 1]].strip() for k in range(len(bounds) - 1)], ""
+    return open_, [s[bounds[k] + 1 : bounds[k + 1]].strip() for k in range(len(bounds) - 1)], close
 
 
 def _items_equal(a: tuple[str, list[str], str], b: tuple[str, list[str], str], depth: int) -> bool:
@@ -567,8 +644,10 @@ def _choices_dict(choices: Any) -> dict[str, str]:
     return {chr(ord("A") + i): str(v) for i, v in enumerate(choices)}
 
 
-# any other option letter a response also names: "(B)", "B)", "B.", "B:" or "or B" / "and B" / "/ B"
-_LETTER_MARKS = re.compile(r"\(\s*([A-Z])\s*\)|(?<![A-Za-z])([A-Z])[.:)](?!\w)|\b(?:or|and)\s+([A-Z])\b|/\s*([A-Z])\b")
+# any other option letter a response also names: "(B)", "(b)", "B)", "b)", "B.", "B:" or "/ B"
+_LETTER_MARKS = re.compile(
+    r"\(\s*([A-Za-z])\s*\)|(?<![A-Za-z])([A-Z])[.:](?!\w)|(?<![A-Za-z(])([A-Za-z])\)|/\s*([A-Z])\b"
+)
 
 
 def _letter(text: str, letters: Optional[set[str]] = None) -> Optional[str]:
@@ -591,7 +670,9 @@ def _letter(text: str, letters: Optional[set[str]] = None) -> Optional[str]:
             found = alone.pop() if len(alone) == 1 else None
     if found is None:
         return None
-    named = {g for m in _LETTER_MARKS.finditer(text) for g in m.groups() if g}
+    named = {g.upper() for m in _LETTER_MARKS.finditer(text) for g in m.groups() if g}
+    # any other capital standing alone ("A or possibly B"), but not the article "A word" nor "I"
+    named |= set(re.findall(r"(?<![A-Za-z'])([B-HJ-Z]|A(?!\s++[a-z]))(?![A-Za-z'])", text))
     named = {x for x in named if (x in letters if letters else x != "I")}
     return found if named <= {found} else None
 

@@ -108,6 +108,33 @@ def test_long_garbage_is_handled():
         ("**7**", "7"),
         ("2^{100}", "1267650600228229401496703205376"),  # refused before: exponent over 64
         ("0.333333", "1/3"),  # six significant digits, correctly rounded, of a non-terminating value
+        # a second break-test: parsing
+        (r"2\sin x\cos x", r"\sin 2x"),  # a bracketless argument is one term
+        (r"\sin x \cdot y", r"y\sin x"),
+        (r"2\cdot\sqrt{3}", r"2\sqrt3"),
+        (r"2\lambda", r"\lambda+\lambda"),
+        ("x_1+x_2", "x_2+x_1"),
+        ("e^{2}", "7.389056"),  # Euler's number before a power
+        ("10!", "3628800"),
+        ("\u221a2", r"\sqrt{2}"),
+        ("3\u00d74", "12"),
+        ("\u00bd", "0.5"),
+        ("\u20135", "-5"),
+        ("2 million", "2000000"),
+        # ... units spelled two ways, and thousands, prefixes and equations
+        ("5 minutes", "5 min"),
+        ("5 meters", "5 m"),
+        ("5 cm", "5 centimeters"),
+        ("10 hrs", "10 hours"),
+        ("1,000 cm", "1000"),
+        ("x=1,000", "1000"),
+        (r"4\pi cm^2", r"4\pi"),
+        ("AB = 5", "5"),
+        (r"x\in[2,\infty)", r"[2,\infty)"),
+        (r"x \ge 2", r"x \geq 2"),
+        ("x^2+y^2=1", "y^2+x^2=1"),
+        (r"\pm 2", "2, -2"),
+        ("percent", "percent"),
     ],
 )
 def test_equivalent(pred, gold):
@@ -164,6 +191,27 @@ def test_equivalent(pred, gold):
         ("(1,2)", "(1,2]"),
         ("1100", "(1,100)"),
         (r"\sqrt{x^2}", "x"),  # not for negative x
+        # a second break-test: tiny values within an absolute tolerance, big ones to 30 digits only
+        (r"10^{-35}", "0"),
+        (r"9.11 \times 10^{-31}", r"9.10 \times 10^{-31}"),
+        ("2^{-100}", "2^{-101}"),
+        (r"x \cdot 10^{-40}", r"2x \cdot 10^{-40}"),
+        ("2^{100}-1", "2^{100}"),
+        ("10^{40}+1", "10^{40}"),
+        ("(2^{100}-1, 0)", "(2^{100}, 0)"),
+        # ... a fourth symbol given the first one's value, and signs shared by all symbols
+        ("a+b+c+d", "2a+b+c"),
+        ("w+x+y-z", "x+y"),
+        (r"\sqrt{x^2y^2}", "xy"),
+        (r"\frac{\sqrt{x^2}}{\sqrt{y^2}}", "x/y"),
+        # ... parsing
+        (r"\sin x \cos x", r"\sin(x\cos x)"),
+        (r"\sin^{-1} x", r"\frac{1}{\sin x}"),  # arcsin, not a reciprocal
+        # ... units: powers and short plurals
+        ("5 cm^2", "5 cm^3"),
+        ("5 m^2", "5 m"),
+        ("5 ms", "5 m"),
+        ("x^2+y^2=1", "x^2+y^2=2"),
     ],
 )
 def test_not_equivalent(pred, gold):
@@ -181,6 +229,13 @@ def test_not_equivalent(pred, gold):
         ("2^" + " " * 40_000 + "x", "1"),  # quadratic regexes on long runs of spaces
         ("answer" + " " * 50_000 + "!", "A"),
         (" " * 20_000 + "percent", "1"),
+        ("10^{x^{20}}", "1"),  # a symbol in an exponent: 28 s and 590 MB
+        ("2^{x^{30}}", "2^{x^{30}}+1"),
+        ("1e9999999", "1"),  # a huge e-notation exponent built before the size check: 30 s
+        ("1.5e-9999999", "0"),
+        ("(" * 1000 + "x" * 20_000 + ")" * 1000, "x"),  # deep brackets rescanned per level
+        ("(" * 20_000 + "1" + ")" * 20_000, "2"),
+        ("3000!", "1"),
     ],
 )
 def test_inputs_that_hung_are_answered(pred, gold):
@@ -225,6 +280,12 @@ CHOICES = {"A": "triangle", "B": "square", "C": "0.5", "D": "circle"}
         ("A/B", "A", None, False),
         ("a", "B", {"A": "2a", "B": "a"}, True),  # an option's own text, not the letter A
         ("The answer is I think B", "B", ["1", "2"], True),  # "I" is no option letter here
+        ("(a) or (b)", "A", None, False),
+        ("a) or b)", "A", None, False),
+        ("The answer is A or possibly B", "A", None, False),
+        ("answer: A, possibly B", "A", None, False),
+        ("A. Also possibly B.", "A", None, False),
+        ("A good choice is B", "B", ["1", "2", "3", "4"], True),  # the article "A" names no option
     ],
 )
 def test_match_choice(pred, gold, choices, expected):
