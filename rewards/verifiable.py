@@ -12,11 +12,15 @@ The conventions follow the R1-style VLM recipes, re-implemented here:
   ``re.fullmatch(r"<think>.*?</think>\\s*<answer>.*?</answer>", response, re.DOTALL)``.
 * hiyouga/MathRuler ``mathruler/grader.py`` (itself from openai/prm800k): normalisation
   (drop ``$``, ``\\text{}``, ``%``, units, ``^\\circ``, properly formatted thousands commas,
-  ``a and b`` as a list, mixed numbers ``2 1/2`` as sums), tuples compared item by item, and no
-  sympy for words (more than two unknown letters). Equality is exact: numbers as fractions,
-  closed forms to 40 digits, expressions with symbols at eight rational points (an identity test
-  that cannot hang the way ``sympy.simplify(a - b) == 0`` can on ``(x+y+1)^{20}``), with size
-  guards on what sympy may evaluate (power towers, huge literals).
+  ``a and b`` as a list, mixed numbers ``2 1/2`` as sums, ``\\pm``, Unicode maths signs, ``2 million``,
+  a left side of up to two letters ``AB = 5``), tuples compared item by item, equations compared as
+  ``left - right`` up to sign, ``10!`` and ``e^{x}`` read as maths, and no sympy for words (more
+  than two unknown letters). Equality is exact: numbers as fractions, closed forms to 40 digits
+  beyond their size, expressions with symbols at eight seeded rational points of mixed signs (an
+  identity test that cannot hang the way ``sympy.simplify(a - b) == 0`` can on ``(x+y+1)^{20}``),
+  with size guards on what sympy may evaluate (power towers, huge literals and e-notation, symbols
+  in exponents). Unit words are read in one spelling each (``5 minutes`` is ``5 min``), with
+  their power (``cm^2`` is not ``cm^3``).
 
 Deliberate differences from MathRuler (each tested): a bare list of answers (``2, 1``) and a set
 match in any order; a decimal of at least six significant digits counts for a value with no finite
