@@ -179,10 +179,12 @@ def _normalize(s: str) -> str:
     spacing (``\\!``, ``\\,``; a row break ``\\\\`` is kept), ``%`` (so ``50%`` equals ``50``, never
     ``0.5``: PRM800K and MathRuler drop the sign rather than divide by 100), degree signs, a thousands
     separator in a plain number (``1,000``, ``1{,}000``; not inside tuples, where a comma separates),
-    a ``x =`` prefix and trailing periods; ``\\dfrac``/``\\tfrac`` become ``\\frac``, ``\\frac12``
+    an ``x \\in`` prefix and trailing periods; ``\\dfrac``/``\\tfrac`` become ``\\frac``, ``\\frac12``
     becomes ``\\frac{1}{2}``, a mixed number ``2\\frac{1}{2}`` or ``2 1/2`` becomes ``(2+\\frac{1}{2})``,
-    escaped set braces ``\\{ \\}`` become ``{ }`` and ``a and b`` becomes ``a, b``. Units are split off
-    later (:func:`_split_unit`), so ``5 s`` and ``5 min`` stay apart.
+    escaped set braces ``\\{ \\}`` become ``{ }``, ``a and b`` becomes ``a, b``, ``\\pm a`` becomes
+    ``a, -(a)``, ``2 million`` becomes ``2e6`` and Unicode signs become LaTeX. An ``x =`` prefix
+    (:func:`_variable`) and units (:func:`_split_unit`) are read later, so ``5 s`` and ``5 min``, or
+    ``x = 3`` and ``y = 3``, stay apart.
     """
     for u, latex in _UNICODE.items():
         s = s.replace(u, latex)
