@@ -1,8 +1,9 @@
 """kill -9 at random moments, then rerun: the run ends bit for bit where an uninterrupted one ends.
 
 The harness (issue 16) starts ``genrl train`` as a subprocess, SIGKILLs it at random moments (a seeded
-time after the first metrics row; or, where it catches one, while a checkpoint's ``.<name>.tmp-*`` folder is
-being written: the subprocess's ``torch.save`` is slowed so that writes can be caught), reruns the same command until it finishes, and compares with an uninterrupted run:
+metrics row before the last, then a seeded part of one row's time; or, where it catches one, while a
+checkpoint's ``.<name>.tmp-*`` folder is being written: the subprocess's ``torch.save`` is slowed so that
+writes can be caught), reruns the same command until it finishes, and compares with an uninterrupted run:
 every tensor of the final checkpoint (weights, optimizer, EMA, anchor, sampler state: whatever the
 run saves) equal, and the metrics rows equal apart from wall-clock times. A SIGKILL leaves no chance to
 clean up, so this checks what the atomic writes and the resume logic promise. CI (``-m "not slow"``) runs
@@ -68,34 +69,51 @@ def _kill_tree(proc: subprocess.Popen) -> None:
     proc.wait()
 
 
-def _watch(cmd: list[str], run: Path, kill_after: float | None = None, during_write: bool = False, timeout=600):
-    """Run ``cmd``; with ``kill_after``, SIGKILL it (and every process it started) that many seconds
-    after its first metrics row (``during_write``: at the first moment after that when a checkpoint
-    temporary exists). Returns (``killed``, ``killed-in-write`` or ``finished``; seconds from the first
-    metrics row to the end)."""
+def _rows(metrics: Path) -> int:
+    return sum(1 for _ in open(metrics)) if metrics.exists() else 0
+
+
+def _watch(
+    cmd: list[str], run: Path, kill_at: tuple[int, float] | None = None, during_write: bool = False, timeout=600
+):
+    """Run ``cmd``; with ``kill_at = (row, delay)``, SIGKILL it (and every process it started) ``delay``
+    seconds after its metrics file holds ``row`` rows (``during_write``: at the first moment after that
+    when a checkpoint temporary exists). Counting rows, not seconds since the start, keeps the kill
+    inside the run however fast this attempt runs next to the uninterrupted one (a time-based kill had
+    landed after a faster rerun finished). Returns (``killed``, ``killed-in-write`` or ``finished``;
+    seconds from the first metrics row to the end; the rows written)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ckpts, metrics, deadline, started = run / "checkpoints", run / "metrics.jsonl", time.time() + timeout, None
+    ckpts, metrics, deadline, started, reached = (
+        run / "checkpoints",
+        run / "metrics.jsonl",
+        time.time() + timeout,
+        None,
+        None,
+    )
     while proc.poll() is None and time.time() < deadline:
         if started is None and metrics.exists() and metrics.stat().st_size:
             started = time.time()
-        if started is not None and kill_after is not None and time.time() - started >= kill_after:
+        if kill_at is not None and reached is None and started is not None and _rows(metrics) >= kill_at[0]:
+            reached = time.time()
+        if reached is not None and time.time() - reached >= kill_at[1]:
             writing = ckpts.is_dir() and any(".tmp-" in p.name for p in ckpts.iterdir())
             if writing or not during_write:
                 _kill_tree(proc)
-                return ("killed-in-write" if writing else "killed"), time.time() - started
+                return ("killed-in-write" if writing else "killed"), time.time() - started, _rows(metrics)
         time.sleep(0.002)
     _, err = proc.communicate(timeout=timeout)
     assert proc.returncode == 0, err[-3000:]
-    return "finished", time.time() - (started or time.time())
+    return "finished", time.time() - (started or time.time()), _rows(metrics)
 
 
 def kill_and_resume(
     config: str, overrides: list[str], tmp: Path, kills: int, seed: int, processes: int = 1
 ) -> list[str]:
-    """The harness (module docstring): an uninterrupted run, timed from its first metrics row; then
-    ``kills`` SIGKILLs, each at a random fraction of that span (odd ones also aimed at checkpoint
-    writes), then reruns to the end; compared bit for bit. ``processes``: 1, or 2 under ``accelerate
-    launch`` (every process killed). Returns how each attempt ended."""
+    """The harness (module docstring): an uninterrupted run, its metrics rows counted and timed; then
+    ``kills`` SIGKILLs, each a seeded part of one row's time after a seeded row before the last of the
+    attempt's remaining rows (odd ones also aimed at checkpoint writes), then reruns to the end; compared
+    bit for bit. ``processes``: 1, or 2 under ``accelerate launch`` (every process killed). Returns how
+    each attempt ended."""
     rng = random.Random(seed)
     straight, part = tmp / "straight", tmp / "part"
     port = 29540 + 20 * (seed % 10)
@@ -103,14 +121,18 @@ def kill_and_resume(
     def cmd(out: Path, attempt: int) -> list[str]:
         return _cmd(config, overrides, out, processes, port + attempt)
 
-    _, span = _watch(cmd(straight, 0), straight)
+    _, span, rows = _watch(cmd(straight, 0), straight)
+    per_row = span / max(rows - 1, 1)
     outcomes = []
     for i in range(kills):
-        kill_after = rng.uniform(0.05, 0.9) * span
-        outcomes.append(_watch(cmd(part, i + 1), part, kill_after, during_write=bool(i % 2))[0])
+        done = _rows(part / "metrics.jsonl")  # a resumed attempt keeps the rows up to its checkpoint
+        if done >= rows - 1:
+            break
+        kill_at = (rng.randint(done + 1, rows - 1), rng.uniform(0.0, 0.5) * per_row)
+        outcomes.append(_watch(cmd(part, i + 1), part, kill_at, during_write=bool(i % 2))[0])
         if outcomes[-1] == "finished":
             break
-    if outcomes[-1] != "finished":
+    if not outcomes or outcomes[-1] != "finished":
         assert _watch(cmd(part, kills + 1), part)[0] == "finished"
     a, b = (load_checkpoint(latest_checkpoint(str(d / "checkpoints"))) for d in (straight, part))
     assert_same_state(a, b)
