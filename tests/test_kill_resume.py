@@ -83,13 +83,8 @@ def _watch(
     landed after a faster rerun finished). Returns (``killed``, ``killed-in-write`` or ``finished``;
     seconds from the first metrics row to the end; the rows written)."""
     proc = subprocess.Popen(cmd, cwd=ROOT, env=ENV, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    ckpts, metrics, deadline, started, reached = (
-        run / "checkpoints",
-        run / "metrics.jsonl",
-        time.time() + timeout,
-        None,
-        None,
-    )
+    ckpts, metrics, deadline = run / "checkpoints", run / "metrics.jsonl", time.time() + timeout
+    started = reached = None  # the first metrics row; the kill row
     while proc.poll() is None and time.time() < deadline:
         if started is None and metrics.exists() and metrics.stat().st_size:
             started = time.time()

@@ -10,7 +10,8 @@ ratios), and
 
 over the sequences with at least one trained action. The KL term is averaged the same way (per
 sequence, then over sequences; ``objective.loss_agg`` does not apply), so micro-batches weighted by
-the sequence count add up to the whole batch's loss (with ``loss_agg``'s token mean they did not). The gradient of ``s_b`` is ``s_b / |y_b|`` on every trained action of the sequence:
+the sequence count add up to the whole batch's loss (with ``loss_agg``'s token mean they did not).
+The gradient of ``s_b`` is ``s_b / |y_b|`` on every trained action of the sequence:
 all of a sequence's actions get the same weight, and a clipped sequence gives none. The
 paper's clip range is tiny because ``s`` is a per-action geometric mean:
 ``clip_range=3e-4``, ``clip_range_high=4e-4`` (§5.1 of v2), and it trains without a KL term.

@@ -12,9 +12,9 @@ rather than PPO. There is no clipping.
 
 Facts read from the authors' code (manantomar/Mirror-Descent-Policy-Optimization, ``mdpo_on/mdpo.py``):
 the KL's first argument is the new policy (``policy.kl(old)``), the step size is
-``1 - (iteration - 1) / n_updates`` with the iteration counted from 0 (so ``1 + 1 / K`` first and ``2 / K``
-last: one iteration later than the paper's ``1 - k / K``, which genrl follows), the ratio is not clipped. The paper's equation numbers could not
-be checked here.
+``1 - (iteration - 1) / n_updates`` with the iteration counted from 0 (so ``1 + 1 / K`` first and
+``2 / K`` last: one iteration later than the paper's ``1 - k / K``, which genrl follows), the ratio
+is not clipped. The paper's equation numbers could not be checked here.
 
 The per-action KL(new || old):
 
