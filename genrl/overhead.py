@@ -10,16 +10,23 @@ in that one process, with the config's shapes, dtype and mixed precision:
    each phase: ``rollout``, ``reward`` (waiting for rewards), ``advantages``, ``update`` and, from
    ``time/elapsed``, the whole iteration; what is left is ``other`` (logging, the progress bar, the
    step's bookkeeping). Evaluation is amortised: the final evaluation's seconds / ``eval.every``.
-2. **The bare compute** (timed alone, the same number of times): the denoiser's rollout forwards
-   (``policy.num_steps`` per rollout chunk, both CFG branches when the config uses CFG) and the
-   decode of the final latents; then, over the same trajectory, one forward and backward of the
-   network per minibatch and timestep chunk (``train.batch_size``, ``train.timestep_chunk``) and the
-   optimizer steps. Only network calls: no SDE step, no log-prob, no objective, no reward.
+2. **The bare compute**, timed between the loop's iterations (after every step's metrics row,
+   through ``train``'s ``on_step``): the denoiser's rollout forwards (``policy.num_steps`` per
+   rollout chunk, both CFG branches when the config uses CFG) and the decode of the final latents;
+   then, over one fixed trajectory, one forward and backward of the network per minibatch and
+   timestep chunk (``train.batch_size``, ``train.timestep_chunk``) and the optimizer steps. Only
+   network calls: no SDE step, no log-prob, no objective, no reward. Its own seconds are taken out
+   of the loop's wall time.
 
-The overhead ratio is ``(iteration + amortised evaluation) / bare compute``: 1.0 means the loop costs
-nothing beyond its network calls. Means over the timed steps; the first ``warmup`` steps are
-excluded from both. Denoising policies only (``policy.name: flow | diffusion``). Timing code is
-ours: nothing in accelerate or torch times a training loop by phase against its own network calls.
+The overhead ratio is the median over the timed iterations of ``(iteration + amortised evaluation)
+/ bare compute``, each iteration against the bare compute timed right after it: 1.0 means the loop
+costs nothing beyond its network calls. Pairing them makes the ratio hold on a machine whose speed
+drifts (a shared or virtual CPU, where one process can run 1.5x slower than the next); the median
+keeps one stalled iteration from moving it. The per-phase columns are means over the timed steps;
+the first ``warmup`` steps are excluded from all of them (the bare compute's first call, after the
+first step, is its warm-up). Denoising policies only (``policy.name: flow | diffusion``). Timing
+code is ours: nothing in accelerate or torch times a training loop by phase against its own network
+calls.
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ import os
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 
 PHASES = ("rollout", "reward", "advantages", "update", "other", "eval_amortised")
 
@@ -42,9 +50,10 @@ def _timed(fn, sync) -> float:
     return time.perf_counter() - t0
 
 
-def bare_compute(cfg, repeats: int) -> dict[str, float]:
-    """Seconds per iteration of the network calls alone (mean over ``repeats`` after one untimed):
-    ``{"rollout": ..., "update": ...}``, for this process's share of one step's samples."""
+def bare_calls(cfg) -> Callable[[], tuple[float, float]]:
+    """Builds the network calls alone for this process's share of one step's samples (their own
+    policy and optimizer, the config's shapes); returns a function that runs them once and returns
+    ``(rollout seconds, update seconds)``."""
     import torch
     from accelerate import Accelerator
 
@@ -102,21 +111,25 @@ def bare_compute(cfg, repeats: int) -> dict[str, float]:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-    out = {}
-    for name, fn in (("rollout", rollout), ("update", update)):
-        fn()  # untimed: caches, allocator, lazy initialisation
-        out[name] = sum(_timed(fn, sync) for _ in range(repeats)) / repeats
-    return out
+    return lambda: (_timed(rollout, sync), _timed(update, sync))
 
 
-def loop_phases(cfg, steps: int, warmup: int) -> dict[str, float]:
-    """Run the online trainer for ``warmup + steps`` steps; seconds per iteration of each phase
-    (means over the last ``steps``), ``iteration``, ``eval_amortised`` and ``eval_every``."""
+def loop_phases(cfg, steps: int, warmup: int, between: Callable[[], object]) -> dict:
+    """Run the online trainer for ``warmup + steps`` steps, calling ``between()`` after each step's
+    metrics row; seconds per iteration of each phase (means over the last ``steps``), ``iteration``,
+    ``iterations`` (each timed step's wall time, ``between``'s excluded), ``eval_amortised`` and
+    ``eval_every``."""
     import dataclasses
 
     from genrl.trainers.online import train
 
-    every = cfg.eval.every
+    every, gaps = cfg.eval.every, {}
+
+    def on_step(step: int, metrics: dict) -> None:
+        t0 = time.perf_counter()
+        between()
+        gaps[step] = time.perf_counter() - t0
+
     with tempfile.TemporaryDirectory() as tmp:
         run = dataclasses.replace(
             cfg,
@@ -127,14 +140,17 @@ def loop_phases(cfg, steps: int, warmup: int) -> dict[str, float]:
             checkpoint=dataclasses.replace(cfg.checkpoint, every=0),
             log=dataclasses.replace(cfg.log, progress_bar=False),
         )
-        train(run)
+        train(run, on_step)
         rows = [json.loads(line) for line in open(os.path.join(run.output_dir, "metrics.jsonl"))]
     steps_rows = {r["step"]: r for r in rows if "time/step" in r}
-    timed = [steps_rows[s] for s in range(warmup + 1, warmup + steps + 1)]
-    mean = lambda key: sum(r[key] for r in timed) / len(timed)  # noqa: E731
+    timed = range(warmup + 1, warmup + steps + 1)
+    mean = lambda key: sum(steps_rows[s][key] for s in timed) / steps  # noqa: E731
     out = {p: mean(f"time/{p}") for p in ("rollout", "reward", "advantages", "update")}
-    # wall time from the end of the last warmup step's row to the last timed row: whole iterations
-    out["iteration"] = (timed[-1]["time/elapsed"] - steps_rows[warmup]["time/elapsed"]) / steps
+    # wall time from one metrics row to the next, less the bare compute timed between them
+    out["iterations"] = [
+        steps_rows[s]["time/elapsed"] - steps_rows[s - 1]["time/elapsed"] - gaps[s - 1] for s in timed
+    ]
+    out["iteration"] = sum(out["iterations"]) / steps
     out["other"] = out["iteration"] - sum(out[p] for p in ("rollout", "reward", "advantages", "update"))
     # the final evaluation's (caches warm, compiled graphs built; the step-0 one may include compiling)
     eval_s = next(r["time/eval"] for r in rows if r["step"] == warmup + steps and "time/eval" in r)
@@ -157,18 +173,25 @@ def load(config: str, overrides: list[str]):
 
 
 def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
-    """This process: the loop's phases and the bare compute, and their ratio."""
+    """This process: the loop's phases, the bare compute timed between its iterations, and their
+    ratio (``ratios``: each timed iteration's; ``overhead_ratio``: their median)."""
+    import statistics
+
     import torch
 
     cfg = load(config, overrides)
-    loop = loop_phases(cfg, steps, warmup)
-    bare = bare_compute(cfg, steps)
-    bare_total = bare["rollout"] + bare["update"]
+    calls, pairs = bare_calls(cfg), []
+    loop = loop_phases(cfg, steps, warmup, lambda: pairs.append(calls()))
+    timed = pairs[warmup : warmup + steps]  # pairs[s - 1] was timed right after step s
+    bare = {"rollout": sum(r for r, _ in timed) / steps, "update": sum(u for _, u in timed) / steps}
+    bare["totals"] = [r + u for r, u in timed]
+    ratios = [(it + loop["eval_amortised"]) / b for it, b in zip(loop["iterations"], bare["totals"])]
     return {
         "threads": torch.get_num_threads(),
         "loop": loop,
         "bare": bare,
-        "overhead_ratio": (loop["iteration"] + loop["eval_amortised"]) / bare_total,
+        "ratios": ratios,
+        "overhead_ratio": statistics.median(ratios),
     }
 
 
@@ -200,7 +223,8 @@ def report(config: str, results: list[dict], label: str = "") -> str:
     lines = [
         f"### `{config}`{' ' + label if label else ''}",
         "",
-        "Seconds per iteration (means over the timed steps); evaluation amortised over `eval.every`.",
+        "Seconds per iteration (means over the timed steps); evaluation amortised over `eval.every`; the ratio is the "
+        "median of the timed iterations' own.",
         "",
         head,
         "|" + "---:|" * (len(PHASES) + 5),

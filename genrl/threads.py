@@ -3,8 +3,8 @@
 On a busy machine torch's intra-op threads wait on each other at every parallel region, and a thread
 the OS has descheduled stalls the region: measured on the 2-core reference machine beside one busy
 process, two threads ran the tiny SD3 pipeline 2-2.6x slower than one thread (two measurements,
-``benchmarks/overhead.md`` and the README's OpenMP table), although two threads are as fast or faster
-on the idle machine. Which count is faster depends on the
+``benchmarks/overhead.md`` and the README's OpenMP table), although on the idle machine two threads are
+faster (digits) or about as fast (tiny SD3). Which count is faster depends on the
 load, which changes during a run, so :class:`ThreadGovernor` measures it: it runs with the launch's
 thread count, every ``probe_every`` iterations runs one iteration with the other candidate (1 thread,
 or the launch's count), keeps a running mean of the seconds per iteration of each, and uses the faster,

@@ -25,6 +25,7 @@ import copy
 import os
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 import torch
 
@@ -261,9 +262,13 @@ def check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes) -> N
             raise ValueError(f"rewards.{name}: not a reward (a class or function (samples, prompts, metadata))")
 
 
-def train(cfg: OnlineConfig) -> dict[str, dict]:
+def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None) -> dict[str, dict]:
     """Run (or resume) an online RL job; returns ``{"base": eval metrics at step 0,
-    "final": eval metrics at max_steps}`` (also written to ``final_metrics.json``)."""
+    "final": eval metrics at max_steps}`` (also written to ``final_metrics.json``).
+
+    ``on_step(step, metrics)``, if given, is called on every process after each step's metrics are
+    logged, before that step's evaluation and checkpoint (``genrl bench --overhead`` times the bare
+    network calls there, between iterations). Its time is in later rows' ``time/elapsed`` only."""
     from accelerate import Accelerator
     from accelerate.utils import gather_object
 
@@ -607,6 +612,8 @@ def train(cfg: OnlineConfig) -> dict[str, dict]:
                 bar.set_postfix(
                     reward=f"{metrics['reward/total_mean']:.3f}", clip=f"{upd.get('ratio/clip_frac', 0):.2f}"
                 )
+            if on_step is not None:
+                on_step(done, metrics)
             if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
                 run_eval(done)
             stopping = stop.requested(accelerator)  # SIGTERM / Ctrl-C: checkpoint this step, then stop
