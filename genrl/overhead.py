@@ -21,7 +21,7 @@ in that one process, with the config's shapes, dtype and mixed precision:
 The overhead ratio is the median over the timed iterations of ``(iteration + amortised evaluation)
 / bare compute``, each iteration against the bare compute timed right after it: 1.0 means the loop
 costs nothing beyond its network calls. Pairing them makes the ratio hold on a machine whose speed
-drifts (a shared or virtual CPU, where one process can run 1.5x slower than the next); the median
+drifts (a shared or virtual CPU, where one process ran 1.3x slower than the next here); the median
 keeps one stalled iteration from moving it. The per-phase columns are means over the timed steps;
 the first ``warmup`` steps are excluded from all of them (the bare compute's first call, after the
 first step, is its warm-up). Denoising policies only (``policy.name: flow | diffusion``). Timing
@@ -216,9 +216,22 @@ def run(config: str, overrides: list[str], steps: int, warmup: int, threads: lis
     return results
 
 
+def beyond_network(result: dict) -> dict[str, float]:
+    """Where an iteration's time beyond its network calls goes, each as a share of the bare compute
+    (means over the timed steps): the rollout's and the update's time beyond their own network calls
+    (SDE steps, log-probs, the objective, gradient clipping, bookkeeping), the phases without network
+    calls, and ``total``, their sum (the ratio of the means, less 1)."""
+    lp, b = result["loop"], result["bare"]
+    bare = b["rollout"] + b["update"]
+    out = {"rollout": (lp["rollout"] - b["rollout"]) / bare, "update": (lp["update"] - b["update"]) / bare}
+    out.update({p: lp[p] / bare for p in ("reward", "advantages", "other", "eval_amortised")})
+    out["total"] = sum(out.values())
+    return out
+
+
 def report(config: str, results: list[dict], label: str = "") -> str:
-    """A markdown table: per thread count, each phase's seconds per iteration, the bare compute and
-    the overhead ratio."""
+    """Two markdown tables: per thread count, each phase's seconds per iteration, the bare compute
+    and the overhead ratio; then where the time beyond the network calls goes (``beyond_network``)."""
     head = "| threads | " + " | ".join(PHASES) + " | iteration | bare rollout | bare update | overhead ratio |"
     lines = [
         f"### `{config}`{' ' + label if label else ''}",
@@ -236,6 +249,19 @@ def report(config: str, results: list[dict], label: str = "") -> str:
             f"| {r['threads']} | " + " | ".join(cells) + f" | {lp['iteration']:.3f} | {b['rollout']:.3f} | "
             f"{b['update']:.3f} | **{r['overhead_ratio']:.2f}** |"
         )
+    keys = ("rollout", "update", "reward", "advantages", "other", "eval_amortised", "total")
+    lines += [
+        "",
+        "Beyond the network calls, as a share of the bare compute: the rollout's and the update's time past their "
+        "own network calls (SDE steps, log-probs, the objective, gradient clipping), and the phases without any.",
+        "",
+        "| threads | " + " | ".join(keys) + " |",
+        "|" + "---:|" * (len(keys) + 1),
+        *[
+            f"| {r['threads']} | " + " | ".join(f"{v:+.1%}" for v in beyond_network(r).values()) + " |"
+            for r in results
+        ],
+    ]
     return "\n".join(lines) + "\n"
 
 

@@ -139,6 +139,13 @@ def test_bench_overhead_reports_every_phase_and_the_ratio(tmp_path, base_model):
     assert r["overhead_ratio"] == pytest.approx(sum(r["ratios"]) / 2)  # the median of two
     assert loop["other"] < min(bare["totals"]) / 2  # the bare compute between iterations is not in them
     assert "overhead ratio" in out.read_text() and f"**{r['overhead_ratio']:.2f}**" in out.read_text()
+    from genrl.overhead import beyond_network
+
+    shares = beyond_network(r)  # the shares add up to the ratio of the means, less 1
+    assert shares["total"] == pytest.approx(
+        (loop["iteration"] + loop["eval_amortised"]) / (bare["rollout"] + bare["update"]) - 1
+    )
+    assert f"| 1 | {shares['rollout']:+.1%} |" in out.read_text()
     # bad input: one line, exit 2, nothing written
     for extra, word in ((["--steps", "1", "--warmup", "0"], "--warmup"), (["--set", "policy.name=vlm"], "denoising")):
         bad = subprocess.run(
