@@ -178,6 +178,11 @@ def main(argv=None) -> int:
         "`adaptive`: `train.adaptive_threads=true` (`genrl/threads.py`), the launch's 2 threads or 1, whichever "
         "has measured faster, the other re-timed every 10 iterations (those probes are in the mean).",
         "",
+        "The seconds per iteration above and the compile speed-ups below compare separate processes, one run each: "
+        "on a shared or virtual CPU a process's speed drifts from one to the next, so rerun the script before "
+        "reading much into them. The overhead ratio pairs each iteration with network calls timed in the same "
+        "process, and is far steadier.",
+        "",
         "`policy.compile` (idle machine; against the idle eager cell above): speed-up of",
         "the iteration, the compiled loop's own overhead ratio (against the compiled network calls), and",
         "the log-prob agreement on one rollout batch: eager vs compiled rollout, and the compiled policy's",

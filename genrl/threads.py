@@ -1,14 +1,14 @@
 """Adaptive intra-op thread count (``train.adaptive_threads``): for a machine shared with other jobs.
 
-On a busy machine torch's intra-op threads wait on each other at every parallel region, and a thread
-the OS has descheduled stalls the region: measured on the 2-core reference machine beside one busy
-process, two threads ran the tiny SD3 pipeline 2-2.6x slower than one thread (two measurements,
-``benchmarks/overhead.md`` and the README's OpenMP table), although on the idle machine two threads are
-faster (digits) or about as fast (tiny SD3). Which count is faster depends on the
-load, which changes during a run, so :class:`ThreadGovernor` measures it: it runs with the launch's
-thread count, every ``probe_every`` iterations runs one iteration with the other candidate (1 thread,
-or the launch's count), keeps a running mean of the seconds per iteration of each, and uses the faster,
-switching only when the other is at least ``margin`` times faster.
+On a busy machine torch's intra-op threads wait on each other at every parallel region, and a thread the
+OS has descheduled stalls the region: measured on the 2-core reference machine beside one busy process,
+two threads ran the tiny SD3 pipeline 1.7-2.6x slower than one thread (several runs of
+``benchmarks/overhead.py``; the README's OpenMP table), while on the idle machine two threads are faster
+for the digits job and, for the tiny SD3 pipeline, as fast or up to 1.8x slower. Which count is faster
+depends on the load, which changes during a run, so :class:`ThreadGovernor` measures it: it runs with
+the launch's thread count, every ``probe_every`` iterations runs one iteration with the other candidate
+(1 thread, or the launch's count), keeps a running mean of the seconds per iteration of each, and uses
+the faster, switching only when the other is at least ``margin`` times faster.
 
 Why our own: torch offers no load-aware thread control (``torch.set_num_threads`` only). Whether
 libgomp's ``OMP_DYNAMIC`` (which sizes parallel regions by the load average) helps torch's regions was
