@@ -39,8 +39,8 @@ def _tensorboard(run_dir: str, project: str, run_name: str, start: int):
     from accelerate.tracking import TensorBoardTracker
 
     # output_dir/tb as before; on resume the events after `start` are purged (they read as one run)
-    # max_queue: the writer thread's queue holds a whole row (45+ scalars); at its default of 10 every
-    # add_scalar waited for the thread, 3 ms a row (accelerate flushes after each row all the same)
+    # max_queue: the writer thread's queue holds a whole row (45+ scalars); at its default of 10 the
+    # add_scalar calls waited for the thread: 3.0 ms a row against 1.6 ms (accelerate flushes each row)
     return TensorBoardTracker("tb", run_dir, purge_step=start + 1 if start else None, max_queue=1000)
 
 
