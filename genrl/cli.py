@@ -83,7 +83,7 @@ def _prepare(args) -> int:
 
 
 def _compare(args) -> int:
-    from genrl.compare import Arm, run_all, write_report
+    from genrl.compare import Arm, check_reportable, run_all, write_report
 
     if any(len(a) < 2 for a in args.arm or []):
         raise ValueError("--arm takes NAME CONFIG [OVERRIDE ...]")
@@ -95,8 +95,19 @@ def _compare(args) -> int:
     for a in arms:
         if not os.path.isfile(a.config):
             raise FileNotFoundError(f"no config file {a.config!r} (arm {a.name})")
+    if args.wall_budget is None:  # both only shape a wall-time comparison; without one they would be ignored
+        for option, value in (("--evals", args.evals), ("--calibration-steps", args.calibration_steps)):
+            if value is not None:
+                raise ValueError(f"{option} applies only with --wall-budget (steps come from each config's max_steps)")
+    check_reportable(arms, args.set)  # the report needs a gold judge: say so before anything trains
     runs = run_all(
-        arms, args.seeds, args.out, args.set, args.wall_budget, args.evals, calibration_steps=args.calibration_steps
+        arms,
+        args.seeds,
+        args.out,
+        args.set,
+        args.wall_budget,
+        6 if args.evals is None else args.evals,
+        calibration_steps=20 if args.calibration_steps is None else args.calibration_steps,
     )
     print(write_report(runs, args.out))
     return 0
@@ -183,11 +194,11 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="equal training wall time: seconds of optimizer steps per run, steps set by a calibration run per arm",
     )
-    p.add_argument("--evals", type=int, default=6, help="with --wall-budget: evaluations per run (default: 6)")
+    p.add_argument("--evals", type=int, default=None, help="with --wall-budget: evaluations per run (default: 6)")
     p.add_argument(
         "--calibration-steps",
         type=int,
-        default=20,
+        default=None,
         help="with --wall-budget: steps of each calibration run (default: 20)",
     )
     p.add_argument("--seeds", type=int, nargs="+", default=[0], help="seeds to run every config with (default: 0)")

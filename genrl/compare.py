@@ -26,7 +26,7 @@ calibration run per arm measures its seconds per step (``time/step``), and the a
 ``S / seconds_per_step`` steps. Timings are only meaningful on an otherwise idle machine.
 
 The report reads the gold metric (the task's ``gold_metric``: ``eval/gold_accuracy`` for digits,
-``eval/moving_digits_gold`` for moving_digits), ``eval/diversity``, the task's ``report_metrics``
+``eval/moving_digits_gold`` for moving_digits, ``eval/accuracy`` for the answer tasks), ``eval/diversity``, the task's ``report_metrics``
 (e.g. VideoAlign's VQ / MQ / TA and the gold judge's smoothness for moving_digits: final and at
 matched proxy) and the proxy reward (an online run's first reward; otherwise the task's ``reward``)
 from each run's ``metrics.jsonl``, so the arms must run a task with a gold judge. Per denoising
@@ -37,6 +37,7 @@ norm (``grad/output_norm_step_XX``), averaged over each run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import statistics
 import time
@@ -77,6 +78,21 @@ def _task_keys(cfg) -> tuple[str, tuple[str, ...]]:
 
     task = TASKS.get(cfg.task)
     return getattr(task, "gold_metric", "gold_accuracy"), tuple(getattr(task, "report_metrics", ()))
+
+
+def check_reportable(arms: list[Arm], overrides: list[str]) -> None:
+    """``ValueError`` naming the arm when its task has no gold judge (``Task.gold_metric``), which
+    ``write_report`` reads: checked before anything trains (``genrl compare``)."""
+    from genrl.config import load_trainer_config
+    from genrl.registry import TASKS
+
+    for arm in arms:
+        task = load_trainer_config(arm.config, [*overrides, *arm.overrides]).task
+        if not hasattr(TASKS.get(task), "gold_metric"):
+            raise ValueError(
+                f"arm {arm.name}: task {task!r} has no gold judge (Task.gold_metric), which the report compares "
+                f"by; genrl compare runs tasks that have one (digits, moving_digits, digit_sum, vlm_data)"
+            )
 
 
 def seconds_per_step(run_dir: str, skip: int = 2) -> float:
@@ -381,7 +397,14 @@ def write_report(runs: list[dict], out_dir: str) -> str:
             + "".join(f"{_ms([c[k][0] for c in cs])} -> {_ms([c[k][-1] for c in cs])} | " for k in extras)
         )
     lines += per_step_table(runs)
-    if len(curves) > 1:
+    # a task whose evaluation does not score the training reward (the answer tasks log accuracy and format)
+    no_proxy = [name for name, by in curves.items() if all(math.isnan(v) for c in by.values() for v in c["proxy"])]
+    if len(curves) > 1 and no_proxy:
+        lines += [
+            "",
+            f"No table at matched proxy reward: the evaluations of {', '.join(no_proxy)} log no proxy reward.",
+        ]
+    elif len(curves) > 1:
         matched = matched_proxy(curves)
         levels = ", ".join(f"seed {s}: {lv:.3f}" for s, (lv, _) in matched.items())
         lines += [

@@ -73,8 +73,9 @@ class PromptTask(Task, Protocol):
     * ``eval_rewards()``: extra judges scored at evaluation only, never optimised
       (``{name: Reward}``; e.g. the digits gold classifier).
     * ``eval_metrics(images, prompts, metadata)``: other evaluation metrics (e.g. diversity).
-    * Optional, for ``genrl compare``: ``gold_metric``, the evaluation metric read as gold (default
-      ``gold_accuracy``), and ``report_metrics``, more evaluation metrics reported beside it.
+    * Optional, for ``genrl compare``: ``gold_metric``, the evaluation metric read as gold (the
+      command refuses a task without one before training), and ``report_metrics``, more evaluation
+      metrics reported beside it.
     """
 
     def prompts(self) -> list[str]: ...

@@ -71,6 +71,10 @@ def test_compare_runs_every_config_and_writes_the_report(tmp_path):
         (["--arm", "a"], "--arm takes NAME CONFIG"),
         (["--set", "seed=5"], "'seed=5': compare sets seed itself (use --seeds)"),
         (["--arm", "a", "configs/digits/flowgrpo.yaml", "output_dir=x"], "compare sets output_dir itself (use --out)"),
+        (["--evals", "3"], "--evals applies only with --wall-budget"),  # was ignored: the runs trained max_steps
+        (["--calibration-steps", "5"], "--calibration-steps applies only with --wall-budget"),
+        # a task without a gold judge: refused before training (the report failed after every run had trained)
+        (["--arm", "pick", "configs/flux/guard_pickscore.yaml"], "arm pick: task 'prompts' has no gold judge"),
     ],
 )
 def test_compare_refuses_unusable_arguments_before_any_work(tmp_path, monkeypatch, capsys, args, message):
@@ -168,6 +172,33 @@ def test_report_reads_the_tasks_gold_metric_and_extra_metrics(tmp_path):
     assert line.split("|")[3:5] == [" 0.300 ", " 1.000 "] and line.count("1.000") == 1 + len(extras)
     noise = next(x for x in report.splitlines() if x.startswith("| slow | noise std (rollout) |"))
     assert "5.00e-01" in noise and "2.50e-01" in noise
+
+
+def test_report_of_answer_tasks_reads_held_out_accuracy_without_a_proxy(tmp_path):
+    """digit_sum / vlm_data: gold is the held-out ``eval/accuracy`` and their evaluations log no
+    proxy reward, so the report says there is no matched-proxy table instead of failing (it had
+    raised "the proxy never reaches nan" after every arm had trained)."""
+    pytest.importorskip("matplotlib", reason="matplotlib is in the dev extra")
+    import json
+
+    from genrl.compare import write_report
+    from genrl.tasks.digit_sum import DigitSumTask
+    from genrl.tasks.vlm_data import VLMDataTask
+
+    assert DigitSumTask.gold_metric == VLMDataTask.gold_metric == "accuracy"
+    runs = []
+    for name, acc in (("grpo", [0.2, 0.5]), ("sapo", [0.2, 0.6])):
+        run = tmp_path / name
+        run.mkdir()
+        rows = [{"step": s, "eval/accuracy": a, "eval/format": 1.0} for s, a in zip((0, 10), acc)]
+        (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+        runs.append({"name": name, "seed": 0, "dir": str(run), "reward": "verifiable", "gold": "accuracy"})
+        runs[-1].update({"steps": 10, "wall": 1.0, "train_s": 1.0})
+    report = open(write_report(runs, str(tmp_path / "out"))).read()
+    assert (
+        "Gold: `eval/accuracy`" in report and "| sapo | 0 | 10 | nan -> nan | 0.200 -> 0.600 (10) -> 0.600 |" in report
+    )
+    assert "No table at matched proxy reward: the evaluations of grpo, sapo log no proxy reward." in report
 
 
 def test_per_step_statistics_average_over_training_rows_then_seeds(tmp_path):

@@ -34,6 +34,7 @@ class ResponseTask:
     task decode identically."""
 
     name: str
+    gold_metric = "accuracy"  # what ``genrl compare`` reads as gold: held-out greedy accuracy, checked exactly
     suppress_tokens: tuple[str, ...] = NEVER_SAMPLE_TOKENS
     answer_with_generate: bool = False
 
