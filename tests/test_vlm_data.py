@@ -309,6 +309,10 @@ def test_config_requires_train_files_for_vlm_data():
     with pytest.raises(ConfigError, match="data.max_pixels"):
         config_from_dict(OnlineVLMConfig, {"data": {"min_pixels": 10, "max_pixels": 5}})
     assert TASKS.get("vlm_data") is VLMDataTask
+    # a KL to the reference needs a token KL: refused here, not after the step-0 evaluation had been written
+    with pytest.raises(ConfigError, match="objective.kl_type='gaussian'.*k3"):
+        config_from_dict(OnlineVLMConfig, {"objective": {"beta": 0.04, "kl_type": "gaussian"}})
+    config_from_dict(OnlineVLMConfig, {"objective": {"beta": 0.04, "kl_type": "k3"}})
 
 
 def test_rl_on_local_files_writes_evaluation_samples(tmp_path, data_dir):

@@ -178,6 +178,12 @@ class OnlineVLMConfig(OnlineConfig):
     def validate(self) -> None:
         super().validate()
         require(
+            self.objective.beta == 0 or self.objective.kl_type != "gaussian",
+            "objective.kl_type",
+            self.objective.kl_type,
+            "is the flow policies' closed-form KL; with objective.beta > 0 a token policy needs k3 (or k1)",
+        )
+        require(
             not self.rollout.dynamic_sampling or self.policy.max_prompt_length > 0,
             "policy.max_prompt_length",
             self.policy.max_prompt_length,
