@@ -119,7 +119,7 @@ def device_name() -> str:
 
 def run(config: str, variants: list[str], overrides: list[str], iters: int, warmup: int) -> list[dict]:
     """Each variant in a fresh process; returns ``[{variant, figures...}]``."""
-    from genrl.config import OnlineConfig, load_config
+    from genrl.config import load_online_config
 
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
@@ -129,7 +129,7 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
     if iters < 1 or warmup < 0:
         raise ValueError(f"--iters must be >= 1 and --warmup >= 0 (got {iters}, {warmup})")
     for v in variants:  # every config error here, as one line, before any child process starts
-        load_config(OnlineConfig, config, [*overrides, *VARIANTS[v], "log.progress_bar=false"])
+        load_online_config(config, [*overrides, *VARIANTS[v], "log.progress_bar=false"], "genrl bench")
     results = []
     for k, v in enumerate(variants, 1):
         print(f"genrl bench: measuring {v!r} ({k}/{len(variants)}) ...", file=sys.stderr, flush=True)
@@ -245,7 +245,7 @@ def main_bench(args) -> int:
 
 def _one(argv: list[str]) -> None:
     """Child process: measure one variant and print its figures as JSON on the last line."""
-    from genrl.config import OnlineConfig, load_config
+    from genrl.config import load_online_config
 
     p = argparse.ArgumentParser()
     p.add_argument("--one")
@@ -253,7 +253,7 @@ def _one(argv: list[str]) -> None:
     p.add_argument("--warmup", type=int)
     p.add_argument("--set", nargs="*", default=[], dest="overrides")
     a = p.parse_args(argv)
-    cfg = load_config(OnlineConfig, a.one, a.overrides)
+    cfg = load_online_config(a.one, a.overrides, "genrl bench")
     print(json.dumps(measure(cfg, a.iters, a.warmup)))
 
 

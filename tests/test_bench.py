@@ -109,6 +109,7 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(genrl.bench.subprocess, "run", lambda *a, **k: pytest.fail("measured before checking"))
     config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    sft, vlm = (os.path.join(ROOT, "configs", "digit_sum", f) for f in ("sft.yaml", "grpo.yaml"))
     (tmp_path / "afile").write_text("x")
     (tmp_path / "adir").mkdir()
     for args, message in [
@@ -119,6 +120,9 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
         ([config, "--out", "adir"], "--out='adir' is a folder"),
         ([config, "--json", "afile/x.json"], "afile is a file, not a folder"),
         ([config, "--overhead", "--threads", "0"], "--threads must be >= 1"),
+        # another trainer's config: said as such (its valid keys had been reported as unknown online keys)
+        ([sft, "--overhead"], "trainer 'sft': genrl bench --overhead measures online configs"),
+        ([vlm, "--set", "eval.num_questions=4"], "trainer 'online_vlm': genrl bench measures online configs"),
     ]:
         assert main(["bench", *args]) == 2, args
         err = capsys.readouterr().err.strip().splitlines()

@@ -51,6 +51,16 @@ def trainer_kind(path: str | None, overrides: list[str] = ()) -> str:
     return kind
 
 
+def load_online_config(path: str, overrides: list[str] = (), command: str = "this command"):
+    """The ``trainer: online`` config of ``path`` (flow and diffusion policies); ``ValueError`` (one
+    line, naming ``command``) for a config of another trainer, before its keys are read against the
+    online schema (which would blame a valid key of that trainer instead)."""
+    kind = trainer_kind(path, overrides)
+    if kind != "online":
+        raise ValueError(f"{path}: trainer {kind!r}: {command} measures online configs (trainer: online) only")
+    return base.load_config(online.OnlineConfig, path, overrides)
+
+
 def load_trainer_config(path: str, overrides: list[str] = ()):
     """The config of ``path`` (with dotted ``overrides``) in the schema its ``trainer:`` key names.
     Raises ``ConfigError`` for an unknown trainer, and ``load_config``'s errors."""
