@@ -1,5 +1,6 @@
 """VLMPolicy: a tiny real Qwen2-VL (built from a config in code) as a token-level policy."""
 
+import re
 from types import SimpleNamespace
 
 import numpy as np
@@ -219,6 +220,15 @@ def test_lora_trains_only_adapters(freeze_vision):
     grads = {n for n, p in policy.module.named_parameters() if p.grad is not None}
     assert grads <= set(names) and any("lora_A" in n for n in grads)  # B = 0 at init: A gets no gradient,
     assert any("lora_B" in n and policy.module.get_parameter(n).grad.abs().sum() > 0 for n in grads)  # B does
+
+
+@pytest.mark.parametrize("freeze_vision", [True, False])
+def test_lora_target_modules_that_match_nothing_are_refused(freeze_vision):
+    """Each entry must name a linear layer of the language model, whatever freeze_vision is: with
+    the vision tower trainable a typo had trained it alone, silently (and a partial typo dropped)."""
+    for targets, bad in ((["nosuch_proj"], "['nosuch_proj']"), (["q_proj", "qproj_typo"], "['qproj_typo']")):
+        with pytest.raises(ValueError, match=re.escape(f"policy.lora.target_modules: {bad} match no linear layer")):
+            make_policy(freeze_vision=freeze_vision, lora={"target_modules": targets})
 
 
 @pytest.mark.parametrize("freeze_vision", [True, False])

@@ -156,18 +156,21 @@ class VLMPolicy(Policy):
             from peft import inject_adapter_in_model
 
             model.requires_grad_(False)
-            targets = set(cfg.lora.target_modules)
-            names = []
+            targets, names, language = set(cfg.lora.target_modules), [], set()  # language: its linear layers' names
             for name, mod in model.named_modules():
-                in_vision = bool(visual_prefix) and name.startswith(visual_prefix)
-                if in_vision:
-                    if not cfg.freeze_vision and isinstance(mod, torch.nn.Linear):
+                if not isinstance(mod, torch.nn.Linear):
+                    continue
+                if visual_prefix and name.startswith(visual_prefix):
+                    if not cfg.freeze_vision:
                         names.append(name)
-                elif name.rsplit(".", 1)[-1] in targets and isinstance(mod, torch.nn.Linear):
-                    names.append(name)
-            if not names:
+                else:
+                    language.add(name.rsplit(".", 1)[-1])
+                    if name.rsplit(".", 1)[-1] in targets:
+                        names.append(name)
+            if unmatched := sorted(targets - language):  # a typo trained the vision tower (or nothing) silently
                 raise ValueError(
-                    f"policy.lora.target_modules={sorted(targets)} match no linear layer of the language model"
+                    f"policy.lora.target_modules: {unmatched} match no linear layer of the language model "
+                    f"(its linear layers: {', '.join(sorted(language))})"
                 )
             # peft directly (transformers' add_adapter wants a newer peft); the model keeps its class.
             model = inject_adapter_in_model(
