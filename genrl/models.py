@@ -84,6 +84,11 @@ class EmbeddedModelTask:
 def _sft_model_dir(config_path: str) -> tuple[Any, str]:
     from genrl.config import SFTConfig, load_config
 
+    if not os.path.isabs(config_path) and not os.path.exists(config_path):  # the shipped recipes name repo paths
+        raise ValueError(
+            f"sft:{config_path}: no such config file in the current directory ({os.getcwd()}): a relative sft: "
+            f"path is read from where you run genrl (the shipped recipes: the repository's root); or give it absolute"
+        )
     cfg = load_config(SFTConfig, config_path)
     return cfg, os.path.join(cfg.output_dir, "model")
 

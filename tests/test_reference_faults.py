@@ -365,6 +365,16 @@ def test_a_missing_sft_config_names_its_path(tmp_path, capsys):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_relative_sft_config_outside_the_repository_root_says_where_it_was_looked_for(tmp_path, capsys, monkeypatch):
+    """The shipped VLM recipes name ``sft:configs/digit_sum/sft.yaml``, a path from the repository's
+    root: run elsewhere, the error says that relative sft: paths are read from the current directory."""
+    monkeypatch.chdir(tmp_path)
+    recipe = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs/digit_sum/grpo.yaml")
+    line = _one_line_error(capsys, cli_main(["train", recipe, f"output_dir={tmp_path / 'run'}"]))
+    assert f"sft:configs/digit_sum/sft.yaml: no such config file in the current directory ({tmp_path})" in line
+    assert "repository's root" in line and list(tmp_path.iterdir()) == []
+
+
 # ----------------------------------------------------------------------------- 8. overflowing ratios
 
 
