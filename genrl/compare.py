@@ -26,12 +26,13 @@ calibration run per arm measures its seconds per step (``time/step``), and the a
 ``S / seconds_per_step`` steps. Timings are only meaningful on an otherwise idle machine.
 
 The report reads the gold metric (the task's ``gold_metric``: ``eval/gold_accuracy`` for digits,
-``eval/moving_digits_gold`` for moving_digits, ``eval/accuracy`` for the answer tasks), ``eval/diversity``, the task's ``report_metrics``
-(e.g. VideoAlign's VQ / MQ / TA and the gold judge's smoothness for moving_digits: final and at
-matched proxy) and the proxy reward (an online run's first reward; otherwise the task's ``reward``)
-from each run's ``metrics.jsonl``, so the arms must run a task with a gold judge. Per denoising
-step it tables the ratio, the rollout's noise std (``noise/std_step_XX``) and the output-gradient
-norm (``grad/output_norm_step_XX``), averaged over each run.
+``eval/moving_digits_gold`` for moving_digits, ``eval/accuracy`` for the answer tasks),
+``eval/diversity``, the task's ``report_metrics`` (e.g. VideoAlign's VQ / MQ / TA and the gold
+judge's smoothness for moving_digits: final and at matched proxy) and the proxy reward (an online
+run's first reward; otherwise the task's ``reward``) from each run's ``metrics.jsonl``, so the arms
+must run a task with a gold judge. Per denoising step it tables the ratio, the rollout's noise std
+(``noise/std_step_XX``) and the output-gradient norm (``grad/output_norm_step_XX``), averaged over
+each run.
 """
 
 from __future__ import annotations
