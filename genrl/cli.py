@@ -100,14 +100,9 @@ def _compare(args) -> int:
             if value is not None:
                 raise ValueError(f"{option} applies only with --wall-budget (steps come from each config's max_steps)")
     check_reportable(arms, args.set)  # the report needs a gold judge: say so before anything trains
+    given = {"evals": args.evals, "calibration_steps": args.calibration_steps}  # else run_all's defaults
     runs = run_all(
-        arms,
-        args.seeds,
-        args.out,
-        args.set,
-        args.wall_budget,
-        6 if args.evals is None else args.evals,
-        calibration_steps=20 if args.calibration_steps is None else args.calibration_steps,
+        arms, args.seeds, args.out, args.set, args.wall_budget, **{k: v for k, v in given.items() if v is not None}
     )
     print(write_report(runs, args.out))
     return 0

@@ -164,8 +164,8 @@ class VLMPolicy(Policy):
                     if not cfg.freeze_vision:
                         names.append(name)
                 else:
-                    language.add(name.rsplit(".", 1)[-1])
-                    if name.rsplit(".", 1)[-1] in targets:
+                    language.add(leaf := name.rsplit(".", 1)[-1])
+                    if leaf in targets:
                         names.append(name)
             if unmatched := sorted(targets - language):  # a typo trained the vision tower (or nothing) silently
                 raise ValueError(
