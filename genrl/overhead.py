@@ -249,7 +249,8 @@ def report(config: str, results: list[dict], label: str = "") -> str:
             f"| {r['threads']} | " + " | ".join(cells) + f" | {lp['iteration']:.3f} | {b['rollout']:.3f} | "
             f"{b['update']:.3f} | **{r['overhead_ratio']:.2f}** |"
         )
-    keys = ("rollout", "update", "reward", "advantages", "other", "eval_amortised", "total")
+    shares = [(r["threads"], beyond_network(r)) for r in results]
+    keys = list(shares[0][1]) if shares else []
     lines += [
         "",
         "Beyond the network calls, as a share of the bare compute: the rollout's and the update's time past their "
@@ -257,10 +258,7 @@ def report(config: str, results: list[dict], label: str = "") -> str:
         "",
         "| threads | " + " | ".join(keys) + " |",
         "|" + "---:|" * (len(keys) + 1),
-        *[
-            f"| {r['threads']} | " + " | ".join(f"{v:+.1%}" for v in beyond_network(r).values()) + " |"
-            for r in results
-        ],
+        *[f"| {n} | " + " | ".join(f"{v:+.1%}" for v in share.values()) + " |" for n, share in shares],
     ]
     return "\n".join(lines) + "\n"
 

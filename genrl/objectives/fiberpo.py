@@ -28,10 +28,11 @@ and prompt-group levels (FiberPO-Domain, §6) are not implemented.
 Flow steps (ours; the paper is about tokens): a trajectory is a sample's trained denoising steps.
 Their log-ratios stay within about ``1e-3``, where the token defaults never gate: scale ``eps`` and
 ``C+-`` to the size of ``objective.clip_range`` for the gates to act. Advantages are clamped to
-``+-adv_clip_max``. The KL term (``beta > 0``) is averaged per trajectory too (``objective.loss_agg``
-does not apply), so micro-batches add up to the whole batch's loss. Not chunkable over ``T`` (the
-gates need whole trajectories; registered ``chunk_agg``). Metrics: ``fiberpo/base_gate_mean``, ``fiberpo/base_zeroed_frac`` (trajectories
-with a channel past ``(1 + 1/k) C``), ``ratio/clip_frac`` (actions whose ``G`` differs from ``r``).
+``+-adv_clip_max``. The KL term (``beta > 0``) is averaged per trajectory too
+(``objective.loss_agg`` does not apply), so micro-batches add up to the whole batch's loss. Not
+chunkable over ``T`` (the gates need whole trajectories; registered ``chunk_agg``). Metrics:
+``fiberpo/base_gate_mean``, ``fiberpo/base_zeroed_frac`` (trajectories with a channel past
+``(1 + 1/k) C``), ``ratio/clip_frac`` (actions whose ``G`` differs from ``r``).
 """
 
 from __future__ import annotations
