@@ -350,7 +350,9 @@ def test_a_resume_with_other_settings_is_refused_naming_them(tmp_path, base_mode
     args = ["train", CONFIG, f"output_dir={run}", f"policy.model={base_model}", *TINY_ONLINE, "eval.every=0"]
     capsys.readouterr()
     assert cli_main([*args, "max_steps=4", "train.lr=0.5", "objective.name=sapo"]) == 2
-    err = capsys.readouterr().err.strip()
+    out, err = capsys.readouterr()
+    assert "resuming from" not in out  # the refusal is the only line (the resume was announced before it)
+    err = err.strip()
     assert err.startswith(f"genrl train: resuming {run} at step 2 with settings it was not trained with: ")
     assert "train.lr: 0.001 -> 0.5" in err and "objective.name: 'grpo' -> 'sapo'" in err and "\n" not in err
     assert cli_main([*args, "max_steps=1"]) == 2
@@ -358,6 +360,7 @@ def test_a_resume_with_other_settings_is_refused_naming_them(tmp_path, base_mode
     assert (run / "config.yaml").read_text() == saved
     # what may change on a resume: the length, and what is logged, evaluated and kept
     assert cli_main([*args, "max_steps=3", "eval.seeds_per_prompt=1", "checkpoint.keep_last=1"]) == 0
+    assert f"resuming from {run / 'checkpoints' / 'step-000002'} (step 2)" in capsys.readouterr().out
     assert sorted(os.listdir(run / "checkpoints")) == ["step-000003"]
 
 

@@ -63,16 +63,18 @@ def check_resume(cfg, start: int) -> None:
         )
 
 
-def open_run(cfg, start: int, main: bool = True) -> Optional[MetricsLogger]:
+def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = None) -> Optional[MetricsLogger]:
     """Call once start-up has succeeded (models loaded, checkpoint read): only then is anything
     written into ``cfg.output_dir`` (the resolved ``config.yaml``) and the trackers of ``log.report_to``
-    open. A resume (``start`` > 0) is checked first (:func:`check_resume`); a run that starts over
+    open. A resume (``start`` > 0, from the folder ``checkpoint``) is checked first (:func:`check_resume`)
+    and only then announced, so a refused resume prints its one error line alone; a run that starts over
     (``start`` 0, e.g. ``resume=false`` in a used folder) removes the earlier run's ``RUN_OUTPUTS``.
     Returns the metrics logger (appending after step ``start``) on the main process, else ``None``."""
     if not main:
         return None
     if start > 0:
         check_resume(cfg, start)
+        print(f"resuming from {checkpoint} (step {start})")
     else:
         for name in RUN_OUTPUTS:
             path = os.path.join(cfg.output_dir, name)

@@ -373,7 +373,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     # one checkpoint file per process where each holds a part the others lack: FSDP's parameter shards,
     # ZeRO-1/2's optimizer partitions (genrl.zero)
     per_process = fsdp or (accelerator.state.deepspeed_plugin is not None and world > 1)
-    start = 0
+    start, ckpt = 0, None
     if cfg.resume and (
         found := resume_state(ckpt_dir, clean=main, rank=rank if per_process else None, world_size=world)
     ):
@@ -423,8 +423,6 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
             except ValueError as e:  # CAPO: moments of another head
                 raise ValueError(f"{ckpt}: {e}") from None
         start = state["step"]
-        if main:
-            print(f"resuming from {ckpt} (step {start})")
     if per_process:  # every process must resume from the same checkpoint (each from its own file of it)
         steps = accelerator.gather(torch.tensor([start], device=accelerator.device)).tolist()
         if len(set(steps)) > 1:
@@ -432,7 +430,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                 f"the processes resumed from different checkpoints (steps {steps}): one process's file of the "
                 f"newest is unreadable; move that checkpoint folder away and rerun"
             )
-    logger = open_run(cfg, start, main)  # start-up succeeded: only now is anything written into output_dir
+    logger = open_run(cfg, start, main, ckpt)  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
         # every process swaps in the EMA shards and gathers the weights (FSDP: collectives); main samples

@@ -92,7 +92,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     pool = CheckpointPool(named, cfg.reference.mode, cfg.reference.max_pool, folder=pool_dir, writer=main)
     ref_index = 0
 
-    start = 0
+    start, ckpt = 0, None
     if cfg.resume and (found := resume_state(ckpt_dir, clean=main)):
         ckpt, state = found
         try:
@@ -104,14 +104,12 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         if "scheduler" in state:  # checkpoints before the schedule existed ran at a constant lr
             scheduler.load_state_dict(state["scheduler"])
         start, ref_index = state["step"], state["ref_index"]
-        if main:
-            print(f"resuming from {ckpt} (step {start})")
     shape = tuple(
         policy.decode(policy.noise(1, torch.Generator().manual_seed(0))).shape[1:]
     )  # [C, H, W] / [F, C, H, W]
     if callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # every winner fits the model (kind, channels): a bad row fails before anything is written
-    logger = open_run(cfg, start, main)
+    logger = open_run(cfg, start, main, ckpt)
     pool.flush()  # on disk: the start's snapshot is written only now that start-up succeeded
     accelerator.wait_for_everyone()
 

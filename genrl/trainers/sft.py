@@ -57,15 +57,14 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     optimizer = make_optimizer(params, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
 
-    start = 0
+    start, ckpt = 0, None
     if cfg.resume and (found := resume_state(ckpt_dir, clean=True)):
         ckpt, state = found
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
-        print(f"resuming from {ckpt} (step {start})")
-    logger = open_run(cfg, start)  # start-up succeeded: only now is anything written into output_dir
+    logger = open_run(cfg, start, checkpoint=ckpt)  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
         m = task.evaluate_model(model, processor, cfg.eval, run_dir, step, seed=cfg.seed)
