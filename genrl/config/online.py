@@ -413,7 +413,10 @@ class TrainConfig(OptimizerConfig):
     batch_size: int = option(80, "samples per backward pass (per process)")
     gradient_accumulation_steps: int = option(1, "backward passes per optimizer step")
     timestep_chunk: int = option(
-        0, "trained timesteps per forward/backward; 0 = all at once (else gradients accumulate over timesteps)"
+        0,
+        "trained timesteps per forward/backward; 0 = all at once (else gradients accumulate over timesteps). "
+        "Token policies: response tokens per backward; each chunk re-runs the sequence's forward (more "
+        "compute) and holds only its own tokens' log-softmax over the vocabulary",
     )
     inner_epochs: int = option(1, "passes over each rollout batch")
     ema_decay: float = option(0.0, "0 = no EMA; else in (0, 1); EMA weights are used for evaluation")
