@@ -43,6 +43,15 @@ def checkpoint_path(root: str, step: int) -> str:
     return os.path.join(root, f"step-{step:06d}")
 
 
+def checkpoint_step(path: str) -> int:
+    """The step of a checkpoint folder ``.../step-XXXXXX`` (``checkpoint_path``'s inverse); ``ValueError``
+    for another name."""
+    m = _NAME.match(os.path.basename(os.path.normpath(path)))
+    if m is None:
+        raise ValueError(f"{path!r} is not a checkpoint folder (step-XXXXXX)")
+    return int(m.group(1))
+
+
 def save_checkpoint(root: str, step: int, state: dict[str, Any], keep_last: int = 2) -> str:
     """Write ``state`` as ``root/step-{step:06d}`` atomically (``genrl.io.atomic_dir``: a
     temporary folder, every file fsynced, then renamed into place; re-saving a step replaces it);

@@ -12,9 +12,13 @@ snapshots would fill the memory (SD1.5's UNet: 3.4 GB each in fp32), written to
 the reference runs the policy's own module with those tensors (``genrl.ema.WithWeights``).
 
 The pool is part of the trainer's checkpoint (``state_dict``: tensors, ints and file names only,
-loadable with ``torch.load(weights_only=True)``; on disk, the files stay in the folder, since
-earlier checkpoints refer to them), and draws use a generator seeded per step by the trainer, so
-a resumed run draws the same references.
+loadable with ``torch.load(weights_only=True)``), and draws use a generator seeded per step by the
+trainer, so a resumed run draws the same references. On disk, a snapshot that leaves a bounded pool
+(``max_size``) keeps its file while a kept checkpoint still refers to it: :meth:`prune_files`, called
+after each checkpoint with the oldest kept one's step, removes the files no kept checkpoint can name.
+A snapshot taken after start-up always writes its file, replacing one a killed run left at that step,
+and :meth:`flush` removes the files of steps past the pool's newest (what a killed run wrote after its
+last checkpoint), so a resumed run never draws an abandoned run's weights.
 """
 
 from __future__ import annotations
@@ -58,6 +62,7 @@ class CheckpointPool:
         self.weights: list[Union[dict[str, torch.Tensor], str]] = []  # tensors, or a file name in folder
         self._loaded: tuple[Optional[str], dict] = (None, {})  # the last file read (redraws reuse it)
         self._pending: Optional[dict[str, dict]] = {}  # on disk: snapshots not written before flush()
+        self.retired: list[tuple[int, str]] = []  # on disk: (step it left the pool at, file) not yet removed
         self.add(0)
 
     @torch.no_grad()
@@ -75,15 +80,19 @@ class CheckpointPool:
             if self._pending is not None:  # before flush(): kept until start-up has succeeded
                 self._pending[name] = tensors
             else:
-                self._write(name, tensors)
+                self._write(name, tensors, replace=True)  # a killed run's file of this step is stale
         if self.max_size and len(self.steps) > self.max_size:  # keep the start
+            if self.folder is not None:  # earlier checkpoints may still name the file: prune_files decides
+                self.retired.append((int(step), self.weights[1]))
             del self.steps[1], self.weights[1]
             return -1 if current == 1 else current - (current > 1)
         return current
 
-    def _write(self, name: str, tensors: dict[str, torch.Tensor]) -> None:
+    def _write(self, name: str, tensors: dict[str, torch.Tensor], replace: bool = False) -> None:
+        """Write one snapshot file (the writer only); an existing file is kept unless ``replace`` (at
+        start-up it holds the same weights: the start's, or a resumed pool's own)."""
         path = os.path.join(self.folder, name)
-        if self.writer and not os.path.isfile(path):  # a resumed run finds its earlier files
+        if self.writer and (replace or not os.path.isfile(path)):
             from safetensors.torch import save_file
 
             os.makedirs(self.folder, exist_ok=True)
@@ -91,11 +100,31 @@ class CheckpointPool:
                 save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp))
 
     def flush(self) -> None:
-        """On disk: write the snapshots taken so far (the start) and every later one as it is taken.
-        The trainer calls it once start-up has succeeded, so a failed start writes nothing."""
+        """On disk: write the snapshots taken so far (the start) and every later one as it is taken, and
+        remove the files of steps after the pool's newest snapshot (a killed run's, past the checkpoint
+        this run resumed from; no checkpoint names them). The trainer calls it once start-up has
+        succeeded, so a failed start writes and removes nothing."""
         for name, tensors in (self._pending or {}).items():
             self._write(name, tensors)
         self._pending = None
+        if self.folder is not None and self.writer and os.path.isdir(self.folder):
+            for name in os.listdir(self.folder):
+                if (step := _snapshot_step(name)) is not None and step > self.steps[-1]:
+                    os.remove(os.path.join(self.folder, name))
+
+    def prune_files(self, oldest_checkpoint_step: Optional[int]) -> list[str]:
+        """On disk: remove the files of snapshots that left the pool at or before
+        ``oldest_checkpoint_step``, the oldest checkpoint kept (None: every checkpoint is kept, remove
+        nothing): a checkpoint taken at step ``c`` names only the snapshots in the pool then, and one
+        retired at step ``r <= c`` was not. Returns the names removed (the writer process's)."""
+        if self.folder is None or oldest_checkpoint_step is None:
+            return []
+        gone = [name for r, name in self.retired if r <= oldest_checkpoint_step]
+        self.retired = [(r, name) for r, name in self.retired if r > oldest_checkpoint_step]
+        for name in gone if self.writer else []:
+            if os.path.isfile(path := os.path.join(self.folder, name)):
+                os.remove(path)
+        return gone
 
     def draw(self, generator: Optional[torch.Generator] = None) -> int:
         """The index of the next reference: uniform over the pool (``replay``), 0 or the newest."""
@@ -129,9 +158,17 @@ class CheckpointPool:
         return len(self.steps)
 
     def state_dict(self) -> dict:
-        """``mode``, ``steps``, and ``weights`` (tensors) or ``files`` (names in the folder)."""
+        """``mode``, ``steps``, and ``weights`` (tensors) or ``files`` (names in the folder) with ``retired``
+        (``[step, name]`` of snapshots that left the pool, whose files :meth:`prune_files` has not removed)."""
         if self.folder is not None:
-            return {"mode": self.mode, "steps": list(self.steps), "weights": [], "files": list(self.weights)}
+            retired = [[r, name] for r, name in self.retired]
+            return {
+                "mode": self.mode,
+                "steps": list(self.steps),
+                "weights": [],
+                "files": list(self.weights),
+                "retired": retired,
+            }
         return {"mode": self.mode, "steps": list(self.steps), "weights": [dict(w) for w in self.weights]}
 
     def load_state_dict(self, state: dict) -> None:
@@ -147,6 +184,17 @@ class CheckpointPool:
             raise ValueError("the checkpoint's pool holds other parameters than this policy trains")
         self.steps = [int(s) for s in state["steps"]]
         self.weights = list(files) if files is not None else [dict(w) for w in state["weights"]]
+        self.retired = [
+            (int(r), str(name)) for r, name in state.get("retired", [])
+        ]  # older checkpoints: none recorded
+
+
+def _snapshot_step(name: str) -> Optional[int]:
+    """The step of a pool file name ``step-NNNNNN.safetensors``; None for any other name."""
+    stem, ext = os.path.splitext(name)
+    if ext != ".safetensors" or not stem.startswith("step-") or not stem[5:].isdigit():
+        return None
+    return int(stem[5:])
 
 
 __all__ = ["REFERENCE_MODES", "CheckpointPool"]

@@ -2,6 +2,7 @@
 constructed cases, the anchor criterion's switch, and the direction of the gradient."""
 
 import math
+import os
 from types import SimpleNamespace
 
 import pytest
@@ -153,8 +154,16 @@ def test_the_controls_run(tmp_path, base_model, objective):
     extra += [f"train.timestep_sampling={sampling}"] if sampling else []
     if objective == "diffusion_dpo":
         extra.append("reference.mode=fixed")
-    result = train(_pref_cfg(tmp_path / (objective + sampling), base_model, *extra))
+    if objective == "sft":  # a pool here kept a full copy of the weights per step, in memory and in checkpoints
+        extra.append("reference.storage=disk")
+    run = tmp_path / (objective + sampling)
+    result = train(_pref_cfg(run, base_model, *extra))
     assert result["final"]["eval/gold_accuracy"] >= 0
+    if objective == "sft":
+        from genrl.checkpoint import load_checkpoint
+
+        assert load_checkpoint(str(run / "checkpoints" / "step-000002"))["pool"] is None
+        assert not (run / "pool").exists()
 
 
 def test_rcr_draws_uniformly_from_the_pool_with_a_seeded_generator():
@@ -255,3 +264,71 @@ def test_a_bounded_pool_keeps_the_reference_in_use_or_says_it_left():
     assert pool.add(1, current=0) == 0 and pool.add(2, current=2) == 2  # nothing dropped yet
     assert pool.add(3, current=2) == 1 and pool.steps == [0, 2, 3]  # step 1 dropped: step 2 moved down
     assert pool.add(4, current=1) == -1 and pool.steps == [0, 3, 4]  # the reference (step 2) was dropped
+
+
+def _disk_pool(folder, w, **kw):
+    from genrl.replay import CheckpointPool
+
+    pool = CheckpointPool({"w": w}, "replay", folder=str(folder), **kw)
+    pool.flush()
+    return pool
+
+
+def test_a_resumed_disk_pool_replaces_what_a_killed_run_wrote_after_its_checkpoint(tmp_path):
+    """A run killed after its step-1 checkpoint had written step 2's snapshot; the resumed run kept
+    that file (writes skipped existing ones) and drew the abandoned run's weights as a reference."""
+    from safetensors.torch import load_file
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    killed = _disk_pool(tmp_path, w)
+    with torch.no_grad():
+        w.fill_(1.0)
+    killed.add(1)
+    state = killed.state_dict()  # the checkpoint at step 1
+    with torch.no_grad():
+        w.fill_(2.0)
+    killed.add(2)  # written, then the run is killed before its next checkpoint
+    with torch.no_grad():
+        w.fill_(1.0)
+    from genrl.replay import CheckpointPool
+
+    resumed = CheckpointPool({"w": w}, "replay", folder=str(tmp_path))
+    resumed.load_state_dict(state)  # as the trainer resumes: load the checkpoint's pool, then flush
+    resumed.flush()
+    assert sorted(os.listdir(tmp_path)) == ["step-000000.safetensors", "step-000001.safetensors"]
+    with torch.no_grad():
+        w.fill_(3.0)  # the resumed run reaches step 2 with other weights
+    resumed.add(2)
+    assert load_file(tmp_path / "step-000002.safetensors")["w"].tolist() == [3.0, 3.0]
+    assert resumed._tensors(2)["w"].tolist() == [3.0, 3.0]
+
+
+def test_a_bounded_disk_pool_removes_files_no_kept_checkpoint_names(tmp_path):
+    w = torch.nn.Parameter(torch.zeros(1))
+    pool = _disk_pool(tmp_path, w, max_size=3)
+    for step in range(1, 6):
+        pool.add(step)  # step 3 retires snapshot 1, step 4 snapshot 2, step 5 snapshot 3
+    assert pool.retired == [
+        (3, "step-000001.safetensors"),
+        (4, "step-000002.safetensors"),
+        (5, "step-000003.safetensors"),
+    ]
+    assert pool.prune_files(None) == [] and len(os.listdir(tmp_path)) == 6  # every checkpoint kept
+    # the oldest kept checkpoint is step 4's: it names 0, 3, 4; step 3's file must stay for it
+    assert pool.prune_files(4) == ["step-000001.safetensors", "step-000002.safetensors"]
+    assert sorted(os.listdir(tmp_path)) == [f"step-{i:06d}.safetensors" for i in (0, 3, 4, 5)]
+    assert pool.state_dict()["retired"] == [[5, "step-000003.safetensors"]]
+
+
+def test_the_trainer_keeps_only_the_pool_files_its_checkpoints_name(tmp_path, base_model):
+    """reference.max_pool bounded nothing on disk: every snapshot file stayed (21 files for 20 steps)."""
+    from genrl.checkpoint import list_checkpoints, load_checkpoint
+    from genrl.trainers.preference import train
+
+    run = tmp_path / "run"
+    extra = ["reference.storage=disk", "reference.max_pool=2", "max_steps=5", "checkpoint.every=1", "eval.every=0"]
+    train(_pref_cfg(run, base_model, *extra))
+    kept = list_checkpoints(str(run / "checkpoints"))
+    named = {f for c in kept for f in load_checkpoint(c)["pool"]["files"]}
+    assert len(kept) == 2 and sorted(os.listdir(run / "pool")) == sorted(named)
+    assert named == {f"step-{i:06d}.safetensors" for i in (0, 4, 5)}  # the start + the newest, at steps 4 and 5

@@ -21,8 +21,8 @@ prompt, the reference is drawn from the run's own earlier checkpoints (random ch
 Before anything is written, a task with ``check_sample_shape(shape)`` checks its winners against the
 model's sample shape ``(C, H, W)`` / ``(F, C, H, W)`` (``preference_data``: every row's kind, image or
 video, and the channels). The ``sft`` objective needs no pairs: the trainer then skips the reference
-entirely. Runs under ``accelerate`` like the online trainer (policy.model is the prepared, possibly
-DDP-wrapped module).
+entirely and keeps no snapshot pool. Runs under ``accelerate`` like the online trainer (policy.model
+is the prepared, possibly DDP-wrapped module).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ from collections import defaultdict
 import torch
 
 from genrl import zero
-from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint
+from genrl.checkpoint import checkpoint_path, checkpoint_step, list_checkpoints, resume_state, save_checkpoint
 from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
 from genrl.objectives.common import checked_output
@@ -88,8 +88,9 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     named = {n: p for n, p in policy.module.named_parameters() if p.requires_grad}
     snapshot_mib = sum(p.numel() * p.element_size() for p in named.values()) / 2**20
     on_disk = cfg.reference.storage == "disk" or (cfg.reference.storage == "auto" and snapshot_mib > DISK_POOL_MIB)
-    pool_dir = os.path.join(run_dir, "pool") if on_disk and pairs else None
-    pool = CheckpointPool(named, cfg.reference.mode, cfg.reference.max_pool, folder=pool_dir, writer=main)
+    pool_dir = os.path.join(run_dir, "pool") if on_disk else None
+    # sft trains on winners alone: no reference, so no snapshots
+    pool = CheckpointPool(named, cfg.reference.mode, cfg.reference.max_pool, pool_dir, main) if pairs else None
     ref_index = 0
 
     start, ckpt = 0, None
@@ -97,7 +98,8 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         ckpt, state = found
         try:
             policy.load_trainable_state_dict(state["model"])
-            pool.load_state_dict(state["pool"])
+            if pool is not None:
+                pool.load_state_dict(state["pool"])
         except (ValueError, KeyError) as e:
             raise ValueError(f"{ckpt}: {e}") from None
         optimizer.load_state_dict(state["optimizer"])
@@ -110,7 +112,8 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     if callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # every winner fits the model (kind, channels): a bad row fails before anything is written
     logger = open_run(cfg, start, main, ckpt)
-    pool.flush()  # on disk: the start's snapshot is written only now that start-up succeeded
+    if pool is not None:
+        pool.flush()  # on disk: the start's snapshot is written only now that start-up succeeded
     accelerator.wait_for_everyone()
 
     def run_eval(step: int) -> dict[str, float]:
@@ -180,7 +183,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
-            if done % cfg.reference.snapshot_every == 0:
+            if pairs and done % cfg.reference.snapshot_every == 0:
                 ref_index = pool.add(done, ref_index)
                 if ref_index < 0:  # the snapshot in use left the pool: draw again now
                     ref_index = pool.draw(torch.Generator().manual_seed(derive_seed(cfg.seed, done, 3)))
@@ -193,7 +196,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                 "train/lr": lr,
                 "train/nonfinite_steps_skipped": int(not stepped),
                 "train/ref_step": pool.steps[ref_index] if pairs else 0,
-                "train/pool_size": len(pool),
+                "train/pool_size": len(pool) if pairs else 0,
                 "time/reference": t_ref,
                 "time/update": t3 - t0 - t_ref,
                 "time/step": t3 - t0,
@@ -213,10 +216,12 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                     "model": policy.trainable_state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "scheduler": scheduler.state_dict(),
-                    "pool": pool.state_dict(),
+                    "pool": pool.state_dict() if pairs else None,
                     "ref_index": ref_index,
                 }
                 save_checkpoint(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
+                if pairs:  # on disk: remove the snapshot files no kept checkpoint names
+                    pool.prune_files(checkpoint_step(list_checkpoints(ckpt_dir)[0]))
             accelerator.wait_for_everyone()
             if stopping:
                 break
