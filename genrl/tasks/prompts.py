@@ -10,11 +10,10 @@ ODE sampler and scores them with the run's own rewards (``genrl.evaluation``).
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from genrl.registry import TASKS
-from genrl.tasks.rows import expand_data_paths
+from genrl.tasks.rows import expand_data_paths, loads_json
 
 PROMPT_SUFFIXES = (".txt", ".jsonl")
 
@@ -22,8 +21,9 @@ PROMPT_SUFFIXES = (".txt", ".jsonl")
 def read_prompts(paths: list[str], prompt_key: str = "prompt") -> list[tuple[str, dict]]:
     """``(prompt, metadata)`` rows of ``.txt`` / ``.jsonl`` files (or folders of them), in order.
     Files are UTF-8 (a byte-order mark is skipped); empty lines are skipped; a missing file, an
-    unknown extension, text that is not UTF-8, a bad JSON line or a row without ``prompt_key`` is
-    an error naming the file (and line)."""
+    unknown extension, text that is not UTF-8, a JSON line that ``loads_json`` refuses (invalid, a
+    repeated key, nested too deeply) or a row without ``prompt_key`` is an error naming the file (and
+    line)."""
     rows: list[tuple[str, dict]] = []
     for path in expand_data_paths(paths, PROMPT_SUFFIXES, "prompt"):
         try:
@@ -45,10 +45,7 @@ def _read_prompt_file(path: str, prompt_key: str) -> list[tuple[str, dict]]:
             if txt:
                 rows.append((line.strip(), {}))
                 continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
+            row = loads_json(line, path, n)
             if not isinstance(row, dict) or not isinstance(row.get(prompt_key), str) or not row[prompt_key].strip():
                 raise ValueError(f"{path}:{n}: expected an object with a non-empty string {prompt_key!r}")
             rows.append((row.pop(prompt_key).strip(), row))

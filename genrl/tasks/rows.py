@@ -48,7 +48,8 @@ def expand_data_paths(
 
 def read_rows(path: str) -> list[dict]:
     """The rows of one ``.jsonl`` / ``.json`` / ``.parquet`` file, as dicts. ``ValueError`` naming the
-    file (and line or row) for text that is not UTF-8, invalid JSON, or a row that is not an object."""
+    file (and line or row) for text that is not UTF-8, a row that is not an object, or JSON that
+    :func:`loads_json` refuses (invalid, a repeated key, nested too deeply)."""
     if path.endswith(".parquet"):
         try:
             import pyarrow.parquet as pq
@@ -69,22 +70,91 @@ def read_rows(path: str) -> list[dict]:
 def _read_json_rows(path: str) -> list:
     with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is skipped
         if path.endswith(".json"):
-            try:
-                rows = json.load(f)
-            except json.JSONDecodeError as e:
-                hint = " (one row per line is a .jsonl file)" if e.msg == "Extra data" else ""
-                raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}){hint}") from None
+            rows = loads_json(f.read(), path)
             if not isinstance(rows, list):
                 raise ValueError(f"{path}: a .json data file must hold a list of rows, got {type(rows).__name__}")
             return rows
-        rows = []
-        for n, line in enumerate(f, 1):
-            if line.strip():
-                try:
-                    rows.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{n}: not valid JSON ({e.msg})") from None
-        return rows
+        return [loads_json(line, path, n) for n, line in enumerate(f, 1) if line.strip()]
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key: str):
+        self.key = key
+
+
+def _unique_keys(pairs: list) -> dict:
+    """``object_pairs_hook``: the object as a dict; ``_DuplicateKey`` when a key repeats."""
+    obj = dict(pairs)
+    if len(obj) != len(pairs):
+        seen: set = set()
+        for key, _ in pairs:
+            if key in seen:
+                raise _DuplicateKey(key)
+            seen.add(key)
+    return obj
+
+
+def loads_json(text: str, path: str, line: int | None = None) -> Any:
+    """Parse the JSON of a user's data or prompt file: a whole ``.json`` file (``line`` None) or one
+    ``.jsonl`` line (``line``, counted from 1). The one JSON reader of ``read_rows`` and
+    ``genrl.tasks.prompts``, so that every file refuses the same input. ``ValueError``, one line
+    starting with the file and line (``path:line``; for a whole file the line JSON reports, or the
+    row), for:
+
+    - text that is not JSON (``json``'s message; "one row per line is a .jsonl file" for rows written
+      one per line into a ``.json`` file), or a number ``json`` refuses (over 4300 digits);
+    - a key repeated in one object: ``json`` keeps the last value silently, so ``{"prompt": "a",
+      "prompt": "b"}`` would train on "b" (YAML configs refuse duplicate keys too);
+    - nesting too deep for ``json``'s recursive decoder, which otherwise raises ``RecursionError``
+      with a long traceback."""
+    where = path if line is None else f"{path}:{line}"
+    try:
+        return json.loads(text, object_pairs_hook=_unique_keys)
+    except _DuplicateKey as e:
+        if line is None:
+            r = _row_with_duplicate(text)
+            where = path if r is None else f"{path} row {r}"
+        key = repr(e.key) if len(repr(e.key)) <= 80 else repr(e.key)[:77] + "..."
+        raise ValueError(f"{where}: key {key} appears twice in one object (JSON keeps only the last)") from None
+    except RecursionError:
+        raise ValueError(f"{where}: JSON nested too deeply to read (too many [ or {{ inside one another)") from None
+    except json.JSONDecodeError as e:
+        if line is None:
+            hint = " (one row per line is a .jsonl file)" if e.msg == "Extra data" else ""
+            raise ValueError(f"{path}:{e.lineno}: not valid JSON ({e.msg}){hint}") from None
+        raise ValueError(f"{where}: not valid JSON ({e.msg})") from None
+    except ValueError as e:  # e.g. an integer of more digits than Python converts
+        raise ValueError(f"{where}: not valid JSON ({e})") from None
+
+
+def _row_with_duplicate(text: str) -> int | None:
+    """The index of the top-level list item holding the first object with a repeated key (the
+    error path of ``loads_json`` for a ``.json`` file), or None when the document is no list."""
+    found: list = []
+
+    def mark(pairs: list) -> dict:
+        obj = dict(pairs)
+        if len(obj) != len(pairs) and not found:
+            found.append(obj)
+        return obj
+
+    try:
+        doc = json.loads(text, object_pairs_hook=mark)
+    except (ValueError, RecursionError):  # the text after the repeated key is bad too: name the key alone
+        return None
+    if not isinstance(doc, list) or not found:
+        return None
+    for r, row in enumerate(doc):
+        stack = [row]
+        while stack:  # a loop, not recursion: the document may be deep
+            item = stack.pop()
+            if item is found[0]:
+                return r
+            if isinstance(item, dict):
+                stack.extend(item.values())
+            elif isinstance(item, list):
+                stack.extend(item)
+    return None
 
 
 def image_refs(entry: Any, root: str, where: str) -> list:
@@ -108,6 +178,8 @@ def image_refs(entry: Any, root: str, where: str) -> list:
                 raise ValueError(f"{where}: image {j} is a record without 'bytes' or 'path'")
         if isinstance(it, str):
             path = it if os.path.isabs(it) else os.path.join(root, it)
+            if os.path.isdir(path):
+                raise ValueError(f"{where}: image {j} is a directory, not a file: {describe_ref(path)}")
             if not os.path.isfile(path):
                 raise ValueError(f"{where}: image {j} not found: {describe_ref(path)}")
             refs.append(path)
@@ -118,4 +190,4 @@ def image_refs(entry: Any, root: str, where: str) -> list:
     return refs
 
 
-__all__ = ["DATA_SUFFIXES", "describe_ref", "expand_data_paths", "image_refs", "read_rows"]
+__all__ = ["DATA_SUFFIXES", "describe_ref", "expand_data_paths", "image_refs", "loads_json", "read_rows"]

@@ -1,0 +1,101 @@
+"""The JSON of users' data and prompt files (``genrl.tasks.rows.loads_json``, read by ``read_rows`` and
+``read_prompts``): input ``json`` accepts silently (a repeated key) or crashes on (deep nesting, a
+huge number) is one line naming the file and the line or row."""
+
+import json
+import os
+import re
+
+import pytest
+
+from genrl.tasks.prompts import read_prompts
+from genrl.tasks.rows import read_rows
+
+DEEP_LIST = "[" * 200_000 + "]" * 200_000
+DEEP_OBJECT = '{"a": ' * 200_000 + "1" + "}" * 200_000
+HUGE_NUMBER = '{"prompt": "x", "n": ' + "7" * 5000 + "}"  # over Python's 4300-digit int conversion limit
+
+
+def _jsonl(path, bad_line: str) -> str:
+    path.write_text(json.dumps({"prompt": "fine"}) + "\n\n" + bad_line + "\n")  # the bad row is line 3
+    return str(path)
+
+
+READERS = {"rows": read_rows, "prompts": lambda path: read_prompts([path])}
+
+
+@pytest.mark.parametrize("reader", list(READERS))
+@pytest.mark.parametrize(
+    "line, message",
+    [
+        (DEEP_LIST, r"JSON nested too deeply to read"),
+        (DEEP_OBJECT, r"JSON nested too deeply to read"),
+        ('{"prompt": "a", "prompt": "b"}', r"key 'prompt' appears twice in one object \(JSON keeps only the last\)"),
+        ('{"prompt": "a", "meta": {"k": 1, "k": 2}}', r"key 'k' appears twice in one object"),
+        (HUGE_NUMBER, r"not valid JSON \(Exceeds the limit \(4300 digits\)"),
+    ],
+    ids=["deep-list", "deep-object", "repeated-key", "repeated-nested-key", "huge-number"],
+)
+def test_a_bad_jsonl_line_is_one_line_naming_the_file_and_line(tmp_path, reader, line, message):
+    """Deep nesting raised RecursionError (a 38-line traceback, exit 1); a repeated key kept the last value."""
+    path = _jsonl(tmp_path / "data.jsonl", line)
+    with pytest.raises(ValueError, match=rf"^{re.escape(path)}:3: {message}") as e:
+        READERS[reader](path)
+    assert "\n" not in str(e.value) and len(str(e.value)) < 300
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (DEEP_LIST, r"deep.json: JSON nested too deeply to read"),
+        ("[" + DEEP_OBJECT + "]", r"deep.json: JSON nested too deeply to read"),
+        (
+            '[{"prompt": "x"}, {"prompt": "y", "image": {"path": "a.png", "path": "b.png"}}]',
+            r"deep.json row 1: key 'path'",
+        ),
+        ('{"prompt": "a", "prompt": "b"}', r"deep.json: key 'prompt' appears twice"),  # no list: no row to name
+        ("[" + HUGE_NUMBER + "]", r"deep.json: not valid JSON \(Exceeds the limit"),
+    ],
+    ids=["deep-list", "deep-object", "repeated-nested-key", "repeated-key-no-list", "huge-number"],
+)
+def test_a_bad_json_file_is_one_line_naming_the_file_and_row(tmp_path, text, message):
+    path = tmp_path / "deep.json"
+    path.write_text(text)
+    with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path))}/{message}") as e:
+        read_rows(str(path))
+    assert "\n" not in str(e.value)
+
+
+def test_good_rows_still_read_as_before(tmp_path):
+    """Key order, nested values, a key reused in another object and NaN (refused later, by column) are kept."""
+    rows = [{"prompt": "a", "image": {"path": "x.png"}, "n": float("nan")}, {"prompt": "b", "image": {"path": "y"}}]
+    (tmp_path / "r.json").write_text(json.dumps(rows))
+    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    for name in ("r.json", "r.jsonl"):
+        got = read_rows(str(tmp_path / name))
+        assert [list(r) for r in got] == [["prompt", "image", "n"], ["prompt", "image"]]
+        assert got[1] == rows[1] and got[0]["n"] != got[0]["n"]
+    assert read_prompts([str(tmp_path / "r.jsonl")])[1] == ("b", {"image": {"path": "y"}})
+
+
+def test_the_cli_prints_one_line_exits_2_and_writes_nothing(tmp_path, capsys):
+    from genrl.cli import main
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    (tmp_path / "deep.json").write_text(DEEP_LIST)
+    rc = main(
+        [
+            "train",
+            os.path.join(root, "configs/digits/seppo.yaml"),
+            "task=preference_data",
+            f"data.train_files=[{tmp_path / 'deep.json'}]",
+            f"output_dir={tmp_path / 'run'}",
+        ]
+    )
+    err = capsys.readouterr().err.strip()
+    assert (
+        rc == 2
+        and err
+        == f"genrl train: {tmp_path / 'deep.json'}: JSON nested too deeply to read (too many [ or {{ inside one another)"
+    )
+    assert not (tmp_path / "run").exists()
