@@ -7,7 +7,7 @@ Options: ``--lora merge`` (default: adapters fused into the denoiser's weights, 
 pipeline folder) or ``--lora adapter`` (diffusers' ``pytorch_lora_weights.safetensors`` with
 its adapter config, for ``pipe.load_lora_weights(DIR)``); ``--weights ema`` (default: the EMA
 weights when the run kept them, as evaluation uses) or ``raw``; ``--dtype`` of the saved
-weights. Full fine-tuning runs save the whole trained pipeline (``--lora`` is ignored).
+weights. Full fine-tuning runs save the whole trained pipeline (``--lora adapter`` is refused there).
 
 Loading the result needs only stock diffusers:
 
@@ -103,9 +103,7 @@ def export(
     run_dir: str, out: str, lora: str = "merge", weights: str = "ema", dtype: str = "float32", overwrite: bool = False
 ) -> dict:
     """Write the run's final model to ``out``; returns what ``genrl_export.json`` records."""
-    from peft.utils import get_peft_model_state_dict
-
-    from genrl.run_dir import load_run_policy
+    from genrl.run_dir import check_run, load_run_config, load_run_policy
 
     if lora not in ("merge", "adapter"):
         raise ExportError(f"--lora must be 'merge' or 'adapter', not {lora!r}")
@@ -113,10 +111,18 @@ def export(
         raise ExportError(f"--weights must be 'ema' or 'raw', not {weights!r}")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
+    run_cfg = load_run_config(check_run(run_dir)[0])  # a bad RUN_DIR: its one line, before any heavy import
+    if lora == "adapter" and run_cfg.policy.lora.rank == 0:
+        raise ExportError(
+            f"--lora adapter: {run_dir} fine-tunes the whole denoiser (policy.lora.rank=0), so it has no adapter; "
+            "export it without --lora (the whole pipeline)"
+        )
     try:  # every path error before the model loads; --overwrite never replaces the run itself
         check_output_dir(out, "--out", overwrite=overwrite, protect=(run_dir,))
     except ValueError as e:
         raise ExportError(str(e)) from None
+    from peft.utils import get_peft_model_state_dict
+
     _deepspeed_logs_to_stderr()
     cfg, policy, info = load_run_policy(run_dir, ema=weights == "ema")
     pipe = getattr(policy, "pipe", None)

@@ -221,6 +221,24 @@ def test_bf16_weights_keep_fp32_lora_and_log_probs():
     assert torch.equal(lp, traj.log_probs_old[:, :1])
 
 
+def test_full_fine_tuning_in_bf16_keeps_the_trained_unet_fp32(tmp_path):
+    """policy.dtype=bfloat16 with lora.rank=0 trained the UNet's own weights in bf16, where most AdamW
+    updates round away; the frozen VAE and text encoder are the ones to store in bf16."""
+    build().save_pretrained(tmp_path / "sd")  # from disk: the UNet is read in fp32, not rounded to bf16 first
+    for policy in (
+        make_policy(dtype="bfloat16", lora={"rank": 0}),
+        DiffusionPolicy.from_pretrained(make_cfg(model=str(tmp_path / "sd"), dtype="bfloat16", lora={"rank": 0})),
+    ):
+        assert {p.dtype for p in policy.unet.parameters()} == {torch.float32}
+        assert {p.dtype for p in policy.ref_model.parameters()} == {torch.float32}
+        assert policy.pipe.vae.dtype == torch.bfloat16 and policy.pipe.text_encoder.dtype == torch.bfloat16
+        traj = rollout(policy, PROMPTS[:2])  # no autocast: the UNet's inputs follow its own dtype
+        lp, _ = policy.log_prob(traj, slice(0, None))
+        assert torch.equal(lp, traj.log_probs_old)
+    fp32 = build().unet
+    assert all(torch.equal(a, b) for a, b in zip(policy.unet.parameters(), fp32.parameters()))
+
+
 def test_full_fine_tuning_has_a_frozen_reference():
     policy = make_policy(lora={"rank": 0})
     assert policy.ref_model is not None and not any(p.requires_grad for p in policy.ref_model.parameters())

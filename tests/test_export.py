@@ -287,3 +287,16 @@ def test_genrl_export_prints_only_its_result_line_on_stdout(digits_run, tmp_path
         f"genrl export: wrote {out} (merge, ema weights, step 2); load with "
         "DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)"
     ]
+
+
+def test_a_bad_run_dir_is_one_line_before_any_heavy_import(tmp_path):
+    """A missing RUN_DIR printed DeepSpeed's import warning before the error line."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "genrl.cli", "export", str(tmp_path / "nope"), "--out", str(tmp_path / "x")]
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=ROOT)
+    assert (
+        proc.returncode == 2 and proc.stderr.strip() == f"genrl export: {str(tmp_path / 'nope')!r} is not a directory"
+    )
+    assert not (tmp_path / "x").exists()

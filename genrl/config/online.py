@@ -91,7 +91,10 @@ class PolicyConfig(Section):
         "device", "where cached prompt embeddings live: on the model's device, or in CPU memory (copied per use)"
     )
     dtype: Literal[tuple(DTYPES)] = option(
-        "float32", "dtype of the frozen model weights (trained LoRA weights and log-probs stay fp32)"
+        "float32",
+        "dtype of the frozen model weights: text encoders, VAE and, under LoRA, the base denoiser; the trained "
+        "weights (LoRA adapters, or the whole denoiser and its reference copy under full fine-tuning) and "
+        "log-probs stay fp32 (bf16 compute: train.mixed_precision)",
     )
     lora: LoraConfig = option(LoraConfig, "LoRA adapter settings")
     family: str = option(

@@ -22,7 +22,7 @@ from __future__ import annotations
 import importlib
 import json
 import os
-from typing import ClassVar, Optional
+from typing import ClassVar, Optional, Union
 
 import torch
 
@@ -173,12 +173,44 @@ class Family:
 # ----------------------------------------------------------------------------- loading
 
 
-def _class_name(path: str) -> Optional[str]:
+def _model_index(path: str) -> Optional[dict]:
     index = os.path.join(path, "model_index.json")
-    if os.path.isfile(index):
-        with open(index) as f:
-            return json.load(f).get("_class_name")
-    return None
+    if not os.path.isfile(index):
+        return None
+    with open(index) as f:
+        return json.load(f)
+
+
+def _class_name(path: str) -> Optional[str]:
+    """The pipeline class a diffusers folder names in ``model_index.json`` (its last part when it is a
+    ``[module, class]`` pair, as a custom pipeline's export writes it); None without the file."""
+    name = (_model_index(path) or {}).get("_class_name")
+    return name[-1] if isinstance(name, list) and name else name
+
+
+def load_own_pipeline(cls, path: str):
+    """A folder of one of genrl's own pipeline classes (``pipelines/``) -> ``cls`` built from its
+    components, each loaded by the library class ``model_index.json`` names (diffusers / transformers
+    ``from_pretrained``, subfolder per component; float32: the policy casts them). Ours rather than
+    ``cls.from_pretrained``: for an exported folder (``_class_name: [pipeline, DigitsPipeline]``, the
+    pipeline code beside it for stock diffusers) diffusers would insist on running that folder's
+    ``pipeline.py``, and genrl never runs code from a data folder."""
+    import diffusers
+    import transformers
+
+    libraries = {"diffusers": diffusers, "transformers": transformers}
+    components = {}
+    for name, spec in (_model_index(path) or {}).items():
+        if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or spec[0] is None:
+            continue
+        library, class_name = spec
+        component_cls = getattr(libraries.get(library), class_name, None)
+        if component_cls is None:
+            raise ValueError(
+                f"{path}/model_index.json: component {name!r} is {spec}, not a diffusers / transformers class"
+            )
+        components[name] = component_cls.from_pretrained(path, subfolder=name)
+    return cls(**components)
 
 
 def family_for(pipe, name: str = "auto") -> type[Family]:
@@ -196,7 +228,7 @@ def family_for(pipe, name: str = "auto") -> type[Family]:
     )
 
 
-def load_pipeline(model: str, dtype: torch.dtype):
+def load_pipeline(model: str, dtype: Union[torch.dtype, dict[str, torch.dtype]]):
     """A local diffusers folder or hub id -> the pipeline, through diffusers' own
     ``DiffusionPipeline.from_pretrained`` (a folder of one of genrl's own classes, ``pipelines/``,
     through that class's ``from_pretrained``: diffusers resolves only its own names). A hub id that is not in the local cache, with no
@@ -216,7 +248,7 @@ def load_pipeline(model: str, dtype: torch.dtype):
         )
     own = _class_name(model) if local else None
     if isinstance(own, str) and own in PIPELINE_MODULES:  # genrl's own classes (pipelines/)
-        return getattr(importlib.import_module(PIPELINE_MODULES[own]), own).from_pretrained(model, dtype=dtype)
+        return load_own_pipeline(getattr(importlib.import_module(PIPELINE_MODULES[own]), own), model)
     try:
         return DiffusionPipeline.from_pretrained(model, dtype=dtype)
     except (OSError, EnvironmentError) as e:

@@ -21,7 +21,7 @@ A subclass supplies only the model-specific parts (see "what a subclass supplies
 from __future__ import annotations
 
 import copy
-from typing import Any, Optional
+from typing import Any, Optional, Union
 
 import torch
 
@@ -68,19 +68,37 @@ def compile_denoiser(module: torch.nn.Module, mode: str) -> None:
         block.compile()
 
 
+def denoiser_dtype(cfg) -> torch.dtype:
+    """The denoiser's weight dtype for a policy config: float32 under full fine-tuning (``lora.rank = 0``,
+    the weights themselves train), else ``cfg.dtype`` (:func:`prepare_denoiser` casts it so)."""
+    return torch.float32 if cfg.lora.rank == 0 else DTYPES[cfg.dtype]
+
+
+def load_dtype(cfg) -> Union[torch.dtype, dict[str, torch.dtype]]:
+    """The ``dtype`` for diffusers' ``from_pretrained``: ``cfg.dtype``, except that under full fine-tuning
+    in a 16-bit dtype the denoiser (``unet`` / ``transformer``) is read from disk in float32 (a per-component
+    dict, diffusers' own form), so its trained weights are not rounded to 16 bits first."""
+    dtype = DTYPES[cfg.dtype]
+    if denoiser_dtype(cfg) == dtype:
+        return dtype
+    return {"unet": torch.float32, "transformer": torch.float32, "default": dtype}
+
+
 def prepare_denoiser(
     denoiser: torch.nn.Module, frozen: list[torch.nn.Module], cfg, default_targets, device: torch.device
 ) -> Optional[torch.nn.Module]:
-    """Cast ``denoiser`` and the ``frozen`` modules (text encoders, VAE, ...) to ``cfg.dtype`` and
-    ``device``, freeze the latter, apply ``cfg.attention_backend`` and ``gradient_checkpointing``,
+    """Cast the ``frozen`` modules (text encoders, VAE, ...) and, under LoRA, ``denoiser`` to ``cfg.dtype``;
+    under full fine-tuning (``lora.rank = 0``) the denoiser, trained itself, stays float32 (as diffusers'
+    training scripts keep the UNet: bf16 weights would round most AdamW updates away; bf16 compute is
+    ``train.mixed_precision``'s autocast). Move all to ``device``, freeze the frozen ones, apply ``cfg.attention_backend`` and ``gradient_checkpointing``,
     and add LoRA adapters (``cfg.lora``; targets default to ``default_targets``; B starts at zero,
     so the adapted model starts as the base), then ``cfg.compile`` (``compile_denoiser``). Returns the
     frozen reference copy for full fine-tuning (``lora.rank = 0``, compiled alike), else ``None``
     (the reference is the model, adapters off)."""
     dtype = DTYPES[cfg.dtype]
-    for m in [denoiser, *frozen]:
-        if m.dtype != dtype:  # frozen base weights in the run dtype (bf16 on GPUs)
-            m.to(dtype=dtype)
+    for m, d in [(denoiser, denoiser_dtype(cfg)), *((f, dtype) for f in frozen)]:
+        if m.dtype != d:  # frozen base weights in the run dtype (bf16 on GPUs)
+            m.to(dtype=d)
         m.to(device)
     for m in frozen:
         m.eval().requires_grad_(False)

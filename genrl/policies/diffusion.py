@@ -35,8 +35,7 @@ import torch
 
 from genrl import sde as sde_lib
 from genrl.families.base import classifier_free_guidance, load_pipeline
-from genrl.policies.base import DTYPES
-from genrl.policies.denoiser import DenoisingPolicy
+from genrl.policies.denoiser import DenoisingPolicy, denoiser_dtype, load_dtype
 from genrl.registry import POLICIES
 
 # Diffusers' text-to-image LoRA targets for the UNet (examples/text_to_image/train_text_to_image_lora.py),
@@ -124,7 +123,7 @@ class DiffusionPolicy(DenoisingPolicy):
             raise ValueError("DDIM dynamic thresholding is not supported (unsuitable for latent diffusion)")
         if pipe.unet.config.time_cond_proj_dim is not None:
             raise ValueError("UNets with a guidance embedding (time_cond_proj_dim, LCM) are not supported")
-        self.dtype = DTYPES[cfg.dtype]
+        self.dtype = denoiser_dtype(cfg)  # the UNet's (float32 under full fine-tuning); the VAE keeps cfg.dtype
         self.device = torch.device(device)  # the schedule lives on it; DenoisingPolicy sets it again
         self._schedules: dict[int, tuple[torch.Tensor, torch.Tensor, torch.Tensor]] = {}
         super().__init__(cfg, pipe, pipe.unet, [pipe.text_encoder, pipe.vae], LORA_TARGETS, device, rollouts)
@@ -134,7 +133,7 @@ class DiffusionPolicy(DenoisingPolicy):
         """A local diffusers folder or hub id (``runwayml/stable-diffusion-v1-5``-style) through
         ``load_pipeline``, which names the fix when the model is not available offline.
         ``rollouts=False``: ODE sampling and denoising errors only (``DenoisingPolicy``)."""
-        return cls(cfg, load_pipeline(cfg.model, DTYPES[cfg.dtype]), device=device, rollouts=rollouts)
+        return cls(cfg, load_pipeline(cfg.model, load_dtype(cfg)), device=device, rollouts=rollouts)
 
     @property
     def unet(self) -> torch.nn.Module:
@@ -213,7 +212,7 @@ class DiffusionPolicy(DenoisingPolicy):
     def encode_samples(self, samples):
         """Images in ``[0, 1]`` -> ``vae.encode(2x - 1)`` posterior mode ``* scaling_factor``."""
         vae = self.pipe.vae
-        z = vae.encode((samples.to(self.device) * 2 - 1).to(self.dtype)).latent_dist.mode().float()
+        z = vae.encode((samples.to(self.device) * 2 - 1).to(vae.dtype)).latent_dist.mode().float()
         return z * vae.config.scaling_factor
 
     def noised(self, x0, noise, u):
@@ -246,5 +245,5 @@ class DiffusionPolicy(DenoisingPolicy):
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
         """Latents -> images ``[B, 3, H, W]`` in ``[0, 1]`` (``vae.decode(z / scaling_factor)``)."""
         vae = self.pipe.vae
-        img = vae.decode((latents / vae.config.scaling_factor).to(self.dtype), return_dict=False)[0].float()
+        img = vae.decode((latents / vae.config.scaling_factor).to(vae.dtype), return_dict=False)[0].float()
         return (img / 2 + 0.5).clamp(0, 1)

@@ -29,8 +29,7 @@ import torch
 from genrl import sde as sde_lib
 from genrl.families.base import family_for, load_pipeline
 from genrl.models import resolve_model
-from genrl.policies.base import DTYPES
-from genrl.policies.denoiser import DenoisingPolicy
+from genrl.policies.denoiser import DenoisingPolicy, load_dtype
 from genrl.registry import POLICIES
 
 
@@ -67,7 +66,7 @@ class FlowPolicy(DenoisingPolicy):
     @classmethod
     def from_pretrained(cls, cfg, device="cpu", rollouts: bool = True) -> "FlowPolicy":
         """``rollouts=False``: ODE sampling and denoising errors only (``DenoisingPolicy``)."""
-        return cls(cfg, load_policy_pipeline(cfg.model, DTYPES[cfg.dtype]), device=device, rollouts=rollouts)
+        return cls(cfg, load_policy_pipeline(cfg.model, load_dtype(cfg)), device=device, rollouts=rollouts)
 
     @property
     def transformer(self) -> torch.nn.Module:
