@@ -361,3 +361,22 @@ def test_data_files_for_a_task_that_reads_none_are_refused():
     assert message.startswith("data.train_files=['prompts.txt']: task 'digits' reads no data files")
     assert "(tasks that do: preference_data, prompts, vlm_data)" in message
     assert load_config(OnlineConfig, None, ["task=prompts", "data.train_files=[p.txt]"]).data.train_files == ["p.txt"]
+    # any other data.* setting too (the preference trainer's digits run evaluated all 10 prompts, not 2)
+    from genrl.config import PreferenceConfig
+
+    assert err(["data.prompt_key=caption"]).startswith("data.prompt_key='caption': task 'digits' reads no data files")
+    with pytest.raises(ConfigError, match=r"^data.max_eval_prompts=2: task 'digits' reads no data files"):
+        load_config(PreferenceConfig, "configs/digits/seppo.yaml", ["data.max_eval_prompts=2"])
+
+
+@pytest.mark.parametrize(
+    "override", ["policy.guidance_scale=4.0", "policy.sde_window_size=3", "policy.timestep_fraction=0.5"]
+)
+def test_the_preference_trainer_refuses_the_online_rollout_settings(override):
+    """The preference trainer samples with reference.* (ODE) and evaluates with eval.*: these policy settings
+    changed nothing (identical checkpoints), while its SD1.5 and SD3.5-M recipes set policy.guidance_scale."""
+    from genrl.config import PreferenceConfig
+
+    key = override.split("=")[0]
+    with pytest.raises(ConfigError, match=rf"^{key}=.*unused by trainer: preference"):
+        load_config(PreferenceConfig, "configs/digits/seppo.yaml", [override])

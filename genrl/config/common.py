@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal, Optional
 
 from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require
@@ -178,12 +178,16 @@ class RunConfig(Section):
             for part in key.split("."):
                 value = getattr(value, part)
             require(bool(value), key, value, f"must be non-empty for task {self.task} (the files it reads)")
-        files = getattr(getattr(self, "data", None), "train_files", None)
-        if files and ":" not in self.task and "data.train_files" not in required:  # a built-in task that reads none
-            readers = [n for n in TASKS.names() if "data.train_files" in TASKS.meta(n).get("required", ())]
-            raise ConfigError(
-                "data.train_files",
-                f"task {self.task!r} reads no data files, so they would be ignored (tasks that do: "
-                f"{', '.join(readers)}); set task= as well",
-                files,
-            )
+        data = getattr(self, "data", None)
+        if data is not None and ":" not in self.task and "data.train_files" not in required:  # a built-in task
+            # that reads no data files: any data.* setting would be ignored
+            default = type(data)()
+            changed = [f.name for f in fields(data) if getattr(data, f.name) != getattr(default, f.name)]
+            if changed:
+                readers = [n for n in TASKS.names() if "data.train_files" in TASKS.meta(n).get("required", ())]
+                raise ConfigError(
+                    f"data.{changed[0]}",
+                    f"task {self.task!r} reads no data files, so data.* would be ignored (tasks that do: "
+                    f"{', '.join(readers)}); set task= as well",
+                    getattr(data, changed[0]),
+                )

@@ -13,6 +13,16 @@ from genrl.config.online import EvalConfig, PolicyConfig
 from genrl.objectives.preference import CRITERIA
 from genrl.replay import REFERENCE_MODES
 
+# PolicyConfig fields only the online trainer's SDE rollouts and update read
+ROLLOUT_ONLY = (
+    "guidance_scale",
+    "cfg_grad",
+    "sde_window_size",
+    "sde_window_range",
+    "timestep_fraction",
+    "cps_log_prob",
+)
+
 __all__ = [
     "PreferenceConfig",
     "PreferenceDataConfig",
@@ -32,11 +42,11 @@ class PreferenceObjectiveConfig(Section):
     beta: float = option(
         2000.0,
         "DPO temperature on per-pixel-mean denoising errors, loss -log sigmoid(-0.5 beta (d_w - d_l)) "
-        "(SePPO as quoted: 2000; Diffusion-DPO's SD1.5 launcher: 5000)",
+        "(SePPO as quoted: 2000; Diffusion-DPO's SD1.5 launcher: 5000); unused by sft",
     )
     criterion: Literal[CRITERIA] = option(
         "flip",
-        "seppo's anchor criterion for reference samples the winner says are likely winners: flip (v1's "
+        "seppo only: the anchor criterion for reference samples the winner says are likely winners: flip (v1's "
         "adaptive flipper: learn from both), switch (v2: the pair's loss becomes SFT's) or none (always DPO)",
     )
 
@@ -47,7 +57,7 @@ class PreferenceObjectiveConfig(Section):
 
 @dataclass
 class ReferenceConfig(Section):
-    """Where the reference model comes from (genrl/replay.py)."""
+    """Where the reference model comes from (genrl/replay.py); unused by the sft objective (no reference)."""
 
     mode: Literal[REFERENCE_MODES] = option(
         "replay",
@@ -136,9 +146,13 @@ class PreferenceConfig(RunConfig):
 
     trainer: Literal["preference"] = option("preference", "which trainer `genrl train` runs for this config")
     output_dir: str = option("runs/digits_seppo", "directory for checkpoints, logs and samples")
-    policy: PolicyConfig = option(PolicyConfig, "the generative model (its sde / eta are unused: samples are ODE)")
+    policy: PolicyConfig = option(
+        PolicyConfig,
+        "the generative model (samples are ODE: its sde and eta are unused, and its rollout settings, "
+        f"{', '.join(ROLLOUT_ONLY)}, are refused; CFG: reference.guidance_scale, eval.guidance_scale)",
+    )
     objective: PreferenceObjectiveConfig = option(PreferenceObjectiveConfig, "the preference objective")
-    reference: ReferenceConfig = option(ReferenceConfig, "the reference model and its checkpoint pool")
+    reference: ReferenceConfig = option(ReferenceConfig, "the reference model and its checkpoint pool (unused by sft)")
     train: PreferenceTrainConfig = option(PreferenceTrainConfig, "optimisation")
     eval: EvalConfig = option(EvalConfig, "periodic evaluation with the ODE sampler")
     data: PreferenceDataConfig = option(PreferenceDataConfig, "winning samples from files (task preference_data)")
@@ -146,6 +160,16 @@ class PreferenceConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         require_warmup_below_max_steps(self)
+        default = PolicyConfig()
+        for key in ROLLOUT_ONLY:  # the online trainer's rollout settings: here they would be ignored
+            value = getattr(self.policy, key)
+            require(
+                value == getattr(default, key),
+                f"policy.{key}",
+                value,
+                "is a setting of trainer: online's rollouts, unused by trainer: preference (its samples: "
+                "reference.num_steps / guidance_scale; evaluation: eval.*); remove it",
+            )
         from genrl.registry import OBJECTIVES
 
         try:
