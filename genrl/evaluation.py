@@ -4,8 +4,8 @@ Both write ``eval/step-XXXXXX/`` with ``samples.jsonl`` (one JSON object per sam
 ``summary.json`` (``{"step": N, **metrics}``), every file atomically (``genrl.io``).
 
 * :func:`evaluate_images` (flow and diffusion policies): one PNG (videos: animated GIF) per
-  sample, ``samples.jsonl`` rows ``prompt``, ``file``, ``seed``, ``rewards``, and a ``grid.png``
-  (one row per prompt). It always uses the deterministic ODE sampler with noise seeded per
+  sample (``file`` null with ``eval.save_images=false``), ``samples.jsonl`` rows ``prompt``, ``file``,
+  ``seed``, ``rewards``, and a ``grid.png`` (one row per prompt; written either way). It always uses the deterministic ODE sampler with noise seeded per
   sample, so the base model (step 0) and every later step see exactly the same noise.
 * :func:`evaluate_responses` (vision-language policies and models): the prompts' images as PNGs,
   ``samples.jsonl`` rows ``image``, ``images``, the task's fields (``question``, ``answer``, an
@@ -100,7 +100,7 @@ def evaluate_images(policy, task, rewards: dict, eval_cfg, run_dir: str, step: i
                     json_safe(
                         {
                             "prompt": p,
-                            "file": name,
+                            "file": name if eval_cfg.save_images else None,  # null: not written
                             "seed": s,
                             "rewards": {k: float(v[i]) for k, v in per_sample.items()},
                         }

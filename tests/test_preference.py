@@ -363,3 +363,17 @@ def test_full_fine_tuning_in_bf16_trains_fp32_weights(tmp_path, base_model):
         dataclasses.replace(cfg, model=str(tmp_path / "full"), dtype="float32")
     )
     assert all(torch.equal(back.trainable_state_dict()[k], trained[k]) for k in trained)
+
+
+def test_evaluation_without_images_names_no_file(tmp_path, base_model):
+    """eval.save_images=false left samples.jsonl naming 00000.png and the like, files never written."""
+    import json
+
+    from genrl.trainers.preference import train
+
+    run = tmp_path / "nosave"
+    train(_pref_cfg(run, base_model, "max_steps=1", "eval.every=0", "eval.save_images=false"))
+    folder = run / "eval" / "step-000001"
+    rows = [json.loads(line) for line in open(folder / "samples.jsonl")]
+    assert rows and all(r["file"] is None for r in rows)
+    assert sorted(os.listdir(folder)) == ["grid.png", "samples.jsonl", "summary.json"]

@@ -463,7 +463,11 @@ class EvalConfig(Section):
     num_steps: Optional[int] = option(None, "ODE steps for evaluation; null = policy.num_steps")
     guidance_scale: float = option(1.0, "CFG scale for evaluation; 1.0 = off")
     batch_size: int = option(200, "samples per evaluation forward pass")
-    save_images: bool = option(True, "write evaluation sample grids")
+    save_images: bool = option(
+        True,
+        "write each evaluation sample as a PNG (videos: GIF) next to samples.jsonl, whose 'file' is null when off; "
+        "the grid.png of all samples is written either way",
+    )
 
     def validate(self) -> None:
         at_least(self, 0, "every")
