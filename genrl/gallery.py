@@ -147,14 +147,20 @@ def make_gallery(
         raise GalleryError(f"--video-format must be gif or webp, got {video_format!r}")
     try:
         found = [check_run(d) for d in run_dirs]  # every error before any work
-        check_output_dir(out_dir, "--out", overwrite=None)  # regenerated in place: an existing folder is written into
+        # regenerated in place: an existing folder is written into, but never a run's own (nor one holding runs)
+        check_output_dir(out_dir, "--out", overwrite=None, protect=tuple(run_dirs))
     except ValueError as e:  # RunDirError included
         raise GalleryError(str(e)) from None
     cfgs = [load_run_config(cfg_path) for cfg_path, _ in found]
     labels = _labels(run_dirs)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
-    task = TASKS.get(cfgs[0].task).from_config(cfgs[0])
+    if prompts and not all(isinstance(p, str) and p.strip() for p in prompts):
+        raise GalleryError("--prompts: every prompt must be non-empty text")
+    try:
+        task = TASKS.get(cfgs[0].task).from_config(cfgs[0])
+    except ValueError as e:  # e.g. the run's data files moved: say which run's config names them
+        raise GalleryError(f"{run_dirs[0]}: task {cfgs[0].task!r} of its config.yaml: {e}") from None
     prompts = list(dict.fromkeys(prompts or task.prompts()))[:max_prompts]
     if not prompts:
         raise GalleryError("no prompts to sample")

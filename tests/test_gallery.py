@@ -180,6 +180,17 @@ def test_gallery_rejects_folders_that_are_not_runs(runs, tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
     assert (tmp_path / "afile").read_text() == "x"
+    # the run's own folder (index.html, images/ and configs/ were written into it), and empty prompts
+    before = sorted(p.relative_to(runs[0]) for p in runs[0].rglob("*"))
+    for args, message in (
+        (["--out", str(runs[0])], "is (or holds) the input"),
+        (["--out", str(runs[0].parent)], "is (or holds) the input"),
+        (["--out", str(tmp_path / "g"), "--prompts", " "], "--prompts: every prompt must be non-empty text"),
+    ):
+        assert main(["gallery", str(runs[0]), *args]) == 2
+        err = capsys.readouterr().err
+        assert message in err and len(err.strip().splitlines()) == 1, err
+    assert sorted(p.relative_to(runs[0]) for p in runs[0].rglob("*")) == before and not (tmp_path / "g").exists()
 
 
 @pytest.mark.parametrize("video_format", ["gif", "webp"])

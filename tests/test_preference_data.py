@@ -102,8 +102,9 @@ def test_video_winners_from_animations_frame_lists_and_video_files(tmp_path):
 def test_a_broken_video_fails_at_start_up_naming_its_row(tmp_path):
     (tmp_path / "broken.gif").write_bytes(b"GIF89a not really")
     path = _write(tmp_path / "v.jsonl", [{"prompt": "x", "video": "broken.gif"}])
+    task = PreferenceDataTask(_data_cfg(train_files=[path]))  # reading the rows decodes nothing (genrl gallery)
     with pytest.raises(ValueError, match=r"v.jsonl row 0: video \(.*broken.gif\) cannot be read"):
-        PreferenceDataTask(_data_cfg(train_files=[path]))
+        task.check_sample_shape((5, 3, 8, 8))  # the trainer's start-up check decodes every winner
 
 
 def test_seppo_on_a_tiny_wan_pipeline_with_video_winners(tmp_path):
@@ -340,4 +341,4 @@ def test_data_files_are_read_as_users_write_them(tmp_path):
     ]
     for path, message in cases:
         with pytest.raises(ValueError, match=message):
-            PreferenceDataTask(_data_cfg(train_files=[path]))
+            PreferenceDataTask(_data_cfg(train_files=[path])).check_sample_shape((3, 4, 4))

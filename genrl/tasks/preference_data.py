@@ -14,9 +14,10 @@ preferred images for SD1.5); this task reads them from ``.jsonl`` / ``.json`` / 
   (Pick-a-Pic v2 as published: ``choice_keys: [jpg_0, jpg_1]``, ``label_keys: [label_0, label_1]``,
   ``prompt_key: caption``); ties are skipped, and counted in the start-up message.
 
-Every row is checked at start-up (columns present, every image or video decoded in full), so a bad
-row fails before training, naming its file and row; the trainer checks every winner's kind (image
-or video) against the model's at start-up. A drawn winner is converted to RGB (grayscale for a
+Reading the files checks every row's columns and that its files exist; the trainer's start-up check
+(:meth:`PreferenceDataTask.check_sample_shape`) decodes every image or video in full and checks its
+kind (image or video) against the model's, so a bad row fails before training, naming its file and
+row. ``genrl gallery``, which needs only the prompts, decodes nothing. A drawn winner is converted to RGB (grayscale for a
 one-channel model such as the digits one), centre-cropped to the model's aspect ratio and resized
 to the model's sample size (bicubic); a video keeps the model's frame count at evenly spaced frames
 (``genrl.media``). Evaluation samples
@@ -80,7 +81,7 @@ class PreferenceDataTask:
             print(f"preference_data: {len(self.rows)} winners, {ties} tied rows skipped")
 
     def _winner(self, row: dict, root: str, where: str) -> Optional[tuple[Any, str, bool]]:
-        """(ref, where, is_video) of the row's winner, decoded once to check it; None for a tie."""
+        """(ref, where, is_video) of the row's winner (not decoded: ``check_sample_shape`` does); None for a tie."""
         c = self.cfg
         if c.choice_keys:
             labels = [_label(row, k, where) for k in c.label_keys]
@@ -104,7 +105,6 @@ class PreferenceDataTask:
             if len(refs) != 1:
                 raise ValueError(f"{where}: column {key!r} must hold one {'video' if video else 'image'}")
             ref = refs[0]
-        read_frames(ref, where) if video else open_rgb(ref, where)  # decoded in full now: fails before training
         return ref, where, video
 
     @classmethod
@@ -115,9 +115,9 @@ class PreferenceDataTask:
 
     def check_sample_shape(self, shape: tuple[int, ...]) -> None:
         """The trainer's start-up check against the model's sample shape (``(C, H, W)`` or
-        ``(F, C, H, W)``): every winner is of the model's kind (image or video), and the model samples
-        RGB (C = 3) or grayscale (C = 1, e.g. the digits model) that winners can be converted to.
-        ``ValueError`` naming the first row that does not fit."""
+        ``(F, C, H, W)``): every winner is of the model's kind (image or video) and decodes in full, and
+        the model samples RGB (C = 3) or grayscale (C = 1, e.g. the digits model) that winners can be
+        converted to. ``ValueError`` naming the first row that does not fit or cannot be read."""
         model_video = len(shape) == 4
         if shape[-3] not in (1, 3):
             raise ValueError(f"preference_data fits winners to RGB or grayscale models; this one samples {shape}")
@@ -127,6 +127,8 @@ class PreferenceDataTask:
                 raise ValueError(
                     f"{where}: the winner is {kind}, but the model samples {'videos' if model_video else 'images'}"
                 )
+        for _, ref, where, video in self.rows:  # decoded in full once: a bad file fails before training
+            read_frames(ref, where) if video else open_rgb(ref, where)
 
     def preference_batch(
         self, n: int, generator: torch.Generator, shape: Optional[tuple[int, ...]] = None
