@@ -228,13 +228,18 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("target", metavar="TASK_OR_CONFIG")
     p.set_defaults(func=_prepare)
     args = parser.parse_args(argv)
-    from genrl.preemption import Preempted
+    from genrl.preemption import Preempted, RunFailed
 
     try:
         return args.func(args)
     except Preempted as e:  # SIGTERM / Ctrl-C: the step finished and was checkpointed
         print(f"genrl {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
+    except RunFailed as e:  # diverged, or no reward for several steps: one line, exit 1
+        if os.environ.get("GENRL_TRACEBACK"):
+            raise
+        print(f"genrl {args.command}: {one_line(e)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:  # Ctrl-C during start-up, or twice in a step: no step was saved now
         if os.environ.get("GENRL_TRACEBACK"):
             raise

@@ -1,7 +1,8 @@
 """Preemption: SIGTERM (what a cluster scheduler sends before it kills a job) and Ctrl-C finish the
 current training step, write its checkpoint and stop with one line instead of a traceback; rerunning
-the same command resumes from that checkpoint. Light on purpose (no torch at import): the command
-line imports ``Preempted`` before it knows which trainer runs."""
+the same command resumes from that checkpoint; a run that cannot go on stops with :class:`RunFailed`.
+Light on purpose (no torch at import): the command line imports both before it knows which trainer
+runs."""
 
 from __future__ import annotations
 
@@ -14,6 +15,13 @@ class Preempted(Exception):
     def __init__(self, step: int, checkpoint: str, signum: int):
         super().__init__(f"stopped by signal {signum} after step {step}; checkpoint {checkpoint}; rerun to resume")
         self.step, self.checkpoint, self.signum = step, checkpoint, signum
+
+
+class RunFailed(RuntimeError):
+    """Raised by a trainer that cannot go on: the weights diverged (non-finite gradients step after
+    step), or every reward failed for several steps. The checkpoints written so far stay; ``genrl``
+    reports it in one line (the cause and what to change) and exits with 1, a failed run rather than
+    bad input (2)."""
 
 
 class StopRequest:

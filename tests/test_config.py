@@ -380,3 +380,19 @@ def test_the_preference_trainer_refuses_the_online_rollout_settings(override):
     key = override.split("=")[0]
     with pytest.raises(ConfigError, match=rf"^{key}=.*unused by trainer: preference"):
         load_config(PreferenceConfig, "configs/digits/seppo.yaml", [override])
+
+
+def test_a_denoising_policy_refuses_the_token_kl_estimators():
+    """objective.kl_type=k1 on a flow policy failed only after loading and the step-0 evaluation (files
+    written), and with beta=0 log.kl_every logged no KL at all."""
+    for kl in ("k1", "k3"):
+        message = err([f"objective.kl_type={kl}"])
+        assert (
+            message.startswith(f"objective.kl_type='{kl}': is a token policies' estimator") and "gaussian" in message
+        )
+
+
+def test_rewards_that_all_weigh_zero_are_refused():
+    """rewards={digits: 0.0} ran with every advantage 0 (loss 0, frac_zero_std 1): a run that trains nothing."""
+    assert "needs a nonzero weight" in err(["rewards={digits: 0.0}"])
+    assert load_config(OnlineConfig, None, ["rewards={digits: 1.0, jpeg_compressibility: 0.0}"]).rewards["digits"] == 1

@@ -389,3 +389,21 @@ def test_a_home_relative_output_dir_is_one_folder(tmp_path, base_model, monkeypa
     train(cfg)
     assert not (tmp_path / "~").exists()
     assert {"checkpoints", "eval", "metrics.jsonl", "config.yaml", "tb"} <= set(os.listdir(cfg.output_dir))
+
+
+def always_nan(samples, prompts, metadata):
+    """A reward that never scores (the run below must stop, in one line)."""
+    return torch.full((len(prompts),), float("nan"))
+
+
+def test_a_run_whose_rewards_all_fail_stops_in_one_line(tmp_path, base_model, capsys):
+    """Every reward NaN for 3 steps ended in a traceback with exit code 1 (also a plug-in that always raises)."""
+    from genrl.cli import main as cli_main
+
+    run = tmp_path / "nan"
+    args = ["train", CONFIG, f"output_dir={run}", f"policy.model={base_model}", *TINY_ONLINE, "eval.every=0"]
+    capsys.readouterr()
+    assert cli_main([*args, "max_steps=5", "rewards={test_train_e2e:always_nan: 1.0}"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("genrl train: every reward was NaN or failed for 3 consecutive steps")
+    assert "Traceback" not in "\n".join(err)

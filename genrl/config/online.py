@@ -55,7 +55,9 @@ class PolicyConfig(Section):
         "flow_sde",
         f"SDE step used for rollouts, one of {', '.join(SDE_TYPES)} (ddim: policy 'diffusion' only, and its only step)",
     )
-    eta: float = option(0.7, "noise level of the SDE step (>= 0; cps and ddim need eta in [0, 1])")
+    eta: float = option(
+        0.7, "noise level of the SDE step (>= 0; cps and ddim need eta in [0, 1]; RL needs eta > 0, and < 1 for cps)"
+    )
     cps_log_prob: Literal[CPS_LOG_PROBS] = option(
         DEFAULT_CPS_LOG_PROB,
         "sde=cps: Flow-GRPO's surrogate -(x' - mean)^2 (its default; steps weighted evenly) or the exact "
@@ -519,6 +521,9 @@ class OnlineConfig(RunConfig):
         from genrl.registry import REWARDS
 
         require(len(self.rewards) > 0, "rewards", self.rewards, "needs at least one reward")
+        require(  # all zero: every advantage 0, a run that trains nothing
+            any(w != 0 for w in self.rewards.values()), "rewards", self.rewards, "needs a nonzero weight"
+        )
         for name, w in self.rewards.items():
             require(bool(name.strip()), "rewards", self.rewards, "reward names must be non-empty")
             require(math.isfinite(w), f"rewards.{name}", w, "weight must be finite")
@@ -587,6 +592,13 @@ class OnlineConfig(RunConfig):
         )
         require(p.eta > 0, "policy.eta", p.eta, f"gives no exploration noise with policy.sde={p.sde!r}; set eta > 0")
         require(p.sde != "cps" or p.eta < 1, "policy.eta", p.eta, "cps needs eta in (0, 1) for RL")
+        require(  # found only after loading and the step-0 evaluation (files written), or kl_every ignored
+            self.objective.kl_type == "gaussian",
+            "objective.kl_type",
+            self.objective.kl_type,
+            "is a token policies' estimator; a denoising policy's KL is the closed form between its steps' "
+            "Gaussians: kl_type=gaussian",
+        )
         require(
             self.objective.kl_convention == "exact" or p.sde in ("flow_sde", "cps"),
             "objective.kl_convention",

@@ -15,6 +15,7 @@ from genrl.config import config_differences, load_config, save_config
 from genrl.evaluation import read_summary
 from genrl.io import atomic_file, json_safe
 from genrl.metrics_log import MetricsLogger
+from genrl.preemption import RunFailed
 
 # Settings a resume may change: how long to train, what is logged, evaluated and kept, and how the
 # same computation is executed (sharding: a single process resumes an FSDP run; compilation, kernels,
@@ -163,14 +164,14 @@ class NonFiniteGuard:
 
     def ok(self, grad_norm: float) -> bool:
         """True to take the step; False to skip it (the caller zeroes the gradients). Raises
-        ``RuntimeError`` at the ``limit``-th non-finite norm in a row."""
+        ``RunFailed`` at the ``limit``-th non-finite norm in a row."""
         if math.isfinite(grad_norm):
             self.in_a_row = 0
             return True
         self.in_a_row += 1
         self.total += 1
         if self.in_a_row >= self.limit:
-            raise RuntimeError(
+            raise RunFailed(
                 f"the loss or its gradients were not finite for {self.in_a_row} optimizer steps in a row "
                 f"(the weights diverged, or objective.name computes a NaN): lower train.lr or raise "
                 f"train.max_grad_norm's clipping, or check the objective "

@@ -44,7 +44,7 @@ from genrl.objectives.common import (
     per_step_ratio_stats,
 )
 from genrl.policies.denoiser import DenoisingPolicy
-from genrl.preemption import Preempted, StopRequest
+from genrl.preemption import Preempted, RunFailed, StopRequest
 from genrl.registry import ADVANTAGE_ESTIMATORS, OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
@@ -519,9 +519,10 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                 adv_stats["reward/frac_zero_advantage"] = float(accelerator.gather(advantages).eq(0).float().mean())
             consecutive_failures = consecutive_failures + 1 if not torch.isfinite(all_rewards).any() else 0
             if consecutive_failures >= MAX_CONSECUTIVE_REWARD_FAILURES:
-                raise RuntimeError(
+                raise RunFailed(
                     f"every reward was NaN or failed for {consecutive_failures} consecutive steps; "
-                    f"failures per reward: {failures}"
+                    f"failures per reward: {failures} (the warnings above say why; a sampler that diverged, "
+                    f"e.g. a large policy.eta, gives NaN images)"
                 )
 
             # VAS: re-score prompts from the whole gathered batch (every process stays identical)
