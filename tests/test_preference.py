@@ -164,6 +164,8 @@ def test_the_controls_run(tmp_path, base_model, objective):
 
         assert load_checkpoint(str(run / "checkpoints" / "step-000002"))["pool"] is None
         assert not (run / "pool").exists()
+        with pytest.raises(ValueError, match="no reference pool"):  # a seppo resume of it: one line, not a TypeError
+            train(_pref_cfg(run, base_model, *extra[1:], "max_steps=3"))
 
 
 def test_rcr_draws_uniformly_from_the_pool_with_a_seeded_generator():

@@ -391,7 +391,7 @@ def test_every_objective_is_finite_at_extreme_log_ratios(name, beta):
     kl_type = "gaussian" if name in ("grpo_guard", "sage_grpo") else "k3"
     token_only = name == "capo"  # a model of the language-model head: a VLM policy's config
     cfg = config_from_dict(
-        OnlineVLMConfig if token_only else OnlineConfig,
+        OnlineVLMConfig if token_only or kl_type == "k3" else OnlineConfig,  # k3: a token policy's KL
         {
             "objective": {"name": name, "beta": beta, "clip_range": 0.2, "kl_type": kl_type},
             "advantages": {"std": "none"},

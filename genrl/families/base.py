@@ -204,8 +204,8 @@ def load_own_pipeline(cls, path: str):
         if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or spec[0] is None:
             continue
         library, class_name = spec
-        component_cls = getattr(libraries.get(library), class_name, None)
-        if component_cls is None:
+        component_cls = getattr(libraries.get(library), str(class_name), None)
+        if not hasattr(component_cls, "from_pretrained"):
             raise ValueError(
                 f"{path}/model_index.json: component {name!r} is {spec}, not a diffusers / transformers class"
             )
@@ -230,8 +230,9 @@ def family_for(pipe, name: str = "auto") -> type[Family]:
 
 def load_pipeline(model: str, dtype: Union[torch.dtype, dict[str, torch.dtype]]):
     """A local diffusers folder or hub id -> the pipeline, through diffusers' own
-    ``DiffusionPipeline.from_pretrained`` (a folder of one of genrl's own classes, ``pipelines/``,
-    through that class's ``from_pretrained``: diffusers resolves only its own names). A hub id that is not in the local cache, with no
+    ``DiffusionPipeline.from_pretrained`` in ``dtype`` (a torch dtype, or diffusers' per-component dict;
+    a folder of one of genrl's own classes, ``pipelines/``, through :func:`load_own_pipeline`, in float32:
+    diffusers resolves only its own names). A hub id that is not in the local cache, with no
     network, is a clear error naming the fix (download first) instead of a stack of retries."""
     from diffusers import DiffusionPipeline
 
