@@ -90,14 +90,15 @@ def prepare_denoiser(
     """Cast the ``frozen`` modules (text encoders, VAE, ...) and, under LoRA, ``denoiser`` to ``cfg.dtype``;
     under full fine-tuning (``lora.rank = 0``) the denoiser, trained itself, stays float32 (as diffusers'
     training scripts keep the UNet: bf16 weights would round most AdamW updates away; bf16 compute is
-    ``train.mixed_precision``'s autocast). Move all to ``device``, freeze the frozen ones, apply ``cfg.attention_backend`` and ``gradient_checkpointing``,
+    ``train.mixed_precision``'s autocast). Move all to ``device``, freeze the frozen ones, apply
+    ``cfg.attention_backend`` and ``gradient_checkpointing``,
     and add LoRA adapters (``cfg.lora``; targets default to ``default_targets``; B starts at zero,
     so the adapted model starts as the base), then ``cfg.compile`` (``compile_denoiser``). Returns the
     frozen reference copy for full fine-tuning (``lora.rank = 0``, compiled alike), else ``None``
     (the reference is the model, adapters off)."""
     dtype = DTYPES[cfg.dtype]
     for m, d in [(denoiser, denoiser_dtype(cfg)), *((f, dtype) for f in frozen)]:
-        if m.dtype != d:  # frozen base weights in the run dtype (bf16 on GPUs)
+        if m.dtype != d:  # frozen weights in the run dtype (bf16 on GPUs); a fully trained denoiser in fp32
             m.to(dtype=d)
         m.to(device)
     for m in frozen:
