@@ -41,6 +41,7 @@ VARIANTS: dict[str, list[str]] = {
     "compile": ["policy.compile=regional"],
     "compile_full": ["policy.compile=full"],
 }
+DEFAULT_VARIANTS = ("default", "grad_ckpt", "window")  # genrl bench without --variants
 
 
 def _sync() -> None:
@@ -196,10 +197,11 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--variants",
         nargs="+",
-        default=["default", "grad_ckpt", "window"],
-        help=f"variants to measure, the first is the baseline; valid: {', '.join(VARIANTS)}",
+        default=None,
+        help=f"variants to measure, the first is the baseline (default: {' '.join(DEFAULT_VARIANTS)}); valid: "
+        f"{', '.join(VARIANTS)}",
     )
-    p.add_argument("--iters", type=int, default=3, help="timed iterations per variant (default: 3)")
+    p.add_argument("--iters", type=int, default=None, help="timed iterations per variant (default: 3)")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default: 1)")
     p.add_argument("--out", default="", help="also write the markdown report here")
     p.add_argument("--set", nargs="*", default=[], dest="overrides", help="key.sub=value overrides for every variant")
@@ -209,8 +211,10 @@ def add_parser(sub) -> None:
         help="instead of the variants: the overhead ratio (iteration wall time / the network calls it needs) "
         "and the seconds of each phase, by running the trainer (genrl.overhead)",
     )
-    p.add_argument("--steps", type=int, default=6, help="--overhead: timed training steps (after --warmup)")
-    p.add_argument("--threads", type=int, nargs="+", default=[], help="--overhead: one run per torch thread count")
+    p.add_argument(
+        "--steps", type=int, default=None, help="--overhead: timed training steps after --warmup (default: 6)"
+    )
+    p.add_argument("--threads", type=int, nargs="+", default=None, help="--overhead: one run per torch thread count")
     p.add_argument("--json", default="", help="also write the figures as JSON here")
     p.set_defaults(func=main_bench)
 
@@ -222,7 +226,14 @@ def main_bench(args) -> int:
         for option, path in (("--out", args.out), ("--json", args.json)):
             if path:  # before the measurement, which can take long
                 check_output_file(path, option)
+        mode_options = ("--steps", "--threads") if not args.overhead else ("--variants", "--iters")
+        given = [o for o in mode_options if getattr(args, o[2:]) is not None]  # options of the other mode
+        if given:
+            what = "apply with --overhead only" if not args.overhead else "measure the variants, not --overhead"
+            raise ValueError(f"{' and '.join(given)} {what}: drop them (they would be ignored)")
         if args.overhead:
+            args.steps = 6 if args.steps is None else args.steps
+            args.threads = args.threads or []
             if args.warmup < 1 or args.steps < 1:
                 raise ValueError(f"--overhead needs --warmup >= 1 and --steps >= 1 (got {args.warmup}, {args.steps})")
             if any(n < 1 for n in args.threads):
@@ -231,8 +242,10 @@ def main_bench(args) -> int:
             results = overhead.run(args.config, args.overrides, args.steps, args.warmup, threads)
             text = f"Device: {device_name()}.\n\n" + overhead.report(args.config, results)
         else:
-            results = run(args.config, args.variants, args.overrides, args.iters, args.warmup)
-            text = report(args.config, results, args.overrides, args.iters)
+            variants = args.variants or list(DEFAULT_VARIANTS)
+            iters = 3 if args.iters is None else args.iters
+            results = run(args.config, variants, args.overrides, iters, args.warmup)
+            text = report(args.config, results, args.overrides, iters)
     except (ValueError, RuntimeError) as e:
         print(f"genrl bench: {e}", file=sys.stderr)
         return 2

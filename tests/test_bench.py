@@ -120,6 +120,9 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
         ([config, "--out", "adir"], "--out='adir' is a folder"),
         ([config, "--json", "afile/x.json"], "afile is a file, not a folder"),
         ([config, "--overhead", "--threads", "0"], "--threads must be >= 1"),
+        # the other mode's options were accepted and ignored
+        ([config, "--steps", "3", "--threads", "2"], "--steps and --threads apply with --overhead only"),
+        ([config, "--overhead", "--iters", "2"], "--iters measure the variants, not --overhead"),
         # another trainer's config: said as such (its valid keys had been reported as unknown online keys)
         ([sft, "--overhead"], "trainer 'sft': genrl bench --overhead measures online configs"),
         ([vlm, "--set", "eval.num_questions=4"], "trainer 'online_vlm': genrl bench measures online configs"),
