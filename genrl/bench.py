@@ -42,6 +42,7 @@ VARIANTS: dict[str, list[str]] = {
     "compile_full": ["policy.compile=full"],
 }
 DEFAULT_VARIANTS = ("default", "grad_ckpt", "window")  # genrl bench without --variants
+DEFAULT_ITERS, DEFAULT_STEPS = 3, 6  # without --iters; --overhead without --steps
 
 
 def _sync() -> None:
@@ -201,7 +202,7 @@ def add_parser(sub) -> None:
         help=f"variants to measure, the first is the baseline (default: {' '.join(DEFAULT_VARIANTS)}); valid: "
         f"{', '.join(VARIANTS)}",
     )
-    p.add_argument("--iters", type=int, default=None, help="timed iterations per variant (default: 3)")
+    p.add_argument("--iters", type=int, default=None, help=f"timed iterations per variant (default: {DEFAULT_ITERS})")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default: 1)")
     p.add_argument("--out", default="", help="also write the markdown report here")
     p.add_argument("--set", nargs="*", default=[], dest="overrides", help="key.sub=value overrides for every variant")
@@ -212,7 +213,10 @@ def add_parser(sub) -> None:
         "and the seconds of each phase, by running the trainer (genrl.overhead)",
     )
     p.add_argument(
-        "--steps", type=int, default=None, help="--overhead: timed training steps after --warmup (default: 6)"
+        "--steps",
+        type=int,
+        default=None,
+        help=f"--overhead: timed training steps after --warmup (default: {DEFAULT_STEPS})",
     )
     p.add_argument("--threads", type=int, nargs="+", default=None, help="--overhead: one run per torch thread count")
     p.add_argument("--json", default="", help="also write the figures as JSON here")
@@ -232,18 +236,17 @@ def main_bench(args) -> int:
             what = "apply with --overhead only" if not args.overhead else "measure the variants, not --overhead"
             raise ValueError(f"{' and '.join(given)} {what}: drop them (they would be ignored)")
         if args.overhead:
-            args.steps = 6 if args.steps is None else args.steps
-            args.threads = args.threads or []
-            if args.warmup < 1 or args.steps < 1:
-                raise ValueError(f"--overhead needs --warmup >= 1 and --steps >= 1 (got {args.warmup}, {args.steps})")
-            if any(n < 1 for n in args.threads):
+            steps = DEFAULT_STEPS if args.steps is None else args.steps
+            if args.warmup < 1 or steps < 1:
+                raise ValueError(f"--overhead needs --warmup >= 1 and --steps >= 1 (got {args.warmup}, {steps})")
+            if any(n < 1 for n in args.threads or []):
                 raise ValueError(f"--threads must be >= 1 (got {' '.join(map(str, args.threads))})")
             threads = args.threads or [int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count()]
-            results = overhead.run(args.config, args.overrides, args.steps, args.warmup, threads)
+            results = overhead.run(args.config, args.overrides, steps, args.warmup, threads)
             text = f"Device: {device_name()}.\n\n" + overhead.report(args.config, results)
         else:
             variants = args.variants or list(DEFAULT_VARIANTS)
-            iters = 3 if args.iters is None else args.iters
+            iters = DEFAULT_ITERS if args.iters is None else args.iters
             results = run(args.config, variants, args.overrides, iters, args.warmup)
             text = report(args.config, results, args.overrides, iters)
     except (ValueError, RuntimeError) as e:

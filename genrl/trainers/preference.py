@@ -98,12 +98,12 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         ckpt, state = found
         try:
             policy.load_trainable_state_dict(state["model"])
-            if pool is not None and state.get("pool") is None:  # written by sft, which keeps no pool
-                raise ValueError(
-                    "no reference pool (written with objective.name=sft, which keeps none); resume with the "
-                    "config it was written with, or start over (resume=false)"
-                )
             if pool is not None:
+                if state.get("pool") is None:  # written by sft, which keeps no pool
+                    raise ValueError(
+                        "no reference pool (written with objective.name=sft, which keeps none); resume with the "
+                        "config it was written with, or start over (resume=false)"
+                    )
                 pool.load_state_dict(state["pool"])
         except (ValueError, KeyError) as e:
             raise ValueError(f"{ckpt}: {e}") from None
