@@ -242,12 +242,12 @@ def load_pipeline(model: str, dtype: Union[torch.dtype, dict[str, torch.dtype]])
             f"policy.model={model!r} is not a folder (a hub id has the form 'org/name'); "
             "give a diffusers pipeline folder, a hub id or task:<name>"
         )
-    if local and _class_name(model) is None:
+    own = _class_name(model) if local else None
+    if local and own is None:
         raise ValueError(
             f"policy.model={model!r} is a folder without model_index.json; a diffusers pipeline folder "
             "is expected (what `save_pretrained` or `huggingface-cli download` writes)"
         )
-    own = _class_name(model) if local else None
     if isinstance(own, str) and own in PIPELINE_MODULES:  # genrl's own classes (pipelines/)
         return load_own_pipeline(getattr(importlib.import_module(PIPELINE_MODULES[own]), own), model)
     try:
