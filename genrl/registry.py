@@ -75,8 +75,11 @@ class Registry:
         objectives take ``chunk_agg``, the aggregation they force for chunk weights (or a function of the
         ``ObjectiveConfig`` giving it), ``check_config``, ``kind`` and ``state``, a factory
         ``state(cfg, policy, optimizer)`` of what the objective keeps across updates (see
-        ``genrl.trainers.online.update``); tasks take ``required``, the dotted config keys that must be
-        non-empty for them)."""
+        ``genrl.trainers.online.update``); objectives and advantage estimators take ``options``, the names
+        of their config section's fields that only they read (any other selected entry refuses them set:
+        ``genrl.config.base.owned_options``), and ``reads_options_of(section)``, other entries whose
+        options they read too; tasks take ``required``, the dotted config keys that must be non-empty
+        for them)."""
 
         def deco(obj: Any) -> Any:
             if name in self._entries and self._entries[name] is not obj:

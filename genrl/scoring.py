@@ -19,19 +19,31 @@ from typing import Any, Mapping
 import torch
 
 
+class RewardContractError(ValueError):
+    """A reward returned something the contract does not allow (no value under its own name, a
+    value that is not a number per sample, or not ``[B]``): a bug in the reward, not a fault of
+    particular samples, so it is not retried sample by sample."""
+
+
 def _call_reward(name: str, fn, samples, prompts: list[str], metadata: list[dict]) -> dict[str, torch.Tensor]:
-    """One reward call checked against the contract: ``{key: float [B]}`` holding ``name``."""
+    """One reward call checked against the contract: ``{key: float [B]}`` holding ``name``;
+    :class:`RewardContractError` otherwise (an exception the reward raises passes through)."""
     B = len(prompts)
     out = fn(samples, prompts, metadata)
     if not isinstance(out, Mapping):  # a bare [B] of values
         out = {name: out}
     if name not in out:
-        raise ValueError(f"reward {name!r} returned keys {sorted(out)} without its own name")
+        raise RewardContractError(f"reward {name!r} returned keys {sorted(out)} without its own name")
     checked = {}
     for key, v in out.items():
-        v = torch.as_tensor(v, dtype=torch.float32).detach().cpu()
+        try:
+            v = torch.as_tensor(v, dtype=torch.float32).detach().cpu()
+        except (TypeError, ValueError, RuntimeError) as e:
+            raise RewardContractError(f"reward {name!r} returned {key!r} that is not numbers ({e})") from None
         if v.shape != (B,):
-            raise ValueError(f"reward {name!r} returned {key!r} of shape {tuple(v.shape)}, expected ({B},)")
+            raise RewardContractError(
+                f"reward {name!r} returned {key!r} of shape {tuple(v.shape)} for {B} samples, expected ({B},)"
+            )
         checked[key] = v
     return checked
 
@@ -44,6 +56,8 @@ def score_samples(
     (e.g. auxiliary accuracies), except one that names another of ``rewards``: that reward's own
     values are kept. A call that raises is retried one sample at a time, so a fault (one
     corrupt video) costs exactly the samples it belongs to: their values, auxiliary keys too, are NaN.
+    A call that breaks the contract (:class:`RewardContractError`: a wrong shape, no own key) is a
+    bug of the reward, whatever the samples: not retried, every value NaN, said in the warning.
 
     A tensor sample holding NaN or inf (a diverged rollout) is NaN in every key of every reward: the
     rewards see it as zeros, so none has to guard against it (a uint8 conversion had turned NaN pixels
@@ -60,6 +74,9 @@ def score_samples(
     for name, fn in rewards.items():
         try:
             out = _call_reward(name, fn, samples, prompts, metadata)
+        except RewardContractError as e:  # the reward's own bug: every sample alike, nothing to retry
+            warnings.warn(f"{e}: the reward breaks its contract (README, 'Rewards'); all {B} samples masked")
+            out = {name: torch.full((B,), float("nan"))}
         except Exception as e:  # find the samples at fault; the others keep their values
             rows, bad = [], 0
             for i in range(B):
@@ -68,7 +85,13 @@ def score_samples(
                 except Exception:
                     rows.append({})
                     bad += 1
-            warnings.warn(f"reward {name!r} failed on {bad} of {B} samples ({type(e).__name__}: {e}); masked")
+            if bad:
+                warnings.warn(f"reward {name!r} failed on {bad} of {B} samples ({type(e).__name__}: {e}); masked")
+            else:  # the batch failed, no sample alone did (e.g. out of memory): scored one at a time
+                warnings.warn(
+                    f"reward {name!r} failed on the batch of {B} ({type(e).__name__}: {e}) but on none of its "
+                    "samples alone: scored one sample at a time, none masked"
+                )
             keys = dict.fromkeys([name, *(k for r in rows for k in r)])
             out = {k: torch.cat([r.get(k, torch.full((1,), float("nan"))) for r in rows]) for k in keys}
         # an auxiliary key that names another reward of this call is left out: that reward's own values

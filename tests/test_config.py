@@ -396,3 +396,76 @@ def test_rewards_that_all_weigh_zero_are_refused():
     """rewards={digits: 0.0} ran with every advantage 0 (loss 0, frac_zero_std 1): a run that trains nothing."""
     assert "needs a nonzero weight" in err(["rewards={digits: 0.0}"])
     assert load_config(OnlineConfig, None, ["rewards={digits: 1.0, jpeg_compressibility: 0.0}"]).rewards["digits"] == 1
+
+
+@pytest.mark.parametrize(
+    "overrides, key, reader",
+    [
+        (["advantages.riskpo.alpha=0.3"], "advantages.riskpo.alpha=0.3", "by advantage estimator riskpo"),
+        (["advantages.bnpo.alpha=1.0", "advantages.bnpo.beta=1.0"], "advantages.bnpo.alpha=1.0", "estimator bnpo"),
+        (["advantages.estimator=bnpo", "advantages.std=global"], "advantages.std='global'", "estimator grpo"),
+        (["advantages.estimator=riskpo", "advantages.eps=1e-6"], "advantages.eps=1e-06", "estimator grpo"),
+        (["advantages.d3s.batch_keep=0.5"], "advantages.d3s.batch_keep=0.5", "when downsample = d3s"),
+        (["objective.mhpo.c=2.0"], "objective.mhpo.c=2.0", "by objective mhpo (this config's objective: 'grpo')"),
+        (["objective.name=sapo", "objective.mdpo.step_size=2.0"], "objective.mdpo.step_size", "by objective mdpo"),
+        (["objective.tau_neg=2.0"], "objective.tau_neg=2.0", "by objective sapo"),
+        (["objective.step_kl_weight=0.5"], "objective.step_kl_weight=0.5", "by objective sage_grpo"),
+        (["objective.kl_warmup=5"], "objective.kl_warmup=5", "when kl_controller = adaptive"),
+        (["objective.max_len_norm=16"], "objective.max_len_norm=16", "seq-mean-token-sum-norm"),
+        (["policy.cfg_grad=cond"], "policy.cfg_grad='cond'", "when guidance_scale > 1"),
+        (["policy.cps_log_prob=gaussian"], "policy.cps_log_prob='gaussian'", "when sde = cps"),
+        (["rollout.dynamic_sampling_max_rounds=3"], "rollout.dynamic_sampling_max_rounds=3", "dynamic_sampling"),
+        (["rollout.vas.lam=0.3"], "rollout.vas.lam=0.3", "when sampler = vas"),
+        (["rollout.sampler=vas", "rollout.vas.b=0.0"], "rollout.vas.b=0.0", "when the policy writes text"),
+        (["rollout.sampler=vas", "rollout.vas.diversity=self-bleu"], "rollout.vas.diversity", "writes text"),
+    ],
+)
+def test_options_of_a_component_that_is_not_selected_are_refused(overrides, key, reader):
+    """Each was accepted and changed nothing (advantages.riskpo.* under grpo, objective.mhpo.* under grpo,
+    advantages.std=global under bnpo, policy.cfg_grad without CFG, ...): one line names the key and its reader."""
+    message = err(overrides)
+    assert message.startswith(key) and reader in message and message.endswith("remove it (nothing else reads it)")
+
+
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        ["objective.name=sapo", "objective.tau_pos=2.0"],
+        ["objective.name=mhpo", "objective.mhpo.c=2.0"],
+        ["advantages.estimator=riskpo", "advantages.riskpo.alpha=0.3"],
+        ["advantages.downsample=d3s", "advantages.d3s.batch_keep=0.5"],
+        ["policy.sde=cps", "policy.eta=0.5", "policy.cps_log_prob=gaussian"],
+        ["policy.guidance_scale=4.0", "policy.cfg_grad=cond"],
+        ["rollout.dynamic_sampling=true", "rollout.dynamic_sampling_max_rounds=3"],
+        ["objective.name=dr_grpo", "advantages.std=none", "objective.max_len_norm=16"],
+        ["objective.loss_agg=seq-mean-token-sum-norm", "objective.max_len_norm=16"],
+        ["advantages.estimator=bnpo", "objective.name=dr_grpo"],  # bnpo divides by no std: dr_grpo's rule is grpo's
+        ["objective.tau_pos=1.0", "advantages.riskpo.alpha=0.2"],  # the defaults, written out: nothing changes
+    ],
+)
+def test_options_of_the_selected_component_are_accepted(overrides):
+    load_config(OnlineConfig, None, overrides)
+
+
+def test_capo_reads_its_base_objectives_options_and_a_plugin_may_read_any():
+    from genrl.config import OnlineVLMConfig
+
+    capo = ["objective.name=capo", "policy.lora.rank=0", "objective.tau_pos=2.0"]
+    assert load_config(OnlineVLMConfig, None, [*capo, "objective.capo.base=sapo"]).objective.tau_pos == 2.0
+    with pytest.raises(ConfigError, match=r"^objective.tau_pos=2.0: is read only by objective sapo"):
+        load_config(OnlineVLMConfig, None, capo)
+    # an estimator from the user's own package may read grpo's options: nothing is refused
+    cfg = load_config(
+        OnlineConfig, None, ["advantages.estimator=genrl.advantages.grpo:grpo_estimator", "advantages.std=none"]
+    )
+    assert cfg.advantages.std == "none"
+    # VAS's diversity score reads response texts: a token policy's options
+    assert load_config(OnlineVLMConfig, None, ["rollout.sampler=vas", "rollout.vas.b=0.0"]).rollout.vas.b == 0.0
+
+
+@pytest.mark.parametrize("override", ["family=sd3", "num_frames=9", "max_sequence_length=77", "embedded_guidance=2.0"])
+def test_the_diffusion_policy_refuses_the_flow_families_settings(override):
+    """The diffusion (UNet) policy reads no model family: these changed nothing."""
+    diffusion = ["policy.name=diffusion", "policy.sde=ddim", "policy.eta=1.0"]
+    with pytest.raises(ConfigError, match=rf"^policy.{override.split('=')[0]}=.*read only by the flow policies"):
+        load_config(OnlineConfig, None, [*diffusion, f"policy.{override}"])

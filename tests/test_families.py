@@ -165,3 +165,18 @@ def test_cfg_grad_cond_differentiates_only_the_conditional_branch(fam):
     torch.testing.assert_close(got_cond, want_cond, rtol=1e-3, atol=1e-5)
     torch.testing.assert_close(got_both, want_both, rtol=1e-3, atol=1e-5)
     assert (got_cond - got_both).abs().max() > 1e-3 * got_both.abs().max()  # the two really differ
+
+
+def test_a_policy_setting_the_family_does_not_read_is_refused(fam):
+    """``policy.height=64`` on the 8x8 digits model, ``num_frames`` on an image model, ``embedded_guidance``
+    without a guidance embedding: each was accepted and changed nothing. One line names the key."""
+    from genrl.families.base import FAMILY_OPTIONS
+
+    read = _policy(fam).family.reads_options()
+    other = {"height": 64, "width": 64, "num_frames": 9, "max_sequence_length": 16, "embedded_guidance": 2.0}
+    unread = [n for n in FAMILY_OPTIONS if n not in read]
+    for name in unread:
+        with pytest.raises(ValueError, match=rf"^policy.{name}={other[name]!r}: the \w+ model does not read it"):
+            _policy(fam, **{name: other[name]})
+    assert fam.FAMILY != "digits" or unread == list(FAMILY_OPTIONS)
+    assert fam.FAMILY not in ("sd3", "qwen_image", "flux") or "num_frames" in unread

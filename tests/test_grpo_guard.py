@@ -73,7 +73,11 @@ def test_flow_policy_provides_the_inputs_and_unchanged_weights_give_ratio_one():
     for kind in ("flow_sde", "cps", "sage"):
         policy = FlowPolicy(
             PolicyConfig(
-                model="unused", sde=kind, eta=0.7 if kind == "flow_sde" else 0.5, num_steps=4, cps_log_prob="gaussian"
+                model="unused",
+                sde=kind,
+                eta=0.7 if kind == "flow_sde" else 0.5,
+                num_steps=4,
+                cps_log_prob="gaussian" if kind == "cps" else "flow_grpo",  # read by cps only
             ),
             get_dummy_pipeline(),
         )

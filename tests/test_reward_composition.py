@@ -174,3 +174,39 @@ def test_a_non_finite_sample_is_nan_in_every_key_whatever_the_reward_returns():
     assert values["brightness"][[0, 2]].isnan().all() and values["aux"][[0, 2]].isnan().all()
     assert values["brightness"][1] == pytest.approx(x[1].mean().item()) and values["aux"][1] == 1.0
     assert torch.isfinite(seen[0]).all() and seen[0][0].abs().sum() == 0
+
+
+@pytest.mark.parametrize(
+    "returned", [lambda s: s[:1].mean((1, 2, 3)), lambda s: s.mean((2, 3)), lambda s: {"other": s.mean((1, 2, 3))}]
+)
+def test_a_reward_that_breaks_the_contract_is_masked_once_not_retried_per_sample(returned):
+    """A reward scoring only the first sample (shape [1] for B samples) was retried sample by sample,
+    where it passed: ten calls a batch, and the warning said 'failed on 0 of 3 samples ... masked'. A
+    wrong shape (or no own key) is the reward's bug: one call, every sample masked, said so."""
+    from genrl.scoring import score_samples
+
+    calls = []
+
+    def reward(samples, prompts, metadata):
+        calls.append(len(prompts))
+        return returned(samples)
+
+    with pytest.warns(UserWarning, match=r"breaks its contract.*all 3 samples masked"):
+        values, failures = score_samples({"reward": reward}, torch.rand(3, 1, 4, 4), ["p"] * 3, [{}] * 3)
+    assert calls == [3] and failures == {"reward": 3} and values["reward"].isnan().all()
+
+
+def test_a_batch_that_fails_where_no_sample_alone_does_is_scored_per_sample_and_says_so():
+    """E.g. out of memory for the batch: the samples are scored one at a time and none is masked; the
+    warning no longer reads 'failed on 0 of 3 samples ...; masked'."""
+    from genrl.scoring import score_samples
+
+    def reward(samples, prompts, metadata):
+        if len(prompts) > 1:
+            raise RuntimeError("out of memory")
+        return samples.mean((1, 2, 3))
+
+    x = torch.rand(3, 1, 4, 4)
+    with pytest.warns(UserWarning, match=r"failed on the batch of 3 .*none masked"):
+        values, failures = score_samples({"reward": reward}, x, ["p"] * 3, [{}] * 3)
+    assert failures == {"reward": 0} and torch.allclose(values["reward"], x.mean((1, 2, 3)))

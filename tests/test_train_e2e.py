@@ -407,3 +407,30 @@ def test_a_run_whose_rewards_all_fail_stops_in_one_line(tmp_path, base_model, ca
     err = capsys.readouterr().err.strip().splitlines()
     assert err[-1].startswith("genrl train: every reward was NaN or failed for 3 consecutive steps")
     assert "Traceback" not in "\n".join(err)
+
+
+@pytest.mark.parametrize(
+    "cls, overrides, reader",
+    [
+        ("OnlineConfig", ["advantages.downsample=d3s"], "advantages.downsample=d3s"),
+        ("OnlineConfig", ["objective.name=mdpo"], "objective mdpo"),
+        ("PreferenceConfig", ["train.lr_schedule=cosine"], "train.lr_schedule=cosine"),
+    ],
+)
+def test_a_resume_may_not_change_max_steps_that_a_schedule_follows(tmp_path, cls, overrides, reader):
+    """Raising max_steps on a resume changed D3S's kept shares, MDPO's step size and a decaying learning rate
+    midway (each reads step / max_steps): the run followed two schedules, its config.yaml named one."""
+    import genrl.config as config
+    from genrl.config import save_config
+    from genrl.trainers.common import check_resume
+
+    saved = load_config(getattr(config, cls), None, [*overrides, f"output_dir={tmp_path}", "max_steps=10"])
+    save_config(saved, tmp_path / "config.yaml")
+    for max_steps in (20, 6):
+        cfg = load_config(getattr(config, cls), None, [*overrides, f"output_dir={tmp_path}", f"max_steps={max_steps}"])
+        with pytest.raises(ValueError, match=rf"max_steps={max_steps}, trained with max_steps=10: {reader} follow"):
+            check_resume(cfg, 5)
+    check_resume(saved, 5)  # the same max_steps resumes
+    plain = load_config(OnlineConfig, None, [f"output_dir={tmp_path}", "max_steps=20"])
+    save_config(load_config(OnlineConfig, None, [f"output_dir={tmp_path}", "max_steps=10"]), tmp_path / "config.yaml")
+    check_resume(plain, 5)  # nothing follows max_steps: it may change

@@ -87,7 +87,7 @@ def beta_pdf(p: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
     return torch.exp(torch.xlogy(alpha - 1, p) + torch.xlogy(beta - 1, 1 - p) - log_norm)
 
 
-@ADVANTAGE_ESTIMATORS.register("bnpo")
+@ADVANTAGE_ESTIMATORS.register("bnpo", options=("bnpo",))
 def bnpo_estimator(rewards, group_ids, config):
     """``rewards``, ``group_ids``: [B]. Returns (advantages [B], stats). ``ValueError`` for a reward
     outside ``[advantages.bnpo.reward_min, reward_max]``."""

@@ -84,7 +84,7 @@ def group_advantages(
     return adv.float(), summarise_group_stds(stds, valid)
 
 
-@ADVANTAGE_ESTIMATORS.register("grpo")
+@ADVANTAGE_ESTIMATORS.register("grpo", options=("std", "eps", "std_correction"))
 def grpo_estimator(rewards, group_ids, config):
     """``advantages.estimator=grpo``: :func:`group_advantages` with ``config.std``, ``config.eps`` and
     ``config.std_correction``."""

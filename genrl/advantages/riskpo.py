@@ -146,7 +146,7 @@ class QuantileTracker:
         self.q = None if state["q"] is None else torch.tensor(state["q"], dtype=torch.float64)
 
 
-@ADVANTAGE_ESTIMATORS.register("riskpo")
+@ADVANTAGE_ESTIMATORS.register("riskpo", options=("riskpo",))
 class RiskPO:
     """Estimator ``riskpo``, built once per run with its ``AdvantageConfig``; called as
     ``estimator(rewards [B], group_ids [B], config) -> (advantages [B], stats)``. Keeps the tracked

@@ -49,13 +49,16 @@ __all__ = [
     "config_differences",
     "config_from_dict",
     "config_to_dict",
+    "default_of",
     "describe_config",
     "load_config",
     "nonempty",
     "option",
+    "owned_options",
     "registered",
     "require",
     "save_config",
+    "unused_unless",
 ]
 
 T = TypeVar("T")
@@ -342,17 +345,20 @@ def _apply_override(cls: type, data: dict, item: str) -> None:
             raise ConfigError(key, f"is not a section; cannot set {dotted!r}")
 
 
-def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
-    """The dotted keys whose values differ between two configs of one schema (dataclass sections),
-    each as ``key: a -> b``."""
-    out = []
+def _differences(a: Any, b: Any, prefix: str = "") -> typing.Iterator[tuple[str, Any, Any]]:
+    """``(dotted key, value in a, value in b)`` for each leaf field that differs, in field order."""
     for f in dataclasses.fields(a):
         x, y = getattr(a, f.name), getattr(b, f.name, None)
         if dataclasses.is_dataclass(x) and dataclasses.is_dataclass(y):
-            out += config_differences(x, y, f"{prefix}{f.name}.")
+            yield from _differences(x, y, f"{prefix}{f.name}.")
         elif x != y:
-            out.append(f"{prefix}{f.name}: {x!r} -> {y!r}")
-    return out
+            yield f"{prefix}{f.name}", x, y
+
+
+def config_differences(a: Any, b: Any, prefix: str = "") -> list[str]:
+    """The dotted keys whose values differ between two configs of one schema (dataclass sections),
+    each as ``key: a -> b``."""
+    return [f"{key}: {x!r} -> {y!r}" for key, x, y in _differences(a, b, prefix)]
 
 
 # ----------------------------------------------------------------------------- saving / help
@@ -408,6 +414,57 @@ def require(ok: bool, key: str, value: Any, msg: str) -> None:
     """Raise ``ConfigError(key, msg, value)`` unless ``ok`` (``key`` relative to the section)."""
     if not ok:
         raise ConfigError(key, msg, value)
+
+
+def default_of(section: Section, name: str) -> Any:
+    """The declared default of field ``name`` of ``section`` (a fresh copy for mutable defaults)."""
+    f = next(f for f in _init_fields(type(section)) if f.name == name)
+    return f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
+
+
+def unused_unless(section: Section, used: bool, when: str, *names: str, at: str = "") -> None:
+    """Each named field keeps its default unless ``used``: a setting that nothing reads is an error
+    (``ConfigError`` naming the field, or for a sub-section its first changed key), never ignored.
+    ``when`` says what reads it (``"when sampler = vas"``); ``at`` prefixes the key when ``section``
+    is checked from an enclosing one (``"rollout.vas"``). A value equal to the default passes: it
+    changes nothing, and recipe variants can then switch a component off with one override."""
+    if used:
+        return
+    for n in names:
+        value, default = getattr(section, n), default_of(section, n)
+        if value == default:
+            continue
+        key = n
+        if dataclasses.is_dataclass(value):  # name the changed leaf, not the whole section
+            key, value, _ = next(_differences(value, default, f"{n}."))
+        raise ConfigError(
+            f"{at}.{key}" if at else key, f"is read only {when}; remove it (nothing else reads it)", value
+        )
+
+
+def owned_options(section: Section, name: str, registry: Any) -> None:
+    """Fields of ``section`` owned by registry entries (``registry.register(entry, options=(...))``:
+    the options only that entry reads) keep their defaults unless an owner is selected by
+    ``section.<name>``. The selected entry's ``reads_options_of(section)`` meta, if any, names other
+    entries whose options it reads too (capo: its base objective). An import-path name selects a
+    plug-in, which may read any option: nothing is refused then."""
+    from genrl.registry import is_import_path
+
+    selected = getattr(section, name)
+    if is_import_path(selected) or selected not in registry:
+        return  # a plug-in, or an unknown name (reported by the name's own check)
+    in_use = {selected, *registry.meta(selected).get("reads_options_of", lambda s: ())(section)}
+    owners: dict[str, list[str]] = {}
+    for entry in registry.names():
+        for option_name in registry.meta(entry).get("options", ()):
+            owners.setdefault(option_name, []).append(entry)
+    for option_name, entries in owners.items():
+        unused_unless(
+            section,
+            bool(in_use & set(entries)),
+            f"by {registry.kind} {' or '.join(entries)} (this config's {registry.kind}: {selected!r})",
+            option_name,
+        )
 
 
 def at_least(section: Section, minimum: float, *names: str) -> None:

@@ -14,7 +14,17 @@ from typing import Any, Literal, Optional, Union
 from genrl.advantages.bnpo import BNPOConfig
 from genrl.advantages.d3s import DOWNSAMPLERS, D3SConfig
 from genrl.advantages.riskpo import RiskPOConfig
-from genrl.config.base import ConfigError, Section, at_least, nonempty, option, registered, require
+from genrl.config.base import (
+    ConfigError,
+    Section,
+    at_least,
+    nonempty,
+    option,
+    owned_options,
+    registered,
+    require,
+    unused_unless,
+)
 from genrl.config.common import LoraConfig, OptimizerConfig, RunConfig
 from genrl.families.base import CFG_GRADS
 from genrl.objectives.capo import CAPOConfig
@@ -149,6 +159,17 @@ class PolicyConfig(Section):
         at_least(self, 1, "num_steps")
         require(math.isfinite(self.guidance_scale), "guidance_scale", self.guidance_scale, "must be finite")
         at_least(self, 1.0, "guidance_scale")
+        unused_unless(self, self.sde == "cps", "when sde = cps", "cps_log_prob")
+        unused_unless(  # genrl.families.base.FAMILY_OPTIONS but height / width, which the UNet pipeline reads
+            self,
+            self.name != "diffusion",
+            "by the flow policies' model families (policy.name=diffusion drives its UNet pipeline itself)",
+            "family",
+            "num_frames",
+            "max_sequence_length",
+            "embedded_guidance",
+        )
+        unused_unless(self, self.guidance_scale > 1, "when guidance_scale > 1 (classifier-free guidance)", "cfg_grad")
         require(
             0 < self.timestep_fraction <= 1 and int(self.num_steps * self.timestep_fraction) >= 1,
             "timestep_fraction",
@@ -259,6 +280,8 @@ class RolloutConfig(Section):
         at_least(self, 1, "prompts_per_step", "batch_size")
         at_least(self, 2, "group_size")
         at_least(self, 1, "dynamic_sampling_max_rounds")
+        unused_unless(self, self.dynamic_sampling, "when dynamic_sampling = true", "dynamic_sampling_max_rounds")
+        unused_unless(self, self.sampler == "vas", "when sampler = vas", "vas")
         total = self.prompts_per_step * self.group_size
         require(
             total % self.batch_size == 0,
@@ -310,6 +333,8 @@ class AdvantageConfig(Section):
         nonempty(self, "estimator")
         registered(self, "estimator", ADVANTAGE_ESTIMATORS)
         require(self.eps > 0 and math.isfinite(self.eps), "eps", self.eps, "must be finite and > 0")
+        owned_options(self, "estimator", ADVANTAGE_ESTIMATORS)
+        unused_unless(self, self.downsample == "d3s", "when downsample = d3s", "d3s")
 
 
 @dataclass
@@ -374,7 +399,10 @@ class ObjectiveConfig(Section):
     fiberpo: FiberPOConfig = option(FiberPOConfig, "objective fiberpo: trajectory (base) and per-action (fiber) gates")
 
     def validate(self) -> None:
+        from genrl.registry import OBJECTIVES
+
         nonempty(self, "name")
+        owned_options(self, "name", OBJECTIVES)
         for n in ("clip_range", "adv_clip_max", "tau_pos", "tau_neg"):
             v = getattr(self, n)
             require(v > 0 and math.isfinite(v), n, v, "must be finite and > 0")
@@ -409,6 +437,14 @@ class ObjectiveConfig(Section):
                 "must be null or finite and > 0",
             )
             at_least(self, 1, "kl_warmup")
+        unused_unless(
+            self,
+            self.kl_controller == "adaptive",
+            "when kl_controller = adaptive",
+            "kl_coef_min",
+            "kl_target",
+            "kl_warmup",
+        )
 
 
 @dataclass
@@ -540,6 +576,16 @@ class OnlineConfig(RunConfig):
             )
         self._validate_policy()
         self._check_objective()
+        unused_unless(  # min-max normalised VPS: a constant TDS (no texts) cancels out
+            self.rollout.vas,
+            hasattr(self.policy, "max_new_tokens"),
+            "when the policy writes text (TDS, the diversity of a group's responses); a denoising policy's is "
+            "constant, so VAS weighs by OVS alone (weights: min-max of a * OVS + b * TDS)",
+            "a",
+            "b",
+            "diversity",
+            at="rollout.vas",
+        )
         r, t = self.rollout, self.train
         total, per_step = r.prompts_per_step * r.group_size, t.batch_size * t.gradient_accumulation_steps
         require(
@@ -572,7 +618,16 @@ class OnlineConfig(RunConfig):
         if meta.get("check_config") is not None:
             meta["check_config"](self)
         width = getattr(self.policy, "num_steps", None) or getattr(self.policy, "max_new_tokens", 0)
-        whole = chunk_agg(OBJECTIVES.get(self.objective.name), self.objective) == "seq-mean-token-mean"
+        agg = chunk_agg(OBJECTIVES.get(self.objective.name), self.objective)
+        sum_norm = "seq-mean-token-sum-norm"
+        unused_unless(
+            self.objective,
+            sum_norm in (agg, self.objective.loss_agg),
+            f"when the loss aggregation is {sum_norm} (loss_agg, or dr_grpo's own)",
+            "max_len_norm",
+            at="objective",
+        )
+        whole = agg == "seq-mean-token-mean"
         require(
             not whole or self.train.timestep_chunk == 0 or self.train.timestep_chunk >= width,
             "train.timestep_chunk",

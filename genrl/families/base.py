@@ -35,6 +35,8 @@ JOINT_ATTENTION_LORA: tuple[str, ...] = ("attn.to_q", "attn.to_k", "attn.to_v", 
 
 
 CFG_GRADS = ("both", "cond")  # policy.cfg_grad
+# PolicyConfig fields that only some families read (Family.reads_options says which)
+FAMILY_OPTIONS: tuple[str, ...] = ("height", "width", "num_frames", "max_sequence_length", "embedded_guidance")
 
 
 def classifier_free_guidance(
@@ -59,10 +61,33 @@ class Family:
     pipeline_classes: ClassVar[tuple[str, ...]] = ()  # diffusers pipeline class names this family drives
     lora_targets: ClassVar[tuple[str, ...]] = ()  # default LoRA target modules of the denoiser
     video: ClassVar[bool] = False
+    # the FAMILY_OPTIONS this family reads; the others must keep their defaults (a family from the
+    # user's own package that does not say reads them all: nothing is refused)
+    options: ClassVar[tuple[str, ...]] = FAMILY_OPTIONS
 
     def __init__(self, pipe, cfg):
         self.pipe = pipe
         self.cfg = cfg  # PolicyConfig: height, width, num_frames, max_sequence_length, embedded_guidance
+        self.check_options()
+
+    def reads_options(self) -> tuple[str, ...]:
+        """The ``FAMILY_OPTIONS`` this family reads for this pipeline (``options``; FLUX adds
+        ``embedded_guidance`` for guidance-distilled transformers only)."""
+        return self.options
+
+    def check_options(self) -> None:
+        """``ValueError`` (one line) for a ``FAMILY_OPTIONS`` setting away from its default that this
+        family does not read: it would change nothing (``policy.height`` on the 8x8 digits model)."""
+        from genrl.config import default_of
+
+        read = self.reads_options()
+        for name in FAMILY_OPTIONS:
+            value = getattr(self.cfg, name)
+            if name not in read and value != default_of(self.cfg, name):
+                raise ValueError(
+                    f"policy.{name}={value!r}: the {type(self).__name__} model does not read it (it reads: "
+                    f"{', '.join(read) or 'none of ' + ', '.join(FAMILY_OPTIONS)}); remove it"
+                )
 
     # ----------------------------------------------------------------- components
     @property

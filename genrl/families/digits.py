@@ -11,6 +11,7 @@ from genrl.registry import FAMILIES
 @FAMILIES.register("digits")
 class DigitsFamily(Family):
     pipeline_classes = ("DigitsPipeline",)
+    options = ()  # fixed 8x8 pixels, eight-token prompts, no guidance embedding
     lora_targets = ("to_q", "to_k", "to_v", "to_out.0", "add_q_proj", "add_k_proj", "add_v_proj", "to_add_out")
 
     def encode(self, prompts):

@@ -28,6 +28,11 @@ class FluxFamily(Family):
     # Flow-GRPO's FLUX LoRA targets (scripts/train_flux.py): attention projections of the double and
     # single blocks (suffix match) and the double blocks' image/text feed-forwards
     lora_targets = JOINT_ATTENTION_LORA + ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
+    options = ("height", "width", "max_sequence_length")
+
+    def reads_options(self) -> tuple[str, ...]:
+        """``embedded_guidance`` too for a guidance-distilled transformer (FLUX.1-dev: ``guidance_embeds``)."""
+        return self.options + (("embedded_guidance",) if self.pipe.transformer.config.guidance_embeds else ())
 
     def encode(self, prompts):
         embeds, pooled, _ = self.pipe.encode_prompt(

@@ -42,6 +42,7 @@ class HunyuanVideo15Family(Family):
     # "attn.to_q/k/v/out.0" also match the text token-refiner's self-attention
     lora_targets = JOINT_ATTENTION_LORA
     video = True
+    options = ("height", "width", "num_frames", "max_sequence_length")  # no guidance embedding
 
     def __init__(self, pipe, cfg):
         super().__init__(pipe, cfg)

@@ -25,6 +25,7 @@ from genrl.registry import FAMILIES
 @FAMILIES.register("qwen_image")
 class QwenImageFamily(Family):
     pipeline_classes = ("QwenImagePipeline",)
+    options = ("height", "width", "max_sequence_length")
     # Flow-GRPO's Qwen-Image LoRA targets (yifan123/flow_grpo, scripts/train_qwenimage_edit_plus.py, same
     # transformer): joint-attention projections of both streams and both streams' MLPs
     lora_targets = JOINT_ATTENTION_LORA + (

@@ -13,6 +13,7 @@ class SD3Family(Family):
     pipeline_classes = ("StableDiffusion3Pipeline",)
     # Flow-GRPO's SD3.5 LoRA targets: the joint attention's image and context projections
     lora_targets = JOINT_ATTENTION_LORA
+    options = ("height", "width", "max_sequence_length")
 
     def encode(self, prompts):
         embeds, _, pooled, _ = self.pipe.encode_prompt(

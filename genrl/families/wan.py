@@ -41,6 +41,7 @@ class WanFamily(Family):
     # cross-attention q/k/v/out (attn1, attn2); add_k/v_proj exist only in I2V, add_q_proj/to_add_out nowhere in Wan
     lora_targets = ("add_k_proj", "add_q_proj", "add_v_proj", "to_add_out", "to_k", "to_out.0", "to_q", "to_v")
     video = True
+    options = ("height", "width", "num_frames", "max_sequence_length")
     default_max_sequence_length = 512  # WanPipeline's; None: the tokenizer's model_max_length
 
     def __init__(self, pipe, cfg):

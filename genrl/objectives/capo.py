@@ -305,7 +305,19 @@ def masked_head_terms(head: dict, adv: torch.Tensor, mask: torch.Tensor, state: 
     return tuple(x.view(B, T) for x in torch.cat(out).unbind(1))
 
 
-@OBJECTIVES.register("capo", chunk_agg=base_chunk_agg, check_config=check_config, state=ShadowAdam.for_run)
+def base_objective(config) -> tuple[str]:
+    """``objective.capo.base``: capo reads that objective's own options too (``reads_options_of``)."""
+    return (config.capo.base,)
+
+
+@OBJECTIVES.register(
+    "capo",
+    chunk_agg=base_chunk_agg,
+    check_config=check_config,
+    state=ShadowAdam.for_run,
+    options=("capo",),
+    reads_options_of=base_objective,
+)
 def capo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]; ``step_info["head"]`` from the policy
     (``hidden`` [B, T, H], ``probs``, ``ids``, ``action`` [B, T, k]) and ``step_info["objective_state"]``

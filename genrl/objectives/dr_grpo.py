@@ -26,10 +26,11 @@ LOSS_AGG = "seq-mean-token-sum-norm"
 
 
 def check_config(cfg) -> None:
-    """Dr. GRPO without the std division is not Dr. GRPO: refuse ``advantages.std`` other than ``none``."""
+    """Dr. GRPO without the std division is not Dr. GRPO: with the grpo estimator (the one that divides),
+    refuse ``advantages.std`` other than ``none``. Other estimators do not read ``std``."""
     from genrl.config import ConfigError
 
-    if cfg.advantages.std != "none":
+    if cfg.advantages.estimator == "grpo" and cfg.advantages.std != "none":
         raise ConfigError(
             "advantages.std",
             "objective dr_grpo removes GRPO's division by the group's reward std (Dr. GRPO, arXiv 2503.20783 "

@@ -82,7 +82,12 @@ def kl_new_old(log_ratio: torch.Tensor, step_info: dict) -> torch.Tensor:
     return ratio * log_ratio - (ratio - 1.0)
 
 
-@OBJECTIVES.register("mdpo")
+def anneals(config) -> bool:
+    """Whether ``t_k`` follows ``k / max_steps`` (``reads_progress``: a resume keeps ``max_steps`` then)."""
+    return config.mdpo.schedule == "anneal"
+
+
+@OBJECTIVES.register("mdpo", options=("mdpo",), reads_progress=anneals)
 def mdpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]; ``step_info["progress"]``: the float
     ``k / K`` the trainer passes (0 if absent). Returns (scalar loss, metrics)."""

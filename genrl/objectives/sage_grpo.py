@@ -42,7 +42,7 @@ def check_config(cfg) -> None:
         )
 
 
-@OBJECTIVES.register("sage_grpo", check_config=check_config)
+@OBJECTIVES.register("sage_grpo", check_config=check_config, options=("step_kl_weight",))
 def sage_grpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``, ``step_info[...]``: [B, T]; ``advantages``: [B]. Returns (loss, metrics)."""
     if "grad_scale" not in step_info:

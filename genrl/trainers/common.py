@@ -20,7 +20,7 @@ from genrl.preemption import RunFailed
 # Settings a resume may change: how long to train, what is logged, evaluated and kept, and how the
 # same computation is executed (sharding: a single process resumes an FSDP run; compilation, kernels,
 # caches, threads). Any other change would make one run out of two configurations while config.yaml
-# names only the last.
+# names only the last; max_steps too, while a schedule follows it (schedules_on_max_steps).
 RESUMABLE = (
     "max_steps",
     "resume",
@@ -42,18 +42,52 @@ RESUMABLE = (
 RUN_OUTPUTS = ("checkpoints", "eval", "pool", "final_metrics.json")
 
 
+def schedules_on_max_steps(cfg) -> list[str]:
+    """The settings of ``cfg`` (as ``key=value``) whose effect follows ``step / max_steps``, so that a
+    resume changing ``max_steps`` would switch them to another schedule midway: a decaying learning
+    rate (``lr_multiplier``), D3S's kept shares (``advantages.downsample``) and objectives registered
+    with ``reads_progress`` (a bool, or a function of the objective's config: mdpo's annealed step
+    size), including an objective whose options another reads (``reads_options_of``: capo's base)."""
+    from genrl.registry import OBJECTIVES
+
+    out = []
+    if getattr(cfg.train, "lr_schedule", "constant") != "constant":
+        out.append(f"train.lr_schedule={cfg.train.lr_schedule}")
+    if getattr(getattr(cfg, "advantages", None), "downsample", "none") != "none":
+        out.append(f"advantages.downsample={cfg.advantages.downsample}")
+    objective = getattr(cfg, "objective", None)
+    if objective is not None:
+        used = [objective.name, *OBJECTIVES.meta(objective.name).get("reads_options_of", lambda o: ())(objective)]
+        for name in used:
+            reads = OBJECTIVES.meta(name).get("reads_progress", False)
+            if reads(objective) if callable(reads) else reads:
+                out.append(f"objective {name}")
+    return out
+
+
 def check_resume(cfg, start: int) -> None:
     """A resume at step ``start`` continues the run that ``output_dir/config.yaml`` describes:
-    ``ValueError`` naming the changed settings (outside ``RESUMABLE``), or a ``max_steps`` below the
-    step reached. A ``config.yaml`` this version cannot read is not compared."""
+    ``ValueError`` naming the changed settings (outside ``RESUMABLE``), a changed ``max_steps`` while
+    a schedule follows it (:func:`schedules_on_max_steps`), or a ``max_steps`` below the step reached.
+    A ``config.yaml`` this version cannot read is not compared."""
+    try:
+        saved = load_config(type(cfg), os.path.join(cfg.output_dir, "config.yaml"))
+    except (OSError, ValueError):
+        saved = None
+    scheduled = schedules_on_max_steps(saved) if saved is not None else []
+    if saved is not None and saved.max_steps != cfg.max_steps and scheduled:
+        raise ValueError(
+            f"resuming {cfg.output_dir} at step {start} with max_steps={cfg.max_steps}, trained with "
+            f"max_steps={saved.max_steps}: {', '.join(scheduled)} follow(s) step / max_steps, so the steps left "
+            f"would take another schedule than the first {start}; restore max_steps={saved.max_steps}, or start "
+            "over (resume=false, or a new output_dir)"
+        )
     if start > cfg.max_steps:
         raise ValueError(
             f"{cfg.output_dir} is at step {start}, past max_steps={cfg.max_steps}: raise max_steps, "
             "or start over with resume=false"
         )
-    try:
-        saved = load_config(type(cfg), os.path.join(cfg.output_dir, "config.yaml"))
-    except (OSError, ValueError):
+    if saved is None:
         return
     changed = [d for d in config_differences(saved, cfg) if not d.startswith(RESUMABLE)]
     if changed:
