@@ -30,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import time
+import warnings
 from collections import defaultdict
 
 import torch
@@ -185,7 +186,9 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
             stepped = guard.ok(grad_norm)  # a NaN / inf gradient: no step (counted), the schedule still advances
             if stepped:
                 optimizer.step()
-            scheduler.step()
+            with warnings.catch_warnings():  # torch's "scheduler before optimizer" hint, for a skipped first step
+                warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler\.step\(\)` before")
+                scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
             if pairs and done % cfg.reference.snapshot_every == 0:
