@@ -60,7 +60,7 @@ from typing import Literal
 import torch
 
 from genrl.advantages.grpo import group_stats
-from genrl.config.base import Section, at_least, option, require
+from genrl.config.base import Section, at_least, option, require, unused_unless
 from genrl.registry import ADVANTAGE_ESTIMATORS
 
 
@@ -93,6 +93,7 @@ class RiskPOConfig(Section):
         require(
             self.quantile_lr > 0 and math.isfinite(self.quantile_lr), "quantile_lr", self.quantile_lr, "must be > 0"
         )
+        unused_unless(self, self.quantiles == "tracked", "when quantiles = tracked", "quantile_lr")
 
 
 def rvar_weight(z: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -423,22 +423,29 @@ def default_of(section: Section, name: str) -> Any:
 
 
 def unused_unless(section: Section, used: bool, when: str, *names: str, at: str = "") -> None:
-    """Each named field keeps its default unless ``used``: a setting that nothing reads is an error
-    (``ConfigError`` naming the field, or for a sub-section its first changed key), never ignored.
-    ``when`` says what reads it (``"when sampler = vas"``); ``at`` prefixes the key when ``section``
-    is checked from an enclosing one (``"rollout.vas"``). A value equal to the default passes: it
-    changes nothing, and recipe variants can then switch a component off with one override."""
+    """Each named field keeps its default unless ``used``: a setting that nothing reads is an error,
+    never ignored. The ``ConfigError`` names the first changed key (for a sub-section, its changed
+    leaves), its default (a recipe's value is undone by an override setting it back), and every other
+    changed key of ``names``, so that one message lists all to undo. ``when`` says what reads them
+    (``"when sampler = vas"``); ``at`` prefixes the keys when ``section`` is checked from an enclosing
+    one (``"rollout.vas"``). A value equal to the default passes: it changes nothing."""
     if used:
         return
+    prefix = f"{at}." if at else ""
+    changed = []  # (key, value, default)
     for n in names:
         value, default = getattr(section, n), default_of(section, n)
-        if value == default:
-            continue
-        key = n
-        if dataclasses.is_dataclass(value):  # name the changed leaf, not the whole section
-            key, value, _ = next(_differences(value, default, f"{n}."))
+        if dataclasses.is_dataclass(value):  # name the changed leaves, not the whole section
+            changed += list(_differences(value, default, f"{n}."))
+        elif value != default:
+            changed.append((n, value, default))
+    if changed:
+        (key, value, default), rest = changed[0], changed[1:]
+        also = "; so is " + ", ".join(f"{prefix}{k}={v!r} (default {_inline(d)})" for k, v, d in rest) if rest else ""
         raise ConfigError(
-            f"{at}.{key}" if at else key, f"is read only {when}; remove it (nothing else reads it)", value
+            prefix + key,
+            f"is read only {when}; remove it, or set it back to its default ({_inline(default)}){also}",
+            value,
         )
 
 
@@ -458,12 +465,15 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
     for entry in registry.names():
         for option_name in registry.meta(entry).get("options", ()):
             owners.setdefault(option_name, []).append(entry)
+    by_owners: dict[tuple[str, ...], list[str]] = {}  # options of the same owners: one message for all
     for option_name, entries in owners.items():
+        by_owners.setdefault(tuple(entries), []).append(option_name)
+    for entries, option_names in by_owners.items():
         unused_unless(
             section,
             bool(in_use & set(entries)),
             f"by {registry.kind} {' or '.join(entries)} (this config's {registry.kind}: {selected!r})",
-            option_name,
+            *option_names,
         )
 
 

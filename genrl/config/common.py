@@ -7,7 +7,7 @@ import os
 from dataclasses import dataclass, fields
 from typing import Literal, Optional
 
-from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require
+from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require, unused_unless
 
 __all__ = [
     "CheckpointConfig",
@@ -83,6 +83,7 @@ class ScheduledOptimizerConfig(OptimizerConfig):
         super().validate()
         at_least(self, 0, "warmup_steps")
         require(0 <= self.min_lr_ratio <= 1, "min_lr_ratio", self.min_lr_ratio, "must be in [0, 1]")
+        unused_unless(self, self.lr_schedule != "constant", "when lr_schedule decays (cosine, linear)", "min_lr_ratio")
 
 
 def require_warmup_below_max_steps(cfg) -> None:

@@ -159,7 +159,7 @@ class PolicyConfig(Section):
         at_least(self, 1, "num_steps")
         require(math.isfinite(self.guidance_scale), "guidance_scale", self.guidance_scale, "must be finite")
         at_least(self, 1.0, "guidance_scale")
-        unused_unless(self, self.sde == "cps", "when sde = cps", "cps_log_prob")
+        unused_unless(self, self.sde == "cps", "when sde = cps (trainer: online's rollouts)", "cps_log_prob")
         unused_unless(  # genrl.families.base.FAMILY_OPTIONS but height / width, which the UNet pipeline reads
             self,
             self.name != "diffusion",
@@ -169,7 +169,12 @@ class PolicyConfig(Section):
             "max_sequence_length",
             "embedded_guidance",
         )
-        unused_unless(self, self.guidance_scale > 1, "when guidance_scale > 1 (classifier-free guidance)", "cfg_grad")
+        unused_unless(
+            self,
+            self.guidance_scale > 1,
+            "when guidance_scale > 1 (classifier-free guidance in trainer: online's rollouts)",
+            "cfg_grad",
+        )
         require(
             0 < self.timestep_fraction <= 1 and int(self.num_steps * self.timestep_fraction) >= 1,
             "timestep_fraction",
@@ -334,6 +339,7 @@ class AdvantageConfig(Section):
         registered(self, "estimator", ADVANTAGE_ESTIMATORS)
         require(self.eps > 0 and math.isfinite(self.eps), "eps", self.eps, "must be finite and > 0")
         owned_options(self, "estimator", ADVANTAGE_ESTIMATORS)
+        unused_unless(self, self.std != "none", "when std divides (group, global)", "eps")
         unused_unless(self, self.downsample == "d3s", "when downsample = d3s", "d3s")
 
 
@@ -619,13 +625,44 @@ class OnlineConfig(RunConfig):
             meta["check_config"](self)
         width = getattr(self.policy, "num_steps", None) or getattr(self.policy, "max_new_tokens", 0)
         agg = chunk_agg(OBJECTIVES.get(self.objective.name), self.objective)
+        o = self.objective
+        unused_unless(
+            o,
+            agg == o.loss_agg,
+            f"by objectives without their own aggregation ({o.name}'s: {agg})",
+            "loss_agg",
+            at="objective",
+        )
         sum_norm = "seq-mean-token-sum-norm"
         unused_unless(
-            self.objective,
-            sum_norm in (agg, self.objective.loss_agg),
+            o,
+            agg == sum_norm,
             f"when the loss aggregation is {sum_norm} (loss_agg, or dr_grpo's own)",
             "max_len_norm",
             at="objective",
+        )
+        kl = o.beta > 0 or self.log.kl_every > 0
+        unused_unless(
+            o,
+            kl,
+            "when a KL is computed (objective.beta > 0, or log.kl_every > 0 to log it)",
+            "anchor_period",
+            "kl_convention",
+            at="objective",
+        )
+        unused_unless(
+            o,
+            o.kl_type == "gaussian",
+            "with kl_type = gaussian (a denoising policy's closed-form KL)",
+            "kl_convention",
+            at="objective",
+        )
+        unused_unless(
+            self.log,
+            o.beta == 0,
+            "with objective.beta = 0 (with beta > 0 the loss's KL is logged every step)",
+            "kl_every",
+            at="log",
         )
         whole = agg == "seq-mean-token-mean"
         require(

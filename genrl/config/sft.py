@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import at_least, nonempty, option, require
+from genrl.config.base import at_least, nonempty, option, require, unused_unless
 from genrl.config.common import LogConfig, RunConfig, ScheduledOptimizerConfig, require_warmup_below_max_steps
 from genrl.config.vlm import ResponseEvalConfig, VLMDataConfig
 
@@ -61,6 +61,7 @@ class SFTConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         nonempty(self, "model")
+        unused_unless(self.log, False, "by trainer: online (the KL to its reference)", "kl_every", at="log")
         require(
             self.task != "vlm_data" or bool(self.data.response_key),
             "data.response_key",

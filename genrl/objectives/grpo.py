@@ -42,7 +42,21 @@ def clipped_policy_loss(log_probs_new, log_probs_old, advantages, mask, step_inf
     return loss, metrics
 
 
-@OBJECTIVES.register("grpo")
+def check_config(cfg) -> None:
+    """GRPO clips symmetrically: ``objective.clip_range_high`` other than ``clip_range`` is refused before
+    any work (it was refused in the first update, after the step-0 evaluation had written the run)."""
+    from genrl.config import ConfigError
+
+    o = cfg.objective
+    if o.clip_range_high is not None and o.clip_range_high != o.clip_range:
+        raise ConfigError(
+            "objective.clip_range_high",
+            f"objective grpo clips symmetrically (clip_range={o.clip_range}); for clip-higher use objective.name=dapo",
+            o.clip_range_high,
+        )
+
+
+@OBJECTIVES.register("grpo", check_config=check_config)
 def grpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]. Returns (scalar loss, metrics)."""
     if config.clip_range_high is not None and config.clip_range_high != config.clip_range:

@@ -42,7 +42,7 @@ from typing import Literal
 
 import torch
 
-from genrl.config.base import Section, option, require
+from genrl.config.base import Section, option, require, unused_unless
 from genrl.objectives.common import add_kl, aggregate, clamp_advantages, ratio_metrics, safe_exp
 from genrl.registry import OBJECTIVES
 
@@ -63,6 +63,7 @@ class MDPOConfig(Section):
         for n in ("step_size", "min_step_size"):
             v = getattr(self, n)
             require(v > 0 and math.isfinite(v), n, v, "must be finite and > 0")
+        unused_unless(self, self.schedule == "anneal", "when schedule = anneal (its floor)", "min_step_size")
 
 
 def mdpo_step_size(opts: MDPOConfig, progress: float) -> float:

@@ -30,16 +30,31 @@ from genrl.registry import OBJECTIVES
 
 
 def check_config(cfg) -> None:
-    """The equaliser scales come from the ``sage`` step: refuse another step before any work."""
-    from genrl.config import ConfigError
+    """The equaliser scales come from the ``sage`` step: refuse a policy without it, or another step,
+    before any work; ``step_kl_weight`` is refused with ``beta = 0``, where the loss is the policy term alone."""
+    from genrl.config import ConfigError, unused_unless
 
-    if getattr(cfg.policy, "sde", None) != "sage":
+    if not hasattr(cfg.policy, "sde"):
+        raise ConfigError(
+            "objective.name",
+            f"sage_grpo needs a flow policy with policy.sde=sage (its gradient-norm equaliser is the sage step's); "
+            f"policy {cfg.policy.name!r} takes no SDE steps",
+            "sage_grpo",
+        )
+    if cfg.policy.sde != "sage":
         raise ConfigError(
             "policy.sde",
             "objective sage_grpo needs policy.sde=sage (its gradient-norm equaliser is "
             "the sage step's; SAGE-GRPO, arXiv 2603.21872)",
-            getattr(cfg.policy, "sde", cfg.policy.name),
+            cfg.policy.sde,
         )
+    unused_unless(
+        cfg.objective,
+        cfg.objective.beta > 0,
+        "when objective.beta > 0 (the trust-region term)",
+        "step_kl_weight",
+        at="objective",
+    )
 
 
 @OBJECTIVES.register("sage_grpo", check_config=check_config, options=("step_kl_weight",))
