@@ -625,6 +625,19 @@ class OnlineConfig(RunConfig):
             meta["check_config"](self)
         width = getattr(self.policy, "num_steps", None) or getattr(self.policy, "max_new_tokens", 0)
         agg = chunk_agg(OBJECTIVES.get(self.objective.name), self.objective)
+        self._refuse_unread_objective_options(agg)
+        whole = agg == "seq-mean-token-mean"
+        require(
+            not whole or self.train.timestep_chunk == 0 or self.train.timestep_chunk >= width,
+            "train.timestep_chunk",
+            self.train.timestep_chunk,
+            f"objective {self.objective.name!r} averages whole sequences (loss_agg seq-mean-token-mean, its own or "
+            "set) and cannot be split into timestep chunks; set train.timestep_chunk=0",
+        )
+
+    def _refuse_unread_objective_options(self, agg: str) -> None:
+        """Objective and KL settings that the selected objective (aggregating by ``agg``), the KL
+        coefficient and the logging leave unread: refused (``unused_unless``)."""
         o = self.objective
         unused_unless(
             o,
@@ -663,14 +676,6 @@ class OnlineConfig(RunConfig):
             "with objective.beta = 0 (with beta > 0 the loss's KL is logged every step)",
             "kl_every",
             at="log",
-        )
-        whole = agg == "seq-mean-token-mean"
-        require(
-            not whole or self.train.timestep_chunk == 0 or self.train.timestep_chunk >= width,
-            "train.timestep_chunk",
-            self.train.timestep_chunk,
-            f"objective {self.objective.name!r} averages whole sequences (loss_agg seq-mean-token-mean, its own or "
-            "set) and cannot be split into timestep chunks; set train.timestep_chunk=0",
         )
 
     def _validate_policy(self) -> None:
