@@ -82,11 +82,12 @@ class Family:
 
         read = self.reads_options()
         for name in FAMILY_OPTIONS:
-            value = getattr(self.cfg, name)
-            if name not in read and value != default_of(self.cfg, name):
+            value, default = getattr(self.cfg, name), default_of(self.cfg, name)
+            if name not in read and value != default:
                 raise ValueError(
                     f"policy.{name}={value!r}: the {type(self).__name__} model does not read it (it reads: "
-                    f"{', '.join(read) or 'none of ' + ', '.join(FAMILY_OPTIONS)}); remove it"
+                    f"{', '.join(read) or 'none of ' + ', '.join(FAMILY_OPTIONS)}); remove it, or set it back to "
+                    f"its default ({default!r})"
                 )
 
     # ----------------------------------------------------------------- components
