@@ -33,7 +33,7 @@ def _call_reward(name: str, fn, samples, prompts: list[str], metadata: list[dict
     if not isinstance(out, Mapping):  # a bare [B] of values
         out = {name: out}
     if name not in out:
-        raise RewardContractError(f"reward {name!r} returned keys {sorted(out)} without its own name")
+        raise RewardContractError(f"reward {name!r} returned keys {sorted(map(str, out))} without its own name")
     checked = {}
     for key, v in out.items():
         try:
@@ -46,6 +46,12 @@ def _call_reward(name: str, fn, samples, prompts: list[str], metadata: list[dict
             )
         checked[key] = v
     return checked
+
+
+def _contract_broken(error: RewardContractError, name: str, B: int) -> dict[str, torch.Tensor]:
+    """Warn that reward ``name`` breaks its contract; every one of the ``B`` samples NaN."""
+    warnings.warn(f"{error}: the reward breaks its contract (README, 'Rewards'); all {B} samples masked")
+    return {name: torch.full((B,), float("nan"))}
 
 
 def score_samples(
@@ -75,25 +81,30 @@ def score_samples(
         try:
             out = _call_reward(name, fn, samples, prompts, metadata)
         except RewardContractError as e:  # the reward's own bug: every sample alike, nothing to retry
-            warnings.warn(f"{e}: the reward breaks its contract (README, 'Rewards'); all {B} samples masked")
-            out = {name: torch.full((B,), float("nan"))}
+            out = _contract_broken(e, name, B)
         except Exception as e:  # find the samples at fault; the others keep their values
-            rows, bad = [], 0
+            rows, bad, broken_contract = [], 0, None
             for i in range(B):
                 try:
                     rows.append(_call_reward(name, fn, samples[i : i + 1], prompts[i : i + 1], metadata[i : i + 1]))
+                except RewardContractError as contract:  # a bug, not this sample's fault: stop retrying
+                    broken_contract = contract
+                    break
                 except Exception:
                     rows.append({})
                     bad += 1
-            if bad:
-                warnings.warn(f"reward {name!r} failed on {bad} of {B} samples ({type(e).__name__}: {e}); masked")
-            else:  # the batch failed, no sample alone did (e.g. out of memory): scored one at a time
-                warnings.warn(
-                    f"reward {name!r} failed on the batch of {B} ({type(e).__name__}: {e}) but on none of its "
-                    "samples alone: scored one sample at a time, none masked"
-                )
-            keys = dict.fromkeys([name, *(k for r in rows for k in r)])
-            out = {k: torch.cat([r.get(k, torch.full((1,), float("nan"))) for r in rows]) for k in keys}
+            if broken_contract is not None:
+                out = _contract_broken(broken_contract, name, B)
+            else:
+                if bad:
+                    warnings.warn(f"reward {name!r} failed on {bad} of {B} samples ({type(e).__name__}: {e}); masked")
+                else:  # the batch failed, no sample alone did (e.g. out of memory): scored one at a time
+                    warnings.warn(
+                        f"reward {name!r} failed on the batch of {B} ({type(e).__name__}: {e}) but on none of "
+                        "its samples alone: scored one sample at a time, none masked"
+                    )
+                keys = dict.fromkeys([name, *(k for r in rows for k in r)])
+                out = {k: torch.cat([r.get(k, torch.full((1,), float("nan"))) for r in rows]) for k in keys}
         # an auxiliary key that names another reward of this call is left out: that reward's own values
         # win, whichever runs first (a 0-weight reward could otherwise replace a trained one's values)
         if broken is not None and broken.any():
@@ -112,8 +123,10 @@ def finite_mean(values: torch.Tensor) -> float:
 
 
 def combine(values: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
-    """Weighted sum of the named rewards ``[B]``; NaN wherever any component is NaN."""
-    return sum(w * values[name] for name, w in weights.items())
+    """Weighted sum of the named rewards ``[B]``; NaN wherever a component of nonzero weight is NaN. A
+    reward of weight 0 is logged only: its failures mask no sample (``0 * NaN`` would)."""
+    terms = [w * values[name] for name, w in weights.items() if w != 0]
+    return sum(terms) if terms else torch.zeros_like(next(iter(values.values())))
 
 
 def check_reward_kinds(classes: Mapping[str, Any]) -> None:

@@ -210,3 +210,36 @@ def test_a_batch_that_fails_where_no_sample_alone_does_is_scored_per_sample_and_
     with pytest.warns(UserWarning, match=r"failed on the batch of 3 .*none masked"):
         values, failures = score_samples({"reward": reward}, x, ["p"] * 3, [{}] * 3)
     assert failures == {"reward": 0} and torch.allclose(values["reward"], x.mean((1, 2, 3)))
+
+
+def test_a_contract_error_after_a_failed_batch_is_not_retried_per_sample():
+    """A reward that raised on the batch, then returned a 0-d value for one sample, was called once per
+    sample, and the warning named the batch's error, never the shape."""
+    from genrl.scoring import score_samples
+
+    calls = []
+
+    def reward(samples, prompts, metadata):
+        calls.append(len(prompts))
+        if len(prompts) > 1:
+            raise RuntimeError("batch too big")
+        return samples.mean()  # 0-d: the contract wants [1]
+
+    with pytest.warns(UserWarning, match=r"shape \(\) for 1 samples.*breaks its contract.*all 4 samples masked"):
+        values, failures = score_samples({"reward": reward}, torch.rand(4, 1, 4, 4), ["p"] * 4, [{}] * 4)
+    assert calls == [4, 1] and failures == {"reward": 4} and values["reward"].isnan().all()
+
+
+def test_a_failing_reward_of_weight_zero_masks_no_sample():
+    """A monitor-only reward (weight 0) that failed made every total NaN (0 * NaN), so every sample was masked
+    and the run stopped with 'every reward was NaN or failed'; it now takes no part in either combination."""
+    from genrl.advantages.common import weighted_advantages
+    from genrl.scoring import combine
+
+    values = {"digits": torch.tensor([0.1, 0.9, 0.2, 0.8]), "monitor": torch.full((4,), float("nan"))}
+    weights = {"digits": 1.0, "monitor": 0.0}
+    assert torch.equal(combine(values, weights), values["digits"])
+    groups = torch.tensor([0, 0, 1, 1])
+    adv = weighted_advantages(values, weights, groups)
+    assert torch.isfinite(adv).all() and torch.equal(adv, weighted_advantages(values, {"digits": 1.0}, groups))
+    assert (adv != 0).all()

@@ -413,7 +413,7 @@ def test_a_run_whose_rewards_all_fail_stops_in_one_line(tmp_path, base_model, ca
     "cls, overrides, reader",
     [
         ("OnlineConfig", ["advantages.downsample=d3s"], "advantages.downsample=d3s"),
-        ("OnlineConfig", ["objective.name=mdpo"], "objective mdpo"),
+        ("OnlineConfig", ["objective.name=mdpo"], "objective.name=mdpo"),
         ("PreferenceConfig", ["train.lr_schedule=cosine"], "train.lr_schedule=cosine"),
     ],
 )

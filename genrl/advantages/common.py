@@ -38,7 +38,9 @@ def weighted_advantages(
     function). MixGRPO's way of mixing rewards, so a reward on a larger scale does not drown the
     others; BNPO's advantage decomposition (each reward normalised by its own Beta, then averaged:
     weights ``1 / K``). A sample with any NaN reward is masked: it gets 0 and is left out of **every**
-    reward's statistics (not only of the reward that failed), as in ``combine: rewards``."""
+    reward's statistics (not only of the reward that failed), as in ``combine: rewards``. A reward of
+    weight 0 takes no part (logged only: its failures mask nothing)."""
+    weights = {name: w for name, w in weights.items() if w != 0}
     advantage_fn = advantage_fn or (lambda r, g: group_advantages(r, g)[0])
     fns = advantage_fn if isinstance(advantage_fn, Mapping) else dict.fromkeys(weights, advantage_fn)
     ok = torch.stack([torch.isfinite(rewards[name]) for name in weights]).all(0)

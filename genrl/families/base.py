@@ -61,8 +61,9 @@ class Family:
     pipeline_classes: ClassVar[tuple[str, ...]] = ()  # diffusers pipeline class names this family drives
     lora_targets: ClassVar[tuple[str, ...]] = ()  # default LoRA target modules of the denoiser
     video: ClassVar[bool] = False
-    # the FAMILY_OPTIONS this family reads; the others must keep their defaults (a family from the
-    # user's own package that does not say reads them all: nothing is refused)
+    # the FAMILY_OPTIONS this family reads; the others must keep their defaults. A family of the user's
+    # own package deriving from Family reads them all unless it says; one deriving from a built-in
+    # family inherits that family's list: declare ``options`` when it reads more
     options: ClassVar[tuple[str, ...]] = FAMILY_OPTIONS
 
     def __init__(self, pipe, cfg):

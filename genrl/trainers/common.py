@@ -61,7 +61,7 @@ def schedules_on_max_steps(cfg) -> list[str]:
         for name in used:
             reads = OBJECTIVES.meta(name).get("reads_progress", False)
             if reads(objective) if callable(reads) else reads:
-                out.append(f"objective {name}")
+                out.append(f"objective.name={name}")
     return out
 
 
@@ -78,7 +78,7 @@ def check_resume(cfg, start: int) -> None:
     if saved is not None and saved.max_steps != cfg.max_steps and scheduled:
         raise ValueError(
             f"resuming {cfg.output_dir} at step {start} with max_steps={cfg.max_steps}, trained with "
-            f"max_steps={saved.max_steps}: {', '.join(scheduled)} follow(s) step / max_steps, so the steps left "
+            f"max_steps={saved.max_steps}: {', '.join(scheduled)} follow step / max_steps, so the steps left "
             f"would take another schedule than the first {start}; restore max_steps={saved.max_steps}, or start "
             "over (resume=false, or a new output_dir)"
         )
