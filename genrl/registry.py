@@ -96,6 +96,11 @@ class Registry:
         obj = self.get(name_or_obj) if isinstance(name_or_obj, str) else name_or_obj
         return dict(self._meta.get(id(obj), {}))
 
+    def in_use(self, name: str, section: Any) -> list[str]:
+        """``name`` and the entries whose options it reads too (its ``reads_options_of(section)`` meta,
+        e.g. capo's base objective), given the config ``section`` that selects it."""
+        return [name, *self.meta(name).get("reads_options_of", lambda s: ())(section)]
+
     def _load(self) -> None:
         if not self._loaded:
             self._loaded = True

@@ -125,8 +125,7 @@ def finite_mean(values: torch.Tensor) -> float:
 def combine(values: dict[str, torch.Tensor], weights: dict[str, float]) -> torch.Tensor:
     """Weighted sum of the named rewards ``[B]``; NaN wherever a component of nonzero weight is NaN. A
     reward of weight 0 is logged only: its failures mask no sample (``0 * NaN`` would)."""
-    terms = [w * values[name] for name, w in weights.items() if w != 0]
-    return sum(terms) if terms else torch.zeros_like(next(iter(values.values())))
+    return sum(w * values[name] for name, w in weights.items() if w != 0)  # configs need a nonzero weight
 
 
 def check_reward_kinds(classes: Mapping[str, Any]) -> None:

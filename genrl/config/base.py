@@ -460,7 +460,7 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
     selected = getattr(section, name)
     if is_import_path(selected) or selected not in registry:
         return  # a plug-in, or an unknown name (reported by the name's own check)
-    in_use = {selected, *registry.meta(selected).get("reads_options_of", lambda s: ())(section)}
+    in_use = set(registry.in_use(selected, section))
     owners: dict[str, list[str]] = {}
     for entry in registry.names():
         for option_name in registry.meta(entry).get("options", ()):

@@ -57,8 +57,7 @@ def schedules_on_max_steps(cfg) -> list[str]:
         out.append(f"advantages.downsample={cfg.advantages.downsample}")
     objective = getattr(cfg, "objective", None)
     if objective is not None:
-        used = [objective.name, *OBJECTIVES.meta(objective.name).get("reads_options_of", lambda o: ())(objective)]
-        for name in used:
+        for name in OBJECTIVES.in_use(objective.name, objective):
             reads = OBJECTIVES.meta(name).get("reads_progress", False)
             if reads(objective) if callable(reads) else reads:
                 out.append(f"objective.name={name}")
@@ -74,8 +73,7 @@ def check_resume(cfg, start: int) -> None:
         saved = load_config(type(cfg), os.path.join(cfg.output_dir, "config.yaml"))
     except (OSError, ValueError):
         saved = None
-    scheduled = schedules_on_max_steps(saved) if saved is not None else []
-    if saved is not None and saved.max_steps != cfg.max_steps and scheduled:
+    if saved is not None and saved.max_steps != cfg.max_steps and (scheduled := schedules_on_max_steps(saved)):
         raise ValueError(
             f"resuming {cfg.output_dir} at step {start} with max_steps={cfg.max_steps}, trained with "
             f"max_steps={saved.max_steps}: {', '.join(scheduled)} follow step / max_steps, so the steps left "
