@@ -49,6 +49,9 @@ class EmbeddedModelTask:
     # progress=...); imported only when asked for (genrl never imports the rewards package eagerly)
     REWARD_MODELS: dict[str, str] = {}
     cache_dir: Optional[str] = None
+    # the class name of the policy pipeline ``build`` writes: config validation finds its model family by it,
+    # before the model is built (``genrl.families.base.family_before_loading``)
+    pipeline_class: Optional[str] = None
 
     @classmethod
     def from_config(cls, cfg):

@@ -111,6 +111,8 @@ class SFTTask(Task, Protocol):
 @runtime_checkable
 class EmbeddedTask(Task, Protocol):
     """A task that owns a model built or trained here (``policy.model: task:<name>``):
-    ``prepare()`` returns the model folder, building it (atomically, logged) if missing."""
+    ``prepare()`` returns the model folder, building it (atomically, logged) if missing. A task
+    whose model is a denoising pipeline names its class in ``pipeline_class`` (``"DigitsPipeline"``),
+    so that config validation finds the model family before the model is built."""
 
     def prepare(self, progress: bool = True) -> str: ...

@@ -463,6 +463,15 @@ def test_options_of_the_selected_component_are_accepted(overrides):
     load_config(OnlineConfig, None, overrides)
 
 
+def test_token_policies_default_to_the_k3_kl():
+    from genrl.config import load_trainer_config
+
+    assert load_trainer_config("configs/digit_sum/grpo.yaml", ["log.kl_every=1"]).objective.kl_type == "k3"
+    cfg = load_trainer_config("configs/digit_sum/grpo.yaml", ["objective.beta=0.04", "objective.kl_type=k1"])
+    assert cfg.objective.kl_type == "k1"
+    assert load_config(OnlineConfig, None, []).objective.kl_type == "gaussian"
+
+
 def test_capo_reads_its_base_objectives_options_and_a_plugin_may_read_any():
     from genrl.config import OnlineVLMConfig
 
@@ -518,6 +527,9 @@ def test_one_message_lists_every_setting_to_undo_with_its_default():
         ("configs/digits/seppo.yaml", ["log.kl_every=5"], "by trainer: online"),
         ("configs/digit_sum/sft.yaml", ["log.kl_every=5"], "by trainer: online"),
         ("configs/digits/seppo.yaml", ["train.min_lr_ratio=0.5"], "when lr_schedule decays"),
+        ("configs/digit_sum/grpo.yaml", ["objective.kl_type=k1"], "is read only when a KL is computed"),
+        # with log.kl_every alone, the token policy gave no closed-form KL and nothing was logged
+        ("configs/digit_sum/grpo.yaml", ["objective.kl_type=gaussian", "log.kl_every=1"], "needs k3 .or k1."),
     ],
 )
 def test_more_settings_nothing_reads_are_refused_before_any_work(path, overrides, message):

@@ -4,6 +4,7 @@ the same seeds and prompts, re-scored log-probs giving ratio exactly 1, and one 
 only the LoRA weights."""
 
 import importlib
+import json
 import pkgutil
 
 import families
@@ -180,3 +181,65 @@ def test_a_policy_setting_the_family_does_not_read_is_refused(fam):
             _policy(fam, **{name: other[name]})
     assert fam.FAMILY != "digits" or unread == list(FAMILY_OPTIONS)
     assert fam.FAMILY not in ("sd3", "qwen_image", "flux") or "num_frames" in unread
+
+
+# ----------------------------------------------------------------------------- before any model loads
+
+
+def _index(folder, pipeline_class):
+    """A model folder holding only its ``model_index.json`` (validation reads nothing else)."""
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": pipeline_class}))
+    return str(folder)
+
+
+@pytest.mark.parametrize(
+    "overrides, message",
+    [
+        (["policy.height=64"], r"^policy.height=64: the DigitsFamily model does not read it"),
+        (["policy.family=flux"], r"^policy.family='flux': the model is a DigitsPipeline, which family 'digits' drives"),
+        (
+            ["policy.model=task:moving_digits", "policy.embedded_guidance=2.0"],
+            r"^policy.embedded_guidance=2.0: the MovingDigitsFamily model does not read it",
+        ),
+        (["policy.model=task:moving_digits", "policy.family=wan"], r"^policy.family='wan': the model is a Moving"),
+    ],
+)
+def test_family_options_are_refused_before_the_task_model_is_built(overrides, message, tmp_path, monkeypatch):
+    """Config validation knows an embedded task's family (``pipeline_class``): the refusal came after
+    ``genrl prepare`` had built the model (minutes for moving_digits) or, for a mismatched family, as
+    an AttributeError from inside the model."""
+    from genrl.config import ConfigError, OnlineConfig, load_config
+
+    monkeypatch.setenv("GENRL_CACHE", str(tmp_path / "cache"))
+    with pytest.raises(ConfigError, match=message):
+        load_config(OnlineConfig, None, overrides)
+    assert not (tmp_path / "cache").exists()
+
+
+def test_a_local_folder_s_family_is_read_from_its_model_index(tmp_path):
+    from genrl.config import ConfigError, OnlineConfig, load_config
+
+    sd3, flux = _index(tmp_path / "sd3", "StableDiffusion3Pipeline"), _index(tmp_path / "flux", "FluxPipeline")
+    with pytest.raises(ConfigError, match=r"^policy.num_frames=9: the SD3Family model does not read it"):
+        load_config(OnlineConfig, None, [f"policy.model={sd3}", "policy.num_frames=9"])
+    with pytest.raises(ConfigError, match=r"^policy.embedded_guidance=2.0: the SD3Family model"):
+        load_config(OnlineConfig, None, [f"policy.model={sd3}", "policy.embedded_guidance=2.0"])
+    # FLUX.1-dev reads it and FLUX.1-schnell does not: only the loaded transformer's config tells
+    assert load_config(OnlineConfig, None, [f"policy.model={flux}", "policy.embedded_guidance=2.0"])
+    unknown = _index(tmp_path / "other", "StableDiffusionXLPipeline")
+    with pytest.raises(ConfigError, match=r"no genrl family drives StableDiffusionXLPipeline"):
+        load_config(OnlineConfig, None, [f"policy.model={unknown}"])
+    # a hub id is resolved only by loading: nothing to refuse yet
+    assert load_config(OnlineConfig, None, ["policy.model=org/model", "policy.height=64"])
+
+
+def test_a_family_of_the_user_s_own_package_may_drive_any_pipeline():
+    from genrl.families.base import family_named
+
+    from genrl.families.sd3 import SD3Family
+
+    assert family_named("genrl.families.sd3:SD3Family", "DigitsPipeline") is SD3Family  # an import path
+    with pytest.raises(ValueError, match=r"^family='sd3': the model is a DigitsPipeline"):
+        family_named("sd3", "DigitsPipeline")  # the same class by its registered name (key relative to policy)
+    assert family_named("auto", None) is None

@@ -160,6 +160,8 @@ class PolicyConfig(Section):
         require(math.isfinite(self.guidance_scale), "guidance_scale", self.guidance_scale, "must be finite")
         at_least(self, 1.0, "guidance_scale")
         unused_unless(self, self.sde == "cps", "when sde = cps (trainer: online's rollouts)", "cps_log_prob")
+        if (check := POLICIES.meta(self.name).get("check_config")) is not None:
+            check(self)  # the policy's own rules, before any model loads (flow: its family's options)
         unused_unless(  # genrl.families.base.FAMILY_OPTIONS but height / width, which the UNet pipeline reads
             self,
             self.name != "diffusion",
@@ -659,6 +661,7 @@ class OnlineConfig(RunConfig):
             o,
             kl,
             "when a KL is computed (objective.beta > 0, or log.kl_every > 0 to log it)",
+            "kl_type",
             "anchor_period",
             "kl_convention",
             at="objective",

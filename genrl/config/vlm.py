@@ -12,7 +12,8 @@ from typing import Literal
 
 from genrl.config.base import Section, at_least, nonempty, option, require
 from genrl.config.common import LoraConfig
-from genrl.config.online import OnlineConfig
+from genrl.config.online import ObjectiveConfig, OnlineConfig
+from genrl.objectives.common import KL_TYPES
 from genrl.policies.base import DTYPES
 from genrl.policies.vlm import LORA_TARGETS, SUPPORTED_MODELS
 from rewards.verifiable import ANSWER_TYPES
@@ -24,9 +25,23 @@ __all__ = [
     "VLMDataConfig",
     "VLMLoraConfig",
     "VLMPolicyConfig",
+    "TokenObjectiveConfig",
 ]
 
 VLM_MODEL_TYPES: tuple[str, ...] = tuple(SUPPORTED_MODELS)
+
+
+@dataclass
+class TokenObjectiveConfig(ObjectiveConfig):
+    """The online objective for token policies: as ``ObjectiveConfig``, with their KL estimator as the
+    default (the flow policies' closed form, ``gaussian``, has no token counterpart)."""
+
+    kl_type: Literal[KL_TYPES] = option(
+        "k3",
+        "per-token KL to the reference, read when a KL is computed (objective.beta > 0, or log.kl_every > 0): "
+        "'k3' = exp(logp_ref - logp) - (logp_ref - logp) - 1 (Schulman's k3, as GRPO's paper; an unbiased, "
+        "non-negative estimate) or 'k1' = logp - logp_ref",
+    )
 
 
 @dataclass
@@ -166,6 +181,7 @@ class OnlineVLMConfig(OnlineConfig):
     output_dir: str = option("runs/digit_sum_grpo", "directory for checkpoints, logs and samples")
     task: str = option("digit_sum", "the task (genrl.registry.TASKS) providing questions and evaluation")
     policy: VLMPolicyConfig = option(VLMPolicyConfig, "the vision-language model and its sampling")
+    objective: TokenObjectiveConfig = option(TokenObjectiveConfig, "policy-gradient objective")
     rewards: dict[str, float] = option({"accuracy": 1.0}, "reward name -> weight (non-empty, finite weights)")
     eval: ResponseEvalConfig = option(
         ResponseEvalConfig, "periodic held-out evaluation (greedy; sampled if eval.sample_temperature > 0)"
@@ -177,11 +193,12 @@ class OnlineVLMConfig(OnlineConfig):
 
     def validate(self) -> None:
         super().validate()
-        require(
-            self.objective.beta == 0 or self.objective.kl_type != "gaussian",
+        require(  # with log.kl_every alone, no KL was logged, silently
+            (self.objective.beta == 0 and self.log.kl_every == 0) or self.objective.kl_type != "gaussian",
             "objective.kl_type",
             self.objective.kl_type,
-            "is the flow policies' closed-form KL; with objective.beta > 0 a token policy needs k3 (or k1)",
+            "is the flow policies' closed-form KL; a token policy's KL (objective.beta > 0, log.kl_every > 0) "
+            "needs k3 (or k1)",
         )
         require(
             not self.rollout.dynamic_sampling or self.policy.max_prompt_length > 0,

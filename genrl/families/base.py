@@ -26,7 +26,7 @@ from typing import ClassVar, Optional, Union
 
 import torch
 
-from genrl.registry import FAMILIES
+from genrl.registry import FAMILIES, is_import_path
 from pipelines import PIPELINE_MODULES
 
 # The MMDiT joint attention's image (to_*) and text (add_*, to_add_out) projections: the LoRA targets
@@ -69,26 +69,40 @@ class Family:
     def __init__(self, pipe, cfg):
         self.pipe = pipe
         self.cfg = cfg  # PolicyConfig: height, width, num_frames, max_sequence_length, embedded_guidance
-        self.check_options()
+        from genrl.config import ConfigError
+
+        try:
+            self.check_options(cfg, self.reads_options())
+        except ConfigError as e:
+            raise e.prefixed("policy") from None
+
+    @classmethod
+    def may_read(cls) -> tuple[str, ...]:
+        """The ``FAMILY_OPTIONS`` some model of this family reads (``options``): what config validation
+        checks, before any weights load; ``reads_options`` may narrow it for the loaded pipeline."""
+        return cls.options
 
     def reads_options(self) -> tuple[str, ...]:
         """The ``FAMILY_OPTIONS`` this family reads for this pipeline (``options``; FLUX adds
         ``embedded_guidance`` for guidance-distilled transformers only)."""
         return self.options
 
-    def check_options(self) -> None:
-        """``ValueError`` (one line) for a ``FAMILY_OPTIONS`` setting away from its default that this
-        family does not read: it would change nothing (``policy.height`` on the 8x8 digits model)."""
-        from genrl.config import default_of
+    @classmethod
+    def check_options(cls, cfg, read: tuple[str, ...]) -> None:
+        """``ConfigError`` (one line, the key relative to ``policy``) for a ``FAMILY_OPTIONS`` setting of
+        ``cfg`` (a ``PolicyConfig``) away from its default that is not in ``read``: it would change nothing
+        (``policy.height`` on the 8x8 digits model)."""
+        from genrl.config import ConfigError, default_of
 
-        read = self.reads_options()
         for name in FAMILY_OPTIONS:
-            value, default = getattr(self.cfg, name), default_of(self.cfg, name)
+            value, default = getattr(cfg, name), default_of(cfg, name)
             if name not in read and value != default:
-                raise ValueError(
-                    f"policy.{name}={value!r}: the {type(self).__name__} model does not read it (it reads: "
+                raise ConfigError(
+                    name,
+                    f"the {cls.__name__} model does not read it (it reads: "
                     f"{', '.join(read) or 'none of ' + ', '.join(FAMILY_OPTIONS)}); remove it, or set it back to "
-                    f"its default ({default!r})"
+                    f"its default ({default!r})",
+                    value,
                 )
 
     # ----------------------------------------------------------------- components
@@ -240,19 +254,73 @@ def load_own_pipeline(cls, path: str):
     return cls(**components)
 
 
-def family_for(pipe, name: str = "auto") -> type[Family]:
-    """The family class for a loaded pipeline: by ``name``, or ``auto`` = by its class name."""
+def family_named(name: str, pipeline_class: Optional[str]) -> Optional[type[Family]]:
+    """The family for a pipeline of class ``pipeline_class`` (None: not known yet) and ``policy.family``
+    ``name``: ``auto`` = the registered family whose ``pipeline_classes`` holds it (None while the class
+    is unknown). ``ConfigError`` at key ``family`` for a class no family drives, or a registered family
+    that does not derive from the one that drives it (FLUX's code on the digits model; an import-path
+    family of the user's own package may drive any class)."""
+    from genrl.config import ConfigError
+
+    driver = next((n for n in FAMILIES.names() if pipeline_class in FAMILIES.get(n).pipeline_classes), None)
     if name != "auto":
-        return FAMILIES.get(name)
-    cls_name = type(pipe).__name__
-    for n in FAMILIES.names():
-        if cls_name in FAMILIES.get(n).pipeline_classes:
-            return FAMILIES.get(n)
+        family = FAMILIES.get(name)
+        if driver is not None and not is_import_path(name) and not issubclass(family, FAMILIES.get(driver)):
+            raise ConfigError(
+                "family",
+                f"the model is a {pipeline_class}, which family {driver!r} drives; set policy.family=auto "
+                f"(or a family deriving from {driver!r})",
+                name,
+            )
+        return family
+    if pipeline_class is None or driver is not None:
+        return FAMILIES.get(driver) if driver else None
     known = sorted(c for n in FAMILIES.names() for c in FAMILIES.get(n).pipeline_classes)
-    raise ValueError(
-        f"no genrl family drives {cls_name}; set policy.family to one of {', '.join(FAMILIES.names())} "
-        f"or load one of: {', '.join(known)}"
+    raise ConfigError(
+        "family",
+        f"no genrl family drives {pipeline_class}; set policy.family to one of {', '.join(FAMILIES.names())} "
+        f"or load one of: {', '.join(known)}",
+        name,
     )
+
+
+def family_for(pipe, name: str = "auto") -> type[Family]:
+    """The family class for a loaded pipeline: by ``name``, or ``auto`` = by its class name (``family_named``;
+    its ``ConfigError`` with the key ``policy.family``)."""
+    from genrl.config import ConfigError
+
+    try:
+        return family_named(name, type(pipe).__name__)
+    except ConfigError as e:
+        raise e.prefixed("policy") from None
+
+
+def family_before_loading(cfg) -> Optional[type[Family]]:
+    """The family class ``cfg`` (a ``PolicyConfig``) will drive, found without loading or building any
+    model (``family_named`` of ``policy.family`` and the model's pipeline class: for ``task:<name>`` the
+    embedded task's ``pipeline_class``; for a local folder the class its ``model_index.json`` names, or
+    ``DigitsPipeline`` for the digits layout). None where only loading tells (a hub id under ``auto``)."""
+    from genrl.families.digits import is_digits_folder
+    from genrl.models import TASK
+    from genrl.registry import TASKS
+
+    try:
+        if cfg.model.startswith(TASK):
+            cls_name = getattr(TASKS.get(cfg.model[len(TASK) :]), "pipeline_class", None)
+        else:
+            cls_name = "DigitsPipeline" if is_digits_folder(cfg.model) else _class_name(cfg.model)
+    except (OSError, ValueError):  # a missing task or a damaged folder: the loader's own error, later
+        cls_name = None
+    return family_named(cfg.family, cls_name if isinstance(cls_name, str) else None)
+
+
+def check_family_options(cfg) -> None:
+    """Config validation of ``policy.name=flow`` (``check_config``): the family options (``FAMILY_OPTIONS``)
+    that no model of the config's family reads are refused before anything is built or loaded, where
+    the family is known by then (``family_before_loading``); the loaded family checks again."""
+    family = family_before_loading(cfg)
+    if family is not None:
+        family.check_options(cfg, family.may_read())
 
 
 def load_pipeline(model: str, dtype: Union[torch.dtype, dict[str, torch.dtype]]):

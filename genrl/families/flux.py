@@ -30,6 +30,10 @@ class FluxFamily(Family):
     lora_targets = JOINT_ATTENTION_LORA + ("ff.net.0.proj", "ff.net.2", "ff_context.net.0.proj", "ff_context.net.2")
     options = ("height", "width", "max_sequence_length")
 
+    @classmethod
+    def may_read(cls) -> tuple[str, ...]:
+        return cls.options + ("embedded_guidance",)
+
     def reads_options(self) -> tuple[str, ...]:
         """``embedded_guidance`` too for a guidance-distilled transformer (FLUX.1-dev: ``guidance_embeds``)."""
         return self.options + (("embedded_guidance",) if self.pipe.transformer.config.guidance_embeds else ())

@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 
 from genrl import sde as sde_lib
-from genrl.families.base import family_for, load_pipeline
+from genrl.families.base import check_family_options, family_for, load_pipeline
 from genrl.models import resolve_model
 from genrl.policies.denoiser import DenoisingPolicy, load_dtype
 from genrl.registry import POLICIES
@@ -51,7 +51,7 @@ def load_policy_pipeline(model: str, dtype: torch.dtype = torch.float32):
         raise ValueError(f"policy.model={model!r}: cannot load the pipeline: {type(e).__name__}: {e}") from e
 
 
-@POLICIES.register("flow")
+@POLICIES.register("flow", check_config=check_family_options)
 class FlowPolicy(DenoisingPolicy):
     """Stochastic policy over a diffusers flow pipeline. ``cfg`` is a ``PolicyConfig``."""
 

@@ -309,6 +309,7 @@ class DigitsTask(EmbeddedModelTask):
     """
 
     name = "digits"
+    pipeline_class = "DigitsPipeline"
     reward = "digits"
     gold_reward = "digits_gold"
     gold_metric = "gold_accuracy"  # what ``genrl compare`` reads as gold (``eval_metrics``)

@@ -361,6 +361,7 @@ class MovingDigitsTask(EmbeddedModelTask):
     ``moving_digits_gold`` judge (``VideoGoldJudge``) at every evaluation."""
 
     name = "moving_digits"
+    pipeline_class = "MovingDigitsPipeline"
     gold_reward = "moving_digits_gold"
     gold_metric = "moving_digits_gold"  # what ``genrl compare`` reads as gold: the judge's TA accuracy
     report_metrics = (  # and reports beside it (evaluation means; VideoAlign's heads are normalised)
