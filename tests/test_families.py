@@ -197,7 +197,10 @@ def _index(folder, pipeline_class):
     "overrides, message",
     [
         (["policy.height=64"], r"^policy.height=64: the DigitsFamily model does not read it"),
-        (["policy.family=flux"], r"^policy.family='flux': the model is a DigitsPipeline, which family 'digits' drives"),
+        (
+            ["policy.family=flux"],
+            r"^policy.family='flux': the model is a DigitsPipeline, which family 'digits' drives",
+        ),
         (
             ["policy.model=task:moving_digits", "policy.embedded_guidance=2.0"],
             r"^policy.embedded_guidance=2.0: the MovingDigitsFamily model does not read it",
@@ -236,7 +239,6 @@ def test_a_local_folder_s_family_is_read_from_its_model_index(tmp_path):
 
 def test_a_family_of_the_user_s_own_package_may_drive_any_pipeline():
     from genrl.families.base import family_named
-
     from genrl.families.sd3 import SD3Family
 
     assert family_named("genrl.families.sd3:SD3Family", "DigitsPipeline") is SD3Family  # an import path
