@@ -434,6 +434,16 @@ def test_rewards_that_all_weigh_zero_are_refused():
         ),
         (["rollout.sampler=vas", "rollout.vas.b=0.0"], "rollout.vas.b=0.0", "when the policy writes text"),
         (["rollout.sampler=vas", "rollout.vas.diversity=self-bleu"], "rollout.vas.diversity", "writes text"),
+        (["policy.prompt_cache_mb=0", "policy.prompt_cache_device=cpu"], "policy.prompt_cache_device", "cache on"),
+        (
+            [
+                "advantages.downsample=d3s",
+                "advantages.d3s.action_keep_init=1.0",
+                "advantages.d3s.token_scope=sequence",
+            ],
+            "advantages.d3s.token_scope='sequence'",
+            "when actions are dropped",
+        ),
     ],
 )
 def test_options_of_a_component_that_is_not_selected_are_refused(overrides, key, reader):
@@ -457,6 +467,8 @@ def test_options_of_a_component_that_is_not_selected_are_refused(overrides, key,
         ["objective.loss_agg=seq-mean-token-sum-norm", "objective.max_len_norm=16"],
         ["advantages.estimator=bnpo", "objective.name=dr_grpo"],  # bnpo divides by no std: dr_grpo's rule is grpo's
         ["objective.tau_pos=1.0", "advantages.riskpo.alpha=0.2"],  # the defaults, written out: nothing changes
+        ["policy.prompt_cache_device=cpu"],
+        ["advantages.downsample=d3s", "advantages.d3s.token_scope=sequence"],
     ],
 )
 def test_options_of_the_selected_component_are_accepted(overrides):
@@ -477,6 +489,10 @@ def test_capo_reads_its_base_objectives_options_and_a_plugin_may_read_any():
 
     capo = ["objective.name=capo", "policy.lora.rank=0", "objective.tau_pos=2.0"]
     assert load_config(OnlineVLMConfig, None, [*capo, "objective.capo.base=sapo"]).objective.tau_pos == 2.0
+    with pytest.raises(ConfigError, match=r"^objective.capo.symmetric=False: is read only when hessian_tau > 0"):
+        load_config(
+            OnlineVLMConfig, None, [*capo[:2], "objective.capo.hessian_tau=0", "objective.capo.symmetric=false"]
+        )
     with pytest.raises(ConfigError, match=r"^objective.tau_pos=2.0: is read only by objective sapo"):
         load_config(OnlineVLMConfig, None, capo)
     # an estimator from the user's own package may read grpo's options: nothing is refused

@@ -36,7 +36,7 @@ from typing import Literal
 
 import torch
 
-from genrl.config.base import Section, option, require
+from genrl.config.base import Section, option, require, unused_unless
 
 DOWNSAMPLERS: tuple[str, ...] = ("none", "d3s")
 
@@ -60,6 +60,10 @@ class D3SConfig(Section):
         for n in ("sample_keep_init", "sample_keep_final", "action_keep_init", "action_keep_final", "batch_keep"):
             v = getattr(self, n)
             require(0 < v <= 1 and math.isfinite(v), n, v, "must be in (0, 1]")
+        dropping = self.action_keep_init < 1 or self.action_keep_final < 1
+        unused_unless(
+            self, dropping, "when actions are dropped (action_keep_init or action_keep_final < 1)", "token_scope"
+        )
 
 
 def schedule(init: float, final: float, progress: float) -> float:

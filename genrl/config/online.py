@@ -189,6 +189,7 @@ class PolicyConfig(Section):
             self.prompt_cache_mb,
             "must be finite and >= 0",
         )
+        unused_unless(self, self.prompt_cache_mb > 0, "when prompt_cache_mb > 0 (the cache on)", "prompt_cache_device")
         require(
             0 <= self.sde_window_size <= self.num_steps,
             "sde_window_size",

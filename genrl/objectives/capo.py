@@ -70,7 +70,7 @@ from typing import Any, Literal
 
 import torch
 
-from genrl.config.base import Section, at_least, option, require
+from genrl.config.base import Section, at_least, option, require, unused_unless
 from genrl.objectives.common import agg_normaliser, chunk_agg, clamp_advantages
 from genrl.registry import OBJECTIVES
 
@@ -99,6 +99,7 @@ class CAPOConfig(Section):
             value = getattr(self, key)
             require(value >= 0 and math.isfinite(value), key, value, "must be finite and >= 0 (0 = off)")
         at_least(self, 1, "top_k")
+        unused_unless(self, self.hessian_tau > 0, "when hessian_tau > 0 (the Hessian test on)", "symmetric")
         require(self.base != "capo", "base", self.base, "must be another objective (grpo, dr_grpo, ...)")
 
 
