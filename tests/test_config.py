@@ -544,6 +544,11 @@ def test_one_message_lists_every_setting_to_undo_with_its_default():
         ("configs/digit_sum/sft.yaml", ["log.kl_every=5"], "by trainer: online"),
         ("configs/digits/seppo.yaml", ["train.min_lr_ratio=0.5"], "when lr_schedule decays"),
         ("configs/digit_sum/grpo.yaml", ["objective.kl_type=k1"], "is read only when a KL is computed"),
+        (
+            "configs/digit_sum/grpo.yaml",
+            ["task=vlm_data", "data.train_files=[t.jsonl]", "data.response_key=s"],
+            "by trainer: sft",
+        ),
         # with log.kl_every alone, the token policy gave no closed-form KL and nothing was logged
         ("configs/digit_sum/grpo.yaml", ["objective.kl_type=gaussian", "log.kl_every=1"], "needs k3 .or k1."),
     ],

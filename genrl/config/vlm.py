@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import Section, at_least, nonempty, option, require
+from genrl.config.base import Section, at_least, nonempty, option, require, unused_unless
 from genrl.config.common import LoraConfig
 from genrl.config.online import ObjectiveConfig, OnlineConfig
 from genrl.objectives.common import KL_TYPES
@@ -207,3 +207,4 @@ class OnlineVLMConfig(OnlineConfig):
             "rollout.dynamic_sampling joins the groups of several rollout rounds, whose prompts pad to different "
             "widths: set a fixed width (e.g. policy.max_prompt_length=2048)",
         )
+        unused_unless(self.data, False, "by trainer: sft (the target responses)", "response_key", at="data")
