@@ -482,6 +482,7 @@ def test_token_policies_default_to_the_k3_kl():
     cfg = load_trainer_config("configs/digit_sum/grpo.yaml", ["objective.beta=0.04", "objective.kl_type=k1"])
     assert cfg.objective.kl_type == "k1"
     assert load_config(OnlineConfig, None, []).objective.kl_type == "gaussian"
+    assert load_trainer_config("configs/digit_sum/sapo.yaml", []).objective.clip_range == 0.2  # PPO's, for tokens
 
 
 def test_capo_reads_its_base_objectives_options_and_a_plugin_may_read_any():
@@ -544,6 +545,9 @@ def test_one_message_lists_every_setting_to_undo_with_its_default():
         ("configs/digit_sum/sft.yaml", ["log.kl_every=5"], "by trainer: online"),
         ("configs/digits/seppo.yaml", ["train.min_lr_ratio=0.5"], "when lr_schedule decays"),
         ("configs/digit_sum/grpo.yaml", ["objective.kl_type=k1"], "is read only when a KL is computed"),
+        # sapo, mhpo and fiberpo only fed clip_range to a ratio/clip_frac they overwrite
+        ("configs/digit_sum/grpo.yaml", ["objective.name=mhpo", "objective.clip_range=0.3"], r"\(mhpo does not\)"),
+        ("configs/digits/sapo.yaml", ["objective.clip_range_high=0.01"], "by objectives that read it"),
         (
             "configs/digit_sum/grpo.yaml",
             ["task=vlm_data", "data.train_files=[t.jsonl]", "data.response_key=s"],

@@ -33,9 +33,13 @@ VLM_MODEL_TYPES: tuple[str, ...] = tuple(SUPPORTED_MODELS)
 
 @dataclass
 class TokenObjectiveConfig(ObjectiveConfig):
-    """The online objective for token policies: as ``ObjectiveConfig``, with their KL estimator as the
-    default (the flow policies' closed form, ``gaussian``, has no token counterpart)."""
+    """The online objective for token policies: as ``ObjectiveConfig``, with token-level defaults: PPO's
+    clip of 0.2 (a flow step's ratio stays within about 1e-3 of 1, a token's does not), and the k3 KL
+    estimator (the flow policies' closed form, ``gaussian``, has no token counterpart)."""
 
+    clip_range: float = option(
+        0.2, "PPO ratio clip epsilon (> 0; the token-level default of PPO, GRPO (DeepSeekMath) and TRL)"
+    )
     kl_type: Literal[KL_TYPES] = option(
         "k3",
         "per-token KL to the reference, read when a KL is computed (objective.beta > 0, or log.kl_every > 0): "

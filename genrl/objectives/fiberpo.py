@@ -90,9 +90,9 @@ def gated_log_ratio(log_ratio: torch.Tensor, mask: torch.Tensor, opts: FiberPOCo
     return log_w_base[:, None] + log_r_fib, log_w_base, zeroed
 
 
-@OBJECTIVES.register(
-    "fiberpo", chunk_agg=LOSS_AGG, options=("fiberpo",)
-)  # whole trajectories: partial timestep chunks refused
+@OBJECTIVES.register(  # whole trajectories: partial timestep chunks refused
+    "fiberpo", chunk_agg=LOSS_AGG, options=("fiberpo",), ignores=("clip_range", "clip_range_high")
+)
 def fiberpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]. Returns (scalar loss, metrics)."""
     opts = config.fiberpo

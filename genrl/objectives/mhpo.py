@@ -73,7 +73,7 @@ def hazard(psi: torch.Tensor, opts: MHPOConfig) -> torch.Tensor:
     return (F.softplus(psi) / opts.lambda_pos) ** opts.k_pos + (F.softplus(-psi) / opts.lambda_neg) ** opts.k_neg
 
 
-@OBJECTIVES.register("mhpo", options=("mhpo",))
+@OBJECTIVES.register("mhpo", options=("mhpo",), ignores=("clip_range", "clip_range_high"))
 def mhpo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]. Returns (scalar loss, metrics)."""
     opts = config.mhpo

@@ -41,7 +41,7 @@ def sapo_gate(ratio: torch.Tensor, tau: torch.Tensor) -> torch.Tensor:
     return torch.sigmoid(tau * (ratio - 1.0)) * (4.0 / tau)
 
 
-@OBJECTIVES.register("sapo", options=("tau_pos", "tau_neg"))
+@OBJECTIVES.register("sapo", options=("tau_pos", "tau_neg"), ignores=("clip_range", "clip_range_high"))
 def sapo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]. Returns (scalar loss, metrics)."""
     adv = clamp_advantages(advantages, config)  # [B, 1]
