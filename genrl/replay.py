@@ -65,6 +65,13 @@ class CheckpointPool:
         self.retired: list[tuple[int, str]] = []  # on disk: (step it left the pool at, file) not yet removed
         self.add(0)
 
+    @property
+    def grows(self) -> bool:
+        """Whether a snapshot after the start can ever be drawn: not with mode ``fixed``, whose pool holds
+        the start only (a snapshot every ``snapshot_every`` steps would cost memory, disk and checkpoint
+        size for nothing)."""
+        return self.mode != "fixed"
+
     @torch.no_grad()
     def add(self, step: int, current: int = 0) -> int:
         """Snapshot the current parameters (CPU copies) as taken after optimizer step ``step``. Returns

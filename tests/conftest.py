@@ -65,6 +65,22 @@ TINY_PREFERENCE = [
 ]
 
 
+def tiny_preference(objective: str = "seppo", mode: str = "replay") -> list[str]:
+    """``TINY_PREFERENCE`` for ``objective.name=<objective>`` and ``reference.mode=<mode>`` on
+    ``configs/digits/seppo.yaml`` (both included), less what they leave unread, which is refused: sft reads
+    no ``reference.*`` and no ``objective.beta`` (the recipe's is set back to the default); mode fixed
+    no ``snapshot_every``."""
+    from genrl.config import PreferenceObjectiveConfig
+
+    def unread(o: str) -> bool:
+        return o.startswith("reference.") and (objective == "sft" or (mode == "fixed" and "snapshot_every" in o))
+
+    out = [o for o in TINY_PREFERENCE if not unread(o)] + [f"objective.name={objective}"]
+    if objective == "sft":
+        return out + [f"objective.beta={PreferenceObjectiveConfig().beta}"]
+    return out + [f"reference.mode={mode}"]
+
+
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Every test writes caches into one session-wide temp folder, never into ~/.cache.

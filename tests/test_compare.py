@@ -115,11 +115,11 @@ def test_compare_arms_of_different_trainers_at_equal_wall_time(tmp_path, base_mo
     pytest.importorskip("matplotlib", reason="matplotlib is in the dev extra")
     import json
 
-    from conftest import TINY_PREFERENCE
+    from conftest import tiny_preference
 
     out = tmp_path / "cmp"
     cmd = [sys.executable, "-m", "genrl.cli", "compare", "--seeds", "0", "--out", str(out)]
-    cmd += ["--arm", "seppo_fixed", "configs/digits/seppo.yaml", "reference.mode=fixed", *TINY_PREFERENCE]
+    cmd += ["--arm", "seppo_fixed", "configs/digits/seppo.yaml", *tiny_preference("seppo", "fixed")]
     cmd += ["--arm", "flowgrpo", "configs/digits/flowgrpo.yaml", *TINY_ONLINE]
     cmd += ["--wall-budget", "2", "--evals", "2", "--calibration-steps", "3", "--set", f"policy.model={base_model}"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -6,7 +6,7 @@ import warnings
 
 import pytest
 import torch
-from conftest import TINY_ONLINE, TINY_PREFERENCE
+from conftest import TINY_ONLINE, tiny_preference
 
 from genrl.config import OnlineConfig, PreferenceConfig, load_config
 from genrl.trainers.common import NonFiniteGuard, check_finite
@@ -53,7 +53,7 @@ def test_a_nan_loss_never_moves_the_weights_and_stops_the_run(tmp_path, base_mod
         cfg = load_config(
             PreferenceConfig,
             "configs/digits/seppo.yaml",
-            [*TINY_PREFERENCE, "objective.name=sft", "max_steps=8", "checkpoint.every=1", "eval.every=0"],
+            [*tiny_preference("sft"), "max_steps=8", "checkpoint.every=1", "eval.every=0"],
         )
         from genrl.registry import OBJECTIVES
 

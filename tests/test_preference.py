@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import TINY_PREFERENCE
+from conftest import TINY_PREFERENCE, tiny_preference
 
 from genrl.config import ConfigError, OnlineConfig, config_from_dict
 from genrl.registry import OBJECTIVES
@@ -81,17 +81,16 @@ def test_preference_objectives_are_refused_by_the_online_trainer():
 
 
 def _pref_cfg(run_dir, model, *extra):
+    return _pref_cfg_from(run_dir, model, TINY_PREFERENCE, *extra)
+
+
+def _pref_cfg_from(run_dir, model, tiny, *extra):
     from genrl.config import PreferenceConfig, load_config
 
     return load_config(
         PreferenceConfig,
         "configs/digits/seppo.yaml",
-        [
-            f"output_dir={run_dir}",
-            f"policy.model={model}",
-            *TINY_PREFERENCE,
-            *extra,
-        ],
+        [f"output_dir={run_dir}", f"policy.model={model}", *tiny, *extra],
     )
 
 
@@ -150,14 +149,10 @@ def test_the_controls_run(tmp_path, base_model, objective):
     from genrl.trainers.preference import train
 
     objective, _, sampling = objective.partition("-")
-    extra = [f"objective.name={objective}", "max_steps=2", "eval.every=0"]
-    extra += [f"train.timestep_sampling={sampling}"] if sampling else []
-    if objective == "diffusion_dpo":
-        extra.append("reference.mode=fixed")
-    if objective == "sft":  # a pool here kept a full copy of the weights per step, in memory and in checkpoints
-        extra.append("reference.storage=disk")
+    extra = ["max_steps=2", "eval.every=0"] + ([f"train.timestep_sampling={sampling}"] if sampling else [])
+    mode = "fixed" if objective == "diffusion_dpo" else "replay"
     run = tmp_path / (objective + sampling)
-    result = train(_pref_cfg(run, base_model, *extra))
+    result = train(_pref_cfg_from(run, base_model, tiny_preference(objective, mode), *extra))
     assert result["final"]["eval/gold_accuracy"] >= 0
     if objective == "sft":
         from genrl.checkpoint import load_checkpoint
@@ -165,7 +160,11 @@ def test_the_controls_run(tmp_path, base_model, objective):
         assert load_checkpoint(str(run / "checkpoints" / "step-000002"))["pool"] is None
         assert not (run / "pool").exists()
         with pytest.raises(ValueError, match="no reference pool"):  # a seppo resume of it: one line, not a TypeError
-            train(_pref_cfg(run, base_model, *extra[1:], "max_steps=3"))
+            train(_pref_cfg(run, base_model, "max_steps=3", "eval.every=0"))
+    if objective == "diffusion_dpo":  # the pool of a fixed reference took a snapshot every step, never drawn
+        from genrl.checkpoint import load_checkpoint
+
+        assert load_checkpoint(str(run / "checkpoints" / "step-000002"))["pool"]["steps"] == [0]
 
 
 def test_rcr_draws_uniformly_from_the_pool_with_a_seeded_generator():

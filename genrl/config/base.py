@@ -51,6 +51,7 @@ __all__ = [
     "config_to_dict",
     "default_of",
     "describe_config",
+    "ignored_options",
     "load_config",
     "nonempty",
     "option",
@@ -461,10 +462,12 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
     if is_import_path(selected) or selected not in registry:
         return  # a plug-in, or an unknown name (reported by the name's own check)
     in_use = set(registry.in_use(selected, section))
+    fields = {f.name for f in dataclasses.fields(section)}  # another trainer's objectives own other sections' fields
     owners: dict[str, list[str]] = {}
     for entry in registry.names():
         for option_name in registry.meta(entry).get("options", ()):
-            owners.setdefault(option_name, []).append(entry)
+            if option_name in fields:
+                owners.setdefault(option_name, []).append(entry)
     by_owners: dict[tuple[str, ...], list[str]] = {}  # options of the same owners: one message for all
     for option_name, entries in owners.items():
         by_owners.setdefault(tuple(entries), []).append(option_name)
@@ -475,6 +478,19 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
             f"by {registry.kind} {' or '.join(entries)} (this config's {registry.kind}: {selected!r})",
             *option_names,
         )
+
+
+def ignored_options(section: Section, name: str, registry: Any, at: str = "") -> None:
+    """Fields of ``section`` that the entry selected by ``section.<name>`` declares it does not read,
+    though the others do (``registry.register(entry, ignores=(...))``: sapo's gate replaces
+    ``clip_range``), keep their defaults. An import-path name (a plug-in) or an unknown one: nothing."""
+    from genrl.registry import is_import_path
+
+    selected = getattr(section, name)
+    if is_import_path(selected) or selected not in registry:
+        return
+    ignores = registry.meta(selected).get("ignores", ())
+    unused_unless(section, not ignores, f"by {registry.kind}s that read it ({selected} does not)", *ignores, at=at)
 
 
 def at_least(section: Section, minimum: float, *names: str) -> None:

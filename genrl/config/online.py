@@ -18,6 +18,7 @@ from genrl.config.base import (
     ConfigError,
     Section,
     at_least,
+    ignored_options,
     nonempty,
     option,
     owned_options,
@@ -641,7 +642,7 @@ class OnlineConfig(RunConfig):
     def _refuse_unread_objective_options(self, agg: str) -> None:
         """Objective and KL settings that the selected objective (aggregating by ``agg``), the KL
         coefficient and the logging leave unread: refused (``unused_unless``)."""
-        from genrl.registry import OBJECTIVES, is_import_path
+        from genrl.registry import OBJECTIVES
 
         o = self.objective
         unused_unless(
@@ -659,8 +660,7 @@ class OnlineConfig(RunConfig):
             "max_len_norm",
             at="objective",
         )
-        ignores = () if is_import_path(o.name) else OBJECTIVES.meta(o.name).get("ignores", ())
-        unused_unless(o, not ignores, f"by objectives that read it ({o.name} does not)", *ignores, at="objective")
+        ignored_options(o, "name", OBJECTIVES, at="objective")
         kl = o.beta > 0 or self.log.kl_every > 0
         unused_unless(
             o,

@@ -3,11 +3,22 @@ on winning samples for flow and diffusion policies, with no reward model in trai
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require, unused_unless
+from genrl.config.base import (
+    ConfigError,
+    Section,
+    at_least,
+    ignored_options,
+    nonempty,
+    option,
+    owned_options,
+    require,
+    unused_unless,
+)
 from genrl.config.common import RunConfig, ScheduledOptimizerConfig, require_warmup_below_max_steps
 from genrl.config.online import EvalConfig, PolicyConfig
 from genrl.objectives.preference import CRITERIA
@@ -46,7 +57,7 @@ class PreferenceObjectiveConfig(Section):
     )
     criterion: Literal[CRITERIA] = option(
         "flip",
-        "seppo only: the anchor criterion for reference samples the winner says are likely winners: flip (v1's "
+        "the anchor criterion (seppo's option) for reference samples the winner says are likely winners: flip (v1's "
         "adaptive flipper: learn from both), switch (v2: the pair's loss becomes SFT's) or none (always DPO)",
     )
 
@@ -183,4 +194,23 @@ class PreferenceConfig(RunConfig):
             self.objective.name,
             "is not a preference objective (seppo, diffusion_dpo, sft); policy-gradient objectives run "
             "with trainer: online",
+        )
+        owned_options(self.objective, "name", OBJECTIVES)  # criterion: seppo's
+        ignored_options(self.objective, "name", OBJECTIVES, at="objective")  # sft reads no beta
+        r = self.reference
+        unused_unless(  # sft: no reference samples, no pool
+            r,
+            OBJECTIVES.meta(self.objective.name).get("pairs", True),
+            f"by objectives with reference samples ({self.objective.name} has none)",
+            *(f.name for f in dataclasses.fields(r)),
+            at="reference",
+        )
+        unused_unless(
+            r,
+            r.mode != "fixed",
+            "when the reference can change (mode replay or latest; fixed draws the start only)",
+            "snapshot_every",
+            "redraw_every",
+            "max_pool",
+            at="reference",
         )

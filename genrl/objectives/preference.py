@@ -84,7 +84,7 @@ def anchor_says_winner(err_w: torch.Tensor, err_w_ref: torch.Tensor) -> torch.Te
     return (err_w_ref < err_w).detach()
 
 
-@OBJECTIVES.register("seppo", kind="preference")
+@OBJECTIVES.register("seppo", kind="preference", options=("criterion",))
 def seppo(err_w, err_w_ref, err_l, err_l_ref, config):
     """SePPO over (winner, reference sample) pairs; ``config.criterion`` in ``flip`` (v1), ``switch``
     (v2) or ``none`` (see the module docstring). ``err_*`` are ``[B]``. Returns (loss, metrics)."""
@@ -103,7 +103,7 @@ def seppo(err_w, err_w_ref, err_l, err_l_ref, config):
     return loss, {**metrics, **_pair_metrics(inside.detach(), d_w.detach(), d_l.detach())}
 
 
-@OBJECTIVES.register("sft", kind="preference", pairs=False)
+@OBJECTIVES.register("sft", kind="preference", pairs=False, ignores=("beta",))
 def sft(err_w, err_w_ref, err_l, err_l_ref, config):
     """Supervised fine-tuning on the winners: ``mean(err_w)``; the other inputs are unused (the
     trainer skips computing them for this objective)."""

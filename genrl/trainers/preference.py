@@ -15,7 +15,7 @@ prompt, the reference is drawn from the run's own earlier checkpoints (random ch
         u, eps  = one noise level (train.timestep_sampling) and noise per pair, shared by x_w and x_l
         errors  = denoising errors [B] of the policy (with grad) and of ref (no grad) on x_w and x_l
         loss    = objective(errors) -> backward (/ accumulation)
-      clip -> AdamW -> lr schedule; pool.add(step) every snapshot_every steps
+      clip -> AdamW -> lr schedule; pool.add(step) every snapshot_every steps (not with mode fixed)
       log / evaluate / checkpoint (weights, optimizer, schedule, pool, current reference)
 
 Before anything is written, a task with ``check_sample_shape(shape)`` checks its winners against the
@@ -191,7 +191,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
-            if pairs and done % cfg.reference.snapshot_every == 0:
+            if pairs and pool.grows and done % cfg.reference.snapshot_every == 0:
                 ref_index = pool.add(done, ref_index)
                 if ref_index < 0:  # the snapshot in use left the pool: draw again now
                     ref_index = pool.draw(torch.Generator().manual_seed(derive_seed(cfg.seed, done, 3)))
