@@ -161,10 +161,17 @@ def test_the_controls_run(tmp_path, base_model, objective):
         assert not (run / "pool").exists()
         with pytest.raises(ValueError, match="no reference pool"):  # a seppo resume of it: one line, not a TypeError
             train(_pref_cfg(run, base_model, "max_steps=3", "eval.every=0"))
-    if objective == "diffusion_dpo":  # the pool of a fixed reference took a snapshot every step, never drawn
-        from genrl.checkpoint import load_checkpoint
 
-        assert load_checkpoint(str(run / "checkpoints" / "step-000002"))["pool"]["steps"] == [0]
+
+def test_a_fixed_reference_keeps_only_the_start(tmp_path, base_model):
+    """With mode fixed the pool took a snapshot every snapshot_every (30) steps that no draw ever reads: a
+    full copy of the weights each, in memory and in every checkpoint."""
+    from genrl.checkpoint import load_checkpoint
+    from genrl.trainers.preference import train
+
+    tiny = tiny_preference("diffusion_dpo", "fixed")
+    train(_pref_cfg_from(tmp_path, base_model, tiny, "max_steps=30", "checkpoint.every=30", "eval.every=0"))
+    assert load_checkpoint(str(tmp_path / "checkpoints" / "step-000030"))["pool"]["steps"] == [0]
 
 
 def test_rcr_draws_uniformly_from_the_pool_with_a_seeded_generator():
