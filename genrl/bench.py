@@ -151,10 +151,7 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
             *VARIANTS[v],
             "log.progress_bar=false",
         ]
-        proc = subprocess.run(cmd, capture_output=True, text=True)
-        if proc.returncode != 0:
-            raise RuntimeError(f"variant {v!r} failed:\n{proc.stderr[-3000:]}")
-        results.append({"variant": v, **json.loads(proc.stdout.strip().splitlines()[-1])})
+        results.append({"variant": v, **child_result(cmd, f"variant {v!r}")})
         print(f"genrl bench: {v!r} measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return results
 
@@ -259,6 +256,18 @@ def main_bench(args) -> int:
     return 0
 
 
+def child_result(cmd: list[str], what: str, env: dict | None = None) -> dict:
+    """Runs one measuring child process (``cmd``) and returns the JSON on its last stdout line. Exit
+    code 2 is the child's one-line error (a refused setting found only once the model loads):
+    ``ValueError`` with that line; any other failure ``RuntimeError`` with the tail of its stderr."""
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if proc.returncode == 2:
+        raise ValueError((proc.stderr.strip().splitlines() or [f"{what} failed"])[-1])
+    if proc.returncode != 0:
+        raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
 def _one(argv: list[str]) -> None:
     """Child process: measure one variant and print its figures as JSON on the last line."""
     from genrl.config import load_online_config
@@ -269,8 +278,12 @@ def _one(argv: list[str]) -> None:
     p.add_argument("--warmup", type=int)
     p.add_argument("--set", nargs="*", default=[], dest="overrides")
     a = p.parse_args(argv)
-    cfg = load_online_config(a.one, a.overrides, "genrl bench")
-    print(json.dumps(measure(cfg, a.iters, a.warmup)))
+    try:
+        result = measure(load_online_config(a.one, a.overrides, "genrl bench"), a.iters, a.warmup)
+    except ValueError as e:  # one line for the parent (child_result)
+        print(" ".join(str(e).split()), file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(result))
 
 
 if __name__ == "__main__":

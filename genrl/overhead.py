@@ -197,7 +197,7 @@ def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
 
 def run(config: str, overrides: list[str], steps: int, warmup: int, threads: list[int], env=None) -> list[dict]:
     """One fresh process per thread count; returns their ``measure`` results."""
-    import subprocess
+    from genrl.bench import child_result
 
     load(config, overrides)  # a config error as one line, before any child process starts
     results = []
@@ -206,12 +206,7 @@ def run(config: str, overrides: list[str], steps: int, warmup: int, threads: lis
         t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "genrl.overhead", config, "--steps", str(steps), "--warmup", str(warmup)]
         child_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(n)}
-        proc = subprocess.run([*cmd, "--set", *overrides], capture_output=True, text=True, env=child_env)
-        if proc.returncode == 2:  # the child's one-line error (a config mistake)
-            raise ValueError(proc.stderr.strip().splitlines()[-1])
-        if proc.returncode != 0:
-            raise RuntimeError(f"--threads {n} failed:\n{proc.stderr[-3000:]}")
-        results.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        results.append(child_result([*cmd, "--set", *overrides], f"--threads {n}", child_env))
         print(f"genrl bench: {n} thread(s) measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return results
 

@@ -131,3 +131,20 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and not any((tmp_path / "adir").iterdir())
+
+
+def test_a_refusal_found_in_the_measuring_process_is_one_line(tmp_path):
+    """A model that fails only once loaded (here a folder naming SD3 without its components) printed the
+    child process's whole traceback (49 lines); now one line and exit code 2, like a config error."""
+    import json
+
+    model = tmp_path / "broken"
+    model.mkdir()
+    index = {"_class_name": "StableDiffusion3Pipeline", "transformer": ["diffusers", "SD3Transformer2DModel"]}
+    (model / "model_index.json").write_text(json.dumps(index))
+    cmd = [sys.executable, "-m", "genrl.cli", "bench", "configs/digits/flowgrpo.yaml", "--variants", "default"]
+    cmd += ["--iters", "1", "--warmup", "0", "--set", f"policy.model={model}"]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    err = [line for line in proc.stderr.strip().splitlines() if not line.startswith("genrl bench: measuring")]
+    assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
+    assert err[0].startswith("genrl bench: ") and str(model) in err[0]

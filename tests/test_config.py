@@ -370,7 +370,8 @@ def test_data_files_for_a_task_that_reads_none_are_refused():
 
 
 @pytest.mark.parametrize(
-    "override", ["policy.guidance_scale=4.0", "policy.sde_window_size=3", "policy.timestep_fraction=0.5"]
+    "override",
+    ["policy.guidance_scale=4.0", "policy.sde_window_size=3", "policy.timestep_fraction=0.5", "policy.eta=0.0"],
 )
 def test_the_preference_trainer_refuses_the_online_rollout_settings(override):
     """The preference trainer samples with reference.* (ODE) and evaluates with eval.*: these policy settings

@@ -230,7 +230,6 @@ def test_seppo_on_the_diffusion_policy_with_files_of_winners_and_export(tmp_path
             "policy": {
                 "name": "diffusion",
                 "sde": "ddim",
-                "eta": 1.0,
                 "model": str(tmp_path / "sd15"),
                 "num_steps": 4,
                 "height": SIZE,

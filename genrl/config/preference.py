@@ -26,6 +26,7 @@ from genrl.replay import REFERENCE_MODES
 
 # PolicyConfig fields only the online trainer's SDE rollouts and update read
 ROLLOUT_ONLY = (
+    "eta",
     "guidance_scale",
     "cfg_grad",
     "sde_window_size",
@@ -159,7 +160,8 @@ class PreferenceConfig(RunConfig):
     output_dir: str = option("runs/digits_seppo", "directory for checkpoints, logs and samples")
     policy: PolicyConfig = option(
         PolicyConfig,
-        "the generative model (samples are ODE: its sde and eta are unused, and its rollout settings, "
+        "the generative model (samples are ODE: sde only names the step kind, ddim for policy diffusion; the "
+        "rollout settings, "
         f"{', '.join(ROLLOUT_ONLY)}, are refused; CFG: reference.guidance_scale, eval.guidance_scale)",
     )
     objective: PreferenceObjectiveConfig = option(PreferenceObjectiveConfig, "the preference objective")
