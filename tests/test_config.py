@@ -546,17 +546,33 @@ def test_one_message_lists_every_setting_to_undo_with_its_default():
         ("configs/digit_sum/sft.yaml", ["log.kl_every=5"], "by trainer: online"),
         ("configs/digits/seppo.yaml", ["train.min_lr_ratio=0.5"], "when lr_schedule decays"),
         ("configs/digit_sum/grpo.yaml", ["objective.kl_type=k1"], "is read only when a KL is computed"),
-        ("configs/digits/seppo.yaml", ["objective.name=sft"], r"^objective.beta=1000.0: is read only by objectives"),
+        (
+            "configs/digits/seppo.yaml",
+            ["objective.name=sft"],
+            r"^objective.beta=1000.0: is read only by the other objectives \(sft does not read it\)",
+        ),
         (
             "configs/digits/seppo.yaml",
             ["objective.name=sft", "objective.beta=2000", "reference.storage=disk"],
             r"^reference.storage='disk': is read only by objectives with reference samples \(sft has none\)",
         ),
-        ("configs/digits/seppo.yaml", ["objective.name=diffusion_dpo", "objective.criterion=none"], "objective seppo"),
+        (
+            "configs/digits/seppo.yaml",
+            ["objective.name=diffusion_dpo", "objective.criterion=none"],
+            "^objective.criterion=.none.: is read only by objective seppo",
+        ),
         ("configs/digits/seppo.yaml", ["reference.mode=fixed", "reference.max_pool=3"], "when the reference can"),
         # sapo, mhpo and fiberpo only fed clip_range to a ratio/clip_frac they overwrite
-        ("configs/digit_sum/grpo.yaml", ["objective.name=mhpo", "objective.clip_range=0.3"], r"\(mhpo does not\)"),
-        ("configs/digits/sapo.yaml", ["objective.clip_range_high=0.01"], "by objectives that read it"),
+        (
+            "configs/digit_sum/grpo.yaml",
+            ["objective.name=mhpo", "objective.clip_range=0.3"],
+            r"\(mhpo does not read it\)",
+        ),
+        (
+            "configs/digits/sapo.yaml",
+            ["objective.clip_range_high=0.01"],
+            "by the other objectives .sapo does not read it.",
+        ),
         (
             "configs/digit_sum/grpo.yaml",
             ["task=vlm_data", "data.train_files=[t.jsonl]", "data.response_key=s"],

@@ -51,7 +51,6 @@ __all__ = [
     "config_to_dict",
     "default_of",
     "describe_config",
-    "ignored_options",
     "load_config",
     "nonempty",
     "option",
@@ -454,8 +453,10 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
     """Fields of ``section`` owned by registry entries (``registry.register(entry, options=(...))``:
     the options only that entry reads) keep their defaults unless an owner is selected by
     ``section.<name>``. The selected entry's ``reads_options_of(section)`` meta, if any, names other
-    entries whose options it reads too (capo: its base objective). An import-path name selects a
-    plug-in, which may read any option: nothing is refused then."""
+    entries whose options it reads too (capo: its base objective); its ``ignores`` meta names fields
+    the other entries read and it does not (sapo's gate replaces ``clip_range``), which keep their
+    defaults too. Options of entries that ``section`` has no field for (another trainer's) are
+    skipped. An import-path name selects a plug-in, which may read any option: nothing is refused then."""
     from genrl.registry import is_import_path
 
     selected = getattr(section, name)
@@ -478,19 +479,8 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
             f"by {registry.kind} {' or '.join(entries)} (this config's {registry.kind}: {selected!r})",
             *option_names,
         )
-
-
-def ignored_options(section: Section, name: str, registry: Any, at: str = "") -> None:
-    """Fields of ``section`` that the entry selected by ``section.<name>`` declares it does not read,
-    though the others do (``registry.register(entry, ignores=(...))``: sapo's gate replaces
-    ``clip_range``), keep their defaults. An import-path name (a plug-in) or an unknown one: nothing."""
-    from genrl.registry import is_import_path
-
-    selected = getattr(section, name)
-    if is_import_path(selected) or selected not in registry:
-        return
     ignores = registry.meta(selected).get("ignores", ())
-    unused_unless(section, not ignores, f"by {registry.kind}s that read it ({selected} does not)", *ignores, at=at)
+    unused_unless(section, not ignores, f"by the other {registry.kind}s ({selected} does not read it)", *ignores)
 
 
 def at_least(section: Section, minimum: float, *names: str) -> None:

@@ -18,7 +18,6 @@ from genrl.config.base import (
     ConfigError,
     Section,
     at_least,
-    ignored_options,
     nonempty,
     option,
     owned_options,
@@ -642,8 +641,6 @@ class OnlineConfig(RunConfig):
     def _refuse_unread_objective_options(self, agg: str) -> None:
         """Objective and KL settings that the selected objective (aggregating by ``agg``), the KL
         coefficient and the logging leave unread: refused (``unused_unless``)."""
-        from genrl.registry import OBJECTIVES
-
         o = self.objective
         unused_unless(
             o,
@@ -660,7 +657,6 @@ class OnlineConfig(RunConfig):
             "max_len_norm",
             at="objective",
         )
-        ignored_options(o, "name", OBJECTIVES, at="objective")
         kl = o.beta > 0 or self.log.kl_every > 0
         unused_unless(
             o,

@@ -8,17 +8,7 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import (
-    ConfigError,
-    Section,
-    at_least,
-    ignored_options,
-    nonempty,
-    option,
-    owned_options,
-    require,
-    unused_unless,
-)
+from genrl.config.base import ConfigError, Section, at_least, nonempty, option, owned_options, require, unused_unless
 from genrl.config.common import RunConfig, ScheduledOptimizerConfig, require_warmup_below_max_steps
 from genrl.config.online import EvalConfig, PolicyConfig
 from genrl.objectives.preference import CRITERIA
@@ -63,8 +53,11 @@ class PreferenceObjectiveConfig(Section):
     )
 
     def validate(self) -> None:
+        from genrl.registry import OBJECTIVES
+
         nonempty(self, "name")
         require(self.beta > 0 and math.isfinite(self.beta), "beta", self.beta, "must be finite and > 0")
+        owned_options(self, "name", OBJECTIVES)  # criterion: seppo's; sft ignores beta
 
 
 @dataclass
@@ -197,8 +190,6 @@ class PreferenceConfig(RunConfig):
             "is not a preference objective (seppo, diffusion_dpo, sft); policy-gradient objectives run "
             "with trainer: online",
         )
-        owned_options(self.objective, "name", OBJECTIVES)  # criterion: seppo's
-        ignored_options(self.objective, "name", OBJECTIVES, at="objective")  # sft reads no beta
         r = self.reference
         unused_unless(  # sft: no reference samples, no pool
             r,
