@@ -78,9 +78,10 @@ class Registry:
         ``genrl.trainers.online.update``); objectives and advantage estimators take ``options``, the names
         of their config section's fields that only they read (any other selected entry refuses them set:
         ``genrl.config.base.owned_options``), and ``reads_options_of(section)``, other entries whose
-        options they read too; objectives take ``ignores``, fields of ``objective`` that every other
-        objective reads and they do not (sapo's gate replaces ``clip_range``), refused when set; tasks take ``required``, the dotted config keys that must be non-empty
-        for them)."""
+        options they read too, and ``ignores``, fields that the other entries read and they do not
+        (sapo's gate replaces ``clip_range``), refused when set (``owned_options`` too); policies take
+        ``check_config(policy_cfg)``, their rules checked before any model loads (flow: its family's
+        options); tasks take ``required``, the dotted config keys that must be non-empty for them)."""
 
         def deco(obj: Any) -> Any:
             if name in self._entries and self._entries[name] is not obj:
