@@ -22,9 +22,9 @@ __all__ = [
 
 @dataclass
 class LoraConfig(Section):
-    """The LoRA adapter. ``rank: 0`` is the switch to full fine-tuning, and the only setting nothing reads
-    that is not refused: ``alpha``, ``dropout`` and ``target_modules`` then stay as a recipe sets them, so
-    that one key turns a LoRA recipe into a full fine-tune and back (``policy.lora.rank=0``)."""
+    """The LoRA adapter. ``rank: 0`` is the switch to full fine-tuning, an exception to the rule that a
+    setting nothing reads is refused: ``alpha``, ``dropout`` and ``target_modules`` then stay as a recipe
+    sets them, so that one key turns a LoRA recipe into a full fine-tune and back (``policy.lora.rank=0``)."""
 
     rank: int = option(8, "LoRA rank; 0 = full fine-tuning (alpha, dropout and target_modules are then unused, kept)")
     alpha: float = option(8.0, "LoRA alpha (scale = alpha / rank)")
