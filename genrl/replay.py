@@ -181,7 +181,8 @@ class CheckpointPool:
     def load_state_dict(self, state: dict) -> None:
         if state["mode"] != self.mode:
             raise ValueError(
-                f"the checkpoint's pool was drawn with reference.mode={state['mode']!r}, not {self.mode!r}"
+                f"the checkpoint's pool was drawn with reference.mode={state['mode']!r}, not {self.mode!r}: resume "
+                f"with reference.mode={state['mode']}, or start over (resume=false)"
             )
         files = state.get("files")
         if (files is not None) != (self.folder is not None):

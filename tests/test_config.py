@@ -573,6 +573,11 @@ def test_one_message_lists_every_setting_to_undo_with_its_default():
             ["objective.clip_range_high=0.01"],
             "by the other objectives .sapo does not read it.",
         ),
+        (  # capo masks its base's loss: with a gated base nothing reads the clip
+            "configs/digit_sum/grpo.yaml",
+            ["objective.name=capo", "objective.capo.base=sapo", "objective.clip_range=0.3"],
+            r"\(capo and sapo do not read it\)",
+        ),
         (
             "configs/digit_sum/grpo.yaml",
             ["task=vlm_data", "data.train_files=[t.jsonl]", "data.response_key=s"],

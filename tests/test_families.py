@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from genrl.config import PolicyConfig
+from genrl.families.sd3 import SD3Family
 from genrl.policies.flow import FlowPolicy
 from genrl.registry import FAMILIES
 
@@ -237,11 +238,32 @@ def test_a_local_folder_s_family_is_read_from_its_model_index(tmp_path):
     assert load_config(OnlineConfig, None, ["policy.model=org/model", "policy.height=64"])
 
 
+class OwnFamily(SD3Family):
+    """A family of the user's own package (not registered): it may drive any pipeline class."""
+
+
 def test_a_family_of_the_user_s_own_package_may_drive_any_pipeline():
     from genrl.families.base import family_named
-    from genrl.families.sd3 import SD3Family
 
-    assert family_named("genrl.families.sd3:SD3Family", "DigitsPipeline") is SD3Family  # an import path
-    with pytest.raises(ValueError, match=r"^family='sd3': the model is a DigitsPipeline"):
-        family_named("sd3", "DigitsPipeline")  # the same class by its registered name (key relative to policy)
+    assert family_named("test_families:OwnFamily", "DigitsPipeline") is OwnFamily  # by import path
+    for builtin in ("sd3", "genrl.families.sd3:SD3Family"):  # a built-in one, by name or by import path
+        with pytest.raises(ValueError, match=rf"^family='{builtin}': the model is a DigitsPipeline"):
+            family_named(builtin, "DigitsPipeline")  # (the key is relative to the policy section)
     assert family_named("auto", None) is None
+
+
+def test_a_broken_model_index_or_task_is_one_line_naming_policy_model(tmp_path):
+    """A model_index.json holding a list raised AttributeError; invalid JSON named neither the file nor the
+    key; a task that does not exist named no key."""
+    from genrl.config import ConfigError, OnlineConfig, load_config
+
+    for name, text, message in [
+        ("list", "[1, 2]", "holds a JSON list, not an object"),
+        ("broken", '{"_class_name":', "model_index.json is not a readable JSON file"),
+    ]:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "model_index.json").write_text(text)
+        with pytest.raises(ConfigError, match=rf"^policy.model='{tmp_path / name}': .*{message}"):
+            load_config(OnlineConfig, None, [f"policy.model={tmp_path / name}"])
+    with pytest.raises(ConfigError, match=r"^policy.model='task:nosuch': unknown task 'nosuch'"):
+        load_config(OnlineConfig, None, ["policy.model=task:nosuch"])

@@ -101,7 +101,7 @@ def test_lora_trains_adapters_only_and_full_finetune_trains_all():
 
 def test_missing_or_unreachable_model_is_a_clear_error(tmp_path, monkeypatch):
     (tmp_path / "transformer").mkdir()
-    with pytest.raises(ValueError, match="without model_index.json"):
+    with pytest.raises(ValueError, match="model_index.json is missing"):
         load_policy_pipeline(str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))

@@ -8,14 +8,15 @@ import math
 import pytest
 import torch
 
-from genrl.config import ConfigError, ObjectiveConfig, config_from_dict
+from genrl.config import ConfigError, ObjectiveConfig, TokenObjectiveConfig, config_from_dict
 from genrl.objectives.mdpo import mdpo_step_size
 from genrl.objectives.mhpo import hazard, log_fidelity
 from genrl.registry import OBJECTIVES
 
 
 def _cfg(**kw):
-    return config_from_dict(ObjectiveConfig, {"clip_range": 0.2, **kw})
+    """The token policies' objective section (PPO's clip 0.2 by default, which sapo, mhpo and fiberpo do not read)."""
+    return config_from_dict(TokenObjectiveConfig, kw)
 
 
 def _call(name, log_new, log_old, adv, mask=None, info=None, **kw):

@@ -174,6 +174,14 @@ def test_a_fixed_reference_keeps_only_the_start(tmp_path, base_model):
     assert load_checkpoint(str(tmp_path / "checkpoints" / "step-000030"))["pool"]["steps"] == [0]
 
 
+def test_a_pool_of_another_mode_says_how_to_resume():
+    from genrl.replay import CheckpointPool
+
+    w = torch.nn.Parameter(torch.zeros(3))
+    with pytest.raises(ValueError, match=r"reference.mode='replay', not 'fixed': resume with reference.mode=replay"):
+        CheckpointPool({"w": w}, "fixed").load_state_dict(CheckpointPool({"w": w}, "replay").state_dict())
+
+
 def test_rcr_draws_uniformly_from_the_pool_with_a_seeded_generator():
     from genrl.replay import CheckpointPool
 

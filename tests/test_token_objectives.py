@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from genrl.config import ConfigError, ObjectiveConfig
+from genrl.config import ConfigError, ObjectiveConfig, TokenObjectiveConfig
 from genrl.objectives.common import aggregate, chunk_weight, kl_per_action, objective_chunk_weight
 from genrl.objectives.gspo import sequence_ratio
 from genrl.registry import OBJECTIVES
@@ -18,7 +18,8 @@ M = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.
 
 
 def _cfg(**kw):
-    return ObjectiveConfig(**{"clip_range": 0.2, **kw})
+    """The token policies' objective section (PPO's clip 0.2 by default, which sapo does not read)."""
+    return TokenObjectiveConfig(**kw)
 
 
 def _call(name, log_new, log_old, adv, mask=None, info=None, **kw):
@@ -169,7 +170,7 @@ def test_kl_term_added_with_beta_and_logged(name):
     with pytest.raises(ValueError, match="ref_log_probs"):  # token KL asked, only a flow KL given
         _call(name, log_p, log_p, adv, info={"kl": torch.zeros(2, 3)}, beta=0.5, kl_type="k3")
     with pytest.raises(ValueError, match="kl_type=k3"):  # flow KL asked, only token ref log-probs given
-        _call(name, log_p, log_p, adv, info={"ref_log_probs": ref}, beta=0.5)
+        _call(name, log_p, log_p, adv, info={"ref_log_probs": ref}, beta=0.5, kl_type="gaussian")
 
 
 # ----------------------------------------------------------------------------- dapo
@@ -275,7 +276,7 @@ def test_flow_shaped_inputs(name):
         torch.randn(4, generator=g),
         torch.ones(4, 10),
         info,
-        _cfg(name=name, clip_range=1e-3, beta=0.1),
+        ObjectiveConfig(name=name, beta=0.1),  # the flow defaults: clip 1e-3, the closed-form (gaussian) KL
     )
     loss.backward()
     assert torch.isfinite(loss) and torch.isfinite(log_new.grad).all() and log_new.grad.abs().sum() > 0

@@ -453,9 +453,9 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
     """Fields of ``section`` owned by registry entries (``registry.register(entry, options=(...))``:
     the options only that entry reads) keep their defaults unless an owner is selected by
     ``section.<name>``. The selected entry's ``reads_options_of(section)`` meta, if any, names other
-    entries whose options it reads too (capo: its base objective); its ``ignores`` meta names fields
-    the other entries read and it does not (sapo's gate replaces ``clip_range``), which keep their
-    defaults too. Options of entries that ``section`` has no field for (another trainer's) are
+    entries whose options it reads too (capo: its base objective); the fields that every entry in use
+    names in its ``ignores`` meta, fields the other entries read and it does not (sapo's gate replaces
+    ``clip_range``), keep their defaults too. Options of entries that ``section`` has no field for (another trainer's) are
     skipped. An import-path name selects a plug-in, which may read any option: nothing is refused then."""
     from genrl.registry import is_import_path
 
@@ -479,8 +479,10 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
             f"by {registry.kind} {' or '.join(entries)} (this config's {registry.kind}: {selected!r})",
             *option_names,
         )
-    ignores = registry.meta(selected).get("ignores", ())
-    unused_unless(section, not ignores, f"by the other {registry.kind}s ({selected} does not read it)", *ignores)
+    ignored = [set(registry.meta(e).get("ignores", ())) for e in in_use]  # read by none of those in use
+    ignores = sorted(set.intersection(*ignored) & fields)
+    who = f"{' and '.join(sorted(in_use))} do" if len(in_use) > 1 else f"{selected} does"
+    unused_unless(section, not ignores, f"by the other {registry.kind}s ({who} not read it)", *ignores)
 
 
 def at_least(section: Section, minimum: float, *names: str) -> None:

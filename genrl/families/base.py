@@ -215,11 +215,19 @@ class Family:
 
 
 def _model_index(path: str) -> Optional[dict]:
+    """A folder's ``model_index.json`` (None without one); ``ValueError`` naming the file when it is not
+    a readable JSON object."""
     index = os.path.join(path, "model_index.json")
     if not os.path.isfile(index):
         return None
-    with open(index) as f:
-        return json.load(f)
+    try:
+        with open(index, encoding="utf-8") as f:
+            data = json.load(f)
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        raise ValueError(f"{index} is not a readable JSON file ({type(e).__name__}: {e})") from None
+    if not isinstance(data, dict):
+        raise ValueError(f"{index} holds a JSON {type(data).__name__}, not an object naming the pipeline's parts")
+    return data
 
 
 def _class_name(path: str) -> Optional[str]:
@@ -258,14 +266,15 @@ def family_named(name: str, pipeline_class: Optional[str]) -> Optional[type[Fami
     """The family for a pipeline of class ``pipeline_class`` (None: not known yet) and ``policy.family``
     ``name``: ``auto`` = the registered family whose ``pipeline_classes`` holds it (None while the class
     is unknown). ``ConfigError`` at key ``family`` for a class no family drives, or a registered family
-    that does not derive from the one that drives it (FLUX's code on the digits model; an import-path
-    family of the user's own package may drive any class)."""
+    (by name or import path) that does not derive from the one that drives it (FLUX's code on the digits
+    model); a family of the user's own package may drive any class."""
     from genrl.config import ConfigError
 
     driver = next((n for n in FAMILIES.names() if pipeline_class in FAMILIES.get(n).pipeline_classes), None)
     if name != "auto":
         family = FAMILIES.get(name)
-        if driver is not None and not is_import_path(name) and not issubclass(family, FAMILIES.get(driver)):
+        builtin = not is_import_path(name) or any(FAMILIES.get(n) is family for n in FAMILIES.names())
+        if driver is not None and builtin and not issubclass(family, FAMILIES.get(driver)):
             raise ConfigError(
                 "family",
                 f"the model is a {pipeline_class}, which family {driver!r} drives; set policy.family=auto "
@@ -299,7 +308,9 @@ def family_before_loading(cfg) -> Optional[type[Family]]:
     """The family class ``cfg`` (a ``PolicyConfig``) will drive, found without loading or building any
     model (``family_named`` of ``policy.family`` and the model's pipeline class: for ``task:<name>`` the
     embedded task's ``pipeline_class``; for a local folder the class its ``model_index.json`` names, or
-    ``DigitsPipeline`` for the digits layout). None where only loading tells (a hub id under ``auto``)."""
+    ``DigitsPipeline`` for the digits layout). None where only loading tells (a hub id under ``auto``).
+    ``ConfigError`` at key ``model`` for an unknown task or a folder whose ``model_index.json`` is broken."""
+    from genrl.config import ConfigError
     from genrl.families.digits import is_digits_folder
     from genrl.models import TASK
     from genrl.registry import TASKS
@@ -309,8 +320,8 @@ def family_before_loading(cfg) -> Optional[type[Family]]:
             cls_name = getattr(TASKS.get(cfg.model[len(TASK) :]), "pipeline_class", None)
         else:
             cls_name = "DigitsPipeline" if is_digits_folder(cfg.model) else _class_name(cfg.model)
-    except (OSError, ValueError):  # a missing task or a damaged folder: the loader's own error, later
-        cls_name = None
+    except (OSError, ValueError) as e:  # an unknown task, a damaged model_index.json
+        raise ConfigError("model", " ".join(str(e).split()), cfg.model) from None
     return family_named(cfg.family, cls_name if isinstance(cls_name, str) else None)
 
 
@@ -339,17 +350,18 @@ def load_pipeline(model: str, dtype: Union[torch.dtype, dict[str, torch.dtype]])
         )
     own = _class_name(model) if local else None
     if local and own is None:
+        what = "names no _class_name" if os.path.isfile(os.path.join(model, "model_index.json")) else "is missing"
         raise ValueError(
-            f"policy.model={model!r} is a folder without model_index.json; a diffusers pipeline folder "
+            f"policy.model={model!r}: the folder's model_index.json {what}; a diffusers pipeline folder "
             "is expected (what `save_pretrained` or `huggingface-cli download` writes)"
         )
     if isinstance(own, str) and own in PIPELINE_MODULES:  # genrl's own classes (pipelines/)
         return load_own_pipeline(getattr(importlib.import_module(PIPELINE_MODULES[own]), own), model)
     try:
         return DiffusionPipeline.from_pretrained(model, dtype=dtype)
-    except (OSError, EnvironmentError) as e:
-        if local:
-            raise ValueError(f"could not load the diffusers pipeline in {model!r}: {e}") from e
+    except (OSError, ValueError) as e:  # ValueError: diffusers' own check of the parts found
+        if local or isinstance(e, ValueError):
+            raise ValueError(f"policy.model={model!r}: could not load the diffusers pipeline: {e}") from e
         raise ValueError(
             f"could not load {model!r} from the Hugging Face hub or its local cache ({type(e).__name__}). With no "
             f"network, download it first on a connected machine (`huggingface-cli download {model}`) and point "

@@ -318,6 +318,7 @@ def base_objective(config) -> tuple[str]:
     state=ShadowAdam.for_run,
     options=("capo",),
     reads_options_of=base_objective,
+    ignores=("clip_range", "clip_range_high"),  # its base's loss reads them, if any
 )
 def capo_loss(log_probs_new, log_probs_old, advantages, mask, step_info, config):
     """``log_probs_*``, ``mask``: [B, T]; ``advantages``: [B]; ``step_info["head"]`` from the policy
