@@ -455,8 +455,9 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
     ``section.<name>``. The selected entry's ``reads_options_of(section)`` meta, if any, names other
     entries whose options it reads too (capo: its base objective); the fields that every entry in use
     names in its ``ignores`` meta, fields the other entries read and it does not (sapo's gate replaces
-    ``clip_range``), keep their defaults too. Options of entries that ``section`` has no field for (another trainer's) are
-    skipped. An import-path name selects a plug-in, which may read any option: nothing is refused then."""
+    ``clip_range``), keep their defaults too. Options of entries that ``section`` has no field for
+    (another trainer's) are skipped. An import-path name selects a plug-in, which may read any option:
+    nothing is refused then."""
     from genrl.registry import is_import_path
 
     selected = getattr(section, name)
