@@ -79,7 +79,9 @@ class ConfigError(ValueError):
             parent = self.key.rpartition(".")[0]
             where = f"under '{parent}'" if parent else "at the top level"
             return f"unknown config key '{self.key}'; valid keys {where}: {', '.join(self.valid)}{self.msg}"
-        head = f"{self.key}={self.value!r}" if self.value is not _NOVALUE else self.key
+        # booleans and null as written in YAML and on the command line (false, null), the rest as Python shows them
+        shown = _inline(self.value) if self.value is None or isinstance(self.value, bool) else repr(self.value)
+        head = f"{self.key}={shown}" if self.value is not _NOVALUE else self.key
         return f"{head}: {self.msg}" if head else self.msg
 
     def __reduce__(self):
