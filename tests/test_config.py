@@ -524,8 +524,12 @@ def test_one_message_lists_every_setting_to_undo_with_its_default():
         load_config(OnlineConfig, "configs/digits/sapo.yaml", ["objective.name=grpo"])
     assert str(info.value) == (
         "objective.tau_pos=1000.0: is read only by objective sapo (this config's objective: 'grpo'); remove it, "
-        "or set it back to its default (1.0); so is tau_neg=1050.0 (default 1.05)"
+        "or set it back to its default (1.0); so is objective.tau_neg=1050.0 (default 1.05)"
     )
+    # every key in full, booleans as YAML writes them (the listed ones lacked the section: 'vas.replacement=True')
+    with pytest.raises(ConfigError) as info:
+        load_config(OnlineConfig, None, ["rollout.vas.replacement=true", "rollout.vas.lam=0.3"])
+    assert str(info.value).endswith("; so is rollout.vas.replacement=true (default false)")
     load_config(
         OnlineConfig,
         "configs/digits/sapo.yaml",

@@ -68,10 +68,12 @@ _NONFINITE_RE = re.compile(r"[-+]?(nan|inf|infinity)", re.IGNORECASE)  # float()
 
 
 class ConfigError(ValueError):
-    """A config problem at a dotted ``key`` (message rebuilt when a parent prefixes the key)."""
+    """A config problem at a dotted ``key`` (message rebuilt when a parent prefixes the key). ``also``:
+    other ``(key, value, default)`` settings with the same problem, listed after the message ("so is
+    ..."), their keys prefixed as the main one is."""
 
-    def __init__(self, key: str, msg: str, value: Any = _NOVALUE, valid: Optional[list] = None):
-        self.key, self.msg, self.value, self.valid = key, msg, value, valid
+    def __init__(self, key: str, msg: str, value: Any = _NOVALUE, valid: Optional[list] = None, also: tuple = ()):
+        self.key, self.msg, self.value, self.valid, self.also = key, msg, value, valid, tuple(also)
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -79,17 +81,20 @@ class ConfigError(ValueError):
             parent = self.key.rpartition(".")[0]
             where = f"under '{parent}'" if parent else "at the top level"
             return f"unknown config key '{self.key}'; valid keys {where}: {', '.join(self.valid)}{self.msg}"
-        # booleans and null as written in YAML and on the command line (false, null), the rest as Python shows them
-        shown = _inline(self.value) if self.value is None or isinstance(self.value, bool) else repr(self.value)
-        head = f"{self.key}={shown}" if self.value is not _NOVALUE else self.key
-        return f"{head}: {self.msg}" if head else self.msg
+        head = f"{self.key}={_shown(self.value)}" if self.value is not _NOVALUE else self.key
+        text = f"{head}: {self.msg}" if head else self.msg
+        more = ", ".join(f"{k}={_shown(v)} (default {_inline(d)})" for k, v, d in self.also)
+        return f"{text}; so is {more}" if more else text
 
     def __reduce__(self):
-        return (ConfigError, (self.key, self.msg, self.value, self.valid))
+        return (ConfigError, (self.key, self.msg, self.value, self.valid, self.also))
 
     def prefixed(self, prefix: str) -> ConfigError:
-        key = prefix if not self.key else f"{prefix}{'' if self.key.startswith('[') else '.'}{self.key}"
-        return ConfigError(key, self.msg, self.value, self.valid)
+        def join(key: str) -> str:
+            return prefix if not key else f"{prefix}{'' if key.startswith('[') else '.'}{key}"
+
+        also = [(join(k), v, d) for k, v, d in self.also]
+        return ConfigError(join(self.key), self.msg, self.value, self.valid, also)
 
 
 def _unknown(key: str, name: str, valid: list[str]) -> ConfigError:
@@ -379,6 +384,12 @@ def save_config(cfg: Any, path: str | os.PathLike) -> None:
         yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False, default_flow_style=False)
 
 
+def _shown(value: Any) -> str:
+    """A set value in a message: booleans and null as YAML and the command line write them (false, null),
+    the rest as Python shows them (strings quoted)."""
+    return _inline(value) if value is None or isinstance(value, bool) else repr(value)
+
+
 def _inline(value: Any) -> str:
     text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
     return text.removesuffix("\n...").strip()
@@ -443,11 +454,11 @@ def unused_unless(section: Section, used: bool, when: str, *names: str, at: str 
             changed.append((n, value, default))
     if changed:
         (key, value, default), rest = changed[0], changed[1:]
-        also = "; so is " + ", ".join(f"{prefix}{k}={v!r} (default {_inline(d)})" for k, v, d in rest) if rest else ""
         raise ConfigError(
             prefix + key,
-            f"is read only {when}; remove it, or set it back to its default ({_inline(default)}){also}",
+            f"is read only {when}; remove it, or set it back to its default ({_inline(default)})",
             value,
+            also=[(prefix + k, v, d) for k, v, d in rest],
         )
 
 
