@@ -34,6 +34,7 @@ from typing import Literal, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from genrl.hub import held_logs, local_only
 from genrl.registry import REWARDS
 
 SCORES = ("logit", "clipscore")
@@ -117,14 +118,17 @@ class CLIPScoreReward:
                     f"clip reward: checkpoint {pretrained!r} not found; expected an open_clip checkpoint "
                     f"file ({', '.join(CHECKPOINT_SUFFIXES)}) for model {model!r}"
                 )
+        offline = pretrained is not None and not os.path.isfile(pretrained) and local_only()  # a tag: genrl.hub
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         try:
-            self.model = open_clip.create_model(model, pretrained=pretrained, device=self.device).eval()
+            with held_logs():  # open_clip logs a failed download on the root logger before raising
+                self.model = open_clip.create_model(model, pretrained=pretrained, device=self.device).eval()
         except Exception as e:  # unknown names, missing downloads: say what was asked for
             raise ValueError(
                 f"clip reward: cannot load open_clip model {model!r} with pretrained={pretrained!r}: "
                 f"{type(e).__name__}: {e}. Valid model names: open_clip.list_models(); tags: "
                 f"open_clip.list_pretrained(); or 'local-dir:<folder>'"
+                + ("; with no network a tag's weights must already be in the Hugging Face cache" if offline else "")
             ) from e
         self.model.requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model)

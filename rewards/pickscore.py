@@ -20,6 +20,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
+from genrl.hub import local_only
 from genrl.registry import REWARDS
 
 DEFAULT_MODEL = "yuvalkirstain/PickScore_v1"
@@ -33,6 +34,8 @@ def _features(out) -> torch.Tensor:
 
 
 def _load(loader, path: str, what: str, expected: str):
+    if not os.path.isdir(path):
+        local_only()  # a hub id with no network: the cache only, at once (genrl.hub)
     try:
         return loader(path)
     except (OSError, ValueError) as e:

@@ -45,6 +45,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from genrl.hub import local_only
 from genrl.media import read_video
 from genrl.registry import REWARDS
 from rewards.videoalign_prompts import DIMENSIONS, TEMPLATES
@@ -314,6 +315,8 @@ def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bflo
     base = mc["model_name_or_path"]
     if not os.path.isabs(base) and os.path.isdir(os.path.join(folder, base)):  # a base shipped inside the folder
         base = os.path.join(folder, base)
+    if not os.path.isdir(base):
+        local_only()  # a hub id with no network: the cache only, at once (genrl.hub)
     try:
         processor = AutoProcessor.from_pretrained(base, padding_side="right")
         backbone = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=dtype)

@@ -26,6 +26,7 @@ from typing import ClassVar, Optional, Union
 
 import torch
 
+from genrl.hub import local_only
 from genrl.registry import FAMILIES, is_import_path
 from pipelines import PIPELINE_MODULES
 
@@ -357,13 +358,14 @@ def load_pipeline(model: str, dtype: Union[torch.dtype, dict[str, torch.dtype]])
         )
     if isinstance(own, str) and own in PIPELINE_MODULES:  # genrl's own classes (pipelines/)
         return load_own_pipeline(getattr(importlib.import_module(PIPELINE_MODULES[own]), own), model)
-    try:
-        return DiffusionPipeline.from_pretrained(model, dtype=dtype)
+    try:  # a hub id with no network: the cache only, at once (no retries, no "Couldn't connect" warning)
+        return DiffusionPipeline.from_pretrained(model, dtype=dtype, local_files_only=not local and local_only())
     except (OSError, ValueError) as e:  # ValueError: diffusers' own check of the parts found
         if local or isinstance(e, ValueError):
             raise ValueError(f"policy.model={model!r}: could not load the diffusers pipeline: {e}") from e
         raise ValueError(
-            f"could not load {model!r} from the Hugging Face hub or its local cache ({type(e).__name__}). With no "
+            f"policy.model={model!r}: could not load it from the Hugging Face hub or its local cache "
+            f"({type(e).__name__}). With no "
             f"network, download it first on a connected machine (`huggingface-cli download {model}`) and point "
             "policy.model at the folder, or set HF_HOME to a cache that holds it."
         ) from e

@@ -49,6 +49,7 @@ from typing import Optional
 
 import torch
 
+from genrl.hub import local_only
 from genrl.models import resolve_model
 from genrl.policies.base import DTYPES, Policy
 from genrl.registry import POLICIES
@@ -110,6 +111,8 @@ def load_components(path: str, dtype: torch.dtype = torch.float32) -> dict:
     """Model and processor loaded with the real ``from_pretrained`` of their classes."""
     from transformers import AutoConfig, AutoProcessor
 
+    if not os.path.isdir(path):
+        local_only()  # a hub id with no network: the cache only, at once (genrl.hub)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:

@@ -1,0 +1,71 @@
+"""Hub ids on a machine without network: loaded from the local cache at once, or refused at once.
+
+When the Hugging Face hub cannot be reached, huggingface_hub retries each file's request five times
+with back-off (about 23 s a file), logging every retry, and diffusers warns "Couldn't connect to the
+Hub" before it falls back to the cache. Measured on the reference machine (no network): a hub-id
+policy model took about 30 s and 10 lines before genrl's one-line error, and the PickScore reward
+(two hub ids, several files each) over 2 minutes.
+
+:func:`local_only` asks once per process whether the hub answers: one ``HEAD`` request to
+``HF_ENDPOINT`` through huggingface_hub's own HTTP session (so the proxies and certificates the user
+configured apply) with a 5 s timeout. When it gets no answer it switches the hub libraries to offline
+mode, ``HF_HUB_OFFLINE=1`` (huggingface_hub's documented switch, read at each request by
+huggingface_hub and so by transformers, diffusers and open_clip's hub downloads; set in the
+environment too, for child processes). A model in the cache then loads at once and a missing one
+fails at once, with genrl's one-line error naming the key. Loaders call it before loading a hub id
+(never for local folders or ``task:`` models); an ``HF_HUB_OFFLINE`` the user set is kept as it is.
+
+Why ours: the libraries offer the offline switch, not the check of whether to use it.
+
+:func:`held_logs` keeps a library's log lines about a load that then fails from standing before
+genrl's one-line error (open_clip logs "Failed to download weights" on the root logger, then raises).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import logging
+import os
+
+PROBE_TIMEOUT_S = 5.0
+
+
+@functools.cache
+def local_only() -> bool:
+    """True when hub ids must come from the local cache: offline mode was set by the user, or the hub
+    did not answer one request (then offline mode is switched on for this process and its children)."""
+    from huggingface_hub import constants
+    from huggingface_hub.utils import get_session
+
+    if constants.is_offline_mode():
+        return True
+    try:
+        get_session().head(constants.ENDPOINT, timeout=PROBE_TIMEOUT_S)
+        return False
+    except Exception:  # no name, no route, refused, timed out, TLS: the HTTP client's own error types,
+        pass  # which change with huggingface_hub's version (httpx, httpx2), so no narrower class
+    constants.HF_HUB_OFFLINE = True
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    return True
+
+
+@contextlib.contextmanager
+def held_logs(name: str = ""):
+    """Holds the records logged on the logger ``name`` (``""``: the root logger) inside the block: dropped
+    when the block raises (the error that follows says what failed), logged after it when it does not."""
+    held: list[logging.LogRecord] = []
+
+    class Hold(logging.Filter):
+        def filter(self, record: logging.LogRecord) -> bool:
+            held.append(record)
+            return False
+
+    logger, hold = logging.getLogger(name), Hold()
+    logger.addFilter(hold)
+    try:
+        yield
+    finally:
+        logger.removeFilter(hold)
+    for record in held:  # reached only when the block did not raise
+        logger.handle(record)
