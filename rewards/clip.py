@@ -118,7 +118,8 @@ class CLIPScoreReward:
                     f"clip reward: checkpoint {pretrained!r} not found; expected an open_clip checkpoint "
                     f"file ({', '.join(CHECKPOINT_SUFFIXES)}) for model {model!r}"
                 )
-        offline = pretrained is not None and not os.path.isfile(pretrained) and local_only()  # a tag: genrl.hub
+        from_hub = model.startswith("hf-hub:") or (pretrained is not None and not os.path.isfile(pretrained))
+        offline = from_hub and local_only()  # a tag or an hf-hub: model downloads from the hub (genrl.hub)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         try:
             with held_logs():  # open_clip logs a failed download on the root logger before raising
@@ -128,7 +129,7 @@ class CLIPScoreReward:
                 f"clip reward: cannot load open_clip model {model!r} with pretrained={pretrained!r}: "
                 f"{type(e).__name__}: {e}. Valid model names: open_clip.list_models(); tags: "
                 f"open_clip.list_pretrained(); or 'local-dir:<folder>'"
-                + ("; with no network a tag's weights must already be in the Hugging Face cache" if offline else "")
+                + ("; with no network, hub weights must already be in the Hugging Face cache" if offline else "")
             ) from e
         self.model.requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model)

@@ -109,11 +109,15 @@ def test_missing_hub_id_fails_at_once_without_retries(hub_at, caplog, capfd, loa
     assert "Retrying" not in said and "Couldn't connect" not in said
 
 
-def test_clip_tag_offline_fails_without_open_clips_log(hub_at, caplog):
+@pytest.mark.parametrize(
+    "model,pretrained",
+    [("ViT-B-32", "datacomp_s_s13m_b4k"), (f"hf-hub:{MISSING}", None)],  # a tag with hub weights only; a hub model
+)
+def test_clip_from_the_hub_offline_fails_without_open_clips_log(hub_at, caplog, model, pretrained):
     hub_at(f"http://127.0.0.1:{closed_port()}")
     caplog.set_level(logging.INFO)
-    with pytest.raises(ValueError, match="already be in the Hugging Face cache"):
-        CLIPScoreReward(model="ViT-B-32", pretrained="datacomp_s_s13m_b4k")  # a tag with hub weights only
+    with pytest.raises(ValueError, match="must already be in the Hugging Face cache"):
+        CLIPScoreReward(model=model, pretrained=pretrained)
     assert "Failed to download" not in caplog.text and "Retrying" not in caplog.text
 
 
