@@ -134,8 +134,6 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
         load_online_config(config, [*overrides, *VARIANTS[v], "log.progress_bar=false"], "genrl bench")
     results = []
     for k, v in enumerate(variants, 1):
-        print(f"genrl bench: measuring {v!r} ({k}/{len(variants)}) ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
         cmd = [
             sys.executable,
             "-m",
@@ -151,8 +149,7 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
             *VARIANTS[v],
             "log.progress_bar=false",
         ]
-        results.append({"variant": v, **child_result(cmd, f"variant {v!r}")})
-        print(f"genrl bench: {v!r} measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        results.append({"variant": v, **child_result(cmd, f"variant {v!r}", progress=f"{v!r} ({k}/{len(variants)})")})
     return results
 
 
@@ -256,15 +253,29 @@ def main_bench(args) -> int:
     return 0
 
 
-def child_result(cmd: list[str], what: str, env: dict | None = None) -> dict:
+def child_result(cmd: list[str], what: str, env: dict | None = None, progress: str = "") -> dict:
     """Runs one measuring child process (``cmd``) and returns the JSON on its last stdout line. Exit
     code 2 is the child's one-line error (a refused setting found only once the model loads):
-    ``ValueError`` with that line; any other failure ``RuntimeError`` with the tail of its stderr."""
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    ``ValueError`` with that line; any other failure ``RuntimeError`` with the tail of its stderr.
+
+    ``progress`` (e.g. ``"'default' (1/2)"``) is reported on stderr: ``genrl bench: {progress} measured
+    in N s`` once done and, on a terminal, ``measuring {progress} ...`` meanwhile, erased when the child
+    fails, so that a failure reads as its one error line (in a log file only the finished line stands)."""
+    live = bool(progress) and sys.stderr.isatty()
+    if live:
+        print(f"genrl bench: measuring {progress} ...", end="", file=sys.stderr, flush=True)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    finally:
+        if live:
+            print("\r\033[K", end="", file=sys.stderr, flush=True)  # the line erased, the cursor at its start
     if proc.returncode == 2:
         raise ValueError((proc.stderr.strip().splitlines() or [f"{what} failed"])[-1])
     if proc.returncode != 0:
         raise RuntimeError(f"{what} failed:\n{proc.stderr[-3000:]}")
+    if progress:
+        print(f"genrl bench: {progress} measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 

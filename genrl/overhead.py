@@ -202,12 +202,13 @@ def run(config: str, overrides: list[str], steps: int, warmup: int, threads: lis
     load(config, overrides)  # a config error as one line, before any child process starts
     results = []
     for k, n in enumerate(threads, 1):
-        print(f"genrl bench: measuring {n} thread(s) ({k}/{len(threads)}) ...", file=sys.stderr, flush=True)
-        t0 = time.perf_counter()
         cmd = [sys.executable, "-m", "genrl.overhead", config, "--steps", str(steps), "--warmup", str(warmup)]
         child_env = {**os.environ, **(env or {}), "OMP_NUM_THREADS": str(n)}
-        results.append(child_result([*cmd, "--set", *overrides], f"--threads {n}", child_env))
-        print(f"genrl bench: {n} thread(s) measured in {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
+        results.append(
+            child_result(
+                [*cmd, "--set", *overrides], f"--threads {n}", child_env, f"{n} thread(s) ({k}/{len(threads)})"
+            )
+        )
     return results
 
 

@@ -55,9 +55,10 @@ def test_genrl_bench_measures_each_variant_in_its_own_process(tmp_path):
     assert all(float(v) > 0 for r in rows.values() for v in r[1:4])
     assert rows["default"][4:] == ["1.00", "1.00", "1.00"]  # ratios to itself
     assert re.search(r"Device: CPU", out.read_text())
-    progress = [line for line in proc.stderr.splitlines() if line.startswith("genrl bench: ")]  # while it measures
-    assert progress[0] == "genrl bench: measuring 'default' (1/2) ..." and len(progress) == 4, proc.stderr[-2000:]
-    assert re.fullmatch(r"genrl bench: 'window' measured in \d+ s", progress[-1])
+    progress = [line for line in proc.stderr.splitlines() if line.startswith("genrl bench: ")]  # not a terminal:
+    assert len(progress) == 2, proc.stderr[-2000:]  # only what finished, no "measuring ..." lines
+    assert re.fullmatch(r"genrl bench: 'default' \(1/2\) measured in \d+ s", progress[0])
+    assert re.fullmatch(r"genrl bench: 'window' \(2/2\) measured in \d+ s", progress[1])
     bad = subprocess.run(cmd[:5] + ["--variants", "turbo"], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode != 0 and "turbo" in bad.stderr
 
@@ -145,6 +146,34 @@ def test_a_refusal_found_in_the_measuring_process_is_one_line(tmp_path):
     cmd = [sys.executable, "-m", "genrl.cli", "bench", "configs/digits/flowgrpo.yaml", "--variants", "default"]
     cmd += ["--iters", "1", "--warmup", "0", "--set", f"policy.model={model}"]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
-    err = [line for line in proc.stderr.strip().splitlines() if not line.startswith("genrl bench: measuring")]
+    err = proc.stderr.strip().splitlines()  # no progress line before it (stderr is not a terminal here)
     assert proc.returncode == 2 and len(err) == 1, proc.stderr[-2000:]
     assert err[0].startswith("genrl bench: ") and str(model) in err[0]
+
+
+def test_progress_on_a_terminal_is_erased_when_the_measuring_process_fails(monkeypatch):
+    """On a terminal the "measuring ..." line shows while the child runs; when the child fails it is
+    erased, so the error stands alone (it stood above the error before)."""
+    import io
+
+    import pytest
+
+    from genrl.bench import child_result
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    term = Terminal()
+    monkeypatch.setattr(sys, "stderr", term)
+    fails = [sys.executable, "-c", "import sys; print('policy.model: bad', file=sys.stderr); sys.exit(2)"]
+    with pytest.raises(ValueError, match="policy.model: bad"):
+        child_result(fails, "variant 'default'", progress="'default' (1/1)")
+    assert term.getvalue() == "genrl bench: measuring 'default' (1/1) ...\r\033[K"
+    term.seek(0)
+    term.truncate()
+    assert child_result([sys.executable, "-c", "print('{\"s\": 1}')"], "x", progress="'default' (1/1)") == {"s": 1}
+    done = (
+        r"genrl bench: measuring 'default' \(1/1\) \.\.\.\r\033\[Kgenrl bench: 'default' \(1/1\) measured in \d+ s\n"
+    )
+    assert re.fullmatch(done, term.getvalue())
