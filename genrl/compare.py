@@ -37,6 +37,7 @@ each run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -61,6 +62,15 @@ class Arm:
     def from_path(cls, config_path: str) -> Arm:
         """The arm of a config file as it is, named after the file."""
         return cls(os.path.splitext(os.path.basename(config_path))[0], config_path)
+
+    @contextlib.contextmanager
+    def named(self, seed: int | None = None):
+        """A ``ValueError`` (a one-line refusal) raised inside the block names this arm (and seed)."""
+        try:
+            yield
+        except ValueError as e:
+            where = f"arm {self.name!r}" + (f", seed {seed}" if seed is not None else " (calibration)")
+            raise ValueError(f"{where}: {e}") from e
 
 
 def _proxy_key(cfg) -> str | None:
@@ -185,7 +195,8 @@ def run_all(
     for arm in arms:
         budget_ov = []
         if wall_budget is not None:
-            steps = calibrate(arm, out_dir, overrides, wall_budget, calibration_steps)
+            with arm.named():
+                steps = calibrate(arm, out_dir, overrides, wall_budget, calibration_steps)
             budget_ov = [f"max_steps={steps}", f"eval.every={max(1, steps // evals)}"]
         for seed in seeds:
             run_dir = os.path.join(out_dir, f"{arm.name}-seed{seed}")
@@ -202,7 +213,8 @@ def run_all(
                     )
             else:
                 t0 = time.perf_counter()
-                run_trainer(cfg, trainer_kind(arm.config, ov))
+                with arm.named(seed):  # a model that fails to load, found only now
+                    run_trainer(cfg, trainer_kind(arm.config, ov))
                 with atomic_file(wall_file) as f:
                     f.write(f"{time.perf_counter() - t0:.1f}\n")
             wall = float(open(wall_file).read()) if os.path.isfile(wall_file) else float("nan")

@@ -8,12 +8,15 @@ policy model took about 30 s and 10 lines before genrl's one-line error, and the
 
 :func:`local_only` asks once per process whether the hub answers: one ``HEAD`` request to
 ``HF_ENDPOINT`` through huggingface_hub's own HTTP session (so the proxies and certificates the user
-configured apply) with a 5 s timeout. When it gets no answer it switches the hub libraries to offline
-mode, ``HF_HUB_OFFLINE=1`` (huggingface_hub's documented switch, read at each request by
-huggingface_hub and so by transformers, diffusers and open_clip's hub downloads; set in the
-environment too, for child processes). A model in the cache then loads at once and a missing one
+configured apply) with a 5 s timeout. When it gets no answer, or an answer that is not the hub's (an
+error status: a gateway's 404, a proxy's 502, an outage's 503; huggingface.co answers 200), it
+switches the hub libraries to offline mode, ``HF_HUB_OFFLINE=1`` (huggingface_hub's documented
+switch, read at each request by huggingface_hub and so by transformers, diffusers and open_clip's
+hub downloads; set in the environment too, for child processes). A model in the cache then loads at once and a missing one
 fails at once, with genrl's one-line error naming the key. Loaders call it before loading a hub id
-(never for local folders or ``task:`` models); an ``HF_HUB_OFFLINE`` the user set is kept as it is.
+(never for local folders or ``task:`` models). An ``HF_HUB_OFFLINE`` the user set decides without a
+request: ``1`` the cache only, ``0`` the hub as the libraries reach it (a mirror whose root answers
+with an error status, say).
 
 Why ours: the libraries offer the offline switch, not the check of whether to use it.
 
@@ -34,20 +37,48 @@ PROBE_TIMEOUT_S = 5.0
 @functools.cache
 def local_only() -> bool:
     """True when hub ids must come from the local cache: offline mode was set by the user, or the hub
-    did not answer one request (then offline mode is switched on for this process and its children)."""
+    did not answer one request with a success status (then offline mode is switched on for this
+    process and its children). False when the user set ``HF_HUB_OFFLINE`` to a false value."""
     from huggingface_hub import constants
     from huggingface_hub.utils import get_session
 
-    if constants.is_offline_mode():
+    said = os.environ.get("HF_HUB_OFFLINE", "").strip().upper()  # huggingface_hub's true values: 1 ON YES TRUE
+    if constants.is_offline_mode() or said in ("1", "ON", "YES", "TRUE"):
         return True
-    try:
-        get_session().head(constants.ENDPOINT, timeout=PROBE_TIMEOUT_S)
+    if said:  # set, and not true: the user says the hub is there
         return False
+    try:
+        if get_session().head(constants.ENDPOINT, timeout=PROBE_TIMEOUT_S).status_code < 400:
+            return False
     except Exception:  # no name, no route, refused, timed out, TLS: the HTTP client's own error types,
         pass  # which change with huggingface_hub's version (httpx, httpx2), so no narrower class
     constants.HF_HUB_OFFLINE = True
     os.environ["HF_HUB_OFFLINE"] = "1"
     return True
+
+
+def is_path(name: str) -> bool:
+    """``name`` means a file-system path, not a hub id (``org/name``): it exists, starts with ``/``,
+    ``.`` or ``~``, or has more than one ``/``."""
+    return os.path.exists(name) or name.startswith(("/", ".", "~")) or name.count("/") > 1
+
+
+def load_failure(key: str, value: str, error: Exception, repo_id: str = "", then: str = "") -> str:
+    """One line for a hub model that could not be loaded: ``key=value`` the config setting naming it,
+    ``repo_id`` its hub repository (default: ``value``), ``then`` how to use a downloaded copy (default:
+    point ``key`` at the folder). Offline, the libraries' own text (about connections and retries)
+    would mislead: the line says what to do instead."""
+    from huggingface_hub import constants
+
+    repo_id = repo_id or value
+    if local_only():
+        return (
+            f"{key}={value!r}: not in the local Hugging Face cache, and hub downloads are off (HF_HUB_OFFLINE=1: "
+            f"the hub did not answer, or you set it): download it on a connected machine (`hf download {repo_id}`), "
+            f"then {then or f'point {key} at the folder'}, or set HF_HOME to a cache that holds it"
+        )
+    cause = " ".join(f"{type(error).__name__}: {error}".split())
+    return f"{key}={value!r}: could not load {repo_id} from {constants.ENDPOINT} or the local cache ({cause})"
 
 
 @contextlib.contextmanager

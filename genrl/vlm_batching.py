@@ -238,12 +238,13 @@ def save_model_dir(model, processor, out_dir: str | os.PathLike, info: Optional[
     return str(out_dir)
 
 
-def load_model_dir(path: str | os.PathLike, device: Any = "cpu"):
+def load_model_dir(path: str | os.PathLike, device: Any = "cpu", key: str = "model"):
     """``(model, processor)`` in float32 and eval mode from a model folder (one written by
-    :func:`save_model_dir`, or any folder of a supported model type, ``genrl.policies.vlm``)."""
+    :func:`save_model_dir`, or any folder of a supported model type, ``genrl.policies.vlm``) or hub id;
+    ``key``: the config key naming it, for errors."""
     from genrl.policies.vlm import load_components
 
-    parts = load_components(os.fspath(Path(path).expanduser()), torch.float32)
+    parts = load_components(os.fspath(Path(path).expanduser()), torch.float32, key)
     return parts["model"].to(device).eval(), parts["processor"]
 
 

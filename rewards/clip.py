@@ -34,13 +34,14 @@ from typing import Literal, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from genrl.hub import held_logs, local_only
+from genrl.hub import held_logs, load_failure, local_only
 from genrl.registry import REWARDS
 
 SCORES = ("logit", "clipscore")
 CLIPSCORE_PREFIX = "A photo depicts"  # Hessel et al.'s caption prefix (jmhessel/clipscore, clipscore.py)
 CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 LOCAL_DIR = "local-dir:"  # open_clip's schema for a folder with open_clip_config.json + weights
+HF_HUB = "hf-hub:"  # open_clip's schema for a hub repository holding the model config and its weights
 LOCAL_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
 
 
@@ -118,18 +119,30 @@ class CLIPScoreReward:
                     f"clip reward: checkpoint {pretrained!r} not found; expected an open_clip checkpoint "
                     f"file ({', '.join(CHECKPOINT_SUFFIXES)}) for model {model!r}"
                 )
-        from_hub = model.startswith("hf-hub:") or (pretrained is not None and not os.path.isfile(pretrained))
-        offline = from_hub and local_only()  # a tag or an hf-hub: model downloads from the hub (genrl.hub)
+        if model.startswith(HF_HUB):  # open_clip reads the model and its weights from the repository
+            pretrained, hub = None, ("model", model, model[len(HF_HUB) :], f"give {LOCAL_DIR}<the folder>")
+        elif pretrained is not None and not os.path.isfile(pretrained):  # a tag: weights from open_clip's list
+            repo = open_clip.get_pretrained_cfg(model, pretrained).get("hf_hub", "").strip("/")
+            hub = ("pretrained", pretrained, repo, "give the checkpoint file in it") if repo else None
+        else:
+            hub = None
+        if hub is not None:
+            local_only()  # with no network: the cache only, at once (genrl.hub)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         try:
             with held_logs():  # open_clip logs a failed download on the root logger before raising
                 self.model = open_clip.create_model(model, pretrained=pretrained, device=self.device).eval()
         except Exception as e:  # unknown names, missing downloads: say what was asked for
+            if hub is not None and local_only():
+                key, value, repo, then = hub
+                raise ValueError(
+                    f"clip reward: {load_failure(f'reward_args.clip.{key}', value, e, repo, then)}"
+                ) from e
             raise ValueError(
-                f"clip reward: cannot load open_clip model {model!r} with pretrained={pretrained!r}: "
-                f"{type(e).__name__}: {e}. Valid model names: open_clip.list_models(); tags: "
-                f"open_clip.list_pretrained(); or 'local-dir:<folder>'"
-                + ("; with no network, hub weights must already be in the Hugging Face cache" if offline else "")
+                f"clip reward: cannot load open_clip model {model!r}"
+                + (f" with pretrained={pretrained!r}" if pretrained is not None else "")
+                + f": {type(e).__name__}: {e}. Valid model names: open_clip.list_models(); tags: "
+                "open_clip.list_pretrained(); or 'local-dir:<folder>'"
             ) from e
         self.model.requires_grad_(False)
         self.tokenizer = open_clip.get_tokenizer(model)

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from genrl.hub import local_only
+from genrl.hub import is_path, load_failure, local_only
 from genrl.registry import REWARDS
 
 DEFAULT_MODEL = "yuvalkirstain/PickScore_v1"
@@ -34,15 +34,19 @@ def _features(out) -> torch.Tensor:
 
 
 def _load(loader, path: str, what: str, expected: str):
-    if not os.path.isdir(path):
+    """``loader(path)``; a failure is one line naming ``reward_args.pickscore.<what>``."""
+    key = f"reward_args.pickscore.{what}"
+    if is_path(path) and not os.path.isdir(path):
+        raise ValueError(f"pickscore reward: {key}={path!r}: no such folder; expected a folder with {expected}")
+    hub_id = not os.path.isdir(path)
+    if hub_id:
         local_only()  # a hub id with no network: the cache only, at once (genrl.hub)
     try:
         return loader(path)
     except (OSError, ValueError) as e:
-        where = "local folder" if os.path.isdir(path) else "hub id (must be in the local Hugging Face cache offline)"
-        raise ValueError(
-            f"pickscore reward: cannot load the {what} from {path!r} ({where}); expected {expected}. Cause: {e}"
-        ) from e
+        if hub_id:
+            raise ValueError(f"pickscore reward: {load_failure(key, path, e)}") from e
+        raise ValueError(f"pickscore reward: {key}={path!r}: cannot load the {what}; expected {expected} ({e})") from e
 
 
 @REWARDS.register("pickscore")

@@ -45,7 +45,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from genrl.hub import local_only
+from genrl.hub import load_failure, local_only
 from genrl.media import read_video
 from genrl.registry import REWARDS
 from rewards.videoalign_prompts import DIMENSIONS, TEMPLATES
@@ -315,12 +315,17 @@ def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bflo
     base = mc["model_name_or_path"]
     if not os.path.isabs(base) and os.path.isdir(os.path.join(folder, base)):  # a base shipped inside the folder
         base = os.path.join(folder, base)
-    if not os.path.isdir(base):
+    local = os.path.isdir(base)
+    if not local:
         local_only()  # a hub id with no network: the cache only, at once (genrl.hub)
     try:
         processor = AutoProcessor.from_pretrained(base, padding_side="right")
         backbone = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=dtype)
     except OSError as e:
+        if not local:
+            raise ValueError(
+                f"videoalign: {cfg_path}: {load_failure('model_config.model_name_or_path', base, e)}"
+            ) from e
         raise ValueError(
             f"videoalign: cannot load the base model {base!r} (model_config.model_name_or_path): a local "
             f"Qwen2-VL folder, or a hub id in the local cache. Cause: {e}"

@@ -1,5 +1,6 @@
 """``genrl compare``: two tiny digits configs x one seed -> runs, report.md and its plots."""
 
+import json
 import os
 import subprocess
 import sys
@@ -224,3 +225,19 @@ def test_per_step_statistics_average_over_training_rows_then_seeds(tmp_path):
     table = per_step_table(runs)
     noise = next(line for line in table if "noise std" in line)
     assert noise == "| a | noise std (rollout) | 1.20e+00 | 2.00e-01 |"  # (0.6 + 1.8) / 2, (0.1 + 0.3) / 2
+
+
+def test_an_arm_that_fails_once_its_model_loads_is_named(tmp_path, capsys):
+    """A refusal found only when a run loads its model (here a folder naming SD3 without its components)
+    was one line that did not say which arm or seed failed."""
+    from genrl.cli import main
+
+    model = tmp_path / "broken"
+    model.mkdir()
+    index = {"_class_name": "StableDiffusion3Pipeline", "transformer": ["diffusers", "SD3Transformer2DModel"]}
+    (model / "model_index.json").write_text(json.dumps(index))
+    config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    argv = ["compare", "--seeds", "3", "--out", str(tmp_path / "out"), "--arm", "broken", config]
+    assert main([*argv, f"policy.model={model}"]) == 2
+    err = [line for line in capsys.readouterr().err.strip().splitlines() if "it/s]" not in line]  # diffusers' bar
+    assert len(err) == 1 and err[0].startswith(f"genrl compare: arm 'broken', seed 3: policy.model='{model}'"), err

@@ -105,7 +105,7 @@ def test_missing_or_unreachable_model_is_a_clear_error(tmp_path, monkeypatch):
         load_policy_pipeline(str(tmp_path))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
-    with pytest.raises(ValueError, match="huggingface-cli download stabilityai/stable-diffusion-3.5-medium"):
+    with pytest.raises(ValueError, match="hf download stabilityai/stable-diffusion-3.5-medium"):
         load_policy_pipeline("stabilityai/stable-diffusion-3.5-medium")
 
 

@@ -20,6 +20,7 @@ from huggingface_hub import constants
 from genrl import hub
 from genrl.families.base import load_pipeline
 from genrl.policies.vlm import load_components
+from genrl.vlm_batching import load_model_dir
 from rewards.clip import CLIPScoreReward
 from rewards.pickscore import PickScoreReward
 
@@ -55,29 +56,47 @@ def test_unreachable_hub_switches_to_offline_mode(hub_at):
     assert constants.is_offline_mode() and os.environ["HF_HUB_OFFLINE"] == "1"
 
 
-def test_reachable_hub_leaves_online_mode(hub_at):
-    class Answer(http.server.BaseHTTPRequestHandler):
-        def do_HEAD(self):
-            self.send_response(200)
-            self.end_headers()
+@pytest.fixture
+def answering():
+    """A local HTTP server whose ``HEAD /`` answers with the status given; yields its URL maker."""
+    servers = []
 
-        def log_message(self, *args):
-            pass
+    def serve(status: int) -> str:
+        class Answer(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self):
+                self.send_response(status)
+                self.end_headers()
 
-    server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        hub_at(f"http://127.0.0.1:{server.server_address[1]}")
-        assert hub.local_only() is False
-        assert not constants.is_offline_mode() and "HF_HUB_OFFLINE" not in os.environ
-    finally:
+            def log_message(self, *args):
+                pass
+
+        server = http.server.HTTPServer(("127.0.0.1", 0), Answer)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
         server.shutdown()
 
 
-def test_offline_mode_set_by_the_user_is_kept_without_a_request(hub_at, monkeypatch):
-    hub_at("http://genrl-test.invalid")  # would fail if asked; offline mode answers first
-    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
-    assert hub.local_only() is True
+def test_reachable_hub_leaves_online_mode(hub_at, answering):
+    hub_at(answering(200))
+    assert hub.local_only() is False
+    assert not constants.is_offline_mode() and "HF_HUB_OFFLINE" not in os.environ
+
+
+@pytest.mark.parametrize("status", [404, 502, 503])  # a gateway, a proxy, an outage: not the hub
+def test_an_error_status_is_not_the_hub(hub_at, answering, status):
+    hub_at(answering(status))
+    assert hub.local_only() is True and constants.is_offline_mode()
+
+
+@pytest.mark.parametrize("value,offline", [("1", True), ("true", True), ("0", False), ("no", False)])
+def test_hf_hub_offline_set_by_the_user_decides_without_a_request(hub_at, monkeypatch, value, offline):
+    hub_at(f"http://127.0.0.1:{closed_port()}")  # the request, if made, would say offline
+    monkeypatch.setenv("HF_HUB_OFFLINE", value)
+    assert hub.local_only() is offline
 
 
 def test_held_logs_are_dropped_on_error_and_kept_on_success(caplog):
@@ -92,32 +111,42 @@ def test_held_logs_are_dropped_on_error_and_kept_on_success(caplog):
     assert "loaded from the cache" in caplog.text
 
 
-LOADS = {  # a hub id that no cache holds, through each loader of hub ids
-    "pipeline": functools.partial(load_pipeline, MISSING, None),
-    "vlm": functools.partial(load_components, MISSING),
-    "pickscore": functools.partial(PickScoreReward, MISSING, MISSING),
+LOADS = {  # a hub id that no cache holds, through each loader of hub ids, and the key the error names
+    "pipeline": (functools.partial(load_pipeline, MISSING, None), "policy.model"),
+    "vlm": (functools.partial(load_components, MISSING), "policy.model"),
+    "sft": (functools.partial(load_model_dir, MISSING), "model"),  # the SFT trainer's key
+    "pickscore": (functools.partial(PickScoreReward, processor=MISSING), "reward_args.pickscore.processor"),
 }
 
 
-@pytest.mark.parametrize("load", LOADS.values(), ids=LOADS)
-def test_missing_hub_id_fails_at_once_without_retries(hub_at, caplog, capfd, load):
+@pytest.mark.parametrize("load,key", LOADS.values(), ids=LOADS)
+def test_missing_hub_id_fails_at_once_without_retries(hub_at, caplog, capfd, load, key):
     hub_at(f"http://127.0.0.1:{closed_port()}")
     caplog.set_level(logging.INFO)
-    with pytest.raises(ValueError, match=MISSING):
+    with pytest.raises(ValueError) as e:
         load()
+    assert f"{key}='{MISSING}': not in the local Hugging Face cache" in str(e.value)
+    assert (
+        f"`hf download {MISSING}`" in str(e.value) and "couldn't connect" not in str(e.value).lower()
+    )  # not the library's advice
     said = caplog.text + capfd.readouterr().err  # diffusers' logger writes to stderr, not to the root logger
     assert "Retrying" not in said and "Couldn't connect" not in said
 
 
 @pytest.mark.parametrize(
-    "model,pretrained",
-    [("ViT-B-32", "datacomp_s_s13m_b4k"), (f"hf-hub:{MISSING}", None)],  # a tag with hub weights only; a hub model
+    "model,pretrained,says",
+    [  # a tag whose weights are on the hub only; a hub model (its pretrained default unused)
+        ("ViT-B-32", "datacomp_s_s13m_b4k", "reward_args.clip.pretrained='datacomp_s_s13m_b4k': not in the local"),
+        (f"hf-hub:{MISSING}", "laion2b_s32b_b79k", f"reward_args.clip.model='hf-hub:{MISSING}': not in the local"),
+    ],
 )
-def test_clip_from_the_hub_offline_fails_without_open_clips_log(hub_at, caplog, model, pretrained):
+def test_clip_from_the_hub_offline_fails_without_open_clips_log(hub_at, caplog, model, pretrained, says):
     hub_at(f"http://127.0.0.1:{closed_port()}")
     caplog.set_level(logging.INFO)
-    with pytest.raises(ValueError, match="must already be in the Hugging Face cache"):
+    with pytest.raises(ValueError) as e:
         CLIPScoreReward(model=model, pretrained=pretrained)
+    assert says in str(e.value) and "laion2b" not in str(e.value), str(e.value)
+    assert "hf download laion/CLIP-ViT-B-32-DataComp.S-s13M-b4K" in str(e.value) or MISSING in str(e.value)
     assert "Failed to download" not in caplog.text and "Retrying" not in caplog.text
 
 
@@ -130,5 +159,5 @@ def test_cli_hub_id_offline_is_one_line_exit_2_nothing_written(tmp_path):
     assert proc.returncode == 2, proc.stderr
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith(f"genrl train: policy.model='{MISSING}'"), proc.stderr
-    assert "huggingface-cli download" in lines[0]
+    assert f"hf download {MISSING}" in lines[0]
     assert not run.exists()

@@ -189,9 +189,9 @@ def test_pickscore_matches_clip_logits(pickscore_dirs, scale):
 
 
 def test_pickscore_load_errors_name_the_path_and_files(tmp_path, pickscore_dirs):
-    with pytest.raises(ValueError, match=r"model from .*nothing.*config.json"):
+    with pytest.raises(ValueError, match=r"pickscore.model=.*nothing.*: no such folder; .*config.json"):
         REWARDS.get("pickscore")(model=str(tmp_path / "nothing"), processor=str(pickscore_dirs[1]))
-    with pytest.raises(ValueError, match="processor from"):
+    with pytest.raises(ValueError, match="pickscore.processor=.*nothing.*: no such folder"):
         REWARDS.get("pickscore")(model=str(pickscore_dirs[0]), processor=str(tmp_path / "nothing"))
 
 

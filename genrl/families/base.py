@@ -26,7 +26,7 @@ from typing import ClassVar, Optional, Union
 
 import torch
 
-from genrl.hub import local_only
+from genrl.hub import is_path, load_failure, local_only
 from genrl.registry import FAMILIES, is_import_path
 from pipelines import PIPELINE_MODULES
 
@@ -344,7 +344,7 @@ def load_pipeline(model: str, dtype: Union[torch.dtype, dict[str, torch.dtype]])
     from diffusers import DiffusionPipeline
 
     local = os.path.isdir(model)
-    if not local and (os.path.exists(model) or model.startswith(("/", ".", "~")) or model.count("/") > 1):
+    if not local and is_path(model):
         raise ValueError(
             f"policy.model={model!r} is not a folder (a hub id has the form 'org/name'); "
             "give a diffusers pipeline folder, a hub id or task:<name>"
@@ -354,7 +354,7 @@ def load_pipeline(model: str, dtype: Union[torch.dtype, dict[str, torch.dtype]])
         what = "names no _class_name" if os.path.isfile(os.path.join(model, "model_index.json")) else "is missing"
         raise ValueError(
             f"policy.model={model!r}: the folder's model_index.json {what}; a diffusers pipeline folder "
-            "is expected (what `save_pretrained` or `huggingface-cli download` writes)"
+            "is expected (what `save_pretrained` or `hf download` writes)"
         )
     if isinstance(own, str) and own in PIPELINE_MODULES:  # genrl's own classes (pipelines/)
         return load_own_pipeline(getattr(importlib.import_module(PIPELINE_MODULES[own]), own), model)
@@ -363,9 +363,4 @@ def load_pipeline(model: str, dtype: Union[torch.dtype, dict[str, torch.dtype]])
     except (OSError, ValueError) as e:  # ValueError: diffusers' own check of the parts found
         if local or isinstance(e, ValueError):
             raise ValueError(f"policy.model={model!r}: could not load the diffusers pipeline: {e}") from e
-        raise ValueError(
-            f"policy.model={model!r}: could not load it from the Hugging Face hub or its local cache "
-            f"({type(e).__name__}). With no "
-            f"network, download it first on a connected machine (`huggingface-cli download {model}`) and point "
-            "policy.model at the folder, or set HF_HOME to a cache that holds it."
-        ) from e
+        raise ValueError(load_failure("policy.model", model, e)) from e

@@ -49,7 +49,7 @@ from typing import Optional
 
 import torch
 
-from genrl.hub import local_only
+from genrl.hub import is_path, load_failure, local_only
 from genrl.models import resolve_model
 from genrl.policies.base import DTYPES, Policy
 from genrl.registry import POLICIES
@@ -78,7 +78,7 @@ def resolve_model_path(model: str) -> str:
     the local Hugging Face cache when there is no network)."""
     if model.startswith(("task:", "sft:")):
         return resolve_model(model)
-    looks_local = model.startswith(("/", "./", "../", "~")) or os.path.exists(model) or model.count("/") > 1
+    looks_local = is_path(model)
     if looks_local and not os.path.isdir(os.path.expanduser(model)):
         raise ValueError(
             f"policy.model={model!r}: no such folder. Expected a local transformers folder with config.json, "
@@ -107,19 +107,20 @@ def model_class_for(config) -> type:
     return cls
 
 
-def load_components(path: str, dtype: torch.dtype = torch.float32) -> dict:
-    """Model and processor loaded with the real ``from_pretrained`` of their classes."""
+def load_components(path: str, dtype: torch.dtype = torch.float32, key: str = "policy.model") -> dict:
+    """Model and processor loaded with the real ``from_pretrained`` of their classes; ``key`` is the
+    config key naming ``path`` (for the error: ``ValueError``, one line)."""
     from transformers import AutoConfig, AutoProcessor
 
-    if not os.path.isdir(path):
+    local = os.path.isdir(path)
+    if not local:
         local_only()  # a hub id with no network: the cache only, at once (genrl.hub)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
-        raise ValueError(
-            f"policy.model={path!r} could not be loaded: not a local folder and not a hub id available "
-            f"offline (download it first, e.g. `huggingface-cli download {path}`). Cause: {e}"
-        ) from e
+        if local:
+            raise ValueError(f"{key}={path!r}: not a transformers model folder ({' '.join(str(e).split())})") from e
+        raise ValueError(load_failure(key, path, e)) from e
     cls = model_class_for(config)
     return {"model": cls.from_pretrained(path, dtype=dtype), "processor": AutoProcessor.from_pretrained(path)}
 
