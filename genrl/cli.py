@@ -62,8 +62,15 @@ def _prepare(args) -> int:
         from genrl.models import prepare_models
 
         cfg = load_trainer_config(args.target)
-        for path in prepare_models(cfg):
+        paths = prepare_models(cfg)
+        for path in paths:
             print(path)
+        if not paths:  # on stderr: stdout lists built models only
+            print(
+                f"genrl prepare: {args.target} names no task: or sft: model, so nothing to build (hub ids and "
+                "folders are loaded as they are when it runs)",
+                file=sys.stderr,
+            )
         return 0
     owners = [n for n in TASKS.names() if callable(getattr(TASKS.get(n), "prepare", None))]
     if os.path.isdir(args.target):

@@ -71,12 +71,17 @@ def _adapter_metadata(denoiser) -> dict:
 def _deepspeed_logs_to_stderr() -> None:
     """transformers' ``save_pretrained`` imports DeepSpeed when it is installed (accelerate's unwrap
     checks for its engine); DeepSpeed binds its log handler to ``sys.stdout`` on import and, without
-    CUDA, warns there at once. Importing it first with stdout pointing at stderr keeps export's stdout
-    to its one result line; the warning still shows, on stderr."""
+    CUDA, warns there at once that it could not detect an accelerator. Without CUDA, ``DS_ACCELERATOR=cpu``
+    (DeepSpeed's own setting; unless the user set it) says so first, so it has nothing to warn about,
+    and importing it with stdout pointing at stderr keeps export's stdout to its one result line."""
     import contextlib
     import importlib.util
 
+    import torch
+
     if "deepspeed" not in sys.modules and importlib.util.find_spec("deepspeed") is not None:
+        if not torch.cuda.is_available():
+            os.environ.setdefault("DS_ACCELERATOR", "cpu")
         with contextlib.redirect_stdout(sys.stderr):
             import deepspeed  # noqa: F401
 

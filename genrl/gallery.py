@@ -23,6 +23,7 @@ evaluation does.
 
 from __future__ import annotations
 
+import contextlib
 import gc
 import html
 import json
@@ -181,45 +182,50 @@ def make_gallery(
                 rewards.update(build_rewards({name: REWARDS.get(name)}, cfg.reward_args))
 
     columns, images, run_info = ["base"], {}, []
-    bar = tqdm(total=len(all_prompts) * (1 + len(cfgs)), desc="gallery: sampling", unit="img", disable=not progress)
-    for i, (cfg, (cfg_path, _), label, run_dir) in enumerate(zip(cfgs, found, labels, run_dirs)):
-        steps, cfg_scale = cfg.eval.num_steps or cfg.policy.num_steps, cfg.eval.guidance_scale
-        sampling, bs = f"ODE, {steps} steps, CFG {cfg_scale}", batch_size or cfg.eval.batch_size
-        prepare_models(cfg)  # task: models built (logged) if missing
-        policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device, rollouts=False)  # ODE only
-        if i == 0:  # freshly built, nothing loaded: the base model
-            images["base"] = _sample(policy, all_prompts, seeds, steps, cfg_scale, bs, bar)
+    total = len(all_prompts) * (1 + len(cfgs))
+    with contextlib.ExitStack() as stack:  # the bar ends (its line finished) before any error below it
+        bar = None
+        for i, (cfg, (cfg_path, _), label, run_dir) in enumerate(zip(cfgs, found, labels, run_dirs)):
+            steps, cfg_scale = cfg.eval.num_steps or cfg.policy.num_steps, cfg.eval.guidance_scale
+            sampling, bs = f"ODE, {steps} steps, CFG {cfg_scale}", batch_size or cfg.eval.batch_size
+            prepare_models(cfg)  # task: models built (logged) if missing
+            policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device, rollouts=False)  # ODE
+            if bar is None:  # after the first model has loaded: a refusal to load it stands alone, below no bar
+                bar = stack.enter_context(
+                    tqdm(total=total, desc="gallery: sampling", unit="img", disable=not progress)
+                )
+            if i == 0:  # freshly built, nothing loaded: the base model
+                images["base"] = _sample(policy, all_prompts, seeds, steps, cfg_scale, bs, bar)
+                run_info.append(
+                    {
+                        "label": "base",
+                        "dir": cfg.policy.model,
+                        "weights": "base (the first run's policy.model)",
+                        "sampling": sampling,
+                        "config_link": "",
+                    }
+                )
+            info = load_final_weights(policy, run_dir)
+            images[label] = _sample(policy, all_prompts, seeds, steps, cfg_scale, bs, bar)
+            columns.append(label)
+            os.makedirs(os.path.join(out_dir, "configs"), exist_ok=True)
+            shutil.copyfile(cfg_path, os.path.join(out_dir, "configs", f"{label}.yaml"))
+            with open(cfg_path, encoding="utf-8") as f:
+                config_text = f.read()
             run_info.append(
                 {
-                    "label": "base",
-                    "dir": cfg.policy.model,
-                    "weights": "base (the first run's policy.model)",
+                    "label": label,
+                    "dir": os.path.normpath(run_dir),
                     "sampling": sampling,
-                    "config_link": "",
+                    "weights": f"step {info['step']}" + (" (EMA)" if info["ema"] else ""),
+                    "config_link": f"<a href='configs/{html.escape(label)}.yaml'>config.yaml</a>",
+                    "config_text": config_text,
                 }
             )
-        info = load_final_weights(policy, run_dir)
-        images[label] = _sample(policy, all_prompts, seeds, steps, cfg_scale, bs, bar)
-        columns.append(label)
-        os.makedirs(os.path.join(out_dir, "configs"), exist_ok=True)
-        shutil.copyfile(cfg_path, os.path.join(out_dir, "configs", f"{label}.yaml"))
-        with open(cfg_path, encoding="utf-8") as f:
-            config_text = f.read()
-        run_info.append(
-            {
-                "label": label,
-                "dir": os.path.normpath(run_dir),
-                "sampling": sampling,
-                "weights": f"step {info['step']}" + (" (EMA)" if info["ema"] else ""),
-                "config_link": f"<a href='configs/{html.escape(label)}.yaml'>config.yaml</a>",
-                "config_text": config_text,
-            }
-        )
-        del policy
-        gc.collect()
-        if device == "cuda":
-            torch.cuda.empty_cache()
-    bar.close()
+            del policy
+            gc.collect()
+            if device == "cuda":
+                torch.cuda.empty_cache()
 
     scores, summary = {}, {}
     for c in columns:

@@ -193,6 +193,26 @@ def test_gallery_rejects_folders_that_are_not_runs(runs, tmp_path, capsys):
     assert sorted(p.relative_to(runs[0]) for p in runs[0].rglob("*")) == before and not (tmp_path / "g").exists()
 
 
+def test_a_model_that_fails_to_load_is_one_line_below_no_progress_bar(runs, tmp_path, capsys):
+    """The sampling bar was drawn before the first model loaded, so a refusal to load it stood glued to
+    the bar's line (and, in a log, below a redrawn bar)."""
+    import yaml
+
+    model = tmp_path / "broken"  # a folder naming SD3 without its components: refused once loaded
+    model.mkdir()
+    index = {"_class_name": "StableDiffusion3Pipeline", "transformer": ["diffusers", "SD3Transformer2DModel"]}
+    (model / "model_index.json").write_text(json.dumps(index))
+    run = tmp_path / "run"
+    shutil.copytree(runs[1], run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["policy"]["model"] = str(model)
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    assert main(["gallery", str(run), "--out", str(tmp_path / "g")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("Loading pipeline")]
+    assert len(err) == 1 and err[0].startswith(f"genrl gallery: policy.model='{model}'"), err  # diffusers' bar aside
+    assert not (tmp_path / "g").exists()
+
+
 @pytest.mark.parametrize("video_format", ["gif", "webp"])
 def test_video_samples_animate_upscaled(tmp_path, video_format):
     if video_format == "webp":

@@ -38,6 +38,13 @@ def test_genrl_prepare_builds_what_a_config_names(tmp_path, monkeypatch, capsys)
     assert resolve_model("task:digit_sum") == path == prepare_model("task:digit_sum")
 
 
+def test_genrl_prepare_says_when_a_config_names_nothing_to_build(capsys):
+    """A config of hub ids only exited 0 without a word."""
+    assert cli_main(["prepare", os.path.join(ROOT, "configs", "sd35m", "flowgrpo_pickscore.yaml")]) == 0
+    out, err = capsys.readouterr()
+    assert out == "" and "names no task: or sft: model, so nothing to build" in err
+
+
 def test_config_models_lists_policy_and_reward_models():
     from genrl.config import OnlineConfig, load_config
 
