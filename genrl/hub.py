@@ -2,9 +2,9 @@
 
 When the Hugging Face hub cannot be reached, huggingface_hub retries each file's request five times
 with back-off (about 23 s a file), logging every retry, and diffusers warns "Couldn't connect to the
-Hub" before it falls back to the cache. Measured on the reference machine (no network): a hub-id
-policy model took about 30 s and 10 lines before genrl's one-line error, and the PickScore reward
-(two hub ids, several files each) over 2 minutes.
+Hub" before it falls back to the cache. Measured on the reference machine (no network): a hub-id VLM
+policy retried for about 25 s and printed 10 lines before genrl's one-line error, and the PickScore
+reward (two hub ids, several files each) took over 2 minutes.
 
 :func:`local_only` asks once per process whether the hub answers: one ``HEAD`` request to
 ``HF_ENDPOINT`` through huggingface_hub's own HTTP session (so the proxies and certificates the user
@@ -12,8 +12,8 @@ configured apply) with a 5 s timeout. When it gets no answer, or an answer that 
 error status: a gateway's 404, a proxy's 502, an outage's 503; huggingface.co answers 200), it
 switches the hub libraries to offline mode, ``HF_HUB_OFFLINE=1`` (huggingface_hub's documented
 switch, read at each request by huggingface_hub and so by transformers, diffusers and open_clip's
-hub downloads; set in the environment too, for child processes). A model in the cache then loads at once and a missing one
-fails at once, with genrl's one-line error naming the key. Loaders call it before loading a hub id
+hub downloads; set in the environment too, for child processes). A model in the cache then loads at
+once and a missing one fails at once, with genrl's one-line error naming the key. Loaders call it before loading a hub id
 (never for local folders or ``task:`` models). An ``HF_HUB_OFFLINE`` the user set decides without a
 request: ``1`` the cache only, ``0`` the hub as the libraries reach it (a mirror whose root answers
 with an error status, say).
