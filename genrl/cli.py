@@ -55,6 +55,7 @@ def _train(args) -> int:
 def _prepare(args) -> int:
     """``genrl prepare TASK`` builds that embedded task's model; ``genrl prepare CONFIG`` every
     ``task:`` / ``sft:`` model the config names (the step ``genrl train`` runs first)."""
+    from genrl.models import model_task
     from genrl.registry import TASKS
 
     if os.path.isfile(args.target):
@@ -77,12 +78,10 @@ def _prepare(args) -> int:
         raise ValueError(f"{args.target!r} is a folder: give a task ({', '.join(owners)}) or a config file")
     if args.target.endswith((".yaml", ".yml")) or os.sep in args.target:  # a path, not a task name
         raise FileNotFoundError(f"no config file {args.target!r}")
-    cls = TASKS.get(args.target)
-    if not callable(getattr(cls, "prepare", None)):
-        raise ValueError(
-            f"task {args.target!r} owns no model to prepare (tasks that do: {', '.join(owners)}); "
-            "give a config to prepare the models it names"
-        )
+    try:
+        cls = model_task(args.target)
+    except ValueError as e:
+        raise ValueError(f"{e}; or give a config to prepare the models it names") from None
     task = cls()
     for kind in getattr(cls, "MODELS", ("policy",)):  # every model the task owns
         print(task.prepare(kind=kind))

@@ -27,6 +27,20 @@ from genrl.registry import TASKS
 TASK, SFT = "task:", "sft:"
 
 
+def model_task(name: str) -> type:
+    """The embedded task class ``task:<name>`` names: one that owns models (has ``prepare``).
+    ``ValueError`` for an unknown task or one that owns none (``prompts``: it reads prompt files), naming
+    the tasks that do."""
+    owners = [n for n in TASKS.names() if callable(getattr(TASKS.get(n), "prepare", None))]
+    try:
+        cls = TASKS.get(name)
+    except ValueError:
+        raise ValueError(f"no task {name!r}; tasks that own a model: {', '.join(owners)}") from None
+    if not callable(getattr(cls, "prepare", None)):
+        raise ValueError(f"task {name!r} owns no model; tasks that do: {', '.join(owners)}")
+    return cls
+
+
 def check_model_kind(task, kind: str) -> None:
     """A ``ValueError`` unless ``kind`` is one of ``task.MODELS`` (the models an embedded task owns)."""
     if kind not in task.MODELS:
@@ -100,7 +114,7 @@ def resolve_model(model: str, kind: str = "policy") -> str:
     """The folder (or hub id) ``model`` names (see the module docstring). A ``task:`` or ``sft:``
     model that is not built yet is a ``ValueError`` naming ``genrl prepare``; nothing is trained."""
     if model.startswith(TASK):
-        task = TASKS.get(model[len(TASK) :])()
+        task = model_task(model[len(TASK) :])()
         path = task.model_path(kind)
         if not task.is_prepared(kind):
             raise ValueError(
@@ -122,7 +136,7 @@ def resolve_model(model: str, kind: str = "policy") -> str:
 def prepare_model(model: str, kind: str = "policy", progress: bool = True) -> str:
     """Build ``model`` if it is a ``task:`` or ``sft:`` model that is missing (logged), then resolve it."""
     if model.startswith(TASK):
-        TASKS.get(model[len(TASK) :])().prepare(progress=progress, kind=kind)
+        model_task(model[len(TASK) :])().prepare(progress=progress, kind=kind)
     elif model.startswith(SFT):
         sft_cfg, path = _sft_model_dir(model[len(SFT) :])
         if not os.path.isdir(path):

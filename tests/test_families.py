@@ -265,5 +265,12 @@ def test_a_broken_model_index_or_task_is_one_line_naming_policy_model(tmp_path):
         (tmp_path / name / "model_index.json").write_text(text)
         with pytest.raises(ConfigError, match=rf"^policy.model='{tmp_path / name}': .*{message}"):
             load_config(OnlineConfig, None, [f"policy.model={tmp_path / name}"])
-    with pytest.raises(ConfigError, match=r"^policy.model='task:nosuch': unknown task 'nosuch'"):
+    with pytest.raises(ConfigError, match=r"^policy.model='task:nosuch': no task 'nosuch'; tasks that own a model"):
         load_config(OnlineConfig, None, ["policy.model=task:nosuch"])
+    # tasks that read files own no model: a TypeError traceback (exit 1) in prepare, train and export
+    for task in ("prompts", "preference_data", "vlm_data"):
+        with pytest.raises(ConfigError, match=rf"^policy.model='task:{task}': task '{task}' owns no model; tasks"):
+            load_config(OnlineConfig, None, [f"policy.model=task:{task}"])
+    # a path that is not a folder: refused only after the model libraries had loaded
+    with pytest.raises(ConfigError, match=rf"^policy.model='{tmp_path / 'nope'}': no such folder"):
+        load_config(OnlineConfig, None, [f"policy.model={tmp_path / 'nope'}"])

@@ -753,7 +753,7 @@ def test_a_failed_start_writes_nothing_and_keeps_an_existing_run(tmp_path, capsy
 def test_genrl_prepare_names_tasks_without_models(capsys):
     assert cli_main(["prepare", "prompts"]) == 2
     assert (
-        "task 'prompts' owns no model to prepare (tasks that do: digit_sum, digits, moving_digits)"
+        "task 'prompts' owns no model; tasks that do: digit_sum, digits, moving_digits; or give a config"
         in capsys.readouterr().err
     )
     assert cli_main(["prepare", "configs/digits/nope.yaml"]) == 2

@@ -30,6 +30,9 @@ from genrl.hub import is_path, load_failure, local_only
 from genrl.registry import FAMILIES, is_import_path
 from pipelines import PIPELINE_MODULES
 
+# what policy.model takes, for the errors of a model that is none of them
+MODEL_FORMS = "a hub id has the form 'org/name'; give a diffusers pipeline folder, a hub id or task:<name>"
+
 # The MMDiT joint attention's image (to_*) and text (add_*, to_add_out) projections: the LoRA targets
 # Flow-GRPO uses for SD3.5 (scripts/train_sd3.py), and the core of its FLUX and Qwen-Image lists
 JOINT_ATTENTION_LORA: tuple[str, ...] = ("attn.to_q", "attn.to_k", "attn.to_v", "attn.to_out.0", "attn.add_q_proj", "attn.add_k_proj", "attn.add_v_proj", "attn.to_add_out")  # fmt: skip
@@ -313,15 +316,18 @@ def family_before_loading(cfg) -> Optional[type[Family]]:
     ``ConfigError`` at key ``model`` for an unknown task or a folder whose ``model_index.json`` is broken."""
     from genrl.config import ConfigError
     from genrl.families.digits import is_digits_folder
-    from genrl.models import TASK
-    from genrl.registry import TASKS
+    from genrl.models import SFT, TASK, model_task
 
     try:
         if cfg.model.startswith(TASK):
-            cls_name = getattr(TASKS.get(cfg.model[len(TASK) :]), "pipeline_class", None)
+            cls_name = getattr(model_task(cfg.model[len(TASK) :]), "pipeline_class", None)
+        elif cfg.model.startswith(SFT):
+            cls_name = None  # an SFT run's model: a VLM, refused by the policy that loads it
+        elif is_path(cfg.model) and not os.path.isdir(os.path.expanduser(cfg.model)):
+            raise ValueError(f"no such folder ({MODEL_FORMS})")
         else:
             cls_name = "DigitsPipeline" if is_digits_folder(cfg.model) else _class_name(cfg.model)
-    except (OSError, ValueError) as e:  # an unknown task, a damaged model_index.json
+    except (OSError, ValueError) as e:  # an unknown task or one without a model, a damaged model_index.json
         raise ConfigError("model", " ".join(str(e).split()), cfg.model) from None
     return family_named(cfg.family, cls_name if isinstance(cls_name, str) else None)
 
@@ -345,10 +351,7 @@ def load_pipeline(model: str, dtype: Union[torch.dtype, dict[str, torch.dtype]])
 
     local = os.path.isdir(model)
     if not local and is_path(model):
-        raise ValueError(
-            f"policy.model={model!r} is not a folder (a hub id has the form 'org/name'); "
-            "give a diffusers pipeline folder, a hub id or task:<name>"
-        )
+        raise ValueError(f"policy.model={model!r} is not a folder ({MODEL_FORMS})")
     own = _class_name(model) if local else None
     if local and own is None:
         what = "names no _class_name" if os.path.isfile(os.path.join(model, "model_index.json")) else "is missing"
