@@ -188,8 +188,11 @@ def make_gallery(
         for i, (cfg, (cfg_path, _), label, run_dir) in enumerate(zip(cfgs, found, labels, run_dirs)):
             steps, cfg_scale = cfg.eval.num_steps or cfg.policy.num_steps, cfg.eval.guidance_scale
             sampling, bs = f"ODE, {steps} steps, CFG {cfg_scale}", batch_size or cfg.eval.batch_size
-            prepare_models(cfg)  # task: models built (logged) if missing
-            policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device, rollouts=False)  # ODE
+            try:  # a model refused only once loaded: name the run whose config names it
+                prepare_models(cfg)  # task: models built (logged) if missing
+                policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device, rollouts=False)
+            except ValueError as e:
+                raise GalleryError(f"{run_dir}: {e}") from e
             if bar is None:  # after the first model has loaded: a refusal to load it stands alone, below no bar
                 bar = stack.enter_context(
                     tqdm(total=total, desc="gallery: sampling", unit="img", disable=not progress)
@@ -208,8 +211,6 @@ def make_gallery(
             info = load_final_weights(policy, run_dir)
             images[label] = _sample(policy, all_prompts, seeds, steps, cfg_scale, bs, bar)
             columns.append(label)
-            os.makedirs(os.path.join(out_dir, "configs"), exist_ok=True)
-            shutil.copyfile(cfg_path, os.path.join(out_dir, "configs", f"{label}.yaml"))
             with open(cfg_path, encoding="utf-8") as f:
                 config_text = f.read()
             run_info.append(
@@ -251,6 +252,9 @@ def make_gallery(
             except Exception:  # e.g. --prompts the task's judges cannot read
                 pass
 
+    os.makedirs(os.path.join(out_dir, "configs"), exist_ok=True)  # written once every run has loaded and sampled
+    for (cfg_path, _), label in zip(found, labels):
+        shutil.copyfile(cfg_path, os.path.join(out_dir, "configs", f"{label}.yaml"))
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)
     page_prompts, record = [], {"columns": columns, "seeds": list(range(seeds_per_prompt)), "prompts": []}
     for j, prompt in enumerate(prompts):

@@ -209,8 +209,14 @@ def test_a_model_that_fails_to_load_is_one_line_below_no_progress_bar(runs, tmp_
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
     assert main(["gallery", str(run), "--out", str(tmp_path / "g")]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("Loading pipeline")]
-    assert len(err) == 1 and err[0].startswith(f"genrl gallery: policy.model='{model}'"), err  # diffusers' bar aside
+    assert len(err) == 1 and err[0].startswith(f"genrl gallery: {run}: policy.model='{model}'"), (
+        err
+    )  # diffusers' bar aside
     assert not (tmp_path / "g").exists()
+    # second, after a run that samples: nothing written either (its config was copied before the refusal)
+    assert main(["gallery", str(runs[1]), str(run), "--out", str(tmp_path / "g")]) == 2
+    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("Loading pipeline")]
+    assert err[-1].startswith(f"genrl gallery: {run}: policy.model='{model}'") and not (tmp_path / "g").exists()
 
 
 @pytest.mark.parametrize("video_format", ["gif", "webp"])
