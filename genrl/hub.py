@@ -63,6 +63,25 @@ def is_path(name: str) -> bool:
     return os.path.exists(name) or name.startswith(("/", ".", "~")) or name.count("/") > 1
 
 
+def check_exists(key: str, repo_id: str) -> None:
+    """Online, a hub id the hub does not have is a ``ValueError`` naming ``key`` before any loading (one
+    request, ``HfApi.repo_exists``): diffusers took the hub's "not found" for a lost connection,
+    warned so and fell back to the cache, and the libraries' error then spoke of connections. Offline, or
+    when the hub gives no clear answer, nothing is checked here (the load's own error follows)."""
+    if local_only():
+        return
+    from huggingface_hub import HfApi, constants
+
+    try:
+        exists = HfApi(endpoint=constants.ENDPOINT).repo_exists(repo_id)  # the endpoint local_only asked
+    except Exception:  # a malformed id, a server error: left to the loader, whose error says which
+        return
+    if not exists:
+        raise ValueError(
+            f"{key}={repo_id!r}: no such model on {constants.ENDPOINT} (a private one needs `hf auth login`)"
+        )
+
+
 def load_failure(key: str, value: str, error: Exception, repo_id: str = "", then: str = "") -> str:
     """One line for a hub model that could not be loaded: ``key=value`` the config setting naming it,
     ``repo_id`` its hub repository (default: ``value``), ``then`` how to use a downloaded copy (default:

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from genrl.hub import is_path, load_failure, local_only
+from genrl.hub import check_exists, is_path, load_failure
 from genrl.registry import REWARDS
 
 DEFAULT_MODEL = "yuvalkirstain/PickScore_v1"
@@ -40,7 +40,7 @@ def _load(loader, path: str, what: str, expected: str):
         raise ValueError(f"pickscore reward: {key}={path!r}: no such folder; expected a folder with {expected}")
     hub_id = not os.path.isdir(path)
     if hub_id:
-        local_only()  # a hub id with no network: the cache only, at once (genrl.hub)
+        check_exists(key, path)  # with no network: the cache only, at once (genrl.hub)
     try:
         return loader(path)
     except (OSError, ValueError) as e:

@@ -64,8 +64,11 @@ def answering():
     def serve(status: int) -> str:
         class Answer(http.server.BaseHTTPRequestHandler):
             def do_HEAD(self):
-                self.send_response(status)
+                self.send_response(status if self.path == "/" else 404)
+                self.send_header("X-Error-Code", "RepoNotFound")  # what the hub says of a repository it lacks
                 self.end_headers()
+
+            do_GET = do_HEAD  # noqa: N815  (http.server's naming)
 
             def log_message(self, *args):
                 pass
@@ -131,6 +134,17 @@ def test_missing_hub_id_fails_at_once_without_retries(hub_at, caplog, capfd, loa
     )  # not the library's advice
     said = caplog.text + capfd.readouterr().err  # diffusers' logger writes to stderr, not to the root logger
     assert "Retrying" not in said and "Couldn't connect" not in said
+
+
+@pytest.mark.parametrize("load,key", LOADS.values(), ids=LOADS)
+def test_a_model_the_hub_lacks_is_named_at_once(hub_at, answering, capfd, load, key):
+    """Online, diffusers took the hub's "not found" for a lost connection (it warned "Couldn't connect" and
+    fell back to the cache) and the error spoke of connections."""
+    url = answering(200)
+    hub_at(url)
+    with pytest.raises(ValueError, match=rf"{key}='{MISSING}': no such model on {url}"):
+        load()
+    assert "Couldn't connect" not in capfd.readouterr().err and not constants.is_offline_mode()
 
 
 @pytest.mark.parametrize(

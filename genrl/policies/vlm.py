@@ -49,7 +49,7 @@ from typing import Optional
 
 import torch
 
-from genrl.hub import is_path, load_failure, local_only
+from genrl.hub import check_exists, is_path, load_failure
 from genrl.models import resolve_model
 from genrl.policies.base import DTYPES, Policy
 from genrl.registry import POLICIES
@@ -114,7 +114,7 @@ def load_components(path: str, dtype: torch.dtype = torch.float32, key: str = "p
 
     local = os.path.isdir(path)
     if not local:
-        local_only()  # a hub id with no network: the cache only, at once (genrl.hub)
+        check_exists(key, path)  # with no network: the cache only, at once (genrl.hub)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
