@@ -55,8 +55,7 @@ def _train(args) -> int:
 def _prepare(args) -> int:
     """``genrl prepare TASK`` builds that embedded task's model; ``genrl prepare CONFIG`` every
     ``task:`` / ``sft:`` model the config names (the step ``genrl train`` runs first)."""
-    from genrl.models import model_task
-    from genrl.registry import TASKS
+    from genrl.models import model_owners, model_task
 
     if os.path.isfile(args.target):
         from genrl.config import load_trainer_config
@@ -73,9 +72,8 @@ def _prepare(args) -> int:
                 file=sys.stderr,
             )
         return 0
-    owners = [n for n in TASKS.names() if callable(getattr(TASKS.get(n), "prepare", None))]
     if os.path.isdir(args.target):
-        raise ValueError(f"{args.target!r} is a folder: give a task ({', '.join(owners)}) or a config file")
+        raise ValueError(f"{args.target!r} is a folder: give a task ({', '.join(model_owners())}) or a config file")
     if args.target.endswith((".yaml", ".yml")) or os.sep in args.target:  # a path, not a task name
         raise FileNotFoundError(f"no config file {args.target!r}")
     try:

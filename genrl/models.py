@@ -27,11 +27,16 @@ from genrl.registry import TASKS
 TASK, SFT = "task:", "sft:"
 
 
+def model_owners() -> list[str]:
+    """The registered tasks that own models (have ``prepare``): those ``task:<name>`` may name."""
+    return [n for n in TASKS.names() if callable(getattr(TASKS.get(n), "prepare", None))]
+
+
 def model_task(name: str) -> type:
     """The embedded task class ``task:<name>`` names: one that owns models (has ``prepare``).
     ``ValueError`` for an unknown task or one that owns none (``prompts``: it reads prompt files), naming
     the tasks that do."""
-    owners = [n for n in TASKS.names() if callable(getattr(TASKS.get(n), "prepare", None))]
+    owners = model_owners()
     try:
         cls = TASKS.get(name)
     except ValueError:
