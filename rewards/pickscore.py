@@ -40,7 +40,7 @@ def _load(loader, path: str, what: str, expected: str):
         raise ValueError(f"pickscore reward: {key}={path!r}: no such folder; expected a folder with {expected}")
     hub_id = not os.path.isdir(path)
     if hub_id:
-        check_exists(key, path)  # with no network: the cache only, at once (genrl.hub)
+        check_exists(key, path)  # online: one request refuses a repository the hub lacks; offline: none (genrl.hub)
     try:
         return loader(path)
     except (OSError, ValueError) as e:

@@ -362,7 +362,7 @@ def load_pipeline(model: str, dtype: Union[torch.dtype, dict[str, torch.dtype]])
     if isinstance(own, str) and own in PIPELINE_MODULES:  # genrl's own classes (pipelines/)
         return load_own_pipeline(getattr(importlib.import_module(PIPELINE_MODULES[own]), own), model)
     if not local:
-        check_exists("policy.model", model)  # one request; offline: nothing
+        check_exists("policy.model", model)  # online: one request refuses a repository the hub lacks; offline: none
     try:  # a hub id with no network: the cache only, at once (no retries, no "Couldn't connect" warning)
         return DiffusionPipeline.from_pretrained(model, dtype=dtype, local_files_only=not local and local_only())
     except (OSError, ValueError) as e:  # ValueError: diffusers' own check of the parts found

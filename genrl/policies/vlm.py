@@ -114,7 +114,7 @@ def load_components(path: str, dtype: torch.dtype = torch.float32, key: str = "p
 
     local = os.path.isdir(path)
     if not local:
-        check_exists(key, path)  # with no network: the cache only, at once (genrl.hub)
+        check_exists(key, path)  # online: one request refuses a repository the hub lacks; offline: none (genrl.hub)
     try:
         config = AutoConfig.from_pretrained(path)
     except (OSError, ValueError) as e:
