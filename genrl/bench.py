@@ -32,6 +32,8 @@ import time
 
 from genrl.io import atomic_file, check_output_file
 
+# the config's top-level keys the variants' measurement (``measure``) never reads
+NOT_READ = ("output_dir", "resume", "max_steps", "checkpoint", "log", "rewards", "reward_args", "advantages", "eval")
 # name -> overrides applied on top of the config (and the user's --set)
 VARIANTS: dict[str, list[str]] = {
     "default": [],
@@ -132,6 +134,12 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
         raise ValueError(f"--iters must be >= 1 and --warmup >= 0 (got {iters}, {warmup})")
     for v in variants:  # every config error here, as one line, before any child process starts
         load_online_config(config, [*overrides, *VARIANTS[v], "log.progress_bar=false"], "genrl bench")
+    unread = [o for o in overrides if o.partition("=")[0].strip().split(".")[0] in NOT_READ]
+    if unread:  # accepted and ignored, the figures would not be what the user set up
+        raise ValueError(
+            f"--set {' '.join(unread)}: the variants' measurement times rollouts and updates (on random "
+            f"advantages) and never reads {', '.join(NOT_READ)}: drop it, or use --overhead (it runs the trainer)"
+        )
     results = []
     for k, v in enumerate(variants, 1):
         cmd = [

@@ -18,7 +18,14 @@ once and a missing one fails at once, with genrl's one-line error naming the key
 request: ``1`` the cache only, ``0`` the hub as the libraries reach it (a mirror whose root answers
 with an error status, say).
 
-Why ours: the libraries offer the offline switch, not the check of whether to use it.
+A hub that answers the probe and then stops answering (a stalled mirror) hung loads for good:
+huggingface_hub's session sets no time limit, and the metadata requests diffusers makes first pass
+none. Online, each request with no limit gets ``HF_HUB_ETAG_TIMEOUT`` seconds per wait
+(huggingface_hub's setting for such requests, 10 by default), and :func:`check_exists` switches to
+the cache when its request times out, so such a load ends as the offline one does.
+
+Why ours: the libraries offer the offline switch and the timeout setting, not the check of whether to
+use them.
 
 :func:`held_logs` keeps a library's log lines about a load that then fails from standing before
 genrl's one-line error (open_clip logs "Failed to download weights" on the root logger, then raises).
@@ -46,15 +53,50 @@ def local_only() -> bool:
     if constants.is_offline_mode() or said in ("1", "ON", "YES", "TRUE"):
         return True
     if said:  # set, and not true: the user says the hub is there
+        _bound_waits()
         return False
     try:
         if get_session().head(constants.ENDPOINT, timeout=PROBE_TIMEOUT_S).status_code < 400:
+            _bound_waits()
             return False
     except Exception:  # no name, no route, refused, timed out, TLS: the HTTP client's own error types,
         pass  # which change with huggingface_hub's version (httpx, httpx2), so no narrower class
+    _go_offline()
+    return True
+
+
+def _go_offline() -> None:
+    """Switches the hub libraries to the local cache for this process and its children."""
+    from huggingface_hub import constants
+
     constants.HF_HUB_OFFLINE = True
     os.environ["HF_HUB_OFFLINE"] = "1"
-    return True
+    local_only.cache_clear()  # its next answer: True (the environment says so)
+
+
+def _bound_request(request) -> None:
+    """httpx request hook: a request with no time limit at all gets ``HF_HUB_ETAG_TIMEOUT`` seconds on each
+    wait (``_bound_waits``)."""
+    from huggingface_hub import constants
+
+    parts = ("connect", "read", "write", "pool")
+    if all(request.extensions.get("timeout", {}).get(part) is None for part in parts):
+        request.extensions["timeout"] = dict.fromkeys(parts, float(constants.HF_HUB_ETAG_TIMEOUT))
+
+
+def _bound_waits() -> None:
+    """Bounds each wait of huggingface_hub's shared HTTP session on the hub by ``HF_HUB_ETAG_TIMEOUT``
+    seconds (its own setting for metadata requests, 10 by default) where the request set no limit:
+    ``HfApi.model_info``, which diffusers calls before loading a pipeline, and ``repo_exists`` pass
+    ``timeout=None``, so a hub (or mirror) that answered the probe and then stopped answering hung the
+    load for good (one run was stopped after 300 s). The limit goes in through an httpx request hook,
+    which may rewrite a request's ``timeout`` extension before it is sent; a limit that a request or the
+    user's own session sets is kept."""
+    from huggingface_hub.utils import get_session
+
+    hooks = get_session().event_hooks
+    if _bound_request not in hooks["request"]:
+        hooks["request"] = [*hooks["request"], _bound_request]
 
 
 def is_path(name: str) -> bool:
@@ -74,12 +116,24 @@ def check_exists(key: str, repo_id: str) -> None:
 
     try:
         exists = HfApi(endpoint=constants.ENDPOINT).repo_exists(repo_id)  # the endpoint local_only asked
-    except Exception:  # a malformed id, a server error: left to the loader, whose error says which
+    except Exception as e:  # a malformed id, a server error: left to the loader, whose error says which
+        if isinstance(e, _timeout_error()):  # the hub answered the probe, then stopped answering
+            _go_offline()  # the cache only: what the probe does when nothing answers
         return
     if not exists:
         raise ValueError(
             f"{key}={repo_id!r}: no such model on {constants.ENDPOINT} (a private one needs `hf auth login`)"
         )
+
+
+def _timeout_error() -> type:
+    """The timeout exception of the HTTP client huggingface_hub uses (``httpx``, or ``httpx2`` in newer
+    versions: the package of its session's class, so no version is named here)."""
+    import sys
+
+    from huggingface_hub.utils import get_session
+
+    return sys.modules[type(get_session()).__module__.partition(".")[0]].TimeoutException
 
 
 def load_failure(key: str, value: str, error: Exception, repo_id: str = "", then: str = "") -> str:

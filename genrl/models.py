@@ -25,6 +25,7 @@ from typing import Any, Optional
 from genrl.registry import TASKS
 
 TASK, SFT = "task:", "sft:"
+SFT_POLICY = "vlm"  # the policy that loads an SFT run's model: genrl.trainers.sft trains vision-language models
 
 
 def model_owners() -> list[str]:
@@ -44,6 +45,15 @@ def model_task(name: str) -> type:
     if not callable(getattr(cls, "prepare", None)):
         raise ValueError(f"task {name!r} owns no model; tasks that do: {', '.join(owners)}")
     return cls
+
+
+def model_policy(model: str) -> Optional[str]:
+    """The policy (``policy.name``) that loads the model ``model`` names: a ``task:<name>`` model's task's
+    ``policy_name``, ``SFT_POLICY`` for an ``sft:`` run's model, None for a folder or hub id (only loading
+    tells). ``ValueError`` for a task that is unknown or owns no model (``model_task``)."""
+    if model.startswith(TASK):
+        return model_task(model[len(TASK) :]).policy_name
+    return SFT_POLICY if model.startswith(SFT) else None
 
 
 def check_model_kind(task, kind: str) -> None:
@@ -71,6 +81,9 @@ class EmbeddedModelTask:
     # the class name of the policy pipeline ``build`` writes: config validation finds its model family by it,
     # before the model is built (``genrl.families.base.family_before_loading``)
     pipeline_class: Optional[str] = None
+    # the policy (``policy.name``) that loads the ``policy`` model: config validation refuses another one
+    # before anything is built (``model_policy``)
+    policy_name: str = "flow"
 
     @classmethod
     def from_config(cls, cfg):

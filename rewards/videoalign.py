@@ -45,7 +45,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from genrl.hub import load_failure, local_only
+from genrl.hub import check_exists, load_failure
 from genrl.media import read_video
 from genrl.registry import REWARDS
 from rewards.videoalign_prompts import DIMENSIONS, TEMPLATES
@@ -316,8 +316,11 @@ def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bflo
     if not os.path.isabs(base) and os.path.isdir(os.path.join(folder, base)):  # a base shipped inside the folder
         base = os.path.join(folder, base)
     local = os.path.isdir(base)
-    if not local:
-        local_only()  # a hub id with no network: the cache only, at once (genrl.hub)
+    if not local:  # online: one request refuses a repository the hub lacks; offline: none (genrl.hub)
+        try:
+            check_exists("model_config.model_name_or_path", base)
+        except ValueError as e:
+            raise ValueError(f"videoalign: {cfg_path}: {e}") from None
     try:
         processor = AutoProcessor.from_pretrained(base, padding_side="right")
         backbone = Qwen2VLForConditionalGeneration.from_pretrained(base, dtype=dtype)

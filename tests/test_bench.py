@@ -127,6 +127,12 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
         # another trainer's config: said as such (its valid keys had been reported as unknown online keys)
         ([sft, "--overhead"], "trainer 'sft': genrl bench --overhead measures online configs"),
         ([vlm, "--set", "eval.num_questions=4"], "trainer 'online_vlm': genrl bench measures online configs"),
+        # settings the variants' measurement never reads: accepted and ignored
+        (
+            [config, "--set", "rewards={pickscore: 1.0}", "eval.every=5"],
+            "--set rewards={pickscore: 1.0} eval.every=5:",
+        ),
+        ([config, "--set", "max_steps=3", "policy.num_steps=4"], "--set max_steps=3: the variants' measurement"),
     ]:
         assert main(["bench", *args]) == 2, args
         err = capsys.readouterr().err.strip().splitlines()

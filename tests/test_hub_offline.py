@@ -7,12 +7,16 @@ before genrl's one-line error."""
 
 import functools
 import http.server
+import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
+import time
 
 import pytest
 from huggingface_hub import constants
@@ -23,6 +27,7 @@ from genrl.policies.vlm import load_components
 from genrl.vlm_batching import load_model_dir
 from rewards.clip import CLIPScoreReward
 from rewards.pickscore import PickScoreReward
+from rewards.videoalign import load_videoalign
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 MISSING = "genrl-test/no-such-model"
@@ -114,11 +119,25 @@ def test_held_logs_are_dropped_on_error_and_kept_on_success(caplog):
     assert "loaded from the cache" in caplog.text
 
 
+def videoalign_on_missing_base():
+    """Loads a VideoReward folder (files present, contents never reached) whose base model is ``MISSING``."""
+    folder = tempfile.mkdtemp()
+    with open(os.path.join(folder, "model_config.json"), "w") as f:
+        json.dump({"model_config": {"model_name_or_path": MISSING}}, f)
+    os.mkdir(os.path.join(folder, "checkpoint-1"))
+    open(os.path.join(folder, "checkpoint-1", "model.pth"), "wb").close()
+    try:
+        load_videoalign(folder)
+    finally:
+        shutil.rmtree(folder)
+
+
 LOADS = {  # a hub id that no cache holds, through each loader of hub ids, and the key the error names
     "pipeline": (functools.partial(load_pipeline, MISSING, None), "policy.model"),
     "vlm": (functools.partial(load_components, MISSING), "policy.model"),
     "sft": (functools.partial(load_model_dir, MISSING), "model"),  # the SFT trainer's key
     "pickscore": (functools.partial(PickScoreReward, processor=MISSING), "reward_args.pickscore.processor"),
+    "videoalign": (videoalign_on_missing_base, "model_config.model_name_or_path"),  # its folder's key
 }
 
 
@@ -145,6 +164,45 @@ def test_a_model_the_hub_lacks_is_named_at_once(hub_at, answering, capfd, load, 
     with pytest.raises(ValueError, match=rf"{key}='{MISSING}': no such model on {url}"):
         load()
     assert "Couldn't connect" not in capfd.readouterr().err and not constants.is_offline_mode()
+
+
+@pytest.fixture
+def stalling():
+    """A local HTTP server that answers ``HEAD /`` (the probe) and then never answers (a stalled mirror);
+    yields its URL."""
+    release = threading.Event()
+
+    class Stall(http.server.BaseHTTPRequestHandler):
+        def do_HEAD(self):
+            if self.path == "/":
+                self.send_response(200)
+                self.end_headers()
+            else:
+                release.wait(120)
+
+        do_GET = do_HEAD  # noqa: N815  (http.server's naming)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Stall)
+    server.daemon_threads = True
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    release.set()
+    server.shutdown()
+
+
+@pytest.mark.parametrize("load,key", LOADS.values(), ids=LOADS)
+def test_a_hub_that_stops_answering_is_left_for_the_cache(hub_at, stalling, monkeypatch, load, key):
+    """The hub answered the probe, then no request: the requests that set no time limit (diffusers'
+    ``model_info``, ``repo_exists``) waited for good (a run was stopped after 300 s)."""
+    monkeypatch.setattr(constants, "HF_HUB_ETAG_TIMEOUT", 1)
+    hub_at(stalling)
+    start = time.monotonic()
+    with pytest.raises(ValueError, match=rf"{key}='{MISSING}': not in the local Hugging Face cache"):
+        load()
+    assert time.monotonic() - start < 60 and constants.is_offline_mode()
 
 
 @pytest.mark.parametrize(

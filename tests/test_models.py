@@ -57,3 +57,32 @@ def test_the_clip_reward_does_not_import_the_digits_clip_module():
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
     imported |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
     assert "rewards.digits_clip" not in imported and "genrl.models" in imported
+
+
+@pytest.mark.parametrize(
+    "config,key,model,says",
+    [  # each reached its loader only after the model was built (the sft: one after a whole SFT run)
+        ("digits/flowgrpo.yaml", "policy.model", "task:digit_sum", "the vlm policy's model, not the flow policy's"),
+        ("digits/seppo.yaml", "policy.model", "sft:SFT", "the vlm policy's model, not the flow policy's"),
+        ("sd15/ddpo_pickscore.yaml", "policy.model", "task:digits", "the flow policy's model, not the diffusion"),
+        ("digit_sum/grpo.yaml", "policy.model", "task:moving_digits", "the flow policy's model, not the vlm policy's"),
+        (
+            "digit_sum/sft.yaml",
+            "model",
+            "task:digits",
+            "the flow policy's model, not the vlm policy's: the SFT trainer",
+        ),
+    ],
+)
+def test_a_task_or_sft_model_another_policy_loads_is_refused_before_it_is_built(
+    tmp_path, monkeypatch, capsys, config, key, model, says
+):
+    monkeypatch.setenv("GENRL_CACHE", str(tmp_path / "cache"))
+    sft = tmp_path / "sft.yaml"
+    sft.write_text(f"trainer: sft\noutput_dir: {tmp_path / 'sft_run'}\nmax_steps: 2\n")
+    model = model.replace("SFT", str(sft))
+    out = tmp_path / "run"
+    assert cli_main(["train", os.path.join(ROOT, "configs", config), f"{key}={model}", f"output_dir={out}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"genrl train: {key}={model!r}: {says}") and len(err.splitlines()) == 1, err
+    assert not out.exists() and not (tmp_path / "cache").exists() and not (tmp_path / "sft_run").exists()

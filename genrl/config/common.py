@@ -16,6 +16,7 @@ __all__ = [
     "OptimizerConfig",
     "RunConfig",
     "ScheduledOptimizerConfig",
+    "require_model_for",
     "require_warmup_below_max_steps",
 ]
 
@@ -95,6 +96,27 @@ def require_warmup_below_max_steps(cfg) -> None:
     mistake); raises ``ConfigError`` naming ``train.warmup_steps``."""
     w = cfg.train.warmup_steps
     require(w < cfg.max_steps or w == 0, "train.warmup_steps", w, f"must be < max_steps={cfg.max_steps}")
+
+
+def require_model_for(section, policy: str, key: str = "model", fix: str = "") -> None:
+    """``section.<key>`` must not be a ``task:`` or ``sft:`` model that another policy than ``policy``
+    (a ``policy.name``) loads: refused with the config, before anything is built (an ``sft:`` model would
+    be trained first, a task's built, only for the loader to refuse it). ``ConfigError`` at ``key``,
+    also for a ``task:`` that is unknown or owns no model (``genrl.models.model_policy``); ``fix`` ends
+    the message (default: set ``policy.name`` to the model's policy, or name a ``policy`` model)."""
+    from genrl.models import model_policy
+
+    model = getattr(section, key)
+    try:
+        owner = model_policy(model)
+    except ValueError as e:
+        raise ConfigError(key, " ".join(str(e).split()), model) from None
+    require(
+        owner in (None, policy),
+        key,
+        model,
+        f"the {owner} policy's model, not the {policy} policy's: {fix or f'set policy.name={owner}, or name a {policy} model'}",
+    )
 
 
 @dataclass

@@ -25,7 +25,7 @@ from genrl.config.base import (
     require,
     unused_unless,
 )
-from genrl.config.common import LoraConfig, OptimizerConfig, RunConfig
+from genrl.config.common import LoraConfig, OptimizerConfig, RunConfig, require_model_for
 from genrl.families.base import CFG_GRADS
 from genrl.objectives.capo import CAPOConfig
 from genrl.objectives.common import KL_TYPES, LOSS_AGGS, chunk_agg
@@ -139,6 +139,7 @@ class PolicyConfig(Section):
 
         nonempty(self, "name", "model", "family")
         registered(self, "name", POLICIES)
+        require_model_for(self, self.name)
         if self.family != "auto":
             registered(self, "family", FAMILIES)
         for n in ("height", "width", "num_frames", "max_sequence_length"):

@@ -6,8 +6,15 @@ from dataclasses import dataclass
 from typing import Literal
 
 from genrl.config.base import at_least, nonempty, option, require, unused_unless
-from genrl.config.common import LogConfig, RunConfig, ScheduledOptimizerConfig, require_warmup_below_max_steps
+from genrl.config.common import (
+    LogConfig,
+    RunConfig,
+    ScheduledOptimizerConfig,
+    require_model_for,
+    require_warmup_below_max_steps,
+)
 from genrl.config.vlm import ResponseEvalConfig, VLMDataConfig
+from genrl.models import SFT_POLICY
 
 __all__ = ["SFTConfig", "SFTLogConfig", "SFTTrainConfig"]
 
@@ -61,6 +68,7 @@ class SFTConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         nonempty(self, "model")
+        require_model_for(self, SFT_POLICY, fix=f"the SFT trainer trains a {SFT_POLICY} model: name one")
         unused_unless(self.log, False, "by trainer: online (the KL to its reference)", "kl_every", at="log")
         require(
             self.task != "vlm_data" or bool(self.data.response_key),

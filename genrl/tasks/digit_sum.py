@@ -307,6 +307,7 @@ class DigitSumTask(ResponseTask, EmbeddedModelTask):
     """
 
     name = "digit_sum"
+    policy_name = "vlm"  # its model is a Qwen2-VL (genrl.models.EmbeddedModelTask)
     suppress_tokens = BLOCKED_TOKENS
     answer_with_generate = True  # the SFT and RL figures in the README come from the same decoding
 
