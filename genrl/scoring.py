@@ -18,6 +18,8 @@ from typing import Any, Mapping
 
 import torch
 
+from genrl.models import TASK, check_model_kind, model_task
+
 
 class RewardContractError(ValueError):
     """A reward returned something the contract does not allow (no value under its own name, a
@@ -174,6 +176,13 @@ def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapp
                 raise ValueError(
                     f"reward_args.{name}: unknown option(s) {unknown}; valid: {', '.join(params) or 'none'}"
                 )
+        for option in ("model", "checkpoint"):  # a task: model the task does not own, before any is built
+            model = args.get(option)
+            if isinstance(model, str) and model.startswith(TASK):
+                try:
+                    check_model_kind(model_task(model[len(TASK) :]), name)
+                except ValueError as e:
+                    raise ValueError(f"reward_args.{name}.{option}={model!r}: {e}") from None
 
 
 def build_rewards(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> dict:

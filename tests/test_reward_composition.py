@@ -27,6 +27,31 @@ def test_reward_args_reach_the_constructor_and_unknown_options_fail():
         build_rewards({"scaled": Scaled}, {"scaled": {"fator": 3.0}})
 
 
+@pytest.mark.parametrize(
+    "name,args,says",
+    [  # each named no key, and came only from the build step
+        (
+            "clip",
+            {"model": "task:moving_digits"},
+            "reward_args.clip.model='task:moving_digits': task 'moving_digits' has ",
+        ),
+        (
+            "videoalign",
+            {"checkpoint": "task:digits"},
+            "reward_args.videoalign.checkpoint='task:digits': task 'digits' has",
+        ),
+        ("clip", {"model": "task:prompts"}, "reward_args.clip.model='task:prompts': task 'prompts' owns no model"),
+    ],
+)
+def test_a_task_model_the_task_does_not_own_is_refused_before_any_build(name, args, says):
+    from genrl.registry import REWARDS
+    from genrl.scoring import check_reward_args
+
+    with pytest.raises(ValueError) as e:
+        check_reward_args({name: REWARDS.get(name)}, {name: args})
+    assert str(e.value).startswith(says), str(e.value)
+
+
 def test_reward_args_config_and_dotted_overrides():
     cfg = config_from_dict(
         OnlineConfig,
