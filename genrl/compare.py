@@ -64,12 +64,13 @@ class Arm:
         return cls(os.path.splitext(os.path.basename(config_path))[0], config_path)
 
     @contextlib.contextmanager
-    def named(self, seed: int | None = None):
-        """A ``ValueError`` (a one-line refusal) raised inside the block names this arm (and seed)."""
+    def named(self, seed: int | None = None, stage: str = "calibration"):
+        """A ``ValueError`` (a one-line refusal) raised inside the block names this arm (and the seed, or
+        else the ``stage``)."""
         try:
             yield
         except ValueError as e:
-            where = f"arm {self.name!r}" + (f", seed {seed}" if seed is not None else " (calibration)")
+            where = f"arm {self.name!r}" + (f", seed {seed}" if seed is not None else f" ({stage})")
             raise ValueError(f"{where}: {e}") from e
 
 
@@ -178,7 +179,9 @@ def run_all(
     Returns the run records (name, seed, dir, reward key, gold and extra metric keys, steps, wall
     seconds)."""
     from genrl.config import config_differences, load_trainer_config, trainer_kind
+    from genrl.hub import check_available, is_path
     from genrl.io import check_output_dir
+    from genrl.models import SFT, TASK
     from genrl.trainers import run_trainer
 
     check_arguments(arms, seeds, wall_budget, evals, calibration_steps)
@@ -189,8 +192,11 @@ def run_all(
                 f"{override!r}: compare sets {key} itself (use {'--seeds' if key == 'seed' else '--out'})"
             )
     check_output_dir(out_dir, "--out", overwrite=None)  # finished runs in it are reused
-    for arm in arms:  # every config error before anything runs
-        load_trainer_config(arm.config, [*overrides, *arm.overrides])
+    for arm in arms:  # every config error, and a hub id that cannot load here, before anything runs
+        policy = getattr(load_trainer_config(arm.config, [*overrides, *arm.overrides]), "policy", None)
+        if policy is not None and not is_path(policy.model) and not policy.model.startswith((TASK, SFT)):
+            with arm.named(stage="before training"):
+                check_available("policy.model", policy.model)
     runs = []
     for arm in arms:
         budget_ov = []

@@ -126,6 +126,24 @@ def check_exists(key: str, repo_id: str) -> None:
         )
 
 
+def check_available(key: str, repo_id: str) -> None:
+    """A hub id that cannot load here is a ``ValueError`` naming ``key``, found without loading: online,
+    one the hub lacks (``check_exists``); offline, one of which the local cache holds no snapshot
+    (``snapshot_download(local_files_only=True)``, which reads the cache only). For a command that loads
+    several models one after another (``genrl compare``'s arms): the last one's refusal came after the
+    others had trained."""
+    check_exists(key, repo_id)
+    if not local_only():
+        return
+    from huggingface_hub import snapshot_download
+    from huggingface_hub.errors import LocalEntryNotFoundError
+
+    try:
+        snapshot_download(repo_id, local_files_only=True)
+    except LocalEntryNotFoundError as e:
+        raise ValueError(load_failure(key, repo_id, e)) from None
+
+
 def _timeout_error() -> type:
     """The timeout exception of the HTTP client huggingface_hub uses (``httpx``, or ``httpx2`` in newer
     versions: the package of its session's class, so no version is named here)."""

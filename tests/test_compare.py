@@ -241,3 +241,29 @@ def test_an_arm_that_fails_once_its_model_loads_is_named(tmp_path, capsys):
     assert main([*argv, f"policy.model={model}"]) == 2
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "it/s]" not in line]  # diffusers' bar
     assert len(err) == 1 and err[0].startswith(f"genrl compare: arm 'broken', seed 3: policy.model='{model}'"), err
+
+
+def test_a_later_arms_hub_model_that_cannot_load_is_refused_before_any_arm_trains(tmp_path, capsys, monkeypatch):
+    """Offline, a hub id missing from the cache failed only when its arm loaded it, after the arms before
+    it had trained."""
+    from huggingface_hub import constants
+
+    from genrl import hub
+    from genrl.cli import main
+
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    hub.local_only.cache_clear()
+    config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    out = tmp_path / "out"
+    argv = ["compare", "--seeds", "0", "--out", str(out), "--arm", "first", config, "max_steps=1"]
+    argv += ["--arm", "hub", config, "policy.model=genrl-test/no-such-model"]
+    try:
+        assert main(argv) == 2
+    finally:
+        hub.local_only.cache_clear()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "genrl compare: arm 'hub' (before training): policy.model='genrl-test/no-such-model': not in the local"
+    ), err
+    assert not out.exists() or not any(out.iterdir())  # the first arm did not train
