@@ -255,12 +255,16 @@ def eval_curves(run: dict) -> dict[str, list[float]]:
     ev = [r for r in run_rows(run["dir"]) if gold in r]
     if not ev:
         raise ValueError(f"{run['dir']}: no evaluation rows with {gold} in metrics.jsonl")
+
+    def curve(key: str) -> list[float]:  # NaN where a row lacks it or logged NaN (JSON null)
+        return [float("nan") if r.get(key) is None else float(r[key]) for r in ev]
+
     return {
         "step": [r["step"] for r in ev],
-        "proxy": [r.get(f"eval/{run['reward']}", float("nan")) for r in ev],
-        "gold": [r[gold] for r in ev],
-        "div": [r.get("eval/diversity", float("nan")) for r in ev],
-        **{k: [r.get(f"eval/{k}", float("nan")) for r in ev] for k in run.get("extras", ())},
+        "proxy": curve(f"eval/{run['reward']}"),
+        "gold": curve(gold),
+        "div": curve("eval/diversity"),  # NaN with one seed per prompt
+        **{k: curve(f"eval/{k}") for k in run.get("extras", ())},
     }
 
 
@@ -383,6 +387,8 @@ def write_report(runs: list[dict], out_dir: str) -> str:
             f"{gold[peak]:.3f} ({steps[peak]}) -> {gold[-1]:.3f} | {div[0]:.3f} -> {div[-1]:.3f} | "
             f"{run['train_s']:.0f} | {run['wall']:.0f} |"
         )
+    # a task's report metric no arm's evaluation logged (videoalign's heads, without the videoalign reward)
+    extras = [k for k in extras if any(not math.isnan(v) for by in curves.values() for c in by.values() for v in c[k])]
     for name, by_seed in curves.items():
         for ax, key in ((axes[0], "proxy"), (axes[1], "gold")):
             first = next(iter(by_seed.values()))
