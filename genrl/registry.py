@@ -81,7 +81,9 @@ class Registry:
         options they read too, and ``ignores``, fields that the other entries read and they do not
         (sapo's gate replaces ``clip_range``), refused when set (``owned_options`` too); policies take
         ``check_config(policy_cfg)``, their rules checked before any model loads (flow: its family's
-        options); tasks take ``required``, the dotted config keys that must be non-empty for them)."""
+        options); tasks take ``required``, the dotted config keys that must be non-empty for them; rewards
+        take ``samples``, what they score (``genrl.scoring.SAMPLE_KINDS``: images, videos or text), checked
+        against what the policy makes at start-up)."""
 
         def deco(obj: Any) -> Any:
             if name in self._entries and self._entries[name] is not obj:

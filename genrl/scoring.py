@@ -153,6 +153,24 @@ def check_reward_kinds(classes: Mapping[str, Any]) -> None:
             pass
 
 
+SAMPLE_KINDS = ("images", "videos", "text")  # images [B, C, H, W], videos [B, F, C, H, W], text: responses
+
+
+def check_reward_samples(classes: Mapping[str, Any], kind: str | None, maker: str) -> None:
+    """Each reward registered with ``samples`` (what it scores, one of ``SAMPLE_KINDS``:
+    ``REWARDS.register(name, samples=...)``) must score ``kind``, what the policy makes (``maker`` names
+    it in the message); ``ValueError`` naming ``rewards.<name>``. Before, an image reward on videos (or
+    the reverse) failed on every sample, was masked as NaN, and a run trained nothing, or stopped after
+    its step-0 evaluation and three steps. ``kind`` None (not known yet) and rewards registered without
+    ``samples`` (a plain function of the user's) are not checked."""
+    from genrl.registry import REWARDS
+
+    for name, cls in classes.items():
+        scores = REWARDS.meta(cls).get("samples")
+        if kind is not None and scores is not None and scores != kind:
+            raise ValueError(f"rewards.{name}: scores {scores}, and {maker} makes {kind}: choose a reward for {kind}")
+
+
 def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> None:
     """Raises ``ValueError`` naming the reward, the option and the valid ones when ``reward_args`` gives
     a reward an option its constructor (or, for a plain function, its keyword arguments after

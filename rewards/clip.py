@@ -87,7 +87,7 @@ def preprocess_images(
     return (x - m) / s
 
 
-@REWARDS.register("clip")
+@REWARDS.register("clip", samples="images")
 class CLIPScoreReward:
     """CLIPScore of each image against its prompt (see the module docstring)."""
 

@@ -43,7 +43,7 @@ def jpeg_kilobytes(images: torch.Tensor, quality: int = QUALITY) -> torch.Tensor
     return torch.tensor(out)
 
 
-@REWARDS.register("jpeg_compressibility")
+@REWARDS.register("jpeg_compressibility", samples="images")
 class JpegCompressibility:
     """``-size_kb`` of the quality-95 JPEG (DDPO's compressibility task)."""
 
@@ -56,7 +56,7 @@ class JpegCompressibility:
         return {"jpeg_compressibility": -jpeg_kilobytes(samples, self.quality)}
 
 
-@REWARDS.register("jpeg_incompressibility")
+@REWARDS.register("jpeg_incompressibility", samples="images")
 class JpegIncompressibility(JpegCompressibility):
     """``+size_kb`` of the quality-95 JPEG (DDPO's incompressibility task)."""
 

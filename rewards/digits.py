@@ -149,7 +149,7 @@ def train_proxy(images: torch.Tensor, labels: torch.Tensor, epochs: int = 50, se
     return net.eval()
 
 
-@REWARDS.register("digits")
+@REWARDS.register("digits", samples="images")
 class DigitsReward(_DigitsJudge):
     """Proxy reward: probability of the prompted digit under an MLP trained on split A.
 
@@ -185,7 +185,7 @@ class DigitsReward(_DigitsJudge):
         return {self.key: reward.to(samples.device)}
 
 
-@REWARDS.register("digits_ink")
+@REWARDS.register("digits_ink", samples="images")
 class DigitsInkReward(DigitsReward):
     """A proxy that can be gamed (issue 5's over-optimisation setting): the classifier's
     probability of the prompted digit plus ``ink_weight`` times the image's mean brightness.
@@ -226,7 +226,7 @@ def train_gold(images: torch.Tensor, labels: torch.Tensor):
     return clf.fit(images.reshape(len(images), -1).numpy(), labels.numpy())
 
 
-@REWARDS.register("digits_gold")
+@REWARDS.register("digits_gold", samples="images")
 class DigitsGoldReward(_DigitsJudge):
     """Held-out judge: an RBF SVM trained on split B, never optimised, only reported.
 

@@ -20,7 +20,7 @@ from genrl.registry import REWARDS
 from genrl.tasks.moving_digits import VideoGoldJudge
 
 
-@REWARDS.register("moving_digits_gold")
+@REWARDS.register("moving_digits_gold", samples="videos")
 class MovingDigitsGold(VideoGoldJudge):
     """``VideoGoldJudge`` under the reward contract (module docstring)."""
 

@@ -49,7 +49,7 @@ def _load(loader, path: str, what: str, expected: str):
         raise ValueError(f"pickscore reward: {key}={path!r}: cannot load the {what}; expected {expected} ({e})") from e
 
 
-@REWARDS.register("pickscore")
+@REWARDS.register("pickscore", samples="images")
 class PickScoreReward:
     """PickScore of each image against its prompt (see the module docstring)."""
 

@@ -789,7 +789,7 @@ def _per_sample(fn, samples: Sequence, metadata: Sequence[Mapping]) -> torch.Ten
     )
 
 
-@REWARDS.register("accuracy")
+@REWARDS.register("accuracy", samples="text")
 class AccuracyReward:
     """``{"accuracy": 1.0 | 0.0}``: extracted answer vs ``metadata[i]["answer"]``; the matcher
     follows ``answer_type`` (auto: ``choice`` when ``choices`` are given, else maths)."""
@@ -799,7 +799,7 @@ class AccuracyReward:
         return {"accuracy": _per_sample(score_accuracy, samples, metadata)}
 
 
-@REWARDS.register("format")
+@REWARDS.register("format", samples="text")
 class FormatReward:
     """``{"format": 1.0 | 0.0}`` by :func:`format_ok`; needs no gold answer."""
 
@@ -809,7 +809,7 @@ class FormatReward:
         return {"format": _per_sample(lambda s, _: float(format_ok(s)), samples, [None] * len(samples))}
 
 
-@REWARDS.register("verifiable")
+@REWARDS.register("verifiable", samples="text")
 class VerifiableReward:
     """``(1 - format_weight) * accuracy + format_weight * format``, plus both parts.
 

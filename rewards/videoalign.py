@@ -399,7 +399,7 @@ def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bflo
 # ----------------------------------------------------------------------------- the reward
 
 
-@REWARDS.register("videoalign")
+@REWARDS.register("videoalign", samples="videos")
 class VideoAlignReward:
     """VQ, MQ, TA and Overall of each video against its prompt (see the module docstring).
 

@@ -47,6 +47,7 @@ def test_rollout_shapes(fam):
     ref = fam.pipeline_output(policy.pipe, fam.PROMPTS[:1], [0], 2, 1.0)
     assert traj.samples.shape == (B, *ref.shape[1:])
     assert 0 <= traj.samples.min() <= traj.samples.max() <= 1
+    assert policy.samples == ("videos" if traj.samples.ndim == 5 else "images")  # what the rewards are checked against
 
 
 def test_eta_zero_sampling_equals_the_stock_pipeline(fam):

@@ -52,6 +52,41 @@ def test_a_task_model_the_task_does_not_own_is_refused_before_any_build(name, ar
     assert str(e.value).startswith(says), str(e.value)
 
 
+@pytest.mark.parametrize(
+    "config,reward,says",
+    [  # each failed on every sample, masked as NaN: a run that trained nothing and exited 0
+        ("moving_digits/flowgrpo.yaml", "digits", "rewards.digits=1.0: scores images, and policy.model='task:moving"),
+        (
+            "moving_digits/flowgrpo.yaml",
+            "jpeg_compressibility",
+            "scores images, and policy.model='task:moving_digits' ",
+        ),
+        ("digits/flowgrpo.yaml", "moving_digits_gold", "scores videos, and policy.model='task:digits' makes images"),
+        ("digits/flowgrpo.yaml", "verifiable", "rewards.verifiable=1.0: scores text, and policy.model='task:digits' "),
+        ("digit_sum/grpo.yaml", "clip", "rewards.clip=1.0: scores images, and policy.model='sft:configs/digit_sum/sf"),
+    ],
+)
+def test_a_reward_for_other_samples_than_the_policy_makes_is_refused_with_the_config(config, reward, says):
+    import os
+
+    from genrl.config import load_trainer_config
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", config)
+    with pytest.raises(ConfigError) as e:
+        load_trainer_config(path, [f"rewards={{{reward}: 1.0}}", "reward_args={}"])
+    assert str(e.value).startswith(f"rewards.{reward}=1.0: ") and says in str(e.value), str(e.value)
+
+
+def test_rewards_that_do_not_say_what_they_score_are_not_checked():
+    from genrl.registry import REWARDS
+    from genrl.scoring import check_reward_samples
+
+    check_reward_samples({"scaled": Scaled}, "videos", "policy.model='x'")  # a user's reward: no samples meta
+    check_reward_samples({"digits": REWARDS.get("digits")}, None, "policy.model='org/x'")  # known once loaded
+    with pytest.raises(ValueError, match=r"^rewards.digits: scores images, and policy.model='org/x' makes videos"):
+        check_reward_samples({"digits": REWARDS.get("digits")}, "videos", "policy.model='org/x'")
+
+
 def test_reward_args_config_and_dotted_overrides():
     cfg = config_from_dict(
         OnlineConfig,

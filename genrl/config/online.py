@@ -585,6 +585,7 @@ class OnlineConfig(RunConfig):
                 f"gives options to a reward that is not in rewards ({', '.join(self.rewards)})",
             )
         self._validate_policy()
+        self._check_reward_samples()
         self._check_objective()
         unused_unless(  # min-max normalised VPS: a constant TDS (no texts) cancels out
             self.rollout.vas,
@@ -606,6 +607,21 @@ class OnlineConfig(RunConfig):
             f"must be divisible by train.batch_size * train.gradient_accumulation_steps = "
             f"{t.batch_size} * {t.gradient_accumulation_steps} = {per_step}",
         )
+
+    def _check_reward_samples(self) -> None:
+        """Rewards that score other samples than the policy makes (``check_reward_samples``), where the
+        policy's samples are known before loading (the trainer checks again once the model is loaded)."""
+        from genrl.registry import POLICIES, REWARDS
+        from genrl.scoring import check_reward_samples
+
+        kind = POLICIES.get(self.policy.name).samples_before_loading(self.policy)
+        try:
+            check_reward_samples(
+                {n: REWARDS.get(n) for n in self.rewards}, kind, f"policy.model={self.policy.model!r}"
+            )
+        except ValueError as e:
+            name = str(e).partition(":")[0]
+            raise ConfigError(name, str(e).partition(": ")[2], self.rewards[name.partition(".")[2]]) from None
 
     def _check_objective(self) -> None:
         """Rules that cross sections, owned by the objective: ``OBJECTIVES.register(name,

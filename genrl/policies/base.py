@@ -25,6 +25,16 @@ class Policy:
     # sampler, noise for the hundreds of token positions of a language model
     per_step_metrics = False
 
+    # what its samples are (``genrl.scoring.SAMPLE_KINDS``): the rewards declare what they score, and a
+    # mismatch is refused at start-up (``genrl.scoring.check_reward_samples``)
+    samples: str = "images"
+
+    @classmethod
+    def samples_before_loading(cls, cfg) -> Optional[str]:
+        """What the policy of config ``cfg`` makes, known before its model loads; None where only
+        loading tells (then ``samples`` of the loaded policy)."""
+        return cls.samples
+
     # (network output [B * t, ...] of the last gradient forward with retain_grad, its action indices [B * t]);
     # set by policies that report output_grad_norms
     _last_output = None

@@ -27,7 +27,7 @@ from typing import Optional
 import torch
 
 from genrl import sde as sde_lib
-from genrl.families.base import check_family_options, family_for, load_pipeline
+from genrl.families.base import check_family_options, family_before_loading, family_for, load_pipeline
 from genrl.models import resolve_model
 from genrl.policies.denoiser import DenoisingPolicy, load_dtype
 from genrl.registry import POLICIES
@@ -54,6 +54,17 @@ def load_policy_pipeline(model: str, dtype: torch.dtype = torch.float32):
 @POLICIES.register("flow", check_config=check_family_options)
 class FlowPolicy(DenoisingPolicy):
     """Stochastic policy over a diffusers flow pipeline. ``cfg`` is a ``PolicyConfig``."""
+
+    @classmethod
+    def samples_before_loading(cls, cfg) -> Optional[str]:
+        """Videos for a video family (``Family.video``), images otherwise; None for a hub id under
+        ``family: auto`` (``family_before_loading``)."""
+        family = family_before_loading(cfg)
+        return None if family is None else ("videos" if family.video else "images")
+
+    @property
+    def samples(self) -> str:  # the loaded family's
+        return "videos" if self.family.video else "images"
 
     def __init__(self, cfg, pipe, device="cpu", rollouts: bool = True):
         self.family = family_for(pipe, cfg.family)(pipe, cfg)

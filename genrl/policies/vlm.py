@@ -144,6 +144,8 @@ def _find_vision_tower(module: torch.nn.Module) -> tuple[Optional[torch.nn.Modul
 class VLMPolicy(Policy):
     """Token-level stochastic policy over a Qwen-VL model. ``cfg`` is a ``VLMPolicyConfig``."""
 
+    samples = "text"  # its responses
+
     def __init__(self, cfg, model, processor, device="cpu"):
         self.cfg = cfg
         self.device = torch.device(device)

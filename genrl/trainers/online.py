@@ -48,7 +48,15 @@ from genrl.preemption import Preempted, RunFailed, StopRequest
 from genrl.registry import ADVANTAGE_ESTIMATORS, OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
-from genrl.scoring import ChunkScorer, build_rewards, check_reward_args, check_reward_kinds, combine, finite_mean
+from genrl.scoring import (
+    ChunkScorer,
+    build_rewards,
+    check_reward_args,
+    check_reward_kinds,
+    check_reward_samples,
+    combine,
+    finite_mean,
+)
 from genrl.seeding import derive_seed
 from genrl.threads import ThreadGovernor
 from genrl.trainers.common import (
@@ -298,6 +306,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load
         prepare_models(cfg)  # the task: / sft: models the config names, built (logged) if missing
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
+        check_reward_samples(reward_classes, policy.samples, f"policy.model={cfg.policy.model!r}")  # a hub id's family
         rewards = build_rewards(reward_classes, cfg.reward_args)
     if callable(check := getattr(task, "check_prompts", None)):  # e.g. a VLM prompt over max_prompt_length
         check(policy, cfg.eval)  # fails now, naming its row, not at the step that draws it
