@@ -173,6 +173,9 @@ def test_clips_the_judge_cannot_read_are_a_config_error():
     assert isinstance(
         MovingDigitsTask.from_config(load_config(OnlineConfig, os.path.join(recipe, "sage.yaml"))), MovingDigitsTask
     )
+    # 0 is the pipeline's default (9 frames of 16 x 16 pixels), documented as such: it was refused
+    defaults = ["policy.num_frames=0", "policy.height=0", "policy.width=0"]
+    assert isinstance(MovingDigitsTask.from_config(load_config(OnlineConfig, None, defaults)), MovingDigitsTask)
 
 
 def test_a_two_step_video_run_writes_gifs_and_the_gold_judge(moving_run):
@@ -246,6 +249,23 @@ def test_winners_for_preference_training_are_proxy_clips():
     assert all(any(p.endswith(d) for d in DIRECTIONS) for p in prompts)
     with pytest.raises(ValueError, match="clips"):
         task.preference_batch(2, torch.Generator().manual_seed(0), (3, 8, 8))
+
+
+@pytest.mark.parametrize("override", ["policy.num_frames=5", "policy.height=32"])
+def test_preference_clips_of_another_size_are_refused_before_anything_is_written(moving_base, tmp_path, override):
+    """The check ran in the first step's winner draw, after the step-0 evaluation had written the run
+    folder (config, metrics, GIFs)."""
+    from conftest import tiny_preference
+
+    from genrl.config import PreferenceConfig, load_config
+    from genrl.trainers.preference import train
+
+    seppo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs/digits/seppo.yaml")
+    overrides = [*tiny_preference(), "task=moving_digits", f"policy.model={moving_base}", override]
+    cfg = load_config(PreferenceConfig, seppo, [*overrides, f"output_dir={tmp_path / 'run'}"])
+    with pytest.raises(ValueError, match=r"the moving_digits winners are \(9, 3, 16, 16\) clips; the model samples"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()
 
 
 def test_caption_batches_label_only_the_caption():

@@ -387,16 +387,16 @@ class MovingDigitsTask(EmbeddedModelTask):
     def from_config(cls, cfg):
         """The task (it takes no options), after checking the clip size its judge and reward read:
         ``ValueError`` for ``policy.num_frames < 2`` (a direction needs two frames) or ``policy.height`` /
-        ``width`` below a digit's 8 pixels."""
+        ``width`` below a digit's 8 pixels; 0, the pipeline's default (9 frames of 16 x 16), passes."""
         policy = getattr(cfg, "policy", None)
         frames = getattr(policy, "num_frames", None)
-        if frames is not None and frames < 2:
+        if frames and frames < 2:
             raise ValueError(
                 f"policy.num_frames={frames}: moving_digits clips need at least 2 frames (its judge reads a direction)"
             )
         for key in ("height", "width"):
             size = getattr(policy, key, None)
-            if size is not None and size < DIGIT:
+            if size and size < DIGIT:
                 raise ValueError(f"policy.{key}={size}: moving_digits clips need at least {DIGIT} pixels (a digit)")
         return cls()
 
@@ -424,15 +424,21 @@ class MovingDigitsTask(EmbeddedModelTask):
     def train_prompts(self) -> list[tuple[str, dict]]:
         return [(p, self.metadata(p)) for p in self.prompts()]
 
+    def check_sample_shape(self, shape: tuple[int, ...]) -> None:
+        """The preference trainer's start-up check, before anything is written: the model samples clips of
+        the winners' frames and size (``[F, C, 16, 16]``, any C: winners are grey on three channels)."""
+        if len(shape) != 4 or (shape[0], *shape[2:]) != (NUM_FRAMES, CANVAS, CANVAS):
+            want = (NUM_FRAMES, 3, CANVAS, CANVAS)
+            raise ValueError(f"the moving_digits winners are {want} clips; the model samples {tuple(shape)}")
+
     def preference_batch(
         self, n: int, generator: torch.Generator, shape: Optional[tuple[int, ...]] = None
     ) -> tuple[list[str], torch.Tensor]:
         """``n`` winning clips for preference training: real digits from the proxy half only (never
         the gold judge's half), each moving in a direction drawn with ``generator``. Returns (prompts,
         videos ``[n, F, 3, 16, 16]`` in ``[0, 1]``); ``shape``, the model's sample shape, must match."""
-        want = (NUM_FRAMES, 3, CANVAS, CANVAS)
-        if shape is not None and (len(shape) != 4 or (shape[0], *shape[2:]) != (NUM_FRAMES, CANVAS, CANVAS)):
-            raise ValueError(f"the moving_digits winners are {want} clips; the model samples {tuple(shape)}")
+        if shape is not None:
+            self.check_sample_shape(shape)
         if self._winners is None:
             self._winners = digits_split()["proxy"]
         images, labels = self._winners
