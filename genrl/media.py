@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
+VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v", ".mpeg", ".mpg")
 
 
 def describe_ref(ref) -> str:

@@ -107,6 +107,24 @@ def test_a_broken_video_fails_at_start_up_naming_its_row(tmp_path):
         task.check_sample_shape((5, 3, 8, 8))  # the trainer's start-up check decodes every winner
 
 
+@pytest.mark.parametrize(
+    "entry,says",
+    [  # a still image was taken as a motionless clip, silently; the missing files were called images
+        (lambda p: _png(p / "still.png", 40), "row 0: the video winner has one frame (a still image?); videos need 2"),
+        (lambda p: _gif(p / "one.gif", [40]), "row 0: the video winner has one frame"),
+        (lambda p: [_png(p / "f.png", 40)], "row 0: the video winner has one frame"),
+        (lambda p: "nope.gif", "row 0: video 0 not found: "),
+        (lambda p: ["f0.png", "nope.png"], "row 0: frame 1 not found: "),
+    ],
+)
+def test_video_winners_that_are_not_videos_are_refused_as_videos(tmp_path, entry, says):
+    _png(tmp_path / "f0.png", 40)
+    path = _write(tmp_path / "v.jsonl", [{"prompt": "a clip", "video": entry(tmp_path)}])
+    with pytest.raises(ValueError) as e:
+        PreferenceDataTask(_data_cfg(train_files=[path])).check_sample_shape((5, 3, 8, 8))
+    assert str(e.value).startswith(f"{path} {says}"), str(e.value)
+
+
 def test_seppo_on_a_tiny_wan_pipeline_with_video_winners(tmp_path):
     """Video end to end: GIF winners fitted to the model's frames, SePPO with gradient accumulation
     on a tiny real ``WanPipeline``; the policy's error on the winners falls relative to the reference."""

@@ -2,6 +2,7 @@
 of files), and the files it cannot read, named."""
 
 import json
+import os
 
 import pytest
 
@@ -45,3 +46,23 @@ def test_unreadable_prompt_files_are_named(tmp_path, name, content, match):
         read_prompts([str(tmp_path / name)])
     with pytest.raises(ValueError, match="does not exist"):
         read_prompts([str(tmp_path / "missing.txt")])
+
+
+@pytest.mark.parametrize("key", ["data.train_files", "data.test_files"])
+def test_a_missing_prompt_file_names_its_config_key(tmp_path, capsys, key):
+    """The one-line error named the file, not the key listing it (a recipe's default prompt files)."""
+    from genrl.cli import main
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a cat\n")
+    files = {"data.train_files": [str(prompts)], "data.test_files": [str(prompts)], key: [str(tmp_path / "no.txt")]}
+    sets = [f"{k}=[{v[0]}]" for k, v in files.items()]
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs/digits/flowgrpo.yaml")
+    argv = ["train", config, "task=prompts", *sets, f"output_dir={tmp_path / 'run'}"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"genrl train: {key}: prompt file '{tmp_path / 'no.txt'}' does not exist (expected a .txt, .jsonl file or a folder)"
+    )
+    assert not (tmp_path / "run").exists()

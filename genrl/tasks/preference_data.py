@@ -8,7 +8,8 @@ preferred images for SD1.5); this task reads them from ``.jsonl`` / ``.json`` / 
 * ``data.image_key`` (default ``image``): a path relative to the data file or ``data.image_root``,
   bytes, or a ``{"bytes": ..., "path": ...}`` record as Hugging Face stores images;
 * ``data.video_key`` (default ``video``): a video file (``.mp4`` ...; decord or PyAV), an animated
-  GIF / WebP, or a list of frame images, for video families (Wan, HunyuanVideo-1.5);
+  GIF / WebP, or a list of frame images (two frames at least), for video families (Wan,
+  HunyuanVideo-1.5); a row holding both columns gives its video;
 * or the pair columns of a preference dataset: ``data.choice_keys`` names the candidates and
   ``data.label_keys`` their labels, and the winner is the candidate with the strictly highest label
   (Pick-a-Pic v2 as published: ``choice_keys: [jpg_0, jpg_1]``, ``label_keys: [label_0, label_1]``,
@@ -56,7 +57,7 @@ class PreferenceDataTask:
         self.cfg = data_cfg
         self.rows: list[tuple[str, Any, str, bool]] = []  # (prompt, image or video ref, where, is_video)
         ties = 0
-        for path in expand_data_paths(data_cfg.train_files):
+        for path in expand_data_paths(data_cfg.train_files, key="data.train_files"):
             root = os.path.expanduser(data_cfg.image_root) if data_cfg.image_root else os.path.dirname(path)
             rows = read_rows(path)
             if not rows:
@@ -99,9 +100,9 @@ class PreferenceDataTask:
             )
         entry = row.get(key)
         if video and isinstance(entry, (list, tuple)):  # frame images
-            ref = image_refs(list(entry), root, where)
+            ref = image_refs(list(entry), root, where, "frame")
         else:
-            refs = image_refs(entry, root, where)
+            refs = image_refs(entry, root, where, "video" if video else "image")
             if len(refs) != 1:
                 raise ValueError(f"{where}: column {key!r} must hold one {'video' if video else 'image'}")
             ref = refs[0]
@@ -128,7 +129,10 @@ class PreferenceDataTask:
                     f"{where}: the winner is {kind}, but the model samples {'videos' if model_video else 'images'}"
                 )
         for _, ref, where, video in self.rows:  # decoded in full once: a bad file fails before training
-            read_frames(ref, where) if video else open_rgb(ref, where)
+            if not video:
+                open_rgb(ref, where)
+            elif len(read_frames(ref, where)) < 2:  # a still image would teach the model a motionless clip
+                raise ValueError(f"{where}: the video winner has one frame (a still image?); videos need 2 or more")
 
     def preference_batch(
         self, n: int, generator: torch.Generator, shape: Optional[tuple[int, ...]] = None

@@ -18,14 +18,15 @@ from genrl.tasks.rows import expand_data_paths, loads_json
 PROMPT_SUFFIXES = (".txt", ".jsonl")
 
 
-def read_prompts(paths: list[str], prompt_key: str = "prompt") -> list[tuple[str, dict]]:
+def read_prompts(paths: list[str], prompt_key: str = "prompt", key: str = "") -> list[tuple[str, dict]]:
     """``(prompt, metadata)`` rows of ``.txt`` / ``.jsonl`` files (or folders of them), in order.
     Files are UTF-8 (a byte-order mark is skipped); empty lines are skipped; a missing file, an
     unknown extension, text that is not UTF-8, a JSON line that ``loads_json`` refuses (invalid, a
     repeated key, nested too deeply) or a row without ``prompt_key`` is an error naming the file (and
-    line)."""
+    line); ``key``, the config key listing ``paths``, begins the message of a path that is missing or of
+    another type."""
     rows: list[tuple[str, dict]] = []
-    for path in expand_data_paths(paths, PROMPT_SUFFIXES, "prompt"):
+    for path in expand_data_paths(paths, PROMPT_SUFFIXES, "prompt", key):
         try:
             rows += _read_prompt_file(path, prompt_key)
         except UnicodeDecodeError as e:
@@ -60,8 +61,8 @@ class PromptsTask:
 
     def __init__(self, data):
         self.data = data
-        self._train = read_prompts(data.train_files, data.prompt_key)
-        test = read_prompts(data.test_files, data.prompt_key) if data.test_files else self._train
+        self._train = read_prompts(data.train_files, data.prompt_key, "data.train_files")
+        test = read_prompts(data.test_files, data.prompt_key, "data.test_files") if data.test_files else self._train
         self._test = test[: data.max_eval_prompts]
         self._meta = dict(self._train + self._test)
 

@@ -24,25 +24,26 @@ DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 
 
 def expand_data_paths(
-    paths: Sequence[str], suffixes: tuple[str, ...] = DATA_SUFFIXES, kind: str = "data"
+    paths: Sequence[str], suffixes: tuple[str, ...] = DATA_SUFFIXES, kind: str = "data", key: str = ""
 ) -> list[str]:
     """Files named by ``paths`` (``~`` expanded); a folder contributes its files ending in one of
     ``suffixes`` (sorted). ``ValueError`` naming a path that is missing, of another type, or a folder
-    without such files (``kind`` names them: ``data``, ``prompt``)."""
-    files, expected = [], ", ".join(suffixes)
+    without such files (``kind`` names them: ``data``, ``prompt``), after ``key``, the config key that
+    lists them (``data.train_files``), when given."""
+    files, expected, at = [], ", ".join(suffixes), f"{key}: " if key else ""
     for p in paths:
         p = os.path.expanduser(p)
         if os.path.isdir(p):
             found = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(suffixes))
             if not found:
-                raise ValueError(f"{kind} folder {p!r} holds no {expected} files")
+                raise ValueError(f"{at}{kind} folder {p!r} holds no {expected} files")
             files.extend(found)
         elif os.path.isfile(p):
             if not p.endswith(suffixes):
-                raise ValueError(f"{kind} file {p!r}: unsupported type; expected one of {expected}")
+                raise ValueError(f"{at}{kind} file {p!r}: unsupported type; expected one of {expected}")
             files.append(p)
         else:
-            raise ValueError(f"{kind} file {p!r} does not exist (expected a {expected} file or a folder)")
+            raise ValueError(f"{at}{kind} file {p!r} does not exist (expected a {expected} file or a folder)")
     return files
 
 
@@ -157,36 +158,38 @@ def _row_with_duplicate(text: str) -> int | None:
     return None
 
 
-def image_refs(entry: Any, root: str, where: str) -> list:
-    """Paths (absolute) or bytes for one row's image column."""
+def image_refs(entry: Any, root: str, where: str, what: str = "image") -> list:
+    """Paths (absolute) or bytes for one row's image column (``what`` names its items in messages: ``image``,
+    ``video``, ``frame``)."""
     if entry is None:
         return []
     items = entry if isinstance(entry, (list, tuple)) else [entry]
     refs = []
     for j, it in enumerate(items):
+        item = f"{what} {j}"
         if isinstance(it, dict):
             if isinstance(it.get("bytes"), str) and it["bytes"]:  # JSON holds bytes as base64 text
                 try:
                     it = base64.b64decode(it["bytes"], validate=True)
                 except binascii.Error:
-                    raise ValueError(f"{where}: image {j}'s 'bytes' is text that is not base64") from None
+                    raise ValueError(f"{where}: {item}'s 'bytes' is text that is not base64") from None
             elif it.get("bytes"):
                 it = it["bytes"]
             elif it.get("path"):
                 it = it["path"]
             else:
-                raise ValueError(f"{where}: image {j} is a record without 'bytes' or 'path'")
+                raise ValueError(f"{where}: {item} is a record without 'bytes' or 'path'")
         if isinstance(it, str):
             path = it if os.path.isabs(it) else os.path.join(root, it)
             if os.path.isdir(path):
-                raise ValueError(f"{where}: image {j} is a directory, not a file: {describe_ref(path)}")
+                raise ValueError(f"{where}: {item} is a directory, not a file: {describe_ref(path)}")
             if not os.path.isfile(path):
-                raise ValueError(f"{where}: image {j} not found: {describe_ref(path)}")
+                raise ValueError(f"{where}: {item} not found: {describe_ref(path)}")
             refs.append(path)
         elif isinstance(it, (bytes, bytearray)):
             refs.append(bytes(it))
         else:
-            raise ValueError(f"{where}: image {j} is a {type(it).__name__}; expected a path, bytes or a bytes record")
+            raise ValueError(f"{where}: {item} is a {type(it).__name__}; expected a path, bytes or a bytes record")
     return refs
 
 

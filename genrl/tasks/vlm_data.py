@@ -164,7 +164,7 @@ class VLMDataTask(ResponseTask):
     def _load(self, paths: Sequence[str], key: str) -> list[dict]:
         c = self.cfg
         items = []
-        for path in expand_data_paths(paths):
+        for path in expand_data_paths(paths, key=key):
             root = os.path.expanduser(c.image_root) if c.image_root else os.path.dirname(os.path.abspath(path))
             rows = read_rows(path)
             for r, row in enumerate(rows):
