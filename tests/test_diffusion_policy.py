@@ -266,7 +266,8 @@ def test_ddim_std_is_the_scheduler_variance():
 
 
 def test_config_ddim_belongs_to_the_diffusion_policy():
-    cfg = config_from_dict(OnlineConfig, {"policy": {"name": "diffusion", "sde": "ddim", "eta": 1.0}})
+    sd15 = "stable-diffusion-v1-5/stable-diffusion-v1-5"  # the default task:digits is the flow policy's model
+    cfg = config_from_dict(OnlineConfig, {"policy": {"name": "diffusion", "model": sd15, "sde": "ddim", "eta": 1.0}})
     assert cfg.policy.sde == "ddim"
     with pytest.raises(ConfigError, match="diffusion"):
         PolicyConfig(name="flow", sde="ddim")

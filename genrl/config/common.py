@@ -98,15 +98,16 @@ def require_warmup_below_max_steps(cfg) -> None:
     require(w < cfg.max_steps or w == 0, "train.warmup_steps", w, f"must be < max_steps={cfg.max_steps}")
 
 
-def require_model_for(section, policy: str, key: str = "model", fix: str = "") -> None:
-    """``section.<key>`` must not be a ``task:`` or ``sft:`` model that another policy than ``policy``
-    (a ``policy.name``) loads: refused with the config, before anything is built (an ``sft:`` model would
-    be trained first, a task's built, only for the loader to refuse it). ``ConfigError`` at ``key``,
-    also for a ``task:`` that is unknown or owns no model (``genrl.models.model_policy``); ``fix`` ends
-    the message (default: set ``policy.name`` to the model's policy, or name a ``policy`` model)."""
+def require_model_for(model: str, policy: str, key: str, fix: str = "") -> None:
+    """A trainer config's ``model`` (at ``key``) must not be a ``task:`` or ``sft:`` model that another
+    policy than ``policy`` (a ``policy.name``) loads: refused with the config, before anything is built
+    (an ``sft:`` model would be trained first, a task's built, only for the loader to refuse it).
+    ``ConfigError`` at ``key``, also for a ``task:`` that is unknown or owns no model
+    (``genrl.models.model_policy``); ``fix`` ends the message (default: set ``policy.name`` to the
+    model's policy, or name a ``policy`` model). Checked by the trainer configs, not by a policy section
+    alone: a policy built in code from a pipeline in memory never reads its ``model``."""
     from genrl.models import model_policy
 
-    model = getattr(section, key)
     try:
         owner = model_policy(model)
     except ValueError as e:

@@ -139,7 +139,6 @@ class PolicyConfig(Section):
 
         nonempty(self, "name", "model", "family")
         registered(self, "name", POLICIES)
-        require_model_for(self, self.name)
         if self.family != "auto":
             registered(self, "family", FAMILIES)
         for n in ("height", "width", "num_frames", "max_sequence_length"):
@@ -585,6 +584,7 @@ class OnlineConfig(RunConfig):
                 f"gives options to a reward that is not in rewards ({', '.join(self.rewards)})",
             )
         self._validate_policy()
+        require_model_for(self.policy.model, self.policy.name, "policy.model")
         self._check_reward_samples()
         self._check_objective()
         unused_unless(  # min-max normalised VPS: a constant TDS (no texts) cancels out

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from genrl.config.base import ConfigError, Section, at_least, nonempty, option, owned_options, require, unused_unless
-from genrl.config.common import RunConfig, ScheduledOptimizerConfig, require_warmup_below_max_steps
+from genrl.config.common import RunConfig, ScheduledOptimizerConfig, require_model_for, require_warmup_below_max_steps
 from genrl.config.online import EvalConfig, PolicyConfig
 from genrl.objectives.preference import CRITERIA
 from genrl.replay import REFERENCE_MODES
@@ -166,6 +166,7 @@ class PreferenceConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         require_warmup_below_max_steps(self)
+        require_model_for(self.policy.model, self.policy.name, "policy.model")
         unused_unless(self.log, False, "by trainer: online (the KL to its reference)", "kl_every", at="log")
         default = PolicyConfig()
         for key in ROLLOUT_ONLY:  # the online trainer's rollout settings: here they would be ignored

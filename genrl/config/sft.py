@@ -68,7 +68,9 @@ class SFTConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         nonempty(self, "model")
-        require_model_for(self, SFT_POLICY, fix=f"the SFT trainer trains a {SFT_POLICY} model: name one")
+        require_model_for(
+            self.model, SFT_POLICY, "model", fix=f"the SFT trainer trains a {SFT_POLICY} model: name one"
+        )
         unused_unless(self.log, False, "by trainer: online (the KL to its reference)", "kl_every", at="log")
         require(
             self.task != "vlm_data" or bool(self.data.response_key),

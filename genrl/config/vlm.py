@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from genrl.config.base import Section, at_least, nonempty, option, require, unused_unless
-from genrl.config.common import LoraConfig, require_model_for
+from genrl.config.common import LoraConfig
 from genrl.config.online import ObjectiveConfig, OnlineConfig
 from genrl.objectives.common import KL_TYPES
 from genrl.policies.base import DTYPES
@@ -88,7 +88,6 @@ class VLMPolicyConfig(Section):
 
     def validate(self) -> None:
         nonempty(self, "name", "model")
-        require_model_for(self, self.name)
         require(
             self.temperature > 0 and math.isfinite(self.temperature),
             "temperature",
