@@ -156,19 +156,29 @@ def check_reward_kinds(classes: Mapping[str, Any]) -> None:
 SAMPLE_KINDS = ("images", "videos", "text")  # images [B, C, H, W], videos [B, F, C, H, W], text: responses
 
 
-def check_reward_samples(classes: Mapping[str, Any], kind: str | None, maker: str) -> None:
-    """Each reward registered with ``samples`` (what it scores, one of ``SAMPLE_KINDS``:
-    ``REWARDS.register(name, samples=...)``) must score ``kind``, what the policy makes (``maker`` names
-    it in the message); ``ValueError`` naming ``rewards.<name>``. Before, an image reward on videos (or
-    the reverse) failed on every sample, was masked as NaN, and a run trained nothing, or stopped after
-    its step-0 evaluation and three steps. ``kind`` None (not known yet) and rewards registered without
-    ``samples`` (a plain function of the user's) are not checked."""
+def reward_samples_problem(reward: Any, kind: str | None, maker: str) -> str:
+    """Why ``reward`` cannot score what the policy makes (``kind``, one of ``SAMPLE_KINDS``; ``maker``
+    names the policy's model in the message), or ``""``: a reward registered with ``samples`` (what it
+    scores: ``REWARDS.register(name, samples=...)``) of another kind. ``kind`` None (not known before
+    loading) and rewards registered without ``samples`` (a plain function of the user's) pass. Before,
+    an image reward on videos (or the reverse) failed on every sample, was masked as NaN, and the run
+    trained nothing, or stopped after its step-0 evaluation and three steps."""
     from genrl.registry import REWARDS
 
-    for name, cls in classes.items():
-        scores = REWARDS.meta(cls).get("samples")
-        if kind is not None and scores is not None and scores != kind:
-            raise ValueError(f"rewards.{name}: scores {scores}, and {maker} makes {kind}: choose a reward for {kind}")
+    scores = REWARDS.meta(reward).get("samples")
+    if scores is not None and scores not in SAMPLE_KINDS:
+        return f"registered with samples={scores!r}; valid: {', '.join(SAMPLE_KINDS)}"
+    if kind is not None and scores is not None and scores != kind:
+        return f"scores {scores}, and {maker} makes {kind}: choose a reward for {kind}"
+    return ""
+
+
+def check_reward_samples(classes: Mapping[str, Any], kind: str | None, maker: str) -> None:
+    """``ValueError`` naming ``rewards.<name>`` for the first reward of ``classes`` that cannot score
+    what the policy makes (``reward_samples_problem``): the trainer's check once the model is loaded."""
+    for name, reward in classes.items():
+        if problem := reward_samples_problem(reward, kind, maker):
+            raise ValueError(f"rewards.{name}: {problem}")
 
 
 def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> None:

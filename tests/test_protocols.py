@@ -46,6 +46,9 @@ def test_every_reward_is_a_callable_class(name):
     assert inspect.isclass(cls) and callable(getattr(cls, "__call__", None))
     params = list(inspect.signature(cls.__call__).parameters)[1:4]
     assert len(params) == 3, (name, params)  # (samples, prompts, metadata)
+    from genrl.scoring import SAMPLE_KINDS
+
+    assert REWARDS.meta(name).get("samples") in SAMPLE_KINDS  # what it scores, checked against the policy's samples
 
 
 def test_isinstance_checks_instances():

@@ -86,6 +86,15 @@ def test_rewards_that_do_not_say_what_they_score_are_not_checked():
     with pytest.raises(ValueError, match=r"^rewards.digits: scores images, and policy.model='org/x' makes videos"):
         check_reward_samples({"digits": REWARDS.get("digits")}, "videos", "policy.model='org/x'")
 
+    def typo(samples, prompts, metadata=None):
+        return {"typo": samples.mean()}
+
+    REWARDS.register("test_typo_samples", samples="image")(typo)  # "images"
+    with pytest.raises(
+        ValueError, match=r"^rewards.typo: registered with samples='image'; valid: images, videos, text"
+    ):
+        check_reward_samples({"typo": typo}, None, "policy.model='org/x'")
+
 
 def test_reward_args_config_and_dotted_overrides():
     cfg = config_from_dict(

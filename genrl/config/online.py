@@ -609,19 +609,15 @@ class OnlineConfig(RunConfig):
         )
 
     def _check_reward_samples(self) -> None:
-        """Rewards that score other samples than the policy makes (``check_reward_samples``), where the
+        """Rewards that score other samples than the policy makes (``reward_samples_problem``), where the
         policy's samples are known before loading (the trainer checks again once the model is loaded)."""
         from genrl.registry import POLICIES, REWARDS
-        from genrl.scoring import check_reward_samples
+        from genrl.scoring import reward_samples_problem
 
         kind = POLICIES.get(self.policy.name).samples_before_loading(self.policy)
-        try:
-            check_reward_samples(
-                {n: REWARDS.get(n) for n in self.rewards}, kind, f"policy.model={self.policy.model!r}"
-            )
-        except ValueError as e:
-            name = str(e).partition(":")[0]
-            raise ConfigError(name, str(e).partition(": ")[2], self.rewards[name.partition(".")[2]]) from None
+        for name, weight in self.rewards.items():
+            if problem := reward_samples_problem(REWARDS.get(name), kind, f"policy.model={self.policy.model!r}"):
+                raise ConfigError(f"rewards.{name}", problem, weight)
 
     def _check_objective(self) -> None:
         """Rules that cross sections, owned by the objective: ``OBJECTIVES.register(name,
