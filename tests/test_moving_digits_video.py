@@ -146,6 +146,9 @@ def test_the_policy_samples_what_the_pipeline_samples(moving_base):
     theirs = pipe(prompts, num_inference_steps=4, generator=gens, output_type="pt").frames
     assert ours.shape == (2, 9, 3, 16, 16)
     torch.testing.assert_close(ours, theirs, rtol=1e-5, atol=1e-6)
+    # 0 (the settings' default) is the pipeline's own size, 9 frames of 16 x 16: it was Wan's 81 of 480 x 832
+    default = FlowPolicy(PolicyConfig(model=moving_base), load_policy_pipeline(moving_base))
+    torch.testing.assert_close(default.sample(prompts, seeds, 4, 1.0), ours)
     latents = torch.randn(2, 1, 9, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     given = pipe(prompts, num_inference_steps=2, latents=latents, output_type="latent").frames  # cast, not refused
     assert given.dtype == torch.float32 and given.shape == latents.shape

@@ -28,6 +28,8 @@ steps, or at least never a ``timestep_chunk`` made only of low-noise steps.
 
 from __future__ import annotations
 
+import inspect
+
 import torch
 
 from genrl.families.base import Family
@@ -64,7 +66,17 @@ class WanFamily(Family):
             sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=sched.config.num_train_timesteps, shift=shift)
         self._scheduler = sched
         self._boundary = None if ratio is None else ratio * sched.config.num_train_timesteps  # in timestep units
-        self._size = (cfg.height or 480, cfg.width or 832, cfg.num_frames or 81)
+        # 0: the pipeline's own default (its __call__'s: WanPipeline 480 x 832, 81 frames; the moving-digits
+        # pipeline 16 x 16, 9 frames), as policy.height / width / num_frames document
+        call = inspect.signature(type(pipe).__call__).parameters
+        default = {
+            k: call[k].default if k in call else v for k, v in (("height", 480), ("width", 832), ("num_frames", 81))
+        }
+        self._size = (
+            cfg.height or default["height"],
+            cfg.width or default["width"],
+            cfg.num_frames or default["num_frames"],
+        )
         h, w, n = self._size
         m = pipe.vae_scale_factor_spatial * self.denoiser.config.patch_size[1]
         if any(v % 16 or v % m for v in (h, w)):
