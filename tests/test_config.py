@@ -600,3 +600,20 @@ def test_more_settings_nothing_reads_are_refused_before_any_work(path, overrides
 
     with pytest.raises(ConfigError, match=message):
         load_trainer_config(path, overrides)
+
+
+@pytest.mark.parametrize(
+    "config,name,says",
+    [  # a denoising policy in the VLM trainer's section crashed (AttributeError: no 'family'), exit 1
+        ("digit_sum/grpo.yaml", "flow", "policy.name='flow': is a denoising policy: it trains with trainer: online"),
+        ("digit_sum/grpo.yaml", "diffusion", "policy.name='diffusion': is a denoising policy"),
+        ("digits/flowgrpo.yaml", "vlm", "policy.name='vlm': is not a denoising policy (flow, diffusion)"),
+    ],
+)
+def test_a_policy_in_another_trainers_section_is_refused_naming_policy_name(config, name, says):
+    from genrl.config import load_trainer_config
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", config)
+    with pytest.raises(ConfigError) as e:
+        load_trainer_config(path, [f"policy.name={name}", "policy.model=org/some-model"])
+    assert str(e.value).startswith(says), str(e.value)

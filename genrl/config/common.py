@@ -103,8 +103,8 @@ def require_model_for(model: str, policy: str, key: str, fix: str = "") -> None:
     policy than ``policy`` (a ``policy.name``) loads: refused with the config, before anything is built
     (an ``sft:`` model would be trained first, a task's built, only for the loader to refuse it).
     ``ConfigError`` at ``key``, also for a ``task:`` that is unknown or owns no model
-    (``genrl.models.model_policy``); ``fix`` ends the message (default: set ``policy.name`` to the
-    model's policy, or name a ``policy`` model). Checked by the trainer configs, not by a policy section
+    (``genrl.models.model_policy``); ``fix`` ends the message (default: name a ``policy`` model; the
+    model's own policy may need another trainer, so switching ``policy.name`` is not offered). Checked by the trainer configs, not by a policy section
     alone: a policy built in code from a pipeline in memory never reads its ``model``."""
     from genrl.models import model_policy
 
@@ -116,7 +116,7 @@ def require_model_for(model: str, policy: str, key: str, fix: str = "") -> None:
         owner in (None, policy),
         key,
         model,
-        f"the {owner} policy's model, not the {policy} policy's: {fix or f'set policy.name={owner}, or name a {policy} model'}",
+        f"the {owner} policy's model, not the {policy} policy's: {fix or f'name a {policy} model (the {owner} policy trains this one)'}",
     )
 
 

@@ -33,6 +33,7 @@ from genrl.objectives.fiberpo import FiberPOConfig
 from genrl.objectives.mdpo import MDPOConfig
 from genrl.objectives.mhpo import MHPOConfig
 from genrl.policies.base import DTYPES
+from genrl.policies.denoiser import DenoisingPolicy
 from genrl.policies.diffusion import DDIM_STEP
 from genrl.samplers import diversity_fn
 from genrl.sde import CPS_LOG_PROBS, DEFAULT_CPS_LOG_PROB, STEPS
@@ -139,6 +140,12 @@ class PolicyConfig(Section):
 
         nonempty(self, "name", "model", "family")
         registered(self, "name", POLICIES)
+        require(  # a token policy here crashed on the settings it lacks; its section is VLMPolicyConfig
+            issubclass(POLICIES.get(self.name), DenoisingPolicy),
+            "name",
+            self.name,
+            "is not a denoising policy (flow, diffusion); a vision-language model trains with trainer: online_vlm",
+        )
         if self.family != "auto":
             registered(self, "family", FAMILIES)
         for n in ("height", "width", "num_frames", "max_sequence_length"):

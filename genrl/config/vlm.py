@@ -10,11 +10,12 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import Section, at_least, nonempty, option, require, unused_unless
+from genrl.config.base import Section, at_least, nonempty, option, registered, require, unused_unless
 from genrl.config.common import LoraConfig
 from genrl.config.online import ObjectiveConfig, OnlineConfig
 from genrl.objectives.common import KL_TYPES
 from genrl.policies.base import DTYPES
+from genrl.policies.denoiser import DenoisingPolicy
 from genrl.policies.vlm import LORA_TARGETS, SUPPORTED_MODELS
 from rewards.verifiable import ANSWER_TYPES
 
@@ -87,7 +88,16 @@ class VLMPolicyConfig(Section):
     )
 
     def validate(self) -> None:
+        from genrl.registry import POLICIES
+
         nonempty(self, "name", "model")
+        registered(self, "name", POLICIES)
+        require(  # a denoising policy here crashed on the settings it lacks (family, sde)
+            not issubclass(POLICIES.get(self.name), DenoisingPolicy),
+            "name",
+            self.name,
+            "is a denoising policy: it trains with trainer: online (e.g. configs/digits/flowgrpo.yaml)",
+        )
         require(
             self.temperature > 0 and math.isfinite(self.temperature),
             "temperature",
