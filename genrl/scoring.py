@@ -18,7 +18,7 @@ from typing import Any, Mapping
 
 import torch
 
-from genrl.models import TASK, check_model_kind, model_task
+from genrl.models import SFT, SFT_POLICY, TASK, check_model_kind, model_task
 
 
 class RewardContractError(ValueError):
@@ -169,7 +169,7 @@ def reward_samples_problem(reward: Any, kind: str | None, maker: str) -> str:
     if scores is not None and scores not in SAMPLE_KINDS:
         return f"registered with samples={scores!r}; valid: {', '.join(SAMPLE_KINDS)}"
     if kind is not None and scores is not None and scores != kind:
-        return f"scores {scores}, and {maker} makes {kind}: choose a reward for {kind}"
+        return f"scores {scores}, and {maker} makes {kind}"
     return ""
 
 
@@ -178,7 +178,7 @@ def check_reward_samples(classes: Mapping[str, Any], kind: str | None, maker: st
     what the policy makes (``reward_samples_problem``): the trainer's check once the model is loaded."""
     for name, reward in classes.items():
         if problem := reward_samples_problem(reward, kind, maker):
-            raise ValueError(f"rewards.{name}: {problem}")
+            raise ValueError(f"rewards.{name}: {problem}: choose a reward for {kind}")
 
 
 def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> None:
@@ -206,6 +206,11 @@ def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapp
                 )
         for option in ("model", "checkpoint"):  # a task: model the task does not own, before any is built
             model = args.get(option)
+            if isinstance(model, str) and model.startswith(SFT):  # it was trained first, then not loadable
+                raise ValueError(
+                    f"reward_args.{name}.{option}={model!r}: an sft: model is the {SFT_POLICY} policy's (an SFT "
+                    "run's model); no reward loads one"
+                )
             if isinstance(model, str) and model.startswith(TASK):
                 try:
                     check_model_kind(model_task(model[len(TASK) :]), name)

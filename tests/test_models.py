@@ -86,3 +86,18 @@ def test_a_task_or_sft_model_another_policy_loads_is_refused_before_it_is_built(
     err = capsys.readouterr().err.strip()
     assert err.startswith(f"genrl train: {key}={model!r}: {says}") and len(err.splitlines()) == 1, err
     assert not out.exists() and not (tmp_path / "cache").exists() and not (tmp_path / "sft_run").exists()
+
+
+def test_an_sft_model_that_is_the_runs_own_output_is_refused_before_training(tmp_path, monkeypatch, capsys):
+    """``model=sft:<this very config>`` trained the whole SFT run as a prerequisite, then refused to resume
+    it with the changed model setting."""
+    monkeypatch.setenv("GENRL_CACHE", str(tmp_path / "cache"))
+    config = tmp_path / "sft.yaml"
+    config.write_text(f"trainer: sft\noutput_dir: {tmp_path / 'run'}\nmax_steps: 20\n")
+    assert cli_main(["train", str(config), f"model=sft:{config}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert (
+        err
+        == f"genrl train: model 'sft:{config}' is this run's own output ({tmp_path / 'run'}): name the SFT run to start from"
+    )
+    assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()

@@ -41,6 +41,13 @@ def test_reward_args_reach_the_constructor_and_unknown_options_fail():
             "reward_args.videoalign.checkpoint='task:digits': task 'digits' has",
         ),
         ("clip", {"model": "task:prompts"}, "reward_args.clip.model='task:prompts': task 'prompts' owns no model"),
+        # an SFT run was trained in full, then the reward could not load its model
+        (
+            "clip",
+            {"model": "sft:configs/digit_sum/sft.yaml"},
+            "reward_args.clip.model='sft:configs/digit_sum/sft.yaml':",
+        ),
+        ("videoalign", {"checkpoint": "sft:x.yaml"}, "reward_args.videoalign.checkpoint='sft:x.yaml': an sft: model"),
     ],
 )
 def test_a_task_model_the_task_does_not_own_is_refused_before_any_build(name, args, says):
@@ -75,6 +82,27 @@ def test_a_reward_for_other_samples_than_the_policy_makes_is_refused_with_the_co
     with pytest.raises(ConfigError) as e:
         load_trainer_config(path, [f"rewards={{{reward}: 1.0}}", "reward_args={}"])
     assert str(e.value).startswith(f"rewards.{reward}=1.0: ") and says in str(e.value), str(e.value)
+
+
+def test_reward_options_and_the_tasks_judge_are_checked_with_the_config():
+    """genrl compare loads every arm's config before any arm trains: a later arm's reward option typo,
+    or an sft: reward model (trained first), and a task judging other samples than the policy makes
+    (moving_digits' judge on the digits model: NaN at every evaluation, exit 0) are refused there."""
+    import os
+
+    from genrl.config import load_trainer_config
+
+    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+    with pytest.raises(ConfigError, match=r"^reward_args.digits: unknown option\(s\) \['nope'\]"):
+        load_trainer_config(os.path.join(configs, "digits/flowgrpo.yaml"), ["reward_args={digits: {nope: 1}}"])
+    judged = ["policy.model=task:digits", "rewards={digits: 1.0}", "reward_args={}", "policy.num_frames=0"]
+    with pytest.raises(ConfigError) as e:
+        load_trainer_config(
+            os.path.join(configs, "moving_digits/flowgrpo.yaml"), [*judged, "policy.height=0", "policy.width=0"]
+        )
+    assert str(e.value).startswith(
+        "task='moving_digits': its judge 'moving_digits_gold' scores videos, and policy.model='task:digits' makes images"
+    ), str(e.value)
 
 
 def test_rewards_that_do_not_say_what_they_score_are_not_checked():

@@ -571,6 +571,7 @@ class OnlineConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         from genrl.registry import REWARDS
+        from genrl.scoring import check_reward_args
 
         require(len(self.rewards) > 0, "rewards", self.rewards, "needs at least one reward")
         require(  # all zero: every advantage 0, a run that trains nothing
@@ -590,6 +591,10 @@ class OnlineConfig(RunConfig):
                 self.reward_args[name],
                 f"gives options to a reward that is not in rewards ({', '.join(self.rewards)})",
             )
+        try:  # with the config (genrl compare refuses a later arm's before any arm trains), from signatures only
+            check_reward_args({n: REWARDS.get(n) for n in self.rewards}, self.reward_args)
+        except ValueError as e:  # its message names the reward_args key
+            raise ConfigError("", str(e)) from None
         self._validate_policy()
         require_model_for(self.policy.model, self.policy.name, "policy.model")
         self._check_reward_samples()
@@ -618,13 +623,19 @@ class OnlineConfig(RunConfig):
     def _check_reward_samples(self) -> None:
         """Rewards that score other samples than the policy makes (``reward_samples_problem``), where the
         policy's samples are known before loading (the trainer checks again once the model is loaded)."""
-        from genrl.registry import POLICIES, REWARDS
+        from genrl.registry import POLICIES, REWARDS, TASKS
         from genrl.scoring import reward_samples_problem
 
         kind = POLICIES.get(self.policy.name).samples_before_loading(self.policy)
+        maker = f"policy.model={self.policy.model!r}"
         for name, weight in self.rewards.items():
-            if problem := reward_samples_problem(REWARDS.get(name), kind, f"policy.model={self.policy.model!r}"):
-                raise ConfigError(f"rewards.{name}", problem, weight)
+            if problem := reward_samples_problem(REWARDS.get(name), kind, maker):
+                raise ConfigError(f"rewards.{name}", f"{problem}: choose a reward for {kind}", weight)
+        judge = getattr(TASKS.get(self.task), "gold_reward", None)  # scores every evaluation, and compare reads it
+        if judge and (problem := reward_samples_problem(REWARDS.get(judge), kind, maker)):
+            raise ConfigError(
+                "task", f"its judge {judge!r} {problem}: choose a model the task can judge, or another task", self.task
+            )
 
     def _check_objective(self) -> None:
         """Rules that cross sections, owned by the objective: ``OBJECTIVES.register(name,
