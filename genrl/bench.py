@@ -32,8 +32,36 @@ import time
 
 from genrl.io import atomic_file, check_output_file
 
-# the config's top-level keys the variants' measurement (``measure``) never reads
-NOT_READ = ("output_dir", "resume", "max_steps", "checkpoint", "log", "rewards", "reward_args", "advantages", "eval")
+# the config keys (and sections) the variants' measurement (``measure``) never reads: it rolls out
+# rollout.batch_size samples of the first prompts, with random advantages
+NOT_READ = (
+    "output_dir",
+    "resume",
+    "max_steps",
+    "checkpoint",
+    "log",
+    "rewards",
+    "reward_args",
+    "advantages",
+    "eval",
+    "rollout.sampler",
+    "rollout.vas",
+    "rollout.async_rewards",
+    "rollout.dynamic_sampling",
+    "rollout.dynamic_sampling_max_rounds",
+)
+
+
+def overrides_of(overrides: list[str], keys: tuple[str, ...]) -> list[str]:
+    """The ``key=value`` overrides that set one of ``keys`` or a key inside one of them (a section)."""
+
+    def sets(o: str, k: str) -> bool:
+        key = o.partition("=")[0].strip()
+        return key == k or key.startswith(k + ".")
+
+    return [o for o in overrides if any(sets(o, k) for k in keys)]
+
+
 # name -> overrides applied on top of the config (and the user's --set)
 VARIANTS: dict[str, list[str]] = {
     "default": [],
@@ -134,8 +162,9 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
         raise ValueError(f"--iters must be >= 1 and --warmup >= 0 (got {iters}, {warmup})")
     for v in variants:  # every config error here, as one line, before any child process starts
         load_online_config(config, [*overrides, *VARIANTS[v], "log.progress_bar=false"], "genrl bench")
-    unread = [o for o in overrides if o.partition("=")[0].strip().split(".")[0] in NOT_READ]
-    if unread:  # accepted and ignored, the figures would not be what the user set up
+    if unread := overrides_of(
+        overrides, NOT_READ
+    ):  # accepted and ignored, the figures would not be what the user set up
         raise ValueError(
             f"--set {' '.join(unread)}: the variants' measurement times rollouts and updates (on random "
             f"advantages) and never reads {', '.join(NOT_READ)}: drop it, or use --overhead (it runs the trainer)"

@@ -159,6 +159,10 @@ def loop_phases(cfg, steps: int, warmup: int, between: Callable[[], object]) -> 
     return out
 
 
+# what ``loop_phases`` sets on the measured run itself (a temporary folder, --warmup + --steps steps)
+SET_HERE = ("output_dir", "resume", "max_steps", "checkpoint.every", "log.progress_bar")
+
+
 def load(config: str, overrides: list[str]):
     """The online config to measure; ``ValueError`` (one line) for a bad one (a policy that does not
     denoise among them: the online trainer's policy section refuses it)."""
@@ -192,9 +196,13 @@ def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
 
 def run(config: str, overrides: list[str], steps: int, warmup: int, threads: list[int], env=None) -> list[dict]:
     """One fresh process per thread count; returns their ``measure`` results."""
-    from genrl.bench import child_result
+    from genrl.bench import child_result, overrides_of
 
     load(config, overrides)  # a config error as one line, before any child process starts
+    if set_here := overrides_of(overrides, SET_HERE):  # they would be overwritten, unsaid
+        raise ValueError(
+            f"--set {' '.join(set_here)}: --overhead sets {', '.join(SET_HERE)} itself (--steps, --warmup: the run's length)"
+        )
     results = []
     for k, n in enumerate(threads, 1):
         cmd = [sys.executable, "-m", "genrl.overhead", config, "--steps", str(steps), "--warmup", str(warmup)]

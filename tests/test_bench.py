@@ -133,6 +133,12 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
             "--set rewards={pickscore: 1.0} eval.every=5:",
         ),
         ([config, "--set", "max_steps=3", "policy.num_steps=4"], "--set max_steps=3: the variants' measurement"),
+        ([config, "--set", "rollout.async_rewards=true"], "--set rollout.async_rewards=true: the variants'"),
+        ([config, "--overhead", "--set", "max_steps=500", "eval.every=5"], "--set max_steps=500: --overhead sets "),
+        (
+            [config, "--overhead", "--set", "checkpoint.every=1"],
+            "--set checkpoint.every=1: --overhead sets output_dir",
+        ),
     ]:
         assert main(["bench", *args]) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
