@@ -89,7 +89,7 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     import torch
     from accelerate import Accelerator
 
-    from genrl.models import prepare_models
+    from genrl.models import prepare_model
     from genrl.registry import OBJECTIVES, POLICIES, TASKS
     from genrl.trainers.common import make_optimizer
     from genrl.trainers.online import update
@@ -99,7 +99,7 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     task = TASKS.get(cfg.task).from_config(cfg)
     policy_cls = POLICIES.get(cfg.policy.name)
     if pipe is None:
-        prepare_models(cfg)
+        prepare_model(cfg.policy.model)  # the policy's only: no reward is used (moving_digits' took minutes)
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
     else:
         policy = policy_cls(cfg.policy, pipe, device=accelerator.device)

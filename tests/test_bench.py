@@ -189,3 +189,18 @@ def test_progress_on_a_terminal_is_erased_when_the_measuring_process_fails(monke
         r"genrl bench: measuring 'default' \(1/1\) \.\.\.\r\033\[Kgenrl bench: 'default' \(1/1\) measured in \d+ s\n"
     )
     assert re.fullmatch(done, term.getvalue())
+
+
+def test_the_variant_measurement_builds_no_reward_model(tmp_path, monkeypatch, base_model):
+    """It prepared every task: model the config named, reward models included, which it never uses (the
+    moving_digits recipes' VideoAlign reward: thousands of training steps)."""
+    from genrl.bench import measure
+    from genrl.config import load_online_config
+    from genrl.registry import TASKS
+
+    monkeypatch.setenv("GENRL_CACHE", str(tmp_path / "cache"))
+    small = ["rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.batch_size=4", "train.batch_size=4"]
+    config = os.path.join(ROOT, "configs", "digits", "flowgrpo_clip.yaml")  # reward_args.clip.model: task:digits
+    cfg = load_online_config(config, [f"policy.model={base_model}", "policy.num_steps=2", *small], "genrl bench")
+    assert measure(cfg, iters=1, warmup=0)["batch"] == 4
+    assert not TASKS.get("digits")().is_prepared("clip")
