@@ -182,6 +182,7 @@ def run_all(
     from genrl.hub import check_available, is_path
     from genrl.io import check_output_dir
     from genrl.models import SFT, TASK
+    from genrl.registry import REWARDS
     from genrl.trainers import run_trainer
 
     check_arguments(arms, seeds, wall_budget, evals, calibration_steps)
@@ -193,10 +194,17 @@ def run_all(
             )
     check_output_dir(out_dir, "--out", overwrite=None)  # finished runs in it are reused
     for arm in arms:  # every config error, and a hub id that cannot load here, before anything runs
-        policy = getattr(load_trainer_config(arm.config, [*overrides, *arm.overrides]), "policy", None)
+        cfg = load_trainer_config(arm.config, [*overrides, *arm.overrides])
+        hub = {}  # config key -> hub id: the policy's, and the rewards' that say which they load (hub_models)
+        policy = getattr(cfg, "policy", None)
         if policy is not None and not is_path(policy.model) and not policy.model.startswith((TASK, SFT)):
-            with arm.named(stage="before training"):
-                check_available("policy.model", policy.model)
+            hub["policy.model"] = policy.model
+        for name in getattr(cfg, "rewards", None) or {}:
+            if callable(hub_models := getattr(REWARDS.get(name), "hub_models", None)):
+                hub.update(hub_models(**cfg.reward_args.get(name, {})))
+        with arm.named(stage="before training"):
+            for key, repo_id in hub.items():
+                check_available(key, repo_id)
     runs = []
     for arm in arms:
         budget_ov = []

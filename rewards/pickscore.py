@@ -53,6 +53,13 @@ def _load(loader, path: str, what: str, expected: str):
 class PickScoreReward:
     """PickScore of each image against its prompt (see the module docstring)."""
 
+    @classmethod
+    def hub_models(cls, model: str = DEFAULT_MODEL, processor: str = DEFAULT_PROCESSOR, **options) -> dict[str, str]:
+        """``{config key: hub id}`` of the hub models these options load (folders left out): checked before
+        anything trains by commands that load several configs (``genrl compare``)."""
+        named = {"model": model, "processor": processor}
+        return {f"reward_args.pickscore.{k}": v for k, v in named.items() if not os.path.isdir(v) and not is_path(v)}
+
     def __init__(
         self,
         model: str = DEFAULT_MODEL,

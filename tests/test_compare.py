@@ -269,9 +269,18 @@ def test_an_arm_that_fails_once_its_model_loads_is_named(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"genrl compare: arm 'broken', seed 3: policy.model='{model}'"), err
 
 
-def test_a_later_arms_hub_model_that_cannot_load_is_refused_before_any_arm_trains(tmp_path, capsys, monkeypatch):
-    """Offline, a hub id missing from the cache failed only when its arm loaded it, after the arms before
-    it had trained."""
+@pytest.mark.parametrize(
+    "override,key,repo_id",
+    [
+        ("policy.model=genrl-test/no-such-model", "policy.model", "genrl-test/no-such-model"),
+        ("rewards={digits: 1.0, pickscore: 0.5}", "reward_args.pickscore.model", "yuvalkirstain/PickScore_v1"),
+    ],
+)
+def test_a_later_arms_hub_model_that_cannot_load_is_refused_before_any_arm_trains(
+    tmp_path, capsys, monkeypatch, override, key, repo_id
+):
+    """Offline, a hub id missing from the cache (a policy's, or a reward's) failed only when its arm loaded
+    it, after the arms before it had trained."""
     from huggingface_hub import constants
 
     from genrl import hub
@@ -283,13 +292,13 @@ def test_a_later_arms_hub_model_that_cannot_load_is_refused_before_any_arm_train
     config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
     out = tmp_path / "out"
     argv = ["compare", "--seeds", "0", "--out", str(out), "--arm", "first", config, "max_steps=1"]
-    argv += ["--arm", "hub", config, "policy.model=genrl-test/no-such-model"]
+    argv += ["--arm", "hub", config, override]
     try:
         assert main(argv) == 2
     finally:
         hub.local_only.cache_clear()
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith(
-        "genrl compare: arm 'hub' (before training): policy.model='genrl-test/no-such-model': not in the local"
+        f"genrl compare: arm 'hub' (before training): {key}='{repo_id}': not in the local"
     ), err
     assert not out.exists() or not any(out.iterdir())  # the first arm did not train
