@@ -278,6 +278,16 @@ def get_dummy_clip_processor(texts, image_size: int = 32):
     return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
+def recipe_refusal(config: str, overrides: list[str]) -> str:
+    """The ``ConfigError`` message of loading ``configs/<config>`` with ``overrides`` (it must be refused)."""
+    from genrl.config import ConfigError, load_trainer_config
+
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", config)
+    with pytest.raises(ConfigError) as e:
+        load_trainer_config(path, overrides)
+    return str(e.value)
+
+
 def assert_documented_metric_names(metrics_jsonl) -> None:
     """Every key of a run's metrics.jsonl (but ``step``) starts with a prefix of the README's
     "Logged metrics" table."""

@@ -74,35 +74,27 @@ def test_a_task_model_the_task_does_not_own_is_refused_before_any_build(name, ar
     ],
 )
 def test_a_reward_for_other_samples_than_the_policy_makes_is_refused_with_the_config(config, reward, says):
-    import os
+    from conftest import recipe_refusal
 
-    from genrl.config import load_trainer_config
-
-    path = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", config)
-    with pytest.raises(ConfigError) as e:
-        load_trainer_config(path, [f"rewards={{{reward}: 1.0}}", "reward_args={}"])
-    assert str(e.value).startswith(f"rewards.{reward}=1.0: ") and says in str(e.value), str(e.value)
+    message = recipe_refusal(config, [f"rewards={{{reward}: 1.0}}", "reward_args={}"])
+    assert message.startswith(f"rewards.{reward}=1.0: ") and says in message, message
 
 
 def test_reward_options_and_the_tasks_judge_are_checked_with_the_config():
     """genrl compare loads every arm's config before any arm trains: a later arm's reward option typo,
     or an sft: reward model (trained first), and a task judging other samples than the policy makes
     (moving_digits' judge on the digits model: NaN at every evaluation, exit 0) are refused there."""
-    import os
+    from conftest import recipe_refusal
 
-    from genrl.config import load_trainer_config
-
-    configs = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
-    with pytest.raises(ConfigError, match=r"^reward_args.digits: unknown option\(s\) \['nope'\]"):
-        load_trainer_config(os.path.join(configs, "digits/flowgrpo.yaml"), ["reward_args={digits: {nope: 1}}"])
-    judged = ["policy.model=task:digits", "rewards={digits: 1.0}", "reward_args={}", "policy.num_frames=0"]
-    with pytest.raises(ConfigError) as e:
-        load_trainer_config(
-            os.path.join(configs, "moving_digits/flowgrpo.yaml"), [*judged, "policy.height=0", "policy.width=0"]
-        )
-    assert str(e.value).startswith(
+    typo = recipe_refusal("digits/flowgrpo.yaml", ["reward_args={digits: {nope: 1}}"])
+    assert typo.startswith("reward_args.digits: unknown option(s) ['nope']"), typo
+    judged = ["policy.model=task:digits", "rewards={digits: 1.0}", "reward_args={}"]
+    message = recipe_refusal(
+        "moving_digits/flowgrpo.yaml", [*judged, *(f"policy.{k}=0" for k in ("num_frames", "height", "width"))]
+    )
+    assert message.startswith(
         "task='moving_digits': its judge 'moving_digits_gold' scores videos, and policy.model='task:digits' makes images"
-    ), str(e.value)
+    ), message
 
 
 def test_rewards_that_do_not_say_what_they_score_are_not_checked():
