@@ -162,9 +162,8 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
         raise ValueError(f"--iters must be >= 1 and --warmup >= 0 (got {iters}, {warmup})")
     for v in variants:  # every config error here, as one line, before any child process starts
         load_online_config(config, [*overrides, *VARIANTS[v], "log.progress_bar=false"], "genrl bench")
-    if unread := overrides_of(
-        overrides, NOT_READ
-    ):  # accepted and ignored, the figures would not be what the user set up
+    # accepted and ignored, the figures would not be what the user set up
+    if unread := overrides_of(overrides, NOT_READ):
         raise ValueError(
             f"--set {' '.join(unread)}: the variants' measurement times rollouts and updates (on random "
             f"advantages) and never reads {', '.join(NOT_READ)}: drop it, or use --overhead (it runs the trainer)"

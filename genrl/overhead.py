@@ -201,7 +201,8 @@ def run(config: str, overrides: list[str], steps: int, warmup: int, threads: lis
     load(config, overrides)  # a config error as one line, before any child process starts
     if set_here := overrides_of(overrides, SET_HERE):  # they would be overwritten, unsaid
         raise ValueError(
-            f"--set {' '.join(set_here)}: --overhead sets {', '.join(SET_HERE)} itself (--steps, --warmup: the run's length)"
+            f"--set {' '.join(set_here)}: --overhead sets {', '.join(SET_HERE)} itself "
+            "(--steps, --warmup: the run's length)"
         )
     results = []
     for k, n in enumerate(threads, 1):

@@ -104,20 +104,17 @@ def require_model_for(model: str, policy: str, key: str, fix: str = "") -> None:
     (an ``sft:`` model would be trained first, a task's built, only for the loader to refuse it).
     ``ConfigError`` at ``key``, also for a ``task:`` that is unknown or owns no model
     (``genrl.models.model_policy``); ``fix`` ends the message (default: name a ``policy`` model; the
-    model's own policy may need another trainer, so switching ``policy.name`` is not offered). Checked by the trainer configs, not by a policy section
-    alone: a policy built in code from a pipeline in memory never reads its ``model``."""
+    model's own policy may need another trainer, so switching ``policy.name`` is not offered).
+    Checked by the trainer configs, not by a policy section alone: a policy built in code from a
+    pipeline in memory never reads its ``model``."""
     from genrl.models import model_policy
 
     try:
         owner = model_policy(model)
     except ValueError as e:
         raise ConfigError(key, " ".join(str(e).split()), model) from None
-    require(
-        owner in (None, policy),
-        key,
-        model,
-        f"the {owner} policy's model, not the {policy} policy's: {fix or f'name a {policy} model (the {owner} policy trains this one)'}",
-    )
+    fix = fix or f"name a {policy} model (the {owner} policy trains this one)"
+    require(owner in (None, policy), key, model, f"the {owner} policy's model, not the {policy} policy's: {fix}")
 
 
 @dataclass
