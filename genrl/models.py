@@ -183,12 +183,10 @@ def prepare_models(cfg, progress: bool = True) -> list[str]:
     ``ValueError`` for an ``sft:`` model that is ``cfg``'s own run (its config writes to
     ``cfg.output_dir``): it was trained in full, then the run refused to resume with other settings."""
     models = [(m, kind) for m, kind in config_models(cfg) if m.startswith((TASK, SFT))]
-    for m, _ in models:
-        own = getattr(cfg, "output_dir", None)
-        if (
-            m.startswith(SFT)
-            and own
-            and os.path.abspath(_sft_model_dir(m[len(SFT) :])[0].output_dir) == os.path.abspath(own)
-        ):
-            raise ValueError(f"model {m!r} is this run's own output ({own}): name the SFT run to start from")
+    own = os.path.abspath(cfg.output_dir)
+    for m in (m for m, _ in models if m.startswith(SFT)):
+        if os.path.abspath(_sft_model_dir(m[len(SFT) :])[0].output_dir) == own:
+            raise ValueError(
+                f"model {m!r} is this run's own output ({cfg.output_dir}): name the SFT run to start from"
+            )
     return [prepare_model(m, kind, progress) for m, kind in models]

@@ -51,7 +51,6 @@ from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.scoring import (
     ChunkScorer,
     build_rewards,
-    check_reward_args,
     check_reward_kinds,
     check_reward_samples,
     combine,
@@ -290,7 +289,6 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     reward_classes = {name: REWARDS.get(name) for name in cfg.rewards}
     check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes)
     check_reward_kinds(reward_classes)  # each reward callable as (samples, prompts, metadata)
-    check_reward_args(reward_classes, cfg.reward_args)  # a typo fails here, before any model is prepared
     fsdp = sharding.fsdp_requested(cfg.train.fsdp)
     if fsdp:  # checked before anything loads
         sharding.check_supported(
