@@ -233,8 +233,10 @@ def test_full_fine_tuning_in_bf16_keeps_the_trained_unet_fp32(tmp_path):
         assert {p.dtype for p in policy.ref_model.parameters()} == {torch.float32}
         assert policy.pipe.vae.dtype == torch.bfloat16 and policy.pipe.text_encoder.dtype == torch.bfloat16
         traj = rollout(policy, PROMPTS[:2])  # no autocast: the UNet's inputs follow its own dtype
-        lp, _ = policy.log_prob(traj, slice(0, None))
-        assert torch.equal(lp, traj.log_probs_old)
+        for j in range(traj.log_probs_old.shape[1]):  # the rollout's own batch layout: bit for bit
+            assert torch.equal(policy.log_prob(traj, slice(j, j + 1))[0], traj.log_probs_old[:, j : j + 1])
+        lp, _ = policy.log_prob(traj, slice(0, None))  # all steps in one forward: the UNet's convolutions
+        torch.testing.assert_close(lp, traj.log_probs_old, rtol=1e-5, atol=1e-5)  # round by batch size
     fp32 = build().unet
     assert all(torch.equal(a, b) for a, b in zip(policy.unet.parameters(), fp32.parameters()))
 
