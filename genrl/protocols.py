@@ -27,6 +27,9 @@ class Reward(Protocol):
     * Returns ``{name: Tensor[B], ...}`` holding at least the reward's own (configured) name, with
       any further keys logged beside it (``reward/<key>_mean``), or a bare ``Tensor[B]`` taken as the
       reward's own values. Units are the reward's own; ``rewards:`` weights them.
+    * It must take any sample of the policy's kind and shape: at start-up the trainer calls it on two
+      decoded-noise samples (``Policy.probe_samples``) with the task's first prompts, and a reward that
+      raises or breaks this contract there is refused (``genrl.scoring.check_rewards_take``).
     * A sample the reward cannot score gets ``NaN`` (never a silent 0): the trainer masks it out of
       the update and of every advantage statistic and counts it in ``reward/<name>_failed``. A
       reward that raises, or returns the wrong shape, fails its whole batch the same way.

@@ -181,6 +181,28 @@ def check_reward_samples(classes: Mapping[str, Any], kind: str | None, maker: st
             raise ValueError(f"rewards.{name}: {problem}: choose a reward for {kind}")
 
 
+def check_rewards_take(
+    rewards: Mapping[str, Any], samples, prompts: list[str], metadata: list[dict], maker: str
+) -> None:
+    """Start-up check, before anything is written: every reward scores ``samples`` (the policy's
+    ``probe_samples``: its kind and shape, not a real rollout) for the task's ``prompts`` and
+    ``metadata`` without raising and within its contract (:func:`score_samples`). A ``NaN`` passes: a
+    reward may decline to score noise. Before, a reward that could not take the run's samples or
+    metadata (the digits rewards on 3x32x32 images, or on prompts that name no digit) failed on every
+    sample of every step, was masked, and the run trained on nothing. ``maker`` (``policy.model=...``)
+    names the samples' source in the message. Raises ``ValueError`` naming ``rewards.<name>``."""
+    shape = f" {list(samples.shape[1:])}" if isinstance(samples, torch.Tensor) else ""
+    for name, fn in rewards.items():
+        try:
+            _call_reward(name, fn, samples, prompts, metadata)
+        except Exception as e:  # any failure here is a failure on every sample later
+            reason = (str(e).strip().splitlines() or [""])[0]
+            raise ValueError(
+                f"rewards.{name}: cannot score the samples of {maker}{shape} for the task's prompt {prompts[0]!r} "
+                f"({type(e).__name__}: {reason})"
+            ) from None
+
+
 def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> None:
     """Raises ``ValueError`` naming the reward, the option and the valid ones when ``reward_args`` gives
     a reward an option its constructor (or, for a plain function, its keyword arguments after

@@ -266,7 +266,10 @@ def test_preference_clips_of_another_size_are_refused_before_anything_is_written
     seppo = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs/digits/seppo.yaml")
     overrides = [*tiny_preference(), "task=moving_digits", f"policy.model={moving_base}", override]
     cfg = load_config(PreferenceConfig, seppo, [*overrides, f"output_dir={tmp_path / 'run'}"])
-    with pytest.raises(ValueError, match=r"the moving_digits winners are \(9, 3, 16, 16\) clips; the model samples"):
+    with pytest.raises(
+        ValueError,
+        match=r"task 'moving_digits' takes \(9, 3, 16, 16\) clips \(its winners and gold judge\); the model samples",
+    ):
         train(cfg)
     assert not (tmp_path / "run").exists()
 

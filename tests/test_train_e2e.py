@@ -409,6 +409,75 @@ def test_a_run_whose_rewards_all_fail_stops_in_one_line(tmp_path, base_model, ca
     assert "Traceback" not in "\n".join(err)
 
 
+def wrong_shape(samples, prompts, metadata):
+    """A reward that breaks its contract: one value too many."""
+    return torch.zeros(len(prompts) + 1)
+
+
+@pytest.fixture(scope="module")
+def rgb_model(tmp_path_factory):
+    """A tiny RGB SD3 pipeline (3x32x32 samples) and a prompt file of ordinary captions."""
+    from families import dummy_sd3
+
+    folder = tmp_path_factory.mktemp("rgb")
+    dummy_sd3.build().save_pretrained(folder / "sd3")
+    (folder / "prompts.txt").write_text("\n".join(dummy_sd3.PROMPTS) + "\n")
+    return folder
+
+
+RGB = ["policy.height=32", "policy.width=32", "policy.max_sequence_length=8", "policy.lora.target_modules=null"]
+
+
+@pytest.mark.parametrize(
+    "case, says",
+    [
+        (  # the digits rewards' 1x8x8 images
+            "rgb+digits",
+            "genrl train: rewards.digits: cannot score the samples of policy.model='{model}' [3, 32, 32] for the "
+            "task's prompt 'a photo of a cat' (ValueError: digits rewards expect images of shape [B, 1, 8, 8]",
+        ),
+        (  # the digits task's judges take 1x8x8 images too
+            "rgb@digits",
+            "genrl train: task 'digits' takes 1x8x8 images (its winners and judges); the model samples (3, 32, 32)",
+        ),
+        (  # the right images, but prompts that name no digit (no metadata)
+            "digits+prompts",
+            "genrl train: rewards.digits: cannot score the samples of policy.model='{model}' [1, 8, 8] for the "
+            "task's prompt 'a photo of a cat' (ValueError: ",
+        ),
+        (  # a plug-in breaking its contract
+            "wrong_shape",
+            "genrl train: rewards.test_train_e2e:wrong_shape: cannot score the samples of policy.model='{model}' "
+            "[1, 8, 8] for the task's prompt 'a handwritten digit zero' (RewardContractError: reward "
+            "'test_train_e2e:wrong_shape' returned 'test_train_e2e:wrong_shape' of shape (3,) for 2 samples",
+        ),
+    ],
+)
+def test_a_reward_or_task_that_cannot_take_the_models_samples_is_refused_before_anything_is_written(
+    tmp_path, base_model, rgb_model, capsys, case, says
+):
+    """Each failed on every sample and was masked as NaN: the run trained nothing and exited 0 (with fewer
+    than 3 steps), or stopped after the step-0 evaluation and 3 steps; the task's judge failed at the first
+    evaluation, with the run folder written. Now one line, exit 2, nothing written."""
+    from genrl.cli import main as cli_main
+
+    run = tmp_path / "run"
+    prompts = ["task=prompts", f"data.train_files=[{rgb_model / 'prompts.txt'}]"]
+    model = rgb_model / "sd3" if case.startswith("rgb") else base_model
+    extra = {
+        "rgb+digits": [*prompts, *RGB, "rewards={digits: 1.0}"],
+        "rgb@digits": RGB,
+        "digits+prompts": [*prompts, "rewards={digits: 1.0}"],
+        "wrong_shape": ["rewards={test_train_e2e:wrong_shape: 1.0}"],
+    }[case]
+    args = ["train", CONFIG, f"output_dir={run}", f"policy.model={model}", *TINY_ONLINE, "max_steps=2", *extra]
+    capsys.readouterr()
+    assert cli_main(args) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(says.format(model=model)) and "\n" not in err, err
+    assert not run.exists()
+
+
 @pytest.mark.parametrize(
     "cls, overrides, reader",
     [

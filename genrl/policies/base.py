@@ -44,6 +44,11 @@ class Policy:
         policy: ``policy.max_prompt_length``); ``ValueError`` naming the first prompt that does not fit
         (``metadata["source"]``, its file and row, when the task gives one). Nothing to check here."""
 
+    def probe_samples(self, n: int):
+        """``n`` samples of this policy's kind and shape made without sampling: the input of the
+        trainers' start-up checks (each reward must take them; the task checks their shape)."""
+        raise NotImplementedError
+
     def output_grad_norms(self) -> dict[int, float]:
         """After a backward: ``{action index: mean over samples of ||d loss / d output||}`` for the
         last ``log_prob`` forward (flow policies: the predicted velocity of each denoising step, the

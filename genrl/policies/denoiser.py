@@ -276,6 +276,12 @@ class DenoisingPolicy(Policy):
         """Latents -> images ``[B, C, H, W]`` (or videos ``[B, F, C, H, W]``) in ``[0, 1]``."""
         raise NotImplementedError
 
+    @torch.no_grad()
+    def probe_samples(self, n: int) -> torch.Tensor:
+        """``n`` noise latents (seed 0) decoded: images ``[n, C, H, W]`` / videos ``[n, F, C, H, W]``
+        in ``[0, 1]``, the shape and range of this policy's samples for one decode's cost."""
+        return self.decode(self.noise(n, torch.Generator().manual_seed(0)))
+
     # ----------------------------------------------------------------- conditioning and window
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:

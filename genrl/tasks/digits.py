@@ -361,9 +361,11 @@ class DigitsTask(EmbeddedModelTask):
         return [(p, self.metadata(p)) for p in self.prompts()]
 
     def check_sample_shape(self, shape: tuple[int, ...]) -> None:
-        """The preference trainer's start-up check: the model samples the winners' 1x8x8 images."""
+        """The trainers' start-up check: the model samples the 1x8x8 images of the winners and judges."""
         if tuple(shape) != (1, 8, 8):
-            raise ValueError(f"the digits winners are 1x8x8 images; the model samples {tuple(shape)}")
+            raise ValueError(
+                f"task 'digits' takes 1x8x8 images (its winners and judges); the model samples {tuple(shape)}"
+            )
 
     def preference_batch(
         self, n: int, generator: torch.Generator, shape: Optional[tuple[int, ...]] = None

@@ -425,11 +425,13 @@ class MovingDigitsTask(EmbeddedModelTask):
         return [(p, self.metadata(p)) for p in self.prompts()]
 
     def check_sample_shape(self, shape: tuple[int, ...]) -> None:
-        """The preference trainer's start-up check, before anything is written: the model samples clips of
-        the winners' frames and size (``[F, C, 16, 16]``, any C: winners are grey on three channels)."""
+        """The trainers' start-up check, before anything is written: the model samples clips of the winners'
+        and the gold judge's frames and size (``[F, C, 16, 16]``, any C: winners are grey on three channels)."""
         if len(shape) != 4 or (shape[0], *shape[2:]) != (NUM_FRAMES, CANVAS, CANVAS):
             want = (NUM_FRAMES, 3, CANVAS, CANVAS)
-            raise ValueError(f"the moving_digits winners are {want} clips; the model samples {tuple(shape)}")
+            raise ValueError(
+                f"task 'moving_digits' takes {want} clips (its winners and gold judge); the model samples {tuple(shape)}"
+            )
 
     def preference_batch(
         self, n: int, generator: torch.Generator, shape: Optional[tuple[int, ...]] = None
