@@ -43,6 +43,7 @@ CHECKPOINT_SUFFIXES = (".pt", ".pth", ".bin", ".safetensors")
 LOCAL_DIR = "local-dir:"  # open_clip's schema for a folder with open_clip_config.json + weights
 HF_HUB = "hf-hub:"  # open_clip's schema for a hub repository holding the model config and its weights
 LOCAL_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.bin")
+DEFAULT_MODEL, DEFAULT_PRETRAINED = "ViT-H-14", "laion2b_s32b_b79k"  # open_clip names; LAION-2B weights
 
 
 def _check_local_dir(folder: str) -> None:
@@ -52,6 +53,22 @@ def _check_local_dir(folder: str) -> None:
             f"clip reward: folder {folder!r} must hold open_clip_config.json and one of "
             f"{', '.join(LOCAL_WEIGHTS)}; found {sorted(files) if files else 'no such folder'}"
         )
+
+
+def hub_source(model: str, pretrained: Optional[str]) -> Optional[tuple[str, str, str, str]]:
+    """``(option, its value, hub repository, what to give instead)`` when open_clip would read ``model``
+    with ``pretrained`` from the hub (an ``hf-hub:`` model, or a tag whose weights open_clip's list
+    places in a repository); ``None`` for a folder, a checkpoint file or an embedded task's model."""
+    import open_clip
+
+    if model.startswith(HF_HUB):
+        return ("model", model, model[len(HF_HUB) :], f"give {LOCAL_DIR}<the folder>")
+    if model.startswith(("task:", LOCAL_DIR)) or pretrained is None or os.path.isfile(pretrained):
+        return None
+    if os.sep in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES):  # a checkpoint file, checked on load
+        return None
+    repo = open_clip.get_pretrained_cfg(model, pretrained).get("hf_hub", "").strip("/")
+    return ("pretrained", pretrained, repo, "give the checkpoint file in it") if repo else None
 
 
 def _input_size(model) -> tuple[int, int]:
@@ -91,10 +108,17 @@ def preprocess_images(
 class CLIPScoreReward:
     """CLIPScore of each image against its prompt (see the module docstring)."""
 
+    @classmethod
+    def hub_models(cls, model: str = DEFAULT_MODEL, pretrained: Optional[str] = DEFAULT_PRETRAINED, **options):
+        """``{config key: hub id}`` of the hub repository these options load (``hub_source``): checked
+        before anything trains by commands that load several configs (``genrl compare``)."""
+        hub = hub_source(model, pretrained)
+        return {f"reward_args.clip.{hub[0]}": hub[2]} if hub is not None else {}
+
     def __init__(
         self,
-        model: str = "ViT-H-14",
-        pretrained: Optional[str] = "laion2b_s32b_b79k",
+        model: str = DEFAULT_MODEL,
+        pretrained: Optional[str] = DEFAULT_PRETRAINED,
         score: Literal["logit", "clipscore"] = "logit",
         device: Optional[str] = None,
         batch_size: int = 64,
@@ -119,13 +143,9 @@ class CLIPScoreReward:
                     f"clip reward: checkpoint {pretrained!r} not found; expected an open_clip checkpoint "
                     f"file ({', '.join(CHECKPOINT_SUFFIXES)}) for model {model!r}"
                 )
-        if model.startswith(HF_HUB):  # open_clip reads the model and its weights from the repository
-            pretrained, hub = None, ("model", model, model[len(HF_HUB) :], f"give {LOCAL_DIR}<the folder>")
-        elif pretrained is not None and not os.path.isfile(pretrained):  # a tag: weights from open_clip's list
-            repo = open_clip.get_pretrained_cfg(model, pretrained).get("hf_hub", "").strip("/")
-            hub = ("pretrained", pretrained, repo, "give the checkpoint file in it") if repo else None
-        else:
-            hub = None
+        hub = hub_source(model, pretrained)  # an hf-hub: model (its weights inside), or a tag's repository
+        if model.startswith(HF_HUB):
+            pretrained = None
         if hub is not None:
             local_only()  # with no network: the cache only, at once (genrl.hub)
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))

@@ -45,7 +45,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from genrl.hub import check_exists, load_failure
+from genrl.hub import check_exists, is_path, load_failure
 from genrl.media import read_video
 from genrl.registry import REWARDS
 from rewards.videoalign_prompts import DIMENSIONS, TEMPLATES
@@ -289,6 +289,15 @@ class VideoRewardModel(torch.nn.Module):
         raise ValueError(f"videoalign: reward_token {self.reward_token!r} is not supported (special, last)")
 
 
+def base_model(folder: str, model_config: dict) -> str:
+    """The base model of a VideoReward ``folder``: ``model_config.model_name_or_path``, a folder inside
+    ``folder`` when one of that name is there, else as written (a folder or a hub id)."""
+    base = model_config["model_name_or_path"]
+    if not os.path.isabs(base) and os.path.isdir(os.path.join(folder, base)):  # a base shipped inside the folder
+        return os.path.join(folder, base)
+    return base
+
+
 def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bfloat16, device="cpu"):
     """(VideoRewardModel, processor, config dict) from an official VideoReward folder."""
     from peft import LoraConfig, inject_adapter_in_model
@@ -312,9 +321,7 @@ def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bflo
             f"videoalign: {ckpt!r} holds {sorted(os.listdir(ckpt))}; expected model.pth, or "
             f"adapter_model.safetensors + non_lora_state_dict.pth"
         )
-    base = mc["model_name_or_path"]
-    if not os.path.isabs(base) and os.path.isdir(os.path.join(folder, base)):  # a base shipped inside the folder
-        base = os.path.join(folder, base)
+    base = base_model(folder, mc)
     local = os.path.isdir(base)
     if not local:  # online: one request refuses a repository the hub lacks; offline: none (genrl.hub)
         try:
@@ -406,6 +413,20 @@ class VideoAlignReward:
     Returns ``videoalign`` (``sum_k weights[k] * score_k``, normalised scores unless
     ``normalize=false``; with the default weights 1 this is VideoAlign's Overall) and every
     component: ``videoalign_VQ/MQ/TA/Overall`` (normalised) and ``..._raw``."""
+
+    @classmethod
+    def hub_models(cls, checkpoint: str = "", **options) -> dict[str, str]:
+        """``{config key: hub id}``: the base model a VideoReward folder names, when it is a hub id
+        (``base_model``); checked before anything trains by commands that load several configs (``genrl
+        compare``). An embedded task's checkpoint (``task:``) is built with its base; a folder without
+        ``model_config.json`` is refused when it loads."""
+        cfg_path = os.path.join(checkpoint, "model_config.json")
+        if checkpoint.startswith("task:") or not os.path.isfile(cfg_path):
+            return {}
+        with open(cfg_path) as f:
+            mc = json.load(f).get("model_config") or {}
+        base = base_model(checkpoint, mc) if "model_name_or_path" in mc else ""
+        return {f"{cfg_path}: model_config.model_name_or_path": base} if base and not is_path(base) else {}
 
     def __init__(
         self,

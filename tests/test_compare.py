@@ -269,30 +269,63 @@ def test_an_arm_that_fails_once_its_model_loads_is_named(tmp_path, capsys):
     assert len(err) == 1 and err[0].startswith(f"genrl compare: arm 'broken', seed 3: policy.model='{model}'"), err
 
 
+VIDEOALIGN_FOLDER = "{tmp}/videoalign"  # a VideoReward folder whose base model is a hub id
+
+
 @pytest.mark.parametrize(
-    "override,key,repo_id",
+    "config,overrides,key,repo_id",
     [
-        ("policy.model=genrl-test/no-such-model", "policy.model", "genrl-test/no-such-model"),
-        ("rewards={digits: 1.0, pickscore: 0.5}", "reward_args.pickscore.model", "yuvalkirstain/PickScore_v1"),
+        ("digits", ["policy.model=genrl-test/no-such-model"], "policy.model", "genrl-test/no-such-model"),
+        (
+            "digits",
+            ["rewards={digits: 1.0, pickscore: 0.5}"],
+            "reward_args.pickscore.model",
+            "yuvalkirstain/PickScore_v1",
+        ),
+        (  # an open_clip tag: its weights' repository in open_clip's list
+            "digits",
+            ["rewards={digits: 1.0, clip: 0.5}"],
+            "reward_args.clip.pretrained",
+            "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        ),
+        (
+            "digits",
+            ["rewards={digits: 1.0, clip: 0.5}", "reward_args.clip.model=hf-hub:genrl-test/no-such-clip"],
+            "reward_args.clip.model",
+            "genrl-test/no-such-clip",
+        ),
+        (
+            "moving_digits",
+            [f"reward_args.videoalign.checkpoint={VIDEOALIGN_FOLDER}"],
+            f"{VIDEOALIGN_FOLDER}/model_config.json: model_config.model_name_or_path",
+            "genrl-test/no-such-qwen2-vl",
+        ),
     ],
 )
 def test_a_later_arms_hub_model_that_cannot_load_is_refused_before_any_arm_trains(
-    tmp_path, capsys, monkeypatch, override, key, repo_id
+    tmp_path, capsys, monkeypatch, config, overrides, key, repo_id
 ):
-    """Offline, a hub id missing from the cache (a policy's, or a reward's) failed only when its arm loaded
-    it, after the arms before it had trained."""
+    """Offline, a hub id missing from the cache (a policy's, or a reward's: PickScore's, an open_clip
+    model's or tag's weights, a VideoReward folder's base model) failed only when its arm loaded it, after
+    the arms before it had trained."""
+    import json
+
     from huggingface_hub import constants
 
     from genrl import hub
     from genrl.cli import main
 
+    folder = tmp_path / "videoalign"
+    folder.mkdir()
+    (folder / "model_config.json").write_text(json.dumps({"model_config": {"model_name_or_path": repo_id}}))
+    overrides, key = [o.replace("{tmp}", str(tmp_path)) for o in overrides], key.replace("{tmp}", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.local_only.cache_clear()
-    config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    first = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
     out = tmp_path / "out"
-    argv = ["compare", "--seeds", "0", "--out", str(out), "--arm", "first", config, "max_steps=1"]
-    argv += ["--arm", "hub", config, override]
+    argv = ["compare", "--seeds", "0", "--out", str(out), "--arm", "first", first, "max_steps=1"]
+    argv += ["--arm", "hub", os.path.join(ROOT, "configs", config, "flowgrpo.yaml"), *overrides]
     try:
         assert main(argv) == 2
     finally:
