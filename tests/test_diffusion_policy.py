@@ -328,3 +328,15 @@ def test_cfg_grad_cond_keeps_the_log_probs_and_differentiates_only_the_condition
     torch.testing.assert_close(
         grad(policy.predict(policy.model, x, idx, cond, g, 4, "cond")), want, rtol=1e-3, atol=1e-6
     )
+
+
+def test_a_unet_folder_without_its_weights_is_refused_with_the_config(tmp_path):
+    """An interrupted copy of an SD1.5 folder (the UNet's weights missing) was refused only once the VAE
+    and text encoder had loaded; the diffusion policy's config checks the folder as the flow families' do."""
+    build().save_pretrained(tmp_path / "sd")
+    fields = {"name": "diffusion", "sde": "ddim", "model": str(tmp_path / "sd")}
+    config_from_dict(PolicyConfig, fields)  # whole: accepted
+    for f in (tmp_path / "sd" / "unet").glob("*.safetensors"):
+        f.unlink()
+    with pytest.raises(ConfigError, match=r"^model='.*sd': unet/ holds config.json but no weights"):
+        config_from_dict(PolicyConfig, fields)

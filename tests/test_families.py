@@ -239,6 +239,39 @@ def test_a_local_folder_s_family_is_read_from_its_model_index(tmp_path):
     assert load_config(OnlineConfig, None, ["policy.model=org/model", "policy.height=64"])
 
 
+def test_a_pipeline_folder_with_a_missing_part_is_refused_with_the_config(fam, tmp_path):
+    """An interrupted download or copy (a component's folder, its weights, a shard) failed only when the
+    libraries reached that part, after the others had loaded (``genrl compare``: after earlier arms had
+    trained). Every family's own saved folder passes; each damage is refused before anything loads."""
+    import shutil
+
+    from genrl.config import ConfigError, config_from_dict
+
+    def load(folder):
+        return config_from_dict(PolicyConfig, {"model": str(folder)})
+
+    folder = tmp_path / "model"
+    fam.build().save_pretrained(folder)
+    load(folder)  # whole: accepted
+    index = json.loads((folder / "model_index.json").read_text())
+    denoiser = next(n for n in ("transformer", "unet") if n in index)
+    shutil.rmtree(folder / "scheduler")
+    with pytest.raises(ConfigError, match=rf"^model='{folder}': model_index.json names component 'scheduler' \("):
+        load(folder)
+    fam.build().scheduler.save_pretrained(folder / "scheduler")
+    getattr(fam.build(), denoiser).save_pretrained(folder / denoiser, max_shard_size="20KB")  # shards + index
+    shards = sorted((folder / denoiser).glob("*-of-*.safetensors"))
+    assert len(shards) > 1
+    load(folder)  # sharded: accepted
+    shards[-1].unlink()
+    with pytest.raises(ConfigError, match=rf"{denoiser}/.*index.json lists 1 shard\(s\) that are not there: "):
+        load(folder)
+    for f in (folder / denoiser).glob("*.safetensors*"):
+        f.unlink()
+    with pytest.raises(ConfigError, match=rf"{denoiser}/ holds config.json but no weights"):
+        load(folder)
+
+
 class OwnFamily(SD3Family):
     """A family of the user's own package (not registered): it may drive any pipeline class."""
 

@@ -234,6 +234,49 @@ def _model_index(path: str) -> Optional[dict]:
     return data
 
 
+WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
+
+
+def check_pipeline_folder(path: str) -> None:
+    """A local diffusers folder whose parts are missing (an interrupted download or copy) is a
+    ``ValueError`` naming the part, found without loading anything: every component ``model_index.json``
+    names has its folder; a model's folder (one holding ``config.json``) holds weights; every shard a
+    ``*.index.json`` lists is there. The libraries' own errors came only once the earlier components had
+    loaded (``genrl compare``: after the earlier arms had trained). Messages name the part relative to
+    ``path``. A folder without ``model_index.json`` is left to the loader."""
+    for name, spec in (_model_index(path) or {}).items():
+        if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or None in spec:
+            continue
+        folder = os.path.join(path, name)
+        if not os.path.isdir(folder):
+            raise ValueError(f"model_index.json names component {name!r} ({spec[1]}), but the folder has no {name}/")
+        files = {f for f in os.listdir(folder) if os.path.exists(os.path.join(folder, f))}  # a dangling link: absent
+        for index in sorted(f for f in files if f.endswith(".index.json")):
+            try:
+                with open(os.path.join(folder, index), encoding="utf-8") as f:
+                    shards = set(json.load(f)["weight_map"].values())
+            except (OSError, ValueError, KeyError, TypeError, AttributeError) as e:
+                raise ValueError(f"{name}/{index} is not a readable shard index ({type(e).__name__}: {e})") from None
+            if missing := sorted(shards - files):
+                raise ValueError(
+                    f"{name}/{index} lists {len(missing)} shard(s) that are not there: {', '.join(missing)}"
+                )
+        if "config.json" in files and not any(f.endswith(WEIGHT_SUFFIXES) for f in files):
+            raise ValueError(f"{name}/ holds config.json but no weights (*.safetensors, *.bin)")
+
+
+def check_model_folder(cfg) -> None:
+    """Config validation of ``policy.model`` for policies without families (``policy.name=diffusion``): a
+    local diffusers folder with missing parts is a ``ConfigError`` at key ``model`` (``check_pipeline_folder``)."""
+    from genrl.config import ConfigError
+
+    if os.path.isdir(cfg.model):
+        try:
+            check_pipeline_folder(cfg.model)
+        except ValueError as e:
+            raise ConfigError("model", str(e), cfg.model) from None
+
+
 def _class_name(path: str) -> Optional[str]:
     """The pipeline class a diffusers folder names in ``model_index.json`` (its last part when it is a
     ``[module, class]`` pair, as a custom pipeline's export writes it); None without the file."""
@@ -325,8 +368,12 @@ def family_before_loading(cfg) -> Optional[type[Family]]:
             cls_name = None  # an SFT run's model: a VLM, refused by the policy that loads it
         elif is_path(cfg.model) and not os.path.isdir(os.path.expanduser(cfg.model)):
             raise ValueError(f"no such folder ({MODEL_FORMS})")
+        elif is_digits_folder(cfg.model):
+            cls_name = "DigitsPipeline"
         else:
-            cls_name = "DigitsPipeline" if is_digits_folder(cfg.model) else _class_name(cfg.model)
+            cls_name = _class_name(cfg.model)
+            if os.path.isdir(cfg.model):
+                check_pipeline_folder(cfg.model)  # every part there, found before anything loads
     except (OSError, ValueError) as e:  # an unknown task or one without a model, a damaged model_index.json
         raise ConfigError("model", " ".join(str(e).split()), cfg.model) from None
     return family_named(cfg.family, cls_name if isinstance(cls_name, str) else None)
