@@ -181,26 +181,22 @@ def check_reward_samples(classes: Mapping[str, Any], kind: str | None, maker: st
             raise ValueError(f"rewards.{name}: {problem}: choose a reward for {kind}")
 
 
-def check_rewards_take(
-    rewards: Mapping[str, Any], samples, prompts: list[str], metadata: list[dict], maker: str
-) -> None:
-    """Start-up check, before anything is written: every reward scores ``samples`` (the policy's
-    ``probe_samples``: its kind and shape, not a real rollout) for the task's ``prompts`` and
-    ``metadata`` without raising and within its contract (:func:`score_samples`). A ``NaN`` passes: a
-    reward may decline to score noise. Before, a reward that could not take the run's samples or
-    metadata (the digits rewards on 3x32x32 images, or on prompts that name no digit) failed on every
-    sample of every step, was masked, and the run trained on nothing. ``maker`` (``policy.model=...``)
-    names the samples' source in the message. Raises ``ValueError`` naming ``rewards.<name>``."""
-    shape = f" {list(samples.shape[1:])}" if isinstance(samples, torch.Tensor) else ""
-    for name, fn in rewards.items():
+def check_rewards_take(classes: Mapping[str, Any], shape: tuple[int, ...] | None, prompts: list[tuple]) -> None:
+    """Start-up check, before anything is written, of what a reward says it needs: its optional
+    ``check_samples(shape)`` against the policy's sample shape ``(C, H, W)`` / ``(F, C, H, W)`` (None:
+    text, not checked) and ``check_prompts(prompts)`` against the task's ``[(prompt, metadata)]``, each
+    raising ``ValueError`` (the digits rewards: 1x8x8 images, a digit in every prompt). Before, such a
+    reward failed on every sample of every step, was masked, and the run trained on nothing. Declared
+    needs rather than a trial call: a reward may raise on a sample it declines (it is masked), and a trial
+    would shift a stateful reward or the global random stream. Raises ``ValueError`` naming ``rewards.<name>``."""
+    for name, reward in classes.items():
         try:
-            _call_reward(name, fn, samples, prompts, metadata)
-        except Exception as e:  # any failure here is a failure on every sample later
-            reason = (str(e).strip().splitlines() or [""])[0]
-            raise ValueError(
-                f"rewards.{name}: cannot score the samples of {maker}{shape} for the task's prompt {prompts[0]!r} "
-                f"({type(e).__name__}: {reason})"
-            ) from None
+            if shape is not None and callable(check := getattr(reward, "check_samples", None)):
+                check(tuple(shape))
+            if callable(check := getattr(reward, "check_prompts", None)):
+                check(prompts)
+        except ValueError as e:
+            raise ValueError(f"rewards.{name}: {e}") from None
 
 
 def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> None:

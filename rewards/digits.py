@@ -62,6 +62,22 @@ class _DigitsJudge:
 
     key: str
 
+    @staticmethod
+    def check_samples(shape: tuple[int, ...]) -> None:
+        """Start-up check (``genrl.scoring.check_rewards_take``): ``ValueError`` unless one sample is 1x8x8."""
+        if tuple(shape) != SAMPLE_SHAPE:
+            raise ValueError(f"scores the digits task's 1x8x8 images; the policy's model samples {tuple(shape)}")
+
+    @staticmethod
+    def check_prompts(prompts: Sequence[tuple[str, dict]]) -> None:
+        """Start-up check: ``ValueError`` naming the first ``(prompt, metadata)`` with no prompted digit
+        (``metadata["digit"]`` or one digit in the text)."""
+        for prompt, metadata in prompts:
+            try:
+                _prompted_digits([prompt], [metadata], 1)
+            except ValueError as e:
+                raise ValueError(f"needs the prompted digit of every prompt: {e}") from None
+
     def __init__(self, cache_dir: str | None = None, device: str = "cpu"):
         self.device = torch.device(device)
         self.cache = cache_root(cache_dir) / f"digits-rewards-seed{SPLIT_SEED}"

@@ -268,7 +268,8 @@ def test_preference_clips_of_another_size_are_refused_before_anything_is_written
     cfg = load_config(PreferenceConfig, seppo, [*overrides, f"output_dir={tmp_path / 'run'}"])
     with pytest.raises(
         ValueError,
-        match=r"task 'moving_digits' takes \(9, 3, 16, 16\) clips \(its winners and gold judge\); the model samples",
+        match=r"task 'moving_digits' takes clips of 9 frames of 16x16 pixels \(any channels; its winners and gold "
+        r"judge\); the policy's model samples \(",
     ):
         train(cfg)
     assert not (tmp_path / "run").exists()

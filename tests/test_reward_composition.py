@@ -332,3 +332,28 @@ def test_a_failing_reward_of_weight_zero_masks_no_sample():
     adv = weighted_advantages(values, weights, groups)
     assert torch.isfinite(adv).all() and torch.equal(adv, weighted_advantages(values, {"digits": 1.0}, groups))
     assert (adv != 0).all()
+
+
+def test_the_judges_say_what_samples_and_prompts_they_need():
+    """The start-up check (``check_rewards_take``) holds the rewards' declared needs against the model's
+    sample shape and the task's prompts; before, these failed on every sample and were masked."""
+    from genrl.registry import REWARDS
+    from genrl.scoring import check_rewards_take
+    from genrl.tasks.moving_digits import prompt_for
+
+    gold = {"moving_digits_gold": REWARDS.get("moving_digits_gold")}
+    clip_prompts = [(prompt_for(3, "left"), {}), (prompt_for(7, "up"), {})]
+    check_rewards_take(gold, (9, 3, 16, 16), clip_prompts)  # the task's own clips
+    check_rewards_take(gold, None, clip_prompts)  # no shape known: the prompts only
+    with pytest.raises(
+        ValueError, match=r"^rewards.moving_digits_gold: scores clips of 2 or more frames .*\(3, 32, 32\)"
+    ):
+        check_rewards_take(gold, (3, 32, 32), clip_prompts)
+    with pytest.raises(
+        ValueError, match=r"^rewards.moving_digits_gold: needs a digit and a direction in every prompt"
+    ):
+        check_rewards_take(gold, (9, 3, 16, 16), [*clip_prompts, ("a handwritten digit seven", {})])
+    digits = {"digits": REWARDS.get("digits")}
+    check_rewards_take(digits, (1, 8, 8), [("a cat", {"digit": 4})])  # the digit from metadata
+    with pytest.raises(ValueError, match=r"^rewards.digits: needs the prompted digit of every prompt"):
+        check_rewards_take(digits, (1, 8, 8), [("a cat", {})])

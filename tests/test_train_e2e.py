@@ -409,9 +409,23 @@ def test_a_run_whose_rewards_all_fail_stops_in_one_line(tmp_path, base_model, ca
     assert "Traceback" not in "\n".join(err)
 
 
-def wrong_shape(samples, prompts, metadata):
-    """A reward that breaks its contract: one value too many."""
-    return torch.zeros(len(prompts) + 1)
+def declines_noise(samples, prompts, metadata):
+    """A reward that raises on samples it declines (mean above 0.5: no digit drawn); real digits pass."""
+    if samples.mean() > 0.5:
+        raise ValueError("no digit detected")
+    return samples.flatten(1).mean(1)
+
+
+def square_only(samples, prompts, metadata):
+    return samples.flatten(1).mean(1)
+
+
+def _square(shape):
+    if shape[-1] != shape[-2]:
+        raise ValueError(f"scores square images; the policy's model samples {shape}")
+
+
+square_only.check_samples = _square  # a plug-in function's declared need
 
 
 @pytest.fixture(scope="module")
@@ -433,23 +447,22 @@ RGB = ["policy.height=32", "policy.width=32", "policy.max_sequence_length=8", "p
     [
         (  # the digits rewards' 1x8x8 images
             "rgb+digits",
-            "genrl train: rewards.digits: cannot score the samples of policy.model='{model}' [3, 32, 32] for the "
-            "task's prompt 'a photo of a cat' (ValueError: digits rewards expect images of shape [B, 1, 8, 8]",
+            "genrl train: rewards.digits: scores the digits task's 1x8x8 images; the policy's model samples (3, 32, 32)",
         ),
         (  # the digits task's judges take 1x8x8 images too
             "rgb@digits",
-            "genrl train: task 'digits' takes 1x8x8 images (its winners and judges); the model samples (3, 32, 32)",
+            "genrl train: task 'digits' takes 1x8x8 images (its winners and judges); the policy's model samples "
+            "(3, 32, 32)",
         ),
         (  # the right images, but prompts that name no digit (no metadata)
             "digits+prompts",
-            "genrl train: rewards.digits: cannot score the samples of policy.model='{model}' [1, 8, 8] for the "
-            "task's prompt 'a photo of a cat' (ValueError: ",
+            "genrl train: rewards.digits_gold: needs the prompted digit of every prompt: expected exactly one digit "
+            "in prompt 'a photo of a cat', found []",
         ),
-        (  # a plug-in breaking its contract
-            "wrong_shape",
-            "genrl train: rewards.test_train_e2e:wrong_shape: cannot score the samples of policy.model='{model}' "
-            "[1, 8, 8] for the task's prompt 'a handwritten digit zero' (RewardContractError: reward "
-            "'test_train_e2e:wrong_shape' returned 'test_train_e2e:wrong_shape' of shape (3,) for 2 samples",
+        (  # a plug-in's own declared need
+            "rgb+square_only",
+            "genrl train: rewards.test_train_e2e:square_only: scores square images; the policy's model samples "
+            "(3, 32, 48)",
         ),
     ],
 )
@@ -467,15 +480,25 @@ def test_a_reward_or_task_that_cannot_take_the_models_samples_is_refused_before_
     extra = {
         "rgb+digits": [*prompts, *RGB, "rewards={digits: 1.0}"],
         "rgb@digits": RGB,
-        "digits+prompts": [*prompts, "rewards={digits: 1.0}"],
-        "wrong_shape": ["rewards={test_train_e2e:wrong_shape: 1.0}"],
+        "digits+prompts": [*prompts, "rewards={digits_gold: 0.0, digits: 1.0}"],  # a logged-only one too
+        "rgb+square_only": [*prompts, *RGB, "policy.width=48", "rewards={test_train_e2e:square_only: 1.0}"],
     }[case]
     args = ["train", CONFIG, f"output_dir={run}", f"policy.model={model}", *TINY_ONLINE, "max_steps=2", *extra]
     capsys.readouterr()
     assert cli_main(args) == 2
     err = capsys.readouterr().err.strip()
-    assert err.startswith(says.format(model=model)) and "\n" not in err, err
+    assert err == says, err
     assert not run.exists()
+
+
+def test_a_reward_that_raises_on_samples_it_declines_is_not_refused(tmp_path, base_model):
+    """A reward may raise on a sample it cannot score (the sample is masked): the start-up check asks only
+    what rewards declare, and does not call them (a trial on decoded noise refused this one)."""
+    cfg = _cfg(
+        tmp_path / "run", base_model, "max_steps=1", "eval.every=0", "rewards={test_train_e2e:declines_noise: 1.0}"
+    )
+    result = train(cfg)
+    assert result["final"] and (tmp_path / "run" / "metrics.jsonl").exists()
 
 
 @pytest.mark.parametrize(

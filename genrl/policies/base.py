@@ -44,10 +44,11 @@ class Policy:
         policy: ``policy.max_prompt_length``); ``ValueError`` naming the first prompt that does not fit
         (``metadata["source"]``, its file and row, when the task gives one). Nothing to check here."""
 
-    def probe_samples(self, n: int):
-        """``n`` samples of this policy's kind and shape made without sampling: the input of the
-        trainers' start-up checks (each reward must take them; the task checks their shape)."""
-        raise NotImplementedError
+    def sample_shape(self) -> Optional[tuple[int, ...]]:
+        """The shape of one sample (``[C, H, W]``, ``[F, C, H, W]``), known without sampling: what the
+        trainers' start-up checks hold against the task's and the rewards' needs. None for samples
+        without one (text)."""
+        return None
 
     def output_grad_norms(self) -> dict[int, float]:
         """After a backward: ``{action index: mean over samples of ||d loss / d output||}`` for the

@@ -277,10 +277,9 @@ class DenoisingPolicy(Policy):
         raise NotImplementedError
 
     @torch.no_grad()
-    def probe_samples(self, n: int) -> torch.Tensor:
-        """``n`` noise latents (seed 0) decoded: images ``[n, C, H, W]`` / videos ``[n, F, C, H, W]``
-        in ``[0, 1]``, the shape and range of this policy's samples for one decode's cost."""
-        return self.decode(self.noise(n, torch.Generator().manual_seed(0)))
+    def sample_shape(self) -> tuple[int, ...]:
+        """``(C, H, W)`` / ``(F, C, H, W)``: one noise latent decoded (one decode's cost)."""
+        return tuple(self.decode(self.noise(1, torch.Generator().manual_seed(0))).shape[1:])
 
     # ----------------------------------------------------------------- conditioning and window
     @torch.no_grad()

@@ -146,10 +146,6 @@ class VLMPolicy(Policy):
 
     samples = "text"  # its responses
 
-    def probe_samples(self, n: int) -> list[str]:
-        """``n`` empty responses (the start-up checks' input: text, as the rollout's)."""
-        return [""] * n
-
     def __init__(self, cfg, model, processor, device="cpu"):
         self.cfg = cfg
         self.device = torch.device(device)

@@ -364,7 +364,7 @@ class DigitsTask(EmbeddedModelTask):
         """The trainers' start-up check: the model samples the 1x8x8 images of the winners and judges."""
         if tuple(shape) != (1, 8, 8):
             raise ValueError(
-                f"task 'digits' takes 1x8x8 images (its winners and judges); the model samples {tuple(shape)}"
+                f"task 'digits' takes 1x8x8 images (its winners and judges); the policy's model samples {tuple(shape)}"
             )
 
     def preference_batch(

@@ -428,9 +428,9 @@ class MovingDigitsTask(EmbeddedModelTask):
         """The trainers' start-up check, before anything is written: the model samples clips of the winners'
         and the gold judge's frames and size (``[F, C, 16, 16]``, any C: winners are grey on three channels)."""
         if len(shape) != 4 or (shape[0], *shape[2:]) != (NUM_FRAMES, CANVAS, CANVAS):
-            want = (NUM_FRAMES, 3, CANVAS, CANVAS)
             raise ValueError(
-                f"task 'moving_digits' takes {want} clips (its winners and gold judge); the model samples {tuple(shape)}"
+                f"task 'moving_digits' takes clips of {NUM_FRAMES} frames of {CANVAS}x{CANVAS} pixels (any channels; its "
+                f"winners and gold judge); the policy's model samples {tuple(shape)}"
             )
 
     def preference_batch(

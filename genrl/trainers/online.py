@@ -309,11 +309,10 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
         rewards = build_rewards(reward_classes, cfg.reward_args)
     if callable(check := getattr(task, "check_prompts", None)):  # e.g. a VLM prompt over max_prompt_length
         check(policy, cfg.eval)  # fails now, naming its row, not at the step that draws it
-    probe = policy.probe_samples(2)  # decoded noise [2, C, H, W] / [2, F, C, H, W]; VLM: two empty responses
-    if isinstance(probe, torch.Tensor) and callable(check := getattr(task, "check_sample_shape", None)):
-        check(tuple(probe.shape[1:]))  # the task's judges take the model's samples (digits: 1x8x8)
-    prompts, metadata = zip(*(task.train_prompts() * 2)[:2])
-    check_rewards_take(rewards, probe, list(prompts), list(metadata), f"policy.model={cfg.policy.model!r}")
+    shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W] (one decode); None for text
+    if shape is not None and callable(check := getattr(task, "check_sample_shape", None)):
+        check(shape)  # the task's judges take the model's samples (digits: 1x8x8)
+    check_rewards_take(reward_classes, shape, task.train_prompts())  # what each reward says it needs
     asynchronous = torch.cuda.is_available() if cfg.rollout.async_rewards == "auto" else cfg.rollout.async_rewards
     scorer = ChunkScorer(rewards, asynchronous)
     if fsdp:  # FSDP2: every parameter a DTensor shard; gradients reduce-scattered by FSDP itself

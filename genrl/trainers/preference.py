@@ -112,7 +112,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         if "scheduler" in state:  # checkpoints before the schedule existed ran at a constant lr
             scheduler.load_state_dict(state["scheduler"])
         start, ref_index = state["step"], state["ref_index"]
-    shape = tuple(policy.probe_samples(1).shape[1:])  # [C, H, W] / [F, C, H, W]
+    shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W]
     if callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # every winner fits the model (kind, channels): a bad row fails before anything is written
     logger = open_run(cfg, start, main, ckpt)
