@@ -99,7 +99,8 @@ def check_reportable(arms: list[Arm], overrides: list[str]) -> None:
     from genrl.registry import TASKS
 
     for arm in arms:
-        task = load_trainer_config(arm.config, [*overrides, *arm.overrides]).task
+        with arm.named(stage="config"):  # the first load of each arm's config: a refusal names the arm
+            task = load_trainer_config(arm.config, [*overrides, *arm.overrides]).task
         if not hasattr(TASKS.get(task), "gold_metric"):
             raise ValueError(
                 f"arm {arm.name}: task {task!r} has no gold judge (Task.gold_metric), which the report compares "
@@ -194,7 +195,8 @@ def run_all(
             )
     check_output_dir(out_dir, "--out", overwrite=None)  # finished runs in it are reused
     for arm in arms:  # every config error, and a hub id that cannot load here, before anything runs
-        cfg = load_trainer_config(arm.config, [*overrides, *arm.overrides])
+        with arm.named(stage="config"):
+            cfg = load_trainer_config(arm.config, [*overrides, *arm.overrides])
         hub = {}  # config key -> hub id: the policy's, and the rewards' that say which they load (hub_models)
         policy = getattr(cfg, "policy", None)
         if policy is not None and not is_path(policy.model) and not policy.model.startswith((TASK, SFT)):

@@ -46,14 +46,19 @@ def check_run(run_dir: str) -> tuple[str, str]:
 
 
 def load_run_config(cfg_path: str):
-    """The run's config, read with the schema of its ``trainer`` (``online`` or ``preference``)."""
+    """The run's config, read with the schema of its ``trainer`` (``online`` or ``preference``).
+    ``RunDirError`` naming ``cfg_path`` for a setting it refuses (a command reading several runs, or a
+    run written by an older genrl: the user must know which file to edit)."""
     import yaml
 
-    from genrl.config import TRAINER_CONFIGS, load_config
+    from genrl.config import TRAINER_CONFIGS, ConfigError, load_config
 
     with open(cfg_path, encoding="utf-8") as f:
         kind = (yaml.safe_load(f) or {}).get("trainer", "online")
-    return load_config(TRAINER_CONFIGS[kind], cfg_path)
+    try:
+        return load_config(TRAINER_CONFIGS[kind], cfg_path)
+    except ConfigError as e:
+        raise RunDirError(f"{cfg_path}: {e}") from None
 
 
 def load_final_weights(policy, run_dir: str, ema: bool = True) -> dict:

@@ -254,8 +254,9 @@ def test_per_step_statistics_average_over_training_rows_then_seeds(tmp_path):
 
 
 def test_an_arm_that_fails_once_its_model_loads_is_named(tmp_path, capsys):
-    """A refusal found only when a run loads its model (here a folder naming SD3 without its components)
-    was one line that did not say which arm or seed failed."""
+    """A refusal found only when a run loads its model (here a folder naming SD3 whose transformer weights
+    are not a safetensors file) was one line that did not say which arm or seed failed; a refusal of an
+    arm's config (the same folder without its transformer/) did not name the arm either."""
     from genrl.cli import main
 
     model = tmp_path / "broken"
@@ -264,6 +265,15 @@ def test_an_arm_that_fails_once_its_model_loads_is_named(tmp_path, capsys):
     (model / "model_index.json").write_text(json.dumps(index))
     config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
     argv = ["compare", "--seeds", "3", "--out", str(tmp_path / "out"), "--arm", "broken", config]
+    assert main([*argv, f"policy.model={model}"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"genrl compare: arm 'broken' (config): policy.model='{model}': model_index.json names component "
+        "'transformer' (SD3Transformer2DModel), but the folder has no transformer/"
+    ], err
+    (model / "transformer").mkdir()
+    (model / "transformer" / "config.json").write_text("{}")
+    (model / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
     assert main([*argv, f"policy.model={model}"]) == 2
     err = [line for line in capsys.readouterr().err.strip().splitlines() if "it/s]" not in line]  # diffusers' bar
     assert len(err) == 1 and err[0].startswith(f"genrl compare: arm 'broken', seed 3: policy.model='{model}'"), err

@@ -198,10 +198,14 @@ def test_a_model_that_fails_to_load_is_one_line_below_no_progress_bar(runs, tmp_
     the bar's line (and, in a log, below a redrawn bar)."""
     import yaml
 
-    model = tmp_path / "broken"  # a folder naming SD3 without its components: refused once loaded
-    model.mkdir()
+    model = (
+        tmp_path / "broken"
+    )  # a folder naming SD3 whose transformer weights are not safetensors: refused once loaded
+    (model / "transformer").mkdir(parents=True)
     index = {"_class_name": "StableDiffusion3Pipeline", "transformer": ["diffusers", "SD3Transformer2DModel"]}
     (model / "model_index.json").write_text(json.dumps(index))
+    (model / "transformer" / "config.json").write_text("{}")
+    (model / "transformer" / "diffusion_pytorch_model.safetensors").write_bytes(b"not safetensors")
     run = tmp_path / "run"
     shutil.copytree(runs[1], run)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
@@ -233,3 +237,25 @@ def test_video_samples_animate_upscaled(tmp_path, video_format):
     path = save_sample(torch.rand(1, 8, 6), str(tmp_path / "img"))  # [C, H, W]: 6 wide -> x22
     with Image.open(path) as im:
         assert path.endswith(".png") and im.size == (22 * 6, 22 * 8)
+
+
+@pytest.mark.parametrize("command", ["gallery", "export"])
+def test_a_run_config_that_is_now_refused_names_its_file(runs, tmp_path, capsys, command):
+    """A run's config.yaml holding a setting genrl refuses (edited by hand, or written by an older genrl)
+    was refused without saying which run's file to fix; gallery reads several runs."""
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(runs[1], run)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["policy"]["height"] = 64  # the digits model samples 8x8 and reads no height
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    args = (
+        [str(runs[1]), str(run), "--out", str(tmp_path / "g")]
+        if command == "gallery"
+        else [str(run), "--out", str(tmp_path / "g")]
+    )
+    assert main([command, *args]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"genrl {command}: {run / 'config.yaml'}: policy.height=64: "), err
+    assert not (tmp_path / "g").exists()

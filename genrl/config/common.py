@@ -212,7 +212,7 @@ class RunConfig(Section):
                 readers = [n for n in TASKS.names() if "data.train_files" in TASKS.meta(n).get("required", ())]
                 raise ConfigError(
                     f"data.{changed[0]}",
-                    f"task {self.task!r} reads no data files, so data.* would be ignored (tasks that do: "
-                    f"{', '.join(readers)}); set task= as well",
+                    f"task {self.task!r} reads no data files, so data.* would be ignored: remove the data "
+                    f"settings, or choose a task that reads them ({', '.join(readers)})",
                     getattr(data, changed[0]),
                 )
