@@ -62,6 +62,14 @@ def test_a_digit_moving_left_is_judged_left(judge, direction):
     assert out["identity"].min() >= 0.5
 
 
+def test_a_two_frame_clip_has_no_jerk(judge):
+    """With 2 frames there is no second difference: the jerk was 0, the value of a constant speed."""
+    clip = make_clip(_digit(3, judge), "right")[None, ::8]  # frames 0 and 8
+    out = judge(clip, [prompt_for(3, "right")])
+    assert clip.shape[1] == 2 and out["jerk"].isnan().all()
+    assert out["ta_correct"].item() == 1.0 and torch.isfinite(out["straightness"]).all()
+
+
 def test_static_wrong_digit_and_jerky_clips_fail_the_right_measures(judge):
     three, seven = _digit(3, judge), _digit(7, judge)
     moving = make_clip(three, "right")

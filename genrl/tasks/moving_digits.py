@@ -24,7 +24,7 @@ reported. Per clip it measures, from the frames alone:
 * ``straightness``: the mean distance (pixels) of the centre-of-mass path from the straight line
   through its ends (0 for a straight path);
 * ``jerk``: the mean magnitude of the path's second difference (pixels per frame squared; 0 for a
-  constant speed), the smoothness of the motion;
+  constant speed), the smoothness of the motion; NaN for clips of 2 frames, which have none;
 * ``ta_correct``: 1 when the majority of frames show the prompted digit *and* the direction is
   the prompted one (text alignment in VideoAlign's sense, judged exactly).
 """
@@ -187,7 +187,12 @@ class VideoGoldJudge:
         axis = net / travel.clamp(min=1e-8)[:, None]  # [B, 2]
         along = (rel * axis[:, None]).sum(-1, keepdim=True) * axis[:, None]
         straightness = (rel - along).norm(dim=-1).mean(1)
-        jerk = (com[:, 2:] - 2 * com[:, 1:-1] + com[:, :-2]).norm(dim=-1).mean(1) if F > 2 else torch.zeros(B)
+        # undefined for 2 frames (no second difference): NaN, not the 0 of a constant speed
+        jerk = (
+            (com[:, 2:] - 2 * com[:, 1:-1] + com[:, :-2]).norm(dim=-1).mean(1)
+            if F > 2
+            else torch.full((B,), float("nan"))
+        )
         return {
             "identity": identity,
             "direction_correct": direction_correct,
