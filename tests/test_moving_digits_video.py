@@ -152,6 +152,10 @@ def test_the_policy_samples_what_the_pipeline_samples(moving_base):
     latents = torch.randn(2, 1, 9, 16, 16, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     given = pipe(prompts, num_inference_steps=2, latents=latents, output_type="latent").frames  # cast, not refused
     assert given.dtype == torch.float32 and given.shape == latents.shape
+    with pytest.raises(
+        ValueError, match=r"height/width=12/16: this MovingDigitsPipeline takes multiples of 16 pixels"
+    ):
+        FlowPolicy(PolicyConfig(model=moving_base, height=12), load_policy_pipeline(moving_base))  # "Wan needs ..."
     for kwargs, message in [
         ({"prompt": []}, "non-empty list of strings"),
         ({"prompt": prompts, "height": 15}, "multiples of its patch size"),

@@ -80,10 +80,13 @@ class WanFamily(Family):
         h, w, n = self._size
         m = pipe.vae_scale_factor_spatial * self.denoiser.config.patch_size[1]
         if any(v % 16 or v % m for v in (h, w)):
-            raise ValueError(f"policy.height/width={h}/{w}: Wan needs multiples of {max(16, m)}")
+            raise ValueError(
+                f"policy.height/width={h}/{w}: this {type(pipe).__name__} takes multiples of {max(16, m)} pixels"
+            )
         if (n - 1) % pipe.vae_scale_factor_temporal:
             raise ValueError(
-                f"policy.num_frames={n}: Wan needs {pipe.vae_scale_factor_temporal}k + 1 frames (e.g. 81)"
+                f"policy.num_frames={n}: this {type(pipe).__name__} takes {pipe.vae_scale_factor_temporal}k + 1 "
+                f"frames (e.g. its default, {default['num_frames']})"
             )
 
     @property
