@@ -180,7 +180,7 @@ def run_all(
     Returns the run records (name, seed, dir, reward key, gold and extra metric keys, steps, wall
     seconds)."""
     from genrl.config import config_differences, load_trainer_config, trainer_kind
-    from genrl.hub import check_available, is_path
+    from genrl.hub import HubRef, check_available, is_path
     from genrl.io import check_output_dir
     from genrl.models import SFT, TASK
     from genrl.registry import REWARDS
@@ -197,16 +197,16 @@ def run_all(
     for arm in arms:  # every config error, and a hub id that cannot load here, before anything runs
         with arm.named(stage="config"):
             cfg = load_trainer_config(arm.config, [*overrides, *arm.overrides])
-        hub = {}  # config key -> hub id: the policy's, and the rewards' that say which they load (hub_models)
-        policy = getattr(cfg, "policy", None)
-        if policy is not None and not is_path(policy.model) and not policy.model.startswith((TASK, SFT)):
-            hub["policy.model"] = policy.model
-        for name in getattr(cfg, "rewards", None) or {}:
-            if callable(hub_models := getattr(REWARDS.get(name), "hub_models", None)):
-                hub.update(hub_models(**cfg.reward_args.get(name, {})))
         with arm.named(stage="before training"):
-            for key, repo_id in hub.items():
-                check_available(key, repo_id)
+            hub = {}  # config key -> HubRef: the policy's, and the rewards' that say which they load (hub_models)
+            policy = getattr(cfg, "policy", None)
+            if policy is not None and not is_path(policy.model) and not policy.model.startswith((TASK, SFT)):
+                hub["policy.model"] = HubRef(policy.model, policy.model)
+            for name in getattr(cfg, "rewards", None) or {}:
+                if callable(hub_models := getattr(REWARDS.get(name), "hub_models", None)):
+                    hub.update(hub_models(**cfg.reward_args.get(name, {})))  # ValueError: a broken option
+            for key, ref in hub.items():
+                check_available(key, ref)
     runs = []
     for arm in arms:
         budget_ov = []

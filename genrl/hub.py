@@ -37,6 +37,7 @@ import contextlib
 import functools
 import logging
 import os
+from typing import NamedTuple
 
 PROBE_TIMEOUT_S = 5.0
 
@@ -105,11 +106,22 @@ def is_path(name: str) -> bool:
     return os.path.exists(name) or name.startswith(("/", ".", "~")) or name.count("/") > 1
 
 
-def check_exists(key: str, repo_id: str) -> None:
-    """Online, a hub id the hub does not have is a ``ValueError`` naming ``key`` before any loading (one
-    request, ``HfApi.repo_exists``): diffusers took the hub's "not found" for a lost connection,
-    warned so and fell back to the cache, and the libraries' error then spoke of connections. Offline, or
-    when the hub gives no clear answer, nothing is checked here (the load's own error follows)."""
+class HubRef(NamedTuple):
+    """A hub repository that a config option loads from: the option's ``value`` as the user wrote it (an
+    open_clip tag, a hub id), its ``repo_id``, and ``then``, how to use a downloaded copy instead (for
+    :func:`load_failure`; empty: point the option at the folder)."""
+
+    value: str
+    repo_id: str
+    then: str = ""
+
+
+def check_exists(key: str, repo_id: str, value: str = "") -> None:
+    """Online, a hub id the hub does not have is a ``ValueError`` naming ``key`` (``=value``, default the
+    id) before any loading (one request, ``HfApi.repo_exists``): diffusers took the hub's "not found" for
+    a lost connection, warned so and fell back to the cache, and the libraries' error then spoke of
+    connections. Offline, or when the hub gives no clear answer, nothing is checked here (the load's own
+    error follows)."""
     if local_only():
         return
     from huggingface_hub import HfApi, constants
@@ -121,27 +133,26 @@ def check_exists(key: str, repo_id: str) -> None:
             _go_offline()  # the cache only: what the probe does when nothing answers
         return
     if not exists:
-        raise ValueError(
-            f"{key}={repo_id!r}: no such model on {constants.ENDPOINT} (a private one needs `hf auth login`)"
-        )
+        where = f"{constants.ENDPOINT}" if not value or value == repo_id else f"{constants.ENDPOINT} ({repo_id})"
+        raise ValueError(f"{key}={value or repo_id!r}: no such model on {where} (a private one needs `hf auth login`)")
 
 
-def check_available(key: str, repo_id: str) -> None:
-    """A hub id that cannot load here is a ``ValueError`` naming ``key``, found without loading: online,
-    one the hub lacks (``check_exists``); offline, one of which the local cache holds no snapshot
-    (``snapshot_download(local_files_only=True)``, which reads the cache only). For a command that loads
-    several models one after another (``genrl compare``'s arms): the last one's refusal came after the
-    others had trained."""
-    check_exists(key, repo_id)
+def check_available(key: str, ref: HubRef) -> None:
+    """A hub repository that cannot load here is a ``ValueError`` naming ``key`` and the value written,
+    found without loading: online, one the hub lacks (``check_exists``); offline, one of which the local
+    cache holds no snapshot (``snapshot_download(local_files_only=True)``, which reads the cache only).
+    For a command that loads several models one after another (``genrl compare``'s arms): the last one's
+    refusal came after the others had trained."""
+    check_exists(key, ref.repo_id, ref.value)
     if not local_only():
         return
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        snapshot_download(repo_id, local_files_only=True)
+        snapshot_download(ref.repo_id, local_files_only=True)
     except LocalEntryNotFoundError as e:
-        raise ValueError(load_failure(key, repo_id, e)) from None
+        raise ValueError(load_failure(key, ref.value, e, ref.repo_id, ref.then)) from None
 
 
 def _timeout_error() -> type:

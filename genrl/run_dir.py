@@ -57,8 +57,8 @@ def load_run_config(cfg_path: str):
         kind = (yaml.safe_load(f) or {}).get("trainer", "online")
     try:
         return load_config(TRAINER_CONFIGS[kind], cfg_path)
-    except ConfigError as e:
-        raise RunDirError(f"{cfg_path}: {e}") from None
+    except ConfigError as e:  # invalid YAML names the file already
+        raise RunDirError(str(e) if str(e).startswith(cfg_path) else f"{cfg_path}: {e}") from None
 
 
 def load_final_weights(policy, run_dir: str, ema: bool = True) -> dict:

@@ -190,13 +190,18 @@ def check_rewards_take(classes: Mapping[str, Any], shape: tuple[int, ...] | None
     needs rather than a trial call: a reward may raise on a sample it declines (it is masked), and a trial
     would shift a stateful reward or the global random stream. Raises ``ValueError`` naming ``rewards.<name>``."""
     for name, reward in classes.items():
-        try:
-            if shape is not None and callable(check := getattr(reward, "check_samples", None)):
-                check(tuple(shape))
-            if callable(check := getattr(reward, "check_prompts", None)):
-                check(prompts)
-        except ValueError as e:
-            raise ValueError(f"rewards.{name}: {e}") from None
+        for method, arg in (("check_samples", None if shape is None else tuple(shape)), ("check_prompts", prompts)):
+            if arg is None or not callable(check := getattr(reward, method, None)):
+                continue
+            try:
+                check(arg)
+            except ValueError as e:  # the reward's refusal
+                raise ValueError(f"rewards.{name}: {e}") from None
+            except Exception as e:  # the check's own bug (an instance method, an assert): still one line
+                raise ValueError(
+                    f"rewards.{name}: its {method}() raised {type(e).__name__}: {e} (a check is a static or class "
+                    "method, or a function attribute, that raises ValueError to refuse)"
+                ) from None
 
 
 def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> None:

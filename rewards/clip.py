@@ -34,7 +34,7 @@ from typing import Literal, Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from genrl.hub import held_logs, load_failure, local_only
+from genrl.hub import HubRef, held_logs, load_failure, local_only
 from genrl.registry import REWARDS
 
 SCORES = ("logit", "clipscore")
@@ -55,20 +55,29 @@ def _check_local_dir(folder: str) -> None:
         )
 
 
-def hub_source(model: str, pretrained: Optional[str]) -> Optional[tuple[str, str, str, str]]:
-    """``(option, its value, hub repository, what to give instead)`` when open_clip would read ``model``
-    with ``pretrained`` from the hub (an ``hf-hub:`` model, or a tag whose weights open_clip's list
-    places in a repository); ``None`` for a folder, a checkpoint file or an embedded task's model."""
+def hub_source(model: str, pretrained: Optional[str]) -> Optional[tuple[str, HubRef]]:
+    """``(option, HubRef)`` when open_clip would read ``model`` with ``pretrained`` from the hub (an
+    ``hf-hub:`` model, or a tag whose weights open_clip's list places in a repository); ``None`` for a
+    folder, a checkpoint file, an embedded task's model or a tag open_clip downloads from elsewhere.
+    ``ValueError`` for a model name or tag open_clip does not know (found without loading)."""
     import open_clip
 
     if model.startswith(HF_HUB):
-        return ("model", model, model[len(HF_HUB) :], f"give {LOCAL_DIR}<the folder>")
+        return "model", HubRef(model, model[len(HF_HUB) :], f"give {LOCAL_DIR}<the folder>")
     if model.startswith(("task:", LOCAL_DIR)) or pretrained is None or os.path.isfile(pretrained):
         return None
     if os.sep in pretrained or pretrained.endswith(CHECKPOINT_SUFFIXES):  # a checkpoint file, checked on load
         return None
-    repo = open_clip.get_pretrained_cfg(model, pretrained).get("hf_hub", "").strip("/")
-    return ("pretrained", pretrained, repo, "give the checkpoint file in it") if repo else None
+    if model not in open_clip.list_models():
+        raise ValueError(f"clip reward: model={model!r} is not an open_clip model (open_clip.list_models())")
+    cfg = open_clip.get_pretrained_cfg(model, pretrained)
+    if not cfg:
+        tags = open_clip.list_pretrained_tags_by_model(model)
+        raise ValueError(
+            f"clip reward: pretrained={pretrained!r} is not a tag of {model}; its tags: {', '.join(tags)}"
+        )
+    repo = cfg.get("hf_hub", "").strip("/")
+    return ("pretrained", HubRef(pretrained, repo, "give the checkpoint file in it")) if repo else None
 
 
 def _input_size(model) -> tuple[int, int]:
@@ -110,10 +119,10 @@ class CLIPScoreReward:
 
     @classmethod
     def hub_models(cls, model: str = DEFAULT_MODEL, pretrained: Optional[str] = DEFAULT_PRETRAINED, **options):
-        """``{config key: hub id}`` of the hub repository these options load (``hub_source``): checked
+        """``{config key: HubRef}`` of the hub repository these options load (``hub_source``): checked
         before anything trains by commands that load several configs (``genrl compare``)."""
         hub = hub_source(model, pretrained)
-        return {f"reward_args.clip.{hub[0]}": hub[2]} if hub is not None else {}
+        return {f"reward_args.clip.{hub[0]}": hub[1]} if hub is not None else {}
 
     def __init__(
         self,
@@ -154,9 +163,9 @@ class CLIPScoreReward:
                 self.model = open_clip.create_model(model, pretrained=pretrained, device=self.device).eval()
         except Exception as e:  # unknown names, missing downloads: say what was asked for
             if hub is not None and local_only():
-                key, value, repo, then = hub
+                key, ref = hub
                 raise ValueError(
-                    f"clip reward: {load_failure(f'reward_args.clip.{key}', value, e, repo, then)}"
+                    f"clip reward: {load_failure(f'reward_args.clip.{key}', ref.value, e, ref.repo_id, ref.then)}"
                 ) from e
             raise ValueError(
                 f"clip reward: cannot load open_clip model {model!r}"

@@ -20,7 +20,7 @@ from typing import Optional, Sequence
 import torch
 import torch.nn.functional as F
 
-from genrl.hub import check_exists, is_path, load_failure
+from genrl.hub import HubRef, check_exists, is_path, load_failure
 from genrl.registry import REWARDS
 
 DEFAULT_MODEL = "yuvalkirstain/PickScore_v1"
@@ -54,11 +54,13 @@ class PickScoreReward:
     """PickScore of each image against its prompt (see the module docstring)."""
 
     @classmethod
-    def hub_models(cls, model: str = DEFAULT_MODEL, processor: str = DEFAULT_PROCESSOR, **options) -> dict[str, str]:
-        """``{config key: hub id}`` of the hub models these options load (folders left out): checked before
+    def hub_models(
+        cls, model: str = DEFAULT_MODEL, processor: str = DEFAULT_PROCESSOR, **options
+    ) -> dict[str, HubRef]:
+        """``{config key: HubRef}`` of the hub models these options load (folders left out): checked before
         anything trains by commands that load several configs (``genrl compare``)."""
         named = {"model": model, "processor": processor}
-        return {f"reward_args.pickscore.{k}": v for k, v in named.items() if not os.path.isdir(v) and not is_path(v)}
+        return {f"reward_args.pickscore.{k}": HubRef(v, v) for k, v in named.items() if not is_path(v)}
 
     def __init__(
         self,

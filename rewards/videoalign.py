@@ -45,7 +45,7 @@ from typing import Optional, Sequence
 
 import torch
 
-from genrl.hub import check_exists, is_path, load_failure
+from genrl.hub import HubRef, check_exists, is_path, load_failure
 from genrl.media import read_video
 from genrl.registry import REWARDS
 from rewards.videoalign_prompts import DIMENSIONS, TEMPLATES
@@ -289,6 +289,29 @@ class VideoRewardModel(torch.nn.Module):
         raise ValueError(f"videoalign: reward_token {self.reward_token!r} is not supported (special, last)")
 
 
+def read_model_config(folder: str) -> dict:
+    """A VideoReward folder's ``model_config.json``; ``ValueError`` naming the file when it is missing, not
+    JSON, or has no ``model_config.model_name_or_path`` string (it was a traceback, or a KeyError)."""
+    cfg_path = os.path.join(folder, "model_config.json")
+    if not os.path.isfile(cfg_path):
+        raise ValueError(
+            f"videoalign: {cfg_path!r} not found; expected the VideoReward layout: model_config.json "
+            f"and checkpoint-<step>/ (model.pth, or adapter_model.safetensors + non_lora_state_dict.pth)"
+        )
+    try:
+        with open(cfg_path, encoding="utf-8") as f:
+            config = json.load(f)
+    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
+        raise ValueError(f"videoalign: {cfg_path} is not a readable JSON file ({type(e).__name__}: {e})") from None
+    mc = config.get("model_config") if isinstance(config, dict) else None
+    if not isinstance(mc, dict) or not isinstance(mc.get("model_name_or_path"), str):
+        raise ValueError(
+            f"videoalign: {cfg_path}: expected an object whose model_config.model_name_or_path is the base model "
+            "(a folder or hub id)"
+        )
+    return config
+
+
 def base_model(folder: str, model_config: dict) -> str:
     """The base model of a VideoReward ``folder``: ``model_config.model_name_or_path``, a folder inside
     ``folder`` when one of that name is there, else as written (a folder or a hub id)."""
@@ -305,13 +328,7 @@ def load_videoalign(folder: str, step: int = -1, dtype: torch.dtype = torch.bflo
     from transformers import AutoProcessor, Qwen2VLForConditionalGeneration
 
     cfg_path = os.path.join(folder, "model_config.json")
-    if not os.path.isfile(cfg_path):
-        raise ValueError(
-            f"videoalign: {cfg_path!r} not found; expected the VideoReward layout: model_config.json "
-            f"and checkpoint-<step>/ (model.pth, or adapter_model.safetensors + non_lora_state_dict.pth)"
-        )
-    with open(cfg_path) as f:
-        config = json.load(f)
+    config = read_model_config(folder)
     mc, lc = config["model_config"], config.get("peft_lora_config", {})
     ckpt = find_checkpoint(folder, step)
     full = os.path.join(ckpt, "model.pth")
@@ -418,15 +435,13 @@ class VideoAlignReward:
     def hub_models(cls, checkpoint: str = "", **options) -> dict[str, str]:
         """``{config key: hub id}``: the base model a VideoReward folder names, when it is a hub id
         (``base_model``); checked before anything trains by commands that load several configs (``genrl
-        compare``). An embedded task's checkpoint (``task:``) is built with its base; a folder without
-        ``model_config.json`` is refused when it loads."""
-        cfg_path = os.path.join(checkpoint, "model_config.json")
-        if checkpoint.startswith("task:") or not os.path.isfile(cfg_path):
+        compare``). An embedded task's checkpoint (``task:``) is built with its base. ``ValueError`` for a
+        folder whose ``model_config.json`` is missing or broken (``read_model_config``)."""
+        if checkpoint.startswith("task:"):
             return {}
-        with open(cfg_path) as f:
-            mc = json.load(f).get("model_config") or {}
-        base = base_model(checkpoint, mc) if "model_name_or_path" in mc else ""
-        return {f"{cfg_path}: model_config.model_name_or_path": base} if base and not is_path(base) else {}
+        base = base_model(checkpoint, read_model_config(checkpoint)["model_config"])
+        key = f"{os.path.join(checkpoint, 'model_config.json')}: model_config.model_name_or_path"
+        return {} if is_path(base) else {key: HubRef(base, base, "set it to the folder")}
 
     def __init__(
         self,

@@ -296,13 +296,13 @@ VIDEOALIGN_FOLDER = "{tmp}/videoalign"  # a VideoReward folder whose base model 
             "digits",
             ["rewards={digits: 1.0, clip: 0.5}"],
             "reward_args.clip.pretrained",
-            "laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+            "laion2b_s32b_b79k",
         ),
         (
             "digits",
             ["rewards={digits: 1.0, clip: 0.5}", "reward_args.clip.model=hf-hub:genrl-test/no-such-clip"],
             "reward_args.clip.model",
-            "genrl-test/no-such-clip",
+            "hf-hub:genrl-test/no-such-clip",
         ),
         (
             "moving_digits",
@@ -328,6 +328,10 @@ def test_a_later_arms_hub_model_that_cannot_load_is_refused_before_any_arm_train
     folder = tmp_path / "videoalign"
     folder.mkdir()
     (folder / "model_config.json").write_text(json.dumps({"model_config": {"model_name_or_path": repo_id}}))
+    fixes = {  # each says where to put the downloaded copy: the option as written
+        "reward_args.clip.pretrained": "then give the checkpoint file in it",
+        "reward_args.clip.model": "then give local-dir:<the folder>",
+    }
     overrides, key = [o.replace("{tmp}", str(tmp_path)) for o in overrides], key.replace("{tmp}", str(tmp_path))
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
@@ -344,4 +348,44 @@ def test_a_later_arms_hub_model_that_cannot_load_is_refused_before_any_arm_train
     assert len(err) == 1 and err[0].startswith(
         f"genrl compare: arm 'hub' (before training): {key}='{repo_id}': not in the local"
     ), err
+    assert fixes.get(key, f"then point {key} at the folder" if "videoalign" not in key else "then set it to") in err[0]
+    assert not out.exists() or not any(out.iterdir())  # the first arm did not train
+
+
+@pytest.mark.parametrize(
+    "config, overrides, content, says",
+    [
+        (  # open_clip's list knows no such tag: found without loading, before the first arm trains
+            "digits",
+            ["rewards={digits: 1.0, clip: 0.5}", "reward_args.clip.pretrained=laion2b_typo"],
+            None,
+            "clip reward: pretrained='laion2b_typo' is not a tag of ViT-H-14; its tags: ",
+        ),
+        ("moving_digits", [], "[1, 2]", "model_config.json: expected an object whose model_config.model_name_or_path"),
+        ("moving_digits", [], '{"model_config": {"model_name_or_path": 5}}', "model_config.json: expected an object"),
+        ("moving_digits", [], "not json", "model_config.json is not a readable JSON file (JSONDecodeError: "),
+    ],
+)
+def test_a_later_arms_broken_reward_option_is_one_line_naming_the_arm(
+    tmp_path, capsys, config, overrides, content, says
+):
+    """An unknown open_clip tag failed only when its arm loaded it, after the arms before it had trained; a
+    VideoAlign folder's broken model_config.json was a traceback (exit 1), or a line naming neither the arm
+    nor the file."""
+    from genrl.cli import main
+
+    folder = tmp_path / "videoalign"
+    folder.mkdir()
+    if content is not None:
+        (folder / "model_config.json").write_text(content)
+        overrides = [f"reward_args.videoalign.checkpoint={folder}"]
+    first = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    out = tmp_path / "out"
+    argv = ["compare", "--seeds", "0", "--out", str(out), "--arm", "first", first, "max_steps=1"]
+    argv += ["--arm", "broken", os.path.join(ROOT, "configs", config, "flowgrpo.yaml"), *overrides]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("genrl compare: arm 'broken' (before training): ") and says in err[0], (
+        err
+    )
     assert not out.exists() or not any(out.iterdir())  # the first arm did not train

@@ -239,7 +239,7 @@ def test_a_local_folder_s_family_is_read_from_its_model_index(tmp_path):
     assert load_config(OnlineConfig, None, ["policy.model=org/model", "policy.height=64"])
 
 
-def test_a_pipeline_folder_with_a_missing_part_is_refused_with_the_config(fam, tmp_path):
+def test_a_pipeline_folder_with_a_missing_part_is_refused_with_the_config(fam, tmp_path, monkeypatch):
     """An interrupted download or copy (a component's folder, its weights, a shard) failed only when the
     libraries reached that part, after the others had loaded (``genrl compare``: after earlier arms had
     trained). Every family's own saved folder passes; each damage is refused before anything loads."""
@@ -253,6 +253,8 @@ def test_a_pipeline_folder_with_a_missing_part_is_refused_with_the_config(fam, t
     folder = tmp_path / "model"
     fam.build().save_pretrained(folder)
     load(folder)  # whole: accepted
+    monkeypatch.setenv("HOME", str(tmp_path))  # a home-relative path is that folder for every check and loader
+    assert load("~/model").model == str(folder)  # the check had seen '~/model', the loader refused it as no folder
     index = json.loads((folder / "model_index.json").read_text())
     denoiser = next(n for n in ("transformer", "unet") if n in index)
     shutil.rmtree(folder / "scheduler")

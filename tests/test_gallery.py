@@ -239,8 +239,9 @@ def test_video_samples_animate_upscaled(tmp_path, video_format):
         assert path.endswith(".png") and im.size == (22 * 6, 22 * 8)
 
 
+@pytest.mark.parametrize("damage", ["height", "yaml"])
 @pytest.mark.parametrize("command", ["gallery", "export"])
-def test_a_run_config_that_is_now_refused_names_its_file(runs, tmp_path, capsys, command):
+def test_a_run_config_that_is_now_refused_names_its_file(runs, tmp_path, capsys, command, damage):
     """A run's config.yaml holding a setting genrl refuses (edited by hand, or written by an older genrl)
     was refused without saying which run's file to fix; gallery reads several runs."""
     import yaml
@@ -249,7 +250,7 @@ def test_a_run_config_that_is_now_refused_names_its_file(runs, tmp_path, capsys,
     shutil.copytree(runs[1], run)
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     cfg["policy"]["height"] = 64  # the digits model samples 8x8 and reads no height
-    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg) + ("seed: 1\n" if damage == "yaml" else ""))  # twice
     args = (
         [str(runs[1]), str(run), "--out", str(tmp_path / "g")]
         if command == "gallery"
@@ -257,5 +258,6 @@ def test_a_run_config_that_is_now_refused_names_its_file(runs, tmp_path, capsys,
     )
     assert main([command, *args]) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"genrl {command}: {run / 'config.yaml'}: policy.height=64: "), err
+    says = "policy.height=64: " if damage == "height" else "invalid YAML: key 'seed' is given twice"
+    assert len(err) == 1 and err[0].startswith(f"genrl {command}: {run / 'config.yaml'}: {says}"), err
     assert not (tmp_path / "g").exists()

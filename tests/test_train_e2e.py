@@ -428,6 +428,16 @@ def _square(shape):
 square_only.check_samples = _square  # a plug-in function's declared need
 
 
+class InstanceCheck:
+    """A plug-in whose check is an instance method by mistake (the trainer calls it on the class)."""
+
+    def check_samples(self, shape):
+        raise ValueError("never reached")
+
+    def __call__(self, samples, prompts, metadata):
+        return samples.flatten(1).mean(1)
+
+
 @pytest.fixture(scope="module")
 def rgb_model(tmp_path_factory):
     """A tiny RGB SD3 pipeline (3x32x32 samples) and a prompt file of ordinary captions."""
@@ -436,6 +446,7 @@ def rgb_model(tmp_path_factory):
     folder = tmp_path_factory.mktemp("rgb")
     dummy_sd3.build().save_pretrained(folder / "sd3")
     (folder / "prompts.txt").write_text("\n".join(dummy_sd3.PROMPTS) + "\n")
+    (folder / "digits.txt").write_text("a handwritten digit three\na handwritten digit seven\n")
     return folder
 
 
@@ -458,6 +469,17 @@ RGB = ["policy.height=32", "policy.width=32", "policy.max_sequence_length=8", "p
             "digits+prompts",
             "genrl train: rewards.digits_gold: needs the prompted digit of every prompt: expected exactly one digit "
             "in prompt 'a photo of a cat', found []",
+        ),
+        (  # training prompts that name digits, but evaluation prompts that do not
+            "digits+eval_prompts",
+            "genrl train: rewards.digits: needs the prompted digit of every prompt: expected exactly one digit "
+            "in prompt 'a photo of a cat', found []",
+        ),
+        (  # a plug-in's check written as an instance method: one line, not a traceback
+            "rgb+instance_check",
+            "genrl train: rewards.test_train_e2e:InstanceCheck: its check_samples() raised TypeError: "
+            "InstanceCheck.check_samples() missing 1 required positional argument: 'shape' (a check is a static "
+            "or class method, or a function attribute, that raises ValueError to refuse)",
         ),
         (  # a plug-in's own declared need
             "rgb+square_only",
@@ -482,6 +504,12 @@ def test_a_reward_or_task_that_cannot_take_the_models_samples_is_refused_before_
         "rgb@digits": RGB,
         "digits+prompts": [*prompts, "rewards={digits_gold: 0.0, digits: 1.0}"],  # a logged-only one too
         "rgb+square_only": [*prompts, *RGB, "policy.width=48", "rewards={test_train_e2e:square_only: 1.0}"],
+        "digits+eval_prompts": [
+            "task=prompts",
+            f"data.train_files=[{rgb_model / 'digits.txt'}]",
+            f"data.test_files=[{rgb_model / 'prompts.txt'}]",
+        ],
+        "rgb+instance_check": [*prompts, *RGB, "rewards={test_train_e2e:InstanceCheck: 1.0}"],
     }[case]
     args = ["train", CONFIG, f"output_dir={run}", f"policy.model={model}", *TINY_ONLINE, "max_steps=2", *extra]
     capsys.readouterr()

@@ -8,6 +8,7 @@ The choices of each name-valued field come from the module that implements them 
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
@@ -139,6 +140,7 @@ class PolicyConfig(Section):
         from genrl.registry import FAMILIES, POLICIES
 
         nonempty(self, "name", "model", "family")
+        self.model = os.path.expanduser(self.model)  # ~/models/x: one folder for every check and loader
         registered(self, "name", POLICIES)
         require(  # a token policy here crashed on the settings it lacks; its section is VLMPolicyConfig
             issubclass(POLICIES.get(self.name), DenoisingPolicy),

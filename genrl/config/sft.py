@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -68,6 +69,7 @@ class SFTConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         nonempty(self, "model")
+        self.model = os.path.expanduser(self.model)  # ~/models/x: one folder for every check and loader
         require_model_for(
             self.model, SFT_POLICY, "model", fix=f"the SFT trainer trains a {SFT_POLICY} model: name one"
         )

@@ -7,6 +7,7 @@ Model types and the default LoRA targets come from ``genrl.policies.vlm``, answe
 from __future__ import annotations
 
 import math
+import os
 from dataclasses import dataclass
 from typing import Literal
 
@@ -91,6 +92,7 @@ class VLMPolicyConfig(Section):
         from genrl.registry import POLICIES
 
         nonempty(self, "name", "model")
+        self.model = os.path.expanduser(self.model)  # ~/models/x: one folder for every check and loader
         registered(self, "name", POLICIES)
         require(  # a denoising policy here crashed on the settings it lacks (family, sde)
             not issubclass(POLICIES.get(self.name), DenoisingPolicy),

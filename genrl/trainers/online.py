@@ -312,7 +312,10 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W] (one decode); None for text
     if shape is not None and callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # the task's judges take the model's samples (digits: 1x8x8)
-    check_rewards_take(reward_classes, shape, task.train_prompts())  # what each reward says it needs
+    prompts = task.train_prompts()  # [(prompt, metadata)], and the evaluation's where the task has its own
+    if callable(getattr(task, "prompts", None)) and callable(getattr(task, "metadata", None)):
+        prompts = prompts + [(p, task.metadata(p)) for p in task.prompts()]
+    check_rewards_take(reward_classes, shape, prompts)  # what each reward says it needs
     asynchronous = torch.cuda.is_available() if cfg.rollout.async_rewards == "auto" else cfg.rollout.async_rewards
     scorer = ChunkScorer(rewards, asynchronous)
     if fsdp:  # FSDP2: every parameter a DTensor shard; gradients reduce-scattered by FSDP itself
