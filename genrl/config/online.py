@@ -137,6 +137,7 @@ class PolicyConfig(Section):
     )
 
     def validate(self) -> None:
+        from genrl.families.base import check_model_folder
         from genrl.registry import FAMILIES, POLICIES
 
         nonempty(self, "name", "model", "family")
@@ -148,6 +149,7 @@ class PolicyConfig(Section):
             self.name,
             "is not a denoising policy (flow, diffusion); a vision-language model trains with trainer: online_vlm",
         )
+        check_model_folder(self)  # a local pipeline folder with a missing part, before any model loads
         if self.family != "auto":
             registered(self, "family", FAMILIES)
         for n in ("height", "width", "num_frames", "max_sequence_length"):

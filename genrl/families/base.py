@@ -266,8 +266,8 @@ def check_pipeline_folder(path: str) -> None:
 
 
 def check_model_folder(cfg) -> None:
-    """Config validation of ``policy.model`` for policies without families (``policy.name=diffusion``): a
-    local diffusers folder with missing parts is a ``ConfigError`` at key ``model`` (``check_pipeline_folder``)."""
+    """Config validation of ``policy.model`` (a ``PolicyConfig``, every denoising policy): a local diffusers
+    folder with missing parts is a ``ConfigError`` at key ``model`` (``check_pipeline_folder``)."""
     from genrl.config import ConfigError
 
     if os.path.isdir(cfg.model):
@@ -368,12 +368,8 @@ def family_before_loading(cfg) -> Optional[type[Family]]:
             cls_name = None  # an SFT run's model: a VLM, refused by the policy that loads it
         elif is_path(cfg.model) and not os.path.isdir(os.path.expanduser(cfg.model)):
             raise ValueError(f"no such folder ({MODEL_FORMS})")
-        elif is_digits_folder(cfg.model):
-            cls_name = "DigitsPipeline"
         else:
-            cls_name = _class_name(cfg.model)
-            if os.path.isdir(cfg.model):
-                check_pipeline_folder(cfg.model)  # every part there, found before anything loads
+            cls_name = "DigitsPipeline" if is_digits_folder(cfg.model) else _class_name(cfg.model)
     except (OSError, ValueError) as e:  # an unknown task or one without a model, a damaged model_index.json
         raise ConfigError("model", " ".join(str(e).split()), cfg.model) from None
     return family_named(cfg.family, cls_name if isinstance(cls_name, str) else None)

@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from genrl import sde as sde_lib
-from genrl.families.base import check_model_folder, classifier_free_guidance, load_pipeline
+from genrl.families.base import classifier_free_guidance, load_pipeline
 from genrl.policies.denoiser import DenoisingPolicy, denoiser_dtype, load_dtype
 from genrl.registry import POLICIES
 
@@ -99,7 +99,7 @@ def output_gain(alpha, alpha_prev, std, prediction_type) -> torch.Tensor:
     return (alpha_prev.sqrt() * x0 + (1 - alpha_prev - std**2).clamp_min(0).sqrt() * eps).abs()
 
 
-@POLICIES.register("diffusion", check_config=check_model_folder)
+@POLICIES.register("diffusion")
 class DiffusionPolicy(DenoisingPolicy):
     """Stochastic policy over a diffusers ``StableDiffusionPipeline``. ``cfg`` is a ``PolicyConfig``
     (``sde: ddim``; ``family`` is unused)."""

@@ -301,7 +301,8 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     torch.manual_seed(cfg.seed)
 
     task = task_cls.from_config(cfg)
-    check_train_prompts(task.train_prompts(), cfg.task)
+    train_set = task.train_prompts()  # [(prompt, metadata)]
+    check_train_prompts(train_set, cfg.task)
     with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load
         prepare_models(cfg)  # the task: / sft: models the config names, built (logged) if missing
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
@@ -312,7 +313,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W] (one decode); None for text
     if shape is not None and callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # the task's judges take the model's samples (digits: 1x8x8)
-    prompts = task.train_prompts()  # [(prompt, metadata)], and the evaluation's where the task has its own
+    prompts = train_set  # and the evaluation's, where the task has its own
     if callable(getattr(task, "prompts", None)) and callable(getattr(task, "metadata", None)):
         prompts = prompts + [(p, task.metadata(p)) for p in task.prompts()]
     check_rewards_take(reward_classes, shape, prompts)  # what each reward says it needs
@@ -349,7 +350,6 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     if cfg.objective.anchor_period > 0:
         named = {n: p for n, p in policy.module.named_parameters() if p.requires_grad}
         policy.anchor = Anchor(named, cfg.objective.anchor_period)  # policy.reference() now means the anchor
-    train_set = task.train_prompts()  # [(prompt, metadata)]
     total = cfg.rollout.prompts_per_step * cfg.rollout.group_size  # the sampler checks total % world
     local, per_opt = total // world, cfg.train.batch_size * cfg.train.gradient_accumulation_steps
     if total % world == 0 and local % per_opt:  # a remainder would leave gradients accumulated into the next update
