@@ -29,10 +29,10 @@ class Reward(Protocol):
       reward's own values. Units are the reward's own; ``rewards:`` weights them.
     * Optional start-up checks, as attributes (static or class methods, or a function's attributes):
       ``check_samples(shape)`` with one sample's shape ``(C, H, W)`` / ``(F, C, H, W)`` and
-      ``check_prompts(prompts)`` with the task's ``[(prompt, metadata)]``, each raising ``ValueError`` when
-      the reward cannot score such samples or prompts (the digits rewards: 1x8x8 images, a digit in
-      every prompt); the trainer refuses the run before anything is written
-      (``genrl.scoring.check_rewards_take``).
+      ``check_prompts(prompts)`` with the task's training and evaluation ``[(prompt, metadata)]``,
+      each raising ``ValueError`` when the reward cannot score such samples or prompts (the digits
+      rewards: 1x8x8 images, a digit in every prompt); the trainer refuses the run before anything
+      is written (``genrl.scoring.check_rewards_take``).
     * A sample the reward cannot score gets ``NaN`` (never a silent 0): the trainer masks it out of
       the update and of every advantage statistic and counts it in ``reward/<name>_failed``. A
       reward that raises, or returns the wrong shape, fails its whole batch the same way.

@@ -184,11 +184,13 @@ def check_reward_samples(classes: Mapping[str, Any], kind: str | None, maker: st
 def check_rewards_take(classes: Mapping[str, Any], shape: tuple[int, ...] | None, prompts: list[tuple]) -> None:
     """Start-up check, before anything is written, of what a reward says it needs: its optional
     ``check_samples(shape)`` against the policy's sample shape ``(C, H, W)`` / ``(F, C, H, W)`` (None:
-    text, not checked) and ``check_prompts(prompts)`` against the task's ``[(prompt, metadata)]``, each
-    raising ``ValueError`` (the digits rewards: 1x8x8 images, a digit in every prompt). Before, such a
-    reward failed on every sample of every step, was masked, and the run trained on nothing. Declared
-    needs rather than a trial call: a reward may raise on a sample it declines (it is masked), and a trial
-    would shift a stateful reward or the global random stream. Raises ``ValueError`` naming ``rewards.<name>``."""
+    text, not checked) and ``check_prompts(prompts)`` against the task's training and evaluation
+    ``[(prompt, metadata)]``, each raising ``ValueError`` (the digits rewards: 1x8x8 images, a digit in
+    every prompt). Before, such a reward failed on every sample of every step, was masked, and the run
+    trained on nothing. Declared needs rather than a trial call: a reward may raise on a sample it
+    declines (it is masked), and a trial would shift a stateful reward or the global random stream.
+    Raises ``ValueError`` naming ``rewards.<name>``; a check that fails otherwise (an instance method, an
+    assert) is one too."""
     for name, reward in classes.items():
         for method, arg in (("check_samples", None if shape is None else tuple(shape)), ("check_prompts", prompts)):
             if arg is None or not callable(check := getattr(reward, method, None)):
