@@ -366,7 +366,7 @@ def family_before_loading(cfg) -> Optional[type[Family]]:
             cls_name = getattr(model_task(cfg.model[len(TASK) :]), "pipeline_class", None)
         elif cfg.model.startswith(SFT):
             cls_name = None  # an SFT run's model: a VLM, refused by the policy that loads it
-        elif is_path(cfg.model) and not os.path.isdir(os.path.expanduser(cfg.model)):
+        elif is_path(cfg.model) and not os.path.isdir(cfg.model):
             raise ValueError(f"no such folder ({MODEL_FORMS})")
         else:
             cls_name = "DigitsPipeline" if is_digits_folder(cfg.model) else _class_name(cfg.model)
