@@ -272,6 +272,16 @@ def test_a_pipeline_folder_with_a_missing_part_is_refused_with_the_config(fam, t
         f.unlink()
     with pytest.raises(ConfigError, match=rf"{denoiser}/ holds config.json but no weights"):
         load(folder)
+    # a variant's weights only (save_pretrained(variant="fp16")): diffusers without variant= refuses them,
+    # after the other components have loaded
+    getattr(fam.build(), denoiser).save_pretrained(folder / denoiser, variant="fp16")
+    with pytest.raises(ConfigError, match=rf"{denoiser}/ holds only a variant's weights \(\S+\.fp16\.safetensors\)"):
+        load(folder)
+    getattr(fam.build(), denoiser).save_pretrained(folder / denoiser, variant="fp16", max_shard_size="20KB")
+    with pytest.raises(ConfigError, match=rf"{denoiser}/ holds only a variant's weights \(\S+\.fp16-00001-of-"):
+        load(folder)
+    getattr(fam.build(), denoiser).save_pretrained(folder / denoiser)  # the default weights beside them
+    load(folder)
 
 
 class OwnFamily(SD3Family):

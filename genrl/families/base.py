@@ -240,10 +240,13 @@ WEIGHT_SUFFIXES = (".safetensors", ".bin", ".pt", ".pth", ".ckpt", ".gguf")
 def check_pipeline_folder(path: str) -> None:
     """A local diffusers folder whose parts are missing (an interrupted download or copy) is a
     ``ValueError`` naming the part, found without loading anything: every component ``model_index.json``
-    names has its folder; a model's folder (one holding ``config.json``) holds weights; every shard a
-    ``*.index.json`` lists is there. The libraries' own errors came only once the earlier components had
-    loaded (``genrl compare``: after the earlier arms had trained). Messages name the part relative to
-    ``path``. A folder without ``model_index.json`` is left to the loader."""
+    names has its folder; a model's folder (one holding ``config.json``) holds weights, and not only a
+    variant's (``diffusion_pytorch_model.fp16.safetensors``, as ``save_pretrained(variant="fp16")`` or
+    ``from_pretrained(variant="fp16")`` leave it: genrl loads the default weights, as diffusers does
+    without ``variant``); every shard a ``*.index.json`` lists is there. The libraries' own errors came
+    only once the earlier components had loaded (``genrl compare``: after the earlier arms had trained).
+    Messages name the part relative to ``path``. A folder without ``model_index.json`` is left to the
+    loader."""
     for name, spec in (_model_index(path) or {}).items():
         if name.startswith("_") or not isinstance(spec, list) or len(spec) != 2 or None in spec:
             continue
@@ -261,8 +264,16 @@ def check_pipeline_folder(path: str) -> None:
                 raise ValueError(
                     f"{name}/{index} lists {len(missing)} shard(s) that are not there: {', '.join(missing)}"
                 )
-        if "config.json" in files and not any(f.endswith(WEIGHT_SUFFIXES) for f in files):
+        weights = sorted(f for f in files if f.endswith(WEIGHT_SUFFIXES))
+        if "config.json" in files and not weights:
             raise ValueError(f"{name}/ holds config.json but no weights (*.safetensors, *.bin)")
+        # a variant's file: 'model.fp16.safetensors', 'model.fp16-00001-of-00002.safetensors'
+        if "config.json" in files and all("." in os.path.splitext(f)[0] for f in weights):
+            raise ValueError(
+                f"{name}/ holds only a variant's weights ({', '.join(weights)}); genrl loads the default "
+                "weights: save the pipeline again without a variant (DiffusionPipeline.from_pretrained(path, "
+                "variant=...).save_pretrained(new_path))"
+            )
 
 
 def check_model_folder(cfg) -> None:
