@@ -17,10 +17,18 @@ in that one process, with the config's shapes, dtype and mixed precision:
    timestep chunk (``train.batch_size``, ``train.timestep_chunk``) and the optimizer steps. Only
    network calls: no SDE step, no log-prob, no objective, no reward. Its own seconds are taken out
    of the loop's wall time.
+3. **The evaluation's bare compute**, timed once right after the loop's final evaluation: the
+   denoiser's forwards of every evaluation sample (the task's evaluation prompts x
+   ``eval.seeds_per_prompt``, in ``eval.batch_size`` batches, ``eval.num_steps``, CFG when
+   ``eval.guidance_scale`` uses it) and their decode, amortised over ``eval.every`` as the
+   evaluation is.
 
 The overhead ratio is the median over the timed iterations of ``(iteration + amortised evaluation)
-/ bare compute``, each iteration against the bare compute timed right after it: 1.0 means the loop
-costs nothing beyond its network calls. Pairing them makes the ratio hold on a machine whose speed
+/ (bare compute + amortised bare evaluation)``, each iteration against the bare compute timed right
+after it: 1.0 means the loop, evaluation included, costs nothing beyond its network calls. An
+evaluation's network calls are compute the run asks for (as many as ``eval.every`` and the
+evaluation's size make them), not overhead; ``overhead_ratio_eval_whole`` counts the whole
+evaluation as overhead instead (the denominator without it), for comparison. Pairing them makes the ratio hold on a machine whose speed
 drifts (a shared or virtual CPU, where one process ran 1.3x slower than the next here); the median
 keeps one stalled iteration from moving it. The per-phase columns are means over the timed steps;
 the first ``warmup`` steps are excluded from all of them (the bare compute's first call, after the
@@ -50,10 +58,12 @@ def _timed(fn, sync) -> float:
     return time.perf_counter() - t0
 
 
-def bare_calls(cfg) -> Callable[[], tuple[float, float]]:
+def bare_calls(cfg) -> tuple[Callable[[], tuple[float, float]], Callable[[], float]]:
     """Builds the network calls alone for this process's share of one step's samples (their own
-    policy and optimizer, the config's shapes); returns a function that runs them once and returns
-    ``(rollout seconds, update seconds)``."""
+    policy and optimizer, the config's shapes); returns two functions that run them once: the
+    step's, returning ``(rollout seconds, update seconds)``, and the evaluation's, returning its
+    seconds (every evaluation sample's forwards and decode, as ``genrl.evaluation.evaluate_images``
+    samples them)."""
     import torch
     from accelerate import Accelerator
 
@@ -69,7 +79,8 @@ def bare_calls(cfg) -> Callable[[], tuple[float, float]]:
     policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
     optimizer = make_optimizer(policy.trainable_parameters(), cfg.train)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
-    train = TASKS.get(cfg.task).from_config(cfg).train_prompts()
+    task = TASKS.get(cfg.task).from_config(cfg)
+    train = task.train_prompts()
     B = cfg.rollout.prompts_per_step * cfg.rollout.group_size // accelerator.num_processes
     prompts = [train[(i // cfg.rollout.group_size) % len(train)][0] for i in range(B)]
     g = torch.Generator().manual_seed(cfg.seed)
@@ -85,14 +96,25 @@ def bare_calls(cfg) -> Callable[[], tuple[float, float]]:
 
     def rollout_chunks():
         for c in range(0, B, rb):
-            cond = policy.conditioning(prompts[c : c + rb], gs)  # cached after the first call, as in training
-            x = policy.noise(len(prompts[c : c + rb]), g)  # [b, ...]
-            for i in range(N):
-                out = policy.predict(
-                    policy.denoiser, x, torch.full((x.shape[0],), i, device=policy.device), cond, gs, N
-                )
-                x = x + 0.0 * out  # keeps the data dependence, costs one elementwise op
-            policy.decode(x)
+            denoise_and_decode(prompts[c : c + rb], N, gs)
+
+    def denoise_and_decode(batch: list[str], steps: int, scale: float) -> None:
+        cond = policy.conditioning(batch, scale)  # cached after the first call, as in training
+        x = policy.noise(len(batch), g)  # [b, ...]
+        for i in range(steps):
+            out = policy.predict(
+                policy.denoiser, x, torch.full((x.shape[0],), i, device=policy.device), cond, scale, steps
+            )
+            x = x + 0.0 * out  # keeps the data dependence, costs one elementwise op
+        policy.decode(x)
+
+    ev = cfg.eval
+    eval_prompts = [p for p in task.prompts() for _ in range(ev.seeds_per_prompt)]
+
+    @torch.no_grad()
+    def evaluation():  # as evaluate_images: policy.sample per eval.batch_size samples, no autocast
+        for c in range(0, len(eval_prompts), ev.batch_size):
+            denoise_and_decode(eval_prompts[c : c + ev.batch_size], ev.num_steps or N, ev.guidance_scale)
 
     T = traj.log_probs_old.shape[1]
     chunk = cfg.train.timestep_chunk or T
@@ -111,7 +133,7 @@ def bare_calls(cfg) -> Callable[[], tuple[float, float]]:
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
 
-    return lambda: (_timed(rollout, sync), _timed(update, sync))
+    return (lambda: (_timed(rollout, sync), _timed(update, sync))), (lambda: _timed(evaluation, sync))
 
 
 def loop_phases(cfg, steps: int, warmup: int, between: Callable[[], object]) -> dict:
@@ -179,18 +201,23 @@ def measure(config: str, overrides: list[str], steps: int, warmup: int) -> dict:
     import torch
 
     cfg = load(config, overrides)
-    calls, pairs = bare_calls(cfg), []
+    (calls, evaluation), pairs = bare_calls(cfg), []
     loop = loop_phases(cfg, steps, warmup, lambda: pairs.append(calls()))
     timed = pairs[warmup : warmup + steps]  # pairs[s - 1] was timed right after step s
     bare = {"rollout": sum(r for r, _ in timed) / steps, "update": sum(u for _, u in timed) / steps}
     bare["totals"] = [r + u for r, u in timed]
-    ratios = [(it + loop["eval_amortised"]) / b for it, b in zip(loop["iterations"], bare["totals"])]
+    evaluation()  # its first call encodes the evaluation prompts, which the run's cache already holds
+    bare["eval"] = evaluation()
+    bare["eval_amortised"] = bare["eval"] / loop["eval_every"] if loop["eval_every"] else 0.0
+    it_eval = [it + loop["eval_amortised"] for it in loop["iterations"]]
+    ratios = [it / (b + bare["eval_amortised"]) for it, b in zip(it_eval, bare["totals"])]
     return {
         "threads": torch.get_num_threads(),
         "loop": loop,
         "bare": bare,
         "ratios": ratios,
         "overhead_ratio": statistics.median(ratios),
+        "overhead_ratio_eval_whole": statistics.median(it / b for it, b in zip(it_eval, bare["totals"])),
     }
 
 
@@ -218,13 +245,15 @@ def run(config: str, overrides: list[str], steps: int, warmup: int, threads: lis
 
 def beyond_network(result: dict) -> dict[str, float]:
     """Where an iteration's time beyond its network calls goes, each as a share of the bare compute
-    (means over the timed steps): the rollout's and the update's time beyond their own network calls
-    (SDE steps, log-probs, the objective, gradient clipping, bookkeeping), the phases without network
+    (means over the timed steps; the evaluation's amortised): the rollout's, the update's and the
+    evaluation's time beyond their own network calls (SDE steps, log-probs, the objective, gradient
+    clipping, bookkeeping; the evaluation's rewards, judges and files), the phases without network
     calls, and ``total``, their sum (the ratio of the means, less 1)."""
     lp, b = result["loop"], result["bare"]
-    bare = b["rollout"] + b["update"]
-    out = {"rollout": (lp["rollout"] - b["rollout"]) / bare, "update": (lp["update"] - b["update"]) / bare}
-    out.update({p: lp[p] / bare for p in ("reward", "advantages", "other", "eval_amortised")})
+    bare = b["rollout"] + b["update"] + b["eval_amortised"]
+    out = {p: (lp[p] - b[p]) / bare for p in ("rollout", "update")}
+    out.update({p: lp[p] / bare for p in ("reward", "advantages", "other")})
+    out["eval_amortised"] = (lp["eval_amortised"] - b["eval_amortised"]) / bare
     out["total"] = sum(out.values())
     return out
 
@@ -232,29 +261,35 @@ def beyond_network(result: dict) -> dict[str, float]:
 def report(config: str, results: list[dict], label: str = "") -> str:
     """Two markdown tables: per thread count, each phase's seconds per iteration, the bare compute
     and the overhead ratio; then where the time beyond the network calls goes (``beyond_network``)."""
-    head = "| threads | " + " | ".join(PHASES) + " | iteration | bare rollout | bare update | overhead ratio |"
+    head = (
+        "| threads | " + " | ".join(PHASES) + " | iteration | bare rollout | bare update | bare eval_amortised "
+        "| overhead ratio | evaluation counted whole |"
+    )
     lines = [
         f"### `{config}`{' ' + label if label else ''}",
         "",
         "Seconds per iteration (means over the timed steps); evaluation amortised over `eval.every`; the ratio is the "
-        "median of the timed iterations' own.",
+        "median of the timed iterations' own. The last column counts the whole evaluation as overhead, its network "
+        "calls included.",
         "",
         head,
-        "|" + "---:|" * (len(PHASES) + 5),
+        "|" + "---:|" * (len(PHASES) + 7),
     ]
     for r in results:
         lp, b = r["loop"], r["bare"]
         cells = [f"{lp[p]:.3f}" for p in PHASES]
         lines.append(
             f"| {r['threads']} | " + " | ".join(cells) + f" | {lp['iteration']:.3f} | {b['rollout']:.3f} | "
-            f"{b['update']:.3f} | **{r['overhead_ratio']:.2f}** |"
+            f"{b['update']:.3f} | {b['eval_amortised']:.3f} | **{r['overhead_ratio']:.2f}** | "
+            f"{r['overhead_ratio_eval_whole']:.2f} |"
         )
     shares = [(r["threads"], beyond_network(r)) for r in results]
     keys = list(shares[0][1]) if shares else []
     lines += [
         "",
-        "Beyond the network calls, as a share of the bare compute: the rollout's and the update's time past their "
-        "own network calls (SDE steps, log-probs, the objective, gradient clipping), and the phases without any.",
+        "Beyond the network calls, as a share of the bare compute: the rollout's, the update's and the evaluation's "
+        "time past their own network calls (SDE steps, log-probs, the objective, gradient clipping; the evaluation's "
+        "scoring and files), and the phases without any.",
         "",
         "| threads | " + " | ".join(keys) + " |",
         "|" + "---:|" * (len(keys) + 1),

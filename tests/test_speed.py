@@ -129,21 +129,27 @@ def test_bench_overhead_reports_every_phase_and_the_ratio(tmp_path, base_model):
     # the phases and the rest add up to the iteration's wall time
     parts = sum(loop[p] for p in ("rollout", "reward", "advantages", "update", "other"))
     assert parts == pytest.approx(loop["iteration"])
-    assert bare["rollout"] > 0 and bare["update"] > 0
+    assert bare["rollout"] > 0 and bare["update"] > 0 and bare["eval"] > 0
+    assert bare["eval_amortised"] == pytest.approx(bare["eval"] / 25)
     # each timed iteration against the bare compute timed right after it; the ratio is their median
     assert len(loop["iterations"]) == len(bare["totals"]) == len(r["ratios"]) == 2
     assert sum(loop["iterations"]) / 2 == pytest.approx(loop["iteration"])
     assert sum(bare["totals"]) / 2 == pytest.approx(bare["rollout"] + bare["update"])
     for it, b, ratio in zip(loop["iterations"], bare["totals"], r["ratios"]):
-        assert ratio == pytest.approx((it + loop["eval_amortised"]) / b)
+        assert ratio == pytest.approx((it + loop["eval_amortised"]) / (b + bare["eval_amortised"]))
     assert r["overhead_ratio"] == pytest.approx(sum(r["ratios"]) / 2)  # the median of two
+    whole = [(it + loop["eval_amortised"]) / b for it, b in zip(loop["iterations"], bare["totals"])]
+    assert r["overhead_ratio_eval_whole"] == pytest.approx(sum(whole) / 2)  # the evaluation all overhead
     assert loop["other"] < min(bare["totals"]) / 2  # the bare compute between iterations is not in them
-    assert "overhead ratio" in out.read_text() and f"**{r['overhead_ratio']:.2f}**" in out.read_text()
+    text = out.read_text()
+    assert (
+        "overhead ratio" in text and f"**{r['overhead_ratio']:.2f}** | {r['overhead_ratio_eval_whole']:.2f} |" in text
+    )
     from genrl.overhead import beyond_network
 
     shares = beyond_network(r)  # the shares add up to the ratio of the means, less 1
     assert shares["total"] == pytest.approx(
-        (loop["iteration"] + loop["eval_amortised"]) / (bare["rollout"] + bare["update"]) - 1
+        (loop["iteration"] + loop["eval_amortised"]) / (bare["rollout"] + bare["update"] + bare["eval_amortised"]) - 1
     )
     assert f"| 1 | {shares['rollout']:+.1%} |" in out.read_text()
     # bad input: one line, exit 2, nothing written
@@ -153,6 +159,52 @@ def test_bench_overhead_reports_every_phase_and_the_ratio(tmp_path, base_model):
         )
         assert bad.returncode == 2 and word in bad.stderr, bad.stderr
         assert len(bad.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad.json").exists()
+
+
+@pytest.mark.parametrize("guidance", [1.0, 2.0])
+def test_bare_evaluation_makes_the_evaluations_network_calls(tmp_path, base_model, monkeypatch, guidance):
+    """The evaluation's bare compute (counted as compute, not overhead, in the overhead ratio) calls the
+    network on the same batches, as often, with the same CFG, as the run's own evaluation does."""
+    from genrl.models import prepare_models
+    from genrl.overhead import bare_calls, load
+    from genrl.registry import POLICIES, TASKS
+
+    cfg = load(
+        "configs/digits/flowgrpo.yaml",
+        [
+            f"policy.model={base_model}",
+            "policy.num_steps=4",
+            "rollout.prompts_per_step=2",
+            "rollout.group_size=2",
+            "rollout.batch_size=4",
+            "train.batch_size=4",
+            "eval.seeds_per_prompt=3",
+            "eval.batch_size=7",  # 10 prompts x 3 seeds: batches of 7, 7, 7, 7, 2
+            "eval.num_steps=3",
+            f"eval.guidance_scale={guidance}",
+            "log.report_to=[]",
+        ],
+    )
+    calls, policy_cls = [], POLICIES.get(cfg.policy.name)
+    predict, decode = policy_cls.predict, policy_cls.decode
+
+    def counted_predict(self, model, x, idx, cond, scale, num_steps, *args):
+        calls.append(("predict", x.shape[0], scale, num_steps))
+        return predict(self, model, x, idx, cond, scale, num_steps, *args)
+
+    monkeypatch.setattr(policy_cls, "predict", counted_predict)
+    monkeypatch.setattr(policy_cls, "decode", lambda self, x: calls.append(("decode", x.shape[0])) or decode(self, x))
+    _, evaluation = bare_calls(cfg)
+    calls.clear()
+    evaluation()
+    bare = list(calls)
+    prepare_models(cfg)
+    calls.clear()
+    TASKS.get(cfg.task).from_config(cfg).evaluate(
+        policy_cls.from_pretrained(cfg.policy), {}, cfg.eval, str(tmp_path), 0
+    )
+    sizes = [7, 7, 7, 7, 2]
+    assert bare == calls == [c for b in sizes for c in [("predict", b, guidance, 3)] * 3 + [("decode", b)]]
 
 
 @pytest.mark.parametrize("mode", ["regional", pytest.param("full", marks=pytest.mark.slow)])  # CI: regional
