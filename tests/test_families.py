@@ -282,6 +282,12 @@ def test_a_pipeline_folder_with_a_missing_part_is_refused_with_the_config(fam, t
         load(folder)
     getattr(fam.build(), denoiser).save_pretrained(folder / denoiser)  # the default weights beside them
     load(folder)
+    # a hub cache snapshot whose blob never arrived: a link to nothing, not "no weights"
+    weights = next((folder / denoiser).glob("*model.safetensors"))
+    weights.unlink()
+    weights.symlink_to(tmp_path / "blobs" / "0123abcd")
+    with pytest.raises(ConfigError, match=rf"{denoiser}/{weights.name} is a link to a file that is not there \("):
+        load(folder)
 
 
 class OwnFamily(SD3Family):

@@ -253,7 +253,12 @@ def check_pipeline_folder(path: str) -> None:
         folder = os.path.join(path, name)
         if not os.path.isdir(folder):
             raise ValueError(f"model_index.json names component {name!r} ({spec[1]}), but the folder has no {name}/")
-        files = {f for f in os.listdir(folder) if os.path.exists(os.path.join(folder, f))}  # a dangling link: absent
+        listed = os.listdir(folder)
+        files = {f for f in listed if os.path.exists(os.path.join(folder, f))}  # a dangling link: absent
+        if dangling := sorted(f for f in set(listed) - files if f.endswith(WEIGHT_SUFFIXES)):
+            # a hub cache snapshot whose blob never arrived (an interrupted download)
+            target = os.readlink(os.path.join(folder, dangling[0]))
+            raise ValueError(f"{name}/{dangling[0]} is a link to a file that is not there ({target})")
         for index in sorted(f for f in files if f.endswith(".index.json")):
             try:
                 with open(os.path.join(folder, index), encoding="utf-8") as f:
