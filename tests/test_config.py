@@ -550,8 +550,8 @@ def test_one_message_lists_every_setting_to_undo_with_its_default():
             "kl_type = gauss",
         ),
         ("configs/digits/sage_no_kl.yaml", ["objective.step_kl_weight=0.5"], "when objective.beta > 0"),
-        ("configs/digits/seppo.yaml", ["log.kl_every=5"], "by trainer: online"),
-        ("configs/digit_sum/sft.yaml", ["log.kl_every=5"], "by trainer: online"),
+        ("configs/digits/seppo.yaml", ["log.kl_every=5"], "by the online trainers"),
+        ("configs/digit_sum/sft.yaml", ["log.kl_every=5"], "by the online trainers"),
         ("configs/digits/seppo.yaml", ["train.min_lr_ratio=0.5"], "when lr_schedule decays"),
         ("configs/digit_sum/grpo.yaml", ["objective.kl_type=k1"], "is read only when a KL is computed"),
         (

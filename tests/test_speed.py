@@ -63,6 +63,37 @@ def test_kl_every_is_validated():
         load_config(OnlineConfig, "configs/digits/flowgrpo.yaml", ["log.kl_every=-1"])
 
 
+def test_kl_every_logs_the_kl_on_steps_n_2n_as_eval_every_counts(tmp_path, base_model):
+    """``log.kl_every=N`` measured the KL on logged steps 1, N+1, 2N+1 (a 0-based count), so that
+    ``max_steps = kl_every = 10`` logged it once, before any update, where it is 0."""
+    from genrl.trainers.online import train
+
+    cfg = load_config(
+        OnlineConfig,
+        "configs/digits/flowgrpo.yaml",
+        [
+            f"policy.model={base_model}",
+            "policy.num_steps=2",
+            "rollout.prompts_per_step=2",
+            "rollout.group_size=2",
+            "rollout.batch_size=4",
+            "train.batch_size=4",
+            "eval.every=0",
+            "eval.seeds_per_prompt=1",
+            "checkpoint.every=0",
+            "log.report_to=[]",
+            "log.progress_bar=false",
+            "log.kl_every=2",
+            "max_steps=5",
+            f"output_dir={tmp_path / 'run'}",
+        ],
+    )
+    train(cfg)
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["step"] for r in rows if "loss/kl" in r] == [2, 4]
+    assert all(r["loss/kl"] > 0 for r in rows if "loss/kl" in r)  # after an update: the policy has moved
+
+
 def test_openmp_defaults_respect_the_users_choice():
     env = {}
     assert configure_openmp(env) == OPENMP_DEFAULTS and env == OPENMP_DEFAULTS

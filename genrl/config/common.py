@@ -152,9 +152,10 @@ class LogConfig(Section):
     )
     kl_every: int = option(
         0,
-        "online trainer with objective.beta=0 (no KL in the loss): log loss/kl, the KL to the reference, "
-        "measured on the first minibatch every N steps at the cost of one reference forward there; 0 = never "
-        "(no reference forward at all). With beta > 0 the KL is part of the loss and logged every step",
+        "online trainers (online, online_vlm) with objective.beta=0 (no KL in the loss): log loss/kl, the KL to "
+        "the reference, measured on the first minibatch of steps N, 2N, ... (counted as eval.every counts) at the "
+        "cost of one reference forward there; 0 = never (no reference forward at all). With beta > 0 the KL is "
+        "part of the loss and logged every step",
     )
 
     def validate(self) -> None:

@@ -561,7 +561,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                 torch.Generator().manual_seed(derive_seed(cfg.seed, step, 7)),
                 kl_control,
                 guard,
-                measure_kl=cfg.log.kl_every > 0 and step % cfg.log.kl_every == 0,
+                measure_kl=cfg.log.kl_every > 0 and (step + 1) % cfg.log.kl_every == 0,  # logged steps N, 2N, ...
                 progress=step / cfg.max_steps,
                 objective_state=objective_state,
             )
