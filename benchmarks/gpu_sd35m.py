@@ -187,6 +187,7 @@ def config(preset: str, prompt_file: str, overrides: list[str]):
         f"policy.width={p['resolution']}",
         f"policy.max_sequence_length={p['t5_tokens']}",
         f"policy.dtype={'bfloat16' if p['dtype'] == torch.bfloat16 else 'float32'}",
+        "rollout.prompts_per_step=2",  # one iteration: 2 prompts x 4 = 8 samples, one rollout batch
         "rollout.group_size=4",
         "rollout.batch_size=8",
         "train.batch_size=4",

@@ -32,8 +32,9 @@ import time
 
 from genrl.io import atomic_file, check_output_file
 
-# the config keys (and sections) the variants' measurement (``measure``) never reads: it rolls out
-# rollout.batch_size samples of the first prompts, with random advantages
+# the config keys (and sections) the variants' measurement (``measure``) never reads: it rolls out one
+# iteration's samples (whole groups of the first prompts) and updates on random advantages, in one process,
+# without the trainer's loop (EMA, thread governor, sharding)
 NOT_READ = (
     "output_dir",
     "resume",
@@ -44,6 +45,11 @@ NOT_READ = (
     "reward_args",
     "advantages",
     "eval",
+    "train.ema_decay",
+    "train.ema_every",
+    "train.ema_warmup",
+    "train.adaptive_threads",
+    "train.fsdp",
     "rollout.sampler",
     "rollout.vas",
     "rollout.async_rewards",
@@ -93,6 +99,7 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     from genrl.registry import OBJECTIVES, POLICIES, TASKS
     from genrl.trainers.common import make_optimizer
     from genrl.trainers.online import update
+    from genrl.trajectory import Trajectory
 
     cuda = torch.cuda.is_available()
     accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not cuda)
@@ -107,7 +114,8 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     optimizer = make_optimizer(policy.trainable_parameters(), cfg.train)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
     train = task.train_prompts()
-    B, k = cfg.rollout.batch_size, cfg.rollout.group_size
+    k, rb = cfg.rollout.group_size, cfg.rollout.batch_size
+    B = cfg.rollout.prompts_per_step * k  # one iteration's samples, rolled out rollout.batch_size at a time
     rows = [train[(i // k) % len(train)] for i in range(B)]  # whole groups of the first prompts
     prompts, meta, groups = [p for p, _ in rows], [m for _, m in rows], [i // k for i in range(B)]
     g = torch.Generator().manual_seed(cfg.seed)
@@ -117,8 +125,11 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     for i in range(warmup + iters):
         _sync()
         t0 = time.perf_counter()
-        with accelerator.autocast():
-            traj = policy.rollout(prompts, meta, groups, g, policy.window(g))
+        window, parts = policy.window(g), []  # one SDE window per iteration, as the trainer draws it
+        for c in range(0, B, rb):
+            with accelerator.autocast():
+                parts.append(policy.rollout(prompts[c : c + rb], meta[c : c + rb], groups[c : c + rb], g, window))
+        traj = Trajectory.cat(parts)
         _sync()
         if i >= warmup:
             rollout_s.append(time.perf_counter() - t0)
@@ -136,7 +147,8 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
         "update_s_per_iteration": sum(update_s) / len(update_s),
         "optimizer_steps_per_iteration": m["train/optimizer_steps"],
         "trained_steps": traj.log_probs_old.shape[1],
-        "batch": B,
+        "batch": B,  # samples per iteration (rollout.prompts_per_step x rollout.group_size)
+        "rollout_batch": rb,
         "peak_memory_gib": peak / 2**30,
     }
 
@@ -162,6 +174,11 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
         raise ValueError(f"--iters must be >= 1 and --warmup >= 0 (got {iters}, {warmup})")
     for v in variants:  # every config error here, as one line, before any child process starts
         load_online_config(config, [*overrides, *VARIANTS[v], "log.progress_bar=false"], "genrl bench")
+        if clash := overrides_of(overrides, tuple(o.partition("=")[0] for o in VARIANTS[v])):
+            raise ValueError(  # the variant's own setting would win, unsaid
+                f"--set {' '.join(clash)}: variant {v!r} sets {' '.join(VARIANTS[v])} itself; drop the --set, or "
+                "measure without that variant"
+            )
     # accepted and ignored, the figures would not be what the user set up
     if unread := overrides_of(overrides, NOT_READ):
         raise ValueError(
@@ -234,7 +251,7 @@ def add_parser(sub) -> None:
     )
     p.add_argument("--iters", type=int, default=None, help=f"timed iterations per variant (default: {DEFAULT_ITERS})")
     p.add_argument("--warmup", type=int, default=1, help="untimed iterations first (default: 1)")
-    p.add_argument("--out", default="", help="also write the markdown report here")
+    p.add_argument("--out", default=None, help="also write the markdown report here")
     p.add_argument("--set", nargs="*", default=[], dest="overrides", help="key.sub=value overrides for every variant")
     p.add_argument(
         "--overhead",
@@ -249,7 +266,7 @@ def add_parser(sub) -> None:
         help=f"--overhead: timed training steps after --warmup (default: {DEFAULT_STEPS})",
     )
     p.add_argument("--threads", type=int, nargs="+", default=None, help="--overhead: one run per torch thread count")
-    p.add_argument("--json", default="", help="also write the figures as JSON here")
+    p.add_argument("--json", default=None, help="also write the figures as JSON here")
     p.set_defaults(func=main_bench)
 
 
@@ -258,7 +275,9 @@ def main_bench(args) -> int:
 
     try:
         for option, path in (("--out", args.out), ("--json", args.json)):
-            if path:  # before the measurement, which can take long
+            if path == "":
+                raise ValueError(f"{option} is empty: give a file path, or leave {option} out")
+            if path is not None:  # before the measurement, which can take long
                 check_output_file(path, option)
         mode_options = ("--steps", "--threads") if not args.overhead else ("--variants", "--iters")
         given = [o for o in mode_options if getattr(args, o[2:]) is not None]  # options of the other mode
@@ -271,7 +290,7 @@ def main_bench(args) -> int:
                 raise ValueError(f"--overhead needs --warmup >= 1 and --steps >= 1 (got {args.warmup}, {steps})")
             if any(n < 1 for n in args.threads or []):
                 raise ValueError(f"--threads must be >= 1 (got {' '.join(map(str, args.threads))})")
-            threads = args.threads or [int(os.environ.get("OMP_NUM_THREADS", 0)) or os.cpu_count()]
+            threads = args.threads or [launch_threads()]
             results = overhead.run(args.config, args.overrides, steps, args.warmup, threads)
             text = f"Device: {device_name()}.\n\n" + overhead.report(args.config, results)
         else:
@@ -282,11 +301,37 @@ def main_bench(args) -> int:
     except (ValueError, RuntimeError) as e:
         print(f"genrl bench: {e}", file=sys.stderr)
         return 2
-    publish(text, args.out)
-    if args.json:
-        with atomic_file(args.json) as f:
-            json.dump(results, f, indent=1)
+    print(text)
+    for option, path, write in (
+        ("--out", args.out, lambda f: f.write(text)),
+        ("--json", args.json, lambda f: json.dump(results, f, indent=1)),
+    ):
+        try:
+            if path is not None:
+                with atomic_file(path) as f:
+                    write(f)
+        except OSError as e:  # checked before the measurement, yet it can fail (a full disk, /proc)
+            print(
+                f"genrl bench: {option}={path!r}: not written ({e.strerror or e}); the report is above",
+                file=sys.stderr,
+            )
+            return 2
     return 0
+
+
+def launch_threads() -> int:
+    """The thread count this process was launched with: ``OMP_NUM_THREADS`` (its first number, as
+    OpenMP reads ``2,1``), else the machine's cores. ``ValueError`` naming the variable for a value
+    that is not a positive count."""
+    value = os.environ.get("OMP_NUM_THREADS", "").strip()
+    if not value:
+        return os.cpu_count() or 1
+    first = value.split(",")[0].strip()
+    if not first.isdigit() or int(first) < 1:
+        raise ValueError(
+            f"OMP_NUM_THREADS={value!r} is not a thread count: set it to a number >= 1, or give --threads"
+        )
+    return int(first)
 
 
 def child_result(cmd: list[str], what: str, env: dict | None = None, progress: str = "") -> dict:

@@ -181,8 +181,9 @@ def loop_phases(cfg, steps: int, warmup: int, between: Callable[[], object]) -> 
     return out
 
 
-# what ``loop_phases`` sets on the measured run itself (a temporary folder, --warmup + --steps steps)
-SET_HERE = ("output_dir", "resume", "max_steps", "checkpoint.every", "log.progress_bar")
+# what ``loop_phases`` sets on the measured run itself (a temporary folder, --warmup + --steps steps,
+# no checkpoint: the whole checkpoint section goes unread)
+SET_HERE = ("output_dir", "resume", "max_steps", "checkpoint", "log.progress_bar")
 
 
 def load(config: str, overrides: list[str]):
@@ -228,8 +229,8 @@ def run(config: str, overrides: list[str], steps: int, warmup: int, threads: lis
     load(config, overrides)  # a config error as one line, before any child process starts
     if set_here := overrides_of(overrides, SET_HERE):  # they would be overwritten, unsaid
         raise ValueError(
-            f"--set {' '.join(set_here)}: --overhead sets {', '.join(SET_HERE)} itself "
-            "(--steps, --warmup: the run's length)"
+            f"--set {' '.join(set_here)}: --overhead sets {', '.join(k for k in SET_HERE if k != 'checkpoint')} "
+            "itself (--steps, --warmup: the run's length) and writes no checkpoint"
         )
     results = []
     for k, n in enumerate(threads, 1):

@@ -139,6 +139,18 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
             [config, "--overhead", "--set", "checkpoint.every=1"],
             "--set checkpoint.every=1: --overhead sets output_dir",
         ),
+        # any checkpoint setting: the measured run writes none
+        ([config, "--overhead", "--set", "checkpoint.keep_last=1"], "and writes no checkpoint"),
+        # the trainer loop's own settings: the variants' measurement has no loop
+        ([config, "--set", "train.adaptive_threads=true"], "--set train.adaptive_threads=true: the variants'"),
+        ([config, "--set", "train.ema_decay=0.9"], "--set train.ema_decay=0.9: the variants'"),
+        # a variant's own setting won over the user's, unsaid
+        (
+            [config, "--variants", "default", "window", "--set", "policy.sde_window_size=3"],
+            "--set policy.sde_window_size=3: variant 'window' sets policy.sde_window_size=2 itself",
+        ),
+        ([config, "--json", ""], "--json is empty: give a file path"),
+        ([config, "--out", ""], "--out is empty"),
     ]:
         assert main(["bench", *args]) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
@@ -199,8 +211,43 @@ def test_the_variant_measurement_builds_no_reward_model(tmp_path, monkeypatch, b
     from genrl.registry import TASKS
 
     monkeypatch.setenv("GENRL_CACHE", str(tmp_path / "cache"))
-    small = ["rollout.prompts_per_step=2", "rollout.group_size=2", "rollout.batch_size=4", "train.batch_size=4"]
+    small = ["rollout.prompts_per_step=4", "rollout.group_size=2", "rollout.batch_size=4", "train.batch_size=4"]
     config = os.path.join(ROOT, "configs", "digits", "flowgrpo_clip.yaml")  # reward_args.clip.model: task:digits
     cfg = load_online_config(config, [f"policy.model={base_model}", "policy.num_steps=2", *small], "genrl bench")
-    assert measure(cfg, iters=1, warmup=0)["batch"] == 4
+    figures = measure(cfg, iters=1, warmup=0)
+    # one training iteration: 4 prompts x 2 samples, rolled out 4 at a time, 2 optimizer steps (it measured
+    # rollout.batch_size samples, whatever prompts_per_step said)
+    assert (figures["batch"], figures["rollout_batch"], figures["optimizer_steps_per_iteration"]) == (8, 4, 2)
     assert not TASKS.get("digits")().is_prepared("clip")
+
+
+def test_bench_names_what_it_could_not_use_or_write(tmp_path, monkeypatch, capsys):
+    """``OMP_NUM_THREADS`` that is not a count was an int() error naming no variable; a report that could
+    not be written after the measurement named a temporary file."""
+    import genrl.bench
+    from genrl.bench import launch_threads
+    from genrl.cli import main
+
+    for value, threads in (("", os.cpu_count()), ("3", 3), ("2,1", 2), (" 4 ", 4)):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert launch_threads() == threads
+    config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    for value in ("abc", "0", "-1"):
+        monkeypatch.setenv("OMP_NUM_THREADS", value)
+        assert main(["bench", config, "--overhead"]) == 2
+        (err,) = capsys.readouterr().err.strip().splitlines()
+        assert f"OMP_NUM_THREADS={value!r} is not a thread count" in err
+    monkeypatch.setattr(genrl.bench, "run", lambda *a: [{"variant": "default"}])
+    monkeypatch.setattr(genrl.bench, "report", lambda *a: "the report")
+
+    def full_disk(path):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(genrl.bench, "atomic_file", full_disk)
+    assert main(["bench", config, "--json", str(tmp_path / "x.json")]) == 2
+    out, err = capsys.readouterr()
+    assert "the report" in out
+    assert (
+        err.strip()
+        == f"genrl bench: --json={str(tmp_path / 'x.json')!r}: not written (No space left on device); the report is above"
+    )

@@ -141,6 +141,7 @@ def test_adaptive_threads_log_the_count_and_restore_it(tmp_path, base_model):
     train(_cfg(run, base_model, "train.adaptive_threads=true", "max_steps=3", "eval.every=0"))
     rows = [json.loads(line) for line in open(run / "metrics.jsonl") if "reward/total_mean" in line]
     assert [r["time/threads"] for r in rows][:1] == [before] and {r["time/threads"] for r in rows} <= {1, before}
+    assert all(type(r["time/threads"]) is int for r in rows)  # a count, written 2 (not 2.0)
     assert torch.get_num_threads() == before
 
 

@@ -73,7 +73,13 @@ class SFTConfig(RunConfig):
         require_model_for(
             self.model, SFT_POLICY, "model", fix=f"the SFT trainer trains a {SFT_POLICY} model: name one"
         )
-        unused_unless(self.log, False, "by the online trainers (online, online_vlm: the KL to their reference)", "kl_every", at="log")
+        unused_unless(
+            self.log,
+            False,
+            "by the online trainers (online, online_vlm: the KL to their reference)",
+            "kl_every",
+            at="log",
+        )
         require(
             self.task != "vlm_data" or bool(self.data.response_key),
             "data.response_key",

@@ -616,6 +616,8 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                 torch.tensor([[metrics[k] for k in times]], dtype=torch.float64, device=accelerator.device)
             ).amax(0)
             metrics.update(zip(times, slowest.tolist()))
+            if "time/threads" in metrics:  # a count, not seconds (the gather made it a float)
+                metrics["time/threads"] = int(metrics["time/threads"])
             if isinstance(sampler, VarianceAwareSampler):
                 metrics.update(sampler.metrics())
             if policy.anchor is not None:
