@@ -158,6 +158,12 @@ class LogConfig(Section):
         "part of the loss and logged every step",
     )
 
+    def refuse_kl_every(self) -> None:
+        """For trainers without a reference KL (preference, SFT): ``log.kl_every`` set is a ``ConfigError``."""
+        unused_unless(
+            self, False, "by the online trainers (online, online_vlm: the KL to their reference)", "kl_every", at="log"
+        )
+
     def validate(self) -> None:
         from accelerate.tracking import LOGGER_TYPE_TO_CLASS, get_available_trackers
 

@@ -167,13 +167,7 @@ class PreferenceConfig(RunConfig):
         super().validate()
         require_warmup_below_max_steps(self)
         require_model_for(self.policy.model, self.policy.name, "policy.model")
-        unused_unless(
-            self.log,
-            False,
-            "by the online trainers (online, online_vlm: the KL to their reference)",
-            "kl_every",
-            at="log",
-        )
+        self.log.refuse_kl_every()
         default = PolicyConfig()
         for key in ROLLOUT_ONLY:  # the online trainer's rollout settings: here they would be ignored
             value = getattr(self.policy, key)

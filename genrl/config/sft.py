@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import at_least, nonempty, option, require, unused_unless
+from genrl.config.base import at_least, nonempty, option, require
 from genrl.config.common import (
     LogConfig,
     RunConfig,
@@ -73,13 +73,7 @@ class SFTConfig(RunConfig):
         require_model_for(
             self.model, SFT_POLICY, "model", fix=f"the SFT trainer trains a {SFT_POLICY} model: name one"
         )
-        unused_unless(
-            self.log,
-            False,
-            "by the online trainers (online, online_vlm: the KL to their reference)",
-            "kl_every",
-            at="log",
-        )
+        self.log.refuse_kl_every()
         require(
             self.task != "vlm_data" or bool(self.data.response_key),
             "data.response_key",
