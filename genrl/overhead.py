@@ -28,9 +28,9 @@ The overhead ratio is the median over the timed iterations of ``(iteration + amo
 after it: 1.0 means the loop, evaluation included, costs nothing beyond its network calls. An
 evaluation's network calls are compute the run asks for (as many as ``eval.every`` and the
 evaluation's size make them), not overhead; ``overhead_ratio_eval_whole`` counts the whole
-evaluation as overhead instead (the denominator without it), for comparison. Pairing them makes the ratio hold on a machine whose speed
-drifts (a shared or virtual CPU, where one process ran 1.3x slower than the next here); the median
-keeps one stalled iteration from moving it. The per-phase columns are means over the timed steps;
+evaluation as overhead instead (the denominator without it), for comparison. Pairing them makes the
+ratio hold on a machine whose speed drifts (a shared or virtual CPU, where one process ran 1.3x slower
+than the next here); the median keeps one stalled iteration from moving it. The per-phase columns are means over the timed steps;
 the first ``warmup`` steps are excluded from all of them (the bare compute's first call, after the
 first step, is its warm-up). Denoising policies only (``policy.name: flow | diffusion``). Timing
 code is ours: nothing in accelerate or torch times a training loop by phase against its own network
