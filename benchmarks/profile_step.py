@@ -30,14 +30,13 @@ configure_openmp(os.environ)
 
 def main(argv=None) -> int:
     import torch
-    from accelerate import Accelerator
     from torch.profiler import ProfilerActivity, profile, record_function
 
     from genrl.bench import device_name, publish
     from genrl.config import OnlineConfig, load_config
     from genrl.models import prepare_models
     from genrl.registry import OBJECTIVES, POLICIES, TASKS
-    from genrl.trainers.common import make_optimizer
+    from genrl.trainers.common import make_accelerator, make_optimizer
     from genrl.trainers.online import update
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -49,7 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], dest="overrides")
     a = ap.parse_args(argv)
     cfg = load_config(OnlineConfig, a.config, a.overrides + ["log.progress_bar=false"])
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
+    accelerator = make_accelerator(cfg.train)
     prepare_models(cfg)
     policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=accelerator.device)
     optimizer = make_optimizer(policy.trainable_parameters(), cfg.train)

@@ -93,16 +93,15 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     already built diffusers pipeline for the flow policy (e.g. random full-size weights made on
     the GPU by ``benchmarks/gpu_sd35m.py``) instead of loading ``cfg.policy.model``."""
     import torch
-    from accelerate import Accelerator
 
     from genrl.models import prepare_model
     from genrl.registry import OBJECTIVES, POLICIES, TASKS
-    from genrl.trainers.common import make_optimizer
+    from genrl.trainers.common import make_accelerator, make_optimizer
     from genrl.trainers.online import update
     from genrl.trajectory import Trajectory
 
     cuda = torch.cuda.is_available()
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not cuda)
+    accelerator = make_accelerator(cfg.train)
     task = TASKS.get(cfg.task).from_config(cfg)
     policy_cls = POLICIES.get(cfg.policy.name)
     if pipe is None:

@@ -65,16 +65,15 @@ def bare_calls(cfg) -> tuple[Callable[[], tuple[float, float]], Callable[[], flo
     seconds (every evaluation sample's forwards and decode, as ``genrl.evaluation.evaluate_images``
     samples them)."""
     import torch
-    from accelerate import Accelerator
 
     from genrl.models import prepare_models
     from genrl.registry import POLICIES, TASKS
-    from genrl.trainers.common import make_optimizer
+    from genrl.trainers.common import make_accelerator, make_optimizer
 
     policy_cls = POLICIES.get(cfg.policy.name)
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not cuda)
+    accelerator = make_accelerator(cfg.train)
     prepare_models(cfg)
     policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
     optimizer = make_optimizer(policy.trainable_parameters(), cfg.train)

@@ -309,3 +309,36 @@ def test_rollout_in_the_updates_autocast_gives_ratio_one_under_bf16():
     assert drift[True] == 0.0
     # what the trainer did before rolling out under autocast: a drift beyond Flow-GRPO's clip range (1e-4)
     assert drift[False] > 1e-4
+
+
+def test_compiled_rollout_runs_the_updates_graph_so_bf16_ratios_start_at_one():
+    """``policy.compile`` with ``train.mixed_precision=bf16``: a compiled network runs another graph
+    without gradient than with it, whose bf16 rounding moved the log-probs by ~1.6e-4 (a first-update
+    clip fraction of 0.14 on the digits recipe). The rollout runs its recorded steps through the
+    update's graph, so re-scoring them with gradient, as the update does, reproduces them exactly."""
+    torch.manual_seed(0)
+    policy = FlowPolicy(PolicyConfig(num_steps=4, compile="regional"), get_dummy_pipeline())
+    for p in policy.trainable_parameters():  # trained adapters: LoRA's B is no longer zero
+        p.data += 0.05 * torch.randn_like(p)
+    prompts = [prompt_for(i) for i in range(4)]
+    g = torch.Generator().manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        traj = policy.rollout(prompts, [{}] * 4, [0, 0, 1, 1], g, policy.window(g))
+        lp, _ = policy.log_prob(traj, slice(0, 1))  # the rollout's own batch layout, with gradient
+    assert lp.requires_grad and not traj.log_probs_old.requires_grad
+    assert (lp - traj.log_probs_old[:, :1]).abs().max().item() == 0.0
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast runs where a GPU is visible")
+@pytest.mark.parametrize("argv", [["train", "configs/digits/flowgrpo.yaml"], ["train", "configs/digits/seppo.yaml"]])
+def test_fp16_without_a_gpu_is_refused_before_anything_is_written(tmp_path, capsys, argv):
+    """accelerate enables fp16 autocast off the CPU only: on a CPU ``train.mixed_precision=fp16`` trained in
+    fp32 and said nothing. It is one line naming the key, exit code 2, and no run directory."""
+    from genrl.cli import main
+
+    run = tmp_path / "run"
+    rc = main([*argv, f"output_dir={run}", "train.mixed_precision=fp16"])
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert rc == 2 and len(lines) == 1 and "train.mixed_precision=" in lines[0] and "GPU" in lines[0], err
+    assert not run.exists()

@@ -20,6 +20,7 @@ A subclass supplies only the model-specific parts (see "what a subclass supplies
 
 from __future__ import annotations
 
+import contextlib
 import copy
 from typing import Any, Optional, Union
 
@@ -312,9 +313,13 @@ class DenoisingPolicy(Policy):
         xs, xns, means, lps, stds, trained = [], [], [], [], [], []
         for i in range(N):
             idx = torch.full((B,), i, device=self.device)
-            out = self.predict(self.denoiser, x, idx, cond, cfg.guidance_scale, N)
+            recorded = i in window and i in self.trained_steps
+            # a compiled network runs another graph without gradient (its bf16 rounding differs by ~1e-4 in
+            # log-prob): a recorded step runs the update's graph, so the first update's ratio is exactly 1
+            with torch.enable_grad() if recorded and cfg.compile != "none" else contextlib.nullcontext():
+                out = self.predict(self.denoiser, x, idx, cond, cfg.guidance_scale, N).detach()
             res = self.step(out, x, idx, i in window, N, generator=generator)
-            if i in window and i in self.trained_steps:
+            if recorded:
                 trained.append(i)
                 xs.append(x)
                 xns.append(res.prev_sample)

@@ -153,6 +153,33 @@ def write_final_metrics(cfg) -> dict[str, dict]:
     return result
 
 
+def make_accelerator(tc):
+    """The run's ``accelerate.Accelerator``: ``train.mixed_precision``'s autocast, on the GPU when one is
+    visible (else ``cpu=True``), checked against the launch (``genrl.zero.check_launch``).
+
+    Raises ``ConfigError`` (one line, exit 2) for ``train.mixed_precision=fp16`` without a GPU:
+    accelerate 1.16 enables fp16 autocast off the CPU only (``native_amp`` stays off), so the run would
+    train in fp32 and say nothing. Checked here, not when the config is read, because a config written
+    for a GPU must still load on a CPU machine (``genrl export``, ``genrl gallery``)."""
+    import torch
+    from accelerate import Accelerator
+
+    from genrl import zero
+    from genrl.config.base import ConfigError
+
+    cuda = torch.cuda.is_available()
+    if tc.mixed_precision == "fp16" and not cuda:
+        raise ConfigError(
+            "train.mixed_precision",
+            "fp16 autocast runs on a GPU only (accelerate leaves it off on CPU, so this run would be fp32): "
+            "use bf16 or 'no' on CPU",
+            tc.mixed_precision,
+        )
+    accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=not cuda)
+    zero.check_launch(accelerator)
+    return accelerator
+
+
 def make_optimizer(params, tc):
     """``torch.optim.AdamW`` over ``params`` with a ``train`` section's settings (``OptimizerConfig``:
     lr, betas, eps, weight decay, ``fused_adamw``)."""

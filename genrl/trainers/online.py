@@ -62,6 +62,7 @@ from genrl.threads import ThreadGovernor
 from genrl.trainers.common import (
     NonFiniteGuard,
     check_finite,
+    make_accelerator,
     make_optimizer,
     open_run,
     step_bar,
@@ -277,11 +278,9 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     ``on_step(step, metrics)``, if given, is called on every process after each step's metrics are
     logged, before that step's evaluation and checkpoint (``genrl bench --overhead`` times the bare
     network calls there, between iterations). Its time is in later rows' ``time/elapsed`` only."""
-    from accelerate import Accelerator
     from accelerate.utils import gather_object
 
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
-    zero.check_launch(accelerator)
+    accelerator = make_accelerator(cfg.train)
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
     objective = OBJECTIVES.get(cfg.objective.name)  # unknown names fail before any work

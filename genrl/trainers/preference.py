@@ -35,7 +35,6 @@ from collections import defaultdict
 
 import torch
 
-from genrl import zero
 from genrl.checkpoint import checkpoint_path, checkpoint_step, list_checkpoints, resume_state, save_checkpoint
 from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
@@ -48,6 +47,7 @@ from genrl.trainers.common import (
     NonFiniteGuard,
     check_finite,
     lr_multiplier,
+    make_accelerator,
     make_optimizer,
     open_run,
     step_bar,
@@ -61,10 +61,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     """Run (or resume) a preference job; returns ``{"base": eval metrics at step 0, "final": at
     max_steps}`` (also written to ``final_metrics.json``). Raises ``ValueError`` for a task without
     winners (``preference_batch``) or a policy without the denoising-loss path."""
-    from accelerate import Accelerator
-
-    accelerator = Accelerator(mixed_precision=cfg.train.mixed_precision, cpu=not torch.cuda.is_available())
-    zero.check_launch(accelerator)
+    accelerator = make_accelerator(cfg.train)
     if accelerator.state.deepspeed_plugin is not None:
         raise ValueError("trainer: preference does not run under DeepSpeed yet: launch it with DDP (or one process)")
     main = accelerator.is_main_process

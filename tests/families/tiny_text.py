@@ -22,30 +22,17 @@ WORDS = [
 ]
 
 
-def word_tokenizer(max_length: int, bos: bool = True, padding_side: str = "right", extra_special: tuple = ()):
-    """A real word-level ``PreTrainedTokenizerFast`` (lower-cased, whitespace split) with
-    ``<pad>=0, <bos>=1, <unk>=2, <eos>=3`` (eos must not be 2 for CLIP pooling), wrapping each
-    text in ``<bos> ... <eos>`` (or ``... <eos>`` with ``bos=False``, T5-style)."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
+def word_tokenizer(max_length: int, bos: bool = True):
+    """A real word-level ``PreTrainedTokenizerFast`` (lower-cased, whitespace split; the library's
+    ``genrl.tasks.digits.word_level_tokenizer``) with ``<pad>=0, <bos>=1, <unk>=2, <eos>=3`` (eos must
+    not be 2 for CLIP pooling), wrapping each text in ``<bos> ... <eos>`` (or ``... <eos>`` with
+    ``bos=False``, T5-style)."""
+    from genrl.tasks.digits import word_level_tokenizer
 
     vocab = {"<pad>": 0, "<bos>": 1, "<unk>": 2, "<eos>": 3}
-    for w in [*extra_special, *WORDS]:
+    for w in WORDS:
         vocab.setdefault(w, len(vocab))
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    single = "<bos> $A <eos>" if bos else "$A <eos>"
-    tok.post_processor = processors.TemplateProcessing(single=single, special_tokens=[("<bos>", 1), ("<eos>", 3)])
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        model_max_length=max_length,
-        padding_side=padding_side,
-    )
+    return word_level_tokenizer(vocab, max_length, bos=bos, lowercase=True)
 
 
 def clip_text_encoder(hidden: int = 32, projection: int = 32, vocab: int = 64, max_positions: int = 16):
