@@ -475,7 +475,8 @@ class TrainConfig(OptimizerConfig):
     gradient_accumulation_steps: int = option(1, "backward passes per optimizer step")
     timestep_chunk: int = option(
         0,
-        "trained timesteps per forward/backward; 0 = all at once (else gradients accumulate over timesteps). "
+        "trained timesteps per forward/backward (at most: the last chunk holds the rest); 0, or a value >= the "
+        "trained steps, = all at once (else gradients accumulate over timesteps). "
         "Token policies: response tokens per backward; each chunk re-runs the sequence's forward (more "
         "compute) and holds only its own tokens' log-softmax over the vocabulary",
     )

@@ -270,10 +270,12 @@ def check_pipeline_folder(path: str) -> None:
                     f"{name}/{index} lists {len(missing)} shard(s) that are not there: {', '.join(missing)}"
                 )
         weights = sorted(f for f in files if f.endswith(WEIGHT_SUFFIXES))
-        if "config.json" in files and not weights:
+        if "config.json" not in files:  # a tokenizer, scheduler or processor folder: no weights to check
+            continue
+        if not weights:
             raise ValueError(f"{name}/ holds config.json but no weights (*.safetensors, *.bin)")
         # a variant's file: 'model.fp16.safetensors', 'model.fp16-00001-of-00002.safetensors'
-        if "config.json" in files and all("." in os.path.splitext(f)[0] for f in weights):
+        if all("." in os.path.splitext(f)[0] for f in weights):
             raise ValueError(
                 f"{name}/ holds only a variant's weights ({', '.join(weights)}); genrl loads the default "
                 "weights: save the pipeline again without a variant (DiffusionPipeline.from_pretrained(path, "
