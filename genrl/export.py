@@ -5,8 +5,9 @@
 
 Options: ``--lora merge`` (default: adapters fused into the denoiser's weights, a plain
 pipeline folder) or ``--lora adapter`` (diffusers' ``pytorch_lora_weights.safetensors`` with
-its adapter config, for ``pipe.load_lora_weights(DIR)``); ``--weights ema`` (default: the EMA
-weights when the run kept them, as evaluation uses) or ``raw``; ``--dtype`` of the saved
+its adapter config, for ``pipe.load_lora_weights(DIR)``); ``--weights ema`` (refused for a run
+without an EMA) or ``raw`` (default: the EMA weights when the run kept them, as evaluation uses, else
+raw); a run stopped before ``max_steps`` exports its newest checkpoint, with a note; ``--dtype`` of the saved
 weights. Full fine-tuning runs save the whole trained pipeline (``--lora adapter`` is refused there).
 
 Loading the result needs only stock diffusers:
@@ -32,6 +33,7 @@ import json
 import os
 import shutil
 import sys
+from typing import Optional
 
 from genrl.io import atomic_dir, check_output_dir
 from genrl.policies.base import DTYPES
@@ -105,18 +107,29 @@ def cast_components(pipe, dtype):
 
 
 def export(
-    run_dir: str, out: str, lora: str = "merge", weights: str = "ema", dtype: str = "float32", overwrite: bool = False
+    run_dir: str,
+    out: str,
+    lora: str = "merge",
+    weights: Optional[str] = None,
+    dtype: str = "float32",
+    overwrite: bool = False,
 ) -> dict:
-    """Write the run's final model to ``out``; returns what ``genrl_export.json`` records."""
+    """Write the run's final model (its newest checkpoint) to ``out``; returns what ``genrl_export.json``
+    records. ``weights``: ``"ema"``, ``"raw"`` or None (the EMA weights when the run kept them, else
+    raw); an explicit ``"ema"`` for a run without an EMA is an ``ExportError``, not raw weights."""
     from genrl.run_dir import check_run, load_run_config, load_run_policy
 
     if lora not in ("merge", "adapter"):
         raise ExportError(f"--lora must be 'merge' or 'adapter', not {lora!r}")
-    if weights not in ("ema", "raw"):
+    if weights not in ("ema", "raw", None):
         raise ExportError(f"--weights must be 'ema' or 'raw', not {weights!r}")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     run_cfg = load_run_config(check_run(run_dir)[0])  # a bad RUN_DIR: its one line, before any heavy import
+    if weights == "ema" and not getattr(run_cfg.train, "ema_decay", 0):
+        raise ExportError(
+            f"--weights ema: {run_dir} kept no EMA (train.ema_decay is 0); leave --weights out, or give raw"
+        )
     if lora == "adapter" and run_cfg.policy.lora.rank == 0:
         raise ExportError(
             f"--lora adapter: {run_dir} fine-tunes the whole denoiser (policy.lora.rank=0), so it has no adapter; "
@@ -129,7 +142,7 @@ def export(
     from peft.utils import get_peft_model_state_dict
 
     _deepspeed_logs_to_stderr()
-    cfg, policy, info = load_run_policy(run_dir, ema=weights == "ema")
+    cfg, policy, info = load_run_policy(run_dir, ema=weights != "raw")
     pipe = getattr(policy, "pipe", None)
     if pipe is None:
         raise ExportError(f"policy {cfg.policy.name!r} does not wrap a diffusers pipeline; nothing to export")
@@ -140,6 +153,7 @@ def export(
     record = {
         "run_dir": os.path.abspath(run_dir),
         "step": info["step"],
+        "max_steps": cfg.max_steps,  # a run stopped early exports its newest checkpoint's step
         "weights": "ema" if info["ema"] else "raw",
         "mode": mode,
         "dtype": dtype,
@@ -197,8 +211,9 @@ def add_parser(sub) -> None:
     p.add_argument(
         "--weights",
         choices=["ema", "raw"],
-        default="ema",
-        help="ema: the EMA weights when the run kept them (default, what evaluation uses); raw: the trained weights",
+        default=None,
+        help="ema: the EMA weights (refused for a run without one); raw: the trained weights; default: the EMA "
+        "weights when the run kept them (what evaluation uses), else raw",
     )
     p.add_argument("--dtype", choices=sorted(DTYPES), default="float32", help="dtype of the saved weights")
     p.add_argument("--overwrite", action="store_true", help="replace an existing --out folder")
@@ -209,6 +224,12 @@ def _main(args) -> int:
     """``genrl export``; its errors (``ExportError``, ``RunDirError``: ``ValueError``) reach ``genrl.cli``,
     which prints them as one line and exits 2."""
     record = export(args.run_dir, args.out, args.lora, args.weights, args.dtype, args.overwrite)
+    if record["step"] < record["max_steps"]:
+        print(
+            f"genrl export: note: {args.run_dir} stopped at step {record['step']} of max_steps {record['max_steps']}: "
+            "exported that step's weights (rerun the training command to finish it)",
+            file=sys.stderr,
+        )
     print(
         f"genrl export: wrote {args.out} ({record['mode']}, {record['weights']} weights, step {record['step']}); "
         f"load with {record['load']}"

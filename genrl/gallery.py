@@ -35,7 +35,7 @@ import torch
 
 from genrl.evaluation import save_animation, to_pil
 from genrl.gallery_page import render_page
-from genrl.io import atomic_file, check_output_dir
+from genrl.io import atomic_file, check_output_dir, json_safe
 from genrl.run_dir import check_run, load_final_weights, load_run_config
 
 SAMPLE_SIDE = 128  # samples are upscaled with nearest neighbours to at least this many pixels a side
@@ -47,10 +47,10 @@ class GalleryError(ValueError):
 
 def _labels(run_dirs: list[str]) -> list[str]:
     """Short unique names: the folder's name, with its parent's where two runs share it."""
-    names = [os.path.basename(os.path.normpath(d)) for d in run_dirs]
+    names = [os.path.basename(os.path.abspath(d)) for d in run_dirs]
     out = []
     for d, n in zip(run_dirs, names):
-        label = n if names.count(n) == 1 else f"{os.path.basename(os.path.dirname(os.path.normpath(d)))}-{n}"
+        label = n if names.count(n) == 1 else f"{os.path.basename(os.path.dirname(os.path.abspath(d)))}-{n}"
         while label in out or label == "base":
             label += "_"
         out.append(label)
@@ -142,8 +142,18 @@ def make_gallery(
 
     if not run_dirs:
         raise GalleryError("give at least one run directory")
-    if seeds_per_prompt < 1 or max_prompts < 1 or (batch_size is not None and batch_size < 1):
-        raise GalleryError("--seeds-per-prompt, --max-prompts and --batch-size must be >= 1")
+    for option, value in (
+        ("--seeds-per-prompt", seeds_per_prompt),
+        ("--max-prompts", max_prompts),
+        ("--batch-size", batch_size),
+    ):
+        if value is not None and value < 1:
+            raise GalleryError(f"{option}={value}: must be >= 1")
+    seen: dict[str, str] = {}
+    for d in run_dirs:  # one run twice would be two columns of the same samples
+        if (key := os.path.realpath(d)) in seen:
+            raise GalleryError(f"{d}: given twice (as {seen[key]}); give each run once")
+        seen[key] = d
     if video_format not in ("gif", "webp"):
         raise GalleryError(f"--video-format must be gif or webp, got {video_format!r}")
     try:
@@ -284,7 +294,7 @@ def make_gallery(
     record["summary"] = summary
     record["runs"] = [{k: r[k] for k in ("label", "dir", "weights", "sampling")} for r in run_info]
     with atomic_file(os.path.join(out_dir, "gallery.json")) as f:
-        json.dump(record, f, indent=1, allow_nan=True)
+        json.dump(json_safe(record), f, indent=1, allow_nan=False)  # a NaN score (unscored prompt) as null
     title = "genrl gallery: " + ", ".join(labels)
     index = os.path.join(out_dir, "index.html")
     with atomic_file(index) as f:

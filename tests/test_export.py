@@ -4,6 +4,7 @@ only, give exactly genrl's own ODE samples of the trained run for the same seeds
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -301,3 +302,31 @@ def test_a_bad_run_dir_is_one_line_before_any_heavy_import(tmp_path):
         proc.returncode == 2 and proc.stderr.strip() == f"genrl export: {str(tmp_path / 'nope')!r} is not a directory"
     )
     assert not (tmp_path / "x").exists()
+
+
+def test_an_explicit_ema_export_of_a_run_without_one_is_refused_before_loading(sd3_run, tmp_path, monkeypatch):
+    """``--weights ema`` for a run that kept no EMA wrote the raw weights and said "raw weights"; the
+    default still falls back to them."""
+    monkeypatch.setattr("genrl.run_dir.load_run_policy", lambda *a, **k: pytest.fail("loaded before refusing"))
+    with pytest.raises(ExportError, match="--weights ema: .* kept no EMA"):
+        export(str(sd3_run / "run"), str(tmp_path / "out"), weights="ema")
+    assert not (tmp_path / "out").exists()
+
+
+def test_exporting_a_run_stopped_early_says_which_step_it_took(digits_run, tmp_path):
+    """A run stopped before ``max_steps`` (here its config asks for 5 steps; its newest checkpoint is
+    step 2) exported its newest checkpoint as if it were the final model, without a word."""
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    config = (run / "config.yaml").read_text()
+    (run / "config.yaml").write_text(re.sub(r"(?m)^max_steps: \d+$", "max_steps: 5", config))
+    proc = subprocess.run(
+        [sys.executable, "-m", "genrl.cli", "export", str(run), "--out", str(tmp_path / "out")],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{run} stopped at step 2 of max_steps 5" in proc.stderr
+    assert json.loads((tmp_path / "out" / "genrl_export.json").read_text())["max_steps"] == 5

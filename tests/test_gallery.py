@@ -2,7 +2,6 @@
 rendered in headless Chromium, its sorting and filtering controls driven through the URL fragment."""
 
 import json
-import math
 import os
 import shutil
 from html.parser import HTMLParser
@@ -151,10 +150,10 @@ def test_gallery_prompt_override_is_capped_and_tolerates_unscorable_prompts(runs
             )
             == 0
         )
-    record = json.loads((out / "gallery.json").read_text())
+    record = json.loads((out / "gallery.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
     assert [p["prompt"] for p in record["prompts"]] == ["a handwritten digit three", "a cat"]
     assert sorted(os.listdir(out / "images")) == [f"p00{j}-c{k}-s0.png" for j in (0, 1) for k in (0, 1)]
-    assert math.isnan(record["prompts"][1]["scores"]["base"][0]["digits"])
+    assert record["prompts"][1]["scores"]["base"][0]["digits"] is None  # unscored: null
     assert 0 <= record["prompts"][0]["scores"]["plain"][0]["digits"] <= 1
 
 
@@ -186,6 +185,10 @@ def test_gallery_rejects_folders_that_are_not_runs(runs, tmp_path, capsys):
         (["--out", str(runs[0])], "is (or holds) the input"),
         (["--out", str(runs[0].parent)], "is (or holds) the input"),
         (["--out", str(tmp_path / "g"), "--prompts", " "], "--prompts: every prompt must be non-empty text"),
+        # the option that is wrong, alone; one run twice (two columns of the same samples, labelled "-run")
+        (["--out", str(tmp_path / "g"), "--max-prompts", "0"], "--max-prompts=0: must be >= 1"),
+        (["--out", str(tmp_path / "g"), "--batch-size", "-1"], "--batch-size=-1: must be >= 1"),
+        ([str(runs[0]) + "/", "--out", str(tmp_path / "g")], "given twice"),
     ):
         assert main(["gallery", str(runs[0]), *args]) == 2
         err = capsys.readouterr().err
