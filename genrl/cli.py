@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 
 
 def _train(args) -> int:
@@ -234,6 +235,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     from genrl.preemption import Preempted, RunFailed
 
+    formatwarning = warnings.formatwarning
+    warnings.formatwarning = _warning_line  # genrl's and the libraries' warnings: one line each
     try:
         return args.func(args)
     except Preempted as e:  # SIGTERM / Ctrl-C: the step finished and was checkpointed
@@ -256,6 +259,21 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"genrl {args.command}: {one_line(e)}", file=sys.stderr)
         return 2
+    finally:
+        warnings.formatwarning = formatwarning
+
+
+def _warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning on the command line: ``Category: message`` on one line. Python's own form adds the
+    file and the warning call's source line below it, which tells a user nothing (GENRL_TRACEBACK=1
+    keeps that form)."""
+    if os.environ.get("GENRL_TRACEBACK"):
+        return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
+    text = " ".join(part.strip() for part in str(message).splitlines() if part.strip())
+    return f"{category.__name__}: {text}\n"
+
+
+_PYTHON_FORMATWARNING = warnings.formatwarning
 
 
 def one_line(e: BaseException) -> str:

@@ -121,7 +121,11 @@ class Registry:
             return import_object(name, self.kind)
         self._load()
         if name not in self._entries:
-            raise ValueError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}")
+            module, dot, attr = name.rpartition(".")  # my_pkg.losses.fn: a plug-in written without its colon
+            hint = (
+                f"; a plug-in is named package.module:attribute ({module}:{attr}?)" if dot and module and attr else ""
+            )
+            raise ValueError(f"unknown {self.kind} {name!r}; valid: {', '.join(self.names())}{hint}")
         return self._entries[name]
 
     def __contains__(self, name: str) -> bool:

@@ -313,11 +313,14 @@ def test_an_explicit_ema_export_of_a_run_without_one_is_refused_before_loading(s
     assert not (tmp_path / "out").exists()
 
 
-def test_exporting_a_run_stopped_early_says_which_step_it_took(digits_run, tmp_path):
-    """A run stopped before ``max_steps`` (here its config asks for 5 steps; its newest checkpoint is
-    step 2) exported its newest checkpoint as if it were the final model, without a word."""
+def test_exporting_a_run_stopped_early_says_which_step_it_took_and_warnings_are_one_line(digits_run, tmp_path):
+    """A run stopped before ``max_steps`` (here its config asks for 5 steps; its newest readable
+    checkpoint is step 2) exported its newest checkpoint as if it were the final model, without a word.
+    The warning about the unreadable step 3 is one line: Python's form added the warning call's source."""
     run = tmp_path / "run"
     shutil.copytree(digits_run, run)
+    shutil.copytree(run / "checkpoints" / "step-000002", run / "checkpoints" / "step-000003")
+    (run / "checkpoints" / "step-000003" / "state.pt").write_bytes(b"\x80\x02not a checkpoint")
     config = (run / "config.yaml").read_text()
     (run / "config.yaml").write_text(re.sub(r"(?m)^max_steps: \d+$", "max_steps: 5", config))
     proc = subprocess.run(
@@ -329,4 +332,6 @@ def test_exporting_a_run_stopped_early_says_which_step_it_took(digits_run, tmp_p
     )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"{run} stopped at step 2 of max_steps 5" in proc.stderr
+    warned = [line for line in proc.stderr.splitlines() if "unreadable checkpoint" in line]
+    assert len(warned) == 1 and warned[0].startswith("UserWarning: skipping") and "warnings.warn" not in proc.stderr
     assert json.loads((tmp_path / "out" / "genrl_export.json").read_text())["max_steps"] == 5

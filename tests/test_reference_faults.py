@@ -281,6 +281,7 @@ def test_a_prompts_conditioning_does_not_depend_on_the_prompts_encoded_with_it()
         (["policy.family=nope"], "policy.family='nope': unknown family"),
         (["rewards.nope=1.0"], "rewards.nope=1.0: unknown reward"),
         (["objective.name=nope"], "objective.name='nope': unknown objective"),
+        (["objective.name=my_pkg.losses.fn"], "a plug-in is named package.module:attribute (my_pkg.losses:fn?)"),
         (["reward_args.digits.nope=1"], "reward_args.digits"),
         (["policy.lora.target_modules=[nope]"], "policy.lora.target_modules=['nope']"),
     ],

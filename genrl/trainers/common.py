@@ -232,8 +232,8 @@ class NonFiniteGuard:
         if self.in_a_row >= self.limit:
             raise RunFailed(
                 f"the loss or its gradients were not finite for {self.in_a_row} optimizer steps in a row "
-                f"(the weights diverged, or objective.name computes a NaN): lower train.lr or raise "
-                f"train.max_grad_norm's clipping, or check the objective "
+                f"(the weights diverged, or objective.name computes a NaN): lower train.lr or clip harder "
+                f"(a lower train.max_grad_norm; 0 turns clipping off), or check the objective "
                 f"(checkpoints written so far hold the last finite weights)"
             )
         return False
