@@ -12,8 +12,9 @@ class Preempted(Exception):
     ``genrl train`` reports it in one line and exits with ``128 + signal`` (143 for SIGTERM, 130 for
     Ctrl-C), the shell's convention for a job ended by a signal."""
 
-    def __init__(self, step: int, checkpoint: str, signum: int):
-        super().__init__(f"stopped by signal {signum} after step {step}; checkpoint {checkpoint}; rerun to resume")
+    def __init__(self, step: int, checkpoint: str, signum: int, resume: bool = True):
+        how = "rerun to resume" if resume else "rerun without resume=false to resume (with it, a rerun starts over)"
+        super().__init__(f"stopped by signal {signum} after step {step}; checkpoint {checkpoint}; {how}")
         self.step, self.checkpoint, self.signum = step, checkpoint, signum
 
 

@@ -9,7 +9,7 @@ import time
 from conftest import TINY_ONLINE, assert_same_state, metrics_rows
 
 from genrl.checkpoint import latest_checkpoint, load_checkpoint
-from genrl.preemption import StopRequest
+from genrl.preemption import Preempted, StopRequest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -60,3 +60,9 @@ def test_sigterm_checkpoints_the_step_and_the_rerun_matches_an_uninterrupted_run
     assert a["step"] == b["step"] == 6
     assert_same_state(a, b)  # every tensor: weights, optimizer, EMA, sampler
     assert metrics_rows(straight) == metrics_rows(part)
+
+
+def test_a_stop_of_a_run_launched_with_resume_false_does_not_say_that_a_rerun_resumes():
+    """Rerunning a ``resume=false`` command starts over (and removes the checkpoint just written)."""
+    assert Preempted(3, "ck", 15).args[0].endswith("; rerun to resume")
+    assert "rerun without resume=false to resume" in Preempted(3, "ck", 15, resume=False).args[0]

@@ -328,16 +328,27 @@ def test_progress_bar_setting_covers_the_libraries_loading_bars(tmp_path, capfd,
     assert diffusers_logging.is_progress_bar_enabled()  # as it was before the run
 
 
-def test_starting_over_in_a_used_folder_removes_the_earlier_run(tmp_path, base_model):
+def test_starting_over_in_a_used_folder_removes_the_earlier_run(tmp_path, base_model, capsys):
     """``resume=false`` into a finished run kept its checkpoints (keep_last pruned the new run's instead),
-    and the next plain rerun resumed from the earlier run's weights."""
+    and the next plain rerun resumed from the earlier run's weights. It now says what it removed; and
+    config.yaml recorded ``resume: false``, so rerunning the saved config (a stopped run's way back)
+    started over again and removed its checkpoints."""
     run = tmp_path / "r"
     train(_cfg(run, base_model, "max_steps=3", "eval.every=3"))
     assert sorted(os.listdir(run / "checkpoints")) == ["step-000002", "step-000003"]
+    capsys.readouterr()
     train(_cfg(run, base_model, "max_steps=1", "eval.every=0", "resume=false"))
+    assert (
+        f"starting over (resume=false): removed the earlier run's checkpoints, eval, final_metrics.json from {run}"
+        in (capsys.readouterr().out)
+    )
     assert sorted(os.listdir(run / "checkpoints")) == ["step-000001"]
     assert not (run / "eval" / "step-000003").exists()
     assert {json.loads(line)["step"] for line in open(run / "metrics.jsonl")} == {0, 1}
+    saved = load_config(OnlineConfig, str(run / "config.yaml"), ["max_steps=2"])
+    assert saved.resume is True
+    train(saved)
+    assert f"resuming from {run / 'checkpoints' / 'step-000001'} (step 1)" in capsys.readouterr().out
 
 
 def test_a_resume_with_other_settings_is_refused_naming_them(tmp_path, base_model, capsys):

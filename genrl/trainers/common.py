@@ -3,6 +3,7 @@ succeeded, the step progress bar, and the final metrics file."""
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import os
@@ -109,12 +110,20 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
         check_resume(cfg, start)
         print(f"resuming from {checkpoint} (step {start})")
     else:
+        removed = []
         for name in RUN_OUTPUTS:
             path = os.path.join(cfg.output_dir, name)
             if os.path.isdir(path):
                 shutil.rmtree(path)
             elif os.path.isfile(path):
                 os.remove(path)
+            else:
+                continue
+            removed.append(name)
+        if removed:  # resume=false in a used folder: say what went, not only in the code
+            print(
+                f"starting over (resume=false): removed the earlier run's {', '.join(removed)} from {cfg.output_dir}"
+            )
     try:
         os.makedirs(cfg.output_dir, exist_ok=True)
     except OSError as e:  # /proc/x, a read-only mount: name the setting, not only errno
@@ -128,7 +137,11 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
         config=cfg,
         media_samples=cfg.log.media_samples,
     )  # the trackers start first: one that cannot start fails before the config is written
-    save_config(cfg, os.path.join(cfg.output_dir, "config.yaml"))
+    # resume is how this launch treats the folder, not a setting of the run: a rerun of the saved config
+    # resumes (written as false, `genrl train RUN/config.yaml` would start over and remove the checkpoints)
+    saved = copy.copy(cfg)  # shallow: only the top-level flag differs
+    saved.resume = True
+    save_config(saved, os.path.join(cfg.output_dir, "config.yaml"))
     return logger
 
 

@@ -656,7 +656,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     if main:
         logger.close()
         if stopping:
-            raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping)
+            raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping, cfg.resume)
         result = write_final_metrics(cfg)
     accelerator.wait_for_everyone()
     return result

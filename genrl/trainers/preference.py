@@ -233,5 +233,5 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         return {}
     logger.close()
     if stopping:
-        raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping)
+        raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping, cfg.resume)
     return write_final_metrics(cfg)

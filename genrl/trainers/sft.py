@@ -137,7 +137,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     bar.close()
     logger.close()
     if stopping:
-        raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping)
+        raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping, cfg.resume)
 
     # 5. the final model (model + processor), loadable by an RL config: policy.model=<output_dir>/model
     model_dir = save_model_dir(
