@@ -409,16 +409,24 @@ def always_nan(samples, prompts, metadata):
 
 
 def test_a_run_whose_rewards_all_fail_stops_in_one_line(tmp_path, base_model, capsys):
-    """Every reward NaN for 3 steps ended in a traceback with exit code 1 (also a plug-in that always raises)."""
+    """Every reward NaN for 3 steps ended in a traceback with exit code 1 (also a plug-in that always raises).
+    With one of two rewards failing, the line said "every reward was NaN" and listed the one that never
+    failed; and a run shorter than the 3 steps ended with exit code 0, having trained on nothing."""
     from genrl.cli import main as cli_main
 
-    run = tmp_path / "nan"
-    args = ["train", CONFIG, f"output_dir={run}", f"policy.model={base_model}", *TINY_ONLINE, "eval.every=0"]
-    capsys.readouterr()
-    assert cli_main([*args, "max_steps=5", "rewards={test_train_e2e:always_nan: 1.0}"]) == 1
-    err = capsys.readouterr().err.strip().splitlines()
-    assert err[-1].startswith("genrl train: every reward was NaN or failed for 3 consecutive steps")
-    assert "Traceback" not in "\n".join(err)
+    args = ["train", CONFIG, f"policy.model={base_model}", *TINY_ONLINE, "eval.every=0"]
+    rewards = "rewards={digits: 1.0, test_train_e2e:always_nan: 1.0}"
+    for run, steps, reward, heading in (
+        ("a", 5, "rewards={test_train_e2e:always_nan: 1.0}", "no sample had a valid reward for 3 consecutive steps"),
+        ("b", 5, rewards, "no sample had a valid reward for 3 consecutive steps"),
+        ("c", 2, rewards, "no sample had a valid reward for 2 consecutive steps (every step of this run);"),
+    ):
+        capsys.readouterr()
+        assert cli_main([*args, f"output_dir={tmp_path / run}", f"max_steps={steps}", reward]) == 1
+        err = capsys.readouterr().err.strip().splitlines()
+        assert err[-1].startswith("genrl train: " + heading), err[-1]
+        assert "'test_train_e2e:always_nan' on " in err[-1] and "'digits'" not in err[-1]
+        assert "Traceback" not in "\n".join(err)
 
 
 def declines_noise(samples, prompts, metadata):

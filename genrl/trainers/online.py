@@ -532,11 +532,14 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                 traj.mask = traj.mask * (advantages != 0)[:, None].float()
                 adv_stats["reward/frac_zero_advantage"] = float(accelerator.gather(advantages).eq(0).float().mean())
             consecutive_failures = consecutive_failures + 1 if not torch.isfinite(all_rewards).any() else 0
-            if consecutive_failures >= MAX_CONSECUTIVE_REWARD_FAILURES:
+            whole_run = consecutive_failures == step - start + 1  # every step of this launch: none trained
+            if consecutive_failures >= MAX_CONSECUTIVE_REWARD_FAILURES or (whole_run and step == cfg.max_steps - 1):
+                failed = ", ".join(f"{k!r} on {n} of {B}" for k, n in failures.items() if n)
                 raise RunFailed(
-                    f"every reward was NaN or failed for {consecutive_failures} consecutive steps; "
-                    f"failures per reward: {failures} (the warnings above say why; a sampler that diverged, "
-                    f"e.g. a large policy.eta, gives NaN images)"
+                    f"no sample had a valid reward for {consecutive_failures} consecutive steps"
+                    f"{' (every step of this run)' if whole_run else ''}; a sample's weighted total is NaN when "
+                    f"any of its rewards is, and this step failed: {failed or 'none on this process'} (the "
+                    f"warnings above say why; a sampler that diverged, e.g. a large policy.eta, gives NaN images)"
                 )
 
             # VAS: re-score prompts from the whole gathered batch (every process stays identical)
