@@ -194,10 +194,14 @@ def test_a_plug_in_that_breaks_its_contract_is_named_in_one_error(
     tmp_path, monkeypatch, broken_pkg, base_model, overrides, message
 ):
     """Found by trying broken plug-ins: these were tracebacks deep in the update, rewards masked on every
-    sample, or prompts indexed into single characters."""
+    sample, or prompts indexed into single characters. Those found at the first update (after the step-0
+    evaluation was written) left a run folder behind, as no other bad input does: it is removed."""
+    from genrl.trainers import run_trainer
+
     monkeypatch.syspath_prepend(str(broken_pkg))
     with pytest.raises(ValueError, match=message):
-        train(_tiny(tmp_path, base_model, *overrides))
+        run_trainer(_tiny(tmp_path, base_model, *overrides), "online")
+    assert not (tmp_path / "run").exists()
 
 
 def test_plug_in_metrics_and_reward_options_reach_the_run(tmp_path, monkeypatch, broken_pkg, base_model):
@@ -217,3 +221,15 @@ def test_plug_in_metrics_and_reward_options_reach_the_run(tmp_path, monkeypatch,
     assert "my/loss" in row and row["my/count"] > 0
     assert row["reward/plugs.broken:with_kwargs_mean"] == 0.25
     assert 0 <= row["reward/digits_mean"] <= 1  # the digits reward's own values, not the 100s
+
+
+def test_a_plug_in_failing_at_its_first_use_keeps_what_the_folder_held(tmp_path, monkeypatch, broken_pkg, base_model):
+    """Into an existing folder: the run's files go (config.yaml, metrics, eval/, tb/), the user's stay."""
+    from genrl.trainers import run_trainer
+
+    monkeypatch.syspath_prepend(str(broken_pkg))
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match="the loss must be a 0-d"):
+        run_trainer(_tiny(tmp_path, base_model, "objective.name=plugs.broken:vector_loss"), "online")
+    assert os.listdir(tmp_path / "run") == ["notes.txt"]

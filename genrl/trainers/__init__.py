@@ -45,5 +45,46 @@ def run_trainer(cfg, kind: str) -> dict:
     from genrl.registry import import_object
 
     first = int(os.environ.get("RANK", "0")) == 0  # accelerate launch sets RANK for every process
-    with run_lock(cfg.output_dir) if first else contextlib.nullcontext(), library_progress_bars(cfg.log.progress_bar):
+    with (
+        run_lock(cfg.output_dir) if first else contextlib.nullcontext(),
+        library_progress_bars(cfg.log.progress_bar),
+        discarded_on_bad_input(cfg.output_dir) if first else contextlib.nullcontext(),
+    ):
         return import_object(TRAINERS[kind], "trainer")(cfg)
+
+
+@contextlib.contextmanager
+def discarded_on_bad_input(output_dir: str):
+    """A run that stops on bad input (a ``ValueError``, exit code 2) after its start-up wrote into
+    ``output_dir`` but before its first checkpoint leaves no run behind: ``config.yaml``, the logs,
+    evaluations and what else it created are removed (the folder too, when this launch created it).
+    Such errors come from what only the first use can check: a plug-in objective or task that breaks
+    its contract (it returns a vector loss; its ``evaluate`` raises ``ValueError``), found after the
+    step-0 evaluation was written. A launch that wrote nothing (refused at start-up) or a run with a
+    checkpoint (a resume) is left as it is."""
+    import os
+    import shutil
+    import time
+
+    from genrl.checkpoint import list_checkpoints
+    from genrl.trainers.common import RUN_OUTPUTS
+
+    existed, launched = os.path.isdir(output_dir), time.time()
+    before = set(os.listdir(output_dir)) if existed else set()
+    try:
+        yield
+    except ValueError:
+        config = os.path.join(output_dir, "config.yaml")  # written by open_run, once start-up succeeded
+        wrote = os.path.isfile(config) and os.path.getmtime(config) >= launched - 1  # coarse file-system clocks
+        if wrote and not list_checkpoints(os.path.join(output_dir, "checkpoints")):
+            if not existed:
+                shutil.rmtree(output_dir, ignore_errors=True)
+            else:  # this launch's start at step 0 had already reset the logs and removed an earlier run's outputs
+                ours = (set(os.listdir(output_dir)) - before) | {*RUN_OUTPUTS, "config.yaml", "metrics.jsonl", "tb"}
+                for name in ours:
+                    path = os.path.join(output_dir, name)
+                    if os.path.isdir(path):
+                        shutil.rmtree(path, ignore_errors=True)
+                    elif os.path.exists(path):
+                        os.remove(path)
+        raise
