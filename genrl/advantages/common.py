@@ -96,7 +96,9 @@ class Advantages:
         values to unpack", or an IndexError deep in the update)."""
         where = f"advantages.estimator={self.config.estimator!r}"
         if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
-            raise ValueError(f"{where} returned a {type(out).__name__}; an estimator returns (advantages [B], stats)")
+            raise ValueError(
+                f"{where} returned a {type(out).__name__!r} object; an estimator returns (advantages [B], stats)"
+            )
         adv = out[0]
         if not isinstance(adv, torch.Tensor) or tuple(adv.shape) != (B,):
             got = f"shape {tuple(adv.shape)}" if isinstance(adv, torch.Tensor) else f"a {type(adv).__name__}"

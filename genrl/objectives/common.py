@@ -62,7 +62,7 @@ def checked_output(out, option: str, name: str) -> tuple[torch.Tensor, dict[str,
     the update or had its tensor metrics dropped from the logs."""
     where = f"{option}={name!r}"
     if not (isinstance(out, tuple) and len(out) == 2):
-        raise ValueError(f"{where} returned a {type(out).__name__}; an objective returns (loss, metrics)")
+        raise ValueError(f"{where} returned a {type(out).__name__!r} object; an objective returns (loss, metrics)")
     loss, metrics = out
     if not isinstance(loss, torch.Tensor) or loss.dim() != 0:
         got = (
