@@ -169,7 +169,10 @@ def _tiny(tmp_path, base, *extra):
             ["objective.name=plugs.broken:vector_loss"],
             r"objective.name='plugs.broken:vector_loss': the loss must be a 0-d",
         ),
-        (["objective.name=plugs.broken:loss_only"], r"returned a 'Tensor' object; an objective returns \(loss, metrics\)"),
+        (
+            ["objective.name=plugs.broken:loss_only"],
+            r"returned a 'Tensor' object; an objective returns \(loss, metrics\)",
+        ),
         (["objective.name=plugs.broken:text_metric"], r"metric 'my/note' is a str; metrics are numbers"),
         (["objective.name=plugs.broken:step_metric"], r"metric name 'step' is not a name it may log"),
         (
