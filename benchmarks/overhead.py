@@ -78,8 +78,7 @@ def compile_agreement(config: str, mode: str) -> dict[str, float]:
         policy = POLICIES.get(cfg.policy.name).from_pretrained(dataclasses.replace(cfg.policy, compile=m))
         g = torch.Generator().manual_seed(cfg.seed)
         out[m] = policy.rollout(prompts, [{}] * B, [0] * B, g, policy.window(g))
-        with torch.no_grad():
-            lp, _ = policy.log_prob(out[m], slice(0, None))
+        lp, _ = policy.log_prob(out[m], slice(0, None))  # with gradient, as the update
     eager, compiled = out["none"].log_probs_old, out[mode].log_probs_old
     return {
         "max_abs_log_prob_diff": (compiled - eager).abs().max().item(),

@@ -314,9 +314,11 @@ class DenoisingPolicy(Policy):
         for i in range(N):
             idx = torch.full((B,), i, device=self.device)
             recorded = i in window and i in self.trained_steps
-            # a compiled network runs another graph without gradient (its bf16 rounding differs by ~1e-4 in
-            # log-prob): a recorded step runs the update's graph, so the first update's ratio is exactly 1
-            with torch.enable_grad() if recorded and cfg.compile != "none" else contextlib.nullcontext():
+            # a compiled network runs another graph without gradient than with it: in fp32 the two agree to
+            # ~2e-7 in log-prob, under autocast (bf16) to only ~1.6e-4, beyond Flow-GRPO's clip range (1e-4),
+            # so there a recorded step runs the update's graph and the first update's ratio is exactly 1
+            exact = recorded and cfg.compile != "none" and torch.is_autocast_enabled(self.device.type)
+            with torch.enable_grad() if exact else contextlib.nullcontext():
                 out = self.predict(self.denoiser, x, idx, cond, cfg.guidance_scale, N).detach()
             res = self.step(out, x, idx, i in window, N, generator=generator)
             if recorded:
