@@ -64,18 +64,23 @@ def discarded_on_bad_input(output_dir: str):
     checkpoint (a resume) is left as it is."""
     import os
     import shutil
-    import time
 
     from genrl.checkpoint import list_checkpoints
     from genrl.trainers.common import RUN_OUTPUTS
 
-    existed, launched = os.path.isdir(output_dir), time.time()
+    def config_file():  # written by open_run, once start-up succeeded, atomically: a new file each time
+        try:
+            st = os.stat(os.path.join(output_dir, "config.yaml"))
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns
+
+    existed, config_before = os.path.isdir(output_dir), config_file()
     before = set(os.listdir(output_dir)) if existed else set()
     try:
         yield
     except ValueError:
-        config = os.path.join(output_dir, "config.yaml")  # written by open_run, once start-up succeeded
-        wrote = os.path.isfile(config) and os.path.getmtime(config) >= launched - 1  # coarse file-system clocks
+        wrote = config_file() not in (None, config_before)
         if wrote and not list_checkpoints(os.path.join(output_dir, "checkpoints")):
             if not existed:
                 shutil.rmtree(output_dir, ignore_errors=True)
