@@ -120,10 +120,9 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
             else:
                 continue
             removed.append(name)
-        if removed:  # resume=false in a used folder: say what went, not only in the code
-            print(
-                f"starting over (resume=false): removed the earlier run's {', '.join(removed)} from {cfg.output_dir}"
-            )
+        if removed:  # resume=false, or an earlier run without a checkpoint: say what went
+            why = "resume=false" if not cfg.resume else "no checkpoint to resume from"
+            print(f"starting over ({why}): removed the earlier run's {', '.join(removed)} from {cfg.output_dir}")
     try:
         os.makedirs(cfg.output_dir, exist_ok=True)
     except OSError as e:  # /proc/x, a read-only mount: name the setting, not only errno
