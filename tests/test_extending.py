@@ -129,6 +129,14 @@ class StringPrompts:
     def evaluate(self, *a, **k):
         return {}
 
+from genrl.tasks.digits import DigitsTask
+
+class EvalFailsLater(DigitsTask):
+    def evaluate(self, policy, rewards, cfg, run_dir, step, seed=0):
+        if step > 0:
+            raise ValueError("the evaluation after step 1 fails")
+        return super().evaluate(policy, rewards, cfg, run_dir, step, seed=seed)
+
 raise_on_import = False
 """
 
@@ -236,3 +244,13 @@ def test_a_plug_in_failing_at_its_first_use_keeps_what_the_folder_held(tmp_path,
     with pytest.raises(ValueError, match="the loss must be a 0-d"):
         run_trainer(_tiny(tmp_path, base_model, "objective.name=plugs.broken:vector_loss"), "online")
     assert os.listdir(tmp_path / "run") == ["notes.txt"]
+
+
+def test_a_bad_input_error_after_a_training_step_keeps_the_run(tmp_path, monkeypatch, broken_pkg, base_model):
+    """The clean-up of a failed start removed a run whose later evaluation failed, training done included."""
+    from genrl.trainers import run_trainer
+
+    monkeypatch.syspath_prepend(str(broken_pkg))
+    with pytest.raises(ValueError, match="the evaluation after step 1 fails"):
+        run_trainer(_tiny(tmp_path, base_model, "task=plugs.broken:EvalFailsLater", "eval.every=1"), "online")
+    assert {"config.yaml", "metrics.jsonl", "eval"} <= set(os.listdir(tmp_path / "run"))

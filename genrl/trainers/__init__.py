@@ -56,12 +56,14 @@ def run_trainer(cfg, kind: str) -> dict:
 @contextlib.contextmanager
 def discarded_on_bad_input(output_dir: str):
     """A run that stops on bad input (a ``ValueError``, exit code 2) after its start-up wrote into
-    ``output_dir`` but before its first checkpoint leaves no run behind: ``config.yaml``, the logs,
-    evaluations and what else it created are removed (the folder too, when this launch created it).
-    Such errors come from what only the first use can check: a plug-in objective or task that breaks
-    its contract (it returns a vector loss; its ``evaluate`` raises ``ValueError``), found after the
-    step-0 evaluation was written. A launch that wrote nothing (refused at start-up) or a run with a
-    checkpoint (a resume) is left as it is."""
+    ``output_dir`` but before it completed a training step (and so before any checkpoint) leaves no run
+    behind: ``config.yaml``, the logs, the step-0 evaluation and what else it created are removed (the
+    folder too, when this launch created it). Such errors come from what only the first use can check:
+    a plug-in objective that breaks its contract at the first update, a task whose step-0 ``evaluate``
+    raises ``ValueError``. A launch that wrote nothing (refused at start-up), a run that trained a step
+    or holds a checkpoint is left as it is. What the start-up had already replaced is not restored: an
+    earlier run in the folder that ``resume=false`` removed, a ``metrics.jsonl`` it reset."""
+    import json
     import os
     import shutil
 
@@ -75,13 +77,20 @@ def discarded_on_bad_input(output_dir: str):
             return None
         return st.st_ino, st.st_mtime_ns
 
+    def trained() -> bool:  # a row of step >= 1 in metrics.jsonl: a training step completed (keep its record)
+        try:
+            with open(os.path.join(output_dir, "metrics.jsonl"), encoding="utf-8") as f:
+                return any(json.loads(line).get("step", 0) >= 1 for line in f if line.strip())
+        except (OSError, ValueError, AttributeError):
+            return False
+
     existed, config_before = os.path.isdir(output_dir), config_file()
     before = set(os.listdir(output_dir)) if existed else set()
     try:
         yield
     except ValueError:
         wrote = config_file() not in (None, config_before)
-        if wrote and not list_checkpoints(os.path.join(output_dir, "checkpoints")):
+        if wrote and not trained() and not list_checkpoints(os.path.join(output_dir, "checkpoints")):
             if not existed:
                 shutil.rmtree(output_dir, ignore_errors=True)
             else:  # this launch's start at step 0 had already reset the logs and removed an earlier run's outputs
