@@ -185,6 +185,7 @@ def run_all(
     from genrl.models import SFT, TASK
     from genrl.registry import REWARDS
     from genrl.trainers import run_trainer
+    from genrl.trainers.common import check_mixed_precision
 
     check_arguments(arms, seeds, wall_budget, evals, calibration_steps)
     for override in [*overrides, *(o for arm in arms for o in arm.overrides)]:
@@ -198,6 +199,7 @@ def run_all(
         with arm.named(stage="config"):
             cfg = load_trainer_config(arm.config, [*overrides, *arm.overrides])
         with arm.named(stage="before training"):
+            check_mixed_precision(cfg.train)  # fp16 without a GPU: before any arm trains
             hub = {}  # config key -> HubRef: the policy's, and the rewards' that say which they load (hub_models)
             policy = getattr(cfg, "policy", None)
             if policy is not None and not is_path(policy.model) and not policy.model.startswith((TASK, SFT)):

@@ -6,6 +6,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 from conftest import TINY_ONLINE
 
 from genrl.tasks.digits import pretrain
@@ -388,4 +389,22 @@ def test_a_later_arms_broken_reward_option_is_one_line_naming_the_arm(
     assert len(err) == 1 and err[0].startswith("genrl compare: arm 'broken' (before training): ") and says in err[0], (
         err
     )
+    assert not out.exists() or not any(out.iterdir())  # the first arm did not train
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast runs where a GPU is visible")
+def test_a_later_arms_fp16_without_a_gpu_is_refused_before_any_arm_trains(tmp_path, capsys):
+    """``train.mixed_precision=fp16`` on a CPU was refused when its arm started, after the arms before it
+    had trained (``genrl train`` and ``genrl bench`` refuse it before any work)."""
+    from genrl.cli import main
+
+    first = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    out = tmp_path / "out"
+    argv = ["compare", "--seeds", "0", "--out", str(out), "--arm", "first", first, "max_steps=1"]
+    argv += ["--arm", "fp16", first, "max_steps=1", "train.mixed_precision=fp16"]
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(
+        "genrl compare: arm 'fp16' (before training): train.mixed_precision="
+    ), err
     assert not out.exists() or not any(out.iterdir())  # the first arm did not train

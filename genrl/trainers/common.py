@@ -122,7 +122,10 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
             removed.append(name)
         if removed:  # resume=false, or an earlier run without a checkpoint: say what went
             why = "resume=false" if not cfg.resume else "no checkpoint to resume from"
-            print(f"starting over ({why}): removed the earlier run's {', '.join(removed)} from {cfg.output_dir}")
+            print(
+                f"starting over ({why}): removed the earlier run's {', '.join(removed)} from {cfg.output_dir}; "
+                "its logs (metrics.jsonl, tb/) start again"
+            )
     try:
         os.makedirs(cfg.output_dir, exist_ok=True)
     except OSError as e:  # /proc/x, a read-only mount: name the setting, not only errno
@@ -165,29 +168,35 @@ def write_final_metrics(cfg) -> dict[str, dict]:
     return result
 
 
-def make_accelerator(tc):
-    """The run's ``accelerate.Accelerator``: ``train.mixed_precision``'s autocast, on the GPU when one is
-    visible (else ``cpu=True``), checked against the launch (``genrl.zero.check_launch``).
-
-    Raises ``ConfigError`` (one line, exit 2) for ``train.mixed_precision=fp16`` without a GPU:
-    accelerate 1.16 enables fp16 autocast off the CPU only (``native_amp`` stays off), so the run would
-    train in fp32 and say nothing. Checked here, not when the config is read, because a config written
-    for a GPU must still load on a CPU machine (``genrl export``, ``genrl gallery``)."""
+def check_mixed_precision(tc) -> None:
+    """``ConfigError`` (one line, exit 2) for ``train.mixed_precision=fp16`` (``tc``: a ``train`` section)
+    without a GPU: accelerate 1.16 enables fp16 autocast off the CPU only (``native_amp`` stays off), so
+    the run would train in fp32 and say nothing. Checked by the trainers and benches as they start, and by
+    ``genrl compare`` for every arm before any trains; not when the config is read, because a config
+    written for a GPU must still load on a CPU machine (``genrl export``, ``genrl gallery``)."""
     import torch
-    from accelerate import Accelerator
 
-    from genrl import zero
     from genrl.config.base import ConfigError
 
-    cuda = torch.cuda.is_available()
-    if tc.mixed_precision == "fp16" and not cuda:
+    if getattr(tc, "mixed_precision", "no") == "fp16" and not torch.cuda.is_available():
         raise ConfigError(
             "train.mixed_precision",
             "fp16 autocast runs on a GPU only (accelerate leaves it off on CPU, so this run would be fp32): "
             "use bf16 or 'no' on CPU",
             tc.mixed_precision,
         )
-    accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=not cuda)
+
+
+def make_accelerator(tc):
+    """The run's ``accelerate.Accelerator``: ``train.mixed_precision``'s autocast (:func:`check_mixed_precision`),
+    on the GPU when one is visible (else ``cpu=True``), checked against the launch (``genrl.zero.check_launch``)."""
+    import torch
+    from accelerate import Accelerator
+
+    from genrl import zero
+
+    check_mixed_precision(tc)
+    accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=not torch.cuda.is_available())
     zero.check_launch(accelerator)
     return accelerator
 
