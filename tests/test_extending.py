@@ -98,6 +98,9 @@ def claims_digits(samples, prompts, metadata):  # an auxiliary key named like an
 def vector_loss(lp, lp_old, adv, mask, step_info, config):
     return (lp * mask).sum(1), {}
 
+def refuses(lp, lp_old, adv, mask, step_info, config):
+    raise ValueError("my objective refuses")
+
 def loss_only(lp, lp_old, adv, mask, step_info, config):
     return (lp * mask).mean()
 
@@ -177,6 +180,7 @@ def _tiny(tmp_path, base, *extra):
             ["objective.name=plugs.broken:vector_loss"],
             r"objective.name='plugs.broken:vector_loss': the loss must be a 0-d",
         ),
+        (["objective.name=plugs.broken:refuses"], r"objective.name='plugs.broken:refuses': my objective refuses"),
         (
             ["objective.name=plugs.broken:loss_only"],
             r"returned a 'Tensor' object; an objective returns \(loss, metrics\)",

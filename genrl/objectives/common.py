@@ -54,6 +54,19 @@ LOSS_AGGS: tuple[str, ...] = ("token-mean", "seq-mean-token-mean", "seq-mean-tok
 KL_TYPES: tuple[str, ...] = ("gaussian", "k1", "k3")
 
 
+def checked_call(fn, *args, option: str, name: str) -> tuple[torch.Tensor, dict[str, float]]:
+    """``fn(*args)``, an objective's call, with its return value checked (:func:`checked_output`). A
+    ``ValueError`` it raises, its own refusal of its input, is raised again with ``option=name`` in
+    front, so the one-line error names the setting (a plug-in's "my objective refuses" named nothing)."""
+    try:
+        out = fn(*args)
+    except ValueError as e:
+        if str(e).startswith(f"{option}="):
+            raise
+        raise ValueError(f"{option}={name!r}: {e}") from e
+    return checked_output(out, option, name)
+
+
 def checked_output(out, option: str, name: str) -> tuple[torch.Tensor, dict[str, float]]:
     """An objective's return value against its contract, ``(loss, metrics)``: a 0-d tensor and a
     mapping of metric names to numbers (a one-element tensor is read as its number; ``step`` is the

@@ -37,7 +37,7 @@ from genrl.ema import EMA, Anchor
 from genrl.kl_control import FixedKL, build_kl_controller
 from genrl.models import prepare_models
 from genrl.objectives.common import (
-    checked_output,
+    checked_call,
     objective_chunk_weight,
     objective_normaliser,
     per_step_means,
@@ -170,10 +170,11 @@ def update(
                             step_info["objective_state"] = objective_state
                         mask = sub.mask[:, sl]
                         obj_cfg.beta = kl_control.value
-                        loss, m = checked_output(
-                            objective(log_probs, sub.log_probs_old[:, sl], adv, mask, step_info, obj_cfg),
-                            "objective.name",
-                            cfg.objective.name,
+                        loss, m = checked_call(
+                            objective,
+                            *(log_probs, sub.log_probs_old[:, sl], adv, mask, step_info, obj_cfg),
+                            option="objective.name",
+                            name=cfg.objective.name,
                         )
                         # chunks, micro-batches and processes add up to the loss over the optimizer batch
                         weight = objective_chunk_weight(objective, mask, sub.mask, cfg.objective, total=total) * world

@@ -38,7 +38,7 @@ import torch
 from genrl.checkpoint import checkpoint_path, checkpoint_step, list_checkpoints, resume_state, save_checkpoint
 from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
-from genrl.objectives.common import checked_output
+from genrl.objectives.common import checked_call
 from genrl.preemption import Preempted, StopRequest
 from genrl.registry import OBJECTIVES, POLICIES, TASKS
 from genrl.replay import CheckpointPool
@@ -167,10 +167,10 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                     err_w = policy.denoising_error(x_w, cond, u, noise_w)
                     if pairs:
                         err_l = policy.denoising_error(x_l, cond, u, noise_w)
-                        out = objective(err_w, err_w_ref, err_l, err_l_ref, cfg.objective)
+                        args = (err_w, err_w_ref, err_l, err_l_ref, cfg.objective)
                     else:
-                        out = objective(err_w, None, None, None, cfg.objective)
-                    loss, m = checked_output(out, "objective.name", cfg.objective.name)
+                        args = (err_w, None, None, None, cfg.objective)
+                    loss, m = checked_call(objective, *args, option="objective.name", name=cfg.objective.name)
                     accelerator.gradient_state._set_sync_gradients(last)  # DeepSpeed: step only after the last one
                     accelerator.backward(loss / accum)
                 for k, v in m.items():
