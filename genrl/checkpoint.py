@@ -209,7 +209,9 @@ def _read(state_file: str) -> dict[str, Any]:
     try:
         return torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or corrupt file: say which, do not guess
-        first = (str(e).strip().splitlines() or [""])[0][:200]  # torch's own message can run to a page
+        first = (str(e).strip().splitlines() or [""])[0]  # torch's own message can run to a page: its first
+        if len(first) > 200:  # sentence, or its first 200 characters marked as cut
+            first = first[: first.find(". ") + 1] if 0 < first.find(". ") < 200 else first[:200] + "..."
         raise ValueError(f"checkpoint file {state_file!r} is unreadable ({type(e).__name__}: {first})") from e
 
 
