@@ -147,8 +147,8 @@ def check_output_dir(
     """Check, before any work, that ``out`` can become the output folder of a command (``option``
     names it in the errors); returns it resolved. ``ValueError`` (one line, naming ``option`` and the
     path) when it is empty, is an existing file, lies below a file, has no writable existing parent,
-    exists and ``overwrite`` is False, or is, holds or lies inside one of the ``protect`` inputs, which
-    replacing it (or writing into it) would damage. ``overwrite=None``: an existing folder is written into (``genrl gallery``)."""
+    exists and ``overwrite`` is False, or is or holds one of the ``protect`` inputs, or is an existing
+    folder inside one that ``overwrite`` would replace (a new folder inside one, ``RUN/export``, is fine). ``overwrite=None``: an existing folder is written into (``genrl gallery``)."""
     if not str(out).strip():
         raise ValueError(f"{option} is empty: give a folder path")
     path = Path(out).expanduser().resolve()
@@ -156,8 +156,11 @@ def check_output_dir(
         inp = Path(inp).expanduser().resolve()
         if path == inp or path in inp.parents:
             raise ValueError(f"{option}={str(out)!r} is (or holds) the input {str(inp)!r}: choose another folder")
-        if inp in path.parents:  # RUN/checkpoints with --overwrite replaced the run's checkpoints
-            raise ValueError(f"{option}={str(out)!r} lies inside the input {str(inp)!r}: choose a folder outside it")
+        if inp in path.parents and path.exists() and overwrite:  # RUN/checkpoints replaced the run's checkpoints
+            raise ValueError(
+                f"{option}={str(out)!r} lies inside the input {str(inp)!r} and exists: replacing it would damage "
+                "the input; choose a new folder"
+            )
     if path.exists() and not path.is_dir():
         raise ValueError(f"{option}={str(out)!r} is a file, not a folder")
     if path.exists() and overwrite is False:
