@@ -251,10 +251,11 @@ def test_a_plug_in_failing_at_its_first_use_keeps_what_the_folder_held(tmp_path,
 
 
 def test_a_bad_input_error_after_a_training_step_keeps_the_run(tmp_path, monkeypatch, broken_pkg, base_model):
-    """The clean-up of a failed start removed a run whose later evaluation failed, training done included."""
+    """The clean-up of a failed start removed a run whose later evaluation failed, training done included.
+    The plug-in task's own ValueError now names the setting (it named nothing)."""
     from genrl.trainers import run_trainer
 
     monkeypatch.syspath_prepend(str(broken_pkg))
-    with pytest.raises(ValueError, match="the evaluation after step 1 fails"):
+    with pytest.raises(ValueError, match="^task='plugs.broken:EvalFailsLater': the evaluation after step 1 fails"):
         run_trainer(_tiny(tmp_path, base_model, "task=plugs.broken:EvalFailsLater", "eval.every=1"), "online")
     assert {"config.yaml", "metrics.jsonl", "eval"} <= set(os.listdir(tmp_path / "run"))

@@ -168,6 +168,20 @@ def write_final_metrics(cfg) -> dict[str, dict]:
     return result
 
 
+def evaluate_task(task, cfg, *args, **kwargs) -> dict[str, float]:
+    """``task.evaluate(*args, **kwargs)``; a ``ValueError`` raised by a plug-in task (``task`` an import
+    path), its own refusal, is raised again with ``task=...`` in front, so the one-line error names the
+    setting (a plug-in's "eval dataset missing" named nothing)."""
+    from genrl.registry import is_import_path
+
+    try:
+        return task.evaluate(*args, **kwargs)
+    except ValueError as e:
+        if not is_import_path(cfg.task) or str(e).startswith("task="):
+            raise
+        raise ValueError(f"task={cfg.task!r}: {e}") from e
+
+
 def check_mixed_precision(tc) -> None:
     """``ConfigError`` (one line, exit 2) for ``train.mixed_precision=fp16`` (``tc``: a ``train`` section)
     without a GPU: accelerate 1.16 enables fp16 autocast off the CPU only (``native_amp`` stays off), so

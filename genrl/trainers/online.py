@@ -62,6 +62,7 @@ from genrl.threads import ThreadGovernor
 from genrl.trainers.common import (
     NonFiniteGuard,
     check_finite,
+    evaluate_task,
     make_accelerator,
     make_optimizer,
     open_run,
@@ -451,7 +452,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
         # every process swaps in the EMA shards and gathers the weights (FSDP: collectives); main samples
         t0 = time.perf_counter()
         with ema.swapped_in() if ema is not None else contextlib.nullcontext(), sharding.gathered(policy.module):
-            m = task.evaluate(policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed) if main else {}
+            m = evaluate_task(task, cfg, policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed) if main else {}
             accelerator.wait_for_everyone()
         if main:
             m.setdefault("time/eval", time.perf_counter() - t0)

@@ -46,6 +46,7 @@ from genrl.seeding import derive_seed
 from genrl.trainers.common import (
     NonFiniteGuard,
     check_finite,
+    evaluate_task,
     lr_multiplier,
     make_accelerator,
     make_optimizer,
@@ -120,7 +121,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     def run_eval(step: int) -> dict[str, float]:
         if not main:
             return {}
-        m = task.evaluate(policy, {}, cfg.eval, run_dir, step, seed=cfg.seed)  # the task's judges only
+        m = evaluate_task(task, cfg, policy, {}, cfg.eval, run_dir, step, seed=cfg.seed)  # the task's judges only
         logger.log_eval(step, m)
         return m
 
