@@ -108,7 +108,8 @@ class MetricsLogger:
     run (TensorBoard: ``purge_step``), so the logs read as one clean run; a run that starts over
     (``start == 0``) removes the earlier run's ``metrics.jsonl`` and TensorBoard folder. Other
     trackers keep what they received: a resumed job opens a new run there (its history restarts at
-    ``start + 1``); ``metrics.jsonl`` is the record to compare runs by.
+    ``start + 1``); ``metrics.jsonl`` is the record to compare runs by. ``after_first_step`` is called
+    once, after the first row of a step >= 1 is written (the trainers: remove the earlier run they set aside).
 
     Needs accelerate's state (``Accelerator`` or ``PartialState``) when ``report_to`` is not empty, as
     every trainer has. The trackers start before any file is touched, so one that cannot start
@@ -125,8 +126,9 @@ class MetricsLogger:
         run_name: Optional[str] = None,
         config: Any = None,
         media_samples: int = 8,
+        after_first_step: Optional[Callable[[], None]] = None,
     ):
-        self.run_dir, self.media_samples = run_dir, media_samples
+        self.run_dir, self.media_samples, self.after_first_step = run_dir, media_samples, after_first_step
         self.path = os.path.join(run_dir, "metrics.jsonl")
         if start == 0:  # a run that starts over: else step 1 would appear twice in TensorBoard
             shutil.rmtree(os.path.join(run_dir, "tb"), ignore_errors=True)
@@ -165,6 +167,9 @@ class MetricsLogger:
         scalars = {k: v for k, v in row.items() if k != "step" and math.isfinite(v)}
         for tracker in self.trackers:
             tracker.log(scalars, step=step)
+        if step >= 1 and self.after_first_step is not None:  # a training step's row is on disk
+            self.after_first_step()
+            self.after_first_step = None
 
     def log_eval(self, step: int, metrics: dict[str, float]) -> None:
         """An evaluation's row, then its media: ``eval/step-XXXXXX/grid.png`` (one row per prompt; a

@@ -101,6 +101,9 @@ def vector_loss(lp, lp_old, adv, mask, step_info, config):
 def refuses(lp, lp_old, adv, mask, step_info, config):
     raise ValueError("my objective refuses")
 
+def crashes(lp, lp_old, adv, mask, step_info, config):
+    raise RuntimeError("my objective crashes")
+
 def loss_only(lp, lp_old, adv, mask, step_info, config):
     return (lp * mask).mean()
 
@@ -259,3 +262,56 @@ def test_a_bad_input_error_after_a_training_step_keeps_the_run(tmp_path, monkeyp
     with pytest.raises(ValueError, match="^task='plugs.broken:EvalFailsLater': the evaluation after step 1 fails"):
         run_trainer(_tiny(tmp_path, base_model, "task=plugs.broken:EvalFailsLater", "eval.every=1"), "online")
     assert {"config.yaml", "metrics.jsonl", "eval"} <= set(os.listdir(tmp_path / "run"))
+
+
+def _snapshot(folder) -> dict[str, bytes]:
+    """Every file under ``folder``, relative path -> contents."""
+    out = {}
+    for root, _, files in os.walk(folder):
+        for name in files:
+            path = os.path.join(root, name)
+            out[os.path.relpath(path, folder)] = open(path, "rb").read()
+    return out
+
+
+@pytest.mark.parametrize("objective, error", [("refuses", ValueError), ("crashes", RuntimeError)])
+def test_starting_over_that_completes_no_step_puts_the_earlier_run_back(
+    tmp_path, monkeypatch, broken_pkg, base_model, capsys, objective, error
+):
+    """``resume=false`` removed the earlier run at start-up, so a launch that then stopped at its first
+    update (bad input, or a crash) left the folder without the run it was asked to replace, and without
+    a new one: now the earlier run is set aside until the first step and put back, file for file."""
+    from genrl.trainers import run_trainer
+    from genrl.trainers.common import EARLIER_RUN
+
+    monkeypatch.syspath_prepend(str(broken_pkg))
+    train(_tiny(tmp_path, base_model, "eval.every=1"))
+    run = tmp_path / "run"
+    before = _snapshot(run)
+    assert any(name.startswith("checkpoints") for name in before) and "eval/step-000001/samples.jsonl" in before
+    capsys.readouterr()
+    with pytest.raises(error, match=f"my objective {objective}"):
+        run_trainer(_tiny(tmp_path, base_model, "resume=false", f"objective.name=plugs.broken:{objective}"), "online")
+    out = capsys.readouterr().out
+    assert f"set aside in {EARLIER_RUN}/" in out and "put back the earlier run's" in out
+    assert _snapshot(run) == before and not (run / EARLIER_RUN).exists()
+
+
+def test_a_launch_killed_before_its_first_step_leaves_the_earlier_run_to_the_next(tmp_path, base_model, capsys):
+    """A launch killed (SIGKILL) after setting the earlier run aside leaves it in .genrl-earlier-run with
+    its own partial outputs beside it: the next start-over keeps the earlier run aside (the last one that
+    trained) and removes the partial one; its first step removes the earlier run."""
+    from genrl.trainers.common import EARLIER_RUN, set_aside_earlier_run
+
+    train(_tiny(tmp_path, base_model))
+    run = tmp_path / "run"
+    earlier = _snapshot(run)
+    names = ["checkpoints", "eval", "final_metrics.json", "config.yaml", "metrics.jsonl", "tb"]
+    assert set_aside_earlier_run(str(run)) == names
+    assert _snapshot(run / EARLIER_RUN) == earlier and os.listdir(run) == [EARLIER_RUN]
+    (run / "config.yaml").write_text("a killed launch's\n")  # what the killed launch wrote
+    (run / "eval").mkdir()
+    assert set_aside_earlier_run(str(run)) == ["eval", "config.yaml"]
+    assert _snapshot(run / EARLIER_RUN) == earlier and os.listdir(run) == [EARLIER_RUN]
+    train(_tiny(tmp_path, base_model, "resume=false"))
+    assert not (run / EARLIER_RUN).exists() and (run / "checkpoints" / "step-000001").is_dir()

@@ -330,19 +330,22 @@ def test_progress_bar_setting_covers_the_libraries_loading_bars(tmp_path, capfd,
 
 def test_starting_over_in_a_used_folder_removes_the_earlier_run(tmp_path, base_model, capsys):
     """``resume=false`` into a finished run kept its checkpoints (keep_last pruned the new run's instead),
-    and the next plain rerun resumed from the earlier run's weights. It now says what it removed; and
-    config.yaml recorded ``resume: false``, so rerunning the saved config (a stopped run's way back)
-    started over again and removed its checkpoints."""
+    and the next plain rerun resumed from the earlier run's weights. It now says what goes (set aside until
+    the first step); and config.yaml recorded ``resume: false``, so rerunning the saved config (a stopped
+    run's way back) started over again and removed its checkpoints."""
+    from genrl.trainers.common import EARLIER_RUN
+
     run = tmp_path / "r"
     train(_cfg(run, base_model, "max_steps=3", "eval.every=3"))
     assert sorted(os.listdir(run / "checkpoints")) == ["step-000002", "step-000003"]
     capsys.readouterr()
     train(_cfg(run, base_model, "max_steps=1", "eval.every=0", "resume=false"))
     assert (
-        f"starting over (resume=false): removed the earlier run's checkpoints, eval, final_metrics.json from {run}"
-        in (capsys.readouterr().out)
+        "starting over (resume=false): the earlier run's checkpoints, eval, final_metrics.json, config.yaml, "
+        f"metrics.jsonl, tb in {run} are set aside in {EARLIER_RUN}/ and removed once this run completes its first "
+        "step" in (capsys.readouterr().out)
     )
-    assert sorted(os.listdir(run / "checkpoints")) == ["step-000001"]
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-000001"] and not (run / EARLIER_RUN).exists()
     assert not (run / "eval" / "step-000003").exists()
     assert {json.loads(line)["step"] for line in open(run / "metrics.jsonl")} == {0, 1}
     saved = load_config(OnlineConfig, str(run / "config.yaml"), ["max_steps=2"])

@@ -61,14 +61,15 @@ def discarded_on_bad_input(output_dir: str):
     folder too, when this launch created it). Such errors come from what only the first use can check:
     a plug-in objective that breaks its contract at the first update, a task whose step-0 ``evaluate``
     raises ``ValueError``. A launch that wrote nothing (refused at start-up), a run that trained a step
-    or holds a checkpoint is left as it is. What the start-up had already replaced is not restored: an
-    earlier run in the folder that ``resume=false`` removed, a ``metrics.jsonl`` it reset."""
+    or holds a checkpoint is left as it is. An earlier run that this launch set aside to start over
+    (``resume=false``; ``genrl.trainers.common.set_aside_earlier_run``) is put back when the launch stops,
+    however it stops, before its first training step."""
     import json
     import os
     import shutil
 
     from genrl.checkpoint import list_checkpoints
-    from genrl.trainers.common import RUN_OUTPUTS
+    from genrl.trainers.common import EARLIER_RUN, RUN_OUTPUTS, restore_earlier_run
 
     def config_file():  # written by open_run, once start-up succeeded, atomically: a new file each time
         try:
@@ -88,17 +89,21 @@ def discarded_on_bad_input(output_dir: str):
     before = set(os.listdir(output_dir)) if existed else set()
     try:
         yield
-    except ValueError:
+    except BaseException as e:
         wrote = config_file() not in (None, config_before)
-        if wrote and not trained() and not list_checkpoints(os.path.join(output_dir, "checkpoints")):
-            if not existed:
+        # set aside by this launch: new, or an older one (a launch killed before its first step) it went on from
+        set_aside = os.path.isdir(os.path.join(output_dir, EARLIER_RUN)) and (wrote or EARLIER_RUN not in before)
+        if (wrote or set_aside) and not trained() and not list_checkpoints(os.path.join(output_dir, "checkpoints")):
+            if isinstance(e, ValueError) and wrote and not existed:
                 shutil.rmtree(output_dir, ignore_errors=True)
-            else:  # this launch's start at step 0 had already reset the logs and removed an earlier run's outputs
-                ours = (set(os.listdir(output_dir)) - before) | {*RUN_OUTPUTS, "config.yaml", "metrics.jsonl", "tb"}
-                for name in ours:
+            elif isinstance(e, ValueError) and wrote:  # the earlier run's outputs this start had set aside stay
+                for name in ((set(os.listdir(output_dir)) - before) | set(RUN_OUTPUTS)) - {EARLIER_RUN}:
                     path = os.path.join(output_dir, name)
-                    if os.path.isdir(path):
+                    if os.path.isdir(path) and not os.path.islink(path):
                         shutil.rmtree(path, ignore_errors=True)
-                    elif os.path.exists(path):
+                    elif os.path.lexists(path):
                         os.remove(path)
+            if set_aside:
+                restored = restore_earlier_run(output_dir)
+                print(f"put back the earlier run's {', '.join(restored)} in {output_dir} (this run completed no step)")
         raise

@@ -38,9 +38,57 @@ RESUMABLE = (
     "policy.prompt_cache_mb:",
     "policy.prompt_cache_device:",
 )
-# What a run writes besides metrics.jsonl and tb/ (the logger's): a run that starts over removes them,
-# or a later resume would read the earlier run's checkpoints.
-RUN_OUTPUTS = ("checkpoints", "eval", "pool", "final_metrics.json")
+# What a run writes into output_dir: a run that starts over sets the earlier run's aside (a later resume
+# would read its checkpoints, its rows would mix with the new run's), to be removed after its first step.
+RUN_OUTPUTS = ("checkpoints", "eval", "pool", "final_metrics.json", "config.yaml", "metrics.jsonl", "tb")
+EARLIER_RUN = ".genrl-earlier-run"  # the folder inside output_dir that holds them until then
+
+
+def set_aside_earlier_run(output_dir: str) -> list[str]:
+    """Moves the earlier run's ``RUN_OUTPUTS`` in ``output_dir`` into ``output_dir/.genrl-earlier-run``
+    (renames, nothing copied) and returns their names. They stay there until this run completes its
+    first training step (:func:`drop_earlier_run`, called by the metrics logger) or stops on bad input
+    before it (:func:`restore_earlier_run`, called by ``genrl.trainers.discarded_on_bad_input``), so a
+    ``resume=false`` launch that fails its start loses nothing. A folder that already holds one was left
+    by a launch stopped before its first step: it keeps the last run that trained, and that launch's
+    outputs are removed instead."""
+    aside = os.path.join(output_dir, EARLIER_RUN)
+    keep = not os.path.isdir(aside)
+    names = [name for name in RUN_OUTPUTS if os.path.lexists(os.path.join(output_dir, name))]
+    if keep and names:
+        os.makedirs(aside)
+    for name in names:
+        path = os.path.join(output_dir, name)
+        if keep:
+            os.replace(path, os.path.join(aside, name))
+        elif os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        else:
+            os.remove(path)
+    return names
+
+
+def drop_earlier_run(output_dir: str) -> None:
+    """Removes what :func:`set_aside_earlier_run` kept (nothing when there is none)."""
+    shutil.rmtree(os.path.join(output_dir, EARLIER_RUN), ignore_errors=True)
+
+
+def restore_earlier_run(output_dir: str) -> list[str]:
+    """Puts what :func:`set_aside_earlier_run` kept back in ``output_dir``, replacing the same names there;
+    returns them (``[]`` when nothing was set aside)."""
+    aside = os.path.join(output_dir, EARLIER_RUN)
+    if not os.path.isdir(aside):
+        return []
+    names = sorted(os.listdir(aside))
+    for name in names:
+        path = os.path.join(output_dir, name)
+        if os.path.isdir(path) and not os.path.islink(path):
+            shutil.rmtree(path)
+        elif os.path.lexists(path):
+            os.remove(path)
+        os.replace(os.path.join(aside, name), path)
+    os.rmdir(aside)
+    return names
 
 
 def schedules_on_max_steps(cfg) -> list[str]:
@@ -102,7 +150,8 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
     written into ``cfg.output_dir`` (the resolved ``config.yaml``) and the trackers of ``log.report_to``
     open. A resume (``start`` > 0, from the folder ``checkpoint``) is checked first (:func:`check_resume`)
     and only then announced, so a refused resume prints its one error line alone; a run that starts over
-    (``start`` 0, e.g. ``resume=false`` in a used folder) removes the earlier run's ``RUN_OUTPUTS``.
+    (``start`` 0, e.g. ``resume=false`` in a used folder) sets the earlier run's ``RUN_OUTPUTS`` aside
+    (:func:`set_aside_earlier_run`) until its first step.
     Returns the metrics logger (appending after step ``start``) on the main process, else ``None``."""
     if not main:
         return None
@@ -110,21 +159,12 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
         check_resume(cfg, start)
         print(f"resuming from {checkpoint} (step {start})")
     else:
-        removed = []
-        for name in RUN_OUTPUTS:
-            path = os.path.join(cfg.output_dir, name)
-            if os.path.isdir(path):
-                shutil.rmtree(path)
-            elif os.path.isfile(path):
-                os.remove(path)
-            else:
-                continue
-            removed.append(name)
-        if removed:  # resume=false, or an earlier run without a checkpoint: say what went
+        earlier = set_aside_earlier_run(cfg.output_dir) if os.path.isdir(cfg.output_dir) else []
+        if earlier:  # resume=false, or an earlier run without a checkpoint: say what goes, and when
             why = "resume=false" if not cfg.resume else "no checkpoint to resume from"
             print(
-                f"starting over ({why}): removed the earlier run's {', '.join(removed)} from {cfg.output_dir}; "
-                "its logs (metrics.jsonl, tb/) start again"
+                f"starting over ({why}): the earlier run's {', '.join(earlier)} in {cfg.output_dir} are set aside "
+                f"in {EARLIER_RUN}/ and removed once this run completes its first step"
             )
     try:
         os.makedirs(cfg.output_dir, exist_ok=True)
@@ -138,6 +178,7 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
         cfg.log.run_name,
         config=cfg,
         media_samples=cfg.log.media_samples,
+        after_first_step=lambda: drop_earlier_run(cfg.output_dir),
     )  # the trackers start first: one that cannot start fails before the config is written
     # resume is how this launch treats the folder, not a setting of the run: a rerun of the saved config
     # resumes (written as false, `genrl train RUN/config.yaml` would start over and remove the checkpoints)
