@@ -86,6 +86,65 @@ def compile_agreement(config: str, mode: str) -> dict[str, float]:
     }
 
 
+def alternating_threads(config: str, steps: int, warmup: int) -> dict:
+    """This process (launched with ``OMP_NUM_THREADS=2``): the online trainer for ``warmup + 2 * steps``
+    steps, its thread count switched between every step (2, 1, 2, 1, ...: ``torch.set_num_threads``
+    between one step's metrics row and the next step); the median ``time/step`` (seconds, evaluation
+    excluded) of the timed steps at each count. The same run at both counts, interleaved: the
+    process-to-process drift that the separate cells above carry cancels out of the ratio."""
+    import dataclasses
+    import json
+    import statistics
+
+    import torch
+
+    from genrl.config import OnlineConfig, load_config
+    from genrl.trainers.online import train
+
+    cfg = load_config(OnlineConfig, config, [])
+    count = {0: 2}
+
+    def on_step(step: int, metrics: dict) -> None:
+        count[step] = 1 if step % 2 else 2  # the coming step's (step + 1) count is count[step]
+        torch.set_num_threads(count[step])
+
+    with tempfile.TemporaryDirectory() as tmp:
+        run = dataclasses.replace(
+            cfg,
+            output_dir=os.path.join(tmp, "run"),
+            max_steps=warmup + 2 * steps,
+            eval=dataclasses.replace(cfg.eval, every=0),
+            checkpoint=dataclasses.replace(cfg.checkpoint, every=0),
+            log=dataclasses.replace(cfg.log, progress_bar=False),
+        )
+        torch.set_num_threads(2)
+        train(run, on_step)
+        rows = [json.loads(line) for line in open(os.path.join(run.output_dir, "metrics.jsonl"))]
+    seconds = {1: [], 2: []}
+    for r in rows:
+        if "time/step" in r and r["step"] > warmup:
+            seconds[count[r["step"] - 1]].append(r["time/step"])
+    return {n: statistics.median(v) for n, v in seconds.items()} | {"steps": {n: len(v) for n, v in seconds.items()}}
+
+
+def alternating_cell(config: str, steps: int, warmup: int) -> dict:
+    """:func:`alternating_threads` in a fresh process with 2 OpenMP threads and the ``genrl`` command's
+    OpenMP settings; its result."""
+    import json
+
+    code = (
+        f"import sys, json; sys.path[:0] = [{ROOT!r}, {os.path.join(ROOT, 'benchmarks')!r}]; import overhead; "
+        f"print('RESULT ' + json.dumps(overhead.alternating_threads({config!r}, {steps}, {warmup})))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env={**os.environ, "OMP_NUM_THREADS": "2"}, capture_output=True, text=True
+    )
+    lines = [line for line in out.stdout.splitlines() if line.startswith("RESULT ")]
+    if out.returncode or not lines:
+        raise RuntimeError(f"the alternating-threads cell failed:\n{out.stderr[-3000:]}")
+    return {int(k) if k.isdigit() else k: v for k, v in json.loads(lines[-1][len("RESULT ") :]).items()}
+
+
 class Busy:
     """One CPU-bound process for the duration of a ``with`` block (bounded: it exits by itself after
     ``limit_s`` if this script dies)."""
@@ -137,6 +196,9 @@ def main(argv=None) -> int:
                     print(run, load, n, results[-1]["overhead_ratio"], results[-1]["loop"]["iteration"], flush=True)
                 sections.append(overhead.report(name, results, f"({load})"))
                 it = {r["threads"]: r["loop"]["iteration"] for r in results}
+                with Busy(load == "busy"):
+                    paired = alternating_cell(configs[run], steps, a.warmup)
+                print(run, load, "alternating", paired, flush=True)
                 adaptive = float("nan")
                 if not a.no_adaptive:  # launched with the most threads; the governor may use 1
                     with Busy(load == "busy"):
@@ -148,7 +210,7 @@ def main(argv=None) -> int:
                 if 1 in it and 2 in it:
                     worst = max(r["overhead_ratio"] for r in results)
                     worst_whole = max(r["overhead_ratio_eval_whole"] for r in results)
-                    summary.append((run, load, it[1], it[2], adaptive, worst, worst_whole))
+                    summary.append((run, load, it[1], it[2], adaptive, worst, worst_whole, paired[2] / paired[1]))
                 if load == "idle":
                     idle = results
             n = max(a.threads)
@@ -169,13 +231,20 @@ def main(argv=None) -> int:
         "in the same process; the median over the timed iterations (`genrl.overhead`'s docstring says exactly what",
         "each column holds). The last column counts the whole evaluation as overhead, its network calls included.",
         "",
-        "| run | load | s / iteration, 1 thread | 2 threads | 2 threads / 1 thread | adaptive (launched at 2) "
-        "| adaptive / 1 thread | worst overhead ratio | worst, evaluation counted whole |",
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|",
+        "| run | load | s / iteration, 1 thread | 2 threads | 2 threads / 1 thread | 2 / 1, alternating in one "
+        "process | adaptive (launched at 2) | adaptive / 1 thread | worst overhead ratio | worst, evaluation "
+        "counted whole |",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|",
         *[
-            f"| {r} | {ld} | {t1:.3f} | {t2:.3f} | {t2 / t1:.2f} | {ad:.3f} | {ad / t1:.2f} | {w:.2f} | {ww:.2f} |"
-            for r, ld, t1, t2, ad, w, ww in summary
+            f"| {r} | {ld} | {t1:.3f} | {t2:.3f} | {t2 / t1:.2f} | {alt:.2f} | {ad:.3f} | {ad / t1:.2f} | {w:.2f} "
+            f"| {ww:.2f} |"
+            for r, ld, t1, t2, ad, w, ww, alt in summary
         ],
+        "",
+        "`2 / 1, alternating in one process`: one run launched with 2 threads, its thread count switched "
+        "between every step (2, 1, 2, 1, ...; `alternating_threads` in the script), the median seconds per "
+        f"step at 2 over the median at 1 ({a.steps} steps at each count, tiny SD3 {4 * a.steps}, after the "
+        "warm-up): the same run at both counts, free of the drift between processes.",
         "",
         "`adaptive`: `train.adaptive_threads=true` (`genrl/threads.py`), the launch's 2 threads or 1, whichever "
         "has measured faster, the other re-timed every 10 iterations (those probes are in the mean).",

@@ -7,8 +7,10 @@ two threads ran the tiny SD3 pipeline 1.7-2.6x slower than one thread (several r
 for the digits job and, for the tiny SD3 pipeline, as fast or up to 1.8x slower. Which count is faster
 depends on the load, which changes during a run, so :class:`ThreadGovernor` measures it: it runs with
 the launch's thread count, every ``probe_every`` iterations runs one iteration with the other candidate
-(1 thread, or the launch's count), keeps a running mean of the seconds per iteration of each, and uses
-the faster, switching only when the other is at least ``margin`` times faster.
+(1 thread, or the launch's count), keeps the median of each one's last three iterations (seconds), and
+uses the faster, switching only when the other is at least ``margin`` times faster. A median, not a
+running mean: one slow iteration (a page fault, a moment of load) moved a mean of weight 0.5 far enough
+to switch to 1 thread on an idle machine, and the next probe of the faster count came 10 iterations later.
 
 Why our own: torch offers no load-aware thread control (``torch.set_num_threads`` only). Whether
 libgomp's ``OMP_DYNAMIC`` (which sizes parallel regions by the load average) helps torch's regions was
@@ -20,6 +22,9 @@ runs must be.
 
 from __future__ import annotations
 
+import statistics
+from collections import deque
+
 import torch
 
 
@@ -27,18 +32,21 @@ class ThreadGovernor:
     """Chooses the intra-op thread count per iteration (module docstring).
 
     ``max_threads``: the launch's count (the other candidate is 1); ``probe_every``: iterations between
-    probes of the candidate not in use; ``margin``: how much faster (ratio of running means) the other
-    candidate must be to switch; ``smoothing``: weight of the newest timing in the running mean. Used as a
+    probes of the candidate not in use; ``margin``: how much faster (ratio of the medians of the last
+    ``window`` timings of each) the other candidate must be to switch. Used as a
     context manager, it restores the thread count it found on exit. Raises ``ValueError`` for
-    ``probe_every`` < 2 or ``margin`` < 1."""
+    ``probe_every`` < 2, ``margin`` < 1 or ``window`` < 1."""
 
-    def __init__(self, max_threads: int, probe_every: int = 10, margin: float = 1.05, smoothing: float = 0.5):
-        if probe_every < 2 or margin < 1:
-            raise ValueError(f"probe_every must be >= 2 and margin >= 1, got {probe_every}, {margin}")
+    def __init__(self, max_threads: int, probe_every: int = 10, margin: float = 1.05, window: int = 3):
+        if probe_every < 2 or margin < 1 or window < 1:
+            raise ValueError(
+                f"probe_every must be >= 2, margin >= 1 and window >= 1, got {probe_every}, {margin}, {window}"
+            )
         self.candidates = sorted({1, max(1, max_threads)})
         self.current = self.in_use = self.candidates[-1]
-        self.probe_every, self.margin, self.smoothing = probe_every, margin, smoothing
-        self.seconds: dict[int, float] = {}  # running mean of the seconds per iteration, per thread count
+        self.probe_every, self.margin, self.window = probe_every, margin, window
+        self.timings: dict[int, deque] = {}  # the last `window` seconds per iteration, per thread count
+        self.seconds: dict[int, float] = {}  # their median
         self.iterations = 0  # timed so far (the first, a warm-up, is not)
         self._restore = torch.get_num_threads()
 
@@ -65,8 +73,9 @@ class ThreadGovernor:
         first iteration) and chooses the count to use."""
         if warmup:
             return
-        n, a = self.in_use, self.smoothing
-        self.seconds[n] = seconds if n not in self.seconds else a * seconds + (1 - a) * self.seconds[n]
+        n = self.in_use
+        self.timings.setdefault(n, deque(maxlen=self.window)).append(seconds)
+        self.seconds[n] = statistics.median(self.timings[n])
         self.iterations += 1
         other = self._other()
         if other in self.seconds and self.current in self.seconds:

@@ -113,7 +113,7 @@ def test_thread_governor_moves_to_the_faster_count_and_keeps_probing():
 
     before = torch.get_num_threads()
     try:
-        gov = ThreadGovernor(2, probe_every=3, margin=1.05, smoothing=1.0)
+        gov = ThreadGovernor(2, probe_every=3, margin=1.05, window=1)
         cost = {1: 1.0, 2: 0.6}  # idle: 2 threads faster
         used = []
         for it in range(24):
@@ -132,8 +132,35 @@ def test_thread_governor_moves_to_the_faster_count_and_keeps_probing():
         torch.set_num_threads(before)
     with pytest.raises(ValueError):
         ThreadGovernor(2, probe_every=1)
+    with pytest.raises(ValueError):
+        ThreadGovernor(2, window=0)
     one = ThreadGovernor(1)  # one candidate: nothing to probe
     assert [one.before_iteration() for _ in range(3)] == [1, 1, 1]
+
+
+def test_one_slow_iteration_does_not_move_the_governor_off_the_faster_count():
+    """With a running mean (weight 0.5 on the newest timing), one slow iteration of the faster count on an
+    idle machine (here 3x) switched to 1 thread for the next 10 iterations; the median of the last three
+    does not move, while two slow iterations in a row (the machine turned busy) still switch."""
+    from genrl.threads import ThreadGovernor
+
+    before = torch.get_num_threads()
+    try:
+        gov = ThreadGovernor(2, probe_every=10, margin=1.05)
+        used = []
+        for it in range(40):
+            n = gov.before_iteration()
+            used.append(n)
+            seconds = {1: 1.0, 2: 0.8}[n]
+            if n == 2 and it == 15:
+                seconds = 2.4  # one spike
+            if n == 2 and it >= 30:
+                seconds = 2.4  # busy from here
+            gov.after_iteration(seconds, warmup=it == 0)
+        assert used[16:30].count(1) <= 1  # at most the scheduled probe
+        assert used[33:40] == [1] * 7  # busy: 1 thread after two slow iterations
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_bench_overhead_reports_every_phase_and_the_ratio(tmp_path, base_model):
