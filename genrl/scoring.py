@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import typing
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, Mapping
@@ -209,7 +210,8 @@ def check_rewards_take(classes: Mapping[str, Any], shape: tuple[int, ...] | None
 def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> None:
     """Raises ``ValueError`` naming the reward, the option and the valid ones when ``reward_args`` gives
     a reward an option its constructor (or, for a plain function, its keyword arguments after
-    ``samples, prompts, metadata``) does not take. Reads signatures only, so trainers call it before
+    ``samples, prompts, metadata``) does not take, or a value its annotation refuses
+    (:func:`typed_reward_args`). Reads signatures only, so trainers call it before
     any model is prepared or loaded: a typo costs no pretraining."""
     for name, cls in classes.items():
         args = reward_args.get(name, {})
@@ -229,6 +231,7 @@ def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapp
                 raise ValueError(
                     f"reward_args.{name}: unknown option(s) {unknown}; valid: {', '.join(params) or 'none'}"
                 )
+        typed_reward_args(name, cls, args)
         for option in ("model", "checkpoint"):  # a task: model the task does not own, before any is built
             model = args.get(option)
             if isinstance(model, str) and model.startswith(SFT):  # it was trained first, then not loadable
@@ -243,6 +246,22 @@ def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapp
                     raise ValueError(f"reward_args.{name}.{option}={model!r}: {e}") from None
 
 
+def typed_reward_args(name: str, cls: Any, args: Mapping[str, Any]) -> dict[str, Any]:
+    """``args`` of reward ``name`` checked against the annotations of its constructor (a class) or of its
+    keyword arguments (a plain function), by the config fields' rules (``genrl.config.coerce_option``):
+    ``quality=high`` for an ``int`` option was passed through and failed inside the reward, at the first
+    step or never; now it is ``ValueError`` ``reward_args.<name>.<option>=...: expected int, got str``.
+    Returns the values normalised (``1e-4``, which YAML reads as text, as a float for a ``float`` option).
+    Options without an annotation, or whose annotations cannot be resolved, are passed as they are."""
+    from genrl.config import coerce_option  # here: genrl.config imports the rewards, which import this module
+
+    try:
+        hints = typing.get_type_hints(cls.__init__ if inspect.isclass(cls) else cls)
+    except Exception:  # a forward reference the reward's module cannot resolve: nothing to check against
+        hints = {}
+    return {k: coerce_option(v, hints[k], f"reward_args.{name}.{k}") if k in hints else v for k, v in args.items()}
+
+
 def build_rewards(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> dict:
     """``{name: cls(**reward_args[name])}`` for reward classes; a plain function (a reward named by
     its import path, ``my_pkg.rewards:brightness``) is the reward itself, its options bound as
@@ -251,7 +270,7 @@ def build_rewards(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[
     check_reward_args(classes, reward_args)
     out = {}
     for name, cls in classes.items():
-        args = dict(reward_args.get(name, {}))
+        args = typed_reward_args(name, cls, reward_args.get(name, {}))
         if inspect.isclass(cls):
             out[name] = cls(**args)
         else:

@@ -97,6 +97,41 @@ def test_reward_options_and_the_tasks_judge_are_checked_with_the_config():
     ), message
 
 
+@pytest.mark.parametrize(
+    "rewards, args, says",
+    [  # each went through to the reward: a TypeError inside it, or a wrong value silently used
+        ("jpeg_compressibility", "{quality: high}", "reward_args.jpeg_compressibility.quality='high': expected int"),
+        ("jpeg_compressibility", "{quality: 80.5}", "reward_args.jpeg_compressibility.quality=80.5: expected int"),
+        ("digits_ink", "{ink_weight: heavy}", "reward_args.digits_ink.ink_weight='heavy': expected float"),
+        ("digits_ink", "{device: 0}", "reward_args.digits_ink.device=0: expected str, got int"),
+    ],
+)
+def test_a_reward_option_of_the_wrong_type_is_refused_with_the_config(rewards, args, says):
+    """``reward_args`` values were not checked against the reward's annotations (found by a newcomer:
+    ``quality: high`` failed inside the JPEG reward at the first step, masked, a run that trained nothing)."""
+    from conftest import recipe_refusal
+
+    message = recipe_refusal(
+        "digits/flowgrpo.yaml", [f"rewards={{digits: 1.0, {rewards}: 0.1}}", f"reward_args={{{rewards}: {args}}}"]
+    )
+    assert message.startswith(says), message
+
+
+def test_reward_options_are_normalised_by_their_annotations():
+    """A plug-in function's options follow the config fields' rules: ``1e-3`` (text to YAML) is a float
+    for a ``float`` option, an int is one too; options without an annotation pass as they are."""
+    from genrl.scoring import build_rewards, typed_reward_args
+
+    def brightness(samples, prompts, metadata, scale: float = 1.0, mode="mean"):
+        return samples.mean((1, 2, 3)) * scale
+
+    assert typed_reward_args("b", brightness, {"scale": "1e-3", "mode": 3}) == {"scale": 0.001, "mode": 3}
+    assert typed_reward_args("b", brightness, {"scale": 2}) == {"scale": 2.0}
+    assert build_rewards({"b": brightness}, {"b": {"scale": "1e-3"}})["b"].keywords == {"scale": 0.001}
+    with pytest.raises(ValueError, match=r"^reward_args.b.scale=true: expected float, got bool$"):
+        typed_reward_args("b", brightness, {"scale": True})
+
+
 def test_rewards_that_do_not_say_what_they_score_are_not_checked():
     from genrl.registry import REWARDS
     from genrl.scoring import check_reward_samples

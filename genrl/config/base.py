@@ -49,6 +49,7 @@ __all__ = [
     "config_differences",
     "config_from_dict",
     "config_to_dict",
+    "coerce_option",
     "default_of",
     "describe_config",
     "load_config",
@@ -211,6 +212,18 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         hint = " (YAML reads yes / no / on / off as booleans: quote the text)" if isinstance(value, bool) else ""
         raise ConfigError(key, f"expected str, got {type(value).__name__}{hint}", value)
     raise TypeError(f"{key}: unsupported config field type {tp!r}")
+
+
+def coerce_option(value: Any, tp: Any, key: str) -> Any:
+    """A plug-in's option (``reward_args``) checked against its annotation ``tp`` by the rules of config
+    fields (``1e-4`` read as text becomes a float, ``1`` an int option only, ``Literal`` choices exact);
+    returns the value normalised. Raises :class:`ConfigError` (a ``ValueError``) naming ``key``. An
+    annotation that config fields never use (a class, a callable, ``Sequence``) is not checked: the value
+    is returned as it is."""
+    try:
+        return _coerce(value, tp, key)
+    except TypeError:  # not a config type
+        return value
 
 
 @dataclass
