@@ -2,7 +2,7 @@
 
 On a busy machine torch's intra-op threads wait on each other at every parallel region, and a thread the
 OS has descheduled stalls the region: measured on the 2-core reference machine beside one busy process,
-two threads ran the tiny SD3 pipeline 1.7-2.6x slower than one thread (several runs of
+two threads ran the tiny SD3 pipeline 1.7-2.7x slower than one thread (five runs of
 ``benchmarks/overhead.py``; the README's OpenMP table), while on the idle machine two threads are faster
 for the digits job and, for the tiny SD3 pipeline, as fast or up to 1.8x slower. Which count is faster
 depends on the load, which changes during a run, so :class:`ThreadGovernor` measures it: it runs with

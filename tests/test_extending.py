@@ -315,3 +315,24 @@ def test_a_launch_killed_before_its_first_step_leaves_the_earlier_run_to_the_nex
     assert _snapshot(run / EARLIER_RUN) == earlier and os.listdir(run) == [EARLIER_RUN]
     train(_tiny(tmp_path, base_model, "resume=false"))
     assert not (run / EARLIER_RUN).exists() and (run / "checkpoints" / "step-000001").is_dir()
+
+
+@pytest.mark.parametrize(
+    "config", [None, "lr: 1e-4\n", "trainer: my_own\n"], ids=["no config.yaml", "another YAML", "not a trainer"]
+)
+def test_a_folder_of_the_users_own_files_named_like_a_runs_is_refused(tmp_path, base_model, config):
+    """A folder holding the user's own ``eval/`` and ``metrics.jsonl`` (no genrl run's ``config.yaml``) was
+    taken for an earlier run: its files were set aside and removed after the first step. Now the launch is
+    refused before it writes anything, naming the folder and the files."""
+    from genrl.trainers import run_trainer
+
+    run = tmp_path / "run"
+    (run / "eval").mkdir(parents=True)
+    (run / "eval" / "notes.txt").write_text("mine\n")
+    (run / "metrics.jsonl").write_text('{"mine": 1}\n')
+    if config is not None:
+        (run / "config.yaml").write_text(config)
+    before = _snapshot(run)
+    with pytest.raises(ValueError, match=r"^output_dir '.*run' holds eval, .*metrics.jsonl but no genrl run's"):
+        run_trainer(_tiny(tmp_path, base_model), "online")
+    assert _snapshot(run) == before

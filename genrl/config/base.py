@@ -56,6 +56,7 @@ __all__ = [
     "nonempty",
     "option",
     "owned_options",
+    "read_yaml",
     "registered",
     "require",
     "save_config",

@@ -12,7 +12,7 @@ from typing import Optional
 
 from tqdm.auto import tqdm
 
-from genrl.config import config_differences, load_config, save_config
+from genrl.config import TRAINER_CONFIGS, config_differences, load_config, read_yaml, save_config
 from genrl.evaluation import read_summary
 from genrl.io import atomic_file, json_safe
 from genrl.metrics_log import MetricsLogger
@@ -51,10 +51,19 @@ def set_aside_earlier_run(output_dir: str) -> list[str]:
     before it (:func:`restore_earlier_run`, called by ``genrl.trainers.discarded_on_bad_input``), so a
     ``resume=false`` launch that fails its start loses nothing. A folder that already holds one was left
     by a launch stopped before its first step: it keeps the last run that trained, and that launch's
-    outputs are removed instead."""
+    outputs are removed instead.
+
+    Raises ``ValueError`` (before anything moves) when the names are there but no genrl run's
+    ``config.yaml`` is (:func:`is_run_folder`): a folder of the user's own ``eval/`` or ``metrics.jsonl``
+    is not an earlier run, and its files would be removed after the first step."""
     aside = os.path.join(output_dir, EARLIER_RUN)
     keep = not os.path.isdir(aside)
     names = [name for name in RUN_OUTPUTS if os.path.lexists(os.path.join(output_dir, name))]
+    if keep and names and not is_run_folder(output_dir):
+        raise ValueError(
+            f"output_dir {output_dir!r} holds {', '.join(names)} but no genrl run's config.yaml: a run there "
+            "would replace them; choose another output_dir, or move them away"
+        )
     if keep and names:
         os.makedirs(aside)
     for name in names:
@@ -66,6 +75,16 @@ def set_aside_earlier_run(output_dir: str) -> list[str]:
         else:
             os.remove(path)
     return names
+
+
+def is_run_folder(output_dir: str) -> bool:
+    """Whether ``output_dir/config.yaml`` is one a genrl trainer wrote (a YAML mapping whose ``trainer``
+    names one of ``genrl.config.TRAINER_CONFIGS``); its other keys are not read."""
+    try:
+        data = read_yaml(os.path.join(output_dir, "config.yaml"))
+    except ValueError:  # missing, a directory, unreadable, not YAML
+        return False
+    return isinstance(data, dict) and data.get("trainer") in TRAINER_CONFIGS
 
 
 def drop_earlier_run(output_dir: str) -> None:
