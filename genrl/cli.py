@@ -233,12 +233,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("target", metavar="TASK_OR_CONFIG")
     p.set_defaults(func=_prepare)
     args = parser.parse_args(argv)
-    from genrl.preemption import Preempted, RunFailed
+    from genrl.preemption import Preempted, RunFailed, terminate_as_interrupt
 
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _warning_line  # genrl's and the libraries' warnings: one line each
     try:
-        return args.func(args)
+        with terminate_as_interrupt():  # SIGTERM before a training loop: clean-ups run, as for Ctrl-C
+            return args.func(args)
     except Preempted as e:  # SIGTERM / Ctrl-C: the step finished and was checkpointed
         print(f"genrl {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
@@ -247,13 +248,16 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"genrl {args.command}: {one_line(e)}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:  # Ctrl-C during start-up, or twice in a step: no step was saved now
+    except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM during start-up, or twice in a step: no step was saved now
         if os.environ.get("GENRL_TRACEBACK"):
             raise
+        signum = getattr(e, "signum", 2)
+        how = "Ctrl-C" if signum == 2 else f"signal {signum}"
         print(
-            f"genrl {args.command}: interrupted (Ctrl-C); a rerun resumes from the newest checkpoint", file=sys.stderr
+            f"genrl {args.command}: interrupted ({how}); a rerun resumes from the newest checkpoint, if there is one",
+            file=sys.stderr,
         )
-        return 130
+        return 128 + signum
     except (ValueError, OSError) as e:  # a user's mistake (config, path, data, model): one line, exit 2
         if os.environ.get("GENRL_TRACEBACK"):
             raise

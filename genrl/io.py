@@ -36,8 +36,8 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
 def run_lock(output_dir: str | os.PathLike) -> Iterator[None]:
     """Holds ``output_dir`` for one run on this machine: a second run into the same folder while
     the first is alive is a ``ValueError`` naming it (two runs would interleave their metrics and
-    checkpoints). The lock file lives in the temporary folder (``genrl-locks/<hash of the absolute
-    path>.lock``), so a refused run writes nothing into ``output_dir`` or the cache; filelock's OS lock
+    checkpoints). The lock file lives in the temporary folder (``genrl-locks/<hash of the real path,
+    symlinks resolved>.lock``), so a refused run writes nothing into ``output_dir`` or the cache; filelock's OS lock
     is released when its process ends, however it ends."""
     import hashlib
     import tempfile
@@ -45,9 +45,10 @@ def run_lock(output_dir: str | os.PathLike) -> Iterator[None]:
     from filelock import FileLock, Timeout
 
     folder = os.path.abspath(os.path.expanduser(output_dir))
+    real = os.path.realpath(folder)  # one folder reached through a symlink is the same folder
     locks = Path(tempfile.gettempdir()) / "genrl-locks"
     locks.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(locks / f"{hashlib.sha256(folder.encode()).hexdigest()[:24]}.lock"))
+    lock = FileLock(str(locks / f"{hashlib.sha256(real.encode()).hexdigest()[:24]}.lock"))
     try:
         lock.acquire(timeout=0)
     except Timeout:

@@ -6,6 +6,8 @@ runs."""
 
 from __future__ import annotations
 
+import contextlib
+
 
 class Preempted(Exception):
     """Raised by a trainer after a requested stop: the step finished and its checkpoint is written.
@@ -23,6 +25,35 @@ class RunFailed(RuntimeError):
     step), or every reward failed for several steps. The checkpoints written so far stay; ``genrl``
     reports it in one line (the cause and what to change) and exits with 1, a failed run rather than
     bad input (2)."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM outside a training loop (start-up, the step-0 evaluation), raised as Ctrl-C raises
+    ``KeyboardInterrupt`` so that clean-ups run (an earlier run set aside by ``resume=false`` is put back):
+    Python's default SIGTERM action ends the process at once. ``genrl`` exits with ``128 + signum``."""
+
+    signum = 15
+
+
+@contextlib.contextmanager
+def terminate_as_interrupt():
+    """For the block, SIGTERM raises :class:`Terminated` (in the main thread only, Python's rule);
+    :class:`StopRequest` replaces the handler within a training loop and puts this one back after it."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def _raise(signum, frame):
+        raise Terminated
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 class StopRequest:
@@ -77,4 +108,4 @@ class StopRequest:
         return int(accelerator.gather(torch.tensor([self.signum], device=accelerator.device)).max())
 
 
-__all__ = ["Preempted", "StopRequest"]
+__all__ = ["Preempted", "StopRequest", "Terminated", "terminate_as_interrupt"]

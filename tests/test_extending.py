@@ -137,6 +137,12 @@ class StringPrompts:
 
 from genrl.tasks.digits import DigitsTask
 
+class TerminatedAtStart(DigitsTask):
+    def evaluate(self, policy, rewards, cfg, run_dir, step, seed=0):
+        import os, signal, time
+        os.kill(os.getpid(), signal.SIGTERM)
+        time.sleep(30)
+
 class EvalFailsLater(DigitsTask):
     def evaluate(self, policy, rewards, cfg, run_dir, step, seed=0):
         if step > 0:
@@ -298,23 +304,36 @@ def test_starting_over_that_completes_no_step_puts_the_earlier_run_back(
 
 
 def test_a_launch_killed_before_its_first_step_leaves_the_earlier_run_to_the_next(tmp_path, base_model, capsys):
-    """A launch killed (SIGKILL) after setting the earlier run aside leaves it in .genrl-earlier-run with
-    its own partial outputs beside it: the next start-over keeps the earlier run aside (the last one that
-    trained) and removes the partial one; its first step removes the earlier run."""
-    from genrl.trainers.common import EARLIER_RUN, set_aside_earlier_run
+    """A launch killed (SIGKILL) after setting the earlier run aside left it in .genrl-earlier-run: the next
+    launch, a resume by default, trained from step 0 and removed it after its first step. Now the next launch
+    first puts it back (the killed launch's outputs removed) and resumes it; a set-aside killed midway (part
+    of the run moved) is put back as well."""
+    from genrl.trainers import run_trainer
+    from genrl.trainers.common import EARLIER_RUN, PARTIAL, set_aside_earlier_run
 
-    train(_tiny(tmp_path, base_model))
+    run_trainer(_tiny(tmp_path, base_model, "checkpoint.keep_last=5"), "online")
     run = tmp_path / "run"
     earlier = _snapshot(run)
     names = ["checkpoints", "eval", "final_metrics.json", "config.yaml", "metrics.jsonl", "tb"]
     assert set_aside_earlier_run(str(run)) == names
     assert _snapshot(run / EARLIER_RUN) == earlier and os.listdir(run) == [EARLIER_RUN]
-    (run / "config.yaml").write_text("a killed launch's\n")  # what the killed launch wrote
+    (run / "config.yaml").write_text("trainer: online\n")  # what the killed launch wrote
     (run / "eval").mkdir()
-    assert set_aside_earlier_run(str(run)) == ["eval", "config.yaml"]
-    assert _snapshot(run / EARLIER_RUN) == earlier and os.listdir(run) == [EARLIER_RUN]
-    train(_tiny(tmp_path, base_model, "resume=false"))
-    assert not (run / EARLIER_RUN).exists() and (run / "checkpoints" / "step-000001").is_dir()
+    capsys.readouterr()
+    run_trainer(_tiny(tmp_path, base_model, "checkpoint.keep_last=5", "max_steps=2"), "online")
+    out = capsys.readouterr().out
+    assert f"put back the earlier run's {', '.join(sorted(names))} in {run}: a launch stopped" in out
+    assert f"resuming from {run / 'checkpoints' / 'step-000001'} (step 1)" in out
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-000001", "step-000002"]
+    assert not (run / EARLIER_RUN).exists()
+    # killed while moving: checkpoints moved, the rest still in place
+    os.makedirs(run / PARTIAL)
+    os.replace(run / "checkpoints", run / PARTIAL / "checkpoints")
+    before = _snapshot(run / PARTIAL)
+    run_trainer(_tiny(tmp_path, base_model, "checkpoint.keep_last=5", "max_steps=3"), "online")
+    assert "put back the earlier run's checkpoints" in capsys.readouterr().out
+    assert sorted(os.listdir(run / "checkpoints")) == ["step-000001", "step-000002", "step-000003"]
+    assert all(_snapshot(run)[k] == v for k, v in before.items()) and not (run / PARTIAL).exists()
 
 
 @pytest.mark.parametrize(
@@ -336,3 +355,58 @@ def test_a_folder_of_the_users_own_files_named_like_a_runs_is_refused(tmp_path, 
     with pytest.raises(ValueError, match=r"^output_dir '.*run' holds eval, .*metrics.jsonl but no genrl run's"):
         run_trainer(_tiny(tmp_path, base_model), "online")
     assert _snapshot(run) == before
+
+
+def test_sigterm_before_the_first_step_puts_the_earlier_run_back(
+    tmp_path, monkeypatch, broken_pkg, base_model, capsys
+):
+    """SIGTERM (a scheduler's stop) during start-up or the step-0 evaluation ended the process at once (Python's
+    default action): a resume=false launch left the earlier run in .genrl-earlier-run. Now it is raised as
+    Ctrl-C is, the earlier run is put back and genrl exits 143 with one line."""
+    from conftest import TINY_ONLINE
+
+    from genrl.cli import main as cli_main
+
+    monkeypatch.syspath_prepend(str(broken_pkg))
+    train(_tiny(tmp_path, base_model, "eval.every=1"))
+    run = tmp_path / "run"
+    before = _snapshot(run)
+    capsys.readouterr()
+    config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    overrides = [f"output_dir={run}", f"policy.model={base_model}", *TINY_ONLINE, "max_steps=1", "eval.every=1"]
+    rc = cli_main(["train", config, *overrides, "resume=false", "task=plugs.broken:TerminatedAtStart"])
+    out, err = capsys.readouterr()
+    assert (
+        rc == 143
+        and err
+        == "genrl train: interrupted (signal 15); a rerun resumes from the newest checkpoint, if there is one\n"
+    )
+    assert "put back the earlier run's" in out and _snapshot(run) == before
+
+
+def test_resuming_a_run_of_another_trainer_is_refused(tmp_path, base_model):
+    """An online launch into a folder holding a preference run resumed its checkpoints (the saved config could
+    not be read as an online config, so nothing was compared): metrics of two trainers in one file."""
+    from genrl.trainers import run_trainer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.yaml").write_text("trainer: preference\n")
+    (run / "metrics.jsonl").write_text('{"step": 1, "loss/seppo": 0.5}\n')
+    before = _snapshot(run)
+    with pytest.raises(ValueError, match=r"holds a trainer: preference run; this config is trainer: online, which"):
+        run_trainer(_tiny(tmp_path, base_model), "online")
+    assert _snapshot(run) == before
+
+
+def test_one_folder_through_a_symlink_is_locked_once(tmp_path):
+    """The run lock keyed on the absolute path: a second run reaching the folder through a symlink was not
+    refused, and removed the first run's files."""
+    from genrl.io import run_lock
+
+    (tmp_path / "real").mkdir()
+    os.symlink(tmp_path / "real", tmp_path / "link")
+    with run_lock(tmp_path / "real"):
+        with pytest.raises(ValueError, match="is in use by another run on this machine"):
+            with run_lock(tmp_path / "link"):
+                pass

@@ -808,4 +808,7 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, capsys, monke
 
     monkeypatch.setattr(genrl.trainers, "run_trainer", interrupted)
     assert cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={tmp_path / 'run'}"]) == 130
-    assert capsys.readouterr().err == "genrl train: interrupted (Ctrl-C); a rerun resumes from the newest checkpoint\n"
+    assert (
+        capsys.readouterr().err
+        == "genrl train: interrupted (Ctrl-C); a rerun resumes from the newest checkpoint, if there is one\n"
+    )

@@ -45,16 +45,41 @@ def run_trainer(cfg, kind: str) -> dict:
     from genrl.registry import import_object
 
     first = int(os.environ.get("RANK", "0")) == 0  # accelerate launch sets RANK for every process
-    with (
-        run_lock(cfg.output_dir) if first else contextlib.nullcontext(),
-        library_progress_bars(cfg.log.progress_bar),
-        discarded_on_bad_input(cfg.output_dir) if first else contextlib.nullcontext(),
-    ):
-        return import_object(TRAINERS[kind], "trainer")(cfg)
+    with run_lock(cfg.output_dir) if first else contextlib.nullcontext():
+        if first:
+            settle_output_dir(cfg)
+        with (
+            library_progress_bars(cfg.log.progress_bar),
+            discarded_on_bad_input(cfg.output_dir, cfg.trainer) if first else contextlib.nullcontext(),
+        ):
+            return import_object(TRAINERS[kind], "trainer")(cfg)
+
+
+def settle_output_dir(cfg) -> None:
+    """Before the trainer reads ``cfg.output_dir``: an earlier run that a killed launch had set aside goes
+    back (``genrl.trainers.common.recover_earlier_run``, with a line naming it), and a resume of a run of
+    another trainer is a ``ValueError`` naming both (its checkpoints hold another model's state, and its
+    metrics would mix with this run's)."""
+    import os
+
+    from genrl.trainers.common import completed_a_step, recover_earlier_run, saved_trainer
+
+    put_back = recover_earlier_run(cfg.output_dir, cfg.trainer)
+    if put_back:
+        print(
+            f"put back the earlier run's {', '.join(put_back)} in {cfg.output_dir}: a launch stopped before "
+            "its first step had set them aside"
+        )
+    earlier = saved_trainer(cfg.output_dir) if os.path.isdir(cfg.output_dir) else None
+    if cfg.resume and earlier not in (None, cfg.trainer) and completed_a_step(cfg.output_dir):
+        raise ValueError(
+            f"output_dir {cfg.output_dir!r} holds a trainer: {earlier} run; this config is trainer: {cfg.trainer}, "
+            "which cannot resume it: choose another output_dir, or start over there with resume=false"
+        )
 
 
 @contextlib.contextmanager
-def discarded_on_bad_input(output_dir: str):
+def discarded_on_bad_input(output_dir: str, trainer: str = "online"):
     """A run that stops on bad input (a ``ValueError``, exit code 2) after its start-up wrote into
     ``output_dir`` but before it completed a training step (and so before any checkpoint) leaves no run
     behind: ``config.yaml``, the logs, the step-0 evaluation and what else it created are removed (the
@@ -63,13 +88,11 @@ def discarded_on_bad_input(output_dir: str):
     raises ``ValueError``. A launch that wrote nothing (refused at start-up), a run that trained a step
     or holds a checkpoint is left as it is. An earlier run that this launch set aside to start over
     (``resume=false``; ``genrl.trainers.common.set_aside_earlier_run``) is put back when the launch stops,
-    however it stops, before its first training step."""
-    import json
+    however it stops (SIGTERM too: ``genrl.preemption.terminate_as_interrupt``), before its first step."""
     import os
     import shutil
 
-    from genrl.checkpoint import list_checkpoints
-    from genrl.trainers.common import EARLIER_RUN, RUN_OUTPUTS, restore_earlier_run
+    from genrl.trainers.common import EARLIER_RUN, completed_a_step, restore_earlier_run, run_outputs
 
     def config_file():  # written by open_run, once start-up succeeded, atomically: a new file each time
         try:
@@ -78,26 +101,18 @@ def discarded_on_bad_input(output_dir: str):
             return None
         return st.st_ino, st.st_mtime_ns
 
-    def trained() -> bool:  # a row of step >= 1 in metrics.jsonl: a training step completed (keep its record)
-        try:
-            with open(os.path.join(output_dir, "metrics.jsonl"), encoding="utf-8") as f:
-                return any(json.loads(line).get("step", 0) >= 1 for line in f if line.strip())
-        except (OSError, ValueError, AttributeError):
-            return False
-
     existed, config_before = os.path.isdir(output_dir), config_file()
     before = set(os.listdir(output_dir)) if existed else set()
     try:
         yield
     except BaseException as e:
         wrote = config_file() not in (None, config_before)
-        # set aside by this launch: new, or an older one (a launch killed before its first step) it went on from
-        set_aside = os.path.isdir(os.path.join(output_dir, EARLIER_RUN)) and (wrote or EARLIER_RUN not in before)
-        if (wrote or set_aside) and not trained() and not list_checkpoints(os.path.join(output_dir, "checkpoints")):
+        set_aside = os.path.isdir(os.path.join(output_dir, EARLIER_RUN))  # by this launch: run_trainer recovered older
+        if (wrote or set_aside) and not completed_a_step(output_dir):
             if isinstance(e, ValueError) and wrote and not existed:
                 shutil.rmtree(output_dir, ignore_errors=True)
             elif isinstance(e, ValueError) and wrote:  # the earlier run's outputs this start had set aside stay
-                for name in ((set(os.listdir(output_dir)) - before) | set(RUN_OUTPUTS)) - {EARLIER_RUN}:
+                for name in ((set(os.listdir(output_dir)) - before) | set(run_outputs(trainer))) - {EARLIER_RUN}:
                     path = os.path.join(output_dir, name)
                     if os.path.isdir(path) and not os.path.islink(path):
                         shutil.rmtree(path, ignore_errors=True)

@@ -41,50 +41,90 @@ RESUMABLE = (
 # What a run writes into output_dir: a run that starts over sets the earlier run's aside (a later resume
 # would read its checkpoints, its rows would mix with the new run's), to be removed after its first step.
 RUN_OUTPUTS = ("checkpoints", "eval", "pool", "final_metrics.json", "config.yaml", "metrics.jsonl", "tb")
+# ... and what one trainer writes besides: SFT's model folder (a later RL run names it with sft:)
+TRAINER_OUTPUTS = {"sft": ("model",)}
 EARLIER_RUN = ".genrl-earlier-run"  # the folder inside output_dir that holds them until then
+PARTIAL = EARLIER_RUN + ".partial"  # the same while being filled: renamed to EARLIER_RUN once complete
 
 
-def set_aside_earlier_run(output_dir: str) -> list[str]:
-    """Moves the earlier run's ``RUN_OUTPUTS`` in ``output_dir`` into ``output_dir/.genrl-earlier-run``
-    (renames, nothing copied) and returns their names. They stay there until this run completes its
-    first training step (:func:`drop_earlier_run`, called by the metrics logger) or stops on bad input
-    before it (:func:`restore_earlier_run`, called by ``genrl.trainers.discarded_on_bad_input``), so a
-    ``resume=false`` launch that fails its start loses nothing. A folder that already holds one was left
-    by a launch stopped before its first step: it keeps the last run that trained, and that launch's
-    outputs are removed instead.
+def run_outputs(trainer: str) -> tuple[str, ...]:
+    """The names a run of ``trainer`` writes into its ``output_dir``."""
+    return RUN_OUTPUTS + TRAINER_OUTPUTS.get(trainer, ())
 
-    Raises ``ValueError`` (before anything moves) when the names are there but no genrl run's
-    ``config.yaml`` is (:func:`is_run_folder`): a folder of the user's own ``eval/`` or ``metrics.jsonl``
-    is not an earlier run, and its files would be removed after the first step."""
-    aside = os.path.join(output_dir, EARLIER_RUN)
-    keep = not os.path.isdir(aside)
-    names = [name for name in RUN_OUTPUTS if os.path.lexists(os.path.join(output_dir, name))]
-    if keep and names and not is_run_folder(output_dir):
-        raise ValueError(
-            f"output_dir {output_dir!r} holds {', '.join(names)} but no genrl run's config.yaml: a run there "
-            "would replace them; choose another output_dir, or move them away"
-        )
-    if keep and names:
-        os.makedirs(aside)
+
+def _remove(path: str) -> None:
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+def _move_back(output_dir: str, folder: str) -> list[str]:
+    """Moves everything in ``output_dir/folder`` back into ``output_dir`` (replacing the same names there),
+    removes the folder and returns the names."""
+    names = sorted(os.listdir(os.path.join(output_dir, folder)))
     for name in names:
-        path = os.path.join(output_dir, name)
-        if keep:
-            os.replace(path, os.path.join(aside, name))
-        elif os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        else:
-            os.remove(path)
+        _remove(os.path.join(output_dir, name))
+        os.replace(os.path.join(output_dir, folder, name), os.path.join(output_dir, name))
+    os.rmdir(os.path.join(output_dir, folder))
     return names
 
 
 def is_run_folder(output_dir: str) -> bool:
     """Whether ``output_dir/config.yaml`` is one a genrl trainer wrote (a YAML mapping whose ``trainer``
     names one of ``genrl.config.TRAINER_CONFIGS``); its other keys are not read."""
+    return saved_trainer(output_dir) in TRAINER_CONFIGS
+
+
+def saved_trainer(output_dir: str) -> Optional[str]:
+    """The ``trainer`` of ``output_dir/config.yaml`` as written (None: no readable YAML mapping there)."""
     try:
         data = read_yaml(os.path.join(output_dir, "config.yaml"))
     except ValueError:  # missing, a directory, unreadable, not YAML
+        return None
+    return data.get("trainer") if isinstance(data, dict) else None
+
+
+def completed_a_step(output_dir: str) -> bool:
+    """Whether the run in ``output_dir`` completed a training step: a checkpoint, or a ``metrics.jsonl``
+    row of step >= 1."""
+    from genrl.checkpoint import list_checkpoints
+
+    if list_checkpoints(os.path.join(output_dir, "checkpoints")):
+        return True
+    try:
+        with open(os.path.join(output_dir, "metrics.jsonl"), encoding="utf-8") as f:
+            return any(json.loads(line).get("step", 0) >= 1 for line in f if line.strip())
+    except (OSError, ValueError, AttributeError):
         return False
-    return isinstance(data, dict) and data.get("trainer") in TRAINER_CONFIGS
+
+
+def set_aside_earlier_run(output_dir: str, trainer: str = "online") -> list[str]:
+    """Moves the earlier run's outputs in ``output_dir`` (:func:`run_outputs` of ``trainer``, the launch's)
+    into ``output_dir/.genrl-earlier-run`` (renames, nothing copied; filled under another name and renamed
+    once complete, so a launch killed midway leaves a state :func:`recover_earlier_run` reads) and returns
+    their names. They stay there until this run completes its first training step
+    (:func:`drop_earlier_run`, called by the metrics logger) or stops before it
+    (:func:`restore_earlier_run`, called by ``genrl.trainers.discarded_on_bad_input``), so a
+    ``resume=false`` launch that fails its start loses nothing.
+
+    Raises ``ValueError`` (before anything moves) when the names are there but no genrl run's
+    ``config.yaml`` is (:func:`is_run_folder`): a folder of the user's own ``eval/`` or ``metrics.jsonl``
+    is not an earlier run, and its files would be removed after the first step."""
+    recover_earlier_run(output_dir)  # a killed launch's leftovers first (run_trainer did it already)
+    names = [name for name in run_outputs(trainer) if os.path.lexists(os.path.join(output_dir, name))]
+    if names and not is_run_folder(output_dir):
+        raise ValueError(
+            f"output_dir {output_dir!r} holds {', '.join(names)} but no genrl run's config.yaml: a run there "
+            "would replace them; choose another output_dir, or move them away"
+        )
+    if not names:
+        return []
+    os.makedirs(os.path.join(output_dir, PARTIAL))
+    for name in names:
+        os.replace(os.path.join(output_dir, name), os.path.join(output_dir, PARTIAL, name))
+    os.replace(os.path.join(output_dir, PARTIAL), os.path.join(output_dir, EARLIER_RUN))
+    return names
 
 
 def drop_earlier_run(output_dir: str) -> None:
@@ -95,19 +135,31 @@ def drop_earlier_run(output_dir: str) -> None:
 def restore_earlier_run(output_dir: str) -> list[str]:
     """Puts what :func:`set_aside_earlier_run` kept back in ``output_dir``, replacing the same names there;
     returns them (``[]`` when nothing was set aside)."""
-    aside = os.path.join(output_dir, EARLIER_RUN)
-    if not os.path.isdir(aside):
+    if not os.path.isdir(os.path.join(output_dir, EARLIER_RUN)):
         return []
-    names = sorted(os.listdir(aside))
-    for name in names:
-        path = os.path.join(output_dir, name)
-        if os.path.isdir(path) and not os.path.islink(path):
-            shutil.rmtree(path)
-        elif os.path.lexists(path):
-            os.remove(path)
-        os.replace(os.path.join(aside, name), path)
-    os.rmdir(aside)
-    return names
+    return _move_back(output_dir, EARLIER_RUN)
+
+
+def recover_earlier_run(output_dir: str, trainer: str = "online") -> list[str]:
+    """What a launch killed (SIGKILL, a power cut) while an earlier run was set aside left behind, settled
+    before anything reads the folder; returns the names put back. Set aside midway
+    (``.genrl-earlier-run.partial``): the rest is still in place, the moved part goes back. Set aside whole:
+    the killed launch completed no step (else the earlier run would have been dropped), so its outputs
+    (:func:`run_outputs` of ``trainer``) are removed and the earlier run goes back, to be resumed or set
+    aside again; if it did complete one (killed between its first row and the drop), the earlier run is
+    dropped."""
+    if not os.path.isdir(output_dir):
+        return []
+    if os.path.isdir(os.path.join(output_dir, PARTIAL)):
+        return _move_back(output_dir, PARTIAL)
+    if not os.path.isdir(os.path.join(output_dir, EARLIER_RUN)):
+        return []
+    if completed_a_step(output_dir):
+        drop_earlier_run(output_dir)
+        return []
+    for name in run_outputs(trainer):
+        _remove(os.path.join(output_dir, name))
+    return restore_earlier_run(output_dir)
 
 
 def schedules_on_max_steps(cfg) -> list[str]:
@@ -178,7 +230,7 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
         check_resume(cfg, start)
         print(f"resuming from {checkpoint} (step {start})")
     else:
-        earlier = set_aside_earlier_run(cfg.output_dir) if os.path.isdir(cfg.output_dir) else []
+        earlier = set_aside_earlier_run(cfg.output_dir, cfg.trainer) if os.path.isdir(cfg.output_dir) else []
         if earlier:  # resume=false, or an earlier run without a checkpoint: say what goes, and when
             why = "resume=false" if not cfg.resume else "no checkpoint to resume from"
             print(
