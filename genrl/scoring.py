@@ -12,6 +12,7 @@ from __future__ import annotations
 import functools
 import inspect
 import time
+import types
 import typing
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -207,12 +208,16 @@ def check_rewards_take(classes: Mapping[str, Any], shape: tuple[int, ...] | None
                 ) from None
 
 
-def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> None:
+def check_reward_args(
+    classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]
+) -> dict[str, dict[str, Any]]:
     """Raises ``ValueError`` naming the reward, the option and the valid ones when ``reward_args`` gives
     a reward an option its constructor (or, for a plain function, its keyword arguments after
-    ``samples, prompts, metadata``) does not take, or a value its annotation refuses
+    ``samples, prompts, metadata``) does not take, or a value its type refuses
     (:func:`typed_reward_args`). Reads signatures only, so trainers call it before
-    any model is prepared or loaded: a typo costs no pretraining."""
+    any model is prepared or loaded: a typo costs no pretraining. Returns ``reward_args`` normalised
+    (the config keeps these, so a resume compares values, not spellings: ``1e-4`` and ``0.0001``)."""
+    out = {name: dict(args) for name, args in reward_args.items()}
     for name, cls in classes.items():
         args = reward_args.get(name, {})
         params = inspect.signature(cls).parameters
@@ -231,7 +236,8 @@ def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapp
                 raise ValueError(
                     f"reward_args.{name}: unknown option(s) {unknown}; valid: {', '.join(params) or 'none'}"
                 )
-        typed_reward_args(name, cls, args)
+        if name in out:
+            out[name] = typed_reward_args(name, cls, args)
         for option in ("model", "checkpoint"):  # a task: model the task does not own, before any is built
             model = args.get(option)
             if isinstance(model, str) and model.startswith(SFT):  # it was trained first, then not loadable
@@ -244,35 +250,62 @@ def check_reward_args(classes: Mapping[str, Any], reward_args: Mapping[str, Mapp
                     check_model_kind(model_task(model[len(TASK) :]), name)
                 except ValueError as e:
                     raise ValueError(f"reward_args.{name}.{option}={model!r}: {e}") from None
+    return out
+
+
+def option_types(fn: Any) -> dict[str, Any]:
+    """The type of each keyword option of ``fn`` (a reward function, or a class's ``__init__``): its
+    annotation, resolved one by one (an annotation its module cannot resolve, e.g. one imported under
+    ``TYPE_CHECKING``, is skipped, not the others), else the type of a ``bool``, ``int`` or ``float``
+    default (``scale=1.0`` unannotated: YAML's ``1e-3`` is text, and arrived as text)."""
+    params = inspect.signature(fn).parameters
+    try:
+        hints = typing.get_type_hints(fn)
+    except Exception:  # one annotation cannot be resolved: the others still can
+        hints = {}
+        for k, annotation in getattr(fn, "__annotations__", {}).items():
+            try:
+                one = types.SimpleNamespace(__annotations__={k: annotation})
+                hints[k] = typing.get_type_hints(one, globalns=getattr(fn, "__globals__", {}))[k]
+            except Exception:  # this one cannot be resolved: not checked
+                pass
+    for k, p in params.items():
+        if k not in hints and type(p.default) in (bool, int, float):
+            hints[k] = type(p.default)
+    return hints
 
 
 def typed_reward_args(name: str, cls: Any, args: Mapping[str, Any]) -> dict[str, Any]:
-    """``args`` of reward ``name`` checked against the annotations of its constructor (a class) or of its
-    keyword arguments (a plain function), by the config fields' rules (``genrl.config.coerce_option``):
-    ``quality=high`` for an ``int`` option was passed through and failed inside the reward, at the first
-    step or never; now it is ``ValueError`` ``reward_args.<name>.<option>=...: expected int, got str``.
-    Returns the values normalised (``1e-4``, which YAML reads as text, as a float for a ``float`` option).
-    Options without an annotation, or whose annotations cannot be resolved, are passed as they are."""
+    """``args`` of reward ``name`` checked against the types of its constructor's (a class) or keyword
+    arguments' (a plain function) options (:func:`option_types`), by the config fields' rules
+    (``genrl.config.coerce_option``): ``quality=high`` for an ``int`` option was passed through and failed
+    inside the reward, at the first step or never; now it is ``ValueError``
+    ``reward_args.<name>.<option>=...: expected int, got str``. Returns the values normalised (``1e-4``,
+    which YAML reads as text, as a float for a ``float`` option). Options without a type are passed as
+    they are."""
     from genrl.config import coerce_option  # here: genrl.config imports the rewards, which import this module
 
-    try:
-        hints = typing.get_type_hints(cls.__init__ if inspect.isclass(cls) else cls)
-    except Exception:  # a forward reference the reward's module cannot resolve: nothing to check against
-        hints = {}
+    hints = option_types(cls.__init__ if inspect.isclass(cls) else cls)
     return {k: coerce_option(v, hints[k], f"reward_args.{name}.{k}") if k in hints else v for k, v in args.items()}
 
 
 def build_rewards(classes: Mapping[str, Any], reward_args: Mapping[str, Mapping[str, Any]]) -> dict:
     """``{name: cls(**reward_args[name])}`` for reward classes; a plain function (a reward named by
     its import path, ``my_pkg.rewards:brightness``) is the reward itself, its options bound as
-    keyword arguments. Options are checked first (``check_reward_args``); a reward that cannot load
-    raises its own clear error."""
-    check_reward_args(classes, reward_args)
+    keyword arguments. Options are checked first (``check_reward_args``). A class that refuses its
+    options (``ValueError``, ``TypeError``, or ``RuntimeError`` such as ``device=cuda`` without a GPU) is
+    one ``ValueError`` naming ``reward_args.<name>`` (``rewards.<name>`` without options)."""
+    reward_args = check_reward_args(classes, reward_args)
     out = {}
     for name, cls in classes.items():
-        args = typed_reward_args(name, cls, reward_args.get(name, {}))
+        args = reward_args.get(name, {})
         if inspect.isclass(cls):
-            out[name] = cls(**args)
+            try:
+                out[name] = cls(**args)
+            except (ValueError, TypeError, RuntimeError) as e:
+                key = f"reward_args.{name}" if args else f"rewards.{name}"
+                kind = "" if isinstance(e, ValueError) else f"{type(e).__name__}: "
+                raise ValueError(f"{key}: {kind}{str(e).strip().splitlines()[0] if str(e).strip() else e!r}") from e
         else:
             out[name] = functools.partial(cls, **args) if args else cls
     return out

@@ -86,6 +86,9 @@ import torch
 def two_args(samples, prompts):
     return torch.zeros(len(prompts))
 
+def infinite(samples, prompts, metadata):
+    return torch.full((len(prompts),), float("inf"))
+
 class NoCall:
     pass
 
@@ -410,3 +413,33 @@ def test_one_folder_through_a_symlink_is_locked_once(tmp_path):
         with pytest.raises(ValueError, match="is in use by another run on this machine"):
             with run_lock(tmp_path / "link"):
                 pass
+
+
+def test_an_sft_runs_model_folder_is_its_output(tmp_path):
+    """SFT writes ``model/`` into output_dir: a start-over left the earlier run's model beside the new run (an
+    ``sft:`` name would load the stale one), and a user's own ``model/`` in the folder was replaced."""
+    from genrl.trainers.common import EARLIER_RUN, set_aside_earlier_run
+
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "weights.bin").write_text("mine")
+    assert set_aside_earlier_run(str(tmp_path), "online") == []  # not an online run's output: left alone
+    with pytest.raises(ValueError, match=r"holds model but no genrl run's config.yaml"):
+        set_aside_earlier_run(str(tmp_path), "sft")
+    (tmp_path / "config.yaml").write_text("trainer: sft\n")
+    assert set_aside_earlier_run(str(tmp_path), "sft") == ["config.yaml", "model"]
+    assert sorted(os.listdir(tmp_path / EARLIER_RUN)) == ["config.yaml", "model"]
+
+
+def test_rewards_that_return_inf_are_said_so(tmp_path, monkeypatch, broken_pkg, base_model):
+    """A reward returning inf (it raised nothing, so no warning) stopped the run with "(the warnings above say
+    why ...)", and no warning was above."""
+    from genrl.preemption import RunFailed
+    from genrl.trainers import run_trainer
+
+    monkeypatch.syspath_prepend(str(broken_pkg))
+    with pytest.raises(
+        RunFailed,
+        match=r"this step failed: 'plugs.broken:infinite' on 8 of 8 \(a reward that raised is named in a warning "
+        r"above, with its error; one that returned NaN or inf is not;",
+    ):
+        run_trainer(_tiny(tmp_path, base_model, 'rewards={"plugs.broken:infinite": 1.0}'), "online")

@@ -104,6 +104,7 @@ def test_reward_options_and_the_tasks_judge_are_checked_with_the_config():
         ("jpeg_compressibility", "{quality: 80.5}", "reward_args.jpeg_compressibility.quality=80.5: expected int"),
         ("digits_ink", "{ink_weight: heavy}", "reward_args.digits_ink.ink_weight='heavy': expected float"),
         ("digits_ink", "{device: 0}", "reward_args.digits_ink.device=0: expected str, got int"),
+        ("digits_ink", "{ink_weight: .inf}", "reward_args.digits_ink.ink_weight=inf: expected a finite number"),
     ],
 )
 def test_a_reward_option_of_the_wrong_type_is_refused_with_the_config(rewards, args, says):
@@ -130,6 +131,71 @@ def test_reward_options_are_normalised_by_their_annotations():
     assert build_rewards({"b": brightness}, {"b": {"scale": "1e-3"}})["b"].keywords == {"scale": 0.001}
     with pytest.raises(ValueError, match=r"^reward_args.b.scale=true: expected float, got bool$"):
         typed_reward_args("b", brightness, {"scale": True})
+
+
+def test_reward_options_without_a_resolvable_annotation_are_typed_as_far_as_can_be():
+    """An unannotated option with a float default received YAML's ``1e-3`` as text (README's own
+    ``brightness``: every sample failed); one annotation its module could not resolve (imported under
+    ``TYPE_CHECKING``) switched every check off; a bare ``dict`` (``videoalign.weights``) was not checked."""
+    from genrl.registry import REWARDS
+    from genrl.scoring import check_reward_args, typed_reward_args
+
+    def brightness(samples, prompts, metadata, scale=1.0, k=3, mode="mean"):
+        return samples.mean((1, 2, 3)) * scale
+
+    assert typed_reward_args("b", brightness, {"scale": "1e-3", "k": 4, "mode": 3}) == {
+        "scale": 0.001,
+        "k": 4,
+        "mode": 3,
+    }
+    with pytest.raises(ValueError, match=r"^reward_args.b.k=2.5: expected int, got float$"):
+        typed_reward_args("b", brightness, {"k": 2.5})
+
+    def typed(samples, prompts, metadata, k=1):
+        return samples.mean((1, 2, 3))
+
+    typed.__annotations__ = {"samples": "NotImportedHere", "k": "int"}
+    with pytest.raises(ValueError, match=r"^reward_args.t.k='many': expected int, got str$"):
+        typed_reward_args("t", typed, {"k": "many"})
+    videoalign = {"videoalign": REWARDS.get("videoalign")}
+    with pytest.raises(ValueError, match=r"^reward_args.videoalign.weights='abc': expected a mapping"):
+        check_reward_args(videoalign, {"videoalign": {"weights": "abc"}})
+    assert check_reward_args(videoalign, {"videoalign": {"weights": {"VQ": 1}}}) == {
+        "videoalign": {"weights": {"VQ": 1}}
+    }
+
+
+def test_reward_options_are_kept_normalised_so_a_resume_compares_values():
+    """``ink_weight=1e-4`` was kept as the text ``'1e-4'``: a resume with ``0.0001`` was refused as a change."""
+    import os
+
+    from genrl.config import config_differences, load_config
+
+    base = os.path.join(
+        os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs", "digits", "flowgrpo.yaml"
+    )
+    one, two = (
+        load_config(
+            OnlineConfig, base, ["rewards={digits: 1.0, digits_ink: 0.1}", f"reward_args.digits_ink.ink_weight={w}"]
+        )
+        for w in ("1e-4", "0.0001")
+    )
+    assert one.reward_args == {"digits_ink": {"ink_weight": 0.0001}} and config_differences(one, two) == []
+
+
+def test_a_reward_class_that_refuses_its_options_is_one_line_naming_them():
+    """``quality=500`` named another reward and no key; ``device=<bad>`` was a RuntimeError traceback."""
+    from genrl.registry import REWARDS
+    from genrl.scoring import build_rewards
+
+    jpeg = {"jpeg_incompressibility": REWARDS.get("jpeg_incompressibility")}
+    with pytest.raises(
+        ValueError, match=r"^reward_args.jpeg_incompressibility: .*quality must be in \[1, 100\], got 500"
+    ):
+        build_rewards(jpeg, {"jpeg_incompressibility": {"quality": 500}})
+    ink = {"digits_ink": REWARDS.get("digits_ink")}
+    with pytest.raises(ValueError, match=r"^reward_args.digits_ink: RuntimeError: .*nonsense"):
+        build_rewards(ink, {"digits_ink": {"device": "nonsense"}})
 
 
 def test_rewards_that_do_not_say_what_they_score_are_not_checked():

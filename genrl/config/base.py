@@ -220,11 +220,21 @@ def coerce_option(value: Any, tp: Any, key: str) -> Any:
     fields (``1e-4`` read as text becomes a float, ``1`` an int option only, ``Literal`` choices exact);
     returns the value normalised. Raises :class:`ConfigError` (a ``ValueError``) naming ``key``. An
     annotation that config fields never use (a class, a callable, ``Sequence``) is not checked: the value
-    is returned as it is."""
+    is returned as it is; a bare ``dict`` or ``list`` is read as ``dict[Any, Any]`` / ``list[Any]``. A float
+    option must be finite (config fields say so in their own checks; an option has none)."""
+
+    def unbare(t: Any) -> Any:  # dict, typing.Dict -> dict[Any, Any]; list likewise
+        origin = typing.get_origin(t) or t
+        return {dict: dict[Any, Any], list: list[Any]}.get(origin, t) if not typing.get_args(t) else t
+
+    tp = typing.Union[tuple(unbare(a) for a in typing.get_args(tp))] if _is_union(tp) else unbare(tp)
     try:
-        return _coerce(value, tp, key)
+        value = _coerce(value, tp, key)
     except TypeError:  # not a config type
         return value
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(key, "expected a finite number", value)
+    return value
 
 
 @dataclass

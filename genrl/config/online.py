@@ -597,7 +597,7 @@ class OnlineConfig(RunConfig):
                 f"gives options to a reward that is not in rewards ({', '.join(self.rewards)})",
             )
         try:  # with the config (genrl compare refuses a later arm's before any arm trains), from signatures only
-            check_reward_args({n: REWARDS.get(n) for n in self.rewards}, self.reward_args)
+            self.reward_args = check_reward_args({n: REWARDS.get(n) for n in self.rewards}, self.reward_args)
         except ValueError as e:  # its message names the reward_args key
             raise ConfigError("", str(e)) from None
         self._validate_policy()

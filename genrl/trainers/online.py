@@ -537,11 +537,18 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
             whole_run = consecutive_failures == step - start + 1  # every step of this launch: none trained
             if consecutive_failures >= MAX_CONSECUTIVE_REWARD_FAILURES or (whole_run and step == cfg.max_steps - 1):
                 failed = ", ".join(f"{k!r} on {n} of {B}" for k, n in failures.items() if n)
+                if failed or accelerator.num_processes > 1:
+                    why = (
+                        f"this step failed: {failed or 'none on this process'} (a reward that raised is named in a "
+                        "warning above, with its error; one that returned NaN or inf is not; a sampler that diverged, "
+                        "e.g. a large policy.eta, gives NaN images)"
+                    )
+                else:  # every reward returned finite numbers: their weighted totals overflowed
+                    why = "no reward failed, but no weighted total was finite (the weighted sum overflowed)"
                 raise RunFailed(
                     f"no sample had a valid reward for {consecutive_failures} consecutive steps"
                     f"{' (every step of this run)' if whole_run else ''}; a sample's weighted total is NaN when "
-                    f"any of its rewards is, and this step failed: {failed or 'none on this process'} (the "
-                    f"warnings above say why; a sampler that diverged, e.g. a large policy.eta, gives NaN images)"
+                    f"any of its rewards is, and {why}"
                 )
 
             # VAS: re-score prompts from the whole gathered batch (every process stays identical)
