@@ -11,6 +11,7 @@ import math
 import os
 import shutil
 import warnings
+import weakref
 from typing import Any, Callable, Optional, Sequence
 
 from genrl.io import atomic_file, json_safe
@@ -114,8 +115,19 @@ class MetricsLogger:
     Needs accelerate's state (``Accelerator`` or ``PartialState``) when ``report_to`` is not empty, as
     every trainer has. The trackers start before any file is touched, so one that cannot start
     (a login, a server) fails the run before ``metrics.jsonl`` changes. ``report_to`` names are
-    checked by ``LogConfig.validate``.
+    checked by ``LogConfig.validate``. :meth:`close_open` closes the loggers still open on a folder (a
+    launch stopped by an exception, before it could close its own, is about to clean the folder up).
     """
+
+    _open: "weakref.WeakSet[MetricsLogger]" = weakref.WeakSet()  # the loggers not closed yet
+
+    @classmethod
+    def close_open(cls, run_dir: str) -> None:
+        """Closes every logger of this process still writing into ``run_dir`` (TensorBoard's writer thread
+        included: it would write into a folder being removed or put back)."""
+        for logger in list(cls._open):
+            if os.path.abspath(logger.run_dir) == os.path.abspath(run_dir):
+                logger.close()
 
     def __init__(
         self,
@@ -157,6 +169,7 @@ class MetricsLogger:
         elif start == 0 and os.path.exists(self.path):
             os.remove(self.path)
         self.file = open(self.path, "a")
+        MetricsLogger._open.add(self)
 
     def log(self, step: int, metrics: dict[str, float]) -> None:
         """One row: the numbers of ``metrics`` (non-finite ones as ``null`` in the file, left out of
@@ -200,10 +213,13 @@ class MetricsLogger:
             MEDIA[tracker.name](tracker, step, grid, samples)
 
     def close(self) -> None:
-        """Close ``metrics.jsonl`` and finish every tracker (a tracker that fails to finish is a warning)."""
+        """Close ``metrics.jsonl`` and finish every tracker (a tracker that fails to finish is a warning).
+        Closing twice does nothing more."""
+        MetricsLogger._open.discard(self)
         if self.file is not None:
             self.file.close()
-        for tracker in self.trackers:
+        trackers, self.trackers = self.trackers, []
+        for tracker in trackers:
             try:
                 tracker.finish()
             except Exception as e:  # a tracker failing to close must not hide the run's result

@@ -294,10 +294,11 @@ def test_starting_over_that_completes_no_step_puts_the_earlier_run_back(
     from genrl.trainers.common import EARLIER_RUN
 
     monkeypatch.syspath_prepend(str(broken_pkg))
-    train(_tiny(tmp_path, base_model, "eval.every=1"))
+    train(_tiny(tmp_path, base_model, "eval.every=1", "log.report_to=[]"))  # no tb/: the failed launch's must go
     run = tmp_path / "run"
     before = _snapshot(run)
     assert any(name.startswith("checkpoints") for name in before) and "eval/step-000001/samples.jsonl" in before
+    assert not (run / "tb").exists()
     capsys.readouterr()
     with pytest.raises(error, match=f"my objective {objective}"):
         run_trainer(_tiny(tmp_path, base_model, "resume=false", f"objective.name=plugs.broken:{objective}"), "online")
@@ -355,7 +356,10 @@ def test_a_folder_of_the_users_own_files_named_like_a_runs_is_refused(tmp_path, 
     if config is not None:
         (run / "config.yaml").write_text(config)
     before = _snapshot(run)
-    with pytest.raises(ValueError, match=r"^output_dir '.*run' holds eval, .*metrics.jsonl but no genrl run's"):
+    with pytest.raises(
+        ValueError,
+        match=r"^output_dir '.*run' holds eval, .*metrics.jsonl, not a genrl run's \(no config.yaml that a run saved\)",
+    ):
         run_trainer(_tiny(tmp_path, base_model), "online")
     assert _snapshot(run) == before
 
@@ -418,14 +422,14 @@ def test_one_folder_through_a_symlink_is_locked_once(tmp_path):
 def test_an_sft_runs_model_folder_is_its_output(tmp_path):
     """SFT writes ``model/`` into output_dir: a start-over left the earlier run's model beside the new run (an
     ``sft:`` name would load the stale one), and a user's own ``model/`` in the folder was replaced."""
-    from genrl.trainers.common import EARLIER_RUN, set_aside_earlier_run
+    from genrl.trainers.common import EARLIER_RUN, RUN_CONFIG_HEADER, set_aside_earlier_run
 
     (tmp_path / "model").mkdir()
     (tmp_path / "model" / "weights.bin").write_text("mine")
     assert set_aside_earlier_run(str(tmp_path), "online") == []  # not an online run's output: left alone
-    with pytest.raises(ValueError, match=r"holds model but no genrl run's config.yaml"):
+    with pytest.raises(ValueError, match=r"holds model, not a genrl run's"):
         set_aside_earlier_run(str(tmp_path), "sft")
-    (tmp_path / "config.yaml").write_text("trainer: sft\n")
+    (tmp_path / "config.yaml").write_text(RUN_CONFIG_HEADER + "trainer: sft\n")
     assert set_aside_earlier_run(str(tmp_path), "sft") == ["config.yaml", "model"]
     assert sorted(os.listdir(tmp_path / EARLIER_RUN)) == ["config.yaml", "model"]
 
@@ -443,3 +447,22 @@ def test_rewards_that_return_inf_are_said_so(tmp_path, monkeypatch, broken_pkg, 
         r"above, with its error; one that returned NaN or inf is not;",
     ):
         run_trainer(_tiny(tmp_path, base_model, 'rewards={"plugs.broken:infinite": 1.0}'), "online")
+
+
+def test_a_recipe_copied_into_the_output_dir_is_not_taken_for_a_run(tmp_path, base_model):
+    """A recipe (a ``trainer:`` key and all) saved as ``RUN/config.yaml`` and trained into RUN was taken for an
+    earlier run's config: set aside, then removed, its comments lost. A run's own config.yaml opens with a
+    header line; a folder that holds neither that nor a completed step is refused before any model loads."""
+    from genrl.trainers import run_trainer
+
+    run = tmp_path / "run"
+    run.mkdir()
+    recipe = "# my recipe\ntrainer: online\n" + open(os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")).read()
+    (run / "config.yaml").write_text(recipe)
+    with pytest.raises(ValueError, match=r"^output_dir '.*run' holds config.yaml, not a genrl run's"):
+        run_trainer(_tiny(tmp_path, base_model), "online")
+    assert (run / "config.yaml").read_text() == recipe and os.listdir(run) == ["config.yaml"]
+    (run / ".genrl-earlier-run").mkdir()  # not one genrl set aside: refused, not emptied into the folder
+    with pytest.raises(ValueError, match=r"holds .genrl-earlier-run/, which is not an earlier run that genrl set"):
+        run_trainer(_tiny(tmp_path, base_model), "online")
+    assert (run / "config.yaml").read_text() == recipe

@@ -400,11 +400,13 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
-def save_config(cfg: Any, path: str | os.PathLike) -> None:
-    """Write the resolved config as YAML atomically (``genrl.io.atomic_file``)."""
+def save_config(cfg: Any, path: str | os.PathLike, header: str = "") -> None:
+    """Write the resolved config as YAML atomically (``genrl.io.atomic_file``), after ``header`` (comment
+    lines, each starting with ``#``)."""
     from genrl.io import atomic_file
 
     with atomic_file(path) as fh:
+        fh.write(header)
         yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False, default_flow_style=False)
 
 

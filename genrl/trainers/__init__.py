@@ -57,19 +57,29 @@ def run_trainer(cfg, kind: str) -> dict:
 
 def settle_output_dir(cfg) -> None:
     """Before the trainer reads ``cfg.output_dir``: an earlier run that a killed launch had set aside goes
-    back (``genrl.trainers.common.recover_earlier_run``, with a line naming it), and a resume of a run of
-    another trainer is a ``ValueError`` naming both (its checkpoints hold another model's state, and its
+    back (``genrl.trainers.common.recover_earlier_run``, with a line naming it); a folder holding the user's
+    own files under a run's names (``check_run_folder``), or a resume of a run of another trainer, is a
+    ``ValueError``: the latter naming both (its checkpoints hold another model's state, and its
     metrics would mix with this run's)."""
     import os
 
-    from genrl.trainers.common import completed_a_step, recover_earlier_run, saved_trainer
+    from genrl.trainers.common import (
+        check_run_folder,
+        completed_a_step,
+        recover_earlier_run,
+        run_outputs,
+        saved_trainer,
+    )
 
     put_back = recover_earlier_run(cfg.output_dir, cfg.trainer)
     if put_back:
         print(
             f"put back the earlier run's {', '.join(put_back)} in {cfg.output_dir}: a launch stopped before "
-            "its first step had set them aside"
+            f"its first step had set {'it' if len(put_back) == 1 else 'them'} aside"
         )
+    if os.path.isdir(cfg.output_dir):  # the user's own files under a run's names: refused before any model loads
+        names = [n for n in run_outputs(cfg.trainer) if os.path.lexists(os.path.join(cfg.output_dir, n))]
+        check_run_folder(cfg.output_dir, names)
     earlier = saved_trainer(cfg.output_dir) if os.path.isdir(cfg.output_dir) else None
     if cfg.resume and earlier not in (None, cfg.trainer) and completed_a_step(cfg.output_dir):
         raise ValueError(
@@ -92,7 +102,8 @@ def discarded_on_bad_input(output_dir: str, trainer: str = "online"):
     import os
     import shutil
 
-    from genrl.trainers.common import EARLIER_RUN, completed_a_step, restore_earlier_run, run_outputs
+    from genrl.metrics_log import MetricsLogger
+    from genrl.trainers.common import EARLIER_RUN, completed_a_step, remove_output, restore_earlier_run, run_outputs
 
     def config_file():  # written by open_run, once start-up succeeded, atomically: a new file each time
         try:
@@ -109,16 +120,18 @@ def discarded_on_bad_input(output_dir: str, trainer: str = "online"):
         wrote = config_file() not in (None, config_before)
         set_aside = os.path.isdir(os.path.join(output_dir, EARLIER_RUN))  # by this launch: run_trainer recovered older
         if (wrote or set_aside) and not completed_a_step(output_dir):
+            MetricsLogger.close_open(output_dir)  # its writers (TensorBoard's thread) out of the folder first
             if isinstance(e, ValueError) and wrote and not existed:
                 shutil.rmtree(output_dir, ignore_errors=True)
-            elif isinstance(e, ValueError) and wrote:  # the earlier run's outputs this start had set aside stay
-                for name in ((set(os.listdir(output_dir)) - before) | set(run_outputs(trainer))) - {EARLIER_RUN}:
-                    path = os.path.join(output_dir, name)
-                    if os.path.isdir(path) and not os.path.islink(path):
-                        shutil.rmtree(path, ignore_errors=True)
-                    elif os.path.lexists(path):
-                        os.remove(path)
-            if set_aside:
-                restored = restore_earlier_run(output_dir)
-                print(f"put back the earlier run's {', '.join(restored)} in {output_dir} (this run completed no step)")
+            else:  # what this launch wrote: under the run's names (the earlier run's come back), and on bad input
+                ours = set(run_outputs(trainer)) if set_aside else set()
+                if isinstance(e, ValueError) and wrote:  # whatever else it created
+                    ours |= (set(os.listdir(output_dir)) - before) | set(run_outputs(trainer))
+                for name in ours - {EARLIER_RUN}:
+                    remove_output(os.path.join(output_dir, name))
+                if set_aside:
+                    restored = restore_earlier_run(output_dir)
+                    print(
+                        f"put back the earlier run's {', '.join(restored)} in {output_dir} (this run completed no step)"
+                    )
         raise

@@ -47,12 +47,17 @@ EARLIER_RUN = ".genrl-earlier-run"  # the folder inside output_dir that holds th
 PARTIAL = EARLIER_RUN + ".partial"  # the same while being filled: renamed to EARLIER_RUN once complete
 
 
+# The first lines of the config.yaml a run saves: how a run's folder is told from one holding a recipe.
+RUN_CONFIG_HEADER = "# genrl run: the resolved config of the run in this folder; rerun it to resume\n"
+
+
 def run_outputs(trainer: str) -> tuple[str, ...]:
     """The names a run of ``trainer`` writes into its ``output_dir``."""
     return RUN_OUTPUTS + TRAINER_OUTPUTS.get(trainer, ())
 
 
-def _remove(path: str) -> None:
+def remove_output(path: str) -> None:
+    """Removes a file, a link or a folder (nothing when there is none)."""
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path)
     elif os.path.lexists(path):
@@ -64,16 +69,32 @@ def _move_back(output_dir: str, folder: str) -> list[str]:
     removes the folder and returns the names."""
     names = sorted(os.listdir(os.path.join(output_dir, folder)))
     for name in names:
-        _remove(os.path.join(output_dir, name))
+        remove_output(os.path.join(output_dir, name))
         os.replace(os.path.join(output_dir, folder, name), os.path.join(output_dir, name))
     os.rmdir(os.path.join(output_dir, folder))
     return names
 
 
 def is_run_folder(output_dir: str) -> bool:
-    """Whether ``output_dir/config.yaml`` is one a genrl trainer wrote (a YAML mapping whose ``trainer``
-    names one of ``genrl.config.TRAINER_CONFIGS``); its other keys are not read."""
-    return saved_trainer(output_dir) in TRAINER_CONFIGS
+    """Whether ``output_dir/config.yaml`` is one a genrl run saved: a YAML mapping whose ``trainer`` names
+    one of ``genrl.config.TRAINER_CONFIGS``, opening with ``RUN_CONFIG_HEADER`` (a recipe copied there
+    has the same keys) or, as older versions wrote it without, beside a run that completed a step."""
+    if saved_trainer(output_dir) not in TRAINER_CONFIGS:
+        return False
+    with open(os.path.join(output_dir, "config.yaml"), encoding="utf-8") as f:
+        if f.readline() == RUN_CONFIG_HEADER.splitlines(keepends=True)[0]:
+            return True
+    return completed_a_step(output_dir)
+
+
+def check_run_folder(output_dir: str, names: list[str]) -> None:
+    """``ValueError`` when ``output_dir`` holds ``names`` (what a run writes) but is not a run's folder
+    (:func:`is_run_folder`): they are the user's own, and a run would replace them."""
+    if names and not is_run_folder(output_dir):
+        raise ValueError(
+            f"output_dir {output_dir!r} holds {', '.join(names)}, not a genrl run's (no config.yaml that a run "
+            "saved): a run there would replace them; choose another output_dir, or move them away"
+        )
 
 
 def saved_trainer(output_dir: str) -> Optional[str]:
@@ -113,11 +134,7 @@ def set_aside_earlier_run(output_dir: str, trainer: str = "online") -> list[str]
     is not an earlier run, and its files would be removed after the first step."""
     recover_earlier_run(output_dir)  # a killed launch's leftovers first (run_trainer did it already)
     names = [name for name in run_outputs(trainer) if os.path.lexists(os.path.join(output_dir, name))]
-    if names and not is_run_folder(output_dir):
-        raise ValueError(
-            f"output_dir {output_dir!r} holds {', '.join(names)} but no genrl run's config.yaml: a run there "
-            "would replace them; choose another output_dir, or move them away"
-        )
+    check_run_folder(output_dir, names)
     if not names:
         return []
     os.makedirs(os.path.join(output_dir, PARTIAL))
@@ -154,11 +171,16 @@ def recover_earlier_run(output_dir: str, trainer: str = "online") -> list[str]:
         return _move_back(output_dir, PARTIAL)
     if not os.path.isdir(os.path.join(output_dir, EARLIER_RUN)):
         return []
+    if not is_run_folder(os.path.join(output_dir, EARLIER_RUN)):  # every earlier run set aside has its config
+        raise ValueError(
+            f"output_dir {output_dir!r} holds {EARLIER_RUN}/, which is not an earlier run that genrl set aside; "
+            "move it away"
+        )
     if completed_a_step(output_dir):
         drop_earlier_run(output_dir)
         return []
     for name in run_outputs(trainer):
-        _remove(os.path.join(output_dir, name))
+        remove_output(os.path.join(output_dir, name))
     return restore_earlier_run(output_dir)
 
 
@@ -234,8 +256,9 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
         if earlier:  # resume=false, or an earlier run without a checkpoint: say what goes, and when
             why = "resume=false" if not cfg.resume else "no checkpoint to resume from"
             print(
-                f"starting over ({why}): the earlier run's {', '.join(earlier)} in {cfg.output_dir} are set aside "
-                f"in {EARLIER_RUN}/ and removed once this run completes its first step"
+                f"starting over ({why}): the earlier run's {', '.join(earlier)} in {cfg.output_dir} "
+                f"{'is' if len(earlier) == 1 else 'are'} set aside in {EARLIER_RUN}/ and removed once this run "
+                "completes its first step"
             )
     try:
         os.makedirs(cfg.output_dir, exist_ok=True)
@@ -255,7 +278,7 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
     # resumes (written as false, `genrl train RUN/config.yaml` would start over and remove the checkpoints)
     saved = copy.copy(cfg)  # shallow: only the top-level flag differs
     saved.resume = True
-    save_config(saved, os.path.join(cfg.output_dir, "config.yaml"))
+    save_config(saved, os.path.join(cfg.output_dir, "config.yaml"), header=RUN_CONFIG_HEADER)
     return logger
 
 
