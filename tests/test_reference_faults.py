@@ -742,13 +742,16 @@ def test_options_that_need_another_one_are_config_errors(cls, data, key):
 def test_a_failed_start_writes_nothing_and_keeps_an_existing_run(tmp_path, capsys, overrides, match):
     """Before, config.yaml was written first: a bad rerun replaced a finished run's config (then export
     read the bad one). Entries of the wrong kind were TypeErrors in the first update."""
+    from genrl.trainers.common import RUN_CONFIG_HEADER
+
     run = tmp_path / "run"
     run.mkdir()
-    (run / "config.yaml").write_text("kept: true\n")
+    kept = RUN_CONFIG_HEADER + "trainer: online\nkept: true\n"  # a run's (a header), of no completed step
+    (run / "config.yaml").write_text(kept)
     rc = cli_main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={run}", *overrides])
     err = capsys.readouterr().err
     assert rc == 2 and match in err and err.count("\n") == 1
-    assert os.listdir(run) == ["config.yaml"] and (run / "config.yaml").read_text() == "kept: true\n"
+    assert os.listdir(run) == ["config.yaml"] and (run / "config.yaml").read_text() == kept
 
 
 def test_genrl_prepare_names_tasks_without_models(capsys):
