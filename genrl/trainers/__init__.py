@@ -77,10 +77,13 @@ def settle_output_dir(cfg) -> None:
             f"put back the earlier run's {', '.join(put_back)} in {cfg.output_dir}: a launch stopped before "
             f"its first step had set {'it' if len(put_back) == 1 else 'them'} aside"
         )
-    if os.path.isdir(cfg.output_dir):  # the user's own files under a run's names: refused before any model loads
-        names = [n for n in run_outputs(cfg.trainer) if os.path.lexists(os.path.join(cfg.output_dir, n))]
-        check_run_folder(cfg.output_dir, names)
-    earlier = saved_trainer(cfg.output_dir) if os.path.isdir(cfg.output_dir) else None
+    if not os.path.isdir(cfg.output_dir):
+        return
+    # the user's own files under a run's names: refused before any model loads
+    check_run_folder(
+        cfg.output_dir, [n for n in run_outputs(cfg.trainer) if os.path.lexists(os.path.join(cfg.output_dir, n))]
+    )
+    earlier = saved_trainer(cfg.output_dir)
     if cfg.resume and earlier not in (None, cfg.trainer) and completed_a_step(cfg.output_dir):
         raise ValueError(
             f"output_dir {cfg.output_dir!r} holds a trainer: {earlier} run; this config is trainer: {cfg.trainer}, "

@@ -132,7 +132,7 @@ def set_aside_earlier_run(output_dir: str, trainer: str = "online") -> list[str]
     Raises ``ValueError`` (before anything moves) when the names are there but no genrl run's
     ``config.yaml`` is (:func:`is_run_folder`): a folder of the user's own ``eval/`` or ``metrics.jsonl``
     is not an earlier run, and its files would be removed after the first step."""
-    recover_earlier_run(output_dir)  # a killed launch's leftovers first (run_trainer did it already)
+    recover_earlier_run(output_dir, trainer)  # a killed launch's leftovers first (run_trainer did it already)
     names = [name for name in run_outputs(trainer) if os.path.lexists(os.path.join(output_dir, name))]
     check_run_folder(output_dir, names)
     if not names:
