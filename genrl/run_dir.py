@@ -23,6 +23,13 @@ def check_run(run_dir: str) -> tuple[str, str]:
 
     if not os.path.isdir(run_dir):
         raise RunDirError(f"{run_dir!r} is not a directory")
+    from genrl.trainers.common import EARLIER_RUN, PARTIAL
+
+    if any(os.path.isdir(os.path.join(run_dir, name)) for name in (EARLIER_RUN, PARTIAL)):
+        raise RunDirError(
+            f"{run_dir!r}: a training launch stopped before its first step left the earlier run set aside in "
+            f"{EARLIER_RUN}/; rerun genrl train on this folder (it puts the run back first)"
+        )
     cfg_path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(cfg_path):
         raise RunDirError(f"{run_dir!r} has no config.yaml: not a genrl run directory (genrl train writes one)")

@@ -432,6 +432,57 @@ def test_an_sft_runs_model_folder_is_its_output(tmp_path):
     (tmp_path / "config.yaml").write_text(RUN_CONFIG_HEADER + "trainer: sft\n")
     assert set_aside_earlier_run(str(tmp_path), "sft") == ["config.yaml", "model"]
     assert sorted(os.listdir(tmp_path / EARLIER_RUN)) == ["config.yaml", "model"]
+    # which names go aside follows the earlier run's trainer too: an online start-over in an SFT run's folder
+    online = tmp_path / "online"
+    online.mkdir()
+    os.replace(tmp_path / EARLIER_RUN / "model", online / "model")
+    (online / "config.yaml").write_text(RUN_CONFIG_HEADER + "trainer: sft\n")
+    assert set_aside_earlier_run(str(online), "online") == ["config.yaml", "model"]
+    # and an SFT start-over beside an online run's folder holding a model/ of the user's: refused
+    (online / "mine").mkdir()
+    (online / "mine" / "model").mkdir()
+    (online / "mine" / "config.yaml").write_text(RUN_CONFIG_HEADER + "trainer: online\n")
+    with pytest.raises(ValueError, match=r"holds model, not a genrl run's"):
+        set_aside_earlier_run(str(online / "mine"), "sft")
+
+
+def test_a_set_aside_stopped_at_any_moment_is_settled(tmp_path, capsys):
+    """Three windows a newcomer widened with a slowed file system: Ctrl-C or SIGTERM while the earlier run
+    was being moved aside left it half moved (no put back); SIGKILL while it was being removed after the
+    first step left a half-removed aside that every later launch refused; a run that completed steps without
+    logging a row (SFT's log.every) kept the aside after it stopped."""
+    from genrl.trainers import discarded_on_bad_input
+    from genrl.trainers.common import DROPPED, EARLIER_RUN, PARTIAL, RUN_CONFIG_HEADER, recover_earlier_run
+
+    run = tmp_path / "run"
+    (run / "checkpoints" / "step-000001").mkdir(parents=True)
+    (run / "config.yaml").write_text(RUN_CONFIG_HEADER + "trainer: online\n")
+    before = _snapshot(run)
+    with pytest.raises(KeyboardInterrupt), discarded_on_bad_input(str(run)):
+        (run / PARTIAL).mkdir()
+        os.replace(run / "checkpoints", run / PARTIAL / "checkpoints")  # stopped after the first rename
+        raise KeyboardInterrupt
+    assert _snapshot(run) == before and "put back the earlier run's checkpoints" in capsys.readouterr().out
+    (run / DROPPED).mkdir()  # killed while removing the earlier run: its config already gone
+    (run / DROPPED / "final_metrics.json").write_text("{}")
+    assert recover_earlier_run(str(run)) == [] and not (run / DROPPED).exists() and _snapshot(run) == before
+    with discarded_on_bad_input(str(run)):  # a step done, no row logged: the aside goes when the launch ends
+        (run / EARLIER_RUN).mkdir()
+        (run / "metrics.jsonl").write_text('{"step": 0}\n')
+    assert (run / EARLIER_RUN).exists()  # nothing completed: kept for the next launch to put back
+    with discarded_on_bad_input(str(run)):
+        (run / "metrics.jsonl").write_text('{"step": 0}\n{"step": 1}\n')  # step 1's row (or its checkpoint)
+    assert not (run / EARLIER_RUN).exists()
+
+
+def test_export_and_gallery_name_a_run_set_aside(tmp_path):
+    """After a killed start-over, export and gallery said "nothing trained to show yet"."""
+    from genrl.run_dir import RunDirError, check_run
+    from genrl.trainers.common import EARLIER_RUN
+
+    (tmp_path / EARLIER_RUN).mkdir()
+    with pytest.raises(RunDirError, match=r"left the earlier run set aside in .genrl-earlier-run/; rerun genrl train"):
+        check_run(str(tmp_path))
 
 
 def test_rewards_that_return_inf_are_said_so(tmp_path, monkeypatch, broken_pkg, base_model):

@@ -58,18 +58,12 @@ def run_trainer(cfg, kind: str) -> dict:
 def settle_output_dir(cfg) -> None:
     """Before the trainer reads ``cfg.output_dir``: an earlier run that a killed launch had set aside goes
     back (``genrl.trainers.common.recover_earlier_run``, with a line naming it); a folder holding the user's
-    own files under a run's names (``check_run_folder``), or a resume of a run of another trainer, is a
+    own files under a run's names (``earlier_run_outputs``), or a resume of a run of another trainer, is a
     ``ValueError``: the latter naming both (its checkpoints hold another model's state, and its
     metrics would mix with this run's)."""
     import os
 
-    from genrl.trainers.common import (
-        check_run_folder,
-        completed_a_step,
-        recover_earlier_run,
-        run_outputs,
-        saved_trainer,
-    )
+    from genrl.trainers.common import completed_a_step, earlier_run_outputs, recover_earlier_run, saved_trainer
 
     put_back = recover_earlier_run(cfg.output_dir, cfg.trainer)
     if put_back:
@@ -79,10 +73,7 @@ def settle_output_dir(cfg) -> None:
         )
     if not os.path.isdir(cfg.output_dir):
         return
-    # the user's own files under a run's names: refused before any model loads
-    check_run_folder(
-        cfg.output_dir, [n for n in run_outputs(cfg.trainer) if os.path.lexists(os.path.join(cfg.output_dir, n))]
-    )
+    earlier_run_outputs(cfg.output_dir, cfg.trainer)  # the user's own files: refused before any model loads
     earlier = saved_trainer(cfg.output_dir)
     if cfg.resume and earlier not in (None, cfg.trainer) and completed_a_step(cfg.output_dir):
         raise ValueError(
@@ -106,7 +97,15 @@ def discarded_on_bad_input(output_dir: str, trainer: str = "online"):
     import shutil
 
     from genrl.metrics_log import MetricsLogger
-    from genrl.trainers.common import EARLIER_RUN, completed_a_step, remove_output, restore_earlier_run, run_outputs
+    from genrl.trainers.common import (
+        EARLIER_RUN,
+        PARTIAL,
+        completed_a_step,
+        drop_earlier_run,
+        remove_output,
+        restore_earlier_run,
+        run_outputs,
+    )
 
     def config_file():  # written by open_run, once start-up succeeded, atomically: a new file each time
         try:
@@ -121,20 +120,25 @@ def discarded_on_bad_input(output_dir: str, trainer: str = "online"):
         yield
     except BaseException as e:
         wrote = config_file() not in (None, config_before)
-        set_aside = os.path.isdir(os.path.join(output_dir, EARLIER_RUN))  # by this launch: run_trainer recovered older
+        midway = os.path.isdir(os.path.join(output_dir, PARTIAL))  # stopped while setting the earlier run aside
+        set_aside = midway or os.path.isdir(os.path.join(output_dir, EARLIER_RUN))  # by this launch (see run_trainer)
         if (wrote or set_aside) and not completed_a_step(output_dir):
             MetricsLogger.close_open(output_dir)  # its writers (TensorBoard's thread) out of the folder first
             if isinstance(e, ValueError) and wrote and not existed:
                 shutil.rmtree(output_dir, ignore_errors=True)
             else:  # what this launch wrote: under the run's names (the earlier run's come back), and on bad input
-                ours = set(run_outputs(trainer)) if set_aside else set()
+                ours = set(run_outputs(trainer)) if set_aside and not midway else set()
                 if isinstance(e, ValueError) and wrote:  # whatever else it created
                     ours |= (set(os.listdir(output_dir)) - before) | set(run_outputs(trainer))
-                for name in ours - {EARLIER_RUN}:
+                for name in ours - {EARLIER_RUN, PARTIAL}:
                     remove_output(os.path.join(output_dir, name))
                 if set_aside:
                     restored = restore_earlier_run(output_dir)
                     print(
                         f"put back the earlier run's {', '.join(restored)} in {output_dir} (this run completed no step)"
                     )
+        elif set_aside and completed_a_step(output_dir):  # e.g. stopped after a step not logged yet (SFT's log.every)
+            drop_earlier_run(output_dir)
         raise
+    if completed_a_step(output_dir):  # the earlier run goes once a step is done, whether or not it logged a row
+        drop_earlier_run(output_dir)

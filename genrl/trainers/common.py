@@ -45,6 +45,7 @@ RUN_OUTPUTS = ("checkpoints", "eval", "pool", "final_metrics.json", "config.yaml
 TRAINER_OUTPUTS = {"sft": ("model",)}
 EARLIER_RUN = ".genrl-earlier-run"  # the folder inside output_dir that holds them until then
 PARTIAL = EARLIER_RUN + ".partial"  # the same while being filled: renamed to EARLIER_RUN once complete
+DROPPED = EARLIER_RUN + ".removing"  # the same while being removed
 
 
 # The first lines of the config.yaml a run saves: how a run's folder is told from one holding a recipe.
@@ -87,16 +88,6 @@ def is_run_folder(output_dir: str) -> bool:
     return completed_a_step(output_dir)
 
 
-def check_run_folder(output_dir: str, names: list[str]) -> None:
-    """``ValueError`` when ``output_dir`` holds ``names`` (what a run writes) but is not a run's folder
-    (:func:`is_run_folder`): they are the user's own, and a run would replace them."""
-    if names and not is_run_folder(output_dir):
-        raise ValueError(
-            f"output_dir {output_dir!r} holds {', '.join(names)}, not a genrl run's (no config.yaml that a run "
-            "saved): a run there would replace them; choose another output_dir, or move them away"
-        )
-
-
 def saved_trainer(output_dir: str) -> Optional[str]:
     """The ``trainer`` of ``output_dir/config.yaml`` as written (None: no readable YAML mapping there)."""
     try:
@@ -120,21 +111,34 @@ def completed_a_step(output_dir: str) -> bool:
         return False
 
 
-def set_aside_earlier_run(output_dir: str, trainer: str = "online") -> list[str]:
-    """Moves the earlier run's outputs in ``output_dir`` (:func:`run_outputs` of ``trainer``, the launch's)
-    into ``output_dir/.genrl-earlier-run`` (renames, nothing copied; filled under another name and renamed
-    once complete, so a launch killed midway leaves a state :func:`recover_earlier_run` reads) and returns
-    their names. They stay there until this run completes its first training step
-    (:func:`drop_earlier_run`, called by the metrics logger) or stops before it
-    (:func:`restore_earlier_run`, called by ``genrl.trainers.discarded_on_bad_input``), so a
-    ``resume=false`` launch that fails its start loses nothing.
+def earlier_run_outputs(output_dir: str, trainer: str) -> list[str]:
+    """The names in ``output_dir`` that a run starting there (of ``trainer``) sets aside: the earlier run's
+    outputs (:func:`run_outputs` of the trainer its ``config.yaml`` names: an SFT run's ``model/`` too).
+    ``ValueError`` naming them when the folder holds names this run writes that are not the earlier run's:
+    no run's config (:func:`is_run_folder`), or ``model/`` beside an online run; they are the user's own."""
+    present = [n for n in run_outputs(trainer) if os.path.lexists(os.path.join(output_dir, n))]
+    earlier = saved_trainer(output_dir) if present else None
+    own = run_outputs(earlier) if earlier in TRAINER_CONFIGS and is_run_folder(output_dir) else ()
+    if foreign := [n for n in present if n not in own]:
+        raise ValueError(
+            f"output_dir {output_dir!r} holds {', '.join(foreign)}, not a genrl run's (no config.yaml that a run "
+            "saved, or not what its trainer writes): a run there would replace them; choose another output_dir, "
+            "or move them away"
+        )
+    return [n for n in own if os.path.lexists(os.path.join(output_dir, n))]
 
-    Raises ``ValueError`` (before anything moves) when the names are there but no genrl run's
-    ``config.yaml`` is (:func:`is_run_folder`): a folder of the user's own ``eval/`` or ``metrics.jsonl``
-    is not an earlier run, and its files would be removed after the first step."""
+
+def set_aside_earlier_run(output_dir: str, trainer: str = "online") -> list[str]:
+    """Moves the earlier run's outputs in ``output_dir`` (:func:`earlier_run_outputs`, which raises
+    ``ValueError`` before anything moves for the user's own files) into ``output_dir/.genrl-earlier-run``
+    (renames, nothing copied; filled under another name and renamed once complete, so a launch stopped
+    midway leaves a state :func:`restore_earlier_run` reads) and returns their names. They stay there until
+    this run completes its first training step (:func:`drop_earlier_run`, called by the metrics logger and
+    when the launch ends) or stops before it (:func:`restore_earlier_run`, called by
+    ``genrl.trainers.discarded_on_bad_input``, or by the next launch: :func:`recover_earlier_run`), so a
+    ``resume=false`` launch that fails its start loses nothing."""
     recover_earlier_run(output_dir, trainer)  # a killed launch's leftovers first (run_trainer did it already)
-    names = [name for name in run_outputs(trainer) if os.path.lexists(os.path.join(output_dir, name))]
-    check_run_folder(output_dir, names)
+    names = earlier_run_outputs(output_dir, trainer)
     if not names:
         return []
     os.makedirs(os.path.join(output_dir, PARTIAL))
@@ -145,40 +149,47 @@ def set_aside_earlier_run(output_dir: str, trainer: str = "online") -> list[str]
 
 
 def drop_earlier_run(output_dir: str) -> None:
-    """Removes what :func:`set_aside_earlier_run` kept (nothing when there is none)."""
-    shutil.rmtree(os.path.join(output_dir, EARLIER_RUN), ignore_errors=True)
+    """Removes what :func:`set_aside_earlier_run` kept (nothing when there is none): renamed first, so a
+    launch killed while removing it leaves ``.genrl-earlier-run.removing``, which the next launch removes."""
+    aside, dropped = os.path.join(output_dir, EARLIER_RUN), os.path.join(output_dir, DROPPED)
+    if os.path.isdir(aside):
+        shutil.rmtree(dropped, ignore_errors=True)
+        os.replace(aside, dropped)
+    shutil.rmtree(dropped, ignore_errors=True)
 
 
 def restore_earlier_run(output_dir: str) -> list[str]:
-    """Puts what :func:`set_aside_earlier_run` kept back in ``output_dir``, replacing the same names there;
-    returns them (``[]`` when nothing was set aside)."""
-    if not os.path.isdir(os.path.join(output_dir, EARLIER_RUN)):
-        return []
-    return _move_back(output_dir, EARLIER_RUN)
+    """Puts what :func:`set_aside_earlier_run` kept back in ``output_dir``, replacing the same names there,
+    and returns them (``[]`` when nothing was set aside). A set-aside stopped midway
+    (``.genrl-earlier-run.partial``) goes back too: the names not moved yet are still in place."""
+    for folder in (PARTIAL, EARLIER_RUN):
+        if os.path.isdir(os.path.join(output_dir, folder)):
+            return _move_back(output_dir, folder)
+    return []
 
 
 def recover_earlier_run(output_dir: str, trainer: str = "online") -> list[str]:
     """What a launch killed (SIGKILL, a power cut) while an earlier run was set aside left behind, settled
-    before anything reads the folder; returns the names put back. Set aside midway
-    (``.genrl-earlier-run.partial``): the rest is still in place, the moved part goes back. Set aside whole:
-    the killed launch completed no step (else the earlier run would have been dropped), so its outputs
-    (:func:`run_outputs` of ``trainer``) are removed and the earlier run goes back, to be resumed or set
-    aside again; if it did complete one (killed between its first row and the drop), the earlier run is
-    dropped."""
+    before anything reads the folder; returns the names put back. Set aside midway: the moved part goes
+    back. Set aside whole: the killed launch completed no step (else the earlier run would have been
+    dropped), so its outputs (:func:`run_outputs` of ``trainer``) are removed and the earlier run goes back,
+    to be resumed or set aside again; if it did complete one (killed between its first row and the drop),
+    the earlier run is dropped, as is one killed while being dropped."""
     if not os.path.isdir(output_dir):
         return []
+    shutil.rmtree(os.path.join(output_dir, DROPPED), ignore_errors=True)
     if os.path.isdir(os.path.join(output_dir, PARTIAL)):
-        return _move_back(output_dir, PARTIAL)
+        return restore_earlier_run(output_dir)
     if not os.path.isdir(os.path.join(output_dir, EARLIER_RUN)):
+        return []
+    if completed_a_step(output_dir):
+        drop_earlier_run(output_dir)
         return []
     if not is_run_folder(os.path.join(output_dir, EARLIER_RUN)):  # every earlier run set aside has its config
         raise ValueError(
             f"output_dir {output_dir!r} holds {EARLIER_RUN}/, which is not an earlier run that genrl set aside; "
             "move it away"
         )
-    if completed_a_step(output_dir):
-        drop_earlier_run(output_dir)
-        return []
     for name in run_outputs(trainer):
         remove_output(os.path.join(output_dir, name))
     return restore_earlier_run(output_dir)
