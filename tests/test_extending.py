@@ -442,7 +442,7 @@ def test_an_sft_runs_model_folder_is_its_output(tmp_path):
     (online / "mine").mkdir()
     (online / "mine" / "model").mkdir()
     (online / "mine" / "config.yaml").write_text(RUN_CONFIG_HEADER + "trainer: online\n")
-    with pytest.raises(ValueError, match=r"holds model, not a genrl run's"):
+    with pytest.raises(ValueError, match=r"holds model, which a trainer: online run does not write: a run there"):
         set_aside_earlier_run(str(online / "mine"), "sft")
 
 

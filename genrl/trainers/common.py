@@ -120,10 +120,14 @@ def earlier_run_outputs(output_dir: str, trainer: str) -> list[str]:
     earlier = saved_trainer(output_dir) if present else None
     own = run_outputs(earlier) if earlier in TRAINER_CONFIGS and is_run_folder(output_dir) else ()
     if foreign := [n for n in present if n not in own]:
+        whose = (
+            f"which a trainer: {earlier} run does not write"
+            if own
+            else "not a genrl run's (no config.yaml that a run saved)"
+        )
         raise ValueError(
-            f"output_dir {output_dir!r} holds {', '.join(foreign)}, not a genrl run's (no config.yaml that a run "
-            "saved, or not what its trainer writes): a run there would replace them; choose another output_dir, "
-            "or move them away"
+            f"output_dir {output_dir!r} holds {', '.join(foreign)}, {whose}: a run there would replace them; "
+            "choose another output_dir, or move them away"
         )
     return [n for n in own if os.path.lexists(os.path.join(output_dir, n))]
 
