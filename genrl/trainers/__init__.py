@@ -137,8 +137,7 @@ def discarded_on_bad_input(output_dir: str, trainer: str = "online"):
                     print(
                         f"put back the earlier run's {', '.join(restored)} in {output_dir} (this run completed no step)"
                     )
-        elif set_aside and completed_a_step(output_dir):  # e.g. stopped after a step not logged yet (SFT's log.every)
-            drop_earlier_run(output_dir)
         raise
-    if completed_a_step(output_dir):  # the earlier run goes once a step is done, whether or not it logged a row
-        drop_earlier_run(output_dir)
+    finally:  # a step done, logged or not yet (SFT's log.every): the earlier run goes (nothing when put back)
+        if completed_a_step(output_dir):
+            drop_earlier_run(output_dir)

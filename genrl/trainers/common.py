@@ -118,7 +118,7 @@ def earlier_run_outputs(output_dir: str, trainer: str) -> list[str]:
     no run's config (:func:`is_run_folder`), or ``model/`` beside an online run; they are the user's own."""
     present = [n for n in run_outputs(trainer) if os.path.lexists(os.path.join(output_dir, n))]
     earlier = saved_trainer(output_dir) if present else None
-    own = run_outputs(earlier) if earlier in TRAINER_CONFIGS and is_run_folder(output_dir) else ()
+    own = run_outputs(earlier) if present and is_run_folder(output_dir) else ()  # is_run_folder: a known trainer
     if foreign := [n for n in present if n not in own]:
         whose = (
             f"which a trainer: {earlier} run does not write"
