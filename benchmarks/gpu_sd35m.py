@@ -19,9 +19,11 @@ steps, CFG 4.5, LoRA r32/alpha64. Ratios are to the first variant, measured in t
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import tempfile
+import time
 
 import torch
 
@@ -190,7 +192,9 @@ def config(preset: str, prompt_file: str, overrides: list[str]):
         "rollout.prompts_per_step=2",  # one iteration: 2 prompts x 4 = 8 samples, one rollout batch
         "rollout.group_size=4",
         "rollout.batch_size=8",
-        "train.batch_size=4",
+        # 2 samples x 10 trained steps x 2 CFG branches = 40 sequences of 1024 + 333 tokens in one
+        # forward/backward: 4 samples (80 sequences) need about 1.8 GB of bf16 activations each, past one GPU
+        "train.batch_size=2",
         "train.gradient_accumulation_steps=1",
         "train.mixed_precision=" + ("bf16" if p["dtype"] == torch.bfloat16 else "'no'"),
         "log.progress_bar=false",
@@ -198,35 +202,64 @@ def config(preset: str, prompt_file: str, overrides: list[str]):
     return load_config(OnlineConfig, None, base + overrides)
 
 
-def main(argv=None) -> int:
-    from genrl.bench import VARIANTS, measure, publish, report
+def measure_one(preset: str, variant: str, iters: int, warmup: int, overrides: list[str]) -> dict:
+    """One variant measured in this process: ``measure``'s figures, or ``{"error": ...}`` out of GPU memory."""
+    from genrl.bench import VARIANTS, measure
 
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--preset", choices=sorted(PRESETS), default="sd35m")
-    ap.add_argument(
-        "--variants", nargs="+", default=["default", "grad_ckpt", "window", "compile"], choices=sorted(VARIANTS)
-    )
-    ap.add_argument("--iters", type=int, default=3)
-    ap.add_argument("--warmup", type=int, default=1)
-    ap.add_argument("--out", default="")
-    ap.add_argument("--set", nargs="*", default=[], dest="overrides", help="extra genrl config overrides")
-    a = ap.parse_args(argv)
     device = "cuda" if torch.cuda.is_available() else "cpu"
-    results = []
     with tempfile.TemporaryDirectory() as tmp:
         prompts = os.path.join(tmp, "prompts.txt")
         with open(prompts, "w") as f:
             f.write("a photo of a cat\na red car in the park\na blue dog on the table\n")
-        for v in a.variants:
-            cfg = config(a.preset, prompts, a.overrides + VARIANTS[v])
-            pipe = build_pipeline(a.preset, device)
-            results.append({"variant": v, **measure(cfg, a.iters, a.warmup, pipe=pipe)})
-            del pipe
-            if device == "cuda":
-                torch.cuda.empty_cache()
-            print(results[-1], flush=True)
-    text = report(f"SD3.5-Medium architecture ({a.preset}), random weights", results, a.overrides, a.iters)
-    publish(text, a.out)
+        cfg = config(preset, prompts, overrides + VARIANTS[variant])
+        try:
+            return measure(cfg, iters, warmup, pipe=build_pipeline(preset, device))
+        except torch.OutOfMemoryError as e:  # said in the report; the other variants still run
+            return {"error": "out of memory: " + str(e).splitlines()[0][:160]}
+
+
+def main(argv=None) -> int:
+    from genrl.bench import VARIANTS, child_result, publish, report
+    from genrl.io import atomic_file
+
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--preset", choices=sorted(PRESETS), default="sd35m")
+    ap.add_argument(
+        "--variants",
+        nargs="+",
+        default=["default", "cfg_grad_cond", "compile", "grad_ckpt", "window", "fused_adamw", "compile_full"],
+        choices=sorted(VARIANTS),
+        help="the first is the baseline; in priority order (the report is rewritten after each one)",
+    )
+    ap.add_argument("--iters", type=int, default=3)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--out", default="")
+    ap.add_argument("--json", default="", help="also write the figures as JSON here (after each variant)")
+    ap.add_argument("--set", nargs="*", default=[], dest="overrides", help="extra genrl config overrides")
+    ap.add_argument("--one", default=None, help=argparse.SUPPRESS)  # child mode: this variant, JSON on stdout
+    a = ap.parse_args(argv)
+    if a.one:
+        print(json.dumps(measure_one(a.preset, a.one, a.iters, a.warmup, a.overrides)))
+        return 0
+    results = []
+    for v in a.variants:
+        # each variant in its own process, as `genrl bench` does, so that peak memory is its own (measured
+        # in one process on the H200, it grew by 4.7 GiB with each variant measured before)
+        cmd = [sys.executable, os.path.abspath(__file__), "--one", v, "--preset", a.preset]
+        cmd += ["--iters", str(a.iters), "--warmup", str(a.warmup), "--set", *a.overrides]
+        t0 = time.perf_counter()
+        try:
+            results.append({"variant": v, **child_result(cmd, f"variant {v!r}")})
+        except (ValueError, RuntimeError) as e:
+            results.append({"variant": v, "error": str(e).strip().splitlines()[-1][:200]})
+        shown = {k: x for k, x in results[-1].items() if k != "rollout_log_probs"}
+        print(f"{v}: {time.perf_counter() - t0:.0f} s, {shown}", flush=True)
+        # rewritten after each variant: what was measured survives a run cut short
+        text = report(f"SD3.5-Medium architecture ({a.preset}), random weights", results, a.overrides, a.iters)
+        publish(text, a.out)
+        if a.json:
+            with atomic_file(a.json) as f:
+                json.dump(results, f, indent=1)
     return 0
 
 

@@ -76,6 +76,8 @@ VARIANTS: dict[str, list[str]] = {
     "grad_ckpt+window": ["policy.gradient_checkpointing=true", "policy.sde_window_size=2"],
     "compile": ["policy.compile=regional"],
     "compile_full": ["policy.compile=full"],
+    "fused_adamw": ["train.fused_adamw=true"],
+    "cfg_grad_cond": ["policy.cfg_grad=cond"],  # with CFG: the unconditional branch detached in the update
 }
 DEFAULT_VARIANTS = ("default", "grad_ckpt", "window")  # genrl bench without --variants
 DEFAULT_ITERS, DEFAULT_STEPS = 3, 6  # without --iters; --overhead without --steps
@@ -120,7 +122,7 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     g = torch.Generator().manual_seed(cfg.seed)
     if cuda:
         torch.cuda.reset_peak_memory_stats()
-    rollout_s, update_s, traj = [], [], None
+    rollout_s, update_s, traj, first_log_probs = [], [], None, None
     for i in range(warmup + iters):
         _sync()
         t0 = time.perf_counter()
@@ -132,6 +134,16 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
         _sync()
         if i >= warmup:
             rollout_s.append(time.perf_counter() - t0)
+        if i == 0:  # [B, T]: the same seed and weights in every variant, so comparable across them
+            first_log_probs = traj.log_probs_old.detach().float().cpu()
+    # the update's first minibatch re-scored as the update does it (its batch shape, autocast and autograd on;
+    # no step taken): how far its log-probs are from the rollout's own, i.e. the first ratio's distance from 1
+    T, chunk = traj.log_probs_old.shape[1], cfg.train.timestep_chunk or traj.log_probs_old.shape[1]
+    sub = traj.index(torch.arange(min(cfg.train.batch_size, B), device=traj.log_probs_old.device))
+    with accelerator.autocast():
+        rescored, _ = policy.log_prob(sub, slice(0, min(chunk, T)))  # [b, chunk]
+    rescoring = (rescored.detach() - sub.log_probs_old[:, : min(chunk, T)]).abs().max().item()
+    del rescored
     adv = torch.randn(B, generator=g).to(traj.log_probs_old.device)
     for i in range(warmup + iters):
         _sync()
@@ -149,6 +161,9 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
         "batch": B,  # samples per iteration (rollout.prompts_per_step x rollout.group_size)
         "rollout_batch": rb,
         "peak_memory_gib": peak / 2**30,
+        # the update's re-scored log-probs against the rollout's: other batch shapes, other kernels (rounding)
+        "rescoring_max_diff": rescoring,
+        "rollout_log_probs": first_log_probs.flatten().tolist(),  # the first rollout's, [B * T]
     }
 
 
@@ -205,7 +220,18 @@ def run(config: str, variants: list[str], overrides: list[str], iters: int, warm
     return results
 
 
+def log_prob_difference(a: dict, b: dict) -> str:
+    """The largest absolute difference of two variants' first-rollout log-probs (``rollout_log_probs``),
+    as text; ``-`` when they are not comparable (another number of trained steps, or not recorded)."""
+    x, y = a.get("rollout_log_probs"), b.get("rollout_log_probs")
+    if not x or not y or len(x) != len(y):
+        return "-"
+    return f"{max(abs(u - v) for u, v in zip(x, y)):.2g}"
+
+
 def report(config: str, results: list[dict], overrides: list[str], iters: int) -> str:
+    """The markdown table of ``results`` (``measure``'s figures per variant, or ``{variant, error}`` for one
+    that failed, e.g. out of GPU memory). Ratios and log-prob differences are to the first variant."""
     base = results[0]
     lines = [
         f"# genrl bench: `{config}`",
@@ -213,19 +239,25 @@ def report(config: str, results: list[dict], overrides: list[str], iters: int) -
         f"Device: {device_name()}. {iters} timed iterations per variant"
         + (f"; overrides: `{' '.join(overrides)}`" if overrides else "")
         + ". Ratios are to "
-        f"`{base['variant']}`, measured in the same run.",
+        f"`{base['variant']}`, measured in the same run. Last two columns: the largest difference of the first "
+        "rollout's log-probs from the baseline's (same seed and weights), and of the update's re-scoring of "
+        "them (its first minibatch before any step, whose ratio is 1 up to this rounding) from the rollout's.",
         "",
         "| variant | trained steps | rollout samples/s | update s / iteration | peak memory GiB | "
-        "rollout ratio | update ratio | memory ratio |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|",
+        "rollout ratio | update ratio | memory ratio | log-prob max diff | re-scoring max diff |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for r in results:
+        if "error" in r or "error" in base:
+            lines.append(f"| {r['variant']} | {r.get('error', 'measured; the baseline failed')} |")
+            continue
         lines.append(
             f"| {r['variant']} | {r['trained_steps']} | {r['rollout_samples_per_s']:.3g} | "
             f"{r['update_s_per_iteration']:.3g} | {r['peak_memory_gib']:.3g} | "
             f"{r['rollout_samples_per_s'] / base['rollout_samples_per_s']:.2f} | "
             f"{r['update_s_per_iteration'] / base['update_s_per_iteration']:.2f} | "
-            f"{r['peak_memory_gib'] / base['peak_memory_gib']:.2f} |"
+            f"{r['peak_memory_gib'] / base['peak_memory_gib']:.2f} | {log_prob_difference(r, base)} | "
+            f"{r.get('rescoring_max_diff', float('nan')):.2g} |"
         )
     return "\n".join(lines) + "\n"
 

@@ -53,7 +53,10 @@ def test_genrl_bench_measures_each_variant_in_its_own_process(tmp_path):
     assert set(rows) == {"default", "window"}
     assert rows["default"][0] == "4" and rows["window"][0] == "2"  # trained steps: all 4, or the window of 2
     assert all(float(v) > 0 for r in rows.values() for v in r[1:4])
-    assert rows["default"][4:] == ["1.00", "1.00", "1.00"]  # ratios to itself
+    assert rows["default"][4:7] == ["1.00", "1.00", "1.00"]  # ratios to itself
+    # the first rollout's log-probs equal the baseline's own; the update re-scores them up to rounding
+    assert rows["default"][7] == "0" and rows["window"][7] == "-"  # another number of trained steps
+    assert all(float(r[8]) < 1e-4 for r in rows.values())
     assert re.search(r"Device: CPU", out.read_text())
     progress = [line for line in proc.stderr.splitlines() if line.startswith("genrl bench: ")]  # not a terminal:
     assert len(progress) == 2, proc.stderr[-2000:]  # only what finished, no "measuring ..." lines

@@ -617,3 +617,28 @@ def test_a_policy_in_another_trainers_section_is_refused_naming_policy_name(conf
 
     message = recipe_refusal(config, [f"policy.name={name}", "policy.model=org/some-model"])
     assert message.startswith(says), message
+
+
+@pytest.mark.parametrize("config_cls", ["OnlineConfig", "PreferenceConfig"])
+def test_full_determinism_switches_torch_to_deterministic_kernels(config_cls, monkeypatch):
+    """``train.full_determinism`` (the GPU kill-and-resume checks need it): the accelerator's maker turns on
+    transformers' ``enable_full_determinism`` (deterministic algorithms, the cuBLAS workspace); off by default."""
+    import torch
+
+    import genrl.config as config_module
+    from genrl.trainers.common import make_accelerator
+
+    for var in ("CUBLAS_WORKSPACE_CONFIG", "CUDA_LAUNCH_BLOCKING", "FLASH_ATTENTION_DETERMINISTIC"):
+        monkeypatch.delenv(var, raising=False)  # restored after the test, as the flags below
+    cls = getattr(config_module, config_cls)
+    assert cls().train.full_determinism is False
+    make_accelerator(cls().train)
+    assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
+    cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    try:
+        make_accelerator(load_config(cls, None, ["train.full_determinism=true"]).train, seed=3)
+        assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
+        assert os.environ["CUBLAS_WORKSPACE_CONFIG"] == ":16:8"
+    finally:
+        torch.use_deterministic_algorithms(False)
+        torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn

@@ -300,8 +300,9 @@ def test_denoising_loss_path_matches_add_noise_and_the_target(prediction_type):
 
 
 def test_cfg_grad_cond_keeps_the_log_probs_and_differentiates_only_the_conditional_branch():
-    """``policy.cfg_grad=cond`` (Flow-GRPO's update): the re-scored log-probs are the same as with ``both``;
-    the update's gradient differs, and is ``g`` times the conditional forward's alone at the output."""
+    """``policy.cfg_grad=cond`` (Flow-GRPO's update): the re-scored log-probs are the same as with ``both`` (up
+    to float rounding: the unconditional branch is its own forward); the update's gradient differs, and is
+    ``g`` times the conditional forward's alone at the output."""
     g = 3.0
     policies = {c: make_policy(guidance_scale=g, cfg_grad=c) for c in ("both", "cond")}
     traj = rollout(policies["both"])
@@ -312,7 +313,7 @@ def test_cfg_grad_cond_keeps_the_log_probs_and_differentiates_only_the_condition
         grads[c] = torch.cat(
             [p.flatten() for p in torch.autograd.grad(-lps[c].mean(), params, materialize_grads=True)]
         )
-    assert torch.equal(lps["cond"], lps["both"])
+    torch.testing.assert_close(lps["cond"], lps["both"], rtol=1e-6, atol=1e-5)
     assert (grads["cond"] - grads["both"]).abs().max() > 1e-3 * grads["both"].abs().max()
 
     policy = policies["cond"]
@@ -326,8 +327,8 @@ def test_cfg_grad_cond_keeps_the_log_probs_and_differentiates_only_the_condition
     pos = {k: v for k, v in cond.items() if not k.startswith("neg_")}
     want = g * grad(policy.predict(policy.model, x, idx, pos, 1.0, 4))  # the conditional forward alone
     torch.testing.assert_close(
-        grad(policy.predict(policy.model, x, idx, cond, g, 4, "cond")), want, rtol=1e-3, atol=1e-6
-    )
+        grad(policy.predict(policy.model, x, idx, cond, g, 4, "cond")), want, rtol=1e-3, atol=1e-5
+    )  # g applied before or after the backward's sums: rounding (1.6e-6 on one of 5632 elements seen)
 
 
 def test_a_unet_folder_without_its_weights_is_refused_with_the_config(tmp_path):

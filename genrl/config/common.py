@@ -10,6 +10,7 @@ from typing import Literal, Optional
 from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require, unused_unless
 
 __all__ = [
+    "FULL_DETERMINISM_HELP",
     "CheckpointConfig",
     "LogConfig",
     "LoraConfig",
@@ -44,6 +45,14 @@ class LoraConfig(Section):
             self.target_modules,
             "must be non-empty when rank > 0",
         )
+
+
+# the ``train.full_determinism`` help, shared by the trainers that build an ``accelerate.Accelerator``
+FULL_DETERMINISM_HELP = (
+    "bitwise repeatable GPU runs, slower: transformers' enable_full_determinism (as TRL's and HF Trainer's "
+    "full_determinism): torch.use_deterministic_algorithms (an op without a deterministic kernel raises, naming "
+    "it), cuDNN deterministic, the cuBLAS workspace setting, CUDA_LAUNCH_BLOCKING=1. CPU runs are repeatable without it"
+)
 
 
 @dataclass

@@ -26,7 +26,7 @@ from genrl.config.base import (
     require,
     unused_unless,
 )
-from genrl.config.common import LoraConfig, OptimizerConfig, RunConfig, require_model_for
+from genrl.config.common import FULL_DETERMINISM_HELP, LoraConfig, OptimizerConfig, RunConfig, require_model_for
 from genrl.families.base import CFG_GRADS
 from genrl.objectives.capo import CAPOConfig
 from genrl.objectives.common import KL_TYPES, LOSS_AGGS, chunk_agg
@@ -489,6 +489,7 @@ class TrainConfig(OptimizerConfig):
         "instead of ema_decay from the start",
     )
     mixed_precision: Literal["no", "bf16", "fp16"] = option("no", "autocast mode for training")
+    full_determinism: bool = option(False, FULL_DETERMINISM_HELP)
     adaptive_threads: bool = option(
         False,
         "on a machine shared with other jobs: run each iteration with 1 torch thread or the launch's count, "

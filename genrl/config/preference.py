@@ -9,7 +9,13 @@ from dataclasses import dataclass
 from typing import Literal
 
 from genrl.config.base import ConfigError, Section, at_least, nonempty, option, owned_options, require, unused_unless
-from genrl.config.common import RunConfig, ScheduledOptimizerConfig, require_model_for, require_warmup_below_max_steps
+from genrl.config.common import (
+    FULL_DETERMINISM_HELP,
+    RunConfig,
+    ScheduledOptimizerConfig,
+    require_model_for,
+    require_warmup_below_max_steps,
+)
 from genrl.config.online import EvalConfig, PolicyConfig
 from genrl.objectives.preference import CRITERIA
 from genrl.replay import REFERENCE_MODES
@@ -105,6 +111,7 @@ class PreferenceTrainConfig(ScheduledOptimizerConfig):
         "train.py) or logit-normal (sigmoid of a standard normal; SD3's and the digits pretraining's)",
     )
     mixed_precision: Literal["no", "bf16", "fp16"] = option("no", "autocast mode for training")
+    full_determinism: bool = option(False, FULL_DETERMINISM_HELP)
 
     def validate(self) -> None:
         super().validate()

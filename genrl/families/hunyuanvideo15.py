@@ -28,10 +28,18 @@ Qwen2.5-VL text encoder and a ByT5 glyph encoder. Conventions from the diffusers
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 
-from genrl.families.base import JOINT_ATTENTION_LORA, Family, classifier_free_guidance
+from genrl.families.base import (
+    JOINT_ATTENTION_LORA,
+    Family,
+    classifier_free_guidance,
+    guidance_branches,
+    split_guidance,
+)
 from genrl.registry import FAMILIES
 
 
@@ -121,13 +129,12 @@ class HunyuanVideo15Family(Family):
         )[0].float()
 
     def velocity(self, model, x, sigma, cond, guidance_scale, cfg_grad="both"):
-        """The guider's CFG: ``uncond + g * (cond - uncond)`` from one batched ``[neg, pos]`` forward,
-        then its ``guidance_rescale`` if set (diffusers ``rescale_noise_cfg``)."""
+        """The guider's CFG: ``uncond + g * (cond - uncond)`` from one batched ``[neg, pos]`` forward
+        (``guidance_branches``), then its ``guidance_rescale`` if set (diffusers ``rescale_noise_cfg``)."""
         if guidance_scale <= 1.0:
             return super().velocity(model, x, sigma, cond, guidance_scale)
-        pos = {k: v for k, v in cond.items() if not k.startswith("neg_")}
-        both = {k: torch.cat([cond["neg_" + k], v]) for k, v in pos.items()}
-        v_u, v_c = self.forward(model, torch.cat([x, x]), torch.cat([sigma, sigma]), both).chunk(2)
+        pos, neg = split_guidance(cond)
+        v_u, v_c = guidance_branches(functools.partial(self.forward, model), x, sigma, pos, neg, cfg_grad)
         v = classifier_free_guidance(v_u, v_c, guidance_scale, cfg_grad)
         if self._rescale > 0:
             from diffusers.guiders.guider_utils import rescale_noise_cfg

@@ -34,7 +34,7 @@ from __future__ import annotations
 import torch
 
 from genrl import sde as sde_lib
-from genrl.families.base import classifier_free_guidance, load_pipeline
+from genrl.families.base import classifier_free_guidance, guidance_branches, load_pipeline, split_guidance
 from genrl.policies.denoiser import DenoisingPolicy, denoiser_dtype, load_dtype
 from genrl.registry import POLICIES
 
@@ -155,14 +155,18 @@ class DiffusionPolicy(DenoisingPolicy):
     def predict(self, model, x, idx, cond, guidance_scale, num_steps, cfg_grad="both") -> torch.Tensor:
         """The UNet's output (epsilon or v, per the scheduler) in fp32 at schedule indices ``idx [B]``;
         with CFG, ``[uncond, cond]`` in one batch as the pipeline does (``cfg_grad``: see
-        ``genrl.families.base.classifier_free_guidance``)."""
-        t, emb = self.schedule(num_steps)[0][idx], cond["prompt_embeds"]
-        if guidance_scale > 1.0:
-            x, t, emb = torch.cat([x, x]), torch.cat([t, t]), torch.cat([cond["neg_prompt_embeds"], emb])
-        out = model(x.to(self.dtype), t, encoder_hidden_states=emb.to(self.dtype), return_dict=False)[0].float()
+        ``genrl.families.base.guidance_branches`` and ``classifier_free_guidance``)."""
+        t = self.schedule(num_steps)[0][idx]
+
+        def unet(x, t, c):
+            return model(
+                x.to(self.dtype), t, encoder_hidden_states=c["prompt_embeds"].to(self.dtype), return_dict=False
+            )[0].float()
+
+        pos, neg = split_guidance(cond)
         if guidance_scale <= 1.0:
-            return out
-        out_u, out_c = out.chunk(2)
+            return unet(x, t, pos)
+        out_u, out_c = guidance_branches(unet, x, t, pos, neg, cfg_grad)
         return classifier_free_guidance(out_u, out_c, guidance_scale, cfg_grad)
 
     def schedule(self, num_steps: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -351,15 +351,21 @@ def check_mixed_precision(tc) -> None:
         )
 
 
-def make_accelerator(tc):
+def make_accelerator(tc, seed: int = 0):
     """The run's ``accelerate.Accelerator``: ``train.mixed_precision``'s autocast (:func:`check_mixed_precision`),
-    on the GPU when one is visible (else ``cpu=True``), checked against the launch (``genrl.zero.check_launch``)."""
+    on the GPU when one is visible (else ``cpu=True``), checked against the launch (``genrl.zero.check_launch``).
+    ``train.full_determinism`` first switches transformers' ``enable_full_determinism(seed)`` on for this
+    process (before CUDA starts, as its environment variables need); the trainers seed torch again after."""
     import torch
     from accelerate import Accelerator
 
     from genrl import zero
 
     check_mixed_precision(tc)
+    if getattr(tc, "full_determinism", False):
+        from transformers.trainer_utils import enable_full_determinism
+
+        enable_full_determinism(seed)
     accelerator = Accelerator(mixed_precision=tc.mixed_precision, cpu=not torch.cuda.is_available())
     zero.check_launch(accelerator)
     return accelerator

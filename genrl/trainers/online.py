@@ -282,7 +282,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     network calls there, between iterations). Its time is in later rows' ``time/elapsed`` only."""
     from accelerate.utils import gather_object
 
-    accelerator = make_accelerator(cfg.train)
+    accelerator = make_accelerator(cfg.train, cfg.seed)
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
     objective = OBJECTIVES.get(cfg.objective.name)  # unknown names fail before any work

@@ -62,7 +62,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     """Run (or resume) a preference job; returns ``{"base": eval metrics at step 0, "final": at
     max_steps}`` (also written to ``final_metrics.json``). Raises ``ValueError`` for a task without
     winners (``preference_batch``) or a policy without the denoising-loss path."""
-    accelerator = make_accelerator(cfg.train)
+    accelerator = make_accelerator(cfg.train, cfg.seed)
     if accelerator.state.deepspeed_plugin is not None:
         raise ValueError("trainer: preference does not run under DeepSpeed yet: launch it with DDP (or one process)")
     main = accelerator.is_main_process
