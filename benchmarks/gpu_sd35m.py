@@ -193,7 +193,7 @@ def config(preset: str, prompt_file: str, overrides: list[str]):
         "rollout.group_size=4",
         "rollout.batch_size=8",
         # 2 samples x 10 trained steps x 2 CFG branches = 40 sequences of 1024 + 333 tokens in one
-        # forward/backward: 4 samples (80 sequences) need about 1.8 GB of bf16 activations each, past one GPU
+        # forward/backward, ~2.45 GiB of bf16 activations each (benchmarks/RESULTS.md): 80 would not fit an H200
         "train.batch_size=2",
         "train.gradient_accumulation_steps=1",
         "train.mixed_precision=" + ("bf16" if p["dtype"] == torch.bfloat16 else "'no'"),
@@ -244,7 +244,7 @@ def main(argv=None) -> int:
     results = []
     for v in a.variants:
         # each variant in its own process, as `genrl bench` does, so that peak memory is its own (measured
-        # in one process on the H200, it grew by 4.7 GiB with each variant measured before)
+        # in one process on the H200, the peaks of later variants were 4.7 and 9.3 GiB too high)
         cmd = [sys.executable, os.path.abspath(__file__), "--one", v, "--preset", a.preset]
         cmd += ["--iters", str(a.iters), "--warmup", str(a.warmup), "--set", *a.overrides]
         t0 = time.perf_counter()

@@ -48,7 +48,7 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], dest="overrides")
     a = ap.parse_args(argv)
     cfg = load_config(OnlineConfig, a.config, a.overrides + ["log.progress_bar=false"])
-    accelerator = make_accelerator(cfg.train)
+    accelerator = make_accelerator(cfg.train, cfg.seed)
     prepare_models(cfg)
     policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=accelerator.device)
     optimizer = make_optimizer(policy.trainable_parameters(), cfg.train)

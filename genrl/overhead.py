@@ -73,7 +73,7 @@ def bare_calls(cfg) -> tuple[Callable[[], tuple[float, float]], Callable[[], flo
     policy_cls = POLICIES.get(cfg.policy.name)
     cuda = torch.cuda.is_available()
     sync = torch.cuda.synchronize if cuda else (lambda: None)
-    accelerator = make_accelerator(cfg.train)
+    accelerator = make_accelerator(cfg.train, cfg.seed)
     prepare_models(cfg)
     policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
     optimizer = make_optimizer(policy.trainable_parameters(), cfg.train)

@@ -1,6 +1,8 @@
 import dataclasses
 import os
+import random
 
+import numpy as np
 import pytest
 import yaml
 
@@ -628,13 +630,16 @@ def test_full_determinism_switches_torch_to_deterministic_kernels(config_cls, mo
     import genrl.config as config_module
     from genrl.trainers.common import make_accelerator
 
-    for var in ("CUBLAS_WORKSPACE_CONFIG", "CUDA_LAUNCH_BLOCKING", "FLASH_ATTENTION_DETERMINISTIC"):
-        monkeypatch.delenv(var, raising=False)  # restored after the test, as the flags below
+    set_by_it = ("CUBLAS_WORKSPACE_CONFIG", "CUDA_LAUNCH_BLOCKING", "FLASH_ATTENTION_DETERMINISTIC")
+    for var in (*set_by_it, "ASCEND_LAUNCH_BLOCKING", "HCCL_DETERMINISTIC"):
+        monkeypatch.setenv(var, "")  # recorded, so monkeypatch restores (or removes) each after the test
+        monkeypatch.delenv(var)
     cls = getattr(config_module, config_cls)
     assert cls().train.full_determinism is False
     make_accelerator(cls().train)
     assert not torch.are_deterministic_algorithms_enabled() and "CUBLAS_WORKSPACE_CONFIG" not in os.environ
     cudnn = (torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark)
+    rng = (random.getstate(), np.random.get_state(), torch.random.get_rng_state())  # it seeds all three
     try:
         make_accelerator(load_config(cls, None, ["train.full_determinism=true"]).train, seed=3)
         assert torch.are_deterministic_algorithms_enabled() and torch.backends.cudnn.deterministic
@@ -642,3 +647,6 @@ def test_full_determinism_switches_torch_to_deterministic_kernels(config_cls, mo
     finally:
         torch.use_deterministic_algorithms(False)
         torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = cudnn
+        random.setstate(rng[0])
+        np.random.set_state(rng[1])
+        torch.random.set_rng_state(rng[2])

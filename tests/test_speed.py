@@ -356,6 +356,28 @@ def test_compiled_rollout_runs_the_updates_graph_so_bf16_ratios_start_at_one():
     assert (lp - traj.log_probs_old[:, :1]).abs().max().item() == 0.0
 
 
+@pytest.mark.parametrize("compile_mode", ["none", "regional"])
+@pytest.mark.parametrize("cfg_grad", ["both", "cond"])
+def test_guided_rollouts_are_rescored_by_the_same_forwards_under_bf16(cfg_grad, compile_mode):
+    """With CFG, ``policy.cfg_grad=cond`` runs the unconditional branch as its own forward without a graph
+    (``guidance_branches``), in rollouts as in the update, so re-scoring a rollout in its own batch layout
+    under bf16 still reproduces its log-probs exactly, eager and compiled. (When the rollout kept the one
+    batched forward and only the update split it, the two forwards differed in bf16 rounding.)"""
+    torch.manual_seed(0)
+    policy = FlowPolicy(
+        PolicyConfig(num_steps=4, guidance_scale=3.0, cfg_grad=cfg_grad, compile=compile_mode), get_dummy_pipeline()
+    )
+    for p in policy.trainable_parameters():  # trained adapters: LoRA's B is no longer zero
+        p.data += 0.05 * torch.randn_like(p)
+    prompts = [prompt_for(i) for i in range(4)]
+    g = torch.Generator().manual_seed(0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        traj = policy.rollout(prompts, [{}] * 4, [0, 0, 1, 1], g, policy.window(g))
+        lp, _ = policy.log_prob(traj, slice(0, 1))  # the rollout's own batch layout, with gradient
+    assert lp.requires_grad
+    assert (lp - traj.log_probs_old[:, :1]).abs().max().item() == 0.0
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="fp16 autocast runs where a GPU is visible")
 @pytest.mark.parametrize("argv", [["train", "configs/digits/flowgrpo.yaml"], ["train", "configs/digits/seppo.yaml"]])
 def test_fp16_without_a_gpu_is_refused_before_anything_is_written(tmp_path, capsys, argv):

@@ -63,13 +63,20 @@ def classifier_free_guidance(
 def guidance_branches(forward, x, t, pos: dict, neg: dict, cfg_grad: str = "both"):
     """``(out_uncond, out_cond)`` of ``forward(x, t, cond)`` (each ``[B, ...]``) for classifier-free guidance.
 
-    One batched ``[neg, pos]`` forward, as the diffusers pipelines run it, except when ``cfg_grad="cond"``
-    and autograd records: then the unconditional branch gets its own forward without a graph and the
-    conditional one its own with it. The values are the same up to float rounding (other batch shapes);
-    the backward then runs through half the batch and half the activations are kept. Measured on the
+    One batched ``[neg, pos]`` forward, as the diffusers pipelines run it, except under ``cfg_grad="cond"``:
+    then the unconditional branch gets its own forward without a graph and the conditional one its own
+    (with a graph when autograd records), in rollouts too, so that the update re-scores a rollout's actions
+    with the same forwards. The values are the same as batched up to float rounding (other batch shapes);
+    the update's backward runs through half the batch and keeps half the activations. Measured on the
     SD3.5-Medium architecture (H200, bf16, ``benchmarks/RESULTS.md``): detaching the branch after a batched
-    forward, as Flow-GRPO's ``compute_log_prob`` does, saved neither time nor memory."""
-    if cfg_grad == "cond" and torch.is_grad_enabled():
+    forward, as Flow-GRPO's ``compute_log_prob`` does, saved neither time nor memory. ``ValueError`` when
+    ``pos`` and ``neg`` hold different keys."""
+    if pos.keys() != neg.keys():
+        raise ValueError(
+            f"classifier-free guidance needs the same conditioning keys for both branches: {sorted(pos)} "
+            f"(conditional) against {sorted(neg)} (unconditional, given as neg_<key>)"
+        )
+    if cfg_grad == "cond":
         with torch.no_grad():
             out_u = forward(x, t, neg)
         return out_u, forward(x, t, pos)

@@ -53,11 +53,14 @@ class Policy:
     def output_grad_norms(self) -> dict[int, float]:
         """After a backward: ``{action index: mean over samples of ||d loss / d output||}`` for the
         last ``log_prob`` forward (flow policies: the predicted velocity of each denoising step, the
-        quantity SAGE-GRPO's equaliser balances). ``{}`` where a policy does not track it."""
-        if self._last_output is None or self._last_output[0].grad is None:
+        quantity SAGE-GRPO's equaliser balances). ``{}`` where a policy does not track it, or no backward
+        reached that forward. Either way the forward's output is let go (with it, its graph)."""
+        if self._last_output is None:
             return {}
         out, steps = self._last_output
         self._last_output = None
+        if out.grad is None:
+            return {}
         norms = out.grad.flatten(1).norm(dim=1)  # [B * t]
         return {int(k): norms[steps == k].mean().item() for k in torch.unique(steps).tolist()}
 

@@ -319,7 +319,7 @@ class DenoisingPolicy(Policy):
             # so there a recorded step runs the update's graph and the first update's ratio is exactly 1
             exact = recorded and cfg.compile != "none" and torch.is_autocast_enabled(self.device.type)
             with torch.enable_grad() if exact else contextlib.nullcontext():
-                out = self.predict(self.denoiser, x, idx, cond, cfg.guidance_scale, N).detach()
+                out = self.predict(self.denoiser, x, idx, cond, cfg.guidance_scale, N, cfg.cfg_grad).detach()
             res = self.step(out, x, idx, i in window, N, generator=generator)
             if recorded:
                 trained.append(i)

@@ -355,7 +355,8 @@ def make_accelerator(tc, seed: int = 0):
     """The run's ``accelerate.Accelerator``: ``train.mixed_precision``'s autocast (:func:`check_mixed_precision`),
     on the GPU when one is visible (else ``cpu=True``), checked against the launch (``genrl.zero.check_launch``).
     ``train.full_determinism`` first switches transformers' ``enable_full_determinism(seed)`` on for this
-    process (before CUDA starts, as its environment variables need); the trainers seed torch again after."""
+    process (its environment variables act only where CUDA has not started yet: the trainers build the
+    accelerator first); the trainers seed torch again after."""
     import torch
     from accelerate import Accelerator
 
