@@ -8,8 +8,8 @@ Builds a real ``StableDiffusion3Pipeline`` with the published SD3.5-Medium compo
 CLIP-G and T5-XXL encoders) and random weights made directly on the device in bf16, so no
 download is needed. Tokenizers are word-level stand-ins of the real lengths (77 / 77 / 256
 tokens): they change which token ids are fed, not the cost. For each variant (``genrl.bench``'s
-``VARIANTS``: as configured, gradient checkpointing, SDE window of 2, regional ``policy.compile``) the
-pipeline is rebuilt
+``VARIANTS``: as configured, ``cfg_grad=cond``, regional ``policy.compile``, gradient checkpointing, SDE
+window of 2, fused AdamW, full ``policy.compile``), in its own process, the pipeline is built
 and ``genrl.bench.measure`` times the flow policy's rollouts (images/s), the trainer's update
 (seconds per iteration) and peak GPU memory, with the Flow-GRPO recipe's settings
 (``configs/sd35m/flowgrpo_pickscore.yaml`` if present, else the same values inline): 10 SDE
