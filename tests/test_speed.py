@@ -338,20 +338,27 @@ def test_rollout_in_the_updates_autocast_gives_ratio_one_under_bf16():
     assert drift[False] > 1e-4
 
 
-def test_compiled_rollout_runs_the_updates_graph_so_bf16_ratios_start_at_one():
-    """``policy.compile`` with ``train.mixed_precision=bf16``: a compiled network runs another graph
-    without gradient than with it, whose bf16 rounding moved the log-probs by ~1.6e-4 (a first-update
-    clip fraction of 0.14 on the digits recipe). The rollout runs its recorded steps through the
-    update's graph, so re-scoring them with gradient, as the update does, reproduces them exactly."""
+def _bf16_rollout_and_rescoring(**policy_options):
+    """A tiny flow policy with trained (non-zero) LoRA adapters: a rollout of 4 prompts under bf16 autocast
+    and its first step re-scored in the rollout's own batch layout with gradient. ``(traj, log_probs [4, 1])``."""
     torch.manual_seed(0)
-    policy = FlowPolicy(PolicyConfig(num_steps=4, compile="regional"), get_dummy_pipeline())
+    policy = FlowPolicy(PolicyConfig(num_steps=4, **policy_options), get_dummy_pipeline())
     for p in policy.trainable_parameters():  # trained adapters: LoRA's B is no longer zero
         p.data += 0.05 * torch.randn_like(p)
     prompts = [prompt_for(i) for i in range(4)]
     g = torch.Generator().manual_seed(0)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         traj = policy.rollout(prompts, [{}] * 4, [0, 0, 1, 1], g, policy.window(g))
-        lp, _ = policy.log_prob(traj, slice(0, 1))  # the rollout's own batch layout, with gradient
+        lp, _ = policy.log_prob(traj, slice(0, 1))
+    return traj, lp
+
+
+def test_compiled_rollout_runs_the_updates_graph_so_bf16_ratios_start_at_one():
+    """``policy.compile`` with ``train.mixed_precision=bf16``: a compiled network runs another graph
+    without gradient than with it, whose bf16 rounding moved the log-probs by ~1.6e-4 (a first-update
+    clip fraction of 0.14 on the digits recipe). The rollout runs its recorded steps through the
+    update's graph, so re-scoring them with gradient, as the update does, reproduces them exactly."""
+    traj, lp = _bf16_rollout_and_rescoring(compile="regional")
     assert lp.requires_grad and not traj.log_probs_old.requires_grad
     assert (lp - traj.log_probs_old[:, :1]).abs().max().item() == 0.0
 
@@ -363,17 +370,7 @@ def test_guided_rollouts_are_rescored_by_the_same_forwards_under_bf16(cfg_grad, 
     (``guidance_branches``), in rollouts as in the update, so re-scoring a rollout in its own batch layout
     under bf16 still reproduces its log-probs exactly, eager and compiled. (When the rollout kept the one
     batched forward and only the update split it, the two forwards differed in bf16 rounding.)"""
-    torch.manual_seed(0)
-    policy = FlowPolicy(
-        PolicyConfig(num_steps=4, guidance_scale=3.0, cfg_grad=cfg_grad, compile=compile_mode), get_dummy_pipeline()
-    )
-    for p in policy.trainable_parameters():  # trained adapters: LoRA's B is no longer zero
-        p.data += 0.05 * torch.randn_like(p)
-    prompts = [prompt_for(i) for i in range(4)]
-    g = torch.Generator().manual_seed(0)
-    with torch.autocast("cpu", dtype=torch.bfloat16):
-        traj = policy.rollout(prompts, [{}] * 4, [0, 0, 1, 1], g, policy.window(g))
-        lp, _ = policy.log_prob(traj, slice(0, 1))  # the rollout's own batch layout, with gradient
+    traj, lp = _bf16_rollout_and_rescoring(guidance_scale=3.0, cfg_grad=cfg_grad, compile=compile_mode)
     assert lp.requires_grad
     assert (lp - traj.log_probs_old[:, :1]).abs().max().item() == 0.0
 
