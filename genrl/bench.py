@@ -138,11 +138,12 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
             first_log_probs = traj.log_probs_old.detach().float().cpu()
     # the update's first minibatch re-scored as the update does it (its batch shape, autocast and autograd on;
     # no step taken): how far its log-probs are from the rollout's own, i.e. the first ratio's distance from 1
-    T, chunk = traj.log_probs_old.shape[1], cfg.train.timestep_chunk or traj.log_probs_old.shape[1]
+    T = traj.log_probs_old.shape[1]
+    first = slice(0, min(cfg.train.timestep_chunk or T, T))  # the update's first chunk of trained steps
     sub = traj.index(torch.arange(min(cfg.train.batch_size, B), device=traj.log_probs_old.device))
     with accelerator.autocast():
-        rescored, info = policy.log_prob(sub, slice(0, min(chunk, T)))  # [b, chunk]
-    rescoring = (rescored.detach() - sub.log_probs_old[:, : min(chunk, T)]).abs().max().item()
+        rescored, info = policy.log_prob(sub, first)  # [b, chunk]
+    rescoring = (rescored.detach() - sub.log_probs_old[:, first]).abs().max().item()
     del rescored, info
     policy.output_grad_norms()  # no backward followed: lets the probe's graph go before the update
     adv = torch.randn(B, generator=g).to(traj.log_probs_old.device)
