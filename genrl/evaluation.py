@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genrl.io import atomic_file, json_safe
+from genrl.io import atomic_file, eval_dir, json_safe
 from genrl.scoring import finite_mean, score_samples
 from genrl.seeding import derive_seed
 from genrl.vlm_batching import images_of
@@ -85,7 +85,7 @@ def evaluate_images(policy, task, rewards: dict, eval_cfg, run_dir: str, step: i
     metrics = {f"eval/{k}": finite_mean(v) for k, v in per_sample.items()}
     metrics.update({f"eval/{k}": v for k, v in task.eval_metrics(images, prompts, metadata).items()})
 
-    out = os.path.join(run_dir, "eval", f"step-{step:06d}")
+    out = eval_dir(run_dir, step)
     os.makedirs(out, exist_ok=True)
     video = images.ndim == 5  # [N, F, C, H, W]
     with atomic_file(os.path.join(out, "samples.jsonl")) as f:
@@ -147,7 +147,7 @@ def evaluate_responses(
         metrics["eval/sampled_accuracy"] = float(torch.nanmean(sampled["accuracy"]))
         metrics["eval/sampled_format"] = float(torch.nanmean(sampled["format"]))
 
-    out = os.path.join(run_dir, "eval", f"step-{step:06d}")
+    out = eval_dir(run_dir, step)
     os.makedirs(out, exist_ok=True)
     with atomic_file(os.path.join(out, "samples.jsonl")) as f:
         for i, (meta, record, r, acc) in enumerate(zip(metadata, records, responses, scores["accuracy"].tolist())):
@@ -173,7 +173,7 @@ def evaluate_responses(
 def read_summary(run_dir: str, step: int) -> dict[str, float]:
     """The metrics of ``eval/step-XXXXXX/summary.json`` ({} if that evaluation is missing); a metric
     written as ``null`` (non-finite, :func:`genrl.io.json_safe`) reads back as NaN."""
-    path = os.path.join(run_dir, "eval", f"step-{step:06d}", "summary.json")
+    path = os.path.join(eval_dir(run_dir, step), "summary.json")
     if not os.path.isfile(path):
         return {}
     with open(path) as f:

@@ -1,4 +1,4 @@
-"""Files and folders: the cache root, atomic writes of files and folders, the checks every command
+"""Files and folders: the cache root, a run's evaluation folders, atomic writes of files and folders, the checks every command
 runs on its output paths before any work (``check_output_dir``, ``check_output_file``), and strict
 JSON values (``json_safe``).
 
@@ -30,6 +30,12 @@ def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
         return Path(cache_dir).expanduser()
     env = os.environ.get("GENRL_CACHE")
     return Path(env).expanduser() if env else Path.home() / ".cache" / "genrl"
+
+
+def eval_dir(run_dir: str | os.PathLike, step: int) -> str:
+    """``run_dir/eval/step-XXXXXX``: the folder of the evaluation at ``step`` (``samples.jsonl``,
+    ``summary.json``, ``grid.png``; written by ``genrl.evaluation``)."""
+    return os.path.join(run_dir, "eval", f"step-{step:06d}")
 
 
 @contextlib.contextmanager

@@ -14,7 +14,7 @@ import warnings
 import weakref
 from typing import Any, Callable, Optional, Sequence
 
-from genrl.io import atomic_file, json_safe
+from genrl.io import atomic_file, eval_dir, json_safe
 
 
 def flat_config(cfg: Any) -> dict[str, Any]:
@@ -193,7 +193,7 @@ class MetricsLogger:
         media = [t for t in self.trackers if t.name in MEDIA]
         if not media:
             return
-        folder = os.path.join(self.run_dir, "eval", f"step-{step:06d}")
+        folder = eval_dir(self.run_dir, step)
         grid, samples = None, []
         if os.path.isfile(os.path.join(folder, "samples.jsonl")):
             with open(os.path.join(folder, "samples.jsonl")) as f:

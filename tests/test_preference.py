@@ -163,6 +163,19 @@ def test_the_controls_run(tmp_path, base_model, objective):
             train(_pref_cfg(run, base_model, "max_steps=3", "eval.every=0"))
 
 
+def test_resuming_a_finished_preference_run_evaluates_a_missing_final_evaluation_again(tmp_path, base_model, capsys):
+    import shutil
+
+    from genrl.trainers.preference import train
+
+    run = tmp_path / "run"
+    first = train(_pref_cfg(run, base_model, "max_steps=2", "eval.every=0"))
+    shutil.rmtree(run / "eval" / "step-000002")
+    capsys.readouterr()
+    assert train(_pref_cfg(run, base_model, "max_steps=2", "eval.every=0")) == first
+    assert "step-000002/summary.json is missing: evaluating the final weights again" in capsys.readouterr().out
+
+
 def test_a_fixed_reference_keeps_only_the_start(tmp_path, base_model):
     """With mode fixed the pool took a snapshot every snapshot_every (30) steps that no draw ever reads: a
     full copy of the weights each, in memory and in every checkpoint."""

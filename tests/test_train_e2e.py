@@ -108,6 +108,26 @@ def test_resume_continues_exactly(tmp_path, base_model):
     assert steps == [1, 2, 3]
 
 
+def test_resuming_a_finished_run_evaluates_a_missing_final_evaluation_again(tmp_path, base_model, capsys):
+    """A finished run resumed after its eval/ was moved: the final evaluation runs again on the loaded
+    weights (the same figures), and a missing base is said in one line instead of a silent empty dict."""
+    import shutil
+
+    run = tmp_path / "run"
+    first = train(_cfg(run, base_model, "max_steps=2", "eval.every=0"))
+    shutil.rmtree(run / "eval" / "step-000002")
+    capsys.readouterr()
+    again = train(_cfg(run, base_model, "max_steps=2", "eval.every=0"))
+    assert again == first and json.load(open(run / "final_metrics.json")) == first
+    assert "step-000002/summary.json is missing: evaluating the final weights again" in capsys.readouterr().out
+    shutil.rmtree(run / "eval" / "step-000000")
+    third = train(_cfg(run, base_model, "max_steps=2", "eval.every=0"))
+    assert third == {"base": {}, "final": first["final"]}
+    out = capsys.readouterr().out
+    assert "step-000000/summary.json is missing: final_metrics.json has no 'base' metrics" in out
+    assert "evaluating the final weights again" not in out
+
+
 def test_riskpo_tracked_quantiles_resume_exactly(tmp_path, base_model):
     """RiskPO's tracked quantiles are state across steps: checkpoints carry them, so a resumed run
     uses the quantiles the uninterrupted run did and ends with its weights; a checkpoint without

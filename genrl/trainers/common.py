@@ -14,7 +14,7 @@ from tqdm.auto import tqdm
 
 from genrl.config import TRAINER_CONFIGS, config_differences, load_config, read_yaml, save_config
 from genrl.evaluation import read_summary
-from genrl.io import atomic_file, json_safe
+from genrl.io import atomic_file, eval_dir, json_safe
 from genrl.metrics_log import MetricsLogger
 from genrl.preemption import RunFailed
 
@@ -309,10 +309,31 @@ def step_bar(cfg, start: int, desc: str, main: bool = True) -> tqdm:
     )
 
 
+def evaluations_due(cfg, start: int, main: bool = True) -> list[int]:
+    """The evaluations a run starting (or resuming) at step ``start`` runs before its first step:
+    ``[0]`` (the base) for a fresh run; ``[max_steps]`` for a resume of a finished run whose final
+    evaluation is missing (its ``eval/`` folder moved or removed): the loaded weights are the final
+    ones, so it is run again, announced (by the ``main`` process), instead of writing an empty ``final``;
+    else ``[]``. Every process of a launch gets the same list (``output_dir`` is shared, as for resuming)."""
+    if start == 0:
+        return [0]
+    if start == cfg.max_steps and not read_summary(cfg.output_dir, start):
+        if main:
+            print(f"{eval_dir(cfg.output_dir, start)}/summary.json is missing: evaluating the final weights again")
+        return [start]
+    return []
+
+
 def write_final_metrics(cfg) -> dict[str, dict]:
     """``{"base": eval metrics at step 0, "final": at max_steps}``, also written (atomically) to
-    ``output_dir/final_metrics.json``."""
+    ``output_dir/final_metrics.json``. An evaluation that is missing (a resumed run whose ``eval/``
+    was moved) is an empty dict there, and said in one line."""
     result = {"base": read_summary(cfg.output_dir, 0), "final": read_summary(cfg.output_dir, cfg.max_steps)}
+    for key, step in (("base", 0), ("final", cfg.max_steps)):
+        if not result[key]:
+            print(
+                f"{eval_dir(cfg.output_dir, step)}/summary.json is missing: final_metrics.json has no {key!r} metrics"
+            )
     with atomic_file(os.path.join(cfg.output_dir, "final_metrics.json")) as f:
         json.dump(json_safe(result), f, indent=1, allow_nan=False)  # a NaN metric as null
     return result

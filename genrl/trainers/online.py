@@ -63,6 +63,7 @@ from genrl.trainers.common import (
     NonFiniteGuard,
     check_finite,
     evaluate_task,
+    evaluations_due,
     make_accelerator,
     make_optimizer,
     open_run,
@@ -459,8 +460,8 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
             logger.log_eval(step, m)
         return m
 
-    if start == 0:
-        run_eval(0)
+    for at in evaluations_due(cfg, start, main):  # the base; or a finished run's missing final evaluation
+        run_eval(at)
     consecutive_failures = 0
     bar = step_bar(cfg, start, "train", main)
 

@@ -47,6 +47,7 @@ from genrl.trainers.common import (
     NonFiniteGuard,
     check_finite,
     evaluate_task,
+    evaluations_due,
     lr_multiplier,
     make_accelerator,
     make_optimizer,
@@ -125,8 +126,8 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         logger.log_eval(step, m)
         return m
 
-    if start == 0:
-        run_eval(0)
+    for at in evaluations_due(cfg, start, main):  # the base; or a finished run's missing final evaluation
+        run_eval(at)
     bar = step_bar(cfg, start, "preference", main)
     rank, B = accelerator.process_index, tc.batch_size
     accum = tc.gradient_accumulation_steps

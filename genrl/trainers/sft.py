@@ -32,7 +32,14 @@ from genrl.models import prepare_models
 from genrl.preemption import Preempted, StopRequest
 from genrl.registry import TASKS
 from genrl.seeding import derive_seed
-from genrl.trainers.common import lr_multiplier, make_optimizer, open_run, step_bar, write_final_metrics
+from genrl.trainers.common import (
+    evaluations_due,
+    lr_multiplier,
+    make_optimizer,
+    open_run,
+    step_bar,
+    write_final_metrics,
+)
 from genrl.vlm_batching import encode_sft, load_model_dir, save_model_dir
 
 
@@ -71,8 +78,8 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
         logger.log_eval(step, m)
         return m
 
-    if start == 0:
-        run_eval(0)
+    for at in evaluations_due(cfg, start):  # the base; or a finished run's missing final evaluation
+        run_eval(at)
     bar = step_bar(cfg, start, "sft")
     t_train, n_tokens = 0.0, 0
     stopping = 0  # the signal that stopped the run early (StopRequest)
