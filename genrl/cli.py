@@ -163,6 +163,19 @@ class OneLineArgumentParser(argparse.ArgumentParser):
 
 
 def main(argv: list[str] | None = None) -> int:
+    """``genrl``: the exit code (0; 2 bad input; 1 a failed run; 128 + signal when interrupted). A
+    Ctrl-C while the command line is still being read (the subcommands' modules import torch) is one
+    line too, as one during a command (GENRL_TRACEBACK=1 keeps the traceback)."""
+    try:
+        return _main(argv)
+    except KeyboardInterrupt:
+        if os.environ.get("GENRL_TRACEBACK"):
+            raise
+        print("genrl: interrupted (Ctrl-C) while starting; nothing was run", file=sys.stderr)
+        return 130
+
+
+def _main(argv: list[str] | None) -> int:
     configure_openmp(os.environ)  # before torch loads (children inherit it)
     parser = OneLineArgumentParser(prog="genrl", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)

@@ -391,6 +391,20 @@ def test_sigterm_before_the_first_step_puts_the_earlier_run_back(
     assert "put back the earlier run's" in out and _snapshot(run) == before
 
 
+def test_ctrl_c_while_the_command_line_loads_is_one_line(monkeypatch, capsys):
+    """Ctrl-C while ``genrl`` imported its subcommands' modules (torch: seconds) printed a traceback."""
+    import genrl.bench
+    from genrl.cli import main as cli_main
+
+    def interrupted(sub):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(genrl.bench, "add_parser", interrupted)
+    monkeypatch.delenv("GENRL_TRACEBACK", raising=False)
+    assert cli_main(["train", "--help-config"]) == 130
+    assert capsys.readouterr().err == "genrl: interrupted (Ctrl-C) while starting; nothing was run\n"
+
+
 def test_resuming_a_run_of_another_trainer_is_refused(tmp_path, base_model):
     """An online launch into a folder holding a preference run resumed its checkpoints (the saved config could
     not be read as an online config, so nothing was compared): metrics of two trainers in one file."""
