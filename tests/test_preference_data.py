@@ -275,9 +275,11 @@ def test_the_sd15_recipe_trains_with_its_own_ode_sampler_settings_and_exports(tm
     assert StableDiffusionPipeline.from_pretrained(str(tmp_path / "export")).unet is not None
 
 
-def test_the_digits_recipe_takes_colour_winners_from_files(tmp_path, base_model):
+def test_the_digits_recipe_takes_colour_winners_from_files(tmp_path, base_model, capsys):
     """The README's "point a digits recipe at your files": RGB (and RGBA) winners met a one-channel
-    model and crashed in the first forward; they are converted to grayscale now."""
+    model and crashed in the first forward; they are converted to grayscale now. A rerun of the
+    finished run (no judge: evaluations with no metrics) is a no-op: it said its evaluations were
+    missing and evaluated again."""
     from genrl.trainers.preference import train
 
     rgba = tmp_path / "rgba.png"
@@ -286,8 +288,13 @@ def test_the_digits_recipe_takes_colour_winners_from_files(tmp_path, base_model)
         {"prompt": "a handwritten digit one", "image": _png(tmp_path / "a.png", 30)},
         {"prompt": "a handwritten digit two", "image": "rgba.png"},
     ]
-    train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, _write(tmp_path / "w.jsonl", rows)))
+    cfg = _tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, _write(tmp_path / "w.jsonl", rows))
+    train(cfg)
     assert len([line for line in open(tmp_path / "run" / "metrics.jsonl") if "loss/seppo" in line]) == 2
+    rows_before = open(tmp_path / "run" / "metrics.jsonl").read()
+    assert "missing" not in capsys.readouterr().out
+    assert train(cfg) == {"base": {}, "final": {}}
+    assert "missing" not in capsys.readouterr().out and open(tmp_path / "run" / "metrics.jsonl").read() == rows_before
     task = PreferenceDataTask(_data_cfg(train_files=[str(tmp_path / "w.jsonl")]))
     prompts, images = task.preference_batch(6, torch.Generator().manual_seed(0), (1, 8, 8))
     assert images.shape == (6, 1, 8, 8)

@@ -309,6 +309,10 @@ def step_bar(cfg, start: int, desc: str, main: bool = True) -> tqdm:
     )
 
 
+def _summary_file(cfg, step: int) -> str:
+    return os.path.join(eval_dir(cfg.output_dir, step), "summary.json")
+
+
 def evaluations_due(cfg, start: int, main: bool = True) -> list[int]:
     """The evaluations a run starting (or resuming) at step ``start`` runs before its first step:
     ``[0]`` (the base) for a fresh run; ``[max_steps]`` for a resume of a finished run whose final
@@ -317,9 +321,9 @@ def evaluations_due(cfg, start: int, main: bool = True) -> list[int]:
     else ``[]``. Every process of a launch gets the same list (``output_dir`` is shared, as for resuming)."""
     if start == 0:
         return [0]
-    if start == cfg.max_steps and not read_summary(cfg.output_dir, start):
+    if start == cfg.max_steps and not os.path.isfile(_summary_file(cfg, start)):
         if main:
-            print(f"{eval_dir(cfg.output_dir, start)}/summary.json is missing: evaluating the final weights again")
+            print(f"{_summary_file(cfg, start)} is missing: evaluating the final weights again")
         return [start]
     return []
 
@@ -330,10 +334,8 @@ def write_final_metrics(cfg) -> dict[str, dict]:
     was moved) is an empty dict there, and said in one line."""
     result = {"base": read_summary(cfg.output_dir, 0), "final": read_summary(cfg.output_dir, cfg.max_steps)}
     for key, step in (("base", 0), ("final", cfg.max_steps)):
-        if not result[key]:
-            print(
-                f"{eval_dir(cfg.output_dir, step)}/summary.json is missing: final_metrics.json has no {key!r} metrics"
-            )
+        if not os.path.isfile(_summary_file(cfg, step)):  # not `not result[key]`: a task without a judge has {}
+            print(f"{_summary_file(cfg, step)} is missing: final_metrics.json has no {key!r} metrics")
     with atomic_file(os.path.join(cfg.output_dir, "final_metrics.json")) as f:
         json.dump(json_safe(result), f, indent=1, allow_nan=False)  # a NaN metric as null
     return result
