@@ -171,14 +171,18 @@ def make_gallery(
     try:
         task = TASKS.get(cfgs[0].task).from_config(cfgs[0])
     except ValueError as e:  # e.g. the run's data files moved: say which run's config names them
-        raise GalleryError(f"{run_dirs[0]}: task {cfgs[0].task!r} of its config.yaml: {e}") from None
+        where = f"{run_dirs[0]}: task {cfgs[0].task!r} of its config.yaml"
+        if not prompts:
+            raise GalleryError(f"{where}: {e}; or give --prompts, sampled without the task") from None
+        print(f"{where} cannot be built ({e}): --prompts are sampled without the task's judges")
+        task = None  # no metadata, no judges: the runs' own rewards only
     prompts = list(dict.fromkeys(prompts or task.prompts()))[:max_prompts]
     if not prompts:
         raise GalleryError("no prompts to sample")
 
     def meta(p):
         try:
-            return task.metadata(p)
+            return task.metadata(p) if task is not None else {}
         except Exception:  # a prompt the task cannot parse: rewards needing metadata give n/a
             return {}
 

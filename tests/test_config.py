@@ -360,11 +360,14 @@ def test_a_key_given_twice_and_a_dotted_import_path_name_are_refused(tmp_path):
 def test_data_files_for_a_task_that_reads_none_are_refused():
     """``data.train_files=[...]`` on the digits task trained on digits, the files ignored without a word."""
     message = err(["data.train_files=[prompts.txt]"])
-    assert message.startswith("data.train_files=['prompts.txt']: task 'digits' reads no data files")
+    here = os.path.join(os.getcwd(), "prompts.txt")  # data paths are made absolute (the saved config's)
+    assert message.startswith(f"data.train_files=[{here!r}]: task 'digits' reads no data files")
     assert message.endswith(
         ": remove the data settings, or choose a task that reads them (preference_data, prompts, vlm_data)"
     )
-    assert load_config(OnlineConfig, None, ["task=prompts", "data.train_files=[p.txt]"]).data.train_files == ["p.txt"]
+    assert load_config(OnlineConfig, None, ["task=prompts", "data.train_files=[p.txt]"]).data.train_files == [
+        os.path.abspath("p.txt")
+    ]
     # any other data.* setting too (the preference trainer's digits run evaluated all 10 prompts, not 2)
     from genrl.config import PreferenceConfig
 
@@ -650,3 +653,19 @@ def test_full_determinism_switches_torch_to_deterministic_kernels(config_cls, mo
         random.setstate(rng[0])
         np.random.set_state(rng[1])
         torch.random.set_rng_state(rng[2])
+
+
+def test_local_paths_are_saved_absolute_and_hub_ids_as_typed(tmp_path, monkeypatch):
+    """A run's config.yaml named local models and data files as typed, relative to the launch folder:
+    `genrl export` recorded base_model "sd15", and the gallery from another folder found no data."""
+    from genrl.config.base import local_path
+
+    (tmp_path / "sd15").mkdir()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert local_path("sd15", existing_only=True) == str(tmp_path / "sd15")
+    assert local_path("~/sd15", existing_only=True) == str(tmp_path / "sd15")
+    assert local_path("org/model", existing_only=True) == "org/model"  # a hub id
+    assert local_path("task:digits", existing_only=True) == "task:digits"
+    assert local_path("data/w.jsonl") == str(tmp_path / "data" / "w.jsonl")  # a data file: always
+    assert local_path("") == ""

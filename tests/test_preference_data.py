@@ -367,3 +367,30 @@ def test_data_files_are_read_as_users_write_them(tmp_path):
     for path, message in cases:
         with pytest.raises(ValueError, match=message):
             PreferenceDataTask(_data_cfg(train_files=[path])).check_sample_shape((3, 4, 4))
+
+
+def test_a_run_on_relative_data_paths_is_read_from_any_folder(tmp_path, base_model, monkeypatch, capsys):
+    """Data paths were saved as typed, relative to the launch folder: `genrl gallery` from another folder
+    failed on them, even with --prompts. They are saved absolute now; and with the data gone, --prompts
+    are sampled without the task (it has no judges) instead of refusing the gallery."""
+    from genrl.cli import main
+    from genrl.config import load_config
+    from genrl.trainers.preference import train
+
+    (tmp_path / "launch" / "data").mkdir(parents=True)
+    _png(tmp_path / "launch" / "data" / "a.png", 30)
+    _write(tmp_path / "launch" / "data" / "w.jsonl", [{"prompt": "a handwritten digit one", "image": "a.png"}])
+    monkeypatch.chdir(tmp_path / "launch")
+    train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, "data/w.jsonl"))
+    saved = load_config(PreferenceConfig, str(tmp_path / "run" / "config.yaml"))
+    assert saved.data.train_files == [str(tmp_path / "launch" / "data" / "w.jsonl")]
+    monkeypatch.chdir(tmp_path)
+    gallery = ["gallery", str(tmp_path / "run"), "--seeds-per-prompt", "1"]
+    assert main([*gallery, "--out", str(tmp_path / "g1")]) == 0
+    (tmp_path / "launch" / "data" / "w.jsonl").unlink()
+    capsys.readouterr()
+    assert main([*gallery, "--out", str(tmp_path / "g2")]) == 2
+    assert capsys.readouterr().err.rstrip().endswith("; or give --prompts, sampled without the task")
+    assert main([*gallery, "--out", str(tmp_path / "g3"), "--prompts", "a handwritten digit one"]) == 0
+    assert "--prompts are sampled without the task's judges" in capsys.readouterr().out
+    assert (tmp_path / "g3" / "index.html").is_file()

@@ -53,6 +53,8 @@ __all__ = [
     "default_of",
     "describe_config",
     "load_config",
+    "local_path",
+    "local_paths",
     "nonempty",
     "option",
     "owned_options",
@@ -531,6 +533,26 @@ def at_least(section: Section, minimum: float, *names: str) -> None:
         v = getattr(section, n)
         require(math.isfinite(v), n, v, "must be finite")
         require(v >= minimum, n, v, f"must be >= {minimum}")
+
+
+def local_path(path: str, existing_only: bool = False) -> str:
+    """``path`` with ``~`` expanded and made absolute against the current folder, so that a run's saved
+    ``config.yaml`` names the same file from any folder (``genrl gallery``, ``genrl export``, a rerun
+    of the saved config). ``existing_only``: a path that does not exist here is kept as written (a
+    model option also takes hub ids such as ``org/model`` and ``task:`` URIs); ``''`` stays ``''``."""
+    if not path:
+        return path
+    expanded = os.path.expanduser(path)
+    if existing_only and not os.path.exists(expanded):
+        return expanded
+    return os.path.abspath(expanded)
+
+
+def local_paths(section: Section, *names: str) -> None:
+    """Each named field (a path, or a list of paths) of ``section`` through :func:`local_path`."""
+    for n in names:
+        value = getattr(section, n)
+        setattr(section, n, [local_path(v) for v in value] if isinstance(value, list) else local_path(value))
 
 
 def nonempty(section: Section, *names: str) -> None:

@@ -8,7 +8,6 @@ The choices of each name-valued field come from the module that implements them 
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Any, Literal, Optional, Union
 
@@ -19,6 +18,8 @@ from genrl.config.base import (
     ConfigError,
     Section,
     at_least,
+    local_path,
+    local_paths,
     nonempty,
     option,
     owned_options,
@@ -141,7 +142,7 @@ class PolicyConfig(Section):
         from genrl.registry import FAMILIES, POLICIES
 
         nonempty(self, "name", "model", "family")
-        self.model = os.path.expanduser(self.model)  # ~/models/x: one folder for every check and loader
+        self.model = local_path(self.model, existing_only=True)  # ~/models/x, ./x: one folder for every reader
         registered(self, "name", POLICIES)
         require(  # a token policy here crashed on the settings it lacks; its section is VLMPolicyConfig
             issubclass(POLICIES.get(self.name), DenoisingPolicy),
@@ -554,6 +555,7 @@ class PromptDataConfig(Section):
     def validate(self) -> None:
         nonempty(self, "prompt_key")
         at_least(self, 1, "max_eval_prompts")
+        local_paths(self, "train_files", "test_files")  # the saved config names them from any folder
 
 
 @dataclass

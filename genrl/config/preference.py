@@ -8,7 +8,17 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import ConfigError, Section, at_least, nonempty, option, owned_options, require, unused_unless
+from genrl.config.base import (
+    ConfigError,
+    Section,
+    at_least,
+    local_paths,
+    nonempty,
+    option,
+    owned_options,
+    require,
+    unused_unless,
+)
 from genrl.config.common import (
     FULL_DETERMINISM_HELP,
     RunConfig,
@@ -148,6 +158,7 @@ class PreferenceDataConfig(Section):
         )
         at_least(self, 0, "max_rows")
         at_least(self, 1, "max_eval_prompts")
+        local_paths(self, "train_files", "image_root")  # the saved config names them from any folder
 
 
 @dataclass

@@ -2,11 +2,10 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import at_least, nonempty, option, require
+from genrl.config.base import at_least, local_path, nonempty, option, require
 from genrl.config.common import (
     LogConfig,
     RunConfig,
@@ -69,7 +68,7 @@ class SFTConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         nonempty(self, "model")
-        self.model = os.path.expanduser(self.model)  # ~/models/x: one folder for every check and loader
+        self.model = local_path(self.model, existing_only=True)  # ~/models/x, ./x: one folder for every reader
         require_model_for(
             self.model, SFT_POLICY, "model", fix=f"the SFT trainer trains a {SFT_POLICY} model: name one"
         )

@@ -7,11 +7,20 @@ Model types and the default LoRA targets come from ``genrl.policies.vlm``, answe
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import Section, at_least, nonempty, option, registered, require, unused_unless
+from genrl.config.base import (
+    Section,
+    at_least,
+    local_path,
+    local_paths,
+    nonempty,
+    option,
+    registered,
+    require,
+    unused_unless,
+)
 from genrl.config.common import LoraConfig
 from genrl.config.online import ObjectiveConfig, OnlineConfig
 from genrl.objectives.common import KL_TYPES
@@ -92,7 +101,7 @@ class VLMPolicyConfig(Section):
         from genrl.registry import POLICIES
 
         nonempty(self, "name", "model")
-        self.model = os.path.expanduser(self.model)  # ~/models/x: one folder for every check and loader
+        self.model = local_path(self.model, existing_only=True)  # ~/models/x, ./x: one folder for every reader
         registered(self, "name", POLICIES)
         require(  # a denoising policy here crashed on the settings it lacks (family, sde)
             not issubclass(POLICIES.get(self.name), DenoisingPolicy),
@@ -158,6 +167,7 @@ class VLMDataConfig(Section):
         at_least(self, 1, "min_pixels")
         require(self.max_pixels >= self.min_pixels, "max_pixels", self.max_pixels, "must be >= min_pixels")
         at_least(self, 0, "max_rows")
+        local_paths(self, "train_files", "val_files", "image_root")  # the saved config names them from any folder
 
 
 @dataclass
