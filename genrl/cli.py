@@ -35,7 +35,9 @@ def _train(args) -> int:
         if chosen and kind not in TRAINER_CONFIGS:
             raise ValueError(f"trainer={kind!r}: must be one of {', '.join(map(repr, TRAINER_CONFIGS))}")
         kinds = [kind] if chosen else list(TRAINER_CONFIGS)
-        print("\n\n".join(f"# trainer: {k}\n" + describe_config(TRAINER_CONFIGS[k]) for k in kinds))
+        # a recipe's own values beside the defaults (the recipe must load: its error is the one line)
+        values = load_trainer_config(args.config, args.overrides) if args.config else None
+        print("\n\n".join(f"# trainer: {k}\n" + describe_config(TRAINER_CONFIGS[k], values=values) for k in kinds))
         return 0
     if not args.config:
         print("genrl train: a config file is required (see configs/)", file=sys.stderr)

@@ -127,9 +127,10 @@ def export(
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     run_cfg = load_run_config(check_run(run_dir)[0])  # a bad RUN_DIR: its one line, before any heavy import
     if weights == "ema" and not getattr(run_cfg.train, "ema_decay", 0):
-        raise ExportError(
-            f"--weights ema: {run_dir} kept no EMA (train.ema_decay is 0); leave --weights out, or give raw"
+        why = (
+            "train.ema_decay is 0" if hasattr(run_cfg.train, "ema_decay") else f"trainer {run_cfg.trainer} keeps none"
         )
+        raise ExportError(f"--weights ema: {run_dir} kept no EMA ({why}); leave --weights out, or give raw")
     if lora == "adapter" and run_cfg.policy.lora.rank == 0:
         raise ExportError(
             f"--lora adapter: {run_dir} fine-tunes the whole denoiser (policy.lora.rank=0), so it has no adapter; "

@@ -385,6 +385,8 @@ def test_full_fine_tuning_in_bf16_trains_fp32_weights(tmp_path, base_model):
     with pytest.raises(ExportError, match="no adapter"):
         export(str(run), str(tmp_path / "adapter"), lora="adapter")
     assert not (tmp_path / "adapter").exists()
+    with pytest.raises(ExportError, match=r"kept no EMA \(trainer preference keeps none\)"):  # not train.ema_decay
+        export(str(run), str(tmp_path / "ema"), weights="ema")
     export(str(run), str(tmp_path / "full"))
     cfg = _pref_cfg(run, base_model, *extra).policy
     back = POLICIES.get("flow").from_pretrained(

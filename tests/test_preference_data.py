@@ -2,6 +2,7 @@
 start-up, fitted to the model's sample shape; and a preference run on a tiny Wan (video) pipeline."""
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -394,3 +395,18 @@ def test_a_run_on_relative_data_paths_is_read_from_any_folder(tmp_path, base_mod
     assert main([*gallery, "--out", str(tmp_path / "g3"), "--prompts", "a handwritten digit one"]) == 0
     assert "--prompts are sampled without the task's judges" in capsys.readouterr().out
     assert (tmp_path / "g3" / "index.html").is_file()
+
+
+def test_evaluation_only_data_settings_may_change_on_resume(tmp_path):
+    """``data.max_eval_prompts`` (evaluation only, as ``eval.*``) was refused on a resume."""
+    from genrl.config import load_config, save_config
+    from genrl.trainers.common import check_resume
+
+    recipe = str(Path(__file__).resolve().parents[1] / "configs" / "digits" / "seppo.yaml")
+    rows = _write(tmp_path / "w.jsonl", [{"prompt": "p", "image": _png(tmp_path / "a.png", 30)}])
+    base = [f"output_dir={tmp_path / 'run'}", "task=preference_data", f"data.train_files=[{rows}]"]
+    (tmp_path / "run").mkdir()
+    save_config(load_config(PreferenceConfig, recipe, base), str(tmp_path / "run" / "config.yaml"))
+    check_resume(load_config(PreferenceConfig, recipe, [*base, "data.max_eval_prompts=4"]), 2)
+    with pytest.raises(ValueError, match="settings it was not trained with: data.max_rows: 0 -> 1"):
+        check_resume(load_config(PreferenceConfig, recipe, [*base, "data.max_rows=1"]), 2)

@@ -778,6 +778,17 @@ def test_help_config_names_a_missing_config_instead_of_ignoring_it(capsys):
     assert capsys.readouterr().err.strip() == "genrl train: configs/digits/nope.yaml: no such config file"
 
 
+def test_help_config_of_a_recipe_shows_its_values_beside_the_defaults(capsys):
+    """``genrl train RECIPE --help-config`` listed only the trainer's defaults (max_steps 100, beta 2000 for
+    configs/digits/seppo.yaml, which sets 300 and 1000), with nothing saying the recipe's were not shown."""
+    assert cli_main(["train", "configs/digits/seppo.yaml", "objective.beta=500.0", "--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert "\nmax_steps: int = 100 (this config: 300)\n" in out
+    assert "\nobjective.beta: float = 2000.0 (this config: 500.0)\n" in out  # the overrides too
+    assert "\nseed: int = 0\n" in out  # the same value: the default alone
+    assert cli_main(["train", "configs/digits/seppo.yaml", "objective.beta=-1", "--help-config"]) == 2
+
+
 def test_a_truncated_safetensors_file_is_one_line_naming_the_model(base_model, tmp_path, capsys):
     """Issue 16, 2: a damaged model folder reached the user as a traceback."""
     import shutil

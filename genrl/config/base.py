@@ -423,18 +423,23 @@ def _inline(value: Any) -> str:
     return text.removesuffix("\n...").strip()
 
 
-def describe_config(cls: type, prefix: str = "") -> str:
-    """Every field: dotted name, type, default and help (one block per field)."""
+def describe_config(cls: type, prefix: str = "", values: Any = None) -> str:
+    """Every field: dotted name, type, default and help (one block per field). With ``values`` (a
+    config of ``cls``, e.g. a recipe with its overrides), a field it sets to another value than the
+    default says so after the default: ``= 2000.0 (this config: 1000.0)``."""
     lines = []
     hints = _hints(cls)
     for f in _init_fields(cls):
         name, tp, doc = f"{prefix}{f.name}", hints[f.name], f.metadata.get("help", "")
+        value = getattr(values, f.name) if values is not None else None
         if dataclasses.is_dataclass(tp):
             lines.append(f"{name}: [{tp.__name__}] {doc}".rstrip())
-            lines.append(describe_config(tp, f"{name}."))
+            lines.append(describe_config(tp, f"{name}.", value))
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         shown = "(required)" if default is dataclasses.MISSING else _inline(default)
+        if values is not None and value != default:
+            shown += f" (this config: {_inline(value)})"
         lines.append(f"{name}: {_type_name(tp)} = {shown}\n    {doc}".rstrip())
     return "\n".join(lines)
 

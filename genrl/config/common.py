@@ -91,7 +91,9 @@ class ScheduledOptimizerConfig(OptimizerConfig):
         "constant", "decay after warmup: cosine or linear from lr down to lr * min_lr_ratio at max_steps, or constant"
     )
     min_lr_ratio: float = option(0.05, "the floor of the decay as a fraction of lr, in [0, 1]")
-    warmup_steps: int = option(0, "linear warmup steps from 0 to lr (< max_steps)")
+    warmup_steps: int = option(
+        0, "linear warmup steps (< max_steps): step s of the first w trains at lr x (s + 1) / (w + 1)"
+    )
 
     def validate(self) -> None:
         super().validate()

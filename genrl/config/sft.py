@@ -30,7 +30,9 @@ class SFTTrainConfig(ScheduledOptimizerConfig):
     lr_schedule: Literal["cosine", "linear", "constant"] = option(
         "cosine", "decay after warmup: cosine or linear from lr down to lr * min_lr_ratio at max_steps, or constant"
     )
-    warmup_steps: int = option(10, "linear warmup steps from 0 to lr (< max_steps)")
+    warmup_steps: int = option(
+        10, "linear warmup steps (< max_steps): step s of the first w trains at lr x (s + 1) / (w + 1)"
+    )
 
     def validate(self) -> None:
         super().validate()

@@ -28,6 +28,9 @@ RESUMABLE = (
     "output_dir",
     "log.",
     "eval.",
+    "data.max_eval_prompts:",  # evaluation-only data settings, as eval.*
+    "data.test_files:",
+    "data.val_files:",
     "checkpoint.",
     "train.fsdp:",
     "train.adaptive_threads:",
