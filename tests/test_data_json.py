@@ -70,9 +70,11 @@ def test_good_rows_still_read_as_before(tmp_path):
     """Key order, nested values, a key reused in another object and NaN (refused later, by column) are kept."""
     rows = [{"prompt": "a", "image": {"path": "x.png"}, "n": float("nan")}, {"prompt": "b", "image": {"path": "y"}}]
     (tmp_path / "r.json").write_text(json.dumps(rows))
-    (tmp_path / "r.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    for name in ("r.json", "r.jsonl"):
-        got = read_rows(str(tmp_path / name))
+    (tmp_path / "r.jsonl").write_text("\n".join(["", json.dumps(rows[0]), " ", json.dumps(rows[1])]) + "\n")
+    for name, where in (("r.json", ("r.json row 0", "r.json row 1")), ("r.jsonl", ("r.jsonl:2", "r.jsonl:4"))):
+        located = read_rows(str(tmp_path / name))  # where an editor finds them: lines of .jsonl, blank ones too
+        assert [w for w, _ in located] == [str(tmp_path / w) for w in where]
+        got = [r for _, r in located]
         assert [list(r) for r in got] == [["prompt", "image", "n"], ["prompt", "image"]]
         assert got[1] == rows[1] and got[0]["n"] != got[0]["n"]
     assert read_prompts([str(tmp_path / "r.jsonl")])[1] == ("b", {"image": {"path": "y"}})

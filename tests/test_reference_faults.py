@@ -206,7 +206,7 @@ def test_images_the_qwen_processor_refuses_fail_at_start_naming_file_and_row(tmp
     (tmp_path / "d.jsonl").write_text("\n".join(json.dumps(r) for r in rows))
     with pytest.raises(
         ValueError,
-        match=r"d.jsonl row 1: image 0 \(.*long.png.*\) cannot be fed to the Qwen-VL "
+        match=r"d.jsonl:2: image 0 \(.*long.png.*\) cannot be fed to the Qwen-VL "
         r"processor: absolute aspect ratio",
     ):
         VLMDataTask(VLMDataConfig(train_files=[str(tmp_path / "d.jsonl")]))

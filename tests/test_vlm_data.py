@@ -180,7 +180,7 @@ def test_resize_into_follows_mmr1():
 @pytest.mark.parametrize(
     "row, match",
     [
-        ({"answer": "1"}, r"row 0: missing column\(s\) \['problem'\]"),
+        ({"answer": "1"}, r"bad.jsonl:1: missing column\(s\) \['problem'\]"),
         ({"problem": "<image> x", "answer": "1", "images": ["nope.png"]}, "image 0 not found"),
         (
             {"problem": "<image> <image> x", "answer": "1", "images": ["imgs/0.png"]},
@@ -191,9 +191,9 @@ def test_resize_into_follows_mmr1():
         # issue 16, 9: a valid header with a truncated body is decoded in full at start-up
         ({"problem": "x", "answer": "1", "images": ["truncated.png"]}, r"image 0 \(.*truncated.png\) is corrupt"),
         # found by trying users' own files: tracebacks, and values str() turned into wrong training data
-        (5, r"row 0: expected an object \(a mapping of columns\), got int"),
-        (None, r"row 0: expected an object \(a mapping of columns\), got NoneType"),
-        ("hello", r"row 0: expected an object \(a mapping of columns\), got str"),
+        (5, r"bad.jsonl:1: expected an object \(a mapping of columns\), got int"),
+        (None, r"bad.jsonl:1: expected an object \(a mapping of columns\), got NoneType"),
+        ("hello", r"bad.jsonl:1: expected an object \(a mapping of columns\), got str"),
         (
             {"problem": ["<image>", "x"], "answer": "1"},
             r"column 'problem' \(data.prompt_key\) must hold non-empty text",
@@ -280,7 +280,7 @@ def test_a_prompt_over_max_prompt_length_fails_at_start_up_naming_its_row(tmp_pa
     )
     err = capsys.readouterr().err.strip()
     assert rc == 2 and not (tmp_path / "run").exists(), err
-    assert err.startswith(f"genrl train: {data_dir / 'train.jsonl'} row 3: the prompt takes ") and err.count("\n") == 0
+    assert err.startswith(f"genrl train: {data_dir / 'train.jsonl'}:4: the prompt takes ") and err.count("\n") == 0
     assert "> policy.max_prompt_length=64 (1 of 4 prompts do)" in err
 
 

@@ -62,9 +62,8 @@ class PreferenceDataTask:
             rows = read_rows(path)
             if not rows:
                 raise ValueError(f"{path} (data.train_files) holds no rows")
-            for r, row in enumerate(rows):
-                where = f"{path} row {r}"
-                prompt = row.get(data_cfg.prompt_key) if isinstance(row, dict) else None
+            for where, row in rows:  # where: path:LINE (.jsonl) or path row N
+                prompt = row.get(data_cfg.prompt_key)
                 if not isinstance(prompt, str) or not prompt.strip():
                     raise ValueError(f"{where}: no non-empty string column {data_cfg.prompt_key!r} (data.prompt_key)")
                 winner = self._winner(row, root, where)

@@ -47,35 +47,38 @@ def expand_data_paths(
     return files
 
 
-def read_rows(path: str) -> list[dict]:
-    """The rows of one ``.jsonl`` / ``.json`` / ``.parquet`` file, as dicts. ``ValueError`` naming the
-    file (and line or row) for text that is not UTF-8, a row that is not an object, or JSON that
+def read_rows(path: str) -> list[tuple[str, dict]]:
+    """The rows of one ``.jsonl`` / ``.json`` / ``.parquet`` file, each as ``(where, row)``: ``where``
+    locates it for error messages the way the user finds it: ``path:LINE`` for a ``.jsonl`` row (the
+    line an editor shows, counted from 1, blank lines included), ``path row N`` for a ``.json`` list
+    or ``.parquet`` table (the index, from 0, as pandas shows it). ``ValueError`` naming the file
+    (and line or row) for text that is not UTF-8, a row that is not an object, or JSON that
     :func:`loads_json` refuses (invalid, a repeated key, nested too deeply)."""
     if path.endswith(".parquet"):
         try:
             import pyarrow.parquet as pq
         except ImportError as e:
             raise ImportError(f"reading {path} needs pyarrow: pip install 'genrl[vlm]'") from e
-        rows = pq.read_table(path).to_pylist()
+        rows = [(f"{path} row {r}", row) for r, row in enumerate(pq.read_table(path).to_pylist())]
     else:
         try:
             rows = _read_json_rows(path)
         except UnicodeDecodeError as e:
             raise ValueError(f"{path}: not UTF-8 text (byte {e.start}); save the data file as UTF-8") from None
-    for r, row in enumerate(rows):
+    for where, row in rows:
         if not isinstance(row, dict):
-            raise ValueError(f"{path} row {r}: expected an object (a mapping of columns), got {type(row).__name__}")
+            raise ValueError(f"{where}: expected an object (a mapping of columns), got {type(row).__name__}")
     return rows
 
 
-def _read_json_rows(path: str) -> list:
+def _read_json_rows(path: str) -> list[tuple[str, Any]]:
     with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is skipped
         if path.endswith(".json"):
             rows = loads_json(f.read(), path)
             if not isinstance(rows, list):
                 raise ValueError(f"{path}: a .json data file must hold a list of rows, got {type(rows).__name__}")
-            return rows
-        return [loads_json(line, path, n) for n, line in enumerate(f, 1) if line.strip()]
+            return [(f"{path} row {r}", row) for r, row in enumerate(rows)]
+        return [(f"{path}:{n}", loads_json(line, path, n)) for n, line in enumerate(f, 1) if line.strip()]
 
 
 class _DuplicateKey(Exception):

@@ -167,8 +167,7 @@ class VLMDataTask(ResponseTask):
         for path in expand_data_paths(paths, key=key):
             root = os.path.expanduser(c.image_root) if c.image_root else os.path.dirname(os.path.abspath(path))
             rows = read_rows(path)
-            for r, row in enumerate(rows):
-                where = f"{path} row {r}"
+            for where, row in rows:  # where: path:LINE (.jsonl) or path row N
                 targets = [c.response_key] if c.response_key and key == "data.train_files" else []
                 needed = (c.prompt_key, c.answer_key, *targets)
                 missing = [k for k in needed if k not in row]
