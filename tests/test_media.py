@@ -132,3 +132,15 @@ def test_a_directory_is_named_as_one_not_as_missing(tmp_path):
         read_frames(str(tmp_path / "pics"), "row 0")
     with pytest.raises(ValueError, match=r"^row 0: image \(.*gone.png\) not found$"):
         open_rgb(str(tmp_path / "gone.png"), "row 0")
+
+
+def test_an_empty_image_path_is_named_and_a_home_path_is_expanded(tmp_path, monkeypatch):
+    """``"image": ""`` was reported as "a directory, not a file" (the data file's folder); ``~/a.png`` was
+    joined to the data file's folder, although data.train_files and image_root expand ``~``."""
+    for empty in ("", "  "):
+        with pytest.raises(ValueError, match=r"^w.jsonl:3: image 0 is an empty path$"):
+            image_refs(empty, str(tmp_path), "w.jsonl:3")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "a.png").write_bytes(b"x")
+    assert image_refs("~/a.png", "/elsewhere", "w.jsonl:1") == [str(tmp_path / "a.png")]
+    assert image_refs(["a.png"], str(tmp_path), "w.jsonl:1") == [str(tmp_path / "a.png")]

@@ -162,8 +162,10 @@ def _row_with_duplicate(text: str) -> int | None:
 
 
 def image_refs(entry: Any, root: str, where: str, what: str = "image") -> list:
-    """Paths (absolute) or bytes for one row's image column (``what`` names its items in messages: ``image``,
-    ``video``, ``frame``)."""
+    """Paths (absolute; ``~`` expanded, relative ones joined to ``root``) or bytes for one row's image
+    column (``what`` names its items in messages: ``image``, ``video``, ``frame``). ``ValueError``
+    naming ``where`` and the item for an empty path, a folder, a missing file, a record without
+    bytes or path, or a value of another type."""
     if entry is None:
         return []
     items = entry if isinstance(entry, (list, tuple)) else [entry]
@@ -183,6 +185,9 @@ def image_refs(entry: Any, root: str, where: str, what: str = "image") -> list:
             else:
                 raise ValueError(f"{where}: {item} is a record without 'bytes' or 'path'")
         if isinstance(it, str):
+            if not it.strip():
+                raise ValueError(f"{where}: {item} is an empty path")
+            it = os.path.expanduser(it)  # ~/pics/a.png, as data.train_files and image_root take it
             path = it if os.path.isabs(it) else os.path.join(root, it)
             if os.path.isdir(path):
                 raise ValueError(f"{where}: {item} is a directory, not a file: {describe_ref(path)}")
