@@ -1,6 +1,7 @@
 """Preference objectives over denoising errors (SePPO, Diffusion-DPO, SFT): the formulas on
 constructed cases, the anchor criterion's switch, and the direction of the gradient."""
 
+import json
 import math
 import os
 from types import SimpleNamespace
@@ -158,6 +159,8 @@ def test_the_controls_run(tmp_path, base_model, objective):
         from genrl.checkpoint import load_checkpoint
 
         assert load_checkpoint(str(run / "checkpoints" / "step-000002"))["pool"] is None
+        rows = [json.loads(line) for line in open(run / "metrics.jsonl") if "loss/sft" in line]
+        assert len(rows) == 2 and not any("train/ref_step" in r or "train/pool_size" in r for r in rows)
         assert not (run / "pool").exists()
         with pytest.raises(ValueError, match="no reference pool"):  # a seppo resume of it: one line, not a TypeError
             train(_pref_cfg(run, base_model, "max_steps=3", "eval.every=0"))

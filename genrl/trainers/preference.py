@@ -200,12 +200,12 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                 "grad/norm": grad_norm,
                 "train/lr": lr,
                 "train/nonfinite_steps_skipped": int(not stepped),
-                "train/ref_step": pool.steps[ref_index] if pairs else 0,
-                "train/pool_size": len(pool) if pairs else 0,
                 "time/reference": t_ref,
                 "time/update": t3 - t0 - t_ref,
                 "time/step": t3 - t0,
             }
+            if pairs:  # sft keeps no pool: no reference to log
+                metrics.update({"train/ref_step": pool.steps[ref_index], "train/pool_size": len(pool)})
             if main:
                 logger.log(done, metrics)
                 bar.set_postfix(loss=f"{next(iter(sums.values())):.4f}", refresh=False)
