@@ -181,7 +181,9 @@ def config_models(cfg) -> list[tuple[str, str]]:
 def prepare_models(cfg, progress: bool = True) -> list[str]:
     """Build every missing ``task:`` / ``sft:`` model ``cfg`` names (logged); returns their paths.
     ``ValueError`` for an ``sft:`` model that is ``cfg``'s own run (its config writes to
-    ``cfg.output_dir``): it was trained in full, then the run refused to resume with other settings."""
+    ``cfg.output_dir``): it was trained in full, then the run refused to resume with other settings.
+    Building shows a progress bar unless ``progress`` is false or ``cfg.log.progress_bar`` is."""
+    progress = progress and getattr(getattr(cfg, "log", None), "progress_bar", True)
     models = [(m, kind) for m, kind in config_models(cfg) if m.startswith((TASK, SFT))]
     own = os.path.abspath(cfg.output_dir)
     for m in (m for m, _ in models if m.startswith(SFT)):

@@ -101,3 +101,16 @@ def test_an_sft_model_that_is_the_runs_own_output_is_refused_before_training(tmp
         == f"genrl train: model 'sft:{config}' is this run's own output ({tmp_path / 'run'}): name the SFT run to start from"
     )
     assert not (tmp_path / "run").exists() and not (tmp_path / "cache").exists()
+
+
+def test_building_a_model_follows_log_progress_bar(monkeypatch):
+    """``log.progress_bar=false`` hid the training bar but not the base model's 250-step pretraining bar."""
+    import genrl.models
+    from genrl.config import PreferenceConfig, load_config
+
+    seen = []
+    monkeypatch.setattr(genrl.models, "prepare_model", lambda m, kind, progress: seen.append(progress) or m)
+    recipe = os.path.join(ROOT, "configs", "digits", "seppo.yaml")
+    for bar in (True, False):
+        genrl.models.prepare_models(load_config(PreferenceConfig, recipe, [f"log.progress_bar={bar}"]))
+    assert seen == [True, False]
