@@ -2,6 +2,7 @@
 start-up, fitted to the model's sample shape; and a preference run on a tiny Wan (video) pipeline."""
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -410,3 +411,26 @@ def test_evaluation_only_data_settings_may_change_on_resume(tmp_path):
     check_resume(load_config(PreferenceConfig, recipe, [*base, "data.max_eval_prompts=4"]), 2)
     with pytest.raises(ValueError, match="settings it was not trained with: data.max_rows: 0 -> 1"):
         check_resume(load_config(PreferenceConfig, recipe, [*base, "data.max_rows=1"]), 2)
+
+
+def test_a_resume_on_changed_training_data_is_refused(tmp_path, base_model):
+    """Winners appended to the data file between a run and its resume were trained on silently: the
+    resumed steps drew from other rows than a straight run (the resume was not exact)."""
+    from genrl.checkpoint import latest_checkpoint, load_checkpoint
+    from genrl.trainers.preference import train
+
+    rows = [
+        {"prompt": f"a handwritten digit {w}", "image": _png(tmp_path / f"{w}.png", 30 + i)}
+        for i, w in enumerate(("one", "two"))
+    ]
+    data = _write(tmp_path / "w.jsonl", rows)
+    original = open(data).read()
+    train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, data))
+    saved = load_checkpoint(latest_checkpoint(str(tmp_path / "run" / "checkpoints")))["data_files"]
+    assert list(saved) == [data] and saved[data].startswith("sha256 ")
+    _write(tmp_path / "w.jsonl", rows + rows[:1])
+    with pytest.raises(ValueError, match=rf"data file {re.escape(data)} changed \(sha256 .*\) since it was written"):
+        train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, data, "max_steps=3"))
+    open(data, "w").write(original)  # the same content again: the resume goes on
+    train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, data, "max_steps=3"))
+    assert load_checkpoint(latest_checkpoint(str(tmp_path / "run" / "checkpoints")))["step"] == 3

@@ -68,6 +68,7 @@ from genrl.trainers.common import (
     make_optimizer,
     open_run,
     step_bar,
+    training_data,
     write_final_metrics,
 )
 from genrl.trajectory import Trajectory
@@ -390,11 +391,13 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     # one checkpoint file per process where each holds a part the others lack: FSDP's parameter shards,
     # ZeRO-1/2's optimizer partitions (genrl.zero)
     per_process = fsdp or (accelerator.state.deepspeed_plugin is not None and world > 1)
-    start, ckpt = 0, None
+    start, ckpt, saved_data = 0, None, None
+    data_files = training_data(cfg)  # fingerprints of data.train_files, kept in every checkpoint
     if cfg.resume and (
         found := resume_state(ckpt_dir, clean=main, rank=rank if per_process else None, world_size=world)
     ):
         ckpt, state = found
+        saved_data = state.get("data_files")
         if fsdp:  # this process's shards back into DTensors shaped like the live ones
             live = {
                 "model": policy.trainable_state_dict(),
@@ -447,7 +450,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                 f"the processes resumed from different checkpoints (steps {steps}): one process's file of the "
                 f"newest is unreadable; move that checkpoint folder away and rerun"
             )
-    logger = open_run(cfg, start, main, ckpt)  # start-up succeeded: only now is anything written into output_dir
+    logger = open_run(cfg, start, main, ckpt, (saved_data, data_files))  # only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
         # every process swaps in the EMA shards and gathers the weights (FSDP: collectives); main samples
@@ -658,6 +661,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                         "kl_control": kl_control.state_dict(),
                         "advantages": advantages_of.state_dict(),  # a stateful estimator's (RiskPO's tracker)
                         "objective_state": objective_state.state_dict() if objective_state is not None else None,
+                        "data_files": data_files,
                     }
                     save = save_sharded_checkpoint if per_process else save_checkpoint
                     save(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)

@@ -53,6 +53,7 @@ from genrl.trainers.common import (
     make_optimizer,
     open_run,
     step_bar,
+    training_data,
     write_final_metrics,
 )
 
@@ -93,9 +94,11 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     pool = CheckpointPool(named, cfg.reference.mode, cfg.reference.max_pool, pool_dir, main) if pairs else None
     ref_index = 0
 
-    start, ckpt = 0, None
+    start, ckpt, saved_data = 0, None, None
+    data_files = training_data(cfg)  # fingerprints of data.train_files, kept in every checkpoint
     if cfg.resume and (found := resume_state(ckpt_dir, clean=main)):
         ckpt, state = found
+        saved_data = state.get("data_files")
         try:
             policy.load_trainable_state_dict(state["model"])
             if pool is not None:
@@ -114,7 +117,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W]
     if callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # every winner fits the model (kind, channels): a bad row fails before anything is written
-    logger = open_run(cfg, start, main, ckpt)
+    logger = open_run(cfg, start, main, ckpt, (saved_data, data_files))
     if pool is not None:
         pool.flush()  # on disk: the start's snapshot is written only now that start-up succeeded
     accelerator.wait_for_everyone()
@@ -223,6 +226,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                     "scheduler": scheduler.state_dict(),
                     "pool": pool.state_dict() if pairs else None,
                     "ref_index": ref_index,
+                    "data_files": data_files,
                 }
                 save_checkpoint(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
                 if pairs:  # on disk: remove the snapshot files no kept checkpoint names

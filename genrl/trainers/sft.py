@@ -38,6 +38,7 @@ from genrl.trainers.common import (
     make_optimizer,
     open_run,
     step_bar,
+    training_data,
     write_final_metrics,
 )
 from genrl.vlm_batching import encode_sft, load_model_dir, save_model_dir
@@ -64,14 +65,18 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     optimizer = make_optimizer(params, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
 
-    start, ckpt = 0, None
+    start, ckpt, saved_data = 0, None, None
+    data_files = training_data(cfg)  # fingerprints of data.train_files, kept in every checkpoint
     if cfg.resume and (found := resume_state(ckpt_dir, clean=True)):
         ckpt, state = found
+        saved_data = state.get("data_files")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
-    logger = open_run(cfg, start, checkpoint=ckpt)  # start-up succeeded: only now is anything written into output_dir
+    logger = open_run(
+        cfg, start, checkpoint=ckpt, data_files=(saved_data, data_files)
+    )  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
         m = task.evaluate_model(model, processor, cfg.eval, run_dir, step, seed=cfg.seed)
@@ -136,6 +141,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
+                        "data_files": data_files,
                     },
                     keep_last=cfg.checkpoint.keep_last,
                 )
