@@ -2,6 +2,7 @@
 ``read_prompts``): input ``json`` accepts silently (a repeated key) or crashes on (deep nesting, a
 huge number) is one line naming the file and the line or row."""
 
+import hashlib
 import json
 import os
 import re
@@ -101,3 +102,19 @@ def test_the_cli_prints_one_line_exits_2_and_writes_nothing(tmp_path, capsys):
         == f"genrl train: {tmp_path / 'deep.json'}: JSON nested too deeply to read (too many [ or {{ inside one another)"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_training_data_fingerprints_cover_prompt_files_and_folders(tmp_path):
+    """What a resume compares: a .txt prompt file too (the first form refused it as an unsupported type and
+    stopped every `task: prompts` run at start-up), a folder's data files, and never a missing path."""
+    from genrl.tasks.rows import data_fingerprints
+
+    (tmp_path / "d").mkdir()
+    (tmp_path / "p.txt").write_text("a cat\n")
+    (tmp_path / "d" / "r.jsonl").write_text("{}\n")
+    (tmp_path / "d" / "notes.md").write_text("not data")
+    got = data_fingerprints([str(tmp_path / "p.txt"), str(tmp_path / "d"), str(tmp_path / "gone.jsonl")])
+    assert list(got) == [str(tmp_path / "p.txt"), str(tmp_path / "d" / "r.jsonl")]
+    assert got[str(tmp_path / "p.txt")] == "sha256 " + hashlib.sha256(b"a cat\n").hexdigest()
+    (tmp_path / "p.txt").write_text("a dog\n")
+    assert data_fingerprints([str(tmp_path / "p.txt")]) != {str(tmp_path / "p.txt"): got[str(tmp_path / "p.txt")]}

@@ -88,7 +88,8 @@ def readme_train_commands() -> list[list[str]]:
         for line in block.replace("\\\n", " ").splitlines():
             for part in re.split(r"&&|;", line):
                 m = re.search(r"(?:^|[\s/])genrl train (.*)", part.split(" #")[0].strip())
-                if m and (args := shlex.split(m.group(1))) and args[0].endswith(".yaml"):
+                args = [a for a in shlex.split(m.group(1)) if not a.startswith("--")] if m else []  # --help-config
+                if args and args[0].endswith(".yaml"):
                     commands.append(args)
     return commands
 

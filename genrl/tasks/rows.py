@@ -51,13 +51,21 @@ def expand_data_paths(
 HASHED_UP_TO = 1 << 30  # bytes; a larger data file is identified by its size and modification time
 
 
-def data_fingerprints(paths: Sequence[str], key: str = "") -> dict[str, str]:
-    """``{file: fingerprint}`` of the data files ``paths`` names (:func:`expand_data_paths`): the
-    sha256 of the content for a file up to ``HASHED_UP_TO`` bytes, ``size:mtime_ns`` for a larger one
-    (Pick-a-Pic v2's parquet shards: hashing hundreds of GB would delay every start by minutes).
-    Saved with a run's checkpoints, so that a resume on changed training data is refused."""
+def data_fingerprints(paths: Sequence[str]) -> dict[str, str]:
+    """``{file: fingerprint}`` of the files ``paths`` names (``~`` expanded; a folder: its files of the
+    data and prompt types, ``.jsonl``, ``.json``, ``.parquet``, ``.txt``; a missing path is left to the
+    task that reads it to name): the sha256 of the content for a file up to ``HASHED_UP_TO`` bytes,
+    ``size:mtime_ns`` for a larger one (Pick-a-Pic v2's parquet shards: hashing hundreds of GB would
+    delay every start by minutes). Saved with a run's checkpoints, so that a resume on changed training
+    data is refused."""
+    files = []
+    for p in map(os.path.expanduser, paths):
+        if os.path.isdir(p):
+            files += sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith((*DATA_SUFFIXES, ".txt")))
+        elif os.path.isfile(p):
+            files.append(p)
     out = {}
-    for path in expand_data_paths(paths, key=key):
+    for path in files:
         st = os.stat(path)
         if st.st_size > HASHED_UP_TO:
             out[path] = f"size {st.st_size}, modified {st.st_mtime_ns}"

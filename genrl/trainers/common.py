@@ -327,7 +327,7 @@ def training_data(cfg) -> dict[str, str]:
     from genrl.tasks.rows import data_fingerprints
 
     files = getattr(getattr(cfg, "data", None), "train_files", None)
-    return data_fingerprints(files, key="data.train_files") if files else {}
+    return data_fingerprints(files) if files else {}
 
 
 def check_training_data(saved: Optional[dict], now: dict[str, str], checkpoint: str) -> None:
