@@ -669,3 +669,29 @@ def test_local_paths_are_saved_absolute_and_hub_ids_as_typed(tmp_path, monkeypat
     assert local_path("task:digits", existing_only=True) == "task:digits"
     assert local_path("data/w.jsonl") == str(tmp_path / "data" / "w.jsonl")  # a data file: always
     assert local_path("") == ""
+    # what the configs do with it: the policy's local model, the data files and output_dir
+    from families import dummy_sd3
+
+    dummy_sd3.build().save_pretrained(tmp_path / "sd3")
+    (tmp_path / "p.txt").write_text("a cat\n")
+    cfg = load_config(OnlineConfig, None, ["task=prompts", "data.train_files=[p.txt]", "policy.model=sd3"])
+    assert cfg.policy.model == str(tmp_path / "sd3") and cfg.data.train_files == [str(tmp_path / "p.txt")]
+    assert cfg.output_dir == str(tmp_path / OnlineConfig().output_dir)
+    assert load_config(OnlineConfig, None, ["policy.model=org/model"]).policy.model == "org/model"
+
+
+def test_evaluation_only_prompt_files_may_change_on_resume(tmp_path, monkeypatch):
+    from genrl.config import save_config
+    from genrl.trainers.common import check_resume
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("p.txt", "t1.txt", "t2.txt"):
+        (tmp_path / name).write_text("a cat\n")
+    base = ["task=prompts", "data.train_files=[p.txt]", "output_dir=run"]
+    (tmp_path / "run").mkdir()
+    save_config(load_config(OnlineConfig, None, [*base, "data.test_files=[t1.txt]"]), "run/config.yaml")
+    check_resume(load_config(OnlineConfig, None, [*base, "data.test_files=[t2.txt]"]), 1)
+    with pytest.raises(ValueError, match="settings it was not trained with: data.train_files"):
+        check_resume(
+            load_config(OnlineConfig, None, ["task=prompts", "data.train_files=[t1.txt]", "output_dir=run"]), 1
+        )

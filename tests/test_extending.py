@@ -98,7 +98,8 @@ def test_every_genrl_train_command_of_the_readme_passes_the_config_checks(tmp_pa
     """Two README commands were refused as written (the SD1.5 SePPO one set policy.eta, which the
     preference trainer refuses; the plug-in one left rollout.batch_size at 160 for 5 x 16 samples):
     the tests ran their own overrides. Every command's config now loads as the user types it (the
-    README's my_pkg on the path; a model or data file it names need not exist for these checks)."""
+    README's my_pkg on the path; a model or data file it names need not exist for these checks). The
+    `accelerate launch ... -m genrl.cli train` lines are loaded by tests/test_recipes.py."""
     _readme_package(tmp_path / "src")
     monkeypatch.syspath_prepend(str(tmp_path / "src"))
     commands = readme_train_commands()

@@ -399,6 +399,42 @@ def test_a_resume_with_other_settings_is_refused_naming_them(tmp_path, base_mode
     assert sorted(os.listdir(run / "checkpoints")) == ["step-000003"]
 
 
+def test_a_resume_on_changed_prompts_is_refused_before_the_sampler_state_loads(tmp_path, capsys):
+    """Prompts added to the file between a run and its resume: with variance-aware sampling the launch
+    ended in the sampler's "state is for 3 prompts, sampler has 4", naming neither the checkpoint nor the
+    file; without it, the resumed steps drew from other prompts than a straight run, silently."""
+    from families import dummy_sd3
+
+    from genrl.cli import main as cli_main
+
+    dummy_sd3.build().save_pretrained(tmp_path / "sd3")
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("\n".join(dummy_sd3.PROMPTS) + "\n")
+    args = [
+        "train",
+        CONFIG,
+        f"output_dir={tmp_path / 'run'}",
+        f"policy.model={tmp_path / 'sd3'}",
+        *TINY_ONLINE,
+        "eval.every=0",
+        "task=prompts",
+        f"data.train_files=[{prompts}]",
+        "rewards={jpeg_incompressibility: 1.0}",
+        "policy.height=32",
+        "policy.width=32",
+        "policy.max_sequence_length=8",
+        "policy.lora.target_modules=null",
+        "rollout.sampler=vas",
+    ]
+    assert cli_main([*args, "max_steps=1"]) == 0
+    prompts.write_text("\n".join([*dummy_sd3.PROMPTS, "a blue house"]) + "\n")
+    capsys.readouterr()
+    assert cli_main([*args, "max_steps=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"genrl train: resuming from {tmp_path / 'run' / 'checkpoints' / 'step-000001'}: data file ")
+    assert f"{prompts} changed (was sha256 " in err and "\n" not in err
+
+
 def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, base_model, capsys):
     """Two runs into one output_dir both exited 0 with their metrics and checkpoints interleaved."""
     from genrl.cli import main as cli_main

@@ -368,9 +368,12 @@ def test_mmr1_recipe_keeps_the_published_settings_and_fits_its_accelerate_config
     assert per_process == cfg.train.batch_size * cfg.train.gradient_accumulation_steps
 
 
-def test_sft_on_local_files_with_a_response_column(tmp_path, data_dir):
+def test_sft_on_local_files_with_a_response_column(tmp_path, data_dir, capsys):
     """SFT works for any task with target responses: vlm_data reads them from data.response_key,
-    and its evaluation writes the same samples.jsonl fields as the RL trainer's (one writer)."""
+    and its evaluation writes the same samples.jsonl fields as the RL trainer's (one writer). Without
+    held-out data (no val_files) the evaluation has no metrics: the progress bar's accuracy line raised
+    a KeyError, and each evaluation, writing no summary.json, was called missing (and a rerun of the
+    finished run evaluated again)."""
     from genrl.config import SFTConfig
     from genrl.trainers.sft import train
 
@@ -402,6 +405,21 @@ def test_sft_on_local_files_with_a_response_column(tmp_path, data_dir):
     assert [r["images"] for r in samples] == [["00000.png"], ["00001-0.png", "00001-1.png"], []]
     assert set(samples[0]) == {"image", "images", "source", "question", "answer", "response", "correct"}
     assert json.loads((tmp_path / "sft" / "model" / "genrl_task.json").read_text())["task"] == "vlm_data"
+    no_val = {
+        **base,
+        "output_dir": str(tmp_path / "no_val"),
+        "max_steps": 2,
+        "data": {"train_files": [str(data_dir / "sft.jsonl")], "response_key": "solution"},
+        "eval": {**base["eval"], "every": 1},
+        "log": {"every": 1, "progress_bar": True},
+    }
+    capsys.readouterr()
+    result = train(config_from_dict(SFTConfig, no_val))
+    assert result["base"] == result["final"] == {}
+    rows = (tmp_path / "no_val" / "metrics.jsonl").read_text()
+    assert json.loads((tmp_path / "no_val" / "eval" / "step-000002" / "summary.json").read_text()) == {"step": 2}
+    train(config_from_dict(SFTConfig, no_val))  # the finished run again: nothing to do
+    assert "missing" not in capsys.readouterr().out and (tmp_path / "no_val" / "metrics.jsonl").read_text() == rows
 
 
 def test_sft_refuses_a_task_without_target_responses(tmp_path):

@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import math
-import os
 from dataclasses import dataclass, fields
 from typing import Literal, Optional
 
-from genrl.config.base import ConfigError, Section, at_least, nonempty, option, require, unused_unless
+from genrl.config.base import ConfigError, Section, at_least, local_path, nonempty, option, require, unused_unless
 
 __all__ = [
     "FULL_DETERMINISM_HELP",
@@ -207,7 +206,7 @@ class RunConfig(Section):
 
     def validate(self) -> None:
         nonempty(self, "output_dir", "task")
-        self.output_dir = os.path.expanduser(self.output_dir)  # one folder: every writer sees the expanded path
+        self.output_dir = local_path(self.output_dir)  # absolute: a rerun of the saved config from any folder resumes
         at_least(self, 0, "seed")
         at_least(self, 1, "max_steps")
         from genrl.registry import TASKS

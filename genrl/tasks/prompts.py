@@ -58,6 +58,7 @@ class PromptsTask:
     """Prompts from files; evaluation by the run's own rewards (no held-out judge)."""
 
     name = "prompts"
+    data_suffixes = PROMPT_SUFFIXES  # what a folder in data.train_files contributes (resume fingerprints)
 
     def __init__(self, data):
         self.data = data

@@ -48,28 +48,27 @@ def expand_data_paths(
     return files
 
 
-HASHED_UP_TO = 1 << 30  # bytes; a larger data file is identified by its size and modification time
+HASHED_UP_TO = 1 << 30  # bytes of data files in all; more are identified by size and modification time
 
 
-def data_fingerprints(paths: Sequence[str]) -> dict[str, str]:
-    """``{file: fingerprint}`` of the files ``paths`` names (``~`` expanded; a folder: its files of the
-    data and prompt types, ``.jsonl``, ``.json``, ``.parquet``, ``.txt``; a missing path is left to the
-    task that reads it to name): the sha256 of the content for a file up to ``HASHED_UP_TO`` bytes,
-    ``size:mtime_ns`` for a larger one (Pick-a-Pic v2's parquet shards: hashing hundreds of GB would
-    delay every start by minutes). Saved with a run's checkpoints, so that a resume on changed training
-    data is refused."""
+def data_fingerprints(paths: Sequence[str], suffixes: tuple[str, ...] = DATA_SUFFIXES) -> dict[str, str]:
+    """``{file: fingerprint}`` of the files ``paths`` names (``~`` expanded; a folder: its files ending in
+    one of ``suffixes``, those the task reads; a missing path is left to the task to name). When they
+    hold up to ``HASHED_UP_TO`` bytes in all, each file's sha256; above, each file's size and
+    modification time (Pick-a-Pic v2's 300+ GB of parquet shards: hashing them would delay every start
+    by many minutes). Saved with a run's checkpoints, so that a resume on changed training data is
+    refused."""
     files = []
     for p in map(os.path.expanduser, paths):
         if os.path.isdir(p):
-            files += sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith((*DATA_SUFFIXES, ".txt")))
+            files += sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(suffixes))
         elif os.path.isfile(p):
             files.append(p)
+    stats = {path: os.stat(path) for path in files}
+    if sum(st.st_size for st in stats.values()) > HASHED_UP_TO:
+        return {path: f"size {st.st_size}, modified {st.st_mtime_ns}" for path, st in stats.items()}
     out = {}
     for path in files:
-        st = os.stat(path)
-        if st.st_size > HASHED_UP_TO:
-            out[path] = f"size {st.st_size}, modified {st.st_mtime_ns}"
-            continue
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             for block in iter(lambda: f.read(1 << 20), b""):

@@ -256,27 +256,18 @@ def check_resume(cfg, start: int) -> None:
         )
 
 
-def open_run(
-    cfg,
-    start: int,
-    main: bool = True,
-    checkpoint: Optional[str] = None,
-    data_files: tuple[Optional[dict], dict] = (None, {}),
-) -> Optional[MetricsLogger]:
+def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = None) -> Optional[MetricsLogger]:
     """Call once start-up has succeeded (models loaded, checkpoint read): only then is anything
     written into ``cfg.output_dir`` (the resolved ``config.yaml``) and the trackers of ``log.report_to``
     open. A resume (``start`` > 0, from the folder ``checkpoint``) is checked first (:func:`check_resume`)
     and only then announced, so a refused resume prints its one error line alone; a run that starts over
     (``start`` 0, e.g. ``resume=false`` in a used folder) sets the earlier run's ``RUN_OUTPUTS`` aside
-    (:func:`set_aside_earlier_run`) until its first step. ``data_files``: the training data's fingerprints
-    saved in ``checkpoint`` and those of now (:func:`training_data`), compared after the settings
-    (:func:`check_training_data`).
+    (:func:`set_aside_earlier_run`) until its first step.
     Returns the metrics logger (appending after step ``start``) on the main process, else ``None``."""
     if not main:
         return None
     if start > 0:
         check_resume(cfg, start)
-        check_training_data(*data_files, checkpoint)
         print(f"resuming from {checkpoint} (step {start})")
     else:
         earlier = set_aside_earlier_run(cfg.output_dir, cfg.trainer) if os.path.isdir(cfg.output_dir) else []
@@ -321,32 +312,49 @@ def step_bar(cfg, start: int, desc: str, main: bool = True) -> tqdm:
     )
 
 
-def training_data(cfg) -> dict[str, str]:
+def training_data(cfg, task=None) -> dict[str, str]:
     """Fingerprints of the files ``cfg.data.train_files`` names (``genrl.tasks.rows.data_fingerprints``;
-    ``{}`` for a task without data files), saved in every checkpoint as ``data_files``."""
-    from genrl.tasks.rows import data_fingerprints
+    a folder's files of the types ``task`` reads, its ``data_suffixes``), ``{}`` for a task without data
+    files; saved in every checkpoint as ``data_files``."""
+    from genrl.tasks.rows import DATA_SUFFIXES, data_fingerprints
 
     files = getattr(getattr(cfg, "data", None), "train_files", None)
-    return data_fingerprints(files) if files else {}
+    return data_fingerprints(files, getattr(task, "data_suffixes", DATA_SUFFIXES)) if files else {}
 
 
 def check_training_data(saved: Optional[dict], now: dict[str, str], checkpoint: str) -> None:
     """A resume reads the training data the run was trained on: ``ValueError`` naming the first data
     file that changed, appeared or went since ``checkpoint`` was written (its fingerprints ``saved``,
-    ``None`` in a checkpoint written before they were kept: not compared). Eval-only files may change."""
+    ``None`` in a checkpoint written before they were kept: not compared). Eval-only files may change.
+    Called by every process right after the checkpoint is read, before any of its state is loaded."""
     if saved is None or saved == now:
         return
     for path in sorted(set(saved) | set(now)):
-        if saved.get(path) != now.get(path):
-            what = "is new" if path not in saved else "is gone" if path not in now else f"changed ({now[path]})"
+        was, new = saved.get(path), now.get(path)
+        if was != new:
+            what = "is new" if was is None else "is gone" if new is None else f"changed (was {was}; now {new})"
+            hint = " (a large file is compared by size and modification time)" if "modified" in f"{was}{new}" else ""
             raise ValueError(
-                f"resuming from {checkpoint}: data file {path} {what} since it was written, so the steps left would "
-                "train on other data than the first; restore the data, or start over (resume=false, or a new output_dir)"
+                f"resuming from {checkpoint}: data file {path} {what} since that checkpoint{hint}, so the steps "
+                "left would train on other data than the first; restore the data, or start over (resume=false, "
+                "or a new output_dir)"
             )
 
 
 def _summary_file(cfg, step: int) -> str:
     return os.path.join(eval_dir(cfg.output_dir, step), "summary.json")
+
+
+def record_evaluation(cfg, step: int, metrics: dict[str, float]) -> None:
+    """Every evaluation leaves ``eval/step-N/summary.json`` (``{"step": N, **metrics}``): written here
+    when the task's evaluation did not (a response task without held-out data returns ``{}``; a plug-in
+    task may write nothing), so that :func:`evaluations_due` and :func:`write_final_metrics` find every
+    finished evaluation by the same file. Called by each trainer's main process after an evaluation."""
+    path = _summary_file(cfg, step)
+    if not os.path.isfile(path):
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with atomic_file(path) as f:
+            json.dump(json_safe({"step": step, **metrics}), f, indent=1, allow_nan=False)
 
 
 def evaluations_due(cfg, start: int, main: bool = True) -> list[int]:

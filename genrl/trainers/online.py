@@ -62,11 +62,13 @@ from genrl.threads import ThreadGovernor
 from genrl.trainers.common import (
     NonFiniteGuard,
     check_finite,
+    check_training_data,
     evaluate_task,
     evaluations_due,
     make_accelerator,
     make_optimizer,
     open_run,
+    record_evaluation,
     step_bar,
     training_data,
     write_final_metrics,
@@ -282,7 +284,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     ``on_step(step, metrics)``, if given, is called on every process after each step's metrics are
     logged, before that step's evaluation and checkpoint (``genrl bench --overhead`` times the bare
     network calls there, between iterations). Its time is in later rows' ``time/elapsed`` only."""
-    from accelerate.utils import gather_object
+    from accelerate.utils import broadcast_object_list, gather_object
 
     accelerator = make_accelerator(cfg.train, cfg.seed)
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
@@ -391,13 +393,13 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     # one checkpoint file per process where each holds a part the others lack: FSDP's parameter shards,
     # ZeRO-1/2's optimizer partitions (genrl.zero)
     per_process = fsdp or (accelerator.state.deepspeed_plugin is not None and world > 1)
-    start, ckpt, saved_data = 0, None, None
-    data_files = training_data(cfg)  # fingerprints of data.train_files, kept in every checkpoint
+    start, ckpt = 0, None
+    data_files = training_data(cfg, task)  # fingerprints of data.train_files, kept in every checkpoint
     if cfg.resume and (
         found := resume_state(ckpt_dir, clean=main, rank=rank if per_process else None, world_size=world)
     ):
         ckpt, state = found
-        saved_data = state.get("data_files")
+        check_training_data(state.get("data_files"), data_files, ckpt)  # before any state (a sampler's) loads
         if fsdp:  # this process's shards back into DTensors shaped like the live ones
             live = {
                 "model": policy.trainable_state_dict(),
@@ -450,7 +452,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                 f"the processes resumed from different checkpoints (steps {steps}): one process's file of the "
                 f"newest is unreadable; move that checkpoint folder away and rerun"
             )
-    logger = open_run(cfg, start, main, ckpt, (saved_data, data_files))  # only now is anything written into output_dir
+    logger = open_run(cfg, start, main, ckpt)  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
         # every process swaps in the EMA shards and gathers the weights (FSDP: collectives); main samples
@@ -459,11 +461,13 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
             m = evaluate_task(task, cfg, policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed) if main else {}
             accelerator.wait_for_everyone()
         if main:
+            record_evaluation(cfg, step, m)
             m.setdefault("time/eval", time.perf_counter() - t0)
             logger.log_eval(step, m)
         return m
 
-    for at in evaluations_due(cfg, start, main):  # the base; or a finished run's missing final evaluation
+    due = evaluations_due(cfg, start, main)  # the base; or a finished run's missing final evaluation
+    for at in broadcast_object_list([due])[0] if world > 1 else due:  # main's list: run_eval has barriers
         run_eval(at)
     consecutive_failures = 0
     bar = step_bar(cfg, start, "train", main)

@@ -46,12 +46,14 @@ from genrl.seeding import derive_seed
 from genrl.trainers.common import (
     NonFiniteGuard,
     check_finite,
+    check_training_data,
     evaluate_task,
     evaluations_due,
     lr_multiplier,
     make_accelerator,
     make_optimizer,
     open_run,
+    record_evaluation,
     step_bar,
     training_data,
     write_final_metrics,
@@ -94,11 +96,11 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     pool = CheckpointPool(named, cfg.reference.mode, cfg.reference.max_pool, pool_dir, main) if pairs else None
     ref_index = 0
 
-    start, ckpt, saved_data = 0, None, None
-    data_files = training_data(cfg)  # fingerprints of data.train_files, kept in every checkpoint
+    start, ckpt = 0, None
+    data_files = training_data(cfg, task)  # fingerprints of data.train_files, kept in every checkpoint
     if cfg.resume and (found := resume_state(ckpt_dir, clean=main)):
         ckpt, state = found
-        saved_data = state.get("data_files")
+        check_training_data(state.get("data_files"), data_files, ckpt)  # before any of its state loads
         try:
             policy.load_trainable_state_dict(state["model"])
             if pool is not None:
@@ -117,7 +119,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W]
     if callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # every winner fits the model (kind, channels): a bad row fails before anything is written
-    logger = open_run(cfg, start, main, ckpt, (saved_data, data_files))
+    logger = open_run(cfg, start, main, ckpt)
     if pool is not None:
         pool.flush()  # on disk: the start's snapshot is written only now that start-up succeeded
     accelerator.wait_for_everyone()
@@ -126,6 +128,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         if not main:
             return {}
         m = evaluate_task(task, cfg, policy, {}, cfg.eval, run_dir, step, seed=cfg.seed)  # the task's judges only
+        record_evaluation(cfg, step, m)
         logger.log_eval(step, m)
         return m
 

@@ -33,10 +33,12 @@ from genrl.preemption import Preempted, StopRequest
 from genrl.registry import TASKS
 from genrl.seeding import derive_seed
 from genrl.trainers.common import (
+    check_training_data,
     evaluations_due,
     lr_multiplier,
     make_optimizer,
     open_run,
+    record_evaluation,
     step_bar,
     training_data,
     write_final_metrics,
@@ -65,21 +67,20 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     optimizer = make_optimizer(params, tc)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
 
-    start, ckpt, saved_data = 0, None, None
-    data_files = training_data(cfg)  # fingerprints of data.train_files, kept in every checkpoint
+    start, ckpt = 0, None
+    data_files = training_data(cfg, task)  # fingerprints of data.train_files, kept in every checkpoint
     if cfg.resume and (found := resume_state(ckpt_dir, clean=True)):
         ckpt, state = found
-        saved_data = state.get("data_files")
+        check_training_data(state.get("data_files"), data_files, ckpt)  # before any of its state loads
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
-    logger = open_run(
-        cfg, start, checkpoint=ckpt, data_files=(saved_data, data_files)
-    )  # start-up succeeded: only now is anything written into output_dir
+    logger = open_run(cfg, start, checkpoint=ckpt)  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
         m = task.evaluate_model(model, processor, cfg.eval, run_dir, step, seed=cfg.seed)
+        record_evaluation(cfg, step, m)
         logger.log_eval(step, m)
         return m
 
@@ -129,7 +130,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
                 bar.set_postfix(loss=f"{loss.item():.3f}", lr=f"{lr:.2e}", refresh=False)
             if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
                 m = run_eval(done)
-                if cfg.log.progress_bar:
+                if cfg.log.progress_bar and "eval/accuracy" in m:  # none without held-out data
                     bar.write(f"step {done}: held-out accuracy {m['eval/accuracy']:.3f}")
             stopping = stop.requested()  # SIGTERM / Ctrl-C: checkpoint this step, then stop
             if done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
