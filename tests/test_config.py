@@ -84,7 +84,7 @@ def test_yaml_and_overrides(tmp_path):
     assert cfg.rewards == {"pickscore": 1.0, "clip": 0.25, "jpeg_compressibility": 2.0}
     assert cfg.eval.num_steps is None
     assert cfg.policy.sde_window_range == [0, 5]
-    assert cfg.output_dir == "runs/a b"
+    assert cfg.output_dir == os.path.abspath("runs/a b")  # saved absolute: a rerun from any folder resumes
     assert cfg.log.report_to == []
 
 

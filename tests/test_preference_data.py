@@ -429,7 +429,10 @@ def test_a_resume_on_changed_training_data_is_refused(tmp_path, base_model):
     saved = load_checkpoint(latest_checkpoint(str(tmp_path / "run" / "checkpoints")))["data_files"]
     assert list(saved) == [data] and saved[data].startswith("sha256 ")
     _write(tmp_path / "w.jsonl", rows + rows[:1])
-    with pytest.raises(ValueError, match=rf"data file {re.escape(data)} changed \(sha256 .*\) since it was written"):
+    with pytest.raises(
+        ValueError,
+        match=rf"data file {re.escape(data)} changed \(was sha256 .*; now sha256 .*\) since that checkpoint",
+    ):
         train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, data, "max_steps=3"))
     open(data, "w").write(original)  # the same content again: the resume goes on
     train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, data, "max_steps=3"))
