@@ -185,15 +185,23 @@ class MetricsLogger:
             self.after_first_step = None
 
     def log_eval(self, step: int, metrics: dict[str, float]) -> None:
-        """An evaluation's row, then its media: ``eval/step-XXXXXX/grid.png`` (one row per prompt; a
-        video's middle frames) and its first ``media_samples`` samples (PNG images, GIF videos, each
-        captioned with its prompt or question and, for responses, the answer) to the trackers of
+        """An evaluation's row; its ``eval/step-XXXXXX/summary.json`` (``{"step": N, **metrics}``, timings
+        aside) when the task's evaluation wrote none (a response task without held-out data returns
+        ``{}``, a plug-in task may write nothing), so that every finished evaluation is found by that
+        file (``genrl.trainers.common.evaluations_due``); then its media: ``grid.png`` (one row per
+        prompt; a video's middle frames) and its first ``media_samples`` samples (PNG images, GIF videos,
+        each captioned with its prompt or question and, for responses, the answer) to the trackers of
         ``MEDIA``."""
         self.log(step, metrics)
+        folder = eval_dir(self.run_dir, step)
+        if not os.path.isfile(summary := os.path.join(folder, "summary.json")):
+            os.makedirs(folder, exist_ok=True)
+            with atomic_file(summary) as f:
+                kept = {k: v for k, v in metrics.items() if not k.startswith("time/")}
+                json.dump(json_safe({"step": step, **kept}), f, indent=1, allow_nan=False)
         media = [t for t in self.trackers if t.name in MEDIA]
         if not media:
             return
-        folder = eval_dir(self.run_dir, step)
         grid, samples = None, []
         if os.path.isfile(os.path.join(folder, "samples.jsonl")):
             with open(os.path.join(folder, "samples.jsonl")) as f:

@@ -18,7 +18,6 @@ from genrl.config.base import (
     ConfigError,
     Section,
     at_least,
-    local_path,
     local_paths,
     nonempty,
     option,
@@ -142,7 +141,7 @@ class PolicyConfig(Section):
         from genrl.registry import FAMILIES, POLICIES
 
         nonempty(self, "name", "model", "family")
-        self.model = local_path(self.model, existing_only=True)  # ~/models/x, ./x: one folder for every reader
+        local_paths(self, "model", existing_only=True)  # ~/models/x, ./x: one folder for every reader
         registered(self, "name", POLICIES)
         require(  # a token policy here crashed on the settings it lacks; its section is VLMPolicyConfig
             issubclass(POLICIES.get(self.name), DenoisingPolicy),

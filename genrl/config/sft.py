@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import at_least, local_path, nonempty, option, require
+from genrl.config.base import at_least, local_paths, nonempty, option, require
 from genrl.config.common import (
     LogConfig,
     RunConfig,
@@ -70,7 +70,7 @@ class SFTConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         nonempty(self, "model")
-        self.model = local_path(self.model, existing_only=True)  # ~/models/x, ./x: one folder for every reader
+        local_paths(self, "model", existing_only=True)  # ~/models/x, ./x: one folder for every reader
         require_model_for(
             self.model, SFT_POLICY, "model", fix=f"the SFT trainer trains a {SFT_POLICY} model: name one"
         )

@@ -13,7 +13,6 @@ from typing import Literal
 from genrl.config.base import (
     Section,
     at_least,
-    local_path,
     local_paths,
     nonempty,
     option,
@@ -101,7 +100,7 @@ class VLMPolicyConfig(Section):
         from genrl.registry import POLICIES
 
         nonempty(self, "name", "model")
-        self.model = local_path(self.model, existing_only=True)  # ~/models/x, ./x: one folder for every reader
+        local_paths(self, "model", existing_only=True)  # ~/models/x, ./x: one folder for every reader
         registered(self, "name", POLICIES)
         require(  # a denoising policy here crashed on the settings it lacks (family, sde)
             not issubclass(POLICIES.get(self.name), DenoisingPolicy),

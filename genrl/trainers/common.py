@@ -312,49 +312,36 @@ def step_bar(cfg, start: int, desc: str, main: bool = True) -> tqdm:
     )
 
 
-def training_data(cfg, task=None) -> dict[str, str]:
+def training_data(cfg, task=None, resumed: Optional[tuple[str, dict]] = None) -> dict[str, str]:
     """Fingerprints of the files ``cfg.data.train_files`` names (``genrl.tasks.rows.data_fingerprints``;
     a folder's files of the types ``task`` reads, its ``data_suffixes``), ``{}`` for a task without data
-    files; saved in every checkpoint as ``data_files``."""
+    files; saved in every checkpoint as ``data_files``. With ``resumed``, the ``(checkpoint, state)`` a
+    resume read, they are compared first with those it saved (a checkpoint from before they were kept
+    has none: not compared): ``ValueError`` naming the first data file that changed, appeared or went
+    since. Every process calls it before any of that state loads (a sampler's state would fail first,
+    naming neither the file nor the checkpoint). Eval-only files may change."""
     from genrl.tasks.rows import DATA_SUFFIXES, data_fingerprints
 
     files = getattr(getattr(cfg, "data", None), "train_files", None)
-    return data_fingerprints(files, getattr(task, "data_suffixes", DATA_SUFFIXES)) if files else {}
-
-
-def check_training_data(saved: Optional[dict], now: dict[str, str], checkpoint: str) -> None:
-    """A resume reads the training data the run was trained on: ``ValueError`` naming the first data
-    file that changed, appeared or went since ``checkpoint`` was written (its fingerprints ``saved``,
-    ``None`` in a checkpoint written before they were kept: not compared). Eval-only files may change.
-    Called by every process right after the checkpoint is read, before any of its state is loaded."""
+    now = data_fingerprints(files, getattr(task, "data_suffixes", DATA_SUFFIXES)) if files else {}
+    saved = resumed[1].get("data_files") if resumed is not None else None
     if saved is None or saved == now:
-        return
+        return now
     for path in sorted(set(saved) | set(now)):
         was, new = saved.get(path), now.get(path)
         if was != new:
             what = "is new" if was is None else "is gone" if new is None else f"changed (was {was}; now {new})"
             hint = " (a large file is compared by size and modification time)" if "modified" in f"{was}{new}" else ""
             raise ValueError(
-                f"resuming from {checkpoint}: data file {path} {what} since that checkpoint{hint}, so the steps "
+                f"resuming from {resumed[0]}: data file {path} {what} since that checkpoint{hint}, so the steps "
                 "left would train on other data than the first; restore the data, or start over (resume=false, "
                 "or a new output_dir)"
             )
+    return now
 
 
 def _summary_file(cfg, step: int) -> str:
     return os.path.join(eval_dir(cfg.output_dir, step), "summary.json")
-
-
-def record_evaluation(cfg, step: int, metrics: dict[str, float]) -> None:
-    """Every evaluation leaves ``eval/step-N/summary.json`` (``{"step": N, **metrics}``): written here
-    when the task's evaluation did not (a response task without held-out data returns ``{}``; a plug-in
-    task may write nothing), so that :func:`evaluations_due` and :func:`write_final_metrics` find every
-    finished evaluation by the same file. Called by each trainer's main process after an evaluation."""
-    path = _summary_file(cfg, step)
-    if not os.path.isfile(path):
-        os.makedirs(os.path.dirname(path), exist_ok=True)
-        with atomic_file(path) as f:
-            json.dump(json_safe({"step": step, **metrics}), f, indent=1, allow_nan=False)
 
 
 def evaluations_due(cfg, start: int, main: bool = True) -> list[int]:

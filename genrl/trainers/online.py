@@ -62,13 +62,11 @@ from genrl.threads import ThreadGovernor
 from genrl.trainers.common import (
     NonFiniteGuard,
     check_finite,
-    check_training_data,
     evaluate_task,
     evaluations_due,
     make_accelerator,
     make_optimizer,
     open_run,
-    record_evaluation,
     step_bar,
     training_data,
     write_final_metrics,
@@ -394,12 +392,14 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     # ZeRO-1/2's optimizer partitions (genrl.zero)
     per_process = fsdp or (accelerator.state.deepspeed_plugin is not None and world > 1)
     start, ckpt = 0, None
-    data_files = training_data(cfg, task)  # fingerprints of data.train_files, kept in every checkpoint
-    if cfg.resume and (
-        found := resume_state(ckpt_dir, clean=main, rank=rank if per_process else None, world_size=world)
-    ):
+    found = (
+        resume_state(ckpt_dir, clean=main, rank=rank if per_process else None, world_size=world)
+        if cfg.resume
+        else None
+    )
+    data_files = training_data(cfg, task, found)  # fingerprints, checked against the resumed checkpoint's
+    if found:
         ckpt, state = found
-        check_training_data(state.get("data_files"), data_files, ckpt)  # before any state (a sampler's) loads
         if fsdp:  # this process's shards back into DTensors shaped like the live ones
             live = {
                 "model": policy.trainable_state_dict(),
@@ -461,7 +461,6 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
             m = evaluate_task(task, cfg, policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed) if main else {}
             accelerator.wait_for_everyone()
         if main:
-            record_evaluation(cfg, step, m)
             m.setdefault("time/eval", time.perf_counter() - t0)
             logger.log_eval(step, m)
         return m

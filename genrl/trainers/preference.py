@@ -46,14 +46,12 @@ from genrl.seeding import derive_seed
 from genrl.trainers.common import (
     NonFiniteGuard,
     check_finite,
-    check_training_data,
     evaluate_task,
     evaluations_due,
     lr_multiplier,
     make_accelerator,
     make_optimizer,
     open_run,
-    record_evaluation,
     step_bar,
     training_data,
     write_final_metrics,
@@ -97,10 +95,10 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     ref_index = 0
 
     start, ckpt = 0, None
-    data_files = training_data(cfg, task)  # fingerprints of data.train_files, kept in every checkpoint
-    if cfg.resume and (found := resume_state(ckpt_dir, clean=main)):
+    found = resume_state(ckpt_dir, clean=main) if cfg.resume else None
+    data_files = training_data(cfg, task, found)  # fingerprints, checked against the resumed checkpoint's
+    if found:
         ckpt, state = found
-        check_training_data(state.get("data_files"), data_files, ckpt)  # before any of its state loads
         try:
             policy.load_trainable_state_dict(state["model"])
             if pool is not None:
@@ -128,7 +126,6 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         if not main:
             return {}
         m = evaluate_task(task, cfg, policy, {}, cfg.eval, run_dir, step, seed=cfg.seed)  # the task's judges only
-        record_evaluation(cfg, step, m)
         logger.log_eval(step, m)
         return m
 

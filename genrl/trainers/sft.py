@@ -33,12 +33,10 @@ from genrl.preemption import Preempted, StopRequest
 from genrl.registry import TASKS
 from genrl.seeding import derive_seed
 from genrl.trainers.common import (
-    check_training_data,
     evaluations_due,
     lr_multiplier,
     make_optimizer,
     open_run,
-    record_evaluation,
     step_bar,
     training_data,
     write_final_metrics,
@@ -68,10 +66,10 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
 
     start, ckpt = 0, None
-    data_files = training_data(cfg, task)  # fingerprints of data.train_files, kept in every checkpoint
-    if cfg.resume and (found := resume_state(ckpt_dir, clean=True)):
+    found = resume_state(ckpt_dir, clean=True) if cfg.resume else None
+    data_files = training_data(cfg, task, found)  # fingerprints, checked against the resumed checkpoint's
+    if found:
         ckpt, state = found
-        check_training_data(state.get("data_files"), data_files, ckpt)  # before any of its state loads
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
@@ -80,7 +78,6 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
 
     def run_eval(step: int) -> dict[str, float]:
         m = task.evaluate_model(model, processor, cfg.eval, run_dir, step, seed=cfg.seed)
-        record_evaluation(cfg, step, m)
         logger.log_eval(step, m)
         return m
 
