@@ -24,6 +24,7 @@ def _train(args) -> int:
     from genrl.config.base import read_yaml
     from genrl.io import check_output_dir
     from genrl.trainers import run_trainer
+    from genrl.trainers.common import check_run_config_location
 
     if args.config and "=" in args.config and not os.path.exists(args.config):  # `--help-config trainer=sft`
         args.config, args.overrides = None, [args.config, *args.overrides]
@@ -35,14 +36,21 @@ def _train(args) -> int:
         if chosen and kind not in TRAINER_CONFIGS:
             raise ValueError(f"trainer={kind!r}: must be one of {', '.join(map(repr, TRAINER_CONFIGS))}")
         kinds = [kind] if chosen else list(TRAINER_CONFIGS)
-        # a recipe's own values beside the defaults (the recipe must load: its error is the one line)
-        values = load_trainer_config(args.config, args.overrides) if args.config else None
-        print("\n\n".join(f"# trainer: {k}\n" + describe_config(TRAINER_CONFIGS[k], values=values) for k in kinds))
+        values, note = None, ""  # a recipe's (or the overrides') own values beside the defaults
+        if chosen:
+            try:
+                values = load_trainer_config(args.config, args.overrides)
+            except ValueError as e:  # e.g. task=preference_data before its data.* keys are known: help anyway
+                note = f"# this config does not load ({e}): the defaults alone are shown\n"
+        print(
+            "\n\n".join(f"# trainer: {k}\n{note}" + describe_config(TRAINER_CONFIGS[k], values=values) for k in kinds)
+        )
         return 0
     if not args.config:
         print("genrl train: a config file is required (see configs/)", file=sys.stderr)
         return 2
     cfg = load_trainer_config(args.config, args.overrides)
+    check_run_config_location(args.config, cfg, args.overrides)  # RUN/config.yaml of a moved run: which folder?
     check_output_dir(cfg.output_dir, "output_dir", overwrite=None)  # before anything loads; a resume writes into it
     result = run_trainer(cfg, kind)
     if result.get("final"):
@@ -225,7 +233,7 @@ def _main(argv: list[str] | None) -> int:
         help="static HTML page: base vs each run's final samples on the same seeds, "
         "scored, with training curves and configs",
     )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished (or checkpointed) online runs")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished (or checkpointed) runs of any trainer")
     p.add_argument("--out", required=True, help="folder for index.html and its images, e.g. gallery/NAME")
     p.add_argument("--seeds-per-prompt", type=int, default=4, help="fixed seeds 0..k-1 per prompt (default: 4)")
     p.add_argument("--prompts", nargs="+", default=None, help="prompts to draw (default: the task's prompts)")
@@ -268,10 +276,9 @@ def _main(argv: list[str] | None) -> int:
             raise
         signum = getattr(e, "signum", 2)
         how = "Ctrl-C" if signum == 2 else f"signal {signum}"
-        print(
-            f"genrl {args.command}: interrupted ({how}); a rerun resumes from the newest checkpoint, if there is one",
-            file=sys.stderr,
-        )
+        resumes = args.command in ("train", "compare")  # the commands that write checkpoints
+        rerun = "; a rerun resumes from the newest checkpoint, if there is one" if resumes else ""
+        print(f"genrl {args.command}: interrupted ({how}){rerun}", file=sys.stderr)
         return 128 + signum
     except (ValueError, OSError) as e:  # a user's mistake (config, path, data, model): one line, exit 2
         if os.environ.get("GENRL_TRACEBACK"):

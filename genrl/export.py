@@ -201,7 +201,9 @@ def export(
 
 def add_parser(sub) -> None:
     p = sub.add_parser("export", help="write a run's final model as a standard Diffusers pipeline folder")
-    p.add_argument("run_dir", metavar="RUN_DIR", help="a finished (or checkpointed) online run")
+    p.add_argument(
+        "run_dir", metavar="RUN_DIR", help="a finished (or checkpointed) run of trainer online or preference"
+    )
     p.add_argument("--out", required=True, help="the new folder")
     p.add_argument(
         "--lora",

@@ -3,6 +3,7 @@ start-up, fitted to the model's sample shape; and a preference run on a tiny Wan
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -435,5 +436,14 @@ def test_a_resume_on_changed_training_data_is_refused(tmp_path, base_model):
     ):
         train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, data, "max_steps=3"))
     open(data, "w").write(original)  # the same content again: the resume goes on
+    train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, data, "max_steps=3"))
+    assert load_checkpoint(latest_checkpoint(str(tmp_path / "run" / "checkpoints")))["step"] == 3
+    # the same content under another path passes the data check; the changed setting is then named
+    moved = str(tmp_path / "moved.jsonl")
+    shutil.copy(data, moved)
+    with pytest.raises(ValueError, match=rf"data.train_files: \['{re.escape(data)}'\] -> \['{re.escape(moved)}'\]"):
+        train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, moved, "max_steps=4"))
+    # a finished run has no step left to train on other data: rerunning it after an edit is a no-op
+    _write(tmp_path / "w.jsonl", rows + rows[:1])
     train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, data, "max_steps=3"))
     assert load_checkpoint(latest_checkpoint(str(tmp_path / "run" / "checkpoints")))["step"] == 3

@@ -786,7 +786,15 @@ def test_help_config_of_a_recipe_shows_its_values_beside_the_defaults(capsys):
     assert "\nmax_steps: int = 100 (this config: 300)\n" in out
     assert "\nobjective.beta: float = 2000.0 (this config: 500.0)\n" in out  # the overrides too
     assert "\nseed: int = 0\n" in out  # the same value: the default alone
-    assert cli_main(["train", "configs/digits/seppo.yaml", "objective.beta=-1", "--help-config"]) == 2
+    assert "\noutput_dir: str = runs/digits_seppo\n" in out  # saved absolute, still the default
+    # overrides without a recipe; a config that does not load yet (task=preference_data before its data.*
+    # keys are known) still gets its help, the defaults alone, saying why
+    assert cli_main(["train", "--help-config", "trainer=preference", "objective.beta=500.0"]) == 0
+    assert "\nobjective.beta: float = 2000.0 (this config: 500.0)\n" in capsys.readouterr().out
+    assert cli_main(["train", "configs/digits/seppo.yaml", "task=preference_data", "--help-config"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("# trainer: preference\n# this config does not load (data.train_files=[]: must be non-empty")
+    assert "\ndata.train_files: list[str] = []\n" in out and "(this config:" not in out
 
 
 def test_a_truncated_safetensors_file_is_one_line_naming_the_model(base_model, tmp_path, capsys):
@@ -826,3 +834,15 @@ def test_ctrl_c_during_start_up_is_one_line_and_exit_130(tmp_path, capsys, monke
         capsys.readouterr().err
         == "genrl train: interrupted (Ctrl-C); a rerun resumes from the newest checkpoint, if there is one\n"
     )
+
+
+def test_ctrl_c_in_a_command_without_checkpoints_does_not_promise_a_resume(tmp_path, capsys, monkeypatch):
+    """``genrl gallery`` interrupted said "a rerun resumes from the newest checkpoint": it writes none."""
+    import genrl.gallery
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(genrl.gallery, "make_gallery", interrupted)
+    assert cli_main(["gallery", str(tmp_path), "--out", str(tmp_path / "g")]) == 130
+    assert capsys.readouterr().err == "genrl gallery: interrupted (Ctrl-C)\n"

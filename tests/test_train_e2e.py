@@ -435,6 +435,29 @@ def test_a_resume_on_changed_prompts_is_refused_before_the_sampler_state_loads(t
     assert f"{prompts} changed (was sha256 " in err and "\n" not in err
 
 
+def test_the_saved_config_of_a_moved_run_asks_which_folder(tmp_path, base_model, capsys):
+    """`genrl train MOVED/config.yaml` trained silently in the run's old folder (its saved output_dir):
+    a fresh run there after a move, or an extension of the original after a copy."""
+    import shutil
+
+    from genrl.cli import main as cli_main
+
+    train(_cfg(tmp_path / "run", base_model, "max_steps=1", "eval.every=0"))
+    shutil.move(tmp_path / "run", tmp_path / "moved")
+    saved = str(tmp_path / "moved" / "config.yaml")
+    capsys.readouterr()
+    assert cli_main(["train", saved, "max_steps=2"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"genrl train: {saved} is the saved config of the run in {tmp_path / 'run'} (its output_dir), but it sits in "
+        f"{tmp_path / 'moved'}: was the run moved or copied? Add output_dir={tmp_path / 'moved'} to resume the run "
+        f"there, or output_dir={tmp_path / 'run'} to resume the original"
+    )
+    assert not (tmp_path / "run").exists()
+    assert cli_main(["train", saved, "max_steps=2", f"output_dir={tmp_path / 'moved'}"]) == 0
+    assert f"resuming from {tmp_path / 'moved' / 'checkpoints' / 'step-000001'} (step 1)" in capsys.readouterr().out
+
+
 def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, base_model, capsys):
     """Two runs into one output_dir both exited 0 with their metrics and checkpoints interleaved."""
     from genrl.cli import main as cli_main

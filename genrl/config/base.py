@@ -423,22 +423,25 @@ def _inline(value: Any) -> str:
     return text.removesuffix("\n...").strip()
 
 
-def describe_config(cls: type, prefix: str = "", values: Any = None) -> str:
+def describe_config(cls: type, prefix: str = "", values: Any = None, defaults: Any = None) -> str:
     """Every field: dotted name, type, default and help (one block per field). With ``values`` (a
     config of ``cls``, e.g. a recipe with its overrides), a field it sets to another value than the
-    default says so after the default: ``= 2000.0 (this config: 1000.0)``."""
+    default says so after the default: ``= 2000.0 (this config: 1000.0)``; compared with ``cls()``
+    (``defaults``) as validated, so a path made absolute there (``output_dir``) is not a difference."""
     lines = []
     hints = _hints(cls)
+    if values is not None and defaults is None:
+        defaults = cls()
     for f in _init_fields(cls):
         name, tp, doc = f"{prefix}{f.name}", hints[f.name], f.metadata.get("help", "")
         value = getattr(values, f.name) if values is not None else None
         if dataclasses.is_dataclass(tp):
             lines.append(f"{name}: [{tp.__name__}] {doc}".rstrip())
-            lines.append(describe_config(tp, f"{name}.", value))
+            lines.append(describe_config(tp, f"{name}.", value, getattr(defaults, f.name, None)))
             continue
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         shown = "(required)" if default is dataclasses.MISSING else _inline(default)
-        if values is not None and value != default:
+        if values is not None and value != getattr(defaults, f.name):
             shown += f" (this config: {_inline(value)})"
         lines.append(f"{name}: {_type_name(tp)} = {shown}\n    {doc}".rstrip())
     return "\n".join(lines)

@@ -91,6 +91,28 @@ def is_run_folder(output_dir: str) -> bool:
     return completed_a_step(output_dir)
 
 
+def check_run_config_location(config_path: str, cfg, overrides) -> None:
+    """``genrl train RUN/config.yaml`` resumes the run in RUN: ``ValueError`` when that file is a run's
+    saved config (``RUN_CONFIG_HEADER``) but its ``output_dir`` is another folder (the run was moved or
+    copied: the launch would silently train in the old folder) and no ``output_dir=`` override says
+    which one is meant."""
+    folder = os.path.dirname(os.path.abspath(config_path))
+    if any(o.partition("=")[0].strip() == "output_dir" for o in overrides):
+        return
+    try:
+        with open(config_path, encoding="utf-8") as f:
+            if f.readline() != RUN_CONFIG_HEADER.splitlines(keepends=True)[0]:
+                return
+    except OSError:
+        return
+    if os.path.realpath(folder) != os.path.realpath(cfg.output_dir):
+        raise ValueError(
+            f"{config_path} is the saved config of the run in {cfg.output_dir} (its output_dir), but it sits in "
+            f"{folder}: was the run moved or copied? Add output_dir={folder} to resume the run there, or "
+            f"output_dir={cfg.output_dir} to resume the original"
+        )
+
+
 def saved_trainer(output_dir: str) -> Optional[str]:
     """The ``trainer`` of ``output_dir/config.yaml`` as written (None: no readable YAML mapping there)."""
     try:
@@ -317,15 +339,19 @@ def training_data(cfg, task=None, resumed: Optional[tuple[str, dict]] = None) ->
     a folder's files of the types ``task`` reads, its ``data_suffixes``), ``{}`` for a task without data
     files; saved in every checkpoint as ``data_files``. With ``resumed``, the ``(checkpoint, state)`` a
     resume read, they are compared first with those it saved (a checkpoint from before they were kept
-    has none: not compared): ``ValueError`` naming the first data file that changed, appeared or went
-    since. Every process calls it before any of that state loads (a sampler's state would fail first,
-    naming neither the file nor the checkpoint). Eval-only files may change."""
+    has none, and a finished run has no step left: not compared): ``ValueError`` naming the first data
+    file that changed, appeared or went since (the same content under other paths passes here; the
+    changed ``data.train_files`` is then the settings check's to name). Every process calls it before
+    any of that state loads (a sampler's state would fail first, naming neither the file nor the
+    checkpoint). Eval-only files may change."""
     from genrl.tasks.rows import DATA_SUFFIXES, data_fingerprints
 
     files = getattr(getattr(cfg, "data", None), "train_files", None)
     now = data_fingerprints(files, getattr(task, "data_suffixes", DATA_SUFFIXES)) if files else {}
     saved = resumed[1].get("data_files") if resumed is not None else None
-    if saved is None or saved == now:
+    if saved is None or sorted(saved.values()) == sorted(now.values()):  # the same content (paths: check_resume)
+        return now
+    if resumed[1].get("step", 0) >= cfg.max_steps:  # a finished run: no step left to train on other data
         return now
     for path in sorted(set(saved) | set(now)):
         was, new = saved.get(path), now.get(path)
