@@ -141,6 +141,7 @@ class MetricsLogger:
         after_first_step: Optional[Callable[[], None]] = None,
     ):
         self.run_dir, self.media_samples, self.after_first_step = run_dir, media_samples, after_first_step
+        self.start = start
         self.path = os.path.join(run_dir, "metrics.jsonl")
         if start == 0:  # a run that starts over: else step 1 would appear twice in TensorBoard
             shutil.rmtree(os.path.join(run_dir, "tb"), ignore_errors=True)
@@ -191,7 +192,10 @@ class MetricsLogger:
         file (``genrl.trainers.common.evaluations_due``); then its media: ``grid.png`` (one row per
         prompt; a video's middle frames) and its first ``media_samples`` samples (PNG images, GIF videos,
         each captioned with its prompt or question and, for responses, the answer) to the trackers of
-        ``MEDIA``."""
+        ``MEDIA``. A step at or before the resumed ``start`` is a re-evaluation (its ``eval/`` folder went
+        missing): the row it replaces, if ``metrics.jsonl`` kept one, is dropped first."""
+        if step <= self.start:
+            self._drop_eval_rows(step)
         self.log(step, metrics)
         folder = eval_dir(self.run_dir, step)
         if not os.path.isfile(summary := os.path.join(folder, "summary.json")):
@@ -219,6 +223,20 @@ class MetricsLogger:
                         samples.append((os.path.join(folder, name), caption))
         for tracker in media:
             MEDIA[tracker.name](tracker, step, grid, samples)
+
+    def _drop_eval_rows(self, step: int) -> None:
+        """Rewrite ``metrics.jsonl`` (atomically) without the evaluation rows (keys ``eval/...``) of ``step``."""
+        self.file.close()
+        with open(self.path) as f:
+            rows = [line for line in f if line.strip()]
+
+        def is_eval_row(line: str) -> bool:
+            row = json.loads(line)
+            return row["step"] == step and any(k.startswith("eval/") for k in row)
+
+        with atomic_file(self.path) as f:
+            f.writelines(line for line in rows if not is_eval_row(line))
+        self.file = open(self.path, "a")
 
     def close(self) -> None:
         """Close ``metrics.jsonl`` and finish every tracker (a tracker that fails to finish is a warning).

@@ -25,7 +25,21 @@ from typing import Any, Optional
 from genrl.registry import TASKS
 
 TASK, SFT = "task:", "sft:"
+MODEL_OPTIONS = ("model", "checkpoint")  # the reward_args options that name a model (clip's, videoalign's)
 SFT_POLICY = "vlm"  # the policy that loads an SFT run's model: genrl.trainers.sft trains vision-language models
+
+
+def absolute_model(model: str) -> str:
+    """``model`` as a run's saved ``config.yaml`` should name it, the same from any folder: a local folder,
+    or the config file of an ``sft:`` name, with ``~`` expanded and made absolute when it exists here;
+    ``task:`` names, hub ids and paths that do not exist here are kept as written."""
+    from genrl.config.base import local_path
+
+    if model.startswith(TASK):
+        return model
+    if model.startswith(SFT):
+        return SFT + local_path(model[len(SFT) :], existing_only=True)
+    return local_path(model, existing_only=True)
 
 
 def model_owners() -> list[str]:
@@ -172,7 +186,7 @@ def config_models(cfg) -> list[tuple[str, str]]:
     policy = getattr(getattr(cfg, "policy", None), "model", None) or getattr(cfg, "model", None)
     out = [(policy, "policy")] if isinstance(policy, str) else []
     for name, args in (getattr(cfg, "reward_args", None) or {}).items():
-        m = (args.get("model") or args.get("checkpoint")) if isinstance(args, dict) else None
+        m = next((args[k] for k in MODEL_OPTIONS if args.get(k)), None) if isinstance(args, dict) else None
         if isinstance(m, str) and m.startswith((TASK, SFT)):
             out.append((m, name))
     return out

@@ -66,9 +66,10 @@ class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin, EulerFlowSamplingMix
     def encode_prompt(self, prompts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
         """Captions -> (CLIP last hidden state ``[B, L, D]``, projected eos embedding ``[B, P]``),
         padded to ``tokenizer.model_max_length`` with no attention mask (SD3's CLIP path: the
-        causal mask keeps real tokens independent of the padding)."""
+        causal mask keeps real tokens independent of the padding). ``ValueError`` for a prompt the
+        tokenizer cannot represent (:meth:`check_prompts`)."""
         ids = self.tokenizer(
-            list(prompts),
+            self.check_prompts(prompts),
             padding="max_length",
             max_length=self.tokenizer.model_max_length,
             truncation=True,

@@ -56,10 +56,27 @@ class EulerFlowSamplingMixin:
             latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
         return latents
 
-    @staticmethod
-    def check_prompts(prompt) -> list[str]:
-        """``prompt`` (a string or a non-empty list of strings) as a list; ``ValueError`` otherwise."""
+    def check_prompts(self, prompt) -> list[str]:
+        """``prompt`` (a string or a non-empty list of strings) as a list. ``ValueError`` otherwise, and
+        for a prompt this pipeline's closed word-level vocabulary cannot represent: a word its tokenizer
+        does not know (it would become ``<unk>``) or more tokens than ``tokenizer.model_max_length``
+        (the rest would be cut off); both used to change the conditioning silently."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
+        tok = self.tokenizer
+        encoded = tok(prompts, add_special_tokens=True, return_offsets_mapping=True, verbose=False)
+        for p, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"]):
+            unknown = [p[a:b] for i, (a, b) in zip(ids, offsets) if i == tok.unk_token_id]
+            if unknown:
+                known = sorted(w for w in tok.get_vocab() if not (w.startswith("<") and w.endswith(">")))
+                raise ValueError(
+                    f"prompt {p!r}: this model's tokenizer does not know {', '.join(map(repr, unknown))} "
+                    f"(its words: {' '.join(known)})"
+                )
+            if len(ids) > tok.model_max_length:
+                raise ValueError(
+                    f"prompt {p!r}: {len(ids)} tokens with the start and end ones, over this model's "
+                    f"{tok.model_max_length} (tokenizer.model_max_length): the rest would be cut off"
+                )
         return prompts

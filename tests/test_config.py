@@ -678,6 +678,17 @@ def test_local_paths_are_saved_absolute_and_hub_ids_as_typed(tmp_path, monkeypat
     assert cfg.policy.model == str(tmp_path / "sd3") and cfg.data.train_files == [str(tmp_path / "p.txt")]
     assert cfg.output_dir == str(tmp_path / OnlineConfig().output_dir)
     assert load_config(OnlineConfig, None, ["policy.model=org/model"]).policy.model == "org/model"
+    # inside an sft: name, and a reward's model: the run's saved config named them relative to the launch
+    from genrl.models import absolute_model
+
+    (tmp_path / "sft.yaml").write_text("model: task:digit_sum\n")
+    assert absolute_model("sft:sft.yaml") == f"sft:{tmp_path / 'sft.yaml'}"
+    assert absolute_model("sft:nowhere.yaml") == "sft:nowhere.yaml"  # its loader names what is missing
+    (tmp_path / "clip").mkdir()
+    cfg = load_config(OnlineConfig, None, ["rewards={clip: 1.0}", "reward_args={clip: {model: clip}}"])
+    assert cfg.reward_args == {"clip": {"model": str(tmp_path / "clip")}}
+    cfg = load_config(OnlineConfig, None, ["rewards={clip: 1.0}", "reward_args={clip: {model: ViT-B-32}}"])
+    assert cfg.reward_args == {"clip": {"model": "ViT-B-32"}}  # an architecture name, as typed
 
 
 def test_evaluation_only_prompt_files_may_change_on_resume(tmp_path, monkeypatch):

@@ -101,7 +101,9 @@ def _encode(tok, text_encoder, prompts):
     """The digits pipeline's own prompt encoding (``DigitsPipeline.encode_prompt``)."""
     from pipelines.digits import DigitsPipeline
 
-    return DigitsPipeline.encode_prompt(SimpleNamespace(tokenizer=tok, text_encoder=text_encoder), prompts)
+    pipe = SimpleNamespace(tokenizer=tok, text_encoder=text_encoder)
+    pipe.check_prompts = lambda p: DigitsPipeline.check_prompts(pipe, p)
+    return DigitsPipeline.encode_prompt(pipe, prompts)
 
 
 def test_text_embeds_are_read_at_eos_and_differ_by_digit():
@@ -185,6 +187,17 @@ def test_the_pipeline_refuses_bad_inputs_before_sampling(tmp_path, monkeypatch):
         ({"prompt": "a handwritten digit one", "output_type": "latents"}, "output_type must be"),
         ({"prompt": "a handwritten digit one", "num_inference_steps": 0}, "num_inference_steps must be >= 1"),
         ({"prompt": "a handwritten digit one", "latents": torch.zeros(2, 1, 8, 8)}, r"latents have shape"),
+        # a word outside the closed vocabulary became <unk>, a long prompt was cut to 8 tokens: silently
+        (
+            {"prompt": ["a handwritten digit one", "a handwritten digit 7, één"]},
+            r"^prompt 'a handwritten digit 7, één': this model's tokenizer does not know '7', ',', 'één' \(its "
+            r"words: a an digit eight .* zero\)$",
+        ),
+        (
+            {"prompt": "a photo of the handwritten number seven"},
+            r"^prompt 'a photo of the handwritten number seven': 9 tokens with the start and end ones, over this "
+            r"model's 8 \(tokenizer.model_max_length\): the rest would be cut off$",
+        ),
     ]:
         with pytest.raises(ValueError, match=message):
             pipe(**kwargs)

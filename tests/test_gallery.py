@@ -130,7 +130,7 @@ def test_gallery_page_shows_base_and_final_samples_scored(runs, tmp_path, capsys
 def test_gallery_prompt_override_is_capped_and_tolerates_unscorable_prompts(runs, tmp_path):
     _, plain = runs
     out = tmp_path / "g"
-    with pytest.warns(UserWarning, match="failed"):  # "a cat" has no digit: the digit rewards give n/a
+    with pytest.warns(UserWarning, match="failed"):  # no digit named: the digit rewards give n/a
         assert (
             main(
                 [
@@ -144,14 +144,14 @@ def test_gallery_prompt_override_is_capped_and_tolerates_unscorable_prompts(runs
                     "2",
                     "--prompts",
                     "a handwritten digit three",
-                    "a cat",
-                    "a handwritten digit 7",
+                    "a photo of the number",
+                    "a handwritten digit 7",  # past --max-prompts: not read (the model does not know "7")
                 ]
             )
             == 0
         )
     record = json.loads((out / "gallery.json").read_text(), parse_constant=pytest.fail)  # strict JSON: no NaN
-    assert [p["prompt"] for p in record["prompts"]] == ["a handwritten digit three", "a cat"]
+    assert [p["prompt"] for p in record["prompts"]] == ["a handwritten digit three", "a photo of the number"]
     assert sorted(os.listdir(out / "images")) == [f"p00{j}-c{k}-s0.png" for j in (0, 1) for k in (0, 1)]
     assert record["prompts"][1]["scores"]["base"][0]["digits"] is None  # unscored: null
     assert 0 <= record["prompts"][0]["scores"]["plain"][0]["digits"] <= 1

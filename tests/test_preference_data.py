@@ -224,30 +224,30 @@ def _tiny_recipe(tmp_path, recipe, model, data, *extra):
     from genrl.config import load_config
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    return load_config(
-        PreferenceConfig,
-        os.path.join(root, recipe),
-        [
-            "task=preference_data",
-            f"data.train_files=[{data}]",
-            f"policy.model={model}",
-            f"output_dir={tmp_path / 'run'}",
-            "max_steps=2",
-            "policy.num_steps=2",
-            "reference.num_steps=2",
-            "reference.snapshot_every=1",
-            "train.batch_size=2",
-            "train.gradient_accumulation_steps=1",
-            "train.warmup_steps=0",
-            "eval.every=0",
-            "eval.seeds_per_prompt=1",
-            "eval.num_steps=2",
-            "checkpoint.every=0",
-            "log.progress_bar=false",
-            "log.report_to=[]",
-            *extra,
-        ],
-    )
+    return load_config(PreferenceConfig, os.path.join(root, recipe), _tiny_overrides(tmp_path, model, data, *extra))
+
+
+def _tiny_overrides(tmp_path, model, data, *extra):
+    return [
+        "task=preference_data",
+        f"data.train_files=[{data}]",
+        f"policy.model={model}",
+        f"output_dir={tmp_path / 'run'}",
+        "max_steps=2",
+        "policy.num_steps=2",
+        "reference.num_steps=2",
+        "reference.snapshot_every=1",
+        "train.batch_size=2",
+        "train.gradient_accumulation_steps=1",
+        "train.warmup_steps=0",
+        "eval.every=0",
+        "eval.seeds_per_prompt=1",
+        "eval.num_steps=2",
+        "checkpoint.every=0",
+        "log.progress_bar=false",
+        "log.report_to=[]",
+        *extra,
+    ]
 
 
 def test_the_sd15_recipe_trains_with_its_own_ode_sampler_settings_and_exports(tmp_path):
@@ -291,18 +291,49 @@ def test_the_digits_recipe_takes_colour_winners_from_files(tmp_path, base_model,
         {"prompt": "a handwritten digit one", "image": _png(tmp_path / "a.png", 30)},
         {"prompt": "a handwritten digit two", "image": "rgba.png"},
     ]
-    cfg = _tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, _write(tmp_path / "w.jsonl", rows))
+    rows_file = _write(tmp_path / "w.jsonl", rows)
+    cfg = _tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, rows_file)
     train(cfg)
     assert len([line for line in open(tmp_path / "run" / "metrics.jsonl") if "loss/seppo" in line]) == 2
     rows_before = open(tmp_path / "run" / "metrics.jsonl").read()
     assert "missing" not in capsys.readouterr().out
     assert train(cfg) == {"base": {}, "final": {}}
     assert "missing" not in capsys.readouterr().out and open(tmp_path / "run" / "metrics.jsonl").read() == rows_before
+    from genrl.cli import main as cli_main  # the command line ends with where the run is, not silence
+
+    assert cli_main(["train", "configs/digits/seppo.yaml", *_tiny_overrides(tmp_path, base_model, rows_file)]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == f"finished at step 2: {tmp_path / 'run'} (its evaluations have no metrics: samples only)"
     task = PreferenceDataTask(_data_cfg(train_files=[str(tmp_path / "w.jsonl")]))
     prompts, images = task.preference_batch(6, torch.Generator().manual_seed(0), (1, 8, 8))
     assert images.shape == (6, 1, 8, 8)
     for p, im in zip(prompts, images):  # grey levels kept: 30 / 255 and 250 / 255
         assert im.mean().item() == pytest.approx(30 / 255 if p.endswith("one") else 250 / 255, abs=0.01)
+
+
+def test_a_prompt_the_model_cannot_read_fails_at_start_up_naming_its_row(tmp_path, base_model, capsys):
+    """A caption with a word outside the digits model's vocabulary trained on ``<unk>`` silently (a
+    digit written as "7", a translated prompt); the gallery's ``--prompts`` sampled it too."""
+    from genrl.cli import main as cli_main
+
+    rows = [{"prompt": "a handwritten digit one", "image": _png(tmp_path / f"{i}.png", 30)} for i in range(3)]
+    rows.insert(2, {"prompt": "a handwritten digit 7", "image": _png(tmp_path / "7.png", 30)})
+    data = _write(tmp_path / "w.jsonl", rows)
+    capsys.readouterr()
+    rc = cli_main(["train", "configs/digits/seppo.yaml", *_tiny_overrides(tmp_path, base_model, data)])
+    assert rc == 2 and not (tmp_path / "run").exists()
+    assert capsys.readouterr().err.startswith(
+        f"genrl train: {data}:3: prompt 'a handwritten digit 7': this model's tokenizer does not know '7' (its words: "
+    )
+    rows[2]["prompt"] = "a handwritten digit seven"
+    _write(tmp_path / "w.jsonl", rows)
+    assert cli_main(["train", "configs/digits/seppo.yaml", *_tiny_overrides(tmp_path, base_model, data)]) == 0
+    gallery = ["gallery", str(tmp_path / "run"), "--seeds-per-prompt", "1", "--out", str(tmp_path / "g")]
+    capsys.readouterr()
+    assert cli_main([*gallery, "--prompts", "a handwritten digit één"]) == 2
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("genrl gallery: prompt 'a handwritten digit één': this model's tokenizer")
+    assert not (tmp_path / "g").exists()
 
 
 def test_a_winner_of_the_wrong_kind_fails_at_start_up_and_writes_nothing(tmp_path, base_model):

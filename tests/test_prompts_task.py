@@ -66,3 +66,20 @@ def test_a_missing_prompt_file_names_its_config_key(tmp_path, capsys, key):
         == f"genrl train: {key}: prompt file '{tmp_path / 'no.txt'}' does not exist (expected a .txt, .jsonl file or a folder)"
     )
     assert not (tmp_path / "run").exists()
+
+
+def test_a_prompt_the_digits_model_cannot_read_fails_at_start_up(tmp_path, base_model, capsys):
+    """A prompt file for the digits model with a word outside its vocabulary trained on ``<unk>``."""
+    from genrl.cli import main
+
+    prompts = tmp_path / "p.txt"
+    prompts.write_text("a handwritten digit one\nthe handwritten digit nine\na handwritten digit neuf\n")
+    config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs/digits/flowgrpo.yaml")
+    argv = ["train", config, "task=prompts", f"data.train_files=[{prompts}]", f"policy.model={base_model}"]
+    assert main([*argv, f"output_dir={tmp_path / 'run'}", "rewards={jpeg_incompressibility: 1.0}"]) == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        "genrl train: prompt 'a handwritten digit neuf': this model's tokenizer does not know 'neuf' (its "
+        "words: a an digit eight five four handwritten image nine number of one photo seven six the three two zero) "
+        "(1 of 3 prompts are refused)"
+    )
+    assert not (tmp_path / "run").exists()

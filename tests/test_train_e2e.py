@@ -120,6 +120,8 @@ def test_resuming_a_finished_run_evaluates_a_missing_final_evaluation_again(tmp_
     again = train(_cfg(run, base_model, "max_steps=2", "eval.every=0"))
     assert again == first and json.load(open(run / "final_metrics.json")) == first
     assert "step-000002/summary.json is missing: evaluating the final weights again" in capsys.readouterr().out
+    rows = [json.loads(line) for line in open(run / "metrics.jsonl")]  # the new row replaces the old
+    assert [r["step"] for r in rows if any(k.startswith("eval/") for k in r)] == [0, 2]
     shutil.rmtree(run / "eval" / "step-000000")
     third = train(_cfg(run, base_model, "max_steps=2", "eval.every=0"))
     assert third == {"base": {}, "final": first["final"]}
@@ -395,7 +397,14 @@ def test_a_resume_with_other_settings_is_refused_naming_them(tmp_path, base_mode
     assert (run / "config.yaml").read_text() == saved
     # what may change on a resume: the length, and what is logged, evaluated and kept
     assert cli_main([*args, "max_steps=3", "eval.seeds_per_prompt=1", "checkpoint.keep_last=1"]) == 0
-    assert f"resuming from {run / 'checkpoints' / 'step-000002'} (step 2)" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert f"resuming from {run / 'checkpoints' / 'step-000002'} (step 2)" in out
+    # allowed, but the final evaluation is no longer measured as the base one: said once, naming the key
+    assert (
+        "note: evaluations from here on are not measured as the run's earlier ones (eval.seeds_per_prompt: "
+        "2 -> 1): restore those settings to compare them\n"
+    ) in out
+    assert "checkpoint.keep_last" not in out  # what is kept changes no evaluation
     assert sorted(os.listdir(run / "checkpoints")) == ["step-000003"]
 
 

@@ -28,6 +28,7 @@ from genrl.config.base import (
 )
 from genrl.config.common import FULL_DETERMINISM_HELP, LoraConfig, OptimizerConfig, RunConfig, require_model_for
 from genrl.families.base import CFG_GRADS
+from genrl.models import MODEL_OPTIONS, absolute_model
 from genrl.objectives.capo import CAPOConfig
 from genrl.objectives.common import KL_TYPES, LOSS_AGGS, chunk_agg
 from genrl.objectives.fiberpo import FiberPOConfig
@@ -141,7 +142,7 @@ class PolicyConfig(Section):
         from genrl.registry import FAMILIES, POLICIES
 
         nonempty(self, "name", "model", "family")
-        local_paths(self, "model", existing_only=True)  # ~/models/x, ./x: one folder for every reader
+        self.model = absolute_model(self.model)  # ~/models/x, ./x, sft:x.yaml: one model for every reader
         registered(self, "name", POLICIES)
         require(  # a token policy here crashed on the settings it lacks; its section is VLMPolicyConfig
             issubclass(POLICIES.get(self.name), DenoisingPolicy),
@@ -602,6 +603,10 @@ class OnlineConfig(RunConfig):
             self.reward_args = check_reward_args({n: REWARDS.get(n) for n in self.rewards}, self.reward_args)
         except ValueError as e:  # its message names the reward_args key
             raise ConfigError("", str(e)) from None
+        for args in self.reward_args.values():  # a reward's model folder, named the same from any folder
+            for key in MODEL_OPTIONS:
+                if isinstance(args.get(key), str):
+                    args[key] = absolute_model(args[key])
         self._validate_policy()
         require_model_for(self.policy.model, self.policy.name, "policy.model")
         self._check_reward_samples()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import at_least, local_paths, nonempty, option, require
+from genrl.config.base import at_least, nonempty, option, require
 from genrl.config.common import (
     LogConfig,
     RunConfig,
@@ -14,7 +14,7 @@ from genrl.config.common import (
     require_warmup_below_max_steps,
 )
 from genrl.config.vlm import ResponseEvalConfig, VLMDataConfig
-from genrl.models import SFT_POLICY
+from genrl.models import SFT_POLICY, absolute_model
 
 __all__ = ["SFTConfig", "SFTLogConfig", "SFTTrainConfig"]
 
@@ -70,7 +70,7 @@ class SFTConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         nonempty(self, "model")
-        local_paths(self, "model", existing_only=True)  # ~/models/x, ./x: one folder for every reader
+        self.model = absolute_model(self.model)  # ~/models/x, ./x, sft:x.yaml: one model for every reader
         require_model_for(
             self.model, SFT_POLICY, "model", fix=f"the SFT trainer trains a {SFT_POLICY} model: name one"
         )

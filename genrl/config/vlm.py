@@ -22,6 +22,7 @@ from genrl.config.base import (
 )
 from genrl.config.common import LoraConfig
 from genrl.config.online import ObjectiveConfig, OnlineConfig
+from genrl.models import absolute_model
 from genrl.objectives.common import KL_TYPES
 from genrl.policies.base import DTYPES
 from genrl.policies.denoiser import DenoisingPolicy
@@ -100,7 +101,7 @@ class VLMPolicyConfig(Section):
         from genrl.registry import POLICIES
 
         nonempty(self, "name", "model")
-        local_paths(self, "model", existing_only=True)  # ~/models/x, ./x: one folder for every reader
+        self.model = absolute_model(self.model)  # ~/models/x, ./x, sft:x.yaml: one model for every reader
         registered(self, "name", POLICIES)
         require(  # a denoising policy here crashed on the settings it lacks (family, sde)
             not issubclass(POLICIES.get(self.name), DenoisingPolicy),

@@ -283,6 +283,29 @@ class DenoisingPolicy(Policy):
         return tuple(self.decode(self.noise(1, torch.Generator().manual_seed(0))).shape[1:])
 
     # ----------------------------------------------------------------- conditioning and window
+    def check_prompts(self, prompts) -> None:
+        """Start-up check of ``[(prompt, metadata)]`` with the pipeline's own ``check_prompts`` where it
+        has one (genrl's pipelines: a word outside their closed vocabulary, a prompt over the tokenizer's
+        length); ``ValueError`` naming the first prompt it refuses (``metadata["source"]``, its file and
+        row, when the task gives one) and how many it refuses. Real diffusers pipelines have none: their
+        tokenizers represent any text (and diffusers warns when it truncates)."""
+        check = getattr(self.pipe, "check_prompts", None)
+        first: dict[str, dict] = {}  # each distinct prompt, with the metadata of its first appearance
+        for p, meta in prompts:
+            first.setdefault(p, meta)
+        if not callable(check) or not first:
+            return
+        try:
+            check(list(first))
+        except ValueError:  # find the first refused prompt and how many are
+            refused = []
+            for p, meta in first.items():
+                try:
+                    check([p])
+                except ValueError as e:
+                    refused.append(f"{meta['source']}: {e}" if meta.get("source") else str(e))
+            raise ValueError(f"{refused[0]} ({len(refused)} of {len(first)} prompts are refused)") from None
+
     @torch.no_grad()
     def encode_prompts(self, prompts: list[str]) -> dict[str, torch.Tensor]:
         """The conditioning of ``prompts``, each ``[B, ...]``; each prompt encoded once while it stays

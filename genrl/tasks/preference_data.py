@@ -164,7 +164,11 @@ class PreferenceDataTask:
         return {}
 
     def train_prompts(self) -> list[tuple[str, dict]]:
-        return [(p, {}) for p in dict.fromkeys(row[0] for row in self.rows)]
+        """Each distinct prompt once, with ``{"source": "file:LINE"}`` of its first row (start-up checks)."""
+        first = {}
+        for prompt, _, where, _ in self.rows:
+            first.setdefault(prompt, where)
+        return [(p, {"source": where}) for p, where in first.items()]
 
     def eval_rewards(self) -> dict:
         return {}

@@ -41,6 +41,10 @@ RESUMABLE = (
     "policy.prompt_cache_mb:",
     "policy.prompt_cache_device:",
 )
+# Of those, the ones that change what an evaluation measures (its prompts, samples, sampler, decoding):
+# a resume with other values makes the evaluations before and after it (base vs final) not alike.
+MEASURED_BY_EVAL = ("eval.", "data.max_eval_prompts:", "data.test_files:", "data.val_files:")
+NOT_MEASURED_BY_EVAL = ("eval.every:", "eval.batch_size:", "eval.save_images:")
 # What a run writes into output_dir: a run that starts over sets the earlier run's aside (a later resume
 # would read its checkpoints, its rows would mix with the new run's), to be removed after its first step.
 RUN_OUTPUTS = ("checkpoints", "eval", "pool", "final_metrics.json", "config.yaml", "metrics.jsonl", "tb")
@@ -246,11 +250,12 @@ def schedules_on_max_steps(cfg) -> list[str]:
     return out
 
 
-def check_resume(cfg, start: int) -> None:
+def check_resume(cfg, start: int) -> list[str]:
     """A resume at step ``start`` continues the run that ``output_dir/config.yaml`` describes:
     ``ValueError`` naming the changed settings (outside ``RESUMABLE``), a changed ``max_steps`` while
     a schedule follows it (:func:`schedules_on_max_steps`), or a ``max_steps`` below the step reached.
-    A ``config.yaml`` this version cannot read is not compared."""
+    A ``config.yaml`` this version cannot read is not compared. Returns the allowed changes that make
+    later evaluations measure otherwise than earlier ones (``MEASURED_BY_EVAL``), as ``key: was -> now``."""
     try:
         saved = load_config(type(cfg), os.path.join(cfg.output_dir, "config.yaml"))
     except (OSError, ValueError):
@@ -268,14 +273,16 @@ def check_resume(cfg, start: int) -> None:
             "or start over with resume=false"
         )
     if saved is None:
-        return
-    changed = [d for d in config_differences(saved, cfg) if not d.startswith(RESUMABLE)]
+        return []
+    differences = config_differences(saved, cfg)
+    changed = [d for d in differences if not d.startswith(RESUMABLE)]
     if changed:
         more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
         raise ValueError(
             f"resuming {cfg.output_dir} at step {start} with settings it was not trained with: "
             f"{'; '.join(changed[:4])}{more}; restore them, or start over (resume=false, or a new output_dir)"
         )
+    return [d for d in differences if d.startswith(MEASURED_BY_EVAL) and not d.startswith(NOT_MEASURED_BY_EVAL)]
 
 
 def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = None) -> Optional[MetricsLogger]:
@@ -289,8 +296,13 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
     if not main:
         return None
     if start > 0:
-        check_resume(cfg, start)
+        unlike = check_resume(cfg, start)
         print(f"resuming from {checkpoint} (step {start})")
+        if unlike:  # allowed, but base (step 0) vs final would compare two kinds of evaluation silently
+            print(
+                f"note: evaluations from here on are not measured as the run's earlier ones ({'; '.join(unlike)}): "
+                "restore those settings to compare them"
+            )
     else:
         earlier = set_aside_earlier_run(cfg.output_dir, cfg.trainer) if os.path.isdir(cfg.output_dir) else []
         if earlier:  # resume=false, or an earlier run without a checkpoint: say what goes, and when

@@ -311,15 +311,19 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
         check_reward_samples(reward_classes, policy.samples, f"policy.model={cfg.policy.model!r}")  # a hub id's family
         rewards = build_rewards(reward_classes, cfg.reward_args)
-    if callable(check := getattr(task, "check_prompts", None)):  # e.g. a VLM prompt over max_prompt_length
-        check(policy, cfg.eval)  # fails now, naming its row, not at the step that draws it
-    shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W] (one decode); None for text
-    if shape is not None and callable(check := getattr(task, "check_sample_shape", None)):
-        check(shape)  # the task's judges take the model's samples (digits: 1x8x8)
     prompts = train_set  # and the evaluation's, where the task has its own
     if callable(getattr(task, "prompts", None)) and callable(getattr(task, "metadata", None)):
         prompts = prompts + [(p, task.metadata(p)) for p in task.prompts()]
+    shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W] (one decode); None for text
+    if shape is not None and callable(check := getattr(task, "check_sample_shape", None)):
+        check(shape)  # the task's judges take the model's samples (digits: 1x8x8)
     check_rewards_take(reward_classes, shape, prompts)  # what each reward says it needs
+    # every prompt the policy can take (a VLM prompt over max_prompt_length, a word the digits model does not
+    # know): fails now, naming its row, not at the step that draws it
+    if callable(check := getattr(task, "check_prompts", None)):  # a response task's own evaluated examples
+        check(policy, cfg.eval)
+    else:
+        policy.check_prompts(prompts)
     asynchronous = torch.cuda.is_available() if cfg.rollout.async_rewards == "auto" else cfg.rollout.async_rewards
     scorer = ChunkScorer(rewards, asynchronous)
     if fsdp:  # FSDP2: every parameter a DTensor shard; gradients reduce-scattered by FSDP itself

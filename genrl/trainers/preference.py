@@ -114,6 +114,9 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         if "scheduler" in state:  # checkpoints before the schedule existed ran at a constant lr
             scheduler.load_state_dict(state["scheduler"])
         start, ref_index = state["step"], state["ref_index"]
+    if callable(getattr(task, "train_prompts", None)):  # a word the model does not know: now, naming its row
+        evaluated = task.prompts() if callable(getattr(task, "prompts", None)) else []
+        policy.check_prompts(task.train_prompts() + [(p, {}) for p in evaluated])
     shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W]
     if callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # every winner fits the model (kind, channels): a bad row fails before anything is written
