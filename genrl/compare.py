@@ -63,6 +63,23 @@ class Arm:
         """The arm of a config file as it is, named after the file."""
         return cls(os.path.splitext(os.path.basename(config_path))[0], config_path)
 
+    def load_config(self, overrides: list[str]):
+        """This arm's config with ``overrides`` (``--set``, applied first) and its own; a refusal names the
+        arm and where the refused value comes from: ``--set`` when the arm loads without it, else the config."""
+        from genrl.config import load_trainer_config
+
+        try:
+            return load_trainer_config(self.config, [*overrides, *self.overrides])
+        except ValueError as e:
+            stage = "config"
+            try:
+                load_trainer_config(self.config, list(self.overrides))
+                stage = "--set" if overrides else stage
+            except ValueError:
+                pass
+            with self.named(stage=stage):
+                raise e from None
+
     @contextlib.contextmanager
     def named(self, seed: int | None = None, stage: str = "calibration"):
         """A ``ValueError`` (a one-line refusal) raised inside the block names this arm (and the seed, or
@@ -95,12 +112,10 @@ def _task_keys(cfg) -> tuple[str, tuple[str, ...]]:
 def check_reportable(arms: list[Arm], overrides: list[str]) -> None:
     """``ValueError`` naming the arm when its task has no gold judge (``Task.gold_metric``), which
     ``write_report`` reads: checked before anything trains (``genrl compare``)."""
-    from genrl.config import load_trainer_config
     from genrl.registry import TASKS
 
     for arm in arms:
-        with arm.named(stage="config"):  # the first load of each arm's config: a refusal names the arm
-            task = load_trainer_config(arm.config, [*overrides, *arm.overrides]).task
+        task = arm.load_config(overrides).task  # the first load of each arm's config: a refusal names the arm
         if not hasattr(TASKS.get(task), "gold_metric"):
             raise ValueError(
                 f"arm {arm.name}: task {task!r} has no gold judge (Task.gold_metric), which the report compares "
@@ -152,6 +167,8 @@ def check_arguments(arms: list[Arm], seeds: list[int], wall_budget: float | None
             raise ValueError(
                 f"arm name {arm.name!r}: use letters, digits and _ . + - (it names the runs' folders in --out)"
             )
+    if any(s < 0 for s in seeds):  # seed=-1 was refused naming seed, a key the user never typed
+        raise ValueError(f"--seeds must be >= 0 (got {' '.join(map(str, seeds))})")
     if len(set(seeds)) < len(seeds):
         raise ValueError(f"--seeds must differ (got {' '.join(map(str, seeds))})")
     if wall_budget is not None:
@@ -196,8 +213,7 @@ def run_all(
             )
     check_output_dir(out_dir, "--out", overwrite=None)  # finished runs in it are reused
     for arm in arms:  # every config error, and a hub id that cannot load here, before anything runs
-        with arm.named(stage="config"):
-            cfg = load_trainer_config(arm.config, [*overrides, *arm.overrides])
+        cfg = arm.load_config(overrides)
         with arm.named(stage="before training"):
             check_mixed_precision(cfg.train)  # fp16 without a GPU: before any arm trains
             hub = {}  # config key -> HubRef: the policy's, and the rewards' that say which they load (hub_models)

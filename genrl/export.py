@@ -35,9 +35,11 @@ import shutil
 import sys
 from typing import Optional
 
-from genrl.io import atomic_dir, check_output_dir
+from genrl.io import atomic_dir, check_output_dir, run_in_progress
 from genrl.policies.base import DTYPES
 from pipelines import PIPELINE_MODULES
+
+RECORD = "genrl_export.json"  # what the export wrote (base model, weights, step); marks the folder as an export
 
 
 class ExportError(ValueError):
@@ -137,9 +139,14 @@ def export(
             "export it without --lora (the whole pipeline)"
         )
     try:  # every path error before the model loads; --overwrite never replaces the run itself
-        check_output_dir(out, "--out", overwrite=overwrite, protect=(run_dir,))
+        path = check_output_dir(out, "--out", overwrite=overwrite, protect=(run_dir,))
     except ValueError as e:
         raise ExportError(str(e)) from None
+    if path.is_dir() and any(path.iterdir()) and not (path / RECORD).is_file():  # the user's data, say
+        raise ExportError(
+            f"--out={str(out)!r} is a folder that no genrl export wrote (no {RECORD}); --overwrite replaces only an "
+            "earlier export: choose a new folder"
+        )
     from peft.utils import get_peft_model_state_dict
 
     _deepspeed_logs_to_stderr()
@@ -194,7 +201,7 @@ def export(
             cast_components(pipe, DTYPES[dtype]).save_pretrained(tmp)
             if custom:
                 _save_custom_pipeline_code(pipe, tmp)
-        with open(os.path.join(tmp, "genrl_export.json"), "w") as f:
+        with open(os.path.join(tmp, RECORD), "w") as f:
             json.dump(record, f, indent=1)
     return record
 
@@ -228,9 +235,13 @@ def _main(args) -> int:
     which prints them as one line and exits 2."""
     record = export(args.run_dir, args.out, args.lora, args.weights, args.dtype, args.overwrite)
     if record["step"] < record["max_steps"]:
+        at = f"step {record['step']} of max_steps {record['max_steps']}"
         print(
-            f"genrl export: note: {args.run_dir} stopped at step {record['step']} of max_steps {record['max_steps']}: "
-            "exported that step's weights (rerun the training command to finish it)",
+            f"genrl export: note: {args.run_dir} is still training; exported its newest checkpoint, {at} "
+            "(export again when it has finished)"
+            if run_in_progress(args.run_dir)
+            else f"genrl export: note: {args.run_dir} stopped at {at}: exported that step's weights (rerun the "
+            "training command to finish it)",
             file=sys.stderr,
         )
     print(

@@ -176,6 +176,7 @@ def make_gallery(
             raise GalleryError(f"{where}: {e}; or give --prompts, sampled without the task") from None
         print(f"{where} cannot be built ({e}): --prompts are sampled without the task's judges")
         task = None  # no metadata, no judges: the runs' own rewards only
+    source = {"source": "--prompts"} if prompts else {}  # named in a refusal of the model's (a word it does not know)
     prompts = list(dict.fromkeys(prompts or task.prompts()))[:max_prompts]
     if not prompts:
         raise GalleryError("no prompts to sample")
@@ -207,6 +208,10 @@ def make_gallery(
                 policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device, rollouts=False)
             except ValueError as e:
                 raise GalleryError(f"{run_dir}: {e}") from e
+            try:  # before any sampling (and its bar): every prompt is one the model can take
+                policy.check_prompts([(p, source) for p in prompts])
+            except ValueError as e:
+                raise GalleryError(str(e) if source else f"{run_dir}: {e}") from None
             if bar is None:  # after the first model has loaded: a refusal to load it stands alone, below no bar
                 bar = stack.enter_context(
                     tqdm(total=total, desc="gallery: sampling", unit="img", disable=not progress)

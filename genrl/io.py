@@ -45,16 +45,10 @@ def run_lock(output_dir: str | os.PathLike) -> Iterator[None]:
     checkpoints). The lock file lives in the temporary folder (``genrl-locks/<hash of the real path,
     symlinks resolved>.lock``), so a refused run writes nothing into ``output_dir`` or the cache; filelock's OS lock
     is released when its process ends, however it ends."""
-    import hashlib
-    import tempfile
-
-    from filelock import FileLock, Timeout
+    from filelock import Timeout
 
     folder = os.path.abspath(os.path.expanduser(output_dir))
-    real = os.path.realpath(folder)  # one folder reached through a symlink is the same folder
-    locks = Path(tempfile.gettempdir()) / "genrl-locks"
-    locks.mkdir(parents=True, exist_ok=True)
-    lock = FileLock(str(locks / f"{hashlib.sha256(real.encode()).hexdigest()[:24]}.lock"))
+    lock = _run_lock_file(folder)
     try:
         lock.acquire(timeout=0)
     except Timeout:
@@ -63,6 +57,32 @@ def run_lock(output_dir: str | os.PathLike) -> Iterator[None]:
         yield
     finally:
         lock.release()
+
+
+def run_in_progress(output_dir: str | os.PathLike) -> bool:
+    """Whether a run on this machine holds ``output_dir`` (:func:`run_lock`) now: it is still training."""
+    from filelock import Timeout
+
+    lock = _run_lock_file(os.path.abspath(os.path.expanduser(output_dir)))
+    try:
+        lock.acquire(timeout=0)
+    except Timeout:
+        return True
+    lock.release()
+    return False
+
+
+def _run_lock_file(folder: str):
+    """The ``filelock.FileLock`` of ``folder`` (symlinks resolved: one folder, one lock)."""
+    import hashlib
+    import tempfile
+
+    from filelock import FileLock
+
+    real = os.path.realpath(folder)  # one folder reached through a symlink is the same folder
+    locks = Path(tempfile.gettempdir()) / "genrl-locks"
+    locks.mkdir(parents=True, exist_ok=True)
+    return FileLock(str(locks / f"{hashlib.sha256(real.encode()).hexdigest()[:24]}.lock"))
 
 
 _TEMPORARY = re.compile(r"^\..+\.(tmp|old)-\d+-[0-9a-f]{8}$")  # what _sibling names

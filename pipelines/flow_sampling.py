@@ -8,10 +8,15 @@ diffusers loads both (a custom pipeline's relative imports are copied with it:
 
 from __future__ import annotations
 
+import reprlib
 from typing import Optional, Union
 
 import torch
 from diffusers.utils.torch_utils import randn_tensor
+
+# prompts in error messages: cut in the middle past 80 characters (a megabyte prompt made a 2 MB error line)
+SHORT = reprlib.Repr()
+SHORT.maxstring, SHORT.maxother, SHORT.maxlist = 80, 80, 4
 
 
 class EulerFlowSamplingMixin:
@@ -63,20 +68,21 @@ class EulerFlowSamplingMixin:
         (the rest would be cut off); both used to change the conditioning silently."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or not all(isinstance(p, str) for p in prompts):
-            raise ValueError(f"prompt must be a string or a non-empty list of strings, got {prompt!r}")
+            raise ValueError(f"prompt must be a string or a non-empty list of strings, got {SHORT.repr(prompt)}")
         tok = self.tokenizer
         encoded = tok(prompts, add_special_tokens=True, return_offsets_mapping=True, verbose=False)
         for p, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"]):
-            unknown = [p[a:b] for i, (a, b) in zip(ids, offsets) if i == tok.unk_token_id]
+            unknown = list(dict.fromkeys(p[a:b] for i, (a, b) in zip(ids, offsets) if i == tok.unk_token_id))
             if unknown:
                 known = sorted(w for w in tok.get_vocab() if not (w.startswith("<") and w.endswith(">")))
+                more = f" and {len(unknown) - 5} more" if len(unknown) > 5 else ""
                 raise ValueError(
-                    f"prompt {p!r}: this model's tokenizer does not know {', '.join(map(repr, unknown))} "
-                    f"(its words: {' '.join(known)})"
+                    f"prompt {SHORT.repr(p)}: this model's tokenizer does not know "
+                    f"{', '.join(map(SHORT.repr, unknown[:5]))}{more} (its words: {' '.join(known)})"
                 )
             if len(ids) > tok.model_max_length:
                 raise ValueError(
-                    f"prompt {p!r}: {len(ids)} tokens with the start and end ones, over this model's "
+                    f"prompt {SHORT.repr(p)}: {len(ids)} tokens with the start and end ones, over this model's "
                     f"{tok.model_max_length} (tokenizer.model_max_length): the rest would be cut off"
                 )
         return prompts

@@ -63,6 +63,8 @@ def test_compare_runs_every_config_and_writes_the_report(tmp_path):
     "args, message",
     [
         (["--seeds", "0", "0"], "--seeds must differ"),
+        (["--seeds", "-1"], "--seeds must be >= 0 (got -1)"),  # was "seed=-1", a key nobody typed
+        (["--set", "train.lrr=1"], "arm 'flowgrpo' (--set): unknown config key 'train.lrr'"),  # was "(config)"
         (["--arm", "../escape", "configs/digits/flowgrpo.yaml"], "arm name '../escape'"),
         (["--arm", "", "configs/digits/flowgrpo.yaml"], "arm name ''"),
         (["--wall-budget", "nan"], "--wall-budget must be a finite number"),

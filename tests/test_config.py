@@ -100,8 +100,11 @@ def test_dict_override_merges_into_defaults_and_can_replace():
     assert load_config(OnlineConfig, None, ["rewards={clip: 0.5}"]).rewards == {"clip": 0.5}
 
 
-def test_empty_yaml_is_defaults(tmp_path):
-    assert load_config(OnlineConfig, write_yaml(tmp_path, "")) == OnlineConfig()
+def test_an_empty_mapping_is_defaults_and_an_empty_file_is_refused(tmp_path):
+    """An empty file (a failed `>` redirect, a stray name) used to train the default job."""
+    assert load_config(OnlineConfig, write_yaml(tmp_path, "{}\n")) == OnlineConfig()
+    with pytest.raises(ConfigError, match=r"cfg.yaml: empty \(no settings\); a config is a YAML mapping"):
+        load_config(OnlineConfig, write_yaml(tmp_path, ""))
 
 
 def err(overrides=(), data=None):
@@ -170,7 +173,8 @@ def test_bad_literal_lists_choices():
 def test_malformed_override_and_non_mapping_section(tmp_path):
     msg = err(["train.lr"])
     assert "malformed override" in msg and "train.lr" in msg and "=" in msg
-    assert "malformed" in err(["=3"])
+    assert err(["=3"]) == "malformed override '=3': no key; expected key.sub=value (e.g. train.lr=1e-4)"
+    assert "an empty part in the key 'train..lr'" in err(["train..lr=1"])
     assert "train.lr" in err(["train.lr.x=1"])
     msg = err(data={"policy": 3})
     assert "policy" in msg and "mapping" in msg
@@ -346,6 +350,7 @@ def test_a_choice_spelled_like_a_yaml_boolean_is_read_as_that_choice(tmp_path):
         == "no"
     )
     assert "quote the text" in err(["log.project=no"])
+    assert "quote the text" in err(["log.run_name=no"])  # an optional text field: the hint was missing
     assert "must be one of" in err(["train.mixed_precision=yes"])  # no choice is spelled like true
 
 

@@ -52,7 +52,7 @@ def test_a_bad_jsonl_line_is_one_line_naming_the_file_and_line(tmp_path, reader,
         ("[" + DEEP_OBJECT + "]", r"deep.json: JSON nested too deeply to read"),
         (
             '[{"prompt": "x"}, {"prompt": "y", "image": {"path": "a.png", "path": "b.png"}}]',
-            r"deep.json row 1: key 'path'",
+            r"deep.json row 1 \(from 0\): key 'path'",
         ),
         ('{"prompt": "a", "prompt": "b"}', r"deep.json: key 'prompt' appears twice"),  # no list: no row to name
         ("[" + HUGE_NUMBER + "]", r"deep.json: not valid JSON \(Exceeds the limit"),
@@ -72,7 +72,10 @@ def test_good_rows_still_read_as_before(tmp_path):
     rows = [{"prompt": "a", "image": {"path": "x.png"}, "n": float("nan")}, {"prompt": "b", "image": {"path": "y"}}]
     (tmp_path / "r.json").write_text(json.dumps(rows))
     (tmp_path / "r.jsonl").write_text("\n".join(["", json.dumps(rows[0]), " ", json.dumps(rows[1])]) + "\n")
-    for name, where in (("r.json", ("r.json row 0", "r.json row 1")), ("r.jsonl", ("r.jsonl:2", "r.jsonl:4"))):
+    for name, where in (
+        ("r.json", ("r.json row 0 (from 0)", "r.json row 1 (from 0)")),
+        ("r.jsonl", ("r.jsonl:2", "r.jsonl:4")),
+    ):
         located = read_rows(str(tmp_path / name))  # where an editor finds them: lines of .jsonl, blank ones too
         assert [w for w, _ in located] == [str(tmp_path / w) for w in where]
         got = [r for _, r in located]

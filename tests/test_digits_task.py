@@ -201,6 +201,9 @@ def test_the_pipeline_refuses_bad_inputs_before_sampling(tmp_path, monkeypatch):
     ]:
         with pytest.raises(ValueError, match=message):
             pipe(**kwargs)
+    with pytest.raises(ValueError) as e:  # a megabyte prompt was quoted whole, twice: a 2 MB error line
+        pipe(["a handwritten digit " + "x" * 10**6] * 2)
+    assert len(str(e.value)) < 400 and "xxx...xxx" in str(e.value), len(str(e.value))
 
 
 def test_failed_pretrain_leaves_nothing(tmp_path, monkeypatch):

@@ -182,6 +182,11 @@ def test_export_refuses_to_overwrite_and_names_bad_options(digits_run, tmp_path)
     with pytest.raises(ExportError, match="--lora"):
         export(str(digits_run), str(tmp_path / "x"), lora="fuse")
     assert not (tmp_path / "x").exists()
+    export(str(digits_run), str(tmp_path / "e"))
+    with pytest.raises(ExportError, match="exists"):
+        export(str(digits_run), str(tmp_path / "e"))
+    export(str(digits_run), str(tmp_path / "e"), overwrite=True)  # an earlier export: replaced
+    assert (tmp_path / "e" / "genrl_export.json").is_file()
 
 
 def test_export_never_replaces_its_run_and_checks_out_before_loading(digits_run, tmp_path, monkeypatch):
@@ -200,6 +205,12 @@ def test_export_never_replaces_its_run_and_checks_out_before_loading(digits_run,
         with pytest.raises(ExportError, match=message):
             export(str(run), str(out))
     assert sorted(p.relative_to(run) for p in run.rglob("*")) == before
+    # --overwrite deleted any folder: the user's data (the run's own winners, say); it replaces earlier exports only
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "w.jsonl").write_text("{}\n")
+    with pytest.raises(ExportError, match=r"^--out='.*data' is a folder that no genrl export wrote \(no genrl_export"):
+        export(str(run), str(tmp_path / "data"), overwrite=True)
+    assert os.listdir(tmp_path / "data") == ["w.jsonl"]
 
 
 def test_export_prepares_the_policy_model_only(digits_run, tmp_path, monkeypatch):
@@ -338,3 +349,16 @@ def test_exporting_a_run_stopped_early_says_which_step_it_took_and_warnings_are_
     warned = [line for line in proc.stderr.splitlines() if "unreadable checkpoint" in line]
     assert len(warned) == 1 and warned[0].startswith("UserWarning: skipping") and "warnings.warn" not in proc.stderr
     assert json.loads((tmp_path / "out" / "genrl_export.json").read_text())["max_steps"] == 5
+    # while its run trains (holds the run's lock), "stopped ... rerun the training command" was wrong advice
+    from genrl.io import run_lock
+
+    with run_lock(str(run)):
+        proc = subprocess.run(
+            [sys.executable, "-m", "genrl.cli", "export", str(run), "--out", str(tmp_path / "out2")],
+            capture_output=True,
+            text=True,
+            cwd=ROOT,
+            timeout=600,
+        )
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"note: {run} is still training; exported its newest checkpoint, step 2 of max_steps 5" in proc.stderr

@@ -332,7 +332,10 @@ def test_a_prompt_the_model_cannot_read_fails_at_start_up_naming_its_row(tmp_pat
     capsys.readouterr()
     assert cli_main([*gallery, "--prompts", "a handwritten digit één"]) == 2
     err = capsys.readouterr().err
-    assert err.splitlines()[-1].startswith("genrl gallery: prompt 'a handwritten digit één': this model's tokenizer")
+    assert err.splitlines()[-1].startswith(
+        "genrl gallery: --prompts: prompt 'a handwritten digit één': this model's tokenizer does not know 'één'"
+    )
+    assert "sampling" not in err  # refused before the sampling bar
     assert not (tmp_path / "g").exists()
 
 

@@ -3,6 +3,7 @@ of files), and the files it cannot read, named."""
 
 import json
 import os
+import re
 
 import pytest
 
@@ -46,6 +47,21 @@ def test_unreadable_prompt_files_are_named(tmp_path, name, content, match):
         read_prompts([str(tmp_path / name)])
     with pytest.raises(ValueError, match="does not exist"):
         read_prompts([str(tmp_path / "missing.txt")])
+
+
+def test_a_data_path_that_is_no_regular_file_says_so(tmp_path):
+    """A FIFO or /dev/null as a data file was reported as missing; a broken link too, naming nothing more."""
+    from genrl.tasks.rows import expand_data_paths
+
+    os.mkfifo(tmp_path / "fifo.jsonl")
+    os.symlink(tmp_path / "gone.jsonl", tmp_path / "link.jsonl")
+    for path, says in (
+        (tmp_path / "fifo.jsonl", "is not a regular file"),
+        ("/dev/null", "is not a regular file"),
+        (tmp_path / "link.jsonl", f"is a link to a missing file ({tmp_path / 'gone.jsonl'})"),
+    ):
+        with pytest.raises(ValueError, match=re.escape(f"data.train_files: data file '{path}' {says}")):
+            expand_data_paths([str(path)], key="data.train_files")
 
 
 @pytest.mark.parametrize("key", ["data.train_files", "data.test_files"])

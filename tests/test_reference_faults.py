@@ -317,18 +317,23 @@ def _one_line_error(capsys, rc: int) -> str:
     return lines[0]
 
 
-@pytest.mark.parametrize("kind", ["directory", "binary", "missing"])
+@pytest.mark.parametrize("kind", ["directory", "binary", "missing", "empty", "comments only"])
 def test_a_config_that_is_no_yaml_file_is_one_line_naming_it(tmp_path, capsys, kind):
+    """An empty file (a failed `>` redirect) trained the default job (and `genrl prepare FILE` prepared it)."""
     path = tmp_path / "config.yaml"
     if kind == "directory":
         path.mkdir()
     elif kind == "binary":
         path.write_bytes(bytes(range(128, 256)) * 4)
-    line = _one_line_error(capsys, cli_main(["train", str(path), f"output_dir={tmp_path / 'run'}"]))
-    assert (
-        str(path) in line
-        and {"directory": "is a directory", "binary": "not a text file", "missing": "no such"}[kind] in line
-    )
+    elif kind != "missing":
+        path.write_text("" if kind == "empty" else "# trainer: online\n\n")
+    says = {"directory": "is a directory", "binary": "not a text file", "missing": "no such"}.get(kind, "empty")
+    for command in ("train", "prepare") if kind in ("binary", "empty", "comments only") else ("train",):
+        rc = cli_main(
+            [command, str(path), f"output_dir={tmp_path / 'run'}"] if command == "train" else [command, str(path)]
+        )
+        err = capsys.readouterr().err
+        assert rc == 2 and err.startswith(f"genrl {command}: ") and str(path) in err and says in err, err
     assert not (tmp_path / "run").exists()
 
 
@@ -710,6 +715,29 @@ def test_objectives_own_their_cross_section_rules_checked_before_any_work(data, 
     with pytest.raises(ConfigError, match=match) as e:
         config_from_dict(OnlineConfig, data)
     assert e.value.key == key
+
+
+def test_a_section_of_another_trainer_says_which_trainer_reads_it():
+    """``trainer=online`` on a SePPO recipe: "unknown config key 'reference'" without saying why."""
+    from genrl.config import load_trainer_config
+
+    with pytest.raises(ConfigError) as e:
+        load_trainer_config("configs/digits/seppo.yaml", ["trainer=online"])
+    assert str(e.value).startswith("unknown config key 'reference'; valid keys at the top level: trainer, ")
+    assert str(e.value).endswith(
+        "; 'reference' is a setting of trainer: preference, and this config is read as trainer: online"
+    )
+
+
+def test_an_unknown_preference_objective_lists_the_preference_objectives():
+    """Under trainer: preference the list named every policy-gradient objective too, each then refused."""
+    from genrl.config import PreferenceConfig
+
+    with pytest.raises(ConfigError) as e:
+        config_from_dict(PreferenceConfig, {"objective": {"name": "nope"}})
+    assert str(e.value) == "objective.name='nope': unknown preference objective; valid: diffusion_dpo, seppo, sft"
+    with pytest.raises(ConfigError, match=r"is not a preference objective \(diffusion_dpo, seppo, sft\)"):
+        config_from_dict(PreferenceConfig, {"objective": {"name": "grpo"}})
 
 
 def test_grpo_guard_refuses_a_token_policy_at_config_time():

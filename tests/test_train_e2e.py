@@ -405,6 +405,9 @@ def test_a_resume_with_other_settings_is_refused_naming_them(tmp_path, base_mode
         "2 -> 1): restore those settings to compare them\n"
     ) in out
     assert "checkpoint.keep_last" not in out  # what is kept changes no evaluation
+    finished = (run / "config.yaml").read_text()
+    assert cli_main([*args, "max_steps=3", "eval.seeds_per_prompt=3"]) == 0  # a finished run: nothing runs
+    assert "note:" not in capsys.readouterr().out and (run / "config.yaml").read_text() == finished
     assert sorted(os.listdir(run / "checkpoints")) == ["step-000003"]
 
 
@@ -465,6 +468,16 @@ def test_the_saved_config_of_a_moved_run_asks_which_folder(tmp_path, base_model,
     assert not (tmp_path / "run").exists()
     assert cli_main(["train", saved, "max_steps=2", f"output_dir={tmp_path / 'moved'}"]) == 0
     assert f"resuming from {tmp_path / 'moved' / 'checkpoints' / 'step-000001'} (step 1)" in capsys.readouterr().out
+    # copied as a recipe, where no run is: the advice was to "resume the run there", which trained from step 0
+    (tmp_path / "recipes").mkdir()
+    recipe = tmp_path / "recipes" / "mine.yaml"
+    shutil.copy(saved, recipe)
+    assert cli_main(["train", str(recipe)]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"genrl train: {recipe} is the saved config of the run in {tmp_path / 'moved'} (its output_dir), copied where "
+        "no run is: it would train in that run. Add output_dir=NEW_FOLDER to start a new run with its settings, or "
+        f"output_dir={tmp_path / 'moved'} to resume the original"
+    )
 
 
 def test_a_second_run_into_a_folder_in_use_is_refused(tmp_path, base_model, capsys):

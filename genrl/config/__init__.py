@@ -9,6 +9,8 @@
 ``TRAINER_CONFIGS`` maps a config file's ``trainer:`` key to its top-level section.
 """
 
+import dataclasses
+
 from genrl.config import base, common, online, preference, sft, vlm
 from genrl.config.base import *  # noqa: F403
 from genrl.config.common import *  # noqa: F403
@@ -67,7 +69,16 @@ def load_trainer_config(path: str, overrides: list[str] = ()):
     kind = trainer_kind(path, overrides)
     if kind not in TRAINER_CONFIGS:
         raise base.ConfigError("trainer", f"must be one of {', '.join(map(repr, TRAINER_CONFIGS))}", kind)
-    return base.load_config(TRAINER_CONFIGS[kind], path, overrides)
+    try:
+        return base.load_config(TRAINER_CONFIGS[kind], path, overrides)
+    except base.ConfigError as e:  # e.g. trainer=online on a SePPO recipe: its `reference` section
+        others = [
+            k for k, c in TRAINER_CONFIGS.items() if k != kind and e.key in {f.name for f in dataclasses.fields(c)}
+        ]
+        if e.valid is None or "." in e.key or not others:
+            raise
+        why = f"; '{e.key}' is a setting of trainer: {' / '.join(others)}, and this config is read as trainer: {kind}"
+        raise base.ConfigError(e.key, f"{e.msg}{why}", valid=e.valid) from None
 
 
 __all__ = [

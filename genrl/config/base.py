@@ -145,6 +145,9 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", str(tp))
 
 
+BOOL_HINT = " (YAML reads yes / no / on / off as booleans: quote the text)"  # a str setting given one of those
+
+
 def _coerce(value: Any, tp: Any, key: str) -> Any:
     """Check ``value`` against type ``tp`` and return it normalised (int -> float etc.)."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
@@ -161,7 +164,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError:
                 pass
-        raise ConfigError(key, f"expected {_type_name(tp)}, got {type(value).__name__}", value)
+        hint = BOOL_HINT if isinstance(value, bool) and str in arms else ""
+        raise ConfigError(key, f"expected {_type_name(tp)}, got {type(value).__name__}{hint}", value)
     if origin is Literal:
         for choice in args:  # type-exact match: True must not select 1
             if type(value) is type(choice) and value == choice:
@@ -212,7 +216,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     if tp is str:
         if isinstance(value, str):
             return value
-        hint = " (YAML reads yes / no / on / off as booleans: quote the text)" if isinstance(value, bool) else ""
+        hint = BOOL_HINT if isinstance(value, bool) else ""
         raise ConfigError(key, f"expected str, got {type(value).__name__}{hint}", value)
     raise TypeError(f"{key}: unsupported config field type {tp!r}")
 
@@ -307,11 +311,16 @@ def read_yaml(path: str | os.PathLike) -> Any:
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None, overrides: typing.Iterable[str] = ()) -> T:
-    """Read YAML from ``path`` (None: defaults only), apply overrides, build and validate."""
+    """Read YAML from ``path`` (None: defaults only; an empty file is a ``ConfigError``), apply overrides,
+    build and validate."""
     data = None
     if path is not None:
         data = read_yaml(path)
-        if data is not None and not isinstance(data, Mapping):
+        if data is None:  # an empty file (a failed `>` redirect, a stray name): not "all defaults"
+            raise ConfigError(
+                "", f"{path}: empty (no settings); a config is a YAML mapping, e.g. a recipe of configs/"
+            )
+        if not isinstance(data, Mapping):
             raise ConfigError("", f"{path}: top level must be a mapping, got {type(data).__name__}")
     return config_from_dict(cls, data, overrides)
 
@@ -337,8 +346,9 @@ def _apply_override(cls: type, data: dict, item: str) -> None:
             'use the mapping form, e.g. reward_args={"my_pkg.rewards:fn": {scale: 2.0}}',
         )
     parts = dotted.split(".")
-    if not all(parts):
-        raise ConfigError("", f"malformed override {item!r}: empty key component in {dotted!r}")
+    if not all(parts):  # "=3", "train..lr=1", ".lr=1"
+        what = "no key" if not dotted.strip() else f"an empty part in the key {dotted!r}"
+        raise ConfigError("", f"malformed override {item!r}: {what}; expected key.sub=value (e.g. train.lr=1e-4)")
     try:
         value = yaml.safe_load(text)
     except yaml.YAMLError as e:

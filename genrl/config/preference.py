@@ -196,18 +196,20 @@ class PreferenceConfig(RunConfig):
                 "is a setting of trainer: online's rollouts, unused by trainer: preference (its samples: "
                 "reference.num_steps / guidance_scale; evaluation: eval.*); remove it",
             )
-        from genrl.registry import OBJECTIVES
+        from genrl.registry import OBJECTIVES, is_import_path
 
+        ours = ", ".join(n for n in OBJECTIVES.names() if OBJECTIVES.meta(n).get("kind") == "preference")
+        if not is_import_path(self.objective.name) and self.objective.name not in OBJECTIVES:
+            raise ConfigError("objective.name", f"unknown preference objective; valid: {ours}", self.objective.name)
         try:
             kind = OBJECTIVES.meta(self.objective.name).get("kind")
-        except ValueError as e:
+        except ValueError as e:  # a plug-in's import path that does not import
             raise ConfigError("objective.name", str(e), self.objective.name) from None
         require(
             kind == "preference",
             "objective.name",
             self.objective.name,
-            "is not a preference objective (seppo, diffusion_dpo, sft); policy-gradient objectives run "
-            "with trainer: online",
+            f"is not a preference objective ({ours}); policy-gradient objectives run with trainer: online",
         )
         r = self.reference
         unused_unless(  # sft: no reference samples, no pool

@@ -53,6 +53,7 @@ from genrl.hub import check_exists, is_path, load_failure
 from genrl.models import resolve_model
 from genrl.policies.base import DTYPES, Policy
 from genrl.registry import POLICIES
+from genrl.tasks.rows import SHORT
 from genrl.trajectory import Trajectory
 from genrl.vlm_batching import NEVER_SAMPLE_TOKENS, chat_prompts, chat_text
 
@@ -334,7 +335,7 @@ class VLMPolicy(Policy):
         over = [i for i, n in enumerate(lengths) if n > L]
         if over:
             i = over[0]
-            where = prompts[i][1].get("source") or f"prompt {i} ({prompts[i][0][:60]!r})"
+            where = prompts[i][1].get("source") or f"prompt {i} ({SHORT.repr(prompts[i][0])})"
             raise ValueError(
                 f"{where}: the prompt takes {lengths[i]} tokens (text and images) > policy.max_prompt_length={L} "
                 f"({len(over)} of {len(prompts)} prompts do); raise policy.max_prompt_length or drop those rows"

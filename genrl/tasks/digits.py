@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from genrl.io import atomic_dir, cache_root
 from genrl.models import EmbeddedModelTask
 from genrl.registry import REWARDS, TASKS
+from genrl.tasks.rows import SHORT
 
 if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load diffusers
     from diffusers import FlowMatchEulerDiscreteScheduler, SD3Transformer2DModel
@@ -82,7 +83,7 @@ def digit_from_prompt(prompt: str) -> int:
     found = {DIGIT_WORDS.index(w) for w in re.findall(r"[a-z]+", prompt.lower()) if w in DIGIT_WORDS}
     found |= {int(c) for c in re.findall(r"\b[0-9]\b", prompt)}
     if len(found) != 1:
-        raise ValueError(f"expected exactly one digit in prompt {prompt!r}, found {sorted(found)}")
+        raise ValueError(f"expected exactly one digit in prompt {SHORT.repr(prompt)}, found {sorted(found)}")
     return found.pop()
 
 

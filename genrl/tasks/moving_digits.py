@@ -53,6 +53,7 @@ from genrl.tasks.digits import (
     mean_pairwise_distance,
     word_level_tokenizer,
 )
+from genrl.tasks.rows import SHORT
 
 if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load diffusers
     from diffusers import WanTransformer3DModel
@@ -83,7 +84,7 @@ def parse_prompt(prompt: str) -> tuple[int, str]:
     digit and one direction."""
     directions = [w for w in re.findall(r"[a-z]+", prompt.lower()) if w in DIRECTIONS]
     if len(set(directions)) != 1:
-        raise ValueError(f"expected exactly one direction ({', '.join(DIRECTIONS)}) in prompt {prompt!r}")
+        raise ValueError(f"expected exactly one direction ({', '.join(DIRECTIONS)}) in prompt {SHORT.repr(prompt)}")
     return digit_from_prompt(prompt), directions[0]
 
 

@@ -16,19 +16,25 @@ import binascii
 import hashlib
 import json
 import os
+import reprlib
 from collections.abc import Sequence
 from typing import Any
 
 from genrl.media import describe_ref
 
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
+# a row's text (a prompt) in an error line: cut in the middle past 80 characters (a megabyte prompt made a
+# 2 MB line); stdlib's reprlib, as genrl's pipelines (which import nothing of genrl) do in flow_sampling
+SHORT = reprlib.Repr()
+SHORT.maxstring, SHORT.maxother, SHORT.maxlist = 80, 80, 4
 
 
 def expand_data_paths(
     paths: Sequence[str], suffixes: tuple[str, ...] = DATA_SUFFIXES, kind: str = "data", key: str = ""
 ) -> list[str]:
     """Files named by ``paths`` (``~`` expanded); a folder contributes its files ending in one of
-    ``suffixes`` (sorted). ``ValueError`` naming a path that is missing, of another type, or a folder
+    ``suffixes`` (sorted). ``ValueError`` naming a path that is missing (or a broken link), not a regular
+    file (a FIFO, ``/dev/null``), of another type, or a folder
     without such files (``kind`` names them: ``data``, ``prompt``), after ``key``, the config key that
     lists them (``data.train_files``), when given."""
     files, expected, at = [], ", ".join(suffixes), f"{key}: " if key else ""
@@ -43,6 +49,10 @@ def expand_data_paths(
             if not p.endswith(suffixes):
                 raise ValueError(f"{at}{kind} file {p!r}: unsupported type; expected one of {expected}")
             files.append(p)
+        elif os.path.exists(p):  # /dev/null, a FIFO: reading it would block or give nothing
+            raise ValueError(f"{at}{kind} file {p!r} is not a regular file (expected a {expected} file or a folder)")
+        elif os.path.lexists(p):
+            raise ValueError(f"{at}{kind} file {p!r} is a link to a missing file ({os.path.realpath(p)})")
         else:
             raise ValueError(f"{at}{kind} file {p!r} does not exist (expected a {expected} file or a folder)")
     return files
@@ -80,16 +90,16 @@ def data_fingerprints(paths: Sequence[str], suffixes: tuple[str, ...] = DATA_SUF
 def read_rows(path: str) -> list[tuple[str, dict]]:
     """The rows of one ``.jsonl`` / ``.json`` / ``.parquet`` file, each as ``(where, row)``: ``where``
     locates it for error messages the way the user finds it: ``path:LINE`` for a ``.jsonl`` row (the
-    line an editor shows, counted from 1, blank lines included), ``path row N`` for a ``.json`` list
-    or ``.parquet`` table (the index, from 0, as pandas shows it). ``ValueError`` naming the file
-    (and line or row) for text that is not UTF-8, a row that is not an object, or JSON that
+    line an editor shows, counted from 1, blank lines included), ``path row N (from 0)`` for a ``.json``
+    list or ``.parquet`` table (the index, from 0, as pandas and ``datasets`` show it, and said so).
+    ``ValueError`` naming the file (and line or row) for text that is not UTF-8, a row that is not an object, or JSON that
     :func:`loads_json` refuses (invalid, a repeated key, nested too deeply)."""
     if path.endswith(".parquet"):
         try:
             import pyarrow.parquet as pq
         except ImportError as e:
             raise ImportError(f"reading {path} needs pyarrow: pip install 'genrl[vlm]'") from e
-        rows = [(f"{path} row {r}", row) for r, row in enumerate(pq.read_table(path).to_pylist())]
+        rows = [(f"{path} row {r} (from 0)", row) for r, row in enumerate(pq.read_table(path).to_pylist())]
     else:
         try:
             rows = _read_json_rows(path)
@@ -107,7 +117,7 @@ def _read_json_rows(path: str) -> list[tuple[str, Any]]:
             rows = loads_json(f.read(), path)
             if not isinstance(rows, list):
                 raise ValueError(f"{path}: a .json data file must hold a list of rows, got {type(rows).__name__}")
-            return [(f"{path} row {r}", row) for r, row in enumerate(rows)]
+            return [(f"{path} row {r} (from 0)", row) for r, row in enumerate(rows)]
         return [(f"{path}:{n}", loads_json(line, path, n)) for n, line in enumerate(f, 1) if line.strip()]
 
 
@@ -147,7 +157,7 @@ def loads_json(text: str, path: str, line: int | None = None) -> Any:
     except _DuplicateKey as e:
         if line is None:
             r = _row_with_duplicate(text)
-            where = path if r is None else f"{path} row {r}"
+            where = path if r is None else f"{path} row {r} (from 0)"
         key = repr(e.key) if len(repr(e.key)) <= 80 else repr(e.key)[:77] + "..."
         raise ValueError(f"{where}: key {key} appears twice in one object (JSON keeps only the last)") from None
     except RecursionError:

@@ -99,7 +99,7 @@ def check_run_config_location(config_path: str, cfg, overrides) -> None:
     """``genrl train RUN/config.yaml`` resumes the run in RUN: ``ValueError`` when that file is a run's
     saved config (``RUN_CONFIG_HEADER``) but its ``output_dir`` is another folder (the run was moved or
     copied: the launch would silently train in the old folder) and no ``output_dir=`` override says
-    which one is meant."""
+    which one is meant (a copy where no run is, a recipe made of a run's config, is told apart)."""
     folder = os.path.dirname(os.path.abspath(config_path))
     if any(o.partition("=")[0].strip() == "output_dir" for o in overrides):
         return
@@ -109,12 +109,19 @@ def check_run_config_location(config_path: str, cfg, overrides) -> None:
                 return
     except OSError:
         return
-    if os.path.realpath(folder) != os.path.realpath(cfg.output_dir):
+    if os.path.realpath(folder) == os.path.realpath(cfg.output_dir):
+        return
+    if completed_a_step(folder):
         raise ValueError(
             f"{config_path} is the saved config of the run in {cfg.output_dir} (its output_dir), but it sits in "
             f"{folder}: was the run moved or copied? Add output_dir={folder} to resume the run there, or "
             f"output_dir={cfg.output_dir} to resume the original"
         )
+    raise ValueError(  # a run's config copied as a recipe: it would resume (or extend) that run
+        f"{config_path} is the saved config of the run in {cfg.output_dir} (its output_dir), copied where no run is: "
+        f"it would train in that run. Add output_dir=NEW_FOLDER to start a new run with its settings, or "
+        f"output_dir={cfg.output_dir} to resume the original"
+    )
 
 
 def saved_trainer(output_dir: str) -> Optional[str]:
@@ -291,14 +298,20 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
     open. A resume (``start`` > 0, from the folder ``checkpoint``) is checked first (:func:`check_resume`)
     and only then announced, so a refused resume prints its one error line alone; a run that starts over
     (``start`` 0, e.g. ``resume=false`` in a used folder) sets the earlier run's ``RUN_OUTPUTS`` aside
-    (:func:`set_aside_earlier_run`) until its first step.
+    (:func:`set_aside_earlier_run`) until its first step. A finished run that is rerun, its final evaluation
+    on disk, keeps its ``config.yaml``: nothing trains or evaluates with the rerun's settings.
     Returns the metrics logger (appending after step ``start``) on the main process, else ``None``."""
     if not main:
         return None
+    saved_config = os.path.join(cfg.output_dir, "config.yaml")
+    # a finished run with its final evaluation, rerun: nothing trains or evaluates, so its config stays as it is
+    nothing_runs = (
+        start == cfg.max_steps and os.path.isfile(_summary_file(cfg, start)) and os.path.isfile(saved_config)
+    )
     if start > 0:
         unlike = check_resume(cfg, start)
         print(f"resuming from {checkpoint} (step {start})")
-        if unlike:  # allowed, but base (step 0) vs final would compare two kinds of evaluation silently
+        if unlike and not nothing_runs:  # allowed, but base (step 0) vs final would compare two kinds of evaluation
             print(
                 f"note: evaluations from here on are not measured as the run's earlier ones ({'; '.join(unlike)}): "
                 "restore those settings to compare them"
@@ -328,9 +341,10 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
     )  # the trackers start first: one that cannot start fails before the config is written
     # resume is how this launch treats the folder, not a setting of the run: a rerun of the saved config
     # resumes (written as false, `genrl train RUN/config.yaml` would start over and remove the checkpoints)
-    saved = copy.copy(cfg)  # shallow: only the top-level flag differs
-    saved.resume = True
-    save_config(saved, os.path.join(cfg.output_dir, "config.yaml"), header=RUN_CONFIG_HEADER)
+    if not nothing_runs:
+        saved = copy.copy(cfg)  # shallow: only the top-level flag differs
+        saved.resume = True
+        save_config(saved, saved_config, header=RUN_CONFIG_HEADER)
     return logger
 
 
