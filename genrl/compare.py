@@ -211,7 +211,12 @@ def run_all(
             raise ValueError(
                 f"{override!r}: compare sets {key} itself (use {'--seeds' if key == 'seed' else '--out'})"
             )
-    check_output_dir(out_dir, "--out", overwrite=None)  # finished runs in it are reused
+    from genrl.trainers.common import is_run_folder
+
+    def mine(path) -> bool:  # an earlier comparison: its report, or its runs (an interrupted one has no report yet)
+        return (path / "report.md").is_file() or any(is_run_folder(str(p)) for p in path.iterdir() if p.is_dir())
+
+    check_output_dir(out_dir, "--out", overwrite=None, written_by=("genrl compare", mine))  # its runs are reused
     for arm in arms:  # every config error, and a hub id that cannot load here, before anything runs
         cfg = arm.load_config(overrides)
         with arm.named(stage="before training"):

@@ -138,15 +138,11 @@ def export(
             f"--lora adapter: {run_dir} fine-tunes the whole denoiser (policy.lora.rank=0), so it has no adapter; "
             "export it without --lora (the whole pipeline)"
         )
-    try:  # every path error before the model loads; --overwrite never replaces the run itself
-        path = check_output_dir(out, "--out", overwrite=overwrite, protect=(run_dir,))
+    try:  # every path error before the model loads; --overwrite never replaces the run itself, nor the user's files
+        mine = ("genrl export", lambda p: (p / RECORD).is_file())
+        check_output_dir(out, "--out", overwrite=overwrite, protect=(run_dir,), written_by=mine)
     except ValueError as e:
         raise ExportError(str(e)) from None
-    if path.is_dir() and any(path.iterdir()) and not (path / RECORD).is_file():  # the user's data, say
-        raise ExportError(
-            f"--out={str(out)!r} is a folder that no genrl export wrote (no {RECORD}); --overwrite replaces only an "
-            "earlier export: choose a new folder"
-        )
     from peft.utils import get_peft_model_state_dict
 
     _deepspeed_logs_to_stderr()

@@ -159,7 +159,8 @@ def make_gallery(
     try:
         found = [check_run(d) for d in run_dirs]  # every error before any work
         # regenerated in place: an existing folder is written into, but never a run's own (nor one holding runs)
-        check_output_dir(out_dir, "--out", overwrite=None, protect=tuple(run_dirs))
+        mine = ("genrl gallery", lambda p: (p / "gallery.json").is_file())  # a user's index.html is not replaced
+        check_output_dir(out_dir, "--out", overwrite=None, protect=tuple(run_dirs), written_by=mine)
     except ValueError as e:  # RunDirError included
         raise GalleryError(str(e)) from None
     cfgs = [load_run_config(cfg_path) for cfg_path, _ in found]

@@ -20,7 +20,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import IO, Iterator
+from typing import IO, Callable, Iterator, Optional
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -169,13 +169,20 @@ def atomic_dir(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def check_output_dir(
-    out: str | os.PathLike, option: str, overwrite: bool = False, protect: tuple[str | os.PathLike, ...] = ()
+    out: str | os.PathLike,
+    option: str,
+    overwrite: bool = False,
+    protect: tuple[str | os.PathLike, ...] = (),
+    written_by: Optional[tuple[str, Callable[[Path], bool]]] = None,
 ) -> Path:
     """Check, before any work, that ``out`` can become the output folder of a command (``option``
     names it in the errors); returns it resolved. ``ValueError`` (one line, naming ``option`` and the
     path) when it is empty, is an existing file, lies below a file, has no writable existing parent,
     exists and ``overwrite`` is False, or is or holds one of the ``protect`` inputs, or is an existing
-    folder inside one that ``overwrite`` would replace (a new folder inside one, ``RUN/export``, is fine). ``overwrite=None``: an existing folder is written into (``genrl gallery``)."""
+    folder inside one that ``overwrite`` would replace (a new folder inside one, ``RUN/export``, is fine). ``overwrite=None``: an existing folder is written into (``genrl gallery``).
+    ``written_by=(command, test)``: an existing folder that holds anything must pass ``test`` (it is one that
+    ``command`` wrote: its files may be replaced), else ``ValueError``: the user's own files are never
+    written over or removed."""
     if not str(out).strip():
         raise ValueError(f"{option} is empty: give a folder path")
     path = Path(out).expanduser().resolve()
@@ -192,6 +199,10 @@ def check_output_dir(
         raise ValueError(f"{option}={str(out)!r} is a file, not a folder")
     if path.exists() and overwrite is False:
         raise ValueError(f"{option}={str(out)!r} exists; choose a new folder or pass --overwrite")
+    if written_by is not None and path.is_dir() and any(path.iterdir()) and not written_by[1](path):
+        raise ValueError(
+            f"{option}={str(out)!r} holds files that no {written_by[0]} wrote: choose a new (or empty) folder"
+        )
     _check_writable_parent(path if path.exists() else path.parent, out, option)
     return path
 

@@ -97,6 +97,21 @@ def test_compare_refuses_unusable_arguments_before_any_work(tmp_path, monkeypatc
     assert list(tmp_path.iterdir()) == []
 
 
+def test_compare_refuses_an_out_folder_holding_the_users_files(tmp_path, capsys):
+    """Its report.md and plots were written over whatever the folder held."""
+    from genrl.cli import main
+
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "todo.txt").write_text("mine")
+    config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    assert main(["compare", config, "--out", str(tmp_path / "mine")]) == 2
+    assert capsys.readouterr().err.strip() == (
+        f"genrl compare: --out='{tmp_path / 'mine'}' holds files that no genrl compare wrote: choose a new (or empty) "
+        "folder"
+    )
+    assert os.listdir(tmp_path / "mine") == ["todo.txt"]
+
+
 def test_matched_proxy_reads_gold_where_each_curve_crosses_the_common_level():
     from genrl.compare import crossing, matched_proxy
 

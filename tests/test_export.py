@@ -208,7 +208,7 @@ def test_export_never_replaces_its_run_and_checks_out_before_loading(digits_run,
     # --overwrite deleted any folder: the user's data (the run's own winners, say); it replaces earlier exports only
     (tmp_path / "data").mkdir()
     (tmp_path / "data" / "w.jsonl").write_text("{}\n")
-    with pytest.raises(ExportError, match=r"^--out='.*data' is a folder that no genrl export wrote \(no genrl_export"):
+    with pytest.raises(ExportError, match=r"^--out='.*data' holds files that no genrl export wrote"):
         export(str(run), str(tmp_path / "data"), overwrite=True)
     assert os.listdir(tmp_path / "data") == ["w.jsonl"]
 

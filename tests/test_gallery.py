@@ -171,14 +171,17 @@ def test_gallery_rejects_folders_that_are_not_runs(runs, tmp_path, capsys):
     assert "has no checkpoints" in capsys.readouterr().err
     assert not (tmp_path / "g").exists()  # checked before any work
     (tmp_path / "afile").write_text("x")
+    (tmp_path / "site").mkdir()  # the user's own page: its index.html was written over
+    (tmp_path / "site" / "index.html").write_text("mine")
     for out, message in (
         (tmp_path / "afile", "is a file"),
         (tmp_path / "afile" / "g", "afile is a file, not a folder"),
+        (tmp_path / "site", "holds files that no genrl gallery wrote: choose a new (or empty) folder"),
     ):
         assert main(["gallery", str(runs[0]), "--out", str(out)]) == 2  # before any sampling
         err = capsys.readouterr().err
         assert message in err and len(err.strip().splitlines()) == 1, err
-    assert (tmp_path / "afile").read_text() == "x"
+    assert (tmp_path / "afile").read_text() == "x" and (tmp_path / "site" / "index.html").read_text() == "mine"
     # the run's own folder (index.html, images/ and configs/ were written into it), and empty prompts
     before = sorted(p.relative_to(runs[0]) for p in runs[0].rglob("*"))
     for args, message in (
