@@ -59,7 +59,7 @@ def _train(args) -> int:
             base = result["base"].get(key, float("nan"))
             print(f"  {key.removeprefix('eval/'):24s} {base:8.4f} -> {value:8.4f}")
     elif "final" in result:  # the main process of a run whose evaluations measure nothing (no judge)
-        print(f"finished at step {cfg.max_steps}: {cfg.output_dir} (its evaluations have no metrics: samples only)")
+        print(f"finished at step {cfg.max_steps}: {cfg.output_dir} (its evaluations have no metrics)")
     if result.get("model_dir"):
         print(f"final model: {result['model_dir']}")
     return 0

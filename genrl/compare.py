@@ -48,6 +48,8 @@ from dataclasses import dataclass
 
 from genrl.io import atomic_file
 
+MARKER = ".genrl-compare"  # written into --out before any run: marks the folder as a comparison's (check_output_dir)
+
 
 @dataclass(frozen=True)
 class Arm:
@@ -211,12 +213,9 @@ def run_all(
             raise ValueError(
                 f"{override!r}: compare sets {key} itself (use {'--seeds' if key == 'seed' else '--out'})"
             )
-    from genrl.trainers.common import is_run_folder
-
-    def mine(path) -> bool:  # an earlier comparison: its report, or its runs (an interrupted one has no report yet)
-        return (path / "report.md").is_file() or any(is_run_folder(str(p)) for p in path.iterdir() if p.is_dir())
-
-    check_output_dir(out_dir, "--out", overwrite=None, written_by=("genrl compare", mine))  # its runs are reused
+    check_output_dir(
+        out_dir, "--out", overwrite=None, written_by=("genrl compare", (MARKER, "report.md"))
+    )  # its runs are reused
     for arm in arms:  # every config error, and a hub id that cannot load here, before anything runs
         cfg = arm.load_config(overrides)
         with arm.named(stage="before training"):
@@ -230,6 +229,8 @@ def run_all(
                     hub.update(hub_models(**cfg.reward_args.get(name, {})))  # ValueError: a broken option
             for key, ref in hub.items():
                 check_available(key, ref)
+    os.makedirs(out_dir, exist_ok=True)
+    open(os.path.join(out_dir, MARKER), "w").close()  # before any run: a rerun after a stop reuses what is there
     runs = []
     for arm in arms:
         budget_ov = []

@@ -139,8 +139,7 @@ def export(
             "export it without --lora (the whole pipeline)"
         )
     try:  # every path error before the model loads; --overwrite never replaces the run itself, nor the user's files
-        mine = ("genrl export", lambda p: (p / RECORD).is_file())
-        check_output_dir(out, "--out", overwrite=overwrite, protect=(run_dir,), written_by=mine)
+        check_output_dir(out, "--out", overwrite=overwrite, protect=(run_dir,), written_by=("genrl export", (RECORD,)))
     except ValueError as e:
         raise ExportError(str(e)) from None
     from peft.utils import get_peft_model_state_dict
@@ -233,8 +232,8 @@ def _main(args) -> int:
     if record["step"] < record["max_steps"]:
         at = f"step {record['step']} of max_steps {record['max_steps']}"
         print(
-            f"genrl export: note: {args.run_dir} is still training; exported its newest checkpoint, {at} "
-            "(export again when it has finished)"
+            f"genrl export: note: {args.run_dir} is still training (on this machine); exported its newest "
+            f"checkpoint, {at} (export again when it has finished)"
             if run_in_progress(args.run_dir)
             else f"genrl export: note: {args.run_dir} stopped at {at}: exported that step's weights (rerun the "
             "training command to finish it)",

@@ -38,6 +38,8 @@ from genrl.gallery_page import render_page
 from genrl.io import atomic_file, check_output_dir, json_safe
 from genrl.run_dir import check_run, load_final_weights, load_run_config
 
+MARKER = ".genrl-gallery"  # written into --out before any other file: marks the folder as a gallery's
+
 SAMPLE_SIDE = 128  # samples are upscaled with nearest neighbours to at least this many pixels a side
 
 
@@ -159,7 +161,7 @@ def make_gallery(
     try:
         found = [check_run(d) for d in run_dirs]  # every error before any work
         # regenerated in place: an existing folder is written into, but never a run's own (nor one holding runs)
-        mine = ("genrl gallery", lambda p: (p / "gallery.json").is_file())  # a user's index.html is not replaced
+        mine = ("genrl gallery", (MARKER, "gallery.json"))  # a user's own index.html is never replaced
         check_output_dir(out_dir, "--out", overwrite=None, protect=tuple(run_dirs), written_by=mine)
     except ValueError as e:  # RunDirError included
         raise GalleryError(str(e)) from None
@@ -273,6 +275,7 @@ def make_gallery(
                 pass
 
     os.makedirs(os.path.join(out_dir, "configs"), exist_ok=True)  # written once every run has loaded and sampled
+    open(os.path.join(out_dir, MARKER), "w").close()  # first: a rerun after a stop here regenerates in place
     for (cfg_path, _), label in zip(found, labels):
         shutil.copyfile(cfg_path, os.path.join(out_dir, "configs", f"{label}.yaml"))
     os.makedirs(os.path.join(out_dir, "images"), exist_ok=True)

@@ -20,7 +20,7 @@ import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import IO, Callable, Iterator, Optional
+from typing import IO, Iterator, Optional
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -173,16 +173,17 @@ def check_output_dir(
     option: str,
     overwrite: bool = False,
     protect: tuple[str | os.PathLike, ...] = (),
-    written_by: Optional[tuple[str, Callable[[Path], bool]]] = None,
+    written_by: Optional[tuple[str, tuple[str, ...]]] = None,
 ) -> Path:
     """Check, before any work, that ``out`` can become the output folder of a command (``option``
     names it in the errors); returns it resolved. ``ValueError`` (one line, naming ``option`` and the
     path) when it is empty, is an existing file, lies below a file, has no writable existing parent,
     exists and ``overwrite`` is False, or is or holds one of the ``protect`` inputs, or is an existing
     folder inside one that ``overwrite`` would replace (a new folder inside one, ``RUN/export``, is fine). ``overwrite=None``: an existing folder is written into (``genrl gallery``).
-    ``written_by=(command, test)``: an existing folder that holds anything must pass ``test`` (it is one that
-    ``command`` wrote: its files may be replaced), else ``ValueError``: the user's own files are never
-    written over or removed."""
+    ``written_by=(command, markers)``: an existing folder that holds anything but hidden files (``.git``)
+    must hold one of the files ``markers``, which ``command`` writes (the first of them before any other
+    file: a folder it wrote wholly or in part, whose files may be replaced), else ``ValueError``: the
+    user's own files are never written over or removed."""
     if not str(out).strip():
         raise ValueError(f"{option} is empty: give a folder path")
     path = Path(out).expanduser().resolve()
@@ -199,7 +200,8 @@ def check_output_dir(
         raise ValueError(f"{option}={str(out)!r} is a file, not a folder")
     if path.exists() and overwrite is False:
         raise ValueError(f"{option}={str(out)!r} exists; choose a new folder or pass --overwrite")
-    if written_by is not None and path.is_dir() and any(path.iterdir()) and not written_by[1](path):
+    held = [p for p in path.iterdir() if not p.name.startswith(".")] if path.is_dir() else []
+    if written_by is not None and held and not any((path / m).is_file() for m in written_by[1]):
         raise ValueError(
             f"{option}={str(out)!r} holds files that no {written_by[0]} wrote: choose a new (or empty) folder"
         )

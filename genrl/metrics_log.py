@@ -194,7 +194,7 @@ class MetricsLogger:
         each captioned with its prompt or question and, for responses, the answer) to the trackers of
         ``MEDIA``. A step at or before the resumed ``start`` is a re-evaluation (its ``eval/`` folder went
         missing): the row it replaces, if ``metrics.jsonl`` kept one, is dropped first."""
-        if step <= self.start:
+        if 0 < step <= self.start:
             self._drop_eval_rows(step)
         self.log(step, metrics)
         folder = eval_dir(self.run_dir, step)
@@ -225,14 +225,15 @@ class MetricsLogger:
             MEDIA[tracker.name](tracker, step, grid, samples)
 
     def _drop_eval_rows(self, step: int) -> None:
-        """Rewrite ``metrics.jsonl`` (atomically) without the evaluation rows (keys ``eval/...``) of ``step``."""
+        """Rewrite ``metrics.jsonl`` (atomically) without the evaluation rows of ``step``: rows holding only
+        ``eval/...`` and ``time/eval...`` keys (a judge-less evaluation's row has none: ``{"step": N}``)."""
         self.file.close()
         with open(self.path) as f:
             rows = [line for line in f if line.strip()]
 
         def is_eval_row(line: str) -> bool:
             row = json.loads(line)
-            return row["step"] == step and any(k.startswith("eval/") for k in row)
+            return row["step"] == step and all(k == "step" or k.startswith(("eval/", "time/eval")) for k in row)
 
         with atomic_file(self.path) as f:
             f.writelines(line for line in rows if not is_eval_row(line))

@@ -30,15 +30,15 @@ SFT_POLICY = "vlm"  # the policy that loads an SFT run's model: genrl.trainers.s
 
 
 def absolute_model(model: str) -> str:
-    """``model`` as a run's saved ``config.yaml`` should name it, the same from any folder: a local folder,
-    or the config file of an ``sft:`` name, with ``~`` expanded and made absolute when it exists here;
-    ``task:`` names, hub ids and paths that do not exist here are kept as written."""
+    """``model`` as a run's saved ``config.yaml`` should name it, the same from any folder: a local folder
+    made absolute when it exists here (``~`` expanded in any path). ``task:`` names and hub ids are kept as
+    written; so is an ``sft:`` name: its config's own ``output_dir`` may be relative to the launch folder,
+    and resolved from another folder it would name (and train) another model, where a relative ``sft:``
+    path fails there naming the folder."""
     from genrl.config.base import local_path
 
-    if model.startswith(TASK):
+    if model.startswith((TASK, SFT)):
         return model
-    if model.startswith(SFT):
-        return SFT + local_path(model[len(SFT) :], existing_only=True)
     return local_path(model, existing_only=True)
 
 

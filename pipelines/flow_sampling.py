@@ -61,11 +61,12 @@ class EulerFlowSamplingMixin:
             latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
         return latents
 
-    def check_prompts(self, prompt) -> list[str]:
+    def check_prompts(self, prompt, max_sequence_length: Optional[int] = None) -> list[str]:
         """``prompt`` (a string or a non-empty list of strings) as a list. ``ValueError`` otherwise, and
         for a prompt this pipeline's closed word-level vocabulary cannot represent: a word its tokenizer
-        does not know (it would become ``<unk>``) or more tokens than ``tokenizer.model_max_length``
-        (the rest would be cut off); both used to change the conditioning silently."""
+        does not know (it would become ``<unk>``) or more tokens, start and end ones included, than
+        ``max_sequence_length`` (default ``tokenizer.model_max_length``; the rest would be cut off); both
+        used to change the conditioning silently."""
         prompts = [prompt] if isinstance(prompt, str) else list(prompt)
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"prompt must be a string or a non-empty list of strings, got {SHORT.repr(prompt)}")
@@ -80,9 +81,11 @@ class EulerFlowSamplingMixin:
                     f"prompt {SHORT.repr(p)}: this model's tokenizer does not know "
                     f"{', '.join(map(SHORT.repr, unknown[:5]))}{more} (its words: {' '.join(known)})"
                 )
-            if len(ids) > tok.model_max_length:
+            limit = max_sequence_length or tok.model_max_length
+            if len(ids) > limit:
+                which = "max_sequence_length" if max_sequence_length else "tokenizer.model_max_length"
                 raise ValueError(
                     f"prompt {SHORT.repr(p)}: {len(ids)} tokens with the start and end ones, over this model's "
-                    f"{tok.model_max_length} (tokenizer.model_max_length): the rest would be cut off"
+                    f"{limit} ({which}): the rest would be cut off"
                 )
         return prompts

@@ -111,7 +111,7 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSampl
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
         """Prompts -> (:meth:`prompt_embeds` ``[B, L, D]``, the empty prompt's when guiding else None), the
         signature of ``WanPipeline.encode_prompt``."""
-        prompts = self.check_prompts(prompt)
+        prompts = self.check_prompts(prompt, max_sequence_length)
         embeds = self.prompt_embeds(prompts, max_sequence_length, device)
         neg = (
             self.prompt_embeds([""] * len(prompts), max_sequence_length, device)
@@ -146,7 +146,7 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSampl
                 f"num_frames / height / width = {num_frames} / {height} / {width}: the transformer needs positive "
                 f"multiples of its patch size {(p_t, p_h, p_w)}"
             )
-        prompts = self.check_prompts(prompt)
+        prompts = self.check_prompts(prompt, max_sequence_length)
         cfg = guidance_scale > 1.0
         embeds, neg = self.encode_prompt(prompts, cfg, max_sequence_length)
         if cfg:

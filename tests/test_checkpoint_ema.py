@@ -202,6 +202,16 @@ def test_output_folder_checks_protect_the_inputs_and_name_the_option(tmp_path):
     assert check_output_dir(tmp_path / "taken", "--out", overwrite=None) == (tmp_path / "taken").resolve()
     assert check_output_dir(run / "export", "--out", protect=(run,)) == (run / "export").resolve()  # inside: fine
     assert sorted(p.name for p in tmp_path.iterdir()) == ["afile", "runs", "taken"]  # nothing written
+    # written_by: a folder holding the user's files is refused; one the command wrote (its marker, written
+    # first, so a stopped one too: compare's calibration, a gallery's images) or holding hidden files only is not
+    mine = ("genrl compare", (".genrl-compare", "report.md"))
+    (tmp_path / "taken" / ".git").mkdir()
+    assert check_output_dir(tmp_path / "taken", "--out", overwrite=None, written_by=mine)
+    (tmp_path / "taken" / "_calibration").mkdir()
+    with pytest.raises(ValueError, match=r"taken' holds files that no genrl compare wrote: choose a new \(or empty"):
+        check_output_dir(tmp_path / "taken", "--out", overwrite=None, written_by=mine)
+    (tmp_path / "taken" / ".genrl-compare").write_text("")
+    assert check_output_dir(tmp_path / "taken", "--out", overwrite=None, written_by=mine)
 
 
 def test_a_folder_replacing_a_file_leaves_no_hidden_leftover(tmp_path):

@@ -683,12 +683,12 @@ def test_local_paths_are_saved_absolute_and_hub_ids_as_typed(tmp_path, monkeypat
     assert cfg.policy.model == str(tmp_path / "sd3") and cfg.data.train_files == [str(tmp_path / "p.txt")]
     assert cfg.output_dir == str(tmp_path / OnlineConfig().output_dir)
     assert load_config(OnlineConfig, None, ["policy.model=org/model"]).policy.model == "org/model"
-    # inside an sft: name, and a reward's model: the run's saved config named them relative to the launch
+    # a reward's model: the run's saved config named it relative to the launch folder. Not an sft: name: its
+    # config's own output_dir is relative to the launch too, so from another folder it named another model
     from genrl.models import absolute_model
 
-    (tmp_path / "sft.yaml").write_text("model: task:digit_sum\n")
-    assert absolute_model("sft:sft.yaml") == f"sft:{tmp_path / 'sft.yaml'}"
-    assert absolute_model("sft:nowhere.yaml") == "sft:nowhere.yaml"  # its loader names what is missing
+    (tmp_path / "sft.yaml").write_text("model: task:digit_sum\noutput_dir: runs/sft\n")
+    assert absolute_model("sft:sft.yaml") == "sft:sft.yaml"
     (tmp_path / "clip").mkdir()
     cfg = load_config(OnlineConfig, None, ["rewards={clip: 1.0}", "reward_args={clip: {model: clip}}"])
     assert cfg.reward_args == {"clip": {"model": str(tmp_path / "clip")}}

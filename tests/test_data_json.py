@@ -121,3 +121,30 @@ def test_training_data_fingerprints_cover_prompt_files_and_folders(tmp_path):
     assert got[str(tmp_path / "p.txt")] == "sha256 " + hashlib.sha256(b"a cat\n").hexdigest()
     (tmp_path / "p.txt").write_text("a dog\n")
     assert data_fingerprints([str(tmp_path / "p.txt")]) != {str(tmp_path / "p.txt"): got[str(tmp_path / "p.txt")]}
+
+
+def test_a_resume_on_reordered_or_swapped_data_files_is_refused(tmp_path):
+    """Compared as a set of fingerprints, two files swapping contents (or a folder's file renamed to sort
+    first) passed: the resumed steps read other rows at the same indices."""
+    from types import SimpleNamespace
+
+    from genrl.trainers.common import training_data
+
+    (tmp_path / "d").mkdir()
+    for name, prompt in (("a.jsonl", "one"), ("b.jsonl", "two")):
+        (tmp_path / "d" / name).write_text(json.dumps({"prompt": prompt}) + "\n")
+    files = [str(tmp_path / "d" / "a.jsonl"), str(tmp_path / "d" / "b.jsonl")]
+    for train_files in (files, [str(tmp_path / "d")]):
+        cfg = SimpleNamespace(data=SimpleNamespace(train_files=train_files), max_steps=4)
+        saved = training_data(cfg)
+        texts = [open(f).read() for f in files]
+        for f, text in zip(files, reversed(texts)):  # swap the two files' contents
+            open(f, "w").write(text)
+        with pytest.raises(ValueError, match=r"data file .*a.jsonl changed \(was sha256"):
+            training_data(cfg, None, ("ckpt", {"data_files": saved, "step": 2}))
+        for f, text in zip(files, texts):
+            open(f, "w").write(text)
+        assert training_data(cfg, None, ("ckpt", {"data_files": saved, "step": 2})) == saved
+    os.rename(files[1], tmp_path / "d" / "0.jsonl")  # the same contents, another order
+    with pytest.raises(ValueError, match=r"data file .*0.jsonl is new since that checkpoint"):
+        training_data(cfg, None, ("ckpt", {"data_files": saved, "step": 2}))

@@ -361,4 +361,7 @@ def test_exporting_a_run_stopped_early_says_which_step_it_took_and_warnings_are_
             timeout=600,
         )
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"note: {run} is still training; exported its newest checkpoint, step 2 of max_steps 5" in proc.stderr
+    assert (
+        f"note: {run} is still training (on this machine); exported its newest checkpoint, step 2 of max_steps 5"
+        in proc.stderr
+    )

@@ -163,9 +163,16 @@ def test_the_policy_samples_what_the_pipeline_samples(moving_base):
         ({"prompt": prompts, "num_inference_steps": 0}, "num_inference_steps must be >= 1"),
         ({"prompt": prompts, "latents": torch.zeros(2, 1, 5, 16, 16)}, r"latents have shape \(2, 1, 5, 16, 16\)"),
         ({"prompt": prompts, "output_type": "pil"}, "output_type must be"),
+        # the length a prompt may take is the encoding's: max_sequence_length when given (4 cut this one)
+        ({"prompt": prompts, "max_sequence_length": 4}, r"7 tokens .* over this model's 4 \(max_sequence_length\)"),
     ]:
         with pytest.raises(ValueError, match=message):
             pipe(**kwargs)
+    long = "a handwritten digit seven moving left the digit"  # 9 tokens with the end one: over the tokenizer's 8
+    with pytest.raises(ValueError, match=r"9 tokens .* over this model's 8 \(tokenizer.model_max_length\)"):
+        policy.check_prompts([(long, {})])
+    wider = FlowPolicy(PolicyConfig(model=moving_base, max_sequence_length=16), load_policy_pipeline(moving_base))
+    wider.check_prompts([(long, {})])  # fits
 
 
 def test_clips_the_judge_cannot_read_are_a_config_error():

@@ -299,11 +299,15 @@ def test_the_digits_recipe_takes_colour_winners_from_files(tmp_path, base_model,
     assert "missing" not in capsys.readouterr().out
     assert train(cfg) == {"base": {}, "final": {}}
     assert "missing" not in capsys.readouterr().out and open(tmp_path / "run" / "metrics.jsonl").read() == rows_before
+    shutil.rmtree(tmp_path / "run" / "eval" / "step-000002")  # re-evaluated: its row ({"step": 2}) replaced
+    train(cfg)
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl")]
+    assert [r["step"] for r in rows if set(r) == {"step"}] == [0, 2]
     from genrl.cli import main as cli_main  # the command line ends with where the run is, not silence
 
     assert cli_main(["train", "configs/digits/seppo.yaml", *_tiny_overrides(tmp_path, base_model, rows_file)]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
-    assert last == f"finished at step 2: {tmp_path / 'run'} (its evaluations have no metrics: samples only)"
+    assert last == f"finished at step 2: {tmp_path / 'run'} (its evaluations have no metrics)"
     task = PreferenceDataTask(_data_cfg(train_files=[str(tmp_path / "w.jsonl")]))
     prompts, images = task.preference_batch(6, torch.Generator().manual_seed(0), (1, 8, 8))
     assert images.shape == (6, 1, 8, 8)

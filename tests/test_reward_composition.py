@@ -70,7 +70,7 @@ def test_a_task_model_the_task_does_not_own_is_refused_before_any_build(name, ar
         ),
         ("digits/flowgrpo.yaml", "moving_digits_gold", "scores videos, and policy.model='task:digits' makes images"),
         ("digits/flowgrpo.yaml", "verifiable", "rewards.verifiable=1.0: scores text, and policy.model='task:digits' "),
-        ("digit_sum/grpo.yaml", "clip", "configs/digit_sum/sft.yaml' makes text: choose a reward for text"),
+        ("digit_sum/grpo.yaml", "clip", "rewards.clip=1.0: scores images, and policy.model='sft:configs/digit_sum/sf"),
     ],
 )
 def test_a_reward_for_other_samples_than_the_policy_makes_is_refused_with_the_config(config, reward, says):

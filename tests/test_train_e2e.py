@@ -401,8 +401,8 @@ def test_a_resume_with_other_settings_is_refused_naming_them(tmp_path, base_mode
     assert f"resuming from {run / 'checkpoints' / 'step-000002'} (step 2)" in out
     # allowed, but the final evaluation is no longer measured as the base one: said once, naming the key
     assert (
-        "note: evaluations from here on are not measured as the run's earlier ones (eval.seeds_per_prompt: "
-        "2 -> 1): restore those settings to compare them\n"
+        "note: evaluation settings changed since the last launch (eval.seeds_per_prompt: 2 -> 1): evaluations from "
+        "here on are not measured as the earlier ones (the base at step 0 included)\n"
     ) in out
     assert "checkpoint.keep_last" not in out  # what is kept changes no evaluation
     finished = (run / "config.yaml").read_text()

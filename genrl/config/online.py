@@ -142,7 +142,7 @@ class PolicyConfig(Section):
         from genrl.registry import FAMILIES, POLICIES
 
         nonempty(self, "name", "model", "family")
-        self.model = absolute_model(self.model)  # ~/models/x, ./x, sft:x.yaml: one model for every reader
+        self.model = absolute_model(self.model)  # ~/models/x, ./x: one folder for every reader
         registered(self, "name", POLICIES)
         require(  # a token policy here crashed on the settings it lacks; its section is VLMPolicyConfig
             issubclass(POLICIES.get(self.name), DenoisingPolicy),

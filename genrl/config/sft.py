@@ -70,7 +70,7 @@ class SFTConfig(RunConfig):
     def validate(self) -> None:
         super().validate()
         nonempty(self, "model")
-        self.model = absolute_model(self.model)  # ~/models/x, ./x, sft:x.yaml: one model for every reader
+        self.model = absolute_model(self.model)  # ~/models/x, ./x: one folder for every reader
         require_model_for(
             self.model, SFT_POLICY, "model", fix=f"the SFT trainer trains a {SFT_POLICY} model: name one"
         )

@@ -101,7 +101,7 @@ class VLMPolicyConfig(Section):
         from genrl.registry import POLICIES
 
         nonempty(self, "name", "model")
-        self.model = absolute_model(self.model)  # ~/models/x, ./x, sft:x.yaml: one model for every reader
+        self.model = absolute_model(self.model)  # ~/models/x, ./x: one folder for every reader
         registered(self, "name", POLICIES)
         require(  # a denoising policy here crashed on the settings it lacks (family, sde)
             not issubclass(POLICIES.get(self.name), DenoisingPolicy),

@@ -289,11 +289,16 @@ class DenoisingPolicy(Policy):
         length); ``ValueError`` naming the first prompt it refuses (``metadata["source"]``, its file and
         row, when the task gives one) and how many it refuses. Real diffusers pipelines have none: their
         tokenizers represent any text (and diffusers warns when it truncates)."""
-        check = getattr(self.pipe, "check_prompts", None)
+        pipe_check = getattr(self.pipe, "check_prompts", None)
+        length = getattr(self.cfg, "max_sequence_length", None)  # what the family encodes with (None: the tokenizer's)
+
+        def check(texts: list[str]) -> None:
+            pipe_check(texts, length)
+
         first: dict[str, dict] = {}  # each distinct prompt, with the metadata of its first appearance
         for p, meta in prompts:
             first.setdefault(p, meta)
-        if not callable(check) or not first:
+        if not callable(pipe_check) or not first:
             return
         try:
             check(list(first))

@@ -313,8 +313,8 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
         print(f"resuming from {checkpoint} (step {start})")
         if unlike and not nothing_runs:  # allowed, but base (step 0) vs final would compare two kinds of evaluation
             print(
-                f"note: evaluations from here on are not measured as the run's earlier ones ({'; '.join(unlike)}): "
-                "restore those settings to compare them"
+                f"note: evaluation settings changed since the last launch ({'; '.join(unlike)}): evaluations from "
+                "here on are not measured as the earlier ones (the base at step 0 included)"
             )
     else:
         earlier = set_aside_earlier_run(cfg.output_dir, cfg.trainer) if os.path.isdir(cfg.output_dir) else []
@@ -366,8 +366,8 @@ def training_data(cfg, task=None, resumed: Optional[tuple[str, dict]] = None) ->
     files; saved in every checkpoint as ``data_files``. With ``resumed``, the ``(checkpoint, state)`` a
     resume read, they are compared first with those it saved (a checkpoint from before they were kept
     has none, and a finished run has no step left: not compared): ``ValueError`` naming the first data
-    file that changed, appeared or went since (the same content under other paths passes here; the
-    changed ``data.train_files`` is then the settings check's to name). Every process calls it before
+    file that changed, appeared or went since (the same contents in the same order under other paths
+    pass here; a changed ``data.train_files`` is then the settings check's to name). Every process calls it before
     any of that state loads (a sampler's state would fail first, naming neither the file nor the
     checkpoint). Eval-only files may change."""
     from genrl.tasks.rows import DATA_SUFFIXES, data_fingerprints
@@ -375,7 +375,9 @@ def training_data(cfg, task=None, resumed: Optional[tuple[str, dict]] = None) ->
     files = getattr(getattr(cfg, "data", None), "train_files", None)
     now = data_fingerprints(files, getattr(task, "data_suffixes", DATA_SUFFIXES)) if files else {}
     saved = resumed[1].get("data_files") if resumed is not None else None
-    if saved is None or sorted(saved.values()) == sorted(now.values()):  # the same content (paths: check_resume)
+    # the same contents in the same order: the rows are the same (a moved or renamed path is check_resume's to
+    # name when data.train_files changed); reordered or swapped files are not
+    if saved is None or list(saved.values()) == list(now.values()):
         return now
     if resumed[1].get("step", 0) >= cfg.max_steps:  # a finished run: no step left to train on other data
         return now
