@@ -337,13 +337,12 @@ def test_exporting_a_run_stopped_early_says_which_step_it_took_and_warnings_are_
     (run / "checkpoints" / "step-000003" / "state.pt").write_bytes(b"\x80\x02not a checkpoint")
     config = (run / "config.yaml").read_text()
     (run / "config.yaml").write_text(re.sub(r"(?m)^max_steps: \d+$", "max_steps: 5", config))
-    proc = subprocess.run(
-        [sys.executable, "-m", "genrl.cli", "export", str(run), "--out", str(tmp_path / "out")],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=600,
-    )
+
+    def export_cli(out: str) -> subprocess.CompletedProcess:
+        command = [sys.executable, "-m", "genrl.cli", "export", str(run), "--out", out]
+        return subprocess.run(command, capture_output=True, text=True, cwd=ROOT, timeout=600)
+
+    proc = export_cli(str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"{run} stopped at step 2 of max_steps 5" in proc.stderr
     warned = [line for line in proc.stderr.splitlines() if "unreadable checkpoint" in line]
@@ -353,13 +352,7 @@ def test_exporting_a_run_stopped_early_says_which_step_it_took_and_warnings_are_
     from genrl.io import run_lock
 
     with run_lock(str(run)):
-        proc = subprocess.run(
-            [sys.executable, "-m", "genrl.cli", "export", str(run), "--out", str(tmp_path / "out2")],
-            capture_output=True,
-            text=True,
-            cwd=ROOT,
-            timeout=600,
-        )
+        proc = export_cli(str(tmp_path / "out2"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (
         f"note: {run} is still training (on this machine); exported its newest checkpoint, step 2 of max_steps 5"
