@@ -285,28 +285,25 @@ class DenoisingPolicy(Policy):
     # ----------------------------------------------------------------- conditioning and window
     def check_prompts(self, prompts) -> None:
         """Start-up check of ``[(prompt, metadata)]`` with the pipeline's own ``check_prompts`` where it
-        has one (genrl's pipelines: a word outside their closed vocabulary, a prompt over the tokenizer's
-        length); ``ValueError`` naming the first prompt it refuses (``metadata["source"]``, its file and
-        row, when the task gives one) and how many it refuses. Real diffusers pipelines have none: their
-        tokenizers represent any text (and diffusers warns when it truncates)."""
-        pipe_check = getattr(self.pipe, "check_prompts", None)
-        length = getattr(self.cfg, "max_sequence_length", None)  # what the family encodes with (None: the tokenizer's)
-
-        def check(texts: list[str]) -> None:
-            pipe_check(texts, length)
-
+        has one (genrl's pipelines: a word outside their closed vocabulary, a prompt over the length the
+        family encodes, ``policy.max_sequence_length`` or else the tokenizer's); ``ValueError`` naming the
+        first prompt it refuses (``metadata["source"]``, its file and row, when the task gives one) and how
+        many it refuses. Real diffusers pipelines have none: their tokenizers represent any text (and
+        diffusers warns when it truncates)."""
+        check = getattr(self.pipe, "check_prompts", None)
+        length = getattr(self.cfg, "max_sequence_length", None) or None  # 0: the tokenizer's own
         first: dict[str, dict] = {}  # each distinct prompt, with the metadata of its first appearance
         for p, meta in prompts:
             first.setdefault(p, meta)
-        if not callable(pipe_check) or not first:
+        if not callable(check) or not first:
             return
         try:
-            check(list(first))
+            check(list(first), length)
         except ValueError:  # find the first refused prompt and how many are
             refused = []
             for p, meta in first.items():
                 try:
-                    check([p])
+                    check([p], length)
                 except ValueError as e:
                     refused.append(f"{meta['source']}: {e}" if meta.get("source") else str(e))
             raise ValueError(f"{refused[0]} ({len(refused)} of {len(first)} prompts are refused)") from None
