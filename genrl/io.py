@@ -1,6 +1,6 @@
-"""Files and folders: the cache root, a run's evaluation folders, atomic writes of files and folders, the checks every command
-runs on its output paths before any work (``check_output_dir``, ``check_output_file``), and strict
-JSON values (``json_safe``).
+"""Files and folders: the cache root, a run's evaluation folders, atomic writes of files and folders,
+the checks every command runs on its output paths before any work (``check_output_dir``,
+``check_output_file``), and strict JSON values (``json_safe``).
 
 Everything genrl writes for later reading (pretrained task models, reward-model caches, configs,
 metrics, exports) is written atomically: into a temporary sibling (same folder, so the final
@@ -179,7 +179,8 @@ def check_output_dir(
     names it in the errors); returns it resolved. ``ValueError`` (one line, naming ``option`` and the
     path) when it is empty, is an existing file, lies below a file, has no writable existing parent,
     exists and ``overwrite`` is False, or is or holds one of the ``protect`` inputs, or is an existing
-    folder inside one that ``overwrite`` would replace (a new folder inside one, ``RUN/export``, is fine). ``overwrite=None``: an existing folder is written into (``genrl gallery``).
+    folder inside one that ``overwrite`` would replace (a new folder inside one, ``RUN/export``, is fine).
+    ``overwrite=None``: an existing folder is written into (``genrl gallery``).
     ``written_by=(command, markers)``: an existing folder that holds anything but hidden files (``.git``)
     must hold one of the files ``markers``, which ``command`` writes (the first of them before any other
     file: a folder it wrote wholly or in part, whose files may be replaced), else ``ValueError``: the

@@ -566,12 +566,12 @@ def local_path(path: str, existing_only: bool = False) -> str:
     return os.path.abspath(expanded)
 
 
-def local_paths(section: Section, *names: str, existing_only: bool = False) -> None:
-    """Each named field (a path, or a list of paths) of ``section`` through :func:`local_path`."""
+def local_paths(section: Section, *names: str) -> None:
+    """Each named field (a path, or a list of paths) of ``section`` through :func:`local_path` (data
+    files: always absolute; a model name goes through ``genrl.models.absolute_model``)."""
     for n in names:
         value = getattr(section, n)
-        fix = functools.partial(local_path, existing_only=existing_only)
-        setattr(section, n, [fix(v) for v in value] if isinstance(value, list) else fix(value))
+        setattr(section, n, [local_path(v) for v in value] if isinstance(value, list) else local_path(value))
 
 
 def nonempty(section: Section, *names: str) -> None:

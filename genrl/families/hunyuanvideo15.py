@@ -130,7 +130,8 @@ class HunyuanVideo15Family(Family):
 
     def velocity(self, model, x, sigma, cond, guidance_scale, cfg_grad="both"):
         """The guider's CFG: ``uncond + g * (cond - uncond)`` from the two branches' forwards
-        (``guidance_branches``: one batched ``[neg, pos]`` forward unless ``cfg_grad="cond"``), then its ``guidance_rescale`` if set (diffusers ``rescale_noise_cfg``)."""
+        (``guidance_branches``: one batched ``[neg, pos]`` forward unless ``cfg_grad="cond"``), then its
+        ``guidance_rescale`` if set (diffusers ``rescale_noise_cfg``)."""
         if guidance_scale <= 1.0:
             return super().velocity(model, x, sigma, cond, guidance_scale)
         pos, neg = split_guidance(cond)

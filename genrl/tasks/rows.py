@@ -92,8 +92,8 @@ def read_rows(path: str) -> list[tuple[str, dict]]:
     locates it for error messages the way the user finds it: ``path:LINE`` for a ``.jsonl`` row (the
     line an editor shows, counted from 1, blank lines included), ``path row N (from 0)`` for a ``.json``
     list or ``.parquet`` table (the index, from 0, as pandas and ``datasets`` show it, and said so).
-    ``ValueError`` naming the file (and line or row) for text that is not UTF-8, a row that is not an object, or JSON that
-    :func:`loads_json` refuses (invalid, a repeated key, nested too deeply)."""
+    ``ValueError`` naming the file (and line or row) for text that is not UTF-8, a row that is not an
+    object, or JSON that :func:`loads_json` refuses (invalid, a repeated key, nested too deeply)."""
     if path.endswith(".parquet"):
         try:
             import pyarrow.parquet as pq

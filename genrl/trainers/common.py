@@ -367,9 +367,9 @@ def training_data(cfg, task=None, resumed: Optional[tuple[str, dict]] = None) ->
     resume read, they are compared first with those it saved (a checkpoint from before they were kept
     has none, and a finished run has no step left: not compared): ``ValueError`` naming the first data
     file that changed, appeared or went since (the same contents in the same order under other paths
-    pass here; a changed ``data.train_files`` is then the settings check's to name). Every process calls it before
-    any of that state loads (a sampler's state would fail first, naming neither the file nor the
-    checkpoint). Eval-only files may change."""
+    pass here; a changed ``data.train_files`` is then the settings check's to name). Every process
+    calls it before any of that state loads (a sampler's state would fail first, naming neither the
+    file nor the checkpoint). Eval-only files may change."""
     from genrl.tasks.rows import DATA_SUFFIXES, data_fingerprints
 
     files = getattr(getattr(cfg, "data", None), "train_files", None)
