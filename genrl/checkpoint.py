@@ -7,7 +7,11 @@ place): a run killed mid-write leaves at worst a temporary folder, which is igno
 checkpoint that looks complete but is not. Only the run's one writer removes such leftovers, when
 it starts (``resume_state``): readers (``genrl gallery``, ``genrl export``) running during a write
 must not delete the write in progress. A checkpoint that is complete but unreadable (a disk
-fault) is skipped on resume, and by the readers, for the newest readable one, with a warning naming it.
+fault) is skipped on resume, and by the readers, for the newest readable one, with a warning naming it;
+so is one whose bytes changed since it was written (``meta.json`` records each state file's CRC-32, taken
+as it is written and checked on every load: torch checks none, so a flipped bit loaded silently; checkpoints
+from before this have none). CRC-32 rather than sha256: it detects such damage, and zlib computes it at
+about 6 GB/s here against sha256's 1.9 (a 7B model's full-fine-tuning state is about 84 GB).
 
 Sharded runs (``train.fsdp``, ``genrl.sharding``) write one file per process instead of
 ``state.pt``: ``state-rank00000.pt``, ... each holding that process's shards (``DTensor`` ->
@@ -29,6 +33,7 @@ import re
 import shutil
 import time
 import warnings
+import zlib
 from typing import Any, Optional
 
 import torch
@@ -36,6 +41,36 @@ import torch
 from genrl.io import atomic_dir, atomic_file, stale_temporaries
 
 _NAME = re.compile(r"^step-(\d{6,})$")
+
+
+class _CRC32Writer:
+    """A binary file that keeps the CRC-32 of the bytes ``torch.save`` writes through it (no second read)."""
+
+    def __init__(self, f):
+        self.f, self.crc32 = f, 0
+
+    def write(self, data) -> int:
+        self.crc32 = zlib.crc32(data, self.crc32)
+        return self.f.write(data)
+
+    def flush(self) -> None:
+        self.f.flush()
+
+
+def _save(obj: Any, path) -> int:
+    """``torch.save(obj)`` into ``path`` atomically; returns the file's CRC-32."""
+    with atomic_file(path, "wb") as f:
+        writer = _CRC32Writer(f)
+        torch.save(obj, writer)
+    return writer.crc32
+
+
+def _file_crc32(path: str) -> int:
+    crc = 0
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 24), b""):
+            crc = zlib.crc32(block, crc)
+    return crc
 
 
 def checkpoint_path(root: str, step: int) -> str:
@@ -58,10 +93,9 @@ def save_checkpoint(root: str, step: int, state: dict[str, Any], keep_last: int 
     keep the newest ``keep_last``."""
     final = checkpoint_path(root, step)
     with atomic_dir(final) as tmp:
-        with atomic_file(tmp / "state.pt", "wb") as f:
-            torch.save(state, f)
+        crc32 = _save(state, tmp / "state.pt")
         with atomic_file(tmp / "meta.json") as f:
-            json.dump({"step": step, "time": time.time()}, f)
+            json.dump({"step": step, "time": time.time(), "crc32": {"state.pt": crc32}}, f)
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -116,16 +150,19 @@ def save_sharded_checkpoint(root: str, step: int, state: dict[str, Any], keep_la
     with atomic_dir(final) if rank == 0 else contextlib.nullcontext() as tmp:
         where = [str(tmp) if rank == 0 else None]
         dist.broadcast_object_list(where, src=0)  # the main process's temporary folder
+        name, crc32 = f"state-rank{rank:05d}.pt", None
         try:
-            with atomic_file(os.path.join(where[0], f"state-rank{rank:05d}.pt"), "wb") as f:
-                torch.save(to_local(state), f)
+            crc32 = _save(to_local(state), os.path.join(where[0], name))
         except Exception as e:  # e.g. a full disk on this process
             error = e
         layout = _layout(state)
         _all_ok(error is None, f"writing checkpoint {final}", error)  # every process's file is on disk
+        crcs: list[Any] = [None] * world
+        dist.all_gather_object(crcs, (name, crc32))
         if rank == 0:
+            meta = {"step": step, "time": time.time(), "world_size": world, "layout": layout, "crc32": dict(crcs)}
             with atomic_file(tmp / "meta.json") as f:
-                json.dump({"step": step, "time": time.time(), "world_size": world, "layout": layout}, f)
+                json.dump(meta, f)
     # (rank 0 leaves atomic_dir: renamed into place, or its temporary removed on an error)
     if rank == 0:
         for old in list_checkpoints(root)[:-keep_last]:
@@ -203,9 +240,16 @@ def newest_readable(
     return None
 
 
-def _read(state_file: str) -> dict[str, Any]:
+def _read(state_file: str, crc32: Optional[int] = None) -> dict[str, Any]:
+    """The state in one file, loaded with ``weights_only=True``; ``ValueError`` when it is missing, its
+    bytes differ from ``crc32`` (the checksum ``meta.json`` recorded at writing) or torch cannot read it."""
     if not os.path.isfile(state_file):
         raise ValueError(f"checkpoint file {state_file!r} is missing")
+    if crc32 is not None and _file_crc32(state_file) != crc32:
+        raise ValueError(
+            f"checkpoint file {state_file!r} is damaged: its CRC-32 differs from the one meta.json recorded "
+            "when it was written"
+        )
     try:
         return torch.load(state_file, map_location="cpu", weights_only=True)
     except Exception as e:  # truncated or corrupt file: say which, do not guess
@@ -244,15 +288,19 @@ def load_checkpoint(
     def pick(state: dict[str, Any]) -> dict[str, Any]:
         return state if keys is None else {k: v for k, v in state.items() if k in keys}
 
+    crcs = meta.get("crc32", {})  # checkpoints written before checksums have none
+
+    def read(name: str) -> dict[str, Any]:
+        return pick(_read(os.path.join(path, name), crcs.get(name)))
+
     if "world_size" not in meta:  # one state.pt, from the main process
-        return pick(_read(os.path.join(path, "state.pt")))
+        return read("state.pt")
     written = int(meta["world_size"])
     if rank is None:
-        parts = [pick(_read(os.path.join(path, f"state-rank{r:05d}.pt"))) for r in range(written)]
-        return _consolidate(parts, meta["layout"])
+        return _consolidate([read(f"state-rank{r:05d}.pt") for r in range(written)], meta["layout"])
     if world_size != written:
         raise CheckpointLayoutError(
             f"checkpoint {path!r} is sharded over {written} processes, this run has {world_size}: "
             f"resume with {written} processes (or start over with resume=false)"
         )
-    return pick(_read(os.path.join(path, f"state-rank{rank:05d}.pt")))
+    return read(f"state-rank{rank:05d}.pt")

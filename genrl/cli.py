@@ -14,6 +14,7 @@ default; flow/diffusion policies), ``online_vlm`` (vision-language policies), ``
 from __future__ import annotations
 
 import argparse
+import errno
 import os
 import sys
 import warnings
@@ -50,12 +51,15 @@ def _train(args) -> int:
         print("genrl train: a config file is required (see configs/)", file=sys.stderr)
         return 2
     cfg = load_trainer_config(args.config, args.overrides)
+    args.writes_under = cfg.output_dir  # named by a full-disk error, whose OSError names no file
     check_run_config_location(args.config, cfg, args.overrides)  # RUN/config.yaml of a moved run: which folder?
     check_output_dir(cfg.output_dir, "output_dir", overwrite=None)  # before anything loads; a resume writes into it
     result = run_trainer(cfg, kind)
     if result.get("final"):
         print(f"evaluation, step 0 -> {cfg.max_steps} ({cfg.output_dir}/final_metrics.json):")
         for key, value in sorted(result["final"].items()):
+            if key.startswith("time/"):  # wall-clock seconds: in metrics.jsonl, not a result
+                continue
             base = result["base"].get(key, float("nan"))
             print(f"  {key.removeprefix('eval/'):24s} {base:8.4f} -> {value:8.4f}")
     elif "final" in result:  # the main process of a run whose evaluations measure nothing (no judge)
@@ -260,18 +264,21 @@ def _main(argv: list[str] | None) -> int:
     args = parser.parse_args(argv)
     from genrl.preemption import Preempted, RunFailed, terminate_as_interrupt
 
+    main_process = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch: the others stay silent
     formatwarning = warnings.formatwarning
     warnings.formatwarning = _warning_line  # genrl's and the libraries' warnings: one line each
     try:
         with terminate_as_interrupt():  # SIGTERM before a training loop: clean-ups run, as for Ctrl-C
             return args.func(args)
     except Preempted as e:  # SIGTERM / Ctrl-C: the step finished and was checkpointed
-        print(f"genrl {args.command}: {e}", file=sys.stderr)
+        if main_process:  # every process stops with the code; one line says why
+            print(f"genrl {args.command}: {e}", file=sys.stderr)
         return 128 + e.signum
     except RunFailed as e:  # diverged, or no reward for several steps: one line, exit 1
         if os.environ.get("GENRL_TRACEBACK"):
             raise
-        print(f"genrl {args.command}: {one_line(e)}", file=sys.stderr)
+        if main_process:
+            print(f"genrl {args.command}: {one_line(e)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt as e:  # Ctrl-C or SIGTERM during start-up, or twice in a step: no step was saved now
         if os.environ.get("GENRL_TRACEBACK"):
@@ -285,7 +292,10 @@ def _main(argv: list[str] | None) -> int:
     except (ValueError, OSError) as e:  # a user's mistake (config, path, data, model): one line, exit 2
         if os.environ.get("GENRL_TRACEBACK"):
             raise
-        print(f"genrl {args.command}: {one_line(e)}", file=sys.stderr)
+        where = ""
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT) and e.filename is None:
+            where = _full_disk(getattr(args, "writes_under", None) or getattr(args, "out", None))
+        print(f"genrl {args.command}: {one_line(e)}{where}", file=sys.stderr)
         return 2
     finally:
         warnings.formatwarning = formatwarning
@@ -302,6 +312,30 @@ def _warning_line(message, category, filename, lineno, line=None) -> str:
 
 
 _PYTHON_FORMATWARNING = warnings.formatwarning
+
+
+def _full_disk(output: str | None) -> str:
+    """What a full-disk error, whose ``OSError`` names no file (TensorBoard's writer, a library's cache),
+    adds to its line: which of the command's output folder, genrl's cache and the temporary folder sit on
+    a disk with under 64 MiB free, else the output folder it was writing under."""
+    import shutil
+    import tempfile
+
+    from genrl.io import cache_root
+
+    full = []
+    for folder in dict.fromkeys(f for f in (output, str(cache_root()), tempfile.gettempdir()) if f):
+        existing = folder
+        while existing and not os.path.exists(existing):  # the nearest folder that exists holds its disk
+            existing = os.path.dirname(existing)
+        try:
+            if shutil.disk_usage(existing or "/").free < 64 << 20:
+                full.append(folder)
+        except OSError:
+            pass
+    if full:
+        return f" (full: the disk of {', '.join(full)})"
+    return f" (writing under {output})" if output else ""
 
 
 def one_line(e: BaseException) -> str:

@@ -14,6 +14,7 @@ and nothing else. Written here because the standard library has the primitives
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import math
 import os
 import re
@@ -74,7 +75,6 @@ def run_in_progress(output_dir: str | os.PathLike) -> bool:
 
 def _run_lock_file(folder: str):
     """The ``filelock.FileLock`` of ``folder`` (symlinks resolved: one folder, one lock)."""
-    import hashlib
     import tempfile
 
     from filelock import FileLock
@@ -100,6 +100,15 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """The sha256 hex digest of a file's bytes, read in 1 MiB blocks (data fingerprints, checkpoint checksums)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def stale_temporaries(folder: str | os.PathLike) -> list[Path]:

@@ -12,7 +12,8 @@ import contextlib
 class Preempted(Exception):
     """Raised by a trainer after a requested stop: the step finished and its checkpoint is written.
     ``genrl train`` reports it in one line and exits with ``128 + signal`` (143 for SIGTERM, 130 for
-    Ctrl-C), the shell's convention for a job ended by a signal."""
+    Ctrl-C), the shell's convention for a job ended by a signal. Every process of a multi-process run
+    raises it (none waits at a barrier for one that has stopped); only the main one prints the line."""
 
     def __init__(self, step: int, checkpoint: str, signum: int, resume: bool = True):
         how = "rerun to resume" if resume else "rerun without resume=false to resume (with it, a rerun starts over)"
@@ -24,7 +25,8 @@ class RunFailed(RuntimeError):
     """Raised by a trainer that cannot go on: the weights diverged (non-finite gradients step after
     step), or every reward failed for several steps. The checkpoints written so far stay; ``genrl``
     reports it in one line (the cause and what to change) and exits with 1, a failed run rather than
-    bad input (2)."""
+    bad input (2). Every process of a multi-process run raises it (each decides from values all share);
+    only the main one prints the line."""
 
 
 class Terminated(KeyboardInterrupt):
@@ -67,21 +69,35 @@ class StopRequest:
                     save the checkpoint; raise Preempted(...)
 
     Handlers are installed only in the main thread (Python's rule) and restored on exit. A second
-    signal while stopping is left to the previous handler (Ctrl-C twice: ``KeyboardInterrupt``)."""
+    signal while stopping is left to the previous handler (Ctrl-C twice: ``KeyboardInterrupt``), unless
+    it comes within ``REPEAT_S`` of the first (Python runs a handler only between bytecodes: a repeat
+    sent at once can run later, after a long forward pass, so a worker of a launcher ignores every repeat).
+    Under ``accelerate launch`` a worker often gets one signal twice (a scheduler's SIGTERM to every
+    process of the job, then the launcher's forward of the one it got), and that is one request, not
+    an impatient second one; the launcher (torch elastic) kills its workers 30 s after forwarding a
+    signal anyway, so the step in progress and its checkpoint must finish within that time."""
 
     SIGNALS = ("SIGTERM", "SIGINT")
+    REPEAT_S = 1.0  # a repeat sooner than this is the same request (ours: a launcher forwards within ms)
 
     def __init__(self):
         self.signum = 0
+        self._at = 0.0  # time.monotonic() of the first signal
         self._previous: dict[int, object] = {}
 
     def _handle(self, signum, frame) -> None:
+        import os
+        import time
+
+        launched = "LOCAL_RANK" in os.environ  # a worker of accelerate launch / torchrun
+        if self.signum and (launched or time.monotonic() - self._at < self.REPEAT_S):
+            return  # the same request again (a launcher forwarding the signal this process already got)
         if self.signum:  # asked twice: the previous behaviour
             previous = self._previous.get(signum)
             if callable(previous):
                 previous(signum, frame)
             raise KeyboardInterrupt
-        self.signum = signum
+        self.signum, self._at = signum, time.monotonic()
 
     def __enter__(self) -> "StopRequest":
         import signal

@@ -190,6 +190,15 @@ class CheckpointPool:
             raise ValueError(f"the checkpoint's pool was kept {where}: set reference.storage accordingly")
         if state["weights"] and set(state["weights"][0]) != set(self.params):
             raise ValueError("the checkpoint's pool holds other parameters than this policy trains")
+        if files is not None:  # found now, not at the random later step that draws it
+            start = self._pending or {}  # the start's snapshot, not yet written: flush() writes it
+            missing = [n for n in files if n not in start and not os.path.isfile(os.path.join(self.folder, n))]
+            if missing:
+                raise ValueError(
+                    f"the pool's snapshot file{'s' if len(missing) > 1 else ''} {', '.join(missing[:3])}"
+                    f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''} missing from {self.folder} (the "
+                    "checkpoint's pool draws from them): put them back, or start over (resume=false)"
+                )
         self.steps = [int(s) for s in state["steps"]]
         self.weights = list(files) if files is not None else [dict(w) for w in state["weights"]]
         self.retired = [

@@ -57,6 +57,45 @@ def user_message(question: str, n_images: int) -> list[dict]:
     return [{"role": "user", "content": content}]
 
 
+def check_next_token_scores(scores: torch.Tensor) -> torch.Tensor:
+    """``scores`` [B, V] unchanged, or ``RunFailed`` (exit code 1) when any is NaN or ``+inf`` (``softmax``
+    makes a ``+inf`` row NaN): weights that diverged (steps skipped for a non-finite loss, too few in a row
+    to stop the run) made sampling fail with torch's "probability tensor contains either inf, nan or
+    element < 0" traceback. ``-inf`` (a suppressed token) is a valid score."""
+    if bool((torch.isnan(scores) | torch.isposinf(scores)).any()):
+        from genrl.preemption import RunFailed
+
+        raise RunFailed(
+            "the model's next-token scores are NaN or inf: its weights diverged (see train/nonfinite_steps_skipped); "
+            "lower train.lr or clip harder (a lower train.max_grad_norm), and resume from an earlier checkpoint "
+            "or start over"
+        )
+    return scores
+
+
+def context_length(model) -> Optional[int]:
+    """The longest token sequence, prompt and response together, that ``model``'s text config states it
+    takes (``max_position_embeddings``: 128 for the digit_sum model, 128000 for Qwen2.5-VL); ``None``
+    when it states none."""
+    conf = model.config
+    text = conf.get_text_config() if hasattr(conf, "get_text_config") else conf
+    n = getattr(text, "max_position_embeddings", None)
+    return n if isinstance(n, int) and n > 0 else None
+
+
+def check_response_length(model, max_new_tokens: int, key: str, prompt_tokens: int = 1, where: str = "") -> None:
+    """``ValueError`` naming ``key`` when ``prompt_tokens`` plus ``max_new_tokens`` exceed
+    :func:`context_length` (a huge ``max_new_tokens`` ran out of memory in the attention mask, after the
+    run had started); ``where`` names the prompt (its row) when ``prompt_tokens`` is a real prompt's."""
+    n = context_length(model)
+    if n is not None and prompt_tokens + max_new_tokens > n:
+        prompt = f"{where}: a prompt of {prompt_tokens} tokens" if where else "a prompt"
+        raise ValueError(
+            f"{key}={max_new_tokens}: {prompt} and the response would exceed the model's context of {n} tokens "
+            f"(max_position_embeddings); lower {key}"
+        )
+
+
 def images_of(meta: Optional[dict]) -> list:
     """The PIL images of one prompt: ``meta["images"]`` (a sequence) or ``meta["image"]``."""
     if not meta:
@@ -136,6 +175,13 @@ def encode_sft(
     }
 
 
+class _CheckedScores:
+    """``model.generate``'s logits processor running :func:`check_next_token_scores` on every step."""
+
+    def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor) -> torch.Tensor:
+        return check_next_token_scores(scores)
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -171,6 +217,7 @@ def generate(
         ids = model.generate(
             **enc,
             max_new_tokens=max_new_tokens,
+            logits_processor=[_CheckedScores()],  # NaN scores (diverged weights): RunFailed, not torch's traceback
             suppress_tokens=blocked or None,
             pad_token_id=tok.pad_token_id,
             eos_token_id=tok.eos_token_id,

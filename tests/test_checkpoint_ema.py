@@ -102,6 +102,36 @@ def test_resume_skips_an_unreadable_newest_checkpoint_with_a_warning(tmp_path):
     assert resume_state(str(tmp_path / "none")) is None
 
 
+def test_a_checkpoint_whose_bytes_changed_is_skipped_and_one_without_checksums_loads(tmp_path):
+    """Two bytes flipped inside a tensor's data loaded silently (torch reads no checksum), and the run resumed
+    from damaged weights: meta.json now records each state file's CRC-32, checked on every load."""
+    import json
+
+    import torch
+
+    root = str(tmp_path / "ckpt")
+    for step in (1, 2):
+        save_checkpoint(root, step, {"step": step, "model": {"w": torch.arange(4096, dtype=torch.float32)}})
+    state_file = os.path.join(root, "step-000002", "state.pt")
+    data = bytearray(open(state_file, "rb").read())
+    at = data.index(torch.arange(4096, dtype=torch.float32)[2000:2001].numpy().tobytes())  # inside w's bytes
+    data[at] ^= 0xFF
+    data[at + 1] ^= 0xFF
+    open(state_file, "wb").write(bytes(data))
+    meta_file = os.path.join(root, "step-000002", "meta.json")
+    meta = json.load(open(meta_file))
+    assert set(meta["crc32"]) == {"state.pt"}
+    json.dump({k: v for k, v in meta.items() if k != "crc32"}, open(meta_file, "w"))
+    damaged = load_checkpoint(os.path.join(root, "step-000002"))  # without a checksum: torch loads it
+    assert not torch.equal(damaged["model"]["w"], torch.arange(4096, dtype=torch.float32))
+    json.dump(meta, open(meta_file, "w"))
+    with pytest.raises(ValueError, match=r"step-000002/state.pt' is damaged: its CRC-32 differs"):
+        load_checkpoint(os.path.join(root, "step-000002"))
+    with pytest.warns(UserWarning, match="skipping an unreadable checkpoint.*step-000002.*damaged"):
+        path, state = resume_state(root)
+    assert path.endswith("step-000001") and torch.equal(state["model"]["w"], torch.arange(4096, dtype=torch.float32))
+
+
 def _tb_steps(run_dir) -> list[int]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 

@@ -711,3 +711,12 @@ def test_evaluation_only_prompt_files_may_change_on_resume(tmp_path, monkeypatch
         check_resume(
             load_config(OnlineConfig, None, ["task=prompts", "data.train_files=[t1.txt]", "output_dir=run"]), 1
         )
+
+
+def test_a_seed_takes_32_bits():
+    """``seed=9223372036854775807`` passed, then failed at the first step with "Overflow when unpacking long
+    long" (each step's generator is seeded with seed * 1_000_003 + step, an int64)."""
+    assert load_config(OnlineConfig, None, [f"seed={2**32 - 1}"]).seed == 2**32 - 1
+    for seed in (2**32, 2**63 - 1):
+        with pytest.raises(ConfigError, match=r"^seed=\d+: must be < 2\*\*32"):
+            load_config(OnlineConfig, None, [f"seed={seed}"])

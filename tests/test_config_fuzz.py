@@ -55,6 +55,10 @@ def _cases():
                 out.append((f"{key}={value}", key))
             if float in _arms(tp):  # NaN is no setting of any float
                 out.append((f"{key}=.nan", key))
+                out.append((f"{key}=1e300", key))  # finite, but float32 (the tensors, AdamW) overflows
+                out.append((f"{key}=1e-50", key))  # not 0, but 0 in float32 (adam_eps: AdamW divides by it)
+            if int in _arms(tp):  # torch takes ints as int64 (a seed of 2**63 failed at the first step)
+                out.append((f"{key}={2**63}", key))
 
     cases = []
     for cls, recipe in RECIPES.items():
@@ -98,3 +102,31 @@ def test_a_usage_error_is_one_line_with_exit_code_2(tmp_path, capsys, monkeypatc
     err = capsys.readouterr().err
     assert stop.value.code == 2 and len(err.strip().splitlines()) == 1 and words in err and "--help" in err, err
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_full_disk_names_the_folder_it_was_writing_under(tmp_path, capsys, monkeypatch):
+    """``[Errno 28] No space left on device`` from a write that names no file (TensorBoard's event writer)
+    was the whole line: it now says under which folder the command was writing."""
+    import errno
+    import os
+
+    import genrl.trainers
+
+    def full_disk(cfg, kind):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(genrl.trainers, "run_trainer", full_disk)
+    run = tmp_path / "run"
+    recipe = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs/digits/flowgrpo.yaml")
+    assert cli_main(["train", recipe, f"output_dir={run}"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == f"genrl train: [Errno 28] No space left on device (writing under {run})"
+    # the disk that is full is named, whichever of the output, the cache and the temporary folder it holds
+    import collections
+    import shutil
+
+    usage = collections.namedtuple("usage", "total used free")
+    real = shutil.disk_usage
+    monkeypatch.setattr(shutil, "disk_usage", lambda p: usage(1, 1, 0) if str(p) == str(tmp_path) else real(p))
+    assert cli_main(["train", recipe, f"output_dir={run}"]) == 2
+    assert capsys.readouterr().err.strip().endswith(f"No space left on device (full: the disk of {run})")

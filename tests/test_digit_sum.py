@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import assert_documented_metric_names
+from conftest import assert_documented_metric_names, metrics_rows
 
 from genrl import vlm_batching as vb
 from genrl.config import ConfigError, SFTConfig, load_config
@@ -197,6 +197,10 @@ def test_sft_resume_continues_from_the_checkpoint(tmp_path):
     b = load_checkpoint(latest_checkpoint(str(part / "checkpoints")))["model"]
     assert all(torch.allclose(a[k], b[k], atol=1e-6) for k in a)
     assert [json.loads(x)["step"] for x in open(part / "metrics.jsonl") if "loss" in x] == [1, 2, 3]
+    # the running totals (train/response_tokens) go on from the checkpoint's: one run's rows (they restarted at 0)
+    assert metrics_rows(part) == metrics_rows(full)
+    tokens = [r["train/response_tokens"] for r in metrics_rows(full) if "train/response_tokens" in r]
+    assert len(tokens) == 3 and 0 < tokens[0] < tokens[1] < tokens[2]
 
 
 def test_lr_schedule_warms_up_and_decays_to_the_floor():
@@ -260,3 +264,28 @@ def test_build_model_sizes():
     )
     with pytest.raises(ValueError, match="multiple of 32"):
         build_model(hidden_size=48)
+
+
+def test_sft_refuses_an_evaluation_length_beyond_the_models_context(tmp_path):
+    from genrl.trainers.sft import train
+
+    with pytest.raises(ValueError, match=r"^eval.max_new_tokens=500: a prompt and the response would exceed .* 128"):
+        train(_sft_cfg(tmp_path / "run", "eval.max_new_tokens=500"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_sft_weights_that_diverged_stop_the_run_in_one_line_not_in_sampling(tmp_path):
+    """lr 1e30: the first step made the weights huge, the next ones were skipped as non-finite (fewer than 5 in
+    a row) and the final evaluation died in torch.multinomial ("probability tensor contains either inf, nan")."""
+    from genrl.preemption import RunFailed
+    from genrl.trainers.sft import train
+    from genrl.vlm_batching import check_next_token_scores
+
+    scores = torch.tensor([[0.5, -float("inf")]])  # a suppressed token's -inf is a valid score
+    assert check_next_token_scores(scores) is scores
+    for bad in (float("nan"), float("inf")):  # softmax of a +inf row is NaN too
+        with pytest.raises(RunFailed, match="next-token scores are NaN or inf: its weights diverged"):
+            check_next_token_scores(torch.tensor([[0.5, bad]]))
+    overrides = ("train.lr=1e30", "train.max_grad_norm=0", "train.warmup_steps=0", "eval.every=0")
+    with pytest.raises(RunFailed, match="next-token scores are NaN or inf: its weights diverged"):
+        train(_sft_cfg(tmp_path / "run", *overrides))

@@ -134,8 +134,14 @@ def vector_loss(lp, lp_old, adv, mask, step_info, config):
 def refuses(lp, lp_old, adv, mask, step_info, config):
     raise ValueError("my objective refuses")
 
+def detached_loss(lp, lp_old, adv, mask, step_info, config):
+    return (lp * mask).sum().detach(), {}
+
+def raises_key_error(lp, lp_old, adv, mask, step_info, config):
+    return {}["my_missing_key"]
+
 def crashes(lp, lp_old, adv, mask, step_info, config):
-    raise RuntimeError("my objective crashes")
+    raise MemoryError("my objective crashes")  # a crash, not a fault of the plug-in: not a ValueError
 
 def loss_only(lp, lp_old, adv, mask, step_info, config):
     return (lp * mask).mean()
@@ -223,6 +229,14 @@ def _tiny(tmp_path, base, *extra):
             r"objective.name='plugs.broken:vector_loss': the loss must be a 0-d",
         ),
         (["objective.name=plugs.broken:refuses"], r"objective.name='plugs.broken:refuses': my objective refuses"),
+        (
+            ["objective.name=plugs.broken:detached_loss"],
+            r"objective.name='plugs.broken:detached_loss': the loss does not depend on the trained weights",
+        ),
+        (
+            ["objective.name=plugs.broken:raises_key_error"],
+            r"objective.name='plugs.broken:raises_key_error' raised KeyError: 'my_missing_key'",
+        ),
         (
             ["objective.name=plugs.broken:loss_only"],
             r"returned a 'Tensor' object; an objective returns \(loss, metrics\)",
@@ -313,7 +327,7 @@ def _snapshot(folder) -> dict[str, bytes]:
     return out
 
 
-@pytest.mark.parametrize("objective, error", [("refuses", ValueError), ("crashes", RuntimeError)])
+@pytest.mark.parametrize("objective, error", [("refuses", ValueError), ("crashes", MemoryError)])
 def test_starting_over_that_completes_no_step_puts_the_earlier_run_back(
     tmp_path, monkeypatch, broken_pkg, base_model, capsys, objective, error
 ):

@@ -34,17 +34,24 @@ def test_the_guard_skips_counts_and_stops_after_a_run_of_non_finite_steps():
         check_finite([("a", torch.ones(2)), ("b", torch.tensor([1.0, float("inf")]))])
 
 
-@pytest.mark.parametrize("trainer", ["online", "preference"])
-def test_a_nan_loss_never_moves_the_weights_and_stops_the_run(tmp_path, base_model, trainer, monkeypatch):
-    from genrl.checkpoint import latest_checkpoint, load_checkpoint
+def test_a_launch_whose_every_step_was_non_finite_fails_at_its_last_step():
+    guard = NonFiniteGuard(limit=5)
+    guard.check_last_step()  # nothing counted (no step, or DeepSpeed's own): nothing to say
+    assert not guard.ok(float("nan")) and not guard.ok(float("nan"))
+    with pytest.raises(RuntimeError, match=r"not finite for every optimizer step of this run \(2\): nothing was"):
+        guard.check_last_step()
+    assert guard.ok(1.0)
+    guard.check_last_step()  # one step trained: a run with skipped steps, not a failed one
 
+
+def _nan_config(trainer, monkeypatch, max_steps):
     if trainer == "online":
         from genrl.trainers.online import train
 
         cfg = load_config(
             OnlineConfig,
             "configs/digits/flowgrpo.yaml",
-            [*TINY_ONLINE, "objective.name=test_nonfinite:nan_policy_gradient", "objective.beta=0", "max_steps=8"],
+            [*TINY_ONLINE, "objective.name=test_nonfinite:nan_policy_gradient", "objective.beta=0"],
             # TINY_ONLINE checkpoints every step
         )
     else:
@@ -53,7 +60,7 @@ def test_a_nan_loss_never_moves_the_weights_and_stops_the_run(tmp_path, base_mod
         cfg = load_config(
             PreferenceConfig,
             "configs/digits/seppo.yaml",
-            [*tiny_preference("sft"), "max_steps=8", "checkpoint.every=1", "eval.every=0"],
+            [*tiny_preference("sft"), "checkpoint.every=1", "eval.every=0"],
         )
         from genrl.registry import OBJECTIVES
 
@@ -61,6 +68,28 @@ def test_a_nan_loss_never_moves_the_weights_and_stops_the_run(tmp_path, base_mod
         monkeypatch.setitem(OBJECTIVES._entries, "nan_preference_test", nan_preference)
         monkeypatch.setitem(OBJECTIVES._meta, id(nan_preference), {"kind": "preference", "pairs": False})
         cfg.objective.name = "nan_preference_test"
+    cfg.max_steps = max_steps
+    return train, cfg
+
+
+@pytest.mark.parametrize("trainer", ["online", "preference"])
+def test_a_run_shorter_than_the_limit_that_trained_nothing_fails(tmp_path, base_model, trainer, monkeypatch):
+    """Every optimizer step NaN in a run too short for 5 in a row: it ended with exit 0 and the base's
+    evaluation as its result; now RunFailed at the last step, and no final metrics."""
+    from genrl.preemption import RunFailed
+
+    train, cfg = _nan_config(trainer, monkeypatch, max_steps=2)  # online: 2 optimizer steps each, 4 < 5
+    cfg.output_dir, cfg.policy.model = str(tmp_path / "run"), base_model
+    with pytest.raises(RunFailed, match=r"not finite for every optimizer step of this run \([2-4]\)"):
+        train(cfg)
+    assert not (tmp_path / "run" / "final_metrics.json").exists()
+
+
+@pytest.mark.parametrize("trainer", ["online", "preference"])
+def test_a_nan_loss_never_moves_the_weights_and_stops_the_run(tmp_path, base_model, trainer, monkeypatch):
+    from genrl.checkpoint import latest_checkpoint, load_checkpoint
+
+    train, cfg = _nan_config(trainer, monkeypatch, max_steps=8)
     cfg.output_dir, cfg.policy.model = str(tmp_path / "run"), base_model
     with warnings.catch_warnings(record=True) as seen, pytest.raises(RuntimeError, match="not finite for 5 optimizer"):
         warnings.simplefilter("always")

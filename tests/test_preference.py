@@ -334,6 +334,23 @@ def test_a_resumed_disk_pool_replaces_what_a_killed_run_wrote_after_its_checkpoi
     assert resumed._tensors(2)["w"].tolist() == [3.0, 3.0]
 
 
+def test_a_resumed_disk_pool_missing_a_file_is_refused_at_resume_not_when_drawn(tmp_path):
+    """A deleted snapshot file went unnoticed at resume and failed only at the random later step that drew it."""
+    from genrl.replay import CheckpointPool
+
+    w = torch.nn.Parameter(torch.zeros(2))
+    run = _disk_pool(tmp_path, w)
+    for step in (1, 2):
+        run.add(step)
+    state = run.state_dict()
+    os.remove(tmp_path / "step-000001.safetensors")
+    os.remove(tmp_path / "step-000000.safetensors")  # the start's: written again by flush() from the start weights
+    with pytest.raises(ValueError, match=r"snapshot file step-000001.safetensors missing from .*resume=false"):
+        CheckpointPool({"w": w}, "replay", folder=str(tmp_path)).load_state_dict(state)
+    run.add(1)  # written back
+    CheckpointPool({"w": w}, "replay", folder=str(tmp_path)).load_state_dict(state)
+
+
 def test_a_bounded_disk_pool_removes_files_no_kept_checkpoint_names(tmp_path):
     w = torch.nn.Parameter(torch.zeros(1))
     pool = _disk_pool(tmp_path, w, max_size=3)

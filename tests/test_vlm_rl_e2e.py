@@ -161,3 +161,22 @@ def test_capo_skips_the_optimizer_step_when_it_keeps_no_token(tmp_path, sft_conf
     assert row["capo/kept"] == 0 and row["train/optimizer_steps"] == 0 and row["train/optimizer_steps_skipped"] == 2
     ckpt = load_checkpoint(latest_checkpoint(str(run / "checkpoints")))
     assert ckpt["objective_state"]["t"] == 0
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("policy.max_new_tokens=100000", r"^policy.max_new_tokens=100000: a prompt and the response would exceed"),
+        (
+            "eval.max_new_tokens=120",
+            r"^eval.max_new_tokens=120: prompt \d+ \(.*\): a prompt of \d+ tokens and the resp",
+        ),
+    ],
+)
+def test_a_response_length_beyond_the_models_context_is_refused_at_start_up(tmp_path, override, message):
+    """policy.max_new_tokens=100000 on the 128-token digit_sum model ran out of memory in the attention mask
+    (a 320 GB allocation, a traceback) after the run had written its folder."""
+    cfg = _cfg("grpo", tmp_path / "run", None, "policy.model=task:digit_sum", override)
+    with pytest.raises(ValueError, match=message + r".*context of 128 tokens \(max_position_embeddings\)"):
+        train(cfg)
+    assert not (tmp_path / "run").exists()

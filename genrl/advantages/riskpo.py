@@ -60,7 +60,7 @@ from typing import Literal
 import torch
 
 from genrl.advantages.grpo import group_stats
-from genrl.config.base import Section, at_least, option, require, unused_unless
+from genrl.config.base import Section, at_least, option, positive, require, unused_unless
 from genrl.registry import ADVANTAGE_ESTIMATORS
 
 
@@ -90,9 +90,7 @@ class RiskPOConfig(Section):
         require(0 <= self.alpha < self.beta <= 1, "alpha", self.alpha, f"needs 0 <= alpha < beta = {self.beta} <= 1")
         require(self.omega >= 0 and math.isfinite(self.omega), "omega", self.omega, "must be finite and >= 0")
         at_least(self, 1, "bundle_size")
-        require(
-            self.quantile_lr > 0 and math.isfinite(self.quantile_lr), "quantile_lr", self.quantile_lr, "must be > 0"
-        )
+        positive(self, "quantile_lr")
         unused_unless(self, self.quantiles == "tracked", "when quantiles = tracked", "quantile_lr")
 
 

@@ -58,6 +58,7 @@ __all__ = [
     "nonempty",
     "option",
     "owned_options",
+    "positive",
     "read_yaml",
     "registered",
     "require",
@@ -68,6 +69,9 @@ __all__ = [
 T = TypeVar("T")
 _NOVALUE = object()
 _FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML 1.1 reads 1e-4 as str
+FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max: settings reach float32 tensors and optimizers
+FLOAT32_TINY = 1.401298464324817e-45  # float32's smallest positive (subnormal) value: anything smaller is 0 there
+INT64_LIMIT = 2**63  # integer settings reach torch as int64 (generators, sizes, step counters)
 _NONFINITE_RE = re.compile(r"[-+]?(nan|inf|infinity)", re.IGNORECASE)  # float() reads them; YAML leaves them text
 
 
@@ -198,14 +202,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(key, f"expected bool (true/false), got {type(value).__name__}", value)
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            if not -INT64_LIMIT <= value < INT64_LIMIT:  # torch would fail later, naming no key
+                raise ConfigError(key, "is beyond a 64-bit integer (torch's int64)", value)
             return value
         raise ConfigError(key, f"expected int, got {type(value).__name__}", value)
     if tp is float:
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            if math.isnan(value):  # no float setting means "not a number": one rule for every field
-                raise ConfigError(key, "expected a finite number, got NaN", value)
-            return float(value)
         if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
+            value = float(value)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            if value != value:  # NaN: no float setting means "not a number", one rule for every field
+                raise ConfigError(key, "expected a finite number, got NaN", value)
+            magnitude = abs(value)  # compared exactly, an int of any size too (float() of a huge one overflows)
+            if FLOAT32_MAX < magnitude < math.inf:  # inf is each field's own check
+                raise ConfigError(
+                    key, "is beyond float32's range (+-3.4e38), in which training computes: it would overflow", value
+                )
+            if 0 < magnitude < FLOAT32_TINY:  # adam_eps=1e-50: 0 in float32, and AdamW divides by it
+                raise ConfigError(key, "is 0 in float32 (below 1.4e-45), in which training computes", value)
             return float(value)
         word = _NONFINITE_RE.fullmatch(value.strip()) if isinstance(value, str) else None
         if word:  # Python's spellings, which YAML reads as text (YAML's are .nan and .inf): the same rules
@@ -551,6 +564,13 @@ def at_least(section: Section, minimum: float, *names: str) -> None:
         v = getattr(section, n)
         require(math.isfinite(v), n, v, "must be finite")
         require(v >= minimum, n, v, f"must be >= {minimum}")
+
+
+def positive(section: Section, *names: str) -> None:
+    """Each named field is finite and ``> 0`` (a learning rate, a temperature, a scale)."""
+    for n in names:
+        v = getattr(section, n)
+        require(v > 0 and math.isfinite(v), n, v, "must be finite and > 0")
 
 
 def local_path(path: str, existing_only: bool = False) -> str:

@@ -2,11 +2,20 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import Literal, Optional
 
-from genrl.config.base import ConfigError, Section, at_least, local_path, nonempty, option, require, unused_unless
+from genrl.config.base import (
+    ConfigError,
+    Section,
+    at_least,
+    local_path,
+    nonempty,
+    option,
+    positive,
+    require,
+    unused_unless,
+)
 
 __all__ = [
     "FULL_DETERMINISM_HELP",
@@ -36,7 +45,7 @@ class LoraConfig(Section):
 
     def validate(self) -> None:
         at_least(self, 0, "rank")
-        require(self.alpha > 0 and math.isfinite(self.alpha), "alpha", self.alpha, "must be finite and > 0")
+        positive(self, "alpha")
         require(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
         require(
             self.rank == 0 or self.target_modules is None or len(self.target_modules) > 0,
@@ -72,10 +81,7 @@ class OptimizerConfig(Section):
     )
 
     def validate(self) -> None:
-        require(self.lr > 0 and math.isfinite(self.lr), "lr", self.lr, "must be finite and > 0")
-        require(
-            self.adam_eps > 0 and math.isfinite(self.adam_eps), "adam_eps", self.adam_eps, "must be finite and > 0"
-        )
+        positive(self, "lr", "adam_eps")
         at_least(self, 0, "weight_decay", "max_grad_norm")
         for n in ("adam_beta1", "adam_beta2"):
             require(0 <= getattr(self, n) < 1, n, getattr(self, n), "must be in [0, 1)")
@@ -195,7 +201,9 @@ class RunConfig(Section):
 
     trainer: str = option("online", "which trainer `genrl train` runs for this config")
     output_dir: str = option("runs/genrl", "directory for checkpoints, logs and samples")
-    seed: int = option(0, "random seed (>= 0): data order, sampling, evaluation noise")
+    seed: int = option(
+        0, "random seed in [0, 2**32 - 1] (32 bits, as numpy's): data order, sampling, evaluation noise"
+    )
     task: str = option(
         "digits", "the task: a name in genrl.registry.TASKS (genrl/tasks/) or an import path package.module:Class"
     )
@@ -208,6 +216,9 @@ class RunConfig(Section):
         nonempty(self, "output_dir", "task")
         self.output_dir = local_path(self.output_dir)  # absolute: a rerun of the saved config from any folder resumes
         at_least(self, 0, "seed")
+        # numpy takes 32-bit seeds (train.full_determinism seeds it), and each step's generator is seeded with
+        # seed * 1_000_003 + step (genrl.samplers), which torch takes only below 2**64
+        require(self.seed < 2**32, "seed", self.seed, "must be < 2**32 (4294967296)")
         at_least(self, 1, "max_steps")
         from genrl.registry import TASKS
 

@@ -22,6 +22,7 @@ from genrl.config.base import (
     nonempty,
     option,
     owned_options,
+    positive,
     registered,
     require,
     unused_unless,
@@ -352,7 +353,7 @@ class AdvantageConfig(Section):
 
         nonempty(self, "estimator")
         registered(self, "estimator", ADVANTAGE_ESTIMATORS)
-        require(self.eps > 0 and math.isfinite(self.eps), "eps", self.eps, "must be finite and > 0")
+        positive(self, "eps")
         owned_options(self, "estimator", ADVANTAGE_ESTIMATORS)
         unused_unless(self, self.std != "none", "when std divides (group, global)", "eps")
         unused_unless(self, self.downsample == "d3s", "when downsample = d3s", "d3s")
@@ -424,9 +425,7 @@ class ObjectiveConfig(Section):
 
         nonempty(self, "name")
         owned_options(self, "name", OBJECTIVES)
-        for n in ("clip_range", "adv_clip_max", "tau_pos", "tau_neg"):
-            v = getattr(self, n)
-            require(v > 0 and math.isfinite(v), n, v, "must be finite and > 0")
+        positive(self, "clip_range", "adv_clip_max", "tau_pos", "tau_neg")
         require(self.beta >= 0 and math.isfinite(self.beta), "beta", self.beta, "must be finite and >= 0")
         require(
             self.clip_range_high is None or (self.clip_range_high > 0 and math.isfinite(self.clip_range_high)),

@@ -4,7 +4,6 @@ on winning samples for flow and diffusion policies, with no reward model in trai
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass
 from typing import Literal
 
@@ -16,6 +15,7 @@ from genrl.config.base import (
     nonempty,
     option,
     owned_options,
+    positive,
     require,
     unused_unless,
 )
@@ -72,7 +72,7 @@ class PreferenceObjectiveConfig(Section):
         from genrl.registry import OBJECTIVES
 
         nonempty(self, "name")
-        require(self.beta > 0 and math.isfinite(self.beta), "beta", self.beta, "must be finite and > 0")
+        positive(self, "beta")
         owned_options(self, "name", OBJECTIVES)  # criterion: seppo's; sft ignores beta
 
 

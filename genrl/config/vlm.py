@@ -16,6 +16,7 @@ from genrl.config.base import (
     local_paths,
     nonempty,
     option,
+    positive,
     registered,
     require,
     unused_unless,
@@ -109,12 +110,7 @@ class VLMPolicyConfig(Section):
             self.name,
             "is a denoising policy: it trains with trainer: online (e.g. configs/digits/flowgrpo.yaml)",
         )
-        require(
-            self.temperature > 0 and math.isfinite(self.temperature),
-            "temperature",
-            self.temperature,
-            "must be finite and > 0",
-        )
+        positive(self, "temperature")
         require(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")
         at_least(self, 1, "max_new_tokens")
         at_least(self, 0, "max_prompt_length")

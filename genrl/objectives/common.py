@@ -57,13 +57,26 @@ KL_TYPES: tuple[str, ...] = ("gaussian", "k1", "k3")
 def checked_call(fn, *args, option: str, name: str) -> tuple[torch.Tensor, dict[str, float]]:
     """``fn(*args)``, an objective's call, with its return value checked (:func:`checked_output`). A
     ``ValueError`` it raises, its own refusal of its input, is raised again with ``option=name`` in
-    front, so the one-line error names the setting (a plug-in's "my objective refuses" named nothing)."""
+    front, so the one-line error names the setting (a plug-in's "my objective refuses" named nothing).
+    Any other error of a plug-in (``name`` an import path) is a fault of the plug-in: a ``ValueError``
+    naming it and the error (``GENRL_TRACEBACK=1`` shows where it was raised), so a run that stops at its
+    first update leaves nothing behind; running out of memory stays what it is, and so does any error of
+    genrl's own objectives (a traceback: a bug to report)."""
+    from genrl.preemption import RunFailed
+    from genrl.registry import is_import_path
+
     try:
         out = fn(*args)
     except ValueError as e:
         if str(e).startswith(f"{option}="):
             raise
         raise ValueError(f"{option}={name!r}: {e}") from e
+    except (MemoryError, torch.OutOfMemoryError, RunFailed):  # out of memory; a plug-in's own "cannot go on"
+        raise
+    except Exception as e:
+        if not is_import_path(name):
+            raise
+        raise ValueError(f"{option}={name!r} raised {type(e).__name__}: {e}") from e
     return checked_output(out, option, name)
 
 
@@ -82,6 +95,11 @@ def checked_output(out, option: str, name: str) -> tuple[torch.Tensor, dict[str,
             f"a tensor of shape {tuple(loss.shape)}" if isinstance(loss, torch.Tensor) else f"a {type(loss).__name__}"
         )
         raise ValueError(f"{where}: the loss must be a 0-d tensor (a scalar), got {got}")
+    if torch.is_grad_enabled() and not loss.requires_grad:  # backward would fail with torch's own words
+        raise ValueError(
+            f"{where}: the loss does not depend on the trained weights (no grad_fn); compute it from the "
+            "log-probs or denoising errors it is given, without .item(), .detach() or torch.no_grad()"
+        )
     if not isinstance(metrics, dict):
         raise ValueError(f"{where}: the metrics must be a dict of name -> number, got a {type(metrics).__name__}")
     numbers = {}

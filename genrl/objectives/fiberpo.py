@@ -43,7 +43,7 @@ from typing import Optional
 
 import torch
 
-from genrl.config.base import Section, option, require
+from genrl.config.base import Section, option, positive, require
 from genrl.objectives.common import LOG_RATIO_CLAMP, add_kl, aggregate, clamp_advantages, masked_mean, ratio_metrics
 from genrl.registry import OBJECTIVES
 
@@ -60,9 +60,7 @@ class FiberPOConfig(Section):
     k: Optional[float] = option(None, "rollback slope of the base gate (> 0); null = the trajectory's length T_b")
 
     def validate(self) -> None:
-        for n in ("eps", "c_pos", "c_neg"):
-            v = getattr(self, n)
-            require(v > 0 and math.isfinite(v), n, v, "must be finite and > 0")
+        positive(self, "eps", "c_pos", "c_neg")
         require(self.k is None or (self.k > 0 and math.isfinite(self.k)), "k", self.k, "must be null or > 0")
 
 

@@ -36,13 +36,12 @@ comparison, though nothing is clipped.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Literal
 
 import torch
 
-from genrl.config.base import Section, option, require, unused_unless
+from genrl.config.base import Section, option, positive, unused_unless
 from genrl.objectives.common import add_kl, aggregate, clamp_advantages, ratio_metrics, safe_exp
 from genrl.registry import OBJECTIVES
 
@@ -60,9 +59,7 @@ class MDPOConfig(Section):
     )
 
     def validate(self) -> None:
-        for n in ("step_size", "min_step_size"):
-            v = getattr(self, n)
-            require(v > 0 and math.isfinite(v), n, v, "must be finite and > 0")
+        positive(self, "step_size", "min_step_size")
         unused_unless(self, self.schedule == "anneal", "when schedule = anneal (its floor)", "min_step_size")
 
 

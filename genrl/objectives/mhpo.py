@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from genrl.config.base import Section, option, require
+from genrl.config.base import Section, option, positive
 from genrl.objectives.common import LOG_RATIO_CLAMP, add_kl, aggregate, clamp_advantages, masked_mean, ratio_metrics
 from genrl.registry import OBJECTIVES
 
@@ -57,9 +57,7 @@ class MHPOConfig(Section):
     lambda_neg: float = option(0.8, "Weibull scale of the hazard on negative shifts (> 0)")
 
     def validate(self) -> None:
-        for n in ("c", "k_pos", "lambda_pos", "k_neg", "lambda_neg"):
-            v = getattr(self, n)
-            require(v > 0 and math.isfinite(v), n, v, "must be finite and > 0")
+        positive(self, "c", "k_pos", "lambda_pos", "k_neg", "lambda_neg")
 
 
 def log_fidelity(log_ratio: torch.Tensor, c: float) -> torch.Tensor:

@@ -39,10 +39,12 @@ class Policy:
     # set by policies that report output_grad_norms
     _last_output = None
 
-    def check_prompts(self, prompts) -> None:
+    def check_prompts(self, prompts, max_new_tokens: Optional[int] = None, key: str = "policy.max_new_tokens") -> None:
         """Start-up check of ``[(prompt, metadata)]`` against what this policy can take (the VLM
-        policy: ``policy.max_prompt_length``); ``ValueError`` naming the first prompt that does not fit
-        (``metadata["source"]``, its file and row, when the task gives one). Nothing to check here."""
+        policy: ``policy.max_prompt_length``, and room for ``max_new_tokens`` response tokens, the setting
+        ``key``, in the model's context; a response task passes ``eval.max_new_tokens`` for its evaluated
+        prompts); ``ValueError`` naming the first prompt that does not fit (``metadata["source"]``, its
+        file and row, when the task gives one). Nothing to check here."""
 
     def sample_shape(self) -> Optional[tuple[int, ...]]:
         """The shape of one sample (``[C, H, W]``, ``[F, C, H, W]``), known without sampling: what the

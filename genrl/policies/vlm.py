@@ -55,7 +55,14 @@ from genrl.policies.base import DTYPES, Policy
 from genrl.registry import POLICIES
 from genrl.tasks.rows import SHORT
 from genrl.trajectory import Trajectory
-from genrl.vlm_batching import NEVER_SAMPLE_TOKENS, chat_prompts, chat_text
+from genrl.vlm_batching import (
+    NEVER_SAMPLE_TOKENS,
+    chat_prompts,
+    chat_text,
+    check_next_token_scores,
+    check_response_length,
+    context_length,
+)
 
 # model_type (config.json) -> transformers class name. Extend only after checking that the
 # class takes ``mm_token_type_ids`` / 3-D positions like Qwen2-VL (see module docstring).
@@ -324,22 +331,31 @@ class VLMPolicy(Policy):
             for t, hw in zip(ids, sizes)
         ]
 
-    def check_prompts(self, prompts) -> None:
-        """Every prompt fits ``policy.max_prompt_length`` (0: no limit), counted by :meth:`prompt_lengths`;
-        else a ``ValueError`` naming the first one that does not (its ``metadata["source"]``) and how
-        many do not. Without it a long row stopped the run at the random step that drew it."""
-        L = self.cfg.max_prompt_length
-        if L <= 0 or not prompts:
+    def check_prompts(self, prompts, max_new_tokens: Optional[int] = None, key: str = "policy.max_new_tokens") -> None:
+        """Every prompt fits ``policy.max_prompt_length`` (0: no limit), counted by :meth:`prompt_lengths`,
+        and leaves room for ``max_new_tokens`` (named ``key``; default ``policy.max_new_tokens``) in the
+        model's context (``vlm_batching.check_response_length``); else a ``ValueError`` naming the first
+        prompt that does not (its ``metadata["source"]``) and how many do not. Without it a long row
+        stopped the run at the random step that drew it. With a model that states its context (they all
+        do) every prompt is counted: one tokenizer pass over the data at start-up."""
+        L, new = self.cfg.max_prompt_length, max_new_tokens or self.cfg.max_new_tokens
+        check_response_length(self._module, new, key)  # any prompt takes at least a token
+        if not prompts or (L <= 0 and context_length(self._module) is None):
             return
         lengths = self.prompt_lengths([p for p, _ in prompts], [m for _, m in prompts])
-        over = [i for i, n in enumerate(lengths) if n > L]
+
+        def where(i: int) -> str:
+            return prompts[i][1].get("source") or f"prompt {i} ({SHORT.repr(prompts[i][0])})"
+
+        over = [i for i, n in enumerate(lengths) if 0 < L < n]
         if over:
             i = over[0]
-            where = prompts[i][1].get("source") or f"prompt {i} ({SHORT.repr(prompts[i][0])})"
             raise ValueError(
-                f"{where}: the prompt takes {lengths[i]} tokens (text and images) > policy.max_prompt_length={L} "
+                f"{where(i)}: the prompt takes {lengths[i]} tokens (text and images) > policy.max_prompt_length={L} "
                 f"({len(over)} of {len(prompts)} prompts do); raise policy.max_prompt_length or drop those rows"
             )
+        longest = max(range(len(prompts)), key=lambda i: lengths[i])
+        check_response_length(self._module, new, key, lengths[longest], where(longest))
 
     @staticmethod
     def _vision_inputs(data: dict) -> dict:
@@ -389,7 +405,7 @@ class VLMPolicy(Policy):
         done = torch.zeros(B, dtype=torch.bool, device=self.device)
         tokens, masks, lps = [], [], []
         for k in range(max_new_tokens):
-            lp = torch.log_softmax(self._adjust(logits, temperature), -1)  # [B, V]
+            lp = torch.log_softmax(check_next_token_scores(self._adjust(logits, temperature)), -1)  # [B, V]
             if greedy:
                 tok = lp.argmax(-1)
             else:

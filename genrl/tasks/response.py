@@ -45,11 +45,13 @@ class ResponseTask:
         raise NotImplementedError(f"task {self.name!r} has no SFT targets")
 
     def check_prompts(self, policy, eval_cfg) -> None:
-        """The online trainer's start-up check: ``policy.check_prompts`` on every training prompt and
-        the evaluated examples (a prompt over ``policy.max_prompt_length`` fails now, naming its row,
-        not at the step that draws it)."""
+        """The online trainer's start-up check: ``policy.check_prompts`` on every training prompt (with
+        ``policy.max_new_tokens``) and the evaluated examples (with ``eval.max_new_tokens``, the length
+        evaluation generates): a prompt over ``policy.max_prompt_length``, or one that leaves no room for
+        the response in the model's context, fails now, naming its row, not at the step that draws it."""
+        policy.check_prompts(list(self.train_prompts()))
         evaluated = [(p, m) for p, m, _ in self.eval_examples(eval_cfg.num_questions)]
-        policy.check_prompts(list(self.train_prompts()) + evaluated)
+        policy.check_prompts(evaluated, eval_cfg.max_new_tokens, "eval.max_new_tokens")
 
     def reward(self, name: str):
         """A verifiable reward by registry name, built once (``genrl`` never imports ``rewards``)."""

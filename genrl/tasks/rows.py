@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import base64
 import binascii
-import hashlib
 import json
 import os
 import reprlib
 from collections.abc import Sequence
 from typing import Any
 
+from genrl.io import file_sha256
 from genrl.media import describe_ref
 
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
@@ -77,14 +77,7 @@ def data_fingerprints(paths: Sequence[str], suffixes: tuple[str, ...] = DATA_SUF
     stats = {path: os.stat(path) for path in files}
     if sum(st.st_size for st in stats.values()) > HASHED_UP_TO:
         return {path: f"size {st.st_size}, modified {st.st_mtime_ns}" for path, st in stats.items()}
-    out = {}
-    for path in files:
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                digest.update(block)
-        out[path] = f"sha256 {digest.hexdigest()}"
-    return out
+    return {path: f"sha256 {file_sha256(path)}" for path in files}
 
 
 def read_rows(path: str) -> list[tuple[str, dict]]:

@@ -518,30 +518,56 @@ class NonFiniteGuard:
     sign that the weights themselves diverged, instead of finishing with NaN weights. The norm is
     taken after the gradients are reduced, so every process skips the same steps."""
 
+    FIX = (
+        "lower train.lr or clip harder (a lower train.max_grad_norm; 0 turns clipping off), or check the objective "
+        "(checkpoints written so far hold the last finite weights)"
+    )
+
     def __init__(self, limit: int = 5):
-        self.limit, self.in_a_row, self.total = int(limit), 0, 0
+        self.limit, self.in_a_row, self.total, self.taken = int(limit), 0, 0, 0
 
     def ok(self, grad_norm: float) -> bool:
         """True to take the step; False to skip it (the caller zeroes the gradients). Raises
         ``RunFailed`` at the ``limit``-th non-finite norm in a row."""
         if math.isfinite(grad_norm):
             self.in_a_row = 0
+            self.taken += 1
             return True
         self.in_a_row += 1
         self.total += 1
         if self.in_a_row >= self.limit:
             raise RunFailed(
                 f"the loss or its gradients were not finite for {self.in_a_row} optimizer steps in a row "
-                f"(the weights diverged, or objective.name computes a NaN): lower train.lr or clip harder "
-                f"(a lower train.max_grad_norm; 0 turns clipping off), or check the objective "
-                f"(checkpoints written so far hold the last finite weights)"
+                f"(the weights diverged, or objective.name computes a NaN): {self.FIX}"
             )
         return False
 
+    def state_dict(self) -> dict[str, int]:
+        """The counts, saved with each checkpoint: a resumed run goes on counting as an uninterrupted one."""
+        return {"in_a_row": self.in_a_row, "total": self.total, "taken": self.taken}
+
+    def load_state_dict(self, state: dict[str, int]) -> None:
+        """Counts from :meth:`state_dict` (a checkpoint from before they were saved has none: zeros)."""
+        self.in_a_row, self.total, self.taken = (int(state.get(k, 0)) for k in ("in_a_row", "total", "taken"))
+
+    def check_last_step(self) -> None:
+        """At the last training step: ``RunFailed`` when every optimizer step of the run was skipped as
+        non-finite (a run shorter than ``limit`` steps trained nothing and would otherwise end as a success,
+        its final evaluation the base's). Steps left out for having no trained action do not count."""
+        if self.total and not self.taken:
+            raise RunFailed(
+                f"the loss or its gradients were not finite for every optimizer step of this run ({self.total}): "
+                f"nothing was trained; {self.FIX}"
+            )
+
 
 def check_finite(named_tensors, what: str = "weights") -> None:
-    """``RuntimeError`` naming the first non-finite tensor: a checkpoint is never written with NaN
-    or infinite weights."""
+    """``RunFailed`` (one line, exit code 1) naming the first non-finite tensor: a checkpoint is never written
+    with NaN or infinite weights. Every process calls it (the weights are replicated, or each checks its
+    shards), so none waits at the checkpoint's barrier for one that stopped."""
     for name, t in named_tensors:
         if t.is_floating_point() and not bool(t.isfinite().all()):
-            raise RuntimeError(f"{what}: {name} holds NaN or inf; not writing a checkpoint")
+            raise RunFailed(
+                f"{what}: {name} holds NaN or inf (the weights diverged); not writing a checkpoint: "
+                f"{NonFiniteGuard.FIX}"
+            )

@@ -352,6 +352,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
         else None
     )
     kl_control = build_kl_controller(cfg.objective)  # objective.beta, or SAGE-GRPO's adaptive coefficient
+    guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
     state_cls = OBJECTIVES.meta(objective).get("state")  # an objective's own state (CAPO's shadow moments)
     objective_state = state_cls(cfg, policy, optimizer) if state_cls is not None else None
     if cfg.objective.anchor_period > 0:
@@ -429,6 +430,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
         if state.get("sampler") is not None:
             sampler.load_state_dict(state["sampler"])
         kl_control.load_state_dict(state.get("kl_control") or {})
+        guard.load_state_dict(state.get("nonfinite_guard") or {})
         try:
             advantages_of.load_state_dict(state.get("advantages") or {})
         except KeyError:
@@ -492,7 +494,6 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
 
     stopping = 0  # the signal that stopped the run early (StopRequest)
     t_loop = time.perf_counter()
-    guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
     # train.adaptive_threads: each iteration on 1 thread or the launch's count, whichever runs faster
     governing = ThreadGovernor(torch.get_num_threads()) if cfg.train.adaptive_threads else contextlib.nullcontext()
     with StopRequest() as stop, governing as governor:
@@ -591,6 +592,8 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
 
             # 5. log, evaluate, checkpoint
             done = step + 1
+            if done == cfg.max_steps:
+                guard.check_last_step()  # every optimizer step non-finite: a failed run, not a finished one
             metrics = {
                 "reward/total_mean": finite_mean(all_rewards),  # NaN and inf samples are masked and counted
                 **adv_stats,
@@ -656,8 +659,8 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                 run_eval(done)
             stopping = stop.requested(accelerator)  # SIGTERM / Ctrl-C: checkpoint this step, then stop
             if done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
+                check_finite(policy.module.named_parameters())  # every process: none waits below for one that stopped
                 if main or per_process:  # every process writes its part
-                    check_finite(policy.module.named_parameters())
                     state = {
                         "step": done,
                         "model": policy.trainable_state_dict(),
@@ -666,6 +669,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                         "anchor": policy.anchor.state_dict() if policy.anchor is not None else None,
                         "sampler": sampler.state_dict() if isinstance(sampler, VarianceAwareSampler) else None,
                         "kl_control": kl_control.state_dict(),
+                        "nonfinite_guard": guard.state_dict(),
                         "advantages": advantages_of.state_dict(),  # a stateful estimator's (RiskPO's tracker)
                         "objective_state": objective_state.state_dict() if objective_state is not None else None,
                         "data_files": data_files,
@@ -679,8 +683,9 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     result = {}
     if main:
         logger.close()
-        if stopping:
-            raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping, cfg.resume)
+    if stopping:  # every process, past the checkpoint's barrier: none waits below for one that stopped
+        raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping, cfg.resume)
+    if main:
         result = write_final_metrics(cfg)
     accelerator.wait_for_everyone()
     return result

@@ -95,6 +95,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     ref_index = 0
 
     start, ckpt = 0, None
+    guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
     found = resume_state(ckpt_dir, clean=main) if cfg.resume else None
     data_files = training_data(cfg, task, found)  # fingerprints, checked against the resumed checkpoint's
     if found:
@@ -114,6 +115,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         if "scheduler" in state:  # checkpoints before the schedule existed ran at a constant lr
             scheduler.load_state_dict(state["scheduler"])
         start, ref_index = state["step"], state["ref_index"]
+        guard.load_state_dict(state.get("nonfinite_guard") or {})
     if callable(getattr(task, "train_prompts", None)):  # a word the model does not know: now, naming its row
         evaluated = task.prompts() if callable(getattr(task, "prompts", None)) else []
         policy.check_prompts(task.train_prompts() + [(p, {}) for p in evaluated])
@@ -138,7 +140,6 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     rank, B = accelerator.process_index, tc.batch_size
     accum = tc.gradient_accumulation_steps
     stopping = 0  # the signal that stopped the run early (StopRequest)
-    guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
     with StopRequest() as stop:
         for step in bar:
             t0 = time.perf_counter()
@@ -194,6 +195,8 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                 scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             done = step + 1
+            if done == cfg.max_steps:
+                guard.check_last_step()
             if pairs and pool.grows and done % cfg.reference.snapshot_every == 0:
                 ref_index = pool.add(done, ref_index)
                 if ref_index < 0:  # the snapshot in use left the pool: draw again now
@@ -218,10 +221,10 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
             if done == cfg.max_steps or (cfg.eval.every and done % cfg.eval.every == 0):
                 run_eval(done)
             stopping = stop.requested(accelerator)  # SIGTERM / Ctrl-C: checkpoint this step, then stop
-            if main and (
-                done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0)
-            ):
+            saving = done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0)
+            if saving:  # every process: none waits at the barrier below for one that stopped
                 check_finite(policy.module.named_parameters())
+            if main and saving:
                 state = {
                     "step": done,
                     "model": policy.trainable_state_dict(),
@@ -229,6 +232,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                     "scheduler": scheduler.state_dict(),
                     "pool": pool.state_dict() if pairs else None,
                     "ref_index": ref_index,
+                    "nonfinite_guard": guard.state_dict(),
                     "data_files": data_files,
                 }
                 save_checkpoint(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
@@ -238,9 +242,8 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
             if stopping:
                 break
     bar.close()
-    if not main:
-        return {}
-    logger.close()
-    if stopping:
+    if main:
+        logger.close()
+    if stopping:  # every process: each exits with the signal's code (the main one prints the line)
         raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping, cfg.resume)
-    return write_final_metrics(cfg)
+    return write_final_metrics(cfg) if main else {}

@@ -33,6 +33,8 @@ from genrl.preemption import Preempted, StopRequest
 from genrl.registry import TASKS
 from genrl.seeding import derive_seed
 from genrl.trainers.common import (
+    NonFiniteGuard,
+    check_finite,
     evaluations_due,
     lr_multiplier,
     make_optimizer,
@@ -41,7 +43,7 @@ from genrl.trainers.common import (
     training_data,
     write_final_metrics,
 )
-from genrl.vlm_batching import encode_sft, load_model_dir, save_model_dir
+from genrl.vlm_batching import check_response_length, encode_sft, load_model_dir, save_model_dir
 
 
 def train(cfg: SFTConfig) -> dict[str, dict]:
@@ -59,6 +61,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     task = task_cls.from_config(cfg)
     (model_path,) = prepare_models(cfg) or [cfg.model]  # task: / sft: built (logged) if missing; else a folder
     model, processor = load_model_dir(model_path)
+    check_response_length(model, cfg.eval.max_new_tokens, "eval.max_new_tokens")  # not an out-of-memory at step 0
     model.train()
     tc = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
@@ -66,6 +69,8 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
 
     start, ckpt = 0, None
+    t_train, n_tokens = 0.0, 0  # running totals over the whole run, kept in the checkpoints
+    guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
     found = resume_state(ckpt_dir, clean=True) if cfg.resume else None
     data_files = training_data(cfg, task, found)  # fingerprints, checked against the resumed checkpoint's
     if found:
@@ -74,6 +79,8 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
         optimizer.load_state_dict(state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         start = state["step"]
+        t_train, n_tokens = state.get("time_train_total", 0.0), state.get("response_tokens", 0)  # older: none
+        guard.load_state_dict(state.get("nonfinite_guard") or {})
     logger = open_run(cfg, start, checkpoint=ckpt)  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
@@ -84,7 +91,6 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     for at in evaluations_due(cfg, start):  # the base; or a finished run's missing final evaluation
         run_eval(at)
     bar = step_bar(cfg, start, "sft")
-    t_train, n_tokens = 0.0, 0
     stopping = 0  # the signal that stopped the run early (StopRequest)
     with StopRequest() as stop:
         for step in bar:
@@ -103,7 +109,9 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
             max_norm = tc.max_grad_norm if tc.max_grad_norm > 0 else float("inf")
             grad_norm = float(torch.nn.utils.clip_grad_norm_(params, max_norm))
             lr = optimizer.param_groups[0]["lr"]
-            optimizer.step()
+            stepped = guard.ok(grad_norm)  # a NaN / inf gradient: no step (counted); 5 in a row stop the run
+            if stepped:
+                optimizer.step()
             scheduler.step()
             dt = time.perf_counter() - t0
             t_train += dt
@@ -111,6 +119,8 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
 
             # 4. log, evaluate, checkpoint
             done = step + 1
+            if done == cfg.max_steps:
+                guard.check_last_step()
             if done % cfg.log.every == 0 or done == cfg.max_steps:
                 logger.log(
                     done,
@@ -121,6 +131,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
                         "time/step": dt,
                         "time/train_total": t_train,
                         "train/response_tokens": n_tokens,
+                        "train/nonfinite_steps_skipped": int(not stepped),
                     },
                 )
             if cfg.log.progress_bar:
@@ -131,6 +142,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
                     bar.write(f"step {done}: held-out accuracy {m['eval/accuracy']:.3f}")
             stopping = stop.requested()  # SIGTERM / Ctrl-C: checkpoint this step, then stop
             if done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
+                check_finite(model.named_parameters())
                 save_checkpoint(
                     ckpt_dir,
                     done,
@@ -139,6 +151,9 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
                         "model": model.state_dict(),
                         "optimizer": optimizer.state_dict(),
                         "scheduler": scheduler.state_dict(),
+                        "response_tokens": n_tokens,
+                        "time_train_total": t_train,
+                        "nonfinite_guard": guard.state_dict(),
                         "data_files": data_files,
                     },
                     keep_last=cfg.checkpoint.keep_last,
