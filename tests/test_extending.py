@@ -575,3 +575,26 @@ def test_a_recipe_copied_into_the_output_dir_is_not_taken_for_a_run(tmp_path, ba
     with pytest.raises(ValueError, match=r"holds .genrl-earlier-run/, which is not an earlier run that genrl set"):
         run_trainer(_tiny(tmp_path, base_model), "online")
     assert (run / "config.yaml").read_text() == recipe
+
+
+@pytest.mark.parametrize(
+    "config", ["configs/digits/flowgrpo.yaml", pytest.param("configs/digits/seppo.yaml", marks=pytest.mark.slow)]
+)
+def test_an_evaluation_error_on_the_main_process_stops_every_process_in_one_line(
+    tmp_path, broken_pkg, base_model, config
+):
+    """Two processes: the main process's evaluation raised after step 1 and it exited with its one line, while
+    the other waited at the next collective and then died with a gloo traceback ("Connection closed by peer")."""
+    import subprocess
+
+    from conftest import TINY_ONLINE, TINY_PREFERENCE, two_process_launch
+
+    tiny = TINY_ONLINE if "flowgrpo" in config else TINY_PREFERENCE
+    cmd = [*two_process_launch(29861), "-m", "genrl.cli", "train", os.path.join(ROOT, config), *tiny]
+    cmd += [f"policy.model={base_model}", "task=plugs.broken:EvalFailsLater", "eval.every=1", "max_steps=2"]
+    cmd += ["log.progress_bar=false", f"output_dir={tmp_path / 'run'}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": os.pathsep.join([ROOT, str(broken_pkg)])}
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("genrl train:")]
+    assert proc.returncode != 0 and "Connection closed by peer" not in proc.stderr, proc.stderr[-3000:]
+    assert lines == ["genrl train: task='plugs.broken:EvalFailsLater': the evaluation after step 1 fails"], lines

@@ -70,7 +70,10 @@ def _kill_tree(proc: subprocess.Popen) -> None:
 
 
 def _rows(metrics: Path) -> int:
-    return sum(1 for _ in open(metrics)) if metrics.exists() else 0
+    try:  # a run starting over (no checkpoint yet) removes the file and opens a new one: there may be none
+        return sum(1 for _ in open(metrics))
+    except FileNotFoundError:
+        return 0
 
 
 def _watch(

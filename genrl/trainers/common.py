@@ -8,7 +8,7 @@ import json
 import math
 import os
 import shutil
-from typing import Optional
+from typing import Callable, Optional
 
 from tqdm.auto import tqdm
 
@@ -438,6 +438,38 @@ def evaluate_task(task, cfg, *args, **kwargs) -> dict[str, float]:
         if not is_import_path(cfg.task) or str(e).startswith("task="):
             raise
         raise ValueError(f"task={cfg.task!r}: {e}") from e
+
+
+def on_main_process(accelerator, fn: Callable[[], dict]) -> dict:
+    """``fn()`` on the main process (its result; ``{}`` on the others), then every process learns whether it
+    succeeded (one gather, a barrier too): the main process raises its own error, the others a
+    :class:`RunFailed` that the command line does not print. Before, an error in the main process's
+    evaluation left the others waiting at the next collective until its socket closed, then dying with a
+    gloo traceback below the one-line error."""
+    if accelerator.num_processes == 1:
+        return fn()
+    import torch
+
+    out, error = {}, None
+    if accelerator.is_main_process:
+        try:
+            out = fn()
+        except BaseException as e:  # shared below, raised after
+            error = e
+    ok = accelerator.gather(torch.tensor([error is None], device=accelerator.device)).all()
+    if error is not None:
+        raise error
+    if not bool(ok):
+        import time
+
+        # the main process exits first: the launcher then names it as the root cause, and its clean-up (a run
+        # that completed no step is removed) is not cut short by the SIGTERM the launcher sends the rest
+        time.sleep(MAIN_FIRST_S)
+        raise RunFailed("the main process stopped (its error is above)")
+    return out
+
+
+MAIN_FIRST_S = 5.0  # seconds the other processes wait before stopping after the main one failed
 
 
 def check_mixed_precision(tc) -> None:

@@ -66,6 +66,7 @@ from genrl.trainers.common import (
     evaluations_due,
     make_accelerator,
     make_optimizer,
+    on_main_process,
     open_run,
     step_bar,
     training_data,
@@ -464,8 +465,9 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
         # every process swaps in the EMA shards and gathers the weights (FSDP: collectives); main samples
         t0 = time.perf_counter()
         with ema.swapped_in() if ema is not None else contextlib.nullcontext(), sharding.gathered(policy.module):
-            m = evaluate_task(task, cfg, policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed) if main else {}
-            accelerator.wait_for_everyone()
+            m = on_main_process(  # an error there stops every process (none waits at the next collective)
+                accelerator, lambda: evaluate_task(task, cfg, policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed)
+            )
         if main:
             m.setdefault("time/eval", time.perf_counter() - t0)
             logger.log_eval(step, m)

@@ -51,6 +51,7 @@ from genrl.trainers.common import (
     lr_multiplier,
     make_accelerator,
     make_optimizer,
+    on_main_process,
     open_run,
     step_bar,
     training_data,
@@ -128,13 +129,19 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     accelerator.wait_for_everyone()
 
     def run_eval(step: int) -> dict[str, float]:
-        if not main:
-            return {}
-        m = evaluate_task(task, cfg, policy, {}, cfg.eval, run_dir, step, seed=cfg.seed)  # the task's judges only
-        logger.log_eval(step, m)
-        return m
+        def evaluate() -> dict[str, float]:
+            m = evaluate_task(task, cfg, policy, {}, cfg.eval, run_dir, step, seed=cfg.seed)  # the task's judges only
+            logger.log_eval(step, m)
+            return m
 
-    for at in evaluations_due(cfg, start, main):  # the base; or a finished run's missing final evaluation
+        return on_main_process(accelerator, evaluate)  # an error there stops every process, in one line
+
+    due = evaluations_due(cfg, start, main)  # the base; or a finished run's missing final evaluation
+    if accelerator.num_processes > 1:  # main's list (it may write the summary another reads): run_eval gathers
+        from accelerate.utils import broadcast_object_list
+
+        due = broadcast_object_list([due])[0]
+    for at in due:
         run_eval(at)
     bar = step_bar(cfg, start, "preference", main)
     rank, B = accelerator.process_index, tc.batch_size
