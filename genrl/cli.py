@@ -239,7 +239,12 @@ def _main(argv: list[str] | None) -> int:
         help="static HTML page: base vs each run's final samples on the same seeds, "
         "scored, with training curves and configs",
     )
-    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="finished (or checkpointed) runs of any trainer")
+    p.add_argument(
+        "run_dirs",
+        nargs="+",
+        metavar="RUN_DIR",
+        help="finished (or checkpointed) image or video runs (trainer online or preference; not VLM runs)",
+    )
     p.add_argument("--out", required=True, help="folder for index.html and its images, e.g. gallery/NAME")
     p.add_argument("--seeds-per-prompt", type=int, default=4, help="fixed seeds 0..k-1 per prompt (default: 4)")
     p.add_argument("--prompts", nargs="+", default=None, help="prompts to draw (default: the task's prompts)")

@@ -175,9 +175,15 @@ def export(
             if saver is None:
                 raise ExportError(f"{type(pipe).__name__} has no LoRA loader in diffusers; export with --lora merge")
             layers = {k: v.to(DTYPES[dtype]) for k, v in get_peft_model_state_dict(denoiser).items()}  # --dtype
-            kwargs = {"transformer_lora_layers": layers}
-            if "transformer_lora_adapter_metadata" in inspect.signature(saver).parameters:
-                kwargs["transformer_lora_adapter_metadata"] = _adapter_metadata(denoiser)  # keeps alpha / rank
+            params = inspect.signature(saver).parameters  # SD1.5's loader names the UNet, the DiTs' the transformer
+            part = next((n for n in ("transformer", "unet") if f"{n}_lora_layers" in params), None)
+            if part is None:
+                raise ExportError(
+                    f"{type(pipe).__name__}.save_lora_weights takes no denoiser layers; use --lora merge"
+                )
+            kwargs = {f"{part}_lora_layers": layers}
+            if f"{part}_lora_adapter_metadata" in params:
+                kwargs[f"{part}_lora_adapter_metadata"] = _adapter_metadata(denoiser)  # keeps alpha / rank
             saver(tmp, **kwargs)
             record["load"] = (
                 "pipe = DiffusionPipeline.from_pretrained(BASE); pipe.load_lora_weights(DIR)"

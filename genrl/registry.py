@@ -46,6 +46,32 @@ def is_import_path(name: str) -> bool:
     return bool(sep and module and attr)
 
 
+def plugin_call(fn: Callable, *args, option: str, name: str) -> Any:
+    """``fn(*args)``: a call of the registry entry ``name`` that setting ``option`` selects (an objective, an
+    advantage estimator). A ``ValueError`` it raises, its own refusal of its input, is raised again with
+    ``option=name`` in front, so the one-line error names the setting (a plug-in's "my objective refuses"
+    named nothing). Any other error of a plug-in (``name`` an import path: a wrong signature, a ``KeyError``)
+    is a fault of the plug-in: a ``ValueError`` naming it and the error (``GENRL_TRACEBACK=1`` shows where),
+    so a run that stops at its first use leaves nothing behind. Running out of memory and ``RunFailed``
+    stay what they are, and so does any error of genrl's own entries (a traceback: a bug to report)."""
+    try:
+        return fn(*args)
+    except ValueError as e:
+        if str(e).startswith(f"{option}="):
+            raise
+        raise ValueError(f"{option}={name!r}: {e}") from e
+    except Exception as e:
+        from genrl.preemption import RunFailed
+
+        if (
+            not is_import_path(name)
+            or isinstance(e, (MemoryError, RunFailed))
+            or type(e).__name__ == "OutOfMemoryError"
+        ):
+            raise
+        raise ValueError(f"{option}={name!r} raised {type(e).__name__}: {e}") from e
+
+
 def import_object(path: str, kind: str = "object") -> Any:
     """The object at ``package.module:attribute`` (dots in the attribute walk into it). A module
     or attribute that cannot be found is a ``ValueError`` naming the path."""

@@ -162,6 +162,16 @@ def bare_advantages(rewards, group_ids, config):
 def short_advantages(rewards, group_ids, config):
     return rewards[:2], {}
 
+def two_arg_advantages(rewards, group_ids):
+    return rewards - rewards.mean(), {}
+
+class AdvantagesWithoutInit:
+    def __call__(self, rewards, group_ids, config):
+        return rewards - rewards.mean(), {}
+
+def nan_advantages(rewards, group_ids, config):
+    return torch.full_like(rewards, float("nan")), {}
+
 def strings(cfg):
     return None
 
@@ -250,6 +260,18 @@ def _tiny(tmp_path, base, *extra):
         (
             ["advantages.estimator=plugs.broken:short_advantages"],
             r"must be a tensor of shape \(8,\), got shape \(2,\)",
+        ),
+        (
+            ["advantages.estimator=plugs.broken:two_arg_advantages"],
+            r"advantages.estimator='plugs.broken:two_arg_advantages' raised TypeError: two_arg_advantages\(\) takes 2",
+        ),
+        (
+            ["advantages.estimator=plugs.broken:AdvantagesWithoutInit"],
+            r"advantages.estimator='plugs.broken:AdvantagesWithoutInit' raised TypeError: AdvantagesWithoutInit\(\)",
+        ),
+        (
+            ["advantages.estimator=plugs.broken:nan_advantages"],
+            r"nan_advantages': 8 of 8 advantages are NaN or inf where the rewards are finite",
         ),
         (
             ["task=plugs.broken:StringPrompts"],

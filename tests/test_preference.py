@@ -275,6 +275,18 @@ def test_seppo_on_the_diffusion_policy_with_files_of_winners_and_export(tmp_path
     record = export(str(tmp_path / "run"), str(tmp_path / "export"))
     pipe = StableDiffusionPipeline.from_pretrained(str(tmp_path / "export"))
     assert record["pipeline_class"] == "StableDiffusionPipeline" and pipe.unet is not None
+    # the adapter alone (SD1.5's loader names the UNet: it raised TypeError on transformer_lora_layers), loaded
+    # onto the base in stock diffusers, computes what the merged export does
+    export(str(tmp_path / "run"), str(tmp_path / "adapter"), lora="adapter")
+    with_adapter = StableDiffusionPipeline.from_pretrained(str(tmp_path / "sd15"))
+    with_adapter.load_lora_weights(str(tmp_path / "adapter"))
+    x, t = torch.randn(1, 4, SIZE // 8, SIZE // 8, generator=torch.Generator().manual_seed(0)), torch.tensor([500])
+    text = torch.randn(1, 8, pipe.unet.config.cross_attention_dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        merged, adapted = (p.unet(x, t, encoder_hidden_states=text).sample for p in (pipe, with_adapter))
+        base = StableDiffusionPipeline.from_pretrained(str(tmp_path / "sd15")).unet(x, t, encoder_hidden_states=text)
+    torch.testing.assert_close(adapted, merged, rtol=1e-4, atol=1e-5)
+    assert (merged - base.sample).abs().max() > 1e-4  # the adapter moved the UNet
 
 
 @pytest.mark.parametrize("name", [n for n in OBJECTIVES.names() if OBJECTIVES.meta(n).get("kind") == "preference"])

@@ -17,8 +17,13 @@ AdvantageFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 def build_estimator(entry: Any, config) -> Callable:
     """The callable ``(rewards [B], group_ids [B], config) -> (advantages [B], stats)`` for a registered
     estimator: a function is used as it is; a class (an estimator that keeps state across steps, such
-    as RiskPO's tracked quantiles) is instantiated as ``entry(config)``."""
-    return entry(config) if inspect.isclass(entry) else entry
+    as RiskPO's tracked quantiles) is instantiated as ``entry(config)`` (a plug-in class that cannot be
+    is one error naming ``advantages.estimator``: ``genrl.registry.plugin_call``)."""
+    from genrl.registry import plugin_call
+
+    if not inspect.isclass(entry):
+        return entry
+    return plugin_call(entry, config, option="advantages.estimator", name=config.estimator)
 
 
 def is_stateful(estimator: Callable) -> bool:
@@ -76,12 +81,12 @@ class Advantages:
         """``total`` [B]: the weighted reward sum; ``values``: ``{reward: [B]}``; ``group_ids`` [B].
         Returns (advantages [B], stats)."""
         if self.config.combine == "rewards":
-            return self._checked(self.estimators["total"](total, group_ids, self.config), total.shape[0])
+            return self._checked(self._call("total", total, group_ids), total)
         stats = group_stats(total, group_ids)
 
         def one(name: str) -> AdvantageFn:
             def fn(r: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
-                adv, st = self._checked(self.estimators[name](r, g, self.config), r.shape[0])
+                adv, st = self._checked(self._call(name, r, g), r)
                 stats.update({f"{k}_{name}": v for k, v in st.items() if not k.startswith("reward/")})
                 return adv
 
@@ -90,11 +95,20 @@ class Advantages:
         adv = weighted_advantages(values, self.weights, group_ids, {name: one(name) for name in self.weights})
         return adv, stats
 
-    def _checked(self, out, B: int) -> tuple[torch.Tensor, dict]:
-        """An estimator's return value against its contract, ``(advantages [B], stats dict)``; a
-        ``ValueError`` naming ``advantages.estimator`` where a plug-in broke it (before: "too many
-        values to unpack", or an IndexError deep in the update)."""
-        where = f"advantages.estimator={self.config.estimator!r}"
+    def _call(self, stream: str, rewards: torch.Tensor, group_ids: torch.Tensor):
+        from genrl.registry import plugin_call
+
+        fn = self.estimators[stream]
+        return plugin_call(
+            fn, rewards, group_ids, self.config, option="advantages.estimator", name=self.config.estimator
+        )
+
+    def _checked(self, out, rewards: torch.Tensor) -> tuple[torch.Tensor, dict]:
+        """An estimator's return value against its contract, ``(advantages [B], stats dict)``, finite
+        wherever ``rewards`` [B] is; a ``ValueError`` naming ``advantages.estimator`` where a plug-in broke
+        it (before: "too many values to unpack", an IndexError deep in the update, or NaN advantages blamed
+        on the learning rate)."""
+        B, where = rewards.shape[0], f"advantages.estimator={self.config.estimator!r}"
         if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
             raise ValueError(
                 f"{where} returned a {type(out).__name__!r} object; an estimator returns (advantages [B], stats)"
@@ -103,6 +117,9 @@ class Advantages:
         if not isinstance(adv, torch.Tensor) or tuple(adv.shape) != (B,):
             got = f"shape {tuple(adv.shape)}" if isinstance(adv, torch.Tensor) else f"a {type(adv).__name__}"
             raise ValueError(f"{where}: the advantages must be a tensor of shape ({B},), got {got}")
+        bad = int((~torch.isfinite(adv) & torch.isfinite(rewards)).sum())
+        if bad:
+            raise ValueError(f"{where}: {bad} of {B} advantages are NaN or inf where the rewards are finite")
         return out
 
     def state_dict(self) -> dict[str, Any]:

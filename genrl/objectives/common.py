@@ -55,29 +55,11 @@ KL_TYPES: tuple[str, ...] = ("gaussian", "k1", "k3")
 
 
 def checked_call(fn, *args, option: str, name: str) -> tuple[torch.Tensor, dict[str, float]]:
-    """``fn(*args)``, an objective's call, with its return value checked (:func:`checked_output`). A
-    ``ValueError`` it raises, its own refusal of its input, is raised again with ``option=name`` in
-    front, so the one-line error names the setting (a plug-in's "my objective refuses" named nothing).
-    Any other error of a plug-in (``name`` an import path) is a fault of the plug-in: a ``ValueError``
-    naming it and the error (``GENRL_TRACEBACK=1`` shows where it was raised), so a run that stops at its
-    first update leaves nothing behind; running out of memory stays what it is, and so does any error of
-    genrl's own objectives (a traceback: a bug to report)."""
-    from genrl.preemption import RunFailed
-    from genrl.registry import is_import_path
+    """``fn(*args)``, an objective's call (``genrl.registry.plugin_call``: its errors named by ``option``),
+    with its return value checked (:func:`checked_output`)."""
+    from genrl.registry import plugin_call
 
-    try:
-        out = fn(*args)
-    except ValueError as e:
-        if str(e).startswith(f"{option}="):
-            raise
-        raise ValueError(f"{option}={name!r}: {e}") from e
-    except (MemoryError, torch.OutOfMemoryError, RunFailed):  # out of memory; a plug-in's own "cannot go on"
-        raise
-    except Exception as e:
-        if not is_import_path(name):
-            raise
-        raise ValueError(f"{option}={name!r} raised {type(e).__name__}: {e}") from e
-    return checked_output(out, option, name)
+    return checked_output(plugin_call(fn, *args, option=option, name=name), option, name)
 
 
 def checked_output(out, option: str, name: str) -> tuple[torch.Tensor, dict[str, float]]:
