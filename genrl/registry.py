@@ -46,18 +46,19 @@ def is_import_path(name: str) -> bool:
     return bool(sep and module and attr)
 
 
-def plugin_call(fn: Callable, *args, option: str, name: str) -> Any:
+def plugin_call(fn: Callable, *args, option: str, name: str, name_refusals: bool = True) -> Any:
     """``fn(*args)``: a call of the registry entry ``name`` that setting ``option`` selects (an objective, an
-    advantage estimator). A ``ValueError`` it raises, its own refusal of its input, is raised again with
-    ``option=name`` in front, so the one-line error names the setting (a plug-in's "my objective refuses"
-    named nothing). Any other error of a plug-in (``name`` an import path: a wrong signature, a ``KeyError``)
+    advantage estimator, a task's ``from_config``). A ``ValueError`` it raises, its own refusal of its input,
+    is raised again with ``option=name`` in front, so the one-line error names the setting (a plug-in's "my
+    objective refuses" named nothing); with ``name_refusals=False`` only a plug-in's are (genrl's own tasks
+    name the file or key already). Any other error of a plug-in (``name`` an import path: a wrong signature, a ``KeyError``)
     is a fault of the plug-in: a ``ValueError`` naming it and the error (``GENRL_TRACEBACK=1`` shows where),
     so a run that stops at its first use leaves nothing behind. Running out of memory and ``RunFailed``
     stay what they are, and so does any error of genrl's own entries (a traceback: a bug to report)."""
     try:
         return fn(*args)
     except ValueError as e:
-        if str(e).startswith(f"{option}="):
+        if str(e).startswith(f"{option}=") or not (name_refusals or is_import_path(name)):
             raise
         raise ValueError(f"{option}={name!r}: {e}") from e
     except Exception as e:

@@ -186,6 +186,10 @@ class StringPrompts:
 
 from genrl.tasks.digits import DigitsTask
 
+class TaskNeedsArgs(DigitsTask):
+    def __init__(self, subset):
+        super().__init__()
+
 class TerminatedAtStart(DigitsTask):
     def evaluate(self, policy, rewards, cfg, run_dir, step, seed=0):
         import os, signal, time
@@ -260,6 +264,10 @@ def _tiny(tmp_path, base, *extra):
         (
             ["advantages.estimator=plugs.broken:short_advantages"],
             r"must be a tensor of shape \(8,\), got shape \(2,\)",
+        ),
+        (
+            ["task=plugs.broken:TaskNeedsArgs"],
+            r"task='plugs.broken:TaskNeedsArgs' raised TypeError: .*missing 1 required positional argument: 'subset'",
         ),
         (
             ["advantages.estimator=plugs.broken:two_arg_advantages"],

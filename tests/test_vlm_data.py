@@ -429,3 +429,28 @@ def test_sft_refuses_a_task_without_target_responses(tmp_path):
     with pytest.raises(ValueError, match="no SFT examples"):
         train(config_from_dict(SFTConfig, {"task": "digits", "output_dir": str(tmp_path / "x")}))
     assert not (tmp_path / "x").exists()
+
+
+def test_a_prompt_holding_a_vision_token_as_text_fails_at_start_up_naming_its_row(tmp_path, data_dir, capsys):
+    """A question carrying a rendered chat template (``<|vision_start|><|image_pad|><|vision_end|>``) passed the
+    start-up check; the processor counted its text token as an image and refused the batch that drew it, at a
+    random step, naming no row."""
+    from genrl.cli import main as cli_main
+
+    comps = get_dummy_vlm_components("qwen2_vl")
+    comps["model"].save_pretrained(tmp_path / "model")
+    comps["processor"].save_pretrained(tmp_path / "model")
+    with open(data_dir / "train.jsonl", "a") as f:
+        f.write(
+            json.dumps({"problem": "<|vision_start|><|image_pad|><|vision_end|> what is the sum ?", "answer": "7"})
+        )
+    config = tmp_path / "vlm.yaml"
+    config.write_text("trainer: online_vlm\n")
+    capsys.readouterr()
+    overrides = [f"output_dir={tmp_path / 'run'}", f"data.train_files=[{data_dir / 'train.jsonl'}]"]
+    overrides += [f"policy.model={tmp_path / 'model'}", "rewards={verifiable: 1.0}", "log.progress_bar=false"]
+    assert cli_main(["train", str(config), "task=vlm_data", *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert not (tmp_path / "run").exists() and err.count("\n") == 0, err
+    assert err.startswith(f"genrl train: {data_dir / 'train.jsonl'}:4: the prompt holds <|image_pad|> as text, one")
+    assert "of the model's vision tokens (1 of 4 prompts do); give the plain question, with <image> where" in err

@@ -56,6 +56,7 @@ from genrl.registry import POLICIES
 from genrl.tasks.rows import SHORT
 from genrl.trajectory import Trajectory
 from genrl.vlm_batching import (
+    IMAGE_PLACEHOLDER,
     NEVER_SAMPLE_TOKENS,
     chat_prompts,
     chat_text,
@@ -337,15 +338,28 @@ class VLMPolicy(Policy):
         model's context (``vlm_batching.check_response_length``); else a ``ValueError`` naming the first
         prompt that does not (its ``metadata["source"]``) and how many do not. Without it a long row
         stopped the run at the random step that drew it. With a model that states its context (they all
-        do) every prompt is counted: one tokenizer pass over the data at start-up."""
+        do) every prompt is counted: one tokenizer pass over the data at start-up. A prompt holding one of
+        the model's vision tokens as text (``<|image_pad|>``: a chat template rendered into the data) is
+        refused too: the processor counted it as an image and refused the batch that drew it."""
         L, new = self.cfg.max_prompt_length, max_new_tokens or self.cfg.max_new_tokens
         check_response_length(self._module, new, key)  # any prompt takes at least a token
-        if not prompts or (L <= 0 and context_length(self._module) is None):
-            return
-        lengths = self.prompt_lengths([p for p, _ in prompts], [m for _, m in prompts])
 
         def where(i: int) -> str:
             return prompts[i][1].get("source") or f"prompt {i} ({SHORT.repr(prompts[i][0])})"
+
+        vocab = self.tokenizer.get_vocab()
+        vision = [t for t in NEVER_SAMPLE_TOKENS if t in vocab]
+        marked = [i for i, (p, _) in enumerate(prompts) if any(t in p for t in vision)]
+        if marked:
+            i = marked[0]
+            token = next(t for t in vision if t in prompts[i][0])
+            raise ValueError(
+                f"{where(i)}: the prompt holds {token} as text, one of the model's vision tokens ({len(marked)} of "
+                f"{len(prompts)} prompts do); give the plain question, with {IMAGE_PLACEHOLDER} where an image goes"
+            )
+        if not prompts or (L <= 0 and context_length(self._module) is None):
+            return
+        lengths = self.prompt_lengths([p for p, _ in prompts], [m for _, m in prompts])
 
         over = [i for i, n in enumerate(lengths) if 0 < L < n]
         if over:

@@ -45,7 +45,7 @@ from genrl.objectives.common import (
 )
 from genrl.policies.denoiser import DenoisingPolicy
 from genrl.preemption import Preempted, RunFailed, StopRequest
-from genrl.registry import ADVANTAGE_ESTIMATORS, OBJECTIVES, POLICIES, REWARDS, TASKS
+from genrl.registry import ADVANTAGE_ESTIMATORS, OBJECTIVES, POLICIES, REWARDS, TASKS, plugin_call
 from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.scoring import (
@@ -304,7 +304,9 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
         )
     torch.manual_seed(cfg.seed)
 
-    task = task_cls.from_config(cfg)
+    task = plugin_call(
+        task_cls.from_config, cfg, option="task", name=cfg.task, name_refusals=False
+    )  # a plug-in's error: one line
     train_set = task.train_prompts()  # [(prompt, metadata)]
     check_train_prompts(train_set, cfg.task)
     with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load

@@ -40,7 +40,7 @@ from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
 from genrl.objectives.common import checked_call
 from genrl.preemption import Preempted, StopRequest
-from genrl.registry import OBJECTIVES, POLICIES, TASKS
+from genrl.registry import OBJECTIVES, POLICIES, TASKS, plugin_call
 from genrl.replay import CheckpointPool
 from genrl.seeding import derive_seed
 from genrl.trainers.common import (
@@ -79,7 +79,9 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         raise ValueError(f"policy.name={cfg.policy.name!r} has no denoising loss; use a flow or diffusion policy")
     torch.manual_seed(cfg.seed)
 
-    task = task_cls.from_config(cfg)
+    task = plugin_call(
+        task_cls.from_config, cfg, option="task", name=cfg.task, name_refusals=False
+    )  # a plug-in's error: one line
     with accelerator.main_process_first():
         prepare_models(cfg)
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device, rollouts=False)  # ODE only
