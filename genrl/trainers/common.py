@@ -427,17 +427,15 @@ def write_final_metrics(cfg) -> dict[str, dict]:
 
 
 def evaluate_task(task, cfg, *args, **kwargs) -> dict[str, float]:
-    """``task.evaluate(*args, **kwargs)``; a ``ValueError`` raised by a plug-in task (``task`` an import
-    path), its own refusal, is raised again with ``task=...`` in front, so the one-line error names the
-    setting (a plug-in's "eval dataset missing" named nothing)."""
-    from genrl.registry import is_import_path
+    """``task.evaluate(*args, **kwargs)`` through ``genrl.registry.plugin_call``: a plug-in task's (``task``
+    an import path) refusal or error is one line naming the setting (a plug-in's "eval dataset missing"
+    named nothing)."""
+    import functools
 
-    try:
-        return task.evaluate(*args, **kwargs)
-    except ValueError as e:
-        if not is_import_path(cfg.task) or str(e).startswith("task="):
-            raise
-        raise ValueError(f"task={cfg.task!r}: {e}") from e
+    from genrl.registry import plugin_call
+
+    evaluate = functools.partial(task.evaluate, **kwargs)
+    return plugin_call(evaluate, *args, option="task", name=cfg.task, name_refusals=False)
 
 
 def on_main_process(accelerator, fn: Callable[[], dict]) -> dict:
