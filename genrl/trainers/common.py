@@ -398,19 +398,35 @@ def _summary_file(cfg, step: int) -> str:
     return os.path.join(eval_dir(cfg.output_dir, step), "summary.json")
 
 
-def evaluations_due(cfg, start: int, main: bool = True) -> list[int]:
+def evaluations_due(cfg, start: int, accelerator=None) -> list[int]:
     """The evaluations a run starting (or resuming) at step ``start`` runs before its first step:
     ``[0]`` (the base) for a fresh run; ``[max_steps]`` for a resume of a finished run whose final
     evaluation is missing (its ``eval/`` folder moved or removed): the loaded weights are the final
-    ones, so it is run again, announced (by the ``main`` process), instead of writing an empty ``final``;
-    else ``[]``. Every process of a launch gets the same list (``output_dir`` is shared, as for resuming)."""
+    ones, so it is run again, announced (by the main process), instead of writing an empty ``final``;
+    else ``[]``. Under ``accelerator`` with several processes, every one gets the main process's list
+    (broadcast: the main one may write the summary file another would look for, and each evaluation
+    has collectives every process must reach)."""
+    main = accelerator is None or accelerator.is_main_process
+    due = []
     if start == 0:
-        return [0]
-    if start == cfg.max_steps and not os.path.isfile(_summary_file(cfg, start)):
+        due = [0]
+    elif start == cfg.max_steps and not os.path.isfile(_summary_file(cfg, start)):
         if main:
             print(f"{_summary_file(cfg, start)} is missing: evaluating the final weights again")
-        return [start]
-    return []
+        due = [start]
+    if accelerator is not None and accelerator.num_processes > 1:
+        from accelerate.utils import broadcast_object_list
+
+        due = broadcast_object_list([due])[0]
+    return due
+
+
+def build_task(task_cls, cfg):
+    """``task_cls.from_config(cfg)`` through ``genrl.registry.plugin_call``: a plug-in task's constructor
+    that fails (one needing arguments) is one line naming ``task``."""
+    from genrl.registry import plugin_call
+
+    return plugin_call(task_cls.from_config, cfg, option="task", name=cfg.task, name_refusals=False)
 
 
 def write_final_metrics(cfg) -> dict[str, dict]:

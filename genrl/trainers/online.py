@@ -45,7 +45,7 @@ from genrl.objectives.common import (
 )
 from genrl.policies.denoiser import DenoisingPolicy
 from genrl.preemption import Preempted, RunFailed, StopRequest
-from genrl.registry import ADVANTAGE_ESTIMATORS, OBJECTIVES, POLICIES, REWARDS, TASKS, plugin_call
+from genrl.registry import ADVANTAGE_ESTIMATORS, OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.rollouts import Rollout, dynamic_sampling
 from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.scoring import (
@@ -61,6 +61,7 @@ from genrl.seeding import derive_seed
 from genrl.threads import ThreadGovernor
 from genrl.trainers.common import (
     NonFiniteGuard,
+    build_task,
     check_finite,
     evaluate_task,
     evaluations_due,
@@ -283,7 +284,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     ``on_step(step, metrics)``, if given, is called on every process after each step's metrics are
     logged, before that step's evaluation and checkpoint (``genrl bench --overhead`` times the bare
     network calls there, between iterations). Its time is in later rows' ``time/elapsed`` only."""
-    from accelerate.utils import broadcast_object_list, gather_object
+    from accelerate.utils import gather_object
 
     accelerator = make_accelerator(cfg.train, cfg.seed)
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
@@ -304,9 +305,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
         )
     torch.manual_seed(cfg.seed)
 
-    task = plugin_call(
-        task_cls.from_config, cfg, option="task", name=cfg.task, name_refusals=False
-    )  # a plug-in's error: one line
+    task = build_task(task_cls, cfg)
     train_set = task.train_prompts()  # [(prompt, metadata)]
     check_train_prompts(train_set, cfg.task)
     with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load
@@ -475,8 +474,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
             logger.log_eval(step, m)
         return m
 
-    due = evaluations_due(cfg, start, main)  # the base; or a finished run's missing final evaluation
-    for at in broadcast_object_list([due])[0] if world > 1 else due:  # main's list: run_eval has barriers
+    for at in evaluations_due(cfg, start, accelerator):  # the base; or a finished run's missing final evaluation
         run_eval(at)
     consecutive_failures = 0
     bar = step_bar(cfg, start, "train", main)

@@ -40,11 +40,12 @@ from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
 from genrl.objectives.common import checked_call
 from genrl.preemption import Preempted, StopRequest
-from genrl.registry import OBJECTIVES, POLICIES, TASKS, plugin_call
+from genrl.registry import OBJECTIVES, POLICIES, TASKS
 from genrl.replay import CheckpointPool
 from genrl.seeding import derive_seed
 from genrl.trainers.common import (
     NonFiniteGuard,
+    build_task,
     check_finite,
     evaluate_task,
     evaluations_due,
@@ -79,9 +80,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         raise ValueError(f"policy.name={cfg.policy.name!r} has no denoising loss; use a flow or diffusion policy")
     torch.manual_seed(cfg.seed)
 
-    task = plugin_call(
-        task_cls.from_config, cfg, option="task", name=cfg.task, name_refusals=False
-    )  # a plug-in's error: one line
+    task = build_task(task_cls, cfg)
     with accelerator.main_process_first():
         prepare_models(cfg)
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device, rollouts=False)  # ODE only
@@ -138,12 +137,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
 
         return on_main_process(accelerator, evaluate)  # an error there stops every process, in one line
 
-    due = evaluations_due(cfg, start, main)  # the base; or a finished run's missing final evaluation
-    if accelerator.num_processes > 1:  # main's list (it may write the summary another reads): run_eval gathers
-        from accelerate.utils import broadcast_object_list
-
-        due = broadcast_object_list([due])[0]
-    for at in due:
+    for at in evaluations_due(cfg, start, accelerator):  # the base; or a finished run's missing final evaluation
         run_eval(at)
     bar = step_bar(cfg, start, "preference", main)
     rank, B = accelerator.process_index, tc.batch_size

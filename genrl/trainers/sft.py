@@ -30,10 +30,11 @@ from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint
 from genrl.config import SFTConfig
 from genrl.models import prepare_models
 from genrl.preemption import Preempted, StopRequest
-from genrl.registry import TASKS, plugin_call
+from genrl.registry import TASKS
 from genrl.seeding import derive_seed
 from genrl.trainers.common import (
     NonFiniteGuard,
+    build_task,
     check_finite,
     evaluations_due,
     lr_multiplier,
@@ -58,9 +59,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     torch.manual_seed(cfg.seed)
 
     # 1. model, processor, optimizer, schedule
-    task = plugin_call(
-        task_cls.from_config, cfg, option="task", name=cfg.task, name_refusals=False
-    )  # a plug-in's error: one line
+    task = build_task(task_cls, cfg)
     (model_path,) = prepare_models(cfg) or [cfg.model]  # task: / sft: built (logged) if missing; else a folder
     model, processor = load_model_dir(model_path)
     check_response_length(model, cfg.eval.max_new_tokens, "eval.max_new_tokens")  # not an out-of-memory at step 0
