@@ -98,13 +98,13 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
 
     from genrl.models import prepare_model
     from genrl.registry import OBJECTIVES, POLICIES, TASKS
-    from genrl.trainers.common import make_accelerator, make_optimizer
+    from genrl.trainers.common import build_task, make_accelerator, make_optimizer
     from genrl.trainers.online import update
     from genrl.trajectory import Trajectory
 
     cuda = torch.cuda.is_available()
     accelerator = make_accelerator(cfg.train, cfg.seed)
-    task = TASKS.get(cfg.task).from_config(cfg)
+    task = build_task(TASKS.get(cfg.task), cfg)
     policy_cls = POLICIES.get(cfg.policy.name)
     if pipe is None:
         prepare_model(cfg.policy.model)  # the policy's only: no reward is used (moving_digits' took minutes)

@@ -113,15 +113,25 @@ def _task_keys(cfg) -> tuple[str, tuple[str, ...]]:
 
 def check_reportable(arms: list[Arm], overrides: list[str]) -> None:
     """``ValueError`` naming the arm when its task has no gold judge (``Task.gold_metric``), which
-    ``write_report`` reads: checked before anything trains (``genrl compare``)."""
+    ``write_report`` reads, or when its gold metric is not the first arm's (digits' ``gold_accuracy``
+    and digit_sum's ``accuracy`` were tabled in one "gold" column, under the first arm's name): checked
+    before anything trains (``genrl compare``)."""
     from genrl.registry import TASKS
 
+    first = None  # (arm, task, gold metric)
     for arm in arms:
         task = arm.load_config(overrides).task  # the first load of each arm's config: a refusal names the arm
         if not hasattr(TASKS.get(task), "gold_metric"):
             raise ValueError(
                 f"arm {arm.name}: task {task!r} has no gold judge (Task.gold_metric), which the report compares "
                 f"by; genrl compare runs tasks that have one (digits, moving_digits, digit_sum, vlm_data)"
+            )
+        gold = TASKS.get(task).gold_metric
+        first = first or (arm.name, task, gold)
+        if gold != first[2]:
+            raise ValueError(
+                f"arm {arm.name}: task {task!r} is judged by eval/{gold}, arm {first[0]}'s task {first[1]!r} by "
+                f"eval/{first[2]}; one report compares one gold metric: compare each task's arms in its own command"
             )
 
 

@@ -125,6 +125,26 @@ def plot_curves(run_dirs: list[str], labels: list[str], path: str) -> bool:
     return True
 
 
+def check_one_base(cfgs: list, run_dirs: list[str]) -> None:
+    """``GalleryError`` naming two runs trained from different models (``policy.model``; a folder compared by
+    its real path): the page has one base column, the first run's model, which would stand as the base of
+    runs it is not the base of (a digits and a moving_digits run were shown against the digits base,
+    silently)."""
+    from genrl.hub import is_path
+
+    def model(cfg) -> str:
+        return (
+            os.path.realpath(os.path.expanduser(cfg.policy.model)) if is_path(cfg.policy.model) else cfg.policy.model
+        )
+
+    for cfg, run_dir in zip(cfgs[1:], run_dirs[1:]):
+        if model(cfg) != model(cfgs[0]):
+            raise GalleryError(
+                f"{run_dir} was trained from policy.model={cfg.policy.model!r}, {run_dirs[0]} from "
+                f"{cfgs[0].policy.model!r}: the gallery's base column is one model; make one gallery per base model"
+            )
+
+
 def make_gallery(
     run_dirs: list[str],
     out_dir: str,
@@ -141,6 +161,7 @@ def make_gallery(
     from genrl.models import prepare_models
     from genrl.registry import POLICIES, REWARDS, TASKS
     from genrl.scoring import build_rewards, score_samples
+    from genrl.trainers.common import build_task, task_prompts
 
     if not run_dirs:
         raise GalleryError("give at least one run directory")
@@ -166,13 +187,14 @@ def make_gallery(
     except ValueError as e:  # RunDirError included
         raise GalleryError(str(e)) from None
     cfgs = [load_run_config(cfg_path) for cfg_path, _ in found]
+    check_one_base(cfgs, run_dirs)
     labels = _labels(run_dirs)
     device = "cuda" if torch.cuda.is_available() else "cpu"
 
     if prompts and not all(isinstance(p, str) and p.strip() for p in prompts):
         raise GalleryError("--prompts: every prompt must be non-empty text")
     try:
-        task = TASKS.get(cfgs[0].task).from_config(cfgs[0])
+        task = build_task(TASKS.get(cfgs[0].task), cfgs[0])
     except ValueError as e:  # e.g. the run's data files moved: say which run's config names them
         where = f"{run_dirs[0]}: task {cfgs[0].task!r} of its config.yaml"
         if not prompts:
@@ -180,7 +202,12 @@ def make_gallery(
         print(f"{where} cannot be built ({e}): --prompts are sampled without the task's judges")
         task = None  # no metadata, no judges: the runs' own rewards only
     source = {"source": "--prompts"} if prompts else {}  # named in a refusal of the model's (a word it does not know)
-    prompts = list(dict.fromkeys(prompts or task.prompts()))[:max_prompts]
+    if not prompts:
+        try:  # a plug-in task's prompts checked as the trainers check them (text, a metadata dict each)
+            prompts = [p for p, _ in task_prompts(task, cfgs[0].task)[1]]
+        except ValueError as e:
+            raise GalleryError(f"{run_dirs[0]}: {e}") from None
+    prompts = list(dict.fromkeys(prompts))[:max_prompts]
     if not prompts:
         raise GalleryError("no prompts to sample")
 

@@ -68,7 +68,7 @@ def bare_calls(cfg) -> tuple[Callable[[], tuple[float, float]], Callable[[], flo
 
     from genrl.models import prepare_models
     from genrl.registry import POLICIES, TASKS
-    from genrl.trainers.common import make_accelerator, make_optimizer
+    from genrl.trainers.common import build_task, make_accelerator, make_optimizer
 
     policy_cls = POLICIES.get(cfg.policy.name)
     cuda = torch.cuda.is_available()
@@ -78,7 +78,7 @@ def bare_calls(cfg) -> tuple[Callable[[], tuple[float, float]], Callable[[], flo
     policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
     optimizer = make_optimizer(policy.trainable_parameters(), cfg.train)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
-    task = TASKS.get(cfg.task).from_config(cfg)
+    task = build_task(TASKS.get(cfg.task), cfg)
     train = task.train_prompts()
     B = cfg.rollout.prompts_per_step * cfg.rollout.group_size // accelerator.num_processes
     prompts = [train[(i // cfg.rollout.group_size) % len(train)][0] for i in range(B)]

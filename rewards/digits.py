@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from genrl.io import atomic_path, cache_root
 from genrl.registry import REWARDS
-from genrl.tasks.digits import SPLIT_SEED, digit_from_prompt, digits_split
+from genrl.tasks.digits import SPLIT_SEED, digits_split, prompted_digit
 
 SAMPLE_SHAPE = (1, 8, 8)
 
@@ -42,19 +42,14 @@ def _check_samples(samples: torch.Tensor) -> torch.Tensor:
 
 
 def _prompted_digits(prompts: Sequence[str], metadata: Sequence[dict] | None, batch: int) -> torch.Tensor:
-    """``[B]`` prompted digits, from ``metadata[i]["digit"]`` or else parsed from the prompt."""
+    """``[B]`` prompted digits (``genrl.tasks.digits.prompted_digit``: ``metadata[i]["digit"]``, else parsed from
+    the prompt)."""
     if len(prompts) != batch or (metadata is not None and len(metadata) != batch):
         raise ValueError(
             f"got {batch} samples, {len(prompts)} prompts and "
             f"{'no' if metadata is None else len(metadata)} metadata entries"
         )
-    digits = [
-        int(m["digit"]) if m is not None and "digit" in m else digit_from_prompt(p)
-        for p, m in zip(prompts, metadata if metadata is not None else [None] * batch)
-    ]
-    if any(not 0 <= d <= 9 for d in digits):
-        raise ValueError(f"prompted digits must be in 0..9, got {digits}")
-    return torch.tensor(digits)
+    return torch.tensor([prompted_digit(p, m) for p, m in zip(prompts, metadata or [None] * batch)])
 
 
 class _DigitsJudge:

@@ -79,6 +79,11 @@ def test_compare_runs_every_config_and_writes_the_report(tmp_path):
         (["--calibration-steps", "5"], "--calibration-steps applies only with --wall-budget"),
         # a task without a gold judge: refused before training (the report failed after every run had trained)
         (["--arm", "pick", "configs/flux/guard_pickscore.yaml"], "arm pick: task 'prompts' has no gold judge"),
+        # two tasks' gold metrics were tabled in one column under the first arm's name
+        (
+            ["--arm", "img", "configs/digits/flowgrpo.yaml", "--arm", "vlm", "configs/digit_sum/grpo.yaml"],
+            "arm vlm: task 'digit_sum' is judged by eval/accuracy, arm img's task 'digits' by eval/gold_accuracy",
+        ),
     ],
 )
 def test_compare_refuses_unusable_arguments_before_any_work(tmp_path, monkeypatch, capsys, args, message):
@@ -354,7 +359,7 @@ def test_a_later_arms_hub_model_that_cannot_load_is_refused_before_any_arm_train
     monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     hub.local_only.cache_clear()
-    first = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    first = os.path.join(ROOT, "configs", config, "flowgrpo.yaml")  # one task: one gold metric
     out = tmp_path / "out"
     argv = ["compare", "--seeds", "0", "--out", str(out), "--arm", "first", first, "max_steps=1"]
     argv += ["--arm", "hub", os.path.join(ROOT, "configs", config, "flowgrpo.yaml"), *overrides]
@@ -397,7 +402,7 @@ def test_a_later_arms_broken_reward_option_is_one_line_naming_the_arm(
     if content is not None:
         (folder / "model_config.json").write_text(content)
         overrides = [f"reward_args.videoalign.checkpoint={folder}"]
-    first = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    first = os.path.join(ROOT, "configs", config, "flowgrpo.yaml")  # one task: one gold metric
     out = tmp_path / "out"
     argv = ["compare", "--seeds", "0", "--out", str(out), "--arm", "first", first, "max_steps=1"]
     argv += ["--arm", "broken", os.path.join(ROOT, "configs", config, "flowgrpo.yaml"), *overrides]

@@ -202,6 +202,30 @@ class EvalFailsLater(DigitsTask):
             raise ValueError("the evaluation after step 1 fails")
         return super().evaluate(policy, rewards, cfg, run_dir, step, seed=seed)
 
+class IntEvalPrompts(DigitsTask):  # evaluation prompts that are no text; the training ones are
+    def prompts(self):
+        return [1, 2]
+
+    def train_prompts(self):
+        return [(p, {"digit": i}) for i, p in enumerate(super().prompts())]
+
+class NoneMetadata(DigitsTask):
+    def metadata(self, prompt):
+        return None if prompt.endswith("nine") else super().metadata(prompt)
+
+    def train_prompts(self):
+        return [(p, {"digit": i}) for i, p in enumerate(super().prompts())]
+
+class NotAFamily:
+    def __init__(self, pipe, cfg):
+        pass
+
+from genrl.families.digits import DigitsFamily
+
+class ListDecode(DigitsFamily):
+    def decode(self, x):
+        return list(super().decode(x))
+
 raise_on_import = False
 """
 
@@ -284,6 +308,19 @@ def _tiny(tmp_path, base, *extra):
         (
             ["task=plugs.broken:StringPrompts"],
             r"task='plugs.broken:StringPrompts': train_prompts\(\)\[0\] is 'a handwritten",
+        ),
+        (["task=plugs.broken:IntEvalPrompts"], r"task='plugs.broken:IntEvalPrompts': prompts\(\)\[0\] is 1; expected"),
+        (
+            ["task=plugs.broken:NoneMetadata"],
+            r"task='plugs.broken:NoneMetadata': metadata\('a handwritten digit nine'\) is a NoneType, not a dict",
+        ),
+        (
+            ["policy.family=plugs.broken:NotAFamily"],
+            r"policy.family='plugs.broken:NotAFamily': not a model family \(a subclass of genrl.families.base.Family",
+        ),
+        (
+            ["policy.family=plugs.broken:ListDecode"],
+            r"policy.family='plugs.broken:ListDecode': decode\(\) of one sample returned list; expected a float tensor",
         ),
         (
             ["objective.name=plugs.explodes:loss"],

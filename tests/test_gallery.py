@@ -16,6 +16,7 @@ from genrl.cli import main
 from genrl.config import OnlineConfig, load_config
 from genrl.gallery import SAMPLE_SIDE, save_sample
 from genrl.gallery_page import fmt
+from genrl.run_dir import load_run_config
 from genrl.tasks.digits import pretrain
 from genrl.trainers.online import train
 
@@ -223,10 +224,31 @@ def test_a_model_that_fails_to_load_is_one_line_below_no_progress_bar(runs, tmp_
         err
     )  # diffusers' bar aside
     assert not (tmp_path / "g").exists()
-    # second, after a run that samples: nothing written either (its config was copied before the refusal)
+    # beside a run from another model: refused before any run loads (the base column was the first run's model,
+    # shown as the base of both, silently)
     assert main(["gallery", str(runs[1]), str(run), "--out", str(tmp_path / "g")]) == 2
-    err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("Loading pipeline")]
-    assert err[-1].startswith(f"genrl gallery: {run}: policy.model='{model}'") and not (tmp_path / "g").exists()
+    err = capsys.readouterr().err.strip().splitlines()
+    assert (
+        err
+        == [
+            f"genrl gallery: {run} was trained from policy.model='{model}', {runs[1]} from "
+            f"{load_run_config(str(runs[1] / 'config.yaml')).policy.model!r}: the gallery's base column is one model; "
+            "make one gallery per base model"
+        ]
+        and not (tmp_path / "g").exists()
+    )
+
+
+def test_runs_from_one_model_spelled_two_ways_share_the_base_column(runs):
+    from genrl.gallery import GalleryError, check_one_base
+
+    cfgs = [load_run_config(str(r / "config.yaml")) for r in runs]
+    base = cfgs[0].policy.model
+    cfgs[1].policy.model = base.rstrip("/") + "/./"  # the same folder
+    check_one_base(cfgs, [str(r) for r in runs])
+    cfgs[1].policy.model = "task:digits"
+    with pytest.raises(GalleryError, match="was trained from policy.model='task:digits'"):
+        check_one_base(cfgs, [str(r) for r in runs])
 
 
 @pytest.mark.parametrize("video_format", ["gif", "webp"])

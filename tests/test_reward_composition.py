@@ -458,3 +458,25 @@ def test_the_judges_say_what_samples_and_prompts_they_need():
     check_rewards_take(digits, (1, 8, 8), [("a cat", {"digit": 4})])  # the digit from metadata
     with pytest.raises(ValueError, match=r"^rewards.digits: needs the prompted digit of every prompt"):
         check_rewards_take(digits, (1, 8, 8), [("a cat", {})])
+
+
+@pytest.mark.parametrize(
+    "digit, shown",
+    [(None, "None"), (True, "True"), (7.9, "7.9"), ("7", "'7'"), (10, "10"), (-1, "-1"), ([7], r"\[7\]")],
+)
+def test_a_prompted_digit_that_is_no_integer_0_to_9_is_refused_naming_the_prompt(digit, shown):
+    """``task: prompts`` .jsonl metadata: ``"digit": null`` was refused naming no prompt, and ``true`` and
+    ``7.9`` were read as digits 1 and 7 (``int()``), silently; the gold metrics read them the same way."""
+    import numpy as np
+
+    from genrl.registry import REWARDS
+    from genrl.scoring import check_rewards_take
+    from genrl.tasks.digits import prompted_digit
+
+    digits = {"digits": REWARDS.get("digits")}
+    with pytest.raises(
+        ValueError, match=rf"^rewards.digits: .*prompt 'a cat': metadata 'digit' is {shown}; expected an integer 0..9"
+    ):
+        check_rewards_take(digits, (1, 8, 8), [("a dog", {"digit": 3}), ("a cat", {"digit": digit})])
+    assert [prompted_digit("a cat", {"digit": d}) for d in (0, 9, np.int64(4), torch.tensor(5))] == [0, 9, 4, 5]
+    assert prompted_digit("a handwritten digit seven", {}) == prompted_digit("a 7", None) == 7

@@ -368,6 +368,8 @@ def family_named(name: str, pipeline_class: Optional[str]) -> Optional[type[Fami
     driver = next((n for n in FAMILIES.names() if pipeline_class in FAMILIES.get(n).pipeline_classes), None)
     if name != "auto":
         family = FAMILIES.get(name)
+        if not (isinstance(family, type) and issubclass(family, Family)):  # a plug-in's class: it derives from Family
+            raise ConfigError("family", "not a model family (a subclass of genrl.families.base.Family)", name)
         builtin = not is_import_path(name) or any(FAMILIES.get(n) is family for n in FAMILIES.names())
         if driver is not None and builtin and not issubclass(family, FAMILIES.get(driver)):
             raise ConfigError(

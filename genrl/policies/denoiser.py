@@ -279,8 +279,22 @@ class DenoisingPolicy(Policy):
 
     @torch.no_grad()
     def sample_shape(self) -> tuple[int, ...]:
-        """``(C, H, W)`` / ``(F, C, H, W)``: one noise latent decoded (one decode's cost)."""
-        return tuple(self.decode(self.noise(1, torch.Generator().manual_seed(0))).shape[1:])
+        """``(C, H, W)`` / ``(F, C, H, W)``: one noise latent decoded (one decode's cost). The trainers' start-up
+        check of what ``decode`` returns: ``ValueError`` naming ``decoder`` unless it is a float tensor ``[1, C,
+        H, W]`` or ``[1, F, C, H, W]`` (a plug-in family's list of images failed later, in a traceback)."""
+        out = self.decode(self.noise(1, torch.Generator().manual_seed(0)))
+        if not (isinstance(out, torch.Tensor) and out.is_floating_point() and out.ndim in (4, 5) and len(out) == 1):
+            got = f"a {out.dtype} tensor of shape {list(out.shape)}" if isinstance(out, torch.Tensor) else type(out)
+            raise ValueError(
+                f"{self.decoder}: decode() of one sample returned {getattr(got, '__name__', got)}; expected a float "
+                "tensor [1, C, H, W] (images) or [1, F, C, H, W] (videos) in [0, 1]"
+            )
+        return tuple(out.shape[1:])
+
+    @property
+    def decoder(self) -> str:
+        """What decodes this policy's samples, for error messages: the config key to change."""
+        return f"policy.model={self.cfg.model!r}"
 
     # ----------------------------------------------------------------- conditioning and window
     def check_prompts(self, prompts) -> None:

@@ -66,6 +66,14 @@ class FlowPolicy(DenoisingPolicy):
     def samples(self) -> str:  # the loaded family's
         return "videos" if self.family.video else "images"
 
+    @property
+    def decoder(self) -> str:  # the family decodes
+        return (
+            f"policy.family={self.cfg.family!r}"
+            if self.cfg.family != "auto"
+            else f"family {type(self.family).__name__}"
+        )
+
     def __init__(self, cfg, pipe, device="cpu", rollouts: bool = True):
         self.family = family_for(pipe, cfg.family)(pipe, cfg)
         self.step_fn = sde_lib.get_step(cfg.sde, cfg.cps_log_prob)

@@ -19,8 +19,10 @@ The pretrained folder is diffusers-style (``transformer/``, ``text_encoder/``,
 from __future__ import annotations
 
 import json
+import operator
 import os
 import re
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
@@ -85,6 +87,26 @@ def digit_from_prompt(prompt: str) -> int:
     if len(found) != 1:
         raise ValueError(f"expected exactly one digit in prompt {SHORT.repr(prompt)}, found {sorted(found)}")
     return found.pop()
+
+
+def prompted_digit(prompt: str, metadata: Mapping | None) -> int:
+    """The digit a prompt asks for: ``metadata["digit"]`` where the key is there, else the one digit
+    :func:`digit_from_prompt` finds in the text. ``ValueError`` naming the prompt for a ``"digit"`` that is
+    not an integer in 0..9: JSON's ``null``, ``true`` (read as 1 by ``int``), ``7.9`` (read as 7) or the
+    text ``"7"`` were taken silently or failed with a message naming no prompt."""
+    if metadata is None or "digit" not in metadata:
+        return digit_from_prompt(prompt)
+    d = metadata["digit"]
+    try:
+        value = None if isinstance(d, bool) else operator.index(d)  # ints of any kind (numpy, a 0-d tensor)
+    except TypeError:
+        value = None
+    if value is None or not 0 <= value <= 9:
+        raise ValueError(
+            f"prompt {SHORT.repr(prompt)}: metadata 'digit' is {SHORT.repr(d)}; expected an integer 0..9 (or no "
+            "'digit' key, to read the digit from the prompt)"
+        )
+    return value
 
 
 SPLIT_SEED = 0  # fixed: proxy and gold must always see disjoint halves
@@ -415,7 +437,7 @@ class DigitsTask(EmbeddedModelTask):
         if metadata is None:
             metadata = [self.metadata(p) for p in prompts]
         images = images.detach().float().cpu()
-        digits = torch.tensor([int(m["digit"]) for m in metadata])  # [B]
+        digits = torch.tensor([prompted_digit(p, m) for p, m in zip(prompts, metadata)])  # [B]
         gold = self._judge(self.gold_reward).probs(images)  # [B, 10]
         proxy = self._judge(self.reward).probs(images)  # [B, 10]
 
@@ -441,6 +463,7 @@ __all__ = [
     "build_transformer",
     "cache_root",
     "digit_from_prompt",
+    "prompted_digit",
     "SPLIT_SEED",
     "digits_split",
     "load_digit_images",

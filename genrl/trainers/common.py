@@ -429,6 +429,45 @@ def build_task(task_cls, cfg):
     return plugin_call(task_cls.from_config, cfg, option="task", name=cfg.task, name_refusals=False)
 
 
+def task_prompts(task, name: str) -> tuple[list[tuple[str, dict]], list[tuple[str, dict]]]:
+    """``(training, evaluated)`` prompts of ``task`` (config key ``task`` = ``name``), each ``[(prompt text,
+    metadata dict)]``: ``train_prompts()`` (``[]`` for a task without one: a preference task may have winners
+    only) and, for a task with ``prompts()``, the evaluated prompts with ``metadata(prompt)`` (``{}`` without
+    one). The start-up checks of the trainers use both. Checked against ``genrl.protocols.Task`` /
+    ``PromptTask``: a plug-in task that breaks the contract is a ``ValueError`` naming ``task`` (plain strings
+    were indexed into single characters, silently; an int prompt was a traceback in a reward's check), and
+    an error its methods raise goes through ``genrl.registry.plugin_call``."""
+    from genrl.registry import plugin_call
+
+    def call(method: str, *args):
+        return plugin_call(getattr(task, method), *args, option="task", name=name, name_refusals=False)
+
+    train = call("train_prompts") if callable(getattr(task, "train_prompts", None)) else []
+    if not isinstance(train, (list, tuple)) or (callable(getattr(task, "train_prompts", None)) and not train):
+        raise ValueError(f"task={name!r}: train_prompts() must return a non-empty list of (prompt, metadata)")
+    for i, item in enumerate(train):
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
+            raise ValueError(
+                f"task={name!r}: train_prompts()[{i}] is {item!r:.80}; expected (prompt text, metadata dict)"
+            )
+        if not isinstance(item[1], dict):
+            raise ValueError(
+                f"task={name!r}: train_prompts()[{i}]'s metadata is a {type(item[1]).__name__}, not a dict"
+            )
+    texts = call("prompts") if callable(getattr(task, "prompts", None)) else []
+    if not isinstance(texts, (list, tuple)):
+        raise ValueError(f"task={name!r}: prompts() must return a list of prompt texts, got a {type(texts).__name__}")
+    evaluated = []
+    for i, text in enumerate(texts):
+        if not isinstance(text, str):
+            raise ValueError(f"task={name!r}: prompts()[{i}] is {text!r:.80}; expected a prompt text (str)")
+        meta = call("metadata", text) if callable(getattr(task, "metadata", None)) else {}
+        if not isinstance(meta, dict):
+            raise ValueError(f"task={name!r}: metadata({text!r:.80}) is a {type(meta).__name__}, not a dict")
+        evaluated.append((text, meta))
+    return [tuple(item) for item in train], evaluated
+
+
 def write_final_metrics(cfg) -> dict[str, dict]:
     """``{"base": eval metrics at step 0, "final": at max_steps}``, also written (atomically) to
     ``output_dir/final_metrics.json``. An evaluation that is missing (a resumed run whose ``eval/``

@@ -70,6 +70,7 @@ from genrl.trainers.common import (
     on_main_process,
     open_run,
     step_bar,
+    task_prompts,
     training_data,
     write_final_metrics,
 )
@@ -239,22 +240,6 @@ def update(
     return out
 
 
-def check_train_prompts(prompts, task: str) -> None:
-    """``Task.train_prompts()`` is a non-empty list of ``(prompt text, metadata dict)``: a ``ValueError``
-    naming ``task`` otherwise (plain strings were indexed into single characters, silently)."""
-    if not isinstance(prompts, (list, tuple)) or not prompts:
-        raise ValueError(f"task={task!r}: train_prompts() must return a non-empty list of (prompt, metadata)")
-    for i, item in enumerate(prompts):
-        if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
-            raise ValueError(
-                f"task={task!r}: train_prompts()[{i}] is {item!r:.80}; expected (prompt text, metadata dict)"
-            )
-        if not isinstance(item[1], dict):
-            raise ValueError(
-                f"task={task!r}: train_prompts()[{i}]'s metadata is a {type(item[1]).__name__}, not a dict"
-            )
-
-
 def check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes) -> None:
     """Entries named by import path must be of the right kind: a ``ValueError`` naming the key, before
     any work, instead of a ``TypeError`` deep in the first update."""
@@ -306,16 +291,13 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     torch.manual_seed(cfg.seed)
 
     task = build_task(task_cls, cfg)
-    train_set = task.train_prompts()  # [(prompt, metadata)]
-    check_train_prompts(train_set, cfg.task)
+    train_set, evaluated = task_prompts(task, cfg.task)  # [(prompt, metadata)] each
     with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load
         prepare_models(cfg)  # the task: / sft: models the config names, built (logged) if missing
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
         check_reward_samples(reward_classes, policy.samples, f"policy.model={cfg.policy.model!r}")  # a hub id's family
         rewards = build_rewards(reward_classes, cfg.reward_args)
-    prompts = train_set  # and the evaluation's, where the task has its own
-    if callable(getattr(task, "prompts", None)) and callable(getattr(task, "metadata", None)):
-        prompts = prompts + [(p, task.metadata(p)) for p in task.prompts()]
+    prompts = train_set + evaluated  # the evaluation's too, where the task has its own
     shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W] (one decode); None for text
     if shape is not None and callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # the task's judges take the model's samples (digits: 1x8x8)

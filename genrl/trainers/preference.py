@@ -55,6 +55,7 @@ from genrl.trainers.common import (
     on_main_process,
     open_run,
     step_bar,
+    task_prompts,
     training_data,
     write_final_metrics,
 )
@@ -119,8 +120,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         start, ref_index = state["step"], state["ref_index"]
         guard.load_state_dict(state.get("nonfinite_guard") or {})
     if callable(getattr(task, "train_prompts", None)):  # a word the model does not know: now, naming its row
-        evaluated = task.prompts() if callable(getattr(task, "prompts", None)) else []
-        policy.check_prompts(task.train_prompts() + [(p, {}) for p in evaluated])
+        policy.check_prompts([item for items in task_prompts(task, cfg.task) for item in items])
     shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W]
     if callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # every winner fits the model (kind, channels): a bad row fails before anything is written
