@@ -334,7 +334,9 @@ def main_bench(args) -> int:
             results = run(args.config, variants, args.overrides, iters, args.warmup)
             text = report(args.config, results, args.overrides, iters)
     except (ValueError, RuntimeError) as e:
-        print(f"genrl bench: {e}", file=sys.stderr)
+        from genrl.cli import one_line
+
+        print(f"genrl bench: {one_line(e)}", file=sys.stderr)  # one line, as every genrl command's
         return 2
     print(text)
     for option, path, write in (

@@ -191,6 +191,18 @@ def list_checkpoints(root: str, clean: bool = False) -> list[str]:
     return [p for _, p in sorted(found)]
 
 
+def incomplete_checkpoints(root: str, complete: list[str]) -> list[str]:
+    """The ``step-XXXXXX`` folders under ``root`` newer than every one of ``complete`` (``list_checkpoints``)
+    that hold no ``meta.json``, oldest first. genrl renames a checkpoint into place once written, so such a
+    folder is damage (a ``meta.json`` deleted, a copy cut short); the readers name it rather than skip it
+    silently. Older ones are left out: a kill while pruning old checkpoints leaves such folders."""
+    if not os.path.isdir(root):
+        return []
+    newest = checkpoint_step(complete[-1]) if complete else -1
+    found = [(int(m.group(1)), os.path.join(root, n)) for n in os.listdir(root) if (m := _NAME.match(n))]
+    return [p for step, p in sorted(found) if step > newest and os.path.isdir(p)]
+
+
 def latest_checkpoint(root: str) -> Optional[str]:
     """The newest complete checkpoint under ``root`` (a reader's view: nothing is removed)."""
     ckpts = list_checkpoints(root)
@@ -225,6 +237,8 @@ def newest_readable(
     a warning naming each; None for no checkpoints, ``ValueError`` when none can be read. What
     resume and the readers (``genrl export``, ``genrl gallery``) share; ``hint`` ends the error."""
     bad = []
+    for path in incomplete_checkpoints(root, ckpts):  # genrl's writes are atomic: damage, not a write in progress
+        warnings.warn(f"skipping an incomplete checkpoint: {path} has no meta.json")
     for path in reversed(ckpts):
         try:
             state = load_checkpoint(path, rank, world_size, keys)

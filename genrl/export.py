@@ -21,6 +21,8 @@ Loading the result needs only stock diffusers:
   custom pipelines: ``DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True)``. Its
   adapter export also holds the base pipeline (it exists nowhere else), so
   ``from_pretrained(DIR, trust_remote_code=True).load_lora_weights(DIR)`` works.
+* a ``--dtype float16`` / ``bfloat16`` export: add ``dtype=torch.float16`` (or ``bfloat16``) to
+  ``from_pretrained``, as the printed load line and ``genrl_export.json`` do.
 
 The folder is written next to ``DIR`` and renamed into place, so a killed export leaves no
 half-written model; an existing ``DIR`` is an error unless ``--overwrite``.
@@ -153,10 +155,18 @@ def export(
     custom = PIPELINE_MODULES.get(type(pipe).__name__) == type(pipe).__module__  # genrl's own pipeline class
     uses_lora = cfg.policy.lora.rank > 0
     mode = lora if uses_lora else "full"
+    # stock from_pretrained loads diffusers' parts in float32 and transformers' text encoders as saved: a half
+    # export loaded without dtype ran fp16 prompt embeddings into a float32 transformer ("Input type (Half) and
+    # bias type (float) should be the same"), so the load line names the dtype
+    remote, as_saved = (
+        (", trust_remote_code=True" if custom else ""),
+        ("" if dtype == "float32" else f", dtype=torch.{dtype}"),
+    )
     record = {
         "run_dir": os.path.abspath(run_dir),
         "step": info["step"],
         "max_steps": cfg.max_steps,  # a run stopped early exports its newest checkpoint's step
+        "skipped_steps": info["skipped"],  # newer checkpoints that could not be read (damaged)
         "weights": "ema" if info["ema"] else "raw",
         "mode": mode,
         "dtype": dtype,
@@ -167,7 +177,7 @@ def export(
             "guidance_scale": cfg.eval.guidance_scale,
             **{k: getattr(cfg.policy, k) for k in ("num_frames", "height", "width") if getattr(cfg.policy, k, None)},
         },
-        "load": ("DiffusionPipeline.from_pretrained(DIR" + (", trust_remote_code=True" if custom else "") + ")"),
+        "load": f"DiffusionPipeline.from_pretrained(DIR{remote}{as_saved})",
     }
     with atomic_dir(out) as tmp:  # a crash leaves no half export; an --overwrite swaps the old one out
         if mode == "adapter":
@@ -186,9 +196,7 @@ def export(
                 kwargs[f"{part}_lora_adapter_metadata"] = _adapter_metadata(denoiser)  # keeps alpha / rank
             saver(tmp, **kwargs)
             record["load"] = (
-                "pipe = DiffusionPipeline.from_pretrained(BASE); pipe.load_lora_weights(DIR)"
-                if not custom
-                else "pipe = DiffusionPipeline.from_pretrained(DIR, trust_remote_code=True); "
+                f"pipe = DiffusionPipeline.from_pretrained({'DIR' if custom else 'BASE'}{remote}{as_saved}); "
                 "pipe.load_lora_weights(DIR)"
             )
             if custom:  # the embedded base exists nowhere else: ship it beside the adapter
@@ -235,13 +243,21 @@ def _main(args) -> int:
     """``genrl export``; its errors (``ExportError``, ``RunDirError``: ``ValueError``) reach ``genrl.cli``,
     which prints them as one line and exits 2."""
     record = export(args.run_dir, args.out, args.lora, args.weights, args.dtype, args.overwrite)
-    if record["step"] < record["max_steps"]:
-        at = f"step {record['step']} of max_steps {record['max_steps']}"
+    step, skipped = record["step"], record["skipped_steps"]
+    if skipped:  # a finished run whose newest checkpoint is damaged is no stopped run
         print(
-            f"genrl export: note: {args.run_dir} is still training (on this machine); exported its newest "
-            f"checkpoint, {at} (export again when it has finished)"
+            f"genrl export: note: {args.run_dir}'s newer checkpoint(s) of step {', '.join(map(str, skipped))} cannot "
+            f"be read (warned above): exported step {step}, the newest readable one",
+            file=sys.stderr,
+        )
+    reached = max([step, *skipped])
+    if reached < record["max_steps"]:
+        at = f"step {reached} of max_steps {record['max_steps']}"
+        print(
+            f"genrl export: note: {args.run_dir} is still training (on this machine), at {at}; exported step "
+            f"{step} (export again when it has finished)"
             if run_in_progress(args.run_dir)
-            else f"genrl export: note: {args.run_dir} stopped at {at}: exported that step's weights (rerun the "
+            else f"genrl export: note: {args.run_dir} stopped at {at}: exported step {step}'s weights (rerun the "
             "training command to finish it)",
             file=sys.stderr,
         )

@@ -36,6 +36,7 @@ import torch
 from genrl.evaluation import save_animation, to_pil
 from genrl.gallery_page import render_page
 from genrl.io import atomic_file, check_output_dir, json_safe
+from genrl.policies.base import check_encodable
 from genrl.run_dir import check_run, load_final_weights, load_run_config
 
 MARKER = ".genrl-gallery"  # written into --out before any other file: marks the folder as a gallery's
@@ -193,6 +194,10 @@ def make_gallery(
 
     if prompts and not all(isinstance(p, str) and p.strip() for p in prompts):
         raise GalleryError("--prompts: every prompt must be non-empty text")
+    try:  # before any model loads: bytes that are not UTF-8 in the command line
+        check_encodable([(p, {"source": "--prompts"}) for p in prompts or ()])
+    except ValueError as e:
+        raise GalleryError(str(e)) from None
     try:
         task = build_task(TASKS.get(cfgs[0].task), cfgs[0])
     except ValueError as e:  # e.g. the run's data files moved: say which run's config names them

@@ -71,14 +71,16 @@ def load_run_config(cfg_path: str):
 def load_final_weights(policy, run_dir: str, ema: bool = True) -> dict:
     """Load the trained weights of the run's newest *readable* checkpoint (an unreadable newest one
     is skipped with a warning, as a resume does: ``genrl.checkpoint.newest_readable``), with the EMA
-    swapped in if it kept one and ``ema`` (what evaluation uses); returns ``{step, ema}``.
+    swapped in if it kept one and ``ema`` (what evaluation uses); returns ``{step, ema, skipped}``, ``skipped``
+    the steps of newer checkpoints that could not be read (damaged or incomplete, each warned about).
     ``RunDirError`` when no checkpoint can be read."""
-    from genrl.checkpoint import list_checkpoints, newest_readable
+    from genrl.checkpoint import checkpoint_step, incomplete_checkpoints, list_checkpoints, newest_readable
     from genrl.ema import EMA
 
     root = os.path.join(run_dir, "checkpoints")
+    ckpts = list_checkpoints(root)
     try:
-        found = newest_readable(list_checkpoints(root), root, keys=("step", "model", "ema"))
+        found = newest_readable(ckpts, root, keys=("step", "model", "ema"))
     except ValueError as e:
         raise RunDirError(str(e)) from None
     if found is None:
@@ -93,7 +95,11 @@ def load_final_weights(policy, run_dir: str, ema: bool = True) -> dict:
         with torch.no_grad():
             for p, s in zip(params, shadow.shadow):
                 p.copy_(s)
-    return {"step": int(state["step"]), "ema": shadow_state is not None}
+    step = checkpoint_step(found[0])
+    skipped = sorted(
+        checkpoint_step(p) for p in ckpts + incomplete_checkpoints(root, ckpts) if checkpoint_step(p) > step
+    )
+    return {"step": int(state["step"]), "ema": shadow_state is not None, "skipped": skipped}
 
 
 def load_run_policy(run_dir: str, ema: bool = True, device: str = "cpu"):

@@ -96,6 +96,98 @@ def check_response_length(model, max_new_tokens: int, key: str, prompt_tokens: i
         )
 
 
+def prompt_lengths(processor, prompts: Sequence[str], metadata: Sequence[dict]) -> list[int]:
+    """Tokens each prompt takes after the chat template and the processor's image expansion
+    (what :func:`encode_prompts` makes of it, before padding), without preprocessing pixels: the
+    template's tokens plus, per image, the image processor's own patch count for its size
+    (``get_number_of_image_patches``, the function vLLM uses for the same count) over
+    ``merge_size**2``, less the one ``<|image_pad|>`` the template holds. An image's size comes from
+    ``metadata["images"].sizes`` when the task measured it (``vlm_data``), else from the image."""
+    ip = processor.image_processor
+    texts, sizes = [], []
+    for q, meta in zip(prompts, metadata):
+        ims = meta.get("images")
+        if ims is None:
+            ims = [meta["image"]] if meta.get("image") is not None else []
+        known = getattr(ims, "sizes", None)
+        sizes.append(list(known) if known is not None else [(im.height, im.width) for im in ims])
+        texts.append(chat_text(processor, q, len(ims)))  # the images are not decoded
+    ids = processor.tokenizer(texts, verbose=False)["input_ids"]  # counted to be checked: no length warning
+    return [
+        len(t) + sum(ip.get_number_of_image_patches(h, w, {}) // ip.merge_size**2 - 1 for h, w in hw)
+        for t, hw in zip(ids, sizes)
+    ]
+
+
+def response_ids(tokenizer, response: str) -> list[int]:
+    """The target tokens of one SFT response: the response and the end-of-sequence token (what
+    :func:`encode_sft` appends to the prompt and trains on)."""
+    # verbose=False: no "longer than the specified maximum sequence length" warning; the lengths are checked
+    return tokenizer(response + " " + tokenizer.eos_token, add_special_tokens=False, verbose=False)["input_ids"]
+
+
+def unknown_words(tokenizer, texts: Sequence[str]) -> dict[int, list[str]]:
+    """``{index: [word, ...]}`` of the ``texts`` that ``tokenizer`` reads (in part) as its unknown token, with
+    those words (``IMAGE_PLACEHOLDER`` aside): a closed vocabulary, as the word-level tokenizer of the
+    embedded digit_sum model, which read "Quelle est la somme ?" as four ``<unk>`` and a "?", silently.
+    Byte-level BPE tokenizers (Qwen's) represent any text and find none; nor is a text that holds the
+    unknown token's own string counted."""
+    unk = tokenizer.unk_token_id
+    if unk is None or not texts:
+        return {}
+    plain = [t.replace(IMAGE_PLACEHOLDER, " ") for t in texts]
+    enc = tokenizer(plain, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
+    found = {}
+    for i, (t, ids, spans) in enumerate(zip(plain, enc["input_ids"], enc["offset_mapping"])):
+        if unk in ids and tokenizer.unk_token not in t:
+            found[i] = list(dict.fromkeys(t[a:b] for k, (a, b) in zip(ids, spans) if k == unk))
+    return found
+
+
+def refuse_unknown_words(tokenizer, texts: Sequence[str], where, what: str = "prompt") -> None:
+    """``ValueError`` naming the first of ``texts`` with :func:`unknown_words` (``where(i)``: its row), up to
+    three of its words, and how many texts hold some."""
+    found = unknown_words(tokenizer, texts)
+    if found:
+        i, words = next(iter(found.items()))
+        shown = ", ".join(map(repr, words[:3])) + (", ..." if len(words) > 3 else "")
+        raise ValueError(
+            f"{where(i)}: the {what} holds words the model's vocabulary lacks ({shown}), read as "
+            f"{tokenizer.unk_token} ({len(found)} of {len(texts)} {what}s do); use the model's own words"
+        )
+
+
+def check_sft_rows(model, processor, examples: Sequence[tuple[str, dict, str]]) -> None:
+    """The SFT trainer's start-up check of the ``[(prompt, metadata, target response)]`` it may draw: a
+    ``ValueError`` naming the first example (its ``metadata["source"]``, file and row, where the task gives
+    one) whose prompt or response holds :func:`unknown_words`, or whose prompt and response together exceed
+    :func:`context_length`, and how many do. A 5000-word target had trained silently, at positions the model
+    has no embeddings for; unknown words trained as ``<unk>``."""
+    if not examples:
+        return
+    prompts, metadata, targets = zip(*examples)
+
+    def where(i: int) -> str:
+        return metadata[i].get("source") or f"example {i}"
+
+    refuse_unknown_words(processor.tokenizer, prompts, where)
+    refuse_unknown_words(processor.tokenizer, targets, where, "target response")
+    n = context_length(model)
+    if n is None:
+        return
+    lengths = [
+        p + len(response_ids(processor.tokenizer, r))
+        for p, r in zip(prompt_lengths(processor, prompts, metadata), targets)
+    ]
+    over = [i for i, k in enumerate(lengths) if k > n]
+    if over:
+        i = over[0]
+        raise ValueError(
+            f"{where(i)}: the prompt and its target response take {lengths[i]} tokens, over the model's context of {n} "
+            f"(max_position_embeddings; {len(over)} of {len(examples)} examples are); shorten or drop those rows"
+        )
+
+
 def images_of(meta: Optional[dict]) -> list:
     """The PIL images of one prompt: ``meta["images"]`` (a sequence) or ``meta["image"]``."""
     if not meta:
@@ -146,7 +238,7 @@ def encode_sft(
     keys are :func:`encode_prompts`' with the prompt padding removed."""
     tok = processor.tokenizer
     enc = encode_prompts(processor, prompts, metadata)  # left padded [B, Lp]
-    resp = [tok(r + " " + tok.eos_token, add_special_tokens=False)["input_ids"] for r in responses]
+    resp = [response_ids(tok, r) for r in responses]
     rows, types, labels = [], [], []
     for b, r in enumerate(resp):
         keep = enc["attention_mask"][b].bool()
@@ -299,6 +391,7 @@ __all__ = [
     "IMAGE_PLACEHOLDER",
     "NEVER_SAMPLE_TOKENS",
     "chat_prompts",
+    "check_sft_rows",
     "encode_prompts",
     "encode_sft",
     "generate",
@@ -306,6 +399,10 @@ __all__ = [
     "load_model_dir",
     "model_answerer",
     "policy_answerer",
+    "prompt_lengths",
+    "refuse_unknown_words",
+    "response_ids",
     "save_model_dir",
+    "unknown_words",
     "user_message",
 ]

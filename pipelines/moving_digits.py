@@ -146,6 +146,12 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSampl
                 f"num_frames / height / width = {num_frames} / {height} / {width}: the transformer needs positive "
                 f"multiples of its patch size {(p_t, p_h, p_w)}"
             )
+        most = self.transformer.config.rope_max_seq_len  # positions its rotary embedding holds, per axis
+        if max(num_frames // p_t, height // p_h, width // p_w) > most:
+            raise ValueError(
+                f"num_frames / height / width = {num_frames} / {height} / {width}: the transformer places at most "
+                f"{most} patches along each (rope_max_seq_len): at most {most * p_t} / {most * p_h} / {most * p_w}"
+            )
         prompts = self.check_prompts(prompt, max_sequence_length)
         cfg = guidance_scale > 1.0
         embeds, neg = self.encode_prompt(prompts, cfg, max_sequence_length)

@@ -126,7 +126,10 @@ VLM_SPECIAL = [
     "<|image_pad|>",
     "<|video_pad|>",
 ]
-VLM_WORDS = ["user", "assistant", "\n", "what", "is", "the", "sum", "?"] + [str(i) for i in range(19)]
+# the words of the tests' VLM data: a closed vocabulary, so genrl refuses other words (a real Qwen tokenizer takes any)
+VLM_WORDS = ["user", "assistant", "\n", "what", "is", "the", "sum", "?", "+", "answer", "\\frac{1}{2}"] + [
+    str(i) for i in range(19)
+]
 VLM_VOCAB = {t: i for i, t in enumerate(VLM_SPECIAL + VLM_WORDS + ["<unk>"])}
 VLM_VISION_TOKENS = ["<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>"]
 VLM_CHAT_TEMPLATE = (

@@ -51,6 +51,7 @@ def main(root: str, stage: int, start: int, stop: int, save_at: tuple[int, ...] 
         if step + 1 in save_at or step + 1 == stop:
             state = {"step": step + 1, "model": model.state_dict(), "optimizer": zero.state_dict(optimizer)}
             save_sharded_checkpoint(root, step + 1, state, keep_last=5)
+    dist.destroy_process_group()  # not at interpreter exit: a gloo worker aborted there once
 
 
 if __name__ == "__main__":

@@ -116,8 +116,13 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
     sft, vlm = (os.path.join(ROOT, "configs", "digit_sum", f) for f in ("sft.yaml", "grpo.yaml"))
     (tmp_path / "afile").write_text("x")
     (tmp_path / "adir").mkdir()
+    bad = tmp_path / "adir" / "bad.yaml"
+    bad.write_text("max_steps: 3\n  bad: [\n")
     for args, message in [
         (["nosuch.yaml"], "no such config file"),
+        # YAML's message has two lines; train folded them, bench did not
+        ([str(bad)], "bad.yaml: invalid YAML: mapping values are not allowed here in"),
+        ([str(bad), "--overhead"], 'invalid YAML: mapping values are not allowed here in "'),
         ([config, "--set", "nosuch=1"], "unknown config key 'nosuch'"),
         ([config, "--iters", "0"], "--iters must be >= 1"),
         ([config, "--variants", "default", "default"], "--variants must differ"),
@@ -158,7 +163,8 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
         assert main(["bench", *args]) == 2, args
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and message in err[0], err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and not any((tmp_path / "adir").iterdir())
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"]
+    assert [p.name for p in (tmp_path / "adir").iterdir()] == ["bad.yaml"]
 
 
 def test_a_refusal_found_in_the_measuring_process_is_one_line(tmp_path):

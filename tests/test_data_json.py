@@ -34,8 +34,10 @@ READERS = {"rows": read_rows, "prompts": lambda path: read_prompts([path])}
         ('{"prompt": "a", "prompt": "b"}', r"key 'prompt' appears twice in one object \(JSON keeps only the last\)"),
         ('{"prompt": "a", "meta": {"k": 1, "k": 2}}', r"key 'k' appears twice in one object"),
         (HUGE_NUMBER, r"not valid JSON \(Exceeds the limit \(4300 digits\)"),
+        # half a character: every tokenizer refused it in a TypeError naming nothing (a pair is one character)
+        ('{"prompt": "a \\ud83d\\ude00 b \\udc80"}', r"a \\u escape encodes half a character \(a lone surrogate"),
     ],
-    ids=["deep-list", "deep-object", "repeated-key", "repeated-nested-key", "huge-number"],
+    ids=["deep-list", "deep-object", "repeated-key", "repeated-nested-key", "huge-number", "lone-surrogate"],
 )
 def test_a_bad_jsonl_line_is_one_line_naming_the_file_and_line(tmp_path, reader, line, message):
     """Deep nesting raised RecursionError (a 38-line traceback, exit 1); a repeated key kept the last value."""
@@ -65,6 +67,12 @@ def test_a_bad_json_file_is_one_line_naming_the_file_and_row(tmp_path, text, mes
     with pytest.raises(ValueError, match=rf"^{re.escape(str(tmp_path))}/{message}") as e:
         read_rows(str(path))
     assert "\n" not in str(e.value)
+
+
+def test_escapes_that_make_whole_characters_still_read(tmp_path):
+    path = tmp_path / "ok.jsonl"
+    path.write_text('{"prompt": "smile \\ud83d\\ude00", "note": "a backslash and u: \\\\ud800"}\n')
+    assert read_prompts([str(path)]) == [("smile \U0001f600", {"note": "a backslash and u: \\ud800"})]
 
 
 def test_good_rows_still_read_as_before(tmp_path):

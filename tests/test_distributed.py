@@ -141,3 +141,17 @@ def test_two_process_seppo_with_accumulation_and_a_pool_on_disk(tmp_path, base_m
     assert [m["step"] for m in metrics] == [1, 2] and metrics[-1]["train/pool_size"] == 3
     assert sorted(os.listdir(tmp_path / "run" / "pool")) == [f"step-00000{i}.safetensors" for i in range(3)]
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["step-000001", "step-000002"]
+
+
+def test_a_finished_trainer_destroys_its_process_group(tmp_path):
+    """``run_trainer`` ends a launch's process group once the trainer returned (as accelerate's
+    ``end_training`` does) instead of leaving it to interpreter exit; a world of one here (gloo, a file store)."""
+    import torch.distributed as dist
+
+    from genrl.trainers import end_process_group
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    assert dist.is_initialized()
+    end_process_group()
+    assert not dist.is_initialized()
+    end_process_group()  # none left: nothing to do

@@ -148,6 +148,47 @@ def test_sd3_adapter_export_loads_onto_the_base_pipeline(sd3_run, tmp_path):
     torch.testing.assert_close(stock.float(), ours, rtol=1e-4, atol=1e-5)
 
 
+# Loads an export the way its genrl_export.json "load" line says (what `genrl export` prints), stock diffusers only.
+AS_PRINTED = r"""
+import json, sys, torch
+from diffusers import DiffusionPipeline
+folder, prompts, extra, out = sys.argv[1:]
+record = json.load(open(folder + "/genrl_export.json"))
+line = record["load"].replace("DIR", repr(folder)).replace("BASE", repr(record["base_model"]))
+scope = {"DiffusionPipeline": DiffusionPipeline, "torch": torch}
+exec(line if line.startswith("pipe = ") else "pipe = " + line, scope)
+gens = [torch.Generator().manual_seed(s) for s in range(len(prompts.split("|")))]
+result = scope["pipe"](prompts.split("|"), generator=gens, output_type="pt", **record["sampling"], **json.loads(extra))
+torch.save(result.images.float(), out)
+"""
+
+
+@pytest.mark.parametrize("lora", ["merge", "adapter"])
+def test_a_half_precision_export_loads_as_its_record_says(sd3_run, tmp_path, lora):
+    """``--dtype float16`` of a stock-diffusers model loaded as the printed line said (no dtype) ran the text
+    encoders in fp16 into a float32 transformer: "Input type (c10::Half) and bias type (float) should be the same"."""
+    prompts = dummy_sd3.PROMPTS[:2]
+    out = tmp_path / lora
+    record = export(str(sd3_run / "run"), str(out), lora=lora, dtype="float16")
+    assert "dtype=torch.float16" in record["load"]
+    sampling = record["sampling"]
+    ours, _ = _genrl_samples(
+        sd3_run / "run", prompts, [0, 1], sampling["num_inference_steps"], sampling["guidance_scale"]
+    )
+    (tmp_path / "as_printed.py").write_text(AS_PRINTED)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run(
+        [sys.executable, "as_printed.py", str(out), "|".join(prompts), '{"max_sequence_length": 8}', "out.pt"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env={**env, "HF_HUB_OFFLINE": "1"},
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), ours, rtol=0, atol=5e-2)  # fp16 weights
+
+
 @pytest.fixture(scope="module")
 def digits_run(tmp_path_factory):
     root = tmp_path_factory.mktemp("export-digits")
@@ -344,10 +385,25 @@ def test_exporting_a_run_stopped_early_says_which_step_it_took_and_warnings_are_
 
     proc = export_cli(str(tmp_path / "out"))
     assert proc.returncode == 0, proc.stderr[-2000:]
-    assert f"{run} stopped at step 2 of max_steps 5" in proc.stderr
+    assert f"{run} stopped at step 3 of max_steps 5: exported step 2's weights (rerun" in proc.stderr
+    assert f"{run}'s newer checkpoint(s) of step 3 cannot be read (warned above): exported step 2" in proc.stderr
     warned = [line for line in proc.stderr.splitlines() if "unreadable checkpoint" in line]
     assert len(warned) == 1 and warned[0].startswith("UserWarning: skipping") and "warnings.warn" not in proc.stderr
     assert json.loads((tmp_path / "out" / "genrl_export.json").read_text())["max_steps"] == 5
+    # finished (max_steps 3), its step 3 damaged: "stopped at step 2 ... rerun the training command" was wrong
+    (run / "config.yaml").write_text(re.sub(r"(?m)^max_steps: \d+$", "max_steps: 3", config))
+    proc = export_cli(str(tmp_path / "out3"))
+    assert proc.returncode == 0 and "stopped at" not in proc.stderr and "newer checkpoint(s) of step 3" in proc.stderr
+    (run / "config.yaml").write_text(re.sub(r"(?m)^max_steps: \d+$", "max_steps: 5", config))
+    # a step folder without its meta.json (damage: checkpoints are renamed into place) was skipped silently
+    (run / "checkpoints" / "step-000003" / "meta.json").unlink()
+    proc = export_cli(str(tmp_path / "out4"))
+    assert (
+        proc.returncode == 0
+        and "incomplete checkpoint: " in proc.stderr
+        and "step-000003 has no meta.json" in proc.stderr
+    )
+    assert json.loads((tmp_path / "out4" / "genrl_export.json").read_text())["skipped_steps"] == [3]
     # while its run trains (holds the run's lock), "stopped ... rerun the training command" was wrong advice
     from genrl.io import run_lock
 
@@ -355,6 +411,6 @@ def test_exporting_a_run_stopped_early_says_which_step_it_took_and_warnings_are_
         proc = export_cli(str(tmp_path / "out2"))
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert (
-        f"note: {run} is still training (on this machine); exported its newest checkpoint, step 2 of max_steps 5"
+        f"note: {run} is still training (on this machine), at step 3 of max_steps 5; exported step 2 (export again"
         in proc.stderr
     )

@@ -338,3 +338,16 @@ def test_a_broken_model_index_or_task_is_one_line_naming_policy_model(tmp_path):
     # a path that is not a folder: refused only after the model libraries had loaded
     with pytest.raises(ConfigError, match=rf"^policy.model='{tmp_path / 'nope'}': no such folder"):
         load_config(OnlineConfig, None, [f"policy.model={tmp_path / 'nope'}"])
+
+
+@pytest.mark.parametrize("module, kwargs, message", [
+    ("dummy_sd3", {"height": 1024}, r"policy.height/width=1024/32: .* at most 96 patches a side \(pos_embed_max_size\)"),
+    ("dummy_wan", {"num_frames": 0, "height": 0, "width": 0}, r"policy.width=0 \(the pipeline's default, 832\): .* \(rope_max_seq_len\): at most 512$"),
+])  # fmt: skip
+def test_a_size_the_transformer_cannot_place_is_refused_when_the_policy_loads(module, kwargs, message):
+    """SD3's cropped position embedding and Wan's rotary one hold a fixed number of patches per axis: a larger
+    size was refused by diffusers at the first forward (the step-0 evaluation, after the run wrote its folder),
+    in Wan's case as a traceback from a view."""
+    fam = importlib.import_module(f"families.{module}")
+    with pytest.raises(ValueError, match=message):
+        _policy(fam, **kwargs)

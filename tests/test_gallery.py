@@ -193,6 +193,11 @@ def test_gallery_rejects_folders_that_are_not_runs(runs, tmp_path, capsys):
         (["--out", str(tmp_path / "g"), "--max-prompts", "0"], "--max-prompts=0: must be >= 1"),
         (["--out", str(tmp_path / "g"), "--batch-size", "-1"], "--batch-size=-1: must be >= 1"),
         ([str(runs[0]) + "/", "--out", str(tmp_path / "g")], "given twice"),
+        # bytes that are not UTF-8 in a command line arrive as lone surrogates: the tokenizer's TypeError
+        (
+            ["--out", str(tmp_path / "g"), "--prompts", "a handwritten digit \udcff"],
+            "genrl gallery: --prompts: the prompt holds a character UTF-8 cannot encode",
+        ),
     ):
         assert main(["gallery", str(runs[0]), *args]) == 2
         err = capsys.readouterr().err

@@ -422,6 +422,38 @@ def test_sft_on_local_files_with_a_response_column(tmp_path, data_dir, capsys):
     assert "missing" not in capsys.readouterr().out and (tmp_path / "no_val" / "metrics.jsonl").read_text() == rows
 
 
+def test_sft_refuses_a_row_whose_prompt_and_response_exceed_the_context(tmp_path, data_dir):
+    """A 5000-word target trained silently, at positions beyond the model's max_position_embeddings."""
+    from genrl.config import SFTConfig
+    from genrl.trainers.sft import train
+    from genrl.vlm_batching import context_length
+
+    comps = get_dummy_vlm_components("qwen2_vl")
+    comps["model"].save_pretrained(tmp_path / "model")
+    comps["processor"].save_pretrained(tmp_path / "model")
+    n = context_length(comps["model"])
+    rows = [json.loads(line) for line in open(data_dir / "train.jsonl")]
+    with open(data_dir / "sft.jsonl", "w") as f:
+        for i, r in enumerate(rows):
+            f.write(json.dumps({**r, "solution": "7 " * (n if i == 1 else 2)}) + "\n")
+    cfg = {
+        "task": "vlm_data",
+        "model": str(tmp_path / "model"),
+        "output_dir": str(tmp_path / "sft"),
+        "max_steps": 1,
+        "data": {"train_files": [str(data_dir / "sft.jsonl")], "response_key": "solution"},
+        "train": {"warmup_steps": 0},
+        "log": {"progress_bar": False},
+    }
+    with pytest.raises(
+        ValueError,
+        match=rf"^{data_dir / 'sft.jsonl'}:2: the prompt and its target response take "
+        rf"\d+ tokens, over the model's context of {n} \(max_position_embeddings; 1 of 3 examples",
+    ):
+        train(config_from_dict(SFTConfig, cfg))
+    assert not (tmp_path / "sft").exists()
+
+
 def test_sft_refuses_a_task_without_target_responses(tmp_path):
     from genrl.config import SFTConfig
     from genrl.trainers.sft import train
@@ -454,3 +486,30 @@ def test_a_prompt_holding_a_vision_token_as_text_fails_at_start_up_naming_its_ro
     assert not (tmp_path / "run").exists() and err.count("\n") == 0, err
     assert err.startswith(f"genrl train: {data_dir / 'train.jsonl'}:4: the prompt holds <|image_pad|> as text, one")
     assert "of the model's vision tokens (1 of 4 prompts do); give the plain question, with <image> where" in err
+
+
+def test_words_outside_a_closed_vocabulary_fail_at_start_up_naming_the_row(tmp_path, data_dir, capsys):
+    """With the embedded digit_sum model's word-level tokenizer, "Quelle est la somme ?" trained as four
+    <unk> and a "?", silently (the digits models refuse such prompts); a byte-level BPE finds no such word."""
+    from genrl.cli import main as cli_main
+    from genrl.vlm_batching import unknown_words
+
+    comps = get_dummy_vlm_components("qwen2_vl")
+    tok = comps["processor"].tokenizer
+    texts = ["<image> what is the sum ?", "quelle est la somme ?", "the <unk> sum", "what is 2 + 2 ?"]
+    assert unknown_words(tok, texts) == {1: ["quelle", "est", "la", "somme"]}  # the placeholder and "<unk>" aside
+    comps["model"].save_pretrained(tmp_path / "model")
+    comps["processor"].save_pretrained(tmp_path / "model")
+    with open(data_dir / "train.jsonl", "a") as f:
+        f.write(json.dumps({"problem": "<image> quelle est la somme ?", "answer": "7", "images": ["imgs/0.png"]}))
+    (tmp_path / "vlm.yaml").write_text("trainer: online_vlm\n")
+    capsys.readouterr()
+    overrides = [f"output_dir={tmp_path / 'run'}", f"data.train_files=[{data_dir / 'train.jsonl'}]"]
+    overrides += [f"policy.model={tmp_path / 'model'}", "rewards={verifiable: 1.0}", "log.progress_bar=false"]
+    assert cli_main(["train", str(tmp_path / "vlm.yaml"), "task=vlm_data", *overrides]) == 2
+    err = capsys.readouterr().err.strip()
+    assert not (tmp_path / "run").exists() and err.count("\n") == 0, err
+    assert err == (
+        f"genrl train: {data_dir / 'train.jsonl'}:4: the prompt holds words the model's vocabulary lacks ('quelle', "
+        "'est', 'la', ...), read as <unk> (1 of 4 prompts do); use the model's own words"
+    )

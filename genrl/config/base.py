@@ -320,7 +320,7 @@ def read_yaml(path: str | os.PathLike) -> Any:
     except OSError as e:
         raise ConfigError("", f"{path}: cannot read the config ({e.strerror})") from None
     except yaml.YAMLError as e:
-        raise ConfigError("", f"{path}: invalid YAML: {e}") from None
+        raise ConfigError("", f"{path}: invalid YAML: {' '.join(str(e).split())}") from None  # yaml: several lines
 
 
 def load_config(cls: type[T], path: str | os.PathLike | None, overrides: typing.Iterable[str] = ()) -> T:

@@ -15,6 +15,17 @@ class SD3Family(Family):
     lora_targets = JOINT_ATTENTION_LORA
     options = ("height", "width", "max_sequence_length")
 
+    def __init__(self, pipe, cfg):
+        super().__init__(pipe, cfg)
+        _, h, w = self.noise_shape  # latent pixels
+        p, most = self.denoiser.config.patch_size, self.denoiser.config.get("pos_embed_max_size")
+        if most and max(h, w) // p > most:  # diffusers refused it at the first forward, after the run had started
+            f = self.pipe.vae_scale_factor
+            raise ValueError(
+                f"policy.height/width={h * f}/{w * f}: this {type(pipe).__name__}'s transformer places at most {most} "
+                f"patches a side (pos_embed_max_size): at most {most * p * f} pixels"
+            )
+
     def encode(self, prompts):
         embeds, _, pooled, _ = self.pipe.encode_prompt(
             prompt=list(prompts),

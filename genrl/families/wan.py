@@ -88,6 +88,31 @@ class WanFamily(Family):
                 f"policy.num_frames={n}: this {type(pipe).__name__} takes {pipe.vae_scale_factor_temporal}k + 1 "
                 f"frames (e.g. its default, {default['num_frames']})"
             )
+        self._check_positions()
+
+    def _check_positions(self) -> None:
+        """``ValueError`` naming ``policy.num_frames`` / ``height`` / ``width`` when the latent has more patches
+        along that axis than the transformer's rotary embedding holds (``rope_max_seq_len``: 1024 in Wan2.x,
+        32 in the embedded moving-digits model, where 40 frames or 144 pixels failed inside diffusers' rope
+        with a traceback at the first evaluation)."""
+        most = self.denoiser.config.get("rope_max_seq_len")
+        if not most:
+            return
+        s, t = self.pipe.vae_scale_factor_spatial, self.pipe.vae_scale_factor_temporal
+        _, frames, h, w = self.noise_shape  # latent
+        p_t, p_h, p_w = self.denoiser.config.patch_size
+        name = type(self.pipe).__name__
+        for key, value, patches, limit in (
+            ("num_frames", self._size[2], frames // p_t, ((most + 1) * p_t - 2) * t + 1),
+            ("height", self._size[0], h // p_h, most * p_h * s),
+            ("width", self._size[1], w // p_w, most * p_w * s),
+        ):
+            if patches > most:
+                value = getattr(self.cfg, key) or f"0 (the pipeline's default, {value})"
+                raise ValueError(
+                    f"policy.{key}={value}: this {name}'s transformer places at most {most} patches along it "
+                    f"(rope_max_seq_len): at most {limit}"
+                )
 
     @property
     def scheduler(self):

@@ -11,6 +11,26 @@ import torch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def check_encodable(prompts) -> None:
+    """``ValueError`` naming the first of ``[(prompt, metadata)]`` that is not text UTF-8 can encode (a lone
+    surrogate: a JSON ``"\\ud800"`` escape, bytes that are not UTF-8 in a command line) and how many are; its
+    ``metadata["source"]`` (file and row) where the task gives one. Every tokenizer refuses such text, in a
+    ``TypeError`` naming nothing, at whichever step drew the prompt. Part of each policy's ``check_prompts``."""
+    bad = []
+    for i, (p, meta) in enumerate(prompts):
+        try:
+            p.encode("utf-8")
+        except UnicodeEncodeError as e:
+            bad.append((i, meta, e.start))
+    if bad:
+        i, meta, at = bad[0]
+        where = (meta or {}).get("source") or f"prompt {i}"
+        raise ValueError(
+            f"{where}: the prompt holds a character UTF-8 cannot encode (a lone surrogate, at character {at}: a "
+            f"JSON \\ud800-style escape or bytes that are not UTF-8); {len(bad)} of {len(prompts)} prompts do"
+        )
+
+
 class Policy:
     """Base class. Subclasses set ``module`` (the trained ``nn.Module``, unwrapped) and
     ``model`` (what gradient forwards go through; the trainer may wrap it for DDP), and
@@ -44,7 +64,9 @@ class Policy:
         policy: ``policy.max_prompt_length``, and room for ``max_new_tokens`` response tokens, the setting
         ``key``, in the model's context; a response task passes ``eval.max_new_tokens`` for its evaluated
         prompts); ``ValueError`` naming the first prompt that does not fit (``metadata["source"]``, its
-        file and row, when the task gives one). Nothing to check here."""
+        file and row, when the task gives one). Here: only that every prompt is text UTF-8 can encode
+        (:func:`check_encodable`)."""
+        check_encodable(prompts)
 
     def sample_shape(self) -> Optional[tuple[int, ...]]:
         """The shape of one sample (``[C, H, W]``, ``[F, C, H, W]``), known without sampling: what the

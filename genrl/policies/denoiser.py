@@ -27,7 +27,7 @@ from typing import Any, Optional, Union
 import torch
 
 from genrl import sde as sde_lib
-from genrl.policies.base import DTYPES, Policy
+from genrl.policies.base import DTYPES, Policy, check_encodable
 from genrl.policies.prompt_cache import PromptCache
 from genrl.trajectory import Trajectory
 
@@ -303,7 +303,9 @@ class DenoisingPolicy(Policy):
         family encodes, ``policy.max_sequence_length`` or else the tokenizer's); ``ValueError`` naming the
         first prompt it refuses (``metadata["source"]``, its file and row, when the task gives one) and how
         many it refuses. Real diffusers pipelines have none: their tokenizers represent any text (and
-        diffusers warns when it truncates)."""
+        diffusers warns when it truncates). First, every prompt must be text UTF-8 can encode
+        (``genrl.policies.base.check_encodable``)."""
+        check_encodable(prompts)
         check = getattr(self.pipe, "check_prompts", None)
         length = getattr(self.cfg, "max_sequence_length", None) or None  # 0: the tokenizer's own
         first: dict[str, dict] = {}  # each distinct prompt, with the metadata of its first appearance

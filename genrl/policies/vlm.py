@@ -51,7 +51,7 @@ import torch
 
 from genrl.hub import check_exists, is_path, load_failure
 from genrl.models import resolve_model
-from genrl.policies.base import DTYPES, Policy
+from genrl.policies.base import DTYPES, Policy, check_encodable
 from genrl.registry import POLICIES
 from genrl.tasks.rows import SHORT
 from genrl.trajectory import Trajectory
@@ -59,10 +59,11 @@ from genrl.vlm_batching import (
     IMAGE_PLACEHOLDER,
     NEVER_SAMPLE_TOKENS,
     chat_prompts,
-    chat_text,
     check_next_token_scores,
     check_response_length,
     context_length,
+    prompt_lengths,
+    refuse_unknown_words,
 )
 
 # model_type (config.json) -> transformers class name. Extend only after checking that the
@@ -311,26 +312,8 @@ class VLMPolicy(Policy):
         return out
 
     def prompt_lengths(self, prompts: Sequence[str], metadata: Sequence[dict]) -> list[int]:
-        """Tokens each prompt takes after the chat template and the processor's image expansion
-        (what :meth:`encode_prompts` makes of it, before padding), without preprocessing pixels: the
-        template's tokens plus, per image, the image processor's own patch count for its size
-        (``get_number_of_image_patches``, the function vLLM uses for the same count) over
-        ``merge_size**2``, less the one ``<|image_pad|>`` the template holds. An image's size comes from
-        ``metadata["images"].sizes`` when the task measured it (``vlm_data``), else from the image."""
-        ip = self.processor.image_processor
-        texts, sizes = [], []
-        for q, meta in zip(prompts, metadata):
-            ims = meta.get("images")
-            if ims is None:
-                ims = [meta["image"]] if meta.get("image") is not None else []
-            known = getattr(ims, "sizes", None)
-            sizes.append(list(known) if known is not None else [(im.height, im.width) for im in ims])
-            texts.append(chat_text(self.processor, q, len(ims)))  # the images are not decoded
-        ids = self.tokenizer(texts)["input_ids"]
-        return [
-            len(t) + sum(ip.get_number_of_image_patches(h, w, {}) // ip.merge_size**2 - 1 for h, w in hw)
-            for t, hw in zip(ids, sizes)
-        ]
+        """Tokens each prompt takes (``genrl.vlm_batching.prompt_lengths`` with this policy's processor)."""
+        return prompt_lengths(self.processor, prompts, metadata)
 
     def check_prompts(self, prompts, max_new_tokens: Optional[int] = None, key: str = "policy.max_new_tokens") -> None:
         """Every prompt fits ``policy.max_prompt_length`` (0: no limit), counted by :meth:`prompt_lengths`,
@@ -341,6 +324,7 @@ class VLMPolicy(Policy):
         do) every prompt is counted: one tokenizer pass over the data at start-up. A prompt holding one of
         the model's vision tokens as text (``<|image_pad|>``: a chat template rendered into the data) is
         refused too: the processor counted it as an image and refused the batch that drew it."""
+        check_encodable(prompts)  # a lone surrogate: the tokenizer's TypeError below, naming nothing
         L, new = self.cfg.max_prompt_length, max_new_tokens or self.cfg.max_new_tokens
         check_response_length(self._module, new, key)  # any prompt takes at least a token
 
@@ -357,6 +341,7 @@ class VLMPolicy(Policy):
                 f"{where(i)}: the prompt holds {token} as text, one of the model's vision tokens ({len(marked)} of "
                 f"{len(prompts)} prompts do); give the plain question, with {IMAGE_PLACEHOLDER} where an image goes"
             )
+        refuse_unknown_words(self.tokenizer, [p for p, _ in prompts], where)  # a closed vocabulary's <unk>
         if not prompts or (L <= 0 and context_length(self._module) is None):
             return
         lengths = self.prompt_lengths([p for p, _ in prompts], [m for _, m in prompts])

@@ -18,7 +18,8 @@ preferred images for SD1.5); this task reads them from ``.jsonl`` / ``.json`` / 
 Reading the files checks every row's columns and that its files exist; the trainer's start-up check
 (:meth:`PreferenceDataTask.check_sample_shape`) decodes every image or video in full and checks its
 kind (image or video) against the model's, so a bad row fails before training, naming its file and
-row. ``genrl gallery``, which needs only the prompts, decodes nothing. A drawn winner is converted to RGB (grayscale for a
+row. ``genrl gallery`` reads the files as training does (a winner deleted since is refused, naming its
+row, unless ``--prompts`` are given) but decodes nothing: it needs only the prompts. A drawn winner is converted to RGB (grayscale for a
 one-channel model such as the digits one), centre-cropped to the model's aspect ratio and resized
 to the model's sample size (bicubic); a video keeps the model's frame count at evenly spaced frames
 (``genrl.media``). Evaluation samples

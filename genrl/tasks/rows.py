@@ -15,6 +15,7 @@ import base64
 import binascii
 import json
 import os
+import re
 import reprlib
 from collections.abc import Sequence
 from typing import Any
@@ -131,6 +132,9 @@ def _unique_keys(pairs: list) -> dict:
     return obj
 
 
+LONE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F][0-9a-fA-F]{2}")  # a \u escape of a UTF-16 surrogate
+
+
 def loads_json(text: str, path: str, line: int | None = None) -> Any:
     """Parse the JSON of a user's data or prompt file: a whole ``.json`` file (``line`` None) or one
     ``.jsonl`` line (``line``, counted from 1). The one JSON reader of ``read_rows`` and
@@ -143,10 +147,20 @@ def loads_json(text: str, path: str, line: int | None = None) -> Any:
     - a key repeated in one object: ``json`` keeps the last value silently, so ``{"prompt": "a",
       "prompt": "b"}`` would train on "b" (YAML configs refuse duplicate keys too);
     - nesting too deep for ``json``'s recursive decoder, which otherwise raises ``RecursionError``
-      with a long traceback."""
+      with a long traceback;
+    - a ``\\ud800``-style escape of half a character (a lone surrogate), which every tokenizer refuses in a
+      ``TypeError`` naming nothing."""
     where = path if line is None else f"{path}:{line}"
     try:
-        return json.loads(text, object_pairs_hook=_unique_keys)
+        value = json.loads(text, object_pairs_hook=_unique_keys)
+        if LONE_ESCAPE.search(text):  # rare: look for a surrogate left alone (a pair is one character)
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        return value
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{where}: a \\u escape encodes half a character (a lone surrogate such as \\ud800); no tokenizer "
+            "takes it: write the character itself, or both escapes of its pair"
+        ) from None
     except _DuplicateKey as e:
         if line is None:
             r = _row_with_duplicate(text)

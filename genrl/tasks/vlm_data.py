@@ -233,6 +233,13 @@ class VLMDataTask(ResponseTask):
             for it in self._val[:n]
         ]
 
+    def sft_rows(self) -> list[tuple[str, dict, str]]:
+        """Every training row with its ``data.response_key`` target: what the SFT trainer checks at start-up
+        (``genrl.vlm_batching.check_sft_rows``)."""
+        return [
+            (it["prompt"], self.item_metadata(it), it["response"]) for it in self._train if it["response"] is not None
+        ]
+
     def sft_examples(self, n: int, generator: torch.Generator) -> list[tuple[str, dict, str]]:
         """``n`` training rows drawn uniformly with ``generator``, with their ``data.response_key`` column."""
         if not self.cfg.response_key:
