@@ -98,7 +98,7 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
 
     from genrl.models import prepare_model
     from genrl.registry import OBJECTIVES, POLICIES, TASKS
-    from genrl.trainers.common import build_task, make_accelerator, make_optimizer
+    from genrl.trainers.common import build_task, make_accelerator, make_optimizer, task_prompts
     from genrl.trainers.online import update
     from genrl.trajectory import Trajectory
 
@@ -114,7 +114,8 @@ def measure(cfg, iters: int, warmup: int, pipe=None) -> dict[str, float]:
     objective = OBJECTIVES.get(cfg.objective.name)
     optimizer = make_optimizer(policy.trainable_parameters(), cfg.train)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
-    train = task.train_prompts()
+    train, evaluated = task_prompts(task, cfg.task)  # checked as the trainer checks them
+    policy.check_prompts(train + evaluated)
     k, rb = cfg.rollout.group_size, cfg.rollout.batch_size
     B = cfg.rollout.prompts_per_step * k  # one iteration's samples, rolled out rollout.batch_size at a time
     rows = [train[(i // k) % len(train)] for i in range(B)]  # whole groups of the first prompts

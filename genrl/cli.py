@@ -274,7 +274,9 @@ def _main(argv: list[str] | None) -> int:
     warnings.formatwarning = _warning_line  # genrl's and the libraries' warnings: one line each
     try:
         with terminate_as_interrupt():  # SIGTERM before a training loop: clean-ups run, as for Ctrl-C
-            return args.func(args)
+            code = args.func(args)
+        end_process_group()
+        return code
     except Preempted as e:  # SIGTERM / Ctrl-C: the step finished and was checkpointed
         if main_process:  # every process stops with the code; one line says why
             print(f"genrl {args.command}: {e}", file=sys.stderr)
@@ -304,6 +306,21 @@ def _main(argv: list[str] | None) -> int:
         return 2
     finally:
         warnings.formatwarning = formatwarning
+
+
+def end_process_group() -> None:
+    """After a command returned on this process (every trainer ends at a collective): the launch's process
+    group is destroyed, as ``accelerate``'s ``end_training`` does, instead of at interpreter exit (torch warns
+    that NCCL's leaks then, and a gloo worker aborted at exit once, "terminate called without an active
+    exception", failing a launch that had finished). Once per command, not per trainer: ``genrl compare``
+    runs several trainers in one process, on one accelerate state. Not after an error: a process still
+    inside a collective could block the destruction."""
+    if "torch" not in sys.modules:  # a command that never loaded torch started no process group
+        return
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _warning_line(message, category, filename, lineno, line=None) -> str:

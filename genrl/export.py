@@ -22,7 +22,8 @@ Loading the result needs only stock diffusers:
   adapter export also holds the base pipeline (it exists nowhere else), so
   ``from_pretrained(DIR, trust_remote_code=True).load_lora_weights(DIR)`` works.
 * a ``--dtype float16`` / ``bfloat16`` export: add ``dtype=torch.float16`` (or ``bfloat16``) to
-  ``from_pretrained``, as the printed load line and ``genrl_export.json`` do.
+  ``from_pretrained``, as the printed load line and ``genrl_export.json`` do (diffusers before 0.40:
+  ``torch_dtype=``).
 
 The folder is written next to ``DIR`` and renamed into place, so a killed export leaves no
 half-written model; an existing ``DIR`` is an error unless ``--overwrite``.

@@ -127,16 +127,19 @@ def plot_curves(run_dirs: list[str], labels: list[str], path: str) -> bool:
 
 
 def check_one_base(cfgs: list, run_dirs: list[str]) -> None:
-    """``GalleryError`` naming two runs trained from different models (``policy.model``; a folder compared by
-    its real path): the page has one base column, the first run's model, which would stand as the base of
+    """``GalleryError`` naming two runs trained from different models (``policy.model``, resolved: a ``task:`` or
+    ``sft:`` name as the folder it names, a folder by its real path): the page has one base column, the first run's model, which would stand as the base of
     runs it is not the base of (a digits and a moving_digits run were shown against the digits base,
     silently)."""
     from genrl.hub import is_path
+    from genrl.models import resolve_model
 
-    def model(cfg) -> str:
-        return (
-            os.path.realpath(os.path.expanduser(cfg.policy.model)) if is_path(cfg.policy.model) else cfg.policy.model
-        )
+    def model(cfg) -> str:  # task:digits and its cache folder are one model; an sft: name, its run's folder
+        try:
+            name = resolve_model(cfg.policy.model)
+        except ValueError:  # not built yet: as written
+            name = cfg.policy.model
+        return os.path.realpath(os.path.expanduser(name)) if is_path(name) else name
 
     for cfg, run_dir in zip(cfgs[1:], run_dirs[1:]):
         if model(cfg) != model(cfgs[0]):

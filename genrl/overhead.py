@@ -68,7 +68,7 @@ def bare_calls(cfg) -> tuple[Callable[[], tuple[float, float]], Callable[[], flo
 
     from genrl.models import prepare_models
     from genrl.registry import POLICIES, TASKS
-    from genrl.trainers.common import build_task, make_accelerator, make_optimizer
+    from genrl.trainers.common import build_task, make_accelerator, make_optimizer, task_prompts
 
     policy_cls = POLICIES.get(cfg.policy.name)
     cuda = torch.cuda.is_available()
@@ -79,7 +79,8 @@ def bare_calls(cfg) -> tuple[Callable[[], tuple[float, float]], Callable[[], flo
     optimizer = make_optimizer(policy.trainable_parameters(), cfg.train)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
     task = build_task(TASKS.get(cfg.task), cfg)
-    train = task.train_prompts()
+    train, evaluated = task_prompts(task, cfg.task)  # checked as the trainer checks them
+    policy.check_prompts(train + evaluated)
     B = cfg.rollout.prompts_per_step * cfg.rollout.group_size // accelerator.num_processes
     prompts = [train[(i // cfg.rollout.group_size) % len(train)][0] for i in range(B)]
     g = torch.Generator().manual_seed(cfg.seed)
@@ -108,7 +109,7 @@ def bare_calls(cfg) -> tuple[Callable[[], tuple[float, float]], Callable[[], flo
         policy.decode(x)
 
     ev = cfg.eval
-    eval_prompts = [p for p in task.prompts() for _ in range(ev.seeds_per_prompt)]
+    eval_prompts = [p for p, _ in evaluated for _ in range(ev.seeds_per_prompt)]
 
     @torch.no_grad()
     def evaluation():  # as evaluate_images: policy.sample per eval.batch_size samples, no autocast

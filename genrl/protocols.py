@@ -107,7 +107,7 @@ class SFTTask(Task, Protocol):
       transformers model and processor like ``evaluate`` does a policy (same files, same metrics).
     * Optional ``sft_rows()``: every training example ``sft_examples`` may draw, same form; a task of
       fixed rows (``vlm_data``) gives it: each row's words must be the model's, and its prompt and response
-      must fit the model's context (checked at start-up, naming the row: ``genrl.vlm_batching.check_sft_rows``).
+      must fit the model's context (checked at start-up, naming the row: ``genrl.vlm_batching.check_vlm_prompts``).
     """
 
     def sft_examples(self, n: int, generator: torch.Generator) -> list[tuple[str, dict, str]]: ...

@@ -136,8 +136,16 @@ def unknown_words(tokenizer, texts: Sequence[str]) -> dict[int, list[str]]:
     if unk is None or not texts:
         return {}
     plain = [t.replace(IMAGE_PLACEHOLDER, " ") for t in texts]
-    enc = tokenizer(plain, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     found = {}
+    if not getattr(tokenizer, "is_fast", False):  # a Python tokenizer gives no offsets: word by word
+        for i, t in enumerate(plain):
+            if tokenizer.unk_token in t:
+                continue
+            words = [w for w in dict.fromkeys(t.split()) if unk in tokenizer(w, add_special_tokens=False)["input_ids"]]
+            if words:
+                found[i] = words
+        return found
+    enc = tokenizer(plain, add_special_tokens=False, return_offsets_mapping=True, verbose=False)
     for i, (t, ids, spans) in enumerate(zip(plain, enc["input_ids"], enc["offset_mapping"])):
         if unk in ids and tokenizer.unk_token not in t:
             found[i] = list(dict.fromkeys(t[a:b] for k, (a, b) in zip(ids, spans) if k == unk))
@@ -157,34 +165,80 @@ def refuse_unknown_words(tokenizer, texts: Sequence[str], where, what: str = "pr
         )
 
 
-def check_sft_rows(model, processor, examples: Sequence[tuple[str, dict, str]]) -> None:
-    """The SFT trainer's start-up check of the ``[(prompt, metadata, target response)]`` it may draw: a
-    ``ValueError`` naming the first example (its ``metadata["source"]``, file and row, where the task gives
-    one) whose prompt or response holds :func:`unknown_words`, or whose prompt and response together exceed
-    :func:`context_length`, and how many do. A 5000-word target had trained silently, at positions the model
-    has no embeddings for; unknown words trained as ``<unk>``."""
-    if not examples:
+def check_vlm_prompts(
+    model,
+    processor,
+    prompts: Sequence[tuple[str, dict]],
+    max_new_tokens: int = 0,
+    key: str = "",
+    max_prompt_length: int = 0,
+    responses: Optional[Sequence[str]] = None,
+) -> None:
+    """Start-up check of the ``[(prompt, metadata)]`` a vision-language ``model`` (with ``processor``) will
+    take: a ``ValueError`` naming the first prompt that fails (its ``metadata["source"]``, file and row, where
+    the task gives one) and how many do, for a prompt
+
+    * holding text UTF-8 cannot encode (``genrl.policies.base.check_encodable``);
+    * holding one of the model's vision tokens as text (``<|image_pad|>``: a chat template rendered into the
+      data; the processor counted it as an image and refused the batch that drew it);
+    * holding words a closed vocabulary lacks (:func:`unknown_words`), or whose response does;
+    * over ``max_prompt_length`` tokens (0: no limit), counted by :func:`prompt_lengths`;
+    * leaving no room for ``max_new_tokens`` (the setting ``key``) in the model's context
+      (:func:`check_response_length`); with ``responses`` (SFT's targets, one per prompt) instead, prompt and
+      response together over it (a 5000-word target trained silently past the model's positions).
+
+    Without it a bad row stopped the run at the random step that drew it. With a model that states its
+    context (they all do) every prompt is counted: one tokenizer pass over the data at start-up."""
+    from genrl.policies.base import check_encodable  # lazy: genrl.policies imports this module
+    from genrl.tasks.rows import SHORT
+
+    check_encodable(prompts)  # a lone surrogate: the tokenizer's TypeError below, naming nothing
+    if max_new_tokens:
+        check_response_length(model, max_new_tokens, key)  # any prompt takes at least a token
+    if not prompts:
         return
-    prompts, metadata, targets = zip(*examples)
 
     def where(i: int) -> str:
-        return metadata[i].get("source") or f"example {i}"
+        return prompts[i][1].get("source") or f"prompt {i} ({SHORT.repr(prompts[i][0])})"
 
-    refuse_unknown_words(processor.tokenizer, prompts, where)
-    refuse_unknown_words(processor.tokenizer, targets, where, "target response")
+    tok = processor.tokenizer
+    vision = [t for t in NEVER_SAMPLE_TOKENS if t in tok.get_vocab()]
+    marked = [i for i, (p, _) in enumerate(prompts) if any(t in p for t in vision)]
+    if marked:
+        i = marked[0]
+        token = next(t for t in vision if t in prompts[i][0])
+        raise ValueError(
+            f"{where(i)}: the prompt holds {token} as text, one of the model's vision tokens ({len(marked)} of "
+            f"{len(prompts)} prompts do); give the plain question, with {IMAGE_PLACEHOLDER} where an image goes"
+        )
+    refuse_unknown_words(tok, [p for p, _ in prompts], where)  # a closed vocabulary's <unk>
+    if responses is not None:
+        refuse_unknown_words(tok, responses, where, "target response")
     n = context_length(model)
-    if n is None:
+    if max_prompt_length <= 0 and n is None:
         return
-    lengths = [
-        p + len(response_ids(processor.tokenizer, r))
-        for p, r in zip(prompt_lengths(processor, prompts, metadata), targets)
-    ]
-    over = [i for i, k in enumerate(lengths) if k > n]
+    lengths = prompt_lengths(processor, [p for p, _ in prompts], [m for _, m in prompts])
+    over = [i for i, k in enumerate(lengths) if 0 < max_prompt_length < k]
     if over:
         i = over[0]
         raise ValueError(
-            f"{where(i)}: the prompt and its target response take {lengths[i]} tokens, over the model's context of {n} "
-            f"(max_position_embeddings; {len(over)} of {len(examples)} examples are); shorten or drop those rows"
+            f"{where(i)}: the prompt takes {lengths[i]} tokens (text and images) > policy.max_prompt_length="
+            f"{max_prompt_length} ({len(over)} of {len(prompts)} prompts do); raise policy.max_prompt_length or "
+            "drop those rows"
+        )
+    if responses is None:
+        longest = max(range(len(prompts)), key=lambda i: lengths[i])
+        check_response_length(model, max_new_tokens, key, lengths[longest], where(longest))
+        return
+    if n is None:
+        return
+    total = [k + len(response_ids(tok, r)) for k, r in zip(lengths, responses)]
+    over = [i for i, k in enumerate(total) if k > n]
+    if over:
+        i = over[0]
+        raise ValueError(
+            f"{where(i)}: the prompt and its target response take {total[i]} tokens, over the model's context of {n} "
+            f"(max_position_embeddings; {len(over)} of {len(prompts)} examples are); shorten or drop those rows"
         )
 
 
@@ -391,7 +445,7 @@ __all__ = [
     "IMAGE_PLACEHOLDER",
     "NEVER_SAMPLE_TOKENS",
     "chat_prompts",
-    "check_sft_rows",
+    "check_vlm_prompts",
     "encode_prompts",
     "encode_sft",
     "generate",

@@ -58,8 +58,9 @@ def test_a_bad_jsonl_line_is_one_line_naming_the_file_and_line(tmp_path, reader,
         ),
         ('{"prompt": "a", "prompt": "b"}', r"deep.json: key 'prompt' appears twice"),  # no list: no row to name
         ("[" + HUGE_NUMBER + "]", r"deep.json: not valid JSON \(Exceeds the limit"),
+        ('[{"prompt": "x \\ud83d\\ude00"}, {"prompt": "y \\ud800"}]', r"deep.json row 1 \(from 0\): a \\u escape"),
     ],
-    ids=["deep-list", "deep-object", "repeated-nested-key", "repeated-key-no-list", "huge-number"],
+    ids=["deep-list", "deep-object", "repeated-nested-key", "repeated-key-no-list", "huge-number", "lone-surrogate"],
 )
 def test_a_bad_json_file_is_one_line_naming_the_file_and_row(tmp_path, text, message):
     path = tmp_path / "deep.json"

@@ -143,15 +143,21 @@ def test_two_process_seppo_with_accumulation_and_a_pool_on_disk(tmp_path, base_m
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["step-000001", "step-000002"]
 
 
-def test_a_finished_trainer_destroys_its_process_group(tmp_path):
-    """``run_trainer`` ends a launch's process group once the trainer returned (as accelerate's
-    ``end_training`` does) instead of leaving it to interpreter exit; a world of one here (gloo, a file store)."""
+def test_a_command_that_returned_destroys_its_process_group(tmp_path, monkeypatch):
+    """``genrl`` ends a launch's process group once the command returned (as accelerate's ``end_training``
+    does), not at interpreter exit; once per command, since ``genrl compare`` runs several trainers on one
+    accelerate state. A world of one here (gloo, a file store), started where a trainer would start it."""
     import torch.distributed as dist
 
-    from genrl.trainers import end_process_group
+    import genrl.trainers
+    from genrl.cli import main
 
-    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
-    assert dist.is_initialized()
-    end_process_group()
+    def trainer(cfg, kind):
+        assert not dist.is_initialized()
+        dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+        return {}
+
+    monkeypatch.setattr(genrl.trainers, "run_trainer", trainer)
+    config = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    assert main(["train", config, f"output_dir={tmp_path / 'run'}"]) == 0
     assert not dist.is_initialized()
-    end_process_group()  # none left: nothing to do

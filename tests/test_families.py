@@ -340,14 +340,34 @@ def test_a_broken_model_index_or_task_is_one_line_naming_policy_model(tmp_path):
         load_config(OnlineConfig, None, [f"policy.model={tmp_path / 'nope'}"])
 
 
-@pytest.mark.parametrize("module, kwargs, message", [
-    ("dummy_sd3", {"height": 1024}, r"policy.height/width=1024/32: .* at most 96 patches a side \(pos_embed_max_size\)"),
-    ("dummy_wan", {"num_frames": 0, "height": 0, "width": 0}, r"policy.width=0 \(the pipeline's default, 832\): .* \(rope_max_seq_len\): at most 512$"),
-])  # fmt: skip
-def test_a_size_the_transformer_cannot_place_is_refused_when_the_policy_loads(module, kwargs, message):
+def test_a_size_the_transformer_cannot_place_is_refused_when_the_policy_loads():
     """SD3's cropped position embedding and Wan's rotary one hold a fixed number of patches per axis: a larger
     size was refused by diffusers at the first forward (the step-0 evaluation, after the run wrote its folder),
-    in Wan's case as a traceback from a view."""
-    fam = importlib.import_module(f"families.{module}")
-    with pytest.raises(ValueError, match=message):
-        _policy(fam, **kwargs)
+    in Wan's case as a traceback from a view. The limits are read from the tiny models' own configs."""
+    import inspect
+
+    sd3 = importlib.import_module("families.dummy_sd3")
+    pipe = sd3.build()
+    conf, f = pipe.transformer.config, pipe.vae_scale_factor
+    most = conf.pos_embed_max_size * conf.patch_size * f  # pixels a side
+    _policy(sd3, height=most)  # at the limit: fine
+    over, width = most + conf.patch_size * f, sd3.POLICY_KW["width"]
+    with pytest.raises(
+        ValueError,
+        match=rf"^policy.height/width={over}/{width}: .* at most {conf.pos_embed_max_size} "
+        rf"patches a side \(pos_embed_max_size\): at most {most} pixels$",
+    ):
+        _policy(sd3, height=over)
+
+    wan = importlib.import_module("families.dummy_wan")
+    pipe = wan.build()
+    conf, s = pipe.transformer.config, pipe.vae_scale_factor_spatial
+    most = conf.rope_max_seq_len * conf.patch_size[2] * s
+    default = inspect.signature(type(pipe).__call__).parameters["width"].default  # what width=0 means
+    assert default > most  # the case found: the pipeline's own default size (Wan's 480 x 832) on a small model
+    with pytest.raises(
+        ValueError,
+        match=rf"^policy.width=0 \(the pipeline's default, {default}\): .*"
+        rf"at most {conf.rope_max_seq_len} patches along it \(rope_max_seq_len\): at most {most}$",
+    ):
+        _policy(wan, num_frames=0, height=0, width=0)

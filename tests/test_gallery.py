@@ -251,9 +251,13 @@ def test_runs_from_one_model_spelled_two_ways_share_the_base_column(runs):
     base = cfgs[0].policy.model
     cfgs[1].policy.model = base.rstrip("/") + "/./"  # the same folder
     check_one_base(cfgs, [str(r) for r in runs])
-    cfgs[1].policy.model = "task:digits"
-    with pytest.raises(GalleryError, match="was trained from policy.model='task:digits'"):
+    cfgs[1].policy.model = "task:digit_sum"
+    with pytest.raises(GalleryError, match="was trained from policy.model='task:digit_sum'"):
         check_one_base(cfgs, [str(r) for r in runs])
+    from genrl.models import prepare_model
+
+    cfgs[0].policy.model, cfgs[1].policy.model = "task:digits", prepare_model("task:digits")  # its cache folder
+    check_one_base(cfgs, [str(r) for r in runs])
 
 
 @pytest.mark.parametrize("video_format", ["gif", "webp"])

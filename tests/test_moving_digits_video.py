@@ -156,21 +156,28 @@ def test_the_policy_samples_what_the_pipeline_samples(moving_base):
         ValueError, match=r"height/width=12/16: this MovingDigitsPipeline takes multiples of 16 pixels"
     ):
         FlowPolicy(PolicyConfig(model=moving_base, height=12), load_policy_pipeline(moving_base))  # "Wan needs ..."
-    # more patches than the rotary embedding holds (rope_max_seq_len 32): a traceback in diffusers' rope at the
-    # first evaluation, after the run had written its folder
+    # more patches than the rotary embedding holds (rope_max_seq_len): a traceback in diffusers' rope at the first
+    # evaluation, after the run had written its folder; the pipeline's frames and pixels are the model's (factor 1)
+    most = pipe.transformer.config.rope_max_seq_len
+    p_t, p_h, p_w = pipe.transformer.config.patch_size
     for kwargs, message in [
-        ({"num_frames": 33}, "policy.num_frames=33: .* at most 32 patches along it .*: at most 32$"),
-        ({"height": 144}, "policy.height=144: .*: at most 128$"),
-        ({"width": 512}, "policy.width=512: .*: at most 128$"),
+        ({"num_frames": most * p_t + 1}, rf"policy.num_frames={most * p_t + 1}: .* at most {most} patches along it"),
+        ({"height": most * p_h + 16}, rf"policy.height={most * p_h + 16}: .*: at most {most * p_h}$"),  # 16k px
+        ({"width": most * p_w + 16}, rf"policy.width={most * p_w + 16}: .*: at most {most * p_w}$"),
     ]:
         with pytest.raises(ValueError, match=message):
             FlowPolicy(PolicyConfig(model=moving_base, **kwargs), load_policy_pipeline(moving_base))
-    FlowPolicy(PolicyConfig(model=moving_base, num_frames=32, height=128, width=16), load_policy_pipeline(moving_base))
+    FlowPolicy(
+        PolicyConfig(model=moving_base, num_frames=most * p_t, height=most * p_h), load_policy_pipeline(moving_base)
+    )
     for kwargs, message in [
         ({"prompt": []}, "non-empty list of strings"),
         ({"prompt": prompts, "height": 15}, "multiples of its patch size"),
         ({"prompt": prompts, "num_frames": 0}, "multiples of its patch size"),
-        ({"prompt": prompts, "num_frames": 40}, r"at most 32 patches along each \(rope_max_seq_len\)"),
+        (
+            {"prompt": prompts, "num_frames": (most + 1) * p_t},
+            rf"at most {most} patches along each \(rope_max_seq_len\)",
+        ),
         ({"prompt": prompts, "num_inference_steps": 0}, "num_inference_steps must be >= 1"),
         ({"prompt": prompts, "latents": torch.zeros(2, 1, 5, 16, 16)}, r"latents have shape \(2, 1, 5, 16, 16\)"),
         ({"prompt": prompts, "output_type": "pil"}, "output_type must be"),

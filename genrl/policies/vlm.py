@@ -51,19 +51,15 @@ import torch
 
 from genrl.hub import check_exists, is_path, load_failure
 from genrl.models import resolve_model
-from genrl.policies.base import DTYPES, Policy, check_encodable
+from genrl.policies.base import DTYPES, Policy
 from genrl.registry import POLICIES
-from genrl.tasks.rows import SHORT
 from genrl.trajectory import Trajectory
 from genrl.vlm_batching import (
-    IMAGE_PLACEHOLDER,
     NEVER_SAMPLE_TOKENS,
     chat_prompts,
     check_next_token_scores,
-    check_response_length,
-    context_length,
+    check_vlm_prompts,
     prompt_lengths,
-    refuse_unknown_words,
 )
 
 # model_type (config.json) -> transformers class name. Extend only after checking that the
@@ -316,45 +312,13 @@ class VLMPolicy(Policy):
         return prompt_lengths(self.processor, prompts, metadata)
 
     def check_prompts(self, prompts, max_new_tokens: Optional[int] = None, key: str = "policy.max_new_tokens") -> None:
-        """Every prompt fits ``policy.max_prompt_length`` (0: no limit), counted by :meth:`prompt_lengths`,
-        and leaves room for ``max_new_tokens`` (named ``key``; default ``policy.max_new_tokens``) in the
-        model's context (``vlm_batching.check_response_length``); else a ``ValueError`` naming the first
-        prompt that does not (its ``metadata["source"]``) and how many do not. Without it a long row
-        stopped the run at the random step that drew it. With a model that states its context (they all
-        do) every prompt is counted: one tokenizer pass over the data at start-up. A prompt holding one of
-        the model's vision tokens as text (``<|image_pad|>``: a chat template rendered into the data) is
-        refused too: the processor counted it as an image and refused the batch that drew it."""
-        check_encodable(prompts)  # a lone surrogate: the tokenizer's TypeError below, naming nothing
-        L, new = self.cfg.max_prompt_length, max_new_tokens or self.cfg.max_new_tokens
-        check_response_length(self._module, new, key)  # any prompt takes at least a token
-
-        def where(i: int) -> str:
-            return prompts[i][1].get("source") or f"prompt {i} ({SHORT.repr(prompts[i][0])})"
-
-        vocab = self.tokenizer.get_vocab()
-        vision = [t for t in NEVER_SAMPLE_TOKENS if t in vocab]
-        marked = [i for i, (p, _) in enumerate(prompts) if any(t in p for t in vision)]
-        if marked:
-            i = marked[0]
-            token = next(t for t in vision if t in prompts[i][0])
-            raise ValueError(
-                f"{where(i)}: the prompt holds {token} as text, one of the model's vision tokens ({len(marked)} of "
-                f"{len(prompts)} prompts do); give the plain question, with {IMAGE_PLACEHOLDER} where an image goes"
-            )
-        refuse_unknown_words(self.tokenizer, [p for p, _ in prompts], where)  # a closed vocabulary's <unk>
-        if not prompts or (L <= 0 and context_length(self._module) is None):
-            return
-        lengths = self.prompt_lengths([p for p, _ in prompts], [m for _, m in prompts])
-
-        over = [i for i, n in enumerate(lengths) if 0 < L < n]
-        if over:
-            i = over[0]
-            raise ValueError(
-                f"{where(i)}: the prompt takes {lengths[i]} tokens (text and images) > policy.max_prompt_length={L} "
-                f"({len(over)} of {len(prompts)} prompts do); raise policy.max_prompt_length or drop those rows"
-            )
-        longest = max(range(len(prompts)), key=lambda i: lengths[i])
-        check_response_length(self._module, new, key, lengths[longest], where(longest))
+        """``genrl.vlm_batching.check_vlm_prompts`` with this policy's model and processor: every prompt is
+        text the model's tokenizer takes (no lone surrogate, no vision token as text, no word a closed
+        vocabulary lacks), fits ``policy.max_prompt_length`` (0: no limit) and leaves room for
+        ``max_new_tokens`` (named ``key``; default ``policy.max_new_tokens``) in the model's context; else a
+        ``ValueError`` naming the first prompt that does not (its ``metadata["source"]``) and how many do not."""
+        new = max_new_tokens or self.cfg.max_new_tokens
+        check_vlm_prompts(self._module, self.processor, prompts, new, key, self.cfg.max_prompt_length)
 
     @staticmethod
     def _vision_inputs(data: dict) -> dict:

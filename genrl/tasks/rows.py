@@ -154,7 +154,9 @@ def loads_json(text: str, path: str, line: int | None = None) -> Any:
     try:
         value = json.loads(text, object_pairs_hook=_unique_keys)
         if LONE_ESCAPE.search(text):  # rare: look for a surrogate left alone (a pair is one character)
-            json.dumps(value, ensure_ascii=False).encode("utf-8")
+            for r, row in enumerate(value if line is None and isinstance(value, list) else [value]):
+                where = f"{path} row {r} (from 0)" if line is None and isinstance(value, list) else where
+                json.dumps(row, ensure_ascii=False).encode("utf-8")
         return value
     except UnicodeEncodeError:
         raise ValueError(

@@ -235,7 +235,7 @@ class VLMDataTask(ResponseTask):
 
     def sft_rows(self) -> list[tuple[str, dict, str]]:
         """Every training row with its ``data.response_key`` target: what the SFT trainer checks at start-up
-        (``genrl.vlm_batching.check_sft_rows``)."""
+        (``genrl.vlm_batching.check_vlm_prompts``)."""
         return [
             (it["prompt"], self.item_metadata(it), it["response"]) for it in self._train if it["response"] is not None
         ]

@@ -52,21 +52,7 @@ def run_trainer(cfg, kind: str) -> dict:
             library_progress_bars(cfg.log.progress_bar),
             discarded_on_bad_input(cfg.output_dir, cfg.trainer) if first else contextlib.nullcontext(),
         ):
-            result = import_object(TRAINERS[kind], "trainer")(cfg)
-    end_process_group()
-    return result
-
-
-def end_process_group() -> None:
-    """After a launch's trainer returned on every process (each trainer ends at a collective): its process
-    group is destroyed, as ``accelerate``'s ``end_training`` does, instead of at interpreter exit (torch warns
-    that NCCL's leaks then, and a gloo worker aborted at exit once, "terminate called without an active
-    exception", failing a launch that had finished). Not after an error: a process still inside a collective
-    could block the destruction."""
-    import torch.distributed as dist
-
-    if dist.is_available() and dist.is_initialized():
-        dist.destroy_process_group()
+            return import_object(TRAINERS[kind], "trainer")(cfg)
 
 
 def settle_output_dir(cfg) -> None:

@@ -119,8 +119,8 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
             scheduler.load_state_dict(state["scheduler"])
         start, ref_index = state["step"], state["ref_index"]
         guard.load_state_dict(state.get("nonfinite_guard") or {})
-    if callable(getattr(task, "train_prompts", None)):  # a word the model does not know: now, naming its row
-        policy.check_prompts([item for items in task_prompts(task, cfg.task) for item in items])
+    # a word the model does not know: now, naming its row
+    policy.check_prompts([item for items in task_prompts(task, cfg.task) for item in items])
     shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W]
     if callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # every winner fits the model (kind, channels): a bad row fails before anything is written

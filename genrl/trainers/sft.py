@@ -44,7 +44,7 @@ from genrl.trainers.common import (
     training_data,
     write_final_metrics,
 )
-from genrl.vlm_batching import check_response_length, check_sft_rows, encode_sft, load_model_dir, save_model_dir
+from genrl.vlm_batching import check_vlm_prompts, encode_sft, load_model_dir, save_model_dir
 
 
 def train(cfg: SFTConfig) -> dict[str, dict]:
@@ -62,9 +62,17 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     task = build_task(task_cls, cfg)
     (model_path,) = prepare_models(cfg) or [cfg.model]  # task: / sft: built (logged) if missing; else a folder
     model, processor = load_model_dir(model_path)
-    check_response_length(model, cfg.eval.max_new_tokens, "eval.max_new_tokens")  # not an out-of-memory at step 0
-    if callable(rows := getattr(task, "sft_rows", None)):  # every row it may draw fits the model's context
-        check_sft_rows(model, processor, rows())
+    # every row it may draw (a task of fixed rows) and every evaluated prompt, as the online trainer checks its
+    # own: text the tokenizer takes, within the model's context (not an out-of-memory at step 0)
+    if callable(rows := getattr(task, "sft_rows", None)):
+        examples = rows()
+        check_vlm_prompts(model, processor, [(p, m) for p, m, _ in examples], responses=[r for *_, r in examples])
+    evaluated = (
+        [(p, m) for p, m, _ in task.eval_examples(cfg.eval.num_questions)]
+        if callable(getattr(task, "eval_examples", None))
+        else []
+    )
+    check_vlm_prompts(model, processor, evaluated, cfg.eval.max_new_tokens, "eval.max_new_tokens")
     model.train()
     tc = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
