@@ -53,22 +53,17 @@ torch.save(images, out)
 
 def _load_in_fresh_process(tmp_path, folder, base, prompts, seeds, steps, guidance, extra=None):
     out = tmp_path / f"stock-{os.path.basename(folder)}.pt"
-    script = tmp_path / "load_stock.py"
-    script.write_text(LOADER)
+    args = [str(folder), base, "|".join(prompts), ",".join(map(str, seeds)), str(steps), str(guidance)]
+    _run_stock(tmp_path, LOADER, *args, json.dumps(extra or {}), str(out))
+    return torch.load(out)
+
+
+def _run_stock(tmp_path, script: str, *args: str) -> None:
+    """``script`` in a fresh interpreter in ``tmp_path``: genrl off the path, the hub offline."""
+    (tmp_path / "stock_script.py").write_text(script)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     proc = subprocess.run(
-        [
-            sys.executable,
-            str(script),
-            str(folder),
-            base,
-            "|".join(prompts),
-            ",".join(map(str, seeds)),
-            str(steps),
-            str(guidance),
-            json.dumps(extra or {}),
-            str(out),
-        ],
+        [sys.executable, "stock_script.py", *args],
         cwd=tmp_path,
         capture_output=True,
         text=True,
@@ -76,7 +71,6 @@ def _load_in_fresh_process(tmp_path, folder, base, prompts, seeds, steps, guidan
         timeout=600,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return torch.load(out)
 
 
 def _genrl_samples(run_dir, prompts, seeds, steps, guidance):
@@ -175,17 +169,7 @@ def test_a_half_precision_export_loads_as_its_record_says(sd3_run, tmp_path, lor
     ours, _ = _genrl_samples(
         sd3_run / "run", prompts, [0, 1], sampling["num_inference_steps"], sampling["guidance_scale"]
     )
-    (tmp_path / "as_printed.py").write_text(AS_PRINTED)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run(
-        [sys.executable, "as_printed.py", str(out), "|".join(prompts), '{"max_sequence_length": 8}', "out.pt"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**env, "HF_HUB_OFFLINE": "1"},
-        timeout=600,
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    _run_stock(tmp_path, AS_PRINTED, str(out), "|".join(prompts), '{"max_sequence_length": 8}', "out.pt")
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), ours, rtol=0, atol=5e-2)  # fp16 weights
 
 
