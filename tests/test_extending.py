@@ -665,3 +665,14 @@ def test_an_evaluation_error_on_the_main_process_stops_every_process_in_one_line
     lines = [line for line in proc.stderr.splitlines() if line.startswith("genrl train:")]
     assert proc.returncode != 0 and "Connection closed by peer" not in proc.stderr, proc.stderr[-3000:]
     assert lines == ["genrl train: task='plugs.broken:EvalFailsLater': the evaluation after step 1 fails"], lines
+
+
+def test_rewards_equal_within_every_group_for_three_steps_are_said_once(tmp_path, monkeypatch, broken_pkg, base_model):
+    """A reward constant by construction (VLM policy.max_new_tokens=1 never fits the answer format) gave
+    reward/frac_zero_std 1 at every step, zero advantages and no update, with exit 0 and no word."""
+    monkeypatch.syspath_prepend(str(broken_pkg))
+    with pytest.warns(UserWarning, match=r"equal rewards for 3 steps in a row \(reward/frac_zero_std 1\)") as seen:
+        train(_tiny(tmp_path, base_model, "max_steps=4", 'rewards={"plugs.broken:with_kwargs": 1.0}'))
+    assert sum("equal rewards for" in str(w.message) for w in seen) == 1  # once per streak, not every step after
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl") if "reward/frac_zero_std" in line]
+    assert [r["reward/frac_zero_std"] for r in rows] == [1.0] * 4

@@ -145,6 +145,39 @@ def test_masked_samples_do_not_reweight_flow_micro_batches():
     torch.testing.assert_close(_deltas(policy, kept, adv[keep], cfg(5, 1, total=10)), full, rtol=1e-4, atol=1e-8)
 
 
+def test_ratio_spread_is_the_same_however_the_update_is_split():
+    """``ratio/std`` averaged each chunk's own std, so it shrank the finer the update was split (digits:
+    0.00102 whole, 0.00065 with ``train.timestep_chunk=1``, which drops the spread between steps) while the
+    gradient and every other metric stayed the same. It is now the std over all the step's actions."""
+    policy = FlowPolicy(PolicyConfig(num_steps=4), get_dummy_pipeline())
+    prompts = [prompt_for(i % 4) for i in range(8)]
+    g = torch.Generator().manual_seed(0)
+    traj = policy.rollout(prompts, [{}] * 8, [i % 4 for i in range(8)], g, policy.window(g))
+    traj.mask[[0, 1]] = 0
+    traj.log_probs_old = traj.log_probs_old + 0.01 * torch.randn(traj.log_probs_old.shape, generator=g)  # r != 1
+    adv, params = torch.linspace(-1, 1, 8), policy.trainable_parameters()
+    start = [p.detach().clone() for p in params]
+    metrics = []
+    for bs, ga, chunk in [(8, 1, 0), (8, 1, 1), (4, 2, 0), (2, 4, 3)]:
+        cfg = load_config(
+            OnlineConfig,
+            None,
+            [f"train.batch_size={bs}", f"train.gradient_accumulation_steps={ga}", f"train.timestep_chunk={chunk}"]
+            + ["rollout.prompts_per_step=2", "rollout.group_size=4", "rollout.batch_size=8", "train.max_grad_norm=0"],
+        )
+        with torch.no_grad():
+            for p, s0 in zip(params, start):
+                p.copy_(s0)
+        opt = torch.optim.SGD(params, lr=1.0)
+        metrics.append(update(policy, traj, adv, opt, OBJECTIVES.get("grpo"), cfg, _accelerator(), None, g))
+    assert metrics[0]["ratio/std"] > 1e-3
+    steps = [k for k in metrics[0] if k.startswith("ratio/std_step_")]
+    assert len(steps) >= 2
+    for m in metrics[1:]:
+        for key in ("ratio/std", "ratio/mean", *steps):
+            assert m[key] == pytest.approx(metrics[0][key], rel=1e-5), key
+
+
 # ----------------------------------------------------------------------------- 2. windows without a trained step
 
 

@@ -22,8 +22,10 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import math
 import os
 import time
+import warnings
 from collections import defaultdict
 from collections.abc import Callable
 
@@ -79,30 +81,62 @@ from genrl.trajectory import Trajectory
 MAX_CONSECUTIVE_REWARD_FAILURES = 3  # whole batches without a single valid reward -> stop
 
 
+def _mean_key(key: str) -> str:
+    """The mean logged beside a standard deviation: ``ratio/std`` -> ``ratio/mean``, ``ratio/std_step_03`` ->
+    ``ratio/mean_step_03``, ``ratio/raw_std`` -> ``ratio/raw_mean`` (the last ``std`` replaced)."""
+    head, sep, tail = key.rpartition("std")
+    return f"{head}mean{tail}" if sep else ""
+
+
+def _pool(a: tuple[float, float, float], b: tuple[float, float, float]) -> tuple[float, float, float]:
+    """Two ``(weight, mean, weighted sum of squared deviations)`` summaries as one (Chan et al.'s pairwise
+    update: no cancellation between the ratio's mean near 1 and its spread near 1e-3)."""
+    (wa, ma, sa), (wb, mb, sb) = a, b
+    w = wa + wb
+    if w <= 0:
+        return a
+    delta = mb - ma
+    return w, ma + delta * wb / w, sa + sb + delta * delta * wa * wb / w
+
+
 class _WeightedMeans:
     """Averages per-chunk metrics, weighting each by its number of trained actions; ``result``
-    averages over every process (each metric's weighted sum and weight are gathered)."""
+    averages over every process (each metric's weighted sum and weight are gathered). A standard
+    deviation logged beside its mean (``ratio/std`` and ``ratio/mean``; ``ratio/std_step_03``) is pooled
+    instead: the deviation over all the chunks' actions, within and between chunks. Averaging the chunks'
+    own deviations gave a smaller figure the finer the update was split (``train.timestep_chunk=1`` left
+    out the spread between steps), though the gradient is the same."""
 
     def __init__(self):
         self.sums, self.weights = defaultdict(float), defaultdict(float)
+        self.spreads: dict[str, tuple[float, float, float]] = {}  # std key -> (weight, mean, sum of sq. deviations)
 
     def add(self, metrics: dict[str, float], weight: float) -> None:
         for k, v in metrics.items():
             self.sums[k] += v * weight
             self.weights[k] += weight
+            mean = metrics.get(_mean_key(k))
+            if mean is not None and weight > 0:
+                self.spreads[k] = _pool(self.spreads.get(k, (0.0, 0.0, 0.0)), (weight, mean, weight * v * v))
 
     def result(self, accelerator=None) -> dict[str, float]:
-        parts = [(dict(self.sums), dict(self.weights))]
+        parts = [(dict(self.sums), dict(self.weights), dict(self.spreads))]
         if accelerator is not None and accelerator.num_processes > 1:
             from accelerate.utils import gather_object
 
-            parts = gather_object(parts)  # every process's (sums, weights); keys may differ between processes
-        sums, weights = defaultdict(float), defaultdict(float)
-        for s, w in parts:
+            parts = gather_object(parts)  # every process's (sums, weights, spreads); keys may differ between them
+        sums, weights, spreads = defaultdict(float), defaultdict(float), {}
+        for s, w, p in parts:
             for k in s:
                 sums[k] += s[k]
                 weights[k] += w[k]
-        return {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+            for k, summary in p.items():
+                spreads[k] = _pool(spreads.get(k, (0.0, 0.0, 0.0)), summary)
+        out = {k: sums[k] / weights[k] for k in sums if weights[k] > 0}
+        for k, (w, _, squares) in spreads.items():
+            if w > 0:
+                out[k] = math.sqrt(max(squares / w, 0.0))
+        return out
 
 
 def update(
@@ -458,7 +492,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
 
     for at in evaluations_due(cfg, start, accelerator):  # the base; or a finished run's missing final evaluation
         run_eval(at)
-    consecutive_failures = 0
+    consecutive_failures, flat_steps = 0, 0  # steps in a row without a valid reward / without reward variance
     bar = step_bar(cfg, start, "train", main)
 
     def collect(step: int, noise: torch.Generator, window: list[int], attempt: int = 0) -> Rollout:
@@ -545,6 +579,18 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                     f"no sample had a valid reward for {consecutive_failures} consecutive steps"
                     f"{' (every step of this run)' if whole_run else ''}; a sample's weighted total is NaN when "
                     f"any of its rewards is, and {why}"
+                )
+
+            # every group's rewards equal (all advantages 0): nothing trains. Said once a streak reaches 3 steps, not
+            # refused: a task the policy has solved looks the same, but so does a reward that is constant by
+            # construction (policy.max_new_tokens=1 never fits the answer format), which trained silently
+            flat_steps = flat_steps + 1 if adv_stats.get("reward/frac_zero_std") == 1.0 else 0
+            if flat_steps == MAX_CONSECUTIVE_REWARD_FAILURES and main:
+                warnings.warn(
+                    f"every group's samples got equal rewards for {flat_steps} steps in a row (reward/frac_zero_std 1): "
+                    "their advantages are 0 and the updates change nothing; unless the policy has solved the task, "
+                    "the rewards cannot tell its samples apart (a response too short for the format a reward asks, "
+                    "a temperature far from 1, a reward that is constant)"
                 )
 
             # VAS: re-score prompts from the whole gathered batch (every process stays identical)
