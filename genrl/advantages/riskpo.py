@@ -25,8 +25,9 @@ Quantiles (``quantiles``). The paper tracks ``Q_alpha`` and ``Q_beta`` online by
 approximation, ``q_{k+1} = q_k + gamma (s - frac(R_B < q_k))`` for ``s`` in ``{alpha, beta}``, over the
 paper scores of the whole batch (all bundles pooled): ``quantiles: tracked``, ``gamma`` =
 ``quantile_lr`` (0.1, the authors' ``lr_q``). The tracker starts at the first batch's empirical
-quantiles (as the authors' code initialises it); each step's advantages use ``q_k``, then the step's
-scores move it to ``q_{k+1}``. ``gamma`` is in the units of a paper score (a sum of ``bundle_size``
+quantiles (as the authors' code initialises it), and that first batch only sets it: steps 1 and 2 use the
+same quantiles. From the second step on, each step's advantages use ``q_k``, then the step's scores move it
+to ``q_{k+1}``. ``gamma`` is in the units of a paper score (a sum of ``bundle_size``
 rewards). Pooling needs one scale: the papers of a short last bundle (``n < bundle_size`` prompts, when
 the prompts per step are not a multiple of it) have their scores scaled by ``bundle_size / n`` (ours;
 the authors' tracker pools them unscaled). Its state, with the levels it tracks, goes into every
