@@ -127,7 +127,8 @@ def test_seppo_trains_on_digits_and_resumes_exactly(tmp_path, base_model, extra)
     # stop at step 2, resume to 4: same weights, optimizer, pool and draws as the straight run
     part = tmp_path / "part"
     train(_pref_cfg(part, base_model, *extra, "max_steps=2"))
-    train(_pref_cfg(part, base_model, *extra))
+    # storage auto kept the pool in memory: saying so on resume is the same run (it was refused as a change)
+    train(_pref_cfg(part, base_model, *extra, *(() if extra else ("reference.storage=memory",))))
     a, b = (load_checkpoint(str(d / "checkpoints" / "step-000004")) for d in (straight, part))
     assert a["ref_index"] == b["ref_index"] and a["pool"]["steps"] == b["pool"]["steps"]
     for k in a["model"]:
@@ -143,6 +144,9 @@ def test_seppo_trains_on_digits_and_resumes_exactly(tmp_path, base_model, extra)
             assert fa.keys() == a["model"].keys() and all(torch.equal(fa[k], fb[k]) for k in fa)
     resumed = [json.loads(line) for line in open(part / "metrics.jsonl") if "loss/seppo" in line]
     assert [r["loss/seppo"] for r in resumed] == [r["loss/seppo"] for r in rows]
+    if not extra:  # the other storage than the checkpoint's pool: refused by the pool, naming the setting
+        with pytest.raises(ValueError, match="pool was kept in memory: set reference.storage accordingly"):
+            train(_pref_cfg(part, base_model, "max_steps=5", "reference.storage=disk"))
 
 
 @pytest.mark.parametrize("objective", ["diffusion_dpo", "sft", "seppo-logit_normal"])

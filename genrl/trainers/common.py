@@ -40,6 +40,9 @@ RESUMABLE = (
     "policy.gradient_checkpointing:",
     "policy.prompt_cache_mb:",
     "policy.prompt_cache_device:",
+    # where the preference pool keeps its snapshots (auto resolves by size): the pool's own load refuses a
+    # checkpoint kept the other way, naming the setting, so auto -> memory for a pool kept in memory resumes
+    "reference.storage:",
 )
 # Of those, the ones that change what an evaluation measures (its prompts, samples, sampler, decoding):
 # a resume with other values makes the evaluations before and after it (base vs final) not alike.
