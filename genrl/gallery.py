@@ -128,9 +128,9 @@ def plot_curves(run_dirs: list[str], labels: list[str], path: str) -> bool:
 
 def check_one_base(cfgs: list, run_dirs: list[str]) -> None:
     """``GalleryError`` naming two runs trained from different models (``policy.model``, resolved: a ``task:`` or
-    ``sft:`` name as the folder it names, a folder by its real path): the page has one base column, the first run's model, which would stand as the base of
-    runs it is not the base of (a digits and a moving_digits run were shown against the digits base,
-    silently)."""
+    ``sft:`` name as the folder it names, a folder by its real path): the page has one base column, the first
+    run's model, which would stand as the base of runs it is not the base of (a digits and a moving_digits
+    run were shown against the digits base, silently)."""
     from genrl.hub import is_path
     from genrl.models import resolve_model
 

@@ -189,8 +189,7 @@ def check_vlm_prompts(
 
     Without it a bad row stopped the run at the random step that drew it. With a model that states its
     context (they all do) every prompt is counted: one tokenizer pass over the data at start-up."""
-    from genrl.policies.base import check_encodable  # lazy: genrl.policies imports this module
-    from genrl.tasks.rows import SHORT
+    from genrl.policies.base import check_encodable, prompt_location  # lazy: genrl.policies imports this module
 
     check_encodable(prompts)  # a lone surrogate: the tokenizer's TypeError below, naming nothing
     if max_new_tokens:
@@ -199,7 +198,7 @@ def check_vlm_prompts(
         return
 
     def where(i: int) -> str:
-        return prompts[i][1].get("source") or f"prompt {i} ({SHORT.repr(prompts[i][0])})"
+        return prompt_location(prompts, i)
 
     tok = processor.tokenizer
     vision = [t for t in NEVER_SAMPLE_TOKENS if t in tok.get_vocab()]

@@ -11,22 +11,29 @@ import torch
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
+def prompt_location(prompts, i: int) -> str:
+    """Where prompt ``i`` of ``[(prompt, metadata)]`` is, for a start-up refusal: its ``metadata["source"]``
+    (file and row) where the task gives one, else its index and text (shortened)."""
+    from genrl.tasks.rows import SHORT  # lazy: the tasks import the policies' modules
+
+    return (prompts[i][1] or {}).get("source") or f"prompt {i} ({SHORT.repr(prompts[i][0])})"
+
+
 def check_encodable(prompts) -> None:
     """``ValueError`` naming the first of ``[(prompt, metadata)]`` that is not text UTF-8 can encode (a lone
     surrogate: a JSON ``"\\ud800"`` escape, bytes that are not UTF-8 in a command line) and how many are; its
-    ``metadata["source"]`` (file and row) where the task gives one. Every tokenizer refuses such text, in a
+    location (:func:`prompt_location`). Every tokenizer refuses such text, in a
     ``TypeError`` naming nothing, at whichever step drew the prompt. Part of each policy's ``check_prompts``."""
     bad = []
-    for i, (p, meta) in enumerate(prompts):
+    for i, (p, _) in enumerate(prompts):
         try:
             p.encode("utf-8")
         except UnicodeEncodeError as e:
-            bad.append((i, meta, e.start))
+            bad.append((i, e.start))
     if bad:
-        i, meta, at = bad[0]
-        where = (meta or {}).get("source") or f"prompt {i}"
+        i, at = bad[0]
         raise ValueError(
-            f"{where}: the prompt holds a character UTF-8 cannot encode (a lone surrogate, at character {at}: a "
+            f"{prompt_location(prompts, i)}: the prompt holds a character UTF-8 cannot encode (a lone surrogate, at character {at}: a "
             f"JSON \\ud800-style escape or bytes that are not UTF-8); {len(bad)} of {len(prompts)} prompts do"
         )
 

@@ -445,8 +445,9 @@ def task_prompts(task, name: str) -> tuple[list[tuple[str, dict]], list[tuple[st
     def call(method: str, *args):
         return plugin_call(getattr(task, method), *args, option="task", name=name, name_refusals=False)
 
-    train = call("train_prompts") if callable(getattr(task, "train_prompts", None)) else []
-    if not isinstance(train, (list, tuple)) or (callable(getattr(task, "train_prompts", None)) and not train):
+    has_train = callable(getattr(task, "train_prompts", None))
+    train = call("train_prompts") if has_train else []
+    if not isinstance(train, (list, tuple)) or (has_train and not train):
         raise ValueError(f"task={name!r}: train_prompts() must return a non-empty list of (prompt, metadata)")
     for i, item in enumerate(train):
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and isinstance(item[0], str)):
