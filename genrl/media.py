@@ -96,7 +96,9 @@ def open_image(ref, what: str):
     stored sideways with an Orientation tag; PIL does not apply it). ``ValueError`` naming ``what``
     (e.g. ``data.jsonl row 3: image 0``) and the file: "not found", "is a directory", "cannot be read"
     when it is no image PIL knows, "is corrupt" when decoding fails part-way (a truncated file), and
-    :func:`to_8bit`'s errors for pixels without a known white level."""
+    :func:`to_8bit`'s errors for pixels without a known white level; "has N frames" for an animated GIF,
+    PNG or WebP or a multi-page TIFF, of which PIL would give the first frame silently (a camera's MPO
+    JPEG, whose second frame is a preview of the first, is read as its first frame)."""
     from PIL import Image, ImageOps
 
     _check_path(ref, what)
@@ -104,6 +106,12 @@ def open_image(ref, what: str):
         im = Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref)
     except Exception as e:  # PIL raises several types for bad files
         raise ValueError(f"{what} ({describe_ref(ref)}) cannot be read: {_reason(e)}") from None
+    frames = getattr(im, "n_frames", 1)
+    if frames > 1 and im.format != "MPO":
+        raise ValueError(
+            f"{what} ({describe_ref(ref)}) has {frames} frames (an animation or a multi-page file); one still "
+            "image is expected here: give one frame (a video goes in a video column, for a video model)"
+        )
     try:
         im.load()
         ImageOps.exif_transpose(im, in_place=True)

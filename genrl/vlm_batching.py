@@ -154,15 +154,27 @@ def unknown_words(tokenizer, texts: Sequence[str]) -> dict[int, list[str]]:
 
 def refuse_unknown_words(tokenizer, texts: Sequence[str], where, what: str = "prompt") -> None:
     """``ValueError`` naming the first of ``texts`` with :func:`unknown_words` (``where(i)``: its row), up to
-    three of its words, and how many texts hold some."""
+    three of its words, and how many texts hold some. Words every text holds are named as such, not as the
+    first row's: text joined to each prompt (``data.system_prompt``) was blamed on row 1."""
     found = unknown_words(tokenizer, texts)
-    if found:
-        i, words = next(iter(found.items()))
-        shown = ", ".join(map(repr, words[:3])) + (", ..." if len(words) > 3 else "")
+    if not found:
+        return
+
+    def shown(words: list[str]) -> str:
+        return ", ".join(map(repr, words[:3])) + (", ..." if len(words) > 3 else "")
+
+    i, words = next(iter(found.items()))
+    common = [w for w in words if all(w in ws for ws in found.values())]
+    if len(texts) > 1 and len(found) == len(texts) and common:
+        such = ", such as an instruction (data.system_prompt)?" if what == "prompt" else ""
         raise ValueError(
-            f"{where(i)}: the {what} holds words the model's vocabulary lacks ({shown}), read as "
-            f"{tokenizer.unk_token} ({len(found)} of {len(texts)} {what}s do); use the model's own words"
+            f"all {len(texts)} {what}s hold words the model's vocabulary lacks ({shown(common)}), read as "
+            f"{tokenizer.unk_token}: text joined to every {what}{such}; use the model's own words"
         )
+    raise ValueError(
+        f"{where(i)}: the {what} holds words the model's vocabulary lacks ({shown(words)}), read as "
+        f"{tokenizer.unk_token} ({len(found)} of {len(texts)} {what}s do); use the model's own words"
+    )
 
 
 def check_vlm_prompts(

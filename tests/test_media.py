@@ -144,3 +144,38 @@ def test_an_empty_image_path_is_named_and_a_home_path_is_expanded(tmp_path, monk
     (tmp_path / "a.png").write_bytes(b"x")
     assert image_refs("~/a.png", "/elsewhere", "w.jsonl:1") == [str(tmp_path / "a.png")]
     assert image_refs(["a.png"], str(tmp_path), "w.jsonl:1") == [str(tmp_path / "a.png")]
+
+
+def _frames(values, size=(6, 5)):
+    return [Image.fromarray(np.full((*size, 3), v, np.uint8)) for v in values]
+
+
+@pytest.mark.parametrize(
+    "fmt, kwargs",
+    [("GIF", {"duration": 100, "loop": 0}), ("PNG", {"duration": 100}), ("WEBP", {"duration": 100}), ("TIFF", {})],
+)
+def test_an_animation_or_multi_page_file_is_refused_where_one_image_is_expected(tmp_path, fmt, kwargs):
+    """An animated GIF / PNG / WebP or a multi-page TIFF as an image was read as its first frame, silently
+    (a SePPO winner or a VLM image of one frame of a clip). It is named; one frame of it is read."""
+    path = tmp_path / f"a.{fmt.lower()}"
+    first, *rest = _frames([20, 200, 90])
+    first.save(path, format=fmt, save_all=True, append_images=rest, **kwargs)
+    assert Image.open(path).n_frames == 3
+    with pytest.raises(ValueError, match=rf"^row 4: image \({path}\) has 3 frames \(an animation or a multi-page"):
+        open_image(str(path), "row 4: image")
+    still = tmp_path / f"s.{fmt.lower()}"
+    first.save(still, format=fmt)
+    assert np.asarray(open_image(str(still), "x")).mean() == pytest.approx(20, abs=2)
+    assert read_frames(str(path), "row 4").shape[0] == 3  # as a video it is read whole
+    with pytest.raises(ValueError, match="has 3 frames"):  # a frame of a frame list is one image
+        read_frames([str(still), str(path)], "row 4")
+
+
+def test_a_cameras_mpo_jpeg_is_read_as_its_first_frame(tmp_path):
+    """A camera's JPEG opens as MPO with a second (preview) frame: that is one photo, not an animation."""
+    path = tmp_path / "photo.jpg"
+    first, second = _frames([30, 30], size=(16, 16))
+    first.save(path, format="MPO", save_all=True, append_images=[second])
+    im = Image.open(path)
+    assert im.format == "MPO" and im.n_frames == 2
+    assert np.asarray(open_image(str(path), "x")).mean() == pytest.approx(30, abs=3)

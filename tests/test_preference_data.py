@@ -361,6 +361,9 @@ def test_a_winner_of_the_wrong_kind_fails_at_start_up_and_writes_nothing(tmp_pat
         PreferenceDataTask(_data_cfg(train_files=[_write(tmp_path / "i.jsonl", rows[:1])])).check_sample_shape(
             (4, 8, 8)
         )
+    animated = _write(tmp_path / "anim.jsonl", [*rows[:2], {"prompt": "x", "image": "v.gif"}])
+    with pytest.raises(ValueError, match=r"anim.jsonl:3: image \(.*v.gif\) has 2 frames"):  # not its first frame
+        PreferenceDataTask(_data_cfg(train_files=[animated])).check_sample_shape((1, 8, 8))
 
 
 @pytest.mark.parametrize("label", [float("nan"), float("inf"), -float("inf")])

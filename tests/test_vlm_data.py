@@ -190,6 +190,8 @@ def test_resize_into_follows_mmr1():
         ({"problem": "x", "answer": "1", "images": [{"path": None}]}, "without 'bytes' or 'path'"),
         # issue 16, 9: a valid header with a truncated body is decoded in full at start-up
         ({"problem": "x", "answer": "1", "images": ["truncated.png"]}, r"image 0 \(.*truncated.png\) is corrupt"),
+        # an animated GIF was read as its first frame, silently
+        ({"problem": "x", "answer": "1", "images": ["anim.gif"]}, r"bad.jsonl:1: image 0 \(.*anim.gif\) has 2 frames"),
         # found by trying users' own files: tracebacks, and values str() turned into wrong training data
         (5, r"bad.jsonl:1: expected an object \(a mapping of columns\), got int"),
         (None, r"bad.jsonl:1: expected an object \(a mapping of columns\), got NoneType"),
@@ -217,6 +219,8 @@ def test_bad_rows_fail_at_start_naming_file_and_row(data_dir, row, match):
     (data_dir / "bad.png").write_bytes(b"not a png")
     whole = (data_dir / "imgs" / "0.png").read_bytes()
     (data_dir / "truncated.png").write_bytes(whole[: len(whole) // 2])
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    frames[0].save(data_dir / "anim.gif", save_all=True, append_images=frames[1:], duration=100)
     path = data_dir / "bad.jsonl"
     path.write_text(json.dumps(row) + "\n")
     with pytest.raises(ValueError, match=match) as e:
@@ -512,4 +516,13 @@ def test_words_outside_a_closed_vocabulary_fail_at_start_up_naming_the_row(tmp_p
     assert err == (
         f"genrl train: {data_dir / 'train.jsonl'}:4: the prompt holds words the model's vocabulary lacks ('quelle', "
         "'est', 'la', ...), read as <unk> (1 of 4 prompts do); use the model's own words"
+    )
+    (tmp_path / "vlm.yaml").write_text("trainer: online_vlm\ndata: {system_prompt: 'réponds en bref'}\n")
+    data = [f"data.train_files=[{data_dir / 'train.jsonl'}]", "data.max_rows=3"]  # the French row aside
+    assert cli_main(["train", str(tmp_path / "vlm.yaml"), "task=vlm_data", *overrides, *data]) == 2
+    err = capsys.readouterr().err.strip()  # the instruction's words were blamed on row 1
+    assert not (tmp_path / "run").exists() and err.count("\n") == 0, err
+    assert err == (
+        "genrl train: all 3 prompts hold words the model's vocabulary lacks ('réponds', 'en', 'bref'), read as "
+        "<unk>: text joined to every prompt, such as an instruction (data.system_prompt)?; use the model's own words"
     )
