@@ -90,9 +90,19 @@ def import_object(path: str, kind: str = "object") -> Any:
     return obj
 
 
+def _is_class(obj: Any) -> bool:
+    return isinstance(obj, type)
+
+
 class Registry:
-    def __init__(self, kind: str):
+    """``kind``: what its entries are, in messages. ``is_entry`` / ``expected``: the test an object named by
+    import path must pass, and its words for a refusal (a policy must be a class): a plug-in of the wrong
+    kind (``my_pkg.x:CONSTANT``) is refused at config load naming the key, not a ``TypeError`` of
+    ``issubclass`` or ``inspect.signature`` deep in it."""
+
+    def __init__(self, kind: str, is_entry: Callable[[Any], bool] = callable, expected: str = "a function or class"):
         self.kind = kind
+        self.is_entry, self.expected = is_entry, expected
         self._entries: dict[str, Any] = {}
         self._meta: dict[int, dict[str, Any]] = {}  # id(object) -> metadata given to register
         self._loaded = False
@@ -143,9 +153,15 @@ class Registry:
         return sorted(self._entries)
 
     def get(self, name: str) -> Any:
-        """The entry ``name``, or the object at an import path ``package.module:attribute``."""
+        """The entry ``name``, or the object at an import path ``package.module:attribute`` (``ValueError``
+        when it is not of this registry's kind, ``is_entry``)."""
         if is_import_path(name):
-            return import_object(name, self.kind)
+            obj = import_object(name, self.kind)
+            if not self.is_entry(obj):
+                shown = type(obj).__name__  # a class passes every registry's test
+                article = "an" if shown[:1] in "aeiou" else "a"
+                raise ValueError(f"{self.kind} {name!r} is {article} {shown}, not {self.expected}")
+            return obj
         self._load()
         if name not in self._entries:
             module, dot, attr = name.rpartition(".")  # my_pkg.losses.fn: a plug-in written without its colon
@@ -161,8 +177,10 @@ class Registry:
 
 
 ADVANTAGE_ESTIMATORS = Registry("advantage estimator")
-FAMILIES = Registry("family")
-OBJECTIVES = Registry("objective")
-POLICIES = Registry("policy")
+FAMILIES = Registry("family", _is_class, "a class (a subclass of genrl.families.base.Family)")
+OBJECTIVES = Registry("objective", callable, "a function")
+POLICIES = Registry(
+    "policy", _is_class, "a class (a subclass of genrl.policies.denoiser.DenoisingPolicy or VLMPolicy)"
+)
 REWARDS = Registry("reward")
-TASKS = Registry("task")
+TASKS = Registry("task", _is_class, "a class (genrl.protocols.Task)")

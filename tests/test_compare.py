@@ -200,8 +200,9 @@ def test_report_reads_the_tasks_gold_metric_and_extra_metrics(tmp_path):
 
 def test_report_of_runs_with_one_seed_per_prompt_and_no_videoalign(tmp_path):
     """With ``eval.seeds_per_prompt=1`` the diversity is NaN, logged as JSON null: the report raised a
-    TypeError after every arm had trained, and a rerun reusing the runs raised it again. The task's
-    videoalign columns, which no arm logged, were ``nan -> nan``."""
+    TypeError after every arm had trained, and a rerun reusing the runs raised it again; with two seeds, an
+    AttributeError (``statistics.stdev`` of NaNs). The task's videoalign columns, which no arm logged, were
+    ``nan -> nan``."""
     pytest.importorskip("matplotlib", reason="matplotlib is in the dev extra")
     from genrl.compare import write_report
     from genrl.tasks.moving_digits import MovingDigitsTask
@@ -209,18 +210,19 @@ def test_report_of_runs_with_one_seed_per_prompt_and_no_videoalign(tmp_path):
     gold, extras = MovingDigitsTask.gold_metric, MovingDigitsTask.report_metrics
     runs = []
     for name, ta in (("flowgrpo", [0.1, 0.3]), ("sage", [0.1, 0.2])):
-        (tmp_path / name).mkdir()
-        rows = [
-            {"step": s, "eval/moving_digits_gold": a, f"eval/{gold}": a, "eval/diversity": None}
-            for s, a in zip((0, 2), ta)
-        ]
-        (tmp_path / name / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-        runs.append(
-            {"name": name, "seed": 0, "dir": str(tmp_path / name), "reward": "moving_digits_gold", "gold": gold}
-        )
-        runs[-1].update({"extras": extras, "steps": 2, "wall": 1.0, "train_s": 1.0})
+        for seed in (0, 1):
+            run = tmp_path / f"{name}_{seed}"
+            run.mkdir()
+            rows = [
+                {"step": s, "eval/moving_digits_gold": a + seed, f"eval/{gold}": a + seed, "eval/diversity": None}
+                for s, a in zip((0, 2), ta)
+            ]
+            (run / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            runs.append({"name": name, "seed": seed, "dir": str(run), "reward": "moving_digits_gold", "gold": gold})
+            runs[-1].update({"extras": extras, "steps": 2, "wall": 1.0, "train_s": 1.0})
     report = open(write_report(runs, str(tmp_path / "out"))).read()
-    assert "| flowgrpo | 0 | 2 | 0.100 -> 0.300 | 0.100 -> 0.300 (2) -> 0.300 | nan -> nan |" in report, report
+    assert "| flowgrpo | 1 | 2 | 1.100 -> 1.300 | 1.100 -> 1.300 (2) -> 1.300 | nan -> nan |" in report, report
+    assert "| flowgrpo | 2 | 0.800 ± 0.707 | 0.800 ± 0.707 | 0.800 ± 0.707 | nan |" in report  # over the seeds
     assert "videoalign" not in report
 
 

@@ -362,6 +362,21 @@ def test_a_key_given_twice_and_a_dotted_import_path_name_are_refused(tmp_path):
     assert "use the mapping form" in err(["reward_args.my_pkg.rw:fn.scale=2"])
 
 
+def test_yaml_merge_keys_work_and_a_key_that_is_no_value_is_refused(tmp_path):
+    """``<<: *defaults`` was refused as "could not determine a constructor for the tag ...merge" (the
+    twice-given-key check constructed it); a ``? [a, b]`` key was a TypeError (unhashable) traceback."""
+    from genrl.config.base import read_yaml
+
+    text = "defaults: &d {lr: 0.5, batch_size: 4}\ntrain: {<<: *d, lr: 0.1}\n"
+    assert read_yaml(write_yaml(tmp_path, text))["train"] == {"lr": 0.1, "batch_size": 4}  # own keys win
+    cfg = load_config(OnlineConfig, write_yaml(tmp_path, "train: {<<: {lr: 0.5}, batch_size: 4}\n"))
+    assert cfg.train.lr == 0.5 and cfg.train.batch_size == 4
+    with pytest.raises(ConfigError, match="given twice"):  # twice among a mapping's own keys: still refused
+        load_config(OnlineConfig, write_yaml(tmp_path, "eval: {every: 1, every: 2}\n"))
+    with pytest.raises(ConfigError, match=r"invalid YAML: a key must be text or a number, not a list.*line 2"):
+        load_config(OnlineConfig, write_yaml(tmp_path, "seed: 1\n? [a, b]\n: 1\n"))
+
+
 def test_data_files_for_a_task_that_reads_none_are_refused():
     """``data.train_files=[...]`` on the digits task trained on digits, the files ignored without a word."""
     message = err(["data.train_files=[prompts.txt]"])

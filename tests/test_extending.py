@@ -113,6 +113,11 @@ def test_every_genrl_train_command_of_the_readme_passes_the_config_checks(tmp_pa
 BROKEN = """
 import torch
 
+NUMBER = 5
+
+class PlainClass:
+    pass
+
 def two_args(samples, prompts):
     return torch.zeros(len(prompts))
 
@@ -322,6 +327,16 @@ def _tiny(tmp_path, base, *extra):
             ["policy.family=plugs.broken:ListDecode"],
             r"policy.family='plugs.broken:ListDecode': decode\(\) of one sample returned list; expected a float tensor",
         ),
+        # a plug-in of the wrong kind: TypeErrors of issubclass / inspect.signature at config load
+        (['rewards={"plugs.broken:NUMBER": 1.0}'], r"reward 'plugs.broken:NUMBER' is an int, not a function or class"),
+        (["policy.name=plugs.broken:NUMBER"], r"policy 'plugs.broken:NUMBER' is an int, not a class \(a subclass"),
+        (["policy.name=plugs.broken:two_args"], r"policy 'plugs.broken:two_args' is a function, not a class"),
+        (
+            ["policy.name=plugs.broken:PlainClass"],
+            r"PlainClass': is not a policy class \(a subclass of genrl.policies",
+        ),
+        (["task=plugs.broken:two_args"], r"task 'plugs.broken:two_args' is a function, not a class"),
+        (["advantages.estimator=plugs.broken:NUMBER"], r"estimator 'plugs.broken:NUMBER' is an int, not a function"),
         (
             ["objective.name=plugs.explodes:loss"],
             r"importing module 'plugs.explodes' raised RuntimeError: the plug-in is broken",

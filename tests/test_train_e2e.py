@@ -309,8 +309,12 @@ def test_no_optimizer_step_without_a_trained_action(tmp_path, base_model):
 def test_resuming_with_other_settings_names_the_checkpoint(tmp_path, base_model):
     run = tmp_path / "r"
     train(_cfg(run, base_model, "max_steps=1", "eval.every=0"))
+    other = _cfg(run, base_model, "max_steps=2", "eval.every=0", "policy.lora.rank=4", "policy.lora.alpha=4")
+    with pytest.raises(ValueError, match=r"at step 1 with settings it was not trained with: policy.lora.rank: 8 -> 4"):
+        train(other)  # the settings are compared before any state loads
+    os.remove(run / "config.yaml")  # nothing to compare them with: the weights' shapes name the checkpoint
     with pytest.raises(ValueError, match=r"step-000001.*trained with other settings \(e.g. policy.lora.rank\)"):
-        train(_cfg(run, base_model, "max_steps=2", "eval.every=0", "policy.lora.rank=4", "policy.lora.alpha=4"))
+        train(other)
 
 
 @pytest.mark.parametrize("bars", [False, True])
@@ -394,6 +398,19 @@ def test_a_resume_with_other_settings_is_refused_naming_them(tmp_path, base_mode
     assert "train.lr: 0.001 -> 0.5" in err and "objective.name: 'grpo' -> 'sapo'" in err and "\n" not in err
     assert cli_main([*args, "max_steps=1"]) == 2
     assert "is at step 2, past max_steps=1" in capsys.readouterr().err
+    # state the run never kept: loaded before the settings were compared, a traceback (EMA: TypeError,
+    # adaptive KL: KeyError 'value')
+    for changed, named in (
+        (["train.ema_decay=0.9"], "train.ema_decay: 0.0 -> 0.9"),
+        (
+            ["objective.beta=0.04", "objective.kl_controller=adaptive"],
+            "objective.kl_controller: 'fixed' -> 'adaptive'",
+        ),
+    ):
+        assert cli_main([*args, *changed]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"genrl train: resuming {run} at step 2 with settings it was not trained with: ")
+        assert named in err and "\n" not in err, err
     assert (run / "config.yaml").read_text() == saved
     # what may change on a resume: the length, and what is logged, evaluated and kept
     assert cli_main([*args, "max_steps=3", "eval.seeds_per_prompt=1", "checkpoint.keep_last=1"]) == 0

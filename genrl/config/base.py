@@ -291,12 +291,20 @@ def config_from_dict(cls: type[T], data: Mapping | None, overrides: typing.Itera
 
 class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one
-    silently, so a recipe edited in two places runs with whichever comes later)."""
+    silently, so a recipe edited in two places runs with whichever comes later) and a key that is no
+    plain value (``? [a, b]``: a ``TypeError`` of the check). Merge keys (``<<: *defaults``) work as in
+    YAML: the mapping's own keys override the merged ones."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
         for key_node, _ in node.value:
+            if key_node.tag == "tag:yaml.org,2002:merge":  # merged by PyYAML's flatten_mapping, below
+                continue
             key = self.construct_object(key_node, deep=deep)
+            if isinstance(key, (list, dict, set)):
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"a key must be text or a number, not a {type(key).__name__}", key_node.start_mark
+                )
             if key in seen:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} is given twice in one mapping", key_node.start_mark

@@ -35,7 +35,7 @@ from genrl.objectives.common import KL_TYPES, LOSS_AGGS, chunk_agg
 from genrl.objectives.fiberpo import FiberPOConfig
 from genrl.objectives.mdpo import MDPOConfig
 from genrl.objectives.mhpo import MHPOConfig
-from genrl.policies.base import DTYPES
+from genrl.policies.base import DTYPES, Policy
 from genrl.policies.denoiser import DenoisingPolicy
 from genrl.policies.diffusion import DDIM_STEP
 from genrl.samplers import diversity_fn
@@ -145,11 +145,14 @@ class PolicyConfig(Section):
         nonempty(self, "name", "model", "family")
         self.model = absolute_model(self.model)  # ~/models/x, ./x: one folder for every reader
         registered(self, "name", POLICIES)
+        policy = POLICIES.get(self.name)
         require(  # a token policy here crashed on the settings it lacks; its section is VLMPolicyConfig
-            issubclass(POLICIES.get(self.name), DenoisingPolicy),
+            issubclass(policy, DenoisingPolicy),
             "name",
             self.name,
-            "is not a denoising policy (flow, diffusion); a vision-language model trains with trainer: online_vlm",
+            "is not a denoising policy (flow, diffusion); a vision-language model trains with trainer: online_vlm"
+            if issubclass(policy, Policy)
+            else "is not a policy class (a subclass of genrl.policies.denoiser.DenoisingPolicy)",
         )
         check_model_folder(self)  # a local pipeline folder with a missing part, before any model loads
         if self.family != "auto":

@@ -370,11 +370,15 @@ def training_data(cfg, task=None, resumed: Optional[tuple[str, dict]] = None) ->
     resume read, they are compared first with those it saved (a checkpoint from before they were kept
     has none, and a finished run has no step left: not compared): ``ValueError`` naming the first data
     file that changed, appeared or went since (the same contents in the same order under other paths
-    pass here; a changed ``data.train_files`` is then the settings check's to name). Every process
-    calls it before any of that state loads (a sampler's state would fail first, naming neither the
-    file nor the checkpoint). Eval-only files may change."""
+    pass here; a changed ``data.train_files`` is then the settings check's to name). Before that, the
+    settings are compared with the run's (:func:`check_resume`). Every process calls it before any of
+    that state loads: a sampler's state would fail first, naming neither the file nor the checkpoint, and
+    an EMA or KL-controller state the run never kept (``train.ema_decay`` set at resume) was a traceback.
+    Eval-only files may change."""
     from genrl.tasks.rows import DATA_SUFFIXES, data_fingerprints
 
+    if resumed is not None:
+        check_resume(cfg, int(resumed[1].get("step", 0)))
     files = getattr(getattr(cfg, "data", None), "train_files", None)
     now = data_fingerprints(files, getattr(task, "data_suffixes", DATA_SUFFIXES)) if files else {}
     saved = resumed[1].get("data_files") if resumed is not None else None
