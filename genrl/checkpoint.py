@@ -288,6 +288,22 @@ def _consolidate(parts: list[Any], layout: dict[str, int], path: str = "") -> An
     return first
 
 
+def _read_meta(path: str) -> dict[str, Any]:
+    """A checkpoint's ``meta.json`` (``{}`` without one); ``ValueError`` naming the file when it is no JSON
+    object with a ``crc32`` mapping (a damaged one was a warning holding only the JSON parser's words)."""
+    meta_file = os.path.join(path, "meta.json")
+    if not os.path.isfile(meta_file):
+        return {}
+    try:
+        with open(meta_file, encoding="utf-8") as f:
+            meta = json.load(f)
+    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        raise ValueError(f"checkpoint file {meta_file!r} is damaged: not JSON ({e})") from None
+    if not isinstance(meta, dict) or not isinstance(meta.get("crc32", {}), dict):
+        raise ValueError(f"checkpoint file {meta_file!r} is damaged: not the mapping genrl writes")
+    return meta
+
+
 def load_checkpoint(
     path: str, rank: Optional[int] = None, world_size: int = 1, keys: Optional[tuple[str, ...]] = None
 ) -> dict[str, Any]:
@@ -296,8 +312,7 @@ def load_checkpoint(
     ``world_size`` matches the writer's); without, consolidated from every process's file (what
     readers such as ``genrl export`` need: ``keys=("step", "model", "ema")`` leaves the optimizer's
     moments out). ``ValueError`` for a missing or unreadable file."""
-    meta_file = os.path.join(path, "meta.json")
-    meta = json.load(open(meta_file)) if os.path.isfile(meta_file) else {}
+    meta = _read_meta(path)
 
     def pick(state: dict[str, Any]) -> dict[str, Any]:
         return state if keys is None else {k: v for k, v in state.items() if k in keys}

@@ -266,7 +266,11 @@ def _main(argv: list[str] | None) -> int:
     )
     p.add_argument("target", metavar="TASK_OR_CONFIG")
     p.set_defaults(func=_prepare)
-    args = parser.parse_args(argv)
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "train" and not any(e.startswith("-") for e in extra):
+        args.overrides += extra  # overrides after a flag (`CFG --help-config train.lr=5`): argparse leaves them
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     from genrl.preemption import Preempted, RunFailed, terminate_as_interrupt
 
     main_process = int(os.environ.get("RANK", "0")) == 0  # under accelerate launch: the others stay silent

@@ -73,6 +73,27 @@ def plugin_call(fn: Callable, *args, option: str, name: str, name_refusals: bool
         raise ValueError(f"{option}={name!r} raised {type(e).__name__}: {e}") from e
 
 
+def checked_metrics(metrics: Any, where: str, what: str = "metrics") -> dict[str, float]:
+    """A plug-in's metrics (an objective's, an estimator's stats, a task's evaluation) against their
+    contract: a dict of names (not ``step``, the row's own) to real numbers (a one-element tensor is read as
+    its number). Returns them as floats; a ``ValueError`` starting with ``where`` (the setting) otherwise,
+    where a text value was written into the logs and failed at the end of the run, or was dropped silently."""
+    import numbers
+
+    if not isinstance(metrics, dict):
+        raise ValueError(f"{where}: the {what} must be a dict of name -> number, got a {type(metrics).__name__}")
+    out = {}
+    for key, v in metrics.items():
+        if not isinstance(key, str) or key == "step":
+            raise ValueError(f"{where}: metric name {key!r} is not a name it may log ('step' is the row's own)")
+        if hasattr(v, "numel") and v.numel() == 1:  # a one-element tensor
+            v = v.item()
+        if isinstance(v, bool) or not isinstance(v, numbers.Real):
+            raise ValueError(f"{where}: metric {key!r} is a {type(v).__name__}; metrics are numbers")
+        out[key] = float(v)
+    return out
+
+
 def import_object(path: str, kind: str = "object") -> Any:
     """The object at ``package.module:attribute`` (dots in the attribute walk into it). A module
     or attribute that cannot be found is a ``ValueError`` naming the path."""

@@ -58,7 +58,7 @@ def test_yaml_and_overrides(tmp_path):
             "max_steps": 7,
             "policy": {"eta": 1, "lora": {"rank": 4}},
             "rewards": {"pickscore": 1.0, "clip": 0.5},
-            "train": {"lr": "1e-4"},  # a YAML string, accepted for a float field
+            "train": {"lr": "1e-4"},  # written plain (YAML 1.1 reads it as text), read as a float
         },
     )
     cfg = load_config(
@@ -93,6 +93,27 @@ def test_yaml_float_strings_and_null(tmp_path):
     cfg = load_config(OnlineConfig, path, ["eval.num_steps=null"])
     assert cfg.train.lr == 1e-4 and cfg.train.adam_eps == 1e-8
     assert cfg.eval.num_steps is None
+    # floats as YAML 1.2 reads them, so text is not one: '0.001' quoted was converted silently
+    assert load_config(OnlineConfig, None, ["train.lr=1.5e3", "policy.eta=2E-1"]).train.lr == 1500.0
+    assert err(["train.lr='0.001'"]) == "train.lr='0.001': expected float, got str"
+    assert err(['rewards={digits: "1.0"}']).endswith("expected float, got str")
+    with pytest.raises(ConfigError, match=r"train.lr='1e-4': expected float, got str"):
+        load_config(OnlineConfig, write_yaml(tmp_path, 'train:\n  lr: "1e-4"\n'))
+
+
+def test_a_section_given_as_a_mapping_sets_those_keys_and_keeps_the_others():
+    """``train={batch_size: 8}`` replaced the whole section: the recipe's lr 1e-3 and an earlier
+    ``train.max_grad_norm`` override went back to their defaults, and ``policy={eta: 0.5}`` dropped the
+    recipe's LoRA target modules, all silently. A dict setting given whole still replaces (rewards)."""
+    recipe = "configs/digits/flowgrpo.yaml"
+    dotted = load_config(OnlineConfig, recipe, ["train.max_grad_norm=0.5", "train.batch_size=8", "policy.eta=0.5"])
+    whole = load_config(
+        OnlineConfig, recipe, ["train.max_grad_norm=0.5", "train={batch_size: 8}", "policy={eta: 0.5}"]
+    )
+    assert whole == dotted and whole.train.lr == 1e-3 and whole.policy.lora.target_modules
+    nested = load_config(OnlineConfig, recipe, ["policy={lora: {rank: 2}}"])
+    assert nested.policy.lora.rank == 2 and nested.policy.lora.target_modules == dotted.policy.lora.target_modules
+    assert "unknown config key 'train.bogus'" in err(["train={bogus: 1}"])
 
 
 def test_dict_override_merges_into_defaults_and_can_replace():

@@ -177,6 +177,19 @@ class AdvantagesWithoutInit:
 def nan_advantages(rewards, group_ids, config):
     return torch.full_like(rewards, float("nan")), {}
 
+class CountingAdvantages:  # keeps a count across steps, which no checkpoint carried
+    def __init__(self, config):
+        self.n = 0
+    def __call__(self, rewards, group_ids, config):
+        self.n += 1
+        return (rewards - rewards.mean()) * self.n, {}
+
+def none_stats(rewards, group_ids, config):
+    return rewards - rewards.mean(), None
+
+def text_stats(rewards, group_ids, config):
+    return rewards - rewards.mean(), {"my/note": "s"}
+
 def strings(cfg):
     return None
 
@@ -206,6 +219,14 @@ class EvalFailsLater(DigitsTask):
         if step > 0:
             raise ValueError("the evaluation after step 1 fails")
         return super().evaluate(policy, rewards, cfg, run_dir, step, seed=seed)
+
+class EvalNone(DigitsTask):
+    def evaluate(self, *a, **k):
+        return None
+
+class EvalText(DigitsTask):
+    def evaluate(self, *a, **k):
+        return {"eval/x": "text"}
 
 class IntEvalPrompts(DigitsTask):  # evaluation prompts that are no text; the training ones are
     def prompts(self):
@@ -327,6 +348,19 @@ def _tiny(tmp_path, base, *extra):
             ["policy.family=plugs.broken:ListDecode"],
             r"policy.family='plugs.broken:ListDecode': decode\(\) of one sample returned list; expected a float tensor",
         ),
+        # found by trying plug-ins: a stateful estimator resumed inexactly, silently; stats and evaluation
+        # results of the wrong type were dropped, or failed after the run had trained (a None: a traceback)
+        (
+            ["advantages.estimator=plugs.broken:CountingAdvantages"],
+            r"CountingAdvantages' is a class without state_dict\(\) and load_state_dict\(\): what it keeps",
+        ),
+        (
+            ["advantages.estimator=plugs.broken:none_stats"],
+            r"none_stats': the stats must be a dict of name -> number, got a NoneType",
+        ),
+        (["advantages.estimator=plugs.broken:text_stats"], r"text_stats': metric 'my/note' is a str; metrics are"),
+        (["task=plugs.broken:EvalNone"], r"task='plugs.broken:EvalNone': evaluate\(\): the evaluation metrics must"),
+        (["task=plugs.broken:EvalText"], r"task='plugs.broken:EvalText': evaluate\(\): metric 'eval/x' is a str"),
         # a plug-in of the wrong kind: TypeErrors of issubclass / inspect.signature at config load
         (['rewards={"plugs.broken:NUMBER": 1.0}'], r"reward 'plugs.broken:NUMBER' is an int, not a function or class"),
         (["policy.name=plugs.broken:NUMBER"], r"policy 'plugs.broken:NUMBER' is an int, not a class \(a subclass"),

@@ -852,6 +852,12 @@ def test_help_config_of_a_recipe_shows_its_values_beside_the_defaults(capsys):
     # keys are known) still gets its help, the defaults alone, saying why
     assert cli_main(["train", "--help-config", "trainer=preference", "objective.beta=500.0"]) == 0
     assert "\nobjective.beta: float = 2000.0 (this config: 500.0)\n" in capsys.readouterr().out
+    # overrides after the flag: "genrl: unrecognized arguments: objective.beta=500.0" (argparse's)
+    assert cli_main(["train", "configs/digits/seppo.yaml", "--help-config", "objective.beta=500.0"]) == 0
+    assert "\nobjective.beta: float = 2000.0 (this config: 500.0)\n" in capsys.readouterr().out
+    with pytest.raises(SystemExit, match="2"):  # argparse's own exit
+        cli_main(["train", "configs/digits/seppo.yaml", "--help-config", "--bogus"])
+    assert "unrecognized arguments: --bogus" in capsys.readouterr().err
     assert cli_main(["train", "configs/digits/seppo.yaml", "task=preference_data", "--help-config"]) == 0
     out = capsys.readouterr().out
     assert out.startswith("# trainer: preference\n# this config does not load (data.train_files=[]: must be non-empty")

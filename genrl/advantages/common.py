@@ -18,12 +18,22 @@ def build_estimator(entry: Any, config) -> Callable:
     """The callable ``(rewards [B], group_ids [B], config) -> (advantages [B], stats)`` for a registered
     estimator: a function is used as it is; a class (an estimator that keeps state across steps, such
     as RiskPO's tracked quantiles) is instantiated as ``entry(config)`` (a plug-in class that cannot be
-    is one error naming ``advantages.estimator``: ``genrl.registry.plugin_call``)."""
+    is one error naming ``advantages.estimator``: ``genrl.registry.plugin_call``). Its instance must have
+    ``state_dict()`` and ``load_state_dict(state)``, which checkpoints carry, or say ``keeps_state = False``:
+    a class keeping a count without them resumed inexactly, silently (``ValueError`` naming the setting)."""
     from genrl.registry import plugin_call
 
     if not inspect.isclass(entry):
         return entry
-    return plugin_call(entry, config, option="advantages.estimator", name=config.estimator)
+    estimator = plugin_call(entry, config, option="advantages.estimator", name=config.estimator)
+    saves = all(callable(getattr(estimator, m, None)) for m in ("state_dict", "load_state_dict"))
+    if not saves and getattr(estimator, "keeps_state", True) is not False:
+        raise ValueError(
+            f"advantages.estimator={config.estimator!r} is a class without state_dict() and load_state_dict(): "
+            "what it keeps across steps would not be checkpointed, and a resume would start it afresh; give it "
+            "both, or the class attribute keeps_state = False if it keeps nothing"
+        )
+    return estimator
 
 
 def is_stateful(estimator: Callable) -> bool:
@@ -108,19 +118,20 @@ class Advantages:
         wherever ``rewards`` [B] is; a ``ValueError`` naming ``advantages.estimator`` where a plug-in broke
         it (before: "too many values to unpack", an IndexError deep in the update, or NaN advantages blamed
         on the learning rate)."""
+        from genrl.registry import checked_metrics
+
         B, where = rewards.shape[0], f"advantages.estimator={self.config.estimator!r}"
-        if not (isinstance(out, tuple) and len(out) == 2 and isinstance(out[1], dict)):
-            raise ValueError(
-                f"{where} returned a {type(out).__name__!r} object; an estimator returns (advantages [B], stats)"
-            )
-        adv = out[0]
+        if not (isinstance(out, tuple) and len(out) == 2):
+            got = f"a tuple of {len(out)}" if isinstance(out, tuple) else f"a {type(out).__name__!r} object"
+            raise ValueError(f"{where} returned {got}; an estimator returns (advantages [B], stats)")
+        adv, stats = out[0], checked_metrics(out[1], where, "stats")
         if not isinstance(adv, torch.Tensor) or tuple(adv.shape) != (B,):
             got = f"shape {tuple(adv.shape)}" if isinstance(adv, torch.Tensor) else f"a {type(adv).__name__}"
             raise ValueError(f"{where}: the advantages must be a tensor of shape ({B},), got {got}")
         bad = int((~torch.isfinite(adv) & torch.isfinite(rewards)).sum())
         if bad:
             raise ValueError(f"{where}: {bad} of {B} advantages are NaN or inf where the rewards are finite")
-        return out
+        return adv, stats
 
     def state_dict(self) -> dict[str, Any]:
         return {name: est.state_dict() for name, est in self.estimators.items() if is_stateful(est)}

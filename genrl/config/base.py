@@ -18,7 +18,8 @@ Why this is our own code and not pydantic v2 or OmegaConf (measured by
 "Configs" section summarises it): both libraries check the field types, but neither covers what
 users of ``genrl train`` rely on. pydantic's default (lax) mode silently accepts ``resume: 1``,
 ``max_steps: "5"``, ``max_steps: 5.0`` and ``async_rewards: "yes"``; its strict mode rejects
-YAML 1.1's ``lr: 1e-4`` (which YAML reads as a string); its messages span four lines with a URL
+YAML 1.1's ``lr: 1e-4`` (which PyYAML reads as a string; genrl's loader reads it as YAML 1.2 does, a
+float); its messages span four lines with a URL
 and name neither the valid keys nor a close match; it has no ``key=value`` overrides and no
 per-field help listing. OmegaConf gives typo hints and dotted overrides but accepts
 ``max_steps: "5"`` and ``resume: 1`` silently and has no help strings. The parts genrl keeps either
@@ -68,7 +69,8 @@ __all__ = [
 
 T = TypeVar("T")
 _NOVALUE = object()
-_FLOAT_RE = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")  # YAML 1.1 reads 1e-4 as str
+# YAML 1.2's floats that YAML 1.1 (PyYAML) reads as text: an exponent without a dot or without a sign
+_EXPONENT_FLOAT_RE = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
 FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max: settings reach float32 tensors and optimizers
 FLOAT32_TINY = 1.401298464324817e-45  # float32's smallest positive (subnormal) value: anything smaller is 0 there
 INT64_LIMIT = 2**63  # integer settings reach torch as int64 (generators, sizes, step counters)
@@ -207,8 +209,6 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(key, f"expected int, got {type(value).__name__}", value)
     if tp is float:
-        if isinstance(value, str) and _FLOAT_RE.fullmatch(value.strip()):
-            value = float(value)
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if value != value:  # NaN: no float setting means "not a number", one rule for every field
                 raise ConfigError(key, "expected a finite number, got NaN", value)
@@ -236,7 +236,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def coerce_option(value: Any, tp: Any, key: str) -> Any:
     """A plug-in's option (``reward_args``) checked against its annotation ``tp`` by the rules of config
-    fields (``1e-4`` read as text becomes a float, ``1`` an int option only, ``Literal`` choices exact);
+    fields (a float takes an int or a float, never text; ``1`` an int option only, ``Literal`` choices exact);
     returns the value normalised. Raises :class:`ConfigError` (a ``ValueError``) naming ``key``. An
     annotation that config fields never use (a class, a callable, ``Sequence``) is not checked: the value
     is returned as it is; a bare ``dict`` or ``list`` is read as ``dict[Any, Any]`` / ``list[Any]``. A float
@@ -293,7 +293,9 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     """PyYAML's safe loader, refusing a key given twice in one mapping (PyYAML keeps the last one
     silently, so a recipe edited in two places runs with whichever comes later) and a key that is no
     plain value (``? [a, b]``: a ``TypeError`` of the check). Merge keys (``<<: *defaults``) work as in
-    YAML: the mapping's own keys override the merged ones."""
+    YAML: the mapping's own keys override the merged ones. ``1e-4`` and ``1.0e5`` are floats, as in YAML
+    1.2 (YAML 1.1 reads them as text), so a float setting takes no text: ``lr: "0.001"`` is refused as
+    ``max_steps: "5"`` is."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -311,6 +313,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 )
             seen.add(key)
         return super().construct_mapping(node, deep=deep)
+
+
+_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT_RE, list("-+0123456789."))
+
+
+def parse_value(text: str) -> Any:
+    """One override's value (``train.lr=1e-4``) read as the config files are (:class:`_UniqueKeyLoader`)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
 
 
 def read_yaml(path: str | os.PathLike) -> Any:
@@ -354,6 +364,22 @@ def _deepcopy_plain(obj: Any) -> Any:
     return obj
 
 
+def _merged_section(old: Any, value: Any, tp: Any) -> Any:
+    """What ``key=value`` leaves at a field of type ``tp`` holding ``old``: a mapping given to a section
+    (``train={batch_size: 8}``) sets those keys and keeps the section's others, as dotted overrides do (it
+    replaced the section: the recipe's lr and earlier overrides went back to defaults, silently); nested
+    sections likewise. Any other value, and a mapping given to a dict setting (``rewards={clip: 0.5}``),
+    replaces what was there."""
+    if _is_union(tp):  # Optional[section]
+        tp = next((a for a in typing.get_args(tp) if a is not type(None)), tp)
+    if not (dataclasses.is_dataclass(tp) and isinstance(value, Mapping) and isinstance(old, Mapping)):
+        return value
+    hints, merged = _hints(tp), dict(old)
+    for k, v in value.items():
+        merged[k] = _merged_section(old.get(k), v, hints[k]) if k in hints else v  # unknown keys: refused later
+    return merged
+
+
 def _apply_override(cls: type, data: dict, item: str) -> None:
     """Set ``a.b.c=value`` into the raw mapping, walking the dataclass types alongside."""
     if not isinstance(item, str) or "=" not in item:
@@ -371,7 +397,7 @@ def _apply_override(cls: type, data: dict, item: str) -> None:
         what = "no key" if not dotted.strip() else f"an empty part in the key {dotted!r}"
         raise ConfigError("", f"malformed override {item!r}: {what}; expected key.sub=value (e.g. train.lr=1e-4)")
     try:
-        value = yaml.safe_load(text)
+        value = parse_value(text)
     except yaml.YAMLError as e:
         raise ConfigError(dotted, f"override value {text!r} is not valid YAML: {e}") from None
     node, tp = data, cls
@@ -383,7 +409,7 @@ def _apply_override(cls: type, data: dict, item: str) -> None:
             if part not in fields:
                 raise _unknown(key, part, list(fields))
             if last:
-                node[part] = value
+                node[part] = _merged_section(node.get(part), value, _hints(tp)[part])
                 return
             tp = _hints(tp)[part]
             if _is_union(tp):  # Optional[section]

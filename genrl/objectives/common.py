@@ -82,18 +82,9 @@ def checked_output(out, option: str, name: str) -> tuple[torch.Tensor, dict[str,
             f"{where}: the loss does not depend on the trained weights (no grad_fn); compute it from the "
             "log-probs or denoising errors it is given, without .item(), .detach() or torch.no_grad()"
         )
-    if not isinstance(metrics, dict):
-        raise ValueError(f"{where}: the metrics must be a dict of name -> number, got a {type(metrics).__name__}")
-    numbers = {}
-    for key, v in metrics.items():
-        if not isinstance(key, str) or key == "step":
-            raise ValueError(f"{where}: metric name {key!r} is not a name it may log ('step' is the row's own)")
-        if isinstance(v, torch.Tensor) and v.numel() == 1:
-            v = v.item()
-        if isinstance(v, bool) or not isinstance(v, (int, float)):
-            raise ValueError(f"{where}: metric {key!r} is a {type(v).__name__}; metrics are numbers")
-        numbers[key] = float(v)
-    return loss, numbers
+    from genrl.registry import checked_metrics
+
+    return loss, checked_metrics(metrics, where)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

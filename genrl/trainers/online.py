@@ -575,9 +575,10 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                     )
                 else:  # every reward returned finite numbers: their weighted totals overflowed
                     why = "no reward failed, but no weighted total was finite (the weighted sum overflowed)"
+                since = f"since the resume at step {start}" if start else "of this run"
                 raise RunFailed(
                     f"no sample had a valid reward for {consecutive_failures} consecutive steps"
-                    f"{' (every step of this run)' if whole_run else ''}; a sample's weighted total is NaN when "
+                    f"{f' (every step {since})' if whole_run else ''}; a sample's weighted total is NaN when "
                     f"any of its rewards is, and {why}"
                 )
 
