@@ -166,6 +166,9 @@ def test_the_controls_run(tmp_path, base_model, objective):
         rows = [json.loads(line) for line in open(run / "metrics.jsonl") if "loss/sft" in line]
         assert len(rows) == 2 and not any("train/ref_step" in r or "train/pool_size" in r for r in rows)
         assert not (run / "pool").exists()
+        with pytest.raises(ValueError, match="settings it was not trained with: objective.name: 'sft' -> 'seppo'"):
+            train(_pref_cfg(run, base_model, "max_steps=3", "eval.every=0"))
+        os.remove(run / "config.yaml")  # nothing to compare the settings with: the checkpoint names what it lacks
         with pytest.raises(ValueError, match="no reference pool"):  # a seppo resume of it: one line, not a TypeError
             train(_pref_cfg(run, base_model, "max_steps=3", "eval.every=0"))
 

@@ -796,7 +796,8 @@ def test_options_that_need_another_one_are_config_errors(cls, data, key):
     "overrides, match",
     [
         (["objective.name=genrl.objectives.common:aggregate"], "is not an objective function"),
-        (["task=genrl.tasks.digits:prompt_for"], "is not a task class"),
+        (["task=genrl.tasks.digits:prompt_for"], "is a function, not a class"),
+        (["task=genrl.registry:Registry"], "is not a task class"),
         (["policy.model=/no/such/model"], "/no/such/model"),
     ],
 )

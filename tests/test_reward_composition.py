@@ -119,23 +119,27 @@ def test_a_reward_option_of_the_wrong_type_is_refused_with_the_config(rewards, a
 
 
 def test_reward_options_are_normalised_by_their_annotations():
-    """A plug-in function's options follow the config fields' rules: ``1e-3`` (text to YAML) is a float
-    for a ``float`` option, an int is one too; options without an annotation pass as they are."""
+    """A plug-in function's options follow the config fields' rules: an int is a float for a ``float``
+    option, text is not (``"1e-3"`` quoted; unquoted, genrl's YAML reads it as a float); options without an
+    annotation pass as they are."""
     from genrl.scoring import build_rewards, typed_reward_args
 
     def brightness(samples, prompts, metadata, scale: float = 1.0, mode="mean"):
         return samples.mean((1, 2, 3)) * scale
 
-    assert typed_reward_args("b", brightness, {"scale": "1e-3", "mode": 3}) == {"scale": 0.001, "mode": 3}
+    assert typed_reward_args("b", brightness, {"scale": 1e-3, "mode": 3}) == {"scale": 0.001, "mode": 3}
     assert typed_reward_args("b", brightness, {"scale": 2}) == {"scale": 2.0}
-    assert build_rewards({"b": brightness}, {"b": {"scale": "1e-3"}})["b"].keywords == {"scale": 0.001}
+    assert build_rewards({"b": brightness}, {"b": {"scale": 2}})["b"].keywords == {"scale": 2.0}
+    with pytest.raises(ValueError, match=r"^reward_args.b.scale='1e-3': expected float, got str$"):
+        typed_reward_args("b", brightness, {"scale": "1e-3"})
     with pytest.raises(ValueError, match=r"^reward_args.b.scale=true: expected float, got bool$"):
         typed_reward_args("b", brightness, {"scale": True})
 
 
 def test_reward_options_without_a_resolvable_annotation_are_typed_as_far_as_can_be():
-    """An unannotated option with a float default received YAML's ``1e-3`` as text (README's own
-    ``brightness``: every sample failed); one annotation its module could not resolve (imported under
+    """An unannotated option with a float default received YAML 1.1's ``1e-3`` as text (README's own
+    ``brightness``: every sample failed; it is typed by its default, and genrl's YAML now reads ``1e-3`` as
+    a float); one annotation its module could not resolve (imported under
     ``TYPE_CHECKING``) switched every check off; a bare ``dict`` (``videoalign.weights``) was not checked."""
     from genrl.registry import REWARDS
     from genrl.scoring import check_reward_args, typed_reward_args
@@ -143,11 +147,9 @@ def test_reward_options_without_a_resolvable_annotation_are_typed_as_far_as_can_
     def brightness(samples, prompts, metadata, scale=1.0, k=3, mode="mean"):
         return samples.mean((1, 2, 3)) * scale
 
-    assert typed_reward_args("b", brightness, {"scale": "1e-3", "k": 4, "mode": 3}) == {
-        "scale": 0.001,
-        "k": 4,
-        "mode": 3,
-    }
+    assert typed_reward_args("b", brightness, {"scale": 2, "k": 4, "mode": 3}) == {"scale": 2.0, "k": 4, "mode": 3}
+    with pytest.raises(ValueError, match=r"^reward_args.b.scale='1e-3': expected float, got str$"):
+        typed_reward_args("b", brightness, {"scale": "1e-3"})
     with pytest.raises(ValueError, match=r"^reward_args.b.k=2.5: expected int, got float$"):
         typed_reward_args("b", brightness, {"k": 2.5})
 

@@ -151,6 +151,11 @@ def test_riskpo_tracked_quantiles_resume_exactly(tmp_path, base_model):
     assert all(torch.equal(a["model"][k], b["model"][k]) for k in a["model"])
     plain = tmp_path / "plain"
     train(_cfg(plain, base_model, "max_steps=1", "eval.every=0"))
+    with pytest.raises(
+        ValueError, match=r"settings it was not trained with: advantages.estimator: 'grpo' -> 'riskpo'"
+    ):
+        train(_cfg(plain, base_model, *extra, "max_steps=2", "eval.every=0"))
+    os.remove(plain / "config.yaml")  # nothing to compare the settings with: the checkpoint's state is named
     with pytest.raises(ValueError, match=r"no state for advantages.estimator=riskpo"):
         train(_cfg(plain, base_model, *extra, "max_steps=2", "eval.every=0"))
 

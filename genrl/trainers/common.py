@@ -261,7 +261,9 @@ def schedules_on_max_steps(cfg) -> list[str]:
 
 
 def check_resume(cfg, start: int) -> list[str]:
-    """A resume at step ``start`` continues the run that ``output_dir/config.yaml`` describes:
+    """A resume at step ``start`` continues the run that ``output_dir/config.yaml`` describes (each trainer
+    asks before any checkpointed state loads: state the run never kept, such as an EMA when
+    ``train.ema_decay`` is set at resume, was a traceback, and :func:`open_run` asks again):
     ``ValueError`` naming the changed settings (outside ``RESUMABLE``), a changed ``max_steps`` while
     a schedule follows it (:func:`schedules_on_max_steps`), or a ``max_steps`` below the step reached.
     A ``config.yaml`` this version cannot read is not compared. Returns the allowed changes that make
@@ -370,15 +372,11 @@ def training_data(cfg, task=None, resumed: Optional[tuple[str, dict]] = None) ->
     resume read, they are compared first with those it saved (a checkpoint from before they were kept
     has none, and a finished run has no step left: not compared): ``ValueError`` naming the first data
     file that changed, appeared or went since (the same contents in the same order under other paths
-    pass here; a changed ``data.train_files`` is then the settings check's to name). Before that, the
-    settings are compared with the run's (:func:`check_resume`). Every process calls it before any of
-    that state loads: a sampler's state would fail first, naming neither the file nor the checkpoint, and
-    an EMA or KL-controller state the run never kept (``train.ema_decay`` set at resume) was a traceback.
-    Eval-only files may change."""
+    pass here; a changed ``data.train_files`` is the settings check's to name, :func:`check_resume`, which
+    the trainers run first). Every process calls it before any of that state loads (a sampler's state would
+    fail first, naming neither the file nor the checkpoint). Eval-only files may change."""
     from genrl.tasks.rows import DATA_SUFFIXES, data_fingerprints
 
-    if resumed is not None:
-        check_resume(cfg, int(resumed[1].get("step", 0)))
     files = getattr(getattr(cfg, "data", None), "train_files", None)
     now = data_fingerprints(files, getattr(task, "data_suffixes", DATA_SUFFIXES)) if files else {}
     saved = resumed[1].get("data_files") if resumed is not None else None

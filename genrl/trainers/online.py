@@ -65,6 +65,7 @@ from genrl.trainers.common import (
     NonFiniteGuard,
     build_task,
     check_finite,
+    check_resume,
     evaluate_task,
     evaluations_due,
     make_accelerator,
@@ -420,6 +421,8 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
         if cfg.resume
         else None
     )
+    if found:  # the settings first: nothing of the checkpoint loads into another configuration
+        check_resume(cfg, found[1]["step"])
     data_files = training_data(cfg, task, found)  # fingerprints, checked against the resumed checkpoint's
     if found:
         ckpt, state = found

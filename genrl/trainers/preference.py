@@ -47,6 +47,7 @@ from genrl.trainers.common import (
     NonFiniteGuard,
     build_task,
     check_finite,
+    check_resume,
     evaluate_task,
     evaluations_due,
     lr_multiplier,
@@ -100,6 +101,8 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     start, ckpt = 0, None
     guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
     found = resume_state(ckpt_dir, clean=main) if cfg.resume else None
+    if found:  # the settings first: nothing of the checkpoint loads into another configuration
+        check_resume(cfg, found[1]["step"])
     data_files = training_data(cfg, task, found)  # fingerprints, checked against the resumed checkpoint's
     if found:
         ckpt, state = found

@@ -36,6 +36,7 @@ from genrl.trainers.common import (
     NonFiniteGuard,
     build_task,
     check_finite,
+    check_resume,
     evaluations_due,
     lr_multiplier,
     make_optimizer,
@@ -83,6 +84,8 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     t_train, n_tokens = 0.0, 0  # running totals over the whole run, kept in the checkpoints
     guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
     found = resume_state(ckpt_dir, clean=True) if cfg.resume else None
+    if found:  # the settings first: nothing of the checkpoint loads into another configuration
+        check_resume(cfg, found[1]["step"])
     data_files = training_data(cfg, task, found)  # fingerprints, checked against the resumed checkpoint's
     if found:
         ckpt, state = found
