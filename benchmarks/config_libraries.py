@@ -1,7 +1,8 @@
 """genrl's config machinery against pydantic v2 and OmegaConf on the mistakes users make.
 
-Feeds the same malformed inputs (as ``yaml.safe_load`` returns them from a config file or a
-``key=value`` override) to genrl's ``config_from_dict``, to pydantic v2 validating the same
+Feeds the same malformed inputs (as genrl's YAML loader, ``genrl.config.base.parse_value``, returns them
+from a config file or a ``key=value`` override: ``1e-4`` is a float, as in YAML 1.2) to genrl's
+``config_from_dict``, to pydantic v2 validating the same
 section classes (lax and strict mode, ``extra="forbid"``) and, when it is installed, to OmegaConf
 structured configs of the same classes. Prints a markdown table: accepted (and as what) or the
 message the user would see. This is the measurement behind the decision written in
@@ -20,9 +21,9 @@ import typing
 from typing import Any
 
 import pydantic
-import yaml
 
 from genrl.config import ConfigError, OnlineConfig, config_from_dict
+from genrl.config.base import parse_value
 
 CASES: list[tuple[str, str]] = [  # (what the user wrote, as YAML), e.g. in a config file
     ("typo in a key", "train: {lrr: 1.0e-4}"),
@@ -33,7 +34,8 @@ CASES: list[tuple[str, str]] = [  # (what the user wrote, as YAML), e.g. in a co
     ("float for an int", "max_steps: 5.0"),
     ("int for a bool", "resume: 1"),
     ("yes/no string for bool-or-auto", "rollout: {async_rewards: 'yes'}"),
-    ("YAML 1.1 float (1e-4 reads as a string)", "train: {lr: 1e-4}"),
+    ("quoted float", "train: {lr: '0.001'}"),
+    ("exponent float (text to PyYAML, a float to genrl's loader)", "train: {lr: 1e-4}"),
 ]
 
 
@@ -126,7 +128,7 @@ def main() -> None:
     print("| " + " | ".join(head) + " |")
     print("|" + " --- |" * len(head))
     for name, text in CASES:
-        data = yaml.safe_load(text)
+        data = parse_value(text)
         row = [f"{name}: `{text}`", run_genrl(data), run_pydantic(data, lax), run_pydantic(data, strict)]
         if omegaconf is not None:
             row.append(run_omegaconf(data))

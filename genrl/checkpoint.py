@@ -297,9 +297,16 @@ def _read_meta(path: str) -> dict[str, Any]:
     try:
         with open(meta_file, encoding="utf-8") as f:
             meta = json.load(f)
-    except (ValueError, OSError) as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except OSError as e:
+        raise ValueError(f"checkpoint file {meta_file!r} cannot be read ({e})") from None
+    except ValueError as e:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         raise ValueError(f"checkpoint file {meta_file!r} is damaged: not JSON ({e})") from None
-    if not isinstance(meta, dict) or not isinstance(meta.get("crc32", {}), dict):
+    if (
+        not isinstance(meta, dict)
+        or not isinstance(meta.get("crc32", {}), dict)
+        or ("world_size" in meta and not (isinstance(meta["world_size"], int) and meta["world_size"] >= 1))
+        or ("world_size" in meta and "layout" not in meta)
+    ):
         raise ValueError(f"checkpoint file {meta_file!r} is damaged: not the mapping genrl writes")
     return meta
 

@@ -392,9 +392,9 @@ def per_step_table(runs: list[dict]) -> list[str]:
 
 def _ms(values: list[float], fmt: str = ".3f") -> str:
     """``mean ± sd`` (sample sd; just the value for one seed); ``nan`` where a seed's value is NaN (not
-    measured: diversity with one sample per prompt), which ``statistics.stdev`` raises on."""
-    if any(math.isnan(v) for v in values):
-        return "nan"
+    measured: diversity with one sample per prompt) or infinite, which ``statistics.stdev`` raises on."""
+    if not all(math.isfinite(v) for v in values):
+        return format(sum(values) / len(values), fmt)  # nan, inf or -inf (inf - inf: nan)
     m = statistics.fmean(values)
     return format(m, fmt) if len(values) < 2 else f"{format(m, fmt)} ± {format(statistics.stdev(values), fmt)}"
 

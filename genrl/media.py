@@ -98,7 +98,8 @@ def open_image(ref, what: str):
     when it is no image PIL knows, "is corrupt" when decoding fails part-way (a truncated file), and
     :func:`to_8bit`'s errors for pixels without a known white level; "has N frames" for an animated GIF,
     PNG or WebP or a multi-page TIFF, of which PIL would give the first frame silently (a camera's MPO
-    JPEG, whose second frame is a preview of the first, is read as its first frame)."""
+    JPEG, whose second frame is a preview of the first, is read as its first frame; a layered PSD as the
+    composite PIL opens)."""
     from PIL import Image, ImageOps
 
     _check_path(ref, what)
@@ -106,17 +107,17 @@ def open_image(ref, what: str):
         im = Image.open(io.BytesIO(ref) if isinstance(ref, bytes) else ref)
     except Exception as e:  # PIL raises several types for bad files
         raise ValueError(f"{what} ({describe_ref(ref)}) cannot be read: {_reason(e)}") from None
-    frames = getattr(im, "n_frames", 1)
-    if frames > 1 and im.format != "MPO":
-        raise ValueError(
-            f"{what} ({describe_ref(ref)}) has {frames} frames (an animation or a multi-page file); one still "
-            "image is expected here: give one frame (a video goes in a video column, for a video model)"
-        )
     try:
+        frames = 1 if im.format in ("MPO", "PSD") else getattr(im, "n_frames", 1)  # PSD: layers of one image
         im.load()
         ImageOps.exif_transpose(im, in_place=True)
     except Exception as e:
         raise ValueError(f"{what} ({describe_ref(ref)}) is corrupt: {_reason(e)}") from None
+    if frames > 1:
+        raise ValueError(
+            f"{what} ({describe_ref(ref)}) has {frames} frames (an animation or a multi-page file); one still "
+            "image is expected here: give one frame"
+        )
     return to_8bit(im, f"{what} ({describe_ref(ref)})")
 
 

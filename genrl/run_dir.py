@@ -17,9 +17,8 @@ class RunDirError(ValueError):
 
 def check_run(run_dir: str) -> tuple[str, str]:
     """A run directory's ``config.yaml`` and newest checkpoint, or a clear error."""
-    import yaml
-
     from genrl.checkpoint import latest_checkpoint
+    from genrl.config import ConfigError, read_yaml
 
     if not os.path.isdir(run_dir):
         raise RunDirError(f"{run_dir!r} is not a directory")
@@ -33,11 +32,10 @@ def check_run(run_dir: str) -> tuple[str, str]:
     cfg_path = os.path.join(run_dir, "config.yaml")
     if not os.path.isfile(cfg_path):
         raise RunDirError(f"{run_dir!r} has no config.yaml: not a genrl run directory (genrl train writes one)")
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            data = yaml.safe_load(f)
-    except yaml.YAMLError as e:
-        raise RunDirError(f"{cfg_path!r} is not valid YAML ({e})") from None
+    try:  # as genrl train reads configs (genrl.config.base.read_yaml)
+        data = read_yaml(cfg_path)
+    except ConfigError as e:  # names the file: "PATH: invalid YAML: ..."
+        raise RunDirError(str(e)) from None
     kind = data.get("trainer", "online") if isinstance(data, dict) else None
     if kind not in IMAGE_TRAINERS:
         raise RunDirError(
@@ -56,14 +54,10 @@ def load_run_config(cfg_path: str):
     """The run's config, read with the schema of its ``trainer`` (``online`` or ``preference``).
     ``RunDirError`` naming ``cfg_path`` for a setting it refuses (a command reading several runs, or a
     run written by an older genrl: the user must know which file to edit)."""
-    import yaml
+    from genrl.config import TRAINER_CONFIGS, ConfigError, load_config, trainer_kind
 
-    from genrl.config import TRAINER_CONFIGS, ConfigError, load_config
-
-    with open(cfg_path, encoding="utf-8") as f:
-        kind = (yaml.safe_load(f) or {}).get("trainer", "online")
     try:
-        return load_config(TRAINER_CONFIGS[kind], cfg_path)
+        return load_config(TRAINER_CONFIGS[trainer_kind(cfg_path)], cfg_path)
     except ConfigError as e:  # invalid YAML names the file already
         raise RunDirError(str(e) if str(e).startswith(cfg_path) else f"{cfg_path}: {e}") from None
 

@@ -166,10 +166,12 @@ def refuse_unknown_words(tokenizer, texts: Sequence[str], where, what: str = "pr
     i, words = next(iter(found.items()))
     common = [w for w in words if all(w in ws for ws in found.values())]
     if len(texts) > 1 and len(found) == len(texts) and common:
-        such = ", such as an instruction (data.system_prompt)?" if what == "prompt" else ""
+        such = (
+            ": text joined to every prompt, such as an instruction (data.system_prompt)?" if what == "prompt" else ""
+        )
         raise ValueError(
             f"all {len(texts)} {what}s hold words the model's vocabulary lacks ({shown(common)}), read as "
-            f"{tokenizer.unk_token}: text joined to every {what}{such}; use the model's own words"
+            f"{tokenizer.unk_token}{such}; use the model's own words"
         )
     raise ValueError(
         f"{where(i)}: the {what} holds words the model's vocabulary lacks ({shown(words)}), read as "

@@ -152,10 +152,16 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
         # the trainer loop's own settings: the variants' measurement has no loop
         ([config, "--set", "train.adaptive_threads=true"], "--set train.adaptive_threads=true: the variants'"),
         ([config, "--set", "train.ema_decay=0.9"], "--set train.ema_decay=0.9: the variants'"),
+        # the same settings as a section's mapping (which sets those keys and keeps the others)
+        ([config, "--set", "train={ema_decay: 0.9}"], "--set train={ema_decay: 0.9}: the variants'"),
         # a variant's own setting won over the user's, unsaid
         (
             [config, "--variants", "default", "window", "--set", "policy.sde_window_size=3"],
             "--set policy.sde_window_size=3: variant 'window' sets policy.sde_window_size=2 itself",
+        ),
+        (
+            [config, "--variants", "default", "window", "--set", "policy={sde_window_size: 3}"],
+            "--set policy={sde_window_size: 3}: variant 'window' sets policy.sde_window_size=2 itself",
         ),
         ([config, "--json", ""], "--json is empty: give a file path"),
         ([config, "--out", ""], "--out is empty"),

@@ -130,7 +130,14 @@ def test_a_checkpoint_whose_bytes_changed_is_skipped_and_one_without_checksums_l
     with pytest.warns(UserWarning, match="skipping an unreadable checkpoint.*step-000002.*damaged"):
         path, state = resume_state(root)
     assert path.endswith("step-000001") and torch.equal(state["model"]["w"], torch.arange(4096, dtype=torch.float32))
-    for garbage in ("{bad", "[1, 2]", '{"crc32": 5}'):  # the warning held the JSON parser's words alone
+    for garbage in (
+        "{bad",
+        "[1, 2]",
+        "5",
+        '{"crc32": 5}',
+        '{"world_size": null}',
+        '{"world_size": 2}',
+    ):  # the warning held the JSON parser's words alone
         open(meta_file, "w").write(garbage)
         with pytest.warns(UserWarning, match=r"skipping an unreadable checkpoint: checkpoint file .*step-000002/meta"):
             assert resume_state(root)[0].endswith("step-000001")

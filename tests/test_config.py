@@ -99,6 +99,11 @@ def test_yaml_float_strings_and_null(tmp_path):
     assert err(['rewards={digits: "1.0"}']).endswith("expected float, got str")
     with pytest.raises(ConfigError, match=r"train.lr='1e-4': expected float, got str"):
         load_config(OnlineConfig, write_yaml(tmp_path, 'train:\n  lr: "1e-4"\n'))
+    # text spelled like such a float is written quoted, so a saved config.yaml reads back as it was saved
+    cfg = load_config(OnlineConfig, None, ["log.run_name='1e4'", "train.lr=1e-5"])
+    save_config(cfg, str(tmp_path / "saved.yaml"))
+    again = load_config(OnlineConfig, str(tmp_path / "saved.yaml"))
+    assert again.log.run_name == "1e4" and again.train.lr == 1e-5 and again == cfg
 
 
 def test_a_section_given_as_a_mapping_sets_those_keys_and_keeps_the_others():

@@ -3,6 +3,7 @@
 
 import io
 import struct
+import warnings
 import zlib
 
 import numpy as np
@@ -169,6 +170,12 @@ def test_an_animation_or_multi_page_file_is_refused_where_one_image_is_expected(
     assert read_frames(str(path), "row 4").shape[0] == 3  # as a video it is read whole
     with pytest.raises(ValueError, match="has 3 frames"):  # a frame of a frame list is one image
         read_frames([str(still), str(path)], "row 4")
+    if fmt == "TIFF":  # counting a damaged file's pages fails: named as corrupt, not a TypeError
+        cut = tmp_path / "cut.tiff"
+        cut.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+        with warnings.catch_warnings(), pytest.raises(ValueError, match=r"^row 4: image \(.*cut.tiff\) is corrupt"):
+            warnings.simplefilter("ignore")  # PIL's own "Corrupt EXIF data"
+            open_image(str(cut), "row 4: image")
 
 
 def test_a_cameras_mpo_jpeg_is_read_as_its_first_frame(tmp_path):

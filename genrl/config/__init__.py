@@ -37,8 +37,6 @@ TRAINERS: dict[str, str] = {
 def trainer_kind(path: str | None, overrides: list[str] = ()) -> str:
     """The trainer a config asks for: a ``trainer=`` override, else the YAML's ``trainer:``, else
     ``online``. (An unreadable file is reported by ``load_config`` afterwards.)"""
-    import yaml
-
     kind = "online"
     if path is not None:
         try:
@@ -49,7 +47,10 @@ def trainer_kind(path: str | None, overrides: list[str] = ()) -> str:
             pass
     for item in overrides:
         if item.partition("=")[0].strip() == "trainer":
-            kind = yaml.safe_load(item.partition("=")[2])
+            try:
+                kind = base.parse_value(item.partition("=")[2])
+            except Exception:  # invalid YAML: load_config names it
+                kind = item.partition("=")[2]
     return kind
 
 

@@ -17,9 +17,9 @@ Why this is our own code and not pydantic v2 or OmegaConf (measured by
 ``python benchmarks/config_libraries.py`` with pydantic 2.14 and OmegaConf 2.4; the README's
 "Configs" section summarises it): both libraries check the field types, but neither covers what
 users of ``genrl train`` rely on. pydantic's default (lax) mode silently accepts ``resume: 1``,
-``max_steps: "5"``, ``max_steps: 5.0`` and ``async_rewards: "yes"``; its strict mode rejects
-YAML 1.1's ``lr: 1e-4`` (which PyYAML reads as a string; genrl's loader reads it as YAML 1.2 does, a
-float); its messages span four lines with a URL
+``max_steps: "5"``, ``max_steps: 5.0`` and ``async_rewards: "yes"``; its strict mode types them as
+genrl does (given genrl's YAML loader, which reads ``lr: 1e-4`` as a float as YAML 1.2 does; with PyYAML's
+own it rejects that line); its messages span four lines with a URL
 and name neither the valid keys nor a close match; it has no ``key=value`` overrides and no
 per-field help listing. OmegaConf gives typo hints and dotted overrides but accepts
 ``max_steps: "5"`` and ``resume: 1`` silently and has no help strings. The parts genrl keeps either
@@ -60,6 +60,7 @@ __all__ = [
     "option",
     "owned_options",
     "positive",
+    "parse_value",
     "read_yaml",
     "registered",
     "require",
@@ -70,7 +71,7 @@ __all__ = [
 T = TypeVar("T")
 _NOVALUE = object()
 # YAML 1.2's floats that YAML 1.1 (PyYAML) reads as text: an exponent without a dot or without a sign
-_EXPONENT_FLOAT_RE = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)[eE][-+]?[0-9]+$")
+_EXPONENT_FLOAT_RE = re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9][0-9_]*)[eE][-+]?[0-9]+$")
 FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max: settings reach float32 tensors and optimizers
 FLOAT32_TINY = 1.401298464324817e-45  # float32's smallest positive (subnormal) value: anything smaller is 0 there
 INT64_LIMIT = 2**63  # integer settings reach torch as int64 (generators, sizes, step counters)
@@ -236,7 +237,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def coerce_option(value: Any, tp: Any, key: str) -> Any:
     """A plug-in's option (``reward_args``) checked against its annotation ``tp`` by the rules of config
-    fields (a float takes an int or a float, never text; ``1`` an int option only, ``Literal`` choices exact);
+    fields (a float takes an int or a float, and of text only ``inf``, which YAML reads as text; ``1`` an int
+    option only, ``Literal`` choices exact);
     returns the value normalised. Raises :class:`ConfigError` (a ``ValueError``) naming ``key``. An
     annotation that config fields never use (a class, a callable, ``Sequence``) is not checked: the value
     is returned as it is; a bare ``dict`` or ``list`` is read as ``dict[Any, Any]`` / ``list[Any]``. A float
@@ -294,8 +296,8 @@ class _UniqueKeyLoader(yaml.SafeLoader):
     silently, so a recipe edited in two places runs with whichever comes later) and a key that is no
     plain value (``? [a, b]``: a ``TypeError`` of the check). Merge keys (``<<: *defaults``) work as in
     YAML: the mapping's own keys override the merged ones. ``1e-4`` and ``1.0e5`` are floats, as in YAML
-    1.2 (YAML 1.1 reads them as text), so a float setting takes no text: ``lr: "0.001"`` is refused as
-    ``max_steps: "5"`` is."""
+    1.2 (YAML 1.1 reads them as text), so a float setting takes no text (but Python's ``inf``, text to
+    YAML): ``lr: "0.001"`` is refused as ``max_steps: "5"`` is."""
 
     def construct_mapping(self, node, deep=False):
         seen = set()
@@ -315,7 +317,13 @@ class _UniqueKeyLoader(yaml.SafeLoader):
         return super().construct_mapping(node, deep=deep)
 
 
-_UniqueKeyLoader.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT_RE, list("-+0123456789."))
+class _Dumper(yaml.SafeDumper):
+    """PyYAML's safe dumper with the loader's float rule, so text spelled like ``1e4`` (a run name) is
+    written quoted and read back as text: ``config.yaml`` round-trips."""
+
+
+for _cls in (_UniqueKeyLoader, _Dumper):
+    _cls.add_implicit_resolver("tag:yaml.org,2002:float", _EXPONENT_FLOAT_RE, list("-+0123456789."))
 
 
 def parse_value(text: str) -> Any:
@@ -466,7 +474,7 @@ def save_config(cfg: Any, path: str | os.PathLike, header: str = "") -> None:
 
     with atomic_file(path) as fh:
         fh.write(header)
-        yaml.safe_dump(config_to_dict(cfg), fh, sort_keys=False, default_flow_style=False)
+        yaml.dump(config_to_dict(cfg), fh, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
 
 
 def _shown(value: Any) -> str:
@@ -476,7 +484,7 @@ def _shown(value: Any) -> str:
 
 
 def _inline(value: Any) -> str:
-    text = yaml.safe_dump(value, default_flow_style=True, width=10**6).strip()
+    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=10**6).strip()
     return text.removesuffix("\n...").strip()
 
 

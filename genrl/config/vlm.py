@@ -25,7 +25,7 @@ from genrl.config.common import LoraConfig
 from genrl.config.online import ObjectiveConfig, OnlineConfig
 from genrl.models import absolute_model
 from genrl.objectives.common import KL_TYPES
-from genrl.policies.base import DTYPES
+from genrl.policies.base import DTYPES, Policy
 from genrl.policies.denoiser import DenoisingPolicy
 from genrl.policies.vlm import LORA_TARGETS, SUPPORTED_MODELS
 from rewards.verifiable import ANSWER_TYPES
@@ -104,11 +104,18 @@ class VLMPolicyConfig(Section):
         nonempty(self, "name", "model")
         self.model = absolute_model(self.model)  # ~/models/x, ./x: one folder for every reader
         registered(self, "name", POLICIES)
+        policy = POLICIES.get(self.name)
         require(  # a denoising policy here crashed on the settings it lacks (family, sde)
-            not issubclass(POLICIES.get(self.name), DenoisingPolicy),
+            not issubclass(policy, DenoisingPolicy),
             "name",
             self.name,
             "is a denoising policy: it trains with trainer: online (e.g. configs/digits/flowgrpo.yaml)",
+        )
+        require(
+            issubclass(policy, Policy),
+            "name",
+            self.name,
+            "is not a policy class (a subclass of genrl.policies.vlm.VLMPolicy)",
         )
         positive(self, "temperature")
         require(0 < self.top_p <= 1, "top_p", self.top_p, "must be in (0, 1]")

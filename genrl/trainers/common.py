@@ -487,18 +487,19 @@ def write_final_metrics(cfg) -> dict[str, dict]:
     return result
 
 
-def evaluate_task(task, cfg, *args, **kwargs) -> dict[str, float]:
-    """``task.evaluate(*args, **kwargs)`` through ``genrl.registry.plugin_call``: a plug-in task's (``task``
-    an import path) refusal or error is one line naming the setting (a plug-in's "eval dataset missing"
-    named nothing). Its result is checked (``genrl.registry.checked_metrics``): a ``None`` was a traceback
-    after the base evaluation, text was written into the logs and failed once the run had trained."""
+def evaluate_task(task, cfg, *args, hook: str = "evaluate", **kwargs) -> dict[str, float]:
+    """``task.<hook>(*args, **kwargs)`` (``evaluate``; the SFT trainer's ``evaluate_model``) through
+    ``genrl.registry.plugin_call``: a plug-in task's (``task`` an import path) refusal or error is one line
+    naming the setting (a plug-in's "eval dataset missing" named nothing). Its result is checked
+    (``genrl.registry.checked_metrics``): a ``None`` was a traceback after the base evaluation, text was
+    written into the logs and failed once the run had trained."""
     import functools
 
     from genrl.registry import checked_metrics, plugin_call
 
-    evaluate = functools.partial(task.evaluate, **kwargs)
+    evaluate = functools.partial(getattr(task, hook), **kwargs)
     out = plugin_call(evaluate, *args, option="task", name=cfg.task, name_refusals=False)
-    return checked_metrics(out, f"task={cfg.task!r}: evaluate()", "evaluation metrics")
+    return checked_metrics(out, f"task={cfg.task!r}: {hook}()", "evaluation metrics")
 
 
 def on_main_process(accelerator, fn: Callable[[], dict]) -> dict:

@@ -37,6 +37,7 @@ from genrl.trainers.common import (
     build_task,
     check_finite,
     check_resume,
+    evaluate_task,
     evaluations_due,
     lr_multiplier,
     make_optimizer,
@@ -98,7 +99,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     logger = open_run(cfg, start, checkpoint=ckpt)  # start-up succeeded: only now is anything written into output_dir
 
     def run_eval(step: int) -> dict[str, float]:
-        m = task.evaluate_model(model, processor, cfg.eval, run_dir, step, seed=cfg.seed)
+        m = evaluate_task(task, cfg, model, processor, cfg.eval, run_dir, step, seed=cfg.seed, hook="evaluate_model")
         logger.log_eval(step, m)
         return m
 
