@@ -365,6 +365,22 @@ def step_bar(cfg, start: int, desc: str, main: bool = True) -> tqdm:
     )
 
 
+def resume_point(
+    cfg, task, ckpt_dir: str, clean: bool = True, rank: Optional[int] = None, world_size: int = 1
+) -> tuple[Optional[tuple[str, dict]], dict[str, str]]:
+    """Where a launch starts, checked before any checkpointed state loads: ``(found, data_files)``, the
+    ``(checkpoint, state)`` of the newest readable checkpoint in ``ckpt_dir`` (``genrl.checkpoint.resume_state``
+    with ``clean`` / ``rank`` / ``world_size``; None with ``resume=false`` or none written) and the training
+    data's fingerprints (:func:`training_data`). A resume's settings are compared with the run's first
+    (:func:`check_resume`), then its data files; every trainer starts here."""
+    from genrl.checkpoint import resume_state
+
+    found = resume_state(ckpt_dir, clean=clean, rank=rank, world_size=world_size) if cfg.resume else None
+    if found:  # the settings first: nothing of the checkpoint loads into another configuration
+        check_resume(cfg, found[1]["step"])
+    return found, training_data(cfg, task, found)
+
+
 def training_data(cfg, task=None, resumed: Optional[tuple[str, dict]] = None) -> dict[str, str]:
     """Fingerprints of the files ``cfg.data.train_files`` names (``genrl.tasks.rows.data_fingerprints``;
     a folder's files of the types ``task`` reads, its ``data_suffixes``), ``{}`` for a task without data

@@ -33,7 +33,7 @@ import torch
 
 from genrl import sharding, zero
 from genrl.advantages import Advantages, d3s
-from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint, save_sharded_checkpoint
+from genrl.checkpoint import checkpoint_path, save_checkpoint, save_sharded_checkpoint
 from genrl.config import OnlineConfig
 from genrl.ema import EMA, Anchor
 from genrl.kl_control import FixedKL, build_kl_controller
@@ -65,16 +65,15 @@ from genrl.trainers.common import (
     NonFiniteGuard,
     build_task,
     check_finite,
-    check_resume,
     evaluate_task,
     evaluations_due,
     make_accelerator,
     make_optimizer,
     on_main_process,
     open_run,
+    resume_point,
     step_bar,
     task_prompts,
-    training_data,
     write_final_metrics,
 )
 from genrl.trajectory import Trajectory
@@ -416,14 +415,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     # ZeRO-1/2's optimizer partitions (genrl.zero)
     per_process = fsdp or (accelerator.state.deepspeed_plugin is not None and world > 1)
     start, ckpt = 0, None
-    found = (
-        resume_state(ckpt_dir, clean=main, rank=rank if per_process else None, world_size=world)
-        if cfg.resume
-        else None
-    )
-    if found:  # the settings first: nothing of the checkpoint loads into another configuration
-        check_resume(cfg, found[1]["step"])
-    data_files = training_data(cfg, task, found)  # fingerprints, checked against the resumed checkpoint's
+    found, data_files = resume_point(cfg, task, ckpt_dir, main, rank if per_process else None, world)
     if found:
         ckpt, state = found
         if fsdp:  # this process's shards back into DTensors shaped like the live ones

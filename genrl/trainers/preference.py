@@ -35,7 +35,7 @@ from collections import defaultdict
 
 import torch
 
-from genrl.checkpoint import checkpoint_path, checkpoint_step, list_checkpoints, resume_state, save_checkpoint
+from genrl.checkpoint import checkpoint_path, checkpoint_step, list_checkpoints, save_checkpoint
 from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
 from genrl.objectives.common import checked_call
@@ -47,7 +47,6 @@ from genrl.trainers.common import (
     NonFiniteGuard,
     build_task,
     check_finite,
-    check_resume,
     evaluate_task,
     evaluations_due,
     lr_multiplier,
@@ -55,9 +54,9 @@ from genrl.trainers.common import (
     make_optimizer,
     on_main_process,
     open_run,
+    resume_point,
     step_bar,
     task_prompts,
-    training_data,
     write_final_metrics,
 )
 
@@ -100,10 +99,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
 
     start, ckpt = 0, None
     guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
-    found = resume_state(ckpt_dir, clean=main) if cfg.resume else None
-    if found:  # the settings first: nothing of the checkpoint loads into another configuration
-        check_resume(cfg, found[1]["step"])
-    data_files = training_data(cfg, task, found)  # fingerprints, checked against the resumed checkpoint's
+    found, data_files = resume_point(cfg, task, ckpt_dir, clean=main)
     if found:
         ckpt, state = found
         try:

@@ -26,7 +26,7 @@ import time
 
 import torch
 
-from genrl.checkpoint import checkpoint_path, resume_state, save_checkpoint
+from genrl.checkpoint import checkpoint_path, save_checkpoint
 from genrl.config import SFTConfig
 from genrl.models import prepare_models
 from genrl.preemption import Preempted, StopRequest
@@ -36,14 +36,13 @@ from genrl.trainers.common import (
     NonFiniteGuard,
     build_task,
     check_finite,
-    check_resume,
     evaluate_task,
     evaluations_due,
     lr_multiplier,
     make_optimizer,
     open_run,
+    resume_point,
     step_bar,
-    training_data,
     write_final_metrics,
 )
 from genrl.vlm_batching import check_vlm_prompts, encode_sft, load_model_dir, save_model_dir
@@ -84,10 +83,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     start, ckpt = 0, None
     t_train, n_tokens = 0.0, 0  # running totals over the whole run, kept in the checkpoints
     guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
-    found = resume_state(ckpt_dir, clean=True) if cfg.resume else None
-    if found:  # the settings first: nothing of the checkpoint loads into another configuration
-        check_resume(cfg, found[1]["step"])
-    data_files = training_data(cfg, task, found)  # fingerprints, checked against the resumed checkpoint's
+    found, data_files = resume_point(cfg, task, ckpt_dir)
     if found:
         ckpt, state = found
         model.load_state_dict(state["model"])
