@@ -38,7 +38,7 @@ from typing import Any, Optional
 
 import torch
 
-from genrl.io import atomic_dir, atomic_file, stale_temporaries
+from genrl.io import atomic_dir, atomic_file, file_crc32, stale_temporaries
 
 _NAME = re.compile(r"^step-(\d{6,})$")
 
@@ -63,14 +63,6 @@ def _save(obj: Any, path) -> int:
         writer = _CRC32Writer(f)
         torch.save(obj, writer)
     return writer.crc32
-
-
-def _file_crc32(path: str) -> int:
-    crc = 0
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 24), b""):
-            crc = zlib.crc32(block, crc)
-    return crc
 
 
 def checkpoint_path(root: str, step: int) -> str:
@@ -259,7 +251,7 @@ def _read(state_file: str, crc32: Optional[int] = None) -> dict[str, Any]:
     bytes differ from ``crc32`` (the checksum ``meta.json`` recorded at writing) or torch cannot read it."""
     if not os.path.isfile(state_file):
         raise ValueError(f"checkpoint file {state_file!r} is missing")
-    if crc32 is not None and _file_crc32(state_file) != crc32:
+    if crc32 is not None and file_crc32(state_file) != crc32:
         raise ValueError(
             f"checkpoint file {state_file!r} is damaged: its CRC-32 differs from the one meta.json recorded "
             "when it was written"

@@ -29,7 +29,7 @@ from typing import Optional, Union
 import torch
 
 from genrl.ema import WithWeights
-from genrl.io import atomic_path
+from genrl.io import atomic_path, file_crc32
 
 REFERENCE_MODES = ("replay", "fixed", "latest")
 
@@ -63,6 +63,8 @@ class CheckpointPool:
         self._loaded: tuple[Optional[str], dict] = (None, {})  # the last file read (redraws reuse it)
         self._pending: Optional[dict[str, dict]] = {}  # on disk: snapshots not written before flush()
         self.retired: list[tuple[int, str]] = []  # on disk: (step it left the pool at, file) not yet removed
+        self.crc32: dict[str, int] = {}  # on disk: each file's CRC-32 as written (checkpointed, checked on reads)
+        self._verified: set[str] = set()  # files whose CRC-32 this process has checked
         self.add(0)
 
     @property
@@ -105,6 +107,8 @@ class CheckpointPool:
             os.makedirs(self.folder, exist_ok=True)
             with atomic_path(path) as tmp:
                 save_file({n: t.contiguous() for n, t in tensors.items()}, str(tmp))
+            self.crc32[name] = file_crc32(path)
+            self._verified.add(name)
 
     def flush(self) -> None:
         """On disk: write the snapshots taken so far (the start) and every later one as it is taken, and
@@ -158,8 +162,23 @@ class CheckpointPool:
             path = os.path.join(self.folder, entry)
             if not os.path.isfile(path):
                 raise ValueError(f"reference snapshot {path} is missing (the pool's files stay with the run)")
+            self._check_crc(entry)
             self._loaded = (entry, load_file(path))
         return self._loaded[1]
+
+    def _check_crc(self, name: str) -> None:
+        """``ValueError`` naming snapshot file ``name`` when its bytes differ from the CRC-32 recorded as it
+        was written (a flipped bit trained on another reference, silently; a damaged header was a traceback);
+        once per file and process. A file written by another process, or before checksums, is not checked."""
+        if name in self._verified or name not in self.crc32:
+            return
+        path = os.path.join(self.folder, name)
+        if file_crc32(path) != self.crc32[name]:
+            raise ValueError(
+                f"reference snapshot {path} is damaged: its CRC-32 differs from the one recorded when it was "
+                "written; start over (resume=false), or put back the file the run wrote"
+            )
+        self._verified.add(name)
 
     def __len__(self) -> int:
         return len(self.steps)
@@ -175,6 +194,7 @@ class CheckpointPool:
                 "weights": [],
                 "files": list(self.weights),
                 "retired": retired,
+                "crc32": {n: self.crc32[n] for n in self.weights if n in self.crc32},
             }
         return {"mode": self.mode, "steps": list(self.steps), "weights": [dict(w) for w in self.weights]}
 
@@ -199,6 +219,11 @@ class CheckpointPool:
                     f"{f' and {len(missing) - 3} more' if len(missing) > 3 else ''} missing from {self.folder} (the "
                     "checkpoint's pool draws from them): put them back, or start over (resume=false)"
                 )
+        self.crc32 = {str(n): int(c) for n, c in (state.get("crc32") or {}).items()}  # none before checksums
+        self._verified = set()
+        for name in files or ():  # a damaged file is found now, not at the random later step that draws it
+            if name not in (self._pending or {}):
+                self._check_crc(name)
         self.steps = [int(s) for s in state["steps"]]
         self.weights = list(files) if files is not None else [dict(w) for w in state["weights"]]
         self.retired = [

@@ -118,7 +118,7 @@ def test_two_process_failure_counts_are_global(tmp_path, base_model):
     assert m["reward/invalid"] == 4 and m["reward/nan_on_rank1_failed"] == 4 and m["reward/digits_failed"] == 0
 
 
-def test_two_process_seppo_with_accumulation_and_a_pool_on_disk(tmp_path, base_model):
+def test_two_process_seppo_with_accumulation_and_a_pool_on_disk(tmp_path, base_model, capsys):
     """The preference trainer under DDP: per-process winners, gradient accumulation, identical
     weights after the updates, and the pool's snapshot files written once (by the main process)."""
     ranks, metrics = _launch(
@@ -141,6 +141,17 @@ def test_two_process_seppo_with_accumulation_and_a_pool_on_disk(tmp_path, base_m
     assert [m["step"] for m in metrics] == [1, 2] and metrics[-1]["train/pool_size"] == 3
     assert sorted(os.listdir(tmp_path / "run" / "pool")) == [f"step-00000{i}.safetensors" for i in range(3)]
     assert sorted(os.listdir(tmp_path / "run" / "checkpoints")) == ["step-000001", "step-000002"]
+    # resumed by one process, each update took half the pairs, silently: refused, naming the count
+    from genrl.cli import main as cli_main
+
+    same = [f"policy.model={base_model}", "policy.num_steps=4", "reference.num_steps=4", "reference.snapshot_every=1"]
+    same += ["reference.storage=disk", "train.batch_size=4", "train.gradient_accumulation_steps=2", "eval.every=0"]
+    same += ["eval.seeds_per_prompt=2", "checkpoint.every=1", "log.progress_bar=false"]
+    args = ["train", "configs/digits/seppo.yaml", f"output_dir={tmp_path / 'run'}", "max_steps=3", *same]
+    assert cli_main(args) == 2
+    assert (
+        "step-000002, written by 2 process(es), with 1: each process takes train.batch_size" in capsys.readouterr().err
+    )
 
 
 def test_a_command_that_returned_destroys_its_process_group(tmp_path, monkeypatch):

@@ -366,18 +366,33 @@ def step_bar(cfg, start: int, desc: str, main: bool = True) -> tqdm:
 
 
 def resume_point(
-    cfg, task, ckpt_dir: str, clean: bool = True, rank: Optional[int] = None, world_size: int = 1
+    cfg,
+    task,
+    ckpt_dir: str,
+    clean: bool = True,
+    rank: Optional[int] = None,
+    world_size: int = 1,
+    processes: Optional[int] = None,
 ) -> tuple[Optional[tuple[str, dict]], dict[str, str]]:
     """Where a launch starts, checked before any checkpointed state loads: ``(found, data_files)``, the
     ``(checkpoint, state)`` of the newest readable checkpoint in ``ckpt_dir`` (``genrl.checkpoint.resume_state``
     with ``clean`` / ``rank`` / ``world_size``; None with ``resume=false`` or none written) and the training
     data's fingerprints (:func:`training_data`). A resume's settings are compared with the run's first
-    (:func:`check_resume`), then its data files; every trainer starts here."""
+    (:func:`check_resume`), then its process count where the trainer's batch is per process (``processes``,
+    against the checkpoint's ``num_processes``: the preference trainer's update doubled under two processes,
+    silently), then its data files; every trainer starts here."""
     from genrl.checkpoint import resume_state
 
     found = resume_state(ckpt_dir, clean=clean, rank=rank, world_size=world_size) if cfg.resume else None
     if found:  # the settings first: nothing of the checkpoint loads into another configuration
         check_resume(cfg, found[1]["step"])
+        was = found[1].get("num_processes")
+        if processes is not None and was is not None and was != processes:
+            raise ValueError(
+                f"resuming from {found[0]}, written by {was} process(es), with {processes}: each process takes "
+                f"train.batch_size samples, so the steps left would update on another batch than the first; "
+                f"relaunch with {was} process(es), or start over (resume=false, or a new output_dir)"
+            )
     return found, training_data(cfg, task, found)
 
 

@@ -99,7 +99,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
 
     start, ckpt = 0, None
     guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
-    found, data_files = resume_point(cfg, task, ckpt_dir, clean=main)
+    found, data_files = resume_point(cfg, task, ckpt_dir, clean=main, processes=accelerator.num_processes)
     if found:
         ckpt, state = found
         try:
@@ -236,6 +236,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                     "ref_index": ref_index,
                     "nonfinite_guard": guard.state_dict(),
                     "data_files": data_files,
+                    "num_processes": accelerator.num_processes,  # train.batch_size pairs each: a resume keeps it
                 }
                 save_checkpoint(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
                 if pairs:  # on disk: remove the snapshot files no kept checkpoint names
