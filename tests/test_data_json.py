@@ -157,3 +157,18 @@ def test_a_resume_on_reordered_or_swapped_data_files_is_refused(tmp_path):
     os.rename(files[1], tmp_path / "d" / "0.jsonl")  # the same contents, another order
     with pytest.raises(ValueError, match=r"data file .*0.jsonl is new since that checkpoint"):
         training_data(cfg, None, ("ckpt", {"data_files": saved, "step": 2}))
+
+
+def test_a_data_folder_reads_its_files_of_any_case_and_names_subfolders_it_does_not_read(tmp_path):
+    """A folder of a.jsonl, b.JSONL and sub/c.jsonl trained on a.jsonl alone, silently."""
+    from genrl.tasks.rows import data_fingerprints, expand_data_paths
+
+    (tmp_path / "sub").mkdir()
+    for name in ("a.jsonl", "b.JSONL", "sub/c.jsonl", "0.png"):
+        (tmp_path / name).write_text('{"prompt": "x", "image": "0.png"}\n')
+    with pytest.warns(UserWarning, match=r"data.train_files: data folder .*: its subfolder\(s\) sub hold .* not read"):
+        files = expand_data_paths([str(tmp_path)], key="data.train_files")
+    assert [os.path.basename(f) for f in files] == ["a.jsonl", "b.JSONL"]  # an image beside them is no data file
+    assert sorted(data_fingerprints([str(tmp_path)])) == files  # a resume compares the same files
+    assert read_rows(files[1])[0][1]["prompt"] == "x"
+    assert [p for p, _ in read_prompts([str(tmp_path / "b.JSONL")])] == ["x"]

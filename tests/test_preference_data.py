@@ -488,3 +488,14 @@ def test_a_resume_on_changed_training_data_is_refused(tmp_path, base_model):
     _write(tmp_path / "w.jsonl", rows + rows[:1])
     train(_tiny_recipe(tmp_path, "configs/digits/seppo.yaml", base_model, data, "max_steps=3"))
     assert load_checkpoint(latest_checkpoint(str(tmp_path / "run" / "checkpoints")))["step"] == 3
+
+
+def test_pair_columns_given_twice_or_beside_an_image_key_are_refused():
+    """``choice_keys: [a, a]`` trained candidate a for rows that b won; ``data.image_key`` beside the pair
+    columns was read by nothing; both silently."""
+    pairs = {"train_files": ["x.jsonl"], "choice_keys": ["a", "b"], "label_keys": ["la", "lb"]}
+    with pytest.raises(ConfigError, match=r"^data.choice_keys=\['a', 'a'\]: names a column twice"):
+        _data_cfg(**{**pairs, "choice_keys": ["a", "a"]})
+    with pytest.raises(ConfigError, match=r"^data.image_key='zzz': is read only without data.choice_keys"):
+        _data_cfg(**pairs, image_key="zzz")
+    assert _data_cfg(**pairs).choice_keys == ["a", "b"]

@@ -156,6 +156,11 @@ class PreferenceDataConfig(Section):
             self.label_keys,
             f"needs one label column per data.choice_keys column ({len(self.choice_keys)}), two or more",
         )
+        for name in ("choice_keys", "label_keys"):  # [a, a] took candidate a for rows that b won, silently
+            keys = getattr(self, name)
+            require(len(set(keys)) == len(keys), name, keys, "names a column twice; give each column once")
+        # the pair columns name the winner's column: image_key / video_key were read by nothing, silently
+        unused_unless(self, not self.choice_keys, "without data.choice_keys", "image_key", "video_key")
         at_least(self, 0, "max_rows")
         at_least(self, 1, "max_eval_prompts")
         local_paths(self, "train_files", "image_root")  # the saved config names them from any folder

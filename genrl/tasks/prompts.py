@@ -38,7 +38,7 @@ def read_prompts(paths: list[str], prompt_key: str = "prompt", key: str = "") ->
 
 def _read_prompt_file(path: str, prompt_key: str) -> list[tuple[str, dict]]:
     rows: list[tuple[str, dict]] = []
-    txt = path.endswith(".txt")
+    txt = path.lower().endswith(".txt")
     with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark is not part of the first prompt
         for n, line in enumerate(f, 1):
             if not line.strip():

@@ -30,6 +30,17 @@ SHORT = reprlib.Repr()
 SHORT.maxstring, SHORT.maxother, SHORT.maxlist = 80, 80, 4
 
 
+def _has_suffix(path: str, suffixes: tuple[str, ...]) -> bool:
+    """Case aside: ``train.JSONL`` is a ``.jsonl`` file (a folder skipped it, silently)."""
+    return path.lower().endswith(suffixes)
+
+
+def _folder_files(folder: str, suffixes: tuple[str, ...]) -> list[str]:
+    """The regular files directly in ``folder`` ending in one of ``suffixes`` (any case), sorted."""
+    names = sorted(n for n in os.listdir(folder) if _has_suffix(n, suffixes))
+    return [path for n in names if os.path.isfile(path := os.path.join(folder, n))]
+
+
 def expand_data_paths(
     paths: Sequence[str], suffixes: tuple[str, ...] = DATA_SUFFIXES, kind: str = "data", key: str = ""
 ) -> list[str]:
@@ -42,12 +53,21 @@ def expand_data_paths(
     for p in paths:
         p = os.path.expanduser(p)
         if os.path.isdir(p):
-            found = sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(suffixes))
+            found = _folder_files(p, suffixes)
+            subs = [n for n in sorted(os.listdir(p)) if os.path.isdir(os.path.join(p, n))]
+            nested = [n for n in subs if _folder_files(os.path.join(p, n), suffixes)]
+            if nested:  # not read: said, not skipped silently
+                import warnings
+
+                warnings.warn(
+                    f"{at}{kind} folder {p!r}: its subfolder(s) {', '.join(nested[:3])} hold {expected} files that are "
+                    "not read (folders are not searched recursively): list them in the setting to read them"
+                )
             if not found:
                 raise ValueError(f"{at}{kind} folder {p!r} holds no {expected} files")
             files.extend(found)
         elif os.path.isfile(p):
-            if not p.endswith(suffixes):
+            if not _has_suffix(p, suffixes):
                 raise ValueError(f"{at}{kind} file {p!r}: unsupported type; expected one of {expected}")
             files.append(p)
         elif os.path.exists(p):  # /dev/null, a FIFO: reading it would block or give nothing
@@ -72,7 +92,7 @@ def data_fingerprints(paths: Sequence[str], suffixes: tuple[str, ...] = DATA_SUF
     files = []
     for p in map(os.path.expanduser, paths):
         if os.path.isdir(p):
-            files += sorted(os.path.join(p, n) for n in os.listdir(p) if n.endswith(suffixes))
+            files += _folder_files(p, suffixes)
         elif os.path.isfile(p):
             files.append(p)
     stats = {path: os.stat(path) for path in files}
@@ -88,7 +108,7 @@ def read_rows(path: str) -> list[tuple[str, dict]]:
     list or ``.parquet`` table (the index, from 0, as pandas and ``datasets`` show it, and said so).
     ``ValueError`` naming the file (and line or row) for text that is not UTF-8, a row that is not an
     object, or JSON that :func:`loads_json` refuses (invalid, a repeated key, nested too deeply)."""
-    if path.endswith(".parquet"):
+    if path.lower().endswith(".parquet"):
         try:
             import pyarrow.parquet as pq
         except ImportError as e:
@@ -107,7 +127,7 @@ def read_rows(path: str) -> list[tuple[str, dict]]:
 
 def _read_json_rows(path: str) -> list[tuple[str, Any]]:
     with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is skipped
-        if path.endswith(".json"):
+        if path.lower().endswith(".json"):
             rows = loads_json(f.read(), path)
             if not isinstance(rows, list):
                 raise ValueError(f"{path}: a .json data file must hold a list of rows, got {type(rows).__name__}")
