@@ -60,11 +60,22 @@ NOT_READ = (
 
 def overrides_of(overrides: list[str], keys: tuple[str, ...]) -> list[str]:
     """The ``key=value`` overrides that set one of ``keys`` or a key inside one of them (a section); a
-    mapping given to a section sets its keys (``genrl.config.base.override_keys``)."""
-    from genrl.config.base import override_keys
+    mapping given to a section sets its keys (``policy={sde_window_size: 4}`` sets
+    ``policy.sde_window_size``, as ``genrl.config`` reads it)."""
+    from genrl.config.base import parse_value
+
+    def dotted(key: str, value) -> list[str]:
+        if isinstance(value, dict) and value:
+            return [d for k, v in value.items() for d in dotted(f"{key}.{k}", v)]
+        return [key]
 
     def sets(o: str, k: str) -> bool:
-        return any(d == k or d.startswith(k + ".") for d in override_keys(o))
+        key, _, text = o.partition("=")
+        try:
+            value = parse_value(text)
+        except Exception:  # invalid YAML: the config load names it
+            value = None
+        return any(d == k or d.startswith(k + ".") for d in dotted(key.strip(), value))
 
     return [o for o in overrides if any(sets(o, k) for k in keys)]
 
@@ -311,9 +322,6 @@ def main_bench(args) -> int:
     from genrl import overhead
 
     try:
-        from genrl.config.base import check_unique_overrides
-
-        check_unique_overrides(args.overrides, " in --set")
         for option, path in (("--out", args.out), ("--json", args.json)):
             if path == "":
                 raise ValueError(f"{option} is empty: give a file path, or leave {option} out")

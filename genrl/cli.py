@@ -22,14 +22,13 @@ import warnings
 
 def _train(args) -> int:
     from genrl.config import TRAINER_CONFIGS, describe_config, load_trainer_config, trainer_kind
-    from genrl.config.base import check_unique_overrides, read_yaml
+    from genrl.config.base import read_yaml
     from genrl.io import check_output_dir
     from genrl.trainers import run_trainer
     from genrl.trainers.common import check_run_config_location
 
     if args.config and "=" in args.config and not os.path.exists(args.config):  # `--help-config trainer=sft`
         args.config, args.overrides = None, [args.config, *args.overrides]
-    check_unique_overrides(args.overrides)
     kind = trainer_kind(args.config, args.overrides)
     if args.help_config:
         if args.config:  # the help of that config's trainer: a config that cannot be read is named, not ignored
@@ -106,9 +105,6 @@ def _prepare(args) -> int:
 
 def _compare(args) -> int:
     from genrl.compare import Arm, check_reportable, run_all, write_report
-    from genrl.config.base import check_unique_overrides
-
-    check_unique_overrides(args.set, " in --set")
 
     if any(len(a) < 2 for a in args.arm or []):
         raise ValueError("--arm takes NAME CONFIG [OVERRIDE ...]")

@@ -163,10 +163,6 @@ def test_bench_checks_its_arguments_and_config_before_any_measurement(tmp_path, 
             [config, "--variants", "default", "window", "--set", "policy={sde_window_size: 3}"],
             "--set policy={sde_window_size: 3}: variant 'window' sets policy.sde_window_size=2 itself",
         ),
-        (
-            [config, "--set", "eval.every=5", "eval={every: 6}"],
-            "eval.every: given twice in --set ('eval.every=5', then",
-        ),
         ([config, "--json", ""], "--json is empty: give a file path"),
         ([config, "--out", ""], "--out is empty"),
     ]:

@@ -77,15 +77,6 @@ def test_compare_runs_every_config_and_writes_the_report(tmp_path):
         (["--arm", "a", "configs/digits/flowgrpo.yaml", "output_dir=x"], "compare sets output_dir itself (use --out)"),
         (["--evals", "3"], "--evals applies only with --wall-budget"),  # was ignored: the runs trained max_steps
         (["--calibration-steps", "5"], "--calibration-steps applies only with --wall-budget"),
-        # a setting given twice in one list: the later one won silently (an arm's own may override --set)
-        (
-            ["--set", "max_steps=2", "max_steps=3"],
-            "max_steps: given twice in --set ('max_steps=2', then 'max_steps=3')",
-        ),
-        (
-            ["--arm", "a", "configs/digits/flowgrpo.yaml", "train.lr=1e-3", "train={lr: 3e-4}"],
-            "arm 'a' (its overrides): train.lr: given twice ('train.lr=1e-3', then 'train={lr: 3e-4}')",
-        ),
         # a task without a gold judge: refused before training (the report failed after every run had trained)
         (["--arm", "pick", "configs/flux/guard_pickscore.yaml"], "arm pick: task 'prompts' has no gold judge"),
         # two tasks' gold metrics were tabled in one column under the first arm's name

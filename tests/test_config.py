@@ -210,33 +210,6 @@ def test_malformed_override_and_non_mapping_section(tmp_path):
 
 
 @pytest.mark.parametrize(
-    "overrides, message",
-    [
-        (["max_steps=2", "max_steps=3"], "max_steps: given twice ('max_steps=2', then 'max_steps=3'); give it once"),
-        (["train.lr=1e-3", "train={lr: 3e-4}"], "train.lr: given twice ('train.lr=1e-3', then 'train={lr: 3e-4}')"),
-        (
-            ["rewards={digits: 1.0}", "rewards.digits=2.0"],
-            "rewards.digits: given twice ('rewards={digits: 1.0}', then",
-        ),
-        (["policy.lora={rank: 4}", "policy.lora=null"], "policy.lora: given twice ('policy.lora={rank: 4}', then"),
-    ],
-)
-def test_a_setting_given_twice_on_the_command_line_is_refused(tmp_path, capsys, overrides, message):
-    """``genrl train CFG max_steps=2 max_steps=3`` trained 3 steps, silently (the later value won)."""
-    from genrl.cli import main
-
-    run = tmp_path / "run"
-    assert main(["train", "configs/digits/flowgrpo.yaml", f"output_dir={run}", *overrides]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and err[0].startswith(f"genrl train: {message}"), err
-    assert not run.exists()
-    # different keys of one section, and the same key in the config and once on the command line, are fine
-    from genrl.config.base import check_unique_overrides
-
-    check_unique_overrides(["train.lr=1e-3", "train={batch_size: 160}", "max_steps=3"])
-
-
-@pytest.mark.parametrize(
     "overrides, needles",
     [
         (["policy.sde=ode"], ["policy.sde", "no exploration noise", "flow_sde", "cps"]),

@@ -388,40 +388,6 @@ def _merged_section(old: Any, value: Any, tp: Any) -> Any:
     return merged
 
 
-def override_keys(item: str) -> list[str]:
-    """The dotted keys one ``key=value`` override sets: ``train.lr=1e-4`` sets ``train.lr``; a mapping
-    given to a section sets its keys (``policy={sde_window_size: 4}`` sets ``policy.sde_window_size``, as
-    ``_apply_override`` merges it)."""
-
-    def dotted(key: str, value: Any) -> list[str]:
-        if isinstance(value, dict) and value:
-            return [d for k, v in value.items() for d in dotted(f"{key}.{k}", v)]
-        return [key]
-
-    key, _, text = item.partition("=")
-    try:
-        value = parse_value(text)
-    except (yaml.YAMLError, ValueError):  # not YAML, or a refused key: the config load names it
-        value = None
-    return dotted(key.strip(), value)
-
-
-def check_unique_overrides(overrides: typing.Iterable[str], where: str = "") -> None:
-    """``ConfigError`` naming a setting that one list of overrides gives twice (``max_steps=2
-    max_steps=3``, or ``train.lr=1e-3 train={lr: 3e-4}``): the later one won silently. Hydra refuses
-    the same ("Multiple values for ..."). ``where`` (e.g. ``" in --set"``) names the list. Lists that
-    are layered on purpose (a compare arm's own overrides after ``--set``) are checked one by one."""
-    seen: dict[str, str] = {}
-    for item in overrides:
-        if not isinstance(item, str) or "=" not in item:
-            continue  # malformed: named by _apply_override
-        for key in override_keys(item):
-            for other, first in seen.items():
-                if key == other or key.startswith(other + ".") or other.startswith(key + "."):
-                    raise ConfigError(key, f"given twice{where} ({first!r}, then {item!r}); give it once")
-        seen.update(dict.fromkeys(override_keys(item), item))
-
-
 def _apply_override(cls: type, data: dict, item: str) -> None:
     """Set ``a.b.c=value`` into the raw mapping, walking the dataclass types alongside."""
     if not isinstance(item, str) or "=" not in item:
