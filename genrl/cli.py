@@ -200,7 +200,11 @@ def _main(argv: list[str] | None) -> int:
         help="online RL (FlowGRPO, ...) or SFT (a config with `trainer: sft`) from a YAML config with dotted overrides",
     )
     p.add_argument("config", nargs="?", help="YAML recipe, e.g. configs/digits/flowgrpo.yaml")
-    p.add_argument("overrides", nargs="*", help="key.sub=value overrides, e.g. train.lr=1e-4 output_dir=/tmp/x")
+    p.add_argument(
+        "overrides",
+        nargs="*",
+        help="key.sub=value overrides, applied in order (a key given twice takes its last value), e.g. train.lr=1e-4",
+    )
     p.add_argument("--help-config", action="store_true", help="list every config key with its type, default and help")
     p.set_defaults(func=_train)
     p = sub.add_parser(

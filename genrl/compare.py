@@ -457,16 +457,16 @@ def write_report(runs: list[dict], out_dir: str) -> str:
         "",
         "## Per config, over seeds (mean ± sd)",
         "",
-        "| run | seeds | proxy final | gold peak | gold final | diversity final | "
-        + "".join(f"{k} base -> final | " for k in extras),
+        "| run | seeds | proxy final | gold peak | gold final | diversity final |"
+        + "".join(f" {k} base -> final |" for k in extras),
         "|---|---:|---|---|---|---|" + "---|" * len(extras),
     ]
     for name, by_seed in curves.items():
         cs = list(by_seed.values())
         lines.append(
             f"| {name} | {len(cs)} | {_ms([c['proxy'][-1] for c in cs])} | {_ms([max(c['gold']) for c in cs])} | "
-            f"{_ms([c['gold'][-1] for c in cs])} | {_ms([c['div'][-1] for c in cs])} | "
-            + "".join(f"{_ms([c[k][0] for c in cs])} -> {_ms([c[k][-1] for c in cs])} | " for k in extras)
+            f"{_ms([c['gold'][-1] for c in cs])} | {_ms([c['div'][-1] for c in cs])} |"
+            + "".join(f" {_ms([c[k][0] for c in cs])} -> {_ms([c[k][-1] for c in cs])} |" for k in extras)
         )
     lines += per_step_table(runs)
     # a task whose evaluation does not score the training reward (the answer tasks log accuracy and format)
@@ -487,15 +487,14 @@ def write_report(runs: list[dict], out_dir: str) -> str:
             "diversity and the other metrics where each config's evaluation proxy first crossed it (linear "
             "interpolation between evaluations; mean ± sd over seeds).",
             "",
-            "| run | step | gold at matched proxy | diversity at matched proxy | "
-            + "".join(f"{k} | " for k in extras),
+            "| run | step | gold at matched proxy | diversity at matched proxy |" + "".join(f" {k} |" for k in extras),
             "|---|---|---|---|" + "---|" * len(extras),
         ]
         for name in curves:
             xs = [m[name] for _, m in matched.values()]
             lines.append(
                 f"| {name} | {_ms([x['step'] for x in xs], '.0f')} | {_ms([x['gold'] for x in xs])} | "
-                f"{_ms([x['div'] for x in xs])} | " + "".join(f"{_ms([x[k] for x in xs])} | " for k in extras)
+                f"{_ms([x['div'] for x in xs])} |" + "".join(f" {_ms([x[k] for x in xs])} |" for k in extras)
             )
     for ax, title in zip(axes, ("proxy reward (evaluation)", f"gold: {gold_key} (held-out judge)")):
         ax.set_title(title)

@@ -124,6 +124,10 @@ def test_a_section_given_as_a_mapping_sets_those_keys_and_keeps_the_others():
 def test_dict_override_merges_into_defaults_and_can_replace():
     assert load_config(OnlineConfig, None, ["rewards.clip=0.5"]).rewards == {"digits": 1.0, "clip": 0.5}
     assert load_config(OnlineConfig, None, ["rewards={clip: 0.5}"]).rewards == {"clip": 0.5}
+    # overrides apply in order: a key given twice takes its last value (README, "Configs")
+    assert load_config(OnlineConfig, None, ["max_steps=2", "max_steps=3"]).max_steps == 3
+    assert load_config(OnlineConfig, None, ["train.lr=1e-3", "train={lr: 3e-4}"]).train.lr == 3e-4
+    assert load_config(OnlineConfig, None, ["rewards.clip=0.5", "rewards={digits: 2.0}"]).rewards == {"digits": 2.0}
 
 
 def test_an_empty_mapping_is_defaults_and_an_empty_file_is_refused(tmp_path):
@@ -608,7 +612,7 @@ def test_one_message_lists_every_setting_to_undo_with_its_default():
         (
             "configs/digits/seppo.yaml",
             ["objective.name=sft"],
-            r"^objective.beta=1000.0: is read only by the other objectives \(sft does not read it\)",
+            r"^objective.beta=10.0: is read only by the other objectives \(sft does not read it\)",  # the recipe's
         ),
         (
             "configs/digits/seppo.yaml",

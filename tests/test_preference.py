@@ -115,7 +115,7 @@ def test_seppo_trains_on_digits_and_resumes_exactly(tmp_path, base_model, extra)
     assert [r["step"] for r in rows] == [1, 2, 3, 4]
     assert [r["train/pool_size"] for r in rows] == [2, 3, 4, 5]  # the start + one snapshot per step
     assert all(0 <= r["train/ref_step"] < r["step"] and 0 <= r["pref/winner_frac"] <= 1 for r in rows)
-    lr = 1e-4  # configs/digits/seppo.yaml; a warmup step runs at half of it (genrl.trainers.common.lr_multiplier)
+    lr = _pref_cfg(straight, base_model, *extra).train.lr  # the recipe's; warmup halves it (lr_multiplier)
     warm = "train.warmup_steps=1" in extra
     assert [r["train/lr"] for r in rows] == pytest.approx([lr / 2 if warm else lr, lr, lr, lr])
     assert_documented_metric_names(straight / "metrics.jsonl")

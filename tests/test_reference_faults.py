@@ -845,7 +845,7 @@ def test_help_config_of_a_recipe_shows_its_values_beside_the_defaults(capsys):
     configs/digits/seppo.yaml, which sets 300 and 1000), with nothing saying the recipe's were not shown."""
     assert cli_main(["train", "configs/digits/seppo.yaml", "objective.beta=500.0", "--help-config"]) == 0
     out = capsys.readouterr().out
-    assert "\nmax_steps: int = 100 (this config: 300)\n" in out
+    assert "\nmax_steps: int = 100 (this config: 800)\n" in out
     assert "\nobjective.beta: float = 2000.0 (this config: 500.0)\n" in out  # the overrides too
     assert "\nseed: int = 0\n" in out  # the same value: the default alone
     assert "\noutput_dir: str = runs/digits_seppo\n" in out  # saved absolute, still the default
