@@ -5,7 +5,7 @@
 # judges only score evaluations); FlowGRPO on the proxy reward for scale. sft reads no beta: its arm
 # sets the recipe's back to the default (a setting nothing reads is refused).
 # Usage: bash benchmarks/seppo_digits.sh [OUT_DIR] [SECONDS]
-#   (defaults: runs/seppo_digits, 150 s of training per run; about 75 minutes on 2 CPU cores, on an
+#   (defaults: runs/seppo_digits, 150 s of training per run; about 60 minutes on 2 CPU cores, on an
 #   otherwise idle machine: the budget is wall time)
 set -euo pipefail
 cd "$(dirname "$0")/.."
