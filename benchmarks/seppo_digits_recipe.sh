@@ -2,8 +2,8 @@
 # Regenerates benchmarks/seppo_digits_recipe/report.md: the issue's 15-minute target for SePPO on the
 # embedded digits task (gold accuracy >= 0.92, diversity >= 0.7x the base's, no reward model in
 # training), met by the recipe as shipped: configs/digits/seppo.yaml (random checkpoint replay, v1's
-# flip criterion, beta 10, 600 steps), seeds 0 1 2, one run after another on an otherwise idle machine
-# (about 2 minutes per run on 2 CPU cores).
+# flip criterion, beta 10, 800 steps), seeds 0 1 2, one run after another on an otherwise idle machine
+# (about 2.5 minutes per run on 2 CPU cores).
 # Usage: bash benchmarks/seppo_digits_recipe.sh [OUT_DIR]   (default runs/seppo_digits_recipe)
 set -euo pipefail
 cd "$(dirname "$0")/.."

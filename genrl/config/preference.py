@@ -59,8 +59,9 @@ class PreferenceObjectiveConfig(Section):
     )
     beta: float = option(
         2000.0,
-        "DPO temperature on per-pixel-mean denoising errors, loss -log sigmoid(-0.5 beta (d_w - d_l)) "
-        "(SePPO as quoted: 2000; Diffusion-DPO's SD1.5 launcher: 5000); unused by sft. Too large a beta for the "
+        "DPO strength (an inverse temperature: larger = a sharper sigmoid) on per-pixel-mean denoising errors, loss "
+        "-log sigmoid(-0.5 beta (d_w - d_l)) (SePPO as quoted: 2000; Diffusion-DPO's SD1.5 launcher: 5000); sft "
+        "reads none (leave the default there). Too large a beta for the "
         "model's error scale saturates the sigmoid (pref/dpo_margin far above 1): few pairs carry gradient and "
         "training stalls (the 8x8 digits model: 1000 stalled near gold 0.82, 10 reached 0.94)",
     )
