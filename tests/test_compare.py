@@ -196,6 +196,7 @@ def test_report_reads_the_tasks_gold_metric_and_extra_metrics(tmp_path):
     assert line.split("|")[3:5] == [" 0.300 ", " 1.000 "] and line.count("1.000") == 1 + len(extras)
     noise = next(x for x in report.splitlines() if x.startswith("| slow | noise std (rollout) |"))
     assert "5.00e-01" in noise and "2.50e-01" in noise
+    assert not [x for x in report.splitlines() if x.endswith(" ")]  # table rows ended "| " (with or without extras)
 
 
 def test_report_of_runs_with_one_seed_per_prompt_and_no_videoalign(tmp_path):
