@@ -108,7 +108,7 @@ def read_rows(path: str) -> list[tuple[str, dict]]:
     list or ``.parquet`` table (the index, from 0, as pandas and ``datasets`` show it, and said so).
     ``ValueError`` naming the file (and line or row) for text that is not UTF-8, a row that is not an
     object, or JSON that :func:`loads_json` refuses (invalid, a repeated key, nested too deeply)."""
-    if path.lower().endswith(".parquet"):
+    if _has_suffix(path, (".parquet",)):
         try:
             import pyarrow.parquet as pq
         except ImportError as e:
@@ -127,7 +127,7 @@ def read_rows(path: str) -> list[tuple[str, dict]]:
 
 def _read_json_rows(path: str) -> list[tuple[str, Any]]:
     with open(path, encoding="utf-8-sig") as f:  # -sig: a byte-order mark (Windows editors) is skipped
-        if path.lower().endswith(".json"):
+        if _has_suffix(path, (".json",)):
             rows = loads_json(f.read(), path)
             if not isinstance(rows, list):
                 raise ValueError(f"{path}: a .json data file must hold a list of rows, got {type(rows).__name__}")
