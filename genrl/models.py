@@ -35,7 +35,7 @@ def absolute_model(model: str) -> str:
     written; so is an ``sft:`` name: its config's own ``output_dir`` may be relative to the launch folder,
     and resolved from another folder it would name (and train) another model, where a relative ``sft:``
     path fails there naming the folder."""
-    from genrl.config.base import local_path
+    from genrl.config.checks import local_path
 
     if model.startswith((TASK, SFT)):
         return model

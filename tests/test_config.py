@@ -246,6 +246,8 @@ def test_malformed_override_and_non_mapping_section(tmp_path):
         (["objective.clip_range=0"], ["objective.clip_range", "> 0"]),
         (["objective.beta=-1"], ["objective.beta"]),
         (["objective.name="], ["objective.name"]),
+        (["advantages.estimator=' '"], ["advantages.estimator", "must be non-empty"]),  # registered(): blank names
+        (["policy.family=' '"], ["policy.family", "must be non-empty"]),
         (["train.ema_decay=1.0"], ["train.ema_decay", "[0, 1)"]),
         (["train.lr=0"], ["train.lr"]),
         (["checkpoint.keep_last=0"], ["checkpoint.keep_last"]),
@@ -708,7 +710,7 @@ def test_full_determinism_switches_torch_to_deterministic_kernels(config_cls, mo
 def test_local_paths_are_saved_absolute_and_hub_ids_as_typed(tmp_path, monkeypatch):
     """A run's config.yaml named local models and data files as typed, relative to the launch folder:
     `genrl export` recorded base_model "sd15", and the gallery from another folder found no data."""
-    from genrl.config.base import local_path
+    from genrl.config.checks import local_path
 
     (tmp_path / "sd15").mkdir()
     monkeypatch.chdir(tmp_path)

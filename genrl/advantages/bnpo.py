@@ -42,7 +42,8 @@ from typing import Optional
 import torch
 
 from genrl.advantages.grpo import group_stats
-from genrl.config.base import Section, option, require
+from genrl.config.base import Section, option
+from genrl.config.checks import require
 from genrl.registry import ADVANTAGE_ESTIMATORS
 
 

@@ -36,7 +36,8 @@ from typing import Literal
 
 import torch
 
-from genrl.config.base import Section, option, require, unused_unless
+from genrl.config.base import Section, option, unused_unless
+from genrl.config.checks import require
 
 DOWNSAMPLERS: tuple[str, ...] = ("none", "d3s")
 

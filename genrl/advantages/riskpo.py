@@ -61,7 +61,8 @@ from typing import Literal
 import torch
 
 from genrl.advantages.grpo import group_stats
-from genrl.config.base import Section, at_least, option, positive, require, unused_unless
+from genrl.config.base import Section, option, unused_unless
+from genrl.config.checks import at_least, positive, require
 from genrl.registry import ADVANTAGE_ESTIMATORS
 
 

@@ -2,6 +2,8 @@
 
 - ``genrl.config.base``: the machinery (sections, YAML loading, dotted overrides, errors, help),
   and why it is ours rather than pydantic's or OmegaConf's;
+- ``genrl.config.checks``: checks of single settings that sections' ``validate`` calls (ranges,
+  non-empty text, registry names, local paths);
 - ``genrl.config.common``: sections every trainer shares (LoRA, the AdamW optimiser,
   checkpoints, logging);
 - ``genrl.config.online``, ``genrl.config.vlm``, ``genrl.config.sft``: each trainer's settings.
@@ -11,8 +13,9 @@
 
 import dataclasses
 
-from genrl.config import base, common, online, preference, sft, vlm
+from genrl.config import base, checks, common, online, preference, sft, vlm
 from genrl.config.base import *  # noqa: F403
+from genrl.config.checks import *  # noqa: F403
 from genrl.config.common import *  # noqa: F403
 from genrl.config.online import *  # noqa: F403
 from genrl.config.preference import *  # noqa: F403
@@ -88,6 +91,7 @@ __all__ = [
     "TRAINERS",
     "TRAINER_CONFIGS",
     *base.__all__,
+    *checks.__all__,
     *common.__all__,
     *online.__all__,
     *preference.__all__,

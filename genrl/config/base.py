@@ -43,10 +43,11 @@ from typing import Any, Literal, Optional, TypeVar, Union
 
 import yaml
 
+from genrl.registry import is_import_path
+
 __all__ = [
     "ConfigError",
     "Section",
-    "at_least",
     "config_differences",
     "config_from_dict",
     "config_to_dict",
@@ -54,16 +55,10 @@ __all__ = [
     "default_of",
     "describe_config",
     "load_config",
-    "local_path",
-    "local_paths",
-    "nonempty",
     "option",
     "owned_options",
-    "positive",
     "parse_value",
     "read_yaml",
-    "registered",
-    "require",
     "save_config",
     "unused_unless",
 ]
@@ -111,16 +106,6 @@ class ConfigError(ValueError):
 def _unknown(key: str, name: str, valid: list[str]) -> ConfigError:
     close = difflib.get_close_matches(str(name), valid, n=1)
     return ConfigError(key, f" (did you mean '{close[0]}'?)" if close else "", valid=valid)
-
-
-def registered(section: Any, name: str, registry: Any) -> None:
-    """``section.<name>`` must name an entry of ``registry`` (``genrl.registry``) or an import path;
-    ``ConfigError`` naming the key and the registered names otherwise (checked before any work)."""
-    value = getattr(section, name)
-    try:
-        registry.get(value)
-    except ValueError as e:
-        raise ConfigError(name, str(e), value) from None
 
 
 # ----------------------------------------------------------------------------- types
@@ -524,12 +509,6 @@ def option(default: Any, help: str) -> Any:
     return field(default=default, metadata={"help": help})
 
 
-def require(ok: bool, key: str, value: Any, msg: str) -> None:
-    """Raise ``ConfigError(key, msg, value)`` unless ``ok`` (``key`` relative to the section)."""
-    if not ok:
-        raise ConfigError(key, msg, value)
-
-
 def default_of(section: Section, name: str) -> Any:
     """The declared default of field ``name`` of ``section`` (a fresh copy for mutable defaults)."""
     f = next(f for f in _init_fields(type(section)) if f.name == name)
@@ -572,8 +551,6 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
     ``clip_range``), keep their defaults too. Options of entries that ``section`` has no field for
     (another trainer's) are skipped. An import-path name selects a plug-in, which may read any option:
     nothing is refused then."""
-    from genrl.registry import is_import_path
-
     selected = getattr(section, name)
     if is_import_path(selected) or selected not in registry:
         return  # a plug-in, or an unknown name (reported by the name's own check)
@@ -598,45 +575,3 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
     ignores = sorted(set.intersection(*ignored) & fields)
     who = f"{' and '.join(sorted(in_use))} do" if len(in_use) > 1 else f"{selected} does"
     unused_unless(section, not ignores, f"by the other {registry.kind}s ({who} not read it)", *ignores)
-
-
-def at_least(section: Section, minimum: float, *names: str) -> None:
-    """Each named field is finite and ``>= minimum`` (infinity is never a meaningful bound here)."""
-    for n in names:
-        v = getattr(section, n)
-        require(math.isfinite(v), n, v, "must be finite")
-        require(v >= minimum, n, v, f"must be >= {minimum}")
-
-
-def positive(section: Section, *names: str) -> None:
-    """Each named field is finite and ``> 0`` (a learning rate, a temperature, a scale)."""
-    for n in names:
-        v = getattr(section, n)
-        require(v > 0 and math.isfinite(v), n, v, "must be finite and > 0")
-
-
-def local_path(path: str, existing_only: bool = False) -> str:
-    """``path`` with ``~`` expanded and made absolute against the current folder, so that a run's saved
-    ``config.yaml`` names the same file from any folder (``genrl gallery``, ``genrl export``, a rerun
-    of the saved config). ``existing_only``: a path that does not exist here is kept as written (a
-    model option also takes hub ids such as ``org/model`` and ``task:`` URIs); ``''`` stays ``''``."""
-    if not path:
-        return path
-    expanded = os.path.expanduser(path)
-    if existing_only and not os.path.exists(expanded):
-        return expanded
-    return os.path.abspath(expanded)
-
-
-def local_paths(section: Section, *names: str) -> None:
-    """Each named field (a path, or a list of paths) of ``section`` through :func:`local_path` (data
-    files: always absolute; a model name goes through ``genrl.models.absolute_model``)."""
-    for n in names:
-        value = getattr(section, n)
-        setattr(section, n, [local_path(v) for v in value] if isinstance(value, list) else local_path(value))
-
-
-def nonempty(section: Section, *names: str) -> None:
-    """Each named string field holds more than whitespace."""
-    for n in names:
-        require(bool(getattr(section, n).strip()), n, getattr(section, n), "must be non-empty")

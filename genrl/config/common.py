@@ -5,17 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields
 from typing import Literal, Optional
 
-from genrl.config.base import (
-    ConfigError,
-    Section,
-    at_least,
-    local_path,
-    nonempty,
-    option,
-    positive,
-    require,
-    unused_unless,
-)
+from genrl.config.base import ConfigError, Section, option, unused_unless
+from genrl.config.checks import at_least, local_path, nonempty, positive, require
+from genrl.registry import TASKS
 
 __all__ = [
     "FULL_DETERMINISM_HELP",
@@ -220,8 +212,6 @@ class RunConfig(Section):
         # seed * 1_000_003 + step (genrl.samplers), which torch takes only below 2**64
         require(self.seed < 2**32, "seed", self.seed, "must be < 2**32 (4294967296)")
         at_least(self, 1, "max_steps")
-        from genrl.registry import TASKS
-
         try:
             required = TASKS.meta(self.task).get("required", ())
         except ValueError as e:

@@ -14,19 +14,8 @@ from typing import Any, Literal, Optional, Union
 from genrl.advantages.bnpo import BNPOConfig
 from genrl.advantages.d3s import DOWNSAMPLERS, D3SConfig
 from genrl.advantages.riskpo import RiskPOConfig
-from genrl.config.base import (
-    ConfigError,
-    Section,
-    at_least,
-    local_paths,
-    nonempty,
-    option,
-    owned_options,
-    positive,
-    registered,
-    require,
-    unused_unless,
-)
+from genrl.config.base import ConfigError, Section, option, owned_options, unused_unless
+from genrl.config.checks import at_least, local_paths, nonempty, positive, registered, require
 from genrl.config.common import FULL_DETERMINISM_HELP, LoraConfig, OptimizerConfig, RunConfig, require_model_for
 from genrl.families.base import CFG_GRADS
 from genrl.models import MODEL_OPTIONS, absolute_model
@@ -38,6 +27,7 @@ from genrl.objectives.mhpo import MHPOConfig
 from genrl.policies.base import DTYPES, Policy
 from genrl.policies.denoiser import DenoisingPolicy
 from genrl.policies.diffusion import DDIM_STEP
+from genrl.registry import ADVANTAGE_ESTIMATORS, FAMILIES, OBJECTIVES, POLICIES, REWARDS, TASKS
 from genrl.samplers import diversity_fn
 from genrl.sde import CPS_LOG_PROBS, DEFAULT_CPS_LOG_PROB, STEPS
 
@@ -140,7 +130,6 @@ class PolicyConfig(Section):
 
     def validate(self) -> None:
         from genrl.families.base import check_model_folder
-        from genrl.registry import FAMILIES, POLICIES
 
         nonempty(self, "name", "model", "family")
         self.model = absolute_model(self.model)  # ~/models/x, ./x: one folder for every reader
@@ -352,9 +341,6 @@ class AdvantageConfig(Section):
     d3s: D3SConfig = option(D3SConfig, "downsample d3s: kept shares of samples and actions, start and end")
 
     def validate(self) -> None:
-        from genrl.registry import ADVANTAGE_ESTIMATORS
-
-        nonempty(self, "estimator")
         registered(self, "estimator", ADVANTAGE_ESTIMATORS)
         positive(self, "eps")
         owned_options(self, "estimator", ADVANTAGE_ESTIMATORS)
@@ -424,8 +410,6 @@ class ObjectiveConfig(Section):
     fiberpo: FiberPOConfig = option(FiberPOConfig, "objective fiberpo: trajectory (base) and per-action (fiber) gates")
 
     def validate(self) -> None:
-        from genrl.registry import OBJECTIVES
-
         nonempty(self, "name")
         owned_options(self, "name", OBJECTIVES)
         positive(self, "clip_range", "adv_clip_max", "tau_pos", "tau_neg")
@@ -580,7 +564,6 @@ class OnlineConfig(RunConfig):
 
     def validate(self) -> None:
         super().validate()
-        from genrl.registry import REWARDS
         from genrl.scoring import check_reward_args
 
         require(len(self.rewards) > 0, "rewards", self.rewards, "needs at least one reward")
@@ -637,7 +620,6 @@ class OnlineConfig(RunConfig):
     def _check_reward_samples(self) -> None:
         """Rewards that score other samples than the policy makes (``reward_samples_problem``), where the
         policy's samples are known before loading (the trainer checks again once the model is loaded)."""
-        from genrl.registry import POLICIES, REWARDS, TASKS
         from genrl.scoring import reward_samples_problem
 
         kind = POLICIES.get(self.policy.name).samples_before_loading(self.policy)
@@ -656,8 +638,6 @@ class OnlineConfig(RunConfig):
         check_config=fn)``, ``fn(cfg)`` raising ``ConfigError``; plus the chunking rule of an
         objective that aggregates whole sequences. An unknown name (or import path) is an error here,
         before any work."""
-        from genrl.registry import OBJECTIVES
-
         try:
             meta = OBJECTIVES.meta(self.objective.name)
         except ValueError as e:

@@ -7,18 +7,8 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import (
-    ConfigError,
-    Section,
-    at_least,
-    local_paths,
-    nonempty,
-    option,
-    owned_options,
-    positive,
-    require,
-    unused_unless,
-)
+from genrl.config.base import ConfigError, Section, option, owned_options, unused_unless
+from genrl.config.checks import at_least, local_paths, nonempty, positive, require
 from genrl.config.common import (
     FULL_DETERMINISM_HELP,
     RunConfig,
@@ -28,6 +18,7 @@ from genrl.config.common import (
 )
 from genrl.config.online import EvalConfig, PolicyConfig
 from genrl.objectives.preference import CRITERIA
+from genrl.registry import OBJECTIVES, is_import_path
 from genrl.replay import REFERENCE_MODES
 
 # PolicyConfig fields only the online trainer's SDE rollouts and update read
@@ -72,8 +63,6 @@ class PreferenceObjectiveConfig(Section):
     )
 
     def validate(self) -> None:
-        from genrl.registry import OBJECTIVES
-
         nonempty(self, "name")
         positive(self, "beta")
         owned_options(self, "name", OBJECTIVES)  # criterion: seppo's; sft ignores beta
@@ -204,8 +193,6 @@ class PreferenceConfig(RunConfig):
                 "is a setting of trainer: online's rollouts, unused by trainer: preference (its samples: "
                 "reference.num_steps / guidance_scale; evaluation: eval.*); remove it",
             )
-        from genrl.registry import OBJECTIVES, is_import_path
-
         ours = ", ".join(n for n in OBJECTIVES.names() if OBJECTIVES.meta(n).get("kind") == "preference")
         if not is_import_path(self.objective.name) and self.objective.name not in OBJECTIVES:
             raise ConfigError("objective.name", f"unknown preference objective; valid: {ours}", self.objective.name)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import at_least, nonempty, option, require
+from genrl.config.base import option
+from genrl.config.checks import at_least, nonempty, require
 from genrl.config.common import (
     LogConfig,
     RunConfig,

@@ -10,17 +10,8 @@ import math
 from dataclasses import dataclass
 from typing import Literal
 
-from genrl.config.base import (
-    Section,
-    at_least,
-    local_paths,
-    nonempty,
-    option,
-    positive,
-    registered,
-    require,
-    unused_unless,
-)
+from genrl.config.base import Section, option, unused_unless
+from genrl.config.checks import at_least, local_paths, nonempty, positive, registered, require
 from genrl.config.common import LoraConfig
 from genrl.config.online import ObjectiveConfig, OnlineConfig
 from genrl.models import absolute_model
@@ -28,6 +19,7 @@ from genrl.objectives.common import KL_TYPES
 from genrl.policies.base import DTYPES, Policy
 from genrl.policies.denoiser import DenoisingPolicy
 from genrl.policies.vlm import LORA_TARGETS, SUPPORTED_MODELS
+from genrl.registry import POLICIES
 from rewards.verifiable import ANSWER_TYPES
 
 __all__ = [
@@ -99,8 +91,6 @@ class VLMPolicyConfig(Section):
     )
 
     def validate(self) -> None:
-        from genrl.registry import POLICIES
-
         nonempty(self, "name", "model")
         self.model = absolute_model(self.model)  # ~/models/x, ./x: one folder for every reader
         registered(self, "name", POLICIES)

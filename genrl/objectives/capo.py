@@ -70,7 +70,8 @@ from typing import Any, Literal
 
 import torch
 
-from genrl.config.base import Section, at_least, option, require, unused_unless
+from genrl.config.base import Section, option, unused_unless
+from genrl.config.checks import at_least, require
 from genrl.objectives.common import agg_normaliser, chunk_agg, clamp_advantages
 from genrl.registry import OBJECTIVES
 

@@ -43,7 +43,8 @@ from typing import Optional
 
 import torch
 
-from genrl.config.base import Section, option, positive, require
+from genrl.config.base import Section, option
+from genrl.config.checks import positive, require
 from genrl.objectives.common import LOG_RATIO_CLAMP, add_kl, aggregate, clamp_advantages, masked_mean, ratio_metrics
 from genrl.registry import OBJECTIVES
 

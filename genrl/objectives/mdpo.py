@@ -41,7 +41,8 @@ from typing import Literal
 
 import torch
 
-from genrl.config.base import Section, option, positive, unused_unless
+from genrl.config.base import Section, option, unused_unless
+from genrl.config.checks import positive
 from genrl.objectives.common import add_kl, aggregate, clamp_advantages, ratio_metrics, safe_exp
 from genrl.registry import OBJECTIVES
 

@@ -41,7 +41,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from genrl.config.base import Section, option, positive
+from genrl.config.base import Section, option
+from genrl.config.checks import positive
 from genrl.objectives.common import LOG_RATIO_CLAMP, add_kl, aggregate, clamp_advantages, masked_mean, ratio_metrics
 from genrl.registry import OBJECTIVES
 

@@ -61,21 +61,7 @@ from genrl.scoring import (
 )
 from genrl.seeding import derive_seed
 from genrl.threads import ThreadGovernor
-from genrl.trainers.common import (
-    NonFiniteGuard,
-    build_task,
-    check_finite,
-    evaluate_task,
-    evaluations_due,
-    make_accelerator,
-    make_optimizer,
-    on_main_process,
-    open_run,
-    resume_point,
-    step_bar,
-    task_prompts,
-    write_final_metrics,
-)
+from genrl.trainers import common
 from genrl.trajectory import Trajectory
 
 MAX_CONSECUTIVE_REWARD_FAILURES = 3  # whole batches without a single valid reward -> stop
@@ -150,7 +136,7 @@ def update(
     ema,
     generator,
     kl_control=None,
-    guard: NonFiniteGuard | None = None,
+    guard: common.NonFiniteGuard | None = None,
     measure_kl: bool = False,
     progress: float = 0.0,
     objective_state=None,
@@ -179,7 +165,7 @@ def update(
     params = policy.trainable_parameters()
     world = accelerator.num_processes
     kl_control = kl_control or FixedKL(cfg.objective.beta)
-    guard = guard or NonFiniteGuard()  # the trainer's own keeps counting across steps
+    guard = guard or common.NonFiniteGuard()  # the trainer's own keeps counting across steps
     nonfinite_before = guard.total
     obj_cfg = copy.copy(cfg.objective)  # its beta is the KL controller's current coefficient
     state_kw = objective_state.log_prob_kwargs() if objective_state is not None else {}
@@ -305,7 +291,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     network calls there, between iterations). Its time is in later rows' ``time/elapsed`` only."""
     from accelerate.utils import gather_object
 
-    accelerator = make_accelerator(cfg.train, cfg.seed)
+    accelerator = common.make_accelerator(cfg.train, cfg.seed)
     main, rank, world = accelerator.is_main_process, accelerator.process_index, accelerator.num_processes
     run_dir, ckpt_dir = cfg.output_dir, os.path.join(cfg.output_dir, "checkpoints")
     objective = OBJECTIVES.get(cfg.objective.name)  # unknown names fail before any work
@@ -324,8 +310,8 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
         )
     torch.manual_seed(cfg.seed)
 
-    task = build_task(task_cls, cfg)
-    train_set, evaluated = task_prompts(task, cfg.task)  # [(prompt, metadata)] each
+    task = common.build_task(task_cls, cfg)
+    train_set, evaluated = common.task_prompts(task, cfg.task)  # [(prompt, metadata)] each
     with accelerator.main_process_first():  # the first process builds caches (pretraining), the rest load
         prepare_models(cfg)  # the task: / sft: models the config names, built (logged) if missing
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device)
@@ -359,7 +345,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
             gradient_accumulation_steps=1,
             gradient_clipping=cfg.train.max_grad_norm,
         )
-    optimizer = make_optimizer(params, cfg.train)
+    optimizer = common.make_optimizer(params, cfg.train)
     if fsdp:  # sharded already; the optimizer steps on its shards (accelerate's FSDP wrapping is not used)
         policy.model = policy.module
     else:
@@ -370,7 +356,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
         else None
     )
     kl_control = build_kl_controller(cfg.objective)  # objective.beta, or SAGE-GRPO's adaptive coefficient
-    guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
+    guard = common.NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
     state_cls = OBJECTIVES.meta(objective).get("state")  # an objective's own state (CAPO's shadow moments)
     objective_state = state_cls(cfg, policy, optimizer) if state_cls is not None else None
     if cfg.objective.anchor_period > 0:
@@ -415,7 +401,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     # ZeRO-1/2's optimizer partitions (genrl.zero)
     per_process = fsdp or (accelerator.state.deepspeed_plugin is not None and world > 1)
     start, ckpt = 0, None
-    found, data_files = resume_point(cfg, task, ckpt_dir, main, rank if per_process else None, world)
+    found, data_files = common.resume_point(cfg, task, ckpt_dir, main, rank if per_process else None, world)
     if found:
         ckpt, state = found
         if fsdp:  # this process's shards back into DTensors shaped like the live ones
@@ -471,24 +457,27 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                 f"the processes resumed from different checkpoints (steps {steps}): one process's file of the "
                 f"newest is unreadable; move that checkpoint folder away and rerun"
             )
-    logger = open_run(cfg, start, main, ckpt)  # start-up succeeded: only now is anything written into output_dir
+    # start-up succeeded: only now is anything written into output_dir
+    logger = common.open_run(cfg, start, main, ckpt)
 
     def run_eval(step: int) -> dict[str, float]:
         # every process swaps in the EMA shards and gathers the weights (FSDP: collectives); main samples
         t0 = time.perf_counter()
         with ema.swapped_in() if ema is not None else contextlib.nullcontext(), sharding.gathered(policy.module):
-            m = on_main_process(  # an error there stops every process (none waits at the next collective)
-                accelerator, lambda: evaluate_task(task, cfg, policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed)
+            m = common.on_main_process(  # an error there stops every process (none waits at the next collective)
+                accelerator,
+                lambda: common.evaluate_task(task, cfg, policy, rewards, cfg.eval, run_dir, step, seed=cfg.seed),
             )
         if main:
             m.setdefault("time/eval", time.perf_counter() - t0)
             logger.log_eval(step, m)
         return m
 
-    for at in evaluations_due(cfg, start, accelerator):  # the base; or a finished run's missing final evaluation
+    # the base; or a finished run's missing final evaluation
+    for at in common.evaluations_due(cfg, start, accelerator):
         run_eval(at)
     consecutive_failures, flat_steps = 0, 0  # steps in a row without a valid reward / without reward variance
-    bar = step_bar(cfg, start, "train", main)
+    bar = common.step_bar(cfg, start, "train", main)
 
     def collect(step: int, noise: torch.Generator, window: list[int], attempt: int = 0) -> Rollout:
         """1. rollout of this process's share of k prompts x group_size (round ``attempt`` of the step's
@@ -685,7 +674,8 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                 run_eval(done)
             stopping = stop.requested(accelerator)  # SIGTERM / Ctrl-C: checkpoint this step, then stop
             if done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
-                check_finite(policy.module.named_parameters())  # every process: none waits below for one that stopped
+                # every process: none waits below for one that stopped
+                common.check_finite(policy.module.named_parameters())
                 if main or per_process:  # every process writes its part
                     state = {
                         "step": done,
@@ -712,6 +702,6 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     if stopping:  # every process, past the checkpoint's barrier: none waits below for one that stopped
         raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping, cfg.resume)
     if main:
-        result = write_final_metrics(cfg)
+        result = common.write_final_metrics(cfg)
     accelerator.wait_for_everyone()
     return result

@@ -43,22 +43,7 @@ from genrl.preemption import Preempted, StopRequest
 from genrl.registry import OBJECTIVES, POLICIES, TASKS
 from genrl.replay import CheckpointPool
 from genrl.seeding import derive_seed
-from genrl.trainers.common import (
-    NonFiniteGuard,
-    build_task,
-    check_finite,
-    evaluate_task,
-    evaluations_due,
-    lr_multiplier,
-    make_accelerator,
-    make_optimizer,
-    on_main_process,
-    open_run,
-    resume_point,
-    step_bar,
-    task_prompts,
-    write_final_metrics,
-)
+from genrl.trainers import common
 
 DISK_POOL_MIB = 256  # reference.storage auto: snapshots larger than this go to disk
 
@@ -67,7 +52,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     """Run (or resume) a preference job; returns ``{"base": eval metrics at step 0, "final": at
     max_steps}`` (also written to ``final_metrics.json``). Raises ``ValueError`` for a task without
     winners (``preference_batch``) or a policy without the denoising-loss path."""
-    accelerator = make_accelerator(cfg.train, cfg.seed)
+    accelerator = common.make_accelerator(cfg.train, cfg.seed)
     if accelerator.state.deepspeed_plugin is not None:
         raise ValueError("trainer: preference does not run under DeepSpeed yet: launch it with DDP (or one process)")
     main = accelerator.is_main_process
@@ -81,14 +66,14 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         raise ValueError(f"policy.name={cfg.policy.name!r} has no denoising loss; use a flow or diffusion policy")
     torch.manual_seed(cfg.seed)
 
-    task = build_task(task_cls, cfg)
+    task = common.build_task(task_cls, cfg)
     with accelerator.main_process_first():
         prepare_models(cfg)
         policy = policy_cls.from_pretrained(cfg.policy, device=accelerator.device, rollouts=False)  # ODE only
     tc = cfg.train
-    optimizer = make_optimizer(policy.trainable_parameters(), tc)
+    optimizer = common.make_optimizer(policy.trainable_parameters(), tc)
     policy.model, optimizer = accelerator.prepare(policy.module, optimizer)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: common.lr_multiplier(s, cfg))
     named = {n: p for n, p in policy.module.named_parameters() if p.requires_grad}
     snapshot_mib = sum(p.numel() * p.element_size() for p in named.values()) / 2**20
     on_disk = cfg.reference.storage == "disk" or (cfg.reference.storage == "auto" and snapshot_mib > DISK_POOL_MIB)
@@ -98,8 +83,8 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
     ref_index = 0
 
     start, ckpt = 0, None
-    guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
-    found, data_files = resume_point(cfg, task, ckpt_dir, clean=main, processes=accelerator.num_processes)
+    guard = common.NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
+    found, data_files = common.resume_point(cfg, task, ckpt_dir, clean=main, processes=accelerator.num_processes)
     if found:
         ckpt, state = found
         try:
@@ -119,26 +104,28 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         start, ref_index = state["step"], state["ref_index"]
         guard.load_state_dict(state.get("nonfinite_guard") or {})
     # a word the model does not know: now, naming its row
-    policy.check_prompts([item for items in task_prompts(task, cfg.task) for item in items])
+    policy.check_prompts([item for items in common.task_prompts(task, cfg.task) for item in items])
     shape = policy.sample_shape()  # [C, H, W] / [F, C, H, W]
     if callable(check := getattr(task, "check_sample_shape", None)):
         check(shape)  # every winner fits the model (kind, channels): a bad row fails before anything is written
-    logger = open_run(cfg, start, main, ckpt)
+    logger = common.open_run(cfg, start, main, ckpt)
     if pool is not None:
         pool.flush()  # on disk: the start's snapshot is written only now that start-up succeeded
     accelerator.wait_for_everyone()
 
     def run_eval(step: int) -> dict[str, float]:
         def evaluate() -> dict[str, float]:
-            m = evaluate_task(task, cfg, policy, {}, cfg.eval, run_dir, step, seed=cfg.seed)  # the task's judges only
+            # the task's judges only
+            m = common.evaluate_task(task, cfg, policy, {}, cfg.eval, run_dir, step, seed=cfg.seed)
             logger.log_eval(step, m)
             return m
 
-        return on_main_process(accelerator, evaluate)  # an error there stops every process, in one line
+        return common.on_main_process(accelerator, evaluate)  # an error there stops every process, in one line
 
-    for at in evaluations_due(cfg, start, accelerator):  # the base; or a finished run's missing final evaluation
+    # the base; or a finished run's missing final evaluation
+    for at in common.evaluations_due(cfg, start, accelerator):
         run_eval(at)
-    bar = step_bar(cfg, start, "preference", main)
+    bar = common.step_bar(cfg, start, "preference", main)
     rank, B = accelerator.process_index, tc.batch_size
     accum = tc.gradient_accumulation_steps
     stopping = 0  # the signal that stopped the run early (StopRequest)
@@ -225,7 +212,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
             stopping = stop.requested(accelerator)  # SIGTERM / Ctrl-C: checkpoint this step, then stop
             saving = done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0)
             if saving:  # every process: none waits at the barrier below for one that stopped
-                check_finite(policy.module.named_parameters())
+                common.check_finite(policy.module.named_parameters())
             if main and saving:
                 state = {
                     "step": done,
@@ -249,4 +236,4 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         logger.close()
     if stopping:  # every process: each exits with the signal's code (the main one prints the line)
         raise Preempted(done, checkpoint_path(ckpt_dir, done), stopping, cfg.resume)
-    return write_final_metrics(cfg) if main else {}
+    return common.write_final_metrics(cfg) if main else {}

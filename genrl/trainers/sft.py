@@ -32,19 +32,7 @@ from genrl.models import prepare_models
 from genrl.preemption import Preempted, StopRequest
 from genrl.registry import TASKS
 from genrl.seeding import derive_seed
-from genrl.trainers.common import (
-    NonFiniteGuard,
-    build_task,
-    check_finite,
-    evaluate_task,
-    evaluations_due,
-    lr_multiplier,
-    make_optimizer,
-    open_run,
-    resume_point,
-    step_bar,
-    write_final_metrics,
-)
+from genrl.trainers import common
 from genrl.vlm_batching import check_vlm_prompts, encode_sft, load_model_dir, save_model_dir
 
 
@@ -60,7 +48,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     torch.manual_seed(cfg.seed)
 
     # 1. model, processor, optimizer, schedule
-    task = build_task(task_cls, cfg)
+    task = common.build_task(task_cls, cfg)
     (model_path,) = prepare_models(cfg) or [cfg.model]  # task: / sft: built (logged) if missing; else a folder
     model, processor = load_model_dir(model_path)
     # every row it may draw (a task of fixed rows) and every evaluated prompt, as the online trainer checks its
@@ -77,13 +65,13 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     model.train()
     tc = cfg.train
     params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = make_optimizer(params, tc)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_multiplier(s, cfg))
+    optimizer = common.make_optimizer(params, tc)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: common.lr_multiplier(s, cfg))
 
     start, ckpt = 0, None
     t_train, n_tokens = 0.0, 0  # running totals over the whole run, kept in the checkpoints
-    guard = NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
-    found, data_files = resume_point(cfg, task, ckpt_dir)
+    guard = common.NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
+    found, data_files = common.resume_point(cfg, task, ckpt_dir)
     if found:
         ckpt, state = found
         model.load_state_dict(state["model"])
@@ -92,16 +80,19 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
         start = state["step"]
         t_train, n_tokens = state.get("time_train_total", 0.0), state.get("response_tokens", 0)  # older: none
         guard.load_state_dict(state.get("nonfinite_guard") or {})
-    logger = open_run(cfg, start, checkpoint=ckpt)  # start-up succeeded: only now is anything written into output_dir
+    # start-up succeeded: only now is anything written into output_dir
+    logger = common.open_run(cfg, start, checkpoint=ckpt)
 
     def run_eval(step: int) -> dict[str, float]:
-        m = evaluate_task(task, cfg, model, processor, cfg.eval, run_dir, step, seed=cfg.seed, hook="evaluate_model")
+        m = common.evaluate_task(
+            task, cfg, model, processor, cfg.eval, run_dir, step, seed=cfg.seed, hook="evaluate_model"
+        )
         logger.log_eval(step, m)
         return m
 
-    for at in evaluations_due(cfg, start):  # the base; or a finished run's missing final evaluation
+    for at in common.evaluations_due(cfg, start):  # the base; or a finished run's missing final evaluation
         run_eval(at)
-    bar = step_bar(cfg, start, "sft")
+    bar = common.step_bar(cfg, start, "sft")
     stopping = 0  # the signal that stopped the run early (StopRequest)
     with StopRequest() as stop:
         for step in bar:
@@ -153,7 +144,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
                     bar.write(f"step {done}: held-out accuracy {m['eval/accuracy']:.3f}")
             stopping = stop.requested()  # SIGTERM / Ctrl-C: checkpoint this step, then stop
             if done == cfg.max_steps or stopping or (cfg.checkpoint.every and done % cfg.checkpoint.every == 0):
-                check_finite(model.named_parameters())
+                common.check_finite(model.named_parameters())
                 save_checkpoint(
                     ckpt_dir,
                     done,
@@ -190,4 +181,4 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
             "final_lr": optimizer.param_groups[0]["lr"],
         },
     )
-    return {**write_final_metrics(cfg), "model_dir": model_dir}
+    return {**common.write_final_metrics(cfg), "model_dir": model_dir}
