@@ -12,6 +12,8 @@ so is one whose bytes changed since it was written (``meta.json`` records each s
 as it is written and checked on every load: torch checks none, so a flipped bit loaded silently; checkpoints
 from before this have none). CRC-32 rather than sha256: it detects such damage, and zlib computes it at
 about 6 GB/s here against sha256's 1.9 (a 7B model's full-fine-tuning state is about 84 GB).
+``meta.json`` also records the settings the state was trained with (:func:`recorded_config`): a resume,
+``genrl export`` and ``genrl gallery`` compare the run's ``config.yaml``, which a user may edit, with them.
 
 Sharded runs (``train.fsdp``, ``genrl.sharding``) write one file per process instead of
 ``state.pt``: ``state-rank00000.pt``, ... each holding that process's shards (``DTensor`` ->
@@ -79,15 +81,21 @@ def checkpoint_step(path: str) -> int:
     return int(m.group(1))
 
 
-def save_checkpoint(root: str, step: int, state: dict[str, Any], keep_last: int = 2) -> str:
+def save_checkpoint(
+    root: str, step: int, state: dict[str, Any], keep_last: int = 2, config: Optional[str] = None
+) -> str:
     """Write ``state`` as ``root/step-{step:06d}`` atomically (``genrl.io.atomic_dir``: a
     temporary folder, every file fsynced, then renamed into place; re-saving a step replaces it);
-    keep the newest ``keep_last``."""
+    keep the newest ``keep_last``. ``config``: the settings the state was trained with, as YAML text
+    (``genrl.config.config_to_yaml``), recorded in ``meta.json`` (:func:`recorded_config`)."""
     final = checkpoint_path(root, step)
     with atomic_dir(final) as tmp:
         crc32 = _save(state, tmp / "state.pt")
+        meta = {"step": step, "time": time.time(), "crc32": {"state.pt": crc32}}
+        if config is not None:
+            meta["config"] = config
         with atomic_file(tmp / "meta.json") as f:
-            json.dump({"step": step, "time": time.time(), "crc32": {"state.pt": crc32}}, f)
+            json.dump(meta, f)
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
@@ -126,12 +134,15 @@ def _all_ok(ok: bool, what: str, error: Optional[BaseException]) -> None:
         raise RuntimeError(f"{what} failed on another process; see its error")
 
 
-def save_sharded_checkpoint(root: str, step: int, state: dict[str, Any], keep_last: int = 2) -> str:
+def save_sharded_checkpoint(
+    root: str, step: int, state: dict[str, Any], keep_last: int = 2, config: Optional[str] = None
+) -> str:
     """Every process calls this together: write ``state`` (which may hold ``DTensor`` shards) as
     ``root/step-{step:06d}`` with one ``state-rankNNNNN.pt`` per process (module docstring),
     atomically: all files go into one temporary folder that the main process renames into place
     once every process has written and ``meta.json`` is on disk; keep the newest ``keep_last``. A
-    write that fails on any process raises on every process, and no checkpoint appears."""
+    write that fails on any process raises on every process, and no checkpoint appears. ``config``
+    as :func:`save_checkpoint`'s."""
     import torch.distributed as dist
 
     from genrl.sharding import to_local
@@ -153,6 +164,8 @@ def save_sharded_checkpoint(root: str, step: int, state: dict[str, Any], keep_la
         dist.all_gather_object(crcs, (name, crc32))
         if rank == 0:
             meta = {"step": step, "time": time.time(), "world_size": world, "layout": layout, "crc32": dict(crcs)}
+            if config is not None:
+                meta["config"] = config
             with atomic_file(tmp / "meta.json") as f:
                 json.dump(meta, f)
     # (rank 0 leaves atomic_dir: renamed into place, or its temporary removed on an error)
@@ -301,6 +314,19 @@ def _read_meta(path: str) -> dict[str, Any]:
     ):
         raise ValueError(f"checkpoint file {meta_file!r} is damaged: not the mapping genrl writes")
     return meta
+
+
+def recorded_config(path: str) -> Optional[str]:
+    """The settings checkpoint ``path`` was trained with, as its writer recorded them in ``meta.json``
+    (``save_checkpoint(config=...)``: YAML text, read back with ``genrl.config.parse_value`` and
+    ``config_from_dict``).
+    ``None`` for a checkpoint written without them (genrl before 2026-12) or whose ``meta.json`` cannot
+    be read (the weights' loader names that file)."""
+    try:
+        config = _read_meta(path).get("config")
+    except ValueError:
+        return None
+    return config if isinstance(config, str) else None
 
 
 def load_checkpoint(

@@ -130,7 +130,7 @@ def export(
         raise ExportError(f"--weights must be 'ema' or 'raw', not {weights!r}")
     if dtype not in DTYPES:
         raise ExportError(f"--dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
-    run_cfg = load_run_config(check_run(run_dir)[0])  # a bad RUN_DIR: its one line, before any heavy import
+    run_cfg = load_run_config(*check_run(run_dir))  # a bad RUN_DIR: its one line, before any heavy import
     if weights == "ema" and not getattr(run_cfg.train, "ema_decay", 0):
         why = (
             "train.ema_decay is 0" if hasattr(run_cfg.train, "ema_decay") else f"trainer {run_cfg.trainer} keeps none"

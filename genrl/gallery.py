@@ -190,7 +190,7 @@ def make_gallery(
         check_output_dir(out_dir, "--out", overwrite=None, protect=tuple(run_dirs), written_by=mine)
     except ValueError as e:  # RunDirError included
         raise GalleryError(str(e)) from None
-    cfgs = [load_run_config(cfg_path) for cfg_path, _ in found]
+    cfgs = [load_run_config(cfg_path, ckpt) for cfg_path, ckpt in found]
     check_one_base(cfgs, run_dirs)
     labels = _labels(run_dirs)
     device = "cuda" if torch.cuda.is_available() else "cpu"

@@ -50,16 +50,30 @@ def check_run(run_dir: str) -> tuple[str, str]:
     return cfg_path, ckpt
 
 
-def load_run_config(cfg_path: str):
+def load_run_config(cfg_path: str, checkpoint: str | None = None):
     """The run's config, read with the schema of its ``trainer`` (``online`` or ``preference``).
     ``RunDirError`` naming ``cfg_path`` for a setting it refuses (a command reading several runs, or a
-    run written by an older genrl: the user must know which file to edit)."""
+    run written by an older genrl: the user must know which file to edit), or, given the run's
+    ``checkpoint``, for a setting that differs from those the checkpoint recorded when it was written
+    (``genrl.trainers.common.trained_config``) outside what a resume may change: the model is rebuilt
+    from ``config.yaml``, so an edit of ``policy.model`` there exported the trained adapter onto another
+    base, silently."""
     from genrl.config import TRAINER_CONFIGS, ConfigError, load_config, trainer_kind
+    from genrl.trainers.common import trained_config, unresumable_changes
 
     try:
-        return load_config(TRAINER_CONFIGS[trainer_kind(cfg_path)], cfg_path)
+        cfg = load_config(TRAINER_CONFIGS[trainer_kind(cfg_path)], cfg_path)
     except ConfigError as e:  # invalid YAML names the file already
         raise RunDirError(str(e) if str(e).startswith(cfg_path) else f"{cfg_path}: {e}") from None
+    trained = trained_config(type(cfg), os.path.dirname(cfg_path), checkpoint) if checkpoint else None
+    changed = unresumable_changes(trained, cfg) if trained is not None else []
+    if changed:
+        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+        raise RunDirError(
+            f"{cfg_path}: settings differ from those {checkpoint} was trained with (trained -> file): "
+            f"{'; '.join(changed[:4])}{more}; restore them"
+        )
+    return cfg
 
 
 def load_final_weights(policy, run_dir: str, ema: bool = True) -> dict:
@@ -101,8 +115,7 @@ def load_run_policy(run_dir: str, ema: bool = True, device: str = "cpu"):
     from genrl.models import prepare_model
     from genrl.registry import POLICIES
 
-    cfg_path, _ = check_run(run_dir)
-    cfg = load_run_config(cfg_path)
+    cfg = load_run_config(*check_run(run_dir))
     prepare_model(cfg.policy.model)  # the policy's task: model only (rebuilt, logged, if the cache was cleared)
     policy = POLICIES.get(cfg.policy.name).from_pretrained(
         cfg.policy, device=device, rollouts=False

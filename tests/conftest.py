@@ -281,6 +281,18 @@ def get_dummy_clip_processor(texts, image_size: int = 32):
     return CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
 
 
+def forget_trained_settings(run_dir, config_yaml: bool = True) -> None:
+    """Make ``run_dir`` a run of genrl before checkpoints recorded their settings: each checkpoint's
+    ``meta.json`` loses its ``config`` (and, with ``config_yaml``, the run its ``config.yaml``), so the
+    checks behind the settings comparison are reached."""
+    for meta in sorted((run_dir / "checkpoints").glob("step-*/meta.json")):
+        data = json.loads(meta.read_text())
+        data.pop("config", None)
+        meta.write_text(json.dumps(data))
+    if config_yaml:
+        os.remove(run_dir / "config.yaml")
+
+
 def recipe_refusal(config: str, overrides: list[str]) -> str:
     """The ``ConfigError`` message of loading ``configs/<config>`` with ``overrides`` (it must be refused)."""
     from genrl.config import ConfigError, load_trainer_config

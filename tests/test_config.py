@@ -760,6 +760,27 @@ def test_evaluation_only_prompt_files_may_change_on_resume(tmp_path, monkeypatch
         )
 
 
+def test_a_resume_compares_with_the_settings_its_checkpoint_recorded(tmp_path):
+    """A resume compared the new settings with the run's config.yaml only, so an edit there (the new
+    LoRA alpha written into it by hand) let a run continue under settings its checkpoint was not trained
+    with. A checkpoint records them (meta.json's ``config``); config.yaml is the fallback for older ones."""
+    from genrl.checkpoint import save_checkpoint
+    from genrl.config import config_to_yaml, save_config
+    from genrl.trainers.common import check_resume
+
+    base = [f"output_dir={tmp_path}", "max_steps=10"]
+    trained = load_config(OnlineConfig, None, base)
+    ckpt = save_checkpoint(str(tmp_path / "checkpoints"), 5, {"step": 5}, config=config_to_yaml(trained))
+    edited = load_config(OnlineConfig, None, [*base, "policy.lora.alpha=64"])
+    save_config(edited, tmp_path / "config.yaml")  # the hand edit
+    check_resume(edited, 5)  # without the checkpoint, config.yaml is all there is
+    with pytest.raises(ValueError, match=r"settings it was not trained with: policy\.lora\.alpha: 8\.0 -> 64\.0;"):
+        check_resume(edited, 5, ckpt)
+    check_resume(load_config(OnlineConfig, None, [*base[:1], "max_steps=20"]), 5, ckpt)  # resumable: allowed
+    old = save_checkpoint(str(tmp_path / "old"), 5, {"step": 5})  # written before checkpoints recorded settings
+    check_resume(edited, 5, old)
+
+
 def test_a_seed_takes_32_bits():
     """``seed=9223372036854775807`` passed, then failed at the first step with "Overflow when unpacking long
     long" (each step's generator is seeded with seed * 1_000_003 + step, an int64)."""

@@ -398,3 +398,30 @@ def test_exporting_a_run_stopped_early_says_which_step_it_took_and_warnings_are_
         f"note: {run} is still training (on this machine), at step 3 of max_steps 5; exported step 2 (export again"
         in proc.stderr
     )
+
+
+def test_a_config_yaml_edited_after_training_is_refused_by_export_and_gallery(digits_run, tmp_path):
+    """Export and gallery rebuild the model from the run's config.yaml: an edit there after training (a
+    LoRA alpha, which scales the adapter, or another base of the same architecture) exported the trained
+    weights into another model, silently. Each checkpoint records the settings it was trained with; a
+    config.yaml differing from them outside what a resume may change is refused before any model loads."""
+    from genrl.config import config_to_yaml, save_config
+    from genrl.gallery import make_gallery
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    cfg = load_config(OnlineConfig, str(run / "config.yaml"))
+    meta = json.loads((run / "checkpoints" / "step-000002" / "meta.json").read_text())
+    assert meta["config"] == config_to_yaml(cfg)  # the settings as trained
+    save_config(load_config(OnlineConfig, str(run / "config.yaml"), ["policy.lora.alpha=64"]), run / "config.yaml")
+    needle = rf"{re.escape(str(run / 'config.yaml'))}: settings differ from those .*step-000002 was trained with"
+    with pytest.raises(
+        ValueError, match=rf"{needle} \(trained -> file\): policy\.lora\.alpha: 8\.0 -> 64\.0; restore"
+    ):
+        export(str(run), str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=needle):
+        make_gallery([str(run)], str(tmp_path / "gallery"), progress=False)
+    assert not (tmp_path / "out").exists() and not (tmp_path / "gallery").exists()
+    # what a resume may change (max_steps, eval.*) is no refusal: the newest checkpoint may predate the change
+    save_config(load_config(OnlineConfig, str(digits_run / "config.yaml"), ["max_steps=5"]), run / "config.yaml")
+    assert export(str(run), str(tmp_path / "out"))["step"] == 2

@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 import numpy as np
 import pytest
 import torch
-from conftest import CHROMIUM, TINY_ONLINE, chromium, chromium_dom, eval_rewards
+from conftest import CHROMIUM, TINY_ONLINE, chromium, chromium_dom, eval_rewards, forget_trained_settings
 from PIL import Image
 
 from genrl.cli import main
@@ -223,6 +223,7 @@ def test_a_model_that_fails_to_load_is_one_line_below_no_progress_bar(runs, tmp_
     cfg = yaml.safe_load((run / "config.yaml").read_text())
     cfg["policy"]["model"] = str(model)
     (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    forget_trained_settings(run, config_yaml=False)  # else refused as an edit (test_export), before any load
     assert main(["gallery", str(run), "--out", str(tmp_path / "g")]) == 2
     err = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip() and not ln.startswith("Loading pipeline")]
     assert len(err) == 1 and err[0].startswith(f"genrl gallery: {run}: policy.model='{model}'"), (

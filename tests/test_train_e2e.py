@@ -7,7 +7,7 @@ import sys
 
 import pytest
 import torch
-from conftest import TINY_ONLINE, assert_documented_metric_names
+from conftest import TINY_ONLINE, assert_documented_metric_names, forget_trained_settings
 
 from genrl.checkpoint import latest_checkpoint, load_checkpoint
 from genrl.config import OnlineConfig, load_config
@@ -155,7 +155,7 @@ def test_riskpo_tracked_quantiles_resume_exactly(tmp_path, base_model):
         ValueError, match=r"settings it was not trained with: advantages.estimator: 'grpo' -> 'riskpo'"
     ):
         train(_cfg(plain, base_model, *extra, "max_steps=2", "eval.every=0"))
-    os.remove(plain / "config.yaml")  # nothing to compare the settings with: the checkpoint's state is named
+    forget_trained_settings(plain)  # nothing to compare the settings with: the checkpoint's state is named
     with pytest.raises(ValueError, match=r"no state for advantages.estimator=riskpo"):
         train(_cfg(plain, base_model, *extra, "max_steps=2", "eval.every=0"))
 
@@ -317,7 +317,7 @@ def test_resuming_with_other_settings_names_the_checkpoint(tmp_path, base_model)
     other = _cfg(run, base_model, "max_steps=2", "eval.every=0", "policy.lora.rank=4", "policy.lora.alpha=4")
     with pytest.raises(ValueError, match=r"at step 1 with settings it was not trained with: policy.lora.rank: 8 -> 4"):
         train(other)  # the settings are compared before any state loads
-    os.remove(run / "config.yaml")  # nothing to compare them with: the weights' shapes name the checkpoint
+    forget_trained_settings(run)  # nothing to compare them with: the weights' shapes name the checkpoint
     with pytest.raises(ValueError, match=r"step-000001.*trained with other settings \(e.g. policy.lora.rank\)"):
         train(other)
 

@@ -51,6 +51,7 @@ __all__ = [
     "config_differences",
     "config_from_dict",
     "config_to_dict",
+    "config_to_yaml",
     "coerce_option",
     "default_of",
     "describe_config",
@@ -452,14 +453,19 @@ def config_to_dict(cfg: Any) -> dict:
     return dataclasses.asdict(cfg)
 
 
+def config_to_yaml(cfg: Any) -> str:
+    """The resolved config as YAML text, read back by ``config_from_dict(cls, parse_value(text))`` (any value
+    a config file can hold round-trips, a YAML date in ``reward_args`` included, which JSON has no type for)."""
+    return yaml.dump(config_to_dict(cfg), Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+
+
 def save_config(cfg: Any, path: str | os.PathLike, header: str = "") -> None:
-    """Write the resolved config as YAML atomically (``genrl.io.atomic_file``), after ``header`` (comment
-    lines, each starting with ``#``)."""
+    """Write the resolved config as YAML (:func:`config_to_yaml`) atomically (``genrl.io.atomic_file``),
+    after ``header`` (comment lines, each starting with ``#``)."""
     from genrl.io import atomic_file
 
     with atomic_file(path) as fh:
-        fh.write(header)
-        yaml.dump(config_to_dict(cfg), fh, Dumper=_Dumper, sort_keys=False, default_flow_style=False)
+        fh.write(header + config_to_yaml(cfg))
 
 
 def _shown(value: Any) -> str:

@@ -163,7 +163,7 @@ class LogConfig(Section):
         "online trainers (online, online_vlm) with objective.beta=0 (no KL in the loss): log loss/kl, the KL to "
         "the reference, measured on the first minibatch of steps N, 2N, ... (counted as eval.every counts) at the "
         "cost of one reference forward there; 0 = never (no reference forward at all). With beta > 0 the KL is "
-        "part of the loss and logged every step",
+        "part of the loss and logged every step. The preference and SFT trainers compute no such KL and refuse it",
     )
 
     def refuse_kl_every(self) -> None:

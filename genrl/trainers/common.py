@@ -12,7 +12,15 @@ from typing import Callable, Optional
 
 from tqdm.auto import tqdm
 
-from genrl.config import TRAINER_CONFIGS, config_differences, load_config, read_yaml, save_config
+from genrl.config import (
+    TRAINER_CONFIGS,
+    config_differences,
+    config_from_dict,
+    load_config,
+    parse_value,
+    read_yaml,
+    save_config,
+)
 from genrl.evaluation import read_summary
 from genrl.io import atomic_file, eval_dir, json_safe
 from genrl.metrics_log import MetricsLogger
@@ -260,18 +268,38 @@ def schedules_on_max_steps(cfg) -> list[str]:
     return out
 
 
-def check_resume(cfg, start: int) -> list[str]:
-    """A resume at step ``start`` continues the run that ``output_dir/config.yaml`` describes (each trainer
-    asks before any checkpointed state loads: state the run never kept, such as an EMA when
+def trained_config(cfg_type: type, output_dir: str, checkpoint: Optional[str] = None):
+    """The settings a run was trained with, in the schema ``cfg_type``: those that ``checkpoint`` recorded
+    when it was written (``genrl.checkpoint.recorded_config``: an edit of ``config.yaml`` after training does
+    not change them), else the run's ``output_dir/config.yaml`` (checkpoints of genrl before 2026-12 record
+    none); ``None`` when this version cannot read them."""
+    from genrl.checkpoint import recorded_config
+
+    record = recorded_config(checkpoint) if checkpoint else None
+    try:
+        if record is not None:
+            return config_from_dict(cfg_type, parse_value(record))
+        return load_config(cfg_type, os.path.join(output_dir, "config.yaml"))
+    except (OSError, ValueError):
+        return None
+
+
+def unresumable_changes(trained, cfg) -> list[str]:
+    """The settings of ``cfg`` that differ from ``trained`` (same schema) outside ``RESUMABLE``, each as
+    ``key: trained -> now``: changes that would make one run out of two configurations."""
+    return [d for d in config_differences(trained, cfg) if not d.startswith(RESUMABLE)]
+
+
+def check_resume(cfg, start: int, checkpoint: Optional[str] = None) -> list[str]:
+    """A resume at step ``start`` from ``checkpoint`` continues the run it was trained in
+    (:func:`trained_config`: the settings the checkpoint recorded, else ``output_dir/config.yaml``; each
+    trainer asks before any checkpointed state loads: state the run never kept, such as an EMA when
     ``train.ema_decay`` is set at resume, was a traceback, and :func:`open_run` asks again):
     ``ValueError`` naming the changed settings (outside ``RESUMABLE``), a changed ``max_steps`` while
     a schedule follows it (:func:`schedules_on_max_steps`), or a ``max_steps`` below the step reached.
-    A ``config.yaml`` this version cannot read is not compared. Returns the allowed changes that make
+    Settings this version cannot read are not compared. Returns the allowed changes that make
     later evaluations measure otherwise than earlier ones (``MEASURED_BY_EVAL``), as ``key: was -> now``."""
-    try:
-        saved = load_config(type(cfg), os.path.join(cfg.output_dir, "config.yaml"))
-    except (OSError, ValueError):
-        saved = None
+    saved = trained_config(type(cfg), cfg.output_dir, checkpoint)
     if saved is not None and saved.max_steps != cfg.max_steps and (scheduled := schedules_on_max_steps(saved)):
         raise ValueError(
             f"resuming {cfg.output_dir} at step {start} with max_steps={cfg.max_steps}, trained with "
@@ -287,7 +315,7 @@ def check_resume(cfg, start: int) -> list[str]:
     if saved is None:
         return []
     differences = config_differences(saved, cfg)
-    changed = [d for d in differences if not d.startswith(RESUMABLE)]
+    changed = unresumable_changes(saved, cfg)
     if changed:
         more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
         raise ValueError(
@@ -314,7 +342,7 @@ def open_run(cfg, start: int, main: bool = True, checkpoint: Optional[str] = Non
         start == cfg.max_steps and os.path.isfile(_summary_file(cfg, start)) and os.path.isfile(saved_config)
     )
     if start > 0:
-        unlike = check_resume(cfg, start)
+        unlike = check_resume(cfg, start, checkpoint)
         print(f"resuming from {checkpoint} (step {start})")
         if unlike and not nothing_runs:  # allowed, but base (step 0) vs final would compare two kinds of evaluation
             print(
@@ -385,7 +413,7 @@ def resume_point(
 
     found = resume_state(ckpt_dir, clean=clean, rank=rank, world_size=world_size) if cfg.resume else None
     if found:  # the settings first: nothing of the checkpoint loads into another configuration
-        check_resume(cfg, found[1]["step"])
+        check_resume(cfg, found[1]["step"], found[0])
         was = found[1].get("num_processes")
         if processes is not None and was is not None and was != processes:
             raise ValueError(

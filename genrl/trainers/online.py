@@ -34,7 +34,7 @@ import torch
 from genrl import sharding, zero
 from genrl.advantages import Advantages, d3s
 from genrl.checkpoint import checkpoint_path, save_checkpoint, save_sharded_checkpoint
-from genrl.config import OnlineConfig
+from genrl.config import OnlineConfig, config_to_yaml
 from genrl.ema import EMA, Anchor
 from genrl.kl_control import FixedKL, build_kl_controller
 from genrl.models import prepare_models
@@ -691,7 +691,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                         "data_files": data_files,
                     }
                     save = save_sharded_checkpoint if per_process else save_checkpoint
-                    save(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
+                    save(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last, config=config_to_yaml(cfg))
                 accelerator.wait_for_everyone()
             if stopping:
                 break

@@ -36,7 +36,7 @@ from collections import defaultdict
 import torch
 
 from genrl.checkpoint import checkpoint_path, checkpoint_step, list_checkpoints, save_checkpoint
-from genrl.config import PreferenceConfig
+from genrl.config import PreferenceConfig, config_to_yaml
 from genrl.models import prepare_models
 from genrl.objectives.common import checked_call
 from genrl.preemption import Preempted, StopRequest
@@ -225,7 +225,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                     "data_files": data_files,
                     "num_processes": accelerator.num_processes,  # train.batch_size pairs each: a resume keeps it
                 }
-                save_checkpoint(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last)
+                save_checkpoint(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last, config=config_to_yaml(cfg))
                 if pairs:  # on disk: remove the snapshot files no kept checkpoint names
                     pool.prune_files(checkpoint_step(list_checkpoints(ckpt_dir)[0]))
             accelerator.wait_for_everyone()

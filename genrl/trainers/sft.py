@@ -27,7 +27,7 @@ import time
 import torch
 
 from genrl.checkpoint import checkpoint_path, save_checkpoint
-from genrl.config import SFTConfig
+from genrl.config import SFTConfig, config_to_yaml
 from genrl.models import prepare_models
 from genrl.preemption import Preempted, StopRequest
 from genrl.registry import TASKS
@@ -159,6 +159,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
                         "data_files": data_files,
                     },
                     keep_last=cfg.checkpoint.keep_last,
+                    config=config_to_yaml(cfg),
                 )
             if stopping:
                 break
