@@ -781,6 +781,33 @@ def test_a_resume_compares_with_the_settings_its_checkpoint_recorded(tmp_path):
     check_resume(edited, 5, old)
 
 
+@pytest.mark.parametrize(
+    "record", ["policy: [\n", "seed: 1\nseed: 2\n", "\tseed: 1", "", "null", "{}", "max_steps: abc\n", "future: 1\n"]
+)
+def test_a_damaged_settings_record_is_passed_over_for_config_yaml(tmp_path, record):
+    """A checkpoint whose recorded settings cannot be read (invalid YAML was a traceback of export, gallery
+    and resume; an empty record read as every default refused the run's own settings; unknown keys turned the
+    comparison off) is compared through config.yaml instead, as one that records none, with a warning."""
+    import json
+
+    from genrl.checkpoint import save_checkpoint
+    from genrl.config import config_to_yaml, save_config
+    from genrl.trainers.common import check_resume
+
+    base = [f"output_dir={tmp_path}", "max_steps=10"]
+    trained = load_config(OnlineConfig, None, base)
+    ckpt = save_checkpoint(str(tmp_path / "checkpoints"), 5, {"step": 5}, config=config_to_yaml(trained))
+    meta = json.loads((tmp_path / "checkpoints" / "step-000005" / "meta.json").read_text())
+    (tmp_path / "checkpoints" / "step-000005" / "meta.json").write_text(json.dumps({**meta, "config": record}))
+    save_config(trained, tmp_path / "config.yaml")
+    with pytest.warns(
+        UserWarning, match=r"step-000005/meta.json: its recorded settings cannot be read \(.+\); compar"
+    ):
+        check_resume(trained, 5, ckpt)
+    with pytest.raises(ValueError, match=r"policy\.lora\.alpha: 8\.0 -> 64\.0"):  # warned once only
+        check_resume(load_config(OnlineConfig, None, [*base, "policy.lora.alpha=64"]), 5, ckpt)
+
+
 def test_a_seed_takes_32_bits():
     """``seed=9223372036854775807`` passed, then failed at the first step with "Overflow when unpacking long
     long" (each step's generator is seeded with seed * 1_000_003 + step, an int64)."""

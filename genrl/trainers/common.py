@@ -8,6 +8,7 @@ import json
 import math
 import os
 import shutil
+import warnings
 from typing import Callable, Optional
 
 from tqdm.auto import tqdm
@@ -268,17 +269,35 @@ def schedules_on_max_steps(cfg) -> list[str]:
     return out
 
 
+_UNREADABLE_RECORDS: set[str] = set()  # checkpoints whose recorded settings were warned about
+
+
 def trained_config(cfg_type: type, output_dir: str, checkpoint: Optional[str] = None):
     """The settings a run was trained with, in the schema ``cfg_type``: those that ``checkpoint`` recorded
     when it was written (``genrl.checkpoint.recorded_config``: an edit of ``config.yaml`` after training does
     not change them), else the run's ``output_dir/config.yaml`` (checkpoints of genrl before 2026-12 record
-    none); ``None`` when this version cannot read them."""
+    none; a record that is damaged, empty or of another schema is warned about and passed over the same
+    way: read as settings, an empty one would have been every default); ``None`` when this version can
+    read neither."""
+    import yaml
+
     from genrl.checkpoint import recorded_config
 
     record = recorded_config(checkpoint) if checkpoint else None
+    if record is not None:
+        try:
+            data = parse_value(record)
+            if not isinstance(data, dict) or not data:
+                raise ValueError("not a mapping of settings")
+            return config_from_dict(cfg_type, data)
+        except (ValueError, yaml.YAMLError) as e:  # ConfigError is a ValueError
+            why = " ".join(str(e).split())  # YAML's errors span lines
+            if checkpoint not in _UNREADABLE_RECORDS:  # once per process: a resume and an export read it twice
+                _UNREADABLE_RECORDS.add(checkpoint)
+                warnings.warn(
+                    f"{checkpoint}/meta.json: its recorded settings cannot be read ({why}); comparing with config.yaml"
+                )
     try:
-        if record is not None:
-            return config_from_dict(cfg_type, parse_value(record))
         return load_config(cfg_type, os.path.join(output_dir, "config.yaml"))
     except (OSError, ValueError):
         return None
