@@ -589,6 +589,14 @@ def test_one_message_lists_every_setting_to_undo_with_its_default():
     with pytest.raises(ConfigError) as info:
         load_config(OnlineConfig, None, ["rollout.vas.replacement=true", "rollout.vas.lam=0.3"])
     assert str(info.value).endswith("; so is rollout.vas.replacement=true (default false)")
+    # settings of different owners, one message too (capo's, then mhpo's, then sapo's came one launch at a time)
+    with pytest.raises(ConfigError) as info:
+        load_config(OnlineConfig, None, ["objective.mhpo.c=2", "objective.tau_pos=2", "objective.capo.fisher_tau=1"])
+    assert str(info.value) == (
+        "objective.capo.fisher_tau=1.0: is read only by objective capo (this config's objective: 'grpo'); remove it, "
+        "or set it back to its default (0.0001); so is objective.mhpo.c=2.0 (default 1.5), objective.tau_pos=2.0 "
+        "(default 1.0)"
+    )
     load_config(
         OnlineConfig,
         "configs/digits/sapo.yaml",

@@ -528,24 +528,36 @@ def unused_unless(section: Section, used: bool, when: str, *names: str, at: str 
     changed key of ``names``, so that one message lists all to undo. ``when`` says what reads them
     (``"when sampler = vas"``); ``at`` prefixes the keys when ``section`` is checked from an enclosing
     one (``"rollout.vas"``). A value equal to the default passes: it changes nothing."""
-    if used:
-        return
-    prefix = f"{at}." if at else ""
-    changed = []  # (key, value, default)
+    if not used:
+        _refuse_unread([(when, c) for c in _changed(section, names)], at)
+
+
+def _changed(section: Section, names: typing.Iterable[str]) -> list[tuple[str, Any, Any]]:
+    """``(key, value, default)`` of each named field that differs from its default (for a sub-section, of
+    each changed leaf, keyed ``name.leaf``)."""
+    changed = []
     for n in names:
         value, default = getattr(section, n), default_of(section, n)
         if dataclasses.is_dataclass(value):  # name the changed leaves, not the whole section
             changed += list(_differences(value, default, f"{n}."))
         elif value != default:
             changed.append((n, value, default))
-    if changed:
-        (key, value, default), rest = changed[0], changed[1:]
-        raise ConfigError(
-            prefix + key,
-            f"is read only {when}; remove it, or set it back to its default ({_inline(default)})",
-            value,
-            also=[(prefix + k, v, d) for k, v, d in rest],
-        )
+    return changed
+
+
+def _refuse_unread(unread: list[tuple[str, tuple[str, Any, Any]]], at: str = "") -> None:
+    """One ``ConfigError`` for settings that nothing reads, ``[(when, (key, value, default))]``: the first
+    with what reads it (``when``) and its default, every other in the same line ("so is ...")."""
+    if not unread:
+        return
+    prefix = f"{at}." if at else ""
+    when, (key, value, default) = unread[0]
+    raise ConfigError(
+        prefix + key,
+        f"is read only {when}; remove it, or set it back to its default ({_inline(default)})",
+        value,
+        also=[(prefix + k, v, d) for _, (k, v, d) in unread[1:]],
+    )
 
 
 def owned_options(section: Section, name: str, registry: Any) -> None:
@@ -555,8 +567,8 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
     entries whose options it reads too (capo: its base objective); the fields that every entry in use
     names in its ``ignores`` meta, fields the other entries read and it does not (sapo's gate replaces
     ``clip_range``), keep their defaults too. Options of entries that ``section`` has no field for
-    (another trainer's) are skipped. An import-path name selects a plug-in, which may read any option:
-    nothing is refused then."""
+    (another trainer's) are skipped. One ``ConfigError`` names every refused setting. An import-path name
+    selects a plug-in, which may read any option: nothing is refused then."""
     selected = getattr(section, name)
     if is_import_path(selected) or selected not in registry:
         return  # a plug-in, or an unknown name (reported by the name's own check)
@@ -570,14 +582,13 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
     by_owners: dict[tuple[str, ...], list[str]] = {}  # options of the same owners: one message for all
     for option_name, entries in owners.items():
         by_owners.setdefault(tuple(entries), []).append(option_name)
+    unread = []  # (what reads it, (key, value, default)) of every refused setting: one message names them all
     for entries, option_names in by_owners.items():
-        unused_unless(
-            section,
-            bool(in_use & set(entries)),
-            f"by {registry.kind} {' or '.join(entries)} (this config's {registry.kind}: {selected!r})",
-            *option_names,
-        )
+        if not in_use & set(entries):
+            when = f"by {registry.kind} {' or '.join(entries)} (this config's {registry.kind}: {selected!r})"
+            unread += [(when, c) for c in _changed(section, option_names)]
     ignored = [set(registry.meta(e).get("ignores", ())) for e in in_use]  # read by none of those in use
     ignores = sorted(set.intersection(*ignored) & fields)
     who = f"{' and '.join(sorted(in_use))} do" if len(in_use) > 1 else f"{selected} does"
-    unused_unless(section, not ignores, f"by the other {registry.kind}s ({who} not read it)", *ignores)
+    unread += [(f"by the other {registry.kind}s ({who} not read it)", c) for c in _changed(section, ignores)]
+    _refuse_unread(unread)
