@@ -422,6 +422,8 @@ def test_a_config_yaml_edited_after_training_is_refused_by_export_and_gallery(di
     with pytest.raises(ValueError, match=needle):
         make_gallery([str(run)], str(tmp_path / "gallery"), progress=False)
     assert not (tmp_path / "out").exists() and not (tmp_path / "gallery").exists()
-    # what a resume may change (max_steps, eval.*) is no refusal: the newest checkpoint may predate the change
-    save_config(load_config(OnlineConfig, str(digits_run / "config.yaml"), ["max_steps=5"]), run / "config.yaml")
+    # what a resume may change (max_steps; the newest checkpoint may predate the change) is no refusal, nor are
+    # settings outside the model's (policy.*): they load the same weights into the same model
+    edits = ["max_steps=5", "train.lr=0.5", "rewards.digits=2.0", "policy.compile=regional"]
+    save_config(load_config(OnlineConfig, str(digits_run / "config.yaml"), edits), run / "config.yaml")
     assert export(str(run), str(tmp_path / "out"))["step"] == 2
