@@ -319,7 +319,7 @@ def _read_meta(path: str) -> dict[str, Any]:
 def recorded_config(path: str) -> Optional[str]:
     """The settings checkpoint ``path`` was trained with, as its writer recorded them in ``meta.json``
     (``save_checkpoint(config=...)``: YAML text, read back with ``genrl.config.parse_value`` and
-    ``config_from_dict``). ``None`` for a checkpoint written without them (genrl before 2026-12) or whose
+    ``config_from_dict``). ``None`` for a checkpoint written without them (before 2026-12-05) or whose
     ``meta.json`` cannot be read (the weights' loader names that file)."""
     try:
         config = _read_meta(path).get("config")

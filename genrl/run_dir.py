@@ -9,6 +9,7 @@ import os
 import torch
 
 IMAGE_TRAINERS = ("online", "preference")  # trainers of flow / diffusion policies
+MODEL_SETTINGS = ("policy.", "train.ema_decay:")  # what decides the model an export or gallery rebuilds
 
 
 class RunDirError(ValueError):
@@ -54,11 +55,13 @@ def load_run_config(cfg_path: str, checkpoint: str | None = None):
     """The run's config, read with the schema of its ``trainer`` (``online`` or ``preference``).
     ``RunDirError`` naming ``cfg_path`` for a setting it refuses (a command reading several runs, or a
     run written by an older genrl: the user must know which file to edit), or, given the run's
-    ``checkpoint``, for a model setting (``policy.*``) that differs from those the checkpoint recorded when
-    it was written (``genrl.trainers.common.trained_config``) outside what a resume may change: the model
-    is rebuilt from ``config.yaml``, so an edit of ``policy.model`` there exported the trained adapter onto
-    another base, silently. Other sections may be edited (moved prompt files, another reward to score a
-    gallery with): they do not change which weights are loaded into which model."""
+    ``checkpoint``, for a model setting (``policy.*``, and ``train.ema_decay``, which says whether the run
+    kept an EMA) that differs from those the checkpoint recorded when it was written
+    (``genrl.trainers.common.trained_config``) outside what a resume may change: the model is rebuilt from
+    ``config.yaml``, so an edit of ``policy.model`` there exported the trained adapter onto another base,
+    silently. Other sections may be edited (moved prompt files, another reward to score a gallery with,
+    ``eval.*``: the sampling settings an export records): they do not change which weights are loaded into
+    which model."""
     from genrl.config import TRAINER_CONFIGS, ConfigError, load_config, trainer_kind
     from genrl.trainers.common import trained_config, unresumable_changes
 
@@ -67,7 +70,7 @@ def load_run_config(cfg_path: str, checkpoint: str | None = None):
     except ConfigError as e:  # invalid YAML names the file already
         raise RunDirError(str(e) if str(e).startswith(cfg_path) else f"{cfg_path}: {e}") from None
     trained = trained_config(type(cfg), os.path.dirname(cfg_path), checkpoint) if checkpoint else None
-    changed = [d for d in unresumable_changes(trained, cfg) if d.startswith("policy.")] if trained else []
+    changed = [d for d in unresumable_changes(trained, cfg) if d.startswith(MODEL_SETTINGS)] if trained else []
     if changed:
         more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
         raise RunDirError(

@@ -5,6 +5,7 @@ import random
 import numpy as np
 import pytest
 import yaml
+from conftest import recipe_refusal
 
 from genrl.config import (
     SDE_TYPES,
@@ -438,7 +439,9 @@ def test_the_preference_trainer_refuses_the_online_rollout_settings(override):
     from genrl.config import PreferenceConfig
 
     key = override.split("=")[0]
-    with pytest.raises(ConfigError, match=rf"^{key}=.*unused by trainer: preference"):
+    with pytest.raises(
+        ConfigError, match=rf"^{key}=.*is read only by trainer: online's rollouts \(trainer: preference samples"
+    ):
         load_config(PreferenceConfig, "configs/digits/seppo.yaml", [override])
 
 
@@ -602,6 +605,50 @@ def test_one_message_lists_every_setting_to_undo_with_its_default():
         "configs/digits/sapo.yaml",
         ["objective.name=grpo", "objective.tau_pos=1.0", "objective.tau_neg=1.05"],
     )
+
+
+@pytest.mark.parametrize(
+    "config, overrides, message",
+    [
+        (  # three checks of two sections: three launches to undo
+            "digits/sage.yaml",
+            ["objective.name=sapo", "objective.beta=0", "objective.kl_controller=fixed"],
+            "objective.anchor_period=10: is read only when a KL is computed (objective.beta > 0, or log.kl_every > 0 "
+            "to log it); remove it, or set it back to its default (0); so is objective.clip_range=0.0001 (default "
+            "0.001), objective.kl_coef_min=0.001 (default 1.0e-07)",
+        ),
+        (  # the objective section, then the top level's reference check
+            "digits/seppo.yaml",
+            ["objective.name=sft", "reference.snapshot_every=10"],
+            "reference.snapshot_every=10: is read only by objectives with reference samples (sft has none); remove "
+            "it, or set it back to its default (30); so is objective.beta=10.0 (default 2000.0)",
+        ),
+        (  # the estimator's whole section first, not its own section's narrower rule; each key once
+            "digit_sum/grpo.yaml",
+            ["advantages.riskpo.bundle_size=4", "advantages.riskpo.quantile_lr=0.5"],
+            "advantages.riskpo.bundle_size=4: is read only by advantage estimator riskpo (this config's advantage "
+            "estimator: 'grpo'); remove it, or set it back to its default (5); so is advantages.riskpo.quantile_lr=0.5 "
+            "(default 0.1)",
+        ),
+        (  # the online trainer's rollout settings under trainer: preference, with their defaults
+            "digits/seppo.yaml",
+            ["policy.eta=0.5", "policy.guidance_scale=3", "policy.timestep_fraction=0.9"],
+            "policy.eta=0.5: is read only by trainer: online's rollouts (trainer: preference samples with "
+            "reference.num_steps / guidance_scale, evaluates with eval.*); remove it, or set it back to its default "
+            "(0.7); so is policy.guidance_scale=3.0 (default 1.0), policy.timestep_fraction=0.9 (default 1.0)",
+        ),
+    ],
+)
+def test_every_unread_setting_of_the_config_is_refused_in_one_message(config, overrides, message):
+    """Each check of unread settings raised on its own, so a recipe switched to another objective took one
+    launch per check to undo (a newcomer's trial: sage.yaml to sapo took three)."""
+    assert recipe_refusal(config, overrides) == message
+
+
+def test_an_unknown_base_of_capo_is_named_by_its_key():
+    """capo reads its base objective's options: an unknown base raised the registry's bare message, naming no key."""
+    message = recipe_refusal("digit_sum/grpo.yaml", ["objective.name=capo", "objective.capo.base=grpo_x"])
+    assert message.startswith("objective.capo.base='grpo_x': unknown objective 'grpo_x'")
 
 
 @pytest.mark.parametrize(

@@ -421,6 +421,10 @@ def test_a_config_yaml_edited_after_training_is_refused_by_export_and_gallery(di
         export(str(run), str(tmp_path / "out"))
     with pytest.raises(ValueError, match=needle):
         make_gallery([str(run)], str(tmp_path / "gallery"), progress=False)
+    # whether the run kept an EMA decides the weights: an edit made --weights ema refuse a run that has one
+    save_config(load_config(OnlineConfig, str(digits_run / "config.yaml"), ["train.ema_decay=0"]), run / "config.yaml")
+    with pytest.raises(ValueError, match=r"train\.ema_decay: 0\.5 -> 0\.0; restore"):
+        export(str(run), str(tmp_path / "out"), weights="ema")
     assert not (tmp_path / "out").exists() and not (tmp_path / "gallery").exists()
     # what a resume may change (max_steps; the newest checkpoint may predate the change) is no refusal, nor are
     # settings outside the model's (policy.*): they load the same weights into the same model

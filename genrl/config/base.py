@@ -29,6 +29,7 @@ keys) are most of this module; the type check a library would replace is ~60 lin
 
 from __future__ import annotations
 
+import contextvars
 import dataclasses
 import difflib
 import functools
@@ -72,15 +73,28 @@ FLOAT32_MAX = 3.4028234663852886e38  # torch.finfo(torch.float32).max: settings 
 FLOAT32_TINY = 1.401298464324817e-45  # float32's smallest positive (subnormal) value: anything smaller is 0 there
 INT64_LIMIT = 2**63  # integer settings reach torch as int64 (generators, sizes, step counters)
 _NONFINITE_RE = re.compile(r"[-+]?(nan|inf|infinity)", re.IGNORECASE)  # float() reads them; YAML leaves them text
+# While config_from_dict builds a config: the refusals of unread settings found so far, [(depth, ConfigError)],
+# raised as one when the whole config is built (contextvars: each thread builds its own)
+_UNREAD: contextvars.ContextVar[Optional[list]] = contextvars.ContextVar("genrl_config_unread", default=None)
 
 
 class ConfigError(ValueError):
     """A config problem at a dotted ``key`` (message rebuilt when a parent prefixes the key). ``also``:
     other ``(key, value, default)`` settings with the same problem, listed after the message ("so is
-    ..."), their keys prefixed as the main one is."""
+    ..."), their keys prefixed as the main one is. ``default``: the key's declared default, where the
+    problem is that it was changed (a setting nothing reads)."""
 
-    def __init__(self, key: str, msg: str, value: Any = _NOVALUE, valid: Optional[list] = None, also: tuple = ()):
+    def __init__(
+        self,
+        key: str,
+        msg: str,
+        value: Any = _NOVALUE,
+        valid: Optional[list] = None,
+        also: tuple = (),
+        default: Any = _NOVALUE,
+    ):
         self.key, self.msg, self.value, self.valid, self.also = key, msg, value, valid, tuple(also)
+        self.default = default
         super().__init__(str(self))
 
     def __str__(self) -> str:
@@ -94,14 +108,14 @@ class ConfigError(ValueError):
         return f"{text}; so is {more}" if more else text
 
     def __reduce__(self):
-        return (ConfigError, (self.key, self.msg, self.value, self.valid, self.also))
+        return (ConfigError, (self.key, self.msg, self.value, self.valid, self.also, self.default))
 
     def prefixed(self, prefix: str) -> ConfigError:
         def join(key: str) -> str:
             return prefix if not key else f"{prefix}{'' if key.startswith('[') else '.'}{key}"
 
         also = [(join(k), v, d) for k, v, d in self.also]
-        return ConfigError(join(self.key), self.msg, self.value, self.valid, also)
+        return ConfigError(join(self.key), self.msg, self.value, self.valid, also, self.default)
 
 
 def _unknown(key: str, name: str, valid: list[str]) -> ConfigError:
@@ -173,10 +187,15 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         if not isinstance(value, Mapping):
             raise ConfigError(key, f"expected a mapping of {tp.__name__} fields, got {type(value).__name__}", value)
+        unread = _UNREAD.get()  # the refusals of unread settings its sections collect, prefixed as raised ones
+        start = len(unread) if unread is not None else 0
         try:
-            return config_from_dict(tp, value)
+            section = config_from_dict(tp, value)
         except ConfigError as e:
             raise e.prefixed(key) from None
+        if unread is not None:
+            unread[start:] = [(depth + 1, e.prefixed(key)) for depth, e in unread[start:]]
+        return section
     if origin is list:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(key, f"expected {_type_name(tp)}, got {type(value).__name__}", value)
@@ -262,7 +281,44 @@ class Section:
 
 
 def config_from_dict(cls: type[T], data: Mapping | None, overrides: typing.Iterable[str] = ()) -> T:
-    """Build ``cls`` from a (partial) mapping plus dotted ``key=value`` overrides."""
+    """Build ``cls`` from a (partial) mapping plus dotted ``key=value`` overrides. The settings that
+    nothing reads (:func:`unused_unless`, :func:`owned_options`), in every section, are refused in one
+    ``ConfigError`` (a recipe switched to another objective named one check's keys per launch)."""
+    if _UNREAD.get() is not None:  # a section inside the config being built
+        return _build(cls, data, overrides)
+    token = _UNREAD.set([])
+    try:
+        try:
+            cfg = _build(cls, data, overrides)
+        finally:
+            unread = _UNREAD.get()
+            _UNREAD.reset(token)
+    except Exception:  # what follows an unread setting may fail because of it: the refusal comes first, as it did
+        if unread:
+            raise _one_refusal(unread) from None
+        raise
+    if unread:
+        raise _one_refusal(unread)
+    return cfg
+
+
+def _one_refusal(unread: list[tuple[int, ConfigError]]) -> ConfigError:
+    """The collected refusals of unread settings, ``[(depth, error)]``, as one ``ConfigError``: the outermost
+    section's first (an estimator's whole unused section, rather than an option its own section refuses), every
+    other key once in its "so is ..." list."""
+    errors = [e for _, e in sorted(unread, key=lambda item: item[0])]  # stable: each section's own order kept
+    first, seen, also = errors[0], {errors[0].key}, []
+    for key, value, default in [
+        *first.also,
+        *(item for e in errors[1:] for item in [(e.key, e.value, e.default), *e.also]),
+    ]:
+        if key not in seen:
+            seen.add(key)
+            also.append((key, value, default))
+    return ConfigError(first.key, first.msg, first.value, also=also, default=first.default)
+
+
+def _build(cls: type[T], data: Mapping | None, overrides: typing.Iterable[str] = ()) -> T:
     if data is None:
         data = {}
     if not isinstance(data, Mapping):
@@ -552,12 +608,17 @@ def _refuse_unread(unread: list[tuple[str, tuple[str, Any, Any]]], at: str = "")
         return
     prefix = f"{at}." if at else ""
     when, (key, value, default) = unread[0]
-    raise ConfigError(
+    error = ConfigError(
         prefix + key,
         f"is read only {when}; remove it, or set it back to its default ({_inline(default)})",
         value,
         also=[(prefix + k, v, d) for _, (k, v, d) in unread[1:]],
+        default=default,
     )
+    collected = _UNREAD.get()
+    if collected is None:  # a section built on its own
+        raise error
+    collected.append((0, error))  # config_from_dict raises them all at once
 
 
 def owned_options(section: Section, name: str, registry: Any) -> None:
@@ -572,7 +633,8 @@ def owned_options(section: Section, name: str, registry: Any) -> None:
     selected = getattr(section, name)
     if is_import_path(selected) or selected not in registry:
         return  # a plug-in, or an unknown name (reported by the name's own check)
-    in_use = set(registry.in_use(selected, section))
+    # an unknown entry named by the selected one (capo's objective.capo.base): its own check names the key
+    in_use = {e for e in registry.in_use(selected, section) if e in registry}
     fields = {f.name for f in dataclasses.fields(section)}  # another trainer's objectives own other sections' fields
     owners: dict[str, list[str]] = {}
     for entry in registry.names():

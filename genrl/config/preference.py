@@ -183,16 +183,14 @@ class PreferenceConfig(RunConfig):
         require_warmup_below_max_steps(self)
         require_model_for(self.policy.model, self.policy.name, "policy.model")
         self.log.refuse_kl_every()
-        default = PolicyConfig()
-        for key in ROLLOUT_ONLY:  # the online trainer's rollout settings: here they would be ignored
-            value = getattr(self.policy, key)
-            require(
-                value == getattr(default, key),
-                f"policy.{key}",
-                value,
-                "is a setting of trainer: online's rollouts, unused by trainer: preference (its samples: "
-                "reference.num_steps / guidance_scale; evaluation: eval.*); remove it",
-            )
+        unused_unless(  # the online trainer's rollout settings: here they would be ignored
+            self.policy,
+            False,
+            "by trainer: online's rollouts (trainer: preference samples with reference.num_steps / guidance_scale, "
+            "evaluates with eval.*)",
+            *ROLLOUT_ONLY,
+            at="policy",
+        )
         ours = ", ".join(n for n in OBJECTIVES.names() if OBJECTIVES.meta(n).get("kind") == "preference")
         if not is_import_path(self.objective.name) and self.objective.name not in OBJECTIVES:
             raise ConfigError("objective.name", f"unknown preference objective; valid: {ours}", self.objective.name)

@@ -275,7 +275,7 @@ _UNREADABLE_RECORDS: set[str] = set()  # checkpoints whose recorded settings wer
 def trained_config(cfg_type: type, output_dir: str, checkpoint: Optional[str] = None):
     """The settings a run was trained with, in the schema ``cfg_type``: those that ``checkpoint`` recorded
     when it was written (``genrl.checkpoint.recorded_config``: an edit of ``config.yaml`` after training does
-    not change them), else the run's ``output_dir/config.yaml`` (checkpoints of genrl before 2026-12 record
+    not change them), else the run's ``output_dir/config.yaml`` (checkpoints written before 2026-12-05 record
     none; a record that is damaged, empty or of another schema is warned about and passed over the same
     way: read as settings, an empty one would have been every default); ``None`` when this version can
     read neither."""
