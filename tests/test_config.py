@@ -870,3 +870,14 @@ def test_a_seed_takes_32_bits():
     for seed in (2**32, 2**63 - 1):
         with pytest.raises(ConfigError, match=r"^seed=\d+: must be < 2\*\*32"):
             load_config(OnlineConfig, None, [f"seed={seed}"])
+
+
+def test_help_config_marks_the_shared_policy_settings_the_preference_trainer_refuses():
+    """--help-config of a preference recipe listed the online rollout settings with the online trainer's help
+    ("RL needs eta > 0"); only the parent section's line said that they are refused."""
+    from genrl.config import PreferenceConfig, describe_config
+    from genrl.config.preference import ROLLOUT_ONLY
+
+    blocks = {b.split(":")[0]: b for b in describe_config(PreferenceConfig).split("\npolicy.")[1:]}
+    assert {k for k, b in blocks.items() if "[refused by trainer: preference]" in b} == set(ROLLOUT_ONLY)
+    assert "[refused by" not in describe_config(OnlineConfig)

@@ -535,11 +535,16 @@ def _inline(value: Any) -> str:
     return text.removesuffix("\n...").strip()
 
 
-def describe_config(cls: type, prefix: str = "", values: Any = None, defaults: Any = None) -> str:
+def describe_config(
+    cls: type, prefix: str = "", values: Any = None, defaults: Any = None, refused: tuple = ((), "")
+) -> str:
     """Every field: dotted name, type, default and help (one block per field). With ``values`` (a
     config of ``cls``, e.g. a recipe with its overrides), a field it sets to another value than the
     default says so after the default: ``= 2000.0 (this config: 1000.0)``; compared with ``cls()``
-    (``defaults``) as validated, so a path made absolute there (``output_dir``) is not a difference."""
+    (``defaults``) as validated, so a path made absolute there (``output_dir``) is not a difference.
+    A section shared by several trainers lists the fields that this config refuses with why, in brackets
+    before their help: the enclosing class's ``REFUSED_FIELDS``, ``{section: (field names, why)}``
+    (``refused`` carries one such entry into the section)."""
     lines = []
     hints = _hints(cls)
     if values is not None and defaults is None:
@@ -549,8 +554,11 @@ def describe_config(cls: type, prefix: str = "", values: Any = None, defaults: A
         value = getattr(values, f.name) if values is not None else None
         if dataclasses.is_dataclass(tp):
             lines.append(f"{name}: [{tp.__name__}] {doc}".rstrip())
-            lines.append(describe_config(tp, f"{name}.", value, getattr(defaults, f.name, None)))
+            inner = getattr(cls, "REFUSED_FIELDS", {}).get(f.name, ((), ""))
+            lines.append(describe_config(tp, f"{name}.", value, getattr(defaults, f.name, None), inner))
             continue
+        if f.name in refused[0]:
+            doc = f"[{refused[1]}] {doc}"
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         shown = "(required)" if default is dataclasses.MISSING else _inline(default)
         if values is not None and value != getattr(defaults, f.name):

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 from genrl.config.base import ConfigError, Section, option, owned_options, unused_unless
 from genrl.config.checks import at_least, local_paths, nonempty, positive, require
@@ -163,6 +163,9 @@ class PreferenceConfig(RunConfig):
     """Preference alignment from winning samples only (SePPO), or its controls. The task provides
     the winners (``preference_batch``): digits (real digits from the proxy half only) or
     preference_data (files in ``data:``)."""
+
+    # --help-config marks them in the shared policy section (describe_config)
+    REFUSED_FIELDS: ClassVar[dict] = {"policy": (ROLLOUT_ONLY, "refused by trainer: preference")}
 
     trainer: Literal["preference"] = option("preference", "which trainer `genrl train` runs for this config")
     output_dir: str = option("runs/digits_seppo", "directory for checkpoints, logs and samples")
