@@ -190,7 +190,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         unread = _UNREAD.get()  # the refusals of unread settings its sections collect, prefixed as raised ones
         start = len(unread) if unread is not None else 0
         try:
-            section = config_from_dict(tp, value)
+            section = _build(tp, value)  # in the enclosing config_from_dict's collection of refusals
         except ConfigError as e:
             raise e.prefixed(key) from None
         if unread is not None:
@@ -284,9 +284,7 @@ def config_from_dict(cls: type[T], data: Mapping | None, overrides: typing.Itera
     """Build ``cls`` from a (partial) mapping plus dotted ``key=value`` overrides. The settings that
     nothing reads (:func:`unused_unless`, :func:`owned_options`), in every section, are refused in one
     ``ConfigError`` (a recipe switched to another objective named one check's keys per launch)."""
-    if _UNREAD.get() is not None:  # a section inside the config being built
-        return _build(cls, data, overrides)
-    token = _UNREAD.set([])
+    token = _UNREAD.set([])  # its own collection: a config loaded while another validates (an sft: model's) too
     try:
         try:
             cfg = _build(cls, data, overrides)
