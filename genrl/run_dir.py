@@ -62,7 +62,7 @@ def load_run_config(cfg_path: str, checkpoint: str | None = None):
     silently. Other sections may be edited (moved prompt files, another reward to score a gallery with,
     ``eval.*``: the sampling settings an export records): they do not change which weights are loaded into
     which model."""
-    from genrl.config import TRAINER_CONFIGS, ConfigError, load_config, trainer_kind
+    from genrl.config import TRAINER_CONFIGS, ConfigError, config_differences, load_config, trainer_kind
     from genrl.trainers.common import trained_config, unresumable_changes
 
     try:
@@ -70,12 +70,11 @@ def load_run_config(cfg_path: str, checkpoint: str | None = None):
     except ConfigError as e:  # invalid YAML names the file already
         raise RunDirError(str(e) if str(e).startswith(cfg_path) else f"{cfg_path}: {e}") from None
     trained = trained_config(type(cfg), os.path.dirname(cfg_path), checkpoint) if checkpoint else None
-    changed = [d for d in unresumable_changes(trained, cfg) if d.startswith(MODEL_SETTINGS)] if trained else []
+    changed = unresumable_changes(config_differences(trained, cfg), MODEL_SETTINGS) if trained else ""
     if changed:
-        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
         raise RunDirError(
-            f"{cfg_path}: settings differ from those {checkpoint} was trained with (trained -> file): "
-            f"{'; '.join(changed[:4])}{more}; restore them"
+            f"{cfg_path}: settings differ from those {checkpoint} was trained with (trained -> file): {changed}; "
+            "restore them"
         )
     return cfg
 

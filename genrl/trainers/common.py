@@ -303,10 +303,13 @@ def trained_config(cfg_type: type, output_dir: str, checkpoint: Optional[str] = 
         return None
 
 
-def unresumable_changes(trained, cfg) -> list[str]:
-    """The settings of ``cfg`` that differ from ``trained`` (same schema) outside ``RESUMABLE``, each as
-    ``key: trained -> now``: changes that would make one run out of two configurations."""
-    return [d for d in config_differences(trained, cfg) if not d.startswith(RESUMABLE)]
+def unresumable_changes(differences: list[str], within: tuple[str, ...] = ("",)) -> str:
+    """Of ``differences`` (``config_differences(trained, now)``: ``key: trained -> now`` each), those outside
+    ``RESUMABLE`` (changes that would make one run out of two configurations) and under one of the prefixes
+    ``within``, as one text: the first four, then how many more; ``""`` for none."""
+    changed = [d for d in differences if not d.startswith(RESUMABLE) and d.startswith(within)]
+    more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+    return f"{'; '.join(changed[:4])}{more}" if changed else ""
 
 
 def check_resume(cfg, start: int, checkpoint: Optional[str] = None) -> list[str]:
@@ -334,12 +337,10 @@ def check_resume(cfg, start: int, checkpoint: Optional[str] = None) -> list[str]
     if saved is None:
         return []
     differences = config_differences(saved, cfg)
-    changed = unresumable_changes(saved, cfg)
-    if changed:
-        more = f" (and {len(changed) - 4} more)" if len(changed) > 4 else ""
+    if changed := unresumable_changes(differences):
         raise ValueError(
             f"resuming {cfg.output_dir} at step {start} with settings it was not trained with: "
-            f"{'; '.join(changed[:4])}{more}; restore them, or start over (resume=false, or a new output_dir)"
+            f"{changed}; restore them, or start over (resume=false, or a new output_dir)"
         )
     return [d for d in differences if d.startswith(MEASURED_BY_EVAL) and not d.startswith(NOT_MEASURED_BY_EVAL)]
 
