@@ -128,12 +128,11 @@ PRESETS = {
 
 def _tokenizer(max_length: int, vocab_size: int, bos: bool):
     """A word-level fast tokenizer (ids within ``vocab_size``), padding to ``max_length``."""
-    from genrl.tasks.digits import word_level_tokenizer
+    from genrl.tasks.base_models import SPECIAL_TOKENS, word_level_tokenizer
 
     words = "a photo of cat dog red blue car in the park on table".split()
-    vocab = {"<pad>": 0, "<bos>": 1, "<unk>": 2, "<eos>": 3, **{w: 4 + i for i, w in enumerate(words)}}
-    assert len(vocab) <= vocab_size
-    return word_level_tokenizer(vocab, max_length, bos=bos)
+    assert len(SPECIAL_TOKENS) + len(words) <= vocab_size
+    return word_level_tokenizer(words, max_length, bos=bos)
 
 
 def build_pipeline(preset: str, device: str):

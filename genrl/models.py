@@ -19,6 +19,7 @@ Resolving never trains. Building a missing model is ``prepare_models(cfg)`` (and
 from __future__ import annotations
 
 import importlib
+import json
 import os
 from typing import Any, Optional
 
@@ -27,6 +28,26 @@ from genrl.registry import TASKS
 TASK, SFT = "task:", "sft:"
 MODEL_OPTIONS = ("model", "checkpoint")  # the reward_args options that name a model (clip's, videoalign's)
 SFT_POLICY = "vlm"  # the policy that loads an SFT run's model: genrl.trainers.sft trains vision-language models
+TASK_INFO = "genrl_task.json"  # how a model built here was made; written last, so its presence means ready
+
+
+def write_task_info(folder: str | os.PathLike, info: dict) -> None:
+    """Write ``info`` (JSON-able: steps, seed, measured accuracies) to ``folder``/``TASK_INFO``, indented.
+    Call it last, inside the ``genrl.io.atomic_dir`` that writes the model, so a reader that finds it finds
+    the whole folder."""
+    with open(os.path.join(folder, TASK_INFO), "w", encoding="utf-8") as f:
+        f.write(json.dumps(info, indent=2) + "\n")
+
+
+def read_task_info(folder: str | os.PathLike) -> Optional[dict]:
+    """``folder``'s ``TASK_INFO`` as a dict; None when it is missing, unreadable, not JSON or not an object
+    (a model whose record is damaged counts as not built, and is built again)."""
+    try:
+        with open(os.path.join(folder, TASK_INFO), encoding="utf-8") as f:
+            info = json.load(f)
+    except (OSError, ValueError):  # ValueError: not UTF-8, not JSON
+        return None
+    return info if isinstance(info, dict) else None
 
 
 def absolute_model(model: str) -> str:
@@ -78,7 +99,7 @@ def check_model_kind(task, kind: str) -> None:
 
 class EmbeddedModelTask:
     """Base of a task that owns models built here (``policy.model: task:<name>``): each kind in
-    ``MODELS`` is a folder, ready once its ``genrl_task.json`` exists (written last, atomically).
+    ``MODELS`` is a folder, ready once its ``TASK_INFO`` (``genrl_task.json``) exists (written last, atomically).
 
     A subclass sets ``name``, ``MODELS`` and ``model_dir`` (the ``policy`` folder) and implements
     ``build(path, progress)``, which writes that folder; a task with further kinds overrides
@@ -116,7 +137,7 @@ class EmbeddedModelTask:
 
     def is_prepared(self, kind: str = "policy") -> bool:
         module = self._reward_model(kind)
-        return module.reward_model_ready(self.cache_dir) if module else (self.model_dir / "genrl_task.json").is_file()
+        return module.reward_model_ready(self.cache_dir) if module else (self.model_dir / TASK_INFO).is_file()
 
     def prepare(self, progress: bool = True, kind: str = "policy") -> str:
         """Path of the model ``kind``, built first (by ``build``, or the reward model's module; logged)

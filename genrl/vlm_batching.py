@@ -18,7 +18,6 @@ the processor produces it (``return_mm_token_type_ids``) and every function here
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any, Optional
 import torch
 
 from genrl.io import atomic_dir
+from genrl.models import write_task_info
 
 IMAGE_PLACEHOLDER = "<image>"  # where an image goes in a prompt (EasyR1/MMR1 data convention)
 # Tokens that must never be sampled: a generated <|image_pad|> makes the next forward look
@@ -440,7 +440,7 @@ def save_model_dir(model, processor, out_dir: str | os.PathLike, info: Optional[
     with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         processor.save_pretrained(tmp)
-        (tmp / "genrl_task.json").write_text(json.dumps(info or {}, indent=2) + "\n")
+        write_task_info(tmp, info or {})
     return str(out_dir)
 
 

@@ -97,21 +97,23 @@ class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin, EulerFlowSamplingMix
         prompt: Union[str, list[str]],
         num_inference_steps: int = 10,
         guidance_scale: float = 1.0,
+        negative_prompt: Optional[Union[str, list[str]]] = None,
         generator: Optional[Union[torch.Generator, list[torch.Generator]]] = None,
         latents: Optional[torch.Tensor] = None,
         output_type: str = "pil",
         return_dict: bool = True,
     ):
         """Sample images for ``prompt``. ``guidance_scale > 1`` enables classifier-free guidance
-        against the empty caption. ``output_type``: ``"pil"``, ``"np"``, ``"pt"`` (``[B, 1, 8, 8]``
+        against ``negative_prompt`` (default: the empty caption; a string, or one per prompt). ``output_type``: ``"pil"``, ``"np"``, ``"pt"`` (``[B, 1, 8, 8]``
         in ``[0, 1]``) or ``"latent"`` (the raw ``[-1, 1]`` sample)."""
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}")
         prompts = self.check_prompts(prompt)
         cfg = guidance_scale > 1.0
+        negatives = self.check_negative_prompts(negative_prompt, len(prompts), cfg)
         embeds, pooled = self.encode_prompt(prompts)
         if cfg:
-            neg, neg_pooled = self.encode_prompt([""] * len(prompts))
+            neg, neg_pooled = self.encode_prompt(negatives)
             embeds, pooled = torch.cat([neg, embeds]), torch.cat([neg_pooled, pooled])
         c = self.transformer.config
         shape = (len(prompts), c.in_channels, c.sample_size, c.sample_size)

@@ -89,3 +89,23 @@ class EulerFlowSamplingMixin:
                     f"{limit} ({which}): the rest would be cut off"
                 )
         return prompts
+
+    def check_negative_prompts(
+        self, negative_prompt, n: int, guide: bool, max_sequence_length: Optional[int] = None
+    ) -> list[str]:
+        """The ``n`` captions classifier-free guidance steers away from: ``""`` each (the unconditional
+        caption the model was pretrained with) when ``negative_prompt`` is None, a string for every prompt, or
+        a list of one per prompt, each checked as :meth:`check_prompts` checks a prompt. ``ValueError`` for a
+        list of another length, and for a negative prompt without guidance (``guide`` false: a
+        ``guidance_scale`` of at most 1 never reads it, where diffusers' pipelines ignore it silently)."""
+        if negative_prompt is None:
+            return [""] * n
+        if not guide:
+            raise ValueError("negative_prompt is read only by classifier-free guidance: set guidance_scale > 1")
+        negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
+        if len(negatives) != n or not all(isinstance(p, str) for p in negatives):
+            raise ValueError(
+                f"negative_prompt must be a string or a list of one string per prompt ({n} here), not "
+                f"{SHORT.repr(negative_prompt)}"
+            )
+        return self.check_prompts(negatives, max_sequence_length)

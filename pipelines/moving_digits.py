@@ -105,25 +105,26 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSampl
     def encode_prompt(
         self,
         prompt: Union[str, list[str]],
+        negative_prompt: Optional[Union[str, list[str]]] = None,
         do_classifier_free_guidance: bool = False,
         max_sequence_length: Optional[int] = None,
         device: Optional[torch.device] = None,
     ) -> tuple[torch.Tensor, Optional[torch.Tensor]]:
-        """Prompts -> (:meth:`prompt_embeds` ``[B, L, D]``, the empty prompt's when guiding else None), the
-        signature of ``WanPipeline.encode_prompt``."""
+        """Prompts -> (:meth:`prompt_embeds` ``[B, L, D]``, the negative prompts' (default: the empty
+        prompt's) when guiding, else None), with the arguments of ``WanPipeline.encode_prompt`` it takes."""
         prompts = self.check_prompts(prompt, max_sequence_length)
-        embeds = self.prompt_embeds(prompts, max_sequence_length, device)
-        neg = (
-            self.prompt_embeds([""] * len(prompts), max_sequence_length, device)
-            if do_classifier_free_guidance
-            else None
+        negatives = self.check_negative_prompts(
+            negative_prompt, len(prompts), do_classifier_free_guidance, max_sequence_length
         )
+        embeds = self.prompt_embeds(prompts, max_sequence_length, device)
+        neg = self.prompt_embeds(negatives, max_sequence_length, device) if do_classifier_free_guidance else None
         return embeds, neg
 
     @torch.no_grad()
     def __call__(
         self,
         prompt: Union[str, list[str]],
+        negative_prompt: Optional[Union[str, list[str]]] = None,
         num_frames: int = 9,
         height: int = 16,
         width: int = 16,
@@ -136,7 +137,7 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSampl
         return_dict: bool = True,
     ):
         """Sample clips for ``prompt``. ``guidance_scale > 1`` enables classifier-free guidance against
-        the empty prompt. ``output_type``: ``"np"`` (``[B, F, H, W, 3]``), ``"pt"`` (``[B, F, 3, H, W]``),
+        ``negative_prompt`` (default: the empty prompt; a string, or one per prompt). ``output_type``: ``"np"`` (``[B, F, H, W, 3]``), ``"pt"`` (``[B, F, 3, H, W]``),
         both in ``[0, 1]``, or ``"latent"`` (the raw ``[B, 1, F, H, W]`` sample in ``[-1, 1]``)."""
         if output_type not in ("np", "pt", "latent"):
             raise ValueError(f"output_type must be 'np', 'pt' or 'latent', not {output_type!r}")
@@ -154,7 +155,7 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSampl
             )
         prompts = self.check_prompts(prompt, max_sequence_length)
         cfg = guidance_scale > 1.0
-        embeds, neg = self.encode_prompt(prompts, cfg, max_sequence_length)
+        embeds, neg = self.encode_prompt(prompts, negative_prompt, cfg, max_sequence_length)
         if cfg:
             embeds = torch.cat([neg, embeds])
         shape = (len(prompts), self.transformer.config.out_channels, num_frames, height, width)

@@ -27,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from genrl.io import atomic_dir, cache_root
+from genrl.models import read_task_info, write_task_info
 from genrl.tasks.digits import DIGIT_WORDS, prompt_for
 from rewards.digits import digits_split
 
@@ -127,7 +128,7 @@ def train_digits_clip(
             json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": {"mean": MEAN, "std": STD}}, indent=1)
         )
         save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(tmp / "open_clip_model.safetensors"))
-        (tmp / "genrl_task.json").write_text(json.dumps(info, indent=1))
+        write_task_info(tmp, info)
     return info
 
 
@@ -138,9 +139,9 @@ def reward_model_path(cache_dir: Optional[str] = None, seed: int = 0) -> Path:
 
 def reward_model_ready(cache_dir: Optional[str] = None, seed: int = 0, steps: int = TRAIN_STEPS) -> bool:
     """Whether the cached digits CLIP exists and was trained with these settings."""
-    info = reward_model_path(cache_dir, seed) / "genrl_task.json"
+    info = read_task_info(reward_model_path(cache_dir, seed))
     want = {"format": FORMAT, "seed": seed, "steps": steps}
-    return info.is_file() and {k: json.loads(info.read_text()).get(k) for k in want} == want
+    return info is not None and {k: info.get(k) for k in want} == want
 
 
 def prepare_reward_model(

@@ -83,6 +83,7 @@ import torch
 import torch.nn.functional as F
 
 from genrl.io import atomic_dir, cache_root
+from genrl.models import TASK_INFO, write_task_info
 from genrl.tasks import digit_sum
 from genrl.tasks.digits import digits_split
 from genrl.tasks.moving_digits import DIRECTIONS, WORDS, make_clip, prompt_for
@@ -527,7 +528,7 @@ def train_videoalign(
             "seed": seed,
             "pair_accuracy": accuracy,
         }
-        (tmp / "genrl_task.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_task_info(tmp, info)
     return accuracy
 
 
@@ -543,7 +544,7 @@ def reward_model_path(cache_dir: Optional[str] = None) -> Path:
 
 
 def reward_model_ready(cache_dir: Optional[str] = None) -> bool:
-    return (reward_model_path(cache_dir) / "genrl_task.json").is_file()
+    return (reward_model_path(cache_dir) / TASK_INFO).is_file()
 
 
 def prepare_reward_model(cache_dir: Optional[str] = None, progress: bool = True) -> str:

@@ -187,6 +187,16 @@ def test_the_pipeline_refuses_bad_inputs_before_sampling(tmp_path, monkeypatch):
         ({"prompt": "a handwritten digit one", "output_type": "latents"}, "output_type must be"),
         ({"prompt": "a handwritten digit one", "num_inference_steps": 0}, "num_inference_steps must be >= 1"),
         ({"prompt": "a handwritten digit one", "latents": torch.zeros(2, 1, 8, 8)}, r"latents have shape"),
+        # diffusers' pipelines ignore a negative prompt without guidance, silently
+        ({"prompt": "a handwritten digit one", "negative_prompt": "a digit"}, r"set guidance_scale > 1$"),
+        (
+            {"prompt": ["a handwritten digit one"] * 2, "negative_prompt": ["a digit"], "guidance_scale": 3.0},
+            r"^negative_prompt must be a string or a list of one string per prompt \(2 here\), not \['a digit'\]$",
+        ),
+        (
+            {"prompt": "a handwritten digit one", "negative_prompt": "blurry digit", "guidance_scale": 3.0},
+            r"^prompt 'blurry digit': this model's tokenizer does not know 'blurry'",
+        ),
         # a word outside the closed vocabulary became <unk>, a long prompt was cut to 8 tokens: silently
         (
             {"prompt": ["a handwritten digit one", "a handwritten digit 7, één"]},
@@ -204,6 +214,27 @@ def test_the_pipeline_refuses_bad_inputs_before_sampling(tmp_path, monkeypatch):
     with pytest.raises(ValueError) as e:  # a megabyte prompt was quoted whole, twice: a 2 MB error line
         pipe(["a handwritten digit " + "x" * 10**6] * 2)
     assert len(str(e.value)) < 400 and "xxx...xxx" in str(e.value), len(str(e.value))
+
+
+def test_the_pipeline_guides_away_from_a_negative_prompt(tmp_path):
+    from genrl.policies.flow import load_policy_pipeline
+
+    pipe = load_policy_pipeline(str(dg.pretrain(tmp_path / "a", steps=20, seed=0, progress=False)))
+    pipe.set_progress_bar_config(disable=True)
+    prompts = ["a handwritten digit one", "a handwritten digit seven"]
+
+    def sample(**kwargs):
+        gens = [torch.Generator().manual_seed(s) for s in (0, 1)]
+        return pipe(prompts, num_inference_steps=3, guidance_scale=4.0, generator=gens, output_type="pt", **kwargs)[0]
+
+    plain = sample()
+    torch.testing.assert_close(sample(negative_prompt=""), plain, rtol=0, atol=0)  # the default: the empty caption
+    torch.testing.assert_close(sample(negative_prompt=["", ""]), plain, rtol=0, atol=0)
+    away = sample(negative_prompt="a handwritten digit one")
+    assert (away - plain).abs().amax(dim=(1, 2, 3)).min() > 1e-3  # every image moves
+    mixed = sample(negative_prompt=["a handwritten digit one", ""])  # one per prompt
+    torch.testing.assert_close(mixed[0], away[0])
+    torch.testing.assert_close(mixed[1], plain[1])
 
 
 def test_failed_pretrain_leaves_nothing(tmp_path, monkeypatch):

@@ -214,6 +214,10 @@ def test_embedded_digits_clip_trains_caches_and_loads_as_a_reward(tmp_path):
     stamp = (tmp_path / "cache" / "digits-clip-seed0" / "open_clip_model.safetensors").stat().st_mtime_ns
     assert prepare_reward_model(cache_dir=str(tmp_path / "cache"), steps=20, progress=False) == first
     assert (tmp_path / "cache" / "digits-clip-seed0" / "open_clip_model.safetensors").stat().st_mtime_ns == stamp
+    # a damaged record (a killed editor, a full disk) counts as not built: it is built again, not a traceback
+    (tmp_path / "cache" / "digits-clip-seed0" / "genrl_task.json").write_text('{"format": ')
+    assert prepare_reward_model(cache_dir=str(tmp_path / "cache"), steps=20, progress=False) == first
+    assert (tmp_path / "cache" / "digits-clip-seed0" / "open_clip_model.safetensors").stat().st_mtime_ns != stamp
 
 
 def test_jpeg_rewards_measure_file_size():

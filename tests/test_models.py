@@ -114,3 +114,14 @@ def test_building_a_model_follows_log_progress_bar(monkeypatch):
     for bar in (True, False):
         genrl.models.prepare_models(load_config(PreferenceConfig, recipe, [f"log.progress_bar={bar}"]))
     assert seen == [True, False]
+
+
+def test_a_model_folders_task_record_is_read_as_a_dict_or_none(tmp_path):
+    from genrl.models import TASK_INFO, read_task_info, write_task_info
+
+    assert read_task_info(tmp_path) is None  # not built
+    write_task_info(tmp_path, {"task": "digits", "seed": 3})
+    assert read_task_info(tmp_path) == {"task": "digits", "seed": 3}
+    for damaged in (b'{"task": ', b"[1, 2]", b"\xff\xfe", b""):  # cut short, not an object, not UTF-8, empty
+        (tmp_path / TASK_INFO).write_bytes(damaged)
+        assert read_task_info(tmp_path) is None, damaged

@@ -183,9 +183,27 @@ def test_the_policy_samples_what_the_pipeline_samples(moving_base):
         ({"prompt": prompts, "output_type": "pil"}, "output_type must be"),
         # the length a prompt may take is the encoding's: max_sequence_length when given (4 cut this one)
         ({"prompt": prompts, "max_sequence_length": 4}, r"7 tokens .* over this model's 4 \(max_sequence_length\)"),
+        ({"prompt": prompts, "negative_prompt": "a digit"}, r"set guidance_scale > 1$"),
+        (
+            {"prompt": prompts, "negative_prompt": ["a"] * 3, "guidance_scale": 2.0},
+            r"one string per prompt \(2 here\)",
+        ),
+        ({"prompt": prompts, "negative_prompt": "blurry", "guidance_scale": 2.0}, r"does not know 'blurry'"),
     ]:
         with pytest.raises(ValueError, match=message):
             pipe(**kwargs)
+    guided = {"num_inference_steps": 2, "guidance_scale": 3.0, "output_type": "pt"}
+    plain = pipe(prompts, generator=[torch.Generator().manual_seed(s) for s in seeds], **guided).frames
+    same = pipe(prompts, negative_prompt="", generator=[torch.Generator().manual_seed(s) for s in seeds], **guided)
+    torch.testing.assert_close(same.frames, plain, rtol=0, atol=0)  # the default: the empty prompt
+    away = pipe(
+        prompts,
+        negative_prompt=[prompts[0], ""],
+        generator=[torch.Generator().manual_seed(s) for s in seeds],
+        **guided,
+    )
+    assert (away.frames[0] - plain[0]).abs().max() > 1e-4
+    torch.testing.assert_close(away.frames[1], plain[1])
     long = "a handwritten digit seven moving left the digit"  # 9 tokens with the end one: over the tokenizer's 8
     with pytest.raises(ValueError, match=r"9 tokens .* over this model's 8 \(tokenizer.model_max_length\)"):
         policy.check_prompts([(long, {})])

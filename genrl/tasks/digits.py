@@ -18,7 +18,7 @@ The pretrained folder is diffusers-style (``transformer/``, ``text_encoder/``,
 
 from __future__ import annotations
 
-import json
+import functools
 import operator
 import os
 import re
@@ -28,11 +28,11 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from genrl.io import atomic_dir, cache_root
-from genrl.models import EmbeddedModelTask
+from genrl.models import EmbeddedModelTask, write_task_info
 from genrl.registry import REWARDS, TASKS
+from genrl.tasks import base_models
 from genrl.tasks.rows import SHORT
 
 if TYPE_CHECKING:  # heavy imports stay lazy: listing tasks should not load diffusers
@@ -61,13 +61,9 @@ CAPTION_TEMPLATE = "a handwritten digit {}"
 DEFAULT_PRETRAIN_STEPS = 250
 
 MAX_LENGTH = 8  # tokens: "<bos> a handwritten digit seven <eos>" is 6
-# Token ids. eos must NOT be 2: transformers' CLIP treats eos_token_id == 2 as a legacy
-# config and pools at argmax(input_ids) instead of at the eos token.
-SPECIAL_TOKENS = {"<pad>": 0, "<bos>": 1, "<unk>": 2, "<eos>": 3}
 WORDS = ("a", "an", "the", "of", "image", "photo", "number", "handwritten", "digit") + DIGIT_WORDS
 
 NULL_CAPTION = ""  # the unconditional caption used for classifier-free guidance
-CAPTION_DROPOUT = 0.1
 
 
 # ----------------------------------------------------------------------------- prompts
@@ -122,6 +118,20 @@ def digits_split(seed: int = SPLIT_SEED) -> dict[str, tuple[torch.Tensor, torch.
     return {"proxy": (images[a], labels[a]), "gold": (images[b], labels[b])}
 
 
+@functools.lru_cache(maxsize=1)
+def _proxy_half() -> tuple[torch.Tensor, torch.Tensor]:
+    return digits_split()["proxy"]
+
+
+def draw_proxy_digits(n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n`` real digits drawn uniformly (with replacement) with ``generator`` from the proxy half only, never
+    the gold judge's: ``images [n, 1, 8, 8]`` in ``[0, 1]`` and ``labels [n]``. The winners the digits and
+    moving_digits tasks give preference training."""
+    images, labels = _proxy_half()
+    idx = torch.randint(0, len(labels), (n,), generator=generator)  # [n]
+    return images[idx], labels[idx]
+
+
 def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn's bundled digits as images in [0, 1] and labels.
 
@@ -138,43 +148,11 @@ def load_digit_images() -> tuple[torch.Tensor, torch.Tensor]:
 # ----------------------------------------------------------------------------- components
 
 
-def word_level_tokenizer(
-    vocab: dict[str, int], max_length: int, bos: bool = True, lowercase: bool = False
-) -> "PreTrainedTokenizerFast":
-    """A real word-level fast tokenizer (``tokenizers``' ``WordLevel``, split on whitespace), built
-    in code: each text becomes ``<bos> ... <eos>`` (``... <eos>`` without ``bos``), padded on the
-    right with ``<pad>`` to ``model_max_length = max_length``. ``vocab`` maps words to ids and holds
-    ``<pad>``, ``<bos>``, ``<eos>`` and ``<unk>``."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
-    from transformers import PreTrainedTokenizerFast
-
-    tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
-    if lowercase:
-        tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Whitespace()
-    tok.post_processor = processors.TemplateProcessing(
-        single="<bos> $A <eos>" if bos else "$A <eos>",
-        special_tokens=[("<bos>", vocab["<bos>"]), ("<eos>", vocab["<eos>"])],
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=tok,
-        bos_token="<bos>",
-        eos_token="<eos>",
-        unk_token="<unk>",
-        pad_token="<pad>",
-        model_max_length=max_length,
-        padding_side="right",
-    )
-
-
 def build_tokenizer() -> "PreTrainedTokenizerFast":
-    """The digits task's tokenizer (:func:`word_level_tokenizer`): lower-cases, wraps every caption
-    in ``<bos> ... <eos>`` and pads with ``<pad>`` to ``model_max_length`` (8). Saves and loads with
-    ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` like any hub tokenizer."""
-    vocab = dict(SPECIAL_TOKENS)
-    for word in WORDS:
-        vocab.setdefault(word, len(vocab))
-    return word_level_tokenizer(vocab, MAX_LENGTH, lowercase=True)
+    """The digits task's tokenizer (``genrl.tasks.base_models.word_level_tokenizer`` of ``WORDS``):
+    lower-cases, wraps every caption in ``<bos> ... <eos>`` and pads with ``<pad>`` to
+    ``model_max_length`` (8)."""
+    return base_models.word_level_tokenizer(WORDS, MAX_LENGTH, lowercase=True)
 
 
 def build_text_encoder(vocab_size: int | None = None) -> "CLIPTextModelWithProjection":
@@ -186,16 +164,14 @@ def build_text_encoder(vocab_size: int | None = None) -> "CLIPTextModelWithProje
     from transformers import CLIPTextConfig, CLIPTextModelWithProjection
 
     config = CLIPTextConfig(
-        vocab_size=vocab_size or len(SPECIAL_TOKENS) + len(WORDS),
-        hidden_size=32,
+        vocab_size=vocab_size or base_models.vocabulary_size(WORDS),
+        hidden_size=32,  # = the transformer's joint_attention_dim
         intermediate_size=64,
         num_hidden_layers=2,
         num_attention_heads=2,
-        max_position_embeddings=MAX_LENGTH,
-        projection_dim=32,
-        pad_token_id=SPECIAL_TOKENS["<pad>"],
-        bos_token_id=SPECIAL_TOKENS["<bos>"],
-        eos_token_id=SPECIAL_TOKENS["<eos>"],
+        max_position_embeddings=MAX_LENGTH,  # captions are padded to MAX_LENGTH tokens
+        projection_dim=32,  # = the transformer's pooled_projection_dim
+        **base_models.special_token_ids("pad", "bos", "eos"),
     )
     return CLIPTextModelWithProjection(config)
 
@@ -240,31 +216,23 @@ def pretrain(
     lr: float = 1e-3,
     progress: bool = True,
 ) -> str:
-    """Rectified-flow pretraining of transformer + text encoder on the digits.
+    """Rectified-flow pretraining (``genrl.tasks.base_models.rectified_flow_pretrain``) of transformer +
+    text encoder on all 1797 digits, 10% of captions ``""`` so classifier-free guidance is available. All
+    randomness comes from ``seed`` (the loop's ``torch.Generator``, and a forked global RNG for the weight
+    init), so a run is reproducible on a given machine.
 
-    Flow-matching convention of diffusers: ``x_t = (1 - t) x0 + t * noise`` and the model
-    predicts ``v = noise - x0``, so a sampler step is ``x' = x + (s' - s) v``. ``t`` is
-    logit-normal (mean 0, std 1), the transformer sees ``t * 1000``; 10% of captions are
-    replaced by ``""`` so classifier-free guidance is available. All randomness comes from
-    ``seed`` (a ``torch.Generator`` plus a forked global RNG for the weight init), so a run
-    is reproducible on a given machine.
-
-    Writes ``out_dir/{transformer,text_encoder,tokenizer,scheduler}/`` and
-    ``out_dir/genrl_task.json`` into a temp dir and renames it into place, so a killed run
-    never leaves a half-written folder. An existing ``out_dir`` is replaced. Returns the path.
+    Writes ``out_dir/{transformer,text_encoder,tokenizer,scheduler}/`` and ``out_dir/genrl_task.json``
+    into a temp dir and renames it into place, so a killed run never leaves a half-written folder. An
+    existing ``out_dir`` is replaced. Returns the path.
     """
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir).expanduser()
     images, labels = load_digit_images()
-    x0_all = images * 2 - 1  # [N, 1, 8, 8] in [-1, 1]
-    n = len(labels)
 
     tokenizer = build_tokenizer()
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        text_encoder = build_text_encoder(len(tokenizer))
-        transformer = build_transformer()
+        text_encoder = build_text_encoder(len(tokenizer)).train()
+        transformer = build_transformer().train()
     # row d < 10 is digit d's caption, row 10 the null caption
     caption_ids = tokenizer(
         [prompt_for(d) for d in range(10)] + [NULL_CAPTION],
@@ -274,43 +242,25 @@ def pretrain(
         return_tensors="pt",
     ).input_ids  # [11, 8]
 
-    gen = torch.Generator().manual_seed(seed)
-    params = list(transformer.parameters()) + list(text_encoder.parameters())
-    opt = torch.optim.AdamW(params, lr=lr)
-    transformer.train()
-    text_encoder.train()
-    bar = tqdm(range(steps), desc="pretrain digits", disable=not progress)
-    for _ in bar:
-        idx = torch.randint(0, n, (batch_size,), generator=gen)  # [B]
-        x0 = x0_all[idx]  # [B, 1, 8, 8]
-        caption = labels[idx].clone()  # [B]
-        caption[torch.rand(batch_size, generator=gen) < CAPTION_DROPOUT] = 10
-        t = torch.sigmoid(torch.randn(batch_size, generator=gen))  # [B] logit-normal
-        noise = torch.randn(x0.shape, generator=gen)  # [B, 1, 8, 8]
-        tt = t[:, None, None, None]
-        x_t = (1 - tt) * x0 + tt * noise
-
+    def velocity(x_t: torch.Tensor, timestep: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
         enc = text_encoder(input_ids=caption_ids[caption])
-        v = transformer(
-            hidden_states=x_t,
+        return transformer(
+            hidden_states=x_t,  # [B, 1, 8, 8]
             encoder_hidden_states=enc.last_hidden_state,  # [B, 8, 32]
             pooled_projections=enc.text_embeds,  # [B, 32]
-            timestep=t * 1000,
+            timestep=timestep,
         ).sample  # [B, 1, 8, 8]
-        loss = F.mse_loss(v, noise - x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-    bar.close()
 
+    run = base_models.PretrainSettings(steps, seed, batch_size, lr)
+    params = [*transformer.parameters(), *text_encoder.parameters()]
+    x0 = images * 2 - 1  # [N, 1, 8, 8] in [-1, 1]
+    base_models.rectified_flow_pretrain(x0, labels, 10, velocity, params, run, "pretrain digits", progress)
     with atomic_dir(out_dir) as tmp:
         transformer.eval().save_pretrained(tmp / "transformer")
         text_encoder.eval().save_pretrained(tmp / "text_encoder")
         tokenizer.save_pretrained(tmp / "tokenizer")
         build_scheduler().save_pretrained(tmp / "scheduler")
-        info = {"task": "digits", "pretrain_steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr}
-        (tmp / "genrl_task.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_task_info(tmp, {"task": "digits", **run.record()})
     return str(out_dir)
 
 
@@ -347,7 +297,6 @@ class DigitsTask(EmbeddedModelTask):
         self.pretrain_steps = int(pretrain_steps)
         self.seed = int(seed)
         self._judges: dict[str, Any] = {}
-        self._winners: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     MODELS = ("policy", "clip")  # the base text-to-digit pipeline, and the digits CLIP reward model
     REWARD_MODELS = {"clip": "rewards.digits_clip"}
@@ -399,11 +348,8 @@ class DigitsTask(EmbeddedModelTask):
         sample shape, must be (1, 8, 8) when given."""
         if shape is not None:
             self.check_sample_shape(shape)
-        if self._winners is None:
-            self._winners = digits_split()["proxy"]
-        images, labels = self._winners
-        idx = torch.randint(0, len(labels), (n,), generator=generator)
-        return [prompt_for(int(d)) for d in labels[idx]], images[idx]
+        images, labels = draw_proxy_digits(n, generator)
+        return [prompt_for(int(d)) for d in labels], images
 
     def evaluate(self, policy, rewards, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:
         """Online-trainer hook: fixed-seed ODE samples scored by the rewards and judges."""

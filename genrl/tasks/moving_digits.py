@@ -31,7 +31,6 @@ reported. Per clip it measures, from the frames alone:
 
 from __future__ import annotations
 
-import json
 import os
 import re
 from pathlib import Path
@@ -39,19 +38,17 @@ from typing import TYPE_CHECKING, Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from genrl.io import atomic_dir, cache_root
-from genrl.models import EmbeddedModelTask
+from genrl.models import EmbeddedModelTask, write_task_info
 from genrl.registry import REWARDS, TASKS
+from genrl.tasks import base_models
 from genrl.tasks.digits import (
     DIGIT_WORDS,
-    SPECIAL_TOKENS,
     digit_from_prompt,
-    digits_split,
+    draw_proxy_digits,
     load_digit_images,
     mean_pairwise_distance,
-    word_level_tokenizer,
 )
 from genrl.tasks.rows import SHORT
 
@@ -219,16 +216,12 @@ WORDS = ("a", "an", "the", "handwritten", "digit", "number", "moving", "video", 
 # motion are recognisable but often wrong (the vertical sign is the last thing learned): RL has room.
 DEFAULT_PRETRAIN_STEPS = 1500
 PRETRAIN_BATCH = 32
-CAPTION_DROPOUT = 0.1  # of captions replaced by "" so classifier-free guidance is available
 
 
 def build_tokenizer() -> "PreTrainedTokenizerFast":
-    """The task's word-level tokenizer (``genrl.tasks.digits.word_level_tokenizer``): lower-cases,
-    appends ``<eos>`` (no ``<bos>``, as T5), pads with ``<pad>`` (id 0, UMT5's) to 8 tokens."""
-    vocab = dict(SPECIAL_TOKENS)
-    for word in WORDS:
-        vocab.setdefault(word, len(vocab))
-    return word_level_tokenizer(vocab, MAX_LENGTH, bos=False, lowercase=True)
+    """The task's word-level tokenizer (``genrl.tasks.base_models.word_level_tokenizer`` of ``WORDS``):
+    lower-cases, appends ``<eos>`` (no ``<bos>``, as T5), pads with ``<pad>`` (id 0, UMT5's) to 8 tokens."""
+    return base_models.word_level_tokenizer(WORDS, MAX_LENGTH, bos=False, lowercase=True)
 
 
 def build_text_encoder(vocab_size: Optional[int] = None) -> "UMT5EncoderModel":
@@ -236,18 +229,17 @@ def build_text_encoder(vocab_size: Optional[int] = None) -> "UMT5EncoderModel":
     from transformers import UMT5Config, UMT5EncoderModel
 
     config = UMT5Config(
-        vocab_size=vocab_size or len(SPECIAL_TOKENS) + len(WORDS),
-        d_model=32,
-        d_kv=16,
+        vocab_size=vocab_size or base_models.vocabulary_size(WORDS),
+        d_model=32,  # = the transformer's text_dim
+        d_kv=16,  # d_model / num_heads
         d_ff=64,
         num_layers=2,
         num_heads=2,
         relative_attention_num_buckets=8,
         relative_attention_max_distance=16,
         dropout_rate=0.0,
-        pad_token_id=SPECIAL_TOKENS["<pad>"],
-        eos_token_id=SPECIAL_TOKENS["<eos>"],
-        decoder_start_token_id=SPECIAL_TOKENS["<pad>"],
+        **base_models.special_token_ids("pad", "eos"),
+        decoder_start_token_id=base_models.SPECIAL_TOKENS["<pad>"],
     )
     return UMT5EncoderModel(config)
 
@@ -309,15 +301,12 @@ def pretrain(
     progress: bool = True,
     callback: Optional[Callable[[int, "MovingDigitsPipeline"], None]] = None,
 ) -> str:
-    """Rectified-flow pretraining of transformer + text encoder on moving-digit clips of all 1797
-    digits, the digits task's recipe (``genrl.tasks.digits.pretrain``) on videos: ``x_t = (1 - t) x0 +
-    t noise``, the model predicts ``noise - x0``, ``t`` logit-normal, 10% empty captions.
+    """Rectified-flow pretraining (``genrl.tasks.base_models.rectified_flow_pretrain``, the digits task's
+    recipe on videos) of transformer + text encoder on moving-digit clips of all 1797 digits.
 
     Writes the pipeline (``save_pretrained``: ``model_index.json``, ``transformer/``, ``text_encoder/``,
     ``tokenizer/``, ``scheduler/``) and ``genrl_task.json`` atomically; returns the path. ``callback(step,
     pipe)``, if given, runs after every optimizer step (calibration: evaluate along the way)."""
-    from tqdm.auto import tqdm
-
     out_dir = Path(out_dir).expanduser()
     images, labels = load_digit_images()
     clips = all_clips(images).flatten(0, 1).permute(0, 2, 1, 3, 4) * 2 - 1  # [N*4, 1, F, 16, 16] in [-1, 1]
@@ -326,35 +315,21 @@ def pretrain(
     prompts = [prompt_for(d, w) for d in range(10) for w in DIRECTIONS]  # row 10*4 is the empty caption
     captions = prompts + [""]
 
-    gen = torch.Generator().manual_seed(seed)
-    transformer, text_encoder = pipe.transformer.train(), pipe.text_encoder.train()
-    opt = torch.optim.AdamW(list(transformer.parameters()) + list(text_encoder.parameters()), lr=lr)
-    bar = tqdm(range(steps), desc="pretrain moving_digits", disable=not progress)
-    for step in bar:
-        idx = torch.randint(0, len(clips), (batch_size,), generator=gen)  # [B]
-        x0 = clips[idx]  # [B, 1, F, H, W]
-        caption = caption_of[idx].clone()
-        caption[torch.rand(batch_size, generator=gen) < CAPTION_DROPOUT] = len(prompts)
-        t = torch.sigmoid(torch.randn(batch_size, generator=gen))  # [B] logit-normal
-        noise = torch.randn(x0.shape, generator=gen)
-        tt = t.view(-1, 1, 1, 1, 1)
+    def velocity(x_t: torch.Tensor, timestep: torch.Tensor, caption: torch.Tensor) -> torch.Tensor:
         embeds = pipe.prompt_embeds([captions[i] for i in caption])  # [B, L, 32], as sampling encodes them
-        v = pipe.predict_velocity((1 - tt) * x0 + tt * noise, t * 1000, embeds)  # [B, 1, F, H, W]
-        loss = F.mse_loss(v, noise - x0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        bar.set_postfix(loss=f"{loss.item():.4f}", refresh=False)
-        if callback is not None:
-            callback(step + 1, pipe)
-    bar.close()
+        return pipe.predict_velocity(x_t, timestep, embeds)  # [B, 1, F, H, W]
 
+    run = base_models.PretrainSettings(steps, seed, batch_size, lr)
+    params = [*pipe.transformer.train().parameters(), *pipe.text_encoder.train().parameters()]
+    each_step = None if callback is None else lambda step: callback(step, pipe)
+    base_models.rectified_flow_pretrain(
+        clips, caption_of, len(prompts), velocity, params, run, "pretrain moving_digits", progress, each_step
+    )
     with atomic_dir(out_dir) as tmp:
         pipe.transformer.eval()
         pipe.text_encoder.eval()
         pipe.save_pretrained(tmp)
-        info = {"task": "moving_digits", "pretrain_steps": steps, "seed": seed, "batch_size": batch_size, "lr": lr}
-        (tmp / "genrl_task.json").write_text(json.dumps(info, indent=2) + "\n")
+        write_task_info(tmp, {"task": "moving_digits", **run.record()})
     return str(out_dir)
 
 
@@ -387,7 +362,6 @@ class MovingDigitsTask(EmbeddedModelTask):
     def __init__(self, cache_dir: Optional[str] = None, pretrain_steps: int = DEFAULT_PRETRAIN_STEPS, seed: int = 0):
         self.cache_dir, self.pretrain_steps, self.seed = cache_dir, int(pretrain_steps), int(seed)
         self._judge: Any = None
-        self._winners: Optional[tuple[torch.Tensor, torch.Tensor]] = None
 
     @classmethod
     def from_config(cls, cfg):
@@ -447,13 +421,10 @@ class MovingDigitsTask(EmbeddedModelTask):
         videos ``[n, F, 3, 16, 16]`` in ``[0, 1]``); ``shape``, the model's sample shape, must match."""
         if shape is not None:
             self.check_sample_shape(shape)
-        if self._winners is None:
-            self._winners = digits_split()["proxy"]
-        images, labels = self._winners
-        idx = torch.randint(0, len(labels), (n,), generator=generator)
+        images, labels = draw_proxy_digits(n, generator)  # [n, 1, 8, 8], [n]
         ways = torch.randint(0, len(DIRECTIONS), (n,), generator=generator)
-        clips = torch.stack([make_clip(images[i], DIRECTION_WORDS[w]) for i, w in zip(idx, ways)])
-        prompts = [prompt_for(int(labels[i]), DIRECTION_WORDS[w]) for i, w in zip(idx, ways)]
+        clips = torch.stack([make_clip(image, DIRECTION_WORDS[w]) for image, w in zip(images, ways)])
+        prompts = [prompt_for(int(d), DIRECTION_WORDS[w]) for d, w in zip(labels, ways)]
         return prompts, clips.expand(-1, -1, 3, -1, -1).contiguous()
 
     def evaluate(self, policy, rewards, eval_cfg, run_dir: str, step: int, seed: int = 0) -> dict[str, float]:

@@ -24,15 +24,12 @@ WORDS = [
 
 def word_tokenizer(max_length: int, bos: bool = True):
     """A real word-level ``PreTrainedTokenizerFast`` (lower-cased, whitespace split; the library's
-    ``genrl.tasks.digits.word_level_tokenizer``) with ``<pad>=0, <bos>=1, <unk>=2, <eos>=3`` (eos must
+    ``genrl.tasks.base_models.word_level_tokenizer``) with ``<pad>=0, <bos>=1, <unk>=2, <eos>=3`` (eos must
     not be 2 for CLIP pooling), wrapping each text in ``<bos> ... <eos>`` (or ``... <eos>`` with
     ``bos=False``, T5-style)."""
-    from genrl.tasks.digits import word_level_tokenizer
+    from genrl.tasks.base_models import word_level_tokenizer
 
-    vocab = {"<pad>": 0, "<bos>": 1, "<unk>": 2, "<eos>": 3}
-    for w in WORDS:
-        vocab.setdefault(w, len(vocab))
-    return word_level_tokenizer(vocab, max_length, bos=bos, lowercase=True)
+    return word_level_tokenizer(WORDS, max_length, bos=bos, lowercase=True)
 
 
 def clip_text_encoder(hidden: int = 32, projection: int = 32, vocab: int = 64, max_positions: int = 16):
