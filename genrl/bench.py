@@ -29,6 +29,7 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Callable
 
 from genrl.io import atomic_file, check_output_file
 
@@ -410,6 +411,17 @@ def child_result(cmd: list[str], what: str, env: dict | None = None, progress: s
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def report_to_parent(compute: Callable[[], dict]) -> None:
+    """The child's side of :func:`child_result`: ``compute()``'s figures as JSON on the last line of stdout, or
+    its ``ValueError`` (a user error) as one line on stderr and exit code 2."""
+    try:
+        result = compute()
+    except ValueError as e:
+        print(" ".join(str(e).split()), file=sys.stderr)
+        sys.exit(2)
+    print(json.dumps(result))
+
+
 def _one(argv: list[str]) -> None:
     """Child process: measure one variant and print its figures as JSON on the last line."""
     from genrl.config import load_online_config
@@ -420,12 +432,7 @@ def _one(argv: list[str]) -> None:
     p.add_argument("--warmup", type=int)
     p.add_argument("--set", nargs="*", default=[], dest="overrides")
     a = p.parse_args(argv)
-    try:
-        result = measure(load_online_config(a.one, a.overrides, "genrl bench"), a.iters, a.warmup)
-    except ValueError as e:  # one line for the parent (child_result)
-        print(" ".join(str(e).split()), file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(result))
+    report_to_parent(lambda: measure(load_online_config(a.one, a.overrides, "genrl bench"), a.iters, a.warmup))
 
 
 if __name__ == "__main__":

@@ -46,7 +46,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass
 
-from genrl.io import atomic_file
+from genrl.io import atomic_file, read_json
 
 MARKER = ".genrl-compare"  # written into --out before any run: marks the folder as a comparison's (check_output_dir)
 
@@ -156,16 +156,17 @@ def calibrate(arm: Arm, out_dir: str, overrides: list[str], wall_budget: float, 
     ov = [*overrides, *arm.overrides, "seed=0", f"output_dir={run_dir}", f"max_steps={steps}", "eval.every=0"]
     ov += ["checkpoint.every=0", "resume=false"]
     made_with = {"config": os.path.abspath(arm.config), "overrides": ov}
-    kept = {}
-    if os.path.isfile(record):
-        with open(record) as f:
-            kept = json.load(f)
-    if {k: kept.get(k) for k in made_with} != made_with:  # none yet, or made with other settings: measure
+    try:
+        kept = read_json(record) if os.path.isfile(record) else {}
+    except ValueError:  # a damaged record (a killed editor, a full disk) is measured again
+        kept = {}
+    per_step = kept.get("seconds_per_step") if isinstance(kept, dict) else None
+    usable = isinstance(per_step, (int, float)) and math.isfinite(per_step) and per_step > 0
+    if not usable or {k: kept.get(k) for k in made_with} != made_with:  # none yet, or other settings: measure
         run_trainer(load_trainer_config(arm.config, ov), trainer_kind(arm.config, ov))
+        per_step = seconds_per_step(run_dir)
         with atomic_file(record) as f:
-            json.dump({"seconds_per_step": seconds_per_step(run_dir), "steps": steps, **made_with}, f)
-    with open(record) as f:
-        per_step = json.load(f)["seconds_per_step"]
+            json.dump({"seconds_per_step": per_step, "steps": steps, **made_with}, f)
     return max(1, round(wall_budget / per_step))
 
 

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from PIL import Image
 
-from genrl.io import atomic_file, eval_dir, json_safe
+from genrl.io import atomic_file, eval_dir, json_safe, read_json
 from genrl.scoring import finite_mean, score_samples
 from genrl.seeding import derive_seed
 from genrl.vlm_batching import images_of
@@ -176,5 +176,7 @@ def read_summary(run_dir: str, step: int) -> dict[str, float]:
     path = os.path.join(eval_dir(run_dir, step), "summary.json")
     if not os.path.isfile(path):
         return {}
-    with open(path) as f:
-        return {k: math.nan if v is None else v for k, v in json.load(f).items() if k != "step"}
+    summary = read_json(path)
+    if not isinstance(summary, dict):
+        raise ValueError(f"{path} holds a JSON {type(summary).__name__}, not the object of an evaluation's metrics")
+    return {k: math.nan if v is None else v for k, v in summary.items() if k != "step"}

@@ -15,13 +15,14 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import json
 import math
 import os
 import re
 import shutil
 import uuid
 from pathlib import Path
-from typing import IO, Iterator, Optional
+from typing import IO, Any, Iterator, Optional
 
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
@@ -100,6 +101,17 @@ def _fsync_dir(path: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def read_json(path: str | os.PathLike, prefix: str = "") -> Any:
+    """The JSON value in the UTF-8 file ``path``. ``ValueError`` (``prefix`` first, then the path and the
+    parser's or the OS's words) when it is missing, unreadable, not UTF-8 or not JSON: each was a traceback of
+    ``json`` or ``open`` naming no file."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as e:  # ValueError: JSONDecodeError and UnicodeDecodeError
+        raise ValueError(f"{prefix}{path} is not a readable JSON file ({type(e).__name__}: {e})") from None
 
 
 def file_sha256(path: str | os.PathLike) -> str:

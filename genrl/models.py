@@ -23,6 +23,7 @@ import json
 import os
 from typing import Any, Optional
 
+from genrl.io import read_json
 from genrl.registry import TASKS
 
 TASK, SFT = "task:", "sft:"
@@ -43,9 +44,8 @@ def read_task_info(folder: str | os.PathLike) -> Optional[dict]:
     """``folder``'s ``TASK_INFO`` as a dict; None when it is missing, unreadable, not JSON or not an object
     (a model whose record is damaged counts as not built, and is built again)."""
     try:
-        with open(os.path.join(folder, TASK_INFO), encoding="utf-8") as f:
-            info = json.load(f)
-    except (OSError, ValueError):  # ValueError: not UTF-8, not JSON
+        info = read_json(os.path.join(folder, TASK_INFO))
+    except ValueError:
         return None
     return info if isinstance(info, dict) else None
 

@@ -301,18 +301,15 @@ def report(config: str, results: list[dict], label: str = "") -> str:
 
 def main(argv: list[str]) -> None:
     """Child process: ``python -m genrl.overhead CONFIG`` prints ``measure``'s JSON on its last line."""
+    from genrl.bench import report_to_parent
+
     p = argparse.ArgumentParser()
     p.add_argument("config")
     p.add_argument("--steps", type=int, default=6)
     p.add_argument("--warmup", type=int, default=2)
     p.add_argument("--set", nargs="*", default=[], dest="overrides")
     a = p.parse_args(argv)
-    try:
-        result = measure(a.config, a.overrides, a.steps, a.warmup)
-    except ValueError as e:
-        print(" ".join(str(e).split()), file=sys.stderr)
-        sys.exit(2)
-    print(json.dumps(result))
+    report_to_parent(lambda: measure(a.config, a.overrides, a.steps, a.warmup))
 
 
 if __name__ == "__main__":

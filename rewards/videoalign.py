@@ -37,7 +37,6 @@ multiples of 28 within ``[min_pixels, max_pixels]``; then the processor rescales
 from __future__ import annotations
 
 import glob
-import json
 import math
 import os
 import re
@@ -46,6 +45,7 @@ from typing import Optional, Sequence
 import torch
 
 from genrl.hub import HubRef, check_exists, is_path, load_failure
+from genrl.io import read_json
 from genrl.media import read_video
 from genrl.registry import REWARDS
 from rewards.videoalign_prompts import DIMENSIONS, TEMPLATES
@@ -298,11 +298,7 @@ def read_model_config(folder: str) -> dict:
             f"videoalign: {cfg_path!r} not found; expected the VideoReward layout: model_config.json "
             f"and checkpoint-<step>/ (model.pth, or adapter_model.safetensors + non_lora_state_dict.pth)"
         )
-    try:
-        with open(cfg_path, encoding="utf-8") as f:
-            config = json.load(f)
-    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
-        raise ValueError(f"videoalign: {cfg_path} is not a readable JSON file ({type(e).__name__}: {e})") from None
+    config = read_json(cfg_path, "videoalign: ")
     mc = config.get("model_config") if isinstance(config, dict) else None
     if not isinstance(mc, dict) or not isinstance(mc.get("model_name_or_path"), str):
         raise ValueError(

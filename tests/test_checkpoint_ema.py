@@ -282,6 +282,16 @@ def test_json_files_are_strict_a_nan_metric_is_null_and_reads_back_as_nan(tmp_pa
         (tmp_path / "eval" / f"step-{step:06d}").mkdir(parents=True)
         (tmp_path / "eval" / f"step-{step:06d}" / "summary.json").write_text(json.dumps({"step": step, "gold": value}))
     assert math.isnan(read_summary(str(tmp_path), 2)["gold"])
+    summary = tmp_path / "eval" / "step-000003" / "summary.json"
+    summary.parent.mkdir()
+    for damaged, says in (
+        ('{"gold": ', "is not a readable JSON file \\(JSONDecodeError"),
+        ("[0.5]", "holds a JSON list"),
+    ):
+        summary.write_text(damaged)  # was a traceback of json, or an AttributeError, naming no file
+        with pytest.raises(ValueError, match=f"^{tmp_path}/eval/step-000003/summary.json {says}"):
+            read_summary(str(tmp_path), 3)
+    summary.unlink()
     result = write_final_metrics(SimpleNamespace(output_dir=str(tmp_path), max_steps=2))
     assert math.isnan(result["final"]["gold"])
 

@@ -433,3 +433,38 @@ def test_a_later_arms_fp16_without_a_gpu_is_refused_before_any_arm_trains(tmp_pa
         "genrl compare: arm 'fp16' (before training): train.mixed_precision="
     ), err
     assert not out.exists() or not any(out.iterdir())  # the first arm did not train
+
+
+def test_a_calibration_record_is_reused_and_a_damaged_one_measured_again(tmp_path, monkeypatch):
+    """``calibration.json`` made with the same settings is reused; one cut short, not an object, or holding no
+    positive seconds per step was a traceback (``JSONDecodeError``, ``KeyError``, a division by zero): it is
+    measured again."""
+    import genrl.trainers
+    from genrl.compare import Arm, calibrate
+
+    arm = Arm("a", os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml"))
+    record = tmp_path / "_calibration" / "a" / "calibration.json"
+    record.parent.mkdir(parents=True)
+    run = [
+        "seed=0",
+        f"output_dir={record.parent}",
+        "max_steps=3",
+        "eval.every=0",
+        "checkpoint.every=0",
+        "resume=false",
+    ]
+    made_with = {"config": arm.config, "overrides": run}  # what calibrate records for this arm
+
+    class Measured(Exception):
+        pass
+
+    def measure(*args):
+        raise Measured
+
+    monkeypatch.setattr(genrl.trainers, "run_trainer", measure)
+    record.write_text(json.dumps({"seconds_per_step": 0.5, "steps": 3, **made_with}))
+    assert calibrate(arm, str(tmp_path), [], wall_budget=10.0, steps=3) == 20  # reused: 10 s / 0.5 s
+    for damaged in ('{"seconds_per_step": ', "[0.5]", json.dumps({"seconds_per_step": 0, **made_with}), "\xff"):
+        record.write_text(damaged, encoding="latin-1")
+        with pytest.raises(Measured):
+            calibrate(arm, str(tmp_path), [], wall_budget=10.0, steps=3)

@@ -46,6 +46,21 @@ class LoraConfig(Section):
             "must be non-empty when rank > 0",
         )
 
+    def peft_config(self, target_modules: list[str], init_lora_weights: bool | str):
+        """peft's ``LoraConfig`` of these settings (``rank`` -> ``r``, ``alpha`` -> ``lora_alpha``, ``dropout``
+        -> ``lora_dropout``; as TRL's ``get_peft_config``) for ``target_modules``. ``init_lora_weights`` as
+        peft takes it: ``True`` (B = 0, A Kaiming-uniform) or ``"gaussian"`` (A normal, std 1/r); B = 0 either
+        way, so the adapted model starts as the base."""
+        from peft import LoraConfig as PeftLoraConfig
+
+        return PeftLoraConfig(
+            r=self.rank,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=target_modules,
+            init_lora_weights=init_lora_weights,
+        )
+
 
 # the ``train.full_determinism`` help, shared by the trainers that build an ``accelerate.Accelerator``
 FULL_DETERMINISM_HELP = (

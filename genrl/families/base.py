@@ -28,6 +28,7 @@ from typing import ClassVar, Optional, Union
 import torch
 
 from genrl.hub import check_exists, is_path, load_failure, local_only
+from genrl.io import read_json
 from genrl.registry import FAMILIES, is_import_path
 from pipelines import PIPELINE_MODULES
 
@@ -254,11 +255,7 @@ def _model_index(path: str) -> Optional[dict]:
     index = os.path.join(path, "model_index.json")
     if not os.path.isfile(index):
         return None
-    try:
-        with open(index, encoding="utf-8") as f:
-            data = json.load(f)
-    except (OSError, ValueError) as e:  # unreadable, not UTF-8, not JSON
-        raise ValueError(f"{index} is not a readable JSON file ({type(e).__name__}: {e})") from None
+    data = read_json(index)
     if not isinstance(data, dict):
         raise ValueError(f"{index} holds a JSON {type(data).__name__}, not an object naming the pipeline's parts")
     return data

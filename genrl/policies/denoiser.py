@@ -112,20 +112,10 @@ def prepare_denoiser(
         for m in (denoiser, ref):
             compile_denoiser(m, cfg.compile)
         return ref
-    from peft import LoraConfig
-
     denoiser.requires_grad_(False)
     targets = list(cfg.lora.target_modules or default_targets)
     try:
-        denoiser.add_adapter(
-            LoraConfig(
-                r=cfg.lora.rank,
-                lora_alpha=cfg.lora.alpha,
-                lora_dropout=cfg.lora.dropout,
-                target_modules=targets,
-                init_lora_weights="gaussian",
-            )
-        )
+        denoiser.add_adapter(cfg.lora.peft_config(targets, init_lora_weights="gaussian"))
     except ValueError as e:  # peft: "Target modules {...} not found in the base model ..."
         raise ValueError(
             f"policy.lora.target_modules={targets}: {e} ({type(denoiser).__name__}; null = the family's default)"

@@ -164,7 +164,6 @@ class VLMPolicy(Policy):
         visual, visual_prefix = _find_vision_tower(model)
         self.ref_model = None
         if cfg.lora.rank > 0:
-            from peft import LoraConfig as PeftLoraConfig
             from peft import inject_adapter_in_model
 
             model.requires_grad_(False)
@@ -185,16 +184,7 @@ class VLMPolicy(Policy):
                     f"(its linear layers: {', '.join(sorted(language))})"
                 )
             # peft directly (transformers' add_adapter wants a newer peft); the model keeps its class.
-            model = inject_adapter_in_model(
-                PeftLoraConfig(
-                    r=cfg.lora.rank,
-                    lora_alpha=cfg.lora.alpha,
-                    lora_dropout=cfg.lora.dropout,
-                    target_modules=names,
-                    init_lora_weights=True,
-                ),
-                model,
-            )
+            model = inject_adapter_in_model(cfg.lora.peft_config(names, init_lora_weights=True), model)
             for n, p in model.named_parameters():  # only adapters train; they stay fp32 under mixed precision
                 p.requires_grad_("lora_" in n)
                 if p.requires_grad:
