@@ -72,7 +72,7 @@ def _train(args) -> int:
 def _prepare(args) -> int:
     """``genrl prepare TASK`` builds that embedded task's model; ``genrl prepare CONFIG`` every
     ``task:`` / ``sft:`` model the config names (the step ``genrl train`` runs first)."""
-    from genrl.models import model_owners, model_task
+    from genrl.models import TASK, model_owners, model_task
 
     if os.path.isfile(args.target):
         from genrl.config import load_trainer_config
@@ -93,8 +93,8 @@ def _prepare(args) -> int:
         raise ValueError(f"{args.target!r} is a folder: give a task ({', '.join(model_owners())}) or a config file")
     if args.target.endswith((".yaml", ".yml")) or os.sep in args.target:  # a path, not a task name
         raise FileNotFoundError(f"no config file {args.target!r}")
-    try:
-        cls = model_task(args.target)
+    try:  # task:digits, as configs spell it, names the task digits
+        cls = model_task(args.target.removeprefix(TASK))
     except ValueError as e:
         raise ValueError(f"{e}; or give a config to prepare the models it names") from None
     task = cls()
@@ -353,8 +353,12 @@ def _full_disk(output: str | None) -> str:
 
     from genrl.io import cache_root
 
+    try:
+        cache = str(cache_root())
+    except ValueError:  # a GENRL_CACHE that names no folder holds no disk
+        cache = None
     full = []
-    for folder in dict.fromkeys(f for f in (output, str(cache_root()), tempfile.gettempdir()) if f):
+    for folder in dict.fromkeys(f for f in (output, cache, tempfile.gettempdir()) if f):
         existing = folder
         while existing and not os.path.exists(existing):  # the nearest folder that exists holds its disk
             existing = os.path.dirname(existing)

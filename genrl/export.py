@@ -70,6 +70,25 @@ def _save_custom_pipeline_code(pipe, folder: str) -> None:
         json.dump(data, f, indent=2, sort_keys=True)
 
 
+def sampling_settings(cfg, pipeline_class: type) -> tuple[dict, dict]:
+    """``(sampling, not_in_sampling)``: the keyword arguments of ``pipeline_class.__call__`` with which the
+    exported pipeline samples what the run ``cfg`` evaluated with (its ODE steps and guidance scale, and the
+    policy's nonzero ``num_frames`` / ``height`` / ``width`` / ``max_sequence_length``: UMT5 pads prompts to the
+    last, so it changes the samples), and those of the policy's settings the ``__call__`` does not take
+    (HunyuanVideo-1.5's text length), which the exported pipeline cannot follow."""
+    takes = inspect.signature(pipeline_class.__call__).parameters
+    sized = {
+        k: v for k in ("num_frames", "height", "width", "max_sequence_length") if (v := getattr(cfg.policy, k, 0))
+    }
+    sampling = {
+        "num_inference_steps": cfg.eval.num_steps or cfg.policy.num_steps,
+        "guidance_scale": cfg.eval.guidance_scale,
+    }
+    return {**sampling, **{k: v for k, v in sized.items() if k in takes}}, {
+        k: v for k, v in sized.items() if k not in takes
+    }
+
+
 def _adapter_metadata(denoiser) -> dict:
     cfg = denoiser.peft_config["default"].to_dict()
     return {k: (sorted(v) if isinstance(v, set) else v) for k, v in cfg.items()}
@@ -163,6 +182,7 @@ def export(
         (", trust_remote_code=True" if custom else ""),
         ("" if dtype == "float32" else f", dtype=torch.{dtype}"),
     )
+    sampling, not_in_sampling = sampling_settings(cfg, type(pipe))
     record = {
         "run_dir": os.path.abspath(run_dir),
         "step": info["step"],
@@ -173,11 +193,8 @@ def export(
         "dtype": dtype,
         "base_model": cfg.policy.model,
         "pipeline_class": type(pipe).__name__,
-        "sampling": {  # what the run evaluated with: pipe(prompt, **sampling) reproduces its ODE samples
-            "num_inference_steps": cfg.eval.num_steps or cfg.policy.num_steps,
-            "guidance_scale": cfg.eval.guidance_scale,
-            **{k: getattr(cfg.policy, k) for k in ("num_frames", "height", "width") if getattr(cfg.policy, k, None)},
-        },
+        "sampling": sampling,  # what the run evaluated with: pipe(prompt, **sampling) reproduces its ODE samples
+        "not_in_sampling": not_in_sampling,
         "load": f"DiffusionPipeline.from_pretrained(DIR{remote}{as_saved})",
     }
     with atomic_dir(out) as tmp:  # a crash leaves no half export; an --overwrite swaps the old one out
@@ -260,6 +277,12 @@ def _main(args) -> int:
             if run_in_progress(args.run_dir)
             else f"genrl export: note: {args.run_dir} stopped at {at}: exported step {step}'s weights (rerun the "
             "training command to finish it)",
+            file=sys.stderr,
+        )
+    if missing := record["not_in_sampling"]:
+        print(
+            f"genrl export: note: {record['pipeline_class']}.__call__ takes no {', '.join(missing)}: sampling with "
+            f"the export uses its default, not the run's ({', '.join(f'{k}={v}' for k, v in missing.items())})",
             file=sys.stderr,
         )
     print(

@@ -27,11 +27,37 @@ from typing import IO, Any, Iterator, Optional
 
 def cache_root(cache_dir: str | os.PathLike | None = None) -> Path:
     """Where embedded tasks and reward models cache what they build: ``cache_dir`` if given, else
-    ``$GENRL_CACHE``, else ``~/.cache/genrl``."""
+    ``$GENRL_CACHE`` (a relative one from the current folder, made absolute), else ``~/.cache/genrl``.
+    ``ValueError`` naming ``GENRL_CACHE`` when it is blank (spaces made a folder named by them) or its
+    ``~user`` names no user (a traceback of ``pathlib``)."""
     if cache_dir is not None:
         return Path(cache_dir).expanduser()
     env = os.environ.get("GENRL_CACHE")
-    return Path(env).expanduser() if env else Path.home() / ".cache" / "genrl"
+    if not env:
+        return Path.home() / ".cache" / "genrl"
+    if not env.strip():
+        raise ValueError(f"GENRL_CACHE={env!r} is blank: name a folder, or unset it for ~/.cache/genrl")
+    try:
+        return Path(env).expanduser().absolute()
+    except RuntimeError as e:  # "Could not determine home directory."
+        raise ValueError(f"GENRL_CACHE={env!r}: its ~ names no home folder here ({e})") from None
+
+
+def check_cache_dir(root: Path) -> None:
+    """Before a model is built into the cache ``root`` (:func:`cache_root`): ``ValueError`` naming it, and
+    ``GENRL_CACHE`` where that set it, unless it is, or can be made, a writable folder. A cache that was a
+    file or read-only failed after the build had run (a minute of pretraining), saying only "File exists"."""
+    parent = root
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir():
+        problem = f"{parent} is a file, not a folder"
+    elif not os.access(parent, os.W_OK | os.X_OK):
+        problem = f"{parent} is not writable"
+    else:
+        return
+    where = f"GENRL_CACHE={str(root)!r}" if os.environ.get("GENRL_CACHE") else f"the cache folder {str(root)!r}"
+    raise ValueError(f"{where}: {problem}; models are built into it (set GENRL_CACHE to another folder)")
 
 
 def eval_dir(run_dir: str | os.PathLike, step: int) -> str:
@@ -44,7 +70,7 @@ def eval_dir(run_dir: str | os.PathLike, step: int) -> str:
 def run_lock(output_dir: str | os.PathLike) -> Iterator[None]:
     """Holds ``output_dir`` for one run on this machine: a second run into the same folder while
     the first is alive is a ``ValueError`` naming it (two runs would interleave their metrics and
-    checkpoints). The lock file lives in the temporary folder (``genrl-locks/<hash of the real path,
+    checkpoints). The lock file lives in the temporary folder (``genrl-locks-<uid>/<hash of the real path,
     symlinks resolved>.lock``), so a refused run writes nothing into ``output_dir`` or the cache; filelock's OS lock
     is released when its process ends, however it ends."""
     from filelock import Timeout
@@ -81,7 +107,8 @@ def _run_lock_file(folder: str):
     from filelock import FileLock
 
     real = os.path.realpath(folder)  # one folder reached through a symlink is the same folder
-    locks = Path(tempfile.gettempdir()) / "genrl-locks"
+    # one folder per user: another user's genrl-locks (mode 755) refused every run with "Permission denied"
+    locks = Path(tempfile.gettempdir()) / f"genrl-locks-{os.getuid() if hasattr(os, 'getuid') else 0}"
     locks.mkdir(parents=True, exist_ok=True)
     return FileLock(str(locks / f"{hashlib.sha256(real.encode()).hexdigest()[:24]}.lock"))
 

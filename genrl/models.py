@@ -23,7 +23,7 @@ import json
 import os
 from typing import Any, Optional
 
-from genrl.io import read_json
+from genrl.io import cache_root, check_cache_dir, read_json
 from genrl.registry import TASKS
 
 TASK, SFT = "task:", "sft:"
@@ -137,13 +137,15 @@ class EmbeddedModelTask:
 
     def is_prepared(self, kind: str = "policy") -> bool:
         module = self._reward_model(kind)
-        return module.reward_model_ready(self.cache_dir) if module else (self.model_dir / TASK_INFO).is_file()
+        return module.reward_model_ready(self.cache_dir) if module else read_task_info(self.model_dir) is not None
 
     def prepare(self, progress: bool = True, kind: str = "policy") -> str:
         """Path of the model ``kind``, built first (by ``build``, or the reward model's module; logged)
         if missing. In multi-process runs call this on the main process first: the write is atomic,
         so a concurrent reader sees either no folder or a complete one."""
         module = self._reward_model(kind)
+        if not self.is_prepared(kind):
+            check_cache_dir(cache_root(self.cache_dir))  # before the build, not after it
         if module:
             return module.prepare_reward_model(self.cache_dir, progress=progress)
         if not self.is_prepared(kind):

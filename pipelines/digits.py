@@ -109,6 +109,7 @@ class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin, EulerFlowSamplingMix
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}")
         prompts = self.check_prompts(prompt)
+        self.check_sampling(len(prompts), num_inference_steps, guidance_scale, generator, latents)
         cfg = guidance_scale > 1.0
         negatives = self.check_negative_prompts(negative_prompt, len(prompts), cfg)
         embeds, pooled = self.encode_prompt(prompts)

@@ -8,6 +8,9 @@ diffusers loads both (a custom pipeline's relative imports are copied with it:
 
 from __future__ import annotations
 
+import math
+import numbers
+import operator
 import reprlib
 from typing import Optional, Union
 
@@ -35,15 +38,14 @@ class EulerFlowSamplingMixin:
         """Integrate the scheduler's ODE from noise ``latents`` ``[B, ...]`` (drawn with
         ``randn_tensor(shape, generator)`` when None, as diffusers' pipelines do; given ones must have
         ``shape`` and are moved to the device) in float32 to the sample ``[B, ...]`` in
-        ``num_inference_steps`` Euler steps. ``ValueError`` for other latents or fewer than one step.
+        ``num_inference_steps`` Euler steps (arguments checked by :meth:`check_sampling`). ``ValueError`` for
+        latents of another shape.
 
         With ``guidance_scale > 1`` the conditioning must hold the unconditional batch first and the
         conditional second (``[2B, ...]``); the two velocities are combined by classifier-free
         guidance, ``v_u + w (v_c - v_u)`` (Ho & Salimans, arXiv 2207.12598, eq. 6, in the velocity
         parameterisation diffusers' flow pipelines use).
         """
-        if num_inference_steps < 1:
-            raise ValueError(f"num_inference_steps must be >= 1, got {num_inference_steps}")
         if latents is None:
             latents = randn_tensor(shape, generator=generator, device=self._execution_device, dtype=torch.float32)
         elif tuple(latents.shape) != tuple(shape):
@@ -61,17 +63,54 @@ class EulerFlowSamplingMixin:
             latents = self.scheduler.step(v, t, latents, return_dict=False)[0]
         return latents
 
+    def check_sampling(self, n: int, num_inference_steps, guidance_scale, generator, latents) -> None:
+        """``ValueError`` (before any work) for a ``num_inference_steps`` that is not an integer >= 1, a
+        ``guidance_scale`` that is not a finite real number (NaN sampled without guidance, inf gave NaN
+        images), a ``generator`` list that does not hold one ``torch.Generator`` per prompt (``n``; a shorter or
+        longer one was taken silently, diffusers' pipelines refuse it), or ``latents`` that are not a tensor.
+        Other wrong types were tracebacks of ``TypeError`` / ``AttributeError`` from deep in the sampler."""
+        try:
+            steps = None if isinstance(num_inference_steps, bool) else operator.index(num_inference_steps)
+        except TypeError:
+            steps = None
+        if steps is None or steps < 1:
+            raise ValueError(f"num_inference_steps must be an integer >= 1, got {SHORT.repr(num_inference_steps)}")
+        real = isinstance(guidance_scale, numbers.Real) and not isinstance(guidance_scale, bool)
+        if not real or not math.isfinite(guidance_scale):
+            raise ValueError(f"guidance_scale must be a finite number (> 1 guides), got {SHORT.repr(guidance_scale)}")
+        if isinstance(generator, (list, tuple)):
+            if len(generator) != n or not all(isinstance(g, torch.Generator) for g in generator):
+                raise ValueError(
+                    f"generator: a list of {len(generator)} for {n} prompt(s); give one torch.Generator per "
+                    "prompt, or one for the whole batch"
+                )
+        elif generator is not None and not isinstance(generator, torch.Generator):
+            raise ValueError(f"generator must be a torch.Generator or a list of them, got {SHORT.repr(generator)}")
+        if latents is not None and not isinstance(latents, torch.Tensor):
+            raise ValueError(f"latents must be a torch.Tensor, got {type(latents).__name__}")
+
     def check_prompts(self, prompt, max_sequence_length: Optional[int] = None) -> list[str]:
-        """``prompt`` (a string or a non-empty list of strings) as a list. ``ValueError`` otherwise, and
-        for a prompt this pipeline's closed word-level vocabulary cannot represent: a word its tokenizer
-        does not know (it would become ``<unk>``) or more tokens, start and end ones included, than
-        ``max_sequence_length`` (default ``tokenizer.model_max_length``; the rest would be cut off); both
+        """``prompt`` (a string, or a non-empty list or tuple of strings) as a list. ``ValueError`` otherwise
+        (a dict passed its keys, a set its items in no set order), for a ``max_sequence_length`` that is not
+        None or an integer >= 1, and for a prompt this pipeline's closed word-level vocabulary cannot
+        represent: a word its tokenizer does not know (it would become ``<unk>``), a special token spelled in
+        the text (``<eos>`` would end the caption in the middle), or more tokens, start and end ones included,
+        than ``max_sequence_length`` (default ``tokenizer.model_max_length``; the rest would be cut off); each
         used to change the conditioning silently."""
-        prompts = [prompt] if isinstance(prompt, str) else list(prompt)
+        prompts = [prompt] if isinstance(prompt, str) else list(prompt) if isinstance(prompt, (list, tuple)) else []
         if not prompts or not all(isinstance(p, str) for p in prompts):
             raise ValueError(f"prompt must be a string or a non-empty list of strings, got {SHORT.repr(prompt)}")
+        if max_sequence_length is not None and (
+            isinstance(max_sequence_length, bool)
+            or not isinstance(max_sequence_length, int)
+            or max_sequence_length < 1
+        ):
+            raise ValueError(
+                f"max_sequence_length must be None or an integer >= 1, got {SHORT.repr(max_sequence_length)}"
+            )
         tok = self.tokenizer
         encoded = tok(prompts, add_special_tokens=True, return_offsets_mapping=True, verbose=False)
+        special = set(tok.all_special_ids) - {tok.unk_token_id}
         for p, ids, offsets in zip(prompts, encoded["input_ids"], encoded["offset_mapping"]):
             unknown = list(dict.fromkeys(p[a:b] for i, (a, b) in zip(ids, offsets) if i == tok.unk_token_id))
             if unknown:
@@ -80,6 +119,12 @@ class EulerFlowSamplingMixin:
                 raise ValueError(
                     f"prompt {SHORT.repr(p)}: this model's tokenizer does not know "
                     f"{', '.join(map(SHORT.repr, unknown[:5]))}{more} (its words: {' '.join(known)})"
+                )
+            spelled = list(dict.fromkeys(p[a:b] for i, (a, b) in zip(ids, offsets) if i in special and b > a))
+            if spelled:  # the start, end and padding tokens the tokenizer adds have no span in the text
+                raise ValueError(
+                    f"prompt {SHORT.repr(p)}: spells the tokenizer's special token(s) {', '.join(spelled)}, which "
+                    "mark a caption's start, end or padding; write the caption's words only"
                 )
             limit = max_sequence_length or tok.model_max_length
             if len(ids) > limit:
@@ -102,7 +147,10 @@ class EulerFlowSamplingMixin:
             return [""] * n
         if not guide:
             raise ValueError("negative_prompt is read only by classifier-free guidance: set guidance_scale > 1")
-        negatives = [negative_prompt] * n if isinstance(negative_prompt, str) else list(negative_prompt)
+        if isinstance(negative_prompt, str):
+            negatives = [negative_prompt] * n
+        else:
+            negatives = list(negative_prompt) if isinstance(negative_prompt, (list, tuple)) else []
         if len(negatives) != n or not all(isinstance(p, str) for p in negatives):
             raise ValueError(
                 f"negative_prompt must be a string or a list of one string per prompt ({n} here), not "

@@ -27,6 +27,7 @@ beside the pipeline), so an exported copy runs without genrl installed.
 
 from __future__ import annotations
 
+import numbers
 from typing import Optional, Union
 
 import torch
@@ -142,6 +143,9 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSampl
         if output_type not in ("np", "pt", "latent"):
             raise ValueError(f"output_type must be 'np', 'pt' or 'latent', not {output_type!r}")
         p_t, p_h, p_w = self.transformer.config.patch_size
+        sizes = (num_frames, height, width)
+        if not all(isinstance(n, numbers.Integral) and not isinstance(n, bool) for n in sizes):
+            raise ValueError(f"num_frames / height / width = {' / '.join(map(repr, sizes))}: each must be an integer")
         if num_frames < 1 or num_frames % p_t or height < p_h or height % p_h or width < p_w or width % p_w:
             raise ValueError(
                 f"num_frames / height / width = {num_frames} / {height} / {width}: the transformer needs positive "
@@ -154,6 +158,7 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSampl
                 f"{most} patches along each (rope_max_seq_len): at most {most * p_t} / {most * p_h} / {most * p_w}"
             )
         prompts = self.check_prompts(prompt, max_sequence_length)
+        self.check_sampling(len(prompts), num_inference_steps, guidance_scale, generator, latents)
         cfg = guidance_scale > 1.0
         embeds, neg = self.encode_prompt(prompts, negative_prompt, cfg, max_sequence_length)
         if cfg:

@@ -83,7 +83,7 @@ import torch
 import torch.nn.functional as F
 
 from genrl.io import atomic_dir, cache_root
-from genrl.models import TASK_INFO, write_task_info
+from genrl.models import read_task_info, write_task_info
 from genrl.tasks import digit_sum
 from genrl.tasks.digits import digits_split
 from genrl.tasks.moving_digits import DIRECTIONS, WORDS, make_clip, prompt_for
@@ -544,7 +544,7 @@ def reward_model_path(cache_dir: Optional[str] = None) -> Path:
 
 
 def reward_model_ready(cache_dir: Optional[str] = None) -> bool:
-    return (reward_model_path(cache_dir) / TASK_INFO).is_file()
+    return read_task_info(reward_model_path(cache_dir)) is not None
 
 
 def prepare_reward_model(cache_dir: Optional[str] = None, progress: bool = True) -> str:

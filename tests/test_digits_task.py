@@ -185,8 +185,26 @@ def test_the_pipeline_refuses_bad_inputs_before_sampling(tmp_path, monkeypatch):
     for kwargs, message in [
         ({"prompt": []}, "non-empty list of strings"),
         ({"prompt": "a handwritten digit one", "output_type": "latents"}, "output_type must be"),
-        ({"prompt": "a handwritten digit one", "num_inference_steps": 0}, "num_inference_steps must be >= 1"),
+        (
+            {"prompt": "a handwritten digit one", "num_inference_steps": 0},
+            "num_inference_steps must be an integer >= 1, got 0",
+        ),
         ({"prompt": "a handwritten digit one", "latents": torch.zeros(2, 1, 8, 8)}, r"latents have shape"),
+        # wrong types were tracebacks from deep in the sampler; a generator list of another length, a dict or a
+        # set of prompts, a NaN scale and a spelled end token were taken silently
+        ({"prompt": "a handwritten digit one", "num_inference_steps": 2.5}, r"an integer >= 1, got 2.5$"),
+        ({"prompt": "a handwritten digit one", "guidance_scale": float("nan")}, r"finite number .*, got nan$"),
+        ({"prompt": "a handwritten digit one", "guidance_scale": "3"}, r"finite number .*, got '3'$"),
+        ({"prompt": ["a handwritten digit one"] * 2, "generator": [torch.Generator()]}, r"a list of 1 for 2 prompt"),
+        ({"prompt": "a handwritten digit one", "generator": 0}, r"^generator must be a torch.Generator"),
+        ({"prompt": "a handwritten digit one", "latents": [[0.0]]}, r"^latents must be a torch.Tensor, got list$"),
+        ({"prompt": {"a handwritten digit one": 1}}, r"^prompt must be a string or a non-empty list of strings"),
+        ({"prompt": None}, r"^prompt must be a string or a non-empty list of strings, got None$"),
+        ({"prompt": "a handwritten digit <eos> one"}, r"spells the tokenizer's special token\(s\) <eos>, which"),
+        (
+            {"prompt": "a handwritten digit one", "negative_prompt": {"a digit"}, "guidance_scale": 3.0},
+            r"^negative_prompt must be a string or a list of one string per prompt \(1 here\), not \{'a digit'\}$",
+        ),
         # diffusers' pipelines ignore a negative prompt without guidance, silently
         ({"prompt": "a handwritten digit one", "negative_prompt": "a digit"}, r"set guidance_scale > 1$"),
         (

@@ -431,3 +431,22 @@ def test_a_config_yaml_edited_after_training_is_refused_by_export_and_gallery(di
     edits = ["max_steps=5", "train.lr=0.5", "rewards.digits=2.0", "policy.compile=regional"]
     save_config(load_config(OnlineConfig, str(digits_run / "config.yaml"), edits), run / "config.yaml")
     assert export(str(run), str(tmp_path / "out"))["step"] == 2
+
+
+def test_the_export_records_the_text_length_the_run_sampled_with():
+    """A moving_digits run with ``policy.max_sequence_length=16`` exported ``sampling`` without it, so the
+    pipeline padded prompts to 8 tokens and sampled other clips than the run evaluated."""
+    from diffusers import HunyuanVideo15Pipeline
+
+    from genrl.config import OnlineConfig
+    from genrl.export import sampling_settings
+    from pipelines.moving_digits import MovingDigitsPipeline
+
+    cfg = OnlineConfig()
+    cfg.policy.num_steps, cfg.policy.num_frames, cfg.policy.max_sequence_length = 6, 9, 16
+    cfg.eval.guidance_scale = 2.0
+    run = {"num_inference_steps": 6, "guidance_scale": 2.0, "num_frames": 9}
+    assert sampling_settings(cfg, MovingDigitsPipeline) == ({**run, "max_sequence_length": 16}, {})
+    assert sampling_settings(cfg, HunyuanVideo15Pipeline) == (run, {"max_sequence_length": 16})  # no such argument
+    cfg.policy.max_sequence_length = 0  # the pipeline's own default
+    assert sampling_settings(cfg, MovingDigitsPipeline) == (run, {})

@@ -125,3 +125,52 @@ def test_a_model_folders_task_record_is_read_as_a_dict_or_none(tmp_path):
     for damaged in (b'{"task": ', b"[1, 2]", b"\xff\xfe", b""):  # cut short, not an object, not UTF-8, empty
         (tmp_path / TASK_INFO).write_bytes(damaged)
         assert read_task_info(tmp_path) is None, damaged
+
+
+def test_the_cache_is_checked_before_a_build_and_a_damaged_record_is_built_again(tmp_path, monkeypatch, capsys):
+    """A GENRL_CACHE that is blank made a folder named by its spaces; one whose ``~user`` names no user was a
+    traceback; one that is a file failed after the build, saying "File exists". A damaged ``genrl_task.json``
+    counted as built."""
+    import re
+
+    from genrl.io import cache_root
+    from genrl.models import TASK_INFO
+
+    for value, says in (("   ", "is blank"), ("~no-such-user-of-genrl/x", "its ~ names no home folder")):
+        monkeypatch.setenv("GENRL_CACHE", value)
+        with pytest.raises(ValueError, match=f"^GENRL_CACHE={re.escape(repr(value))}.*{says}"):
+            cache_root()
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("GENRL_CACHE", "relative")
+    assert cache_root() == tmp_path / "relative"
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    for cache, says in ((afile, f"{afile} is a file, not a folder"), (afile / "below", f"{afile} is a file")):
+        monkeypatch.setenv("GENRL_CACHE", str(cache))
+        assert cli_main(["prepare", "task:digit_sum"]) == 2  # as configs spell it
+        assert capsys.readouterr().err.startswith(f"genrl prepare: GENRL_CACHE='{cache}': {says}")
+    monkeypatch.setenv("GENRL_CACHE", str(tmp_path / "cache"))
+    assert cli_main(["prepare", "task:digit_sum"]) == 0
+    path = capsys.readouterr().out.strip().splitlines()[-1]
+    stamp = os.stat(os.path.join(path, "config.json")).st_mtime_ns
+    assert cli_main(["prepare", "digit_sum"]) == 0  # built: reused
+    assert os.stat(os.path.join(path, "config.json")).st_mtime_ns == stamp
+    with open(os.path.join(path, TASK_INFO), "w") as f:
+        f.write('{"task": ')  # cut short
+    assert cli_main(["prepare", "digit_sum"]) == 0  # built again
+    assert os.stat(os.path.join(path, "config.json")).st_mtime_ns != stamp
+
+
+def test_a_built_model_whose_files_were_damaged_says_how_to_build_it_again(tmp_path, monkeypatch, base_model):
+    """A deleted weights file gave diffusers' OSError naming a .bin file and the cache path, with no way out."""
+    import shutil
+
+    from genrl.policies.flow import load_policy_pipeline
+
+    monkeypatch.setenv("GENRL_CACHE", str(tmp_path))
+    built = tmp_path / "digits-s250-seed0"  # where task:digits lives: the fixture's small base stands in
+    shutil.copytree(base_model, built)
+    load_policy_pipeline("task:digits")
+    (built / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
+    with pytest.raises(ValueError, match=rf"delete {built} and run `genrl prepare task:digits` to build it again$"):
+        load_policy_pipeline("task:digits")

@@ -178,12 +178,19 @@ def test_the_policy_samples_what_the_pipeline_samples(moving_base):
             {"prompt": prompts, "num_frames": (most + 1) * p_t},
             rf"at most {most} patches along each \(rope_max_seq_len\)",
         ),
-        ({"prompt": prompts, "num_inference_steps": 0}, "num_inference_steps must be >= 1"),
+        ({"prompt": prompts, "num_inference_steps": 0}, "num_inference_steps must be an integer >= 1, got 0"),
         ({"prompt": prompts, "latents": torch.zeros(2, 1, 5, 16, 16)}, r"latents have shape \(2, 1, 5, 16, 16\)"),
         ({"prompt": prompts, "output_type": "pil"}, "output_type must be"),
         # the length a prompt may take is the encoding's: max_sequence_length when given (4 cut this one)
         ({"prompt": prompts, "max_sequence_length": 4}, r"7 tokens .* over this model's 4 \(max_sequence_length\)"),
         ({"prompt": prompts, "negative_prompt": "a digit"}, r"set guidance_scale > 1$"),
+        ({"prompt": prompts, "max_sequence_length": 0}, r"max_sequence_length must be None or an integer >= 1, got 0"),
+        (
+            {"prompt": prompts, "num_frames": 9.0},
+            r"num_frames / height / width = 9.0 / 16 / 16: each must be an integer",
+        ),
+        ({"prompt": prompts, "generator": [torch.Generator()] * 3}, r"a list of 3 for 2 prompt"),
+        ({"prompt": "<pad> a handwritten digit", "negative_prompt": None}, r"special token\(s\) <pad>"),
         (
             {"prompt": prompts, "negative_prompt": ["a"] * 3, "guidance_scale": 2.0},
             r"one string per prompt \(2 here\)",

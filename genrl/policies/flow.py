@@ -28,7 +28,7 @@ import torch
 
 from genrl import sde as sde_lib
 from genrl.families.base import check_family_options, family_before_loading, family_for, load_pipeline
-from genrl.models import resolve_model
+from genrl.models import TASK, resolve_model
 from genrl.policies.denoiser import DenoisingPolicy, load_dtype
 from genrl.registry import POLICIES
 
@@ -40,15 +40,19 @@ def load_policy_pipeline(model: str, dtype: torch.dtype = torch.float32):
     through ``DiffusionPipeline.from_pretrained``."""
     from genrl.families.digits import is_digits_folder, load_digits
 
-    model = resolve_model(model)  # task:<name> -> its prepared folder
+    name, model = model, resolve_model(model)  # task:<name> -> its prepared folder
+    # a built model whose files were lost or damaged since: the fix is to build it again
+    rebuild = f"; delete {model} and run `genrl prepare {name}` to build it again" if name.startswith(TASK) else ""
     try:
         return load_digits(model) if is_digits_folder(model) else load_pipeline(model, dtype)
-    except ValueError:
+    except ValueError as e:
+        if rebuild:
+            raise ValueError(f"{e}{rebuild}") from e
         raise
     except Exception as e:  # a damaged local folder (truncated safetensors, bad JSON): name it, one line
         if not os.path.isdir(model):
             raise
-        raise ValueError(f"policy.model={model!r}: cannot load the pipeline: {type(e).__name__}: {e}") from e
+        raise ValueError(f"policy.model={name!r}: cannot load the pipeline: {type(e).__name__}: {e}{rebuild}") from e
 
 
 @POLICIES.register("flow", check_config=check_family_options)
