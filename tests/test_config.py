@@ -212,6 +212,11 @@ def test_malformed_override_and_non_mapping_section(tmp_path):
     assert "policy" in err(["policy=[1, 2]"])
     with pytest.raises(ValueError, match="mapping"):
         load_config(OnlineConfig, write_yaml(tmp_path, "- 1\n- 2\n"))
+    # a model name cut at its colon is a YAML mapping: "expected str, got dict" told the user nothing
+    assert err(["policy.model=task:"]).endswith(
+        "expected str, got dict (YAML reads task: with nothing after the colon as a mapping: finish the name, or "
+        "quote it)"
+    )
 
 
 @pytest.mark.parametrize(

@@ -169,7 +169,8 @@ def test_a_half_precision_export_loads_as_its_record_says(sd3_run, tmp_path, lor
     ours, _ = _genrl_samples(
         sd3_run / "run", prompts, [0, 1], sampling["num_inference_steps"], sampling["guidance_scale"]
     )
-    _run_stock(tmp_path, AS_PRINTED, str(out), "|".join(prompts), '{"max_sequence_length": 8}', "out.pt")
+    assert sampling["max_sequence_length"] == 8  # the run's text length: it had to be passed beside sampling
+    _run_stock(tmp_path, AS_PRINTED, str(out), "|".join(prompts), "{}", "out.pt")
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), ours, rtol=0, atol=5e-2)  # fp16 weights
 
 

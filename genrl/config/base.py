@@ -236,6 +236,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, str):
             return value
         hint = BOOL_HINT if isinstance(value, bool) else ""
+        if isinstance(value, dict) and len(value) == 1 and None in value.values():  # policy.model=task: (no name)
+            hint = f" (YAML reads {next(iter(value))}: with nothing after the colon as a mapping: finish the name, or quote it)"
         raise ConfigError(key, f"expected str, got {type(value).__name__}{hint}", value)
     raise TypeError(f"{key}: unsupported config field type {tp!r}")
 
