@@ -189,7 +189,7 @@ def check_vlm_prompts(
     responses: Optional[Sequence[str]] = None,
 ) -> None:
     """Start-up check of the ``[(prompt, metadata)]`` a vision-language ``model`` (with ``processor``) will
-    take: a ``ValueError`` naming the first prompt that fails (its ``metadata["source"]``, file and row, where
+    take: a ``ValueError`` naming the first prompt that fails (``prompt_location``: its file and row, where
     the task gives one) and how many do, for a prompt
 
     * holding text UTF-8 cannot encode (``genrl.policies.base.check_encodable``);

@@ -8,17 +8,35 @@ import re
 import pytest
 
 from genrl.tasks.prompts import read_prompts
+from genrl.tasks.rows import LOCATION
 
 
 def test_a_byte_order_mark_and_crlf_do_not_reach_the_prompts(tmp_path):
     """The BOM a Windows editor writes stayed in the first prompt ("\\ufeffa cat")."""
     (tmp_path / "p.txt").write_bytes(b"\xef\xbb\xbfa cat\r\n\r\na dog\r\n")
     (tmp_path / "m.jsonl").write_bytes(b"\xef\xbb\xbf" + json.dumps({"prompt": "a car", "tag": 1}).encode() + b"\r\n")
-    assert read_prompts([str(tmp_path / "p.txt"), str(tmp_path / "m.jsonl")]) == [
-        ("a cat", {}),
-        ("a dog", {}),
-        ("a car", {"tag": 1}),
+    txt, jsonl = tmp_path / "p.txt", tmp_path / "m.jsonl"
+    assert read_prompts([str(txt), str(jsonl)]) == [
+        ("a cat", {LOCATION: f"{txt}:1"}),
+        ("a dog", {LOCATION: f"{txt}:3"}),
+        ("a car", {"tag": 1, LOCATION: f"{jsonl}:1"}),
     ]
+
+
+def test_a_prompt_is_located_by_its_file_and_line_not_by_a_source_column(tmp_path):
+    """Start-up refusals named a prompt by its index; a row's own "source" key was shown as its location."""
+    from genrl.policies.base import prompt_location
+
+    f = tmp_path / "m.jsonl"
+    f.write_text(
+        "".join(json.dumps({"prompt": p, "source": s}) + "\n" for p, s in (("a cat", "laion"), ("a dog", "x")))
+    )
+    rows = read_prompts([str(f)])
+    assert rows[0] == ("a cat", {"source": "laion", LOCATION: f"{f}:1"})  # the column stays the user's
+    assert prompt_location(rows, 1) == f"{f}:2"
+    f.write_text(json.dumps({"prompt": "a cat", LOCATION: "x"}) + "\n")
+    with pytest.raises(ValueError, match=rf"m.jsonl:1: the key '{LOCATION}' is genrl's .*; rename it$"):
+        read_prompts([str(f)])
 
 
 def test_a_folder_contributes_its_prompt_files_in_name_order(tmp_path):
@@ -93,8 +111,8 @@ def test_a_prompt_the_digits_model_cannot_read_fails_at_start_up(tmp_path, base_
     config = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs/digits/flowgrpo.yaml")
     argv = ["train", config, "task=prompts", f"data.train_files=[{prompts}]", f"policy.model={base_model}"]
     assert main([*argv, f"output_dir={tmp_path / 'run'}", "rewards={jpeg_incompressibility: 1.0}"]) == 2
-    assert capsys.readouterr().err.splitlines()[-1] == (
-        "genrl train: prompt 'a handwritten digit neuf': this model's tokenizer does not know 'neuf' (its "
+    assert capsys.readouterr().err.splitlines()[-1] == (  # the file and line first
+        f"genrl train: {prompts}:3: prompt 'a handwritten digit neuf': this model's tokenizer does not know 'neuf' (its "
         "words: a an digit eight five four handwritten image nine number of one photo seven six the three two zero) "
         "(1 of 3 prompts are refused)"
     )

@@ -12,11 +12,11 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 
 def prompt_location(prompts, i: int) -> str:
-    """Where prompt ``i`` of ``[(prompt, metadata)]`` is, for a start-up refusal: its ``metadata["source"]``
-    (file and row) where the task gives one, else its index and text (shortened)."""
-    from genrl.tasks.rows import SHORT  # lazy: the tasks import the policies' modules
+    """Where prompt ``i`` of ``[(prompt, metadata)]`` is, for a start-up refusal: its file and row
+    (``metadata[genrl.tasks.rows.LOCATION]``) where the task gives them, else its index and text (shortened)."""
+    from genrl.tasks.rows import LOCATION, SHORT  # lazy: the tasks import the policies' modules
 
-    return (prompts[i][1] or {}).get("source") or f"prompt {i} ({SHORT.repr(prompts[i][0])})"
+    return (prompts[i][1] or {}).get(LOCATION) or f"prompt {i} ({SHORT.repr(prompts[i][0])})"
 
 
 def check_encodable(prompts) -> None:
@@ -70,7 +70,7 @@ class Policy:
         """Start-up check of ``[(prompt, metadata)]`` against what this policy can take (the VLM
         policy: ``policy.max_prompt_length``, and room for ``max_new_tokens`` response tokens, the setting
         ``key``, in the model's context; a response task passes ``eval.max_new_tokens`` for its evaluated
-        prompts); ``ValueError`` naming the first prompt that does not fit (``metadata["source"]``, its
+        prompts); ``ValueError`` naming the first prompt that does not fit (``prompt_location``, its
         file and row, when the task gives one). Here: only that every prompt is text UTF-8 can encode
         (:func:`check_encodable`)."""
         check_encodable(prompts)

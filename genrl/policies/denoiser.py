@@ -291,10 +291,12 @@ class DenoisingPolicy(Policy):
         """Start-up check of ``[(prompt, metadata)]`` with the pipeline's own ``check_prompts`` where it
         has one (genrl's pipelines: a word outside their closed vocabulary, a prompt over the length the
         family encodes, ``policy.max_sequence_length`` or else the tokenizer's); ``ValueError`` naming the
-        first prompt it refuses (``metadata["source"]``, its file and row, when the task gives one) and how
+        first prompt it refuses (its file and row, ``metadata[LOCATION]``, when the task gives them) and how
         many it refuses. Real diffusers pipelines have none: their tokenizers represent any text (and
         diffusers warns when it truncates). First, every prompt must be text UTF-8 can encode
         (``genrl.policies.base.check_encodable``)."""
+        from genrl.tasks.rows import LOCATION  # lazy: the tasks import the policies' modules
+
         check_encodable(prompts)
         check = getattr(self.pipe, "check_prompts", None)
         length = getattr(self.cfg, "max_sequence_length", None) or None  # 0: the tokenizer's own
@@ -310,8 +312,9 @@ class DenoisingPolicy(Policy):
             for p, meta in first.items():
                 try:
                     check([p], length)
-                except ValueError as e:
-                    refused.append(f"{meta['source']}: {e}" if meta.get("source") else str(e))
+                except ValueError as e:  # e names the prompt: the location, where the task gives it, goes first
+                    where = (meta or {}).get(LOCATION)
+                    refused.append(f"{where}: {e}" if where else str(e))
             raise ValueError(f"{refused[0]} ({len(refused)} of {len(first)} prompts are refused)") from None
 
     @torch.no_grad()

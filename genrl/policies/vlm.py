@@ -306,7 +306,7 @@ class VLMPolicy(Policy):
         text the model's tokenizer takes (no lone surrogate, no vision token as text, no word a closed
         vocabulary lacks), fits ``policy.max_prompt_length`` (0: no limit) and leaves room for
         ``max_new_tokens`` (named ``key``; default ``policy.max_new_tokens``) in the model's context; else a
-        ``ValueError`` naming the first prompt that does not (its ``metadata["source"]``) and how many do not."""
+        ``ValueError`` naming the first prompt that does not (``prompt_location``) and how many do not."""
         new = max_new_tokens or self.cfg.max_new_tokens
         check_vlm_prompts(self._module, self.processor, prompts, new, key, self.cfg.max_prompt_length)
 

@@ -38,7 +38,7 @@ import torch
 
 from genrl.media import fit_image, fit_video, open_rgb, read_frames
 from genrl.registry import TASKS
-from genrl.tasks.rows import expand_data_paths, image_refs, read_rows
+from genrl.tasks.rows import LOCATION, expand_data_paths, image_refs, read_rows
 
 
 def _label(row: dict, key: str, where: str) -> float:
@@ -165,11 +165,12 @@ class PreferenceDataTask:
         return {}
 
     def train_prompts(self) -> list[tuple[str, dict]]:
-        """Each distinct prompt once, with ``{"source": "file:LINE"}`` of its first row (start-up checks)."""
+        """Each distinct prompt once, with the file and line of its first row (``{LOCATION: "file:LINE"}``,
+        named by start-up checks)."""
         first = {}
         for prompt, _, where, _ in self.rows:
             first.setdefault(prompt, where)
-        return [(p, {"source": where}) for p, where in first.items()]
+        return [(p, {LOCATION: where}) for p, where in first.items()]
 
     def eval_rewards(self) -> dict:
         return {}

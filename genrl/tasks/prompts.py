@@ -2,7 +2,8 @@
 
 Formats (``data:`` section, ``PromptDataConfig``): ``.txt`` with one prompt per line (Flow-GRPO's
 ``dataset/pickscore/train.txt`` and ``test.txt``), or ``.jsonl`` rows with a prompt key whose
-other keys become that prompt's metadata (passed to rewards, e.g. GenEval's object specs), or
+other keys become that prompt's metadata (passed to rewards, e.g. GenEval's object specs, with the
+row's file and line under ``genrl.tasks.rows.LOCATION``, which start-up refusals name), or
 folders of such files (read in name order); UTF-8, a byte-order mark allowed.
 Evaluation samples the first ``max_eval_prompts`` test prompts with fixed seeds through the
 ODE sampler and scores them with the run's own rewards (``genrl.evaluation``).
@@ -13,7 +14,7 @@ from __future__ import annotations
 from typing import Any
 
 from genrl.registry import TASKS
-from genrl.tasks.rows import expand_data_paths, loads_json
+from genrl.tasks.rows import LOCATION, expand_data_paths, loads_json
 
 PROMPT_SUFFIXES = (".txt", ".jsonl")
 
@@ -44,12 +45,14 @@ def _read_prompt_file(path: str, prompt_key: str) -> list[tuple[str, dict]]:
             if not line.strip():
                 continue
             if txt:
-                rows.append((line.strip(), {}))
+                rows.append((line.strip(), {LOCATION: f"{path}:{n}"}))
                 continue
             row = loads_json(line, path, n)
             if not isinstance(row, dict) or not isinstance(row.get(prompt_key), str) or not row[prompt_key].strip():
                 raise ValueError(f"{path}:{n}: expected an object with a non-empty string {prompt_key!r}")
-            rows.append((row.pop(prompt_key).strip(), row))
+            if LOCATION in row:
+                raise ValueError(f"{path}:{n}: the key {LOCATION!r} is genrl's (a prompt's file and line); rename it")
+            rows.append((row.pop(prompt_key).strip(), {**row, LOCATION: f"{path}:{n}"}))
     return rows
 
 

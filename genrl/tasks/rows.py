@@ -23,6 +23,10 @@ from typing import Any
 from genrl.io import file_sha256
 from genrl.media import describe_ref
 
+# the metadata key under which a task gives each training prompt's file and line ("train.jsonl:12"), which
+# start-up refusals name (genrl.policies.base.prompt_location). genrl's own name: a data column called "source"
+# (the prompts task passes a row's other keys on as metadata) was shown as the prompt's location
+LOCATION = "genrl_location"
 DATA_SUFFIXES = (".jsonl", ".json", ".parquet")
 # a row's text (a prompt) in an error line: cut in the middle past 80 characters (a megabyte prompt made a
 # 2 MB line); stdlib's reprlib, as genrl's pipelines (which import nothing of genrl) do in flow_sampling

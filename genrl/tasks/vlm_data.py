@@ -35,7 +35,7 @@ import torch
 from genrl.media import describe_ref, open_image
 from genrl.registry import TASKS
 from genrl.tasks.response import ResponseTask
-from genrl.tasks.rows import expand_data_paths, image_refs, read_rows
+from genrl.tasks.rows import LOCATION, expand_data_paths, image_refs, read_rows
 from genrl.vlm_batching import user_message
 from rewards.verifiable import ANSWER_TYPES
 
@@ -212,7 +212,7 @@ class VLMDataTask(ResponseTask):
         return items
 
     def item_metadata(self, item: dict) -> dict:
-        m = {"answer": item["answer"], "images": item["images"], "source": item["source"]}
+        m = {"answer": item["answer"], "images": item["images"], LOCATION: item["source"]}
         if item["answer_type"]:
             m["answer_type"] = item["answer_type"]
         if item["choices"]:
