@@ -38,6 +38,7 @@ from genrl.gallery_page import render_page
 from genrl.io import atomic_file, check_output_dir, json_safe
 from genrl.policies.base import check_encodable
 from genrl.run_dir import check_run, load_final_weights, load_run_config
+from genrl.tasks.rows import LOCATION
 
 MARKER = ".genrl-gallery"  # written into --out before any other file: marks the folder as a gallery's
 
@@ -198,7 +199,7 @@ def make_gallery(
     if prompts and not all(isinstance(p, str) and p.strip() for p in prompts):
         raise GalleryError("--prompts: every prompt must be non-empty text")
     try:  # before any model loads: bytes that are not UTF-8 in the command line
-        check_encodable([(p, {"source": "--prompts"}) for p in prompts or ()])
+        check_encodable([(p, {LOCATION: "--prompts"}) for p in prompts or ()])
     except ValueError as e:
         raise GalleryError(str(e)) from None
     try:
@@ -209,7 +210,7 @@ def make_gallery(
             raise GalleryError(f"{where}: {e}; or give --prompts, sampled without the task") from None
         print(f"{where} cannot be built ({e}): --prompts are sampled without the task's judges")
         task = None  # no metadata, no judges: the runs' own rewards only
-    source = {"source": "--prompts"} if prompts else {}  # named in a refusal of the model's (a word it does not know)
+    source = {LOCATION: "--prompts"} if prompts else {}  # named in a refusal of the model's (a word it does not know)
     if not prompts:
         try:  # a plug-in task's prompts checked as the trainers check them (text, a metadata dict each)
             prompts = [p for p, _ in task_prompts(task, cfgs[0].task)[1]]

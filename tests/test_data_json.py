@@ -10,7 +10,7 @@ import re
 import pytest
 
 from genrl.tasks.prompts import read_prompts
-from genrl.tasks.rows import read_rows
+from genrl.tasks.rows import LOCATION, read_rows
 
 DEEP_LIST = "[" * 200_000 + "]" * 200_000
 DEEP_OBJECT = '{"a": ' * 200_000 + "1" + "}" * 200_000
@@ -73,7 +73,9 @@ def test_a_bad_json_file_is_one_line_naming_the_file_and_row(tmp_path, text, mes
 def test_escapes_that_make_whole_characters_still_read(tmp_path):
     path = tmp_path / "ok.jsonl"
     path.write_text('{"prompt": "smile \\ud83d\\ude00", "note": "a backslash and u: \\\\ud800"}\n')
-    assert read_prompts([str(path)]) == [("smile \U0001f600", {"note": "a backslash and u: \\ud800"})]
+    assert read_prompts([str(path)]) == [
+        ("smile \U0001f600", {"note": "a backslash and u: \\ud800", LOCATION: f"{path}:1"})
+    ]
 
 
 def test_good_rows_still_read_as_before(tmp_path):
@@ -90,7 +92,10 @@ def test_good_rows_still_read_as_before(tmp_path):
         got = [r for _, r in located]
         assert [list(r) for r in got] == [["prompt", "image", "n"], ["prompt", "image"]]
         assert got[1] == rows[1] and got[0]["n"] != got[0]["n"]
-    assert read_prompts([str(tmp_path / "r.jsonl")])[1] == ("b", {"image": {"path": "y"}})
+    assert read_prompts([str(tmp_path / "r.jsonl")])[1] == (
+        "b",
+        {"image": {"path": "y"}, LOCATION: f"{tmp_path}/r.jsonl:4"},
+    )
 
 
 def test_the_cli_prints_one_line_exits_2_and_writes_nothing(tmp_path, capsys):
