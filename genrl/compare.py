@@ -42,12 +42,15 @@ import json
 import math
 import os
 import statistics
+import sys
 import time
 from collections import defaultdict
 from dataclasses import dataclass
 
 from genrl.io import atomic_file, read_json
+from genrl.preemption import Preempted
 
+MAX_WALL_BUDGET = 365 * 24 * 3600.0  # seconds: 1e30 was found after a calibration, as a max_steps beyond int64
 MARKER = ".genrl-compare"  # written into --out before any run: marks the folder as a comparison's (check_output_dir)
 
 
@@ -163,10 +166,23 @@ def calibrate(arm: Arm, out_dir: str, overrides: list[str], wall_budget: float, 
     per_step = kept.get("seconds_per_step") if isinstance(kept, dict) else None
     usable = isinstance(per_step, (int, float)) and math.isfinite(per_step) and per_step > 0
     if not usable or {k: kept.get(k) for k in made_with} != made_with:  # none yet, or other settings: measure
-        run_trainer(load_trainer_config(arm.config, ov), trainer_kind(arm.config, ov))
+        try:
+            run_trainer(load_trainer_config(arm.config, ov), trainer_kind(arm.config, ov))
+        except Preempted as e:  # its line told the user to rerun without resume=false, which compare sets itself
+            e.args = (
+                f"stopped by signal {e.signum} while calibrating arm {arm.name!r}; rerun the same command (the "
+                "calibration starts over, finished runs are reused)",
+            )
+            raise
         per_step = seconds_per_step(run_dir)
         with atomic_file(record) as f:
             json.dump({"seconds_per_step": per_step, "steps": steps, **made_with}, f)
+    if wall_budget < per_step:  # it trained 1 step, silently
+        print(
+            f"genrl compare: note: --wall-budget {wall_budget:g} s is less than one step of arm {arm.name!r} "
+            f"({per_step:.3g} s): it trains 1 step",
+            file=sys.stderr,
+        )
     return max(1, round(wall_budget / per_step))
 
 
@@ -185,8 +201,11 @@ def check_arguments(arms: list[Arm], seeds: list[int], wall_budget: float | None
     if len(set(seeds)) < len(seeds):
         raise ValueError(f"--seeds must differ (got {' '.join(map(str, seeds))})")
     if wall_budget is not None:
-        if not (math.isfinite(wall_budget) and wall_budget > 0):
-            raise ValueError(f"--wall-budget must be a finite number of seconds > 0, got {wall_budget}")
+        if not (math.isfinite(wall_budget) and 0 < wall_budget <= MAX_WALL_BUDGET):
+            raise ValueError(
+                f"--wall-budget must be a number of seconds > 0 and at most {MAX_WALL_BUDGET:.0f} (a year), got "
+                f"{wall_budget:g}"
+            )
         if evals < 1:
             raise ValueError(f"--evals must be >= 1, got {evals}")
         if calibration_steps < 1:
@@ -257,17 +276,26 @@ def run_all(
             wall_file = os.path.join(run_dir, "wall_seconds.txt")
             if os.path.isfile(done):  # reused only when it ran with these very settings
                 changed = config_differences(load_trainer_config(os.path.join(run_dir, "config.yaml")), cfg)
+                # how it was launched and where it lies are no settings of what it trained: a resume=false added
+                # as compare advised, or a moved --out, made every finished run unusable
+                changed = [d for d in changed if not d.startswith(("resume:", "output_dir:"))]
                 if changed:
                     raise ValueError(
                         f"{run_dir} holds a finished run made with other settings ({'; '.join(changed[:3])}): "
                         f"choose another --out, or delete that folder to rerun it"
                     )
             else:
+                # the wall time of every launch of the run: one stopped by Ctrl-C and resumed counted its last
+                # launch only (train s above wall s in the report)
+                earlier = _read_seconds(wall_file)
                 t0 = time.perf_counter()
-                with arm.named(seed):  # a model that fails to load, found only now
-                    run_trainer(cfg, trainer_kind(arm.config, ov))
-                with atomic_file(wall_file) as f:
-                    f.write(f"{time.perf_counter() - t0:.1f}\n")
+                try:
+                    with arm.named(seed):  # a model that fails to load, found only now
+                        run_trainer(cfg, trainer_kind(arm.config, ov))
+                finally:
+                    if os.path.isdir(run_dir):  # the run started (a refused one writes nothing)
+                        with atomic_file(wall_file) as f:
+                            f.write(f"{earlier + time.perf_counter() - t0:.1f}\n")
             wall = float(open(wall_file).read()) if os.path.isfile(wall_file) else float("nan")
             train_s = sum(r["time/step"] for r in run_rows(run_dir) if "time/step" in r)
             gold, extras = _task_keys(cfg)
@@ -285,6 +313,16 @@ def run_all(
                 }
             )
     return runs
+
+
+def _read_seconds(path: str) -> float:
+    """The seconds a ``wall_seconds.txt`` holds; 0 when it is missing or damaged."""
+    try:
+        with open(path) as f:
+            seconds = float(f.read())
+    except (OSError, ValueError):
+        return 0.0
+    return seconds if math.isfinite(seconds) and seconds >= 0 else 0.0
 
 
 def run_rows(run_dir: str) -> list[dict]:

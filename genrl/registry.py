@@ -73,11 +73,15 @@ def plugin_call(fn: Callable, *args, option: str, name: str, name_refusals: bool
         raise ValueError(f"{option}={name!r} raised {type(e).__name__}: {e}") from e
 
 
-def checked_metrics(metrics: Any, where: str, what: str = "metrics") -> dict[str, float]:
+def checked_metrics(
+    metrics: Any, where: str, what: str = "metrics", reserved: tuple[str, ...] = ()
+) -> dict[str, float]:
     """A plug-in's metrics (an objective's, an estimator's stats, a task's evaluation) against their
-    contract: a dict of names (not ``step``, the row's own) to real numbers (a one-element tensor is read as
-    its number). Returns them as floats; a ``ValueError`` starting with ``where`` (the setting) otherwise,
-    where a text value was written into the logs and failed at the end of the run, or was dropped silently."""
+    contract: a dict of names (not ``step``, the row's own, nor one of ``reserved``: names, or prefixes
+    ending in ``/``, that the trainer logs itself) to real numbers (a one-element tensor is read as its
+    number). Returns them as floats; a ``ValueError`` starting with ``where`` (the setting) otherwise, where a
+    text value was written into the logs and failed at the end of the run, or was dropped silently, and an
+    objective's ``reward/total_mean`` replaced the trainer's."""
     import numbers
 
     if not isinstance(metrics, dict):
@@ -86,6 +90,10 @@ def checked_metrics(metrics: Any, where: str, what: str = "metrics") -> dict[str
     for key, v in metrics.items():
         if not isinstance(key, str) or key == "step":
             raise ValueError(f"{where}: metric name {key!r} is not a name it may log ('step' is the row's own)")
+        if any(key == r or (r.endswith("/") and key.startswith(r)) for r in reserved):
+            raise ValueError(
+                f"{where}: metric name {key!r} is the trainer's own ({', '.join(reserved)} are): choose another name"
+            )
         if hasattr(v, "numel") and v.numel() == 1:  # a one-element tensor
             v = v.item()
         if isinstance(v, bool) or not isinstance(v, numbers.Real):
@@ -145,7 +153,13 @@ class Registry:
 
         def deco(obj: Any) -> Any:
             if name in self._entries and self._entries[name] is not obj:
-                raise ValueError(f"{self.kind} {name!r} is registered twice")
+                held = self._entries[name]
+                where = f"{getattr(held, '__module__', '?')}.{getattr(held, '__qualname__', held)}"
+                raise ValueError(
+                    f"{self.kind} {name!r} is registered twice: {getattr(obj, '__module__', '?')}."
+                    f"{getattr(obj, '__qualname__', obj)} takes the name of {where}; give it another name (or name it "
+                    "by its import path, package.module:attribute, without registering)"
+                )
             self._entries[name] = obj
             self._meta[id(obj)] = dict(meta)
             return obj

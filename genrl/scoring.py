@@ -16,7 +16,7 @@ import types
 import typing
 import warnings
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import torch
 
@@ -58,13 +58,16 @@ def _contract_broken(error: RewardContractError, name: str, B: int) -> dict[str,
     return {name: torch.full((B,), float("nan"))}
 
 
+TOTAL = "total"  # logged as reward/total_mean: the weighted sum of the rewards, which no reward's key may replace
+
+
 def score_samples(
     rewards: dict, samples, prompts: list[str], metadata: list[dict]
 ) -> tuple[dict[str, torch.Tensor], dict[str, int]]:
     """Run every reward. Returns (values: key -> float [B], failures: reward name -> count of
     samples whose value is not finite: NaN, +-inf, or failed). Every key a reward returns is kept
-    (e.g. auxiliary accuracies), except one that names another of ``rewards``: that reward's own
-    values are kept. A call that raises is retried one sample at a time, so a fault (one
+    (e.g. auxiliary accuracies), except one that names another of ``rewards`` (that reward's own
+    values are kept) and ``TOTAL`` (the trainer logs the weighted sum under it; warned). A call that raises is retried one sample at a time, so a fault (one
     corrupt video) costs exactly the samples it belongs to: their values, auxiliary keys too, are NaN.
     A call that breaks the contract (:class:`RewardContractError`: a wrong shape, no own key) is a
     bug of the reward, whatever the samples: not retried, every value NaN, said in the warning.
@@ -113,7 +116,11 @@ def score_samples(
         # win, whichever runs first (a 0-weight reward could otherwise replace a trained one's values)
         if broken is not None and broken.any():
             out = {k: v.masked_fill(broken, float("nan")) for k, v in out.items()}
-        values.update({k: v for k, v in out.items() if k == name or k not in rewards})
+        if TOTAL in out and name != TOTAL:  # reward/total_mean is the trainer's weighted sum
+            warnings.warn(
+                f"reward {name!r} returned the key {TOTAL!r}, the weighted sum's name: not logged; rename it"
+            )
+        values.update({k: v for k, v in out.items() if k == name or (k not in rewards and k != TOTAL)})
         failures[name] = int((~torch.isfinite(values[name])).sum())  # NaN and +-inf alike
     return values, failures
 
@@ -132,11 +139,16 @@ def combine(values: dict[str, torch.Tensor], weights: dict[str, float]) -> torch
     return sum(w * values[name] for name, w in weights.items() if w != 0)  # configs need a nonzero weight
 
 
-def check_reward_kinds(classes: Mapping[str, Any]) -> None:
+def check_reward_kinds(
+    classes: Mapping[str, Any], reward_args: Optional[Mapping[str, Mapping[str, Any]]] = None
+) -> None:
     """Start-up check that each entry of ``rewards`` can be called as ``(samples, prompts, metadata)``:
-    a function with that signature, or a class whose instances have such a ``__call__``. ``ValueError``
-    naming ``rewards.<name>``; before, a wrong one failed on every sample and was masked."""
+    a function with that signature (its ``reward_args`` bound as keywords, as ``build_rewards`` binds them:
+    an option without a default was refused although given), or a class whose instances have such a
+    ``__call__``. ``ValueError`` naming ``rewards.<name>``; before, a wrong one failed on every sample and
+    was masked."""
     for name, cls in classes.items():
+        options = {} if inspect.isclass(cls) else dict.fromkeys((reward_args or {}).get(name, {}))
         if inspect.isclass(cls):
             call = next((c.__dict__["__call__"] for c in cls.__mro__[:-1] if "__call__" in c.__dict__), None)
             target, bound = call, (None, None, None, None)  # self, samples, prompts, metadata
@@ -145,8 +157,19 @@ def check_reward_kinds(classes: Mapping[str, Any]) -> None:
         else:
             target, bound = cls, (None, None, None)
         try:
-            inspect.signature(target).bind(*bound)
+            signature = inspect.signature(target)
+            signature.bind(*bound, **options)
         except TypeError:
+            empty, kinds = (
+                inspect.Parameter.empty,
+                (inspect.Parameter.KEYWORD_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD),
+            )
+            needs = [p.name for p in list(signature.parameters.values())[3:] if p.default is empty and p.kind in kinds]
+            if not inspect.isclass(cls) and (missing := [n for n in needs if n not in options]):
+                raise ValueError(
+                    f"rewards.{name}: needs the option(s) {', '.join(missing)}, which have no default: give them in "
+                    f"reward_args.{name}"
+                ) from None
             raise ValueError(
                 f"rewards.{name}: {getattr(target, '__qualname__', target)} cannot be called as "
                 "(samples, prompts, metadata)"

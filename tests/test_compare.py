@@ -57,6 +57,14 @@ def test_compare_runs_every_config_and_writes_the_report(tmp_path):
         and "compare: genrl" not in err[-1]
     )
     assert (out / "guard-seed0" / "final_metrics.json").stat().st_mtime_ns == stamp
+    # how a run was launched (resume=false, which compare's own advice names) and where --out lies are no
+    # settings of what it trained: a moved comparison, or one rerun with resume=false, refused every run
+    moved = tmp_path / "moved"
+    os.rename(out, moved)
+    again = [*cmd[: cmd.index("--out") + 1], str(moved), *cmd[cmd.index("--out") + 2 :], "resume=false"]
+    proc = subprocess.run(again, cwd=ROOT, capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert (moved / "guard-seed0" / "final_metrics.json").stat().st_mtime_ns == stamp
 
 
 @pytest.mark.parametrize(
@@ -67,8 +75,12 @@ def test_compare_runs_every_config_and_writes_the_report(tmp_path):
         (["--set", "train.lrr=1"], "arm 'flowgrpo' (--set): unknown config key 'train.lrr'"),  # was "(config)"
         (["--arm", "../escape", "configs/digits/flowgrpo.yaml"], "arm name '../escape'"),
         (["--arm", "", "configs/digits/flowgrpo.yaml"], "arm name ''"),
-        (["--wall-budget", "nan"], "--wall-budget must be a finite number"),
-        (["--wall-budget", "0"], "--wall-budget must be a finite number"),
+        (
+            ["--wall-budget", "nan"],
+            "--wall-budget must be a number of seconds > 0 and at most 31536000 (a year), got nan",
+        ),
+        (["--wall-budget", "0"], "--wall-budget must be a number of seconds > 0"),
+        (["--wall-budget", "1e30"], "at most 31536000 (a year), got 1e+30"),  # was found after a calibration run
         (["--wall-budget", "10", "--evals", "0"], "--evals must be >= 1"),
         (["--wall-budget", "10", "--calibration-steps", "0"], "--calibration-steps must be >= 1"),
         (["--out", ""], "--out is empty"),
@@ -468,3 +480,21 @@ def test_a_calibration_record_is_reused_and_a_damaged_one_measured_again(tmp_pat
         record.write_text(damaged, encoding="latin-1")
         with pytest.raises(Measured):
             calibrate(arm, str(tmp_path), [], wall_budget=10.0, steps=3)
+
+
+def test_a_calibration_stopped_by_a_signal_says_to_rerun_the_same_command(tmp_path, monkeypatch):
+    """Its line said "rerun without resume=false", a setting compare adds to calibrations itself."""
+    import genrl.trainers
+    from genrl.compare import Arm, calibrate
+    from genrl.preemption import Preempted
+
+    def stopped(*args):
+        raise Preempted(3, "ckpt", 2, resume=False)
+
+    monkeypatch.setattr(genrl.trainers, "run_trainer", stopped)
+    with pytest.raises(Preempted) as e:
+        calibrate(Arm("a", os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")), str(tmp_path), [], 10.0, 3)
+    assert str(e.value) == (
+        "stopped by signal 2 while calibrating arm 'a'; rerun the same command (the calibration starts over, "
+        "finished runs are reused)"
+    )

@@ -130,6 +130,15 @@ class NoCall:
 def with_kwargs(samples, prompts, metadata, **options):
     return torch.full((len(prompts),), float(options.get("value", 0.5)))
 
+def needs_scale(samples, prompts, metadata, *, scale):  # an option without a default
+    return torch.full((len(prompts),), float(scale))
+
+def claims_total(samples, prompts, metadata):  # an auxiliary key named like the weighted sum
+    return {"plugs.broken:claims_total": torch.zeros(len(prompts)), "total": torch.full((len(prompts),), 1000.0)}
+
+def total_metric(lp, lp_old, adv, mask, step_info, config):
+    return -(adv[:, None] * lp * mask).sum() / mask.sum(), {"reward/total_mean": -1.0}
+
 def claims_digits(samples, prompts, metadata):  # an auxiliary key named like another reward
     return {"plugs.broken:claims_digits": torch.zeros(len(prompts)), "digits": torch.full((len(prompts),), 100.0)}
 
@@ -307,6 +316,17 @@ def _tiny(tmp_path, base, *extra):
         ),
         (["objective.name=plugs.broken:text_metric"], r"metric 'my/note' is a str; metrics are numbers"),
         (["objective.name=plugs.broken:step_metric"], r"metric name 'step' is not a name it may log"),
+        # found by a newcomer: it replaced the trainer's weighted reward in metrics.jsonl and the progress bar
+        (
+            ["objective.name=plugs.broken:total_metric"],
+            r"total_metric': metric name 'reward/total_mean' is the trainer's own \(reward/, time/, train/, grad/norm",
+        ),
+        # an option without a default was refused although reward_args gave it
+        (
+            ['rewards={digits: 1.0, "plugs.broken:needs_scale": 0.5}'],
+            r"rewards.plugs.broken:needs_scale: needs the option\(s\) scale, which have no default: give them in "
+            r"reward_args.plugs.broken:needs_scale$",
+        ),
         (
             ["advantages.estimator=plugs.broken:bare_advantages"],
             r"advantages.estimator='plugs.broken:bare_advantages' returned a 'Tensor' object",
@@ -400,13 +420,16 @@ def test_plug_in_metrics_and_reward_options_reach_the_run(tmp_path, monkeypatch,
             tmp_path,
             base_model,
             "objective.name=plugs.broken:tensor_metric",
-            'rewards={digits: 1.0, "plugs.broken:with_kwargs": 0.5, "plugs.broken:claims_digits": 0.0}',
-            'reward_args={"plugs.broken:with_kwargs": {value: 0.25}}',
+            'rewards={digits: 1.0, "plugs.broken:with_kwargs": 0.5, "plugs.broken:claims_digits": 0.0, '
+            '"plugs.broken:needs_scale": 0.0, "plugs.broken:claims_total": 0.0}',
+            'reward_args={"plugs.broken:with_kwargs": {value: 0.25}, "plugs.broken:needs_scale": {scale: 0.75}}',
         )
     )
     (row,) = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl") if "reward/total_mean" in line]
     assert "my/loss" in row and row["my/count"] > 0
     assert row["reward/plugs.broken:with_kwargs_mean"] == 0.25
+    assert row["reward/plugs.broken:needs_scale_mean"] == 0.75
+    assert row["reward/total_mean"] < 2  # the weighted sum, not the 1000 of claims_total's "total" key
     assert 0 <= row["reward/digits_mean"] <= 1  # the digits reward's own values, not the 100s
 
 
@@ -725,3 +748,15 @@ def test_rewards_equal_within_every_group_for_three_steps_are_said_once(tmp_path
     assert sum("equal rewards for" in str(w.message) for w in seen) == 1  # once per streak, not every step after
     rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl") if "reward/frac_zero_std" in line]
     assert [r["reward/frac_zero_std"] for r in rows] == [1.0] * 4
+
+
+def test_a_name_registered_twice_names_both_entries():
+    """A plug-in registering a built-in name was told only "objective 'grpo' is registered twice"."""
+    from genrl.registry import OBJECTIVES
+
+    def grpo(*args):
+        return None
+
+    with pytest.raises(ValueError, match=r"^objective 'grpo' is registered twice: test_extending\..*grpo takes the "):
+        OBJECTIVES.register("grpo")(grpo)
+    assert "genrl.objectives" in OBJECTIVES.get("grpo").__module__  # the built-in keeps its name

@@ -62,6 +62,11 @@ def checked_call(fn, *args, option: str, name: str) -> tuple[torch.Tensor, dict[
     return checked_output(plugin_call(fn, *args, option=option, name=name), option, name)
 
 
+# what the trainers log themselves beside an objective's metrics (prefixes end in "/"): an objective's
+# "reward/total_mean" replaced the trainer's weighted reward in metrics.jsonl and the progress bar
+TRAINER_METRICS = ("reward/", "time/", "train/", "grad/norm")
+
+
 def checked_output(out, option: str, name: str) -> tuple[torch.Tensor, dict[str, float]]:
     """An objective's return value against its contract, ``(loss, metrics)``: a 0-d tensor and a
     mapping of metric names to numbers (a one-element tensor is read as its number; ``step`` is the
@@ -84,7 +89,7 @@ def checked_output(out, option: str, name: str) -> tuple[torch.Tensor, dict[str,
         )
     from genrl.registry import checked_metrics
 
-    return loss, checked_metrics(metrics, where)
+    return loss, checked_metrics(metrics, where, reserved=TRAINER_METRICS)
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
