@@ -296,7 +296,7 @@ def run_all(
                     if os.path.isdir(run_dir):  # the run started (a refused one writes nothing)
                         with atomic_file(wall_file) as f:
                             f.write(f"{earlier + time.perf_counter() - t0:.1f}\n")
-            wall = float(open(wall_file).read()) if os.path.isfile(wall_file) else float("nan")
+            wall = _read_seconds(wall_file) if os.path.isfile(wall_file) else float("nan")
             train_s = sum(r["time/step"] for r in run_rows(run_dir) if "time/step" in r)
             gold, extras = _task_keys(cfg)
             runs.append(

@@ -144,11 +144,12 @@ class EmbeddedModelTask:
         if missing. In multi-process runs call this on the main process first: the write is atomic,
         so a concurrent reader sees either no folder or a complete one."""
         module = self._reward_model(kind)
-        if not self.is_prepared(kind):
+        ready = self.is_prepared(kind)
+        if not ready:
             check_cache_dir(cache_root(self.cache_dir))  # before the build, not after it
         if module:
             return module.prepare_reward_model(self.cache_dir, progress=progress)
-        if not self.is_prepared(kind):
+        if not ready:
             self.build(self.model_dir, progress)
         return str(self.model_dir)
 
