@@ -104,8 +104,9 @@ class DigitsPipeline(DiffusionPipeline, SD3LoraLoaderMixin, EulerFlowSamplingMix
         return_dict: bool = True,
     ):
         """Sample images for ``prompt``. ``guidance_scale > 1`` enables classifier-free guidance
-        against ``negative_prompt`` (default: the empty caption; a string, or one per prompt). ``output_type``: ``"pil"``, ``"np"``, ``"pt"`` (``[B, 1, 8, 8]``
-        in ``[0, 1]``) or ``"latent"`` (the raw ``[-1, 1]`` sample)."""
+        against ``negative_prompt`` (default: the empty caption; a string, or one per prompt).
+        ``output_type``: ``"pil"``, ``"np"``, ``"pt"`` (``[B, 1, 8, 8]`` in ``[0, 1]``) or ``"latent"`` (the
+        raw ``[-1, 1]`` sample)."""
         if output_type not in ("pil", "np", "pt", "latent"):
             raise ValueError(f"output_type must be 'pil', 'np', 'pt' or 'latent', not {output_type!r}")
         prompts = self.check_prompts(prompt)

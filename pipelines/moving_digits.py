@@ -138,8 +138,9 @@ class MovingDigitsPipeline(DiffusionPipeline, WanLoraLoaderMixin, EulerFlowSampl
         return_dict: bool = True,
     ):
         """Sample clips for ``prompt``. ``guidance_scale > 1`` enables classifier-free guidance against
-        ``negative_prompt`` (default: the empty prompt; a string, or one per prompt). ``output_type``: ``"np"`` (``[B, F, H, W, 3]``), ``"pt"`` (``[B, F, 3, H, W]``),
-        both in ``[0, 1]``, or ``"latent"`` (the raw ``[B, 1, F, H, W]`` sample in ``[-1, 1]``)."""
+        ``negative_prompt`` (default: the empty prompt; a string, or one per prompt). ``output_type``:
+        ``"np"`` (``[B, F, H, W, 3]``), ``"pt"`` (``[B, F, 3, H, W]``), both in ``[0, 1]``, or ``"latent"``
+        (the raw ``[B, 1, F, H, W]`` sample in ``[-1, 1]``)."""
         if output_type not in ("np", "pt", "latent"):
             raise ValueError(f"output_type must be 'np', 'pt' or 'latent', not {output_type!r}")
         p_t, p_h, p_w = self.transformer.config.patch_size

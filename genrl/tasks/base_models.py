@@ -34,9 +34,18 @@ def special_token_ids(*kinds: str) -> dict[str, int]:
     return {f"{kind}_token_id": SPECIAL_TOKENS[f"<{kind}>"] for kind in kinds}
 
 
+def word_vocabulary(words: Sequence[str]) -> dict[str, int]:
+    """Token -> id of :func:`word_level_tokenizer` of ``words``: :data:`SPECIAL_TOKENS` (ids 0-3), then each
+    new word of ``words`` in order."""
+    vocab = dict(SPECIAL_TOKENS)
+    for word in words:
+        vocab.setdefault(word, len(vocab))
+    return vocab
+
+
 def vocabulary_size(words: Sequence[str]) -> int:
     """How many ids :func:`word_level_tokenizer` of ``words`` gives (a text encoder's ``vocab_size``)."""
-    return len(SPECIAL_TOKENS) + len(dict.fromkeys(w for w in words if w not in SPECIAL_TOKENS))
+    return len(word_vocabulary(words))
 
 
 def word_level_tokenizer(
@@ -44,16 +53,13 @@ def word_level_tokenizer(
 ) -> "PreTrainedTokenizerFast":
     """A real word-level fast tokenizer (``tokenizers``' ``WordLevel``, split on whitespace), built in code.
 
-    Its vocabulary is :data:`SPECIAL_TOKENS` (ids 0-3), then each new word of ``words`` in order; any other
-    word becomes ``<unk>``. Each text becomes ``<bos> ... <eos>`` (``... <eos>`` with ``bos=False``, as T5),
+    Its vocabulary is :func:`word_vocabulary`; any other word becomes ``<unk>``. Each text becomes ``<bos> ... <eos>`` (``... <eos>`` with ``bos=False``, as T5),
     padded on the right with ``<pad>`` to ``model_max_length = max_length``. Saves and loads with
     ``save_pretrained`` / ``AutoTokenizer.from_pretrained`` like any hub tokenizer."""
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
     from transformers import PreTrainedTokenizerFast
 
-    vocab = dict(SPECIAL_TOKENS)
-    for word in words:
-        vocab.setdefault(word, len(vocab))
+    vocab = word_vocabulary(words)
     tok = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
     if lowercase:
         tok.normalizer = normalizers.Lowercase()
