@@ -13,7 +13,9 @@ as it is written and checked on every load: torch checks none, so a flipped bit 
 from before this have none). CRC-32 rather than sha256: it detects such damage, and zlib computes it at
 about 6 GB/s here against sha256's 1.9 (a 7B model's full-fine-tuning state is about 84 GB).
 ``meta.json`` also records the settings the state was trained with (:func:`recorded_config`): a resume,
-``genrl export`` and ``genrl gallery`` compare the run's ``config.yaml``, which a user may edit, with them.
+``genrl export`` and ``genrl gallery`` compare the run's ``config.yaml``, which a user may edit, with them;
+and the fingerprints of the base model's files (:func:`recorded_base_model`), which they compare with
+the model ``policy.model`` names now, before it loads.
 
 Sharded runs (``train.fsdp``, ``genrl.sharding``) write one file per process instead of
 ``state.pt``: ``state-rank00000.pt``, ... each holding that process's shards (``DTensor`` ->
@@ -81,19 +83,29 @@ def checkpoint_step(path: str) -> int:
     return int(m.group(1))
 
 
+RECORDED = ("config", "base_model")  # what a checkpoint's meta.json records beside its own bookkeeping
+
+
+def _checked_record(record: Optional[dict[str, Any]]) -> dict[str, Any]:
+    if unknown := sorted(set(record or {}) - set(RECORDED)):
+        raise ValueError(f"a checkpoint records {', '.join(RECORDED)}, not {', '.join(unknown)}")
+    return {k: v for k, v in (record or {}).items() if v is not None}
+
+
 def save_checkpoint(
-    root: str, step: int, state: dict[str, Any], keep_last: int = 2, config: Optional[str] = None
+    root: str, step: int, state: dict[str, Any], keep_last: int = 2, record: Optional[dict[str, Any]] = None
 ) -> str:
     """Write ``state`` as ``root/step-{step:06d}`` atomically (``genrl.io.atomic_dir``: a
     temporary folder, every file fsynced, then renamed into place; re-saving a step replaces it);
-    keep the newest ``keep_last``. ``config``: the settings the state was trained with, as YAML text
-    (``genrl.config.config_to_yaml``), recorded in ``meta.json`` (:func:`recorded_config`)."""
+    keep the newest ``keep_last``. ``record``: what ``meta.json`` records beside the step (``RECORDED``):
+    ``config``, the settings the state was trained with as YAML text (``genrl.config.config_to_yaml``;
+    :func:`recorded_config`), and ``base_model``, the fingerprints of the files of the model it was trained
+    from (``genrl.models.model_fingerprint``; :func:`recorded_base_model`). ``ValueError`` for another key."""
     final = checkpoint_path(root, step)
     with atomic_dir(final) as tmp:
         crc32 = _save(state, tmp / "state.pt")
         meta = {"step": step, "time": time.time(), "crc32": {"state.pt": crc32}}
-        if config is not None:
-            meta["config"] = config
+        meta.update(_checked_record(record))
         with atomic_file(tmp / "meta.json") as f:
             json.dump(meta, f)
     for old in list_checkpoints(root)[:-keep_last]:
@@ -135,14 +147,14 @@ def _all_ok(ok: bool, what: str, error: Optional[BaseException]) -> None:
 
 
 def save_sharded_checkpoint(
-    root: str, step: int, state: dict[str, Any], keep_last: int = 2, config: Optional[str] = None
+    root: str, step: int, state: dict[str, Any], keep_last: int = 2, record: Optional[dict[str, Any]] = None
 ) -> str:
     """Every process calls this together: write ``state`` (which may hold ``DTensor`` shards) as
     ``root/step-{step:06d}`` with one ``state-rankNNNNN.pt`` per process (module docstring),
     atomically: all files go into one temporary folder that the main process renames into place
     once every process has written and ``meta.json`` is on disk; keep the newest ``keep_last``. A
-    write that fails on any process raises on every process, and no checkpoint appears. ``config``
-    as :func:`save_checkpoint`'s."""
+    write that fails on any process raises on every process, and no checkpoint appears. ``record`` as
+    :func:`save_checkpoint`'s."""
     import torch.distributed as dist
 
     from genrl.sharding import to_local
@@ -164,8 +176,7 @@ def save_sharded_checkpoint(
         dist.all_gather_object(crcs, (name, crc32))
         if rank == 0:
             meta = {"step": step, "time": time.time(), "world_size": world, "layout": layout, "crc32": dict(crcs)}
-            if config is not None:
-                meta["config"] = config
+            meta.update(_checked_record(record))
             with atomic_file(tmp / "meta.json") as f:
                 json.dump(meta, f)
     # (rank 0 leaves atomic_dir: renamed into place, or its temporary removed on an error)
@@ -318,7 +329,7 @@ def _read_meta(path: str) -> dict[str, Any]:
 
 def recorded_config(path: str) -> Optional[str]:
     """The settings checkpoint ``path`` was trained with, as its writer recorded them in ``meta.json``
-    (``save_checkpoint(config=...)``: YAML text, read back with ``genrl.config.parse_value`` and
+    (``save_checkpoint(record={"config": ...})``: YAML text, read back with ``genrl.config.parse_value`` and
     ``config_from_dict``). ``None`` for a checkpoint written without them (before 2026-12-05) or whose
     ``meta.json`` cannot be read (the weights' loader names that file)."""
     try:
@@ -326,6 +337,17 @@ def recorded_config(path: str) -> Optional[str]:
     except ValueError:
         return None
     return config if isinstance(config, str) else None
+
+
+def recorded_base_model(path: str) -> Optional[dict[str, str]]:
+    """The fingerprints of the base model checkpoint ``path`` was trained from, as its writer recorded them
+    in ``meta.json`` (``save_checkpoint(record={"base_model": ...})``); ``None`` for a checkpoint written without them
+    (before 2026-12-05) or whose ``meta.json`` cannot be read (the weights' loader names that file)."""
+    try:
+        record = _read_meta(path).get("base_model")
+    except ValueError:
+        return None
+    return record if isinstance(record, dict) else None
 
 
 def load_checkpoint(

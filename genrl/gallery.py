@@ -37,7 +37,7 @@ from genrl.evaluation import save_animation, to_pil
 from genrl.gallery_page import render_page
 from genrl.io import atomic_file, check_output_dir, json_safe
 from genrl.policies.base import check_encodable
-from genrl.run_dir import check_run, load_final_weights, load_run_config
+from genrl.run_dir import check_run, load_base_policy, load_final_weights, load_run_config
 from genrl.tasks.rows import LOCATION
 
 MARKER = ".genrl-gallery"  # written into --out before any other file: marks the folder as a gallery's
@@ -164,7 +164,7 @@ def make_gallery(
     from tqdm.auto import tqdm
 
     from genrl.models import prepare_models
-    from genrl.registry import POLICIES, REWARDS, TASKS
+    from genrl.registry import REWARDS, TASKS
     from genrl.scoring import build_rewards, score_samples
     from genrl.trainers.common import build_task, task_prompts
 
@@ -239,12 +239,12 @@ def make_gallery(
     total = len(all_prompts) * (1 + len(cfgs))
     with contextlib.ExitStack() as stack:  # the bar ends (its line finished) before any error below it
         bar = None
-        for i, (cfg, (cfg_path, _), label, run_dir) in enumerate(zip(cfgs, found, labels, run_dirs)):
+        for i, (cfg, (cfg_path, checkpoint), label, run_dir) in enumerate(zip(cfgs, found, labels, run_dirs)):
             steps, cfg_scale = cfg.eval.num_steps or cfg.policy.num_steps, cfg.eval.guidance_scale
             sampling, bs = f"ODE, {steps} steps, CFG {cfg_scale}", batch_size or cfg.eval.batch_size
             try:  # a model refused only once loaded: name the run whose config names it
                 prepare_models(cfg)  # task: models built (logged) if missing
-                policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device, rollouts=False)
+                policy = load_base_policy(cfg, checkpoint, device)  # its base, if the one the run trained
             except ValueError as e:
                 raise GalleryError(f"{run_dir}: {e}") from e
             try:  # before any sampling (and its bar): every prompt is one the model can take

@@ -150,6 +150,22 @@ def file_sha256(path: str | os.PathLike) -> str:
     return digest.hexdigest()
 
 
+def sampled_sha256(path: str | os.PathLike, blocks: int = 16, block_size: int = 1 << 20) -> str:
+    """The sha256 hex digest of ``blocks`` evenly spaced ``block_size``-byte blocks of a file, the first and
+    the last included, after its size: a fingerprint of a large file (model weights) that reads ``blocks``
+    MiB whatever its size. It tells two trainings or fine-tunes apart, which change nearly every block; an
+    edit confined between the sampled blocks goes unnoticed. Written here: hashlib has no sampled digest, and
+    the one package that has (imohash) samples three 16 KiB blocks with a non-cryptographic hash."""
+    size = os.path.getsize(path)
+    digest = hashlib.sha256(str(size).encode())
+    last = max(size - block_size, 0)
+    with open(path, "rb") as f:
+        for offset in sorted({i * last // max(blocks - 1, 1) for i in range(blocks)}):
+            f.seek(offset)
+            digest.update(f.read(block_size))
+    return digest.hexdigest()
+
+
 def file_crc32(path: str | os.PathLike) -> int:
     """The CRC-32 of a file's bytes, read in 16 MiB blocks: what checkpoints and the preference trainer's
     snapshot files record when written and compare on every load (a flipped bit loaded silently)."""

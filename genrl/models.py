@@ -18,6 +18,7 @@ Resolving never trains. Building a missing model is ``prepare_models(cfg)`` (and
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 import os
@@ -203,12 +204,81 @@ def prepare_model(model: str, kind: str = "policy", progress: bool = True) -> st
     return resolve_model(model, kind)
 
 
+# ----------------------------------------------------------------------------- fingerprints of a base model
+
+WHOLE_HASH_UP_TO = 64 << 20  # bytes: a larger file (weights) is identified by genrl.io.sampled_sha256
+BUILD_STAMPS = ("_diffusers_version", "transformers_version", "_name_or_path", "_commit_hash")  # not settings
+
+
+def model_fingerprint(model: str, kind: str = "policy") -> dict[str, str]:
+    """``{file: fingerprint}`` of the files of the model ``model`` names (:func:`resolve_model`; a hub id:
+    its snapshot in the local hub cache, as the loaders find it), by path relative to the model's folder,
+    hidden files and folders left out; ``{}`` when there is no such folder here (a hub id not downloaded).
+    A file up to ``WHOLE_HASH_UP_TO`` bytes: the sha256 of its bytes, or for a JSON config of its settings
+    without the library-version stamps ``BUILD_STAMPS`` (the same model saved by another diffusers
+    version); a larger one: ``genrl.io.sampled_sha256``, its size and 16 evenly spaced 1 MiB blocks
+    (reading SD3.5's 10 GB of text encoders whole would delay every start and export by a minute). Every
+    checkpoint keeps the policy's (``base_model``), so that a resume, an export or a gallery that would put
+    the trained weights onto another base model is refused (:func:`changed_model_files`)."""
+    from genrl.io import file_sha256, sampled_sha256
+
+    folder = resolve_model(model, kind)
+    if not os.path.isdir(folder):
+        try:
+            from huggingface_hub import snapshot_download
+
+            folder = snapshot_download(folder, local_files_only=True)
+        except (OSError, ValueError):  # not in the hub cache, or no hub id: nothing to compare
+            return {}
+    out = {}
+    for root, dirs, files in os.walk(folder, followlinks=True):  # the hub cache's snapshots are links
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        for name in sorted(n for n in files if not n.startswith(".")):
+            path = os.path.join(root, name)
+            if os.path.getsize(path) > WHOLE_HASH_UP_TO:
+                fingerprint = f"sampled sha256 {sampled_sha256(path)}"
+            elif name.endswith(".json") and isinstance(settings := _json_or_none(path), dict):
+                kept = {k: v for k, v in settings.items() if k not in BUILD_STAMPS}
+                fingerprint = (
+                    f"settings sha256 {hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()}"
+                )
+            else:
+                fingerprint = f"sha256 {file_sha256(path)}"
+            out[os.path.relpath(path, folder).replace(os.sep, "/")] = fingerprint
+    return out
+
+
+def _json_or_none(path: str) -> Any:
+    try:
+        return read_json(path)
+    except ValueError:
+        return None
+
+
+def changed_model_files(recorded: Optional[dict], now: dict) -> str:
+    """The files of ``recorded`` (a checkpoint's :func:`model_fingerprint`) that ``now`` lacks or fingerprints
+    otherwise, as one text (the first three, then how many more); ``""`` when none, or when either side is
+    empty (a checkpoint written before they were kept, or a hub model not in this machine's cache). Files
+    added since do not count: a hub snapshot gains the files later loads download."""
+    if not recorded or not now:
+        return ""
+    changed = [f"{f} {'is missing' if f not in now else 'differs'}" for f in recorded if now.get(f) != recorded[f]]
+    more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
+    return f"{', '.join(changed[:3])}{more}"
+
+
+def policy_model(cfg) -> Optional[str]:
+    """The model a trainer config's policy starts from: ``policy.model``, or the SFT config's ``model``."""
+    model = getattr(getattr(cfg, "policy", None), "model", None) or getattr(cfg, "model", None)
+    return model if isinstance(model, str) else None
+
+
 def config_models(cfg) -> list[tuple[str, str]]:
     """``[(model, kind)]`` a trainer config names: the policy's (or the SFT config's) model and
     each reward's ``model`` (or ``checkpoint``) option that is a ``task:`` / ``sft:`` name (kind = the
     reward's name)."""
-    policy = getattr(getattr(cfg, "policy", None), "model", None) or getattr(cfg, "model", None)
-    out = [(policy, "policy")] if isinstance(policy, str) else []
+    policy = policy_model(cfg)
+    out = [(policy, "policy")] if policy is not None else []
     for name, args in (getattr(cfg, "reward_args", None) or {}).items():
         m = next((args[k] for k in MODEL_OPTIONS if args.get(k)), None) if isinstance(args, dict) else None
         if isinstance(m, str) and m.startswith((TASK, SFT)):

@@ -113,14 +113,45 @@ def load_final_weights(policy, run_dir: str, ema: bool = True) -> dict:
     return {"step": int(state["step"]), "ema": shadow_state is not None, "skipped": skipped}
 
 
-def load_run_policy(run_dir: str, ema: bool = True, device: str = "cpu"):
-    """``(config, policy with the run's final weights, checkpoint info)`` for a run directory."""
-    from genrl.models import prepare_model
+def load_base_policy(cfg, checkpoint: str, device: str = "cpu"):
+    """The policy of a run's config ``cfg`` as its base model loads it (ODE sampling only: no rollouts),
+    once that model is found to be the one ``checkpoint`` was trained from: ``RunDirError`` naming the
+    files of ``policy.model`` that changed or went since (``genrl.models.changed_model_files`` of the
+    fingerprints the checkpoint recorded, ``genrl.checkpoint.recorded_base_model``). A LoRA checkpoint holds
+    the adapter alone: merged into another base (a ``task:`` cache rebuilt by another genrl version or
+    machine, a folder overwritten, a hub model updated) it made a model nobody trained, silently. Checked
+    before the model loads, and again after where its files were not here before (a hub model the load
+    downloads); a checkpoint that recorded none (before 2026-12-05) is not checked."""
+    from genrl.checkpoint import recorded_base_model
+    from genrl.models import changed_model_files, model_fingerprint, resolve_model
     from genrl.registry import POLICIES
 
-    cfg = load_run_config(*check_run(run_dir))
+    recorded, model = recorded_base_model(checkpoint), cfg.policy.model
+
+    def compared() -> bool:
+        now = model_fingerprint(model)
+        if changed := changed_model_files(recorded, now):
+            raise RunDirError(
+                f"{checkpoint} was trained from another base model than policy.model {model!r} is now "
+                f"({resolve_model(model)}: {changed}); restore that model (a task: model rebuilt by another "
+                "machine or genrl version can differ: copy the training machine's folder over)"
+            )
+        return bool(now)
+
+    before = not recorded or compared()
+    policy = POLICIES.get(cfg.policy.name).from_pretrained(cfg.policy, device=device, rollouts=False)
+    if not before:
+        compared()
+    return policy
+
+
+def load_run_policy(run_dir: str, ema: bool = True, device: str = "cpu"):
+    """``(config, policy with the run's final weights, checkpoint info)`` for a run directory
+    (:func:`load_base_policy`, then :func:`load_final_weights`)."""
+    from genrl.models import prepare_model
+
+    cfg_path, checkpoint = check_run(run_dir)
+    cfg = load_run_config(cfg_path, checkpoint)
     prepare_model(cfg.policy.model)  # the policy's task: model only (rebuilt, logged, if the cache was cleared)
-    policy = POLICIES.get(cfg.policy.name).from_pretrained(
-        cfg.policy, device=device, rollouts=False
-    )  # ODE sampling only
+    policy = load_base_policy(cfg, checkpoint, device)
     return cfg, policy, load_final_weights(policy, run_dir, ema=ema)

@@ -282,12 +282,13 @@ def get_dummy_clip_processor(texts, image_size: int = 32):
 
 
 def forget_trained_settings(run_dir, config_yaml: bool = True) -> None:
-    """Make ``run_dir`` a run of genrl before checkpoints recorded their settings: each checkpoint's
-    ``meta.json`` loses its ``config`` (and, with ``config_yaml``, the run its ``config.yaml``), so the
-    checks behind the settings comparison are reached."""
+    """Make ``run_dir`` a run of genrl before checkpoints recorded their settings and base model: each
+    checkpoint's ``meta.json`` loses its ``config`` and ``base_model`` (and, with ``config_yaml``, the run its
+    ``config.yaml``), so the checks behind the settings comparison are reached."""
     for meta in sorted((run_dir / "checkpoints").glob("step-*/meta.json")):
         data = json.loads(meta.read_text())
         data.pop("config", None)
+        data.pop("base_model", None)
         meta.write_text(json.dumps(data))
     if config_yaml:
         os.remove(run_dir / "config.yaml")

@@ -32,6 +32,19 @@ def test_corrupt_checkpoint_names_the_file(tmp_path):
         load_checkpoint(path)
 
 
+def test_a_checkpoint_records_its_settings_and_base_model_and_nothing_else(tmp_path):
+    from genrl.checkpoint import recorded_base_model, recorded_config
+
+    base = {"transformer/config.json": "settings sha256 ab"}
+    path = save_checkpoint(str(tmp_path), 5, {"step": 5}, record={"config": "seed: 1\n", "base_model": base})
+    assert recorded_config(path) == "seed: 1\n" and recorded_base_model(path) == base
+    plain = save_checkpoint(str(tmp_path), 6, {"step": 6})  # as written before either was recorded
+    assert recorded_config(plain) is None and recorded_base_model(plain) is None
+    with pytest.raises(ValueError, match="a checkpoint records config, base_model, not cofig"):
+        save_checkpoint(str(tmp_path), 7, {"step": 7}, record={"cofig": "seed: 1\n"})
+    assert not os.path.exists(os.path.join(str(tmp_path), "step-000007"))
+
+
 def test_ema_tracks_and_swaps():
     p = torch.nn.Parameter(torch.zeros(3))
     ema = EMA([p], decay=0.5)

@@ -830,7 +830,7 @@ def test_a_resume_compares_with_the_settings_its_checkpoint_recorded(tmp_path):
 
     base = [f"output_dir={tmp_path}", "max_steps=10"]
     trained = load_config(OnlineConfig, None, base)
-    ckpt = save_checkpoint(str(tmp_path / "checkpoints"), 5, {"step": 5}, config=config_to_yaml(trained))
+    ckpt = save_checkpoint(str(tmp_path / "checkpoints"), 5, {"step": 5}, record={"config": config_to_yaml(trained)})
     edited = load_config(OnlineConfig, None, [*base, "policy.lora.alpha=64"])
     save_config(edited, tmp_path / "config.yaml")  # the hand edit
     check_resume(edited, 5)  # without the checkpoint, config.yaml is all there is
@@ -856,7 +856,7 @@ def test_a_damaged_settings_record_is_passed_over_for_config_yaml(tmp_path, reco
 
     base = [f"output_dir={tmp_path}", "max_steps=10"]
     trained = load_config(OnlineConfig, None, base)
-    ckpt = save_checkpoint(str(tmp_path / "checkpoints"), 5, {"step": 5}, config=config_to_yaml(trained))
+    ckpt = save_checkpoint(str(tmp_path / "checkpoints"), 5, {"step": 5}, record={"config": config_to_yaml(trained)})
     meta = json.loads((tmp_path / "checkpoints" / "step-000005" / "meta.json").read_text())
     (tmp_path / "checkpoints" / "step-000005" / "meta.json").write_text(json.dumps({**meta, "config": record}))
     save_config(trained, tmp_path / "config.yaml")

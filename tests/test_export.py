@@ -451,3 +451,39 @@ def test_the_export_records_the_text_length_the_run_sampled_with():
     assert sampling_settings(cfg, HunyuanVideo15Pipeline) == (run, {"max_sequence_length": 16})  # no such argument
     cfg.policy.max_sequence_length = 0  # the pipeline's own default
     assert sampling_settings(cfg, MovingDigitsPipeline) == (run, {})
+
+
+def test_a_base_model_changed_since_training_is_refused_by_export_gallery_and_resume(tmp_path, capsys):
+    """A LoRA checkpoint holds the adapter only: export merged it into whatever ``policy.model`` held then
+    (a ``task:`` cache rebuilt with another seed or by another machine, a folder overwritten), a model
+    nobody trained, silently; a resume trained on from the other base. Each checkpoint keeps the base's
+    fingerprints; export, gallery and resume compare them. Restoring the same base passes again."""
+    from genrl.cli import main as cli_main
+    from genrl.gallery import make_gallery
+
+    base, kept, run = tmp_path / "base", tmp_path / "base-as-trained", tmp_path / "run"
+    pretrain(base, steps=5, seed=0, progress=False)
+    shutil.copytree(base, kept)
+    overrides = [*TINY, f"output_dir={run}", f"policy.model={base}"]
+    recipe = os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml")
+    train(load_config(OnlineConfig, recipe, overrides))
+    metrics = (run / "metrics.jsonl").read_text()
+    pretrain(base, steps=5, seed=1, progress=False)  # the same architecture, other weights
+    changed = r"genrl_task\.json differs, text_encoder/model\.safetensors differs, transformer/.* differs\)"
+    b = re.escape(str(base))
+    refused = rf"step-000002 was trained from another base model than policy\.model '{b}' is now \({b}: {changed}"
+    with pytest.raises(ValueError, match=refused):
+        export(str(run), str(tmp_path / "out"))
+    with pytest.raises(ValueError, match=refused):
+        make_gallery([str(run)], str(tmp_path / "gallery"), progress=False)
+    capsys.readouterr()
+    assert cli_main(["export", str(run), "--out", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and re.search(refused, err), err  # before the model loads: no bar
+    with pytest.raises(ValueError, match=rf"resuming from .*step-000002: the base model .* trained on \({changed}"):
+        train(load_config(OnlineConfig, recipe, [*overrides, "max_steps=3"]))
+    assert not (tmp_path / "out").exists() and not (tmp_path / "gallery").exists()
+    assert (run / "metrics.jsonl").read_text() == metrics and not (run / "checkpoints" / "step-000003").exists()
+    shutil.rmtree(base)
+    shutil.copytree(kept, base)  # the base it was trained on, back: a copy passes
+    assert export(str(run), str(tmp_path / "out"))["step"] == 2

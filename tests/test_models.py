@@ -2,6 +2,7 @@
 clip reward no longer imports the digits CLIP module (the task owns its models)."""
 
 import ast
+import json
 import os
 
 import pytest
@@ -174,3 +175,56 @@ def test_a_built_model_whose_files_were_damaged_says_how_to_build_it_again(tmp_p
     (built / "transformer" / "diffusion_pytorch_model.safetensors").unlink()
     with pytest.raises(ValueError, match=rf"delete {built} and run `genrl prepare task:digits` to build it again$"):
         load_policy_pipeline("task:digits")
+
+
+def test_a_model_fingerprint_tells_other_weights_apart_but_not_library_stamps(tmp_path, monkeypatch):
+    """Each checkpoint keeps the base model's fingerprints; they must change with the weights and the
+    settings, not with the diffusers version that saved the configs, and a file added since (a hub
+    snapshot's later downloads) is no change."""
+    import genrl.models as models
+    from genrl.io import sampled_sha256
+
+    base = tmp_path / "base"
+    (base / "unet").mkdir(parents=True)
+    (base / ".cache").mkdir()  # hidden: huggingface_hub's download records of a local_dir
+    (base / ".cache" / "x.lock").write_text("1")
+    config = {"_class_name": "UNet2DModel", "_diffusers_version": "0.40.0", "sample_size": 8}
+    (base / "unet" / "config.json").write_text(json.dumps(config))
+    weights = bytearray(range(256)) * 4096  # 1 MiB
+    (base / "unet" / "weights.bin").write_bytes(bytes(weights))
+    before = models.model_fingerprint(str(base))
+    assert sorted(before) == ["unet/config.json", "unet/weights.bin"]
+    assert before == models.model_fingerprint(str(base))  # deterministic
+    (base / "unet" / "config.json").write_text(json.dumps({**config, "_diffusers_version": "0.41.0"}, indent=2))
+    (base / "README.md").write_text("added since")
+    assert models.changed_model_files(before, models.model_fingerprint(str(base))) == ""
+    (base / "unet" / "config.json").write_text(json.dumps({**config, "sample_size": 16}))
+    assert models.changed_model_files(before, models.model_fingerprint(str(base))) == "unet/config.json differs"
+    (base / "unet" / "config.json").write_text(json.dumps(config))
+    weights[-1] ^= 1  # the last byte: sampled too
+    (base / "unet" / "weights.bin").write_bytes(bytes(weights))
+    monkeypatch.setattr(models, "WHOLE_HASH_UP_TO", 1000)  # the weights are sampled now
+    now = models.model_fingerprint(str(base))
+    assert now["unet/weights.bin"] == f"sampled sha256 {sampled_sha256(base / 'unet' / 'weights.bin')}"
+    assert models.changed_model_files(before, now) == "unet/weights.bin differs"
+    os.remove(base / "unet" / "weights.bin")
+    assert models.changed_model_files(before, models.model_fingerprint(str(base))) == "unet/weights.bin is missing"
+    # nothing to compare: a checkpoint from before fingerprints were kept, a hub model not in this cache
+    assert models.changed_model_files(None, now) == models.changed_model_files(before, {}) == ""
+    assert models.model_fingerprint("org/not-downloaded") == {}
+
+
+def test_a_sampled_hash_reads_evenly_spaced_blocks_first_and_last_included(tmp_path):
+    from genrl.io import sampled_sha256
+
+    path = tmp_path / "w.bin"
+    data = bytearray(10 * 1024)
+    path.write_bytes(bytes(data))
+    plain = sampled_sha256(path, blocks=4, block_size=1024)
+    for at, seen in ((0, True), (10 * 1024 - 1, True), (3 * 1024 + 100, True), (2 * 1024, False)):
+        changed = bytearray(data)
+        changed[at] = 1
+        path.write_bytes(bytes(changed))
+        assert (sampled_sha256(path, blocks=4, block_size=1024) != plain) is seen, at
+    path.write_bytes(bytes(data) + b"\0")  # the size counts, whatever the blocks hold
+    assert sampled_sha256(path, blocks=4, block_size=1024) != plain

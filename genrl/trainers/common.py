@@ -17,6 +17,7 @@ from genrl.config import (
     TRAINER_CONFIGS,
     config_differences,
     config_from_dict,
+    config_to_yaml,
     load_config,
     parse_value,
     read_yaml,
@@ -421,14 +422,16 @@ def resume_point(
     rank: Optional[int] = None,
     world_size: int = 1,
     processes: Optional[int] = None,
-) -> tuple[Optional[tuple[str, dict]], dict[str, str]]:
-    """Where a launch starts, checked before any checkpointed state loads: ``(found, data_files)``, the
+) -> tuple[Optional[tuple[str, dict]], dict[str, str], dict[str, str]]:
+    """Where a launch starts, checked before any checkpointed state loads: ``(found, data_files, base)``, the
     ``(checkpoint, state)`` of the newest readable checkpoint in ``ckpt_dir`` (``genrl.checkpoint.resume_state``
-    with ``clean`` / ``rank`` / ``world_size``; None with ``resume=false`` or none written) and the training
-    data's fingerprints (:func:`training_data`). A resume's settings are compared with the run's first
-    (:func:`check_resume`), then its process count where the trainer's batch is per process (``processes``,
-    against the checkpoint's ``num_processes``: the preference trainer's update doubled under two processes,
-    silently), then its data files; every trainer starts here."""
+    with ``clean`` / ``rank`` / ``world_size``; None with ``resume=false`` or none written), and the
+    fingerprints of the training data (:func:`training_data`; every checkpoint's state keeps them) and of the
+    base model (:func:`base_model`; every checkpoint's ``meta.json`` keeps them). A resume's settings are
+    compared with the run's first (:func:`check_resume`), then its process count where the trainer's batch is
+    per process (``processes``, against the checkpoint's ``num_processes``: the preference trainer's update
+    doubled under two processes, silently), then its data files, then its base model. Every trainer starts
+    here, once its model has loaded (a hub model is in the local cache by then)."""
     from genrl.checkpoint import resume_state
 
     found = resume_state(ckpt_dir, clean=clean, rank=rank, world_size=world_size) if cfg.resume else None
@@ -441,7 +444,35 @@ def resume_point(
                 f"train.batch_size samples, so the steps left would update on another batch than the first; "
                 f"relaunch with {was} process(es), or start over (resume=false, or a new output_dir)"
             )
-    return found, training_data(cfg, task, found)
+    return found, training_data(cfg, task, found), base_model(cfg, found[0] if found else None)
+
+
+def checkpoint_record(cfg, base: dict[str, str]) -> dict:
+    """What each checkpoint's ``meta.json`` records of the run (``genrl.checkpoint.save_checkpoint``'s
+    ``record``): its settings as YAML text (compared by :func:`check_resume`, ``genrl export`` and
+    ``genrl gallery``) and ``base``, its base model's fingerprints (:func:`base_model`)."""
+    return {"config": config_to_yaml(cfg), "base_model": base}
+
+
+def base_model(cfg, checkpoint: Optional[str] = None) -> dict[str, str]:
+    """Fingerprints of the files of the model the policy starts from (``genrl.models.model_fingerprint`` of
+    ``policy.model``, an SFT config's ``model``); with ``checkpoint``, the one a resume starts from, compared
+    first with those it recorded (``genrl.checkpoint.recorded_base_model``): ``ValueError`` naming the files
+    that changed or went since (the
+    trained weights, an adapter or a whole denoiser beside a frozen text encoder, would go on from another
+    base: a rebuilt cache, a folder overwritten by another download). A checkpoint from before they were
+    kept (2026-12-05) has none."""
+    from genrl.checkpoint import recorded_base_model
+    from genrl.models import changed_model_files, model_fingerprint, policy_model
+
+    model = policy_model(cfg)
+    now = model_fingerprint(model)
+    if checkpoint is not None and (changed := changed_model_files(recorded_base_model(checkpoint), now)):
+        raise ValueError(
+            f"resuming from {checkpoint}: the base model {model!r} is not the one it was trained on ({changed}); "
+            "restore that model, or start over (resume=false, or a new output_dir)"
+        )
+    return now
 
 
 def training_data(cfg, task=None, resumed: Optional[tuple[str, dict]] = None) -> dict[str, str]:

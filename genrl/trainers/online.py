@@ -34,7 +34,7 @@ import torch
 from genrl import sharding, zero
 from genrl.advantages import Advantages, d3s
 from genrl.checkpoint import checkpoint_path, save_checkpoint, save_sharded_checkpoint
-from genrl.config import OnlineConfig, config_to_yaml
+from genrl.config import OnlineConfig
 from genrl.ema import EMA, Anchor
 from genrl.kl_control import FixedKL, build_kl_controller
 from genrl.models import prepare_models
@@ -401,7 +401,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     # ZeRO-1/2's optimizer partitions (genrl.zero)
     per_process = fsdp or (accelerator.state.deepspeed_plugin is not None and world > 1)
     start, ckpt = 0, None
-    found, data_files = common.resume_point(cfg, task, ckpt_dir, main, rank if per_process else None, world)
+    found, data_files, base = common.resume_point(cfg, task, ckpt_dir, main, rank if per_process else None, world)
     if found:
         ckpt, state = found
         if fsdp:  # this process's shards back into DTensors shaped like the live ones
@@ -691,7 +691,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                         "data_files": data_files,
                     }
                     save = save_sharded_checkpoint if per_process else save_checkpoint
-                    save(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last, config=config_to_yaml(cfg))
+                    save(ckpt_dir, done, state, cfg.checkpoint.keep_last, common.checkpoint_record(cfg, base))
                 accelerator.wait_for_everyone()
             if stopping:
                 break

@@ -36,7 +36,7 @@ from collections import defaultdict
 import torch
 
 from genrl.checkpoint import checkpoint_path, checkpoint_step, list_checkpoints, save_checkpoint
-from genrl.config import PreferenceConfig, config_to_yaml
+from genrl.config import PreferenceConfig
 from genrl.models import prepare_models
 from genrl.objectives.common import checked_call
 from genrl.preemption import Preempted, StopRequest
@@ -84,7 +84,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
 
     start, ckpt = 0, None
     guard = common.NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
-    found, data_files = common.resume_point(cfg, task, ckpt_dir, clean=main, processes=accelerator.num_processes)
+    found, data_files, base = common.resume_point(cfg, task, ckpt_dir, clean=main, processes=accelerator.num_processes)
     if found:
         ckpt, state = found
         try:
@@ -225,7 +225,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
                     "data_files": data_files,
                     "num_processes": accelerator.num_processes,  # train.batch_size pairs each: a resume keeps it
                 }
-                save_checkpoint(ckpt_dir, done, state, keep_last=cfg.checkpoint.keep_last, config=config_to_yaml(cfg))
+                save_checkpoint(ckpt_dir, done, state, cfg.checkpoint.keep_last, common.checkpoint_record(cfg, base))
                 if pairs:  # on disk: remove the snapshot files no kept checkpoint names
                     pool.prune_files(checkpoint_step(list_checkpoints(ckpt_dir)[0]))
             accelerator.wait_for_everyone()

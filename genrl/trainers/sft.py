@@ -27,7 +27,7 @@ import time
 import torch
 
 from genrl.checkpoint import checkpoint_path, save_checkpoint
-from genrl.config import SFTConfig, config_to_yaml
+from genrl.config import SFTConfig
 from genrl.models import prepare_models
 from genrl.preemption import Preempted, StopRequest
 from genrl.registry import TASKS
@@ -71,7 +71,7 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
     start, ckpt = 0, None
     t_train, n_tokens = 0.0, 0  # running totals over the whole run, kept in the checkpoints
     guard = common.NonFiniteGuard()  # skips non-finite gradient steps, stops after 5 in a row
-    found, data_files = common.resume_point(cfg, task, ckpt_dir)
+    found, data_files, base = common.resume_point(cfg, task, ckpt_dir)
     if found:
         ckpt, state = found
         model.load_state_dict(state["model"])
@@ -158,8 +158,8 @@ def train(cfg: SFTConfig) -> dict[str, dict]:
                         "nonfinite_guard": guard.state_dict(),
                         "data_files": data_files,
                     },
-                    keep_last=cfg.checkpoint.keep_last,
-                    config=config_to_yaml(cfg),
+                    cfg.checkpoint.keep_last,
+                    common.checkpoint_record(cfg, base),
                 )
             if stopping:
                 break
