@@ -120,10 +120,12 @@ def prompt_lengths(processor, prompts: Sequence[str], metadata: Sequence[dict]) 
 
 
 def response_ids(tokenizer, response: str) -> list[int]:
-    """The target tokens of one SFT response: the response and the end-of-sequence token (what
-    :func:`encode_sft` appends to the prompt and trains on)."""
+    """The target tokens of one SFT response: the response's tokens, then the end-of-sequence token's id
+    (what :func:`encode_sft` appends to the prompt and trains on), as a chat template renders an assistant
+    turn, ``{content}<|im_end|>``. The text ``response + " " + eos_token`` made a byte-level BPE tokenizer
+    (Qwen's) emit a lone space token before ``<|im_end|>``, which SFT then taught the model to generate."""
     # verbose=False: no "longer than the specified maximum sequence length" warning; the lengths are checked
-    return tokenizer(response + " " + tokenizer.eos_token, add_special_tokens=False, verbose=False)["input_ids"]
+    return [*tokenizer(response, add_special_tokens=False, verbose=False)["input_ids"], tokenizer.eos_token_id]
 
 
 def unknown_words(tokenizer, texts: Sequence[str]) -> dict[int, list[str]]:

@@ -136,3 +136,21 @@ def test_gradient_checkpointing_gives_the_same_log_probs_and_gradients():
     torch.testing.assert_close(lp.detach(), ref_lp, rtol=0, atol=1e-6)
     for a, b in zip(*grads):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-7)
+
+
+@pytest.mark.parametrize("rank", [4, 0])
+def test_the_policy_runs_without_dropout_even_under_peft_lora_dropout(rank):
+    """peft adds its ``lora_dropout`` modules in training mode, after the denoiser was put in eval mode:
+    with ``lora_dropout > 0`` every rollout, re-scoring and evaluation forward drew a new mask once B left
+    zero (first-update ratio != 1, clip_frac 0.19 on digits). Config validation now refuses a dropout > 0;
+    a policy built with one anyway (the setting changed after validation) still runs every module in eval."""
+    cfg = PolicyConfig(lora={"rank": rank})
+    cfg.lora.dropout = 0.5  # past validation, as code building configs by hand can
+    pol = FlowPolicy(cfg, get_dummy_pipeline())
+    assert not [n for n, m in pol.transformer.named_modules() if m.training]
+    with torch.no_grad():  # move every trained weight (LoRA's B off zero): dropout would show now
+        for p in pol.trainable_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    traj = _rollout(pol)
+    lp, _ = pol.log_prob(traj, slice(0, 1))
+    assert torch.equal(lp, traj.log_probs_old[:, :1])

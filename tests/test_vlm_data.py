@@ -526,3 +526,29 @@ def test_words_outside_a_closed_vocabulary_fail_at_start_up_naming_the_row(tmp_p
         "genrl train: all 3 prompts hold words the model's vocabulary lacks ('réponds', 'en', 'bref'), read as "
         "<unk>: text joined to every prompt, such as an instruction (data.system_prompt)?; use the model's own words"
     )
+
+
+def test_an_sft_target_ends_as_the_chat_template_ends_a_turn_with_a_byte_level_bpe():
+    """``response + " " + eos_token`` taught a byte-level BPE model (Qwen's) a lone space token before
+    ``<|im_end|>``; the chat template renders an assistant turn as ``{content}<|im_end|>``. The target is
+    the response's tokens, then the end-of-turn id (the word-level digit_sum tokenizer's ids are unchanged)."""
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    from genrl.vlm_batching import response_ids
+
+    bpe = Tokenizer(models.BPE())
+    bpe.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)  # Qwen2's: bytes, "Ġ" for a space
+    bpe.decoder = decoders.ByteLevel()
+    corpus = ["<think> 9 plus 2 is 11 </think> <answer> 11 </answer>"] * 4
+    bpe.train_from_iterator(corpus, trainers.BpeTrainer(special_tokens=["<|im_end|>"], show_progress=False))
+    tok = PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>")
+    response = "<answer> 11 </answer>"
+    ids = response_ids(tok, response)
+    assert ids == tok(response + "<|im_end|>", add_special_tokens=False)["input_ids"]  # as the template renders it
+    assert tok.convert_ids_to_tokens(ids)[-2:] == [">", "<|im_end|>"]
+    word_level = get_dummy_vlm_components("qwen2_vl")["processor"].tokenizer
+    assert (
+        response_ids(word_level, "<answer> 11 </answer>")
+        == word_level("<answer> 11 </answer> " + word_level.eos_token, add_special_tokens=False)["input_ids"]
+    )

@@ -343,3 +343,21 @@ def test_one_grpo_update_through_the_trainer():
 
 def test_config_help_lists_exactly_the_supported_model_types():
     assert tuple(SUPPORTED_MODELS) == VLM_MODEL_TYPES
+
+
+@pytest.mark.parametrize("rank", [4, 0])
+def test_the_policy_runs_without_dropout_even_under_peft_lora_dropout(rank):
+    """peft's ``lora_dropout`` modules were added in training mode after ``model.eval()``: with dropout > 0
+    the rollout's and the update's log-probs differed once B left zero. Config validation refuses a
+    dropout > 0; a policy built with one anyway still runs every module in eval mode."""
+    cfg = make_cfg(lora={"rank": rank}, max_new_tokens=4)
+    cfg.lora.dropout = 0.5  # past validation, as code building configs by hand can
+    policy = VLMPolicy(cfg, **get_dummy_components())
+    assert not [n for n, m in policy.module.named_modules() if m.training]
+    with torch.no_grad():
+        for p in policy.trainable_parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    traj = rollout(policy, seed=3)
+    new, _ = policy.log_prob(traj, slice(None))
+    m = traj.mask.bool()
+    assert torch.equal(new.detach()[m], traj.log_probs_old[m])

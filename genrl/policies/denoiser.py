@@ -104,6 +104,7 @@ def prepare_denoiser(
         m.to(device)
     for m in frozen:
         m.eval().requires_grad_(False)
+    denoiser.eval()  # policies run without dropout: re-scoring a rollout reproduces its log-probs
     set_attention_backend(denoiser, cfg.attention_backend)
     if cfg.gradient_checkpointing:
         denoiser.enable_gradient_checkpointing()
@@ -123,6 +124,7 @@ def prepare_denoiser(
     for p in denoiser.parameters():  # trained weights stay fp32 under mixed precision
         if p.requires_grad:
             p.data = p.data.float()
+    denoiser.eval()  # peft adds its lora_dropout modules in training mode
     compile_denoiser(denoiser, cfg.compile)
     return None
 

@@ -189,6 +189,7 @@ class VLMPolicy(Policy):
                 p.requires_grad_("lora_" in n)
                 if p.requires_grad:
                     p.data = p.data.float()
+            model.eval()  # peft adds its lora_dropout modules in training mode
         else:
             model.requires_grad_(True)
             if cfg.freeze_vision and visual is not None:
