@@ -14,7 +14,9 @@ Loading the result needs only stock diffusers:
 
 * real families: ``DiffusionPipeline.from_pretrained(DIR)``; adapter exports name their base
   model in ``genrl_export.json``: ``pipe = DiffusionPipeline.from_pretrained(BASE);
-  pipe.load_lora_weights(DIR)``;
+  pipe.load_lora_weights(DIR)``, then the components genrl set in place of the base's own to sample
+  (``policy.sampling_components``: SD1.5's DDIM and Wan's Euler scheduler, HunyuanVideo-1.5's guider),
+  shipped in ``DIR/<name>/`` and set by the record's ``load`` line;
 * genrl's embedded digits models: the pipeline class ships in the folder as ``pipeline.py``
   (``pipelines/digits.py`` or ``pipelines/moving_digits.py``, with ``flow_sampling.py`` that it
   imports) and ``model_index.json`` names it, diffusers' convention for
@@ -70,20 +72,19 @@ def _save_custom_pipeline_code(pipe, folder: str) -> None:
         json.dump(data, f, indent=2, sort_keys=True)
 
 
-def sampling_settings(cfg, pipeline_class: type) -> tuple[dict, dict]:
-    """``(sampling, not_in_sampling)``: the keyword arguments of ``pipeline_class.__call__`` with which the
-    exported pipeline samples what the run ``cfg`` evaluated with (its ODE steps and guidance scale, and the
-    policy's nonzero ``num_frames`` / ``height`` / ``width`` / ``max_sequence_length``: UMT5 pads prompts to the
-    last, so it changes the samples), and those of the policy's settings the ``__call__`` does not take
-    (HunyuanVideo-1.5's text length), which the exported pipeline cannot follow."""
-    takes = inspect.signature(pipeline_class.__call__).parameters
+def sampling_settings(cfg, policy) -> tuple[dict, dict]:
+    """``(sampling, not_in_sampling)``: the keyword arguments of the policy's pipeline's ``__call__`` with which
+    the exported pipeline samples what the run ``cfg`` evaluated with: its ODE steps and guidance scale in the
+    pipeline's terms (``policy.prepare_export``, which also sets up what the pipeline holds instead, such as
+    HunyuanVideo-1.5's guider), and the policy's nonzero ``num_frames`` / ``height`` / ``width`` /
+    ``max_sequence_length`` (UMT5 pads prompts to the last, so it changes the samples); and those of the
+    policy's settings the ``__call__`` does not take (HunyuanVideo-1.5's text length), which the exported
+    pipeline cannot follow."""
+    takes = inspect.signature(type(policy.pipe).__call__).parameters
     sized = {
         k: v for k in ("num_frames", "height", "width", "max_sequence_length") if (v := getattr(cfg.policy, k, 0))
     }
-    sampling = {
-        "num_inference_steps": cfg.eval.num_steps or cfg.policy.num_steps,
-        "guidance_scale": cfg.eval.guidance_scale,
-    }
+    sampling = policy.prepare_export(cfg.eval.num_steps or cfg.policy.num_steps, cfg.eval.guidance_scale)
     return {**sampling, **{k: v for k, v in sized.items() if k in takes}}, {
         k: v for k, v in sized.items() if k not in takes
     }
@@ -182,7 +183,7 @@ def export(
         (", trust_remote_code=True" if custom else ""),
         ("" if dtype == "float32" else f", dtype=torch.{dtype}"),
     )
-    sampling, not_in_sampling = sampling_settings(cfg, type(pipe))
+    sampling, not_in_sampling = sampling_settings(cfg, policy)
     record = {
         "run_dir": os.path.abspath(run_dir),
         "step": info["step"],
@@ -217,6 +218,13 @@ def export(
                 f"pipe = DiffusionPipeline.from_pretrained({'DIR' if custom else 'BASE'}{remote}{as_saved}); "
                 "pipe.load_lora_weights(DIR)"
             )
+            if not custom:  # what the policy set in place of the base's own (a DDIM or Euler scheduler, a guider)
+                for name in policy.sampling_components:
+                    component = getattr(pipe, name)
+                    component.save_pretrained(os.path.join(tmp, name))
+                    record["load"] += (
+                        f"; pipe.{name} = diffusers.{type(component).__name__}.from_pretrained(DIR, subfolder={name!r})"
+                    )
             if custom:  # the embedded base exists nowhere else: ship it beside the adapter
                 denoiser.unload_lora()
                 cast_components(pipe, DTYPES[dtype]).save_pretrained(tmp)

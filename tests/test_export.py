@@ -145,11 +145,12 @@ def test_sd3_adapter_export_loads_onto_the_base_pipeline(sd3_run, tmp_path):
 # Loads an export the way its genrl_export.json "load" line says (what `genrl export` prints), stock diffusers only.
 AS_PRINTED = r"""
 import json, sys, torch
+import diffusers
 from diffusers import DiffusionPipeline
 folder, prompts, extra, out = sys.argv[1:]
 record = json.load(open(folder + "/genrl_export.json"))
 line = record["load"].replace("DIR", repr(folder)).replace("BASE", repr(record["base_model"]))
-scope = {"DiffusionPipeline": DiffusionPipeline, "torch": torch}
+scope = {"DiffusionPipeline": DiffusionPipeline, "torch": torch, "diffusers": diffusers}
 exec(line if line.startswith("pipe = ") else "pipe = " + line, scope)
 gens = [torch.Generator().manual_seed(s) for s in range(len(prompts.split("|")))]
 result = scope["pipe"](prompts.split("|"), generator=gens, output_type="pt", **record["sampling"], **json.loads(extra))
@@ -172,6 +173,33 @@ def test_a_half_precision_export_loads_as_its_record_says(sd3_run, tmp_path, lor
     assert sampling["max_sequence_length"] == 8  # the run's text length: it had to be passed beside sampling
     _run_stock(tmp_path, AS_PRINTED, str(out), "|".join(prompts), "{}", "out.pt")
     torch.testing.assert_close(torch.load(tmp_path / "out.pt"), ours, rtol=0, atol=5e-2)  # fp16 weights
+
+
+@pytest.mark.parametrize("lora", ["merge", "adapter"])
+def test_an_sd15_export_samples_with_the_ddim_scheduler_the_run_used(tmp_path, lora):
+    """The diffusion policy swaps SD1.5's shipped PNDM for DDIM (DDPO); a merged export saves the swapped
+    scheduler, but an adapter export is loaded onto the base, which had only PNDM: loaded as printed, it
+    sampled with PNDM. It now ships the DDIM scheduler beside the adapter and its load line sets it."""
+    from diffusers import PNDMScheduler
+    from test_diffusion_policy import PROMPTS as SD15_PROMPTS
+    from test_diffusion_policy import build as build_sd15
+
+    build_sd15(scheduler_cls=PNDMScheduler).save_pretrained(tmp_path / "base")
+    (tmp_path / "prompts.txt").write_text("\n".join(SD15_PROMPTS) + "\n")
+    overrides = [*TINY, f"output_dir={tmp_path / 'run'}", f"policy.model={tmp_path / 'base'}", "task=prompts"]
+    overrides += [f"data.train_files=[{tmp_path / 'prompts.txt'}]", "rewards={jpeg_incompressibility: 1.0}"]
+    overrides += ["policy.name=diffusion", "policy.sde=ddim", "policy.eta=1.0", "policy.height=32", "policy.width=32"]
+    overrides += ["policy.lora.target_modules=null", "policy.lora.alpha=16", "eval.guidance_scale=2.0"]
+    train(load_config(OnlineConfig, os.path.join(ROOT, "configs", "digits", "flowgrpo.yaml"), overrides))
+    prompts = SD15_PROMPTS[:2]
+    record = export(str(tmp_path / "run"), str(tmp_path / lora), lora=lora)
+    ours, _ = _genrl_samples(tmp_path / "run", prompts, [0, 1], record["sampling"]["num_inference_steps"], 2.0)
+    if lora == "adapter":
+        assert record["load"].endswith(
+            "; pipe.scheduler = diffusers.DDIMScheduler.from_pretrained(DIR, subfolder='scheduler')"
+        )
+    _run_stock(tmp_path, AS_PRINTED, str(tmp_path / lora), "|".join(prompts), "{}", "out.pt")
+    torch.testing.assert_close(torch.load(tmp_path / "out.pt"), ours, rtol=1e-4, atol=1e-5)
 
 
 @pytest.fixture(scope="module")
@@ -436,21 +464,32 @@ def test_a_config_yaml_edited_after_training_is_refused_by_export_and_gallery(di
 
 def test_the_export_records_the_text_length_the_run_sampled_with():
     """A moving_digits run with ``policy.max_sequence_length=16`` exported ``sampling`` without it, so the
-    pipeline padded prompts to 8 tokens and sampled other clips than the run evaluated."""
-    from diffusers import HunyuanVideo15Pipeline
+    pipeline padded prompts to 8 tokens and sampled other clips than the run evaluated. HunyuanVideo-1.5's
+    ``__call__`` takes no text length: it goes to ``not_in_sampling`` (and its guidance to the guider)."""
+    from families import dummy_hunyuanvideo15, dummy_wan
 
-    from genrl.config import OnlineConfig
+    from genrl.config import PolicyConfig
     from genrl.export import sampling_settings
-    from pipelines.moving_digits import MovingDigitsPipeline
+    from genrl.policies.flow import FlowPolicy
 
     cfg = OnlineConfig()
-    cfg.policy.num_steps, cfg.policy.num_frames, cfg.policy.max_sequence_length = 6, 9, 16
     cfg.eval.guidance_scale = 2.0
-    run = {"num_inference_steps": 6, "guidance_scale": 2.0, "num_frames": 9}
-    assert sampling_settings(cfg, MovingDigitsPipeline) == ({**run, "max_sequence_length": 16}, {})
-    assert sampling_settings(cfg, HunyuanVideo15Pipeline) == (run, {"max_sequence_length": 16})  # no such argument
-    cfg.policy.max_sequence_length = 0  # the pipeline's own default
-    assert sampling_settings(cfg, MovingDigitsPipeline) == (run, {})
+    for fam, kept in ((dummy_wan, True), (dummy_hunyuanvideo15, False)):
+        cfg.policy = PolicyConfig(model="unused", num_steps=6, **{**fam.POLICY_KW, "max_sequence_length": 16})
+        policy = FlowPolicy(cfg.policy, fam.build())
+        sampling, rest = sampling_settings(cfg, policy)
+        sizes = {k: fam.POLICY_KW[k] for k in ("num_frames", "height", "width")}
+        guidance = {"guidance_scale": 2.0} if kept else {}
+        if not kept:  # its guider holds the scale, saved with the export
+            assert policy.pipe.guider.guidance_scale == 2.0
+        length = {"max_sequence_length": 16}
+        assert (sampling, rest) == (
+            ({"num_inference_steps": 6, **guidance, **sizes, **length}, {})
+            if kept
+            else ({"num_inference_steps": 6, **sizes}, length)
+        )
+        cfg.policy.max_sequence_length = 0  # the pipeline's own default
+        assert sampling_settings(cfg, policy) == ({"num_inference_steps": 6, **guidance, **sizes}, {})
 
 
 def test_a_base_model_changed_since_training_is_refused_by_export_gallery_and_resume(tmp_path, capsys):

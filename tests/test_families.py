@@ -59,6 +59,66 @@ def test_eta_zero_sampling_equals_the_stock_pipeline(fam):
         torch.testing.assert_close(ours, theirs.float(), rtol=1e-4, atol=1e-5)
 
 
+def _export_sampling(policy, guidance_scale: float) -> dict:
+    """The ``sampling`` ``genrl export`` records for a run of ``policy`` evaluated at this guidance scale."""
+    from genrl.config import OnlineConfig
+    from genrl.export import sampling_settings
+
+    cfg = OnlineConfig()
+    cfg.policy, cfg.eval.num_steps, cfg.eval.guidance_scale = policy.cfg, 4, guidance_scale
+    return sampling_settings(cfg, policy)[0]
+
+
+def _stock(pipe, prompts, seeds, sampling) -> torch.Tensor:
+    """The stock pipeline called as an export's record says, one prompt a call (diffusers 0.42's HunyuanVideo-1.5
+    VAE fails to decode a batch > 1, see dummy_hunyuanvideo15.pipeline_output)."""
+    out = []
+    for p, s in zip(prompts, seeds):
+        result = pipe([p], generator=[torch.Generator().manual_seed(s)], output_type="pt", **sampling)
+        out.append(result.frames if hasattr(result, "frames") else result.images)
+    return torch.cat(out).float()
+
+
+def test_the_exported_sampling_reproduces_genrl_samples(fam):
+    """``pipe(prompts, **sampling)`` with ``genrl export``'s recorded ``sampling`` is the README's promise of
+    genrl's own samples. FLUX's record passed genrl's CFG scale as its embedded guidance and lost the embedded
+    guidance; Qwen-Image's passed ``guidance_scale``, which it ignores (no CFG); HunyuanVideo-1.5's passed a
+    ``guidance_scale`` its ``__call__`` does not take (a TypeError). Each family now says how its pipeline
+    takes genrl's settings (``Family.prepare_export``)."""
+    prompts, seeds = fam.PROMPTS[:2], [3, 4]
+    for g in getattr(fam, "GUIDANCE_SCALES", (1.0, 2.5)):
+        policy = _policy(fam)
+        sampling = _export_sampling(policy, g)
+        assert json.loads(json.dumps(sampling)) == sampling  # as genrl_export.json holds it
+        ours = policy.sample(prompts, seeds, num_steps=4, guidance_scale=g)
+        torch.testing.assert_close(ours, _stock(policy.pipe, prompts, seeds, sampling), rtol=1e-4, atol=1e-5)
+
+
+def test_a_shipped_unipc_scheduler_is_replaced_so_the_pipeline_samples_as_genrl():
+    """The stock Wan checkpoints ship UniPC; genrl samples with Euler steps of the same shift. The pipeline kept
+    UniPC, so its export sampled otherwise (by 3e-4 on the tiny model, far more at few steps on the real one)."""
+    from diffusers import FlowMatchEulerDiscreteScheduler, UniPCMultistepScheduler
+
+    fam = importlib.import_module("families.dummy_wan")
+    pipe = fam.build()
+    pipe.scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    policy = FlowPolicy(PolicyConfig(model="unused", num_steps=4, **fam.POLICY_KW), pipe)
+    assert isinstance(pipe.scheduler, FlowMatchEulerDiscreteScheduler) and pipe.scheduler.config.shift == 3.0
+    assert policy.sampling_components == ("scheduler",)  # an adapter export ships it: the base lacks it
+    ours = policy.sample(fam.PROMPTS[:2], [3, 4], num_steps=4, guidance_scale=2.5)
+    theirs = _stock(pipe, fam.PROMPTS[:2], [3, 4], _export_sampling(policy, 2.5))
+    torch.testing.assert_close(ours, theirs, rtol=1e-4, atol=1e-5)
+
+
+def test_video_frame_counts_the_vae_cannot_make_are_refused():
+    """HunyuanVideo-1.5 took ``num_frames=6`` and made 5-frame videos (the pipelines floor the count to
+    ``t k + 1``), as Wan already refused."""
+    for name in ("dummy_wan", "dummy_hunyuanvideo15"):
+        fam = importlib.import_module(f"families.{name}")
+        with pytest.raises(ValueError, match=r"policy\.num_frames=6: this \w+Pipeline takes [0-9]k \+ 1 frames"):
+            _policy(fam, num_frames=6)
+
+
 def test_recomputed_log_probs_give_ratio_one(fam):
     policy = _policy(fam, guidance_scale=2.0 if 2.0 in getattr(fam, "GUIDANCE_SCALES", (2.0,)) else 1.0)
     traj = _rollout(policy, fam.PROMPTS)

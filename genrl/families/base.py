@@ -61,6 +61,13 @@ def classifier_free_guidance(
     return v_uncond + guidance_scale * (v_cond - v_uncond)
 
 
+def true_cfg(guidance_scale: float) -> dict:
+    """The ``__call__`` arguments of the pipelines whose classifier-free guidance is "true CFG" (FLUX, Qwen-Image):
+    ``true_cfg_scale`` with genrl's unconditional caption ``negative_prompt=""`` when ``guidance_scale > 1``
+    (without a negative prompt they run no CFG), else none."""
+    return {"true_cfg_scale": guidance_scale, "negative_prompt": ""} if guidance_scale > 1 else {}
+
+
 def guidance_branches(forward, x, t, pos: dict, neg: dict, cfg_grad: str = "both"):
     """``(out_uncond, out_cond)`` of ``forward(x, t, cond)`` (each ``[B, ...]``) for classifier-free guidance.
 
@@ -217,6 +224,30 @@ class Family:
 
     def decode(self, x: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
+
+    # the pipeline components the family sets so that the pipeline samples as genrl does (a swapped scheduler, a
+    # guider with genrl's scale): an adapter export ships them beside the adapter, as the base pipeline lacks them
+    sampling_components: tuple[str, ...] = ()
+
+    def prepare_export(self, num_steps: int, guidance_scale: float) -> dict:
+        """Set the pipeline up to sample as genrl's ODE evaluation does with ``num_steps`` and
+        ``guidance_scale``, and return the keyword arguments of its ``__call__`` that complete it: what
+        ``genrl export`` saves and records as ``sampling`` (it adds the policy's sizes and text length).
+        Default: diffusers' ``num_inference_steps`` and ``guidance_scale`` (CFG with the empty negative prompt
+        these pipelines default to: SD3, Wan, the embedded pipelines); a family whose pipeline takes its
+        guidance otherwise overrides it (FLUX, Qwen-Image, HunyuanVideo-1.5)."""
+        return {"num_inference_steps": num_steps, "guidance_scale": guidance_scale}
+
+    def check_num_frames(self, num_frames: int, default: int) -> None:
+        """``ValueError`` naming ``policy.num_frames`` unless it is ``t k + 1`` frames, ``t`` the VAE's temporal
+        factor: the pipelines floor another count to ``(n - 1) // t * t + 1`` frames, silently (a video
+        pipeline's default count is ``default``)."""
+        t = self.pipe.vae_scale_factor_temporal
+        if (num_frames - 1) % t:
+            raise ValueError(
+                f"policy.num_frames={num_frames}: this {type(self.pipe).__name__} takes {t}k + 1 frames "
+                f"(e.g. its default, {default})"
+            )
 
     def encode_images(self, samples: torch.Tensor) -> torch.Tensor:
         """Inverse of :meth:`decode`: images ``[B, 3, H, W]`` (videos ``[B, F, 3, H, W]``) in

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genrl.families.base import JOINT_ATTENTION_LORA, Family
+from genrl.families.base import JOINT_ATTENTION_LORA, Family, true_cfg
 from genrl.registry import FAMILIES
 
 
@@ -101,6 +101,14 @@ class FluxFamily(Family):
             img_ids=img_ids.reshape(-1, 3),
             return_dict=False,
         )[0].float()
+
+    def prepare_export(self, num_steps, guidance_scale):
+        """``FluxPipeline``'s ``guidance_scale`` is the embedded guidance (``policy.embedded_guidance``, read
+        by guidance-distilled transformers only); genrl's CFG is its ``true_cfg_scale`` with ``negative_prompt=""``."""
+        out = {"num_inference_steps": num_steps}
+        if self.denoiser.config.guidance_embeds:
+            out["guidance_scale"] = self.cfg.embedded_guidance
+        return {**out, **true_cfg(guidance_scale)}
 
     def encode_images(self, samples):
         c = self.pipe.vae.config  # as FluxPipeline.prepare_latents / _encode_vae_image, then packed

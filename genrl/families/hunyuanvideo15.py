@@ -51,6 +51,7 @@ class HunyuanVideo15Family(Family):
     lora_targets = JOINT_ATTENTION_LORA
     video = True
     options = ("height", "width", "num_frames", "max_sequence_length")  # no guidance embedding
+    sampling_components = ("guider",)  # prepare_export sets the guidance scale there
 
     def __init__(self, pipe, cfg):
         super().__init__(pipe, cfg)
@@ -72,6 +73,7 @@ class HunyuanVideo15Family(Family):
         if h % s or w % s:
             raise ValueError(f"policy.height/width={h}/{w}: HunyuanVideo-1.5 needs multiples of {s}")
         self._size = (h, w, cfg.num_frames or 121)
+        self.check_num_frames(self._size[2], 121)
 
     def encode(self, prompts):
         pipe, prompts = self.pipe, list(prompts)
@@ -142,6 +144,12 @@ class HunyuanVideo15Family(Family):
 
             v = rescale_noise_cfg(v, v_c, self._rescale)
         return v
+
+    def prepare_export(self, num_steps, guidance_scale):
+        """``HunyuanVideo15Pipeline.__call__`` takes no guidance scale: its ``guider`` component holds it. The
+        guider is replaced by one with ``guidance_scale`` (``guider.new``; 1 = no CFG), saved with the export."""
+        self.pipe.guider = self.pipe.guider.new(guidance_scale=guidance_scale)
+        return {"num_inference_steps": num_steps}
 
     def encode_images(self, samples):
         """Videos ``[B, F, 3, H, W]`` -> ``z * scaling_factor`` ``[B, C, F', H', W']``, one video at a time."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from genrl.families.base import JOINT_ATTENTION_LORA, Family, classifier_free_guidance
+from genrl.families.base import JOINT_ATTENTION_LORA, Family, classifier_free_guidance, true_cfg
 from genrl.registry import FAMILIES
 
 
@@ -121,6 +121,11 @@ class QwenImageFamily(Family):
             v_u = self.forward(model, x, sigma, {k[4:]: v for k, v in cond.items() if k.startswith("neg_")})
         comb = classifier_free_guidance(v_u, v_c, guidance_scale, cfg_grad)
         return comb * (v_c.norm(dim=-1, keepdim=True) / comb.norm(dim=-1, keepdim=True))
+
+    def prepare_export(self, num_steps, guidance_scale):
+        """``QwenImagePipeline``'s CFG is ``true_cfg_scale`` with a negative prompt (without one it runs none;
+        its ``guidance_scale`` is for guidance-distilled transformers, which this family refuses)."""
+        return {"num_inference_steps": num_steps, **true_cfg(guidance_scale)}
 
     def encode_images(self, samples):
         """Images -> ``(z - latents_mean) / latents_std`` of the one-frame VAE, packed."""

@@ -17,7 +17,9 @@ is the Euler step, so the family then samples with a ``FlowMatchEulerDiscreteSch
 shift (``flow_shift``, else ``shift``, of the shipped config): sigmas ``shift(linspace(1, sigma_min, N))``
 and float timesteps ``sigma * 1000``. UniPC's own flow sigmas are ``shift(linspace(1, 1/1000, N + 1)[:-1])``
 with integer timesteps (Flow-GRPO's ``train_wan2_1.py`` steps its SDE on those); the two agree only
-roughly at few steps. A pipeline loaded with a ``FlowMatchEulerDiscreteScheduler`` is used as is.
+roughly at few steps. The pipeline's ``scheduler`` is replaced by that Euler scheduler (as DDPO replaces
+SD's with DDIM), so that the pipeline itself, and ``genrl export``'s folder, sample as genrl does. A
+pipeline loaded with a ``FlowMatchEulerDiscreteScheduler`` is used as is.
 
 Wan2.2 A14B (``transformer_2`` + ``boundary_ratio``): steps with ``t >= boundary_ratio * 1000`` run
 ``transformer`` (high-noise expert), the rest the frozen ``transformer_2``, with the same guidance
@@ -64,6 +66,8 @@ class WanFamily(Family):
                     "load the pipeline with a FlowMatchEulerDiscreteScheduler"
                 )
             sched = FlowMatchEulerDiscreteScheduler(num_train_timesteps=sched.config.num_train_timesteps, shift=shift)
+            pipe.scheduler = sched  # as DDPO swaps in DDIM: the pipeline (and an export of it) samples as genrl
+            self.sampling_components = ("scheduler",)
         self._scheduler = sched
         self._boundary = None if ratio is None else ratio * sched.config.num_train_timesteps  # in timestep units
         # 0: the pipeline's own default (its __call__'s: WanPipeline 480 x 832, 81 frames; the moving-digits
@@ -83,11 +87,7 @@ class WanFamily(Family):
             raise ValueError(
                 f"policy.height/width={h}/{w}: this {type(pipe).__name__} takes multiples of {max(16, m)} pixels"
             )
-        if (n - 1) % pipe.vae_scale_factor_temporal:
-            raise ValueError(
-                f"policy.num_frames={n}: this {type(pipe).__name__} takes {pipe.vae_scale_factor_temporal}k + 1 "
-                f"frames (e.g. its default, {default['num_frames']})"
-            )
+        self.check_num_frames(n, default["num_frames"])
         self._check_positions()
 
     def _check_positions(self) -> None:

@@ -283,6 +283,17 @@ class DenoisingPolicy(Policy):
             )
         return tuple(out.shape[1:])
 
+    # the pipeline components the policy set so that ``pipe`` samples as it does (the diffusion policy's DDIM
+    # scheduler in place of SD1.5's PNDM): an adapter export ships them, as the base pipeline lacks them
+    sampling_components: tuple[str, ...] = ()
+
+    def prepare_export(self, num_steps: int, guidance_scale: float) -> dict:
+        """Set ``pipe`` up to sample as this policy's ODE evaluation does with ``num_steps`` and
+        ``guidance_scale``; returns the ``__call__`` keyword arguments that complete it (``genrl export``'s
+        ``sampling``). Default: diffusers' ``num_inference_steps`` and ``guidance_scale`` (SD1.5's; its
+        scheduler is already the DDIM this policy steps with)."""
+        return {"num_inference_steps": num_steps, "guidance_scale": guidance_scale}
+
     @property
     def decoder(self) -> str:
         """What decodes this policy's samples, for error messages: the config key to change."""

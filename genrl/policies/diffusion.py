@@ -113,6 +113,7 @@ class DiffusionPolicy(DenoisingPolicy):
             )
         if not isinstance(pipe.scheduler, DDIMScheduler):  # DDPO: DDIMScheduler.from_config(pipeline.scheduler.config)
             pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+            self.sampling_components = ("scheduler",)
         self.scheduler = pipe.scheduler
         sc = self.scheduler.config
         if sc.prediction_type not in PREDICTION_TYPES:

@@ -92,6 +92,15 @@ class FlowPolicy(DenoisingPolicy):
         return cls(cfg, load_policy_pipeline(cfg.model, load_dtype(cfg)), device=device, rollouts=rollouts)
 
     @property
+    def sampling_components(self) -> tuple[str, ...]:  # the family's: Wan's Euler scheduler, Hunyuan's guider
+        return self.family.sampling_components
+
+    def prepare_export(self, num_steps: int, guidance_scale: float) -> dict:
+        """The family's (``Family.prepare_export``): FLUX and Qwen-Image take genrl's CFG as ``true_cfg_scale``,
+        HunyuanVideo-1.5 from its ``guider``."""
+        return self.family.prepare_export(num_steps, guidance_scale)
+
+    @property
     def transformer(self) -> torch.nn.Module:
         """The trained transformer, unwrapped (``module``)."""
         return self.denoiser
