@@ -13,12 +13,21 @@ processes may run different numbers of rounds without talking to each other.
 
 from __future__ import annotations
 
-from typing import Callable, NamedTuple
+from typing import Callable, NamedTuple, Optional
 
 import torch
 
 from genrl.scoring import combine
 from genrl.trajectory import Trajectory
+
+
+class Observed(NamedTuple):
+    """Every sample a step rolled out, those dynamic sampling left out too (VAS scores a prompt by all its
+    rollouts): [M] each, ``samples`` the decoded texts of a VLM policy, else None."""
+
+    prompt_idx: list[int]
+    rewards: torch.Tensor  # weighted total reward (genrl.scoring.combine), NaN where a reward failed
+    samples: Optional[list]
 
 
 class Rollout(NamedTuple):
@@ -42,21 +51,33 @@ def varied_groups(rewards: torch.Tensor, group_ids: torch.Tensor) -> list[tuple[
     return out
 
 
+def observed(ro: Rollout, weights: dict[str, float]) -> Observed:
+    """What ``ro`` shows the prompt sampler: each sample's prompt, weighted total reward and text."""
+    return Observed(
+        list(ro.prompt_idx),
+        combine(ro.values, weights),
+        ro.traj.samples if isinstance(ro.traj.samples, list) else None,
+    )
+
+
 def dynamic_sampling(
     collect: Callable[[int], Rollout], n_groups: int, weights: dict[str, float], max_rounds: int, first_group: int = 0
-) -> tuple[Rollout, dict[str, float]]:
+) -> tuple[Rollout, dict[str, float], Observed]:
     """Call ``collect(round)`` (a full share of this process's groups each time, round 0 first) until
     ``n_groups`` varied groups are in hand or ``max_rounds`` rounds were run; returns the batch of the
     first ``n_groups`` varied groups (filled with uniform ones if short), its groups renumbered
-    ``first_group * n_groups + j`` so they stay distinct across processes and rounds, and the metrics
+    ``first_group * n_groups + j`` so they stay distinct across processes and rounds, the metrics
     ``dynamic_sampling/rounds``, ``dynamic_sampling/filled_groups`` and ``dynamic_sampling/dropped_groups``
-    (uniform groups rolled out and left out)."""
-    kept, uniform, failures, busy, seconds = [], [], {}, 0.0, [0.0, 0.0]
+    (uniform groups rolled out and left out), and every sample of every round (:class:`Observed`): VAS
+    scores the prompts by them, the groups left out included (scored only by the kept ones, a prompt always
+    or never solved kept its prior, the highest weight, and was drawn ever more)."""
+    kept, uniform, failures, busy, seconds, seen = [], [], {}, 0.0, [0.0, 0.0], []
     for rnd in range(max_rounds):
         ro = collect(rnd)
+        seen.append(observed(ro, weights))
         failures = {k: failures.get(k, 0) + n for k, n in ro.failures.items()}
         busy, seconds = busy + ro.reward_busy, [seconds[0] + ro.seconds[0], seconds[1] + ro.seconds[1]]
-        for _, rows, varied in varied_groups(combine(ro.values, weights), ro.traj.group_ids.cpu()):
+        for _, rows, varied in varied_groups(seen[-1].rewards, ro.traj.group_ids.cpu()):
             (kept if varied else uniform).append((ro, rows))
         if len(kept) >= n_groups:
             break
@@ -73,8 +94,14 @@ def dynamic_sampling(
     prompt_idx = [ro.prompt_idx[i] for ro, rows in chosen for i in rows.tolist()]
     batch = Rollout(traj, values, failures, busy, prompt_idx, tuple(seconds))
     dropped = len(uniform) - min(filled, len(uniform))  # uniform groups rolled out and left out
-    return batch, {
-        "dynamic_sampling/rounds": rnd + 1,
-        "dynamic_sampling/filled_groups": filled,
-        "dynamic_sampling/dropped_groups": dropped,
-    }
+    texts = None if any(o.samples is None for o in seen) else [t for o in seen for t in o.samples]
+    all_seen = Observed([i for o in seen for i in o.prompt_idx], torch.cat([o.rewards for o in seen]), texts)
+    return (
+        batch,
+        {
+            "dynamic_sampling/rounds": rnd + 1,
+            "dynamic_sampling/filled_groups": filled,
+            "dynamic_sampling/dropped_groups": dropped,
+        },
+        all_seen,
+    )

@@ -673,9 +673,36 @@ def _fake_round(rewards: list[list[float]]):
     )
 
 
+def test_vas_scores_the_groups_dynamic_sampling_leaves_out():
+    """With rollout.dynamic_sampling, VAS was updated with the kept (varied) groups only: a prompt always or
+    never solved was never scored, kept its prior OVS 0.25 (the highest) and got weight 1, so the weighted
+    draws picked exactly the prompts MMR1's VAS avoids (arXiv 2509.21268 sec. 3.1: OVS = p (1 - p))."""
+    from genrl.samplers import VarianceAwareSampler
+
+    vas = VarianceAwareSampler(4, 4, 4, 0, a=1.0, b=0.0, update_every=1)
+    pass_rates = [[1, 1, 1, 1], [1, 0, 0, 0], [0, 1, 0, 0], [0, 0, 0, 0]]  # prompts 0..3, 4 samples each
+
+    def collect(_):
+        r = torch.tensor([float(x) for g in pass_rates for x in g])
+        traj = Trajectory(
+            log_probs_old=r[:, None].clone(),
+            mask=torch.ones(16, 1),
+            group_ids=torch.arange(4).repeat_interleave(4),
+            prompts=["p"] * 16,
+            metadata=[{}] * 16,
+        )
+        return Rollout(traj, {"r": r}, {"r": 0}, 0.0, [i for i in range(4) for _ in range(4)], (0.0, 0.0))
+
+    batch, m, seen = dynamic_sampling(collect, n_groups=2, weights={"r": 1.0}, max_rounds=1)
+    assert batch.prompt_idx == [1] * 4 + [2] * 4 and m["dynamic_sampling/dropped_groups"] == 2
+    vas.update(seen.prompt_idx, seen.rewards, seen.samples, step=0)
+    assert vas.scores["ovs"].tolist() == [0.0, 0.1875, 0.1875, 0.0] and vas.scores["scored"].all()
+    assert vas.weights.tolist() == [0.0, 1.0, 1.0, 0.0]
+
+
 def test_dynamic_sampling_keeps_varied_groups_across_rounds():
     rounds = [_fake_round([[1, 1], [1, 2], [0, 0], [3, 4]]), _fake_round([[5, 5], [6, 7], [8, float("nan")], [9, 9]])]
-    batch, m = dynamic_sampling(lambda i: rounds[i], n_groups=3, weights={"r": 1.0}, max_rounds=5, first_group=1)
+    batch, m, seen = dynamic_sampling(lambda i: rounds[i], n_groups=3, weights={"r": 1.0}, max_rounds=5, first_group=1)
     assert m == {
         "dynamic_sampling/rounds": 2,
         "dynamic_sampling/filled_groups": 0,
@@ -691,7 +718,10 @@ def test_dynamic_sampling_keeps_varied_groups_across_rounds():
         6,
         7,
     ]
-    short, m = dynamic_sampling(lambda i: rounds[i], n_groups=3, weights={"r": 1.0}, max_rounds=1)
+    # every sample of both rounds, the uniform groups left out included: what VAS scores the prompts by
+    assert seen.prompt_idx == [*range(400, 408), *range(400, 408)] and seen.samples is None
+    assert seen.rewards.tolist()[:8] == [1, 1, 1, 2, 0, 0, 3, 4] and seen.rewards[13].isnan()
+    short, m, _ = dynamic_sampling(lambda i: rounds[i], n_groups=3, weights={"r": 1.0}, max_rounds=1)
     assert (
         m["dynamic_sampling/filled_groups"] == 1
         and m["dynamic_sampling/dropped_groups"] == 1

@@ -102,6 +102,23 @@ def test_sapo_with_variance_aware_sampling_resumes_exactly(tmp_path, sft_config)
     assert [r["step"] for r in rows] == [1, 2, 3] and all("vas/frac_informative" in r for r in rows)
 
 
+def test_vas_under_dynamic_sampling_scores_the_groups_left_out(tmp_path):
+    """VAS saw only the groups dynamic sampling kept (varied rewards), so a prompt always or never solved kept
+    its prior weight, the highest: vas/frac_informative stayed 1.0 through 13 dropped groups. Now every
+    rolled-out group is scored: more prompts than the steps trained on (4 a step; the 4096 prompts seldom
+    repeat in 4 steps), at most as many as were rolled out."""
+    overrides = ["policy.model=task:digit_sum", "max_steps=4", "rollout.prompts_per_step=4", "rollout.group_size=4"]
+    overrides += ["rollout.batch_size=16", "train.batch_size=8", "eval.every=0", "eval.num_questions=4"]
+    overrides += ["checkpoint.every=0", "log.progress_bar=false", "rollout.dynamic_sampling=true"]
+    overrides += ["policy.max_prompt_length=64", "rollout.vas.update_every=1", f"output_dir={tmp_path / 'run'}"]
+    train(load_config(OnlineVLMConfig, os.path.join(CONFIGS, "sapo_vas.yaml"), overrides))
+    rows = [json.loads(line) for line in open(tmp_path / "run" / "metrics.jsonl") if "vas/frac_informative" in line]
+    rounds = sum(r["dynamic_sampling/rounds"] for r in rows)
+    sampler = load_checkpoint(latest_checkpoint(str(tmp_path / "run" / "checkpoints")))["sampler"]
+    scored = int(sampler["scored"].sum())
+    assert rounds > len(rows) == 4 and 4 * 4 < scored <= 4 * rounds, (rounds, scored)
+
+
 @pytest.mark.parametrize(
     "extra",
     [

@@ -48,7 +48,7 @@ from genrl.objectives.common import (
 from genrl.policies.denoiser import DenoisingPolicy
 from genrl.preemption import Preempted, RunFailed, StopRequest
 from genrl.registry import ADVANTAGE_ESTIMATORS, OBJECTIVES, POLICIES, REWARDS, TASKS
-from genrl.rollouts import Rollout, dynamic_sampling
+from genrl.rollouts import Rollout, dynamic_sampling, observed
 from genrl.samplers import GroupSampler, VarianceAwareSampler
 from genrl.scoring import (
     ChunkScorer,
@@ -507,7 +507,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
             noise = torch.Generator().manual_seed(derive_seed(cfg.seed, step, rank))
             window = policy.window(torch.Generator().manual_seed(derive_seed(cfg.seed, step)))
             if cfg.rollout.dynamic_sampling:  # DAPO: more rounds until every group's rewards vary
-                ro, ds_metrics = dynamic_sampling(
+                ro, ds_metrics, seen = dynamic_sampling(
                     lambda a: collect(step, noise, window, a),
                     cfg.rollout.prompts_per_step // world,
                     cfg.rewards,
@@ -516,6 +516,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                 )
             else:
                 ro, ds_metrics = collect(step, noise, window), {}
+                seen = observed(ro, cfg.rewards)
             traj, values, failures, reward_busy, prompt_idx, (rollout_s, reward_s) = ro
             total = combine(values, cfg.rewards).to(accelerator.device)  # [B_local] weighted sum of the rewards
             t2 = time.perf_counter()
@@ -578,11 +579,13 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
                     "a temperature far from 1, a reward that is constant)"
                 )
 
-            # VAS: re-score prompts from the whole gathered batch (every process stays identical)
+            # VAS: re-score prompts from every sample the processes rolled out, those dynamic sampling left out
+            # too (each process's count may differ: gathered as objects; every process stays identical)
             if isinstance(sampler, VarianceAwareSampler):
-                all_idx = accelerator.gather(torch.as_tensor(prompt_idx, device=accelerator.device)).cpu()
-                texts = gather_object(traj.samples) if isinstance(traj.samples, list) else None
-                sampler.update(all_idx, all_rewards.cpu(), texts, step=step)
+                parts = gather_object([(seen.prompt_idx, seen.rewards.tolist(), seen.samples)])
+                texts = None if any(t is None for _, _, t in parts) else [t for *_, ts in parts for t in ts]
+                rewards_seen = torch.tensor([r for _, rs, _ in parts for r in rs], dtype=seen.rewards.dtype)
+                sampler.update([i for idx, _, _ in parts for i in idx], rewards_seen, texts, step=step)
 
             t_adv = time.perf_counter()
 
