@@ -31,6 +31,7 @@ from genrl.models import write_task_info
 IMAGE_PLACEHOLDER = "<image>"  # where an image goes in a prompt (EasyR1/MMR1 data convention)
 # Tokens that must never be sampled: a generated <|image_pad|> makes the next forward look
 # for image features that do not exist (and crashes), the others are meaningless in a reply.
+END_TOKENS = ("<|im_end|>",)  # a chat turn's end: ends a response whatever the tokenizer's eos_token is
 NEVER_SAMPLE_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_pad|>", "<|vision_start|>", "<|vision_end|>")
 
 
@@ -344,6 +345,23 @@ class _CheckedScores:
 
 
 @torch.no_grad()
+def end_token_ids(model, tokenizer) -> list[int]:
+    """The ids that end a response, sorted: the model's ``generation_config.eos_token_id`` (one or a list),
+    the tokenizer's ``eos_token_id`` and ``END_TOKENS`` where the vocabulary has them (the VLM policy's
+    sampling and :func:`generate` stop at the same set). ``ValueError`` when there are none."""
+    unk, config = tokenizer.unk_token_id, getattr(model, "generation_config", None)
+    eos = set()
+    for src in (config.eos_token_id if config is not None else None, tokenizer.eos_token_id):
+        eos.update(src if isinstance(src, (list, tuple)) else [src] if src is not None else [])
+    for t in END_TOKENS:
+        i = tokenizer.convert_tokens_to_ids(t)
+        if i is not None and i != unk:
+            eos.add(i)
+    if not eos:
+        raise ValueError("the tokenizer and generation config define no end-of-sequence token")
+    return sorted(eos)
+
+
 def generate(
     model,
     processor,
@@ -357,34 +375,45 @@ def generate(
     batch_size: int = 256,
 ) -> list[str]:
     """Responses (decoded, special tokens dropped, whitespace collapsed) for the prompts, in
-    batches of ``batch_size``; greedy unless ``do_sample`` (plain sampling at ``temperature``).
+    batches of ``batch_size``; greedy unless ``do_sample`` (plain sampling at ``temperature``), each
+    ending at the VLM policy's end tokens (:func:`end_token_ids`).
 
     ``suppress_tokens`` are never generated (a sampled ``<|image_pad|>`` would crash the model's
-    next forward). Sampling uses the global torch RNG: seed it for reproducibility."""
+    next forward). Sampling uses the global torch RNG: seed it for reproducibility. Decoding follows a
+    ``GenerationConfig`` of these settings alone, not the model's ``generation_config``: the Qwen Instruct
+    checkpoints ship ``repetition_penalty`` 1.05 and ``top_k`` / ``top_p``, which made "greedy" evaluation
+    other than the argmax the RL policy decodes with. transformers fills every setting a given config leaves
+    unset from ``model.generation_config``, so a blank one stands in for it during the call."""
+    from transformers import GenerationConfig
+
     device = next(model.parameters()).device
     tok = processor.tokenizer
     blocked = [tok.convert_tokens_to_ids(t) for t in suppress_tokens]
     out: list[str] = []
     was_training = model.training
     model.eval()
-    kw = (
-        {"do_sample": True, "temperature": temperature, "top_k": 0, "top_p": 1.0}
-        if do_sample
-        else {"do_sample": False}
+    sampling = {"temperature": temperature, "top_k": 0, "top_p": 1.0} if do_sample else {}
+    config = GenerationConfig(
+        do_sample=do_sample,
+        max_new_tokens=max_new_tokens,
+        suppress_tokens=blocked or None,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=end_token_ids(model, tok),
+        **sampling,
     )
-    for i in range(0, len(prompts), batch_size):
-        enc = encode_prompts(processor, prompts[i : i + batch_size], metadata[i : i + batch_size])
-        enc = {k: v.to(device) for k, v in enc.items()}
-        ids = model.generate(
-            **enc,
-            max_new_tokens=max_new_tokens,
-            logits_processor=[_CheckedScores()],  # NaN scores (diverged weights): RunFailed, not torch's traceback
-            suppress_tokens=blocked or None,
-            pad_token_id=tok.pad_token_id,
-            eos_token_id=tok.eos_token_id,
-            **kw,
-        )  # [b, Lp + T]
-        out += processor.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    shipped, model.generation_config = model.generation_config, GenerationConfig()
+    try:
+        for i in range(0, len(prompts), batch_size):
+            enc = encode_prompts(processor, prompts[i : i + batch_size], metadata[i : i + batch_size])
+            enc = {k: v.to(device) for k, v in enc.items()}
+            ids = model.generate(
+                **enc,
+                generation_config=config,
+                logits_processor=[_CheckedScores()],  # NaN scores (diverged weights): RunFailed, not a traceback
+            )  # [b, Lp + T]
+            out += processor.batch_decode(ids[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+    finally:
+        model.generation_config = shipped
     model.train(was_training)
     return [" ".join(s.split()) for s in out]
 

@@ -361,3 +361,23 @@ def test_the_policy_runs_without_dropout_even_under_peft_lora_dropout(rank):
     new, _ = policy.log_prob(traj, slice(None))
     m = traj.mask.bool()
     assert torch.equal(new.detach()[m], traj.log_probs_old[m])
+
+
+@pytest.mark.parametrize("shipped", [{}, {"repetition_penalty": 1.5, "no_repeat_ngram_size": 2, "top_k": 1}])
+def test_generate_decodes_as_the_policy_whatever_generation_config_the_checkpoint_ships(shipped):
+    """The SFT trainer's evaluation (``model.generate``) inherited the checkpoint's ``generation_config``:
+    Qwen Instruct ships repetition_penalty 1.05, so its "greedy" answers differed from the RL policy's argmax
+    on the same weights. Both answerers now give the same greedy responses, and the shipped config is kept."""
+    from types import SimpleNamespace
+
+    from genrl.vlm_batching import model_answerer, policy_answerer
+
+    components = get_dummy_components()
+    for k, v in shipped.items():
+        setattr(components["model"].generation_config, k, v)
+    policy = VLMPolicy(make_cfg(lora={"rank": 0}, max_new_tokens=12), **components)
+    prompts, metadata, _ = batch(n_prompts=3, group=1)
+    eval_cfg = SimpleNamespace(max_new_tokens=12, batch_size=8, sample_temperature=1.0)
+    ours = model_answerer(policy.module, policy.processor, eval_cfg)(prompts, metadata)
+    assert ours == [" ".join(r.split()) for r in policy_answerer(policy, eval_cfg)(prompts, metadata)]
+    assert all(getattr(policy.module.generation_config, k) == v for k, v in shipped.items())

@@ -59,6 +59,7 @@ from genrl.vlm_batching import (
     chat_prompts,
     check_next_token_scores,
     check_vlm_prompts,
+    end_token_ids,
     prompt_lengths,
 )
 
@@ -72,7 +73,6 @@ SUPPORTED_MODELS: dict[str, str] = {
 }
 # the language model's linear layers (by last name) that get LoRA adapters by default (VLMLoraConfig)
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-END_TOKENS = ("<|im_end|>",)
 
 
 # ----------------------------------------------------------------------------- loading
@@ -223,19 +223,7 @@ class VLMPolicy(Policy):
         if len(tok) < vocab:  # padded embedding rows have no token
             blocked[len(tok) :] = True
         self.blocked = blocked.to(self.device)
-        eos = set()
-        for src in (
-            self._module.generation_config.eos_token_id if self._module.generation_config is not None else None,
-            tok.eos_token_id,
-        ):
-            eos.update(src if isinstance(src, (list, tuple)) else [src] if src is not None else [])
-        for t in END_TOKENS:
-            i = tok.convert_tokens_to_ids(t)
-            if i is not None and i != unk:
-                eos.add(i)
-        if not eos:
-            raise ValueError("the tokenizer and generation config define no end-of-sequence token")
-        self.eos_ids = torch.tensor(sorted(eos), device=self.device)
+        self.eos_ids = torch.tensor(end_token_ids(self._module, tok), device=self.device)
         self.pad_id = tok.pad_token_id if tok.pad_token_id is not None else int(self.eos_ids[0])
 
     # ----------------------------------------------------------------- parameters
