@@ -25,8 +25,11 @@ The conventions follow the R1-style VLM recipes, re-implemented here:
 Deliberate differences from MathRuler (each tested): a bare list of answers (``2, 1``) and a set
 match in any order; a decimal of at least six significant digits counts for a value with no finite
 decimal expansion when correctly rounded (``1.4142136`` for ``\\sqrt{2}``); unreduced fractions
-count by value (``6/2`` is 3); a unit on both sides must agree (``5 s`` is not ``5 min``); infinity
-equals only itself. A multiple-choice answer naming several options (``(A) or (B)``) names none.
+count by value (``6/2`` is 3), and so does any expression against an integer gold answer (``9+2``,
+``3\times 4`` and ``10!`` are 11, 12 and 3628800, where MathRuler requires an integer literal and scores them
+0): a question stating its operands may let a policy restate them instead of computing the answer; a unit on
+both sides must agree (``5 s`` is not ``5 min``); infinity equals only itself. A multiple-choice answer
+naming several options (``(A) or (B)``) names none.
 
 Contract (README.md, "Rewards"): ``reward(samples, prompts, metadata) -> dict[str, Tensor[B]]``;
 ``samples`` are response strings, ``metadata[i]["answer"]`` the gold answer, optionally
