@@ -27,7 +27,8 @@ match in any order; a decimal of at least six significant digits counts for a va
 decimal expansion when correctly rounded (``1.4142136`` for ``\\sqrt{2}``); unreduced fractions
 count by value (``6/2`` is 3), and so does any expression against an integer gold answer (``9+2``,
 ``3\times 4`` and ``10!`` are 11, 12 and 3628800, where MathRuler requires an integer literal and scores them
-0): a question stating its operands may let a policy restate them instead of computing the answer; a unit on
+0; ``integer_answers: literal`` applies MathRuler's rule): a question stating its operands may let a policy
+restate them instead of computing the answer; a unit on
 both sides must agree (``5 s`` is not ``5 min``); infinity equals only itself. A multiple-choice answer
 naming several options (``(A) or (B)``) names none.
 
@@ -40,6 +41,7 @@ malformed answer scores 0; only a sample that cannot be scored at all (not a str
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from decimal import Decimal
@@ -535,7 +537,19 @@ def _sympy_equal(pred: str, gold: str) -> bool:
     return defined >= 4
 
 
-def is_equivalent(pred: Any, gold: Any) -> bool:
+INTEGER_ANSWERS = ("value", "literal")  # the accuracy / verifiable rewards' integer_answers option
+
+
+def _integer_literal(s: str) -> bool:
+    """MathRuler's ``_str_is_int`` of a normalised answer: a plain number whose value is an integer
+    (``11``, ``11.0``, ``1e3``, ``1,000``, ``12 cm``), not an expression or fraction (``9+2``, ``22/2``)."""
+    t = _split_unit(s)[0].strip()
+    t = t.replace(",", "") if _WHOLE_THOUSANDS.fullmatch(t) else t
+    n = _to_number(t) if re.fullmatch(_NUMBER, _compact(t)) else None
+    return n is not None and n.denominator == 1
+
+
+def is_equivalent(pred: Any, gold: Any, integer_answers: str = "value") -> bool:
     """Whether two maths answers are equal; never raises, False on garbage.
 
     After :func:`_normalize`: exact (or case-insensitive) string match; a unit on both sides must
@@ -547,11 +561,16 @@ def is_equivalent(pred: Any, gold: Any) -> bool:
     value correctly rounded (``0.333333`` for ``1/3``); else exact symbolic equality with sympy (see
     :func:`_sympy_equal`), e.g. ``2\\sqrt{2}`` == ``\\sqrt{8}``, ``x^2+2x+1`` == ``(x+1)^2``.
     Expressions over ``MAX_SYMPY_CHARS`` characters only get the string and number checks.
+    ``integer_answers="literal"``: an integer gold answer needs an integer literal (MathRuler's rule,
+    ``grade_answer``: ``9+2``, ``3\times 4``, ``22/2`` are not 11, 12, 11), where ``"value"`` (the default)
+    compares any answer by value.
     """
     try:
         if pred is None or gold is None:
             return False
         p, g = _normalize(str(pred)), _normalize(str(gold))
+        if integer_answers == "literal" and _integer_literal(g) and not _integer_literal(p):
+            return False
         return bool(p and g) and _equal(p, g, 0)
     except Exception:  # sympy raises many kinds of errors on odd input: not equal
         return False
@@ -767,8 +786,9 @@ def _check_batch(
     return list(metadata)
 
 
-def score_accuracy(response: str, meta: Mapping) -> float:
-    """1.0 if the extracted answer matches ``meta["answer"]`` (any of them, if a list)."""
+def score_accuracy(response: str, meta: Mapping, integer_answers: str = "value") -> float:
+    """1.0 if the extracted answer matches ``meta["answer"]`` (any of them, if a list); ``integer_answers``
+    as :func:`is_equivalent` takes it."""
     pred = extract_answer(response)
     if pred is None:
         return 0.0
@@ -781,7 +801,7 @@ def score_accuracy(response: str, meta: Mapping) -> float:
     elif kind == "text":
         ok = any(_text_equal(pred, g) for g in golds)
     else:  # numeric and symbolic share one matcher: numbers first, then sympy
-        ok = any(is_equivalent(pred, g) for g in golds)
+        ok = any(is_equivalent(pred, g, integer_answers) for g in golds)
     return float(ok)
 
 
@@ -795,11 +815,19 @@ def _per_sample(fn, samples: Sequence, metadata: Sequence[Mapping]) -> torch.Ten
 @REWARDS.register("accuracy", samples="text")
 class AccuracyReward:
     """``{"accuracy": 1.0 | 0.0}``: extracted answer vs ``metadata[i]["answer"]``; the matcher
-    follows ``answer_type`` (auto: ``choice`` when ``choices`` are given, else maths)."""
+    follows ``answer_type`` (auto: ``choice`` when ``choices`` are given, else maths). ``integer_answers``:
+    ``"value"`` (default) matches any answer by value, ``"literal"`` wants an integer literal for an
+    integer gold answer, as MathRuler (EasyR1's and MMR1's grader) does (:func:`is_equivalent`)."""
+
+    def __init__(self, *, integer_answers: str = "value") -> None:
+        if integer_answers not in INTEGER_ANSWERS:
+            raise ValueError(f"integer_answers must be one of {', '.join(INTEGER_ANSWERS)}, got {integer_answers!r}")
+        self.integer_answers = integer_answers
 
     def __call__(self, samples: Sequence[str], prompts=None, metadata: Optional[Sequence[Mapping]] = None):
         metadata = _check_batch(samples, prompts, metadata)
-        return {"accuracy": _per_sample(score_accuracy, samples, metadata)}
+        score = functools.partial(score_accuracy, integer_answers=self.integer_answers)
+        return {"accuracy": _per_sample(score, samples, metadata)}
 
 
 @REWARDS.register("format", samples="text")
@@ -816,14 +844,15 @@ class FormatReward:
 class VerifiableReward:
     """``(1 - format_weight) * accuracy + format_weight * format``, plus both parts.
 
-    ``format_weight`` defaults to 0.1, EasyR1's ``math.py`` default (MMR1's ``0.9/0.1``).
+    ``format_weight`` defaults to 0.1, EasyR1's ``math.py`` default (MMR1's ``0.9/0.1``);
+    ``integer_answers`` as :class:`AccuracyReward` takes it.
     """
 
-    def __init__(self, *, format_weight: float = 0.1) -> None:
+    def __init__(self, *, format_weight: float = 0.1, integer_answers: str = "value") -> None:
         if not 0.0 <= format_weight <= 1.0:
             raise ValueError(f"format_weight must be in [0, 1], got {format_weight}")
         self.format_weight = float(format_weight)
-        self._accuracy, self._format = AccuracyReward(), FormatReward()
+        self._accuracy, self._format = AccuracyReward(integer_answers=integer_answers), FormatReward()
 
     def __call__(
         self,

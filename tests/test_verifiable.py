@@ -428,3 +428,32 @@ def test_bad_answer_type_and_lengths():
 def test_empty_batch():
     out = VerifiableReward()([], [], [])
     assert all(v.shape == (0,) and v.dtype == torch.float32 for v in out.values())
+
+
+@pytest.mark.parametrize(
+    "pred,gold,by_value,literal",
+    [
+        ("9+2", "11", True, False),  # the operands restated: a reward hack where the question states them
+        ("3\u00d74", "12", True, False),
+        ("10!", "3628800", True, False),
+        ("22/2", "11", True, False),  # MathRuler: a fraction is no integer literal
+        ("11", "11", True, True),
+        ("11.0", "11", True, True),
+        ("1,000", "1000", True, True),
+        ("12 cm", "12", True, True),  # units aside
+        ("1e3", "1000", True, True),
+        ("12", "11", False, False),
+        ("3/4", "0.75", True, True),  # the rule is about integer gold answers only
+        (r"\frac{6}{2}", r"\frac{3}{1}", True, True),  # nor a gold fraction that happens to be whole
+    ],
+)
+def test_integer_answers_literal_is_mathrulers_strict_rule(pred, gold, by_value, literal):
+    """MathRuler (hiyouga/MathRuler ``grader.py``, ``grade_answer``): "if the ground truth answer is an integer,
+    we require the given answer to be a strict match (no sympy.simplify)"; genrl matches by value unless
+    ``integer_answers="literal"``."""
+    response = f"<think>x</think> <answer>{pred}</answer>"
+    for mode, expected in (("value", by_value), ("literal", literal)):
+        reward = VerifiableReward(integer_answers=mode)
+        assert reward([response], None, [{"answer": gold, "answer_type": "numeric"}])["accuracy"].item() == expected
+    with pytest.raises(ValueError, match="integer_answers must be one of value, literal, got 'strict'"):
+        AccuracyReward(integer_answers="strict")
