@@ -342,12 +342,26 @@ def recorded_config(path: str) -> Optional[str]:
 def recorded_base_model(path: str) -> Optional[dict[str, str]]:
     """The fingerprints of the base model checkpoint ``path`` was trained from, as its writer recorded them
     in ``meta.json`` (``save_checkpoint(record={"base_model": ...})``); ``None`` for a checkpoint written without them
-    (before 2026-12-05) or whose ``meta.json`` cannot be read (the weights' loader names that file)."""
+    (before 2026-12-05) or whose ``meta.json`` cannot be read (the weights' loader names that file), and,
+    with a warning naming the file (once per process), for a record that is not a mapping of file names to
+    fingerprints: the base model is then not compared, as for a checkpoint that recorded none."""
     try:
-        record = _read_meta(path).get("base_model")
+        meta = _read_meta(path)
     except ValueError:
         return None
-    return record if isinstance(record, dict) else None
+    record = meta.get("base_model")
+    if record is None or (isinstance(record, dict) and all(isinstance(v, str) for v in record.values())):
+        return record
+    if path not in _DAMAGED_BASE_RECORDS:
+        _DAMAGED_BASE_RECORDS.add(path)
+        warnings.warn(
+            f"{os.path.join(path, 'meta.json')}: its recorded base model cannot be read (a {type(record).__name__}, "
+            "not a mapping of file fingerprints); the base model is not compared with the one it was trained from"
+        )
+    return None
+
+
+_DAMAGED_BASE_RECORDS: set[str] = set()  # checkpoints whose base-model record was warned about
 
 
 def load_checkpoint(

@@ -213,15 +213,15 @@ BUILD_STAMPS = ("_diffusers_version", "transformers_version", "_name_or_path", "
 def model_fingerprint(model: str, kind: str = "policy") -> dict[str, str]:
     """``{file: fingerprint}`` of the files of the model ``model`` names (:func:`resolve_model`; a hub id:
     its snapshot in the local hub cache, as the loaders find it), by path relative to the model's folder,
-    hidden files and folders left out; ``{}`` when there is no such folder here (a hub id not downloaded).
+    hidden files and folders left out, and anything but regular files (a dangling link, a FIFO), each folder
+    walked once (a link to a folder above it); ``{}`` when there is no such folder here (a hub id not
+    downloaded); a file that cannot be read is ``UNREADABLE``.
     A file up to ``WHOLE_HASH_UP_TO`` bytes: the sha256 of its bytes, or for a JSON config of its settings
     without the library-version stamps ``BUILD_STAMPS`` (the same model saved by another diffusers
     version); a larger one: ``genrl.io.sampled_sha256``, its size and 16 evenly spaced 1 MiB blocks
     (reading SD3.5's 10 GB of text encoders whole would delay every start and export by a minute). Every
     checkpoint keeps the policy's (``base_model``), so that a resume, an export or a gallery that would put
     the trained weights onto another base model is refused (:func:`changed_model_files`)."""
-    from genrl.io import file_sha256, sampled_sha256
-
     folder = resolve_model(model, kind)
     if not os.path.isdir(folder):
         try:
@@ -230,22 +230,36 @@ def model_fingerprint(model: str, kind: str = "policy") -> dict[str, str]:
             folder = snapshot_download(folder, local_files_only=True)
         except (OSError, ValueError):  # not in the hub cache, or no hub id: nothing to compare
             return {}
-    out = {}
+    out, seen = {}, set()
     for root, dirs, files in os.walk(folder, followlinks=True):  # the hub cache's snapshots are links
+        st = os.stat(root)
+        if (st.st_dev, st.st_ino) in seen:  # a link back up the tree: walked already
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
         dirs[:] = sorted(d for d in dirs if not d.startswith("."))
         for name in sorted(n for n in files if not n.startswith(".")):
             path = os.path.join(root, name)
-            if os.path.getsize(path) > WHOLE_HASH_UP_TO:
-                fingerprint = f"sampled sha256 {sampled_sha256(path)}"
-            elif name.endswith(".json") and isinstance(settings := _json_or_none(path), dict):
-                kept = {k: v for k, v in settings.items() if k not in BUILD_STAMPS}
-                fingerprint = (
-                    f"settings sha256 {hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()}"
-                )
-            else:
-                fingerprint = f"sha256 {file_sha256(path)}"
-            out[os.path.relpath(path, folder).replace(os.sep, "/")] = fingerprint
+            if os.path.isfile(path):  # regular files: not a dangling link, a FIFO (reading one blocks) or a socket
+                out[os.path.relpath(path, folder).replace(os.sep, "/")] = _file_fingerprint(path)
     return out
+
+
+UNREADABLE = "unreadable"  # model_fingerprint's entry for a file it may not read
+
+
+def _file_fingerprint(path: str) -> str:
+    from genrl.io import file_sha256, sampled_sha256
+
+    try:
+        if os.path.getsize(path) > WHOLE_HASH_UP_TO:
+            return f"sampled sha256 {sampled_sha256(path)}"
+        if path.endswith(".json") and isinstance(settings := _json_or_none(path), dict):
+            kept = {k: v for k, v in settings.items() if k not in BUILD_STAMPS}
+            return f"settings sha256 {hashlib.sha256(json.dumps(kept, sort_keys=True).encode()).hexdigest()}"
+        return f"sha256 {file_sha256(path)}"
+    except OSError:  # a file the loaders need fails them, naming it; one they never read (notes) is no refusal
+        return UNREADABLE
 
 
 def _json_or_none(path: str) -> Any:
@@ -262,7 +276,11 @@ def changed_model_files(recorded: Optional[dict], now: dict) -> str:
     added since do not count: a hub snapshot gains the files later loads download."""
     if not recorded or not now:
         return ""
-    changed = [f"{f} {'is missing' if f not in now else 'differs'}" for f in recorded if now.get(f) != recorded[f]]
+    changed = [
+        f"{f} {'is missing' if f not in now else 'cannot be read' if now[f] == UNREADABLE else 'differs'}"
+        for f in recorded
+        if now.get(f) != recorded[f]
+    ]
     more = f" (and {len(changed) - 3} more)" if len(changed) > 3 else ""
     return f"{', '.join(changed[:3])}{more}"
 

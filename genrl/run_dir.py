@@ -58,8 +58,9 @@ def load_run_config(cfg_path: str, checkpoint: str | None = None):
     ``checkpoint``, for a model setting (``policy.*``, and ``train.ema_decay``, which says whether the run
     kept an EMA) that differs from those the checkpoint recorded when it was written
     (``genrl.trainers.common.trained_config``) outside what a resume may change: the model is rebuilt from
-    ``config.yaml``, so an edit of ``policy.model`` there exported the trained adapter onto another base,
-    silently. Other sections may be edited (moved prompt files, another reward to score a gallery with,
+    ``config.yaml``, so an edit there (a LoRA alpha) exported the trained adapter into another model,
+    silently. ``policy.model`` itself is judged by its files where the checkpoint recorded their fingerprints
+    (:func:`load_base_policy`): the same base in another folder passes, another is refused. Other sections may be edited (moved prompt files, another reward to score a gallery with,
     ``eval.*``: the sampling settings an export records): they do not change which weights are loaded into
     which model."""
     from genrl.config import TRAINER_CONFIGS, ConfigError, config_differences, load_config, trainer_kind
@@ -69,7 +70,11 @@ def load_run_config(cfg_path: str, checkpoint: str | None = None):
         cfg = load_config(TRAINER_CONFIGS[trainer_kind(cfg_path)], cfg_path)
     except ConfigError as e:  # invalid YAML names the file already
         raise RunDirError(str(e) if str(e).startswith(cfg_path) else f"{cfg_path}: {e}") from None
-    trained = trained_config(type(cfg), os.path.dirname(cfg_path), checkpoint) if checkpoint else None
+    trained = (
+        trained_config(type(cfg), os.path.dirname(cfg_path), checkpoint, model=cfg.policy.model)
+        if checkpoint
+        else None
+    )
     changed = unresumable_changes(config_differences(trained, cfg), MODEL_SETTINGS) if trained else ""
     if changed:
         raise RunDirError(

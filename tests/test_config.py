@@ -260,10 +260,6 @@ def test_malformed_override_and_non_mapping_section(tmp_path):
         (["eval.num_steps=0"], ["eval.num_steps"]),
         (["eval.every=-1"], ["eval.every"]),
         (["policy.lora.dropout=1.0"], ["policy.lora.dropout"]),
-        (
-            ["policy.lora.dropout=0.05"],
-            ["policy.lora.dropout=0.05", "must be 0: genrl's policies run without dropout"],
-        ),
     ],
 )
 def test_value_and_cross_field_errors(overrides, needles):

@@ -526,3 +526,56 @@ def test_a_base_model_changed_since_training_is_refused_by_export_gallery_and_re
     shutil.rmtree(base)
     shutil.copytree(kept, base)  # the base it was trained on, back: a copy passes
     assert export(str(run), str(tmp_path / "out"))["step"] == 2
+
+
+def _edit_run_config(run, *overrides):
+    """``run/config.yaml`` saved again with ``overrides`` (as a user editing the file)."""
+    from genrl.config import save_config
+
+    save_config(load_config(OnlineConfig, str(run / "config.yaml"), list(overrides)), run / "config.yaml")
+
+
+def test_a_run_and_its_base_moved_elsewhere_export_and_resume_but_an_edit_is_still_refused(digits_run, tmp_path):
+    """The base's fingerprints decide whether policy.model names the model a run was trained from: a run and its
+    base copied to other folders were refused as a policy.model change; and once the old base folder was gone,
+    the recorded settings could not be read, so config.yaml was compared with itself and a LoRA alpha edited
+    after the move exported a model nobody trained."""
+    base = tmp_path / "moved" / "base"
+    run = tmp_path / "moved" / "run"
+    shutil.copytree(load_config(OnlineConfig, str(digits_run / "config.yaml")).policy.model, base)
+    shutil.copytree(digits_run, run)
+    _edit_run_config(run, f"policy.model={base}", f"output_dir={run}")
+    assert export(str(run), str(tmp_path / "out"))["step"] == 2  # the same base, elsewhere
+    _edit_run_config(run, "policy.lora.alpha=64")
+    with pytest.raises(ValueError, match=r"policy\.lora\.alpha: 8\.0 -> 64\.0; restore"):
+        export(str(run), str(tmp_path / "out2"))
+    _edit_run_config(run, "policy.lora.alpha=8")
+    train(load_config(OnlineConfig, str(run / "config.yaml"), ["max_steps=3"]))  # resumes in its new folder
+    assert (run / "checkpoints" / "step-000003").is_dir()
+    pretrain(base, steps=5, seed=1, progress=False)  # the moved base replaced: its files decide, not its path
+    with pytest.raises(ValueError, match=r"another base model than policy\.model .* \(.*transformer/.* differs"):
+        export(str(run), str(tmp_path / "out3"))
+
+
+def test_a_damaged_base_model_record_is_warned_about_and_a_dropout_run_still_exports(digits_run, tmp_path):
+    """A base_model record that is not a mapping of fingerprints was passed over silently; runs trained with
+    policy.lora.dropout > 0 (before the trainers refused it) could no longer be exported: the config refused it."""
+    import yaml
+
+    run = tmp_path / "run"
+    shutil.copytree(digits_run, run)
+    for meta in run.glob("checkpoints/step-*/meta.json"):
+        data = json.loads(meta.read_text())
+        data["base_model"] = "garbage"
+        settings = yaml.safe_load(data["config"])
+        settings["policy"]["lora"]["dropout"] = 0.05  # as trained before the refusal
+        data["config"] = yaml.safe_dump(settings)
+        meta.write_text(json.dumps(data))
+    _edit_run_config(run, "policy.lora.dropout=0.05")
+    with pytest.warns(UserWarning, match=r"meta\.json: its recorded base model cannot be read \(a str, not a mapping"):
+        assert export(str(run), str(tmp_path / "out"))["step"] == 2
+    with pytest.raises(
+        ValueError, match=r"policy\.lora\.dropout=0\.05: must be 0: genrl's policies run without dropout"
+    ):
+        train(load_config(OnlineConfig, str(run / "config.yaml"), [f"output_dir={run}", "max_steps=3"]))
+    assert not (run / "checkpoints" / "step-000003").exists()

@@ -145,7 +145,7 @@ def test_the_policy_runs_without_dropout_even_under_peft_lora_dropout(rank):
     zero (first-update ratio != 1, clip_frac 0.19 on digits). Config validation now refuses a dropout > 0;
     a policy built with one anyway (the setting changed after validation) still runs every module in eval."""
     cfg = PolicyConfig(lora={"rank": rank})
-    cfg.lora.dropout = 0.5  # past validation, as code building configs by hand can
+    cfg.lora.dropout = 0.5  # the trainers refuse it; a policy built in code takes it
     pol = FlowPolicy(cfg, get_dummy_pipeline())
     assert not [n for n, m in pol.transformer.named_modules() if m.training]
     with torch.no_grad():  # move every trained weight (LoRA's B off zero): dropout would show now

@@ -228,3 +228,33 @@ def test_a_sampled_hash_reads_evenly_spaced_blocks_first_and_last_included(tmp_p
         assert (sampled_sha256(path, blocks=4, block_size=1024) != plain) is seen, at
     path.write_bytes(bytes(data) + b"\0")  # the size counts, whatever the blocks hold
     assert sampled_sha256(path, blocks=4, block_size=1024) != plain
+
+
+def test_a_model_fingerprint_walks_only_regular_files_once_and_names_unreadable_ones(tmp_path, monkeypatch):
+    """A dangling link ("No such file"), a link to a folder above (ELOOP) and a FIFO (reading blocks forever)
+    in a base folder failed or hung export and training; a file that cannot be read (notes the loaders never
+    open) refused them with a bare errno line."""
+    import genrl.models as models
+
+    base = tmp_path / "base"
+    (base / "unet").mkdir(parents=True)
+    (base / "unet" / "config.json").write_text("{}")
+    (base / "notes.txt").write_text("mine")
+    recorded = models.model_fingerprint(str(base))
+    (base / "README.md").symlink_to(tmp_path / "nowhere.md")
+    (base / "unet" / "loop").symlink_to(base)
+    os.mkfifo(base / "fifo")
+    assert models.model_fingerprint(str(base)) == recorded  # none of them is a file the model holds
+    import genrl.io
+
+    sha256 = genrl.io.file_sha256
+
+    def as_root_without_read_rights(path):
+        if str(path).endswith("notes.txt"):
+            raise PermissionError(13, "Permission denied", str(path))
+        return sha256(path)
+
+    monkeypatch.setattr(genrl.io, "file_sha256", as_root_without_read_rights)
+    now = models.model_fingerprint(str(base))
+    assert now["notes.txt"] == models.UNREADABLE
+    assert models.changed_model_files(recorded, now) == "notes.txt cannot be read"

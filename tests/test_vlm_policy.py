@@ -351,7 +351,7 @@ def test_the_policy_runs_without_dropout_even_under_peft_lora_dropout(rank):
     the rollout's and the update's log-probs differed once B left zero. Config validation refuses a
     dropout > 0; a policy built with one anyway still runs every module in eval mode."""
     cfg = make_cfg(lora={"rank": rank}, max_new_tokens=4)
-    cfg.lora.dropout = 0.5  # past validation, as code building configs by hand can
+    cfg.lora.dropout = 0.5  # the trainers refuse it; a policy built in code takes it
     policy = VLMPolicy(cfg, **get_dummy_components())
     assert not [n for n, m in policy.module.named_modules() if m.training]
     with torch.no_grad():

@@ -32,8 +32,9 @@ class LoraConfig(Section):
     alpha: float = option(8.0, "LoRA alpha (scale = alpha / rank)")
     dropout: float = option(
         0.0,
-        "LoRA dropout probability: must be 0, as genrl's policies run without dropout (re-scoring a rollout must "
-        "reproduce its log-probs: the first update's ratio is exactly 1; TRL's disable_dropout)",
+        "LoRA dropout probability, in [0, 1); training refuses any but 0, as genrl's policies run without dropout "
+        "(re-scoring a rollout must reproduce its log-probs: the first update's ratio is exactly 1); a run trained "
+        "with one before 2026-12-05 still exports",
     )
     target_modules: Optional[list[str]] = option(
         None, "module names that get LoRA adapters; null = the model family's default (genrl.families)"
@@ -42,12 +43,7 @@ class LoraConfig(Section):
     def validate(self) -> None:
         at_least(self, 0, "rank")
         positive(self, "alpha")
-        require(  # peft's lora_dropout drew a new mask in every rollout, re-scoring and evaluation forward
-            self.dropout == 0,
-            "dropout",
-            self.dropout,
-            "must be 0: genrl's policies run without dropout, so that re-scoring a rollout reproduces its log-probs",
-        )
+        require(0 <= self.dropout < 1, "dropout", self.dropout, "must be in [0, 1)")
         require(
             self.rank == 0 or self.target_modules is None or len(self.target_modules) > 0,
             "target_modules",

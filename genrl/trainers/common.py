@@ -273,16 +273,33 @@ def schedules_on_max_steps(cfg) -> list[str]:
 _UNREADABLE_RECORDS: set[str] = set()  # checkpoints whose recorded settings were warned about
 
 
-def trained_config(cfg_type: type, output_dir: str, checkpoint: Optional[str] = None):
+def refuse_lora_dropout(policy_cfg) -> None:
+    """``ValueError`` naming ``policy.lora.dropout`` unless it is 0: genrl's policies run every module in eval
+    mode, so that re-scoring a rollout reproduces its log-probs (the first update's ratio exactly 1; TRL's
+    ``disable_dropout``); peft's ``lora_dropout`` drew a new mask in every forward before 2026-12-05. Checked
+    by the trainers, not by the config: a run trained with one then must still export and show in a gallery."""
+    if policy_cfg.lora.rank > 0 and policy_cfg.lora.dropout:
+        raise ValueError(
+            f"policy.lora.dropout={policy_cfg.lora.dropout}: must be 0: genrl's policies run without dropout, so "
+            "that re-scoring a rollout reproduces its log-probs"
+        )
+
+
+def trained_config(cfg_type: type, output_dir: str, checkpoint: Optional[str] = None, model: Optional[str] = None):
     """The settings a run was trained with, in the schema ``cfg_type``: those that ``checkpoint`` recorded
     when it was written (``genrl.checkpoint.recorded_config``: an edit of ``config.yaml`` after training does
     not change them), else the run's ``output_dir/config.yaml`` (checkpoints written before 2026-12-05 record
     none; a record that is damaged, empty or of another schema is warned about and passed over the same
     way: read as settings, an empty one would have been every default); ``None`` when this version can
-    read neither."""
+    read neither. ``model``: the model the run's policy names now (``policy.model``, an SFT config's
+    ``model``), read in place of the recorded one where the checkpoint also recorded its base model's
+    fingerprints (``genrl.checkpoint.recorded_base_model``): those decide whether it is the same model
+    (:func:`base_model`, ``genrl.run_dir.load_base_policy``), so a run and its base moved or copied to other
+    folders resume and export, and a recorded folder that is gone no longer makes the record unreadable (the
+    settings were then compared with the edited file itself: a LoRA alpha edited after a move passed)."""
     import yaml
 
-    from genrl.checkpoint import recorded_config
+    from genrl.checkpoint import recorded_base_model, recorded_config
 
     record = recorded_config(checkpoint) if checkpoint else None
     if record is not None:
@@ -290,6 +307,10 @@ def trained_config(cfg_type: type, output_dir: str, checkpoint: Optional[str] = 
             data = parse_value(record)
             if not isinstance(data, dict) or not data:
                 raise ValueError("not a mapping of settings")
+            if model is not None and recorded_base_model(checkpoint):
+                section = data.get("policy") if isinstance(data.get("policy"), dict) else data
+                if "model" in section:
+                    section["model"] = model
             return config_from_dict(cfg_type, data)
         except (ValueError, yaml.YAMLError) as e:  # ConfigError is a ValueError
             why = " ".join(str(e).split())  # YAML's errors span lines
@@ -322,7 +343,9 @@ def check_resume(cfg, start: int, checkpoint: Optional[str] = None) -> list[str]
     a schedule follows it (:func:`schedules_on_max_steps`), or a ``max_steps`` below the step reached.
     Settings this version cannot read are not compared. Returns the allowed changes that make
     later evaluations measure otherwise than earlier ones (``MEASURED_BY_EVAL``), as ``key: was -> now``."""
-    saved = trained_config(type(cfg), cfg.output_dir, checkpoint)
+    from genrl.models import policy_model
+
+    saved = trained_config(type(cfg), cfg.output_dir, checkpoint, model=policy_model(cfg))
     if saved is not None and saved.max_steps != cfg.max_steps and (scheduled := schedules_on_max_steps(saved)):
         raise ValueError(
             f"resuming {cfg.output_dir} at step {start} with max_steps={cfg.max_steps}, trained with "

@@ -299,6 +299,7 @@ def train(cfg: OnlineConfig, on_step: Callable[[int, dict], None] | None = None)
     policy_cls, task_cls = POLICIES.get(cfg.policy.name), TASKS.get(cfg.task)
     reward_classes = {name: REWARDS.get(name) for name in cfg.rewards}
     check_entry_kinds(cfg, objective, policy_cls, task_cls, reward_classes)
+    common.refuse_lora_dropout(cfg.policy)
     check_reward_kinds(reward_classes, cfg.reward_args)  # each reward callable as (samples, prompts, metadata)
     fsdp = sharding.fsdp_requested(cfg.train.fsdp)
     if fsdp:  # checked before anything loads

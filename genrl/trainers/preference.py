@@ -64,6 +64,7 @@ def train(cfg: PreferenceConfig) -> dict[str, dict]:
         raise ValueError(f"task={cfg.task!r} provides no winning samples (preference_batch); use digits")
     if not callable(getattr(policy_cls, "denoising_error", None)):
         raise ValueError(f"policy.name={cfg.policy.name!r} has no denoising loss; use a flow or diffusion policy")
+    common.refuse_lora_dropout(cfg.policy)
     torch.manual_seed(cfg.seed)
 
     task = common.build_task(task_cls, cfg)
