@@ -229,11 +229,22 @@ def make_gallery(
     all_prompts = [p for p in prompts for _ in range(seeds_per_prompt)]
     seeds = [s for _ in prompts for s in range(seeds_per_prompt)]
     metadata = [meta(p) for p in all_prompts]
-    rewards = dict(getattr(task, "eval_rewards", dict)())  # the task's judges, then every run's rewards
-    for cfg in cfgs:
+    # the task's judges, then every run's rewards with that run's options: a reward a later run names with
+    # other reward_args scores every column again, its keys suffixed with the run's label (one set of options
+    # for all runs showed a later run's column on a scale it was never trained or evaluated on)
+    scorers: list[tuple[str, dict]] = [("", dict(getattr(task, "eval_rewards", dict)()))]
+    built: dict[str, list] = {name: [None] for name in scorers[0][1]}  # name -> the options each scorer took
+    for cfg, label in zip(cfgs, labels):
         for name in getattr(cfg, "rewards", {}):  # a preference run trains with none
-            if name not in rewards:
-                rewards.update(build_rewards({name: REWARDS.get(name)}, cfg.reward_args))
+            options = cfg.reward_args.get(name, {})
+            if name in built and (options in built[name] or None in built[name]):
+                continue
+            reward = build_rewards({name: REWARDS.get(name)}, {name: options})
+            if name in built:
+                scorers.append((f" ({label})", reward))
+            else:  # one call for all: a key that names another reward yields to that reward (score_samples)
+                scorers[0][1].update(reward)
+            built.setdefault(name, []).append(options)
 
     columns, images, run_info = ["base"], {}, []
     total = len(all_prompts) * (1 + len(cfgs))
@@ -290,12 +301,16 @@ def make_gallery(
     for c in columns:
         # one prompt at a time, so a prompt a reward cannot score (NaN, a warning) spoils only its own images
         parts = [
-            score_samples(
-                rewards,
-                images[c][j : j + seeds_per_prompt],
-                all_prompts[j : j + seeds_per_prompt],
-                metadata[j : j + seeds_per_prompt],
-            )[0]
+            {
+                f"{k}{suffix}": v
+                for suffix, rewards in scorers
+                for k, v in score_samples(
+                    rewards,
+                    images[c][j : j + seeds_per_prompt],
+                    all_prompts[j : j + seeds_per_prompt],
+                    metadata[j : j + seeds_per_prompt],
+                )[0].items()
+            }
             for j in range(0, len(all_prompts), seeds_per_prompt)
         ]
         keys = dict.fromkeys(k for part in parts for k in part)

@@ -97,16 +97,19 @@ def smart_resize(
 
 
 def frame_count(total: int, source_fps: float, fps: Optional[float], num_frames: Optional[int]) -> int:
-    """How many frames the model sees (Qwen-VL's ``smart_nframes``)."""
+    """How many frames the model sees (Qwen-VL's ``smart_nframes``): ``num_frames`` rounded to a multiple of 2,
+    else ``fps`` frames a second within [4, 768] and the clip's length. ``ValueError`` when that is not 2 to
+    ``total`` frames: a ``num_frames`` above the clip's length was cut to its length, an odd count against the
+    model's temporal patch of 2 (qwen-vl-utils refuses it)."""
     if num_frames is not None:
         n = round(num_frames / FRAME_FACTOR) * FRAME_FACTOR
     else:
         lo = math.ceil(FPS_MIN_FRAMES / FRAME_FACTOR) * FRAME_FACTOR
         hi = math.floor(min(FPS_MAX_FRAMES, total) / FRAME_FACTOR) * FRAME_FACTOR
         n = round(min(max(total / source_fps * fps, lo), hi) / FRAME_FACTOR) * FRAME_FACTOR
-    n = min(n, total)
     if not FRAME_FACTOR <= n <= total:
-        raise ValueError(f"a video of {total} frames gives {n} model frames; need {FRAME_FACTOR}..{total}")
+        asked = f" (num_frames={num_frames})" if num_frames is not None else ""
+        raise ValueError(f"a video of {total} frames gives {n} model frames{asked}; need {FRAME_FACTOR}..{total}")
     return n
 
 
@@ -448,7 +451,7 @@ class VideoAlignReward:
         fps: Optional[float] = None,
         num_frames: Optional[int] = None,
         max_pixels: Optional[int] = None,
-        min_pixels: int = VIDEO_MIN_PIXELS,
+        min_pixels: Optional[int] = None,
         video_fps: float = 16.0,
         normalize: bool = True,
         weights: Optional[dict] = None,
@@ -471,7 +474,12 @@ class VideoAlignReward:
             raise ValueError(f"videoalign reward: sample_type {dc['sample_type']!r} is not supported (uniform)")
         self.fps, self.num_frames = fps, num_frames
         self.max_pixels = max_pixels or dc.get("max_frame_pixels", 240 * 320)
-        self.min_pixels, self.video_fps = int(min_pixels), float(video_fps)
+        # qwen-vl-utils' 100352 unless the checkpoint's max_frame_pixels is smaller: the embedded moving_digits
+        # reward (3136) had its 16 x 16 frames enlarged to 336 x 336, 36 times what it was trained on
+        self.min_pixels = int(min_pixels) if min_pixels is not None else min(VIDEO_MIN_PIXELS, self.max_pixels)
+        if self.min_pixels > self.max_pixels:
+            raise ValueError(f"videoalign reward: min_pixels={self.min_pixels} exceeds max_pixels={self.max_pixels}")
+        self.video_fps = float(video_fps)
         self.eval_dim, self.template = dc.get("eval_dim", list(HEADS)), dc.get("prompt_template_type", "none")
         self.stats = config.get("inference_config") if normalize else None
         self.weights = {**dict.fromkeys(HEADS, 1.0), **(weights or {})}

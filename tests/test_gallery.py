@@ -299,3 +299,32 @@ def test_a_run_config_that_is_now_refused_names_its_file(runs, tmp_path, capsys,
     says = "policy.height=64: " if damage == "height" else "invalid YAML: key 'seed' is given twice"
     assert len(err) == 1 and err[0].startswith(f"genrl {command}: {run / 'config.yaml'}: {says}"), err
     assert not (tmp_path / "g").exists()
+
+
+def test_each_run_is_scored_with_its_own_reward_options(runs, tmp_path):
+    """Rewards were built once per name from the first run's reward_args, so a second run that trained the
+    same reward with other options (CLIP's score: logit against clipscore) was shown on the first run's scale.
+    A reward named again with other options scores every column again, under its key and the run's label."""
+    from genrl.config import OnlineConfig, load_config, save_config
+    from genrl.gallery import make_gallery
+
+    copies = []
+    for run, quality in zip(runs, (30, 95)):
+        copy = tmp_path / f"q{quality}"
+        shutil.copytree(run, copy)
+        overrides = [
+            "rewards={jpeg_compressibility: 1.0}",
+            f"reward_args={{jpeg_compressibility: {{quality: {quality}}}}}",
+        ]
+        save_config(load_config(OnlineConfig, str(copy / "config.yaml"), overrides), copy / "config.yaml")
+        copies.append(copy)
+    make_gallery([str(c) for c in copies], str(tmp_path / "g"), seeds_per_prompt=1, max_prompts=2, progress=False)
+    record = json.loads((tmp_path / "g" / "gallery.json").read_text())
+    for column, summary in record["summary"].items():
+        ours, theirs = summary["jpeg_compressibility"], summary["jpeg_compressibility (q95)"]
+        assert ours > theirs, (column, ours, theirs)  # quality 30: a smaller JPEG, a higher score (-kB)
+    again = ["reward_args={jpeg_compressibility: {quality: 30}}"]  # the same options as the first run
+    save_config(load_config(OnlineConfig, str(copies[1] / "config.yaml"), again), copies[1] / "config.yaml")
+    make_gallery([str(c) for c in copies], str(tmp_path / "same"), seeds_per_prompt=1, max_prompts=2, progress=False)
+    same = json.loads((tmp_path / "same" / "gallery.json").read_text())
+    assert not any("(" in key for summary in same["summary"].values() for key in summary)  # one set of options

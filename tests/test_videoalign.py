@@ -219,6 +219,20 @@ def test_frame_sampling_and_resizing_follow_qwen_vl():
     frames = torch.randint(0, 256, (9, 3, 60, 90), dtype=torch.uint8)
     out = prepare_frames(frames, 8.0, None, 4, 28 * 28, 56 * 84)
     assert out.shape == (4, 3, 56, 84) and out.dtype == torch.float32
+    # num_frames past the clip: cut to its 9 frames before (odd, against the temporal patch of 2); refused now,
+    # as qwen-vl-utils' smart_nframes refuses it
+    with pytest.raises(ValueError, match=r"a video of 9 frames gives 10 model frames \(num_frames=10\); need 2\.\.9"):
+        frame_count(9, 16.0, None, 10)
+
+
+def test_min_pixels_follows_a_checkpoint_trained_on_smaller_frames(videoreward):
+    """qwen-vl-utils' min_pixels (100352) above the checkpoint's max_frame_pixels enlarged every frame past what
+    the model was trained on (the embedded moving_digits reward's 16 x 16 frames to 336 x 336)."""
+    root, _ = videoreward
+    reward = REWARDS.get("videoalign")(checkpoint=str(root / "reward"), dtype="float32", device="cpu")
+    assert reward.min_pixels == reward.max_pixels == PIX
+    with pytest.raises(ValueError, match=f"min_pixels={PIX + 1} exceeds max_pixels={PIX}"):
+        REWARDS.get("videoalign")(checkpoint=str(root / "reward"), dtype="float32", device="cpu", min_pixels=PIX + 1)
 
 
 def test_bad_checkpoint_folders_name_the_missing_files(tmp_path, videoreward):
