@@ -339,6 +339,9 @@ def recorded_config(path: str) -> Optional[str]:
     return config if isinstance(config, str) else None
 
 
+_DAMAGED_BASE_RECORDS: set[str] = set()  # checkpoints whose base-model record was warned about
+
+
 def recorded_base_model(path: str) -> Optional[dict[str, str]]:
     """The fingerprints of the base model checkpoint ``path`` was trained from, as its writer recorded them
     in ``meta.json`` (``save_checkpoint(record={"base_model": ...})``); ``None`` for a checkpoint written without them
@@ -359,9 +362,6 @@ def recorded_base_model(path: str) -> Optional[dict[str, str]]:
             "not a mapping of file fingerprints); the base model is not compared with the one it was trained from"
         )
     return None
-
-
-_DAMAGED_BASE_RECORDS: set[str] = set()  # checkpoints whose base-model record was warned about
 
 
 def load_checkpoint(

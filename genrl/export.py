@@ -218,17 +218,17 @@ def export(
                 f"pipe = DiffusionPipeline.from_pretrained({'DIR' if custom else 'BASE'}{remote}{as_saved}); "
                 "pipe.load_lora_weights(DIR)"
             )
-            if not custom:  # what the policy set in place of the base's own (a DDIM or Euler scheduler, a guider)
+            if custom:  # the embedded base exists nowhere else: ship it beside the adapter
+                denoiser.unload_lora()
+                cast_components(pipe, DTYPES[dtype]).save_pretrained(tmp)
+                _save_custom_pipeline_code(pipe, tmp)
+            else:  # what the policy set in place of the base's own (a DDIM or Euler scheduler, a guider)
                 for name in policy.sampling_components:
                     component = getattr(pipe, name)
                     component.save_pretrained(os.path.join(tmp, name))
                     record["load"] += (
                         f"; pipe.{name} = diffusers.{type(component).__name__}.from_pretrained(DIR, subfolder={name!r})"
                     )
-            if custom:  # the embedded base exists nowhere else: ship it beside the adapter
-                denoiser.unload_lora()
-                cast_components(pipe, DTYPES[dtype]).save_pretrained(tmp)
-                _save_custom_pipeline_code(pipe, tmp)
         else:
             if mode == "merge":
                 denoiser.fuse_lora()

@@ -60,9 +60,9 @@ def load_run_config(cfg_path: str, checkpoint: str | None = None):
     (``genrl.trainers.common.trained_config``) outside what a resume may change: the model is rebuilt from
     ``config.yaml``, so an edit there (a LoRA alpha) exported the trained adapter into another model,
     silently. ``policy.model`` itself is judged by its files where the checkpoint recorded their fingerprints
-    (:func:`load_base_policy`): the same base in another folder passes, another is refused. Other sections may be edited (moved prompt files, another reward to score a gallery with,
-    ``eval.*``: the sampling settings an export records): they do not change which weights are loaded into
-    which model."""
+    (:func:`load_base_policy`): the same base in another folder passes, another is refused. Other sections
+    may be edited (moved prompt files, another reward to score a gallery with, ``eval.*``: the sampling
+    settings an export records): they do not change which weights are loaded into which model."""
     from genrl.config import TRAINER_CONFIGS, ConfigError, config_differences, load_config, trainer_kind
     from genrl.trainers.common import trained_config, unresumable_changes
 

@@ -31,8 +31,8 @@ from genrl.models import write_task_info
 IMAGE_PLACEHOLDER = "<image>"  # where an image goes in a prompt (EasyR1/MMR1 data convention)
 # Tokens that must never be sampled: a generated <|image_pad|> makes the next forward look
 # for image features that do not exist (and crashes), the others are meaningless in a reply.
-END_TOKENS = ("<|im_end|>",)  # a chat turn's end: ends a response whatever the tokenizer's eos_token is
 NEVER_SAMPLE_TOKENS = ("<|image_pad|>", "<|video_pad|>", "<|vision_pad|>", "<|vision_start|>", "<|vision_end|>")
+END_TOKENS = ("<|im_end|>",)  # a chat turn's end: ends a response whatever the tokenizer's eos_token is
 
 
 def user_message(question: str, n_images: int) -> list[dict]:
@@ -344,7 +344,6 @@ class _CheckedScores:
         return check_next_token_scores(scores)
 
 
-@torch.no_grad()
 def end_token_ids(model, tokenizer) -> list[int]:
     """The ids that end a response, sorted: the model's ``generation_config.eos_token_id`` (one or a list),
     the tokenizer's ``eos_token_id`` and ``END_TOKENS`` where the vocabulary has them (the VLM policy's
@@ -362,6 +361,7 @@ def end_token_ids(model, tokenizer) -> list[int]:
     return sorted(eos)
 
 
+@torch.no_grad()
 def generate(
     model,
     processor,

@@ -28,9 +28,8 @@ decimal expansion when correctly rounded (``1.4142136`` for ``\\sqrt{2}``); unre
 count by value (``6/2`` is 3), and so does any expression against an integer gold answer (``9+2``,
 ``3\times 4`` and ``10!`` are 11, 12 and 3628800, where MathRuler requires an integer literal and scores them
 0; ``integer_answers: literal`` applies MathRuler's rule): a question stating its operands may let a policy
-restate them instead of computing the answer; a unit on
-both sides must agree (``5 s`` is not ``5 min``); infinity equals only itself. A multiple-choice answer
-naming several options (``(A) or (B)``) names none.
+restate them instead of computing the answer; a unit on both sides must agree (``5 s`` is not ``5 min``);
+infinity equals only itself. A multiple-choice answer naming several options (``(A) or (B)``) names none.
 
 Contract (README.md, "Rewards"): ``reward(samples, prompts, metadata) -> dict[str, Tensor[B]]``;
 ``samples`` are response strings, ``metadata[i]["answer"]`` the gold answer, optionally

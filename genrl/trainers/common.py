@@ -481,10 +481,9 @@ def base_model(cfg, checkpoint: Optional[str] = None) -> dict[str, str]:
     """Fingerprints of the files of the model the policy starts from (``genrl.models.model_fingerprint`` of
     ``policy.model``, an SFT config's ``model``); with ``checkpoint``, the one a resume starts from, compared
     first with those it recorded (``genrl.checkpoint.recorded_base_model``): ``ValueError`` naming the files
-    that changed or went since (the
-    trained weights, an adapter or a whole denoiser beside a frozen text encoder, would go on from another
-    base: a rebuilt cache, a folder overwritten by another download). A checkpoint from before they were
-    kept (2026-12-05) has none."""
+    that changed or went since (the trained weights, an adapter or a whole denoiser beside a frozen text
+    encoder, would go on from another base: a rebuilt cache, a folder overwritten by another download). A
+    checkpoint from before they were kept (2026-12-05) has none."""
     from genrl.checkpoint import recorded_base_model
     from genrl.models import changed_model_files, model_fingerprint, policy_model
 
